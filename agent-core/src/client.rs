@@ -1,0 +1,119 @@
+//! The agent's only network peer: outbound HTTP(S) requests to the Command Center.
+
+use std::time::Duration;
+
+use vaultmesh_proto::{ErrorBody, HeartbeatAccepted, NodeHeartbeat};
+
+/// Why a request to the Command Center failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Could not connect, TLS failed, timed out, or the body could not be read.
+    #[error("cannot reach the Command Center at {url}: {reason}")]
+    Transport { url: String, reason: String },
+    /// The Command Center refused the request (4xx); retrying the same request will not help.
+    #[error("the Command Center refused the request ({status}): {error}")]
+    Rejected { status: u16, error: String },
+    /// The Command Center (or the tunnel in front of it) failed (5xx, 408, 429).
+    #[error("the Command Center is unavailable ({status}): {error}")]
+    Unavailable { status: u16, error: String },
+    #[error("the Command Center sent a reply this agent cannot read: {0}")]
+    BadReply(String),
+}
+
+impl ClientError {
+    /// Whether sending the same request again later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self, ClientError::Rejected { .. })
+    }
+}
+
+/// HTTP client for the Command Center's agent API.
+#[derive(Debug, Clone)]
+pub struct CcClient {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl CcClient {
+    /// `base` is the Command Center's URL without a trailing slash.
+    pub fn new(base: &str, timeout: Duration) -> Result<Self, ClientError> {
+        // reqwest is built without a default crypto provider; ring is ours. Installing twice is
+        // harmless (the second call reports the first provider, which we ignore).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("vaultmesh-node-agent/", env!("CARGO_PKG_VERSION")))
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(10)))
+            // A redirect could carry node data to another host; the CC never redirects agents.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| ClientError::Transport {
+                url: base.to_string(),
+                reason: e.to_string(),
+            })?;
+        Ok(CcClient {
+            http,
+            base: base.trim_end_matches('/').to_string(),
+        })
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    /// `POST /api/agent/heartbeat`.
+    pub async fn post_heartbeat(
+        &self,
+        hb: &NodeHeartbeat,
+    ) -> Result<HeartbeatAccepted, ClientError> {
+        let url = format!("{}/api/agent/heartbeat", self.base);
+        let resp =
+            self.http
+                .post(&url)
+                .json(hb)
+                .send()
+                .await
+                .map_err(|e| ClientError::Transport {
+                    url: url.clone(),
+                    reason: error_chain(&e),
+                })?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(|e| ClientError::Transport {
+            url: url.clone(),
+            reason: error_chain(&e),
+        })?;
+        if status.is_success() {
+            return serde_json::from_slice(&bytes)
+                .map_err(|e| ClientError::BadReply(e.to_string()));
+        }
+        let error = serde_json::from_slice::<ErrorBody>(&bytes)
+            .map(|b| b.error)
+            .unwrap_or_else(|_| {
+                String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned()
+            });
+        let code = status.as_u16();
+        if status.is_server_error() || code == 408 || code == 429 {
+            Err(ClientError::Unavailable {
+                status: code,
+                error,
+            })
+        } else {
+            Err(ClientError::Rejected {
+                status: code,
+                error,
+            })
+        }
+    }
+}
+
+/// reqwest's Display hides the cause ("error sending request"); walk the chain for the reason.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
+}

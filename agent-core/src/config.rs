@@ -1,0 +1,499 @@
+//! The agent's configuration: `/etc/vaultmesh/agent.toml` plus environment overrides.
+//!
+//! Precedence: environment > file > defaults. A missing file at the default path means
+//! defaults; a missing file at a path the operator named is an error. Every error names the
+//! file (or `environment`), the key and the reason on one line.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::duration;
+
+/// Where the agent looks for its config file unless told otherwise.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/vaultmesh/agent.toml";
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/vaultmesh/agent";
+pub const DEFAULT_ROOT: &str = "/var/lib/vaultmesh";
+pub const DEFAULT_CC_URL: &str = "http://127.0.0.1:8088";
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Bounds on the heartbeat interval.
+const INTERVAL_RANGE: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(86_400));
+
+/// One configuration problem. `file` is the config path or `environment`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}: {key}: {reason}")]
+pub struct ConfigError {
+    pub file: String,
+    pub key: String,
+    pub reason: String,
+}
+
+impl ConfigError {
+    pub fn new(file: impl Into<String>, key: impl Into<String>, reason: impl Into<String>) -> Self {
+        ConfigError {
+            file: file.into(),
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Every problem found while loading, so an operator fixes them all in one go.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl From<ConfigError> for ConfigErrors {
+    fn from(e: ConfigError) -> Self {
+        ConfigErrors(vec![e])
+    }
+}
+
+/// The file as written. Everything optional; defaults and environment fill the rest.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    #[serde(default)]
+    agent: AgentSection,
+    /// `[checks.<name>]` tables, interpreted by the check registry.
+    #[serde(default)]
+    checks: BTreeMap<String, toml::Table>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AgentSection {
+    cc_url: Option<String>,
+    os_profile: Option<String>,
+    #[serde(default, deserialize_with = "duration::deserialize_opt")]
+    interval: Option<Duration>,
+    state_dir: Option<PathBuf>,
+    vaultmesh_root: Option<PathBuf>,
+    hostname: Option<String>,
+    #[serde(default, deserialize_with = "duration::deserialize_opt")]
+    request_timeout: Option<Duration>,
+}
+
+/// The agent's resolved configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentConfig {
+    /// The file that was read, if any.
+    pub source: Option<PathBuf>,
+    /// Base URL of the Command Center (`VAULTMESH_CC_URL`).
+    pub cc_url: String,
+    /// OS profile (`VAULTMESH_OS_PROFILE`); picks the policy file on the Command Center.
+    pub os_profile: String,
+    /// Heartbeat interval (`VAULTMESH_INTERVAL`).
+    pub interval: Duration,
+    /// Where the node id (and later the node key) live (`VAULTMESH_STATE_DIR`).
+    pub state_dir: PathBuf,
+    /// Root of the VaultMesh installation (`VAULTMESH_ROOT`).
+    pub vaultmesh_root: PathBuf,
+    /// Hostname override; the kernel's hostname otherwise.
+    pub hostname: Option<String>,
+    /// Timeout of one request to the Command Center.
+    pub request_timeout: Duration,
+    /// Raw `[checks.<name>]` tables, validated by [`crate::registry::configure`].
+    pub checks: BTreeMap<String, toml::Table>,
+}
+
+impl AgentConfig {
+    /// Loads from the process environment. `explicit_path` is `--config`/`VAULTMESH_CONFIG` if
+    /// given; otherwise [`DEFAULT_CONFIG_PATH`] is read if it exists.
+    pub fn load(explicit_path: Option<&Path>) -> Result<AgentConfig, ConfigErrors> {
+        Self::load_with(explicit_path, |k| std::env::var(k).ok())
+    }
+
+    /// Like [`AgentConfig::load`] with an injected environment (tests).
+    pub fn load_with(
+        explicit_path: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<AgentConfig, ConfigErrors> {
+        let (path, required) = match explicit_path {
+            Some(p) => (p.to_path_buf(), true),
+            None => (PathBuf::from(DEFAULT_CONFIG_PATH), false),
+        };
+        let (file, source) = match std::fs::read_to_string(&path) {
+            Ok(text) => (parse_file(&path, &text)?, Some(path)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
+                (FileConfig::default(), None)
+            }
+            Err(e) => {
+                return Err(ConfigError::new(
+                    path.display().to_string(),
+                    "-",
+                    format!("cannot read: {e}"),
+                )
+                .into());
+            }
+        };
+        resolve(file, source, &env)
+    }
+
+    /// Parses config text as if read from `path` (used by tests and `config check`).
+    pub fn from_toml_with(
+        path: &Path,
+        text: &str,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<AgentConfig, ConfigErrors> {
+        let file = parse_file(path, text)?;
+        resolve(file, Some(path.to_path_buf()), &env)
+    }
+
+    /// Name of the file for error messages.
+    pub fn file_label(&self) -> String {
+        self.source
+            .as_ref()
+            .map_or_else(|| "defaults".to_string(), |p| p.display().to_string())
+    }
+}
+
+fn parse_file(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
+    let label = path.display().to_string();
+    let table: toml::Table = toml::from_str(text).map_err(|e| {
+        let at = e
+            .span()
+            .map(|s| line_col(text, s.start))
+            .unwrap_or_default();
+        ConfigError::new(&label, at, e.message().trim().replace('\n', " "))
+    })?;
+    serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+        let key = e.path().to_string();
+        let key = if key == "." { "-".to_string() } else { key };
+        ConfigError::new(&label, key, one_line(&e.inner().to_string()))
+    })
+}
+
+/// Error text from serde/toml on one line, without the trailing `in `table`` noise.
+pub(crate) fn one_line(text: &str) -> String {
+    let text = text.replace('\n', " ");
+    let text = text.trim();
+    match text.rfind(" in `") {
+        Some(i) if text.ends_with('`') => text[..i].to_string(),
+        _ => text.to_string(),
+    }
+}
+
+fn line_col(text: &str, offset: usize) -> String {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    format!("line {line} column {col}")
+}
+
+fn resolve(
+    file: FileConfig,
+    source: Option<PathBuf>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<AgentConfig, ConfigErrors> {
+    let label = source
+        .as_ref()
+        .map_or_else(|| "defaults".to_string(), |p| p.display().to_string());
+    let mut errors = Vec::new();
+    let a = file.agent;
+
+    // Each value: (from env?) else file else default, remembering where it came from.
+    let pick =
+        |var: &str, key: &str, file_val: Option<String>| -> Option<(String, String, String)> {
+            if let Some(v) = env(var).filter(|v| !v.trim().is_empty()) {
+                return Some((v, "environment".into(), var.into()));
+            }
+            file_val.map(|v| (v, label.clone(), format!("agent.{key}")))
+        };
+
+    let cc_url = match pick("VAULTMESH_CC_URL", "cc_url", a.cc_url) {
+        Some((v, f, k)) => match validate_url(&v) {
+            Ok(u) => u,
+            Err(r) => {
+                errors.push(ConfigError::new(f, k, r));
+                String::new()
+            }
+        },
+        None => DEFAULT_CC_URL.to_string(),
+    };
+
+    let os_profile = match pick("VAULTMESH_OS_PROFILE", "os_profile", a.os_profile) {
+        Some((v, f, k)) => {
+            if let Err(r) = validate_profile(&v) {
+                errors.push(ConfigError::new(f, k, r));
+            }
+            v
+        }
+        None => crate::host::detect_profile(),
+    };
+
+    let interval = match env("VAULTMESH_INTERVAL").filter(|v| !v.trim().is_empty()) {
+        Some(v) => duration::parse(&v)
+            .map_err(|r| ConfigError::new("environment", "VAULTMESH_INTERVAL", r))
+            .and_then(|d| bounded(d, "environment", "VAULTMESH_INTERVAL")),
+        None => bounded(
+            a.interval.unwrap_or(DEFAULT_INTERVAL),
+            &label,
+            "agent.interval",
+        ),
+    }
+    .unwrap_or_else(|e| {
+        errors.push(e);
+        DEFAULT_INTERVAL
+    });
+
+    let request_timeout = a.request_timeout.unwrap_or(DEFAULT_REQUEST_TIMEOUT);
+    if request_timeout < Duration::from_millis(100) || request_timeout > Duration::from_secs(300) {
+        errors.push(ConfigError::new(
+            &label,
+            "agent.request_timeout",
+            format!("{} is outside 100ms..5m", duration::format(request_timeout)),
+        ));
+    }
+
+    let path_of = |var: &str,
+                   key: &str,
+                   file_val: Option<PathBuf>,
+                   default: &str,
+                   errors: &mut Vec<ConfigError>| {
+        let (p, f, k) = match env(var).filter(|v| !v.trim().is_empty()) {
+            Some(v) => (PathBuf::from(v), "environment".to_string(), var.to_string()),
+            None => (
+                file_val.unwrap_or_else(|| PathBuf::from(default)),
+                label.clone(),
+                format!("agent.{key}"),
+            ),
+        };
+        if !p.is_absolute() {
+            errors.push(ConfigError::new(
+                f,
+                k,
+                format!("{} must be an absolute path", p.display()),
+            ));
+        }
+        p
+    };
+    let state_dir = path_of(
+        "VAULTMESH_STATE_DIR",
+        "state_dir",
+        a.state_dir,
+        DEFAULT_STATE_DIR,
+        &mut errors,
+    );
+    let vaultmesh_root = path_of(
+        "VAULTMESH_ROOT",
+        "vaultmesh_root",
+        a.vaultmesh_root,
+        DEFAULT_ROOT,
+        &mut errors,
+    );
+
+    let hostname = a.hostname.filter(|h| !h.trim().is_empty());
+    if let Some(h) = &hostname
+        && (h.len() > vaultmesh_proto::heartbeat::limits::HOSTNAME_MAX
+            || h.chars().any(char::is_control))
+    {
+        errors.push(ConfigError::new(
+            &label,
+            "agent.hostname",
+            "must be at most 253 printable bytes",
+        ));
+    }
+
+    if !errors.is_empty() {
+        return Err(ConfigErrors(errors));
+    }
+    Ok(AgentConfig {
+        source,
+        cc_url,
+        os_profile,
+        interval,
+        state_dir,
+        vaultmesh_root,
+        hostname,
+        request_timeout,
+        checks: file.checks,
+    })
+}
+
+fn bounded(d: Duration, file: &str, key: &str) -> Result<Duration, ConfigError> {
+    if d < INTERVAL_RANGE.0 || d > INTERVAL_RANGE.1 {
+        return Err(ConfigError::new(
+            file,
+            key,
+            format!("{} is outside 1s..24h", duration::format(d)),
+        ));
+    }
+    Ok(d)
+}
+
+fn validate_url(v: &str) -> Result<String, String> {
+    let url = reqwest::Url::parse(v.trim()).map_err(|e| format!("{v:?} is not a URL ({e})"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!(
+            "{v:?} must start with https:// (or http:// for loopback)"
+        ));
+    }
+    if url.host_str().is_none() {
+        return Err(format!("{v:?} has no host"));
+    }
+    Ok(v.trim().trim_end_matches('/').to_string())
+}
+
+/// Profiles name a policy file, so they are restricted to a safe file-name alphabet.
+pub fn validate_profile(v: &str) -> Result<(), String> {
+    let ok = !v.is_empty()
+        && v.len() <= 64
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{v:?} must be 1-64 characters of A-Z, a-z, 0-9, '-' or '_'"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str, env: &[(&str, &str)]) -> Result<AgentConfig, ConfigErrors> {
+        let env: BTreeMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        AgentConfig::from_toml_with(Path::new("/etc/vaultmesh/agent.toml"), text, |k| {
+            env.get(k).cloned()
+        })
+    }
+
+    fn error_of(text: &str, env: &[(&str, &str)]) -> String {
+        load(text, env).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let c = load("", &[("VAULTMESH_OS_PROFILE", "ArchVault")]).unwrap();
+        assert_eq!(c.cc_url, DEFAULT_CC_URL);
+        assert_eq!(c.interval, DEFAULT_INTERVAL);
+        assert_eq!(c.state_dir, PathBuf::from(DEFAULT_STATE_DIR));
+        assert_eq!(c.vaultmesh_root, PathBuf::from(DEFAULT_ROOT));
+        assert_eq!(c.os_profile, "ArchVault");
+        assert!(c.checks.is_empty());
+    }
+
+    #[test]
+    fn environment_overrides_file() {
+        let text = "[agent]\ncc_url = \"https://file.example\"\ninterval = \"10s\"\nos_profile = \"DebianVault\"\n";
+        let c = load(text, &[]).unwrap();
+        assert_eq!(
+            (c.cc_url.as_str(), c.interval.as_secs()),
+            ("https://file.example", 10)
+        );
+        let c = load(
+            text,
+            &[
+                ("VAULTMESH_CC_URL", "https://env.example/"),
+                ("VAULTMESH_INTERVAL", "5"),
+                ("VAULTMESH_OS_PROFILE", "ArchVault"),
+                ("VAULTMESH_STATE_DIR", "/tmp/state"),
+                ("VAULTMESH_ROOT", "/srv/vm"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.cc_url, "https://env.example");
+        assert_eq!(c.interval, Duration::from_secs(5));
+        assert_eq!(c.os_profile, "ArchVault");
+        assert_eq!(c.state_dir, PathBuf::from("/tmp/state"));
+        assert_eq!(c.vaultmesh_root, PathBuf::from("/srv/vm"));
+    }
+
+    #[test]
+    fn errors_name_file_key_and_reason() {
+        let cases: &[(&str, &[(&str, &str)], &str)] = &[
+            (
+                "[agent]\nintervl = 3\n",
+                &[],
+                "/etc/vaultmesh/agent.toml: agent.intervl: unknown field `intervl`, expected one of `cc_url`",
+            ),
+            (
+                "[agent]\ninterval = \"soon\"\n",
+                &[],
+                "/etc/vaultmesh/agent.toml: agent.interval: \"soon\" is not a duration",
+            ),
+            (
+                "[agent]\ninterval = \"0s\"\n",
+                &[],
+                "agent.interval: 0s is outside 1s..24h",
+            ),
+            (
+                "[agent]\ncc_url = \"ftp://x\"\n",
+                &[],
+                "agent.cc_url: \"ftp://x\" must start with https://",
+            ),
+            (
+                "",
+                &[("VAULTMESH_INTERVAL", "forever")],
+                "environment: VAULTMESH_INTERVAL: \"forever\" is not a duration",
+            ),
+            (
+                "",
+                &[("VAULTMESH_OS_PROFILE", "../etc")],
+                "environment: VAULTMESH_OS_PROFILE: \"../etc\" must be",
+            ),
+            (
+                "",
+                &[("VAULTMESH_STATE_DIR", "relative/dir")],
+                "VAULTMESH_STATE_DIR: relative/dir must be an absolute path",
+            ),
+            ("[agent\n", &[], "/etc/vaultmesh/agent.toml: line 1 column"),
+            (
+                "[bogus]\n",
+                &[],
+                "/etc/vaultmesh/agent.toml: bogus: unknown field `bogus`",
+            ),
+            (
+                "[checks]\ndisk = 3\n",
+                &[],
+                "/etc/vaultmesh/agent.toml: checks.disk: invalid type",
+            ),
+        ];
+        for (text, env, want) in cases {
+            let err = error_of(text, env);
+            assert!(err.contains(want), "{text:?}: got {err:?}, want {want:?}");
+            assert!(!err.contains('\n'), "one line per error: {err:?}");
+        }
+    }
+
+    #[test]
+    fn every_error_is_reported_at_once() {
+        let err = load(
+            "[agent]\ninterval = \"0s\"\ncc_url = \"nope\"\n",
+            &[("VAULTMESH_OS_PROFILE", "a b")],
+        )
+        .unwrap_err();
+        assert_eq!(err.0.len(), 3, "{err}");
+    }
+
+    #[test]
+    fn missing_default_file_means_defaults_but_missing_named_file_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("agent.toml");
+        let err = AgentConfig::load_with(Some(&missing), |_| None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cannot read"), "{err}");
+    }
+
+    #[test]
+    fn check_tables_are_kept_raw() {
+        let c = load(
+            "[checks.disk]\nwarn_pct = 80\n[checks.load]\nenabled = false\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.checks.len(), 2);
+        assert_eq!(c.checks["disk"]["warn_pct"].as_integer(), Some(80));
+    }
+}

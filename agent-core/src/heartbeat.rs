@@ -1,0 +1,72 @@
+//! Assembles a [`NodeHeartbeat`] from the node's identity and the checks' latest results.
+//!
+//! The seed's two flags start from fixed defaults and are then set by the checks that own them
+//! (through [`crate::Check::contribute`]): `services_ok` starts `true` (no service is expected
+//! until a check says which), `cloudflare_ok` starts `false` (a tunnel is not assumed up until a
+//! check has seen it).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use chrono::Utc;
+use uuid::Uuid;
+use vaultmesh_proto::{CheckResult, NodeHeartbeat};
+
+use crate::registry::ConfiguredCheck;
+
+/// Builds heartbeats for one node; owns the `seq` counter.
+#[derive(Debug)]
+pub struct HeartbeatBuilder {
+    node_id: Uuid,
+    hostname: String,
+    os_profile: String,
+    vaultmesh_root: String,
+    seq: AtomicU64,
+}
+
+impl HeartbeatBuilder {
+    /// `seq` starts at the current Unix time in milliseconds and grows by one per heartbeat, so
+    /// it keeps increasing across agent restarts without writing to disk.
+    pub fn new(
+        node_id: Uuid,
+        hostname: String,
+        os_profile: String,
+        vaultmesh_root: String,
+    ) -> Self {
+        let start = u64::try_from(Utc::now().timestamp_millis()).unwrap_or(0);
+        HeartbeatBuilder {
+            node_id,
+            hostname,
+            os_profile,
+            vaultmesh_root,
+            seq: AtomicU64::new(start),
+        }
+    }
+
+    pub fn node_id(&self) -> Uuid {
+        self.node_id
+    }
+
+    /// A heartbeat carrying `results`, each check contributing its typed fields.
+    pub fn build(&self, results: &[(ConfiguredCheck, CheckResult)]) -> NodeHeartbeat {
+        let mut hb = NodeHeartbeat {
+            node_id: self.node_id,
+            hostname: self.hostname.clone(),
+            os_profile: self.os_profile.clone(),
+            cloudflare_ok: false,
+            services_ok: true,
+            vaultmesh_root: self.vaultmesh_root.clone(),
+            timestamp: Utc::now(),
+            agent_version: Some(crate::AGENT_VERSION.to_string()),
+            seq: Some(self.seq.fetch_add(1, Ordering::Relaxed).to_string()),
+            uptime_s: crate::host::uptime_s(),
+            metrics: None,
+            checks: Vec::with_capacity(results.len()),
+            last_scan: None,
+        };
+        for (check, result) in results {
+            check.check.contribute(result, &mut hb);
+            hb.checks.push(result.clone());
+        }
+        hb
+    }
+}

@@ -1,0 +1,36 @@
+//! The node agent's engine, independent of which checks exist.
+//!
+//! - [`check`]: the [`Check`] trait every check implements, and what a run gets to see.
+//! - [`registry`]: checks register themselves here at compile time with `inventory::submit!`;
+//!   the registry turns the `[checks.<name>]` tables of the agent's TOML into configured checks.
+//! - [`config`]: the agent's typed configuration (file + environment), validated at load.
+//! - [`scheduler`]: runs each check on its own interval with a deterministic per-node splay, a
+//!   timeout and panic isolation, and keeps the latest result of each.
+//! - [`heartbeat`]: turns the latest results into a [`vaultmesh_proto::NodeHeartbeat`].
+//! - [`client`]: the outbound-only HTTP client to the Command Center.
+//! - [`runtime`]: the agent's main loop, used by the `vaultmesh-node-agent` binary and by the
+//!   Command Center's in-process demo.
+//!
+//! **Architecture invariant:** this crate never names a built-in check. Checks live in the
+//! `vaultmesh-checks` crate and reach the agent only through the registry.
+
+pub mod backoff;
+pub mod check;
+pub mod client;
+pub mod config;
+pub mod duration;
+pub mod heartbeat;
+pub mod host;
+pub mod identity;
+pub mod registry;
+pub mod runtime;
+pub mod scheduler;
+
+pub use check::{Check, CheckContext, CheckOutcome};
+pub use registry::CheckRegistration;
+
+// Re-exported so check crates can register without depending on `inventory` version details.
+pub use inventory;
+
+/// This agent's version, sent in every heartbeat.
+pub const AGENT_VERSION: &str = env!("CARGO_PKG_VERSION");

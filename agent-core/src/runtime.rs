@@ -1,0 +1,184 @@
+//! The agent's main loop: run checks on their schedules and send a heartbeat every interval.
+//!
+//! Sending retries with exponential backoff and jitter until the next heartbeat is due; then the
+//! stale heartbeat is dropped in favour of a fresh one. A 4xx answer is not retried (the same
+//! heartbeat would be refused again) but the loop carries on. The agent never listens on a socket.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use vaultmesh_proto::{HeartbeatAccepted, NodeHeartbeat};
+
+use crate::backoff::Backoff;
+use crate::check::CheckContext;
+use crate::client::{CcClient, ClientError};
+use crate::config::{AgentConfig, ConfigErrors};
+use crate::heartbeat::HeartbeatBuilder;
+use crate::identity::{self, IdentityError};
+use crate::registry;
+use crate::scheduler::Scheduler;
+
+/// Attempts `run --once` makes before giving up.
+const ONCE_ATTEMPTS: u32 = 3;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("{0}")]
+    Config(#[from] ConfigErrors),
+    #[error("node identity: {0}")]
+    Identity(#[from] IdentityError),
+    #[error("{0}")]
+    Client(#[from] ClientError),
+}
+
+/// A configured agent, ready to run.
+#[derive(Debug)]
+pub struct Agent {
+    config: AgentConfig,
+    scheduler: Arc<Scheduler>,
+    heartbeat: HeartbeatBuilder,
+    client: CcClient,
+}
+
+impl Agent {
+    /// Loads (or creates) the node id, builds every check from config, prepares the client.
+    pub fn new(config: AgentConfig) -> Result<Agent, AgentError> {
+        let checks = registry::configure(&config)?;
+        let node_id = identity::load_or_create_node_id(&config.state_dir)?;
+        let hostname = config
+            .hostname
+            .clone()
+            .or_else(crate::host::hostname)
+            .unwrap_or_else(|| "unknown".to_string());
+        let ctx = CheckContext {
+            node_id,
+            vaultmesh_root: config.vaultmesh_root.clone(),
+        };
+        let heartbeat = HeartbeatBuilder::new(
+            node_id,
+            hostname,
+            config.os_profile.clone(),
+            config.vaultmesh_root.display().to_string(),
+        );
+        let client = CcClient::new(&config.cc_url, config.request_timeout)?;
+        Ok(Agent {
+            scheduler: Arc::new(Scheduler::new(checks, ctx)),
+            heartbeat,
+            client,
+            config,
+        })
+    }
+
+    pub fn node_id(&self) -> uuid::Uuid {
+        self.heartbeat.node_id()
+    }
+
+    pub fn config(&self) -> &AgentConfig {
+        &self.config
+    }
+
+    /// Runs every check once and returns the heartbeat they make (nothing is sent).
+    pub async fn collect(&self) -> NodeHeartbeat {
+        self.scheduler.run_all_once().await;
+        self.heartbeat.build(&self.scheduler.latest())
+    }
+
+    /// Runs every check once and sends one heartbeat, retrying transient failures a few times.
+    pub async fn run_once(&self) -> Result<HeartbeatAccepted, AgentError> {
+        let hb = self.collect().await;
+        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(5));
+        let mut attempt = 1;
+        loop {
+            match self.client.post_heartbeat(&hb).await {
+                Ok(ack) => return Ok(ack),
+                Err(e) if e.is_retryable() && attempt < ONCE_ATTEMPTS => {
+                    let delay = backoff.next_delay();
+                    tracing::warn!(attempt, error = %e, retry_in_ms = delay.as_millis() as u64, "Heartbeat failed; retrying.");
+                    tokio::time::sleep(delay).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Runs until `cancel` fires. `on_ready` is called once the first heartbeat has been
+    /// attempted (for `sd_notify`), `on_tick` after every heartbeat cycle (watchdog pings).
+    pub async fn run(
+        &self,
+        cancel: CancellationToken,
+        on_ready: impl FnOnce(),
+        on_tick: impl Fn(),
+    ) -> Result<(), AgentError> {
+        tracing::info!(
+            node_id = %self.node_id(),
+            cc_url = %self.client.base_url(),
+            interval = %crate::duration::format(self.config.interval),
+            checks = ?self.scheduler.checks().iter().map(|c| c.name()).collect::<Vec<_>>(),
+            "Agent started."
+        );
+        // Prime every check so the first heartbeat is complete, then hand them to their loops.
+        self.scheduler.run_all_once().await;
+        let mut loops = self.scheduler.spawn(cancel.clone());
+        let mut on_ready = Some(on_ready);
+
+        let mut ticker = tokio::time::interval(self.config.interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut backoff = Backoff::new(
+            Duration::from_secs(1),
+            self.config.interval.max(Duration::from_secs(2)),
+        );
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = ticker.tick() => {}
+            }
+            let hb = self.heartbeat.build(&self.scheduler.latest());
+            let deadline = tokio::time::Instant::now() + self.config.interval;
+            self.send_until(&hb, deadline, &mut backoff, &cancel).await;
+            if let Some(ready) = on_ready.take() {
+                ready();
+            }
+            on_tick();
+        }
+        cancel.cancel();
+        while loops.join_next().await.is_some() {}
+        tracing::info!("Agent stopped.");
+        Ok(())
+    }
+
+    async fn send_until(
+        &self,
+        hb: &NodeHeartbeat,
+        deadline: tokio::time::Instant,
+        backoff: &mut Backoff,
+        cancel: &CancellationToken,
+    ) {
+        loop {
+            match self.client.post_heartbeat(hb).await {
+                Ok(_) => {
+                    tracing::debug!(seq = hb.seq.as_deref().unwrap_or(""), "Heartbeat accepted.");
+                    backoff.reset();
+                    return;
+                }
+                Err(e) if !e.is_retryable() => {
+                    tracing::error!(error = %e, "Heartbeat refused; not retrying this one.");
+                    return;
+                }
+                Err(e) => {
+                    let delay = backoff.next_delay();
+                    if tokio::time::Instant::now() + delay >= deadline {
+                        tracing::warn!(error = %e, "Heartbeat failed; the next one is due before a retry.");
+                        return;
+                    }
+                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "Heartbeat failed; retrying.");
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+    }
+}

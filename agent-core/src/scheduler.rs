@@ -1,0 +1,277 @@
+//! Runs the enabled checks, each on its own interval, and keeps the latest result of each.
+//!
+//! - **Splay:** a check's first scheduled run is offset by a deterministic fraction of its
+//!   interval derived from (node id, check name), so a fleet restarted together does not probe
+//!   in lockstep, yet one node always probes at the same phase.
+//! - **Timeout:** a run that exceeds the check's timeout is abandoned and yields `unknown`.
+//! - **Isolation:** every run is its own task; a panic yields `unknown` with the panic message
+//!   and the agent keeps going.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+use vaultmesh_proto::CheckResult;
+
+use crate::check::{CheckContext, CheckOutcome};
+use crate::duration;
+use crate::registry::ConfiguredCheck;
+
+/// Runs one check once, with timeout and panic isolation.
+pub async fn run_isolated(check: &ConfiguredCheck, ctx: &CheckContext) -> CheckResult {
+    let started = Instant::now();
+    let observed_at = Utc::now();
+    let runner = Arc::clone(&check.check);
+    let task_ctx = ctx.clone();
+    let handle = tokio::spawn(async move { runner.run(&task_ctx).await });
+    let abort = handle.abort_handle();
+    let timeout = check.settings.timeout;
+    let outcome = match tokio::time::timeout(timeout, handle).await {
+        Ok(Ok(outcome)) => outcome,
+        Ok(Err(e)) if e.is_panic() => {
+            let msg = panic_message(e.into_panic());
+            tracing::error!(check = check.name(), panic = %msg, "Check panicked.");
+            CheckOutcome::unknown(format!("check panicked: {msg}"))
+        }
+        Ok(Err(_)) => CheckOutcome::unknown("check was cancelled"),
+        Err(_) => {
+            abort.abort();
+            tracing::warn!(check = check.name(), timeout = %duration::format(timeout), "Check timed out.");
+            CheckOutcome::unknown(format!("timed out after {}", duration::format(timeout)))
+        }
+    };
+    CheckResult {
+        name: check.name().to_string(),
+        status: outcome.status,
+        summary: outcome.summary,
+        observed_at,
+        duration_ms: started.elapsed().as_millis().try_into().unwrap_or(u64::MAX),
+        metrics: outcome.metrics,
+        details: outcome.details,
+    }
+}
+
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_string()
+    }
+}
+
+/// Deterministic offset in `[0, interval)` for this node and check (FNV-1a over both).
+pub fn splay(node_id: Uuid, check: &str, interval: Duration) -> Duration {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in node_id.as_bytes().iter().chain(check.as_bytes()) {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    let ms = interval.as_millis().max(1) as u64;
+    Duration::from_millis(h % ms)
+}
+
+/// Owns the enabled checks and their latest results.
+#[derive(Debug)]
+pub struct Scheduler {
+    checks: Vec<ConfiguredCheck>,
+    ctx: CheckContext,
+    latest: RwLock<BTreeMap<&'static str, CheckResult>>,
+}
+
+impl Scheduler {
+    /// Keeps only the enabled checks.
+    pub fn new(checks: Vec<ConfiguredCheck>, ctx: CheckContext) -> Self {
+        let checks = checks.into_iter().filter(|c| c.settings.enabled).collect();
+        Scheduler {
+            checks,
+            ctx,
+            latest: RwLock::new(BTreeMap::new()),
+        }
+    }
+
+    pub fn checks(&self) -> &[ConfiguredCheck] {
+        &self.checks
+    }
+
+    /// Runs every enabled check once, concurrently, and records the results.
+    pub async fn run_all_once(&self) -> Vec<CheckResult> {
+        let runs = self.checks.iter().map(|c| run_isolated(c, &self.ctx));
+        let results = futures_util::future::join_all(runs).await;
+        for r in &results {
+            self.record(r.clone());
+        }
+        results
+    }
+
+    fn record(&self, result: CheckResult) {
+        let Some(check) = self.checks.iter().find(|c| c.name() == result.name) else {
+            return;
+        };
+        let mut latest = self.latest.write().unwrap_or_else(|p| p.into_inner());
+        latest.insert(check.name(), result);
+    }
+
+    /// The latest result of each check that has run, with the check that produced it.
+    pub fn latest(&self) -> Vec<(ConfiguredCheck, CheckResult)> {
+        let latest = self.latest.read().unwrap_or_else(|p| p.into_inner());
+        self.checks
+            .iter()
+            .filter_map(|c| latest.get(c.name()).map(|r| (c.clone(), r.clone())))
+            .collect()
+    }
+
+    /// Starts one loop per check; each first waits its splay, then runs every interval until
+    /// `cancel` fires.
+    pub fn spawn(self: &Arc<Self>, cancel: CancellationToken) -> tokio::task::JoinSet<()> {
+        let mut set = tokio::task::JoinSet::new();
+        for (index, check) in self.checks.iter().enumerate() {
+            let this = Arc::clone(self);
+            let cancel = cancel.clone();
+            let first = splay(self.ctx.node_id, check.name(), check.settings.interval);
+            let interval = check.settings.interval;
+            set.spawn(async move {
+                let start = tokio::time::Instant::now() + first;
+                let mut ticker = tokio::time::interval_at(start, interval);
+                ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        _ = ticker.tick() => {}
+                    }
+                    let check = &this.checks[index];
+                    let result = tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        r = run_isolated(check, &this.ctx) => r,
+                    };
+                    tracing::debug!(check = check.name(), status = %result.status, "Check ran.");
+                    this.record(result);
+                }
+            });
+        }
+        set
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::check::Check;
+    use crate::registry::{CheckRegistration, CheckSettings};
+    use async_trait::async_trait;
+    use vaultmesh_proto::CheckStatus;
+
+    #[derive(Debug)]
+    enum Behaviour {
+        Fine,
+        Panics,
+        Hangs,
+    }
+
+    #[async_trait]
+    impl Check for Behaviour {
+        async fn run(&self, _ctx: &CheckContext) -> CheckOutcome {
+            match self {
+                Behaviour::Fine => CheckOutcome::new(CheckStatus::Ok, "fine").with_metric("x", 1.0),
+                Behaviour::Panics => panic!("boom in check"),
+                Behaviour::Hangs => {
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                    CheckOutcome::new(CheckStatus::Ok, "never")
+                }
+            }
+        }
+    }
+
+    static TEST_REG: CheckRegistration = CheckRegistration {
+        name: "test",
+        description: "test",
+        enabled_by_default: true,
+        default_interval: Duration::from_secs(1),
+        default_timeout: Duration::from_secs(1),
+        example: "",
+        build: |_| Ok(Box::new(Behaviour::Fine)),
+    };
+
+    fn configured(b: Behaviour, timeout: Duration) -> ConfiguredCheck {
+        ConfiguredCheck {
+            registration: &TEST_REG,
+            settings: CheckSettings {
+                enabled: true,
+                interval: Duration::from_secs(1),
+                timeout,
+            },
+            check: Arc::new(b),
+        }
+    }
+
+    fn ctx() -> CheckContext {
+        CheckContext {
+            node_id: Uuid::nil(),
+            vaultmesh_root: "/".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_fine_check_reports_its_outcome() {
+        let r = run_isolated(&configured(Behaviour::Fine, Duration::from_secs(1)), &ctx()).await;
+        assert_eq!(
+            (r.name.as_str(), r.status, r.summary.as_str()),
+            ("test", CheckStatus::Ok, "fine")
+        );
+        assert_eq!(r.metrics["x"], 1.0);
+    }
+
+    #[tokio::test]
+    async fn a_panicking_check_yields_unknown_with_the_message() {
+        let r = run_isolated(
+            &configured(Behaviour::Panics, Duration::from_secs(1)),
+            &ctx(),
+        )
+        .await;
+        assert_eq!(r.status, CheckStatus::Unknown);
+        assert_eq!(r.summary, "check panicked: boom in check");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hanging_check_times_out() {
+        let r = run_isolated(
+            &configured(Behaviour::Hangs, Duration::from_millis(500)),
+            &ctx(),
+        )
+        .await;
+        assert_eq!(r.status, CheckStatus::Unknown);
+        assert_eq!(r.summary, "timed out after 500ms");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn loops_keep_running_after_failures() {
+        let s = Arc::new(Scheduler::new(
+            vec![configured(Behaviour::Panics, Duration::from_millis(100))],
+            ctx(),
+        ));
+        let cancel = CancellationToken::new();
+        let mut set = s.spawn(cancel.clone());
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let latest = s.latest();
+        assert_eq!(latest.len(), 1);
+        assert_eq!(latest[0].1.status, CheckStatus::Unknown);
+        cancel.cancel();
+        while set.join_next().await.is_some() {}
+    }
+
+    #[test]
+    fn splay_is_deterministic_and_within_interval() {
+        let id = Uuid::from_u128(42);
+        let i = Duration::from_secs(30);
+        assert_eq!(splay(id, "disk", i), splay(id, "disk", i));
+        assert!(splay(id, "disk", i) < i);
+        let spread: std::collections::BTreeSet<_> = (0..50u128)
+            .map(|n| splay(Uuid::from_u128(n), "disk", i))
+            .collect();
+        assert!(spread.len() > 40, "offsets should spread across nodes");
+    }
+}

@@ -1,0 +1,438 @@
+//! `disk`: space and inodes used on every real mounted filesystem.
+//!
+//! Mounts come from sysinfo; the numbers come from `statvfs`, computed the way `df` does
+//! (`used = blocks - free`, `used% = used / (used + available)`), so operators see the same
+//! figures they would on the node. Pseudo filesystems (proc, tmpfs, squashfs snaps, ...) are
+//! skipped; more can be ignored by type or mount point.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use vaultmesh_agent_core::registry::{CheckConfigError, CheckRegistration, parse_table};
+use vaultmesh_agent_core::{Check, CheckContext, CheckOutcome};
+use vaultmesh_proto::{CheckResult, CheckStatus, DiskUsage, NodeHeartbeat};
+
+use crate::thresholds::{Thresholds, round1};
+
+/// Filesystem types that never hold data worth alerting on.
+const PSEUDO_FS: &[&str] = &[
+    "autofs",
+    "binfmt_misc",
+    "bpf",
+    "cgroup",
+    "cgroup2",
+    "configfs",
+    "debugfs",
+    "devpts",
+    "devtmpfs",
+    "efivarfs",
+    "fusectl",
+    "fuse.gvfsd-fuse",
+    "fuse.portal",
+    "hugetlbfs",
+    "iso9660",
+    "mqueue",
+    "nsfs",
+    "proc",
+    "pstore",
+    "ramfs",
+    "rpc_pipefs",
+    "securityfs",
+    "squashfs",
+    "sysfs",
+    "tmpfs",
+    "tracefs",
+    "nfsd",
+    "overlay-internal",
+];
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct DiskConfig {
+    /// Space used (%) at which a filesystem is warn / crit.
+    warn_pct: f64,
+    crit_pct: f64,
+    /// Inodes used (%) at which a filesystem is warn / crit.
+    inodes_warn_pct: f64,
+    inodes_crit_pct: f64,
+    /// Extra filesystem types to skip, on top of the built-in pseudo filesystems.
+    ignore_fs: Vec<String>,
+    /// Mount points to skip (exact paths).
+    ignore_mounts: Vec<String>,
+    /// If set, only these mount points are checked; a listed mount that is missing is crit.
+    mounts: Vec<String>,
+}
+
+impl Default for DiskConfig {
+    fn default() -> Self {
+        DiskConfig {
+            warn_pct: 85.0,
+            crit_pct: 95.0,
+            inodes_warn_pct: 85.0,
+            inodes_crit_pct: 95.0,
+            ignore_fs: Vec::new(),
+            ignore_mounts: Vec::new(),
+            mounts: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Disk {
+    space: Thresholds,
+    inodes: Thresholds,
+    ignore_fs: BTreeSet<String>,
+    ignore_mounts: BTreeSet<String>,
+    only: Vec<String>,
+}
+
+impl Disk {
+    fn new(c: DiskConfig) -> Result<Self, CheckConfigError> {
+        let space = Thresholds::new(c.warn_pct, c.crit_pct);
+        space.validate("warn_pct", "crit_pct", 100.0)?;
+        let inodes = Thresholds::new(c.inodes_warn_pct, c.inodes_crit_pct);
+        inodes.validate("inodes_warn_pct", "inodes_crit_pct", 100.0)?;
+        let mut ignore_fs: BTreeSet<String> = PSEUDO_FS.iter().map(|s| s.to_string()).collect();
+        ignore_fs.extend(c.ignore_fs);
+        Ok(Disk {
+            space,
+            inodes,
+            ignore_fs,
+            ignore_mounts: c.ignore_mounts.into_iter().collect(),
+            only: c.mounts,
+        })
+    }
+
+    /// Which of the mounted filesystems to look at, deduplicated by mount point.
+    fn select(&self, mounted: Vec<(String, String)>) -> Vec<(String, String)> {
+        let mut seen = BTreeSet::new();
+        mounted
+            .into_iter()
+            .filter(|(mount, fs)| {
+                if !self.only.is_empty() {
+                    return self.only.contains(mount);
+                }
+                !self.ignore_fs.contains(fs) && !self.ignore_mounts.contains(mount)
+            })
+            .filter(|(mount, _)| seen.insert(mount.clone()))
+            .collect()
+    }
+
+    /// The verdict over measured disks; `missing` are configured mounts that are not mounted.
+    fn evaluate(&self, disks: &[DiskUsage], missing: &[String]) -> CheckOutcome {
+        let mut worst = CheckStatus::Ok;
+        let mut problems = Vec::new();
+        for m in missing {
+            worst = CheckStatus::Crit;
+            problems.push((CheckStatus::Crit, 101.0, format!("{m} is not mounted")));
+        }
+        for d in disks {
+            if let Some(pct) = d.used_pct() {
+                let s = self.space.classify(pct);
+                if s != CheckStatus::Ok {
+                    let limit = if s == CheckStatus::Crit {
+                        self.space.crit
+                    } else {
+                        self.space.warn
+                    };
+                    problems.push((
+                        s,
+                        pct,
+                        format!("{} is {}% full (≥ {limit}%)", d.mount, round1(pct)),
+                    ));
+                }
+                worst = worst.worst(s);
+            }
+            if let Some(pct) = d.inodes_used_pct() {
+                let s = self.inodes.classify(pct);
+                if s != CheckStatus::Ok {
+                    let limit = if s == CheckStatus::Crit {
+                        self.inodes.crit
+                    } else {
+                        self.inodes.warn
+                    };
+                    problems.push((
+                        s,
+                        pct,
+                        format!(
+                            "{} uses {}% of its inodes (≥ {limit}%)",
+                            d.mount,
+                            round1(pct)
+                        ),
+                    ));
+                }
+                worst = worst.worst(s);
+            }
+        }
+        problems.sort_by(|a, b| {
+            b.0.severity()
+                .cmp(&a.0.severity())
+                .then(b.1.total_cmp(&a.1))
+        });
+        let summary = if problems.is_empty() {
+            match disks
+                .iter()
+                .filter_map(|d| Some((d, d.used_pct()?)))
+                .max_by(|a, b| a.1.total_cmp(&b.1))
+            {
+                Some((d, pct)) => format!(
+                    "{} filesystem{}, fullest {} at {}%",
+                    disks.len(),
+                    if disks.len() == 1 { "" } else { "s" },
+                    d.mount,
+                    round1(pct)
+                ),
+                None => "no filesystems to check".to_string(),
+            }
+        } else {
+            problems
+                .iter()
+                .map(|p| p.2.as_str())
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        let mut out = CheckOutcome::new(worst, summary).with_details(
+            serde_json::to_value(Details {
+                disks: disks.to_vec(),
+            })
+            .unwrap_or_default(),
+        );
+        if let Some(max) = disks
+            .iter()
+            .filter_map(DiskUsage::used_pct)
+            .max_by(f64::total_cmp)
+        {
+            out = out.with_metric("max_used_pct", round1(max));
+        }
+        if let Some(max) = disks
+            .iter()
+            .filter_map(DiskUsage::inodes_used_pct)
+            .max_by(f64::total_cmp)
+        {
+            out = out.with_metric("max_inodes_used_pct", round1(max));
+        }
+        out.with_metric("filesystems", disks.len() as f64)
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Details {
+    disks: Vec<DiskUsage>,
+}
+
+/// `statvfs` of one mount, as `df` computes it. `None` if the mount cannot be read.
+fn measure(mount: &str, fs: &str) -> Option<DiskUsage> {
+    let st = rustix::fs::statvfs(PathBuf::from(mount)).ok()?;
+    let frsize = if st.f_frsize > 0 {
+        st.f_frsize
+    } else {
+        st.f_bsize
+    };
+    let used_blocks = st.f_blocks.saturating_sub(st.f_bfree);
+    let used = used_blocks.saturating_mul(frsize);
+    // df's denominator: what is used plus what an unprivileged user could still write.
+    let total = used.saturating_add(st.f_bavail.saturating_mul(frsize));
+    if st.f_blocks == 0 {
+        return None;
+    }
+    let (inodes_total, inodes_used) = if st.f_files > 0 {
+        (
+            Some(st.f_files),
+            Some(st.f_files.saturating_sub(st.f_ffree)),
+        )
+    } else {
+        (None, None)
+    };
+    Some(DiskUsage {
+        mount: mount.to_string(),
+        fs: fs.to_string(),
+        total_bytes: total,
+        used_bytes: used,
+        inodes_total,
+        inodes_used,
+    })
+}
+
+fn mounted() -> Result<Vec<(String, String)>, String> {
+    let disks =
+        sysinfo::Disks::new_with_refreshed_list_specifics(sysinfo::DiskRefreshKind::nothing())
+            .map_err(|e| format!("cannot list mounts: {e:?}"))?;
+    Ok(disks
+        .iter()
+        .map(|d| {
+            (
+                d.mount_point().to_string_lossy().into_owned(),
+                d.file_system().to_string_lossy().into_owned(),
+            )
+        })
+        .collect())
+}
+
+#[async_trait]
+impl Check for Disk {
+    async fn run(&self, _ctx: &CheckContext) -> CheckOutcome {
+        let mounts = match tokio::task::spawn_blocking(mounted).await {
+            Ok(Ok(m)) => m,
+            Ok(Err(e)) => return CheckOutcome::unknown(e),
+            Err(e) => return CheckOutcome::unknown(format!("mount listing failed: {e}")),
+        };
+        let selected = self.select(mounts);
+        let missing: Vec<String> = self
+            .only
+            .iter()
+            .filter(|m| !selected.iter().any(|(s, _)| s == *m))
+            .cloned()
+            .collect();
+        let measured = tokio::task::spawn_blocking(move || {
+            selected
+                .iter()
+                .filter_map(|(m, fs)| measure(m, fs))
+                .collect::<Vec<_>>()
+        })
+        .await;
+        match measured {
+            Ok(disks) => self.evaluate(&disks, &missing),
+            Err(e) => CheckOutcome::unknown(format!("statvfs failed: {e}")),
+        }
+    }
+
+    fn contribute(&self, result: &CheckResult, heartbeat: &mut NodeHeartbeat) {
+        if let Ok(d) = serde_json::from_value::<Details>(result.details.clone()) {
+            heartbeat.metrics.get_or_insert_with(Default::default).disks = d.disks;
+        }
+    }
+}
+
+inventory::submit! {
+    CheckRegistration {
+        name: "disk",
+        description: "Space and inodes used per mounted filesystem (pseudo filesystems skipped)",
+        enabled_by_default: true,
+        default_interval: Duration::from_secs(60),
+        default_timeout: Duration::from_secs(10),
+        example: r#"warn_pct = 85.0
+crit_pct = 95.0
+inodes_warn_pct = 85.0
+inodes_crit_pct = 95.0
+ignore_fs = []          # extra filesystem types to skip
+ignore_mounts = []      # e.g. ["/boot/efi"]
+mounts = []             # if set, check only these (a missing one is crit)
+"#,
+        build: |t| Ok(Box::new(Disk::new(parse_table(t)?)?)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn disk(mount: &str, total: u64, used: u64, inodes: Option<(u64, u64)>) -> DiskUsage {
+        DiskUsage {
+            mount: mount.into(),
+            fs: "ext4".into(),
+            total_bytes: total,
+            used_bytes: used,
+            inodes_total: inodes.map(|i| i.0),
+            inodes_used: inodes.map(|i| i.1),
+        }
+    }
+
+    fn check(disks: &[DiskUsage], missing: &[&str], want: CheckStatus, summary: &str) {
+        let d = Disk::new(DiskConfig::default()).unwrap();
+        let missing: Vec<String> = missing.iter().map(|s| s.to_string()).collect();
+        let out = d.evaluate(disks, &missing);
+        assert_eq!(out.status, want, "{}", out.summary);
+        assert_eq!(out.summary, summary);
+    }
+
+    #[test]
+    fn verdicts() {
+        check(&[], &[], CheckStatus::Ok, "no filesystems to check");
+        check(
+            &[
+                disk("/", 100, 42, Some((10, 1))),
+                disk("/srv", 100, 10, None),
+            ],
+            &[],
+            CheckStatus::Ok,
+            "2 filesystems, fullest / at 42%",
+        );
+        check(
+            &[disk("/", 100, 85, None)],
+            &[],
+            CheckStatus::Warn,
+            "/ is 85% full (≥ 85%)",
+        );
+        check(
+            &[disk("/", 100, 90, None), disk("/var", 1000, 999, None)],
+            &[],
+            CheckStatus::Crit,
+            "/var is 99.9% full (≥ 95%); / is 90% full (≥ 85%)",
+        );
+        check(
+            &[disk("/", 100, 1, Some((100, 96)))],
+            &[],
+            CheckStatus::Crit,
+            "/ uses 96% of its inodes (≥ 95%)",
+        );
+        check(
+            &[disk("/", 100, 1, None)],
+            &["/data"],
+            CheckStatus::Crit,
+            "/data is not mounted",
+        );
+    }
+
+    #[test]
+    fn selection_skips_pseudo_and_ignored_and_dedups() {
+        let d = Disk::new(DiskConfig {
+            ignore_mounts: vec!["/boot/efi".into()],
+            ignore_fs: vec!["vfat".into()],
+            ..DiskConfig::default()
+        })
+        .unwrap();
+        let mounts = [
+            ("/", "ext4"),
+            ("/proc", "proc"),
+            ("/run", "tmpfs"),
+            ("/snap/x", "squashfs"),
+            ("/boot/efi", "ext4"),
+            ("/media", "vfat"),
+            ("/", "ext4"),
+            ("/srv", "xfs"),
+        ];
+        let got = d.select(
+            mounts
+                .iter()
+                .map(|(m, f)| (m.to_string(), f.to_string()))
+                .collect(),
+        );
+        let names: Vec<_> = got.iter().map(|(m, _)| m.as_str()).collect();
+        assert_eq!(names, ["/", "/srv"]);
+    }
+
+    #[test]
+    fn bad_config_names_the_key() {
+        let t: toml::Table = toml::from_str("warn_pct = 99\ncrit_pct = 90").unwrap();
+        let err = Disk::new(parse_table(&t).unwrap()).unwrap_err();
+        assert_eq!(err.key, "warn_pct");
+        let t: toml::Table = toml::from_str("crit_pct = 120").unwrap();
+        assert_eq!(
+            Disk::new(parse_table(&t).unwrap()).unwrap_err().key,
+            "crit_pct"
+        );
+        let t: toml::Table = toml::from_str("warn = 1").unwrap();
+        assert_eq!(parse_table::<DiskConfig>(&t).unwrap_err().key, "warn");
+        let t: toml::Table = toml::from_str("warn_pct = \"high\"").unwrap();
+        assert_eq!(parse_table::<DiskConfig>(&t).unwrap_err().key, "warn_pct");
+    }
+
+    #[test]
+    fn measures_the_root_filesystem_for_real() {
+        let d = measure("/", "test").expect("statvfs /");
+        assert!(d.total_bytes > 0 && d.used_bytes <= d.total_bytes);
+    }
+}

@@ -1,0 +1,20 @@
+//! The built-in checks. Each module holds one check: its typed config (`deny_unknown_fields`,
+//! with defaults), a pure function that turns measurements into a verdict (unit-tested with
+//! tables of cases), the code that measures, and its `inventory::submit!` registration.
+//!
+//! Nothing calls into this crate by name: the agent binary links it with
+//! `use vaultmesh_checks as _;` and finds the checks through `vaultmesh_agent_core::registry`.
+//!
+//! | check    | looks at                                           |
+//! |----------|----------------------------------------------------|
+//! | `disk`   | space and inodes per mounted filesystem            |
+//! | `load`   | 1/5/15-minute load average, per CPU                |
+//! | `memory` | RAM and swap in use                                |
+
+mod disk;
+mod load;
+mod memory;
+mod thresholds;
+
+/// Names of the checks this crate registers, for the agent's guard test.
+pub const BUILT_IN: &[&str] = &["disk", "load", "memory"];

@@ -1,0 +1,223 @@
+//! `memory`: RAM and swap in use.
+//!
+//! "Used" RAM is total minus *available* (what the kernel could hand out without swapping), not
+//! minus free, so page cache does not look like pressure.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use vaultmesh_agent_core::registry::{CheckConfigError, CheckRegistration, parse_table};
+use vaultmesh_agent_core::{Check, CheckContext, CheckOutcome};
+use vaultmesh_proto::{CheckResult, CheckStatus, NodeHeartbeat};
+
+use crate::thresholds::{Thresholds, round1};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct MemoryConfig {
+    warn_pct: f64,
+    crit_pct: f64,
+    swap_warn_pct: f64,
+    swap_crit_pct: f64,
+}
+
+impl Default for MemoryConfig {
+    fn default() -> Self {
+        MemoryConfig {
+            warn_pct: 90.0,
+            crit_pct: 95.0,
+            swap_warn_pct: 80.0,
+            swap_crit_pct: 95.0,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Memory {
+    ram: Thresholds,
+    swap: Thresholds,
+}
+
+/// Raw byte counts, as measured.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+struct Sample {
+    mem_total_bytes: u64,
+    mem_used_bytes: u64,
+    swap_total_bytes: u64,
+    swap_used_bytes: u64,
+}
+
+impl Memory {
+    fn new(c: MemoryConfig) -> Result<Self, CheckConfigError> {
+        let ram = Thresholds::new(c.warn_pct, c.crit_pct);
+        ram.validate("warn_pct", "crit_pct", 100.0)?;
+        let swap = Thresholds::new(c.swap_warn_pct, c.swap_crit_pct);
+        swap.validate("swap_warn_pct", "swap_crit_pct", 100.0)?;
+        Ok(Memory { ram, swap })
+    }
+
+    fn evaluate(&self, s: Sample) -> CheckOutcome {
+        if s.mem_total_bytes == 0 {
+            return CheckOutcome::unknown("the kernel reports no memory");
+        }
+        let ram_pct = s.mem_used_bytes as f64 * 100.0 / s.mem_total_bytes as f64;
+        let ram = self.ram.classify(ram_pct);
+        let swap_pct = (s.swap_total_bytes > 0)
+            .then(|| s.swap_used_bytes as f64 * 100.0 / s.swap_total_bytes as f64);
+        let swap = swap_pct.map_or(CheckStatus::Ok, |p| self.swap.classify(p));
+        let mut summary = format!(
+            "memory {}% used ({} of {})",
+            round1(ram_pct),
+            gib(s.mem_used_bytes),
+            gib(s.mem_total_bytes)
+        );
+        match swap_pct {
+            Some(p) => summary.push_str(&format!(", swap {}% used", round1(p))),
+            None => summary.push_str(", no swap"),
+        }
+        let mut out = CheckOutcome::new(ram.worst(swap), summary)
+            .with_metric("used_pct", round1(ram_pct))
+            .with_details(serde_json::to_value(s).unwrap_or_default());
+        if let Some(p) = swap_pct {
+            out = out.with_metric("swap_used_pct", round1(p));
+        }
+        out
+    }
+}
+
+fn gib(bytes: u64) -> String {
+    format!("{:.1} GiB", bytes as f64 / (1u64 << 30) as f64)
+}
+
+fn sample() -> Result<Sample, String> {
+    let sys = sysinfo::System::new_with_specifics(
+        sysinfo::RefreshKind::nothing().with_memory(sysinfo::MemoryRefreshKind::everything()),
+    )
+    .map_err(|e| format!("cannot read memory statistics: {e:?}"))?;
+    let total = sys.total_memory();
+    Ok(Sample {
+        mem_total_bytes: total,
+        mem_used_bytes: total.saturating_sub(sys.available_memory()),
+        swap_total_bytes: sys.total_swap(),
+        swap_used_bytes: sys.used_swap(),
+    })
+}
+
+#[async_trait]
+impl Check for Memory {
+    async fn run(&self, _ctx: &CheckContext) -> CheckOutcome {
+        match tokio::task::spawn_blocking(sample).await {
+            Ok(Ok(s)) => self.evaluate(s),
+            Ok(Err(e)) => CheckOutcome::unknown(e),
+            Err(e) => CheckOutcome::unknown(format!("memory sampling failed: {e}")),
+        }
+    }
+
+    fn contribute(&self, result: &CheckResult, heartbeat: &mut NodeHeartbeat) {
+        if let Ok(s) = serde_json::from_value::<Sample>(result.details.clone()) {
+            let m = heartbeat.metrics.get_or_insert_with(Default::default);
+            m.mem_total_bytes = Some(s.mem_total_bytes);
+            m.mem_used_bytes = Some(s.mem_used_bytes);
+            m.swap_total_bytes = Some(s.swap_total_bytes);
+            m.swap_used_bytes = Some(s.swap_used_bytes);
+        }
+    }
+}
+
+inventory::submit! {
+    CheckRegistration {
+        name: "memory",
+        description: "RAM (total minus available) and swap in use",
+        enabled_by_default: true,
+        default_interval: Duration::from_secs(30),
+        default_timeout: Duration::from_secs(5),
+        example: "warn_pct = 90.0\ncrit_pct = 95.0\nswap_warn_pct = 80.0\nswap_crit_pct = 95.0\n",
+        build: |t| Ok(Box::new(Memory::new(parse_table(t)?)?)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GIB: u64 = 1 << 30;
+
+    fn check(
+        total: u64,
+        used: u64,
+        swap_total: u64,
+        swap_used: u64,
+        want: CheckStatus,
+        summary: &str,
+    ) {
+        let m = Memory::new(MemoryConfig::default()).unwrap();
+        let out = m.evaluate(Sample {
+            mem_total_bytes: total,
+            mem_used_bytes: used,
+            swap_total_bytes: swap_total,
+            swap_used_bytes: swap_used,
+        });
+        assert_eq!((out.status, out.summary.as_str()), (want, summary));
+    }
+
+    #[test]
+    fn verdicts() {
+        check(
+            4 * GIB,
+            GIB,
+            0,
+            0,
+            CheckStatus::Ok,
+            "memory 25% used (1.0 GiB of 4.0 GiB), no swap",
+        );
+        check(
+            10 * GIB,
+            9 * GIB,
+            0,
+            0,
+            CheckStatus::Warn,
+            "memory 90% used (9.0 GiB of 10.0 GiB), no swap",
+        );
+        check(
+            100,
+            96,
+            0,
+            0,
+            CheckStatus::Crit,
+            "memory 96% used (0.0 GiB of 0.0 GiB), no swap",
+        );
+        check(
+            4 * GIB,
+            GIB,
+            100,
+            85,
+            CheckStatus::Warn,
+            "memory 25% used (1.0 GiB of 4.0 GiB), swap 85% used",
+        );
+        check(
+            0,
+            0,
+            0,
+            0,
+            CheckStatus::Unknown,
+            "the kernel reports no memory",
+        );
+    }
+
+    #[test]
+    fn samples_this_machine() {
+        let s = sample().unwrap();
+        assert!(s.mem_total_bytes > 0 && s.mem_used_bytes <= s.mem_total_bytes);
+    }
+
+    #[test]
+    fn thresholds_are_validated() {
+        let e = Memory::new(MemoryConfig {
+            swap_warn_pct: -1.0,
+            ..MemoryConfig::default()
+        })
+        .unwrap_err();
+        assert_eq!(e.key, "swap_warn_pct");
+    }
+}

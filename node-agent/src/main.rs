@@ -1,0 +1,270 @@
+//! `vaultmesh-node-agent`: the daemon on each node. A thin CLI over `vaultmesh-agent-core`;
+//! the checks come from `vaultmesh-checks`, linked below so their registrations survive linking.
+//!
+//! Exit codes: 0 success, 1 the work failed (e.g. the Command Center was unreachable for
+//! `run --once`), 2 bad usage or configuration (one line per problem on stderr).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+use vaultmesh_agent_core::config::{AgentConfig, ConfigErrors};
+use vaultmesh_agent_core::registry::{self, ConfiguredCheck};
+use vaultmesh_agent_core::runtime::{Agent, AgentError};
+use vaultmesh_agent_core::scheduler::run_isolated;
+use vaultmesh_agent_core::{CheckContext, duration};
+
+// The built-in checks register themselves through `inventory`; nothing references them by name,
+// so without this line the linker would drop them and the registry would be empty.
+use vaultmesh_checks as _;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "vaultmesh-node-agent",
+    version,
+    about = "VaultMesh node agent: runs health checks and reports to the Command Center (outbound only).",
+    after_help = "Examples:\n  vaultmesh-node-agent run --once          send one heartbeat and exit\n  vaultmesh-node-agent checks list         show every check and whether it is enabled\n  vaultmesh-node-agent checks run disk     run one check now and print the result\n  vaultmesh-node-agent config check        validate /etc/vaultmesh/agent.toml\n\nEnvironment: VAULTMESH_CC_URL, VAULTMESH_OS_PROFILE, VAULTMESH_INTERVAL, VAULTMESH_STATE_DIR,\nVAULTMESH_ROOT, VAULTMESH_CONFIG, RUST_LOG (log filter, default info)."
+)]
+struct Cli {
+    /// Agent config file [default: /etc/vaultmesh/agent.toml, if it exists].
+    #[arg(long, global = true, env = "VAULTMESH_CONFIG", value_name = "PATH")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the agent (the default): checks on their schedules, a heartbeat every interval.
+    Run {
+        /// Run every check once, send one heartbeat, and exit (0 if the Command Center accepted it).
+        #[arg(long)]
+        once: bool,
+    },
+    /// Inspect or run the registered checks.
+    #[command(subcommand)]
+    Checks(ChecksCommand),
+    /// Work with the configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ChecksCommand {
+    /// List every registered check, whether it is enabled, and its schedule.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run one check now (enabled or not) and print its result.
+    Run {
+        /// Check name, as shown by `checks list`.
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Validate the config file and environment; exit 2 naming every problem.
+    Check,
+}
+
+/// How a command failed, which decides the exit code.
+enum Failure {
+    Usage(String),
+    Runtime(String),
+}
+
+impl From<ConfigErrors> for Failure {
+    fn from(e: ConfigErrors) -> Self {
+        Failure::Usage(e.to_string())
+    }
+}
+
+impl From<AgentError> for Failure {
+    fn from(e: AgentError) -> Self {
+        match e {
+            AgentError::Config(c) => c.into(),
+            other => Failure::Runtime(other.to_string()),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Usage(msg)) => {
+            for line in msg.lines() {
+                eprintln!("error: {line}");
+            }
+            ExitCode::from(2)
+        }
+        Err(Failure::Runtime(msg)) => {
+            eprintln!("error: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> Result<(), Failure> {
+    let config = AgentConfig::load(cli.config.as_deref())?;
+    match cli.command.unwrap_or(Command::Run { once: false }) {
+        Command::Run { once: true } => {
+            let agent = Agent::new(config)?;
+            let ack = agent.run_once().await?;
+            println!(
+                "heartbeat accepted for node {} at {}",
+                ack.node_id,
+                ack.received_at.to_rfc3339()
+            );
+            Ok(())
+        }
+        Command::Run { once: false } => run_forever(config).await,
+        Command::Checks(ChecksCommand::List { json }) => list_checks(&config, json),
+        Command::Checks(ChecksCommand::Run { name, json }) => run_check(&config, &name, json).await,
+        Command::Config(ConfigCommand::Check) => {
+            let checks = registry::configure(&config)?;
+            let enabled: Vec<_> = checks
+                .iter()
+                .filter(|c| c.settings.enabled)
+                .map(ConfiguredCheck::name)
+                .collect();
+            println!(
+                "ok: {} — Command Center {}, profile {}, interval {}, checks enabled: {}",
+                config.file_label(),
+                config.cc_url,
+                config.os_profile,
+                duration::format(config.interval),
+                if enabled.is_empty() {
+                    "none".to_string()
+                } else {
+                    enabled.join(", ")
+                }
+            );
+            Ok(())
+        }
+    }
+}
+
+async fn run_forever(config: AgentConfig) -> Result<(), Failure> {
+    let agent = Agent::new(config)?;
+    let cancel = CancellationToken::new();
+    let signal_cancel = cancel.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("Shutdown requested.");
+        signal_cancel.cancel();
+    });
+    agent.run(cancel, || {}, || {}).await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+fn list_checks(config: &AgentConfig, json: bool) -> Result<(), Failure> {
+    let checks = registry::configure(config)?;
+    if json {
+        let rows: Vec<_> = checks
+            .iter()
+            .map(|c| {
+                serde_json::json!({
+                    "name": c.name(),
+                    "description": c.registration.description,
+                    "enabled": c.settings.enabled,
+                    "interval_s": c.settings.interval.as_secs_f64(),
+                    "timeout_s": c.settings.timeout.as_secs_f64(),
+                })
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&rows).map_err(|e| Failure::Runtime(e.to_string()))?
+        );
+        return Ok(());
+    }
+    println!(
+        "{:<10} {:<8} {:<9} {:<8} DESCRIPTION",
+        "NAME", "ENABLED", "INTERVAL", "TIMEOUT"
+    );
+    for c in &checks {
+        println!(
+            "{:<10} {:<8} {:<9} {:<8} {}",
+            c.name(),
+            if c.settings.enabled { "yes" } else { "no" },
+            duration::format(c.settings.interval),
+            duration::format(c.settings.timeout),
+            c.registration.description
+        );
+    }
+    Ok(())
+}
+
+async fn run_check(config: &AgentConfig, name: &str, json: bool) -> Result<(), Failure> {
+    let checks = registry::configure(config)?;
+    let Some(check) = checks.iter().find(|c| c.name() == name) else {
+        let known: Vec<_> = checks.iter().map(ConfiguredCheck::name).collect();
+        return Err(Failure::Usage(format!(
+            "no check named {name:?}; registered checks are: {}",
+            known.join(", ")
+        )));
+    };
+    // Running a check needs no identity; a nil id keeps `checks run` free of side effects.
+    let ctx = CheckContext {
+        node_id: uuid::Uuid::nil(),
+        vaultmesh_root: config.vaultmesh_root.clone(),
+    };
+    let result = run_isolated(check, &ctx).await;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&result).map_err(|e| Failure::Runtime(e.to_string()))?
+        );
+    } else {
+        println!(
+            "{} {}: {} ({} ms)",
+            result.status.as_str().to_uppercase(),
+            result.name,
+            result.summary,
+            result.duration_ms
+        );
+        for (k, v) in &result.metrics {
+            println!("  {k} = {v}");
+        }
+    }
+    Ok(())
+}

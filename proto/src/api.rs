@@ -1,0 +1,87 @@
+//! Bodies of the Command Center's HTTP API (requests other than heartbeats, and responses).
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::check::CheckStatus;
+use crate::heartbeat::NodeHeartbeat;
+
+/// Every error response: `{"error": "..."}` with a 4xx or 5xx status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+}
+
+/// Reply to `POST /api/agent/heartbeat`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeartbeatAccepted {
+    pub accepted: bool,
+    pub node_id: Uuid,
+    pub received_at: DateTime<Utc>,
+}
+
+/// One row of `GET /api/nodes`: who the node is, when we last heard from it, and its key numbers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeSummary {
+    pub node_id: Uuid,
+    pub hostname: String,
+    pub os_profile: String,
+    /// When the Command Center received the latest heartbeat (its clock, not the node's).
+    pub last_seen: DateTime<Utc>,
+    pub cloudflare_ok: bool,
+    pub services_ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_version: Option<String>,
+    /// 1-minute load average.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load1: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_count: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mem_used_pct: Option<f64>,
+    /// Space used on the fullest disk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_max_used_pct: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_max_mount: Option<String>,
+    /// Worst status among the heartbeat's checks (absent when it carried none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worst_check: Option<CheckStatus>,
+    /// Heartbeats received from this node since the Command Center started.
+    pub heartbeats: u64,
+}
+
+/// A compact point of a node's heartbeat history, cheap enough to keep many of.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryPoint {
+    pub received_at: DateTime<Utc>,
+    pub timestamp: DateTime<Utc>,
+    pub cloudflare_ok: bool,
+    pub services_ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load1: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mem_used_pct: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_max_used_pct: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worst_check: Option<CheckStatus>,
+}
+
+/// `GET /api/nodes/{id}`: the summary, the full latest heartbeat and the recent history
+/// (oldest first, bounded per node).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeDetail {
+    pub summary: NodeSummary,
+    pub latest: NodeHeartbeat,
+    pub history: Vec<HistoryPoint>,
+}
+
+/// `GET /healthz`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    pub status: String,
+    pub version: String,
+    pub nodes: usize,
+}

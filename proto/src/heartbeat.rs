@@ -1,0 +1,364 @@
+//! `NodeHeartbeat`: what an agent tells the Command Center every interval.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::check::CheckResult;
+
+/// Upper bounds the Command Center enforces on a heartbeat, so one bad agent cannot bloat memory.
+pub mod limits {
+    /// Longest accepted hostname, in bytes (DNS allows 253).
+    pub const HOSTNAME_MAX: usize = 253;
+    /// Longest accepted OS profile name.
+    pub const PROFILE_MAX: usize = 64;
+    /// Longest accepted `vaultmesh_root` path.
+    pub const ROOT_MAX: usize = 4096;
+    /// Most check results in one heartbeat.
+    pub const CHECKS_MAX: usize = 128;
+    /// Most disks in one heartbeat.
+    pub const DISKS_MAX: usize = 256;
+    /// Longest check name or summary, in bytes.
+    pub const TEXT_MAX: usize = 2048;
+}
+
+/// A heartbeat. The first seven fields are the user's original contract and are required; the
+/// rest are optional additions that older agents simply leave out.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeHeartbeat {
+    pub node_id: Uuid,
+    pub hostname: String,
+    /// OS profile, e.g. `ArchVault` or `DebianVault`; selects `policies/<profile>.toml`.
+    pub os_profile: String,
+    /// The Cloudflare Tunnel on this node is connected.
+    pub cloudflare_ok: bool,
+    /// The services this node must run are all up.
+    pub services_ok: bool,
+    /// Root of the VaultMesh installation on the node.
+    pub vaultmesh_root: String,
+    /// When the agent assembled this heartbeat.
+    pub timestamp: DateTime<Utc>,
+
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_version: Option<String>,
+    /// Per-agent monotonic counter, as a decimal string (see the crate docs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uptime_s: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<Metrics>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<CheckResult>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scan: Option<LastScan>,
+}
+
+/// Host measurements. Every part is optional: an agent fills what its enabled checks measured.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Metrics {
+    /// Load averages over 1, 5 and 15 minutes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load: Option<[f64; 3]>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_count: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mem_total_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mem_used_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swap_total_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swap_used_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disks: Vec<DiskUsage>,
+}
+
+impl Metrics {
+    /// Memory in use as a percentage of total, when both are known and total is non-zero.
+    pub fn mem_used_pct(&self) -> Option<f64> {
+        percent(self.mem_used_bytes?, self.mem_total_bytes?)
+    }
+
+    /// The fullest disk by space: `(mount, used %)`.
+    pub fn fullest_disk(&self) -> Option<(&str, f64)> {
+        self.disks
+            .iter()
+            .filter_map(|d| Some((d.mount.as_str(), d.used_pct()?)))
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+    }
+}
+
+/// One mounted filesystem.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DiskUsage {
+    pub mount: String,
+    pub fs: String,
+    pub total_bytes: u64,
+    pub used_bytes: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inodes_total: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inodes_used: Option<u64>,
+}
+
+impl DiskUsage {
+    /// Space used as a percentage of total (None for a zero-sized filesystem).
+    pub fn used_pct(&self) -> Option<f64> {
+        percent(self.used_bytes, self.total_bytes)
+    }
+
+    /// Inodes used as a percentage of total, when the filesystem reports inodes.
+    pub fn inodes_used_pct(&self) -> Option<f64> {
+        percent(self.inodes_used?, self.inodes_total?)
+    }
+}
+
+/// Pointer to the node's most recent sovereign scan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LastScan {
+    pub scan_id: String,
+    pub finished_at: DateTime<Utc>,
+    /// Findings per severity (`high` → 2, ...).
+    #[serde(default)]
+    pub counts: std::collections::BTreeMap<String, u64>,
+}
+
+/// Why a heartbeat was refused even though it parsed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HeartbeatError {
+    #[error("{field} must not be empty")]
+    Empty { field: &'static str },
+    #[error("{field} is {len} bytes; the limit is {max}")]
+    TooLong {
+        field: &'static str,
+        len: usize,
+        max: usize,
+    },
+    #[error("{field} holds {len} entries; the limit is {max}")]
+    TooMany {
+        field: &'static str,
+        len: usize,
+        max: usize,
+    },
+    #[error("{field} contains a control character")]
+    ControlChar { field: &'static str },
+    #[error("seq must be a decimal unsigned integer, got {0:?}")]
+    BadSeq(String),
+}
+
+impl NodeHeartbeat {
+    /// Checks the bounds in [`limits`] and the shape of string fields that serde cannot express.
+    pub fn validate(&self) -> Result<(), HeartbeatError> {
+        text("hostname", &self.hostname, limits::HOSTNAME_MAX, true)?;
+        text("os_profile", &self.os_profile, limits::PROFILE_MAX, true)?;
+        text(
+            "vaultmesh_root",
+            &self.vaultmesh_root,
+            limits::ROOT_MAX,
+            true,
+        )?;
+        if let Some(v) = &self.agent_version {
+            text("agent_version", v, limits::PROFILE_MAX, false)?;
+        }
+        if let Some(seq) = &self.seq
+            && (seq.is_empty() || seq.len() > 20 || !seq.bytes().all(|b| b.is_ascii_digit()))
+        {
+            return Err(HeartbeatError::BadSeq(seq.chars().take(32).collect()));
+        }
+        count("checks", self.checks.len(), limits::CHECKS_MAX)?;
+        for c in &self.checks {
+            text("checks[].name", &c.name, limits::TEXT_MAX, true)?;
+            text("checks[].summary", &c.summary, limits::TEXT_MAX, false)?;
+        }
+        if let Some(m) = &self.metrics {
+            count("metrics.disks", m.disks.len(), limits::DISKS_MAX)?;
+            for d in &m.disks {
+                text("metrics.disks[].mount", &d.mount, limits::ROOT_MAX, true)?;
+                text("metrics.disks[].fs", &d.fs, limits::PROFILE_MAX, false)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn text(
+    field: &'static str,
+    value: &str,
+    max: usize,
+    required: bool,
+) -> Result<(), HeartbeatError> {
+    if required && value.trim().is_empty() {
+        return Err(HeartbeatError::Empty { field });
+    }
+    if value.len() > max {
+        return Err(HeartbeatError::TooLong {
+            field,
+            len: value.len(),
+            max,
+        });
+    }
+    if value.chars().any(char::is_control) {
+        return Err(HeartbeatError::ControlChar { field });
+    }
+    Ok(())
+}
+
+fn count(field: &'static str, len: usize, max: usize) -> Result<(), HeartbeatError> {
+    if len > max {
+        return Err(HeartbeatError::TooMany { field, len, max });
+    }
+    Ok(())
+}
+
+fn percent(used: u64, total: u64) -> Option<f64> {
+    (total > 0).then(|| used as f64 * 100.0 / total as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::check::CheckStatus;
+
+    /// The example from the user's architecture note, verbatim.
+    const SEED_EXAMPLE: &str = r#"{
+"node_id": "550e8400-e29b-41d4-a716-446655440000",
+"hostname": "vault-node-01",
+"os_profile": "ArchVault",
+"cloudflare_ok": true,
+"services_ok": true,
+"vaultmesh_root": "/var/lib/vaultmesh",
+"timestamp": "2024-01-15T10:30:00Z"
+}"#;
+
+    #[test]
+    fn seed_example_parses_and_round_trips() {
+        let hb: NodeHeartbeat = serde_json::from_str(SEED_EXAMPLE).unwrap();
+        assert_eq!(
+            hb.node_id.to_string(),
+            "550e8400-e29b-41d4-a716-446655440000"
+        );
+        assert_eq!(hb.hostname, "vault-node-01");
+        assert_eq!(hb.os_profile, "ArchVault");
+        assert!(hb.cloudflare_ok && hb.services_ok);
+        assert_eq!(hb.timestamp.to_rfc3339(), "2024-01-15T10:30:00+00:00");
+        assert!(hb.metrics.is_none() && hb.checks.is_empty());
+        hb.validate().unwrap();
+
+        // Serialising a seed-only heartbeat yields exactly the seed's fields again.
+        let back = serde_json::to_value(&hb).unwrap();
+        let seed: serde_json::Value = serde_json::from_str(SEED_EXAMPLE).unwrap();
+        assert_eq!(back, seed);
+    }
+
+    #[test]
+    fn each_seed_field_is_required() {
+        let seed: serde_json::Value = serde_json::from_str(SEED_EXAMPLE).unwrap();
+        for field in [
+            "node_id",
+            "hostname",
+            "os_profile",
+            "cloudflare_ok",
+            "services_ok",
+            "vaultmesh_root",
+            "timestamp",
+        ] {
+            let mut v = seed.clone();
+            v.as_object_mut().unwrap().remove(field);
+            let err = serde_json::from_value::<NodeHeartbeat>(v).unwrap_err();
+            assert!(err.to_string().contains(field), "{field}: {err}");
+        }
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored() {
+        let mut v: serde_json::Value = serde_json::from_str(SEED_EXAMPLE).unwrap();
+        v["from_the_future"] = serde_json::json!({"x": 1});
+        serde_json::from_value::<NodeHeartbeat>(v).unwrap();
+    }
+
+    #[test]
+    fn full_heartbeat_round_trips() {
+        let mut hb: NodeHeartbeat = serde_json::from_str(SEED_EXAMPLE).unwrap();
+        hb.agent_version = Some("0.1.0".into());
+        hb.seq = Some("18446744073709551615".into());
+        hb.uptime_s = Some(3600);
+        hb.metrics = Some(Metrics {
+            load: Some([0.5, 0.25, 0.125]),
+            cpu_count: Some(2),
+            mem_total_bytes: Some(1 << 30),
+            mem_used_bytes: Some(1 << 29),
+            swap_total_bytes: Some(0),
+            swap_used_bytes: Some(0),
+            disks: vec![DiskUsage {
+                mount: "/".into(),
+                fs: "ext4".into(),
+                total_bytes: 100,
+                used_bytes: 91,
+                inodes_total: Some(10),
+                inodes_used: Some(1),
+            }],
+        });
+        hb.checks = vec![CheckResult::new("disk", CheckStatus::Crit, "/ is 91% full")];
+        hb.last_scan = Some(LastScan {
+            scan_id: "s-1".into(),
+            finished_at: hb.timestamp,
+            counts: [("high".to_string(), 2)].into(),
+        });
+        hb.validate().unwrap();
+        let json = serde_json::to_string(&hb).unwrap();
+        let back: NodeHeartbeat = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, hb);
+        let m = back.metrics.unwrap();
+        assert_eq!(m.mem_used_pct(), Some(50.0));
+        assert_eq!(m.fullest_disk(), Some(("/", 91.0)));
+        assert_eq!(m.disks[0].inodes_used_pct(), Some(10.0));
+    }
+
+    #[test]
+    fn validation_rejects_bad_strings() {
+        let base: NodeHeartbeat = serde_json::from_str(SEED_EXAMPLE).unwrap();
+        let check = |f: &dyn Fn(&mut NodeHeartbeat), want: &str| {
+            let mut hb = base.clone();
+            f(&mut hb);
+            let err = hb.validate().unwrap_err().to_string();
+            assert!(err.contains(want), "{err:?} should mention {want:?}");
+        };
+        check(
+            &|hb| hb.hostname = "  ".into(),
+            "hostname must not be empty",
+        );
+        check(&|hb| hb.hostname = "a".repeat(300), "hostname is 300 bytes");
+        check(
+            &|hb| hb.os_profile = "Arch\nVault".into(),
+            "control character",
+        );
+        check(&|hb| hb.seq = Some("-1".into()), "seq must be");
+        check(
+            &|hb| hb.seq = Some("123456789012345678901".into()),
+            "seq must be",
+        );
+        check(
+            &|hb| {
+                hb.checks = (0..200)
+                    .map(|i| CheckResult::new(format!("c{i}"), CheckStatus::Ok, ""))
+                    .collect()
+            },
+            "checks holds 200 entries",
+        );
+    }
+
+    #[test]
+    fn zero_sized_disk_has_no_percentage() {
+        let d = DiskUsage {
+            mount: "/x".into(),
+            fs: "tmpfs".into(),
+            total_bytes: 0,
+            used_bytes: 0,
+            inodes_total: None,
+            inodes_used: None,
+        };
+        assert_eq!(d.used_pct(), None);
+        assert_eq!(d.inodes_used_pct(), None);
+    }
+}

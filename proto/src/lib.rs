@@ -1,0 +1,21 @@
+//! Wire types shared by the node agent and the Command Center.
+//!
+//! Everything that crosses the network is defined here and nowhere else, so both sides agree by
+//! construction. The rules of the contract (see `docs/API.md`):
+//!
+//! - Timestamps are RFC 3339 in UTC.
+//! - Unknown fields are ignored when reading, so newer agents can talk to older servers and back.
+//! - Optional additions are omitted when absent, so a heartbeat from the user's original agent — the
+//!   seven seed fields only — is still a valid [`NodeHeartbeat`].
+//! - 64-bit counters travel as strings (canonical JSON rounds integers above 2^53).
+//!
+//! **Architecture invariant:** this crate depends on no async runtime and no web framework; it is
+//! plain data plus serde.
+
+pub mod api;
+pub mod check;
+pub mod heartbeat;
+
+pub use api::{ErrorBody, Health, HeartbeatAccepted, HistoryPoint, NodeDetail, NodeSummary};
+pub use check::{CheckResult, CheckStatus};
+pub use heartbeat::{DiskUsage, HeartbeatError, LastScan, Metrics, NodeHeartbeat};
