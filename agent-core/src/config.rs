@@ -411,7 +411,8 @@ mod tests {
 
     #[test]
     fn errors_name_file_key_and_reason() {
-        let cases: &[(&str, &[(&str, &str)], &str)] = &[
+        type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+        let cases: &[Case<'_>] = &[
             (
                 "[agent]\nintervl = 3\n",
                 &[],

@@ -1,1 +1,22 @@
-//! placeholder
+//! The VaultMesh Command Center: an axum server that ingests heartbeats from node agents,
+//! keeps the fleet's state and shows it.
+//!
+//! - [`config`]: the server's typed configuration (flags and environment).
+//! - [`store`]: fleet state — latest heartbeat, bounded history and counters per node — behind
+//!   one small type, so handlers never touch the map or (later) the durable log directly.
+//! - [`error`]: the one error type every handler returns; each becomes a status and a JSON body.
+//! - [`api`]: JSON handlers (`/api/agent/heartbeat`, `/api/nodes`, `/healthz`).
+//! - [`ui`]: server-rendered, auto-escaped HTML pages (`/`).
+//! - [`server`]: the router, its middleware and the listener.
+//! - [`demo`]: the Command Center plus a real agent for this host in one process.
+
+pub mod api;
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod server;
+pub mod store;
+pub mod ui;
+
+/// The Command Center's version.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

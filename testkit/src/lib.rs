@@ -1,1 +1,384 @@
-//! placeholder
+//! The one test harness for VaultMesh: temp dirs, loopback ports and the **real** binaries.
+//!
+//! ```ignore
+//! let cc = CommandCenter::start();                 // real binary on 127.0.0.1:0, temp log dir
+//! let out = NodeAgent::new(&cc.url).run(&["run", "--once"]);
+//! let nodes: serde_json::Value = cc.get_json("/api/nodes");
+//! ```
+//!
+//! Binaries are built on first use with the same cargo and profile as the running test, so a
+//! test never runs a stale binary. Every process is killed when its handle drops.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+pub use tempfile::TempDir;
+
+/// The package and binary names of the two programs.
+pub const CC_BIN: (&str, &str) = ("vaultmesh-command-center", "vaultmesh-command-center");
+pub const AGENT_BIN: (&str, &str) = ("vaultmesh-node-agent", "vaultmesh-node-agent");
+
+/// Root of the workspace (where the top-level Cargo.toml lives).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("testkit sits in the workspace")
+        .to_path_buf()
+}
+
+/// Path to a freshly built workspace binary. Builds it (once per test process) with the
+/// profile of the running test executable.
+pub fn binary((package, name): (&str, &str)) -> PathBuf {
+    static BUILT: OnceLock<Mutex<Vec<String>>> = OnceLock::new();
+    let exe = std::env::current_exe().expect("current test executable");
+    // target/<profile>/deps/<test>  →  target/<profile>
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test exe lives in target/<profile>/deps");
+    let target_dir = profile_dir.parent().expect("target dir");
+    let profile = profile_dir
+        .file_name()
+        .and_then(|s| s.to_str())
+        .expect("profile dir name");
+    let path = profile_dir.join(name);
+
+    let built = BUILT.get_or_init(|| Mutex::new(Vec::new()));
+    let mut built = built.lock().unwrap_or_else(|p| p.into_inner());
+    if !built.iter().any(|b| b == name) {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.current_dir(workspace_root())
+            .args(["build", "--quiet", "-p", package, "--bin", name])
+            .arg("--target-dir")
+            .arg(target_dir);
+        match profile {
+            "debug" => {}
+            "release" => {
+                cmd.arg("--release");
+            }
+            other => {
+                cmd.args(["--profile", other]);
+            }
+        }
+        let status = cmd.status().expect("run cargo build");
+        assert!(
+            status.success(),
+            "cargo build -p {package} --bin {name} failed"
+        );
+        built.push(name.to_string());
+    }
+    path
+}
+
+/// A running Command Center (the real binary). Killed on drop.
+#[derive(Debug)]
+pub struct CommandCenter {
+    child: Child,
+    /// `http://127.0.0.1:PORT`
+    pub url: String,
+    /// Temp dir holding `logs/` (kept alive as long as the handle).
+    pub dir: TempDir,
+}
+
+impl CommandCenter {
+    /// Starts `serve` on an ephemeral loopback port with a fresh log dir.
+    pub fn start() -> CommandCenter {
+        Self::start_with(&[])
+    }
+
+    /// Like [`CommandCenter::start`] with extra `serve` arguments.
+    pub fn start_with(extra: &[&str]) -> CommandCenter {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut cmd = Command::new(binary(CC_BIN));
+        cmd.arg("serve")
+            .args(["--listen", "127.0.0.1:0"])
+            .arg("--log-dir")
+            .arg(dir.path().join("logs"))
+            .args(extra)
+            .env_remove("VAULTMESH_LISTEN")
+            .env_remove("VAULTMESH_LOG_DIR")
+            .env_remove("VAULTMESH_POLICY_DIR")
+            .env("RUST_LOG", "warn");
+        let (child, url) = spawn_and_read_url(cmd);
+        let cc = CommandCenter { child, url, dir };
+        cc.wait_healthy();
+        cc
+    }
+
+    fn wait_healthy(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(r) = http().get(format!("{}/healthz", self.url)).send()
+                && r.status().is_success()
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("Command Center at {} did not become healthy", self.url);
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// `GET path` and parse JSON; panics unless 2xx.
+    pub fn get_json(&self, path: &str) -> serde_json::Value {
+        let r = self.get(path);
+        assert!(
+            (200..300).contains(&r.status),
+            "GET {path}: {} {}",
+            r.status,
+            r.body
+        );
+        r.json()
+    }
+
+    pub fn get(&self, path: &str) -> Reply {
+        Reply::from(
+            http()
+                .get(format!("{}{path}", self.url))
+                .send()
+                .expect("GET"),
+        )
+    }
+
+    /// Sends any method with an optional content type and raw body.
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: Option<&str>,
+        body: impl Into<Vec<u8>>,
+    ) -> Reply {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut req = http()
+            .request(method, format!("{}{path}", self.url))
+            .body(body.into());
+        if let Some(ct) = content_type {
+            req = req.header("content-type", ct);
+        }
+        Reply::from(req.send().expect("request"))
+    }
+
+    /// `POST path` with a JSON body.
+    pub fn post_json(&self, path: &str, body: &serde_json::Value) -> Reply {
+        self.request(
+            "POST",
+            path,
+            Some("application/json"),
+            serde_json::to_vec(body).expect("json"),
+        )
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for CommandCenter {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An HTTP reply: status and body text.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub content_type: String,
+    pub body: String,
+}
+
+impl Reply {
+    fn from(r: reqwest::blocking::Response) -> Reply {
+        let status = r.status().as_u16();
+        let content_type = r
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        Reply {
+            status,
+            content_type,
+            body: r.text().unwrap_or_default(),
+        }
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+}
+
+/// The real agent binary, configured through its environment into a temp state dir.
+#[derive(Debug)]
+pub struct NodeAgent {
+    pub dir: TempDir,
+    cc_url: String,
+    env: Vec<(String, String)>,
+}
+
+impl NodeAgent {
+    /// An agent pointed at `cc_url`, with its own temp state dir and an empty config file (so the
+    /// machine's `/etc/vaultmesh/agent.toml` never leaks into a test).
+    pub fn new(cc_url: &str) -> NodeAgent {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("agent.toml"), "").expect("write config");
+        NodeAgent {
+            dir,
+            cc_url: cc_url.to_string(),
+            env: Vec::new(),
+        }
+    }
+
+    /// Adds or overrides an environment variable.
+    pub fn env(mut self, key: &str, value: &str) -> NodeAgent {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Replaces the agent's config file.
+    pub fn config(self, toml: &str) -> NodeAgent {
+        std::fs::write(self.config_path(), toml).expect("write config");
+        self
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("agent.toml")
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// The command, ready to run with `args`.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(binary(AGENT_BIN));
+        for var in [
+            "VAULTMESH_CC_URL",
+            "VAULTMESH_OS_PROFILE",
+            "VAULTMESH_INTERVAL",
+            "VAULTMESH_ROOT",
+            "VAULTMESH_STATE_DIR",
+        ] {
+            cmd.env_remove(var);
+        }
+        cmd.args(args)
+            .env("VAULTMESH_CC_URL", &self.cc_url)
+            .env("VAULTMESH_CONFIG", self.config_path())
+            .env("VAULTMESH_STATE_DIR", self.state_dir())
+            .env("VAULTMESH_ROOT", self.dir.path())
+            .env("RUST_LOG", "warn");
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    /// Runs to completion and returns the output.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run agent")
+    }
+
+    /// Starts in the background (killed when the returned guard drops).
+    pub fn spawn(&self, args: &[&str]) -> ChildGuard {
+        ChildGuard(
+            self.command(args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn agent"),
+        )
+    }
+}
+
+/// Kills the child on drop.
+#[derive(Debug)]
+pub struct ChildGuard(pub Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A blocking client with short timeouts for loopback tests.
+pub fn http() -> reqwest::blocking::Client {
+    static CLIENT: OnceLock<reqwest::blocking::Client> = OnceLock::new();
+    CLIENT
+        .get_or_init(|| {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .expect("http client")
+        })
+        .clone()
+}
+
+/// Polls `f` until it returns `Some` or `timeout` passes.
+pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Output as text, for assertion messages.
+pub fn text(out: &Output) -> String {
+    format!(
+        "status: {:?}\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Spawns a server that prints `... listening on http://ADDR` on stdout; returns it and the URL.
+fn spawn_and_read_url(mut cmd: Command) -> (Child, String) {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        while let Some(Ok(line)) = lines.next() {
+            if let Some(url) = line.split("listening on ").nth(1) {
+                let _ = tx.send(url.trim().to_string());
+                break;
+            }
+        }
+        // Keep draining so the child never blocks on a full pipe.
+        for _ in lines {}
+    });
+    match rx.recv_timeout(Duration::from_secs(30)) {
+        Ok(url) => (child, url),
+        Err(_) => {
+            let _ = child.kill();
+            panic!("server did not print its listening address");
+        }
+    }
+}

@@ -1,0 +1,62 @@
+//! The Command Center's configuration for `serve` (flags and environment, see `main.rs`).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::store::StoreLimits;
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8088";
+
+/// Everything `serve` needs, already validated.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub listen: SocketAddr,
+    /// Directory for the append-only logs (`VAULTMESH_LOG_DIR`); created if missing.
+    pub log_dir: Option<PathBuf>,
+    /// Directory of per-profile policy files (`VAULTMESH_POLICY_DIR`); must exist if given.
+    pub policy_dir: Option<PathBuf>,
+    pub limits: StoreLimits,
+    /// A node silent for this long is shown as stale.
+    pub stale_after: Duration,
+}
+
+impl ServeConfig {
+    pub fn new(listen: SocketAddr) -> Self {
+        ServeConfig {
+            listen,
+            log_dir: None,
+            policy_dir: None,
+            limits: StoreLimits::default(),
+            stale_after: Duration::from_secs(120),
+        }
+    }
+
+    /// Checks the directories, creating the log directory (0700) if needed. Errors name the
+    /// flag and the reason.
+    pub fn prepare(&self) -> Result<(), String> {
+        if let Some(dir) = &self.log_dir {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| format!("--log-dir {}: cannot create: {e}", dir.display()))?;
+        }
+        if let Some(dir) = &self.policy_dir {
+            require_dir("--policy-dir", dir)?;
+        }
+        if self.limits.history_len == 0 || self.limits.max_nodes == 0 {
+            return Err("--history-len and --max-nodes must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+fn require_dir(flag: &str, dir: &Path) -> Result<(), String> {
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(format!("{flag} {}: not a directory", dir.display())),
+        Err(e) => Err(format!("{flag} {}: {e}", dir.display())),
+    }
+}

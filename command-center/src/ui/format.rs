@@ -1,0 +1,58 @@
+//! Small formatting helpers for pages.
+
+use chrono::{DateTime, Utc};
+
+/// "just now", "42s ago", "5m ago", "3h ago", "2d ago".
+pub fn age(then: DateTime<Utc>, now: DateTime<Utc>) -> String {
+    let s = (now - then).num_seconds();
+    match s {
+        i64::MIN..=1 => "just now".into(),
+        2..=59 => format!("{s}s ago"),
+        60..=3599 => format!("{}m ago", s / 60),
+        3600..=86_399 => format!("{}h ago", s / 3600),
+        _ => format!("{}d ago", s / 86_400),
+    }
+}
+
+/// `42%` (no decimals above 10, one below) or an en dash when unknown.
+pub fn pct(v: Option<f64>) -> String {
+    match v {
+        Some(p) if p < 10.0 => format!("{p:.1}%"),
+        Some(p) => format!("{p:.0}%"),
+        None => "–".into(),
+    }
+}
+
+/// A number with two decimals or an en dash.
+pub fn num2(v: Option<f64>) -> String {
+    v.map_or_else(|| "–".into(), |x| format!("{x:.2}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Duration;
+
+    #[test]
+    fn ages() {
+        let now = Utc::now();
+        for (secs, want) in [
+            (0, "just now"),
+            (5, "5s ago"),
+            (61, "1m ago"),
+            (7200, "2h ago"),
+            (200_000, "2d ago"),
+            (-30, "just now"),
+        ] {
+            assert_eq!(age(now - Duration::seconds(secs), now), want);
+        }
+    }
+
+    #[test]
+    fn percentages() {
+        assert_eq!(pct(Some(4.25)), "4.2%");
+        assert_eq!(pct(Some(42.4)), "42%");
+        assert_eq!(pct(None), "–");
+        assert_eq!(num2(Some(1.0)), "1.00");
+    }
+}

@@ -1,0 +1,268 @@
+//! Bad input to every endpoint gets a 4xx with a JSON error body, and never costs the Command
+//! Center its process or the data it already accepted. Real binary, real HTTP.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
+use vaultmesh_testkit::{CommandCenter, Reply};
+
+const SEED: &str = r#"{
+"node_id": "550e8400-e29b-41d4-a716-446655440000",
+"hostname": "vault-node-01",
+"os_profile": "ArchVault",
+"cloudflare_ok": true,
+"services_ok": true,
+"vaultmesh_root": "/var/lib/vaultmesh",
+"timestamp": "2024-01-15T10:30:00Z"
+}"#;
+
+fn seed() -> serde_json::Value {
+    serde_json::from_str(SEED).unwrap()
+}
+
+fn with(field: &str, value: serde_json::Value) -> Vec<u8> {
+    let mut v = seed();
+    v[field] = value;
+    serde_json::to_vec(&v).unwrap()
+}
+
+fn assert_error(r: &Reply, status: u16, contains: &str, case: &str) {
+    assert_eq!(r.status, status, "{case}: {}", r.body);
+    assert!(
+        r.content_type.starts_with("application/json"),
+        "{case}: content-type {}",
+        r.content_type
+    );
+    let err = r.json()["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{case}: no error field in {}", r.body))
+        .to_string();
+    assert!(
+        err.contains(contains),
+        "{case}: got {err:?}, want {contains:?}"
+    );
+}
+
+#[test]
+fn a_seed_only_heartbeat_is_accepted() {
+    let cc = CommandCenter::start();
+    let r = cc.request(
+        "POST",
+        "/api/agent/heartbeat",
+        Some("application/json"),
+        SEED,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let body = r.json();
+    assert_eq!(body["accepted"], true);
+    assert_eq!(body["node_id"], "550e8400-e29b-41d4-a716-446655440000");
+    let node = cc.get_json("/api/nodes/550e8400-e29b-41d4-a716-446655440000");
+    assert_eq!(node["latest"], seed());
+}
+
+#[test]
+fn bad_heartbeats_get_4xx_json_errors_and_accepted_data_survives() {
+    let cc = CommandCenter::start();
+    assert_eq!(
+        cc.request(
+            "POST",
+            "/api/agent/heartbeat",
+            Some("application/json"),
+            SEED
+        )
+        .status,
+        200
+    );
+
+    let json = Some("application/json");
+    /// (case, content type, body, status, error contains)
+    type Case<'a> = (&'a str, Option<&'a str>, Vec<u8>, u16, &'a str);
+    let cases: Vec<Case<'_>> = vec![
+        (
+            "malformed JSON",
+            json,
+            b"{\"node_id\": ".to_vec(),
+            400,
+            "malformed JSON",
+        ),
+        (
+            "not JSON at all",
+            json,
+            b"hello".to_vec(),
+            400,
+            "malformed JSON",
+        ),
+        ("empty body", json, Vec::new(), 400, "malformed JSON"),
+        (
+            "array instead of object",
+            json,
+            b"[]".to_vec(),
+            422,
+            "invalid heartbeat",
+        ),
+        (
+            "missing field",
+            json,
+            br#"{"node_id":"550e8400-e29b-41d4-a716-446655440000"}"#.to_vec(),
+            422,
+            "missing field `hostname`",
+        ),
+        (
+            "wrong type",
+            json,
+            with("cloudflare_ok", "yes".into()),
+            422,
+            "invalid type: string \"yes\", expected a boolean",
+        ),
+        (
+            "bad UUID",
+            json,
+            with("node_id", "node-1".into()),
+            422,
+            "UUID",
+        ),
+        (
+            "bad timestamp",
+            json,
+            with("timestamp", "yesterday".into()),
+            422,
+            "invalid heartbeat",
+        ),
+        (
+            "bad check status",
+            json,
+            with(
+                "checks",
+                serde_json::json!([{"name":"x","status":"fine","summary":"","observed_at":"2024-01-15T10:30:00Z"}]),
+            ),
+            422,
+            "unknown variant `fine`",
+        ),
+        (
+            "empty hostname",
+            json,
+            with("hostname", "".into()),
+            422,
+            "hostname must not be empty",
+        ),
+        (
+            "control characters",
+            json,
+            with("hostname", "a\u{1b}[31mb".into()),
+            422,
+            "hostname contains a control character",
+        ),
+        (
+            "huge hostname",
+            json,
+            with("hostname", "h".repeat(1000).into()),
+            422,
+            "hostname is 1000 bytes",
+        ),
+        (
+            "bad seq",
+            json,
+            with("seq", "12a".into()),
+            422,
+            "seq must be a decimal",
+        ),
+        (
+            "negative uptime",
+            json,
+            with("uptime_s", (-5).into()),
+            422,
+            "invalid value",
+        ),
+        (
+            "wrong content type",
+            Some("text/plain"),
+            SEED.as_bytes().to_vec(),
+            415,
+            "application/json",
+        ),
+        (
+            "no content type",
+            None,
+            SEED.as_bytes().to_vec(),
+            415,
+            "application/json",
+        ),
+        (
+            "oversized body",
+            json,
+            vec![b' '; 300 * 1024],
+            413,
+            "larger than the 262144-byte limit",
+        ),
+    ];
+    for (case, ct, body, status, contains) in cases {
+        let r = cc.request("POST", "/api/agent/heartbeat", ct, body);
+        assert_error(&r, status, contains, case);
+    }
+
+    // Still up, and the heartbeat accepted before all that is intact.
+    let nodes = cc.get_json("/api/nodes");
+    assert_eq!(nodes.as_array().unwrap().len(), 1);
+    assert_eq!(nodes[0]["hostname"], "vault-node-01");
+    assert_eq!(nodes[0]["heartbeats"], 1);
+}
+
+#[test]
+fn bad_reads_and_routes_get_4xx_json_errors() {
+    let cc = CommandCenter::start();
+    assert_error(
+        &cc.get("/api/nodes/not-a-uuid"),
+        400,
+        "\"not-a-uuid\" is not a node id (UUID)",
+        "bad id",
+    );
+    assert_error(
+        &cc.get("/api/nodes/550e8400-e29b-41d4-a716-446655440000"),
+        404,
+        "no node 550e8400",
+        "unknown node",
+    );
+    assert_error(&cc.get("/api/nope"), 404, "no such route", "unknown route");
+    assert_error(
+        &cc.request("DELETE", "/api/nodes", None, ""),
+        405,
+        "method not allowed",
+        "wrong method",
+    );
+    assert_error(
+        &cc.request("GET", "/api/agent/heartbeat", None, ""),
+        405,
+        "method not allowed",
+        "GET on POST route",
+    );
+    assert_error(
+        &cc.request("PUT", "/healthz", None, ""),
+        405,
+        "method not allowed",
+        "PUT healthz",
+    );
+    let health = cc.get_json("/healthz");
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["nodes"], 0);
+}
+
+#[test]
+fn node_limit_refuses_new_nodes_with_503() {
+    let cc = CommandCenter::start_with(&["--max-nodes", "1"]);
+    assert_eq!(
+        cc.request(
+            "POST",
+            "/api/agent/heartbeat",
+            Some("application/json"),
+            SEED
+        )
+        .status,
+        200
+    );
+    let r = cc.request(
+        "POST",
+        "/api/agent/heartbeat",
+        Some("application/json"),
+        with("node_id", "6ba7b810-9dad-11d1-80b4-00c04fd430c8".into()),
+    );
+    assert_error(&r, 503, "already tracks 1 nodes", "node limit");
+}

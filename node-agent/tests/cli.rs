@@ -1,0 +1,192 @@
+//! The agent's command line, run as the real binary.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
+use vaultmesh_testkit::{NodeAgent, text, workspace_root};
+
+/// Checks the agent binary must register. The linker drops plugin crates nothing references;
+/// if this fails with an empty list, `use vaultmesh_checks as _;` went missing from main.rs.
+const EXPECTED_CHECKS: &[&str] = &["disk", "load", "memory"];
+
+fn agent() -> NodeAgent {
+    NodeAgent::new("http://127.0.0.1:9")
+}
+
+fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn registry_of_the_binary_holds_exactly_the_built_in_checks() {
+    let out = agent().run(&["checks", "list", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<&str> = rows.iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(names, EXPECTED_CHECKS);
+    assert_eq!(vaultmesh_checks::BUILT_IN, EXPECTED_CHECKS);
+    for r in &rows {
+        assert!(r["description"].as_str().unwrap().len() > 10, "{r}");
+        assert_eq!(r["enabled"], true);
+    }
+}
+
+#[test]
+fn checks_list_shows_names_and_descriptions() {
+    let out = agent().run(&["checks", "list"]);
+    let s = stdout(&out);
+    assert!(out.status.success(), "{}", text(&out));
+    for needle in [
+        "disk",
+        "Space and inodes",
+        "memory",
+        "RAM",
+        "load",
+        "load average",
+    ] {
+        assert!(s.contains(needle), "{needle:?} missing from:\n{s}");
+    }
+}
+
+#[test]
+fn checks_list_reflects_config() {
+    let out = agent()
+        .config("[checks.load]\nenabled = false\ninterval = \"2m\"\n")
+        .run(&["checks", "list", "--json"]);
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let load = rows.iter().find(|r| r["name"] == "load").unwrap();
+    assert_eq!(
+        (load["enabled"].as_bool(), load["interval_s"].as_f64()),
+        (Some(false), Some(120.0))
+    );
+}
+
+#[test]
+fn checks_run_measures_this_machine() {
+    for name in EXPECTED_CHECKS {
+        let out = agent().run(&["checks", "run", name, "--json"]);
+        assert!(out.status.success(), "{}", text(&out));
+        let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(r["name"], *name);
+        assert!(
+            ["ok", "warn", "crit"].contains(&r["status"].as_str().unwrap()),
+            "{r}"
+        );
+        assert!(!r["metrics"].as_object().unwrap().is_empty(), "{r}");
+    }
+    let out = agent().run(&["checks", "run", "memory"]);
+    assert!(
+        stdout(&out).contains("memory") && stdout(&out).contains("% used"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn unknown_check_is_a_usage_error() {
+    let out = agent().run(&["checks", "run", "nope"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert_eq!(
+        stderr(&out).trim(),
+        "error: no check named \"nope\"; registered checks are: disk, load, memory"
+    );
+}
+
+#[test]
+fn the_example_config_is_accepted_and_documents_every_check() {
+    let example = workspace_root().join("docs/agent.example.toml");
+    let out = agent()
+        .env("VAULTMESH_CONFIG", example.to_str().unwrap())
+        .run(&["config", "check"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(stdout(&out).starts_with("ok: "), "{}", text(&out));
+
+    let text_of_example = std::fs::read_to_string(&example).unwrap();
+    for name in EXPECTED_CHECKS {
+        assert!(
+            text_of_example.contains(&format!("[checks.{name}]")),
+            "docs/agent.example.toml lacks [checks.{name}]"
+        );
+    }
+    for reg in vaultmesh_agent_core::registry::all() {
+        let keys: toml::Table = toml::from_str(reg.example).unwrap();
+        for key in keys.keys() {
+            assert!(
+                text_of_example.contains(&format!("\n{key} = ")),
+                "docs/agent.example.toml lacks checks.{}.{key}",
+                reg.name
+            );
+        }
+    }
+}
+
+#[test]
+fn bad_config_exits_2_with_one_line_naming_file_key_and_reason() {
+    let cases = [
+        (
+            "[checks.disk]\nwarn_pct = \"high\"\n",
+            "checks.disk.warn_pct: invalid type: string \"high\", expected f64",
+        ),
+        (
+            "[checks.disk]\nwarn_pct = 99.0\ncrit_pct = 90.0\n",
+            "checks.disk.warn_pct: 99 must not exceed crit_pct (90)",
+        ),
+        (
+            "[checks.dsik]\n",
+            "checks.dsik: no such check; registered checks are: disk, load, memory",
+        ),
+        (
+            "[checks.load]\nwindow = \"7m\"\n",
+            "checks.load.window: unknown variant `7m`",
+        ),
+        (
+            "[checks.memory]\ninterval = \"never\"\n",
+            "checks.memory.interval: \"never\" is not a duration",
+        ),
+        (
+            "[agent]\ninterval = \"0s\"\n",
+            "agent.interval: 0s is outside 1s..24h",
+        ),
+        ("[agent\n", "line 1 column"),
+    ];
+    for (toml, want) in cases {
+        let a = agent().config(toml);
+        let out = a.run(&["config", "check"]);
+        assert_eq!(out.status.code(), Some(2), "{toml:?}: {}", text(&out));
+        let err = stderr(&out);
+        assert_eq!(err.lines().count(), 1, "{toml:?}: {err}");
+        let file = a.config_path().display().to_string();
+        assert!(
+            err.starts_with(&format!("error: {file}: ")),
+            "{toml:?}: {err}"
+        );
+        assert!(err.contains(want), "{toml:?}: got {err:?}, want {want:?}");
+    }
+}
+
+#[test]
+fn bad_environment_exits_2() {
+    let out = agent()
+        .env("VAULTMESH_INTERVAL", "often")
+        .run(&["run", "--once"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        stderr(&out).contains("environment: VAULTMESH_INTERVAL: \"often\" is not a duration"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn help_has_examples_and_version_works() {
+    let out = agent().run(&["--help"]);
+    assert!(stdout(&out).contains("Examples:"), "{}", text(&out));
+    let out = agent().run(&["--version"]);
+    assert_eq!(
+        stdout(&out).trim(),
+        format!("vaultmesh-node-agent {}", env!("CARGO_PKG_VERSION"))
+    );
+}

@@ -1,0 +1,180 @@
+//! Architecture invariants from `docs/ARCHITECTURE.md`, checked against the real dependency
+//! graph (`cargo metadata`) and the sources.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::Command;
+
+use vaultmesh_testkit::workspace_root;
+
+/// Normal (non-dev, non-build) dependency closure of `package`, by crate name.
+fn closure(package: &str) -> BTreeSet<String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .current_dir(workspace_root())
+        .args(["metadata", "--format-version", "1", "--locked"])
+        .output()
+        .expect("cargo metadata");
+    assert!(
+        out.status.success(),
+        "cargo metadata: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let meta: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let names: BTreeMap<&str, &str> = meta["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p["id"].as_str().unwrap(), p["name"].as_str().unwrap()))
+        .collect();
+    let nodes = meta["resolve"]["nodes"].as_array().unwrap();
+    let deps_of = |id: &str| -> Vec<String> {
+        let node = nodes.iter().find(|n| n["id"] == id).unwrap();
+        node["deps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|d| {
+                d["dep_kinds"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|k| k["kind"].is_null())
+            })
+            .map(|d| d["pkg"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let root = names
+        .iter()
+        .find(|(_, n)| **n == package)
+        .map(|(id, _)| id.to_string())
+        .unwrap();
+    let mut seen = BTreeSet::new();
+    let mut todo = vec![root];
+    while let Some(id) = todo.pop() {
+        if seen.insert(id.clone()) {
+            todo.extend(deps_of(&id));
+        }
+    }
+    seen.iter()
+        .map(|id| names[id.as_str()].to_string())
+        .collect()
+}
+
+fn assert_excludes(package: &str, forbidden: &[&str]) {
+    let deps = closure(package);
+    let bad: Vec<_> = forbidden.iter().filter(|f| deps.contains(**f)).collect();
+    assert!(bad.is_empty(), "{package} must not depend on {bad:?}");
+}
+
+#[test]
+fn proto_depends_on_no_runtime() {
+    assert_excludes(
+        "vaultmesh-proto",
+        &[
+            "tokio",
+            "axum",
+            "hyper",
+            "reqwest",
+            "mio",
+            "async-std",
+            "smol",
+        ],
+    );
+}
+
+#[test]
+fn nothing_on_the_agent_side_links_the_server() {
+    for package in [
+        "vaultmesh-proto",
+        "vaultmesh-agent-core",
+        "vaultmesh-checks",
+        "vaultmesh-node-agent",
+    ] {
+        assert_excludes(package, &["vaultmesh-command-center", "axum", "maud"]);
+    }
+}
+
+#[test]
+fn agent_core_never_names_a_built_in_check() {
+    assert_excludes("vaultmesh-agent-core", &["vaultmesh-checks"]);
+    let names = [
+        "disk",
+        "load",
+        "memory",
+        "systemd",
+        "cloudflared",
+        "sovereign_scan",
+    ];
+    for file in rust_files(&workspace_root().join("agent-core/src")) {
+        let text = std::fs::read_to_string(&file).unwrap();
+        // Unit tests may borrow a check's name as sample data; production code may not.
+        let production = text.split("#[cfg(test)]").next().unwrap_or_default();
+        for (n, line) in production.lines().enumerate() {
+            let code = line.trim_start();
+            if code.starts_with("//") {
+                continue; // docs may use a check as an example
+            }
+            assert!(
+                !code.contains("vaultmesh_checks"),
+                "{}:{}: names the checks crate",
+                file.display(),
+                n + 1
+            );
+            for name in names {
+                assert!(
+                    !code.contains(&format!("\"{name}\"")),
+                    "{}:{}: names the built-in check {name:?}",
+                    file.display(),
+                    n + 1
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn every_rust_file_starts_with_a_module_doc() {
+    let root = workspace_root();
+    let mut missing = Vec::new();
+    for dir in [
+        "proto",
+        "agent-core",
+        "checks",
+        "node-agent",
+        "command-center",
+        "testkit",
+    ] {
+        for file in rust_files(&root.join(dir)) {
+            let text = std::fs::read_to_string(&file).unwrap();
+            if !text.trim_start().starts_with("//!") {
+                missing.push(file.strip_prefix(&root).unwrap().display().to_string());
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "files without a leading //! doc: {missing:?}"
+    );
+}
+
+fn rust_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = entry.path();
+            if p.is_dir() {
+                if p.file_name().is_some_and(|n| n != "target") {
+                    todo.push(p);
+                }
+            } else if p.extension().is_some_and(|e| e == "rs") {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
