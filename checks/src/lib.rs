@@ -10,11 +10,13 @@
 //! | `disk`   | space and inodes per mounted filesystem            |
 //! | `load`   | 1/5/15-minute load average, per CPU                |
 //! | `memory` | RAM and swap in use                                |
+//! | `systemd`| units over D-Bus in their expected state           |
 
 mod disk;
 mod load;
 mod memory;
+pub mod systemd;
 mod thresholds;
 
 /// Names of the checks this crate registers, for the agent's guard test.
-pub const BUILT_IN: &[&str] = &["disk", "load", "memory"];
+pub const BUILT_IN: &[&str] = &["disk", "load", "memory", "systemd"];

@@ -15,6 +15,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+pub mod dbus;
+
 pub use tempfile::TempDir;
 
 /// The package and binary names of the two programs.

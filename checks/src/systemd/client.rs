@@ -1,0 +1,207 @@
+//! A small read-only client for systemd's D-Bus API (`org.freedesktop.systemd1`).
+//!
+//! Only what the checks need: expand globs with `ListUnitsByPatterns`, resolve a unit with
+//! `LoadUnit` (which returns a path even for units that do not exist, with
+//! `LoadState = "not-found"`), and read a unit's state with one `GetAll`. Every call has a
+//! timeout, so a wedged bus yields an error, never a hang.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use zbus::fdo::PropertiesProxy;
+use zbus::names::InterfaceName;
+use zbus::{Connection, OwnedObjectPath, OwnedVariant};
+
+const SERVICE: &str = "org.freedesktop.systemd1";
+const UNIT_IFACE: &str = "org.freedesktop.systemd1.Unit";
+const SERVICE_IFACE: &str = "org.freedesktop.systemd1.Service";
+
+#[zbus::proxy(
+    interface = "org.freedesktop.systemd1.Manager",
+    default_service = "org.freedesktop.systemd1",
+    default_path = "/org/freedesktop/systemd1"
+)]
+trait Manager {
+    /// Resolves (loading if needed) a unit by name.
+    fn load_unit(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
+
+    /// Loaded units whose names match any of `patterns`: (name, description, load state,
+    /// active state, sub state, following, path, job id, job type, job path).
+    #[allow(clippy::type_complexity)]
+    fn list_units_by_patterns(
+        &self,
+        states: &[&str],
+        patterns: &[&str],
+    ) -> zbus::Result<
+        Vec<(
+            String,
+            String,
+            String,
+            String,
+            String,
+            String,
+            OwnedObjectPath,
+            u32,
+            String,
+            OwnedObjectPath,
+        )>,
+    >;
+}
+
+/// Why talking to systemd failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SystemdError {
+    #[error("cannot connect to the system bus{}: {reason}", at.as_deref().map(|a| format!(" at {a}")).unwrap_or_default())]
+    Connect { at: Option<String>, reason: String },
+    #[error("D-Bus call {call} timed out after {}", vaultmesh_agent_core::duration::format(*timeout))]
+    Timeout { call: String, timeout: Duration },
+    #[error("D-Bus call {call} failed: {reason}")]
+    Call { call: String, reason: String },
+}
+
+/// The state of one unit, as systemd reports it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct UnitState {
+    pub name: String,
+    pub load_state: String,
+    pub active_state: String,
+    pub sub_state: String,
+    /// When the unit last entered `active`, in µs since the epoch (0 = never).
+    pub active_enter_us: u64,
+    /// When the unit last entered `inactive`/`failed`, in µs since the epoch (0 = never).
+    pub inactive_enter_us: u64,
+    /// Restarts since the unit was last started by hand (services only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restarts: Option<u32>,
+}
+
+/// A connection to systemd on the system bus (or an explicit address).
+#[derive(Debug, Clone)]
+pub struct SystemdClient {
+    conn: Connection,
+    timeout: Duration,
+}
+
+impl SystemdClient {
+    /// Connects to `address`, or to the system bus (`DBUS_SYSTEM_BUS_ADDRESS` or the default
+    /// socket) when `None`.
+    pub async fn connect(address: Option<&str>, timeout: Duration) -> Result<Self, SystemdError> {
+        let builder = match address {
+            Some(a) => zbus::connection::Builder::address(a),
+            None => zbus::connection::Builder::system(),
+        };
+        let at = address
+            .map(str::to_string)
+            .or_else(|| std::env::var("DBUS_SYSTEM_BUS_ADDRESS").ok())
+            .or_else(|| Some("unix:path=/run/dbus/system_bus_socket".into()));
+        let build = builder.method_timeout(timeout).build();
+        match tokio::time::timeout(timeout, build).await {
+            Ok(Ok(conn)) => Ok(SystemdClient { conn, timeout }),
+            Ok(Err(e)) => Err(SystemdError::Connect {
+                at,
+                reason: e.to_string(),
+            }),
+            Err(_) => Err(SystemdError::Connect {
+                at,
+                reason: "timed out".into(),
+            }),
+        }
+    }
+
+    async fn call<T, E: Into<zbus::Error>>(
+        &self,
+        call: &str,
+        fut: impl std::future::Future<Output = Result<T, E>>,
+    ) -> Result<T, SystemdError> {
+        match tokio::time::timeout(self.timeout, fut)
+            .await
+            .map(|r| r.map_err(Into::into))
+        {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(zbus::Error::InputOutput(e))) if e.kind() == std::io::ErrorKind::TimedOut => {
+                Err(SystemdError::Timeout {
+                    call: call.into(),
+                    timeout: self.timeout,
+                })
+            }
+            Ok(Err(e)) => Err(SystemdError::Call {
+                call: call.into(),
+                reason: e.to_string(),
+            }),
+            Err(_) => Err(SystemdError::Timeout {
+                call: call.into(),
+                timeout: self.timeout,
+            }),
+        }
+    }
+
+    async fn manager(&self) -> Result<ManagerProxy<'_>, SystemdError> {
+        let build = ManagerProxy::builder(&self.conn)
+            .cache_properties(zbus::proxy::CacheProperties::No)
+            .build();
+        self.call("Manager", build).await
+    }
+
+    /// Names of loaded units matching any of the glob `patterns`, sorted.
+    pub async fn list_by_patterns(&self, patterns: &[&str]) -> Result<Vec<String>, SystemdError> {
+        let manager = self.manager().await?;
+        let units = self
+            .call(
+                "ListUnitsByPatterns",
+                manager.list_units_by_patterns(&[], patterns),
+            )
+            .await?;
+        let mut names: Vec<String> = units.into_iter().map(|u| u.0).collect();
+        names.sort();
+        names.dedup();
+        Ok(names)
+    }
+
+    /// The state of `name` (a unit that does not exist has `load_state = "not-found"`).
+    pub async fn unit_state(&self, name: &str) -> Result<UnitState, SystemdError> {
+        let manager = self.manager().await?;
+        let path = self.call("LoadUnit", manager.load_unit(name)).await?;
+        let props = PropertiesProxy::builder(&self.conn)
+            .destination(SERVICE)
+            .path(path)
+            .cache_properties(zbus::proxy::CacheProperties::No)
+            .build();
+        let props = self.call("Properties", props).await?;
+        let unit_iface = InterfaceName::from_static_str_unchecked(UNIT_IFACE);
+        let all = self.call("GetAll(Unit)", props.get_all(unit_iface)).await?;
+        let mut state = UnitState {
+            name: name.to_string(),
+            load_state: string(&all, "LoadState"),
+            active_state: string(&all, "ActiveState"),
+            sub_state: string(&all, "SubState"),
+            active_enter_us: number(&all, "ActiveEnterTimestamp"),
+            inactive_enter_us: number(&all, "InactiveEnterTimestamp"),
+            restarts: None,
+        };
+        if name.ends_with(".service") && state.load_state == "loaded" {
+            let service_iface = InterfaceName::from_static_str_unchecked(SERVICE_IFACE);
+            // Older systemd has no NRestarts; its absence is not an error.
+            if let Ok(v) = self
+                .call("Get(NRestarts)", props.get(service_iface, "NRestarts"))
+                .await
+            {
+                state.restarts = u32::try_from(v).ok();
+            }
+        }
+        Ok(state)
+    }
+}
+
+fn string(all: &HashMap<String, OwnedVariant>, key: &str) -> String {
+    all.get(key)
+        .and_then(|v| v.try_clone().ok())
+        .and_then(|v| String::try_from(v).ok())
+        .unwrap_or_default()
+}
+
+fn number(all: &HashMap<String, OwnedVariant>, key: &str) -> u64 {
+    all.get(key)
+        .and_then(|v| v.try_clone().ok())
+        .and_then(|v| u64::try_from(v).ok())
+        .unwrap_or(0)
+}

@@ -1,0 +1,478 @@
+//! `systemd`: are the units this node must run in the state they should be?
+//!
+//! Talks to systemd over D-Bus (never a `systemctl` subprocess). Unit names may be globs
+//! (`vaultmesh-*.service`), expanded against the loaded units with `ListUnitsByPatterns`.
+//! Each unit is expected `active` unless `[checks.systemd.expect]` says `inactive`.
+//!
+//! Verdict per unit: not found, failed, or not in its expected state → crit (the unit is named
+//! in the summary); activating, reloading or deactivating → warn. A glob that matches nothing is
+//! crit. No bus at all (a container) → unknown with the reason. The heartbeat's `services_ok` is
+//! this check's verdict (ok or warn).
+
+pub mod client;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use vaultmesh_agent_core::registry::{CheckConfigError, CheckRegistration, parse_table};
+use vaultmesh_agent_core::{Check, CheckContext, CheckOutcome};
+use vaultmesh_proto::{CheckResult, CheckStatus, NodeHeartbeat};
+
+pub use client::{SystemdClient, SystemdError, UnitState};
+
+/// The state a unit should be in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Expect {
+    Active,
+    Inactive,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct SystemdConfig {
+    /// Units to watch; `*`, `?` and `[...]` globs expand against loaded units.
+    units: Vec<String>,
+    /// Per-unit expectation (`active` unless listed here).
+    expect: BTreeMap<String, Expect>,
+    /// D-Bus address to use instead of the system bus (`DBUS_SYSTEM_BUS_ADDRESS` also works).
+    bus_address: Option<String>,
+    /// Timeout of each D-Bus call.
+    #[serde(deserialize_with = "vaultmesh_agent_core::duration::deserialize")]
+    call_timeout: Duration,
+}
+
+impl Default for SystemdConfig {
+    fn default() -> Self {
+        SystemdConfig {
+            units: Vec::new(),
+            expect: BTreeMap::new(),
+            bus_address: None,
+            call_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Systemd {
+    units: Vec<String>,
+    expect: BTreeMap<String, Expect>,
+    bus_address: Option<String>,
+    call_timeout: Duration,
+}
+
+/// Whether a unit name is a glob for `ListUnitsByPatterns`.
+pub fn is_glob(name: &str) -> bool {
+    name.contains(['*', '?', '['])
+}
+
+impl Systemd {
+    fn new(c: SystemdConfig) -> Result<Self, CheckConfigError> {
+        for (i, u) in c.units.iter().enumerate() {
+            if u.trim().is_empty()
+                || u.len() > 256
+                || u.chars().any(|ch| ch.is_control() || ch == '/')
+            {
+                return Err(CheckConfigError::new(
+                    format!("units[{i}]"),
+                    format!("{u:?} is not a unit name"),
+                ));
+            }
+        }
+        for name in c.expect.keys() {
+            if !c.units.iter().any(|u| u == name)
+                && !c.units.iter().any(|u| is_glob(u) && glob_match(u, name))
+            {
+                return Err(CheckConfigError::new(
+                    format!("expect.{name}"),
+                    "names a unit that is not in `units`",
+                ));
+            }
+        }
+        if c.call_timeout < Duration::from_millis(10) || c.call_timeout > Duration::from_secs(60) {
+            return Err(CheckConfigError::new(
+                "call_timeout",
+                "must be between 10ms and 60s",
+            ));
+        }
+        Ok(Systemd {
+            units: c.units,
+            expect: c.expect,
+            bus_address: c.bus_address,
+            call_timeout: c.call_timeout,
+        })
+    }
+
+    async fn inspect(&self) -> Result<Inspection, SystemdError> {
+        let client = SystemdClient::connect(self.bus_address.as_deref(), self.call_timeout).await?;
+        let mut names: Vec<String> = Vec::new();
+        let mut empty_globs = Vec::new();
+        for u in &self.units {
+            if is_glob(u) {
+                let matched = client.list_by_patterns(&[u.as_str()]).await?;
+                if matched.is_empty() {
+                    empty_globs.push(u.clone());
+                }
+                names.extend(matched);
+            } else {
+                names.push(u.clone());
+            }
+        }
+        names.sort();
+        names.dedup();
+        let mut units = Vec::with_capacity(names.len());
+        for n in &names {
+            units.push(client.unit_state(n).await?);
+        }
+        Ok(Inspection { units, empty_globs })
+    }
+
+    fn expectation(&self, unit: &str) -> Expect {
+        self.expect.get(unit).copied().unwrap_or(Expect::Active)
+    }
+
+    fn evaluate(&self, inspection: &Inspection) -> CheckOutcome {
+        let mut problems: Vec<(CheckStatus, String)> = Vec::new();
+        for g in &inspection.empty_globs {
+            problems.push((CheckStatus::Crit, format!("no unit matches {g}")));
+        }
+        let mut report = Vec::new();
+        for u in &inspection.units {
+            let expect = self.expectation(&u.name);
+            let (status, why) = unit_verdict(u, expect);
+            if let Some(why) = why {
+                problems.push((status, why));
+            }
+            report.push(UnitReport {
+                state: u.clone(),
+                expect,
+                status,
+            });
+        }
+        let worst = problems
+            .iter()
+            .map(|p| p.0)
+            .fold(CheckStatus::Ok, CheckStatus::worst);
+        problems.sort_by_key(|p| std::cmp::Reverse(p.0.severity()));
+        let summary = if problems.is_empty() {
+            let n = inspection.units.len();
+            format!("{n} unit{} as expected", if n == 1 { "" } else { "s" })
+        } else {
+            problems
+                .iter()
+                .map(|p| p.1.as_str())
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        let count = |s: &str| {
+            inspection
+                .units
+                .iter()
+                .filter(|u| u.active_state == s)
+                .count() as f64
+        };
+        let restarts: u32 = inspection.units.iter().filter_map(|u| u.restarts).sum();
+        CheckOutcome::new(worst, summary)
+            .with_metric("units", inspection.units.len() as f64)
+            .with_metric("active", count("active"))
+            .with_metric("failed", count("failed"))
+            .with_metric("restarts", f64::from(restarts))
+            .with_details(serde_json::to_value(Details { units: report }).unwrap_or_default())
+    }
+}
+
+/// A unit's verdict against its expectation, with the reason when it is not ok.
+fn unit_verdict(u: &UnitState, expect: Expect) -> (CheckStatus, Option<String>) {
+    let name = &u.name;
+    match u.load_state.as_str() {
+        "not-found" => return (CheckStatus::Crit, Some(format!("{name} not found"))),
+        "masked" if expect == Expect::Active => {
+            return (CheckStatus::Crit, Some(format!("{name} is masked")));
+        }
+        "error" | "bad-setting" => {
+            return (
+                CheckStatus::Crit,
+                Some(format!("{name} failed to load ({})", u.load_state)),
+            );
+        }
+        _ => {}
+    }
+    let state = u.active_state.as_str();
+    let sub = if u.sub_state.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", u.sub_state)
+    };
+    match (state, expect) {
+        ("active", Expect::Active) | ("inactive", Expect::Inactive) => (CheckStatus::Ok, None),
+        ("failed", _) => (CheckStatus::Crit, Some(format!("{name} failed{sub}"))),
+        ("activating" | "reloading" | "deactivating", _) => {
+            (CheckStatus::Warn, Some(format!("{name} is {state}{sub}")))
+        }
+        (other, e) => {
+            let want = if e == Expect::Active {
+                "active"
+            } else {
+                "inactive"
+            };
+            (
+                CheckStatus::Crit,
+                Some(format!("{name} is {other}{sub}, expected {want}")),
+            )
+        }
+    }
+}
+
+/// Shell-style glob match (`*`, `?`, `[abc]`) for validating `expect` keys against `units`.
+fn glob_match(pattern: &str, name: &str) -> bool {
+    fn rec(p: &[char], n: &[char]) -> bool {
+        match p.first() {
+            None => n.is_empty(),
+            Some('*') => (0..=n.len()).any(|i| rec(&p[1..], &n[i..])),
+            Some('?') => !n.is_empty() && rec(&p[1..], &n[1..]),
+            Some('[') => match p.iter().position(|c| *c == ']') {
+                Some(end) if !n.is_empty() => {
+                    p[1..end].contains(&n[0]) && rec(&p[end + 1..], &n[1..])
+                }
+                _ => false,
+            },
+            Some(c) => n.first() == Some(c) && rec(&p[1..], &n[1..]),
+        }
+    }
+    let p: Vec<char> = pattern.chars().collect();
+    let n: Vec<char> = name.chars().collect();
+    rec(&p, &n)
+}
+
+#[derive(Debug)]
+struct Inspection {
+    units: Vec<UnitState>,
+    empty_globs: Vec<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct UnitReport {
+    #[serde(flatten)]
+    state: UnitState,
+    expect: Expect,
+    status: CheckStatus,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Details {
+    units: Vec<UnitReport>,
+}
+
+#[async_trait]
+impl Check for Systemd {
+    async fn run(&self, _ctx: &CheckContext) -> CheckOutcome {
+        if self.units.is_empty() {
+            return CheckOutcome::new(
+                CheckStatus::Ok,
+                "no units configured (set [checks.systemd] units)",
+            )
+            .with_metric("units", 0.0);
+        }
+        match self.inspect().await {
+            Ok(inspection) => self.evaluate(&inspection),
+            Err(e) => CheckOutcome::unknown(e.to_string()),
+        }
+    }
+
+    fn contribute(&self, result: &CheckResult, heartbeat: &mut NodeHeartbeat) {
+        heartbeat.services_ok = matches!(result.status, CheckStatus::Ok | CheckStatus::Warn);
+    }
+}
+
+inventory::submit! {
+    CheckRegistration {
+        name: "systemd",
+        description: "systemd units over D-Bus: loaded and in their expected state (sets services_ok)",
+        enabled_by_default: true,
+        default_interval: Duration::from_secs(30),
+        default_timeout: Duration::from_secs(10),
+        example: r#"units = []            # e.g. ["cloudflared.service", "vaultmesh-*.service"]
+expect = {}           # e.g. { "backup.service" = "inactive" }; default "active"
+call_timeout = "2s"   # per D-Bus call
+# bus_address = "unix:path=/run/dbus/system_bus_socket"
+"#,
+        build: |t| Ok(Box::new(Systemd::new(parse_table(t)?)?)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unit(name: &str, load: &str, active: &str, sub: &str) -> UnitState {
+        UnitState {
+            name: name.into(),
+            load_state: load.into(),
+            active_state: active.into(),
+            sub_state: sub.into(),
+            active_enter_us: 0,
+            inactive_enter_us: 0,
+            restarts: None,
+        }
+    }
+
+    #[test]
+    fn unit_verdicts() {
+        use CheckStatus::*;
+        use Expect::*;
+        let cases = [
+            (
+                unit("a.service", "loaded", "active", "running"),
+                Active,
+                Ok,
+                None,
+            ),
+            (
+                unit("a.service", "loaded", "inactive", "dead"),
+                Inactive,
+                Ok,
+                None,
+            ),
+            (
+                unit("a.service", "not-found", "inactive", "dead"),
+                Active,
+                Crit,
+                Some("a.service not found"),
+            ),
+            (
+                unit("a.service", "loaded", "failed", "failed"),
+                Active,
+                Crit,
+                Some("a.service failed (failed)"),
+            ),
+            (
+                unit("a.service", "loaded", "failed", "failed"),
+                Inactive,
+                Crit,
+                Some("a.service failed (failed)"),
+            ),
+            (
+                unit("a.service", "loaded", "activating", "start-pre"),
+                Active,
+                Warn,
+                Some("a.service is activating (start-pre)"),
+            ),
+            (
+                unit("a.service", "loaded", "reloading", "reload"),
+                Active,
+                Warn,
+                Some("a.service is reloading (reload)"),
+            ),
+            (
+                unit("a.service", "loaded", "inactive", "dead"),
+                Active,
+                Crit,
+                Some("a.service is inactive (dead), expected active"),
+            ),
+            (
+                unit("a.service", "loaded", "active", "running"),
+                Inactive,
+                Crit,
+                Some("a.service is active (running), expected inactive"),
+            ),
+            (
+                unit("a.service", "masked", "inactive", "dead"),
+                Active,
+                Crit,
+                Some("a.service is masked"),
+            ),
+            (
+                unit("a.service", "masked", "inactive", "dead"),
+                Inactive,
+                Ok,
+                None,
+            ),
+            (
+                unit("a.service", "bad-setting", "inactive", "dead"),
+                Active,
+                Crit,
+                Some("a.service failed to load (bad-setting)"),
+            ),
+        ];
+        for (u, expect, status, why) in cases {
+            let (s, w) = unit_verdict(&u, expect);
+            assert_eq!((s, w.as_deref()), (status, why), "{u:?} {expect:?}");
+        }
+    }
+
+    #[test]
+    fn globs() {
+        assert!(glob_match(
+            "vaultmesh-*.service",
+            "vaultmesh-node-agent.service"
+        ));
+        assert!(!glob_match(
+            "vaultmesh-*.service",
+            "vaultmesh-node-agent.timer"
+        ));
+        assert!(glob_match("a?c.service", "abc.service"));
+        assert!(glob_match("[ab]x", "bx") && !glob_match("[ab]x", "cx"));
+        assert!(is_glob("x*") && !is_glob("x.service"));
+    }
+
+    #[test]
+    fn config_validation_names_the_key() {
+        let t: toml::Table =
+            toml::from_str("units = [\"a.service\"]\nexpect = { \"b.service\" = \"inactive\" }")
+                .unwrap();
+        assert_eq!(
+            Systemd::new(parse_table(&t).unwrap()).unwrap_err().key,
+            "expect.b.service"
+        );
+        let t: toml::Table = toml::from_str(
+            "units = [\"vm-*.service\"]\nexpect = { \"vm-x.service\" = \"inactive\" }",
+        )
+        .unwrap();
+        assert!(Systemd::new(parse_table(&t).unwrap()).is_ok());
+        let t: toml::Table = toml::from_str("units = [\"\"]").unwrap();
+        assert_eq!(
+            Systemd::new(parse_table(&t).unwrap()).unwrap_err().key,
+            "units[0]"
+        );
+        let t: toml::Table = toml::from_str("expect = { \"a\" = \"running\" }").unwrap();
+        assert!(
+            parse_table::<SystemdConfig>(&t)
+                .unwrap_err()
+                .key
+                .starts_with("expect")
+        );
+    }
+
+    #[test]
+    fn summary_and_worst() {
+        let s = Systemd::new(SystemdConfig {
+            units: vec!["x".into()],
+            ..SystemdConfig::default()
+        })
+        .unwrap();
+        let out = s.evaluate(&Inspection {
+            units: vec![
+                unit("a.service", "loaded", "active", "running"),
+                unit("b.service", "loaded", "activating", "start"),
+                unit("c.service", "loaded", "failed", "failed"),
+            ],
+            empty_globs: vec!["vm-*.service".into()],
+        });
+        assert_eq!(out.status, CheckStatus::Crit);
+        assert_eq!(
+            out.summary,
+            "no unit matches vm-*.service; c.service failed (failed); b.service is activating (start)"
+        );
+        assert_eq!(out.metrics["failed"], 1.0);
+        let ok = s.evaluate(&Inspection {
+            units: vec![unit("a.service", "loaded", "active", "running")],
+            empty_globs: vec![],
+        });
+        assert_eq!(
+            (ok.status, ok.summary.as_str()),
+            (CheckStatus::Ok, "1 unit as expected")
+        );
+    }
+}

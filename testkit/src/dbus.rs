@@ -1,0 +1,418 @@
+//! A real `dbus-daemon` on a private socket, and a fake `org.freedesktop.systemd1` served on
+//! it with zbus — so the systemd check talks real D-Bus to a systemd whose units the test sets.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tempfile::TempDir;
+use zbus::object_server::ObjectServer;
+use zbus::{OwnedObjectPath, interface};
+
+/// A private bus: `dbus-daemon --config-file=... --nofork --print-address`. Killed on drop.
+#[derive(Debug)]
+pub struct DbusDaemon {
+    child: Child,
+    /// The bus address, e.g. `unix:path=/tmp/.../bus,guid=...`.
+    pub address: String,
+    _dir: TempDir,
+}
+
+impl DbusDaemon {
+    /// Starts a daemon that lets anyone own any name (a test bus, not a system policy).
+    pub fn start() -> DbusDaemon {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let socket = dir.path().join("bus");
+        let config = dir.path().join("bus.conf");
+        std::fs::write(
+            &config,
+            format!(
+                r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>session</type>
+  <listen>unix:path={}</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow send_destination="*" eavesdrop="true"/>
+    <allow eavesdrop="true"/>
+    <allow own="*"/>
+  </policy>
+</busconfig>"#,
+                socket.display()
+            ),
+        )
+        .expect("write bus config");
+        let mut child = match Command::new("dbus-daemon")
+            .arg(format!("--config-file={}", config.display()))
+            .args(["--nofork", "--print-address=1", "--nopidfile"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+        {
+            Ok(c) => c,
+            Err(e) => panic!("cannot run dbus-daemon ({e}); install it: apt-get install -y dbus"),
+        };
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read bus address");
+        let address = line.trim().to_string();
+        assert!(
+            address.starts_with("unix:"),
+            "dbus-daemon printed {address:?}"
+        );
+        DbusDaemon {
+            child,
+            address,
+            _dir: dir,
+        }
+    }
+
+    /// Kills the daemon now (the bus "disappears").
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for DbusDaemon {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A unit as the fake systemd reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FakeUnit {
+    pub name: String,
+    pub load_state: String,
+    pub active_state: String,
+    pub sub_state: String,
+    pub active_enter_us: u64,
+    pub inactive_enter_us: u64,
+    pub restarts: u32,
+}
+
+impl FakeUnit {
+    /// A loaded unit in `active_state`/`sub_state`.
+    pub fn new(name: &str, active_state: &str, sub_state: &str) -> FakeUnit {
+        FakeUnit {
+            name: name.into(),
+            load_state: "loaded".into(),
+            active_state: active_state.into(),
+            sub_state: sub_state.into(),
+            active_enter_us: 1_700_000_000_000_000,
+            inactive_enter_us: 0,
+            restarts: 0,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct FakeState {
+    units: BTreeMap<String, FakeUnit>,
+    /// Units whose `LoadUnit` never answers (to test timeouts and a bus that goes away).
+    hang: BTreeSet<String>,
+}
+
+type Shared = Arc<Mutex<FakeState>>;
+
+/// systemd's object path for a unit: bytes other than `[A-Za-z0-9]` become `_xx`.
+pub fn unit_path(name: &str) -> String {
+    let mut p = String::from("/org/freedesktop/systemd1/unit/");
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() {
+            p.push(b as char);
+        } else {
+            p.push_str(&format!("_{b:02x}"));
+        }
+    }
+    p
+}
+
+struct Manager {
+    state: Shared,
+}
+
+#[interface(name = "org.freedesktop.systemd1.Manager")]
+impl Manager {
+    async fn load_unit(
+        &self,
+        name: String,
+        #[zbus(object_server)] server: &ObjectServer,
+    ) -> zbus::fdo::Result<OwnedObjectPath> {
+        let hang = self
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .hang
+            .contains(&name);
+        if hang {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+        }
+        let path = unit_path(&name);
+        let known = self
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .units
+            .contains_key(&name);
+        if !known {
+            // Like systemd: unknown names load as a "not-found" unit object.
+            let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            state.units.insert(
+                name.clone(),
+                FakeUnit {
+                    load_state: "not-found".into(),
+                    active_state: "inactive".into(),
+                    sub_state: "dead".into(),
+                    active_enter_us: 0,
+                    ..FakeUnit::new(&name, "inactive", "dead")
+                },
+            );
+        }
+        let unit = UnitObject {
+            name: name.clone(),
+            state: Arc::clone(&self.state),
+        };
+        let _ = server.at(path.as_str(), unit).await;
+        if name.ends_with(".service") {
+            let service = ServiceObject {
+                name,
+                state: Arc::clone(&self.state),
+            };
+            let _ = server.at(path.as_str(), service).await;
+        }
+        OwnedObjectPath::try_from(path).map_err(|e| zbus::fdo::Error::Failed(e.to_string()))
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn list_units_by_patterns(
+        &self,
+        _states: Vec<String>,
+        patterns: Vec<String>,
+    ) -> Vec<(
+        String,
+        String,
+        String,
+        String,
+        String,
+        String,
+        OwnedObjectPath,
+        u32,
+        String,
+        OwnedObjectPath,
+    )> {
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state
+            .units
+            .values()
+            .filter(|u| u.load_state != "not-found")
+            .filter(|u| patterns.iter().any(|p| glob(p, &u.name)))
+            .map(|u| {
+                let root = OwnedObjectPath::try_from("/").expect("root path");
+                let path =
+                    OwnedObjectPath::try_from(unit_path(&u.name)).unwrap_or_else(|_| root.clone());
+                (
+                    u.name.clone(),
+                    String::new(),
+                    u.load_state.clone(),
+                    u.active_state.clone(),
+                    u.sub_state.clone(),
+                    String::new(),
+                    path,
+                    0,
+                    String::new(),
+                    root,
+                )
+            })
+            .collect()
+    }
+}
+
+struct UnitObject {
+    name: String,
+    state: Shared,
+}
+
+impl UnitObject {
+    fn get<T>(&self, f: impl Fn(&FakeUnit) -> T, default: T) -> T {
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.units.get(&self.name).map_or(default, f)
+    }
+}
+
+#[interface(name = "org.freedesktop.systemd1.Unit")]
+impl UnitObject {
+    #[zbus(property)]
+    fn id(&self) -> String {
+        self.name.clone()
+    }
+    #[zbus(property)]
+    fn load_state(&self) -> String {
+        self.get(|u| u.load_state.clone(), String::new())
+    }
+    #[zbus(property)]
+    fn active_state(&self) -> String {
+        self.get(|u| u.active_state.clone(), String::new())
+    }
+    #[zbus(property)]
+    fn sub_state(&self) -> String {
+        self.get(|u| u.sub_state.clone(), String::new())
+    }
+    #[zbus(property)]
+    fn active_enter_timestamp(&self) -> u64 {
+        self.get(|u| u.active_enter_us, 0)
+    }
+    #[zbus(property)]
+    fn inactive_enter_timestamp(&self) -> u64 {
+        self.get(|u| u.inactive_enter_us, 0)
+    }
+}
+
+struct ServiceObject {
+    name: String,
+    state: Shared,
+}
+
+#[interface(name = "org.freedesktop.systemd1.Service")]
+impl ServiceObject {
+    #[zbus(property, name = "NRestarts")]
+    fn n_restarts(&self) -> u32 {
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.units.get(&self.name).map_or(0, |u| u.restarts)
+    }
+}
+
+/// Shell-style glob (`*`, `?`, `[abc]`), as systemd applies to unit names.
+fn glob(pattern: &str, name: &str) -> bool {
+    fn rec(p: &[char], n: &[char]) -> bool {
+        match p.first() {
+            None => n.is_empty(),
+            Some('*') => (0..=n.len()).any(|i| rec(&p[1..], &n[i..])),
+            Some('?') => !n.is_empty() && rec(&p[1..], &n[1..]),
+            Some('[') => match p.iter().position(|c| *c == ']') {
+                Some(end) if !n.is_empty() => {
+                    p[1..end].contains(&n[0]) && rec(&p[end + 1..], &n[1..])
+                }
+                _ => false,
+            },
+            Some(c) => n.first() == Some(c) && rec(&p[1..], &n[1..]),
+        }
+    }
+    let p: Vec<char> = pattern.chars().collect();
+    let n: Vec<char> = name.chars().collect();
+    rec(&p, &n)
+}
+
+/// `org.freedesktop.systemd1` on a test bus, served from its own thread until dropped.
+#[derive(Debug)]
+pub struct FakeSystemd {
+    state: Shared,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FakeSystemd {
+    /// Connects to `address`, takes the name `org.freedesktop.systemd1` and serves `units`.
+    pub fn start(address: &str, units: &[FakeUnit]) -> FakeSystemd {
+        let state: Shared = Arc::new(Mutex::new(FakeState::default()));
+        {
+            let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
+            for u in units {
+                s.units.insert(u.name.clone(), u.clone());
+            }
+        }
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+        let address = address.to_string();
+        let thread_state = Arc::clone(&state);
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let manager = Manager {
+                    state: thread_state,
+                };
+                let conn = zbus::connection::Builder::address(address.as_str())
+                    .name("org.freedesktop.systemd1")
+                    .serve_at("/org/freedesktop/systemd1", manager)
+                    .build()
+                    .await;
+                match conn {
+                    Ok(conn) => {
+                        let _ = ready_tx.send(Ok(()));
+                        let _ = stop_rx.await;
+                        drop(conn);
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e.to_string()));
+                    }
+                }
+            });
+        });
+        match ready_rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => panic!("fake systemd could not start: {e}"),
+            Err(_) => panic!("fake systemd did not start within 10 s"),
+        }
+        FakeSystemd {
+            state,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        }
+    }
+
+    /// Adds or replaces a unit.
+    pub fn set(&self, unit: FakeUnit) {
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .units
+            .insert(unit.name.clone(), unit);
+    }
+
+    /// Makes `LoadUnit(name)` never answer.
+    pub fn hang_on(&self, name: &str) {
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .hang
+            .insert(name.to_string());
+    }
+}
+
+impl Drop for FakeSystemd {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unit_paths_are_escaped_like_systemd() {
+        assert_eq!(
+            unit_path("cloudflared.service"),
+            "/org/freedesktop/systemd1/unit/cloudflared_2eservice"
+        );
+        assert_eq!(
+            unit_path("vaultmesh-node-agent.service"),
+            "/org/freedesktop/systemd1/unit/vaultmesh_2dnode_2dagent_2eservice"
+        );
+    }
+}
