@@ -34,18 +34,36 @@ pub struct CcClient {
     base: String,
 }
 
+/// The agent's HTTP client settings, shared by every outbound request (the Command Center,
+/// local probes such as cloudflared's metrics): our user agent, the timeout, and no redirects —
+/// a redirect could carry node data to another host.
+pub fn http_client_builder(timeout: Duration) -> reqwest::ClientBuilder {
+    // reqwest is built without a default crypto provider; ring is ours. Installing twice is
+    // harmless (the second call reports the first provider, which we ignore).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .user_agent(concat!("vaultmesh-node-agent/", env!("CARGO_PKG_VERSION")))
+        .timeout(timeout)
+        .connect_timeout(timeout.min(Duration::from_secs(10)))
+        .redirect(reqwest::redirect::Policy::none())
+}
+
+/// reqwest's Display hides the cause ("error sending request"); walk the chain for the reason.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
+}
+
 impl CcClient {
     /// `base` is the Command Center's URL without a trailing slash.
     pub fn new(base: &str, timeout: Duration) -> Result<Self, ClientError> {
-        // reqwest is built without a default crypto provider; ring is ours. Installing twice is
-        // harmless (the second call reports the first provider, which we ignore).
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("vaultmesh-node-agent/", env!("CARGO_PKG_VERSION")))
-            .timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(10)))
-            // A redirect could carry node data to another host; the CC never redirects agents.
-            .redirect(reqwest::redirect::Policy::none())
+        let http = http_client_builder(timeout)
             .build()
             .map_err(|e| ClientError::Transport {
                 url: base.to_string(),
@@ -104,16 +122,4 @@ impl CcClient {
             })
         }
     }
-}
-
-/// reqwest's Display hides the cause ("error sending request"); walk the chain for the reason.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        cur = s.source();
-    }
-    out
 }

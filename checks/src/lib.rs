@@ -7,11 +7,13 @@
 //!
 //! | check    | looks at                                           |
 //! |----------|----------------------------------------------------|
+//! | `cloudflared` | the Cloudflare Tunnel's ready connections       |
 //! | `disk`   | space and inodes per mounted filesystem            |
 //! | `load`   | 1/5/15-minute load average, per CPU                |
 //! | `memory` | RAM and swap in use                                |
 //! | `systemd`| units over D-Bus in their expected state           |
 
+mod cloudflared;
 mod disk;
 mod load;
 mod memory;
@@ -19,4 +21,4 @@ pub mod systemd;
 mod thresholds;
 
 /// Names of the checks this crate registers, for the agent's guard test.
-pub const BUILT_IN: &[&str] = &["disk", "load", "memory", "systemd"];
+pub const BUILT_IN: &[&str] = &["cloudflared", "disk", "load", "memory", "systemd"];

@@ -55,7 +55,7 @@ fn agent_once_delivers_a_heartbeat_with_real_metrics() {
         .map(|c| c["name"].as_str().unwrap())
         .collect();
     checks.sort();
-    assert_eq!(checks, ["disk", "load", "memory"]);
+    assert_eq!(checks, ["cloudflared", "disk", "load", "memory", "systemd"]);
     let metrics = &latest["metrics"];
     assert!(
         metrics["mem_total_bytes"].as_u64().unwrap() > 0,
@@ -195,4 +195,65 @@ fn dashboard_lists_nodes_and_escapes_what_agents_send() {
     );
     let css = cc.get("/assets/app.css");
     assert!(css.status == 200 && css.content_type.starts_with("text/css"));
+}
+
+#[test]
+fn heartbeat_flags_come_from_the_systemd_and_cloudflared_checks() {
+    use vaultmesh_testkit::cloudflared::{FakeCloudflared, ReadyReply};
+    use vaultmesh_testkit::dbus::{DbusDaemon, FakeSystemd, FakeUnit};
+
+    let cc = CommandCenter::start();
+    let bus = DbusDaemon::start();
+    let systemd = FakeSystemd::start(
+        &bus.address,
+        &[
+            FakeUnit::new("cloudflared.service", "active", "running"),
+            FakeUnit::new("vaultmesh-node-agent.service", "active", "running"),
+        ],
+    );
+    let tunnel = FakeCloudflared::start(ReadyReply::connections(4));
+    // The system bus comes from DBUS_SYSTEM_BUS_ADDRESS, as on a real node.
+    let agent = NodeAgent::new(&cc.url)
+        .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
+        .config(&format!(
+            "[checks.systemd]\nunits = [\"cloudflared.service\", \"vaultmesh-*.service\"]\n\
+         [checks.cloudflared]\nmetrics_url = {:?}\n",
+            tunnel.url()
+        ));
+    let flags = |agent: &NodeAgent| {
+        let out = agent.run(&["run", "--once"]);
+        assert!(out.status.success(), "{}", text(&out));
+        let nodes = cc.get_json("/api/nodes");
+        (
+            nodes[0]["services_ok"].as_bool().unwrap(),
+            nodes[0]["cloudflare_ok"].as_bool().unwrap(),
+        )
+    };
+    assert_eq!(flags(&agent), (true, true));
+
+    systemd.set(FakeUnit::new(
+        "vaultmesh-node-agent.service",
+        "failed",
+        "failed",
+    ));
+    tunnel.set(ReadyReply::connections(0));
+    assert_eq!(flags(&agent), (false, false));
+    let nodes = cc.get_json("/api/nodes");
+    let id = nodes[0]["node_id"].as_str().unwrap();
+    let detail = cc.get_json(&format!("/api/nodes/{id}"));
+    let checks = detail["latest"]["checks"].as_array().unwrap();
+    let summary = |name: &str| {
+        checks.iter().find(|c| c["name"] == name).unwrap()["summary"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(
+        summary("systemd"),
+        "vaultmesh-node-agent.service failed (failed)"
+    );
+    assert_eq!(
+        summary("cloudflared"),
+        "tunnel down: cloudflared reports 0 ready connections (HTTP 503)"
+    );
 }

@@ -6,7 +6,7 @@ use vaultmesh_testkit::{NodeAgent, text, workspace_root};
 
 /// Checks the agent binary must register. The linker drops plugin crates nothing references;
 /// if this fails with an empty list, `use vaultmesh_checks as _;` went missing from main.rs.
-const EXPECTED_CHECKS: &[&str] = &["disk", "load", "memory"];
+const EXPECTED_CHECKS: &[&str] = &["cloudflared", "disk", "load", "memory", "systemd"];
 
 fn agent() -> NodeAgent {
     NodeAgent::new("http://127.0.0.1:9")
@@ -66,7 +66,7 @@ fn checks_list_reflects_config() {
 
 #[test]
 fn checks_run_measures_this_machine() {
-    for name in EXPECTED_CHECKS {
+    for name in ["disk", "load", "memory"] {
         let out = agent().run(&["checks", "run", name, "--json"]);
         assert!(out.status.success(), "{}", text(&out));
         let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -91,7 +91,7 @@ fn unknown_check_is_a_usage_error() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert_eq!(
         stderr(&out).trim(),
-        "error: no check named \"nope\"; registered checks are: disk, load, memory"
+        "error: no check named \"nope\"; registered checks are: cloudflared, disk, load, memory, systemd"
     );
 }
 
@@ -136,7 +136,7 @@ fn bad_config_exits_2_with_one_line_naming_file_key_and_reason() {
         ),
         (
             "[checks.dsik]\n",
-            "checks.dsik: no such check; registered checks are: disk, load, memory",
+            "checks.dsik: no such check; registered checks are: cloudflared, disk, load, memory, systemd",
         ),
         (
             "[checks.load]\nwindow = \"7m\"\n",
@@ -188,5 +188,39 @@ fn help_has_examples_and_version_works() {
     assert_eq!(
         stdout(&out).trim(),
         format!("vaultmesh-node-agent {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn checks_run_systemd_reads_the_bus_from_the_environment() {
+    use vaultmesh_testkit::dbus::{DbusDaemon, FakeSystemd, FakeUnit};
+    let bus = DbusDaemon::start();
+    let _systemd = FakeSystemd::start(
+        &bus.address,
+        &[FakeUnit::new("cloudflared.service", "failed", "failed")],
+    );
+    let out = agent()
+        .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
+        .config("[checks.systemd]\nunits = [\"cloudflared.service\"]\n")
+        .run(&["checks", "run", "systemd"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        stdout(&out).starts_with("CRIT systemd: cloudflared.service failed (failed)"),
+        "{}",
+        text(&out)
+    );
+
+    // Without a bus: unknown with the reason, never a hang or a crash.
+    let out = agent()
+        .env("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent/bus")
+        .config("[checks.systemd]\nunits = [\"cloudflared.service\"]\n")
+        .run(&["checks", "run", "systemd"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        stdout(&out).starts_with(
+            "UNKNOWN systemd: cannot connect to the system bus at unix:path=/nonexistent/bus"
+        ),
+        "{}",
+        text(&out)
     );
 }

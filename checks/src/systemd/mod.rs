@@ -184,7 +184,7 @@ impl Systemd {
 }
 
 /// A unit's verdict against its expectation, with the reason when it is not ok.
-fn unit_verdict(u: &UnitState, expect: Expect) -> (CheckStatus, Option<String>) {
+pub(crate) fn unit_verdict(u: &UnitState, expect: Expect) -> (CheckStatus, Option<String>) {
     let name = &u.name;
     match u.load_state.as_str() {
         "not-found" => return (CheckStatus::Crit, Some(format!("{name} not found"))),

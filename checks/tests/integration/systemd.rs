@@ -1,60 +1,15 @@
 //! The `systemd` check against a real `dbus-daemon` serving a fake `org.freedesktop.systemd1`.
 
-#![allow(clippy::unwrap_used)] // tests fail loudly by design
-
-use std::path::Path;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
-use uuid::Uuid;
-use vaultmesh_agent_core::CheckContext;
-use vaultmesh_agent_core::config::AgentConfig;
-use vaultmesh_agent_core::registry::{self, ConfiguredCheck};
-use vaultmesh_agent_core::scheduler::run_isolated;
-use vaultmesh_proto::{CheckResult, CheckStatus, NodeHeartbeat};
+use vaultmesh_agent_core::registry::ConfiguredCheck;
+use vaultmesh_proto::CheckStatus;
 use vaultmesh_testkit::dbus::{DbusDaemon, FakeSystemd, FakeUnit};
 
-use vaultmesh_checks as _;
+use super::util::{configured, heartbeat_after, run};
 
 fn systemd_check(table: &str) -> ConfiguredCheck {
-    let text = format!("[checks.systemd]\n{table}");
-    let config = AgentConfig::from_toml_with(Path::new("test.toml"), &text, |_| None).unwrap();
-    registry::configure(&config)
-        .unwrap()
-        .into_iter()
-        .find(|c| c.name() == "systemd")
-        .unwrap()
-}
-
-async fn run(check: &ConfiguredCheck) -> CheckResult {
-    run_isolated(
-        check,
-        &CheckContext {
-            node_id: Uuid::nil(),
-            vaultmesh_root: "/".into(),
-        },
-    )
-    .await
-}
-
-fn heartbeat_after(check: &ConfiguredCheck, result: &CheckResult) -> NodeHeartbeat {
-    let mut hb = NodeHeartbeat {
-        node_id: Uuid::nil(),
-        hostname: "h".into(),
-        os_profile: "ArchVault".into(),
-        cloudflare_ok: false,
-        services_ok: true,
-        vaultmesh_root: "/".into(),
-        timestamp: Utc::now(),
-        agent_version: None,
-        seq: None,
-        uptime_s: None,
-        metrics: None,
-        checks: vec![],
-        last_scan: None,
-    };
-    check.check.contribute(result, &mut hb);
-    hb
+    configured("systemd", table)
 }
 
 fn units_toml(bus: &str, units: &[&str], extra: &str) -> String {

@@ -1,0 +1,46 @@
+//! Helpers shared by the check tests: build one check from a TOML table, run it the way the
+//! scheduler does, and see what it contributes to a heartbeat.
+
+use std::path::Path;
+
+use chrono::Utc;
+use uuid::Uuid;
+use vaultmesh_agent_core::CheckContext;
+use vaultmesh_agent_core::config::AgentConfig;
+use vaultmesh_agent_core::registry::{self, ConfiguredCheck};
+use vaultmesh_agent_core::scheduler::run_isolated;
+use vaultmesh_proto::{CheckResult, NodeHeartbeat};
+
+/// The check `name`, configured from the body of its `[checks.<name>]` table.
+pub fn configured(name: &str, table: &str) -> ConfiguredCheck {
+    let text = format!("[checks.{name}]\n{table}");
+    let config = AgentConfig::from_toml_with(Path::new("test.toml"), &text, |_| None).unwrap();
+    registry::configure(&config)
+        .unwrap()
+        .into_iter()
+        .find(|c| c.name() == name)
+        .unwrap()
+}
+
+/// One run with the scheduler's timeout and panic isolation.
+pub async fn run(check: &ConfiguredCheck) -> CheckResult {
+    run_isolated(
+        check,
+        &CheckContext {
+            node_id: Uuid::nil(),
+            vaultmesh_root: "/".into(),
+        },
+    )
+    .await
+}
+
+/// A seed-only heartbeat (tunnel down, services up) after `check` contributed `result`.
+pub fn heartbeat_after(check: &ConfiguredCheck, result: &CheckResult) -> NodeHeartbeat {
+    let mut hb: NodeHeartbeat = serde_json::from_value(serde_json::json!({
+        "node_id": Uuid::nil(), "hostname": "h", "os_profile": "ArchVault", "cloudflare_ok": false,
+        "services_ok": true, "vaultmesh_root": "/", "timestamp": Utc::now(),
+    }))
+    .unwrap();
+    check.check.contribute(result, &mut hb);
+    hb
+}
