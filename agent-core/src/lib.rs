@@ -8,6 +8,7 @@
 //!   timeout and panic isolation, and keeps the latest result of each.
 //! - [`heartbeat`]: turns the latest results into a [`vaultmesh_proto::NodeHeartbeat`].
 //! - [`client`]: the outbound-only HTTP client to the Command Center.
+//! - [`service`]: readiness, watchdog and shutdown under systemd (both binaries use it).
 //! - [`runtime`]: the agent's main loop, used by the `vaultmesh-node-agent` binary and by the
 //!   Command Center's in-process demo.
 //!
@@ -25,6 +26,7 @@ pub mod identity;
 pub mod registry;
 pub mod runtime;
 pub mod scheduler;
+pub mod service;
 
 pub use check::{Check, CheckContext, CheckOutcome};
 pub use registry::CheckRegistration;

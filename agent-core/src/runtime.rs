@@ -103,8 +103,8 @@ impl Agent {
         }
     }
 
-    /// Runs until `cancel` fires. `on_ready` is called once the first heartbeat has been
-    /// attempted (for `sd_notify`), `on_tick` after every heartbeat cycle (watchdog pings).
+    /// Runs until `cancel` fires. `on_ready` is called once every check has run once and the
+    /// schedules are started (for `sd_notify`), `on_tick` after every heartbeat cycle.
     pub async fn run(
         &self,
         cancel: CancellationToken,
@@ -121,7 +121,8 @@ impl Agent {
         // Prime every check so the first heartbeat is complete, then hand them to their loops.
         self.scheduler.run_all_once().await;
         let mut loops = self.scheduler.spawn(cancel.clone());
-        let mut on_ready = Some(on_ready);
+        // Ready once the checks run: a Command Center that is down must not hold up startup.
+        on_ready();
 
         let mut ticker = tokio::time::interval(self.config.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -137,9 +138,6 @@ impl Agent {
             let hb = self.heartbeat.build(&self.scheduler.latest());
             let deadline = tokio::time::Instant::now() + self.config.interval;
             self.send_until(&hb, deadline, &mut backoff, &cancel).await;
-            if let Some(ready) = on_ready.take() {
-                ready();
-            }
             on_tick();
         }
         cancel.cancel();

@@ -223,8 +223,30 @@ struct Details {
     disks: Vec<DiskUsage>,
 }
 
-/// `statvfs` of one mount, as `df` computes it. `None` if the mount cannot be read.
-fn measure(mount: &str, fs: &str) -> Option<DiskUsage> {
+/// One filesystem seen through several mount points (bind mounts, and the private `/tmp`,
+/// `/var/tmp` and state directory a hardened systemd unit gets) is reported once, under its
+/// shortest mount point. `measured` pairs each usage with the mount's device number.
+fn dedup_by_device(mut measured: Vec<(DiskUsage, u64)>) -> Vec<DiskUsage> {
+    measured.sort_by(|a, b| {
+        a.0.mount
+            .len()
+            .cmp(&b.0.mount.len())
+            .then(a.0.mount.cmp(&b.0.mount))
+    });
+    let mut seen = BTreeSet::new();
+    let mut out: Vec<DiskUsage> = measured
+        .into_iter()
+        .filter(|(_, dev)| seen.insert(*dev))
+        .map(|(d, _)| d)
+        .collect();
+    out.sort_by(|a, b| a.mount.cmp(&b.mount));
+    out
+}
+
+/// `statvfs` of one mount, as `df` computes it, with the mount's device number. `None` if the
+/// mount cannot be read.
+fn measure(mount: &str, fs: &str) -> Option<(DiskUsage, u64)> {
+    let dev = rustix::fs::stat(mount).ok()?.st_dev;
     let st = rustix::fs::statvfs(PathBuf::from(mount)).ok()?;
     let frsize = if st.f_frsize > 0 {
         st.f_frsize
@@ -246,14 +268,15 @@ fn measure(mount: &str, fs: &str) -> Option<DiskUsage> {
     } else {
         (None, None)
     };
-    Some(DiskUsage {
+    let usage = DiskUsage {
         mount: mount.to_string(),
         fs: fs.to_string(),
         total_bytes: total,
         used_bytes: used,
         inodes_total,
         inodes_used,
-    })
+    };
+    Some((usage, dev))
 }
 
 fn mounted() -> Result<Vec<(String, String)>, String> {
@@ -287,10 +310,12 @@ impl Check for Disk {
             .cloned()
             .collect();
         let measured = tokio::task::spawn_blocking(move || {
-            selected
-                .iter()
-                .filter_map(|(m, fs)| measure(m, fs))
-                .collect::<Vec<_>>()
+            dedup_by_device(
+                selected
+                    .iter()
+                    .filter_map(|(m, fs)| measure(m, fs))
+                    .collect(),
+            )
         })
         .await;
         match measured {
@@ -431,8 +456,20 @@ mod tests {
     }
 
     #[test]
+    fn one_filesystem_under_several_mounts_is_reported_once() {
+        let m = vec![
+            (disk("/var/lib/vaultmesh/agent", 100, 10, None), 1),
+            (disk("/tmp", 100, 10, None), 1),
+            (disk("/", 100, 10, None), 1),
+            (disk("/srv", 50, 5, None), 2),
+        ];
+        let mounts: Vec<String> = dedup_by_device(m).into_iter().map(|d| d.mount).collect();
+        assert_eq!(mounts, ["/", "/srv"]);
+    }
+
+    #[test]
     fn measures_the_root_filesystem_for_real() {
-        let d = measure("/", "test").expect("statvfs /");
+        let (d, _dev) = measure("/", "test").expect("statvfs /");
         assert!(d.total_bytes > 0 && d.used_bytes <= d.total_bytes);
     }
 }

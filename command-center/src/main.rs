@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use tokio_util::sync::CancellationToken;
+use vaultmesh_agent_core::service;
 use vaultmesh_command_center::config::{DEFAULT_LISTEN, ServeConfig};
 use vaultmesh_command_center::demo::{self, DemoOptions};
 use vaultmesh_command_center::server::Server;
@@ -135,11 +135,21 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
         server.local_addr()
     );
     tracing::info!(addr = %server.local_addr(), "Command Center listening.");
-    let cancel = shutdown_on_signal();
-    server
-        .run(async move { cancel.cancelled().await })
-        .await
-        .map_err(|e| (1, e.to_string()))?;
+    let cancel = service::shutdown_token();
+    let watchdog = service::spawn_watchdog(cancel.clone());
+    service::notify_ready(&format!("serving on {}", server.local_addr()));
+    let stopping = cancel.clone();
+    let result = server
+        .run(async move {
+            stopping.cancelled().await;
+            service::notify_stopping();
+        })
+        .await;
+    cancel.cancel();
+    if let Some(w) = watchdog {
+        let _ = w.await;
+    }
+    result.map_err(|e| (1, e.to_string()))?;
     tracing::info!("Command Center stopped.");
     Ok(())
 }
@@ -150,34 +160,11 @@ async fn run_demo(args: DemoArgs) -> Result<(), Failure> {
         data_dir: args.data_dir,
         interval: args.interval,
     };
-    let cancel = shutdown_on_signal();
+    let cancel = service::shutdown_token();
     demo::run(opts, cancel, |url| {
         println!("vaultmesh-command-center listening on {url}");
         println!("VaultMesh demo: open {url}/ (dashboard) or {url}/api/nodes — Ctrl-C to stop.");
     })
     .await
     .map_err(|e| (1, e.to_string()))
-}
-
-/// A token cancelled on SIGTERM or Ctrl-C.
-fn shutdown_on_signal() -> CancellationToken {
-    let cancel = CancellationToken::new();
-    let c = cancel.clone();
-    tokio::spawn(async move {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-        tracing::info!("Shutdown requested.");
-        c.cancel();
-    });
-    cancel
 }

@@ -8,12 +8,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use tokio_util::sync::CancellationToken;
 use vaultmesh_agent_core::config::{AgentConfig, ConfigErrors};
 use vaultmesh_agent_core::registry::{self, ConfiguredCheck};
 use vaultmesh_agent_core::runtime::{Agent, AgentError};
 use vaultmesh_agent_core::scheduler::run_isolated;
-use vaultmesh_agent_core::{CheckContext, duration};
+use vaultmesh_agent_core::{CheckContext, duration, service};
 
 // The built-in checks register themselves through `inventory`; nothing references them by name,
 // so without this line the linker would drop them and the registry would be empty.
@@ -170,30 +169,23 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
 
 async fn run_forever(config: AgentConfig) -> Result<(), Failure> {
     let agent = Agent::new(config)?;
-    let cancel = CancellationToken::new();
-    let signal_cancel = cancel.clone();
-    tokio::spawn(async move {
-        shutdown_signal().await;
-        tracing::info!("Shutdown requested.");
-        signal_cancel.cancel();
-    });
-    agent.run(cancel, || {}, || {}).await?;
-    Ok(())
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
+    let cancel = service::shutdown_token();
+    let watchdog = service::spawn_watchdog(cancel.clone());
+    let node_id = agent.node_id();
+    let result = agent
+        .run(
+            cancel.clone(),
+            || service::notify_ready(&format!("node {node_id} reporting")),
+            || {},
+        )
+        .await;
+    service::notify_stopping();
+    cancel.cancel();
+    if let Some(w) = watchdog {
+        let _ = w.await;
     }
+    result?;
+    Ok(())
 }
 
 fn list_checks(config: &AgentConfig, json: bool) -> Result<(), Failure> {

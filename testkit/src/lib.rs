@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 pub mod cloudflared;
 pub mod dbus;
+pub mod notify;
 
 pub use tempfile::TempDir;
 
@@ -95,6 +96,11 @@ impl CommandCenter {
 
     /// Like [`CommandCenter::start`] with extra `serve` arguments.
     pub fn start_with(extra: &[&str]) -> CommandCenter {
+        Self::start_with_env(extra, &[])
+    }
+
+    /// Like [`CommandCenter::start_with`], with extra environment variables.
+    pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> CommandCenter {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut cmd = Command::new(binary(CC_BIN));
         cmd.arg("serve")
@@ -106,6 +112,9 @@ impl CommandCenter {
             .env_remove("VAULTMESH_LOG_DIR")
             .env_remove("VAULTMESH_POLICY_DIR")
             .env("RUST_LOG", "warn");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
         let (child, url) = spawn_and_read_url(cmd);
         let cc = CommandCenter { child, url, dir };
         cc.wait_healthy();
@@ -181,6 +190,11 @@ impl CommandCenter {
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Waits up to `timeout` for the process to exit; its exit code, or `None` if still running.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        wait_child(&mut self.child, timeout)
     }
 }
 
@@ -309,6 +323,17 @@ impl NodeAgent {
 /// Kills the child on drop.
 #[derive(Debug)]
 pub struct ChildGuard(pub Child);
+
+impl ChildGuard {
+    /// Waits up to `timeout` for the process to exit; its status, or `None` if still running.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        wait_child(&mut self.0, timeout)
+    }
+}
+
+fn wait_child(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+    wait_for(timeout, || child.try_wait().ok().flatten())
+}
 
 impl Drop for ChildGuard {
     fn drop(&mut self) {
