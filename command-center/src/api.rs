@@ -29,8 +29,11 @@ pub async fn post_heartbeat(
     state
         .store
         .record_heartbeat(hb, received_at)
+        .await
         .map_err(|e| match e {
-            StoreError::NodeLimit(_) => ApiError::Unavailable(e.to_string()),
+            StoreError::NodeLimit(_) | StoreError::Unavailable(_) => {
+                ApiError::Unavailable(e.to_string())
+            }
         })?;
     tracing::debug!(%node_id, "Heartbeat accepted.");
     Ok(Json(HeartbeatAccepted {

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::store::StoreLimits;
+use crate::store::{StoreLimits, StoreOptions};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8088";
 
@@ -13,35 +13,56 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8088";
 pub struct ServeConfig {
     pub listen: SocketAddr,
     /// Directory for the append-only logs (`VAULTMESH_LOG_DIR`); created if missing.
-    pub log_dir: Option<PathBuf>,
+    pub log_dir: PathBuf,
     /// Directory of per-profile policy files (`VAULTMESH_POLICY_DIR`); must exist if given.
     pub policy_dir: Option<PathBuf>,
     pub limits: StoreLimits,
     /// A node silent for this long is shown as stale.
     pub stale_after: Duration,
+    /// Rotate the heartbeat log at this size (it also rotates daily).
+    pub heartbeat_rotate_bytes: u64,
+    /// Delete rotated heartbeat segments older than this.
+    pub heartbeat_retention: Duration,
 }
 
 impl ServeConfig {
-    pub fn new(listen: SocketAddr) -> Self {
+    pub fn new(listen: SocketAddr, log_dir: PathBuf) -> Self {
+        let defaults = StoreOptions::new(log_dir.clone());
         ServeConfig {
             listen,
-            log_dir: None,
+            log_dir,
             policy_dir: None,
             limits: StoreLimits::default(),
             stale_after: Duration::from_secs(120),
+            heartbeat_rotate_bytes: defaults.heartbeat_rotate_bytes,
+            heartbeat_retention: defaults.heartbeat_retention,
+        }
+    }
+
+    /// The store's options from this config.
+    pub fn store_options(&self) -> StoreOptions {
+        StoreOptions {
+            dir: self.log_dir.clone(),
+            limits: self.limits,
+            heartbeat_rotate_bytes: self.heartbeat_rotate_bytes,
+            heartbeat_retention: self.heartbeat_retention,
         }
     }
 
     /// Checks the directories, creating the log directory (0700) if needed. Errors name the
     /// flag and the reason.
     pub fn prepare(&self) -> Result<(), String> {
-        if let Some(dir) = &self.log_dir {
+        {
             use std::os::unix::fs::DirBuilderExt;
+            let dir = &self.log_dir;
             std::fs::DirBuilder::new()
                 .recursive(true)
                 .mode(0o700)
                 .create(dir)
                 .map_err(|e| format!("--log-dir {}: cannot create: {e}", dir.display()))?;
+        }
+        if self.heartbeat_rotate_bytes < 4096 {
+            return Err("--heartbeat-rotate-size must be at least 4KiB".into());
         }
         if let Some(dir) = &self.policy_dir {
             require_dir("--policy-dir", dir)?;

@@ -41,8 +41,7 @@ pub async fn run(
     on_listening: impl FnOnce(&str),
 ) -> Result<(), DemoError> {
     let data_dir = absolute(&opts.data_dir)?;
-    let mut serve = ServeConfig::new(opts.listen);
-    serve.log_dir = Some(data_dir.join("logs"));
+    let mut serve = ServeConfig::new(opts.listen, data_dir.join("logs"));
     serve.stale_after = (opts.interval * 4).max(Duration::from_secs(10));
     serve.prepare().map_err(DemoError::Setup)?;
 

@@ -8,12 +8,14 @@
 //! - [`api`]: JSON handlers (`/api/agent/heartbeat`, `/api/nodes`, `/healthz`).
 //! - [`ui`]: server-rendered, auto-escaped HTML pages (`/`).
 //! - [`server`]: the router, its middleware and the listener.
+//! - [`logs`]: the `logs view|tail|stats` tools over the log files.
 //! - [`demo`]: the Command Center plus a real agent for this host in one process.
 
 pub mod api;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod logs;
 pub mod server;
 pub mod store;
 pub mod ui;

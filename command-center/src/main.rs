@@ -10,6 +10,12 @@ use clap::{Args, Parser, Subcommand};
 use vaultmesh_agent_core::service;
 use vaultmesh_command_center::config::{DEFAULT_LISTEN, ServeConfig};
 use vaultmesh_command_center::demo::{self, DemoOptions};
+use vaultmesh_command_center::logs::{
+    self, LogsError,
+    filter::{Filter, FilterArgs},
+    render::Format,
+    stats, view,
+};
 use vaultmesh_command_center::server::Server;
 use vaultmesh_command_center::store::StoreLimits;
 
@@ -33,6 +39,60 @@ enum Command {
     Serve(ServeArgs),
     /// Run the Command Center with a real agent for this host in the same process.
     Demo(DemoArgs),
+    /// Query the append-only logs (works with the server stopped).
+    #[command(subcommand)]
+    Logs(LogsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum LogsCommand {
+    /// Print the newest matching records, oldest first.
+    #[command(
+        after_help = "Examples:\n  vaultmesh-command-center logs view --kind heartbeat --node vault-node-01 --since 2h\n  vaultmesh-command-center logs view --min-severity high --limit 20\n  vaultmesh-command-center logs view --kind scan --json | jq .record.findings"
+    )]
+    View {
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// How many records at most (the newest); 0 for all.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Print the stored JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        dir: LogDirArg,
+    },
+    /// Print the last matching records, then follow new ones (across rotation) until Ctrl-C.
+    Tail {
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// How many past records to print first.
+        #[arg(long, short = 'n', default_value_t = 10)]
+        lines: usize,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        dir: LogDirArg,
+    },
+    /// Per node: records by kind, first and last seen, worst severity.
+    Stats {
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        dir: LogDirArg,
+    },
+}
+
+#[derive(Debug, Args)]
+struct LogDirArg {
+    /// The Command Center's log directory.
+    #[arg(
+        long,
+        env = "VAULTMESH_LOG_DIR",
+        value_name = "DIR",
+        default_value = "vaultmesh-logs"
+    )]
+    log_dir: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -40,9 +100,14 @@ struct ServeArgs {
     /// Address to listen on; keep it on loopback behind cloudflared.
     #[arg(long, env = "VAULTMESH_LISTEN", default_value = DEFAULT_LISTEN)]
     listen: SocketAddr,
-    /// Directory for the append-only logs.
-    #[arg(long, env = "VAULTMESH_LOG_DIR", value_name = "DIR")]
-    log_dir: Option<PathBuf>,
+    /// Directory for the append-only logs (created if missing; replayed at start).
+    #[arg(
+        long,
+        env = "VAULTMESH_LOG_DIR",
+        value_name = "DIR",
+        default_value = "vaultmesh-logs"
+    )]
+    log_dir: PathBuf,
     /// Directory of per-profile policy files.
     #[arg(long, env = "VAULTMESH_POLICY_DIR", value_name = "DIR")]
     policy_dir: Option<PathBuf>,
@@ -55,6 +120,12 @@ struct ServeArgs {
     /// A node silent this long is shown as stale (e.g. 2m, 90s).
     #[arg(long, default_value = "2m", value_parser = parse_duration)]
     stale_after: Duration,
+    /// Rotate the heartbeat log at this size (also daily): e.g. 256MiB, 1GiB.
+    #[arg(long, default_value = "256MiB", value_parser = parse_size)]
+    heartbeat_rotate_size: u64,
+    /// Delete rotated heartbeat segments older than this (scans, commands and events are kept forever).
+    #[arg(long, default_value = "30d", value_parser = parse_duration)]
+    heartbeat_retention: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -67,6 +138,25 @@ struct DemoArgs {
     /// The agent's heartbeat interval.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     interval: Duration,
+}
+
+/// `1048576`, `512KiB`, `256MiB`, `1GiB` (also KB/MB/GB, meaning the same powers of two).
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size; write e.g. 256MiB"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        other => return Err(format!("unknown size unit {other:?}; use KiB, MiB or GiB")),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{s:?} is too large"))
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -101,6 +191,7 @@ fn main() -> ExitCode {
         match cli.command {
             Some(Command::Demo(args)) => run_demo(args).await,
             Some(Command::Serve(args)) => serve(args).await,
+            Some(Command::Logs(cmd)) => logs(cmd),
             None => serve(cli.serve).await,
         }
     });
@@ -115,6 +206,54 @@ fn main() -> ExitCode {
 
 type Failure = (u8, String);
 
+fn logs(cmd: LogsCommand) -> Result<(), Failure> {
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let format = |json: bool| if json { Format::Json } else { Format::Table };
+    let result = match cmd {
+        LogsCommand::View {
+            filter,
+            limit,
+            json,
+            dir,
+        } => logs::require_dir(&dir.log_dir).and_then(|()| {
+            let f = Filter::resolve(&filter, &dir.log_dir, chrono::Utc::now())?;
+            let lines = view::select(&dir.log_dir, &f, limit)?;
+            view::print(&mut out, format(json), &lines).map_err(LogsError::io(&dir.log_dir))
+        }),
+        LogsCommand::Tail {
+            filter,
+            lines,
+            json,
+            dir,
+        } => logs::require_dir(&dir.log_dir).and_then(|()| {
+            let f = Filter::resolve(&filter, &dir.log_dir, chrono::Utc::now())?;
+            view::tail(
+                &dir.log_dir,
+                &f,
+                lines,
+                format(json),
+                &mut out,
+                Duration::from_millis(200),
+                || false,
+            )
+        }),
+        LogsCommand::Stats { json, dir } => logs::require_dir(&dir.log_dir).and_then(|()| {
+            let s = stats::collect(&dir.log_dir)?;
+            stats::print(&mut out, &s, json).map_err(LogsError::io(&dir.log_dir))
+        }),
+    };
+    match result {
+        Ok(()) => Ok(()),
+        // `logs view | head`: the reader went away; that is not an error.
+        Err(LogsError::Io { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe => {
+            Ok(())
+        }
+        Err(e @ LogsError::Usage(_)) => Err((2, e.to_string())),
+        Err(e) => Err((1, e.to_string())),
+    }
+}
+
 async fn serve(args: ServeArgs) -> Result<(), Failure> {
     let config = ServeConfig {
         listen: args.listen,
@@ -125,11 +264,23 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
             max_nodes: args.max_nodes,
         },
         stale_after: args.stale_after,
+        heartbeat_rotate_bytes: args.heartbeat_rotate_size,
+        heartbeat_retention: args.heartbeat_retention,
     };
     config.prepare().map_err(|e| (2, e))?;
     let server = Server::bind(&config)
         .await
         .map_err(|e| (1, e.to_string()))?;
+    let replay = server.replay_report();
+    if !replay.skipped.is_empty() {
+        eprintln!(
+            "warning: skipped {} bad log line(s) during replay; first: {}:{}: {}",
+            replay.skipped.len(),
+            replay.skipped[0].file.display(),
+            replay.skipped[0].line,
+            replay.skipped[0].reason
+        );
+    }
     println!(
         "vaultmesh-command-center listening on http://{}",
         server.local_addr()

@@ -16,7 +16,9 @@ use tower_http::trace::TraceLayer;
 use crate::api;
 use crate::config::ServeConfig;
 use crate::error::ApiError;
-use crate::store::Store;
+use crate::store::jsonl::StoreOpenError;
+use crate::store::replay::ReplayReport;
+use crate::store::{JsonlStore, Store};
 use crate::ui;
 
 /// Largest request body accepted (a heartbeat with 128 checks and 256 disks is ~100 KiB).
@@ -29,7 +31,7 @@ connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 /// Shared state handed to every handler.
 #[derive(Debug, Clone)]
 pub struct AppState {
-    pub store: Arc<Store>,
+    pub store: Arc<dyn Store>,
     /// A node not heard from for this long is shown as stale.
     pub stale_after: Duration,
 }
@@ -84,6 +86,8 @@ pub enum ServeError {
     },
     #[error("server failed: {0}")]
     Serve(std::io::Error),
+    #[error("cannot open the store: {0}")]
+    Store(#[from] StoreOpenError),
 }
 
 /// A bound, not yet running, Command Center.
@@ -92,11 +96,17 @@ pub struct Server {
     listener: tokio::net::TcpListener,
     state: AppState,
     addr: SocketAddr,
+    replay: ReplayReport,
 }
 
 impl Server {
-    /// Binds the listener and prepares the state (nothing is served until [`Server::run`]).
+    /// Opens the store (replaying the logs), binds the listener and prepares the state. Nothing
+    /// is served until [`Server::run`].
     pub async fn bind(config: &ServeConfig) -> Result<Server, ServeError> {
+        let opts = config.store_options();
+        let (store, replay) = tokio::task::spawn_blocking(move || JsonlStore::open(&opts))
+            .await
+            .map_err(|e| ServeError::Serve(std::io::Error::other(e.to_string())))??;
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|source| ServeError::Bind {
@@ -108,13 +118,14 @@ impl Server {
             source,
         })?;
         let state = AppState {
-            store: Arc::new(Store::new(config.limits)),
+            store: Arc::new(store),
             stale_after: config.stale_after,
         };
         Ok(Server {
             listener,
             state,
             addr,
+            replay,
         })
     }
 
@@ -125,6 +136,11 @@ impl Server {
 
     pub fn state(&self) -> &AppState {
         &self.state
+    }
+
+    /// What replaying the logs found.
+    pub fn replay_report(&self) -> &ReplayReport {
+        &self.replay
     }
 
     /// Serves until `shutdown` completes, then finishes in-flight requests.

@@ -1,8 +1,8 @@
 //! Fleet state in memory: per node, the latest heartbeat, a bounded history and counters.
 //!
-//! The map is the seed's `Arc<RwLock<HashMap<Uuid, NodeState>>>`, hidden behind [`Store`] so the
-//! durable append-only log can slot in underneath without touching a handler. Locks are held
-//! only to copy data in or out, never across an `.await`.
+//! The map is the seed's `Arc<RwLock<HashMap<Uuid, NodeState>>>`. It is what a store serves
+//! reads from; the durable log underneath rebuilds it on start. Locks are held only to copy data
+//! in or out, never across an `.await`.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::RwLock;
@@ -12,23 +12,7 @@ use uuid::Uuid;
 use vaultmesh_proto::api::HistoryPoint;
 use vaultmesh_proto::{CheckStatus, NodeDetail, NodeHeartbeat, NodeSummary};
 
-/// Limits that keep memory bounded whatever the agents send.
-#[derive(Debug, Clone, Copy)]
-pub struct StoreLimits {
-    /// History points kept per node.
-    pub history_len: usize,
-    /// Distinct nodes tracked; heartbeats from further new nodes are refused.
-    pub max_nodes: usize,
-}
-
-impl Default for StoreLimits {
-    fn default() -> Self {
-        StoreLimits {
-            history_len: 240,
-            max_nodes: 10_000,
-        }
-    }
-}
+use super::{StoreError, StoreLimits};
 
 /// Everything known about one node.
 #[derive(Debug, Clone)]
@@ -85,37 +69,45 @@ fn history_point(hb: &NodeHeartbeat, received_at: DateTime<Utc>) -> HistoryPoint
     }
 }
 
-/// Why the store refused a record.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum StoreError {
-    #[error("this Command Center already tracks {0} nodes, its limit")]
-    NodeLimit(usize),
-}
-
 /// The fleet's state.
 #[derive(Debug, Default)]
-pub struct Store {
+pub struct FleetState {
     nodes: RwLock<HashMap<Uuid, NodeState>>,
     limits: StoreLimits,
 }
 
-impl Store {
+impl FleetState {
     pub fn new(limits: StoreLimits) -> Self {
-        Store {
+        FleetState {
             nodes: RwLock::new(HashMap::new()),
             limits,
         }
     }
 
-    /// Records a validated heartbeat received at `received_at`.
+    /// Whether a heartbeat from `node_id` would be accepted (the node limit).
+    pub fn admits(&self, node_id: Uuid) -> Result<(), StoreError> {
+        let nodes = self.nodes.read().unwrap_or_else(|p| p.into_inner());
+        if nodes.len() >= self.limits.max_nodes && !nodes.contains_key(&node_id) {
+            return Err(StoreError::NodeLimit(self.limits.max_nodes));
+        }
+        Ok(())
+    }
+
+    /// Records a validated heartbeat received at `received_at`, subject to the node limit.
     pub fn record_heartbeat(
         &self,
         hb: NodeHeartbeat,
         received_at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
+        self.admits(hb.node_id)?;
+        self.apply_heartbeat(hb, received_at);
+        Ok(())
+    }
+
+    /// Applies a heartbeat already admitted (and, with a durable store, already logged).
+    pub fn apply_heartbeat(&self, hb: NodeHeartbeat, received_at: DateTime<Utc>) {
         let point = history_point(&hb, received_at);
         let mut nodes = self.nodes.write().unwrap_or_else(|p| p.into_inner());
-        let len = nodes.len();
         match nodes.get_mut(&hb.node_id) {
             Some(state) => {
                 if state.history.len() >= self.limits.history_len {
@@ -127,9 +119,6 @@ impl Store {
                 state.heartbeats += 1;
             }
             None => {
-                if len >= self.limits.max_nodes {
-                    return Err(StoreError::NodeLimit(self.limits.max_nodes));
-                }
                 let mut history = VecDeque::with_capacity(self.limits.history_len.min(16));
                 history.push_back(point);
                 nodes.insert(
@@ -143,7 +132,33 @@ impl Store {
                 );
             }
         }
-        Ok(())
+    }
+
+    /// Installs a node rebuilt by replay: its latest heartbeat, the last `history_len` of its
+    /// heartbeats (oldest first, each with its receive time) and its total count.
+    pub fn restore_node(&self, recent: Vec<(NodeHeartbeat, DateTime<Utc>)>, total: u64) {
+        let keep = recent.len().saturating_sub(self.limits.history_len);
+        let history: VecDeque<HistoryPoint> = recent[keep..]
+            .iter()
+            .map(|(hb, at)| history_point(hb, *at))
+            .collect();
+        let Some((latest, last_seen)) = recent.into_iter().next_back() else {
+            return;
+        };
+        let mut nodes = self.nodes.write().unwrap_or_else(|p| p.into_inner());
+        nodes.insert(
+            latest.node_id,
+            NodeState {
+                latest,
+                last_seen,
+                history,
+                heartbeats: total,
+            },
+        );
+    }
+
+    pub fn limits(&self) -> StoreLimits {
+        self.limits
     }
 
     /// One summary per node, sorted by hostname then id (stable for pages and tests).
@@ -172,6 +187,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::{StoreError, StoreLimits};
     use vaultmesh_proto::{CheckResult, DiskUsage, Metrics};
 
     fn hb(id: u128, host: &str) -> NodeHeartbeat {
@@ -194,7 +210,7 @@ mod tests {
 
     #[test]
     fn latest_wins_and_history_is_bounded() {
-        let store = Store::new(StoreLimits {
+        let store = FleetState::new(StoreLimits {
             history_len: 3,
             max_nodes: 10,
         });
@@ -211,7 +227,7 @@ mod tests {
 
     #[test]
     fn summaries_carry_key_metrics_sorted_by_hostname() {
-        let store = Store::default();
+        let store = FleetState::default();
         let mut h = hb(2, "b-node");
         h.metrics = Some(Metrics {
             load: Some([1.5, 1.0, 0.5]),
@@ -264,7 +280,7 @@ mod tests {
 
     #[test]
     fn node_limit_refuses_new_nodes_but_not_known_ones() {
-        let store = Store::new(StoreLimits {
+        let store = FleetState::new(StoreLimits {
             history_len: 3,
             max_nodes: 1,
         });

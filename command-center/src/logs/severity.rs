@@ -1,0 +1,165 @@
+//! One severity scale for every record, so `--min-severity` means the same for all kinds:
+//! `info < low < medium < high < critical` (the scan findings' scale).
+//!
+//! - heartbeat: ok → info, a check unknown → low, warn → medium, crit or services down → high.
+//! - scan: the worst finding's severity (info without findings).
+//! - other records: a `severity` field in the record or its `body`, else info.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Info,
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Low => "low",
+            Severity::Medium => "medium",
+            Severity::High => "high",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Severity {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "info" => Ok(Severity::Info),
+            "low" => Ok(Severity::Low),
+            "medium" => Ok(Severity::Medium),
+            "high" => Ok(Severity::High),
+            "critical" => Ok(Severity::Critical),
+            _ => Err(format!(
+                "{s:?} is not a severity; use info, low, medium, high or critical"
+            )),
+        }
+    }
+}
+
+/// Only the parts of a record that decide its severity.
+#[derive(Deserialize)]
+struct Partial {
+    #[serde(default)]
+    services_ok: Option<bool>,
+    #[serde(default)]
+    checks: Vec<PartialCheck>,
+    #[serde(default)]
+    findings: Vec<PartialFinding>,
+    #[serde(default)]
+    severity: Option<Severity>,
+    #[serde(default)]
+    body: Option<PartialBody>,
+}
+
+#[derive(Deserialize)]
+struct PartialCheck {
+    status: String,
+}
+
+#[derive(Deserialize)]
+struct PartialFinding {
+    severity: Severity,
+}
+
+#[derive(Deserialize)]
+struct PartialBody {
+    #[serde(default)]
+    severity: Option<Severity>,
+}
+
+#[derive(Deserialize)]
+struct PartialLine {
+    record: Partial,
+}
+
+/// The severity of a stored line of `kind` (info if the record cannot be read).
+pub fn of_line(kind: &str, line: &[u8]) -> Severity {
+    let Ok(PartialLine { record: r }) = serde_json::from_slice::<PartialLine>(line) else {
+        return Severity::Info;
+    };
+    match kind {
+        "heartbeat" => {
+            let mut s = Severity::Info;
+            for c in &r.checks {
+                s = s.max(match c.status.as_str() {
+                    "crit" => Severity::High,
+                    "warn" => Severity::Medium,
+                    "unknown" => Severity::Low,
+                    _ => Severity::Info,
+                });
+            }
+            if r.services_ok == Some(false) {
+                s = s.max(Severity::High);
+            }
+            s
+        }
+        "scan" => r
+            .findings
+            .iter()
+            .map(|f| f.severity)
+            .max()
+            .unwrap_or(Severity::Info),
+        _ => r
+            .severity
+            .or(r.body.and_then(|b| b.severity))
+            .unwrap_or(Severity::Info),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn severities_per_kind() {
+        let hb = |checks: &str, services: bool| {
+            format!(
+                r#"{{"kind":"heartbeat","ts":"t","record":{{"services_ok":{services},"checks":[{checks}]}}}}"#
+            )
+        };
+        assert_eq!(
+            of_line("heartbeat", hb("", true).as_bytes()),
+            Severity::Info
+        );
+        assert_eq!(
+            of_line(
+                "heartbeat",
+                hb(r#"{"status":"warn"},{"status":"ok"}"#, true).as_bytes()
+            ),
+            Severity::Medium
+        );
+        assert_eq!(
+            of_line("heartbeat", hb(r#"{"status":"unknown"}"#, true).as_bytes()),
+            Severity::Low
+        );
+        assert_eq!(
+            of_line("heartbeat", hb("", false).as_bytes()),
+            Severity::High
+        );
+        let scan = r#"{"kind":"scan","ts":"t","record":{"findings":[{"severity":"low"},{"severity":"critical"}]}}"#;
+        assert_eq!(of_line("scan", scan.as_bytes()), Severity::Critical);
+        let incident = r#"{"kind":"incident","ts":"t","record":{"body":{"severity":"high"}}}"#;
+        assert_eq!(of_line("incident", incident.as_bytes()), Severity::High);
+        assert_eq!(of_line("note", b"garbage"), Severity::Info);
+        assert!("urgent".parse::<Severity>().is_err());
+        assert_eq!("HIGH".parse::<Severity>(), Ok(Severity::High));
+    }
+}

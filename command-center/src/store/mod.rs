@@ -1,0 +1,74 @@
+//! The Command Center's store: what handlers call to record and read fleet data.
+//!
+//! [`Store`] is the seam: handlers hold an `Arc<dyn Store>` and never see files. The default
+//! implementation, [`JsonlStore`], keeps state in memory ([`FleetState`]) and every record in
+//! append-only JSONL files under the log directory, rebuilding the state from them on start.
+//!
+//! - [`record`]: the line format (`{"kind", "ts", "node_id", "record"}`) and a fast header parser.
+//! - [`journal`]: one append-only file with a single writer thread, group commit and rotation.
+//! - [`logdir`]: file names, rotated segments, retention.
+//! - [`replay`]: reading logs back (torn tails, corrupt lines) and rebuilding state.
+//! - [`fleet`]: the in-memory state.
+//! - [`jsonl`]: the store that ties them together.
+
+pub mod fleet;
+pub mod journal;
+pub mod jsonl;
+pub mod logdir;
+pub mod record;
+pub mod replay;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+use vaultmesh_proto::{NodeDetail, NodeHeartbeat, NodeSummary};
+
+pub use fleet::FleetState;
+pub use jsonl::{JsonlStore, StoreOptions};
+
+/// Limits that keep memory bounded whatever the agents send.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreLimits {
+    /// History points kept per node.
+    pub history_len: usize,
+    /// Distinct nodes tracked; heartbeats from further new nodes are refused.
+    pub max_nodes: usize,
+}
+
+impl Default for StoreLimits {
+    fn default() -> Self {
+        StoreLimits {
+            history_len: 240,
+            max_nodes: 10_000,
+        }
+    }
+}
+
+/// Why the store refused or failed a write.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("this Command Center already tracks {0} nodes, its limit")]
+    NodeLimit(usize),
+    /// The log could not be written; the record was not accepted.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Everything handlers need from storage.
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug {
+    /// Records a validated heartbeat. Returns once it is durable (on disk for [`JsonlStore`]).
+    async fn record_heartbeat(
+        &self,
+        hb: NodeHeartbeat,
+        received_at: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+
+    /// One summary per node, sorted by hostname then id.
+    fn summaries(&self) -> Vec<NodeSummary>;
+
+    /// Summary, latest heartbeat and bounded history of one node.
+    fn detail(&self, node_id: Uuid) -> Option<NodeDetail>;
+
+    fn node_count(&self) -> usize;
+}
