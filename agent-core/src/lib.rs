@@ -8,6 +8,7 @@
 //!   timeout and panic isolation, and keeps the latest result of each.
 //! - [`heartbeat`]: turns the latest results into a [`vaultmesh_proto::NodeHeartbeat`].
 //! - [`client`]: the outbound-only HTTP client to the Command Center.
+//! - [`cli`]: usage errors as one line and exit code 2, for both binaries.
 //! - [`service`]: readiness, watchdog and shutdown under systemd (both binaries use it).
 //! - [`runtime`]: the agent's main loop, used by the `vaultmesh-node-agent` binary and by the
 //!   Command Center's in-process demo.
@@ -17,6 +18,7 @@
 
 pub mod backoff;
 pub mod check;
+pub mod cli;
 pub mod client;
 pub mod config;
 pub mod duration;

@@ -86,6 +86,8 @@ pub struct CommandCenter {
     pub url: String,
     /// Temp dir holding `logs/` (kept alive as long as the handle).
     pub dir: TempDir,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl CommandCenter {
@@ -102,12 +104,30 @@ impl CommandCenter {
     /// Like [`CommandCenter::start_with`], with extra environment variables.
     pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> CommandCenter {
         let dir = tempfile::tempdir().expect("temp dir");
+        let args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let (child, url) = Self::spawn(dir.path(), &args, &env);
+        let cc = CommandCenter {
+            child,
+            url,
+            dir,
+            args,
+            env,
+        };
+        cc.wait_healthy();
+        cc
+    }
+
+    fn spawn(dir: &Path, args: &[String], env: &[(String, String)]) -> (Child, String) {
         let mut cmd = Command::new(binary(CC_BIN));
         cmd.arg("serve")
             .args(["--listen", "127.0.0.1:0"])
             .arg("--log-dir")
-            .arg(dir.path().join("logs"))
-            .args(extra)
+            .arg(dir.join("logs"))
+            .args(args)
             .env_remove("VAULTMESH_LISTEN")
             .env_remove("VAULTMESH_LOG_DIR")
             .env_remove("VAULTMESH_POLICY_DIR")
@@ -115,10 +135,27 @@ impl CommandCenter {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let (child, url) = spawn_and_read_url(cmd);
-        let cc = CommandCenter { child, url, dir };
-        cc.wait_healthy();
-        cc
+        spawn_and_read_url(cmd)
+    }
+
+    /// The log directory.
+    pub fn log_dir(&self) -> PathBuf {
+        self.dir.path().join("logs")
+    }
+
+    /// SIGKILL: no shutdown, no flush — a crash.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the binary again on the same log directory and arguments (after a kill or exit).
+    pub fn restart(&mut self) {
+        self.kill9();
+        let (child, url) = Self::spawn(self.dir.path(), &self.args, &self.env);
+        self.child = child;
+        self.url = url;
+        self.wait_healthy();
     }
 
     fn wait_healthy(&self) {
@@ -369,6 +406,36 @@ pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Optio
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Runs `vaultmesh-command-center ARGS` to completion (e.g. `logs view ...`).
+pub fn cc_command(args: &[&str]) -> Output {
+    Command::new(binary(CC_BIN))
+        .args(args)
+        .env_remove("VAULTMESH_LOG_DIR")
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run vaultmesh-command-center")
+}
+
+/// A heartbeat with the seed's fields for `node_id`/`hostname`, plus `seq` — the smallest
+/// realistic record for store tests.
+pub fn heartbeat_json(node_id: &str, hostname: &str, seq: u64) -> serde_json::Value {
+    serde_json::json!({
+        "node_id": node_id,
+        "hostname": hostname,
+        "os_profile": "ArchVault",
+        "cloudflare_ok": true,
+        "services_ok": true,
+        "vaultmesh_root": "/var/lib/vaultmesh",
+        "timestamp": "2026-11-29T10:00:00Z",
+        "seq": seq.to_string(),
+        "metrics": {"load": [0.5, 0.4, 0.3], "cpu_count": 2, "mem_total_bytes": 1000, "mem_used_bytes": 250,
+                    "disks": [{"mount": "/", "fs": "ext4", "total_bytes": 100, "used_bytes": 42}]},
+        "checks": [{"name": "disk", "status": "ok", "summary": "1 filesystem, fullest / at 42%",
+                    "observed_at": "2026-11-29T10:00:00Z", "duration_ms": 1}]
+    })
 }
 
 /// Output as text, for assertion messages.

@@ -1,6 +1,6 @@
 //! `logs view` (the newest matching lines) and `logs tail` (then follow, across rotation).
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::MetadataExt;
@@ -16,16 +16,15 @@ use crate::store::logdir::{self, LogName};
 use crate::store::record;
 use crate::store::replay::for_each_line;
 
+/// A stored line with its time.
+pub type Timed = (DateTime<Utc>, Vec<u8>);
+
 /// The newest `limit` matching lines (0 = all) of every relevant log, oldest first, as
 /// `(time, raw line)`.
-pub fn select(
-    dir: &Path,
-    filter: &Filter,
-    limit: usize,
-) -> Result<Vec<(DateTime<Utc>, Vec<u8>)>, LogsError> {
+pub fn select(dir: &Path, filter: &Filter, limit: usize) -> Result<Vec<Timed>, LogsError> {
     let mut all = Vec::new();
     for log in filter.logs() {
-        let mut kept: VecDeque<(DateTime<Utc>, Vec<u8>)> = VecDeque::new();
+        let mut kept: VecDeque<Timed> = VecDeque::new();
         for path in logdir::files(dir, log).map_err(LogsError::io(dir))? {
             for_each_line(&path, |_, _, line| {
                 if let Some(head) = filter.matches(line) {
@@ -48,11 +47,7 @@ pub fn select(
 }
 
 /// Prints the selected lines.
-pub fn print(
-    out: &mut impl Write,
-    format: Format,
-    lines: &[(DateTime<Utc>, Vec<u8>)],
-) -> std::io::Result<()> {
+pub fn print(out: &mut impl Write, format: Format, lines: &[Timed]) -> std::io::Result<()> {
     render::header(out, format)?;
     for (_, raw) in lines {
         if let Some(head) = record::head(raw) {
@@ -62,68 +57,98 @@ pub fn print(
     out.flush()
 }
 
-/// Where `tail` is in one log's active file.
+/// Where `tail` is in one log. Rotation can close several segments between two polls, so
+/// `tail` remembers every file (by inode) it has consumed and, on rotation, reads the segments it
+/// has not seen, oldest first, before the new active file.
 struct Follow {
+    dir: PathBuf,
+    log: LogName,
     path: PathBuf,
     file: Option<File>,
     inode: u64,
     offset: u64,
     partial: Vec<u8>,
+    seen: HashSet<u64>,
 }
 
 impl Follow {
     fn start(dir: &Path, log: LogName) -> Follow {
         let path = log.active(dir);
+        let mut seen = HashSet::new();
+        for (seg, _) in logdir::segments(dir, log).unwrap_or_default() {
+            if let Ok(m) = std::fs::metadata(&seg) {
+                seen.insert(m.ino());
+            }
+        }
         let mut f = Follow {
+            dir: dir.to_path_buf(),
+            log,
             path,
             file: None,
             inode: 0,
             offset: 0,
             partial: Vec::new(),
+            seen,
         };
         if let Ok(file) = File::open(&f.path)
             && let Ok(meta) = file.metadata()
         {
             f.inode = meta.ino();
+            f.seen.insert(f.inode);
             f.offset = meta.len();
             f.file = Some(file);
         }
         f
     }
 
-    /// New complete lines since the last poll. Finishes a rotated-away file before switching.
+    /// New complete lines since the last poll.
     fn poll(&mut self) -> std::io::Result<Vec<Vec<u8>>> {
         let mut lines = Vec::new();
+        self.read_new(&mut lines)?;
         let current = std::fs::metadata(&self.path).ok();
         let rotated = current.as_ref().is_some_and(|m| m.ino() != self.inode);
-        if let Some(file) = self.file.as_mut() {
-            let len = file.metadata()?.len();
-            if len < self.offset {
-                self.offset = len; // cut (torn tail repaired); nothing new
+        if rotated || (self.file.is_none() && current.is_some()) {
+            // Our file became a segment (already read to its end above). Read the segments
+            // closed since, then switch to the new active file from its start.
+            for (seg, _) in logdir::segments(&self.dir, self.log)? {
+                let Ok(meta) = std::fs::metadata(&seg) else {
+                    continue;
+                };
+                if self.seen.insert(meta.ino()) {
+                    let mut buf = Vec::new();
+                    File::open(&seg)?.read_to_end(&mut buf)?;
+                    self.split(&buf, &mut lines);
+                }
             }
-            if len > self.offset {
-                file.seek(SeekFrom::Start(self.offset))?;
-                let mut buf = Vec::with_capacity((len - self.offset) as usize);
-                Read::by_ref(file)
-                    .take(len - self.offset)
-                    .read_to_end(&mut buf)?;
-                self.offset = len;
-                self.split(&buf, &mut lines);
-            }
-        }
-        if (rotated || self.file.is_none()) && current.is_some() {
             if let Ok(file) = File::open(&self.path) {
                 self.inode = file.metadata()?.ino();
+                self.seen.insert(self.inode);
                 self.file = Some(file);
                 self.offset = 0;
-                self.partial.clear();
-                return self.poll().map(|mut more| {
-                    lines.append(&mut more);
-                    lines
-                });
+                self.read_new(&mut lines)?;
             }
         }
         Ok(lines)
+    }
+
+    fn read_new(&mut self, lines: &mut Vec<Vec<u8>>) -> std::io::Result<()> {
+        let Some(file) = self.file.as_mut() else {
+            return Ok(());
+        };
+        let len = file.metadata()?.len();
+        if len < self.offset {
+            self.offset = len; // cut (a torn tail repaired); nothing new
+        }
+        if len > self.offset {
+            file.seek(SeekFrom::Start(self.offset))?;
+            let mut buf = Vec::with_capacity((len - self.offset) as usize);
+            Read::by_ref(file)
+                .take(len - self.offset)
+                .read_to_end(&mut buf)?;
+            self.offset = len;
+            self.split(&buf, lines);
+        }
+        Ok(())
     }
 
     fn split(&mut self, buf: &[u8], out: &mut Vec<Vec<u8>>) {

@@ -153,7 +153,7 @@ pub fn replay_heartbeats(dir: &Path, fleet: &FleetState) -> std::io::Result<Repl
     let max = fleet.limits().max_nodes;
     let mut order: Vec<(Uuid, NodeScan)> = nodes.into_iter().collect();
     if order.len() > max {
-        order.sort_by(|a, b| b.1.last_ts.cmp(&a.1.last_ts));
+        order.sort_by_key(|n| std::cmp::Reverse(n.1.last_ts));
         tracing::warn!(
             nodes = order.len(),
             max,
