@@ -10,7 +10,7 @@ use std::sync::RwLock;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 use vaultmesh_proto::api::HistoryPoint;
-use vaultmesh_proto::{CheckStatus, NodeDetail, NodeHeartbeat, NodeSummary};
+use vaultmesh_proto::{CheckStatus, Metrics, NodeDetail, NodeHeartbeat, NodeSummary};
 
 use super::{StoreError, StoreLimits};
 
@@ -55,17 +55,40 @@ fn worst_check(hb: &NodeHeartbeat) -> Option<CheckStatus> {
         .reduce(CheckStatus::worst)
 }
 
-fn history_point(hb: &NodeHeartbeat, received_at: DateTime<Utc>) -> HistoryPoint {
-    let m = hb.metrics.as_ref();
-    HistoryPoint {
-        received_at,
+pub(crate) fn history_point(hb: &NodeHeartbeat, received_at: DateTime<Utc>) -> HistoryPoint {
+    let parts = PointParts {
         timestamp: hb.timestamp,
         cloudflare_ok: hb.cloudflare_ok,
         services_ok: hb.services_ok,
-        load1: m.and_then(|m| m.load).map(|l| l[0]),
-        mem_used_pct: m.and_then(|m| m.mem_used_pct()),
-        disk_max_used_pct: m.and_then(|m| m.fullest_disk()).map(|f| f.1),
+        metrics: hb.metrics.as_ref(),
         worst_check: worst_check(hb),
+    };
+    parts.point(received_at)
+}
+
+/// What a history point is made of; replay fills it without parsing a whole heartbeat.
+#[derive(Debug)]
+pub struct PointParts<'a> {
+    pub timestamp: DateTime<Utc>,
+    pub cloudflare_ok: bool,
+    pub services_ok: bool,
+    pub metrics: Option<&'a Metrics>,
+    pub worst_check: Option<CheckStatus>,
+}
+
+impl PointParts<'_> {
+    pub fn point(&self, received_at: DateTime<Utc>) -> HistoryPoint {
+        let m = self.metrics;
+        HistoryPoint {
+            received_at,
+            timestamp: self.timestamp,
+            cloudflare_ok: self.cloudflare_ok,
+            services_ok: self.services_ok,
+            load1: m.and_then(|m| m.load).map(|l| l[0]),
+            mem_used_pct: m.and_then(|m| m.mem_used_pct()),
+            disk_max_used_pct: m.and_then(|m| m.fullest_disk()).map(|f| f.1),
+            worst_check: self.worst_check,
+        }
     }
 }
 
@@ -134,17 +157,18 @@ impl FleetState {
         }
     }
 
-    /// Installs a node rebuilt by replay: its latest heartbeat, the last `history_len` of its
-    /// heartbeats (oldest first, each with its receive time) and its total count.
-    pub fn restore_node(&self, recent: Vec<(NodeHeartbeat, DateTime<Utc>)>, total: u64) {
-        let keep = recent.len().saturating_sub(self.limits.history_len);
-        let history: VecDeque<HistoryPoint> = recent[keep..]
-            .iter()
-            .map(|(hb, at)| history_point(hb, *at))
-            .collect();
-        let Some((latest, last_seen)) = recent.into_iter().next_back() else {
-            return;
-        };
+    /// Installs a node rebuilt by replay: its latest heartbeat and when it was received, its
+    /// history (oldest first; trimmed to `history_len`) and its total heartbeat count.
+    pub fn restore_node(
+        &self,
+        latest: NodeHeartbeat,
+        last_seen: DateTime<Utc>,
+        mut history: VecDeque<HistoryPoint>,
+        total: u64,
+    ) {
+        while history.len() > self.limits.history_len {
+            history.pop_front();
+        }
         let mut nodes = self.nodes.write().unwrap_or_else(|p| p.into_inner());
         nodes.insert(
             latest.node_id,

@@ -79,6 +79,7 @@ impl JsonlStore {
             skipped = report.skipped.len(),
             torn_bytes,
             ms = report.elapsed.as_millis() as u64,
+            header_scan_ms = report.scan_elapsed.as_millis() as u64,
             "Replayed logs."
         );
         Ok((JsonlStore { fleet, heartbeats }, report))

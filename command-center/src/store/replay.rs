@@ -14,10 +14,12 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use serde::Deserialize;
 use uuid::Uuid;
-use vaultmesh_proto::NodeHeartbeat;
+use vaultmesh_proto::api::HistoryPoint;
+use vaultmesh_proto::{CheckStatus, Metrics, NodeHeartbeat};
 
-use super::fleet::FleetState;
+use super::fleet::{self, FleetState, PointParts};
 use super::logdir::{self, LogName};
 use super::record::{self, Line, kind};
 
@@ -41,6 +43,8 @@ pub struct ReplayReport {
     pub nodes: usize,
     pub skipped: Vec<BadLine>,
     pub elapsed: Duration,
+    /// Time spent reading headers (pass one) — the rest is parsing kept lines.
+    pub scan_elapsed: Duration,
 }
 
 /// Calls `f(line_number, offset, line)` for every complete line of `path` (without its `\n`).
@@ -87,10 +91,114 @@ struct Spot {
     len: u32,
 }
 
+/// A node rebuilt by pass two.
+struct Restored {
+    latest: NodeHeartbeat,
+    last_seen: DateTime<Utc>,
+    history: VecDeque<HistoryPoint>,
+    total: u64,
+}
+
+/// Just what a history point needs from a heartbeat line; serde skips the rest unallocated.
+#[derive(Deserialize)]
+struct LeanLine {
+    ts: DateTime<Utc>,
+    record: LeanHeartbeat,
+}
+
+#[derive(Deserialize)]
+struct LeanHeartbeat {
+    timestamp: DateTime<Utc>,
+    cloudflare_ok: bool,
+    services_ok: bool,
+    #[serde(default)]
+    metrics: Option<Metrics>,
+    #[serde(default)]
+    checks: Vec<LeanCheck>,
+}
+
+#[derive(Deserialize)]
+struct LeanCheck {
+    status: CheckStatus,
+}
+
+fn rebuild(
+    chunk: &[(Uuid, NodeScan)],
+    handles: &[File],
+    files: &[PathBuf],
+) -> std::io::Result<(Vec<Restored>, Vec<BadLine>)> {
+    let mut out = Vec::with_capacity(chunk.len());
+    let mut bad = Vec::new();
+    let mut buf = Vec::new();
+    for (_, scan) in chunk {
+        let mut history = VecDeque::with_capacity(scan.recent.len());
+        let mut latest: Option<(NodeHeartbeat, DateTime<Utc>)> = None;
+        let last = scan.recent.len().saturating_sub(1);
+        for (i, spot) in scan.recent.iter().enumerate() {
+            buf.resize(spot.len as usize, 0);
+            handles[spot.file as usize].read_exact_at(&mut buf, spot.offset)?;
+            let skip = |reason: String| BadLine {
+                file: files[spot.file as usize].clone(),
+                line: spot.line,
+                reason,
+            };
+            if i == last {
+                match serde_json::from_slice::<Line<NodeHeartbeat>>(&buf) {
+                    Ok(l) => {
+                        history.push_back(fleet::history_point(&l.record, l.ts));
+                        latest = Some((l.record, l.ts));
+                    }
+                    Err(e) => bad.push(skip(format!("unreadable heartbeat: {e}"))),
+                }
+            } else {
+                match serde_json::from_slice::<LeanLine>(&buf) {
+                    Ok(l) => {
+                        let r = l.record;
+                        let parts = PointParts {
+                            timestamp: r.timestamp,
+                            cloudflare_ok: r.cloudflare_ok,
+                            services_ok: r.services_ok,
+                            metrics: r.metrics.as_ref(),
+                            worst_check: r
+                                .checks
+                                .iter()
+                                .map(|c| c.status)
+                                .reduce(CheckStatus::worst),
+                        };
+                        history.push_back(parts.point(l.ts));
+                    }
+                    Err(e) => bad.push(skip(format!("unreadable heartbeat: {e}"))),
+                }
+            }
+        }
+        // If the newest line was unreadable, the newest readable one is the latest.
+        if latest.is_none() {
+            for spot in scan.recent.iter().rev() {
+                buf.resize(spot.len as usize, 0);
+                handles[spot.file as usize].read_exact_at(&mut buf, spot.offset)?;
+                if let Ok(l) = serde_json::from_slice::<Line<NodeHeartbeat>>(&buf) {
+                    latest = Some((l.record, l.ts));
+                    break;
+                }
+            }
+        }
+        if let Some((hb, at)) = latest {
+            out.push(Restored {
+                latest: hb,
+                last_seen: at,
+                history,
+                total: scan.total,
+            });
+        }
+    }
+    Ok((out, bad))
+}
+
 #[derive(Debug, Default)]
 struct NodeScan {
     total: u64,
-    last_ts: Option<DateTime<Utc>>,
+    /// `ts` of the node's last line, parsed only if the node limit forces a choice.
+    last_ts_text: String,
     recent: VecDeque<Spot>,
 }
 
@@ -142,18 +250,24 @@ pub fn replay_heartbeats(dir: &Path, fleet: &FleetState) -> std::io::Result<Repl
                 offset,
                 len: line.len() as u32,
             });
-            if let Some(t) = head.time() {
-                scan.last_ts = Some(scan.last_ts.map_or(t, |l| l.max(t)));
-            }
+            scan.last_ts_text.clear();
+            scan.last_ts_text.push_str(&head.ts);
         })?;
         report.bytes += bytes;
     }
+
+    report.scan_elapsed = started.elapsed();
 
     // Over the node limit (it was lowered): keep the most recently seen nodes.
     let max = fleet.limits().max_nodes;
     let mut order: Vec<(Uuid, NodeScan)> = nodes.into_iter().collect();
     if order.len() > max {
-        order.sort_by_key(|n| std::cmp::Reverse(n.1.last_ts));
+        let time = |s: &NodeScan| {
+            DateTime::parse_from_rfc3339(&s.last_ts_text)
+                .ok()
+                .map(|t| t.with_timezone(&Utc))
+        };
+        order.sort_by_key(|n| std::cmp::Reverse(time(&n.1)));
         tracing::warn!(
             nodes = order.len(),
             max,
@@ -162,26 +276,33 @@ pub fn replay_heartbeats(dir: &Path, fleet: &FleetState) -> std::io::Result<Repl
         order.truncate(max);
     }
 
-    // Pass two: parse the kept lines.
+    // Pass two: parse the kept lines, the nodes split across the CPUs. Only each node's last
+    // line is parsed whole; the others only as far as a history point needs.
     let handles: Vec<File> = files.iter().map(File::open).collect::<Result<_, _>>()?;
-    let mut buf = Vec::new();
-    for (_, scan) in order {
-        let mut recent = Vec::with_capacity(scan.recent.len());
-        for spot in &scan.recent {
-            buf.resize(spot.len as usize, 0);
-            handles[spot.file as usize].read_exact_at(&mut buf, spot.offset)?;
-            match serde_json::from_slice::<Line<NodeHeartbeat>>(&buf) {
-                Ok(l) => recent.push((l.record, l.ts)),
-                Err(e) => report.skipped.push(BadLine {
-                    file: files[spot.file as usize].clone(),
-                    line: spot.line,
-                    reason: format!("unreadable heartbeat: {e}"),
-                }),
-            }
-        }
-        if !recent.is_empty() {
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 8);
+    let per = order.len().div_ceil(workers).max(1);
+    let results: Vec<std::io::Result<(Vec<Restored>, Vec<BadLine>)>> =
+        std::thread::scope(|scope| {
+            let tasks: Vec<_> = order
+                .chunks(per)
+                .map(|chunk| scope.spawn(|| rebuild(chunk, &handles, &files)))
+                .collect();
+            tasks
+                .into_iter()
+                .map(|t| {
+                    t.join()
+                        .unwrap_or_else(|_| Err(std::io::Error::other("replay worker panicked")))
+                })
+                .collect()
+        });
+    for r in results {
+        let (restored, bad) = r?;
+        report.skipped.extend(bad);
+        for n in restored {
             report.nodes += 1;
-            fleet.restore_node(recent, scan.total);
+            fleet.restore_node(n.latest, n.last_seen, n.history, n.total);
         }
     }
     report.elapsed = started.elapsed();

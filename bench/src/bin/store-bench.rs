@@ -1,0 +1,241 @@
+//! Store benchmarks, printed as a table (figures go to docs/PERFORMANCE.md):
+//!
+//! 1. Replay: start-up of the real `vaultmesh-command-center serve` over a log of N realistic
+//!    heartbeat lines (default 1,000,000 from 1,000 nodes): time to "listening" and peak RSS.
+//! 2. `logs view --node X --kind scan` over an N-line scan log, side by side with
+//!    `jq -c 'select(.node_id=="X" and .kind=="scan")'` on the same file.
+//! 3. Append throughput of one journal with group commit, 64 concurrent appenders.
+//!
+//! Usage: `cargo run --release -p vaultmesh-bench --bin store-bench -- [LINES] [WORK_DIR]`
+
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use chrono::Utc;
+use vaultmesh_bench::{median_of, memory_kib, node_id, realistic_heartbeat, release_binary, timed};
+use vaultmesh_command_center::store::journal::{Journal, Rotation};
+use vaultmesh_command_center::store::logdir::LogName;
+use vaultmesh_command_center::store::record;
+
+const NODES: usize = 1000;
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let lines: usize = args
+        .get(1)
+        .map(|s| s.parse())
+        .transpose()?
+        .unwrap_or(1_000_000);
+    let work = args
+        .get(2)
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::env::temp_dir().join("vaultmesh-store-bench"));
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work)?;
+    let cc = release_binary("vaultmesh-command-center", "vaultmesh-command-center")?;
+    println!(
+        "store-bench: {lines} lines, {NODES} nodes, work dir {}",
+        work.display()
+    );
+    println!(
+        "machine: {} CPUs",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    );
+
+    // 1. Replay.
+    let logs = work.join("replay");
+    std::fs::create_dir_all(&logs)?;
+    let (bytes, generated_in) = timed(|| write_heartbeats(&logs.join("heartbeats.jsonl"), lines));
+    let bytes = bytes?;
+    println!(
+        "generated heartbeat log: {:.0} MiB ({:.0} bytes/line) in {:.1}s",
+        bytes as f64 / 1048576.0,
+        bytes as f64 / lines as f64,
+        generated_in.as_secs_f64()
+    );
+    let mut peak = 0;
+    let replay = median_of(3, || {
+        let (t, hwm) = start_until_listening(&cc, &logs)?;
+        peak = peak.max(hwm);
+        Ok(t)
+    })?;
+    println!(
+        "replay {lines} heartbeat lines: start-up to listening {:.2}s (median of 3), peak RSS {:.0} MiB",
+        replay.as_secs_f64(),
+        peak as f64 / 1024.0
+    );
+
+    // 2. logs view vs jq.
+    let scans = work.join("scans");
+    std::fs::create_dir_all(&scans)?;
+    let scan_file = scans.join("sovereign-scans.jsonl");
+    write_scans(&scan_file, lines)?;
+    let target = node_id(NODES / 2).to_string();
+    let ours = median_of(3, || {
+        let (out, t) = timed(|| {
+            Command::new(&cc)
+                .args([
+                    "logs",
+                    "view",
+                    "--node",
+                    &target,
+                    "--kind",
+                    "scan",
+                    "--limit",
+                    "0",
+                    "--json",
+                    "--log-dir",
+                ])
+                .arg(&scans)
+                .output()
+        });
+        let out = out?;
+        anyhow::ensure!(
+            out.status.success(),
+            "logs view failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        anyhow::ensure!(
+            out.stdout.iter().filter(|b| **b == b'\n').count() == lines / NODES,
+            "logs view found the wrong count"
+        );
+        Ok(t)
+    })?;
+    let jq_filter = format!("select(.node_id==\"{target}\" and .kind==\"scan\")");
+    let jq = median_of(1, || {
+        let (out, t) = timed(|| {
+            Command::new("jq")
+                .args(["-c", &jq_filter])
+                .arg(&scan_file)
+                .stdout(Stdio::piped())
+                .output()
+        });
+        let out = out.context("jq not found; install it: apt-get install -y jq")?;
+        anyhow::ensure!(out.status.success(), "jq failed");
+        anyhow::ensure!(
+            out.stdout.iter().filter(|b| **b == b'\n').count() == lines / NODES,
+            "jq found the wrong count"
+        );
+        Ok(t)
+    })?;
+    println!(
+        "logs view --node X --kind scan over {lines} lines: {:.2}s; jq: {:.2}s; speed-up {:.1}x",
+        ours.as_secs_f64(),
+        jq.as_secs_f64(),
+        jq.as_secs_f64() / ours.as_secs_f64()
+    );
+
+    // 3. Append throughput.
+    let (per_sec, mib_s) = append_throughput(&work.join("append"), 200_000)?;
+    println!(
+        "append with group commit (64 concurrent appenders, fdatasync per batch): {per_sec:.0} lines/s, {mib_s:.1} MiB/s"
+    );
+    if std::env::var_os("KEEP").is_none() {
+        let _ = std::fs::remove_dir_all(&work);
+    }
+    Ok(())
+}
+
+fn write_heartbeats(path: &Path, lines: usize) -> anyhow::Result<u64> {
+    let mut out = BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
+    let mut bytes = 0u64;
+    let start = Utc::now() - chrono::Duration::seconds(lines as i64);
+    for n in 0..lines {
+        let node = n % NODES;
+        let hb = realistic_heartbeat(node, (n / NODES) as u64);
+        let line = record::encode(
+            "heartbeat",
+            start + chrono::Duration::seconds(n as i64),
+            Some(node_id(node)),
+            &hb,
+        )?;
+        bytes += line.len() as u64;
+        out.write_all(&line)?;
+    }
+    out.flush()?;
+    Ok(bytes)
+}
+
+fn write_scans(path: &Path, lines: usize) -> anyhow::Result<()> {
+    let mut out = BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
+    let start = Utc::now() - chrono::Duration::seconds(lines as i64);
+    for n in 0..lines {
+        let node = n % NODES;
+        let scan = serde_json::json!({"scan_id": format!("scan-{n}"), "node_id": node_id(node), "profile": "ArchVault",
+            "started_at": "2026-11-29T10:00:00Z", "finished_at": "2026-11-29T10:00:02Z",
+            "findings": [{"rule": "listening_sockets", "severity": "medium", "title": "unexpected listener on 0.0.0.0:8080", "detail": "not in the allowed list", "evidence": "tcp LISTEN 0.0.0.0:8080 pid 4242"},
+                         {"rule": "sshd", "severity": "low", "title": "PasswordAuthentication yes", "detail": "", "evidence": "/etc/ssh/sshd_config:58"}],
+            "counts": {"medium": 1, "low": 1}});
+        out.write_all(&record::encode(
+            "scan",
+            start + chrono::Duration::seconds(n as i64),
+            Some(node_id(node)),
+            &scan,
+        )?)?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// Starts `serve` on the log dir; returns the time until it printed its listening line and its
+/// peak RSS then (KiB).
+fn start_until_listening(cc: &Path, logs: &Path) -> anyhow::Result<(Duration, u64)> {
+    let start = Instant::now();
+    let mut child = Command::new(cc)
+        .args(["serve", "--listen", "127.0.0.1:0", "--log-dir"])
+        .arg(logs)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let stdout = child.stdout.take().context("stdout")?;
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line)?;
+    let elapsed = start.elapsed();
+    anyhow::ensure!(line.contains("listening on"), "unexpected output {line:?}");
+    let (hwm, _) = memory_kib(child.id());
+    let _ = child.kill();
+    let _ = child.wait();
+    Ok((elapsed, hwm))
+}
+
+fn append_throughput(dir: &Path, total: usize) -> anyhow::Result<(f64, f64)> {
+    std::fs::create_dir_all(dir)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let (journal, _) = Journal::open(dir, LogName::Events, Rotation::default())?;
+        let journal = Arc::new(journal);
+        let line = Arc::new(record::encode(
+            "note",
+            Utc::now(),
+            Some(node_id(1)),
+            &realistic_heartbeat(1, 1),
+        )?);
+        let start = Instant::now();
+        let mut tasks = Vec::new();
+        for _ in 0..64 {
+            let (j, line) = (journal.clone(), line.clone());
+            tasks.push(tokio::spawn(async move {
+                for _ in 0..total / 64 {
+                    j.append(line.to_vec(), None).await?;
+                }
+                anyhow::Ok(())
+            }));
+        }
+        for t in tasks {
+            t.await??;
+        }
+        let secs = start.elapsed().as_secs_f64();
+        let n = (total / 64 * 64) as f64;
+        Ok((n / secs, n * line.len() as f64 / secs / 1048576.0))
+    })
+}

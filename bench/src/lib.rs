@@ -1,0 +1,91 @@
+//! Shared pieces of the benchmark binaries: realistic records, timing and process memory.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use uuid::Uuid;
+
+/// Builds a workspace binary in release mode and returns its path.
+pub fn release_binary(package: &str, name: &str) -> anyhow::Result<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .ok_or_else(|| anyhow::anyhow!("no workspace"))?;
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .current_dir(root)
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "-p",
+            package,
+            "--bin",
+            name,
+        ])
+        .status()?;
+    anyhow::ensure!(status.success(), "cargo build -p {package} failed");
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root.join("target"));
+    Ok(target.join("release").join(name))
+}
+
+/// Node ids `0..n` as UUIDs.
+pub fn node_id(i: usize) -> Uuid {
+    Uuid::from_u128(0x5eed_0000_0000_4000_8000_0000_0000_0000 | i as u128)
+}
+
+/// A heartbeat shaped like a real agent's: five checks with details, two disks, all metrics.
+pub fn realistic_heartbeat(i: usize, seq: u64) -> serde_json::Value {
+    let id = node_id(i);
+    serde_json::json!({
+        "node_id": id, "hostname": format!("vault-node-{i:04}"), "os_profile": if i % 2 == 0 { "ArchVault" } else { "DebianVault" },
+        "cloudflare_ok": true, "services_ok": true, "vaultmesh_root": "/var/lib/vaultmesh",
+        "timestamp": "2026-11-29T10:00:00Z", "agent_version": "0.1.0", "seq": seq.to_string(), "uptime_s": 86_400 + seq,
+        "metrics": {"load": [0.42, 0.31, 0.22], "cpu_count": 4, "mem_total_bytes": 8_589_934_592u64, "mem_used_bytes": 2_147_483_648u64,
+            "swap_total_bytes": 0, "swap_used_bytes": 0,
+            "disks": [{"mount": "/", "fs": "ext4", "total_bytes": 107_374_182_400u64, "used_bytes": 45_097_156_608u64, "inodes_total": 6_553_600, "inodes_used": 412_345},
+                      {"mount": "/var/lib/vaultmesh", "fs": "xfs", "total_bytes": 536_870_912_000u64, "used_bytes": 128_849_018_880u64, "inodes_total": 262_144_000, "inodes_used": 1_234_567}]},
+        "checks": [
+            {"name": "cloudflared", "status": "ok", "summary": "tunnel up: 4 ready connections", "observed_at": "2026-11-29T09:59:58Z", "duration_ms": 2, "metrics": {"ready_connections": 4.0}, "details": {"connector_id": "7b5a4c5e-6d7f-4a1b-9c2d-3e4f5a6b7c8d"}},
+            {"name": "disk", "status": "ok", "summary": "2 filesystems, fullest / at 42%", "observed_at": "2026-11-29T09:59:58Z", "duration_ms": 1, "metrics": {"filesystems": 2.0, "max_used_pct": 42.0, "max_inodes_used_pct": 6.3}},
+            {"name": "load", "status": "ok", "summary": "load 0.42 0.31 0.22 on 4 CPUs (5m: 0.08 per CPU)", "observed_at": "2026-11-29T09:59:58Z", "duration_ms": 0, "metrics": {"load1": 0.42, "load5": 0.31, "load15": 0.22, "cpu_count": 4.0}},
+            {"name": "memory", "status": "ok", "summary": "memory 25% used (2.0 GiB of 8.0 GiB), no swap", "observed_at": "2026-11-29T09:59:58Z", "duration_ms": 0, "metrics": {"used_pct": 25.0}},
+            {"name": "systemd", "status": "ok", "summary": "3 units as expected", "observed_at": "2026-11-29T09:59:58Z", "duration_ms": 3, "metrics": {"units": 3.0, "active": 3.0, "failed": 0.0, "restarts": 0.0}}
+        ]
+    })
+}
+
+/// Peak and current resident memory of a process, in KiB (`VmHWM`, `VmRSS`).
+pub fn memory_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmHWM:"), field("VmRSS:"))
+}
+
+/// Runs `f` `n` times and returns the median duration.
+pub fn median_of(
+    n: usize,
+    mut f: impl FnMut() -> anyhow::Result<Duration>,
+) -> anyhow::Result<Duration> {
+    let mut v = Vec::with_capacity(n);
+    for _ in 0..n {
+        v.push(f()?);
+    }
+    v.sort();
+    Ok(v[v.len() / 2])
+}
+
+/// Wall time of `f`.
+pub fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
+    let start = Instant::now();
+    let out = f();
+    (out, start.elapsed())
+}
