@@ -40,7 +40,7 @@ pub fn node_id(i: usize) -> Uuid {
 pub fn realistic_heartbeat(i: usize, seq: u64) -> serde_json::Value {
     let id = node_id(i);
     serde_json::json!({
-        "node_id": id, "hostname": format!("vault-node-{i:04}"), "os_profile": if i % 2 == 0 { "ArchVault" } else { "DebianVault" },
+        "node_id": id, "hostname": format!("vault-node-{i:04}"), "os_profile": if i.is_multiple_of(2) { "ArchVault" } else { "DebianVault" },
         "cloudflare_ok": true, "services_ok": true, "vaultmesh_root": "/var/lib/vaultmesh",
         "timestamp": "2026-11-29T10:00:00Z", "agent_version": "0.1.0", "seq": seq.to_string(), "uptime_s": 86_400 + seq,
         "metrics": {"load": [0.42, 0.31, 0.22], "cpu_count": 4, "mem_total_bytes": 8_589_934_592u64, "mem_used_bytes": 2_147_483_648u64,
