@@ -2,8 +2,16 @@
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
+use std::collections::BTreeSet;
+
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+use vaultmesh_proto::EventEnvelope;
+use vaultmesh_proto::event::{NewEvent, OPERATOR_KINDS};
+
+use crate::store::EventQuery;
 use axum::http::HeaderMap;
 use axum::http::header::CONTENT_TYPE;
 use chrono::Utc;
@@ -13,7 +21,6 @@ use vaultmesh_proto::{Health, HeartbeatAccepted, NodeDetail, NodeHeartbeat, Node
 
 use crate::error::ApiError;
 use crate::server::AppState;
-use crate::store::StoreError;
 
 /// `POST /api/agent/heartbeat`.
 pub async fn post_heartbeat(
@@ -26,15 +33,7 @@ pub async fn post_heartbeat(
         .map_err(|e| ApiError::UnprocessableEntity(format!("invalid heartbeat: {e}")))?;
     let node_id = hb.node_id;
     let received_at = Utc::now();
-    state
-        .store
-        .record_heartbeat(hb, received_at)
-        .await
-        .map_err(|e| match e {
-            StoreError::NodeLimit(_) | StoreError::Unavailable(_) => {
-                ApiError::Unavailable(e.to_string())
-            }
-        })?;
+    state.store.record_heartbeat(hb, received_at).await?;
     tracing::debug!(%node_id, "Heartbeat accepted.");
     Ok(Json(HeartbeatAccepted {
         accepted: true,
@@ -80,6 +79,15 @@ pub fn parse_node_id(text: &str) -> Result<Uuid, ApiError> {
 
 /// Checks the content type and parses the body, turning serde's error into a 400/422 message.
 pub fn parse_json<T: DeserializeOwned>(headers: &HeaderMap, body: Bytes) -> Result<T, ApiError> {
+    parse_json_as(headers, body, "heartbeat")
+}
+
+/// Like [`parse_json`], naming `what` in shape errors ("invalid event: ...").
+pub fn parse_json_as<T: DeserializeOwned>(
+    headers: &HeaderMap,
+    body: Bytes,
+    what: &str,
+) -> Result<T, ApiError> {
     let is_json = headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -96,10 +104,100 @@ pub fn parse_json<T: DeserializeOwned>(headers: &HeaderMap, body: Bytes) -> Resu
         use serde_json::error::Category;
         match e.classify() {
             // Well-formed JSON of the wrong shape: a missing field, a wrong type, a bad UUID.
-            Category::Data => ApiError::UnprocessableEntity(format!("invalid heartbeat: {e}")),
+            Category::Data => ApiError::UnprocessableEntity(format!("invalid {what}: {e}")),
             Category::Syntax | Category::Eof | Category::Io => {
                 ApiError::BadRequest(format!("malformed JSON: {e}"))
             }
         }
     })
+}
+
+/// `POST /api/events`: validate, stamp, store durably, broadcast; 201 with the stored envelope.
+pub async fn post_event(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<EventEnvelope>), ApiError> {
+    let new: NewEvent = parse_json_as(&headers, body?, "event")?;
+    let author = new
+        .validate()
+        .map_err(|e| ApiError::UnprocessableEntity(e.to_string()))?;
+    let stored = state.store.record_event(new, author).await?;
+    tracing::info!(id = %stored.id, kind = %stored.kind, "Event recorded.");
+    Ok((StatusCode::CREATED, Json(stored)))
+}
+
+/// Query of `GET /api/events`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsParams {
+    since: Option<String>,
+    kind: Option<String>,
+    node_id: Option<String>,
+    limit: Option<usize>,
+    order: Option<String>,
+}
+
+/// Most events one `GET /api/events` returns.
+pub const EVENTS_MAX: usize = 1000;
+
+/// `GET /api/events?since=&kind=&node_id=&limit=&order=newest|oldest` (newest first by default).
+pub async fn list_events(
+    State(state): State<AppState>,
+    params: Result<Query<EventsParams>, QueryRejection>,
+) -> Result<Json<Vec<EventEnvelope>>, ApiError> {
+    let Query(p) =
+        params.map_err(|e| ApiError::BadRequest(format!("bad query: {}", e.body_text())))?;
+    let since = p
+        .since
+        .as_deref()
+        .map(|s| {
+            chrono::DateTime::parse_from_rfc3339(s)
+                .map(|t| t.with_timezone(&Utc))
+                .map_err(|e| {
+                    ApiError::BadRequest(format!("since={s:?} is not an RFC 3339 time: {e}"))
+                })
+        })
+        .transpose()?;
+    let kinds = match p.kind.as_deref() {
+        None | Some("") => None,
+        Some(k) => {
+            let set: BTreeSet<String> = k
+                .split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect();
+            if let Some(bad) = set.iter().find(|k| !OPERATOR_KINDS.contains(&k.as_str())) {
+                return Err(ApiError::BadRequest(format!(
+                    "kind={bad:?} is not one of {}",
+                    OPERATOR_KINDS.join(", ")
+                )));
+            }
+            Some(set)
+        }
+    };
+    let node_id = p.node_id.as_deref().map(parse_node_id).transpose()?;
+    let limit = p.limit.unwrap_or(100);
+    if limit == 0 || limit > EVENTS_MAX {
+        return Err(ApiError::BadRequest(format!(
+            "limit={limit} must be between 1 and {EVENTS_MAX}"
+        )));
+    }
+    let newest_first = match p.order.as_deref() {
+        None | Some("newest") => true,
+        Some("oldest") => false,
+        Some(o) => {
+            return Err(ApiError::BadRequest(format!(
+                "order={o:?} must be newest or oldest"
+            )));
+        }
+    };
+    let q = EventQuery {
+        since,
+        kinds,
+        node_id,
+        limit,
+        newest_first,
+    };
+    Ok(Json(state.store.query_events(q).await?))
 }

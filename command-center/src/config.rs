@@ -23,6 +23,8 @@ pub struct ServeConfig {
     pub heartbeat_rotate_bytes: u64,
     /// Delete rotated heartbeat segments older than this.
     pub heartbeat_retention: Duration,
+    /// SSE keepalive interval.
+    pub sse_keepalive: Duration,
 }
 
 impl ServeConfig {
@@ -36,6 +38,7 @@ impl ServeConfig {
             stale_after: Duration::from_secs(120),
             heartbeat_rotate_bytes: defaults.heartbeat_rotate_bytes,
             heartbeat_retention: defaults.heartbeat_retention,
+            sse_keepalive: Duration::from_secs(15),
         }
     }
 

@@ -18,6 +18,8 @@ pub enum ApiError {
     UnprocessableEntity(String),
     #[error("{0}")]
     NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
     #[error("method not allowed")]
     MethodNotAllowed,
     #[error("{0}")]
@@ -34,6 +36,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::UnprocessableEntity(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -61,6 +64,19 @@ impl From<BytesRejection> for ApiError {
             }
         } else {
             ApiError::BadRequest(format!("cannot read request body: {}", r.body_text()))
+        }
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        use crate::store::StoreError;
+        match e {
+            StoreError::NodeLimit(_) | StoreError::Unavailable(_) => {
+                ApiError::Unavailable(e.to_string())
+            }
+            StoreError::Invalid(m) => ApiError::UnprocessableEntity(m),
+            StoreError::Conflict(m) => ApiError::Conflict(m),
         }
     }
 }

@@ -7,16 +7,20 @@
 //! - [`error`]: the one error type every handler returns; each becomes a status and a JSON body.
 //! - [`api`]: JSON handlers (`/api/agent/heartbeat`, `/api/nodes`, `/healthz`).
 //! - [`ui`]: server-rendered, auto-escaped HTML pages (`/`).
+//! - [`bus`]: the live event bus (broadcast + resume window) behind `GET /events`.
+//! - [`sse`]: the `GET /events` stream.
 //! - [`server`]: the router, its middleware and the listener.
 //! - [`logs`]: the `logs view|tail|stats` tools over the log files.
 //! - [`demo`]: the Command Center plus a real agent for this host in one process.
 
 pub mod api;
+pub mod bus;
 pub mod config;
 pub mod demo;
 pub mod error;
 pub mod logs;
 pub mod server;
+pub mod sse;
 pub mod store;
 pub mod ui;
 

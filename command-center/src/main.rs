@@ -126,6 +126,9 @@ struct ServeArgs {
     /// Delete rotated heartbeat segments older than this (scans, commands and events are kept forever).
     #[arg(long, default_value = "30d", value_parser = parse_duration)]
     heartbeat_retention: Duration,
+    /// Interval of SSE keepalive comments on /events.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    sse_keepalive: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -266,6 +269,7 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
         stale_after: args.stale_after,
         heartbeat_rotate_bytes: args.heartbeat_rotate_size,
         heartbeat_retention: args.heartbeat_retention,
+        sse_keepalive: args.sse_keepalive,
     };
     config.prepare().map_err(|e| (2, e))?;
     let server = Server::bind(&config)

@@ -13,16 +13,24 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
-use crate::api;
 use crate::config::ServeConfig;
 use crate::error::ApiError;
 use crate::store::jsonl::StoreOpenError;
 use crate::store::replay::ReplayReport;
+use crate::{api, sse};
+use tokio_util::sync::CancellationToken;
+
+use crate::bus::Bus;
 use crate::store::{JsonlStore, Store};
 use crate::ui;
 
 /// Largest request body accepted (a heartbeat with 128 checks and 256 disks is ~100 KiB).
 pub const BODY_LIMIT: usize = 256 * 1024;
+
+/// Bus events kept for clients resuming with `Last-Event-ID`.
+pub const BUS_WINDOW: usize = 4096;
+/// How far an SSE client may fall behind before it is told to resync.
+pub const BUS_CHANNEL: usize = 1024;
 
 /// Content-Security-Policy for every response: no scripts from anywhere but us, no framing.
 pub const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self' data:; script-src 'self'; \
@@ -32,6 +40,11 @@ connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub store: Arc<dyn Store>,
+    pub bus: Arc<Bus>,
+    /// Cancelled when the server shuts down; ends every SSE stream so shutdown is not held up.
+    pub shutdown: CancellationToken,
+    /// SSE keepalive comment interval.
+    pub sse_keepalive: Duration,
     /// A node not heard from for this long is shown as stale.
     pub stale_after: Duration,
 }
@@ -45,6 +58,8 @@ pub fn app(state: AppState) -> Router {
         .route("/api/agent/heartbeat", post(api::post_heartbeat))
         .route("/api/nodes", get(api::list_nodes))
         .route("/api/nodes/{id}", get(api::get_node))
+        .route("/api/events", get(api::list_events).post(api::post_event))
+        .route("/events", get(sse::events))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -104,9 +119,12 @@ impl Server {
     /// is served until [`Server::run`].
     pub async fn bind(config: &ServeConfig) -> Result<Server, ServeError> {
         let opts = config.store_options();
-        let (store, replay) = tokio::task::spawn_blocking(move || JsonlStore::open(&opts))
-            .await
-            .map_err(|e| ServeError::Serve(std::io::Error::other(e.to_string())))??;
+        let bus = Arc::new(Bus::new(BUS_WINDOW, BUS_CHANNEL));
+        let store_bus = Arc::clone(&bus);
+        let (store, replay) =
+            tokio::task::spawn_blocking(move || JsonlStore::open(&opts, store_bus))
+                .await
+                .map_err(|e| ServeError::Serve(std::io::Error::other(e.to_string())))??;
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|source| ServeError::Bind {
@@ -119,6 +137,9 @@ impl Server {
         })?;
         let state = AppState {
             store: Arc::new(store),
+            bus,
+            shutdown: CancellationToken::new(),
+            sse_keepalive: config.sse_keepalive,
             stale_after: config.stale_after,
         };
         Ok(Server {
@@ -148,8 +169,13 @@ impl Server {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
+        let streams = self.state.shutdown.clone();
         axum::serve(self.listener, app(self.state))
-            .with_graceful_shutdown(shutdown)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                // Open SSE streams would hold graceful shutdown forever; end them.
+                streams.cancel();
+            })
             .await
             .map_err(ServeError::Serve)
     }

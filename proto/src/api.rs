@@ -69,13 +69,47 @@ pub struct HistoryPoint {
     pub worst_check: Option<CheckStatus>,
 }
 
-/// `GET /api/nodes/{id}`: the summary, the full latest heartbeat and the recent history
-/// (oldest first, bounded per node).
+/// `GET /api/nodes/{id}`: the summary, the full latest heartbeat, the recent history (oldest
+/// first, bounded per node) and the node's incidents (open and acknowledged ones, then the most
+/// recently resolved; newest first).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NodeDetail {
     pub summary: NodeSummary,
     pub latest: NodeHeartbeat,
     pub history: Vec<HistoryPoint>,
+    #[serde(default)]
+    pub incidents: Vec<Incident>,
+}
+
+/// Where an incident is in its lifecycle: open → acknowledged → resolved (or open → resolved).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IncidentState {
+    Open,
+    Acknowledged,
+    Resolved,
+}
+
+/// An incident as derived from its `incident`, `ack` and `resolve` events.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Incident {
+    /// The id of the `incident` event.
+    pub id: Uuid,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<Uuid>,
+    pub title: String,
+    pub severity: crate::Severity,
+    pub state: IncidentState,
+    pub opened_at: DateTime<Utc>,
+    pub opened_by: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acked_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acked_by: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_by: Option<String>,
 }
 
 /// `GET /healthz`.

@@ -13,9 +13,17 @@
 //! plain data plus serde.
 
 pub mod api;
+pub mod canonical;
 pub mod check;
+pub mod event;
 pub mod heartbeat;
+pub mod severity;
 
-pub use api::{ErrorBody, Health, HeartbeatAccepted, HistoryPoint, NodeDetail, NodeSummary};
+pub use api::{
+    ErrorBody, Health, HeartbeatAccepted, HistoryPoint, Incident, IncidentState, NodeDetail,
+    NodeSummary,
+};
 pub use check::{CheckResult, CheckStatus};
+pub use event::{EventEnvelope, NewEvent};
 pub use heartbeat::{DiskUsage, HeartbeatError, LastScan, Metrics, NodeHeartbeat};
+pub use severity::Severity;

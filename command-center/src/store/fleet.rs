@@ -200,7 +200,14 @@ impl FleetState {
             summary: s.summary(node_id),
             latest: s.latest.clone(),
             history: s.history.iter().cloned().collect(),
+            incidents: Vec::new(),
         })
+    }
+
+    /// The summary of one node.
+    pub fn summary(&self, node_id: Uuid) -> Option<NodeSummary> {
+        let nodes = self.nodes.read().unwrap_or_else(|p| p.into_inner());
+        nodes.get(&node_id).map(|s| s.summary(node_id))
     }
 
     pub fn node_count(&self) -> usize {

@@ -9,11 +9,17 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 use vaultmesh_proto::{NodeDetail, NodeHeartbeat, NodeSummary};
 
+use std::sync::Mutex;
+
+use vaultmesh_proto::{EventEnvelope, NewEvent};
+
+use super::events::{EventQuery, EventState};
 use super::journal::{Journal, JournalError, OpenReport, Rotation};
-use super::logdir::LogName;
-use super::record::{self, kind};
-use super::replay::{self, ReplayReport};
+use super::logdir::{self, LogName};
+use super::record::{self, Line, kind};
+use super::replay::{self, BadLine, ReplayReport};
 use super::{FleetState, Store, StoreError, StoreLimits};
+use crate::bus::Bus;
 
 /// Where and how the store keeps its files.
 #[derive(Debug, Clone)]
@@ -51,14 +57,23 @@ pub enum StoreOpenError {
 /// The embedded store.
 #[derive(Debug)]
 pub struct JsonlStore {
+    dir: PathBuf,
     fleet: Arc<FleetState>,
     heartbeats: Journal,
+    events: Journal,
+    event_state: Arc<Mutex<EventState>>,
+    /// Serializes event check-and-append, so two resolves of one incident cannot both pass.
+    event_gate: tokio::sync::Mutex<()>,
+    bus: Arc<Bus>,
 }
 
 impl JsonlStore {
     /// Opens the log directory: cuts torn tails, replays every log into memory, then starts the
     /// writers. Bad lines are reported in the returned [`ReplayReport`], never fatal.
-    pub fn open(opts: &StoreOptions) -> Result<(JsonlStore, ReplayReport), StoreOpenError> {
+    pub fn open(
+        opts: &StoreOptions,
+        bus: Arc<Bus>,
+    ) -> Result<(JsonlStore, ReplayReport), StoreOpenError> {
         let rotation = Rotation {
             max_bytes: Some(opts.heartbeat_rotate_bytes),
             daily: true,
@@ -66,13 +81,15 @@ impl JsonlStore {
         };
         let (heartbeats, OpenReport { torn_bytes }) =
             Journal::open(&opts.dir, LogName::Heartbeats, rotation)?;
+        let (events, _) = Journal::open(&opts.dir, LogName::Events, Rotation::default())?;
         let fleet = Arc::new(FleetState::new(opts.limits));
-        let report = replay::replay_heartbeats(&opts.dir, &fleet).map_err(|source| {
-            StoreOpenError::Replay {
-                dir: opts.dir.clone(),
-                source,
-            }
-        })?;
+        let replay_err = |source| StoreOpenError::Replay {
+            dir: opts.dir.clone(),
+            source,
+        };
+        let mut report = replay::replay_heartbeats(&opts.dir, &fleet).map_err(replay_err)?;
+        let event_state = Arc::new(Mutex::new(EventState::default()));
+        replay_events(&opts.dir, &event_state, &mut report).map_err(replay_err)?;
         tracing::info!(
             lines = report.lines,
             nodes = report.nodes,
@@ -82,8 +99,65 @@ impl JsonlStore {
             header_scan_ms = report.scan_elapsed.as_millis() as u64,
             "Replayed logs."
         );
-        Ok((JsonlStore { fleet, heartbeats }, report))
+        let store = JsonlStore {
+            dir: opts.dir.clone(),
+            fleet,
+            heartbeats,
+            events,
+            event_state,
+            event_gate: tokio::sync::Mutex::new(()),
+            bus,
+        };
+        Ok((store, report))
     }
+
+    /// Open incidents, fleet-wide.
+    pub fn open_incidents(&self) -> usize {
+        self.event_state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .open_incidents()
+    }
+}
+
+/// Rebuilds the event window and incidents from `events.jsonl`. A line whose hash does not match
+/// its content was not written by us as it stands: it is reported and not applied.
+fn replay_events(
+    dir: &std::path::Path,
+    state: &Mutex<EventState>,
+    report: &mut ReplayReport,
+) -> std::io::Result<()> {
+    let mut state = state.lock().unwrap_or_else(|p| p.into_inner());
+    for path in logdir::files(dir, LogName::Events)? {
+        let bytes = replay::for_each_line(&path, |line_no, _, line| {
+            report.lines += 1;
+            let bad = |reason: String| BadLine {
+                file: path.clone(),
+                line: line_no,
+                reason,
+            };
+            match serde_json::from_slice::<Line<EventEnvelope>>(line) {
+                Ok(l) if l.record.verify() => state.apply(&l.record),
+                Ok(l) => report.skipped.push(bad(format!(
+                    "event {} fails its hash check (altered after it was written?)",
+                    l.record.id
+                ))),
+                Err(e) => report
+                    .skipped
+                    .push(bad(format!("not an event record: {e}"))),
+            }
+        })?;
+        report.bytes += bytes;
+        report.files += 1;
+    }
+    for bad in report
+        .skipped
+        .iter()
+        .filter(|b| b.file.ends_with("events.jsonl"))
+    {
+        tracing::warn!(file = %bad.file.display(), line = bad.line, reason = %bad.reason, "Skipped a bad event line.");
+    }
+    Ok(())
 }
 
 #[async_trait]
@@ -97,7 +171,18 @@ impl Store for JsonlStore {
         let line = record::encode(kind::HEARTBEAT, received_at, Some(hb.node_id), &hb)
             .map_err(|e| StoreError::Unavailable(format!("cannot encode heartbeat: {e}")))?;
         let fleet = Arc::clone(&self.fleet);
-        let apply = Box::new(move || fleet.apply_heartbeat(hb, received_at));
+        let bus = Arc::clone(&self.bus);
+        let apply = Box::new(move || {
+            let node_id = hb.node_id;
+            fleet.apply_heartbeat(hb, received_at);
+            if let Some(summary) = fleet.summary(node_id) {
+                bus.publish(
+                    kind::HEARTBEAT,
+                    Some(node_id),
+                    serde_json::to_string(&summary).unwrap_or_default(),
+                );
+            }
+        });
         self.heartbeats
             .append(line, Some(apply))
             .await
@@ -109,10 +194,118 @@ impl Store for JsonlStore {
     }
 
     fn detail(&self, node_id: Uuid) -> Option<NodeDetail> {
-        self.fleet.detail(node_id)
+        let mut d = self.fleet.detail(node_id)?;
+        d.incidents = self
+            .event_state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .incidents_for(node_id);
+        Some(d)
     }
 
     fn node_count(&self) -> usize {
         self.fleet.node_count()
     }
+
+    async fn record_event(
+        &self,
+        new: NewEvent,
+        author: String,
+    ) -> Result<EventEnvelope, StoreError> {
+        let _gate = self.event_gate.lock().await;
+        let fleet = Arc::clone(&self.fleet);
+        let node_id = {
+            let state = self.event_state.lock().unwrap_or_else(|p| p.into_inner());
+            state.check(&new, |n| fleet.detail(n).is_some())?
+        };
+        let envelope = EventEnvelope {
+            id: Uuid::now_v7(),
+            kind: new.kind,
+            ts: Utc::now(),
+            node_id,
+            author,
+            body: new.body,
+            refs: new.refs,
+            hash: String::new(),
+        }
+        .sealed();
+        let line = record::encode(&envelope.kind, envelope.ts, envelope.node_id, &envelope)
+            .map_err(|e| StoreError::Unavailable(format!("cannot encode event: {e}")))?;
+        let (state, bus, stored) = (
+            Arc::clone(&self.event_state),
+            Arc::clone(&self.bus),
+            envelope.clone(),
+        );
+        let apply = Box::new(move || {
+            state
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .apply(&stored);
+            bus.publish(
+                &stored.kind,
+                stored.node_id,
+                serde_json::to_string(&stored).unwrap_or_default(),
+            );
+        });
+        self.events
+            .append(line, Some(apply))
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        Ok(envelope)
+    }
+
+    async fn query_events(&self, query: EventQuery) -> Result<Vec<EventEnvelope>, StoreError> {
+        if let Some(hit) = self
+            .event_state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .query(&query)
+        {
+            return Ok(hit);
+        }
+        let dir = self.dir.clone();
+        tokio::task::spawn_blocking(move || events_from_log(&dir, &query))
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?
+            .map_err(|e| StoreError::Unavailable(format!("reading the event log: {e}")))
+    }
+}
+
+/// Answers an event query from `events.jsonl` (older events than memory holds).
+fn events_from_log(dir: &std::path::Path, q: &EventQuery) -> std::io::Result<Vec<EventEnvelope>> {
+    let limit = q.limit.max(1);
+    let mut kept: std::collections::VecDeque<EventEnvelope> = std::collections::VecDeque::new();
+    for path in logdir::files(dir, LogName::Events)? {
+        replay::for_each_line(&path, |_, _, line| {
+            let Some(head) = record::head(line) else {
+                return;
+            };
+            if q.kinds
+                .as_ref()
+                .is_some_and(|k| !k.contains(head.kind.as_ref()))
+                || q.node_id.is_some_and(|n| head.node_id != Some(n))
+            {
+                return;
+            }
+            let Ok(l) = serde_json::from_slice::<Line<EventEnvelope>>(line) else {
+                return;
+            };
+            if !q.matches(&l.record) || !l.record.verify() {
+                return;
+            }
+            if q.newest_first {
+                if kept.len() == limit {
+                    kept.pop_front();
+                }
+                kept.push_back(l.record);
+            } else if kept.len() < limit {
+                kept.push_back(l.record);
+            }
+        })?;
+    }
+    let mut v: Vec<EventEnvelope> = kept.into();
+    if q.newest_first {
+        v.reverse();
+    }
+    Ok(v)
 }

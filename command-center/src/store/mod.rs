@@ -11,6 +11,7 @@
 //! - [`fleet`]: the in-memory state.
 //! - [`jsonl`]: the store that ties them together.
 
+pub mod events;
 pub mod fleet;
 pub mod journal;
 pub mod jsonl;
@@ -21,7 +22,9 @@ pub mod replay;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
-use vaultmesh_proto::{NodeDetail, NodeHeartbeat, NodeSummary};
+use vaultmesh_proto::{EventEnvelope, NewEvent, NodeDetail, NodeHeartbeat, NodeSummary};
+
+pub use events::EventQuery;
 
 pub use fleet::FleetState;
 pub use jsonl::{JsonlStore, StoreOptions};
@@ -52,6 +55,12 @@ pub enum StoreError {
     /// The log could not be written; the record was not accepted.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
+    /// The record is well-formed but refers to something that does not exist.
+    #[error("{0}")]
+    Invalid(String),
+    /// The record conflicts with the current state (e.g. resolving a resolved incident).
+    #[error("{0}")]
+    Conflict(String),
 }
 
 /// Everything handlers need from storage.
@@ -71,4 +80,15 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn detail(&self, node_id: Uuid) -> Option<NodeDetail>;
 
     fn node_count(&self) -> usize;
+
+    /// Checks a validated event against current state (the incident an ack answers, ...),
+    /// stamps it (`id`, `ts`, `hash`), stores it durably and returns it.
+    async fn record_event(
+        &self,
+        new: NewEvent,
+        author: String,
+    ) -> Result<EventEnvelope, StoreError>;
+
+    /// Events matching `query`, from memory when it holds the answer, else from the log.
+    async fn query_events(&self, query: EventQuery) -> Result<Vec<EventEnvelope>, StoreError>;
 }

@@ -1,0 +1,141 @@
+//! `GET /events`: the live event stream (Server-Sent Events).
+//!
+//! Named events (`heartbeat`, `note`, `incident`, ...) with JSON `data:` and an `id:` each;
+//! keepalive comments every `--sse-keepalive` (15 s). A client reconnecting with
+//! `Last-Event-ID` first gets what it missed from the bus window; if that cannot be done, or if
+//! it falls behind the broadcast channel, it gets one `resync` event (`data: {"reason": ...}`)
+//! telling it to reload state. Optional filters: `?kinds=heartbeat,incident&node_id=...`
+//! (`resync` is always delivered).
+
+use std::collections::BTreeSet;
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures_util::stream::{self, Stream, StreamExt};
+use serde::Deserialize;
+use tokio::sync::broadcast::error::RecvError;
+use uuid::Uuid;
+
+use crate::api::parse_node_id;
+use crate::bus::{BusEvent, Resume};
+use crate::error::ApiError;
+use crate::server::AppState;
+
+/// Event names a client may filter on.
+pub const NAMES: [&str; 9] = [
+    "heartbeat",
+    "scan",
+    "command",
+    "attention",
+    "note",
+    "incident",
+    "ack",
+    "tag",
+    "resolve",
+];
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SseParams {
+    kinds: Option<String>,
+    node_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct SseFilter {
+    kinds: Option<BTreeSet<String>>,
+    node_id: Option<Uuid>,
+}
+
+impl SseFilter {
+    fn wants(&self, e: &BusEvent) -> bool {
+        self.kinds.as_ref().is_none_or(|k| k.contains(&e.name))
+            && self.node_id.is_none_or(|n| e.node_id == Some(n))
+    }
+}
+
+fn to_sse(bus: &crate::bus::Bus, e: &BusEvent) -> Event {
+    Event::default()
+        .event(e.name.as_str())
+        .id(bus.id_of(e.seq))
+        .data(e.data.as_ref())
+}
+
+fn resync(id: String, reason: &str, missed: Option<u64>) -> Event {
+    let data = match missed {
+        Some(n) => format!(r#"{{"reason":"{reason}","missed":{n}}}"#),
+        None => format!(r#"{{"reason":"{reason}"}}"#),
+    };
+    Event::default().event("resync").id(id).data(data)
+}
+
+/// `GET /events`.
+pub async fn events(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    params: Result<Query<SseParams>, QueryRejection>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let Query(p) =
+        params.map_err(|e| ApiError::BadRequest(format!("bad query: {}", e.body_text())))?;
+    let kinds = match p.kinds.as_deref() {
+        None | Some("") => None,
+        Some(k) => {
+            let set: BTreeSet<String> = k
+                .split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect();
+            if let Some(bad) = set.iter().find(|k| !NAMES.contains(&k.as_str())) {
+                return Err(ApiError::BadRequest(format!(
+                    "kinds={bad:?} is not one of {}",
+                    NAMES.join(", ")
+                )));
+            }
+            Some(set)
+        }
+    };
+    let filter = SseFilter {
+        kinds,
+        node_id: p.node_id.as_deref().map(parse_node_id).transpose()?,
+    };
+    let last_id = headers.get("last-event-id").and_then(|v| v.to_str().ok());
+
+    let bus = Arc::clone(&state.bus);
+    let (rx, resume) = bus.subscribe(last_id);
+    let first: Vec<Event> = match resume {
+        Resume::Replay(missed) => missed
+            .iter()
+            .filter(|e| filter.wants(e))
+            .map(|e| to_sse(&bus, e))
+            .collect(),
+        Resume::Resync { reason } => vec![resync(bus.last_id(), reason, None)],
+    };
+
+    let live_bus = Arc::clone(&bus);
+    let live = stream::unfold((rx, filter, live_bus), |(mut rx, filter, bus)| async move {
+        loop {
+            match rx.recv().await {
+                Ok(e) if filter.wants(&e) => {
+                    let ev = to_sse(&bus, &e);
+                    return Some((ev, (rx, filter, bus)));
+                }
+                Ok(_) => continue,
+                Err(RecvError::Lagged(n)) => {
+                    let ev = resync(bus.last_id(), "lagged", Some(n));
+                    return Some((ev, (rx, filter, bus)));
+                }
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    });
+    let shutdown = state.shutdown.clone();
+    let stream = stream::iter(first)
+        .chain(live)
+        .take_until(async move { shutdown.cancelled().await })
+        .map(Ok);
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(state.sse_keepalive)))
+}

@@ -1,0 +1,307 @@
+//! Operator events in memory: the most recent envelopes (a bounded window) and the incidents
+//! derived from `incident`, `ack` and `resolve` events.
+//!
+//! Open and acknowledged incidents are always kept; resolved ones only the most recent
+//! [`RESOLVED_KEPT`], so memory stays bounded however long the log grows.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+use vaultmesh_proto::{EventEnvelope, Incident, IncidentState, NewEvent};
+
+use super::StoreError;
+
+/// Envelopes kept in memory.
+pub const WINDOW: usize = 500;
+/// Resolved incidents kept in memory (older ones stay in the log).
+pub const RESOLVED_KEPT: usize = 1000;
+
+/// A query over events (`GET /api/events`).
+#[derive(Debug, Clone, Default)]
+pub struct EventQuery {
+    pub since: Option<DateTime<Utc>>,
+    pub kinds: Option<BTreeSet<String>>,
+    pub node_id: Option<Uuid>,
+    pub limit: usize,
+    /// Newest first (the default) or oldest first.
+    pub newest_first: bool,
+}
+
+impl EventQuery {
+    pub fn matches(&self, e: &EventEnvelope) -> bool {
+        self.since.is_none_or(|s| e.ts >= s)
+            && self.kinds.as_ref().is_none_or(|k| k.contains(&e.kind))
+            && self.node_id.is_none_or(|n| e.node_id == Some(n))
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct EventState {
+    recent: VecDeque<EventEnvelope>,
+    /// Envelopes pushed out of `recent`: if any, memory is not the whole log.
+    evicted: u64,
+    incidents: HashMap<Uuid, Incident>,
+    resolved: VecDeque<Uuid>,
+}
+
+impl EventState {
+    /// Checks a new event against the incidents it answers. Returns the node it belongs to
+    /// (an ack or resolve inherits its incident's node).
+    pub fn check(
+        &self,
+        new: &NewEvent,
+        node_known: impl Fn(Uuid) -> bool,
+    ) -> Result<Option<Uuid>, StoreError> {
+        if let Some(n) = new.node_id
+            && !node_known(n)
+        {
+            return Err(StoreError::Invalid(format!(
+                "node_id {n} is not a node this Command Center knows"
+            )));
+        }
+        if new.kind != "ack" && new.kind != "resolve" {
+            return Ok(new.node_id);
+        }
+        let Some(first) = new.refs.first() else {
+            return Err(StoreError::Invalid(format!(
+                "{} needs refs[0] to be the incident",
+                new.kind
+            )));
+        };
+        let incident = self.incidents.get(first).ok_or_else(|| {
+            StoreError::Invalid(format!("refs[0] {first} is not a known incident"))
+        })?;
+        if let Some(n) = new.node_id
+            && incident.node_id != Some(n)
+        {
+            return Err(StoreError::Invalid(format!(
+                "node_id {n} is not the node of incident {first}"
+            )));
+        }
+        match (new.kind.as_str(), incident.state) {
+            (_, IncidentState::Resolved) => Err(StoreError::Conflict(format!(
+                "incident {first} was already resolved by {} at {}",
+                incident.resolved_by.as_deref().unwrap_or("?"),
+                incident
+                    .resolved_at
+                    .map(|t| t.to_rfc3339())
+                    .unwrap_or_default()
+            ))),
+            ("ack", IncidentState::Acknowledged) => Err(StoreError::Conflict(format!(
+                "incident {first} was already acknowledged by {}",
+                incident.acked_by.as_deref().unwrap_or("?")
+            ))),
+            _ => Ok(incident.node_id),
+        }
+    }
+
+    /// Applies a stored envelope (live, or during replay).
+    pub fn apply(&mut self, e: &EventEnvelope) {
+        match e.kind.as_str() {
+            "incident" => {
+                let body: Option<vaultmesh_proto::event::IncidentBody> =
+                    serde_json::from_value(e.body.clone()).ok();
+                if let Some(b) = body {
+                    self.incidents.insert(
+                        e.id,
+                        Incident {
+                            id: e.id,
+                            node_id: e.node_id,
+                            title: b.title,
+                            severity: b.severity,
+                            state: IncidentState::Open,
+                            opened_at: e.ts,
+                            opened_by: e.author.clone(),
+                            acked_at: None,
+                            acked_by: None,
+                            resolved_at: None,
+                            resolved_by: None,
+                        },
+                    );
+                }
+            }
+            "ack" | "resolve" => {
+                if let Some(i) = e.refs.first().and_then(|r| self.incidents.get_mut(r)) {
+                    if e.kind == "ack" && i.state == IncidentState::Open {
+                        i.state = IncidentState::Acknowledged;
+                        i.acked_at = Some(e.ts);
+                        i.acked_by = Some(e.author.clone());
+                    } else if e.kind == "resolve" && i.state != IncidentState::Resolved {
+                        i.state = IncidentState::Resolved;
+                        i.resolved_at = Some(e.ts);
+                        i.resolved_by = Some(e.author.clone());
+                        self.resolved.push_back(i.id);
+                        if self.resolved.len() > RESOLVED_KEPT
+                            && let Some(old) = self.resolved.pop_front()
+                        {
+                            self.incidents.remove(&old);
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+        if self.recent.len() == WINDOW {
+            self.recent.pop_front();
+            self.evicted += 1;
+        }
+        self.recent.push_back(e.clone());
+    }
+
+    /// Answers from memory, or `None` if older events outside the window could match.
+    pub fn query(&self, q: &EventQuery) -> Option<Vec<EventEnvelope>> {
+        let limit = q.limit.max(1);
+        let mut out: Vec<EventEnvelope> = Vec::new();
+        if q.newest_first {
+            out.extend(
+                self.recent
+                    .iter()
+                    .rev()
+                    .filter(|e| q.matches(e))
+                    .take(limit)
+                    .cloned(),
+            );
+            // Enough matches, or the window reaches back past `since`, or it is the whole log.
+            let covered = out.len() == limit
+                || self.evicted == 0
+                || q.since
+                    .is_some_and(|s| self.recent.front().is_some_and(|f| f.ts < s));
+            return covered.then_some(out);
+        }
+        let covered = self.evicted == 0
+            || q.since
+                .is_some_and(|s| self.recent.front().is_some_and(|f| f.ts < s));
+        covered.then(|| {
+            self.recent
+                .iter()
+                .filter(|e| q.matches(e))
+                .take(limit)
+                .cloned()
+                .collect()
+        })
+    }
+
+    /// The node's incidents: open and acknowledged first, then resolved; newest first in each.
+    pub fn incidents_for(&self, node_id: Uuid) -> Vec<Incident> {
+        let mut v: Vec<Incident> = self
+            .incidents
+            .values()
+            .filter(|i| i.node_id == Some(node_id))
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| {
+            (a.state == IncidentState::Resolved)
+                .cmp(&(b.state == IncidentState::Resolved))
+                .then(b.opened_at.cmp(&a.opened_at))
+        });
+        v.truncate(50);
+        v
+    }
+
+    pub fn open_incidents(&self) -> usize {
+        self.incidents
+            .values()
+            .filter(|i| i.state != IncidentState::Resolved)
+            .count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn env(kind: &str, body: serde_json::Value, refs: Vec<Uuid>, n: u32) -> EventEnvelope {
+        EventEnvelope {
+            id: Uuid::now_v7(),
+            kind: kind.into(),
+            ts: DateTime::from_timestamp(1_700_000_000 + i64::from(n), 0).unwrap(),
+            node_id: Some(Uuid::from_u128(1)),
+            author: "ops".into(),
+            body,
+            refs,
+            hash: String::new(),
+        }
+        .sealed()
+    }
+
+    fn new(kind: &str, refs: Vec<Uuid>) -> NewEvent {
+        NewEvent {
+            kind: kind.into(),
+            node_id: None,
+            author: None,
+            body: json!({}),
+            refs,
+        }
+    }
+
+    #[test]
+    fn incident_lifecycle() {
+        let mut s = EventState::default();
+        let inc = env(
+            "incident",
+            json!({"title": "disk full", "severity": "critical"}),
+            vec![],
+            0,
+        );
+        s.apply(&inc);
+        assert_eq!(
+            s.check(&new("ack", vec![inc.id]), |_| true),
+            Ok(Some(Uuid::from_u128(1)))
+        );
+        assert!(matches!(
+            s.check(&new("ack", vec![Uuid::from_u128(9)]), |_| true),
+            Err(StoreError::Invalid(_))
+        ));
+        s.apply(&env("ack", json!({}), vec![inc.id], 1));
+        assert!(
+            matches!(s.check(&new("ack", vec![inc.id]), |_| true), Err(StoreError::Conflict(m)) if m.contains("already acknowledged by ops"))
+        );
+        s.apply(&env("resolve", json!({}), vec![inc.id], 2));
+        assert!(
+            matches!(s.check(&new("resolve", vec![inc.id]), |_| true), Err(StoreError::Conflict(m)) if m.contains("already resolved"))
+        );
+        let i = &s.incidents_for(Uuid::from_u128(1))[0];
+        assert_eq!(
+            (i.state, i.acked_by.as_deref(), i.resolved_by.as_deref()),
+            (IncidentState::Resolved, Some("ops"), Some("ops"))
+        );
+        assert_eq!(s.open_incidents(), 0);
+        let mut unknown_node = new("note", vec![]);
+        unknown_node.node_id = Some(Uuid::from_u128(5));
+        assert!(
+            matches!(s.check(&unknown_node, |_| false), Err(StoreError::Invalid(m)) if m.contains("not a node"))
+        );
+    }
+
+    #[test]
+    fn memory_answers_only_when_it_holds_the_answer() {
+        let mut s = EventState::default();
+        for n in 0..(WINDOW as u32 + 10) {
+            s.apply(&env("note", json!({"text": n.to_string()}), vec![], n));
+        }
+        let newest = EventQuery {
+            limit: 5,
+            newest_first: true,
+            ..EventQuery::default()
+        };
+        let got = s.query(&newest).unwrap();
+        assert_eq!(got[0].body["text"], (WINDOW + 9).to_string());
+        let oldest = EventQuery {
+            limit: 5,
+            newest_first: false,
+            ..EventQuery::default()
+        };
+        assert!(
+            s.query(&oldest).is_none(),
+            "the oldest events were evicted: read the log"
+        );
+        let all = EventQuery {
+            limit: 1000,
+            newest_first: true,
+            ..EventQuery::default()
+        };
+        assert!(s.query(&all).is_none());
+    }
+}

@@ -1,0 +1,385 @@
+//! `EventEnvelope`: the canonical form of everything operators, agents and bots post (notes,
+//! incidents, acks, tags, resolutions), with a hash anyone can recompute.
+//!
+//! `hash` = lowercase hex SHA-256 of the RFC 8785 (JCS) bytes of the envelope **without** its
+//! `hash` member. See `docs/EVENT_ENVELOPE.md` for the exact rules.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::canonical;
+use crate::severity::Severity;
+
+/// Operator event kinds, in the order they are documented.
+pub const OPERATOR_KINDS: [&str; 5] = ["note", "incident", "ack", "tag", "resolve"];
+
+/// Limits on what a posted event may carry.
+pub mod limits {
+    /// Largest body, as compact JSON.
+    pub const BODY_BYTES: usize = 16 * 1024;
+    /// Longest free text (`note.text`, incident/ack/resolve `text`).
+    pub const TEXT: usize = 8 * 1024;
+    /// Longest incident title.
+    pub const TITLE: usize = 256;
+    /// Longest tag label.
+    pub const LABEL: usize = 64;
+    /// Most refs.
+    pub const REFS: usize = 16;
+    /// Longest author.
+    pub const AUTHOR: usize = 128;
+}
+
+/// A stored event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventEnvelope {
+    /// UUID v7: time-ordered.
+    pub id: Uuid,
+    pub kind: String,
+    /// When the Command Center accepted it.
+    pub ts: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<Uuid>,
+    pub author: String,
+    pub body: serde_json::Value,
+    /// Ids of related envelopes (an ack's incident, ...).
+    #[serde(default)]
+    pub refs: Vec<Uuid>,
+    pub hash: String,
+}
+
+/// The envelope minus `hash`: what is canonicalized and hashed.
+#[derive(Serialize)]
+struct Unsealed<'a> {
+    id: &'a Uuid,
+    kind: &'a str,
+    ts: &'a DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    node_id: &'a Option<Uuid>,
+    author: &'a str,
+    body: &'a serde_json::Value,
+    refs: &'a [Uuid],
+}
+
+impl EventEnvelope {
+    /// SHA-256 (hex) of the JCS form of this envelope without `hash`.
+    pub fn compute_hash(&self) -> String {
+        let unsealed = Unsealed {
+            id: &self.id,
+            kind: &self.kind,
+            ts: &self.ts,
+            node_id: &self.node_id,
+            author: &self.author,
+            body: &self.body,
+            refs: &self.refs,
+        };
+        // Serializing plain data to JSON cannot fail; an empty input would give a wrong hash
+        // that `verify` then rejects, never a panic.
+        canonical::sha256_hex(&canonical::to_jcs(&unsealed).unwrap_or_default())
+    }
+
+    /// Sets `hash`.
+    pub fn sealed(mut self) -> Self {
+        self.hash = self.compute_hash();
+        self
+    }
+
+    /// Whether `hash` matches the content.
+    pub fn verify(&self) -> bool {
+        self.hash == self.compute_hash()
+    }
+}
+
+/// The body of `POST /api/events`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewEvent {
+    pub kind: String,
+    #[serde(default)]
+    pub node_id: Option<Uuid>,
+    #[serde(default)]
+    pub author: Option<String>,
+    #[serde(default)]
+    pub body: serde_json::Value,
+    #[serde(default)]
+    pub refs: Vec<Uuid>,
+}
+
+/// Why a posted event is malformed (its lifecycle is checked by the Command Center).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EventError {
+    #[error("kind {0:?} is not one of note, incident, ack, tag, resolve")]
+    UnknownKind(String),
+    #[error("invalid {kind} body: {reason}")]
+    Body { kind: String, reason: String },
+    #[error("body is {0} bytes; the limit is {max}", max = limits::BODY_BYTES)]
+    BodyTooLarge(usize),
+    #[error("{0} refs; the limit is {max}", max = limits::REFS)]
+    TooManyRefs(usize),
+    #[error("{kind} needs refs naming the incident it answers")]
+    MissingIncidentRef { kind: String },
+    #[error("author must be 1-{max} printable characters", max = limits::AUTHOR)]
+    BadAuthor,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoteBody {
+    text: String,
+}
+
+/// An incident's body.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IncidentBody {
+    pub title: String,
+    #[serde(default = "default_incident_severity")]
+    pub severity: Severity,
+    #[serde(default)]
+    pub text: Option<String>,
+}
+
+fn default_incident_severity() -> Severity {
+    Severity::High
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReplyBody {
+    #[serde(default)]
+    text: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TagBody {
+    label: String,
+    #[serde(default)]
+    value: Option<String>,
+}
+
+impl NewEvent {
+    /// Checks the kind, the body's shape and bounds, refs and author. Returns the author to use.
+    pub fn validate(&self) -> Result<String, EventError> {
+        if !OPERATOR_KINDS.contains(&self.kind.as_str()) {
+            return Err(EventError::UnknownKind(
+                self.kind.chars().take(32).collect(),
+            ));
+        }
+        let size = serde_json::to_vec(&self.body)
+            .map(|v| v.len())
+            .unwrap_or(usize::MAX);
+        if size > limits::BODY_BYTES {
+            return Err(EventError::BodyTooLarge(size));
+        }
+        if self.refs.len() > limits::REFS {
+            return Err(EventError::TooManyRefs(self.refs.len()));
+        }
+        let body_err = |reason: String| EventError::Body {
+            kind: self.kind.clone(),
+            reason,
+        };
+        let parse = |v: &serde_json::Value| v.clone();
+        let text_ok =
+            |field: &str, t: &str, max: usize, required: bool| -> Result<(), EventError> {
+                if required && t.trim().is_empty() {
+                    return Err(body_err(format!("{field} must not be empty")));
+                }
+                if t.len() > max {
+                    return Err(body_err(format!(
+                        "{field} is {} bytes; the limit is {max}",
+                        t.len()
+                    )));
+                }
+                Ok(())
+            };
+        match self.kind.as_str() {
+            "note" => {
+                let b: NoteBody = serde_json::from_value(parse(&self.body))
+                    .map_err(|e| body_err(e.to_string()))?;
+                text_ok("text", &b.text, limits::TEXT, true)?;
+            }
+            "incident" => {
+                let b: IncidentBody = serde_json::from_value(parse(&self.body))
+                    .map_err(|e| body_err(e.to_string()))?;
+                text_ok("title", &b.title, limits::TITLE, true)?;
+                if b.title.chars().any(char::is_control) {
+                    return Err(body_err("title contains a control character".into()));
+                }
+                text_ok("text", b.text.as_deref().unwrap_or(""), limits::TEXT, false)?;
+            }
+            "ack" | "resolve" => {
+                let body = if self.body.is_null() {
+                    serde_json::json!({})
+                } else {
+                    parse(&self.body)
+                };
+                let b: ReplyBody =
+                    serde_json::from_value(body).map_err(|e| body_err(e.to_string()))?;
+                text_ok("text", b.text.as_deref().unwrap_or(""), limits::TEXT, false)?;
+                if self.refs.is_empty() {
+                    return Err(EventError::MissingIncidentRef {
+                        kind: self.kind.clone(),
+                    });
+                }
+            }
+            "tag" => {
+                let b: TagBody = serde_json::from_value(parse(&self.body))
+                    .map_err(|e| body_err(e.to_string()))?;
+                text_ok("label", &b.label, limits::LABEL, true)?;
+                if !b
+                    .label
+                    .bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || b"-_:.".contains(&c))
+                {
+                    return Err(body_err("label may hold only A-Z a-z 0-9 - _ : .".into()));
+                }
+                text_ok(
+                    "value",
+                    b.value.as_deref().unwrap_or(""),
+                    limits::TITLE,
+                    false,
+                )?;
+            }
+            _ => unreachable!("kind checked above"),
+        }
+        let author = self.author.clone().unwrap_or_else(|| "anonymous".into());
+        if author.trim().is_empty()
+            || author.len() > limits::AUTHOR
+            || author.chars().any(char::is_control)
+        {
+            return Err(EventError::BadAuthor);
+        }
+        Ok(author)
+    }
+
+    /// The incident body, for an `incident` event that passed [`NewEvent::validate`].
+    pub fn incident(&self) -> Option<IncidentBody> {
+        (self.kind == "incident")
+            .then(|| serde_json::from_value(self.body.clone()).ok())
+            .flatten()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn envelope() -> EventEnvelope {
+        EventEnvelope {
+            id: Uuid::parse_str("0193a5b2-7c3e-7d4f-8a1b-2c3d4e5f6a7b").unwrap(),
+            kind: "note".into(),
+            ts: DateTime::parse_from_rfc3339("2026-11-29T10:00:00Z")
+                .unwrap()
+                .with_timezone(&Utc),
+            node_id: Some(Uuid::parse_str("550e8400-e29b-41d4-a716-446655440000").unwrap()),
+            author: "ops@example.com".into(),
+            body: serde_json::json!({"text": "rebooted after kernel update"}),
+            refs: vec![],
+            hash: String::new(),
+        }
+    }
+
+    #[test]
+    fn the_hash_covers_the_jcs_form_without_hash() {
+        let e = envelope().sealed();
+        let mut v = serde_json::to_value(&e).unwrap();
+        v.as_object_mut().unwrap().remove("hash");
+        let jcs = String::from_utf8(canonical::to_jcs(&v).unwrap()).unwrap();
+        assert_eq!(
+            jcs,
+            r#"{"author":"ops@example.com","body":{"text":"rebooted after kernel update"},"id":"0193a5b2-7c3e-7d4f-8a1b-2c3d4e5f6a7b","kind":"note","node_id":"550e8400-e29b-41d4-a716-446655440000","refs":[],"ts":"2026-11-29T10:00:00Z"}"#
+        );
+        assert_eq!(e.hash, canonical::sha256_hex(jcs.as_bytes()));
+        assert!(e.verify());
+        let mut tampered = e.clone();
+        tampered.body = serde_json::json!({"text": "nothing happened"});
+        assert!(!tampered.verify());
+        // A round trip through JSON keeps the hash valid.
+        let back: EventEnvelope =
+            serde_json::from_str(&serde_json::to_string(&e).unwrap()).unwrap();
+        assert!(back.verify());
+    }
+
+    fn new(kind: &str, body: serde_json::Value, refs: usize) -> NewEvent {
+        NewEvent {
+            kind: kind.into(),
+            node_id: None,
+            author: None,
+            body,
+            refs: (0..refs).map(|i| Uuid::from_u128(i as u128)).collect(),
+        }
+    }
+
+    #[test]
+    fn bodies_are_validated_per_kind() {
+        use serde_json::json;
+        let ok = [
+            new("note", json!({"text": "hi"}), 0),
+            new(
+                "incident",
+                json!({"title": "disk full", "severity": "critical"}),
+                0,
+            ),
+            new("incident", json!({"title": "disk full"}), 0),
+            new("ack", json!({"text": "on it"}), 1),
+            new("ack", serde_json::Value::Null, 1),
+            new("resolve", json!({}), 1),
+            new(
+                "tag",
+                json!({"label": "maintenance", "value": "until 12:00"}),
+                0,
+            ),
+        ];
+        for e in ok {
+            assert_eq!(e.validate(), Ok("anonymous".into()), "{e:?}");
+        }
+        let bad = [
+            (new("notes", json!({}), 0), "kind \"notes\" is not one of"),
+            (
+                new("note", json!({}), 0),
+                "invalid note body: missing field `text`",
+            ),
+            (
+                new("note", json!({"text": "  "}), 0),
+                "text must not be empty",
+            ),
+            (
+                new("note", json!({"text": "x", "extra": 1}), 0),
+                "unknown field `extra`",
+            ),
+            (
+                new("note", json!({"text": "x".repeat(9000)}), 0),
+                "text is 9000 bytes",
+            ),
+            (
+                new("incident", json!({"title": "x", "severity": "dire"}), 0),
+                "unknown variant `dire`",
+            ),
+            (
+                new("ack", json!({}), 0),
+                "ack needs refs naming the incident",
+            ),
+            (
+                new("tag", json!({"label": ""}), 0),
+                "label must not be empty",
+            ),
+            (
+                new("tag", json!({"label": "a b"}), 0),
+                "label may hold only",
+            ),
+            (
+                new("note", json!({"text": "x".repeat(17_000)}), 0),
+                "body is 17011 bytes",
+            ),
+            (new("note", json!({"text": "x"}), 17), "17 refs"),
+        ];
+        for (e, want) in bad {
+            let err = e.validate().unwrap_err().to_string();
+            assert!(err.contains(want), "{err:?} should contain {want:?}");
+        }
+        let mut e = new("note", json!({"text": "x"}), 0);
+        e.author = Some("a\nb".into());
+        assert_eq!(e.validate(), Err(EventError::BadAuthor));
+    }
+}
