@@ -25,6 +25,8 @@ pub struct ServeConfig {
     pub heartbeat_retention: Duration,
     /// SSE keepalive interval.
     pub sse_keepalive: Duration,
+    /// Events an SSE client may fall behind before it is told to resync.
+    pub sse_buffer: usize,
 }
 
 impl ServeConfig {
@@ -39,6 +41,7 @@ impl ServeConfig {
             heartbeat_rotate_bytes: defaults.heartbeat_rotate_bytes,
             heartbeat_retention: defaults.heartbeat_retention,
             sse_keepalive: Duration::from_secs(15),
+            sse_buffer: 1024,
         }
     }
 

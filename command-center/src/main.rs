@@ -129,6 +129,9 @@ struct ServeArgs {
     /// Interval of SSE keepalive comments on /events.
     #[arg(long, default_value = "15s", value_parser = parse_duration)]
     sse_keepalive: Duration,
+    /// Events an SSE client may fall behind before it gets `resync`.
+    #[arg(long, default_value_t = 1024)]
+    sse_buffer: usize,
 }
 
 #[derive(Debug, Args)]
@@ -270,6 +273,7 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
         heartbeat_rotate_bytes: args.heartbeat_rotate_size,
         heartbeat_retention: args.heartbeat_retention,
         sse_keepalive: args.sse_keepalive,
+        sse_buffer: args.sse_buffer,
     };
     config.prepare().map_err(|e| (2, e))?;
     let server = Server::bind(&config)

@@ -29,8 +29,6 @@ pub const BODY_LIMIT: usize = 256 * 1024;
 
 /// Bus events kept for clients resuming with `Last-Event-ID`.
 pub const BUS_WINDOW: usize = 4096;
-/// How far an SSE client may fall behind before it is told to resync.
-pub const BUS_CHANNEL: usize = 1024;
 
 /// Content-Security-Policy for every response: no scripts from anywhere but us, no framing.
 pub const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self' data:; script-src 'self'; \
@@ -119,7 +117,7 @@ impl Server {
     /// is served until [`Server::run`].
     pub async fn bind(config: &ServeConfig) -> Result<Server, ServeError> {
         let opts = config.store_options();
-        let bus = Arc::new(Bus::new(BUS_WINDOW, BUS_CHANNEL));
+        let bus = Arc::new(Bus::new(BUS_WINDOW, config.sse_buffer));
         let store_bus = Arc::clone(&bus);
         let (store, replay) =
             tokio::task::spawn_blocking(move || JsonlStore::open(&opts, store_bus))

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 pub mod cloudflared;
 pub mod dbus;
 pub mod notify;
+pub mod sse;
 
 pub use tempfile::TempDir;
 
