@@ -2,7 +2,7 @@
 //! `Last-Event-ID`), then take events and keepalive comments as they arrive.
 
 use std::io::{BufRead, BufReader};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::sync::mpsc::{Receiver, channel};
 use std::time::Duration;
 
 /// One SSE event (`event:`, `id:`, `data:` lines up to a blank line), or a `:` comment.
@@ -79,10 +79,7 @@ impl SseClient {
 
     /// The next item, or `None` after `timeout`.
     pub fn next_item(&self, timeout: Duration) -> Option<SseItem> {
-        match self.rx.recv_timeout(timeout) {
-            Ok(i) => Some(i),
-            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => None,
-        }
+        self.rx.recv_timeout(timeout).ok()
     }
 
     /// The next event (skipping comments): `(event, id, data)`.
