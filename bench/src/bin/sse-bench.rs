@@ -24,7 +24,14 @@ fn main() -> anyhow::Result<()> {
     let cc = release_binary("vaultmesh-command-center", "vaultmesh-command-center")?;
     let logs = tempfile::tempdir()?;
     let mut server = std::process::Command::new(&cc)
-        .args(["serve", "--listen", "127.0.0.1:0", "--sse-buffer", "8192", "--log-dir"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--sse-buffer",
+            "8192",
+            "--log-dir",
+        ])
         .arg(logs.path())
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::piped())
@@ -32,10 +39,18 @@ fn main() -> anyhow::Result<()> {
     let stdout = server.stdout.take().context("stdout")?;
     let mut line = String::new();
     std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)?;
-    let base = line.split("listening on ").nth(1).context("no listening line")?.trim().to_string();
+    let base = line
+        .split("listening on ")
+        .nth(1)
+        .context("no listening line")?
+        .trim()
+        .to_string();
     println!("sse-bench: {clients} SSE clients, {heartbeats} heartbeats, server {base}");
 
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     let result = rt.block_on(run(&base, clients, heartbeats));
     let _ = server.kill();
     let _ = server.wait();
@@ -44,10 +59,14 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(base: &str, clients: usize, heartbeats: usize) -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let http = reqwest::Client::builder().pool_max_idle_per_host(64).build()?;
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .build()?;
 
     let (rate, p50, p99) = ingest(&http, base, heartbeats, 0).await?;
-    println!("ingest, no SSE clients:        {rate:>7.0} heartbeats/s  p50 {p50:>6.2} ms  p99 {p99:>6.2} ms");
+    println!(
+        "ingest, no SSE clients:        {rate:>7.0} heartbeats/s  p50 {p50:>6.2} ms  p99 {p99:>6.2} ms"
+    );
 
     // Connect the clients; each counts heartbeats and records note latencies.
     let start = Instant::now();
@@ -56,12 +75,23 @@ async fn run(base: &str, clients: usize, heartbeats: usize) -> anyhow::Result<()
     let mut tasks = Vec::with_capacity(clients);
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(clients);
     for _ in 0..clients {
-        let (url, hb, lat, ready) = (format!("{base}/events?kinds=heartbeat,note"), received_hb.clone(), lat_tx.clone(), ready_tx.clone());
+        let (url, hb, lat, ready) = (
+            format!("{base}/events?kinds=heartbeat,note"),
+            received_hb.clone(),
+            lat_tx.clone(),
+            ready_tx.clone(),
+        );
         let client = reqwest::Client::new();
         tasks.push(tokio::spawn(async move {
-            let resp = client.get(url).header("accept", "text/event-stream").send().await?;
+            let resp = client
+                .get(url)
+                .header("accept", "text/event-stream")
+                .send()
+                .await?;
             let _ = ready.send(()).await;
-            let stream = resp.bytes_stream().map(|r| r.map_err(std::io::Error::other));
+            let stream = resp
+                .bytes_stream()
+                .map(|r| r.map_err(std::io::Error::other));
             let mut lines = tokio_util::io::StreamReader::new(stream).lines();
             let mut event = String::new();
             while let Some(l) = lines.next_line().await? {
@@ -71,7 +101,11 @@ async fn run(base: &str, clients: usize, heartbeats: usize) -> anyhow::Result<()
                     if event == "heartbeat" {
                         hb.fetch_add(1, Ordering::Relaxed);
                     } else if event == "note"
-                        && let Some(sent) = data.split("sent=").nth(1).and_then(|s| s.split(';').next()).and_then(|s| s.parse::<u128>().ok())
+                        && let Some(sent) = data
+                            .split("sent=")
+                            .nth(1)
+                            .and_then(|s| s.split(';').next())
+                            .and_then(|s| s.parse::<u128>().ok())
                     {
                         let now = start.elapsed().as_micros();
                         let _ = lat.send((now.saturating_sub(sent)) as f64 / 1000.0);
@@ -83,16 +117,26 @@ async fn run(base: &str, clients: usize, heartbeats: usize) -> anyhow::Result<()
     }
     drop(lat_tx);
     for _ in 0..clients {
-        ready_rx.recv().await.context("a client failed to connect")?;
+        ready_rx
+            .recv()
+            .await
+            .context("a client failed to connect")?;
     }
-    println!("{clients} SSE clients connected in {:.2}s", start.elapsed().as_secs_f64());
+    println!(
+        "{clients} SSE clients connected in {:.2}s",
+        start.elapsed().as_secs_f64()
+    );
 
     // Delivery latency: one note at a time.
     let notes = 50;
     for i in 0..notes {
         let sent = start.elapsed().as_micros();
         let body = serde_json::json!({"kind": "note", "body": {"text": format!("bench {i} sent={sent};")}});
-        let r = http.post(format!("{base}/api/events")).json(&body).send().await?;
+        let r = http
+            .post(format!("{base}/api/events"))
+            .json(&body)
+            .send()
+            .await?;
         anyhow::ensure!(r.status().as_u16() == 201, "note refused: {}", r.status());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -102,7 +146,11 @@ async fn run(base: &str, clients: usize, heartbeats: usize) -> anyhow::Result<()
         lat.push(v);
     }
     lat.sort_by(f64::total_cmp);
-    let pct = |p: f64| lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1))).copied().unwrap_or(f64::NAN);
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
     println!(
         "delivery POST -> every client: {} of {} deliveries, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
         lat.len(),
@@ -116,7 +164,10 @@ async fn run(base: &str, clients: usize, heartbeats: usize) -> anyhow::Result<()
     let (rate, p50, p99) = ingest(&http, base, heartbeats, 1).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let delivered = received_hb.load(Ordering::Relaxed) - before;
-    println!("ingest, {clients} SSE clients:  {rate:>7.0} heartbeats/s  p50 {p50:>6.2} ms  p99 {p99:>6.2} ms  ({delivered} of {} heartbeat events delivered)", heartbeats * clients);
+    println!(
+        "ingest, {clients} SSE clients:  {rate:>7.0} heartbeats/s  p50 {p50:>6.2} ms  p99 {p99:>6.2} ms  ({delivered} of {} heartbeat events delivered)",
+        heartbeats * clients
+    );
     for t in tasks {
         t.abort();
     }
@@ -124,7 +175,12 @@ async fn run(base: &str, clients: usize, heartbeats: usize) -> anyhow::Result<()
 }
 
 /// Posts `n` heartbeats from 32 concurrent senders; (per second, p50 ms, p99 ms).
-async fn ingest(http: &reqwest::Client, base: &str, n: usize, round: u64) -> anyhow::Result<(f64, f64, f64)> {
+async fn ingest(
+    http: &reqwest::Client,
+    base: &str,
+    n: usize,
+    round: u64,
+) -> anyhow::Result<(f64, f64, f64)> {
     let senders = 32;
     let start = Instant::now();
     let mut tasks = Vec::new();
