@@ -2,6 +2,9 @@
 
 use std::time::Duration;
 
+use vaultmesh_proto::auth::{
+    EnrollRequest, EnrollResponse, HEADER_NODE, HEADER_SIGNATURE, HEADER_TIMESTAMP, NodeKey,
+};
 use vaultmesh_proto::{ErrorBody, HeartbeatAccepted, NodeHeartbeat};
 
 /// Why a request to the Command Center failed.
@@ -25,13 +28,21 @@ impl ClientError {
     pub fn is_retryable(&self) -> bool {
         !matches!(self, ClientError::Rejected { .. })
     }
+
+    /// The Command Center does not know (or no longer accepts) this node's key.
+    pub fn is_unauthorized(&self) -> bool {
+        matches!(self, ClientError::Rejected { status: 401, .. })
+    }
 }
 
-/// HTTP client for the Command Center's agent API.
+/// HTTP client for the Command Center's agent API. Every request is signed by the node key
+/// (see `docs/PROTOCOL.md`).
 #[derive(Debug, Clone)]
 pub struct CcClient {
     http: reqwest::Client,
     base: String,
+    node_id: uuid::Uuid,
+    key: NodeKey,
 }
 
 /// The agent's HTTP client settings, shared by every outbound request (the Command Center,
@@ -62,7 +73,12 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 
 impl CcClient {
     /// `base` is the Command Center's URL without a trailing slash.
-    pub fn new(base: &str, timeout: Duration) -> Result<Self, ClientError> {
+    pub fn new(
+        base: &str,
+        timeout: Duration,
+        node_id: uuid::Uuid,
+        key: NodeKey,
+    ) -> Result<Self, ClientError> {
         let http = http_client_builder(timeout)
             .build()
             .map_err(|e| ClientError::Transport {
@@ -72,6 +88,8 @@ impl CcClient {
         Ok(CcClient {
             http,
             base: base.trim_end_matches('/').to_string(),
+            node_id,
+            key,
         })
     }
 
@@ -84,17 +102,53 @@ impl CcClient {
         &self,
         hb: &NodeHeartbeat,
     ) -> Result<HeartbeatAccepted, ClientError> {
-        let url = format!("{}/api/agent/heartbeat", self.base);
-        let resp =
-            self.http
-                .post(&url)
-                .json(hb)
-                .send()
-                .await
-                .map_err(|e| ClientError::Transport {
-                    url: url.clone(),
-                    reason: error_chain(&e),
-                })?;
+        self.post_signed("/api/agent/heartbeat", hb).await
+    }
+
+    /// `POST /api/agent/enroll` with `token`.
+    pub async fn enroll(
+        &self,
+        hostname: &str,
+        os_profile: &str,
+        token: &str,
+    ) -> Result<EnrollResponse, ClientError> {
+        let req = EnrollRequest {
+            node_id: self.node_id,
+            public_key: self.key.public_base64(),
+            hostname: hostname.to_string(),
+            os_profile: os_profile.to_string(),
+            token: token.to_string(),
+            nonce: Some(uuid::Uuid::new_v4().simple().to_string()),
+        };
+        self.post_signed("/api/agent/enroll", &req).await
+    }
+
+    /// POSTs `body` as JSON to `path`, signed by the node key; parses a JSON reply.
+    async fn post_signed<B: serde::Serialize, R: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<R, ClientError> {
+        let url = format!("{}{path}", self.base);
+        let bytes = serde_json::to_vec(body).map_err(|e| ClientError::BadReply(e.to_string()))?;
+        let now = chrono::Utc::now().timestamp();
+        let h = self
+            .key
+            .sign_request("POST", path, &self.node_id, now, &bytes);
+        let resp = self
+            .http
+            .post(&url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header(HEADER_NODE, h.node)
+            .header(HEADER_TIMESTAMP, h.timestamp)
+            .header(HEADER_SIGNATURE, h.signature)
+            .body(bytes)
+            .send()
+            .await
+            .map_err(|e| ClientError::Transport {
+                url: url.clone(),
+                reason: error_chain(&e),
+            })?;
         let status = resp.status();
         let bytes = resp.bytes().await.map_err(|e| ClientError::Transport {
             url: url.clone(),

@@ -99,6 +99,18 @@ pub struct AgentConfig {
     pub request_timeout: Duration,
     /// Raw `[checks.<name>]` tables, validated by [`crate::registry::configure`].
     pub checks: BTreeMap<String, toml::Table>,
+    /// Enrollment token (`VAULTMESH_ENROLL_TOKEN`, environment only: it is a secret).
+    pub enroll_token: Option<Secret>,
+}
+
+/// A secret string: never shown by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
 }
 
 impl AgentConfig {
@@ -312,6 +324,9 @@ fn resolve(
         hostname,
         request_timeout,
         checks: file.checks,
+        enroll_token: env("VAULTMESH_ENROLL_TOKEN")
+            .filter(|t| !t.trim().is_empty())
+            .map(|t| Secret(t.trim().to_string())),
     })
 }
 

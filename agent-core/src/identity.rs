@@ -1,4 +1,5 @@
-//! The node's identity: a UUID generated on first run and kept in the state directory.
+//! The node's identity: a UUID and an Ed25519 key generated on first run and kept in the state
+//! directory, and the marker that says the key is enrolled with the Command Center.
 //!
 //! The id is written atomically (temp file, fsync, rename, fsync of the directory) so a crash
 //! can never leave a half-written id behind. An unreadable or corrupt id file is an error, never
@@ -12,6 +13,8 @@ use std::path::{Path, PathBuf};
 use uuid::Uuid;
 
 const NODE_ID_FILE: &str = "node_id";
+const NODE_KEY_FILE: &str = "node.key";
+const ENROLLED_FILE: &str = "enrolled";
 
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
@@ -22,6 +25,81 @@ pub enum IdentityError {
     },
     #[error("{path}: does not hold a UUID ({content:?}); fix or remove it to enroll as a new node")]
     Corrupt { path: PathBuf, content: String },
+    #[error(
+        "{path}: {reason}; fix or remove it (and revoke the node on the Command Center) to enroll a new key"
+    )]
+    BadKey { path: PathBuf, reason: String },
+}
+
+/// Writes `content` to `state_dir/name` atomically with mode 0600, creating the directory (0700).
+fn write_private(state_dir: &Path, name: &str, content: &str) -> Result<(), IdentityError> {
+    let io = |p: &Path| {
+        let p = p.to_path_buf();
+        move |source| IdentityError::Io { path: p, source }
+    };
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(state_dir)
+        .map_err(io(state_dir))?;
+    let path = state_dir.join(name);
+    let tmp = state_dir.join(format!(".{name}.tmp"));
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io(&tmp))?;
+    f.write_all(content.as_bytes())
+        .and_then(|_| f.sync_all())
+        .map_err(io(&tmp))?;
+    fs::rename(&tmp, &path).map_err(io(&path))?;
+    fs::File::open(state_dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io(state_dir))
+}
+
+/// Reads the node key from `state_dir`, generating one from the OS random source if absent.
+pub fn load_or_create_node_key(
+    state_dir: &Path,
+) -> Result<vaultmesh_proto::auth::NodeKey, IdentityError> {
+    use vaultmesh_proto::auth::NodeKey;
+    let path = state_dir.join(NODE_KEY_FILE);
+    match fs::read_to_string(&path) {
+        Ok(text) => {
+            return NodeKey::from_base64(&text).map_err(|e| IdentityError::BadKey {
+                path,
+                reason: e.to_string(),
+            });
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(IdentityError::Io { path, source: e }),
+    }
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).map_err(|e| IdentityError::BadKey {
+        path: path.clone(),
+        reason: format!("no OS randomness: {e}"),
+    })?;
+    let key = NodeKey::from_seed(seed);
+    write_private(state_dir, NODE_KEY_FILE, &format!("{}\n", key.to_base64()))?;
+    tracing::info!(public_key = %key.public_base64(), path = %path.display(), "Generated a new node key.");
+    Ok(key)
+}
+
+/// Whether this key is recorded as enrolled.
+pub fn is_enrolled(state_dir: &Path, public_key: &str) -> bool {
+    fs::read_to_string(state_dir.join(ENROLLED_FILE)).is_ok_and(|t| t.trim() == public_key)
+}
+
+/// Records that this key is enrolled.
+pub fn mark_enrolled(state_dir: &Path, public_key: &str) -> Result<(), IdentityError> {
+    write_private(state_dir, ENROLLED_FILE, &format!("{public_key}\n"))
+}
+
+/// Forgets the enrollment (the Command Center no longer knows the node).
+pub fn forget_enrollment(state_dir: &Path) {
+    let _ = fs::remove_file(state_dir.join(ENROLLED_FILE));
 }
 
 /// Reads the node id from `state_dir`, creating the directory (0700) and a new v4 id if absent.
@@ -87,6 +165,32 @@ mod tests {
             .mode()
             & 0o777;
         assert_eq!(mode, 0o600);
+    }
+
+    #[test]
+    fn node_key_is_created_once_private_and_stable() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = load_or_create_node_key(dir.path()).unwrap();
+        let b = load_or_create_node_key(dir.path()).unwrap();
+        assert_eq!(a.public_base64(), b.public_base64());
+        let mode = fs::metadata(dir.path().join(NODE_KEY_FILE))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600);
+        assert!(!is_enrolled(dir.path(), &a.public_base64()));
+        mark_enrolled(dir.path(), &a.public_base64()).unwrap();
+        assert!(is_enrolled(dir.path(), &a.public_base64()));
+        forget_enrollment(dir.path());
+        assert!(!is_enrolled(dir.path(), &a.public_base64()));
+        fs::write(dir.path().join(NODE_KEY_FILE), "garbage").unwrap();
+        assert!(
+            load_or_create_node_key(dir.path())
+                .unwrap_err()
+                .to_string()
+                .contains("revoke the node")
+        );
     }
 
     #[test]

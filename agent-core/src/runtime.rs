@@ -30,6 +30,10 @@ pub enum AgentError {
     Identity(#[from] IdentityError),
     #[error("{0}")]
     Client(#[from] ClientError),
+    #[error(
+        "this node is not enrolled with the Command Center: set VAULTMESH_ENROLL_TOKEN to one of its enrollment tokens"
+    )]
+    NotEnrolled,
 }
 
 /// A configured agent, ready to run.
@@ -39,6 +43,8 @@ pub struct Agent {
     scheduler: Arc<Scheduler>,
     heartbeat: HeartbeatBuilder,
     client: CcClient,
+    hostname: String,
+    public_key: String,
 }
 
 impl Agent {
@@ -46,6 +52,8 @@ impl Agent {
     pub fn new(config: AgentConfig) -> Result<Agent, AgentError> {
         let checks = registry::configure(&config)?;
         let node_id = identity::load_or_create_node_id(&config.state_dir)?;
+        let key = identity::load_or_create_node_key(&config.state_dir)?;
+        let public_key = key.public_base64();
         let hostname = config
             .hostname
             .clone()
@@ -57,16 +65,18 @@ impl Agent {
         };
         let heartbeat = HeartbeatBuilder::new(
             node_id,
-            hostname,
+            hostname.clone(),
             config.os_profile.clone(),
             config.vaultmesh_root.display().to_string(),
         );
-        let client = CcClient::new(&config.cc_url, config.request_timeout)?;
+        let client = CcClient::new(&config.cc_url, config.request_timeout, node_id, key)?;
         Ok(Agent {
             scheduler: Arc::new(Scheduler::new(checks, ctx)),
             heartbeat,
             client,
             config,
+            hostname,
+            public_key,
         })
     }
 
@@ -84,21 +94,54 @@ impl Agent {
         self.heartbeat.build(&self.scheduler.latest())
     }
 
+    /// Enrolls the node key with the Command Center unless it is already recorded as enrolled.
+    pub async fn ensure_enrolled(&self) -> Result<(), AgentError> {
+        let state = &self.config.state_dir;
+        if identity::is_enrolled(state, &self.public_key) {
+            return Ok(());
+        }
+        let Some(token) = &self.config.enroll_token else {
+            return Err(AgentError::NotEnrolled);
+        };
+        let reply = self
+            .client
+            .enroll(&self.hostname, &self.config.os_profile, &token.0)
+            .await?;
+        identity::mark_enrolled(state, &self.public_key)?;
+        tracing::info!(node_id = %reply.node_id, public_key = %self.public_key, "Enrolled with the Command Center.");
+        Ok(())
+    }
+
+    /// Sends a heartbeat; if the Command Center no longer knows the key, enrolls again (when a
+    /// token is configured) and retries once.
+    async fn send(&self, hb: &NodeHeartbeat) -> Result<HeartbeatAccepted, AgentError> {
+        self.ensure_enrolled().await?;
+        match self.client.post_heartbeat(hb).await {
+            Err(e) if e.is_unauthorized() && self.config.enroll_token.is_some() => {
+                tracing::warn!(error = %e, "The Command Center refused this node's key; enrolling again.");
+                identity::forget_enrollment(&self.config.state_dir);
+                self.ensure_enrolled().await?;
+                Ok(self.client.post_heartbeat(hb).await?)
+            }
+            other => Ok(other?),
+        }
+    }
+
     /// Runs every check once and sends one heartbeat, retrying transient failures a few times.
     pub async fn run_once(&self) -> Result<HeartbeatAccepted, AgentError> {
         let hb = self.collect().await;
         let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(5));
         let mut attempt = 1;
         loop {
-            match self.client.post_heartbeat(&hb).await {
+            match self.send(&hb).await {
                 Ok(ack) => return Ok(ack),
-                Err(e) if e.is_retryable() && attempt < ONCE_ATTEMPTS => {
+                Err(AgentError::Client(e)) if e.is_retryable() && attempt < ONCE_ATTEMPTS => {
                     let delay = backoff.next_delay();
                     tracing::warn!(attempt, error = %e, retry_in_ms = delay.as_millis() as u64, "Heartbeat failed; retrying.");
                     tokio::time::sleep(delay).await;
                     attempt += 1;
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(e),
             }
         }
     }
@@ -154,17 +197,13 @@ impl Agent {
         cancel: &CancellationToken,
     ) {
         loop {
-            match self.client.post_heartbeat(hb).await {
+            match self.send(hb).await {
                 Ok(_) => {
                     tracing::debug!(seq = hb.seq.as_deref().unwrap_or(""), "Heartbeat accepted.");
                     backoff.reset();
                     return;
                 }
-                Err(e) if !e.is_retryable() => {
-                    tracing::error!(error = %e, "Heartbeat refused; not retrying this one.");
-                    return;
-                }
-                Err(e) => {
+                Err(AgentError::Client(e)) if e.is_retryable() => {
                     let delay = backoff.next_delay();
                     if tokio::time::Instant::now() + delay >= deadline {
                         tracing::warn!(error = %e, "Heartbeat failed; the next one is due before a retry.");
@@ -175,6 +214,10 @@ impl Agent {
                         _ = cancel.cancelled() => return,
                         _ = tokio::time::sleep(delay) => {}
                     }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "Heartbeat refused; not retrying this one.");
+                    return;
                 }
             }
         }

@@ -6,6 +6,10 @@ use std::collections::BTreeSet;
 
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
+use axum::http::{Method, Uri};
+use vaultmesh_proto::auth::{EnrollRequest, EnrollResponse};
+
+use crate::agent_auth::{Signed, SignedParts};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use vaultmesh_proto::EventEnvelope;
@@ -22,15 +26,20 @@ use vaultmesh_proto::{Health, HeartbeatAccepted, NodeDetail, NodeHeartbeat, Node
 use crate::error::ApiError;
 use crate::server::AppState;
 
-/// `POST /api/agent/heartbeat`.
+/// `POST /api/agent/heartbeat` (signed by the node key).
 pub async fn post_heartbeat(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    signed: Signed,
 ) -> Result<Json<HeartbeatAccepted>, ApiError> {
-    let hb: NodeHeartbeat = parse_json(&headers, body?)?;
+    let hb: NodeHeartbeat = parse_json(&signed.headers, signed.body)?;
     hb.validate()
         .map_err(|e| ApiError::UnprocessableEntity(format!("invalid heartbeat: {e}")))?;
+    if hb.node_id != signed.node_id {
+        return Err(ApiError::Forbidden(format!(
+            "heartbeat is for node {} but signed by node {}",
+            hb.node_id, signed.node_id
+        )));
+    }
     let node_id = hb.node_id;
     let received_at = Utc::now();
     state.store.record_heartbeat(hb, received_at).await?;
@@ -40,6 +49,78 @@ pub async fn post_heartbeat(
         node_id,
         received_at,
     }))
+}
+
+/// `POST /api/agent/enroll`: bind a node id to its key, with an enrollment token. The request is
+/// signed by the key being enrolled.
+pub async fn post_enroll(
+    State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<EnrollResponse>, ApiError> {
+    let body = body?;
+    let path = uri
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_default();
+    let parts = SignedParts::from_request(&headers, method.as_str(), &path)?;
+    let req: EnrollRequest = parse_json_as(&headers, body.clone(), "enrollment")?;
+    if parts.node_id != req.node_id {
+        return Err(ApiError::Unauthorized(format!(
+            "enrollment for node {} signed as node {}",
+            req.node_id, parts.node_id
+        )));
+    }
+    let key = vaultmesh_proto::auth::parse_public_key(&req.public_key)
+        .map_err(|e| ApiError::UnprocessableEntity(format!("invalid enrollment: {e}")))?;
+    parts.verify(&key, &body, &state.replay_guard)?;
+    let probe = NodeHeartbeat {
+        node_id: req.node_id,
+        hostname: req.hostname.clone(),
+        os_profile: req.os_profile.clone(),
+        cloudflare_ok: false,
+        services_ok: false,
+        vaultmesh_root: "/".into(),
+        timestamp: Utc::now(),
+        agent_version: None,
+        seq: None,
+        uptime_s: None,
+        metrics: None,
+        checks: Vec::new(),
+        last_scan: None,
+    };
+    probe
+        .validate()
+        .map_err(|e| ApiError::UnprocessableEntity(format!("invalid enrollment: {e}")))?;
+    let token = state.tokens.matching(&req.token, Utc::now())?;
+    let enrolled_at = state
+        .store
+        .enroll(&req, token.id.clone(), token.single_use)
+        .await?;
+    tracing::info!(node_id = %req.node_id, token = %token.id, "Node enrolled.");
+    Ok(Json(EnrollResponse {
+        enrolled: true,
+        node_id: req.node_id,
+        enrolled_at,
+    }))
+}
+
+/// `POST /api/nodes/{id}/revoke`: unbind a node's key so it can enroll again with a new one.
+pub async fn revoke_node(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let node_id = parse_node_id(&id)?;
+    state.store.revoke(node_id).await.map_err(|e| match e {
+        crate::store::StoreError::Invalid(m) => ApiError::NotFound(m),
+        other => other.into(),
+    })?;
+    tracing::info!(%node_id, "Node revoked.");
+    Ok(Json(
+        serde_json::json!({"revoked": true, "node_id": node_id}),
+    ))
 }
 
 /// `GET /api/nodes`.

@@ -27,6 +27,8 @@ pub struct ServeConfig {
     pub sse_keepalive: Duration,
     /// Events an SSE client may fall behind before it is told to resync.
     pub sse_buffer: usize,
+    /// Enrollment token specs: `TOKEN[,single-use][,expires=RFC3339]`.
+    pub enroll_tokens: Vec<String>,
 }
 
 impl ServeConfig {
@@ -42,7 +44,20 @@ impl ServeConfig {
             heartbeat_retention: defaults.heartbeat_retention,
             sse_keepalive: Duration::from_secs(15),
             sse_buffer: 1024,
+            enroll_tokens: Vec::new(),
         }
+    }
+
+    /// The parsed enrollment tokens.
+    pub fn tokens(&self) -> Result<crate::agent_auth::EnrollTokens, String> {
+        let parsed: Result<Vec<_>, String> = self
+            .enroll_tokens
+            .iter()
+            .map(|t| crate::agent_auth::EnrollToken::parse(t))
+            .collect();
+        parsed
+            .map(crate::agent_auth::EnrollTokens)
+            .map_err(|e| format!("--enroll-token: {e}"))
     }
 
     /// The store's options from this config.
@@ -66,6 +81,10 @@ impl ServeConfig {
                 .mode(0o700)
                 .create(dir)
                 .map_err(|e| format!("--log-dir {}: cannot create: {e}", dir.display()))?;
+        }
+        self.tokens()?;
+        if self.sse_buffer == 0 {
+            return Err("--sse-buffer must be at least 1".into());
         }
         if self.heartbeat_rotate_bytes < 4096 {
             return Err("--heartbeat-rotate-size must be at least 4KiB".into());

@@ -42,6 +42,11 @@ pub async fn run(
 ) -> Result<(), DemoError> {
     let data_dir = absolute(&opts.data_dir)?;
     let mut serve = ServeConfig::new(opts.listen, data_dir.join("logs"));
+    // The demo's agent enrolls with a one-off token nobody else knows.
+    let mut secret = [0u8; 24];
+    getrandom::fill(&mut secret).map_err(|e| DemoError::Setup(format!("no OS randomness: {e}")))?;
+    let token = hex::encode(secret);
+    serve.enroll_tokens = vec![token.clone()];
     serve.stale_after = (opts.interval * 4).max(Duration::from_secs(10));
     serve.prepare().map_err(DemoError::Setup)?;
 
@@ -61,6 +66,7 @@ pub async fn run(
     agent_config.interval = opts.interval;
     agent_config.state_dir = data_dir.join("agent");
     agent_config.vaultmesh_root = root;
+    agent_config.enroll_token = Some(vaultmesh_agent_core::config::Secret(token));
     let agent = Agent::new(agent_config)?;
     agent.run(cancel.clone(), || {}, || {}).await?;
 

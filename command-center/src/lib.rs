@@ -5,6 +5,7 @@
 //! - [`store`]: fleet state — latest heartbeat, bounded history and counters per node — behind
 //!   one small type, so handlers never touch the map or (later) the durable log directly.
 //! - [`error`]: the one error type every handler returns; each becomes a status and a JSON body.
+//! - [`agent_auth`]: enrollment tokens and the node-signature check on agent requests.
 //! - [`api`]: JSON handlers (`/api/agent/heartbeat`, `/api/nodes`, `/healthz`).
 //! - [`ui`]: server-rendered, auto-escaped HTML pages (`/`).
 //! - [`bus`]: the live event bus (broadcast + resume window) behind `GET /events`.
@@ -13,6 +14,7 @@
 //! - [`logs`]: the `logs view|tail|stats` tools over the log files.
 //! - [`demo`]: the Command Center plus a real agent for this host in one process.
 
+pub mod agent_auth;
 pub mod api;
 pub mod bus;
 pub mod config;

@@ -132,6 +132,15 @@ struct ServeArgs {
     /// Events an SSE client may fall behind before it gets `resync`.
     #[arg(long, default_value_t = 1024)]
     sse_buffer: usize,
+    /// Enrollment token agents present once to bind their key: TOKEN[,single-use][,expires=RFC3339].
+    /// Repeat for several; in the environment, separate them with spaces.
+    #[arg(
+        long,
+        env = "VAULTMESH_ENROLL_TOKEN",
+        value_delimiter = ' ',
+        hide_env_values = true
+    )]
+    enroll_token: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -274,6 +283,7 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
         heartbeat_retention: args.heartbeat_retention,
         sse_keepalive: args.sse_keepalive,
         sse_buffer: args.sse_buffer,
+        enroll_tokens: args.enroll_token,
     };
     config.prepare().map_err(|e| (2, e))?;
     let server = Server::bind(&config)
@@ -288,6 +298,9 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
             replay.skipped[0].line,
             replay.skipped[0].reason
         );
+    }
+    if server.state().tokens.0.is_empty() {
+        eprintln!("warning: no --enroll-token configured: new agents cannot enroll");
     }
     println!(
         "vaultmesh-command-center listening on http://{}",

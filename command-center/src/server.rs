@@ -20,6 +20,7 @@ use crate::store::replay::ReplayReport;
 use crate::{api, sse};
 use tokio_util::sync::CancellationToken;
 
+use crate::agent_auth::{EnrollTokens, ReplayGuard};
 use crate::bus::Bus;
 use crate::store::{JsonlStore, Store};
 use crate::ui;
@@ -43,6 +44,10 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// SSE keepalive comment interval.
     pub sse_keepalive: Duration,
+    /// Enrollment tokens (never logged).
+    pub tokens: Arc<EnrollTokens>,
+    /// Recently seen agent request signatures.
+    pub replay_guard: Arc<ReplayGuard>,
     /// A node not heard from for this long is shown as stale.
     pub stale_after: Duration,
 }
@@ -54,6 +59,8 @@ pub fn app(state: AppState) -> Router {
         .route("/assets/app.css", get(ui::stylesheet))
         .route("/healthz", get(api::healthz))
         .route("/api/agent/heartbeat", post(api::post_heartbeat))
+        .route("/api/agent/enroll", post(api::post_enroll))
+        .route("/api/nodes/{id}/revoke", post(api::revoke_node))
         .route("/api/nodes", get(api::list_nodes))
         .route("/api/nodes/{id}", get(api::get_node))
         .route("/api/events", get(api::list_events).post(api::post_event))
@@ -138,6 +145,12 @@ impl Server {
             bus,
             shutdown: CancellationToken::new(),
             sse_keepalive: config.sse_keepalive,
+            tokens: Arc::new(
+                config
+                    .tokens()
+                    .map_err(|e| ServeError::Serve(std::io::Error::other(e)))?,
+            ),
+            replay_guard: Arc::new(ReplayGuard::default()),
             stale_after: config.stale_after,
         };
         Ok(Server {

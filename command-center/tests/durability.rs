@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use vaultmesh_testkit::{CommandCenter, cc_command, heartbeat_json, http, text};
+use vaultmesh_testkit::auth::TestNode;
+use vaultmesh_testkit::{CommandCenter, cc_command, heartbeat_json, text};
 
 fn node(i: u32) -> String {
     format!("00000000-0000-4000-8000-{i:012}")
@@ -59,11 +60,7 @@ fn every_acknowledged_heartbeat_survives_kill_9() {
                 while !stop.load(Ordering::Relaxed) {
                     seq += 1;
                     let hb = heartbeat_json(&id, &format!("node-{i}"), seq);
-                    match http()
-                        .post(format!("{url}/api/agent/heartbeat"))
-                        .json(&hb)
-                        .send()
-                    {
+                    match TestNode::new(id.parse().unwrap()).post_heartbeat(&url, &hb) {
                         Ok(r) if r.status().is_success() => {
                             acked.lock().unwrap().insert((id.clone(), seq));
                         }

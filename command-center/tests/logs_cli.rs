@@ -63,7 +63,19 @@ fn view_filters_by_kind_node_time_severity_and_limit() {
     let (code, out, err) = logs(&cc, &["view", "--limit", "0"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.starts_with("TIME (UTC)"), "{out}");
-    assert_eq!(data_lines(&out).len(), 8, "{out}");
+    assert_eq!(
+        data_lines(&out).len(),
+        10,
+        "2 enrollments, 6 heartbeats, a scan, an incident: {out}"
+    );
+    assert_eq!(
+        data_lines(&out)
+            .iter()
+            .filter(|l| l.contains(" enroll "))
+            .count(),
+        2,
+        "{out}"
+    );
     assert!(data_lines(&out)[0].contains("scan"), "oldest first: {out}");
     assert!(
         !out.contains('\u{1b}'),

@@ -13,6 +13,7 @@
 //! plain data plus serde.
 
 pub mod api;
+pub mod auth;
 pub mod canonical;
 pub mod check;
 pub mod event;

@@ -15,12 +15,16 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+pub mod auth;
 pub mod cloudflared;
 pub mod dbus;
 pub mod notify;
 pub mod sse;
 
 pub use tempfile::TempDir;
+
+/// The enrollment token every test Command Center accepts and every test agent presents.
+pub const TEST_TOKEN: &str = "vaultmesh-test-enroll-token";
 
 /// The package and binary names of the two programs.
 pub const CC_BIN: (&str, &str) = ("vaultmesh-command-center", "vaultmesh-command-center");
@@ -127,8 +131,12 @@ impl CommandCenter {
         cmd.arg("serve")
             .args(["--listen", "127.0.0.1:0"])
             .arg("--log-dir")
-            .arg(dir.join("logs"))
-            .args(args)
+            .arg(dir.join("logs"));
+        if !args.iter().any(|a| a == "--enroll-token") {
+            cmd.args(["--enroll-token", TEST_TOKEN]);
+        }
+        cmd.args(args)
+            .env_remove("VAULTMESH_ENROLL_TOKEN")
             .env_remove("VAULTMESH_LISTEN")
             .env_remove("VAULTMESH_LOG_DIR")
             .env_remove("VAULTMESH_POLICY_DIR")
@@ -197,8 +205,31 @@ impl CommandCenter {
         )
     }
 
-    /// Sends any method with an optional content type and raw body.
+    /// Sends any method with an optional content type and raw body. Requests to
+    /// `/api/agent/*` (other than enroll) are signed, as an agent would: by the node named in the
+    /// body's `node_id` (or a default test node), enrolled on first use with [`TEST_TOKEN`].
     pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: Option<&str>,
+        body: impl Into<Vec<u8>>,
+    ) -> Reply {
+        let body = body.into();
+        if path.starts_with("/api/agent/") && path != "/api/agent/enroll" {
+            let node = auth::TestNode::for_body(&body);
+            node.enroll(&self.url);
+            return Reply::from(
+                node.signed(&self.url, method, path, content_type, body)
+                    .send()
+                    .expect("request"),
+            );
+        }
+        self.unsigned_request(method, path, content_type, body)
+    }
+
+    /// Like [`CommandCenter::request`] but never signed.
+    pub fn unsigned_request(
         &self,
         method: &str,
         path: &str,
@@ -252,7 +283,7 @@ pub struct Reply {
 }
 
 impl Reply {
-    fn from(r: reqwest::blocking::Response) -> Reply {
+    pub fn from(r: reqwest::blocking::Response) -> Reply {
         let status = r.status().as_u16();
         let content_type = r
             .headers()
@@ -330,6 +361,7 @@ impl NodeAgent {
             .env("VAULTMESH_CONFIG", self.config_path())
             .env("VAULTMESH_STATE_DIR", self.state_dir())
             .env("VAULTMESH_ROOT", self.dir.path())
+            .env("VAULTMESH_ENROLL_TOKEN", TEST_TOKEN)
             .env("RUST_LOG", "warn");
         for (k, v) in &self.env {
             cmd.env(k, v);

@@ -47,6 +47,7 @@ pub fn log_of(kind: &str) -> LogName {
         "heartbeat" => LogName::Heartbeats,
         "scan" => LogName::Scans,
         "command" | "receipt" => LogName::Commands,
+        "enroll" | "revoke" => LogName::Nodes,
         _ => LogName::Events,
     }
 }

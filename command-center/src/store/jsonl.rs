@@ -11,12 +11,14 @@ use vaultmesh_proto::{NodeDetail, NodeHeartbeat, NodeSummary};
 
 use std::sync::Mutex;
 
+use vaultmesh_proto::auth::EnrollRequest;
 use vaultmesh_proto::{EventEnvelope, NewEvent};
 
 use super::events::{EventQuery, EventState};
 use super::journal::{Journal, JournalError, OpenReport, Rotation};
 use super::logdir::{self, LogName};
 use super::record::{self, Line, kind};
+use super::registry::{Binding, EnrollCheck, NodeRecord, Registry};
 use super::replay::{self, BadLine, ReplayReport};
 use super::{FleetState, Store, StoreError, StoreLimits};
 use crate::bus::Bus;
@@ -64,6 +66,10 @@ pub struct JsonlStore {
     event_state: Arc<Mutex<EventState>>,
     /// Serializes event check-and-append, so two resolves of one incident cannot both pass.
     event_gate: tokio::sync::Mutex<()>,
+    nodes: Journal,
+    registry: Arc<Mutex<Registry>>,
+    /// Serializes enroll/revoke check-and-append (one key per node, single-use tokens).
+    node_gate: tokio::sync::Mutex<()>,
     bus: Arc<Bus>,
 }
 
@@ -82,6 +88,7 @@ impl JsonlStore {
         let (heartbeats, OpenReport { torn_bytes }) =
             Journal::open(&opts.dir, LogName::Heartbeats, rotation)?;
         let (events, _) = Journal::open(&opts.dir, LogName::Events, Rotation::default())?;
+        let (nodes, _) = Journal::open(&opts.dir, LogName::Nodes, Rotation::default())?;
         let fleet = Arc::new(FleetState::new(opts.limits));
         let replay_err = |source| StoreOpenError::Replay {
             dir: opts.dir.clone(),
@@ -90,6 +97,8 @@ impl JsonlStore {
         let mut report = replay::replay_heartbeats(&opts.dir, &fleet).map_err(replay_err)?;
         let event_state = Arc::new(Mutex::new(EventState::default()));
         replay_events(&opts.dir, &event_state, &mut report).map_err(replay_err)?;
+        let registry = Arc::new(Mutex::new(Registry::default()));
+        replay_nodes(&opts.dir, &registry, &mut report).map_err(replay_err)?;
         tracing::info!(
             lines = report.lines,
             nodes = report.nodes,
@@ -106,6 +115,9 @@ impl JsonlStore {
             events,
             event_state,
             event_gate: tokio::sync::Mutex::new(()),
+            nodes,
+            registry,
+            node_gate: tokio::sync::Mutex::new(()),
             bus,
         };
         Ok((store, report))
@@ -118,6 +130,36 @@ impl JsonlStore {
             .unwrap_or_else(|p| p.into_inner())
             .open_incidents()
     }
+}
+
+/// Rebuilds the node registry from `nodes.jsonl`.
+fn replay_nodes(
+    dir: &std::path::Path,
+    registry: &Mutex<Registry>,
+    report: &mut ReplayReport,
+) -> std::io::Result<()> {
+    let mut reg = registry.lock().unwrap_or_else(|p| p.into_inner());
+    for path in logdir::files(dir, LogName::Nodes)? {
+        let bytes = replay::for_each_line(&path, |line_no, _, line| {
+            report.lines += 1;
+            let applied = serde_json::from_slice::<Line<NodeRecord>>(line)
+                .ok()
+                .and_then(|l| Some(reg.apply(&l.kind, l.ts, l.node_id?, &l.record)))
+                .unwrap_or(false);
+            if !applied {
+                let bad = BadLine {
+                    file: path.clone(),
+                    line: line_no,
+                    reason: "not an enroll or revoke record".into(),
+                };
+                tracing::warn!(file = %bad.file.display(), line = bad.line, reason = %bad.reason, "Skipped a bad registry line.");
+                report.skipped.push(bad);
+            }
+        })?;
+        report.bytes += bytes;
+        report.files += 1;
+    }
+    Ok(())
 }
 
 /// Rebuilds the event window and incidents from `events.jsonl`. A line whose hash does not match
@@ -252,6 +294,90 @@ impl Store for JsonlStore {
             .await
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         Ok(envelope)
+    }
+
+    fn binding(&self, node_id: Uuid) -> Option<Binding> {
+        self.registry
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .binding(&node_id)
+            .cloned()
+    }
+
+    async fn enroll(
+        &self,
+        req: &EnrollRequest,
+        token_id: String,
+        single_use: bool,
+    ) -> Result<DateTime<Utc>, StoreError> {
+        let _gate = self.node_gate.lock().await;
+        let check = {
+            let reg = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+            match reg.check_enroll(&req.node_id, &req.public_key) {
+                EnrollCheck::AlreadyEnrolled(at) => return Ok(at),
+                EnrollCheck::Conflict => {
+                    return Err(StoreError::Conflict(format!(
+                        "node {} is enrolled with a different key; revoke it first (POST /api/nodes/{}/revoke)",
+                        req.node_id, req.node_id
+                    )));
+                }
+                EnrollCheck::New if single_use && reg.token_spent(&token_id) => {
+                    return Err(StoreError::TokenSpent);
+                }
+                EnrollCheck::New => EnrollCheck::New,
+            }
+        };
+        debug_assert_eq!(check, EnrollCheck::New);
+        let ts = Utc::now();
+        let record = NodeRecord {
+            public_key: Some(req.public_key.clone()),
+            hostname: Some(req.hostname.clone()),
+            os_profile: Some(req.os_profile.clone()),
+            token_id: Some(token_id),
+            single_use,
+        };
+        let line = record::encode("enroll", ts, Some(req.node_id), &record)
+            .map_err(|e| StoreError::Unavailable(format!("cannot encode enrollment: {e}")))?;
+        let (reg, node_id) = (Arc::clone(&self.registry), req.node_id);
+        let apply = Box::new(move || {
+            reg.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .apply("enroll", ts, node_id, &record);
+        });
+        self.nodes
+            .append(line, Some(apply))
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        Ok(ts)
+    }
+
+    async fn revoke(&self, node_id: Uuid) -> Result<(), StoreError> {
+        let _gate = self.node_gate.lock().await;
+        if self.binding(node_id).is_none() {
+            return Err(StoreError::Invalid(format!(
+                "node {node_id} is not enrolled"
+            )));
+        }
+        let ts = Utc::now();
+        let record = NodeRecord {
+            public_key: None,
+            hostname: None,
+            os_profile: None,
+            token_id: None,
+            single_use: false,
+        };
+        let line = record::encode("revoke", ts, Some(node_id), &record)
+            .map_err(|e| StoreError::Unavailable(format!("cannot encode revocation: {e}")))?;
+        let reg = Arc::clone(&self.registry);
+        let apply = Box::new(move || {
+            reg.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .apply("revoke", ts, node_id, &record);
+        });
+        self.nodes
+            .append(line, Some(apply))
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))
     }
 
     async fn query_events(&self, query: EventQuery) -> Result<Vec<EventEnvelope>, StoreError> {

@@ -14,14 +14,17 @@ pub enum LogName {
     Scans,
     Commands,
     Events,
+    /// Enrollments and revocations: the node registry.
+    Nodes,
 }
 
 impl LogName {
-    pub const ALL: [LogName; 4] = [
+    pub const ALL: [LogName; 5] = [
         LogName::Heartbeats,
         LogName::Scans,
         LogName::Commands,
         LogName::Events,
+        LogName::Nodes,
     ];
 
     /// Base name of the file (`heartbeats` → `heartbeats.jsonl`).
@@ -31,6 +34,7 @@ impl LogName {
             LogName::Scans => "sovereign-scans",
             LogName::Commands => "commands",
             LogName::Events => "events",
+            LogName::Nodes => "nodes",
         }
     }
 

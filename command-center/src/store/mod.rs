@@ -17,11 +17,13 @@ pub mod journal;
 pub mod jsonl;
 pub mod logdir;
 pub mod record;
+pub mod registry;
 pub mod replay;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
+use vaultmesh_proto::auth::EnrollRequest;
 use vaultmesh_proto::{EventEnvelope, NewEvent, NodeDetail, NodeHeartbeat, NodeSummary};
 
 pub use events::EventQuery;
@@ -61,6 +63,9 @@ pub enum StoreError {
     /// The record conflicts with the current state (e.g. resolving a resolved incident).
     #[error("{0}")]
     Conflict(String),
+    /// A single-use enrollment token that was already used.
+    #[error("this enrollment token was single-use and has been used")]
+    TokenSpent,
 }
 
 /// Everything handlers need from storage.
@@ -91,4 +96,19 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Events matching `query`, from memory when it holds the answer, else from the log.
     async fn query_events(&self, query: EventQuery) -> Result<Vec<EventEnvelope>, StoreError>;
+
+    /// The key `node_id` is bound to, if enrolled (revoked bindings included, marked).
+    fn binding(&self, node_id: Uuid) -> Option<registry::Binding>;
+
+    /// Binds `req.node_id` to `req.public_key` durably. Idempotent for the same key;
+    /// `Conflict` for another key unless revoked; `TokenSpent` for a used single-use token.
+    async fn enroll(
+        &self,
+        req: &EnrollRequest,
+        token_id: String,
+        single_use: bool,
+    ) -> Result<DateTime<Utc>, StoreError>;
+
+    /// Revokes a node's binding, so it can re-enroll with a new key. `Invalid` if unknown.
+    async fn revoke(&self, node_id: Uuid) -> Result<(), StoreError>;
 }
