@@ -16,6 +16,7 @@ pub mod api;
 pub mod auth;
 pub mod canonical;
 pub mod check;
+pub mod command;
 pub mod event;
 pub mod heartbeat;
 pub mod severity;
