@@ -5,6 +5,7 @@ use std::time::Duration;
 use vaultmesh_proto::auth::{
     EnrollRequest, EnrollResponse, HEADER_NODE, HEADER_SIGNATURE, HEADER_TIMESTAMP, NodeKey,
 };
+use vaultmesh_proto::command::{SignedCommand, SignedReceipt};
 use vaultmesh_proto::{ErrorBody, HeartbeatAccepted, NodeHeartbeat};
 
 /// Why a request to the Command Center failed.
@@ -123,21 +124,56 @@ impl CcClient {
         self.post_signed("/api/agent/enroll", &req).await
     }
 
+    /// `GET /api/agent/commands?wait=…`: blocks up to `wait` for commands for this node.
+    pub async fn poll_commands(&self, wait: Duration) -> Result<Vec<SignedCommand>, ClientError> {
+        let path = format!("/api/agent/commands?wait={}s", wait.as_secs());
+        self.signed(
+            "GET",
+            &path,
+            Vec::new(),
+            Some(wait + Duration::from_secs(15)),
+        )
+        .await
+    }
+
+    /// `POST /api/agent/receipts`.
+    pub async fn post_receipt(
+        &self,
+        receipt: &SignedReceipt,
+    ) -> Result<serde_json::Value, ClientError> {
+        self.post_signed("/api/agent/receipts", receipt).await
+    }
+
     /// POSTs `body` as JSON to `path`, signed by the node key; parses a JSON reply.
     async fn post_signed<B: serde::Serialize, R: serde::de::DeserializeOwned>(
         &self,
         path: &str,
         body: &B,
     ) -> Result<R, ClientError> {
-        let url = format!("{}{path}", self.base);
         let bytes = serde_json::to_vec(body).map_err(|e| ClientError::BadReply(e.to_string()))?;
+        self.signed("POST", path, bytes, None).await
+    }
+
+    /// Sends a signed request; `timeout` overrides the client's (long-polls).
+    async fn signed<R: serde::de::DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        bytes: Vec<u8>,
+        timeout: Option<Duration>,
+    ) -> Result<R, ClientError> {
+        let url = format!("{}{path}", self.base);
         let now = chrono::Utc::now().timestamp();
         let h = self
             .key
-            .sign_request("POST", path, &self.node_id, now, &bytes);
-        let resp = self
-            .http
-            .post(&url)
+            .sign_request(method, path, &self.node_id, now, &bytes);
+        let m = reqwest::Method::from_bytes(method.as_bytes())
+            .map_err(|e| ClientError::BadReply(e.to_string()))?;
+        let mut req = self.http.request(m, &url);
+        if let Some(t) = timeout {
+            req = req.timeout(t);
+        }
+        let resp = req
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .header(HEADER_NODE, h.node)
             .header(HEADER_TIMESTAMP, h.timestamp)

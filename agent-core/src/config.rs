@@ -62,6 +62,29 @@ struct FileConfig {
     /// `[checks.<name>]` tables, interpreted by the check registry.
     #[serde(default)]
     checks: BTreeMap<String, toml::Table>,
+    #[serde(default)]
+    commands: CommandsSection,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CommandsSection {
+    /// Actions this node will run when a correctly signed command asks; everything else is
+    /// rejected (with a signed receipt).
+    #[serde(default = "default_allow")]
+    allow: Vec<String>,
+}
+
+impl Default for CommandsSection {
+    fn default() -> Self {
+        CommandsSection {
+            allow: default_allow(),
+        }
+    }
+}
+
+fn default_allow() -> Vec<String> {
+    vec!["agent.ping".to_string()]
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -76,6 +99,8 @@ struct AgentSection {
     hostname: Option<String>,
     #[serde(default, deserialize_with = "duration::deserialize_opt")]
     request_timeout: Option<Duration>,
+    /// The Command Center's command-signing public key (base64), as `keygen` printed it.
+    cc_public_key: Option<String>,
 }
 
 /// The agent's resolved configuration.
@@ -101,6 +126,11 @@ pub struct AgentConfig {
     pub checks: BTreeMap<String, toml::Table>,
     /// Enrollment token (`VAULTMESH_ENROLL_TOKEN`, environment only: it is a secret).
     pub enroll_token: Option<Secret>,
+    /// The pinned command-signing key (`VAULTMESH_CC_PUBKEY` or `agent.cc_public_key`); without
+    /// it every command is rejected.
+    pub cc_public_key: Option<String>,
+    /// `[commands] allow`: the actions this node runs.
+    pub command_allow: Vec<String>,
 }
 
 /// A secret string: never shown by `Debug`.
@@ -299,6 +329,30 @@ fn resolve(
         &mut errors,
     );
 
+    let cc_public_key = match pick("VAULTMESH_CC_PUBKEY", "cc_public_key", a.cc_public_key) {
+        Some((v, f, k)) => match vaultmesh_proto::auth::parse_public_key(&v) {
+            Ok(_) => Some(v.trim().to_string()),
+            Err(e) => {
+                errors.push(ConfigError::new(f, k, e.to_string()));
+                None
+            }
+        },
+        None => None,
+    };
+    for (i, name) in file.commands.allow.iter().enumerate() {
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b == b'.' || b == b'_')
+        {
+            errors.push(ConfigError::new(
+                &label,
+                format!("commands.allow[{i}]"),
+                format!("{name:?} is not an action name like service.restart"),
+            ));
+        }
+    }
+
     let hostname = a.hostname.filter(|h| !h.trim().is_empty());
     if let Some(h) = &hostname
         && (h.len() > vaultmesh_proto::heartbeat::limits::HOSTNAME_MAX
@@ -324,6 +378,8 @@ fn resolve(
         hostname,
         request_timeout,
         checks: file.checks,
+        cc_public_key,
+        command_allow: file.commands.allow,
         enroll_token: env("VAULTMESH_ENROLL_TOKEN")
             .filter(|t| !t.trim().is_empty())
             .map(|t| Secret(t.trim().to_string())),

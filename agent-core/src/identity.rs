@@ -32,7 +32,11 @@ pub enum IdentityError {
 }
 
 /// Writes `content` to `state_dir/name` atomically with mode 0600, creating the directory (0700).
-fn write_private(state_dir: &Path, name: &str, content: &str) -> Result<(), IdentityError> {
+pub(crate) fn write_private(
+    state_dir: &Path,
+    name: &str,
+    content: &str,
+) -> Result<(), IdentityError> {
     let io = |p: &Path| {
         let p = p.to_path_buf();
         move |source| IdentityError::Io { path: p, source }

@@ -16,10 +16,12 @@
 //! **Architecture invariant:** this crate never names a built-in check. Checks live in the
 //! `vaultmesh-checks` crate and reach the agent only through the registry.
 
+pub mod action;
 pub mod backoff;
 pub mod check;
 pub mod cli;
 pub mod client;
+pub mod commands;
 pub mod config;
 pub mod duration;
 pub mod heartbeat;

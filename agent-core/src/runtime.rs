@@ -10,9 +10,11 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use vaultmesh_proto::{HeartbeatAccepted, NodeHeartbeat};
 
+use crate::action::ActionContext;
 use crate::backoff::Backoff;
 use crate::check::CheckContext;
 use crate::client::{CcClient, ClientError};
+use crate::commands::CommandRunner;
 use crate::config::{AgentConfig, ConfigErrors};
 use crate::heartbeat::HeartbeatBuilder;
 use crate::identity::{self, IdentityError};
@@ -45,6 +47,7 @@ pub struct Agent {
     client: CcClient,
     hostname: String,
     public_key: String,
+    runner: Arc<CommandRunner>,
 }
 
 impl Agent {
@@ -69,8 +72,21 @@ impl Agent {
             config.os_profile.clone(),
             config.vaultmesh_root.display().to_string(),
         );
+        let action_ctx = ActionContext {
+            check_ctx: ctx.clone(),
+            checks: Arc::new(checks.clone()),
+        };
+        let runner = CommandRunner::new(
+            node_id,
+            key.clone(),
+            config.cc_public_key.as_deref(),
+            &config.command_allow,
+            &config.state_dir,
+            action_ctx,
+        )?;
         let client = CcClient::new(&config.cc_url, config.request_timeout, node_id, key)?;
         Ok(Agent {
+            runner: Arc::new(runner),
             scheduler: Arc::new(Scheduler::new(checks, ctx)),
             heartbeat,
             client,
@@ -164,6 +180,11 @@ impl Agent {
         // Prime every check so the first heartbeat is complete, then hand them to their loops.
         self.scheduler.run_all_once().await;
         let mut loops = self.scheduler.spawn(cancel.clone());
+        loops.spawn(command_loop(
+            self.client.clone(),
+            Arc::clone(&self.runner),
+            cancel.clone(),
+        ));
         // Ready once the checks run: a Command Center that is down must not hold up startup.
         on_ready();
 
@@ -218,6 +239,41 @@ impl Agent {
                 Err(e) => {
                     tracing::error!(error = %e, "Heartbeat refused; not retrying this one.");
                     return;
+                }
+            }
+        }
+    }
+}
+
+/// Keeps one long-poll open for commands; runs each, returns its receipt. Independent of the
+/// heartbeat loop; backs off after errors.
+async fn command_loop(client: CcClient, runner: Arc<CommandRunner>, cancel: CancellationToken) {
+    let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
+    while !cancel.is_cancelled() {
+        runner.flush_receipts(&client).await;
+        let polled = tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = client.poll_commands(Duration::from_secs(25)) => r,
+        };
+        match polled {
+            Ok(commands) => {
+                backoff.reset();
+                for c in commands {
+                    match runner.handle(c).await {
+                        Ok(_) => {}
+                        Err(e) => {
+                            tracing::error!(error = %e, "Cannot record a command; not running it.")
+                        }
+                    }
+                }
+                runner.flush_receipts(&client).await;
+            }
+            Err(e) => {
+                let delay = backoff.next_delay();
+                tracing::debug!(error = %e, retry_in_ms = delay.as_millis() as u64, "Command poll failed.");
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(delay) => {}
                 }
             }
         }

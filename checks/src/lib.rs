@@ -13,12 +13,21 @@
 //! | `memory` | RAM and swap in use                                |
 //! | `systemd`| units over D-Bus in their expected state           |
 
+mod actions;
 mod cloudflared;
 mod disk;
 mod load;
 mod memory;
 pub mod systemd;
 mod thresholds;
+
+/// Names of the command actions this crate registers.
+pub const BUILT_IN_ACTIONS: &[&str] = &[
+    "agent.ping",
+    "checks.run",
+    "service.restart",
+    "service.status",
+];
 
 /// Names of the checks this crate registers, for the agent's guard test.
 pub const BUILT_IN: &[&str] = &["cloudflared", "disk", "load", "memory", "systemd"];

@@ -29,6 +29,8 @@ pub struct ServeConfig {
     pub sse_buffer: usize,
     /// Enrollment token specs: `TOKEN[,single-use][,expires=RFC3339]`.
     pub enroll_tokens: Vec<String>,
+    /// The Command Center's command-signing key (`keygen` writes it).
+    pub signing_key: Option<PathBuf>,
 }
 
 impl ServeConfig {
@@ -45,6 +47,7 @@ impl ServeConfig {
             sse_keepalive: Duration::from_secs(15),
             sse_buffer: 1024,
             enroll_tokens: Vec::new(),
+            signing_key: None,
         }
     }
 
@@ -58,6 +61,23 @@ impl ServeConfig {
         parsed
             .map(crate::agent_auth::EnrollTokens)
             .map_err(|e| format!("--enroll-token: {e}"))
+    }
+
+    /// The signing key, if configured.
+    pub fn load_signing_key(&self) -> Result<Option<vaultmesh_proto::auth::NodeKey>, String> {
+        let Some(path) = &self.signing_key else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("--signing-key {}: {e}", path.display()))?;
+        vaultmesh_proto::auth::NodeKey::from_base64(&text)
+            .map(Some)
+            .map_err(|_| {
+                format!(
+                    "--signing-key {}: not a key written by `vaultmesh-command-center keygen`",
+                    path.display()
+                )
+            })
     }
 
     /// The store's options from this config.
@@ -83,6 +103,8 @@ impl ServeConfig {
                 .map_err(|e| format!("--log-dir {}: cannot create: {e}", dir.display()))?;
         }
         self.tokens()?;
+        self.load_signing_key()?;
+        crate::policy::Policies::load(self.policy_dir.as_deref())?;
         if self.sse_buffer == 0 {
             return Err("--sse-buffer must be at least 1".into());
         }

@@ -15,6 +15,19 @@ use vaultmesh_checks as _;
 use crate::config::ServeConfig;
 use crate::server::{ServeError, Server};
 
+/// The policies shipped in `policies/`, written into the demo's data directory.
+const POLICIES: [(&str, &str); 3] = [
+    (
+        "ArchVault.toml",
+        include_str!("../../policies/ArchVault.toml"),
+    ),
+    (
+        "DebianVault.toml",
+        include_str!("../../policies/DebianVault.toml"),
+    ),
+    ("Generic.toml", include_str!("../../policies/Generic.toml")),
+];
+
 #[derive(Debug, Clone)]
 pub struct DemoOptions {
     pub listen: SocketAddr,
@@ -47,6 +60,44 @@ pub async fn run(
     getrandom::fill(&mut secret).map_err(|e| DemoError::Setup(format!("no OS randomness: {e}")))?;
     let token = hex::encode(secret);
     serve.enroll_tokens = vec![token.clone()];
+    // A command-signing key for the demo, made once and kept with its data.
+    let key_path = data_dir.join("cc.key");
+    if !key_path.exists() {
+        std::fs::create_dir_all(&data_dir)
+            .map_err(|e| DemoError::Setup(format!("{}: {e}", data_dir.display())))?;
+        let mut seed = [0u8; 32];
+        getrandom::fill(&mut seed)
+            .map_err(|e| DemoError::Setup(format!("no OS randomness: {e}")))?;
+        let key = vaultmesh_proto::auth::NodeKey::from_seed(seed);
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&key_path)
+            .map_err(|e| DemoError::Setup(format!("{}: {e}", key_path.display())))?;
+        use std::io::Write;
+        writeln!(f, "{}", key.to_base64())
+            .map_err(|e| DemoError::Setup(format!("{}: {e}", key_path.display())))?;
+    }
+    let cc_public = std::fs::read_to_string(&key_path)
+        .ok()
+        .and_then(|t| vaultmesh_proto::auth::NodeKey::from_base64(&t).ok())
+        .map(|k| k.public_base64())
+        .ok_or_else(|| DemoError::Setup(format!("{}: not a signing key", key_path.display())))?;
+    serve.signing_key = Some(key_path);
+    // The shipped policies, so the demo can issue commands.
+    let policies = data_dir.join("policies");
+    std::fs::create_dir_all(&policies)
+        .map_err(|e| DemoError::Setup(format!("{}: {e}", policies.display())))?;
+    for (name, text) in POLICIES {
+        let p = policies.join(name);
+        if !p.exists() {
+            std::fs::write(&p, text)
+                .map_err(|e| DemoError::Setup(format!("{}: {e}", p.display())))?;
+        }
+    }
+    serve.policy_dir = Some(policies);
     serve.stale_after = (opts.interval * 4).max(Duration::from_secs(10));
     serve.prepare().map_err(DemoError::Setup)?;
 
@@ -67,6 +118,12 @@ pub async fn run(
     agent_config.state_dir = data_dir.join("agent");
     agent_config.vaultmesh_root = root;
     agent_config.enroll_token = Some(vaultmesh_agent_core::config::Secret(token));
+    agent_config.cc_public_key = Some(cc_public);
+    agent_config.command_allow = vec![
+        "agent.ping".into(),
+        "checks.run".into(),
+        "service.status".into(),
+    ];
     let agent = Agent::new(agent_config)?;
     agent.run(cancel.clone(), || {}, || {}).await?;
 

@@ -17,10 +17,12 @@
 pub mod agent_auth;
 pub mod api;
 pub mod bus;
+pub mod commands;
 pub mod config;
 pub mod demo;
 pub mod error;
 pub mod logs;
+pub mod policy;
 pub mod server;
 pub mod sse;
 pub mod store;

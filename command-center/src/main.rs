@@ -42,6 +42,12 @@ enum Command {
     /// Query the append-only logs (works with the server stopped).
     #[command(subcommand)]
     Logs(LogsCommand),
+    /// Create the command-signing key (mode 0600) and print the public key agents pin.
+    Keygen {
+        /// Where to write the key.
+        #[arg(long, default_value = "cc.key", value_name = "FILE")]
+        out: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -141,6 +147,9 @@ struct ServeArgs {
         hide_env_values = true
     )]
     enroll_token: Vec<String>,
+    /// Command-signing key written by `keygen`; without it no command can be issued.
+    #[arg(long, env = "VAULTMESH_CC_KEY_FILE", value_name = "FILE")]
+    signing_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -207,6 +216,7 @@ fn main() -> ExitCode {
             Some(Command::Demo(args)) => run_demo(args).await,
             Some(Command::Serve(args)) => serve(args).await,
             Some(Command::Logs(cmd)) => logs(cmd),
+            Some(Command::Keygen { out }) => keygen(&out),
             None => serve(cli.serve).await,
         }
     });
@@ -220,6 +230,34 @@ fn main() -> ExitCode {
 }
 
 type Failure = (u8, String);
+
+fn keygen(out: &std::path::Path) -> Result<(), Failure> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).map_err(|e| (1, format!("no OS randomness: {e}")))?;
+    let key = vaultmesh_proto::auth::NodeKey::from_seed(seed);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(out)
+        .map_err(|e| {
+            (
+                2,
+                format!("{}: {e} (keygen never overwrites a key)", out.display()),
+            )
+        })?;
+    writeln!(f, "{}", key.to_base64())
+        .and_then(|_| f.sync_all())
+        .map_err(|e| (1, format!("{}: {e}", out.display())))?;
+    let public = key.public_base64();
+    println!("wrote {} (mode 0600)", out.display());
+    println!("public key: {public}");
+    println!("key id: {}", vaultmesh_proto::command::key_id(&public));
+    println!("agents pin it with VAULTMESH_CC_PUBKEY={public}");
+    Ok(())
+}
 
 fn logs(cmd: LogsCommand) -> Result<(), Failure> {
     let stdout = std::io::stdout();
@@ -284,6 +322,7 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
         sse_keepalive: args.sse_keepalive,
         sse_buffer: args.sse_buffer,
         enroll_tokens: args.enroll_token,
+        signing_key: args.signing_key,
     };
     config.prepare().map_err(|e| (2, e))?;
     let server = Server::bind(&config)

@@ -17,7 +17,7 @@ use crate::config::ServeConfig;
 use crate::error::ApiError;
 use crate::store::jsonl::StoreOpenError;
 use crate::store::replay::ReplayReport;
-use crate::{api, sse};
+use crate::{api, commands, sse};
 use tokio_util::sync::CancellationToken;
 
 use crate::agent_auth::{EnrollTokens, ReplayGuard};
@@ -48,6 +48,9 @@ pub struct AppState {
     pub tokens: Arc<EnrollTokens>,
     /// Recently seen agent request signatures.
     pub replay_guard: Arc<ReplayGuard>,
+    /// The command-signing key; without it, commands cannot be issued.
+    pub cc_key: Option<Arc<vaultmesh_proto::auth::NodeKey>>,
+    pub policies: Arc<crate::policy::Policies>,
     /// A node not heard from for this long is shown as stale.
     pub stale_after: Duration,
 }
@@ -64,6 +67,9 @@ pub fn app(state: AppState) -> Router {
         .route("/api/nodes", get(api::list_nodes))
         .route("/api/nodes/{id}", get(api::get_node))
         .route("/api/events", get(api::list_events).post(api::post_event))
+        .route("/api/commands", get(commands::list).post(commands::issue))
+        .route("/api/agent/commands", get(commands::poll))
+        .route("/api/agent/receipts", post(commands::receipt))
         .route("/events", get(sse::events))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
@@ -151,6 +157,14 @@ impl Server {
                     .map_err(|e| ServeError::Serve(std::io::Error::other(e)))?,
             ),
             replay_guard: Arc::new(ReplayGuard::default()),
+            cc_key: config
+                .load_signing_key()
+                .map_err(|e| ServeError::Serve(std::io::Error::other(e)))?
+                .map(Arc::new),
+            policies: Arc::new(
+                crate::policy::Policies::load(config.policy_dir.as_deref())
+                    .map_err(|e| ServeError::Serve(std::io::Error::other(e)))?,
+            ),
             stale_after: config.stale_after,
         };
         Ok(Server {

@@ -25,6 +25,9 @@ trait Manager {
     /// Resolves (loading if needed) a unit by name.
     fn load_unit(&self, name: &str) -> zbus::Result<OwnedObjectPath>;
 
+    /// Queues a restart job; returns the job's path.
+    fn restart_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
+
     /// Loaded units whose names match any of `patterns`: (name, description, load state,
     /// active state, sub state, following, path, job id, job type, job path).
     #[allow(clippy::type_complexity)]
@@ -155,6 +158,15 @@ impl SystemdClient {
         names.sort();
         names.dedup();
         Ok(names)
+    }
+
+    /// Restarts `name` (mode `replace`); returns the job path.
+    pub async fn restart_unit(&self, name: &str) -> Result<String, SystemdError> {
+        let manager = self.manager().await?;
+        let job = self
+            .call("RestartUnit", manager.restart_unit(name, "replace"))
+            .await?;
+        Ok(job.to_string())
     }
 
     /// The state of `name` (a unit that does not exist has `load_state = "not-found"`).

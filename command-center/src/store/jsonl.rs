@@ -14,6 +14,8 @@ use std::sync::Mutex;
 use vaultmesh_proto::auth::EnrollRequest;
 use vaultmesh_proto::{EventEnvelope, NewEvent};
 
+use super::CommandBuilder;
+use super::commands::{CommandState, CommandStatus, CommandView, ReceiptRecord};
 use super::events::{EventQuery, EventState};
 use super::journal::{Journal, JournalError, OpenReport, Rotation};
 use super::logdir::{self, LogName};
@@ -22,6 +24,7 @@ use super::registry::{Binding, EnrollCheck, NodeRecord, Registry};
 use super::replay::{self, BadLine, ReplayReport};
 use super::{FleetState, Store, StoreError, StoreLimits};
 use crate::bus::Bus;
+use vaultmesh_proto::command::{SignedCommand, SignedReceipt};
 
 /// Where and how the store keeps its files.
 #[derive(Debug, Clone)]
@@ -68,6 +71,10 @@ pub struct JsonlStore {
     event_gate: tokio::sync::Mutex<()>,
     nodes: Journal,
     registry: Arc<Mutex<Registry>>,
+    commands: Journal,
+    command_state: Arc<Mutex<CommandState>>,
+    /// Serializes seq allocation and receipt chain checks.
+    command_gate: tokio::sync::Mutex<()>,
     /// Serializes enroll/revoke check-and-append (one key per node, single-use tokens).
     node_gate: tokio::sync::Mutex<()>,
     bus: Arc<Bus>,
@@ -89,6 +96,7 @@ impl JsonlStore {
             Journal::open(&opts.dir, LogName::Heartbeats, rotation)?;
         let (events, _) = Journal::open(&opts.dir, LogName::Events, Rotation::default())?;
         let (nodes, _) = Journal::open(&opts.dir, LogName::Nodes, Rotation::default())?;
+        let (commands, _) = Journal::open(&opts.dir, LogName::Commands, Rotation::default())?;
         let fleet = Arc::new(FleetState::new(opts.limits));
         let replay_err = |source| StoreOpenError::Replay {
             dir: opts.dir.clone(),
@@ -99,6 +107,8 @@ impl JsonlStore {
         replay_events(&opts.dir, &event_state, &mut report).map_err(replay_err)?;
         let registry = Arc::new(Mutex::new(Registry::default()));
         replay_nodes(&opts.dir, &registry, &mut report).map_err(replay_err)?;
+        let command_state = Arc::new(Mutex::new(CommandState::default()));
+        replay_commands(&opts.dir, &command_state, &mut report).map_err(replay_err)?;
         tracing::info!(
             lines = report.lines,
             nodes = report.nodes,
@@ -118,6 +128,9 @@ impl JsonlStore {
             nodes,
             registry,
             node_gate: tokio::sync::Mutex::new(()),
+            commands,
+            command_state,
+            command_gate: tokio::sync::Mutex::new(()),
             bus,
         };
         Ok((store, report))
@@ -130,6 +143,39 @@ impl JsonlStore {
             .unwrap_or_else(|p| p.into_inner())
             .open_incidents()
     }
+}
+
+/// Rebuilds commands, queues and receipt chains from `commands.jsonl`.
+fn replay_commands(
+    dir: &std::path::Path,
+    state: &Mutex<CommandState>,
+    report: &mut ReplayReport,
+) -> std::io::Result<()> {
+    let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
+    for path in logdir::files(dir, LogName::Commands)? {
+        let bytes = replay::for_each_line(&path, |line_no, _, line| {
+            report.lines += 1;
+            let ok = match record::head(line).map(|h| h.kind.to_string()).as_deref() {
+                Some("command") => serde_json::from_slice::<Line<SignedCommand>>(line)
+                    .map(|l| st.apply_command(&l.record))
+                    .is_ok(),
+                Some("receipt") => serde_json::from_slice::<Line<ReceiptRecord>>(line)
+                    .map(|l| st.apply_receipt(&l.record))
+                    .is_ok(),
+                _ => false,
+            };
+            if !ok {
+                report.skipped.push(BadLine {
+                    file: path.clone(),
+                    line: line_no,
+                    reason: "not a command or receipt record".into(),
+                });
+            }
+        })?;
+        report.bytes += bytes;
+        report.files += 1;
+    }
+    Ok(())
 }
 
 /// Rebuilds the node registry from `nodes.jsonl`.
@@ -380,6 +426,115 @@ impl Store for JsonlStore {
             .map_err(|e| StoreError::Unavailable(e.to_string()))
     }
 
+    async fn issue_command(
+        &self,
+        node_id: Uuid,
+        build: CommandBuilder,
+    ) -> Result<SignedCommand, StoreError> {
+        let _gate = self.command_gate.lock().await;
+        let seq = self
+            .command_state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .next_seq(&node_id);
+        let signed = build(seq);
+        let c = &signed.command;
+        let line = record::encode("command", c.issued_at, Some(node_id), &signed)
+            .map_err(|e| StoreError::Unavailable(format!("cannot encode command: {e}")))?;
+        let (state, bus, stored) = (
+            Arc::clone(&self.command_state),
+            Arc::clone(&self.bus),
+            signed.clone(),
+        );
+        let apply = Box::new(move || {
+            state
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .apply_command(&stored);
+            bus.publish(
+                "command",
+                Some(stored.command.node_id),
+                command_event(&stored, "issued"),
+            );
+        });
+        self.commands
+            .append(line, Some(apply))
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        Ok(signed)
+    }
+
+    fn take_commands(&self, node_id: Uuid) -> Vec<SignedCommand> {
+        let taken = self
+            .command_state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take_pending(&node_id, Utc::now());
+        for c in &taken {
+            self.bus
+                .publish("command", Some(node_id), command_event(c, "delivered"));
+        }
+        taken
+    }
+
+    fn command_notify(&self, node_id: Uuid) -> Arc<tokio::sync::Notify> {
+        self.command_state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .notify(node_id)
+    }
+
+    async fn record_receipt(&self, receipt: SignedReceipt) -> Result<bool, StoreError> {
+        let _gate = self.command_gate.lock().await;
+        let chain_ok = self
+            .command_state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .check_receipt(&receipt)
+            .ok_or_else(|| {
+                StoreError::Invalid(format!(
+                    "receipt for unknown command {}",
+                    receipt.receipt.command_id
+                ))
+            })?;
+        let node_id = receipt.receipt.node_id;
+        let rec = ReceiptRecord {
+            signed: receipt,
+            chain_ok,
+        };
+        let line = record::encode("receipt", Utc::now(), Some(node_id), &rec)
+            .map_err(|e| StoreError::Unavailable(format!("cannot encode receipt: {e}")))?;
+        let (state, bus) = (Arc::clone(&self.command_state), Arc::clone(&self.bus));
+        let apply = Box::new(move || {
+            let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
+            st.apply_receipt(&rec);
+            let r = &rec.signed.receipt;
+            let data = serde_json::json!({"command_id": r.command_id, "node_id": r.node_id, "status": "completed",
+                "result": r.status, "reason": r.reason, "chain_ok": rec.chain_ok});
+            bus.publish("command", Some(r.node_id), data.to_string());
+        });
+        self.commands
+            .append(line, Some(apply))
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        if !chain_ok {
+            tracing::error!(%node_id, "Receipt chain broken: a receipt does not follow the node's previous one.");
+        }
+        Ok(chain_ok)
+    }
+
+    fn commands(
+        &self,
+        node_id: Option<Uuid>,
+        status: Option<CommandStatus>,
+        limit: usize,
+    ) -> Vec<CommandView> {
+        self.command_state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .list(node_id, status, limit)
+    }
+
     async fn query_events(&self, query: EventQuery) -> Result<Vec<EventEnvelope>, StoreError> {
         if let Some(hit) = self
             .event_state
@@ -395,6 +550,12 @@ impl Store for JsonlStore {
             .map_err(|e| StoreError::Unavailable(e.to_string()))?
             .map_err(|e| StoreError::Unavailable(format!("reading the event log: {e}")))
     }
+}
+
+/// The `data` of a `command` SSE event.
+fn command_event(c: &SignedCommand, status: &str) -> String {
+    let c = &c.command;
+    serde_json::json!({"command_id": c.command_id, "node_id": c.node_id, "action": c.action, "seq": c.seq, "status": status}).to_string()
 }
 
 /// Answers an event query from `events.jsonl` (older events than memory holds).

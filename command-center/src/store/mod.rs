@@ -11,6 +11,7 @@
 //! - [`fleet`]: the in-memory state.
 //! - [`jsonl`]: the store that ties them together.
 
+pub mod commands;
 pub mod events;
 pub mod fleet;
 pub mod journal;
@@ -24,6 +25,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 use vaultmesh_proto::auth::EnrollRequest;
+use vaultmesh_proto::command::{SignedCommand, SignedReceipt};
 use vaultmesh_proto::{EventEnvelope, NewEvent, NodeDetail, NodeHeartbeat, NodeSummary};
 
 pub use events::EventQuery;
@@ -111,4 +113,33 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Revokes a node's binding, so it can re-enroll with a new key. `Invalid` if unknown.
     async fn revoke(&self, node_id: Uuid) -> Result<(), StoreError>;
+
+    /// Allocates the node's next `seq`, lets `build` make and sign the command with it, logs it
+    /// durably and queues it for the node's long-poll.
+    async fn issue_command(
+        &self,
+        node_id: Uuid,
+        build: CommandBuilder,
+    ) -> Result<SignedCommand, StoreError>;
+
+    /// The node's undelivered commands, now marked delivered.
+    fn take_commands(&self, node_id: Uuid) -> Vec<SignedCommand>;
+
+    /// Notified when a command is queued for `node_id`.
+    fn command_notify(&self, node_id: Uuid) -> std::sync::Arc<tokio::sync::Notify>;
+
+    /// Logs a verified receipt; returns whether it continued the node's chain. `Invalid` if it
+    /// answers no command of that node.
+    async fn record_receipt(&self, receipt: SignedReceipt) -> Result<bool, StoreError>;
+
+    /// Recent commands, newest first.
+    fn commands(
+        &self,
+        node_id: Option<Uuid>,
+        status: Option<commands::CommandStatus>,
+        limit: usize,
+    ) -> Vec<commands::CommandView>;
 }
+
+/// Makes the signed command once its `seq` is known.
+pub type CommandBuilder = Box<dyn FnOnce(u64) -> SignedCommand + Send>;

@@ -1,0 +1,310 @@
+//! The agent's command runner: verify, remember, check locally, execute, sign a receipt.
+//!
+//! For every command received, in this order:
+//! 1. a pinned Command Center key exists and the signature verifies (`verify_strict`);
+//! 2. the command is for this node;
+//! 3. its `seq` is above the last seen and its id never seen — then both are written to the
+//!    state directory and fsynced **before** anything runs, so a replay is refused even after a
+//!    crash or restart;
+//! 4. now is within `issued_at − skew … expires_at + skew`;
+//! 5. the action is in this node's own `[commands] allow` list and registered.
+//!
+//! Every outcome — ok, failed, rejected (with the reason), timeout — gets a receipt signed by
+//! the node key whose `prev_receipt_sha256` is the hash of the node's previous receipt. Receipts
+//! not yet accepted by the Command Center are kept (fsynced) and resent in order.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use ed25519_dalek::VerifyingKey;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+use vaultmesh_proto::auth::NodeKey;
+use vaultmesh_proto::command::{
+    CommandReceipt, ReceiptStatus, SignedCommand, SignedReceipt, bounded_output,
+};
+
+use crate::action::{self, ActionContext, ActionOutcome};
+use crate::client::CcClient;
+use crate::identity::IdentityError;
+
+/// Clock skew tolerated on a command's time window.
+pub const SKEW: chrono::Duration = chrono::Duration::seconds(60);
+/// Longest an action may run.
+pub const ACTION_TIMEOUT: Duration = Duration::from_secs(60);
+const REPLAY_FILE: &str = "commands.state";
+const CHAIN_FILE: &str = "receipts.state";
+const SEEN_KEPT: usize = 1000;
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct ReplayState {
+    last_seq: u64,
+    seen: VecDeque<Uuid>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct ChainState {
+    last: Option<String>,
+    /// Signed, not yet accepted by the Command Center (oldest first).
+    unsent: Vec<SignedReceipt>,
+}
+
+/// Verifies and runs commands for one node.
+#[derive(Debug)]
+pub struct CommandRunner {
+    node_id: Uuid,
+    key: NodeKey,
+    pinned: Option<VerifyingKey>,
+    allow: BTreeSet<String>,
+    state_dir: PathBuf,
+    ctx: ActionContext,
+    replay: Mutex<ReplayState>,
+    chain: Mutex<ChainState>,
+}
+
+fn load<T: Default + for<'de> Deserialize<'de>>(path: &Path) -> Result<T, IdentityError> {
+    match std::fs::read_to_string(path) {
+        Ok(t) => serde_json::from_str(&t).map_err(|e| IdentityError::BadKey {
+            path: path.to_path_buf(),
+            reason: format!("unreadable state: {e}"),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(T::default()),
+        Err(e) => Err(IdentityError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        }),
+    }
+}
+
+impl CommandRunner {
+    pub fn new(
+        node_id: Uuid,
+        key: NodeKey,
+        pinned: Option<&str>,
+        allow: &[String],
+        state_dir: &Path,
+        ctx: ActionContext,
+    ) -> Result<CommandRunner, IdentityError> {
+        let pinned = pinned.and_then(|p| vaultmesh_proto::auth::parse_public_key(p).ok());
+        Ok(CommandRunner {
+            node_id,
+            key,
+            pinned,
+            allow: allow.iter().cloned().collect(),
+            state_dir: state_dir.to_path_buf(),
+            ctx,
+            replay: Mutex::new(load(&state_dir.join(REPLAY_FILE))?),
+            chain: Mutex::new(load(&state_dir.join(CHAIN_FILE))?),
+        })
+    }
+
+    /// Runs (or rejects) one command and returns its signed receipt (already chained and saved).
+    pub async fn handle(&self, sc: SignedCommand) -> Result<SignedReceipt, IdentityError> {
+        let started = Utc::now();
+        let outcome = match self.admit(&sc, started) {
+            Err(reason) => {
+                tracing::warn!(command_id = %sc.command.command_id, %reason, "Command rejected.");
+                Outcome {
+                    status: ReceiptStatus::Rejected,
+                    reason: Some(reason),
+                    exit_code: None,
+                    output: String::new(),
+                }
+            }
+            Ok(()) => {
+                // The replay state must be on disk before the action runs.
+                self.save_replay()?;
+                self.execute(&sc).await
+            }
+        };
+        self.receipt(&sc, outcome, started)
+    }
+
+    /// Steps 1–5; on success the command is recorded in memory (the caller saves it).
+    fn admit(&self, sc: &SignedCommand, now: DateTime<Utc>) -> Result<(), String> {
+        let c = &sc.command;
+        let pinned = self
+            .pinned
+            .as_ref()
+            .ok_or("no Command Center key is pinned (VAULTMESH_CC_PUBKEY)")?;
+        sc.verify(pinned).map_err(|e| format!("command {e}"))?;
+        if c.node_id != self.node_id {
+            return Err(format!("command is for node {}, not this node", c.node_id));
+        }
+        let seq = c.seq_number().ok_or("seq is not a number")?;
+        {
+            let mut r = self.replay.lock().unwrap_or_else(|p| p.into_inner());
+            if r.seen.contains(&c.command_id) {
+                return Err(format!(
+                    "command {} was already received (replay)",
+                    c.command_id
+                ));
+            }
+            if seq <= r.last_seq {
+                return Err(format!(
+                    "seq {seq} is not above the last seen {} (replay)",
+                    r.last_seq
+                ));
+            }
+            r.last_seq = seq;
+            r.seen.push_back(c.command_id);
+            while r.seen.len() > SEEN_KEPT {
+                r.seen.pop_front();
+            }
+        }
+        if now < c.issued_at - SKEW {
+            self.save_replay().map_err(|e| e.to_string())?;
+            return Err(format!(
+                "issued in the future ({})",
+                c.issued_at.to_rfc3339()
+            ));
+        }
+        if now > c.expires_at + SKEW {
+            self.save_replay().map_err(|e| e.to_string())?;
+            return Err(format!("expired at {}", c.expires_at.to_rfc3339()));
+        }
+        if !self.allow.contains(&c.action) {
+            self.save_replay().map_err(|e| e.to_string())?;
+            return Err(format!(
+                "action {:?} is not in this node's [commands] allow list",
+                c.action
+            ));
+        }
+        if action::find(&c.action).is_none() {
+            self.save_replay().map_err(|e| e.to_string())?;
+            return Err(format!("action {:?} is not known to this agent", c.action));
+        }
+        Ok(())
+    }
+
+    async fn execute(&self, sc: &SignedCommand) -> Outcome {
+        let Some(reg) = action::find(&sc.command.action) else {
+            return Outcome::rejected("action vanished");
+        };
+        let fut = (reg.run)(self.ctx.clone(), sc.command.args.clone());
+        match tokio::time::timeout(ACTION_TIMEOUT, tokio::spawn(fut)).await {
+            Ok(Ok(ActionOutcome {
+                status,
+                exit_code,
+                output,
+                reason,
+            })) => Outcome {
+                status,
+                reason,
+                exit_code,
+                output,
+            },
+            Ok(Err(e)) => Outcome {
+                status: ReceiptStatus::Failed,
+                reason: Some(format!("action panicked: {e}")),
+                exit_code: None,
+                output: String::new(),
+            },
+            Err(_) => Outcome {
+                status: ReceiptStatus::Timeout,
+                reason: Some(format!("no result within {}s", ACTION_TIMEOUT.as_secs())),
+                exit_code: None,
+                output: String::new(),
+            },
+        }
+    }
+
+    fn receipt(
+        &self,
+        sc: &SignedCommand,
+        o: Outcome,
+        started: DateTime<Utc>,
+    ) -> Result<SignedReceipt, IdentityError> {
+        let (output, output_sha256, truncated) = bounded_output(&o.output);
+        let mut chain = self.chain.lock().unwrap_or_else(|p| p.into_inner());
+        let receipt = CommandReceipt {
+            command_id: sc.command.command_id,
+            node_id: self.node_id,
+            status: o.status,
+            reason: o.reason,
+            exit_code: o.exit_code,
+            output,
+            truncated,
+            output_sha256,
+            started_at: started,
+            finished_at: Utc::now(),
+            prev_receipt_sha256: chain.last.clone(),
+        };
+        chain.last = Some(receipt.chain_hash());
+        let signed = SignedReceipt::sign(receipt, &self.key);
+        chain.unsent.push(signed.clone());
+        write_json(&self.state_dir, CHAIN_FILE, &*chain)?;
+        Ok(signed)
+    }
+
+    /// Sends every unsent receipt in order; stops at the first failure (kept for next time).
+    pub async fn flush_receipts(&self, client: &CcClient) {
+        loop {
+            let next = self
+                .chain
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .unsent
+                .first()
+                .cloned();
+            let Some(r) = next else { return };
+            match client.post_receipt(&r).await {
+                Ok(_) => {
+                    let mut chain = self.chain.lock().unwrap_or_else(|p| p.into_inner());
+                    chain.unsent.retain(|u| {
+                        u.receipt.command_id != r.receipt.command_id || u.signature != r.signature
+                    });
+                    if let Err(e) = write_json(&self.state_dir, CHAIN_FILE, &*chain) {
+                        tracing::error!(error = %e, "Cannot save the receipt chain.");
+                    }
+                }
+                Err(e) if e.is_retryable() => {
+                    tracing::warn!(error = %e, "Receipt not delivered; will resend.");
+                    return;
+                }
+                Err(e) => {
+                    // Refused for good (e.g. unknown command): drop it, the chain moves on.
+                    tracing::error!(error = %e, command_id = %r.receipt.command_id, "Receipt refused.");
+                    let mut chain = self.chain.lock().unwrap_or_else(|p| p.into_inner());
+                    chain.unsent.retain(|u| u.signature != r.signature);
+                    let _ = write_json(&self.state_dir, CHAIN_FILE, &*chain);
+                }
+            }
+        }
+    }
+
+    fn save_replay(&self) -> Result<(), IdentityError> {
+        let r = self.replay.lock().unwrap_or_else(|p| p.into_inner());
+        write_json(&self.state_dir, REPLAY_FILE, &*r)
+    }
+}
+
+#[derive(Debug)]
+struct Outcome {
+    status: ReceiptStatus,
+    reason: Option<String>,
+    exit_code: Option<i32>,
+    output: String,
+}
+
+impl Outcome {
+    fn rejected(reason: &str) -> Outcome {
+        Outcome {
+            status: ReceiptStatus::Rejected,
+            reason: Some(reason.into()),
+            exit_code: None,
+            output: String::new(),
+        }
+    }
+}
+
+fn write_json<T: Serialize>(dir: &Path, name: &str, value: &T) -> Result<(), IdentityError> {
+    let text = serde_json::to_string(value).map_err(|e| IdentityError::BadKey {
+        path: dir.join(name),
+        reason: e.to_string(),
+    })?;
+    crate::identity::write_private(dir, name, &text)
+}

@@ -1,0 +1,199 @@
+//! The agent's command runner against hostile commands: replayed, expired, for another node,
+//! altered, signed by another key, or not locally allowed — each rejected with a signed,
+//! chained receipt, and nothing executed. A test action records every execution.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use chrono::{Duration, Utc};
+use uuid::Uuid;
+use vaultmesh_agent_core::CheckContext;
+use vaultmesh_agent_core::action::{
+    ActionContext, ActionFuture, ActionOutcome, ActionRegistration,
+};
+use vaultmesh_agent_core::commands::CommandRunner;
+use vaultmesh_proto::auth::{NodeKey, parse_public_key};
+use vaultmesh_proto::command::{Command, ReceiptStatus, SignedCommand};
+
+static RUNS: AtomicUsize = AtomicUsize::new(0);
+
+fn mark(_ctx: ActionContext, _args: serde_json::Value) -> ActionFuture {
+    Box::pin(async {
+        RUNS.fetch_add(1, Ordering::SeqCst);
+        ActionOutcome::ok("marked")
+    })
+}
+
+vaultmesh_agent_core::inventory::submit! {
+    ActionRegistration { name: "test.mark", description: "counts executions", run: mark }
+}
+
+const NODE: u128 = 42;
+
+fn command(seq: u64, node: u128, action: &str, ttl: i64) -> Command {
+    let now = Utc::now();
+    Command {
+        command_id: Uuid::now_v7(),
+        node_id: Uuid::from_u128(node),
+        action: action.into(),
+        args: serde_json::json!({}),
+        nonce: Uuid::new_v4().to_string(),
+        seq: seq.to_string(),
+        issued_at: now - Duration::seconds(1),
+        expires_at: now + Duration::seconds(ttl),
+        issued_by: "test".into(),
+    }
+}
+
+fn ctx() -> ActionContext {
+    ActionContext {
+        check_ctx: CheckContext {
+            node_id: Uuid::from_u128(NODE),
+            vaultmesh_root: "/".into(),
+        },
+        checks: Arc::new(Vec::new()),
+    }
+}
+
+#[tokio::test]
+async fn only_genuine_fresh_allowed_commands_run_and_every_outcome_is_a_chained_receipt() {
+    let dir = tempfile::tempdir().unwrap();
+    let cc = NodeKey::from_seed([1u8; 32]);
+    let node_key = NodeKey::from_seed([2u8; 32]);
+    let node_public = parse_public_key(&node_key.public_base64()).unwrap();
+    let allow = ["test.mark".to_string(), "agent.ping".to_string()];
+    let runner = CommandRunner::new(
+        Uuid::from_u128(NODE),
+        node_key.clone(),
+        Some(&cc.public_base64()),
+        &allow,
+        dir.path(),
+        ctx(),
+    )
+    .unwrap();
+
+    let genuine = SignedCommand::sign(command(1, NODE, "test.mark", 300), &cc);
+    let mut flipped = SignedCommand::sign(command(5, NODE, "test.mark", 300), &cc);
+    flipped.command.nonce.push('x'); // changed after signing
+    let cases: Vec<(SignedCommand, ReceiptStatus, &str)> = vec![
+        (genuine.clone(), ReceiptStatus::Ok, ""),
+        (
+            genuine.clone(),
+            ReceiptStatus::Rejected,
+            "already received (replay)",
+        ),
+        (
+            SignedCommand::sign(command(1, NODE, "test.mark", 300), &cc),
+            ReceiptStatus::Rejected,
+            "seq 1 is not above the last seen 1",
+        ),
+        (
+            SignedCommand::sign(command(2, NODE, "test.mark", -3600), &cc),
+            ReceiptStatus::Rejected,
+            "expired at",
+        ),
+        (
+            SignedCommand::sign(command(3, 7, "test.mark", 300), &cc),
+            ReceiptStatus::Rejected,
+            "is for node",
+        ),
+        (
+            flipped,
+            ReceiptStatus::Rejected,
+            "signature does not verify",
+        ),
+        (
+            SignedCommand::sign(
+                command(6, NODE, "test.mark", 300),
+                &NodeKey::from_seed([9u8; 32]),
+            ),
+            ReceiptStatus::Rejected,
+            "signature does not verify",
+        ),
+        (
+            SignedCommand::sign(command(7, NODE, "service.restart", 300), &cc),
+            ReceiptStatus::Rejected,
+            "not in this node's [commands] allow list",
+        ),
+        (
+            SignedCommand::sign(command(8, NODE, "test.mark", 300), &cc),
+            ReceiptStatus::Ok,
+            "",
+        ),
+    ];
+    let mut prev: Option<String> = None;
+    for (i, (sc, want, reason)) in cases.into_iter().enumerate() {
+        let r = runner.handle(sc).await.unwrap();
+        r.verify(&node_public)
+            .expect("every receipt is signed by the node key");
+        assert_eq!(r.receipt.status, want, "case {i}: {:?}", r.receipt.reason);
+        assert!(
+            r.receipt
+                .reason
+                .clone()
+                .unwrap_or_default()
+                .contains(reason),
+            "case {i}: {:?}",
+            r.receipt.reason
+        );
+        assert_eq!(
+            r.receipt.prev_receipt_sha256, prev,
+            "case {i}: receipts form a chain"
+        );
+        prev = Some(r.receipt.chain_hash());
+    }
+    assert_eq!(
+        RUNS.load(Ordering::SeqCst),
+        2,
+        "only the two genuine, fresh, allowed commands ran"
+    );
+
+    // The replay state is on disk: a new runner (after a restart) still refuses the replay.
+    let again = CommandRunner::new(
+        Uuid::from_u128(NODE),
+        node_key,
+        Some(&cc.public_base64()),
+        &allow,
+        dir.path(),
+        ctx(),
+    )
+    .unwrap();
+    let r = again.handle(genuine).await.unwrap();
+    assert_eq!(r.receipt.status, ReceiptStatus::Rejected);
+    assert_eq!(
+        r.receipt.prev_receipt_sha256, prev,
+        "and the chain continues across restarts"
+    );
+    assert_eq!(RUNS.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn without_a_pinned_key_every_command_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let cc = NodeKey::from_seed([1u8; 32]);
+    let runner = CommandRunner::new(
+        Uuid::from_u128(NODE),
+        NodeKey::from_seed([2u8; 32]),
+        None,
+        &["agent.ping".to_string()],
+        dir.path(),
+        ctx(),
+    )
+    .unwrap();
+    let r = runner
+        .handle(SignedCommand::sign(
+            command(1, NODE, "agent.ping", 300),
+            &cc,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(r.receipt.status, ReceiptStatus::Rejected);
+    assert!(
+        r.receipt
+            .reason
+            .unwrap()
+            .contains("no Command Center key is pinned")
+    );
+}

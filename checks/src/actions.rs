@@ -1,0 +1,112 @@
+//! Built-in command actions: `agent.ping`, `checks.run {name}`, `service.status {unit}` and
+//! `service.restart {unit}` (the last two over D-Bus, never `systemctl`).
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use vaultmesh_agent_core::action::{
+    ActionContext, ActionFuture, ActionOutcome, ActionRegistration,
+};
+use vaultmesh_agent_core::scheduler::run_isolated;
+
+use crate::systemd::SystemdClient;
+
+fn parse<T: for<'de> Deserialize<'de>>(args: serde_json::Value) -> Result<T, ActionOutcome> {
+    serde_json::from_value(args).map_err(|e| ActionOutcome::failed(format!("bad arguments: {e}")))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoArgs {}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CheckArgs {
+    name: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UnitArgs {
+    unit: String,
+    /// D-Bus address instead of the system bus (tests).
+    #[serde(default)]
+    bus_address: Option<String>,
+}
+
+fn ping(_ctx: ActionContext, args: serde_json::Value) -> ActionFuture {
+    Box::pin(async move {
+        if let Err(e) = parse::<NoArgs>(args) {
+            return e;
+        }
+        ActionOutcome::ok(format!(
+            "pong from vaultmesh-node-agent {}",
+            vaultmesh_agent_core::AGENT_VERSION
+        ))
+    })
+}
+
+fn checks_run(ctx: ActionContext, args: serde_json::Value) -> ActionFuture {
+    Box::pin(async move {
+        let a: CheckArgs = match parse(args) {
+            Ok(a) => a,
+            Err(e) => return e,
+        };
+        let Some(check) = ctx.checks.iter().find(|c| c.name() == a.name) else {
+            return ActionOutcome::failed(format!("no check named {:?}", a.name));
+        };
+        let result = run_isolated(check, &ctx.check_ctx).await;
+        ActionOutcome::ok(serde_json::to_string(&result).unwrap_or_default())
+    })
+}
+
+fn unit_name_ok(unit: &str) -> bool {
+    !unit.is_empty()
+        && unit.len() <= 256
+        && unit
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.@:\\".contains(&b))
+}
+
+fn service_status(_ctx: ActionContext, args: serde_json::Value) -> ActionFuture {
+    Box::pin(async move {
+        let a: UnitArgs = match parse(args) {
+            Ok(a) => a,
+            Err(e) => return e,
+        };
+        if !unit_name_ok(&a.unit) {
+            return ActionOutcome::failed(format!("{:?} is not a unit name", a.unit));
+        }
+        match SystemdClient::connect(a.bus_address.as_deref(), Duration::from_secs(5)).await {
+            Ok(c) => match c.unit_state(&a.unit).await {
+                Ok(s) => ActionOutcome::ok(serde_json::to_string(&s).unwrap_or_default()),
+                Err(e) => ActionOutcome::failed(e.to_string()),
+            },
+            Err(e) => ActionOutcome::failed(e.to_string()),
+        }
+    })
+}
+
+fn service_restart(_ctx: ActionContext, args: serde_json::Value) -> ActionFuture {
+    Box::pin(async move {
+        let a: UnitArgs = match parse(args) {
+            Ok(a) => a,
+            Err(e) => return e,
+        };
+        if !unit_name_ok(&a.unit) {
+            return ActionOutcome::failed(format!("{:?} is not a unit name", a.unit));
+        }
+        match SystemdClient::connect(a.bus_address.as_deref(), Duration::from_secs(5)).await {
+            Ok(c) => match c.restart_unit(&a.unit).await {
+                Ok(job) => ActionOutcome::ok(format!("restart of {} queued as job {job}", a.unit)),
+                Err(e) => ActionOutcome::failed(e.to_string()),
+            },
+            Err(e) => ActionOutcome::failed(e.to_string()),
+        }
+    })
+}
+
+inventory::submit! { ActionRegistration { name: "agent.ping", description: "Answer pong (no arguments)", run: ping } }
+inventory::submit! { ActionRegistration { name: "checks.run", description: "Run one configured check now: {name}", run: checks_run } }
+inventory::submit! { ActionRegistration { name: "service.status", description: "A systemd unit's state over D-Bus: {unit}", run: service_status } }
+inventory::submit! { ActionRegistration { name: "service.restart", description: "Restart a systemd unit over D-Bus: {unit}", run: service_restart } }

@@ -1,0 +1,215 @@
+//! Commands: issuing (`POST /api/commands`, policy-checked and signed), listing
+//! (`GET /api/commands`), delivery over the agent's long-poll (`GET /api/agent/commands`) and
+//! receipts (`POST /api/agent/receipts`). See `docs/COMMANDS.md`.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use chrono::Utc;
+use serde::Deserialize;
+use uuid::Uuid;
+use vaultmesh_proto::command::{Command, SignedCommand, SignedReceipt};
+
+use crate::agent_auth::Signed;
+use crate::api::{parse_json_as, parse_node_id};
+use crate::error::ApiError;
+use crate::server::AppState;
+use crate::store::commands::{CommandStatus, CommandView};
+
+/// Longest long-poll an agent may ask for (Cloudflare's proxy gives up at 100 s).
+pub const MAX_WAIT: Duration = Duration::from_secs(60);
+/// Default and bounds of a command's time to live.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(300);
+
+/// `POST /api/commands` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssueRequest {
+    pub node_id: Uuid,
+    pub action: String,
+    #[serde(default)]
+    pub args: serde_json::Value,
+    /// Seconds the command stays valid (30..=3600, default 300).
+    #[serde(default)]
+    pub ttl_s: Option<u64>,
+    #[serde(default)]
+    pub issued_by: Option<String>,
+}
+
+/// `POST /api/commands`: check policy, sign, log, queue; 201 with the signed command.
+pub async fn issue(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<(StatusCode, Json<SignedCommand>), ApiError> {
+    let req: IssueRequest = parse_json_as(&headers, body?, "command")?;
+    let key = state.cc_key.clone().ok_or_else(|| {
+        ApiError::Unavailable(
+            "no command-signing key: start the Command Center with --signing-key (see `keygen`)"
+                .into(),
+        )
+    })?;
+    if req.action.is_empty()
+        || req.action.len() > 64
+        || !req
+            .action
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b == b'.' || b == b'_')
+    {
+        return Err(ApiError::UnprocessableEntity(format!(
+            "action {:?} is not an action name like service.restart",
+            req.action
+        )));
+    }
+    let args = if req.args.is_null() {
+        serde_json::json!({})
+    } else {
+        req.args
+    };
+    if !args.is_object() {
+        return Err(ApiError::UnprocessableEntity(
+            "args must be a JSON object".into(),
+        ));
+    }
+    let ttl = Duration::from_secs(req.ttl_s.unwrap_or(DEFAULT_TTL.as_secs()));
+    if !(30..=3600).contains(&ttl.as_secs()) {
+        return Err(ApiError::UnprocessableEntity(
+            "ttl_s must be between 30 and 3600".into(),
+        ));
+    }
+    let node = state
+        .store
+        .detail(req.node_id)
+        .ok_or_else(|| ApiError::NotFound(format!("no node {}", req.node_id)))?;
+    let profile = node.summary.os_profile;
+    state
+        .policies
+        .check_command(&profile, &req.action, &args)
+        .map_err(ApiError::Forbidden)?;
+    let issued_by = req.issued_by.unwrap_or_else(|| "anonymous".into());
+    let node_id = req.node_id;
+    let action = req.action;
+    let build = Box::new(move |seq: u64| {
+        let now = Utc::now();
+        let command = Command {
+            command_id: Uuid::now_v7(),
+            node_id,
+            action,
+            args,
+            nonce: Uuid::new_v4().simple().to_string(),
+            seq: seq.to_string(),
+            issued_at: now,
+            expires_at: now + chrono::Duration::from_std(ttl).unwrap_or_default(),
+            issued_by,
+        };
+        SignedCommand::sign(command, &key)
+    });
+    let signed = state.store.issue_command(node_id, build).await?;
+    tracing::info!(command_id = %signed.command.command_id, %node_id, action = %signed.command.action, "Command issued.");
+    Ok((StatusCode::CREATED, Json(signed)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    node_id: Option<String>,
+    status: Option<String>,
+    limit: Option<usize>,
+}
+
+/// `GET /api/commands?node_id=&status=&limit=`: newest first.
+pub async fn list(
+    State(state): State<AppState>,
+    params: Result<Query<ListParams>, QueryRejection>,
+) -> Result<Json<Vec<CommandView>>, ApiError> {
+    let Query(p) =
+        params.map_err(|e| ApiError::BadRequest(format!("bad query: {}", e.body_text())))?;
+    let node = p.node_id.as_deref().map(parse_node_id).transpose()?;
+    let status = p
+        .status
+        .as_deref()
+        .map(|s| {
+            serde_json::from_value::<CommandStatus>(serde_json::Value::String(s.into()))
+                .map_err(|_| ApiError::BadRequest(format!("status={s:?} is not one of issued, delivered, ok, failed, rejected, timeout")))
+        })
+        .transpose()?;
+    let limit = p.limit.unwrap_or(100);
+    if limit == 0 || limit > 1000 {
+        return Err(ApiError::BadRequest(format!(
+            "limit={limit} must be between 1 and 1000"
+        )));
+    }
+    Ok(Json(state.store.commands(node, status, limit)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PollParams {
+    wait: Option<String>,
+}
+
+/// `GET /api/agent/commands?wait=25s` (signed): the node's queued commands, at once if there are
+/// any, else as soon as one is queued, else `[]` after `wait`.
+pub async fn poll(
+    State(state): State<AppState>,
+    params: Result<Query<PollParams>, QueryRejection>,
+    signed: Signed,
+) -> Result<Json<Vec<SignedCommand>>, ApiError> {
+    let Query(p) =
+        params.map_err(|e| ApiError::BadRequest(format!("bad query: {}", e.body_text())))?;
+    let wait = match p.wait.as_deref() {
+        None => Duration::from_secs(25),
+        Some(w) => vaultmesh_agent_core::duration::parse(w)
+            .map_err(|e| ApiError::BadRequest(format!("wait: {e}")))?,
+    };
+    if wait > MAX_WAIT {
+        return Err(ApiError::BadRequest(format!(
+            "wait must be at most {}s",
+            MAX_WAIT.as_secs()
+        )));
+    }
+    let notify = state.store.command_notify(signed.node_id);
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        // Register interest before looking, so a command queued in between is not missed.
+        let notified = notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let taken = state.store.take_commands(signed.node_id);
+        if !taken.is_empty() {
+            return Ok(Json(taken));
+        }
+        tokio::select! {
+            _ = &mut notified => continue,
+            _ = tokio::time::sleep_until(deadline) => return Ok(Json(Vec::new())),
+            _ = state.shutdown.cancelled() => return Ok(Json(Vec::new())),
+        }
+    }
+}
+
+/// `POST /api/agent/receipts` (signed): verify the node's signature and the chain, log it.
+pub async fn receipt(
+    State(state): State<AppState>,
+    signed: Signed,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let r: SignedReceipt = parse_json_as(&signed.headers, signed.body, "receipt")?;
+    if r.receipt.node_id != signed.node_id {
+        return Err(ApiError::Forbidden(format!(
+            "receipt is for node {} but sent by node {}",
+            r.receipt.node_id, signed.node_id
+        )));
+    }
+    let binding = state
+        .store
+        .binding(signed.node_id)
+        .ok_or_else(|| ApiError::Unauthorized("node is not enrolled".into()))?;
+    r.verify(&binding.key)
+        .map_err(|e| ApiError::UnprocessableEntity(format!("receipt signature: {e}")))?;
+    let chain_ok = state.store.record_receipt(r).await?;
+    Ok(Json(
+        serde_json::json!({"accepted": true, "chain_ok": chain_ok}),
+    ))
+}

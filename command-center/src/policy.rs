@@ -1,0 +1,240 @@
+//! Per-profile policy files: `policies/<Profile>.toml`, selected by the `os_profile` a node
+//! reports. Today a policy says which commands may be issued to the profile's nodes:
+//!
+//! ```toml
+//! [commands]
+//! allow = [
+//!   { action = "agent.ping" },
+//!   { action = "service.restart", args = { unit = "^(cloudflared|vaultmesh-[a-z-]+)\\.service$" } },
+//! ]
+//! ```
+//!
+//! A command is allowed when a rule names its action and every argument it carries has a
+//! pattern in that rule that the (string) value matches in full. Anything else is refused, with
+//! the reason. No policy file for a profile means no command for its nodes.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use regex::Regex;
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyFile {
+    #[serde(default)]
+    commands: CommandsSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CommandsSection {
+    #[serde(default)]
+    allow: Vec<RuleSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleSpec {
+    action: String,
+    #[serde(default)]
+    args: BTreeMap<String, String>,
+}
+
+#[derive(Debug)]
+struct Rule {
+    action: String,
+    args: BTreeMap<String, Regex>,
+}
+
+/// One profile's policy.
+#[derive(Debug)]
+pub struct Policy {
+    pub file: PathBuf,
+    rules: Vec<Rule>,
+}
+
+/// Every profile's policy, loaded at start.
+#[derive(Debug, Default)]
+pub struct Policies {
+    dir: Option<PathBuf>,
+    by_profile: HashMap<String, Policy>,
+}
+
+impl Policies {
+    /// Loads every `*.toml` in `dir`; errors name the file, the key and the reason.
+    pub fn load(dir: Option<&Path>) -> Result<Policies, String> {
+        let Some(dir) = dir else {
+            return Ok(Policies::default());
+        };
+        let mut by_profile = HashMap::new();
+        let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_none_or(|e| e != "toml") {
+                continue;
+            }
+            let Some(profile) = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .map(str::to_string)
+            else {
+                continue;
+            };
+            let text =
+                std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let spec: PolicyFile = toml::from_str(&text)
+                .map_err(|e| format!("{}: {}", path.display(), e.message()))?;
+            let mut rules = Vec::new();
+            for (i, r) in spec.commands.allow.into_iter().enumerate() {
+                let mut args = BTreeMap::new();
+                for (name, pattern) in r.args {
+                    let re = Regex::new(&format!("^(?:{pattern})$")).map_err(|e| {
+                        format!("{}: commands.allow[{i}].args.{name}: {e}", path.display())
+                    })?;
+                    args.insert(name, re);
+                }
+                rules.push(Rule {
+                    action: r.action,
+                    args,
+                });
+            }
+            by_profile.insert(profile, Policy { file: path, rules });
+        }
+        Ok(Policies {
+            dir: Some(dir.to_path_buf()),
+            by_profile,
+        })
+    }
+
+    /// Whether `action` with `args` may be issued to a node of `profile`; the reason if not.
+    pub fn check_command(
+        &self,
+        profile: &str,
+        action: &str,
+        args: &serde_json::Value,
+    ) -> Result<(), String> {
+        let Some(policy) = self.by_profile.get(profile) else {
+            let where_ = self.dir.as_ref().map_or_else(
+                || "no --policy-dir is set".to_string(),
+                |d| format!("no {}/{profile}.toml", d.display()),
+            );
+            return Err(format!(
+                "{where_}: no command may be issued to {profile} nodes"
+            ));
+        };
+        let file = policy.file.display();
+        let empty = serde_json::Map::new();
+        let given = match args {
+            serde_json::Value::Object(m) => m,
+            serde_json::Value::Null => &empty,
+            _ => return Err("args must be a JSON object".into()),
+        };
+        let candidates: Vec<(usize, &Rule)> = policy
+            .rules
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.action == action)
+            .collect();
+        if candidates.is_empty() {
+            return Err(format!(
+                "{file}: no commands.allow rule for action {action:?}"
+            ));
+        }
+        let mut last = String::new();
+        'rules: for (i, rule) in candidates {
+            for (name, value) in given {
+                let Some(re) = rule.args.get(name) else {
+                    last = format!(
+                        "{file}: commands.allow[{i}] does not allow argument {name:?} for {action}"
+                    );
+                    continue 'rules;
+                };
+                let Some(text) = value.as_str() else {
+                    last =
+                        format!("{file}: commands.allow[{i}]: argument {name:?} must be a string");
+                    continue 'rules;
+                };
+                if !re.is_match(text) {
+                    last =
+                        format!("{file}: commands.allow[{i}].args.{name} does not match {text:?}");
+                    continue 'rules;
+                }
+            }
+            return Ok(());
+        }
+        Err(last)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn policies(text: &str) -> Result<Policies, String> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ArchVault.toml"), text).unwrap();
+        Policies::load(Some(dir.path()))
+    }
+
+    #[test]
+    fn rules_allow_actions_with_matching_arguments_only() {
+        let p = policies(
+            r#"[commands]
+allow = [
+  { action = "agent.ping" },
+  { action = "service.restart", args = { unit = "(cloudflared|vaultmesh-[a-z-]+)\\.service" } },
+]"#,
+        )
+        .unwrap();
+        let ok = |a: &str, args: serde_json::Value| p.check_command("ArchVault", a, &args);
+        assert!(ok("agent.ping", json!({})).is_ok());
+        assert!(ok("agent.ping", serde_json::Value::Null).is_ok());
+        assert!(ok("service.restart", json!({"unit": "cloudflared.service"})).is_ok());
+        assert!(
+            ok("service.restart", json!({"unit": "sshd.service"}))
+                .unwrap_err()
+                .contains("args.unit does not match \"sshd.service\"")
+        );
+        assert!(
+            ok(
+                "service.restart",
+                json!({"unit": "cloudflared.service; reboot"})
+            )
+            .is_err(),
+            "patterns match in full"
+        );
+        assert!(
+            ok(
+                "service.restart",
+                json!({"unit": "cloudflared.service", "force": "yes"})
+            )
+            .unwrap_err()
+            .contains("does not allow argument \"force\"")
+        );
+        assert!(ok("agent.ping", json!({"x": "y"})).is_err());
+        assert!(
+            ok("service.stop", json!({}))
+                .unwrap_err()
+                .contains("no commands.allow rule for action \"service.stop\"")
+        );
+        assert!(
+            p.check_command("DebianVault", "agent.ping", &json!({}))
+                .unwrap_err()
+                .contains("DebianVault.toml")
+        );
+    }
+
+    #[test]
+    fn bad_policy_files_name_file_and_key() {
+        let e = policies("[commands]\nallow = [{ action = \"x\", args = { unit = \"(\" } }]")
+            .unwrap_err();
+        assert!(
+            e.contains("ArchVault.toml: commands.allow[0].args.unit"),
+            "{e}"
+        );
+        let e = policies("[commands]\nalow = []").unwrap_err();
+        assert!(e.contains("unknown field `alow`"), "{e}");
+    }
+}

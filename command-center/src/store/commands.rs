@@ -1,0 +1,184 @@
+//! Commands in memory: per node the next `seq`, the queue of commands not yet delivered, the
+//! status of recent commands, and the receipt chain (last receipt hash, whether it ever broke).
+//! Rebuilt from `commands.jsonl` (`command` and `receipt` lines).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+use uuid::Uuid;
+use vaultmesh_proto::command::{ReceiptStatus, SignedCommand, SignedReceipt};
+
+/// Commands whose status is kept in memory.
+pub const KEPT: usize = 2000;
+
+/// Where a command is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CommandStatus {
+    Issued,
+    Delivered,
+    Ok,
+    Failed,
+    Rejected,
+    Timeout,
+}
+
+impl From<ReceiptStatus> for CommandStatus {
+    fn from(s: ReceiptStatus) -> Self {
+        match s {
+            ReceiptStatus::Ok => CommandStatus::Ok,
+            ReceiptStatus::Failed => CommandStatus::Failed,
+            ReceiptStatus::Rejected => CommandStatus::Rejected,
+            ReceiptStatus::Timeout => CommandStatus::Timeout,
+        }
+    }
+}
+
+/// A command as `GET /api/commands` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CommandView {
+    #[serde(flatten)]
+    pub signed: SignedCommand,
+    pub status: CommandStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivered_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipt: Option<SignedReceipt>,
+    /// Whether the receipt continued the node's chain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain_ok: Option<bool>,
+}
+
+/// The `record` of a `receipt` line.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReceiptRecord {
+    #[serde(flatten)]
+    pub signed: SignedReceipt,
+    pub chain_ok: bool,
+}
+
+#[derive(Debug, Default)]
+struct NodeCommands {
+    last_seq: u64,
+    pending: VecDeque<Uuid>,
+    last_receipt: Option<String>,
+    chain_broken: bool,
+    notify: Arc<Notify>,
+}
+
+#[derive(Debug, Default)]
+pub struct CommandState {
+    nodes: HashMap<Uuid, NodeCommands>,
+    commands: HashMap<Uuid, CommandView>,
+    order: VecDeque<Uuid>,
+}
+
+impl CommandState {
+    /// The seq the next command for `node` gets.
+    pub fn next_seq(&self, node: &Uuid) -> u64 {
+        self.nodes.get(node).map_or(1, |n| n.last_seq + 1)
+    }
+
+    /// Wakes `node`'s long-poll when a command is queued.
+    pub fn notify(&mut self, node: Uuid) -> Arc<Notify> {
+        Arc::clone(&self.nodes.entry(node).or_default().notify)
+    }
+
+    pub fn apply_command(&mut self, signed: &SignedCommand) {
+        let c = &signed.command;
+        let n = self.nodes.entry(c.node_id).or_default();
+        n.last_seq = n.last_seq.max(c.seq_number().unwrap_or(0));
+        n.pending.push_back(c.command_id);
+        n.notify.notify_waiters();
+        self.commands.insert(
+            c.command_id,
+            CommandView {
+                signed: signed.clone(),
+                status: CommandStatus::Issued,
+                delivered_at: None,
+                receipt: None,
+                chain_ok: None,
+            },
+        );
+        self.order.push_back(c.command_id);
+        while self.order.len() > KEPT {
+            if let Some(old) = self.order.pop_front() {
+                self.commands.remove(&old);
+            }
+        }
+    }
+
+    /// Hands out `node`'s undelivered, unexpired commands (oldest first) and marks them delivered.
+    pub fn take_pending(&mut self, node: &Uuid, now: DateTime<Utc>) -> Vec<SignedCommand> {
+        let Some(n) = self.nodes.get_mut(node) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        while let Some(id) = n.pending.pop_front() {
+            if let Some(v) = self.commands.get_mut(&id)
+                && v.status == CommandStatus::Issued
+                && v.signed.command.expires_at > now
+            {
+                v.status = CommandStatus::Delivered;
+                v.delivered_at = Some(now);
+                out.push(v.signed.clone());
+            }
+        }
+        out
+    }
+
+    /// Whether `receipt` continues `node`'s chain; `None` if it answers no known command.
+    pub fn check_receipt(&self, r: &SignedReceipt) -> Option<bool> {
+        let c = self.commands.get(&r.receipt.command_id)?;
+        if c.signed.command.node_id != r.receipt.node_id {
+            return None;
+        }
+        let last = self
+            .nodes
+            .get(&r.receipt.node_id)
+            .and_then(|n| n.last_receipt.clone());
+        Some(r.receipt.prev_receipt_sha256 == last)
+    }
+
+    pub fn apply_receipt(&mut self, rec: &ReceiptRecord) {
+        let r = &rec.signed.receipt;
+        let n = self.nodes.entry(r.node_id).or_default();
+        n.last_receipt = Some(r.chain_hash());
+        if !rec.chain_ok {
+            n.chain_broken = true;
+        }
+        if let Some(v) = self.commands.get_mut(&r.command_id) {
+            v.status = r.status.into();
+            v.receipt = Some(rec.signed.clone());
+            v.chain_ok = Some(rec.chain_ok);
+            n.pending.retain(|id| *id != r.command_id);
+        }
+    }
+
+    pub fn chain_broken(&self, node: &Uuid) -> bool {
+        self.nodes.get(node).is_some_and(|n| n.chain_broken)
+    }
+
+    /// Recent commands, newest first.
+    pub fn list(
+        &self,
+        node: Option<Uuid>,
+        status: Option<CommandStatus>,
+        limit: usize,
+    ) -> Vec<CommandView> {
+        self.order
+            .iter()
+            .rev()
+            .filter_map(|id| self.commands.get(id))
+            .filter(|v| {
+                node.is_none_or(|n| v.signed.command.node_id == n)
+                    && status.is_none_or(|s| v.status == s)
+            })
+            .take(limit)
+            .cloned()
+            .collect()
+    }
+}
