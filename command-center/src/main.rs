@@ -42,6 +42,10 @@ enum Command {
     /// Query the append-only logs (works with the server stopped).
     #[command(subcommand)]
     Logs(LogsCommand),
+    /// Issue or list commands on a running Command Center.
+    #[command(subcommand)]
+    #[command(name = "command")]
+    Commands(CommandsCommand),
     /// Create the command-signing key (mode 0600) and print the public key agents pin.
     Keygen {
         /// Where to write the key.
@@ -87,6 +91,46 @@ enum LogsCommand {
         #[command(flatten)]
         dir: LogDirArg,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum CommandsCommand {
+    /// Ask the Command Center to sign and queue a command (policy-checked).
+    #[command(
+        after_help = "Examples:\n  vaultmesh-command-center command issue --node 550e8400-e29b-41d4-a716-446655440000 --action agent.ping\n  vaultmesh-command-center command issue --node 550e… --action service.restart --arg unit=cloudflared.service"
+    )]
+    Issue {
+        #[arg(long, value_name = "NODE_ID")]
+        node: uuid::Uuid,
+        #[arg(long)]
+        action: String,
+        /// An argument as KEY=VALUE; repeat for several.
+        #[arg(long = "arg", value_name = "KEY=VALUE")]
+        args: Vec<String>,
+        /// Seconds the command stays valid.
+        #[arg(long, default_value_t = 300)]
+        ttl: u64,
+        #[command(flatten)]
+        url: UrlArg,
+    },
+    /// List recent commands and their receipts.
+    List {
+        #[arg(long, value_name = "NODE_ID")]
+        node: Option<uuid::Uuid>,
+        #[command(flatten)]
+        url: UrlArg,
+    },
+}
+
+#[derive(Debug, Args)]
+struct UrlArg {
+    /// The Command Center's admin URL.
+    #[arg(
+        long,
+        env = "VAULTMESH_CC_URL",
+        default_value = "http://127.0.0.1:8088"
+    )]
+    url: String,
 }
 
 #[derive(Debug, Args)]
@@ -217,6 +261,7 @@ fn main() -> ExitCode {
             Some(Command::Serve(args)) => serve(args).await,
             Some(Command::Logs(cmd)) => logs(cmd),
             Some(Command::Keygen { out }) => keygen(&out),
+            Some(Command::Commands(cmd)) => command(cmd).await,
             None => serve(cli.serve).await,
         }
     });
@@ -230,6 +275,65 @@ fn main() -> ExitCode {
 }
 
 type Failure = (u8, String);
+
+async fn command(cmd: CommandsCommand) -> Result<(), Failure> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = reqwest::Client::new();
+    let (req, url) = match cmd {
+        CommandsCommand::Issue {
+            node,
+            action,
+            args,
+            ttl,
+            url,
+        } => {
+            let mut map = serde_json::Map::new();
+            for a in args {
+                let (k, v) = a
+                    .split_once('=')
+                    .ok_or_else(|| (2, format!("--arg {a:?}: write KEY=VALUE")))?;
+                map.insert(k.to_string(), serde_json::Value::String(v.to_string()));
+            }
+            let body = serde_json::json!({"node_id": node, "action": action, "args": map, "ttl_s": ttl, "issued_by": "cli"});
+            (
+                http.post(format!("{}/api/commands", url.url.trim_end_matches('/')))
+                    .json(&body),
+                url.url,
+            )
+        }
+        CommandsCommand::List { node, url } => {
+            let q = node.map(|n| format!("?node_id={n}")).unwrap_or_default();
+            (
+                http.get(format!("{}/api/commands{q}", url.url.trim_end_matches('/'))),
+                url.url,
+            )
+        }
+    };
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| (1, format!("cannot reach the Command Center at {url}: {e}")))?;
+    let status = resp.status();
+    let body: serde_json::Value = resp
+        .json()
+        .await
+        .map_err(|e| (1, format!("unreadable reply: {e}")))?;
+    if !status.is_success() {
+        return Err((
+            1,
+            format!(
+                "{}: {}",
+                status.as_u16(),
+                body["error"].as_str().unwrap_or("error")
+            ),
+        ));
+    }
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&body).unwrap_or_default()
+    );
+    Ok(())
+}
 
 fn keygen(out: &std::path::Path) -> Result<(), Failure> {
     use std::io::Write;

@@ -47,6 +47,11 @@ enum Command {
     /// Work with the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// List the command actions this agent knows, and whether its [commands] allow list permits each.
+    Actions {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -143,6 +148,30 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
         Command::Run { once: false } => run_forever(config).await,
         Command::Checks(ChecksCommand::List { json }) => list_checks(&config, json),
         Command::Checks(ChecksCommand::Run { name, json }) => run_check(&config, &name, json).await,
+        Command::Actions { json } => {
+            let rows: Vec<serde_json::Value> = vaultmesh_agent_core::action::all()
+                .iter()
+                .map(|a| serde_json::json!({"name": a.name, "description": a.description, "allowed": config.command_allow.iter().any(|x| x == a.name)}))
+                .collect();
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&rows)
+                        .map_err(|e| Failure::Runtime(e.to_string()))?
+                );
+            } else {
+                println!("{:<16} {:<8} DESCRIPTION", "ACTION", "ALLOWED");
+                for r in &rows {
+                    println!(
+                        "{:<16} {:<8} {}",
+                        r["name"].as_str().unwrap_or(""),
+                        if r["allowed"] == true { "yes" } else { "no" },
+                        r["description"].as_str().unwrap_or("")
+                    );
+                }
+            }
+            Ok(())
+        }
         Command::Config(ConfigCommand::Check) => {
             let checks = registry::configure(&config)?;
             let enabled: Vec<_> = checks

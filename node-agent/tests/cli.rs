@@ -224,3 +224,27 @@ fn checks_run_systemd_reads_the_bus_from_the_environment() {
         text(&out)
     );
 }
+
+#[test]
+fn the_binary_registers_the_built_in_actions_and_allows_only_ping_by_default() {
+    let out = agent().run(&["actions", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<&str> = rows.iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(names, vaultmesh_checks::BUILT_IN_ACTIONS);
+    let allowed: Vec<&str> = rows
+        .iter()
+        .filter(|r| r["allowed"] == true)
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(allowed, ["agent.ping"]);
+    let out = agent()
+        .config("[commands]\nallow = [\"Service Restart\"]\n")
+        .run(&["config", "check"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        stderr(&out).contains("commands.allow[0]: \"Service Restart\" is not an action name"),
+        "{}",
+        text(&out)
+    );
+}

@@ -48,8 +48,12 @@ pub struct NodeSummary {
     /// Worst status among the heartbeat's checks (absent when it carried none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worst_check: Option<CheckStatus>,
-    /// Heartbeats received from this node since the Command Center started.
+    /// Heartbeats received from this node (all that are in the logs).
     pub heartbeats: u64,
+    /// `false` once a command receipt from this node did not continue its hash chain (absent
+    /// before the node's first receipt).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipt_chain_ok: Option<bool>,
 }
 
 /// A compact point of a node's heartbeat history, cheap enough to keep many of.

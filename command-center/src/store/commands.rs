@@ -158,8 +158,11 @@ impl CommandState {
         }
     }
 
-    pub fn chain_broken(&self, node: &Uuid) -> bool {
-        self.nodes.get(node).is_some_and(|n| n.chain_broken)
+    /// `Some(false)` once the node's chain broke, `Some(true)` after receipts that all chained,
+    /// `None` before any receipt.
+    pub fn chain_ok(&self, node: &Uuid) -> Option<bool> {
+        let n = self.nodes.get(node)?;
+        n.last_receipt.as_ref().map(|_| !n.chain_broken)
     }
 
     /// Recent commands, newest first.

@@ -44,6 +44,7 @@ impl NodeState {
             disk_max_mount: fullest.map(|f| f.0.to_string()),
             worst_check: worst_check(hb),
             heartbeats: self.heartbeats,
+            receipt_chain_ok: None,
         }
     }
 }

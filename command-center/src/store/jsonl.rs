@@ -278,11 +278,21 @@ impl Store for JsonlStore {
     }
 
     fn summaries(&self) -> Vec<NodeSummary> {
-        self.fleet.summaries()
+        let mut v = self.fleet.summaries();
+        let commands = self.command_state.lock().unwrap_or_else(|p| p.into_inner());
+        for s in &mut v {
+            s.receipt_chain_ok = commands.chain_ok(&s.node_id);
+        }
+        v
     }
 
     fn detail(&self, node_id: Uuid) -> Option<NodeDetail> {
         let mut d = self.fleet.detail(node_id)?;
+        d.summary.receipt_chain_ok = self
+            .command_state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .chain_ok(&node_id);
         d.incidents = self
             .event_state
             .lock()

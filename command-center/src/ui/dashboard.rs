@@ -36,6 +36,10 @@ fn level(
         level = Level::Crit;
         reasons.push("services down".into());
     }
+    if n.receipt_chain_ok == Some(false) {
+        level = Level::Crit;
+        reasons.push("command receipt chain broken".into());
+    }
     match n.worst_check {
         Some(CheckStatus::Crit) => {
             level = Level::Crit;
@@ -173,6 +177,7 @@ mod tests {
             disk_max_mount: None,
             worst_check: None,
             heartbeats: 1,
+            receipt_chain_ok: None,
         }
     }
 
@@ -198,6 +203,11 @@ mod tests {
             &["a check is warning"],
         );
         check(&|n| n.services_ok = false, Level::Crit, &["services down"]);
+        check(
+            &|n| n.receipt_chain_ok = Some(false),
+            Level::Crit,
+            &["command receipt chain broken"],
+        );
         check(
             &|n| n.last_seen = now - chrono::Duration::seconds(600),
             Level::Crit,

@@ -1,0 +1,296 @@
+//! Commands end to end with the real binaries: keygen, policy refusals, delivery through the
+//! long-poll within a second, the agent's own allowlist, and the receipt chain.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use uuid::Uuid;
+use vaultmesh_proto::auth::NodeKey;
+use vaultmesh_proto::command::{CommandReceipt, ReceiptStatus, SignedReceipt};
+use vaultmesh_testkit::auth::TestNode;
+use vaultmesh_testkit::{
+    CommandCenter, NodeAgent, Reply, cc_command, text, wait_for, workspace_root,
+};
+
+struct Fleet {
+    cc: CommandCenter,
+    agent: NodeAgent,
+    _child: vaultmesh_testkit::ChildGuard,
+    node_id: String,
+    _keydir: tempfile::TempDir,
+}
+
+fn fleet() -> Fleet {
+    let keydir = tempfile::tempdir().unwrap();
+    let key = keydir.path().join("cc.key");
+    let out = cc_command(&["keygen", "--out", key.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let public = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("public key: "))
+        .unwrap()
+        .to_string();
+    // keygen never overwrites a key.
+    let again = cc_command(&["keygen", "--out", key.to_str().unwrap()]);
+    assert_eq!(again.status.code(), Some(2), "{}", text(&again));
+
+    let policies = workspace_root().join("policies");
+    let cc = CommandCenter::start_with(&[
+        "--signing-key",
+        key.to_str().unwrap(),
+        "--policy-dir",
+        policies.to_str().unwrap(),
+    ]);
+    let agent = NodeAgent::new(&cc.url)
+        .env("VAULTMESH_CC_PUBKEY", &public)
+        .env("VAULTMESH_OS_PROFILE", "ArchVault")
+        .env("VAULTMESH_INTERVAL", "1s")
+        .config("[commands]\nallow = [\"agent.ping\", \"checks.run\"]\n");
+    let child = agent.spawn(&["run"]);
+    let node_id = wait_for(Duration::from_secs(20), || {
+        cc.get_json("/api/nodes").as_array()?.first()?["node_id"]
+            .as_str()
+            .map(str::to_string)
+    })
+    .expect("the agent reported");
+    // Give the agent's long-poll a moment to open.
+    std::thread::sleep(Duration::from_millis(500));
+    Fleet {
+        cc,
+        agent,
+        _child: child,
+        node_id,
+        _keydir: keydir,
+    }
+}
+
+fn issue(f: &Fleet, action: &str, args: Value) -> Reply {
+    f.cc.post_json(
+        "/api/commands",
+        &json!({"node_id": f.node_id, "action": action, "args": args, "issued_by": "test"}),
+    )
+}
+
+fn command(f: &Fleet, id: &str) -> Value {
+    let all =
+        f.cc.get_json(&format!("/api/commands?node_id={}&limit=1000", f.node_id));
+    all.as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["command"]["command_id"] == id)
+        .cloned()
+        .unwrap()
+}
+
+fn finished(f: &Fleet, id: &str) -> Value {
+    wait_for(Duration::from_secs(10), || {
+        let c = command(f, id);
+        (!matches!(c["status"].as_str(), Some("issued" | "delivered"))).then_some(c)
+    })
+    .expect("a receipt arrived")
+}
+
+#[test]
+fn commands_round_trip_through_the_long_poll_and_policies_hold_on_both_sides() {
+    let f = fleet();
+
+    // Delivered within a second of being issued: the agent's long-poll is answered at once.
+    let sse = vaultmesh_testkit::sse::SseClient::connect(
+        &format!("{}/events?kinds=command", f.cc.url),
+        None,
+    );
+    let started = Instant::now();
+    let r = issue(&f, "agent.ping", json!({}));
+    assert_eq!(r.status, 201, "{}", r.body);
+    let id = r.json()["command"]["command_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(r.json()["command"]["seq"], "1");
+    let done = finished(&f, &id);
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed < Duration::from_secs(1),
+        "round trip took {elapsed:?}"
+    );
+    assert_eq!(done["status"], "ok");
+    assert_eq!(done["chain_ok"], true);
+    assert!(
+        done["receipt"]["receipt"]["output"]
+            .as_str()
+            .unwrap()
+            .starts_with("pong")
+    );
+    let statuses: Vec<String> = (0..3)
+        .map(|_| {
+            let (event, _, data) = sse.next_event(Duration::from_secs(5)).unwrap();
+            assert_eq!(event, "command");
+            serde_json::from_str::<Value>(&data).unwrap()["status"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        statuses,
+        ["issued", "delivered", "completed"],
+        "SSE follows the command"
+    );
+
+    // A typed action with arguments.
+    let r = issue(&f, "checks.run", json!({"name": "memory"}));
+    assert_eq!(r.status, 201, "{}", r.body);
+    let done = finished(&f, r.json()["command"]["command_id"].as_str().unwrap());
+    assert_eq!(done["status"], "ok");
+    let result: Value =
+        serde_json::from_str(done["receipt"]["receipt"]["output"].as_str().unwrap()).unwrap();
+    assert_eq!(result["name"], "memory");
+
+    // The Command Center's policy forbids: 403 naming the rule; nothing is queued.
+    let r = issue(&f, "service.restart", json!({"unit": "sshd.service"}));
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(
+        r.json()["error"].as_str().unwrap().contains(
+            "ArchVault.toml: commands.allow[3].args.unit does not match \"sshd.service\""
+        ),
+        "{}",
+        r.body
+    );
+    assert_eq!(issue(&f, "shell.exec", json!({"cmd": "id"})).status, 403);
+
+    // The policy allows it but the node's own list does not: a signed `rejected` receipt.
+    let r = issue(&f, "service.status", json!({"unit": "cloudflared.service"}));
+    assert_eq!(r.status, 201, "{}", r.body);
+    let done = finished(&f, r.json()["command"]["command_id"].as_str().unwrap());
+    assert_eq!(done["status"], "rejected");
+    assert!(
+        done["receipt"]["receipt"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not in this node's [commands] allow list")
+    );
+    assert_eq!(
+        done["chain_ok"], true,
+        "a rejection continues the chain too"
+    );
+
+    // The CLI wrapper.
+    let out = cc_command(&[
+        "command",
+        "issue",
+        "--node",
+        &f.node_id,
+        "--action",
+        "checks.run",
+        "--arg",
+        "name=disk",
+        "--url",
+        &f.cc.url,
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let issued: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        finished(&f, issued["command"]["command_id"].as_str().unwrap())["status"],
+        "ok"
+    );
+    let out = cc_command(&[
+        "command",
+        "issue",
+        "--node",
+        &f.node_id,
+        "--action",
+        "service.restart",
+        "--arg",
+        "unit=sshd.service",
+        "--url",
+        &f.cc.url,
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).starts_with("error: 403: "),
+        "{}",
+        text(&out)
+    );
+
+    // Bad requests.
+    assert_eq!(
+        f.cc.post_json(
+            "/api/commands",
+            &json!({"node_id": Uuid::nil(), "action": "agent.ping"})
+        )
+        .status,
+        404
+    );
+    assert_eq!(issue(&f, "agent.ping", json!("not an object")).status, 422);
+    assert_eq!(f.cc.get("/api/commands?status=bogus").status, 400);
+}
+
+#[test]
+fn the_receipt_chain_is_checked_and_a_tampered_receipt_is_detected() {
+    let f = fleet();
+    let mut last = None;
+    for _ in 0..3 {
+        let r = issue(&f, "agent.ping", json!({}));
+        let id = r.json()["command"]["command_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let done = finished(&f, &id);
+        assert_eq!(done["chain_ok"], true);
+        last = Some(done);
+    }
+    let last = last.unwrap();
+    let prev_receipt: CommandReceipt =
+        serde_json::from_value(last["receipt"]["receipt"].clone()).unwrap();
+
+    // The node's real key, as an attacker with a copy of a receipt would not have: a receipt that
+    // does not follow the chain is recorded as a break.
+    let key = NodeKey::from_base64(
+        &std::fs::read_to_string(f.agent.state_dir().join("node.key")).unwrap(),
+    )
+    .unwrap();
+    let node = TestNode {
+        id: f.node_id.parse().unwrap(),
+        key: key.clone(),
+    };
+    let mut forged = prev_receipt.clone();
+    forged.status = ReceiptStatus::Failed;
+    forged.prev_receipt_sha256 = Some("00".repeat(32));
+    let body = serde_json::to_vec(&SignedReceipt::sign(forged, &key)).unwrap();
+    let r = node
+        .signed(
+            &f.cc.url,
+            "POST",
+            "/api/agent/receipts",
+            Some("application/json"),
+            body,
+        )
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let v: Value = r.json().unwrap();
+    assert_eq!(v["chain_ok"], false);
+    // Raised: the node shows a broken chain, and the dashboard calls it critical.
+    let nodes = f.cc.get_json("/api/nodes");
+    assert_eq!(nodes[0]["receipt_chain_ok"], false);
+    let page = f.cc.get("/");
+    assert!(page.body.contains("command receipt chain broken") && page.body.contains("CRIT"));
+
+    // A receipt whose signature is not the node's is refused outright.
+    let other = NodeKey::from_seed([7u8; 32]);
+    let body = serde_json::to_vec(&SignedReceipt::sign(prev_receipt, &other)).unwrap();
+    let r = node
+        .signed(
+            &f.cc.url,
+            "POST",
+            "/api/agent/receipts",
+            Some("application/json"),
+            body,
+        )
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 422);
+}
