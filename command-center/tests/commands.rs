@@ -19,10 +19,14 @@ struct Fleet {
     agent: NodeAgent,
     _child: vaultmesh_testkit::ChildGuard,
     node_id: String,
-    _keydir: tempfile::TempDir,
+    keydir: tempfile::TempDir,
 }
 
 fn fleet() -> Fleet {
+    fleet_with(&[])
+}
+
+fn fleet_with(extra: &[&str]) -> Fleet {
     let keydir = tempfile::tempdir().unwrap();
     let key = keydir.path().join("cc.key");
     let out = cc_command(&["keygen", "--out", key.to_str().unwrap()]);
@@ -38,12 +42,14 @@ fn fleet() -> Fleet {
     assert_eq!(again.status.code(), Some(2), "{}", text(&again));
 
     let policies = workspace_root().join("policies");
-    let cc = CommandCenter::start_with(&[
+    let mut args = vec![
         "--signing-key",
         key.to_str().unwrap(),
         "--policy-dir",
         policies.to_str().unwrap(),
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    let cc = CommandCenter::start_with(&args);
     let agent = NodeAgent::new(&cc.url)
         .env("VAULTMESH_CC_PUBKEY", &public)
         .env("VAULTMESH_OS_PROFILE", "ArchVault")
@@ -63,7 +69,7 @@ fn fleet() -> Fleet {
         agent,
         _child: child,
         node_id,
-        _keydir: keydir,
+        keydir,
     }
 }
 
@@ -293,4 +299,107 @@ fn the_receipt_chain_is_checked_and_a_tampered_receipt_is_detected() {
         .send()
         .unwrap();
     assert_eq!(r.status().as_u16(), 422);
+}
+
+#[test]
+fn hostile_commands_reaching_the_real_agent_are_rejected_with_receipts_and_never_run() {
+    // A Command Center whose log an attacker could write: it will deliver whatever it replays.
+    let port = vaultmesh_testkit::free_port().to_string();
+    let mut f = fleet_with(&["--listen", &format!("127.0.0.1:{port}")]);
+    let r = issue(&f, "checks.run", json!({"name": "load"}));
+    let genuine_id = r.json()["command"]["command_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(finished(&f, &genuine_id)["status"], "ok");
+    let genuine_line = std::fs::read_to_string(f.cc.log_dir().join("commands.jsonl"))
+        .unwrap()
+        .lines()
+        .find(|l| l.contains(&genuine_id) && l.starts_with("{\"kind\":\"command\""))
+        .unwrap()
+        .to_string();
+    let genuine: vaultmesh_proto::command::SignedCommand = serde_json::from_value(
+        serde_json::from_str::<Value>(&genuine_line).unwrap()["record"].clone(),
+    )
+    .unwrap();
+
+    let cc_key =
+        NodeKey::from_base64(&std::fs::read_to_string(f.keydir.path().join("cc.key")).unwrap())
+            .unwrap();
+    let node: Uuid = f.node_id.parse().unwrap();
+    let fresh = |seq: u64, action: &str| {
+        let now = chrono::Utc::now();
+        vaultmesh_proto::command::Command {
+            command_id: Uuid::now_v7(),
+            node_id: node,
+            action: action.into(),
+            args: json!({}),
+            nonce: Uuid::new_v4().to_string(),
+            seq: seq.to_string(),
+            issued_at: now,
+            expires_at: now + chrono::Duration::minutes(5),
+            issued_by: "attacker".into(),
+        }
+    };
+    let mut flipped =
+        vaultmesh_proto::command::SignedCommand::sign(fresh(100, "agent.ping"), &cc_key);
+    flipped.command.args = json!({"x": "y"});
+    let other_key = vaultmesh_proto::command::SignedCommand::sign(
+        fresh(101, "agent.ping"),
+        &NodeKey::from_seed([9u8; 32]),
+    );
+    let mut future = fresh(102, "agent.ping");
+    future.issued_at += chrono::Duration::hours(1);
+    future.expires_at += chrono::Duration::hours(1);
+    let future = vaultmesh_proto::command::SignedCommand::sign(future, &cc_key);
+    let crafted = [
+        (genuine.clone(), "already received (replay)"),
+        (flipped, "signature does not verify"),
+        (other_key, "signature does not verify"),
+        (future, "issued in the future"),
+    ];
+
+    f.cc.kill9();
+    let mut log = std::fs::OpenOptions::new()
+        .append(true)
+        .open(f.cc.log_dir().join("commands.jsonl"))
+        .unwrap();
+    use std::io::Write;
+    for (c, _) in &crafted {
+        writeln!(
+            log,
+            "{}",
+            json!({"kind": "command", "ts": chrono::Utc::now(), "node_id": node, "record": c})
+        )
+        .unwrap();
+    }
+    drop(log);
+    f.cc.restart();
+
+    for (c, reason) in &crafted {
+        let id = c.command.command_id.to_string();
+        let done = wait_for(Duration::from_secs(15), || {
+            let v = command(&f, &id);
+            let r = v["receipt"]["receipt"].clone();
+            // The genuine command's old receipt is there too; wait for the new one.
+            (r["status"] == "rejected").then_some(r)
+        })
+        .unwrap_or_else(|| panic!("no rejection receipt for {id} ({reason})"));
+        assert!(
+            done["reason"].as_str().unwrap().contains(reason),
+            "{id}: {done}"
+        );
+    }
+    // Nothing ran: the only ok receipt is the genuine command's first run, and the chain held.
+    let all =
+        f.cc.get_json(&format!("/api/commands?node_id={}&limit=1000", f.node_id));
+    assert!(
+        all.as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["chain_ok"] != false),
+        "{all}"
+    );
+    let nodes = f.cc.get_json("/api/nodes");
+    assert_eq!(nodes[0]["receipt_chain_ok"], true);
 }

@@ -128,10 +128,10 @@ impl CommandCenter {
 
     fn spawn(dir: &Path, args: &[String], env: &[(String, String)]) -> (Child, String) {
         let mut cmd = Command::new(binary(CC_BIN));
-        cmd.arg("serve")
-            .args(["--listen", "127.0.0.1:0"])
-            .arg("--log-dir")
-            .arg(dir.join("logs"));
+        cmd.arg("serve").arg("--log-dir").arg(dir.join("logs"));
+        if !args.iter().any(|a| a == "--listen") {
+            cmd.args(["--listen", "127.0.0.1:0"]);
+        }
         if !args.iter().any(|a| a == "--enroll-token") {
             cmd.args(["--enroll-token", TEST_TOKEN]);
         }
@@ -439,6 +439,15 @@ pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Optio
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// A loopback port that was free a moment ago (for a server that must keep its port across a
+/// restart).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
 }
 
 /// Runs `vaultmesh-command-center ARGS` to completion (e.g. `logs view ...`).
