@@ -68,42 +68,41 @@ fn unit_name_ok(unit: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"-_.@:\\".contains(&b))
 }
 
+/// Parses `{unit}`, connects to systemd, and runs `op` on the unit.
+async fn on_unit<F, Fut>(args: serde_json::Value, op: F) -> ActionOutcome
+where
+    F: FnOnce(SystemdClient, String) -> Fut,
+    Fut: std::future::Future<Output = ActionOutcome>,
+{
+    let a: UnitArgs = match parse(args) {
+        Ok(a) => a,
+        Err(e) => return e,
+    };
+    if !unit_name_ok(&a.unit) {
+        return ActionOutcome::failed(format!("{:?} is not a unit name", a.unit));
+    }
+    match SystemdClient::connect(a.bus_address.as_deref(), Duration::from_secs(5)).await {
+        Ok(c) => op(c, a.unit).await,
+        Err(e) => ActionOutcome::failed(e.to_string()),
+    }
+}
+
 fn service_status(_ctx: ActionContext, args: serde_json::Value) -> ActionFuture {
-    Box::pin(async move {
-        let a: UnitArgs = match parse(args) {
-            Ok(a) => a,
-            Err(e) => return e,
-        };
-        if !unit_name_ok(&a.unit) {
-            return ActionOutcome::failed(format!("{:?} is not a unit name", a.unit));
-        }
-        match SystemdClient::connect(a.bus_address.as_deref(), Duration::from_secs(5)).await {
-            Ok(c) => match c.unit_state(&a.unit).await {
-                Ok(s) => ActionOutcome::ok(serde_json::to_string(&s).unwrap_or_default()),
-                Err(e) => ActionOutcome::failed(e.to_string()),
-            },
+    Box::pin(on_unit(args, |c, unit| async move {
+        match c.unit_state(&unit).await {
+            Ok(s) => ActionOutcome::ok(serde_json::to_string(&s).unwrap_or_default()),
             Err(e) => ActionOutcome::failed(e.to_string()),
         }
-    })
+    }))
 }
 
 fn service_restart(_ctx: ActionContext, args: serde_json::Value) -> ActionFuture {
-    Box::pin(async move {
-        let a: UnitArgs = match parse(args) {
-            Ok(a) => a,
-            Err(e) => return e,
-        };
-        if !unit_name_ok(&a.unit) {
-            return ActionOutcome::failed(format!("{:?} is not a unit name", a.unit));
-        }
-        match SystemdClient::connect(a.bus_address.as_deref(), Duration::from_secs(5)).await {
-            Ok(c) => match c.restart_unit(&a.unit).await {
-                Ok(job) => ActionOutcome::ok(format!("restart of {} queued as job {job}", a.unit)),
-                Err(e) => ActionOutcome::failed(e.to_string()),
-            },
+    Box::pin(on_unit(args, |c, unit| async move {
+        match c.restart_unit(&unit).await {
+            Ok(job) => ActionOutcome::ok(format!("restart of {unit} queued as job {job}")),
             Err(e) => ActionOutcome::failed(e.to_string()),
         }
-    })
+    }))
 }
 
 inventory::submit! { ActionRegistration { name: "agent.ping", description: "Answer pong (no arguments)", run: ping } }

@@ -8,6 +8,7 @@
 use vaultmesh_checks as _;
 
 mod integration {
+    pub mod actions;
     pub mod cloudflared;
     pub mod systemd;
     pub mod util;

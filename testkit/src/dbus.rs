@@ -191,6 +191,21 @@ impl Manager {
         OwnedObjectPath::try_from(path).map_err(|e| zbus::fdo::Error::Failed(e.to_string()))
     }
 
+    /// Like systemd: queues a restart; here the unit is simply active afterwards.
+    fn restart_unit(&self, name: String, _mode: String) -> zbus::fdo::Result<OwnedObjectPath> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        match state.units.get_mut(&name) {
+            Some(u) if u.load_state == "loaded" => {
+                u.active_state = "active".into();
+                u.sub_state = "running".into();
+                u.restarts += 1;
+                OwnedObjectPath::try_from("/org/freedesktop/systemd1/job/1")
+                    .map_err(|e| zbus::fdo::Error::Failed(e.to_string()))
+            }
+            _ => Err(zbus::fdo::Error::Failed(format!("Unit {name} not found."))),
+        }
+    }
+
     #[allow(clippy::type_complexity)]
     fn list_units_by_patterns(
         &self,
@@ -377,6 +392,16 @@ impl FakeSystemd {
             .unwrap_or_else(|p| p.into_inner())
             .units
             .insert(unit.name.clone(), unit);
+    }
+
+    /// The current state of a unit.
+    pub fn unit(&self, name: &str) -> Option<FakeUnit> {
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .units
+            .get(name)
+            .cloned()
     }
 
     /// Makes `LoadUnit(name)` never answer.
