@@ -48,6 +48,9 @@ pub struct NodeSummary {
     /// Worst status among the heartbeat's checks (absent when it carried none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worst_check: Option<CheckStatus>,
+    /// The checks that are not ok, as `name: status`, worst first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks_not_ok: Vec<String>,
     /// Heartbeats received from this node (all that are in the logs).
     pub heartbeats: u64,
     /// `false` once a command receipt from this node did not continue its hash chain (absent

@@ -43,6 +43,17 @@ impl NodeState {
             disk_max_used_pct: fullest.map(|f| f.1),
             disk_max_mount: fullest.map(|f| f.0.to_string()),
             worst_check: worst_check(hb),
+            checks_not_ok: {
+                let mut bad: Vec<_> = hb
+                    .checks
+                    .iter()
+                    .filter(|c| c.status != CheckStatus::Ok)
+                    .collect();
+                bad.sort_by_key(|c| std::cmp::Reverse(c.status.severity()));
+                bad.iter()
+                    .map(|c| format!("{}: {}", c.name, c.status))
+                    .collect()
+            },
             heartbeats: self.heartbeats,
             receipt_chain_ok: None,
         }

@@ -41,20 +41,11 @@ fn level(
         reasons.push("command receipt chain broken".into());
     }
     match n.worst_check {
-        Some(CheckStatus::Crit) => {
-            level = Level::Crit;
-            reasons.push("a check is critical".into());
-        }
-        Some(CheckStatus::Warn) => {
-            level = level.max(Level::Attn);
-            reasons.push("a check is warning".into());
-        }
-        Some(CheckStatus::Unknown) => {
-            level = level.max(Level::Attn);
-            reasons.push("a check could not run".into());
-        }
+        Some(CheckStatus::Crit) => level = Level::Crit,
+        Some(CheckStatus::Warn | CheckStatus::Unknown) => level = level.max(Level::Attn),
         Some(CheckStatus::Ok) | None => {}
     }
+    reasons.extend(n.checks_not_ok.iter().cloned());
     if !n.cloudflare_ok {
         level = level.max(Level::Attn);
         reasons.push("tunnel down".into());
@@ -176,6 +167,7 @@ mod tests {
             disk_max_used_pct: None,
             disk_max_mount: None,
             worst_check: None,
+            checks_not_ok: Vec::new(),
             heartbeats: 1,
             receipt_chain_ok: None,
         }
@@ -198,9 +190,12 @@ mod tests {
         check(&|_| {}, Level::Ok, &[]);
         check(&|n| n.cloudflare_ok = false, Level::Attn, &["tunnel down"]);
         check(
-            &|n| n.worst_check = Some(CheckStatus::Warn),
+            &|n| {
+                n.worst_check = Some(CheckStatus::Warn);
+                n.checks_not_ok = vec!["disk: warn".into()];
+            },
             Level::Attn,
-            &["a check is warning"],
+            &["disk: warn"],
         );
         check(&|n| n.services_ok = false, Level::Crit, &["services down"]);
         check(
