@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 pub mod auth;
 pub mod cloudflared;
 pub mod dbus;
+pub mod fake_cc;
 pub mod notify;
 pub mod sse;
 

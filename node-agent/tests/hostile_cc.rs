@@ -1,0 +1,156 @@
+//! The real agent binary against a hostile Command Center that hands it forged, replayed,
+//! expired, misrouted and unauthorised commands: each comes back as a signed `rejected`
+//! receipt in an unbroken chain, and none runs.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
+use std::time::Duration;
+
+use chrono::Utc;
+use uuid::Uuid;
+use vaultmesh_proto::auth::{NodeKey, parse_public_key};
+use vaultmesh_proto::command::{Command, ReceiptStatus, SignedCommand};
+use vaultmesh_testkit::fake_cc::FakeCommandCenter;
+use vaultmesh_testkit::{NodeAgent, wait_for};
+
+fn command(node: Uuid, seq: u64, action: &str, args: serde_json::Value, ttl_s: i64) -> Command {
+    let now = Utc::now();
+    Command {
+        command_id: Uuid::now_v7(),
+        node_id: node,
+        action: action.into(),
+        args,
+        nonce: Uuid::new_v4().to_string(),
+        seq: seq.to_string(),
+        issued_at: now - chrono::Duration::seconds(1),
+        expires_at: now + chrono::Duration::seconds(ttl_s),
+        issued_by: "test".into(),
+    }
+}
+
+#[test]
+fn forged_replayed_expired_misrouted_and_unallowed_commands_are_rejected_and_never_run() {
+    let cc_key = NodeKey::from_seed([1u8; 32]);
+    let fake = FakeCommandCenter::start();
+    let agent = NodeAgent::new(&fake.url)
+        .env("VAULTMESH_CC_PUBKEY", &cc_key.public_base64())
+        .env("VAULTMESH_INTERVAL", "1s")
+        .config("[commands]\nallow = [\"agent.ping\", \"checks.run\"]\n");
+    let _child = agent.spawn(&["run"]);
+    let node: Uuid = wait_for(Duration::from_secs(20), || {
+        std::fs::read_to_string(agent.state_dir().join("node_id"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    })
+    .expect("the agent started");
+    let node_key = wait_for(Duration::from_secs(10), || {
+        NodeKey::from_base64(&std::fs::read_to_string(agent.state_dir().join("node.key")).ok()?)
+            .ok()
+    })
+    .unwrap();
+
+    let genuine = SignedCommand::sign(
+        command(node, 1, "agent.ping", serde_json::json!({}), 300),
+        &cc_key,
+    );
+    fake.push(vec![genuine.clone()]);
+    wait_for(Duration::from_secs(10), || {
+        (fake.receipts().len() == 1).then_some(())
+    })
+    .expect("receipt for the genuine command");
+
+    let mut flipped = SignedCommand::sign(
+        command(node, 5, "agent.ping", serde_json::json!({}), 300),
+        &cc_key,
+    );
+    flipped.command.args = serde_json::json!({"injected": "yes"});
+    let hostile = vec![
+        (genuine.clone(), "already received (replay)"),
+        (
+            SignedCommand::sign(
+                command(node, 3, "agent.ping", serde_json::json!({}), -3600),
+                &cc_key,
+            ),
+            "expired at",
+        ),
+        (
+            SignedCommand::sign(
+                command(Uuid::new_v4(), 4, "agent.ping", serde_json::json!({}), 300),
+                &cc_key,
+            ),
+            "is for node",
+        ),
+        (flipped, "signature does not verify"),
+        (
+            SignedCommand::sign(
+                command(node, 6, "agent.ping", serde_json::json!({}), 300),
+                &NodeKey::from_seed([9u8; 32]),
+            ),
+            "signature does not verify",
+        ),
+        (
+            SignedCommand::sign(
+                command(
+                    node,
+                    7,
+                    "service.restart",
+                    serde_json::json!({"unit": "sshd.service"}),
+                    300,
+                ),
+                &cc_key,
+            ),
+            "not in this node's [commands] allow list",
+        ),
+    ];
+    fake.push(hostile.iter().map(|(c, _)| c.clone()).collect());
+    // And a genuine command after them still runs.
+    let after = SignedCommand::sign(
+        command(
+            node,
+            8,
+            "checks.run",
+            serde_json::json!({"name": "load"}),
+            300,
+        ),
+        &cc_key,
+    );
+    fake.push(vec![after.clone()]);
+    let receipts = wait_for(Duration::from_secs(20), || {
+        let r = fake.receipts();
+        (r.len() == 1 + hostile.len() + 1).then_some(r)
+    })
+    .expect("a receipt for every command");
+
+    let public = parse_public_key(&node_key.public_base64()).unwrap();
+    let mut prev = None;
+    for r in &receipts {
+        r.verify(&public).expect("signed by the node key");
+        assert_eq!(r.receipt.prev_receipt_sha256, prev, "the chain is unbroken");
+        prev = Some(r.receipt.chain_hash());
+    }
+    assert_eq!(receipts[0].receipt.status, ReceiptStatus::Ok);
+    for (r, (c, reason)) in receipts[1..=hostile.len()].iter().zip(&hostile) {
+        assert_eq!(r.receipt.command_id, c.command.command_id);
+        assert_eq!(r.receipt.status, ReceiptStatus::Rejected, "{reason}");
+        assert!(
+            r.receipt
+                .reason
+                .as_deref()
+                .unwrap_or_default()
+                .contains(reason),
+            "{:?} should say {reason:?}",
+            r.receipt.reason
+        );
+        assert!(
+            r.receipt.output.is_empty() && r.receipt.exit_code.is_none(),
+            "nothing ran for {reason}"
+        );
+    }
+    let last = receipts.last().unwrap();
+    assert_eq!(
+        (last.receipt.command_id, last.receipt.status),
+        (after.command.command_id, ReceiptStatus::Ok)
+    );
+}
