@@ -87,6 +87,7 @@ pub async fn issue(
     let profile = node.summary.os_profile;
     state
         .policies
+        .get()
         .check_command(&profile, &req.action, &args)
         .map_err(ApiError::Forbidden)?;
     let issued_by = req.issued_by.unwrap_or_else(|| "anonymous".into());

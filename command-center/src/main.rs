@@ -46,6 +46,9 @@ enum Command {
     #[command(subcommand)]
     #[command(name = "command")]
     Commands(CommandsCommand),
+    /// Validate policy files.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
     /// Create the command-signing key (mode 0600) and print the public key agents pin.
     Keygen {
         /// Where to write the key.
@@ -119,6 +122,16 @@ enum CommandsCommand {
         node: Option<uuid::Uuid>,
         #[command(flatten)]
         url: UrlArg,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PolicyCommand {
+    /// Check every *.toml in DIR; exit 2 naming file, key and reason on the first problem.
+    Check {
+        /// The policy directory.
+        #[arg(default_value = "policies", env = "VAULTMESH_POLICY_DIR")]
+        dir: PathBuf,
     },
 }
 
@@ -261,6 +274,7 @@ fn main() -> ExitCode {
             Some(Command::Serve(args)) => serve(args).await,
             Some(Command::Logs(cmd)) => logs(cmd),
             Some(Command::Keygen { out }) => keygen(&out),
+            Some(Command::Policy(PolicyCommand::Check { dir })) => policy_check(&dir),
             Some(Command::Commands(cmd)) => command(cmd).await,
             None => serve(cli.serve).await,
         }
@@ -275,6 +289,42 @@ fn main() -> ExitCode {
 }
 
 type Failure = (u8, String);
+
+/// SIGHUP reloads the policy directory; an invalid set is refused and the old one kept.
+fn reload_policies_on_sighup(
+    policies: std::sync::Arc<vaultmesh_command_center::policy::LivePolicies>,
+) {
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            match policies.reload() {
+                Ok(n) => tracing::info!(files = n, "Policies reloaded."),
+                Err(e) => {
+                    tracing::error!(error = %e, "Policy reload refused; the previous policies stay in force.")
+                }
+            }
+        }
+    });
+}
+
+/// `policy check [DIR]`: validates every policy file.
+fn policy_check(dir: &std::path::Path) -> Result<(), Failure> {
+    let p = vaultmesh_command_center::policy::Policies::load(Some(dir)).map_err(|e| (2, e))?;
+    if p.is_empty() {
+        return Err((2, format!("{}: no *.toml policy files", dir.display())));
+    }
+    println!(
+        "ok: {} — {} polic{}: {}",
+        dir.display(),
+        p.len(),
+        if p.len() == 1 { "y" } else { "ies" },
+        p.profiles().join(", ")
+    );
+    Ok(())
+}
 
 async fn command(cmd: CommandsCommand) -> Result<(), Failure> {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -452,6 +502,7 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
     tracing::info!(addr = %server.local_addr(), "Command Center listening.");
     let cancel = service::shutdown_token();
     let watchdog = service::spawn_watchdog(cancel.clone());
+    reload_policies_on_sighup(std::sync::Arc::clone(&server.state().policies));
     service::notify_ready(&format!("serving on {}", server.local_addr()));
     let stopping = cancel.clone();
     let result = server

@@ -54,6 +54,35 @@ pub struct Policy {
     rules: Vec<Rule>,
 }
 
+/// The policies in force, replaced as a whole on reload (SIGHUP): readers take a snapshot.
+#[derive(Debug)]
+pub struct LivePolicies {
+    dir: Option<PathBuf>,
+    current: std::sync::RwLock<std::sync::Arc<Policies>>,
+}
+
+impl LivePolicies {
+    pub fn new(dir: Option<&Path>, initial: Policies) -> LivePolicies {
+        LivePolicies {
+            dir: dir.map(Path::to_path_buf),
+            current: std::sync::RwLock::new(std::sync::Arc::new(initial)),
+        }
+    }
+
+    /// The policies in force now.
+    pub fn get(&self) -> std::sync::Arc<Policies> {
+        std::sync::Arc::clone(&self.current.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Loads the directory again. An invalid set is refused and the old one stays in force.
+    pub fn reload(&self) -> Result<usize, String> {
+        let fresh = Policies::load(self.dir.as_deref())?;
+        let n = fresh.len();
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = std::sync::Arc::new(fresh);
+        Ok(n)
+    }
+}
+
 /// Every profile's policy, loaded at start.
 #[derive(Debug, Default)]
 pub struct Policies {
@@ -90,7 +119,11 @@ impl Policies {
                 let mut args = BTreeMap::new();
                 for (name, pattern) in r.args {
                     let re = Regex::new(&format!("^(?:{pattern})$")).map_err(|e| {
-                        format!("{}: commands.allow[{i}].args.{name}: {e}", path.display())
+                        // regex errors span several lines (a caret diagram); keep the reason.
+                        let text = e.to_string();
+                        let reason = text.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("invalid");
+                        let reason = reason.trim().trim_start_matches("error: ");
+                        format!("{}: commands.allow[{i}].args.{name}: invalid pattern {pattern:?}: {reason}", path.display())
                     })?;
                     args.insert(name, re);
                 }
@@ -105,6 +138,22 @@ impl Policies {
             dir: Some(dir.to_path_buf()),
             by_profile,
         })
+    }
+
+    /// How many profile files are loaded.
+    pub fn len(&self) -> usize {
+        self.by_profile.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_profile.is_empty()
+    }
+
+    /// The loaded profiles, sorted.
+    pub fn profiles(&self) -> Vec<&str> {
+        let mut v: Vec<&str> = self.by_profile.keys().map(String::as_str).collect();
+        v.sort_unstable();
+        v
     }
 
     /// Whether `action` with `args` may be issued to a node of `profile`; the reason if not.

@@ -50,7 +50,7 @@ pub struct AppState {
     pub replay_guard: Arc<ReplayGuard>,
     /// The command-signing key; without it, commands cannot be issued.
     pub cc_key: Option<Arc<vaultmesh_proto::auth::NodeKey>>,
-    pub policies: Arc<crate::policy::Policies>,
+    pub policies: Arc<crate::policy::LivePolicies>,
     /// A node not heard from for this long is shown as stale.
     pub stale_after: Duration,
 }
@@ -161,10 +161,11 @@ impl Server {
                 .load_signing_key()
                 .map_err(|e| ServeError::Serve(std::io::Error::other(e)))?
                 .map(Arc::new),
-            policies: Arc::new(
+            policies: Arc::new(crate::policy::LivePolicies::new(
+                config.policy_dir.as_deref(),
                 crate::policy::Policies::load(config.policy_dir.as_deref())
                     .map_err(|e| ServeError::Serve(std::io::Error::other(e)))?,
-            ),
+            )),
             stale_after: config.stale_after,
         };
         Ok(Server {

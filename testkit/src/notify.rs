@@ -90,3 +90,12 @@ pub fn terminate(pid: u32) {
         .expect("run kill");
     assert!(status.success(), "kill -TERM {pid} failed");
 }
+
+/// Sends the signal named `name` (`TERM`, `HUP`, ...) to `pid`.
+pub fn signal(pid: u32, name: &str) {
+    let status = std::process::Command::new("kill")
+        .args([&format!("-{name}"), &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{name} {pid} failed");
+}

@@ -1,0 +1,107 @@
+//! Policy files: `policy check`, and reload on SIGHUP that keeps the old set when the new one is
+//! invalid. Real binary.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
+use std::time::Duration;
+
+use serde_json::json;
+use vaultmesh_testkit::{
+    CommandCenter, cc_command, heartbeat_json, text, wait_for, workspace_root,
+};
+
+const NODE: &str = "550e8400-e29b-41d4-a716-446655440000";
+
+#[test]
+fn policy_check_accepts_the_shipped_policies_and_names_file_and_key_of_a_bad_one() {
+    let shipped = workspace_root().join("policies");
+    let out = cc_command(&["policy", "check", shipped.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains("3 policies: ArchVault, DebianVault, Generic"),
+        "{}",
+        text(&out)
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("ArchVault.toml"),
+        "[commands]\nallow = [{ action = \"x\", args = { unit = \"(\" } }]\n",
+    )
+    .unwrap();
+    let out = cc_command(&["policy", "check", dir.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("ArchVault.toml: commands.allow[0].args.unit"),
+        "{err}"
+    );
+
+    let empty = tempfile::tempdir().unwrap();
+    assert_eq!(
+        cc_command(&["policy", "check", empty.path().to_str().unwrap()])
+            .status
+            .code(),
+        Some(2)
+    );
+}
+
+#[test]
+fn sighup_reloads_policies_and_an_invalid_set_leaves_the_old_one_in_force() {
+    let keys = tempfile::tempdir().unwrap();
+    let key = keys.path().join("cc.key");
+    assert!(
+        cc_command(&["keygen", "--out", key.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("ArchVault.toml");
+    std::fs::write(
+        &policy,
+        "[commands]\nallow = [{ action = \"agent.ping\" }]\n",
+    )
+    .unwrap();
+    let cc = CommandCenter::start_with(&[
+        "--signing-key",
+        key.to_str().unwrap(),
+        "--policy-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert_eq!(
+        cc.post_json("/api/agent/heartbeat", &heartbeat_json(NODE, "n", 1))
+            .status,
+        200
+    );
+    let issue = |action: &str, args: serde_json::Value| {
+        cc.post_json(
+            "/api/commands",
+            &json!({"node_id": NODE, "action": action, "args": args}),
+        )
+        .status
+    };
+    assert_eq!(issue("agent.ping", json!({})), 201);
+    assert_eq!(issue("checks.run", json!({"name": "disk"})), 403);
+
+    std::fs::write(
+        &policy,
+        "[commands]\nallow = [{ action = \"checks.run\", args = { name = \"disk\" } }]\n",
+    )
+    .unwrap();
+    vaultmesh_testkit::notify::signal(cc.pid(), "HUP");
+    wait_for(Duration::from_secs(5), || {
+        (issue("agent.ping", json!({})) == 403).then_some(())
+    })
+    .expect("the new policy took effect");
+    assert_eq!(issue("checks.run", json!({"name": "disk"})), 201);
+
+    // An invalid file: refused, the previous set stays, the server stays up.
+    std::fs::write(&policy, "[commands]\nallow = [{ action = 3 }]\n").unwrap();
+    vaultmesh_testkit::notify::signal(cc.pid(), "HUP");
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(issue("checks.run", json!({"name": "disk"})), 201);
+    assert_eq!(issue("agent.ping", json!({})), 403);
+    assert_eq!(cc.get("/healthz").status, 200);
+}
