@@ -67,7 +67,7 @@ pub struct CommandRunner {
 
 fn load<T: Default + for<'de> Deserialize<'de>>(path: &Path) -> Result<T, IdentityError> {
     match std::fs::read_to_string(path) {
-        Ok(t) => serde_json::from_str(&t).map_err(|e| IdentityError::BadKey {
+        Ok(t) => serde_json::from_str(&t).map_err(|e| IdentityError::BadState {
             path: path.to_path_buf(),
             reason: format!("unreadable state: {e}"),
         }),
@@ -302,7 +302,7 @@ impl Outcome {
 }
 
 fn write_json<T: Serialize>(dir: &Path, name: &str, value: &T) -> Result<(), IdentityError> {
-    let text = serde_json::to_string(value).map_err(|e| IdentityError::BadKey {
+    let text = serde_json::to_string(value).map_err(|e| IdentityError::BadState {
         path: dir.join(name),
         reason: e.to_string(),
     })?;

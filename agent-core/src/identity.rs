@@ -29,6 +29,9 @@ pub enum IdentityError {
         "{path}: {reason}; fix or remove it (and revoke the node on the Command Center) to enroll a new key"
     )]
     BadKey { path: PathBuf, reason: String },
+    /// A state file (replay store, receipt chain) that cannot be read or written.
+    #[error("{path}: {reason}")]
+    BadState { path: PathBuf, reason: String },
 }
 
 /// Writes `content` to `state_dir/name` atomically with mode 0600, creating the directory (0700).

@@ -1,4 +1,4 @@
-//! Life under systemd, shared by both binaries: readiness (`READY=1`), watchdog pings,
+//! Life under systemd, shared by both binaries: logging, readiness (`READY=1`), watchdog pings,
 //! `STOPPING=1`, and a shutdown token cancelled by SIGTERM or Ctrl-C.
 //!
 //! Outside systemd (no `NOTIFY_SOCKET`) every notification is a no-op.
@@ -7,6 +7,17 @@ use std::time::Duration;
 
 use sd_notify::NotifyState;
 use tokio_util::sync::CancellationToken;
+
+/// Logs to stderr (journald captures it under systemd), filtered by `RUST_LOG` (default `info`).
+pub fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+}
 
 /// Tells systemd the service is up (`Type=notify`), with a one-line status.
 pub fn notify_ready(status: &str) {

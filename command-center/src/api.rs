@@ -76,23 +76,7 @@ pub async fn post_enroll(
     let key = vaultmesh_proto::auth::parse_public_key(&req.public_key)
         .map_err(|e| ApiError::UnprocessableEntity(format!("invalid enrollment: {e}")))?;
     parts.verify(&key, &body, &state.replay_guard)?;
-    let probe = NodeHeartbeat {
-        node_id: req.node_id,
-        hostname: req.hostname.clone(),
-        os_profile: req.os_profile.clone(),
-        cloudflare_ok: false,
-        services_ok: false,
-        vaultmesh_root: "/".into(),
-        timestamp: Utc::now(),
-        agent_version: None,
-        seq: None,
-        uptime_s: None,
-        metrics: None,
-        checks: Vec::new(),
-        last_scan: None,
-    };
-    probe
-        .validate()
+    req.validate()
         .map_err(|e| ApiError::UnprocessableEntity(format!("invalid enrollment: {e}")))?;
     let token = state.tokens.matching(&req.token, Utc::now())?;
     let enrolled_at = state
@@ -148,6 +132,30 @@ pub async fn healthz(State(state): State<AppState>) -> Json<Health> {
         version: crate::VERSION.into(),
         nodes: state.store.node_count(),
     })
+}
+
+/// Parses a comma-separated list of kinds from query parameter `param`, each one of `allowed`;
+/// `None` when absent or empty.
+pub fn parse_kinds(
+    param: &str,
+    text: Option<&str>,
+    allowed: &[&str],
+) -> Result<Option<BTreeSet<String>>, ApiError> {
+    let Some(text) = text.filter(|t| !t.is_empty()) else {
+        return Ok(None);
+    };
+    let set: BTreeSet<String> = text
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    if let Some(bad) = set.iter().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(ApiError::BadRequest(format!(
+            "{param}={bad:?} is not one of {}",
+            allowed.join(", ")
+        )));
+    }
+    Ok(Some(set))
 }
 
 /// Parses a node id from a path segment, with a message that shows what was wrong.
@@ -240,23 +248,7 @@ pub async fn list_events(
                 })
         })
         .transpose()?;
-    let kinds = match p.kind.as_deref() {
-        None | Some("") => None,
-        Some(k) => {
-            let set: BTreeSet<String> = k
-                .split(',')
-                .map(|s| s.trim().to_string())
-                .filter(|s| !s.is_empty())
-                .collect();
-            if let Some(bad) = set.iter().find(|k| !OPERATOR_KINDS.contains(&k.as_str())) {
-                return Err(ApiError::BadRequest(format!(
-                    "kind={bad:?} is not one of {}",
-                    OPERATOR_KINDS.join(", ")
-                )));
-            }
-            Some(set)
-        }
-    };
+    let kinds = parse_kinds("kind", p.kind.as_deref(), &OPERATOR_KINDS)?;
     let node_id = p.node_id.as_deref().map(parse_node_id).transpose()?;
     let limit = p.limit.unwrap_or(100);
     if limit == 0 || limit > EVENTS_MAX {

@@ -24,6 +24,27 @@ pub const MAX_WAIT: Duration = Duration::from_secs(60);
 /// Default and bounds of a command's time to live.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(300);
 
+/// Creates a new command-signing key at `path` (mode 0600, fsynced). Never overwrites: an
+/// existing file is an error, so a key agents have pinned cannot be lost by accident.
+pub fn create_signing_key(
+    path: &std::path::Path,
+) -> Result<vaultmesh_proto::auth::NodeKey, std::io::Error> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed)
+        .map_err(|e| std::io::Error::other(format!("no OS randomness: {e}")))?;
+    let key = vaultmesh_proto::auth::NodeKey::from_seed(seed);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    writeln!(f, "{}", key.to_base64())?;
+    f.sync_all()?;
+    Ok(key)
+}
+
 /// `POST /api/commands` body.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -90,8 +90,9 @@ impl ServeConfig {
         }
     }
 
-    /// Checks the directories, creating the log directory (0700) if needed. Errors name the
-    /// flag and the reason.
+    /// Checks the directories and limits, creating the log directory (0700) if needed. Errors
+    /// name the flag and the reason. Tokens, the signing key and policies are read (once) by
+    /// [`crate::server::Server::bind`], which reports them as [`crate::server::ServeError::Config`].
     pub fn prepare(&self) -> Result<(), String> {
         {
             use std::os::unix::fs::DirBuilderExt;
@@ -102,9 +103,6 @@ impl ServeConfig {
                 .create(dir)
                 .map_err(|e| format!("--log-dir {}: cannot create: {e}", dir.display()))?;
         }
-        self.tokens()?;
-        self.load_signing_key()?;
-        crate::policy::Policies::load(self.policy_dir.as_deref())?;
         if self.sse_buffer == 0 {
             return Err("--sse-buffer must be at least 1".into());
         }

@@ -65,19 +65,7 @@ pub async fn run(
     if !key_path.exists() {
         std::fs::create_dir_all(&data_dir)
             .map_err(|e| DemoError::Setup(format!("{}: {e}", data_dir.display())))?;
-        let mut seed = [0u8; 32];
-        getrandom::fill(&mut seed)
-            .map_err(|e| DemoError::Setup(format!("no OS randomness: {e}")))?;
-        let key = vaultmesh_proto::auth::NodeKey::from_seed(seed);
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&key_path)
-            .map_err(|e| DemoError::Setup(format!("{}: {e}", key_path.display())))?;
-        use std::io::Write;
-        writeln!(f, "{}", key.to_base64())
+        crate::commands::create_signing_key(&key_path)
             .map_err(|e| DemoError::Setup(format!("{}: {e}", key_path.display())))?;
     }
     let cc_public = std::fs::read_to_string(&key_path)

@@ -16,7 +16,7 @@ use vaultmesh_command_center::logs::{
     render::Format,
     stats, view,
 };
-use vaultmesh_command_center::server::Server;
+use vaultmesh_command_center::server::{ServeError, Server};
 use vaultmesh_command_center::store::StoreLimits;
 
 #[derive(Debug, Parser)]
@@ -251,13 +251,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 
 fn main() -> ExitCode {
     let cli: Cli = vaultmesh_agent_core::cli::parse_or_exit();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    vaultmesh_agent_core::service::init_logging();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -386,25 +380,18 @@ async fn command(cmd: CommandsCommand) -> Result<(), Failure> {
 }
 
 fn keygen(out: &std::path::Path) -> Result<(), Failure> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut seed = [0u8; 32];
-    getrandom::fill(&mut seed).map_err(|e| (1, format!("no OS randomness: {e}")))?;
-    let key = vaultmesh_proto::auth::NodeKey::from_seed(seed);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(out)
-        .map_err(|e| {
-            (
+    let key = vaultmesh_command_center::commands::create_signing_key(out).map_err(|e| {
+        match e.kind() {
+            std::io::ErrorKind::AlreadyExists => (
                 2,
-                format!("{}: {e} (keygen never overwrites a key)", out.display()),
-            )
-        })?;
-    writeln!(f, "{}", key.to_base64())
-        .and_then(|_| f.sync_all())
-        .map_err(|e| (1, format!("{}: {e}", out.display())))?;
+                format!(
+                    "{}: already exists (keygen never overwrites a key)",
+                    out.display()
+                ),
+            ),
+            _ => (1, format!("{}: {e}", out.display())),
+        }
+    })?;
     let public = key.public_base64();
     println!("wrote {} (mode 0600)", out.display());
     println!("public key: {public}");
@@ -479,9 +466,10 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
         signing_key: args.signing_key,
     };
     config.prepare().map_err(|e| (2, e))?;
-    let server = Server::bind(&config)
-        .await
-        .map_err(|e| (1, e.to_string()))?;
+    let server = Server::bind(&config).await.map_err(|e| match e {
+        ServeError::Config(m) => (2, m),
+        other => (1, other.to_string()),
+    })?;
     let replay = server.replay_report();
     if !replay.skipped.is_empty() {
         eprintln!(

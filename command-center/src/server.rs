@@ -114,6 +114,9 @@ pub enum ServeError {
     Serve(std::io::Error),
     #[error("cannot open the store: {0}")]
     Store(#[from] StoreOpenError),
+    /// A bad token, signing key or policy file: the operator must fix the configuration.
+    #[error("{0}")]
+    Config(String),
 }
 
 /// A bound, not yet running, Command Center.
@@ -129,6 +132,18 @@ impl Server {
     /// Opens the store (replaying the logs), binds the listener and prepares the state. Nothing
     /// is served until [`Server::run`].
     pub async fn bind(config: &ServeConfig) -> Result<Server, ServeError> {
+        // Configuration first: a bad token, key or policy must not cost a replay.
+        let tokens = Arc::new(config.tokens().map_err(ServeError::Config)?);
+        let cc_key = config
+            .load_signing_key()
+            .map_err(ServeError::Config)?
+            .map(Arc::new);
+        let loaded = crate::policy::Policies::load(config.policy_dir.as_deref())
+            .map_err(ServeError::Config)?;
+        let policies = Arc::new(crate::policy::LivePolicies::new(
+            config.policy_dir.as_deref(),
+            loaded,
+        ));
         let opts = config.store_options();
         let bus = Arc::new(Bus::new(BUS_WINDOW, config.sse_buffer));
         let store_bus = Arc::clone(&bus);
@@ -151,21 +166,10 @@ impl Server {
             bus,
             shutdown: CancellationToken::new(),
             sse_keepalive: config.sse_keepalive,
-            tokens: Arc::new(
-                config
-                    .tokens()
-                    .map_err(|e| ServeError::Serve(std::io::Error::other(e)))?,
-            ),
+            tokens,
             replay_guard: Arc::new(ReplayGuard::default()),
-            cc_key: config
-                .load_signing_key()
-                .map_err(|e| ServeError::Serve(std::io::Error::other(e)))?
-                .map(Arc::new),
-            policies: Arc::new(crate::policy::LivePolicies::new(
-                config.policy_dir.as_deref(),
-                crate::policy::Policies::load(config.policy_dir.as_deref())
-                    .map_err(|e| ServeError::Serve(std::io::Error::other(e)))?,
-            )),
+            cc_key,
+            policies,
             stale_after: config.stale_after,
         };
         Ok(Server {

@@ -20,7 +20,7 @@ use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
 use uuid::Uuid;
 
-use crate::api::parse_node_id;
+use crate::api::{parse_kinds, parse_node_id};
 use crate::bus::{BusEvent, Resume};
 use crate::error::ApiError;
 use crate::server::AppState;
@@ -81,23 +81,7 @@ pub async fn events(
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let Query(p) =
         params.map_err(|e| ApiError::BadRequest(format!("bad query: {}", e.body_text())))?;
-    let kinds = match p.kinds.as_deref() {
-        None | Some("") => None,
-        Some(k) => {
-            let set: BTreeSet<String> = k
-                .split(',')
-                .map(|s| s.trim().to_string())
-                .filter(|s| !s.is_empty())
-                .collect();
-            if let Some(bad) = set.iter().find(|k| !NAMES.contains(&k.as_str())) {
-                return Err(ApiError::BadRequest(format!(
-                    "kinds={bad:?} is not one of {}",
-                    NAMES.join(", ")
-                )));
-            }
-            Some(set)
-        }
-    };
+    let kinds = parse_kinds("kinds", p.kinds.as_deref(), &NAMES)?;
     let filter = SseFilter {
         kinds,
         node_id: p.node_id.as_deref().map(parse_node_id).transpose()?,

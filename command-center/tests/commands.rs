@@ -182,6 +182,15 @@ fn commands_round_trip_through_the_long_poll_and_policies_hold_on_both_sides() {
         done["chain_ok"], true,
         "a rejection continues the chain too"
     );
+    let rejected = f.cc.get_json(&format!(
+        "/api/commands?node_id={}&status=rejected",
+        f.node_id
+    ));
+    assert_eq!(rejected.as_array().unwrap().len(), 1, "{rejected}");
+    assert_eq!(rejected[0]["command"]["action"], "service.status");
+    let ok =
+        f.cc.get_json(&format!("/api/commands?node_id={}&status=ok", f.node_id));
+    assert_eq!(ok.as_array().unwrap().len(), 2, "{ok}");
 
     // The CLI wrapper.
     let out = cc_command(&[

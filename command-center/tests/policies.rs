@@ -105,3 +105,37 @@ fn sighup_reloads_policies_and_an_invalid_set_leaves_the_old_one_in_force() {
     assert_eq!(issue("agent.ping", json!({})), 403);
     assert_eq!(cc.get("/healthz").status, 200);
 }
+
+#[test]
+fn serve_refuses_bad_configuration_with_exit_2_before_touching_the_logs() {
+    let bad = tempfile::tempdir().unwrap();
+    std::fs::write(bad.path().join("ArchVault.toml"), "[commands]\nalow = []\n").unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let log_dir = logs.path().join("logs");
+    for extra in [
+        vec!["--policy-dir", bad.path().to_str().unwrap()],
+        vec!["--enroll-token", "short"],
+        vec!["--signing-key", "/nonexistent/cc.key"],
+    ] {
+        let mut args = vec![
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--log-dir",
+            log_dir.to_str().unwrap(),
+        ];
+        args.extend(extra.iter().copied());
+        let out = cc_command(&args);
+        assert_eq!(out.status.code(), Some(2), "{extra:?}: {}", text(&out));
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(
+            err.lines().filter(|l| l.starts_with("error:")).count(),
+            1,
+            "{extra:?}: {err}"
+        );
+    }
+    assert!(
+        !log_dir.join("heartbeats.jsonl").exists(),
+        "no log was opened"
+    );
+}

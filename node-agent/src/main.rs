@@ -99,13 +99,7 @@ impl From<AgentError> for Failure {
 
 fn main() -> ExitCode {
     let cli: Cli = vaultmesh_agent_core::cli::parse_or_exit();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    vaultmesh_agent_core::service::init_logging();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

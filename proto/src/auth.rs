@@ -160,6 +160,15 @@ pub struct EnrollRequest {
     pub nonce: Option<String>,
 }
 
+impl EnrollRequest {
+    /// The same bounds as a heartbeat's hostname and profile.
+    pub fn validate(&self) -> Result<(), crate::heartbeat::HeartbeatError> {
+        use crate::heartbeat::limits;
+        crate::heartbeat::text("hostname", &self.hostname, limits::HOSTNAME_MAX, true)?;
+        crate::heartbeat::text("os_profile", &self.os_profile, limits::PROFILE_MAX, true)
+    }
+}
+
 /// Reply to a successful enrollment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EnrollResponse {

@@ -182,7 +182,7 @@ impl NodeHeartbeat {
     }
 }
 
-fn text(
+pub(crate) fn text(
     field: &'static str,
     value: &str,
     max: usize,

@@ -225,25 +225,9 @@ pub(crate) fn unit_verdict(u: &UnitState, expect: Expect) -> (CheckStatus, Optio
     }
 }
 
-/// Shell-style glob match (`*`, `?`, `[abc]`) for validating `expect` keys against `units`.
-fn glob_match(pattern: &str, name: &str) -> bool {
-    fn rec(p: &[char], n: &[char]) -> bool {
-        match p.first() {
-            None => n.is_empty(),
-            Some('*') => (0..=n.len()).any(|i| rec(&p[1..], &n[i..])),
-            Some('?') => !n.is_empty() && rec(&p[1..], &n[1..]),
-            Some('[') => match p.iter().position(|c| *c == ']') {
-                Some(end) if !n.is_empty() => {
-                    p[1..end].contains(&n[0]) && rec(&p[end + 1..], &n[1..])
-                }
-                _ => false,
-            },
-            Some(c) => n.first() == Some(c) && rec(&p[1..], &n[1..]),
-        }
-    }
-    let p: Vec<char> = pattern.chars().collect();
-    let n: Vec<char> = name.chars().collect();
-    rec(&p, &n)
+/// Shell-style glob match (`*`, `?`, `[abc]`), as systemd applies to unit names.
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    glob::Pattern::new(pattern).is_ok_and(|p| p.matches(name))
 }
 
 #[derive(Debug)]

@@ -198,13 +198,6 @@ impl EventState {
         v.truncate(50);
         v
     }
-
-    pub fn open_incidents(&self) -> usize {
-        self.incidents
-            .values()
-            .filter(|i| i.state != IncidentState::Resolved)
-            .count()
-    }
 }
 
 #[cfg(test)]
@@ -267,7 +260,6 @@ mod tests {
             (i.state, i.acked_by.as_deref(), i.resolved_by.as_deref()),
             (IncidentState::Resolved, Some("ops"), Some("ops"))
         );
-        assert_eq!(s.open_incidents(), 0);
         let mut unknown_node = new("note", vec![]);
         unknown_node.node_id = Some(Uuid::from_u128(5));
         assert!(

@@ -128,17 +128,6 @@ impl FleetState {
         Ok(())
     }
 
-    /// Records a validated heartbeat received at `received_at`, subject to the node limit.
-    pub fn record_heartbeat(
-        &self,
-        hb: NodeHeartbeat,
-        received_at: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        self.admits(hb.node_id)?;
-        self.apply_heartbeat(hb, received_at);
-        Ok(())
-    }
-
     /// Applies a heartbeat already admitted (and, with a durable store, already logged).
     pub fn apply_heartbeat(&self, hb: NodeHeartbeat, received_at: DateTime<Utc>) {
         let point = history_point(&hb, received_at);
@@ -231,6 +220,15 @@ impl FleetState {
 mod tests {
     use super::*;
     use crate::store::{StoreError, StoreLimits};
+
+    impl FleetState {
+        /// What a store does with a heartbeat: admit, then apply.
+        fn record_heartbeat(&self, hb: NodeHeartbeat, at: DateTime<Utc>) -> Result<(), StoreError> {
+            self.admits(hb.node_id)?;
+            self.apply_heartbeat(hb, at);
+            Ok(())
+        }
+    }
     use vaultmesh_proto::{CheckResult, DiskUsage, Metrics};
 
     fn hb(id: u128, host: &str) -> NodeHeartbeat {

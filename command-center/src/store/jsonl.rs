@@ -135,14 +135,6 @@ impl JsonlStore {
         };
         Ok((store, report))
     }
-
-    /// Open incidents, fleet-wide.
-    pub fn open_incidents(&self) -> usize {
-        self.event_state
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .open_incidents()
-    }
 }
 
 /// Rebuilds commands, queues and receipt chains from `commands.jsonl`.
