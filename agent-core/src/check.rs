@@ -12,6 +12,25 @@ pub struct CheckContext {
     pub node_id: uuid::Uuid,
     /// Root of the VaultMesh installation (`VAULTMESH_ROOT`).
     pub vaultmesh_root: PathBuf,
+    /// The node's OS profile (`VAULTMESH_OS_PROFILE`).
+    pub os_profile: String,
+    /// The agent's configuration file, when it was read from one.
+    pub config_file: Option<PathBuf>,
+    /// Where a scanning check hands its report for delivery.
+    pub scans: crate::scans::ScanOutbox,
+}
+
+impl CheckContext {
+    /// A context for `node_id` with profile `Generic`, no config file and an in-memory outbox.
+    pub fn new(node_id: uuid::Uuid, vaultmesh_root: impl Into<PathBuf>) -> Self {
+        CheckContext {
+            node_id,
+            vaultmesh_root: vaultmesh_root.into(),
+            os_profile: "Generic".to_string(),
+            config_file: None,
+            scans: crate::scans::ScanOutbox::in_memory(),
+        }
+    }
 }
 
 /// What a check reports. The scheduler adds the check's name, the time and the duration to make

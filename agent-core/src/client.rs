@@ -6,7 +6,7 @@ use vaultmesh_proto::auth::{
     EnrollRequest, EnrollResponse, HEADER_NODE, HEADER_SIGNATURE, HEADER_TIMESTAMP, NodeKey,
 };
 use vaultmesh_proto::command::{SignedCommand, SignedReceipt};
-use vaultmesh_proto::{ErrorBody, HeartbeatAccepted, NodeHeartbeat};
+use vaultmesh_proto::{ErrorBody, HeartbeatAccepted, NodeHeartbeat, ScanReport};
 
 /// Why a request to the Command Center failed.
 #[derive(Debug, thiserror::Error)]
@@ -134,6 +134,11 @@ impl CcClient {
             Some(wait + Duration::from_secs(15)),
         )
         .await
+    }
+
+    /// `POST /api/agent/scans`.
+    pub async fn post_scan(&self, report: &ScanReport) -> Result<serde_json::Value, ClientError> {
+        self.post_signed("/api/agent/scans", report).await
     }
 
     /// `POST /api/agent/receipts`.

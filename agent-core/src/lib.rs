@@ -6,6 +6,7 @@
 //! - [`config`]: the agent's typed configuration (file + environment), validated at load.
 //! - [`scheduler`]: runs each check on its own interval with a deterministic per-node splay, a
 //!   timeout and panic isolation, and keeps the latest result of each.
+//! - [`scans`]: the outbox through which a scanning check's report reaches the Command Center.
 //! - [`heartbeat`]: turns the latest results into a [`vaultmesh_proto::NodeHeartbeat`].
 //! - [`client`]: the outbound-only HTTP client to the Command Center.
 //! - [`cli`]: usage errors as one line and exit code 2, for both binaries.
@@ -29,6 +30,7 @@ pub mod host;
 pub mod identity;
 pub mod registry;
 pub mod runtime;
+pub mod scans;
 pub mod scheduler;
 pub mod service;
 

@@ -19,6 +19,7 @@ use crate::config::{AgentConfig, ConfigErrors};
 use crate::heartbeat::HeartbeatBuilder;
 use crate::identity::{self, IdentityError};
 use crate::registry;
+use crate::scans::ScanOutbox;
 use crate::scheduler::Scheduler;
 
 /// Attempts `run --once` makes before giving up.
@@ -48,6 +49,7 @@ pub struct Agent {
     hostname: String,
     public_key: String,
     runner: Arc<CommandRunner>,
+    scans: ScanOutbox,
 }
 
 impl Agent {
@@ -62,9 +64,13 @@ impl Agent {
             .clone()
             .or_else(crate::host::hostname)
             .unwrap_or_else(|| "unknown".to_string());
+        let scans = ScanOutbox::persistent(&config.state_dir);
         let ctx = CheckContext {
             node_id,
             vaultmesh_root: config.vaultmesh_root.clone(),
+            os_profile: config.os_profile.clone(),
+            config_file: config.source.clone(),
+            scans: scans.clone(),
         };
         let heartbeat = HeartbeatBuilder::new(
             node_id,
@@ -93,6 +99,7 @@ impl Agent {
             config,
             hostname,
             public_key,
+            scans,
         })
     }
 
@@ -107,7 +114,19 @@ impl Agent {
     /// Runs every check once and returns the heartbeat they make (nothing is sent).
     pub async fn collect(&self) -> NodeHeartbeat {
         self.scheduler.run_all_once().await;
-        self.heartbeat.build(&self.scheduler.latest())
+        self.build_heartbeat()
+    }
+
+    fn build_heartbeat(&self) -> NodeHeartbeat {
+        let mut hb = self.heartbeat.build(&self.scheduler.latest());
+        hb.last_scan = self.scans.last_scan();
+        hb
+    }
+
+    /// Sends the pending scan report, if any. A refusal (4xx) drops it: the same report would
+    /// be refused again.
+    async fn flush_scan(&self) {
+        flush_scan(&self.client, &self.scans).await;
     }
 
     /// Enrolls the node key with the Command Center unless it is already recorded as enrolled.
@@ -146,6 +165,10 @@ impl Agent {
     /// Runs every check once and sends one heartbeat, retrying transient failures a few times.
     pub async fn run_once(&self) -> Result<HeartbeatAccepted, AgentError> {
         let hb = self.collect().await;
+        if self.scans.pending().is_some() {
+            self.ensure_enrolled().await?;
+            self.flush_scan().await;
+        }
         let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(5));
         let mut attempt = 1;
         loop {
@@ -183,6 +206,7 @@ impl Agent {
         loops.spawn(command_loop(
             self.client.clone(),
             Arc::clone(&self.runner),
+            self.scans.clone(),
             cancel.clone(),
         ));
         // Ready once the checks run: a Command Center that is down must not hold up startup.
@@ -199,7 +223,8 @@ impl Agent {
                 _ = cancel.cancelled() => break,
                 _ = ticker.tick() => {}
             }
-            let hb = self.heartbeat.build(&self.scheduler.latest());
+            self.flush_scan().await;
+            let hb = self.build_heartbeat();
             let deadline = tokio::time::Instant::now() + self.config.interval;
             self.send_until(&hb, deadline, &mut backoff, &cancel).await;
             on_tick();
@@ -247,7 +272,12 @@ impl Agent {
 
 /// Keeps one long-poll open for commands; runs each, returns its receipt. Independent of the
 /// heartbeat loop; backs off after errors.
-async fn command_loop(client: CcClient, runner: Arc<CommandRunner>, cancel: CancellationToken) {
+async fn command_loop(
+    client: CcClient,
+    runner: Arc<CommandRunner>,
+    scans: ScanOutbox,
+    cancel: CancellationToken,
+) {
     let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
     while !cancel.is_cancelled() {
         runner.flush_receipts(&client).await;
@@ -266,6 +296,8 @@ async fn command_loop(client: CcClient, runner: Arc<CommandRunner>, cancel: Canc
                         }
                     }
                 }
+                // A command may have produced a scan (`scan.sovereign`): deliver it now.
+                flush_scan(&client, &scans).await;
                 runner.flush_receipts(&client).await;
             }
             Err(e) => {
@@ -276,6 +308,26 @@ async fn command_loop(client: CcClient, runner: Arc<CommandRunner>, cancel: Canc
                     _ = tokio::time::sleep(delay) => {}
                 }
             }
+        }
+    }
+}
+
+async fn flush_scan(client: &CcClient, scans: &ScanOutbox) {
+    let Some(report) = scans.pending() else {
+        return;
+    };
+    match client.post_scan(&report).await {
+        Ok(_) => {
+            tracing::info!(scan_id = %report.scan_id, findings = report.findings.len(), "Scan report delivered.");
+            scans.mark_sent(report.scan_id);
+        }
+        // 401: the heartbeat path re-enrolls; the report goes out on the next try.
+        Err(e) if e.is_retryable() || e.is_unauthorized() => {
+            tracing::warn!(scan_id = %report.scan_id, error = %e, "Scan report not delivered; will retry.");
+        }
+        Err(e) => {
+            tracing::error!(scan_id = %report.scan_id, error = %e, "Scan report refused; dropping it.");
+            scans.mark_sent(report.scan_id);
         }
     }
 }

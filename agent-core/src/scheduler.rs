@@ -209,10 +209,7 @@ mod tests {
     }
 
     fn ctx() -> CheckContext {
-        CheckContext {
-            node_id: Uuid::nil(),
-            vaultmesh_root: "/".into(),
-        }
+        CheckContext::new(Uuid::nil(), "/")
     }
 
     #[tokio::test]

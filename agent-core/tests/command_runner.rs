@@ -49,10 +49,7 @@ fn command(seq: u64, node: u128, action: &str, ttl: i64) -> Command {
 
 fn ctx() -> ActionContext {
     ActionContext {
-        check_ctx: CheckContext {
-            node_id: Uuid::from_u128(NODE),
-            vaultmesh_root: "/".into(),
-        },
+        check_ctx: CheckContext::new(Uuid::from_u128(NODE), "/"),
         checks: Arc::new(Vec::new()),
     }
 }

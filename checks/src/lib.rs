@@ -11,6 +11,7 @@
 //! | `disk`   | space and inodes per mounted filesystem            |
 //! | `load`   | 1/5/15-minute load average, per CPU                |
 //! | `memory` | RAM and swap in use                                |
+//! | `sovereign_scan` | security rules (plugins): listeners, sshd, modes, hashes, sysctls, set-uid |
 //! | `systemd`| units over D-Bus in their expected state           |
 
 mod actions;
@@ -18,6 +19,7 @@ mod cloudflared;
 mod disk;
 mod load;
 mod memory;
+pub mod sovereign;
 pub mod systemd;
 mod thresholds;
 
@@ -30,4 +32,11 @@ pub const BUILT_IN_ACTIONS: &[&str] = &[
 ];
 
 /// Names of the checks this crate registers, for the agent's guard test.
-pub const BUILT_IN: &[&str] = &["cloudflared", "disk", "load", "memory", "systemd"];
+pub const BUILT_IN: &[&str] = &[
+    "cloudflared",
+    "disk",
+    "load",
+    "memory",
+    "sovereign_scan",
+    "systemd",
+];

@@ -260,8 +260,9 @@ async fn run_check(config: &AgentConfig, name: &str, json: bool) -> Result<(), F
     };
     // Running a check needs no identity; a nil id keeps `checks run` free of side effects.
     let ctx = CheckContext {
-        node_id: uuid::Uuid::nil(),
-        vaultmesh_root: config.vaultmesh_root.clone(),
+        os_profile: config.os_profile.clone(),
+        config_file: config.source.clone(),
+        ..CheckContext::new(uuid::Uuid::nil(), config.vaultmesh_root.clone())
     };
     let result = run_isolated(check, &ctx).await;
     if json {

@@ -145,6 +145,11 @@ pub enum HeartbeatError {
     ControlChar { field: &'static str },
     #[error("seq must be a decimal unsigned integer, got {0:?}")]
     BadSeq(String),
+    #[error("{field} {reason}")]
+    Inconsistent {
+        field: &'static str,
+        reason: &'static str,
+    },
 }
 
 impl NodeHeartbeat {

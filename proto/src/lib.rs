@@ -19,6 +19,7 @@ pub mod check;
 pub mod command;
 pub mod event;
 pub mod heartbeat;
+pub mod scan;
 pub mod severity;
 
 pub use api::{
@@ -28,4 +29,5 @@ pub use api::{
 pub use check::{CheckResult, CheckStatus};
 pub use event::{EventEnvelope, NewEvent};
 pub use heartbeat::{DiskUsage, HeartbeatError, LastScan, Metrics, NodeHeartbeat};
+pub use scan::{Finding, Fingerprint, ScanReport};
 pub use severity::Severity;

@@ -13,10 +13,7 @@ use super::util::configured;
 
 fn ctx() -> ActionContext {
     ActionContext {
-        check_ctx: CheckContext {
-            node_id: Uuid::nil(),
-            vaultmesh_root: "/".into(),
-        },
+        check_ctx: CheckContext::new(Uuid::nil(), "/"),
         checks: Arc::new(vec![configured("memory", "")]),
     }
 }

@@ -24,14 +24,7 @@ pub fn configured(name: &str, table: &str) -> ConfiguredCheck {
 
 /// One run with the scheduler's timeout and panic isolation.
 pub async fn run(check: &ConfiguredCheck) -> CheckResult {
-    run_isolated(
-        check,
-        &CheckContext {
-            node_id: Uuid::nil(),
-            vaultmesh_root: "/".into(),
-        },
-    )
-    .await
+    run_isolated(check, &CheckContext::new(Uuid::nil(), "/")).await
 }
 
 /// A seed-only heartbeat (tunnel down, services up) after `check` contributed `result`.

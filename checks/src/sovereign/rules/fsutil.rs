@@ -1,0 +1,142 @@
+//! Filesystem helpers the rules share: hashing with a size cap and a bounded walk.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::sovereign::rule::{RuleError, ScanContext};
+
+/// Largest file hashed; bigger files are reported by size instead.
+pub const HASH_MAX_BYTES: u64 = 256 * 1024 * 1024;
+
+/// Lowercase hex SHA-256 of the file at `path`, streaming; `Ok(None)` if it is larger than
+/// [`HASH_MAX_BYTES`].
+pub fn sha256_file(path: &Path) -> std::io::Result<Option<String>> {
+    let mut f = std::fs::File::open(path)?;
+    if f.metadata()?.len() > HASH_MAX_BYTES {
+        return Ok(None);
+    }
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut total = 0u64;
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+        if total > HASH_MAX_BYTES {
+            return Ok(None);
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(Some(hex::encode(hasher.finalize())))
+}
+
+/// Walks `dir` (a host path) without following symlinks or crossing filesystems, calling
+/// `visit` for every entry. Stops with an error at the deadline or after `ctx.max_files`
+/// entries; unreadable entries are skipped and counted.
+pub fn walk(
+    ctx: &ScanContext,
+    dir: &Path,
+    mut visit: impl FnMut(&Path, &std::fs::Metadata),
+) -> Result<WalkStats, RuleError> {
+    let mut stats = WalkStats::default();
+    for entry in walkdir::WalkDir::new(dir)
+        .follow_links(false)
+        .same_file_system(true)
+    {
+        let entry = match entry {
+            Ok(e) => e,
+            Err(e) => {
+                // The root itself missing is reported by the caller; deeper errors are skipped.
+                if e.depth() == 0 {
+                    return Err(RuleError::new(format!("{}: {}", dir.display(), e)));
+                }
+                stats.unreadable += 1;
+                continue;
+            }
+        };
+        stats.visited += 1;
+        if stats.visited > ctx.max_files {
+            return Err(RuleError::new(format!(
+                "{}: stopped after {} entries (max_files); results are partial",
+                ctx.node_path(dir),
+                ctx.max_files
+            )));
+        }
+        if stats.visited % 1024 == 0 {
+            ctx.check_deadline()?;
+        }
+        match entry.metadata() {
+            Ok(m) => visit(entry.path(), &m),
+            Err(_) => stats.unreadable += 1,
+        }
+    }
+    Ok(stats)
+}
+
+/// What a walk saw.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct WalkStats {
+    pub visited: usize,
+    pub unreadable: usize,
+}
+
+/// Resolves user and group names under the scan root (`/etc/passwd`, `/etc/group`).
+#[derive(Debug, Default, Clone)]
+pub struct Names {
+    users: Vec<(String, u32)>,
+    groups: Vec<(String, u32)>,
+}
+
+impl Names {
+    pub fn load(ctx: &ScanContext) -> Names {
+        let read = |p: &str| -> Vec<(String, u32)> {
+            std::fs::read_to_string(ctx.path(p))
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| {
+                    let mut it = l.split(':');
+                    let name = it.next()?.to_string();
+                    let id = it.nth(1)?.parse().ok()?;
+                    Some((name, id))
+                })
+                .collect()
+        };
+        Names {
+            users: read("/etc/passwd"),
+            groups: read("/etc/group"),
+        }
+    }
+
+    pub fn user(&self, uid: u32) -> String {
+        self.users
+            .iter()
+            .find(|(_, id)| *id == uid)
+            .map_or_else(|| uid.to_string(), |(n, _)| n.clone())
+    }
+
+    pub fn group(&self, gid: u32) -> String {
+        self.groups
+            .iter()
+            .find(|(_, id)| *id == gid)
+            .map_or_else(|| gid.to_string(), |(n, _)| n.clone())
+    }
+
+    /// The uid of `name`, or `name` parsed as a number.
+    pub fn uid(&self, name: &str) -> Option<u32> {
+        name.parse().ok().or_else(|| {
+            self.users
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, id)| *id)
+        })
+    }
+}
+
+/// `path` joined under the scan root, for a list of node paths.
+pub fn under_root(ctx: &ScanContext, paths: &[String]) -> Vec<(String, PathBuf)> {
+    paths.iter().map(|p| (p.clone(), ctx.path(p))).collect()
+}
