@@ -84,7 +84,7 @@ impl Default for CommandsSection {
 }
 
 fn default_allow() -> Vec<String> {
-    vec!["agent.ping".to_string()]
+    vec!["agent.ping".to_string(), "scan.sovereign".to_string()]
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -22,6 +22,9 @@ use crate::registry;
 use crate::scans::ScanOutbox;
 use crate::scheduler::Scheduler;
 
+/// Longest the agent waits for its first round of checks before it starts heartbeating.
+const PRIME_LIMIT: Duration = Duration::from_secs(10);
+
 /// Attempts `run --once` makes before giving up.
 const ONCE_ATTEMPTS: u32 = 3;
 
@@ -200,8 +203,9 @@ impl Agent {
             checks = ?self.scheduler.checks().iter().map(|c| c.name()).collect::<Vec<_>>(),
             "Agent started."
         );
-        // Prime every check so the first heartbeat is complete, then hand them to their loops.
-        self.scheduler.run_all_once().await;
+        // Prime every check so the first heartbeat is complete (a slow one, like a scan, finishes
+        // in the background), then hand them to their loops.
+        self.scheduler.prime(PRIME_LIMIT).await;
         let mut loops = self.scheduler.spawn(cancel.clone());
         loops.spawn(command_loop(
             self.client.clone(),

@@ -108,6 +108,25 @@ impl Scheduler {
         results
     }
 
+    /// Runs every enabled check once, concurrently, waiting at most `limit`: checks still
+    /// running then (a long scan) finish in the background and record their result when done,
+    /// so a slow check never holds up the agent's start.
+    pub async fn prime(self: &Arc<Self>, limit: Duration) {
+        let mut set = tokio::task::JoinSet::new();
+        for index in 0..self.checks.len() {
+            let this = Arc::clone(self);
+            set.spawn(async move {
+                let result = run_isolated(&this.checks[index], &this.ctx).await;
+                this.record(result);
+            });
+        }
+        let all = async { while set.join_next().await.is_some() {} };
+        if tokio::time::timeout(limit, all).await.is_err() {
+            tracing::info!(limit = %duration::format(limit), "Some checks are still running; starting without waiting for them.");
+            set.detach_all();
+        }
+    }
+
     fn record(&self, result: CheckResult) {
         let Some(check) = self.checks.iter().find(|c| c.name() == result.name) else {
             return;

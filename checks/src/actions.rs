@@ -1,5 +1,6 @@
-//! Built-in command actions: `agent.ping`, `checks.run {name}`, `service.status {unit}` and
-//! `service.restart {unit}` (the last two over D-Bus, never `systemctl`).
+//! Built-in command actions: `agent.ping`, `checks.run {name}`, `scan.sovereign`,
+//! `service.status {unit}` and `service.restart {unit}` (the last two over D-Bus, never
+//! `systemctl`).
 
 use std::time::Duration;
 
@@ -60,6 +61,35 @@ fn checks_run(ctx: ActionContext, args: serde_json::Value) -> ActionFuture {
     })
 }
 
+/// Runs the `sovereign_scan` check now. Its report goes to the scan outbox (and from there to
+/// `POST /api/agent/scans`); the receipt carries the scan id and the counts.
+fn scan_sovereign(ctx: ActionContext, args: serde_json::Value) -> ActionFuture {
+    Box::pin(async move {
+        if let Err(e) = parse::<NoArgs>(args) {
+            return e;
+        }
+        let Some(check) = ctx.checks.iter().find(|c| c.name() == "sovereign_scan") else {
+            return ActionOutcome::failed("this agent has no sovereign_scan check");
+        };
+        if !check.settings.enabled {
+            return ActionOutcome::failed(
+                "sovereign_scan is disabled in this agent's configuration",
+            );
+        }
+        let result = run_isolated(check, &ctx.check_ctx).await;
+        let summary = serde_json::json!({
+            "status": result.status,
+            "summary": result.summary,
+            "scan_id": result.details.get("scan_id"),
+            "counts": result.details.get("counts"),
+        });
+        if result.details.get("scan_id").is_none() {
+            return ActionOutcome::failed(format!("scan did not complete: {}", result.summary));
+        }
+        ActionOutcome::ok(summary.to_string())
+    })
+}
+
 fn unit_name_ok(unit: &str) -> bool {
     !unit.is_empty()
         && unit.len() <= 256
@@ -107,5 +137,6 @@ fn service_restart(_ctx: ActionContext, args: serde_json::Value) -> ActionFuture
 
 inventory::submit! { ActionRegistration { name: "agent.ping", description: "Answer pong (no arguments)", run: ping } }
 inventory::submit! { ActionRegistration { name: "checks.run", description: "Run one configured check now: {name}", run: checks_run } }
+inventory::submit! { ActionRegistration { name: "scan.sovereign", description: "Run the sovereign security scan now and send its report (no arguments)", run: scan_sovereign } }
 inventory::submit! { ActionRegistration { name: "service.status", description: "A systemd unit's state over D-Bus: {unit}", run: service_status } }
 inventory::submit! { ActionRegistration { name: "service.restart", description: "Restart a systemd unit over D-Bus: {unit}", run: service_restart } }

@@ -27,6 +27,7 @@ mod thresholds;
 pub const BUILT_IN_ACTIONS: &[&str] = &[
     "agent.ping",
     "checks.run",
+    "scan.sovereign",
     "service.restart",
     "service.status",
 ];

@@ -13,7 +13,7 @@ use crate::agent_auth::{Signed, SignedParts};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use vaultmesh_proto::EventEnvelope;
-use vaultmesh_proto::event::{NewEvent, OPERATOR_KINDS};
+use vaultmesh_proto::event::{NewEvent, OPERATOR_KINDS, SYSTEM_KINDS};
 
 use crate::store::EventQuery;
 use axum::http::HeaderMap;
@@ -21,7 +21,9 @@ use axum::http::header::CONTENT_TYPE;
 use chrono::Utc;
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
-use vaultmesh_proto::{Health, HeartbeatAccepted, NodeDetail, NodeHeartbeat, NodeSummary};
+use vaultmesh_proto::{
+    Health, HeartbeatAccepted, NodeDetail, NodeHeartbeat, NodeSummary, ScanAccepted, ScanReport,
+};
 
 use crate::error::ApiError;
 use crate::server::AppState;
@@ -107,9 +109,71 @@ pub async fn revoke_node(
     ))
 }
 
+/// `POST /api/agent/scans` (signed by the node key): store a sovereign scan report.
+pub async fn post_scan(
+    State(state): State<AppState>,
+    signed: Signed,
+) -> Result<Json<ScanAccepted>, ApiError> {
+    let report: ScanReport = parse_json_as(&signed.headers, signed.body, "scan report")?;
+    report
+        .validate()
+        .map_err(|e| ApiError::UnprocessableEntity(format!("invalid scan report: {e}")))?;
+    if report.node_id != signed.node_id {
+        return Err(ApiError::Forbidden(format!(
+            "scan report is for node {} but signed by node {}",
+            report.node_id, signed.node_id
+        )));
+    }
+    if state.store.snapshot(report.node_id).is_none() {
+        return Err(ApiError::Conflict(format!(
+            "node {} has not sent a heartbeat yet; send one before scan reports",
+            report.node_id
+        )));
+    }
+    let accepted = state.store.record_scan(report, Utc::now()).await?;
+    tracing::info!(node_id = %signed.node_id, scan_id = %accepted.scan_id, duplicate = accepted.duplicate, drift = accepted.drift, "Scan report accepted.");
+    Ok(Json(accepted))
+}
+
 /// `GET /api/nodes`.
 pub async fn list_nodes(State(state): State<AppState>) -> Json<Vec<NodeSummary>> {
-    Json(state.store.summaries())
+    let mut v = state.store.summaries();
+    state.attention.fill(&mut v);
+    Json(v)
+}
+
+/// One row of `GET /api/attention`.
+#[derive(Debug, serde::Serialize)]
+pub struct AttentionRow {
+    pub node_id: Uuid,
+    pub hostname: String,
+    pub os_profile: String,
+    pub last_seen: chrono::DateTime<Utc>,
+    pub attention: vaultmesh_proto::Attention,
+}
+
+/// `GET /api/attention`: the nodes that are not OK (or have suppressed reasons), worst first.
+pub async fn attention(State(state): State<AppState>) -> Json<Vec<AttentionRow>> {
+    let mut v = state.store.summaries();
+    state.attention.fill(&mut v);
+    let mut rows: Vec<AttentionRow> = v
+        .into_iter()
+        .filter(|s| !s.attention.reasons.is_empty())
+        .map(|s| AttentionRow {
+            node_id: s.node_id,
+            hostname: s.hostname,
+            os_profile: s.os_profile,
+            last_seen: s.last_seen,
+            attention: s.attention,
+        })
+        .collect();
+    rows.sort_by(|a, b| {
+        b.attention
+            .level
+            .cmp(&a.attention.level)
+            .then_with(|| a.hostname.cmp(&b.hostname))
+    });
+    Json(rows)
 }
 
 /// `GET /api/nodes/{id}`.
@@ -118,11 +182,12 @@ pub async fn get_node(
     Path(id): Path<String>,
 ) -> Result<Json<NodeDetail>, ApiError> {
     let node_id = parse_node_id(&id)?;
-    state
+    let mut d = state
         .store
         .detail(node_id)
-        .map(Json)
-        .ok_or_else(|| ApiError::NotFound(format!("no node {node_id}")))
+        .ok_or_else(|| ApiError::NotFound(format!("no node {node_id}")))?;
+    d.summary.attention = state.attention.get(node_id);
+    Ok(Json(d))
 }
 
 /// `GET /healthz`.
@@ -248,7 +313,12 @@ pub async fn list_events(
                 })
         })
         .transpose()?;
-    let kinds = parse_kinds("kind", p.kind.as_deref(), &OPERATOR_KINDS)?;
+    let all: Vec<&str> = OPERATOR_KINDS
+        .iter()
+        .chain(SYSTEM_KINDS.iter())
+        .copied()
+        .collect();
+    let kinds = parse_kinds("kind", p.kind.as_deref(), &all)?;
     let node_id = p.node_id.as_deref().map(parse_node_id).transpose()?;
     let limit = p.limit.unwrap_or(100);
     if limit == 0 || limit > EVENTS_MAX {

@@ -101,19 +101,42 @@ pub async fn issue(
             "ttl_s must be between 30 and 3600".into(),
         ));
     }
-    let node = state
-        .store
-        .detail(req.node_id)
-        .ok_or_else(|| ApiError::NotFound(format!("no node {}", req.node_id)))?;
-    let profile = node.summary.os_profile;
-    state
-        .policies
-        .get()
-        .check_command(&profile, &req.action, &args)
-        .map_err(ApiError::Forbidden)?;
     let issued_by = req.issued_by.unwrap_or_else(|| "anonymous".into());
-    let node_id = req.node_id;
-    let action = req.action;
+    let signed = issue_signed(
+        state.store.as_ref(),
+        &state.policies,
+        key,
+        req.node_id,
+        req.action,
+        args,
+        ttl,
+        issued_by,
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(signed)))
+}
+
+/// Checks `action` against the node's profile policy, then signs, logs and queues it. Used by
+/// `POST /api/commands` and by the orchestrator.
+#[allow(clippy::too_many_arguments)]
+pub async fn issue_signed(
+    store: &dyn crate::store::Store,
+    policies: &crate::policy::LivePolicies,
+    key: std::sync::Arc<vaultmesh_proto::auth::NodeKey>,
+    node_id: Uuid,
+    action: String,
+    args: serde_json::Value,
+    ttl: Duration,
+    issued_by: String,
+) -> Result<SignedCommand, ApiError> {
+    let profile = store
+        .snapshot(node_id)
+        .map(|s| s.latest.os_profile)
+        .ok_or_else(|| ApiError::NotFound(format!("no node {node_id}")))?;
+    policies
+        .get()
+        .check_command(&profile, &action, &args)
+        .map_err(ApiError::Forbidden)?;
     let build = Box::new(move |seq: u64| {
         let now = Utc::now();
         let command = Command {
@@ -129,9 +152,9 @@ pub async fn issue(
         };
         SignedCommand::sign(command, &key)
     });
-    let signed = state.store.issue_command(node_id, build).await?;
-    tracing::info!(command_id = %signed.command.command_id, %node_id, action = %signed.command.action, "Command issued.");
-    Ok((StatusCode::CREATED, Json(signed)))
+    let signed = store.issue_command(node_id, build).await?;
+    tracing::info!(command_id = %signed.command.command_id, %node_id, action = %signed.command.action, issued_by = %signed.command.issued_by, "Command issued.");
+    Ok(signed)
 }
 
 #[derive(Debug, Deserialize)]

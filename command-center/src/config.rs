@@ -17,8 +17,10 @@ pub struct ServeConfig {
     /// Directory of per-profile policy files (`VAULTMESH_POLICY_DIR`); must exist if given.
     pub policy_dir: Option<PathBuf>,
     pub limits: StoreLimits,
-    /// A node silent for this long is shown as stale.
-    pub stale_after: Duration,
+    /// Attention engine: ticker and restart grace period.
+    pub attention: crate::attention::EngineOptions,
+    /// How often the orchestrator looks for nodes due a scan.
+    pub scan_tick: Duration,
     /// Rotate the heartbeat log at this size (it also rotates daily).
     pub heartbeat_rotate_bytes: u64,
     /// Delete rotated heartbeat segments older than this.
@@ -41,7 +43,8 @@ impl ServeConfig {
             log_dir,
             policy_dir: None,
             limits: StoreLimits::default(),
-            stale_after: Duration::from_secs(120),
+            attention: crate::attention::EngineOptions::default(),
+            scan_tick: Duration::from_secs(30),
             heartbeat_rotate_bytes: defaults.heartbeat_rotate_bytes,
             heartbeat_retention: defaults.heartbeat_retention,
             sse_keepalive: Duration::from_secs(15),
@@ -102,6 +105,12 @@ impl ServeConfig {
                 .mode(0o700)
                 .create(dir)
                 .map_err(|e| format!("--log-dir {}: cannot create: {e}", dir.display()))?;
+        }
+        if self.attention.tick < Duration::from_millis(10) {
+            return Err("--attention-tick must be at least 10ms".into());
+        }
+        if self.scan_tick < Duration::from_millis(10) {
+            return Err("--scan-tick must be at least 10ms".into());
         }
         if self.sse_buffer == 0 {
             return Err("--sse-buffer must be at least 1".into());

@@ -86,7 +86,6 @@ pub async fn run(
         }
     }
     serve.policy_dir = Some(policies);
-    serve.stale_after = (opts.interval * 4).max(Duration::from_secs(10));
     serve.prepare().map_err(DemoError::Setup)?;
 
     let server = Server::bind(&serve).await?;
@@ -110,6 +109,7 @@ pub async fn run(
     agent_config.command_allow = vec![
         "agent.ping".into(),
         "checks.run".into(),
+        "scan.sovereign".into(),
         "service.status".into(),
     ];
     let agent = Agent::new(agent_config)?;

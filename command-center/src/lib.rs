@@ -7,6 +7,9 @@
 //! - [`error`]: the one error type every handler returns; each becomes a status and a JSON body.
 //! - [`agent_auth`]: enrollment tokens and the node-signature check on agent requests.
 //! - [`api`]: JSON handlers (`/api/agent/heartbeat`, `/api/nodes`, `/healthz`).
+//! - [`policy`]: per-profile policy files (commands, services, thresholds, scan schedule).
+//! - [`attention`]: the attention rules and the engine that keeps every node's level.
+//! - [`orchestrator`]: scheduled `scan.sovereign` commands.
 //! - [`ui`]: server-rendered, auto-escaped HTML pages (`/`).
 //! - [`bus`]: the live event bus (broadcast + resume window) behind `GET /events`.
 //! - [`sse`]: the `GET /events` stream.
@@ -16,12 +19,14 @@
 
 pub mod agent_auth;
 pub mod api;
+pub mod attention;
 pub mod bus;
 pub mod commands;
 pub mod config;
 pub mod demo;
 pub mod error;
 pub mod logs;
+pub mod orchestrator;
 pub mod policy;
 pub mod server;
 pub mod sse;

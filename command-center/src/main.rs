@@ -180,9 +180,17 @@ struct ServeArgs {
     /// Most nodes tracked; heartbeats from further new nodes get 503.
     #[arg(long, default_value_t = StoreLimits::default().max_nodes)]
     max_nodes: usize,
-    /// A node silent this long is shown as stale (e.g. 2m, 90s).
+    /// How often every node's attention is re-evaluated (staleness, silence expiry). Stale and
+    /// critical thresholds are per profile, in the policy files.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    attention_tick: Duration,
+    /// After a restart, judge staleness as of the last contact before it for this long, so a
+    /// restart neither raises a storm nor hides nodes that were already silent.
     #[arg(long, default_value = "2m", value_parser = parse_duration)]
-    stale_after: Duration,
+    restart_grace: Duration,
+    /// How often the orchestrator looks for nodes due a scheduled scan.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    scan_tick: Duration,
     /// Rotate the heartbeat log at this size (also daily): e.g. 256MiB, 1GiB.
     #[arg(long, default_value = "256MiB", value_parser = parse_size)]
     heartbeat_rotate_size: u64,
@@ -457,7 +465,11 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
             history_len: args.history_len,
             max_nodes: args.max_nodes,
         },
-        stale_after: args.stale_after,
+        attention: vaultmesh_command_center::attention::EngineOptions {
+            tick: args.attention_tick,
+            restart_grace: args.restart_grace,
+        },
+        scan_tick: args.scan_tick,
         heartbeat_rotate_bytes: args.heartbeat_rotate_size,
         heartbeat_retention: args.heartbeat_retention,
         sse_keepalive: args.sse_keepalive,

@@ -51,8 +51,8 @@ pub struct AppState {
     /// The command-signing key; without it, commands cannot be issued.
     pub cc_key: Option<Arc<vaultmesh_proto::auth::NodeKey>>,
     pub policies: Arc<crate::policy::LivePolicies>,
-    /// A node not heard from for this long is shown as stale.
-    pub stale_after: Duration,
+    /// Every node's attention.
+    pub attention: Arc<crate::attention::AttentionEngine>,
 }
 
 /// The whole HTTP surface. Split from [`Server`] so tests can drive it without a socket.
@@ -63,6 +63,8 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(api::healthz))
         .route("/api/agent/heartbeat", post(api::post_heartbeat))
         .route("/api/agent/enroll", post(api::post_enroll))
+        .route("/api/agent/scans", post(api::post_scan))
+        .route("/api/attention", get(api::attention))
         .route("/api/nodes/{id}/revoke", post(api::revoke_node))
         .route("/api/nodes", get(api::list_nodes))
         .route("/api/nodes/{id}", get(api::get_node))
@@ -126,6 +128,7 @@ pub struct Server {
     state: AppState,
     addr: SocketAddr,
     replay: ReplayReport,
+    scan_tick: Duration,
 }
 
 impl Server {
@@ -161,8 +164,15 @@ impl Server {
             addr: config.listen,
             source,
         })?;
+        let store: Arc<dyn Store> = Arc::new(store);
+        let attention = Arc::new(crate::attention::AttentionEngine::new(
+            Arc::clone(&store),
+            Arc::clone(&policies),
+            config.attention,
+        ));
         let state = AppState {
-            store: Arc::new(store),
+            store,
+            attention,
             bus,
             shutdown: CancellationToken::new(),
             sse_keepalive: config.sse_keepalive,
@@ -170,13 +180,13 @@ impl Server {
             replay_guard: Arc::new(ReplayGuard::default()),
             cc_key,
             policies,
-            stale_after: config.stale_after,
         };
         Ok(Server {
             listener,
             state,
             addr,
             replay,
+            scan_tick: config.scan_tick,
         })
     }
 
@@ -200,6 +210,15 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
         let streams = self.state.shutdown.clone();
+        let engine = Arc::clone(&self.state.attention);
+        tokio::spawn(engine.run(Arc::clone(&self.state.bus), streams.clone()));
+        let orchestrator = crate::orchestrator::Orchestrator::new(
+            Arc::clone(&self.state.store),
+            Arc::clone(&self.state.policies),
+            self.state.cc_key.clone(),
+            self.scan_tick,
+        );
+        tokio::spawn(orchestrator.run(streams.clone()));
         axum::serve(self.listener, app(self.state))
             .with_graceful_shutdown(async move {
                 shutdown.await;

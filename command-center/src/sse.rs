@@ -26,7 +26,7 @@ use crate::error::ApiError;
 use crate::server::AppState;
 
 /// Event names a client may filter on.
-pub const NAMES: [&str; 9] = [
+pub const NAMES: [&str; 10] = [
     "heartbeat",
     "scan",
     "command",
@@ -36,6 +36,7 @@ pub const NAMES: [&str; 9] = [
     "ack",
     "tag",
     "resolve",
+    "silence",
 ];
 
 #[derive(Debug, Deserialize)]

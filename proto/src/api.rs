@@ -57,6 +57,64 @@ pub struct NodeSummary {
     /// before the node's first receipt).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub receipt_chain_ok: Option<bool>,
+    /// Whether the node needs an admin, and why (see `docs/ATTENTION.md`).
+    #[serde(default)]
+    pub attention: Attention,
+    /// The latest scan the Command Center holds for this node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scan: Option<crate::heartbeat::LastScan>,
+}
+
+/// How much a node needs an admin: `ok < attn < crit`.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum AttentionLevel {
+    #[default]
+    Ok,
+    Attn,
+    Crit,
+}
+
+impl AttentionLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttentionLevel::Ok => "ok",
+            AttentionLevel::Attn => "attn",
+            AttentionLevel::Crit => "crit",
+        }
+    }
+}
+
+impl std::fmt::Display for AttentionLevel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One reason a node is not OK.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reason {
+    /// The rule that raised it (`stale`, `services`, `check.disk`, `drift`, ...).
+    pub rule: String,
+    pub level: AttentionLevel,
+    pub message: String,
+    /// Set when a silence or an incident acknowledgement keeps this reason from escalating;
+    /// says which.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suppressed_by: Option<String>,
+}
+
+/// A node's attention: the level is the worst reason that is not suppressed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attention {
+    pub level: AttentionLevel,
+    #[serde(default)]
+    pub reasons: Vec<Reason>,
+    /// When the level last changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<DateTime<Utc>>,
 }
 
 /// A compact point of a node's heartbeat history, cheap enough to keep many of.
@@ -86,6 +144,23 @@ pub struct NodeDetail {
     pub history: Vec<HistoryPoint>,
     #[serde(default)]
     pub incidents: Vec<Incident>,
+    /// The node's latest scan report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latest_scan: Option<crate::scan::ScanReport>,
+    /// How the latest scan's fingerprint differs from the previous scan's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub drift: Vec<crate::scan::Drift>,
+}
+
+/// Reply to `POST /api/agent/scans`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScanAccepted {
+    pub accepted: bool,
+    pub scan_id: Uuid,
+    /// The report was already stored (a retry); nothing changed.
+    pub duplicate: bool,
+    /// Facts that differ from the previous scan.
+    pub drift: usize,
 }
 
 /// Where an incident is in its lifecycle: open → acknowledged → resolved (or open → resolved).

@@ -12,7 +12,10 @@ use crate::canonical;
 use crate::severity::Severity;
 
 /// Operator event kinds, in the order they are documented.
-pub const OPERATOR_KINDS: [&str; 5] = ["note", "incident", "ack", "tag", "resolve"];
+pub const OPERATOR_KINDS: [&str; 6] = ["note", "incident", "ack", "tag", "resolve", "silence"];
+
+/// Kinds the Command Center itself writes to the event log (never accepted from a client).
+pub const SYSTEM_KINDS: [&str; 1] = ["attention"];
 
 /// Limits on what a posted event may carry.
 pub mod limits {
@@ -108,7 +111,7 @@ pub struct NewEvent {
 /// Why a posted event is malformed (its lifecycle is checked by the Command Center).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EventError {
-    #[error("kind {0:?} is not one of note, incident, ack, tag, resolve")]
+    #[error("kind {0:?} is not one of note, incident, ack, tag, resolve, silence")]
     UnknownKind(String),
     #[error("invalid {kind} body: {reason}")]
     Body { kind: String, reason: String },
@@ -116,7 +119,7 @@ pub enum EventError {
     BodyTooLarge(usize),
     #[error("{0} refs; the limit is {max}", max = limits::REFS)]
     TooManyRefs(usize),
-    #[error("{kind} needs refs naming the incident it answers")]
+    #[error("{kind} needs refs naming the incident (or, for resolve, the silence) it answers")]
     MissingIncidentRef { kind: String },
     #[error("author must be 1-{max} printable characters", max = limits::AUTHOR)]
     BadAuthor,
@@ -136,6 +139,23 @@ pub struct IncidentBody {
     #[serde(default = "default_incident_severity")]
     pub severity: Severity,
     #[serde(default)]
+    pub text: Option<String>,
+}
+
+/// A silence's body: keeps matching attention reasons from escalating until `until`, or until
+/// they clear (`until_resolved`), whichever comes first. At least one of the two is required.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SilenceBody {
+    /// Attention rule to silence (`drift`, `check.disk`, ...; a prefix ending in `.` silences
+    /// a family, e.g. `check.`). Absent: every rule of the node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub until_resolved: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
 }
 
@@ -240,6 +260,28 @@ impl NewEvent {
                     limits::TITLE,
                     false,
                 )?;
+            }
+            "silence" => {
+                let b: SilenceBody = serde_json::from_value(parse(&self.body))
+                    .map_err(|e| body_err(e.to_string()))?;
+                if b.until.is_none() && !b.until_resolved {
+                    return Err(body_err(
+                        "give `until` (a time) or `until_resolved: true`; silences do not last forever"
+                            .into(),
+                    ));
+                }
+                if let Some(r) = &b.rule {
+                    text_ok("rule", r, limits::LABEL * 2, true)?;
+                    if !r
+                        .bytes()
+                        .all(|c| c.is_ascii_alphanumeric() || b"-_:./@".contains(&c))
+                    {
+                        return Err(body_err(
+                            "rule may hold only A-Z a-z 0-9 - _ : . / @".into(),
+                        ));
+                    }
+                }
+                text_ok("text", b.text.as_deref().unwrap_or(""), limits::TEXT, false)?;
             }
             _ => unreachable!("kind checked above"),
         }

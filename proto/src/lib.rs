@@ -23,8 +23,8 @@ pub mod scan;
 pub mod severity;
 
 pub use api::{
-    ErrorBody, Health, HeartbeatAccepted, HistoryPoint, Incident, IncidentState, NodeDetail,
-    NodeSummary,
+    Attention, AttentionLevel, ErrorBody, Health, HeartbeatAccepted, HistoryPoint, Incident,
+    IncidentState, NodeDetail, NodeSummary, Reason, ScanAccepted,
 };
 pub use check::{CheckResult, CheckStatus};
 pub use event::{EventEnvelope, NewEvent};

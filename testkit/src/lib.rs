@@ -304,6 +304,10 @@ impl Reply {
     }
 }
 
+/// Appended to every test agent's config unless the test configures the scan itself: a scan of
+/// the test machine's real filesystem would be slow and its findings machine-dependent.
+pub const QUIET_SCAN: &str = "\n[checks.sovereign_scan]\nenabled = false\n";
+
 /// The real agent binary, configured through its environment into a temp state dir.
 #[derive(Debug)]
 pub struct NodeAgent {
@@ -313,11 +317,12 @@ pub struct NodeAgent {
 }
 
 impl NodeAgent {
-    /// An agent pointed at `cc_url`, with its own temp state dir and an empty config file (so the
-    /// machine's `/etc/vaultmesh/agent.toml` never leaks into a test).
+    /// An agent pointed at `cc_url`, with its own temp state dir and a config file of its own
+    /// (so the machine's `/etc/vaultmesh/agent.toml` never leaks into a test) that turns the
+    /// sovereign scan off ([`QUIET_SCAN`]).
     pub fn new(cc_url: &str) -> NodeAgent {
         let dir = tempfile::tempdir().expect("temp dir");
-        std::fs::write(dir.path().join("agent.toml"), "").expect("write config");
+        std::fs::write(dir.path().join("agent.toml"), QUIET_SCAN).expect("write config");
         NodeAgent {
             dir,
             cc_url: cc_url.to_string(),
@@ -331,9 +336,15 @@ impl NodeAgent {
         self
     }
 
-    /// Replaces the agent's config file.
+    /// Replaces the agent's config file ([`QUIET_SCAN`] is appended unless `toml` mentions
+    /// `sovereign_scan`).
     pub fn config(self, toml: &str) -> NodeAgent {
-        std::fs::write(self.config_path(), toml).expect("write config");
+        let text = if toml.contains("sovereign_scan") {
+            toml.to_string()
+        } else {
+            format!("{toml}{QUIET_SCAN}")
+        };
+        std::fs::write(self.config_path(), text).expect("write config");
         self
     }
 

@@ -205,7 +205,9 @@ impl SovereignScan {
                 }
             }
         }
-        report.findings.sort_by(|a, b| b.severity.cmp(&a.severity));
+        report
+            .findings
+            .sort_by_key(|f| std::cmp::Reverse(f.severity));
         report.counts = count_findings(&report.findings);
         report.finished_at = chrono::Utc::now();
         report

@@ -111,7 +111,7 @@ impl RuleOutput {
         self.findings.push(Finding {
             rule: self.rule.to_string(),
             severity,
-            title: clip(title.into(), vaultmesh_proto::scan::limits::TITLE_MAX),
+            title: one_line(clip(title.into(), vaultmesh_proto::scan::limits::TITLE_MAX)),
             detail: clip(detail.into(), vaultmesh_proto::scan::limits::TEXT_MAX),
             evidence: clip(evidence.into(), vaultmesh_proto::scan::limits::TEXT_MAX),
         });
@@ -166,6 +166,16 @@ pub fn clip(s: String, max: usize) -> String {
         s.push_str("...");
     }
     s
+}
+
+/// `s` with newlines and tabs (which [`clip`] keeps) replaced by spaces: titles and fact keys
+/// are single lines.
+pub fn one_line(s: String) -> String {
+    if s.contains(['\n', '\t']) {
+        s.replace(['\n', '\t'], " ")
+    } else {
+        s
+    }
 }
 
 /// A scan rule. Runs on a blocking thread: plain `std::fs` is fine, but long walks must call

@@ -36,6 +36,40 @@ impl EventQuery {
     }
 }
 
+/// A silence as derived from its `silence` event (and the `resolve` that may end it).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Silence {
+    pub id: Uuid,
+    /// Absent: every node.
+    pub node_id: Option<Uuid>,
+    /// Absent: every rule; ending in `.`: a family of rules.
+    pub rule: Option<String>,
+    pub until: Option<DateTime<Utc>>,
+    pub until_resolved: bool,
+    pub by: String,
+    pub at: DateTime<Utc>,
+    pub ended_at: Option<DateTime<Utc>>,
+}
+
+impl Silence {
+    /// Whether it is in force at `now`.
+    pub fn active(&self, now: DateTime<Utc>) -> bool {
+        self.ended_at.is_none() && self.until.is_none_or(|u| now < u)
+    }
+
+    /// Whether it covers attention rule `rule` of node `node_id`.
+    pub fn covers(&self, node_id: Uuid, rule: &str) -> bool {
+        self.node_id.is_none_or(|n| n == node_id)
+            && self
+                .rule
+                .as_deref()
+                .is_none_or(|r| r == rule || (r.ends_with('.') && rule.starts_with(r)))
+    }
+}
+
+/// Silences kept in memory after they end (older ones stay in the log).
+pub const ENDED_SILENCES_KEPT: usize = 1000;
+
 #[derive(Debug, Default)]
 pub struct EventState {
     recent: VecDeque<EventEnvelope>,
@@ -43,6 +77,10 @@ pub struct EventState {
     evicted: u64,
     incidents: HashMap<Uuid, Incident>,
     resolved: VecDeque<Uuid>,
+    silences: HashMap<Uuid, Silence>,
+    ended_silences: VecDeque<Uuid>,
+    /// Per node, the body of its latest `attention` event (level and reasons).
+    attention: HashMap<Uuid, (DateTime<Utc>, serde_json::Value)>,
 }
 
 impl EventState {
@@ -69,6 +107,17 @@ impl EventState {
                 new.kind
             )));
         };
+        if new.kind == "resolve"
+            && let Some(silence) = self.silences.get(first)
+        {
+            if let Some(at) = silence.ended_at {
+                return Err(StoreError::Conflict(format!(
+                    "silence {first} already ended at {}",
+                    at.to_rfc3339()
+                )));
+            }
+            return Ok(silence.node_id);
+        }
         let incident = self.incidents.get(first).ok_or_else(|| {
             StoreError::Invalid(format!("refs[0] {first} is not a known incident"))
         })?;
@@ -119,6 +168,47 @@ impl EventState {
                             resolved_by: None,
                         },
                     );
+                }
+            }
+            "silence" => {
+                if let Ok(b) =
+                    serde_json::from_value::<vaultmesh_proto::event::SilenceBody>(e.body.clone())
+                {
+                    self.silences.insert(
+                        e.id,
+                        Silence {
+                            id: e.id,
+                            node_id: e.node_id,
+                            rule: b.rule,
+                            until: b.until,
+                            until_resolved: b.until_resolved,
+                            by: e.author.clone(),
+                            at: e.ts,
+                            ended_at: None,
+                        },
+                    );
+                }
+            }
+            "attention" => {
+                if let Some(n) = e.node_id {
+                    self.attention.insert(n, (e.ts, e.body.clone()));
+                }
+            }
+            "resolve"
+                if e.refs
+                    .first()
+                    .is_some_and(|r| self.silences.contains_key(r)) =>
+            {
+                if let Some(s) = e.refs.first().and_then(|r| self.silences.get_mut(r))
+                    && s.ended_at.is_none()
+                {
+                    s.ended_at = Some(e.ts);
+                    self.ended_silences.push_back(s.id);
+                    if self.ended_silences.len() > ENDED_SILENCES_KEPT
+                        && let Some(old) = self.ended_silences.pop_front()
+                    {
+                        self.silences.remove(&old);
+                    }
                 }
             }
             "ack" | "resolve" => {
@@ -180,6 +270,23 @@ impl EventState {
                 .cloned()
                 .collect()
         })
+    }
+
+    /// Silences that have not ended (expired ones included; callers check the time).
+    pub fn silences(&self) -> Vec<Silence> {
+        let mut v: Vec<Silence> = self
+            .silences
+            .values()
+            .filter(|s| s.ended_at.is_none())
+            .cloned()
+            .collect();
+        v.sort_by_key(|s| s.at);
+        v
+    }
+
+    /// The latest `attention` event of every node: when, and its body.
+    pub fn attention(&self) -> &HashMap<Uuid, (DateTime<Utc>, serde_json::Value)> {
+        &self.attention
     }
 
     /// The node's incidents: open and acknowledged first, then resolved; newest first in each.

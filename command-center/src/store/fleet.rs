@@ -56,6 +56,8 @@ impl NodeState {
             },
             heartbeats: self.heartbeats,
             receipt_chain_ok: None,
+            attention: Default::default(),
+            last_scan: None,
         }
     }
 }
@@ -202,7 +204,29 @@ impl FleetState {
             latest: s.latest.clone(),
             history: s.history.iter().cloned().collect(),
             incidents: Vec::new(),
+            latest_scan: None,
+            drift: Vec::new(),
         })
+    }
+
+    /// The latest heartbeat of one node, when it arrived, and how many arrived in all.
+    pub fn latest(&self, node_id: Uuid) -> Option<(NodeHeartbeat, DateTime<Utc>, u64)> {
+        let nodes = self.nodes.read().unwrap_or_else(|p| p.into_inner());
+        nodes
+            .get(&node_id)
+            .map(|s| (s.latest.clone(), s.last_seen, s.heartbeats))
+    }
+
+    /// Every node's id.
+    pub fn node_ids(&self) -> Vec<Uuid> {
+        let nodes = self.nodes.read().unwrap_or_else(|p| p.into_inner());
+        nodes.keys().copied().collect()
+    }
+
+    /// The most recent `last_seen` across the fleet.
+    pub fn newest_seen(&self) -> Option<DateTime<Utc>> {
+        let nodes = self.nodes.read().unwrap_or_else(|p| p.into_inner());
+        nodes.values().map(|s| s.last_seen).max()
     }
 
     /// The summary of one node.

@@ -22,9 +22,12 @@ use super::logdir::{self, LogName};
 use super::record::{self, Line, kind};
 use super::registry::{Binding, EnrollCheck, NodeRecord, Registry};
 use super::replay::{self, BadLine, ReplayReport};
+use super::scans::ScanState;
 use super::{FleetState, Store, StoreError, StoreLimits};
+use super::{NodeSnapshot, events::Silence};
 use crate::bus::Bus;
 use vaultmesh_proto::command::{SignedCommand, SignedReceipt};
+use vaultmesh_proto::{IncidentState, ScanAccepted, ScanReport};
 
 /// Where and how the store keeps its files.
 #[derive(Debug, Clone)]
@@ -77,6 +80,10 @@ pub struct JsonlStore {
     command_gate: tokio::sync::Mutex<()>,
     /// Serializes enroll/revoke check-and-append (one key per node, single-use tokens).
     node_gate: tokio::sync::Mutex<()>,
+    scans: Journal,
+    scan_state: Arc<Mutex<ScanState>>,
+    /// Serializes the duplicate check and the append of scan reports.
+    scan_gate: tokio::sync::Mutex<()>,
     bus: Arc<Bus>,
 }
 
@@ -97,6 +104,8 @@ impl JsonlStore {
         let (events, _) = Journal::open(&opts.dir, LogName::Events, Rotation::default())?;
         let (nodes, _) = Journal::open(&opts.dir, LogName::Nodes, Rotation::default())?;
         let (commands, _) = Journal::open(&opts.dir, LogName::Commands, Rotation::default())?;
+        // Never rotated: the ledger is built over this file's lines.
+        let (scans, _) = Journal::open(&opts.dir, LogName::Scans, Rotation::default())?;
         let fleet = Arc::new(FleetState::new(opts.limits));
         let replay_err = |source| StoreOpenError::Replay {
             dir: opts.dir.clone(),
@@ -109,6 +118,8 @@ impl JsonlStore {
         replay_nodes(&opts.dir, &registry, &mut report).map_err(replay_err)?;
         let command_state = Arc::new(Mutex::new(CommandState::default()));
         replay_commands(&opts.dir, &command_state, &mut report).map_err(replay_err)?;
+        let scan_state = Arc::new(Mutex::new(ScanState::default()));
+        replay_scans(&opts.dir, &scan_state, &mut report).map_err(replay_err)?;
         tracing::info!(
             lines = report.lines,
             nodes = report.nodes,
@@ -131,10 +142,72 @@ impl JsonlStore {
             commands,
             command_state,
             command_gate: tokio::sync::Mutex::new(()),
+            scans,
+            scan_state,
+            scan_gate: tokio::sync::Mutex::new(()),
             bus,
         };
         Ok((store, report))
     }
+}
+
+impl JsonlStore {
+    /// Seals, logs durably, applies and publishes an event. Callers hold `event_gate`.
+    async fn append_event(&self, envelope: EventEnvelope) -> Result<EventEnvelope, StoreError> {
+        let envelope = envelope.sealed();
+        let line = record::encode(&envelope.kind, envelope.ts, envelope.node_id, &envelope)
+            .map_err(|e| StoreError::Unavailable(format!("cannot encode event: {e}")))?;
+        let (state, bus, stored) = (
+            Arc::clone(&self.event_state),
+            Arc::clone(&self.bus),
+            envelope.clone(),
+        );
+        let apply = Box::new(move || {
+            state
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .apply(&stored);
+            bus.publish(
+                &stored.kind,
+                stored.node_id,
+                serde_json::to_string(&stored).unwrap_or_default(),
+            );
+        });
+        self.events
+            .append(line, Some(apply))
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        Ok(envelope)
+    }
+}
+
+/// Rebuilds each node's latest scan and drift from `sovereign-scans.jsonl`.
+fn replay_scans(
+    dir: &std::path::Path,
+    state: &Mutex<ScanState>,
+    report: &mut ReplayReport,
+) -> std::io::Result<()> {
+    let mut st = state.lock().unwrap_or_else(|p| p.into_inner());
+    for path in logdir::files(dir, LogName::Scans)? {
+        let bytes = replay::for_each_line(&path, |line_no, _, line| {
+            report.lines += 1;
+            match serde_json::from_slice::<Line<ScanReport>>(line) {
+                Ok(l) => st.apply(l.record),
+                Err(e) => {
+                    let bad = BadLine {
+                        file: path.clone(),
+                        line: line_no,
+                        reason: format!("not a scan record: {e}"),
+                    };
+                    tracing::warn!(file = %bad.file.display(), line = bad.line, reason = %bad.reason, "Skipped a bad scan line.");
+                    report.skipped.push(bad);
+                }
+            }
+        })?;
+        report.bytes += bytes;
+        report.files += 1;
+    }
+    Ok(())
 }
 
 /// Rebuilds commands, queues and receipt chains from `commands.jsonl`.
@@ -272,14 +345,22 @@ impl Store for JsonlStore {
     fn summaries(&self) -> Vec<NodeSummary> {
         let mut v = self.fleet.summaries();
         let commands = self.command_state.lock().unwrap_or_else(|p| p.into_inner());
+        let scans = self.scan_state.lock().unwrap_or_else(|p| p.into_inner());
         for s in &mut v {
             s.receipt_chain_ok = commands.chain_ok(&s.node_id);
+            s.last_scan = scans.latest(&s.node_id).map(|r| r.last_scan());
         }
         v
     }
 
     fn detail(&self, node_id: Uuid) -> Option<NodeDetail> {
         let mut d = self.fleet.detail(node_id)?;
+        {
+            let scans = self.scan_state.lock().unwrap_or_else(|p| p.into_inner());
+            d.latest_scan = scans.latest(&node_id).map(|r| (*r).clone());
+            d.drift = scans.drift(&node_id);
+        }
+        d.summary.last_scan = d.latest_scan.as_ref().map(ScanReport::last_scan);
         d.summary.receipt_chain_ok = self
             .command_state
             .lock()
@@ -308,7 +389,7 @@ impl Store for JsonlStore {
             let state = self.event_state.lock().unwrap_or_else(|p| p.into_inner());
             state.check(&new, |n| fleet.detail(n).is_some())?
         };
-        let envelope = EventEnvelope {
+        self.append_event(EventEnvelope {
             id: Uuid::now_v7(),
             kind: new.kind,
             ts: Utc::now(),
@@ -317,31 +398,8 @@ impl Store for JsonlStore {
             body: new.body,
             refs: new.refs,
             hash: String::new(),
-        }
-        .sealed();
-        let line = record::encode(&envelope.kind, envelope.ts, envelope.node_id, &envelope)
-            .map_err(|e| StoreError::Unavailable(format!("cannot encode event: {e}")))?;
-        let (state, bus, stored) = (
-            Arc::clone(&self.event_state),
-            Arc::clone(&self.bus),
-            envelope.clone(),
-        );
-        let apply = Box::new(move || {
-            state
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .apply(&stored);
-            bus.publish(
-                &stored.kind,
-                stored.node_id,
-                serde_json::to_string(&stored).unwrap_or_default(),
-            );
-        });
-        self.events
-            .append(line, Some(apply))
-            .await
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        Ok(envelope)
+        })
+        .await
     }
 
     fn binding(&self, node_id: Uuid) -> Option<Binding> {
@@ -535,6 +593,127 @@ impl Store for JsonlStore {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .list(node_id, status, limit)
+    }
+
+    async fn record_scan(
+        &self,
+        report: ScanReport,
+        received_at: DateTime<Utc>,
+    ) -> Result<ScanAccepted, StoreError> {
+        let _gate = self.scan_gate.lock().await;
+        let (node_id, scan_id) = (report.node_id, report.scan_id);
+        let drift = {
+            let st = self.scan_state.lock().unwrap_or_else(|p| p.into_inner());
+            if st.is_duplicate(&node_id, &scan_id) {
+                return Ok(ScanAccepted {
+                    accepted: true,
+                    scan_id,
+                    duplicate: true,
+                    drift: 0,
+                });
+            }
+            st.drift_of(&report).len()
+        };
+        let line = record::encode(kind::SCAN, received_at, Some(node_id), &report)
+            .map_err(|e| StoreError::Unavailable(format!("cannot encode scan: {e}")))?;
+        let (state, bus) = (Arc::clone(&self.scan_state), Arc::clone(&self.bus));
+        let apply = Box::new(move || {
+            let data = serde_json::json!({
+                "scan_id": report.scan_id, "node_id": report.node_id,
+                "finished_at": report.finished_at, "counts": report.counts,
+                "findings": report.findings.len(), "drift": drift,
+            });
+            state
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .apply(report);
+            bus.publish(kind::SCAN, Some(node_id), data.to_string());
+        });
+        self.scans
+            .append(line, Some(apply))
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        Ok(ScanAccepted {
+            accepted: true,
+            scan_id,
+            duplicate: false,
+            drift,
+        })
+    }
+
+    fn snapshot(&self, node_id: Uuid) -> Option<NodeSnapshot> {
+        let (latest, last_seen, heartbeats) = self.fleet.latest(node_id)?;
+        let (latest_scan, drift) = {
+            let st = self.scan_state.lock().unwrap_or_else(|p| p.into_inner());
+            (st.latest(&node_id), st.drift(&node_id))
+        };
+        let incidents = self
+            .event_state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .incidents_for(node_id)
+            .into_iter()
+            .filter(|i| i.state != IncidentState::Resolved)
+            .collect();
+        let receipt_chain_ok = self
+            .command_state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .chain_ok(&node_id);
+        Some(NodeSnapshot {
+            node_id,
+            latest,
+            last_seen,
+            heartbeats,
+            latest_scan,
+            drift,
+            incidents,
+            receipt_chain_ok,
+        })
+    }
+
+    fn node_ids(&self) -> Vec<Uuid> {
+        self.fleet.node_ids()
+    }
+
+    fn newest_seen(&self) -> Option<DateTime<Utc>> {
+        self.fleet.newest_seen()
+    }
+
+    async fn record_system_event(
+        &self,
+        kind: &str,
+        node_id: Option<Uuid>,
+        body: serde_json::Value,
+        refs: Vec<Uuid>,
+    ) -> Result<EventEnvelope, StoreError> {
+        let _gate = self.event_gate.lock().await;
+        self.append_event(EventEnvelope {
+            id: Uuid::now_v7(),
+            kind: kind.to_string(),
+            ts: Utc::now(),
+            node_id,
+            author: "command-center".to_string(),
+            body,
+            refs,
+            hash: String::new(),
+        })
+        .await
+    }
+
+    fn silences(&self) -> Vec<Silence> {
+        self.event_state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .silences()
+    }
+
+    fn attention_log(&self) -> std::collections::HashMap<Uuid, (DateTime<Utc>, serde_json::Value)> {
+        self.event_state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .attention()
+            .clone()
     }
 
     async fn query_events(&self, query: EventQuery) -> Result<Vec<EventEnvelope>, StoreError> {

@@ -9,6 +9,7 @@
 //! - [`logdir`]: file names, rotated segments, retention.
 //! - [`replay`]: reading logs back (torn tails, corrupt lines) and rebuilding state.
 //! - [`fleet`]: the in-memory state.
+//! - [`scans`]: each node's latest scan report and its drift.
 //! - [`jsonl`]: the store that ties them together.
 
 pub mod commands;
@@ -20,13 +21,18 @@ pub mod logdir;
 pub mod record;
 pub mod registry;
 pub mod replay;
+pub mod scans;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 use vaultmesh_proto::auth::EnrollRequest;
 use vaultmesh_proto::command::{SignedCommand, SignedReceipt};
-use vaultmesh_proto::{EventEnvelope, NewEvent, NodeDetail, NodeHeartbeat, NodeSummary};
+use vaultmesh_proto::scan::Drift;
+use vaultmesh_proto::{
+    EventEnvelope, Incident, NewEvent, NodeDetail, NodeHeartbeat, NodeSummary, ScanAccepted,
+    ScanReport,
+};
 
 pub use events::EventQuery;
 
@@ -132,6 +138,39 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// answers no command of that node.
     async fn record_receipt(&self, receipt: SignedReceipt) -> Result<bool, StoreError>;
 
+    /// Stores a validated scan report durably (once: a retry of the same `scan_id` is
+    /// acknowledged as a duplicate) and computes its drift against the node's previous scan.
+    async fn record_scan(
+        &self,
+        report: ScanReport,
+        received_at: DateTime<Utc>,
+    ) -> Result<ScanAccepted, StoreError>;
+
+    /// What attention rules need about one node (no history).
+    fn snapshot(&self, node_id: Uuid) -> Option<NodeSnapshot>;
+
+    /// Every known node.
+    fn node_ids(&self) -> Vec<Uuid>;
+
+    /// The most recent time any node was heard from (what a restart's grace period starts from).
+    fn newest_seen(&self) -> Option<DateTime<Utc>>;
+
+    /// Writes an event the Command Center itself originates (`attention`, or a `resolve` that
+    /// ends a silence), stamped and sealed like an operator's, and publishes it.
+    async fn record_system_event(
+        &self,
+        kind: &str,
+        node_id: Option<Uuid>,
+        body: serde_json::Value,
+        refs: Vec<Uuid>,
+    ) -> Result<EventEnvelope, StoreError>;
+
+    /// Silences that have not ended.
+    fn silences(&self) -> Vec<events::Silence>;
+
+    /// Every node's latest `attention` event: when, and its body.
+    fn attention_log(&self) -> std::collections::HashMap<Uuid, (DateTime<Utc>, serde_json::Value)>;
+
     /// Recent commands, newest first.
     fn commands(
         &self,
@@ -139,6 +178,21 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         status: Option<commands::CommandStatus>,
         limit: usize,
     ) -> Vec<commands::CommandView>;
+}
+
+/// Everything attention rules look at for one node.
+#[derive(Debug, Clone)]
+pub struct NodeSnapshot {
+    pub node_id: Uuid,
+    pub latest: NodeHeartbeat,
+    pub last_seen: DateTime<Utc>,
+    /// Heartbeats received so far: tells a new heartbeat from a re-evaluation.
+    pub heartbeats: u64,
+    pub latest_scan: Option<std::sync::Arc<ScanReport>>,
+    pub drift: Vec<Drift>,
+    /// Open and acknowledged incidents.
+    pub incidents: Vec<Incident>,
+    pub receipt_chain_ok: Option<bool>,
 }
 
 /// Makes the signed command once its `seq` is known.

@@ -19,6 +19,7 @@ use uuid::Uuid;
 /// Record kinds and the file each lives in.
 pub mod kind {
     pub const HEARTBEAT: &str = "heartbeat";
+    pub const SCAN: &str = "scan";
 }
 
 #[derive(Serialize)]

@@ -1,65 +1,32 @@
 //! `GET /`: the fleet overview table, worst nodes first.
 
 use axum::extract::State;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use maud::{DOCTYPE, Markup, html};
-use vaultmesh_proto::{CheckStatus, NodeSummary};
+use vaultmesh_proto::{AttentionLevel, NodeSummary};
 
 use super::format::{age, num2, pct};
 use crate::server::AppState;
 
-/// Interim verdict per row until the attention model lands: the worst of staleness, the two
-/// seed flags and the heartbeat's check statuses, with the reasons.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Level {
-    Ok,
-    Attn,
-    Crit,
-}
-
-fn level(
-    n: &NodeSummary,
-    now: DateTime<Utc>,
-    stale_after: std::time::Duration,
-) -> (Level, Vec<String>) {
-    let mut reasons = Vec::new();
-    let mut level = Level::Ok;
-    let silent = (now - n.last_seen).to_std().unwrap_or_default();
-    if silent > stale_after {
-        level = Level::Crit;
-        reasons.push(format!(
-            "no heartbeat for {}",
-            age(n.last_seen, now).trim_end_matches(" ago")
-        ));
-    }
-    if !n.services_ok {
-        level = Level::Crit;
-        reasons.push("services down".into());
-    }
-    if n.receipt_chain_ok == Some(false) {
-        level = Level::Crit;
-        reasons.push("command receipt chain broken".into());
-    }
-    match n.worst_check {
-        Some(CheckStatus::Crit) => level = Level::Crit,
-        Some(CheckStatus::Warn | CheckStatus::Unknown) => level = level.max(Level::Attn),
-        Some(CheckStatus::Ok) | None => {}
-    }
-    reasons.extend(n.checks_not_ok.iter().cloned());
-    if !n.cloudflare_ok {
-        level = level.max(Level::Attn);
-        reasons.push("tunnel down".into());
-    }
-    (level, reasons)
-}
-
-fn pill(level: Level) -> Markup {
+fn pill(level: AttentionLevel) -> Markup {
     let (class, text) = match level {
-        Level::Ok => ("pill ok", "OK"),
-        Level::Attn => ("pill attn", "ATTN"),
-        Level::Crit => ("pill crit", "CRIT"),
+        AttentionLevel::Ok => ("pill ok", "OK"),
+        AttentionLevel::Attn => ("pill attn", "ATTN"),
+        AttentionLevel::Crit => ("pill crit", "CRIT"),
     };
     html! { span class=(class) { (text) } }
+}
+
+/// The reasons shown under a node's pill: suppressed ones are marked, not hidden.
+fn reasons(n: &NodeSummary) -> Vec<String> {
+    n.attention
+        .reasons
+        .iter()
+        .map(|r| match &r.suppressed_by {
+            Some(by) => format!("{} ({by})", r.message),
+            None => r.message.clone(),
+        })
+        .collect()
 }
 
 fn flag(ok: bool, yes: &str, no: &str) -> Markup {
@@ -69,18 +36,19 @@ fn flag(ok: bool, yes: &str, no: &str) -> Markup {
 /// `GET /`.
 pub async fn dashboard(State(state): State<AppState>) -> Markup {
     let now = Utc::now();
-    let mut rows: Vec<_> = state
-        .store
-        .summaries()
+    let mut summaries = state.store.summaries();
+    state.attention.fill(&mut summaries);
+    let mut rows: Vec<_> = summaries
         .into_iter()
-        .map(|n| {
-            let (lvl, reasons) = level(&n, now, state.stale_after);
-            (lvl, reasons, n)
-        })
+        .map(|n| (n.attention.level, reasons(&n), n))
         .collect();
     rows.sort_by(|a, b| b.0.cmp(&a.0).then(a.2.hostname.cmp(&b.2.hostname)));
-    let count = |l: Level| rows.iter().filter(|r| r.0 == l).count();
-    let (ok, attn, crit) = (count(Level::Ok), count(Level::Attn), count(Level::Crit));
+    let count = |l: AttentionLevel| rows.iter().filter(|r| r.0 == l).count();
+    let (ok, attn, crit) = (
+        count(AttentionLevel::Ok),
+        count(AttentionLevel::Attn),
+        count(AttentionLevel::Crit),
+    );
 
     html! {
         (DOCTYPE)
@@ -149,7 +117,6 @@ pub async fn dashboard(State(state): State<AppState>) -> Markup {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
     use uuid::Uuid;
 
     fn node() -> NodeSummary {
@@ -170,43 +137,34 @@ mod tests {
             checks_not_ok: Vec::new(),
             heartbeats: 1,
             receipt_chain_ok: None,
+            attention: Default::default(),
+            last_scan: None,
         }
     }
 
     #[test]
-    fn levels_and_reasons() {
-        let stale = Duration::from_secs(120);
-        let now = Utc::now();
-        let check = |f: &dyn Fn(&mut NodeSummary), want: Level, why: &[&str]| {
-            let mut n = node();
-            n.last_seen = now;
-            f(&mut n);
-            let (l, r) = level(&n, now, stale);
-            assert_eq!(
-                (l, r.iter().map(String::as_str).collect::<Vec<_>>()),
-                (want, why.to_vec())
-            );
-        };
-        check(&|_| {}, Level::Ok, &[]);
-        check(&|n| n.cloudflare_ok = false, Level::Attn, &["tunnel down"]);
-        check(
-            &|n| {
-                n.worst_check = Some(CheckStatus::Warn);
-                n.checks_not_ok = vec!["disk: warn".into()];
+    fn suppressed_reasons_stay_visible_and_marked() {
+        let mut n = node();
+        n.attention.reasons = vec![
+            vaultmesh_proto::Reason {
+                rule: "drift".into(),
+                level: AttentionLevel::Attn,
+                message: "1 change since the previous scan".into(),
+                suppressed_by: Some("silenced by ops until resolved".into()),
             },
-            Level::Attn,
-            &["disk: warn"],
-        );
-        check(&|n| n.services_ok = false, Level::Crit, &["services down"]);
-        check(
-            &|n| n.receipt_chain_ok = Some(false),
-            Level::Crit,
-            &["command receipt chain broken"],
-        );
-        check(
-            &|n| n.last_seen = now - chrono::Duration::seconds(600),
-            Level::Crit,
-            &["no heartbeat for 10m"],
+            vaultmesh_proto::Reason {
+                rule: "stale".into(),
+                level: AttentionLevel::Crit,
+                message: "no heartbeat for 10m".into(),
+                suppressed_by: None,
+            },
+        ];
+        assert_eq!(
+            reasons(&n),
+            [
+                "1 change since the previous scan (silenced by ops until resolved)",
+                "no heartbeat for 10m"
+            ]
         );
     }
 }

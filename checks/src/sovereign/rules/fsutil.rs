@@ -140,3 +140,20 @@ impl Names {
 pub fn under_root(ctx: &ScanContext, paths: &[String]) -> Vec<(String, PathBuf)> {
     paths.iter().map(|p| (p.clone(), ctx.path(p))).collect()
 }
+
+/// `s` made safe as a fact key or inside a title: every control character (newline and tab
+/// too, which the Command Center refuses there) becomes `?`, and it is cut to
+/// [`vaultmesh_proto::scan::limits::NAME_MAX`] bytes. File names are chosen by whoever creates
+/// them, so a path must pass through this before it becomes a key or a title.
+pub fn safe_name(s: &str) -> String {
+    let s: String = s
+        .chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    crate::sovereign::rule::clip(s, vaultmesh_proto::scan::limits::NAME_MAX)
+}
+
+/// `mode`'s permission bits (set-uid, set-gid, sticky, rwx) as four octal digits: `0755`.
+pub fn octal_mode(mode: u32) -> String {
+    format!("{:04o}", mode & 0o7777)
+}

@@ -1,7 +1,7 @@
 //! Fixture trees for rule tests: a temporary `root` and `proc`.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::sovereign::rule::{RuleError, RuleOutput, ScanContext, ScanRule, run_rule};
@@ -71,13 +71,50 @@ impl Fixture {
         run_rule(rule, name, &self.ctx())
     }
 
+    /// Runs `rule` with a context the test adjusted (agent paths, `max_files`, ...).
     pub fn run_with(
         &self,
         rule: &dyn ScanRule,
         name: &'static str,
         ctx: &ScanContext,
     ) -> (RuleOutput, Option<RuleError>) {
-        let _ = Path::new("");
         run_rule(rule, name, ctx)
     }
+
+    /// The host path of `node_path` under the fixture root.
+    pub fn path(&self, node_path: &str) -> PathBuf {
+        self.root().join(node_path.trim_start_matches('/'))
+    }
+
+    /// Creates a symlink at `node_path` (under the fixture root) pointing at `target` as given.
+    pub fn symlink(&self, target: &str, node_path: &str) {
+        let p = self.path(node_path);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(target, p).unwrap();
+    }
+
+    /// The uid and gid that own the files this fixture creates (the test's own, root or not).
+    pub fn owner(&self) -> (u32, u32) {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(self.root()).unwrap();
+        (m.uid(), m.gid())
+    }
+}
+
+/// Lowercase hex SHA-256 of `text`.
+pub fn sha(text: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+/// Keys whose value differs between two fact maps (present in `before`).
+pub fn changed_keys(
+    before: &std::collections::BTreeMap<String, String>,
+    after: &std::collections::BTreeMap<String, String>,
+) -> Vec<String> {
+    before
+        .keys()
+        .filter(|k| before.get(*k) != after.get(*k))
+        .cloned()
+        .collect()
 }

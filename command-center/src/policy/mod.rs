@@ -1,5 +1,7 @@
 //! Per-profile policy files: `policies/<Profile>.toml`, selected by the `os_profile` a node
-//! reports. Today a policy says which commands may be issued to the profile's nodes:
+//! reports. A policy says which commands may be issued to the profile's nodes, and (in
+//! [`settings`]) which services they must run, when they need attention, how often they are
+//! scanned and which ports may listen. Commands look like this:
 //!
 //! ```toml
 //! [commands]
@@ -11,7 +13,12 @@
 //!
 //! A command is allowed when a rule names its action and every argument it carries has a
 //! pattern in that rule that the (string) value matches in full. Anything else is refused, with
-//! the reason. No policy file for a profile means no command for its nodes.
+//! the reason. No policy file for a profile means no command for its nodes, and the default
+//! [`Settings`] for everything else.
+
+pub mod settings;
+
+pub use settings::Settings;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -24,6 +31,14 @@ use serde::Deserialize;
 struct PolicyFile {
     #[serde(default)]
     commands: CommandsSection,
+    #[serde(default)]
+    services: settings::Services,
+    #[serde(default)]
+    attention: settings::Thresholds,
+    #[serde(default)]
+    scan: settings::ScanSchedule,
+    #[serde(default)]
+    network: settings::Network,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -52,6 +67,7 @@ struct Rule {
 pub struct Policy {
     pub file: PathBuf,
     rules: Vec<Rule>,
+    pub settings: Settings,
 }
 
 /// The policies in force, replaced as a whole on reload (SIGHUP): readers take a snapshot.
@@ -114,6 +130,15 @@ impl Policies {
                 std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
             let spec: PolicyFile = toml::from_str(&text)
                 .map_err(|e| format!("{}: {}", path.display(), e.message()))?;
+            let settings = Settings {
+                services: spec.services,
+                attention: spec.attention,
+                scan: spec.scan,
+                network: spec.network,
+            };
+            settings
+                .validate()
+                .map_err(|e| format!("{}: {e}", path.display()))?;
             let mut rules = Vec::new();
             for (i, r) in spec.commands.allow.into_iter().enumerate() {
                 let mut args = BTreeMap::new();
@@ -132,7 +157,14 @@ impl Policies {
                     args,
                 });
             }
-            by_profile.insert(profile, Policy { file: path, rules });
+            by_profile.insert(
+                profile,
+                Policy {
+                    file: path,
+                    rules,
+                    settings,
+                },
+            );
         }
         Ok(Policies {
             dir: Some(dir.to_path_buf()),
@@ -154,6 +186,14 @@ impl Policies {
         let mut v: Vec<&str> = self.by_profile.keys().map(String::as_str).collect();
         v.sort_unstable();
         v
+    }
+
+    /// The settings for nodes of `profile`: its file's, or the defaults when it has none.
+    pub fn settings(&self, profile: &str) -> &Settings {
+        static DEFAULT: std::sync::LazyLock<Settings> = std::sync::LazyLock::new(Settings::default);
+        self.by_profile
+            .get(profile)
+            .map_or(&*DEFAULT, |p| &p.settings)
     }
 
     /// Whether `action` with `args` may be issued to a node of `profile`; the reason if not.

@@ -1,0 +1,327 @@
+//! Attention: which nodes need an admin, and why.
+//!
+//! - [`rules`]: pure rules from a node's state to reasons (`{rule, level, message}`).
+//! - [`damping`]: flap damping of heartbeat-borne reasons.
+//! - [`AttentionEngine`] (here): keeps each node's [`Attention`], re-evaluates it on every input
+//!   (a bus event names the node) and on a ticker (staleness, silence expiry), applies silences
+//!   and incident acknowledgements, and writes every change as an `attention` event — durable
+//!   in `events.jsonl`, broadcast on `/events`.
+//!
+//! **Restarts.** The engine starts from each node's last logged attention (so an unchanged
+//! node logs nothing) and, for a grace period, judges staleness as of the last moment the
+//! previous process heard from the fleet: a node that was already stale stays so, one that
+//! went quiet only because the Command Center was down is not raised unless it stays silent
+//! past the grace period.
+
+pub mod damping;
+pub mod rules;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+use vaultmesh_proto::{Attention, AttentionLevel, NodeSummary, Reason};
+
+use crate::bus::{Bus, BusEvent};
+use crate::policy::LivePolicies;
+use crate::store::Store;
+use damping::Damper;
+
+/// What identifies a change worth logging: the level and the set of (rule, level, suppressed).
+type Shape = (AttentionLevel, BTreeSet<(String, AttentionLevel, bool)>);
+
+fn shape(a: &Attention) -> Shape {
+    (
+        a.level,
+        a.reasons
+            .iter()
+            .map(|r| (r.rule.clone(), r.level, r.suppressed_by.is_some()))
+            .collect(),
+    )
+}
+
+#[derive(Debug, Default)]
+struct NodeAttention {
+    damper: Damper,
+    /// `heartbeats` of the snapshot last observed.
+    seen: u64,
+    current: Attention,
+    /// The shape last written to the log.
+    logged: Option<Shape>,
+}
+
+/// Engine settings from `serve`'s configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct EngineOptions {
+    /// Re-evaluation interval for time-based rules.
+    pub tick: Duration,
+    /// After a restart, how long staleness is judged as of the previous process's last contact.
+    pub restart_grace: Duration,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            tick: Duration::from_secs(5),
+            restart_grace: Duration::from_secs(120),
+        }
+    }
+}
+
+/// Keeps every node's attention.
+#[derive(Debug)]
+pub struct AttentionEngine {
+    store: Arc<dyn Store>,
+    policies: Arc<LivePolicies>,
+    nodes: Mutex<HashMap<Uuid, NodeAttention>>,
+    options: EngineOptions,
+    started_at: DateTime<Utc>,
+    /// The newest contact replayed from the logs (the previous process's last).
+    frozen_at: Option<DateTime<Utc>>,
+}
+
+impl AttentionEngine {
+    /// Restores each node's last logged attention from the store.
+    pub fn new(
+        store: Arc<dyn Store>,
+        policies: Arc<LivePolicies>,
+        options: EngineOptions,
+    ) -> AttentionEngine {
+        let mut nodes = HashMap::new();
+        let current = policies.get();
+        for (node_id, (ts, body)) in store.attention_log() {
+            let level = body
+                .get("level")
+                .and_then(|l| serde_json::from_value::<AttentionLevel>(l.clone()).ok())
+                .unwrap_or_default();
+            let reasons: Vec<Reason> = body
+                .get("reasons")
+                .and_then(|r| serde_json::from_value(r.clone()).ok())
+                .unwrap_or_default();
+            let raise_after = store.snapshot(node_id).map_or(1, |s| {
+                current.settings(&s.latest.os_profile).attention.raise_after
+            });
+            let observed: Vec<Reason> = reasons
+                .iter()
+                .filter(|r| rules::is_observed(&r.rule))
+                .cloned()
+                .collect();
+            let attention = Attention {
+                level,
+                reasons,
+                since: body
+                    .get("since")
+                    .and_then(|s| serde_json::from_value(s.clone()).ok())
+                    .or(Some(ts)),
+            };
+            nodes.insert(
+                node_id,
+                NodeAttention {
+                    damper: Damper::restored(observed, raise_after),
+                    seen: 0,
+                    logged: Some(shape(&attention)),
+                    current: attention,
+                },
+            );
+        }
+        AttentionEngine {
+            frozen_at: store.newest_seen(),
+            store,
+            policies,
+            nodes: Mutex::new(nodes),
+            options,
+            started_at: Utc::now(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, NodeAttention>> {
+        self.nodes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A node's current attention (OK with no reasons if never evaluated).
+    pub fn get(&self, node_id: Uuid) -> Attention {
+        self.lock()
+            .get(&node_id)
+            .map(|n| n.current.clone())
+            .unwrap_or_default()
+    }
+
+    /// Fills `attention` in each summary.
+    pub fn fill(&self, summaries: &mut [NodeSummary]) {
+        let nodes = self.lock();
+        for s in summaries {
+            if let Some(n) = nodes.get(&s.node_id) {
+                s.attention = n.current.clone();
+            }
+        }
+    }
+
+    /// The time staleness is judged at: during the grace period after a restart, no later than
+    /// the previous process's last contact.
+    fn staleness_now(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        let grace = chrono::Duration::from_std(self.options.restart_grace).unwrap_or_default();
+        match self.frozen_at {
+            Some(frozen) if now < self.started_at + grace => {
+                now.min(frozen.max(self.started_at - grace))
+            }
+            _ => now,
+        }
+    }
+
+    /// Re-evaluates one node; logs and broadcasts a change.
+    pub async fn refresh(&self, node_id: Uuid) {
+        let Some(snap) = self.store.snapshot(node_id) else {
+            return;
+        };
+        let policies = self.policies.get();
+        let settings = policies.settings(&snap.latest.os_profile);
+        let now = Utc::now();
+        let silences = self.store.silences();
+        let (change, attention) = {
+            let mut nodes = self.lock();
+            let n = nodes.entry(node_id).or_default();
+            if snap.heartbeats != n.seen {
+                n.seen = snap.heartbeats;
+                let a = &settings.attention;
+                n.damper.observe(
+                    rules::observed(&snap, settings),
+                    a.raise_after,
+                    a.clear_after,
+                );
+            }
+            let mut reasons = n.damper.raised();
+            reasons.extend(rules::state(&snap, settings, self.staleness_now(now)));
+            for r in reasons.iter_mut().filter(|r| r.suppressed_by.is_none()) {
+                if let Some(s) = silences
+                    .iter()
+                    .find(|s| s.active(now) && s.covers(node_id, &r.rule))
+                {
+                    r.suppressed_by = Some(match s.until {
+                        Some(u) if !s.until_resolved => {
+                            format!("silenced by {} until {}", s.by, u.to_rfc3339())
+                        }
+                        _ => format!("silenced by {} until resolved", s.by),
+                    });
+                }
+            }
+            reasons.sort_by(|a, b| b.level.cmp(&a.level).then_with(|| a.rule.cmp(&b.rule)));
+            let level = reasons
+                .iter()
+                .filter(|r| r.suppressed_by.is_none())
+                .map(|r| r.level)
+                .max()
+                .unwrap_or_default();
+            let previous = n.current.level;
+            let since = if level != previous || n.current.since.is_none() {
+                Some(now)
+            } else {
+                n.current.since
+            };
+            n.current = Attention {
+                level,
+                reasons,
+                since,
+            };
+            let s = shape(&n.current);
+            // A node never logged and plainly OK has nothing to say yet.
+            let quiet_start = n.logged.is_none() && s == shape(&Attention::default());
+            let change = (n.logged.as_ref() != Some(&s) && !quiet_start).then_some((previous, s));
+            (change, n.current.clone())
+        };
+        let Some((previous, s)) = change else {
+            return;
+        };
+        if attention.level != previous {
+            tracing::info!(%node_id, from = %previous, to = %attention.level,
+                reasons = ?attention.reasons.iter().map(|r| r.rule.as_str()).collect::<Vec<_>>(),
+                "Attention changed.");
+        }
+        let body = serde_json::json!({
+            "level": attention.level,
+            "previous": previous,
+            "since": attention.since,
+            "reasons": attention.reasons,
+        });
+        match self
+            .store
+            .record_system_event("attention", Some(node_id), body, Vec::new())
+            .await
+        {
+            Ok(_) => {
+                if let Some(n) = self.lock().get_mut(&node_id) {
+                    n.logged = Some(s);
+                }
+            }
+            Err(e) => {
+                tracing::error!(%node_id, error = %e, "Cannot log an attention change; will retry.")
+            }
+        }
+    }
+
+    /// Re-evaluates every node, then ends `until_resolved` silences whose reasons cleared.
+    pub async fn refresh_all(&self) {
+        for node_id in self.store.node_ids() {
+            self.refresh(node_id).await;
+        }
+        self.end_resolved_silences().await;
+    }
+
+    async fn end_resolved_silences(&self) {
+        let now = Utc::now();
+        for s in self.store.silences() {
+            if !s.until_resolved || !s.active(now) {
+                continue;
+            }
+            let still_raised = self.lock().iter().any(|(node_id, n)| {
+                n.current
+                    .reasons
+                    .iter()
+                    .any(|r| s.covers(*node_id, &r.rule))
+            });
+            if still_raised {
+                continue;
+            }
+            let body = serde_json::json!({"text": "the silenced reasons cleared"});
+            match self
+                .store
+                .record_system_event("resolve", s.node_id, body, vec![s.id])
+                .await
+            {
+                Ok(_) => tracing::info!(silence = %s.id, "Silence ended: its reasons cleared."),
+                Err(e) => tracing::warn!(silence = %s.id, error = %e, "Cannot end a silence."),
+            }
+        }
+    }
+
+    /// Runs until `cancel`: re-evaluates the node an event names, and everything on the ticker.
+    pub async fn run(self: Arc<Self>, bus: Arc<Bus>, cancel: CancellationToken) {
+        let (mut rx, _) = bus.subscribe(None);
+        self.refresh_all().await;
+        let mut ticker = tokio::time::interval(self.options.tick);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = ticker.tick() => self.refresh_all().await,
+                ev = rx.recv() => match ev {
+                    Ok(ev) => self.on_event(&ev).await,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => self.refresh_all().await,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                },
+            }
+        }
+    }
+
+    async fn on_event(&self, ev: &BusEvent) {
+        match (ev.name.as_str(), ev.node_id) {
+            ("attention", _) => {}
+            (_, Some(node_id)) => self.refresh(node_id).await,
+            // A fleet-wide silence, or its end.
+            ("silence" | "resolve", None) => self.refresh_all().await,
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,466 @@
+//! The attention rules: pure functions from a node's state and its profile's settings to the
+//! reasons it needs an admin. No clocks, no I/O — `now` is passed in — so every rule is tested
+//! with plain values.
+//!
+//! Rules come in two kinds:
+//! - **observed** rules read the latest heartbeat (`services`, `tunnel`, `check.<name>`,
+//!   `threshold.<metric>`, `required_service.<unit>`). They are flap-damped per heartbeat by
+//!   [`super::damping`].
+//! - **state** rules read durable state (`stale`, `scan.findings`, `scan.errors`, `listeners`,
+//!   `drift`, `receipt_chain`, `incident`). They apply as soon as the state changes.
+
+use chrono::{DateTime, Utc};
+use vaultmesh_proto::{AttentionLevel, CheckStatus, IncidentState, Reason, Severity};
+
+use crate::policy::Settings;
+use crate::store::NodeSnapshot;
+
+/// Whether `rule` is an observed (heartbeat-borne, damped) rule.
+pub fn is_observed(rule: &str) -> bool {
+    rule == "services"
+        || rule == "tunnel"
+        || rule.starts_with("check.")
+        || rule.starts_with("threshold.")
+        || rule.starts_with("required_service.")
+}
+
+fn reason(rule: impl Into<String>, level: AttentionLevel, message: impl Into<String>) -> Reason {
+    Reason {
+        rule: rule.into(),
+        level,
+        message: message.into(),
+        suppressed_by: None,
+    }
+}
+
+/// Reasons from the latest heartbeat.
+pub fn observed(snap: &NodeSnapshot, settings: &Settings) -> Vec<Reason> {
+    use AttentionLevel::{Attn, Crit};
+    let hb = &snap.latest;
+    let a = &settings.attention;
+    let mut out = Vec::new();
+    let check = |name: &str| hb.checks.iter().find(|c| c.name == name);
+
+    if !hb.services_ok {
+        let why = check("systemd").map_or_else(String::new, |c| format!(": {}", c.summary));
+        out.push(reason("services", Crit, format!("services are down{why}")));
+    }
+    if !hb.cloudflare_ok && a.tunnel > AttentionLevel::Ok {
+        let why = check("cloudflared").map_or_else(String::new, |c| format!(": {}", c.summary));
+        out.push(reason(
+            "tunnel",
+            a.tunnel,
+            format!("Cloudflare Tunnel is down{why}"),
+        ));
+    }
+    for c in &hb.checks {
+        // Covered by the flags above and by the scan rules below.
+        let covered = (c.name == "systemd" && !hb.services_ok)
+            || (c.name == "cloudflared" && !hb.cloudflare_ok)
+            || (c.name == "sovereign_scan" && c.status != CheckStatus::Unknown);
+        let level = match c.status {
+            CheckStatus::Ok => continue,
+            CheckStatus::Warn | CheckStatus::Unknown => Attn,
+            CheckStatus::Crit => Crit,
+        };
+        if !covered {
+            out.push(reason(
+                format!("check.{}", c.name),
+                level,
+                format!("{} is {}: {}", c.name, c.status, c.summary),
+            ));
+        }
+    }
+    if let Some(m) = &hb.metrics {
+        if let Some((mount, pct)) = m.fullest_disk()
+            && let Some(level) = grade(pct, a.disk_attn_pct, a.disk_crit_pct)
+        {
+            out.push(reason(
+                "threshold.disk",
+                level,
+                format!("disk {mount} is {pct:.1}% full"),
+            ));
+        }
+        if let Some(pct) = m.mem_used_pct()
+            && let Some(level) = grade(pct, a.memory_attn_pct, a.memory_crit_pct)
+        {
+            out.push(reason(
+                "threshold.memory",
+                level,
+                format!("memory is {pct:.1}% used"),
+            ));
+        }
+        if let (Some(load), Some(cpus)) = (m.load, m.cpu_count.filter(|c| *c > 0)) {
+            let per_cpu = load[1] / f64::from(cpus);
+            if let Some(level) = grade(per_cpu, a.load_attn_per_cpu, a.load_crit_per_cpu) {
+                out.push(reason(
+                    "threshold.load",
+                    level,
+                    format!(
+                        "5-minute load is {:.2} per CPU ({} over {cpus} CPUs)",
+                        per_cpu, load[1]
+                    ),
+                ));
+            }
+        }
+    }
+    if !settings.services.required.is_empty() {
+        let units = check("systemd")
+            .and_then(|c| c.details.get("units"))
+            .and_then(|u| u.as_array());
+        for unit in &settings.services.required {
+            let state = units.and_then(|list| {
+                list.iter()
+                    .find(|u| u.get("name").and_then(|n| n.as_str()) == Some(unit.as_str()))
+                    .and_then(|u| u.get("active_state").and_then(|s| s.as_str()))
+            });
+            let rule = format!("required_service.{unit}");
+            match state {
+                Some("active") => {}
+                Some(s) => out.push(reason(rule, Crit, format!("required service {unit} is {s}"))),
+                None => out.push(reason(
+                    rule,
+                    Attn,
+                    format!("required service {unit} is not reported by the node's systemd check (add it to [checks.systemd] units)"),
+                )),
+            }
+        }
+    }
+    out
+}
+
+/// `Some(level)` when `value` reaches a threshold.
+fn grade(value: f64, attn: f64, crit: f64) -> Option<AttentionLevel> {
+    if value >= crit {
+        Some(AttentionLevel::Crit)
+    } else if value >= attn {
+        Some(AttentionLevel::Attn)
+    } else {
+        None
+    }
+}
+
+/// Reasons from durable state, judged at `now`.
+pub fn state(snap: &NodeSnapshot, settings: &Settings, now: DateTime<Utc>) -> Vec<Reason> {
+    use AttentionLevel::{Attn, Crit};
+    let a = &settings.attention;
+    let mut out = Vec::new();
+
+    let silent = (now - snap.last_seen).to_std().unwrap_or_default();
+    let ago =
+        vaultmesh_agent_core::duration::format(std::time::Duration::from_secs(silent.as_secs()));
+    if silent >= a.critical_after {
+        out.push(reason("stale", Crit, format!("no heartbeat for {ago}")));
+    } else if silent >= a.stale_after {
+        out.push(reason("stale", Attn, format!("no heartbeat for {ago}")));
+    }
+
+    if let Some(scan) = &snap.latest_scan {
+        if let Some(worst) = scan.worst() {
+            let level = if worst >= a.findings_crit {
+                Some(Crit)
+            } else if worst >= a.findings_attn {
+                Some(Attn)
+            } else {
+                None
+            };
+            if let Some(level) = level {
+                let counts: Vec<String> = scan
+                    .counts
+                    .iter()
+                    .rev()
+                    .filter(|(s, _)| **s >= a.findings_attn)
+                    .map(|(s, n)| format!("{n} {s}"))
+                    .collect();
+                out.push(reason(
+                    "scan.findings",
+                    level,
+                    format!(
+                        "scan found {}: {}",
+                        counts.join(", "),
+                        scan.findings.first().map_or("", |f| f.title.as_str())
+                    ),
+                ));
+            }
+        }
+        if !scan.errors.is_empty() {
+            let rules: Vec<&str> = scan.errors.iter().map(|e| e.rule.as_str()).collect();
+            out.push(reason(
+                "scan.errors",
+                Attn,
+                format!("scan rules did not finish: {}", rules.join(", ")),
+            ));
+        }
+        if a.listeners > AttentionLevel::Ok
+            && let Some(listeners) = scan.fingerprint.get("listeners")
+        {
+            let unexpected: Vec<&str> = listeners
+                .keys()
+                .filter(|k| settings.network.allows(k) == Some(false))
+                .map(String::as_str)
+                .collect();
+            if !unexpected.is_empty() {
+                out.push(reason(
+                    "listeners",
+                    a.listeners,
+                    format!("not in allowed_listeners: {}", unexpected.join(", ")),
+                ));
+            }
+        }
+    }
+
+    if !snap.drift.is_empty() && a.drift > AttentionLevel::Ok {
+        let shown: Vec<String> = snap.drift.iter().take(3).map(describe_drift).collect();
+        let more = snap.drift.len().saturating_sub(shown.len());
+        let mut message = format!(
+            "{} change{} since the previous scan: {}",
+            snap.drift.len(),
+            if snap.drift.len() == 1 { "" } else { "s" },
+            shown.join("; ")
+        );
+        if more > 0 {
+            message.push_str(&format!("; and {more} more"));
+        }
+        out.push(reason("drift", a.drift, message));
+    }
+
+    if snap.receipt_chain_ok == Some(false) {
+        out.push(reason(
+            "receipt_chain",
+            Crit,
+            "a command receipt does not continue the node's receipt chain",
+        ));
+    }
+
+    for i in &snap.incidents {
+        let level = if i.severity >= Severity::High {
+            Crit
+        } else {
+            Attn
+        };
+        let mut r = reason(
+            format!("incident.{}", i.id),
+            level,
+            format!("open incident ({}): {}", i.severity, i.title),
+        );
+        if i.state == IncidentState::Acknowledged {
+            r.suppressed_by = Some(format!(
+                "acknowledged by {}",
+                i.acked_by.as_deref().unwrap_or("?")
+            ));
+        }
+        out.push(r);
+    }
+    out
+}
+
+/// One line for a fingerprint change: `new listener tcp/0.0.0.0:8080`, `/etc/passwd changed`.
+pub fn describe_drift(d: &vaultmesh_proto::scan::Drift) -> String {
+    match (d.category.as_str(), d.change()) {
+        ("profile", _) => format!(
+            "profile changed from {} to {}",
+            d.before.as_deref().unwrap_or("?"),
+            d.after.as_deref().unwrap_or("?")
+        ),
+        ("listeners", "added") => format!("new listener {}", d.key),
+        ("listeners", "removed") => format!("listener {} is gone", d.key),
+        (cat, "added") => format!("{cat}: {} appeared", d.key),
+        (cat, "removed") => format!("{cat}: {} disappeared", d.key),
+        (cat, _) => format!("{cat}: {} changed", d.key),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use uuid::Uuid;
+    use vaultmesh_proto::scan::Drift;
+    use vaultmesh_proto::{CheckResult, Metrics, NodeHeartbeat, ScanReport};
+
+    fn t(secs: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_700_000_000 + secs, 0).unwrap()
+    }
+
+    fn snap() -> NodeSnapshot {
+        NodeSnapshot {
+            node_id: Uuid::from_u128(1),
+            latest: NodeHeartbeat {
+                node_id: Uuid::from_u128(1),
+                hostname: "n1".into(),
+                os_profile: "ArchVault".into(),
+                cloudflare_ok: true,
+                services_ok: true,
+                vaultmesh_root: "/opt/vaultmesh".into(),
+                timestamp: t(0),
+                agent_version: None,
+                seq: None,
+                uptime_s: None,
+                metrics: None,
+                checks: vec![],
+                last_scan: None,
+            },
+            last_seen: t(0),
+            heartbeats: 1,
+            latest_scan: None,
+            drift: vec![],
+            incidents: vec![],
+            receipt_chain_ok: None,
+        }
+    }
+
+    fn rules(snap: &NodeSnapshot, s: &Settings, now: i64) -> Vec<(String, AttentionLevel)> {
+        observed(snap, s)
+            .into_iter()
+            .chain(state(snap, s, t(now)))
+            .map(|r| (r.rule, r.level))
+            .collect()
+    }
+
+    #[test]
+    fn a_healthy_fresh_node_is_ok() {
+        assert!(rules(&snap(), &Settings::default(), 10).is_empty());
+    }
+
+    #[test]
+    fn staleness_goes_attn_then_crit() {
+        let s = Settings::default();
+        assert_eq!(rules(&snap(), &s, 89), []);
+        assert_eq!(
+            rules(&snap(), &s, 90),
+            [("stale".into(), AttentionLevel::Attn)]
+        );
+        assert_eq!(
+            rules(&snap(), &s, 300),
+            [("stale".into(), AttentionLevel::Crit)]
+        );
+    }
+
+    #[test]
+    fn flags_checks_and_thresholds() {
+        let mut n = snap();
+        n.latest.cloudflare_ok = false;
+        n.latest.services_ok = false;
+        let check = |name: &str, status| CheckResult {
+            name: name.into(),
+            status,
+            summary: format!("{name} says so"),
+            observed_at: t(0),
+            duration_ms: 1,
+            metrics: Default::default(),
+            details: serde_json::json!({"units": [{"name": "sshd.service", "active_state": "failed"}]}),
+        };
+        n.latest.checks = vec![
+            check("systemd", CheckStatus::Crit),
+            check("cloudflared", CheckStatus::Crit),
+            check("memory", CheckStatus::Warn),
+            check("sovereign_scan", CheckStatus::Crit),
+        ];
+        n.latest.metrics = Some(Metrics {
+            load: Some([1.0, 9.0, 1.0]),
+            cpu_count: Some(2),
+            mem_total_bytes: Some(100),
+            mem_used_bytes: Some(91),
+            disks: vec![vaultmesh_proto::DiskUsage {
+                mount: "/".into(),
+                fs: "ext4".into(),
+                total_bytes: 100,
+                used_bytes: 96,
+                inodes_total: None,
+                inodes_used: None,
+            }],
+            ..Metrics::default()
+        });
+        let mut s = Settings::default();
+        s.services.required = vec!["sshd.service".into(), "nginx.service".into()];
+        use AttentionLevel::{Attn, Crit};
+        assert_eq!(
+            rules(&n, &s, 1),
+            [
+                ("services".into(), Crit),
+                ("tunnel".into(), Crit),
+                ("check.memory".into(), Attn),
+                ("threshold.disk".into(), Crit),
+                ("threshold.memory".into(), Attn),
+                ("threshold.load".into(), Crit),
+                ("required_service.sshd.service".into(), Crit),
+                ("required_service.nginx.service".into(), Attn),
+            ]
+        );
+        s.attention.tunnel = AttentionLevel::Ok;
+        assert!(!rules(&n, &s, 1).iter().any(|(r, _)| r == "tunnel"));
+    }
+
+    #[test]
+    fn scans_drift_chain_and_incidents() {
+        let mut n = snap();
+        let finding = |sev| vaultmesh_proto::Finding {
+            rule: "sshd".into(),
+            severity: sev,
+            title: "Root may log in over SSH".into(),
+            detail: String::new(),
+            evidence: String::new(),
+        };
+        let findings = vec![finding(Severity::High), finding(Severity::Low)];
+        n.latest_scan = Some(Arc::new(ScanReport {
+            scan_id: Uuid::nil(),
+            node_id: n.node_id,
+            profile: "ArchVault".into(),
+            started_at: t(0),
+            finished_at: t(0),
+            counts: vaultmesh_proto::scan::count_findings(&findings),
+            findings,
+            fingerprint: [(
+                "listeners".to_string(),
+                [
+                    ("tcp/0.0.0.0:22".to_string(), "uid=0".to_string()),
+                    ("tcp/0.0.0.0:8080".to_string(), "uid=1000".to_string()),
+                ]
+                .into(),
+            )]
+            .into(),
+            rules: vec!["sshd".into(), "listeners".into()],
+            errors: vec![],
+            truncated: false,
+        }));
+        n.drift = vec![Drift {
+            category: "listeners".into(),
+            key: "tcp/0.0.0.0:8080".into(),
+            before: None,
+            after: Some("uid=1000".into()),
+        }];
+        n.receipt_chain_ok = Some(false);
+        n.incidents = vec![vaultmesh_proto::Incident {
+            id: Uuid::from_u128(9),
+            node_id: Some(n.node_id),
+            title: "disk noise".into(),
+            severity: Severity::Medium,
+            state: IncidentState::Acknowledged,
+            opened_at: t(0),
+            opened_by: "ops".into(),
+            acked_at: Some(t(1)),
+            acked_by: Some("alice".into()),
+            resolved_at: None,
+            resolved_by: None,
+        }];
+        let mut s = Settings::default();
+        s.network.allowed_listeners = Some(vec!["tcp/22".into()]);
+        let reasons = state(&n, &s, t(1));
+        let by_rule = |r: &str| reasons.iter().find(|x| x.rule.starts_with(r)).unwrap();
+        assert_eq!(by_rule("scan.findings").level, AttentionLevel::Crit);
+        assert!(by_rule("scan.findings").message.contains("1 high"));
+        assert!(!by_rule("scan.findings").message.contains("low"));
+        assert!(by_rule("listeners").message.contains("tcp/0.0.0.0:8080"));
+        assert!(!by_rule("listeners").message.contains(":22"));
+        assert_eq!(
+            by_rule("drift").message,
+            "1 change since the previous scan: new listener tcp/0.0.0.0:8080"
+        );
+        assert_eq!(by_rule("receipt_chain").level, AttentionLevel::Crit);
+        let inc = by_rule("incident.");
+        assert_eq!(inc.level, AttentionLevel::Attn);
+        assert_eq!(inc.suppressed_by.as_deref(), Some("acknowledged by alice"));
+        s.attention.drift = AttentionLevel::Ok;
+        assert!(!state(&n, &s, t(1)).iter().any(|r| r.rule == "drift"));
+    }
+}

@@ -1,0 +1,212 @@
+//! The orchestrator: asks nodes for sovereign scans on their profile's schedule.
+//!
+//! On every tick, a node is sent a signed `scan.sovereign` command when all of these hold:
+//! - its profile's `[scan] interval` is not 0, and the policy allows `scan.sovereign`;
+//! - its latest scan (the Command Center's, or the one its heartbeat names) finished more than
+//!   `interval` ago — or it has never been scanned and its spread offset (a fixed fraction of
+//!   `[scan] spread` derived from its id) has passed since the Command Center started;
+//! - it is not stale (a command to a silent node would only expire);
+//! - no `scan.sovereign` was issued to it in the last `min(interval, 1h)` (one attempt at a
+//!   time, and a node that refuses the action is not asked again every tick).
+//!
+//! At most [`MAX_PER_TICK`] commands go out per tick, so a fleet is never asked all at once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::policy::LivePolicies;
+use crate::policy::settings::ScanSchedule;
+use crate::store::Store;
+
+/// Scan commands issued per tick at most.
+pub const MAX_PER_TICK: usize = 20;
+/// The action the orchestrator issues.
+pub const SCAN_ACTION: &str = "scan.sovereign";
+/// Time to live of a scheduled scan command.
+const SCAN_TTL: Duration = Duration::from_secs(600);
+
+/// The node's fixed offset within `spread`.
+pub fn offset(node_id: Uuid, spread: Duration) -> Duration {
+    let ms = spread.as_millis() as u64;
+    if ms == 0 {
+        return Duration::ZERO;
+    }
+    let h = node_id.as_u128();
+    Duration::from_millis(((h ^ (h >> 64)) as u64) % ms)
+}
+
+/// Whether a node is due for a scan at `now`.
+pub fn due(
+    node_id: Uuid,
+    last_scan: Option<DateTime<Utc>>,
+    started_at: DateTime<Utc>,
+    schedule: &ScanSchedule,
+    now: DateTime<Utc>,
+) -> bool {
+    if schedule.interval.is_zero() {
+        return false;
+    }
+    let since = |t: DateTime<Utc>| (now - t).to_std().unwrap_or_default();
+    match last_scan {
+        Some(t) => since(t) >= schedule.interval,
+        None => since(started_at) >= offset(node_id, schedule.spread),
+    }
+}
+
+#[derive(Debug)]
+pub struct Orchestrator {
+    store: Arc<dyn Store>,
+    policies: Arc<LivePolicies>,
+    key: Option<Arc<vaultmesh_proto::auth::NodeKey>>,
+    tick: Duration,
+    started_at: DateTime<Utc>,
+}
+
+impl Orchestrator {
+    pub fn new(
+        store: Arc<dyn Store>,
+        policies: Arc<LivePolicies>,
+        key: Option<Arc<vaultmesh_proto::auth::NodeKey>>,
+        tick: Duration,
+    ) -> Self {
+        Orchestrator {
+            store,
+            policies,
+            key,
+            tick,
+            started_at: Utc::now(),
+        }
+    }
+
+    /// Runs until `cancel`. Without a signing key there is nothing to do.
+    pub async fn run(self, cancel: CancellationToken) {
+        if self.key.is_none() {
+            tracing::info!("No command-signing key: scheduled scans are off.");
+            return;
+        }
+        let mut ticker = tokio::time::interval(self.tick);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = ticker.tick() => { self.tick_once(Utc::now()).await; }
+            }
+        }
+    }
+
+    /// Issues the scans due at `now`; returns how many.
+    pub async fn tick_once(&self, now: DateTime<Utc>) -> usize {
+        let Some(key) = &self.key else {
+            return 0;
+        };
+        let policies = self.policies.get();
+        let mut issued = 0;
+        let mut ids = self.store.node_ids();
+        ids.sort_by_key(|id| offset(*id, Duration::from_secs(3600)));
+        for node_id in ids {
+            if issued >= MAX_PER_TICK {
+                break;
+            }
+            let Some(snap) = self.store.snapshot(node_id) else {
+                continue;
+            };
+            let settings = policies.settings(&snap.latest.os_profile);
+            let stale = (now - snap.last_seen).to_std().unwrap_or_default()
+                >= settings.attention.stale_after;
+            if stale {
+                continue;
+            }
+            let last = [
+                snap.latest_scan.as_ref().map(|s| s.finished_at),
+                snap.latest.last_scan.as_ref().map(|s| s.finished_at),
+            ]
+            .into_iter()
+            .flatten()
+            .max();
+            if !due(node_id, last, self.started_at, &settings.scan, now) {
+                continue;
+            }
+            let retry = settings.scan.interval.min(Duration::from_secs(3600));
+            let recently_asked = self
+                .store
+                .commands(Some(node_id), None, 50)
+                .iter()
+                .any(|c| {
+                    c.signed.command.action == SCAN_ACTION
+                        && (now - c.signed.command.issued_at)
+                            .to_std()
+                            .unwrap_or_default()
+                            < retry
+                });
+            if recently_asked {
+                continue;
+            }
+            if policies
+                .check_command(&snap.latest.os_profile, SCAN_ACTION, &serde_json::json!({}))
+                .is_err()
+            {
+                continue;
+            }
+            match crate::commands::issue_signed(
+                self.store.as_ref(),
+                &self.policies,
+                Arc::clone(key),
+                node_id,
+                SCAN_ACTION.to_string(),
+                serde_json::json!({}),
+                SCAN_TTL,
+                "orchestrator".to_string(),
+            )
+            .await
+            {
+                Ok(_) => issued += 1,
+                Err(e) => tracing::warn!(%node_id, error = %e, "Cannot schedule a scan."),
+            }
+        }
+        issued
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(secs: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_700_000_000 + secs, 0).unwrap()
+    }
+
+    #[test]
+    fn due_after_interval_or_spread_offset() {
+        let s = ScanSchedule {
+            interval: Duration::from_secs(3600),
+            spread: Duration::from_secs(600),
+        };
+        let id = Uuid::from_u128((0xdead_beef << 64) | 12_345_678);
+        let off = offset(id, s.spread).as_secs() as i64;
+        assert!(off > 0 && off < 600, "{off}");
+        assert!(!due(id, None, t(0), &s, t(off - 1)));
+        assert!(due(id, None, t(0), &s, t(off + 1)));
+        assert!(!due(id, Some(t(0)), t(0), &s, t(3599)));
+        assert!(due(id, Some(t(0)), t(0), &s, t(3600)));
+        let off = ScanSchedule {
+            interval: Duration::ZERO,
+            ..s
+        };
+        assert!(!due(id, None, t(0), &off, t(100_000)));
+    }
+
+    #[test]
+    fn offsets_spread_a_fleet() {
+        let spread = Duration::from_secs(600);
+        let mut buckets = [0u32; 10];
+        for i in 0..1000u128 {
+            let o = offset(Uuid::from_u128(i * 7919 + (i << 70)), spread);
+            buckets[(o.as_secs() / 60) as usize] += 1;
+        }
+        assert!(buckets.iter().all(|b| *b > 50), "{buckets:?}");
+    }
+}
