@@ -199,6 +199,114 @@ mod tests {
         assert!(!due(id, None, t(0), &off, t(100_000)));
     }
 
+    /// A real store with one node per profile, and the policies for them.
+    fn fleet(policy: &str) -> (tempfile::TempDir, Orchestrator, Arc<dyn Store>) {
+        let dir = tempfile::tempdir().unwrap();
+        let pol = dir.path().join("policies");
+        std::fs::create_dir_all(&pol).unwrap();
+        std::fs::write(pol.join("Test.toml"), policy).unwrap();
+        std::fs::create_dir_all(dir.path().join("logs")).unwrap();
+        let bus = Arc::new(crate::bus::Bus::new(16, 16));
+        let (store, _) = crate::store::JsonlStore::open(
+            &crate::store::StoreOptions::new(dir.path().join("logs")),
+            bus,
+        )
+        .unwrap();
+        let store: Arc<dyn Store> = Arc::new(store);
+        let policies = Arc::new(LivePolicies::new(
+            Some(&pol),
+            crate::policy::Policies::load(Some(&pol)).unwrap(),
+        ));
+        let key = Arc::new(vaultmesh_proto::auth::NodeKey::from_seed([7; 32]));
+        let o = Orchestrator::new(
+            Arc::clone(&store),
+            policies,
+            Some(key),
+            Duration::from_secs(1),
+        );
+        (dir, o, store)
+    }
+
+    async fn heartbeat(
+        store: &Arc<dyn Store>,
+        id: u128,
+        profile: &str,
+        seen: DateTime<Utc>,
+        scanned: Option<DateTime<Utc>>,
+    ) {
+        let hb: vaultmesh_proto::NodeHeartbeat = serde_json::from_value(serde_json::json!({
+            "node_id": Uuid::from_u128(id), "hostname": format!("n{id}"), "os_profile": profile,
+            "cloudflare_ok": true, "services_ok": true, "vaultmesh_root": "/", "timestamp": seen,
+            "last_scan": scanned.map(|t| serde_json::json!({"scan_id": "x", "finished_at": t})),
+        }))
+        .unwrap();
+        store.record_heartbeat(hb, seen).await.unwrap();
+    }
+
+    fn scans_issued(store: &Arc<dyn Store>, id: u128) -> usize {
+        store
+            .commands(Some(Uuid::from_u128(id)), None, 100)
+            .iter()
+            .filter(|c| {
+                c.signed.command.action == SCAN_ACTION
+                    && c.signed.command.issued_by == "orchestrator"
+            })
+            .count()
+    }
+
+    #[tokio::test]
+    async fn schedules_signed_scans_for_due_nodes_only_and_once() {
+        let policy = "[commands]\nallow = [{ action = \"scan.sovereign\" }]\n[scan]\ninterval = \"1h\"\nspread = \"0s\"\n";
+        let (_dir, o, store) = fleet(policy);
+        let now = Utc::now();
+        heartbeat(&store, 1, "Test", now, None).await; // never scanned: due
+        heartbeat(
+            &store,
+            2,
+            "Test",
+            now,
+            Some(now - chrono::Duration::minutes(5)),
+        )
+        .await; // fresh scan
+        heartbeat(
+            &store,
+            3,
+            "Test",
+            now,
+            Some(now - chrono::Duration::hours(2)),
+        )
+        .await; // old scan: due
+        heartbeat(&store, 4, "Test", now - chrono::Duration::hours(1), None).await; // stale: skipped
+        heartbeat(&store, 5, "Other", now, None).await; // no policy allows the action
+        assert_eq!(o.tick_once(now).await, 2);
+        assert_eq!(
+            (1..=5).map(|n| scans_issued(&store, n)).collect::<Vec<_>>(),
+            [1, 0, 1, 0, 0]
+        );
+        let c = &store.commands(Some(Uuid::from_u128(1)), None, 1)[0].signed;
+        let key = vaultmesh_proto::auth::NodeKey::from_seed([7; 32]);
+        let public = vaultmesh_proto::auth::parse_public_key(&key.public_base64()).unwrap();
+        assert!(c.verify(&public).is_ok(), "signed by the CC key");
+        // The next tick does not ask again while the first request is recent.
+        assert_eq!(o.tick_once(now + chrono::Duration::seconds(30)).await, 0);
+        // Once the retry window (min(interval, 1h)) has passed, a node that never answered is
+        // asked again; one that went silent meanwhile is not.
+        let later = now + chrono::Duration::minutes(61);
+        heartbeat(&store, 1, "Test", later, None).await;
+        assert_eq!(o.tick_once(later).await, 1);
+        assert_eq!(scans_issued(&store, 1), 2);
+        assert_eq!(scans_issued(&store, 3), 1);
+    }
+
+    #[tokio::test]
+    async fn a_zero_interval_turns_scheduled_scans_off() {
+        let policy =
+            "[commands]\nallow = [{ action = \"scan.sovereign\" }]\n[scan]\ninterval = \"0\"\n";
+        let (_dir, o, store) = fleet(policy);
+        heartbeat(&store, 1, "Test", Utc::now(), None).await;
+        assert_eq!(o.tick_once(Utc::now()).await, 0);
+    }
+
     #[test]
     fn offsets_spread_a_fleet() {
         let spread = Duration::from_secs(600);

@@ -291,8 +291,12 @@ fn the_receipt_chain_is_checked_and_a_tampered_receipt_is_detected() {
     // Raised: the node shows a broken chain, and the dashboard calls it critical.
     let nodes = f.cc.get_json("/api/nodes");
     assert_eq!(nodes[0]["receipt_chain_ok"], false);
-    let page = f.cc.get("/");
-    assert!(page.body.contains("command receipt chain broken") && page.body.contains("CRIT"));
+    let page = wait_for(Duration::from_secs(5), || {
+        let page = f.cc.get("/");
+        page.body.contains("CRIT").then_some(page)
+    })
+    .expect("the dashboard calls the node critical");
+    assert!(page.body.contains("command receipt chain broken"));
 
     // A receipt whose signature is not the node's is refused outright.
     let other = NodeKey::from_seed([7u8; 32]);

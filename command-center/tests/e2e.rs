@@ -170,7 +170,12 @@ fn dashboard_lists_nodes_and_escapes_what_agents_send() {
                      "disks": [{"mount": "/srv", "fs": "xfs", "total_bytes": 100, "used_bytes": 73}]}
     });
     assert_eq!(cc.post_json("/api/agent/heartbeat", &hb).status, 200);
-    let page = cc.get("/");
+    // Attention is evaluated as the heartbeat lands; wait for it.
+    let page = wait_for(Duration::from_secs(5), || {
+        let p = cc.get("/");
+        p.body.contains("ATTN").then_some(p)
+    })
+    .expect("the node needs attention: its tunnel is down");
     assert!(!page.body.contains("<script>alert"), "hostname not escaped");
     assert!(!page.body.contains("<img src=x>"), "profile not escaped");
     assert!(
@@ -178,7 +183,15 @@ fn dashboard_lists_nodes_and_escapes_what_agents_send() {
         "{}",
         page.body
     );
-    for shown in ["0.42", "42%", "73%", "/srv", "down", "ATTN", "tunnel down"] {
+    for shown in [
+        "0.42",
+        "42%",
+        "73%",
+        "/srv",
+        "down",
+        "ATTN",
+        "Cloudflare Tunnel is down",
+    ] {
         assert!(page.body.contains(shown), "{shown:?} not on the dashboard");
     }
     let csp = vaultmesh_testkit::http()

@@ -39,6 +39,26 @@ fn policy_check_accepts_the_shipped_policies_and_names_file_and_key_of_a_bad_one
         "{err}"
     );
 
+    // The non-command sections are checked too, naming file and key.
+    for (file, want) in [
+        (
+            "[attention]\nstale_after = \"10m\"\ncritical_after = \"5m\"\n",
+            "ArchVault.toml: attention.critical_after",
+        ),
+        (
+            "[network]\nallowed_listeners = [\"ssh\"]\n",
+            "ArchVault.toml: network.allowed_listeners[0]",
+        ),
+        ("[scan]\nintervall = \"1h\"\n", "unknown field `intervall`"),
+    ] {
+        std::fs::write(dir.path().join("ArchVault.toml"), file).unwrap();
+        let out = cc_command(&["policy", "check", dir.path().to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains(want), "{want}: {err}");
+    }
+
     let empty = tempfile::tempdir().unwrap();
     assert_eq!(
         cc_command(&["policy", "check", empty.path().to_str().unwrap()])
@@ -138,4 +158,52 @@ fn serve_refuses_bad_configuration_with_exit_2_before_touching_the_logs() {
         !log_dir.join("heartbeats.jsonl").exists(),
         "no log was opened"
     );
+}
+
+#[test]
+fn sighup_applies_new_attention_thresholds_and_keeps_them_when_a_new_file_is_invalid() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("ArchVault.toml");
+    std::fs::write(
+        &policy,
+        "[attention]\nstale_after = \"1h\"\ncritical_after = \"2h\"\n",
+    )
+    .unwrap();
+    let cc = CommandCenter::start_with(&[
+        "--policy-dir",
+        dir.path().to_str().unwrap(),
+        "--attention-tick",
+        "100ms",
+    ]);
+    let mut hb = heartbeat_json(NODE, "n1", 1);
+    hb["timestamp"] = json!(chrono::Utc::now().to_rfc3339());
+    assert_eq!(cc.post_json("/api/agent/heartbeat", &hb).status, 200);
+    let level = || {
+        cc.get_json(&format!("/api/nodes/{NODE}"))["summary"]["attention"]["level"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(level(), "ok", "an hour's grace");
+
+    std::fs::write(
+        &policy,
+        "[attention]\nstale_after = \"1s\"\ncritical_after = \"1s\"\n",
+    )
+    .unwrap();
+    vaultmesh_testkit::notify::signal(cc.pid(), "HUP");
+    wait_for(Duration::from_secs(3), || (level() == "crit").then_some(()))
+        .expect("the reloaded thresholds apply");
+
+    // Invalid: refused, the thresholds in force stay, the server stays up.
+    std::fs::write(
+        &policy,
+        "[attention]\nstale_after = \"1h\"\ncritical_after = \"1s\"\n",
+    )
+    .unwrap();
+    vaultmesh_testkit::notify::signal(cc.pid(), "HUP");
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(level(), "crit");
+    assert_eq!(cc.get("/healthz").status, 200);
 }

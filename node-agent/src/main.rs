@@ -281,6 +281,21 @@ async fn run_check(config: &AgentConfig, name: &str, json: bool) -> Result<(), F
         for (k, v) in &result.metrics {
             println!("  {k} = {v}");
         }
+        // A scanning check also made a report: show its findings.
+        if let Some(report) = ctx.scans.pending() {
+            for f in &report.findings {
+                println!(
+                    "  {} {}: {} [{}]",
+                    f.severity.as_str().to_uppercase(),
+                    f.rule,
+                    f.title,
+                    f.evidence.lines().next().unwrap_or("")
+                );
+            }
+            for e in &report.errors {
+                println!("  ERROR {}: {}", e.rule, e.error);
+            }
+        }
     }
     Ok(())
 }

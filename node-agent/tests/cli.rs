@@ -6,7 +6,14 @@ use vaultmesh_testkit::{NodeAgent, text, workspace_root};
 
 /// Checks the agent binary must register. The linker drops plugin crates nothing references;
 /// if this fails with an empty list, `use vaultmesh_checks as _;` went missing from main.rs.
-const EXPECTED_CHECKS: &[&str] = &["cloudflared", "disk", "load", "memory", "systemd"];
+const EXPECTED_CHECKS: &[&str] = &[
+    "cloudflared",
+    "disk",
+    "load",
+    "memory",
+    "sovereign_scan",
+    "systemd",
+];
 
 fn agent() -> NodeAgent {
     NodeAgent::new("http://127.0.0.1:9")
@@ -30,7 +37,8 @@ fn registry_of_the_binary_holds_exactly_the_built_in_checks() {
     assert_eq!(vaultmesh_checks::BUILT_IN, EXPECTED_CHECKS);
     for r in &rows {
         assert!(r["description"].as_str().unwrap().len() > 10, "{r}");
-        assert_eq!(r["enabled"], true);
+        // The test harness turns the scan off (QUIET_SCAN); every built-in is on by default.
+        assert_eq!(r["enabled"], r["name"] != "sovereign_scan", "{r}");
     }
 }
 
@@ -91,7 +99,7 @@ fn unknown_check_is_a_usage_error() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert_eq!(
         stderr(&out).trim(),
-        "error: no check named \"nope\"; registered checks are: cloudflared, disk, load, memory, systemd"
+        "error: no check named \"nope\"; registered checks are: cloudflared, disk, load, memory, sovereign_scan, systemd"
     );
 }
 
@@ -136,7 +144,7 @@ fn bad_config_exits_2_with_one_line_naming_file_key_and_reason() {
         ),
         (
             "[checks.dsik]\n",
-            "checks.dsik: no such check; registered checks are: cloudflared, disk, load, memory, systemd",
+            "checks.dsik: no such check; registered checks are: cloudflared, disk, load, memory, sovereign_scan, systemd",
         ),
         (
             "[checks.load]\nwindow = \"7m\"\n",
@@ -226,7 +234,7 @@ fn checks_run_systemd_reads_the_bus_from_the_environment() {
 }
 
 #[test]
-fn the_binary_registers_the_built_in_actions_and_allows_only_ping_by_default() {
+fn the_binary_registers_the_built_in_actions_and_allows_only_read_only_ones_by_default() {
     let out = agent().run(&["actions", "--json"]);
     assert!(out.status.success(), "{}", text(&out));
     let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
@@ -237,7 +245,7 @@ fn the_binary_registers_the_built_in_actions_and_allows_only_ping_by_default() {
         .filter(|r| r["allowed"] == true)
         .map(|r| r["name"].as_str().unwrap())
         .collect();
-    assert_eq!(allowed, ["agent.ping"]);
+    assert_eq!(allowed, ["agent.ping", "scan.sovereign"]);
     let out = agent()
         .config("[commands]\nallow = [\"Service Restart\"]\n")
         .run(&["config", "check"]);

@@ -316,6 +316,98 @@ mod tests {
         assert!(s.rules.iter().all(|r| r.name != "listeners"));
     }
 
+    /// Test-only rules: one that runs until the budget is spent, one that floods findings.
+    #[derive(Debug)]
+    struct Slow;
+    impl ScanRule for Slow {
+        fn scan(&self, ctx: &ScanContext, out: &mut RuleOutput) -> Result<(), RuleError> {
+            out.fact("test_slow", "started", "yes");
+            loop {
+                ctx.check_deadline()?;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    }
+    #[derive(Debug)]
+    struct Flood;
+    impl ScanRule for Flood {
+        fn scan(&self, _ctx: &ScanContext, out: &mut RuleOutput) -> Result<(), RuleError> {
+            for i in 0..5000 {
+                out.finding(
+                    Severity::Low,
+                    format!("finding\n{i}"),
+                    "",
+                    "x".repeat(10_000),
+                );
+            }
+            Ok(())
+        }
+    }
+    inventory::submit! { ScanRuleRegistration { name: "test_slow", description: "test", enabled_by_default: false, example: "", build: |_| Ok(Box::new(Slow)) } }
+    inventory::submit! { ScanRuleRegistration { name: "test_flood", description: "test", enabled_by_default: false, example: "", build: |_| Ok(Box::new(Flood)) } }
+
+    fn only(rules: &[&str], extra: &str) -> SovereignScan {
+        let mut text = String::from(extra);
+        for reg in rule::all() {
+            text.push_str(&format!(
+                "[rules.{}]\nenabled = {}\n",
+                reg.name,
+                rules.contains(&reg.name)
+            ));
+        }
+        build(&text).unwrap()
+    }
+
+    #[test]
+    fn a_scan_stops_at_its_budget_and_reports_partial_results() {
+        let scan = only(&["test_slow", "world_writable"], "budget = \"200ms\"\n");
+        let t0 = Instant::now();
+        let ctx = CheckContext::new(uuid::Uuid::nil(), "/nonexistent");
+        let report = scan.scan(&ctx);
+        assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+        let errors: Vec<(&str, &str)> = report
+            .errors
+            .iter()
+            .map(|e| (e.rule.as_str(), e.error.as_str()))
+            .collect();
+        assert_eq!(
+            errors,
+            [
+                ("test_slow", "time budget spent; results are partial"),
+                (
+                    "world_writable",
+                    "not run: the scan's time budget was spent"
+                ),
+            ]
+        );
+        assert_eq!(
+            report.fingerprint["test_slow"]["started"], "yes",
+            "partial facts kept"
+        );
+        assert_eq!(
+            outcome(&report).status,
+            CheckStatus::Unknown,
+            "no rule finished"
+        );
+        report.validate().unwrap();
+    }
+
+    #[test]
+    fn a_flood_of_findings_is_truncated_into_a_valid_report() {
+        let scan = only(&["test_flood"], "");
+        let report = scan.scan(&CheckContext::new(uuid::Uuid::nil(), "/"));
+        assert_eq!(report.findings.len(), limits::FINDINGS_MAX);
+        assert!(report.truncated);
+        assert!(
+            !report.findings[0].title.contains('\n'),
+            "titles are one line"
+        );
+        report.validate().unwrap();
+        let out = outcome(&report);
+        assert_eq!(out.status, CheckStatus::Ok, "low findings only");
+        assert!(out.summary.len() <= 1024);
+    }
+
     #[test]
     fn every_registered_rule_builds_from_its_example() {
         for reg in rule::all() {

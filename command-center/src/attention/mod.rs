@@ -215,7 +215,8 @@ impl AttentionEngine {
                 .max()
                 .unwrap_or_default();
             let previous = n.current.level;
-            let since = if level != previous || n.current.since.is_none() {
+            // `since` is when the level last changed; a node OK from the start has none.
+            let since = if level != previous {
                 Some(now)
             } else {
                 n.current.since

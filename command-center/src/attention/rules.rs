@@ -228,7 +228,7 @@ pub fn state(snap: &NodeSnapshot, settings: &Settings, now: DateTime<Utc>) -> Ve
         out.push(reason(
             "receipt_chain",
             Crit,
-            "a command receipt does not continue the node's receipt chain",
+            "command receipt chain broken: a receipt does not continue the node's chain",
         ));
     }
 
@@ -378,7 +378,7 @@ mod tests {
             rules(&n, &s, 1),
             [
                 ("services".into(), Crit),
-                ("tunnel".into(), Crit),
+                ("tunnel".into(), Attn),
                 ("check.memory".into(), Attn),
                 ("threshold.disk".into(), Crit),
                 ("threshold.memory".into(), Attn),

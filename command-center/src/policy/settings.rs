@@ -77,7 +77,7 @@ impl Default for Thresholds {
             findings_attn: Severity::Medium,
             findings_crit: Severity::High,
             drift: AttentionLevel::Attn,
-            tunnel: AttentionLevel::Crit,
+            tunnel: AttentionLevel::Attn,
             listeners: AttentionLevel::Attn,
             raise_after: 1,
             clear_after: 1,

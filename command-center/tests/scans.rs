@@ -1,0 +1,301 @@
+//! Sovereign scans end to end: the scan API's refusals, and a real agent scanning a fixture tree
+//! on a signed `scan.sovereign` command, with the report in `sovereign-scans.jsonl` and
+//! `GET /api/nodes/{id}`, drift raising attention when a fixture file changes, and all of it
+//! surviving a restart of the Command Center.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use uuid::Uuid;
+use vaultmesh_testkit::auth::TestNode;
+use vaultmesh_testkit::{CommandCenter, NodeAgent, cc_command, heartbeat_json, text, wait_for};
+
+const NODE: &str = "5ca40000-0000-4000-8000-000000000001";
+
+fn report(node: &str, scan_id: u128, findings: Value) -> Value {
+    let counts = findings
+        .as_array()
+        .unwrap()
+        .iter()
+        .fold(serde_json::Map::new(), |mut m, f| {
+            let s = f["severity"].as_str().unwrap().to_string();
+            let n = m.get(&s).and_then(Value::as_u64).unwrap_or(0);
+            m.insert(s, json!(n + 1));
+            m
+        });
+    json!({
+        "scan_id": Uuid::from_u128(scan_id), "node_id": node, "profile": "ArchVault",
+        "started_at": "2026-11-29T10:00:00Z", "finished_at": format!("2026-11-29T10:00:{:02}Z", scan_id % 60),
+        "findings": findings, "counts": counts,
+        "fingerprint": {"file_hashes": {"/etc/passwd": format!("{scan_id:064x}")}},
+        "rules": ["file_hashes"],
+    })
+}
+
+fn scan_lines(cc: &CommandCenter) -> Vec<Value> {
+    std::fs::read_to_string(cc.log_dir().join("sovereign-scans.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn the_scan_api_stores_each_report_once_and_refuses_bad_ones_clearly() {
+    let cc = CommandCenter::start();
+    let finding = json!([{"rule": "sshd", "severity": "high", "title": "Root may log in over SSH",
+        "detail": "", "evidence": "/etc/ssh/sshd_config:3: PermitRootLogin yes"}]);
+    let r = cc.post_json("/api/agent/scans", &report(NODE, 1, finding.clone()));
+    assert_eq!(
+        r.status, 409,
+        "a node must send a heartbeat first: {}",
+        r.body
+    );
+    assert!(r.json()["error"].as_str().unwrap().contains("heartbeat"));
+    assert_eq!(
+        cc.post_json("/api/agent/heartbeat", &heartbeat_json(NODE, "n1", 1))
+            .status,
+        200
+    );
+    let r = cc.post_json("/api/agent/scans", &report(NODE, 1, finding.clone()));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["duplicate"], false);
+    let again = cc.post_json("/api/agent/scans", &report(NODE, 1, finding.clone()));
+    assert_eq!(again.json()["duplicate"], true, "a retry is stored once");
+    assert_eq!(scan_lines(&cc).len(), 1);
+    // Second scan: the passwd hash changed, which is drift.
+    let r = cc.post_json("/api/agent/scans", &report(NODE, 2, json!([])));
+    assert_eq!(r.json()["drift"], 1, "{}", r.body);
+    let detail = cc.get_json(&format!("/api/nodes/{NODE}"));
+    assert_eq!(
+        detail["latest_scan"]["scan_id"],
+        Uuid::from_u128(2).to_string()
+    );
+    assert_eq!(detail["drift"][0]["key"], "/etc/passwd");
+    assert_eq!(
+        detail["summary"]["last_scan"]["scan_id"],
+        Uuid::from_u128(2).to_string()
+    );
+
+    // Refusals: inconsistent counts, bad JSON, a report for another node.
+    let mut bad = report(NODE, 3, finding.clone());
+    bad["counts"] = json!({});
+    let r = cc.post_json("/api/agent/scans", &bad);
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert!(
+        r.json()["error"].as_str().unwrap().contains("counts"),
+        "{}",
+        r.body
+    );
+    let r = cc.request(
+        "POST",
+        "/api/agent/scans",
+        Some("application/json"),
+        "{\"scan_id\": ",
+    );
+    assert_eq!(r.status, 400, "{}", r.body);
+    let other = TestNode::new(Uuid::from_u128(77));
+    other.enroll(&cc.url);
+    let body = serde_json::to_vec(&report(NODE, 4, json!([]))).unwrap();
+    let r = other
+        .signed(
+            &cc.url,
+            "POST",
+            "/api/agent/scans",
+            Some("application/json"),
+            body,
+        )
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(scan_lines(&cc).len(), 2, "nothing refused was stored");
+}
+
+/// A fixture node: a scan root and a procfs with one unexpected listener.
+fn fixture(dir: &Path) {
+    let w = |rel: &str, text: &str| {
+        let p = dir.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    };
+    w(
+        "root/etc/ssh/sshd_config",
+        "PermitRootLogin no\nPasswordAuthentication no\n",
+    );
+    w("root/etc/passwd", "root:x:0:0:root:/root:/bin/sh\n");
+    w("root/etc/group", "root:x:0:\n");
+    w(
+        "proc/net/tcp",
+        "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   0: 00000000:0016 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0\n   1: 00000000:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 2 1 0 100 0 0 10 0\n",
+    );
+    w("proc/sys/kernel/randomize_va_space", "2\n");
+}
+
+fn keygen(dir: &Path) -> (String, String) {
+    let key = dir.join("cc.key");
+    let out = cc_command(&["keygen", "--out", key.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let public = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("public key: "))
+        .unwrap()
+        .to_string();
+    (key.to_str().unwrap().to_string(), public)
+}
+
+#[test]
+fn a_real_agent_scans_on_command_and_drift_raises_attention_across_a_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    fixture(tmp.path());
+    let (key, public) = keygen(tmp.path());
+    let policies = tmp.path().join("policies");
+    std::fs::create_dir_all(&policies).unwrap();
+    std::fs::write(
+        policies.join("Test.toml"),
+        "[commands]\nallow = [{ action = \"scan.sovereign\" }]\n\
+         [attention]\ntunnel = \"ok\"\n[scan]\ninterval = \"0\"\n\
+         [network]\nallowed_listeners = [\"tcp/22\"]\n",
+    )
+    .unwrap();
+    let mut cc = CommandCenter::start_with(&[
+        "--signing-key",
+        &key,
+        "--policy-dir",
+        policies.to_str().unwrap(),
+        "--attention-tick",
+        "100ms",
+    ]);
+    let root = tmp.path().join("root");
+    let agent = NodeAgent::new(&cc.url)
+        .env("VAULTMESH_CC_PUBKEY", &public)
+        .env("VAULTMESH_OS_PROFILE", "Test")
+        .env("VAULTMESH_INTERVAL", "1s")
+        .config(&format!(
+            "[checks.sovereign_scan]\ninterval = \"24h\"\nroot = \"{}\"\nproc = \"{}\"\n\
+             [checks.sovereign_scan.rules.sysctl]\nexpect = {{ \"kernel.randomize_va_space\" = 2 }}\n",
+            root.display(),
+            tmp.path().join("proc").display()
+        ));
+    let mut child = agent.spawn(&["run"]);
+
+    // The agent scans once at start; the report arrives on its own.
+    let (node_id, first) = wait_for(Duration::from_secs(20), || {
+        let nodes = cc.get_json("/api/nodes");
+        let id = nodes.as_array()?.first()?["node_id"].as_str()?.to_string();
+        let d = cc.get_json(&format!("/api/nodes/{id}"));
+        let scan = d["latest_scan"]["scan_id"].as_str()?.to_string();
+        Some((id, scan))
+    })
+    .unwrap_or_else(|| panic!("no scan arrived: {:?}", child.wait_exit(Duration::ZERO)));
+    let detail = cc.get_json(&format!("/api/nodes/{node_id}"));
+    let scan = &detail["latest_scan"];
+    assert_eq!(scan["profile"], "Test");
+    assert_eq!(
+        scan["fingerprint"]["listeners"],
+        json!({"tcp/0.0.0.0:22": "uid=0", "tcp/0.0.0.0:8080": "uid=1000"})
+    );
+    assert_eq!(scan["fingerprint"]["sshd"]["permitrootlogin"], "no");
+    // The profile allows only SSH to listen: the 8080 listener needs attention.
+    let reasons = wait_for(Duration::from_secs(5), || {
+        let a = cc.get_json(&format!("/api/nodes/{node_id}"))["summary"]["attention"].clone();
+        a.to_string().contains("tcp/0.0.0.0:8080").then_some(a)
+    })
+    .expect("the unexpected listener is a reason");
+    assert_eq!(reasons["level"], "attn", "{reasons}");
+
+    // Root login is switched on; an admin asks for a scan.
+    std::fs::write(
+        root.join("etc/ssh/sshd_config"),
+        "PermitRootLogin yes\nPasswordAuthentication no\n",
+    )
+    .unwrap();
+    let r = cc.post_json(
+        "/api/commands",
+        &json!({"node_id": node_id, "action": "scan.sovereign", "issued_by": "test"}),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let command_id = r.json()["command"]["command_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let receipt = wait_for(Duration::from_secs(20), || {
+        let list = cc.get_json(&format!("/api/commands?node_id={node_id}"));
+        list.as_array()?
+            .iter()
+            .find(|c| c["command"]["command_id"] == command_id.as_str() && c["status"] == "ok")
+            .cloned()
+    })
+    .expect("the scan command completed");
+    let output: Value =
+        serde_json::from_str(receipt["receipt"]["receipt"]["output"].as_str().unwrap()).unwrap();
+    let second = output["scan_id"].as_str().unwrap().to_string();
+    assert_ne!(second, first);
+    assert_eq!(output["counts"]["high"], 1, "{output}");
+
+    let detail = wait_for(Duration::from_secs(10), || {
+        let d = cc.get_json(&format!("/api/nodes/{node_id}"));
+        (d["latest_scan"]["scan_id"] == second.as_str()
+            && d["summary"]["attention"]["level"] == "crit")
+            .then_some(d)
+    })
+    .expect("the new report is the latest and the node is critical");
+    let finding = &detail["latest_scan"]["findings"][0];
+    assert_eq!(finding["rule"], "sshd");
+    assert_eq!(finding["severity"], "high");
+    assert!(
+        finding["evidence"]
+            .as_str()
+            .unwrap()
+            .contains("PermitRootLogin yes")
+    );
+    let drift: Vec<&str> = detail["drift"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["key"].as_str().unwrap())
+        .collect();
+    assert!(drift.contains(&"/etc/ssh/sshd_config"), "{drift:?}");
+    assert!(drift.contains(&"permitrootlogin"), "{drift:?}");
+    let rules: Vec<String> = detail["summary"]["attention"]["reasons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["rule"].as_str().unwrap().to_string())
+        .collect();
+    for want in ["scan.findings", "drift", "listeners"] {
+        assert!(
+            rules.iter().any(|r| r == want),
+            "{want} missing from {rules:?}"
+        );
+    }
+    // Both reports are in the log, and the heartbeat points at the newest.
+    let lines = scan_lines(&cc);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["record"]["scan_id"] == first.as_str())
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["record"]["scan_id"] == second.as_str())
+    );
+    wait_for(Duration::from_secs(10), || {
+        let d = cc.get_json(&format!("/api/nodes/{node_id}"));
+        (d["latest"]["last_scan"]["scan_id"] == second.as_str()).then_some(())
+    })
+    .expect("the heartbeat carries last_scan");
+
+    // A restart replays the scans: same latest report, same drift, same level.
+    drop(child);
+    cc.restart();
+    let after = cc.get_json(&format!("/api/nodes/{node_id}"));
+    assert_eq!(after["latest_scan"]["scan_id"], second.as_str());
+    assert_eq!(after["drift"], detail["drift"]);
+    assert_eq!(after["summary"]["attention"]["level"], "crit");
+    child = agent.spawn(&["run"]);
+    let _ = child.wait_exit(Duration::ZERO);
+}
