@@ -227,10 +227,11 @@ impl Agent {
                 _ = cancel.cancelled() => break,
                 _ = ticker.tick() => {}
             }
-            self.flush_scan().await;
             let hb = self.build_heartbeat();
             let deadline = tokio::time::Instant::now() + self.config.interval;
             self.send_until(&hb, deadline, &mut backoff, &cancel).await;
+            // After the heartbeat, which enrolls the node if it must.
+            self.flush_scan().await;
             on_tick();
         }
         cancel.cancel();

@@ -171,6 +171,10 @@ impl EventState {
                 }
             }
             "silence" => {
+                // Silences that ran out long ago are history: the log keeps them.
+                let horizon = e.ts - chrono::Duration::days(7);
+                self.silences
+                    .retain(|_, s| s.ended_at.is_some() || s.until.is_none_or(|u| u > horizon));
                 if let Ok(b) =
                     serde_json::from_value::<vaultmesh_proto::event::SilenceBody>(e.body.clone())
                 {
