@@ -59,6 +59,9 @@ pub type ActionFuture = Pin<Box<dyn Future<Output = ActionOutcome> + Send>>;
 pub struct ActionRegistration {
     pub name: &'static str,
     pub description: &'static str,
+    /// Longest the action may run before the receipt says `timeout`
+    /// ([`crate::commands::ACTION_TIMEOUT`] suits most).
+    pub timeout: std::time::Duration,
     /// Runs the action with its (already parsed as an object) arguments.
     pub run: fn(ActionContext, serde_json::Value) -> ActionFuture,
 }

@@ -18,6 +18,9 @@ pub struct CheckContext {
     pub config_file: Option<PathBuf>,
     /// Where a scanning check hands its report for delivery.
     pub scans: crate::scans::ScanOutbox,
+    /// The run's timeout, set by the scheduler: a long check should finish (with partial
+    /// results) before it.
+    pub timeout: Option<std::time::Duration>,
 }
 
 impl CheckContext {
@@ -29,6 +32,7 @@ impl CheckContext {
             os_profile: "Generic".to_string(),
             config_file: None,
             scans: crate::scans::ScanOutbox::in_memory(),
+            timeout: None,
         }
     }
 }

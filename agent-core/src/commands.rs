@@ -185,7 +185,7 @@ impl CommandRunner {
             return Outcome::rejected("action vanished");
         };
         let fut = (reg.run)(self.ctx.clone(), sc.command.args.clone());
-        match tokio::time::timeout(ACTION_TIMEOUT, tokio::spawn(fut)).await {
+        match tokio::time::timeout(reg.timeout, tokio::spawn(fut)).await {
             Ok(Ok(ActionOutcome {
                 status,
                 exit_code,
@@ -205,7 +205,7 @@ impl CommandRunner {
             },
             Err(_) => Outcome {
                 status: ReceiptStatus::Timeout,
-                reason: Some(format!("no result within {}s", ACTION_TIMEOUT.as_secs())),
+                reason: Some(format!("no result within {}s", reg.timeout.as_secs())),
                 exit_code: None,
                 output: String::new(),
             },

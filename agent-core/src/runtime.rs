@@ -74,6 +74,7 @@ impl Agent {
             os_profile: config.os_profile.clone(),
             config_file: config.source.clone(),
             scans: scans.clone(),
+            timeout: None,
         };
         let heartbeat = HeartbeatBuilder::new(
             node_id,
@@ -168,15 +169,15 @@ impl Agent {
     /// Runs every check once and sends one heartbeat, retrying transient failures a few times.
     pub async fn run_once(&self) -> Result<HeartbeatAccepted, AgentError> {
         let hb = self.collect().await;
-        if self.scans.pending().is_some() {
-            self.ensure_enrolled().await?;
-            self.flush_scan().await;
-        }
         let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(5));
         let mut attempt = 1;
         loop {
             match self.send(&hb).await {
-                Ok(ack) => return Ok(ack),
+                Ok(ack) => {
+                    // The Command Center takes scans only from nodes it has heard from.
+                    self.flush_scan().await;
+                    return Ok(ack);
+                }
                 Err(AgentError::Client(e)) if e.is_retryable() && attempt < ONCE_ATTEMPTS => {
                     let delay = backoff.next_delay();
                     tracing::warn!(attempt, error = %e, retry_in_ms = delay.as_millis() as u64, "Heartbeat failed; retrying.");

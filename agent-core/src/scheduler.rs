@@ -25,7 +25,8 @@ pub async fn run_isolated(check: &ConfiguredCheck, ctx: &CheckContext) -> CheckR
     let started = Instant::now();
     let observed_at = Utc::now();
     let runner = Arc::clone(&check.check);
-    let task_ctx = ctx.clone();
+    let mut task_ctx = ctx.clone();
+    task_ctx.timeout = Some(check.settings.timeout);
     let handle = tokio::spawn(async move { runner.run(&task_ctx).await });
     let abort = handle.abort_handle();
     let timeout = check.settings.timeout;

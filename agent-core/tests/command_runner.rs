@@ -27,7 +27,7 @@ fn mark(_ctx: ActionContext, _args: serde_json::Value) -> ActionFuture {
 }
 
 vaultmesh_agent_core::inventory::submit! {
-    ActionRegistration { name: "test.mark", description: "counts executions", run: mark }
+    ActionRegistration { name: "test.mark", description: "counts executions", timeout: vaultmesh_agent_core::commands::ACTION_TIMEOUT, run: mark }
 }
 
 const NODE: u128 = 42;

@@ -8,9 +8,13 @@ use serde::Deserialize;
 use vaultmesh_agent_core::action::{
     ActionContext, ActionFuture, ActionOutcome, ActionRegistration,
 };
+use vaultmesh_agent_core::commands::ACTION_TIMEOUT;
 use vaultmesh_agent_core::scheduler::run_isolated;
 
 use crate::systemd::SystemdClient;
+
+/// A scan may take its whole budget (at most 10 minutes, see `sovereign_scan`) and a little more.
+const SCAN_TIMEOUT: Duration = Duration::from_secs(11 * 60);
 
 fn parse<T: for<'de> Deserialize<'de>>(args: serde_json::Value) -> Result<T, ActionOutcome> {
     serde_json::from_value(args).map_err(|e| ActionOutcome::failed(format!("bad arguments: {e}")))
@@ -135,8 +139,8 @@ fn service_restart(_ctx: ActionContext, args: serde_json::Value) -> ActionFuture
     }))
 }
 
-inventory::submit! { ActionRegistration { name: "agent.ping", description: "Answer pong (no arguments)", run: ping } }
-inventory::submit! { ActionRegistration { name: "checks.run", description: "Run one configured check now: {name}", run: checks_run } }
-inventory::submit! { ActionRegistration { name: "scan.sovereign", description: "Run the sovereign security scan now and send its report (no arguments)", run: scan_sovereign } }
-inventory::submit! { ActionRegistration { name: "service.status", description: "A systemd unit's state over D-Bus: {unit}", run: service_status } }
-inventory::submit! { ActionRegistration { name: "service.restart", description: "Restart a systemd unit over D-Bus: {unit}", run: service_restart } }
+inventory::submit! { ActionRegistration { name: "agent.ping", timeout: ACTION_TIMEOUT, description: "Answer pong (no arguments)", run: ping } }
+inventory::submit! { ActionRegistration { name: "checks.run", timeout: ACTION_TIMEOUT, description: "Run one configured check now: {name}", run: checks_run } }
+inventory::submit! { ActionRegistration { name: "scan.sovereign", timeout: SCAN_TIMEOUT, description: "Run the sovereign security scan now and send its report (no arguments)", run: scan_sovereign } }
+inventory::submit! { ActionRegistration { name: "service.status", timeout: ACTION_TIMEOUT, description: "A systemd unit's state over D-Bus: {unit}", run: service_status } }
+inventory::submit! { ActionRegistration { name: "service.restart", timeout: ACTION_TIMEOUT, description: "Restart a systemd unit over D-Bus: {unit}", run: service_restart } }

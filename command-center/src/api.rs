@@ -118,6 +118,13 @@ pub async fn post_scan(
     report
         .validate()
         .map_err(|e| ApiError::UnprocessableEntity(format!("invalid scan report: {e}")))?;
+    let skew = chrono::Duration::seconds(vaultmesh_proto::auth::MAX_SKEW_SECS);
+    if report.finished_at > Utc::now() + skew {
+        return Err(ApiError::UnprocessableEntity(format!(
+            "invalid scan report: finished_at {} is in the future (check the node's clock)",
+            report.finished_at.to_rfc3339()
+        )));
+    }
     if report.node_id != signed.node_id {
         return Err(ApiError::Forbidden(format!(
             "scan report is for node {} but signed by node {}",

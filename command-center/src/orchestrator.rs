@@ -2,9 +2,10 @@
 //!
 //! On every tick, a node is sent a signed `scan.sovereign` command when all of these hold:
 //! - its profile's `[scan] interval` is not 0, and the policy allows `scan.sovereign`;
-//! - its latest scan (the Command Center's, or the one its heartbeat names) finished more than
-//!   `interval` ago — or it has never been scanned and its spread offset (a fixed fraction of
-//!   `[scan] spread` derived from its id) has passed since the Command Center started;
+//! - the latest scan the Command Center *received* from it finished more than `interval` ago —
+//!   or it has sent none and its spread offset (a fixed fraction of `[scan] spread` derived from
+//!   its id) has passed since the Command Center started. (A scan the heartbeat names but that
+//!   never arrived does not count.)
 //! - it is not stale (a command to a silent node would only expire);
 //! - no `scan.sovereign` was issued to it in the last `min(interval, 1h)` (one attempt at a
 //!   time, and a node that refuses the action is not asked again every tick).
@@ -120,13 +121,7 @@ impl Orchestrator {
             if stale {
                 continue;
             }
-            let last = [
-                snap.latest_scan.as_ref().map(|s| s.finished_at),
-                snap.latest.last_scan.as_ref().map(|s| s.finished_at),
-            ]
-            .into_iter()
-            .flatten()
-            .max();
+            let last = snap.latest_scan.as_ref().map(|s| s.finished_at);
             if !due(node_id, last, self.started_at, &settings.scan, now) {
                 continue;
             }
@@ -243,6 +238,23 @@ mod tests {
         store.record_heartbeat(hb, seen).await.unwrap();
     }
 
+    async fn scan(store: &Arc<dyn Store>, id: u128, finished: DateTime<Utc>) {
+        let report = vaultmesh_proto::ScanReport {
+            scan_id: Uuid::new_v4(),
+            node_id: Uuid::from_u128(id),
+            profile: "Test".into(),
+            started_at: finished,
+            finished_at: finished,
+            findings: vec![],
+            fingerprint: Default::default(),
+            counts: Default::default(),
+            rules: vec![],
+            errors: vec![],
+            truncated: false,
+        };
+        store.record_scan(report, Utc::now()).await.unwrap();
+    }
+
     fn scans_issued(store: &Arc<dyn Store>, id: u128) -> usize {
         store
             .commands(Some(Uuid::from_u128(id)), None, 100)
@@ -260,22 +272,11 @@ mod tests {
         let (_dir, o, store) = fleet(policy);
         let now = Utc::now();
         heartbeat(&store, 1, "Test", now, None).await; // never scanned: due
-        heartbeat(
-            &store,
-            2,
-            "Test",
-            now,
-            Some(now - chrono::Duration::minutes(5)),
-        )
-        .await; // fresh scan
-        heartbeat(
-            &store,
-            3,
-            "Test",
-            now,
-            Some(now - chrono::Duration::hours(2)),
-        )
-        .await; // old scan: due
+        heartbeat(&store, 2, "Test", now, None).await;
+        scan(&store, 2, now - chrono::Duration::minutes(5)).await; // fresh scan
+        // The heartbeat names a fresh scan that never arrived: only received scans count.
+        heartbeat(&store, 3, "Test", now, Some(now)).await;
+        scan(&store, 3, now - chrono::Duration::hours(2)).await; // old scan: due
         heartbeat(&store, 4, "Test", now - chrono::Duration::hours(1), None).await; // stale: skipped
         heartbeat(&store, 5, "Other", now, None).await; // no policy allows the action
         assert_eq!(o.tick_once(now).await, 2);

@@ -63,7 +63,12 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(api::healthz))
         .route("/api/agent/heartbeat", post(api::post_heartbeat))
         .route("/api/agent/enroll", post(api::post_enroll))
-        .route("/api/agent/scans", post(api::post_scan))
+        .route(
+            "/api/agent/scans",
+            post(api::post_scan).layer(DefaultBodyLimit::max(
+                vaultmesh_proto::scan::limits::REPORT_BODY_MAX,
+            )),
+        )
         .route("/api/attention", get(api::attention))
         .route("/api/nodes/{id}/revoke", post(api::revoke_node))
         .route("/api/nodes", get(api::list_nodes))

@@ -80,6 +80,14 @@ fn the_scan_api_stores_each_report_once_and_refuses_bad_ones_clearly() {
         Uuid::from_u128(2).to_string()
     );
 
+    // A large report (1.5 MiB of facts, far above the 256 KiB of other agent requests) fits.
+    let mut big = report(NODE, 5, json!([]));
+    for i in 0..6000 {
+        big["fingerprint"]["file_hashes"][format!("/srv/data/{i:05}")] = json!("x".repeat(200));
+    }
+    let r = cc.post_json("/api/agent/scans", &big);
+    assert_eq!(r.status, 200, "{}", &r.body[..r.body.len().min(300)]);
+
     // Refusals: inconsistent counts, bad JSON, a report for another node.
     let mut bad = report(NODE, 3, finding.clone());
     bad["counts"] = json!({});
@@ -111,7 +119,7 @@ fn the_scan_api_stores_each_report_once_and_refuses_bad_ones_clearly() {
         .send()
         .unwrap();
     assert_eq!(r.status(), 403);
-    assert_eq!(scan_lines(&cc).len(), 2, "nothing refused was stored");
+    assert_eq!(scan_lines(&cc).len(), 3, "nothing refused was stored");
 }
 
 /// A fixture node: a scan root and a procfs with one unexpected listener.

@@ -32,6 +32,11 @@ pub mod limits {
     pub const TEXT_MAX: usize = 4096;
     /// Most rule errors.
     pub const ERRORS_MAX: usize = 64;
+    /// Largest report an agent sends, as JSON (it cuts details, facts, then findings to fit);
+    /// the Command Center accepts request bodies up to [`REPORT_BODY_MAX`].
+    pub const REPORT_BYTES: usize = 4 << 20;
+    /// Largest `POST /api/agent/scans` body the Command Center accepts.
+    pub const REPORT_BODY_MAX: usize = REPORT_BYTES + (256 << 10);
 }
 
 /// Categories of facts: category → key → value.

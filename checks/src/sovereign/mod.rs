@@ -70,6 +70,9 @@ pub struct SovereignScan {
     budget: Duration,
     max_files: usize,
     rules: std::sync::Arc<Vec<Configured>>,
+    /// Held for the length of a scan: a scan asked for while another runs (the scheduled one
+    /// and a `scan.sovereign` command) waits for it instead of running alongside.
+    running: std::sync::Arc<std::sync::Mutex<()>>,
 }
 
 impl SovereignScan {
@@ -140,6 +143,7 @@ impl SovereignScan {
             budget: c.budget,
             max_files: c.max_files,
             rules: std::sync::Arc::new(rules),
+            running: std::sync::Arc::default(),
         })
     }
 
@@ -152,7 +156,12 @@ impl SovereignScan {
             vaultmesh_root: ctx.vaultmesh_root.clone(),
             agent_exe: std::env::current_exe().ok(),
             agent_config: ctx.config_file.clone(),
-            deadline: Instant::now() + self.budget,
+            // Within the budget, and done (with partial results) before the run's timeout.
+            deadline: Instant::now()
+                + ctx.timeout.map_or(self.budget, |t| {
+                    self.budget
+                        .min(t.saturating_sub(Duration::from_secs(2)).max(t / 2))
+                }),
             max_files: self.max_files,
         };
         let mut report = ScanReport {
@@ -178,12 +187,7 @@ impl SovereignScan {
             };
             if let Err(e) = result {
                 tracing::warn!(rule = c.name, error = %e, "Scan rule did not finish.");
-                if report.errors.len() < limits::ERRORS_MAX {
-                    report.errors.push(WireRuleError {
-                        rule: c.name.to_string(),
-                        error: rule::clip(e.0, limits::TEXT_MAX),
-                    });
-                }
+                partial(&mut report, c.name, e.0);
             }
             for f in out.findings {
                 if report.findings.len() < limits::FINDINGS_MAX {
@@ -194,23 +198,83 @@ impl SovereignScan {
             }
             let mut facts: usize = report.fingerprint.values().map(|m| m.len()).sum();
             for (cat, map) in out.facts {
-                let slot = report.fingerprint.entry(cat).or_default();
+                let slot = report.fingerprint.entry(cat.clone()).or_default();
+                let mut dropped = false;
                 for (k, v) in map {
                     if facts < limits::FACTS_MAX {
                         slot.insert(k, v);
                         facts += 1;
                     } else {
-                        report.truncated = true;
+                        dropped = true;
                     }
+                }
+                if dropped {
+                    // The category is incomplete: the Command Center must not read it as
+                    // facts that disappeared.
+                    partial(
+                        &mut report,
+                        &cat,
+                        "facts dropped at the report's fact limit".into(),
+                    );
                 }
             }
         }
         report
             .findings
             .sort_by_key(|f| std::cmp::Reverse(f.severity));
+        fit(&mut report, REPORT_MAX_BYTES);
         report.counts = count_findings(&report.findings);
         report.finished_at = chrono::Utc::now();
         report
+    }
+}
+
+/// Largest report the agent sends (the Command Center accepts a little more); see [`fit`].
+pub const REPORT_MAX_BYTES: usize = vaultmesh_proto::scan::limits::REPORT_BYTES;
+
+/// Records that `rule`'s results (findings and its fact category) are partial.
+fn partial(report: &mut ScanReport, rule: &str, error: String) {
+    report.truncated |= error.contains("dropped");
+    if report.errors.iter().any(|e| e.rule == rule) || report.errors.len() >= limits::ERRORS_MAX {
+        return;
+    }
+    report.errors.push(WireRuleError {
+        rule: rule.to_string(),
+        error: rule::clip(error, limits::TEXT_MAX),
+    });
+}
+
+/// Shrinks `report` until its JSON is at most `max` bytes: first long details and evidence are
+/// cut, then whole fact categories go (largest first, each recorded as partial so it is not
+/// taken for drift), then the least severe findings. Sets `truncated` if anything was dropped.
+fn fit(report: &mut ScanReport, max: usize) {
+    let size = |r: &ScanReport| serde_json::to_vec(r).map_or(usize::MAX, |v| v.len());
+    if size(report) <= max {
+        return;
+    }
+    for f in &mut report.findings {
+        f.detail = rule::clip(std::mem::take(&mut f.detail), 512);
+        f.evidence = rule::clip(std::mem::take(&mut f.evidence), 512);
+    }
+    while size(report) > max {
+        let Some(largest) = report
+            .fingerprint
+            .iter()
+            .max_by_key(|(_, m)| m.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>())
+            .map(|(c, _)| c.clone())
+        else {
+            break;
+        };
+        report.fingerprint.remove(&largest);
+        report.truncated = true;
+        partial(
+            report,
+            &largest,
+            "facts dropped to fit the report size limit".into(),
+        );
+    }
+    while size(report) > max && report.findings.pop().is_some() {
+        report.truncated = true;
     }
 }
 
@@ -270,9 +334,14 @@ impl Check for SovereignScan {
             budget: self.budget,
             max_files: self.max_files,
             rules: std::sync::Arc::clone(&self.rules),
+            running: std::sync::Arc::clone(&self.running),
         };
         let task_ctx = ctx.clone();
-        match tokio::task::spawn_blocking(move || this.scan(&task_ctx)).await {
+        let scan = move || {
+            let _one_at_a_time = this.running.lock().unwrap_or_else(|p| p.into_inner());
+            this.scan(&task_ctx)
+        };
+        match tokio::task::spawn_blocking(scan).await {
             Ok(report) => {
                 let out = outcome(&report);
                 ctx.scans.submit(report);
@@ -393,11 +462,13 @@ mod tests {
     }
 
     #[test]
-    fn a_flood_of_findings_is_truncated_into_a_valid_report() {
+    fn a_flood_of_findings_is_cut_to_a_report_the_command_center_accepts() {
         let scan = only(&["test_flood"], "");
         let report = scan.scan(&CheckContext::new(uuid::Uuid::nil(), "/"));
-        assert_eq!(report.findings.len(), limits::FINDINGS_MAX);
+        assert!(report.findings.len() <= limits::FINDINGS_MAX);
         assert!(report.truncated);
+        let bytes = serde_json::to_vec(&report).unwrap().len();
+        assert!(bytes <= REPORT_MAX_BYTES, "{bytes}");
         assert!(
             !report.findings[0].title.contains('\n'),
             "titles are one line"
@@ -406,6 +477,29 @@ mod tests {
         let out = outcome(&report);
         assert_eq!(out.status, CheckStatus::Ok, "low findings only");
         assert!(out.summary.len() <= 1024);
+    }
+
+    #[test]
+    fn oversized_fact_categories_are_dropped_and_marked_partial() {
+        let mut report = only(&[], "").scan(&CheckContext::new(uuid::Uuid::nil(), "/"));
+        for i in 0..3000 {
+            report
+                .fingerprint
+                .entry("big".into())
+                .or_default()
+                .insert(format!("/k/{i}/{}", "x".repeat(1000)), "v".into());
+        }
+        report
+            .fingerprint
+            .entry("small".into())
+            .or_default()
+            .insert("a".into(), "b".into());
+        fit(&mut report, 100_000);
+        assert!(!report.fingerprint.contains_key("big"));
+        assert_eq!(report.fingerprint["small"]["a"], "b");
+        assert!(report.truncated);
+        assert_eq!(report.errors[0].rule, "big");
+        report.validate().unwrap();
     }
 
     #[test]

@@ -81,6 +81,8 @@ pub struct AttentionEngine {
     started_at: DateTime<Utc>,
     /// The newest contact replayed from the logs (the previous process's last).
     frozen_at: Option<DateTime<Utc>>,
+    /// `until_resolved` silences that have suppressed a reason: only those can "resolve".
+    engaged: Mutex<std::collections::HashSet<Uuid>>,
 }
 
 impl AttentionEngine {
@@ -101,9 +103,12 @@ impl AttentionEngine {
                 .get("reasons")
                 .and_then(|r| serde_json::from_value(r.clone()).ok())
                 .unwrap_or_default();
-            let raise_after = store.snapshot(node_id).map_or(1, |s| {
+            let snap = store.snapshot(node_id);
+            let raise_after = snap.as_ref().map_or(1, |s| {
                 current.settings(&s.latest.os_profile).attention.raise_after
             });
+            // The heartbeats replayed were judged before the restart: do not count them again.
+            let seen = snap.as_ref().map_or(0, |s| s.heartbeats);
             let observed: Vec<Reason> = reasons
                 .iter()
                 .filter(|r| rules::is_observed(&r.rule))
@@ -121,7 +126,7 @@ impl AttentionEngine {
                 node_id,
                 NodeAttention {
                     damper: Damper::restored(observed, raise_after),
-                    seen: 0,
+                    seen,
                     logged: Some(shape(&attention)),
                     current: attention,
                 },
@@ -134,6 +139,7 @@ impl AttentionEngine {
             nodes: Mutex::new(nodes),
             options,
             started_at: Utc::now(),
+            engaged: Mutex::new(std::collections::HashSet::new()),
         }
     }
 
@@ -164,9 +170,7 @@ impl AttentionEngine {
     fn staleness_now(&self, now: DateTime<Utc>) -> DateTime<Utc> {
         let grace = chrono::Duration::from_std(self.options.restart_grace).unwrap_or_default();
         match self.frozen_at {
-            Some(frozen) if now < self.started_at + grace => {
-                now.min(frozen.max(self.started_at - grace))
-            }
+            Some(frozen) if now < self.started_at + grace => now.min(frozen),
             _ => now,
         }
     }
@@ -199,6 +203,12 @@ impl AttentionEngine {
                     .iter()
                     .find(|s| s.active(now) && s.covers(node_id, &r.rule))
                 {
+                    if s.until_resolved {
+                        self.engaged
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert(s.id);
+                    }
                     r.suppressed_by = Some(match s.until {
                         Some(u) if !s.until_resolved => {
                             format!("silenced by {} until {}", s.by, u.to_rfc3339())
@@ -273,7 +283,14 @@ impl AttentionEngine {
     async fn end_resolved_silences(&self) {
         let now = Utc::now();
         for s in self.store.silences() {
-            if !s.until_resolved || !s.active(now) {
+            // Only a silence that has held something back can see it resolve; one set ahead of
+            // time (for maintenance) waits for its reasons to appear.
+            let engaged = self
+                .engaged
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(&s.id);
+            if !s.until_resolved || !s.active(now) || !engaged {
                 continue;
             }
             let still_raised = self.lock().iter().any(|(node_id, n)| {

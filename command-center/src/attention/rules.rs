@@ -6,8 +6,8 @@
 //! - **observed** rules read the latest heartbeat (`services`, `tunnel`, `check.<name>`,
 //!   `threshold.<metric>`, `required_service.<unit>`). They are flap-damped per heartbeat by
 //!   [`super::damping`].
-//! - **state** rules read durable state (`stale`, `scan.findings`, `scan.errors`, `listeners`,
-//!   `drift`, `receipt_chain`, `incident`). They apply as soon as the state changes.
+//! - **state** rules read durable state (`stale`, `scan.findings`, `scan.errors`,
+//!   `scan.overdue`, `listeners`, `drift`, `receipt_chain`, `incident`). They apply as soon as the state changes.
 
 use chrono::{DateTime, Utc};
 use vaultmesh_proto::{AttentionLevel, CheckStatus, IncidentState, Reason, Severity};
@@ -183,6 +183,19 @@ pub fn state(snap: &NodeSnapshot, settings: &Settings, now: DateTime<Utc>) -> Ve
                 ));
             }
         }
+        let interval = settings.scan.interval;
+        let age = (now - scan.finished_at).to_std().unwrap_or_default();
+        if !interval.is_zero() && age > interval * 2 {
+            out.push(reason(
+                "scan.overdue",
+                Attn,
+                format!(
+                    "latest scan is {} old; the profile asks for one every {}",
+                    coarse(age),
+                    coarse(interval)
+                ),
+            ));
+        }
         if !scan.errors.is_empty() {
             let rules: Vec<&str> = scan.errors.iter().map(|e| e.rule.as_str()).collect();
             out.push(reason(
@@ -252,6 +265,17 @@ pub fn state(snap: &NodeSnapshot, settings: &Settings, now: DateTime<Utc>) -> Ve
         out.push(r);
     }
     out
+}
+
+/// A duration in its largest whole unit: `40s`, `6m`, `5h`, `2d`.
+pub fn coarse(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..=119 => format!("{s}s"),
+        120..=7199 => format!("{}m", s / 60),
+        7200..=172_799 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86_400),
+    }
 }
 
 /// One line for a fingerprint change: `new listener tcp/0.0.0.0:8080`, `/etc/passwd changed`.
@@ -462,5 +486,17 @@ mod tests {
         assert_eq!(inc.suppressed_by.as_deref(), Some("acknowledged by alice"));
         s.attention.drift = AttentionLevel::Ok;
         assert!(!state(&n, &s, t(1)).iter().any(|r| r.rule == "drift"));
+        // A scan older than twice the profile's interval is overdue.
+        assert!(
+            !state(&n, &s, t(2 * 86_400))
+                .iter()
+                .any(|r| r.rule == "scan.overdue")
+        );
+        let overdue = state(&n, &s, t(2 * 86_400 + 1));
+        let r = overdue.iter().find(|r| r.rule == "scan.overdue").unwrap();
+        assert_eq!(
+            r.message,
+            "latest scan is 2d old; the profile asks for one every 24h"
+        );
     }
 }

@@ -1,13 +1,15 @@
-//! Scan reports in memory: per node, the latest report and how its fingerprint differs from the
-//! one before (drift). One report per node is kept in memory; every report stays in
-//! `sovereign-scans.jsonl`, the log the ledger is built over.
+//! Scan reports in memory: per node, the latest report (by arrival) and its drift. One report
+//! per node is kept, plus a **baseline**: for each fact category, the facts of the last scan
+//! in which its rule finished. Drift compares a new report's complete categories with that
+//! baseline, so a change is reported even when a scan in between was partial. Every report
+//! stays in `sovereign-scans.jsonl`, the log the ledger is built over.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
 use uuid::Uuid;
-use vaultmesh_proto::ScanReport;
 use vaultmesh_proto::scan::{Drift, diff};
+use vaultmesh_proto::{Fingerprint, ScanReport};
 
 /// Recent scan ids remembered per node, so a retried report is stored once.
 const SEEN_PER_NODE: usize = 32;
@@ -17,11 +19,50 @@ struct NodeScans {
     latest: Option<Arc<ScanReport>>,
     drift: Vec<Drift>,
     seen: VecDeque<Uuid>,
+    baseline: Fingerprint,
 }
 
 #[derive(Debug, Default)]
 pub struct ScanState {
     nodes: HashMap<Uuid, NodeScans>,
+}
+
+/// The fact categories of `report` whose rule finished (a category is named after its rule).
+fn complete_categories(report: &ScanReport) -> BTreeSet<&str> {
+    report
+        .rules
+        .iter()
+        .map(String::as_str)
+        .chain(report.fingerprint.keys().map(String::as_str))
+        .filter(|c| report.rules.iter().any(|r| r == c))
+        .filter(|c| !report.errors.iter().any(|e| e.rule == *c))
+        .collect()
+}
+
+/// `report`'s drift against a node's baseline and previous profile.
+fn drift_against(n: &NodeScans, report: &ScanReport) -> Vec<Drift> {
+    let mut out = Vec::new();
+    if let Some(prev) = &n.latest
+        && prev.profile != report.profile
+    {
+        out.push(Drift {
+            category: "profile".into(),
+            key: "os_profile".into(),
+            before: Some(prev.profile.clone()),
+            after: Some(report.profile.clone()),
+        });
+    }
+    let empty = BTreeMap::new();
+    for cat in complete_categories(report) {
+        let Some(base) = n.baseline.get(cat) else {
+            continue; // first complete run of this rule: nothing to compare with
+        };
+        let now = report.fingerprint.get(cat).unwrap_or(&empty);
+        let before: Fingerprint = [(cat.to_string(), base.clone())].into();
+        let after: Fingerprint = [(cat.to_string(), now.clone())].into();
+        out.extend(diff(&before, &after));
+    }
+    out
 }
 
 impl ScanState {
@@ -34,34 +75,28 @@ impl ScanState {
 
     /// What applying `report` would report as drift (for the reply, before it is durable).
     pub fn drift_of(&self, report: &ScanReport) -> Vec<Drift> {
-        match self
-            .nodes
+        self.nodes
             .get(&report.node_id)
-            .and_then(|n| n.latest.as_ref())
-        {
-            None => Vec::new(),
-            Some(prev) => drift_between(prev, report),
-        }
+            .map(|n| drift_against(n, report))
+            .unwrap_or_default()
     }
 
-    /// Applies a stored report (live or during replay). Reports older than the latest one
-    /// (by `finished_at`) are remembered as seen but do not replace it.
+    /// Applies a stored report (live, or during replay in log order): it becomes the latest.
     pub fn apply(&mut self, report: ScanReport) {
         let n = self.nodes.entry(report.node_id).or_default();
         if n.seen.len() == SEEN_PER_NODE {
             n.seen.pop_front();
         }
         n.seen.push_back(report.scan_id);
-        if n.latest
-            .as_ref()
-            .is_some_and(|l| l.finished_at > report.finished_at)
-        {
-            return;
+        n.drift = drift_against(n, &report);
+        let complete: Vec<String> = complete_categories(&report)
+            .into_iter()
+            .map(str::to_string)
+            .collect();
+        for cat in complete {
+            let facts = report.fingerprint.get(&cat).cloned().unwrap_or_default();
+            n.baseline.insert(cat, facts);
         }
-        n.drift = match &n.latest {
-            Some(prev) => drift_between(prev, &report),
-            None => Vec::new(),
-        };
         n.latest = Some(Arc::new(report));
     }
 
@@ -75,36 +110,6 @@ impl ScanState {
             .map(|n| n.drift.clone())
             .unwrap_or_default()
     }
-}
-
-/// Fingerprint differences, plus a `profile` drift when the node's OS profile changed. Only
-/// categories of rules that ran in both scans without error are compared, so disabling a rule
-/// or a rule failing is not mistaken for every fact disappearing.
-pub fn drift_between(prev: &ScanReport, next: &ScanReport) -> Vec<Drift> {
-    let comparable = |r: &ScanReport, cat: &str| {
-        r.rules.iter().any(|x| x == cat) && !r.errors.iter().any(|e| e.rule == cat)
-    };
-    let keep = |fp: &vaultmesh_proto::Fingerprint, other: &ScanReport, this: &ScanReport| {
-        fp.iter()
-            .filter(|(cat, _)| comparable(other, cat) && comparable(this, cat))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect::<vaultmesh_proto::Fingerprint>()
-    };
-    let before = keep(&prev.fingerprint, next, prev);
-    let after = keep(&next.fingerprint, prev, next);
-    let mut out = diff(&before, &after);
-    if prev.profile != next.profile {
-        out.insert(
-            0,
-            Drift {
-                category: "profile".into(),
-                key: "os_profile".into(),
-                before: Some(prev.profile.clone()),
-                after: Some(next.profile.clone()),
-            },
-        );
-    }
-    out
 }
 
 #[cfg(test)]
@@ -136,23 +141,21 @@ mod tests {
     }
 
     #[test]
-    fn drift_is_against_the_previous_scan_and_ignores_failed_rules() {
+    fn drift_is_against_the_last_complete_run_of_each_rule() {
+        let node = Uuid::from_u128(7);
         let mut s = ScanState::default();
         s.apply(report(1, 0, &[("files", "/etc/passwd", "aa")]));
-        assert!(
-            s.drift(&Uuid::from_u128(7)).is_empty(),
-            "first scan: no drift"
-        );
+        assert!(s.drift(&node).is_empty(), "first scan: no drift");
         let mut next = report(2, 10, &[("files", "/etc/passwd", "bb")]);
         assert_eq!(s.drift_of(&next).len(), 1);
         next.profile = "DebianVault".into();
         s.apply(next);
-        let d = s.drift(&Uuid::from_u128(7));
+        let d = s.drift(&node);
         assert_eq!(
             d.iter().map(|d| d.category.as_str()).collect::<Vec<_>>(),
             ["profile", "files"]
         );
-        // The files rule failing in the next scan is not "every file disappeared".
+        // The files rule failing is not "every file disappeared"...
         let mut failed = report(3, 20, &[]);
         failed.profile = "DebianVault".into();
         failed.errors.push(vaultmesh_proto::scan::RuleError {
@@ -160,13 +163,20 @@ mod tests {
             error: "time budget spent".into(),
         });
         s.apply(failed);
-        assert!(s.drift(&Uuid::from_u128(7)).is_empty());
-        assert!(s.is_duplicate(&Uuid::from_u128(7), &Uuid::from_u128(2)));
-        // An older report arriving late does not replace the latest.
-        s.apply(report(4, 5, &[]));
+        assert!(s.drift(&node).is_empty());
+        // ... and a change across the partial scan is still reported.
+        let mut after = report(4, 30, &[("files", "/etc/passwd", "cc")]);
+        after.profile = "DebianVault".into();
+        s.apply(after);
+        let d = s.drift(&node);
+        assert_eq!(d.len(), 1, "{d:?}");
         assert_eq!(
-            s.latest(&Uuid::from_u128(7)).unwrap().scan_id,
-            Uuid::from_u128(3)
+            (d[0].before.as_deref(), d[0].after.as_deref()),
+            (Some("bb"), Some("cc"))
         );
+        assert!(s.is_duplicate(&node, &Uuid::from_u128(2)));
+        // Arrival order decides the latest, not the node's clock.
+        s.apply(report(5, -1_000_000, &[("files", "/etc/passwd", "cc")]));
+        assert_eq!(s.latest(&node).unwrap().scan_id, Uuid::from_u128(5));
     }
 }

@@ -116,9 +116,10 @@ pub enum Observed {
 }
 
 impl Observed {
-    /// Hashes the file at `host`.
-    pub fn of(host: &std::path::Path) -> Observed {
-        match fsutil::sha256_file(host) {
+    /// Hashes the file at `host` (following a symlink: critical files may legitimately be
+    /// links; a FIFO or device is refused, not read).
+    pub fn of(host: &std::path::Path, deadline: std::time::Instant) -> Observed {
+        match fsutil::sha256_file(host, fsutil::Symlinks::Follow, deadline) {
             Ok(Some(hex)) => Observed::Hash(hex),
             Ok(None) => Observed::TooLarge(std::fs::metadata(host).map_or(0, |m| m.len())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Observed::Absent,
@@ -253,7 +254,7 @@ impl ScanRule for FileHashes {
     fn scan(&self, ctx: &ScanContext, out: &mut RuleOutput) -> Result<(), RuleError> {
         for (key, host) in self.targets(ctx, out) {
             ctx.check_deadline()?;
-            let seen = Observed::of(&host);
+            let seen = Observed::of(&host, ctx.deadline);
             out.fact(NAME, key.clone(), seen.fact());
             let pin = self.expect.get(&key).map(String::as_str);
             if let Some((severity, title, detail, evidence)) = judge(&key, &seen, pin) {

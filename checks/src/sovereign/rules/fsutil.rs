@@ -10,17 +10,53 @@ use crate::sovereign::rule::{RuleError, ScanContext};
 /// Largest file hashed; bigger files are reported by size instead.
 pub const HASH_MAX_BYTES: u64 = 256 * 1024 * 1024;
 
-/// Lowercase hex SHA-256 of the file at `path`, streaming; `Ok(None)` if it is larger than
-/// [`HASH_MAX_BYTES`].
-pub fn sha256_file(path: &Path) -> std::io::Result<Option<String>> {
-    let mut f = std::fs::File::open(path)?;
-    if f.metadata()?.len() > HASH_MAX_BYTES {
+/// How [`sha256_file`] treats a symlink at the path itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Symlinks {
+    /// Hash what it points to (configuration files that are legitimately links).
+    Follow,
+    /// Refuse it (files found in directories others may write to).
+    Refuse,
+}
+
+/// Lowercase hex SHA-256 of the regular file at `path`, streaming; `Ok(None)` if it is larger
+/// than [`HASH_MAX_BYTES`].
+///
+/// Safe against what a local user may plant: the file is opened non-blocking (a FIFO cannot
+/// hang the scan), must be a regular file once open (no devices, FIFOs or sockets), and with
+/// [`Symlinks::Refuse`] a symlink is refused rather than followed. Reading stops with an error
+/// at `deadline`.
+pub fn sha256_file(
+    path: &Path,
+    symlinks: Symlinks,
+    deadline: std::time::Instant,
+) -> std::io::Result<Option<String>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut flags = rustix::fs::OFlags::NONBLOCK.bits() | rustix::fs::OFlags::CLOEXEC.bits();
+    if symlinks == Symlinks::Refuse {
+        flags |= rustix::fs::OFlags::NOFOLLOW.bits();
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags as i32)
+        .open(path)?;
+    let meta = f.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    if meta.len() > HASH_MAX_BYTES {
         return Ok(None);
     }
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 64 * 1024];
     let mut total = 0u64;
     loop {
+        if std::time::Instant::now() >= deadline {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "time budget spent while hashing",
+            ));
+        }
         let n = f.read(&mut buf)?;
         if n == 0 {
             break;
@@ -156,4 +192,57 @@ pub fn safe_name(s: &str) -> String {
 /// `mode`'s permission bits (set-uid, set-gid, sticky, rwx) as four octal digits: `0755`.
 pub fn octal_mode(mode: u32) -> String {
     format!("{:04o}", mode & 0o7777)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    fn soon() -> Instant {
+        Instant::now() + Duration::from_secs(5)
+    }
+
+    #[test]
+    fn hashing_refuses_fifos_devices_and_when_asked_symlinks_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f");
+        std::fs::write(&file, "abc").unwrap();
+        let abc = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+        assert_eq!(
+            sha256_file(&file, Symlinks::Refuse, soon())
+                .unwrap()
+                .unwrap(),
+            abc
+        );
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+        assert!(sha256_file(&link, Symlinks::Refuse, soon()).is_err());
+        assert_eq!(
+            sha256_file(&link, Symlinks::Follow, soon())
+                .unwrap()
+                .unwrap(),
+            abc
+        );
+        // A FIFO with no writer would block a plain open forever.
+        let fifo = dir.path().join("fifo");
+        let ok = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "mkfifo");
+        let t0 = Instant::now();
+        let e = sha256_file(&fifo, Symlinks::Follow, soon()).unwrap_err();
+        assert!(t0.elapsed() < Duration::from_secs(1));
+        assert!(e.to_string().contains("not a regular file"), "{e}");
+        assert!(sha256_file(Path::new("/dev/zero"), Symlinks::Follow, soon()).is_err());
+        // A spent budget stops the read.
+        assert_eq!(
+            sha256_file(&file, Symlinks::Follow, Instant::now())
+                .unwrap_err()
+                .kind(),
+            std::io::ErrorKind::TimedOut
+        );
+    }
 }

@@ -278,7 +278,9 @@ impl ScanRule for Setuid {
         for (node, p) in found {
             ctx.check_deadline()?;
             let owner = names.user(p.uid);
-            let hash = match fsutil::sha256_file(&p.host) {
+            // Refuse links: the file was found in a directory others may be able to write to,
+            // and could have been swapped for a link or a FIFO since the walk saw it.
+            let hash = match fsutil::sha256_file(&p.host, fsutil::Symlinks::Refuse, ctx.deadline) {
                 Ok(Some(hex)) => hex,
                 Ok(None) => format!(
                     "too-large:{}",
