@@ -16,6 +16,7 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 pub mod auth;
+pub mod browser;
 pub mod cloudflared;
 pub mod dbus;
 pub mod fake_cc;

@@ -56,22 +56,22 @@ pub async fn dashboard(State(state): State<AppState>) -> Markup {
             head {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
-                // Interim: reload every 10 s until the live event stream drives this page.
-                meta http-equiv="refresh" content="10";
                 title { "VaultMesh Command Center" }
                 link rel="stylesheet" href="/assets/app.css";
+                script src="/assets/dashboard.js" defer {}
             }
             body {
                 header {
                     h1 { "VaultMesh Command Center" }
-                    p class="kpis" {
+                    p id="stream-state" class="stream-state" role="status" aria-live="polite" { "connecting…" }
+                    p id="kpis" class="kpis" {
                         span { strong { (rows.len()) } " nodes" }
                         span class="k-ok" { strong { (ok) } " healthy" }
                         span class="k-attn" { strong { (attn) } " attention" }
                         span class="k-crit" { strong { (crit) } " critical" }
                     }
                 }
-                main {
+                main id="overview" {
                     @if rows.is_empty() {
                         section class="empty" {
                             p { "No nodes have reported yet." }
@@ -108,7 +108,7 @@ pub async fn dashboard(State(state): State<AppState>) -> Markup {
                         }
                     }
                 }
-                footer { "vaultmesh-command-center " (crate::VERSION) " · " a href="/api/nodes" { "/api/nodes" } }
+                footer { "vaultmesh-command-center " (crate::VERSION) " · " a href="/console" { "mission console" } " · " a href="/api/nodes" { "/api/nodes" } }
             }
         }
     }

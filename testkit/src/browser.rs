@@ -1,0 +1,214 @@
+//! A real headless Chromium, driven over the DevTools protocol: just enough to load a page,
+//! evaluate JavaScript in it (to read the DOM), wait for a condition and take a screenshot.
+//!
+//! Chromium is `/usr/bin/chromium` (Debian package `chromium`), or `$CHROMIUM`. Tests that
+//! need it fail with the install line when it is missing — `scripts/test` installs it.
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use serde_json::{Value, json};
+use tungstenite::stream::MaybeTlsStream;
+use tungstenite::{Message, WebSocket};
+
+/// The browser executable.
+pub fn chromium_path() -> PathBuf {
+    std::env::var_os("CHROMIUM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"))
+}
+
+/// One headless Chromium with one page. Killed on drop.
+pub struct Browser {
+    child: Child,
+    _profile: tempfile::TempDir,
+    ws: WebSocket<MaybeTlsStream<TcpStream>>,
+    next_id: u64,
+    /// Messages the page logged (`console.log`), as text.
+    pub console: Vec<String>,
+}
+
+impl std::fmt::Debug for Browser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Browser").finish_non_exhaustive()
+    }
+}
+
+impl Browser {
+    /// Starts Chromium with a `width`×`height` window and attaches to its page.
+    pub fn launch(width: u32, height: u32) -> Browser {
+        let exe = chromium_path();
+        assert!(
+            exe.exists(),
+            "{} not found: install it with `sudo apt-get install -y chromium` (scripts/test does)",
+            exe.display()
+        );
+        let profile = tempfile::tempdir().expect("profile dir");
+        let child = Command::new(&exe)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--no-first-run",
+                "--no-default-browser-check",
+                "--hide-scrollbars",
+                "--remote-debugging-port=0",
+                &format!("--user-data-dir={}", profile.path().display()),
+                &format!("--window-size={width},{height}"),
+                "about:blank",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromium");
+        let port_file = profile.path().join("DevToolsActivePort");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let port = loop {
+            if let Some(p) = std::fs::read_to_string(&port_file)
+                .ok()
+                .and_then(|t| t.lines().next().and_then(|l| l.trim().parse::<u16>().ok()))
+            {
+                break p;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "chromium did not open its DevTools port"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let targets: Vec<Value> = crate::http()
+            .get(format!("http://127.0.0.1:{port}/json/list"))
+            .send()
+            .and_then(|r| r.json())
+            .expect("DevTools target list");
+        let ws_url = targets
+            .iter()
+            .find(|t| t["type"] == "page")
+            .and_then(|t| t["webSocketDebuggerUrl"].as_str())
+            .expect("a page target")
+            .to_string();
+        let (ws, _) = tungstenite::connect(ws_url).expect("DevTools websocket");
+        let mut b = Browser {
+            child,
+            _profile: profile,
+            ws,
+            next_id: 1,
+            console: Vec::new(),
+        };
+        b.call("Runtime.enable", json!({}));
+        b.call("Page.enable", json!({}));
+        b.call(
+            "Emulation.setDeviceMetricsOverride",
+            json!({"width": width, "height": height, "deviceScaleFactor": 1, "mobile": false}),
+        );
+        b
+    }
+
+    /// Sends a DevTools command and returns its `result` (panics on a protocol error).
+    pub fn call(&mut self, method: &str, params: Value) -> Value {
+        let id = self.next_id;
+        self.next_id += 1;
+        let msg = json!({"id": id, "method": method, "params": params}).to_string();
+        self.ws.send(Message::text(msg)).expect("send to chromium");
+        loop {
+            let msg = self.ws.read().expect("read from chromium");
+            let Message::Text(text) = msg else { continue };
+            let v: Value = serde_json::from_str(text.as_str()).expect("DevTools JSON");
+            if v["method"] == "Runtime.consoleAPICalled" {
+                let args: Vec<String> = v["params"]["args"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .map(|x| {
+                                x["value"]
+                                    .as_str()
+                                    .map(str::to_string)
+                                    .unwrap_or_else(|| x["value"].to_string())
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                self.console.push(args.join(" "));
+            }
+            if v["id"] == id {
+                if let Some(e) = v.get("error") {
+                    panic!("{method}: {e}");
+                }
+                return v["result"].clone();
+            }
+        }
+    }
+
+    /// Loads `url` and waits until the document has loaded.
+    pub fn navigate(&mut self, url: &str) {
+        self.call("Page.navigate", json!({"url": url}));
+        self.wait_for(
+            "document.readyState === 'complete'",
+            Duration::from_secs(20),
+        )
+        .unwrap_or_else(|| panic!("{url} did not load"));
+    }
+
+    /// Evaluates `expr` in the page (awaiting a promise) and returns its value as JSON.
+    pub fn eval(&mut self, expr: &str) -> Value {
+        let r = self.call(
+            "Runtime.evaluate",
+            json!({"expression": expr, "returnByValue": true, "awaitPromise": true}),
+        );
+        if let Some(ex) = r.get("exceptionDetails") {
+            panic!("{expr}: {ex}");
+        }
+        r["result"]["value"].clone()
+    }
+
+    /// Polls `expr` until it is truthy; its value, or `None` after `timeout`.
+    pub fn wait_for(&mut self, expr: &str, timeout: Duration) -> Option<Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let v = self.eval(expr);
+            let truthy =
+                !matches!(&v, Value::Null | Value::Bool(false)) && v != json!(0) && v != json!("");
+            if truthy {
+                return Some(v);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Saves a PNG of the viewport (or the full page) to `path`.
+    pub fn screenshot(&mut self, path: &Path, full_page: bool) {
+        let r = self.call(
+            "Page.captureScreenshot",
+            json!({"format": "png", "captureBeyondViewport": full_page}),
+        );
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(r["data"].as_str().expect("screenshot data"))
+            .expect("base64");
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).expect("artifact dir");
+        }
+        std::fs::write(path, png).expect("write screenshot");
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Where tests save artifacts (screenshots): `$VAULTMESH_ARTIFACTS` or `target/test-artifacts`.
+pub fn artifacts_dir() -> PathBuf {
+    std::env::var_os("VAULTMESH_ARTIFACTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate::workspace_root().join("target/test-artifacts"))
+}
