@@ -1,5 +1,7 @@
 //! Shared pieces of the benchmark binaries: realistic records, timing and process memory.
 
+pub mod fleet;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -88,4 +90,14 @@ pub fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
     let start = Instant::now();
     let out = f();
     (out, start.elapsed())
+}
+
+/// Positional argument `n` parsed as a number, or `default` when absent.
+pub fn arg_or(n: usize, name: &str, default: usize) -> anyhow::Result<usize> {
+    match std::env::args().nth(n) {
+        None => Ok(default),
+        Some(a) => a
+            .parse()
+            .map_err(|e| anyhow::anyhow!("{name} must be a number, not {a:?}: {e}")),
+    }
 }

@@ -66,6 +66,7 @@ pub fn app(state: AppState) -> Router {
         .route("/console/kpis", get(ui::console::kpis_fragment))
         .route("/console/nodes", get(ui::console::nodes_fragment))
         .route("/console/nodes/{id}", get(ui::console::node_fragment))
+        .route("/console/nodes/{id}/row", get(ui::console::row_fragment))
         .route("/console/attention", get(ui::console::attention_fragment))
         .route("/console/findings", get(ui::console::findings_fragment))
         .route("/console/feed", get(ui::console::feed_fragment))

@@ -7,7 +7,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use chrono::Utc;
 use vaultmesh_bench::{node_id, realistic_heartbeat};
 use vaultmesh_command_center::attention::{AttentionEngine, EngineOptions};
@@ -50,12 +49,7 @@ fn report(i: usize, n: u128) -> ScanReport {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let nodes: usize = std::env::args()
-        .nth(1)
-        .map(|a| a.parse())
-        .transpose()
-        .context("NODES must be a number")?
-        .unwrap_or(1000);
+    let nodes = vaultmesh_bench::arg_or(1, "NODES", 1000)?;
     let dir = tempfile::tempdir()?;
     let logs = dir.path().join("logs");
     std::fs::create_dir_all(&logs)?;

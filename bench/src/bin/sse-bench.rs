@@ -15,21 +15,11 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use futures_util::StreamExt;
 use tokio::io::AsyncBufReadExt;
-use vaultmesh_bench::{node_id, realistic_heartbeat, release_binary};
-use vaultmesh_proto::auth::{
-    EnrollRequest, HEADER_NODE, HEADER_SIGNATURE, HEADER_TIMESTAMP, NodeKey,
-};
+use vaultmesh_bench::fleet::{Server, enroll_all, key_of, signed_post};
+use vaultmesh_bench::{node_id, realistic_heartbeat};
 
-const TOKEN: &str = "bench-enroll-token-0123456789";
 /// Distinct nodes the senders report for.
 const NODES: usize = 3200;
-
-fn key_of(i: usize) -> NodeKey {
-    let mut seed = [0u8; 32];
-    seed[..8].copy_from_slice(&(i as u64).to_le_bytes());
-    seed[8] = 0xb7;
-    NodeKey::from_seed(seed)
-}
 
 /// Per-request cost of the agent signature on a realistic heartbeat (one core).
 fn signature_costs() {
@@ -70,54 +60,12 @@ fn signature_costs() {
     );
 }
 
-/// A signed agent POST, as the agent sends it.
-fn signed_post(
-    http: &reqwest::Client,
-    base: &str,
-    path: &str,
-    i: usize,
-    body: Vec<u8>,
-) -> reqwest::RequestBuilder {
-    let id = node_id(i);
-    let h = key_of(i).sign_request("POST", path, &id, chrono::Utc::now().timestamp(), &body);
-    http.post(format!("{base}{path}"))
-        .header("content-type", "application/json")
-        .header(HEADER_NODE, h.node)
-        .header(HEADER_TIMESTAMP, h.timestamp)
-        .header(HEADER_SIGNATURE, h.signature)
-        .body(body)
-}
-
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let clients: usize = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(1000);
     let heartbeats: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(5000);
-    let cc = release_binary("vaultmesh-command-center", "vaultmesh-command-center")?;
-    let logs = tempfile::tempdir()?;
-    let mut server = std::process::Command::new(&cc)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--enroll-token",
-            TOKEN,
-            "--sse-buffer",
-            "8192",
-            "--log-dir",
-        ])
-        .arg(logs.path())
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::piped())
-        .spawn()?;
-    let stdout = server.stdout.take().context("stdout")?;
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)?;
-    let base = line
-        .split("listening on ")
-        .nth(1)
-        .context("no listening line")?
-        .trim()
-        .to_string();
+    let server = Server::start(&["--sse-buffer", "8192"])?;
+    let base = server.base.clone();
     println!("sse-bench: {clients} SSE clients, {heartbeats} heartbeats, server {base}");
     signature_costs();
 
@@ -126,8 +74,7 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let result = rt.block_on(run(&base, clients, heartbeats));
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
     result
 }
 
@@ -137,30 +84,7 @@ async fn run(base: &str, clients: usize, heartbeats: usize) -> anyhow::Result<()
         .pool_max_idle_per_host(64)
         .build()?;
     let enroll_start = Instant::now();
-    for i in 0..NODES {
-        let req = EnrollRequest {
-            node_id: node_id(i),
-            public_key: key_of(i).public_base64(),
-            hostname: format!("vault-node-{i:04}"),
-            os_profile: "ArchVault".into(),
-            token: TOKEN.into(),
-            nonce: None,
-        };
-        let r = signed_post(
-            &http,
-            base,
-            "/api/agent/enroll",
-            i,
-            serde_json::to_vec(&req)?,
-        )
-        .send()
-        .await?;
-        anyhow::ensure!(
-            r.status().is_success(),
-            "enrollment refused: {}",
-            r.status()
-        );
-    }
+    enroll_all(&http, base, NODES).await?;
     println!(
         "enrolled {NODES} nodes in {:.2}s",
         enroll_start.elapsed().as_secs_f64()

@@ -25,15 +25,18 @@
     const now = Date.now();
     for (const t of document.querySelectorAll("time[data-ago]")) {
       const when = Date.parse(t.getAttribute("datetime"));
-      if (!Number.isNaN(when)) t.textContent = age(now - when);
+      if (Number.isNaN(when)) continue;
+      const text = age(now - when);
+      if (t.textContent !== text) t.textContent = text; // untouched text costs no layout
     }
   }
   setInterval(tick, 1000);
 
   // ---- fragments ----------------------------------------------------------------------------
   const timers = new Map();
-  // Fetches `url` and replaces the element `id` with it; coalesces bursts per element.
-  function swap(id, url, delay) {
+  // Fetches `url` and replaces the element `id` (or the element `find()` returns) with it;
+  // coalesces bursts per id.
+  function swap(id, url, delay, find) {
     if (!url) return;
     clearTimeout(timers.get(id));
     timers.set(id, setTimeout(async () => {
@@ -42,14 +45,17 @@
         const r = await fetch(url, { headers: { Accept: "text/html" } });
         if (!r.ok) return;
         const html = await r.text();
-        const old = document.getElementById(id);
+        const old = find ? find() : document.getElementById(id);
         if (!old) return;
+        const t0 = performance.now();
         const tpl = document.createElement("template");
         tpl.innerHTML = html.trim();
         const fresh = tpl.content.firstElementChild;
         if (fresh) {
           old.replaceWith(fresh);
-          if (id === "node-list") applyFilter();
+          if (debug && performance.now() - t0 > 20) console.warn("slow swap", id, (performance.now() - t0).toFixed(1) + " ms");
+          if (id === "node-list") { rowIndex = null; applyFilter(); }
+          if (find) { rowIndex = null; applyFilter(fresh); moved.add(fresh); needSort = true; frame(); }
           tick();
         }
       } catch (e) {
@@ -74,8 +80,15 @@
 
   // ---- the node list ------------------------------------------------------------------------
   const RANK = { crit: 0, attn: 1, ok: 2 };
+  // Rows by node id; rebuilt whenever a looked-up row has left the document (list swapped).
+  let rowIndex = null;
   function row(id) {
-    return document.querySelector('#node-list li[data-node-id="' + CSS.escape(id) + '"]');
+    let r = rowIndex && rowIndex.get(id);
+    if (r && r.isConnected) return r;
+    rowIndex = new Map();
+    for (const li of document.querySelectorAll("#node-list li[data-node-id]")) rowIndex.set(li.dataset.nodeId, li);
+    r = rowIndex.get(id);
+    return r || null;
   }
   function updateKpis() {
     const rows = document.querySelectorAll("#node-list li[data-node-id]");
@@ -86,23 +99,57 @@
       if (el) el.textContent = String(n[k]);
     }
   }
+  function before(a, b) {
+    return (RANK[a.dataset.level] - RANK[b.dataset.level]) ||
+      a.querySelector(".name").textContent.localeCompare(b.querySelector(".name").textContent);
+  }
+  // Moves only the rows that changed to their place (worst first, then by name): one DOM move
+  // per changed row instead of reordering the whole list.
+  const moved = new Set();
   function sortList() {
     const list = document.getElementById("node-list");
     if (!list) return;
-    const rows = Array.from(list.querySelectorAll("li[data-node-id]"));
-    rows.sort((a, b) =>
-      (RANK[a.dataset.level] - RANK[b.dataset.level]) ||
-      a.querySelector(".name").textContent.localeCompare(b.querySelector(".name").textContent));
-    for (const r of rows) list.appendChild(r);
+    for (const r of moved) {
+      if (!r.isConnected) continue;
+      const rows = list.querySelectorAll("li[data-node-id]");
+      let next = null;
+      for (const other of rows) {
+        if (other !== r && before(r, other) < 0) { next = other; break; }
+      }
+      if (next !== r.nextElementSibling || (next === null && r !== list.lastElementChild)) {
+        list.insertBefore(r, next);
+      }
+    }
+    moved.clear();
+  }
+  // DOM work for bursts of events is batched into one animation frame: a fleet reporting at
+  // once must not force a layout per heartbeat.
+  const beats = new Set();
+  let needSort = false;
+  let frameQueued = false;
+  function frame() {
+    if (frameQueued) return;
+    frameQueued = true;
+    requestAnimationFrame(() => {
+      frameQueued = false;
+      const glowing = [];
+      for (const id of beats) {
+        const r = row(id);
+        if (r) { r.classList.remove("beat"); glowing.push(r); }
+      }
+      beats.clear();
+      if (needSort) { needSort = false; sortList(); updateKpis(); }
+      // Re-adding the class on the next frame restarts the glow without a forced layout.
+      requestAnimationFrame(() => { for (const r of glowing) r.classList.add("beat"); });
+    });
   }
   function onHeartbeat(s) {
     const r = row(s.node_id);
     if (!r) { refreshList(); swap("kpis", "/console/kpis", 300); return; }
     const t = r.querySelector("time[data-ago]");
     if (t) { t.setAttribute("datetime", s.last_seen); t.textContent = "just now"; }
-    r.classList.remove("beat");
-    void r.offsetWidth; // restart the glow animation
-    r.classList.add("beat");
+    beats.add(s.node_id);
+    frame();
     if (s.node_id === selected) refreshNode();
   }
   function onAttention(env) {
@@ -112,23 +159,34 @@
       r.dataset.level = level;
       const p = r.querySelector("[data-pill]");
       if (p) { p.className = "pill " + level; p.textContent = level.toUpperCase(); }
-      sortList();
-      updateKpis();
+      moved.add(r);
+      needSort = true;
+      frame();
     }
-    refreshList();
+    if (r) {
+      // Only this row's text changed: fetch it alone (a 1,000-node list is not refetched).
+      swap("row:" + env.node_id,
+        "/console/nodes/" + encodeURIComponent(env.node_id) + "/row" + (selected ? "?selected=" + encodeURIComponent(selected) : ""),
+        200, () => row(env.node_id));
+    } else {
+      refreshList();
+    }
     swap("attention", "/console/attention", 200);
     if (env.node_id === selected) refreshNode();
   }
 
   // ---- filter -------------------------------------------------------------------------------
   const filter = document.getElementById("filter");
-  function applyFilter() {
+  // Applies the filter to every row, or to one fresh row.
+  function applyFilter(one) {
     const q = (filter && filter.value || "").trim().toLowerCase();
-    for (const r of document.querySelectorAll("#node-list li[data-node-id]")) {
-      r.hidden = q !== "" && !r.dataset.search.includes(q);
+    const rows = one ? [one] : document.querySelectorAll("#node-list li[data-node-id]");
+    for (const r of rows) {
+      const hide = q !== "" && !r.dataset.search.includes(q);
+      if (r.hidden !== hide) r.hidden = hide;
     }
   }
-  if (filter) filter.addEventListener("input", applyFilter);
+  if (filter) filter.addEventListener("input", () => applyFilter());
 
   // ---- selection (the URL names the node, so a link can be shared) --------------------------
   function select(id, push) {
@@ -226,10 +284,13 @@
   }
   for (const [name, fn] of Object.entries(handlers)) {
     source.addEventListener(name, (ev) => {
+      const t0 = performance.now();
       const data = parse(ev);
       if (debug) console.log("sse", name, ev.lastEventId, data);
       if (name !== "resync") lastEvent();
       fn(data || {});
+      const ms = performance.now() - t0;
+      if (debug && ms > 20) console.warn("slow handler", name, ms.toFixed(1) + " ms");
     });
   }
   // For tests and for admins in the devtools: what the console has seen.

@@ -6,6 +6,7 @@
 //! | `/console/kpis` | the mission bar's counts |
 //! | `/console/nodes` | the node list, worst first |
 //! | `/console/nodes/{id}` | the selected node |
+//! | `/console/nodes/{id}/row` | one row of the node list |
 //! | `/console/attention` | why each node is not OK |
 //! | `/console/findings` | the latest scans' findings by severity |
 //! | `/console/feed` | the global event feed |
@@ -565,6 +566,24 @@ pub async fn node_fragment(
         .ok_or_else(|| ApiError::NotFound(format!("no node {id}")))?;
     d.summary.attention = state.attention.get(id);
     node_markup(&state, d, Utc::now()).await
+}
+
+/// `GET /console/nodes/{id}/row`: one row of the node list.
+pub async fn row_fragment(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(p): Query<ListParams>,
+) -> Result<Markup, ApiError> {
+    let id = parse_node_id(&id)?;
+    let selected = p.selected.as_deref().map(parse_node_id).transpose()?;
+    let mut s = state
+        .store
+        .summaries()
+        .into_iter()
+        .find(|s| s.node_id == id)
+        .ok_or_else(|| ApiError::NotFound(format!("no node {id}")))?;
+    s.attention = state.attention.get(id);
+    Ok(node_row(&s, selected, Utc::now()))
 }
 
 /// `GET /console/attention`.

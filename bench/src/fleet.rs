@@ -1,0 +1,119 @@
+//! A simulated fleet for the benchmarks: node keys, signed agent requests, enrollment, and the
+//! real Command Center binary started on a loopback port.
+
+use std::process::{Child, Command, Stdio};
+
+use anyhow::Context;
+use vaultmesh_proto::auth::{
+    EnrollRequest, HEADER_NODE, HEADER_SIGNATURE, HEADER_TIMESTAMP, NodeKey,
+};
+
+use crate::{node_id, release_binary};
+
+/// The enrollment token the benchmarks start the Command Center with.
+pub const TOKEN: &str = "bench-enroll-token-0123456789";
+
+/// Node `i`'s key (deterministic).
+pub fn key_of(i: usize) -> NodeKey {
+    let mut seed = [0u8; 32];
+    seed[..8].copy_from_slice(&(i as u64).to_le_bytes());
+    seed[8] = 0xb7;
+    NodeKey::from_seed(seed)
+}
+
+/// A signed agent POST from node `i`, as the agent sends it.
+pub fn signed_post(
+    http: &reqwest::Client,
+    base: &str,
+    path: &str,
+    i: usize,
+    body: Vec<u8>,
+) -> reqwest::RequestBuilder {
+    let id = node_id(i);
+    let h = key_of(i).sign_request("POST", path, &id, chrono::Utc::now().timestamp(), &body);
+    http.post(format!("{base}{path}"))
+        .header("content-type", "application/json")
+        .header(HEADER_NODE, h.node)
+        .header(HEADER_TIMESTAMP, h.timestamp)
+        .header(HEADER_SIGNATURE, h.signature)
+        .body(body)
+}
+
+/// Enrolls nodes `0..n` with [`TOKEN`].
+pub async fn enroll_all(http: &reqwest::Client, base: &str, n: usize) -> anyhow::Result<()> {
+    for i in 0..n {
+        let req = EnrollRequest {
+            node_id: node_id(i),
+            public_key: key_of(i).public_base64(),
+            hostname: format!("vault-node-{i:04}"),
+            os_profile: "ArchVault".into(),
+            token: TOKEN.into(),
+            nonce: None,
+        };
+        let r = signed_post(
+            http,
+            base,
+            "/api/agent/enroll",
+            i,
+            serde_json::to_vec(&req)?,
+        )
+        .send()
+        .await?;
+        anyhow::ensure!(
+            r.status().is_success(),
+            "enrollment refused: {}",
+            r.status()
+        );
+    }
+    Ok(())
+}
+
+/// The release Command Center, serving on a loopback port with [`TOKEN`]; killed on drop.
+pub struct Server {
+    child: Child,
+    pub base: String,
+    _logs: tempfile::TempDir,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server").field("base", &self.base).finish()
+    }
+}
+
+impl Server {
+    /// Builds (release) and starts `serve` with `extra` arguments.
+    pub fn start(extra: &[&str]) -> anyhow::Result<Server> {
+        let cc = release_binary("vaultmesh-command-center", "vaultmesh-command-center")?;
+        let logs = tempfile::tempdir()?;
+        let mut child = Command::new(&cc)
+            .args(["serve", "--listen", "127.0.0.1:0", "--enroll-token", TOKEN])
+            .args(extra)
+            .arg("--log-dir")
+            .arg(logs.path())
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let stdout = child.stdout.take().context("stdout")?;
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)?;
+        let base = line
+            .split("listening on ")
+            .nth(1)
+            .context("no listening line")?
+            .trim()
+            .to_string();
+        Ok(Server {
+            child,
+            base,
+            _logs: logs,
+        })
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
