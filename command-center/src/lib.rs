@@ -25,6 +25,7 @@ pub mod commands;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod ledger;
 pub mod logs;
 pub mod orchestrator;
 pub mod policy;

@@ -194,6 +194,24 @@ fn the_console_follows_the_fleet_live_and_renders_hostile_strings_as_text() {
         "rows are links: keyboard reachable"
     );
 
+    // The filter and the selection survive every panel being refetched.
+    b.eval("window.vaultmesh.refreshAll()");
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(b.eval("[...document.querySelectorAll('#node-list li[data-node-id]')].filter(r => !r.hidden).length"), json!(1), "the filter holds");
+    assert_eq!(
+        b.eval(&format!(
+            "document.querySelector('#node-list li.selected').dataset.nodeId === '{B}'"
+        )),
+        json!(true),
+        "the selection holds"
+    );
+    b.eval("1");
+    assert!(
+        b.errors.is_empty(),
+        "no script errors or CSP violations: {:?}",
+        b.errors
+    );
+
     let mut wide = Browser::launch(1920, 1080);
     wide.navigate(&format!("{}/console?node={A}", cc.url));
     wait(
@@ -202,6 +220,69 @@ fn the_console_follows_the_fleet_live_and_renders_hostile_strings_as_text() {
         "wide console connects",
     );
     wide.screenshot(&dir.join("console-1920x1080.png"), false);
+    assert!(wide.errors.is_empty(), "{:?}", wide.errors);
+}
+
+#[test]
+fn console_forms_work_without_script_and_refuse_other_sites() {
+    let cc = CommandCenter::start();
+    heartbeat(&cc, A, "alpha", true);
+    let http = reqwest::blocking::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let post = |origin: Option<&str>, site: Option<&str>, body: &str| {
+        let mut r = http
+            .post(format!("{}/console/events", cc.url))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body.to_string());
+        if let Some(o) = origin {
+            r = r.header("origin", o);
+        }
+        if let Some(s) = site {
+            r = r.header("sec-fetch-site", s);
+        }
+        r.send().unwrap()
+    };
+    let form = format!("kind=note&node_id={A}&text=from+a+plain+form");
+    // A same-origin form post, as a browser without the script sends it: 303 back to the node.
+    let r = post(Some(&cc.url), Some("same-origin"), &form);
+    assert_eq!(r.status().as_u16(), 303);
+    assert_eq!(
+        r.headers()["location"],
+        format!("/console?node={A}").as_str()
+    );
+    // Another site riding an admin's browser: refused, nothing stored.
+    for (origin, site) in [
+        (Some("https://evil.example"), Some("cross-site")),
+        (Some("https://evil.example"), None),
+        (None, Some("same-site")),
+        (Some("null"), None),
+    ] {
+        let r = post(origin, site, &form.replace("plain", "forged"));
+        assert_eq!(r.status().as_u16(), 403, "{origin:?} {site:?}");
+        let body: Value = r.json().unwrap();
+        assert!(
+            body["error"]
+                .as_str()
+                .unwrap()
+                .contains("must come from the console")
+        );
+    }
+    let notes = cc.get_json("/api/events?kind=note");
+    assert_eq!(notes.as_array().unwrap().len(), 1, "{notes}");
+    // Bad input: 4xx with a JSON error.
+    assert_eq!(post(None, None, "kind=tag&label=x").status().as_u16(), 400);
+    assert_eq!(post(None, None, "kind=shout&text=x").status().as_u16(), 422);
+    assert_eq!(
+        post(None, None, "kind=note&node_id=nope&text=x")
+            .status()
+            .as_u16(),
+        400
+    );
+    assert_eq!(cc.get("/console/nodes/not-a-uuid").status, 400);
+    assert_eq!(cc.get(&format!("/console/nodes/{B}")).status, 404);
+    assert_eq!(cc.get("/console/findings").status, 200);
 }
 
 #[test]

@@ -16,9 +16,11 @@ pub mod api;
 pub mod auth;
 pub mod canonical;
 pub mod check;
+pub mod checkpoint;
 pub mod command;
 pub mod event;
 pub mod heartbeat;
+pub mod merkle;
 pub mod scan;
 pub mod severity;
 

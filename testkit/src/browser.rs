@@ -29,6 +29,8 @@ pub struct Browser {
     next_id: u64,
     /// Messages the page logged (`console.log`), as text.
     pub console: Vec<String>,
+    /// Uncaught exceptions and browser-reported errors (CSP violations, failed loads).
+    pub errors: Vec<String>,
 }
 
 impl std::fmt::Debug for Browser {
@@ -93,14 +95,21 @@ impl Browser {
             .expect("a page target")
             .to_string();
         let (ws, _) = tungstenite::connect(ws_url).expect("DevTools websocket");
+        // A hung browser must fail the test, not hang the suite.
+        if let MaybeTlsStream::Plain(s) = ws.get_ref() {
+            s.set_read_timeout(Some(Duration::from_secs(60)))
+                .expect("read timeout");
+        }
         let mut b = Browser {
             child,
             _profile: profile,
             ws,
             next_id: 1,
             console: Vec::new(),
+            errors: Vec::new(),
         };
         b.call("Runtime.enable", json!({}));
+        b.call("Log.enable", json!({}));
         b.call("Page.enable", json!({}));
         b.call(
             "Emulation.setDeviceMetricsOverride",
@@ -134,6 +143,22 @@ impl Browser {
                     })
                     .unwrap_or_default();
                 self.console.push(args.join(" "));
+            }
+            if v["method"] == "Runtime.exceptionThrown" {
+                let d = &v["params"]["exceptionDetails"];
+                self.errors.push(format!(
+                    "exception: {}",
+                    d["exception"]["description"]
+                        .as_str()
+                        .unwrap_or(d["text"].as_str().unwrap_or("?"))
+                ));
+            }
+            if v["method"] == "Log.entryAdded" && v["params"]["entry"]["level"] == "error" {
+                self.errors.push(format!(
+                    "{}: {}",
+                    v["params"]["entry"]["source"].as_str().unwrap_or("log"),
+                    v["params"]["entry"]["text"].as_str().unwrap_or("?")
+                ));
             }
             if v["id"] == id {
                 if let Some(e) = v.get("error") {

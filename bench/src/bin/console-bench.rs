@@ -80,6 +80,7 @@ fn main() -> anyhow::Result<()> {
         "/console",
         "/console/nodes",
         "/console/attention",
+        "/console/findings",
         "/console/feed",
         &format!("/console/nodes/{}", node_id(0)),
         &format!("/console/nodes/{}/row", node_id(0)),

@@ -243,6 +243,27 @@ impl EventState {
         self.recent.push_back(e.clone());
     }
 
+    /// What memory holds that matches `q` (possibly fewer than the log would give).
+    pub fn query_memory(&self, q: &EventQuery) -> Vec<EventEnvelope> {
+        let limit = q.limit.max(1);
+        if q.newest_first {
+            self.recent
+                .iter()
+                .rev()
+                .filter(|e| q.matches(e))
+                .take(limit)
+                .cloned()
+                .collect()
+        } else {
+            self.recent
+                .iter()
+                .filter(|e| q.matches(e))
+                .take(limit)
+                .cloned()
+                .collect()
+        }
+    }
+
     /// Answers from memory, or `None` if older events outside the window could match.
     pub fn query(&self, q: &EventQuery) -> Option<Vec<EventEnvelope>> {
         let limit = q.limit.max(1);

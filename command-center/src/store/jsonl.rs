@@ -716,6 +716,31 @@ impl Store for JsonlStore {
             .clone()
     }
 
+    fn recent_events(&self, query: &EventQuery) -> Vec<EventEnvelope> {
+        self.event_state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .query_memory(query)
+    }
+
+    fn summary(&self, node_id: Uuid) -> Option<NodeSummary> {
+        let mut s = self.fleet.summary(node_id)?;
+        s.receipt_chain_ok = self
+            .command_state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .chain_ok(&node_id);
+        s.last_scan = self.latest_scan(node_id).map(|r| r.last_scan());
+        Some(s)
+    }
+
+    fn latest_scan(&self, node_id: Uuid) -> Option<Arc<ScanReport>> {
+        self.scan_state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .latest(&node_id)
+    }
+
     async fn query_events(&self, query: EventQuery) -> Result<Vec<EventEnvelope>, StoreError> {
         if let Some(hit) = self
             .event_state

@@ -105,6 +105,16 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Events matching `query`, from memory when it holds the answer, else from the log.
     async fn query_events(&self, query: EventQuery) -> Result<Vec<EventEnvelope>, StoreError>;
 
+    /// Events matching `query` among those held in memory only (the newest few hundred): for
+    /// pages refreshed on every heartbeat, which must never read the log.
+    fn recent_events(&self, query: &EventQuery) -> Vec<EventEnvelope>;
+
+    /// One node's summary.
+    fn summary(&self, node_id: Uuid) -> Option<NodeSummary>;
+
+    /// One node's latest scan report.
+    fn latest_scan(&self, node_id: Uuid) -> Option<std::sync::Arc<ScanReport>>;
+
     /// The key `node_id` is bound to, if enrolled (revoked bindings included, marked).
     fn binding(&self, node_id: Uuid) -> Option<registry::Binding>;
 

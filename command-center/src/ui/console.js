@@ -33,41 +33,73 @@
   setInterval(tick, 1000);
 
   // ---- fragments ----------------------------------------------------------------------------
-  const timers = new Map();
-  // Fetches `url` and replaces the element `id` (or the element `find()` returns) with it;
-  // coalesces bursts per id.
-  function swap(id, url, delay, find) {
-    if (!url) return;
-    clearTimeout(timers.get(id));
-    timers.set(id, setTimeout(async () => {
-      timers.delete(id);
-      try {
-        const r = await fetch(url, { headers: { Accept: "text/html" } });
-        if (!r.ok) return;
-        const html = await r.text();
-        const old = find ? find() : document.getElementById(id);
-        if (!old) return;
-        const t0 = performance.now();
-        const tpl = document.createElement("template");
-        tpl.innerHTML = html.trim();
-        const fresh = tpl.content.firstElementChild;
-        if (fresh) {
-          old.replaceWith(fresh);
-          if (debug && performance.now() - t0 > 20) console.warn("slow swap", id, (performance.now() - t0).toFixed(1) + " ms");
-          if (id === "node-list") { rowIndex = null; applyFilter(); }
-          if (find) { rowIndex = null; applyFilter(fresh); moved.add(fresh); needSort = true; frame(); }
-          tick();
-        }
-      } catch (e) {
-        if (debug) console.warn("fragment", url, e);
-      }
-    }, delay));
+  // swap(key, url, delay, find): fetch a fragment and replace the element `find()` returns (or
+  // the element with id `key`). Bursts are coalesced per key (trailing, but at most 1 s late
+  // under a steady stream); `url` may be a function, called when the fetch starts; a reply that
+  // is no longer the newest for its key is dropped, so fragments never land out of order.
+  const pending = new Map(); // key -> { timer, first }
+  const generation = new Map(); // key -> newest fetch number
+  const MAX_WAIT = 1000;
+  function swap(key, url, delay, find) {
+    const now = performance.now();
+    const p = pending.get(key);
+    if (p && now - p.first >= MAX_WAIT) return; // already due soon enough
+    if (p) clearTimeout(p.timer);
+    const first = p ? p.first : now;
+    const timer = setTimeout(() => { pending.delete(key); load(key, url, find); }, delay);
+    pending.set(key, { timer, first });
   }
+  async function load(key, url, find) {
+    const gen = (generation.get(key) || 0) + 1;
+    generation.set(key, gen);
+    const target = typeof url === "function" ? url() : url;
+    if (!target) return;
+    try {
+      const r = await fetch(target, { headers: { Accept: "text/html" } });
+      if (!r.ok || generation.get(key) !== gen) return;
+      const html = await r.text();
+      if (generation.get(key) !== gen) return;
+      const old = find ? find() : document.getElementById(key);
+      if (!old) return;
+      if (key === "node" && busy(old)) { swap(key, url, 1000, find); return; }
+      const t0 = performance.now();
+      const tpl = document.createElement("template");
+      tpl.innerHTML = html.trim();
+      const fresh = tpl.content.firstElementChild;
+      if (!fresh) return;
+      if (key === "node" && fresh.dataset.nodeId !== selected) return; // selection moved on
+      old.replaceWith(fresh);
+      if (debug && performance.now() - t0 > 20) console.warn("slow swap", key, (performance.now() - t0).toFixed(1) + " ms");
+      if (key === "node-list") { rowIndex = null; applyFilter(); }
+      if (find) { rowIndex = null; applyFilter(fresh); moved.add(fresh); needSort = true; frame(); }
+      tick();
+    } catch (e) {
+      if (debug) console.warn("fragment", target, e);
+    }
+  }
+  // An admin typing in the node panel's forms keeps them: the swap waits.
+  function busy(panel) {
+    const active = document.activeElement;
+    if (active && panel.contains(active) && active.closest("form")) return true;
+    for (const input of panel.querySelectorAll("form input:not([type=hidden])")) {
+      if (input.value !== input.defaultValue) return true;
+    }
+    for (const select of panel.querySelectorAll("form select")) {
+      for (const o of select.options) if (o.selected !== o.defaultSelected) return true;
+    }
+    return false;
+  }
+  const sel = () => (selected ? "?selected=" + encodeURIComponent(selected) : "");
   function refreshList() {
-    swap("node-list", "/console/nodes" + (selected ? "?selected=" + encodeURIComponent(selected) : ""), 300);
+    swap("node-list", () => "/console/nodes" + sel(), 300);
   }
   function refreshNode() {
-    if (selected) swap("node", "/console/nodes/" + encodeURIComponent(selected), 250);
+    swap("node", () => (selected ? "/console/nodes/" + encodeURIComponent(selected) : null), 250);
+  }
+  function refreshNodeNow() {
+    const p = pending.get("node");
+    if (p) { clearTimeout(p.timer); pending.delete("node"); }
+    load("node", () => "/console/nodes/" + encodeURIComponent(selected));
   }
   function refreshAll() {
     refreshList();
@@ -99,9 +131,12 @@
       if (el) el.textContent = String(n[k]);
     }
   }
+  // The server's order: level, then hostname by code point.
   function before(a, b) {
-    return (RANK[a.dataset.level] - RANK[b.dataset.level]) ||
-      a.querySelector(".name").textContent.localeCompare(b.querySelector(".name").textContent);
+    const byLevel = RANK[a.dataset.level] - RANK[b.dataset.level];
+    if (byLevel) return byLevel;
+    const x = a.dataset.name, y = b.dataset.name;
+    return x < y ? -1 : x > y ? 1 : 0;
   }
   // Moves only the rows that changed to their place (worst first, then by name): one DOM move
   // per changed row instead of reordering the whole list.
@@ -166,7 +201,7 @@
     if (r) {
       // Only this row's text changed: fetch it alone (a 1,000-node list is not refetched).
       swap("row:" + env.node_id,
-        "/console/nodes/" + encodeURIComponent(env.node_id) + "/row" + (selected ? "?selected=" + encodeURIComponent(selected) : ""),
+        () => "/console/nodes/" + encodeURIComponent(env.node_id) + "/row" + sel(),
         200, () => row(env.node_id));
     } else {
       refreshList();
@@ -199,7 +234,7 @@
       if (a) { if (on) a.setAttribute("aria-current", "true"); else a.removeAttribute("aria-current"); }
     }
     if (push) history.pushState({ node: id }, "", "/console?node=" + encodeURIComponent(id) + (debug ? "&debug=1" : ""));
-    swap("node", "/console/nodes/" + encodeURIComponent(id), 0);
+    refreshNodeNow();
   }
   document.addEventListener("click", (e) => {
     const a = e.target.closest && e.target.closest('a[href^="/console?node="]');
@@ -212,6 +247,7 @@
   window.addEventListener("popstate", () => {
     const id = new URL(location.href).searchParams.get("node");
     if (id) select(id, false);
+    else location.reload(); // back to /console: the server picks the worst node
   });
 
   // ---- forms: post without leaving the page -------------------------------------------------
@@ -240,7 +276,6 @@
 
   // ---- the stream ---------------------------------------------------------------------------
   const state = document.getElementById("stream-state");
-  let wasDown = false;
   function setState(text, cls) {
     if (!state) return;
     state.textContent = text;
@@ -260,15 +295,37 @@
     try { return JSON.parse(ev.data); } catch (e) { return null; }
   }
 
-  const source = new EventSource("/events");
-  source.onopen = () => {
-    setState("live", "live");
-    if (wasDown) { wasDown = false; refreshAll(); }
-  };
-  source.onerror = () => {
-    wasDown = true;
-    setState("disconnected — retrying", "down");
-  };
+  // One EventSource; if the browser gives up on it (a non-200 answer, e.g. a proxy's 502
+  // during a restart), a new one is made after a backoff. Every (re)connect refetches the
+  // panels, so nothing published before the connection is missed.
+  let source = null;
+  let backoff = 1000;
+  function connect() {
+    source = new EventSource("/events");
+    source.onopen = () => {
+      backoff = 1000;
+      setState("live", "live");
+      refreshAll();
+    };
+    source.onerror = () => {
+      setState("disconnected — retrying", "down");
+      if (source.readyState === EventSource.CLOSED) {
+        setTimeout(connect, backoff);
+        backoff = Math.min(backoff * 2, 30000);
+      }
+    };
+    for (const [name, fn] of Object.entries(handlers)) {
+      source.addEventListener(name, (ev) => {
+        const t0 = performance.now();
+        const data = parse(ev);
+        if (debug) console.log("sse", name, ev.lastEventId, data);
+        if (name !== "resync") lastEvent();
+        fn(data || {});
+        const ms = performance.now() - t0;
+        if (debug && ms > 20) console.warn("slow handler", name, ms.toFixed(1) + " ms");
+      });
+    }
+  }
   const handlers = {
     heartbeat: (d) => { onHeartbeat(d); },
     attention: (d) => { onAttention(d); swap("feed", "/console/feed", 500); },
@@ -282,17 +339,7 @@
       if (d.node_id === selected || !d.node_id) refreshNode();
     };
   }
-  for (const [name, fn] of Object.entries(handlers)) {
-    source.addEventListener(name, (ev) => {
-      const t0 = performance.now();
-      const data = parse(ev);
-      if (debug) console.log("sse", name, ev.lastEventId, data);
-      if (name !== "resync") lastEvent();
-      fn(data || {});
-      const ms = performance.now() - t0;
-      if (debug && ms > 20) console.warn("slow handler", name, ms.toFixed(1) + " ms");
-    });
-  }
+  connect();
   // For tests and for admins in the devtools: what the console has seen.
   window.vaultmesh = { refreshAll, select };
 })();

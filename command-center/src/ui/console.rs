@@ -73,6 +73,20 @@ fn ago(t: DateTime<Utc>, now: DateTime<Utc>) -> Markup {
     html! { time datetime=(t.to_rfc3339()) data-ago title=(t.to_rfc3339()) { (age(t, now)) } }
 }
 
+/// The newest thing on the stream: an event or a heartbeat (what the script stamps too).
+fn last_event(state: &AppState) -> Option<DateTime<Utc>> {
+    let event = state
+        .store
+        .recent_events(&EventQuery {
+            limit: 1,
+            newest_first: true,
+            ..EventQuery::default()
+        })
+        .first()
+        .map(|e| e.ts);
+    event.max(state.store.newest_seen())
+}
+
 /// All summaries with attention, worst first, then by hostname.
 fn sorted_nodes(state: &AppState) -> Vec<NodeSummary> {
     let mut v = state.store.summaries();
@@ -111,7 +125,7 @@ fn node_row(n: &NodeSummary, selected: Option<Uuid>, now: DateTime<Utc>) -> Mark
         .map(|r| r.message.as_str())
         .collect();
     html! {
-        li data-node-id=(n.node_id) data-level=(level)
+        li data-node-id=(n.node_id) data-level=(level) data-name=(n.hostname)
             data-search={(n.hostname.to_lowercase()) " " (n.os_profile.to_lowercase())}
             class=[(selected == Some(n.node_id)).then_some("selected")] {
             a href={"/console?node=" (n.node_id)} aria-current=[(selected == Some(n.node_id)).then_some("true")] {
@@ -255,14 +269,12 @@ fn names(state: &AppState) -> std::collections::HashMap<Uuid, String> {
 }
 
 async fn feed_markup(state: &AppState, now: DateTime<Utc>) -> Result<Markup, ApiError> {
-    let events = state
-        .store
-        .query_events(EventQuery {
-            limit: FEED_LEN,
-            newest_first: true,
-            ..EventQuery::default()
-        })
-        .await?;
+    // Memory only: this is refetched on events and must never read the log.
+    let events = state.store.recent_events(&EventQuery {
+        limit: FEED_LEN,
+        newest_first: true,
+        ..EventQuery::default()
+    });
     let names = names(state);
     Ok(html! {
         ol id="feed" class="feed" data-fragment="/console/feed" aria-label="Event feed, newest first" {
@@ -304,14 +316,17 @@ fn findings_markup(state: &AppState, nodes: &[NodeSummary]) -> Markup {
     let mut rows = Vec::new();
     let mut counts = std::collections::BTreeMap::<Severity, u64>::new();
     for n in nodes {
-        if let Some(snap) = state.store.snapshot(n.node_id)
-            && let Some(scan) = snap.latest_scan
-        {
+        if let Some(scan) = state.store.latest_scan(n.node_id) {
             for f in &scan.findings {
                 *counts.entry(f.severity).or_insert(0) += 1;
                 if f.severity >= Severity::Medium {
                     rows.push((n.hostname.clone(), n.node_id, f.clone()));
                 }
+            }
+            // Keep memory bounded: only the worst findings are shown.
+            if rows.len() > 500 {
+                rows.sort_by_key(|r| std::cmp::Reverse(r.2.severity));
+                rows.truncate(100);
             }
         }
     }
@@ -344,15 +359,13 @@ async fn node_markup(
     now: DateTime<Utc>,
 ) -> Result<Markup, ApiError> {
     let id = d.summary.node_id;
-    let events = state
-        .store
-        .query_events(EventQuery {
-            node_id: Some(id),
-            limit: FEED_LEN,
-            newest_first: true,
-            ..EventQuery::default()
-        })
-        .await?;
+    // Memory only (the newest few hundred events of the fleet): refetched on every heartbeat.
+    let events = state.store.recent_events(&EventQuery {
+        node_id: Some(id),
+        limit: FEED_LEN,
+        newest_first: true,
+        ..EventQuery::default()
+    });
     let commands = state.store.commands(Some(id), None, 10);
     let s = &d.summary;
     let hb = &d.latest;
@@ -474,16 +487,7 @@ pub async fn page(
         None => html! { article id="node" { p class="muted" { "Select a node." } } },
     };
     let feed = feed_markup(&state, now).await?;
-    let last_event = state
-        .store
-        .query_events(EventQuery {
-            limit: 1,
-            newest_first: true,
-            ..EventQuery::default()
-        })
-        .await?
-        .first()
-        .map(|e| e.ts);
+    let last_event = last_event(&state);
     let debug = p.debug.as_deref().is_some_and(|d| d == "1" || d == "true");
     Ok(html! {
         (DOCTYPE)
@@ -493,6 +497,8 @@ pub async fn page(
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { "Mission Console · VaultMesh" }
                 link rel="stylesheet" href="/assets/app.css";
+                // No favicon request (and no 404 in the console).
+                link rel="icon" href="data:,";
                 script src="/assets/console.js" defer {}
             }
             body class="console" data-selected=[selected] data-debug=[debug.then_some("1")] {
@@ -526,17 +532,7 @@ pub async fn page(
 
 /// `GET /console/kpis`.
 pub async fn kpis_fragment(State(state): State<AppState>) -> Result<Markup, ApiError> {
-    let last = state
-        .store
-        .query_events(EventQuery {
-            limit: 1,
-            newest_first: true,
-            ..EventQuery::default()
-        })
-        .await?
-        .first()
-        .map(|e| e.ts);
-    Ok(kpis(&sorted_nodes(&state), last, Utc::now()))
+    Ok(kpis(&sorted_nodes(&state), last_event(&state), Utc::now()))
 }
 
 /// The query of `GET /console/nodes`.
@@ -578,9 +574,7 @@ pub async fn row_fragment(
     let selected = p.selected.as_deref().map(parse_node_id).transpose()?;
     let mut s = state
         .store
-        .summaries()
-        .into_iter()
-        .find(|s| s.node_id == id)
+        .summary(id)
         .ok_or_else(|| ApiError::NotFound(format!("no node {id}")))?;
     s.attention = state.attention.get(id);
     Ok(node_row(&s, selected, Utc::now()))
@@ -599,6 +593,34 @@ pub async fn findings_fragment(State(state): State<AppState>) -> Markup {
 /// `GET /console/feed`.
 pub async fn feed_fragment(State(state): State<AppState>) -> Result<Markup, ApiError> {
     feed_markup(&state, Utc::now()).await
+}
+
+/// Refuses a form posted from another site (cross-site request forgery): a browser says where
+/// a request comes from in `Sec-Fetch-Site`, and in `Origin` on every POST. Clients that send
+/// neither (curl, scripts) are not browsers riding an admin's session.
+fn same_origin(headers: &HeaderMap) -> Result<(), ApiError> {
+    let get = |h: &str| headers.get(h).and_then(|v| v.to_str().ok());
+    if let Some(site) = get("sec-fetch-site")
+        && site != "same-origin"
+        && site != "none"
+    {
+        return Err(ApiError::Forbidden(format!(
+            "a console form must come from the console (Sec-Fetch-Site: {site})"
+        )));
+    }
+    if let Some(origin) = get("origin") {
+        let host = get("host").unwrap_or("");
+        let origin_host = origin
+            .split_once("://")
+            .map_or(origin, |(_, rest)| rest)
+            .trim_end_matches('/');
+        if origin == "null" || origin_host != host {
+            return Err(ApiError::Forbidden(format!(
+                "a console form must come from the console (Origin: {origin})"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// A console form: one of note, incident, ack, resolve.
@@ -620,6 +642,7 @@ pub async fn post_form(
     headers: HeaderMap,
     form: Result<Form<ConsoleForm>, axum::extract::rejection::FormRejection>,
 ) -> Result<Response, ApiError> {
+    same_origin(&headers)?;
     let Form(f) = form.map_err(|e| ApiError::BadRequest(format!("bad form: {}", e.body_text())))?;
     let node_id = f
         .node_id

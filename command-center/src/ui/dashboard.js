@@ -25,9 +25,19 @@
   function setState(text, cls) {
     if (state) { state.textContent = text; state.className = "stream-state " + cls; }
   }
-  const source = new EventSource("/events?kinds=heartbeat,attention");
-  let wasDown = false;
-  source.onopen = () => { setState("live", "live"); if (wasDown) { wasDown = false; refresh(); } };
-  source.onerror = () => { wasDown = true; setState("disconnected — retrying", "down"); };
-  for (const name of ["heartbeat", "attention", "resync"]) source.addEventListener(name, refresh);
+  // Recreated after a backoff if the browser gives up on it; every (re)connect refreshes.
+  let backoff = 1000;
+  function connect() {
+    const source = new EventSource("/events?kinds=heartbeat,attention");
+    source.onopen = () => { backoff = 1000; setState("live", "live"); refresh(); };
+    source.onerror = () => {
+      setState("disconnected — retrying", "down");
+      if (source.readyState === EventSource.CLOSED) {
+        setTimeout(connect, backoff);
+        backoff = Math.min(backoff * 2, 30000);
+      }
+    };
+    for (const name of ["heartbeat", "attention", "resync"]) source.addEventListener(name, refresh);
+  }
+  connect();
 })();

@@ -58,6 +58,8 @@ pub async fn dashboard(State(state): State<AppState>) -> Markup {
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { "VaultMesh Command Center" }
                 link rel="stylesheet" href="/assets/app.css";
+                // No favicon request (and no 404 in the console).
+                link rel="icon" href="data:,";
                 script src="/assets/dashboard.js" defer {}
             }
             body {

@@ -1,0 +1,251 @@
+//! `PROOFCHAIN.json` and `ROOT.txt`: the chain of signed checkpoints over
+//! `sovereign-scans.jsonl`, and the checks that make it verifiable offline.
+//!
+//! The chain only grows: a new checkpoint is appended with the consistency proof from the one
+//! before it and the leaf hashes of the lines it adds; nothing already in it changes. Both
+//! files are written atomically (temporary file, fsync, rename, fsync of the directory).
+
+use std::io::Write;
+use std::path::Path;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde::{Deserialize, Serialize};
+use vaultmesh_proto::auth::NodeKey;
+use vaultmesh_proto::checkpoint::{Checkpoint, parse_verifier_key, verifier_key};
+use vaultmesh_proto::merkle::{self, Frontier, Hash};
+
+use super::LedgerError;
+
+pub const CHAIN_FILE: &str = "PROOFCHAIN.json";
+pub const ROOT_FILE: &str = "ROOT.txt";
+pub const LOG_FILE: &str = "sovereign-scans.jsonl";
+pub const VERSION: u32 = 1;
+
+/// `PROOFCHAIN.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProofChain {
+    /// Format version (1).
+    pub version: u32,
+    /// The checkpoints' origin line, also the signing key's name.
+    pub origin: String,
+    /// The log the tree is over (a file next to this one).
+    pub log: String,
+    /// How leaves are hashed, in words (for a reader; the rule is fixed by `version`).
+    pub leaf: String,
+    /// The C2SP verifier key of the signing key: `name+keyid+base64(0x01 ‖ key)`.
+    pub verifier_key: String,
+    pub checkpoints: Vec<Entry>,
+}
+
+/// One checkpoint of the chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Entry {
+    /// Tree size: the first `size` lines of the log.
+    pub size: u64,
+    /// Root hash, lowercase hex.
+    pub root: String,
+    /// The signed checkpoint (what `ROOT.txt` held when this was the newest).
+    pub signed_note: String,
+    /// Consistency proof from the previous checkpoint's tree to this one (hex hashes; empty for
+    /// the first checkpoint).
+    pub consistency: Vec<String>,
+    /// Leaf hashes of the lines this checkpoint adds (lines `previous size + 1 ..= size`),
+    /// concatenated, standard base64. Lets a verifier name the first line that changed.
+    pub leaves: String,
+    /// When it was made (RFC 3339).
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
+fn hex32(s: &str) -> Option<Hash> {
+    hex::decode(s).ok()?.try_into().ok()
+}
+
+impl ProofChain {
+    pub fn new(origin: &str, key: &NodeKey) -> ProofChain {
+        let public = vaultmesh_proto::auth::parse_public_key(&key.public_base64())
+            .unwrap_or_else(|_| unreachable!("a key's own public key parses"));
+        ProofChain {
+            version: VERSION,
+            origin: origin.to_string(),
+            log: LOG_FILE.to_string(),
+            leaf: "SHA-256(0x00 || line bytes without the newline); node SHA-256(0x01 || left || right) (RFC 9162)".into(),
+            verifier_key: verifier_key(origin, &public),
+            checkpoints: Vec::new(),
+        }
+    }
+
+    /// The size of the newest checkpoint (0 without one).
+    pub fn size(&self) -> u64 {
+        self.checkpoints.last().map_or(0, |e| e.size)
+    }
+
+    /// Loads `dir/PROOFCHAIN.json`, if there is one.
+    pub fn load(dir: &Path) -> Result<Option<ProofChain>, LedgerError> {
+        let path = dir.join(CHAIN_FILE);
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| LedgerError::Chain(format!("{}: {e}", path.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(LedgerError::Io(path, e)),
+        }
+    }
+
+    /// Appends a checkpoint over `leaves` (all the log's leaf hashes) if it holds more than the
+    /// newest one. Returns whether it did.
+    pub fn extend(&mut self, leaves: &[Hash], key: &NodeKey) -> Result<bool, LedgerError> {
+        let old = self.size();
+        let new = leaves.len() as u64;
+        if new <= old {
+            return Ok(false);
+        }
+        let root = merkle::root(leaves);
+        let consistency = if old == 0 {
+            Vec::new()
+        } else {
+            merkle::consistency_proof(old, leaves)
+                .ok_or_else(|| LedgerError::Chain("consistency proof out of range".into()))?
+        };
+        let note = Checkpoint {
+            origin: self.origin.clone(),
+            size: new,
+            root,
+        }
+        .sign(&self.origin, key);
+        let added: Vec<u8> = leaves[old as usize..].iter().flatten().copied().collect();
+        self.checkpoints.push(Entry {
+            size: new,
+            root: hex::encode(root),
+            signed_note: note,
+            consistency: consistency.iter().map(hex::encode).collect(),
+            leaves: STANDARD.encode(added),
+            created_at: chrono::Utc::now(),
+        });
+        Ok(true)
+    }
+
+    /// Writes `PROOFCHAIN.json` and `ROOT.txt` (the newest signed note), each atomically.
+    pub fn save(&self, dir: &Path) -> Result<(), LedgerError> {
+        let json = serde_json::to_vec_pretty(self)
+            .map_err(|e| LedgerError::Chain(format!("cannot encode the chain: {e}")))?;
+        write_atomic(dir, CHAIN_FILE, &json)?;
+        if let Some(last) = self.checkpoints.last() {
+            write_atomic(dir, ROOT_FILE, last.signed_note.as_bytes())?;
+        }
+        Ok(())
+    }
+
+    /// Checks the whole chain against the log's `leaves` (recomputed from the log): every
+    /// signature (by `pinned` when given, else by the chain's own verifier key), every root,
+    /// every consistency proof, and every stored leaf hash. The first problem is the error.
+    pub fn verify(
+        &self,
+        leaves: &[Hash],
+        pinned: Option<&ed25519_dalek::VerifyingKey>,
+    ) -> Result<(), LedgerError> {
+        let bad = |m: String| Err(LedgerError::Tampered(m));
+        if self.version != VERSION {
+            return bad(format!(
+                "{CHAIN_FILE}: version {} is not {VERSION}",
+                self.version
+            ));
+        }
+        let (name, own) = parse_verifier_key(&self.verifier_key)
+            .map_err(|e| LedgerError::Chain(e.to_string()))?;
+        if pinned.is_some_and(|p| p != &own) {
+            return bad(format!(
+                "{CHAIN_FILE}: signed by a key other than the one given"
+            ));
+        }
+        let key = pinned.unwrap_or(&own);
+        let mut frontier = Frontier::new();
+        let mut prev: Option<(u64, Hash)> = None;
+        for (i, e) in self.checkpoints.iter().enumerate() {
+            let n = i + 1;
+            let cp = Checkpoint::verify(&e.signed_note, &name, key)
+                .map_err(|err| LedgerError::Tampered(format!("checkpoint {n}: {err}")))?;
+            let Some(root) = hex32(&e.root) else {
+                return bad(format!("checkpoint {n}: root is not a hex SHA-256"));
+            };
+            if cp.size != e.size || cp.root != root || cp.origin != self.origin {
+                return bad(format!(
+                    "checkpoint {n}: the signed note does not match its size, root or origin"
+                ));
+            }
+            let from = prev.map_or(0, |p| p.0);
+            if e.size <= from {
+                return bad(format!(
+                    "checkpoint {n}: size {} does not grow from {from}",
+                    e.size
+                ));
+            }
+            if e.size > leaves.len() as u64 {
+                return bad(format!(
+                    "{LOG_FILE} has {} lines but checkpoint {n} signed {}: lines were removed",
+                    leaves.len(),
+                    e.size
+                ));
+            }
+            let stored = STANDARD.decode(&e.leaves).map_err(|_| {
+                LedgerError::Tampered(format!("checkpoint {n}: leaves are not base64"))
+            })?;
+            if stored.len() as u64 != (e.size - from) * 32 {
+                return bad(format!(
+                    "checkpoint {n}: {} leaf bytes for {} lines",
+                    stored.len(),
+                    e.size - from
+                ));
+            }
+            for (j, chunk) in stored.chunks(32).enumerate() {
+                let index = from as usize + j;
+                if leaves[index].as_slice() != chunk {
+                    return bad(format!(
+                        "line {} of {LOG_FILE} is not the line checkpoint {n} signed (changed, removed or reordered)",
+                        index + 1
+                    ));
+                }
+                frontier.push(leaves[index]);
+            }
+            if frontier.root() != root {
+                return bad(format!(
+                    "checkpoint {n}: the root does not match its leaves"
+                ));
+            }
+            if let Some((m, root_m)) = prev {
+                let proof: Option<Vec<Hash>> = e.consistency.iter().map(|h| hex32(h)).collect();
+                let proof = proof.ok_or_else(|| {
+                    LedgerError::Tampered(format!("checkpoint {n}: consistency proof is not hex"))
+                })?;
+                merkle::verify_consistency(m, e.size, &root_m, &root, &proof).map_err(|err| {
+                    LedgerError::Tampered(format!(
+                        "checkpoint {n}: consistency proof from size {m}: {err}"
+                    ))
+                })?;
+            }
+            prev = Some((e.size, root));
+        }
+        Ok(())
+    }
+}
+
+/// Writes `dir/name` atomically: a temporary file, fsync, rename, fsync of the directory.
+pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), LedgerError> {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let path = dir.join(name);
+    let io = |p: &Path| {
+        let p = p.to_path_buf();
+        move |e| LedgerError::Io(p, e)
+    };
+    let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
+    f.write_all(bytes)
+        .and_then(|_| f.sync_all())
+        .map_err(io(&tmp))?;
+    std::fs::rename(&tmp, &path).map_err(io(&path))?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io(dir))?;
+    Ok(())
+}

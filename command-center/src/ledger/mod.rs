@@ -1,0 +1,364 @@
+//! The ledger: an RFC 9162 Merkle tree over the lines of `sovereign-scans.jsonl`, published as
+//! signed checkpoints (`ROOT.txt`) and a chain of them with consistency proofs
+//! (`PROOFCHAIN.json`) that anyone can verify offline. See `docs/LEDGER.md`.
+//!
+//! - [`chain`]: the two files, extending the chain and verifying it.
+//! - [`Ledger`] (here): the Command Center's live ledger — it hashes the log's lines as they
+//!   land (reading the file, so it hashes exactly the bytes on disk), signs a checkpoint per
+//!   batch, serves roots and inclusion proofs, and raises a tamper alarm when the log no longer
+//!   matches what was signed.
+
+pub mod chain;
+
+use std::collections::HashMap;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+use vaultmesh_proto::auth::NodeKey;
+use vaultmesh_proto::merkle::{self, Hash};
+
+pub use chain::{CHAIN_FILE, LOG_FILE, ProofChain, ROOT_FILE};
+
+/// The default origin (and key name) of the checkpoints.
+pub const DEFAULT_ORIGIN: &str = "vaultmesh/sovereign-scans";
+
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("{path}: {source}", path = .0.display(), source = .1)]
+    Io(PathBuf, std::io::Error),
+    #[error("{0}")]
+    Chain(String),
+    /// The log does not match what was signed.
+    #[error("tamper alarm: {0}")]
+    Tampered(String),
+    #[error("{0}")]
+    NotFound(String),
+}
+
+/// The leaves of the log read so far.
+#[derive(Debug, Default, Clone)]
+pub struct Leaves {
+    pub hashes: Vec<Hash>,
+    /// `scan_id` of each line (`None` for a line that is not a scan record).
+    pub scan_ids: Vec<Option<Uuid>>,
+    /// Bytes of complete lines consumed.
+    pub offset: u64,
+}
+
+#[derive(Deserialize)]
+struct IdOnly {
+    record: ScanIdOnly,
+}
+#[derive(Deserialize)]
+struct ScanIdOnly {
+    scan_id: Uuid,
+}
+
+impl Leaves {
+    /// Reads every complete line after `offset` (a torn final line waits for its newline).
+    pub fn read_more(&mut self, dir: &Path) -> Result<usize, LedgerError> {
+        let path = dir.join(LOG_FILE);
+        let io = |e| LedgerError::Io(path.clone(), e);
+        let mut f = match std::fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(io(e)),
+        };
+        let len = f.metadata().map_err(io)?.len();
+        if len < self.offset {
+            return Err(LedgerError::Tampered(format!(
+                "{LOG_FILE} shrank from {} to {len} bytes",
+                self.offset
+            )));
+        }
+        f.seek(SeekFrom::Start(self.offset)).map_err(io)?;
+        let mut buf = Vec::new();
+        f.read_to_end(&mut buf).map_err(io)?;
+        let mut added = 0;
+        let mut start = 0;
+        for nl in memchr::memchr_iter(b'\n', &buf) {
+            let line = &buf[start..nl];
+            self.hashes.push(merkle::leaf_hash(line));
+            self.scan_ids.push(
+                serde_json::from_slice::<IdOnly>(line)
+                    .ok()
+                    .map(|l| l.record.scan_id),
+            );
+            start = nl + 1;
+            added += 1;
+        }
+        self.offset += start as u64;
+        Ok(added)
+    }
+
+    /// All leaves of the log in `dir`.
+    pub fn read(dir: &Path) -> Result<Leaves, LedgerError> {
+        let mut l = Leaves::default();
+        l.read_more(dir)?;
+        Ok(l)
+    }
+}
+
+/// `GET /api/ledger/root`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RootView {
+    pub origin: String,
+    /// Tree size of the newest signed checkpoint.
+    pub size: u64,
+    /// Its root, lowercase hex.
+    pub root: Option<String>,
+    /// `ROOT.txt`.
+    pub signed_note: Option<String>,
+    pub verifier_key: Option<String>,
+    /// Lines in the log (may be ahead of the checkpoint until the next batch).
+    pub log_lines: u64,
+    pub checkpoints: usize,
+    /// Set when the log does not match what was signed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alarm: Option<String>,
+}
+
+/// `GET /api/ledger/proof/{scan_id}` and `ledger prove`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProofView {
+    pub scan_id: Uuid,
+    /// 0-based leaf index (line number − 1).
+    pub index: u64,
+    /// SHA-256(0x00 ‖ line), hex.
+    pub leaf_hash: String,
+    pub tree_size: u64,
+    pub root: String,
+    /// Inclusion proof, hex hashes, leaf to root.
+    pub inclusion: Vec<String>,
+    pub signed_note: String,
+}
+
+#[derive(Debug)]
+struct State {
+    leaves: Leaves,
+    chain: Option<ProofChain>,
+    index: HashMap<Uuid, u64>,
+    alarm: Option<String>,
+}
+
+/// The Command Center's live ledger.
+#[derive(Debug)]
+pub struct Ledger {
+    dir: PathBuf,
+    origin: String,
+    key: Option<Arc<NodeKey>>,
+    state: Mutex<State>,
+}
+
+impl Ledger {
+    /// Reads the log and the chain and checks one against the other. A log that no longer
+    /// matches what was signed (shorter, or a changed line) raises the alarm, logged loudly; the
+    /// chain is then never extended by this process.
+    pub fn open(
+        dir: &Path,
+        origin: &str,
+        key: Option<Arc<NodeKey>>,
+    ) -> Result<Ledger, LedgerError> {
+        let leaves = Leaves::read(dir)?;
+        let chain = ProofChain::load(dir)?;
+        let alarm = match &chain {
+            Some(c) => c.verify(&leaves.hashes, None).err().map(|e| e.to_string()),
+            None => None,
+        };
+        if let Some(a) = &alarm {
+            tracing::error!(alarm = %a, "LEDGER TAMPER ALARM: the scan log does not match its signed checkpoints; the chain will not be extended.");
+        }
+        let index = index_of(&leaves);
+        Ok(Ledger {
+            dir: dir.to_path_buf(),
+            origin: chain
+                .as_ref()
+                .map_or_else(|| origin.to_string(), |c| c.origin.clone()),
+            key,
+            state: Mutex::new(State {
+                leaves,
+                chain,
+                index,
+                alarm,
+            }),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn alarm(&self) -> Option<String> {
+        self.lock().alarm.clone()
+    }
+
+    /// Hashes new lines and, if there are any beyond the newest checkpoint, signs and writes a
+    /// new one. Returns the new tree size when it checkpointed.
+    pub fn refresh(&self) -> Result<Option<u64>, LedgerError> {
+        let mut st = self.lock();
+        if st.alarm.is_some() {
+            return Ok(None);
+        }
+        let before = st.leaves.hashes.len();
+        if let Err(e) = st.leaves.read_more(&self.dir) {
+            if let LedgerError::Tampered(m) = &e {
+                tracing::error!(alarm = %m, "LEDGER TAMPER ALARM");
+                st.alarm = Some(e.to_string());
+            }
+            return Err(e);
+        }
+        for i in before..st.leaves.hashes.len() {
+            if let Some(id) = st.leaves.scan_ids[i] {
+                st.index.entry(id).or_insert(i as u64);
+            }
+        }
+        let Some(key) = &self.key else {
+            return Ok(None);
+        };
+        let State { leaves, chain, .. } = &mut *st;
+        let chain = chain.get_or_insert_with(|| ProofChain::new(&self.origin, key));
+        if chain.extend(&leaves.hashes, key)? {
+            chain.save(&self.dir)?;
+            return Ok(Some(chain.size()));
+        }
+        Ok(None)
+    }
+
+    /// Refreshes every `interval` until `cancel`.
+    pub async fn run(self: Arc<Self>, interval: Duration, cancel: CancellationToken) {
+        if self.key.is_none() {
+            tracing::info!("No signing key: the ledger is read but no checkpoint is signed.");
+        }
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = ticker.tick() => {}
+            }
+            let this = Arc::clone(&self);
+            match tokio::task::spawn_blocking(move || this.refresh()).await {
+                Ok(Ok(Some(size))) => tracing::info!(size, "Ledger checkpoint signed."),
+                Ok(Ok(None)) => {}
+                Ok(Err(e)) => tracing::error!(error = %e, "Ledger update failed."),
+                Err(e) => tracing::error!(error = %e, "Ledger task failed."),
+            }
+        }
+    }
+
+    /// The newest checkpoint.
+    pub fn root(&self) -> RootView {
+        let st = self.lock();
+        let last = st.chain.as_ref().and_then(|c| c.checkpoints.last());
+        RootView {
+            origin: self.origin.clone(),
+            size: last.map_or(0, |e| e.size),
+            root: last.map(|e| e.root.clone()),
+            signed_note: last.map(|e| e.signed_note.clone()),
+            verifier_key: st.chain.as_ref().map(|c| c.verifier_key.clone()),
+            log_lines: st.leaves.hashes.len() as u64,
+            checkpoints: st.chain.as_ref().map_or(0, |c| c.checkpoints.len()),
+            alarm: st.alarm.clone(),
+        }
+    }
+
+    /// The inclusion proof of `scan_id` in the newest checkpoint.
+    pub fn proof(&self, scan_id: Uuid) -> Result<ProofView, LedgerError> {
+        let st = self.lock();
+        prove(&st.leaves, st.chain.as_ref(), &st.index, scan_id)
+    }
+}
+
+fn index_of(leaves: &Leaves) -> HashMap<Uuid, u64> {
+    let mut index = HashMap::new();
+    for (i, id) in leaves.scan_ids.iter().enumerate() {
+        if let Some(id) = id {
+            index.entry(*id).or_insert(i as u64);
+        }
+    }
+    index
+}
+
+/// The inclusion proof of `scan_id` (its first line) in the newest checkpoint of `chain`.
+pub fn prove(
+    leaves: &Leaves,
+    chain: Option<&ProofChain>,
+    index: &HashMap<Uuid, u64>,
+    scan_id: Uuid,
+) -> Result<ProofView, LedgerError> {
+    let i = *index
+        .get(&scan_id)
+        .ok_or_else(|| LedgerError::NotFound(format!("no scan {scan_id} in {LOG_FILE}")))?;
+    let last = chain
+        .and_then(|c| c.checkpoints.last())
+        .ok_or_else(|| LedgerError::NotFound("no signed checkpoint yet".into()))?;
+    if i >= last.size {
+        return Err(LedgerError::NotFound(format!(
+            "scan {scan_id} (line {}) is not in a signed checkpoint yet (size {}); try again after the next one",
+            i + 1,
+            last.size
+        )));
+    }
+    let tree = &leaves.hashes[..last.size as usize];
+    let proof = merkle::inclusion_proof(i, tree)
+        .ok_or_else(|| LedgerError::Chain("inclusion proof out of range".into()))?;
+    Ok(ProofView {
+        scan_id,
+        index: i,
+        leaf_hash: hex::encode(tree[i as usize]),
+        tree_size: last.size,
+        root: last.root.clone(),
+        inclusion: proof.iter().map(hex::encode).collect(),
+        signed_note: last.signed_note.clone(),
+    })
+}
+
+/// `ledger prove`: the proof of `scan_id` from the files in `dir`.
+pub fn prove_offline(dir: &Path, scan_id: Uuid) -> Result<ProofView, LedgerError> {
+    let leaves = Leaves::read(dir)?;
+    let chain = ProofChain::load(dir)?;
+    prove(&leaves, chain.as_ref(), &index_of(&leaves), scan_id)
+}
+
+/// `ledger verify`: checks the chain in `dir` against its log; returns (lines, checkpoints).
+pub fn verify_offline(
+    dir: &Path,
+    pinned: Option<&ed25519_dalek::VerifyingKey>,
+) -> Result<(u64, usize), LedgerError> {
+    let leaves = Leaves::read(dir)?;
+    let chain = ProofChain::load(dir)?
+        .ok_or_else(|| LedgerError::NotFound(format!("no {CHAIN_FILE} in {}", dir.display())))?;
+    chain.verify(&leaves.hashes, pinned)?;
+    let root_txt = std::fs::read_to_string(dir.join(ROOT_FILE))
+        .map_err(|e| LedgerError::Io(dir.join(ROOT_FILE), e))?;
+    if chain.checkpoints.last().map(|e| e.signed_note.as_str()) != Some(root_txt.as_str()) {
+        return Err(LedgerError::Tampered(format!(
+            "{ROOT_FILE} is not the newest checkpoint of {CHAIN_FILE}"
+        )));
+    }
+    Ok((leaves.hashes.len() as u64, chain.checkpoints.len()))
+}
+
+/// `ledger build`: extends the chain in `dir` over its log, signing with `key`. Refuses a log
+/// that does not match the chain. Returns the new size, or `None` when nothing was added.
+pub fn build_offline(dir: &Path, origin: &str, key: &NodeKey) -> Result<Option<u64>, LedgerError> {
+    let leaves = Leaves::read(dir)?;
+    let mut chain = match ProofChain::load(dir)? {
+        Some(c) => {
+            c.verify(&leaves.hashes, None)?;
+            c
+        }
+        None => ProofChain::new(origin, key),
+    };
+    if chain.extend(&leaves.hashes, key)? {
+        chain.save(dir)?;
+        Ok(Some(chain.size()))
+    } else {
+        Ok(None)
+    }
+}
