@@ -197,12 +197,35 @@ pub async fn get_node(
     Ok(Json(d))
 }
 
-/// `GET /healthz`.
+/// `GET /healthz`. `status` is `alarm` (still 200: the server works) while the ledger's tamper
+/// alarm stands.
 pub async fn healthz(State(state): State<AppState>) -> Json<Health> {
+    let alarm = state.ledger.alarm();
     Json(Health {
-        status: "ok".into(),
+        status: if alarm.is_some() { "alarm" } else { "ok" }.into(),
         version: crate::VERSION.into(),
         nodes: state.store.node_count(),
+        alarm,
+    })
+}
+
+/// `GET /api/ledger/root`: the newest signed checkpoint.
+pub async fn ledger_root(State(state): State<AppState>) -> Json<crate::ledger::RootView> {
+    Json(state.ledger.root())
+}
+
+/// `GET /api/ledger/proof/{scan_id}`: a scan's inclusion proof in the newest checkpoint.
+pub async fn ledger_proof(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<crate::ledger::ProofView>, ApiError> {
+    let id = Uuid::parse_str(&id).map_err(|e| {
+        let shown: String = id.chars().take(64).collect();
+        ApiError::BadRequest(format!("{shown:?} is not a scan id (UUID): {e}"))
+    })?;
+    state.ledger.proof(id).map(Json).map_err(|e| match e {
+        crate::ledger::LedgerError::NotFound(m) => ApiError::NotFound(m),
+        other => ApiError::Unavailable(other.to_string()),
     })
 }
 

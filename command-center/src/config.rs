@@ -21,6 +21,10 @@ pub struct ServeConfig {
     pub attention: crate::attention::EngineOptions,
     /// How often the orchestrator looks for nodes due a scan.
     pub scan_tick: Duration,
+    /// How often the ledger signs a checkpoint over new scans.
+    pub ledger_interval: Duration,
+    /// The ledger's origin line and key name.
+    pub ledger_origin: String,
     /// Rotate the heartbeat log at this size (it also rotates daily).
     pub heartbeat_rotate_bytes: u64,
     /// Delete rotated heartbeat segments older than this.
@@ -45,6 +49,8 @@ impl ServeConfig {
             limits: StoreLimits::default(),
             attention: crate::attention::EngineOptions::default(),
             scan_tick: Duration::from_secs(30),
+            ledger_interval: Duration::from_secs(10),
+            ledger_origin: crate::ledger::DEFAULT_ORIGIN.to_string(),
             heartbeat_rotate_bytes: defaults.heartbeat_rotate_bytes,
             heartbeat_retention: defaults.heartbeat_retention,
             sse_keepalive: Duration::from_secs(15),
@@ -108,6 +114,12 @@ impl ServeConfig {
         }
         if self.attention.tick < Duration::from_millis(10) {
             return Err("--attention-tick must be at least 10ms".into());
+        }
+        if self.ledger_interval < Duration::from_millis(10) {
+            return Err("--ledger-interval must be at least 10ms".into());
+        }
+        if self.ledger_origin.trim().is_empty() || self.ledger_origin.contains(['\n', ' ', '+']) {
+            return Err("--ledger-origin must be one line without spaces or '+'".into());
         }
         if self.scan_tick < Duration::from_millis(10) {
             return Err("--scan-tick must be at least 10ms".into());

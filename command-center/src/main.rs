@@ -49,11 +49,46 @@ enum Command {
     /// Validate policy files.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// The verifiable Merkle ledger over the scan log (ROOT.txt, PROOFCHAIN.json).
+    #[command(subcommand)]
+    Ledger(LedgerCommand),
     /// Create the command-signing key (mode 0600) and print the public key agents pin.
     Keygen {
         /// Where to write the key.
         #[arg(long, default_value = "cc.key", value_name = "FILE")]
         out: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum LedgerCommand {
+    /// Extend the chain with a checkpoint over the whole log (append-only; refuses a log that
+    /// no longer matches what was signed).
+    Build {
+        #[command(flatten)]
+        dir: LogDirArg,
+        /// The signing key (`keygen`), the same the Command Center signs commands with.
+        #[arg(long, env = "VAULTMESH_CC_KEY_FILE", value_name = "FILE")]
+        signing_key: PathBuf,
+        /// Origin line and key name of new chains.
+        #[arg(long, default_value = vaultmesh_command_center::ledger::DEFAULT_ORIGIN)]
+        origin: String,
+    },
+    /// Recompute everything from the log and check every signature, root, leaf and
+    /// consistency proof; exit 1 naming the first bad line or proof.
+    Verify {
+        #[command(flatten)]
+        dir: LogDirArg,
+        /// Require this signer (base64 Ed25519 public key, as `keygen` prints it).
+        #[arg(long, value_name = "BASE64")]
+        public_key: Option<String>,
+    },
+    /// Print a scan's leaf, its inclusion proof and the checkpoint it is proven against (JSON).
+    Prove {
+        #[command(flatten)]
+        dir: LogDirArg,
+        #[arg(long, value_name = "UUID")]
+        scan_id: String,
     },
 }
 
@@ -191,6 +226,12 @@ struct ServeArgs {
     /// How often the orchestrator looks for nodes due a scheduled scan.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     scan_tick: Duration,
+    /// How often the ledger signs a checkpoint over new scan reports (when there are any).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    ledger_interval: Duration,
+    /// Origin line (and key name) of the ledger's checkpoints.
+    #[arg(long, default_value = vaultmesh_command_center::ledger::DEFAULT_ORIGIN)]
+    ledger_origin: String,
     /// Rotate the heartbeat log at this size (also daily): e.g. 256MiB, 1GiB.
     #[arg(long, default_value = "256MiB", value_parser = parse_size)]
     heartbeat_rotate_size: u64,
@@ -276,6 +317,7 @@ fn main() -> ExitCode {
             Some(Command::Serve(args)) => serve(args).await,
             Some(Command::Logs(cmd)) => logs(cmd),
             Some(Command::Keygen { out }) => keygen(&out),
+            Some(Command::Ledger(cmd)) => ledger(cmd),
             Some(Command::Policy(PolicyCommand::Check { dir })) => policy_check(&dir),
             Some(Command::Commands(cmd)) => command(cmd).await,
             None => serve(cli.serve).await,
@@ -326,6 +368,68 @@ fn policy_check(dir: &std::path::Path) -> Result<(), Failure> {
         p.profiles().join(", ")
     );
     Ok(())
+}
+
+fn ledger(cmd: LedgerCommand) -> Result<(), Failure> {
+    use vaultmesh_command_center::ledger::{self, LedgerError};
+    let code = |e: &LedgerError| match e {
+        LedgerError::Tampered(_) | LedgerError::Chain(_) => 1,
+        LedgerError::NotFound(_) | LedgerError::Io(..) => 2,
+    };
+    match cmd {
+        LedgerCommand::Build {
+            dir,
+            signing_key,
+            origin,
+        } => {
+            let text = std::fs::read_to_string(&signing_key)
+                .map_err(|e| (2, format!("--signing-key {}: {e}", signing_key.display())))?;
+            let key = vaultmesh_proto::auth::NodeKey::from_base64(&text).map_err(|_| {
+                (
+                    2,
+                    format!(
+                        "--signing-key {}: not a key written by `keygen`",
+                        signing_key.display()
+                    ),
+                )
+            })?;
+            logs::require_dir(&dir.log_dir).map_err(|e| (2, e.to_string()))?;
+            match ledger::build_offline(&dir.log_dir, &origin, &key) {
+                Ok(Some(size)) => println!("ok: signed a checkpoint of {size} lines"),
+                Ok(None) => println!("ok: nothing new to sign"),
+                Err(e) => return Err((code(&e), e.to_string())),
+            }
+            Ok(())
+        }
+        LedgerCommand::Verify { dir, public_key } => {
+            let pinned = public_key
+                .map(|k| {
+                    vaultmesh_proto::auth::parse_public_key(&k)
+                        .map_err(|e| (2, format!("--public-key: {e}")))
+                })
+                .transpose()?;
+            match ledger::verify_offline(&dir.log_dir, pinned.as_ref()) {
+                Ok((lines, checkpoints)) => {
+                    println!(
+                        "ok: {lines} lines, {checkpoints} checkpoints, every signature, root, leaf and consistency proof verified"
+                    );
+                    Ok(())
+                }
+                Err(e) => Err((code(&e), e.to_string())),
+            }
+        }
+        LedgerCommand::Prove { dir, scan_id } => {
+            let id = uuid::Uuid::parse_str(&scan_id)
+                .map_err(|e| (2, format!("--scan-id {scan_id:?}: {e}")))?;
+            let proof =
+                ledger::prove_offline(&dir.log_dir, id).map_err(|e| (code(&e), e.to_string()))?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&proof).map_err(|e| (1, e.to_string()))?
+            );
+            Ok(())
+        }
+    }
 }
 
 async fn command(cmd: CommandsCommand) -> Result<(), Failure> {
@@ -470,6 +574,8 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
             restart_grace: args.restart_grace,
         },
         scan_tick: args.scan_tick,
+        ledger_interval: args.ledger_interval,
+        ledger_origin: args.ledger_origin,
         heartbeat_rotate_bytes: args.heartbeat_rotate_size,
         heartbeat_retention: args.heartbeat_retention,
         sse_keepalive: args.sse_keepalive,

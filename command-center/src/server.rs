@@ -53,6 +53,8 @@ pub struct AppState {
     pub policies: Arc<crate::policy::LivePolicies>,
     /// Every node's attention.
     pub attention: Arc<crate::attention::AttentionEngine>,
+    /// The Merkle ledger over the scan log.
+    pub ledger: Arc<crate::ledger::Ledger>,
 }
 
 /// The whole HTTP surface. Split from [`Server`] so tests can drive it without a socket.
@@ -81,6 +83,8 @@ pub fn app(state: AppState) -> Router {
             )),
         )
         .route("/api/attention", get(api::attention))
+        .route("/api/ledger/root", get(api::ledger_root))
+        .route("/api/ledger/proof/{scan_id}", get(api::ledger_proof))
         .route("/api/nodes/{id}/revoke", post(api::revoke_node))
         .route("/api/nodes", get(api::list_nodes))
         .route("/api/nodes/{id}", get(api::get_node))
@@ -145,6 +149,7 @@ pub struct Server {
     addr: SocketAddr,
     replay: ReplayReport,
     scan_tick: Duration,
+    ledger_interval: Duration,
 }
 
 impl Server {
@@ -181,6 +186,16 @@ impl Server {
             source,
         })?;
         let store: Arc<dyn Store> = Arc::new(store);
+        let (dir, origin, key) = (
+            config.log_dir.clone(),
+            config.ledger_origin.clone(),
+            cc_key.clone(),
+        );
+        let ledger =
+            tokio::task::spawn_blocking(move || crate::ledger::Ledger::open(&dir, &origin, key))
+                .await
+                .map_err(|e| ServeError::Serve(std::io::Error::other(e.to_string())))?
+                .map_err(|e| ServeError::Serve(std::io::Error::other(e.to_string())))?;
         let attention = Arc::new(crate::attention::AttentionEngine::new(
             Arc::clone(&store),
             Arc::clone(&policies),
@@ -189,6 +204,7 @@ impl Server {
         let state = AppState {
             store,
             attention,
+            ledger: Arc::new(ledger),
             bus,
             shutdown: CancellationToken::new(),
             sse_keepalive: config.sse_keepalive,
@@ -203,6 +219,7 @@ impl Server {
             addr,
             replay,
             scan_tick: config.scan_tick,
+            ledger_interval: config.ledger_interval,
         })
     }
 
@@ -235,6 +252,23 @@ impl Server {
             self.scan_tick,
         );
         tokio::spawn(orchestrator.run(streams.clone()));
+        if let Some(alarm) = self.state.ledger.alarm() {
+            // Loud and durable: a fleet-wide critical incident every admin sees.
+            let body = serde_json::json!({
+                "title": "Ledger tamper alarm: the scan log does not match its signed checkpoints",
+                "severity": "critical",
+                "text": alarm,
+            });
+            if let Err(e) = self
+                .state
+                .store
+                .record_system_event("incident", None, body, Vec::new())
+                .await
+            {
+                tracing::error!(error = %e, "Cannot record the ledger tamper alarm as an incident.");
+            }
+        }
+        tokio::spawn(Arc::clone(&self.state.ledger).run(self.ledger_interval, streams.clone()));
         axum::serve(self.listener, app(self.state))
             .with_graceful_shutdown(async move {
                 shutdown.await;

@@ -197,7 +197,10 @@ pub struct Incident {
 /// `GET /healthz`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Health {
+    /// `ok`, or `alarm` while an alarm (the ledger's tamper alarm) stands.
     pub status: String,
     pub version: String,
     pub nodes: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alarm: Option<String>,
 }

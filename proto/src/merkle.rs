@@ -156,6 +156,124 @@ fn subproof(m: u64, leaves: &[Hash], complete: bool, out: &mut Vec<Hash>) {
     }
 }
 
+/// A tree that keeps every complete subtree's hash (about twice the leaf hashes in memory), so
+/// roots at any size and inclusion and consistency proofs cost O(log² n) hashes instead of
+/// re-hashing the leaves. Results are identical to [`root`], [`inclusion_proof`] and
+/// [`consistency_proof`].
+#[derive(Debug, Clone, Default)]
+pub struct Tree {
+    /// `levels[h][i]`: the hash of leaves `i·2^h .. (i+1)·2^h`.
+    levels: Vec<Vec<Hash>>,
+}
+
+impl Tree {
+    pub fn new() -> Self {
+        Tree::default()
+    }
+
+    pub fn size(&self) -> u64 {
+        self.levels.first().map_or(0, |l| l.len() as u64)
+    }
+
+    /// The leaf hashes.
+    pub fn leaves(&self) -> &[Hash] {
+        self.levels.first().map_or(&[], |l| l.as_slice())
+    }
+
+    /// Appends a leaf hash, completing the subtrees it closes.
+    pub fn push(&mut self, leaf: Hash) {
+        if self.levels.is_empty() {
+            self.levels.push(Vec::new());
+        }
+        self.levels[0].push(leaf);
+        let mut h = 0;
+        while self.levels[h].len().is_multiple_of(2) {
+            let l = &self.levels[h];
+            let node = node_hash(&l[l.len() - 2], &l[l.len() - 1]);
+            if self.levels.len() == h + 1 {
+                self.levels.push(Vec::new());
+            }
+            self.levels[h + 1].push(node);
+            h += 1;
+        }
+    }
+
+    /// The hash of leaves `start..end` (a range the RFC 9162 recursion produces: `start` is a
+    /// multiple of the largest power of two not above `end - start`).
+    fn range(&self, start: u64, end: u64) -> Hash {
+        let n = end - start;
+        if n == 0 {
+            return empty_root();
+        }
+        if n.is_power_of_two() && start.is_multiple_of(n) {
+            let h = n.trailing_zeros() as usize;
+            return self.levels[h][(start >> h) as usize];
+        }
+        let k = split(n);
+        node_hash(&self.range(start, start + k), &self.range(start + k, end))
+    }
+
+    /// The root of the first `size` leaves.
+    pub fn root_at(&self, size: u64) -> Option<Hash> {
+        (size <= self.size()).then(|| self.range(0, size))
+    }
+
+    /// The inclusion proof of `index` in the tree of the first `size` leaves.
+    pub fn inclusion(&self, index: u64, size: u64) -> Option<Vec<Hash>> {
+        if index >= size || size > self.size() {
+            return None;
+        }
+        let mut out = Vec::new();
+        self.path(index, 0, size, &mut out);
+        Some(out)
+    }
+
+    fn path(&self, m: u64, start: u64, end: u64, out: &mut Vec<Hash>) {
+        let n = end - start;
+        if n <= 1 {
+            return;
+        }
+        let k = split(n);
+        if m < k {
+            self.path(m, start, start + k, out);
+            out.push(self.range(start + k, end));
+        } else {
+            self.path(m - k, start + k, end, out);
+            out.push(self.range(start, start + k));
+        }
+    }
+
+    /// The consistency proof from the first `m` leaves to the first `n`.
+    pub fn consistency(&self, m: u64, n: u64) -> Option<Vec<Hash>> {
+        if m > n || n > self.size() {
+            return None;
+        }
+        let mut out = Vec::new();
+        if m > 0 && m < n {
+            self.sub(m, 0, n, true, &mut out);
+        }
+        Some(out)
+    }
+
+    fn sub(&self, m: u64, start: u64, end: u64, complete: bool, out: &mut Vec<Hash>) {
+        let n = end - start;
+        if m == n {
+            if !complete {
+                out.push(self.range(start, end));
+            }
+            return;
+        }
+        let k = split(n);
+        if m <= k {
+            self.sub(m, start, start + k, complete, out);
+            out.push(self.range(start + k, end));
+        } else {
+            self.sub(m - k, start + k, end, false, out);
+            out.push(self.range(start, start + k));
+        }
+    }
+}
+
 /// Why a proof does not verify.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProofError {
@@ -437,6 +555,35 @@ mod tests {
             assert!(verify_inclusion(size, size, &tree[0], &[], &r).is_err());
         }
         assert!(inclusion_proof(8, &l).is_none());
+    }
+
+    #[test]
+    fn the_cached_tree_agrees_with_the_reference_functions() {
+        let mut t = Tree::new();
+        let mut all = Vec::new();
+        for i in 0..70u32 {
+            let leaf = leaf_hash(&i.to_le_bytes());
+            t.push(leaf);
+            all.push(leaf);
+        }
+        for n in 0..=70u64 {
+            assert_eq!(t.root_at(n).unwrap(), root(&all[..n as usize]), "root {n}");
+            for i in 0..n {
+                assert_eq!(
+                    t.inclusion(i, n),
+                    inclusion_proof(i, &all[..n as usize]),
+                    "inclusion {i}/{n}"
+                );
+            }
+            for m in 0..=n {
+                assert_eq!(
+                    t.consistency(m, n),
+                    consistency_proof(m, &all[..n as usize]),
+                    "consistency {m}/{n}"
+                );
+            }
+        }
+        assert!(t.root_at(71).is_none() && t.inclusion(5, 71).is_none());
     }
 
     #[test]

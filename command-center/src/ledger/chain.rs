@@ -94,21 +94,18 @@ impl ProofChain {
         }
     }
 
-    /// Appends a checkpoint over `leaves` (all the log's leaf hashes) if it holds more than the
+    /// Appends a checkpoint over `tree` (all the log's leaves) if it holds more than the
     /// newest one. Returns whether it did.
-    pub fn extend(&mut self, leaves: &[Hash], key: &NodeKey) -> Result<bool, LedgerError> {
+    pub fn extend(&mut self, tree: &merkle::Tree, key: &NodeKey) -> Result<bool, LedgerError> {
         let old = self.size();
-        let new = leaves.len() as u64;
+        let new = tree.size();
         if new <= old {
             return Ok(false);
         }
-        let root = merkle::root(leaves);
-        let consistency = if old == 0 {
-            Vec::new()
-        } else {
-            merkle::consistency_proof(old, leaves)
-                .ok_or_else(|| LedgerError::Chain("consistency proof out of range".into()))?
-        };
+        let leaves = tree.leaves();
+        let out_of_range = || LedgerError::Chain("tree size out of range".into());
+        let root = tree.root_at(new).ok_or_else(out_of_range)?;
+        let consistency = tree.consistency(old, new).ok_or_else(out_of_range)?;
         let note = Checkpoint {
             origin: self.origin.clone(),
             size: new,
@@ -248,4 +245,183 @@ pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), LedgerEr
         .and_then(|d| d.sync_all())
         .map_err(io(dir))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leaves(n: usize) -> Vec<Hash> {
+        (0..n)
+            .map(|i| merkle::leaf_hash(format!("{{\"line\":{i}}}").as_bytes()))
+            .collect()
+    }
+
+    fn tree_of(leaves: &[Hash]) -> merkle::Tree {
+        let mut t = merkle::Tree::new();
+        for l in leaves {
+            t.push(*l);
+        }
+        t
+    }
+
+    fn chain_over(sizes: &[usize], key: &NodeKey) -> (ProofChain, Vec<Hash>) {
+        let all = leaves(*sizes.last().unwrap());
+        let mut c = ProofChain::new("vaultmesh.test/scans", key);
+        for s in sizes {
+            assert!(c.extend(&tree_of(&all[..*s]), key).unwrap());
+        }
+        (c, all)
+    }
+
+    #[test]
+    fn a_growing_log_gives_a_verifiable_chain() {
+        let key = NodeKey::from_seed([3; 32]);
+        let (mut c, all) = chain_over(&[1, 2, 5, 8, 13], &key);
+        c.verify(&all, None).unwrap();
+        assert!(
+            !c.extend(&tree_of(&all), &key).unwrap(),
+            "nothing new: no checkpoint"
+        );
+        assert_eq!(c.checkpoints.len(), 5);
+        assert!(c.checkpoints[0].consistency.is_empty());
+        assert!(!c.checkpoints[4].consistency.is_empty());
+        // Pinning the right key passes; another key is refused.
+        let public = vaultmesh_proto::auth::parse_public_key(&key.public_base64()).unwrap();
+        c.verify(&all, Some(&public)).unwrap();
+        let other =
+            vaultmesh_proto::auth::parse_public_key(&NodeKey::from_seed([4; 32]).public_base64())
+                .unwrap();
+        assert!(c.verify(&all, Some(&other)).is_err());
+        // A longer log than the chain is fine (not yet checkpointed).
+        let mut more = all.clone();
+        more.push(merkle::leaf_hash(b"new"));
+        c.verify(&more, None).unwrap();
+        // Round trip through JSON.
+        let dir = tempfile::tempdir().unwrap();
+        c.save(dir.path()).unwrap();
+        assert_eq!(ProofChain::load(dir.path()).unwrap().unwrap(), c);
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(ROOT_FILE)).unwrap(),
+            c.checkpoints[4].signed_note
+        );
+    }
+
+    #[test]
+    fn changed_removed_and_reordered_lines_are_named() {
+        let key = NodeKey::from_seed([3; 32]);
+        let (c, all) = chain_over(&[4, 9], &key);
+        let err = |leaves: &[Hash]| c.verify(leaves, None).unwrap_err().to_string();
+
+        let mut changed = all.clone();
+        changed[6] = merkle::leaf_hash(b"edited");
+        assert!(
+            err(&changed).contains("line 7 of sovereign-scans.jsonl"),
+            "{}",
+            err(&changed)
+        );
+
+        let mut removed = all.clone();
+        removed.remove(2);
+        assert!(err(&removed).contains("line 3"), "{}", err(&removed));
+        assert!(err(&all[..8]).contains("has 8 lines but checkpoint 2 signed 9"));
+
+        let mut reordered = all.clone();
+        reordered.swap(0, 1);
+        assert!(err(&reordered).contains("line 1 "), "{}", err(&reordered));
+    }
+
+    #[test]
+    fn a_tampered_chain_is_refused() {
+        let key = NodeKey::from_seed([3; 32]);
+        let (c, all) = chain_over(&[3, 7], &key);
+        let mut bad = c.clone();
+        bad.checkpoints[1].consistency[0] = hex::encode([0u8; 32]);
+        assert!(
+            bad.verify(&all, None)
+                .unwrap_err()
+                .to_string()
+                .contains("consistency")
+        );
+        let mut bad = c.clone();
+        bad.checkpoints[1].root = hex::encode([1u8; 32]);
+        assert!(
+            bad.verify(&all, None)
+                .unwrap_err()
+                .to_string()
+                .contains("does not match")
+        );
+        let mut bad = c.clone();
+        bad.checkpoints[0].signed_note = bad.checkpoints[0].signed_note.replace("\n3\n", "\n2\n");
+        assert!(
+            bad.verify(&all, None)
+                .unwrap_err()
+                .to_string()
+                .contains("checkpoint 1")
+        );
+    }
+}
+
+#[cfg(test)]
+mod worked_example {
+    //! The worked example of `docs/LEDGER.md`: if this fails, the document is wrong.
+    use super::*;
+
+    pub const LINES: [&str; 3] = [
+        r#"{"kind":"scan","ts":"2026-11-29T10:00:00Z","node_id":"00000000-0000-4000-8000-000000000001","record":{"scan_id":"00000000-0000-4000-8000-0000000000a1"}}"#,
+        r#"{"kind":"scan","ts":"2026-11-29T10:05:00Z","node_id":"00000000-0000-4000-8000-000000000002","record":{"scan_id":"00000000-0000-4000-8000-0000000000a2"}}"#,
+        r#"{"kind":"scan","ts":"2026-11-29T10:10:00Z","node_id":"00000000-0000-4000-8000-000000000001","record":{"scan_id":"00000000-0000-4000-8000-0000000000a3"}}"#,
+    ];
+
+    #[test]
+    fn the_documented_example_holds() {
+        let key = NodeKey::from_seed([7; 32]);
+        let leaves: Vec<Hash> = LINES
+            .iter()
+            .map(|l| merkle::leaf_hash(l.as_bytes()))
+            .collect();
+        let doc =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/LEDGER.md"))
+                .unwrap();
+        let mut t = merkle::Tree::new();
+        for l in &leaves {
+            t.push(*l);
+        }
+        let mut c = ProofChain::new("example.org/sovereign-scans", &key);
+        let mut first = merkle::Tree::new();
+        first.push(leaves[0]);
+        first.push(leaves[1]);
+        c.extend(&first, &key).unwrap();
+        c.extend(&t, &key).unwrap();
+        let mut facts = vec![
+            format!("public key (base64): {}", key.public_base64()),
+            format!("verifier key: {}", c.verifier_key),
+        ];
+        for (i, l) in leaves.iter().enumerate() {
+            facts.push(format!("leaf {i}: {}", hex::encode(l)));
+        }
+        facts.push(format!("root of 2: {}", c.checkpoints[0].root));
+        facts.push(format!("root of 3: {}", c.checkpoints[1].root));
+        facts.push(format!(
+            "consistency 2 → 3: {}",
+            c.checkpoints[1].consistency.join(", ")
+        ));
+        facts.push(format!(
+            "inclusion of leaf 0 in 3: {}",
+            t.inclusion(0, 3)
+                .unwrap()
+                .iter()
+                .map(hex::encode)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        for f in &facts {
+            assert!(doc.contains(f.as_str()), "docs/LEDGER.md lacks `{f}`");
+        }
+        assert!(
+            doc.contains(&c.checkpoints[1].signed_note),
+            "docs/LEDGER.md lacks the signed note:\n{}",
+            c.checkpoints[1].signed_note
+        );
+    }
 }

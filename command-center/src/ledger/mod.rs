@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 use vaultmesh_proto::auth::NodeKey;
-use vaultmesh_proto::merkle::{self, Hash};
+use vaultmesh_proto::merkle;
 
 pub use chain::{CHAIN_FILE, LOG_FILE, ProofChain, ROOT_FILE};
 
@@ -43,7 +43,8 @@ pub enum LedgerError {
 /// The leaves of the log read so far.
 #[derive(Debug, Default, Clone)]
 pub struct Leaves {
-    pub hashes: Vec<Hash>,
+    /// Leaf hashes, with every complete subtree cached for fast roots and proofs.
+    pub tree: merkle::Tree,
     /// `scan_id` of each line (`None` for a line that is not a scan record).
     pub scan_ids: Vec<Option<Uuid>>,
     /// Bytes of complete lines consumed.
@@ -83,7 +84,7 @@ impl Leaves {
         let mut start = 0;
         for nl in memchr::memchr_iter(b'\n', &buf) {
             let line = &buf[start..nl];
-            self.hashes.push(merkle::leaf_hash(line));
+            self.tree.push(merkle::leaf_hash(line));
             self.scan_ids.push(
                 serde_json::from_slice::<IdOnly>(line)
                     .ok()
@@ -167,7 +168,10 @@ impl Ledger {
         let leaves = Leaves::read(dir)?;
         let chain = ProofChain::load(dir)?;
         let alarm = match &chain {
-            Some(c) => c.verify(&leaves.hashes, None).err().map(|e| e.to_string()),
+            Some(c) => c
+                .verify(leaves.tree.leaves(), None)
+                .err()
+                .map(|e| e.to_string()),
             None => None,
         };
         if let Some(a) = &alarm {
@@ -204,7 +208,7 @@ impl Ledger {
         if st.alarm.is_some() {
             return Ok(None);
         }
-        let before = st.leaves.hashes.len();
+        let before = st.leaves.tree.size() as usize;
         if let Err(e) = st.leaves.read_more(&self.dir) {
             if let LedgerError::Tampered(m) = &e {
                 tracing::error!(alarm = %m, "LEDGER TAMPER ALARM");
@@ -212,7 +216,7 @@ impl Ledger {
             }
             return Err(e);
         }
-        for i in before..st.leaves.hashes.len() {
+        for i in before..st.leaves.tree.size() as usize {
             if let Some(id) = st.leaves.scan_ids[i] {
                 st.index.entry(id).or_insert(i as u64);
             }
@@ -222,7 +226,7 @@ impl Ledger {
         };
         let State { leaves, chain, .. } = &mut *st;
         let chain = chain.get_or_insert_with(|| ProofChain::new(&self.origin, key));
-        if chain.extend(&leaves.hashes, key)? {
+        if chain.extend(&leaves.tree, key)? {
             chain.save(&self.dir)?;
             return Ok(Some(chain.size()));
         }
@@ -261,7 +265,7 @@ impl Ledger {
             root: last.map(|e| e.root.clone()),
             signed_note: last.map(|e| e.signed_note.clone()),
             verifier_key: st.chain.as_ref().map(|c| c.verifier_key.clone()),
-            log_lines: st.leaves.hashes.len() as u64,
+            log_lines: st.leaves.tree.size(),
             checkpoints: st.chain.as_ref().map_or(0, |c| c.checkpoints.len()),
             alarm: st.alarm.clone(),
         }
@@ -304,13 +308,14 @@ pub fn prove(
             last.size
         )));
     }
-    let tree = &leaves.hashes[..last.size as usize];
-    let proof = merkle::inclusion_proof(i, tree)
+    let proof = leaves
+        .tree
+        .inclusion(i, last.size)
         .ok_or_else(|| LedgerError::Chain("inclusion proof out of range".into()))?;
     Ok(ProofView {
         scan_id,
         index: i,
-        leaf_hash: hex::encode(tree[i as usize]),
+        leaf_hash: hex::encode(leaves.tree.leaves()[i as usize]),
         tree_size: last.size,
         root: last.root.clone(),
         inclusion: proof.iter().map(hex::encode).collect(),
@@ -333,7 +338,7 @@ pub fn verify_offline(
     let leaves = Leaves::read(dir)?;
     let chain = ProofChain::load(dir)?
         .ok_or_else(|| LedgerError::NotFound(format!("no {CHAIN_FILE} in {}", dir.display())))?;
-    chain.verify(&leaves.hashes, pinned)?;
+    chain.verify(leaves.tree.leaves(), pinned)?;
     let root_txt = std::fs::read_to_string(dir.join(ROOT_FILE))
         .map_err(|e| LedgerError::Io(dir.join(ROOT_FILE), e))?;
     if chain.checkpoints.last().map(|e| e.signed_note.as_str()) != Some(root_txt.as_str()) {
@@ -341,7 +346,7 @@ pub fn verify_offline(
             "{ROOT_FILE} is not the newest checkpoint of {CHAIN_FILE}"
         )));
     }
-    Ok((leaves.hashes.len() as u64, chain.checkpoints.len()))
+    Ok((leaves.tree.size(), chain.checkpoints.len()))
 }
 
 /// `ledger build`: extends the chain in `dir` over its log, signing with `key`. Refuses a log
@@ -350,12 +355,12 @@ pub fn build_offline(dir: &Path, origin: &str, key: &NodeKey) -> Result<Option<u
     let leaves = Leaves::read(dir)?;
     let mut chain = match ProofChain::load(dir)? {
         Some(c) => {
-            c.verify(&leaves.hashes, None)?;
+            c.verify(leaves.tree.leaves(), None)?;
             c
         }
         None => ProofChain::new(origin, key),
     };
-    if chain.extend(&leaves.hashes, key)? {
+    if chain.extend(&leaves.tree, key)? {
         chain.save(dir)?;
         Ok(Some(chain.size()))
     } else {
