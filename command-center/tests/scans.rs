@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use uuid::Uuid;
 use vaultmesh_testkit::auth::TestNode;
-use vaultmesh_testkit::{CommandCenter, NodeAgent, cc_command, heartbeat_json, text, wait_for};
+use vaultmesh_testkit::{CommandCenter, NodeAgent, heartbeat_json, keygen, wait_for};
 
 const NODE: &str = "5ca40000-0000-4000-8000-000000000001";
 
@@ -140,18 +140,6 @@ fn fixture(dir: &Path) {
         "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   0: 00000000:0016 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0\n   1: 00000000:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 2 1 0 100 0 0 10 0\n",
     );
     w("proc/sys/kernel/randomize_va_space", "2\n");
-}
-
-fn keygen(dir: &Path) -> (String, String) {
-    let key = dir.join("cc.key");
-    let out = cc_command(&["keygen", "--out", key.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", text(&out));
-    let public = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .find_map(|l| l.strip_prefix("public key: "))
-        .unwrap()
-        .to_string();
-    (key.to_str().unwrap().to_string(), public)
 }
 
 #[test]

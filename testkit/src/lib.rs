@@ -474,6 +474,19 @@ pub fn cc_command(args: &[&str]) -> Output {
         .expect("run vaultmesh-command-center")
 }
 
+/// Runs `keygen` into `dir/cc.key`; returns the key's path and the public key it printed.
+pub fn keygen(dir: &Path) -> (String, String) {
+    let key = dir.join("cc.key");
+    let out = cc_command(&["keygen", "--out", &key.display().to_string()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let public = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("public key: "))
+        .expect("keygen prints the public key")
+        .to_string();
+    (key.display().to_string(), public)
+}
+
 /// A heartbeat with the seed's fields for `node_id`/`hostname`, plus `seq` — the smallest
 /// realistic record for store tests.
 pub fn heartbeat_json(node_id: &str, hostname: &str, seq: u64) -> serde_json::Value {
