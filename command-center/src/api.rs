@@ -225,6 +225,9 @@ pub async fn ledger_proof(
     })?;
     state.ledger.proof(id).map(Json).map_err(|e| match e {
         crate::ledger::LedgerError::NotFound(m) => ApiError::NotFound(m),
+        crate::ledger::LedgerError::Tampered(m) => {
+            ApiError::Unavailable(format!("no proofs while the tamper alarm stands: {m}"))
+        }
         other => ApiError::Unavailable(other.to_string()),
     })
 }

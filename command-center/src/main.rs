@@ -374,7 +374,7 @@ fn ledger(cmd: LedgerCommand) -> Result<(), Failure> {
     use vaultmesh_command_center::ledger::{self, LedgerError};
     let code = |e: &LedgerError| match e {
         LedgerError::Tampered(_) | LedgerError::Chain(_) => 1,
-        LedgerError::NotFound(_) | LedgerError::Io(..) => 2,
+        LedgerError::NotFound(_) | LedgerError::Io(..) | LedgerError::Busy(_) => 2,
     };
     match cmd {
         LedgerCommand::Build {
@@ -394,6 +394,9 @@ fn ledger(cmd: LedgerCommand) -> Result<(), Failure> {
                 )
             })?;
             logs::require_dir(&dir.log_dir).map_err(|e| (2, e.to_string()))?;
+            if origin.trim().is_empty() || origin.contains(['\n', ' ', '+']) {
+                return Err((2, "--origin must be one line without spaces or '+'".into()));
+            }
             match ledger::build_offline(&dir.log_dir, &origin, &key) {
                 Ok(Some(size)) => println!("ok: signed a checkpoint of {size} lines"),
                 Ok(None) => println!("ok: nothing new to sign"),

@@ -253,22 +253,13 @@ impl Server {
         );
         tokio::spawn(orchestrator.run(streams.clone()));
         if let Some(alarm) = self.state.ledger.alarm() {
-            // Loud and durable: a fleet-wide critical incident every admin sees.
-            let body = serde_json::json!({
-                "title": "Ledger tamper alarm: the scan log does not match its signed checkpoints",
-                "severity": "critical",
-                "text": alarm,
-            });
-            if let Err(e) = self
-                .state
-                .store
-                .record_system_event("incident", None, body, Vec::new())
-                .await
-            {
-                tracing::error!(error = %e, "Cannot record the ledger tamper alarm as an incident.");
-            }
+            crate::ledger::raise_incident(self.state.store.as_ref(), &alarm).await;
         }
-        tokio::spawn(Arc::clone(&self.state.ledger).run(self.ledger_interval, streams.clone()));
+        tokio::spawn(Arc::clone(&self.state.ledger).run(
+            Arc::clone(&self.state.store),
+            self.ledger_interval,
+            streams.clone(),
+        ));
         axum::serve(self.listener, app(self.state))
             .with_graceful_shutdown(async move {
                 shutdown.await;

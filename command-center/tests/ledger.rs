@@ -230,3 +230,90 @@ fn ledger_build_extends_the_chain_offline_and_only_when_the_log_grew() {
     let out = ledger(&["prove", "--scan-id", "nope"], &log);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
 }
+
+#[test]
+fn the_alarm_cannot_be_dodged_by_removing_rolling_back_or_re_signing_the_chain() {
+    let keys = tempfile::tempdir().unwrap();
+    let (key, _) = keygen(keys.path());
+    let other_dir = tempfile::tempdir().unwrap();
+    let (other_key, _) = keygen(other_dir.path());
+    let mut cc = CommandCenter::start_with(&["--signing-key", &key, "--ledger-interval", "100ms"]);
+    let log = cc.log_dir();
+    assert_eq!(
+        cc.post_json("/api/agent/heartbeat", &heartbeat_json(NODE, "n1", 1))
+            .status,
+        200
+    );
+    let post_and_wait = |cc: &CommandCenter, n: u128| {
+        assert_eq!(cc.post_json("/api/agent/scans", &scan(n)).status, 200);
+        wait_for(Duration::from_secs(10), || {
+            (cc.get_json("/api/ledger/root")["size"] == n as u64).then_some(())
+        })
+        .expect("checkpointed");
+    };
+    post_and_wait(&cc, 1);
+    post_and_wait(&cc, 2);
+    // One writer at a time: `ledger build` refuses while the signing Command Center runs.
+    let out = ledger(&["build", "--signing-key", &key], &log);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("held by another process"));
+    cc.kill9();
+    let chain_path = log.join("PROOFCHAIN.json");
+    let chain = std::fs::read_to_string(&chain_path).unwrap();
+    let alarm = |cc: &CommandCenter| {
+        cc.get_json("/api/ledger/root")["alarm"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    };
+
+    // The chain removed, ROOT.txt left: caught.
+    std::fs::remove_file(&chain_path).unwrap();
+    cc.restart();
+    assert!(alarm(&cc).contains("chain was removed"), "{}", alarm(&cc));
+    cc.kill9();
+
+    // The chain rolled back to its first checkpoint: ROOT.txt is no note of it.
+    let mut rolled: Value = serde_json::from_str(&chain).unwrap();
+    rolled["checkpoints"].as_array_mut().unwrap().truncate(1);
+    std::fs::write(&chain_path, rolled.to_string()).unwrap();
+    cc.restart();
+    assert!(
+        alarm(&cc).contains("not a checkpoint of PROOFCHAIN.json"),
+        "{}",
+        alarm(&cc)
+    );
+    assert_eq!(
+        cc.get(&format!("/api/ledger/proof/{}", Uuid::from_u128(1)))
+            .status,
+        503
+    );
+    cc.kill9();
+
+    // Both files replaced by a chain signed with another key: not our signature.
+    std::fs::remove_file(&chain_path).unwrap();
+    std::fs::remove_file(log.join("ROOT.txt")).unwrap();
+    let out = ledger(&["build", "--signing-key", &other_key], &log);
+    assert!(out.status.success(), "{}", text(&out));
+    cc.restart();
+    assert!(
+        alarm(&cc).contains("signed by a key other than the one given"),
+        "{}",
+        alarm(&cc)
+    );
+    cc.kill9();
+
+    // The genuine chain back: quiet again, and it grows.
+    std::fs::write(&chain_path, &chain).unwrap();
+    let first_note =
+        serde_json::from_str::<Value>(&chain).unwrap()["checkpoints"][0]["signed_note"]
+            .as_str()
+            .unwrap()
+            .to_string();
+    // A ROOT.txt one checkpoint behind (a crash between the two writes) is repaired.
+    std::fs::write(log.join("ROOT.txt"), first_note).unwrap();
+    cc.restart();
+    assert_eq!(alarm(&cc), "");
+    post_and_wait(&cc, 3);
+    assert!(ledger(&["verify"], &log).status.success());
+}

@@ -123,6 +123,9 @@ impl Checkpoint {
         public: &VerifyingKey,
     ) -> Result<Checkpoint, CheckpointError> {
         let fmt = |m: &str| CheckpointError::Format(m.to_string());
+        if note.contains('\r') || !note.ends_with('\n') {
+            return Err(fmt("a note uses \\n line ends and ends with one"));
+        }
         let (body, sigs) = note
             .split_once("\n\n")
             .ok_or_else(|| fmt("no blank line between the text and the signatures"))?;

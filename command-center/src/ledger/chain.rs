@@ -97,6 +97,13 @@ impl ProofChain {
     /// Appends a checkpoint over `tree` (all the log's leaves) if it holds more than the
     /// newest one. Returns whether it did.
     pub fn extend(&mut self, tree: &merkle::Tree, key: &NodeKey) -> Result<bool, LedgerError> {
+        let public = vaultmesh_proto::auth::parse_public_key(&key.public_base64())
+            .map_err(|e| LedgerError::Chain(e.to_string()))?;
+        if verifier_key(&self.origin, &public) != self.verifier_key {
+            return Err(LedgerError::Chain(format!(
+                "{CHAIN_FILE} is signed by another key; refusing to mix keys in one chain"
+            )));
+        }
         let old = self.size();
         let new = tree.size();
         if new <= old {
@@ -230,7 +237,7 @@ impl ProofChain {
 
 /// Writes `dir/name` atomically: a temporary file, fsync, rename, fsync of the directory.
 pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), LedgerError> {
-    let tmp = dir.join(format!(".{name}.tmp"));
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let path = dir.join(name);
     let io = |p: &Path| {
         let p = p.to_path_buf();

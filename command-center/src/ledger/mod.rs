@@ -38,6 +38,9 @@ pub enum LedgerError {
     Tampered(String),
     #[error("{0}")]
     NotFound(String),
+    /// Another process holds the ledger.
+    #[error("{0}")]
+    Busy(String),
 }
 
 /// The leaves of the log read so far.
@@ -61,13 +64,22 @@ struct ScanIdOnly {
 }
 
 impl Leaves {
-    /// Reads every complete line after `offset` (a torn final line waits for its newline).
-    pub fn read_more(&mut self, dir: &Path) -> Result<usize, LedgerError> {
+    /// Reads the complete lines after `offset`, up to byte `limit` when given (the durable
+    /// length: nothing not yet fsynced is hashed), one line at a time. A line without its
+    /// newline yet waits for the next call.
+    pub fn read_more(&mut self, dir: &Path, limit: Option<u64>) -> Result<usize, LedgerError> {
+        use std::io::BufRead;
         let path = dir.join(LOG_FILE);
         let io = |e| LedgerError::Io(path.clone(), e);
-        let mut f = match std::fs::File::open(&path) {
+        let f = match std::fs::File::open(&path) {
             Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && self.offset == 0 => return Ok(0),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(LedgerError::Tampered(format!(
+                    "{LOG_FILE} disappeared after {} lines were read",
+                    self.tree.size()
+                )));
+            }
             Err(e) => return Err(io(e)),
         };
         let len = f.metadata().map_err(io)?.len();
@@ -77,30 +89,38 @@ impl Leaves {
                 self.offset
             )));
         }
+        let end = limit.map_or(len, |l| l.min(len));
+        if end <= self.offset {
+            return Ok(0);
+        }
+        let mut f = f;
         f.seek(SeekFrom::Start(self.offset)).map_err(io)?;
-        let mut buf = Vec::new();
-        f.read_to_end(&mut buf).map_err(io)?;
+        let mut reader = std::io::BufReader::with_capacity(1 << 20, f.take(end - self.offset));
+        let mut line = Vec::new();
         let mut added = 0;
-        let mut start = 0;
-        for nl in memchr::memchr_iter(b'\n', &buf) {
-            let line = &buf[start..nl];
-            self.tree.push(merkle::leaf_hash(line));
+        loop {
+            line.clear();
+            let n = reader.read_until(b'\n', &mut line).map_err(io)?;
+            if n == 0 || line.last() != Some(&b'\n') {
+                break; // end, or a line still being written
+            }
+            let bytes = &line[..n - 1];
+            self.tree.push(merkle::leaf_hash(bytes));
             self.scan_ids.push(
-                serde_json::from_slice::<IdOnly>(line)
+                serde_json::from_slice::<IdOnly>(bytes)
                     .ok()
                     .map(|l| l.record.scan_id),
             );
-            start = nl + 1;
+            self.offset += n as u64;
             added += 1;
         }
-        self.offset += start as u64;
         Ok(added)
     }
 
     /// All leaves of the log in `dir`.
     pub fn read(dir: &Path) -> Result<Leaves, LedgerError> {
         let mut l = Leaves::default();
-        l.read_more(dir)?;
+        l.read_more(dir, None)?;
         Ok(l)
     }
 }
@@ -150,6 +170,8 @@ struct State {
 /// The Command Center's live ledger.
 #[derive(Debug)]
 pub struct Ledger {
+    /// Held for the process's life when it signs: one writer of the chain at a time.
+    _lock: Option<std::fs::File>,
     dir: PathBuf,
     origin: String,
     key: Option<Arc<NodeKey>>,
@@ -165,20 +187,23 @@ impl Ledger {
         origin: &str,
         key: Option<Arc<NodeKey>>,
     ) -> Result<Ledger, LedgerError> {
+        // Only a signer writes the chain; a Command Center without a key leaves it to
+        // `ledger build`.
+        let lock = key.as_ref().map(|_| lock(dir)).transpose()?;
         let leaves = Leaves::read(dir)?;
         let chain = ProofChain::load(dir)?;
-        let alarm = match &chain {
-            Some(c) => c
-                .verify(leaves.tree.leaves(), None)
-                .err()
-                .map(|e| e.to_string()),
-            None => None,
-        };
+        let pinned = key
+            .as_ref()
+            .and_then(|k| vaultmesh_proto::auth::parse_public_key(&k.public_base64()).ok());
+        let alarm = check(dir, chain.as_ref(), &leaves, pinned.as_ref())
+            .err()
+            .map(|e| e.to_string());
         if let Some(a) = &alarm {
             tracing::error!(alarm = %a, "LEDGER TAMPER ALARM: the scan log does not match its signed checkpoints; the chain will not be extended.");
         }
         let index = index_of(&leaves);
         Ok(Ledger {
+            _lock: lock,
             dir: dir.to_path_buf(),
             origin: chain
                 .as_ref()
@@ -203,13 +228,13 @@ impl Ledger {
 
     /// Hashes new lines and, if there are any beyond the newest checkpoint, signs and writes a
     /// new one. Returns the new tree size when it checkpointed.
-    pub fn refresh(&self) -> Result<Option<u64>, LedgerError> {
+    pub fn refresh(&self, durable: Option<u64>) -> Result<Option<u64>, LedgerError> {
         let mut st = self.lock();
         if st.alarm.is_some() {
             return Ok(None);
         }
         let before = st.leaves.tree.size() as usize;
-        if let Err(e) = st.leaves.read_more(&self.dir) {
+        if let Err(e) = st.leaves.read_more(&self.dir, durable) {
             if let LedgerError::Tampered(m) = &e {
                 tracing::error!(alarm = %m, "LEDGER TAMPER ALARM");
                 st.alarm = Some(e.to_string());
@@ -233,8 +258,14 @@ impl Ledger {
         Ok(None)
     }
 
-    /// Refreshes every `interval` until `cancel`.
-    pub async fn run(self: Arc<Self>, interval: Duration, cancel: CancellationToken) {
+    /// Refreshes every `interval` until `cancel`, hashing only what `store` reports durable. A
+    /// tamper alarm raised while running also opens a critical incident.
+    pub async fn run(
+        self: Arc<Self>,
+        store: Arc<dyn crate::store::Store>,
+        interval: Duration,
+        cancel: CancellationToken,
+    ) {
         if self.key.is_none() {
             tracing::info!("No signing key: the ledger is read but no checkpoint is signed.");
         }
@@ -246,9 +277,11 @@ impl Ledger {
                 _ = ticker.tick() => {}
             }
             let this = Arc::clone(&self);
-            match tokio::task::spawn_blocking(move || this.refresh()).await {
+            let durable = store.scans_durable_len();
+            match tokio::task::spawn_blocking(move || this.refresh(Some(durable))).await {
                 Ok(Ok(Some(size))) => tracing::info!(size, "Ledger checkpoint signed."),
                 Ok(Ok(None)) => {}
+                Ok(Err(LedgerError::Tampered(m))) => raise_incident(store.as_ref(), &m).await,
                 Ok(Err(e)) => tracing::error!(error = %e, "Ledger update failed."),
                 Err(e) => tracing::error!(error = %e, "Ledger task failed."),
             }
@@ -271,10 +304,84 @@ impl Ledger {
         }
     }
 
-    /// The inclusion proof of `scan_id` in the newest checkpoint.
+    /// The inclusion proof of `scan_id` in the newest checkpoint (refused under the alarm).
     pub fn proof(&self, scan_id: Uuid) -> Result<ProofView, LedgerError> {
         let st = self.lock();
+        if let Some(a) = &st.alarm {
+            return Err(LedgerError::Tampered(a.clone()));
+        }
         prove(&st.leaves, st.chain.as_ref(), &st.index, scan_id)
+    }
+}
+
+/// Opens a fleet-wide critical incident for a tamper alarm: loud and durable.
+pub async fn raise_incident(store: &dyn crate::store::Store, alarm: &str) {
+    tracing::error!(alarm = %alarm, "LEDGER TAMPER ALARM");
+    let body = serde_json::json!({
+        "title": "Ledger tamper alarm: the scan log does not match its signed checkpoints",
+        "severity": "critical",
+        "text": alarm,
+    });
+    if let Err(e) = store
+        .record_system_event("incident", None, body, Vec::new())
+        .await
+    {
+        tracing::error!(error = %e, "Cannot record the ledger tamper alarm as an incident.");
+    }
+}
+
+/// Takes the ledger's lock file (`ledger.lock`, `flock`): one writer of the chain at a time.
+pub fn lock(dir: &Path) -> Result<std::fs::File, LedgerError> {
+    let path = dir.join("ledger.lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| LedgerError::Io(path.clone(), e))?;
+    rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(|_| {
+        LedgerError::Busy(format!(
+            "{} is held by another process (a running Command Center or ledger build)",
+            path.display()
+        ))
+    })?;
+    Ok(f)
+}
+
+/// The chain against the log and `ROOT.txt`: the chain verifies (by `pinned` when given); it
+/// was signed by `pinned`; `ROOT.txt`, when present, is a note of this chain and not newer than
+/// it — so deleting or rolling back `PROOFCHAIN.json` alone is caught. A `ROOT.txt` older than
+/// the chain's newest note (a crash between the two writes) is rewritten.
+fn check(
+    dir: &Path,
+    chain: Option<&ProofChain>,
+    leaves: &Leaves,
+    pinned: Option<&ed25519_dalek::VerifyingKey>,
+) -> Result<(), LedgerError> {
+    let root_txt = match std::fs::read_to_string(dir.join(ROOT_FILE)) {
+        Ok(t) => Some(t),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(LedgerError::Io(dir.join(ROOT_FILE), e)),
+    };
+    let Some(chain) = chain.filter(|c| !c.checkpoints.is_empty()) else {
+        return match root_txt {
+            Some(_) => Err(LedgerError::Tampered(format!(
+                "{ROOT_FILE} exists but {CHAIN_FILE} is missing or empty: the chain was removed"
+            ))),
+            None => Ok(()),
+        };
+    };
+    chain.verify(leaves.tree.leaves(), pinned)?;
+    let Some(note) = root_txt else {
+        return chain.save(dir); // restore ROOT.txt from the chain
+    };
+    let position = chain.checkpoints.iter().position(|e| e.signed_note == note);
+    match position {
+        Some(i) if i + 1 == chain.checkpoints.len() => Ok(()),
+        Some(_) => chain.save(dir), // ROOT.txt lagged behind (crash between the writes)
+        None => Err(LedgerError::Tampered(format!(
+            "{ROOT_FILE} is not a checkpoint of {CHAIN_FILE}: the chain was replaced or rolled back"
+        ))),
     }
 }
 
@@ -352,13 +459,15 @@ pub fn verify_offline(
 /// `ledger build`: extends the chain in `dir` over its log, signing with `key`. Refuses a log
 /// that does not match the chain. Returns the new size, or `None` when nothing was added.
 pub fn build_offline(dir: &Path, origin: &str, key: &NodeKey) -> Result<Option<u64>, LedgerError> {
+    let _lock = lock(dir)?;
     let leaves = Leaves::read(dir)?;
-    let mut chain = match ProofChain::load(dir)? {
-        Some(c) => {
-            c.verify(leaves.tree.leaves(), None)?;
-            c
-        }
-        None => ProofChain::new(origin, key),
+    let pinned = vaultmesh_proto::auth::parse_public_key(&key.public_base64())
+        .map_err(|e| LedgerError::Chain(e.to_string()))?;
+    let chain = ProofChain::load(dir)?;
+    check(dir, chain.as_ref(), &leaves, Some(&pinned))?;
+    let mut chain = match chain {
+        Some(c) if !c.checkpoints.is_empty() => c,
+        _ => ProofChain::new(origin, key),
     };
     if chain.extend(&leaves.tree, key)? {
         chain.save(dir)?;

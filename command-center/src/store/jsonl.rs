@@ -82,6 +82,8 @@ pub struct JsonlStore {
     node_gate: tokio::sync::Mutex<()>,
     scans: Journal,
     scan_state: Arc<Mutex<ScanState>>,
+    /// Length of the scans log up to the last fsynced line.
+    scans_durable: Arc<std::sync::atomic::AtomicU64>,
     /// Serializes the duplicate check and the append of scan reports.
     scan_gate: tokio::sync::Mutex<()>,
     bus: Arc<Bus>,
@@ -106,6 +108,10 @@ impl JsonlStore {
         let (commands, _) = Journal::open(&opts.dir, LogName::Commands, Rotation::default())?;
         // Never rotated: the ledger is built over this file's lines.
         let (scans, _) = Journal::open(&opts.dir, LogName::Scans, Rotation::default())?;
+        // After the torn tail was cut: everything in the file is durable.
+        let scans_durable = Arc::new(std::sync::atomic::AtomicU64::new(
+            std::fs::metadata(LogName::Scans.active(&opts.dir)).map_or(0, |m| m.len()),
+        ));
         let fleet = Arc::new(FleetState::new(opts.limits));
         let replay_err = |source| StoreOpenError::Replay {
             dir: opts.dir.clone(),
@@ -144,6 +150,7 @@ impl JsonlStore {
             command_gate: tokio::sync::Mutex::new(()),
             scans,
             scan_state,
+            scans_durable,
             scan_gate: tokio::sync::Mutex::new(()),
             bus,
         };
@@ -507,15 +514,17 @@ impl Store for JsonlStore {
             signed.clone(),
         );
         let apply = Box::new(move || {
-            state
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .apply_command(&stored);
+            // Published before the command becomes visible to the node's long-poll, so
+            // "issued" always precedes "delivered" on the stream.
             bus.publish(
                 "command",
                 Some(stored.command.node_id),
                 command_event(&stored, "issued"),
             );
+            state
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .apply_command(&stored);
         });
         self.commands
             .append(line, Some(apply))
@@ -617,7 +626,10 @@ impl Store for JsonlStore {
         let line = record::encode(kind::SCAN, received_at, Some(node_id), &report)
             .map_err(|e| StoreError::Unavailable(format!("cannot encode scan: {e}")))?;
         let (state, bus) = (Arc::clone(&self.scan_state), Arc::clone(&self.bus));
+        let (durable, len) = (Arc::clone(&self.scans_durable), line.len() as u64);
         let apply = Box::new(move || {
+            // Runs after the line is fsynced, in log order.
+            durable.fetch_add(len, std::sync::atomic::Ordering::Release);
             let data = serde_json::json!({
                 "scan_id": report.scan_id, "node_id": report.node_id,
                 "finished_at": report.finished_at, "counts": report.counts,
@@ -732,6 +744,11 @@ impl Store for JsonlStore {
             .chain_ok(&node_id);
         s.last_scan = self.latest_scan(node_id).map(|r| r.last_scan());
         Some(s)
+    }
+
+    fn scans_durable_len(&self) -> u64 {
+        self.scans_durable
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     fn latest_scan(&self, node_id: Uuid) -> Option<Arc<ScanReport>> {

@@ -112,6 +112,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// One node's summary.
     fn summary(&self, node_id: Uuid) -> Option<NodeSummary>;
 
+    /// Bytes of `sovereign-scans.jsonl` known durable (fsynced): what the ledger may hash.
+    fn scans_durable_len(&self) -> u64;
+
     /// One node's latest scan report.
     fn latest_scan(&self, node_id: Uuid) -> Option<std::sync::Arc<ScanReport>>;
 
