@@ -79,8 +79,27 @@ impl CcClient {
         timeout: Duration,
         node_id: uuid::Uuid,
         key: NodeKey,
+        access: Option<&(String, crate::config::Secret)>,
     ) -> Result<Self, ClientError> {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some((id, secret)) = access {
+            let bad = |what: &str| ClientError::Transport {
+                url: base.to_string(),
+                reason: format!(
+                    "the Cloudflare Access service token's {what} is not a valid header value"
+                ),
+            };
+            let mut secret =
+                reqwest::header::HeaderValue::from_str(&secret.0).map_err(|_| bad("secret"))?;
+            secret.set_sensitive(true);
+            headers.insert(
+                "cf-access-client-id",
+                reqwest::header::HeaderValue::from_str(id).map_err(|_| bad("id"))?,
+            );
+            headers.insert("cf-access-client-secret", secret);
+        }
         let http = http_client_builder(timeout)
+            .default_headers(headers)
             .build()
             .map_err(|e| ClientError::Transport {
                 url: base.to_string(),
@@ -216,5 +235,60 @@ impl CcClient {
                 error,
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    /// One request to a bare socket: what the agent put on the wire.
+    fn capture(access: Option<&(String, crate::config::Secret)>) -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut buf = vec![0u8; 16 * 1024];
+            let n = s.read(&mut buf).unwrap();
+            let _ = s.write_all(
+                b"HTTP/1.1 500 No\\r\\ncontent-length: 0\\r\\nconnection: close\\r\\n\\r\\n",
+            );
+            String::from_utf8_lossy(&buf[..n]).to_lowercase()
+        });
+        let client = CcClient::new(
+            &url,
+            Duration::from_secs(5),
+            uuid::Uuid::nil(),
+            NodeKey::from_seed([1; 32]),
+            access,
+        )
+        .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _ = rt.block_on(client.poll_commands(Duration::from_secs(1)));
+        server.join().unwrap()
+    }
+
+    #[test]
+    fn a_cloudflare_access_service_token_rides_on_every_request() {
+        let token = (
+            "0123.access".to_string(),
+            crate::config::Secret("s3cret-value".into()),
+        );
+        let req = capture(Some(&token));
+        assert!(req.contains("cf-access-client-id: 0123.access"), "{req}");
+        assert!(
+            req.contains("cf-access-client-secret: s3cret-value"),
+            "{req}"
+        );
+        assert!(
+            req.contains("x-vaultmesh-signature:"),
+            "still signed: {req}"
+        );
+        let plain = capture(None);
+        assert!(!plain.contains("cf-access-client"), "{plain}");
     }
 }

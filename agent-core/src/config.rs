@@ -131,6 +131,10 @@ pub struct AgentConfig {
     pub cc_public_key: Option<String>,
     /// `[commands] allow`: the actions this node runs.
     pub command_allow: Vec<String>,
+    /// A Cloudflare Access service token (`VAULTMESH_CF_ACCESS_CLIENT_ID` and
+    /// `VAULTMESH_CF_ACCESS_CLIENT_SECRET`, environment only), sent as `CF-Access-Client-Id` /
+    /// `CF-Access-Client-Secret` when agent routes also sit behind Access.
+    pub access_service_token: Option<(String, Secret)>,
 }
 
 /// A secret string: never shown by `Debug`.
@@ -383,6 +387,22 @@ fn resolve(
         enroll_token: env("VAULTMESH_ENROLL_TOKEN")
             .filter(|t| !t.trim().is_empty())
             .map(|t| Secret(t.trim().to_string())),
+        access_service_token: match (
+            env("VAULTMESH_CF_ACCESS_CLIENT_ID").filter(|v| !v.trim().is_empty()),
+            env("VAULTMESH_CF_ACCESS_CLIENT_SECRET").filter(|v| !v.trim().is_empty()),
+        ) {
+            (Some(id), Some(secret)) => {
+                Some((id.trim().to_string(), Secret(secret.trim().to_string())))
+            }
+            (None, None) => None,
+            _ => {
+                return Err(ConfigErrors(vec![ConfigError::new(
+                    "environment",
+                    "VAULTMESH_CF_ACCESS_CLIENT_ID",
+                    "set both VAULTMESH_CF_ACCESS_CLIENT_ID and VAULTMESH_CF_ACCESS_CLIENT_SECRET, or neither",
+                )]));
+            }
+        },
     })
 }
 

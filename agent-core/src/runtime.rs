@@ -94,7 +94,13 @@ impl Agent {
             &config.state_dir,
             action_ctx,
         )?;
-        let client = CcClient::new(&config.cc_url, config.request_timeout, node_id, key)?;
+        let client = CcClient::new(
+            &config.cc_url,
+            config.request_timeout,
+            node_id,
+            key,
+            config.access_service_token.as_ref(),
+        )?;
         Ok(Agent {
             runner: Arc::new(runner),
             scheduler: Arc::new(Scheduler::new(checks, ctx)),

@@ -302,6 +302,7 @@ pub fn parse_json_as<T: DeserializeOwned>(
 /// `POST /api/events`: validate, stamp, store durably, broadcast; 201 with the stored envelope.
 pub async fn post_event(
     State(state): State<AppState>,
+    identity: Option<axum::Extension<crate::access::Identity>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<EventEnvelope>), ApiError> {
@@ -309,6 +310,8 @@ pub async fn post_event(
     let author = new
         .validate()
         .map_err(|e| ApiError::UnprocessableEntity(e.to_string()))?;
+    // A signed-in admin is the author, whatever the body claims.
+    let author = identity.map_or(author, |axum::Extension(who)| who.0);
     let stored = state.store.record_event(new, author).await?;
     tracing::info!(id = %stored.id, kind = %stored.kind, "Event recorded.");
     Ok((StatusCode::CREATED, Json(stored)))

@@ -63,6 +63,7 @@ pub struct IssueRequest {
 /// `POST /api/commands`: check policy, sign, log, queue; 201 with the signed command.
 pub async fn issue(
     State(state): State<AppState>,
+    identity: Option<axum::Extension<crate::access::Identity>>,
     headers: axum::http::HeaderMap,
     body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<(StatusCode, Json<SignedCommand>), ApiError> {
@@ -101,7 +102,11 @@ pub async fn issue(
             "ttl_s must be between 30 and 3600".into(),
         ));
     }
-    let issued_by = req.issued_by.unwrap_or_else(|| "anonymous".into());
+    // A signed-in admin is the issuer, whatever the body claims.
+    let issued_by = match identity {
+        Some(axum::Extension(who)) => who.0,
+        None => req.issued_by.unwrap_or_else(|| "anonymous".into()),
+    };
     let signed = issue_signed(
         state.store.as_ref(),
         &state.policies,

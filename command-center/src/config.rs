@@ -25,6 +25,10 @@ pub struct ServeConfig {
     pub ledger_interval: Duration,
     /// The ledger's origin line and key name.
     pub ledger_origin: String,
+    /// Cloudflare Access in front of the admin routes.
+    pub access: Option<crate::access::AccessConfig>,
+    /// Admin bearer token (when Access is not used).
+    pub admin_token: Option<String>,
     /// Rotate the heartbeat log at this size (it also rotates daily).
     pub heartbeat_rotate_bytes: u64,
     /// Delete rotated heartbeat segments older than this.
@@ -51,6 +55,8 @@ impl ServeConfig {
             scan_tick: Duration::from_secs(30),
             ledger_interval: Duration::from_secs(10),
             ledger_origin: crate::ledger::DEFAULT_ORIGIN.to_string(),
+            access: None,
+            admin_token: None,
             heartbeat_rotate_bytes: defaults.heartbeat_rotate_bytes,
             heartbeat_retention: defaults.heartbeat_retention,
             sse_keepalive: Duration::from_secs(15),
@@ -114,6 +120,15 @@ impl ServeConfig {
         }
         if self.attention.tick < Duration::from_millis(10) {
             return Err("--attention-tick must be at least 10ms".into());
+        }
+        if !self.listen.ip().is_loopback() && self.access.is_none() && self.admin_token.is_none() {
+            return Err(format!(
+                "--listen {}: the admin routes would be open to the network; listen on loopback (behind cloudflared), or set --access-team-domain and --access-aud (Cloudflare Access), or --admin-token",
+                self.listen
+            ));
+        }
+        if self.admin_token.as_ref().is_some_and(|t| t.len() < 16) {
+            return Err("--admin-token must be at least 16 characters".into());
         }
         if self.ledger_interval < Duration::from_millis(10) {
             return Err("--ledger-interval must be at least 10ms".into());

@@ -17,6 +17,7 @@
 //! - [`logs`]: the `logs view|tail|stats` tools over the log files.
 //! - [`demo`]: the Command Center plus a real agent for this host in one process.
 
+pub mod access;
 pub mod agent_auth;
 pub mod api;
 pub mod attention;

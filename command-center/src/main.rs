@@ -36,7 +36,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serve the API and dashboard (the default).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Run the Command Center with a real agent for this host in the same process.
     Demo(DemoArgs),
     /// Query the append-only logs (works with the server stopped).
@@ -232,6 +232,22 @@ struct ServeArgs {
     /// Origin line (and key name) of the ledger's checkpoints.
     #[arg(long, default_value = vaultmesh_command_center::ledger::DEFAULT_ORIGIN)]
     ledger_origin: String,
+    /// Cloudflare Access team domain (myteam.cloudflareaccess.com): admin routes then need a
+    /// valid Cf-Access-Jwt-Assertion.
+    #[arg(long, env = "VAULTMESH_ACCESS_TEAM_DOMAIN", requires = "access_aud")]
+    access_team_domain: Option<String>,
+    /// Access application AUD tag(s); repeat, or separate with commas.
+    #[arg(long, env = "VAULTMESH_ACCESS_AUD", value_delimiter = ',')]
+    access_aud: Vec<String>,
+    /// Where to fetch the Access certs (default https://<team>/cdn-cgi/access/certs).
+    #[arg(long, env = "VAULTMESH_ACCESS_JWKS_URL", value_name = "URL")]
+    access_jwks_url: Option<String>,
+    /// Read the Access certs from a file instead (air-gapped installs).
+    #[arg(long, env = "VAULTMESH_ACCESS_CERTS_FILE", value_name = "FILE")]
+    access_certs_file: Option<PathBuf>,
+    /// Admin bearer token (Authorization: Bearer ...) when Access is not used.
+    #[arg(long, env = "VAULTMESH_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
     /// Rotate the heartbeat log at this size (also daily): e.g. 256MiB, 1GiB.
     #[arg(long, default_value = "256MiB", value_parser = parse_size)]
     heartbeat_rotate_size: u64,
@@ -314,7 +330,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Some(Command::Demo(args)) => run_demo(args).await,
-            Some(Command::Serve(args)) => serve(args).await,
+            Some(Command::Serve(args)) => serve(*args).await,
             Some(Command::Logs(cmd)) => logs(cmd),
             Some(Command::Keygen { out }) => keygen(&out),
             Some(Command::Ledger(cmd)) => ledger(cmd),
@@ -579,6 +595,15 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
         scan_tick: args.scan_tick,
         ledger_interval: args.ledger_interval,
         ledger_origin: args.ledger_origin,
+        access: args.access_team_domain.map(|team_domain| {
+            vaultmesh_command_center::access::AccessConfig {
+                team_domain,
+                aud: args.access_aud,
+                jwks_url: args.access_jwks_url,
+                certs_file: args.access_certs_file,
+            }
+        }),
+        admin_token: args.admin_token,
         heartbeat_rotate_bytes: args.heartbeat_rotate_size,
         heartbeat_retention: args.heartbeat_retention,
         sse_keepalive: args.sse_keepalive,

@@ -55,10 +55,15 @@ pub struct AppState {
     pub attention: Arc<crate::attention::AttentionEngine>,
     /// The Merkle ledger over the scan log.
     pub ledger: Arc<crate::ledger::Ledger>,
+    /// Cloudflare Access verification of admin requests, when configured.
+    pub access: Option<Arc<crate::access::AccessVerifier>>,
+    /// Admin bearer token, when configured (and Access is not).
+    pub admin_token: Option<crate::access::AdminToken>,
 }
 
 /// The whole HTTP surface. Split from [`Server`] so tests can drive it without a socket.
 pub fn app(state: AppState) -> Router {
+    let gate = axum::middleware::from_fn_with_state(state.clone(), crate::access::admin_auth);
     Router::new()
         .route("/", get(ui::dashboard))
         .route("/assets/app.css", get(ui::stylesheet))
@@ -95,6 +100,7 @@ pub fn app(state: AppState) -> Router {
         .route("/events", get(sse::events))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(gate)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,
@@ -201,10 +207,19 @@ impl Server {
             Arc::clone(&policies),
             config.attention,
         ));
+        let access = config
+            .access
+            .clone()
+            .map(crate::access::AccessVerifier::new)
+            .transpose()
+            .map_err(ServeError::Config)?
+            .map(Arc::new);
         let state = AppState {
             store,
             attention,
             ledger: Arc::new(ledger),
+            access,
+            admin_token: config.admin_token.clone().map(crate::access::AdminToken),
             bus,
             shutdown: CancellationToken::new(),
             sse_keepalive: config.sse_keepalive,

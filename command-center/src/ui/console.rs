@@ -639,6 +639,7 @@ pub struct ConsoleForm {
 /// script (`Accept: application/json`), and a redirect back to the node otherwise.
 pub async fn post_form(
     State(state): State<AppState>,
+    identity: Option<axum::Extension<crate::access::Identity>>,
     headers: HeaderMap,
     form: Result<Form<ConsoleForm>, axum::extract::rejection::FormRejection>,
 ) -> Result<Response, ApiError> {
@@ -678,7 +679,7 @@ pub async fn post_form(
     let new = vaultmesh_proto::NewEvent {
         kind: f.kind,
         node_id,
-        author: Some("console".into()),
+        author: Some(identity.map_or_else(|| "console".into(), |axum::Extension(who)| who.0)),
         body,
         refs,
     };

@@ -1,0 +1,291 @@
+//! Admin authentication: Cloudflare Access, or a bearer token, or loopback only.
+//!
+//! Behind a Cloudflare Tunnel every request comes from 127.0.0.1, so the Command Center checks
+//! who is asking itself. With Access configured, every admin route (everything but
+//! `/api/agent/*`, `/healthz` and `/assets/*`) needs a valid `Cf-Access-Jwt-Assertion`:
+//!
+//! - RS256 only (no `none`, no HMAC — the key is public);
+//! - `kid` found in the team's certs (`https://<team>/cdn-cgi/access/certs`, or `jwks_url`, or a
+//!   `certs_file`), cached; an unknown `kid` refreshes them (at most every 10 s);
+//! - `aud` holds one of the configured tags; `iss` is `https://<team>`; `exp`/`nbf` checked with
+//!   30 s of leeway.
+//!
+//! The token's `email` (or `common_name`, for service tokens) becomes the author of events and
+//! the issuer of commands. Refusals are `401` with a reason that never echoes the token.
+//! Without Access, an admin bearer token (compared in constant time) may guard the routes; with
+//! neither, `serve` refuses any listener that is not loopback.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::RwLock;
+use std::time::{Duration, Instant};
+
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::error::ApiError;
+use crate::server::AppState;
+
+/// The header Cloudflare Access puts the user's token in.
+pub const HEADER: &str = "cf-access-jwt-assertion";
+/// Least time between two fetches of the certs.
+const REFRESH_MIN: Duration = Duration::from_secs(10);
+/// Certs are refetched this often anyway (Access rotates its keys).
+const REFRESH_MAX: Duration = Duration::from_secs(3600);
+
+/// `[access]` settings.
+#[derive(Debug, Clone)]
+pub struct AccessConfig {
+    /// `<team>.cloudflareaccess.com`.
+    pub team_domain: String,
+    /// Application AUD tags; a token must carry one.
+    pub aud: Vec<String>,
+    /// Where the certs are (default `https://<team>/cdn-cgi/access/certs`).
+    pub jwks_url: Option<String>,
+    /// Certs from a file instead (air-gapped installs).
+    pub certs_file: Option<PathBuf>,
+}
+
+/// Who is asking: put in request extensions by [`admin_auth`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity(pub String);
+
+#[derive(Debug, Deserialize)]
+struct Claims {
+    #[serde(default)]
+    email: Option<String>,
+    #[serde(default)]
+    common_name: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Jwks {
+    keys: Vec<Jwk>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Jwk {
+    kid: String,
+    #[serde(default)]
+    kty: String,
+    #[serde(default)]
+    n: String,
+    #[serde(default)]
+    e: String,
+}
+
+/// Verifies Access tokens against the team's certs.
+pub struct AccessVerifier {
+    config: AccessConfig,
+    issuer: String,
+    keys: RwLock<HashMap<String, DecodingKey>>,
+    fetched: tokio::sync::Mutex<Option<Instant>>,
+    http: reqwest::Client,
+}
+
+impl std::fmt::Debug for AccessVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessVerifier")
+            .field("issuer", &self.issuer)
+            .field("aud", &self.config.aud)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AccessVerifier {
+    pub fn new(config: AccessConfig) -> Result<AccessVerifier, String> {
+        if config.team_domain.trim().is_empty() || config.team_domain.contains(['/', ' ']) {
+            return Err(
+                "--access-team-domain: give the team domain, e.g. myteam.cloudflareaccess.com"
+                    .into(),
+            );
+        }
+        if config.aud.is_empty() {
+            return Err("--access-aud: give the application's AUD tag (one or more)".into());
+        }
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| format!("HTTP client: {e}"))?;
+        Ok(AccessVerifier {
+            issuer: format!("https://{}", config.team_domain),
+            config,
+            keys: RwLock::new(HashMap::new()),
+            fetched: tokio::sync::Mutex::new(None),
+            http,
+        })
+    }
+
+    fn certs_url(&self) -> String {
+        self.config
+            .jwks_url
+            .clone()
+            .unwrap_or_else(|| format!("https://{}/cdn-cgi/access/certs", self.config.team_domain))
+    }
+
+    /// Refetches the certs unless that happened less than [`REFRESH_MIN`] ago (or `force` is
+    /// false and the cache is younger than [`REFRESH_MAX`]).
+    async fn refresh(&self, force: bool) {
+        let mut fetched = self.fetched.lock().await;
+        let age = fetched.map(|t| t.elapsed());
+        let due = match age {
+            None => true,
+            Some(a) if force => a >= REFRESH_MIN,
+            Some(a) => a >= REFRESH_MAX,
+        };
+        if !due {
+            return;
+        }
+        *fetched = Some(Instant::now());
+        let body = match &self.config.certs_file {
+            Some(path) => std::fs::read(path).map_err(|e| format!("{}: {e}", path.display())),
+            None => match self.http.get(self.certs_url()).send().await {
+                Ok(r) if r.status().is_success() => r
+                    .bytes()
+                    .await
+                    .map(|b| b.to_vec())
+                    .map_err(|e| e.to_string()),
+                Ok(r) => Err(format!("HTTP {}", r.status())),
+                Err(e) => Err(e.to_string()),
+            },
+        };
+        let parsed =
+            body.and_then(|b| serde_json::from_slice::<Jwks>(&b).map_err(|e| e.to_string()));
+        match parsed {
+            Ok(jwks) => {
+                let mut keys = HashMap::new();
+                for k in jwks.keys.iter().filter(|k| k.kty == "RSA") {
+                    if let Ok(dk) = DecodingKey::from_rsa_components(&k.n, &k.e) {
+                        keys.insert(k.kid.clone(), dk);
+                    }
+                }
+                tracing::info!(keys = keys.len(), "Cloudflare Access certs loaded.");
+                *self.keys.write().unwrap_or_else(|p| p.into_inner()) = keys;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "Cannot load the Cloudflare Access certs; keeping the old ones.")
+            }
+        }
+    }
+
+    fn key(&self, kid: &str) -> Option<DecodingKey> {
+        self.keys
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(kid)
+            .cloned()
+    }
+
+    /// The identity in a valid token; a reason otherwise (never the token's contents).
+    pub async fn verify(&self, token: &str) -> Result<Identity, String> {
+        let header = decode_header(token).map_err(|_| "malformed token".to_string())?;
+        if header.alg != Algorithm::RS256 {
+            return Err(format!(
+                "algorithm {:?} is not accepted (RS256 only)",
+                header.alg
+            ));
+        }
+        let kid = header.kid.ok_or("the token names no key (kid)")?;
+        self.refresh(false).await;
+        let key = match self.key(&kid) {
+            Some(k) => k,
+            None => {
+                self.refresh(true).await;
+                self.key(&kid)
+                    .ok_or("the token's key is not one of the team's keys")?
+            }
+        };
+        let mut v = Validation::new(Algorithm::RS256);
+        v.set_audience(&self.config.aud);
+        v.set_issuer(&[&self.issuer]);
+        v.leeway = 30;
+        v.validate_nbf = true;
+        v.set_required_spec_claims(&["exp", "iss", "aud"]);
+        let data = decode::<Claims>(token, &key, &v).map_err(|e| {
+            use jsonwebtoken::errors::ErrorKind as K;
+            match e.kind() {
+                K::ExpiredSignature => "the token has expired".to_string(),
+                K::ImmatureSignature => "the token is not valid yet".to_string(),
+                K::InvalidAudience => "the token is for another application (aud)".to_string(),
+                K::InvalidIssuer => "the token is from another team (iss)".to_string(),
+                K::InvalidSignature => "the token's signature does not verify".to_string(),
+                K::MissingRequiredClaim(c) => format!("the token has no {c} claim"),
+                _ => "invalid token".to_string(),
+            }
+        })?;
+        data.claims
+            .email
+            .or(data.claims.common_name)
+            .filter(|s| !s.is_empty() && s.len() <= 128 && !s.chars().any(char::is_control))
+            .map(Identity)
+            .ok_or_else(|| "the token names no user (email or common_name)".to_string())
+    }
+}
+
+/// Whether `path` is outside the admin surface (agents sign their own requests).
+fn is_public(path: &str) -> bool {
+    path.starts_with("/api/agent/") || path == "/healthz" || path.starts_with("/assets/")
+}
+
+/// Equality that takes the same time whatever the inputs (compares digests).
+fn same_secret(a: &str, b: &str) -> bool {
+    let (x, y) = (Sha256::digest(a.as_bytes()), Sha256::digest(b.as_bytes()));
+    x.iter()
+        .zip(y.iter())
+        .fold(0u8, |acc, (p, q)| acc | (p ^ q))
+        == 0
+}
+
+/// The admin gate: Access token, or bearer token, or (loopback-only servers) nothing.
+pub async fn admin_auth(
+    State(state): State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    if is_public(req.uri().path()) {
+        return Ok(next.run(req).await);
+    }
+    if let Some(access) = &state.access {
+        let token = req
+            .headers()
+            .get(HEADER)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| {
+                ApiError::Unauthorized(
+                    "sign in through Cloudflare Access (no Cf-Access-Jwt-Assertion header)".into(),
+                )
+            })?;
+        let who = access
+            .verify(token)
+            .await
+            .map_err(|reason| ApiError::Unauthorized(format!("Cloudflare Access: {reason}")))?;
+        req.extensions_mut().insert(who);
+    } else if let Some(secret) = &state.admin_token {
+        let given = req
+            .headers()
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .ok_or_else(|| ApiError::Unauthorized("an admin bearer token is required".into()))?;
+        if !same_secret(given, &secret.0) {
+            return Err(ApiError::Unauthorized("wrong admin token".into()));
+        }
+        req.extensions_mut().insert(Identity("admin".into()));
+    }
+    Ok(next.run(req).await)
+}
+
+/// A secret that never prints.
+#[derive(Clone)]
+pub struct AdminToken(pub String);
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(<redacted>)")
+    }
+}

@@ -1,0 +1,183 @@
+//! Admin authentication with the real binary: Cloudflare Access tokens (RS256, minted locally
+//! against a local certs endpoint) — valid, expired, wrong aud, wrong iss, unknown kid then a
+//! key rotation, `alg: none`, HS256 confusion, a tampered payload, no header — and the
+//! loopback / bearer-token rules without Access. Agent routes keep their own signatures.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde_json::json;
+use vaultmesh_testkit::access::{AUD, Certs, TEAM, mint, user_claims};
+use vaultmesh_testkit::{CommandCenter, cc_command, heartbeat_json, http, text};
+
+const NODE: &str = "ac000000-0000-4000-8000-000000000001";
+
+fn get(cc: &CommandCenter, path: &str, token: Option<&str>) -> (u16, String) {
+    let mut r = http().get(format!("{}{path}", cc.url));
+    if let Some(t) = token {
+        r = r.header("cf-access-jwt-assertion", t);
+    }
+    let r = r.send().unwrap();
+    (r.status().as_u16(), r.text().unwrap())
+}
+
+#[test]
+fn access_tokens_are_verified_and_name_the_author() {
+    let certs = Certs::start(&["k1"]);
+    let cc = CommandCenter::start_with(&[
+        "--access-team-domain",
+        TEAM,
+        "--access-aud",
+        AUD,
+        "--access-jwks-url",
+        &certs.url(),
+    ]);
+    let good = mint("k1", &user_claims("alice@example.com"));
+    assert_eq!(get(&cc, "/api/nodes", Some(&good)).0, 200);
+    assert_eq!(get(&cc, "/console", Some(&good)).0, 200);
+
+    // Refusals: 401 with a reason, never the token.
+    let now = chrono::Utc::now().timestamp();
+    let mut expired = user_claims("alice@example.com");
+    expired["exp"] = json!(now - 120);
+    let mut wrong_aud = user_claims("alice@example.com");
+    wrong_aud["aud"] = json!(["another-app"]);
+    let mut wrong_iss = user_claims("alice@example.com");
+    wrong_iss["iss"] = json!("https://evil.cloudflareaccess.com");
+    let hs256 = {
+        // HMAC "signed" with the public key as secret: the classic algorithm confusion.
+        let header = json!({"alg": "HS256", "typ": "JWT", "kid": "k1"});
+        let key = jsonwebtoken::EncodingKey::from_secret(include_bytes!(
+            "../../testkit/fixtures/access/k1.jwk.json"
+        ));
+        jsonwebtoken::encode(
+            &serde_json::from_value(header).unwrap(),
+            &user_claims("mallory@example.com"),
+            &key,
+        )
+        .unwrap()
+    };
+    let none = format!(
+        "{}.{}.",
+        URL_SAFE_NO_PAD.encode(r#"{"alg":"none","typ":"JWT","kid":"k1"}"#),
+        URL_SAFE_NO_PAD.encode(user_claims("mallory@example.com").to_string())
+    );
+    let tampered = {
+        let mut parts: Vec<String> = good.split('.').map(str::to_string).collect();
+        let mut claims = user_claims("alice@example.com");
+        claims["email"] = json!("mallory@example.com");
+        parts[1] = URL_SAFE_NO_PAD.encode(claims.to_string());
+        parts.join(".")
+    };
+    for (what, token, reason) in [
+        ("no header", None, "no Cf-Access-Jwt-Assertion"),
+        ("expired", Some(mint("k1", &expired)), "expired"),
+        (
+            "wrong aud",
+            Some(mint("k1", &wrong_aud)),
+            "another application",
+        ),
+        ("wrong iss", Some(mint("k1", &wrong_iss)), "another team"),
+        (
+            "unknown kid",
+            Some(mint("k2", &user_claims("bob@example.com"))),
+            "not one of the team's keys",
+        ),
+        ("HS256", Some(hs256), "RS256 only"),
+        ("alg none", Some(none), "malformed"),
+        (
+            "tampered payload",
+            Some(tampered.clone()),
+            "signature does not verify",
+        ),
+        ("garbage", Some("not.a.jwt".to_string()), "malformed"),
+    ] {
+        let (status, body) = get(&cc, "/api/nodes", token.as_deref());
+        assert_eq!(status, 401, "{what}: {body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let e = v["error"].as_str().unwrap();
+        assert!(e.contains(reason), "{what}: {e}");
+        if let Some(t) = &token {
+            assert!(
+                !e.contains(t.as_str()),
+                "{what}: the reason echoes the token"
+            );
+        }
+    }
+    // Every admin surface is behind it; agents, health and assets are not.
+    for path in [
+        "/",
+        "/console/nodes",
+        "/events",
+        "/api/events",
+        "/api/ledger/root",
+    ] {
+        assert_eq!(get(&cc, path, None).0, 401, "{path}");
+    }
+    assert_eq!(get(&cc, "/healthz", None).0, 200);
+    assert_eq!(get(&cc, "/assets/app.css", None).0, 200);
+    assert_eq!(
+        cc.post_json("/api/agent/heartbeat", &heartbeat_json(NODE, "n1", 1))
+            .status,
+        200
+    );
+
+    // The identity is the author, whatever the body claims.
+    let r = http()
+        .post(format!("{}/api/events", cc.url))
+        .header("cf-access-jwt-assertion", &good)
+        .header("content-type", "application/json")
+        .body(json!({"kind": "note", "node_id": NODE, "author": "someone-else", "body": {"text": "hi"}}).to_string())
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    assert_eq!(
+        r.json::<serde_json::Value>().unwrap()["author"],
+        "alice@example.com"
+    );
+
+    // Key rotation: a token by the new key k2 verifies once the certs list it.
+    certs.set(&["k1", "k2"]);
+    std::thread::sleep(std::time::Duration::from_millis(10_500)); // the refresh rate limit
+    let rotated = mint("k2", &user_claims("bob@example.com"));
+    assert_eq!(get(&cc, "/api/nodes", Some(&rotated)).0, 200);
+}
+
+#[test]
+fn without_access_the_admin_surface_stays_on_loopback_or_needs_the_admin_token() {
+    let logs = tempfile::tempdir().unwrap();
+    let out = cc_command(&[
+        "serve",
+        "--listen",
+        "0.0.0.0:0",
+        "--log-dir",
+        logs.path().to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("open to the network"),
+        "{}",
+        text(&out)
+    );
+
+    let token = "a-long-admin-token-0123456789";
+    let cc = CommandCenter::start_with(&["--admin-token", token]);
+    assert_eq!(get(&cc, "/api/nodes", None).0, 401);
+    let with = |t: &str| {
+        http()
+            .get(format!("{}/api/nodes", cc.url))
+            .header("authorization", format!("Bearer {t}"))
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(with("wrong-token-wrong-token"), 401);
+    assert_eq!(with(token), 200);
+    assert_eq!(
+        cc.post_json("/api/agent/heartbeat", &heartbeat_json(NODE, "n1", 1))
+            .status,
+        200
+    );
+}
