@@ -88,6 +88,8 @@ impl Server {
         let logs = tempfile::tempdir()?;
         let mut child = Command::new(&cc)
             .args(["serve", "--listen", "127.0.0.1:0", "--enroll-token", TOKEN])
+            // A simulated fleet posts faster than real nodes; measure ingest, not the limiter.
+            .args(["--agent-rate", "1000000", "--agent-burst", "1000000"])
             .args(extra)
             .arg("--log-dir")
             .arg(logs.path())

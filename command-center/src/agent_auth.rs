@@ -249,6 +249,8 @@ impl FromRequest<AppState> for Signed {
             )));
         }
         parts.verify(&binding.key, &body, &state.replay_guard)?;
+        // Counted after the signature: nobody can spend another node's allowance.
+        state.rate_limit.check(parts.node_id)?;
         Ok(Signed {
             node_id: parts.node_id,
             headers,
@@ -257,9 +259,67 @@ impl FromRequest<AppState> for Signed {
     }
 }
 
+/// Per-node rate limit of agent requests: a token bucket per node (`rate` requests a second,
+/// up to `burst` at once). Beyond it, `429` with `Retry-After`; the agent backs off.
+#[derive(Debug)]
+pub struct RateLimit {
+    rate: f64,
+    burst: f64,
+    buckets: std::sync::Mutex<std::collections::HashMap<uuid::Uuid, (f64, std::time::Instant)>>,
+}
+
+impl RateLimit {
+    pub fn new(rate: f64, burst: u32) -> RateLimit {
+        RateLimit {
+            rate: rate.max(0.001),
+            burst: f64::from(burst.max(1)),
+            buckets: std::sync::Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+
+    /// Takes one token from `node`'s bucket.
+    pub fn check(&self, node: uuid::Uuid) -> Result<(), ApiError> {
+        let now = std::time::Instant::now();
+        let mut b = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        // Bounded: buckets full again for an hour are forgotten.
+        if b.len() > 100_000 {
+            b.retain(|_, (_, t)| now.duration_since(*t).as_secs() < 3600);
+        }
+        let (tokens, last) = b.entry(node).or_insert((self.burst, now));
+        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * self.rate).min(self.burst);
+        *last = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            Ok(())
+        } else {
+            let wait = ((1.0 - *tokens) / self.rate).ceil().max(1.0) as u64;
+            Err(ApiError::TooManyRequests {
+                node,
+                retry_after_s: wait,
+            })
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_rate_limit_allows_a_burst_then_refills() {
+        let rl = RateLimit::new(1000.0, 3);
+        let n = uuid::Uuid::from_u128(1);
+        for _ in 0..3 {
+            rl.check(n).unwrap();
+        }
+        assert!(matches!(rl.check(n), Err(ApiError::TooManyRequests { .. })));
+        assert!(
+            rl.check(uuid::Uuid::from_u128(2)).is_ok(),
+            "buckets are per node"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        assert!(rl.check(n).is_ok(), "refilled");
+    }
 
     #[test]
     fn token_specs() {

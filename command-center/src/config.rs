@@ -29,6 +29,9 @@ pub struct ServeConfig {
     pub access: Option<crate::access::AccessConfig>,
     /// Admin bearer token (when Access is not used).
     pub admin_token: Option<String>,
+    /// Agent requests per second per node, and the burst allowed.
+    pub agent_rate: f64,
+    pub agent_burst: u32,
     /// Rotate the heartbeat log at this size (it also rotates daily).
     pub heartbeat_rotate_bytes: u64,
     /// Delete rotated heartbeat segments older than this.
@@ -57,6 +60,8 @@ impl ServeConfig {
             ledger_origin: crate::ledger::DEFAULT_ORIGIN.to_string(),
             access: None,
             admin_token: None,
+            agent_rate: 5.0,
+            agent_burst: 30,
             heartbeat_rotate_bytes: defaults.heartbeat_rotate_bytes,
             heartbeat_retention: defaults.heartbeat_retention,
             sse_keepalive: Duration::from_secs(15),
@@ -126,6 +131,9 @@ impl ServeConfig {
                 "--listen {}: the admin routes would be open to the network; listen on loopback (behind cloudflared), or set --access-team-domain and --access-aud (Cloudflare Access), or --admin-token",
                 self.listen
             ));
+        }
+        if self.agent_rate.is_nan() || self.agent_rate <= 0.0 || self.agent_burst == 0 {
+            return Err("--agent-rate and --agent-burst must be positive".into());
         }
         if self.admin_token.as_ref().is_some_and(|t| t.len() < 16) {
             return Err("--admin-token must be at least 16 characters".into());

@@ -28,6 +28,11 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("{0}")]
     Unavailable(String),
+    #[error("too many requests from node {node}; retry in {retry_after_s} s")]
+    TooManyRequests {
+        node: uuid::Uuid,
+        retry_after_s: u64,
+    },
     #[error("internal error")]
     Internal(String),
 }
@@ -45,6 +50,7 @@ impl ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -58,6 +64,10 @@ impl IntoResponse for ApiError {
         let body = ErrorBody {
             error: self.to_string(),
         };
+        if let ApiError::TooManyRequests { retry_after_s, .. } = &self {
+            let retry = [(axum::http::header::RETRY_AFTER, retry_after_s.to_string())];
+            return (self.status(), retry, axum::Json(body)).into_response();
+        }
         (self.status(), axum::Json(body)).into_response()
     }
 }

@@ -248,6 +248,12 @@ struct ServeArgs {
     /// Admin bearer token (Authorization: Bearer ...) when Access is not used.
     #[arg(long, env = "VAULTMESH_ADMIN_TOKEN", hide_env_values = true)]
     admin_token: Option<String>,
+    /// Agent requests a second each node may make (beyond: 429 with Retry-After).
+    #[arg(long, default_value_t = 5.0)]
+    agent_rate: f64,
+    /// Agent requests a node may make at once before the rate applies.
+    #[arg(long, default_value_t = 30)]
+    agent_burst: u32,
     /// Rotate the heartbeat log at this size (also daily): e.g. 256MiB, 1GiB.
     #[arg(long, default_value = "256MiB", value_parser = parse_size)]
     heartbeat_rotate_size: u64,
@@ -604,6 +610,8 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
             }
         }),
         admin_token: args.admin_token,
+        agent_rate: args.agent_rate,
+        agent_burst: args.agent_burst,
         heartbeat_rotate_bytes: args.heartbeat_rotate_size,
         heartbeat_retention: args.heartbeat_retention,
         sse_keepalive: args.sse_keepalive,

@@ -59,6 +59,8 @@ pub struct AppState {
     pub access: Option<Arc<crate::access::AccessVerifier>>,
     /// Admin bearer token, when configured (and Access is not).
     pub admin_token: Option<crate::access::AdminToken>,
+    /// Per-node limit of agent requests.
+    pub rate_limit: Arc<crate::agent_auth::RateLimit>,
 }
 
 /// The whole HTTP surface. Split from [`Server`] so tests can drive it without a socket.
@@ -220,6 +222,10 @@ impl Server {
             ledger: Arc::new(ledger),
             access,
             admin_token: config.admin_token.clone().map(crate::access::AdminToken),
+            rate_limit: Arc::new(crate::agent_auth::RateLimit::new(
+                config.agent_rate,
+                config.agent_burst,
+            )),
             bus,
             shutdown: CancellationToken::new(),
             sse_keepalive: config.sse_keepalive,

@@ -181,3 +181,38 @@ fn without_access_the_admin_surface_stays_on_loopback_or_needs_the_admin_token()
         200
     );
 }
+
+#[test]
+fn agent_requests_are_rate_limited_per_node_with_429() {
+    let cc = CommandCenter::start_with(&["--agent-rate", "1", "--agent-burst", "5"]);
+    let mut statuses = Vec::new();
+    for seq in 0..8 {
+        let r = cc.post_json("/api/agent/heartbeat", &heartbeat_json(NODE, "n1", seq));
+        statuses.push(r.status);
+    }
+    assert_eq!(&statuses[..5], [200; 5], "{statuses:?}");
+    assert!(statuses[5..].contains(&429), "{statuses:?}");
+    let r = http()
+        .get(format!("{}/api/nodes/{NODE}", cc.url))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200, "admin routes are not limited");
+    let other = "ac000000-0000-4000-8000-000000000002";
+    assert_eq!(
+        cc.post_json("/api/agent/heartbeat", &heartbeat_json(other, "n2", 1))
+            .status,
+        200,
+        "another node has its own allowance"
+    );
+    let limited = cc.post_json("/api/agent/heartbeat", &heartbeat_json(NODE, "n1", 99));
+    assert_eq!(limited.status, 429);
+    assert!(
+        limited.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("retry in")
+    );
+    // Nothing refused was stored.
+    let d = cc.get_json(&format!("/api/nodes/{NODE}"));
+    assert!(d["summary"]["heartbeats"].as_u64().unwrap() < 8);
+}
