@@ -266,3 +266,21 @@ fn node_limit_refuses_new_nodes_with_503() {
     );
     assert_error(&r, 503, "already tracks 1 nodes", "node limit");
 }
+
+#[test]
+fn deeply_nested_json_is_a_clear_4xx_not_a_crash() {
+    let cc = CommandCenter::start();
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    for path in ["/api/agent/heartbeat", "/api/events", "/api/agent/scans"] {
+        let body = format!(r#"{{"node_id":"550e8400-e29b-41d4-a716-446655440000","body":{deep}}}"#);
+        let r = cc.request("POST", path, Some("application/json"), body);
+        assert!(
+            (400..500).contains(&r.status),
+            "{path}: {} {}",
+            r.status,
+            &r.body[..r.body.len().min(200)]
+        );
+        assert!(r.body.contains("\"error\""), "{path}: {}", r.body);
+    }
+    assert_eq!(cc.get("/healthz").status, 200, "still serving");
+}

@@ -185,9 +185,54 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
                     enabled.join(", ")
                 }
             );
+            for warning in permission_warnings(&config) {
+                eprintln!("warning: {warning}");
+            }
             Ok(())
         }
     }
+}
+
+/// Files that hold secrets or identity but others may read or write: the config file (others
+/// writing it could point the agent elsewhere), the state directory and the node key.
+fn permission_warnings(config: &AgentConfig) -> Vec<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = Vec::new();
+    let mode = |p: &std::path::Path| {
+        std::fs::metadata(p)
+            .ok()
+            .map(|m| m.permissions().mode() & 0o777)
+    };
+    if let Some(file) = &config.source
+        && let Some(m) = mode(file)
+        && m & 0o022 != 0
+    {
+        out.push(format!(
+            "{} is writable by group or others (mode {m:04o}): chmod go-w {}",
+            file.display(),
+            file.display()
+        ));
+    }
+    if let Some(m) = mode(&config.state_dir)
+        && m & 0o077 != 0
+    {
+        out.push(format!(
+            "{} is open to group or others (mode {m:04o}); the agent creates it 0700: chmod 700 {}",
+            config.state_dir.display(),
+            config.state_dir.display()
+        ));
+    }
+    let key = config.state_dir.join("node.key");
+    if let Some(m) = mode(&key)
+        && m & 0o077 != 0
+    {
+        out.push(format!(
+            "{} (the node's private key) is readable by group or others (mode {m:04o}): chmod 600 {}",
+            key.display(),
+            key.display()
+        ));
+    }
+    out
 }
 
 async fn run_forever(config: AgentConfig) -> Result<(), Failure> {

@@ -256,3 +256,35 @@ fn the_binary_registers_the_built_in_actions_and_allows_only_read_only_ones_by_d
         text(&out)
     );
 }
+
+#[test]
+fn config_check_warns_about_permissive_modes_of_config_state_and_key() {
+    use std::os::unix::fs::PermissionsExt;
+    let a = agent();
+    let quiet = a.run(&["config", "check"]);
+    assert!(quiet.status.success(), "{}", text(&quiet));
+    assert!(!stderr(&quiet).contains("warning"), "{}", text(&quiet));
+    std::fs::set_permissions(a.config_path(), std::fs::Permissions::from_mode(0o666)).unwrap();
+    std::fs::create_dir_all(a.state_dir()).unwrap();
+    std::fs::set_permissions(a.state_dir(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(a.state_dir().join("node.key"), "x").unwrap();
+    std::fs::set_permissions(
+        a.state_dir().join("node.key"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let out = a.run(&["config", "check"]);
+    assert!(out.status.success(), "warnings, not errors: {}", text(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("agent.toml is writable by group or others (mode 0666)"),
+        "{err}"
+    );
+    assert!(err.contains("open to group or others (mode 0755)"), "{err}");
+    assert!(
+        err.contains(
+            "node.key (the node's private key) is readable by group or others (mode 0644)"
+        ),
+        "{err}"
+    );
+}

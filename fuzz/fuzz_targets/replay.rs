@@ -1,0 +1,25 @@
+//! JSONL replay over arbitrary bytes: line splitting, the fast header parser, and the ledger's
+//! line reader never panic, and every complete line is seen once.
+#![no_main]
+use vaultmesh_command_center::ledger::Leaves;
+use vaultmesh_command_center::store::{record, replay};
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sovereign-scans.jsonl");
+    std::fs::write(&path, data).unwrap();
+    let mut lines = 0u64;
+    replay::for_each_line(&path, |_, _, line| {
+        lines += 1;
+        let _ = record::head(line);
+    })
+    .unwrap();
+    let complete = data.iter().filter(|b| **b == b'\n').count() as u64;
+    let leaves = Leaves::read(dir.path()).unwrap();
+    assert_eq!(
+        leaves.tree.size(),
+        complete,
+        "the ledger hashes complete lines only"
+    );
+    assert!(lines >= complete);
+});
