@@ -32,6 +32,8 @@ pub struct ServeConfig {
     /// Agent requests per second per node, and the burst allowed.
     pub agent_rate: f64,
     pub agent_burst: u32,
+    /// Open `/events` streams each signed-in identity may hold.
+    pub sse_per_identity: usize,
     /// Rotate the heartbeat log at this size (it also rotates daily).
     pub heartbeat_rotate_bytes: u64,
     /// Delete rotated heartbeat segments older than this.
@@ -62,6 +64,7 @@ impl ServeConfig {
             admin_token: None,
             agent_rate: 5.0,
             agent_burst: 30,
+            sse_per_identity: 32,
             heartbeat_rotate_bytes: defaults.heartbeat_rotate_bytes,
             heartbeat_retention: defaults.heartbeat_retention,
             sse_keepalive: Duration::from_secs(15),

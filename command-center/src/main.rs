@@ -254,6 +254,9 @@ struct ServeArgs {
     /// Agent requests a node may make at once before the rate applies.
     #[arg(long, default_value_t = 30)]
     agent_burst: u32,
+    /// Open /events streams each signed-in admin (Access identity or admin token) may hold.
+    #[arg(long, default_value_t = 32)]
+    sse_per_identity: usize,
     /// Rotate the heartbeat log at this size (also daily): e.g. 256MiB, 1GiB.
     #[arg(long, default_value = "256MiB", value_parser = parse_size)]
     heartbeat_rotate_size: u64,
@@ -612,6 +615,7 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
         admin_token: args.admin_token,
         agent_rate: args.agent_rate,
         agent_burst: args.agent_burst,
+        sse_per_identity: args.sse_per_identity,
         heartbeat_rotate_bytes: args.heartbeat_rotate_size,
         heartbeat_retention: args.heartbeat_retention,
         sse_keepalive: args.sse_keepalive,

@@ -61,6 +61,8 @@ pub struct AppState {
     pub admin_token: Option<crate::access::AdminToken>,
     /// Per-node limit of agent requests.
     pub rate_limit: Arc<crate::agent_auth::RateLimit>,
+    /// Open `/events` streams per signed-in identity.
+    pub sse_slots: Arc<crate::sse::StreamSlots>,
 }
 
 /// The whole HTTP surface. Split from [`Server`] so tests can drive it without a socket.
@@ -222,6 +224,7 @@ impl Server {
             ledger: Arc::new(ledger),
             access,
             admin_token: config.admin_token.clone().map(crate::access::AdminToken),
+            sse_slots: crate::sse::StreamSlots::new(config.sse_per_identity),
             rate_limit: Arc::new(crate::agent_auth::RateLimit::new(
                 config.agent_rate,
                 config.agent_burst,

@@ -74,9 +74,63 @@ fn resync(id: String, reason: &str, missed: Option<u64>) -> Event {
     Event::default().event("resync").id(id).data(data)
 }
 
+/// Open `/events` streams per signed-in identity, capped (`--sse-per-identity`). Streams of
+/// unauthenticated clients (a loopback-only Command Center) are not counted.
+#[derive(Debug)]
+pub struct StreamSlots {
+    per_identity: usize,
+    open: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+}
+
+/// One open stream; frees its slot when the stream ends.
+#[derive(Debug)]
+pub struct Slot {
+    slots: Arc<StreamSlots>,
+    who: String,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut open = self.slots.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = open.get_mut(&self.who) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.who);
+            }
+        }
+    }
+}
+
+impl StreamSlots {
+    pub fn new(per_identity: usize) -> Arc<StreamSlots> {
+        Arc::new(StreamSlots {
+            per_identity: per_identity.max(1),
+            open: std::sync::Mutex::new(std::collections::HashMap::new()),
+        })
+    }
+
+    /// Takes a slot for `who`, or `429` when all are in use.
+    pub fn acquire(self: &Arc<Self>, who: &str) -> Result<Slot, ApiError> {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let n = open.entry(who.to_string()).or_insert(0);
+        if *n >= self.per_identity {
+            return Err(ApiError::TooManyStreams(format!(
+                "{who} already has {} open event streams, the limit",
+                self.per_identity
+            )));
+        }
+        *n += 1;
+        Ok(Slot {
+            slots: Arc::clone(self),
+            who: who.to_string(),
+        })
+    }
+}
+
 /// `GET /events`.
 pub async fn events(
     State(state): State<AppState>,
+    identity: Option<axum::Extension<crate::access::Identity>>,
     headers: HeaderMap,
     params: Result<Query<SseParams>, QueryRejection>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
@@ -88,6 +142,9 @@ pub async fn events(
         node_id: p.node_id.as_deref().map(parse_node_id).transpose()?,
     };
     let last_id = headers.get("last-event-id").and_then(|v| v.to_str().ok());
+    let slot = identity
+        .map(|axum::Extension(who)| state.sse_slots.acquire(&who.0))
+        .transpose()?;
 
     let bus = Arc::clone(&state.bus);
     let (rx, resume) = bus.subscribe(last_id);
@@ -101,22 +158,26 @@ pub async fn events(
     };
 
     let live_bus = Arc::clone(&bus);
-    let live = stream::unfold((rx, filter, live_bus), |(mut rx, filter, bus)| async move {
-        loop {
-            match rx.recv().await {
-                Ok(e) if filter.wants(&e) => {
-                    let ev = to_sse(&bus, &e);
-                    return Some((ev, (rx, filter, bus)));
+    // The slot lives in the stream's state: it is freed when the client goes away.
+    let live = stream::unfold(
+        (rx, filter, live_bus, slot),
+        |(mut rx, filter, bus, slot)| async move {
+            loop {
+                match rx.recv().await {
+                    Ok(e) if filter.wants(&e) => {
+                        let ev = to_sse(&bus, &e);
+                        return Some((ev, (rx, filter, bus, slot)));
+                    }
+                    Ok(_) => continue,
+                    Err(RecvError::Lagged(n)) => {
+                        let ev = resync(bus.last_id(), "lagged", Some(n));
+                        return Some((ev, (rx, filter, bus, slot)));
+                    }
+                    Err(RecvError::Closed) => return None,
                 }
-                Ok(_) => continue,
-                Err(RecvError::Lagged(n)) => {
-                    let ev = resync(bus.last_id(), "lagged", Some(n));
-                    return Some((ev, (rx, filter, bus)));
-                }
-                Err(RecvError::Closed) => return None,
             }
-        }
-    });
+        },
+    );
     let shutdown = state.shutdown.clone();
     let stream = stream::iter(first)
         .chain(live)

@@ -216,3 +216,44 @@ fn agent_requests_are_rate_limited_per_node_with_429() {
     let d = cc.get_json(&format!("/api/nodes/{NODE}"));
     assert!(d["summary"]["heartbeats"].as_u64().unwrap() < 8);
 }
+
+#[test]
+fn each_signed_in_admin_holds_a_bounded_number_of_event_streams() {
+    let token = "a-long-admin-token-0123456789";
+    let cc = CommandCenter::start_with(&[
+        "--admin-token",
+        token,
+        "--sse-per-identity",
+        "2",
+        "--sse-keepalive",
+        "200ms",
+    ]);
+    let client = reqwest::blocking::Client::builder()
+        .timeout(None)
+        .build()
+        .unwrap();
+    let open = || {
+        client
+            .get(format!("{}/events", cc.url))
+            .header("authorization", format!("Bearer {token}"))
+            .send()
+            .unwrap()
+    };
+    let first = open();
+    let second = open();
+    assert_eq!(
+        (first.status().as_u16(), second.status().as_u16()),
+        (200, 200)
+    );
+    let third = open();
+    assert_eq!(third.status().as_u16(), 429);
+    assert!(third.text().unwrap().contains("open event streams"));
+    // Closing one frees its slot (noticed at the next keepalive).
+    drop(first);
+    let again = vaultmesh_testkit::wait_for(std::time::Duration::from_secs(5), || {
+        let r = open();
+        (r.status().as_u16() == 200).then_some(r)
+    });
+    assert!(again.is_some(), "the slot came back");
+    drop(second);
+}
