@@ -8,7 +8,7 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::json;
-use vaultmesh_testkit::access::{AUD, Certs, TEAM, mint, user_claims};
+use vaultmesh_testkit::access::{AUD, Certs, TEAM, jwks, mint, user_claims};
 use vaultmesh_testkit::{CommandCenter, cc_command, heartbeat_json, http, text};
 
 const NODE: &str = "ac000000-0000-4000-8000-000000000001";
@@ -256,4 +256,27 @@ fn each_signed_in_admin_holds_a_bounded_number_of_event_streams() {
     });
     assert!(again.is_some(), "the slot came back");
     drop(second);
+}
+
+#[test]
+fn access_certs_can_come_from_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs.json");
+    std::fs::write(&certs, jwks(&["k1"])).unwrap();
+    let cc = CommandCenter::start_with(&[
+        "--access-team-domain",
+        TEAM,
+        "--access-aud",
+        AUD,
+        "--access-certs-file",
+        certs.to_str().unwrap(),
+    ]);
+    let good = mint("k1", &user_claims("alice@example.com"));
+    assert_eq!(get(&cc, "/api/nodes", Some(&good)).0, 200);
+    let other = mint("k2", &user_claims("bob@example.com"));
+    assert_eq!(
+        get(&cc, "/api/nodes", Some(&other)).0,
+        401,
+        "k2 is not in the file"
+    );
 }

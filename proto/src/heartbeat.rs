@@ -209,7 +209,7 @@ pub(crate) fn text(
     Ok(())
 }
 
-fn count(field: &'static str, len: usize, max: usize) -> Result<(), HeartbeatError> {
+pub(crate) fn count(field: &'static str, len: usize, max: usize) -> Result<(), HeartbeatError> {
     if len > max {
         return Err(HeartbeatError::TooMany { field, len, max });
     }

@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::heartbeat::{HeartbeatError, LastScan, text};
+use crate::heartbeat::{HeartbeatError, LastScan, count, text};
 use crate::severity::Severity;
 
 /// Upper bounds the Command Center enforces on a scan report.
@@ -184,11 +184,40 @@ fn long_text(field: &'static str, value: &str) -> Result<(), HeartbeatError> {
     Ok(())
 }
 
-fn count(field: &'static str, len: usize, max: usize) -> Result<(), HeartbeatError> {
-    if len > max {
-        return Err(HeartbeatError::TooMany { field, len, max });
+/// An allowed listener, `tcp/22` or `udp/53`: the entry format of the agent's `listeners` rule
+/// and of a policy's `[network] allowed_listeners`, matched against `listeners` fact keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AllowedListener {
+    /// `tcp` or `udp`.
+    pub proto: &'static str,
+    pub port: u16,
+}
+
+impl AllowedListener {
+    /// Parses `proto/port` (case-insensitive protocol).
+    pub fn parse(entry: &str) -> Option<AllowedListener> {
+        let (proto, port) = entry.split_once('/')?;
+        let proto = match proto.trim().to_ascii_lowercase().as_str() {
+            "tcp" => "tcp",
+            "udp" => "udp",
+            _ => return None,
+        };
+        Some(AllowedListener {
+            proto,
+            port: port.trim().parse().ok()?,
+        })
     }
-    Ok(())
+
+    /// Whether it allows the listener of fact key `tcp/0.0.0.0:22` or `tcp6/[::]:22`.
+    pub fn allows(&self, fact_key: &str) -> bool {
+        let Some((table, addr)) = fact_key.split_once('/') else {
+            return false;
+        };
+        table.trim_end_matches('6') == self.proto
+            && addr
+                .rsplit_once(':')
+                .is_some_and(|(_, p)| p.parse() == Ok(self.port))
+    }
 }
 
 /// One difference between two fingerprints.
@@ -301,6 +330,16 @@ mod tests {
         let mut r = report();
         r.finished_at = "2025-01-01T00:00:00Z".parse().unwrap();
         assert!(r.validate().is_err());
+    }
+
+    #[test]
+    fn allowed_listeners_parse_and_match_both_families() {
+        let ssh = AllowedListener::parse(" TCP/22 ").unwrap();
+        assert!(ssh.allows("tcp/0.0.0.0:22") && ssh.allows("tcp6/[::]:22"));
+        assert!(!ssh.allows("udp/0.0.0.0:22") && !ssh.allows("tcp/0.0.0.0:2222"));
+        for bad in ["ssh", "tcp/", "icmp/1", "tcp/70000"] {
+            assert!(AllowedListener::parse(bad).is_none(), "{bad}");
+        }
     }
 
     #[test]

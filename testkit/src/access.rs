@@ -44,6 +44,12 @@ pub fn user_claims(email: &str) -> Value {
     })
 }
 
+/// The team's certs as Access serves them, with the public keys `kids`.
+pub fn jwks(kids: &[&str]) -> String {
+    let keys: Vec<Value> = kids.iter().map(|k| jwk(k)).collect();
+    serde_json::json!({"keys": keys, "public_certs": []}).to_string()
+}
+
 /// The team's certs endpoint, serving the public keys `kids` (settable). It is the metrics
 /// fake's plain HTTP server answering JSON: point `--access-jwks-url` at [`Certs::url`].
 #[derive(Debug)]
@@ -55,10 +61,9 @@ impl Certs {
     }
 
     fn reply(kids: &[&str]) -> ReadyReply {
-        let keys: Vec<Value> = kids.iter().map(|k| jwk(k)).collect();
         ReadyReply {
             status: 200,
-            body: serde_json::json!({"keys": keys, "public_certs": []}).to_string(),
+            body: jwks(kids),
             delay: std::time::Duration::ZERO,
         }
     }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use vaultmesh_agent_core::duration;
+use vaultmesh_proto::scan::AllowedListener;
 use vaultmesh_proto::{AttentionLevel, Severity};
 
 /// Everything but `[commands]`.
@@ -121,13 +122,11 @@ impl Network {
     /// no allow list is set.
     pub fn allows(&self, fact_key: &str) -> Option<bool> {
         let list = self.allowed_listeners.as_ref()?;
-        let (table, addr) = fact_key.split_once('/')?;
-        let proto = table.trim_end_matches('6');
-        let port = addr.rsplit_once(':')?.1;
-        Some(list.iter().any(|a| {
-            a.split_once('/')
-                .is_some_and(|(p, n)| p.eq_ignore_ascii_case(proto) && n.trim() == port)
-        }))
+        Some(
+            list.iter()
+                .filter_map(|a| AllowedListener::parse(a))
+                .any(|a| a.allows(fact_key)),
+        )
     }
 }
 
@@ -191,11 +190,7 @@ impl Settings {
         }
         if let Some(list) = &self.network.allowed_listeners {
             for (i, entry) in list.iter().enumerate() {
-                let ok = entry.split_once('/').is_some_and(|(p, n)| {
-                    (p.eq_ignore_ascii_case("tcp") || p.eq_ignore_ascii_case("udp"))
-                        && n.trim().parse::<u16>().is_ok()
-                });
-                if !ok {
+                if AllowedListener::parse(entry).is_none() {
                     return Err(format!(
                         "network.allowed_listeners[{i}]: {entry:?} is not proto/port (e.g. \"tcp/22\")"
                     ));

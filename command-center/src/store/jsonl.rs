@@ -621,8 +621,9 @@ impl Store for JsonlStore {
                     drift: 0,
                 });
             }
-            st.drift_of(&report).len()
+            st.drift_of(&report)
         };
+        let drift_count = drift.len();
         let line = record::encode(kind::SCAN, received_at, Some(node_id), &report)
             .map_err(|e| StoreError::Unavailable(format!("cannot encode scan: {e}")))?;
         let (state, bus) = (Arc::clone(&self.scan_state), Arc::clone(&self.bus));
@@ -633,12 +634,12 @@ impl Store for JsonlStore {
             let data = serde_json::json!({
                 "scan_id": report.scan_id, "node_id": report.node_id,
                 "finished_at": report.finished_at, "counts": report.counts,
-                "findings": report.findings.len(), "drift": drift,
+                "findings": report.findings.len(), "drift": drift_count,
             });
             state
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .apply(report);
+                .apply_with(report, Some(drift));
             bus.publish(kind::SCAN, Some(node_id), data.to_string());
         });
         self.scans
@@ -649,7 +650,7 @@ impl Store for JsonlStore {
             accepted: true,
             scan_id,
             duplicate: false,
-            drift,
+            drift: drift_count,
         })
     }
 

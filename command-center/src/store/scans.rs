@@ -83,12 +83,18 @@ impl ScanState {
 
     /// Applies a stored report (live, or during replay in log order): it becomes the latest.
     pub fn apply(&mut self, report: ScanReport) {
+        self.apply_with(report, None);
+    }
+
+    /// [`ScanState::apply`] with the drift already computed by [`ScanState::drift_of`] (the
+    /// live path, serialized per store, computes it once for the reply and the state).
+    pub fn apply_with(&mut self, report: ScanReport, drift: Option<Vec<Drift>>) {
         let n = self.nodes.entry(report.node_id).or_default();
         if n.seen.len() == SEEN_PER_NODE {
             n.seen.pop_front();
         }
         n.seen.push_back(report.scan_id);
-        n.drift = drift_against(n, &report);
+        n.drift = drift.unwrap_or_else(|| drift_against(n, &report));
         let complete: Vec<String> = complete_categories(&report)
             .into_iter()
             .map(str::to_string)

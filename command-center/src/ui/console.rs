@@ -28,7 +28,7 @@ use vaultmesh_proto::{
     AttentionLevel, CheckStatus, EventEnvelope, IncidentState, NodeDetail, NodeSummary, Severity,
 };
 
-use super::format::{age, num2, pct};
+use super::format::{age, level_name, num2, pct, pill};
 use crate::api::parse_node_id;
 use crate::error::ApiError;
 use crate::server::AppState;
@@ -36,20 +36,6 @@ use crate::store::EventQuery;
 
 /// Events shown in the feed and in a node's timeline.
 const FEED_LEN: usize = 40;
-
-fn level_name(l: AttentionLevel) -> (&'static str, &'static str) {
-    match l {
-        AttentionLevel::Ok => ("ok", "OK"),
-        AttentionLevel::Attn => ("attn", "ATTN"),
-        AttentionLevel::Crit => ("crit", "CRIT"),
-    }
-}
-
-/// A status pill: colour *and* a word, so colour is never the only signal.
-fn pill(l: AttentionLevel) -> Markup {
-    let (class, text) = level_name(l);
-    html! { span class={"pill " (class)} data-pill { (text) } }
-}
 
 fn check_pill(s: CheckStatus) -> Markup {
     let class = match s {

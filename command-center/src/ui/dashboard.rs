@@ -5,17 +5,8 @@ use chrono::Utc;
 use maud::{DOCTYPE, Markup, html};
 use vaultmesh_proto::{AttentionLevel, NodeSummary};
 
-use super::format::{age, num2, pct};
+use super::format::{age, num2, pct, pill};
 use crate::server::AppState;
-
-fn pill(level: AttentionLevel) -> Markup {
-    let (class, text) = match level {
-        AttentionLevel::Ok => ("pill ok", "OK"),
-        AttentionLevel::Attn => ("pill attn", "ATTN"),
-        AttentionLevel::Crit => ("pill crit", "CRIT"),
-    };
-    html! { span class=(class) { (text) } }
-}
 
 /// The reasons shown under a node's pill: suppressed ones are marked, not hidden.
 fn reasons(n: &NodeSummary) -> Vec<String> {

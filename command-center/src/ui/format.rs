@@ -1,6 +1,23 @@
 //! Small formatting helpers for pages.
 
 use chrono::{DateTime, Utc};
+use maud::{Markup, html};
+use vaultmesh_proto::AttentionLevel;
+
+/// A level's CSS class and word.
+pub fn level_name(l: AttentionLevel) -> (&'static str, &'static str) {
+    match l {
+        AttentionLevel::Ok => ("ok", "OK"),
+        AttentionLevel::Attn => ("attn", "ATTN"),
+        AttentionLevel::Crit => ("crit", "CRIT"),
+    }
+}
+
+/// A status pill: colour *and* a word, so colour is never the only signal.
+pub fn pill(l: AttentionLevel) -> Markup {
+    let (class, text) = level_name(l);
+    html! { span class={"pill " (class)} data-pill { (text) } }
+}
 
 /// "just now", "42s ago", "5m ago", "3h ago", "2d ago".
 pub fn age(then: DateTime<Utc>, now: DateTime<Utc>) -> String {

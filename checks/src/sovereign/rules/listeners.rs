@@ -12,6 +12,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use serde::Deserialize;
 use vaultmesh_agent_core::registry::{CheckConfigError, parse_table};
 use vaultmesh_proto::Severity;
+use vaultmesh_proto::scan::AllowedListener;
 
 use crate::sovereign::rule::{RuleError, RuleOutput, ScanContext, ScanRule, ScanRuleRegistration};
 
@@ -30,7 +31,7 @@ struct Config {
 
 #[derive(Debug)]
 struct Listeners {
-    allowed: Option<Vec<(String, u16)>>,
+    allowed: Option<Vec<AllowedListener>>,
     include_loopback: bool,
     severity: Severity,
 }
@@ -80,7 +81,7 @@ impl Listeners {
             Some(list) => {
                 let mut v = Vec::new();
                 for (i, entry) in list.iter().enumerate() {
-                    v.push(parse_allowed(entry).ok_or_else(|| {
+                    v.push(AllowedListener::parse(entry).ok_or_else(|| {
                         CheckConfigError::new(
                             format!("allowed[{i}]"),
                             format!("{entry:?} is not proto/port (e.g. \"tcp/22\")"),
@@ -96,16 +97,6 @@ impl Listeners {
             severity: c.severity.unwrap_or(Severity::High),
         })
     }
-}
-
-/// `tcp/22` → (`tcp`, 22).
-pub fn parse_allowed(s: &str) -> Option<(String, u16)> {
-    let (proto, port) = s.split_once('/')?;
-    let proto = proto.trim().to_ascii_lowercase();
-    if proto != "tcp" && proto != "udp" {
-        return None;
-    }
-    Some((proto, port.trim().parse().ok()?))
 }
 
 /// Parses one `/proc/net/*` table; `v6` selects the address format.
@@ -197,9 +188,7 @@ impl ScanRule for Listeners {
             let key = l.key();
             out.fact(NAME, key.clone(), format!("uid={}", l.uid));
             if let Some(allowed) = &self.allowed
-                && !allowed
-                    .iter()
-                    .any(|(p, port)| p == l.proto() && *port == l.port)
+                && !allowed.iter().any(|a| a.allows(&key))
             {
                 out.finding(
                     self.severity,
