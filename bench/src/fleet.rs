@@ -39,15 +39,38 @@ pub fn signed_post(
         .body(body)
 }
 
-/// Enrolls nodes `0..n` with [`TOKEN`].
-pub async fn enroll_all(http: &reqwest::Client, base: &str, n: usize) -> anyhow::Result<()> {
-    for i in 0..n {
+/// Enrolls nodes `0..n` with `token` ([`TOKEN`] for a [`Server`]), eight at a time. A node
+/// already enrolled with the same key is fine.
+pub async fn enroll_all(
+    http: &reqwest::Client,
+    base: &str,
+    n: usize,
+    token: &str,
+) -> anyhow::Result<()> {
+    let mut lanes = tokio::task::JoinSet::new();
+    for lane in 0..8.min(n) {
+        let (http, base, token) = (http.clone(), base.to_string(), token.to_string());
+        lanes.spawn(async move {
+            for i in (lane..n).step_by(8) {
+                enroll_one(&http, &base, i, &token).await?;
+            }
+            anyhow::Ok(())
+        });
+    }
+    while let Some(r) = lanes.join_next().await {
+        r??;
+    }
+    Ok(())
+}
+
+async fn enroll_one(http: &reqwest::Client, base: &str, i: usize, token: &str) -> anyhow::Result<()> {
+    {
         let req = EnrollRequest {
             node_id: node_id(i),
             public_key: key_of(i).public_base64(),
             hostname: format!("vault-node-{i:04}"),
             os_profile: "ArchVault".into(),
-            token: TOKEN.into(),
+            token: token.into(),
             nonce: None,
         };
         let r = signed_post(
@@ -61,8 +84,9 @@ pub async fn enroll_all(http: &reqwest::Client, base: &str, n: usize) -> anyhow:
         .await?;
         anyhow::ensure!(
             r.status().is_success(),
-            "enrollment refused: {}",
-            r.status()
+            "enrollment of node {i} refused: {} {}",
+            r.status(),
+            r.text().await.unwrap_or_default()
         );
     }
     Ok(())
@@ -70,7 +94,7 @@ pub async fn enroll_all(http: &reqwest::Client, base: &str, n: usize) -> anyhow:
 
 /// The release Command Center, serving on a loopback port with [`TOKEN`]; killed on drop.
 pub struct Server {
-    child: Child,
+    pub child: Child,
     pub base: String,
     _logs: tempfile::TempDir,
 }

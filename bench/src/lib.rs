@@ -1,6 +1,7 @@
 //! Shared pieces of the benchmark binaries: realistic records, timing and process memory.
 
 pub mod fleet;
+pub mod sim;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -38,7 +39,7 @@ pub fn node_id(i: usize) -> Uuid {
     Uuid::from_u128(0x5eed_0000_0000_4000_8000_0000_0000_0000 | i as u128)
 }
 
-/// A heartbeat shaped like a real agent's: five checks with details, two disks, all metrics.
+/// A heartbeat shaped like a real agent's: six checks with details, two disks, all metrics.
 pub fn realistic_heartbeat(i: usize, seq: u64) -> serde_json::Value {
     let id = node_id(i);
     serde_json::json!({
@@ -54,9 +55,44 @@ pub fn realistic_heartbeat(i: usize, seq: u64) -> serde_json::Value {
             {"name": "disk", "status": "ok", "summary": "2 filesystems, fullest / at 42%", "observed_at": "2026-11-29T09:59:58Z", "duration_ms": 1, "metrics": {"filesystems": 2.0, "max_used_pct": 42.0, "max_inodes_used_pct": 6.3}},
             {"name": "load", "status": "ok", "summary": "load 0.42 0.31 0.22 on 4 CPUs (5m: 0.08 per CPU)", "observed_at": "2026-11-29T09:59:58Z", "duration_ms": 0, "metrics": {"load1": 0.42, "load5": 0.31, "load15": 0.22, "cpu_count": 4.0}},
             {"name": "memory", "status": "ok", "summary": "memory 25% used (2.0 GiB of 8.0 GiB), no swap", "observed_at": "2026-11-29T09:59:58Z", "duration_ms": 0, "metrics": {"used_pct": 25.0}},
-            {"name": "systemd", "status": "ok", "summary": "3 units as expected", "observed_at": "2026-11-29T09:59:58Z", "duration_ms": 3, "metrics": {"units": 3.0, "active": 3.0, "failed": 0.0, "restarts": 0.0}}
-        ]
+            {"name": "systemd", "status": "ok", "summary": "3 units as expected", "observed_at": "2026-11-29T09:59:58Z", "duration_ms": 3, "metrics": {"units": 3.0, "active": 3.0, "failed": 0.0, "restarts": 0.0}},
+            {"name": "sovereign_scan", "status": "warn", "summary": "1 medium finding", "observed_at": "2026-11-29T09:30:00Z", "duration_ms": 290, "metrics": {"findings": 1.0, "medium": 1.0}}
+        ],
+        "last_scan": {"scan_id": "0193a1f0-7c1e-7000-8000-000000000001", "finished_at": "2026-11-29T09:30:00Z", "counts": {"medium": 1}}
     })
+}
+
+/// A scan report shaped like a real one: a finding and 40 file hashes (which change with `n`).
+pub fn realistic_scan(i: usize, n: u128) -> vaultmesh_proto::ScanReport {
+    use vaultmesh_proto::scan::{Finding, count_findings};
+    let findings = vec![Finding {
+        rule: "sysctl".into(),
+        severity: vaultmesh_proto::Severity::Medium,
+        title: "kernel.kptr_restrict is 0; expected >=1".into(),
+        detail: String::new(),
+        evidence: "/proc/sys/kernel/kptr_restrict = 0".into(),
+    }];
+    let mut fingerprint = vaultmesh_proto::Fingerprint::new();
+    for f in 0..40 {
+        fingerprint
+            .entry("file_hashes".into())
+            .or_default()
+            .insert(format!("/etc/file{f}"), format!("{:064x}", n * 1000 + f));
+    }
+    let now = chrono::Utc::now();
+    vaultmesh_proto::ScanReport {
+        scan_id: Uuid::new_v4(),
+        node_id: node_id(i),
+        profile: if i.is_multiple_of(2) { "ArchVault" } else { "DebianVault" }.into(),
+        started_at: now,
+        finished_at: now,
+        counts: count_findings(&findings),
+        findings,
+        fingerprint,
+        rules: vec!["file_hashes".into(), "sysctl".into()],
+        errors: vec![],
+        truncated: false,
+    }
 }
 
 /// Peak and current resident memory of a process, in KiB (`VmHWM`, `VmRSS`).

@@ -14,38 +14,7 @@ use vaultmesh_command_center::bus::Bus;
 use vaultmesh_command_center::policy::{LivePolicies, Policies};
 use vaultmesh_command_center::store::{JsonlStore, Store, StoreOptions};
 use vaultmesh_proto::event::NewEvent;
-use vaultmesh_proto::scan::{Finding, count_findings};
-use vaultmesh_proto::{NodeHeartbeat, ScanReport, Severity};
-
-fn report(i: usize, n: u128) -> ScanReport {
-    let findings = vec![Finding {
-        rule: "sysctl".into(),
-        severity: Severity::Medium,
-        title: "kernel.kptr_restrict is 0; expected >=1".into(),
-        detail: String::new(),
-        evidence: "/proc/sys/kernel/kptr_restrict = 0".into(),
-    }];
-    let mut fingerprint = vaultmesh_proto::Fingerprint::new();
-    for f in 0..40 {
-        fingerprint
-            .entry("file_hashes".into())
-            .or_default()
-            .insert(format!("/etc/file{f}"), format!("{:064x}", n * 1000 + f));
-    }
-    ScanReport {
-        scan_id: uuid::Uuid::new_v4(),
-        node_id: node_id(i),
-        profile: "ArchVault".into(),
-        started_at: Utc::now(),
-        finished_at: Utc::now(),
-        counts: count_findings(&findings),
-        findings,
-        fingerprint,
-        rules: vec!["file_hashes".into(), "sysctl".into()],
-        errors: vec![],
-        truncated: false,
-    }
-}
+use vaultmesh_proto::NodeHeartbeat;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -66,8 +35,8 @@ async fn main() -> anyhow::Result<()> {
     for i in 0..nodes {
         let hb: NodeHeartbeat = serde_json::from_value(realistic_heartbeat(i, 1))?;
         store.record_heartbeat(hb, Utc::now()).await?;
-        store.record_scan(report(i, 1), Utc::now()).await?;
-        store.record_scan(report(i, 2), Utc::now()).await?; // 40 facts of drift each
+        store.record_scan(vaultmesh_bench::realistic_scan(i, 1), Utc::now()).await?;
+        store.record_scan(vaultmesh_bench::realistic_scan(i, 2), Utc::now()).await?; // 40 facts of drift each
         if i % 5 == 0 {
             let new: NewEvent = serde_json::from_value(serde_json::json!({
                 "kind": "incident", "node_id": node_id(i), "author": "bench",

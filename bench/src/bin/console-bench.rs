@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use vaultmesh_bench::fleet::{Server, enroll_all, signed_post};
+use vaultmesh_bench::fleet::{TOKEN, Server, enroll_all, signed_post};
 use vaultmesh_bench::{node_id, realistic_heartbeat};
 use vaultmesh_testkit::browser::Browser;
 
@@ -67,7 +67,7 @@ fn main() -> anyhow::Result<()> {
     let http = reqwest::Client::new();
     let t = Instant::now();
     rt.block_on(async {
-        enroll_all(&http, &base, nodes).await?;
+        enroll_all(&http, &base, nodes, TOKEN).await?;
         report_all(&http, &base, nodes, 1, |_| false).await
     })?;
     println!(

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use futures_util::StreamExt;
 use tokio::io::AsyncBufReadExt;
-use vaultmesh_bench::fleet::{Server, enroll_all, key_of, signed_post};
+use vaultmesh_bench::fleet::{TOKEN, Server, enroll_all, key_of, signed_post};
 use vaultmesh_bench::{node_id, realistic_heartbeat};
 
 /// Distinct nodes the senders report for.
@@ -84,7 +84,7 @@ async fn run(base: &str, clients: usize, heartbeats: usize) -> anyhow::Result<()
         .pool_max_idle_per_host(64)
         .build()?;
     let enroll_start = Instant::now();
-    enroll_all(&http, base, NODES).await?;
+    enroll_all(&http, base, NODES, TOKEN).await?;
     println!(
         "enrolled {NODES} nodes in {:.2}s",
         enroll_start.elapsed().as_secs_f64()

@@ -1,0 +1,165 @@
+//! Ingest, side by side in one run: the real Command Center (signature check, durable log,
+//! state, attention, bus) and a bare axum server that only parses the same JSON (`ingest-floor`,
+//! the floor on this machine), both driven by the fleet simulator with presigned requests.
+//!
+//! 1. Maximum throughput and p50/p99 latency at 1,000 and 10,000 nodes.
+//! 2. Server CPU per heartbeat at a fixed 5,000 heartbeats/s.
+//! 3. The realistic mix: heartbeats with scan reports and command round trips.
+//!
+//! `cargo run --release -p vaultmesh-bench --bin ingest-bench -- [REQUESTS] [RATE]`
+//! (defaults 60000 and 5000; the CI smoke test runs it tiny).
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::Context;
+use vaultmesh_bench::fleet::{Server, TOKEN};
+use vaultmesh_bench::sim::{self, OpKind, SimConfig, SimReport};
+use vaultmesh_bench::{arg_or, memory_kib, release_binary};
+
+fn main() -> anyhow::Result<()> {
+    let requests = arg_or(1, "REQUESTS", 60_000)?;
+    let rate = arg_or(2, "RATE", 5_000)? as f64;
+    let big = arg_or(3, "NODES", 10_000)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    println!(
+        "ingest-bench: {requests} requests per run, 32 connections, fixed rate {rate}/s; {} CPUs shared by server and load generator",
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+
+    let floor = Floor::start()?;
+    let keys = tempfile::tempdir()?;
+    let key = keys.path().join("cc.key");
+    let cc_bin = release_binary("vaultmesh-command-center", "vaultmesh-command-center")?;
+    let out = Command::new(&cc_bin)
+        .args(["keygen", "--out"])
+        .arg(&key)
+        .output()?;
+    anyhow::ensure!(out.status.success(), "keygen failed");
+    let key = key.to_string_lossy().into_owned();
+    let cc = Server::start(&["--signing-key", &key])?;
+    let cc_pid = cc.child.id();
+
+    let base = |url: &str, nodes, token: bool| SimConfig {
+        base: url.to_string(),
+        token: token.then(|| TOKEN.to_string()),
+        nodes,
+        requests,
+        rate: None,
+        concurrency: 32,
+        scan_every: 0,
+        command_every: 0,
+        presign: true,
+    };
+    let enroll = std::time::Instant::now();
+    rt.block_on(sim::run(&SimConfig {
+        requests: 0,
+        ..base(&cc.base, big, true)
+    }))?;
+    println!(
+        "enrolled and warmed {big} nodes in {:.1} s",
+        enroll.elapsed().as_secs_f64()
+    );
+
+    println!("\n1. Maximum throughput (heartbeats only)");
+    println!(
+        "  {:<34} {:>12} {:>9} {:>9} {:>9}",
+        "server, nodes", "heartbeats/s", "p50 ms", "p99 ms", "errors"
+    );
+    let mut ratios = Vec::new();
+    for nodes in [1_000, big] {
+        let f = rt.block_on(sim::run(&base(&floor.base, nodes, false)))?;
+        line(&format!("bare axum parse, {nodes}"), &f);
+        let c = rt.block_on(sim::run(&base(&cc.base, nodes, false)))?;
+        line(&format!("Command Center, {nodes}"), &c);
+        ratios.push((nodes, c.throughput() / f.throughput()));
+    }
+    for (nodes, r) in ratios {
+        println!("  Command Center / floor at {nodes} nodes: {r:.2} (target >= 0.5)");
+    }
+
+    println!("\n2. Server CPU per heartbeat at {rate:.0} heartbeats/s (1,000 nodes)");
+    for (name, url, pid) in [
+        ("bare axum parse", &floor.base, floor.child.id()),
+        ("Command Center", &cc.base, cc_pid),
+    ] {
+        let config = SimConfig {
+            rate: Some(rate),
+            ..base(url, 1_000, false)
+        };
+        let before = sim::cpu_time(pid)?;
+        let r = rt.block_on(sim::run(&config))?;
+        let cpu = sim::cpu_time(pid)? - before;
+        println!(
+            "  {name:<18} {:>6.1} us CPU per heartbeat ({:.0}% of one CPU); achieved {:.0}/s, p50 {:.2} ms, p99 {:.2} ms, {} errors",
+            cpu.as_secs_f64() * 1e6 / r.ok().max(1) as f64,
+            cpu.as_secs_f64() / r.elapsed.as_secs_f64() * 100.0,
+            r.throughput(),
+            r.percentile(OpKind::Heartbeat, 0.5),
+            r.percentile(OpKind::Heartbeat, 0.99),
+            r.error_count()
+        );
+    }
+    let (peak, now) = memory_kib(cc_pid);
+    println!(
+        "  Command Center RSS with {big} nodes: {:.0} MiB (peak {:.0} MiB)",
+        now as f64 / 1024.0,
+        peak as f64 / 1024.0
+    );
+
+    println!("\n3. Realistic mix at {rate:.0}/s: 1 scan report per 500 requests, 1 command round trip per 1,000");
+    let mix = rt.block_on(sim::run(&SimConfig {
+        rate: Some(rate),
+        scan_every: 500,
+        command_every: 1000,
+        presign: false,
+        ..base(&cc.base, 1_000, false)
+    }))?;
+    print!("{}", mix.render());
+    anyhow::ensure!(mix.error_count() == 0, "the realistic mix had errors");
+    Ok(())
+}
+
+fn line(name: &str, r: &SimReport) {
+    println!(
+        "  {name:<34} {:>12.0} {:>9.2} {:>9.2} {:>9}",
+        r.throughput(),
+        r.percentile(OpKind::Heartbeat, 0.5),
+        r.percentile(OpKind::Heartbeat, 0.99),
+        r.error_count()
+    );
+}
+
+/// The `ingest-floor` server; killed on drop.
+struct Floor {
+    child: Child,
+    base: String,
+}
+
+impl Floor {
+    fn start() -> anyhow::Result<Floor> {
+        let bin = release_binary("vaultmesh-bench", "ingest-floor")?;
+        let mut child = Command::new(bin).stdout(Stdio::piped()).spawn()?;
+        let stdout = child.stdout.take().context("stdout")?;
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)?;
+        let base = line
+            .split("listening on ")
+            .nth(1)
+            .context("no listening line")?
+            .trim()
+            .to_string();
+        std::thread::sleep(Duration::from_millis(50));
+        Ok(Floor { child, base })
+    }
+}
+
+impl Drop for Floor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,437 @@
+//! The fleet simulator behind `vaultmesh-fleet-sim` and `ingest-bench`: N simulated nodes enroll,
+//! report once, then send signed heartbeats, with scan reports and command round trips (issue →
+//! long-poll → signed receipt) mixed in, at a fixed rate or as fast as the server answers.
+//!
+//! Latency is measured from when a request was *due* (open loop, as wrk2 does), so a server
+//! that falls behind a fixed rate shows it in its percentiles instead of hiding it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use vaultmesh_proto::auth::{HEADER_NODE, HEADER_SIGNATURE, HEADER_TIMESTAMP};
+use vaultmesh_proto::command::{CommandReceipt, ReceiptStatus, SignedCommand, SignedReceipt};
+
+use crate::fleet::{enroll_all, key_of};
+use crate::{node_id, realistic_heartbeat, realistic_scan};
+
+/// What to send, and how fast.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    /// The Command Center, e.g. `http://127.0.0.1:8088`.
+    pub base: String,
+    /// Enrollment token; `None` skips enrollment (nodes already enrolled, or a floor server).
+    pub token: Option<String>,
+    pub nodes: usize,
+    /// Timed requests in total (after one warm-up heartbeat per node).
+    pub requests: usize,
+    /// Requests per second; `None`: as fast as the server answers.
+    pub rate: Option<f64>,
+    /// Connections (and requests in flight).
+    pub concurrency: usize,
+    /// Every Nth request is a scan report (0: none).
+    pub scan_every: usize,
+    /// Every Nth request is a command round trip (0: none; needs a signing key on the server).
+    pub command_every: usize,
+    /// Sign every request before the clock starts, so the load generator costs the least CPU
+    /// while it runs (timestamps must then stay within the server's 300 s skew window).
+    pub presign: bool,
+}
+
+/// Kinds of timed operations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum OpKind {
+    Heartbeat,
+    Scan,
+    /// The whole command round trip: issue (admin API), long-poll, signed receipt.
+    Command,
+}
+
+impl OpKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            OpKind::Heartbeat => "heartbeat",
+            OpKind::Scan => "scan",
+            OpKind::Command => "command round trip",
+        }
+    }
+}
+
+/// What one run measured.
+#[derive(Debug, Default)]
+pub struct SimReport {
+    pub elapsed: Duration,
+    /// Latencies in milliseconds, per kind, sorted.
+    pub latencies: BTreeMap<OpKind, Vec<f64>>,
+    /// Failed requests by reason (`HTTP 503`, `connect`, …).
+    pub errors: BTreeMap<String, usize>,
+    /// Request bytes sent in the timed phase.
+    pub bytes: u64,
+}
+
+impl SimReport {
+    /// Successful operations of every kind.
+    pub fn ok(&self) -> usize {
+        self.latencies.values().map(Vec::len).sum()
+    }
+
+    pub fn error_count(&self) -> usize {
+        self.errors.values().sum()
+    }
+
+    /// Successful operations per second.
+    pub fn throughput(&self) -> f64 {
+        self.ok() as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// The `p`-quantile (0..=1) latency of `kind` in ms.
+    pub fn percentile(&self, kind: OpKind, p: f64) -> f64 {
+        percentile(self.latencies.get(&kind).map_or(&[][..], Vec::as_slice), p)
+    }
+
+    /// A table for people.
+    pub fn render(&self) -> String {
+        let mut out = format!(
+            "{} ok, {} failed in {:.2} s: {:.0} requests/s, {:.1} MiB/s sent\n",
+            self.ok(),
+            self.error_count(),
+            self.elapsed.as_secs_f64(),
+            self.throughput(),
+            self.bytes as f64 / 1_048_576.0 / self.elapsed.as_secs_f64().max(1e-9)
+        );
+        out.push_str(&format!(
+            "  {:<20} {:>8} {:>9} {:>9} {:>9} {:>9}\n",
+            "kind", "count", "p50 ms", "p90 ms", "p99 ms", "max ms"
+        ));
+        for (kind, lat) in &self.latencies {
+            out.push_str(&format!(
+                "  {:<20} {:>8} {:>9.2} {:>9.2} {:>9.2} {:>9.2}\n",
+                kind.name(),
+                lat.len(),
+                percentile(lat, 0.50),
+                percentile(lat, 0.90),
+                percentile(lat, 0.99),
+                lat.last().copied().unwrap_or(f64::NAN)
+            ));
+        }
+        for (why, n) in &self.errors {
+            out.push_str(&format!("  error: {why}: {n}\n"));
+        }
+        out
+    }
+
+    /// The same figures as JSON, for scripts.
+    pub fn to_json(&self) -> serde_json::Value {
+        let kinds: serde_json::Map<String, serde_json::Value> = self
+            .latencies
+            .iter()
+            .map(|(k, lat)| {
+                (
+                    k.name().to_string(),
+                    serde_json::json!({
+                        "count": lat.len(),
+                        "p50_ms": percentile(lat, 0.50),
+                        "p90_ms": percentile(lat, 0.90),
+                        "p99_ms": percentile(lat, 0.99),
+                        "max_ms": lat.last().copied().unwrap_or(f64::NAN),
+                    }),
+                )
+            })
+            .collect();
+        serde_json::json!({
+            "elapsed_s": self.elapsed.as_secs_f64(),
+            "ok": self.ok(),
+            "failed": self.error_count(),
+            "per_second": self.throughput(),
+            "kinds": kinds,
+            "errors": self.errors,
+        })
+    }
+}
+
+/// The `p`-quantile of sorted `v` (NaN when empty).
+pub fn percentile(v: &[f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v[((v.len() as f64 * p) as usize).min(v.len() - 1)]
+}
+
+/// One request, ready to send.
+#[derive(Debug, Clone)]
+struct Prepared {
+    path: &'static str,
+    node: usize,
+    body: bytes::Bytes,
+    /// (timestamp, signature) when presigned.
+    signature: Option<(String, String)>,
+}
+
+/// What the `j`-th timed operation is.
+fn plan(config: &SimConfig, j: usize) -> (OpKind, usize) {
+    let node = j % config.nodes;
+    if config.command_every > 0 && j % config.command_every == config.command_every - 1 {
+        (OpKind::Command, node)
+    } else if config.scan_every > 0 && j % config.scan_every == config.scan_every / 2 {
+        (OpKind::Scan, node)
+    } else {
+        (OpKind::Heartbeat, node)
+    }
+}
+
+fn prepare(kind: OpKind, node: usize, seq: u64, presign: bool) -> anyhow::Result<Prepared> {
+    let (path, body) = match kind {
+        OpKind::Scan => (
+            "/api/agent/scans",
+            serde_json::to_vec(&realistic_scan(node, u128::from(seq)))?,
+        ),
+        _ => {
+            let mut hb = realistic_heartbeat(node, seq);
+            hb["timestamp"] = serde_json::json!(chrono::Utc::now());
+            ("/api/agent/heartbeat", serde_json::to_vec(&hb)?)
+        }
+    };
+    let signature = presign.then(|| sign("POST", path, node, &body));
+    Ok(Prepared {
+        path,
+        node,
+        body: body.into(),
+        signature,
+    })
+}
+
+fn sign(method: &str, path: &str, node: usize, body: &[u8]) -> (String, String) {
+    let h = key_of(node).sign_request(
+        method,
+        path,
+        &node_id(node),
+        chrono::Utc::now().timestamp(),
+        body,
+    );
+    (h.timestamp, h.signature)
+}
+
+fn send(http: &reqwest::Client, base: &str, p: Prepared) -> reqwest::RequestBuilder {
+    let (ts, sig) = p
+        .signature
+        .unwrap_or_else(|| sign("POST", p.path, p.node, &p.body));
+    http.post(format!("{base}{}", p.path))
+        .header("content-type", "application/json")
+        .header(HEADER_NODE, node_id(p.node).to_string())
+        .header(HEADER_TIMESTAMP, ts)
+        .header(HEADER_SIGNATURE, sig)
+        .body(p.body)
+}
+
+/// An HTTP client for `concurrency` connections to one server.
+pub fn client(concurrency: usize) -> anyhow::Result<reqwest::Client> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    Ok(reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency)
+        .timeout(Duration::from_secs(60))
+        .build()?)
+}
+
+/// Enrolls (when a token is given), sends one warm-up heartbeat per node, then runs the timed
+/// phase and reports it.
+pub async fn run(config: &SimConfig) -> anyhow::Result<SimReport> {
+    anyhow::ensure!(config.nodes > 0, "--nodes must be at least 1");
+    anyhow::ensure!(config.concurrency > 0, "--concurrency must be at least 1");
+    let http = client(config.concurrency)?;
+    if let Some(token) = &config.token {
+        enroll_all(&http, &config.base, config.nodes, token).await?;
+    }
+    warm_up(&http, config).await?;
+
+    // Everything the timed phase sends, prepared in advance when presigning.
+    let ops: Arc<Vec<(OpKind, Option<Prepared>)>> = Arc::new(
+        (0..config.requests)
+            .map(|j| {
+                let (kind, node) = plan(config, j);
+                let seq = 2 + (j / config.nodes) as u64;
+                let prepared = match kind {
+                    OpKind::Command => None,
+                    _ if config.presign => Some(prepare(kind, node, seq, true)?),
+                    _ => None,
+                };
+                Ok((kind, prepared))
+            })
+            .collect::<anyhow::Result<_>>()?,
+    );
+    let next = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..config.concurrency {
+        let (http, ops, next, config) = (http.clone(), ops.clone(), next.clone(), config.clone());
+        workers.spawn(async move {
+            let mut part = SimReport::default();
+            loop {
+                let j = next.fetch_add(1, Ordering::Relaxed);
+                let Some((kind, prepared)) = ops.get(j) else {
+                    break;
+                };
+                let due = match config.rate {
+                    Some(rate) => {
+                        let due = start + Duration::from_secs_f64(j as f64 / rate);
+                        tokio::time::sleep_until(due.into()).await;
+                        due
+                    }
+                    None => Instant::now(),
+                };
+                let node = j % config.nodes;
+                let seq = 2 + (j / config.nodes) as u64;
+                let outcome = match (kind, prepared) {
+                    (OpKind::Command, _) => command_round_trip(&http, &config.base, node).await,
+                    (_, Some(p)) => {
+                        part.bytes += p.body.len() as u64;
+                        post(send(&http, &config.base, p.clone())).await
+                    }
+                    (_, None) => match prepare(*kind, node, seq, false) {
+                        Ok(p) => {
+                            part.bytes += p.body.len() as u64;
+                            post(send(&http, &config.base, p)).await
+                        }
+                        Err(e) => Err(e.to_string()),
+                    },
+                };
+                match outcome {
+                    Ok(()) => part
+                        .latencies
+                        .entry(*kind)
+                        .or_default()
+                        .push(due.elapsed().as_secs_f64() * 1000.0),
+                    Err(why) => *part.errors.entry(why).or_default() += 1,
+                }
+            }
+            part
+        });
+    }
+    let mut report = SimReport::default();
+    while let Some(part) = workers.join_next().await {
+        let part = part?;
+        for (k, v) in part.latencies {
+            report.latencies.entry(k).or_default().extend(v);
+        }
+        for (k, v) in part.errors {
+            *report.errors.entry(k).or_default() += v;
+        }
+        report.bytes += part.bytes;
+    }
+    report.elapsed = start.elapsed();
+    for v in report.latencies.values_mut() {
+        v.sort_by(f64::total_cmp);
+    }
+    Ok(report)
+}
+
+/// One heartbeat from every node, so each exists (commands need a known profile).
+async fn warm_up(http: &reqwest::Client, config: &SimConfig) -> anyhow::Result<()> {
+    let mut tasks = tokio::task::JoinSet::new();
+    let lanes = config.concurrency.min(config.nodes);
+    for lane in 0..lanes {
+        let (http, config) = (http.clone(), config.clone());
+        tasks.spawn(async move {
+            for node in (lane..config.nodes).step_by(lanes) {
+                let p = prepare(OpKind::Heartbeat, node, 1, false)?;
+                post(send(&http, &config.base, p))
+                    .await
+                    .map_err(|e| anyhow::anyhow!("warm-up heartbeat of node {node}: {e}"))?;
+            }
+            anyhow::Ok(())
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r??;
+    }
+    Ok(())
+}
+
+async fn post(req: reqwest::RequestBuilder) -> Result<(), String> {
+    match req.send().await {
+        Ok(r) if r.status().is_success() => {
+            // Read the body so the connection goes back to the pool.
+            r.bytes().await.map(|_| ()).map_err(|_| "reading reply".into())
+        }
+        Ok(r) => Err(format!("HTTP {}", r.status().as_u16())),
+        Err(e) if e.is_connect() => Err("connect".into()),
+        Err(e) if e.is_timeout() => Err("timeout".into()),
+        Err(_) => Err("transport".into()),
+    }
+}
+
+/// Issue `agent.ping` to `node` (admin API on loopback), take it with the node's long-poll, and
+/// answer with a signed, chained receipt.
+async fn command_round_trip(http: &reqwest::Client, base: &str, node: usize) -> Result<(), String> {
+    let issue = serde_json::json!({"node_id": node_id(node), "action": "agent.ping", "args": {}});
+    post(http.post(format!("{base}/api/commands")).json(&issue)).await?;
+    let path = "/api/agent/commands?wait=5s";
+    let (ts, sig) = sign("GET", path, node, b"");
+    let reply = http
+        .get(format!("{base}{path}"))
+        .header(HEADER_NODE, node_id(node).to_string())
+        .header(HEADER_TIMESTAMP, ts)
+        .header(HEADER_SIGNATURE, sig)
+        .send()
+        .await
+        .map_err(|_| "poll transport".to_string())?;
+    if !reply.status().is_success() {
+        return Err(format!("poll HTTP {}", reply.status().as_u16()));
+    }
+    let commands: Vec<SignedCommand> = reply.json().await.map_err(|_| "poll reply")?;
+    for cmd in commands {
+        let now = chrono::Utc::now();
+        let receipt = CommandReceipt {
+            command_id: cmd.command.command_id,
+            node_id: node_id(node),
+            status: ReceiptStatus::Ok,
+            reason: None,
+            exit_code: Some(0),
+            output: "pong".into(),
+            truncated: false,
+            output_sha256: vaultmesh_proto::canonical::sha256_hex(b"pong"),
+            started_at: now,
+            finished_at: now,
+            prev_receipt_sha256: chain(node, None),
+        };
+        let hash = receipt.chain_hash();
+        let body = serde_json::to_vec(&SignedReceipt::sign(receipt, &key_of(node)))
+            .map_err(|e| e.to_string())?;
+        let p = Prepared {
+            path: "/api/agent/receipts",
+            node,
+            body: body.into(),
+            signature: None,
+        };
+        post(send(http, base, p)).await?;
+        chain(node, Some(hash));
+    }
+    Ok(())
+}
+
+/// Each simulated node's last receipt hash (reads it, or records a new one).
+fn chain(node: usize, set: Option<String>) -> Option<String> {
+    static CHAINS: std::sync::Mutex<BTreeMap<usize, String>> =
+        std::sync::Mutex::new(BTreeMap::new());
+    let mut chains = CHAINS.lock().unwrap_or_else(|p| p.into_inner());
+    match set {
+        Some(h) => chains.insert(node, h),
+        None => chains.get(&node).cloned(),
+    }
+}
+
+/// Reads `/proc/<pid>/stat`: user + system CPU time of a process.
+pub fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("no process {pid}"))?;
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .context("odd /proc stat")?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = f.get(11).context("utime")?.parse::<u64>()? + f.get(12).context("stime")?.parse::<u64>()?;
+    // USER_HZ is 100 on every Linux this runs on.
+    Ok(Duration::from_millis(ticks * 10))
+}
