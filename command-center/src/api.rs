@@ -45,6 +45,7 @@ pub async fn post_heartbeat(
     let node_id = hb.node_id;
     let received_at = Utc::now();
     state.store.record_heartbeat(hb, received_at).await?;
+    state.metrics.heartbeats.inc();
     tracing::debug!(%node_id, "Heartbeat accepted.");
     Ok(Json(HeartbeatAccepted {
         accepted: true,
@@ -138,6 +139,9 @@ pub async fn post_scan(
         )));
     }
     let accepted = state.store.record_scan(report, Utc::now()).await?;
+    if !accepted.duplicate {
+        state.metrics.scans.inc();
+    }
     tracing::info!(node_id = %signed.node_id, scan_id = %accepted.scan_id, duplicate = accepted.duplicate, drift = accepted.drift, "Scan report accepted.");
     Ok(Json(accepted))
 }

@@ -118,6 +118,11 @@ pub async fn issue(
         issued_by,
     )
     .await?;
+    state
+        .metrics
+        .commands_issued
+        .with_label_values(&["admin"])
+        .inc();
     Ok((StatusCode::CREATED, Json(signed)))
 }
 
@@ -258,7 +263,16 @@ pub async fn receipt(
         .ok_or_else(|| ApiError::Unauthorized("node is not enrolled".into()))?;
     r.verify(&binding.key)
         .map_err(|e| ApiError::UnprocessableEntity(format!("receipt signature: {e}")))?;
+    let status = r.receipt.status;
     let chain_ok = state.store.record_receipt(r).await?;
+    let status = serde_json::to_value(status)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    state.metrics.receipts.with_label_values(&[&status]).inc();
+    if !chain_ok {
+        state.metrics.receipt_chain_breaks.inc();
+    }
     Ok(Json(
         serde_json::json!({"accepted": true, "chain_ok": chain_ok}),
     ))

@@ -110,6 +110,7 @@ impl ServeConfig {
             limits: self.limits,
             heartbeat_rotate_bytes: self.heartbeat_rotate_bytes,
             heartbeat_retention: self.heartbeat_retention,
+            metrics: None,
         }
     }
 

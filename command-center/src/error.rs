@@ -58,6 +58,26 @@ impl ApiError {
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
+
+
+    /// The `reason` label of `vaultmesh_requests_rejected_total`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::TooLarge { .. } => "too_large",
+            ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::UnprocessableEntity(_) => "invalid",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::Conflict(_) => "conflict",
+            ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::Unavailable(_) => "unavailable",
+            ApiError::TooManyRequests { .. } => "rate_limited",
+            ApiError::TooManyStreams(_) => "too_many_streams",
+            ApiError::Internal(_) => "internal",
+        }
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -68,11 +88,15 @@ impl IntoResponse for ApiError {
         let body = ErrorBody {
             error: self.to_string(),
         };
-        if let ApiError::TooManyRequests { retry_after_s, .. } = &self {
+        let mut res = if let ApiError::TooManyRequests { retry_after_s, .. } = &self {
             let retry = [(axum::http::header::RETRY_AFTER, retry_after_s.to_string())];
-            return (self.status(), retry, axum::Json(body)).into_response();
-        }
-        (self.status(), axum::Json(body)).into_response()
+            (self.status(), retry, axum::Json(body)).into_response()
+        } else {
+            (self.status(), axum::Json(body)).into_response()
+        };
+        res.extensions_mut()
+            .insert(crate::metrics::Rejected(self.reason()));
+        res
     }
 }
 

@@ -28,6 +28,7 @@ pub mod demo;
 pub mod error;
 pub mod ledger;
 pub mod logs;
+pub mod metrics;
 pub mod orchestrator;
 pub mod policy;
 pub mod server;

@@ -65,6 +65,7 @@ pub struct Orchestrator {
     key: Option<Arc<vaultmesh_proto::auth::NodeKey>>,
     tick: Duration,
     started_at: DateTime<Utc>,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl Orchestrator {
@@ -80,7 +81,14 @@ impl Orchestrator {
             key,
             tick,
             started_at: Utc::now(),
+            metrics: None,
         }
+    }
+
+    /// Counts the scans it issues in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Runs until `cancel`. Without a signing key there is nothing to do.
@@ -158,7 +166,12 @@ impl Orchestrator {
             )
             .await
             {
-                Ok(_) => issued += 1,
+                Ok(_) => {
+                    issued += 1;
+                    if let Some(m) = &self.metrics {
+                        m.commands_issued.with_label_values(&["orchestrator"]).inc();
+                    }
+                }
                 Err(e) => tracing::warn!(%node_id, error = %e, "Cannot schedule a scan."),
             }
         }

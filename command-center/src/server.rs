@@ -63,6 +63,8 @@ pub struct AppState {
     pub rate_limit: Arc<crate::agent_auth::RateLimit>,
     /// Open `/events` streams per signed-in identity.
     pub sse_slots: Arc<crate::sse::StreamSlots>,
+    /// What `/metrics` reports.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// The whole HTTP surface. Split from [`Server`] so tests can drive it without a socket.
@@ -102,9 +104,14 @@ pub fn app(state: AppState) -> Router {
         .route("/api/agent/commands", get(commands::poll))
         .route("/api/agent/receipts", post(commands::receipt))
         .route("/events", get(sse::events))
+        .route("/metrics", get(crate::metrics::scrape))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(gate)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::metrics::count_rejections,
+        ))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,
@@ -178,13 +185,16 @@ impl Server {
             config.policy_dir.as_deref(),
             loaded,
         ));
-        let opts = config.store_options();
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let mut opts = config.store_options();
+        opts.metrics = Some(Arc::clone(&metrics));
         let bus = Arc::new(Bus::new(BUS_WINDOW, config.sse_buffer));
         let store_bus = Arc::clone(&bus);
         let (store, replay) =
             tokio::task::spawn_blocking(move || JsonlStore::open(&opts, store_bus))
                 .await
                 .map_err(|e| ServeError::Serve(std::io::Error::other(e.to_string())))??;
+        metrics.replayed(replay.lines, replay.elapsed);
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .map_err(|source| ServeError::Bind {
@@ -236,6 +246,7 @@ impl Server {
             replay_guard: Arc::new(ReplayGuard::default()),
             cc_key,
             policies,
+            metrics,
         };
         Ok(Server {
             listener,
@@ -274,7 +285,8 @@ impl Server {
             Arc::clone(&self.state.policies),
             self.state.cc_key.clone(),
             self.scan_tick,
-        );
+        )
+        .with_metrics(Arc::clone(&self.state.metrics));
         tokio::spawn(orchestrator.run(streams.clone()));
         if let Some(alarm) = self.state.ledger.alarm() {
             crate::ledger::raise_incident(self.state.store.as_ref(), &alarm).await;

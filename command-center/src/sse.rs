@@ -158,9 +158,10 @@ pub async fn events(
     };
 
     let live_bus = Arc::clone(&bus);
-    // The slot lives in the stream's state: it is freed when the client goes away.
+    let counted = crate::metrics::StreamGauge::open(&state.metrics.sse_clients);
+    // The slot and the gauge live in the stream's state: both are freed when the client goes away.
     let live = stream::unfold(
-        (rx, filter, live_bus, slot),
+        (rx, filter, live_bus, (slot, counted)),
         |(mut rx, filter, bus, slot)| async move {
             loop {
                 match rx.recv().await {

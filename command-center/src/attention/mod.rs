@@ -155,6 +155,20 @@ impl AttentionEngine {
             .unwrap_or_default()
     }
 
+    /// How many of `total` nodes are OK, ATTN and CRIT (nodes never judged count as OK).
+    pub fn level_counts(&self, total: usize) -> [usize; 3] {
+        let nodes = self.lock();
+        let (mut attn, mut crit) = (0, 0);
+        for n in nodes.values() {
+            match n.current.level {
+                AttentionLevel::Ok => {}
+                AttentionLevel::Attn => attn += 1,
+                AttentionLevel::Crit => crit += 1,
+            }
+        }
+        [total.saturating_sub(attn + crit), attn, crit]
+    }
+
     /// Fills `attention` in each summary.
     pub fn fill(&self, summaries: &mut [NodeSummary]) {
         let nodes = self.lock();

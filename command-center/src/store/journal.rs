@@ -74,6 +74,8 @@ pub struct Journal {
     log: LogName,
     tx: Option<mpsc::Sender<Append>>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// Where append latency goes (`/metrics`), if anywhere.
+    latency: Option<prometheus::Histogram>,
 }
 
 impl Journal {
@@ -105,6 +107,7 @@ impl Journal {
                 log,
                 tx: Some(tx),
                 thread: Some(thread),
+                latency: None,
             },
             report,
         ))
@@ -117,12 +120,22 @@ impl Journal {
             .tx
             .as_ref()
             .ok_or(JournalError::Closed(self.log.stem()))?;
+        let start = std::time::Instant::now();
         let (done, wait) = oneshot::channel();
         tx.send(Append { line, then, done })
             .await
             .map_err(|_| JournalError::Closed(self.log.stem()))?;
         wait.await
-            .map_err(|_| JournalError::Closed(self.log.stem()))
+            .map_err(|_| JournalError::Closed(self.log.stem()))?;
+        if let Some(h) = &self.latency {
+            h.observe(start.elapsed().as_secs_f64());
+        }
+        Ok(())
+    }
+
+    /// Records every append's latency (queue, write and fdatasync) in `histogram`.
+    pub fn observe_latency(&mut self, histogram: prometheus::Histogram) {
+        self.latency = Some(histogram);
     }
 
     /// Stops accepting appends, lets the writer drain the queue, and waits for it.

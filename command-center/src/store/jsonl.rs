@@ -38,6 +38,8 @@ pub struct StoreOptions {
     pub heartbeat_rotate_bytes: u64,
     /// Delete heartbeat segments older than this.
     pub heartbeat_retention: Duration,
+    /// Where append latencies and replay time go, if anywhere.
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl StoreOptions {
@@ -47,6 +49,7 @@ impl StoreOptions {
             limits: StoreLimits::default(),
             heartbeat_rotate_bytes: 256 << 20,
             heartbeat_retention: Duration::from_secs(30 * 86_400),
+            metrics: None,
         }
     }
 }
@@ -101,13 +104,24 @@ impl JsonlStore {
             daily: true,
             retention: Some(opts.heartbeat_retention),
         };
-        let (heartbeats, OpenReport { torn_bytes }) =
+        let (mut heartbeats, OpenReport { torn_bytes }) =
             Journal::open(&opts.dir, LogName::Heartbeats, rotation)?;
-        let (events, _) = Journal::open(&opts.dir, LogName::Events, Rotation::default())?;
-        let (nodes, _) = Journal::open(&opts.dir, LogName::Nodes, Rotation::default())?;
-        let (commands, _) = Journal::open(&opts.dir, LogName::Commands, Rotation::default())?;
+        let (mut events, _) = Journal::open(&opts.dir, LogName::Events, Rotation::default())?;
+        let (mut nodes, _) = Journal::open(&opts.dir, LogName::Nodes, Rotation::default())?;
+        let (mut commands, _) = Journal::open(&opts.dir, LogName::Commands, Rotation::default())?;
         // Never rotated: the ledger is built over this file's lines.
-        let (scans, _) = Journal::open(&opts.dir, LogName::Scans, Rotation::default())?;
+        let (mut scans, _) = Journal::open(&opts.dir, LogName::Scans, Rotation::default())?;
+        if let Some(m) = &opts.metrics {
+            for (journal, log) in [
+                (&mut heartbeats, LogName::Heartbeats),
+                (&mut events, LogName::Events),
+                (&mut nodes, LogName::Nodes),
+                (&mut commands, LogName::Commands),
+                (&mut scans, LogName::Scans),
+            ] {
+                journal.observe_latency(m.append_latency(log.stem()));
+            }
+        }
         // After the torn tail was cut: everything in the file is durable.
         let scans_durable = Arc::new(std::sync::atomic::AtomicU64::new(
             std::fs::metadata(LogName::Scans.active(&opts.dir)).map_or(0, |m| m.len()),

@@ -1,0 +1,232 @@
+//! Prometheus metrics served at `GET /metrics` in the Prometheus text format (0.0.4), through
+//! the `prometheus` crate. Counters are bumped where things happen; gauges that mirror state
+//! (nodes by attention level) are read when scraped. Names and meanings: `docs/METRICS.md`.
+
+use std::time::Duration;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use prometheus::{
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use crate::server::AppState;
+
+/// Every metric of one Command Center.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    registry: Registry,
+    pub heartbeats: IntCounter,
+    pub scans: IntCounter,
+    /// Requests answered with an error, by route and reason.
+    pub rejected: IntCounterVec,
+    pub nodes: IntGaugeVec,
+    pub sse_clients: IntGauge,
+    /// Time from handing a line to a log until it is on disk (fdatasync), per log.
+    pub append_seconds: HistogramVec,
+    pub replay_seconds: Gauge,
+    pub replay_lines: IntGauge,
+    /// Commands signed and queued, by who asked (`admin` or `orchestrator`).
+    pub commands_issued: IntCounterVec,
+    /// Receipts by status (`ok`, `failed`, `rejected`, `timeout`).
+    pub receipts: IntCounterVec,
+    pub receipt_chain_breaks: IntCounter,
+}
+
+/// A reason an [`crate::error::ApiError`] left in its response, for [`count_rejections`].
+#[derive(Debug, Clone, Copy)]
+pub struct Rejected(pub &'static str);
+
+fn registered<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, m: T) -> T {
+    // Names are constants and distinct: registration cannot fail.
+    let _ = registry.register(Box::new(m.clone()));
+    m
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let r = Registry::new();
+        let counter = |name: &str, help: &str| {
+            registered(
+                &r,
+                IntCounter::new(name, help).unwrap_or_else(|_| unreachable!("valid metric name")),
+            )
+        };
+        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
+            registered(
+                &r,
+                IntCounterVec::new(Opts::new(name, help), labels)
+                    .unwrap_or_else(|_| unreachable!("valid metric name")),
+            )
+        };
+        let append_seconds = registered(
+            &r,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "vaultmesh_log_append_seconds",
+                    "Time from handing a line to a log until it is on disk (group commit with fdatasync).",
+                )
+                .buckets(vec![
+                    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                    0.5, 1.0,
+                ]),
+                &["log"],
+            )
+            .unwrap_or_else(|_| unreachable!("valid metric name")),
+        );
+        let nodes = registered(
+            &r,
+            IntGaugeVec::new(
+                Opts::new("vaultmesh_nodes", "Nodes by attention level."),
+                &["level"],
+            )
+            .unwrap_or_else(|_| unreachable!("valid metric name")),
+        );
+        let gauge = |name: &str, help: &str| {
+            registered(
+                &r,
+                IntGauge::new(name, help).unwrap_or_else(|_| unreachable!("valid metric name")),
+            )
+        };
+        let sse_clients = gauge("vaultmesh_sse_clients", "Open /events streams.");
+        let replay_lines = gauge(
+            "vaultmesh_replay_lines",
+            "Log lines replayed when this process started.",
+        );
+        let replay_seconds = registered(
+            &r,
+            Gauge::new(
+                "vaultmesh_replay_seconds",
+                "How long replaying the logs took when this process started.",
+            )
+            .unwrap_or_else(|_| unreachable!("valid metric name")),
+        );
+        let build = registered(
+            &r,
+            IntGaugeVec::new(
+                Opts::new(
+                    "vaultmesh_build_info",
+                    "Always 1; the version of this Command Center.",
+                ),
+                &["version"],
+            )
+            .unwrap_or_else(|_| unreachable!("valid metric name")),
+        );
+        build.with_label_values(&[crate::VERSION]).set(1);
+        Metrics {
+            heartbeats: counter(
+                "vaultmesh_heartbeats_ingested_total",
+                "Heartbeats accepted (verified and on disk).",
+            ),
+            scans: counter(
+                "vaultmesh_scans_ingested_total",
+                "Scan reports accepted (verified and on disk; a report sent twice counts once).",
+            ),
+            rejected: counter_vec(
+                "vaultmesh_requests_rejected_total",
+                "Requests answered with an error, by route and reason.",
+                &["route", "reason"],
+            ),
+            commands_issued: counter_vec(
+                "vaultmesh_commands_issued_total",
+                "Commands signed and queued, by who asked (an admin or the scan orchestrator).",
+                &["by"],
+            ),
+            receipts: counter_vec(
+                "vaultmesh_command_receipts_total",
+                "Signed command receipts accepted, by outcome on the node.",
+                &["status"],
+            ),
+            receipt_chain_breaks: counter(
+                "vaultmesh_receipt_chain_breaks_total",
+                "Receipts that did not chain to their node's previous receipt.",
+            ),
+            nodes,
+            sse_clients,
+            append_seconds,
+            replay_seconds,
+            replay_lines,
+            registry: r,
+        }
+    }
+
+    /// Records how long start-up replay took.
+    pub fn replayed(&self, lines: u64, took: Duration) {
+        self.replay_lines.set(i64::try_from(lines).unwrap_or(i64::MAX));
+        self.replay_seconds.set(took.as_secs_f64());
+    }
+
+    /// The append-latency histogram of one log.
+    pub fn append_latency(&self, log: &str) -> Histogram {
+        self.append_seconds.with_label_values(&[log])
+    }
+
+    /// The exposition text.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(8 * 1024);
+        // Encoding our own well-formed families into a Vec cannot fail.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+/// Keeps [`Metrics::sse_clients`] right: one per open stream, dropped with it.
+#[derive(Debug)]
+pub struct StreamGauge(IntGauge);
+
+impl StreamGauge {
+    pub fn open(gauge: &IntGauge) -> StreamGauge {
+        gauge.inc();
+        StreamGauge(gauge.clone())
+    }
+}
+
+impl Drop for StreamGauge {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// `GET /metrics`.
+pub async fn scrape(State(state): State<AppState>) -> Response {
+    let m = &state.metrics;
+    let counts = state.attention.level_counts(state.store.node_count());
+    for (level, n) in ["ok", "attn", "crit"].iter().zip(counts) {
+        m.nodes
+            .with_label_values(&[level])
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+    (
+        [(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)],
+        m.render(),
+    )
+        .into_response()
+}
+
+/// Middleware: counts every response an [`crate::error::ApiError`] produced, by route template
+/// (never the raw path, so the label set stays small) and reason.
+pub async fn count_rejections(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_string();
+    let res = next.run(req).await;
+    if let Some(Rejected(reason)) = res.extensions().get::<Rejected>() {
+        state
+            .metrics
+            .rejected
+            .with_label_values(&[route.as_str(), reason])
+            .inc();
+    }
+    res
+}

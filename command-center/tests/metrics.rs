@@ -1,0 +1,191 @@
+//! `GET /metrics` on the real server with a real agent: every family the operator needs moves
+//! when its event happens, and `promtool check metrics` (Debian package `prometheus`) accepts
+//! the exposition.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::json;
+use vaultmesh_testkit::sse::SseClient;
+use vaultmesh_testkit::{
+    CommandCenter, NodeAgent, cc_command, heartbeat_json, text, wait_for, workspace_root,
+};
+
+const NODE: &str = "550e8400-e29b-41d4-a716-446655440000";
+
+/// The value of the sample `name` (with its labels exactly as rendered, e.g.
+/// `vaultmesh_nodes{level="ok"}`), if present.
+fn sample(exposition: &str, name: &str) -> Option<f64> {
+    exposition.lines().find_map(|l| {
+        let (n, v) = l.rsplit_once(' ')?;
+        (n == name).then(|| v.parse().ok())?
+    })
+}
+
+fn scrape(cc: &CommandCenter) -> String {
+    let r = cc.get("/metrics");
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.body
+}
+
+/// Runs `promtool check metrics` on `exposition`; panics with its complaints.
+fn promtool_accepts(exposition: &str) {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool is missing: sudo apt-get install -y prometheus (scripts/test installs it)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(exposition.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed:\n{}{}\n--- exposition ---\n{exposition}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn metrics_follow_ingest_rejections_streams_commands_and_replay() {
+    let keydir = tempfile::tempdir().unwrap();
+    let key = keydir.path().join("cc.key");
+    let out = cc_command(&["keygen", "--out", key.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let public = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("public key: "))
+        .unwrap()
+        .to_string();
+    let policies = workspace_root().join("policies");
+    let mut cc = CommandCenter::start_with(&[
+        "--signing-key",
+        key.to_str().unwrap(),
+        "--policy-dir",
+        policies.to_str().unwrap(),
+    ]);
+
+    let fresh = scrape(&cc);
+    promtool_accepts(&fresh);
+    assert_eq!(
+        sample(&fresh, "vaultmesh_heartbeats_ingested_total"),
+        Some(0.0)
+    );
+    assert_eq!(
+        sample(&fresh, "vaultmesh_build_info{version=\"0.1.0\"}"),
+        Some(1.0)
+    );
+
+    // One accepted heartbeat, one invalid, one unsigned.
+    let ok = cc.post_json("/api/agent/heartbeat", &heartbeat_json(NODE, "vault-01", 1));
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    let mut bad = heartbeat_json(NODE, "vault-01", 2);
+    bad["timestamp"] = json!("yesterday");
+    assert_eq!(cc.post_json("/api/agent/heartbeat", &bad).status, 422);
+    let unsigned = cc.unsigned_request(
+        "POST",
+        "/api/agent/heartbeat",
+        Some("application/json"),
+        heartbeat_json(NODE, "vault-01", 3).to_string(),
+    );
+    assert_eq!(unsigned.status, 401);
+    assert_eq!(cc.get("/api/nodes/not-a-uuid").status, 400);
+
+    // A real agent, a command and its receipt.
+    let agent = NodeAgent::new(&cc.url)
+        .env("VAULTMESH_CC_PUBKEY", &public)
+        .env("VAULTMESH_OS_PROFILE", "ArchVault")
+        .env("VAULTMESH_INTERVAL", "1s");
+    let _child = agent.spawn(&["run"]);
+    let agent_node = wait_for(Duration::from_secs(20), || {
+        cc.get_json("/api/nodes")
+            .as_array()?
+            .iter()
+            .find(|n| n["node_id"] != NODE)?["node_id"]
+            .as_str()
+            .map(str::to_string)
+    })
+    .expect("the agent reported");
+    std::thread::sleep(Duration::from_millis(500));
+    let issued = cc.post_json(
+        "/api/commands",
+        &json!({"node_id": agent_node, "action": "agent.ping", "args": {}}),
+    );
+    assert_eq!(issued.status, 201, "{}", issued.body);
+
+    let sse = SseClient::connect(&format!("{}/events", cc.url), None);
+    assert_eq!(sse.status, 200);
+
+    let m = wait_for(Duration::from_secs(10), || {
+        let m = scrape(&cc);
+        (sample(&m, "vaultmesh_command_receipts_total{status=\"ok\"}") == Some(1.0)).then_some(m)
+    })
+    .expect("the receipt is counted");
+    promtool_accepts(&m);
+    assert!(sample(&m, "vaultmesh_heartbeats_ingested_total").unwrap() >= 2.0);
+    assert_eq!(
+        sample(
+            &m,
+            "vaultmesh_requests_rejected_total{reason=\"invalid\",route=\"/api/agent/heartbeat\"}"
+        ),
+        Some(1.0),
+        "{m}"
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "vaultmesh_requests_rejected_total{reason=\"unauthorized\",route=\"/api/agent/heartbeat\"}"
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &m,
+            "vaultmesh_requests_rejected_total{reason=\"bad_request\",route=\"/api/nodes/{id}\"}"
+        ),
+        Some(1.0),
+        "rejections are labelled by route template, never the raw path"
+    );
+    assert_eq!(
+        sample(&m, "vaultmesh_commands_issued_total{by=\"admin\"}"),
+        Some(1.0)
+    );
+    assert_eq!(sample(&m, "vaultmesh_sse_clients"), Some(1.0));
+    let levels: f64 = ["ok", "attn", "crit"]
+        .iter()
+        .map(|l| sample(&m, &format!("vaultmesh_nodes{{level=\"{l}\"}}")).unwrap())
+        .sum();
+    assert_eq!(levels, 2.0, "every node is counted at one level");
+    assert!(
+        sample(
+            &m,
+            "vaultmesh_log_append_seconds_count{log=\"heartbeats\"}"
+        )
+        .unwrap()
+            >= 2.0
+    );
+    assert!(sample(&m, "vaultmesh_log_append_seconds_count{log=\"commands\"}").unwrap() >= 2.0);
+
+    drop(sse);
+    wait_for(Duration::from_secs(10), || {
+        (sample(&scrape(&cc), "vaultmesh_sse_clients") == Some(0.0)).then_some(())
+    })
+    .expect("a closed stream is no longer counted");
+
+    cc.restart();
+    let after = scrape(&cc);
+    assert!(
+        sample(&after, "vaultmesh_replay_lines").unwrap() >= 3.0,
+        "replayed lines are reported: {after}"
+    );
+    assert!(sample(&after, "vaultmesh_replay_seconds").unwrap() > 0.0);
+}
