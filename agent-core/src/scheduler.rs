@@ -6,6 +6,8 @@
 //! - **Timeout:** a run that exceeds the check's timeout is abandoned and yields `unknown`.
 //! - **Isolation:** every run is its own task; a panic yields `unknown` with the panic message
 //!   and the agent keeps going.
+//! - **Own cost:** every run's duration is logged at debug level; each check's run count, mean
+//!   and longest duration are logged at info level after its first run and then hourly.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
@@ -158,22 +160,63 @@ impl Scheduler {
                 let start = tokio::time::Instant::now() + first;
                 let mut ticker = tokio::time::interval_at(start, interval);
                 ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                let mut cost = RunCost::default();
                 loop {
                     tokio::select! {
                         _ = cancel.cancelled() => return,
                         _ = ticker.tick() => {}
                     }
                     let check = &this.checks[index];
+                    let began = Instant::now();
                     let result = tokio::select! {
                         _ = cancel.cancelled() => return,
                         r = run_isolated(check, &this.ctx) => r,
                     };
-                    tracing::debug!(check = check.name(), status = %result.status, "Check ran.");
+                    let took = began.elapsed();
+                    tracing::debug!(check = check.name(), status = %result.status, duration_us = took.as_micros() as u64, "Check ran.");
+                    cost.add(check.name(), took);
                     this.record(result);
                 }
             });
         }
         set
+    }
+}
+
+/// How often each check's durations are summarised at info level.
+const COST_REPORT_EVERY: Duration = Duration::from_secs(3600);
+
+/// One check's run durations since its last summary.
+#[derive(Debug, Default)]
+struct RunCost {
+    runs: u32,
+    total: Duration,
+    longest: Duration,
+    reported: Option<Instant>,
+}
+
+impl RunCost {
+    fn add(&mut self, check: &str, took: Duration) {
+        self.runs += 1;
+        self.total += took;
+        self.longest = self.longest.max(took);
+        if self
+            .reported
+            .is_none_or(|t| t.elapsed() >= COST_REPORT_EVERY)
+        {
+            let mean = self.total / self.runs;
+            tracing::info!(
+                check,
+                runs = self.runs,
+                mean_ms = format!("{:.2}", mean.as_secs_f64() * 1e3),
+                max_ms = format!("{:.2}", self.longest.as_secs_f64() * 1e3),
+                "Check durations."
+            );
+            *self = RunCost {
+                reported: Some(Instant::now()),
+                ..RunCost::default()
+            };
+        }
     }
 }
 

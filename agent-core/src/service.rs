@@ -8,15 +8,51 @@ use std::time::Duration;
 use sd_notify::NotifyState;
 use tokio_util::sync::CancellationToken;
 
-/// Logs to stderr (journald captures it under systemd), filtered by `RUST_LOG` (default `info`).
+/// Logs to stderr (journald captures it under systemd), filtered by `RUST_LOG` (default `info`):
+/// a level, and per-target levels such as `warn,vaultmesh_agent_core=debug`. (`Targets` rather
+/// than `EnvFilter`, whose regular-expression engine would add a megabyte to the agent.)
 pub fn init_logging() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let filter = log_filter(std::env::var("RUST_LOG").ok().as_deref());
+    tracing_subscriber::registry()
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(filter)
         .init();
+}
+
+/// The filter `RUST_LOG` asks for; `info` when unset or unreadable (with a warning on stderr).
+fn log_filter(spec: Option<&str>) -> tracing_subscriber::filter::Targets {
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    let default = || Targets::new().with_default(LevelFilter::INFO);
+    match spec.map(str::trim).filter(|s| !s.is_empty()) {
+        None => default(),
+        Some(s) => s.parse().unwrap_or_else(|e| {
+            eprintln!("warning: RUST_LOG={s:?} is not a log filter ({e}); logging at info");
+            default()
+        }),
+    }
+}
+
+#[cfg(test)]
+mod log_tests {
+    use super::log_filter;
+    use tracing::Level;
+
+    #[test]
+    fn rust_log_levels_and_targets() {
+        let f = log_filter(None);
+        assert!(f.would_enable("anything", &Level::INFO));
+        assert!(!f.would_enable("anything", &Level::DEBUG));
+        let f = log_filter(Some("warn,vaultmesh_agent_core=debug"));
+        assert!(!f.would_enable("hyper", &Level::INFO));
+        assert!(f.would_enable("vaultmesh_agent_core::runtime", &Level::DEBUG));
+        let f = log_filter(Some("=nonsense=="));
+        assert!(
+            f.would_enable("x", &Level::INFO),
+            "a bad filter falls back to info"
+        );
+    }
 }
 
 /// Tells systemd the service is up (`Type=notify`), with a one-line status.

@@ -63,7 +63,12 @@ pub async fn enroll_all(
     Ok(())
 }
 
-async fn enroll_one(http: &reqwest::Client, base: &str, i: usize, token: &str) -> anyhow::Result<()> {
+async fn enroll_one(
+    http: &reqwest::Client,
+    base: &str,
+    i: usize,
+    token: &str,
+) -> anyhow::Result<()> {
     {
         let req = EnrollRequest {
             node_id: node_id(i),

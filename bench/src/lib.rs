@@ -11,6 +11,12 @@ use uuid::Uuid;
 
 /// Builds a workspace binary in release mode and returns its path.
 pub fn release_binary(package: &str, name: &str) -> anyhow::Result<PathBuf> {
+    built_binary(package, name, "release")
+}
+
+/// Builds a workspace binary with a cargo profile (`release`, or `agent` for the node agent as
+/// it ships) and returns its path.
+pub fn built_binary(package: &str, name: &str, profile: &str) -> anyhow::Result<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .ok_or_else(|| anyhow::anyhow!("no workspace"))?;
@@ -19,7 +25,8 @@ pub fn release_binary(package: &str, name: &str) -> anyhow::Result<PathBuf> {
         .current_dir(root)
         .args([
             "build",
-            "--release",
+            "--profile",
+            profile,
             "--quiet",
             "-p",
             package,
@@ -31,7 +38,7 @@ pub fn release_binary(package: &str, name: &str) -> anyhow::Result<PathBuf> {
     let target = std::env::var("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|_| root.join("target"));
-    Ok(target.join("release").join(name))
+    Ok(target.join(profile).join(name))
 }
 
 /// Node ids `0..n` as UUIDs.
@@ -83,7 +90,12 @@ pub fn realistic_scan(i: usize, n: u128) -> vaultmesh_proto::ScanReport {
     vaultmesh_proto::ScanReport {
         scan_id: Uuid::new_v4(),
         node_id: node_id(i),
-        profile: if i.is_multiple_of(2) { "ArchVault" } else { "DebianVault" }.into(),
+        profile: if i.is_multiple_of(2) {
+            "ArchVault"
+        } else {
+            "DebianVault"
+        }
+        .into(),
         started_at: now,
         finished_at: now,
         counts: count_findings(&findings),

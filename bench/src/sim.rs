@@ -352,7 +352,10 @@ async fn post(req: reqwest::RequestBuilder) -> Result<(), String> {
     match req.send().await {
         Ok(r) if r.status().is_success() => {
             // Read the body so the connection goes back to the pool.
-            r.bytes().await.map(|_| ()).map_err(|_| "reading reply".into())
+            r.bytes()
+                .await
+                .map(|_| ())
+                .map_err(|_| "reading reply".into())
         }
         Ok(r) => Err(format!("HTTP {}", r.status().as_u16())),
         Err(e) if e.is_connect() => Err("connect".into()),
@@ -431,7 +434,8 @@ pub fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
         .map(|(_, r)| r)
         .context("odd /proc stat")?;
     let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = f.get(11).context("utime")?.parse::<u64>()? + f.get(12).context("stime")?.parse::<u64>()?;
+    let ticks: u64 =
+        f.get(11).context("utime")?.parse::<u64>()? + f.get(12).context("stime")?.parse::<u64>()?;
     // USER_HZ is 100 on every Linux this runs on.
     Ok(Duration::from_millis(ticks * 10))
 }

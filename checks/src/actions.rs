@@ -2,6 +2,7 @@
 //! `service.status {unit}` and `service.restart {unit}` (the last two over D-Bus, never
 //! `systemctl`).
 
+#[cfg(any(feature = "sovereign", feature = "systemd"))]
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -11,9 +12,11 @@ use vaultmesh_agent_core::action::{
 use vaultmesh_agent_core::commands::ACTION_TIMEOUT;
 use vaultmesh_agent_core::scheduler::run_isolated;
 
+#[cfg(feature = "systemd")]
 use crate::systemd::SystemdClient;
 
 /// A scan may take its whole budget (at most 10 minutes, see `sovereign_scan`) and a little more.
+#[cfg(feature = "sovereign")]
 const SCAN_TIMEOUT: Duration = Duration::from_secs(11 * 60);
 
 fn parse<T: for<'de> Deserialize<'de>>(args: serde_json::Value) -> Result<T, ActionOutcome> {
@@ -30,6 +33,7 @@ struct CheckArgs {
     name: String,
 }
 
+#[cfg(feature = "systemd")]
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct UnitArgs {
@@ -65,6 +69,7 @@ fn checks_run(ctx: ActionContext, args: serde_json::Value) -> ActionFuture {
     })
 }
 
+#[cfg(feature = "sovereign")]
 /// Runs the `sovereign_scan` check now. Its report goes to the scan outbox (and from there to
 /// `POST /api/agent/scans`); the receipt carries the scan id and the counts.
 fn scan_sovereign(ctx: ActionContext, args: serde_json::Value) -> ActionFuture {
@@ -94,6 +99,7 @@ fn scan_sovereign(ctx: ActionContext, args: serde_json::Value) -> ActionFuture {
     })
 }
 
+#[cfg(feature = "systemd")]
 fn unit_name_ok(unit: &str) -> bool {
     !unit.is_empty()
         && unit.len() <= 256
@@ -102,6 +108,7 @@ fn unit_name_ok(unit: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"-_.@:\\".contains(&b))
 }
 
+#[cfg(feature = "systemd")]
 /// Parses `{unit}`, connects to systemd, and runs `op` on the unit.
 async fn on_unit<F, Fut>(args: serde_json::Value, op: F) -> ActionOutcome
 where
@@ -121,6 +128,7 @@ where
     }
 }
 
+#[cfg(feature = "systemd")]
 fn service_status(_ctx: ActionContext, args: serde_json::Value) -> ActionFuture {
     Box::pin(on_unit(args, |c, unit| async move {
         match c.unit_state(&unit).await {
@@ -130,6 +138,7 @@ fn service_status(_ctx: ActionContext, args: serde_json::Value) -> ActionFuture 
     }))
 }
 
+#[cfg(feature = "systemd")]
 fn service_restart(_ctx: ActionContext, args: serde_json::Value) -> ActionFuture {
     Box::pin(on_unit(args, |c, unit| async move {
         match c.restart_unit(&unit).await {
@@ -141,6 +150,9 @@ fn service_restart(_ctx: ActionContext, args: serde_json::Value) -> ActionFuture
 
 inventory::submit! { ActionRegistration { name: "agent.ping", timeout: ACTION_TIMEOUT, description: "Answer pong (no arguments)", run: ping } }
 inventory::submit! { ActionRegistration { name: "checks.run", timeout: ACTION_TIMEOUT, description: "Run one configured check now: {name}", run: checks_run } }
+#[cfg(feature = "sovereign")]
 inventory::submit! { ActionRegistration { name: "scan.sovereign", timeout: SCAN_TIMEOUT, description: "Run the sovereign security scan now and send its report (no arguments)", run: scan_sovereign } }
+#[cfg(feature = "systemd")]
 inventory::submit! { ActionRegistration { name: "service.status", timeout: ACTION_TIMEOUT, description: "A systemd unit's state over D-Bus: {unit}", run: service_status } }
+#[cfg(feature = "systemd")]
 inventory::submit! { ActionRegistration { name: "service.restart", timeout: ACTION_TIMEOUT, description: "Restart a systemd unit over D-Bus: {unit}", run: service_restart } }

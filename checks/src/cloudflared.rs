@@ -17,6 +17,7 @@ use vaultmesh_agent_core::registry::{CheckConfigError, CheckRegistration, parse_
 use vaultmesh_agent_core::{Check, CheckContext, CheckOutcome};
 use vaultmesh_proto::{CheckResult, CheckStatus, NodeHeartbeat};
 
+#[cfg(feature = "systemd")]
 use crate::systemd::{Expect, SystemdClient};
 
 #[derive(Debug, Clone, Deserialize)]
@@ -54,7 +55,9 @@ struct Cloudflared {
     min_connections: u32,
     http_timeout: Duration,
     http: reqwest::Client,
+    #[cfg_attr(not(feature = "systemd"), allow(dead_code))]
     unit: Option<String>,
+    #[cfg_attr(not(feature = "systemd"), allow(dead_code))]
     bus_address: Option<String>,
 }
 
@@ -99,6 +102,12 @@ impl Cloudflared {
             return Err(CheckConfigError::new(
                 "http_timeout",
                 "must be between 10ms and 60s",
+            ));
+        }
+        if cfg!(not(feature = "systemd")) && c.unit.is_some() {
+            return Err(CheckConfigError::new(
+                "unit",
+                "this agent was built without the systemd feature, so it cannot check a unit",
             ));
         }
         let http = http_client_builder(c.http_timeout).build().map_err(|e| {
@@ -202,6 +211,13 @@ impl Cloudflared {
     }
 
     /// Folds the unit's state into the verdict (crit if it is not active).
+    #[cfg(not(feature = "systemd"))]
+    async fn with_unit(&self, out: CheckOutcome) -> CheckOutcome {
+        out
+    }
+
+    /// Folds the unit's state into the verdict (crit if it is not active).
+    #[cfg(feature = "systemd")]
     async fn with_unit(&self, mut out: CheckOutcome) -> CheckOutcome {
         let Some(unit) = &self.unit else { return out };
         let state =

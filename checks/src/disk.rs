@@ -1,6 +1,6 @@
 //! `disk`: space and inodes used on every real mounted filesystem.
 //!
-//! Mounts come from sysinfo; the numbers come from `statvfs`, computed the way `df` does
+//! Mounts come from `/proc/self/mounts`; the numbers come from `statvfs`, computed the way `df` does
 //! (`used = blocks - free`, `used% = used / (used + available)`), so operators see the same
 //! figures they would on the node. Pseudo filesystems (proc, tmpfs, squashfs snaps, ...) are
 //! skipped; more can be ignored by type or mount point.
@@ -280,27 +280,19 @@ fn measure(mount: &str, fs: &str) -> Option<(DiskUsage, u64)> {
 }
 
 fn mounted() -> Result<Vec<(String, String)>, String> {
-    let disks =
-        sysinfo::Disks::new_with_refreshed_list_specifics(sysinfo::DiskRefreshKind::nothing())
-            .map_err(|e| format!("cannot list mounts: {e:?}"))?;
-    Ok(disks
-        .iter()
-        .map(|d| {
-            (
-                d.mount_point().to_string_lossy().into_owned(),
-                d.file_system().to_string_lossy().into_owned(),
-            )
-        })
-        .collect())
+    Ok(crate::procfs::parse_mounts(&crate::procfs::read(
+        std::path::Path::new("/proc/self/mounts"),
+    )?))
 }
 
 #[async_trait]
 impl Check for Disk {
     async fn run(&self, _ctx: &CheckContext) -> CheckOutcome {
-        let mounts = match tokio::task::spawn_blocking(mounted).await {
-            Ok(Ok(m)) => m,
-            Ok(Err(e)) => return CheckOutcome::unknown(e),
-            Err(e) => return CheckOutcome::unknown(format!("mount listing failed: {e}")),
+        // Reading the mount table never touches the mounts themselves; statvfs below can
+        // hang on a dead network mount, so only that runs on a blocking thread.
+        let mounts = match mounted() {
+            Ok(m) => m,
+            Err(e) => return CheckOutcome::unknown(e),
         };
         let selected = self.select(mounts);
         let missing: Vec<String> = self

@@ -14,30 +14,49 @@
 //! | `sovereign_scan` | security rules (plugins): listeners, sshd, modes, hashes, sysctls, set-uid |
 //! | `systemd`| units over D-Bus in their expected state           |
 
+//!
+//! Each check is a cargo feature (all on by default), so a node owner can build an agent with
+//! only the checks they use: `cloudflared`, `disk`, `load`, `memory`, `sovereign`, `systemd`.
+
 mod actions;
+#[cfg(feature = "cloudflared")]
 mod cloudflared;
+#[cfg(feature = "disk")]
 mod disk;
+#[cfg(feature = "load")]
 mod load;
+#[cfg(feature = "memory")]
 mod memory;
+pub mod procfs;
+#[cfg(feature = "sovereign")]
 pub mod sovereign;
+#[cfg(feature = "systemd")]
 pub mod systemd;
-mod thresholds;
+pub mod thresholds;
 
-/// Names of the command actions this crate registers.
-pub const BUILT_IN_ACTIONS: &[&str] = &[
-    "agent.ping",
-    "checks.run",
-    "scan.sovereign",
-    "service.restart",
-    "service.status",
-];
+/// Names of the command actions this build registers, sorted.
+pub fn built_in_actions() -> Vec<&'static str> {
+    let mut v = vec!["agent.ping", "checks.run"];
+    if cfg!(feature = "sovereign") {
+        v.push("scan.sovereign");
+    }
+    if cfg!(feature = "systemd") {
+        v.extend(["service.restart", "service.status"]);
+    }
+    v
+}
 
-/// Names of the checks this crate registers, for the agent's guard test.
-pub const BUILT_IN: &[&str] = &[
-    "cloudflared",
-    "disk",
-    "load",
-    "memory",
-    "sovereign_scan",
-    "systemd",
-];
+/// Names of the checks this build registers, sorted, for the agent's guard test.
+pub fn built_in() -> Vec<&'static str> {
+    [
+        ("cloudflared", cfg!(feature = "cloudflared")),
+        ("disk", cfg!(feature = "disk")),
+        ("load", cfg!(feature = "load")),
+        ("memory", cfg!(feature = "memory")),
+        ("sovereign_scan", cfg!(feature = "sovereign")),
+        ("systemd", cfg!(feature = "systemd")),
+    ]
+    .into_iter()
+    .filter_map(|(name, on)| on.then_some(name))
+    .collect()
+}

@@ -1,5 +1,6 @@
 //! `load`: the 1/5/15-minute load averages, judged per CPU so one threshold fits every node.
 
+use std::path::Path;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -8,6 +9,7 @@ use vaultmesh_agent_core::registry::{CheckConfigError, CheckRegistration, parse_
 use vaultmesh_agent_core::{Check, CheckContext, CheckOutcome};
 use vaultmesh_proto::{CheckResult, NodeHeartbeat};
 
+use crate::procfs;
 use crate::thresholds::Thresholds;
 
 /// Which average the thresholds apply to.
@@ -101,26 +103,24 @@ impl Load {
 }
 
 fn sample() -> Result<Sample, String> {
-    let avg = sysinfo::System::load_average()
-        .map_err(|e| format!("cannot read the load average: {e:?}"))?;
-    let sys = sysinfo::System::new_with_specifics(
-        sysinfo::RefreshKind::nothing().with_cpu(sysinfo::CpuRefreshKind::nothing()),
-    )
-    .map_err(|e| format!("cannot count CPUs: {e:?}"))?;
-    let cpu_count = u32::try_from(sys.cpus().len()).unwrap_or(u32::MAX);
-    Ok(Sample {
-        load: [avg.one, avg.five, avg.fifteen],
-        cpu_count,
-    })
+    let load = procfs::parse_loadavg(&procfs::read(Path::new("/proc/loadavg"))?)?;
+    // The load average counts every CPU the kernel runs, not only those this process may use.
+    let online = Path::new("/sys/devices/system/cpu/online");
+    let cpu_count = match procfs::read(online).and_then(|t| procfs::parse_cpu_list(&t)) {
+        Ok(n) => n,
+        Err(_) => std::thread::available_parallelism()
+            .map_or(1, |n| u32::try_from(n.get()).unwrap_or(u32::MAX)),
+    };
+    Ok(Sample { load, cpu_count })
 }
 
 #[async_trait]
 impl Check for Load {
     async fn run(&self, _ctx: &CheckContext) -> CheckOutcome {
-        match tokio::task::spawn_blocking(sample).await {
-            Ok(Ok(s)) => self.evaluate(s),
-            Ok(Err(e)) => CheckOutcome::unknown(e),
-            Err(e) => CheckOutcome::unknown(format!("load sampling failed: {e}")),
+        // Two reads of kernel files: they never block on storage, so no blocking thread.
+        match sample() {
+            Ok(s) => self.evaluate(s),
+            Err(e) => CheckOutcome::unknown(e),
         }
     }
 

@@ -3,6 +3,7 @@
 //! "Used" RAM is total minus *available* (what the kernel could hand out without swapping), not
 //! minus free, so page cache does not look like pressure.
 
+use std::path::Path;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -11,6 +12,7 @@ use vaultmesh_agent_core::registry::{CheckConfigError, CheckRegistration, parse_
 use vaultmesh_agent_core::{Check, CheckContext, CheckOutcome};
 use vaultmesh_proto::{CheckResult, CheckStatus, NodeHeartbeat};
 
+use crate::procfs;
 use crate::thresholds::{Thresholds, round1};
 
 #[derive(Debug, Clone, Deserialize)]
@@ -91,26 +93,22 @@ fn gib(bytes: u64) -> String {
 }
 
 fn sample() -> Result<Sample, String> {
-    let sys = sysinfo::System::new_with_specifics(
-        sysinfo::RefreshKind::nothing().with_memory(sysinfo::MemoryRefreshKind::everything()),
-    )
-    .map_err(|e| format!("cannot read memory statistics: {e:?}"))?;
-    let total = sys.total_memory();
+    let m = procfs::parse_meminfo(&procfs::read(Path::new("/proc/meminfo"))?)?;
     Ok(Sample {
-        mem_total_bytes: total,
-        mem_used_bytes: total.saturating_sub(sys.available_memory()),
-        swap_total_bytes: sys.total_swap(),
-        swap_used_bytes: sys.used_swap(),
+        mem_total_bytes: m.total,
+        mem_used_bytes: m.total.saturating_sub(m.available),
+        swap_total_bytes: m.swap_total,
+        swap_used_bytes: m.swap_total.saturating_sub(m.swap_free),
     })
 }
 
 #[async_trait]
 impl Check for Memory {
     async fn run(&self, _ctx: &CheckContext) -> CheckOutcome {
-        match tokio::task::spawn_blocking(sample).await {
-            Ok(Ok(s)) => self.evaluate(s),
-            Ok(Err(e)) => CheckOutcome::unknown(e),
-            Err(e) => CheckOutcome::unknown(format!("memory sampling failed: {e}")),
+        // One read of a procfs file: it never blocks on storage, so no blocking thread.
+        match sample() {
+            Ok(s) => self.evaluate(s),
+            Err(e) => CheckOutcome::unknown(e),
         }
     }
 

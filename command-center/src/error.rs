@@ -59,7 +59,6 @@ impl ApiError {
         }
     }
 
-
     /// The `reason` label of `vaultmesh_requests_rejected_total`.
     pub fn reason(&self) -> &'static str {
         match self {

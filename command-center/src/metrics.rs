@@ -155,7 +155,8 @@ impl Metrics {
 
     /// Records how long start-up replay took.
     pub fn replayed(&self, lines: u64, took: Duration) {
-        self.replay_lines.set(i64::try_from(lines).unwrap_or(i64::MAX));
+        self.replay_lines
+            .set(i64::try_from(lines).unwrap_or(i64::MAX));
         self.replay_seconds.set(took.as_secs_f64());
     }
 

@@ -39,7 +39,9 @@ fn promtool_accepts(exposition: &str) {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("promtool is missing: sudo apt-get install -y prometheus (scripts/test installs it)");
+        .expect(
+            "promtool is missing: sudo apt-get install -y prometheus (scripts/test installs it)",
+        );
     child
         .stdin
         .take()
@@ -165,14 +167,7 @@ fn metrics_follow_ingest_rejections_streams_commands_and_replay() {
         .map(|l| sample(&m, &format!("vaultmesh_nodes{{level=\"{l}\"}}")).unwrap())
         .sum();
     assert_eq!(levels, 2.0, "every node is counted at one level");
-    assert!(
-        sample(
-            &m,
-            "vaultmesh_log_append_seconds_count{log=\"heartbeats\"}"
-        )
-        .unwrap()
-            >= 2.0
-    );
+    assert!(sample(&m, "vaultmesh_log_append_seconds_count{log=\"heartbeats\"}").unwrap() >= 2.0);
     assert!(sample(&m, "vaultmesh_log_append_seconds_count{log=\"commands\"}").unwrap() >= 2.0);
 
     drop(sse);

@@ -100,9 +100,13 @@ impl From<AgentError> for Failure {
 fn main() -> ExitCode {
     let cli: Cli = vaultmesh_agent_core::cli::parse_or_exit();
     vaultmesh_agent_core::service::init_logging();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread runs everything: the agent waits on timers and sockets almost all the time,
+    // and a single thread keeps its memory small. Blocking work (statvfs, file hashing) goes to
+    // tokio's blocking pool, whose idle threads exit.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        .max_blocking_threads(16)
+        .thread_keep_alive(std::time::Duration::from_secs(5))
         .build()
     {
         Ok(rt) => rt,

@@ -34,7 +34,7 @@ fn registry_of_the_binary_holds_exactly_the_built_in_checks() {
     let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
     let names: Vec<&str> = rows.iter().map(|r| r["name"].as_str().unwrap()).collect();
     assert_eq!(names, EXPECTED_CHECKS);
-    assert_eq!(vaultmesh_checks::BUILT_IN, EXPECTED_CHECKS);
+    assert_eq!(vaultmesh_checks::built_in(), EXPECTED_CHECKS);
     for r in &rows {
         assert!(r["description"].as_str().unwrap().len() > 10, "{r}");
         // The test harness turns the scan off (QUIET_SCAN); every built-in is on by default.
@@ -239,7 +239,7 @@ fn the_binary_registers_the_built_in_actions_and_allows_only_read_only_ones_by_d
     assert!(out.status.success(), "{}", text(&out));
     let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
     let names: Vec<&str> = rows.iter().map(|r| r["name"].as_str().unwrap()).collect();
-    assert_eq!(names, vaultmesh_checks::BUILT_IN_ACTIONS);
+    assert_eq!(names, vaultmesh_checks::built_in_actions());
     let allowed: Vec<&str> = rows
         .iter()
         .filter(|r| r["allowed"] == true)

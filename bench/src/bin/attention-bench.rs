@@ -13,8 +13,8 @@ use vaultmesh_command_center::attention::{AttentionEngine, EngineOptions};
 use vaultmesh_command_center::bus::Bus;
 use vaultmesh_command_center::policy::{LivePolicies, Policies};
 use vaultmesh_command_center::store::{JsonlStore, Store, StoreOptions};
-use vaultmesh_proto::event::NewEvent;
 use vaultmesh_proto::NodeHeartbeat;
+use vaultmesh_proto::event::NewEvent;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -35,8 +35,12 @@ async fn main() -> anyhow::Result<()> {
     for i in 0..nodes {
         let hb: NodeHeartbeat = serde_json::from_value(realistic_heartbeat(i, 1))?;
         store.record_heartbeat(hb, Utc::now()).await?;
-        store.record_scan(vaultmesh_bench::realistic_scan(i, 1), Utc::now()).await?;
-        store.record_scan(vaultmesh_bench::realistic_scan(i, 2), Utc::now()).await?; // 40 facts of drift each
+        store
+            .record_scan(vaultmesh_bench::realistic_scan(i, 1), Utc::now())
+            .await?;
+        store
+            .record_scan(vaultmesh_bench::realistic_scan(i, 2), Utc::now())
+            .await?; // 40 facts of drift each
         if i % 5 == 0 {
             let new: NewEvent = serde_json::from_value(serde_json::json!({
                 "kind": "incident", "node_id": node_id(i), "author": "bench",

@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use vaultmesh_bench::fleet::{TOKEN, Server, enroll_all, signed_post};
+use vaultmesh_bench::fleet::{Server, TOKEN, enroll_all, signed_post};
 use vaultmesh_bench::{node_id, realistic_heartbeat};
 use vaultmesh_testkit::browser::Browser;
 

@@ -65,8 +65,7 @@ fn main() {
         (None, Some(d), Some(rate)) => (d.as_secs_f64() * rate).round() as usize,
         _ => 10_000,
     };
-    if cli.nodes == 0 || cli.concurrency == 0 || cli.rate.is_some_and(|r| r.is_nan() || r <= 0.0)
-    {
+    if cli.nodes == 0 || cli.concurrency == 0 || cli.rate.is_some_and(|r| r.is_nan() || r <= 0.0) {
         eprintln!("error: --nodes, --concurrency and --rate must be positive");
         std::process::exit(2);
     }
@@ -81,7 +80,10 @@ fn main() {
         command_every: cli.command_every,
         presign: cli.presign,
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

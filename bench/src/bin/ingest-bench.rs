@@ -110,7 +110,9 @@ fn main() -> anyhow::Result<()> {
         peak as f64 / 1024.0
     );
 
-    println!("\n3. Realistic mix at {rate:.0}/s: 1 scan report per 500 requests, 1 command round trip per 1,000");
+    println!(
+        "\n3. Realistic mix at {rate:.0}/s: 1 scan report per 500 requests, 1 command round trip per 1,000"
+    );
     let mix = rt.block_on(sim::run(&SimConfig {
         rate: Some(rate),
         scan_every: 500,

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use futures_util::StreamExt;
 use tokio::io::AsyncBufReadExt;
-use vaultmesh_bench::fleet::{TOKEN, Server, enroll_all, key_of, signed_post};
+use vaultmesh_bench::fleet::{Server, TOKEN, enroll_all, key_of, signed_post};
 use vaultmesh_bench::{node_id, realistic_heartbeat};
 
 /// Distinct nodes the senders report for.

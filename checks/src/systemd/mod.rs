@@ -61,6 +61,9 @@ struct Systemd {
     expect: BTreeMap<String, Expect>,
     bus_address: Option<String>,
     call_timeout: Duration,
+    /// The bus connection, kept between runs (a new one costs a socket, SASL and `Hello` each
+    /// time); dropped after any error so the next run reconnects.
+    conn: tokio::sync::Mutex<Option<SystemdClient>>,
 }
 
 /// Whether a unit name is a glob for `ListUnitsByPatterns`.
@@ -102,11 +105,33 @@ impl Systemd {
             expect: c.expect,
             bus_address: c.bus_address,
             call_timeout: c.call_timeout,
+            conn: tokio::sync::Mutex::new(None),
         })
     }
 
     async fn inspect(&self) -> Result<Inspection, SystemdError> {
+        let mut cached = self.conn.lock().await;
+        if let Some(client) = cached.take() {
+            match self.inspect_with(&client).await {
+                Ok(i) => {
+                    *cached = Some(client);
+                    return Ok(i);
+                }
+                // A hung bus would hang a new connection too.
+                Err(e @ SystemdError::Timeout { .. }) => return Err(e),
+                // The bus may have restarted: try once more on a new connection.
+                Err(_) => {}
+            }
+        }
         let client = SystemdClient::connect(self.bus_address.as_deref(), self.call_timeout).await?;
+        let inspection = self.inspect_with(&client).await;
+        if inspection.is_ok() {
+            *cached = Some(client);
+        }
+        inspection
+    }
+
+    async fn inspect_with(&self, client: &SystemdClient) -> Result<Inspection, SystemdError> {
         let mut names: Vec<String> = Vec::new();
         let mut empty_globs = Vec::new();
         for u in &self.units {

@@ -1,0 +1,231 @@
+//! The node agent's footprint, measured next to `prometheus-node-exporter` (Debian package) on
+//! the same machine:
+//!
+//! - the release binary's size;
+//! - steady RSS and CPU per heartbeat cycle with every check enabled and due every cycle: the
+//!   systemd check over a real D-Bus daemon (with a test systemd service on it), cloudflared
+//!   against a fake metrics server (the true edge), disk, memory, load; the sovereign scan runs
+//!   once at start (its interval is hours) and is reported apart;
+//! - node exporter: RSS and CPU per scrape, binary size.
+//!
+//! `cargo run --release -p vaultmesh-bench --bin agent-bench -- [CYCLES] [INTERVAL_MS]`
+//! (defaults 60 cycles of 1000 ms).
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use vaultmesh_bench::fleet::{Server, TOKEN};
+use vaultmesh_bench::sim::cpu_time;
+use vaultmesh_bench::{arg_or, built_binary, memory_kib};
+use vaultmesh_testkit::cloudflared::{FakeCloudflared, ReadyReply};
+use vaultmesh_testkit::dbus::{DbusDaemon, FakeSystemd, FakeUnit};
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+fn main() -> anyhow::Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cycles = arg_or(1, "CYCLES", 60)?.max(2);
+    let interval_ms = arg_or(2, "INTERVAL_MS", 1000)?.max(100);
+    // As it ships: the `agent` profile (small before fast).
+    let agent_bin = built_binary("vaultmesh-node-agent", "vaultmesh-node-agent", "agent")?;
+    let size = std::fs::metadata(&agent_bin)?.len();
+    println!(
+        "agent-bench: {cycles} heartbeat cycles of {interval_ms} ms, every check due every cycle"
+    );
+
+    let cc = Server::start(&[])?;
+    let bus = DbusDaemon::start();
+    let units = [
+        FakeUnit::new("cloudflared.service", "active", "running"),
+        FakeUnit::new("sshd.service", "active", "running"),
+        FakeUnit::new("vaultmesh-node-agent.service", "active", "running"),
+    ];
+    let _systemd = FakeSystemd::start(&bus.address, &units);
+    let cloudflared = FakeCloudflared::start(ReadyReply::connections(4));
+    let dir = tempfile::tempdir()?;
+    let every = format!("{interval_ms}ms");
+    let config = format!(
+        r#"[agent]
+interval = "{every}"
+
+[checks.systemd]
+interval = "{every}"
+units = ["cloudflared.service", "sshd.service", "vaultmesh-node-agent.service"]
+
+[checks.cloudflared]
+interval = "{every}"
+metrics_url = "{cf}"
+
+[checks.disk]
+interval = "{every}"
+
+[checks.memory]
+interval = "{every}"
+
+[checks.load]
+interval = "{every}"
+
+[checks.sovereign_scan]
+enabled = true
+"#,
+        cf = cloudflared.url()
+    );
+    std::fs::write(dir.path().join("agent.toml"), config)?;
+    let mut agent = Command::new(&agent_bin);
+    agent
+        .arg("run")
+        .env("VAULTMESH_CC_URL", &cc.base)
+        .env("VAULTMESH_CONFIG", dir.path().join("agent.toml"))
+        .env("VAULTMESH_STATE_DIR", dir.path().join("state"))
+        .env("VAULTMESH_ENROLL_TOKEN", TOKEN)
+        .env("VAULTMESH_OS_PROFILE", "DebianVault")
+        .env("DBUS_SYSTEM_BUS_ADDRESS", &bus.address)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let started = Instant::now();
+    let agent = Killed(agent.spawn()?);
+    let pid = agent.0.id();
+
+    // Warm-up: enrolled, first scan sent, a few cycles run.
+    let http = reqwest::blocking::Client::new();
+    let scanned = |http: &reqwest::blocking::Client| -> bool {
+        http.get(format!("{}/api/nodes", cc.base))
+            .send()
+            .ok()
+            .and_then(|r| r.json::<serde_json::Value>().ok())
+            .and_then(|v| v.as_array()?.first()?.get("last_scan").cloned())
+            .is_some_and(|s| !s.is_null())
+    };
+    while !scanned(&http) {
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(120),
+            "the agent sent no scan in 120 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let scan_done = started.elapsed();
+    let (scan_peak, _) = memory_kib(pid);
+    let cpu_start = cpu_time(pid)?;
+    std::thread::sleep(Duration::from_millis(3 * interval_ms as u64));
+    let heartbeats = |http: &reqwest::blocking::Client| -> anyhow::Result<f64> {
+        let m = http.get(format!("{}/metrics", cc.base)).send()?.text()?;
+        m.lines()
+            .find_map(|l| l.strip_prefix("vaultmesh_heartbeats_ingested_total "))
+            .and_then(|v| v.trim().parse().ok())
+            .ok_or_else(|| anyhow::anyhow!("no heartbeat counter"))
+    };
+
+    // Steady state.
+    let hb0 = heartbeats(&http)?;
+    let cpu0 = cpu_time(pid)?;
+    let t0 = Instant::now();
+    std::thread::sleep(Duration::from_millis((cycles * interval_ms) as u64));
+    let cpu1 = cpu_time(pid)?;
+    let wall = t0.elapsed();
+    let hb1 = heartbeats(&http)?;
+    let (peak, rss) = memory_kib(pid);
+    if std::env::var_os("AGENT_BENCH_SMAPS").is_some() {
+        print!(
+            "{}",
+            std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))?
+        );
+        println!(
+            "threads: {}",
+            std::fs::read_dir(format!("/proc/{pid}/task"))?.count()
+        );
+    }
+    let beats = (hb1 - hb0).max(1.0);
+    let per_cycle = (cpu1 - cpu0).as_secs_f64() * 1e3 / beats;
+    drop(agent);
+    println!(
+        "\n  {:<36} {:>14} {:>12} {:>16}",
+        "", "steady RSS", "binary", "CPU per cycle"
+    );
+    println!(
+        "  {:<36} {:>10.1} MiB {:>8.1} MiB {:>13.2} ms",
+        "vaultmesh-node-agent (all checks)",
+        mib(rss),
+        size as f64 / 1_048_576.0,
+        per_cycle
+    );
+    println!(
+        "    {beats:.0} heartbeats in {:.1} s; peak RSS {:.1} MiB ({:.1} MiB once the start-up scan was sent, {:.1} s after start, {:.0} ms CPU up to then)",
+        wall.as_secs_f64(),
+        mib(peak),
+        mib(scan_peak),
+        scan_done.as_secs_f64(),
+        cpu_start.as_secs_f64() * 1e3
+    );
+
+    match node_exporter(cycles.min(30)) {
+        Ok((rss, per_scrape, size)) => println!(
+            "  {:<36} {:>10.1} MiB {:>8.1} MiB {:>13.2} ms",
+            "prometheus-node-exporter (1 scrape)",
+            mib(rss),
+            size as f64 / 1_048_576.0,
+            per_scrape
+        ),
+        Err(e) => println!("  prometheus-node-exporter: not measured ({e})"),
+    }
+    println!(
+        "  targets: RSS <= 6 MiB, CPU <= 1.5 ms per heartbeat cycle, stripped binary <= 8 MiB"
+    );
+    Ok(())
+}
+
+/// Starts `prometheus-node-exporter` on a loopback port and scrapes it `n` times, one a second;
+/// (steady RSS KiB, CPU ms per scrape, binary bytes).
+fn node_exporter(n: usize) -> anyhow::Result<(u64, f64, u64)> {
+    let bin = Path::new("/usr/bin/prometheus-node-exporter");
+    anyhow::ensure!(
+        bin.exists(),
+        "install it with: sudo apt-get install -y prometheus-node-exporter"
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let child = Killed(
+        Command::new(bin)
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?,
+    );
+    let pid = child.0.id();
+    let http = reqwest::blocking::Client::new();
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while http.get(&url).send().is_err() {
+        anyhow::ensure!(Instant::now() < deadline, "node exporter did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Warm: a few scrapes first.
+    for _ in 0..3 {
+        http.get(&url).send()?.bytes()?;
+    }
+    let cpu0 = cpu_time(pid)?;
+    for _ in 0..n {
+        http.get(&url).send()?.bytes()?;
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let cpu = cpu_time(pid)? - cpu0;
+    let (_, rss) = memory_kib(pid);
+    Ok((
+        rss,
+        cpu.as_secs_f64() * 1e3 / n as f64,
+        std::fs::metadata(bin)?.len(),
+    ))
+}

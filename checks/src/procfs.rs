@@ -1,0 +1,167 @@
+//! The few `/proc` and `/sys` files the memory, load and disk checks read, parsed directly: a
+//! read of a small kernel file each, no library state, nothing kept between runs.
+//!
+//! The parsers take the file's text so tests can feed them fixtures.
+
+use std::path::Path;
+
+/// Memory figures from `/proc/meminfo`, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemInfo {
+    pub total: u64,
+    /// `MemAvailable` (what the kernel estimates can be allocated without swapping).
+    pub available: u64,
+    pub swap_total: u64,
+    pub swap_free: u64,
+}
+
+/// Parses `/proc/meminfo` (`Key:   123 kB` lines).
+pub fn parse_meminfo(text: &str) -> Result<MemInfo, String> {
+    let field = |name: &str| -> Result<u64, String> {
+        text.lines()
+            .find_map(|l| {
+                let rest = l.strip_prefix(name)?.strip_prefix(':')?;
+                let mut parts = rest.split_whitespace();
+                let n: u64 = parts.next()?.parse().ok()?;
+                Some(match parts.next() {
+                    Some("kB") => n * 1024,
+                    _ => n,
+                })
+            })
+            .ok_or_else(|| format!("/proc/meminfo has no {name} line"))
+    };
+    Ok(MemInfo {
+        total: field("MemTotal")?,
+        available: field("MemAvailable")?,
+        swap_total: field("SwapTotal")?,
+        swap_free: field("SwapFree")?,
+    })
+}
+
+/// Parses the first three fields of `/proc/loadavg`.
+pub fn parse_loadavg(text: &str) -> Result<[f64; 3], String> {
+    let mut it = text.split_whitespace().map(str::parse::<f64>);
+    match (it.next(), it.next(), it.next()) {
+        (Some(Ok(a)), Some(Ok(b)), Some(Ok(c))) => Ok([a, b, c]),
+        _ => Err(format!(
+            "/proc/loadavg is not three numbers: {:?}",
+            text.trim()
+        )),
+    }
+}
+
+/// Counts the CPUs in a kernel CPU list such as `/sys/devices/system/cpu/online` (`0-3,8,10-11`).
+pub fn parse_cpu_list(text: &str) -> Result<u32, String> {
+    let bad = || format!("not a CPU list: {:?}", text.trim());
+    let mut n = 0u32;
+    for part in text.trim().split(',').filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b): (u32, u32) =
+                    (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
+                n += b.checked_sub(a).ok_or_else(bad)? + 1;
+            }
+            None => {
+                part.parse::<u32>().map_err(|_| bad())?;
+                n += 1;
+            }
+        }
+    }
+    if n == 0 { Err(bad()) } else { Ok(n) }
+}
+
+/// Mount points and filesystem types from `/proc/self/mounts` (octal escapes such as `\040`
+/// for a space decoded).
+pub fn parse_mounts(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let (_dev, mount, fs) = (f.next()?, f.next()?, f.next()?);
+            Some((unescape(mount), fs.to_string()))
+        })
+        .collect()
+}
+
+/// Decodes the kernel's `\ooo` escapes in mount fields.
+fn unescape(field: &str) -> String {
+    let b = field.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
+            out.push(v);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Reads a small kernel file, naming it in the error.
+pub fn read(path: &Path) -> Result<String, String> {
+    std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn meminfo() {
+        let text = "MemTotal:        8041216 kB\nMemFree:          512000 kB\nMemAvailable:    6021120 kB\nBuffers: 1 kB\nSwapTotal:       2097148 kB\nSwapFree:        2000000 kB\n";
+        assert_eq!(
+            parse_meminfo(text).unwrap(),
+            MemInfo {
+                total: 8041216 * 1024,
+                available: 6021120 * 1024,
+                swap_total: 2097148 * 1024,
+                swap_free: 2000000 * 1024,
+            }
+        );
+        assert!(
+            parse_meminfo("MemTotal: 1 kB\n")
+                .unwrap_err()
+                .contains("no MemAvailable")
+        );
+    }
+
+    #[test]
+    fn loadavg() {
+        assert_eq!(
+            parse_loadavg("0.42 0.31 0.22 1/234 5678\n").unwrap(),
+            [0.42, 0.31, 0.22]
+        );
+        assert!(parse_loadavg("x y z").is_err());
+    }
+
+    #[test]
+    fn cpu_lists() {
+        assert_eq!(parse_cpu_list("0-3\n").unwrap(), 4);
+        assert_eq!(parse_cpu_list("0-3,8,10-11").unwrap(), 7);
+        assert_eq!(parse_cpu_list("0").unwrap(), 1);
+        assert!(parse_cpu_list("").is_err());
+        assert!(parse_cpu_list("3-1").is_err());
+    }
+
+    #[test]
+    fn mounts_with_escapes() {
+        let text = "/dev/vda / ext4 rw,relatime 0 0\nproc /proc proc rw 0 0\n/dev/sdb1 /mnt/my\\040disk vfat rw 0 0\n";
+        assert_eq!(
+            parse_mounts(text),
+            [
+                ("/".to_string(), "ext4".to_string()),
+                ("/proc".into(), "proc".into()),
+                ("/mnt/my disk".into(), "vfat".into())
+            ]
+        );
+        assert_eq!(unescape("a\\134b"), "a\\b");
+        assert_eq!(unescape("trailing\\04"), "trailing\\04");
+    }
+}
