@@ -16,7 +16,12 @@ pub fn init_logging() {
     use tracing_subscriber::util::SubscriberInitExt;
     let filter = log_filter(std::env::var("RUST_LOG").ok().as_deref());
     tracing_subscriber::registry()
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                // Colours only for a person at a terminal, never into the journal or a file.
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+        )
         .with(filter)
         .init();
 }

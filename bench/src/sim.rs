@@ -424,6 +424,21 @@ fn chain(node: usize, set: Option<String>) -> Option<String> {
     }
 }
 
+/// CPU time of a process's live threads to the nanosecond (`/proc/<pid>/task/*/schedstat`).
+/// Threads that exited in between are missing, so use it where threads live long (the agent).
+pub fn cpu_time_precise(pid: u32) -> anyhow::Result<Duration> {
+    let mut ns = 0u64;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let stat = std::fs::read_to_string(task?.path().join("schedstat")).unwrap_or_default();
+        ns += stat
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    Ok(Duration::from_nanos(ns))
+}
+
 /// Reads `/proc/<pid>/stat`: user + system CPU time of a process.
 pub fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))

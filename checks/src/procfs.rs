@@ -103,9 +103,17 @@ fn unescape(field: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Reads a small kernel file, naming it in the error.
+/// Reads a small kernel file, naming it in the error. Procfs files report size 0, and each
+/// `read` of one regenerates it from the start up to the offset asked for, so one large buffer
+/// makes it a single pass (`read_to_string` would grow from 32 bytes).
 pub fn read(path: &Path) -> Result<String, String> {
-    std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+    use std::io::Read;
+    let fail = |e: std::io::Error| format!("cannot read {}: {e}", path.display());
+    let mut text = String::with_capacity(16 * 1024);
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_to_string(&mut text))
+        .map_err(fail)?;
+    Ok(text)
 }
 
 #[cfg(test)]

@@ -288,3 +288,37 @@ fn config_check_warns_about_permissive_modes_of_config_state_and_key() {
         "{err}"
     );
 }
+
+#[test]
+fn the_agent_logs_what_each_check_costs() {
+    use std::io::Read;
+    let cc = vaultmesh_testkit::CommandCenter::start();
+    let agent = NodeAgent::new(&cc.url)
+        .env("RUST_LOG", "info")
+        .env("VAULTMESH_INTERVAL", "1s")
+        .config("[checks.memory]\ninterval = \"1s\"\n");
+    let mut child = agent.spawn(&["run"]);
+    let reported = vaultmesh_testkit::wait_for(std::time::Duration::from_secs(20), || {
+        cc.get_json("/api/nodes").as_array()?.first().map(|_| ())
+    });
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let _ = child.0.kill();
+    let _ = child.0.wait();
+    let mut log = String::new();
+    child
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
+    assert!(reported.is_some(), "the agent did not report:\n{log}");
+    let line = log
+        .lines()
+        .find(|l| l.contains("Check durations.") && l.contains("check=\"memory\""))
+        .unwrap_or_else(|| panic!("no duration summary for memory in:\n{log}"));
+    assert!(
+        line.contains("runs=1") && line.contains("mean_ms=") && line.contains("max_ms="),
+        "{line}"
+    );
+}

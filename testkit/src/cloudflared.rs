@@ -76,38 +76,46 @@ impl Drop for FakeCloudflared {
     }
 }
 
+/// Serves requests on one connection until the client closes it (keep-alive, as cloudflared's
+/// Go metrics server does).
 fn serve(stream: TcpStream, reply: &Mutex<ReadyReply>) {
     let _ = stream.set_nonblocking(false);
     let mut reader = BufReader::new(match stream.try_clone() {
         Ok(s) => s,
         Err(_) => return,
     });
-    let mut request_line = String::new();
-    if reader.read_line(&mut request_line).is_err() {
-        return;
-    }
-    // Drain headers.
-    let mut line = String::new();
-    while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
-        line.clear();
-    }
-    let r = reply.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    let (status, body) = if request_line.starts_with("GET /ready ") {
-        (r.status, r.body)
-    } else {
-        (404, "404 page not found\n".to_string())
-    };
-    std::thread::sleep(r.delay);
-    let reason = match status {
-        200 => "OK",
-        503 => "Service Unavailable",
-        404 => "Not Found",
-        _ => "Status",
-    };
     let mut stream = stream;
-    let _ = write!(
-        stream,
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
+    loop {
+        let mut request_line = String::new();
+        if reader.read_line(&mut request_line).map_or(true, |n| n == 0) {
+            return;
+        }
+        // Drain headers.
+        let mut line = String::new();
+        while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+            line.clear();
+        }
+        let r = reply.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let (status, body) = if request_line.starts_with("GET /ready ") {
+            (r.status, r.body)
+        } else {
+            (404, "404 page not found\n".to_string())
+        };
+        std::thread::sleep(r.delay);
+        let reason = match status {
+            200 => "OK",
+            503 => "Service Unavailable",
+            404 => "Not Found",
+            _ => "Status",
+        };
+        if write!(
+            stream,
+            "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .is_err()
+        {
+            return;
+        }
+    }
 }

@@ -16,7 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use vaultmesh_bench::fleet::{Server, TOKEN};
-use vaultmesh_bench::sim::cpu_time;
+use vaultmesh_bench::sim::{cpu_time, cpu_time_precise};
 use vaultmesh_bench::{arg_or, built_binary, memory_kib};
 use vaultmesh_testkit::cloudflared::{FakeCloudflared, ReadyReply};
 use vaultmesh_testkit::dbus::{DbusDaemon, FakeSystemd, FakeUnit};
@@ -39,7 +39,10 @@ fn main() -> anyhow::Result<()> {
     let cycles = arg_or(1, "CYCLES", 60)?.max(2);
     let interval_ms = arg_or(2, "INTERVAL_MS", 1000)?.max(100);
     // As it ships: the `agent` profile (small before fast).
-    let agent_bin = built_binary("vaultmesh-node-agent", "vaultmesh-node-agent", "agent")?;
+    let agent_bin = match std::env::var_os("AGENT_BENCH_BIN") {
+        Some(p) => p.into(),
+        None => built_binary("vaultmesh-node-agent", "vaultmesh-node-agent", "agent")?,
+    };
     let size = std::fs::metadata(&agent_bin)?.len();
     println!(
         "agent-bench: {cycles} heartbeat cycles of {interval_ms} ms, every check due every cycle"
@@ -56,30 +59,44 @@ fn main() -> anyhow::Result<()> {
     let cloudflared = FakeCloudflared::start(ReadyReply::connections(4));
     let dir = tempfile::tempdir()?;
     let every = format!("{interval_ms}ms");
+    // AGENT_BENCH_ONLY=disk (or `none`) keeps just that check on: the cost of each one.
+    let only = std::env::var("AGENT_BENCH_ONLY").ok();
+    let on = |check: &str| only.as_deref().is_none_or(|o| o == check);
     let config = format!(
         r#"[agent]
 interval = "{every}"
 
 [checks.systemd]
+enabled = {}
 interval = "{every}"
 units = ["cloudflared.service", "sshd.service", "vaultmesh-node-agent.service"]
 
 [checks.cloudflared]
+enabled = {}
 interval = "{every}"
 metrics_url = "{cf}"
 
 [checks.disk]
+enabled = {}
 interval = "{every}"
 
 [checks.memory]
+enabled = {}
 interval = "{every}"
 
 [checks.load]
+enabled = {}
 interval = "{every}"
 
 [checks.sovereign_scan]
-enabled = true
+enabled = {}
 "#,
+        on("systemd"),
+        on("cloudflared"),
+        on("disk"),
+        on("memory"),
+        on("load"),
+        on("sovereign_scan"),
         cf = cloudflared.url()
     );
     std::fs::write(dir.path().join("agent.toml"), config)?;
@@ -109,7 +126,7 @@ enabled = true
             .and_then(|v| v.as_array()?.first()?.get("last_scan").cloned())
             .is_some_and(|s| !s.is_null())
     };
-    while !scanned(&http) {
+    while on("sovereign_scan") && !scanned(&http) {
         anyhow::ensure!(
             started.elapsed() < Duration::from_secs(120),
             "the agent sent no scan in 120 s"
@@ -129,13 +146,35 @@ enabled = true
     };
 
     // Steady state.
+    // Profiling aid: AGENT_BENCH_PERF=FILE records the steady window with perf.
+    let perf = std::env::var_os("AGENT_BENCH_PERF").map(|out| {
+        let mut cmd = Command::new("perf");
+        if out == "strace" {
+            cmd = Command::new("strace");
+            cmd.args(["-c", "-f", "-o", "/tmp/agent.strace"]);
+        } else {
+            cmd.args(["record", "-F", "4000", "-g", "-o"]).arg(out);
+        }
+        cmd.args(["-p", &pid.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+    });
     let hb0 = heartbeats(&http)?;
     let cpu0 = cpu_time(pid)?;
+    let precise0 = cpu_time_precise(pid)?;
     let t0 = Instant::now();
     std::thread::sleep(Duration::from_millis((cycles * interval_ms) as u64));
     let cpu1 = cpu_time(pid)?;
+    let precise1 = cpu_time_precise(pid)?;
     let wall = t0.elapsed();
     let hb1 = heartbeats(&http)?;
+    if let Some(Ok(mut p)) = perf {
+        let _ = Command::new("kill")
+            .args(["-INT", &p.id().to_string()])
+            .status();
+        let _ = p.wait();
+    }
     let (peak, rss) = memory_kib(pid);
     if std::env::var_os("AGENT_BENCH_SMAPS").is_some() {
         print!(
@@ -148,7 +187,9 @@ enabled = true
         );
     }
     let beats = (hb1 - hb0).max(1.0);
-    let per_cycle = (cpu1 - cpu0).as_secs_f64() * 1e3 / beats;
+    // schedstat (ns, live threads) is the figure; /proc stat (10 ms ticks) cross-checks it.
+    let per_cycle = precise1.saturating_sub(precise0).as_secs_f64() * 1e3 / beats;
+    let per_cycle_ticks = (cpu1 - cpu0).as_secs_f64() * 1e3 / beats;
     drop(agent);
     println!(
         "\n  {:<36} {:>14} {:>12} {:>16}",
@@ -160,6 +201,9 @@ enabled = true
         mib(rss),
         size as f64 / 1_048_576.0,
         per_cycle
+    );
+    println!(
+        "    CPU per cycle from /proc/PID/stat ticks: {per_cycle_ticks:.2} ms (10 ms resolution)"
     );
     println!(
         "    {beats:.0} heartbeats in {:.1} s; peak RSS {:.1} MiB ({:.1} MiB once the start-up scan was sent, {:.1} s after start, {:.0} ms CPU up to then)",
