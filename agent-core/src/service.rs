@@ -39,26 +39,6 @@ fn log_filter(spec: Option<&str>) -> tracing_subscriber::filter::Targets {
     }
 }
 
-#[cfg(test)]
-mod log_tests {
-    use super::log_filter;
-    use tracing::Level;
-
-    #[test]
-    fn rust_log_levels_and_targets() {
-        let f = log_filter(None);
-        assert!(f.would_enable("anything", &Level::INFO));
-        assert!(!f.would_enable("anything", &Level::DEBUG));
-        let f = log_filter(Some("warn,vaultmesh_agent_core=debug"));
-        assert!(!f.would_enable("hyper", &Level::INFO));
-        assert!(f.would_enable("vaultmesh_agent_core::runtime", &Level::DEBUG));
-        let f = log_filter(Some("=nonsense=="));
-        assert!(
-            f.would_enable("x", &Level::INFO),
-            "a bad filter falls back to info"
-        );
-    }
-}
 
 /// Tells systemd the service is up (`Type=notify`), with a one-line status.
 pub fn notify_ready(status: &str) {
@@ -121,4 +101,25 @@ pub fn shutdown_token() -> CancellationToken {
         token.cancel();
     });
     cancel
+}
+
+#[cfg(test)]
+mod log_tests {
+    use super::log_filter;
+    use tracing::Level;
+
+    #[test]
+    fn rust_log_levels_and_targets() {
+        let f = log_filter(None);
+        assert!(f.would_enable("anything", &Level::INFO));
+        assert!(!f.would_enable("anything", &Level::DEBUG));
+        let f = log_filter(Some("warn,vaultmesh_agent_core=debug"));
+        assert!(!f.would_enable("hyper", &Level::INFO));
+        assert!(f.would_enable("vaultmesh_agent_core::runtime", &Level::DEBUG));
+        let f = log_filter(Some("=nonsense=="));
+        assert!(
+            f.would_enable("x", &Level::INFO),
+            "a bad filter falls back to info"
+        );
+    }
 }
