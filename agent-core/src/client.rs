@@ -145,7 +145,13 @@ impl CcClient {
 
     /// `GET /api/agent/commands?wait=…`: blocks up to `wait` for commands for this node.
     pub async fn poll_commands(&self, wait: Duration) -> Result<Vec<SignedCommand>, ClientError> {
-        let path = format!("/api/agent/commands?wait={}s", wait.as_secs());
+        // The nonce makes every poll's signature unique: without it, a poll right after one
+        // that returned within the same second would be byte-identical and refused as a replay.
+        let path = format!(
+            "/api/agent/commands?wait={}s&nonce={:016x}",
+            wait.as_secs(),
+            rand::random::<u64>()
+        );
         self.signed(
             "GET",
             &path,

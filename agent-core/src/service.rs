@@ -39,7 +39,6 @@ fn log_filter(spec: Option<&str>) -> tracing_subscriber::filter::Targets {
     }
 }
 
-
 /// Tells systemd the service is up (`Type=notify`), with a one-line status.
 pub fn notify_ready(status: &str) {
     notify(&[NotifyState::Ready, NotifyState::Status(status)]);

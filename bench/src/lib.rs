@@ -16,7 +16,12 @@ pub fn release_binary(package: &str, name: &str) -> anyhow::Result<PathBuf> {
 
 /// Builds a workspace binary with a cargo profile (`release`, or `agent` for the node agent as
 /// it ships) and returns its path.
+///
+/// `VAULTMESH_BENCH_PROFILE=dev` overrides the profile (the CI smoke tests use the debug
+/// binaries the test build already made, instead of a release build).
 pub fn built_binary(package: &str, name: &str, profile: &str) -> anyhow::Result<PathBuf> {
+    let profile = std::env::var("VAULTMESH_BENCH_PROFILE").unwrap_or_else(|_| profile.to_string());
+    let profile = profile.as_str();
     let root = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .ok_or_else(|| anyhow::anyhow!("no workspace"))?;
@@ -38,7 +43,8 @@ pub fn built_binary(package: &str, name: &str, profile: &str) -> anyhow::Result<
     let target = std::env::var("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|_| root.join("target"));
-    Ok(target.join(profile).join(name))
+    let dir = if profile == "dev" { "debug" } else { profile };
+    Ok(target.join(dir).join(name))
 }
 
 /// Node ids `0..n` as UUIDs.

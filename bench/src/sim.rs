@@ -369,7 +369,7 @@ async fn post(req: reqwest::RequestBuilder) -> Result<(), String> {
 async fn command_round_trip(http: &reqwest::Client, base: &str, node: usize) -> Result<(), String> {
     let issue = serde_json::json!({"node_id": node_id(node), "action": "agent.ping", "args": {}});
     post(http.post(format!("{base}/api/commands")).json(&issue)).await?;
-    let path = "/api/agent/commands?wait=5s";
+    let path = &format!("/api/agent/commands?wait=5s&nonce={:016x}", rand_nonce());
     let (ts, sig) = sign("GET", path, node, b"");
     let reply = http
         .get(format!("{base}{path}"))
@@ -411,6 +411,10 @@ async fn command_round_trip(http: &reqwest::Client, base: &str, node: usize) -> 
         chain(node, Some(hash));
     }
     Ok(())
+}
+
+fn rand_nonce() -> u64 {
+    uuid::Uuid::new_v4().as_u64_pair().0
 }
 
 /// Each simulated node's last receipt hash (reads it, or records a new one).

@@ -204,6 +204,10 @@ pub async fn list(
 #[serde(deny_unknown_fields)]
 pub struct PollParams {
     wait: Option<String>,
+    /// Random, so two polls signed in the same second are not identical (and taken for a
+    /// replay). Not otherwise used.
+    #[allow(dead_code)]
+    nonce: Option<String>,
 }
 
 /// `GET /api/agent/commands?wait=25s` (signed): the node's queued commands, at once if there are

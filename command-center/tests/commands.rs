@@ -416,3 +416,26 @@ fn hostile_commands_reaching_the_real_agent_are_rejected_with_receipts_and_never
     let nodes = f.cc.get_json("/api/nodes");
     assert_eq!(nodes[0]["receipt_chain_ok"], true);
 }
+
+#[test]
+fn commands_issued_back_to_back_are_each_delivered_within_a_second() {
+    // Each receipt makes the agent poll again at once: two polls signed in the same second
+    // must still differ, or the second is refused as a replay and delivery stalls.
+    let f = fleet();
+    for i in 0..4 {
+        let r = issue(&f, "agent.ping", json!({}));
+        assert_eq!(r.status, 201, "{}", r.body);
+        let id = r.json()["command"]["command_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let start = Instant::now();
+        let done = finished(&f, &id);
+        assert_eq!(done["receipt"]["receipt"]["status"], "ok", "{done}");
+        assert!(
+            start.elapsed() < Duration::from_millis(1500),
+            "command {i} took {:?}",
+            start.elapsed()
+        );
+    }
+}

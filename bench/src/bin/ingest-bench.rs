@@ -40,7 +40,13 @@ fn main() -> anyhow::Result<()> {
         .output()?;
     anyhow::ensure!(out.status.success(), "keygen failed");
     let key = key.to_string_lossy().into_owned();
-    let cc = Server::start(&["--signing-key", &key])?;
+    let policies = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
+    let cc = Server::start(&[
+        "--signing-key",
+        &key,
+        "--policy-dir",
+        &policies.to_string_lossy(),
+    ])?;
     let cc_pid = cc.child.id();
 
     let base = |url: &str, nodes, token: bool| SimConfig {
@@ -70,7 +76,10 @@ fn main() -> anyhow::Result<()> {
         "server, nodes", "heartbeats/s", "p50 ms", "p99 ms", "errors"
     );
     let mut ratios = Vec::new();
-    for nodes in [1_000, big] {
+    let small = big.min(1_000);
+    let mut sizes = vec![small, big];
+    sizes.dedup();
+    for nodes in sizes {
         let f = rt.block_on(sim::run(&base(&floor.base, nodes, false)))?;
         line(&format!("bare axum parse, {nodes}"), &f);
         let c = rt.block_on(sim::run(&base(&cc.base, nodes, false)))?;
@@ -81,14 +90,14 @@ fn main() -> anyhow::Result<()> {
         println!("  Command Center / floor at {nodes} nodes: {r:.2} (target >= 0.5)");
     }
 
-    println!("\n2. Server CPU per heartbeat at {rate:.0} heartbeats/s (1,000 nodes)");
+    println!("\n2. Server CPU per heartbeat at {rate:.0} heartbeats/s ({small} nodes)");
     for (name, url, pid) in [
         ("bare axum parse", &floor.base, floor.child.id()),
         ("Command Center", &cc.base, cc_pid),
     ] {
         let config = SimConfig {
             rate: Some(rate),
-            ..base(url, 1_000, false)
+            ..base(url, small, false)
         };
         let before = sim::cpu_time(pid)?;
         let r = rt.block_on(sim::run(&config))?;
@@ -118,7 +127,7 @@ fn main() -> anyhow::Result<()> {
         scan_every: 500,
         command_every: 1000,
         presign: false,
-        ..base(&cc.base, 1_000, false)
+        ..base(&cc.base, small, false)
     }))?;
     print!("{}", mix.render());
     anyhow::ensure!(mix.error_count() == 0, "the realistic mix had errors");

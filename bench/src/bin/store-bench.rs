@@ -7,6 +7,9 @@
 //! 3. Append throughput of one journal with group commit, 64 concurrent appenders.
 //!
 //! Usage: `cargo run --release -p vaultmesh-bench --bin store-bench -- [LINES] [WORK_DIR]`
+//!
+//! The log holds one node per 1,000 lines (at most 10,000 nodes, the store's limit), so 10 M
+//! lines is 10,000 nodes with full history windows. `REPLAY_ONLY=1` skips parts 2 and 3.
 
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::Path;
@@ -21,7 +24,8 @@ use vaultmesh_command_center::store::journal::{Journal, Rotation};
 use vaultmesh_command_center::store::logdir::LogName;
 use vaultmesh_command_center::store::record;
 
-const NODES: usize = 1000;
+/// Lines per node in the generated logs.
+const LINES_PER_NODE: usize = 1000;
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
@@ -36,9 +40,10 @@ fn main() -> anyhow::Result<()> {
         .unwrap_or_else(|| std::env::temp_dir().join("vaultmesh-store-bench"));
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work)?;
+    let nodes = (lines / LINES_PER_NODE).clamp(1, 10_000);
     let cc = release_binary("vaultmesh-command-center", "vaultmesh-command-center")?;
     println!(
-        "store-bench: {lines} lines, {NODES} nodes, work dir {}",
+        "store-bench: {lines} lines, {nodes} nodes, work dir {}",
         work.display()
     );
     println!(
@@ -51,7 +56,8 @@ fn main() -> anyhow::Result<()> {
     // 1. Replay.
     let logs = work.join("replay");
     std::fs::create_dir_all(&logs)?;
-    let (bytes, generated_in) = timed(|| write_heartbeats(&logs.join("heartbeats.jsonl"), lines));
+    let (bytes, generated_in) =
+        timed(|| write_heartbeats(&logs.join("heartbeats.jsonl"), lines, nodes));
     let bytes = bytes?;
     println!(
         "generated heartbeat log: {:.0} MiB ({:.0} bytes/line) in {:.1}s",
@@ -59,24 +65,30 @@ fn main() -> anyhow::Result<()> {
         bytes as f64 / lines as f64,
         generated_in.as_secs_f64()
     );
-    let mut peak = 0;
+    let (mut peak, mut rss) = (0, 0);
     let replay = median_of(3, || {
-        let (t, hwm) = start_until_listening(&cc, &logs)?;
+        let (t, hwm, now) = start_until_listening(&cc, &logs)?;
         peak = peak.max(hwm);
+        rss = rss.max(now);
         Ok(t)
     })?;
     println!(
-        "replay {lines} heartbeat lines: start-up to listening {:.2}s (median of 3), peak RSS {:.0} MiB",
+        "replay {lines} heartbeat lines from {nodes} nodes: start-up to listening {:.2}s (median of 3), peak RSS {:.0} MiB, RSS when listening {:.0} MiB",
         replay.as_secs_f64(),
-        peak as f64 / 1024.0
+        peak as f64 / 1024.0,
+        rss as f64 / 1024.0
     );
+    if std::env::var_os("REPLAY_ONLY").is_some() {
+        let _ = std::fs::remove_dir_all(&work);
+        return Ok(());
+    }
 
     // 2. logs view vs jq.
     let scans = work.join("scans");
     std::fs::create_dir_all(&scans)?;
     let scan_file = scans.join("sovereign-scans.jsonl");
-    write_scans(&scan_file, lines)?;
-    let target = node_id(NODES / 2).to_string();
+    write_scans(&scan_file, lines, nodes)?;
+    let target = node_id(nodes / 2).to_string();
     let ours = median_of(3, || {
         let (out, t) = timed(|| {
             Command::new(&cc)
@@ -102,7 +114,7 @@ fn main() -> anyhow::Result<()> {
             String::from_utf8_lossy(&out.stderr)
         );
         anyhow::ensure!(
-            out.stdout.iter().filter(|b| **b == b'\n').count() == lines / NODES,
+            out.stdout.iter().filter(|b| **b == b'\n').count() == lines / nodes,
             "logs view found the wrong count"
         );
         Ok(t)
@@ -119,7 +131,7 @@ fn main() -> anyhow::Result<()> {
         let out = out.context("jq not found; install it: apt-get install -y jq")?;
         anyhow::ensure!(out.status.success(), "jq failed");
         anyhow::ensure!(
-            out.stdout.iter().filter(|b| **b == b'\n').count() == lines / NODES,
+            out.stdout.iter().filter(|b| **b == b'\n').count() == lines / nodes,
             "jq found the wrong count"
         );
         Ok(t)
@@ -132,7 +144,7 @@ fn main() -> anyhow::Result<()> {
     );
 
     // 3. Append throughput.
-    let (per_sec, mib_s) = append_throughput(&work.join("append"), 200_000)?;
+    let (per_sec, mib_s) = append_throughput(&work.join("append"), (lines * 10).min(200_000))?;
     println!(
         "append with group commit (64 concurrent appenders, fdatasync per batch): {per_sec:.0} lines/s, {mib_s:.1} MiB/s"
     );
@@ -142,16 +154,18 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn write_heartbeats(path: &Path, lines: usize) -> anyhow::Result<u64> {
+fn write_heartbeats(path: &Path, lines: usize, nodes: usize) -> anyhow::Result<u64> {
     let mut out = BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
     let mut bytes = 0u64;
-    let start = Utc::now() - chrono::Duration::seconds(lines as i64);
+    // Within the 30-day retention whatever the line count.
+    let step_ms = (20 * 86_400_000 / lines.max(1) as i64).clamp(1, 1000);
+    let start = Utc::now() - chrono::Duration::milliseconds(lines as i64 * step_ms);
     for n in 0..lines {
-        let node = n % NODES;
-        let hb = realistic_heartbeat(node, (n / NODES) as u64);
+        let node = n % nodes;
+        let hb = realistic_heartbeat(node, (n / nodes) as u64);
         let line = record::encode(
             "heartbeat",
-            start + chrono::Duration::seconds(n as i64),
+            start + chrono::Duration::milliseconds(n as i64 * step_ms),
             Some(node_id(node)),
             &hb,
         )?;
@@ -162,11 +176,11 @@ fn write_heartbeats(path: &Path, lines: usize) -> anyhow::Result<u64> {
     Ok(bytes)
 }
 
-fn write_scans(path: &Path, lines: usize) -> anyhow::Result<()> {
+fn write_scans(path: &Path, lines: usize, nodes: usize) -> anyhow::Result<()> {
     let mut out = BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
     let start = Utc::now() - chrono::Duration::seconds(lines as i64);
     for n in 0..lines {
-        let node = n % NODES;
+        let node = n % nodes;
         let scan = serde_json::json!({"scan_id": format!("scan-{n}"), "node_id": node_id(node), "profile": "ArchVault",
             "started_at": "2026-11-29T10:00:00Z", "finished_at": "2026-11-29T10:00:02Z",
             "findings": [{"rule": "listening_sockets", "severity": "medium", "title": "unexpected listener on 0.0.0.0:8080", "detail": "not in the allowed list", "evidence": "tcp LISTEN 0.0.0.0:8080 pid 4242"},
@@ -183,9 +197,9 @@ fn write_scans(path: &Path, lines: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Starts `serve` on the log dir; returns the time until it printed its listening line and its
-/// peak RSS then (KiB).
-fn start_until_listening(cc: &Path, logs: &Path) -> anyhow::Result<(Duration, u64)> {
+/// Starts `serve` on the log dir; returns the time until it printed its listening line, and its
+/// peak and current RSS then (KiB).
+fn start_until_listening(cc: &Path, logs: &Path) -> anyhow::Result<(Duration, u64, u64)> {
     let start = Instant::now();
     let mut child = Command::new(cc)
         .args(["serve", "--listen", "127.0.0.1:0", "--log-dir"])
@@ -199,10 +213,10 @@ fn start_until_listening(cc: &Path, logs: &Path) -> anyhow::Result<(Duration, u6
     BufReader::new(stdout).read_line(&mut line)?;
     let elapsed = start.elapsed();
     anyhow::ensure!(line.contains("listening on"), "unexpected output {line:?}");
-    let (hwm, _) = memory_kib(child.id());
+    let (hwm, rss) = memory_kib(child.id());
     let _ = child.kill();
     let _ = child.wait();
-    Ok((elapsed, hwm))
+    Ok((elapsed, hwm, rss))
 }
 
 fn append_throughput(dir: &Path, total: usize) -> anyhow::Result<(f64, f64)> {

@@ -1,0 +1,160 @@
+//! A cheap run of every benchmark, so none of them rots between the runs that produce the
+//! figures in docs/PERFORMANCE.md. Each runs the real binaries (the debug builds the test build
+//! made, through `VAULTMESH_BENCH_PROFILE=dev`) at a tiny size and must finish cleanly and
+//! print its figures. The numbers themselves are not judged here: debug builds on a shared CI
+//! machine say nothing about performance.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
+use std::process::Command;
+
+use vaultmesh_testkit::{CommandCenter, TEST_TOKEN, cc_command, text, workspace_root};
+
+/// Runs a bench binary with `args`; returns its stdout, failing the test on a non-zero exit.
+fn bench(exe: &str, args: &[&str]) -> String {
+    bench_env(exe, args, &[])
+}
+
+fn bench_env(exe: &str, args: &[&str], env: &[(&str, &str)]) -> String {
+    let out = Command::new(exe)
+        .args(args)
+        .envs(env.iter().copied())
+        .env("VAULTMESH_BENCH_PROFILE", "dev")
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{exe} {args:?} failed:\n{}",
+        text(&out)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn fleet_sim_drives_a_real_command_center_with_every_kind_of_request() {
+    let keys = tempfile::tempdir().unwrap();
+    let key = keys.path().join("cc.key");
+    let out = cc_command(&["keygen", "--out", key.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    let policies = workspace_root().join("policies");
+    let cc = CommandCenter::start_with(&[
+        "--signing-key",
+        key.to_str().unwrap(),
+        "--policy-dir",
+        policies.to_str().unwrap(),
+    ]);
+    let json = bench(
+        env!("CARGO_BIN_EXE_vaultmesh-fleet-sim"),
+        &[
+            "--cc",
+            &cc.url,
+            "--token",
+            TEST_TOKEN,
+            "--nodes",
+            "20",
+            "--requests",
+            "200",
+            "--rate",
+            "400",
+            "--scan-every",
+            "50",
+            "--command-every",
+            "40",
+            "--json",
+        ],
+    );
+    let report: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+    assert_eq!(report["failed"], 0, "{report}");
+    assert_eq!(report["ok"], 200, "{report}");
+    assert_eq!(report["kinds"]["scan"]["count"], 4, "{report}");
+    assert_eq!(
+        report["kinds"]["command round trip"]["count"], 5,
+        "{report}"
+    );
+    // What the simulator sent is what the Command Center counted.
+    let m = cc.get("/metrics").body;
+    let count = |name: &str| -> f64 {
+        m.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap()
+    };
+    // 20 warm-up heartbeats, then 200 - 4 scans - 5 command round trips; the agents that poll
+    // for commands are the simulator itself.
+    assert_eq!(count("vaultmesh_heartbeats_ingested_total "), 211.0, "{m}");
+    assert_eq!(count("vaultmesh_scans_ingested_total "), 4.0);
+    assert_eq!(
+        count("vaultmesh_command_receipts_total{status=\"ok\"} "),
+        5.0
+    );
+
+    // Bad arguments: exit 2 with one line.
+    let out = Command::new(env!("CARGO_BIN_EXE_vaultmesh-fleet-sim"))
+        .args(["--nodes", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+}
+
+#[test]
+fn ingest_bench_smoke() {
+    let out = bench(env!("CARGO_BIN_EXE_ingest-bench"), &["300", "300", "40"]);
+    assert!(out.contains("Command Center / floor at 40 nodes"), "{out}");
+    assert!(out.contains("us CPU per heartbeat"), "{out}");
+}
+
+#[test]
+fn sse_bench_smoke() {
+    let out = bench(env!("CARGO_BIN_EXE_sse-bench"), &["5", "320"]);
+    assert!(
+        out.contains("delivery POST -> every client: 250 of 250"),
+        "{out}"
+    );
+}
+
+#[test]
+fn store_bench_smoke() {
+    let work = tempfile::tempdir().unwrap();
+    let out = bench(
+        env!("CARGO_BIN_EXE_store-bench"),
+        &["2000", work.path().join("w").to_str().unwrap()],
+    );
+    assert!(
+        out.contains("replay 2000 heartbeat lines from 2 nodes"),
+        "{out}"
+    );
+    assert!(out.contains("speed-up"), "{out}");
+    assert!(out.contains("append with group commit"), "{out}");
+}
+
+#[test]
+fn attention_bench_smoke() {
+    let out = bench(env!("CARGO_BIN_EXE_attention-bench"), &["30"]);
+    assert!(!out.is_empty());
+}
+
+#[test]
+fn ledger_bench_smoke() {
+    let out = bench(env!("CARGO_BIN_EXE_ledger-bench"), &["5000"]);
+    assert!(!out.is_empty());
+}
+
+#[test]
+fn console_bench_smoke() {
+    let out = bench(env!("CARGO_BIN_EXE_console-bench"), &["20"]);
+    assert!(!out.is_empty());
+}
+
+#[test]
+fn agent_bench_smoke() {
+    let out = bench_env(
+        env!("CARGO_BIN_EXE_agent-bench"),
+        &["3"],
+        &[("AGENT_BENCH_SKIP", "sovereign_scan")],
+    );
+    assert!(out.contains("vaultmesh-node-agent (all checks)"), "{out}");
+    assert!(
+        out.contains("prometheus-node-exporter (1 scrape)"),
+        "node exporter measured side by side: {out}"
+    );
+}
