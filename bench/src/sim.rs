@@ -169,15 +169,16 @@ struct Prepared {
     signature: Option<(String, String)>,
 }
 
-/// What the `j`-th timed operation is.
+/// What the `j`-th timed operation is, and for which node. Heartbeats go round the fleet;
+/// scans and command round trips each go round it on their own count, so they spread over every
+/// node too (and two round trips for one node never overlap unless the fleet is tiny).
 fn plan(config: &SimConfig, j: usize) -> (OpKind, usize) {
-    let node = j % config.nodes;
     if config.command_every > 0 && j % config.command_every == config.command_every - 1 {
-        (OpKind::Command, node)
+        (OpKind::Command, (j / config.command_every) % config.nodes)
     } else if config.scan_every > 0 && j % config.scan_every == config.scan_every / 2 {
-        (OpKind::Scan, node)
+        (OpKind::Scan, (j / config.scan_every * 7919) % config.nodes)
     } else {
-        (OpKind::Heartbeat, node)
+        (OpKind::Heartbeat, j % config.nodes)
     }
 }
 
@@ -280,7 +281,7 @@ pub async fn run(config: &SimConfig) -> anyhow::Result<SimReport> {
                     }
                     None => Instant::now(),
                 };
-                let node = j % config.nodes;
+                let (_, node) = plan(&config, j);
                 let seq = 2 + (j / config.nodes) as u64;
                 let outcome = match (kind, prepared) {
                     (OpKind::Command, _) => command_round_trip(&http, &config.base, node).await,
@@ -383,6 +384,9 @@ async fn command_round_trip(http: &reqwest::Client, base: &str, node: usize) -> 
         return Err(format!("poll HTTP {}", reply.status().as_u16()));
     }
     let commands: Vec<SignedCommand> = reply.json().await.map_err(|_| "poll reply")?;
+    if commands.is_empty() {
+        return Err("poll returned no command".into());
+    }
     for cmd in commands {
         let now = chrono::Utc::now();
         let receipt = CommandReceipt {
@@ -407,7 +411,17 @@ async fn command_round_trip(http: &reqwest::Client, base: &str, node: usize) -> 
             body: body.into(),
             signature: None,
         };
-        post(send(http, base, p)).await?;
+        let reply = send(http, base, p)
+            .send()
+            .await
+            .map_err(|_| "receipt transport".to_string())?;
+        if !reply.status().is_success() {
+            return Err(format!("receipt HTTP {}", reply.status().as_u16()));
+        }
+        let accepted: serde_json::Value = reply.json().await.map_err(|_| "receipt reply")?;
+        if accepted["chain_ok"] != true {
+            return Err("receipt chain broken".into());
+        }
         chain(node, Some(hash));
     }
     Ok(())

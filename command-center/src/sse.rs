@@ -162,17 +162,17 @@ pub async fn events(
     // The slot and the gauge live in the stream's state: both are freed when the client goes away.
     let live = stream::unfold(
         (rx, filter, live_bus, (slot, counted)),
-        |(mut rx, filter, bus, slot)| async move {
+        |(mut rx, filter, bus, held)| async move {
             loop {
                 match rx.recv().await {
                     Ok(e) if filter.wants(&e) => {
                         let ev = to_sse(&bus, &e);
-                        return Some((ev, (rx, filter, bus, slot)));
+                        return Some((ev, (rx, filter, bus, held)));
                     }
                     Ok(_) => continue,
                     Err(RecvError::Lagged(n)) => {
                         let ev = resync(bus.last_id(), "lagged", Some(n));
-                        return Some((ev, (rx, filter, bus, slot)));
+                        return Some((ev, (rx, filter, bus, held)));
                     }
                     Err(RecvError::Closed) => return None,
                 }

@@ -101,11 +101,13 @@ fn main() -> ExitCode {
     let cli: Cli = vaultmesh_agent_core::cli::parse_or_exit();
     vaultmesh_agent_core::service::init_logging();
     // One thread runs everything: the agent waits on timers and sockets almost all the time,
-    // and a single thread keeps its memory small. Blocking work (statvfs, file hashing) goes to
-    // tokio's blocking pool, whose idle threads exit.
+    // and a single thread keeps its memory small. Work that can block for long (statvfs on a
+    // network mount, the scan's file hashing) goes to tokio's blocking pool, whose idle threads
+    // exit; the pool keeps tokio's default bound (512), so a mount that hangs every statvfs
+    // cannot exhaust it. The fsyncs of the command replay store and the scan outbox (rare:
+    // one per command or scan) run on this thread.
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .max_blocking_threads(16)
         .thread_keep_alive(std::time::Duration::from_secs(5))
         .build()
     {
