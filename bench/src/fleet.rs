@@ -125,15 +125,7 @@ impl Server {
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .spawn()?;
-        let stdout = child.stdout.take().context("stdout")?;
-        let mut line = String::new();
-        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)?;
-        let base = line
-            .split("listening on ")
-            .nth(1)
-            .context("no listening line")?
-            .trim()
-            .to_string();
+        let base = listening_base(&mut child)?;
         Ok(Server {
             child,
             base,
@@ -147,4 +139,18 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Reads the `listening on http://ADDR` line a server started with piped stdout prints first
+/// (the Command Center and `ingest-floor` both do) and returns the base URL.
+pub fn listening_base(child: &mut Child) -> anyhow::Result<String> {
+    let stdout = child.stdout.take().context("stdout")?;
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)?;
+    Ok(line
+        .split("listening on ")
+        .nth(1)
+        .context("no listening line")?
+        .trim()
+        .to_string())
 }

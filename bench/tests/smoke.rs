@@ -8,7 +8,7 @@
 
 use std::process::Command;
 
-use vaultmesh_testkit::{CommandCenter, TEST_TOKEN, cc_command, text, workspace_root};
+use vaultmesh_testkit::{CommandCenter, TEST_TOKEN, keygen, metric, text, workspace_root};
 
 /// Runs a bench binary with `args`; returns its stdout, failing the test on a non-zero exit.
 fn bench(exe: &str, args: &[&str]) -> String {
@@ -34,13 +34,11 @@ fn bench_env(exe: &str, args: &[&str], env: &[(&str, &str)]) -> String {
 #[test]
 fn fleet_sim_drives_a_real_command_center_with_every_kind_of_request() {
     let keys = tempfile::tempdir().unwrap();
-    let key = keys.path().join("cc.key");
-    let out = cc_command(&["keygen", "--out", key.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", text(&out));
+    let (key, _) = keygen(keys.path());
     let policies = workspace_root().join("policies");
     let cc = CommandCenter::start_with(&[
         "--signing-key",
-        key.to_str().unwrap(),
+        &key,
         "--policy-dir",
         policies.to_str().unwrap(),
     ]);
@@ -74,17 +72,13 @@ fn fleet_sim_drives_a_real_command_center_with_every_kind_of_request() {
     );
     // What the simulator sent is what the Command Center counted.
     let m = cc.get("/metrics").body;
-    let count = |name: &str| -> f64 {
-        m.lines()
-            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-            .unwrap()
-    };
+    let count = |name: &str| metric(&m, name).unwrap();
     // 20 warm-up heartbeats, then 200 - 4 scans - 5 command round trips; the agents that poll
     // for commands are the simulator itself.
-    assert_eq!(count("vaultmesh_heartbeats_ingested_total "), 211.0, "{m}");
-    assert_eq!(count("vaultmesh_scans_ingested_total "), 4.0);
+    assert_eq!(count("vaultmesh_heartbeats_ingested_total"), 211.0, "{m}");
+    assert_eq!(count("vaultmesh_scans_ingested_total"), 4.0);
     assert_eq!(
-        count("vaultmesh_command_receipts_total{status=\"ok\"} "),
+        count("vaultmesh_command_receipts_total{status=\"ok\"}"),
         5.0
     );
 

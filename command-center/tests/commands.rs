@@ -422,17 +422,11 @@ fn commands_issued_back_to_back_are_each_delivered_within_a_second() {
     // Each receipt makes the agent poll again at once: two polls signed in the same second
     // must still differ, or the second is refused as a replay and delivery stalls.
     let f = fleet();
-    let refused_polls = || -> String {
-        f.cc.get("/metrics")
-            .body
-            .lines()
-            .find(|l| {
-                l.starts_with(
-                    "vaultmesh_requests_rejected_total{reason=\"unauthorized\",route=\"/api/agent/commands\"}",
-                )
-            })
-            .unwrap_or("none")
-            .to_string()
+    let refused_polls = || {
+        vaultmesh_testkit::metric(
+            &f.cc.get("/metrics").body,
+            "vaultmesh_requests_rejected_total{reason=\"unauthorized\",route=\"/api/agent/commands\"}",
+        )
     };
     // (A poll sent before the agent's enrollment completed may have been refused at start.)
     let refused_before = refused_polls();

@@ -11,19 +11,10 @@ use std::time::Duration;
 use serde_json::json;
 use vaultmesh_testkit::sse::SseClient;
 use vaultmesh_testkit::{
-    CommandCenter, NodeAgent, cc_command, heartbeat_json, text, wait_for, workspace_root,
+    CommandCenter, NodeAgent, heartbeat_json, keygen, metric, wait_for, workspace_root,
 };
 
 const NODE: &str = "550e8400-e29b-41d4-a716-446655440000";
-
-/// The value of the sample `name` (with its labels exactly as rendered, e.g.
-/// `vaultmesh_nodes{level="ok"}`), if present.
-fn sample(exposition: &str, name: &str) -> Option<f64> {
-    exposition.lines().find_map(|l| {
-        let (n, v) = l.rsplit_once(' ')?;
-        (n == name).then(|| v.parse().ok())?
-    })
-}
 
 fn scrape(cc: &CommandCenter) -> String {
     let r = cc.get("/metrics");
@@ -60,18 +51,11 @@ fn promtool_accepts(exposition: &str) {
 #[test]
 fn metrics_follow_ingest_rejections_streams_commands_and_replay() {
     let keydir = tempfile::tempdir().unwrap();
-    let key = keydir.path().join("cc.key");
-    let out = cc_command(&["keygen", "--out", key.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", text(&out));
-    let public = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .find_map(|l| l.strip_prefix("public key: "))
-        .unwrap()
-        .to_string();
+    let (key, public) = keygen(keydir.path());
     let policies = workspace_root().join("policies");
     let mut cc = CommandCenter::start_with(&[
         "--signing-key",
-        key.to_str().unwrap(),
+        &key,
         "--policy-dir",
         policies.to_str().unwrap(),
     ]);
@@ -79,11 +63,11 @@ fn metrics_follow_ingest_rejections_streams_commands_and_replay() {
     let fresh = scrape(&cc);
     promtool_accepts(&fresh);
     assert_eq!(
-        sample(&fresh, "vaultmesh_heartbeats_ingested_total"),
+        metric(&fresh, "vaultmesh_heartbeats_ingested_total"),
         Some(0.0)
     );
     assert_eq!(
-        sample(&fresh, "vaultmesh_build_info{version=\"0.1.0\"}"),
+        metric(&fresh, "vaultmesh_build_info{version=\"0.1.0\"}"),
         Some(1.0)
     );
 
@@ -129,13 +113,13 @@ fn metrics_follow_ingest_rejections_streams_commands_and_replay() {
 
     let m = wait_for(Duration::from_secs(10), || {
         let m = scrape(&cc);
-        (sample(&m, "vaultmesh_command_receipts_total{status=\"ok\"}") == Some(1.0)).then_some(m)
+        (metric(&m, "vaultmesh_command_receipts_total{status=\"ok\"}") == Some(1.0)).then_some(m)
     })
     .expect("the receipt is counted");
     promtool_accepts(&m);
-    assert!(sample(&m, "vaultmesh_heartbeats_ingested_total").unwrap() >= 2.0);
+    assert!(metric(&m, "vaultmesh_heartbeats_ingested_total").unwrap() >= 2.0);
     assert_eq!(
-        sample(
+        metric(
             &m,
             "vaultmesh_requests_rejected_total{reason=\"invalid\",route=\"/api/agent/heartbeat\"}"
         ),
@@ -143,14 +127,14 @@ fn metrics_follow_ingest_rejections_streams_commands_and_replay() {
         "{m}"
     );
     assert_eq!(
-        sample(
+        metric(
             &m,
             "vaultmesh_requests_rejected_total{reason=\"unauthorized\",route=\"/api/agent/heartbeat\"}"
         ),
         Some(1.0)
     );
     assert_eq!(
-        sample(
+        metric(
             &m,
             "vaultmesh_requests_rejected_total{reason=\"bad_request\",route=\"/api/nodes/{id}\"}"
         ),
@@ -158,29 +142,29 @@ fn metrics_follow_ingest_rejections_streams_commands_and_replay() {
         "rejections are labelled by route template, never the raw path"
     );
     assert_eq!(
-        sample(&m, "vaultmesh_commands_issued_total{by=\"admin\"}"),
+        metric(&m, "vaultmesh_commands_issued_total{by=\"admin\"}"),
         Some(1.0)
     );
-    assert_eq!(sample(&m, "vaultmesh_sse_clients"), Some(1.0));
+    assert_eq!(metric(&m, "vaultmesh_sse_clients"), Some(1.0));
     let levels: f64 = ["ok", "attn", "crit"]
         .iter()
-        .map(|l| sample(&m, &format!("vaultmesh_nodes{{level=\"{l}\"}}")).unwrap())
+        .map(|l| metric(&m, &format!("vaultmesh_nodes{{level=\"{l}\"}}")).unwrap())
         .sum();
     assert_eq!(levels, 2.0, "every node is counted at one level");
-    assert!(sample(&m, "vaultmesh_log_append_seconds_count{log=\"heartbeats\"}").unwrap() >= 2.0);
-    assert!(sample(&m, "vaultmesh_log_append_seconds_count{log=\"commands\"}").unwrap() >= 2.0);
+    assert!(metric(&m, "vaultmesh_log_append_seconds_count{log=\"heartbeats\"}").unwrap() >= 2.0);
+    assert!(metric(&m, "vaultmesh_log_append_seconds_count{log=\"commands\"}").unwrap() >= 2.0);
 
     drop(sse);
     wait_for(Duration::from_secs(10), || {
-        (sample(&scrape(&cc), "vaultmesh_sse_clients") == Some(0.0)).then_some(())
+        (metric(&scrape(&cc), "vaultmesh_sse_clients") == Some(0.0)).then_some(())
     })
     .expect("a closed stream is no longer counted");
 
     cc.restart();
     let after = scrape(&cc);
     assert!(
-        sample(&after, "vaultmesh_replay_lines").unwrap() >= 3.0,
+        metric(&after, "vaultmesh_replay_lines").unwrap() >= 3.0,
         "replayed lines are reported: {after}"
     );
-    assert!(sample(&after, "vaultmesh_replay_seconds").unwrap() > 0.0);
+    assert!(metric(&after, "vaultmesh_replay_seconds").unwrap() > 0.0);
 }

@@ -479,6 +479,15 @@ pub fn cc_command(args: &[&str]) -> Output {
         .expect("run vaultmesh-command-center")
 }
 
+/// The value of the sample `name` in a Prometheus exposition, with its labels exactly as
+/// rendered (`vaultmesh_nodes{level="ok"}`); `None` if absent.
+pub fn metric(exposition: &str, name: &str) -> Option<f64> {
+    exposition.lines().find_map(|l| {
+        let (n, v) = l.rsplit_once(' ')?;
+        (n == name).then(|| v.parse().ok())?
+    })
+}
+
 /// Runs `keygen` into `dir/cc.key`; returns the key's path and the public key it printed.
 pub fn keygen(dir: &Path) -> (String, String) {
     let key = dir.join("cc.key");

@@ -16,8 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use vaultmesh_bench::fleet::{Server, TOKEN};
-use vaultmesh_bench::sim::{cpu_time, cpu_time_precise};
-use vaultmesh_bench::{arg_or, built_binary, memory_kib};
+use vaultmesh_bench::{arg_or, built_binary, cpu_time, cpu_time_precise, memory_kib};
 use vaultmesh_testkit::cloudflared::{FakeCloudflared, ReadyReply};
 use vaultmesh_testkit::dbus::{DbusDaemon, FakeSystemd, FakeUnit};
 
@@ -145,9 +144,7 @@ enabled = {}
     std::thread::sleep(Duration::from_millis(3 * interval_ms as u64));
     let heartbeats = |http: &reqwest::blocking::Client| -> anyhow::Result<f64> {
         let m = http.get(format!("{}/metrics", cc.base)).send()?.text()?;
-        m.lines()
-            .find_map(|l| l.strip_prefix("vaultmesh_heartbeats_ingested_total "))
-            .and_then(|v| v.trim().parse().ok())
+        vaultmesh_testkit::metric(&m, "vaultmesh_heartbeats_ingested_total")
             .ok_or_else(|| anyhow::anyhow!("no heartbeat counter"))
     };
 

@@ -10,12 +10,10 @@
 //! (defaults 60000 and 5000; the CI smoke test runs it tiny).
 
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
-use anyhow::Context;
-use vaultmesh_bench::fleet::{Server, TOKEN};
+use vaultmesh_bench::fleet::{Server, TOKEN, listening_base};
 use vaultmesh_bench::sim::{self, OpKind, SimConfig, SimReport};
-use vaultmesh_bench::{arg_or, memory_kib, release_binary};
+use vaultmesh_bench::{arg_or, cpu_time, memory_kib, release_binary};
 
 fn main() -> anyhow::Result<()> {
     let requests = arg_or(1, "REQUESTS", 60_000)?;
@@ -99,9 +97,9 @@ fn main() -> anyhow::Result<()> {
             rate: Some(rate),
             ..base(url, small, false)
         };
-        let before = sim::cpu_time(pid)?;
+        let before = cpu_time(pid)?;
         let r = rt.block_on(sim::run(&config))?;
-        let cpu = sim::cpu_time(pid)? - before;
+        let cpu = cpu_time(pid)? - before;
         println!(
             "  {name:<18} {:>6.1} us CPU per heartbeat ({:.0}% of one CPU); achieved {:.0}/s, p50 {:.2} ms, p99 {:.2} ms, {} errors",
             // The window also holds the run's warm-up: one heartbeat per node.
@@ -155,16 +153,7 @@ impl Floor {
     fn start() -> anyhow::Result<Floor> {
         let bin = release_binary("vaultmesh-bench", "ingest-floor")?;
         let mut child = Command::new(bin).stdout(Stdio::piped()).spawn()?;
-        let stdout = child.stdout.take().context("stdout")?;
-        let mut line = String::new();
-        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)?;
-        let base = line
-            .split("listening on ")
-            .nth(1)
-            .context("no listening line")?
-            .trim()
-            .to_string();
-        std::thread::sleep(Duration::from_millis(50));
+        let base = listening_base(&mut child)?;
         Ok(Floor { child, base })
     }
 }
