@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use vaultmesh_proto::auth::{HEADER_NODE, HEADER_SIGNATURE, HEADER_TIMESTAMP};
-use vaultmesh_proto::command::{CommandReceipt, ReceiptStatus, SignedCommand, SignedReceipt};
+use vaultmesh_proto::command::{SignedCommand, SignedReceipt};
 
 use crate::fleet::{enroll_all, key_of};
 use crate::{node_id, realistic_heartbeat, realistic_scan};
@@ -387,22 +387,13 @@ async fn command_round_trip(http: &reqwest::Client, base: &str, node: usize) -> 
         return Err("poll returned no command".into());
     }
     for cmd in commands {
-        let now = chrono::Utc::now();
-        let receipt = CommandReceipt {
-            command_id: cmd.command.command_id,
-            node_id: node_id(node),
-            status: ReceiptStatus::Ok,
-            reason: None,
-            exit_code: Some(0),
-            output: "pong".into(),
-            truncated: false,
-            output_sha256: vaultmesh_proto::canonical::sha256_hex(b"pong"),
-            started_at: now,
-            finished_at: now,
-            prev_receipt_sha256: chain(node, None),
+        let signer = vaultmesh_testkit::auth::TestNode {
+            id: node_id(node),
+            key: key_of(node),
         };
+        let receipt = signer.pong_receipt(cmd.command.command_id, chain(node, None));
         let hash = receipt.chain_hash();
-        let body = serde_json::to_vec(&SignedReceipt::sign(receipt, &key_of(node)))
+        let body = serde_json::to_vec(&SignedReceipt::sign(receipt, &signer.key))
             .map_err(|e| e.to_string())?;
         let p = Prepared {
             path: "/api/agent/receipts",

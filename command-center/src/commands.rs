@@ -237,7 +237,7 @@ pub async fn poll(
         let notified = notify.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let taken = state.store.take_commands(signed.node_id);
+        let taken = state.store.take_commands(signed.node_id).await?;
         if !taken.is_empty() {
             return Ok(Json(taken));
         }

@@ -46,6 +46,9 @@ pub struct ServeConfig {
     pub enroll_tokens: Vec<String>,
     /// The Command Center's command-signing key (`keygen` writes it).
     pub signing_key: Option<PathBuf>,
+    /// A PostgreSQL URL (`--store`, `VAULTMESH_STORE_URL`): the log is kept in that database,
+    /// shared with other instances; the log directory then holds only the ledger's files.
+    pub store_url: Option<String>,
 }
 
 impl ServeConfig {
@@ -70,6 +73,7 @@ impl ServeConfig {
             sse_keepalive: Duration::from_secs(15),
             sse_buffer: 1024,
             enroll_tokens: Vec::new(),
+            store_url: None,
             signing_key: None,
         }
     }
@@ -118,6 +122,14 @@ impl ServeConfig {
     /// name the flag and the reason. Tokens, the signing key and policies are read (once) by
     /// [`crate::server::Server::bind`], which reports them as [`crate::server::ServeError::Config`].
     pub fn prepare(&self) -> Result<(), String> {
+        if let Some(url) = &self.store_url
+            && !crate::store::postgres::is_postgres_url(url)
+        {
+            return Err(format!(
+                "--store {}: not a PostgreSQL URL; write postgres://USER@HOST/DB, or leave --store out for the log directory",
+                crate::store::postgres::redact(url)
+            ));
+        }
         {
             use std::os::unix::fs::DirBuilderExt;
             let dir = &self.log_dir;

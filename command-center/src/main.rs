@@ -52,11 +52,54 @@ enum Command {
     /// The verifiable Merkle ledger over the scan log (ROOT.txt, PROOFCHAIN.json).
     #[command(subcommand)]
     Ledger(LedgerCommand),
+    /// Copy the log between a log directory and a PostgreSQL database.
+    #[command(subcommand)]
+    Store(StoreCommand),
     /// Create the command-signing key (mode 0600) and print the public key agents pin.
     Keygen {
         /// Where to write the key.
         #[arg(long, default_value = "cc.key", value_name = "FILE")]
         out: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+struct StoreUrlArg {
+    /// The PostgreSQL database (postgres://USER[:PASSWORD]@HOST[:PORT]/DB).
+    #[arg(
+        long = "store",
+        env = "VAULTMESH_STORE_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    url: String,
+}
+
+#[derive(Debug, Subcommand)]
+enum StoreCommand {
+    /// Write every log in the database to JSONL files in an empty directory (what the file
+    /// store keeps: `ledger`, `logs` and `serve --log-dir` work on it).
+    #[command(
+        after_help = "Example:\n  vaultmesh-command-center store export --store postgres://vaultmesh@localhost/vaultmesh --to /srv/vaultmesh-export"
+    )]
+    Export {
+        #[command(flatten)]
+        db: StoreUrlArg,
+        /// Directory to write (created if missing; must hold no log).
+        #[arg(long, value_name = "DIR")]
+        to: PathBuf,
+    },
+    /// Read a log directory into an empty database, all or nothing (to move a Command Center
+    /// from the file store to PostgreSQL).
+    #[command(
+        after_help = "Example:\n  vaultmesh-command-center store import --from /var/lib/vaultmesh/cc --store postgres://vaultmesh@localhost/vaultmesh"
+    )]
+    Import {
+        /// The log directory to read (stop the Command Center that writes it first).
+        #[arg(long, value_name = "DIR")]
+        from: PathBuf,
+        #[command(flatten)]
+        db: StoreUrlArg,
     },
 }
 
@@ -108,7 +151,7 @@ enum LogsCommand {
         #[arg(long)]
         json: bool,
         #[command(flatten)]
-        dir: LogDirArg,
+        dir: LogSourceArg,
     },
     /// Print the last matching records, then follow new ones (across rotation) until Ctrl-C.
     Tail {
@@ -120,14 +163,14 @@ enum LogsCommand {
         #[arg(long)]
         json: bool,
         #[command(flatten)]
-        dir: LogDirArg,
+        dir: LogSourceArg,
     },
     /// Per node: records by kind, first and last seen, worst severity.
     Stats {
         #[arg(long)]
         json: bool,
         #[command(flatten)]
-        dir: LogDirArg,
+        dir: LogSourceArg,
     },
 }
 
@@ -194,6 +237,20 @@ struct LogDirArg {
 }
 
 #[derive(Debug, Args)]
+struct LogSourceArg {
+    #[command(flatten)]
+    files: LogDirArg,
+    /// Read the logs from this PostgreSQL database instead (a consistent snapshot).
+    #[arg(
+        long = "store",
+        env = "VAULTMESH_STORE_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    store_url: Option<String>,
+}
+
+#[derive(Debug, Args)]
 struct ServeArgs {
     /// Address to listen on; keep it on loopback behind cloudflared.
     #[arg(long, env = "VAULTMESH_LISTEN", default_value = DEFAULT_LISTEN)]
@@ -209,6 +266,16 @@ struct ServeArgs {
     /// Directory of per-profile policy files.
     #[arg(long, env = "VAULTMESH_POLICY_DIR", value_name = "DIR")]
     policy_dir: Option<PathBuf>,
+    /// Keep the log in PostgreSQL (postgres://USER[:PASSWORD]@HOST[:PORT]/DB), shared by every
+    /// instance given the same URL; --log-dir then holds only this instance's ledger files.
+    /// Without it, the log is the JSONL files in --log-dir.
+    #[arg(
+        long = "store",
+        env = "VAULTMESH_STORE_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    store_url: Option<String>,
     /// Heartbeat history points kept per node.
     #[arg(long, default_value_t = StoreLimits::default().history_len)]
     history_len: usize,
@@ -340,7 +407,8 @@ fn main() -> ExitCode {
         match cli.command {
             Some(Command::Demo(args)) => run_demo(args).await,
             Some(Command::Serve(args)) => serve(*args).await,
-            Some(Command::Logs(cmd)) => logs(cmd),
+            Some(Command::Logs(cmd)) => logs_from_store(cmd).await,
+            Some(Command::Store(cmd)) => store(cmd).await,
             Some(Command::Keygen { out }) => keygen(&out),
             Some(Command::Ledger(cmd)) => ledger(cmd),
             Some(Command::Policy(PolicyCommand::Check { dir })) => policy_check(&dir),
@@ -540,6 +608,94 @@ fn keygen(out: &std::path::Path) -> Result<(), Failure> {
     Ok(())
 }
 
+/// Exit 2 unless `url` names a PostgreSQL database.
+fn require_postgres(url: &str) -> Result<(), Failure> {
+    use vaultmesh_command_center::store::postgres;
+    if postgres::is_postgres_url(url) {
+        return Ok(());
+    }
+    Err((
+        2,
+        format!(
+            "--store {}: not a PostgreSQL URL; write postgres://USER@HOST/DB",
+            postgres::redact(url)
+        ),
+    ))
+}
+
+/// `store export|import`.
+async fn store(cmd: StoreCommand) -> Result<(), Failure> {
+    use vaultmesh_command_center::store::postgres::{PgError, transfer};
+    let code = |e: &PgError| match e {
+        PgError::Transfer(_) | PgError::NewerSchema { .. } => 2,
+        _ => 1,
+    };
+    match cmd {
+        StoreCommand::Export { db, to } => {
+            require_postgres(&db.url)?;
+            let counts = transfer::export(&db.url, &to)
+                .await
+                .map_err(|e| (code(&e), e.to_string()))?;
+            println!("exported to {}: {counts}", to.display());
+        }
+        StoreCommand::Import { from, db } => {
+            require_postgres(&db.url)?;
+            let (counts, skipped) = transfer::import(&from, &db.url)
+                .await
+                .map_err(|e| (code(&e), e.to_string()))?;
+            println!("imported from {}: {counts}", from.display());
+            if let Some(first) = skipped.first() {
+                eprintln!(
+                    "warning: skipped {} bad line(s); first: {}:{}: {}",
+                    skipped.len(),
+                    first.file.display(),
+                    first.line,
+                    first.reason
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `logs ... --store URL`: the same tools over a snapshot of the database, exported to a
+/// private temporary directory that is removed afterwards.
+async fn logs_from_store(mut cmd: LogsCommand) -> Result<(), Failure> {
+    use vaultmesh_command_center::store::postgres::transfer;
+    let tail = matches!(cmd, LogsCommand::Tail { .. });
+    let dir = match &mut cmd {
+        LogsCommand::View { dir, .. }
+        | LogsCommand::Tail { dir, .. }
+        | LogsCommand::Stats { dir, .. } => dir,
+    };
+    let Some(url) = dir.store_url.clone() else {
+        return logs(cmd);
+    };
+    require_postgres(&url)?;
+    if tail {
+        return Err((
+            2,
+            "--store: `logs tail` follows log files; with PostgreSQL use `logs view --store ...` or the live /events stream".into(),
+        ));
+    }
+    let snapshot = std::env::temp_dir().join(format!("vaultmesh-logs-{}", uuid::Uuid::new_v4()));
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&snapshot)
+            .map_err(|e| (1, format!("cannot create {}: {e}", snapshot.display())))?;
+    }
+    let exported = transfer::export(&url, &snapshot).await;
+    dir.files.log_dir.clone_from(&snapshot);
+    let result = match exported {
+        Ok(_) => logs(cmd),
+        Err(e) => Err((1, e.to_string())),
+    };
+    let _ = std::fs::remove_dir_all(&snapshot);
+    result
+}
+
 fn logs(cmd: LogsCommand) -> Result<(), Failure> {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
@@ -550,20 +706,20 @@ fn logs(cmd: LogsCommand) -> Result<(), Failure> {
             limit,
             json,
             dir,
-        } => logs::require_dir(&dir.log_dir).and_then(|()| {
-            let f = Filter::resolve(&filter, &dir.log_dir, chrono::Utc::now())?;
-            let lines = view::select(&dir.log_dir, &f, limit)?;
-            view::print(&mut out, format(json), &lines).map_err(LogsError::io(&dir.log_dir))
+        } => logs::require_dir(&dir.files.log_dir).and_then(|()| {
+            let f = Filter::resolve(&filter, &dir.files.log_dir, chrono::Utc::now())?;
+            let lines = view::select(&dir.files.log_dir, &f, limit)?;
+            view::print(&mut out, format(json), &lines).map_err(LogsError::io(&dir.files.log_dir))
         }),
         LogsCommand::Tail {
             filter,
             lines,
             json,
             dir,
-        } => logs::require_dir(&dir.log_dir).and_then(|()| {
-            let f = Filter::resolve(&filter, &dir.log_dir, chrono::Utc::now())?;
+        } => logs::require_dir(&dir.files.log_dir).and_then(|()| {
+            let f = Filter::resolve(&filter, &dir.files.log_dir, chrono::Utc::now())?;
             view::tail(
-                &dir.log_dir,
+                &dir.files.log_dir,
                 &f,
                 lines,
                 format(json),
@@ -572,9 +728,9 @@ fn logs(cmd: LogsCommand) -> Result<(), Failure> {
                 || false,
             )
         }),
-        LogsCommand::Stats { json, dir } => logs::require_dir(&dir.log_dir).and_then(|()| {
-            let s = stats::collect(&dir.log_dir)?;
-            stats::print(&mut out, &s, json).map_err(LogsError::io(&dir.log_dir))
+        LogsCommand::Stats { json, dir } => logs::require_dir(&dir.files.log_dir).and_then(|()| {
+            let s = stats::collect(&dir.files.log_dir)?;
+            stats::print(&mut out, &s, json).map_err(LogsError::io(&dir.files.log_dir))
         }),
     };
     match result {
@@ -622,6 +778,7 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
         sse_buffer: args.sse_buffer,
         enroll_tokens: args.enroll_token,
         signing_key: args.signing_key,
+        store_url: args.store_url,
     };
     config.prepare().map_err(|e| (2, e))?;
     let server = Server::bind(&config).await.map_err(|e| match e {

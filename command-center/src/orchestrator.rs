@@ -102,7 +102,8 @@ impl Orchestrator {
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => return,
-                _ = ticker.tick() => { self.tick_once(Utc::now()).await; }
+                // With a shared database, one instance (the leader) schedules for the fleet.
+                _ = ticker.tick() => if self.store.leads() { self.tick_once(Utc::now()).await; },
             }
         }
     }

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::agent_auth::{EnrollTokens, ReplayGuard};
 use crate::bus::Bus;
-use crate::store::{JsonlStore, Store};
+use crate::store::{JsonlStore, PgStore, Store};
 use crate::ui;
 
 /// Largest request body accepted (a heartbeat with 128 checks and 256 disks is ~100 KiB).
@@ -153,6 +153,8 @@ pub enum ServeError {
     Serve(std::io::Error),
     #[error("cannot open the store: {0}")]
     Store(#[from] StoreOpenError),
+    #[error("cannot open the PostgreSQL store: {0}")]
+    Postgres(#[from] crate::store::postgres::PgError),
     /// A bad token, signing key or policy file: the operator must fix the configuration.
     #[error("{0}")]
     Config(String),
@@ -190,10 +192,19 @@ impl Server {
         opts.metrics = Some(Arc::clone(&metrics));
         let bus = Arc::new(Bus::new(BUS_WINDOW, config.sse_buffer));
         let store_bus = Arc::clone(&bus);
-        let (store, replay) =
-            tokio::task::spawn_blocking(move || JsonlStore::open(&opts, store_bus))
-                .await
-                .map_err(|e| ServeError::Serve(std::io::Error::other(e.to_string())))??;
+        let (store, replay): (Arc<dyn Store>, ReplayReport) = match &config.store_url {
+            None => {
+                let (store, replay) =
+                    tokio::task::spawn_blocking(move || JsonlStore::open(&opts, store_bus))
+                        .await
+                        .map_err(|e| ServeError::Serve(std::io::Error::other(e.to_string())))??;
+                (Arc::new(store), replay)
+            }
+            Some(url) => {
+                let (store, replay) = PgStore::open(url, &opts, store_bus).await?;
+                (Arc::new(store), replay)
+            }
+        };
         metrics.replayed(replay.lines, replay.elapsed);
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
@@ -205,7 +216,6 @@ impl Server {
             addr: config.listen,
             source,
         })?;
-        let store: Arc<dyn Store> = Arc::new(store);
         let (dir, origin, key) = (
             config.log_dir.clone(),
             config.ledger_origin.clone(),

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use uuid::Uuid;
 use vaultmesh_proto::auth::NodeKey;
-use vaultmesh_proto::command::{CommandReceipt, ReceiptStatus, SignedReceipt};
+use vaultmesh_proto::command::{CommandReceipt, ReceiptStatus};
 use vaultmesh_testkit::auth::TestNode;
 use vaultmesh_testkit::{
     CommandCenter, NodeAgent, Reply, cc_command, text, wait_for, workspace_root,
@@ -274,17 +274,7 @@ fn the_receipt_chain_is_checked_and_a_tampered_receipt_is_detected() {
     let mut forged = prev_receipt.clone();
     forged.status = ReceiptStatus::Failed;
     forged.prev_receipt_sha256 = Some("00".repeat(32));
-    let body = serde_json::to_vec(&SignedReceipt::sign(forged, &key)).unwrap();
-    let r = node
-        .signed(
-            &f.cc.url,
-            "POST",
-            "/api/agent/receipts",
-            Some("application/json"),
-            body,
-        )
-        .send()
-        .unwrap();
+    let r = node.post_receipt(&f.cc.url, forged, &key).unwrap();
     assert_eq!(r.status().as_u16(), 200);
     let v: Value = r.json().unwrap();
     assert_eq!(v["chain_ok"], false);
@@ -300,17 +290,7 @@ fn the_receipt_chain_is_checked_and_a_tampered_receipt_is_detected() {
 
     // A receipt whose signature is not the node's is refused outright.
     let other = NodeKey::from_seed([7u8; 32]);
-    let body = serde_json::to_vec(&SignedReceipt::sign(prev_receipt, &other)).unwrap();
-    let r = node
-        .signed(
-            &f.cc.url,
-            "POST",
-            "/api/agent/receipts",
-            Some("application/json"),
-            body,
-        )
-        .send()
-        .unwrap();
+    let r = node.post_receipt(&f.cc.url, prev_receipt, &other).unwrap();
     assert_eq!(r.status().as_u16(), 422);
 }
 

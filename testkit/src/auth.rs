@@ -10,6 +10,8 @@ use vaultmesh_proto::auth::{
     EnrollRequest, HEADER_NODE, HEADER_SIGNATURE, HEADER_TIMESTAMP, NodeKey,
 };
 
+use vaultmesh_proto::command::{CommandReceipt, ReceiptStatus, SignedReceipt};
+
 use crate::{TEST_TOKEN, http};
 
 /// The node used when a body names none.
@@ -130,6 +132,43 @@ impl TestNode {
             req = req.header("content-type", ct);
         }
         req
+    }
+
+    /// An `ok` receipt for `command_id` answering "pong", chained to `prev` (a receipt's
+    /// [`CommandReceipt::chain_hash`]).
+    pub fn pong_receipt(&self, command_id: Uuid, prev: Option<String>) -> CommandReceipt {
+        let now = chrono::Utc::now();
+        CommandReceipt {
+            command_id,
+            node_id: self.id,
+            status: ReceiptStatus::Ok,
+            reason: None,
+            exit_code: Some(0),
+            output: "pong".into(),
+            truncated: false,
+            output_sha256: vaultmesh_proto::canonical::sha256_hex(b"pong"),
+            started_at: now,
+            finished_at: now,
+            prev_receipt_sha256: prev,
+        }
+    }
+
+    /// `POST /api/agent/receipts` with `receipt` signed by `key`, the request by this node.
+    pub fn post_receipt(
+        &self,
+        base: &str,
+        receipt: CommandReceipt,
+        key: &NodeKey,
+    ) -> reqwest::Result<reqwest::blocking::Response> {
+        let body = serde_json::to_vec(&SignedReceipt::sign(receipt, key)).unwrap_or_default();
+        self.signed(
+            base,
+            "POST",
+            "/api/agent/receipts",
+            Some("application/json"),
+            body,
+        )
+        .send()
     }
 
     /// `POST /api/agent/heartbeat` with `body`, signed (enrolling first if needed).

@@ -22,6 +22,7 @@ pub mod cloudflared;
 pub mod dbus;
 pub mod fake_cc;
 pub mod notify;
+pub mod postgres;
 pub mod sse;
 
 pub use tempfile::TempDir;
@@ -147,6 +148,7 @@ impl CommandCenter {
             .env_remove("VAULTMESH_LISTEN")
             .env_remove("VAULTMESH_LOG_DIR")
             .env_remove("VAULTMESH_POLICY_DIR")
+            .env_remove("VAULTMESH_STORE_URL")
             .env("RUST_LOG", "warn");
         for (k, v) in env {
             cmd.env(k, v);

@@ -264,6 +264,14 @@ impl AttentionEngine {
                 reasons = ?attention.reasons.iter().map(|r| r.rule.as_str()).collect::<Vec<_>>(),
                 "Attention changed.");
         }
+        if !self.store.leads() {
+            // Another instance (the leader) logs transitions; its event reaches this one's
+            // attention log through the store.
+            if let Some(n) = self.lock().get_mut(&node_id) {
+                n.logged = Some(s);
+            }
+            return;
+        }
         let body = serde_json::json!({
             "level": attention.level,
             "previous": previous,
@@ -295,6 +303,9 @@ impl AttentionEngine {
     }
 
     async fn end_resolved_silences(&self) {
+        if !self.store.leads() {
+            return;
+        }
         let now = Utc::now();
         for s in self.store.silences() {
             // Only a silence that has held something back can see it resolve; one set ahead of

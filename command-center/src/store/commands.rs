@@ -77,6 +77,10 @@ pub struct CommandState {
 }
 
 impl CommandState {
+    pub fn get(&self, id: &Uuid) -> Option<&CommandView> {
+        self.commands.get(id)
+    }
+
     /// The seq the next command for `node` gets.
     pub fn next_seq(&self, node: &Uuid) -> u64 {
         self.nodes.get(node).map_or(1, |n| n.last_seq + 1)
@@ -111,23 +115,37 @@ impl CommandState {
         }
     }
 
-    /// Hands out `node`'s undelivered, unexpired commands (oldest first) and marks them delivered.
-    pub fn take_pending(&mut self, node: &Uuid, now: DateTime<Utc>) -> Vec<SignedCommand> {
-        let Some(n) = self.nodes.get_mut(node) else {
+    /// `node`'s undelivered, unexpired commands, oldest first (what its long-poll may hand out).
+    pub fn deliverable(&self, node: &Uuid, now: DateTime<Utc>) -> Vec<SignedCommand> {
+        let Some(n) = self.nodes.get(node) else {
             return Vec::new();
         };
-        let mut out = Vec::new();
-        while let Some(id) = n.pending.pop_front() {
-            if let Some(v) = self.commands.get_mut(&id)
+        n.pending
+            .iter()
+            .filter_map(|id| self.commands.get(id))
+            .filter(|v| v.status == CommandStatus::Issued && v.signed.command.expires_at > now)
+            .map(|v| v.signed.clone())
+            .collect()
+    }
+
+    /// Marks `ids` delivered to `node` and drops them (and anything expired) from its queue.
+    pub fn apply_delivered(&mut self, node: &Uuid, ids: &[Uuid], at: DateTime<Utc>) {
+        for id in ids {
+            if let Some(v) = self.commands.get_mut(id)
                 && v.status == CommandStatus::Issued
-                && v.signed.command.expires_at > now
             {
                 v.status = CommandStatus::Delivered;
-                v.delivered_at = Some(now);
-                out.push(v.signed.clone());
+                v.delivered_at = Some(at);
             }
         }
-        out
+        if let Some(n) = self.nodes.get_mut(node) {
+            let commands = &self.commands;
+            n.pending.retain(|id| {
+                commands.get(id).is_some_and(|v| {
+                    v.status == CommandStatus::Issued && v.signed.command.expires_at > at
+                })
+            });
+        }
     }
 
     /// Whether `receipt` continues `node`'s chain; `None` if it answers no known command.

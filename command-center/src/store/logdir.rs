@@ -38,6 +38,11 @@ impl LogName {
         }
     }
 
+    /// The log whose [`LogName::stem`] this is.
+    pub fn from_stem(stem: &str) -> Option<LogName> {
+        LogName::ALL.into_iter().find(|l| l.stem() == stem)
+    }
+
     /// Only heartbeats rotate and expire; scans, commands and events are the audit trail.
     pub fn rotates(self) -> bool {
         matches!(self, LogName::Heartbeats)

@@ -1,23 +1,32 @@
 //! The Command Center's store: what handlers call to record and read fleet data.
 //!
-//! [`Store`] is the seam: handlers hold an `Arc<dyn Store>` and never see files. The default
-//! implementation, [`JsonlStore`], keeps state in memory ([`FleetState`]) and every record in
-//! append-only JSONL files under the log directory, rebuilding the state from them on start.
+//! [`Store`] is the seam: handlers hold an `Arc<dyn Store>` and never see files. Its one
+//! implementation, [`LoggedStore`], keeps state in [`Memory`] and every record in an append-only
+//! log kept by a [`Backend`]: JSONL files under the log directory ([`JsonlStore`], the default)
+//! or a PostgreSQL database that several Command Centers share ([`PgStore`]).
 //!
+//! - [`change`]: one record, typed, and its line; [`memory`]: the state it is applied to;
+//!   [`logged`]: the checks every write makes, and the backend seam.
 //! - [`record`]: the line format (`{"kind", "ts", "node_id", "record"}`) and a fast header parser.
 //! - [`journal`]: one append-only file with a single writer thread, group commit and rotation.
 //! - [`logdir`]: file names, rotated segments, retention.
 //! - [`replay`]: reading logs back (torn tails, corrupt lines) and rebuilding state.
 //! - [`fleet`]: the in-memory state.
 //! - [`scans`]: each node's latest scan report and its drift.
-//! - [`jsonl`]: the store that ties them together.
+//! - [`jsonl`]: the JSONL backend that ties them together.
+//! - [`postgres`]: the PostgreSQL backend (schema, writer, tail of other instances' writes,
+//!   export and import).
 
+pub mod change;
 pub mod commands;
 pub mod events;
 pub mod fleet;
 pub mod journal;
 pub mod jsonl;
 pub mod logdir;
+pub mod logged;
+pub mod memory;
+pub mod postgres;
 pub mod record;
 pub mod registry;
 pub mod replay;
@@ -38,6 +47,9 @@ pub use events::EventQuery;
 
 pub use fleet::FleetState;
 pub use jsonl::{JsonlStore, StoreOptions};
+pub use logged::{Backend, LoggedStore};
+pub use memory::Memory;
+pub use postgres::PgStore;
 
 /// Limits that keep memory bounded whatever the agents send.
 #[derive(Debug, Clone, Copy)]
@@ -141,8 +153,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         build: CommandBuilder,
     ) -> Result<SignedCommand, StoreError>;
 
-    /// The node's undelivered commands, now marked delivered.
-    fn take_commands(&self, node_id: Uuid) -> Vec<SignedCommand>;
+    /// The node's undelivered commands, now marked delivered (durably: no instance hands them
+    /// out again).
+    async fn take_commands(&self, node_id: Uuid) -> Result<Vec<SignedCommand>, StoreError>;
 
     /// Notified when a command is queued for `node_id`.
     fn command_notify(&self, node_id: Uuid) -> std::sync::Arc<tokio::sync::Notify>;
@@ -183,6 +196,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Every node's latest `attention` event: when, and its body.
     fn attention_log(&self) -> std::collections::HashMap<Uuid, (DateTime<Utc>, serde_json::Value)>;
+
+    /// Whether this instance runs the fleet-wide writers — the attention log, ending silences,
+    /// scheduled scans. Always with the JSONL store; with PostgreSQL, one instance at a time.
+    fn leads(&self) -> bool;
 
     /// Recent commands, newest first.
     fn commands(

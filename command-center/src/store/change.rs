@@ -1,0 +1,241 @@
+//! [`Change`]: one record as the in-memory state applies it.
+//!
+//! A write builds a `Change`, the backend logs its line ([`Change::encode`]) and, once the line
+//! is durable, [`super::Memory::apply`] applies it. Replay and the PostgreSQL tail read lines
+//! back with [`Change::decode`]. Both stores log the same lines, so export and import between
+//! them are copies.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+use vaultmesh_proto::command::SignedCommand;
+use vaultmesh_proto::scan::Drift;
+use vaultmesh_proto::{EventEnvelope, NodeHeartbeat, ScanReport};
+
+use super::commands::ReceiptRecord;
+use super::logdir::LogName;
+use super::record::{self, Line, kind};
+use super::registry::NodeRecord;
+
+/// Record kinds of `commands.jsonl` and `nodes.jsonl`.
+pub mod kinds {
+    pub const COMMAND: &str = "command";
+    pub const DELIVERED: &str = "delivered";
+    pub const RECEIPT: &str = "receipt";
+    pub const ENROLL: &str = "enroll";
+    pub const REVOKE: &str = "revoke";
+}
+
+/// One record, typed.
+#[derive(Debug, Clone)]
+pub enum Change {
+    Heartbeat {
+        hb: NodeHeartbeat,
+        received_at: DateTime<Utc>,
+    },
+    /// An operator's or the Command Center's event, already sealed.
+    Event(EventEnvelope),
+    /// An enrollment or revocation (`kind` is [`kinds::ENROLL`] or [`kinds::REVOKE`]).
+    Node {
+        kind: String,
+        node_id: Uuid,
+        ts: DateTime<Utc>,
+        record: NodeRecord,
+    },
+    Command(SignedCommand),
+    /// Commands handed to the node's long-poll: never delivered twice, even by another instance.
+    Delivered {
+        node_id: Uuid,
+        at: DateTime<Utc>,
+        commands: Vec<Uuid>,
+    },
+    Receipt {
+        rec: ReceiptRecord,
+        ts: DateTime<Utc>,
+    },
+    /// A scan report; `drift` is present when the writer computed it already.
+    Scan {
+        report: ScanReport,
+        received_at: DateTime<Utc>,
+        drift: Option<Vec<Drift>>,
+    },
+}
+
+/// The `record` of a `delivered` line.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct DeliveredRecord {
+    commands: Vec<Uuid>,
+}
+
+impl Change {
+    /// The log the change belongs to.
+    pub fn log(&self) -> LogName {
+        match self {
+            Change::Heartbeat { .. } => LogName::Heartbeats,
+            Change::Event(_) => LogName::Events,
+            Change::Node { .. } => LogName::Nodes,
+            Change::Command(_) | Change::Delivered { .. } | Change::Receipt { .. } => {
+                LogName::Commands
+            }
+            Change::Scan { .. } => LogName::Scans,
+        }
+    }
+
+    /// The node it belongs to, if any.
+    pub fn node_id(&self) -> Option<Uuid> {
+        match self {
+            Change::Heartbeat { hb, .. } => Some(hb.node_id),
+            Change::Event(e) => e.node_id,
+            Change::Node { node_id, .. } | Change::Delivered { node_id, .. } => Some(*node_id),
+            Change::Command(c) => Some(c.command.node_id),
+            Change::Receipt { rec, .. } => Some(rec.signed.receipt.node_id),
+            Change::Scan { report, .. } => Some(report.node_id),
+        }
+    }
+
+    /// The record's kind and time as written in its line header.
+    pub fn head(&self) -> (&str, DateTime<Utc>) {
+        match self {
+            Change::Heartbeat { received_at, .. } => (kind::HEARTBEAT, *received_at),
+            Change::Event(e) => (&e.kind, e.ts),
+            Change::Node { kind, ts, .. } => (kind, *ts),
+            Change::Command(c) => (kinds::COMMAND, c.command.issued_at),
+            Change::Delivered { at, .. } => (kinds::DELIVERED, *at),
+            Change::Receipt { ts, .. } => (kinds::RECEIPT, *ts),
+            Change::Scan { received_at, .. } => (kind::SCAN, *received_at),
+        }
+    }
+
+    /// The whole log line, newline included.
+    pub fn encode(&self) -> Result<Vec<u8>, serde_json::Error> {
+        let (k, ts) = self.head();
+        let node = self.node_id();
+        match self {
+            Change::Heartbeat { hb, .. } => record::encode(k, ts, node, hb),
+            Change::Event(e) => record::encode(k, ts, node, e),
+            Change::Node { record, .. } => record::encode(k, ts, node, record),
+            Change::Command(c) => record::encode(k, ts, node, c),
+            Change::Delivered { commands, .. } => record::encode(
+                k,
+                ts,
+                node,
+                &DeliveredRecord {
+                    commands: commands.clone(),
+                },
+            ),
+            Change::Receipt { rec, .. } => record::encode(k, ts, node, rec),
+            Change::Scan { report, .. } => record::encode(k, ts, node, report),
+        }
+    }
+
+    /// Reads one line of `log` back (without its newline). An event whose hash does not match
+    /// its content was not written by us as it stands, and is refused.
+    pub fn decode(log: LogName, line: &[u8]) -> Result<Change, String> {
+        fn parse<T: serde::de::DeserializeOwned>(
+            line: &[u8],
+            what: &str,
+        ) -> Result<Line<T>, String> {
+            serde_json::from_slice(line).map_err(|e| format!("not {what}: {e}"))
+        }
+        match log {
+            LogName::Heartbeats => {
+                let l = parse::<NodeHeartbeat>(line, "a heartbeat record")?;
+                if l.kind != kind::HEARTBEAT {
+                    return Err(format!("a {:?} record in the heartbeat log", l.kind));
+                }
+                Ok(Change::Heartbeat {
+                    hb: l.record,
+                    received_at: l.ts,
+                })
+            }
+            LogName::Events => {
+                let l = parse::<EventEnvelope>(line, "an event record")?;
+                if !l.record.verify() {
+                    return Err(format!(
+                        "event {} fails its hash check (altered after it was written?)",
+                        l.record.id
+                    ));
+                }
+                Ok(Change::Event(l.record))
+            }
+            LogName::Nodes => {
+                let l = parse::<NodeRecord>(line, "an enroll or revoke record")?;
+                let node_id = l
+                    .node_id
+                    .ok_or("an enroll or revoke record without a node id")?;
+                if l.kind != kinds::ENROLL && l.kind != kinds::REVOKE {
+                    return Err("not an enroll or revoke record".into());
+                }
+                Ok(Change::Node {
+                    kind: l.kind,
+                    node_id,
+                    ts: l.ts,
+                    record: l.record,
+                })
+            }
+            LogName::Commands => match record::head(line).map(|h| h.kind.to_string()).as_deref() {
+                Some(kinds::COMMAND) => Ok(Change::Command(
+                    parse::<SignedCommand>(line, "a command record")?.record,
+                )),
+                Some(kinds::RECEIPT) => {
+                    let l = parse::<ReceiptRecord>(line, "a receipt record")?;
+                    Ok(Change::Receipt {
+                        rec: l.record,
+                        ts: l.ts,
+                    })
+                }
+                Some(kinds::DELIVERED) => {
+                    let l = parse::<DeliveredRecord>(line, "a delivery record")?;
+                    Ok(Change::Delivered {
+                        node_id: l.node_id.ok_or("a delivery record without a node id")?,
+                        at: l.ts,
+                        commands: l.record.commands,
+                    })
+                }
+                _ => Err("not a command, delivery or receipt record".into()),
+            },
+            LogName::Scans => {
+                let l = parse::<ScanReport>(line, "a scan record")?;
+                Ok(Change::Scan {
+                    report: l.record,
+                    received_at: l.ts,
+                    drift: None,
+                })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_delivery_round_trips_through_its_line() {
+        let c = Change::Delivered {
+            node_id: Uuid::from_u128(7),
+            at: Utc::now(),
+            commands: vec![Uuid::from_u128(1), Uuid::from_u128(2)],
+        };
+        let line = c.encode().unwrap();
+        let Change::Delivered {
+            node_id, commands, ..
+        } = Change::decode(LogName::Commands, line.trim_ascii_end()).unwrap()
+        else {
+            panic!("not a delivery");
+        };
+        assert_eq!((node_id, commands.len()), (Uuid::from_u128(7), 2));
+    }
+
+    #[test]
+    fn a_record_of_the_wrong_log_is_refused() {
+        let c = Change::Delivered {
+            node_id: Uuid::from_u128(7),
+            at: Utc::now(),
+            commands: vec![],
+        };
+        let line = c.encode().unwrap();
+        assert!(Change::decode(LogName::Heartbeats, line.trim_ascii_end()).is_err());
+        assert!(Change::decode(LogName::Nodes, line.trim_ascii_end()).is_err());
+    }
+}

@@ -1,0 +1,419 @@
+//! [`LoggedStore`]: the one implementation of [`Store`], over a [`Backend`] that keeps the log.
+//!
+//! What a write checks (one key per node, the next command `seq`, a receipt's place in its
+//! chain, a duplicate scan, the incident an ack answers) is decided here, once, against
+//! [`Memory`]. The backend decides what "durable" and "exclusive" mean: an fsynced file and a
+//! local lock for [`super::jsonl`], a committed row and a database-wide lock for
+//! [`super::postgres`], where several Command Centers share one log.
+
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+use vaultmesh_proto::auth::EnrollRequest;
+use vaultmesh_proto::command::{SignedCommand, SignedReceipt};
+use vaultmesh_proto::{
+    EventEnvelope, NewEvent, NodeDetail, NodeHeartbeat, NodeSummary, ScanAccepted, ScanReport,
+};
+
+use super::change::{Change, kinds};
+use super::commands::{CommandStatus, CommandView, ReceiptRecord};
+use super::events::{EventQuery, Silence};
+use super::memory::Memory;
+use super::registry::{Binding, EnrollCheck, NodeRecord};
+use super::{CommandBuilder, NodeSnapshot, Store, StoreError};
+
+/// Which writes exclude each other (the JSONL backend keeps one lock per gate; PostgreSQL one
+/// lock for all).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gate {
+    Events,
+    Nodes,
+    Commands,
+    Scans,
+}
+
+/// Decides what a checked write logs, looking at up-to-date memory.
+pub type Check = Box<dyn FnOnce(&Memory) -> Result<Vec<Change>, StoreError> + Send>;
+
+/// Where the log is kept.
+#[async_trait]
+pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
+    /// The state the log has been applied to.
+    fn memory(&self) -> &Arc<Memory>;
+
+    /// Logs `change` durably. It has been applied to memory and published, in log order, when
+    /// this returns.
+    async fn append(&self, change: Change) -> Result<(), StoreError>;
+
+    /// Runs `check` against memory that holds every change logged so far (by any instance
+    /// sharing the log), exclusively of every other checked write on `gate`, and logs what it
+    /// returns like [`Backend::append`]. Nothing is logged if it fails or returns nothing.
+    async fn append_checked(&self, gate: Gate, check: Check) -> Result<(), StoreError>;
+
+    /// Events matching `query` that memory no longer holds.
+    async fn query_log_events(&self, query: EventQuery) -> Result<Vec<EventEnvelope>, StoreError>;
+
+    /// Bytes of `sovereign-scans.jsonl` known durable: what the ledger may hash.
+    fn scans_durable_len(&self) -> u64;
+
+    /// Whether this instance runs the fleet-wide writers (attention log, scheduled scans).
+    fn leads(&self) -> bool {
+        true
+    }
+}
+
+/// A store: memory plus the backend that logs and applies every change.
+#[derive(Debug)]
+pub struct LoggedStore<B> {
+    pub(crate) backend: B,
+}
+
+impl<B: Backend> LoggedStore<B> {
+    pub fn new(backend: B) -> Self {
+        LoggedStore { backend }
+    }
+
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    fn mem(&self) -> &Memory {
+        self.backend.memory()
+    }
+
+    /// A checked write whose check also yields an answer for the caller.
+    async fn checked<T: Send + 'static>(
+        &self,
+        gate: Gate,
+        f: impl FnOnce(&Memory) -> Result<(Vec<Change>, T), StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let answer = Arc::new(Mutex::new(None));
+        let slot = Arc::clone(&answer);
+        self.backend
+            .append_checked(
+                gate,
+                Box::new(move |m| {
+                    let (changes, t) = f(m)?;
+                    *slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(t);
+                    Ok(changes)
+                }),
+            )
+            .await?;
+        let t = answer.lock().unwrap_or_else(|p| p.into_inner()).take();
+        t.ok_or_else(|| StoreError::Unavailable("the write's check did not run".into()))
+    }
+
+    /// Stamps and seals an event and logs it after `check` accepts it.
+    async fn event(
+        &self,
+        f: impl FnOnce(&Memory) -> Result<EventEnvelope, StoreError> + Send + 'static,
+    ) -> Result<EventEnvelope, StoreError> {
+        self.checked(Gate::Events, move |m| {
+            let e = f(m)?.sealed();
+            Ok((vec![Change::Event(e.clone())], e))
+        })
+        .await
+    }
+}
+
+fn envelope(
+    kind: String,
+    node_id: Option<Uuid>,
+    author: String,
+    body: serde_json::Value,
+    refs: Vec<Uuid>,
+) -> EventEnvelope {
+    EventEnvelope {
+        id: Uuid::now_v7(),
+        kind,
+        ts: Utc::now(),
+        node_id,
+        author,
+        body,
+        refs,
+        hash: String::new(),
+    }
+}
+
+#[async_trait]
+impl<B: Backend> Store for LoggedStore<B> {
+    async fn record_heartbeat(
+        &self,
+        hb: NodeHeartbeat,
+        received_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.mem().fleet.admits(hb.node_id)?;
+        self.backend
+            .append(Change::Heartbeat { hb, received_at })
+            .await
+    }
+
+    fn summaries(&self) -> Vec<NodeSummary> {
+        self.mem().summaries()
+    }
+
+    fn detail(&self, node_id: Uuid) -> Option<NodeDetail> {
+        self.mem().detail(node_id)
+    }
+
+    fn node_count(&self) -> usize {
+        self.mem().fleet.node_count()
+    }
+
+    async fn record_event(
+        &self,
+        new: NewEvent,
+        author: String,
+    ) -> Result<EventEnvelope, StoreError> {
+        self.event(move |m| {
+            let node_id = m.events().check(&new, |n| m.fleet.detail(n).is_some())?;
+            Ok(envelope(new.kind, node_id, author, new.body, new.refs))
+        })
+        .await
+    }
+
+    async fn query_events(&self, query: EventQuery) -> Result<Vec<EventEnvelope>, StoreError> {
+        if let Some(hit) = self.mem().events().query(&query) {
+            return Ok(hit);
+        }
+        self.backend.query_log_events(query).await
+    }
+
+    fn recent_events(&self, query: &EventQuery) -> Vec<EventEnvelope> {
+        self.mem().recent_events(query)
+    }
+
+    fn summary(&self, node_id: Uuid) -> Option<NodeSummary> {
+        self.mem().summary(node_id)
+    }
+
+    fn scans_durable_len(&self) -> u64 {
+        self.backend.scans_durable_len()
+    }
+
+    fn latest_scan(&self, node_id: Uuid) -> Option<Arc<ScanReport>> {
+        self.mem().latest_scan(node_id)
+    }
+
+    fn binding(&self, node_id: Uuid) -> Option<Binding> {
+        self.mem().binding(node_id)
+    }
+
+    async fn enroll(
+        &self,
+        req: &EnrollRequest,
+        token_id: String,
+        single_use: bool,
+    ) -> Result<DateTime<Utc>, StoreError> {
+        let req = req.clone();
+        self.checked(Gate::Nodes, move |m| {
+            let reg = m.registry();
+            match reg.check_enroll(&req.node_id, &req.public_key) {
+                EnrollCheck::AlreadyEnrolled(at) => return Ok((Vec::new(), at)),
+                EnrollCheck::Conflict => {
+                    return Err(StoreError::Conflict(format!(
+                        "node {} is enrolled with a different key; revoke it first (POST /api/nodes/{}/revoke)",
+                        req.node_id, req.node_id
+                    )));
+                }
+                EnrollCheck::New if single_use && reg.token_spent(&token_id) => {
+                    return Err(StoreError::TokenSpent);
+                }
+                EnrollCheck::New => {}
+            }
+            let ts = Utc::now();
+            let record = NodeRecord {
+                public_key: Some(req.public_key),
+                hostname: Some(req.hostname),
+                os_profile: Some(req.os_profile),
+                token_id: Some(token_id),
+                single_use,
+            };
+            let change = Change::Node {
+                kind: kinds::ENROLL.into(),
+                node_id: req.node_id,
+                ts,
+                record,
+            };
+            Ok((vec![change], ts))
+        })
+        .await
+    }
+
+    async fn revoke(&self, node_id: Uuid) -> Result<(), StoreError> {
+        self.checked(Gate::Nodes, move |m| {
+            if m.binding(node_id).is_none() {
+                return Err(StoreError::Invalid(format!(
+                    "node {node_id} is not enrolled"
+                )));
+            }
+            let record = NodeRecord {
+                public_key: None,
+                hostname: None,
+                os_profile: None,
+                token_id: None,
+                single_use: false,
+            };
+            let change = Change::Node {
+                kind: kinds::REVOKE.into(),
+                node_id,
+                ts: Utc::now(),
+                record,
+            };
+            Ok((vec![change], ()))
+        })
+        .await
+    }
+
+    async fn issue_command(
+        &self,
+        node_id: Uuid,
+        build: CommandBuilder,
+    ) -> Result<SignedCommand, StoreError> {
+        self.checked(Gate::Commands, move |m| {
+            let signed = build(m.commands_state().next_seq(&node_id));
+            Ok((vec![Change::Command(signed.clone())], signed))
+        })
+        .await
+    }
+
+    async fn take_commands(&self, node_id: Uuid) -> Result<Vec<SignedCommand>, StoreError> {
+        // The long-poll asks on every wake-up; only a node with something to deliver writes.
+        if self
+            .mem()
+            .commands_state()
+            .deliverable(&node_id, Utc::now())
+            .is_empty()
+        {
+            return Ok(Vec::new());
+        }
+        self.checked(Gate::Commands, move |m| {
+            let at = Utc::now();
+            let taken = m.commands_state().deliverable(&node_id, at);
+            if taken.is_empty() {
+                return Ok((Vec::new(), taken));
+            }
+            let change = Change::Delivered {
+                node_id,
+                at,
+                commands: taken.iter().map(|c| c.command.command_id).collect(),
+            };
+            Ok((vec![change], taken))
+        })
+        .await
+    }
+
+    fn command_notify(&self, node_id: Uuid) -> Arc<tokio::sync::Notify> {
+        self.mem().command_notify(node_id)
+    }
+
+    async fn record_receipt(&self, receipt: SignedReceipt) -> Result<bool, StoreError> {
+        let node_id = receipt.receipt.node_id;
+        let chain_ok = self
+            .checked(Gate::Commands, move |m| {
+                let chain_ok = m.commands_state().check_receipt(&receipt).ok_or_else(|| {
+                    StoreError::Invalid(format!(
+                        "receipt for unknown command {}",
+                        receipt.receipt.command_id
+                    ))
+                })?;
+                let rec = ReceiptRecord {
+                    signed: receipt,
+                    chain_ok,
+                };
+                Ok((
+                    vec![Change::Receipt {
+                        rec,
+                        ts: Utc::now(),
+                    }],
+                    chain_ok,
+                ))
+            })
+            .await?;
+        if !chain_ok {
+            tracing::error!(%node_id, "Receipt chain broken: a receipt does not follow the node's previous one.");
+        }
+        Ok(chain_ok)
+    }
+
+    fn commands(
+        &self,
+        node_id: Option<Uuid>,
+        status: Option<CommandStatus>,
+        limit: usize,
+    ) -> Vec<CommandView> {
+        self.mem().command_list(node_id, status, limit)
+    }
+
+    async fn record_scan(
+        &self,
+        report: ScanReport,
+        received_at: DateTime<Utc>,
+    ) -> Result<ScanAccepted, StoreError> {
+        self.checked(Gate::Scans, move |m| {
+            let scan_id = report.scan_id;
+            let st = m.scans();
+            if st.is_duplicate(&report.node_id, &scan_id) {
+                let dup = ScanAccepted {
+                    accepted: true,
+                    scan_id,
+                    duplicate: true,
+                    drift: 0,
+                };
+                return Ok((Vec::new(), dup));
+            }
+            let drift = st.drift_of(&report);
+            let accepted = ScanAccepted {
+                accepted: true,
+                scan_id,
+                duplicate: false,
+                drift: drift.len(),
+            };
+            let change = Change::Scan {
+                report,
+                received_at,
+                drift: Some(drift),
+            };
+            Ok((vec![change], accepted))
+        })
+        .await
+    }
+
+    fn snapshot(&self, node_id: Uuid) -> Option<NodeSnapshot> {
+        self.mem().snapshot(node_id)
+    }
+
+    fn node_ids(&self) -> Vec<Uuid> {
+        self.mem().fleet.node_ids()
+    }
+
+    fn newest_seen(&self) -> Option<DateTime<Utc>> {
+        self.mem().fleet.newest_seen()
+    }
+
+    async fn record_system_event(
+        &self,
+        kind: &str,
+        node_id: Option<Uuid>,
+        body: serde_json::Value,
+        refs: Vec<Uuid>,
+    ) -> Result<EventEnvelope, StoreError> {
+        let kind = kind.to_string();
+        self.event(move |_| Ok(envelope(kind, node_id, "command-center".into(), body, refs)))
+            .await
+    }
+
+    fn silences(&self) -> Vec<Silence> {
+        self.mem().silences()
+    }
+
+    fn attention_log(&self) -> std::collections::HashMap<Uuid, (DateTime<Utc>, serde_json::Value)> {
+        self.mem().attention_log()
+    }
+
+    fn leads(&self) -> bool {
+        self.backend.leads()
+    }
+}

@@ -1,0 +1,461 @@
+//! The PostgreSQL backend: several Command Centers share one log in one database.
+//!
+//! Every instance keeps the whole state in [`Memory`], like the JSONL store; the database holds
+//! the log. At start an instance loads the log (the last `history_len` heartbeats per node, every
+//! other record); from then on it applies every row in `id` order, its own right after commit
+//! and the others' as `NOTIFY` announces them ([`tail`]). Writes that check state first — the
+//! next command `seq`, a receipt's place in its chain, one key per node, a duplicate scan, the
+//! incident an ack answers — run under one database-wide lock after catching up ([`writer`]),
+//! so two instances can never both hand out seq 7. One instance at a time, holding a session
+//! lock, runs the fleet-wide writers (attention log, scheduled scans, heartbeat retention).
+//!
+//! - [`schema`]: embedded migrations and the append-only trigger.
+//! - [`rows`]: the `records` row and the batched insert.
+//! - [`writer`], [`tail`]: writing, and following the log.
+//! - [`transfer`]: `store export` / `store import` between a log directory and a database.
+
+pub mod rows;
+pub mod schema;
+pub mod tail;
+pub mod transfer;
+pub mod writer;
+
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use tokio::sync::{mpsc, oneshot};
+use tokio_postgres::{Client, IsolationLevel};
+use uuid::Uuid;
+use vaultmesh_proto::EventEnvelope;
+use vaultmesh_proto::api::HistoryPoint;
+
+use super::change::Change;
+use super::events::EventQuery;
+use super::journal::{Journal, JournalError, Rotation};
+use super::logdir::LogName;
+use super::logged::{Backend, Check, Gate, LoggedStore};
+use super::memory::Memory;
+use super::replay::{self, BadLine, ReplayReport};
+use super::{StoreError, StoreOptions};
+use crate::bus::Bus;
+use tail::Applier;
+use writer::{Op, Write};
+
+/// The store over PostgreSQL.
+pub type PgStore = LoggedStore<PgBackend>;
+
+/// Held (per session) by the instance that runs the fleet-wide writers.
+const LEADER_LOCK: i64 = 0x7661_756c_746d_0003;
+
+/// How often an instance looks for rows without a notification.
+const POLL: Duration = Duration::from_secs(1);
+
+/// Why the PostgreSQL store could not open.
+#[derive(Debug, thiserror::Error)]
+pub enum PgError {
+    #[error("cannot connect to {url}: {source}")]
+    Connect {
+        url: String,
+        source: tokio_postgres::Error,
+    },
+    #[error("database: {0}")]
+    Db(#[from] tokio_postgres::Error),
+    #[error(
+        "the database has schema version {found}, newer than this binary knows ({known}); upgrade the Command Center"
+    )]
+    NewerSchema { found: i32, known: i32 },
+    #[error("{0}")]
+    Journal(#[from] JournalError),
+    #[error("{0}")]
+    Mirror(String),
+    #[error("{0}")]
+    Transfer(String),
+}
+
+/// `url` without its password, for messages and logs.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "(the database URL)".into();
+    };
+    let Some((userinfo, host)) = rest.split_once('@') else {
+        return url.to_string();
+    };
+    let user = userinfo.split(':').next().unwrap_or_default();
+    let query = host.split_once('?').map(|(h, q)| {
+        let kept: Vec<&str> = q
+            .split('&')
+            .filter(|kv| !kv.to_ascii_lowercase().starts_with("password="))
+            .collect();
+        (h, kept.join("&"))
+    });
+    match query {
+        Some((h, q)) if !q.is_empty() => format!("{scheme}://{user}@{h}?{q}"),
+        Some((h, _)) => format!("{scheme}://{user}@{h}"),
+        None => format!("{scheme}://{user}@{host}"),
+    }
+}
+
+/// Whether `url` names a PostgreSQL database (what `--store` accepts).
+pub fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+/// The database, this instance's writer and follower, and the local scan log.
+#[derive(Debug)]
+pub struct PgBackend {
+    url: String,
+    applier: Arc<Applier>,
+    ops: mpsc::Sender<Op>,
+    reader: tokio::sync::Mutex<Option<Client>>,
+    leads: Arc<AtomicBool>,
+}
+
+async fn connect(url: &str) -> Result<Client, PgError> {
+    writer::connect(url)
+        .await
+        .map_err(|source| PgError::Connect {
+            url: redact(url),
+            source,
+        })
+}
+
+impl PgStore {
+    /// Connects, migrates, loads the log into memory, brings `opts.dir`'s copy of the scan log
+    /// up to date, and starts following the log. Must run inside a Tokio runtime.
+    pub async fn open(
+        url: &str,
+        opts: &StoreOptions,
+        bus: Arc<Bus>,
+    ) -> Result<(PgStore, ReplayReport), PgError> {
+        let started = Instant::now();
+        let mut client = connect(url).await?;
+        schema::migrate(&mut client).await?;
+        let memory = Arc::new(Memory::new(opts.limits, bus));
+        let (cursor, scan_lines, mut report) = load(&mut client, &memory).await?;
+        let (mirror, durable) = mirror(&opts.dir, &scan_lines)?;
+        report.elapsed = started.elapsed();
+        tracing::info!(
+            lines = report.lines,
+            nodes = report.nodes,
+            skipped = report.skipped.len(),
+            ms = report.elapsed.as_millis() as u64,
+            database = %redact(url),
+            "Loaded the log from PostgreSQL."
+        );
+        let applier = Arc::new(Applier {
+            memory,
+            cursor: tokio::sync::Mutex::new(cursor),
+            mirror,
+            scans_durable: Arc::new(AtomicU64::new(durable)),
+        });
+        let (ops, rx) = mpsc::channel(4096);
+        let latency = opts.metrics.as_ref().map(|m| m.append_latency("postgres"));
+        tokio::spawn(writer::run(
+            url.to_string(),
+            Some(client),
+            rx,
+            Arc::clone(&applier),
+            latency,
+        ));
+        tokio::spawn(tail::listen(url.to_string(), Arc::clone(&applier), POLL));
+        let leads = Arc::new(AtomicBool::new(false));
+        tokio::spawn(lead(
+            url.to_string(),
+            Arc::clone(&leads),
+            opts.heartbeat_retention,
+        ));
+        let backend = PgBackend {
+            url: url.to_string(),
+            applier,
+            ops,
+            reader: tokio::sync::Mutex::new(None),
+            leads,
+        };
+        Ok((LoggedStore::new(backend), report))
+    }
+}
+
+/// Reads a consistent snapshot of the log into `memory`: every record but heartbeats, and per
+/// node its heartbeat count, last `history_len` history points and last heartbeat. Returns the
+/// snapshot's newest id (the cursor) and the scan lines in order.
+async fn load(
+    client: &mut Client,
+    memory: &Memory,
+) -> Result<(i64, Vec<String>, ReplayReport), PgError> {
+    let mut report = ReplayReport::default();
+    let tx = client
+        .build_transaction()
+        .isolation_level(IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await?;
+    let cursor: i64 = tx
+        .query_one("SELECT COALESCE(max(id), 0) FROM records", &[])
+        .await?
+        .get(0);
+    let mut scans = Vec::new();
+    let bad = |id: i64, reason: String| BadLine {
+        file: PathBuf::from("postgres:records"),
+        line: id as u64,
+        reason,
+    };
+    for row in tx
+        .query(
+            "SELECT id, log, line FROM records WHERE log <> 'heartbeats' AND id <= $1 ORDER BY id",
+            &[&cursor],
+        )
+        .await?
+    {
+        let (id, log, line): (i64, &str, String) = (row.get(0), row.get(1), row.get(2));
+        report.lines += 1;
+        report.bytes += line.len() as u64;
+        let Some(log) = LogName::from_stem(log) else {
+            report
+                .skipped
+                .push(bad(id, format!("a record of unknown log {log:?}")));
+            continue;
+        };
+        match Change::decode(log, line.as_bytes()) {
+            Ok(c) => {
+                if !memory.apply(c, false) {
+                    report
+                        .skipped
+                        .push(bad(id, "a registry record that does not apply".into()));
+                }
+            }
+            Err(reason) => report.skipped.push(bad(id, reason)),
+        }
+        if log == LogName::Scans {
+            scans.push(line);
+        }
+    }
+    let history = memory.fleet.limits().history_len.max(1) as i64;
+    let mut points: HashMap<Uuid, (u64, VecDeque<HistoryPoint>)> = HashMap::new();
+    for row in tx
+        .query(
+            "SELECT n.node_id, n.total, h.point FROM heartbeat_nodes n CROSS JOIN LATERAL ( \
+               SELECT id, point FROM records r \
+               WHERE r.log = 'heartbeats' AND r.node_id = n.node_id AND r.id <= $2 \
+               ORDER BY r.id DESC LIMIT $1) h \
+             ORDER BY n.node_id, h.id",
+            &[&history, &cursor],
+        )
+        .await?
+    {
+        let (node, total, point): (Uuid, i64, Option<&str>) = (row.get(0), row.get(1), row.get(2));
+        report.lines += 1;
+        let entry = points
+            .entry(node)
+            .or_insert((total as u64, VecDeque::new()));
+        if let Some(p) = point.and_then(|p| serde_json::from_str::<HistoryPoint>(p).ok()) {
+            entry.1.push_back(p);
+        }
+    }
+    for row in tx
+        .query(
+            "SELECT h.id, h.line FROM heartbeat_nodes n CROSS JOIN LATERAL ( \
+               SELECT id, line FROM records r \
+               WHERE r.log = 'heartbeats' AND r.node_id = n.node_id AND r.id <= $1 \
+               ORDER BY r.id DESC LIMIT 1) h",
+            &[&cursor],
+        )
+        .await?
+    {
+        let (id, line): (i64, &str) = (row.get(0), row.get(1));
+        report.bytes += line.len() as u64;
+        match Change::decode(LogName::Heartbeats, line.as_bytes()) {
+            Ok(Change::Heartbeat { hb, received_at }) => {
+                let (total, history) = points.remove(&hb.node_id).unwrap_or_default();
+                memory
+                    .fleet
+                    .restore_node(hb, received_at, history, total.max(1));
+                report.nodes += 1;
+            }
+            Ok(_) => {}
+            Err(reason) => report.skipped.push(bad(id, reason)),
+        }
+    }
+    tx.commit().await?;
+    for b in &report.skipped {
+        tracing::warn!(record = b.line, reason = %b.reason, "Skipped a bad record.");
+    }
+    Ok((cursor, scans, report))
+}
+
+/// Opens `dir/sovereign-scans.jsonl` as the database's scan log copy: checks the lines it has
+/// are the database's first ones and appends the rest. Returns it and its durable length.
+fn mirror(dir: &Path, scans: &[String]) -> Result<(Journal, u64), PgError> {
+    // Opening cuts a torn final line; the copy is then checked and completed directly.
+    Journal::open(dir, LogName::Scans, Rotation::default())?
+        .0
+        .close();
+    let path = LogName::Scans.active(dir);
+    let mut have = 0usize;
+    let mut mismatch = None;
+    replay::for_each_line(&path, |n, _, line| {
+        let i = have;
+        have += 1;
+        if mismatch.is_none() && scans.get(i).is_none_or(|s| s.as_bytes() != line) {
+            mismatch = Some(n);
+        }
+    })
+    .map_err(|e| PgError::Mirror(format!("reading {}: {e}", path.display())))?;
+    if let Some(n) = mismatch {
+        return Err(PgError::Mirror(format!(
+            "{}:{n} differs from the database's scan records: this log directory belongs to another store; \
+             give each database its own --log-dir",
+            path.display()
+        )));
+    }
+    let missing = &scans[have..];
+    if !missing.is_empty() {
+        use std::io::Write as _;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .map_err(|e| PgError::Mirror(format!("{}: {e}", path.display())))?;
+        let mut buf = Vec::new();
+        for line in missing {
+            buf.extend_from_slice(line.as_bytes());
+            buf.push(b'\n');
+        }
+        f.write_all(&buf)
+            .and_then(|()| f.sync_data())
+            .map_err(|e| PgError::Mirror(format!("{}: {e}", path.display())))?;
+        tracing::info!(
+            lines = missing.len(),
+            "Copied scan reports from the database to the local scan log."
+        );
+    }
+    let len = std::fs::metadata(&path).map_or(0, |m| m.len());
+    let (journal, _) = Journal::open(dir, LogName::Scans, Rotation::default())?;
+    Ok((journal, len))
+}
+
+/// Tries to become the leader every few seconds; holds the session lock while its connection
+/// lives. The leader also deletes heartbeats older than `retention`, hourly.
+async fn lead(url: String, leads: Arc<AtomicBool>, retention: Duration) {
+    loop {
+        if let Ok((client, connection)) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await
+        {
+            let mut connection = tokio::spawn(connection);
+            let won = client
+                .query_one("SELECT pg_try_advisory_lock($1)", &[&LEADER_LOCK])
+                .await
+                .map(|r| r.get::<_, bool>(0))
+                .unwrap_or(false);
+            if won {
+                tracing::info!("This instance now runs the fleet-wide writers (leader).");
+                leads.store(true, Ordering::Release);
+                let mut hourly = tokio::time::interval(Duration::from_secs(3600));
+                loop {
+                    tokio::select! {
+                        _ = &mut connection => break,
+                        _ = hourly.tick() => expire(&client, retention).await,
+                    }
+                }
+                leads.store(false, Ordering::Release);
+                tracing::warn!("Lost the leader lock with its database connection.");
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+async fn expire(client: &Client, retention: Duration) {
+    let Ok(age) = chrono::Duration::from_std(retention) else {
+        return;
+    };
+    let cutoff: DateTime<Utc> = Utc::now() - age;
+    match client
+        .execute(
+            "DELETE FROM records WHERE log = 'heartbeats' AND ts < $1",
+            &[&cutoff],
+        )
+        .await
+    {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(rows = n, "Deleted heartbeats past retention."),
+        Err(e) => tracing::warn!(error = %e, "Cannot delete heartbeats past retention."),
+    }
+}
+
+impl PgBackend {
+    async fn send(&self, write: Write) -> Result<(), StoreError> {
+        let (done, wait) = oneshot::channel();
+        self.ops
+            .send(Op { write, done })
+            .await
+            .map_err(|_| StoreError::Unavailable("the database writer stopped".into()))?;
+        wait.await
+            .map_err(|_| StoreError::Unavailable("the database writer stopped".into()))?
+    }
+
+    /// The newest id this instance has applied.
+    pub async fn cursor(&self) -> i64 {
+        *self.applier.cursor.lock().await
+    }
+}
+
+#[async_trait]
+impl Backend for PgBackend {
+    fn memory(&self) -> &Arc<Memory> {
+        &self.applier.memory
+    }
+
+    async fn append(&self, change: Change) -> Result<(), StoreError> {
+        self.send(Write::Plain(Box::new(change))).await
+    }
+
+    async fn append_checked(&self, _gate: Gate, check: Check) -> Result<(), StoreError> {
+        self.send(Write::Checked(check)).await
+    }
+
+    async fn query_log_events(&self, q: EventQuery) -> Result<Vec<EventEnvelope>, StoreError> {
+        let unavailable =
+            |e: tokio_postgres::Error| StoreError::Unavailable(format!("database: {e}"));
+        let mut reader = self.reader.lock().await;
+        if reader.as_ref().is_none_or(Client::is_closed) {
+            *reader = Some(writer::connect(&self.url).await.map_err(unavailable)?);
+        }
+        let Some(client) = reader.as_ref() else {
+            return Ok(Vec::new());
+        };
+        let kinds: Option<Vec<String>> = q.kinds.as_ref().map(|k| k.iter().cloned().collect());
+        let order = if q.newest_first { "DESC" } else { "ASC" };
+        let sql = format!(
+            "SELECT line FROM records WHERE log = 'events' \
+             AND ($1::text[] IS NULL OR kind = ANY($1)) \
+             AND ($2::uuid IS NULL OR node_id = $2) \
+             AND ($3::timestamptz IS NULL OR ts >= $3) \
+             ORDER BY id {order} LIMIT $4"
+        );
+        let limit = q.limit.max(1) as i64;
+        let rows = client
+            .query(&sql, &[&kinds, &q.node_id, &q.since, &limit])
+            .await
+            .map_err(unavailable)?;
+        Ok(rows
+            .iter()
+            .filter_map(
+                |r| match Change::decode(LogName::Events, r.get::<_, &str>(0).as_bytes()) {
+                    Ok(Change::Event(e)) if q.matches(&e) => Some(e),
+                    _ => None,
+                },
+            )
+            .collect())
+    }
+
+    fn scans_durable_len(&self) -> u64 {
+        self.applier.scans_durable.load(Ordering::Acquire)
+    }
+
+    fn leads(&self) -> bool {
+        self.leads.load(Ordering::Acquire)
+    }
+}

@@ -1,0 +1,518 @@
+//! The PostgreSQL store with the real binaries against a real, throwaway PostgreSQL cluster:
+//! two Command Centers on one database, live events across them, node-scoped work (command
+//! seq, receipt chains, delivery, scheduled scans) under two instances, a crash mid-stream,
+//! the append-only trigger, and export/import with the JSONL store.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use uuid::Uuid;
+use vaultmesh_proto::command::SignedCommand;
+use vaultmesh_testkit::auth::TestNode;
+use vaultmesh_testkit::postgres::Postgres;
+use vaultmesh_testkit::sse::SseClient;
+use vaultmesh_testkit::{
+    CommandCenter, cc_command, heartbeat_json, keygen, text, wait_for, workspace_root,
+};
+
+/// A cluster, one database, and two Command Centers sharing it (each its own log dir).
+struct Pair {
+    a: CommandCenter,
+    b: CommandCenter,
+    pg: Postgres,
+    url: String,
+    _keys: tempfile::TempDir,
+}
+
+fn pair_with(policy_dir: &std::path::Path, extra: &[&str]) -> Pair {
+    let pg = Postgres::start();
+    let url = pg.create_db("vaultmesh");
+    let keys = tempfile::tempdir().unwrap();
+    let (key, _public) = keygen(keys.path());
+    let mut args = vec![
+        "--store",
+        url.as_str(),
+        "--signing-key",
+        key.as_str(),
+        "--policy-dir",
+        policy_dir.to_str().unwrap(),
+        "--attention-tick",
+        "200ms",
+    ];
+    args.extend_from_slice(extra);
+    let a = CommandCenter::start_with(&args);
+    let b = CommandCenter::start_with(&args);
+    Pair {
+        a,
+        b,
+        pg,
+        url,
+        _keys: keys,
+    }
+}
+
+fn pair() -> Pair {
+    pair_with(&workspace_root().join("policies"), &[])
+}
+
+fn heartbeat(node: &TestNode, seq: u64) -> Value {
+    let mut hb = heartbeat_json(&node.id.to_string(), "pg-node-01", seq);
+    hb["os_profile"] = json!("ArchVault");
+    hb
+}
+
+fn post_heartbeat(cc: &CommandCenter, node: &TestNode, seq: u64) -> u16 {
+    node.post_heartbeat(&cc.url, &heartbeat(node, seq))
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
+}
+
+fn issue(cc: &CommandCenter, node: Uuid) -> Value {
+    let r = cc.post_json(
+        "/api/commands",
+        &json!({"node_id": node, "action": "agent.ping", "args": {}, "issued_by": "test"}),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    r.json()
+}
+
+/// The node's long-poll on `cc`, answered at once.
+fn poll(cc: &CommandCenter, node: &TestNode) -> Vec<SignedCommand> {
+    let path = format!("/api/agent/commands?wait=0s&nonce={}", Uuid::new_v4());
+    let r = node
+        .signed(&cc.url, "GET", &path, None, Vec::new())
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    r.json().unwrap()
+}
+
+/// Runs the CLI; returns its exit code and output.
+fn cli(args: &[&str]) -> (Option<i32>, String) {
+    let out = cc_command(args);
+    (out.status.code(), text(&out))
+}
+
+/// Runs the CLI, which must succeed; returns its output.
+fn cli_ok(args: &[&str]) -> String {
+    let (code, out) = cli(args);
+    assert_eq!(code, Some(0), "{args:?}: {out}");
+    out
+}
+
+fn commands_of(cc: &CommandCenter, node: Uuid) -> Vec<Value> {
+    cc.get_json(&format!("/api/commands?node_id={node}&limit=1000"))
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+#[test]
+fn a_heartbeat_accepted_by_one_instance_is_on_the_others_api_and_stream_within_a_second() {
+    let mut p = pair();
+    let node = TestNode::new(Uuid::now_v7());
+    let sse = SseClient::connect(&format!("{}/events?kinds=heartbeat", p.b.url), None);
+    std::thread::sleep(Duration::from_millis(200));
+
+    let sent = Instant::now();
+    assert_eq!(post_heartbeat(&p.a, &node, 1), 200);
+    let (name, _, data) = sse
+        .next_event(Duration::from_secs(5))
+        .expect("B streams the heartbeat A accepted");
+    let streamed = sent.elapsed();
+    assert_eq!(name, "heartbeat");
+    assert!(data.contains(&node.id.to_string()), "{data}");
+    assert!(
+        streamed < Duration::from_secs(1),
+        "B streamed A's heartbeat after {streamed:?}"
+    );
+    let detail = p.b.get_json(&format!("/api/nodes/{}", node.id));
+    assert_eq!(detail["summary"]["hostname"], "pg-node-01");
+
+    // Both ways, and the history survives a restart of either: it is in the database.
+    for seq in 2..=5 {
+        let cc = if seq % 2 == 0 { &p.b } else { &p.a };
+        assert_eq!(post_heartbeat(cc, &node, seq), 200);
+    }
+    let history_len = |cc: &CommandCenter| {
+        cc.get_json(&format!("/api/nodes/{}", node.id))["history"]
+            .as_array()
+            .map_or(0, Vec::len)
+    };
+    wait_for(Duration::from_secs(2), || {
+        (history_len(&p.a) == 5).then_some(())
+    })
+    .expect("A applied B's heartbeats");
+    p.b.restart();
+    assert_eq!(history_len(&p.b), 5);
+    assert_eq!(
+        p.b.get_json(&format!("/api/nodes/{}", node.id))["latest"]["seq"],
+        "5"
+    );
+}
+
+#[test]
+fn command_seq_receipt_chain_and_delivery_hold_across_two_instances() {
+    let p = pair();
+    let node = TestNode::new(Uuid::now_v7());
+    assert_eq!(post_heartbeat(&p.a, &node, 1), 200);
+    wait_for(Duration::from_secs(2), || {
+        p.b.get(&format!("/api/nodes/{}", node.id))
+            .status
+            .eq(&200)
+            .then_some(())
+    })
+    .unwrap();
+
+    // Ten commands on each instance at once: twenty distinct seqs, 1 to 20.
+    let issue_ten = |cc: &CommandCenter| {
+        (0..10)
+            .map(|_| {
+                issue(cc, node.id)["command"]["seq"]
+                    .as_str()
+                    .unwrap()
+                    .parse::<u64>()
+                    .unwrap()
+            })
+            .collect::<Vec<_>>()
+    };
+    let (mut seqs, from_b) = std::thread::scope(|s| {
+        let a = s.spawn(|| issue_ten(&p.a));
+        let b = s.spawn(|| issue_ten(&p.b));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    seqs.extend(from_b);
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=20).collect::<Vec<_>>());
+
+    // Delivered once: the poll on A takes all twenty; B then has nothing to hand out.
+    let delivered = poll(&p.a, &node);
+    assert_eq!(delivered.len(), 20);
+    assert!(poll(&p.b, &node).is_empty(), "B delivered again");
+    assert!(poll(&p.a, &node).is_empty());
+
+    // Receipts alternate between the instances and still form one chain.
+    let mut sorted = delivered;
+    sorted.sort_by_key(|c| c.command.seq_number());
+    let mut prev: Option<String> = None;
+    for (i, c) in sorted.iter().enumerate() {
+        let receipt = node.pong_receipt(c.command.command_id, prev.take());
+        prev = Some(receipt.chain_hash());
+        let cc = if i % 2 == 0 { &p.a } else { &p.b };
+        let r = node.post_receipt(&cc.url, receipt, &node.key).unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        let v: Value = r.json().unwrap();
+        assert_eq!(v["chain_ok"], true, "receipt {i} via {}", cc.url);
+    }
+    for cc in [&p.a, &p.b] {
+        let all = wait_for(Duration::from_secs(2), || {
+            let all = commands_of(cc, node.id);
+            all.iter().all(|c| c["status"] == "ok").then_some(all)
+        })
+        .expect("every command completed on both instances");
+        assert_eq!(all.len(), 20);
+        assert!(all.iter().all(|c| c["chain_ok"] == true));
+        let n = cc.get_json(&format!("/api/nodes/{}", node.id));
+        assert_eq!(n["summary"]["receipt_chain_ok"], true);
+    }
+}
+
+#[test]
+fn scheduled_scans_are_asked_for_once_by_two_instances() {
+    let policies = tempfile::tempdir().unwrap();
+    std::fs::write(
+        policies.path().join("ArchVault.toml"),
+        "[commands]\nallow = [{ action = \"scan.sovereign\" }, { action = \"agent.ping\" }]\n[scan]\ninterval = \"1h\"\nspread = \"0s\"\n",
+    )
+    .unwrap();
+    let mut p = pair_with(policies.path(), &["--scan-tick", "100ms"]);
+    let node = TestNode::new(Uuid::now_v7());
+    assert_eq!(post_heartbeat(&p.a, &node, 1), 200);
+    // Both instances' orchestrators tick ten times a second; only the leader asks.
+    std::thread::sleep(Duration::from_secs(3));
+    for cc in [&p.a, &p.b] {
+        let scans: Vec<Value> = commands_of(cc, node.id)
+            .into_iter()
+            .filter(|c| c["command"]["action"] == "scan.sovereign")
+            .collect();
+        assert_eq!(scans.len(), 1, "{scans:?}");
+    }
+
+    // Whichever instance led, the one left keeps scheduling once the other is gone.
+    p.a.kill9();
+    let late = TestNode::new(Uuid::now_v7());
+    assert_eq!(post_heartbeat(&p.b, &late, 1), 200);
+    let asked = wait_for(Duration::from_secs(10), || {
+        commands_of(&p.b, late.id)
+            .iter()
+            .any(|c| c["command"]["action"] == "scan.sovereign")
+            .then_some(())
+    });
+    assert!(asked.is_some(), "no instance scheduled the new node's scan");
+}
+
+#[test]
+fn an_attention_change_is_logged_once_not_once_per_instance() {
+    let p = pair();
+    let node = TestNode::new(Uuid::now_v7());
+    // Flap damping raises after a few heartbeats in a row; they go to both instances.
+    for seq in 1..=4 {
+        let mut hb = heartbeat(&node, seq);
+        hb["cloudflare_ok"] = json!(false);
+        let cc = if seq % 2 == 0 { &p.a } else { &p.b };
+        let r = node.post_heartbeat(&cc.url, &hb).unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+    }
+    let query = format!("/api/events?kind=attention&node_id={}", node.id);
+    let events = wait_for(Duration::from_secs(5), || {
+        let v = p.a.get_json(&query);
+        (!v.as_array()?.is_empty()).then_some(v)
+    })
+    .expect("the attention change was logged");
+    std::thread::sleep(Duration::from_secs(1));
+    for cc in [&p.a, &p.b] {
+        let v = cc.get_json(&query);
+        assert_eq!(v.as_array().unwrap().len(), 1, "{v}");
+    }
+    assert_ne!(events[0]["body"]["level"], "ok");
+}
+
+#[test]
+fn killing_an_instance_mid_stream_loses_nothing_it_acknowledged() {
+    let mut p = pair();
+    let node = TestNode::new(Uuid::now_v7());
+    node.enroll(&p.a.url);
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = std::thread::scope(|s| {
+        let a_url = p.a.url.clone();
+        let stop2 = Arc::clone(&stop);
+        let node = &node;
+        let sender = s.spawn(move || {
+            let mut acked = Vec::new();
+            let mut seq = 0;
+            while !stop2.load(Ordering::Relaxed) {
+                seq += 1;
+                let hb = heartbeat(node, seq);
+                let body = serde_json::to_vec(&hb).unwrap();
+                let r = node
+                    .signed(
+                        &a_url,
+                        "POST",
+                        "/api/agent/heartbeat",
+                        Some("application/json"),
+                        body,
+                    )
+                    .send();
+                match r {
+                    Ok(r) if r.status().is_success() => acked.push(seq),
+                    Ok(_) => {}
+                    Err(_) => break, // A is gone
+                }
+            }
+            acked
+        });
+        std::thread::sleep(Duration::from_millis(1500));
+        p.a.kill9();
+        stop.store(true, Ordering::Relaxed);
+        sender.join().unwrap()
+    });
+    assert!(
+        acked.len() > 20,
+        "only {} heartbeats acknowledged",
+        acked.len()
+    );
+    let stored = p
+        .pg
+        .psql(
+            "vaultmesh",
+            &format!(
+                "SELECT string_agg(line::jsonb->'record'->>'seq', ',') FROM records WHERE log = 'heartbeats' AND node_id = '{}'",
+                node.id
+            ),
+        )
+        .unwrap();
+    let stored: std::collections::HashSet<u64> =
+        stored.split(',').filter_map(|s| s.parse().ok()).collect();
+    let lost: Vec<&u64> = acked.iter().filter(|s| !stored.contains(s)).collect();
+    assert!(lost.is_empty(), "acknowledged but not stored: {lost:?}");
+    // B saw them too, and serves on.
+    let total = wait_for(Duration::from_secs(2), || {
+        let d = p.b.get_json(&format!("/api/nodes/{}", node.id));
+        let n = d["summary"]["heartbeats"].as_u64()?;
+        (n >= acked.len() as u64).then_some(n)
+    });
+    assert!(total.is_some(), "B applied every acknowledged heartbeat");
+    assert_eq!(post_heartbeat(&p.b, &node, 100_000), 200);
+}
+
+#[test]
+fn audit_records_refuse_update_and_delete_in_the_database_itself() {
+    let p = pair();
+    let node = TestNode::new(Uuid::now_v7());
+    assert_eq!(post_heartbeat(&p.a, &node, 1), 200);
+    let r = p.a.post_json(
+        "/api/events",
+        &json!({"kind": "note", "node_id": node.id, "body": {"text": "hello"}}),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    for sql in [
+        "UPDATE records SET line = '{}' WHERE log = 'events'",
+        "DELETE FROM records WHERE log = 'events'",
+        "DELETE FROM records WHERE log = 'nodes'",
+        "TRUNCATE records",
+    ] {
+        let err = p.pg.psql("vaultmesh", sql).unwrap_err();
+        assert!(err.contains("append-only"), "{sql}: {err}");
+    }
+    // Heartbeats are telemetry: retention may delete them.
+    p.pg.psql("vaultmesh", "DELETE FROM records WHERE log = 'heartbeats'")
+        .unwrap();
+    let _ = &p.url;
+}
+
+#[test]
+fn export_and_import_carry_the_same_lines_between_the_two_stores() {
+    // A JSONL Command Center with some of everything.
+    let keys = tempfile::tempdir().unwrap();
+    let (key, public) = keygen(keys.path());
+    let policies = workspace_root().join("policies");
+    let args = [
+        "--signing-key",
+        key.as_str(),
+        "--policy-dir",
+        policies.to_str().unwrap(),
+    ];
+    let mut jsonl = CommandCenter::start_with(&args);
+    let node = TestNode::new(Uuid::now_v7());
+    for seq in 1..=3 {
+        assert_eq!(post_heartbeat(&jsonl, &node, seq), 200);
+    }
+    let r = jsonl.post_json(
+        "/api/events",
+        &json!({"kind": "note", "node_id": node.id, "body": {"text": "exported"}}),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let scan = json!({
+        "scan_id": Uuid::now_v7(), "node_id": node.id, "profile": "ArchVault",
+        "started_at": chrono::Utc::now(), "finished_at": chrono::Utc::now(),
+        "findings": [], "fingerprint": {}, "counts": {}
+    });
+    let r = node
+        .signed(
+            &jsonl.url,
+            "POST",
+            "/api/agent/scans",
+            Some("application/json"),
+            serde_json::to_vec(&scan).unwrap(),
+        )
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200, "{}", r.text().unwrap_or_default());
+    issue(&jsonl, node.id);
+    let logs = jsonl.log_dir();
+    let before = jsonl.get_json(&format!("/api/nodes/{}", node.id));
+    jsonl.kill9();
+
+    // Import into PostgreSQL; a second import is refused.
+    let pg = Postgres::start();
+    let url = pg.create_db("imported");
+    let logs_arg = logs.to_str().unwrap();
+    let import = ["store", "import", "--from", logs_arg, "--store", &url];
+    assert!(cli_ok(&import).contains("heartbeats 3"));
+    let (code, out) = cli(&import);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("empty"), "{out}");
+
+    // Served from PostgreSQL: the same node, history, note, scan and command.
+    let cc = CommandCenter::start_with(&[
+        "--store",
+        &url,
+        "--signing-key",
+        &key,
+        "--policy-dir",
+        policies.to_str().unwrap(),
+    ]);
+    let after = cc.get_json(&format!("/api/nodes/{}", node.id));
+    assert_eq!(after["history"], before["history"]);
+    assert_eq!(after["latest"], before["latest"]);
+    assert_eq!(after["latest_scan"], before["latest_scan"]);
+    let notes = cc.get_json(&format!("/api/events?kind=note&node_id={}", node.id));
+    assert_eq!(notes[0]["body"]["text"], "exported");
+    assert_eq!(commands_of(&cc, node.id).len(), 1);
+    // The next command continues the node's seq.
+    assert_eq!(issue(&cc, node.id)["command"]["seq"], "2");
+    drop(cc);
+
+    // Export back: every audit log line for line as the JSONL store wrote it, plus what the
+    // PostgreSQL instance added; the ledger builds and verifies over the exported scan log.
+    let out_dir = tempfile::tempdir().unwrap();
+    let export = out_dir.path().join("export");
+    let export_arg = export.to_str().unwrap();
+    let export_cmd = ["store", "export", "--store", &url, "--to", export_arg];
+    cli_ok(&export_cmd);
+    for file in ["sovereign-scans.jsonl", "nodes.jsonl", "heartbeats.jsonl"] {
+        assert_eq!(
+            std::fs::read(logs.join(file)).unwrap(),
+            std::fs::read(export.join(file)).unwrap(),
+            "{file}"
+        );
+    }
+    for file in ["events.jsonl", "commands.jsonl"] {
+        let exported = std::fs::read_to_string(export.join(file)).unwrap();
+        let original = std::fs::read_to_string(logs.join(file)).unwrap();
+        assert!(exported.starts_with(&original), "{file}");
+    }
+    let commands = std::fs::read_to_string(export.join("commands.jsonl")).unwrap();
+    assert_eq!(commands.lines().count(), 2);
+    assert_eq!(cli(&export_cmd).0, Some(2));
+    cli_ok(&[
+        "ledger",
+        "build",
+        "--log-dir",
+        export_arg,
+        "--signing-key",
+        &key,
+    ]);
+    cli_ok(&[
+        "ledger",
+        "verify",
+        "--log-dir",
+        export_arg,
+        "--public-key",
+        &public,
+    ]);
+
+    // The logs tools read the database directly.
+    let view = cli_ok(&["logs", "view", "--store", &url, "--kind", "note", "--json"]);
+    assert!(view.contains("exported"), "{view}");
+    cli_ok(&["logs", "stats", "--store", &url, "--json"]);
+    assert_eq!(cli(&["logs", "tail", "--store", &url]).0, Some(2));
+}
+
+#[test]
+fn a_bad_store_url_is_one_readable_line_and_exit_2() {
+    let out = cc_command(&["serve", "--store", "mysql://root:hunter2@db/x"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not a PostgreSQL URL"), "{err}");
+    assert!(!err.contains("hunter2"), "the password leaked: {err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+
+    // A database that is not there: exit 1, the password not shown.
+    let port = vaultmesh_testkit::free_port();
+    let url = format!("postgres://vaultmesh:hunter2@127.0.0.1:{port}/none");
+    let (code, out) = cli(&[
+        "store",
+        "export",
+        "--store",
+        &url,
+        "--to",
+        "/tmp/vaultmesh-never",
+    ]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(!out.contains("hunter2"), "{out}");
+}
