@@ -101,7 +101,8 @@ async fn enroll_one(
 pub struct Server {
     pub child: Child,
     pub base: String,
-    _logs: tempfile::TempDir,
+    logs: tempfile::TempDir,
+    extra: Vec<String>,
 }
 
 impl std::fmt::Debug for Server {
@@ -113,13 +114,26 @@ impl std::fmt::Debug for Server {
 impl Server {
     /// Builds (release) and starts `serve` with `extra` arguments.
     pub fn start(extra: &[&str]) -> anyhow::Result<Server> {
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        Self::spawn(tempfile::tempdir()?, extra)
+    }
+
+    /// Kills the server (SIGKILL) and starts it again on the same log directory and arguments;
+    /// returns once it listens (after its replay).
+    pub fn restart(mut self) -> anyhow::Result<Server> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let logs = std::mem::replace(&mut self.logs, tempfile::tempdir()?);
+        Self::spawn(logs, std::mem::take(&mut self.extra))
+    }
+
+    fn spawn(logs: tempfile::TempDir, extra: Vec<String>) -> anyhow::Result<Server> {
         let cc = release_binary("vaultmesh-command-center", "vaultmesh-command-center")?;
-        let logs = tempfile::tempdir()?;
         let mut child = Command::new(&cc)
             .args(["serve", "--listen", "127.0.0.1:0", "--enroll-token", TOKEN])
             // A simulated fleet posts faster than real nodes; measure ingest, not the limiter.
             .args(["--agent-rate", "1000000", "--agent-burst", "1000000"])
-            .args(extra)
+            .args(&extra)
             .arg("--log-dir")
             .arg(logs.path())
             .env("RUST_LOG", "warn")
@@ -129,7 +143,8 @@ impl Server {
         Ok(Server {
             child,
             base,
-            _logs: logs,
+            logs,
+            extra,
         })
     }
 }

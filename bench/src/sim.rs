@@ -39,6 +39,23 @@ pub struct SimConfig {
     pub presign: bool,
 }
 
+impl SimConfig {
+    /// Heartbeats only, flat out over 32 connections, presigned, without enrolling.
+    pub fn heartbeats(base: &str, nodes: usize, requests: usize) -> SimConfig {
+        SimConfig {
+            base: base.to_string(),
+            token: None,
+            nodes,
+            requests,
+            rate: None,
+            concurrency: 32,
+            scan_every: 0,
+            command_every: 0,
+            presign: true,
+        }
+    }
+}
+
 /// Kinds of timed operations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum OpKind {
@@ -88,6 +105,17 @@ impl SimReport {
     /// The `p`-quantile (0..=1) latency of `kind` in ms.
     pub fn percentile(&self, kind: OpKind, p: f64) -> f64 {
         percentile(self.latencies.get(&kind).map_or(&[][..], Vec::as_slice), p)
+    }
+
+    /// One row of a heartbeat table: name, throughput, p50, p99, errors.
+    pub fn heartbeat_row(&self, name: &str) -> String {
+        format!(
+            "  {name:<38} {:>12.0} {:>9.2} {:>9.2} {:>7}",
+            self.throughput(),
+            self.percentile(OpKind::Heartbeat, 0.5),
+            self.percentile(OpKind::Heartbeat, 0.99),
+            self.error_count()
+        )
     }
 
     /// A table for people.
@@ -151,6 +179,7 @@ impl SimReport {
 }
 
 /// The `p`-quantile of sorted `v` (NaN when empty).
+/// The `p` quantile of `v`, which must be sorted.
 pub fn percentile(v: &[f64], p: f64) -> f64 {
     if v.is_empty() {
         return f64::NAN;

@@ -98,6 +98,19 @@ fn ingest_bench_smoke() {
 }
 
 #[test]
+fn pg_bench_smoke() {
+    let out = bench(env!("CARGO_BIN_EXE_pg-bench"), &["300", "20", "5"]);
+    for figure in [
+        "PostgreSQL, two instances",
+        "Cross-instance delivery",
+        "PostgreSQL load",
+    ] {
+        assert!(out.contains(figure), "{out}");
+    }
+    assert!(!out.contains("NaN"), "{out}");
+}
+
+#[test]
 fn sse_bench_smoke() {
     let out = bench(env!("CARGO_BIN_EXE_sse-bench"), &["5", "320"]);
     assert!(

@@ -48,15 +48,8 @@ fn main() -> anyhow::Result<()> {
     let cc_pid = cc.child.id();
 
     let base = |url: &str, nodes, token: bool| SimConfig {
-        base: url.to_string(),
         token: token.then(|| TOKEN.to_string()),
-        nodes,
-        requests,
-        rate: None,
-        concurrency: 32,
-        scan_every: 0,
-        command_every: 0,
-        presign: true,
+        ..SimConfig::heartbeats(url, nodes, requests)
     };
     let enroll = std::time::Instant::now();
     rt.block_on(sim::run(&SimConfig {
@@ -70,7 +63,7 @@ fn main() -> anyhow::Result<()> {
 
     println!("\n1. Maximum throughput (heartbeats only)");
     println!(
-        "  {:<34} {:>12} {:>9} {:>9} {:>9}",
+        "  {:<38} {:>12} {:>9} {:>9} {:>7}",
         "server, nodes", "heartbeats/s", "p50 ms", "p99 ms", "errors"
     );
     let mut ratios = Vec::new();
@@ -134,13 +127,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn line(name: &str, r: &SimReport) {
-    println!(
-        "  {name:<34} {:>12.0} {:>9.2} {:>9.2} {:>9}",
-        r.throughput(),
-        r.percentile(OpKind::Heartbeat, 0.5),
-        r.percentile(OpKind::Heartbeat, 0.99),
-        r.error_count()
-    );
+    println!("{}", r.heartbeat_row(name));
 }
 
 /// The `ingest-floor` server; killed on drop.

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use tokio_postgres::GenericClient;
+use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 use crate::store::change::Change;
@@ -12,7 +13,7 @@ use crate::store::fleet::history_point;
 use crate::store::logdir::LogName;
 use crate::store::record;
 
-/// The channel every insert notifies, with the newest id as payload.
+/// The channel every insert notifies (at commit).
 pub const CHANNEL: &str = "vaultmesh_records";
 
 /// Taken (per transaction) by every write: ids then commit in the order they are allocated,
@@ -93,40 +94,36 @@ pub async fn insert(
     let nodes: Vec<Option<Uuid>> = rows.iter().map(|r| r.node_id).collect();
     let lines: Vec<&str> = rows.iter().map(|r| r.line.as_str()).collect();
     let points: Vec<Option<&str>> = rows.iter().map(|r| r.point.as_deref()).collect();
-    // ORDER BY ord: ids are drawn from the sequence in the rows' order.
-    let ids: Vec<i64> = client
-        .query(
-            "INSERT INTO records (log, kind, ts, node_id, line, point) \
-             SELECT log, kind, ts, node_id, line, point \
-             FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::uuid[], $5::text[], $6::text[]) \
-                  WITH ORDINALITY AS u(log, kind, ts, node_id, line, point, ord) \
-             ORDER BY ord RETURNING id",
-            &[&logs, &kinds, &ts, &nodes, &lines, &points],
-        )
-        .await?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
     let mut totals: HashMap<Uuid, i64> = HashMap::new();
     for r in rows.iter().filter(|r| r.log == LogName::Heartbeats) {
         if let Some(n) = r.node_id {
             *totals.entry(n).or_default() += 1;
         }
     }
-    if !totals.is_empty() {
-        let (ids, counts): (Vec<Uuid>, Vec<i64>) = totals.into_iter().unzip();
-        client
-            .execute(
-                "INSERT INTO heartbeat_nodes (node_id, total) SELECT * FROM unnest($1::uuid[], $2::int8[]) \
-                 ON CONFLICT (node_id) DO UPDATE SET total = heartbeat_nodes.total + EXCLUDED.total",
-                &[&ids, &counts],
-            )
-            .await?;
-    }
-    if let Some(last) = ids.iter().max() {
-        client
-            .execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &last.to_string()])
-            .await?;
-    }
+    let (counted, counts): (Vec<Uuid>, Vec<i64>) = totals.into_iter().unzip();
+    // Three statements pipelined in one round trip. ORDER BY ord: ids are drawn from the
+    // sequence in the rows' order. The notification carries no payload: listeners read
+    // every row after their cursor.
+    let (insert_params, count_params): ([&(dyn ToSql + Sync); 6], [&(dyn ToSql + Sync); 2]) = (
+        [&logs, &kinds, &ts, &nodes, &lines, &points],
+        [&counted, &counts],
+    );
+    let (ids, _, _) = tokio::try_join!(
+        client.query(
+            "INSERT INTO records (log, kind, ts, node_id, line, point) \
+             SELECT log, kind, ts, node_id, line, point \
+             FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::uuid[], $5::text[], $6::text[]) \
+                  WITH ORDINALITY AS u(log, kind, ts, node_id, line, point, ord) \
+             ORDER BY ord RETURNING id",
+            &insert_params,
+        ),
+        client.execute(
+            "INSERT INTO heartbeat_nodes (node_id, total) SELECT * FROM unnest($1::uuid[], $2::int8[]) \
+             ON CONFLICT (node_id) DO UPDATE SET total = heartbeat_nodes.total + EXCLUDED.total",
+            &count_params,
+        ),
+        client.execute("SELECT pg_notify($1, '')", &[&CHANNEL]),
+    )?;
+    let ids: Vec<i64> = ids.iter().map(|r| r.get(0)).collect();
     Ok(ids)
 }
