@@ -25,6 +25,8 @@ pub struct Metrics {
     pub rejected: IntCounterVec,
     pub nodes: IntGaugeVec,
     pub sse_clients: IntGauge,
+    /// 1 while this instance runs the fleet-wide writers (always, with the file store).
+    pub leader: IntGauge,
     /// Time from handing a line to a log until it is on disk (fdatasync), per log.
     pub append_seconds: HistogramVec,
     pub replay_seconds: Gauge,
@@ -92,6 +94,10 @@ impl Metrics {
             )
         };
         let sse_clients = gauge("vaultmesh_sse_clients", "Open /events streams.");
+        let leader = gauge(
+            "vaultmesh_leader",
+            "1 if this instance runs the fleet-wide writers (attention log, scheduled scans).",
+        );
         let replay_lines = gauge(
             "vaultmesh_replay_lines",
             "Log lines replayed when this process started.",
@@ -146,6 +152,7 @@ impl Metrics {
             ),
             nodes,
             sse_clients,
+            leader,
             append_seconds,
             replay_seconds,
             replay_lines,
@@ -206,6 +213,7 @@ pub async fn scrape(State(state): State<AppState>) -> Response {
             .with_label_values(&[level])
             .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
+    m.leader.set(i64::from(state.store.leads()));
     (
         [(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)],
         m.render(),

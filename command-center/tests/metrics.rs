@@ -146,6 +146,11 @@ fn metrics_follow_ingest_rejections_streams_commands_and_replay() {
         Some(1.0)
     );
     assert_eq!(metric(&m, "vaultmesh_sse_clients"), Some(1.0));
+    assert_eq!(
+        metric(&m, "vaultmesh_leader"),
+        Some(1.0),
+        "the file store always leads"
+    );
     let levels: f64 = ["ok", "attn", "crit"]
         .iter()
         .map(|l| metric(&m, &format!("vaultmesh_nodes{{level=\"{l}\"}}")).unwrap())

@@ -180,7 +180,18 @@ fn command_seq_receipt_chain_and_delivery_hold_across_two_instances() {
             })
             .collect::<Vec<_>>()
     };
+    // Meanwhile both instances ingest heartbeats from other nodes as fast as they can.
+    let blast = |cc: &CommandCenter, n: u128| {
+        let other = TestNode::new(Uuid::from_u128(0xb1a5_7000 + n));
+        for seq in 1..=60 {
+            assert_eq!(post_heartbeat(cc, &other, seq), 200);
+        }
+    };
     let (mut seqs, from_b) = std::thread::scope(|s| {
+        for n in 0..4 {
+            let cc = if n % 2 == 0 { &p.a } else { &p.b };
+            s.spawn(move || blast(cc, n));
+        }
         let a = s.spawn(|| issue_ten(&p.a));
         let b = s.spawn(|| issue_ten(&p.b));
         (a.join().unwrap(), b.join().unwrap())
@@ -188,6 +199,27 @@ fn command_seq_receipt_chain_and_delivery_hold_across_two_instances() {
     seqs.extend(from_b);
     seqs.sort_unstable();
     assert_eq!(seqs, (1..=20).collect::<Vec<_>>());
+
+    // Both instances applied every row, whoever wrote it: the same counts as the database.
+    let stored =
+        p.pg.psql(
+            "vaultmesh",
+            "SELECT count(*) FROM records WHERE log = 'heartbeats'",
+        )
+        .unwrap();
+    for cc in [&p.a, &p.b] {
+        let counted = wait_for(Duration::from_secs(2), || {
+            let nodes = cc.get_json("/api/nodes");
+            let n: u64 = nodes
+                .as_array()?
+                .iter()
+                .filter_map(|n| n["heartbeats"].as_u64())
+                .sum();
+            (n.to_string() == stored).then_some(n)
+        });
+        assert!(counted.is_some(), "{} lost or doubled heartbeats", cc.url);
+        assert_eq!(commands_of(cc, node.id).len(), 20);
+    }
 
     // Delivered once: the poll on A takes all twenty; B then has nothing to hand out.
     let delivered = poll(&p.a, &node);
@@ -242,12 +274,23 @@ fn scheduled_scans_are_asked_for_once_by_two_instances() {
         assert_eq!(scans.len(), 1, "{scans:?}");
     }
 
-    // Whichever instance led, the one left keeps scheduling once the other is gone.
-    p.a.kill9();
+    // Exactly one leader; kill it, and the other takes over and schedules a new node's scan.
+    let leads = |cc: &CommandCenter| {
+        vaultmesh_testkit::metric(&cc.get("/metrics").body, "vaultmesh_leader") == Some(1.0)
+    };
+    assert!(leads(&p.a) != leads(&p.b), "not exactly one leader");
+    let (leader, survivor) = if leads(&p.a) {
+        (&mut p.a, &p.b)
+    } else {
+        (&mut p.b, &p.a)
+    };
+    leader.kill9();
+    wait_for(Duration::from_secs(10), || leads(survivor).then_some(()))
+        .expect("the survivor became the leader");
     let late = TestNode::new(Uuid::now_v7());
-    assert_eq!(post_heartbeat(&p.b, &late, 1), 200);
+    assert_eq!(post_heartbeat(survivor, &late, 1), 200);
     let asked = wait_for(Duration::from_secs(10), || {
-        commands_of(&p.b, late.id)
+        commands_of(survivor, late.id)
             .iter()
             .any(|c| c["command"]["action"] == "scan.sovereign")
             .then_some(())
@@ -315,7 +358,19 @@ fn killing_an_instance_mid_stream_loses_nothing_it_acknowledged() {
             }
             acked
         });
-        std::thread::sleep(Duration::from_millis(1500));
+        // Mid-stream: once a good number are acknowledged, however long that takes here.
+        let metrics_url = format!("{}/metrics", p.a.url);
+        wait_for(Duration::from_secs(30), || {
+            let m = vaultmesh_testkit::http()
+                .get(&metrics_url)
+                .send()
+                .ok()?
+                .text()
+                .ok()?;
+            (vaultmesh_testkit::metric(&m, "vaultmesh_heartbeats_ingested_total")? >= 30.0)
+                .then_some(())
+        })
+        .expect("A acknowledged 30 heartbeats");
         p.a.kill9();
         stop.store(true, Ordering::Relaxed);
         sender.join().unwrap()
@@ -371,7 +426,37 @@ fn audit_records_refuse_update_and_delete_in_the_database_itself() {
     // Heartbeats are telemetry: retention may delete them.
     p.pg.psql("vaultmesh", "DELETE FROM records WHERE log = 'heartbeats'")
         .unwrap();
-    let _ = &p.url;
+
+    // A database a newer binary migrated is refused, not misread; one without our schema (a
+    // mistyped name) is an error, not an empty export.
+    p.pg.psql(
+        "vaultmesh",
+        "INSERT INTO vaultmesh_schema (version) VALUES (99)",
+    )
+    .unwrap();
+    let out_dir = tempfile::tempdir().unwrap();
+    let to = out_dir.path().join("x");
+    let (code, out) = cli(&[
+        "store",
+        "export",
+        "--store",
+        &p.url,
+        "--to",
+        to.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("newer than this binary"), "{out}");
+    let empty = p.pg.create_db("empty");
+    let (code, out) = cli(&[
+        "store",
+        "export",
+        "--store",
+        &empty,
+        "--to",
+        to.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("holds no VaultMesh store"), "{out}");
 }
 
 #[test]
@@ -515,4 +600,43 @@ fn a_bad_store_url_is_one_readable_line_and_exit_2() {
     ]);
     assert_eq!(code, Some(1), "{out}");
     assert!(!out.contains("hunter2"), "{out}");
+}
+
+#[test]
+fn event_queries_beyond_memory_are_answered_from_the_database() {
+    let p = pair();
+    let node = TestNode::new(Uuid::now_v7());
+    assert_eq!(post_heartbeat(&p.a, &node, 1), 200);
+    // More notes than memory keeps (500), alternating instances and nodes.
+    let other = TestNode::new(Uuid::now_v7());
+    assert_eq!(post_heartbeat(&p.b, &other, 1), 200);
+    for i in 0..520 {
+        let (cc, n) = if i % 2 == 0 {
+            (&p.a, &node)
+        } else {
+            (&p.b, &other)
+        };
+        let r = cc.post_json(
+            "/api/events",
+            &json!({"kind": "note", "node_id": n.id, "body": {"text": i.to_string()}}),
+        );
+        assert_eq!(r.status, 201, "{}", r.body);
+    }
+    for cc in [&p.a, &p.b] {
+        // The oldest notes are no longer in memory: the database answers, filters applied.
+        let oldest = cc.get_json(&format!(
+            "/api/events?kind=note&node_id={}&order=oldest&limit=3",
+            node.id
+        ));
+        let texts: Vec<&str> = oldest
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["body"]["text"].as_str().unwrap())
+            .collect();
+        assert_eq!(texts, ["0", "2", "4"], "{}", cc.url);
+        let all = cc.get_json("/api/events?kind=note&order=oldest&limit=1000");
+        assert_eq!(all.as_array().unwrap().len(), 520);
+        assert_eq!(all[519]["body"]["text"], "519");
+    }
 }

@@ -119,32 +119,41 @@ impl Postgres {
         pg
     }
 
+    /// Starts the server; on a port taken in the meantime, tries another.
     fn spawn(&mut self) {
-        let child = as_server_user(&self.bin.join("postgres"))
-            .current_dir(self.dir.path())
-            .arg("-D")
-            .arg(self.dir.path().join("data"))
-            .args(["-p", &self.port.to_string()])
-            .args(["-c", "listen_addresses=127.0.0.1"])
-            .arg("-c")
-            .arg(format!(
-                "unix_socket_directories={}",
-                self.dir.path().display()
-            ))
-            .args(["-c", "max_connections=200", "-c", "logging_collector=off"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start postgres ({e}); install it: {INSTALL}"));
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if self.psql("postgres", "SELECT 1").is_ok() {
-                return;
+        for _ in 0..5 {
+            let mut child = as_server_user(&self.bin.join("postgres"))
+                .current_dir(self.dir.path())
+                .arg("-D")
+                .arg(self.dir.path().join("data"))
+                .args(["-p", &self.port.to_string()])
+                .args(["-c", "listen_addresses=127.0.0.1"])
+                .arg("-c")
+                .arg(format!(
+                    "unix_socket_directories={}",
+                    self.dir.path().display()
+                ))
+                .args(["-c", "max_connections=200", "-c", "logging_collector=off"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start postgres ({e}); install it: {INSTALL}"));
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break; // most likely the port: another process bound it first
+                }
+                if self.psql("postgres", "SELECT 1").is_ok() {
+                    self.child = Some(child);
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
             }
-            std::thread::sleep(Duration::from_millis(50));
+            let _ = child.kill();
+            let _ = child.wait();
+            self.port = crate::free_port();
         }
-        panic!("postgres did not accept connections within 30 s");
+        panic!("postgres did not start (tried 5 ports)");
     }
 
     /// `postgres://vaultmesh@127.0.0.1:PORT/DB`.

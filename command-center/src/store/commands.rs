@@ -14,6 +14,9 @@ use vaultmesh_proto::command::{ReceiptStatus, SignedCommand, SignedReceipt};
 /// Commands whose status is kept in memory.
 pub const KEPT: usize = 2000;
 
+/// A delivered command without a receipt is handed out again after this long.
+pub const REDELIVER_AFTER: chrono::TimeDelta = chrono::TimeDelta::seconds(120);
+
 /// Where a command is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -115,7 +118,9 @@ impl CommandState {
         }
     }
 
-    /// `node`'s undelivered, unexpired commands, oldest first (what its long-poll may hand out).
+    /// `node`'s unexpired commands to hand out, oldest first: those never delivered, and
+    /// those delivered [`REDELIVER_AFTER`] ago without a receipt (the reply to the long-poll
+    /// may have been lost; the agent refuses one it already ran, with a receipt).
     pub fn deliverable(&self, node: &Uuid, now: DateTime<Utc>) -> Vec<SignedCommand> {
         let Some(n) = self.nodes.get(node) else {
             return Vec::new();
@@ -123,16 +128,28 @@ impl CommandState {
         n.pending
             .iter()
             .filter_map(|id| self.commands.get(id))
-            .filter(|v| v.status == CommandStatus::Issued && v.signed.command.expires_at > now)
+            .filter(|v| v.signed.command.expires_at > now)
+            .filter(|v| match v.status {
+                CommandStatus::Issued => true,
+                CommandStatus::Delivered => {
+                    v.delivered_at.is_none_or(|at| now - at >= REDELIVER_AFTER)
+                }
+                _ => false,
+            })
             .map(|v| v.signed.clone())
             .collect()
     }
 
-    /// Marks `ids` delivered to `node` and drops them (and anything expired) from its queue.
+    /// Marks `ids` delivered to `node` at `at`; drops answered and expired commands from its
+    /// queue.
     pub fn apply_delivered(&mut self, node: &Uuid, ids: &[Uuid], at: DateTime<Utc>) {
+        let waiting = |v: &CommandView| {
+            matches!(v.status, CommandStatus::Issued | CommandStatus::Delivered)
+                && v.signed.command.expires_at > at
+        };
         for id in ids {
             if let Some(v) = self.commands.get_mut(id)
-                && v.status == CommandStatus::Issued
+                && waiting(v)
             {
                 v.status = CommandStatus::Delivered;
                 v.delivered_at = Some(at);
@@ -140,11 +157,8 @@ impl CommandState {
         }
         if let Some(n) = self.nodes.get_mut(node) {
             let commands = &self.commands;
-            n.pending.retain(|id| {
-                commands.get(id).is_some_and(|v| {
-                    v.status == CommandStatus::Issued && v.signed.command.expires_at > at
-                })
-            });
+            n.pending
+                .retain(|id| commands.get(id).is_some_and(&waiting));
         }
     }
 
@@ -201,5 +215,54 @@ impl CommandState {
             .take(limit)
             .cloned()
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vaultmesh_proto::auth::NodeKey;
+    use vaultmesh_proto::command::Command;
+
+    fn command(node: Uuid, issued_at: DateTime<Utc>) -> SignedCommand {
+        let c = Command {
+            command_id: Uuid::now_v7(),
+            node_id: node,
+            action: "agent.ping".into(),
+            args: serde_json::json!({}),
+            nonce: "n".into(),
+            seq: "1".into(),
+            issued_at,
+            expires_at: issued_at + chrono::TimeDelta::seconds(600),
+            issued_by: "test".into(),
+        };
+        SignedCommand::sign(c, &NodeKey::from_seed([1; 32]))
+    }
+
+    #[test]
+    fn a_delivered_command_without_receipt_is_handed_out_again_after_the_lease_only() {
+        let node = Uuid::from_u128(1);
+        let t0 = Utc::now();
+        let mut st = CommandState::default();
+        let c = command(node, t0);
+        let id = c.command.command_id;
+        st.apply_command(&c);
+        assert_eq!(st.deliverable(&node, t0).len(), 1);
+        st.apply_delivered(&node, &[id], t0);
+        assert!(
+            st.deliverable(&node, t0 + chrono::TimeDelta::seconds(1))
+                .is_empty()
+        );
+        let later = t0 + REDELIVER_AFTER;
+        assert_eq!(st.deliverable(&node, later).len(), 1);
+        // Expired: never again.
+        assert!(
+            st.deliverable(&node, t0 + chrono::TimeDelta::seconds(601))
+                .is_empty()
+        );
+        // Delivered again at `later`; the lease starts over.
+        st.apply_delivered(&node, &[id], later);
+        assert!(st.deliverable(&node, later).is_empty());
+        assert_eq!(st.get(&id).map(|v| v.delivered_at), Some(Some(later)));
     }
 }

@@ -28,7 +28,9 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use futures_util::TryStreamExt;
 use tokio::sync::{mpsc, oneshot};
+use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, IsolationLevel};
 use uuid::Uuid;
 use vaultmesh_proto::EventEnvelope;
@@ -77,26 +79,32 @@ pub enum PgError {
     Transfer(String),
 }
 
-/// `url` without its password, for messages and logs.
+/// `url` without its password (in the user info or a `password=` parameter), for messages
+/// and logs.
 pub fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return "(the database URL)".into();
     };
-    let Some((userinfo, host)) = rest.split_once('@') else {
-        return url.to_string();
+    let (main, query) = match rest.split_once('?') {
+        Some((m, q)) => (m, Some(q)),
+        None => (rest, None),
     };
-    let user = userinfo.split(':').next().unwrap_or_default();
-    let query = host.split_once('?').map(|(h, q)| {
-        let kept: Vec<&str> = q
-            .split('&')
-            .filter(|kv| !kv.to_ascii_lowercase().starts_with("password="))
-            .collect();
-        (h, kept.join("&"))
-    });
-    match query {
-        Some((h, q)) if !q.is_empty() => format!("{scheme}://{user}@{h}?{q}"),
-        Some((h, _)) => format!("{scheme}://{user}@{h}"),
-        None => format!("{scheme}://{user}@{host}"),
+    let main = match main.split_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{user}@{host}")
+        }
+        None => main.to_string(),
+    };
+    let kept: Vec<&str> = query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|kv| !kv.is_empty() && !kv.to_ascii_lowercase().starts_with("password="))
+        .collect();
+    if kept.is_empty() {
+        format!("{scheme}://{main}")
+    } else {
+        format!("{scheme}://{main}?{}", kept.join("&"))
     }
 }
 
@@ -136,8 +144,8 @@ impl PgStore {
         let mut client = connect(url).await?;
         schema::migrate(&mut client).await?;
         let memory = Arc::new(Memory::new(opts.limits, bus));
-        let (cursor, scan_lines, mut report) = load(&mut client, &memory).await?;
-        let (mirror, durable) = mirror(&opts.dir, &scan_lines)?;
+        let (cursor, mut report) = load(&mut client, &memory).await?;
+        let (mirror, durable) = mirror(&client, &opts.dir, cursor).await?;
         report.elapsed = started.elapsed();
         tracing::info!(
             lines = report.lines,
@@ -182,11 +190,8 @@ impl PgStore {
 
 /// Reads a consistent snapshot of the log into `memory`: every record but heartbeats, and per
 /// node its heartbeat count, last `history_len` history points and last heartbeat. Returns the
-/// snapshot's newest id (the cursor) and the scan lines in order.
-async fn load(
-    client: &mut Client,
-    memory: &Memory,
-) -> Result<(i64, Vec<String>, ReplayReport), PgError> {
+/// snapshot's newest id (the cursor).
+async fn load(client: &mut Client, memory: &Memory) -> Result<(i64, ReplayReport), PgError> {
     let mut report = ReplayReport::default();
     let tx = client
         .build_transaction()
@@ -198,20 +203,21 @@ async fn load(
         .query_one("SELECT COALESCE(max(id), 0) FROM records", &[])
         .await?
         .get(0);
-    let mut scans = Vec::new();
     let bad = |id: i64, reason: String| BadLine {
         file: PathBuf::from("postgres:records"),
         line: id as u64,
         reason,
     };
-    for row in tx
-        .query(
+    // Streamed: audit records are kept forever and may be many.
+    let rows = tx
+        .query_raw(
             "SELECT id, log, line FROM records WHERE log <> 'heartbeats' AND id <= $1 ORDER BY id",
-            &[&cursor],
+            [&cursor as &(dyn ToSql + Sync)],
         )
-        .await?
-    {
-        let (id, log, line): (i64, &str, String) = (row.get(0), row.get(1), row.get(2));
+        .await?;
+    let mut rows = std::pin::pin!(rows);
+    while let Some(row) = rows.try_next().await? {
+        let (id, log, line): (i64, &str, &str) = (row.get(0), row.get(1), row.get(2));
         report.lines += 1;
         report.bytes += line.len() as u64;
         let Some(log) = LogName::from_stem(log) else {
@@ -229,9 +235,6 @@ async fn load(
                 }
             }
             Err(reason) => report.skipped.push(bad(id, reason)),
-        }
-        if log == LogName::Scans {
-            scans.push(line);
         }
     }
     let history = memory.fleet.limits().history_len.max(1) as i64;
@@ -284,51 +287,68 @@ async fn load(
     for b in &report.skipped {
         tracing::warn!(record = b.line, reason = %b.reason, "Skipped a bad record.");
     }
-    Ok((cursor, scans, report))
+    Ok((cursor, report))
 }
 
-/// Opens `dir/sovereign-scans.jsonl` as the database's scan log copy: checks the lines it has
-/// are the database's first ones and appends the rest. Returns it and its durable length.
-fn mirror(dir: &Path, scans: &[String]) -> Result<(Journal, u64), PgError> {
+/// Opens `dir/sovereign-scans.jsonl` as the copy of the database's scan lines up to `cursor`:
+/// checks that its last line is the database's line of that number, and appends the lines it
+/// lacks (streamed). Returns it and its durable length.
+async fn mirror(client: &Client, dir: &Path, cursor: i64) -> Result<(Journal, u64), PgError> {
+    use std::io::Write as _;
     // Opening cuts a torn final line; the copy is then checked and completed directly.
     Journal::open(dir, LogName::Scans, Rotation::default())?
         .0
         .close();
     let path = LogName::Scans.active(dir);
-    let mut have = 0usize;
-    let mut mismatch = None;
-    replay::for_each_line(&path, |n, _, line| {
-        let i = have;
+    let fail = |e: std::io::Error| PgError::Mirror(format!("{}: {e}", path.display()));
+    let mut have = 0i64;
+    let mut last = Vec::new();
+    replay::for_each_line(&path, |_, _, line| {
         have += 1;
-        if mismatch.is_none() && scans.get(i).is_none_or(|s| s.as_bytes() != line) {
-            mismatch = Some(n);
-        }
+        last.clear();
+        last.extend_from_slice(line);
     })
-    .map_err(|e| PgError::Mirror(format!("reading {}: {e}", path.display())))?;
-    if let Some(n) = mismatch {
-        return Err(PgError::Mirror(format!(
-            "{}:{n} differs from the database's scan records: this log directory belongs to another store; \
-             give each database its own --log-dir",
-            path.display()
-        )));
-    }
-    let missing = &scans[have..];
-    if !missing.is_empty() {
-        use std::io::Write as _;
-        let mut f = std::fs::OpenOptions::new()
-            .append(true)
-            .open(&path)
-            .map_err(|e| PgError::Mirror(format!("{}: {e}", path.display())))?;
-        let mut buf = Vec::new();
-        for line in missing {
-            buf.extend_from_slice(line.as_bytes());
-            buf.push(b'\n');
+    .map_err(fail)?;
+    let scans = "FROM records WHERE log = 'sovereign-scans' AND id <= $1 ORDER BY id";
+    if have > 0 {
+        let theirs = client
+            .query_opt(
+                &format!("SELECT line {scans} OFFSET $2 LIMIT 1"),
+                &[&cursor, &(have - 1)],
+            )
+            .await?;
+        if theirs.is_none_or(|r| r.get::<_, &str>(0).as_bytes() != last.as_slice()) {
+            return Err(PgError::Mirror(format!(
+                "{}:{have} is not the database's scan record {have}: this log directory belongs to another store; \
+                 give each database its own --log-dir",
+                path.display()
+            )));
         }
-        f.write_all(&buf)
-            .and_then(|()| f.sync_data())
-            .map_err(|e| PgError::Mirror(format!("{}: {e}", path.display())))?;
+    }
+    let rows = client
+        .query_raw(
+            &format!("SELECT line {scans} OFFSET $2"),
+            [&cursor as &(dyn ToSql + Sync), &have],
+        )
+        .await?;
+    let mut rows = std::pin::pin!(rows);
+    let file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .map_err(fail)?;
+    let mut out = std::io::BufWriter::new(file);
+    let mut copied = 0u64;
+    while let Some(row) = rows.try_next().await? {
+        out.write_all(row.get::<_, &str>(0).as_bytes())
+            .and_then(|()| out.write_all(b"\n"))
+            .map_err(fail)?;
+        copied += 1;
+    }
+    let file = out.into_inner().map_err(|e| fail(e.into_error()))?;
+    file.sync_data().map_err(fail)?;
+    if copied > 0 {
         tracing::info!(
-            lines = missing.len(),
+            lines = copied,
             "Copied scan reports from the database to the local scan log."
         );
     }
@@ -338,12 +358,25 @@ fn mirror(dir: &Path, scans: &[String]) -> Result<(Journal, u64), PgError> {
 }
 
 /// Tries to become the leader every few seconds; holds the session lock while its connection
-/// lives. The leader also deletes heartbeats older than `retention`, hourly.
+/// answers. The leader pings the database every second and steps down when a ping fails or
+/// takes over 2 s; the session asks the server to end it after 5 s without a ping (and probes
+/// the socket), so a leader whose host vanished frees the lock within seconds, and a leader
+/// cut off steps down before the server lets another take over. The leader also deletes
+/// heartbeats older than `retention`, hourly.
 async fn lead(url: String, leads: Arc<AtomicBool>, retention: Duration) {
     loop {
         if let Ok((client, connection)) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await
         {
             let mut connection = tokio::spawn(connection);
+            // Best effort: idle_session_timeout needs PostgreSQL 14.
+            for set in [
+                "SET idle_session_timeout = '5s'",
+                "SET tcp_keepalives_idle = 5",
+                "SET tcp_keepalives_interval = 2",
+                "SET tcp_keepalives_count = 2",
+            ] {
+                let _ = client.batch_execute(set).await;
+            }
             let won = client
                 .query_one("SELECT pg_try_advisory_lock($1)", &[&LEADER_LOCK])
                 .await
@@ -352,24 +385,43 @@ async fn lead(url: String, leads: Arc<AtomicBool>, retention: Duration) {
             if won {
                 tracing::info!("This instance now runs the fleet-wide writers (leader).");
                 leads.store(true, Ordering::Release);
+                let mut ping = tokio::time::interval(Duration::from_secs(1));
                 let mut hourly = tokio::time::interval(Duration::from_secs(3600));
                 loop {
                     tokio::select! {
                         _ = &mut connection => break,
-                        _ = hourly.tick() => expire(&client, retention).await,
+                        _ = ping.tick() => {
+                            let alive = tokio::time::timeout(Duration::from_secs(2), client.simple_query("SELECT 1")).await;
+                            if !matches!(alive, Ok(Ok(_))) {
+                                break;
+                            }
+                        }
+                        _ = hourly.tick() => {
+                            // Its own connection: a long delete must not hold up the pings.
+                            tokio::spawn(expire(url.clone(), retention));
+                        }
                     }
                 }
                 leads.store(false, Ordering::Release);
-                tracing::warn!("Lost the leader lock with its database connection.");
+                tracing::warn!(
+                    "Stepped down as leader: the database connection holding the lock failed."
+                );
             }
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
 }
 
-async fn expire(client: &Client, retention: Duration) {
+async fn expire(url: String, retention: Duration) {
     let Ok(age) = chrono::Duration::from_std(retention) else {
         return;
+    };
+    let client = match writer::connect(&url).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "Cannot delete heartbeats past retention.");
+            return;
+        }
     };
     let cutoff: DateTime<Utc> = Utc::now() - age;
     match client
@@ -457,5 +509,33 @@ impl Backend for PgBackend {
 
     fn leads(&self) -> bool {
         self.leads.load(Ordering::Acquire)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redact_drops_every_password() {
+        for (url, shown) in [
+            (
+                "postgres://vm:s3cret@db:5432/vaultmesh",
+                "postgres://vm@db:5432/vaultmesh",
+            ),
+            (
+                "postgres:///vaultmesh?host=/run/postgresql&password=s3cret",
+                "postgres:///vaultmesh?host=/run/postgresql",
+            ),
+            (
+                "postgresql://vm@db/x?PASSWORD=s3cret&sslmode=disable",
+                "postgresql://vm@db/x?sslmode=disable",
+            ),
+            ("postgres://vm@db/x", "postgres://vm@db/x"),
+            ("s3cret", "(the database URL)"),
+        ] {
+            assert_eq!(redact(url), shown);
+            assert!(!redact(url).contains("s3cret"));
+        }
     }
 }

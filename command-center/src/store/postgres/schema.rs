@@ -5,7 +5,7 @@
 //! scans) cannot be updated or deleted — a trigger refuses it, whoever asks; heartbeats, which
 //! are telemetry, may be deleted by retention, as rotated JSONL segments are.
 
-use tokio_postgres::Client;
+use tokio_postgres::{Client, GenericClient};
 
 /// Serializes migrations of several instances starting at once.
 const MIGRATION_LOCK: i64 = 0x7661_756c_746d_0001;
@@ -66,19 +66,7 @@ pub async fn migrate(client: &mut Client) -> Result<i32, super::PgError> {
         "CREATE TABLE IF NOT EXISTS vaultmesh_schema (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())",
     )
     .await?;
-    let current: i32 = tx
-        .query_one(
-            "SELECT COALESCE(max(version), 0) FROM vaultmesh_schema",
-            &[],
-        )
-        .await?
-        .get(0);
-    if current > latest() {
-        return Err(super::PgError::NewerSchema {
-            found: current,
-            known: latest(),
-        });
-    }
+    let current = readable_version(&tx).await?;
     for (version, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
         tx.batch_execute(sql).await?;
         tx.execute(
@@ -90,4 +78,37 @@ pub async fn migrate(client: &mut Client) -> Result<i32, super::PgError> {
     }
     tx.commit().await?;
     Ok(latest())
+}
+
+/// Checks, without changing anything, that the database holds a schema this binary reads.
+pub async fn require(client: &Client, url: &str) -> Result<i32, super::PgError> {
+    let present: bool = client
+        .query_one("SELECT to_regclass('vaultmesh_schema') IS NOT NULL", &[])
+        .await?
+        .get(0);
+    if !present {
+        return Err(super::PgError::Transfer(format!(
+            "{} holds no VaultMesh store (no vaultmesh_schema table); check the database name",
+            super::redact(url)
+        )));
+    }
+    readable_version(client).await
+}
+
+/// The recorded schema version; refused if a newer binary migrated the database.
+async fn readable_version(client: &impl GenericClient) -> Result<i32, super::PgError> {
+    let found: i32 = client
+        .query_one(
+            "SELECT COALESCE(max(version), 0) FROM vaultmesh_schema",
+            &[],
+        )
+        .await?
+        .get(0);
+    if found > latest() {
+        return Err(super::PgError::NewerSchema {
+            found,
+            known: latest(),
+        });
+    }
+    Ok(found)
 }

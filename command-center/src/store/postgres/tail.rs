@@ -19,7 +19,7 @@ use crate::store::logdir::LogName;
 use crate::store::memory::Memory;
 
 /// Rows read per round trip while catching up.
-const PAGE: i64 = 2000;
+const PAGE: i64 = 500;
 
 /// Memory, the cursor, and the local copy of the scan log the ledger hashes.
 #[derive(Debug)]
@@ -82,6 +82,11 @@ impl Applier {
                     }
                     Err(reason) => {
                         tracing::warn!(id, %reason, "Skipped a bad record.");
+                        // The ledger hashes every scan line, readable or not (a newer
+                        // instance may write what this one cannot parse).
+                        if log == LogName::Scans {
+                            self.mirror_line(line).await;
+                        }
                     }
                 }
             }

@@ -46,7 +46,9 @@ pub async fn export(url: &str, dir: &Path) -> Result<Counts, PgError> {
             )));
         }
     }
-    schema::migrate(&mut client).await?;
+    // Read-only: a role that may only read can export, and a mistyped database name is an
+    // error rather than an empty export.
+    schema::require(&client, url).await?;
     let tx = client
         .build_transaction()
         .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)

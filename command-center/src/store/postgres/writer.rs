@@ -107,12 +107,16 @@ async fn commit(client: &mut Client, applier: &Applier, batch: Vec<Op>) {
     let mut dones: Vec<Option<oneshot::Sender<_>>> = dones.into_iter().map(Some).collect();
     let result: Result<Vec<(i64, Change, Row)>, String> = async {
         let tx = client.transaction().await.map_err(|e| e.to_string())?;
-        // Pipelined: the catch-up query is sent with the lock and runs once it is held.
-        tokio::try_join!(
-            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK]),
-            applier.catch_up(&tx, &mut cursor),
-        )
-        .map_err(|e| e.to_string())?;
+        // Strictly after the lock is granted: only then has the previous holder committed
+        // everything it allocated, so the catch-up sees it (a query pipelined with the lock
+        // statement may reach the server first and read a stale snapshot).
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK])
+            .await
+            .map_err(|e| e.to_string())?;
+        applier
+            .catch_up(&tx, &mut cursor)
+            .await
+            .map_err(|e| e.to_string())?;
         let mut staged: Vec<Change> = Vec::new();
         for (write, done) in writes.into_iter().zip(dones.iter_mut()) {
             match write {
