@@ -384,3 +384,15 @@ pub async fn list_events(
     };
     Ok(Json(state.store.query_events(q).await?))
 }
+
+/// `GET /api/notifiers`: each notifier's health and the queue's length (404 without
+/// `--notify-config`).
+pub async fn notifiers(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let n = state.notify.as_ref().ok_or_else(|| {
+        ApiError::NotFound("notifications are not configured (--notify-config)".into())
+    })?;
+    Ok(Json(serde_json::json!({
+        "pending": n.queue.pending(),
+        "notifiers": n.health(),
+    })))
+}

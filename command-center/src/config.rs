@@ -49,6 +49,8 @@ pub struct ServeConfig {
     /// A PostgreSQL URL (`--store`, `VAULTMESH_STORE_URL`): the log is kept in that database,
     /// shared with other instances; the log directory then holds only the ledger's files.
     pub store_url: Option<String>,
+    /// The notifications file (`--notify-config`, `VAULTMESH_NOTIFY_CONFIG`).
+    pub notify_config: Option<PathBuf>,
 }
 
 impl ServeConfig {
@@ -74,6 +76,7 @@ impl ServeConfig {
             sse_buffer: 1024,
             enroll_tokens: Vec::new(),
             store_url: None,
+            notify_config: None,
             signing_key: None,
         }
     }

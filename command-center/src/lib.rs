@@ -29,6 +29,7 @@ pub mod error;
 pub mod ledger;
 pub mod logs;
 pub mod metrics;
+pub mod notify;
 pub mod orchestrator;
 pub mod policy;
 pub mod server;

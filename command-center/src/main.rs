@@ -52,6 +52,9 @@ enum Command {
     /// The verifiable Merkle ledger over the scan log (ROOT.txt, PROOFCHAIN.json).
     #[command(subcommand)]
     Ledger(LedgerCommand),
+    /// Check the notifications file, or send a test message through a route.
+    #[command(subcommand)]
+    Notify(NotifyCommand),
     /// Copy the log between a log directory and a PostgreSQL database.
     #[command(subcommand)]
     Store(StoreCommand),
@@ -60,6 +63,25 @@ enum Command {
         /// Where to write the key.
         #[arg(long, default_value = "cc.key", value_name = "FILE")]
         out: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum NotifyCommand {
+    /// Validate the notifications file and list its routes.
+    Check {
+        #[arg(long, env = "VAULTMESH_NOTIFY_CONFIG", value_name = "FILE")]
+        notify_config: PathBuf,
+    },
+    /// Send a test message through ROUTE's notifier now (not through the queue).
+    #[command(
+        after_help = "Example:\n  vaultmesh-command-center notify test oncall --notify-config /etc/vaultmesh/notify.toml"
+    )]
+    Test {
+        /// The route's `name`.
+        route: String,
+        #[arg(long, env = "VAULTMESH_NOTIFY_CONFIG", value_name = "FILE")]
+        notify_config: PathBuf,
     },
 }
 
@@ -276,6 +298,10 @@ struct ServeArgs {
         hide_env_values = true
     )]
     store_url: Option<String>,
+    /// Notifications: notifiers and routes (TOML; see docs/NOTIFICATIONS.md). The queue is kept
+    /// in --log-dir.
+    #[arg(long, env = "VAULTMESH_NOTIFY_CONFIG", value_name = "FILE")]
+    notify_config: Option<PathBuf>,
     /// Heartbeat history points kept per node.
     #[arg(long, default_value_t = StoreLimits::default().history_len)]
     history_len: usize,
@@ -409,6 +435,7 @@ fn main() -> ExitCode {
             Some(Command::Serve(args)) => serve(*args).await,
             Some(Command::Logs(cmd)) => logs_from_store(cmd).await,
             Some(Command::Store(cmd)) => store(cmd).await,
+            Some(Command::Notify(cmd)) => notify(cmd).await,
             Some(Command::Keygen { out }) => keygen(&out),
             Some(Command::Ledger(cmd)) => ledger(cmd),
             Some(Command::Policy(PolicyCommand::Check { dir })) => policy_check(&dir),
@@ -608,6 +635,71 @@ fn keygen(out: &std::path::Path) -> Result<(), Failure> {
     Ok(())
 }
 
+/// `notify check|test`.
+async fn notify(cmd: NotifyCommand) -> Result<(), Failure> {
+    use vaultmesh_command_center::notify::{self, NotifyConfig};
+    let (path, route) = match &cmd {
+        NotifyCommand::Check { notify_config } => (notify_config, None),
+        NotifyCommand::Test {
+            route,
+            notify_config,
+        } => (notify_config, Some(route.as_str())),
+    };
+    let config = NotifyConfig::load(path).map_err(|e| (2, e))?;
+    let notifiers =
+        notify::build_all(&config).map_err(|e| (2, format!("{}: {e}", path.display())))?;
+    let Some(route) = route else {
+        println!(
+            "ok: {} — {} notifier(s), {} route(s): {}",
+            path.display(),
+            notifiers.len(),
+            config.routes.len(),
+            config
+                .routes
+                .iter()
+                .map(|r| format!("{} → {}", r.name, r.notifier))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        return Ok(());
+    };
+    let r = config.route(route).ok_or_else(|| {
+        let names: Vec<&str> = config.routes.iter().map(|r| r.name.as_str()).collect();
+        (
+            2,
+            format!(
+                "{}: no route {route:?}; routes: {}",
+                path.display(),
+                if names.is_empty() {
+                    "(none)".to_string()
+                } else {
+                    names.join(", ")
+                }
+            ),
+        )
+    })?;
+    let notifier = notifiers
+        .get(&r.notifier)
+        .ok_or_else(|| (2, format!("route {route}: no notifier {:?}", r.notifier)))?;
+    let message = notify::test_message(route, &config.console_url);
+    notifier.send(&message).await.map_err(|e| {
+        (
+            1,
+            format!(
+                "route {route}: {} notifier {:?} failed: {e}",
+                notifier.kind(),
+                r.notifier
+            ),
+        )
+    })?;
+    println!(
+        "sent a test message through route {route} ({} notifier {:?})",
+        notifier.kind(),
+        r.notifier
+    );
+    Ok(())
+}
+
 /// Exit 2 unless `url` names a PostgreSQL database.
 fn require_postgres(url: &str) -> Result<(), Failure> {
     use vaultmesh_command_center::store::postgres;
@@ -779,6 +871,7 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
         enroll_tokens: args.enroll_token,
         signing_key: args.signing_key,
         store_url: args.store_url,
+        notify_config: args.notify_config,
     };
     config.prepare().map_err(|e| (2, e))?;
     let server = Server::bind(&config).await.map_err(|e| match e {

@@ -27,6 +27,13 @@ pub struct Metrics {
     pub sse_clients: IntGauge,
     /// 1 while this instance runs the fleet-wide writers (always, with the file store).
     pub leader: IntGauge,
+    /// Notification attempts by notifier and outcome (`sent`, `failed`, `dropped`).
+    pub notifications: IntCounterVec,
+    /// Alerts a route did not take (filters, quiet hours), by route.
+    pub notifications_suppressed: IntCounterVec,
+    pub notifications_pending: IntGauge,
+    /// 1 while a notifier's last attempt failed.
+    pub notifier_failing: IntGaugeVec,
     /// Time from handing a line to a log until it is on disk (fdatasync), per log.
     pub append_seconds: HistogramVec,
     pub replay_seconds: Gauge,
@@ -93,6 +100,17 @@ impl Metrics {
                 IntGauge::new(name, help).unwrap_or_else(|_| unreachable!("valid metric name")),
             )
         };
+        let notifier_failing = registered(
+            &r,
+            IntGaugeVec::new(
+                Opts::new(
+                    "vaultmesh_notifier_failing",
+                    "1 while a notifier's last attempt failed (its messages wait and are retried).",
+                ),
+                &["notifier"],
+            )
+            .unwrap_or_else(|_| unreachable!("valid metric name")),
+        );
         let sse_clients = gauge("vaultmesh_sse_clients", "Open /events streams.");
         let leader = gauge(
             "vaultmesh_leader",
@@ -150,6 +168,21 @@ impl Metrics {
                 "vaultmesh_receipt_chain_breaks_total",
                 "Receipts that did not chain to their node's previous receipt.",
             ),
+            notifications: counter_vec(
+                "vaultmesh_notifications_total",
+                "Notification attempts by notifier and outcome (sent, failed and retried, dropped).",
+                &["notifier", "outcome"],
+            ),
+            notifications_suppressed: counter_vec(
+                "vaultmesh_notifications_suppressed_total",
+                "Alerts a route did not take (its filters, minimum level or quiet hours).",
+                &["route"],
+            ),
+            notifications_pending: gauge(
+                "vaultmesh_notifications_pending",
+                "Notifications queued and not yet sent.",
+            ),
+            notifier_failing,
             nodes,
             sse_clients,
             leader,

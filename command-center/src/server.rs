@@ -65,6 +65,8 @@ pub struct AppState {
     pub sse_slots: Arc<crate::sse::StreamSlots>,
     /// What `/metrics` reports.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Notifications, when `--notify-config` is given.
+    pub notify: Option<Arc<crate::notify::Runtime>>,
 }
 
 /// The whole HTTP surface. Split from [`Server`] so tests can drive it without a socket.
@@ -94,6 +96,7 @@ pub fn app(state: AppState) -> Router {
             )),
         )
         .route("/api/attention", get(api::attention))
+        .route("/api/notifiers", get(api::notifiers))
         .route("/api/ledger/root", get(api::ledger_root))
         .route("/api/ledger/proof/{scan_id}", get(api::ledger_proof))
         .route("/api/nodes/{id}/revoke", post(api::revoke_node))
@@ -187,6 +190,12 @@ impl Server {
             config.policy_dir.as_deref(),
             loaded,
         ));
+        let notify_config = config
+            .notify_config
+            .as_deref()
+            .map(crate::notify::NotifyConfig::load)
+            .transpose()
+            .map_err(ServeError::Config)?;
         let metrics = Arc::new(crate::metrics::Metrics::new());
         let mut opts = config.store_options();
         opts.metrics = Some(Arc::clone(&metrics));
@@ -231,6 +240,19 @@ impl Server {
             Arc::clone(&policies),
             config.attention,
         ));
+        let notify = match notify_config {
+            None => None,
+            Some(nc) => Some(Arc::new(
+                crate::notify::Runtime::open(
+                    nc,
+                    &config.log_dir,
+                    Arc::clone(&store),
+                    Arc::clone(&attention),
+                    Some(Arc::clone(&metrics)),
+                )
+                .map_err(ServeError::Config)?,
+            )),
+        };
         let access = config
             .access
             .clone()
@@ -257,6 +279,7 @@ impl Server {
             cc_key,
             policies,
             metrics,
+            notify,
         };
         Ok(Server {
             listener,
@@ -298,6 +321,9 @@ impl Server {
         )
         .with_metrics(Arc::clone(&self.state.metrics));
         tokio::spawn(orchestrator.run(streams.clone()));
+        if let Some(n) = &self.state.notify {
+            n.spawn(Arc::clone(&self.state.bus), streams.clone());
+        }
         if let Some(alarm) = self.state.ledger.alarm() {
             crate::ledger::raise_incident(self.state.store.as_ref(), &alarm).await;
         }

@@ -23,6 +23,8 @@ pub mod dbus;
 pub mod fake_cc;
 pub mod notify;
 pub mod postgres;
+pub mod receiver;
+pub mod smtp;
 pub mod sse;
 
 pub use tempfile::TempDir;

@@ -86,10 +86,47 @@ fn sorted_nodes(state: &AppState) -> Vec<NodeSummary> {
     v
 }
 
-fn kpis(nodes: &[NodeSummary], last_event: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Markup {
+/// A failing notifier as the mission bar shows it.
+struct Failing {
+    name: String,
+    since: Option<DateTime<Utc>>,
+    error: Option<String>,
+    pending: usize,
+}
+
+fn failing_notifiers(state: &AppState) -> Vec<Failing> {
+    let Some(n) = &state.notify else {
+        return Vec::new();
+    };
+    n.health()
+        .into_iter()
+        .filter(|(_, h)| h.consecutive_failures > 0)
+        .map(|(name, h)| Failing {
+            name,
+            since: h.failing_since,
+            error: h.last_error,
+            pending: h.pending,
+        })
+        .collect()
+}
+
+fn kpis(
+    nodes: &[NodeSummary],
+    last_event: Option<DateTime<Utc>>,
+    failing: &[Failing],
+    now: DateTime<Utc>,
+) -> Markup {
     let count = |l: AttentionLevel| nodes.iter().filter(|n| n.attention.level == l).count();
     html! {
         div id="kpis" class="kpis" data-fragment="/console/kpis" {
+            @for f in failing {
+                span class="k-notify" role="alert" data-notifier=(f.name) {
+                    "notifier " strong { (f.name) } " failing"
+                    @if let Some(t) = f.since { " since " (ago(t, now)) }
+                    @if let Some(e) = &f.error { " (" (e) ")" }
+                    " — " (f.pending) " waiting"
+                }
+            }
             span { strong data-kpi="total" { (nodes.len()) } " total" }
             span class="k-ok" { strong data-kpi="ok" { (count(AttentionLevel::Ok)) } " healthy" }
             span class="k-attn" { strong data-kpi="attn" { (count(AttentionLevel::Attn)) } " attention" }
@@ -490,7 +527,7 @@ pub async fn page(
             body class="console" data-selected=[selected] data-debug=[debug.then_some("1")] {
                 header class="mission-bar" {
                     h1 { a href="/console" { "VaultMesh Mission Console" } }
-                    (kpis(&nodes, last_event, now))
+                    (kpis(&nodes, last_event, &failing_notifiers(&state), now))
                     p id="stream-state" class="stream-state" role="status" aria-live="polite" { "connecting…" }
                 }
                 main class="panels" {
@@ -518,7 +555,12 @@ pub async fn page(
 
 /// `GET /console/kpis`.
 pub async fn kpis_fragment(State(state): State<AppState>) -> Result<Markup, ApiError> {
-    Ok(kpis(&sorted_nodes(&state), last_event(&state), Utc::now()))
+    Ok(kpis(
+        &sorted_nodes(&state),
+        last_event(&state),
+        &failing_notifiers(&state),
+        Utc::now(),
+    ))
 }
 
 /// The query of `GET /console/nodes`.

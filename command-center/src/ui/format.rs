@@ -22,12 +22,19 @@ pub fn pill(l: AttentionLevel) -> Markup {
 /// "just now", "42s ago", "5m ago", "3h ago", "2d ago".
 pub fn age(then: DateTime<Utc>, now: DateTime<Utc>) -> String {
     let s = (now - then).num_seconds();
+    if s <= 1 {
+        return "just now".into();
+    }
+    format!("{} ago", span(s))
+}
+
+/// A span of `s` seconds in its largest unit: "42s", "5m", "3h", "2d".
+pub fn span(s: i64) -> String {
     match s {
-        i64::MIN..=1 => "just now".into(),
-        2..=59 => format!("{s}s ago"),
-        60..=3599 => format!("{}m ago", s / 60),
-        3600..=86_399 => format!("{}h ago", s / 3600),
-        _ => format!("{}d ago", s / 86_400),
+        i64::MIN..=59 => format!("{}s", s.max(0)),
+        60..=3599 => format!("{}m", s / 60),
+        3600..=86_399 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86_400),
     }
 }
 

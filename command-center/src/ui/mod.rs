@@ -4,7 +4,7 @@
 
 pub mod console;
 mod dashboard;
-mod format;
+pub mod format;
 
 pub use dashboard::dashboard;
 

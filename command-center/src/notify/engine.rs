@@ -1,0 +1,654 @@
+//! From bus events to queued messages: what is worth telling, to whom, and how often.
+//!
+//! - **Alerts** come from the bus: `attention` events (a node's level changed), `incident`
+//!   events (opened; a ledger tamper alarm is one) and the `resolve` that closes one, and
+//!   `command` events whose receipt broke the node's chain.
+//! - **Routes** pick alerts by kind, profile, rule and level; quiet hours drop what is below
+//!   their level.
+//! - **Grouping**: a route's alerts within `group_window` of the first go out as one message.
+//! - **Repeats**: a node still CRIT `repeat_interval` after the route last told about it is
+//!   told again. Silences and acknowledgements lower the level, so they stop repeats.
+//! - **Flapping**: a node whose level changed more than `flap_changes` times in `flap_window`
+//!   is reported once as flapping; its changes are held until it has been stable for
+//!   `flap_window`, then its settled level is sent.
+//!
+//! Only the instance that leads (see `Store::leads`) notifies.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+use vaultmesh_proto::{AttentionLevel, EventEnvelope, Reason};
+
+use super::config::{AlertKind, NotifyConfig, Route};
+use super::queue::{Queue, Record, Restored};
+use super::{Alert, Message};
+use crate::attention::AttentionEngine;
+use crate::bus::{Bus, BusEvent};
+use crate::store::Store;
+
+/// The engine.
+#[derive(Debug)]
+pub struct Engine {
+    config: NotifyConfig,
+    queue: Arc<Queue>,
+    store: Arc<dyn Store>,
+    attention: Arc<AttentionEngine>,
+    state: Mutex<State>,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
+}
+
+/// A route's open group: when its window closes, and the alerts with their `grouped` ids.
+type Group = (DateTime<Utc>, Vec<(Uuid, Alert)>);
+
+#[derive(Debug, Default)]
+struct State {
+    groups: HashMap<String, Group>,
+    /// Per (route, node): when the route last told about a non-OK level of the node.
+    told: HashMap<(String, Uuid), DateTime<Utc>>,
+    /// Per node: recent level changes.
+    changes: HashMap<Uuid, VecDeque<DateTime<Utc>>>,
+    /// Nodes held as flapping, with their last change.
+    flapping: HashMap<Uuid, DateTime<Utc>>,
+    /// Incidents seen open: id → (node, title, severity level).
+    incidents: HashMap<Uuid, (Option<Uuid>, String, AttentionLevel)>,
+}
+
+#[derive(Deserialize)]
+struct AttentionBody {
+    level: AttentionLevel,
+    previous: AttentionLevel,
+    #[serde(default)]
+    since: Option<DateTime<Utc>>,
+    #[serde(default)]
+    reasons: Vec<Reason>,
+}
+
+#[derive(Deserialize)]
+struct CommandData {
+    command_id: Uuid,
+    node_id: Uuid,
+    status: String,
+    #[serde(default)]
+    chain_ok: Option<bool>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Engine {
+    /// An engine over `queue`, resuming the groups and repeat bookkeeping it left.
+    pub fn new(
+        config: NotifyConfig,
+        queue: Arc<Queue>,
+        restored: Restored,
+        store: Arc<dyn Store>,
+        attention: Arc<AttentionEngine>,
+        metrics: Option<Arc<crate::metrics::Metrics>>,
+    ) -> Engine {
+        let mut state = State::default();
+        let now = Utc::now();
+        for (id, route, alert) in restored.grouped {
+            let window = config
+                .route(&route)
+                .map_or(Duration::ZERO, |r| r.group_window);
+            state
+                .groups
+                .entry(route)
+                .or_insert_with(|| {
+                    (
+                        now + chrono::TimeDelta::from_std(window).unwrap_or_default(),
+                        Vec::new(),
+                    )
+                })
+                .1
+                .push((id, alert));
+        }
+        for m in restored.sent_before.iter().filter(|m| !m.test) {
+            for a in &m.alerts {
+                if let Some(node) = a.node_id {
+                    note_told(&mut state.told, &m.route, node, a.level, m.created_at);
+                }
+            }
+        }
+        Engine {
+            config,
+            queue,
+            store,
+            attention,
+            state: Mutex::new(state),
+            metrics,
+        }
+    }
+
+    /// Runs until `cancel`: alerts from the bus, groups flushed and repeats checked every
+    /// second.
+    pub async fn run(self: Arc<Self>, bus: Arc<Bus>, cancel: CancellationToken) {
+        let (mut rx, _) = bus.subscribe(None);
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                ev = rx.recv() => match ev {
+                    Ok(ev) => {
+                        if self.store.leads() {
+                            self.on_event(&ev, Utc::now());
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(missed = n, "The notification engine fell behind the event bus.");
+                    }
+                    Err(_) => return,
+                },
+                _ = tick.tick() => {
+                    if self.store.leads() {
+                        self.tick(Utc::now());
+                    }
+                }
+            }
+        }
+    }
+
+    fn link(&self, node: Option<Uuid>) -> String {
+        let base = self.config.console_url.trim_end_matches('/');
+        match node {
+            Some(n) => format!("{base}/console?node={n}"),
+            None => format!("{base}/console"),
+        }
+    }
+
+    fn host(&self, node: Option<Uuid>) -> (String, Option<String>) {
+        match node.and_then(|n| self.store.summary(n)) {
+            Some(s) => (s.hostname, Some(s.os_profile)),
+            None => (
+                node.map_or_else(|| "the fleet".to_string(), |n| n.to_string()),
+                None,
+            ),
+        }
+    }
+
+    /// Turns one bus event into alerts and routes them.
+    pub fn on_event(&self, ev: &BusEvent, now: DateTime<Utc>) {
+        let Some(alert) = self.alert_of(ev, now) else {
+            return;
+        };
+        if alert.kind == AlertKind::Attention
+            && let Some(node) = alert.node_id
+            && let Some(flap) = self.flapping(node, &alert, now)
+        {
+            let Some(flap) = flap else {
+                return; // held: the node is flapping
+            };
+            self.route(flap, now, None);
+            return;
+        }
+        self.route(alert, now, None);
+    }
+
+    fn alert_of(&self, ev: &BusEvent, now: DateTime<Utc>) -> Option<Alert> {
+        match ev.name.as_str() {
+            "attention" => {
+                let e: EventEnvelope = serde_json::from_str(&ev.data).ok()?;
+                let body: AttentionBody = serde_json::from_value(e.body).ok()?;
+                let (host, profile) = self.host(e.node_id);
+                let title = if body.level == AttentionLevel::Ok {
+                    format!("{host} is OK again (was {})", upper(body.previous))
+                } else {
+                    format!(
+                        "{host} is {} (was {})",
+                        upper(body.level),
+                        upper(body.previous)
+                    )
+                };
+                Some(Alert {
+                    kind: AlertKind::Attention,
+                    node_id: e.node_id,
+                    hostname: Some(host),
+                    profile,
+                    level: body.level,
+                    previous: Some(body.previous),
+                    title,
+                    reasons: body.reasons,
+                    since: body.since,
+                    at: now,
+                    link: self.link(e.node_id),
+                })
+            }
+            "incident" => {
+                let e: EventEnvelope = serde_json::from_str(&ev.data).ok()?;
+                let title = e
+                    .body
+                    .get("title")
+                    .and_then(|t| t.as_str())
+                    .unwrap_or("incident");
+                let level = match e.body.get("severity").and_then(|s| s.as_str()) {
+                    Some("critical" | "high") => AttentionLevel::Crit,
+                    _ => AttentionLevel::Attn,
+                };
+                let (host, profile) = self.host(e.node_id);
+                lock(&self.state)
+                    .incidents
+                    .insert(e.id, (e.node_id, title.to_string(), level));
+                Some(Alert {
+                    kind: AlertKind::Incident,
+                    node_id: e.node_id,
+                    hostname: Some(host.clone()),
+                    profile,
+                    level,
+                    previous: None,
+                    title: format!("Incident opened on {host}: {title}"),
+                    reasons: text_reason(&e.body),
+                    since: Some(e.ts),
+                    at: now,
+                    link: self.link(e.node_id),
+                })
+            }
+            "resolve" => {
+                let e: EventEnvelope = serde_json::from_str(&ev.data).ok()?;
+                let (node, title, was) = e
+                    .refs
+                    .iter()
+                    .find_map(|r| lock(&self.state).incidents.remove(r))?;
+                let (host, profile) = self.host(node);
+                Some(Alert {
+                    kind: AlertKind::Incident,
+                    node_id: node,
+                    hostname: Some(host.clone()),
+                    profile,
+                    level: AttentionLevel::Ok,
+                    previous: Some(was),
+                    title: format!("Incident resolved on {host}: {title}"),
+                    reasons: text_reason(&e.body),
+                    since: Some(e.ts),
+                    at: now,
+                    link: self.link(node),
+                })
+            }
+            "command" => {
+                let c: CommandData = serde_json::from_str(&ev.data).ok()?;
+                if c.status != "completed" || c.chain_ok != Some(false) {
+                    return None;
+                }
+                let (host, profile) = self.host(Some(c.node_id));
+                Some(Alert {
+                    kind: AlertKind::ChainBreak,
+                    node_id: Some(c.node_id),
+                    hostname: Some(host.clone()),
+                    profile,
+                    level: AttentionLevel::Crit,
+                    previous: None,
+                    title: format!("{host}: a command receipt broke the node's receipt chain"),
+                    reasons: vec![Reason {
+                        rule: "receipt_chain".into(),
+                        level: AttentionLevel::Crit,
+                        message: format!(
+                            "the receipt for command {} does not follow the node's previous receipt",
+                            c.command_id
+                        ),
+                        suppressed_by: None,
+                    }],
+                    since: Some(now),
+                    at: now,
+                    link: self.link(Some(c.node_id)),
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// `None`: not flapping, route the alert. `Some(None)`: held. `Some(Some(a))`: the node
+    /// just started flapping; send `a` instead.
+    fn flapping(&self, node: Uuid, alert: &Alert, now: DateTime<Utc>) -> Option<Option<Alert>> {
+        let window = chrono::TimeDelta::from_std(self.config.flap_window).unwrap_or_default();
+        let mut st = lock(&self.state);
+        let changes = st.changes.entry(node).or_default();
+        changes.push_back(now);
+        while changes.front().is_some_and(|t| *t < now - window) {
+            changes.pop_front();
+        }
+        let n = changes.len();
+        if let Some(last) = st.flapping.get_mut(&node) {
+            *last = now;
+            return Some(None);
+        }
+        if n <= self.config.flap_changes {
+            return None;
+        }
+        st.flapping.insert(node, now);
+        let host = alert.hostname.clone().unwrap_or_default();
+        Some(Some(Alert {
+            kind: AlertKind::Flapping,
+            title: format!(
+                "{host} is flapping: {n} level changes in {}; holding its changes until it settles",
+                crate::ui::format::span(window.num_seconds())
+            ),
+            ..alert.clone()
+        }))
+    }
+
+    /// Puts `alert` in the group of every route that takes it (of route `only`, if given).
+    fn route(&self, alert: Alert, now: DateTime<Utc>, only: Option<&str>) {
+        let mut st = lock(&self.state);
+        for r in &self.config.routes {
+            if only.is_some_and(|o| o != r.name) {
+                continue;
+            }
+            let told_before = alert
+                .node_id
+                .is_some_and(|n| st.told.contains_key(&(r.name.clone(), n)));
+            if !takes(r, &alert, told_before, now) {
+                if let Some(m) = &self.metrics {
+                    m.notifications_suppressed
+                        .with_label_values(&[&r.name])
+                        .inc();
+                }
+                continue;
+            }
+            if let Some(node) = alert.node_id {
+                note_told(&mut st.told, &r.name, node, alert.level, now);
+            }
+            let id = Uuid::now_v7();
+            let record = Record::Grouped {
+                id,
+                route: r.name.clone(),
+                alert: alert.clone(),
+            };
+            if let Err(e) = self.queue.write(&record) {
+                tracing::error!(error = %e, "Cannot record an alert in the notification queue; it is kept in memory only.");
+            }
+            let window = chrono::TimeDelta::from_std(r.group_window).unwrap_or_default();
+            st.groups
+                .entry(r.name.clone())
+                .or_insert_with(|| (now + window, Vec::new()))
+                .1
+                .push((id, alert.clone()));
+        }
+    }
+
+    /// Flushes due groups, sends repeats, releases settled flapping nodes.
+    pub fn tick(&self, now: DateTime<Utc>) {
+        self.settle_flapping(now);
+        self.repeats(now);
+        let due: Vec<(String, Vec<(Uuid, Alert)>)> = {
+            let mut st = lock(&self.state);
+            let names: Vec<String> = st
+                .groups
+                .iter()
+                .filter(|(_, (closes, _))| *closes <= now)
+                .map(|(k, _)| k.clone())
+                .collect();
+            names
+                .into_iter()
+                .filter_map(|k| st.groups.remove(&k).map(|(_, v)| (k, v)))
+                .collect()
+        };
+        for (route, alerts) in due {
+            let Some(r) = self.config.route(&route) else {
+                continue;
+            };
+            let (ids, alerts): (Vec<Uuid>, Vec<Alert>) = alerts.into_iter().unzip();
+            let message = Message {
+                route: route.clone(),
+                alerts,
+                created_at: now,
+                test: false,
+            };
+            if let Err(e) = self.queue.push(&r.notifier, message, ids) {
+                tracing::error!(%route, error = %e, "Cannot queue a notification.");
+            }
+        }
+    }
+
+    fn repeats(&self, now: DateTime<Utc>) {
+        let mut due = Vec::new();
+        {
+            let st = lock(&self.state);
+            for r in &self.config.routes {
+                let Some(every) = r.repeat_interval else {
+                    continue;
+                };
+                let every = chrono::TimeDelta::from_std(every).unwrap_or_default();
+                for ((route, node), told) in &st.told {
+                    if route == &r.name && now - *told >= every && !st.flapping.contains_key(node) {
+                        due.push((route.clone(), *node));
+                    }
+                }
+            }
+        }
+        for (route, node) in due {
+            if self.attention.get(node).level != AttentionLevel::Crit {
+                continue;
+            }
+            let alert = self.current(node, AlertKind::Repeat, now, |host, _| {
+                format!("{host} is still CRIT")
+            });
+            self.route(alert, now, Some(&route));
+        }
+    }
+
+    /// An alert of `kind` about `node`'s current attention, titled by `title(host, level)`.
+    fn current(
+        &self,
+        node: Uuid,
+        kind: AlertKind,
+        now: DateTime<Utc>,
+        title: impl FnOnce(&str, AttentionLevel) -> String,
+    ) -> Alert {
+        let a = self.attention.get(node);
+        let (host, profile) = self.host(Some(node));
+        Alert {
+            kind,
+            node_id: Some(node),
+            title: title(&host, a.level),
+            hostname: Some(host),
+            profile,
+            level: a.level,
+            previous: (kind == AlertKind::Repeat).then_some(a.level),
+            reasons: a.reasons,
+            since: a.since,
+            at: now,
+            link: self.link(Some(node)),
+        }
+    }
+
+    fn settle_flapping(&self, now: DateTime<Utc>) {
+        let window = chrono::TimeDelta::from_std(self.config.flap_window).unwrap_or_default();
+        let settled: Vec<Uuid> = {
+            let mut st = lock(&self.state);
+            let done: Vec<Uuid> = st
+                .flapping
+                .iter()
+                .filter(|(_, last)| now - **last >= window)
+                .map(|(n, _)| *n)
+                .collect();
+            for n in &done {
+                st.flapping.remove(n);
+                st.changes.remove(n);
+            }
+            done
+        };
+        for node in settled {
+            let alert = self.current(node, AlertKind::Attention, now, |host, level| {
+                format!("{host} stopped flapping; it is {}", upper(level))
+            });
+            self.route(alert, now, None);
+        }
+    }
+}
+
+/// Whether route `r` takes `alert` now. `told_before`: the route has told about a non-OK
+/// level of this node, so its recovery goes to the route whatever the rules say.
+fn takes(r: &Route, alert: &Alert, told_before: bool, now: DateTime<Utc>) -> bool {
+    if !r.kinds.is_empty() && !r.kinds.contains(&alert.kind) {
+        return false;
+    }
+    if !r.profiles.is_empty()
+        && !alert
+            .profile
+            .as_ref()
+            .is_some_and(|p| r.profiles.contains(p))
+    {
+        return false;
+    }
+    let worst = alert.level.max(alert.previous.unwrap_or_default());
+    let recovery = alert.level == AttentionLevel::Ok;
+    if recovery && !told_before {
+        return false;
+    }
+    if worst < r.min_level {
+        return false;
+    }
+    if !recovery
+        && !r.rules.is_empty()
+        && !alert.reasons.iter().any(|reason| {
+            r.rules.iter().any(|rule| {
+                reason.rule == *rule
+                    || (rule.ends_with('.') && reason.rule.starts_with(rule.as_str()))
+            })
+        })
+    {
+        return false;
+    }
+    if let Some(q) = &r.quiet_hours
+        && q.contains(now)
+        && worst < q.min_level
+    {
+        return false;
+    }
+    true
+}
+
+fn note_told(
+    told: &mut HashMap<(String, Uuid), DateTime<Utc>>,
+    route: &str,
+    node: Uuid,
+    level: AttentionLevel,
+    at: DateTime<Utc>,
+) {
+    let key = (route.to_string(), node);
+    if level == AttentionLevel::Ok {
+        told.remove(&key);
+    } else {
+        told.insert(key, at);
+    }
+}
+
+fn upper(l: AttentionLevel) -> String {
+    l.as_str().to_uppercase()
+}
+
+fn text_reason(body: &serde_json::Value) -> Vec<Reason> {
+    body.get("text")
+        .and_then(|t| t.as_str())
+        .map(|t| {
+            vec![Reason {
+                rule: "incident".into(),
+                level: AttentionLevel::Attn,
+                message: t.to_string(),
+                suppressed_by: None,
+            }]
+        })
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::notify::config::QuietHours;
+    use chrono::TimeZone;
+
+    fn route(toml: &str) -> Route {
+        toml::from_str(&format!("name = \"r\"\nnotifier = \"n\"\n{toml}"))
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn alert(level: AttentionLevel, previous: AttentionLevel, rule: &str) -> Alert {
+        Alert {
+            kind: AlertKind::Attention,
+            node_id: Some(Uuid::from_u128(1)),
+            hostname: Some("n1".into()),
+            profile: Some("ArchVault".into()),
+            level,
+            previous: Some(previous),
+            title: String::new(),
+            reasons: vec![Reason {
+                rule: rule.into(),
+                level,
+                message: String::new(),
+                suppressed_by: None,
+            }],
+            since: None,
+            at: Utc::now(),
+            link: String::new(),
+        }
+    }
+
+    fn noon() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 29, 12, 0, 0)
+            .single()
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn routes_filter_by_level_profile_rule_and_kind() {
+        use AttentionLevel::{Attn, Crit, Ok};
+        let crit_only = route("min_level = \"crit\"");
+        assert!(!takes(
+            &crit_only,
+            &alert(Attn, Ok, "tunnel"),
+            false,
+            noon()
+        ));
+        assert!(takes(&crit_only, &alert(Crit, Ok, "tunnel"), false, noon()));
+        let debian = route("profiles = [\"DebianVault\"]");
+        assert!(!takes(&debian, &alert(Crit, Ok, "tunnel"), false, noon()));
+        let checks = route("rules = [\"check.\", \"stale\"]");
+        assert!(takes(
+            &checks,
+            &alert(Crit, Ok, "check.disk"),
+            false,
+            noon()
+        ));
+        assert!(takes(&checks, &alert(Crit, Ok, "stale"), false, noon()));
+        assert!(!takes(&checks, &alert(Crit, Ok, "tunnel"), false, noon()));
+        let incidents = route("kinds = [\"incident\"]");
+        assert!(!takes(
+            &incidents,
+            &alert(Crit, Ok, "tunnel"),
+            false,
+            noon()
+        ));
+    }
+
+    #[test]
+    fn a_recovery_goes_only_to_routes_that_were_told() {
+        use AttentionLevel::{Crit, Ok};
+        let r = route("rules = [\"tunnel\"]");
+        let mut recovered = alert(Ok, Crit, "tunnel");
+        recovered.reasons.clear();
+        assert!(!takes(&r, &recovered, false, noon()));
+        assert!(takes(&r, &recovered, true, noon()));
+    }
+
+    #[test]
+    fn quiet_hours_let_only_their_level_through() {
+        use AttentionLevel::{Attn, Crit, Ok};
+        let mut r = route("");
+        r.quiet_hours = Some(QuietHours {
+            start: "11:00".into(),
+            end: "13:00".into(),
+            utc_offset: None,
+            min_level: Crit,
+        });
+        assert!(!takes(&r, &alert(Attn, Ok, "tunnel"), false, noon()));
+        assert!(takes(&r, &alert(Crit, Ok, "tunnel"), false, noon()));
+        let evening = noon() + chrono::TimeDelta::hours(6);
+        assert!(takes(&r, &alert(Attn, Ok, "tunnel"), false, evening));
+    }
+}

@@ -1,0 +1,266 @@
+//! Notifications: telling admins when a node needs attention, without flooding them.
+//!
+//! - [`config`]: the `--notify-config` file (notifiers, routes, quiet hours).
+//! - [`registry`]: notifier plugins, registered at compile time like checks
+//!   ([`webhook`], [`ntfy`], [`email`]).
+//! - [`engine`]: turns bus events into alerts, routes them, groups them per route, repeats an
+//!   unresolved CRIT, holds back flapping nodes.
+//! - [`queue`]: the persisted queue (`notify-queue.jsonl` in the log directory) and the sender
+//!   that retries with backoff; nothing here ever blocks ingest.
+//!
+//! See docs/NOTIFICATIONS.md.
+
+pub mod config;
+pub mod email;
+pub mod engine;
+pub mod ntfy;
+pub mod queue;
+pub mod registry;
+pub mod webhook;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+use vaultmesh_proto::{AttentionLevel, Reason};
+
+pub use config::{AlertKind, NotifyConfig};
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Notifications as the server runs them: the engine, the queue and the notifiers.
+#[derive(Debug)]
+pub struct Runtime {
+    pub engine: Arc<engine::Engine>,
+    pub queue: Arc<queue::Queue>,
+    notifiers: BTreeMap<String, Arc<dyn Notifier>>,
+    policy: queue::RetryPolicy,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
+}
+
+impl Runtime {
+    /// Builds the notifiers of `config` (loaded with [`NotifyConfig::load`]) and opens the
+    /// queue in `log_dir`.
+    pub fn open(
+        config: NotifyConfig,
+        log_dir: &Path,
+        store: Arc<dyn crate::store::Store>,
+        attention: Arc<crate::attention::AttentionEngine>,
+        metrics: Option<Arc<crate::metrics::Metrics>>,
+    ) -> Result<Runtime, String> {
+        let notifiers = build_all(&config)?;
+        let (queue, restored) = queue::Queue::open(log_dir)
+            .map_err(|e| format!("{}: {e}", log_dir.join(queue::FILE).display()))?;
+        let queue = Arc::new(queue);
+        let policy = queue::RetryPolicy {
+            max_age: config.max_age,
+            retry_max: config.retry_max,
+        };
+        let engine = Arc::new(engine::Engine::new(
+            config,
+            Arc::clone(&queue),
+            restored,
+            store,
+            attention,
+            metrics.clone(),
+        ));
+        Ok(Runtime {
+            engine,
+            queue,
+            notifiers,
+            policy,
+            metrics,
+        })
+    }
+
+    /// Starts the engine and the sender.
+    pub fn spawn(&self, bus: Arc<crate::bus::Bus>, cancel: tokio_util::sync::CancellationToken) {
+        tokio::spawn(Arc::clone(&self.engine).run(bus, cancel.clone()));
+        tokio::spawn(queue::run(
+            Arc::clone(&self.queue),
+            self.notifiers.clone(),
+            self.policy,
+            self.metrics.clone(),
+            cancel,
+        ));
+    }
+
+    /// Each notifier's health, for the API and the console.
+    pub fn health(&self) -> BTreeMap<String, queue::NotifierHealth> {
+        let mut h = self.queue.health();
+        for (name, n) in &self.notifiers {
+            h.entry(name.clone()).or_default().kind = n.kind().to_string();
+        }
+        h
+    }
+}
+
+/// Every notifier of `config`, built.
+pub fn build_all(config: &NotifyConfig) -> Result<BTreeMap<String, Arc<dyn Notifier>>, String> {
+    config
+        .notifiers
+        .iter()
+        .map(|(name, table)| {
+            registry::build(name, table)
+                .map(|n| (name.clone(), n))
+                .map_err(|e| format!("notifiers.{name}: {e}"))
+        })
+        .collect()
+}
+
+/// A test message for `route` (what `notify test ROUTE` sends).
+pub fn test_message(route: &str, console_url: &str) -> Message {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "this host".into());
+    let now = Utc::now();
+    Message {
+        route: route.to_string(),
+        alerts: vec![Alert {
+            kind: AlertKind::Attention,
+            node_id: None,
+            hostname: None,
+            profile: None,
+            level: AttentionLevel::Attn,
+            previous: Some(AttentionLevel::Ok),
+            title: format!("Test message from the VaultMesh Command Center on {host}"),
+            reasons: vec![Reason {
+                rule: "test".into(),
+                level: AttentionLevel::Attn,
+                message: format!("route {route} reaches you"),
+                suppressed_by: None,
+            }],
+            since: Some(now),
+            at: now,
+            link: format!("{}/console", console_url.trim_end_matches('/')),
+        }],
+        created_at: now,
+        test: true,
+    }
+}
+
+/// One thing that happened, as a message tells it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Alert {
+    pub kind: AlertKind,
+    /// Absent for fleet-wide alerts (a ledger tamper alarm).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<Uuid>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+    pub level: AttentionLevel,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<AttentionLevel>,
+    /// One line: "vault-node-01 is CRIT (was OK)".
+    pub title: String,
+    #[serde(default)]
+    pub reasons: Vec<Reason>,
+    /// When the current level began.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<DateTime<Utc>>,
+    pub at: DateTime<Utc>,
+    /// `<console_url>/console?node=<id>`, or the console itself.
+    pub link: String,
+}
+
+/// What a notifier sends: one or more alerts grouped for one route.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    pub route: String,
+    pub alerts: Vec<Alert>,
+    pub created_at: DateTime<Utc>,
+    /// A test message (`notify test ROUTE`).
+    #[serde(default)]
+    pub test: bool,
+}
+
+impl Message {
+    /// The worst level among the alerts.
+    pub fn level(&self) -> AttentionLevel {
+        self.alerts
+            .iter()
+            .map(|a| a.level)
+            .max()
+            .unwrap_or_default()
+    }
+
+    /// A subject line.
+    pub fn subject(&self) -> String {
+        let prefix = if self.test { "[test] " } else { "" };
+        match self.alerts.as_slice() {
+            [one] => format!("{prefix}{}", one.title),
+            many => format!(
+                "{prefix}{} VaultMesh alerts, worst {}",
+                many.len(),
+                self.level().as_str().to_uppercase()
+            ),
+        }
+    }
+
+    /// The plain-text body: every alert with its reasons, how long, and its link.
+    pub fn text(&self, now: DateTime<Utc>) -> String {
+        let mut out = String::new();
+        for a in &self.alerts {
+            out.push_str(&a.title);
+            if let Some(since) = a.since {
+                let span = crate::ui::format::span((now - since).num_seconds());
+                out.push_str(&format!(" — for {span}"));
+            }
+            out.push('\n');
+            for r in &a.reasons {
+                out.push_str(&format!("  • {} [{}]", r.message, r.level.as_str()));
+                if let Some(s) = &r.suppressed_by {
+                    out.push_str(&format!(" ({s})"));
+                }
+                out.push('\n');
+            }
+            out.push_str(&format!("  {}\n", a.link));
+        }
+        out
+    }
+}
+
+/// Why a send failed. The text never holds a secret (a webhook URL, a token, a password).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct SendError(pub String);
+
+/// A way to reach an admin.
+#[async_trait]
+pub trait Notifier: Send + Sync + std::fmt::Debug {
+    /// The kind it was registered as (`webhook`, `ntfy`, `email`).
+    fn kind(&self) -> &'static str;
+
+    /// Delivers `message`; `Ok` once the receiver accepted it.
+    async fn send(&self, message: &Message) -> Result<(), SendError>;
+}
+
+/// The HTTP client notifiers share: no redirects (a webhook URL is a secret that must not be
+/// forwarded), a 10 s timeout.
+pub fn http_client() -> reqwest::Client {
+    // The process's TLS provider (ring), if nothing installed it yet.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+        .unwrap_or_default()
+}
+
+/// A reqwest error as text without its URL.
+pub fn http_error(e: reqwest::Error) -> SendError {
+    SendError(e.without_url().to_string())
+}
+
+/// Checks an HTTP reply: anything but 2xx is a failure naming the status.
+pub fn http_status(r: &reqwest::Response) -> Result<(), SendError> {
+    if r.status().is_success() {
+        Ok(())
+    } else {
+        Err(SendError(format!("the receiver answered {}", r.status())))
+    }
+}

@@ -1,0 +1,396 @@
+//! The persisted notification queue, `notify-queue.jsonl` in the log directory, and the
+//! sender that drains it.
+//!
+//! Three kinds of lines, each appended and fsynced before anything relies on it:
+//! `grouped` (an alert waiting in a route's group window), `queued` (a message to send, naming
+//! the alerts it covers) and `done` (sent, or dropped after `max_age`). On start the file is
+//! replayed: alerts not yet covered go back to their group, messages not yet done are sent.
+//! The file is rewritten (atomically) with only what is still pending when it grows past
+//! 1 MiB at start.
+//!
+//! Sending is per notifier, oldest first. A notifier that fails waits (1 s, 2 s, 4 s, … up to
+//! `retry_max`) before its next try; the others are not held up. Nothing here runs on the
+//! ingest path.
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::{Alert, Message, Notifier};
+
+pub const FILE: &str = "notify-queue.jsonl";
+
+/// One line of the file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "lowercase")]
+pub enum Record {
+    Grouped {
+        id: Uuid,
+        route: String,
+        alert: Alert,
+    },
+    Queued {
+        id: Uuid,
+        at: DateTime<Utc>,
+        notifier: String,
+        message: Message,
+        #[serde(default)]
+        covers: Vec<Uuid>,
+    },
+    Done {
+        id: Uuid,
+        at: DateTime<Utc>,
+        sent: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+}
+
+/// A message waiting to be sent.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    pub id: Uuid,
+    pub at: DateTime<Utc>,
+    pub notifier: String,
+    pub message: Message,
+}
+
+/// How one notifier is doing (for `/metrics`, `/api/notifiers` and the console).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct NotifierHealth {
+    pub kind: String,
+    pub sent: u64,
+    pub failed_attempts: u64,
+    /// Failures since the last success.
+    pub consecutive_failures: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failing_since: Option<DateTime<Utc>>,
+    /// The last error, without secrets.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_sent_at: Option<DateTime<Utc>>,
+    pub pending: usize,
+    #[serde(skip)]
+    next_try: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    pending: Vec<Pending>,
+    health: BTreeMap<String, NotifierHealth>,
+}
+
+/// What replay found that the engine needs back.
+#[derive(Debug, Default)]
+pub struct Restored {
+    /// Alerts still in a group window, by route.
+    pub grouped: Vec<(Uuid, String, Alert)>,
+    /// Every message ever queued that is still in the file (for repeat bookkeeping).
+    pub sent_before: Vec<Message>,
+}
+
+/// The queue.
+#[derive(Debug)]
+pub struct Queue {
+    path: PathBuf,
+    file: Mutex<File>,
+    state: Mutex<State>,
+    wake: tokio::sync::Notify,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Queue {
+    /// Opens (replaying) the queue in `dir`.
+    pub fn open(dir: &Path) -> std::io::Result<(Queue, Restored)> {
+        let path = dir.join(FILE);
+        let mut grouped: Vec<(Uuid, String, Alert)> = Vec::new();
+        let mut covered: HashSet<Uuid> = HashSet::new();
+        let mut queued: Vec<Pending> = Vec::new();
+        let mut done: HashSet<Uuid> = HashSet::new();
+        if path.exists() {
+            crate::store::replay::for_each_line(&path, |_, _, line| {
+                match serde_json::from_slice::<Record>(line) {
+                    Ok(Record::Grouped { id, route, alert }) => grouped.push((id, route, alert)),
+                    Ok(Record::Queued {
+                        id,
+                        at,
+                        notifier,
+                        message,
+                        covers,
+                    }) => {
+                        covered.extend(covers);
+                        queued.push(Pending {
+                            id,
+                            at,
+                            notifier,
+                            message,
+                        });
+                    }
+                    Ok(Record::Done { id, .. }) => {
+                        done.insert(id);
+                    }
+                    // A torn last line (a crash mid-append) or garbage: skipped.
+                    Err(e) => {
+                        tracing::warn!(file = %path.display(), error = %e, "Skipped a bad notification queue line.")
+                    }
+                }
+            })?;
+        }
+        grouped.retain(|(id, ..)| !covered.contains(id));
+        let sent_before: Vec<Message> = queued.iter().map(|p| p.message.clone()).collect();
+        queued.retain(|p| !done.contains(&p.id));
+        let big = std::fs::metadata(&path).is_ok_and(|m| m.len() > 1 << 20);
+        if big {
+            compact(&path, &grouped, &queued)?;
+        }
+        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let queue = Queue {
+            path,
+            file: Mutex::new(file),
+            state: Mutex::new(State {
+                pending: queued,
+                health: BTreeMap::new(),
+            }),
+            wake: tokio::sync::Notify::new(),
+        };
+        Ok((
+            queue,
+            Restored {
+                grouped,
+                sent_before,
+            },
+        ))
+    }
+
+    /// Appends `record` and fsyncs it.
+    pub fn write(&self, record: &Record) -> std::io::Result<()> {
+        let mut line = serde_json::to_vec(record).map_err(std::io::Error::other)?;
+        line.push(b'\n');
+        let mut f = lock(&self.file);
+        f.write_all(&line)?;
+        f.sync_data()
+    }
+
+    /// Queues `message` for `notifier` (durably); `covers` are the grouped alerts it sends.
+    pub fn push(
+        &self,
+        notifier: &str,
+        message: Message,
+        covers: Vec<Uuid>,
+    ) -> std::io::Result<Uuid> {
+        let id = Uuid::now_v7();
+        let at = Utc::now();
+        self.write(&Record::Queued {
+            id,
+            at,
+            notifier: notifier.to_string(),
+            message: message.clone(),
+            covers,
+        })?;
+        lock(&self.state).pending.push(Pending {
+            id,
+            at,
+            notifier: notifier.to_string(),
+            message,
+        });
+        self.wake.notify_one();
+        Ok(id)
+    }
+
+    /// Messages not yet sent.
+    pub fn pending(&self) -> usize {
+        lock(&self.state).pending.len()
+    }
+
+    /// Each configured notifier's health (with its pending count).
+    pub fn health(&self) -> BTreeMap<String, NotifierHealth> {
+        let st = lock(&self.state);
+        let mut h = st.health.clone();
+        for p in &st.pending {
+            if let Some(n) = h.get_mut(&p.notifier) {
+                n.pending += 1;
+            }
+        }
+        h
+    }
+
+    /// The file's path (for messages).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+fn compact(
+    path: &Path,
+    grouped: &[(Uuid, String, Alert)],
+    queued: &[Pending],
+) -> std::io::Result<()> {
+    let tmp = path.with_extension("jsonl.tmp");
+    let mut out = std::io::BufWriter::new(File::create(&tmp)?);
+    for (id, route, alert) in grouped {
+        let r = Record::Grouped {
+            id: *id,
+            route: route.clone(),
+            alert: alert.clone(),
+        };
+        serde_json::to_writer(&mut out, &r).map_err(std::io::Error::other)?;
+        out.write_all(b"\n")?;
+    }
+    for p in queued {
+        let r = Record::Queued {
+            id: p.id,
+            at: p.at,
+            notifier: p.notifier.clone(),
+            message: p.message.clone(),
+            covers: Vec::new(),
+        };
+        serde_json::to_writer(&mut out, &r).map_err(std::io::Error::other)?;
+        out.write_all(b"\n")?;
+    }
+    out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        crate::store::logdir::sync_dir(dir)?;
+    }
+    Ok(())
+}
+
+/// How long a message may wait before it is dropped, and the longest pause between tries.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    pub max_age: Duration,
+    pub retry_max: Duration,
+}
+
+/// Sends pending messages until `cancel`.
+pub async fn run(
+    queue: Arc<Queue>,
+    notifiers: BTreeMap<String, Arc<dyn Notifier>>,
+    policy: RetryPolicy,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
+    cancel: CancellationToken,
+) {
+    {
+        let mut st = lock(&queue.state);
+        for (name, n) in &notifiers {
+            st.health.entry(name.clone()).or_default().kind = n.kind().to_string();
+        }
+    }
+    loop {
+        let now = Utc::now();
+        // Oldest due message of each notifier that is not waiting out a failure.
+        let due: Vec<Pending> = {
+            let st = lock(&queue.state);
+            let mut seen = HashSet::new();
+            st.pending
+                .iter()
+                .filter(|p| {
+                    st.health
+                        .get(&p.notifier)
+                        .and_then(|h| h.next_try)
+                        .is_none_or(|t| t <= now)
+                })
+                .filter(|p| seen.insert(p.notifier.clone()))
+                .cloned()
+                .collect()
+        };
+        for p in &due {
+            let outcome = match notifiers.get(&p.notifier) {
+                _ if (now - p.at).to_std().is_ok_and(|age| age > policy.max_age) => {
+                    Err(Some(format!("not sent within {}s", policy.max_age.as_secs())))
+                }
+                None => Err(Some(format!(
+                    "notifier {:?} is no longer configured",
+                    p.notifier
+                ))),
+                Some(n) => n.send(&p.message).await.map_err(|e| {
+                    tracing::warn!(notifier = %p.notifier, route = %p.message.route, error = %e, "A notification could not be sent; will retry.");
+                    record_failure(&queue, &p.notifier, &e.0, policy);
+                    None
+                }),
+            };
+            let label = |outcome: &str| {
+                if let Some(m) = &metrics {
+                    m.notifications
+                        .with_label_values(&[&p.notifier, outcome])
+                        .inc();
+                }
+            };
+            match outcome {
+                Ok(()) => {
+                    finish(&queue, p, true, None);
+                    label("sent");
+                    tracing::info!(notifier = %p.notifier, route = %p.message.route, alerts = p.message.alerts.len(), "Notification sent.");
+                }
+                Err(Some(reason)) => {
+                    tracing::error!(notifier = %p.notifier, route = %p.message.route, %reason, "A notification was dropped.");
+                    finish(&queue, p, false, Some(reason));
+                    label("dropped");
+                }
+                Err(None) => label("failed"),
+            }
+        }
+        if let Some(m) = &metrics {
+            m.notifications_pending.set(queue.pending() as i64);
+            for (name, h) in queue.health() {
+                m.notifier_failing
+                    .with_label_values(&[&name])
+                    .set(i64::from(h.consecutive_failures > 0));
+            }
+        }
+        // Sleep until something is queued, or the next retry is due (checked every second).
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = queue.wake.notified() => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+fn record_failure(queue: &Queue, notifier: &str, error: &str, policy: RetryPolicy) {
+    let now = Utc::now();
+    let mut st = lock(&queue.state);
+    let h = st.health.entry(notifier.to_string()).or_default();
+    h.failed_attempts += 1;
+    h.consecutive_failures = h.consecutive_failures.saturating_add(1);
+    h.failing_since.get_or_insert(now);
+    h.last_error = Some(error.to_string());
+    let wait = Duration::from_secs(1 << h.consecutive_failures.min(20).saturating_sub(1))
+        .min(policy.retry_max);
+    h.next_try = Some(now + chrono::TimeDelta::from_std(wait).unwrap_or_default());
+}
+
+fn finish(queue: &Queue, p: &Pending, sent: bool, reason: Option<String>) {
+    let record = Record::Done {
+        id: p.id,
+        at: Utc::now(),
+        sent,
+        reason,
+    };
+    if let Err(e) = queue.write(&record) {
+        // Not fatal: at worst the message is sent again after a restart.
+        tracing::error!(file = %queue.path.display(), error = %e, "Cannot record a sent notification.");
+    }
+    let mut st = lock(&queue.state);
+    st.pending.retain(|q| q.id != p.id);
+    if sent {
+        let h = st.health.entry(p.notifier.clone()).or_default();
+        h.sent += 1;
+        h.consecutive_failures = 0;
+        h.failing_since = None;
+        h.next_try = None;
+        h.last_sent_at = Some(Utc::now());
+    }
+}

@@ -1,0 +1,96 @@
+//! `kind = "webhook"`: an HTTP POST of JSON — VaultMesh's own schema (`format = "json"`, the
+//! default) or `{"text": ...}` as Slack and Mattermost incoming webhooks take it
+//! (`format = "slack"` or `"mattermost"`).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use super::config::secret;
+use super::registry::{NotifierRegistration, only_keys, string};
+use super::{Message, Notifier, SendError, http_client, http_error, http_status};
+
+/// Version of the JSON body (`format = "json"`); see docs/NOTIFICATIONS.md.
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Json,
+    Text,
+}
+
+struct Webhook {
+    url: String,
+    format: Format,
+    http: reqwest::Client,
+}
+
+impl std::fmt::Debug for Webhook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL is the secret of a Slack or Mattermost hook.
+        f.debug_struct("Webhook").field("url", &"(secret)").finish()
+    }
+}
+
+fn build(_name: &str, t: &toml::Table) -> Result<Arc<dyn Notifier>, String> {
+    only_keys(t, &["url", "url_file", "format"])?;
+    let url = secret(t, "url")?.ok_or("url (or url_file): missing")?;
+    if !url.starts_with("http://") && !url.starts_with("https://") {
+        return Err("url: must start with http:// or https://".into());
+    }
+    let format = match string(t, "format")?.as_deref() {
+        None | Some("json") => Format::Json,
+        Some("slack" | "mattermost") => Format::Text,
+        Some(other) => {
+            return Err(format!(
+                "format: {other:?} is not one of json, slack, mattermost"
+            ));
+        }
+    };
+    Ok(Arc::new(Webhook {
+        url,
+        format,
+        http: http_client(),
+    }))
+}
+
+inventory::submit! { NotifierRegistration { kind: "webhook", build } }
+
+/// The JSON body of `format = "json"`.
+pub fn body(message: &Message, now: chrono::DateTime<chrono::Utc>) -> serde_json::Value {
+    serde_json::json!({
+        "version": SCHEMA_VERSION,
+        "route": message.route,
+        "test": message.test,
+        "level": message.level(),
+        "subject": message.subject(),
+        "text": message.text(now),
+        "alerts": message.alerts,
+        "sent_at": now,
+    })
+}
+
+#[async_trait]
+impl Notifier for Webhook {
+    fn kind(&self) -> &'static str {
+        "webhook"
+    }
+
+    async fn send(&self, message: &Message) -> Result<(), SendError> {
+        let now = chrono::Utc::now();
+        let body = match self.format {
+            Format::Json => body(message, now),
+            Format::Text => serde_json::json!({
+                "text": format!("*{}*\n{}", message.subject(), message.text(now)),
+            }),
+        };
+        let r = self
+            .http
+            .post(&self.url)
+            .json(&body)
+            .send()
+            .await
+            .map_err(http_error)?;
+        http_status(&r)
+    }
+}
