@@ -311,6 +311,10 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
         let streams = self.state.shutdown.clone();
+        // Notifications first: subscribed before the attention engine logs its first change.
+        if let Some(n) = &self.state.notify {
+            n.spawn(&self.state.bus, streams.clone());
+        }
         let engine = Arc::clone(&self.state.attention);
         tokio::spawn(engine.run(Arc::clone(&self.state.bus), streams.clone()));
         let orchestrator = crate::orchestrator::Orchestrator::new(
@@ -321,9 +325,7 @@ impl Server {
         )
         .with_metrics(Arc::clone(&self.state.metrics));
         tokio::spawn(orchestrator.run(streams.clone()));
-        if let Some(n) = &self.state.notify {
-            n.spawn(Arc::clone(&self.state.bus), streams.clone());
-        }
+
         if let Some(alarm) = self.state.ledger.alarm() {
             crate::ledger::raise_incident(self.state.store.as_ref(), &alarm).await;
         }

@@ -34,6 +34,15 @@ fn openssl(dir: &Path, args: &[&str]) {
 impl SmtpSink {
     /// Starts the server; STARTTLS is required before any mail.
     pub fn start() -> SmtpSink {
+        Self::launch(true)
+    }
+
+    /// Starts a server that offers no STARTTLS at all (a client must refuse it).
+    pub fn start_plain() -> SmtpSink {
+        Self::launch(false)
+    }
+
+    fn launch(tls: bool) -> SmtpSink {
         let dir = tempfile::tempdir().expect("temp dir");
         let d = dir.path();
         let ec = [
@@ -86,11 +95,14 @@ impl SmtpSink {
         // The handler creates the Maildir (with cur/, new/ and tmp/).
         for _ in 0..5 {
             let port = crate::free_port();
-            let mut child = Command::new("/usr/bin/python3")
-                .current_dir(d)
+            let mut cmd = Command::new("/usr/bin/python3");
+            cmd.current_dir(d)
                 .args(["-m", "aiosmtpd", "-n", "-l"])
-                .arg(format!("127.0.0.1:{port}"))
-                .args(["--tlscert", "cert.pem", "--tlskey", "key.pem"])
+                .arg(format!("127.0.0.1:{port}"));
+            if tls {
+                cmd.args(["--tlscert", "cert.pem", "--tlskey", "key.pem"]);
+            }
+            let mut child = cmd
                 .args(["-c", "aiosmtpd.handlers.Mailbox"])
                 .arg(d.join("maildir"))
                 .stdout(Stdio::null())

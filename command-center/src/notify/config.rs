@@ -42,7 +42,7 @@ pub enum AlertKind {
 }
 
 /// The whole file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NotifyConfig {
     /// Where admins open the console; links in messages point there.
@@ -64,6 +64,17 @@ pub struct NotifyConfig {
     /// A message not sent within this long is dropped (and counted).
     #[serde(default = "default_max_age", deserialize_with = "duration")]
     pub max_age: Duration,
+}
+
+impl std::fmt::Debug for NotifyConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Notifier tables may hold secrets inline (a hook URL, a token, a password).
+        f.debug_struct("NotifyConfig")
+            .field("console_url", &self.console_url)
+            .field("notifiers", &self.notifiers.keys().collect::<Vec<_>>())
+            .field("routes", &self.routes)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Which alerts go to which notifier, and how often.

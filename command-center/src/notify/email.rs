@@ -136,6 +136,7 @@ impl Notifier for Email {
 
     async fn send(&self, message: &Message) -> Result<(), SendError> {
         let mut b = lettre::Message::builder()
+            .message_id(Some(format!("<{}@vaultmesh>", message.id)))
             .from(self.from.clone())
             .subject(format!("[VaultMesh] {}", message.subject()))
             .header(ContentType::TEXT_PLAIN);

@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 use vaultmesh_proto::{AttentionLevel, EventEnvelope, Reason};
@@ -28,8 +29,8 @@ use super::config::{AlertKind, NotifyConfig, Route};
 use super::queue::{Queue, Record, Restored};
 use super::{Alert, Message};
 use crate::attention::AttentionEngine;
-use crate::bus::{Bus, BusEvent};
-use crate::store::Store;
+use crate::bus::BusEvent;
+use crate::store::{EventQuery, Store};
 
 /// The engine.
 #[derive(Debug)]
@@ -45,17 +46,47 @@ pub struct Engine {
 /// A route's open group: when its window closes, and the alerts with their `grouped` ids.
 type Group = (DateTime<Utc>, Vec<(Uuid, Alert)>);
 
+/// An incident seen opened: its node, title, level and the routes that took it.
+#[derive(Debug, Clone)]
+struct OpenIncident {
+    node: Option<Uuid>,
+    title: String,
+    level: AttentionLevel,
+    routes: Vec<String>,
+}
+
 #[derive(Debug, Default)]
 struct State {
     groups: HashMap<String, Group>,
-    /// Per (route, node): when the route last told about a non-OK level of the node.
+    /// Per (route, node): when the route last told about a non-OK attention of the node.
     told: HashMap<(String, Uuid), DateTime<Utc>>,
+    /// Each node's attention level as last seen by the engine (to reconcile after a lag).
+    levels: HashMap<Uuid, AttentionLevel>,
     /// Per node: recent level changes.
     changes: HashMap<Uuid, VecDeque<DateTime<Utc>>>,
-    /// Nodes held as flapping, with their last change.
-    flapping: HashMap<Uuid, DateTime<Utc>>,
-    /// Incidents seen open: id → (node, title, severity level).
-    incidents: HashMap<Uuid, (Option<Uuid>, String, AttentionLevel)>,
+    /// Nodes held as flapping: their last change and the worst level they reached.
+    flapping: HashMap<Uuid, (DateTime<Utc>, AttentionLevel)>,
+    incidents: HashMap<Uuid, OpenIncident>,
+    /// `told` has been rebuilt from current attention (once, on first leading).
+    seeded: bool,
+}
+
+/// Which routes an alert may go to.
+#[derive(Debug, Clone, Copy)]
+enum Routes<'a> {
+    All,
+    Only(&'a str),
+    Among(&'a [String]),
+}
+
+impl Routes<'_> {
+    fn admits(&self, name: &str) -> bool {
+        match self {
+            Routes::All => true,
+            Routes::Only(o) => *o == name,
+            Routes::Among(list) => list.iter().any(|l| l == name),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -81,8 +112,15 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+fn severity_level(body: &serde_json::Value) -> AttentionLevel {
+    match body.get("severity").and_then(|s| s.as_str()) {
+        Some("critical" | "high") => AttentionLevel::Crit,
+        _ => AttentionLevel::Attn,
+    }
+}
+
 impl Engine {
-    /// An engine over `queue`, resuming the groups and repeat bookkeeping it left.
+    /// An engine over `queue`, resuming the groups it left open.
     pub fn new(
         config: NotifyConfig,
         queue: Arc<Queue>,
@@ -109,13 +147,6 @@ impl Engine {
                 .1
                 .push((id, alert));
         }
-        for m in restored.sent_before.iter().filter(|m| !m.test) {
-            for a in &m.alerts {
-                if let Some(node) = a.node_id {
-                    note_told(&mut state.told, &m.route, node, a.level, m.created_at);
-                }
-            }
-        }
         Engine {
             config,
             queue,
@@ -126,10 +157,13 @@ impl Engine {
         }
     }
 
-    /// Runs until `cancel`: alerts from the bus, groups flushed and repeats checked every
-    /// second.
-    pub async fn run(self: Arc<Self>, bus: Arc<Bus>, cancel: CancellationToken) {
-        let (mut rx, _) = bus.subscribe(None);
+    /// Runs until `cancel` on `rx` (subscribed before anything else starts publishing):
+    /// alerts from the bus; every second, groups flushed, repeats and flapping checked.
+    pub async fn run(
+        self: Arc<Self>,
+        mut rx: broadcast::Receiver<Arc<BusEvent>>,
+        cancel: CancellationToken,
+    ) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -141,16 +175,15 @@ impl Engine {
                             self.on_event(&ev, Utc::now());
                         }
                     }
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                        tracing::warn!(missed = n, "The notification engine fell behind the event bus.");
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(missed = n, "The notification engine fell behind the event bus; reconciling with current attention.");
+                        if self.store.leads() {
+                            self.reconcile(Utc::now());
+                        }
                     }
                     Err(_) => return,
                 },
-                _ = tick.tick() => {
-                    if self.store.leads() {
-                        self.tick(Utc::now());
-                    }
-                }
+                _ = tick.tick() => self.tick(Utc::now(), self.store.leads()),
             }
         }
     }
@@ -175,137 +208,191 @@ impl Engine {
 
     /// Turns one bus event into alerts and routes them.
     pub fn on_event(&self, ev: &BusEvent, now: DateTime<Utc>) {
-        let Some(alert) = self.alert_of(ev, now) else {
-            return;
-        };
-        if alert.kind == AlertKind::Attention
-            && let Some(node) = alert.node_id
-            && let Some(flap) = self.flapping(node, &alert, now)
-        {
-            let Some(flap) = flap else {
-                return; // held: the node is flapping
-            };
-            self.route(flap, now, None);
-            return;
-        }
-        self.route(alert, now, None);
-    }
-
-    fn alert_of(&self, ev: &BusEvent, now: DateTime<Utc>) -> Option<Alert> {
         match ev.name.as_str() {
             "attention" => {
-                let e: EventEnvelope = serde_json::from_str(&ev.data).ok()?;
-                let body: AttentionBody = serde_json::from_value(e.body).ok()?;
-                let (host, profile) = self.host(e.node_id);
-                let title = if body.level == AttentionLevel::Ok {
-                    format!("{host} is OK again (was {})", upper(body.previous))
-                } else {
-                    format!(
-                        "{host} is {} (was {})",
-                        upper(body.level),
-                        upper(body.previous)
-                    )
-                };
-                Some(Alert {
-                    kind: AlertKind::Attention,
-                    node_id: e.node_id,
-                    hostname: Some(host),
-                    profile,
-                    level: body.level,
-                    previous: Some(body.previous),
-                    title,
-                    reasons: body.reasons,
-                    since: body.since,
-                    at: now,
-                    link: self.link(e.node_id),
-                })
-            }
-            "incident" => {
-                let e: EventEnvelope = serde_json::from_str(&ev.data).ok()?;
-                let title = e
-                    .body
-                    .get("title")
-                    .and_then(|t| t.as_str())
-                    .unwrap_or("incident");
-                let level = match e.body.get("severity").and_then(|s| s.as_str()) {
-                    Some("critical" | "high") => AttentionLevel::Crit,
-                    _ => AttentionLevel::Attn,
-                };
-                let (host, profile) = self.host(e.node_id);
-                lock(&self.state)
-                    .incidents
-                    .insert(e.id, (e.node_id, title.to_string(), level));
-                Some(Alert {
-                    kind: AlertKind::Incident,
-                    node_id: e.node_id,
-                    hostname: Some(host.clone()),
-                    profile,
-                    level,
-                    previous: None,
-                    title: format!("Incident opened on {host}: {title}"),
-                    reasons: text_reason(&e.body),
-                    since: Some(e.ts),
-                    at: now,
-                    link: self.link(e.node_id),
-                })
-            }
-            "resolve" => {
-                let e: EventEnvelope = serde_json::from_str(&ev.data).ok()?;
-                let (node, title, was) = e
-                    .refs
-                    .iter()
-                    .find_map(|r| lock(&self.state).incidents.remove(r))?;
-                let (host, profile) = self.host(node);
-                Some(Alert {
-                    kind: AlertKind::Incident,
-                    node_id: node,
-                    hostname: Some(host.clone()),
-                    profile,
-                    level: AttentionLevel::Ok,
-                    previous: Some(was),
-                    title: format!("Incident resolved on {host}: {title}"),
-                    reasons: text_reason(&e.body),
-                    since: Some(e.ts),
-                    at: now,
-                    link: self.link(node),
-                })
-            }
-            "command" => {
-                let c: CommandData = serde_json::from_str(&ev.data).ok()?;
-                if c.status != "completed" || c.chain_ok != Some(false) {
-                    return None;
+                if let Some(a) = self.attention_alert(ev, now) {
+                    self.on_attention(a, now);
                 }
-                let (host, profile) = self.host(Some(c.node_id));
-                Some(Alert {
-                    kind: AlertKind::ChainBreak,
-                    node_id: Some(c.node_id),
-                    hostname: Some(host.clone()),
-                    profile,
-                    level: AttentionLevel::Crit,
-                    previous: None,
-                    title: format!("{host}: a command receipt broke the node's receipt chain"),
-                    reasons: vec![Reason {
-                        rule: "receipt_chain".into(),
-                        level: AttentionLevel::Crit,
-                        message: format!(
-                            "the receipt for command {} does not follow the node's previous receipt",
-                            c.command_id
-                        ),
-                        suppressed_by: None,
-                    }],
-                    since: Some(now),
-                    at: now,
-                    link: self.link(Some(c.node_id)),
-                })
             }
-            _ => None,
+            "incident" => self.on_incident(ev, now),
+            "resolve" => self.on_resolve(ev, now),
+            "command" => {
+                if let Some(a) = self.chain_break(ev, now) {
+                    self.route(a, now, Routes::All);
+                }
+            }
+            _ => {}
         }
     }
 
-    /// `None`: not flapping, route the alert. `Some(None)`: held. `Some(Some(a))`: the node
-    /// just started flapping; send `a` instead.
-    fn flapping(&self, node: Uuid, alert: &Alert, now: DateTime<Utc>) -> Option<Option<Alert>> {
+    fn attention_alert(&self, ev: &BusEvent, now: DateTime<Utc>) -> Option<Alert> {
+        let e: EventEnvelope = serde_json::from_str(&ev.data).ok()?;
+        let body: AttentionBody = serde_json::from_value(e.body).ok()?;
+        let (host, profile) = self.host(e.node_id);
+        Some(Alert {
+            kind: AlertKind::Attention,
+            node_id: e.node_id,
+            title: change_title(&host, body.level, body.previous),
+            hostname: Some(host),
+            profile,
+            level: body.level,
+            previous: Some(body.previous),
+            reasons: body.reasons,
+            since: body.since,
+            at: now,
+            link: self.link(e.node_id),
+        })
+    }
+
+    /// A level change: counted for flapping, then routed (or held, or replaced by the one
+    /// flapping alert).
+    fn on_attention(&self, alert: Alert, now: DateTime<Utc>) {
+        let Some(node) = alert.node_id else {
+            return;
+        };
+        lock(&self.state).levels.insert(node, alert.level);
+        match self.flapping(node, &alert, now) {
+            Flap::Steady => {
+                self.route(alert, now, Routes::All);
+            }
+            Flap::Held => {}
+            Flap::Started(flap) => {
+                self.route(flap, now, Routes::All);
+            }
+        }
+    }
+
+    fn on_incident(&self, ev: &BusEvent, now: DateTime<Utc>) {
+        let Ok(e) = serde_json::from_str::<EventEnvelope>(&ev.data) else {
+            return;
+        };
+        let title = e
+            .body
+            .get("title")
+            .and_then(|t| t.as_str())
+            .unwrap_or("incident")
+            .to_string();
+        let level = severity_level(&e.body);
+        let (host, profile) = self.host(e.node_id);
+        let alert = Alert {
+            kind: AlertKind::Incident,
+            node_id: e.node_id,
+            hostname: Some(host.clone()),
+            profile,
+            level,
+            previous: None,
+            title: format!("Incident opened on {host}: {title}"),
+            reasons: text_reason(&e.body),
+            since: Some(e.ts),
+            at: now,
+            link: self.link(e.node_id),
+        };
+        let routes = self.route(alert, now, Routes::All);
+        lock(&self.state).incidents.insert(
+            e.id,
+            OpenIncident {
+                node: e.node_id,
+                title,
+                level,
+                routes,
+            },
+        );
+    }
+
+    /// A `resolve` of an incident goes to the routes that took its opening (all that take
+    /// incidents, if this process did not see it open). A `resolve` ending a silence is not
+    /// an alert.
+    fn on_resolve(&self, ev: &BusEvent, now: DateTime<Utc>) {
+        let Ok(e) = serde_json::from_str::<EventEnvelope>(&ev.data) else {
+            return;
+        };
+        let Some(incident) = e.refs.iter().find_map(|r| {
+            let seen = lock(&self.state).incidents.remove(r);
+            seen.or_else(|| self.incident_from_store(*r))
+        }) else {
+            return;
+        };
+        let (host, profile) = self.host(incident.node);
+        let alert = Alert {
+            kind: AlertKind::Incident,
+            node_id: incident.node,
+            hostname: Some(host.clone()),
+            profile,
+            level: AttentionLevel::Ok,
+            previous: Some(incident.level),
+            title: format!("Incident resolved on {host}: {}", incident.title),
+            reasons: text_reason(&e.body),
+            since: Some(e.ts),
+            at: now,
+            link: self.link(incident.node),
+        };
+        let routes = if incident.routes.is_empty() {
+            Routes::All
+        } else {
+            Routes::Among(&incident.routes)
+        };
+        self.route(alert, now, routes);
+    }
+
+    /// An incident opened before this process started (or before it led), from the events
+    /// memory holds.
+    fn incident_from_store(&self, id: Uuid) -> Option<OpenIncident> {
+        let query = EventQuery {
+            kinds: Some(["incident".to_string()].into()),
+            limit: 1000,
+            newest_first: true,
+            ..EventQuery::default()
+        };
+        let e = self
+            .store
+            .recent_events(&query)
+            .into_iter()
+            .find(|e| e.id == id)?;
+        Some(OpenIncident {
+            node: e.node_id,
+            title: e
+                .body
+                .get("title")
+                .and_then(|t| t.as_str())
+                .unwrap_or("incident")
+                .to_string(),
+            level: severity_level(&e.body),
+            routes: Vec::new(),
+        })
+    }
+
+    fn chain_break(&self, ev: &BusEvent, now: DateTime<Utc>) -> Option<Alert> {
+        let c: CommandData = serde_json::from_str(&ev.data).ok()?;
+        if c.status != "completed" || c.chain_ok != Some(false) {
+            return None;
+        }
+        let (host, profile) = self.host(Some(c.node_id));
+        Some(Alert {
+            kind: AlertKind::ChainBreak,
+            node_id: Some(c.node_id),
+            hostname: Some(host.clone()),
+            profile,
+            level: AttentionLevel::Crit,
+            previous: None,
+            title: format!("{host}: a command receipt broke the node's receipt chain"),
+            reasons: vec![Reason {
+                rule: "receipt_chain".into(),
+                level: AttentionLevel::Crit,
+                message: format!(
+                    "the receipt for command {} does not follow the node's previous receipt",
+                    c.command_id
+                ),
+                suppressed_by: None,
+            }],
+            since: Some(now),
+            at: now,
+            link: self.link(Some(c.node_id)),
+        })
+    }
+
+    fn flapping(&self, node: Uuid, alert: &Alert, now: DateTime<Utc>) -> Flap {
         let window = chrono::TimeDelta::from_std(self.config.flap_window).unwrap_or_default();
+        let worst = alert.level.max(alert.previous.unwrap_or_default());
         let mut st = lock(&self.state);
         let changes = st.changes.entry(node).or_default();
         changes.push_back(now);
@@ -313,32 +400,33 @@ impl Engine {
             changes.pop_front();
         }
         let n = changes.len();
-        if let Some(last) = st.flapping.get_mut(&node) {
+        if let Some((last, seen)) = st.flapping.get_mut(&node) {
             *last = now;
-            return Some(None);
+            *seen = (*seen).max(worst);
+            return Flap::Held;
         }
         if n <= self.config.flap_changes {
-            return None;
+            return Flap::Steady;
         }
-        st.flapping.insert(node, now);
+        st.flapping.insert(node, (now, worst));
         let host = alert.hostname.clone().unwrap_or_default();
-        Some(Some(Alert {
+        Flap::Started(Alert {
             kind: AlertKind::Flapping,
             title: format!(
                 "{host} is flapping: {n} level changes in {}; holding its changes until it settles",
                 crate::ui::format::span(window.num_seconds())
             ),
             ..alert.clone()
-        }))
+        })
     }
 
-    /// Puts `alert` in the group of every route that takes it (of route `only`, if given).
-    fn route(&self, alert: Alert, now: DateTime<Utc>, only: Option<&str>) {
+    /// Puts `alert` in the group of every route that takes it (among `which`); returns
+    /// their names. The alert is on disk (`grouped`) before this returns.
+    fn route(&self, alert: Alert, now: DateTime<Utc>, which: Routes<'_>) -> Vec<String> {
         let mut st = lock(&self.state);
-        for r in &self.config.routes {
-            if only.is_some_and(|o| o != r.name) {
-                continue;
-            }
+        let mut records = Vec::new();
+        let mut taken = Vec::new();
+        for r in self.config.routes.iter().filter(|r| which.admits(&r.name)) {
             let told_before = alert
                 .node_id
                 .is_some_and(|n| st.told.contains_key(&(r.name.clone(), n)));
@@ -350,31 +438,45 @@ impl Engine {
                 }
                 continue;
             }
-            if let Some(node) = alert.node_id {
+            if let Some(node) = alert.node_id
+                && matches!(
+                    alert.kind,
+                    AlertKind::Attention | AlertKind::Repeat | AlertKind::Flapping
+                )
+            {
                 note_told(&mut st.told, &r.name, node, alert.level, now);
             }
             let id = Uuid::now_v7();
-            let record = Record::Grouped {
+            records.push(Record::Grouped {
                 id,
                 route: r.name.clone(),
                 alert: alert.clone(),
-            };
-            if let Err(e) = self.queue.write(&record) {
-                tracing::error!(error = %e, "Cannot record an alert in the notification queue; it is kept in memory only.");
-            }
+            });
             let window = chrono::TimeDelta::from_std(r.group_window).unwrap_or_default();
             st.groups
                 .entry(r.name.clone())
                 .or_insert_with(|| (now + window, Vec::new()))
                 .1
                 .push((id, alert.clone()));
+            taken.push(r.name.clone());
         }
+        if !records.is_empty()
+            && let Err(e) = self.queue.write_all(&records)
+        {
+            tracing::error!(error = %e, "Cannot record an alert in the notification queue; it is kept in memory only.");
+        }
+        taken
     }
 
-    /// Flushes due groups, sends repeats, releases settled flapping nodes.
-    pub fn tick(&self, now: DateTime<Utc>) {
-        self.settle_flapping(now);
-        self.repeats(now);
+    /// Flushes due groups (whoever leads: they were taken while this instance led); when
+    /// leading, also rebuilds what routes were told (once), sends repeats and releases
+    /// settled flapping nodes.
+    pub fn tick(&self, now: DateTime<Utc>, leads: bool) {
+        if leads {
+            self.seed(now);
+            self.settle_flapping(now);
+            self.repeats(now);
+        }
         let due: Vec<(String, Vec<(Uuid, Alert)>)> = {
             let mut st = lock(&self.state);
             let names: Vec<String> = st
@@ -394,6 +496,7 @@ impl Engine {
             };
             let (ids, alerts): (Vec<Uuid>, Vec<Alert>) = alerts.into_iter().unzip();
             let message = Message {
+                id: Uuid::now_v7(),
                 route: route.clone(),
                 alerts,
                 created_at: now,
@@ -405,17 +508,71 @@ impl Engine {
         }
     }
 
+    /// After a start (or on becoming leader): every node not OK counts as told to the routes
+    /// that would take it, so its recovery and repeats go there.
+    fn seed(&self, now: DateTime<Utc>) {
+        if lock(&self.state).seeded {
+            return;
+        }
+        let mut told = Vec::new();
+        let mut levels = Vec::new();
+        for node in self.store.node_ids() {
+            let level = self.attention.get(node).level;
+            levels.push((node, level));
+            if level == AttentionLevel::Ok {
+                continue;
+            }
+            let alert = self.current(node, AlertKind::Attention, now, |h, l| {
+                change_title(h, l, AttentionLevel::Ok)
+            });
+            for r in &self.config.routes {
+                if takes(r, &alert, false, now) {
+                    told.push((r.name.clone(), node));
+                }
+            }
+        }
+        let mut st = lock(&self.state);
+        for key in told {
+            st.told.entry(key).or_insert(now);
+        }
+        for (node, level) in levels {
+            st.levels.entry(node).or_insert(level);
+        }
+        st.seeded = true;
+    }
+
+    /// After missed bus events: every node whose level differs from what the engine last saw
+    /// gets an alert for its current level.
+    fn reconcile(&self, now: DateTime<Utc>) {
+        for node in self.store.node_ids() {
+            let level = self.attention.get(node).level;
+            let was = lock(&self.state).levels.get(&node).copied();
+            if was.is_some_and(|w| w == level) || (was.is_none() && level == AttentionLevel::Ok) {
+                continue;
+            }
+            let previous = was.unwrap_or_default();
+            let mut alert = self.current(node, AlertKind::Attention, now, |h, l| {
+                change_title(h, l, previous)
+            });
+            alert.previous = Some(previous);
+            self.on_attention(alert, now);
+        }
+    }
+
     fn repeats(&self, now: DateTime<Utc>) {
         let mut due = Vec::new();
         {
-            let st = lock(&self.state);
+            let mut st = lock(&self.state);
+            let flapping: Vec<Uuid> = st.flapping.keys().copied().collect();
             for r in &self.config.routes {
                 let Some(every) = r.repeat_interval else {
                     continue;
                 };
                 let every = chrono::TimeDelta::from_std(every).unwrap_or_default();
-                for ((route, node), told) in &st.told {
-                    if route == &r.name && now - *told >= every && !st.flapping.contains_key(node) {
+                for ((route, node), told) in st.told.iter_mut() {
+                    if route == &r.name && now - *told >= every && !flapping.contains(node) {
+                        // Checked again only after another interval, sent or not.
+                        *told = now;
                         due.push((route.clone(), *node));
                     }
                 }
@@ -428,7 +585,7 @@ impl Engine {
             let alert = self.current(node, AlertKind::Repeat, now, |host, _| {
                 format!("{host} is still CRIT")
             });
-            self.route(alert, now, Some(&route));
+            self.route(alert, now, Routes::Only(&route));
         }
     }
 
@@ -459,31 +616,48 @@ impl Engine {
 
     fn settle_flapping(&self, now: DateTime<Utc>) {
         let window = chrono::TimeDelta::from_std(self.config.flap_window).unwrap_or_default();
-        let settled: Vec<Uuid> = {
+        let settled: Vec<(Uuid, AttentionLevel)> = {
             let mut st = lock(&self.state);
-            let done: Vec<Uuid> = st
+            let done: Vec<(Uuid, AttentionLevel)> = st
                 .flapping
                 .iter()
-                .filter(|(_, last)| now - **last >= window)
-                .map(|(n, _)| *n)
+                .filter(|(_, (last, _))| now - *last >= window)
+                .map(|(n, (_, worst))| (*n, *worst))
                 .collect();
-            for n in &done {
+            for (n, _) in &done {
                 st.flapping.remove(n);
                 st.changes.remove(n);
             }
             done
         };
-        for node in settled {
-            let alert = self.current(node, AlertKind::Attention, now, |host, level| {
+        for (node, worst) in settled {
+            let mut alert = self.current(node, AlertKind::Attention, now, |host, level| {
                 format!("{host} stopped flapping; it is {}", upper(level))
             });
-            self.route(alert, now, None);
+            // Judged against the worst it reached, so a node settling OK is still told.
+            alert.previous = Some(worst);
+            self.route(alert, now, Routes::All);
         }
     }
 }
 
+/// What flap damping decided about a level change.
+enum Flap {
+    Steady,
+    Held,
+    Started(Alert),
+}
+
+fn change_title(host: &str, level: AttentionLevel, previous: AttentionLevel) -> String {
+    if level == AttentionLevel::Ok {
+        format!("{host} is OK again (was {})", upper(previous))
+    } else {
+        format!("{host} is {} (was {})", upper(level), upper(previous))
+    }
+}
+
 /// Whether route `r` takes `alert` now. `told_before`: the route has told about a non-OK
-/// level of this node, so its recovery goes to the route whatever the rules say.
+/// attention of this node, so its recovery goes to the route whatever the rules say.
 fn takes(r: &Route, alert: &Alert, told_before: bool, now: DateTime<Utc>) -> bool {
     if !r.kinds.is_empty() && !r.kinds.contains(&alert.kind) {
         return false;
@@ -498,7 +672,7 @@ fn takes(r: &Route, alert: &Alert, told_before: bool, now: DateTime<Utc>) -> boo
     }
     let worst = alert.level.max(alert.previous.unwrap_or_default());
     let recovery = alert.level == AttentionLevel::Ok;
-    if recovery && !told_before {
+    if recovery && alert.kind == AlertKind::Attention && !told_before {
         return false;
     }
     if worst < r.min_level {

@@ -75,16 +75,18 @@ impl Runtime {
         })
     }
 
-    /// Starts the engine and the sender.
-    pub fn spawn(&self, bus: Arc<crate::bus::Bus>, cancel: tokio_util::sync::CancellationToken) {
-        tokio::spawn(Arc::clone(&self.engine).run(bus, cancel.clone()));
-        tokio::spawn(queue::run(
-            Arc::clone(&self.queue),
-            self.notifiers.clone(),
+    /// Starts the engine (subscribed to `bus` before this returns, so nothing published
+    /// afterwards is missed) and one sender per notifier.
+    pub fn spawn(&self, bus: &crate::bus::Bus, cancel: tokio_util::sync::CancellationToken) {
+        let (rx, _) = bus.subscribe(None);
+        tokio::spawn(Arc::clone(&self.engine).run(rx, cancel.clone()));
+        queue::spawn_senders(
+            &self.queue,
+            &self.notifiers,
             self.policy,
             self.metrics.clone(),
-            cancel,
-        ));
+            &cancel,
+        );
     }
 
     /// Each notifier's health, for the API and the console.
@@ -117,6 +119,7 @@ pub fn test_message(route: &str, console_url: &str) -> Message {
         .unwrap_or_else(|_| "this host".into());
     let now = Utc::now();
     Message {
+        id: Uuid::now_v7(),
         route: route.to_string(),
         alerts: vec![Alert {
             kind: AlertKind::Attention,
@@ -170,6 +173,9 @@ pub struct Alert {
 /// What a notifier sends: one or more alerts grouped for one route.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Message {
+    /// Stable across retries: delivery is at least once, and receivers can drop a repeat.
+    #[serde(default)]
+    pub id: Uuid,
     pub route: String,
     pub alerts: Vec<Alert>,
     pub created_at: DateTime<Utc>,

@@ -18,16 +18,17 @@ struct Ntfy {
 
 impl std::fmt::Debug for Ntfy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // On ntfy.sh the topic URL is as good as a password.
         f.debug_struct("Ntfy")
-            .field("url", &self.url)
+            .field("url", &"(secret)")
             .field("token", &self.token.as_ref().map(|_| "(secret)"))
             .finish()
     }
 }
 
 fn build(_name: &str, t: &toml::Table) -> Result<Arc<dyn Notifier>, String> {
-    only_keys(t, &["url", "token", "token_file"])?;
-    let url = super::registry::string(t, "url")?.ok_or("url: missing (the topic URL)")?;
+    only_keys(t, &["url", "url_file", "token", "token_file"])?;
+    let url = secret(t, "url")?.ok_or("url (or url_file): missing (the topic URL)")?;
     if !url.starts_with("http://") && !url.starts_with("https://") {
         return Err("url: must start with http:// or https://".into());
     }

@@ -94,8 +94,6 @@ struct State {
 pub struct Restored {
     /// Alerts still in a group window, by route.
     pub grouped: Vec<(Uuid, String, Alert)>,
-    /// Every message ever queued that is still in the file (for repeat bookkeeping).
-    pub sent_before: Vec<Message>,
 }
 
 /// The queue.
@@ -149,13 +147,18 @@ impl Queue {
             })?;
         }
         grouped.retain(|(id, ..)| !covered.contains(id));
-        let sent_before: Vec<Message> = queued.iter().map(|p| p.message.clone()).collect();
         queued.retain(|p| !done.contains(&p.id));
         let big = std::fs::metadata(&path).is_ok_and(|m| m.len() > 1 << 20);
         if big {
             compact(&path, &grouped, &queued)?;
         }
-        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let mut file = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .open(&path)?;
+        // A line torn by a crash would have the next record glued to it.
+        crate::store::journal::cut_torn_tail(&mut file)?;
         let queue = Queue {
             path,
             file: Mutex::new(file),
@@ -165,22 +168,29 @@ impl Queue {
             }),
             wake: tokio::sync::Notify::new(),
         };
-        Ok((
-            queue,
-            Restored {
-                grouped,
-                sent_before,
-            },
-        ))
+        Ok((queue, Restored { grouped }))
     }
 
     /// Appends `record` and fsyncs it.
     pub fn write(&self, record: &Record) -> std::io::Result<()> {
-        let mut line = serde_json::to_vec(record).map_err(std::io::Error::other)?;
-        line.push(b'\n');
+        self.write_all(std::slice::from_ref(record))
+    }
+
+    /// Appends `records` with one fsync. On a failed write the file is cut back, so no
+    /// partial line is left for the next record to be glued to.
+    pub fn write_all(&self, records: &[Record]) -> std::io::Result<()> {
+        let mut buf = Vec::new();
+        for r in records {
+            serde_json::to_writer(&mut buf, r).map_err(std::io::Error::other)?;
+            buf.push(b'\n');
+        }
         let mut f = lock(&self.file);
-        f.write_all(&line)?;
-        f.sync_data()
+        let len = f.metadata()?.len();
+        let written = f.write_all(&buf).and_then(|()| f.sync_data());
+        if written.is_err() {
+            let _ = f.set_len(len);
+        }
+        written
     }
 
     /// Queues `message` for `notifier` (durably); `covers` are the grouped alerts it sends.
@@ -205,7 +215,7 @@ impl Queue {
             notifier: notifier.to_string(),
             message,
         });
-        self.wake.notify_one();
+        self.wake.notify_waiters();
         Ok(id)
     }
 
@@ -274,86 +284,113 @@ pub struct RetryPolicy {
     pub retry_max: Duration,
 }
 
-/// Sends pending messages until `cancel`.
-pub async fn run(
+/// Starts one sender per notifier, so a slow or failing one never holds up the others.
+pub fn spawn_senders(
+    queue: &Arc<Queue>,
+    notifiers: &BTreeMap<String, Arc<dyn Notifier>>,
+    policy: RetryPolicy,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
+    cancel: &CancellationToken,
+) {
+    {
+        let mut st = lock(&queue.state);
+        for (name, n) in notifiers {
+            st.health.entry(name.clone()).or_default().kind = n.kind().to_string();
+        }
+        // Messages for a notifier no longer configured are dropped (counted, logged).
+        let orphans: Vec<Pending> = st
+            .pending
+            .iter()
+            .filter(|p| !notifiers.contains_key(&p.notifier))
+            .cloned()
+            .collect();
+        drop(st);
+        for p in orphans {
+            let reason = format!("notifier {:?} is no longer configured", p.notifier);
+            tracing::error!(notifier = %p.notifier, %reason, "A notification was dropped.");
+            finish(queue, &p, false, Some(reason));
+        }
+    }
+    for (name, notifier) in notifiers {
+        tokio::spawn(send_loop(
+            Arc::clone(queue),
+            name.clone(),
+            Arc::clone(notifier),
+            policy,
+            metrics.clone(),
+            cancel.clone(),
+        ));
+    }
+}
+
+/// Sends `name`'s messages, oldest first, until `cancel`.
+async fn send_loop(
     queue: Arc<Queue>,
-    notifiers: BTreeMap<String, Arc<dyn Notifier>>,
+    name: String,
+    notifier: Arc<dyn Notifier>,
     policy: RetryPolicy,
     metrics: Option<Arc<crate::metrics::Metrics>>,
     cancel: CancellationToken,
 ) {
-    {
-        let mut st = lock(&queue.state);
-        for (name, n) in &notifiers {
-            st.health.entry(name.clone()).or_default().kind = n.kind().to_string();
-        }
-    }
-    loop {
-        let now = Utc::now();
-        // Oldest due message of each notifier that is not waiting out a failure.
-        let due: Vec<Pending> = {
-            let st = lock(&queue.state);
-            let mut seen = HashSet::new();
-            st.pending
-                .iter()
-                .filter(|p| {
-                    st.health
-                        .get(&p.notifier)
-                        .and_then(|h| h.next_try)
-                        .is_none_or(|t| t <= now)
-                })
-                .filter(|p| seen.insert(p.notifier.clone()))
-                .cloned()
-                .collect()
-        };
-        for p in &due {
-            let outcome = match notifiers.get(&p.notifier) {
-                _ if (now - p.at).to_std().is_ok_and(|age| age > policy.max_age) => {
-                    Err(Some(format!("not sent within {}s", policy.max_age.as_secs())))
-                }
-                None => Err(Some(format!(
-                    "notifier {:?} is no longer configured",
-                    p.notifier
-                ))),
-                Some(n) => n.send(&p.message).await.map_err(|e| {
-                    tracing::warn!(notifier = %p.notifier, route = %p.message.route, error = %e, "A notification could not be sent; will retry.");
-                    record_failure(&queue, &p.notifier, &e.0, policy);
-                    None
-                }),
-            };
-            let label = |outcome: &str| {
-                if let Some(m) = &metrics {
-                    m.notifications
-                        .with_label_values(&[&p.notifier, outcome])
-                        .inc();
-                }
-            };
-            match outcome {
-                Ok(()) => {
-                    finish(&queue, p, true, None);
-                    label("sent");
-                    tracing::info!(notifier = %p.notifier, route = %p.message.route, alerts = p.message.alerts.len(), "Notification sent.");
-                }
-                Err(Some(reason)) => {
-                    tracing::error!(notifier = %p.notifier, route = %p.message.route, %reason, "A notification was dropped.");
-                    finish(&queue, p, false, Some(reason));
-                    label("dropped");
-                }
-                Err(None) => label("failed"),
-            }
-        }
+    let count = |outcome: &str| {
         if let Some(m) = &metrics {
-            m.notifications_pending.set(queue.pending() as i64);
-            for (name, h) in queue.health() {
+            m.notifications.with_label_values(&[&name, outcome]).inc();
+        }
+    };
+    loop {
+        // Registered before looking, so a push in between is not missed.
+        let woken = queue.wake.notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        let now = Utc::now();
+        let next = {
+            let st = lock(&queue.state);
+            let waiting = st
+                .health
+                .get(&name)
+                .and_then(|h| h.next_try)
+                .is_some_and(|t| t > now);
+            if waiting {
+                None
+            } else {
+                st.pending.iter().find(|p| p.notifier == name).cloned()
+            }
+        };
+        if let Some(p) = next {
+            if (now - p.at).to_std().is_ok_and(|age| age > policy.max_age) {
+                let reason = format!("not sent within {}s", policy.max_age.as_secs());
+                tracing::error!(notifier = %name, route = %p.message.route, %reason, "A notification was dropped.");
+                finish(&queue, &p, false, Some(reason));
+                count("dropped");
+            } else {
+                match notifier.send(&p.message).await {
+                    Ok(()) => {
+                        finish(&queue, &p, true, None);
+                        count("sent");
+                        tracing::info!(notifier = %name, route = %p.message.route, alerts = p.message.alerts.len(), "Notification sent.");
+                    }
+                    Err(e) => {
+                        tracing::warn!(notifier = %name, route = %p.message.route, error = %e, "A notification could not be sent; will retry.");
+                        record_failure(&queue, &name, &e.0, policy);
+                        count("failed");
+                    }
+                }
+            }
+            if let Some(m) = &metrics {
+                m.notifications_pending.set(queue.pending() as i64);
+                let failing = lock(&queue.state)
+                    .health
+                    .get(&name)
+                    .is_some_and(|h| h.consecutive_failures > 0);
                 m.notifier_failing
                     .with_label_values(&[&name])
-                    .set(i64::from(h.consecutive_failures > 0));
+                    .set(i64::from(failing));
             }
+            continue; // drain what is due without pausing
         }
-        // Sleep until something is queued, or the next retry is due (checked every second).
         tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = queue.wake.notified() => {}
+            _ = &mut woken => {}
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
     }
@@ -392,5 +429,38 @@ fn finish(queue: &Queue, p: &Pending, sent: bool, reason: Option<String>) {
         h.failing_since = None;
         h.next_try = None;
         h.last_sent_at = Some(Utc::now());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_torn_last_line_is_cut_so_the_next_record_is_not_lost() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let done = Record::Done {
+            id: Uuid::from_u128(1),
+            at: Utc::now(),
+            sent: true,
+            reason: None,
+        };
+        let mut text = serde_json::to_string(&done).unwrap_or_default();
+        text.push('\n');
+        text.push_str("{\"op\":\"queued\",\"id\":"); // torn by a crash
+        std::fs::write(dir.path().join(FILE), text).unwrap_or_default();
+        let (q, _) = Queue::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        let message = Message {
+            id: Uuid::from_u128(2),
+            route: "r".into(),
+            alerts: Vec::new(),
+            created_at: Utc::now(),
+            test: false,
+        };
+        q.push("n", message, Vec::new())
+            .unwrap_or_else(|e| panic!("{e}"));
+        drop(q);
+        let (q, _) = Queue::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(q.pending(), 1, "the record after the torn line was lost");
     }
 }

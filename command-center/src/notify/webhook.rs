@@ -60,6 +60,7 @@ inventory::submit! { NotifierRegistration { kind: "webhook", build } }
 pub fn body(message: &Message, now: chrono::DateTime<chrono::Utc>) -> serde_json::Value {
     serde_json::json!({
         "version": SCHEMA_VERSION,
+        "id": message.id,
         "route": message.route,
         "test": message.test,
         "level": message.level(),
@@ -81,7 +82,11 @@ impl Notifier for Webhook {
         let body = match self.format {
             Format::Json => body(message, now),
             Format::Text => serde_json::json!({
-                "text": format!("*{}*\n{}", message.subject(), message.text(now)),
+                "text": format!(
+                    "*{}*\n{}",
+                    chat_escape(&message.subject()),
+                    chat_escape(&message.text(now))
+                ),
             }),
         };
         let r = self
@@ -92,5 +97,33 @@ impl Notifier for Webhook {
             .await
             .map_err(http_error)?;
         http_status(&r)
+    }
+}
+
+/// Text for Slack or Mattermost: `&`, `<` and `>` escaped (no links or `<!channel>` from a
+/// hostname), and `@` made harmless (no `@channel` / `@all` mentions). Hostnames and reasons
+/// come from agents.
+pub fn chat_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '@' => out.push_str("@\u{200b}"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn chat_text_cannot_mention_or_link() {
+        let s = super::chat_escape("<!channel> <https://evil|Open console> @here & co");
+        assert!(!s.contains('<') && !s.contains('>'));
+        assert!(!s.contains("@here"));
+        assert!(s.contains("&lt;!channel&gt;") && s.contains("&amp; co"));
     }
 }
