@@ -22,7 +22,7 @@ use vaultmesh_command_center::store::StoreLimits;
 #[derive(Debug, Parser)]
 #[command(
     name = "vaultmesh-command-center",
-    version,
+    version = vaultmesh_agent_core::version!(),
     about = "VaultMesh Command Center: ingests heartbeats from node agents and shows the fleet.",
     after_help = "Examples:\n  vaultmesh-command-center demo                         CC + a live agent for this host, on ./vaultmesh-demo\n  vaultmesh-command-center serve --log-dir /var/lib/vaultmesh/cc\n  VAULTMESH_LISTEN=127.0.0.1:9000 vaultmesh-command-center\n\nRUST_LOG sets the log filter (default info)."
 )]
@@ -58,6 +58,13 @@ enum Command {
     /// Copy the log between a log directory and a PostgreSQL database.
     #[command(subcommand)]
     Store(StoreCommand),
+    /// Print the shell completion script (packages install it; or `source <(... completions bash)`).
+    Completions {
+        #[arg(value_enum)]
+        shell: vaultmesh_agent_core::cli::Shell,
+    },
+    /// Print the man page (roff).
+    Man,
     /// Create the command-signing key (mode 0600) and print the public key agents pin.
     Keygen {
         /// Where to write the key.
@@ -437,6 +444,12 @@ fn main() -> ExitCode {
             Some(Command::Store(cmd)) => store(cmd).await,
             Some(Command::Notify(cmd)) => notify(cmd).await,
             Some(Command::Keygen { out }) => keygen(&out),
+            Some(Command::Completions { shell }) => {
+                vaultmesh_agent_core::cli::completions::<Cli>(shell, &mut std::io::stdout())
+                    .map_err(|e| (1, format!("cannot write to standard output: {e}")))
+            }
+            Some(Command::Man) => vaultmesh_agent_core::cli::man::<Cli>(&mut std::io::stdout())
+                .map_err(|e| (1, format!("cannot write to standard output: {e}"))),
             Some(Command::Ledger(cmd)) => ledger(cmd),
             Some(Command::Policy(PolicyCommand::Check { dir })) => policy_check(&dir),
             Some(Command::Commands(cmd)) => command(cmd).await,

@@ -21,7 +21,7 @@ use vaultmesh_checks as _;
 #[derive(Debug, Parser)]
 #[command(
     name = "vaultmesh-node-agent",
-    version,
+    version = vaultmesh_agent_core::version!(),
     about = "VaultMesh node agent: runs health checks and reports to the Command Center (outbound only).",
     after_help = "Examples:\n  vaultmesh-node-agent run --once          send one heartbeat and exit\n  vaultmesh-node-agent checks list         show every check and whether it is enabled\n  vaultmesh-node-agent checks run disk     run one check now and print the result\n  vaultmesh-node-agent config check        validate /etc/vaultmesh/agent.toml\n\nEnvironment: VAULTMESH_CC_URL, VAULTMESH_OS_PROFILE, VAULTMESH_INTERVAL, VAULTMESH_STATE_DIR,\nVAULTMESH_ROOT, VAULTMESH_CONFIG, RUST_LOG (log filter, default info)."
 )]
@@ -52,6 +52,13 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print the shell completion script (packages install it; or `source <(... completions bash)`).
+    Completions {
+        #[arg(value_enum)]
+        shell: vaultmesh_agent_core::cli::Shell,
+    },
+    /// Print the man page (roff).
+    Man,
 }
 
 #[derive(Debug, Subcommand)]
@@ -99,6 +106,17 @@ impl From<AgentError> for Failure {
 
 fn main() -> ExitCode {
     let cli: Cli = vaultmesh_agent_core::cli::parse_or_exit();
+    match cli.command {
+        Some(Command::Completions { shell }) => {
+            let written =
+                vaultmesh_agent_core::cli::completions::<Cli>(shell, &mut std::io::stdout());
+            return printed(written);
+        }
+        Some(Command::Man) => {
+            return printed(vaultmesh_agent_core::cli::man::<Cli>(&mut std::io::stdout()));
+        }
+        _ => {}
+    }
     vaultmesh_agent_core::service::init_logging();
     // One thread runs everything: the agent waits on timers and sockets almost all the time,
     // and a single thread keeps its memory small. Work that can block for long (statvfs on a
@@ -132,6 +150,17 @@ fn main() -> ExitCode {
     }
 }
 
+/// Exit code of printing something to stdout.
+fn printed(r: std::io::Result<()>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: cannot write to standard output: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 async fn dispatch(cli: Cli) -> Result<(), Failure> {
     let config = AgentConfig::load(cli.config.as_deref())?;
     match cli.command.unwrap_or(Command::Run { once: false }) {
@@ -146,6 +175,8 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         Command::Run { once: false } => run_forever(config).await,
+        // Answered in main, before any configuration is read.
+        Command::Completions { .. } | Command::Man => Ok(()),
         Command::Checks(ChecksCommand::List { json }) => list_checks(&config, json),
         Command::Checks(ChecksCommand::Run { name, json }) => run_check(&config, &name, json).await,
         Command::Actions { json } => {

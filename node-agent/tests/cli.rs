@@ -193,9 +193,14 @@ fn help_has_examples_and_version_works() {
     let out = agent().run(&["--help"]);
     assert!(stdout(&out).contains("Examples:"), "{}", text(&out));
     let out = agent().run(&["--version"]);
-    assert_eq!(
-        stdout(&out).trim(),
-        format!("vaultmesh-node-agent {}", env!("CARGO_PKG_VERSION"))
+    // The git commit follows (testkit/tests/cli_surface.rs checks it).
+    assert!(
+        stdout(&out).trim().starts_with(&format!(
+            "vaultmesh-node-agent {} (",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{}",
+        text(&out)
     );
 }
 
