@@ -1,6 +1,6 @@
 //! A real HTTP server that records what is POSTed to it: the receiving end of the webhook and
 //! ntfy notifiers (Slack, Mattermost and ntfy.sh are beyond the machine's edge). It can be set
-//! to fail (answer 5xx) to test retries, and restarted on the same port.
+//! to fail (answer 5xx) to test retries.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -37,11 +37,7 @@ pub struct Receiver {
 impl Receiver {
     /// Starts on a free port, answering 200.
     pub fn start() -> Receiver {
-        Self::on_port(0)
-    }
-
-    fn on_port(port: u16) -> Receiver {
-        let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind");
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().expect("addr").port();
         listener.set_nonblocking(true).expect("nonblocking");
         let got = Arc::new(Mutex::new(Vec::new()));

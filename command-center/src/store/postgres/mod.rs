@@ -447,11 +447,6 @@ impl PgBackend {
         wait.await
             .map_err(|_| StoreError::Unavailable("the database writer stopped".into()))?
     }
-
-    /// The newest id this instance has applied.
-    pub async fn cursor(&self) -> i64 {
-        *self.applier.cursor.lock().await
-    }
 }
 
 #[async_trait]
