@@ -650,7 +650,7 @@ fn keygen(out: &std::path::Path) -> Result<(), Failure> {
 
 /// `notify check|test`.
 async fn notify(cmd: NotifyCommand) -> Result<(), Failure> {
-    use vaultmesh_command_center::notify::{self, NotifyConfig};
+    use vaultmesh_command_center::notify;
     let (path, route) = match &cmd {
         NotifyCommand::Check { notify_config } => (notify_config, None),
         NotifyCommand::Test {
@@ -658,9 +658,7 @@ async fn notify(cmd: NotifyCommand) -> Result<(), Failure> {
             notify_config,
         } => (notify_config, Some(route.as_str())),
     };
-    let config = NotifyConfig::load(path).map_err(|e| (2, e))?;
-    let notifiers =
-        notify::build_all(&config).map_err(|e| (2, format!("{}: {e}", path.display())))?;
+    let notify::Loaded { config, notifiers } = notify::load(path).map_err(|e| (2, e))?;
     let Some(route) = route else {
         println!(
             "ok: {} — {} notifier(s), {} route(s): {}",

@@ -193,7 +193,7 @@ impl Server {
         let notify_config = config
             .notify_config
             .as_deref()
-            .map(crate::notify::NotifyConfig::load)
+            .map(crate::notify::load)
             .transpose()
             .map_err(ServeError::Config)?;
         let metrics = Arc::new(crate::metrics::Metrics::new());

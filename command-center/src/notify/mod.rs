@@ -41,16 +41,15 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// Builds the notifiers of `config` (loaded with [`NotifyConfig::load`]) and opens the
-    /// queue in `log_dir`.
+    /// Opens the queue in `log_dir` for a file read with [`load`].
     pub fn open(
-        config: NotifyConfig,
+        loaded: Loaded,
         log_dir: &Path,
         store: Arc<dyn crate::store::Store>,
         attention: Arc<crate::attention::AttentionEngine>,
         metrics: Option<Arc<crate::metrics::Metrics>>,
     ) -> Result<Runtime, String> {
-        let notifiers = build_all(&config)?;
+        let Loaded { config, notifiers } = loaded;
         let (queue, restored) = queue::Queue::open(log_dir)
             .map_err(|e| format!("{}: {e}", log_dir.join(queue::FILE).display()))?;
         let queue = Arc::new(queue);
@@ -99,8 +98,22 @@ impl Runtime {
     }
 }
 
+/// A notifications file, read and checked, with its notifiers built.
+#[derive(Debug)]
+pub struct Loaded {
+    pub config: NotifyConfig,
+    pub notifiers: BTreeMap<String, Arc<dyn Notifier>>,
+}
+
+/// Reads `path` and builds its notifiers; errors name the file, the key and the reason.
+pub fn load(path: &Path) -> Result<Loaded, String> {
+    let config = NotifyConfig::load(path)?;
+    let notifiers = build_all(&config).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(Loaded { config, notifiers })
+}
+
 /// Every notifier of `config`, built.
-pub fn build_all(config: &NotifyConfig) -> Result<BTreeMap<String, Arc<dyn Notifier>>, String> {
+fn build_all(config: &NotifyConfig) -> Result<BTreeMap<String, Arc<dyn Notifier>>, String> {
     config
         .notifiers
         .iter()
