@@ -94,6 +94,29 @@ pub fn load_or_create_node_key(
     Ok(key)
 }
 
+/// Replaces the node key with a new one, for a node re-admitted after revocation: the old key
+/// is kept as `node.key.revoked-<unix time>` (mode 0600), the enrollment marker is removed, and
+/// the new key is written like [`load_or_create_node_key`] does. Returns the old and new public
+/// keys and where the old key went. The node id stays.
+pub fn rekey(state_dir: &Path) -> Result<(String, String, PathBuf), IdentityError> {
+    let path = state_dir.join(NODE_KEY_FILE);
+    let old = load_or_create_node_key(state_dir)?;
+    let archived = state_dir.join(format!(
+        "{NODE_KEY_FILE}.revoked-{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default()
+    ));
+    fs::rename(&path, &archived).map_err(|source| IdentityError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    forget_enrollment(state_dir);
+    let new = load_or_create_node_key(state_dir)?;
+    Ok((old.public_base64(), new.public_base64(), archived))
+}
+
 /// Whether this key is recorded as enrolled.
 pub fn is_enrolled(state_dir: &Path, public_key: &str) -> bool {
     fs::read_to_string(state_dir.join(ENROLLED_FILE)).is_ok_and(|t| t.trim() == public_key)
@@ -156,6 +179,7 @@ pub fn load_or_create_node_id(state_dir: &Path) -> Result<Uuid, IdentityError> {
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+    use vaultmesh_proto::auth::NodeKey;
 
     #[test]
     fn created_once_then_stable() {
@@ -191,6 +215,26 @@ mod tests {
         assert!(is_enrolled(dir.path(), &a.public_base64()));
         forget_enrollment(dir.path());
         assert!(!is_enrolled(dir.path(), &a.public_base64()));
+
+        mark_enrolled(dir.path(), &a.public_base64()).unwrap();
+        let (old, new, archived) = rekey(dir.path()).unwrap();
+        assert_eq!(old, a.public_base64());
+        assert_ne!(new, old, "a new key");
+        assert_eq!(
+            load_or_create_node_key(dir.path()).unwrap().public_base64(),
+            new
+        );
+        assert!(
+            !is_enrolled(dir.path(), &new),
+            "the new key is not enrolled yet"
+        );
+        assert_eq!(
+            NodeKey::from_base64(&fs::read_to_string(&archived).unwrap())
+                .unwrap()
+                .public_base64(),
+            old,
+            "the old key is kept, not destroyed"
+        );
         fs::write(dir.path().join(NODE_KEY_FILE), "garbage").unwrap();
         assert!(
             load_or_create_node_key(dir.path())

@@ -242,10 +242,12 @@ impl FromRequest<AppState> for Signed {
         let binding = state.store.binding(parts.node_id).ok_or_else(|| {
             ApiError::Unauthorized(format!("node {} is not enrolled", parts.node_id))
         })?;
-        if binding.revoked_at.is_some() {
+        if let Some(rev) = &binding.revoked {
             return Err(ApiError::Unauthorized(format!(
-                "node {} was revoked; enroll it again",
-                parts.node_id
+                "node {} was revoked at {} by {}; its key is no longer accepted",
+                parts.node_id,
+                rev.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                rev.by
             )));
         }
         parts.verify(&binding.key, &body, &state.replay_guard)?;
@@ -258,6 +260,42 @@ impl FromRequest<AppState> for Signed {
         })
     }
 }
+
+/// At most one report per node and reason per window: what keeps an agent that retries a
+/// refused request every few seconds from filling the journal and the event log.
+#[derive(Debug)]
+pub struct Throttle {
+    window: std::time::Duration,
+    seen: Mutex<std::collections::HashMap<(Uuid, &'static str), std::time::Instant>>,
+}
+
+impl Throttle {
+    pub fn new(window: std::time::Duration) -> Throttle {
+        Throttle {
+            window,
+            seen: Mutex::default(),
+        }
+    }
+
+    /// True the first time `(node, reason)` is seen in the window.
+    pub fn first_in_window(&self, node: Uuid, reason: &'static str) -> bool {
+        let now = std::time::Instant::now();
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.len() > 100_000 {
+            seen.retain(|_, t| now.duration_since(*t) < self.window);
+        }
+        match seen.get(&(node, reason)) {
+            Some(t) if now.duration_since(*t) < self.window => false,
+            _ => {
+                seen.insert((node, reason), now);
+                true
+            }
+        }
+    }
+}
+
+/// How often a node's refused enrollments are logged (each is answered 403 regardless).
+pub const REFUSAL_EVENT_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// Per-node rate limit of agent requests: a token bucket per node (`rate` requests a second,
 /// up to `burst` at once). Beyond it, `429` with `Retry-After`; the agent backs off.

@@ -82,10 +82,31 @@ pub async fn post_enroll(
     req.validate()
         .map_err(|e| ApiError::UnprocessableEntity(format!("invalid enrollment: {e}")))?;
     let token = state.tokens.matching(&req.token, Utc::now())?;
-    let enrolled_at = state
+    let enrolled_at = match state
         .store
         .enroll(&req, token.id.clone(), token.single_use)
-        .await?;
+        .await
+    {
+        Err(crate::store::StoreError::Revoked(refusal)) => {
+            // Every refusal is answered; the log and the event log hear of each node's
+            // refusals at most once per `REFUSAL_EVENT_EVERY` so a retrying agent cannot flood them.
+            if state
+                .enroll_refusals
+                .first_in_window(req.node_id, refusal.code())
+            {
+                tracing::warn!(node_id = %req.node_id, reason = refusal.code(), "Enrollment refused: {refusal}");
+                if let Err(e) = state
+                    .store
+                    .record_enroll_refused(req.node_id, &refusal, &req.public_key)
+                    .await
+                {
+                    tracing::error!(node_id = %req.node_id, error = %e, "Cannot log the refused enrollment.");
+                }
+            }
+            return Err(ApiError::Forbidden(refusal.to_string()));
+        }
+        other => other?,
+    };
     tracing::info!(node_id = %req.node_id, token = %token.id, "Node enrolled.");
     Ok(Json(EnrollResponse {
         enrolled: true,
@@ -94,20 +115,101 @@ pub async fn post_enroll(
     }))
 }
 
-/// `POST /api/nodes/{id}/revoke`: unbind a node's key so it can enroll again with a new one.
+/// Body of `POST /api/nodes/{id}/revoke` and `/readmit` (optional).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LifecycleBody {
+    /// Readmit only: let the node come back with the key it was revoked with (default: a new
+    /// key only).
+    #[serde(default)]
+    pub allow_old_key: bool,
+    /// Why, for the event log.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// Longest `reason` of a revocation or re-admission.
+const REASON_MAX: usize = vaultmesh_proto::event::limits::TITLE;
+
+/// Reply to `POST /api/nodes/{id}/revoke` and `/readmit`: the event that was logged.
+#[derive(Debug, serde::Serialize)]
+pub struct LifecycleReply {
+    pub node_id: Uuid,
+    /// `revoked` or `readmitted`.
+    pub state: &'static str,
+    pub event: EventEnvelope,
+}
+
+/// What both lifecycle routes read: the node, the optional body (checked) and who asks — the
+/// signed-in identity, else `anonymous` (loopback without auth).
+fn lifecycle_request(
+    id: &str,
+    identity: Option<axum::Extension<crate::access::Identity>>,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<(Uuid, LifecycleBody, String), ApiError> {
+    let node_id = parse_node_id(id)?;
+    let b: LifecycleBody = if body.is_empty() {
+        LifecycleBody::default()
+    } else {
+        parse_json_as(headers, body, "request")?
+    };
+    if b.reason
+        .as_ref()
+        .is_some_and(|r| r.len() > REASON_MAX || r.chars().any(char::is_control))
+    {
+        return Err(ApiError::UnprocessableEntity(format!(
+            "reason must be at most {REASON_MAX} bytes on one line"
+        )));
+    }
+    let by = identity.map_or_else(|| "anonymous".into(), |axum::Extension(who)| who.0);
+    Ok((node_id, b, by))
+}
+
+/// `POST /api/nodes/{id}/revoke`: the node's key stops working at once, and neither the node
+/// nor its key may enroll again until an admin re-admits it.
 pub async fn revoke_node(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let node_id = parse_node_id(&id)?;
-    state.store.revoke(node_id).await.map_err(|e| match e {
-        crate::store::StoreError::Invalid(m) => ApiError::NotFound(m),
-        other => other.into(),
-    })?;
-    tracing::info!(%node_id, "Node revoked.");
-    Ok(Json(
-        serde_json::json!({"revoked": true, "node_id": node_id}),
-    ))
+    identity: Option<axum::Extension<crate::access::Identity>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<LifecycleReply>, ApiError> {
+    let (node_id, b, by) = lifecycle_request(&id, identity, &headers, body?)?;
+    if b.allow_old_key {
+        return Err(ApiError::UnprocessableEntity(
+            "allow_old_key belongs to readmit, not revoke".into(),
+        ));
+    }
+    let event = state.store.revoke(node_id, by.clone(), b.reason).await?;
+    tracing::warn!(%node_id, %by, "Node revoked.");
+    Ok(Json(LifecycleReply {
+        node_id,
+        state: "revoked",
+        event,
+    }))
+}
+
+/// `POST /api/nodes/{id}/readmit`: a revoked node may enroll again — with a new key, unless
+/// the body says `allow_old_key`.
+pub async fn readmit_node(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    identity: Option<axum::Extension<crate::access::Identity>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<LifecycleReply>, ApiError> {
+    let (node_id, b, by) = lifecycle_request(&id, identity, &headers, body?)?;
+    let event = state
+        .store
+        .readmit(node_id, by.clone(), b.reason, b.allow_old_key)
+        .await?;
+    tracing::warn!(%node_id, %by, allow_old_key = b.allow_old_key, "Node re-admitted.");
+    Ok(Json(LifecycleReply {
+        node_id,
+        state: "readmitted",
+        event,
+    }))
 }
 
 /// `POST /api/agent/scans` (signed by the node key): store a sovereign scan report.

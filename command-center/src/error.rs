@@ -119,6 +119,8 @@ impl From<crate::store::StoreError> for ApiError {
                 ApiError::Unavailable(e.to_string())
             }
             StoreError::Invalid(m) => ApiError::UnprocessableEntity(m),
+            StoreError::NotFound(m) => ApiError::NotFound(m),
+            StoreError::Revoked(r) => ApiError::Forbidden(r.to_string()),
             StoreError::Conflict(m) => ApiError::Conflict(m),
             StoreError::TokenSpent => ApiError::Unauthorized(e.to_string()),
         }

@@ -61,6 +61,8 @@ pub struct AppState {
     pub admin_token: Option<crate::access::AdminToken>,
     /// Per-node limit of agent requests.
     pub rate_limit: Arc<crate::agent_auth::RateLimit>,
+    /// Which nodes' refused enrollments were logged lately.
+    pub enroll_refusals: Arc<crate::agent_auth::Throttle>,
     /// Open `/events` streams per signed-in identity.
     pub sse_slots: Arc<crate::sse::StreamSlots>,
     /// What `/metrics` reports.
@@ -100,6 +102,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/ledger/root", get(api::ledger_root))
         .route("/api/ledger/proof/{scan_id}", get(api::ledger_proof))
         .route("/api/nodes/{id}/revoke", post(api::revoke_node))
+        .route("/api/nodes/{id}/readmit", post(api::readmit_node))
         .route("/api/nodes", get(api::list_nodes))
         .route("/api/nodes/{id}", get(api::get_node))
         .route("/api/events", get(api::list_events).post(api::post_event))
@@ -267,6 +270,9 @@ impl Server {
             access,
             admin_token: config.admin_token.clone().map(crate::access::AdminToken),
             sse_slots: crate::sse::StreamSlots::new(config.sse_per_identity),
+            enroll_refusals: Arc::new(crate::agent_auth::Throttle::new(
+                crate::agent_auth::REFUSAL_EVENT_EVERY,
+            )),
             rate_limit: Arc::new(crate::agent_auth::RateLimit::new(
                 config.agent_rate,
                 config.agent_burst,

@@ -3,9 +3,12 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
+use std::time::Duration;
 use uuid::Uuid;
 use vaultmesh_testkit::auth::TestNode;
-use vaultmesh_testkit::{CommandCenter, NodeAgent, Reply, TEST_TOKEN, heartbeat_json, text};
+use vaultmesh_testkit::{
+    CommandCenter, NodeAgent, Reply, TEST_TOKEN, heartbeat_json, text, wait_for,
+};
 
 const HB: &str = "/api/agent/heartbeat";
 
@@ -181,24 +184,112 @@ fn enrollment_tokens_keys_and_revocation() {
     assert_eq!(send(&cc, &a, &hb_for(&a, 1)).status, 200);
     assert_eq!(c.enroll_with(&cc.url, "one-shot-token-0123456789"), 401);
 
-    // Revocation: the old key stops working; the node may enroll a new key.
+    // Revocation: the old key stops working at once, and revocation sticks — neither the
+    // node (with any key) nor its key (as any node) may enroll until an admin re-admits it.
     let r = cc.unsigned_request("POST", &format!("/api/nodes/{}/revoke", a.id), None, "");
     assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["state"], "revoked");
     let r = send(&cc, &a, &hb_for(&a, 2));
     assert_eq!(r.status, 401);
     assert!(error_of(&r).contains("was revoked"), "{}", r.body);
+    let refused = a.enroll_reply(&cc.url, "fleet-token-0123456789");
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    assert!(
+        error_of(&refused).contains(&format!("node {} was revoked", a.id))
+            && error_of(&refused).contains("readmit"),
+        "{}",
+        refused.body
+    );
+    assert_eq!(
+        rekeyed.enroll_with(&cc.url, "fleet-token-0123456789"),
+        403,
+        "a new key for a revoked node before re-admission"
+    );
+    let thief = TestNode {
+        id: node(13).id,
+        key: a.key.clone(),
+    };
+    let r = thief.enroll_reply(&cc.url, "fleet-token-0123456789");
+    assert_eq!(r.status, 403, "a revoked key under another node id");
+    assert!(
+        error_of(&r).contains("this key was revoked with node"),
+        "{}",
+        r.body
+    );
+    cc.restart();
+    assert_eq!(
+        a.enroll_with(&cc.url, "fleet-token-0123456789"),
+        403,
+        "revocation survives a restart"
+    );
+
+    // Re-admission: the node may come back, with a new key only.
+    let r = cc.unsigned_request(
+        "POST",
+        &format!("/api/nodes/{}/readmit", a.id),
+        Some("application/json"),
+        r#"{"reason": "reinstalled"}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["state"], "readmitted");
+    let r = a.enroll_reply(&cc.url, "fleet-token-0123456789");
+    assert_eq!(r.status, 403, "the revoked key stays out: {}", r.body);
+    assert!(error_of(&r).contains("rekey"), "{}", r.body);
     assert_eq!(rekeyed.enroll_with(&cc.url, "fleet-token-0123456789"), 200);
     assert_eq!(send(&cc, &rekeyed, &hb_for(&a, 3)).status, 200);
-    assert_eq!(
-        cc.unsigned_request(
-            "POST",
-            &format!("/api/nodes/{}/revoke", node(99).id),
-            None,
-            ""
-        )
-        .status,
-        404
+    assert_eq!(send(&cc, &a, &hb_for(&a, 4)).status, 401, "old key");
+
+    // What the admin routes refuse.
+    let post = |path: String, body: &str| {
+        cc.unsigned_request("POST", &path, Some("application/json"), body.to_string())
+    };
+    let r = post(format!("/api/nodes/{}/revoke", node(99).id), "");
+    assert_eq!(r.status, 404, "{}", r.body);
+    let r = post(format!("/api/nodes/{}/readmit", node(99).id), "");
+    assert_eq!(r.status, 404, "{}", r.body);
+    let r = post(format!("/api/nodes/{}/readmit", b.id), "");
+    assert_eq!(r.status, 409, "not revoked: {}", r.body);
+    assert!(error_of(&r).contains("is not revoked"), "{}", r.body);
+    let r = post(format!("/api/nodes/{}/revoke", b.id), r#"{"resaon": "x"}"#);
+    assert_eq!(r.status, 422, "a typo in the body: {}", r.body);
+    assert!(
+        error_of(&r).contains("unknown field `resaon`"),
+        "{}",
+        r.body
     );
+    assert_eq!(post(format!("/api/nodes/{}/revoke", b.id), "").status, 200);
+    let r = post(format!("/api/nodes/{}/revoke", b.id), "");
+    assert_eq!(r.status, 409, "already revoked: {}", r.body);
+
+    // Each revocation, re-admission and refusal is an event; refusals once per node and reason.
+    let events =
+        cc.get_json("/api/events?kind=node_revoked,node_readmitted,enroll_refused&order=oldest");
+    let seen: Vec<(String, String)> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["kind"].as_str().unwrap().to_string(),
+                e["body"]["code"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    let want = [
+        ("node_revoked", ""),
+        ("enroll_refused", "node_revoked"),
+        ("enroll_refused", "key_revoked"),
+        // The restart: the throttle is per process.
+        ("enroll_refused", "node_revoked"),
+        ("node_readmitted", ""),
+        ("enroll_refused", "key_revoked"),
+        ("node_revoked", ""),
+    ];
+    let want: Vec<(String, String)> = want
+        .iter()
+        .map(|(k, c)| (k.to_string(), c.to_string()))
+        .collect();
+    assert_eq!(seen, want, "{events:#}");
 }
 
 #[test]
@@ -243,23 +334,145 @@ fn the_real_agent_enrolls_itself_once_and_needs_a_token_to_start() {
 
 #[test]
 fn a_registry_wiped_by_an_admin_is_healed_by_the_agent_re_enrolling() {
-    let cc = CommandCenter::start();
+    let port = vaultmesh_testkit::free_port().to_string();
+    let listen = format!("127.0.0.1:{port}");
+    let mut cc = CommandCenter::start_with(&["--listen", &listen]);
     let agent = NodeAgent::new(&cc.url);
     assert!(agent.run(&["run", "--once"]).status.success());
     let id = std::fs::read_to_string(agent.state_dir().join("node_id"))
         .unwrap()
         .trim()
         .to_string();
-    // The admin revokes the node; the agent (same key, token configured) enrolls again.
-    assert_eq!(
-        cc.unsigned_request("POST", &format!("/api/nodes/{id}/revoke"), None, "")
-            .status,
-        200
-    );
+    // The admin loses the registry (not a revocation): the agent, with its token, enrolls again.
+    cc.kill9();
+    std::fs::remove_file(cc.log_dir().join("nodes.jsonl")).unwrap();
+    cc.restart();
     let out = agent.run(&["run", "--once"]);
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(
         cc.get_json(&format!("/api/nodes/{id}"))["summary"]["heartbeats"],
         2
     );
+}
+
+/// Issue 20 item 1: with the fleet's multi-use token (as DEPLOY.md sets it up), a revoked node
+/// used to re-enroll its same key within a second. Now it stays out until re-admitted, comes
+/// back only with a new key (`rekey`) — or by itself once the admin allows its old key.
+#[test]
+fn a_revoked_agent_stays_out_until_readmitted_and_rekeyed() {
+    let cc = CommandCenter::start();
+    let agent = NodeAgent::new(&cc.url).env("VAULTMESH_INTERVAL", "1s");
+    let id = {
+        let _daemon = agent.spawn(&["run"]);
+        let id = wait_for(Duration::from_secs(20), || {
+            std::fs::read_to_string(agent.state_dir().join("node_id")).ok()
+        })
+        .unwrap();
+        let id = id.trim().to_string();
+        heartbeats_reach(&cc, &id, 1);
+        id
+    };
+    let heartbeats = |cc: &CommandCenter| {
+        cc.get_json(&format!("/api/nodes/{id}"))["summary"]["heartbeats"]
+            .as_u64()
+            .unwrap()
+    };
+    let mut daemon = agent.spawn(&["run"]);
+    let before = heartbeats(&cc);
+    heartbeats_reach(&cc, &id, before + 1);
+
+    let r = cc.unsigned_request(
+        "POST",
+        &format!("/api/nodes/{id}/revoke"),
+        Some("application/json"),
+        r#"{"reason": "lost laptop"}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    // The agent tries every second; not one heartbeat gets in, and the key is not re-bound.
+    let at_revoke = heartbeats(&cc);
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(heartbeats(&cc), at_revoke, "a revoked node came back");
+    let enrolls = |cc: &CommandCenter| {
+        std::fs::read_to_string(cc.log_dir().join("nodes.jsonl"))
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains(r#""kind":"enroll""#))
+            .count()
+    };
+    assert_eq!(enrolls(&cc), 1);
+
+    // Re-admitted, the old key is still refused...
+    let r = cc.unsigned_request("POST", &format!("/api/nodes/{id}/readmit"), None, "");
+    assert_eq!(r.status, 200, "{}", r.body);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(heartbeats(&cc), at_revoke, "the revoked key came back");
+    // ...until the node's owner gives it a new key.
+    drop(daemon);
+    let out = agent.run(&["rekey"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("new key"), "{}", text(&out));
+    daemon = agent.spawn(&["run"]);
+    heartbeats_reach(&cc, &id, at_revoke + 1);
+    assert_eq!(enrolls(&cc), 2, "enrolled once more, with the new key");
+
+    // Revoked by mistake: the admin lets the old key back, and the node returns by itself.
+    assert_eq!(
+        cc.unsigned_request("POST", &format!("/api/nodes/{id}/revoke"), None, "")
+            .status,
+        200
+    );
+    let at_second = heartbeats(&cc);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(heartbeats(&cc), at_second);
+    let r = cc.unsigned_request(
+        "POST",
+        &format!("/api/nodes/{id}/readmit"),
+        Some("application/json"),
+        r#"{"allow_old_key": true}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["event"]["body"]["allow_old_key"], true);
+    heartbeats_reach(&cc, &id, at_second + 1);
+    drop(daemon);
+
+    // The audit trail: who did what, and the refusals (the agent tried every second: they
+    // are logged once per reason, not once per try).
+    let events = cc.get_json(&format!(
+        "/api/events?node_id={id}&kind=node_revoked,node_readmitted,enroll_refused&order=oldest"
+    ));
+    let kinds: Vec<&str> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "node_revoked",
+            "enroll_refused",
+            "node_readmitted",
+            "enroll_refused",
+            "node_revoked",
+            "node_readmitted"
+        ],
+        "{events:#}"
+    );
+    assert_eq!(events[0]["body"]["reason"], "lost laptop");
+    assert_eq!(events[0]["author"], "anonymous");
+    assert_eq!(events[1]["body"]["code"], "node_revoked");
+    assert_eq!(events[1]["body"]["severity"], "high");
+    assert_eq!(events[3]["body"]["code"], "key_revoked");
+}
+
+/// Waits until node `id` has sent at least `n` heartbeats.
+fn heartbeats_reach(cc: &CommandCenter, id: &str, n: u64) {
+    let got = wait_for(Duration::from_secs(20), || {
+        let r = cc.get(&format!("/api/nodes/{id}"));
+        let have = (r.status == 200)
+            .then(|| r.json()["summary"]["heartbeats"].as_u64())
+            .flatten()?;
+        (have >= n).then_some(have)
+    });
+    assert!(got.is_some(), "node {id} did not reach {n} heartbeats");
 }

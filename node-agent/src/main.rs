@@ -52,6 +52,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Replace the node key with a new one (for a node the Command Center re-admitted after a
+    /// revocation). Stop the agent first; the next run enrolls the new key.
+    #[command(
+        after_help = "Example:\n  systemctl stop vaultmesh-node-agent && vaultmesh-node-agent rekey && systemctl start vaultmesh-node-agent"
+    )]
+    Rekey,
     /// Print the shell completion script (packages install it; or `source <(... completions bash)`).
     Completions {
         #[arg(value_enum)]
@@ -201,6 +207,17 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
                     );
                 }
             }
+            Ok(())
+        }
+        Command::Rekey => {
+            let (old, new, archived) = vaultmesh_agent_core::identity::rekey(&config.state_dir)
+                .map_err(|e| Failure::Runtime(e.to_string()))?;
+            println!("old key {old} kept as {}", archived.display());
+            println!("new key {new}");
+            println!(
+                "key id {}: start the agent to enroll it (the Command Center must have re-admitted this node)",
+                vaultmesh_proto::command::key_id(&new)
+            );
             Ok(())
         }
         Command::Config(ConfigCommand::Check) => {

@@ -15,7 +15,71 @@ use crate::severity::Severity;
 pub const OPERATOR_KINDS: [&str; 6] = ["note", "incident", "ack", "tag", "resolve", "silence"];
 
 /// Kinds the Command Center itself writes to the event log (never accepted from a client).
-pub const SYSTEM_KINDS: [&str; 1] = ["attention"];
+pub const SYSTEM_KINDS: [&str; 5] = [
+    kinds::ATTENTION,
+    kinds::NODE_REVOKED,
+    kinds::NODE_READMITTED,
+    kinds::ENROLL_REFUSED,
+    kinds::RECEIPT_CONFLICT,
+];
+
+/// The `author` of events the Command Center writes on its own account.
+pub const SYSTEM_AUTHOR: &str = "command-center";
+
+/// Names of the system event kinds.
+pub mod kinds {
+    /// A node's attention level or reasons changed.
+    pub const ATTENTION: &str = "attention";
+    /// An admin revoked a node ([`super::NodeLifecycleBody`]).
+    pub const NODE_REVOKED: &str = "node_revoked";
+    /// An admin re-admitted a revoked node ([`super::NodeLifecycleBody`]).
+    pub const NODE_READMITTED: &str = "node_readmitted";
+    /// A revocation refused an enrollment ([`super::EnrollRefusedBody`]).
+    pub const ENROLL_REFUSED: &str = "enroll_refused";
+    /// A node sent a second, different receipt for a command that has one
+    /// ([`super::ReceiptConflictBody`]).
+    pub const RECEIPT_CONFLICT: &str = "receipt_conflict";
+}
+
+/// Body of `node_revoked` and `node_readmitted` events (the author is the admin).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeLifecycleBody {
+    /// [`crate::command::key_id`] of the key the node was bound to.
+    pub key_id: String,
+    /// The admin's reason, if given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// `node_readmitted`: whether the node may come back with its old key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_old_key: Option<bool>,
+    /// For `logs view --min-severity`: `medium`.
+    pub severity: Severity,
+}
+
+/// Body of `enroll_refused` events.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrollRefusedBody {
+    /// `node_revoked` or `key_revoked`.
+    pub code: String,
+    /// The sentence the enrolling agent was sent.
+    pub reason: String,
+    /// [`crate::command::key_id`] of the key that tried to enroll.
+    pub key_id: String,
+    /// For `logs view --min-severity`: `high`.
+    pub severity: Severity,
+}
+
+/// Body of `receipt_conflict` events.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceiptConflictBody {
+    pub command_id: Uuid,
+    /// SHA-256 (hex) of the receipt kept (the first one).
+    pub kept_sha256: String,
+    /// SHA-256 (hex) of the receipt refused.
+    pub refused_sha256: String,
+    /// For `logs view --min-severity`: `high`.
+    pub severity: Severity,
+}
 
 /// Limits on what a posted event may carry.
 pub mod limits {

@@ -76,6 +76,11 @@ impl TestNode {
 
     /// Sends an enrollment with `token`; returns the status.
     pub fn enroll_with(&self, base: &str, token: &str) -> u16 {
+        self.enroll_reply(base, token).status
+    }
+
+    /// Sends an enrollment with `token`; returns the reply.
+    pub fn enroll_reply(&self, base: &str, token: &str) -> crate::Reply {
         let req = EnrollRequest {
             node_id: self.id,
             public_key: self.key.public_base64(),
@@ -85,15 +90,23 @@ impl TestNode {
             nonce: Some(Uuid::new_v4().simple().to_string()),
         };
         let body = serde_json::to_vec(&req).unwrap_or_default();
-        self.signed(
-            base,
-            "POST",
-            "/api/agent/enroll",
-            Some("application/json"),
-            body,
-        )
-        .send()
-        .map_or(0, |r| r.status().as_u16())
+        match self
+            .signed(
+                base,
+                "POST",
+                "/api/agent/enroll",
+                Some("application/json"),
+                body,
+            )
+            .send()
+        {
+            Ok(r) => crate::Reply::from(r),
+            Err(e) => crate::Reply {
+                status: 0,
+                content_type: String::new(),
+                body: e.to_string(),
+            },
+        }
     }
 
     /// A request signed by this node now.

@@ -41,13 +41,15 @@ impl LogsError {
     }
 }
 
+use crate::store::change::kinds;
+
 /// The log that holds records of `kind`.
 pub fn log_of(kind: &str) -> LogName {
     match kind {
         "heartbeat" => LogName::Heartbeats,
         "scan" => LogName::Scans,
-        "command" | "receipt" => LogName::Commands,
-        "enroll" | "revoke" => LogName::Nodes,
+        kinds::COMMAND | kinds::DELIVERED | kinds::RECEIPT => LogName::Commands,
+        k if kinds::NODES.contains(&k) => LogName::Nodes,
         _ => LogName::Events,
     }
 }

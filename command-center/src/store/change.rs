@@ -24,6 +24,9 @@ pub mod kinds {
     pub const RECEIPT: &str = "receipt";
     pub const ENROLL: &str = "enroll";
     pub const REVOKE: &str = "revoke";
+    pub const READMIT: &str = "readmit";
+    /// Every kind of `nodes.jsonl`.
+    pub const NODES: [&str; 3] = [ENROLL, REVOKE, READMIT];
 }
 
 /// One record, typed.
@@ -35,7 +38,7 @@ pub enum Change {
     },
     /// An operator's or the Command Center's event, already sealed.
     Event(EventEnvelope),
-    /// An enrollment or revocation (`kind` is [`kinds::ENROLL`] or [`kinds::REVOKE`]).
+    /// An enrollment, revocation or re-admission (`kind` is one of [`kinds::NODES`]).
     Node {
         kind: String,
         node_id: Uuid,
@@ -159,12 +162,12 @@ impl Change {
                 Ok(Change::Event(l.record))
             }
             LogName::Nodes => {
-                let l = parse::<NodeRecord>(line, "an enroll or revoke record")?;
+                let l = parse::<NodeRecord>(line, "an enroll, revoke or readmit record")?;
                 let node_id = l
                     .node_id
-                    .ok_or("an enroll or revoke record without a node id")?;
-                if l.kind != kinds::ENROLL && l.kind != kinds::REVOKE {
-                    return Err("not an enroll or revoke record".into());
+                    .ok_or("an enroll, revoke or readmit record without a node id")?;
+                if !kinds::NODES.contains(&l.kind.as_str()) {
+                    return Err("not an enroll, revoke or readmit record".into());
                 }
                 Ok(Change::Node {
                     kind: l.kind,

@@ -21,8 +21,12 @@ use super::change::{Change, kinds};
 use super::commands::{CommandStatus, CommandView, ReceiptRecord};
 use super::events::{EventQuery, Silence};
 use super::memory::Memory;
-use super::registry::{Binding, EnrollCheck, NodeRecord};
+use super::registry::{Binding, EnrollCheck, NodeRecord, ReadmitRefusal, Refusal};
 use super::{CommandBuilder, NodeSnapshot, Store, StoreError};
+use vaultmesh_proto::Severity;
+use vaultmesh_proto::event::{
+    EnrollRefusedBody, NodeLifecycleBody, SYSTEM_AUTHOR, kinds as event_kinds,
+};
 
 /// Which writes exclude each other (the JSONL backend keeps one lock per gate; PostgreSQL one
 /// lock for all).
@@ -103,6 +107,28 @@ impl<B: Backend> LoggedStore<B> {
             .await?;
         let t = answer.lock().unwrap_or_else(|p| p.into_inner()).take();
         t.ok_or_else(|| StoreError::Unavailable("the write's check did not run".into()))
+    }
+
+    /// Logs a node lifecycle event (`node_revoked`, ...) with a typed body.
+    async fn lifecycle_event(
+        &self,
+        kind: &'static str,
+        node_id: Uuid,
+        author: String,
+        body: &impl serde::Serialize,
+    ) -> Result<EventEnvelope, StoreError> {
+        let body = serde_json::to_value(body)
+            .map_err(|e| StoreError::Unavailable(format!("cannot encode a {kind} event: {e}")))?;
+        self.event(move |_| {
+            Ok(envelope(
+                kind.into(),
+                Some(node_id),
+                author,
+                body,
+                Vec::new(),
+            ))
+        })
+        .await
     }
 
     /// Stamps and seals an event and logs it after `check` accepts it.
@@ -218,6 +244,7 @@ impl<B: Backend> Store for LoggedStore<B> {
                         req.node_id, req.node_id
                     )));
                 }
+                EnrollCheck::Refused(r) => return Err(StoreError::Revoked(r)),
                 EnrollCheck::New if single_use && reg.token_spent(&token_id) => {
                     return Err(StoreError::TokenSpent);
                 }
@@ -230,6 +257,7 @@ impl<B: Backend> Store for LoggedStore<B> {
                 os_profile: Some(req.os_profile),
                 token_id: Some(token_id),
                 single_use,
+                ..NodeRecord::default()
             };
             let change = Change::Node {
                 kind: kinds::ENROLL.into(),
@@ -242,28 +270,105 @@ impl<B: Backend> Store for LoggedStore<B> {
         .await
     }
 
-    async fn revoke(&self, node_id: Uuid) -> Result<(), StoreError> {
-        self.checked(Gate::Nodes, move |m| {
-            if m.binding(node_id).is_none() {
-                return Err(StoreError::Invalid(format!(
-                    "node {node_id} is not enrolled"
-                )));
-            }
-            let record = NodeRecord {
-                public_key: None,
-                hostname: None,
-                os_profile: None,
-                token_id: None,
-                single_use: false,
-            };
-            let change = Change::Node {
-                kind: kinds::REVOKE.into(),
-                node_id,
-                ts: Utc::now(),
-                record,
-            };
-            Ok((vec![change], ()))
-        })
+    async fn revoke(
+        &self,
+        node_id: Uuid,
+        by: String,
+        reason: Option<String>,
+    ) -> Result<EventEnvelope, StoreError> {
+        let record = NodeRecord::admin(by.clone(), reason.clone(), false);
+        let key = self
+            .checked(Gate::Nodes, move |m| {
+                let b = m.binding(node_id).ok_or_else(|| {
+                    StoreError::NotFound(format!("node {node_id} is not enrolled"))
+                })?;
+                if let Some(rev) = &b.revoked {
+                    return Err(StoreError::Conflict(format!(
+                        "node {node_id} was already revoked at {} by {}",
+                        rev.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                        rev.by
+                    )));
+                }
+                let change = Change::Node {
+                    kind: kinds::REVOKE.into(),
+                    node_id,
+                    ts: Utc::now(),
+                    record,
+                };
+                Ok((vec![change], b.public_key))
+            })
+            .await?;
+        let body = NodeLifecycleBody {
+            key_id: vaultmesh_proto::command::key_id(&key),
+            reason,
+            allow_old_key: None,
+            severity: Severity::Medium,
+        };
+        self.lifecycle_event(event_kinds::NODE_REVOKED, node_id, by, &body)
+            .await
+    }
+
+    async fn readmit(
+        &self,
+        node_id: Uuid,
+        by: String,
+        reason: Option<String>,
+        allow_old_key: bool,
+    ) -> Result<EventEnvelope, StoreError> {
+        let record = NodeRecord::admin(by.clone(), reason.clone(), allow_old_key);
+        let key = self
+            .checked(Gate::Nodes, move |m| {
+                let b = m.binding(node_id);
+                match m.registry().check_readmit(&node_id) {
+                    Err(ReadmitRefusal::Unknown) => {
+                        return Err(StoreError::NotFound(format!(
+                            "node {node_id} is not enrolled"
+                        )));
+                    }
+                    Err(ReadmitRefusal::NotRevoked) => {
+                        return Err(StoreError::Conflict(format!(
+                            "node {node_id} is not revoked; only a revoked node can be re-admitted"
+                        )));
+                    }
+                    Ok(()) => {}
+                }
+                let change = Change::Node {
+                    kind: kinds::READMIT.into(),
+                    node_id,
+                    ts: Utc::now(),
+                    record,
+                };
+                Ok((vec![change], b.map(|b| b.public_key).unwrap_or_default()))
+            })
+            .await?;
+        let body = NodeLifecycleBody {
+            key_id: vaultmesh_proto::command::key_id(&key),
+            reason,
+            allow_old_key: Some(allow_old_key),
+            severity: Severity::Medium,
+        };
+        self.lifecycle_event(event_kinds::NODE_READMITTED, node_id, by, &body)
+            .await
+    }
+
+    async fn record_enroll_refused(
+        &self,
+        node_id: Uuid,
+        refusal: &Refusal,
+        public_key: &str,
+    ) -> Result<EventEnvelope, StoreError> {
+        let body = EnrollRefusedBody {
+            code: refusal.code().into(),
+            reason: refusal.to_string(),
+            key_id: vaultmesh_proto::command::key_id(public_key),
+            severity: Severity::High,
+        };
+        self.lifecycle_event(
+            event_kinds::ENROLL_REFUSED,
+            node_id,
+            SYSTEM_AUTHOR.into(),
+            &body,
+        )
         .await
     }
 
@@ -401,7 +506,7 @@ impl<B: Backend> Store for LoggedStore<B> {
         refs: Vec<Uuid>,
     ) -> Result<EventEnvelope, StoreError> {
         let kind = kind.to_string();
-        self.event(move |_| Ok(envelope(kind, node_id, "command-center".into(), body, refs)))
+        self.event(move |_| Ok(envelope(kind, node_id, SYSTEM_AUTHOR.into(), body, refs)))
             .await
     }
 

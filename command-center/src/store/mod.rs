@@ -80,12 +80,18 @@ pub enum StoreError {
     /// The record is well-formed but refers to something that does not exist.
     #[error("{0}")]
     Invalid(String),
+    /// What the request names (a node) does not exist.
+    #[error("{0}")]
+    NotFound(String),
     /// The record conflicts with the current state (e.g. resolving a resolved incident).
     #[error("{0}")]
     Conflict(String),
     /// A single-use enrollment token that was already used.
     #[error("this enrollment token was single-use and has been used")]
     TokenSpent,
+    /// An enrollment a revocation forbids.
+    #[error("{0}")]
+    Revoked(registry::Refusal),
 }
 
 /// Everything handlers need from storage.
@@ -134,7 +140,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn binding(&self, node_id: Uuid) -> Option<registry::Binding>;
 
     /// Binds `req.node_id` to `req.public_key` durably. Idempotent for the same key;
-    /// `Conflict` for another key unless revoked; `TokenSpent` for a used single-use token.
+    /// `Conflict` for another key unless revoked; `TokenSpent` for a used single-use token;
+    /// `Revoked` for a revoked node not re-admitted, or a revoked key.
     async fn enroll(
         &self,
         req: &EnrollRequest,
@@ -142,8 +149,33 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         single_use: bool,
     ) -> Result<DateTime<Utc>, StoreError>;
 
-    /// Revokes a node's binding, so it can re-enroll with a new key. `Invalid` if unknown.
-    async fn revoke(&self, node_id: Uuid) -> Result<(), StoreError>;
+    /// Revokes a node's binding: its key stops working at once, and neither the node nor the
+    /// key may enroll again until an admin re-admits the node. Logs a `node_revoked` event.
+    /// `NotFound` if unknown, `Conflict` if already revoked.
+    async fn revoke(
+        &self,
+        node_id: Uuid,
+        by: String,
+        reason: Option<String>,
+    ) -> Result<EventEnvelope, StoreError>;
+
+    /// Re-admits a revoked node: it may enroll again, with a new key unless `allow_old_key`.
+    /// Logs a `node_readmitted` event. `NotFound` if unknown, `Conflict` if not revoked.
+    async fn readmit(
+        &self,
+        node_id: Uuid,
+        by: String,
+        reason: Option<String>,
+        allow_old_key: bool,
+    ) -> Result<EventEnvelope, StoreError>;
+
+    /// Logs an `enroll_refused` event: an enrollment a revocation refused.
+    async fn record_enroll_refused(
+        &self,
+        node_id: Uuid,
+        refusal: &registry::Refusal,
+        public_key: &str,
+    ) -> Result<EventEnvelope, StoreError>;
 
     /// Allocates the node's next `seq`, lets `build` make and sign the command with it, logs it
     /// durably and queues it for the node's long-poll.

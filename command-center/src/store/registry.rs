@@ -1,5 +1,10 @@
-//! The node registry: which key each node id is bound to, which nodes were revoked, and which
-//! single-use enrollment tokens have been spent. Rebuilt from `nodes.jsonl`.
+//! The node registry: which key each node id is bound to, which nodes and keys were revoked,
+//! which revoked nodes an admin re-admitted, and which single-use enrollment tokens have been
+//! spent. Rebuilt from `nodes.jsonl`.
+//!
+//! Revocation sticks: a revoked node id is refused at enrollment until an admin re-admits it,
+//! and a revoked key is refused for every node id — after re-admission too, unless the admin
+//! allowed that node its old key (see `docs/SECURITY.md`).
 //!
 //! Tokens are never stored: a token is known by the first 16 hex digits of its SHA-256.
 
@@ -10,8 +15,8 @@ use ed25519_dalek::VerifyingKey;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-/// A line of `nodes.jsonl`: `kind` is `enroll` or `revoke`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A line of `nodes.jsonl`: `kind` is `enroll`, `revoke` or `readmit`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeRecord {
     /// Base64 public key (enroll).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -26,6 +31,27 @@ pub struct NodeRecord {
     /// Whether that token was single-use (so replay knows it is spent).
     #[serde(default)]
     pub single_use: bool,
+    /// Who revoked or re-admitted the node (revoke, readmit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+    /// Why, in the admin's words (revoke, readmit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// readmit: the node may enroll again with the key it was revoked with.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_old_key: bool,
+}
+
+impl NodeRecord {
+    /// A `revoke` or `readmit` record.
+    pub fn admin(by: String, reason: Option<String>, allow_old_key: bool) -> NodeRecord {
+        NodeRecord {
+            by: Some(by),
+            reason,
+            allow_old_key,
+            ..NodeRecord::default()
+        }
+    }
 }
 
 /// A node's binding.
@@ -34,24 +60,101 @@ pub struct Binding {
     pub key: VerifyingKey,
     pub public_key: String,
     pub enrolled_at: DateTime<Utc>,
-    pub revoked_at: Option<DateTime<Utc>>,
+    /// When and by whom it was revoked; stays set until the node enrolls again after an
+    /// admin re-admits it.
+    pub revoked: Option<Revocation>,
+    /// Set once an admin re-admits the revoked node: it may enroll again.
+    pub readmitted: Option<Readmission>,
+}
+
+/// A revocation, as `nodes.jsonl` recorded it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revocation {
+    pub at: DateTime<Utc>,
+    pub by: String,
+}
+
+/// A re-admission of a revoked node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Readmission {
+    pub at: DateTime<Utc>,
+    pub by: String,
+    /// The node may come back with the key it was revoked with.
+    pub allow_old_key: bool,
 }
 
 #[derive(Debug, Default)]
 pub struct Registry {
     nodes: HashMap<Uuid, Binding>,
     spent_tokens: HashSet<String>,
+    /// Every key revoked so far, and the node it was revoked with.
+    revoked_keys: HashMap<String, (Uuid, DateTime<Utc>)>,
 }
 
 /// What enrolling would do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EnrollCheck {
-    /// New node, or a revoked one re-enrolling: write an `enroll` record.
+    /// A new node, or a re-admitted one with an acceptable key: write an `enroll` record.
     New,
     /// Already bound to this key: nothing to write.
     AlreadyEnrolled(DateTime<Utc>),
     /// Bound to another key and not revoked.
     Conflict,
+    /// Refused because of a revocation; the reason names it.
+    Refused(Refusal),
+}
+
+/// Why a revocation refuses an enrollment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// The node is revoked and no admin has re-admitted it.
+    NodeRevoked {
+        node_id: Uuid,
+        at: DateTime<Utc>,
+        by: String,
+    },
+    /// The key was revoked (with this node or another) and may not come back.
+    KeyRevoked { with_node: Uuid, at: DateTime<Utc> },
+}
+
+impl Refusal {
+    /// A short label for logs, metrics and events: `node_revoked` or `key_revoked`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Refusal::NodeRevoked { .. } => "node_revoked",
+            Refusal::KeyRevoked { .. } => "key_revoked",
+        }
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::NodeRevoked { node_id, at, by } => write!(
+                f,
+                "node {node_id} was revoked at {} by {by}; an admin must re-admit it \
+                 (POST /api/nodes/{node_id}/readmit, or `vaultmesh-command-center node readmit`) \
+                 before it can enroll again",
+                at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ),
+            Refusal::KeyRevoked { with_node, at } => write!(
+                f,
+                "this key was revoked with node {with_node} at {} and is never accepted again; \
+                 give the node a new key (`vaultmesh-node-agent rekey`), or re-admit the node \
+                 with allow_old_key",
+                at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ),
+        }
+    }
+}
+
+/// Why a node cannot be re-admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadmitRefusal {
+    /// No such node.
+    Unknown,
+    /// The node is not revoked.
+    NotRevoked,
 }
 
 impl Registry {
@@ -64,11 +167,41 @@ impl Registry {
     }
 
     pub fn check_enroll(&self, node_id: &Uuid, public_key: &str) -> EnrollCheck {
-        match self.nodes.get(node_id) {
+        let binding = self.nodes.get(node_id);
+        if let Some(b) = binding
+            && let Some(rev) = &b.revoked
+        {
+            let Some(readmit) = &b.readmitted else {
+                return EnrollCheck::Refused(Refusal::NodeRevoked {
+                    node_id: *node_id,
+                    at: rev.at,
+                    by: rev.by.clone(),
+                });
+            };
+            if readmit.allow_old_key && b.public_key == public_key {
+                return EnrollCheck::New;
+            }
+        }
+        if let Some((with_node, at)) = self.revoked_keys.get(public_key) {
+            return EnrollCheck::Refused(Refusal::KeyRevoked {
+                with_node: *with_node,
+                at: *at,
+            });
+        }
+        match binding {
             None => EnrollCheck::New,
-            Some(b) if b.revoked_at.is_some() => EnrollCheck::New,
+            Some(b) if b.revoked.is_some() => EnrollCheck::New,
             Some(b) if b.public_key == public_key => EnrollCheck::AlreadyEnrolled(b.enrolled_at),
             Some(_) => EnrollCheck::Conflict,
+        }
+    }
+
+    /// Whether `node_id` can be re-admitted: `Err` says why not.
+    pub fn check_readmit(&self, node_id: &Uuid) -> Result<(), ReadmitRefusal> {
+        match self.nodes.get(node_id) {
+            None => Err(ReadmitRefusal::Unknown),
+            Some(b) if b.revoked.is_none() => Err(ReadmitRefusal::NotRevoked),
+            Some(_) => Ok(()),
         }
     }
 
@@ -87,23 +220,45 @@ impl Registry {
                 {
                     self.spent_tokens.insert(t.clone());
                 }
+                // An enrollment the Command Center accepted is the key's amnesty: logs from
+                // before revocation stuck re-enrolled revoked keys, and the admin's
+                // allow_old_key does too.
+                self.revoked_keys.remove(pk);
                 self.nodes.insert(
                     node_id,
                     Binding {
                         key,
                         public_key: pk.clone(),
                         enrolled_at: ts,
-                        revoked_at: None,
+                        revoked: None,
+                        readmitted: None,
                     },
                 );
                 true
             }
             "revoke" => match self.nodes.get_mut(&node_id) {
                 Some(b) => {
-                    b.revoked_at = Some(ts);
+                    b.revoked = Some(Revocation {
+                        at: ts,
+                        by: r.by.clone().unwrap_or_else(|| "unknown".into()),
+                    });
+                    b.readmitted = None;
+                    self.revoked_keys
+                        .insert(b.public_key.clone(), (node_id, ts));
                     true
                 }
                 None => false,
+            },
+            "readmit" => match self.nodes.get_mut(&node_id) {
+                Some(b) if b.revoked.is_some() => {
+                    b.readmitted = Some(Readmission {
+                        at: ts,
+                        by: r.by.clone().unwrap_or_else(|| "unknown".into()),
+                        allow_old_key: r.allow_old_key,
+                    });
+                    true
+                }
+                _ => false,
             },
             _ => false,
         }
