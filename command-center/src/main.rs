@@ -887,6 +887,7 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
     config.prepare().map_err(|e| (2, e))?;
     let server = Server::bind(&config).await.map_err(|e| match e {
         ServeError::Config(m) => (2, m),
+        ServeError::Locked(e) => (2, e.to_string()),
         other => (1, other.to_string()),
     })?;
     let replay = server.replay_report();

@@ -164,6 +164,9 @@ pub enum ServeError {
     /// A bad token, signing key or policy file: the operator must fix the configuration.
     #[error("{0}")]
     Config(String),
+    /// Another process writes this log directory.
+    #[error("{0}")]
+    Locked(#[from] crate::store::dirlock::LockError),
 }
 
 /// A bound, not yet running, Command Center.
@@ -175,6 +178,8 @@ pub struct Server {
     replay: ReplayReport,
     scan_tick: Duration,
     ledger_interval: Duration,
+    /// Held until the server stops: one writer per log directory.
+    lock: crate::store::dirlock::DirLock,
 }
 
 impl Server {
@@ -199,6 +204,7 @@ impl Server {
             .map(crate::notify::load)
             .transpose()
             .map_err(ServeError::Config)?;
+        let lock = crate::store::dirlock::DirLock::acquire(&config.log_dir)?;
         let metrics = Arc::new(crate::metrics::Metrics::new());
         let mut opts = config.store_options();
         opts.metrics = Some(Arc::clone(&metrics));
@@ -294,6 +300,7 @@ impl Server {
             replay,
             scan_tick: config.scan_tick,
             ledger_interval: config.ledger_interval,
+            lock,
         })
     }
 
@@ -316,6 +323,7 @@ impl Server {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
+        let _lock = self.lock;
         let streams = self.state.shutdown.clone();
         // Notifications first: subscribed before the attention engine logs its first change.
         if let Some(n) = &self.state.notify {

@@ -225,3 +225,90 @@ fn the_heartbeat_log_rotates_by_size_keeps_every_record_and_expires_old_segments
     );
     assert_eq!(logged(&cc).len(), 40);
 }
+
+/// Issue 20 item 2: a second Command Center on the same log directory used to start, and the
+/// two states split. Every writer now takes the directory's lock; a second one exits 2 with one
+/// line naming the lock file and the holder's pid, and read-only tools keep working alongside.
+#[test]
+fn one_writer_per_log_directory_and_readers_alongside() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (key, _) = vaultmesh_testkit::keygen(tmp.path());
+    let mut cc = CommandCenter::start_with(&["--signing-key", &key, "--ledger-interval", "100ms"]);
+    let n = TestNode::new(uuid::Uuid::parse_str(&node(1)).unwrap());
+    assert_eq!(
+        cc.post_json("/api/agent/heartbeat", &heartbeat_json(&node(1), "h", 1))
+            .status,
+        200
+    );
+    let scan_id = uuid::Uuid::from_u128(7).to_string();
+    let scan = serde_json::json!({
+        "scan_id": scan_id, "node_id": node(1), "profile": "ArchVault",
+        "started_at": "2026-11-29T10:00:00Z", "finished_at": "2026-11-29T10:00:01Z",
+        "findings": [], "counts": {}, "fingerprint": {}, "rules": ["sysctl"],
+    });
+    assert_eq!(cc.post_json("/api/agent/scans", &scan).status, 200);
+    vaultmesh_testkit::wait_for(Duration::from_secs(10), || {
+        (cc.get_json("/api/ledger/root")["size"] == 1).then_some(())
+    })
+    .expect("a checkpoint");
+    let dir = cc.log_dir().display().to_string();
+    let lock_line = |out: &std::process::Output| {
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(2), "{}", text(out));
+        assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+        assert!(
+            stderr.contains(&format!("{dir}/vaultmesh.lock is held by pid {}", cc.pid())),
+            "names the lock file and the holder: {stderr}"
+        );
+    };
+    for writer in [
+        vec!["serve", "--listen", "127.0.0.1:0", "--log-dir", &dir],
+        vec!["ledger", "build", "--log-dir", &dir, "--signing-key", &key],
+        vec![
+            "store",
+            "import",
+            "--from",
+            &dir,
+            "--store",
+            "postgres://nobody@127.0.0.1:1/none",
+        ],
+    ] {
+        lock_line(&cc_command(&writer));
+    }
+    // Readers.
+    for reader in [
+        vec!["logs", "view", "--log-dir", &dir],
+        vec!["logs", "stats", "--log-dir", &dir],
+        vec!["ledger", "verify", "--log-dir", &dir],
+        vec!["ledger", "prove", "--log-dir", &dir, "--scan-id", &scan_id],
+    ] {
+        let out = cc_command(&reader);
+        assert!(out.status.success(), "{reader:?}: {}", text(&out));
+    }
+    let mut tail = std::process::Command::new(vaultmesh_testkit::binary(vaultmesh_testkit::CC_BIN))
+        .args(["logs", "tail", "--log-dir", &dir])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(tail.stdout.take().unwrap()),
+        &mut first,
+    )
+    .unwrap();
+    assert!(
+        !first.is_empty(),
+        "logs tail prints alongside a running server"
+    );
+    let _ = tail.kill();
+    let _ = tail.wait();
+    // The lock dies with its holder, however it dies: no stale lock after kill -9.
+    cc.restart();
+    assert_eq!(
+        n.post_heartbeat(&cc.url, &heartbeat_json(&node(1), "h", 2))
+            .unwrap()
+            .status(),
+        200,
+        "the node enrolled before is still enrolled"
+    );
+}

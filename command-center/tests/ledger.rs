@@ -197,7 +197,7 @@ fn ledger_build_extends_the_chain_offline_and_only_when_the_log_grew() {
     let keys = tempfile::tempdir().unwrap();
     let (key, _) = keygen(keys.path());
     // A Command Center without a signing key: scans are logged, nothing is signed.
-    let cc = CommandCenter::start_with(&["--ledger-interval", "100ms"]);
+    let mut cc = CommandCenter::start_with(&["--ledger-interval", "100ms"]);
     let log = cc.log_dir();
     assert_eq!(
         cc.post_json("/api/agent/heartbeat", &heartbeat_json(NODE, "n1", 1))
@@ -211,6 +211,15 @@ fn ledger_build_extends_the_chain_offline_and_only_when_the_log_grew() {
     assert_eq!(cc.get_json("/api/ledger/root")["size"], 0);
     assert!(!log.join("ROOT.txt").exists());
 
+    // `ledger build` writes the directory: not while the Command Center runs.
+    let out = ledger(&["build", "--signing-key", &key], &log);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("vaultmesh.lock is held by pid"),
+        "{}",
+        text(&out)
+    );
+    cc.kill9();
     let out = ledger(&["build", "--signing-key", &key], &log);
     assert!(out.status.success(), "{}", text(&out));
     assert!(
@@ -229,6 +238,9 @@ fn ledger_build_extends_the_chain_offline_and_only_when_the_log_grew() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     let out = ledger(&["prove", "--scan-id", "nope"], &log);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    // Started again, the Command Center serves the chain built offline.
+    cc.restart();
+    assert_eq!(cc.get_json("/api/ledger/root")["size"], 3);
 }
 
 #[test]
@@ -256,7 +268,7 @@ fn the_alarm_cannot_be_dodged_by_removing_rolling_back_or_re_signing_the_chain()
     // One writer at a time: `ledger build` refuses while the signing Command Center runs.
     let out = ledger(&["build", "--signing-key", &key], &log);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("held by another process"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("vaultmesh.lock is held by pid"));
     cc.kill9();
     let chain_path = log.join("PROOFCHAIN.json");
     let chain = std::fs::read_to_string(&chain_path).unwrap();

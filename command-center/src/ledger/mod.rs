@@ -170,8 +170,6 @@ struct State {
 /// The Command Center's live ledger.
 #[derive(Debug)]
 pub struct Ledger {
-    /// Held for the process's life when it signs: one writer of the chain at a time.
-    _lock: Option<std::fs::File>,
     dir: PathBuf,
     origin: String,
     key: Option<Arc<NodeKey>>,
@@ -188,8 +186,8 @@ impl Ledger {
         key: Option<Arc<NodeKey>>,
     ) -> Result<Ledger, LedgerError> {
         // Only a signer writes the chain; a Command Center without a key leaves it to
-        // `ledger build`.
-        let lock = key.as_ref().map(|_| lock(dir)).transpose()?;
+        // `ledger build`. The caller holds the log directory's lock (`serve` does), so no
+        // `ledger build` runs meanwhile.
         let leaves = Leaves::read(dir)?;
         let chain = ProofChain::load(dir)?;
         let pinned = key
@@ -203,7 +201,6 @@ impl Ledger {
         }
         let index = index_of(&leaves);
         Ok(Ledger {
-            _lock: lock,
             dir: dir.to_path_buf(),
             origin: chain
                 .as_ref()
@@ -330,24 +327,6 @@ pub async fn raise_incident(store: &dyn crate::store::Store, alarm: &str) {
     }
 }
 
-/// Takes the ledger's lock file (`ledger.lock`, `flock`): one writer of the chain at a time.
-pub fn lock(dir: &Path) -> Result<std::fs::File, LedgerError> {
-    let path = dir.join("ledger.lock");
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|e| LedgerError::Io(path.clone(), e))?;
-    rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(|_| {
-        LedgerError::Busy(format!(
-            "{} is held by another process (a running Command Center or ledger build)",
-            path.display()
-        ))
-    })?;
-    Ok(f)
-}
-
 /// The chain against the log and `ROOT.txt`: the chain verifies (by `pinned` when given); it
 /// was signed by `pinned`; `ROOT.txt`, when present, is a note of this chain and not newer than
 /// it — so deleting or rolling back `PROOFCHAIN.json` alone is caught. A `ROOT.txt` older than
@@ -459,7 +438,8 @@ pub fn verify_offline(
 /// `ledger build`: extends the chain in `dir` over its log, signing with `key`. Refuses a log
 /// that does not match the chain. Returns the new size, or `None` when nothing was added.
 pub fn build_offline(dir: &Path, origin: &str, key: &NodeKey) -> Result<Option<u64>, LedgerError> {
-    let _lock = lock(dir)?;
+    let _lock = crate::store::dirlock::DirLock::acquire(dir)
+        .map_err(|e| LedgerError::Busy(e.to_string()))?;
     let leaves = Leaves::read(dir)?;
     let pinned = vaultmesh_proto::auth::parse_public_key(&key.public_base64())
         .map_err(|e| LedgerError::Chain(e.to_string()))?;

@@ -9,7 +9,8 @@
 //!   [`logged`]: the checks every write makes, and the backend seam.
 //! - [`record`]: the line format (`{"kind", "ts", "node_id", "record"}`) and a fast header parser.
 //! - [`journal`]: one append-only file with a single writer thread, group commit and rotation.
-//! - [`logdir`]: file names, rotated segments, retention.
+//! - [`logdir`]: file names, rotated segments, retention; [`dirlock`]: one writer per log
+//!   directory.
 //! - [`replay`]: reading logs back (torn tails, corrupt lines) and rebuilding state.
 //! - [`fleet`]: the in-memory state.
 //! - [`scans`]: each node's latest scan report and its drift.
@@ -19,6 +20,7 @@
 
 pub mod change;
 pub mod commands;
+pub mod dirlock;
 pub mod events;
 pub mod fleet;
 pub mod journal;

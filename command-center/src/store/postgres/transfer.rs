@@ -12,6 +12,7 @@ use tokio_postgres::Client;
 
 use super::rows::{self, Row, WRITE_LOCK};
 use super::{PgError, connect, schema};
+use crate::store::dirlock::DirLock;
 use crate::store::logdir::{self, LogName};
 use crate::store::replay::{self, BadLine};
 
@@ -33,8 +34,7 @@ impl std::fmt::Display for Counts {
 /// Writes every log in the database at `url` to `dir` (created if missing; must hold no log).
 pub async fn export(url: &str, dir: &Path) -> Result<Counts, PgError> {
     let mut client = connect(url).await?;
-    std::fs::create_dir_all(dir)
-        .map_err(|e| PgError::Transfer(format!("cannot create {}: {e}", dir.display())))?;
+    let _lock = DirLock::acquire(dir).map_err(|e| PgError::Transfer(e.to_string()))?;
     for log in LogName::ALL {
         let present = logdir::files(dir, log)
             .map_err(|e| PgError::Transfer(format!("{}: {e}", dir.display())))?;
@@ -91,7 +91,7 @@ pub async fn export(url: &str, dir: &Path) -> Result<Counts, PgError> {
     Ok(counts)
 }
 
-/// Reads every log of `dir` into the empty database at `url`, all or nothing. Lines that do
+/// Reads every log of `dir` (holding its lock) into the empty database at `url`, all or nothing. Lines that do
 /// not decode are skipped and returned, as replay would skip them.
 pub async fn import(dir: &Path, url: &str) -> Result<(Counts, Vec<BadLine>), PgError> {
     if !dir.is_dir() {
@@ -100,6 +100,8 @@ pub async fn import(dir: &Path, url: &str) -> Result<(Counts, Vec<BadLine>), PgE
             dir.display()
         )));
     }
+    // No Command Center may append to the directory while it is read.
+    let _lock = DirLock::acquire(dir).map_err(|e| PgError::Transfer(e.to_string()))?;
     let mut client = connect(url).await?;
     schema::migrate(&mut client).await?;
     let tx = client.transaction().await?;
