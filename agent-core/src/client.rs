@@ -166,12 +166,14 @@ impl CcClient {
         self.post_signed("/api/agent/scans", report).await
     }
 
-    /// `POST /api/agent/receipts`.
+    /// `POST /api/agent/receipts?nonce=…`. A receipt is resent unchanged when its reply was
+    /// lost; the nonce keeps the resend's request signature from being the first's (a replay).
     pub async fn post_receipt(
         &self,
         receipt: &SignedReceipt,
     ) -> Result<serde_json::Value, ClientError> {
-        self.post_signed("/api/agent/receipts", receipt).await
+        let path = format!("/api/agent/receipts?nonce={:016x}", rand::random::<u64>());
+        self.post_signed(&path, receipt).await
     }
 
     /// POSTs `body` as JSON to `path`, signed by the node key; parses a JSON reply.

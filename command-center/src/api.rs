@@ -303,15 +303,23 @@ pub async fn get_node(
     Ok(Json(d))
 }
 
-/// `GET /healthz`. `status` is `alarm` (still 200: the server works) while the ledger's tamper
-/// alarm stands.
+/// `GET /healthz`, always 200 while the server answers: `status` is `alarm` while the ledger's
+/// tamper alarm stands, else `degraded` while the logs refuse writes, else `ok`.
 pub async fn healthz(State(state): State<AppState>) -> Json<Health> {
     let alarm = state.ledger.alarm();
+    let degraded = state.storage.failing().map(|f| f.cause);
+    let status = match (&alarm, &degraded) {
+        (Some(_), _) => "alarm",
+        (None, Some(_)) => "degraded",
+        (None, None) => "ok",
+    };
     Json(Health {
-        status: if alarm.is_some() { "alarm" } else { "ok" }.into(),
+        status: status.into(),
         version: crate::VERSION.into(),
         nodes: state.store.node_count(),
         alarm,
+        degraded,
+        attention: state.attention.fleet(),
     })
 }
 

@@ -268,16 +268,20 @@ pub async fn receipt(
     r.verify(&binding.key)
         .map_err(|e| ApiError::UnprocessableEntity(format!("receipt signature: {e}")))?;
     let status = r.receipt.status;
-    let chain_ok = state.store.record_receipt(r).await?;
-    let status = serde_json::to_value(status)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default();
-    state.metrics.receipts.with_label_values(&[&status]).inc();
-    if !chain_ok {
-        state.metrics.receipt_chain_breaks.inc();
+    let outcome = state.store.record_receipt(r).await?;
+    if !outcome.duplicate {
+        let status = serde_json::to_value(status)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        state.metrics.receipts.with_label_values(&[&status]).inc();
+        if !outcome.chain_ok {
+            state.metrics.receipt_chain_breaks.inc();
+        }
     }
-    Ok(Json(
-        serde_json::json!({"accepted": true, "chain_ok": chain_ok}),
-    ))
+    Ok(Json(serde_json::json!({
+        "accepted": true,
+        "chain_ok": outcome.chain_ok,
+        "duplicate": outcome.duplicate,
+    })))
 }

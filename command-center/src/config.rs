@@ -51,6 +51,11 @@ pub struct ServeConfig {
     pub store_url: Option<String>,
     /// The notifications file (`--notify-config`, `VAULTMESH_NOTIFY_CONFIG`).
     pub notify_config: Option<PathBuf>,
+    /// Below this much free space on the log volume, the Command Center raises its own
+    /// attention reason (`cc.disk_free`).
+    pub min_free: crate::store::health::MinFree,
+    /// How often the log volume's free space is measured.
+    pub disk_check: Duration,
 }
 
 impl ServeConfig {
@@ -78,6 +83,8 @@ impl ServeConfig {
             store_url: None,
             notify_config: None,
             signing_key: None,
+            min_free: crate::store::health::MinFree::Percent(5.0),
+            disk_check: Duration::from_secs(10),
         }
     }
 
@@ -118,6 +125,7 @@ impl ServeConfig {
             heartbeat_rotate_bytes: self.heartbeat_rotate_bytes,
             heartbeat_retention: self.heartbeat_retention,
             metrics: None,
+            health: std::sync::Arc::default(),
         }
     }
 

@@ -79,6 +79,9 @@ impl ApiError {
     }
 }
 
+/// `Retry-After` of every `503`: when a full disk has room again, writes resume by themselves.
+pub const UNAVAILABLE_RETRY_AFTER_S: u64 = 10;
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if let ApiError::Internal(detail) = &self {
@@ -87,11 +90,17 @@ impl IntoResponse for ApiError {
         let body = ErrorBody {
             error: self.to_string(),
         };
-        let mut res = if let ApiError::TooManyRequests { retry_after_s, .. } = &self {
-            let retry = [(axum::http::header::RETRY_AFTER, retry_after_s.to_string())];
-            (self.status(), retry, axum::Json(body)).into_response()
-        } else {
-            (self.status(), axum::Json(body)).into_response()
+        let retry_after = match &self {
+            ApiError::TooManyRequests { retry_after_s, .. } => Some(*retry_after_s),
+            ApiError::Unavailable(_) => Some(UNAVAILABLE_RETRY_AFTER_S),
+            _ => None,
+        };
+        let mut res = match retry_after {
+            Some(s) => {
+                let retry = [(axum::http::header::RETRY_AFTER, s.to_string())];
+                (self.status(), retry, axum::Json(body)).into_response()
+            }
+            None => (self.status(), axum::Json(body)).into_response(),
         };
         res.extensions_mut()
             .insert(crate::metrics::Rejected(self.reason()));

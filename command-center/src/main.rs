@@ -381,6 +381,13 @@ struct ServeArgs {
     /// Command-signing key written by `keygen`; without it no command can be issued.
     #[arg(long, env = "VAULTMESH_CC_KEY_FILE", value_name = "FILE")]
     signing_key: Option<PathBuf>,
+    /// Free space on the log volume below which the Command Center raises its own attention
+    /// reason (cc.disk_free), before writes start failing: a share (5%) or a size (2GiB).
+    #[arg(long, default_value = "5%", value_parser = parse_min_free)]
+    min_free: vaultmesh_command_center::store::health::MinFree,
+    /// How often the log volume's free space is measured.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    disk_check: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -412,6 +419,18 @@ fn parse_size(s: &str) -> Result<u64, String> {
     };
     n.checked_mul(mult)
         .ok_or_else(|| format!("{s:?} is too large"))
+}
+
+/// `5%` (of the volume) or a size (`2GiB`).
+fn parse_min_free(s: &str) -> Result<vaultmesh_command_center::store::health::MinFree, String> {
+    use vaultmesh_command_center::store::health::MinFree;
+    match s.trim().strip_suffix('%') {
+        Some(p) => match p.trim().parse::<f64>() {
+            Ok(p) if (0.0..=100.0).contains(&p) => Ok(MinFree::Percent(p)),
+            _ => Err(format!("{s:?} is not a share of the volume; write e.g. 5%")),
+        },
+        None => parse_size(s).map(MinFree::Bytes),
+    }
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -883,6 +902,8 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
         signing_key: args.signing_key,
         store_url: args.store_url,
         notify_config: args.notify_config,
+        min_free: args.min_free,
+        disk_check: args.disk_check,
     };
     config.prepare().map_err(|e| (2, e))?;
     let server = Server::bind(&config).await.map_err(|e| match e {

@@ -43,6 +43,12 @@ pub struct Metrics {
     /// Receipts by status (`ok`, `failed`, `rejected`, `timeout`).
     pub receipts: IntCounterVec,
     pub receipt_chain_breaks: IntCounter,
+    /// 1 while the logs refuse writes (a full disk, an I/O error).
+    pub storage_degraded: IntGauge,
+    /// Failed log writes, by file.
+    pub log_write_errors: IntGaugeVec,
+    pub volume_free_bytes: IntGauge,
+    pub volume_size_bytes: IntGauge,
 }
 
 /// A reason an [`crate::error::ApiError`] left in its response, for [`count_rejections`].
@@ -112,6 +118,17 @@ impl Metrics {
             .unwrap_or_else(|_| unreachable!("valid metric name")),
         );
         let sse_clients = gauge("vaultmesh_sse_clients", "Open /events streams.");
+        let log_write_errors = registered(
+            &r,
+            IntGaugeVec::new(
+                Opts::new(
+                    "vaultmesh_log_write_errors_total",
+                    "Log writes that failed (full disk, I/O error) and were refused, by file.",
+                ),
+                &["file"],
+            )
+            .unwrap_or_else(|_| unreachable!("valid metric name")),
+        );
         let leader = gauge(
             "vaultmesh_leader",
             "1 if this instance runs the fleet-wide writers (attention log, scheduled scans).",
@@ -183,6 +200,19 @@ impl Metrics {
                 "Notifications queued and not yet sent.",
             ),
             notifier_failing,
+            storage_degraded: gauge(
+                "vaultmesh_storage_degraded",
+                "1 while the logs refuse writes (a full disk, an I/O error); reads keep working.",
+            ),
+            log_write_errors,
+            volume_free_bytes: gauge(
+                "vaultmesh_log_volume_free_bytes",
+                "Free space on the log directory's filesystem (for an unprivileged writer).",
+            ),
+            volume_size_bytes: gauge(
+                "vaultmesh_log_volume_size_bytes",
+                "Size of the log directory's filesystem.",
+            ),
             nodes,
             sse_clients,
             leader,
@@ -247,6 +277,19 @@ pub async fn scrape(State(state): State<AppState>) -> Response {
             .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
     m.leader.set(i64::from(state.store.leads()));
+    let storage = state.storage.state();
+    m.storage_degraded.set(i64::from(storage.failing.is_some()));
+    if let Some(v) = storage.volume {
+        m.volume_free_bytes
+            .set(i64::try_from(v.free_bytes).unwrap_or(i64::MAX));
+        m.volume_size_bytes
+            .set(i64::try_from(v.total_bytes).unwrap_or(i64::MAX));
+    }
+    for (file, n) in state.storage.failure_counts() {
+        m.log_write_errors
+            .with_label_values(&[file.as_str()])
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
     (
         [(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)],
         m.render(),

@@ -69,6 +69,8 @@ pub struct AppState {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Notifications, when `--notify-config` is given.
     pub notify: Option<Arc<crate::notify::Runtime>>,
+    /// Whether the logs can be written, and the log volume's space.
+    pub storage: Arc<crate::store::health::StorageHealth>,
 }
 
 /// The whole HTTP surface. Split from [`Server`] so tests can drive it without a socket.
@@ -180,6 +182,8 @@ pub struct Server {
     ledger_interval: Duration,
     /// Held until the server stops: one writer per log directory.
     lock: crate::store::dirlock::DirLock,
+    /// The log volume to watch, its minimum free space, and how often to measure it.
+    volume: (std::path::PathBuf, crate::store::health::MinFree, Duration),
 }
 
 impl Server {
@@ -208,6 +212,7 @@ impl Server {
         let metrics = Arc::new(crate::metrics::Metrics::new());
         let mut opts = config.store_options();
         opts.metrics = Some(Arc::clone(&metrics));
+        let storage = Arc::clone(&opts.health);
         let bus = Arc::new(Bus::new(BUS_WINDOW, config.sse_buffer));
         let store_bus = Arc::clone(&bus);
         let (store, replay): (Arc<dyn Store>, ReplayReport) = match &config.store_url {
@@ -244,11 +249,14 @@ impl Server {
                 .await
                 .map_err(|e| ServeError::Serve(std::io::Error::other(e.to_string())))?
                 .map_err(|e| ServeError::Serve(std::io::Error::other(e.to_string())))?;
-        let attention = Arc::new(crate::attention::AttentionEngine::new(
-            Arc::clone(&store),
-            Arc::clone(&policies),
-            config.attention,
-        ));
+        let attention = Arc::new(
+            crate::attention::AttentionEngine::new(
+                Arc::clone(&store),
+                Arc::clone(&policies),
+                config.attention,
+            )
+            .with_storage(Arc::clone(&storage)),
+        );
         let notify = match notify_config {
             None => None,
             Some(nc) => Some(Arc::new(
@@ -292,6 +300,7 @@ impl Server {
             policies,
             metrics,
             notify,
+            storage,
         };
         Ok(Server {
             listener,
@@ -301,6 +310,7 @@ impl Server {
             scan_tick: config.scan_tick,
             ledger_interval: config.ledger_interval,
             lock,
+            volume: (config.log_dir.clone(), config.min_free, config.disk_check),
         })
     }
 
@@ -325,6 +335,14 @@ impl Server {
     ) -> Result<(), ServeError> {
         let _lock = self.lock;
         let streams = self.state.shutdown.clone();
+        let (dir, min_free, every) = self.volume;
+        tokio::spawn(crate::store::health::watch_volume(
+            dir,
+            min_free,
+            every,
+            Arc::clone(&self.state.storage),
+            streams.clone(),
+        ));
         // Notifications first: subscribed before the attention engine logs its first change.
         if let Some(n) = &self.state.notify {
             n.spawn(&self.state.bus, streams.clone());

@@ -17,9 +17,12 @@ use vaultmesh_testkit::{
 struct Fleet {
     cc: CommandCenter,
     agent: NodeAgent,
-    _child: vaultmesh_testkit::ChildGuard,
+    /// The running agent (dropping it stops it).
+    child: Option<vaultmesh_testkit::ChildGuard>,
     node_id: String,
     keydir: tempfile::TempDir,
+    /// Between the agent and the Command Center, when asked for.
+    proxy: Option<vaultmesh_testkit::proxy::LossyProxy>,
 }
 
 fn fleet() -> Fleet {
@@ -27,6 +30,14 @@ fn fleet() -> Fleet {
 }
 
 fn fleet_with(extra: &[&str]) -> Fleet {
+    fleet_via(extra, false)
+}
+
+/// A Command Center with a signing key and the shipped policies, and a real agent allowed
+/// `agent.ping` and `checks.run` — reaching it through a [`LossyProxy`] when `lossy`.
+///
+/// [`LossyProxy`]: vaultmesh_testkit::proxy::LossyProxy
+fn fleet_via(extra: &[&str], lossy: bool) -> Fleet {
     let keydir = tempfile::tempdir().unwrap();
     let key = keydir.path().join("cc.key");
     let out = cc_command(&["keygen", "--out", key.to_str().unwrap()]);
@@ -50,7 +61,8 @@ fn fleet_with(extra: &[&str]) -> Fleet {
     ];
     args.extend_from_slice(extra);
     let cc = CommandCenter::start_with(&args);
-    let agent = NodeAgent::new(&cc.url)
+    let proxy = lossy.then(|| vaultmesh_testkit::proxy::LossyProxy::start(&cc.url));
+    let agent = NodeAgent::new(proxy.as_ref().map_or(&cc.url, |p| &p.url))
         .env("VAULTMESH_CC_PUBKEY", &public)
         .env("VAULTMESH_OS_PROFILE", "ArchVault")
         .env("VAULTMESH_INTERVAL", "1s")
@@ -67,9 +79,10 @@ fn fleet_with(extra: &[&str]) -> Fleet {
     Fleet {
         cc,
         agent,
-        _child: child,
+        child: Some(child),
         node_id,
         keydir,
+        proxy,
     }
 }
 
@@ -245,7 +258,7 @@ fn commands_round_trip_through_the_long_poll_and_policies_hold_on_both_sides() {
 
 #[test]
 fn the_receipt_chain_is_checked_and_a_tampered_receipt_is_detected() {
-    let f = fleet();
+    let mut f = fleet();
     let mut last = None;
     for _ in 0..3 {
         let r = issue(&f, "agent.ping", json!({}));
@@ -271,7 +284,13 @@ fn the_receipt_chain_is_checked_and_a_tampered_receipt_is_detected() {
         id: f.node_id.parse().unwrap(),
         key: key.clone(),
     };
+    // A command the (now stopped) agent never answers, and a receipt for it that does not
+    // follow the chain.
+    f.child.take();
+    let r = issue(&f, "agent.ping", json!({}));
+    let unanswered = Uuid::parse_str(r.json()["command"]["command_id"].as_str().unwrap()).unwrap();
     let mut forged = prev_receipt.clone();
+    forged.command_id = unanswered;
     forged.status = ReceiptStatus::Failed;
     forged.prev_receipt_sha256 = Some("00".repeat(32));
     let r = node.post_receipt(&f.cc.url, forged, &key).unwrap();
@@ -428,4 +447,138 @@ fn commands_issued_back_to_back_are_each_delivered_within_a_second() {
     }
     // And no poll was refused on the way (a refused poll costs the agent a backoff).
     assert_eq!(refused_polls(), refused_before);
+}
+
+/// Issue 20 item 4: the reply to a receipt is lost; the agent sends it again. That used to be
+/// recorded twice, the second time as a chain break (CRIT). Now the same receipt again is `200`
+/// with `duplicate: true` and nothing is appended, and the chain goes on unbroken.
+#[test]
+fn a_receipt_whose_reply_was_lost_is_accepted_once_and_the_chain_holds() {
+    let f = fleet_via(&[], true);
+    let proxy = f.proxy.as_ref().unwrap();
+    proxy.drop_replies("/api/agent/receipts", 1);
+    let first = issue(&f, "agent.ping", json!({}));
+    assert_eq!(first.status, 201, "{}", first.body);
+    let first = first.json()["command"]["command_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let done = finished(&f, &first);
+    assert_eq!(done["status"], "ok");
+    assert_eq!(done["chain_ok"], true);
+    // The agent resends until it hears back; its resend is the duplicate.
+    wait_for(Duration::from_secs(90), || {
+        let log = std::fs::read_to_string(f.cc.log_dir().join("commands.jsonl")).ok()?;
+        let dropped = proxy.dropped();
+        (dropped.len() == 1 && !log.is_empty()).then_some(())
+    })
+    .expect("the first reply was dropped");
+    // A second command: its receipt chains to the first — the agent moved on.
+    let second = issue(&f, "agent.ping", json!({}));
+    assert_eq!(second.status, 201, "{}", second.body);
+    let second = second.json()["command"]["command_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let done = wait_for(Duration::from_secs(90), || {
+        let c = command(&f, &second);
+        (c["status"] == "ok").then_some(c)
+    })
+    .expect("the second command's receipt");
+    assert_eq!(done["chain_ok"], true, "{done:#}");
+    let log = std::fs::read_to_string(f.cc.log_dir().join("commands.jsonl")).unwrap();
+    let receipts = |id: &str| {
+        log.lines()
+            .filter(|l| l.contains(r#""kind":"receipt""#) && l.contains(id))
+            .count()
+    };
+    assert_eq!((receipts(&first), receipts(&second)), (1, 1), "{log}");
+    let node = f.cc.get_json(&format!("/api/nodes/{}", f.node_id));
+    let reasons = node["summary"]["attention"]["reasons"].to_string();
+    assert!(
+        !reasons.contains("receipt_chain"),
+        "no false CRIT: {reasons}"
+    );
+    let metrics = f.cc.get("/metrics").body;
+    assert_eq!(
+        vaultmesh_testkit::metric(&metrics, "vaultmesh_receipt_chain_breaks_total"),
+        Some(0.0)
+    );
+}
+
+/// A second, *different* receipt for a command that has one is `409` and a `receipt_conflict`
+/// event — not a chain break; the same receipt again is `200 {"duplicate": true}`.
+#[test]
+fn a_different_second_receipt_is_a_conflict_not_a_chain_break() {
+    let keydir = tempfile::tempdir().unwrap();
+    let (key, _) = vaultmesh_testkit::keygen(keydir.path());
+    let policies = workspace_root().join("policies");
+    let cc = CommandCenter::start_with(&[
+        "--signing-key",
+        &key,
+        "--policy-dir",
+        policies.to_str().unwrap(),
+    ]);
+    let node = TestNode::new(Uuid::from_u128(0xc0f1_0000_0000_4000_8000_0000_0000_0001));
+    let id = node.id.to_string();
+    assert_eq!(
+        node.post_heartbeat(&cc.url, &vaultmesh_testkit::heartbeat_json(&id, "c1", 1))
+            .unwrap()
+            .status(),
+        200
+    );
+    let r = cc.post_json(
+        "/api/commands",
+        &json!({"node_id": id, "action": "agent.ping", "args": {}, "issued_by": "test"}),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let command_id = Uuid::parse_str(r.json()["command"]["command_id"].as_str().unwrap()).unwrap();
+    let receipt = node.pong_receipt(command_id, None);
+    let post = |receipt: &CommandReceipt| {
+        // A request identical to one within the same second is a replay: space them.
+        std::thread::sleep(Duration::from_millis(1100));
+        Reply::from(
+            node.post_receipt(&cc.url, receipt.clone(), &node.key)
+                .unwrap(),
+        )
+    };
+    let r = post(&receipt);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["duplicate"], false);
+    let again = post(&receipt);
+    assert_eq!(again.status, 200, "{}", again.body);
+    assert_eq!(again.json()["duplicate"], true);
+    assert_eq!(again.json()["chain_ok"], true);
+    let mut other = receipt.clone();
+    other.status = ReceiptStatus::Failed;
+    other.output = "something else".into();
+    let r = post(&other);
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert!(
+        r.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("already has a different receipt"),
+        "{}",
+        r.body
+    );
+    let log = std::fs::read_to_string(cc.log_dir().join("commands.jsonl")).unwrap();
+    assert_eq!(
+        log.lines()
+            .filter(|l| l.contains(r#""kind":"receipt""#))
+            .count(),
+        1,
+        "nothing appended for the duplicate or the conflict"
+    );
+    let events = cc.get_json(&format!("/api/events?kind=receipt_conflict&node_id={id}"));
+    assert_eq!(events.as_array().unwrap().len(), 1, "{events:#}");
+    assert_eq!(events[0]["body"]["command_id"], command_id.to_string());
+    assert_eq!(events[0]["body"]["kept_sha256"], receipt.chain_hash());
+    let node_view = cc.get_json(&format!("/api/nodes/{id}"));
+    assert!(
+        !node_view["summary"]["attention"]["reasons"]
+            .to_string()
+            .contains("receipt_chain"),
+        "{node_view:#}"
+    );
 }

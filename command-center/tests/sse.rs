@@ -264,3 +264,46 @@ fn open_streams_do_not_hold_up_a_clean_shutdown() {
         .expect("exits within 5 s with a stream open");
     assert!(status.success(), "{status:?}");
 }
+
+/// Issue 20 item 10: `heartbeat` events said `attention: ok` whatever the node's state (the
+/// summary was published before attention was judged). Now the event carries the summary
+/// without `attention` — every other member equal to `GET /api/nodes` — and the judgement
+/// arrives as its own `attention` event, which `GET /api/nodes` then agrees with.
+#[test]
+fn heartbeat_events_match_the_api_and_attention_comes_as_its_own_event() {
+    let cc = CommandCenter::start_with(&["--attention-tick", "200ms"]);
+    let sse = SseClient::connect(
+        &format!("{}/events?kinds=heartbeat,attention", cc.url),
+        None,
+    );
+    for seq in 1..=2 {
+        let mut hb = heartbeat_json(NODE, "vault-node-01", seq);
+        hb["services_ok"] = json!(false);
+        assert_eq!(cc.post_json("/api/agent/heartbeat", &hb).status, 200);
+    }
+    let mut heartbeats = Vec::new();
+    let mut attention = None;
+    while attention.is_none() || heartbeats.len() < 2 {
+        let (name, _, data) = sse.next_event(T).expect("an event");
+        let v: Value = serde_json::from_str(&data).unwrap();
+        match name.as_str() {
+            "heartbeat" => heartbeats.push(v),
+            "attention" if v["body"]["level"] == "crit" => attention = Some(v),
+            _ => {}
+        }
+    }
+    let api = cc.get_json("/api/nodes")[0].clone();
+    assert_eq!(api["attention"]["level"], "crit", "{api:#}");
+    assert_eq!(attention.unwrap()["node_id"], NODE);
+    let last = heartbeats.last().unwrap();
+    assert!(
+        last.get("attention").is_none(),
+        "no stale attention in the heartbeat event: {last:#}"
+    );
+    let mut api_without = api.clone();
+    api_without.as_object_mut().unwrap().remove("attention");
+    assert_eq!(
+        last, &api_without,
+        "the event is the API's view of the node"
+    );
+}

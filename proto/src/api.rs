@@ -65,6 +65,21 @@ pub struct NodeSummary {
     pub last_scan: Option<crate::heartbeat::LastScan>,
 }
 
+impl NodeSummary {
+    /// The `data` of the SSE `heartbeat` event the Command Center publishes once the heartbeat
+    /// is stored: this summary **without `attention`**. Attention is judged right after the
+    /// heartbeat is stored, so it cannot travel with it; it arrives as an `attention` event
+    /// when it changes, and `GET /api/nodes` carries both. Every other member equals that of
+    /// `GET /api/nodes` for the node as of this heartbeat.
+    pub fn heartbeat_event_json(&self) -> String {
+        let mut v = serde_json::to_value(self).unwrap_or_default();
+        if let Some(m) = v.as_object_mut() {
+            m.remove("attention");
+        }
+        v.to_string()
+    }
+}
+
 /// How much a node needs an admin: `ok < attn < crit`.
 #[derive(
     Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
@@ -197,10 +212,18 @@ pub struct Incident {
 /// `GET /healthz`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Health {
-    /// `ok`, or `alarm` while an alarm (the ledger's tamper alarm) stands.
+    /// `ok`; `degraded` while the logs refuse writes (a full disk: reads keep working); `alarm`
+    /// while an alarm (the ledger's tamper alarm) stands.
     pub status: String,
     pub version: String,
     pub nodes: usize,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alarm: Option<String>,
+    /// Why writes are refused (`degraded`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub degraded: Option<String>,
+    /// The Command Center's own attention: its level and reasons (`cc.storage`,
+    /// `cc.disk_free`).
+    #[serde(default)]
+    pub attention: Attention,
 }

@@ -23,6 +23,7 @@ pub mod dbus;
 pub mod fake_cc;
 pub mod notify;
 pub mod postgres;
+pub mod proxy;
 pub mod receiver;
 pub mod smtp;
 pub mod sse;
@@ -114,7 +115,12 @@ impl CommandCenter {
 
     /// Like [`CommandCenter::start_with`], with extra environment variables.
     pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> CommandCenter {
-        let dir = tempfile::tempdir().expect("temp dir");
+        Self::start_in(tempfile::tempdir().expect("temp dir"), extra, env)
+    }
+
+    /// Like [`CommandCenter::start_with_env`] in `dir` (its log directory is `dir/logs`, which
+    /// the caller may have prepared, e.g. as a small filesystem).
+    pub fn start_in(dir: TempDir, extra: &[&str], env: &[(&str, &str)]) -> CommandCenter {
         let args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         let env: Vec<(String, String)> = env
             .iter()

@@ -226,7 +226,12 @@ fn append_throughput(dir: &Path, total: usize) -> anyhow::Result<(f64, f64)> {
         .enable_all()
         .build()?;
     rt.block_on(async {
-        let (journal, _) = Journal::open(dir, LogName::Events, Rotation::default())?;
+        let (journal, _) = Journal::open(
+            dir,
+            LogName::Events,
+            Rotation::default(),
+            Default::default(),
+        )?;
         let journal = Arc::new(journal);
         let line = Arc::new(record::encode(
             "note",

@@ -28,6 +28,7 @@ use vaultmesh_proto::{Attention, AttentionLevel, NodeSummary, Reason};
 use crate::bus::{Bus, BusEvent};
 use crate::policy::LivePolicies;
 use crate::store::Store;
+use crate::store::health::StorageHealth;
 use damping::Damper;
 
 /// What identifies a change worth logging: the level and the set of (rule, level, suppressed).
@@ -41,6 +42,16 @@ fn shape(a: &Attention) -> Shape {
             .map(|r| (r.rule.clone(), r.level, r.suppressed_by.is_some()))
             .collect(),
     )
+}
+
+/// The body of an `attention` event (docs/EVENT_ENVELOPE.md).
+fn event_body(attention: &Attention, previous: AttentionLevel) -> serde_json::Value {
+    serde_json::json!({
+        "level": attention.level,
+        "previous": previous,
+        "since": attention.since,
+        "reasons": attention.reasons,
+    })
 }
 
 #[derive(Debug, Default)]
@@ -83,6 +94,10 @@ pub struct AttentionEngine {
     frozen_at: Option<DateTime<Utc>>,
     /// `until_resolved` silences that have suppressed a reason: only those can "resolve".
     engaged: Mutex<std::collections::HashSet<Uuid>>,
+    /// Where the Command Center's own reasons come from.
+    storage: Arc<StorageHealth>,
+    /// The Command Center's own attention (fleet-wide: not any node's).
+    fleet: Mutex<Attention>,
 }
 
 impl AttentionEngine {
@@ -140,6 +155,77 @@ impl AttentionEngine {
             options,
             started_at: Utc::now(),
             engaged: Mutex::new(std::collections::HashSet::new()),
+            storage: Arc::default(),
+            fleet: Mutex::default(),
+        }
+    }
+
+    /// Judges the Command Center's own storage too (its write failures and volume).
+    pub fn with_storage(mut self, storage: Arc<StorageHealth>) -> AttentionEngine {
+        self.storage = storage;
+        self
+    }
+
+    /// The Command Center's own attention: `cc.storage`, `cc.disk_free`.
+    pub fn fleet(&self) -> Attention {
+        self.fleet.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Re-evaluates the Command Center's own reasons; a change is logged as an `attention`
+    /// event without a node — and, when the log cannot take it (the very case of a full disk),
+    /// published on the bus anyway, so live consoles and notifications still hear of it.
+    async fn refresh_fleet(&self, bus: &Bus) {
+        let now = Utc::now();
+        let mut reasons = rules::command_center(&self.storage.state(), now);
+        reasons.sort_by(|a, b| b.level.cmp(&a.level).then_with(|| a.rule.cmp(&b.rule)));
+        let level = reasons.iter().map(|r| r.level).max().unwrap_or_default();
+        let (previous, attention) = {
+            let mut fleet = self.fleet.lock().unwrap_or_else(|p| p.into_inner());
+            let previous = fleet.level;
+            let next = Attention {
+                since: if level == previous {
+                    fleet.since
+                } else {
+                    Some(now)
+                },
+                level,
+                reasons,
+            };
+            if shape(&next) == shape(&fleet) {
+                // Same reasons; keep the messages current (free space, how long).
+                *fleet = next;
+                return;
+            }
+            *fleet = next.clone();
+            (previous, next)
+        };
+        tracing::warn!(from = %previous, to = %attention.level,
+            reasons = ?attention.reasons.iter().map(|r| r.rule.as_str()).collect::<Vec<_>>(),
+            "The Command Center's own attention changed.");
+        if !self.store.leads() {
+            return;
+        }
+        let body = event_body(&attention, previous);
+        if let Err(e) = self
+            .store
+            .record_system_event("attention", None, body.clone(), Vec::new())
+            .await
+        {
+            tracing::warn!(error = %e, "Cannot log the Command Center's attention change; publishing it live only.");
+            let event = vaultmesh_proto::EventEnvelope {
+                id: Uuid::now_v7(),
+                kind: "attention".into(),
+                ts: now,
+                node_id: None,
+                author: vaultmesh_proto::event::SYSTEM_AUTHOR.into(),
+                body,
+                refs: Vec::new(),
+                hash: String::new(),
+            }
+            .sealed();
+            if let Ok(data) = serde_json::to_string(&event) {
+                bus.publish("attention", None, data);
+            }
         }
     }
 
@@ -272,12 +358,7 @@ impl AttentionEngine {
             }
             return;
         }
-        let body = serde_json::json!({
-            "level": attention.level,
-            "previous": previous,
-            "since": attention.since,
-            "reasons": attention.reasons,
-        });
+        let body = event_body(&attention, previous);
         match self
             .store
             .record_system_event("attention", Some(node_id), body, Vec::new())
@@ -342,13 +423,24 @@ impl AttentionEngine {
     /// Runs until `cancel`: re-evaluates the node an event names, and everything on the ticker.
     pub async fn run(self: Arc<Self>, bus: Arc<Bus>, cancel: CancellationToken) {
         let (mut rx, _) = bus.subscribe(None);
+        let mut storage = self.storage.subscribe();
+        self.refresh_fleet(&bus).await;
         self.refresh_all().await;
         let mut ticker = tokio::time::interval(self.options.tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => return,
-                _ = ticker.tick() => self.refresh_all().await,
+                _ = ticker.tick() => {
+                    self.refresh_fleet(&bus).await;
+                    self.refresh_all().await;
+                }
+                changed = storage.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    self.refresh_fleet(&bus).await;
+                }
                 ev = rx.recv() => match ev {
                     Ok(ev) => self.on_event(&ev).await,
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => self.refresh_all().await,

@@ -8,12 +8,16 @@
 //!   [`super::damping`].
 //! - **state** rules read durable state (`stale`, `scan.findings`, `scan.errors`,
 //!   `scan.overdue`, `listeners`, `drift`, `receipt_chain`, `incident`). They apply as soon as the state changes.
+//!
+//! The Command Center has reasons of its own, about itself rather than any node
+//! ([`command_center`]: `cc.storage`, `cc.disk_free`).
 
 use chrono::{DateTime, Utc};
 use vaultmesh_proto::{AttentionLevel, CheckStatus, IncidentState, Reason, Severity};
 
 use crate::policy::Settings;
 use crate::store::NodeSnapshot;
+use crate::store::health::StorageState;
 
 /// Whether `rule` is an observed (heartbeat-borne, damped) rule.
 pub fn is_observed(rule: &str) -> bool {
@@ -263,6 +267,37 @@ pub fn state(snap: &NodeSnapshot, settings: &Settings, now: DateTime<Utc>) -> Ve
             ));
         }
         out.push(r);
+    }
+    out
+}
+
+/// The Command Center's own reasons, from its storage: `cc.storage` (CRIT) while the logs
+/// refuse writes, `cc.disk_free` (ATTN) while the log volume is below `--min-free`.
+pub fn command_center(storage: &StorageState, now: DateTime<Utc>) -> Vec<Reason> {
+    let mut out = Vec::new();
+    if let Some(f) = &storage.failing {
+        let for_how_long = (now - f.since).to_std().unwrap_or_default();
+        out.push(reason(
+            "cc.storage",
+            AttentionLevel::Crit,
+            format!(
+                "the logs refuse writes (for {}): {}; heartbeats, scans, events and commands get 503 until it has room, everything already received is still shown",
+                coarse(for_how_long),
+                f.cause
+            ),
+        ));
+    }
+    if let Some(v) = storage.volume.filter(|v| v.low) {
+        out.push(reason(
+            "cc.disk_free",
+            AttentionLevel::Attn,
+            format!(
+                "the log volume has {} free ({:.1}%), below --min-free {}",
+                crate::store::health::human_bytes(v.free_bytes),
+                v.free_pct(),
+                storage.min_free.as_deref().unwrap_or("?")
+            ),
+        ));
     }
     out
 }

@@ -228,7 +228,11 @@ impl Engine {
     fn attention_alert(&self, ev: &BusEvent, now: DateTime<Utc>) -> Option<Alert> {
         let e: EventEnvelope = serde_json::from_str(&ev.data).ok()?;
         let body: AttentionBody = serde_json::from_value(e.body).ok()?;
-        let (host, profile) = self.host(e.node_id);
+        let (host, profile) = match e.node_id {
+            Some(_) => self.host(e.node_id),
+            // The Command Center's own attention (its storage).
+            None => ("the Command Center".to_string(), None),
+        };
         Some(Alert {
             kind: AlertKind::Attention,
             node_id: e.node_id,
@@ -248,6 +252,8 @@ impl Engine {
     /// flapping alert).
     fn on_attention(&self, alert: Alert, now: DateTime<Utc>) {
         let Some(node) = alert.node_id else {
+            // The Command Center's own: changes seldom, never flaps per heartbeat.
+            self.route(alert, now, Routes::All);
             return;
         };
         lock(&self.state).levels.insert(node, alert.level);
@@ -502,9 +508,7 @@ impl Engine {
                 created_at: now,
                 test: false,
             };
-            if let Err(e) = self.queue.push(&r.notifier, message, ids) {
-                tracing::error!(%route, error = %e, "Cannot queue a notification.");
-            }
+            self.queue.push(&r.notifier, message, ids);
         }
     }
 

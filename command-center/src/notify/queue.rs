@@ -193,22 +193,22 @@ impl Queue {
         written
     }
 
-    /// Queues `message` for `notifier` (durably); `covers` are the grouped alerts it sends.
-    pub fn push(
-        &self,
-        notifier: &str,
-        message: Message,
-        covers: Vec<Uuid>,
-    ) -> std::io::Result<Uuid> {
+    /// Queues `message` for `notifier` (durably when the disk takes it, else from memory only);
+    /// `covers` are the grouped alerts it sends.
+    pub fn push(&self, notifier: &str, message: Message, covers: Vec<Uuid>) -> Uuid {
         let id = Uuid::now_v7();
         let at = Utc::now();
-        self.write(&Record::Queued {
+        if let Err(e) = self.write(&Record::Queued {
             id,
             at,
             notifier: notifier.to_string(),
             message: message.clone(),
             covers,
-        })?;
+        }) {
+            // A full disk is exactly when an admin must hear from us: send it anyway, from
+            // memory (a restart before it goes out would lose it).
+            tracing::warn!(notifier, error = %e, "Cannot write the notification queue; the message is sent from memory.");
+        }
         lock(&self.state).pending.push(Pending {
             id,
             at,
@@ -216,7 +216,7 @@ impl Queue {
             message,
         });
         self.wake.notify_waiters();
-        Ok(id)
+        id
     }
 
     /// Messages not yet sent.
@@ -457,8 +457,7 @@ mod tests {
             created_at: Utc::now(),
             test: false,
         };
-        q.push("n", message, Vec::new())
-            .unwrap_or_else(|e| panic!("{e}"));
+        q.push("n", message, Vec::new());
         drop(q);
         let (q, _) = Queue::open(dir.path()).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(q.pending(), 1, "the record after the torn line was lost");

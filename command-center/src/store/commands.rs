@@ -63,6 +63,19 @@ pub struct ReceiptRecord {
     pub chain_ok: bool,
 }
 
+/// What a receipt would be to the log ([`CommandState::check_receipt`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReceiptCheck {
+    /// It answers no known command of its node.
+    Unknown,
+    /// The command's first receipt; whether it continues the node's chain.
+    New { chain_ok: bool },
+    /// The receipt the command already has, sent again (its reply was lost): nothing to log.
+    Duplicate { chain_ok: bool },
+    /// A different receipt for a command that has one; `kept_sha256` is the kept one's hash.
+    Conflict { kept_sha256: String },
+}
+
 #[derive(Debug, Default)]
 struct NodeCommands {
     last_seq: u64,
@@ -162,17 +175,33 @@ impl CommandState {
         }
     }
 
-    /// Whether `receipt` continues `node`'s chain; `None` if it answers no known command.
-    pub fn check_receipt(&self, r: &SignedReceipt) -> Option<bool> {
-        let c = self.commands.get(&r.receipt.command_id)?;
-        if c.signed.command.node_id != r.receipt.node_id {
-            return None;
+    /// What recording `r` would mean: a command's first receipt (and whether it continues the
+    /// node's chain), the same receipt again, or another receipt for a command that has one.
+    pub fn check_receipt(&self, r: &SignedReceipt) -> ReceiptCheck {
+        let Some(c) = self
+            .commands
+            .get(&r.receipt.command_id)
+            .filter(|c| c.signed.command.node_id == r.receipt.node_id)
+        else {
+            return ReceiptCheck::Unknown;
+        };
+        if let Some(kept) = &c.receipt {
+            let kept_sha256 = kept.receipt.chain_hash();
+            return if kept_sha256 == r.receipt.chain_hash() {
+                ReceiptCheck::Duplicate {
+                    chain_ok: c.chain_ok.unwrap_or(true),
+                }
+            } else {
+                ReceiptCheck::Conflict { kept_sha256 }
+            };
         }
         let last = self
             .nodes
             .get(&r.receipt.node_id)
             .and_then(|n| n.last_receipt.clone());
-        Some(r.receipt.prev_receipt_sha256 == last)
+        ReceiptCheck::New {
+            chain_ok: r.receipt.prev_receipt_sha256 == last,
+        }
     }
 
     pub fn apply_receipt(&mut self, rec: &ReceiptRecord) {

@@ -8,8 +8,14 @@
 //! A file that ends in a partial line (a crash mid-write; that line was never acknowledged) is
 //! truncated to its last full line on open, with a warning. Rotation (size or day, for logs
 //! that rotate) renames the active file to a timestamped segment and starts a new one; the
-//! directory is fsynced after every create, rename and delete. A failed write or fsync is
-//! fatal: the process exits rather than acknowledge records whose durability is unknown.
+//! directory is fsynced after every create, rename and delete.
+//!
+//! **A failed write or fsync** (a full disk, an I/O error) is not fatal — the monitoring must
+//! stay up when disks fill. The writer cuts the file back to its last durable line (so no torn
+//! or half-written line stays behind), refuses every append of the failed batch, reports the
+//! failure to [`StorageHealth`], and from then on refuses appends at once, trying a real write
+//! at most once a [`RETRY_EVERY`]. The first write that succeeds clears the failure: writes
+//! resume by themselves. Nothing refused was acknowledged, and nothing acknowledged is lost.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -17,9 +23,12 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, oneshot};
 
+use super::health::StorageHealth;
 use super::logdir::{self, LogName};
 
 /// Most bytes written in one group commit.
@@ -27,8 +36,9 @@ const BATCH_BYTES: usize = 4 << 20;
 /// Appends that may wait in the queue before appenders wait for room.
 const QUEUE: usize = 16_384;
 
-/// Exit code for a failed write or fsync (EX_IOERR).
-const EXIT_IO: i32 = 74;
+/// While a log's writes fail, how often a real write is tried again (appends in between are
+/// refused at once).
+pub const RETRY_EVERY: Duration = Duration::from_secs(1);
 
 /// Rotation and retention of one log.
 #[derive(Debug, Clone, Copy, Default)]
@@ -50,6 +60,32 @@ pub enum JournalError {
     },
     #[error("the {0} log is closed")]
     Closed(&'static str),
+    /// The write failed (or the log's writes are failing); nothing of it was kept.
+    #[error("{0}")]
+    Refused(Arc<str>),
+}
+
+/// The file a writer appends to: a [`File`], or in tests one that fails on demand.
+pub trait LogFile: Send + 'static {
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()>;
+    fn sync_data(&mut self) -> std::io::Result<()>;
+    /// Cuts the file to `len` bytes, durably.
+    fn cut(&mut self, len: u64) -> std::io::Result<()>;
+}
+
+impl LogFile for File {
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        Write::write_all(self, buf)
+    }
+
+    fn sync_data(&mut self) -> std::io::Result<()> {
+        File::sync_data(self)
+    }
+
+    fn cut(&mut self, len: u64) -> std::io::Result<()> {
+        self.set_len(len)?;
+        File::sync_data(self)
+    }
 }
 
 /// Runs after the append is durable, before it is acknowledged, in log order.
@@ -58,7 +94,7 @@ pub type Then = Box<dyn FnOnce() + Send>;
 struct Append {
     line: Vec<u8>,
     then: Option<Then>,
-    done: oneshot::Sender<()>,
+    done: oneshot::Sender<Result<(), Arc<str>>>,
 }
 
 /// What `open` found and fixed.
@@ -79,41 +115,59 @@ pub struct Journal {
 }
 
 impl Journal {
-    /// Opens (creating if needed) the active file of `log` in `dir` and starts its writer.
+    /// Opens (creating if needed) the active file of `log` in `dir` and starts its writer,
+    /// which reports write failures and recoveries to `health`.
     pub fn open(
         dir: &Path,
         log: LogName,
         rotation: Rotation,
+        health: Arc<StorageHealth>,
     ) -> Result<(Journal, OpenReport), JournalError> {
         let path = log.active(dir);
         let (file, report) = open_active(dir, &path)?;
         let size = file.metadata().map_err(io(&path))?.len();
+        let journal = Journal::start(dir, log, rotation, health, Box::new(file), size)?;
+        Ok((journal, report))
+    }
+
+    /// Starts the writer of `log` over `file`, whose first `size` bytes are durable.
+    fn start(
+        dir: &Path,
+        log: LogName,
+        rotation: Rotation,
+        health: Arc<StorageHealth>,
+        file: Box<dyn LogFile>,
+        size: u64,
+    ) -> Result<Journal, JournalError> {
         let (tx, rx) = mpsc::channel(QUEUE);
         let writer = Writer {
             dir: dir.to_path_buf(),
             log,
-            path,
+            path: log.active(dir),
+            name: format!("{}.jsonl", log.stem()),
             file,
             size,
             opened: Utc::now(),
             rotation,
+            health,
+            failing: None,
+            needs_cut: false,
+            rotate_failing: false,
         };
         let thread = std::thread::Builder::new()
             .name(format!("log-{}", log.stem()))
             .spawn(move || writer.run(rx))
             .map_err(io(dir))?;
-        Ok((
-            Journal {
-                log,
-                tx: Some(tx),
-                thread: Some(thread),
-                latency: None,
-            },
-            report,
-        ))
+        Ok(Journal {
+            log,
+            tx: Some(tx),
+            thread: Some(thread),
+            latency: None,
+        })
     }
 
-    /// Appends one whole line (ending in `\n`). Returns once it is on disk and `then` has run.
+    /// Appends one whole line (ending in `\n`). Returns once it is on disk and `then` has run;
+    /// [`JournalError::Refused`] if it could not be written (then `then` never runs).
     pub async fn append(&self, line: Vec<u8>, then: Option<Then>) -> Result<(), JournalError> {
         debug_assert!(line.ends_with(b"\n"));
         let tx = self
@@ -126,7 +180,8 @@ impl Journal {
             .await
             .map_err(|_| JournalError::Closed(self.log.stem()))?;
         wait.await
-            .map_err(|_| JournalError::Closed(self.log.stem()))?;
+            .map_err(|_| JournalError::Closed(self.log.stem()))?
+            .map_err(JournalError::Refused)?;
         if let Some(h) = &self.latency {
             h.observe(start.elapsed().as_secs_f64());
         }
@@ -217,17 +272,35 @@ struct Writer {
     dir: PathBuf,
     log: LogName,
     path: PathBuf,
-    file: File,
+    /// The file name, as failures name it.
+    name: String,
+    file: Box<dyn LogFile>,
+    /// Bytes of the active file known durable.
     size: u64,
     opened: DateTime<Utc>,
     rotation: Rotation,
+    health: Arc<StorageHealth>,
+    /// Why writes fail, and when a real write was last tried.
+    failing: Option<(Arc<str>, std::time::Instant)>,
+    /// A failed write could not be cut back yet: nothing is written before it is.
+    needs_cut: bool,
+    /// Rotation failed (reported once; retried after each batch).
+    rotate_failing: bool,
 }
 
 impl Writer {
     fn run(mut self, mut rx: mpsc::Receiver<Append>) {
         let mut buf = Vec::with_capacity(64 * 1024);
         let mut batch: Vec<Append> = Vec::with_capacity(256);
-        while let Some(first) = rx.blocking_recv() {
+        loop {
+            let next = if self.failing.is_some() {
+                self.wait_while_failing(&mut rx)
+            } else {
+                rx.blocking_recv()
+            };
+            let Some(first) = next else {
+                return;
+            };
             buf.clear();
             buf.extend_from_slice(&first.line);
             batch.push(first);
@@ -240,22 +313,100 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            if let Err(e) = self
-                .file
-                .write_all(&buf)
-                .and_then(|_| self.file.sync_data())
+            if let Some((cause, tried)) = &self.failing
+                && tried.elapsed() < RETRY_EVERY
             {
-                fatal(&self.path, "write", &e);
-            }
-            self.size += buf.len() as u64;
-            for a in batch.drain(..) {
-                if let Some(then) = a.then {
-                    then();
+                for a in batch.drain(..) {
+                    let _ = a.done.send(Err(Arc::clone(cause)));
                 }
-                let _ = a.done.send(());
+                continue;
             }
-            self.maybe_rotate();
+            match self.commit(&buf) {
+                Ok(()) => {
+                    if self.failing.take().is_some() {
+                        self.health.write_ok(&self.name);
+                    }
+                    self.size += buf.len() as u64;
+                    for a in batch.drain(..) {
+                        if let Some(then) = a.then {
+                            then();
+                        }
+                        let _ = a.done.send(Ok(()));
+                    }
+                    self.maybe_rotate();
+                }
+                Err(e) => {
+                    self.health.write_failed(&self.name, &e);
+                    let cause: Arc<str> = format!(
+                        "storage unavailable: {}: {e}; writes resume once the disk can take them",
+                        self.name
+                    )
+                    .into();
+                    for a in batch.drain(..) {
+                        let _ = a.done.send(Err(Arc::clone(&cause)));
+                    }
+                    self.failing = Some((cause, std::time::Instant::now()));
+                }
+            }
         }
+    }
+
+    /// While writes fail: waits for the next append (`None` once the log is closed), and every
+    /// [`RETRY_EVERY`] probes whether the file takes writes again — so the failure clears when
+    /// the disk has room, even if no append comes to find out.
+    fn wait_while_failing(&mut self, rx: &mut mpsc::Receiver<Append>) -> Option<Append> {
+        loop {
+            match rx.try_recv() {
+                Ok(a) => return Some(a),
+                Err(mpsc::error::TryRecvError::Disconnected) => return None,
+                Err(mpsc::error::TryRecvError::Empty) => {}
+            }
+            let Some((_, tried)) = &self.failing else {
+                return rx.blocking_recv();
+            };
+            if tried.elapsed() >= RETRY_EVERY {
+                if self.probe().is_ok() {
+                    self.failing = None;
+                    self.health.write_ok(&self.name);
+                    return rx.blocking_recv();
+                }
+                if let Some((_, tried)) = &mut self.failing {
+                    *tried = std::time::Instant::now();
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Writes a page of spaces (no newline: were the process to die before the cut, opening
+    /// the log would cut it as a torn tail), makes it durable, and cuts it off again.
+    fn probe(&mut self) -> std::io::Result<()> {
+        self.commit(&[b' '; 4096])?;
+        self.file
+            .cut(self.size)
+            .inspect_err(|_| self.needs_cut = true)
+    }
+
+    /// Writes `buf` and makes it durable, or leaves the file as it was.
+    fn commit(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        if self.needs_cut {
+            self.file.cut(self.size)?;
+            self.needs_cut = false;
+        }
+        let written = self
+            .file
+            .write_all(buf)
+            .and_then(|()| self.file.sync_data());
+        if written.is_err() {
+            // Part of the batch may be in the file (a short write before ENOSPC), or in the
+            // page cache with its fsync failed: none of it was acknowledged. Cut back to the
+            // last durable line; if even that fails, nothing is written until it succeeds.
+            if let Err(e) = self.file.cut(self.size) {
+                tracing::error!(file = %self.path.display(), error = %e, "Cannot cut a failed write back; the log stays closed to writes until it can.");
+                self.needs_cut = true;
+            }
+        }
+        written
     }
 
     fn maybe_rotate(&mut self) {
@@ -267,30 +418,29 @@ impl Writer {
             return;
         }
         let segment = logdir::rotated_path(&self.dir, self.log, now);
-        let result = std::fs::rename(&self.path, &segment)
-            .and_then(|_| {
-                OpenOptions::new()
-                    .read(true)
-                    .append(true)
-                    .create(true)
-                    .mode(0o600)
-                    .open(&self.path)
-            })
-            .and_then(|f| logdir::sync_dir(&self.dir).map(|_| f));
-        match result {
+        match self.rotate_to(&segment) {
             Ok(f) => {
-                self.file = f;
+                self.file = Box::new(f);
                 self.size = 0;
                 self.opened = now;
+                self.rotate_failing = false;
                 tracing::info!(segment = %segment.display(), "Rotated log.");
             }
-            Err(e) => fatal(&self.path, "rotate", &e),
+            Err(e) => {
+                // The log keeps growing in its current file; rotation is tried after the next
+                // write. Reported once, not once per batch.
+                if !self.rotate_failing {
+                    tracing::error!(file = %self.path.display(), error = %e, "Log rotation failed; the log stays in its current file until it succeeds.");
+                }
+                self.rotate_failing = true;
+                return;
+            }
         }
         if let Some(keep) = self.rotation.retention {
             match logdir::expire(&self.dir, self.log, keep, now) {
                 Ok(deleted) if !deleted.is_empty() => {
                     if let Err(e) = logdir::sync_dir(&self.dir) {
-                        fatal(&self.dir, "fsync directory", &e);
+                        tracing::error!(dir = %self.dir.display(), error = %e, "Cannot fsync the log directory after deleting segments.");
                     }
                     for d in deleted {
                         tracing::info!(segment = %d.display(), "Deleted log segment past retention.");
@@ -303,19 +453,149 @@ impl Writer {
             }
         }
     }
-}
 
-/// A write or fsync failed: the kernel may have dropped dirty pages, so nothing written since the
-/// last good fsync can be trusted. Stop before acknowledging anything else.
-fn fatal(path: &Path, what: &str, e: &std::io::Error) -> ! {
-    tracing::error!(file = %path.display(), error = %e, "Log {what} failed; exiting to avoid acknowledging data that may not be on disk.");
-    eprintln!("fatal: {}: {what} failed: {e}", path.display());
-    std::process::exit(EXIT_IO);
+    /// Renames the active file to `segment` and opens a new one. On failure the active file is
+    /// where it was (a rename that went through is undone).
+    fn rotate_to(&self, segment: &Path) -> std::io::Result<File> {
+        std::fs::rename(&self.path, segment)?;
+        let fresh = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .open(&self.path)
+            .and_then(|f| logdir::sync_dir(&self.dir).map(|()| f));
+        if fresh.is_err() {
+            let _ = std::fs::remove_file(&self.path);
+            let _ = std::fs::rename(segment, &self.path);
+        }
+        fresh
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// A disk that takes `room` more bytes (`None`: any), and whose truncation can fail.
+    #[derive(Clone, Default)]
+    struct Faults {
+        room: Arc<Mutex<Option<usize>>>,
+        fail_cut: Arc<AtomicBool>,
+    }
+
+    /// The fault-injecting writer: a real file behind [`Faults`].
+    struct FaultyFile {
+        file: File,
+        faults: Faults,
+    }
+
+    impl LogFile for FaultyFile {
+        fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+            let mut room = self.faults.room.lock().unwrap();
+            let Some(left) = *room else {
+                return Write::write_all(&mut self.file, buf);
+            };
+            // Like a real full disk: a short write, then ENOSPC.
+            let n = left.min(buf.len());
+            Write::write_all(&mut self.file, &buf[..n])?;
+            *room = Some(left - n);
+            if n < buf.len() {
+                return Err(std::io::Error::from_raw_os_error(28));
+            }
+            Ok(())
+        }
+
+        fn sync_data(&mut self) -> std::io::Result<()> {
+            self.file.sync_data()
+        }
+
+        fn cut(&mut self, len: u64) -> std::io::Result<()> {
+            if self.faults.fail_cut.load(Ordering::SeqCst) {
+                return Err(std::io::Error::from_raw_os_error(5));
+            }
+            let freed = self.file.metadata()?.len().saturating_sub(len);
+            if let Some(r) = self.faults.room.lock().unwrap().as_mut() {
+                *r += freed as usize;
+            }
+            LogFile::cut(&mut self.file, len)
+        }
+    }
+
+    fn line(i: u32) -> Vec<u8> {
+        format!("{{\"n\":{i:04}}}\n").into_bytes()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_disk_refuses_cuts_back_and_resumes_by_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = LogName::Events.active(dir.path());
+        let file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(&path)
+            .unwrap();
+        let faults = Faults::default();
+        let health = Arc::new(StorageHealth::default());
+        let j = Journal::start(
+            dir.path(),
+            LogName::Events,
+            Rotation::default(),
+            Arc::clone(&health),
+            Box::new(FaultyFile {
+                file,
+                faults: faults.clone(),
+            }),
+            0,
+        )
+        .unwrap();
+        let ran = Arc::new(AtomicBool::new(false));
+        j.append(line(1), None).await.unwrap();
+
+        // The disk fills mid-line, and even the cut fails at first.
+        *faults.room.lock().unwrap() = Some(5);
+        faults.fail_cut.store(true, Ordering::SeqCst);
+        let hook = Arc::clone(&ran);
+        let err = j
+            .append(
+                line(2),
+                Some(Box::new(move || hook.store(true, Ordering::SeqCst))),
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("events.jsonl: No space left on device"),
+            "{err}"
+        );
+        assert!(
+            !ran.load(Ordering::SeqCst),
+            "a refused append is never applied"
+        );
+        assert!(health.failing().is_some());
+        // Refused at once while failing (no write is tried more than once a RETRY_EVERY).
+        assert!(j.append(line(3), None).await.is_err());
+
+        // Space returns and the file can be cut: the writer finds out by itself.
+        faults.fail_cut.store(false, Ordering::SeqCst);
+        *faults.room.lock().unwrap() = None;
+        let deadline = std::time::Instant::now() + RETRY_EVERY * 5;
+        while health.failing().is_some() && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(health.failing(), None, "recovered without an append");
+        j.append(line(4), None).await.unwrap();
+        let mut want = line(1);
+        want.extend(line(4));
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            want,
+            "exactly the acknowledged lines: no torn, half or duplicated line"
+        );
+    }
 
     #[test]
     fn torn_tails_are_cut_to_the_last_full_line() {
@@ -343,7 +623,13 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn appends_are_durable_ordered_and_run_their_hooks() {
         let dir = tempfile::tempdir().unwrap();
-        let (j, _) = Journal::open(dir.path(), LogName::Events, Rotation::default()).unwrap();
+        let (j, _) = Journal::open(
+            dir.path(),
+            LogName::Events,
+            Rotation::default(),
+            Arc::default(),
+        )
+        .unwrap();
         let j = std::sync::Arc::new(j);
         let order = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let mut tasks = Vec::new();
@@ -383,7 +669,8 @@ mod tests {
             Utc::now() - chrono::Duration::days(2),
         );
         std::fs::write(&old, "{}\n").unwrap();
-        let (mut j, _) = Journal::open(dir.path(), LogName::Heartbeats, rotation).unwrap();
+        let (mut j, _) =
+            Journal::open(dir.path(), LogName::Heartbeats, rotation, Arc::default()).unwrap();
         for i in 0..10 {
             j.append(format!("{{\"line\":{i:040}}}\n").into_bytes(), None)
                 .await

@@ -31,6 +31,8 @@ pub struct StoreOptions {
     pub heartbeat_retention: Duration,
     /// Where append latencies and replay time go, if anywhere.
     pub metrics: Option<Arc<crate::metrics::Metrics>>,
+    /// Where the log writers report failures and recoveries.
+    pub health: Arc<super::health::StorageHealth>,
 }
 
 impl StoreOptions {
@@ -41,6 +43,7 @@ impl StoreOptions {
             heartbeat_rotate_bytes: 256 << 20,
             heartbeat_retention: Duration::from_secs(30 * 86_400),
             metrics: None,
+            health: Arc::default(),
         }
     }
 }
@@ -86,13 +89,18 @@ impl JsonlStore {
             daily: true,
             retention: Some(opts.heartbeat_retention),
         };
+        let health = || Arc::clone(&opts.health);
         let (mut heartbeats, OpenReport { torn_bytes }) =
-            Journal::open(&opts.dir, LogName::Heartbeats, rotation)?;
-        let (mut events, _) = Journal::open(&opts.dir, LogName::Events, Rotation::default())?;
-        let (mut nodes, _) = Journal::open(&opts.dir, LogName::Nodes, Rotation::default())?;
-        let (mut commands, _) = Journal::open(&opts.dir, LogName::Commands, Rotation::default())?;
+            Journal::open(&opts.dir, LogName::Heartbeats, rotation, health())?;
+        let (mut events, _) =
+            Journal::open(&opts.dir, LogName::Events, Rotation::default(), health())?;
+        let (mut nodes, _) =
+            Journal::open(&opts.dir, LogName::Nodes, Rotation::default(), health())?;
+        let (mut commands, _) =
+            Journal::open(&opts.dir, LogName::Commands, Rotation::default(), health())?;
         // Never rotated: the ledger is built over this file's lines.
-        let (mut scans, _) = Journal::open(&opts.dir, LogName::Scans, Rotation::default())?;
+        let (mut scans, _) =
+            Journal::open(&opts.dir, LogName::Scans, Rotation::default(), health())?;
         if let Some(m) = &opts.metrics {
             for (journal, log) in [
                 (&mut heartbeats, LogName::Heartbeats),

@@ -18,14 +18,14 @@ use vaultmesh_proto::{
 };
 
 use super::change::{Change, kinds};
-use super::commands::{CommandStatus, CommandView, ReceiptRecord};
+use super::commands::{CommandStatus, CommandView, ReceiptCheck, ReceiptRecord};
 use super::events::{EventQuery, Silence};
 use super::memory::Memory;
 use super::registry::{Binding, EnrollCheck, NodeRecord, ReadmitRefusal, Refusal};
-use super::{CommandBuilder, NodeSnapshot, Store, StoreError};
+use super::{CommandBuilder, NodeSnapshot, ReceiptOutcome, Store, StoreError};
 use vaultmesh_proto::Severity;
 use vaultmesh_proto::event::{
-    EnrollRefusedBody, NodeLifecycleBody, SYSTEM_AUTHOR, kinds as event_kinds,
+    EnrollRefusedBody, NodeLifecycleBody, ReceiptConflictBody, SYSTEM_AUTHOR, kinds as event_kinds,
 };
 
 /// Which writes exclude each other (the JSONL backend keeps one lock per gate; PostgreSQL one
@@ -414,33 +414,79 @@ impl<B: Backend> Store for LoggedStore<B> {
         self.mem().command_notify(node_id)
     }
 
-    async fn record_receipt(&self, receipt: SignedReceipt) -> Result<bool, StoreError> {
+    async fn record_receipt(&self, receipt: SignedReceipt) -> Result<ReceiptOutcome, StoreError> {
         let node_id = receipt.receipt.node_id;
-        let chain_ok = self
+        let command_id = receipt.receipt.command_id;
+        let refused_sha256 = receipt.receipt.chain_hash();
+        let checked = self
             .checked(Gate::Commands, move |m| {
-                let chain_ok = m.commands_state().check_receipt(&receipt).ok_or_else(|| {
-                    StoreError::Invalid(format!(
-                        "receipt for unknown command {}",
-                        receipt.receipt.command_id
-                    ))
-                })?;
+                let outcome = match m.commands_state().check_receipt(&receipt) {
+                    ReceiptCheck::Unknown => {
+                        return Err(StoreError::Invalid(format!(
+                            "receipt for unknown command {}",
+                            receipt.receipt.command_id
+                        )));
+                    }
+                    ReceiptCheck::Conflict { kept_sha256 } => {
+                        return Ok((Vec::new(), Err(kept_sha256)));
+                    }
+                    ReceiptCheck::Duplicate { chain_ok } => {
+                        return Ok((
+                            Vec::new(),
+                            Ok(ReceiptOutcome {
+                                chain_ok,
+                                duplicate: true,
+                            }),
+                        ));
+                    }
+                    ReceiptCheck::New { chain_ok } => ReceiptOutcome {
+                        chain_ok,
+                        duplicate: false,
+                    },
+                };
                 let rec = ReceiptRecord {
                     signed: receipt,
-                    chain_ok,
+                    chain_ok: outcome.chain_ok,
                 };
                 Ok((
                     vec![Change::Receipt {
                         rec,
                         ts: Utc::now(),
                     }],
-                    chain_ok,
+                    Ok(outcome),
                 ))
             })
             .await?;
-        if !chain_ok {
+        let outcome = match checked {
+            Ok(o) => o,
+            Err(kept_sha256) => {
+                let body = ReceiptConflictBody {
+                    command_id,
+                    kept_sha256: kept_sha256.clone(),
+                    refused_sha256: refused_sha256.clone(),
+                    severity: Severity::High,
+                };
+                tracing::warn!(%node_id, %command_id, kept = %kept_sha256, refused = %refused_sha256, "A second, different receipt for a command that has one; the first is kept.");
+                if let Err(e) = self
+                    .lifecycle_event(
+                        event_kinds::RECEIPT_CONFLICT,
+                        node_id,
+                        SYSTEM_AUTHOR.into(),
+                        &body,
+                    )
+                    .await
+                {
+                    tracing::error!(%node_id, error = %e, "Cannot log a receipt conflict.");
+                }
+                return Err(StoreError::Conflict(format!(
+                    "command {command_id} already has a different receipt (sha256 {kept_sha256}); the first is kept"
+                )));
+            }
+        };
+        if !outcome.chain_ok && !outcome.duplicate {
             tracing::error!(%node_id, "Receipt chain broken: a receipt does not follow the node's previous one.");
         }
-        Ok(chain_ok)
+        Ok(outcome)
     }
 
     fn commands(

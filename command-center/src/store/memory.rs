@@ -76,7 +76,7 @@ impl Memory {
                     self.bus.publish(
                         kind::HEARTBEAT,
                         Some(node_id),
-                        serde_json::to_string(&summary).unwrap_or_default(),
+                        summary.heartbeat_event_json(),
                     );
                 }
             }

@@ -23,6 +23,7 @@ pub mod commands;
 pub mod dirlock;
 pub mod events;
 pub mod fleet;
+pub mod health;
 pub mod journal;
 pub mod jsonl;
 pub mod logdir;
@@ -194,9 +195,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Notified when a command is queued for `node_id`.
     fn command_notify(&self, node_id: Uuid) -> std::sync::Arc<tokio::sync::Notify>;
 
-    /// Logs a verified receipt; returns whether it continued the node's chain. `Invalid` if it
-    /// answers no command of that node.
-    async fn record_receipt(&self, receipt: SignedReceipt) -> Result<bool, StoreError>;
+    /// Logs a verified receipt; returns whether it continued the node's chain, and whether it
+    /// was the command's receipt sent again (a lost reply: idempotent, nothing logged).
+    /// `Invalid` if it answers no command of that node; `Conflict` (and a `receipt_conflict`
+    /// event) if the command already has a different receipt — never a chain break.
+    async fn record_receipt(&self, receipt: SignedReceipt) -> Result<ReceiptOutcome, StoreError>;
 
     /// Stores a validated scan report durably (once: a retry of the same `scan_id` is
     /// acknowledged as a duplicate) and computes its drift against the node's previous scan.
@@ -257,6 +260,15 @@ pub struct NodeSnapshot {
     /// Open and acknowledged incidents.
     pub incidents: Vec<Incident>,
     pub receipt_chain_ok: Option<bool>,
+}
+
+/// What [`Store::record_receipt`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReceiptOutcome {
+    /// Whether the receipt continued the node's chain.
+    pub chain_ok: bool,
+    /// The command already had this very receipt: nothing was logged.
+    pub duplicate: bool,
 }
 
 /// Makes the signed command once its `seq` is known.

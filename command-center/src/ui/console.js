@@ -188,6 +188,8 @@
     if (s.node_id === selected) refreshNode();
   }
   function onAttention(env) {
+    // The Command Center's own attention (its storage): the mission bar shows it.
+    if (!env.node_id) { swap("kpis", "/console/kpis", 100); return; }
     const r = env.node_id && row(env.node_id);
     const level = env.body && env.body.level;
     if (r && level) {

@@ -114,11 +114,18 @@ fn kpis(
     nodes: &[NodeSummary],
     last_event: Option<DateTime<Utc>>,
     failing: &[Failing],
+    own: &vaultmesh_proto::Attention,
     now: DateTime<Utc>,
 ) -> Markup {
     let count = |l: AttentionLevel| nodes.iter().filter(|n| n.attention.level == l).count();
     html! {
         div id="kpis" class="kpis" data-fragment="/console/kpis" {
+            @for r in &own.reasons {
+                // The Command Center's own trouble (a full or filling disk) comes first.
+                span class={"k-cc " (level_name(r.level).0)} role="alert" data-cc-rule=(r.rule) {
+                    strong { "Command Center: " } (r.message)
+                }
+            }
             @for f in failing {
                 span class="k-notify" role="alert" data-notifier=(f.name) {
                     "notifier " strong { (f.name) } " failing"
@@ -527,7 +534,7 @@ pub async fn page(
             body class="console" data-selected=[selected] data-debug=[debug.then_some("1")] {
                 header class="mission-bar" {
                     h1 { a href="/console" { "VaultMesh Mission Console" } }
-                    (kpis(&nodes, last_event, &failing_notifiers(&state), now))
+                    (kpis(&nodes, last_event, &failing_notifiers(&state), &state.attention.fleet(), now))
                     p id="stream-state" class="stream-state" role="status" aria-live="polite" { "connecting…" }
                 }
                 main class="panels" {
@@ -559,6 +566,7 @@ pub async fn kpis_fragment(State(state): State<AppState>) -> Result<Markup, ApiE
         &sorted_nodes(&state),
         last_event(&state),
         &failing_notifiers(&state),
+        &state.attention.fleet(),
         Utc::now(),
     ))
 }

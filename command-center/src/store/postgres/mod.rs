@@ -38,6 +38,7 @@ use vaultmesh_proto::api::HistoryPoint;
 
 use super::change::Change;
 use super::events::EventQuery;
+use super::health::StorageHealth;
 use super::journal::{Journal, JournalError, Rotation};
 use super::logdir::LogName;
 use super::logged::{Backend, Check, Gate, LoggedStore};
@@ -145,7 +146,7 @@ impl PgStore {
         schema::migrate(&mut client).await?;
         let memory = Arc::new(Memory::new(opts.limits, bus));
         let (cursor, mut report) = load(&mut client, &memory).await?;
-        let (mirror, durable) = mirror(&client, &opts.dir, cursor).await?;
+        let (mirror, durable) = mirror(&client, &opts.dir, cursor, &opts.health).await?;
         report.elapsed = started.elapsed();
         tracing::info!(
             lines = report.lines,
@@ -293,10 +294,15 @@ async fn load(client: &mut Client, memory: &Memory) -> Result<(i64, ReplayReport
 /// Opens `dir/sovereign-scans.jsonl` as the copy of the database's scan lines up to `cursor`:
 /// checks that its last line is the database's line of that number, and appends the lines it
 /// lacks (streamed). Returns it and its durable length.
-async fn mirror(client: &Client, dir: &Path, cursor: i64) -> Result<(Journal, u64), PgError> {
+async fn mirror(
+    client: &Client,
+    dir: &Path,
+    cursor: i64,
+    health: &Arc<StorageHealth>,
+) -> Result<(Journal, u64), PgError> {
     use std::io::Write as _;
     // Opening cuts a torn final line; the copy is then checked and completed directly.
-    Journal::open(dir, LogName::Scans, Rotation::default())?
+    Journal::open(dir, LogName::Scans, Rotation::default(), Arc::clone(health))?
         .0
         .close();
     let path = LogName::Scans.active(dir);
@@ -353,7 +359,7 @@ async fn mirror(client: &Client, dir: &Path, cursor: i64) -> Result<(Journal, u6
         );
     }
     let len = std::fs::metadata(&path).map_or(0, |m| m.len());
-    let (journal, _) = Journal::open(dir, LogName::Scans, Rotation::default())?;
+    let (journal, _) = Journal::open(dir, LogName::Scans, Rotation::default(), Arc::clone(health))?;
     Ok((journal, len))
 }
 
