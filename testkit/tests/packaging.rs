@@ -103,12 +103,7 @@ fn the_pkgbuilds_install_the_files_the_debs_do() {
 /// changes what a packaged Command Center does.
 #[test]
 fn the_command_center_packages_ship_every_policy() {
-    let mut policies: Vec<String> = std::fs::read_dir(workspace_root().join("policies"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".toml"))
-        .collect();
-    policies.sort();
+    let policies = vaultmesh_testkit::shipped_policies();
     assert!(
         policies.contains(&"Generic.toml".to_string()),
         "{policies:?}"
