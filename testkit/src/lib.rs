@@ -22,6 +22,7 @@ pub mod cloudflared;
 pub mod dbus;
 pub mod docs;
 pub mod fake_cc;
+pub mod host;
 pub mod notify;
 pub mod postgres;
 pub mod receiver;
