@@ -45,6 +45,23 @@ pub fn create_signing_key(
     Ok(key)
 }
 
+/// Why a signing-key file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyFileError {
+    #[error("cannot read: {0}")]
+    Unreadable(#[from] std::io::Error),
+    #[error("not a key written by `vaultmesh-command-center keygen`")]
+    NotAKey,
+}
+
+/// Reads a signing key as [`create_signing_key`] wrote it, changing nothing.
+pub fn read_signing_key(
+    path: &std::path::Path,
+) -> Result<vaultmesh_proto::auth::NodeKey, KeyFileError> {
+    let text = std::fs::read_to_string(path)?;
+    vaultmesh_proto::auth::NodeKey::from_base64(&text).map_err(|_| KeyFileError::NotAKey)
+}
+
 /// `POST /api/commands` body.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

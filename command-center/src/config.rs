@@ -8,6 +8,55 @@ use crate::store::{StoreLimits, StoreOptions};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8088";
 
+/// Where the docs keep the command-signing key: root-only (0600), outside the log directory
+/// (which is backed up), and where `keygen` writes by default.
+pub const DEFAULT_KEY_FILE: &str = "/etc/vaultmesh/cc.key";
+
+/// The systemd credential `serve` reads its signing key from when no `--signing-key` is given:
+/// the unit's `LoadCredential=cc.key:/etc/vaultmesh/cc.key` puts a copy only the service can
+/// read in `$CREDENTIALS_DIRECTORY/cc.key`.
+pub const KEY_CREDENTIAL: &str = "cc.key";
+
+/// Where `serve` reads its command-signing key from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SigningKey {
+    /// `--signing-key FILE` (`VAULTMESH_CC_KEY_FILE`).
+    File(PathBuf),
+    /// The systemd credential [`KEY_CREDENTIAL`] in `$CREDENTIALS_DIRECTORY`.
+    Credential(PathBuf),
+}
+
+impl SigningKey {
+    /// `--signing-key` if given; otherwise the credential [`KEY_CREDENTIAL`] when systemd passed
+    /// one (`credentials_directory` is `$CREDENTIALS_DIRECTORY`); otherwise none.
+    pub fn resolve(
+        flag: Option<PathBuf>,
+        credentials_directory: Option<&Path>,
+    ) -> Option<SigningKey> {
+        if let Some(path) = flag {
+            return Some(SigningKey::File(path));
+        }
+        let path = credentials_directory?.join(KEY_CREDENTIAL);
+        path.exists().then_some(SigningKey::Credential(path))
+    }
+
+    pub fn path(&self) -> &Path {
+        match self {
+            SigningKey::File(p) | SigningKey::Credential(p) => p,
+        }
+    }
+
+    /// How errors name it: the flag, or the credential and where systemd put it.
+    fn label(&self) -> String {
+        match self {
+            SigningKey::File(p) => format!("--signing-key {}", p.display()),
+            SigningKey::Credential(p) => {
+                format!("credential {KEY_CREDENTIAL} ({})", p.display())
+            }
+        }
+    }
+}
+
 /// Everything `serve` needs, already validated.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
@@ -45,7 +94,7 @@ pub struct ServeConfig {
     /// Enrollment token specs: `TOKEN[,single-use][,expires=RFC3339]`.
     pub enroll_tokens: Vec<String>,
     /// The Command Center's command-signing key (`keygen` writes it).
-    pub signing_key: Option<PathBuf>,
+    pub signing_key: Option<SigningKey>,
     /// A PostgreSQL URL (`--store`, `VAULTMESH_STORE_URL`): the log is kept in that database,
     /// shared with other instances; the log directory then holds only the ledger's files.
     pub store_url: Option<String>,
@@ -102,19 +151,12 @@ impl ServeConfig {
 
     /// The signing key, if configured.
     pub fn load_signing_key(&self) -> Result<Option<vaultmesh_proto::auth::NodeKey>, String> {
-        let Some(path) = &self.signing_key else {
+        let Some(key) = &self.signing_key else {
             return Ok(None);
         };
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("--signing-key {}: {e}", path.display()))?;
-        vaultmesh_proto::auth::NodeKey::from_base64(&text)
+        crate::commands::read_signing_key(key.path())
             .map(Some)
-            .map_err(|_| {
-                format!(
-                    "--signing-key {}: not a key written by `vaultmesh-command-center keygen`",
-                    path.display()
-                )
-            })
+            .map_err(|e| format!("{}: {e}", key.label()))
     }
 
     /// The store's options from this config.

@@ -66,10 +66,16 @@ enum Command {
     /// Print the man page (roff).
     Man,
     /// Create the command-signing key (mode 0600) and print the public key agents pin.
+    #[command(
+        after_help = "Examples:\n  vaultmesh-command-center keygen                  writes /etc/vaultmesh/cc.key (run as root)\n  vaultmesh-command-center keygen --show-public    prints its public key and key id again"
+    )]
     Keygen {
-        /// Where to write the key.
-        #[arg(long, default_value = "cc.key", value_name = "FILE")]
+        /// Where to write the key (never overwritten); with --show-public, the key to read.
+        #[arg(long, default_value = vaultmesh_command_center::config::DEFAULT_KEY_FILE, value_name = "FILE")]
         out: PathBuf,
+        /// Print the public key and key id of the existing key at --out, changing nothing.
+        #[arg(long)]
+        show_public: bool,
     },
 }
 
@@ -378,7 +384,9 @@ struct ServeArgs {
         hide_env_values = true
     )]
     enroll_token: Vec<String>,
-    /// Command-signing key written by `keygen`; without it no command can be issued.
+    /// Command-signing key written by `keygen`; without it no command can be issued. Unset, the
+    /// systemd credential `cc.key` ($CREDENTIALS_DIRECTORY/cc.key, LoadCredential=) is used if
+    /// present.
     #[arg(long, env = "VAULTMESH_CC_KEY_FILE", value_name = "FILE")]
     signing_key: Option<PathBuf>,
     /// Free space on the log volume below which the Command Center raises its own attention
@@ -462,7 +470,7 @@ fn main() -> ExitCode {
             Some(Command::Logs(cmd)) => logs_from_store(cmd).await,
             Some(Command::Store(cmd)) => store(cmd).await,
             Some(Command::Notify(cmd)) => notify(cmd).await,
-            Some(Command::Keygen { out }) => keygen(&out),
+            Some(Command::Keygen { out, show_public }) => keygen(&out, show_public),
             Some(Command::Completions { shell }) => {
                 vaultmesh_agent_core::cli::completions::<Cli>(shell, &mut std::io::stdout())
                     .map_err(|e| (1, format!("cannot write to standard output: {e}")))
@@ -646,7 +654,22 @@ async fn command(cmd: CommandsCommand) -> Result<(), Failure> {
     Ok(())
 }
 
-fn keygen(out: &std::path::Path) -> Result<(), Failure> {
+/// `keygen [--out FILE] [--show-public]`.
+fn keygen(out: &std::path::Path, show_public: bool) -> Result<(), Failure> {
+    use vaultmesh_command_center::commands::{KeyFileError, read_signing_key};
+    if show_public {
+        let key = read_signing_key(out).map_err(|e| {
+            let hint = match &e {
+                KeyFileError::Unreadable(io) if io.kind() == std::io::ErrorKind::NotFound => {
+                    " (create it with `vaultmesh-command-center keygen --out FILE`)"
+                }
+                _ => "",
+            };
+            (2, format!("--out {}: {e}{hint}", out.display()))
+        })?;
+        print_public(&key.public_base64());
+        return Ok(());
+    }
     let key = vaultmesh_command_center::commands::create_signing_key(out).map_err(|e| {
         match e.kind() {
             std::io::ErrorKind::AlreadyExists => (
@@ -659,12 +682,16 @@ fn keygen(out: &std::path::Path) -> Result<(), Failure> {
             _ => (1, format!("{}: {e}", out.display())),
         }
     })?;
-    let public = key.public_base64();
     println!("wrote {} (mode 0600)", out.display());
-    println!("public key: {public}");
-    println!("key id: {}", vaultmesh_proto::command::key_id(&public));
-    println!("agents pin it with VAULTMESH_CC_PUBKEY={public}");
+    print_public(&key.public_base64());
     Ok(())
+}
+
+/// What agents need of the key: the public key (`VAULTMESH_CC_PUBKEY`) and its id.
+fn print_public(public: &str) {
+    println!("public key: {public}");
+    println!("key id: {}", vaultmesh_proto::command::key_id(public));
+    println!("agents pin it with VAULTMESH_CC_PUBKEY={public}");
 }
 
 /// `notify check|test`.
@@ -899,7 +926,12 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
         sse_keepalive: args.sse_keepalive,
         sse_buffer: args.sse_buffer,
         enroll_tokens: args.enroll_token,
-        signing_key: args.signing_key,
+        signing_key: vaultmesh_command_center::config::SigningKey::resolve(
+            args.signing_key,
+            std::env::var_os("CREDENTIALS_DIRECTORY")
+                .as_deref()
+                .map(std::path::Path::new),
+        ),
         store_url: args.store_url,
         notify_config: args.notify_config,
         min_free: args.min_free,
@@ -923,6 +955,11 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
     }
     if server.state().tokens.0.is_empty() {
         eprintln!("warning: no --enroll-token configured: new agents cannot enroll");
+    }
+    if server.state().cc_key.is_none() {
+        tracing::info!(
+            "No signing key (--signing-key, or the systemd credential cc.key): commands cannot be issued."
+        );
     }
     println!(
         "vaultmesh-command-center listening on http://{}",

@@ -20,7 +20,9 @@ pub mod auth;
 pub mod browser;
 pub mod cloudflared;
 pub mod dbus;
+pub mod docs;
 pub mod fake_cc;
+pub mod host;
 pub mod notify;
 pub mod postgres;
 pub mod proxy;
@@ -43,6 +45,27 @@ pub fn workspace_root() -> PathBuf {
         .parent()
         .expect("testkit sits in the workspace")
         .to_path_buf()
+}
+
+/// The file names in `dir`, sorted; with `ext`, only those ending in `.{ext}`.
+pub fn file_names(dir: &Path, ext: Option<&str>) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| {
+            e.expect("dir entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .filter(|n| ext.is_none_or(|x| n.ends_with(&format!(".{x}"))))
+        .collect();
+    names.sort();
+    names
+}
+
+/// The shipped policy files (`policies/*.toml`), by file name, sorted.
+pub fn shipped_policies() -> Vec<String> {
+    file_names(&workspace_root().join("policies"), Some("toml"))
 }
 
 /// Path to a freshly built workspace binary. Builds it (once per test process) with the
@@ -157,6 +180,9 @@ impl CommandCenter {
             .env_remove("VAULTMESH_LOG_DIR")
             .env_remove("VAULTMESH_POLICY_DIR")
             .env_remove("VAULTMESH_STORE_URL")
+            .env_remove("VAULTMESH_CC_KEY_FILE")
+            // A test run under a systemd unit must not hand its own credentials to `serve`.
+            .env_remove("CREDENTIALS_DIRECTORY")
             .env("RUST_LOG", "warn");
         for (k, v) in env {
             cmd.env(k, v);
@@ -483,6 +509,8 @@ pub fn cc_command(args: &[&str]) -> Output {
     Command::new(binary(CC_BIN))
         .args(args)
         .env_remove("VAULTMESH_LOG_DIR")
+        .env_remove("VAULTMESH_CC_KEY_FILE")
+        .env_remove("CREDENTIALS_DIRECTORY")
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .output()

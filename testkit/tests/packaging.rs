@@ -97,6 +97,43 @@ fn the_pkgbuilds_install_the_files_the_debs_do() {
     }
 }
 
+/// Every policy in `policies/` reaches `/etc/vaultmesh/policies` through the Command Center's
+/// packages, and pacman keeps an admin's edits to each (`backup`). A node whose profile has no
+/// file gets no commands, so a policy left out of the package (Generic.toml was) silently
+/// changes what a packaged Command Center does.
+#[test]
+fn the_command_center_packages_ship_every_policy() {
+    let policies = vaultmesh_testkit::shipped_policies();
+    assert!(
+        policies.contains(&"Generic.toml".to_string()),
+        "{policies:?}"
+    );
+    let (deb, arch) = (
+        deb_files("command-center"),
+        arch_files("vaultmesh-command-center"),
+    );
+    let pkgbuild = pkgbuild("vaultmesh-command-center");
+    let backup = pkgbuild
+        .lines()
+        .find_map(|l| l.strip_prefix("backup=("))
+        .unwrap();
+    for p in &policies {
+        let installed = format!("/etc/vaultmesh/policies/{p}");
+        assert!(deb.contains(&installed), ".deb lacks {installed}: {deb:?}");
+        assert!(arch.contains(&installed), "PKGBUILD lacks {installed}");
+        assert!(
+            backup.contains(&format!("'etc/vaultmesh/policies/{p}'")),
+            "PKGBUILD backup=() lacks {p}: {backup}"
+        );
+    }
+    // The agent's package holds no policy: both packages on one host must not own one file.
+    assert!(
+        !deb_files("node-agent")
+            .iter()
+            .any(|f| f.starts_with("/etc/vaultmesh/policies/"))
+    );
+}
+
 #[test]
 fn each_srcinfo_matches_its_pkgbuild() {
     for name in ["vaultmesh-command-center", "vaultmesh-node-agent"] {

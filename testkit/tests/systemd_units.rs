@@ -66,7 +66,11 @@ fn parse_exposure(stdout: &str, unit: &str) -> Option<f64> {
 /// `--threshold=9` and fails `--threshold=8`. The parsed score is asserted as well, so a failure
 /// shows the number, and a systemd that read `--threshold=` differently could not pass silently.
 fn assert_exposure_at_most(unit: &str, budget_tenths: u32) {
-    let path = unit_path(unit);
+    exposure_within(&unit_path(unit), unit, budget_tenths);
+}
+
+/// Like [`assert_exposure_at_most`] for the unit file at `path`; returns the assessment.
+fn exposure_within(path: &Path, unit: &str, budget_tenths: u32) -> String {
     let threshold = format!("--threshold={budget_tenths}");
     let out = systemd_analyze(&[
         OsStr::new("security"),
@@ -97,6 +101,7 @@ fn assert_exposure_at_most(unit: &str, budget_tenths: u32) {
         "{unit}: systemd-analyze security {threshold} failed (exposure {score})\n{findings}\nstderr: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    stdout.into_owned()
 }
 
 #[test]
@@ -107,6 +112,41 @@ fn command_center_unit_exposure_is_at_most_1_5() {
 #[test]
 fn node_agent_unit_exposure_is_at_most_3_5() {
     assert_exposure_at_most(AGENT_UNIT, 35);
+}
+
+/// DEPLOY.md §4's drop-in for Cloudflare Access lifts the unit's address filter (the team's
+/// certificates come from Cloudflare's addresses) and keeps the unit within its budget.
+#[test]
+fn the_access_drop_in_of_deploy_md_lifts_the_address_filter_within_budget() {
+    use vaultmesh_testkit::docs::{code_blocks, section};
+    let md = std::fs::read_to_string(workspace_root().join("docs/DEPLOY.md")).unwrap();
+    let blocks = code_blocks(section(&md, "## 4. Cloudflare Access"), "ini");
+    assert_eq!(blocks.len(), 1, "one drop-in in DEPLOY.md §4: {blocks:?}");
+    let drop_in = blocks[0]
+        .strip_prefix("[Service]\n")
+        .expect("the drop-in is a [Service] section");
+    // A drop-in's lines apply after the unit's: the same as appending them to its [Service].
+    let unit = std::fs::read_to_string(unit_path(CC_UNIT)).unwrap();
+    let (service, install) = unit.split_once("[Install]").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let merged = dir.path().join(CC_UNIT);
+    std::fs::write(&merged, format!("{service}{drop_in}\n[Install]{install}")).unwrap();
+
+    let before = exposure_within(&unit_path(CC_UNIT), CC_UNIT, 15);
+    assert!(
+        before.contains("IP address allow list with only localhost entries"),
+        "{before}"
+    );
+    let after = exposure_within(&merged, CC_UNIT, 15);
+    assert!(
+        after.contains("does not define an IP address allow list"),
+        "the drop-in leaves the filter in place:\n{after}"
+    );
+    assert_eq!(
+        parse_exposure(&after, CC_UNIT),
+        Some(1.1),
+        "DEPLOY.md says 1.1"
+    );
 }
 
 #[test]

@@ -24,6 +24,30 @@ fn flag(ok: bool, yes: &str, no: &str) -> Markup {
     html! { span class=(if ok { "flag ok" } else { "flag bad" }) { (if ok { yes } else { no }) } }
 }
 
+/// What a node needs to report here, shown while none has: the address, an enrollment token
+/// (never shown: it is a secret) and the public key it pins for commands (shown: it is public).
+fn empty_fleet_hint(state: &AppState) -> Markup {
+    let public = state.cc_key.as_ref().map(|k| k.public_base64());
+    let command = format!(
+        "VAULTMESH_CC_URL=https://cc.example.com VAULTMESH_ENROLL_TOKEN=<one of this Command Center's enrollment tokens> VAULTMESH_CC_PUBKEY={} vaultmesh-node-agent run",
+        public.as_deref().unwrap_or("<its public key>")
+    );
+    html! {
+        section class="empty" {
+            p { "No nodes have reported yet." }
+            p { "On a node, with this Command Center's address, an enrollment token and its public key, run:" }
+            pre { code { (command) } }
+            @if state.tokens.0.is_empty() {
+                p class="warn" { "This Command Center has no enrollment token (" code { "--enroll-token" } ", " code { "VAULTMESH_ENROLL_TOKEN" } "): no node can enroll." }
+            }
+            @if public.is_none() {
+                p class="warn" { "It has no signing key (" code { "keygen" } ", " code { "--signing-key" } "): nodes can report, but no command can be sent to them." }
+            }
+            p { "The whole procedure: README, “Run it for real”, and docs/DEPLOY.md." }
+        }
+    }
+}
+
 /// `GET /`.
 pub async fn dashboard(State(state): State<AppState>) -> Markup {
     let now = Utc::now();
@@ -66,10 +90,7 @@ pub async fn dashboard(State(state): State<AppState>) -> Markup {
                 }
                 main id="overview" {
                     @if rows.is_empty() {
-                        section class="empty" {
-                            p { "No nodes have reported yet." }
-                            p { "On a node, run " code { "VAULTMESH_CC_URL=https://cc.example vaultmesh-node-agent run --once" } "." }
-                        }
+                        (empty_fleet_hint(&state))
                     } @else {
                         table id="nodes" {
                             thead { tr {
