@@ -19,8 +19,11 @@ use crate::error::ApiError;
 use crate::server::AppState;
 use crate::store::commands::{CommandStatus, CommandView};
 
-/// Longest long-poll an agent may ask for (Cloudflare's proxy gives up at 100 s).
+/// Longest long-poll an agent may ask for (Cloudflare's proxy gives up at 100 s). The route's
+/// time limit is this plus `--request-timeout` ([`crate::timeout::bound`]).
 pub const MAX_WAIT: Duration = Duration::from_secs(60);
+/// The agent's long-poll route.
+pub const POLL_ROUTE: &str = "/api/agent/commands";
 /// Default and bounds of a command's time to live.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(300);
 

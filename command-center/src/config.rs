@@ -51,6 +51,8 @@ pub struct ServeConfig {
     pub store_url: Option<String>,
     /// The notifications file (`--notify-config`, `VAULTMESH_NOTIFY_CONFIG`).
     pub notify_config: Option<PathBuf>,
+    /// How long a request may take (`--request-timeout`); see [`crate::timeout`].
+    pub request_timeout: Duration,
 }
 
 impl ServeConfig {
@@ -78,6 +80,7 @@ impl ServeConfig {
             store_url: None,
             notify_config: None,
             signing_key: None,
+            request_timeout: crate::timeout::DEFAULT_REQUEST_TIMEOUT,
         }
     }
 

@@ -35,6 +35,15 @@ pub enum ApiError {
         node: uuid::Uuid,
         retry_after_s: u64,
     },
+    /// The Command Center did not answer within its time limit (`--request-timeout`).
+    #[error(
+        "the Command Center did not answer within {} s (its --request-timeout); try again",
+        limit.as_secs_f64()
+    )]
+    Timeout { limit: std::time::Duration },
+    /// The client did not send its whole request body within the time limit.
+    #[error("the request body did not arrive within {} s", limit.as_secs_f64())]
+    BodyTimeout { limit: std::time::Duration },
     #[error("internal error")]
     Internal(String),
 }
@@ -55,6 +64,8 @@ impl ApiError {
             ApiError::TooManyRequests { .. } | ApiError::TooManyStreams(_) => {
                 StatusCode::TOO_MANY_REQUESTS
             }
+            ApiError::Timeout { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -74,6 +85,8 @@ impl ApiError {
             ApiError::Unavailable(_) => "unavailable",
             ApiError::TooManyRequests { .. } => "rate_limited",
             ApiError::TooManyStreams(_) => "too_many_streams",
+            ApiError::Timeout { .. } => "timeout",
+            ApiError::BodyTimeout { .. } => "body_timeout",
             ApiError::Internal(_) => "internal",
         }
     }

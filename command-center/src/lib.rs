@@ -14,6 +14,7 @@
 //! - [`bus`]: the live event bus (broadcast + resume window) behind `GET /events`.
 //! - [`sse`]: the `GET /events` stream.
 //! - [`server`]: the router, its middleware and the listener.
+//! - [`timeout`]: every request answered in bounded time, a timeout as a JSON error.
 //! - [`logs`]: the `logs view|tail|stats` tools over the log files.
 //! - [`demo`]: the Command Center plus a real agent for this host in one process.
 
@@ -35,6 +36,7 @@ pub mod policy;
 pub mod server;
 pub mod sse;
 pub mod store;
+pub mod timeout;
 pub mod ui;
 
 /// The Command Center's version.

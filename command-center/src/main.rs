@@ -381,6 +381,10 @@ struct ServeArgs {
     /// Command-signing key written by `keygen`; without it no command can be issued.
     #[arg(long, env = "VAULTMESH_CC_KEY_FILE", value_name = "FILE")]
     signing_key: Option<PathBuf>,
+    /// Answer a request not done within this with a JSON error (503; 408 if its body is still
+    /// arriving). The agent's long-poll gets its wait (at most 60s) on top.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    request_timeout: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -883,6 +887,7 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
         signing_key: args.signing_key,
         store_url: args.store_url,
         notify_config: args.notify_config,
+        request_timeout: args.request_timeout,
     };
     config.prepare().map_err(|e| (2, e))?;
     let server = Server::bind(&config).await.map_err(|e| match e {

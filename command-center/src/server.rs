@@ -10,7 +10,6 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, HeaderValue, header};
 use axum::routing::{get, post};
 use tower_http::set_header::SetResponseHeaderLayer;
-use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::config::ServeConfig;
@@ -69,6 +68,9 @@ pub struct AppState {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Notifications, when `--notify-config` is given.
     pub notify: Option<Arc<crate::notify::Runtime>>,
+    /// How long a request may take before it is answered with a timeout error
+    /// (`--request-timeout`; the long-poll gets its wait on top, see [`crate::timeout`]).
+    pub request_timeout: Duration,
 }
 
 /// The whole HTTP surface. Split from [`Server`] so tests can drive it without a socket.
@@ -107,22 +109,23 @@ pub fn app(state: AppState) -> Router {
         .route("/api/nodes/{id}", get(api::get_node))
         .route("/api/events", get(api::list_events).post(api::post_event))
         .route("/api/commands", get(commands::list).post(commands::issue))
-        .route("/api/agent/commands", get(commands::poll))
+        .route(commands::POLL_ROUTE, get(commands::poll))
         .route("/api/agent/receipts", post(commands::receipt))
         .route("/events", get(sse::events))
         .route("/metrics", get(crate::metrics::scrape))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(gate)
+        // Inside the counter, so timeouts are counted (and logged) like any other refusal.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::timeout::limit,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::metrics::count_rejections,
         ))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(TimeoutLayer::with_status_code(
-            axum::http::StatusCode::REQUEST_TIMEOUT,
-            Duration::from_secs(30),
-        ))
         .layer(SetResponseHeaderLayer::overriding(
             header::CONTENT_SECURITY_POLICY,
             HeaderValue::from_static(CSP),
@@ -292,6 +295,7 @@ impl Server {
             policies,
             metrics,
             notify,
+            request_timeout: config.request_timeout,
         };
         Ok(Server {
             listener,

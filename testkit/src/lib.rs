@@ -505,6 +505,23 @@ pub fn keygen(dir: &Path) -> (String, String) {
     (key.display().to_string(), public)
 }
 
+/// A Command Center that can issue commands: a signing key made by [`keygen`] in a temp dir
+/// (returned, with the public key agents pin) and the shipped `policies/`, plus `extra`
+/// `serve` arguments.
+pub fn commanding_center(extra: &[&str]) -> (CommandCenter, TempDir, String) {
+    let keys = tempfile::tempdir().expect("temp dir");
+    let (key, public) = keygen(keys.path());
+    let policies = workspace_root().join("policies");
+    let mut args = vec![
+        "--signing-key",
+        key.as_str(),
+        "--policy-dir",
+        policies.to_str().expect("UTF-8 path"),
+    ];
+    args.extend_from_slice(extra);
+    (CommandCenter::start_with(&args), keys, public)
+}
+
 /// A heartbeat with the seed's fields for `node_id`/`hostname`, plus `seq` — the smallest
 /// realistic record for store tests.
 pub fn heartbeat_json(node_id: &str, hostname: &str, seq: u64) -> serde_json::Value {
