@@ -71,10 +71,13 @@ pub async fn post_enroll(
     let parts = SignedParts::from_request(&headers, method.as_str(), &path)?;
     let req: EnrollRequest = parse_json_as(&headers, body.clone(), "enrollment")?;
     if parts.node_id != req.node_id {
-        return Err(ApiError::Unauthorized(format!(
-            "enrollment for node {} signed as node {}",
-            req.node_id, parts.node_id
-        )));
+        return Err(ApiError::Unauthorized(
+            crate::error::Refusal::BadSignature,
+            format!(
+                "enrollment for node {} signed as node {}",
+                req.node_id, parts.node_id
+            ),
+        ));
     }
     let key = vaultmesh_proto::auth::parse_public_key(&req.public_key)
         .map_err(|e| ApiError::UnprocessableEntity(format!("invalid enrollment: {e}")))?;

@@ -264,10 +264,12 @@ pub async fn receipt(
             r.receipt.node_id, signed.node_id
         )));
     }
-    let binding = state
-        .store
-        .binding(signed.node_id)
-        .ok_or_else(|| ApiError::Unauthorized("node is not enrolled".into()))?;
+    let binding = state.store.binding(signed.node_id).ok_or_else(|| {
+        ApiError::Unauthorized(
+            crate::error::Refusal::UnknownNode,
+            "node is not enrolled".into(),
+        )
+    })?;
     r.verify(&binding.key)
         .map_err(|e| ApiError::UnprocessableEntity(format!("receipt signature: {e}")))?;
     let status = r.receipt.status;

@@ -14,6 +14,7 @@
 //! - [`bus`]: the live event bus (broadcast + resume window) behind `GET /events`.
 //! - [`sse`]: the `GET /events` stream.
 //! - [`server`]: the router, its middleware and the listener.
+//! - [`refusals`]: why a request was refused, in the log, a bounded number of lines per reason.
 //! - [`timeout`]: every request answered in bounded time, a timeout as a JSON error.
 //! - [`logs`]: the `logs view|tail|stats` tools over the log files.
 //! - [`demo`]: the Command Center plus a real agent for this host in one process.
@@ -33,6 +34,7 @@ pub mod metrics;
 pub mod notify;
 pub mod orchestrator;
 pub mod policy;
+pub mod refusals;
 pub mod server;
 pub mod sse;
 pub mod store;

@@ -68,6 +68,8 @@ pub struct AppState {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Notifications, when `--notify-config` is given.
     pub notify: Option<Arc<crate::notify::Runtime>>,
+    /// Refused requests in the log, a bounded number per reason.
+    pub refusals: Arc<crate::refusals::RefusalLog>,
     /// How long a request may take before it is answered with a timeout error
     /// (`--request-timeout`; the long-poll gets its wait on top, see [`crate::timeout`]).
     pub request_timeout: Duration,
@@ -296,6 +298,7 @@ impl Server {
             metrics,
             notify,
             request_timeout: config.request_timeout,
+            refusals: Arc::default(),
         };
         Ok(Server {
             listener,
@@ -352,7 +355,10 @@ impl Server {
             self.ledger_interval,
             streams.clone(),
         ));
-        axum::serve(self.listener, app(self.state))
+        tokio::spawn(Arc::clone(&self.state.refusals).run(streams.clone()));
+        // The peer address reaches handlers and the refusal log.
+        let app = app(self.state).into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(self.listener, app)
             .with_graceful_shutdown(async move {
                 shutdown.await;
                 // Open SSE streams would hold graceful shutdown forever; end them.

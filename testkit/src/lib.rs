@@ -99,6 +99,7 @@ pub struct CommandCenter {
     pub dir: TempDir,
     args: Vec<String>,
     env: Vec<(String, String)>,
+    stderr: Captured,
 }
 
 impl CommandCenter {
@@ -120,19 +121,20 @@ impl CommandCenter {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        let (child, url) = Self::spawn(dir.path(), &args, &env);
+        let (child, url, stderr) = Self::spawn(dir.path(), &args, &env);
         let cc = CommandCenter {
             child,
             url,
             dir,
             args,
             env,
+            stderr,
         };
         cc.wait_healthy();
         cc
     }
 
-    fn spawn(dir: &Path, args: &[String], env: &[(String, String)]) -> (Child, String) {
+    fn spawn(dir: &Path, args: &[String], env: &[(String, String)]) -> (Child, String, Captured) {
         let mut cmd = Command::new(binary(CC_BIN));
         cmd.arg("serve").arg("--log-dir").arg(dir.join("logs"));
         if !args.iter().any(|a| a == "--listen") {
@@ -172,9 +174,10 @@ impl CommandCenter {
     /// Starts the binary again on the same log directory and arguments (after a kill or exit).
     pub fn restart(&mut self) {
         self.kill9();
-        let (child, url) = Self::spawn(self.dir.path(), &self.args, &self.env);
+        let (child, url, stderr) = Self::spawn(self.dir.path(), &self.args, &self.env);
         self.child = child;
         self.url = url;
+        self.stderr = stderr;
         self.wait_healthy();
     }
 
@@ -193,6 +196,11 @@ impl CommandCenter {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// What the process (since its last start) wrote to stderr: its log, at `RUST_LOG=warn`.
+    pub fn stderr(&self) -> String {
+        self.stderr.text()
     }
 
     /// `GET path` and parse JSON; panics unless 2xx.
@@ -551,14 +559,44 @@ pub fn text(out: &Output) -> String {
     )
 }
 
-/// Spawns a server that prints `... listening on http://ADDR` on stdout; returns it and the URL.
-fn spawn_and_read_url(mut cmd: Command) -> (Child, String) {
+/// What a child process wrote to stderr, kept as it arrives (and passed on to the test's own
+/// stderr, so it still shows with a failing test's output).
+#[derive(Debug, Clone, Default)]
+pub struct Captured(std::sync::Arc<Mutex<String>>);
+
+impl Captured {
+    /// Starts copying `from` until it closes.
+    fn start(from: impl std::io::Read + Send + 'static) -> Captured {
+        let captured = Captured::default();
+        let into = captured.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(from).lines() {
+                let Ok(line) = line else { break };
+                eprintln!("{line}");
+                let mut text = into.0.lock().unwrap_or_else(|p| p.into_inner());
+                text.push_str(&line);
+                text.push('\n');
+            }
+        });
+        captured
+    }
+
+    /// Everything so far.
+    pub fn text(&self) -> String {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// Spawns a server that prints `... listening on http://ADDR` on stdout; returns it, the URL
+/// and its stderr as it comes.
+fn spawn_and_read_url(mut cmd: Command) -> (Child, String, Captured) {
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("spawn");
+    let stderr = Captured::start(child.stderr.take().expect("stderr"));
     let stdout = child.stdout.take().expect("stdout");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -573,7 +611,7 @@ fn spawn_and_read_url(mut cmd: Command) -> (Child, String) {
         for _ in lines {}
     });
     match rx.recv_timeout(Duration::from_secs(30)) {
-        Ok(url) => (child, url),
+        Ok(url) => (child, url, stderr),
         Err(_) => {
             let _ = child.kill();
             panic!("server did not print its listening address");
