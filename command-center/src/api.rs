@@ -119,7 +119,7 @@ pub async fn post_enroll(
 }
 
 /// Body of `POST /api/nodes/{id}/revoke` and `/readmit` (optional).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LifecycleBody {
     /// Readmit only: let the node come back with the key it was revoked with (default: a new

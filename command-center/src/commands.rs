@@ -49,7 +49,7 @@ pub fn create_signing_key(
 }
 
 /// `POST /api/commands` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct IssueRequest {
     pub node_id: Uuid,

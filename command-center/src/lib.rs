@@ -1,6 +1,7 @@
 //! The VaultMesh Command Center: an axum server that ingests heartbeats from node agents,
 //! keeps the fleet's state and shows it.
 //!
+//! - [`admin`]: the admin API's client behind `command issue|list` and `node revoke|readmit`.
 //! - [`config`]: the server's typed configuration (flags and environment).
 //! - [`store`]: fleet state — latest heartbeat, bounded history and counters per node — behind
 //!   one small type, so handlers never touch the map or (later) the durable log directly.
@@ -20,6 +21,7 @@
 //! - [`demo`]: the Command Center plus a real agent for this host in one process.
 
 pub mod access;
+pub mod admin;
 pub mod agent_auth;
 pub mod api;
 pub mod attention;

@@ -202,6 +202,7 @@ fn commands_round_trip_through_the_long_poll_and_policies_hold_on_both_sides() {
         "checks.run",
         "--arg",
         "name=disk",
+        "--json",
         "--url",
         &f.cc.url,
     ]);
