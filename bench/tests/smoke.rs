@@ -8,7 +8,7 @@
 
 use std::process::Command;
 
-use vaultmesh_testkit::{CommandCenter, TEST_TOKEN, keygen, metric, text, workspace_root};
+use vaultmesh_testkit::{TEST_TOKEN, commanding_center, metric, text};
 
 /// Runs a bench binary with `args`; returns its stdout, failing the test on a non-zero exit.
 fn bench(exe: &str, args: &[&str]) -> String {
@@ -33,15 +33,7 @@ fn bench_env(exe: &str, args: &[&str], env: &[(&str, &str)]) -> String {
 
 #[test]
 fn fleet_sim_drives_a_real_command_center_with_every_kind_of_request() {
-    let keys = tempfile::tempdir().unwrap();
-    let (key, _) = keygen(keys.path());
-    let policies = workspace_root().join("policies");
-    let cc = CommandCenter::start_with(&[
-        "--signing-key",
-        &key,
-        "--policy-dir",
-        policies.to_str().unwrap(),
-    ]);
+    let (cc, _keys, _) = commanding_center(&[]);
     let json = bench(
         env!("CARGO_BIN_EXE_vaultmesh-fleet-sim"),
         &[

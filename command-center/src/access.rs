@@ -27,7 +27,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, Refusal};
 use crate::server::AppState;
 
 /// The header Cloudflare Access puts the user's token in.
@@ -257,13 +257,13 @@ pub async fn admin_auth(
             .and_then(|v| v.to_str().ok())
             .ok_or_else(|| {
                 ApiError::Unauthorized(
+                    Refusal::Access,
                     "sign in through Cloudflare Access (no Cf-Access-Jwt-Assertion header)".into(),
                 )
             })?;
-        let who = access
-            .verify(token)
-            .await
-            .map_err(|reason| ApiError::Unauthorized(format!("Cloudflare Access: {reason}")))?;
+        let who = access.verify(token).await.map_err(|reason| {
+            ApiError::Unauthorized(Refusal::Access, format!("Cloudflare Access: {reason}"))
+        })?;
         req.extensions_mut().insert(who);
     } else if let Some(secret) = &state.admin_token {
         let given = req
@@ -271,9 +271,17 @@ pub async fn admin_auth(
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or_else(|| ApiError::Unauthorized("an admin bearer token is required".into()))?;
+            .ok_or_else(|| {
+                ApiError::Unauthorized(
+                    Refusal::AdminToken,
+                    "an admin bearer token is required".into(),
+                )
+            })?;
         if !same_secret(given, &secret.0) {
-            return Err(ApiError::Unauthorized("wrong admin token".into()));
+            return Err(ApiError::Unauthorized(
+                Refusal::AdminToken,
+                "wrong admin token".into(),
+            ));
         }
         req.extensions_mut().insert(Identity("admin".into()));
     }

@@ -17,7 +17,7 @@ use subtle::ConstantTimeEq;
 use uuid::Uuid;
 use vaultmesh_proto::auth::{self, HEADER_NODE, HEADER_SIGNATURE, HEADER_TIMESTAMP, MAX_SKEW_SECS};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, Refusal};
 use crate::server::AppState;
 
 /// Shortest accepted enrollment token.
@@ -96,9 +96,11 @@ impl EnrollTokens {
             .find(|t| bool::from(t.secret.as_bytes().ct_eq(presented.as_bytes())));
         match found {
             None => Err(ApiError::Unauthorized(
+                Refusal::BadToken,
                 "enrollment token is not valid".into(),
             )),
             Some(t) if t.expires.is_some_and(|e| now >= e) => Err(ApiError::Unauthorized(
+                Refusal::BadToken,
                 "enrollment token has expired".into(),
             )),
             Some(t) => Ok(t),
@@ -156,9 +158,10 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Result<&'a str, ApiError> {
         .get(name)
         .and_then(|v| v.to_str().ok())
         .ok_or_else(|| {
-            ApiError::Unauthorized(format!(
-                "missing {name} header: agent requests must be signed by the node key"
-            ))
+            ApiError::Unauthorized(
+                Refusal::Unsigned,
+                format!("missing {name} header: agent requests must be signed by the node key"),
+            )
         })
 }
 
@@ -169,10 +172,14 @@ impl SignedParts {
         path_and_query: &str,
     ) -> Result<SignedParts, ApiError> {
         let node = header(headers, HEADER_NODE)?;
-        let node_id = Uuid::parse_str(node)
-            .map_err(|_| ApiError::Unauthorized(format!("{HEADER_NODE} is not a node id")))?;
+        let node_id = Uuid::parse_str(node).map_err(|_| {
+            ApiError::Unauthorized(Refusal::Unsigned, format!("{HEADER_NODE} is not a node id"))
+        })?;
         let timestamp: i64 = header(headers, HEADER_TIMESTAMP)?.parse().map_err(|_| {
-            ApiError::Unauthorized(format!("{HEADER_TIMESTAMP} is not a Unix time in seconds"))
+            ApiError::Unauthorized(
+                Refusal::Unsigned,
+                format!("{HEADER_TIMESTAMP} is not a Unix time in seconds"),
+            )
         })?;
         let signature = header(headers, HEADER_SIGNATURE)?.to_string();
         Ok(SignedParts {
@@ -194,9 +201,12 @@ impl SignedParts {
         let now = Utc::now().timestamp();
         let skew = (now - self.timestamp).abs();
         if skew > MAX_SKEW_SECS {
-            return Err(ApiError::Unauthorized(format!(
-                "request timestamp is {skew} s away from the Command Center's clock (limit {MAX_SKEW_SECS} s); check the node's clock"
-            )));
+            return Err(ApiError::Unauthorized(
+                Refusal::StaleTimestamp,
+                format!(
+                    "request timestamp is {skew} s away from the Command Center's clock (limit {MAX_SKEW_SECS} s); check the node's clock"
+                ),
+            ));
         }
         let msg = auth::request_message(
             &self.method,
@@ -205,10 +215,12 @@ impl SignedParts {
             self.timestamp,
             body,
         );
-        auth::verify(key, &self.signature, &msg)
-            .map_err(|e| ApiError::Unauthorized(format!("node {}: {e}", self.node_id)))?;
+        auth::verify(key, &self.signature, &msg).map_err(|e| {
+            ApiError::Unauthorized(Refusal::BadSignature, format!("node {}: {e}", self.node_id))
+        })?;
         if !guard.first_time(&self.node_id, &self.signature, now) {
             return Err(ApiError::Unauthorized(
+                Refusal::Replay,
                 "this exact request was already received (replayed request)".into(),
             ));
         }
@@ -240,15 +252,21 @@ impl FromRequest<AppState> for Signed {
             .await
             .map_err(ApiError::from)?;
         let binding = state.store.binding(parts.node_id).ok_or_else(|| {
-            ApiError::Unauthorized(format!("node {} is not enrolled", parts.node_id))
+            ApiError::Unauthorized(
+                Refusal::UnknownNode,
+                format!("node {} is not enrolled", parts.node_id),
+            )
         })?;
         if let Some(rev) = &binding.revoked {
-            return Err(ApiError::Unauthorized(format!(
-                "node {} was revoked at {} by {}; its key is no longer accepted",
-                parts.node_id,
-                rev.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                rev.by
-            )));
+            return Err(ApiError::Unauthorized(
+                Refusal::Revoked,
+                format!(
+                    "node {} was revoked at {} by {}; its key is no longer accepted",
+                    parts.node_id,
+                    rev.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    rev.by
+                ),
+            ));
         }
         parts.verify(&binding.key, &body, &state.replay_guard)?;
         // Counted after the signature: nobody can spend another node's allowance.

@@ -71,10 +71,13 @@ pub async fn post_enroll(
     let parts = SignedParts::from_request(&headers, method.as_str(), &path)?;
     let req: EnrollRequest = parse_json_as(&headers, body.clone(), "enrollment")?;
     if parts.node_id != req.node_id {
-        return Err(ApiError::Unauthorized(format!(
-            "enrollment for node {} signed as node {}",
-            req.node_id, parts.node_id
-        )));
+        return Err(ApiError::Unauthorized(
+            crate::error::Refusal::BadSignature,
+            format!(
+                "enrollment for node {} signed as node {}",
+                req.node_id, parts.node_id
+            ),
+        ));
     }
     let key = vaultmesh_proto::auth::parse_public_key(&req.public_key)
         .map_err(|e| ApiError::UnprocessableEntity(format!("invalid enrollment: {e}")))?;
@@ -88,20 +91,18 @@ pub async fn post_enroll(
         .await
     {
         Err(crate::store::StoreError::Revoked(refusal)) => {
-            // Every refusal is answered; the log and the event log hear of each node's
-            // refusals at most once per `REFUSAL_EVENT_EVERY` so a retrying agent cannot flood them.
+            // Every refusal is answered, and logged like every refusal (`refusals`); the event
+            // log hears of each node's refusals at most once per `REFUSAL_EVENT_EVERY`, so a
+            // retrying agent cannot flood it.
             if state
                 .enroll_refusals
                 .first_in_window(req.node_id, refusal.code())
-            {
-                tracing::warn!(node_id = %req.node_id, reason = refusal.code(), "Enrollment refused: {refusal}");
-                if let Err(e) = state
+                && let Err(e) = state
                     .store
                     .record_enroll_refused(req.node_id, &refusal, &req.public_key)
                     .await
-                {
-                    tracing::error!(node_id = %req.node_id, error = %e, "Cannot log the refused enrollment.");
-                }
+            {
+                tracing::error!(node_id = %req.node_id, error = %e, "Cannot log the refused enrollment.");
             }
             return Err(ApiError::Forbidden(refusal.to_string()));
         }
@@ -116,7 +117,7 @@ pub async fn post_enroll(
 }
 
 /// Body of `POST /api/nodes/{id}/revoke` and `/readmit` (optional).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LifecycleBody {
     /// Readmit only: let the node come back with the key it was revoked with (default: a new

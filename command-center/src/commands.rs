@@ -19,8 +19,11 @@ use crate::error::ApiError;
 use crate::server::AppState;
 use crate::store::commands::{CommandStatus, CommandView};
 
-/// Longest long-poll an agent may ask for (Cloudflare's proxy gives up at 100 s).
+/// Longest long-poll an agent may ask for (Cloudflare's proxy gives up at 100 s). The route's
+/// time limit is this plus `--request-timeout` ([`crate::timeout::bound`]).
 pub const MAX_WAIT: Duration = Duration::from_secs(60);
+/// The agent's long-poll route.
+pub const POLL_ROUTE: &str = "/api/agent/commands";
 /// Default and bounds of a command's time to live.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(300);
 
@@ -63,7 +66,7 @@ pub fn read_signing_key(
 }
 
 /// `POST /api/commands` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct IssueRequest {
     pub node_id: Uuid,
@@ -278,10 +281,12 @@ pub async fn receipt(
             r.receipt.node_id, signed.node_id
         )));
     }
-    let binding = state
-        .store
-        .binding(signed.node_id)
-        .ok_or_else(|| ApiError::Unauthorized("node is not enrolled".into()))?;
+    let binding = state.store.binding(signed.node_id).ok_or_else(|| {
+        ApiError::Unauthorized(
+            crate::error::Refusal::UnknownNode,
+            "node is not enrolled".into(),
+        )
+    })?;
     r.verify(&binding.key)
         .map_err(|e| ApiError::UnprocessableEntity(format!("receipt signature: {e}")))?;
     let status = r.receipt.status;

@@ -105,6 +105,8 @@ pub struct ServeConfig {
     pub min_free: crate::store::health::MinFree,
     /// How often the log volume's free space is measured.
     pub disk_check: Duration,
+    /// How long a request may take (`--request-timeout`); see [`crate::timeout`].
+    pub request_timeout: Duration,
 }
 
 impl ServeConfig {
@@ -134,6 +136,7 @@ impl ServeConfig {
             signing_key: None,
             min_free: crate::store::health::MinFree::Percent(5.0),
             disk_check: Duration::from_secs(10),
+            request_timeout: crate::timeout::DEFAULT_REQUEST_TIMEOUT,
         }
     }
 

@@ -20,8 +20,9 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
-    #[error("{0}")]
-    Unauthorized(String),
+    /// A request refused for its credentials, with why, for the log ([`Refusal`]).
+    #[error("{1}")]
+    Unauthorized(Refusal, String),
     #[error("{0}")]
     Forbidden(String),
     #[error("method not allowed")]
@@ -35,6 +36,15 @@ pub enum ApiError {
         node: uuid::Uuid,
         retry_after_s: u64,
     },
+    /// The Command Center did not answer within its time limit (`--request-timeout`).
+    #[error(
+        "the Command Center did not answer within {} s (its --request-timeout); try again",
+        limit.as_secs_f64()
+    )]
+    Timeout { limit: std::time::Duration },
+    /// The client did not send its whole request body within the time limit.
+    #[error("the request body did not arrive within {} s", limit.as_secs_f64())]
+    BodyTimeout { limit: std::time::Duration },
     #[error("internal error")]
     Internal(String),
 }
@@ -48,13 +58,15 @@ impl ApiError {
             ApiError::UnprocessableEntity(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
-            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthorized(..) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::TooManyRequests { .. } | ApiError::TooManyStreams(_) => {
                 StatusCode::TOO_MANY_REQUESTS
             }
+            ApiError::Timeout { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -68,12 +80,14 @@ impl ApiError {
             ApiError::UnprocessableEntity(_) => "invalid",
             ApiError::NotFound(_) => "not_found",
             ApiError::Conflict(_) => "conflict",
-            ApiError::Unauthorized(_) => "unauthorized",
+            ApiError::Unauthorized(..) => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::TooManyRequests { .. } => "rate_limited",
             ApiError::TooManyStreams(_) => "too_many_streams",
+            ApiError::Timeout { .. } => "timeout",
+            ApiError::BodyTimeout { .. } => "body_timeout",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -81,6 +95,45 @@ impl ApiError {
 
 /// `Retry-After` of every `503`: when a full disk has room again, writes resume by themselves.
 pub const UNAVAILABLE_RETRY_AFTER_S: u64 = 10;
+/// Why a request's credentials were refused: the `reason` of its log line
+/// ([`crate::refusals`]). All are `401`, counted as `unauthorized` in the metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// A signature header is missing or malformed.
+    Unsigned,
+    /// The request's timestamp is too far from the Command Center's clock.
+    StaleTimestamp,
+    /// The signature does not verify with the node's key.
+    BadSignature,
+    /// The exact request was already received.
+    Replay,
+    /// No key is enrolled for the node.
+    UnknownNode,
+    /// The node's key was revoked.
+    Revoked,
+    /// The enrollment token is unknown, expired or used up.
+    BadToken,
+    /// The admin bearer token is missing or wrong.
+    AdminToken,
+    /// The Cloudflare Access token is missing or does not verify.
+    Access,
+}
+
+impl Refusal {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::Unsigned => "unsigned",
+            Refusal::StaleTimestamp => "stale_timestamp",
+            Refusal::BadSignature => "bad_signature",
+            Refusal::Replay => "replay",
+            Refusal::UnknownNode => "unknown_node",
+            Refusal::Revoked => "revoked",
+            Refusal::BadToken => "bad_token",
+            Refusal::AdminToken => "admin_token",
+            Refusal::Access => "access",
+        }
+    }
+}
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -102,8 +155,15 @@ impl IntoResponse for ApiError {
             }
             None => (self.status(), axum::Json(body)).into_response(),
         };
-        res.extensions_mut()
-            .insert(crate::metrics::Rejected(self.reason()));
+        let why = match &self {
+            ApiError::Unauthorized(why, _) => why.as_str(),
+            other => other.reason(),
+        };
+        res.extensions_mut().insert(crate::metrics::Rejected {
+            reason: self.reason(),
+            why,
+            detail: self.to_string(),
+        });
         res
     }
 }
@@ -131,7 +191,7 @@ impl From<crate::store::StoreError> for ApiError {
             StoreError::NotFound(m) => ApiError::NotFound(m),
             StoreError::Revoked(r) => ApiError::Forbidden(r.to_string()),
             StoreError::Conflict(m) => ApiError::Conflict(m),
-            StoreError::TokenSpent => ApiError::Unauthorized(e.to_string()),
+            StoreError::TokenSpent => ApiError::Unauthorized(Refusal::BadToken, e.to_string()),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The VaultMesh Command Center: an axum server that ingests heartbeats from node agents,
 //! keeps the fleet's state and shows it.
 //!
+//! - [`admin`]: the admin API's client behind `command issue|list` and `node revoke|readmit`.
 //! - [`config`]: the server's typed configuration (flags and environment).
 //! - [`store`]: fleet state — latest heartbeat, bounded history and counters per node — behind
 //!   one small type, so handlers never touch the map or (later) the durable log directly.
@@ -14,10 +15,13 @@
 //! - [`bus`]: the live event bus (broadcast + resume window) behind `GET /events`.
 //! - [`sse`]: the `GET /events` stream.
 //! - [`server`]: the router, its middleware and the listener.
+//! - [`refusals`]: why a request was refused, in the log, a bounded number of lines per reason.
+//! - [`timeout`]: every request answered in bounded time, a timeout as a JSON error.
 //! - [`logs`]: the `logs view|tail|stats` tools over the log files.
 //! - [`demo`]: the Command Center plus a real agent for this host in one process.
 
 pub mod access;
+pub mod admin;
 pub mod agent_auth;
 pub mod api;
 pub mod attention;
@@ -32,9 +36,11 @@ pub mod metrics;
 pub mod notify;
 pub mod orchestrator;
 pub mod policy;
+pub mod refusals;
 pub mod server;
 pub mod sse;
 pub mod store;
+pub mod timeout;
 pub mod ui;
 
 /// The Command Center's version.

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use vaultmesh_agent_core::service;
+use vaultmesh_command_center::admin;
 use vaultmesh_command_center::config::{DEFAULT_LISTEN, ServeConfig};
 use vaultmesh_command_center::demo::{self, DemoOptions};
 use vaultmesh_command_center::logs::{
@@ -18,6 +19,7 @@ use vaultmesh_command_center::logs::{
 };
 use vaultmesh_command_center::server::{ServeError, Server};
 use vaultmesh_command_center::store::StoreLimits;
+use vaultmesh_command_center::store::commands::CommandStatus;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -46,6 +48,9 @@ enum Command {
     #[command(subcommand)]
     #[command(name = "command")]
     Commands(CommandsCommand),
+    /// Revoke a node's key or re-admit a revoked node, on a running Command Center.
+    #[command(subcommand)]
+    Node(NodeCommand),
     /// Validate policy files.
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -211,13 +216,16 @@ enum LogsCommand {
 
 #[derive(Debug, Subcommand)]
 enum CommandsCommand {
-    /// Ask the Command Center to sign and queue a command (policy-checked).
+    /// Ask the Command Center to sign and queue a command (policy-checked); with --wait, follow
+    /// it to its receipt and print the outcome (exit 0 if ok, 1 otherwise).
     #[command(
-        after_help = "Examples:\n  vaultmesh-command-center command issue --node 550e8400-e29b-41d4-a716-446655440000 --action agent.ping\n  vaultmesh-command-center command issue --node 550e… --action service.restart --arg unit=cloudflared.service"
+        after_help = "Examples:\n  vaultmesh-command-center command issue --node vault-node-01 --action agent.ping --wait\n  vaultmesh-command-center command issue --node 550e8400-e29b-41d4-a716-446655440000 --action service.restart --arg unit=cloudflared.service --wait 2m"
     )]
     Issue {
-        #[arg(long, value_name = "NODE_ID")]
-        node: uuid::Uuid,
+        /// The node: its id, or its hostname as `GET /api/nodes` shows it.
+        #[arg(long, value_name = "NODE")]
+        node: String,
+        /// The action, e.g. agent.ping (`vaultmesh-node-agent actions` lists them).
         #[arg(long)]
         action: String,
         /// An argument as KEY=VALUE; repeat for several.
@@ -226,16 +234,125 @@ enum CommandsCommand {
         /// Seconds the command stays valid.
         #[arg(long, default_value_t = 300)]
         ttl: u64,
+        /// Wait for the receipt and print it: at most DURATION (e.g. 30s, 2m), or until the
+        /// command expires (--ttl) when no duration is given.
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        wait: Option<Option<Duration>>,
+        /// Print JSON: the signed command, or with --wait the command with its receipt.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
-        url: UrlArg,
+        admin: AdminArgs,
     },
-    /// List recent commands and their receipts.
+    /// List recent commands, newest first, with their status and receipt.
     List {
-        #[arg(long, value_name = "NODE_ID")]
-        node: Option<uuid::Uuid>,
+        /// Only this node's: its id or hostname.
+        #[arg(long, value_name = "NODE")]
+        node: Option<String>,
+        /// Only commands with this status.
+        #[arg(long, value_parser = parse_status)]
+        status: Option<CommandStatus>,
+        /// How many at most (1-1000).
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..=1000))]
+        limit: u16,
+        /// Print the API's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
-        url: UrlArg,
+        admin: AdminArgs,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum NodeCommand {
+    /// Revoke the node's key: its requests are refused at once, and neither the node nor its
+    /// key may enroll again until it is re-admitted.
+    #[command(
+        after_help = "Example:\n  vaultmesh-command-center node revoke vault-node-01 --reason \"disk sent for repair\""
+    )]
+    Revoke {
+        /// The node: its id, or its hostname.
+        node: String,
+        /// Why, for the event log.
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Let a revoked node enroll again: with a new key (`vaultmesh-node-agent rekey` on the
+    /// node), or with its old one if --allow-old-key.
+    #[command(after_help = "Example:\n  vaultmesh-command-center node readmit vault-node-01")]
+    Readmit {
+        /// The node: its id, or its hostname.
+        node: String,
+        /// The revocation was a mistake: the node may come back with the key it had.
+        #[arg(long)]
+        allow_old_key: bool,
+        /// Why, for the event log.
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+/// Where the admin API is and the credentials it takes (never printed; `--help` hides their
+/// environment values).
+#[derive(Debug, Args)]
+struct AdminArgs {
+    /// The Command Center's admin URL: http://127.0.0.1:8088 on its host, or its public URL
+    /// (https://cc.example.com) through Cloudflare Access.
+    #[arg(
+        long,
+        env = "VAULTMESH_ADMIN_URL",
+        value_name = "URL",
+        default_value = admin::client::DEFAULT_URL
+    )]
+    url: String,
+    /// The admin bearer token (the Command Center's --admin-token). Prefer the environment:
+    /// arguments show in `ps`.
+    #[arg(
+        long,
+        env = "VAULTMESH_ADMIN_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    token: Option<String>,
+    /// A Cloudflare Access service token's Client ID (sent as CF-Access-Client-Id).
+    #[arg(
+        long,
+        env = "VAULTMESH_ACCESS_CLIENT_ID",
+        value_name = "ID",
+        requires = "access_client_secret",
+        hide_env_values = true
+    )]
+    access_client_id: Option<String>,
+    /// The service token's Client Secret (sent as CF-Access-Client-Secret).
+    #[arg(
+        long,
+        env = "VAULTMESH_ACCESS_CLIENT_SECRET",
+        value_name = "SECRET",
+        requires = "access_client_id",
+        hide_env_values = true
+    )]
+    access_client_secret: Option<String>,
+}
+
+impl AdminArgs {
+    fn client(&self) -> Result<admin::AdminClient, admin::AdminError> {
+        let access = match (&self.access_client_id, &self.access_client_secret) {
+            (Some(client_id), Some(client_secret)) => Some(admin::ServiceToken {
+                client_id: client_id.clone(),
+                client_secret: client_secret.clone(),
+            }),
+            _ => None,
+        };
+        let credentials = admin::Credentials {
+            token: self.token.clone(),
+            access,
+        };
+        admin::AdminClient::new(&self.url, &credentials)
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -246,17 +363,6 @@ enum PolicyCommand {
         #[arg(default_value = "policies", env = "VAULTMESH_POLICY_DIR")]
         dir: PathBuf,
     },
-}
-
-#[derive(Debug, Args)]
-struct UrlArg {
-    /// The Command Center's admin URL.
-    #[arg(
-        long,
-        env = "VAULTMESH_CC_URL",
-        default_value = "http://127.0.0.1:8088"
-    )]
-    url: String,
 }
 
 #[derive(Debug, Args)]
@@ -396,6 +502,10 @@ struct ServeArgs {
     /// How often the log volume's free space is measured.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     disk_check: Duration,
+    /// Answer a request not done within this with a JSON error (503; 408 if its body is still
+    /// arriving). The agent's long-poll gets its wait (at most 60s) on top.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    request_timeout: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -479,19 +589,23 @@ fn main() -> ExitCode {
                 .map_err(|e| (1, format!("cannot write to standard output: {e}"))),
             Some(Command::Ledger(cmd)) => ledger(cmd),
             Some(Command::Policy(PolicyCommand::Check { dir })) => policy_check(&dir),
-            Some(Command::Commands(cmd)) => command(cmd).await,
+            Some(Command::Commands(cmd)) => admin_verb(AdminVerb::Commands(cmd)).await,
+            Some(Command::Node(cmd)) => admin_verb(AdminVerb::Node(cmd)).await,
             None => serve(cli.serve).await,
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err((code, msg)) => {
-            eprintln!("error: {msg}");
+            if !msg.is_empty() {
+                eprintln!("error: {msg}");
+            }
             ExitCode::from(code)
         }
     }
 }
 
+/// An exit code and the one line that says why (empty: already said on stdout).
 type Failure = (u8, String);
 
 /// SIGHUP reloads the policy directory; an invalid set is refused and the old one kept.
@@ -595,63 +709,84 @@ fn ledger(cmd: LedgerCommand) -> Result<(), Failure> {
     }
 }
 
-async fn command(cmd: CommandsCommand) -> Result<(), Failure> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let http = reqwest::Client::new();
-    let (req, url) = match cmd {
-        CommandsCommand::Issue {
+/// `command issue|list` and `node revoke|readmit`: the admin API's verbs.
+async fn admin_verb(verb: AdminVerb) -> Result<(), Failure> {
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let failed = |e: admin::AdminError| (e.exit_code(), e.to_string());
+    let code = match verb {
+        AdminVerb::Commands(CommandsCommand::Issue {
             node,
             action,
             args,
             ttl,
-            url,
-        } => {
-            let mut map = serde_json::Map::new();
-            for a in args {
-                let (k, v) = a
-                    .split_once('=')
-                    .ok_or_else(|| (2, format!("--arg {a:?}: write KEY=VALUE")))?;
-                map.insert(k.to_string(), serde_json::Value::String(v.to_string()));
-            }
-            let body = serde_json::json!({"node_id": node, "action": action, "args": map, "ttl_s": ttl, "issued_by": "cli"});
-            (
-                http.post(format!("{}/api/commands", url.url.trim_end_matches('/')))
-                    .json(&body),
-                url.url,
-            )
+            wait,
+            json,
+            admin: a,
+        }) => {
+            let o = admin::Issue {
+                node,
+                action,
+                args,
+                ttl_s: ttl,
+                wait,
+                json,
+            };
+            admin::issue(&a.client().map_err(failed)?, o, &mut out).await
         }
-        CommandsCommand::List { node, url } => {
-            let q = node.map(|n| format!("?node_id={n}")).unwrap_or_default();
-            (
-                http.get(format!("{}/api/commands{q}", url.url.trim_end_matches('/'))),
-                url.url,
-            )
+        AdminVerb::Commands(CommandsCommand::List {
+            node,
+            status,
+            limit,
+            json,
+            admin: a,
+        }) => {
+            let o = admin::List {
+                node,
+                status,
+                limit: usize::from(limit),
+                json,
+            };
+            admin::list(&a.client().map_err(failed)?, o, &mut out).await
         }
-    };
-    let resp = req
-        .send()
-        .await
-        .map_err(|e| (1, format!("cannot reach the Command Center at {url}: {e}")))?;
-    let status = resp.status();
-    let body: serde_json::Value = resp
-        .json()
-        .await
-        .map_err(|e| (1, format!("unreadable reply: {e}")))?;
-    if !status.is_success() {
-        return Err((
-            1,
-            format!(
-                "{}: {}",
-                status.as_u16(),
-                body["error"].as_str().unwrap_or("error")
-            ),
-        ));
+        AdminVerb::Node(NodeCommand::Revoke {
+            node,
+            reason,
+            admin: a,
+        }) => {
+            let client = a.client().map_err(failed)?;
+            admin::lifecycle(&client, &node, admin::Lifecycle::Revoke, reason, &mut out).await
+        }
+        AdminVerb::Node(NodeCommand::Readmit {
+            node,
+            allow_old_key,
+            reason,
+            admin: a,
+        }) => {
+            let client = a.client().map_err(failed)?;
+            let what = admin::Lifecycle::Readmit { allow_old_key };
+            admin::lifecycle(&client, &node, what, reason, &mut out).await
+        }
     }
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&body).unwrap_or_default()
-    );
-    Ok(())
+    .map_err(failed)?;
+    match code {
+        0 => Ok(()),
+        // The outcome is printed already: exit 1 with nothing more to say.
+        code => Err((code, String::new())),
+    }
+}
+
+/// The verbs that call the admin API.
+#[derive(Debug)]
+enum AdminVerb {
+    Commands(CommandsCommand),
+    Node(NodeCommand),
+}
+
+/// `--status`: one of the statuses `GET /api/commands` knows.
+fn parse_status(s: &str) -> Result<CommandStatus, String> {
+    serde_json::from_value(serde_json::Value::String(s.to_string()))
+        .map_err(|_| "one of issued, delivered, ok, failed, rejected, timeout".to_string())
 }
 
 /// `keygen [--out FILE] [--show-public]`.
@@ -936,6 +1071,7 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
         notify_config: args.notify_config,
         min_free: args.min_free,
         disk_check: args.disk_check,
+        request_timeout: args.request_timeout,
     };
     config.prepare().map_err(|e| (2, e))?;
     let server = Server::bind(&config).await.map_err(|e| match e {

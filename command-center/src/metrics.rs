@@ -2,9 +2,10 @@
 //! the `prometheus` crate. Counters are bumped where things happen; gauges that mirror state
 //! (nodes by attention level) are read when scraped. Names and meanings: `docs/METRICS.md`.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -51,9 +52,16 @@ pub struct Metrics {
     pub volume_size_bytes: IntGauge,
 }
 
-/// A reason an [`crate::error::ApiError`] left in its response, for [`count_rejections`].
-#[derive(Debug, Clone, Copy)]
-pub struct Rejected(pub &'static str);
+/// What an [`crate::error::ApiError`] leaves in its response, for [`count_rejections`].
+#[derive(Debug, Clone)]
+pub struct Rejected {
+    /// The metrics reason (`unauthorized`, `invalid`...).
+    pub reason: &'static str,
+    /// The logged reason: finer for refused credentials (`replay`, `revoked`...).
+    pub why: &'static str,
+    /// The message the client got (never a secret).
+    pub detail: String,
+}
 
 fn registered<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, m: T) -> T {
     // Names are constants and distinct: registration cannot fail.
@@ -298,20 +306,52 @@ pub async fn scrape(State(state): State<AppState>) -> Response {
 }
 
 /// Middleware: counts every response an [`crate::error::ApiError`] produced, by route template
-/// (never the raw path, so the label set stays small) and reason.
+/// (never the raw path, so the label set stays small) and reason, and logs the refusals worth
+/// an operator's attention ([`crate::refusals`]): every refused agent request, and admin
+/// requests refused for their credentials, rights, rate or time.
 pub async fn count_rejections(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let route = req
         .extensions()
         .get::<MatchedPath>()
         .map_or("unmatched", |p| p.as_str())
         .to_string();
+    let agent = req.uri().path().starts_with("/api/agent/");
+    let method = req.method().clone();
+    let headers = req.headers();
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+    };
+    let node_id: Option<uuid::Uuid> =
+        header(vaultmesh_proto::auth::HEADER_NODE).and_then(|v| v.parse().ok());
+    let cf_connecting_ip: Option<std::net::IpAddr> =
+        header(crate::refusals::CF_CONNECTING_IP).and_then(|v| v.parse().ok());
+    let remote = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
     let res = next.run(req).await;
-    if let Some(Rejected(reason)) = res.extensions().get::<Rejected>() {
+    if let Some(rejected) = res.extensions().get::<Rejected>() {
         state
             .metrics
             .rejected
-            .with_label_values(&[route.as_str(), reason])
+            .with_label_values(&[route.as_str(), rejected.reason])
             .inc();
+        let status = res.status().as_u16();
+        if agent || matches!(status, 401 | 403 | 408 | 429 | 503) {
+            state.refusals.record(&crate::refusals::Refused {
+                reason: rejected.why,
+                status,
+                method: method.as_str(),
+                route: &route,
+                node_id,
+                remote,
+                cf_connecting_ip,
+                detail: &rejected.detail,
+            });
+        }
     }
     res
 }

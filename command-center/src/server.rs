@@ -10,7 +10,6 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, HeaderValue, header};
 use axum::routing::{get, post};
 use tower_http::set_header::SetResponseHeaderLayer;
-use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::config::ServeConfig;
@@ -71,6 +70,11 @@ pub struct AppState {
     pub notify: Option<Arc<crate::notify::Runtime>>,
     /// Whether the logs can be written, and the log volume's space.
     pub storage: Arc<crate::store::health::StorageHealth>,
+    /// Refused requests in the log, a bounded number per reason.
+    pub refusals: Arc<crate::refusals::RefusalLog>,
+    /// How long a request may take before it is answered with a timeout error
+    /// (`--request-timeout`; the long-poll gets its wait on top, see [`crate::timeout`]).
+    pub request_timeout: Duration,
 }
 
 /// The whole HTTP surface. Split from [`Server`] so tests can drive it without a socket.
@@ -109,22 +113,23 @@ pub fn app(state: AppState) -> Router {
         .route("/api/nodes/{id}", get(api::get_node))
         .route("/api/events", get(api::list_events).post(api::post_event))
         .route("/api/commands", get(commands::list).post(commands::issue))
-        .route("/api/agent/commands", get(commands::poll))
+        .route(commands::POLL_ROUTE, get(commands::poll))
         .route("/api/agent/receipts", post(commands::receipt))
         .route("/events", get(sse::events))
         .route("/metrics", get(crate::metrics::scrape))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(gate)
+        // Inside the counter, so timeouts are counted (and logged) like any other refusal.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::timeout::limit,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::metrics::count_rejections,
         ))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(TimeoutLayer::with_status_code(
-            axum::http::StatusCode::REQUEST_TIMEOUT,
-            Duration::from_secs(30),
-        ))
         .layer(SetResponseHeaderLayer::overriding(
             header::CONTENT_SECURITY_POLICY,
             HeaderValue::from_static(CSP),
@@ -301,6 +306,8 @@ impl Server {
             metrics,
             notify,
             storage,
+            request_timeout: config.request_timeout,
+            refusals: Arc::default(),
         };
         Ok(Server {
             listener,
@@ -366,7 +373,10 @@ impl Server {
             self.ledger_interval,
             streams.clone(),
         ));
-        axum::serve(self.listener, app(self.state))
+        tokio::spawn(Arc::clone(&self.state.refusals).run(streams.clone()));
+        // The peer address reaches handlers and the refusal log.
+        let app = app(self.state).into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(self.listener, app)
             .with_graceful_shutdown(async move {
                 shutdown.await;
                 // Open SSE streams would hold graceful shutdown forever; end them.

@@ -215,6 +215,7 @@ fn commands_round_trip_through_the_long_poll_and_policies_hold_on_both_sides() {
         "checks.run",
         "--arg",
         "name=disk",
+        "--json",
         "--url",
         &f.cc.url,
     ]);
@@ -510,15 +511,7 @@ fn a_receipt_whose_reply_was_lost_is_accepted_once_and_the_chain_holds() {
 /// event — not a chain break; the same receipt again is `200 {"duplicate": true}`.
 #[test]
 fn a_different_second_receipt_is_a_conflict_not_a_chain_break() {
-    let keydir = tempfile::tempdir().unwrap();
-    let (key, _) = vaultmesh_testkit::keygen(keydir.path());
-    let policies = workspace_root().join("policies");
-    let cc = CommandCenter::start_with(&[
-        "--signing-key",
-        &key,
-        "--policy-dir",
-        policies.to_str().unwrap(),
-    ]);
+    let (cc, _keys, _) = vaultmesh_testkit::commanding_center(&[]);
     let node = TestNode::new(Uuid::from_u128(0xc0f1_0000_0000_4000_8000_0000_0000_0001));
     let id = node.id.to_string();
     assert_eq!(

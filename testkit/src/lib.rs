@@ -123,6 +123,7 @@ pub struct CommandCenter {
     pub dir: TempDir,
     args: Vec<String>,
     env: Vec<(String, String)>,
+    stderr: Captured,
 }
 
 impl CommandCenter {
@@ -149,19 +150,20 @@ impl CommandCenter {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        let (child, url) = Self::spawn(dir.path(), &args, &env);
+        let (child, url, stderr) = Self::spawn(dir.path(), &args, &env);
         let cc = CommandCenter {
             child,
             url,
             dir,
             args,
             env,
+            stderr,
         };
         cc.wait_healthy();
         cc
     }
 
-    fn spawn(dir: &Path, args: &[String], env: &[(String, String)]) -> (Child, String) {
+    fn spawn(dir: &Path, args: &[String], env: &[(String, String)]) -> (Child, String, Captured) {
         let mut cmd = Command::new(binary(CC_BIN));
         cmd.arg("serve").arg("--log-dir").arg(dir.join("logs"));
         if !args.iter().any(|a| a == "--listen") {
@@ -204,9 +206,10 @@ impl CommandCenter {
     /// Starts the binary again on the same log directory and arguments (after a kill or exit).
     pub fn restart(&mut self) {
         self.kill9();
-        let (child, url) = Self::spawn(self.dir.path(), &self.args, &self.env);
+        let (child, url, stderr) = Self::spawn(self.dir.path(), &self.args, &self.env);
         self.child = child;
         self.url = url;
+        self.stderr = stderr;
         self.wait_healthy();
     }
 
@@ -225,6 +228,11 @@ impl CommandCenter {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// What the process (since its last start) wrote to stderr: its log, at `RUST_LOG=warn`.
+    pub fn stderr(&self) -> String {
+        self.stderr.text()
     }
 
     /// `GET path` and parse JSON; panics unless 2xx.
@@ -539,6 +547,23 @@ pub fn keygen(dir: &Path) -> (String, String) {
     (key.display().to_string(), public)
 }
 
+/// A Command Center that can issue commands: a signing key made by [`keygen`] in a temp dir
+/// (returned, with the public key agents pin) and the shipped `policies/`, plus `extra`
+/// `serve` arguments.
+pub fn commanding_center(extra: &[&str]) -> (CommandCenter, TempDir, String) {
+    let keys = tempfile::tempdir().expect("temp dir");
+    let (key, public) = keygen(keys.path());
+    let policies = workspace_root().join("policies");
+    let mut args = vec![
+        "--signing-key",
+        key.as_str(),
+        "--policy-dir",
+        policies.to_str().expect("UTF-8 path"),
+    ];
+    args.extend_from_slice(extra);
+    (CommandCenter::start_with(&args), keys, public)
+}
+
 /// A heartbeat with the seed's fields for `node_id`/`hostname`, plus `seq` — the smallest
 /// realistic record for store tests.
 pub fn heartbeat_json(node_id: &str, hostname: &str, seq: u64) -> serde_json::Value {
@@ -568,14 +593,44 @@ pub fn text(out: &Output) -> String {
     )
 }
 
-/// Spawns a server that prints `... listening on http://ADDR` on stdout; returns it and the URL.
-fn spawn_and_read_url(mut cmd: Command) -> (Child, String) {
+/// What a child process wrote to stderr, kept as it arrives (and passed on to the test's own
+/// stderr, so it still shows with a failing test's output).
+#[derive(Debug, Clone, Default)]
+pub struct Captured(std::sync::Arc<Mutex<String>>);
+
+impl Captured {
+    /// Starts copying `from` until it closes.
+    fn start(from: impl std::io::Read + Send + 'static) -> Captured {
+        let captured = Captured::default();
+        let into = captured.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(from).lines() {
+                let Ok(line) = line else { break };
+                eprintln!("{line}");
+                let mut text = into.0.lock().unwrap_or_else(|p| p.into_inner());
+                text.push_str(&line);
+                text.push('\n');
+            }
+        });
+        captured
+    }
+
+    /// Everything so far.
+    pub fn text(&self) -> String {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// Spawns a server that prints `... listening on http://ADDR` on stdout; returns it, the URL
+/// and its stderr as it comes.
+fn spawn_and_read_url(mut cmd: Command) -> (Child, String, Captured) {
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("spawn");
+    let stderr = Captured::start(child.stderr.take().expect("stderr"));
     let stdout = child.stdout.take().expect("stdout");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -590,7 +645,7 @@ fn spawn_and_read_url(mut cmd: Command) -> (Child, String) {
         for _ in lines {}
     });
     match rx.recv_timeout(Duration::from_secs(30)) {
-        Ok(url) => (child, url),
+        Ok(url) => (child, url, stderr),
         Err(_) => {
             let _ = child.kill();
             panic!("server did not print its listening address");

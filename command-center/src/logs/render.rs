@@ -108,7 +108,8 @@ pub fn clean(s: &str) -> String {
     s.chars().filter(|c| !c.is_control()).collect()
 }
 
-fn truncate(s: &str, max: usize) -> String {
+/// `s`, cut to `max` characters with an ellipsis.
+pub fn truncate(s: &str, max: usize) -> String {
     if s.chars().count() <= max {
         s.to_string()
     } else {
