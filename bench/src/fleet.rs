@@ -133,6 +133,7 @@ impl Server {
             .args(["serve", "--listen", "127.0.0.1:0", "--enroll-token", TOKEN])
             // A simulated fleet posts faster than real nodes; measure ingest, not the limiter.
             .args(["--agent-rate", "1000000", "--agent-burst", "1000000"])
+            .args(["--enroll-rate", "1000000", "--enroll-burst", "1000000"])
             .args(&extra)
             .arg("--log-dir")
             .arg(logs.path())

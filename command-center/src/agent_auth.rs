@@ -4,7 +4,6 @@
 //! Behind the Cloudflare Tunnel every request comes from 127.0.0.1, so the address proves
 //! nothing; only the node key does. Tokens are compared in constant time and never logged.
 
-use std::collections::{HashSet, VecDeque};
 use std::sync::Mutex;
 
 use axum::body::Bytes;
@@ -108,41 +107,6 @@ impl EnrollTokens {
     }
 }
 
-/// Signatures seen recently, so a captured request cannot be replayed within the skew window.
-#[derive(Debug, Default)]
-pub struct ReplayGuard {
-    inner: Mutex<Seen>,
-}
-
-/// Digests of recent signatures, and the order they expire in.
-#[derive(Debug, Default)]
-struct Seen(HashSet<[u8; 32]>, VecDeque<(i64, [u8; 32])>);
-
-impl ReplayGuard {
-    /// Records a signature; false if it was already seen.
-    pub fn first_time(&self, node: &Uuid, signature: &str, now: i64) -> bool {
-        let mut digest = Sha256::new();
-        digest.update(node.as_bytes());
-        digest.update(signature.as_bytes());
-        let key: [u8; 32] = digest.finalize().into();
-        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let Seen(seen, order) = &mut *g;
-        while let Some((t, k)) = order.front() {
-            if now - t > 2 * MAX_SKEW_SECS {
-                seen.remove(k);
-                order.pop_front();
-            } else {
-                break;
-            }
-        }
-        if !seen.insert(key) {
-            return false;
-        }
-        order.push_back((now, key));
-        true
-    }
-}
-
 /// The parts of a signed request needed to verify it.
 #[derive(Debug)]
 pub struct SignedParts {
@@ -191,16 +155,19 @@ impl SignedParts {
         })
     }
 
-    /// Checks the clock, the signature against `key`, and that it is not a replay.
-    pub fn verify(
+    /// Checks the clock and the signature against `key`; then, in `store`, that the request
+    /// was not accepted before (durably: across restarts and instances, see
+    /// [`crate::store::seen`]).
+    pub async fn verify(
         &self,
         key: &VerifyingKey,
         body: &[u8],
-        guard: &ReplayGuard,
+        store: &dyn crate::store::Store,
     ) -> Result<(), ApiError> {
         let now = Utc::now().timestamp();
-        let skew = (now - self.timestamp).abs();
-        if skew > MAX_SKEW_SECS {
+        // Checked: a timestamp near i64::MIN must not wrap around into the window.
+        let skew = now.abs_diff(self.timestamp);
+        if skew > MAX_SKEW_SECS.unsigned_abs() {
             return Err(ApiError::Unauthorized(
                 Refusal::StaleTimestamp,
                 format!(
@@ -218,13 +185,21 @@ impl SignedParts {
         auth::verify(key, &self.signature, &msg).map_err(|e| {
             ApiError::Unauthorized(Refusal::BadSignature, format!("node {}: {e}", self.node_id))
         })?;
-        if !guard.first_time(&self.node_id, &self.signature, now) {
-            return Err(ApiError::Unauthorized(
+        use crate::store::seen::{Seen, digest};
+        match store
+            .first_request(digest(&self.node_id, &self.signature))
+            .await?
+        {
+            Seen::First => Ok(()),
+            Seen::Again => Err(ApiError::Unauthorized(
                 Refusal::Replay,
                 "this exact request was already received (replayed request)".into(),
-            ));
+            )),
+            Seen::Full => Err(ApiError::Unavailable(
+                "too many signed requests within the replay window to remember another; retry later"
+                    .into(),
+            )),
         }
-        Ok(())
     }
 }
 
@@ -268,7 +243,9 @@ impl FromRequest<AppState> for Signed {
                 ),
             ));
         }
-        parts.verify(&binding.key, &body, &state.replay_guard)?;
+        parts
+            .verify(&binding.key, &body, state.store.as_ref())
+            .await?;
         // Counted after the signature: nobody can spend another node's allowance.
         state.rate_limit.check(parts.node_id)?;
         Ok(Signed {
@@ -315,45 +292,70 @@ impl Throttle {
 /// How often a node's refused enrollments are logged (each is answered 403 regardless).
 pub const REFUSAL_EVENT_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
 
+/// Enrollment attempts a second from one source, and the burst allowed (defaults of
+/// `--enroll-rate`, `--enroll-burst`): a fleet behind one NAT enrolling at once is slowed, not
+/// stopped — agents retry after `Retry-After`.
+pub const ENROLL_RATE_PER_S: f64 = 1.0;
+pub const ENROLL_BURST: u32 = 30;
+
+/// Where a request comes from, for per-source limits: `Cf-Connecting-Ip` when the connection
+/// is from loopback (cloudflared, which sets it; behind the tunnel every connection is from
+/// 127.0.0.1), else the connection's own address. A direct client cannot pick its source by
+/// sending the header.
+pub fn source(
+    headers: &HeaderMap,
+    remote: Option<std::net::SocketAddr>,
+) -> Option<std::net::IpAddr> {
+    let remote = remote.map(|r| r.ip());
+    if remote.is_none_or(|r| r.is_loopback())
+        && let Some(ip) = headers
+            .get(crate::refusals::CF_CONNECTING_IP)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse().ok())
+    {
+        return Some(ip);
+    }
+    remote
+}
+
+/// Enrollment attempts per source address ([`source`]).
+#[derive(Debug)]
+pub struct SourceRate(crate::buckets::Buckets<Option<std::net::IpAddr>>);
+
+impl SourceRate {
+    pub fn new(rate: f64, burst: u32) -> SourceRate {
+        SourceRate(crate::buckets::Buckets::new(rate, f64::from(burst)))
+    }
+
+    /// One attempt from `source`; `429` with `Retry-After` beyond the rate.
+    pub fn check(&self, source: Option<std::net::IpAddr>) -> Result<(), ApiError> {
+        self.0
+            .take(&source, 1.0)
+            .map_err(|retry_after_s| ApiError::TooManyEnrollments {
+                from: source.map_or_else(|| "unknown".into(), |s| s.to_string()),
+                retry_after_s,
+            })
+    }
+}
+
 /// Per-node rate limit of agent requests: a token bucket per node (`rate` requests a second,
 /// up to `burst` at once). Beyond it, `429` with `Retry-After`; the agent backs off.
 #[derive(Debug)]
-pub struct RateLimit {
-    rate: f64,
-    burst: f64,
-    buckets: std::sync::Mutex<std::collections::HashMap<uuid::Uuid, (f64, std::time::Instant)>>,
-}
+pub struct RateLimit(crate::buckets::Buckets<Uuid>);
 
 impl RateLimit {
     pub fn new(rate: f64, burst: u32) -> RateLimit {
-        RateLimit {
-            rate: rate.max(0.001),
-            burst: f64::from(burst.max(1)),
-            buckets: std::sync::Mutex::new(std::collections::HashMap::new()),
-        }
+        RateLimit(crate::buckets::Buckets::new(rate, f64::from(burst)))
     }
 
-    /// Takes one token from `node`'s bucket.
-    pub fn check(&self, node: uuid::Uuid) -> Result<(), ApiError> {
-        let now = std::time::Instant::now();
-        let mut b = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        // Bounded: buckets full again for an hour are forgotten.
-        if b.len() > 100_000 {
-            b.retain(|_, (_, t)| now.duration_since(*t).as_secs() < 3600);
-        }
-        let (tokens, last) = b.entry(node).or_insert((self.burst, now));
-        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * self.rate).min(self.burst);
-        *last = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            Ok(())
-        } else {
-            let wait = ((1.0 - *tokens) / self.rate).ceil().max(1.0) as u64;
-            Err(ApiError::TooManyRequests {
+    /// One request from `node`.
+    pub fn check(&self, node: Uuid) -> Result<(), ApiError> {
+        self.0
+            .take(&node, 1.0)
+            .map_err(|retry_after_s| ApiError::TooManyRequests {
                 node,
-                retry_after_s: wait,
+                retry_after_s,
             })
-        }
     }
 }
 
@@ -362,19 +364,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_rate_limit_allows_a_burst_then_refills() {
-        let rl = RateLimit::new(1000.0, 3);
-        let n = uuid::Uuid::from_u128(1);
-        for _ in 0..3 {
-            rl.check(n).unwrap();
-        }
-        assert!(matches!(rl.check(n), Err(ApiError::TooManyRequests { .. })));
-        assert!(
-            rl.check(uuid::Uuid::from_u128(2)).is_ok(),
-            "buckets are per node"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(5));
-        assert!(rl.check(n).is_ok(), "refilled");
+    fn the_rate_limit_answers_with_retry_after() {
+        let rl = RateLimit::new(1000.0, 1);
+        let n = Uuid::from_u128(1);
+        rl.check(n).unwrap();
+        assert!(matches!(
+            rl.check(n),
+            Err(ApiError::TooManyRequests {
+                retry_after_s: 1,
+                ..
+            })
+        ));
     }
 
     #[test]
@@ -415,20 +415,6 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("expired")
-        );
-    }
-
-    #[test]
-    fn replay_guard_forgets_after_the_window() {
-        let g = ReplayGuard::default();
-        let n = Uuid::from_u128(1);
-        assert!(g.first_time(&n, "sig", 1000));
-        assert!(!g.first_time(&n, "sig", 1001));
-        assert!(g.first_time(&Uuid::from_u128(2), "sig", 1001));
-        assert!(g.first_time(&n, "other", 1002 + 2 * MAX_SKEW_SECS));
-        assert!(
-            g.first_time(&n, "sig", 1002 + 2 * MAX_SKEW_SECS),
-            "expired entries are dropped"
         );
     }
 }

@@ -60,6 +60,7 @@ pub async fn post_enroll(
     State(state): State<AppState>,
     method: Method,
     uri: Uri,
+    connect: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<EnrollResponse>, ApiError> {
@@ -68,6 +69,12 @@ pub async fn post_enroll(
         .path_and_query()
         .map(|p| p.as_str().to_string())
         .unwrap_or_default();
+    // Cheap checks first, and none that stores anything: the source's rate, the shape, the
+    // token. Only then the signature and the replay guard, which remembers the request.
+    let remote = connect.map(|axum::Extension(axum::extract::ConnectInfo(a))| a);
+    state
+        .enroll_rate
+        .check(crate::agent_auth::source(&headers, remote))?;
     let parts = SignedParts::from_request(&headers, method.as_str(), &path)?;
     let req: EnrollRequest = parse_json_as(&headers, body.clone(), "enrollment")?;
     if parts.node_id != req.node_id {
@@ -81,10 +88,10 @@ pub async fn post_enroll(
     }
     let key = vaultmesh_proto::auth::parse_public_key(&req.public_key)
         .map_err(|e| ApiError::UnprocessableEntity(format!("invalid enrollment: {e}")))?;
-    parts.verify(&key, &body, &state.replay_guard)?;
     req.validate()
         .map_err(|e| ApiError::UnprocessableEntity(format!("invalid enrollment: {e}")))?;
     let token = state.tokens.matching(&req.token, Utc::now())?;
+    parts.verify(&key, &body, state.store.as_ref()).await?;
     let enrolled_at = match state
         .store
         .enroll(&req, token.id.clone(), token.single_use)

@@ -80,6 +80,9 @@ pub struct ServeConfig {
     pub admin_token: Option<String>,
     /// Agent requests per second per node, and the burst allowed.
     pub agent_rate: f64,
+    /// Enrollment attempts a second per source address, and the burst allowed.
+    pub enroll_rate: f64,
+    pub enroll_burst: u32,
     pub agent_burst: u32,
     /// Open `/events` streams each signed-in identity may hold.
     pub sse_per_identity: usize,
@@ -124,6 +127,8 @@ impl ServeConfig {
             access: None,
             admin_token: None,
             agent_rate: 5.0,
+            enroll_rate: crate::agent_auth::ENROLL_RATE_PER_S,
+            enroll_burst: crate::agent_auth::ENROLL_BURST,
             agent_burst: 30,
             sse_per_identity: 32,
             heartbeat_rotate_bytes: defaults.heartbeat_rotate_bytes,
@@ -171,6 +176,7 @@ impl ServeConfig {
             heartbeat_retention: self.heartbeat_retention,
             metrics: None,
             health: std::sync::Arc::default(),
+            seen_max: crate::store::seen::DEFAULT_MAX,
         }
     }
 
@@ -206,6 +212,9 @@ impl ServeConfig {
         }
         if self.agent_rate.is_nan() || self.agent_rate <= 0.0 || self.agent_burst == 0 {
             return Err("--agent-rate and --agent-burst must be positive".into());
+        }
+        if self.enroll_rate.is_nan() || self.enroll_rate <= 0.0 || self.enroll_burst == 0 {
+            return Err("--enroll-rate and --enroll-burst must be positive".into());
         }
         if self.admin_token.as_ref().is_some_and(|t| t.len() < 16) {
             return Err("--admin-token must be at least 16 characters".into());

@@ -36,6 +36,8 @@ pub enum ApiError {
         node: uuid::Uuid,
         retry_after_s: u64,
     },
+    #[error("too many enrollment attempts from {from}; retry in {retry_after_s} s")]
+    TooManyEnrollments { from: String, retry_after_s: u64 },
     /// The Command Center did not answer within its time limit (`--request-timeout`).
     #[error(
         "the Command Center did not answer within {} s (its --request-timeout); try again",
@@ -62,9 +64,9 @@ impl ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::TooManyRequests { .. } | ApiError::TooManyStreams(_) => {
-                StatusCode::TOO_MANY_REQUESTS
-            }
+            ApiError::TooManyRequests { .. }
+            | ApiError::TooManyEnrollments { .. }
+            | ApiError::TooManyStreams(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Timeout { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -84,7 +86,9 @@ impl ApiError {
             ApiError::Forbidden(_) => "forbidden",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Unavailable(_) => "unavailable",
-            ApiError::TooManyRequests { .. } => "rate_limited",
+            ApiError::TooManyRequests { .. } | ApiError::TooManyEnrollments { .. } => {
+                "rate_limited"
+            }
             ApiError::TooManyStreams(_) => "too_many_streams",
             ApiError::Timeout { .. } => "timeout",
             ApiError::BodyTimeout { .. } => "body_timeout",
@@ -144,7 +148,8 @@ impl IntoResponse for ApiError {
             error: self.to_string(),
         };
         let retry_after = match &self {
-            ApiError::TooManyRequests { retry_after_s, .. } => Some(*retry_after_s),
+            ApiError::TooManyRequests { retry_after_s, .. }
+            | ApiError::TooManyEnrollments { retry_after_s, .. } => Some(*retry_after_s),
             ApiError::Unavailable(_) => Some(UNAVAILABLE_RETRY_AFTER_S),
             _ => None,
         };

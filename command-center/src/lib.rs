@@ -7,6 +7,7 @@
 //!   one small type, so handlers never touch the map or (later) the durable log directly.
 //! - [`error`]: the one error type every handler returns; each becomes a status and a JSON body.
 //! - [`agent_auth`]: enrollment tokens and the node-signature check on agent requests.
+//! - [`buckets`]: token buckets by key (request rates, enrollment rates, byte budgets).
 //! - [`api`]: JSON handlers (`/api/agent/heartbeat`, `/api/nodes`, `/healthz`).
 //! - [`policy`]: per-profile policy files (commands, services, thresholds, scan schedule).
 //! - [`attention`]: the attention rules and the engine that keeps every node's level.
@@ -25,6 +26,7 @@ pub mod admin;
 pub mod agent_auth;
 pub mod api;
 pub mod attention;
+pub mod buckets;
 pub mod bus;
 pub mod commands;
 pub mod config;

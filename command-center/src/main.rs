@@ -466,6 +466,13 @@ struct ServeArgs {
     /// Agent requests a node may make at once before the rate applies.
     #[arg(long, default_value_t = 30)]
     agent_burst: u32,
+    /// Enrollment attempts a second from one source address (Cf-Connecting-Ip behind the
+    /// tunnel); beyond: 429 with Retry-After.
+    #[arg(long, default_value_t = vaultmesh_command_center::agent_auth::ENROLL_RATE_PER_S)]
+    enroll_rate: f64,
+    /// Enrollment attempts one source may make at once before the rate applies.
+    #[arg(long, default_value_t = vaultmesh_command_center::agent_auth::ENROLL_BURST)]
+    enroll_burst: u32,
     /// Open /events streams each signed-in admin (Access identity or admin token) may hold.
     #[arg(long, default_value_t = 32)]
     sse_per_identity: usize,
@@ -1055,6 +1062,8 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
         admin_token: args.admin_token,
         agent_rate: args.agent_rate,
         agent_burst: args.agent_burst,
+        enroll_rate: args.enroll_rate,
+        enroll_burst: args.enroll_burst,
         sse_per_identity: args.sse_per_identity,
         heartbeat_rotate_bytes: args.heartbeat_rotate_size,
         heartbeat_retention: args.heartbeat_retention,

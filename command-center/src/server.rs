@@ -19,7 +19,7 @@ use crate::store::replay::ReplayReport;
 use crate::{api, commands, sse};
 use tokio_util::sync::CancellationToken;
 
-use crate::agent_auth::{EnrollTokens, ReplayGuard};
+use crate::agent_auth::EnrollTokens;
 use crate::bus::Bus;
 use crate::store::{JsonlStore, PgStore, Store};
 use crate::ui;
@@ -45,8 +45,8 @@ pub struct AppState {
     pub sse_keepalive: Duration,
     /// Enrollment tokens (never logged).
     pub tokens: Arc<EnrollTokens>,
-    /// Recently seen agent request signatures.
-    pub replay_guard: Arc<ReplayGuard>,
+    /// Enrollment attempts per source address (a bad token is cheap to send).
+    pub enroll_rate: Arc<crate::agent_auth::SourceRate>,
     /// The command-signing key; without it, commands cannot be issued.
     pub cc_key: Option<Arc<vaultmesh_proto::auth::NodeKey>>,
     pub policies: Arc<crate::policy::LivePolicies>,
@@ -300,7 +300,10 @@ impl Server {
             shutdown: CancellationToken::new(),
             sse_keepalive: config.sse_keepalive,
             tokens,
-            replay_guard: Arc::new(ReplayGuard::default()),
+            enroll_rate: Arc::new(crate::agent_auth::SourceRate::new(
+                config.enroll_rate,
+                config.enroll_burst,
+            )),
             cc_key,
             policies,
             metrics,

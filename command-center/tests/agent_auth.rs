@@ -476,3 +476,119 @@ fn heartbeats_reach(cc: &CommandCenter, id: &str, n: u64) {
     });
     assert!(got.is_some(), "node {id} did not reach {n} heartbeats");
 }
+
+/// Issue 21 item 6: the replay guard lived in memory, so within 300 s after a restart a
+/// captured request was accepted again. Now each accepted request is remembered in the log
+/// directory before it is acted on, and a replay after `kill -9` and a restart is refused.
+#[test]
+fn a_request_is_accepted_at_most_once_across_a_restart() {
+    let port = vaultmesh_testkit::free_port().to_string();
+    let listen = format!("127.0.0.1:{port}");
+    let mut cc = CommandCenter::start_with(&["--listen", &listen]);
+    let a = node(30);
+    a.enroll(&cc.url);
+    let body = serde_json::to_vec(&hb_for(&a, 1)).unwrap();
+    let captured = a.signed(&cc.url, "POST", HB, Some("application/json"), body);
+    let replay = captured.try_clone().unwrap();
+    let poll = a.signed(
+        &cc.url,
+        "GET",
+        "/api/agent/commands?wait=0s",
+        None,
+        Vec::new(),
+    );
+    let poll_replay = poll.try_clone().unwrap();
+    assert_eq!(captured.send().unwrap().status().as_u16(), 200);
+    assert_eq!(poll.send().unwrap().status().as_u16(), 200);
+    cc.kill9();
+    cc.restart();
+    for (what, r) in [("heartbeat", replay), ("poll", poll_replay)] {
+        let r = Reply::from(r.send().unwrap());
+        assert_eq!(r.status, 401, "{what} replayed after a restart: {}", r.body);
+        assert!(error_of(&r).contains("replayed request"), "{}", r.body);
+    }
+    assert_eq!(
+        cc.get_json(&format!("/api/nodes/{}", a.id))["summary"]["heartbeats"],
+        1,
+        "the replay stored nothing"
+    );
+}
+
+/// Issue 21 item 7: the clock check used wrapping arithmetic, so a timestamp near `i64::MIN`
+/// passed as "fresh".
+#[test]
+fn a_timestamp_at_the_edge_of_the_integers_is_stale_not_fresh() {
+    let cc = CommandCenter::start();
+    let a = node(31);
+    a.enroll(&cc.url);
+    for ts in [i64::MIN, i64::MIN + 1, i64::MAX] {
+        let r = Reply::from(
+            a.signed_at(
+                &cc.url,
+                "POST",
+                HB,
+                Some("application/json"),
+                serde_json::to_vec(&hb_for(&a, 1)).unwrap(),
+                ts,
+            )
+            .send()
+            .unwrap(),
+        );
+        assert_eq!(r.status, 401, "{ts}: {}", r.body);
+        assert!(
+            error_of(&r).contains("away from the Command Center's clock"),
+            "{}",
+            r.body
+        );
+    }
+}
+
+/// Issue 21 item 7: enrollments with a bad token were cheap to send and each one filled the
+/// replay guard. Now the token is checked before anything is remembered, and each source may
+/// try a few times a second (Cf-Connecting-Ip behind the tunnel, trusted from loopback only).
+#[test]
+fn bad_enrollments_remember_nothing_and_are_rate_limited_per_source() {
+    let cc = CommandCenter::start_with(&["--enroll-rate", "0.1", "--enroll-burst", "5"]);
+    let seen = || {
+        std::fs::metadata(cc.log_dir().join("seen-requests.bin"))
+            .map(|m| m.len())
+            .unwrap_or(0)
+    };
+    let mut statuses = Vec::new();
+    for i in 0..8 {
+        statuses.push(node(40 + i).enroll_with(&cc.url, "wrong-token-0123456789"));
+    }
+    assert_eq!(statuses[..5], [401; 5], "{statuses:?}");
+    assert_eq!(statuses[5..], [429; 3], "{statuses:?}");
+    assert_eq!(seen(), 0, "no bad enrollment was remembered");
+    // Behind cloudflared every connection is from loopback: the header names the source.
+    let other = node(50);
+    let req = serde_json::to_vec(&vaultmesh_proto::auth::EnrollRequest {
+        node_id: other.id,
+        public_key: other.key.public_base64(),
+        hostname: "h".into(),
+        os_profile: "ArchVault".into(),
+        token: TEST_TOKEN.into(),
+        nonce: None,
+    })
+    .unwrap();
+    let r = Reply::from(
+        other
+            .signed(
+                &cc.url,
+                "POST",
+                "/api/agent/enroll",
+                Some("application/json"),
+                req,
+            )
+            .header("cf-connecting-ip", "203.0.113.7")
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(
+        r.status, 200,
+        "another source has its own allowance: {}",
+        r.body
+    );
+    assert_eq!(seen(), 40, "the good one is remembered (40 bytes)");
+}

@@ -640,3 +640,41 @@ fn event_queries_beyond_memory_are_answered_from_the_database() {
         assert_eq!(all[519]["body"]["text"], "519");
     }
 }
+
+/// Issue 21 item 6, with PostgreSQL: a request one instance accepted is refused by the other
+/// (the replay guard is a table they share), and after both restart.
+#[test]
+fn a_request_accepted_by_one_instance_is_a_replay_to_the_other() {
+    let mut p = pair();
+    let node = TestNode::new(Uuid::from_u128(0x5ee0_0000_0000_4000_8000_0000_0000_0001));
+    assert_eq!(post_heartbeat(&p.a, &node, 1), 200);
+    let body = serde_json::to_vec(&heartbeat(&node, 2)).unwrap();
+    let captured = node.signed(
+        &p.a.url,
+        "POST",
+        "/api/agent/heartbeat",
+        Some("application/json"),
+        body,
+    );
+    let to_b = captured.try_clone().unwrap().build().unwrap();
+    assert_eq!(captured.send().unwrap().status().as_u16(), 200);
+    // The same bytes, to the other instance.
+    let mut to_b = to_b;
+    *to_b.url_mut() = format!("{}/api/agent/heartbeat", p.b.url).parse().unwrap();
+    let replayed = to_b.try_clone().unwrap();
+    let r = vaultmesh_testkit::http().execute(to_b).unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    assert!(r.text().unwrap().contains("replayed request"));
+    p.b.restart();
+    let mut again = replayed;
+    *again.url_mut() = format!("{}/api/agent/heartbeat", p.b.url).parse().unwrap();
+    assert_eq!(
+        vaultmesh_testkit::http()
+            .execute(again)
+            .unwrap()
+            .status()
+            .as_u16(),
+        401,
+        "and after a restart"
+    );
+}

@@ -176,6 +176,9 @@ impl CommandCenter {
         if !args.iter().any(|a| a == "--agent-rate") {
             cmd.args(["--agent-rate", "1000000", "--agent-burst", "1000000"]);
         }
+        if !args.iter().any(|a| a == "--enroll-rate") {
+            cmd.args(["--enroll-rate", "1000000", "--enroll-burst", "1000000"]);
+        }
         cmd.args(args)
             .env_remove("VAULTMESH_ENROLL_TOKEN")
             .env_remove("VAULTMESH_LISTEN")

@@ -33,6 +33,8 @@ pub struct StoreOptions {
     pub metrics: Option<Arc<crate::metrics::Metrics>>,
     /// Where the log writers report failures and recoveries.
     pub health: Arc<super::health::StorageHealth>,
+    /// Most signed requests remembered within the replay window.
+    pub seen_max: usize,
 }
 
 impl StoreOptions {
@@ -44,6 +46,7 @@ impl StoreOptions {
             heartbeat_retention: Duration::from_secs(30 * 86_400),
             metrics: None,
             health: Arc::default(),
+            seen_max: super::seen::DEFAULT_MAX,
         }
     }
 }
@@ -74,6 +77,8 @@ pub struct JsonlBackend {
     scans: Journal,
     /// Length of the scans log up to the last fsynced line.
     scans_durable: Arc<AtomicU64>,
+    /// Signed requests accepted within the replay window (`seen-requests.bin`).
+    seen: super::seen::SeenRequests,
     gates: [tokio::sync::Mutex<()>; 4],
 }
 
@@ -117,6 +122,15 @@ impl JsonlStore {
             std::fs::metadata(LogName::Scans.active(&opts.dir)).map_or(0, |m| m.len()),
         ));
         let memory = Arc::new(Memory::new(opts.limits, bus));
+        let seen = super::seen::SeenRequests::open(
+            &opts.dir,
+            opts.seen_max,
+            chrono::Utc::now().timestamp(),
+        )
+        .map_err(|source| StoreOpenError::Replay {
+            dir: opts.dir.join(super::seen::FILE),
+            source,
+        })?;
         let replay_err = |source| StoreOpenError::Replay {
             dir: opts.dir.clone(),
             source,
@@ -149,6 +163,7 @@ impl JsonlStore {
             commands,
             scans,
             scans_durable,
+            seen,
             gates: Default::default(),
         };
         Ok((LoggedStore::new(backend), report))
@@ -249,6 +264,14 @@ impl Backend for JsonlBackend {
 
     fn scans_durable_len(&self) -> u64 {
         self.scans_durable.load(Ordering::Acquire)
+    }
+
+    async fn first_request(&self, digest: [u8; 32]) -> Result<super::seen::Seen, StoreError> {
+        self.seen
+            .first_time(digest, chrono::Utc::now().timestamp())
+            .map_err(|e| {
+                StoreError::Unavailable(format!("storage unavailable: {}: {e}", super::seen::FILE))
+            })
     }
 }
 

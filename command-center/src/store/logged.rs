@@ -62,6 +62,9 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
     /// Bytes of `sovereign-scans.jsonl` known durable: what the ledger may hash.
     fn scans_durable_len(&self) -> u64;
 
+    /// See [`Store::first_request`].
+    async fn first_request(&self, digest: [u8; 32]) -> Result<super::seen::Seen, StoreError>;
+
     /// Whether this instance runs the fleet-wide writers (attention log, scheduled scans).
     fn leads(&self) -> bool {
         true
@@ -221,6 +224,10 @@ impl<B: Backend> Store for LoggedStore<B> {
 
     fn latest_scan(&self, node_id: Uuid) -> Option<Arc<ScanReport>> {
         self.mem().latest_scan(node_id)
+    }
+
+    async fn first_request(&self, digest: [u8; 32]) -> Result<super::seen::Seen, StoreError> {
+        self.backend.first_request(digest).await
     }
 
     fn binding(&self, node_id: Uuid) -> Option<Binding> {

@@ -34,6 +34,7 @@ pub mod record;
 pub mod registry;
 pub mod replay;
 pub mod scans;
+pub mod seen;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -171,6 +172,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         reason: Option<String>,
         allow_old_key: bool,
     ) -> Result<EventEnvelope, StoreError>;
+
+    /// Remembers a signed request (its [`seen::digest`]) as accepted now, durably for this
+    /// store (across restarts; with PostgreSQL, across instances); [`seen::Seen::Again`] for a
+    /// replay within the window.
+    async fn first_request(&self, digest: [u8; 32]) -> Result<seen::Seen, StoreError>;
 
     /// Logs an `enroll_refused` event: an enrollment a revocation refused.
     async fn record_enroll_refused(

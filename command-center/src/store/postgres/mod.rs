@@ -122,6 +122,9 @@ pub struct PgBackend {
     ops: mpsc::Sender<Op>,
     reader: tokio::sync::Mutex<Option<Client>>,
     leads: Arc<AtomicBool>,
+    /// The connection `seen_requests` is written over (queries pipeline on it), and when it
+    /// was last pruned.
+    seen: tokio::sync::Mutex<(Option<Arc<Client>>, Instant)>,
 }
 
 async fn connect(url: &str) -> Result<Client, PgError> {
@@ -184,6 +187,7 @@ impl PgStore {
             ops,
             reader: tokio::sync::Mutex::new(None),
             leads,
+            seen: tokio::sync::Mutex::new((None, Instant::now())),
         };
         Ok((LoggedStore::new(backend), report))
     }
@@ -510,6 +514,49 @@ impl Backend for PgBackend {
 
     fn leads(&self) -> bool {
         self.leads.load(Ordering::Acquire)
+    }
+
+    async fn first_request(&self, digest: [u8; 32]) -> Result<super::seen::Seen, StoreError> {
+        let unavailable =
+            |e: tokio_postgres::Error| StoreError::Unavailable(format!("database: {e}"));
+        let (client, prune) = {
+            let mut seen = self.seen.lock().await;
+            if seen.0.as_ref().is_none_or(|c| c.is_closed()) {
+                seen.0 = Some(Arc::new(
+                    writer::connect(&self.url).await.map_err(unavailable)?,
+                ));
+            }
+            let prune = seen.1.elapsed() >= Duration::from_secs(60);
+            if prune {
+                seen.1 = Instant::now();
+            }
+            (seen.0.clone(), prune)
+        };
+        let Some(client) = client else {
+            return Err(StoreError::Unavailable("database: no connection".into()));
+        };
+        if prune {
+            client
+                .execute(
+                    "DELETE FROM seen_requests WHERE seen_at < now() - make_interval(secs => $1)",
+                    &[&(super::seen::WINDOW_SECS as f64)],
+                )
+                .await
+                .map_err(unavailable)?;
+        }
+        // Atomic across instances: the primary key admits one of two concurrent inserts.
+        let inserted = client
+            .execute(
+                "INSERT INTO seen_requests (digest) VALUES ($1) ON CONFLICT DO NOTHING",
+                &[&&digest[..]],
+            )
+            .await
+            .map_err(unavailable)?;
+        Ok(if inserted == 1 {
+            super::seen::Seen::First
+        } else {
+            super::seen::Seen::Again
+        })
     }
 }
 

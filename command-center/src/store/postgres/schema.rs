@@ -3,7 +3,8 @@
 //! One table, `records`, holds every log's lines in one global order (`id`): the same lines the
 //! JSONL files hold, so export and import are copies. Audit records (events, nodes, commands,
 //! scans) cannot be updated or deleted — a trigger refuses it, whoever asks; heartbeats, which
-//! are telemetry, may be deleted by retention, as rotated JSONL segments are.
+//! are telemetry, may be deleted by retention, as rotated JSONL segments are. `seen_requests`
+//! (migration 2) holds the digests of signed agent requests accepted within the replay window.
 
 use tokio_postgres::{Client, GenericClient};
 
@@ -11,9 +12,10 @@ use tokio_postgres::{Client, GenericClient};
 const MIGRATION_LOCK: i64 = 0x7661_756c_746d_0001;
 
 /// `(version, sql)`, applied in order, each once, in one transaction with its version row.
-const MIGRATIONS: &[(i32, &str)] = &[(
-    1,
-    r#"
+const MIGRATIONS: &[(i32, &str)] = &[
+    (
+        1,
+        r#"
 CREATE TABLE records (
     id      bigserial PRIMARY KEY,
     log     text NOT NULL,
@@ -50,7 +52,19 @@ CREATE TRIGGER records_append_only BEFORE UPDATE OR DELETE ON records
 CREATE TRIGGER records_no_truncate BEFORE TRUNCATE ON records
     FOR EACH STATEMENT EXECUTE FUNCTION vaultmesh_append_only();
 "#,
-)];
+    ),
+    (
+        2,
+        r#"
+CREATE TABLE seen_requests (
+    digest  bytea PRIMARY KEY,
+    seen_at timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE seen_requests IS 'Signed agent requests accepted within the replay window (SHA-256 of node id and signature), shared by every instance so a request is accepted at most once.';
+CREATE INDEX seen_requests_by_time ON seen_requests (seen_at);
+"#,
+    ),
+];
 
 /// The newest schema version this binary knows.
 pub fn latest() -> i32 {
