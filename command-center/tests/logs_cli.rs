@@ -285,3 +285,48 @@ fn tail_follows_new_records_across_rotation() {
     assert!(segments >= 2, "the log rotated during the test");
     let _ = std::io::stdout().flush();
 }
+
+/// An attention change is as severe as its new level (crit → high, attn → medium, ok → info),
+/// so `--min-severity high` shows every node that went CRIT.
+#[test]
+fn attention_changes_are_as_severe_as_their_level() {
+    // Ids that differ in the 8 characters the NODE column shows.
+    const WARN: &str = "a0000000-0000-4000-8000-00000000000a";
+    const CRIT: &str = "b0000000-0000-4000-8000-00000000000b";
+    let mut cc = CommandCenter::start();
+    for (node, host, status) in [(WARN, "alpha", "warn"), (CRIT, "bravo", "crit")] {
+        let mut hb = heartbeat_json(node, host, 1);
+        hb["checks"][0]["status"] = status.into();
+        assert_eq!(cc.post_json("/api/agent/heartbeat", &hb).status, 200);
+    }
+    // Events the API serves are on disk.
+    vaultmesh_testkit::wait_for(Duration::from_secs(10), || {
+        let events = cc.get_json("/api/events?kind=attention");
+        (events.as_array().unwrap().len() == 2).then_some(())
+    })
+    .expect("two attention events");
+    cc.kill9();
+
+    let (code, out, err) = logs(&cc, &["view", "--kind", "attention", "--limit", "0"]);
+    assert_eq!(code, 0, "{err}");
+    let rows = data_lines(&out);
+    assert_eq!(rows.len(), 2, "{out}");
+    // TIME is two words, then KIND, NODE (the id's first 8 characters), SEVERITY.
+    let severity = |node: &str| {
+        let row = rows.iter().find(|r| r.contains(&node[..8])).unwrap();
+        row.split_whitespace().nth(4).unwrap().to_string()
+    };
+    assert_eq!(
+        (severity(WARN), severity(CRIT)),
+        ("medium".into(), "high".into()),
+        "{out}"
+    );
+
+    let (_, out, _) = logs(
+        &cc,
+        &["view", "--kind", "attention", "--min-severity", "high"],
+    );
+    let rows = data_lines(&out);
+    assert_eq!(rows.len(), 1, "only the CRIT: {out}");
+    assert!(rows[0].contains(&CRIT[..8]), "{out}");
+}

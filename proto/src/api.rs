@@ -6,6 +6,7 @@ use uuid::Uuid;
 
 use crate::check::CheckStatus;
 use crate::heartbeat::NodeHeartbeat;
+use crate::severity::Severity;
 
 /// Every error response: `{"error": "..."}` with a 4xx or 5xx status.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,6 +99,17 @@ impl AttentionLevel {
             AttentionLevel::Ok => "ok",
             AttentionLevel::Attn => "attn",
             AttentionLevel::Crit => "crit",
+        }
+    }
+
+    /// The severity of an attention change to this level, on the one scale `logs view
+    /// --min-severity` filters by (`docs/LOGS.md`): ok → info, attn → medium, crit → high —
+    /// where a crit check and a high finding sit too, so `--min-severity high` shows every CRIT.
+    pub fn severity(self) -> Severity {
+        match self {
+            AttentionLevel::Ok => Severity::Info,
+            AttentionLevel::Attn => Severity::Medium,
+            AttentionLevel::Crit => Severity::High,
         }
     }
 }

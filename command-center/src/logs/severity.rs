@@ -3,9 +3,12 @@
 //!
 //! - heartbeat: ok → info, a check unknown → low, warn → medium, crit or services down → high.
 //! - scan: the worst finding's severity (info without findings).
+//! - attention: its new level's ([`AttentionLevel::severity`]): ok → info, attn → medium,
+//!   crit → high.
 //! - other records: a `severity` field in the record or its `body`, else info.
 
 use serde::Deserialize;
+use vaultmesh_proto::AttentionLevel;
 pub use vaultmesh_proto::Severity;
 
 /// Only the parts of a record that decide its severity.
@@ -37,6 +40,9 @@ struct PartialFinding {
 struct PartialBody {
     #[serde(default)]
     severity: Option<Severity>,
+    /// An attention change's new level.
+    #[serde(default)]
+    level: Option<AttentionLevel>,
 }
 
 #[derive(Deserialize)]
@@ -71,6 +77,10 @@ pub fn of_line(kind: &str, line: &[u8]) -> Severity {
             .map(|f| f.severity)
             .max()
             .unwrap_or(Severity::Info),
+        "attention" => r
+            .body
+            .and_then(|b| b.level)
+            .map_or(Severity::Info, AttentionLevel::severity),
         _ => r
             .severity
             .or(r.body.and_then(|b| b.severity))
@@ -112,6 +122,18 @@ mod tests {
         assert_eq!(of_line("scan", scan.as_bytes()), Severity::Critical);
         let incident = r#"{"kind":"incident","ts":"t","record":{"body":{"severity":"high"}}}"#;
         assert_eq!(of_line("incident", incident.as_bytes()), Severity::High);
+        let attention = |level: &str| {
+            format!(
+                r#"{{"kind":"attention","ts":"t","record":{{"body":{{"level":"{level}","previous":"ok","reasons":[]}}}}}}"#
+            )
+        };
+        for (level, want) in [
+            ("ok", Severity::Info),
+            ("attn", Severity::Medium),
+            ("crit", Severity::High),
+        ] {
+            assert_eq!(of_line("attention", attention(level).as_bytes()), want);
+        }
         assert_eq!(of_line("note", b"garbage"), Severity::Info);
         assert!("urgent".parse::<Severity>().is_err());
         assert_eq!("HIGH".parse::<Severity>(), Ok(Severity::High));
