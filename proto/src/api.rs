@@ -31,7 +31,12 @@ pub struct NodeSummary {
     /// When the Command Center received the latest heartbeat (its clock, not the node's).
     pub last_seen: DateTime<Utc>,
     pub cloudflare_ok: bool,
+    /// The latest heartbeat's flag, as the agent sent it.
     pub services_ok: bool,
+    /// What the Command Center reads from the heartbeat: `up`, `down`, or `unknown` when the
+    /// node's `systemd` check could not reach systemd ([`crate::Services::judge`]).
+    #[serde(default)]
+    pub services: crate::heartbeat::Services,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_version: Option<String>,
     /// 1-minute load average.

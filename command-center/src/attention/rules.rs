@@ -13,7 +13,8 @@
 //! ([`command_center`]: `cc.storage`, `cc.disk_free`).
 
 use chrono::{DateTime, Utc};
-use vaultmesh_proto::{AttentionLevel, CheckStatus, IncidentState, Reason, Severity};
+use vaultmesh_proto::heartbeat::SERVICES_CHECK;
+use vaultmesh_proto::{AttentionLevel, CheckStatus, IncidentState, Reason, Services, Severity};
 
 use crate::policy::Settings;
 use crate::store::NodeSnapshot;
@@ -45,9 +46,22 @@ pub fn observed(snap: &NodeSnapshot, settings: &Settings) -> Vec<Reason> {
     let mut out = Vec::new();
     let check = |name: &str| hb.checks.iter().find(|c| c.name == name);
 
-    if !hb.services_ok {
-        let why = check("systemd").map_or_else(String::new, |c| format!(": {}", c.summary));
-        out.push(reason("services", Crit, format!("services are down{why}")));
+    let services = hb.services();
+    let systemd_says =
+        || check(SERVICES_CHECK).map_or_else(String::new, |c| format!(": {}", c.summary));
+    match services {
+        Services::Up => {}
+        Services::Down => out.push(reason(
+            "services",
+            Crit,
+            format!("services are down{}", systemd_says()),
+        )),
+        // Not knowing is not "down": look, but do not page.
+        Services::Unknown => out.push(reason(
+            "services",
+            Attn,
+            format!("cannot reach systemd{}", systemd_says()),
+        )),
     }
     if !hb.cloudflare_ok && a.tunnel > AttentionLevel::Ok {
         let why = check("cloudflared").map_or_else(String::new, |c| format!(": {}", c.summary));
@@ -59,7 +73,7 @@ pub fn observed(snap: &NodeSnapshot, settings: &Settings) -> Vec<Reason> {
     }
     for c in &hb.checks {
         // Covered by the flags above and by the scan rules below.
-        let covered = (c.name == "systemd" && !hb.services_ok)
+        let covered = (c.name == SERVICES_CHECK && services != Services::Up)
             || (c.name == "cloudflared" && !hb.cloudflare_ok)
             || (c.name == "sovereign_scan" && c.status != CheckStatus::Unknown);
         let level = match c.status {
@@ -108,7 +122,9 @@ pub fn observed(snap: &NodeSnapshot, settings: &Settings) -> Vec<Reason> {
             }
         }
     }
-    if !settings.services.required.is_empty() {
+    // A node whose systemd cannot be reached reports no units: that is the one reason above,
+    // not one "not reported" per required unit.
+    if !settings.services.required.is_empty() && services != Services::Unknown {
         let units = check("systemd")
             .and_then(|c| c.details.get("units"))
             .and_then(|u| u.as_array());
@@ -448,6 +464,36 @@ mod tests {
         );
         s.attention.tunnel = AttentionLevel::Ok;
         assert!(!rules(&n, &s, 1).iter().any(|(r, _)| r == "tunnel"));
+    }
+
+    #[test]
+    fn a_systemd_check_that_cannot_look_is_attn_not_services_down() {
+        let mut n = snap();
+        n.latest.checks = vec![CheckResult {
+            name: "systemd".into(),
+            status: CheckStatus::Unknown,
+            summary: "cannot connect to the system bus at unix:path=/x: No such file".into(),
+            observed_at: t(0),
+            duration_ms: 1,
+            metrics: Default::default(),
+            details: serde_json::Value::Null,
+        }];
+        // Current agents leave the flag true; older ones sent false. Either way: unknown.
+        let mut s = Settings::default();
+        s.services.required = vec!["sshd.service".into()];
+        for flag in [true, false] {
+            n.latest.services_ok = flag;
+            let reasons = observed(&n, &s);
+            assert_eq!(reasons.len(), 1, "{reasons:?}");
+            assert_eq!(
+                (reasons[0].rule.as_str(), reasons[0].level),
+                ("services", AttentionLevel::Attn)
+            );
+            assert_eq!(
+                reasons[0].message,
+                "cannot reach systemd: cannot connect to the system bus at unix:path=/x: No such file"
+            );
+        }
     }
 
     #[test]
