@@ -1,10 +1,11 @@
 //! "Did you mean ...?": the known name nearest to a typo, for every refusal that names one
 //! (both binaries: config keys and values, policy and notification files, CLI arguments).
 //! One rule everywhere: the same name in another case first, else the most similar by
-//! Jaro-Winkler (the `strsim` crate; clap's own suggestions use Jaro) at 0.8 or more.
+//! Jaro-Winkler (the `strsim` crate; clap's own suggestions use Jaro) at 0.9 or more — high
+//! enough that names sharing only a suffix (`LabVault`, `ArchVault`: 0.81) are not offered.
 
 /// How similar a name must be to be suggested.
-const THRESHOLD: f64 = 0.8;
+const THRESHOLD: f64 = 0.9;
 
 /// The candidate `given` most likely meant, if one is near enough. Never `given` itself.
 pub fn nearest<'a>(given: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
@@ -62,6 +63,7 @@ mod tests {
             ("archvault", &profiles[..], Some("ArchVault")),
             ("ARCHVAULT", &profiles[..], Some("ArchVault")),
             ("DebainVault", &profiles[..], Some("DebianVault")),
+            ("LabVault", &profiles[..], None),
             ("ArchVault", &profiles[..], None),
             ("servce.restart", &actions[..], Some("service.restart")),
             ("service.stat", &actions[..], Some("service.status")),

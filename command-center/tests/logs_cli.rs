@@ -184,6 +184,14 @@ fn bad_arguments_exit_2_with_one_line() {
             "--kind \"Heart Beat\": kinds are lowercase words",
         ),
         (
+            &["view", "--kind", "heartbeats"][..],
+            "--kind \"heartbeats\": no such kind; did you mean \"heartbeat\"?; kinds: ack, attention, command, delivered, enroll, heartbeat,",
+        ),
+        (
+            &["view", "--kind", "scan,bogus"][..],
+            "--kind \"bogus\": no such kind; kinds: ack,",
+        ),
+        (
             &["view", "--limit", "many"][..],
             "invalid value 'many' for '--limit <LIMIT>'",
         ),

@@ -20,6 +20,54 @@ use crate::policy::Settings;
 use crate::store::NodeSnapshot;
 use crate::store::health::StorageState;
 
+/// Every rule name [`observed`] and [`state`] produce, but those of the open families.
+pub const RULES: [&str; 12] = [
+    "stale",
+    "services",
+    "tunnel",
+    "threshold.disk",
+    "threshold.memory",
+    "threshold.load",
+    "scan.findings",
+    "scan.errors",
+    "scan.overdue",
+    "listeners",
+    "drift",
+    "receipt_chain",
+];
+
+/// Families whose members are named by the node (`check.<check>`, `required_service.<unit>`,
+/// `incident.<id>`).
+pub const FAMILIES: [&str; 3] = ["check.", "required_service.", "incident."];
+
+/// Whether `name` names rules the way a notification route writes it: a rule, a family ending
+/// in `.` (`check.`, `scan.`), or a member of an open family (`check.disk`). The reason when
+/// not, with the near name.
+pub fn check_rule_name(name: &str) -> Result<(), String> {
+    let known = || RULES.iter().chain(FAMILIES.iter()).copied();
+    let ok = if name.ends_with('.') {
+        known().any(|r| r.starts_with(name) && r != name) || FAMILIES.contains(&name)
+    } else {
+        RULES.contains(&name)
+            || FAMILIES
+                .iter()
+                .any(|f| name.len() > f.len() && name.starts_with(f))
+    };
+    if ok {
+        return Ok(());
+    }
+    // A family written without its dot is the commonest slip.
+    let candidates: Vec<String> = known()
+        .map(str::to_string)
+        .chain(["scan.".to_string(), "threshold.".to_string()])
+        .collect();
+    Err(format!(
+        "no attention rule {name:?}{}; rules: {}; families (end in .): check., required_service., incident., scan., threshold.",
+        vaultmesh_agent_core::suggest::did_you_mean(name, candidates.iter().map(String::as_str)),
+        RULES.join(", "),
+    ))
+}
+
 /// Whether `rule` is an observed (heartbeat-borne, damped) rule.
 pub fn is_observed(rule: &str) -> bool {
     rule == "services"
@@ -385,11 +433,46 @@ mod tests {
     }
 
     fn rules(snap: &NodeSnapshot, s: &Settings, now: i64) -> Vec<(String, AttentionLevel)> {
-        observed(snap, s)
+        let all: Vec<_> = observed(snap, s)
             .into_iter()
             .chain(state(snap, s, t(now)))
             .map(|r| (r.rule, r.level))
-            .collect()
+            .collect();
+        for (rule, _) in &all {
+            assert_eq!(check_rule_name(rule), Ok(()), "a rule a route cannot name");
+        }
+        all
+    }
+
+    #[test]
+    fn rule_names_families_and_typos() {
+        for ok in [
+            "stale",
+            "check.",
+            "check.disk",
+            "scan.",
+            "threshold.",
+            "threshold.load",
+            "incident.0190a5b2-7c3e-7d4f-8a1b-2c3d4e5f6a7b",
+            "required_service.sshd.service",
+        ] {
+            assert_eq!(check_rule_name(ok), Ok(()), "{ok}");
+        }
+        for (typo, hint) in [
+            ("check", Some("check.")),
+            ("stael", Some("stale")),
+            ("tunel", Some("tunnel")),
+            ("threshold.dsk", Some("threshold.disk")),
+            ("services.", Some("services")),
+            ("bogus", None),
+        ] {
+            let e = check_rule_name(typo).unwrap_err();
+            assert!(e.starts_with(&format!("no attention rule {typo:?}")), "{e}");
+            match hint {
+                Some(h) => assert!(e.contains(&format!("did you mean {h:?}?")), "{typo}: {e}"),
+                None => assert!(!e.contains("did you mean"), "{e}"),
+            }
+        }
     }
 
     #[test]
@@ -551,6 +634,13 @@ mod tests {
         let mut s = Settings::default();
         s.network.allowed_listeners = Some(vec!["tcp/22".into()]);
         let reasons = state(&n, &s, t(1));
+        for r in &reasons {
+            assert_eq!(
+                check_rule_name(&r.rule),
+                Ok(()),
+                "a rule a route cannot name"
+            );
+        }
         let by_rule = |r: &str| reasons.iter().find(|x| x.rule.starts_with(r)).unwrap();
         assert_eq!(by_rule("scan.findings").level, AttentionLevel::Crit);
         assert!(by_rule("scan.findings").message.contains("1 high"));
