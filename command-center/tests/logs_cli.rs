@@ -185,7 +185,7 @@ fn bad_arguments_exit_2_with_one_line() {
         ),
         (
             &["view", "--kind", "heartbeats"][..],
-            "--kind \"heartbeats\": no such kind; did you mean \"heartbeat\"?; kinds: ack, attention, command, delivered, enroll, heartbeat,",
+            "--kind \"heartbeats\": no such kind; did you mean \"heartbeat\"?; kinds: ack, attention, command, delivered, enroll,",
         ),
         (
             &["view", "--kind", "scan,bogus"][..],
