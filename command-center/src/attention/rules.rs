@@ -20,8 +20,9 @@ use crate::policy::Settings;
 use crate::store::NodeSnapshot;
 use crate::store::health::StorageState;
 
-/// Every rule name [`observed`] and [`state`] produce, but those of the open families.
-pub const RULES: [&str; 12] = [
+/// Every rule name [`observed`], [`state`] and [`command_center`] produce, but those of the open
+/// families.
+pub const RULES: [&str; 14] = [
     "stale",
     "services",
     "tunnel",
@@ -34,6 +35,8 @@ pub const RULES: [&str; 12] = [
     "listeners",
     "drift",
     "receipt_chain",
+    "cc.storage",
+    "cc.disk_free",
 ];
 
 /// Families whose members are named by the node (`check.<check>`, `required_service.<unit>`,
@@ -59,10 +62,10 @@ pub fn check_rule_name(name: &str) -> Result<(), String> {
     // A family written without its dot is the commonest slip.
     let candidates: Vec<String> = known()
         .map(str::to_string)
-        .chain(["scan.".to_string(), "threshold.".to_string()])
+        .chain(["scan.", "threshold.", "cc."].map(String::from))
         .collect();
     Err(format!(
-        "no attention rule {name:?}{}; rules: {}; families (end in .): check., required_service., incident., scan., threshold.",
+        "no attention rule {name:?}{}; rules: {}; families (end in .): check., required_service., incident., scan., threshold., cc.",
         vaultmesh_agent_core::suggest::did_you_mean(name, candidates.iter().map(String::as_str)),
         RULES.join(", "),
     ))
@@ -445,6 +448,31 @@ mod tests {
     }
 
     #[test]
+    fn the_command_centers_own_rules_can_be_named() {
+        let storage = crate::store::health::StorageState {
+            failing: Some(crate::store::health::WriteFailure {
+                cause: "heartbeats.jsonl: No space left on device".into(),
+                since: t(0),
+            }),
+            volume: Some(crate::store::health::Volume {
+                free_bytes: 1,
+                total_bytes: 100,
+                low: true,
+            }),
+            min_free: Some("5%".into()),
+        };
+        let reasons = command_center(&storage, t(60));
+        assert_eq!(reasons.len(), 2);
+        for r in &reasons {
+            assert_eq!(
+                check_rule_name(&r.rule),
+                Ok(()),
+                "a rule a route cannot name"
+            );
+        }
+    }
+
+    #[test]
     fn rule_names_families_and_typos() {
         for ok in [
             "stale",
@@ -453,6 +481,8 @@ mod tests {
             "scan.",
             "threshold.",
             "threshold.load",
+            "cc.",
+            "cc.storage",
             "incident.0190a5b2-7c3e-7d4f-8a1b-2c3d4e5f6a7b",
             "required_service.sshd.service",
         ] {
