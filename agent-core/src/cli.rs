@@ -1,5 +1,5 @@
-//! Command-line conventions shared by both binaries: a usage error is one readable line on
-//! stderr and exit code 2; `--help` and `--version` print as usual and exit 0; `--version`
+//! Command-line conventions shared by both binaries: a usage error is clap's message as one
+//! short block on stderr (the error, the arguments it names, its tip) and exit code 2; `--help` and `--version` print as usual and exit 0; `--version`
 //! names the git commit; `completions SHELL` and `man` print what packages install.
 
 use clap::error::ErrorKind;
@@ -59,8 +59,8 @@ fn ignore_broken_pipe(r: std::io::Result<()>) -> std::io::Result<()> {
     }
 }
 
-/// Parses the process arguments, or exits: 0 after `--help`/`--version`, 2 with one line
-/// (`error: ... (see --help)`) on a usage error.
+/// Parses the process arguments, or exits: 0 after `--help`/`--version`, 2 on a usage error
+/// with clap's whole message as one short block on stderr (see [`usage_block`]).
 pub fn parse_or_exit<T: Parser>() -> T {
     match T::try_parse() {
         Ok(cli) => cli,
@@ -69,14 +69,69 @@ pub fn parse_or_exit<T: Parser>() -> T {
             | ErrorKind::DisplayVersion
             | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => e.exit(),
             _ => {
-                let rendered = e.render().to_string();
-                let first = rendered
-                    .lines()
-                    .find(|l| !l.trim().is_empty())
-                    .unwrap_or("error: invalid arguments");
-                eprintln!("{} (see --help)", first.trim_end());
+                eprintln!("{}", usage_block(&e.render().to_string()));
                 std::process::exit(2);
             }
         },
+    }
+}
+
+/// A clap usage error as one block: every line clap wrote — the error, the arguments it names,
+/// its `tip:` lines, the usage line and the pointer to `--help` — without the blank lines
+/// between them.
+pub fn usage_block(rendered: &str) -> String {
+    let lines: Vec<&str> = rendered
+        .lines()
+        .map(str::trim_end)
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    if lines.is_empty() {
+        "error: invalid arguments (see --help)".to_string()
+    } else {
+        lines.join("\n")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    #[command(name = "prog")]
+    struct Args {
+        #[arg(long)]
+        listen: String,
+        #[arg(long)]
+        limit: Option<u32>,
+    }
+
+    fn block(args: &[&str]) -> String {
+        let e = Args::try_parse_from(args).expect_err("a usage error");
+        usage_block(&e.render().to_string())
+    }
+
+    #[test]
+    fn usage_errors_keep_the_argument_names_and_the_tip_without_blank_lines() {
+        let missing = block(&["prog"]);
+        assert!(
+            missing.starts_with(
+                "error: the following required arguments were not provided:\n  --listen <LISTEN>\n"
+            ),
+            "{missing}"
+        );
+        let typo = block(&["prog", "--lisen", "x"]);
+        assert!(
+            typo.starts_with("error: unexpected argument '--lisen' found\n  tip: a similar argument exists: '--listen'\n"),
+            "{typo}"
+        );
+        let invalid = block(&["prog", "--listen", "x", "--limit", "many"]);
+        assert!(
+            invalid.starts_with("error: invalid value 'many' for '--limit <LIMIT>'"),
+            "{invalid}"
+        );
+        for b in [missing, typo, invalid] {
+            assert!(!b.lines().any(|l| l.trim().is_empty()), "{b}");
+            assert!(b.ends_with("For more information, try '--help'."), "{b}");
+        }
     }
 }

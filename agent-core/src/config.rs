@@ -83,8 +83,11 @@ impl Default for CommandsSection {
     }
 }
 
+/// `[commands] allow` when the file has none: the two read-only actions.
+pub const DEFAULT_ALLOW: [&str; 2] = ["agent.ping", "scan.sovereign"];
+
 fn default_allow() -> Vec<String> {
-    vec!["agent.ping".to_string(), "scan.sovereign".to_string()]
+    DEFAULT_ALLOW.map(String::from).to_vec()
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -252,7 +255,7 @@ fn resolve(
         };
 
     let cc_url = match pick("VAULTMESH_CC_URL", "cc_url", a.cc_url) {
-        Some((v, f, k)) => match validate_url(&v) {
+        Some((v, f, k)) => match validate_url(&v).and_then(not_a_placeholder_url) {
             Ok(u) => u,
             Err(r) => {
                 errors.push(ConfigError::new(f, k, r));
@@ -266,6 +269,14 @@ fn resolve(
         Some((v, f, k)) => {
             if let Err(r) = validate_profile(&v) {
                 errors.push(ConfigError::new(f, k, r));
+            } else if let Some(meant) = crate::suggest::other_case(&v, crate::host::PROFILES) {
+                errors.push(ConfigError::new(
+                    f,
+                    k,
+                    format!(
+                        "{v:?} is not a profile: profiles name policy files, whose case matters; did you mean {meant:?}?"
+                    ),
+                ));
             }
             v
         }
@@ -335,6 +346,14 @@ fn resolve(
 
     let cc_public_key = match pick("VAULTMESH_CC_PUBKEY", "cc_public_key", a.cc_public_key) {
         Some((v, f, k)) => match vaultmesh_proto::auth::parse_public_key(&v) {
+            Ok(_) if v.trim() == placeholders::PUBLIC_KEY => {
+                errors.push(ConfigError::new(
+                    f,
+                    k,
+                    "is the documentation's example key, whose private key is published (docs/PROTOCOL.md): replace it with your Command Center's public key, as `vaultmesh-command-center keygen` printed it",
+                ));
+                None
+            }
             Ok(_) => Some(v.trim().to_string()),
             Err(e) => {
                 errors.push(ConfigError::new(f, k, e.to_string()));
@@ -355,6 +374,20 @@ fn resolve(
                 format!("{name:?} is not an action name like service.restart"),
             ));
         }
+    }
+
+    let enroll_token = env("VAULTMESH_ENROLL_TOKEN")
+        .filter(|t| !t.trim().is_empty())
+        .map(|t| Secret(t.trim().to_string()));
+    if enroll_token
+        .as_ref()
+        .is_some_and(|t| placeholders::is_token(&t.0))
+    {
+        errors.push(ConfigError::new(
+            "environment",
+            "VAULTMESH_ENROLL_TOKEN",
+            "is the example's placeholder (change-me-...): replace it with one of the Command Center's enrollment tokens",
+        ));
     }
 
     let hostname = a.hostname.filter(|h| !h.trim().is_empty());
@@ -384,9 +417,7 @@ fn resolve(
         checks: file.checks,
         cc_public_key,
         command_allow: file.commands.allow,
-        enroll_token: env("VAULTMESH_ENROLL_TOKEN")
-            .filter(|t| !t.trim().is_empty())
-            .map(|t| Secret(t.trim().to_string())),
+        enroll_token,
         access_service_token: match (
             env("VAULTMESH_CF_ACCESS_CLIENT_ID").filter(|v| !v.trim().is_empty()),
             env("VAULTMESH_CF_ACCESS_CLIENT_SECRET").filter(|v| !v.trim().is_empty()),
@@ -428,6 +459,49 @@ fn validate_url(v: &str) -> Result<String, String> {
         return Err(format!("{v:?} has no host"));
     }
     Ok(v.trim().trim_end_matches('/').to_string())
+}
+
+/// Values the shipped examples (`docs/agent.example.toml`, `systemd/agent.env.example`) and the
+/// docs hold in place of an operator's own. An unedited copy must not run: the agent would
+/// report nowhere, or trust a key whose private half is public.
+mod placeholders {
+    /// The docs' worked-example key (seed: 32 bytes of 0x07, printed in docs/PROTOCOL.md).
+    pub const PUBLIC_KEY: &str = "6kpsY+KcUgq+9VB7Ey7F+ZVHdq6+vnuSQh7qaRRG0iw=";
+
+    /// `change-me-to-the-fleet-enrollment-token` and the like.
+    pub fn is_token(token: &str) -> bool {
+        let t = token.to_ascii_lowercase();
+        t.contains("change-me") || t.contains("changeme")
+    }
+
+    /// Names reserved for documentation (RFC 2606): `example.com`, `.net`, `.org` and their
+    /// subdomains, and the `.example` and `.invalid` top-level domains.
+    pub fn is_example_host(host: &str) -> bool {
+        let h = host.trim_end_matches('.').to_ascii_lowercase();
+        let under = |d: &str| h == d || h.ends_with(&format!(".{d}"));
+        [
+            "example.com",
+            "example.net",
+            "example.org",
+            "example",
+            "invalid",
+        ]
+        .into_iter()
+        .any(under)
+    }
+}
+
+/// Refuses a Command Center URL on a documentation domain (`https://cc.example.com`).
+fn not_a_placeholder_url(url: String) -> Result<String, String> {
+    let host = reqwest::Url::parse(&url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_string));
+    if host.as_deref().is_some_and(placeholders::is_example_host) {
+        return Err(format!(
+            "{url:?} is the example's placeholder: replace it with your Command Center's URL (its Cloudflare Tunnel hostname)"
+        ));
+    }
+    Ok(url)
 }
 
 /// Profiles name a policy file, so they are restricted to a safe file-name alphabet.
@@ -476,16 +550,16 @@ mod tests {
 
     #[test]
     fn environment_overrides_file() {
-        let text = "[agent]\ncc_url = \"https://file.example\"\ninterval = \"10s\"\nos_profile = \"DebianVault\"\n";
+        let text = "[agent]\ncc_url = \"https://file.vault.test\"\ninterval = \"10s\"\nos_profile = \"DebianVault\"\n";
         let c = load(text, &[]).unwrap();
         assert_eq!(
             (c.cc_url.as_str(), c.interval.as_secs()),
-            ("https://file.example", 10)
+            ("https://file.vault.test", 10)
         );
         let c = load(
             text,
             &[
-                ("VAULTMESH_CC_URL", "https://env.example/"),
+                ("VAULTMESH_CC_URL", "https://env.vault.test/"),
                 ("VAULTMESH_INTERVAL", "5"),
                 ("VAULTMESH_OS_PROFILE", "ArchVault"),
                 ("VAULTMESH_STATE_DIR", "/tmp/state"),
@@ -493,7 +567,7 @@ mod tests {
             ],
         )
         .unwrap();
-        assert_eq!(c.cc_url, "https://env.example");
+        assert_eq!(c.cc_url, "https://env.vault.test");
         assert_eq!(c.interval, Duration::from_secs(5));
         assert_eq!(c.os_profile, "ArchVault");
         assert_eq!(c.state_dir, PathBuf::from("/tmp/state"));
@@ -533,6 +607,34 @@ mod tests {
                 "",
                 &[("VAULTMESH_OS_PROFILE", "../etc")],
                 "environment: VAULTMESH_OS_PROFILE: \"../etc\" must be",
+            ),
+            (
+                "[agent]\nos_profile = \"archvault\"\n",
+                &[],
+                "agent.os_profile: \"archvault\" is not a profile: profiles name policy files, whose case matters; did you mean \"ArchVault\"?",
+            ),
+            (
+                "[agent]\ncc_url = \"https://cc.example.com\"\n",
+                &[],
+                "agent.cc_url: \"https://cc.example.com\" is the example's placeholder: replace it",
+            ),
+            (
+                "",
+                &[("VAULTMESH_CC_URL", "https://cc.your-domain.example")],
+                "environment: VAULTMESH_CC_URL: \"https://cc.your-domain.example\" is the example's placeholder",
+            ),
+            (
+                "",
+                &[(
+                    "VAULTMESH_ENROLL_TOKEN",
+                    "change-me-to-the-fleet-enrollment-token",
+                )],
+                "environment: VAULTMESH_ENROLL_TOKEN: is the example's placeholder",
+            ),
+            (
+                "[agent]\ncc_public_key = \"6kpsY+KcUgq+9VB7Ey7F+ZVHdq6+vnuSQh7qaRRG0iw=\"\n",
+                &[],
+                "agent.cc_public_key: is the documentation's example key",
             ),
             (
                 "",

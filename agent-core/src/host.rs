@@ -24,6 +24,10 @@ fn parse_uptime(text: &str) -> Option<u64> {
         .map(|s| s as u64)
 }
 
+/// The profiles VaultMesh ships a policy for (`policies/<profile>.toml`) and the agent detects.
+/// Profiles name files, so their case matters: `archvault` is not `ArchVault`.
+pub const PROFILES: [&str; 3] = ["ArchVault", "DebianVault", "Generic"];
+
 /// A VaultMesh OS profile guessed from `/etc/os-release` (`ArchVault`, `DebianVault`), used when
 /// `VAULTMESH_OS_PROFILE` is not set.
 pub fn detect_profile() -> String {
@@ -43,12 +47,13 @@ fn profile_from_os_release(text: &str) -> String {
     let id = field("ID");
     let like = field("ID_LIKE");
     let is = |name: &str| id == name || like.split_whitespace().any(|l| l == name);
+    let [arch, debian, generic] = PROFILES;
     if is("arch") {
-        "ArchVault".into()
+        arch.into()
     } else if is("debian") {
-        "DebianVault".into()
+        debian.into()
     } else {
-        "Generic".into()
+        generic.into()
     }
 }
 

@@ -25,8 +25,9 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 
 use crate::check::Check;
-use crate::config::{AgentConfig, ConfigError, ConfigErrors};
+use crate::config::{AgentConfig, ConfigError, ConfigErrors, DEFAULT_ALLOW};
 use crate::duration;
+use crate::suggest::did_you_mean;
 
 /// A check's entry in the registry.
 #[derive(Debug)]
@@ -119,7 +120,8 @@ impl ConfiguredCheck {
 }
 
 /// Builds every registered check from the config's `[checks.*]` tables (disabled ones too, so
-/// `config check` validates them), collecting every error.
+/// `config check` validates them), and checks `[commands] allow` against the action registry,
+/// collecting every error.
 pub fn configure(config: &AgentConfig) -> Result<Vec<ConfiguredCheck>, ConfigErrors> {
     let file = config.file_label();
     let mut errors = Vec::new();
@@ -131,7 +133,29 @@ pub fn configure(config: &AgentConfig) -> Result<Vec<ConfiguredCheck>, ConfigErr
             errors.push(ConfigError::new(
                 &file,
                 format!("checks.{name}"),
-                format!("no such check; registered checks are: {}", known.join(", ")),
+                format!(
+                    "no such check{}; registered checks are: {}",
+                    did_you_mean(name, known.iter().copied()),
+                    known.join(", ")
+                ),
+            ));
+        }
+    }
+
+    // `[commands] allow` names actions of the action registry. The defaults may name one this
+    // build leaves out (an agent without the sovereign scan); the runner rejects it like any
+    // action not registered.
+    let actions: Vec<&str> = crate::action::all().iter().map(|a| a.name).collect();
+    for (i, name) in config.command_allow.iter().enumerate() {
+        if !actions.contains(&name.as_str()) && !DEFAULT_ALLOW.contains(&name.as_str()) {
+            errors.push(ConfigError::new(
+                &file,
+                format!("commands.allow[{i}]"),
+                format!(
+                    "no action {name:?} in this agent{}; its actions are: {}",
+                    did_you_mean(name, actions.iter().copied()),
+                    actions.join(", ")
+                ),
             ));
         }
     }

@@ -90,6 +90,8 @@ enum NotifyCommand {
     Check {
         #[arg(long, env = "VAULTMESH_NOTIFY_CONFIG", value_name = "FILE")]
         notify_config: PathBuf,
+        #[command(flatten)]
+        policies: NotifyPolicyDir,
     },
     /// Send a test message through ROUTE's notifier now (not through the queue).
     #[command(
@@ -100,7 +102,17 @@ enum NotifyCommand {
         route: String,
         #[arg(long, env = "VAULTMESH_NOTIFY_CONFIG", value_name = "FILE")]
         notify_config: PathBuf,
+        #[command(flatten)]
+        policies: NotifyPolicyDir,
     },
+}
+
+#[derive(Debug, Args)]
+struct NotifyPolicyDir {
+    /// The policy directory `serve` uses: a route's `profiles` must each have a policy file
+    /// there (or be a shipped profile).
+    #[arg(long, env = "VAULTMESH_POLICY_DIR", value_name = "DIR")]
+    policy_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -839,14 +851,21 @@ fn print_public(public: &str) {
 /// `notify check|test`.
 async fn notify(cmd: NotifyCommand) -> Result<(), Failure> {
     use vaultmesh_command_center::notify;
-    let (path, route) = match &cmd {
-        NotifyCommand::Check { notify_config } => (notify_config, None),
+    let (path, route, policy_dir) = match &cmd {
+        NotifyCommand::Check {
+            notify_config,
+            policies,
+        } => (notify_config, None, &policies.policy_dir),
         NotifyCommand::Test {
             route,
             notify_config,
-        } => (notify_config, Some(route.as_str())),
+            policies,
+        } => (notify_config, Some(route.as_str()), &policies.policy_dir),
     };
-    let notify::Loaded { config, notifiers } = notify::load(path).map_err(|e| (2, e))?;
+    let policies = vaultmesh_command_center::policy::Policies::load(policy_dir.as_deref())
+        .map_err(|e| (2, e))?;
+    let notify::Loaded { config, notifiers } =
+        notify::load(path, &policies.known_profiles()).map_err(|e| (2, e))?;
     let Some(route) = route else {
         println!(
             "ok: {} — {} notifier(s), {} route(s): {}",

@@ -210,7 +210,7 @@ impl Server {
         let notify_config = config
             .notify_config
             .as_deref()
-            .map(crate::notify::load)
+            .map(|path| crate::notify::load(path, &policies.get().known_profiles()))
             .transpose()
             .map_err(ServeError::Config)?;
         let lock = crate::store::dirlock::DirLock::acquire(&config.log_dir)?;

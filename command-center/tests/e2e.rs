@@ -270,3 +270,83 @@ fn heartbeat_flags_come_from_the_systemd_and_cloudflared_checks() {
         "tunnel down: cloudflared reports 0 ready connections (HTTP 503)"
     );
 }
+
+/// An agent that cannot reach D-Bus does not know whether its services run: the node is ATTN
+/// "cannot reach systemd", never CRIT "services are down" — even under a policy that requires
+/// units (which are then not reported, and must not each raise a reason of their own).
+#[test]
+fn an_agent_without_dbus_makes_its_node_attn_cannot_reach_systemd_not_crit() {
+    use vaultmesh_testkit::cloudflared::{FakeCloudflared, ReadyReply};
+
+    let policies = tempfile::tempdir().unwrap();
+    std::fs::write(
+        policies.path().join("ArchVault.toml"),
+        "[services]\nrequired = [\"sshd.service\", \"cloudflared.service\"]\n\
+         [attention]\nraise_after = 1\nclear_after = 1\n",
+    )
+    .unwrap();
+    let cc = CommandCenter::start_with(&["--policy-dir", policies.path().to_str().unwrap()]);
+    let tunnel = FakeCloudflared::start(ReadyReply::connections(4));
+    let nowhere = tempfile::tempdir().unwrap();
+    let bus = format!("unix:path={}", nowhere.path().join("no-bus").display());
+    // Only the two flag checks run, so nothing else on this machine can raise a reason.
+    let agent = NodeAgent::new(&cc.url)
+        .env("VAULTMESH_OS_PROFILE", "ArchVault")
+        .env("DBUS_SYSTEM_BUS_ADDRESS", &bus)
+        .config(&format!(
+            "[checks.systemd]\nunits = [\"sshd.service\", \"cloudflared.service\"]\n\
+             [checks.cloudflared]\nmetrics_url = {:?}\n\
+             [checks.disk]\nenabled = false\n[checks.memory]\nenabled = false\n\
+             [checks.load]\nenabled = false\n",
+            tunnel.url()
+        ));
+    let out = agent.run(&["run", "--once"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let id = cc.get_json("/api/nodes")[0]["node_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let summary = wait_for(Duration::from_secs(10), || {
+        let s = cc.get_json(&format!("/api/nodes/{id}"))["summary"].clone();
+        (s["attention"]["level"] != "ok").then_some(s)
+    })
+    .expect("the node needs attention");
+    let attention = &summary["attention"];
+    assert_eq!(attention["level"], "attn", "{attention}");
+    let reasons = attention["reasons"].as_array().unwrap();
+    assert_eq!(reasons.len(), 1, "{attention}");
+    assert_eq!(
+        (&reasons[0]["rule"], &reasons[0]["level"]),
+        (&"services".into(), &"attn".into()),
+        "{attention}"
+    );
+    let message = reasons[0]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with(&format!(
+            "cannot reach systemd: cannot connect to the system bus at {bus}"
+        )),
+        "{message}"
+    );
+    // On the wire the flag is not "down"; the summary says what the CC made of it.
+    assert_eq!(
+        (&summary["services_ok"], &summary["services"]),
+        (&true.into(), &"unknown".into()),
+        "{summary}"
+    );
+    let detail = cc.get_json(&format!("/api/nodes/{id}"));
+    let systemd = detail["latest"]["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "systemd")
+        .unwrap()
+        .clone();
+    assert_eq!(systemd["status"], "unknown", "{systemd}");
+    assert!(
+        cc.get("/")
+            .body
+            .contains("<span class=\"flag unknown\">unknown</span>"),
+        "the dashboard says unknown, not down"
+    );
+}

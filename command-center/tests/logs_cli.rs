@@ -184,14 +184,30 @@ fn bad_arguments_exit_2_with_one_line() {
             "--kind \"Heart Beat\": kinds are lowercase words",
         ),
         (
+            &["view", "--kind", "heartbeats"][..],
+            "--kind \"heartbeats\": no such kind; did you mean \"heartbeat\"?; kinds: ack, attention, command, delivered, enroll,",
+        ),
+        (
+            &["view", "--kind", "scan,bogus"][..],
+            "--kind \"bogus\": no such kind; kinds: ack,",
+        ),
+        (
             &["view", "--limit", "many"][..],
             "invalid value 'many' for '--limit <LIMIT>'",
         ),
     ] {
         let (code, _, err) = logs(&cc, args);
         assert_eq!(code, 2, "{args:?}: {err}");
-        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
-        assert!(err.contains(want), "{args:?}: {err}");
+        assert!(
+            err.lines().next().unwrap().contains(want),
+            "{args:?}: {err}"
+        );
+        // Our own refusals are one line; clap's add only its pointer to --help.
+        let rest: Vec<&str> = err.lines().skip(1).collect();
+        assert!(
+            rest.is_empty() || rest == ["For more information, try '--help'."],
+            "{args:?}: {err}"
+        );
     }
     let out = cc_command(&["logs", "view", "--log-dir", "/nonexistent/logs"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
@@ -276,4 +292,49 @@ fn tail_follows_new_records_across_rotation() {
         .count();
     assert!(segments >= 2, "the log rotated during the test");
     let _ = std::io::stdout().flush();
+}
+
+/// An attention change is as severe as its new level (crit → high, attn → medium, ok → info),
+/// so `--min-severity high` shows every node that went CRIT.
+#[test]
+fn attention_changes_are_as_severe_as_their_level() {
+    // Ids that differ in the 8 characters the NODE column shows.
+    const WARN: &str = "a0000000-0000-4000-8000-00000000000a";
+    const CRIT: &str = "b0000000-0000-4000-8000-00000000000b";
+    let mut cc = CommandCenter::start();
+    for (node, host, status) in [(WARN, "alpha", "warn"), (CRIT, "bravo", "crit")] {
+        let mut hb = heartbeat_json(node, host, 1);
+        hb["checks"][0]["status"] = status.into();
+        assert_eq!(cc.post_json("/api/agent/heartbeat", &hb).status, 200);
+    }
+    // Events the API serves are on disk.
+    vaultmesh_testkit::wait_for(Duration::from_secs(10), || {
+        let events = cc.get_json("/api/events?kind=attention");
+        (events.as_array().unwrap().len() == 2).then_some(())
+    })
+    .expect("two attention events");
+    cc.kill9();
+
+    let (code, out, err) = logs(&cc, &["view", "--kind", "attention", "--limit", "0"]);
+    assert_eq!(code, 0, "{err}");
+    let rows = data_lines(&out);
+    assert_eq!(rows.len(), 2, "{out}");
+    // TIME is two words, then KIND, NODE (the id's first 8 characters), SEVERITY.
+    let severity = |node: &str| {
+        let row = rows.iter().find(|r| r.contains(&node[..8])).unwrap();
+        row.split_whitespace().nth(4).unwrap().to_string()
+    };
+    assert_eq!(
+        (severity(WARN), severity(CRIT)),
+        ("medium".into(), "high".into()),
+        "{out}"
+    );
+
+    let (_, out, _) = logs(
+        &cc,
+        &["view", "--kind", "attention", "--min-severity", "high"],
+    );
+    let rows = data_lines(&out);
+    assert_eq!(rows.len(), 1, "only the CRIT: {out}");
+    assert!(rows[0].contains(&CRIT[..8]), "{out}");
 }

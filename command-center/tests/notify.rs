@@ -587,3 +587,87 @@ fn mail_is_never_sent_to_a_server_that_will_not_start_tls() {
         text(&out)
     );
 }
+
+/// A route naming a rule or a profile that does not exist would never fire: `notify check` and
+/// `serve` refuse it in one line, with the near name.
+#[test]
+fn routes_naming_an_unknown_rule_or_profile_are_refused_with_the_near_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notify.toml");
+    let p = path.to_str().unwrap();
+    let write = |route: &str| {
+        std::fs::write(
+            &path,
+            format!(
+                "[notifiers.hook]\nkind = \"webhook\"\nurl = \"http://127.0.0.1:9/\"\n\n\
+                 [[routes]]\nname = \"chat\"\nnotifier = \"hook\"\n{route}\n"
+            ),
+        )
+        .unwrap();
+    };
+    let policies = tempfile::tempdir().unwrap();
+    std::fs::write(policies.path().join("LabVault.toml"), "").unwrap();
+    let pol = policies.path().to_str().unwrap();
+    for (route, extra, want) in [
+        (
+            "rules = [\"stale\", \"check\"]",
+            &[][..],
+            "notify.toml: routes[0] (chat): rules[1]: no attention rule \"check\"; did you mean \"check.\"?",
+        ),
+        (
+            "rules = [\"tunel\"]",
+            &[],
+            "routes[0] (chat): rules[0]: no attention rule \"tunel\"; did you mean \"tunnel\"?",
+        ),
+        (
+            "profiles = [\"archvault\"]",
+            &[],
+            "routes[0] (chat): profiles[0]: no policy file for profile \"archvault\"; did you mean \"ArchVault\"?; profiles: ArchVault, DebianVault, Generic",
+        ),
+        (
+            "profiles = [\"LabVault\"]",
+            &[],
+            "routes[0] (chat): profiles[0]: no policy file for profile \"LabVault\"; profiles: ArchVault, DebianVault, Generic",
+        ),
+        (
+            "profiles = [\"labvault\"]",
+            &["--policy-dir", pol][..],
+            "profiles[0]: no policy file for profile \"labvault\"; did you mean \"LabVault\"?; profiles: ArchVault, DebianVault, Generic, LabVault",
+        ),
+    ] {
+        write(route);
+        let mut args = vec!["notify", "check", "--notify-config", p];
+        args.extend_from_slice(extra);
+        let out = cc_command(&args);
+        assert_eq!(out.status.code(), Some(2), "{route}: {}", text(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.trim().lines().count(), 1, "{route}: {err}");
+        assert!(err.contains(want), "{route}: got {err}, want {want}");
+    }
+
+    // Families, members of open families and profiles with a policy file are fine.
+    write(
+        "rules = [\"check.\", \"check.disk\", \"scan.\", \"required_service.sshd.service\"]\n\
+         profiles = [\"ArchVault\", \"LabVault\"]",
+    );
+    let out = cc_command(&["notify", "check", "--notify-config", p, "--policy-dir", pol]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    // serve refuses what notify check refuses, before it opens the log.
+    write("profiles = [\"archvault\"]");
+    let out = cc_command(&[
+        "serve",
+        "--log-dir",
+        dir.path().join("logs").to_str().unwrap(),
+        "--notify-config",
+        p,
+        "--policy-dir",
+        pol,
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("did you mean \"ArchVault\"?"),
+        "{}",
+        text(&out)
+    );
+}

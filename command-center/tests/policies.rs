@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use serde_json::json;
 use vaultmesh_testkit::{
-    CommandCenter, cc_command, heartbeat_json, text, wait_for, workspace_root,
+    CC_BIN, ChildGuard, CommandCenter, TEST_TOKEN, binary, cc_command, heartbeat_json, text,
+    wait_for, workspace_root,
 };
 
 const NODE: &str = "550e8400-e29b-41d4-a716-446655440000";
@@ -27,7 +28,7 @@ fn policy_check_accepts_the_shipped_policies_and_names_file_and_key_of_a_bad_one
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("ArchVault.toml"),
-        "[commands]\nallow = [{ action = \"x\", args = { unit = \"(\" } }]\n",
+        "[commands]\nallow = [{ action = \"service.status\", args = { unit = \"(\" } }]\n",
     )
     .unwrap();
     let out = cc_command(&["policy", "check", dir.path().to_str().unwrap()]);
@@ -206,4 +207,114 @@ fn sighup_applies_new_attention_thresholds_and_keeps_them_when_a_new_file_is_inv
     std::thread::sleep(Duration::from_millis(600));
     assert_eq!(level(), "crit");
     assert_eq!(cc.get("/healthz").status, 200);
+}
+
+/// A typo in a policy is refused with the near name: an action the registry does not know, and
+/// a file named after a shipped profile in another case (nodes would never match it).
+#[test]
+fn policy_check_refuses_an_unknown_action_and_a_profile_in_the_wrong_case() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    std::fs::write(
+        dir.path().join("ArchVault.toml"),
+        "[commands]\nallow = [{ action = \"agent.ping\" }, { action = \"service.restrat\" }]\n",
+    )
+    .unwrap();
+    let out = cc_command(&["policy", "check", d]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("ArchVault.toml: commands.allow[1].action: no action \"service.restrat\"; did you mean \"service.restart\"?; actions: agent.ping, checks.run, scan.sovereign, service.restart, service.status"),
+        "{err}"
+    );
+
+    std::fs::remove_file(dir.path().join("ArchVault.toml")).unwrap();
+    std::fs::write(dir.path().join("archvault.toml"), "").unwrap();
+    let out = cc_command(&["policy", "check", d]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("archvault.toml: \"archvault\" is not a profile: the file name is the profile nodes report, and its case matters; did you mean \"ArchVault\"? (rename it ArchVault.toml)"),
+        "{err}"
+    );
+}
+
+/// A node reporting a profile that has no policy file gets the defaults and no command: the
+/// Command Center says so in its log, once per profile (not once per heartbeat).
+#[test]
+fn a_node_reporting_a_profile_without_a_policy_file_is_warned_about_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let policies = workspace_root().join("policies");
+    let log = dir.path().join("cc.stderr");
+    let mut child = std::process::Command::new(binary(CC_BIN))
+        .arg("serve")
+        .arg("--log-dir")
+        .arg(dir.path().join("logs"))
+        .arg("--policy-dir")
+        .arg(&policies)
+        .args(["--listen", "127.0.0.1:0", "--enroll-token", TEST_TOKEN])
+        .args(["--attention-tick", "100ms"])
+        .env_remove("VAULTMESH_POLICY_DIR")
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let _cc = ChildGuard(child);
+    let url = std::io::BufRead::lines(std::io::BufReader::new(stdout))
+        .map_while(Result::ok)
+        .find_map(|l| {
+            l.split("listening on ")
+                .nth(1)
+                .map(|u| u.trim().to_string())
+        })
+        .expect("the server says where it listens");
+
+    let post = |node: &str, profile: &str, seq: u64| {
+        let mut hb = heartbeat_json(node, &format!("host-{}", &node[..4]), seq);
+        hb["os_profile"] = json!(profile);
+        let node = vaultmesh_testkit::auth::TestNode::new(node.parse().unwrap());
+        let r = node.post_heartbeat(&url, &hb).unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+    };
+    let nodes = [
+        ("a1000000-0000-4000-8000-000000000001", "archvault"),
+        ("a2000000-0000-4000-8000-000000000002", "archvault"),
+        ("a3000000-0000-4000-8000-000000000003", "LabVault"),
+        ("a4000000-0000-4000-8000-000000000004", "ArchVault"),
+    ];
+    for seq in 1..=3 {
+        for (node, profile) in nodes {
+            post(node, profile, seq);
+        }
+    }
+    let warnings = |profile: &str| {
+        let text = std::fs::read_to_string(&log).unwrap();
+        text.lines()
+            .filter(|l| l.contains(&format!("Node reports profile \"{profile}\"")))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    wait_for(Duration::from_secs(10), || {
+        (!warnings("archvault").is_empty() && !warnings("LabVault").is_empty()).then_some(())
+    })
+    .unwrap_or_else(|| panic!("no warnings: {}", std::fs::read_to_string(&log).unwrap()));
+    // Ticks and heartbeats keep re-evaluating every node; the warning stays one line.
+    std::thread::sleep(Duration::from_millis(500));
+    post(nodes[0].0, "archvault", 4);
+    std::thread::sleep(Duration::from_millis(500));
+    let arch = warnings("archvault");
+    assert_eq!(arch.len(), 1, "{arch:?}");
+    assert!(
+        arch[0].contains("which has no policy file; did you mean \"ArchVault\"?; its nodes get the default settings and no command."),
+        "{arch:?}"
+    );
+    let lab = warnings("LabVault");
+    assert_eq!(lab.len(), 1, "{lab:?}");
+    assert!(!lab[0].contains("did you mean"), "{lab:?}");
+    assert!(warnings("ArchVault").is_empty());
 }

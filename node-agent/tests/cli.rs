@@ -144,7 +144,7 @@ fn bad_config_exits_2_with_one_line_naming_file_key_and_reason() {
         ),
         (
             "[checks.dsik]\n",
-            "checks.dsik: no such check; registered checks are: cloudflared, disk, load, memory, sovereign_scan, systemd",
+            "checks.dsik: no such check; did you mean \"disk\"?; registered checks are: cloudflared, disk, load, memory, sovereign_scan, systemd",
         ),
         (
             "[checks.load]\nwindow = \"7m\"\n",
@@ -173,6 +173,119 @@ fn bad_config_exits_2_with_one_line_naming_file_key_and_reason() {
         );
         assert!(err.contains(want), "{toml:?}: got {err:?}, want {want:?}");
     }
+}
+
+/// An unedited copy of the shipped examples cannot run: `config check` names each placeholder
+/// (the URL, the enrollment token, the docs' example key) and says to replace it.
+#[test]
+fn config_check_refuses_the_examples_placeholders_and_says_to_replace_them() {
+    let example =
+        std::fs::read_to_string(workspace_root().join("docs/agent.example.toml")).unwrap();
+    let env_example =
+        std::fs::read_to_string(workspace_root().join("systemd/agent.env.example")).unwrap();
+    let env_vars: Vec<(&str, &str)> = env_example
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .filter_map(|l| l.split_once('='))
+        .collect();
+    let placeholder_url = toml::from_str::<toml::Table>(&example).unwrap()["agent"]["cc_url"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let a = agent().config(&example);
+    let check = |env: &[(&str, &str)]| {
+        let mut cmd = a.command(&["config", "check"]);
+        cmd.env_remove("VAULTMESH_CC_URL")
+            .env_remove("VAULTMESH_ENROLL_TOKEN");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    };
+
+    // The config file as shipped.
+    let out = check(&[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        stderr(&out).contains(&format!(
+            "agent.cc_url: {placeholder_url:?} is the example's placeholder: replace it with your Command Center's URL"
+        )),
+        "{}",
+        text(&out)
+    );
+
+    // With the environment file as shipped: its URL and its token, both reported at once.
+    let out = check(&env_vars);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let err = stderr(&out);
+    let env_url = env_vars
+        .iter()
+        .find(|(k, _)| *k == "VAULTMESH_CC_URL")
+        .unwrap()
+        .1;
+    for want in [
+        format!("environment: VAULTMESH_CC_URL: {env_url:?} is the example's placeholder"),
+        "environment: VAULTMESH_ENROLL_TOKEN: is the example's placeholder (change-me-...): replace it with one of the Command Center's enrollment tokens".to_string(),
+    ] {
+        assert!(err.contains(&want), "{want}: {}", text(&out));
+    }
+
+    // The docs' example key, uncommented.
+    let pinned = agent().config(&example.replace("# cc_public_key = ", "cc_public_key = "));
+    let out = pinned.run(&["config", "check"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        stderr(&out).contains("agent.cc_public_key: is the documentation's example key, whose private key is published"),
+        "{}",
+        text(&out)
+    );
+
+    // Replaced, the example is fine.
+    let out = check(&[
+        ("VAULTMESH_CC_URL", "https://cc.fleet.test"),
+        ("VAULTMESH_ENROLL_TOKEN", "Zm9yIHJlYWw"),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+/// Names the Command Center or the registry know, in the wrong case or misspelt, are refused
+/// with the near name.
+#[test]
+fn config_check_refuses_a_profile_in_the_wrong_case_and_an_unknown_action() {
+    let out = agent()
+        .env("VAULTMESH_OS_PROFILE", "archvault")
+        .run(&["config", "check"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert_eq!(
+        stderr(&out).trim(),
+        "error: environment: VAULTMESH_OS_PROFILE: \"archvault\" is not a profile: profiles name policy files, whose case matters; did you mean \"ArchVault\"?"
+    );
+    // A profile of one's own is fine.
+    let out = agent()
+        .env("VAULTMESH_OS_PROFILE", "LabVault")
+        .run(&["config", "check"]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    let a =
+        agent().config("[commands]\nallow = [\"agent.ping\", \"servce.restart\", \"reboot\"]\n");
+    let out = a.run(&["config", "check"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let file = a.config_path().display().to_string();
+    let actions = vaultmesh_checks::built_in_actions().join(", ");
+    assert_eq!(
+        stderr(&out).lines().collect::<Vec<_>>(),
+        [
+            format!(
+                "error: {file}: commands.allow[1]: no action \"servce.restart\" in this agent; did you mean \"service.restart\"?; its actions are: {actions}"
+            ),
+            format!(
+                "error: {file}: commands.allow[2]: no action \"reboot\" in this agent; its actions are: {actions}"
+            ),
+        ]
+    );
+    // `run` refuses the same configuration before it starts.
+    let out = a.run(&["run", "--once"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
 }
 
 #[test]

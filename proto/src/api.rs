@@ -6,6 +6,7 @@ use uuid::Uuid;
 
 use crate::check::CheckStatus;
 use crate::heartbeat::NodeHeartbeat;
+use crate::severity::Severity;
 
 /// Every error response: `{"error": "..."}` with a 4xx or 5xx status.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,7 +31,12 @@ pub struct NodeSummary {
     /// When the Command Center received the latest heartbeat (its clock, not the node's).
     pub last_seen: DateTime<Utc>,
     pub cloudflare_ok: bool,
+    /// The latest heartbeat's flag, as the agent sent it.
     pub services_ok: bool,
+    /// What the Command Center reads from the heartbeat: `up`, `down`, or `unknown` when the
+    /// node's `systemd` check could not reach systemd ([`crate::Services::judge`]).
+    #[serde(default)]
+    pub services: crate::heartbeat::Services,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_version: Option<String>,
     /// 1-minute load average.
@@ -98,6 +104,17 @@ impl AttentionLevel {
             AttentionLevel::Ok => "ok",
             AttentionLevel::Attn => "attn",
             AttentionLevel::Crit => "crit",
+        }
+    }
+
+    /// The severity of an attention change to this level, on the one scale `logs view
+    /// --min-severity` filters by (`docs/LOGS.md`): ok → info, attn → medium, crit → high —
+    /// where a crit check and a high finding sit too, so `--min-severity high` shows every CRIT.
+    pub fn severity(self) -> Severity {
+        match self {
+            AttentionLevel::Ok => Severity::Info,
+            AttentionLevel::Attn => Severity::Medium,
+            AttentionLevel::Crit => Severity::High,
         }
     }
 }

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::check::CheckResult;
+use crate::check::{CheckResult, CheckStatus};
 
 /// Upper bounds the Command Center enforces on a heartbeat, so one bad agent cannot bloat memory.
 pub mod limits {
@@ -32,7 +32,9 @@ pub struct NodeHeartbeat {
     pub os_profile: String,
     /// The Cloudflare Tunnel on this node is connected.
     pub cloudflare_ok: bool,
-    /// The services this node must run are all up.
+    /// `false`: the node's `systemd` check saw a unit it must run down (its verdict is crit).
+    /// `true` otherwise — also when the check could not reach systemd: that is not "down" but
+    /// unknown, and the check's own `unknown` result says so (see [`NodeHeartbeat::services`]).
     pub services_ok: bool,
     /// Root of the VaultMesh installation on the node.
     pub vaultmesh_root: String,
@@ -86,6 +88,48 @@ impl Metrics {
             .iter()
             .filter_map(|d| Some((d.mount.as_str(), d.used_pct()?)))
             .max_by(|a, b| a.1.total_cmp(&b.1))
+    }
+}
+
+/// The check that owns `services_ok`.
+pub const SERVICES_CHECK: &str = "systemd";
+
+/// What a heartbeat says about the services its node must run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Services {
+    #[default]
+    Up,
+    /// A unit the node must run is down (`services_ok: false`).
+    Down,
+    /// The `systemd` check could not look (no D-Bus, a call failed or timed out).
+    Unknown,
+}
+
+impl Services {
+    /// The one reading of the seed flag: `unknown` when the `systemd` check's result is
+    /// `unknown`, whatever `services_ok` says (older agents sent `false` then); otherwise `down`
+    /// when `services_ok` is false, else `up`.
+    pub fn judge(services_ok: bool, systemd: Option<CheckStatus>) -> Services {
+        match (systemd, services_ok) {
+            (Some(CheckStatus::Unknown), _) => Services::Unknown,
+            (_, false) => Services::Down,
+            (_, true) => Services::Up,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Services::Up => "up",
+            Services::Down => "down",
+            Services::Unknown => "unknown",
+        }
+    }
+}
+
+impl std::fmt::Display for Services {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -153,6 +197,12 @@ pub enum HeartbeatError {
 }
 
 impl NodeHeartbeat {
+    /// Whether the node's services are up, down or unknown ([`Services::judge`]).
+    pub fn services(&self) -> Services {
+        let systemd = self.checks.iter().find(|c| c.name == SERVICES_CHECK);
+        Services::judge(self.services_ok, systemd.map(|c| c.status))
+    }
+
     /// Checks the bounds in [`limits`] and the shape of string fields that serde cannot express.
     pub fn validate(&self) -> Result<(), HeartbeatError> {
         text("hostname", &self.hostname, limits::HOSTNAME_MAX, true)?;
@@ -223,7 +273,6 @@ fn percent(used: u64, total: u64) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::check::CheckStatus;
 
     /// The example from the user's architecture note, verbatim.
     const SEED_EXAMPLE: &str = r#"{
@@ -254,6 +303,24 @@ mod tests {
         let back = serde_json::to_value(&hb).unwrap();
         let seed: serde_json::Value = serde_json::from_str(SEED_EXAMPLE).unwrap();
         assert_eq!(back, seed);
+    }
+
+    #[test]
+    fn an_unknown_systemd_check_means_services_unknown_whatever_the_flag_says() {
+        use CheckStatus::*;
+        for (flag, systemd, want) in [
+            (true, None, Services::Up),
+            (false, None, Services::Down),
+            (true, Some(Ok), Services::Up),
+            (true, Some(Warn), Services::Up),
+            (false, Some(Crit), Services::Down),
+            // Agents that cannot reach systemd leave the flag true...
+            (true, Some(Unknown), Services::Unknown),
+            // ... older ones sent false: still unknown, not down.
+            (false, Some(Unknown), Services::Unknown),
+        ] {
+            assert_eq!(Services::judge(flag, systemd), want, "{flag} {systemd:?}");
+        }
     }
 
     #[test]

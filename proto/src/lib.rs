@@ -30,6 +30,6 @@ pub use api::{
 };
 pub use check::{CheckResult, CheckStatus};
 pub use event::{EventEnvelope, NewEvent};
-pub use heartbeat::{DiskUsage, HeartbeatError, LastScan, Metrics, NodeHeartbeat};
+pub use heartbeat::{DiskUsage, HeartbeatError, LastScan, Metrics, NodeHeartbeat, Services};
 pub use scan::{Finding, Fingerprint, ScanReport};
 pub use severity::Severity;

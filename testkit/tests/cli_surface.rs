@@ -11,6 +11,7 @@ fn run(bin: (&str, &str), args: &[&str]) -> std::process::Output {
     Command::new(binary(bin))
         .args(args)
         .env_remove("VAULTMESH_CONFIG")
+        .env_remove("VAULTMESH_NOTIFY_CONFIG")
         .output()
         .unwrap()
 }
@@ -64,6 +65,59 @@ fn completions_and_man_pages_come_from_the_clap_definitions() {
         let out = run(bin, &["completions", "tcsh"]);
         assert_eq!(out.status.code(), Some(2), "{}", text(&out));
         let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(
+            err.starts_with("error: invalid value 'tcsh' for '<SHELL>'")
+                && err.contains("[possible values: bash, zsh, fish]"),
+            "{err}"
+        );
+    }
+}
+
+/// A usage error keeps clap's whole message — the error, the arguments it names, its tip —
+/// as one block without blank lines, and exits 2.
+#[test]
+fn usage_errors_name_the_missing_argument_and_keep_the_similar_argument_tip() {
+    for (bin, args, first, then) in [
+        (
+            CC_BIN,
+            &["notify", "check"][..],
+            "error: the following required arguments were not provided:",
+            "  --notify-config <FILE>",
+        ),
+        (
+            CC_BIN,
+            &["keygen", "--outt", "x.key"][..],
+            "error: unexpected argument '--outt' found",
+            "  tip: a similar argument exists: '--out'",
+        ),
+        (
+            AGENT_BIN,
+            &["checks", "run"][..],
+            "error: the following required arguments were not provided:",
+            "  <NAME>",
+        ),
+        (
+            AGENT_BIN,
+            &["run", "--onse"][..],
+            "error: unexpected argument '--onse' found",
+            "  tip: a similar argument exists: '--once'",
+        ),
+    ] {
+        let out = run(bin, args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
+        assert!(out.stdout.is_empty(), "{args:?}: {}", text(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        let lines: Vec<&str> = err.lines().collect();
+        assert_eq!(lines[..2], [first, then], "{args:?}: {err}");
+        assert!(lines.len() <= 5, "{args:?}: a short block: {err}");
+        assert!(
+            !lines.iter().any(|l| l.trim().is_empty()),
+            "{args:?}: {err}"
+        );
+        assert_eq!(
+            lines.last(),
+            Some(&"For more information, try '--help'."),
+            "{args:?}: {err}"
+        );
     }
 }

@@ -7,7 +7,9 @@
 //! Verdict per unit: not found, failed, or not in its expected state → crit (the unit is named
 //! in the summary); activating, reloading or deactivating → warn. A glob that matches nothing is
 //! crit. No bus at all (a container) → unknown with the reason. The heartbeat's `services_ok` is
-//! this check's verdict (ok or warn).
+//! `false` when the verdict is crit, `true` when it is ok or warn, and left at its default
+//! (`true`) when it is unknown: not reaching systemd is not "services down", and the Command
+//! Center reads the check's `unknown` as an ATTN "cannot reach systemd" instead.
 
 pub mod client;
 
@@ -291,7 +293,13 @@ impl Check for Systemd {
     }
 
     fn contribute(&self, result: &CheckResult, heartbeat: &mut NodeHeartbeat) {
-        heartbeat.services_ok = matches!(result.status, CheckStatus::Ok | CheckStatus::Warn);
+        match result.status {
+            CheckStatus::Ok | CheckStatus::Warn => heartbeat.services_ok = true,
+            CheckStatus::Crit => heartbeat.services_ok = false,
+            // Not reaching systemd says nothing about the services: the flag keeps its seed
+            // value and this result's `unknown` tells the Command Center (`Services::judge`).
+            CheckStatus::Unknown => {}
+        }
     }
 }
 

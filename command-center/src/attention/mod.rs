@@ -280,6 +280,8 @@ impl AttentionEngine {
         let Some(snap) = self.store.snapshot(node_id) else {
             return;
         };
+        self.policies
+            .note_reported_profile(node_id, &snap.latest.os_profile);
         let policies = self.policies.get();
         let settings = policies.settings(&snap.latest.os_profile);
         let now = Utc::now();

@@ -13,11 +13,63 @@
 //! ([`command_center`]: `cc.storage`, `cc.disk_free`).
 
 use chrono::{DateTime, Utc};
-use vaultmesh_proto::{AttentionLevel, CheckStatus, IncidentState, Reason, Severity};
+use vaultmesh_proto::heartbeat::SERVICES_CHECK;
+use vaultmesh_proto::{AttentionLevel, CheckStatus, IncidentState, Reason, Services, Severity};
 
 use crate::policy::Settings;
 use crate::store::NodeSnapshot;
 use crate::store::health::StorageState;
+
+/// Every rule name [`observed`], [`state`] and [`command_center`] produce, but those of the open
+/// families.
+pub const RULES: [&str; 14] = [
+    "stale",
+    "services",
+    "tunnel",
+    "threshold.disk",
+    "threshold.memory",
+    "threshold.load",
+    "scan.findings",
+    "scan.errors",
+    "scan.overdue",
+    "listeners",
+    "drift",
+    "receipt_chain",
+    "cc.storage",
+    "cc.disk_free",
+];
+
+/// Families whose members are named by the node (`check.<check>`, `required_service.<unit>`,
+/// `incident.<id>`).
+pub const FAMILIES: [&str; 3] = ["check.", "required_service.", "incident."];
+
+/// Whether `name` names rules the way a notification route writes it: a rule, a family ending
+/// in `.` (`check.`, `scan.`), or a member of an open family (`check.disk`). The reason when
+/// not, with the near name.
+pub fn check_rule_name(name: &str) -> Result<(), String> {
+    let known = || RULES.iter().chain(FAMILIES.iter()).copied();
+    let ok = if name.ends_with('.') {
+        known().any(|r| r.starts_with(name) && r != name) || FAMILIES.contains(&name)
+    } else {
+        RULES.contains(&name)
+            || FAMILIES
+                .iter()
+                .any(|f| name.len() > f.len() && name.starts_with(f))
+    };
+    if ok {
+        return Ok(());
+    }
+    // A family written without its dot is the commonest slip.
+    let candidates: Vec<String> = known()
+        .map(str::to_string)
+        .chain(["scan.", "threshold.", "cc."].map(String::from))
+        .collect();
+    Err(format!(
+        "no attention rule {name:?}{}; rules: {}; families (end in .): check., required_service., incident., scan., threshold., cc.",
+        vaultmesh_agent_core::suggest::did_you_mean(name, candidates.iter().map(String::as_str)),
+        RULES.join(", "),
+    ))
+}
 
 /// Whether `rule` is an observed (heartbeat-borne, damped) rule.
 pub fn is_observed(rule: &str) -> bool {
@@ -45,9 +97,22 @@ pub fn observed(snap: &NodeSnapshot, settings: &Settings) -> Vec<Reason> {
     let mut out = Vec::new();
     let check = |name: &str| hb.checks.iter().find(|c| c.name == name);
 
-    if !hb.services_ok {
-        let why = check("systemd").map_or_else(String::new, |c| format!(": {}", c.summary));
-        out.push(reason("services", Crit, format!("services are down{why}")));
+    let services = hb.services();
+    let systemd_says =
+        || check(SERVICES_CHECK).map_or_else(String::new, |c| format!(": {}", c.summary));
+    match services {
+        Services::Up => {}
+        Services::Down => out.push(reason(
+            "services",
+            Crit,
+            format!("services are down{}", systemd_says()),
+        )),
+        // Not knowing is not "down": look, but do not page.
+        Services::Unknown => out.push(reason(
+            "services",
+            Attn,
+            format!("cannot reach systemd{}", systemd_says()),
+        )),
     }
     if !hb.cloudflare_ok && a.tunnel > AttentionLevel::Ok {
         let why = check("cloudflared").map_or_else(String::new, |c| format!(": {}", c.summary));
@@ -59,7 +124,7 @@ pub fn observed(snap: &NodeSnapshot, settings: &Settings) -> Vec<Reason> {
     }
     for c in &hb.checks {
         // Covered by the flags above and by the scan rules below.
-        let covered = (c.name == "systemd" && !hb.services_ok)
+        let covered = (c.name == SERVICES_CHECK && services != Services::Up)
             || (c.name == "cloudflared" && !hb.cloudflare_ok)
             || (c.name == "sovereign_scan" && c.status != CheckStatus::Unknown);
         let level = match c.status {
@@ -108,7 +173,9 @@ pub fn observed(snap: &NodeSnapshot, settings: &Settings) -> Vec<Reason> {
             }
         }
     }
-    if !settings.services.required.is_empty() {
+    // A node whose systemd cannot be reached reports no units: that is the one reason above,
+    // not one "not reported" per required unit.
+    if !settings.services.required.is_empty() && services != Services::Unknown {
         let units = check("systemd")
             .and_then(|c| c.details.get("units"))
             .and_then(|u| u.as_array());
@@ -369,11 +436,73 @@ mod tests {
     }
 
     fn rules(snap: &NodeSnapshot, s: &Settings, now: i64) -> Vec<(String, AttentionLevel)> {
-        observed(snap, s)
+        let all: Vec<_> = observed(snap, s)
             .into_iter()
             .chain(state(snap, s, t(now)))
             .map(|r| (r.rule, r.level))
-            .collect()
+            .collect();
+        for (rule, _) in &all {
+            assert_eq!(check_rule_name(rule), Ok(()), "a rule a route cannot name");
+        }
+        all
+    }
+
+    #[test]
+    fn the_command_centers_own_rules_can_be_named() {
+        let storage = crate::store::health::StorageState {
+            failing: Some(crate::store::health::WriteFailure {
+                cause: "heartbeats.jsonl: No space left on device".into(),
+                since: t(0),
+            }),
+            volume: Some(crate::store::health::Volume {
+                free_bytes: 1,
+                total_bytes: 100,
+                low: true,
+            }),
+            min_free: Some("5%".into()),
+        };
+        let reasons = command_center(&storage, t(60));
+        assert_eq!(reasons.len(), 2);
+        for r in &reasons {
+            assert_eq!(
+                check_rule_name(&r.rule),
+                Ok(()),
+                "a rule a route cannot name"
+            );
+        }
+    }
+
+    #[test]
+    fn rule_names_families_and_typos() {
+        for ok in [
+            "stale",
+            "check.",
+            "check.disk",
+            "scan.",
+            "threshold.",
+            "threshold.load",
+            "cc.",
+            "cc.storage",
+            "incident.0190a5b2-7c3e-7d4f-8a1b-2c3d4e5f6a7b",
+            "required_service.sshd.service",
+        ] {
+            assert_eq!(check_rule_name(ok), Ok(()), "{ok}");
+        }
+        for (typo, hint) in [
+            ("check", Some("check.")),
+            ("stael", Some("stale")),
+            ("tunel", Some("tunnel")),
+            ("threshold.dsk", Some("threshold.disk")),
+            ("services.", Some("services")),
+            ("bogus", None),
+        ] {
+            let e = check_rule_name(typo).unwrap_err();
+            assert!(e.starts_with(&format!("no attention rule {typo:?}")), "{e}");
+            match hint {
+                Some(h) => assert!(e.contains(&format!("did you mean {h:?}?")), "{typo}: {e}"),
+                None => assert!(!e.contains("did you mean"), "{e}"),
+            }
+        }
     }
 
     #[test]
@@ -451,6 +580,36 @@ mod tests {
     }
 
     #[test]
+    fn a_systemd_check_that_cannot_look_is_attn_not_services_down() {
+        let mut n = snap();
+        n.latest.checks = vec![CheckResult {
+            name: "systemd".into(),
+            status: CheckStatus::Unknown,
+            summary: "cannot connect to the system bus at unix:path=/x: No such file".into(),
+            observed_at: t(0),
+            duration_ms: 1,
+            metrics: Default::default(),
+            details: serde_json::Value::Null,
+        }];
+        // Current agents leave the flag true; older ones sent false. Either way: unknown.
+        let mut s = Settings::default();
+        s.services.required = vec!["sshd.service".into()];
+        for flag in [true, false] {
+            n.latest.services_ok = flag;
+            let reasons = observed(&n, &s);
+            assert_eq!(reasons.len(), 1, "{reasons:?}");
+            assert_eq!(
+                (reasons[0].rule.as_str(), reasons[0].level),
+                ("services", AttentionLevel::Attn)
+            );
+            assert_eq!(
+                reasons[0].message,
+                "cannot reach systemd: cannot connect to the system bus at unix:path=/x: No such file"
+            );
+        }
+    }
+
+    #[test]
     fn scans_drift_chain_and_incidents() {
         let mut n = snap();
         let finding = |sev| vaultmesh_proto::Finding {
@@ -505,6 +664,13 @@ mod tests {
         let mut s = Settings::default();
         s.network.allowed_listeners = Some(vec!["tcp/22".into()]);
         let reasons = state(&n, &s, t(1));
+        for r in &reasons {
+            assert_eq!(
+                check_rule_name(&r.rule),
+                Ok(()),
+                "a rule a route cannot name"
+            );
+        }
         let by_rule = |r: &str| reasons.iter().find(|x| x.rule.starts_with(r)).unwrap();
         assert_eq!(by_rule("scan.findings").level, AttentionLevel::Crit);
         assert!(by_rule("scan.findings").message.contains("1 high"));

@@ -58,6 +58,14 @@ impl Filter {
                     "--kind {k:?}: kinds are lowercase words like heartbeat or scan"
                 )));
             }
+            let known = super::known_kinds();
+            if !known.contains(&k.as_str()) {
+                return Err(LogsError::Usage(format!(
+                    "--kind {k:?}: no such kind{}; kinds: {}",
+                    vaultmesh_agent_core::suggest::did_you_mean(k, known.iter().copied()),
+                    known.join(", ")
+                )));
+            }
         }
         let since = args
             .since

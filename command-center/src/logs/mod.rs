@@ -43,6 +43,26 @@ impl LogsError {
 
 use crate::store::change::kinds;
 
+/// Every kind a log holds: `heartbeat`, `scan`, the records of `commands.jsonl` and
+/// `nodes.jsonl`, and the event kinds (operators' and the Command Center's own), sorted.
+pub fn known_kinds() -> Vec<&'static str> {
+    use crate::store::record::kind;
+    use vaultmesh_proto::event::{OPERATOR_KINDS, SYSTEM_KINDS};
+    let mut v = vec![
+        kind::HEARTBEAT,
+        kind::SCAN,
+        kinds::COMMAND,
+        kinds::DELIVERED,
+        kinds::RECEIPT,
+    ];
+    v.extend(kinds::NODES);
+    v.extend(OPERATOR_KINDS);
+    v.extend(SYSTEM_KINDS);
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
 /// The log that holds records of `kind`.
 pub fn log_of(kind: &str) -> LogName {
     match kind {

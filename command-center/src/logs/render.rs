@@ -81,11 +81,7 @@ fn summarize(kind: &str, raw: &[u8]) -> (Option<String>, String) {
         } else {
             "tunnel down".into()
         });
-        parts.push(if hb.services_ok {
-            "services up".into()
-        } else {
-            "services down".into()
-        });
+        parts.push(format!("services {}", hb.services()));
         let bad: Vec<String> = hb
             .checks
             .iter()

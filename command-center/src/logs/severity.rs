@@ -1,12 +1,18 @@
 //! One severity scale for every record, so `--min-severity` means the same for all kinds:
 //! `info < low < medium < high < critical` (the scan findings' scale).
 //!
-//! - heartbeat: ok → info, a check unknown → low, warn → medium, crit or services down → high.
+//! - heartbeat: ok → info, a check unknown → low, warn → medium, crit or services down → high
+//!   (down as [`Services::judge`] reads it: a `systemd` check that could not look is unknown,
+//!   low, whatever `services_ok` says).
 //! - scan: the worst finding's severity (info without findings).
+//! - attention: its new level's ([`AttentionLevel::severity`]): ok → info, attn → medium,
+//!   crit → high.
 //! - other records: a `severity` field in the record or its `body`, else info.
 
 use serde::Deserialize;
 pub use vaultmesh_proto::Severity;
+use vaultmesh_proto::heartbeat::SERVICES_CHECK;
+use vaultmesh_proto::{AttentionLevel, CheckStatus, Services};
 
 /// Only the parts of a record that decide its severity.
 #[derive(Deserialize)]
@@ -25,7 +31,9 @@ struct Partial {
 
 #[derive(Deserialize)]
 struct PartialCheck {
-    status: String,
+    #[serde(default)]
+    name: String,
+    status: CheckStatus,
 }
 
 #[derive(Deserialize)]
@@ -37,6 +45,9 @@ struct PartialFinding {
 struct PartialBody {
     #[serde(default)]
     severity: Option<Severity>,
+    /// An attention change's new level.
+    #[serde(default)]
+    level: Option<AttentionLevel>,
 }
 
 #[derive(Deserialize)]
@@ -53,14 +64,17 @@ pub fn of_line(kind: &str, line: &[u8]) -> Severity {
         "heartbeat" => {
             let mut s = Severity::Info;
             for c in &r.checks {
-                s = s.max(match c.status.as_str() {
-                    "crit" => Severity::High,
-                    "warn" => Severity::Medium,
-                    "unknown" => Severity::Low,
-                    _ => Severity::Info,
+                s = s.max(match c.status {
+                    CheckStatus::Crit => Severity::High,
+                    CheckStatus::Warn => Severity::Medium,
+                    CheckStatus::Unknown => Severity::Low,
+                    CheckStatus::Ok => Severity::Info,
                 });
             }
-            if r.services_ok == Some(false) {
+            let systemd = r.checks.iter().find(|c| c.name == SERVICES_CHECK);
+            if Services::judge(r.services_ok.unwrap_or(true), systemd.map(|c| c.status))
+                == Services::Down
+            {
                 s = s.max(Severity::High);
             }
             s
@@ -71,6 +85,10 @@ pub fn of_line(kind: &str, line: &[u8]) -> Severity {
             .map(|f| f.severity)
             .max()
             .unwrap_or(Severity::Info),
+        "attention" => r
+            .body
+            .and_then(|b| b.level)
+            .map_or(Severity::Info, AttentionLevel::severity),
         _ => r
             .severity
             .or(r.body.and_then(|b| b.severity))
@@ -108,10 +126,30 @@ mod tests {
             of_line("heartbeat", hb("", false).as_bytes()),
             Severity::High
         );
+        // An older agent's "false" beside a systemd check that could not look: unknown, low.
+        assert_eq!(
+            of_line(
+                "heartbeat",
+                hb(r#"{"name":"systemd","status":"unknown"}"#, false).as_bytes()
+            ),
+            Severity::Low
+        );
         let scan = r#"{"kind":"scan","ts":"t","record":{"findings":[{"severity":"low"},{"severity":"critical"}]}}"#;
         assert_eq!(of_line("scan", scan.as_bytes()), Severity::Critical);
         let incident = r#"{"kind":"incident","ts":"t","record":{"body":{"severity":"high"}}}"#;
         assert_eq!(of_line("incident", incident.as_bytes()), Severity::High);
+        let attention = |level: &str| {
+            format!(
+                r#"{{"kind":"attention","ts":"t","record":{{"body":{{"level":"{level}","previous":"ok","reasons":[]}}}}}}"#
+            )
+        };
+        for (level, want) in [
+            ("ok", Severity::Info),
+            ("attn", Severity::Medium),
+            ("crit", Severity::High),
+        ] {
+            assert_eq!(of_line("attention", attention(level).as_bytes()), want);
+        }
         assert_eq!(of_line("note", b"garbage"), Severity::Info);
         assert!("urgent".parse::<Severity>().is_err());
         assert_eq!("HIGH".parse::<Severity>(), Ok(Severity::High));

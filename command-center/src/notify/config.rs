@@ -86,11 +86,13 @@ pub struct Route {
     /// Attention changes below this level (both before and after) are not sent.
     #[serde(default = "default_min_level")]
     pub min_level: AttentionLevel,
-    /// Only nodes of these profiles (all when empty).
+    /// Only nodes of these profiles (all when empty). Each must be a profile the Command
+    /// Center knows: one with a policy file, or a shipped one.
     #[serde(default)]
     pub profiles: Vec<String>,
     /// Only attention changes with a reason whose rule is one of these, or starts with one
-    /// ending in `.` (all when empty).
+    /// ending in `.` (all when empty). Each must name attention rules
+    /// ([`crate::attention::rules::check_rule_name`]).
     #[serde(default)]
     pub rules: Vec<String>,
     /// Only these kinds (all when empty).
@@ -196,20 +198,21 @@ impl QuietHours {
 }
 
 impl NotifyConfig {
-    /// Reads and checks `path`: every route names a known notifier, times and offsets parse.
-    /// The notifier tables are checked when they are built ([`super::load`]).
-    pub fn load(path: &Path) -> Result<NotifyConfig, String> {
+    /// Reads and checks `path`: every route names a known notifier, known attention rules and
+    /// profiles among `profiles` (see [`crate::policy::Policies::known_profiles`]); times and
+    /// offsets parse. The notifier tables are checked when they are built ([`super::load`]).
+    pub fn load(path: &Path, profiles: &[&str]) -> Result<NotifyConfig, String> {
         let name = path.display();
         let text = std::fs::read_to_string(path).map_err(|e| format!("{name}: {e}"))?;
         let config: NotifyConfig = toml::from_str(&text).map_err(|e| {
             let msg = e.message().to_string();
             format!("{name}: {msg}")
         })?;
-        config.check().map_err(|e| format!("{name}: {e}"))?;
+        config.check(profiles).map_err(|e| format!("{name}: {e}"))?;
         Ok(config)
     }
 
-    fn check(&self) -> Result<(), String> {
+    fn check(&self, profiles: &[&str]) -> Result<(), String> {
         if !self.console_url.starts_with("http://") && !self.console_url.starts_with("https://") {
             return Err("console_url: must start with http:// or https://".into());
         }
@@ -224,6 +227,19 @@ impl NotifyConfig {
                     "{at}: notifier: no [notifiers.{}] in this file",
                     r.notifier
                 ));
+            }
+            for (j, rule) in r.rules.iter().enumerate() {
+                crate::attention::rules::check_rule_name(rule)
+                    .map_err(|e| format!("{at}: rules[{j}]: {e}"))?;
+            }
+            for (j, p) in r.profiles.iter().enumerate() {
+                if !profiles.contains(&p.as_str()) {
+                    return Err(format!(
+                        "{at}: profiles[{j}]: no policy file for profile {p:?}{}; profiles: {}",
+                        vaultmesh_agent_core::suggest::did_you_mean(p, profiles.iter().copied()),
+                        profiles.join(", ")
+                    ));
+                }
             }
             if let Some(q) = &r.quiet_hours {
                 for (key, v) in [("start", &q.start), ("end", &q.end)] {

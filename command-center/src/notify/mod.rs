@@ -106,8 +106,9 @@ pub struct Loaded {
 }
 
 /// Reads `path` and builds its notifiers; errors name the file, the key and the reason.
-pub fn load(path: &Path) -> Result<Loaded, String> {
-    let config = NotifyConfig::load(path)?;
+/// `profiles`: the profiles routes may name ([`crate::policy::Policies::known_profiles`]).
+pub fn load(path: &Path, profiles: &[&str]) -> Result<Loaded, String> {
+    let config = NotifyConfig::load(path, profiles)?;
     let notifiers = build_all(&config).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(Loaded { config, notifiers })
 }

@@ -15,6 +15,9 @@
 //! pattern in that rule that the (string) value matches in full. Anything else is refused, with
 //! the reason. No policy file for a profile means no command for its nodes, and the default
 //! [`Settings`] for everything else.
+//!
+//! Typos are refused at load, with the near name: an action the action registry does not have,
+//! and a file named after a shipped profile in another case (`archvault.toml`).
 
 pub mod settings;
 
@@ -25,6 +28,18 @@ use std::path::{Path, PathBuf};
 
 use regex::Regex;
 use serde::Deserialize;
+use vaultmesh_agent_core::suggest::{did_you_mean, other_case};
+// The built-in actions register themselves from this crate; the policy checks names against
+// them, so it must be linked wherever policies are loaded.
+use vaultmesh_checks as _;
+
+/// The action names a policy may allow: the action registry's (the agent's built-in actions).
+pub fn known_actions() -> Vec<&'static str> {
+    vaultmesh_agent_core::action::all()
+        .iter()
+        .map(|a| a.name)
+        .collect()
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -75,6 +90,8 @@ pub struct Policy {
 pub struct LivePolicies {
     dir: Option<PathBuf>,
     current: std::sync::RwLock<std::sync::Arc<Policies>>,
+    /// Profiles reported by nodes that have no policy file, warned about once each.
+    warned: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl LivePolicies {
@@ -82,7 +99,34 @@ impl LivePolicies {
         LivePolicies {
             dir: dir.map(Path::to_path_buf),
             current: std::sync::RwLock::new(std::sync::Arc::new(initial)),
+            warned: std::sync::Mutex::default(),
         }
+    }
+
+    /// Warns, once per profile per process, that `node_id` reports a profile with no policy
+    /// file in the policy directory (a typo such as `archvault`, or a file not installed): its
+    /// nodes get the default settings and no command. Silent without `--policy-dir`.
+    pub fn note_reported_profile(&self, node_id: uuid::Uuid, profile: &str) {
+        let Some(dir) = &self.dir else { return };
+        let current = self.get();
+        if current.by_profile.contains_key(profile) {
+            return;
+        }
+        if !self
+            .warned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(profile.to_string())
+        {
+            return;
+        }
+        let hint = did_you_mean(profile, current.profiles());
+        tracing::warn!(
+            %node_id,
+            profile,
+            dir = %dir.display(),
+            "Node reports profile {profile:?}, which has no policy file{hint}; its nodes get the default settings and no command."
+        );
     }
 
     /// The policies in force now.
@@ -113,8 +157,14 @@ impl Policies {
             return Ok(Policies::default());
         };
         let mut by_profile = HashMap::new();
-        let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        for entry in entries.flatten() {
+        let actions = known_actions();
+        let mut entries: Vec<_> = std::fs::read_dir(dir)
+            .map_err(|e| format!("{}: {e}", dir.display()))?
+            .flatten()
+            .collect();
+        // Sorted, so the first problem reported is the same on every run.
+        entries.sort_by_key(std::fs::DirEntry::file_name);
+        for entry in entries {
             let path = entry.path();
             if path.extension().is_none_or(|e| e != "toml") {
                 continue;
@@ -126,6 +176,18 @@ impl Policies {
             else {
                 continue;
             };
+            if let Some(meant) = other_case(&profile, vaultmesh_agent_core::host::PROFILES) {
+                return Err(format!(
+                    "{}: {profile:?} is not a profile: the file name is the profile nodes report, and its case matters; did you mean {meant:?}? (rename it {meant}.toml)",
+                    path.display()
+                ));
+            }
+            if let Some(other) = other_case(&profile, by_profile.keys().map(String::as_str)) {
+                return Err(format!(
+                    "{}: {profile:?} and {other:?} differ only in case; keep one",
+                    path.display()
+                ));
+            }
             let text =
                 std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
             let spec: PolicyFile = toml::from_str(&text)
@@ -141,6 +203,15 @@ impl Policies {
                 .map_err(|e| format!("{}: {e}", path.display()))?;
             let mut rules = Vec::new();
             for (i, r) in spec.commands.allow.into_iter().enumerate() {
+                if !actions.contains(&r.action.as_str()) {
+                    return Err(format!(
+                        "{}: commands.allow[{i}].action: no action {:?}{}; actions: {}",
+                        path.display(),
+                        r.action,
+                        did_you_mean(&r.action, actions.iter().copied()),
+                        actions.join(", ")
+                    ));
+                }
                 let mut args = BTreeMap::new();
                 for (name, pattern) in r.args {
                     let re = Regex::new(&format!("^(?:{pattern})$")).map_err(|e| {
@@ -185,6 +256,16 @@ impl Policies {
     pub fn profiles(&self) -> Vec<&str> {
         let mut v: Vec<&str> = self.by_profile.keys().map(String::as_str).collect();
         v.sort_unstable();
+        v
+    }
+
+    /// The profiles a node may report that the Command Center knows: those with a policy file,
+    /// and the shipped ones (`ArchVault`, `DebianVault`, `Generic`), sorted.
+    pub fn known_profiles(&self) -> Vec<&str> {
+        let mut v = self.profiles();
+        v.extend(vaultmesh_agent_core::host::PROFILES);
+        v.sort_unstable();
+        v.dedup();
         v
     }
 
@@ -317,13 +398,42 @@ allow = [
 
     #[test]
     fn bad_policy_files_name_file_and_key() {
-        let e = policies("[commands]\nallow = [{ action = \"x\", args = { unit = \"(\" } }]")
-            .unwrap_err();
+        let e = policies(
+            "[commands]\nallow = [{ action = \"service.status\", args = { unit = \"(\" } }]",
+        )
+        .unwrap_err();
         assert!(
             e.contains("ArchVault.toml: commands.allow[0].args.unit"),
             "{e}"
         );
         let e = policies("[commands]\nalow = []").unwrap_err();
         assert!(e.contains("unknown field `alow`"), "{e}");
+        let e = policies("[commands]\nallow = [{ action = \"servce.restart\" }]").unwrap_err();
+        assert!(
+            e.contains("ArchVault.toml: commands.allow[0].action: no action \"servce.restart\"; did you mean \"service.restart\"?; actions: agent.ping, checks.run, scan.sovereign, service.restart, service.status"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_shipped_profile_in_another_case_is_not_a_policy() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("archvault.toml"), "").unwrap();
+        let e = Policies::load(Some(dir.path())).unwrap_err();
+        assert!(
+            e.ends_with("archvault.toml: \"archvault\" is not a profile: the file name is the profile nodes report, and its case matters; did you mean \"ArchVault\"? (rename it ArchVault.toml)"),
+            "{e}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("LabVault.toml"), "").unwrap();
+        std::fs::write(dir.path().join("labvault.toml"), "").unwrap();
+        let e = Policies::load(Some(dir.path())).unwrap_err();
+        assert!(e.contains("differ only in case"), "{e}");
+        std::fs::remove_file(dir.path().join("labvault.toml")).unwrap();
+        let p = Policies::load(Some(dir.path())).unwrap();
+        assert_eq!(
+            p.known_profiles(),
+            ["ArchVault", "DebianVault", "Generic", "LabVault"]
+        );
     }
 }

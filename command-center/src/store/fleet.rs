@@ -36,6 +36,7 @@ impl NodeState {
             last_seen: self.last_seen,
             cloudflare_ok: hb.cloudflare_ok,
             services_ok: hb.services_ok,
+            services: hb.services(),
             agent_version: hb.agent_version.clone(),
             load1: m.and_then(|m| m.load).map(|l| l[0]),
             cpu_count: m.and_then(|m| m.cpu_count),

@@ -28,7 +28,7 @@ use vaultmesh_proto::{
     AttentionLevel, CheckStatus, EventEnvelope, IncidentState, NodeDetail, NodeSummary, Severity,
 };
 
-use super::format::{age, level_name, num2, pct, pill};
+use super::format::{age, level_name, num2, pct, pill, services_flag};
 use crate::api::parse_node_id;
 use crate::error::ApiError;
 use crate::server::AppState;
@@ -418,7 +418,7 @@ async fn node_markup(
                 div class="tile" { h4 { "Load 1m" } p { (num2(s.load1)) @if let Some(c) = s.cpu_count { span class="sub" { " / " (c) " CPU" } } } }
                 div class="tile" { h4 { "Memory" } p { (pct(s.mem_used_pct)) } }
                 div class="tile" { h4 { "Tunnel" } p class=(if hb.cloudflare_ok { "flag ok" } else { "flag bad" }) { (if hb.cloudflare_ok { "connected" } else { "down" }) } }
-                div class="tile" { h4 { "Services" } p class=(if hb.services_ok { "flag ok" } else { "flag bad" }) { (if hb.services_ok { "up" } else { "down" }) } }
+                div class="tile" { h4 { "Services" } p { (services_flag(hb.services())) } }
             }
             @if let Some(m) = m && !m.disks.is_empty() {
                 h3 { "Disks" }

@@ -5,7 +5,7 @@ use chrono::Utc;
 use maud::{DOCTYPE, Markup, html};
 use vaultmesh_proto::{AttentionLevel, NodeSummary};
 
-use super::format::{age, num2, pct, pill};
+use super::format::{age, num2, pct, pill, services_flag};
 use crate::server::AppState;
 
 /// The reasons shown under a node's pill: suppressed ones are marked, not hidden.
@@ -106,7 +106,7 @@ pub async fn dashboard(State(state): State<AppState>) -> Markup {
                                         td { (n.os_profile) }
                                         td title=(n.last_seen.to_rfc3339()) { (age(n.last_seen, now)) }
                                         td { (flag(n.cloudflare_ok, "connected", "down")) }
-                                        td { (flag(n.services_ok, "up", "down")) }
+                                        td { (services_flag(n.services)) }
                                         td class="num" {
                                             (num2(n.load1))
                                             @if let Some(c) = n.cpu_count { span class="sub" { " / " (c) " CPU" } }
@@ -141,6 +141,7 @@ mod tests {
             last_seen: Utc::now(),
             cloudflare_ok: true,
             services_ok: true,
+            services: vaultmesh_proto::Services::Up,
             agent_version: None,
             load1: None,
             cpu_count: None,

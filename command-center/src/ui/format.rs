@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Utc};
 use maud::{Markup, html};
-use vaultmesh_proto::AttentionLevel;
+use vaultmesh_proto::{AttentionLevel, Services};
 
 /// A level's CSS class and word.
 pub fn level_name(l: AttentionLevel) -> (&'static str, &'static str) {
@@ -17,6 +17,16 @@ pub fn level_name(l: AttentionLevel) -> (&'static str, &'static str) {
 pub fn pill(l: AttentionLevel) -> Markup {
     let (class, text) = level_name(l);
     html! { span class={"pill " (class)} data-pill { (text) } }
+}
+
+/// The services flag: `up`, `down`, or `unknown` when the node's systemd could not be reached.
+pub fn services_flag(s: Services) -> Markup {
+    let class = match s {
+        Services::Up => "flag ok",
+        Services::Down => "flag bad",
+        Services::Unknown => "flag unknown",
+    };
+    html! { span class=(class) { (s.as_str()) } }
 }
 
 /// "just now", "42s ago", "5m ago", "3h ago", "2d ago".
