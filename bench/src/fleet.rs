@@ -134,6 +134,8 @@ impl Server {
             // A simulated fleet posts faster than real nodes; measure ingest, not the limiter.
             .args(["--agent-rate", "1000000", "--agent-burst", "1000000"])
             .args(["--enroll-rate", "1000000", "--enroll-burst", "1000000"])
+            .args(["--heartbeat-budget", "1024GiB", "--scan-budget", "1024GiB"])
+            .args(["--receipt-budget", "1024GiB"])
             .args(&extra)
             .arg("--log-dir")
             .arg(logs.path())

@@ -33,6 +33,11 @@ pub async fn post_heartbeat(
     State(state): State<AppState>,
     signed: Signed,
 ) -> Result<Json<HeartbeatAccepted>, ApiError> {
+    state.spend(
+        signed.node_id,
+        crate::budget::Kind::Heartbeats,
+        signed.body.len(),
+    )?;
     let hb: NodeHeartbeat = parse_json(&signed.headers, signed.body)?;
     hb.validate()
         .map_err(|e| ApiError::UnprocessableEntity(format!("invalid heartbeat: {e}")))?;
@@ -225,6 +230,11 @@ pub async fn post_scan(
     State(state): State<AppState>,
     signed: Signed,
 ) -> Result<Json<ScanAccepted>, ApiError> {
+    state.spend(
+        signed.node_id,
+        crate::budget::Kind::Scans,
+        signed.body.len(),
+    )?;
     let report: ScanReport = parse_json_as(&signed.headers, signed.body, "scan report")?;
     report
         .validate()

@@ -274,6 +274,11 @@ pub async fn receipt(
     State(state): State<AppState>,
     signed: Signed,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    state.spend(
+        signed.node_id,
+        crate::budget::Kind::Receipts,
+        signed.body.len(),
+    )?;
     let r: SignedReceipt = parse_json_as(&signed.headers, signed.body, "receipt")?;
     if r.receipt.node_id != signed.node_id {
         return Err(ApiError::Forbidden(format!(

@@ -80,6 +80,8 @@ pub struct ServeConfig {
     pub admin_token: Option<String>,
     /// Agent requests per second per node, and the burst allowed.
     pub agent_rate: f64,
+    /// Bytes per hour each node may send, per kind.
+    pub budgets: crate::budget::Limits,
     /// Enrollment attempts a second per source address, and the burst allowed.
     pub enroll_rate: f64,
     pub enroll_burst: u32,
@@ -127,6 +129,7 @@ impl ServeConfig {
             access: None,
             admin_token: None,
             agent_rate: 5.0,
+            budgets: crate::budget::Limits::default(),
             enroll_rate: crate::agent_auth::ENROLL_RATE_PER_S,
             enroll_burst: crate::agent_auth::ENROLL_BURST,
             agent_burst: 30,

@@ -36,6 +36,9 @@ pub enum ApiError {
         node: uuid::Uuid,
         retry_after_s: u64,
     },
+    /// A node over its hourly byte budget (`429`), or a record larger than all of it (`413`).
+    #[error("{0}")]
+    OverBudget(#[from] crate::budget::OverBudget),
     #[error("too many enrollment attempts from {from}; retry in {retry_after_s} s")]
     TooManyEnrollments { from: String, retry_after_s: u64 },
     /// The Command Center did not answer within its time limit (`--request-timeout`).
@@ -64,8 +67,12 @@ impl ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::OverBudget(crate::budget::OverBudget::TooLarge { .. }) => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
             ApiError::TooManyRequests { .. }
             | ApiError::TooManyEnrollments { .. }
+            | ApiError::OverBudget(_)
             | ApiError::TooManyStreams(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Timeout { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
@@ -89,6 +96,7 @@ impl ApiError {
             ApiError::TooManyRequests { .. } | ApiError::TooManyEnrollments { .. } => {
                 "rate_limited"
             }
+            ApiError::OverBudget(_) => "over_budget",
             ApiError::TooManyStreams(_) => "too_many_streams",
             ApiError::Timeout { .. } => "timeout",
             ApiError::BodyTimeout { .. } => "body_timeout",
@@ -149,7 +157,10 @@ impl IntoResponse for ApiError {
         };
         let retry_after = match &self {
             ApiError::TooManyRequests { retry_after_s, .. }
-            | ApiError::TooManyEnrollments { retry_after_s, .. } => Some(*retry_after_s),
+            | ApiError::TooManyEnrollments { retry_after_s, .. }
+            | ApiError::OverBudget(crate::budget::OverBudget::Spent { retry_after_s, .. }) => {
+                Some(*retry_after_s)
+            }
             ApiError::Unavailable(_) => Some(UNAVAILABLE_RETRY_AFTER_S),
             _ => None,
         };

@@ -8,6 +8,7 @@
 //! - [`error`]: the one error type every handler returns; each becomes a status and a JSON body.
 //! - [`agent_auth`]: enrollment tokens and the node-signature check on agent requests.
 //! - [`buckets`]: token buckets by key (request rates, enrollment rates, byte budgets).
+//! - [`budget`]: bytes per hour each node may send, per kind.
 //! - [`api`]: JSON handlers (`/api/agent/heartbeat`, `/api/nodes`, `/healthz`).
 //! - [`policy`]: per-profile policy files (commands, services, thresholds, scan schedule).
 //! - [`attention`]: the attention rules and the engine that keeps every node's level.
@@ -27,6 +28,7 @@ pub mod agent_auth;
 pub mod api;
 pub mod attention;
 pub mod buckets;
+pub mod budget;
 pub mod bus;
 pub mod commands;
 pub mod config;

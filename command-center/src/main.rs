@@ -478,6 +478,15 @@ struct ServeArgs {
     /// Agent requests a node may make at once before the rate applies.
     #[arg(long, default_value_t = 30)]
     agent_burst: u32,
+    /// Bytes of heartbeats each node may send an hour (beyond: 429 and an attention reason).
+    #[arg(long, default_value = "16MiB", value_parser = parse_size)]
+    heartbeat_budget: u64,
+    /// Bytes of scan reports each node may send an hour (a report is at most 4.25 MiB).
+    #[arg(long, default_value = "64MiB", value_parser = parse_size)]
+    scan_budget: u64,
+    /// Bytes of command receipts each node may send an hour.
+    #[arg(long, default_value = "16MiB", value_parser = parse_size)]
+    receipt_budget: u64,
     /// Enrollment attempts a second from one source address (Cf-Connecting-Ip behind the
     /// tunnel); beyond: 429 with Retry-After.
     #[arg(long, default_value_t = vaultmesh_command_center::agent_auth::ENROLL_RATE_PER_S)]
@@ -1081,6 +1090,11 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
         admin_token: args.admin_token,
         agent_rate: args.agent_rate,
         agent_burst: args.agent_burst,
+        budgets: vaultmesh_command_center::budget::Limits {
+            heartbeats: args.heartbeat_budget,
+            scans: args.scan_budget,
+            receipts: args.receipt_budget,
+        },
         enroll_rate: args.enroll_rate,
         enroll_burst: args.enroll_burst,
         sse_per_identity: args.sse_per_identity,

@@ -44,6 +44,8 @@ pub struct Metrics {
     /// Receipts by status (`ok`, `failed`, `rejected`, `timeout`).
     pub receipts: IntCounterVec,
     pub receipt_chain_breaks: IntCounter,
+    /// Agent requests refused because their node was over its hourly byte budget, by kind.
+    pub budget_refusals: IntCounterVec,
     /// 1 while the logs refuse writes (a full disk, an I/O error).
     pub storage_degraded: IntGauge,
     /// Failed log writes, by file.
@@ -208,6 +210,11 @@ impl Metrics {
                 "Notifications queued and not yet sent.",
             ),
             notifier_failing,
+            budget_refusals: counter_vec(
+                "vaultmesh_budget_refusals_total",
+                "Agent requests refused because their node sent more than its hourly byte budget, by kind.",
+                &["kind"],
+            ),
             storage_degraded: gauge(
                 "vaultmesh_storage_degraded",
                 "1 while the logs refuse writes (a full disk, an I/O error); reads keep working.",

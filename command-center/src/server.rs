@@ -45,6 +45,8 @@ pub struct AppState {
     pub sse_keepalive: Duration,
     /// Enrollment tokens (never logged).
     pub tokens: Arc<EnrollTokens>,
+    /// Bytes per hour each node may send, per kind.
+    pub budgets: Arc<crate::budget::Budgets>,
     /// Enrollment attempts per source address (a bad token is cheap to send).
     pub enroll_rate: Arc<crate::agent_auth::SourceRate>,
     /// The command-signing key; without it, commands cannot be issued.
@@ -75,6 +77,25 @@ pub struct AppState {
     /// How long a request may take before it is answered with a timeout error
     /// (`--request-timeout`; the long-poll gets its wait on top, see [`crate::timeout`]).
     pub request_timeout: Duration,
+}
+
+impl AppState {
+    /// Spends `bytes` of `node`'s hourly `kind` budget; a refusal is counted in
+    /// `vaultmesh_budget_refusals_total`.
+    pub fn spend(
+        &self,
+        node: uuid::Uuid,
+        kind: crate::budget::Kind,
+        bytes: usize,
+    ) -> Result<(), ApiError> {
+        self.budgets.spend(node, kind, bytes).map_err(|e| {
+            self.metrics
+                .budget_refusals
+                .with_label_values(&[kind.name()])
+                .inc();
+            ApiError::from(e)
+        })
+    }
 }
 
 /// The whole HTTP surface. Split from [`Server`] so tests can drive it without a socket.
@@ -218,6 +239,7 @@ impl Server {
         let mut opts = config.store_options();
         opts.metrics = Some(Arc::clone(&metrics));
         let storage = Arc::clone(&opts.health);
+        let budgets = Arc::new(crate::budget::Budgets::new(config.budgets));
         let bus = Arc::new(Bus::new(BUS_WINDOW, config.sse_buffer));
         let store_bus = Arc::clone(&bus);
         let (store, replay): (Arc<dyn Store>, ReplayReport) = match &config.store_url {
@@ -260,7 +282,8 @@ impl Server {
                 Arc::clone(&policies),
                 config.attention,
             )
-            .with_storage(Arc::clone(&storage)),
+            .with_storage(Arc::clone(&storage))
+            .with_budgets(Arc::clone(&budgets)),
         );
         let notify = match notify_config {
             None => None,
@@ -300,6 +323,7 @@ impl Server {
             shutdown: CancellationToken::new(),
             sse_keepalive: config.sse_keepalive,
             tokens,
+            budgets: Arc::clone(&budgets),
             enroll_rate: Arc::new(crate::agent_auth::SourceRate::new(
                 config.enroll_rate,
                 config.enroll_burst,

@@ -295,3 +295,109 @@ fn a_real_agent_scans_on_command_and_drift_raises_attention_across_a_restart() {
     child = agent.spawn(&["run"]);
     let _ = child.wait_exit(Duration::ZERO);
 }
+
+/// Issue 21 item 5: one node could fill the Command Center's disk with maximal scan reports
+/// while inside its request rate. Now each node's bytes per hour are budgeted per kind: beyond,
+/// `429` with `Retry-After` and a reason, counted in `/metrics`, and an attention reason on
+/// that node — other nodes and the ledger carry on.
+#[test]
+fn a_node_over_its_scan_budget_is_refused_seen_and_alone() {
+    let keys = tempfile::tempdir().unwrap();
+    let (key, _) = keygen(keys.path());
+    let cc = CommandCenter::start_with(&[
+        "--scan-budget",
+        "64KiB",
+        "--signing-key",
+        &key,
+        "--ledger-interval",
+        "100ms",
+        "--attention-tick",
+        "200ms",
+    ]);
+    let big = |n: u128| {
+        let mut r = report(NODE, n, json!([]));
+        let facts: serde_json::Map<String, Value> = (0..200)
+            .map(|i| {
+                (
+                    format!("/etc/file-{i:04}"),
+                    json!(format!("{:064x}", n * 1000 + i)),
+                )
+            })
+            .collect();
+        r["fingerprint"]["file_hashes"] = Value::Object(facts);
+        r
+    };
+    let other = "5ca40000-0000-4000-8000-000000000002";
+    for node in [NODE, other] {
+        assert_eq!(
+            cc.post_json("/api/agent/heartbeat", &heartbeat_json(node, node, 1))
+                .status,
+            200
+        );
+    }
+    let mut accepted = 0;
+    let refused = (1..=20).find_map(|n| {
+        let r = cc.post_json("/api/agent/scans", &big(n));
+        if r.status == 200 {
+            accepted += 1;
+            None
+        } else {
+            Some(r)
+        }
+    });
+    let refused = refused.expect("the budget ran out");
+    assert_eq!(refused.status, 429, "{}", refused.body);
+    assert!(
+        refused.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("more scan reports than its budget of 64 KiB an hour"),
+        "{}",
+        refused.body
+    );
+    assert!(
+        accepted >= 2,
+        "{accepted} accepted before the budget ran out"
+    );
+    // Another node has its own budget.
+    let mut theirs = report(other, 500, json!([]));
+    theirs["node_id"] = json!(other);
+    assert_eq!(cc.post_json("/api/agent/scans", &theirs).status, 200);
+    // A report larger than the whole budget can never fit.
+    let mut huge = big(99);
+    let facts: serde_json::Map<String, Value> = (0..2000)
+        .map(|i| (format!("/usr/bin/f{i:05}"), json!(format!("{i:064x}"))))
+        .collect();
+    huge["fingerprint"]["file_hashes"] = Value::Object(facts);
+    assert_eq!(cc.post_json("/api/agent/scans", &huge).status, 413);
+    // Seen: the metric and the node's attention.
+    let metrics = cc.get("/metrics").body;
+    assert!(
+        vaultmesh_testkit::metric(&metrics, r#"vaultmesh_budget_refusals_total{kind="scans"}"#)
+            .is_some_and(|n| n >= 2.0),
+        "{metrics}"
+    );
+    let reason = wait_for(Duration::from_secs(10), || {
+        let n = cc.get_json(&format!("/api/nodes/{NODE}"));
+        n["summary"]["attention"]["reasons"]
+            .as_array()?
+            .iter()
+            .find(|r| r["rule"] == "budget.scans")
+            .cloned()
+    })
+    .expect("the node's attention says why");
+    assert_eq!(reason["level"], "attn");
+    let theirs = cc.get_json(&format!("/api/nodes/{other}"));
+    assert!(
+        !theirs["summary"]["attention"]
+            .to_string()
+            .contains("budget."),
+        "{theirs:#}"
+    );
+    // The ledger covers exactly what was stored.
+    let root = wait_for(Duration::from_secs(10), || {
+        let r = cc.get_json("/api/ledger/root");
+        (r["size"] == accepted + 1).then_some(r)
+    });
+    assert!(root.is_some(), "{:#}", cc.get_json("/api/ledger/root"));
+}

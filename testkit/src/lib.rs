@@ -179,6 +179,12 @@ impl CommandCenter {
         if !args.iter().any(|a| a == "--enroll-rate") {
             cmd.args(["--enroll-rate", "1000000", "--enroll-burst", "1000000"]);
         }
+        // Likewise the byte budgets (their own test sets them).
+        for budget in ["--heartbeat-budget", "--scan-budget", "--receipt-budget"] {
+            if !args.iter().any(|a| a == budget) {
+                cmd.args([budget, "1024GiB"]);
+            }
+        }
         cmd.args(args)
             .env_remove("VAULTMESH_ENROLL_TOKEN")
             .env_remove("VAULTMESH_LISTEN")

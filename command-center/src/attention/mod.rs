@@ -98,6 +98,8 @@ pub struct AttentionEngine {
     storage: Arc<StorageHealth>,
     /// The Command Center's own attention (fleet-wide: not any node's).
     fleet: Mutex<Attention>,
+    /// Each node's refusals for being over its byte budget.
+    budgets: Option<Arc<crate::budget::Budgets>>,
 }
 
 impl AttentionEngine {
@@ -157,7 +159,14 @@ impl AttentionEngine {
             engaged: Mutex::new(std::collections::HashSet::new()),
             storage: Arc::default(),
             fleet: Mutex::default(),
+            budgets: None,
         }
+    }
+
+    /// Judges each node's byte budgets too (`budget.<kind>`).
+    pub fn with_budgets(mut self, budgets: Arc<crate::budget::Budgets>) -> AttentionEngine {
+        self.budgets = Some(budgets);
+        self
     }
 
     /// Judges the Command Center's own storage too (its write failures and volume).
@@ -300,6 +309,9 @@ impl AttentionEngine {
             }
             let mut reasons = n.damper.raised();
             reasons.extend(rules::state(&snap, settings, self.staleness_now(now)));
+            if let Some(b) = &self.budgets {
+                reasons.extend(rules::budget(&b.refusals(node_id, now), |k| b.limit(k)));
+            }
             for r in reasons.iter_mut().filter(|r| r.suppressed_by.is_none()) {
                 if let Some(s) = silences
                     .iter()

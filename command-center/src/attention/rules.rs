@@ -22,7 +22,7 @@ use crate::store::health::StorageState;
 
 /// Every rule name [`observed`], [`state`] and [`command_center`] produce, but those of the open
 /// families.
-pub const RULES: [&str; 14] = [
+pub const RULES: [&str; 17] = [
     "stale",
     "services",
     "tunnel",
@@ -37,6 +37,9 @@ pub const RULES: [&str; 14] = [
     "receipt_chain",
     "cc.storage",
     "cc.disk_free",
+    "budget.heartbeats",
+    "budget.scans",
+    "budget.receipts",
 ];
 
 /// Families whose members are named by the node (`check.<check>`, `required_service.<unit>`,
@@ -336,6 +339,30 @@ pub fn state(snap: &NodeSnapshot, settings: &Settings, now: DateTime<Utc>) -> Ve
         out.push(r);
     }
     out
+}
+
+/// A node refused for sending more than its hourly byte budget of a kind (within the last
+/// hour): `budget.heartbeats`, `budget.scans`, `budget.receipts`, ATTN.
+pub fn budget(
+    refusals: &[(crate::budget::Kind, crate::budget::Refusals)],
+    limit: impl Fn(crate::budget::Kind) -> u64,
+) -> Vec<Reason> {
+    refusals
+        .iter()
+        .map(|(kind, r)| {
+            reason(
+                format!("budget.{}", kind.name()),
+                AttentionLevel::Attn,
+                format!(
+                    "{} {} refused since {}: over the node's budget of {} an hour",
+                    r.count,
+                    kind.name(),
+                    r.since.format("%H:%M UTC"),
+                    crate::store::health::human_bytes(limit(*kind))
+                ),
+            )
+        })
+        .collect()
 }
 
 /// The Command Center's own reasons, from its storage: `cc.storage` (CRIT) while the logs
