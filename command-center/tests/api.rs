@@ -284,3 +284,83 @@ fn deeply_nested_json_is_a_clear_4xx_not_a_crash() {
     }
     assert_eq!(cc.get("/healthz").status, 200, "still serving");
 }
+
+/// Issue 21 item 7: hostnames with bidi overrides or zero-width characters, and hostnames
+/// identical to another node's, were accepted and shown raw. Deceptive characters are now
+/// refused at the wire (heartbeats, enrollment, events), and a hostname two nodes share is
+/// marked wherever nodes are listed — the node id is the identity.
+#[test]
+fn deceptive_strings_are_refused_and_shared_hostnames_are_marked() {
+    let cc = CommandCenter::start();
+    let hb = |host: &str| with("hostname", serde_json::json!(host));
+    for (host, ch) in [
+        ("vault\u{202e}10-edon", "U+202E"),
+        ("vault\u{200b}node", "U+200B"),
+        ("\u{2066}vault\u{2069}", "U+2066"),
+        ("vault\u{feff}", "U+FEFF"),
+    ] {
+        let r = cc.request(
+            "POST",
+            "/api/agent/heartbeat",
+            Some("application/json"),
+            hb(host),
+        );
+        assert_error(&r, 422, ch, host);
+    }
+    let r = cc.post_json(
+        "/api/events",
+        &serde_json::json!({"kind": "incident", "body": {"title": "disk \u{202e}lluf"}}),
+    );
+    assert_error(&r, 422, "U+202E", "incident title");
+    let r = cc.post_json(
+        "/api/events",
+        &serde_json::json!({"kind": "note", "body": {"text": "two\nlines are fine\u{200d}"}}),
+    );
+    assert_error(&r, 422, "U+200D", "note text");
+    let r = cc.post_json(
+        "/api/events",
+        &serde_json::json!({"kind": "note", "body": {"text": "two\nlines\tare fine"}}),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+
+    // Two nodes, one name.
+    let twin = "550e8400-e29b-41d4-a716-446655440001";
+    for node in ["550e8400-e29b-41d4-a716-446655440000", twin] {
+        let body = vaultmesh_testkit::heartbeat_json(node, "vault-node-01", 1);
+        assert_eq!(cc.post_json("/api/agent/heartbeat", &body).status, 200);
+    }
+    let other =
+        vaultmesh_testkit::heartbeat_json("550e8400-e29b-41d4-a716-446655440002", "solo", 1);
+    assert_eq!(cc.post_json("/api/agent/heartbeat", &other).status, 200);
+    let nodes = cc.get_json("/api/nodes");
+    let shared: Vec<(&str, bool)> = nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            (
+                n["hostname"].as_str().unwrap(),
+                n["hostname_shared"].as_bool().unwrap_or(false),
+            )
+        })
+        .collect();
+    assert_eq!(
+        shared,
+        [
+            ("solo", false),
+            ("vault-node-01", true),
+            ("vault-node-01", true)
+        ]
+    );
+    let one = cc.get_json(&format!("/api/nodes/{twin}"));
+    assert_eq!(one["summary"]["hostname_shared"], true);
+    let console = cc.get("/console").body;
+    assert_eq!(
+        console.matches("same name · ").count(),
+        2,
+        "both twins marked"
+    );
+    let row = cc.get(&format!("/console/nodes/{twin}/row")).body;
+    assert!(row.contains("same name · 550e8400"), "{row}");
+    assert!(cc.get("/").body.contains("same name"));
+}

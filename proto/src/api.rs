@@ -27,6 +27,10 @@ pub struct HeartbeatAccepted {
 pub struct NodeSummary {
     pub node_id: Uuid,
     pub hostname: String,
+    /// Another node reports the same hostname: only the node id tells them apart (absent when
+    /// false).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hostname_shared: bool,
     pub os_profile: String,
     /// When the Command Center received the latest heartbeat (its clock, not the node's).
     pub last_seen: DateTime<Utc>,

@@ -264,19 +264,30 @@ impl NewEvent {
             reason,
         };
         let parse = |v: &serde_json::Value| v.clone();
-        let text_ok =
-            |field: &str, t: &str, max: usize, required: bool| -> Result<(), EventError> {
-                if required && t.trim().is_empty() {
-                    return Err(body_err(format!("{field} must not be empty")));
-                }
-                if t.len() > max {
-                    return Err(body_err(format!(
-                        "{field} is {} bytes; the limit is {max}",
-                        t.len()
-                    )));
-                }
-                Ok(())
-            };
+        let text_ok = |field: &str,
+                       t: &str,
+                       max: usize,
+                       required: bool|
+         -> Result<(), EventError> {
+            if required && t.trim().is_empty() {
+                return Err(body_err(format!("{field} must not be empty")));
+            }
+            if t.len() > max {
+                return Err(body_err(format!(
+                    "{field} is {} bytes; the limit is {max}",
+                    t.len()
+                )));
+            }
+            // Free text may span lines; everything else is one line.
+            let multi_line: &[char] = if field == "text" { &['\n', '\t'] } else { &[] };
+            if let Some(c) = crate::text::first_deceptive(t, multi_line) {
+                return Err(body_err(format!(
+                    "{field} contains U+{:04X}: a control character, or a bidirectional or invisible one, that could make it read as something else",
+                    u32::from(c)
+                )));
+            }
+            Ok(())
+        };
         match self.kind.as_str() {
             "note" => {
                 let b: NoteBody = serde_json::from_value(parse(&self.body))
@@ -287,9 +298,6 @@ impl NewEvent {
                 let b: IncidentBody = serde_json::from_value(parse(&self.body))
                     .map_err(|e| body_err(e.to_string()))?;
                 text_ok("title", &b.title, limits::TITLE, true)?;
-                if b.title.chars().any(char::is_control) {
-                    return Err(body_err("title contains a control character".into()));
-                }
                 text_ok("text", b.text.as_deref().unwrap_or(""), limits::TEXT, false)?;
             }
             "ack" | "resolve" => {
@@ -352,7 +360,7 @@ impl NewEvent {
         let author = self.author.clone().unwrap_or_else(|| "anonymous".into());
         if author.trim().is_empty()
             || author.len() > limits::AUTHOR
-            || author.chars().any(char::is_control)
+            || crate::text::first_deceptive(&author, &[]).is_some()
         {
             return Err(EventError::BadAuthor);
         }

@@ -185,8 +185,10 @@ pub enum HeartbeatError {
         len: usize,
         max: usize,
     },
-    #[error("{field} contains a control character")]
-    ControlChar { field: &'static str },
+    #[error(
+        "{field} contains {ch}: a control character, or a bidirectional or invisible one, that could make it read as something else"
+    )]
+    ControlChar { field: &'static str, ch: String },
     #[error("seq must be a decimal unsigned integer, got {0:?}")]
     BadSeq(String),
     #[error("{field} {reason}")]
@@ -253,8 +255,11 @@ pub(crate) fn text(
             max,
         });
     }
-    if value.chars().any(char::is_control) {
-        return Err(HeartbeatError::ControlChar { field });
+    if let Some(c) = crate::text::first_deceptive(value, &[]) {
+        return Err(HeartbeatError::ControlChar {
+            field,
+            ch: format!("U+{:04X}", u32::from(c)),
+        });
     }
     Ok(())
 }

@@ -23,6 +23,7 @@ pub mod heartbeat;
 pub mod merkle;
 pub mod scan;
 pub mod severity;
+pub mod text;
 
 pub use api::{
     Attention, AttentionLevel, ErrorBody, Health, HeartbeatAccepted, HistoryPoint, Incident,

@@ -175,11 +175,11 @@ fn long_text(field: &'static str, value: &str) -> Result<(), HeartbeatError> {
             max: limits::TEXT_MAX,
         });
     }
-    if value
-        .chars()
-        .any(|c| c.is_control() && c != '\n' && c != '\t')
-    {
-        return Err(HeartbeatError::ControlChar { field });
+    if let Some(c) = crate::text::first_deceptive(value, &['\n', '\t']) {
+        return Err(HeartbeatError::ControlChar {
+            field,
+            ch: format!("U+{:04X}", u32::from(c)),
+        });
     }
     Ok(())
 }

@@ -32,6 +32,7 @@ impl NodeState {
         NodeSummary {
             node_id,
             hostname: hb.hostname.clone(),
+            hostname_shared: false,
             os_profile: hb.os_profile.clone(),
             last_seen: self.last_seen,
             cloudflare_ok: hb.cloudflare_ok,
@@ -111,6 +112,8 @@ impl PointParts<'_> {
 #[derive(Debug, Default)]
 pub struct FleetState {
     nodes: RwLock<HashMap<Uuid, NodeState>>,
+    /// How many nodes report each hostname (taken after `nodes`, never before).
+    hostnames: std::sync::Mutex<HashMap<String, u32>>,
     limits: StoreLimits,
 }
 
@@ -118,6 +121,7 @@ impl FleetState {
     pub fn new(limits: StoreLimits) -> Self {
         FleetState {
             nodes: RwLock::new(HashMap::new()),
+            hostnames: std::sync::Mutex::default(),
             limits,
         }
     }
@@ -135,6 +139,8 @@ impl FleetState {
     pub fn apply_heartbeat(&self, hb: NodeHeartbeat, received_at: DateTime<Utc>) {
         let point = history_point(&hb, received_at);
         let mut nodes = self.nodes.write().unwrap_or_else(|p| p.into_inner());
+        let before = nodes.get(&hb.node_id).map(|s| s.latest.hostname.as_str());
+        self.rename(before, &hb.hostname);
         match nodes.get_mut(&hb.node_id) {
             Some(state) => {
                 if state.history.len() >= self.limits.history_len {
@@ -174,6 +180,10 @@ impl FleetState {
             history.pop_front();
         }
         let mut nodes = self.nodes.write().unwrap_or_else(|p| p.into_inner());
+        let before = nodes
+            .get(&latest.node_id)
+            .map(|s| s.latest.hostname.as_str());
+        self.rename(before, &latest.hostname);
         nodes.insert(
             latest.node_id,
             NodeState {
@@ -185,6 +195,32 @@ impl FleetState {
         );
     }
 
+    /// Counts a node's hostname as `now` instead of `before` (`None`: a new node).
+    fn rename(&self, before: Option<&str>, now: &str) {
+        if before == Some(now) {
+            return;
+        }
+        let mut names = self.hostnames.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(b) = before
+            && let Some(n) = names.get_mut(b)
+        {
+            *n -= 1;
+            if *n == 0 {
+                names.remove(b);
+            }
+        }
+        *names.entry(now.to_string()).or_default() += 1;
+    }
+
+    /// Whether more than one node reports `hostname`.
+    fn shared(&self, hostname: &str) -> bool {
+        self.hostnames
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(hostname)
+            .is_some_and(|n| *n > 1)
+    }
+
     pub fn limits(&self) -> StoreLimits {
         self.limits
     }
@@ -194,6 +230,9 @@ impl FleetState {
         let nodes = self.nodes.read().unwrap_or_else(|p| p.into_inner());
         let mut v: Vec<_> = nodes.iter().map(|(id, s)| s.summary(*id)).collect();
         v.sort_by(|a, b| a.hostname.cmp(&b.hostname).then(a.node_id.cmp(&b.node_id)));
+        for s in &mut v {
+            s.hostname_shared = self.shared(&s.hostname);
+        }
         v
     }
 
@@ -201,7 +240,10 @@ impl FleetState {
     pub fn detail(&self, node_id: Uuid) -> Option<NodeDetail> {
         let nodes = self.nodes.read().unwrap_or_else(|p| p.into_inner());
         nodes.get(&node_id).map(|s| NodeDetail {
-            summary: s.summary(node_id),
+            summary: NodeSummary {
+                hostname_shared: self.shared(&s.latest.hostname),
+                ..s.summary(node_id)
+            },
             latest: s.latest.clone(),
             history: s.history.iter().cloned().collect(),
             incidents: Vec::new(),
@@ -233,7 +275,9 @@ impl FleetState {
     /// The summary of one node.
     pub fn summary(&self, node_id: Uuid) -> Option<NodeSummary> {
         let nodes = self.nodes.read().unwrap_or_else(|p| p.into_inner());
-        nodes.get(&node_id).map(|s| s.summary(node_id))
+        let mut s = nodes.get(&node_id).map(|s| s.summary(node_id))?;
+        s.hostname_shared = self.shared(&s.hostname);
+        Some(s)
     }
 
     pub fn node_count(&self) -> usize {

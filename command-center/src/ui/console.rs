@@ -145,6 +145,16 @@ fn kpis(
     }
 }
 
+/// The mark of a hostname another node reports too: the node id is what tells them apart.
+fn shared_hostname(id: Uuid) -> Markup {
+    let short = id.simple().to_string();
+    html! {
+        span class="dup" title="Another node reports this hostname; the node id tells them apart" {
+            "same name · " (&short[..8])
+        }
+    }
+}
+
 fn node_row(n: &NodeSummary, selected: Option<Uuid>, now: DateTime<Utc>) -> Markup {
     let (level, _) = level_name(n.attention.level);
     let why: Vec<&str> = n
@@ -161,6 +171,7 @@ fn node_row(n: &NodeSummary, selected: Option<Uuid>, now: DateTime<Utc>) -> Mark
             a href={"/console?node=" (n.node_id)} aria-current=[(selected == Some(n.node_id)).then_some("true")] {
                 (pill(n.attention.level))
                 span class="name" { (n.hostname) }
+                @if n.hostname_shared { (shared_hostname(n.node_id)) }
                 span class="profile" { (n.os_profile) }
                 span class="seen" { (ago(n.last_seen, now)) }
                 @if let Some(first) = why.first() {
@@ -408,7 +419,7 @@ async fn node_markup(
     Ok(html! {
         article id="node" data-fragment={"/console/nodes/" (id)} data-node-id=(id) {
             header class="node-head" {
-                h2 { (pill(s.attention.level)) " " (s.hostname) }
+                h2 { (pill(s.attention.level)) " " (s.hostname) @if s.hostname_shared { " " (shared_hostname(id)) } }
                 p class="muted" {
                     span class="id" { (id) } " · " (s.os_profile) " · agent " (s.agent_version.as_deref().unwrap_or("?"))
                     " · last seen " (ago(s.last_seen, now)) " · " (s.heartbeats) " heartbeats"
