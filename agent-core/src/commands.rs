@@ -233,8 +233,8 @@ impl CommandRunner {
             finished_at: Utc::now(),
             prev_receipt_sha256: chain.last.clone(),
         };
-        chain.last = Some(receipt.chain_hash());
         let signed = SignedReceipt::sign(receipt, &self.key);
+        chain.last = Some(signed.chain_hash());
         chain.unsent.push(signed.clone());
         write_json(&self.state_dir, CHAIN_FILE, &*chain)?;
         Ok(signed)

@@ -421,9 +421,9 @@ async fn command_round_trip(http: &reqwest::Client, base: &str, node: usize) -> 
             key: key_of(node),
         };
         let receipt = signer.pong_receipt(cmd.command.command_id, chain(node, None));
-        let hash = receipt.chain_hash();
-        let body = serde_json::to_vec(&SignedReceipt::sign(receipt, &signer.key))
-            .map_err(|e| e.to_string())?;
+        let signed = SignedReceipt::sign(receipt, &signer.key);
+        let hash = signed.chain_hash();
+        let body = serde_json::to_vec(&signed).map_err(|e| e.to_string())?;
         let p = Prepared {
             path: "/api/agent/receipts",
             node,

@@ -314,6 +314,145 @@ fn the_receipt_chain_is_checked_and_a_tampered_receipt_is_detected() {
     assert_eq!(r.status().as_u16(), 422);
 }
 
+/// A receipt object signed the way any implementation of docs/PROTOCOL.md signs it: over the
+/// RFC 8785 bytes of exactly this object.
+fn signed_receipt_body(object: &Value, key: &NodeKey) -> Vec<u8> {
+    let mut msg = b"vaultmesh-receipt-v1\n".to_vec();
+    msg.extend(vaultmesh_proto::canonical::to_jcs(object).unwrap());
+    serde_json::to_vec(&json!({"receipt": object, "signature": key.sign(&msg)})).unwrap()
+}
+
+fn post_raw_receipt(cc: &CommandCenter, node: &TestNode, body: Vec<u8>) -> Reply {
+    Reply::from(
+        node.signed(
+            &cc.url,
+            "POST",
+            "/api/agent/receipts",
+            Some("application/json"),
+            body,
+        )
+        .send()
+        .unwrap(),
+    )
+}
+
+#[test]
+fn receipts_in_every_valid_spelling_verify_over_their_own_bytes_and_chain() {
+    let (mut cc, _keydir, _) = vaultmesh_testkit::commanding_center(&[]);
+    let node = TestNode::new(Uuid::new_v4());
+    let id = node.id.to_string();
+    let hb = node
+        .post_heartbeat(&cc.url, &vaultmesh_testkit::heartbeat_json(&id, "spell", 1))
+        .unwrap();
+    assert_eq!(hb.status().as_u16(), 200);
+    let issue_one = |cc: &CommandCenter| {
+        let r = cc.post_json(
+            "/api/commands",
+            &json!({"node_id": id, "action": "agent.ping", "issued_by": "test"}),
+        );
+        assert_eq!(r.status, 201, "{}", r.body);
+        r.json()["command"]["command_id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let pong = vaultmesh_proto::canonical::sha256_hex(b"pong");
+    // The same receipt, spelled five valid ways another agent might write it.
+    let spellings: Vec<(&str, Value)> = vec![
+        (
+            "+00:00 offsets",
+            json!({"status": "ok", "exit_code": 0, "output": "pong", "truncated": false, "output_sha256": pong,
+                   "started_at": "2026-11-29T10:00:00+00:00", "finished_at": "2026-11-29T10:00:01+00:00"}),
+        ),
+        (
+            "fractional seconds",
+            json!({"status": "ok", "exit_code": 0, "output": "pong", "truncated": false, "output_sha256": pong,
+                   "started_at": "2026-11-29T10:00:00.5Z", "finished_at": "2026-11-29T10:00:01.250Z"}),
+        ),
+        (
+            "optional members omitted",
+            json!({"status": "ok", "output_sha256": vaultmesh_proto::canonical::sha256_hex(b""),
+                   "started_at": "2026-11-29T10:00:00Z", "finished_at": "2026-11-29T10:00:01Z"}),
+        ),
+        (
+            "null members",
+            json!({"status": "failed", "reason": null, "exit_code": null, "output": "", "truncated": false,
+                   "output_sha256": vaultmesh_proto::canonical::sha256_hex(b""),
+                   "started_at": "2026-11-29T10:00:00Z", "finished_at": "2026-11-29T10:00:01Z"}),
+        ),
+        (
+            "an unknown member",
+            json!({"status": "ok", "exit_code": 0, "output": "pong", "truncated": false, "output_sha256": pong,
+                   "started_at": "2026-11-29T10:00:00Z", "finished_at": "2026-11-29T10:00:01Z",
+                   "runtime": {"cgroup": "/system.slice/vaultmesh-node-agent.service", "cpu_ms": 1.5}}),
+        ),
+    ];
+    let mut prev: Option<String> = None;
+    let mut sent = Vec::new();
+    for (what, mut object) in spellings {
+        let command_id = issue_one(&cc);
+        object["command_id"] = json!(command_id);
+        object["node_id"] = json!(id);
+        // The first receipt of a node has no predecessor: spelled `null` here.
+        object["prev_receipt_sha256"] = json!(prev);
+        let r = post_raw_receipt(&cc, &node, signed_receipt_body(&object, &node.key));
+        assert_eq!(r.status, 200, "{what}: {}", r.body);
+        assert_eq!(r.json()["chain_ok"], true, "{what}: {}", r.body);
+        prev = Some(vaultmesh_proto::canonical::sha256_hex(
+            &vaultmesh_proto::canonical::to_jcs(&object).unwrap(),
+        ));
+        sent.push((command_id, object));
+    }
+    // Served and logged exactly as received (unknown member included), so anyone can verify
+    // the signature and the chain again offline.
+    let log = std::fs::read_to_string(cc.log_dir().join("commands.jsonl")).unwrap();
+    for (command_id, object) in &sent {
+        let line: Value = log
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .find(|l| l["kind"] == "receipt" && l["record"]["receipt"]["command_id"] == *command_id)
+            .unwrap();
+        assert_eq!(&line["record"]["receipt"], object);
+        let listed = cc.get_json(&format!("/api/commands?node_id={id}&limit=1000"));
+        let listed = listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["command"]["command_id"] == *command_id)
+            .unwrap();
+        assert_eq!(&listed["receipt"]["receipt"], object);
+        assert_eq!(listed["chain_ok"], true);
+    }
+    assert_eq!(cc.get_json("/api/nodes")[0]["receipt_chain_ok"], true);
+
+    // After a restart the chain is rebuilt from the log by the same bytes: the next one chains.
+    cc.restart();
+    let command_id = issue_one(&cc);
+    let next = json!({"command_id": command_id, "node_id": id, "status": "ok", "output_sha256": pong,
+                      "output": "pong", "started_at": "2026-11-29T10:00:02Z",
+                      "finished_at": "2026-11-29T10:00:02Z", "prev_receipt_sha256": prev});
+    // Changed after signing (a member added, or one rewritten): refused, not recorded.
+    let mut with_extra = next.clone();
+    let body = signed_receipt_body(&next, &node.key);
+    with_extra["extra"] = json!(1);
+    let mut tampered: Value = serde_json::from_slice(&body).unwrap();
+    tampered["receipt"] = with_extra;
+    let r = post_raw_receipt(&cc, &node, serde_json::to_vec(&tampered).unwrap());
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert!(r.body.contains("signature"), "{}", r.body);
+    tampered["receipt"] = next.clone();
+    tampered["receipt"]["finished_at"] = json!("2026-11-29T10:00:02.000Z");
+    let r = post_raw_receipt(&cc, &node, serde_json::to_vec(&tampered).unwrap());
+    assert_eq!(
+        r.status, 422,
+        "a different spelling is different bytes: {}",
+        r.body
+    );
+    let r = post_raw_receipt(&cc, &node, body);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["chain_ok"], true, "{}", r.body);
+}
+
 #[test]
 fn hostile_commands_reaching_the_real_agent_are_rejected_with_receipts_and_never_run() {
     // A Command Center whose log an attacker could write: it will deliver whatever it replays.
@@ -356,7 +495,10 @@ fn hostile_commands_reaching_the_real_agent_are_rejected_with_receipts_and_never
     };
     let mut flipped =
         vaultmesh_proto::command::SignedCommand::sign(fresh(100, "agent.ping"), &cc_key);
-    flipped.command.args = json!({"x": "y"});
+    // Changed after signing.
+    let mut object = flipped.command.object().clone();
+    object.insert("args".into(), json!({"x": "y"}));
+    flipped.command = vaultmesh_proto::command::AsSigned::from_object(object).unwrap();
     let other_key = vaultmesh_proto::command::SignedCommand::sign(
         fresh(101, "agent.ping"),
         &NodeKey::from_seed([9u8; 32]),
@@ -566,7 +708,10 @@ fn a_different_second_receipt_is_a_conflict_not_a_chain_break() {
     let events = cc.get_json(&format!("/api/events?kind=receipt_conflict&node_id={id}"));
     assert_eq!(events.as_array().unwrap().len(), 1, "{events:#}");
     assert_eq!(events[0]["body"]["command_id"], command_id.to_string());
-    assert_eq!(events[0]["body"]["kept_sha256"], receipt.chain_hash());
+    assert_eq!(
+        events[0]["body"]["kept_sha256"],
+        vaultmesh_proto::command::SignedReceipt::sign(receipt, &node.key).chain_hash()
+    );
     let node_view = cc.get_json(&format!("/api/nodes/{id}"));
     assert!(
         !node_view["summary"]["attention"]["reasons"]

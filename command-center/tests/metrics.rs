@@ -10,9 +10,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use vaultmesh_testkit::sse::SseClient;
-use vaultmesh_testkit::{
-    CommandCenter, NodeAgent, heartbeat_json, keygen, metric, wait_for, workspace_root,
-};
+use vaultmesh_testkit::{CommandCenter, NodeAgent, heartbeat_json, metric, wait_for};
 
 const NODE: &str = "550e8400-e29b-41d4-a716-446655440000";
 
@@ -50,15 +48,7 @@ fn promtool_accepts(exposition: &str) {
 
 #[test]
 fn metrics_follow_ingest_rejections_streams_commands_and_replay() {
-    let keydir = tempfile::tempdir().unwrap();
-    let (key, public) = keygen(keydir.path());
-    let policies = workspace_root().join("policies");
-    let mut cc = CommandCenter::start_with(&[
-        "--signing-key",
-        &key,
-        "--policy-dir",
-        policies.to_str().unwrap(),
-    ]);
+    let (mut cc, _keydir, public) = vaultmesh_testkit::commanding_center(&[]);
 
     let fresh = scrape(&cc);
     promtool_accepts(&fresh);

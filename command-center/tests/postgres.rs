@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use uuid::Uuid;
-use vaultmesh_proto::command::SignedCommand;
+use vaultmesh_proto::command::{SignedCommand, SignedReceipt};
 use vaultmesh_testkit::auth::TestNode;
 use vaultmesh_testkit::postgres::Postgres;
 use vaultmesh_testkit::sse::SseClient;
@@ -233,7 +233,7 @@ fn command_seq_receipt_chain_and_delivery_hold_across_two_instances() {
     let mut prev: Option<String> = None;
     for (i, c) in sorted.iter().enumerate() {
         let receipt = node.pong_receipt(c.command.command_id, prev.take());
-        prev = Some(receipt.chain_hash());
+        prev = Some(SignedReceipt::sign(receipt.clone(), &node.key).chain_hash());
         let cc = if i % 2 == 0 { &p.a } else { &p.b };
         let r = node.post_receipt(&cc.url, receipt, &node.key).unwrap();
         assert_eq!(r.status().as_u16(), 200);

@@ -65,7 +65,10 @@ fn forged_replayed_expired_misrouted_and_unallowed_commands_are_rejected_and_nev
         command(node, 5, "agent.ping", serde_json::json!({}), 300),
         &cc_key,
     );
-    flipped.command.args = serde_json::json!({"injected": "yes"});
+    // Changed after signing.
+    let mut object = flipped.command.object().clone();
+    object.insert("args".into(), serde_json::json!({"injected": "yes"}));
+    flipped.command = vaultmesh_proto::command::AsSigned::from_object(object).unwrap();
     let hostile = vec![
         (genuine.clone(), "already received (replay)"),
         (
@@ -105,17 +108,29 @@ fn forged_replayed_expired_misrouted_and_unallowed_commands_are_rejected_and_nev
         ),
     ];
     fake.push(hostile.iter().map(|(c, _)| c.clone()).collect());
-    // And a genuine command after them still runs.
-    let after = SignedCommand::sign(
-        command(
-            node,
-            8,
-            "checks.run",
-            serde_json::json!({"name": "load"}),
-            300,
-        ),
-        &cc_key,
-    );
+    // And a genuine command after them still runs — here as a newer Command Center might write
+    // it: another spelling of its times and a member this agent does not know, signed over the
+    // JCS bytes of exactly that object (docs/PROTOCOL.md).
+    let mut object = serde_json::to_value(command(
+        node,
+        8,
+        "checks.run",
+        serde_json::json!({"name": "load"}),
+        300,
+    ))
+    .unwrap();
+    let expires = chrono::DateTime::parse_from_rfc3339(object["expires_at"].as_str().unwrap())
+        .unwrap()
+        .with_timezone(&Utc);
+    object["expires_at"] =
+        serde_json::json!(expires.format("%Y-%m-%dT%H:%M:%S%.3f+00:00").to_string());
+    object["priority"] = serde_json::json!({"level": "low"});
+    let mut msg = b"vaultmesh-command-v1\n".to_vec();
+    msg.extend(vaultmesh_proto::canonical::to_jcs(&object).unwrap());
+    let after: SignedCommand = serde_json::from_value(serde_json::json!({
+        "command": object, "signature": cc_key.sign(&msg), "key_id": "ignored-by-the-agent"
+    }))
+    .unwrap();
     fake.push(vec![after.clone()]);
     let receipts = wait_for(Duration::from_secs(20), || {
         let r = fake.receipts();
@@ -128,7 +143,7 @@ fn forged_replayed_expired_misrouted_and_unallowed_commands_are_rejected_and_nev
     for r in &receipts {
         r.verify(&public).expect("signed by the node key");
         assert_eq!(r.receipt.prev_receipt_sha256, prev, "the chain is unbroken");
-        prev = Some(r.receipt.chain_hash());
+        prev = Some(r.chain_hash());
     }
     assert_eq!(receipts[0].receipt.status, ReceiptStatus::Ok);
     for (r, (c, reason)) in receipts[1..=hostile.len()].iter().zip(&hostile) {

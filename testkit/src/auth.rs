@@ -148,7 +148,7 @@ impl TestNode {
     }
 
     /// An `ok` receipt for `command_id` answering "pong", chained to `prev` (a receipt's
-    /// [`CommandReceipt::chain_hash`]).
+    /// [`SignedReceipt::chain_hash`]).
     pub fn pong_receipt(&self, command_id: Uuid, prev: Option<String>) -> CommandReceipt {
         let now = chrono::Utc::now();
         CommandReceipt {

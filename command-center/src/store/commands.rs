@@ -186,8 +186,8 @@ impl CommandState {
             return ReceiptCheck::Unknown;
         };
         if let Some(kept) = &c.receipt {
-            let kept_sha256 = kept.receipt.chain_hash();
-            return if kept_sha256 == r.receipt.chain_hash() {
+            let kept_sha256 = kept.chain_hash();
+            return if kept_sha256 == r.chain_hash() {
                 ReceiptCheck::Duplicate {
                     chain_ok: c.chain_ok.unwrap_or(true),
                 }
@@ -207,7 +207,7 @@ impl CommandState {
     pub fn apply_receipt(&mut self, rec: &ReceiptRecord) {
         let r = &rec.signed.receipt;
         let n = self.nodes.entry(r.node_id).or_default();
-        n.last_receipt = Some(r.chain_hash());
+        n.last_receipt = Some(rec.signed.chain_hash());
         if !rec.chain_ok {
             n.chain_broken = true;
         }

@@ -424,7 +424,7 @@ impl<B: Backend> Store for LoggedStore<B> {
     async fn record_receipt(&self, receipt: SignedReceipt) -> Result<ReceiptOutcome, StoreError> {
         let node_id = receipt.receipt.node_id;
         let command_id = receipt.receipt.command_id;
-        let refused_sha256 = receipt.receipt.chain_hash();
+        let refused_sha256 = receipt.chain_hash();
         let checked = self
             .checked(Gate::Commands, move |m| {
                 let outcome = match m.commands_state().check_receipt(&receipt) {
