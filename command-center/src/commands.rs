@@ -220,8 +220,9 @@ pub async fn list(
     Ok(Json(state.store.commands(node, status, limit)))
 }
 
+/// The long-poll's query. Unknown parameters are ignored, as unknown members are in every agent
+/// request (an agent newer than the Command Center may send more).
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct PollParams {
     wait: Option<String>,
     /// Random, so two polls signed in the same second are not identical (and taken for a

@@ -364,3 +364,125 @@ fn deceptive_strings_are_refused_and_shared_hostnames_are_marked() {
     assert!(row.contains("same name · 550e8400"), "{row}");
     assert!(cc.get("/").body.contains("same name"));
 }
+
+/// Forward compatibility (API.md): an agent newer than the Command Center may send members the
+/// Command Center does not know, at any depth, and query parameters it does not use. Each agent
+/// route accepts them; admin routes that refuse unknown fields do so with a 4xx naming them.
+#[test]
+fn agent_requests_with_unknown_members_at_every_level_are_accepted() {
+    use serde_json::json;
+    use vaultmesh_testkit::auth::TestNode;
+
+    let (cc, _keydir, _) = vaultmesh_testkit::commanding_center(&[]);
+    let node = TestNode::new(uuid::Uuid::new_v4());
+    let id = node.id.to_string();
+    let post = |path: &str, body: &serde_json::Value| {
+        Reply::from(
+            node.signed(
+                &cc.url,
+                "POST",
+                path,
+                Some("application/json"),
+                serde_json::to_vec(body).unwrap(),
+            )
+            .send()
+            .unwrap(),
+        )
+    };
+    let future = json!({"from": "a newer agent", "nested": [{"x": 1.5}]});
+
+    let enroll = json!({
+        "node_id": id, "public_key": node.key.public_base64(), "hostname": "compat",
+        "os_profile": "ArchVault", "token": vaultmesh_testkit::TEST_TOKEN, "nonce": "n1",
+        "capabilities": future,
+    });
+    let r = post("/api/agent/enroll", &enroll);
+    assert_eq!(r.status, 200, "enroll: {}", r.body);
+
+    let heartbeat = json!({
+        "node_id": id, "hostname": "compat", "os_profile": "ArchVault", "cloudflare_ok": true,
+        "services_ok": true, "vaultmesh_root": "/var/lib/vaultmesh",
+        "timestamp": "2026-11-29T10:00:00Z", "seq": "1", "future": future,
+        "metrics": {"load": [0.1, 0.2, 0.3], "cpu_count": 2, "psi": future,
+                    "disks": [{"mount": "/", "fs": "ext4", "total_bytes": 100, "used_bytes": 42,
+                               "device": "/dev/vda1"}]},
+        "checks": [{"name": "disk", "status": "ok", "summary": "fine",
+                    "observed_at": "2026-11-29T10:00:00Z", "labels": future}],
+        "last_scan": {"scan_id": "00000000-0000-4000-8000-0000000000a1",
+                      "finished_at": "2026-11-29T09:00:00Z", "counts": {}, "source": "cron"},
+    });
+    let r = post("/api/agent/heartbeat", &heartbeat);
+    assert_eq!(r.status, 200, "heartbeat: {}", r.body);
+    let detail = cc.get_json(&format!("/api/nodes/{id}"));
+    assert_eq!(detail["latest"]["metrics"]["disks"][0]["used_bytes"], 42);
+    assert_eq!(detail["latest"]["checks"][0]["summary"], "fine");
+
+    let scan = json!({
+        "scan_id": uuid::Uuid::new_v4(), "node_id": id, "profile": "ArchVault",
+        "started_at": "2026-11-29T10:00:00Z", "finished_at": "2026-11-29T10:00:01Z",
+        "findings": [{"rule": "sshd", "severity": "high", "title": "root login",
+                      "cve": ["CVE-0000-0000"]}],
+        "counts": {"high": 1}, "fingerprint": {"sysctl": {"kernel.kptr_restrict": "1"}},
+        "rules": ["sshd"], "errors": [{"rule": "setuid", "error": "slow", "elapsed_ms": 9}],
+        "engine": future,
+    });
+    let r = post("/api/agent/scans", &scan);
+    assert_eq!(r.status, 200, "scan: {}", r.body);
+
+    let issued = cc.post_json(
+        "/api/commands",
+        &json!({"node_id": id, "action": "agent.ping", "issued_by": "test"}),
+    );
+    assert_eq!(issued.status, 201, "{}", issued.body);
+    let poll = Reply::from(
+        node.signed(
+            &cc.url,
+            "GET",
+            "/api/agent/commands?wait=1s&nonce=p1&since=7",
+            None,
+            Vec::new(),
+        )
+        .send()
+        .unwrap(),
+    );
+    assert_eq!(poll.status, 200, "poll: {}", poll.body);
+    assert_eq!(poll.json().as_array().unwrap().len(), 1, "{}", poll.body);
+
+    let receipt = json!({
+        "command_id": issued.json()["command"]["command_id"], "node_id": id, "status": "ok",
+        "output_sha256": vaultmesh_proto::canonical::sha256_hex(b""),
+        "started_at": "2026-11-29T10:00:00Z", "finished_at": "2026-11-29T10:00:00Z",
+        "runtime": future,
+    });
+    let mut msg = b"vaultmesh-receipt-v1\n".to_vec();
+    msg.extend(vaultmesh_proto::canonical::to_jcs(&receipt).unwrap());
+    let envelope = json!({"receipt": receipt, "signature": node.key.sign(&msg), "alg": "ed25519"});
+    let r = post("/api/agent/receipts", &envelope);
+    assert_eq!(r.status, 200, "receipt: {}", r.body);
+    assert_eq!(r.json()["chain_ok"], true);
+
+    // Admin routes that refuse unknown fields say which (API.md lists them).
+    for (r, status, case) in [
+        (
+            cc.post_json(
+                "/api/commands",
+                &json!({"node_id": id, "action": "agent.ping", "ttl": 60}),
+            ),
+            422,
+            "POST /api/commands",
+        ),
+        (
+            cc.post_json(
+                "/api/events",
+                &json!({"kind": "note", "body": {"text": "x"}, "ttl": 60}),
+            ),
+            422,
+            "POST /api/events",
+        ),
+        (cc.get("/api/events?ttl=60"), 400, "GET /api/events"),
+        (cc.get("/api/commands?ttl=60"), 400, "GET /api/commands"),
+        (cc.get("/events?ttl=60"), 400, "GET /events"),
+    ] {
+        assert_error(&r, status, "ttl", case);
+    }
+}

@@ -143,9 +143,9 @@ pub fn verify(public: &VerifyingKey, signature_b64: &str, msg: &[u8]) -> Result<
 }
 
 /// `POST /api/agent/enroll`. The request itself is signed with the key being enrolled, which
-/// proves the node holds it.
+/// proves the node holds it. Unknown members are ignored, as in every agent request body
+/// (an agent newer than the Command Center may send more).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct EnrollRequest {
     pub node_id: Uuid,
     /// Base64 Ed25519 public key.

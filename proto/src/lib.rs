@@ -4,7 +4,11 @@
 //! construction. The rules of the contract (see `docs/API.md`):
 //!
 //! - Timestamps are RFC 3339 in UTC.
-//! - Unknown fields are ignored when reading, so newer agents can talk to older servers and back.
+//! - Agent request bodies (enrollment, heartbeat, scan report, receipt) and everything nested in
+//!   them ignore unknown members — none of their types denies unknown fields — so newer agents
+//!   can talk to older servers and back. Signed command and receipt objects keep them
+//!   ([`command::AsSigned`]). Admin bodies written by people ([`NewEvent`] and its kind bodies)
+//!   refuse them, so a typo is an error.
 //! - Optional additions are omitted when absent, so a heartbeat from the user's original agent — the
 //!   seven seed fields only — is still a valid [`NodeHeartbeat`].
 //! - 64-bit counters travel as strings (canonical JSON rounds integers above 2^53).
