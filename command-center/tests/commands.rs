@@ -312,6 +312,43 @@ fn the_receipt_chain_is_checked_and_a_tampered_receipt_is_detected() {
     let other = NodeKey::from_seed([7u8; 32]);
     let r = node.post_receipt(&f.cc.url, prev_receipt, &other).unwrap();
     assert_eq!(r.status().as_u16(), 422);
+
+    // Not cleared by itself (COMMANDS.md): the agent's next receipt follows its own chain, not
+    // the forged one, and the one after chains again — the node stays broken.
+    let chained: Vec<Value> = (0..2)
+        .map(|_| {
+            let r = issue(&f, "agent.ping", json!({}));
+            finished(&f, r.json()["command"]["command_id"].as_str().unwrap())["chain_ok"].clone()
+        })
+        .collect();
+    assert_eq!(chained, [json!(false), json!(true)]);
+    assert_eq!(f.cc.get_json("/api/nodes")[0]["receipt_chain_ok"], false);
+    // A silence on `receipt_chain` acknowledges it: still visible, no longer counted. (The
+    // node may be CRIT for other reasons here: no tunnel runs in tests.)
+    let silence = f.cc.post_json(
+        "/api/events",
+        &json!({"kind": "silence", "node_id": f.node_id,
+                "body": {"rule": "receipt_chain", "until": "2099-01-01T00:00:00Z", "text": "investigated"}}),
+    );
+    assert_eq!(silence.status, 201, "{}", silence.body);
+    wait_for(Duration::from_secs(10), || {
+        let a = f.cc.get_json("/api/nodes")[0]["attention"].clone();
+        let reason = a["reasons"]
+            .as_array()?
+            .iter()
+            .find(|r| r["rule"] == "receipt_chain")?
+            .clone();
+        reason["suppressed_by"]
+            .as_str()?
+            .contains("silenced")
+            .then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the silence suppresses receipt_chain: {}",
+            f.cc.get_json("/api/nodes")[0]["attention"]
+        )
+    });
 }
 
 /// A receipt object signed the way any implementation of docs/PROTOCOL.md signs it: over the
