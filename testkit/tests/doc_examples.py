@@ -158,9 +158,20 @@ def protocol(doc):
     same("the first receipt answers the command", json.loads(doc.block("receipt-1"))["command_id"], command["command_id"])
 
 
+def event_envelope(doc):
+    envelope = json.loads(doc.block("event-envelope"))
+    claimed = envelope.pop("hash")
+    envelope_jcs = jcs(envelope)
+    same("envelope JCS", doc.block("event-envelope-jcs"), envelope_jcs)
+    digest = sha256_hex(envelope_jcs.encode())
+    same("envelope hash", doc.value("envelope hash"), digest)
+    same("envelope hash member", claimed, digest)
+
+
 def main():
     docs = sys.argv[1]
     protocol(Doc(f"{docs}/PROTOCOL.md"))
+    event_envelope(Doc(f"{docs}/EVENT_ENVELOPE.md"))
 
 
 if __name__ == "__main__":

@@ -159,6 +159,21 @@ fn the_protocol_examples_are_what_our_code_signs_and_verifies() {
     }
 }
 
+#[test]
+fn the_event_envelope_example_is_what_our_code_hashes() {
+    let doc = Doc::read(&workspace_root().join("docs/EVENT_ENVELOPE.md"));
+    let envelope: vaultmesh_proto::EventEnvelope =
+        serde_json::from_value(doc.json("event-envelope")).unwrap();
+    assert_eq!(envelope.compute_hash(), doc.value("envelope hash"));
+    assert!(envelope.verify());
+    let mut unsealed = doc.json("event-envelope");
+    unsealed.as_object_mut().unwrap().remove("hash");
+    assert_eq!(
+        vaultmesh_proto::canonical::to_jcs(&unsealed).unwrap(),
+        doc.block("event-envelope-jcs").as_bytes()
+    );
+}
+
 /// Runs `doc_examples.py` on `docs`; its output and whether it passed.
 fn python(docs: &Path) -> (bool, String) {
     let script = workspace_root().join("testkit/tests/doc_examples.py");
@@ -189,6 +204,7 @@ fn python_recomputes_every_printed_signature_and_hash_from_the_documented_rules(
         "command signature verifies",
         "receipt 2 chain hash",
         "enroll signature",
+        "envelope hash",
     ] {
         assert!(out.contains(&format!("ok: {what}\n")), "{out}");
     }
