@@ -17,7 +17,9 @@ use super::logdir::LogName;
 use super::record::{self, Line, kind};
 use super::registry::NodeRecord;
 
-/// Record kinds of `commands.jsonl` and `nodes.jsonl`.
+/// Record kinds of `commands.jsonl` and `nodes.jsonl` (those of the other logs:
+/// [`record::kind`], and the event kinds of `vaultmesh_proto::event`). Every one is listed in
+/// [`kinds_of`] for its log.
 pub mod kinds {
     pub const COMMAND: &str = "command";
     pub const DELIVERED: &str = "delivered";
@@ -25,8 +27,27 @@ pub mod kinds {
     pub const ENROLL: &str = "enroll";
     pub const REVOKE: &str = "revoke";
     pub const READMIT: &str = "readmit";
-    /// Every kind of `nodes.jsonl`.
+
+    /// Every kind of `commands.jsonl`.
+    pub const COMMANDS: [&str; 3] = [COMMAND, DELIVERED, RECEIPT];
+    /// Every kind of `nodes.jsonl`: replay refuses any other.
     pub const NODES: [&str; 3] = [ENROLL, REVOKE, READMIT];
+}
+
+/// Every record kind the Command Center writes to `log`. It writes no other: replay refuses
+/// other kinds in the heartbeat, command and node logs, operators post only the operator kinds,
+/// and [`super::Store::record_system_event`] refuses a kind not declared in
+/// `vaultmesh_proto::event`. `docs/LOGS.md` lists them all (test:
+/// `logs_md_lists_every_kind_of_every_log`).
+pub fn kinds_of(log: LogName) -> Vec<&'static str> {
+    use vaultmesh_proto::event::{OPERATOR_KINDS, SYSTEM_KINDS};
+    match log {
+        LogName::Heartbeats => vec![kind::HEARTBEAT],
+        LogName::Scans => vec![kind::SCAN],
+        LogName::Commands => kinds::COMMANDS.to_vec(),
+        LogName::Events => OPERATOR_KINDS.into_iter().chain(SYSTEM_KINDS).collect(),
+        LogName::Nodes => kinds::NODES.to_vec(),
+    }
 }
 
 /// One record, typed.
@@ -167,7 +188,11 @@ impl Change {
                     .node_id
                     .ok_or("an enroll, revoke or readmit record without a node id")?;
                 if !kinds::NODES.contains(&l.kind.as_str()) {
-                    return Err("not an enroll, revoke or readmit record".into());
+                    return Err(format!(
+                        "not a node record (kind {:?}, expected one of {})",
+                        l.kind,
+                        kinds::NODES.join(", ")
+                    ));
                 }
                 Ok(Change::Node {
                     kind: l.kind,
@@ -240,5 +265,77 @@ mod tests {
         let line = c.encode().unwrap();
         assert!(Change::decode(LogName::Heartbeats, line.trim_ascii_end()).is_err());
         assert!(Change::decode(LogName::Nodes, line.trim_ascii_end()).is_err());
+    }
+
+    /// The `&str` constants of `mod <name> { … }` in `source`.
+    fn constants<'a>(source: &'a str, module: &str) -> Vec<&'a str> {
+        let start = source
+            .find(&format!("pub mod {module} {{"))
+            .unwrap_or_else(|| panic!("no mod {module}"));
+        let end = start + source[start..].find("\n}").unwrap();
+        source[start..end]
+            .lines()
+            .filter(|l| l.contains(": &str = \""))
+            .filter_map(|l| l.split('"').nth(1))
+            .collect()
+    }
+
+    /// A kind constant added to the code but to no log's list would be written without being
+    /// documented (or replayed): every one must belong to a log.
+    #[test]
+    fn every_kind_constant_belongs_to_a_log() {
+        let all: Vec<&str> = LogName::ALL.into_iter().flat_map(kinds_of).collect();
+        let declared = constants(include_str!("change.rs"), "kinds")
+            .into_iter()
+            .chain(constants(include_str!("record.rs"), "kind"));
+        let mut n = 0;
+        for k in declared {
+            assert!(all.contains(&k), "kind {k:?} is in no log's kinds_of");
+            n += 1;
+        }
+        assert!(
+            n >= 7,
+            "found only {n} kind constants: did the modules move?"
+        );
+    }
+
+    #[test]
+    fn logs_md_lists_every_kind_of_every_log() {
+        let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/LOGS.md"))
+            .unwrap();
+        for log in LogName::ALL {
+            let file = format!("| `{}.jsonl` |", log.stem());
+            let row = doc
+                .lines()
+                .find(|l| l.starts_with(&file))
+                .unwrap_or_else(|| panic!("docs/LOGS.md has no row {file}"));
+            let kinds_cell = row.split(" | ").nth(1).unwrap_or_default();
+            for k in kinds_of(log) {
+                assert!(
+                    kinds_cell.contains(&format!("`{k}`")),
+                    "docs/LOGS.md's row for {}.jsonl does not list kind `{k}`: {row}",
+                    log.stem()
+                );
+                assert!(
+                    doc.lines().any(|l| l.starts_with("| `")
+                        && l.split(" | ")
+                            .next()
+                            .is_some_and(|c| c.contains(&format!("`{k}`")))
+                        && l.contains(&format!("`{}.jsonl`", log.stem()))),
+                    "docs/LOGS.md's Kinds table has no row for `{k}` in {}.jsonl",
+                    log.stem()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_node_record_of_another_kind_is_refused() {
+        let line = br#"{"kind":"rekey","ts":"2026-11-29T10:00:00Z","node_id":"00000000-0000-4000-8000-000000000001","record":{"single_use":false}}"#;
+        let err = Change::decode(LogName::Nodes, line).err().unwrap();
+        assert!(
+            err.contains("\"rekey\"") && err.contains("enroll, revoke"),
+            "{err}"
+        );
     }
 }

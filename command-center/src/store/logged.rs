@@ -558,6 +558,13 @@ impl<B: Backend> Store for LoggedStore<B> {
         body: serde_json::Value,
         refs: Vec<Uuid>,
     ) -> Result<EventEnvelope, StoreError> {
+        // Only declared kinds, so the list of what the logs hold (`change::kinds_of`, LOGS.md)
+        // stays complete.
+        if !super::change::kinds_of(super::logdir::LogName::Events).contains(&kind) {
+            return Err(StoreError::Invalid(format!(
+                "event kind {kind:?} is not declared (vaultmesh_proto::event::SYSTEM_KINDS)"
+            )));
+        }
         let kind = kind.to_string();
         self.event(move |_| Ok(envelope(kind, node_id, SYSTEM_AUTHOR.into(), body, refs)))
             .await
@@ -573,5 +580,41 @@ impl<B: Backend> Store for LoggedStore<B> {
 
     fn leads(&self) -> bool {
         self.backend.leads()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `docs/LOGS.md` lists every kind the logs hold; the Command Center cannot write an event
+    /// of a kind that list (`change::kinds_of`) does not have.
+    #[tokio::test]
+    async fn only_declared_event_kinds_are_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let bus = Arc::new(crate::bus::Bus::new(16, 16));
+        let (store, _) = crate::store::JsonlStore::open(
+            &crate::store::StoreOptions::new(dir.path().into()),
+            bus,
+        )
+        .unwrap();
+        let err = store
+            .record_system_event("undeclared_kind", None, serde_json::json!({}), Vec::new())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, StoreError::Invalid(m) if m.contains("undeclared_kind")),
+            "{err}"
+        );
+        let e = store
+            .record_system_event(
+                "incident",
+                None,
+                serde_json::json!({"title": "t"}),
+                Vec::new(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(e.author, "command-center");
     }
 }
