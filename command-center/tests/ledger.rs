@@ -192,18 +192,24 @@ fn scans_are_checkpointed_proven_verified_and_tampering_is_caught() {
     assert_eq!(cc.get_json("/api/ledger/root")["size"], 8);
 }
 
-#[test]
-fn ledger_build_extends_the_chain_offline_and_only_when_the_log_grew() {
-    let keys = tempfile::tempdir().unwrap();
-    let (key, _) = keygen(keys.path());
-    // A Command Center without a signing key: scans are logged, nothing is signed.
-    let mut cc = CommandCenter::start_with(&["--ledger-interval", "100ms"]);
-    let log = cc.log_dir();
+/// A Command Center without a signing key (scans are logged, nothing is signed) that has heard
+/// from [`NODE`].
+fn keyless_with_node() -> CommandCenter {
+    let cc = CommandCenter::start_with(&["--ledger-interval", "100ms"]);
     assert_eq!(
         cc.post_json("/api/agent/heartbeat", &heartbeat_json(NODE, "n1", 1))
             .status,
         200
     );
+    cc
+}
+
+#[test]
+fn ledger_build_extends_the_chain_offline_and_only_when_the_log_grew() {
+    let keys = tempfile::tempdir().unwrap();
+    let (key, _) = keygen(keys.path());
+    let mut cc = keyless_with_node();
+    let log = cc.log_dir();
     for n in 1..=3 {
         assert_eq!(cc.post_json("/api/agent/scans", &scan(n)).status, 200);
     }
@@ -328,4 +334,129 @@ fn the_alarm_cannot_be_dodged_by_removing_rolling_back_or_re_signing_the_chain()
     assert_eq!(alarm(&cc), "");
     post_and_wait(&cc, 3);
     assert!(ledger(&["verify"], &log).status.success());
+}
+
+/// LEDGER.md: a Command Center without a signing key serves a chain `ledger build` made on a
+/// copy of its log (the key never on the server) as soon as the files are copied back — and a
+/// copied-back chain that does not extend the one it serves is the tamper alarm.
+#[test]
+fn a_running_command_center_without_a_key_adopts_a_chain_built_offline() {
+    let keys = tempfile::tempdir().unwrap();
+    let (key, public) = keygen(keys.path());
+    let other_dir = tempfile::tempdir().unwrap();
+    let (other_key, _) = keygen(other_dir.path());
+    let cc = keyless_with_node();
+    let log = cc.log_dir();
+    let offline = tempfile::tempdir().unwrap();
+    // The offline signer: copy the log over, build there, copy the two ledger files back.
+    let sign_offline = |with: &str, into: &Path| {
+        std::fs::copy(
+            log.join("sovereign-scans.jsonl"),
+            into.join("sovereign-scans.jsonl"),
+        )
+        .unwrap();
+        let out = ledger(&["build", "--signing-key", with], into);
+        assert!(out.status.success(), "{}", text(&out));
+        for f in ["PROOFCHAIN.json", "ROOT.txt"] {
+            std::fs::copy(into.join(f), log.join(f)).unwrap();
+        }
+    };
+    let served = |size: u64| {
+        wait_for(Duration::from_secs(10), || {
+            let r = cc.get_json("/api/ledger/root");
+            (r["size"] == size).then_some(r)
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "size {size} not served: {}",
+                cc.get_json("/api/ledger/root")
+            )
+        })
+    };
+
+    for n in 1..=3 {
+        assert_eq!(cc.post_json("/api/agent/scans", &scan(n)).status, 200);
+    }
+    assert_eq!(cc.get_json("/api/ledger/root")["size"], 0);
+    sign_offline(&key, offline.path());
+    let root = served(3);
+    assert_eq!(root["checkpoints"], 1);
+    assert_eq!(root["alarm"], Value::Null);
+    let proof = cc.get_json(&format!("/api/ledger/proof/{}", Uuid::from_u128(2)));
+    assert_eq!(
+        (proof["index"].clone(), proof["tree_size"].clone()),
+        (json!(1), json!(3))
+    );
+    let leaf = merkle::leaf_hash(lines(&log)[1].as_bytes());
+    let path: Vec<Hash> = proof["inclusion"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(hex32)
+        .collect();
+    merkle::verify_inclusion(1, 3, &leaf, &path, &hex32(&proof["root"])).unwrap();
+
+    // The log grows; the next offline build extends the chain and is served in turn.
+    for n in 4..=5 {
+        assert_eq!(cc.post_json("/api/agent/scans", &scan(n)).status, 200);
+    }
+    sign_offline(&key, offline.path());
+    assert_eq!(served(5)["checkpoints"], 2);
+    let out = ledger(&["verify", "--public-key", &public], &log);
+    assert!(out.status.success(), "{}", text(&out));
+
+    // A chain that does not extend the one served (a fresh one, by another key): the alarm.
+    assert_eq!(cc.post_json("/api/agent/scans", &scan(6)).status, 200);
+    let elsewhere = tempfile::tempdir().unwrap();
+    sign_offline(&other_key, elsewhere.path());
+    let alarm = wait_for(Duration::from_secs(10), || {
+        cc.get_json("/api/ledger/root")["alarm"]
+            .as_str()
+            .map(str::to_string)
+    })
+    .expect("the alarm is raised");
+    assert!(alarm.contains("does not extend the one served"), "{alarm}");
+    assert_eq!(
+        cc.get_json("/api/ledger/root")["size"],
+        5,
+        "the old chain is still served"
+    );
+    assert_eq!(
+        cc.get(&format!("/api/ledger/proof/{}", Uuid::from_u128(2)))
+            .status,
+        503
+    );
+    assert_eq!(cc.get_json("/healthz")["status"], "alarm");
+
+    // The chain file removed while a chain is served: the alarm too.
+    let cc = keyless_with_node();
+    assert_eq!(cc.post_json("/api/agent/scans", &scan(1)).status, 200);
+    let offline = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        cc.log_dir().join("sovereign-scans.jsonl"),
+        offline.path().join("sovereign-scans.jsonl"),
+    )
+    .unwrap();
+    assert!(
+        ledger(&["build", "--signing-key", &key], offline.path())
+            .status
+            .success()
+    );
+    std::fs::copy(
+        offline.path().join("PROOFCHAIN.json"),
+        cc.log_dir().join("PROOFCHAIN.json"),
+    )
+    .unwrap();
+    wait_for(Duration::from_secs(10), || {
+        (cc.get_json("/api/ledger/root")["size"] == 1).then_some(())
+    })
+    .expect("served");
+    std::fs::remove_file(cc.log_dir().join("PROOFCHAIN.json")).unwrap();
+    let alarm = wait_for(Duration::from_secs(10), || {
+        cc.get_json("/api/ledger/root")["alarm"]
+            .as_str()
+            .map(str::to_string)
+    })
+    .expect("the alarm is raised");
+    assert!(alarm.contains("removed or emptied"), "{alarm}");
 }

@@ -6,7 +6,9 @@
 //! - [`Ledger`] (here): the Command Center's live ledger — it hashes the log's lines as they
 //!   land (reading the file, so it hashes exactly the bytes on disk), signs a checkpoint per
 //!   batch, serves roots and inclusion proofs, and raises a tamper alarm when the log no longer
-//!   matches what was signed.
+//!   matches what was signed. Without a key it signs nothing and adopts a chain that
+//!   `ledger build` extended offline, once it verifies against the log and extends the one
+//!   served.
 
 pub mod chain;
 
@@ -165,6 +167,22 @@ struct State {
     chain: Option<ProofChain>,
     index: HashMap<Uuid, u64>,
     alarm: Option<String>,
+    /// `PROOFCHAIN.json` as last looked at (without a key: a change is a chain built offline).
+    chain_file: Option<FileStamp>,
+    /// A chain built offline signs lines this process has not read yet: look again.
+    chain_waiting: bool,
+}
+
+/// Enough of a file's metadata to see that it changed: length, modification time, inode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FileStamp(u64, Option<std::time::SystemTime>, u64);
+
+impl FileStamp {
+    fn of(path: &Path) -> Option<FileStamp> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(path).ok()?;
+        Some(FileStamp(m.len(), m.modified().ok(), m.ino()))
+    }
 }
 
 /// The Command Center's live ledger.
@@ -200,6 +218,7 @@ impl Ledger {
             tracing::error!(alarm = %a, "LEDGER TAMPER ALARM: the scan log does not match its signed checkpoints; the chain will not be extended.");
         }
         let index = index_of(&leaves);
+        let chain_file = FileStamp::of(&dir.join(CHAIN_FILE));
         Ok(Ledger {
             dir: dir.to_path_buf(),
             origin: chain
@@ -211,6 +230,8 @@ impl Ledger {
                 chain,
                 index,
                 alarm,
+                chain_file,
+                chain_waiting: false,
             }),
         })
     }
@@ -244,7 +265,7 @@ impl Ledger {
             }
         }
         let Some(key) = &self.key else {
-            return Ok(None);
+            return self.adopt_offline_chain(&mut st).map(|_| None);
         };
         let State { leaves, chain, .. } = &mut *st;
         let chain = chain.get_or_insert_with(|| ProofChain::new(&self.origin, key));
@@ -253,6 +274,81 @@ impl Ledger {
             return Ok(Some(chain.size()));
         }
         Ok(None)
+    }
+
+    /// Without a signing key this process never writes the chain; `ledger build` extends it on
+    /// a copy of the log whose `PROOFCHAIN.json` and `ROOT.txt` are copied back here (it cannot
+    /// run on this directory while this process holds its lock). When
+    /// `PROOFCHAIN.json` changes, the new chain is served once it verifies against the log (by
+    /// its own key, as at start) and extends the chain served; one that does not is the tamper
+    /// alarm. A file that does not parse (still being copied) is looked at again when it
+    /// changes; a chain over lines not read yet, on the next refresh. Returns whether it adopted.
+    fn adopt_offline_chain(&self, st: &mut State) -> Result<bool, LedgerError> {
+        let stamp = FileStamp::of(&self.dir.join(CHAIN_FILE));
+        if stamp == st.chain_file && !st.chain_waiting {
+            return Ok(false);
+        }
+        let changed = stamp != st.chain_file;
+        st.chain_file = stamp;
+        st.chain_waiting = false;
+        let served = st.chain.as_ref().filter(|c| !c.checkpoints.is_empty());
+        let new = match ProofChain::load(&self.dir) {
+            Ok(Some(c)) if !c.checkpoints.is_empty() => c,
+            Ok(_) if served.is_none() => return Ok(false),
+            Ok(_) => {
+                return Err(self.raise(
+                    st,
+                    format!(
+                        "{CHAIN_FILE} was removed or emptied while the Command Center served it"
+                    ),
+                ));
+            }
+            Err(e) => {
+                if changed {
+                    tracing::warn!(error = %e, "The ledger chain file changed but does not parse (still being copied?); serving the previous chain.");
+                }
+                return Ok(false);
+            }
+        };
+        if let Some(old) = served {
+            if new == *old {
+                return Ok(false);
+            }
+            if new.origin != old.origin
+                || new.verifier_key != old.verifier_key
+                || !new.checkpoints.starts_with(&old.checkpoints)
+            {
+                return Err(self.raise(
+                    st,
+                    format!(
+                        "{CHAIN_FILE} was replaced by a chain that does not extend the one served (size {}): rolled back, rewritten or signed by another key",
+                        old.size()
+                    ),
+                ));
+            }
+        }
+        if new.size() > st.leaves.tree.size() {
+            st.chain_waiting = true;
+            return Ok(false);
+        }
+        if let Err(e) = new.verify(st.leaves.tree.leaves(), None) {
+            return Err(self.raise(st, format!("{CHAIN_FILE} built offline: {e}")));
+        }
+        tracing::info!(
+            size = new.size(),
+            checkpoints = new.checkpoints.len(),
+            "Ledger chain built offline adopted."
+        );
+        st.chain = Some(new);
+        Ok(true)
+    }
+
+    /// Raises the tamper alarm; the error to return ([`Ledger::run`] logs it and opens the
+    /// incident).
+    fn raise(&self, st: &mut State, alarm: String) -> LedgerError {
+        let e = LedgerError::Tampered(alarm);
+        st.alarm = Some(e.to_string());
+        e
     }
 
     /// Refreshes every `interval` until `cancel`, hashing only what `store` reports durable. A
@@ -290,7 +386,10 @@ impl Ledger {
         let st = self.lock();
         let last = st.chain.as_ref().and_then(|c| c.checkpoints.last());
         RootView {
-            origin: self.origin.clone(),
+            origin: st
+                .chain
+                .as_ref()
+                .map_or_else(|| self.origin.clone(), |c| c.origin.clone()),
             size: last.map_or(0, |e| e.size),
             root: last.map(|e| e.root.clone()),
             signed_note: last.map(|e| e.signed_note.clone()),
