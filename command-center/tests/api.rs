@@ -479,6 +479,11 @@ fn agent_requests_with_unknown_members_at_every_level_are_accepted() {
             422,
             "POST /api/events",
         ),
+        (
+            cc.post_json(&format!("/api/nodes/{id}/revoke"), &json!({"ttl": 60})),
+            422,
+            "POST /api/nodes/{id}/revoke",
+        ),
         (cc.get("/api/events?ttl=60"), 400, "GET /api/events"),
         (cc.get("/api/commands?ttl=60"), 400, "GET /api/commands"),
         (cc.get("/events?ttl=60"), 400, "GET /events"),
