@@ -41,37 +41,22 @@ impl LogsError {
     }
 }
 
-use crate::store::change::kinds;
+use crate::store::change::kinds_of;
 
-/// Every kind a log holds: `heartbeat`, `scan`, the records of `commands.jsonl` and
-/// `nodes.jsonl`, and the event kinds (operators' and the Command Center's own), sorted.
+/// Every kind a log holds ([`kinds_of`] each log), sorted.
 pub fn known_kinds() -> Vec<&'static str> {
-    use crate::store::record::kind;
-    use vaultmesh_proto::event::{OPERATOR_KINDS, SYSTEM_KINDS};
-    let mut v = vec![
-        kind::HEARTBEAT,
-        kind::SCAN,
-        kinds::COMMAND,
-        kinds::DELIVERED,
-        kinds::RECEIPT,
-    ];
-    v.extend(kinds::NODES);
-    v.extend(OPERATOR_KINDS);
-    v.extend(SYSTEM_KINDS);
+    let mut v: Vec<&str> = LogName::ALL.into_iter().flat_map(kinds_of).collect();
     v.sort_unstable();
     v.dedup();
     v
 }
 
-/// The log that holds records of `kind`.
+/// The log that holds records of `kind` (the event log for a kind no log declares).
 pub fn log_of(kind: &str) -> LogName {
-    match kind {
-        "heartbeat" => LogName::Heartbeats,
-        "scan" => LogName::Scans,
-        kinds::COMMAND | kinds::DELIVERED | kinds::RECEIPT => LogName::Commands,
-        k if kinds::NODES.contains(&k) => LogName::Nodes,
-        _ => LogName::Events,
-    }
+    LogName::ALL
+        .into_iter()
+        .find(|log| kinds_of(*log).contains(&kind))
+        .unwrap_or(LogName::Events)
 }
 
 /// Checks that `dir` is a directory, with a one-line error otherwise.
