@@ -149,7 +149,7 @@ fn bad_heartbeats_get_4xx_json_errors_and_accepted_data_survives() {
             json,
             with("hostname", "a\u{1b}[31mb".into()),
             422,
-            "hostname contains a control character",
+            "hostname contains U+001B: a control character",
         ),
         (
             "huge hostname",
