@@ -187,9 +187,12 @@ fn a_full_disk_degrades_the_command_center_and_writes_resume_when_space_returns(
     assert_eq!(status, 503, "{body}");
     assert_eq!(retry.as_deref(), Some("10"), "Retry-After");
     let error = body["error"].as_str().unwrap();
+    // The first write a heartbeat needs is the replay guard's, then the log's: either may be
+    // the one the disk refuses.
     assert!(
-        error.contains("heartbeats.jsonl: No space left on device"),
-        "names the cause: {error}"
+        error.contains("heartbeats.jsonl: No space left on device")
+            || error.contains("seen-requests.bin: No space left on device"),
+        "names the file and the cause: {error}"
     );
 
     // Degraded, and still serving from memory.
@@ -217,14 +220,16 @@ fn a_full_disk_degrades_the_command_center_and_writes_resume_when_space_returns(
     );
     let metrics = cc.get("/metrics").body;
     assert_eq!(metric(&metrics, "vaultmesh_storage_degraded"), Some(1.0));
-    assert!(
-        metric(
-            &metrics,
-            r#"vaultmesh_log_write_errors_total{file="heartbeats.jsonl"}"#
-        )
-        .is_some_and(|n| n >= 1.0),
-        "{metrics}"
-    );
+    let errors: f64 = ["heartbeats.jsonl", "seen-requests.bin"]
+        .iter()
+        .filter_map(|f| {
+            metric(
+                &metrics,
+                &format!(r#"vaultmesh_log_write_errors_total{{file="{f}"}}"#),
+            )
+        })
+        .sum();
+    assert!(errors >= 1.0, "{metrics}");
     // Live consoles hear of it although the event log cannot take it.
     let live = (0..50).find_map(|_| {
         let (name, _, data) = events.next_event(Duration::from_secs(10))?;
@@ -278,5 +283,31 @@ fn a_full_disk_degrades_the_command_center_and_writes_resume_when_space_returns(
         count as usize,
         acked.len() - 4,
         "memory held what was acknowledged then"
+    );
+
+    // The replay guard's file took the same full disk without losing its footing: a request
+    // accepted now is still a replay after a restart.
+    let body = serde_json::to_vec(&heartbeat_json(&id, "disk-node", seq + 1)).unwrap();
+    let captured = node.signed(
+        &cc.url,
+        "POST",
+        "/api/agent/heartbeat",
+        Some("application/json"),
+        body,
+    );
+    let replay = captured.try_clone().unwrap();
+    assert_eq!(captured.send().unwrap().status().as_u16(), 200);
+    let mut cc = cc;
+    cc.restart();
+    let mut replay = replay.build().unwrap();
+    *replay.url_mut() = format!("{}/api/agent/heartbeat", cc.url).parse().unwrap();
+    assert_eq!(
+        vaultmesh_testkit::http()
+            .execute(replay)
+            .unwrap()
+            .status()
+            .as_u16(),
+        401,
+        "a replay after the restart"
     );
 }

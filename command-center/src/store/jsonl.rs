@@ -126,6 +126,7 @@ impl JsonlStore {
             &opts.dir,
             opts.seen_max,
             chrono::Utc::now().timestamp(),
+            Arc::clone(&opts.health),
         )
         .map_err(|source| StoreOpenError::Replay {
             dir: opts.dir.join(super::seen::FILE),
