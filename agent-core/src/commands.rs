@@ -52,6 +52,44 @@ struct ChainState {
     unsent: Vec<SignedReceipt>,
 }
 
+impl ChainState {
+    /// Drops the oldest unsent receipt (refused for good) and chains the ones after it to the
+    /// one before it, signing them again with `key`.
+    fn drop_first_and_rechain(&mut self, key: &NodeKey) {
+        if self.unsent.is_empty() {
+            return;
+        }
+        let dropped = self.unsent.remove(0);
+        let mut prev = dropped.receipt.prev_receipt_sha256.clone();
+        for r in &mut self.unsent {
+            let mut receipt: CommandReceipt = (*r.receipt).clone();
+            receipt.prev_receipt_sha256 = prev;
+            *r = SignedReceipt::sign(receipt, key);
+            prev = Some(r.chain_hash());
+        }
+        self.last = prev;
+    }
+
+    /// Signs every unsent receipt again with `key` (a new node key after `rekey`); the chain
+    /// hashes do not change.
+    fn resign(&mut self, key: &NodeKey) {
+        for r in &mut self.unsent {
+            *r = SignedReceipt::sign((*r.receipt).clone(), key);
+        }
+    }
+}
+
+/// After `rekey`: the receipts not yet delivered were signed with the old key, which the
+/// Command Center no longer accepts; signs them again with `key`. Returns how many.
+pub fn resign_unsent(state_dir: &Path, key: &NodeKey) -> Result<usize, IdentityError> {
+    let mut chain: ChainState = load(&state_dir.join(CHAIN_FILE))?;
+    chain.resign(key);
+    if !chain.unsent.is_empty() {
+        write_json(state_dir, CHAIN_FILE, &chain)?;
+    }
+    Ok(chain.unsent.len())
+}
+
 /// Verifies and runs commands for one node.
 #[derive(Debug)]
 pub struct CommandRunner {
@@ -240,6 +278,16 @@ impl CommandRunner {
         Ok(signed)
     }
 
+    /// Whether a receipt is still waiting to be delivered.
+    pub fn has_unsent(&self) -> bool {
+        !self
+            .chain
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .unsent
+            .is_empty()
+    }
+
     /// Sends every unsent receipt in order; stops at the first failure (kept for next time).
     pub async fn flush_receipts(&self, client: &CcClient) {
         loop {
@@ -261,16 +309,23 @@ impl CommandRunner {
                         tracing::error!(error = %e, "Cannot save the receipt chain.");
                     }
                 }
-                Err(e) if e.is_retryable() => {
+                Err(e) if e.is_retryable() || e.is_unauthorized() => {
+                    // Not delivered, or the node's key is not accepted right now (revoked,
+                    // being enrolled again): kept, in order, and resent. Dropping it would
+                    // break the chain for good.
                     tracing::warn!(error = %e, "Receipt not delivered; will resend.");
                     return;
                 }
                 Err(e) => {
-                    // Refused for good (e.g. unknown command): drop it, the chain moves on.
-                    tracing::error!(error = %e, command_id = %r.receipt.command_id, "Receipt refused.");
+                    // Refused for good (e.g. an unknown command): drop it, and chain the
+                    // receipts after it to the one before it, so the Command Center's view of
+                    // the chain stays whole.
+                    tracing::error!(error = %e, command_id = %r.receipt.command_id, "Receipt refused; dropped, the receipts after it are chained again.");
                     let mut chain = self.chain.lock().unwrap_or_else(|p| p.into_inner());
-                    chain.unsent.retain(|u| u.signature != r.signature);
-                    let _ = write_json(&self.state_dir, CHAIN_FILE, &*chain);
+                    chain.drop_first_and_rechain(&self.key);
+                    if let Err(e) = write_json(&self.state_dir, CHAIN_FILE, &*chain) {
+                        tracing::error!(error = %e, "Cannot save the receipt chain.");
+                    }
                 }
             }
         }
@@ -307,4 +362,81 @@ fn write_json<T: Serialize>(dir: &Path, name: &str, value: &T) -> Result<(), Ide
         reason: e.to_string(),
     })?;
     crate::identity::write_private(dir, name, &text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn receipt(n: u128, prev: Option<String>, key: &NodeKey) -> SignedReceipt {
+        let t = Utc::now();
+        SignedReceipt::sign(
+            CommandReceipt {
+                command_id: Uuid::from_u128(n),
+                node_id: Uuid::from_u128(99),
+                status: ReceiptStatus::Ok,
+                reason: None,
+                exit_code: Some(0),
+                output: String::new(),
+                truncated: false,
+                output_sha256: String::new(),
+                started_at: t,
+                finished_at: t,
+                prev_receipt_sha256: prev,
+            },
+            key,
+        )
+    }
+
+    #[test]
+    fn a_receipt_refused_for_good_is_dropped_and_the_rest_chain_to_the_one_before() {
+        let key = NodeKey::from_seed([1; 32]);
+        let delivered = Some("aa".repeat(32));
+        let a = receipt(1, delivered.clone(), &key);
+        let b = receipt(2, Some(a.chain_hash()), &key);
+        let c = receipt(3, Some(b.chain_hash()), &key);
+        let mut chain = ChainState {
+            last: Some(c.chain_hash()),
+            unsent: vec![a, b, c],
+        };
+        chain.drop_first_and_rechain(&key);
+        assert_eq!(chain.unsent.len(), 2);
+        assert_eq!(chain.unsent[0].receipt.prev_receipt_sha256, delivered);
+        assert_eq!(
+            chain.unsent[1].receipt.prev_receipt_sha256,
+            Some(chain.unsent[0].chain_hash())
+        );
+        assert_eq!(chain.last, Some(chain.unsent[1].chain_hash()));
+        let public = vaultmesh_proto::auth::parse_public_key(&key.public_base64()).unwrap();
+        for r in &chain.unsent {
+            r.verify(&public).unwrap();
+        }
+        // Dropping the last one leaves the chain where it was before it.
+        chain.drop_first_and_rechain(&key);
+        chain.drop_first_and_rechain(&key);
+        assert!(chain.unsent.is_empty());
+        assert_eq!(chain.last, delivered);
+    }
+
+    #[test]
+    fn receipts_waiting_are_signed_again_after_a_rekey() {
+        let dir = tempfile::tempdir().unwrap();
+        let (old, new) = (NodeKey::from_seed([1; 32]), NodeKey::from_seed([2; 32]));
+        let a = receipt(1, None, &old);
+        let hash = a.chain_hash();
+        write_json(
+            dir.path(),
+            CHAIN_FILE,
+            &ChainState {
+                last: Some(hash.clone()),
+                unsent: vec![a],
+            },
+        )
+        .unwrap();
+        assert_eq!(resign_unsent(dir.path(), &new).unwrap(), 1);
+        let chain: ChainState = load(&dir.path().join(CHAIN_FILE)).unwrap();
+        let public = vaultmesh_proto::auth::parse_public_key(&new.public_base64()).unwrap();
+        chain.unsent[0].verify(&public).unwrap();
+        assert_eq!(chain.unsent[0].chain_hash(), hash, "the chain is unchanged");
+    }
 }

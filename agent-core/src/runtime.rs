@@ -293,9 +293,16 @@ async fn command_loop(
     let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
     while !cancel.is_cancelled() {
         runner.flush_receipts(&client).await;
+        // A receipt that could not be delivered (the node not enrolled yet, the Command
+        // Center away) is retried within seconds, not after a full long-poll.
+        let wait = if runner.has_unsent() {
+            Duration::from_secs(2)
+        } else {
+            Duration::from_secs(25)
+        };
         let polled = tokio::select! {
             _ = cancel.cancelled() => return,
-            r = client.poll_commands(Duration::from_secs(25)) => r,
+            r = client.poll_commands(wait) => r,
         };
         match polled {
             Ok(commands) => {

@@ -759,3 +759,70 @@ fn a_different_second_receipt_is_a_conflict_not_a_chain_break() {
         "{node_view:#}"
     );
 }
+
+/// Review of issue 20: a receipt refused with 401 (the node revoked while it was waiting) used
+/// to be dropped by the agent, and its next receipt broke the chain for good. Now the agent
+/// keeps it; after re-admission and `rekey` it is signed again with the new key, delivered,
+/// and the chain holds.
+#[test]
+fn a_receipt_waiting_through_a_revocation_and_a_rekey_is_delivered_and_the_chain_holds() {
+    let mut f = fleet_via(&[], true);
+    let proxy = f.proxy.as_ref().unwrap();
+    proxy.refuse("/api/agent/receipts");
+    let r = issue(&f, "agent.ping", json!({}));
+    assert_eq!(r.status, 201, "{}", r.body);
+    let first = r.json()["command"]["command_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let waiting = || {
+        std::fs::read_to_string(f.agent.state_dir().join("receipts.state"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+            .and_then(|v| v["unsent"].as_array().map(Vec::len))
+            .unwrap_or(0)
+    };
+    wait_for(Duration::from_secs(30), || (waiting() == 1).then_some(()))
+        .expect("the agent ran the command and holds its receipt");
+    let id = f.node_id.clone();
+    let r =
+        f.cc.unsigned_request("POST", &format!("/api/nodes/{id}/revoke"), None, "");
+    assert_eq!(r.status, 200, "{}", r.body);
+    f.proxy.as_ref().unwrap().forward_all();
+    // Refused now with 401: kept, not dropped.
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(
+        waiting(),
+        1,
+        "the receipt is kept while the node is refused"
+    );
+    let r =
+        f.cc.unsigned_request("POST", &format!("/api/nodes/{id}/readmit"), None, "");
+    assert_eq!(r.status, 200, "{}", r.body);
+    f.child.take();
+    let out = f.agent.run(&["rekey"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("1 receipt(s) waiting"),
+        "{}",
+        text(&out)
+    );
+    f.child = Some(f.agent.spawn(&["run"]));
+    let done = wait_for(Duration::from_secs(60), || {
+        let c = command(&f, &first);
+        (c["status"] == "ok").then_some(c)
+    })
+    .expect("the waiting receipt was delivered");
+    assert_eq!(done["chain_ok"], true, "{done:#}");
+    let second = issue(&f, "agent.ping", json!({}));
+    let second = second.json()["command"]["command_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let done = wait_for(Duration::from_secs(60), || {
+        let c = command(&f, &second);
+        (c["status"] == "ok").then_some(c)
+    })
+    .expect("the next command's receipt");
+    assert_eq!(done["chain_ok"], true, "{done:#}");
+}

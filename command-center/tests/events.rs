@@ -89,8 +89,17 @@ fn independent_hashes_agree_for_every_kind_and_unicode() {
     let cc = with_node();
     let (_, inc) = post(
         &cc,
-        json!({"kind": "incident", "node_id": NODE, "body": {"title": "Ünïcødé 🚨 \"quoted\" \\ back", "severity": "critical", "text": "tab\there, DEL\u{7f}, esc\u{1b}"}}),
+        json!({"kind": "incident", "node_id": NODE, "body": {"title": "Ünïcødé 🚨 \"quoted\" \\ back", "severity": "critical", "text": "tab\there,\nnew line, e\u{301} combining, 漢字, 𝄞"}}),
     );
+    // Control characters that could deceive a reader never reach a hash: they are refused.
+    for (c, named) in [('\u{7f}', "U+007F"), ('\u{1b}', "U+001B")] {
+        let (status, err) = post(
+            &cc,
+            json!({"kind": "incident", "node_id": NODE, "body": {"title": "t", "severity": "critical", "text": format!("x{c}y")}}),
+        );
+        assert_eq!(status, 422, "{err}");
+        assert!(err["error"].as_str().unwrap().contains(named), "{err}");
+    }
     let (_, tag) = post(
         &cc,
         json!({"kind": "tag", "node_id": NODE, "body": {"label": "maint:window", "value": "€ 12:00"}}),

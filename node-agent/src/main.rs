@@ -212,6 +212,16 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
         Command::Rekey => {
             let (old, new, archived) = vaultmesh_agent_core::identity::rekey(&config.state_dir)
                 .map_err(|e| Failure::Runtime(e.to_string()))?;
+            // Receipts waiting to be delivered were signed with the old key: sign them again.
+            let key = vaultmesh_agent_core::identity::load_or_create_node_key(&config.state_dir)
+                .map_err(|e| Failure::Runtime(e.to_string()))?;
+            let resigned = vaultmesh_agent_core::commands::resign_unsent(&config.state_dir, &key)
+                .map_err(|e| Failure::Runtime(e.to_string()))?;
+            if resigned > 0 {
+                println!(
+                    "{resigned} receipt(s) waiting to be delivered signed again with the new key"
+                );
+            }
             println!("old key {old} kept as {}", archived.display());
             println!("new key {new}");
             println!(

@@ -1,7 +1,8 @@
 //! A lossy HTTP proxy in front of the real Command Center: it forwards every request, and can
 //! be told to drop the reply to the next requests whose path starts with a prefix — the request
 //! reached the server and was handled, the client never hears back (a tunnel that hiccups, a
-//! NAT that forgets the connection). One request per connection (`Connection: close`).
+//! NAT that forgets the connection) — or to answer them `503` itself without forwarding (the
+//! Command Center unreachable for that route). One request per connection (`Connection: close`).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -14,6 +15,8 @@ use std::time::Duration;
 pub struct LossyProxy {
     pub url: String,
     drops: Arc<Mutex<Vec<(String, usize)>>>,
+    /// Path prefixes answered 503 without forwarding.
+    refused: Arc<Mutex<Vec<String>>>,
     /// Paths whose replies were dropped, in order.
     dropped: Arc<Mutex<Vec<String>>>,
     stop: Arc<AtomicBool>,
@@ -30,16 +33,27 @@ impl LossyProxy {
         let url = format!("http://{}", listener.local_addr().expect("addr"));
         listener.set_nonblocking(true).expect("nonblocking");
         let drops: Arc<Mutex<Vec<(String, usize)>>> = Arc::default();
+        let refused: Arc<Mutex<Vec<String>>> = Arc::default();
         let dropped: Arc<Mutex<Vec<String>>> = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
-        let (d, dd, s) = (Arc::clone(&drops), Arc::clone(&dropped), Arc::clone(&stop));
+        let (d, r, dd, s) = (
+            Arc::clone(&drops),
+            Arc::clone(&refused),
+            Arc::clone(&dropped),
+            Arc::clone(&stop),
+        );
         std::thread::spawn(move || {
             while !s.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((client, _)) => {
-                        let (d, dd, t) = (Arc::clone(&d), Arc::clone(&dd), target.clone());
+                        let (d, r, dd, t) = (
+                            Arc::clone(&d),
+                            Arc::clone(&r),
+                            Arc::clone(&dd),
+                            target.clone(),
+                        );
                         std::thread::spawn(move || {
-                            let _ = relay(client, &t, &d, &dd);
+                            let _ = relay(client, &t, &d, &r, &dd);
                         });
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
@@ -49,9 +63,27 @@ impl LossyProxy {
         LossyProxy {
             url,
             drops,
+            refused,
             dropped,
             stop,
         }
+    }
+
+    /// Answers requests whose path starts with `prefix` with `503` without forwarding them,
+    /// until [`LossyProxy::forward_all`].
+    pub fn refuse(&self, prefix: &str) {
+        self.refused
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(prefix.to_string());
+    }
+
+    /// Forwards every request again.
+    pub fn forward_all(&self) {
+        self.refused
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
     }
 
     /// Drops the replies to the next `n` requests whose path starts with `prefix`.
@@ -82,6 +114,7 @@ fn relay(
     client: TcpStream,
     target: &str,
     drops: &Mutex<Vec<(String, usize)>>,
+    refused: &Mutex<Vec<String>>,
     dropped: &Mutex<Vec<String>>,
 ) -> std::io::Result<()> {
     client.set_nonblocking(false)?;
@@ -112,6 +145,21 @@ fn relay(
     }
     let mut body = vec![0u8; length];
     reader.read_exact(&mut body)?;
+    let refuse = refused
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .any(|p| path.starts_with(p.as_str()));
+    if refuse {
+        let mut client = client;
+        let body = br#"{"error":"the proxy refused this request (test)"}"#;
+        write!(
+            client,
+            "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+            body.len()
+        )?;
+        return client.write_all(body);
+    }
     let mut upstream = TcpStream::connect(target)?;
     upstream.write_all(&head)?;
     upstream.write_all(&body)?;
