@@ -40,6 +40,24 @@ pub enum AgentError {
         "this node is not enrolled with the Command Center: set VAULTMESH_ENROLL_TOKEN to one of its enrollment tokens"
     )]
     NotEnrolled,
+    #[error(
+        "the Command Center refused this node's enrollment ({refusals} time(s) in a row; see the last refusal above); trying again in {}s",
+        retry_in.as_secs()
+    )]
+    EnrollHeld { refusals: u32, retry_in: Duration },
+}
+
+/// The longest an agent waits between enrollments its Command Center refused (`403`: the node
+/// or its key is revoked). The wait starts at the heartbeat interval and doubles up to this, so
+/// a revoked node knocks a few times an hour, and one re-admitted with `allow_old_key` is back
+/// within this long (at once, if its agent is restarted).
+pub const ENROLL_HOLD_MAX: Duration = Duration::from_secs(300);
+
+/// After a refused enrollment: how many in a row, and when to try again.
+#[derive(Debug, Default)]
+struct EnrollHold {
+    refusals: u32,
+    until: Option<tokio::time::Instant>,
 }
 
 /// A configured agent, ready to run.
@@ -53,6 +71,7 @@ pub struct Agent {
     public_key: String,
     runner: Arc<CommandRunner>,
     scans: ScanOutbox,
+    enroll_hold: std::sync::Mutex<EnrollHold>,
 }
 
 impl Agent {
@@ -110,6 +129,7 @@ impl Agent {
             hostname,
             public_key,
             scans,
+            enroll_hold: std::sync::Mutex::default(),
         })
     }
 
@@ -148,10 +168,40 @@ impl Agent {
         let Some(token) = &self.config.enroll_token else {
             return Err(AgentError::NotEnrolled);
         };
-        let reply = self
+        let now = tokio::time::Instant::now();
+        {
+            let hold = self.enroll_hold.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(until) = hold.until
+                && until > now
+            {
+                return Err(AgentError::EnrollHeld {
+                    refusals: hold.refusals,
+                    retry_in: until - now,
+                });
+            }
+        }
+        let reply = match self
             .client
             .enroll(&self.hostname, &self.config.os_profile, &token.0)
-            .await?;
+            .await
+        {
+            Err(e @ ClientError::Rejected { status: 403, .. }) => {
+                // Revoked: knocking every interval would only fill the Command Center's
+                // refusal log. Back off, doubling, up to ENROLL_HOLD_MAX.
+                let mut hold = self.enroll_hold.lock().unwrap_or_else(|p| p.into_inner());
+                let wait = self
+                    .config
+                    .interval
+                    .saturating_mul(1u32 << hold.refusals.min(16))
+                    .min(ENROLL_HOLD_MAX);
+                hold.refusals = hold.refusals.saturating_add(1);
+                hold.until = Some(now + wait);
+                tracing::error!(error = %e, retry_in_s = wait.as_secs(), "Enrollment refused.");
+                return Err(e.into());
+            }
+            other => other?,
+        };
+        *self.enroll_hold.lock().unwrap_or_else(|p| p.into_inner()) = EnrollHold::default();
         identity::mark_enrolled(state, &self.public_key)?;
         tracing::info!(node_id = %reply.node_id, public_key = %self.public_key, "Enrolled with the Command Center.");
         Ok(())
@@ -272,6 +322,11 @@ impl Agent {
                         _ = cancel.cancelled() => return,
                         _ = tokio::time::sleep(delay) => {}
                     }
+                }
+                Err(e @ AgentError::EnrollHeld { .. }) => {
+                    // The refusal itself was logged when it came.
+                    tracing::debug!(error = %e, "Heartbeat not sent.");
+                    return;
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "Heartbeat refused; not retrying this one.");

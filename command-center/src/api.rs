@@ -104,11 +104,12 @@ pub async fn post_enroll(
     {
         Err(crate::store::StoreError::Revoked(refusal)) => {
             // Every refusal is answered, and logged like every refusal (`refusals`); the event
-            // log hears of each node's refusals at most once per `REFUSAL_EVENT_EVERY`, so a
-            // retrying agent cannot flood it.
+            // log hears of each revocation's refusals at most once per `REFUSAL_EVENT_EVERY` —
+            // keyed by the revoked node, not the claimed one, so a stolen key tried under
+            // ever-new node ids cannot flood it either.
             if state
                 .enroll_refusals
-                .first_in_window(req.node_id, refusal.code())
+                .first_in_window(refusal.subject(), refusal.code())
                 && let Err(e) = state
                     .store
                     .record_enroll_refused(req.node_id, &refusal, &req.public_key)
@@ -116,7 +117,7 @@ pub async fn post_enroll(
             {
                 tracing::error!(node_id = %req.node_id, error = %e, "Cannot log the refused enrollment.");
             }
-            return Err(ApiError::Forbidden(refusal.to_string()));
+            return Err(ApiError::Revoked(refusal.to_string()));
         }
         other => other?,
     };

@@ -25,6 +25,9 @@ pub enum ApiError {
     Unauthorized(Refusal, String),
     #[error("{0}")]
     Forbidden(String),
+    /// A revocation forbids it (`403`): an enrollment of a revoked node or key.
+    #[error("{0}")]
+    Revoked(String),
     #[error("method not allowed")]
     MethodNotAllowed,
     #[error("{0}")]
@@ -64,7 +67,7 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Unauthorized(..) => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Forbidden(_) | ApiError::Revoked(_) => StatusCode::FORBIDDEN,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::OverBudget(crate::budget::OverBudget::TooLarge { .. }) => {
@@ -91,6 +94,7 @@ impl ApiError {
             ApiError::Conflict(_) => "conflict",
             ApiError::Unauthorized(..) => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
+            ApiError::Revoked(_) => "revoked",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::TooManyRequests { .. } | ApiError::TooManyEnrollments { .. } => {
@@ -105,8 +109,11 @@ impl ApiError {
     }
 }
 
-/// `Retry-After` of every `503`: when a full disk has room again, writes resume by themselves.
+/// `Retry-After` of every `503` (a full disk, a request over `--request-timeout`): when a full
+/// disk has room again, writes resume by themselves.
 pub const UNAVAILABLE_RETRY_AFTER_S: u64 = 10;
+/// `Retry-After` of a `429` for too many event streams: one closes, or the client backs off.
+pub const TOO_MANY_STREAMS_RETRY_AFTER_S: u64 = 5;
 /// Why a request's credentials were refused: the `reason` of its log line
 /// ([`crate::refusals`]). All are `401`, counted as `unauthorized` in the metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -161,7 +168,8 @@ impl IntoResponse for ApiError {
             | ApiError::OverBudget(crate::budget::OverBudget::Spent { retry_after_s, .. }) => {
                 Some(*retry_after_s)
             }
-            ApiError::Unavailable(_) => Some(UNAVAILABLE_RETRY_AFTER_S),
+            ApiError::Unavailable(_) | ApiError::Timeout { .. } => Some(UNAVAILABLE_RETRY_AFTER_S),
+            ApiError::TooManyStreams(_) => Some(TOO_MANY_STREAMS_RETRY_AFTER_S),
             _ => None,
         };
         let mut res = match retry_after {
@@ -205,7 +213,7 @@ impl From<crate::store::StoreError> for ApiError {
             }
             StoreError::Invalid(m) => ApiError::UnprocessableEntity(m),
             StoreError::NotFound(m) => ApiError::NotFound(m),
-            StoreError::Revoked(r) => ApiError::Forbidden(r.to_string()),
+            StoreError::Revoked(r) => ApiError::Revoked(r.to_string()),
             StoreError::Conflict(m) => ApiError::Conflict(m),
             StoreError::TokenSpent => ApiError::Unauthorized(Refusal::BadToken, e.to_string()),
         }

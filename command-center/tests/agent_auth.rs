@@ -260,6 +260,19 @@ fn enrollment_tokens_keys_and_revocation() {
     assert_eq!(post(format!("/api/nodes/{}/revoke", b.id), "").status, 200);
     let r = post(format!("/api/nodes/{}/revoke", b.id), "");
     assert_eq!(r.status, 409, "already revoked: {}", r.body);
+    // A re-admission can be withdrawn before the node comes back: revoking again sticks.
+    assert_eq!(post(format!("/api/nodes/{}/readmit", b.id), "").status, 200);
+    let r = post(format!("/api/nodes/{}/revoke", b.id), "");
+    assert_eq!(
+        r.status, 200,
+        "a re-admitted node can be revoked again: {}",
+        r.body
+    );
+    assert_eq!(r.json()["state"], "revoked");
+    let b_rekeyed = TestNode::with_key(b.id, 1);
+    let r = b_rekeyed.enroll_reply(&cc.url, "fleet-token-0123456789");
+    assert_eq!(r.status, 403, "the re-admission was withdrawn: {}", r.body);
+    assert!(error_of(&r).contains("readmit"), "{}", r.body);
 
     // Each revocation, re-admission and refusal is an event; refusals once per node and reason.
     let events =
@@ -284,6 +297,9 @@ fn enrollment_tokens_keys_and_revocation() {
         ("node_readmitted", ""),
         ("enroll_refused", "key_revoked"),
         ("node_revoked", ""),
+        ("node_readmitted", ""),
+        ("node_revoked", ""),
+        ("enroll_refused", "node_revoked"),
     ];
     let want: Vec<(String, String)> = want
         .iter()
@@ -377,7 +393,7 @@ fn a_revoked_agent_stays_out_until_readmitted_and_rekeyed() {
             .as_u64()
             .unwrap()
     };
-    let mut daemon = agent.spawn(&["run"]);
+    let (mut daemon, log) = agent.spawn_captured(&["run"]);
     let before = heartbeats(&cc);
     heartbeats_reach(&cc, &id, before + 1);
 
@@ -390,8 +406,15 @@ fn a_revoked_agent_stays_out_until_readmitted_and_rekeyed() {
     assert_eq!(r.status, 200, "{}", r.body);
     // The agent tries every second; not one heartbeat gets in, and the key is not re-bound.
     let at_revoke = heartbeats(&cc);
-    std::thread::sleep(Duration::from_secs(4));
+    std::thread::sleep(Duration::from_secs(8));
     assert_eq!(heartbeats(&cc), at_revoke, "a revoked node came back");
+    // ...and it backs off: 1 s, 2 s, 4 s between enrollments (interval 1 s, doubling), not 8.
+    let knocks = log.text().matches("Enrollment refused.").count();
+    assert!(
+        (2..=4).contains(&knocks),
+        "{knocks} enrollments in 8 s:\n{}",
+        log.text()
+    );
     let enrolls = |cc: &CommandCenter| {
         std::fs::read_to_string(cc.log_dir().join("nodes.jsonl"))
             .unwrap()
@@ -591,4 +614,60 @@ fn bad_enrollments_remember_nothing_and_are_rate_limited_per_source() {
         r.body
     );
     assert_eq!(seen(), 40, "the good one is remembered (40 bytes)");
+}
+
+/// Review of issue 20: one key bound to two node ids let a revoked key keep working under the
+/// other id. A key now belongs to one node; and a key that older logs bound to several is
+/// refused for all of them once it is revoked with any.
+#[test]
+fn one_key_belongs_to_one_node() {
+    let mut cc = CommandCenter::start();
+    let a = node(21);
+    assert_eq!(a.enroll_with(&cc.url, TEST_TOKEN), 200);
+    let twin = TestNode {
+        id: node(22).id,
+        key: a.key.clone(),
+    };
+    let r = twin.enroll_reply(&cc.url, TEST_TOKEN);
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert!(
+        error_of(&r).contains(&format!("already enrolled as node {}", a.id)),
+        "{}",
+        r.body
+    );
+    assert_eq!(send(&cc, &twin, &hb_for(&twin, 1)).status, 401);
+
+    // A log from before the rule: the same key enrolled as a second node.
+    let nodes = cc.log_dir().join("nodes.jsonl");
+    let text = std::fs::read_to_string(&nodes).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.contains(r#""kind":"enroll""#))
+        .unwrap();
+    let copy = line.replace(&a.id.to_string(), &twin.id.to_string());
+    assert_ne!(copy, line);
+    std::fs::write(&nodes, format!("{text}{copy}\n")).unwrap();
+    cc.restart();
+    assert_eq!(
+        send(&cc, &twin, &hb_for(&twin, 1)).status,
+        200,
+        "as the old log says"
+    );
+    let r = cc.unsigned_request("POST", &format!("/api/nodes/{}/revoke", a.id), None, "");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = send(&cc, &twin, &hb_for(&twin, 2));
+    assert_eq!(
+        r.status, 401,
+        "the revoked key under the other id: {}",
+        r.body
+    );
+    assert!(error_of(&r).contains("same key"), "{}", r.body);
+    // The other id is not stuck: it can be revoked, re-admitted and come back with its own key.
+    let r = cc.unsigned_request("POST", &format!("/api/nodes/{}/revoke", twin.id), None, "");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = cc.unsigned_request("POST", &format!("/api/nodes/{}/readmit", twin.id), None, "");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let own = TestNode::with_key(twin.id, 1);
+    assert_eq!(own.enroll_with(&cc.url, TEST_TOKEN), 200);
+    assert_eq!(send(&cc, &own, &hb_for(&own, 3)).status, 200);
 }

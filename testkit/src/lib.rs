@@ -450,14 +450,21 @@ impl NodeAgent {
 
     /// Starts in the background (killed when the returned guard drops).
     pub fn spawn(&self, args: &[&str]) -> ChildGuard {
-        ChildGuard(
-            self.command(args)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("spawn agent"),
-        )
+        self.spawn_captured(args).0
+    }
+
+    /// Starts in the background, and keeps what it writes to stderr (its log) as it comes.
+    pub fn spawn_captured(&self, args: &[&str]) -> (ChildGuard, Captured) {
+        let mut child = self
+            .command(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn agent");
+        // Always read: a pipe nobody drains fills up and blocks the agent's logging.
+        let stderr = Captured::start(child.stderr.take().expect("stderr"));
+        (ChildGuard(child), stderr)
     }
 }
 

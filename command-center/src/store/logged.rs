@@ -251,6 +251,12 @@ impl<B: Backend> Store for LoggedStore<B> {
                         req.node_id, req.node_id
                     )));
                 }
+                EnrollCheck::KeyInUse(owner) => {
+                    return Err(StoreError::Conflict(format!(
+                        "this key is already enrolled as node {owner}; a key belongs to one node \
+                         (give this node its own key: `vaultmesh-node-agent rekey`)"
+                    )));
+                }
                 EnrollCheck::Refused(r) => return Err(StoreError::Revoked(r)),
                 EnrollCheck::New if single_use && reg.token_spent(&token_id) => {
                     return Err(StoreError::TokenSpent);
@@ -286,10 +292,15 @@ impl<B: Backend> Store for LoggedStore<B> {
         let record = NodeRecord::admin(by.clone(), reason.clone(), false);
         let key = self
             .checked(Gate::Nodes, move |m| {
-                let b = m.binding(node_id).ok_or_else(|| {
+                let reg = m.registry();
+                let b = reg.recorded(&node_id).ok_or_else(|| {
                     StoreError::NotFound(format!("node {node_id} is not enrolled"))
                 })?;
-                if let Some(rev) = &b.revoked {
+                // A re-admitted node that has not enrolled again may be revoked again: that
+                // withdraws the re-admission.
+                if let Some(rev) = &b.revoked
+                    && b.readmitted.is_none()
+                {
                     return Err(StoreError::Conflict(format!(
                         "node {node_id} was already revoked at {} by {}",
                         rev.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
@@ -302,7 +313,7 @@ impl<B: Backend> Store for LoggedStore<B> {
                     ts: Utc::now(),
                     record,
                 };
-                Ok((vec![change], b.public_key))
+                Ok((vec![change], b.public_key.clone()))
             })
             .await?;
         let body = NodeLifecycleBody {

@@ -229,7 +229,7 @@ impl Memory {
     }
 
     pub fn binding(&self, node_id: Uuid) -> Option<Binding> {
-        self.registry().binding(&node_id).cloned()
+        self.registry().binding(&node_id)
     }
 
     pub fn command_list(

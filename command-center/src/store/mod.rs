@@ -155,7 +155,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// Revokes a node's binding: its key stops working at once, and neither the node nor the
     /// key may enroll again until an admin re-admits the node. Logs a `node_revoked` event.
-    /// `NotFound` if unknown, `Conflict` if already revoked.
+    /// `NotFound` if unknown, `Conflict` if already revoked (and not re-admitted since: revoking
+    /// a re-admitted node withdraws the re-admission).
     async fn revoke(
         &self,
         node_id: Uuid,

@@ -89,6 +89,8 @@ pub struct Registry {
     spent_tokens: HashSet<String>,
     /// Every key revoked so far, and the node it was revoked with.
     revoked_keys: HashMap<String, (Uuid, DateTime<Utc>)>,
+    /// Which node each enrolled key is bound to: one key, one node.
+    key_owner: HashMap<String, Uuid>,
 }
 
 /// What enrolling would do.
@@ -100,6 +102,8 @@ pub enum EnrollCheck {
     AlreadyEnrolled(DateTime<Utc>),
     /// Bound to another key and not revoked.
     Conflict,
+    /// The key is already bound to this other node (not revoked): one key, one node.
+    KeyInUse(Uuid),
     /// Refused because of a revocation; the reason names it.
     Refused(Refusal),
 }
@@ -118,6 +122,14 @@ pub enum Refusal {
 }
 
 impl Refusal {
+    /// The revoked node this refusal is about (for a key, the node it was revoked with).
+    pub fn subject(&self) -> Uuid {
+        match self {
+            Refusal::NodeRevoked { node_id, .. } => *node_id,
+            Refusal::KeyRevoked { with_node, .. } => *with_node,
+        }
+    }
+
     /// A short label for logs, metrics and events: `node_revoked` or `key_revoked`.
     pub fn code(&self) -> &'static str {
         match self {
@@ -158,8 +170,25 @@ pub enum ReadmitRefusal {
 }
 
 impl Registry {
-    pub fn binding(&self, node_id: &Uuid) -> Option<&Binding> {
+    /// The node's binding as `nodes.jsonl` recorded it (its own revocation only).
+    pub fn recorded(&self, node_id: &Uuid) -> Option<&Binding> {
         self.nodes.get(node_id)
+    }
+
+    /// The node's binding, for authenticating its requests. A key revoked with *another* node counts as revoked here too: logs
+    /// written before a key was limited to one node may bind it to several.
+    pub fn binding(&self, node_id: &Uuid) -> Option<Binding> {
+        let mut b = self.nodes.get(node_id)?.clone();
+        if b.revoked.is_none()
+            && let Some((with_node, at)) = self.revoked_keys.get(&b.public_key)
+            && with_node != node_id
+        {
+            b.revoked = Some(Revocation {
+                at: *at,
+                by: format!("the revocation of node {with_node}, which had the same key"),
+            });
+        }
+        Some(b)
     }
 
     pub fn token_spent(&self, token_id: &str) -> bool {
@@ -187,6 +216,12 @@ impl Registry {
                 with_node: *with_node,
                 at: *at,
             });
+        }
+        if let Some(owner) = self.key_owner.get(public_key)
+            && owner != node_id
+            && self.nodes.get(owner).is_some_and(|b| b.revoked.is_none())
+        {
+            return EnrollCheck::KeyInUse(*owner);
         }
         match binding {
             None => EnrollCheck::New,
@@ -224,6 +259,12 @@ impl Registry {
                 // before revocation stuck re-enrolled revoked keys, and the admin's
                 // allow_old_key does too.
                 self.revoked_keys.remove(pk);
+                if let Some(old) = self.nodes.get(&node_id)
+                    && self.key_owner.get(&old.public_key) == Some(&node_id)
+                {
+                    self.key_owner.remove(&old.public_key);
+                }
+                self.key_owner.insert(pk.clone(), node_id);
                 self.nodes.insert(
                     node_id,
                     Binding {
