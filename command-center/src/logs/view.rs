@@ -136,8 +136,11 @@ impl Follow {
             return Ok(());
         };
         let len = file.metadata()?.len();
+        // `offset` is always the start of a line: an unfinished line is read again next time,
+        // whole. So a torn tail the writer cuts back (and writes over) is never glued to what
+        // comes after it, even when the file is longer again by the next poll.
         if len < self.offset {
-            self.offset = len; // cut (a torn tail repaired); nothing new
+            self.offset = len;
         }
         if len > self.offset {
             file.seek(SeekFrom::Start(self.offset))?;
@@ -145,8 +148,10 @@ impl Follow {
             Read::by_ref(file)
                 .take(len - self.offset)
                 .read_to_end(&mut buf)?;
-            self.offset = len;
-            self.split(&buf, lines);
+            if let Some(last) = memchr::memrchr(b'\n', &buf) {
+                self.split(&buf[..=last], lines);
+                self.offset += last as u64 + 1;
+            }
         }
         Ok(())
     }
@@ -198,4 +203,24 @@ pub fn tail(
         std::thread::sleep(poll);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_torn_tail_cut_back_is_forgotten_not_glued_to_the_next_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = LogName::Events.active(dir.path());
+        std::fs::write(&path, "").unwrap();
+        let mut f = Follow::start(dir.path(), LogName::Events);
+        let mut file = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+        file.write_all(b"{\"a\":1}\n{\"torn").unwrap();
+        assert_eq!(f.poll().unwrap(), vec![b"{\"a\":1}".to_vec()]);
+        // The writer cuts the torn tail back and writes the next line whole.
+        file.set_len(8).unwrap();
+        file.write_all(b"{\"b\":2}\n").unwrap();
+        assert_eq!(f.poll().unwrap(), vec![b"{\"b\":2}".to_vec()]);
+    }
 }
