@@ -736,6 +736,10 @@ fn a_different_second_receipt_is_a_conflict_not_a_chain_break() {
         "{}",
         r.body
     );
+    // Sent again (and again): still 409, but one event — a node cannot flood the event log.
+    for _ in 0..2 {
+        assert_eq!(post(&other).status, 409);
+    }
     let log = std::fs::read_to_string(cc.log_dir().join("commands.jsonl")).unwrap();
     assert_eq!(
         log.lines()

@@ -180,7 +180,11 @@ fn every_timeout_is_a_json_error_with_the_status_of_whoever_ran_out_of_time() {
         .map(str::to_string);
     let r = vaultmesh_testkit::Reply::from(r);
     assert_eq!(r.status, 503, "{}", r.body);
-    assert_eq!(retry_after.as_deref(), Some("10"), "a 503 says when to retry");
+    assert_eq!(
+        retry_after.as_deref(),
+        Some("10"),
+        "a 503 says when to retry"
+    );
     assert_eq!(r.content_type, "application/json", "{}", r.body);
     assert!(
         r.json()["error"]

@@ -215,7 +215,10 @@ mod tests {
         let path = LogName::Events.active(dir.path());
         std::fs::write(&path, "").unwrap();
         let mut f = Follow::start(dir.path(), LogName::Events);
-        let mut file = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
         file.write_all(b"{\"a\":1}\n{\"torn").unwrap();
         assert_eq!(f.poll().unwrap(), vec![b"{\"a\":1}".to_vec()]);
         // The writer cuts the torn tail back and writes the next line whole.

@@ -77,6 +77,9 @@ struct Rule {
     args: BTreeMap<String, Regex>,
 }
 
+/// How many distinct unknown profiles are warned about per process.
+pub const WARNED_PROFILES_MAX: usize = 256;
+
 /// One profile's policy.
 #[derive(Debug)]
 pub struct Policy {
@@ -103,7 +106,7 @@ impl LivePolicies {
         }
     }
 
-    /// Warns, once per profile per process, that `node_id` reports a profile with no policy
+    /// Warns, once per profile per process (for the first [`WARNED_PROFILES_MAX`] profiles), that `node_id` reports a profile with no policy
     /// file in the policy directory (a typo such as `archvault`, or a file not installed): its
     /// nodes get the default settings and no command. Silent without `--policy-dir`.
     pub fn note_reported_profile(&self, node_id: uuid::Uuid, profile: &str) {
@@ -112,13 +115,13 @@ impl LivePolicies {
         if current.by_profile.contains_key(profile) {
             return;
         }
-        if !self
-            .warned
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(profile.to_string())
         {
-            return;
+            let mut warned = self.warned.lock().unwrap_or_else(|p| p.into_inner());
+            // Nodes choose what they report: past this many distinct profiles, stop
+            // remembering (and warning) rather than grow without bound.
+            if warned.len() >= WARNED_PROFILES_MAX || !warned.insert(profile.to_string()) {
+                return;
+            }
         }
         let hint = did_you_mean(profile, current.profiles());
         tracing::warn!(
@@ -341,6 +344,16 @@ impl Policies {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn unknown_profiles_are_remembered_up_to_a_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let live = LivePolicies::new(Some(dir.path()), Policies::default());
+        for i in 0..WARNED_PROFILES_MAX + 50 {
+            live.note_reported_profile(uuid::Uuid::nil(), &format!("Profile{i}"));
+        }
+        assert_eq!(live.warned.lock().unwrap().len(), WARNED_PROFILES_MAX);
+    }
 
     fn policies(text: &str) -> Result<Policies, String> {
         let dir = tempfile::tempdir().unwrap();

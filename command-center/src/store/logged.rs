@@ -75,11 +75,32 @@ pub trait Backend: Send + Sync + std::fmt::Debug + 'static {
 #[derive(Debug)]
 pub struct LoggedStore<B> {
     pub(crate) backend: B,
+    /// Receipt conflicts already logged as events, `(node, command, refused receipt's hash)`:
+    /// a node sending the same conflicting receipt again is answered `409` without a new event.
+    conflicts_logged: Mutex<std::collections::HashSet<(Uuid, Uuid, String)>>,
 }
+
+/// How many distinct receipt conflicts are remembered before the set starts over.
+const CONFLICTS_REMEMBERED: usize = 10_000;
 
 impl<B: Backend> LoggedStore<B> {
     pub fn new(backend: B) -> Self {
-        LoggedStore { backend }
+        LoggedStore {
+            backend,
+            conflicts_logged: Mutex::default(),
+        }
+    }
+
+    /// True the first time this conflicting receipt is seen (by this process).
+    fn first_conflict(&self, node_id: Uuid, command_id: Uuid, refused_sha256: &str) -> bool {
+        let mut seen = self
+            .conflicts_logged
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if seen.len() >= CONFLICTS_REMEMBERED {
+            seen.clear();
+        }
+        seen.insert((node_id, command_id, refused_sha256.to_string()))
     }
 
     pub fn backend(&self) -> &B {
@@ -484,15 +505,19 @@ impl<B: Backend> Store for LoggedStore<B> {
                     refused_sha256: refused_sha256.clone(),
                     severity: Severity::High,
                 };
-                tracing::warn!(%node_id, %command_id, kept = %kept_sha256, refused = %refused_sha256, "A second, different receipt for a command that has one; the first is kept.");
-                if let Err(e) = self
-                    .lifecycle_event(
-                        event_kinds::RECEIPT_CONFLICT,
-                        node_id,
-                        SYSTEM_AUTHOR.into(),
-                        &body,
-                    )
-                    .await
+                let first = self.first_conflict(node_id, command_id, &refused_sha256);
+                if first {
+                    tracing::warn!(%node_id, %command_id, kept = %kept_sha256, refused = %refused_sha256, "A second, different receipt for a command that has one; the first is kept.");
+                }
+                if first
+                    && let Err(e) = self
+                        .lifecycle_event(
+                            event_kinds::RECEIPT_CONFLICT,
+                            node_id,
+                            SYSTEM_AUTHOR.into(),
+                            &body,
+                        )
+                        .await
                 {
                     tracing::error!(%node_id, error = %e, "Cannot log a receipt conflict.");
                 }
