@@ -159,10 +159,18 @@ pub async fn issue_signed(
     ttl: Duration,
     issued_by: String,
 ) -> Result<SignedCommand, ApiError> {
-    let profile = store
+    let snap = store
         .snapshot(node_id)
-        .map(|s| s.latest.os_profile)
         .ok_or_else(|| ApiError::NotFound(format!("no node {node_id}")))?;
+    if let Some(rev) = &snap.revoked {
+        return Err(ApiError::Conflict(format!(
+            "node {node_id} was revoked at {} by {}; a revoked node cannot fetch commands \
+             (re-admit it and let it enroll again first)",
+            rev.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            rev.by
+        )));
+    }
+    let profile = snap.latest.os_profile;
     policies
         .get()
         .check_command(&profile, &action, &args)

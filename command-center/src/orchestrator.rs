@@ -124,6 +124,9 @@ impl Orchestrator {
             let Some(snap) = self.store.snapshot(node_id) else {
                 continue;
             };
+            if snap.revoked.is_some() {
+                continue; // its key is refused: it could not fetch the command
+            }
             let settings = policies.settings(&snap.latest.os_profile);
             let stale = (now - snap.last_seen).to_std().unwrap_or_default()
                 >= settings.attention.stale_after;

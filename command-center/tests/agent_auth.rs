@@ -671,3 +671,71 @@ fn one_key_belongs_to_one_node() {
     assert_eq!(own.enroll_with(&cc.url, TEST_TOKEN), 200);
     assert_eq!(send(&cc, &own, &hb_for(&own, 3)).status, 200);
 }
+
+/// Review of issue 20: a revoked node used to stay in the fleet as if it were merely silent —
+/// stale, then CRIT for good, scans scheduled, commands issued that it could never fetch.
+#[test]
+fn a_revoked_node_is_marked_ok_and_gets_no_commands() {
+    let (cc, _keys, _) = vaultmesh_testkit::commanding_center(&["--attention-tick", "200ms"]);
+    let a = node(31);
+    assert_eq!(a.enroll_with(&cc.url, TEST_TOKEN), 200);
+    assert_eq!(send(&cc, &a, &hb_for(&a, 1)).status, 200);
+    let id = a.id.to_string();
+    let issue = || {
+        cc.post_json(
+            "/api/commands",
+            &serde_json::json!({"node_id": id, "action": "agent.ping", "args": {}, "issued_by": "test"}),
+        )
+    };
+    assert_eq!(issue().status, 201);
+    let r = cc.unsigned_request("POST", &format!("/api/nodes/{id}/revoke"), None, "");
+    assert_eq!(r.status, 200, "{}", r.body);
+
+    let row = |want: &str| {
+        wait_for(Duration::from_secs(10), || {
+            let nodes = cc.get_json("/api/nodes");
+            let row = nodes
+                .as_array()?
+                .iter()
+                .find(|n| n["node_id"] == id)?
+                .clone();
+            (row["attention"]["reasons"][0]["rule"] == want).then_some(row)
+        })
+    };
+    let revoked = row("revoked").expect("the revoked reason");
+    assert_eq!(revoked["attention"]["level"], "ok", "{revoked:#}");
+    assert_eq!(revoked["attention"]["reasons"].as_array().unwrap().len(), 1);
+    assert_eq!(revoked["revoked"]["readmitted"], false, "{revoked:#}");
+    assert!(revoked["revoked"]["by"].is_string(), "{revoked:#}");
+    let r = issue();
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert!(error_of(&r).contains("was revoked"), "{}", r.body);
+    let page = cc.get("/console");
+    assert!(page.body.contains("data-revoked"), "the console marks it");
+
+    let r = cc.unsigned_request("POST", &format!("/api/nodes/{id}/readmit"), None, "");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let nodes = cc.get_json("/api/nodes");
+    let row_now = nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["node_id"] == id)
+        .unwrap();
+    assert_eq!(row_now["revoked"]["readmitted"], true, "{row_now:#}");
+    assert_eq!(issue().status, 409, "not until it enrolls again");
+
+    // Back with a new key: an ordinary node again.
+    let back = TestNode::with_key(a.id, 1);
+    assert_eq!(back.enroll_with(&cc.url, TEST_TOKEN), 200);
+    assert_eq!(send(&cc, &back, &hb_for(&back, 2)).status, 200);
+    let nodes = cc.get_json("/api/nodes");
+    let row_now = nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["node_id"] == id)
+        .unwrap();
+    assert!(row_now.get("revoked").is_none(), "{row_now:#}");
+    assert_eq!(issue().status, 201);
+}

@@ -22,6 +22,17 @@ pub struct HeartbeatAccepted {
     pub received_at: DateTime<Utc>,
 }
 
+/// A node's revocation, as `GET /api/nodes` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeRevoked {
+    pub at: DateTime<Utc>,
+    /// Who revoked it (the admin's identity).
+    pub by: String,
+    /// An admin has re-admitted it; it is still refused until it enrolls again.
+    pub readmitted: bool,
+}
+
 /// One row of `GET /api/nodes`: who the node is, when we last heard from it, and its key numbers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NodeSummary {
@@ -73,6 +84,10 @@ pub struct NodeSummary {
     /// The latest scan the Command Center holds for this node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_scan: Option<crate::heartbeat::LastScan>,
+    /// Present while the node is revoked: its requests are refused, no command is issued to it,
+    /// and its attention is the `revoked` reason alone (absent otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked: Option<NodeRevoked>,
 }
 
 impl NodeSummary {

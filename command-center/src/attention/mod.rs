@@ -307,9 +307,17 @@ impl AttentionEngine {
                     a.clear_after,
                 );
             }
-            let mut reasons = n.damper.raised();
+            // A revoked node's last heartbeat and budgets say nothing any more: only the
+            // `revoked` state reason applies.
+            let mut reasons = if snap.revoked.is_some() {
+                Vec::new()
+            } else {
+                n.damper.raised()
+            };
             reasons.extend(rules::state(&snap, settings, self.staleness_now(now)));
-            if let Some(b) = &self.budgets {
+            if let Some(b) = &self.budgets
+                && snap.revoked.is_none()
+            {
                 reasons.extend(rules::budget(&b.refusals(node_id, now), |k| b.limit(k)));
             }
             for r in reasons.iter_mut().filter(|r| r.suppressed_by.is_none()) {

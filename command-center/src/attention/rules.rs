@@ -22,7 +22,8 @@ use crate::store::health::StorageState;
 
 /// Every rule name [`observed`], [`state`] and [`command_center`] produce, but those of the open
 /// families.
-pub const RULES: [&str; 17] = [
+pub const RULES: [&str; 18] = [
+    "revoked",
     "stale",
     "services",
     "tunnel",
@@ -219,6 +220,26 @@ pub fn state(snap: &NodeSnapshot, settings: &Settings, now: DateTime<Utc>) -> Ve
     use AttentionLevel::{Attn, Crit};
     let a = &settings.attention;
     let mut out = Vec::new();
+
+    // A revoked node is retired or locked out on purpose: that is all there is to say about it
+    // (no `stale` that would turn CRIT and stay so, no overdue scans, no broken chain).
+    if let Some(rev) = &snap.revoked {
+        let readmitted = if rev.readmitted {
+            "; re-admitted, it may enroll again"
+        } else {
+            ""
+        };
+        out.push(reason(
+            "revoked",
+            AttentionLevel::Ok,
+            format!(
+                "revoked at {} by {}: its requests are refused{readmitted}",
+                rev.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                rev.by
+            ),
+        ));
+        return out;
+    }
 
     let silent = (now - snap.last_seen).to_std().unwrap_or_default();
     let ago =
@@ -459,7 +480,27 @@ mod tests {
             drift: vec![],
             incidents: vec![],
             receipt_chain_ok: None,
+            revoked: None,
         }
+    }
+
+    #[test]
+    fn a_revoked_node_has_one_reason_and_is_never_stale() {
+        let mut s = snap();
+        s.revoked = Some(vaultmesh_proto::api::NodeRevoked {
+            at: t(5),
+            by: "alice@example.com".into(),
+            readmitted: false,
+        });
+        s.receipt_chain_ok = Some(false);
+        let settings = Settings::default();
+        let got = state(&s, &settings, t(86_400 * 30));
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(
+            (got[0].rule.as_str(), got[0].level),
+            ("revoked", AttentionLevel::Ok)
+        );
+        assert!(got[0].message.contains("alice@example.com"), "{got:?}");
     }
 
     fn rules(snap: &NodeSnapshot, s: &Settings, now: i64) -> Vec<(String, AttentionLevel)> {

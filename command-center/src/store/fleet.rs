@@ -60,6 +60,7 @@ impl NodeState {
             receipt_chain_ok: None,
             attention: Default::default(),
             last_scan: None,
+            revoked: None,
         }
     }
 }

@@ -176,6 +176,10 @@ impl Memory {
             s.receipt_chain_ok = commands.chain_ok(&s.node_id);
             s.last_scan = scans.latest(&s.node_id).map(|r| r.last_scan());
         }
+        drop((commands, scans));
+        for s in &mut v {
+            s.revoked = self.revoked(s.node_id);
+        }
         v
     }
 
@@ -183,6 +187,7 @@ impl Memory {
         let mut s = self.fleet.summary(node_id)?;
         s.receipt_chain_ok = self.commands_state().chain_ok(&node_id);
         s.last_scan = self.latest_scan(node_id).map(|r| r.last_scan());
+        s.revoked = self.revoked(node_id);
         Some(s)
     }
 
@@ -212,6 +217,7 @@ impl Memory {
             .filter(|i| i.state != IncidentState::Resolved)
             .collect();
         let receipt_chain_ok = self.commands_state().chain_ok(&node_id);
+        let revoked = self.revoked(node_id);
         Some(NodeSnapshot {
             node_id,
             latest,
@@ -221,6 +227,20 @@ impl Memory {
             drift,
             incidents,
             receipt_chain_ok,
+            revoked,
+        })
+    }
+
+    /// The node's revocation, if its key is refused now (its own, or its key's with another
+    /// node), with whether an admin has re-admitted it since.
+    pub fn revoked(&self, node_id: Uuid) -> Option<vaultmesh_proto::api::NodeRevoked> {
+        let reg = self.registry();
+        let b = reg.binding(&node_id)?;
+        let rev = b.revoked.as_ref()?;
+        Some(vaultmesh_proto::api::NodeRevoked {
+            at: rev.at,
+            by: rev.by.clone(),
+            readmitted: b.readmitted.is_some(),
         })
     }
 

@@ -267,6 +267,8 @@ pub struct NodeSnapshot {
     /// Open and acknowledged incidents.
     pub incidents: Vec<Incident>,
     pub receipt_chain_ok: Option<bool>,
+    /// Set while the node is revoked (re-admitted or not, until it enrolls again).
+    pub revoked: Option<vaultmesh_proto::api::NodeRevoked>,
 }
 
 /// What [`Store::record_receipt`] did.

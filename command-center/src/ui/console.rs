@@ -155,6 +155,17 @@ fn shared_hostname(id: Uuid) -> Markup {
     }
 }
 
+/// The mark of a revoked node: its requests are refused until it enrolls again.
+fn revoked_mark(n: &NodeSummary) -> Markup {
+    html! {
+        @if let Some(r) = &n.revoked {
+            " " span class="dup" data-revoked title={"Revoked by " (r.by) "; its requests are refused"} {
+                @if r.readmitted { "revoked · re-admitted" } @else { "revoked" }
+            }
+        }
+    }
+}
+
 fn node_row(n: &NodeSummary, selected: Option<Uuid>, now: DateTime<Utc>) -> Markup {
     let (level, _) = level_name(n.attention.level);
     let why: Vec<&str> = n
@@ -172,6 +183,7 @@ fn node_row(n: &NodeSummary, selected: Option<Uuid>, now: DateTime<Utc>) -> Mark
                 (pill(n.attention.level))
                 span class="name" { (n.hostname) }
                 @if n.hostname_shared { (shared_hostname(n.node_id)) }
+                (revoked_mark(n))
                 span class="profile" { (n.os_profile) }
                 span class="seen" { (ago(n.last_seen, now)) }
                 @if let Some(first) = why.first() {
@@ -419,7 +431,7 @@ async fn node_markup(
     Ok(html! {
         article id="node" data-fragment={"/console/nodes/" (id)} data-node-id=(id) {
             header class="node-head" {
-                h2 { (pill(s.attention.level)) " " (s.hostname) @if s.hostname_shared { " " (shared_hostname(id)) } }
+                h2 { (pill(s.attention.level)) " " (s.hostname) @if s.hostname_shared { " " (shared_hostname(id)) } (revoked_mark(s)) }
                 p class="muted" {
                     span class="id" { (id) } " · " (s.os_profile) " · agent " (s.agent_version.as_deref().unwrap_or("?"))
                     " · last seen " (ago(s.last_seen, now)) " · " (s.heartbeats) " heartbeats"

@@ -102,7 +102,7 @@ pub async fn dashboard(State(state): State<AppState>) -> Markup {
                                 @for (lvl, reasons, n) in &rows {
                                     tr data-node-id=(n.node_id) {
                                         td { (pill(*lvl)) @if !reasons.is_empty() { div class="why" { (reasons.join(", ")) } } }
-                                        td { div class="host" { (n.hostname) @if n.hostname_shared { " " span class="dup" title="Another node reports this hostname; the node id tells them apart" { "same name" } } } div class="id" { (n.node_id) } }
+                                        td { div class="host" { (n.hostname) @if n.hostname_shared { " " span class="dup" title="Another node reports this hostname; the node id tells them apart" { "same name" } } @if n.revoked.is_some() { " " span class="dup" data-revoked { "revoked" } } } div class="id" { (n.node_id) } }
                                         td { (n.os_profile) }
                                         td title=(n.last_seen.to_rfc3339()) { (age(n.last_seen, now)) }
                                         td { (flag(n.cloudflare_ok, "connected", "down")) }
@@ -155,6 +155,7 @@ mod tests {
             receipt_chain_ok: None,
             attention: Default::default(),
             last_scan: None,
+            revoked: None,
         }
     }
 
