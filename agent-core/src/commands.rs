@@ -172,6 +172,15 @@ impl CommandRunner {
         if c.node_id != self.node_id {
             return Err(format!("command is for node {}, not this node", c.node_id));
         }
+        // Must-understand: a member this agent does not know may limit what the command may
+        // do; ignoring it would do more than was signed for.
+        let unknown = sc.unknown_members();
+        if !unknown.is_empty() {
+            return Err(format!(
+                "command carries members this agent does not understand ({}); upgrade the agent",
+                unknown.join(", ")
+            ));
+        }
         let seq = c.seq_number().ok_or("seq is not a number")?;
         {
             let mut r = self.replay.lock().unwrap_or_else(|p| p.into_inner());

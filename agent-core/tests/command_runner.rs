@@ -77,6 +77,16 @@ async fn only_genuine_fresh_allowed_commands_run_and_every_outcome_is_a_chained_
     let mut object = flipped.command.object().clone();
     object.insert("nonce".into(), serde_json::json!("nx"));
     flipped.command = vaultmesh_proto::command::AsSigned::from_object(object).unwrap();
+    // Genuinely signed, but with a member this agent does not know (a newer Command Center's
+    // limit, say): refused, never run with the limit ignored.
+    let mut newer = SignedCommand::sign(command(9, NODE, "test.mark", 300), &cc);
+    let mut object = newer.command.object().clone();
+    object.insert(
+        "not_before".into(),
+        serde_json::json!("2099-01-01T00:00:00Z"),
+    );
+    newer.command = vaultmesh_proto::command::AsSigned::from_object(object).unwrap();
+    newer.signature = cc.sign(&newer.signing_bytes().unwrap());
     let cases: Vec<(SignedCommand, ReceiptStatus, &str)> = vec![
         (genuine.clone(), ReceiptStatus::Ok, ""),
         (
@@ -118,7 +128,12 @@ async fn only_genuine_fresh_allowed_commands_run_and_every_outcome_is_a_chained_
             "not in this node's [commands] allow list",
         ),
         (
-            SignedCommand::sign(command(8, NODE, "test.mark", 300), &cc),
+            newer,
+            ReceiptStatus::Rejected,
+            "members this agent does not understand (not_before)",
+        ),
+        (
+            SignedCommand::sign(command(10, NODE, "test.mark", 300), &cc),
             ReceiptStatus::Ok,
             "",
         ),

@@ -49,7 +49,7 @@ pub struct Metrics {
     /// 1 while the logs refuse writes (a full disk, an I/O error).
     pub storage_degraded: IntGauge,
     /// Failed log writes, by file.
-    pub log_write_errors: IntGaugeVec,
+    pub log_write_errors: IntCounterVec,
     pub volume_free_bytes: IntGauge,
     pub volume_size_bytes: IntGauge,
 }
@@ -130,7 +130,7 @@ impl Metrics {
         let sse_clients = gauge("vaultmesh_sse_clients", "Open /events streams.");
         let log_write_errors = registered(
             &r,
-            IntGaugeVec::new(
+            IntCounterVec::new(
                 Opts::new(
                     "vaultmesh_log_write_errors_total",
                     "Log writes that failed (full disk, I/O error) and were refused, by file.",
@@ -301,9 +301,12 @@ pub async fn scrape(State(state): State<AppState>) -> Response {
             .set(i64::try_from(v.total_bytes).unwrap_or(i64::MAX));
     }
     for (file, n) in state.storage.failure_counts() {
-        m.log_write_errors
-            .with_label_values(&[file.as_str()])
-            .set(i64::try_from(n).unwrap_or(i64::MAX));
+        // StorageHealth keeps the running count; the counter catches up to it.
+        let c = m.log_write_errors.with_label_values(&[file.as_str()]);
+        let n = u64::try_from(n).unwrap_or(u64::MAX);
+        if n > c.get() {
+            c.inc_by(n - c.get());
+        }
     }
     (
         [(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)],

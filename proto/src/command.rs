@@ -145,6 +145,21 @@ pub struct Command {
 }
 
 impl Command {
+    /// Every member of a command object this version understands. A command carrying another
+    /// is refused by the agent: a newer Command Center may add a member that limits what the
+    /// command may do, and an agent that ignored it would do more than was signed for.
+    pub const MEMBERS: [&'static str; 9] = [
+        "command_id",
+        "node_id",
+        "action",
+        "args",
+        "nonce",
+        "seq",
+        "issued_at",
+        "expires_at",
+        "issued_by",
+    ];
+
     /// `seq` as a number (`None` if malformed).
     pub fn seq_number(&self) -> Option<u64> {
         self.seq.parse().ok()
@@ -175,6 +190,16 @@ impl SignedCommand {
     /// The bytes the signature covers: `"vaultmesh-command-v1\n" || JCS(command)`.
     pub fn signing_bytes(&self) -> Result<Vec<u8>, serde_json::Error> {
         self.command.message(COMMAND_DOMAIN)
+    }
+
+    /// Members of the command object as received that [`Command::MEMBERS`] does not name.
+    pub fn unknown_members(&self) -> Vec<&str> {
+        self.command
+            .object()
+            .keys()
+            .map(String::as_str)
+            .filter(|k| !Command::MEMBERS.contains(k))
+            .collect()
     }
 
     /// Verifies the signature over the command as received against the pinned key (strict
@@ -307,6 +332,17 @@ mod tests {
         let mut object = signed.object().clone();
         object.insert(name.into(), value);
         AsSigned::from_object(object).unwrap()
+    }
+
+    #[test]
+    fn members_names_every_member_of_a_command() {
+        let c = SignedCommand::sign(command(), &NodeKey::from_seed([7; 32]));
+        let mut keys: Vec<&str> = c.command.object().keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        let mut want = Command::MEMBERS.to_vec();
+        want.sort_unstable();
+        assert_eq!(keys, want);
+        assert!(c.unknown_members().is_empty());
     }
 
     #[test]
