@@ -303,7 +303,6 @@ pub async fn scrape(State(state): State<AppState>) -> Response {
     for (file, n) in state.storage.failure_counts() {
         // StorageHealth keeps the running count; the counter catches up to it.
         let c = m.log_write_errors.with_label_values(&[file.as_str()]);
-        let n = u64::try_from(n).unwrap_or(u64::MAX);
         if n > c.get() {
             c.inc_by(n - c.get());
         }
