@@ -82,6 +82,31 @@ impl Default for EngineOptions {
     }
 }
 
+/// A storage outage `(since, ended)`, followed: `failing` is when the current one began, if any.
+fn outage_step(
+    outage: Option<(DateTime<Utc>, Option<DateTime<Utc>>)>,
+    failing: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Option<(DateTime<Utc>, Option<DateTime<Utc>>)> {
+    match (failing, outage) {
+        (Some(since), Some((s, None))) => Some((s.min(since), None)),
+        (Some(since), _) => Some((since, None)),
+        (None, Some((s, None))) => Some((s, Some(now))),
+        (None, kept) => kept,
+    }
+}
+
+/// The latest time staleness may be judged at because of `outage`: its start, while it lasts
+/// and for `grace` after it ends (nodes need an interval to be heard again).
+fn outage_clamp(
+    outage: Option<(DateTime<Utc>, Option<DateTime<Utc>>)>,
+    now: DateTime<Utc>,
+    grace: chrono::Duration,
+) -> Option<DateTime<Utc>> {
+    let (since, ended) = outage?;
+    ended.is_none_or(|e| now < e + grace).then_some(since)
+}
+
 /// Keeps every node's attention.
 #[derive(Debug)]
 pub struct AttentionEngine {
@@ -98,6 +123,9 @@ pub struct AttentionEngine {
     storage: Arc<StorageHealth>,
     /// The Command Center's own attention (fleet-wide: not any node's).
     fleet: Mutex<Attention>,
+    /// The latest time the Command Center's own storage refused writes: `(since, ended)`.
+    /// Heartbeats refused then are not the nodes' silence.
+    outage: Mutex<Option<(DateTime<Utc>, Option<DateTime<Utc>>)>>,
     /// Each node's refusals for being over its byte budget.
     budgets: Option<Arc<crate::budget::Budgets>>,
 }
@@ -159,6 +187,7 @@ impl AttentionEngine {
             engaged: Mutex::new(std::collections::HashSet::new()),
             storage: Arc::default(),
             fleet: Mutex::default(),
+            outage: Mutex::default(),
             budgets: None,
         }
     }
@@ -275,13 +304,22 @@ impl AttentionEngine {
     }
 
     /// The time staleness is judged at: during the grace period after a restart, no later than
-    /// the previous process's last contact.
+    /// the previous process's last contact; while the Command Center's own storage refuses
+    /// writes (heartbeats are answered 503 then) and for the same grace after it recovers, no
+    /// later than when it began refusing — a full disk is not the fleet going silent.
     fn staleness_now(&self, now: DateTime<Utc>) -> DateTime<Utc> {
         let grace = chrono::Duration::from_std(self.options.restart_grace).unwrap_or_default();
-        match self.frozen_at {
+        let mut at = match self.frozen_at {
             Some(frozen) if now < self.started_at + grace => now.min(frozen),
             _ => now,
+        };
+        let failing = self.storage.state().failing.map(|f| f.since);
+        let mut outage = self.outage.lock().unwrap_or_else(|p| p.into_inner());
+        *outage = outage_step(*outage, failing, now);
+        if let Some(frozen) = outage_clamp(*outage, now, grace) {
+            at = at.min(frozen);
         }
+        at
     }
 
     /// Re-evaluates one node; logs and broadcasts a change.
@@ -480,5 +518,33 @@ impl AttentionEngine {
             ("silence" | "resolve", None) => self.refresh_all().await,
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + s, 0).unwrap()
+    }
+
+    #[test]
+    fn staleness_stands_still_through_a_storage_outage_and_its_grace() {
+        let grace = chrono::Duration::seconds(120);
+        // Storage fails at 100; nodes are judged as of 100 while it lasts.
+        let o = outage_step(None, Some(t(100)), t(105));
+        assert_eq!(outage_clamp(o, t(105), grace), Some(t(100)));
+        let o = outage_step(o, Some(t(100)), t(900));
+        assert_eq!(outage_clamp(o, t(900), grace), Some(t(100)));
+        // Recovered at 1000: still as of 100 for the grace, then the clock runs again.
+        let o = outage_step(o, None, t(1000));
+        assert_eq!(o, Some((t(100), Some(t(1000)))));
+        assert_eq!(outage_clamp(o, t(1100), grace), Some(t(100)));
+        assert_eq!(outage_clamp(o, t(1121), grace), None);
+        // A later outage starts a new one.
+        let o = outage_step(o, Some(t(5000)), t(5001));
+        assert_eq!(outage_clamp(o, t(5001), grace), Some(t(5000)));
+        assert_eq!(outage_clamp(None, t(1), grace), None);
     }
 }
