@@ -168,13 +168,19 @@ fn lifecycle_request(
     } else {
         parse_json_as(headers, body, "request")?
     };
-    if b.reason
-        .as_ref()
-        .is_some_and(|r| r.len() > REASON_MAX || r.chars().any(char::is_control))
-    {
-        return Err(ApiError::UnprocessableEntity(format!(
-            "reason must be at most {REASON_MAX} bytes on one line"
-        )));
+    if let Some(r) = &b.reason {
+        if r.len() > REASON_MAX {
+            return Err(ApiError::UnprocessableEntity(format!(
+                "reason is {} bytes; the limit is {REASON_MAX}",
+                r.len()
+            )));
+        }
+        if let Some(c) = vaultmesh_proto::text::first_deceptive(r, &[]) {
+            return Err(ApiError::UnprocessableEntity(format!(
+                "reason contains U+{:04X}: a control character, or a bidirectional or invisible one, that could make it read as something else",
+                u32::from(c)
+            )));
+        }
     }
     let by = identity.map_or_else(|| "anonymous".into(), |axum::Extension(who)| who.0);
     Ok((node_id, b, by))

@@ -257,6 +257,12 @@ fn enrollment_tokens_keys_and_revocation() {
         "{}",
         r.body
     );
+    let r = post(
+        format!("/api/nodes/{}/revoke", b.id),
+        "{\"reason\": \"lost \\u202e potpal\"}",
+    );
+    assert_eq!(r.status, 422, "a reason that reads backwards: {}", r.body);
+    assert!(error_of(&r).contains("U+202E"), "{}", r.body);
     assert_eq!(post(format!("/api/nodes/{}/revoke", b.id), "").status, 200);
     let r = post(format!("/api/nodes/{}/revoke", b.id), "");
     assert_eq!(r.status, 409, "already revoked: {}", r.body);
