@@ -82,12 +82,11 @@ impl Default for EngineOptions {
     }
 }
 
-/// A storage outage `(since, ended)`, followed: `failing` is when the current one began, if any.
-fn outage_step(
-    outage: Option<(DateTime<Utc>, Option<DateTime<Utc>>)>,
-    failing: Option<DateTime<Utc>>,
-    now: DateTime<Utc>,
-) -> Option<(DateTime<Utc>, Option<DateTime<Utc>>)> {
+/// A storage outage: when it began, and when it ended (`None` while it lasts).
+type Outage = Option<(DateTime<Utc>, Option<DateTime<Utc>>)>;
+
+/// The outage followed one step: `failing` is when the current one began, if any.
+fn outage_step(outage: Outage, failing: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Outage {
     match (failing, outage) {
         (Some(since), Some((s, None))) => Some((s.min(since), None)),
         (Some(since), _) => Some((since, None)),
@@ -99,7 +98,7 @@ fn outage_step(
 /// The latest time staleness may be judged at because of `outage`: its start, while it lasts
 /// and for `grace` after it ends (nodes need an interval to be heard again).
 fn outage_clamp(
-    outage: Option<(DateTime<Utc>, Option<DateTime<Utc>>)>,
+    outage: Outage,
     now: DateTime<Utc>,
     grace: chrono::Duration,
 ) -> Option<DateTime<Utc>> {
@@ -125,7 +124,7 @@ pub struct AttentionEngine {
     fleet: Mutex<Attention>,
     /// The latest time the Command Center's own storage refused writes: `(since, ended)`.
     /// Heartbeats refused then are not the nodes' silence.
-    outage: Mutex<Option<(DateTime<Utc>, Option<DateTime<Utc>>)>>,
+    outage: Mutex<Outage>,
     /// Each node's refusals for being over its byte budget.
     budgets: Option<Arc<crate::budget::Budgets>>,
 }
