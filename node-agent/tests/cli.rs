@@ -415,21 +415,16 @@ fn the_agent_logs_what_each_check_costs() {
         .env("RUST_LOG", "info")
         .env("VAULTMESH_INTERVAL", "1s")
         .config("[checks.memory]\ninterval = \"1s\"\n");
-    let mut child = agent.spawn(&["run"]);
+    let (mut child, captured) = agent.spawn_captured(&["run"]);
     let reported = vaultmesh_testkit::wait_for(std::time::Duration::from_secs(20), || {
         cc.get_json("/api/nodes").as_array()?.first().map(|_| ())
     });
     std::thread::sleep(std::time::Duration::from_secs(2));
     let _ = child.0.kill();
     let _ = child.0.wait();
-    let mut log = String::new();
-    child
-        .0
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut log)
-        .unwrap();
+    // The reader thread has the rest of the pipe a moment later.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let log = captured.text();
     assert!(reported.is_some(), "the agent did not report:\n{log}");
     let line = log
         .lines()

@@ -108,9 +108,10 @@ fn forged_replayed_expired_misrouted_and_unallowed_commands_are_rejected_and_nev
         ),
     ];
     fake.push(hostile.iter().map(|(c, _)| c.clone()).collect());
-    // And a genuine command after them still runs — here as a newer Command Center might write
-    // it: another spelling of its times and a member this agent does not know, signed over the
-    // JCS bytes of exactly that object (docs/PROTOCOL.md).
+    // And a genuine command after them still runs — here as another Command Center might write
+    // it: another spelling of its times, signed over the JCS bytes of exactly that object
+    // (docs/PROTOCOL.md). One with a member this agent does not know is refused, not run with
+    // the member ignored (must-understand: it may limit what the command may do).
     let mut object = serde_json::to_value(command(
         node,
         8,
@@ -124,17 +125,24 @@ fn forged_replayed_expired_misrouted_and_unallowed_commands_are_rejected_and_nev
         .with_timezone(&Utc);
     object["expires_at"] =
         serde_json::json!(expires.format("%Y-%m-%dT%H:%M:%S%.3f+00:00").to_string());
-    object["priority"] = serde_json::json!({"level": "low"});
-    let mut msg = b"vaultmesh-command-v1\n".to_vec();
-    msg.extend(vaultmesh_proto::canonical::to_jcs(&object).unwrap());
-    let after: SignedCommand = serde_json::from_value(serde_json::json!({
-        "command": object, "signature": cc_key.sign(&msg), "key_id": "ignored-by-the-agent"
-    }))
-    .unwrap();
-    fake.push(vec![after.clone()]);
+    let signed = |object: &serde_json::Value| -> SignedCommand {
+        let mut msg = b"vaultmesh-command-v1\n".to_vec();
+        msg.extend(vaultmesh_proto::canonical::to_jcs(object).unwrap());
+        serde_json::from_value(serde_json::json!({
+            "command": object, "signature": cc_key.sign(&msg), "key_id": "ignored-by-the-agent"
+        }))
+        .unwrap()
+    };
+    let after = signed(&object);
+    let mut newer = object.clone();
+    newer["command_id"] = serde_json::json!(uuid::Uuid::now_v7());
+    newer["seq"] = serde_json::json!("9");
+    newer["priority"] = serde_json::json!({"level": "low"});
+    let newer = signed(&newer);
+    fake.push(vec![after.clone(), newer.clone()]);
     let receipts = wait_for(Duration::from_secs(20), || {
         let r = fake.receipts();
-        (r.len() == 1 + hostile.len() + 1).then_some(r)
+        (r.len() == 1 + hostile.len() + 2).then_some(r)
     })
     .expect("a receipt for every command");
 
@@ -163,9 +171,23 @@ fn forged_replayed_expired_misrouted_and_unallowed_commands_are_rejected_and_nev
             "nothing ran for {reason}"
         );
     }
+    let ran = &receipts[receipts.len() - 2];
+    assert_eq!(
+        (ran.receipt.command_id, ran.receipt.status),
+        (after.command.command_id, ReceiptStatus::Ok)
+    );
     let last = receipts.last().unwrap();
     assert_eq!(
         (last.receipt.command_id, last.receipt.status),
-        (after.command.command_id, ReceiptStatus::Ok)
+        (newer.command.command_id, ReceiptStatus::Rejected)
+    );
+    assert!(
+        last.receipt
+            .reason
+            .as_deref()
+            .unwrap_or_default()
+            .contains("does not understand (priority)"),
+        "{:?}",
+        last.receipt.reason
     );
 }
