@@ -237,7 +237,7 @@ impl ServeConfig {
         if self.sse_buffer == 0 {
             return Err("--sse-buffer must be at least 1".into());
         }
-        self.check_stream_bounds()?;
+        self.check_connection_bounds()?;
         if self.heartbeat_rotate_bytes < 4096 {
             return Err("--heartbeat-rotate-size must be at least 4KiB".into());
         }
@@ -253,10 +253,24 @@ impl ServeConfig {
 
 impl ServeConfig {
     /// The connection and event-stream bounds: each at least 1, and event streams (which are
-    /// never closed to make room) below the connection bound, so other requests always fit.
-    fn check_stream_bounds(&self) -> Result<(), String> {
+    /// never closed to make room) below the connection bound, so other requests always fit; the
+    /// connection timeouts at least 100 ms.
+    fn check_connection_bounds(&self) -> Result<(), String> {
+        let conns = &self.connections;
+        for (flag, timeout) in [
+            ("--header-timeout", conns.header_timeout),
+            ("--idle-timeout", conns.idle_timeout),
+            ("--write-timeout", conns.write_timeout),
+        ] {
+            if timeout < Duration::from_millis(100) {
+                return Err(format!(
+                    "{flag} must be at least 100ms (it is {} ms)",
+                    timeout.as_millis()
+                ));
+            }
+        }
         let sse = &self.sse;
-        let max = self.connections.max_connections;
+        let max = conns.max_connections;
         for (flag, n) in [
             ("--max-connections", max),
             ("--sse-per-identity", sse.per_identity),

@@ -9,8 +9,13 @@
 //!   cannot lock out `/healthz` or the agents. Event streams are bounded below the connection
 //!   bound ([`crate::sse::StreamLimits`]), so they never fill it.
 //! - **A header timeout.** A connection must send a whole request head within `--header-timeout`
-//!   of connecting or of the end of its previous response; otherwise it is closed. That is also
-//!   how long an idle keep-alive connection stays open (hyper times both the same way).
+//!   of connecting, and, once a request head has begun, within `--header-timeout` of its first
+//!   byte; otherwise it is closed.
+//! - **An idle timeout.** A keep-alive connection that sends nothing for `--idle-timeout` after
+//!   its previous response is closed. The default outlasts the idle timeout of cloudflared's
+//!   pool of connections to its origin (`keepAliveTimeout`, 90 s), so behind the tunnel it is
+//!   cloudflared that closes idle connections, never the Command Center under a request that
+//!   cloudflared has just sent on one.
 //! - **A write timeout.** A connection whose client stops reading — a response or an event
 //!   stream that cannot be written for `--write-timeout` — is closed.
 //! - **Open files.** The process's open-file limit must hold the bound and
@@ -36,7 +41,7 @@ use axum::extract::ConnectInfo;
 use axum::http::{Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use prometheus::IntCounterVec;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -58,6 +63,9 @@ pub const FD_RESERVE: u64 = 128;
 /// Default of `--header-timeout`.
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Default of `--idle-timeout`: above cloudflared's `keepAliveTimeout` (90 s).
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// Default of `--write-timeout`.
 pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -65,6 +73,9 @@ pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// the rest of their request read (so the client sees the answer, not a reset). Beyond, a
 /// refused connection is closed at once.
 pub const LINGERING_REFUSALS: usize = 64;
+
+/// How long `accept` waits at most for a connection closed to make room to be gone.
+const EVICTION_WAIT: Duration = Duration::from_secs(1);
 
 /// How long a refused connection is held for its `503` to be read.
 const LINGER: Duration = Duration::from_secs(1);
@@ -79,8 +90,10 @@ const MAX_BUF: usize = 64 * 1024;
 pub struct ConnLimits {
     /// `--max-connections`.
     pub max_connections: usize,
-    /// `--header-timeout`: for a whole request head, from connecting or the previous response.
+    /// `--header-timeout`: for a whole request head, from connecting or from its first byte.
     pub header_timeout: Duration,
+    /// `--idle-timeout`: for the next request to begin after a response.
+    pub idle_timeout: Duration,
     /// `--write-timeout`: for a client that stops reading.
     pub write_timeout: Duration,
 }
@@ -90,6 +103,7 @@ impl Default for ConnLimits {
         ConnLimits {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             header_timeout: DEFAULT_HEADER_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
             write_timeout: DEFAULT_WRITE_TIMEOUT,
         }
     }
@@ -180,8 +194,25 @@ struct Connections {
 struct Table {
     open: usize,
     next_id: u64,
-    /// Idle connections by when they became idle; cancelling the token closes the connection.
-    idle: BTreeMap<(Instant, u64), CancellationToken>,
+    /// Idle connections by when they became idle.
+    idle: BTreeMap<(Instant, u64), Victim>,
+}
+
+/// How to close an idle connection to make room, and learn when it has closed.
+#[derive(Debug, Clone)]
+struct Victim {
+    /// Cancelling it closes the connection.
+    evict: CancellationToken,
+    /// Cancelled once the connection's socket is closed.
+    gone: CancellationToken,
+}
+
+impl Victim {
+    /// Closes the connection; returns what is cancelled once its socket is closed.
+    fn evict(self) -> CancellationToken {
+        self.evict.cancel();
+        self.gone
+    }
 }
 
 /// One admitted connection's place in [`Connections`]; frees it when dropped.
@@ -191,8 +222,54 @@ struct Conn {
     conns: Arc<Connections>,
     /// Cancelled when the connection is closed to make room (it then hands its place over).
     evict: CancellationToken,
-    /// When it became idle, while it is.
-    idle_since: Mutex<Option<Instant>>,
+    /// Cancelled when it is dropped, after its socket.
+    gone: CancellationToken,
+    /// What it waits for, and since when.
+    wait: Mutex<Wait>,
+    /// Woken when `wait` changes, so that the connection's deadline is read again.
+    changed: tokio::sync::Notify,
+}
+
+/// Where a connection is between requests.
+#[derive(Debug, Clone, Copy)]
+struct Wait {
+    /// Since when it has waited for a request (`None` while one is in progress).
+    idle_since: Option<Instant>,
+    /// When the first byte of the request head it waits for arrived.
+    head_since: Option<Instant>,
+    /// Whether a request has arrived on it before (it is then a keep-alive connection).
+    served: bool,
+}
+
+/// Why a waiting connection is closed when its deadline passes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expiry {
+    /// Nothing, or not a whole request head, within `--header-timeout`.
+    Header,
+    /// No new request within `--idle-timeout` of the previous response.
+    Idle,
+}
+
+impl Expiry {
+    /// Its `reason` label on `vaultmesh_connections_closed_total`.
+    fn reason(self) -> &'static str {
+        match self {
+            Expiry::Header => "header_timeout",
+            Expiry::Idle => "idle_timeout",
+        }
+    }
+}
+
+impl Wait {
+    /// When the wait ends the connection, and why; `None` while a request is in progress.
+    fn deadline(&self, limits: &ConnLimits) -> Option<(Instant, Expiry)> {
+        let since = self.idle_since?;
+        Some(match (self.head_since, self.served) {
+            (Some(first_byte), _) => (first_byte + limits.header_timeout, Expiry::Header),
+            (None, false) => (since + limits.header_timeout, Expiry::Header),
+            (None, true) => (since + limits.idle_timeout, Expiry::Idle),
+        })
+    }
 }
 
 impl Connections {
@@ -210,13 +287,15 @@ impl Connections {
     }
 
     /// A place for a new connection: a free one, or the one of the longest-idle connection,
-    /// which is closed. `None` when every connection is busy.
-    fn admit(self: &Arc<Self>) -> Option<Arc<Conn>> {
+    /// which is closed (then also what is cancelled once the latter's socket is closed). `None`
+    /// when every connection is busy.
+    fn admit(self: &Arc<Self>) -> Option<(Arc<Conn>, Option<CancellationToken>)> {
         let mut t = self.lock();
+        let mut evicted = None;
         if t.open >= self.max {
             let (_, victim) = t.idle.pop_first()?;
             // Under the table lock: the victim's drop sees it and leaves the count alone.
-            victim.cancel();
+            evicted = Some(victim.evict());
             self.metrics.closed("evicted");
         } else {
             t.open += 1;
@@ -227,24 +306,29 @@ impl Connections {
         let id = t.next_id;
         t.next_id += 1;
         let now = Instant::now();
-        let evict = CancellationToken::new();
-        t.idle.insert((now, id), evict.clone());
-        Some(Arc::new(Conn {
+        let conn = Arc::new(Conn {
             id,
             conns: Arc::clone(self),
-            evict,
-            idle_since: Mutex::new(Some(now)),
-        }))
+            evict: CancellationToken::new(),
+            gone: CancellationToken::new(),
+            wait: Mutex::new(Wait {
+                idle_since: Some(now),
+                head_since: None,
+                served: false,
+            }),
+            changed: tokio::sync::Notify::new(),
+        });
+        t.idle.insert((now, id), conn.victim());
+        Some((conn, evicted))
     }
 
-    /// Closes the longest-idle connection, if any (when `accept` runs out of files). Its place
-    /// is freed here: being evicted, it will not count itself out.
-    fn evict_one(&self) -> bool {
+    /// Closes the longest-idle connection, if any (when `accept` runs out of files), and
+    /// returns what is cancelled once its socket is closed. Its place is freed here: being
+    /// evicted, it will not count itself out.
+    fn evict_one(&self) -> Option<CancellationToken> {
         let mut t = self.lock();
-        let Some((_, victim)) = t.idle.pop_first() else {
-            return false;
-        };
-        victim.cancel();
+        let (_, victim) = t.idle.pop_first()?;
+        let gone = victim.evict();
         self.metrics.closed("evicted");
         t.open = t.open.saturating_sub(1);
         self.metrics
@@ -253,7 +337,7 @@ impl Connections {
         if t.open == 0 {
             self.empty.notify_waiters();
         }
-        true
+        Some(gone)
     }
 
     /// Waits until every connection has ended.
@@ -269,21 +353,31 @@ impl Connections {
 }
 
 impl Conn {
+    fn victim(&self) -> Victim {
+        Victim {
+            evict: self.evict.clone(),
+            gone: self.gone.clone(),
+        }
+    }
+
+    fn wait(&self) -> std::sync::MutexGuard<'_, Wait> {
+        self.wait.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// A request arrived: the connection is busy until its response has been written.
     fn busy(&self) {
         self.unlist(&mut self.conns.lock());
+        self.changed.notify_one();
     }
 
-    /// Takes the connection off the idle list.
+    /// Takes the connection off the idle list: it no longer waits.
     fn unlist(&self, t: &mut Table) {
-        let since = self
-            .idle_since
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if let Some(since) = since {
+        let mut wait = self.wait();
+        if let Some(since) = wait.idle_since.take() {
             t.idle.remove(&(since, self.id));
         }
+        wait.head_since = None;
+        wait.served = true;
     }
 
     /// The response has been written: the connection waits for the next request.
@@ -294,11 +388,30 @@ impl Conn {
             return;
         }
         let now = Instant::now();
-        let mut since = self.idle_since.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(old) = since.replace(now) {
+        let mut wait = self.wait();
+        if let Some(old) = wait.idle_since.replace(now) {
             t.idle.remove(&(old, self.id));
         }
-        t.idle.insert((now, self.id), self.evict.clone());
+        wait.head_since = None;
+        t.idle.insert((now, self.id), self.victim());
+        drop(wait);
+        self.changed.notify_one();
+    }
+
+    /// Bytes arrived: while the connection waits, the first of them begin a request head,
+    /// which must then be whole within `--header-timeout`.
+    fn bytes_arrived(&self) {
+        let mut wait = self.wait();
+        if wait.idle_since.is_some() && wait.head_since.is_none() {
+            wait.head_since = Some(Instant::now());
+            drop(wait);
+            self.changed.notify_one();
+        }
+    }
+
+    /// When the connection's wait ends it, and why ([`Wait::deadline`]).
+    fn deadline(&self, limits: &ConnLimits) -> Option<(Instant, Expiry)> {
+        self.wait().deadline(limits)
     }
 }
 
@@ -317,6 +430,7 @@ impl Drop for Conn {
                 self.conns.empty.notify_waiters();
             }
         }
+        self.gone.cancel();
     }
 }
 
@@ -332,13 +446,15 @@ pub async fn serve(
 ) -> io::Result<()> {
     let conns = Connections::new(limits.max_connections, metrics.clone());
     let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout)
+    // The header and idle timeouts are the listener's own (hyper's one timer cannot tell a
+    // keep-alive connection's idle time from a slow request head).
+    http.header_read_timeout(None)
         .keep_alive(true)
         .max_buf_size(MAX_BUF);
     let http = Arc::new(http);
     let stopping = CancellationToken::new();
     let lingering = Arc::new(tokio::sync::Semaphore::new(LINGERING_REFUSALS));
+    let mut out_of_files = OutOfFiles::default();
     tokio::pin!(stop);
     loop {
         let (stream, peer) = tokio::select! {
@@ -346,23 +462,28 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
                 Err(e) => {
-                    accept_failed(&e, &conns).await;
+                    accept_failed(&e, &conns, &mut out_of_files).await;
                     continue;
                 }
             },
         };
         match conns.admit() {
-            Some(conn) => {
+            Some((conn, evicted)) => {
                 tokio::spawn(serve_connection(
                     stream,
                     peer,
                     conn,
                     router.clone(),
                     Arc::clone(&http),
-                    limits.write_timeout,
+                    limits,
                     metrics.clone(),
                     stopping.clone(),
                 ));
+                // Accept no more until the connection closed to make room has closed its
+                // socket, so that open files stay within the bound under a burst.
+                if let Some(gone) = evicted {
+                    closed_soon(gone).await;
+                }
             }
             None => {
                 metrics.closed("refused");
@@ -376,20 +497,46 @@ pub async fn serve(
     Ok(())
 }
 
+/// Waits for an evicted connection's socket to close, at most [`EVICTION_WAIT`].
+async fn closed_soon(gone: CancellationToken) {
+    let _ = tokio::time::timeout(EVICTION_WAIT, gone.cancelled()).await;
+}
+
+/// How often running out of open files is logged at most.
+const OUT_OF_FILES_LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// Failures of `accept` for want of open files, logged at most once a minute.
+#[derive(Debug, Default)]
+struct OutOfFiles {
+    last_logged: Option<Instant>,
+    since: u64,
+}
+
 /// `accept` failed. Per-connection errors (the client already gave up) are ignored; when the
 /// process is out of open files, the longest-idle connection is closed to make room.
-async fn accept_failed(e: &io::Error, conns: &Connections) {
+async fn accept_failed(e: &io::Error, conns: &Connections, out: &mut OutOfFiles) {
     let out_of_files = matches!(e.raw_os_error(), Some(code) if code == rustix::io::Errno::MFILE.raw_os_error() || code == rustix::io::Errno::NFILE.raw_os_error());
-    if out_of_files {
-        let evicted = conns.evict_one();
+    if !out_of_files {
+        tracing::debug!(error = %e, "Accept failed.");
+        return;
+    }
+    out.since += 1;
+    let now = Instant::now();
+    if out
+        .last_logged
+        .is_none_or(|t| now.duration_since(t) >= OUT_OF_FILES_LOG_EVERY)
+    {
         tracing::warn!(
             error = %e,
-            evicted,
-            "Out of open files accepting a connection: is LimitNOFILE= below --max-connections + {FD_RESERVE}?"
+            times = out.since,
+            "Out of open files accepting a connection (closing the one idle the longest): is something else holding files, or LimitNOFILE= below --max-connections + {FD_RESERVE}?"
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    } else {
-        tracing::debug!(error = %e, "Accept failed.");
+        out.last_logged = Some(now);
+        out.since = 0;
+    }
+    match conns.evict_one() {
+        Some(gone) => closed_soon(gone).await,
+        None => tokio::time::sleep(Duration::from_millis(50)).await,
     }
 }
 
@@ -400,11 +547,16 @@ async fn serve_connection(
     conn: Arc<Conn>,
     router: Router,
     http: Arc<hyper::server::conn::http1::Builder>,
-    write_timeout: Duration,
+    limits: ConnLimits,
     metrics: ConnMetrics,
     stopping: CancellationToken,
 ) {
-    let io = TokioIo::new(WriteDeadline::new(stream, write_timeout, metrics.clone()));
+    let io = TokioIo::new(ConnIo::new(
+        stream,
+        Arc::clone(&conn),
+        limits.write_timeout,
+        metrics.clone(),
+    ));
     let service = ConnService {
         router,
         peer,
@@ -414,12 +566,16 @@ async fn serve_connection(
     tokio::pin!(served);
     let mut shutting_down = false;
     loop {
+        let deadline = conn.deadline(&limits);
+        let expired = async move {
+            match deadline {
+                Some((at, _)) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             result = served.as_mut() => {
                 if let Err(e) = result {
-                    if e.is_timeout() {
-                        metrics.closed("header_timeout");
-                    }
                     tracing::debug!(%peer, error = %e, "Connection ended.");
                 }
                 break;
@@ -428,6 +584,18 @@ async fn serve_connection(
             () = stopping.cancelled(), if !shutting_down => {
                 shutting_down = true;
                 served.as_mut().graceful_shutdown();
+            }
+            // The wait changed (a request, a response, a first byte): read the deadline again.
+            () = conn.changed.notified() => {}
+            () = expired => {
+                // Closed only if the deadline still stands (a change may have raced the timer).
+                if let Some((at, why)) = conn.deadline(&limits)
+                    && at <= Instant::now()
+                {
+                    metrics.closed(why.reason());
+                    tracing::debug!(%peer, reason = why.reason(), "Connection closed.");
+                    break;
+                }
             }
         }
     }
@@ -516,20 +684,22 @@ impl Drop for Busy {
     }
 }
 
-/// A connection whose writes fail with `TimedOut` once one has waited `timeout` for the client
-/// to read.
-struct WriteDeadline {
+/// A connection's socket: reads tell its [`Conn`] when a request head begins; writes fail with
+/// `TimedOut` once one has waited `timeout` for the client to read.
+struct ConnIo {
     io: TcpStream,
+    conn: Arc<Conn>,
     timeout: Duration,
     /// Running while a write waits.
     blocked: Option<Pin<Box<Sleep>>>,
     metrics: ConnMetrics,
 }
 
-impl WriteDeadline {
-    fn new(io: TcpStream, timeout: Duration, metrics: ConnMetrics) -> WriteDeadline {
-        WriteDeadline {
+impl ConnIo {
+    fn new(io: TcpStream, conn: Arc<Conn>, timeout: Duration, metrics: ConnMetrics) -> ConnIo {
+        ConnIo {
             io,
+            conn,
             timeout,
             blocked: None,
             metrics,
@@ -565,17 +735,23 @@ impl WriteDeadline {
     }
 }
 
-impl AsyncRead for WriteDeadline {
+impl AsyncRead for ConnIo {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.io).poll_read(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            this.conn.bytes_arrived();
+        }
+        polled
     }
 }
 
-impl AsyncWrite for WriteDeadline {
+impl AsyncWrite for ConnIo {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,

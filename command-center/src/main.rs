@@ -515,10 +515,14 @@ struct ServeArgs {
     /// this plus 128 (LimitNOFILE=; the soft limit is raised as far as the hard one allows).
     #[arg(long, default_value_t = vaultmesh_command_center::listener::DEFAULT_MAX_CONNECTIONS)]
     max_connections: usize,
-    /// Close a connection that has not sent a whole request head within this, from connecting
-    /// or from the end of its previous response (also the idle keep-alive time).
+    /// Close a connection that has not sent a whole request head within this of connecting, or
+    /// of the head's first byte.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     header_timeout: Duration,
+    /// Close a keep-alive connection that has sent nothing for this long since its previous
+    /// response (keep it above cloudflared's keepAliveTimeout, 90 s by default).
+    #[arg(long, default_value = "2m", value_parser = parse_duration)]
+    idle_timeout: Duration,
     /// Close a connection whose client has read nothing of a response or event stream for this
     /// long.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
@@ -1132,6 +1136,7 @@ fn serve_config(args: ServeArgs) -> ServeConfig {
         connections: vaultmesh_command_center::listener::ConnLimits {
             max_connections: args.max_connections,
             header_timeout: args.header_timeout,
+            idle_timeout: args.idle_timeout,
             write_timeout: args.write_timeout,
         },
         heartbeat_rotate_bytes: args.heartbeat_rotate_size,

@@ -239,7 +239,7 @@ impl Metrics {
                 ),
                 closed: counter_vec(
                     "vaultmesh_connections_closed_total",
-                    "Client connections the Command Center closed, by reason: header_timeout, write_timeout, evicted (idle, to make room at --max-connections), refused (503 at the bound, every connection busy).",
+                    "Client connections the Command Center closed, by reason: header_timeout (no whole request head within --header-timeout), idle_timeout (no new request within --idle-timeout of a response), write_timeout (the client read nothing for --write-timeout), evicted (idle, to make room at --max-connections), refused (503 at the bound, every connection busy).",
                     &["reason"],
                 ),
             },
