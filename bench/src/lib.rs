@@ -115,18 +115,7 @@ pub fn realistic_scan(i: usize, n: u128) -> vaultmesh_proto::ScanReport {
     }
 }
 
-/// Peak and current resident memory of a process, in KiB (`VmHWM`, `VmRSS`).
-pub fn memory_kib(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .unwrap_or(0)
-    };
-    (field("VmHWM:"), field("VmRSS:"))
-}
+pub use vaultmesh_testkit::memory_kib;
 
 /// CPU time of a process's live threads to the nanosecond (`/proc/<pid>/task/*/schedstat`).
 /// Threads that exited in between are missing, so use it where threads live long (the agent).

@@ -86,8 +86,10 @@ pub struct ServeConfig {
     pub enroll_rate: f64,
     pub enroll_burst: u32,
     pub agent_burst: u32,
-    /// Open `/events` streams each signed-in identity may hold.
-    pub sse_per_identity: usize,
+    /// Open `/events` streams per identity, per address and in all.
+    pub sse: crate::sse::StreamLimits,
+    /// The connection bound and the header and write timeouts ([`crate::listener`]).
+    pub connections: crate::listener::ConnLimits,
     /// Rotate the heartbeat log at this size (it also rotates daily).
     pub heartbeat_rotate_bytes: u64,
     /// Delete rotated heartbeat segments older than this.
@@ -133,7 +135,8 @@ impl ServeConfig {
             enroll_rate: crate::agent_auth::ENROLL_RATE_PER_S,
             enroll_burst: crate::agent_auth::ENROLL_BURST,
             agent_burst: 30,
-            sse_per_identity: 32,
+            sse: crate::sse::StreamLimits::default(),
+            connections: crate::listener::ConnLimits::default(),
             heartbeat_rotate_bytes: defaults.heartbeat_rotate_bytes,
             heartbeat_retention: defaults.heartbeat_retention,
             sse_keepalive: Duration::from_secs(15),
@@ -234,6 +237,7 @@ impl ServeConfig {
         if self.sse_buffer == 0 {
             return Err("--sse-buffer must be at least 1".into());
         }
+        self.check_connection_bounds()?;
         if self.heartbeat_rotate_bytes < 4096 {
             return Err("--heartbeat-rotate-size must be at least 4KiB".into());
         }
@@ -242,6 +246,46 @@ impl ServeConfig {
         }
         if self.limits.history_len == 0 || self.limits.max_nodes == 0 {
             return Err("--history-len and --max-nodes must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+impl ServeConfig {
+    /// The connection and event-stream bounds: each at least 1, and event streams (which are
+    /// never closed to make room) below the connection bound, so other requests always fit; the
+    /// connection timeouts at least 100 ms.
+    fn check_connection_bounds(&self) -> Result<(), String> {
+        let conns = &self.connections;
+        for (flag, timeout) in [
+            ("--header-timeout", conns.header_timeout),
+            ("--idle-timeout", conns.idle_timeout),
+            ("--write-timeout", conns.write_timeout),
+        ] {
+            if timeout < Duration::from_millis(100) {
+                return Err(format!(
+                    "{flag} must be at least 100ms (it is {} ms)",
+                    timeout.as_millis()
+                ));
+            }
+        }
+        let sse = &self.sse;
+        let max = conns.max_connections;
+        for (flag, n) in [
+            ("--max-connections", max),
+            ("--sse-per-identity", sse.per_identity),
+            ("--sse-per-address", sse.per_address),
+            ("--sse-total", sse.total),
+        ] {
+            if n == 0 {
+                return Err(format!("{flag} must be at least 1"));
+            }
+        }
+        if sse.total >= max {
+            return Err(format!(
+                "--sse-total {} must be below --max-connections {max}: event streams are never closed to make room, so they must leave some for other requests",
+                sse.total
+            ));
         }
         Ok(())
     }

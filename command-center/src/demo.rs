@@ -47,6 +47,9 @@ pub enum DemoError {
     Setup(String),
 }
 
+/// The demo's connection bound: with [`crate::listener::FD_RESERVE`], 1,024 open files.
+pub const DEMO_MAX_CONNECTIONS: usize = 1024 - crate::listener::FD_RESERVE as usize;
+
 /// Runs until `cancel` fires. `on_listening` gets the dashboard URL once the server is bound.
 pub async fn run(
     opts: DemoOptions,
@@ -55,6 +58,10 @@ pub async fn run(
 ) -> Result<(), DemoError> {
     let data_dir = absolute(&opts.data_dir)?;
     let mut serve = ServeConfig::new(opts.listen, data_dir.join("logs"));
+    // One machine, one browser: a bound that fits the open-file limit of any shell (the
+    // default needs 16,384 files, which a unit's LimitNOFILE= gives, not every login).
+    serve.connections.max_connections = DEMO_MAX_CONNECTIONS;
+    serve.sse.total = DEMO_MAX_CONNECTIONS / 2;
     // The demo's agent enrolls with a one-off token nobody else knows.
     let mut secret = [0u8; 24];
     getrandom::fill(&mut secret).map_err(|e| DemoError::Setup(format!("no OS randomness: {e}")))?;

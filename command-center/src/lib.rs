@@ -16,7 +16,8 @@
 //! - [`ui`]: server-rendered, auto-escaped HTML pages (`/`).
 //! - [`bus`]: the live event bus (broadcast + resume window) behind `GET /events`.
 //! - [`sse`]: the `GET /events` stream.
-//! - [`server`]: the router, its middleware and the listener.
+//! - [`server`]: the router, its middleware and the server.
+//! - [`listener`]: connections: the bound, the header and write timeouts, the open-file limit.
 //! - [`refusals`]: why a request was refused, in the log, a bounded number of lines per reason.
 //! - [`timeout`]: every request answered in bounded time, a timeout as a JSON error.
 //! - [`logs`]: the `logs view|tail|stats` tools over the log files.
@@ -35,6 +36,7 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod ledger;
+pub mod listener;
 pub mod logs;
 pub mod metrics;
 pub mod notify;

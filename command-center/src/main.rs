@@ -21,6 +21,11 @@ use vaultmesh_command_center::server::{ServeError, Server};
 use vaultmesh_command_center::store::StoreLimits;
 use vaultmesh_command_center::store::commands::CommandStatus;
 
+/// jemalloc rather than glibc's malloc: memory freed when connections and event streams close
+/// goes back to the system (glibc kept it: `tests/connections.rs`, docs/PERFORMANCE.md).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "vaultmesh-command-center",
@@ -494,9 +499,34 @@ struct ServeArgs {
     /// Enrollment attempts one source may make at once before the rate applies.
     #[arg(long, default_value_t = vaultmesh_command_center::agent_auth::ENROLL_BURST)]
     enroll_burst: u32,
-    /// Open /events streams each signed-in admin (Access identity or admin token) may hold.
-    #[arg(long, default_value_t = 32)]
+    /// Open /events streams each signed-in admin (Access identity or admin token) may hold
+    /// (beyond: 429).
+    #[arg(long, default_value_t = vaultmesh_command_center::sse::DEFAULT_PER_IDENTITY)]
     sse_per_identity: usize,
+    /// Open /events streams each client address may hold when it is not signed in (a
+    /// loopback-only Command Center; beyond: 429).
+    #[arg(long, default_value_t = vaultmesh_command_center::sse::DEFAULT_PER_ADDRESS)]
+    sse_per_address: usize,
+    /// Open /events streams in all (beyond: 503); below --max-connections.
+    #[arg(long, default_value_t = vaultmesh_command_center::sse::DEFAULT_TOTAL)]
+    sse_total: usize,
+    /// Client connections served at once. Beyond, the connection idle the longest is closed to
+    /// make room, or, with every one busy, the new one gets 503. The open-file limit must hold
+    /// this plus 128 (LimitNOFILE=; the soft limit is raised as far as the hard one allows).
+    #[arg(long, default_value_t = vaultmesh_command_center::listener::DEFAULT_MAX_CONNECTIONS)]
+    max_connections: usize,
+    /// Close a connection that has not sent a whole request head within this of connecting, or
+    /// of the head's first byte.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    header_timeout: Duration,
+    /// Close a keep-alive connection that has sent nothing for this long since its previous
+    /// response (keep it above cloudflared's keepAliveTimeout, 90 s by default).
+    #[arg(long, default_value = "2m", value_parser = parse_duration)]
+    idle_timeout: Duration,
+    /// Close a connection whose client has read nothing of a response or event stream for this
+    /// long.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    write_timeout: Duration,
     /// Rotate the heartbeat log at this size (also daily): e.g. 256MiB, 1GiB.
     #[arg(long, default_value = "256MiB", value_parser = parse_size)]
     heartbeat_rotate_size: u64,
@@ -1063,8 +1093,9 @@ fn logs(cmd: LogsCommand) -> Result<(), Failure> {
     }
 }
 
-async fn serve(args: ServeArgs) -> Result<(), Failure> {
-    let config = ServeConfig {
+/// The configuration `serve` runs with, from its flags.
+fn serve_config(args: ServeArgs) -> ServeConfig {
+    ServeConfig {
         listen: args.listen,
         log_dir: args.log_dir,
         policy_dir: args.policy_dir,
@@ -1097,7 +1128,17 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
         },
         enroll_rate: args.enroll_rate,
         enroll_burst: args.enroll_burst,
-        sse_per_identity: args.sse_per_identity,
+        sse: vaultmesh_command_center::sse::StreamLimits {
+            per_identity: args.sse_per_identity,
+            per_address: args.sse_per_address,
+            total: args.sse_total,
+        },
+        connections: vaultmesh_command_center::listener::ConnLimits {
+            max_connections: args.max_connections,
+            header_timeout: args.header_timeout,
+            idle_timeout: args.idle_timeout,
+            write_timeout: args.write_timeout,
+        },
         heartbeat_rotate_bytes: args.heartbeat_rotate_size,
         heartbeat_retention: args.heartbeat_retention,
         sse_keepalive: args.sse_keepalive,
@@ -1114,7 +1155,11 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
         min_free: args.min_free,
         disk_check: args.disk_check,
         request_timeout: args.request_timeout,
-    };
+    }
+}
+
+async fn serve(args: ServeArgs) -> Result<(), Failure> {
+    let config = serve_config(args);
     config.prepare().map_err(|e| (2, e))?;
     let server = Server::bind(&config).await.map_err(|e| match e {
         ServeError::Config(m) => (2, m),
@@ -1177,4 +1222,24 @@ async fn run_demo(args: DemoArgs) -> Result<(), Failure> {
     })
     .await
     .map_err(|e| (1, e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The flags' defaults are the library's (the duration flags spell theirs as text).
+    #[test]
+    fn connection_and_stream_flags_default_to_the_library_defaults() {
+        let cli = Cli::try_parse_from(["vaultmesh-command-center"]).expect("no arguments parse");
+        let config = serve_config(cli.serve);
+        assert_eq!(
+            config.connections,
+            vaultmesh_command_center::listener::ConnLimits::default()
+        );
+        assert_eq!(
+            config.sse,
+            vaultmesh_command_center::sse::StreamLimits::default()
+        );
+    }
 }

@@ -26,6 +26,8 @@ pub struct Metrics {
     pub rejected: IntCounterVec,
     pub nodes: IntGaugeVec,
     pub sse_clients: IntGauge,
+    /// Open client connections, and those the listener closed, by reason ([`crate::listener`]).
+    pub connections: crate::listener::ConnMetrics,
     /// 1 while this instance runs the fleet-wide writers (always, with the file store).
     pub leader: IntGauge,
     /// Notification attempts by notifier and outcome (`sent`, `failed`, `dropped`).
@@ -230,6 +232,17 @@ impl Metrics {
             ),
             nodes,
             sse_clients,
+            connections: crate::listener::ConnMetrics {
+                open: gauge(
+                    "vaultmesh_connections_open",
+                    "Open client connections (at most --max-connections).",
+                ),
+                closed: counter_vec(
+                    "vaultmesh_connections_closed_total",
+                    "Client connections the Command Center closed, by reason: header_timeout (no whole request head within --header-timeout), idle_timeout (no new request within --idle-timeout of a response), write_timeout (the client read nothing for --write-timeout), evicted (idle, to make room at --max-connections), refused (503 at the bound, every connection busy).",
+                    &["reason"],
+                ),
+            },
             leader,
             append_seconds,
             replay_seconds,

@@ -1,4 +1,4 @@
-//! The router, its middleware, and the listener.
+//! The router, its middleware, and the server around them (the listener: [`crate::listener`]).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -210,6 +210,8 @@ pub struct Server {
     lock: crate::store::dirlock::DirLock,
     /// The log volume to watch, its minimum free space, and how often to measure it.
     volume: (std::path::PathBuf, crate::store::health::MinFree, Duration),
+    /// The connection bound and timeouts.
+    connections: crate::listener::ConnLimits,
 }
 
 impl Server {
@@ -217,6 +219,8 @@ impl Server {
     /// is served until [`Server::run`].
     pub async fn bind(config: &ServeConfig) -> Result<Server, ServeError> {
         // Configuration first: a bad token, key or policy must not cost a replay.
+        crate::listener::ensure_open_files(config.connections.max_connections)
+            .map_err(|e| ServeError::Config(e.to_string()))?;
         let tokens = Arc::new(config.tokens().map_err(ServeError::Config)?);
         let cc_key = config
             .load_signing_key()
@@ -311,7 +315,7 @@ impl Server {
             ledger: Arc::new(ledger),
             access,
             admin_token: config.admin_token.clone().map(crate::access::AdminToken),
-            sse_slots: crate::sse::StreamSlots::new(config.sse_per_identity),
+            sse_slots: crate::sse::StreamSlots::new(config.sse),
             enroll_refusals: Arc::new(crate::agent_auth::Throttle::new(
                 crate::agent_auth::REFUSAL_EVENT_EVERY,
             )),
@@ -345,6 +349,7 @@ impl Server {
             ledger_interval: config.ledger_interval,
             lock,
             volume: (config.log_dir.clone(), config.min_free, config.disk_check),
+            connections: config.connections,
         })
     }
 
@@ -401,15 +406,20 @@ impl Server {
             streams.clone(),
         ));
         tokio::spawn(Arc::clone(&self.state.refusals).run(streams.clone()));
-        // The peer address reaches handlers and the refusal log.
-        let app = app(self.state).into_make_service_with_connect_info::<SocketAddr>();
-        axum::serve(self.listener, app)
-            .with_graceful_shutdown(async move {
+        // The listener gives every request its peer address (handlers, the refusal log).
+        let metrics = self.state.metrics.connections.clone();
+        crate::listener::serve(
+            self.listener,
+            app(self.state),
+            self.connections,
+            metrics,
+            async move {
                 shutdown.await;
                 // Open SSE streams would hold graceful shutdown forever; end them.
                 streams.cancel();
-            })
-            .await
-            .map_err(ServeError::Serve)
+            },
+        )
+        .await
+        .map_err(ServeError::Serve)
     }
 }

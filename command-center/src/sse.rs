@@ -7,12 +7,14 @@
 //! telling it to reload state. Optional filters: `?kinds=heartbeat,incident&node_id=...`
 //! (`resync` is always delivered).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::convert::Infallible;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::{ConnectInfo, Query, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::stream::{self, Stream, StreamExt};
@@ -74,55 +76,122 @@ fn resync(id: String, reason: &str, missed: Option<u64>) -> Event {
     Event::default().event("resync").id(id).data(data)
 }
 
-/// Open `/events` streams per signed-in identity, capped (`--sse-per-identity`). Streams of
-/// unauthenticated clients (a loopback-only Command Center) are not counted.
+/// Default of `--sse-per-identity`.
+pub const DEFAULT_PER_IDENTITY: usize = 32;
+/// Default of `--sse-per-address`.
+pub const DEFAULT_PER_ADDRESS: usize = 32;
+/// Default of `--sse-total`: the 1,000 consoles of docs/PERFORMANCE.md, far below the
+/// connection bound (event streams are never closed to make room for other connections).
+pub const DEFAULT_TOTAL: usize = 1024;
+
+/// How many `/events` streams may be open (`--sse-per-identity`, `--sse-per-address`,
+/// `--sse-total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamLimits {
+    /// Per signed-in identity (an Access identity, or the admin token).
+    pub per_identity: usize,
+    /// Per client address, for clients that are not signed in (a loopback-only Command Center).
+    pub per_address: usize,
+    /// In all.
+    pub total: usize,
+}
+
+impl Default for StreamLimits {
+    fn default() -> Self {
+        StreamLimits {
+            per_identity: DEFAULT_PER_IDENTITY,
+            per_address: DEFAULT_PER_ADDRESS,
+            total: DEFAULT_TOTAL,
+        }
+    }
+}
+
+/// Who holds a stream: a signed-in identity, or else the client's address.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Holder {
+    Identity(String),
+    Address(IpAddr),
+}
+
+impl std::fmt::Display for Holder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Holder::Identity(who) => f.write_str(who),
+            Holder::Address(ip) => write!(f, "address {ip}"),
+        }
+    }
+}
+
+/// Open `/events` streams, per holder and in all, capped by [`StreamLimits`].
 #[derive(Debug)]
 pub struct StreamSlots {
-    per_identity: usize,
-    open: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+    limits: StreamLimits,
+    open: std::sync::Mutex<Open>,
+}
+
+#[derive(Debug, Default)]
+struct Open {
+    total: usize,
+    by_holder: HashMap<Holder, usize>,
 }
 
 /// One open stream; frees its slot when the stream ends.
 #[derive(Debug)]
 pub struct Slot {
     slots: Arc<StreamSlots>,
-    who: String,
+    holder: Holder,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         let mut open = self.slots.open.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = open.get_mut(&self.who) {
+        open.total = open.total.saturating_sub(1);
+        if let Some(n) = open.by_holder.get_mut(&self.holder) {
             *n -= 1;
             if *n == 0 {
-                open.remove(&self.who);
+                open.by_holder.remove(&self.holder);
             }
         }
     }
 }
 
 impl StreamSlots {
-    pub fn new(per_identity: usize) -> Arc<StreamSlots> {
+    pub fn new(limits: StreamLimits) -> Arc<StreamSlots> {
         Arc::new(StreamSlots {
-            per_identity: per_identity.max(1),
-            open: std::sync::Mutex::new(std::collections::HashMap::new()),
+            limits: StreamLimits {
+                per_identity: limits.per_identity.max(1),
+                per_address: limits.per_address.max(1),
+                total: limits.total.max(1),
+            },
+            open: std::sync::Mutex::new(Open::default()),
         })
     }
 
-    /// Takes a slot for `who`, or `429` when all are in use.
-    pub fn acquire(self: &Arc<Self>, who: &str) -> Result<Slot, ApiError> {
+    /// Takes a slot for `holder`: `429` when the holder has all of its own, `503` when every
+    /// stream is in use.
+    pub fn acquire(self: &Arc<Self>, holder: Holder) -> Result<Slot, ApiError> {
+        let (limit, flag) = match holder {
+            Holder::Identity(_) => (self.limits.per_identity, "--sse-per-identity"),
+            Holder::Address(_) => (self.limits.per_address, "--sse-per-address"),
+        };
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        let n = open.entry(who.to_string()).or_insert(0);
-        if *n >= self.per_identity {
+        let held = open.by_holder.get(&holder).copied().unwrap_or(0);
+        if held >= limit {
             return Err(ApiError::TooManyStreams(format!(
-                "{who} already has {} open event streams, the limit",
-                self.per_identity
+                "{holder} already has {limit} open event streams, the limit ({flag})"
             )));
         }
-        *n += 1;
+        if open.total >= self.limits.total {
+            return Err(ApiError::Unavailable(format!(
+                "all {} event streams are in use (--sse-total); retry later",
+                self.limits.total
+            )));
+        }
+        open.total += 1;
+        *open.by_holder.entry(holder.clone()).or_insert(0) += 1;
         Ok(Slot {
             slots: Arc::clone(self),
-            who: who.to_string(),
+            holder,
         })
     }
 }
@@ -130,7 +199,8 @@ impl StreamSlots {
 /// `GET /events`.
 pub async fn events(
     State(state): State<AppState>,
-    identity: Option<axum::Extension<crate::access::Identity>>,
+    identity: Option<Extension<crate::access::Identity>>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     params: Result<Query<SseParams>, QueryRejection>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
@@ -142,9 +212,14 @@ pub async fn events(
         node_id: p.node_id.as_deref().map(parse_node_id).transpose()?,
     };
     let last_id = headers.get("last-event-id").and_then(|v| v.to_str().ok());
-    let slot = identity
-        .map(|axum::Extension(who)| state.sse_slots.acquire(&who.0))
-        .transpose()?;
+    // Signed-in clients are counted by identity (behind the tunnel every client has the
+    // tunnel's address); the others — a loopback-only Command Center — by address.
+    let holder = match (identity, peer) {
+        (Some(Extension(who)), _) => Holder::Identity(who.0),
+        (None, Some(Extension(ConnectInfo(addr)))) => Holder::Address(addr.ip()),
+        (None, None) => Holder::Address(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)),
+    };
+    let slot = state.sse_slots.acquire(holder)?;
 
     let bus = Arc::clone(&state.bus);
     let (rx, resume) = bus.subscribe(last_id);

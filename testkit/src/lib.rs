@@ -124,6 +124,8 @@ pub struct CommandCenter {
     args: Vec<String>,
     env: Vec<(String, String)>,
     stderr: Captured,
+    /// The open-file limit (soft, hard) it runs under, when set.
+    open_files: Option<(u64, u64)>,
 }
 
 impl CommandCenter {
@@ -145,12 +147,32 @@ impl CommandCenter {
     /// Like [`CommandCenter::start_with_env`] in `dir` (its log directory is `dir/logs`, which
     /// the caller may have prepared, e.g. as a small filesystem).
     pub fn start_in(dir: TempDir, extra: &[&str], env: &[(&str, &str)]) -> CommandCenter {
+        Self::start_limited(dir, extra, env, None)
+    }
+
+    /// Like [`CommandCenter::start_with`], run under an open-file limit of `limit` (soft and
+    /// hard, set by `prlimit`), as a unit's `LimitNOFILE=` would.
+    pub fn start_with_open_files(limit: u64, extra: &[&str]) -> CommandCenter {
+        Self::start_limited(
+            tempfile::tempdir().expect("temp dir"),
+            extra,
+            &[],
+            Some((limit, limit)),
+        )
+    }
+
+    fn start_limited(
+        dir: TempDir,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        open_files: Option<(u64, u64)>,
+    ) -> CommandCenter {
         let args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         let env: Vec<(String, String)> = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        let (child, url, stderr) = Self::spawn(dir.path(), &args, &env);
+        let (child, url, stderr) = Self::spawn(dir.path(), &args, &env, open_files);
         let cc = CommandCenter {
             child,
             url,
@@ -158,13 +180,26 @@ impl CommandCenter {
             args,
             env,
             stderr,
+            open_files,
         };
         cc.wait_healthy();
         cc
     }
 
-    fn spawn(dir: &Path, args: &[String], env: &[(String, String)]) -> (Child, String, Captured) {
-        let mut cmd = Command::new(binary(CC_BIN));
+    /// `serve` on `dir/logs` with the harness's arguments and `args`; under `prlimit` when an
+    /// open-file limit `(soft, hard)` is given (prlimit sets it, then runs the binary in its
+    /// place).
+    pub fn serve_command(dir: &Path, args: &[String], open_files: Option<(u64, u64)>) -> Command {
+        let mut cmd = match open_files {
+            None => Command::new(binary(CC_BIN)),
+            Some((soft, hard)) => {
+                let mut c = Command::new("prlimit");
+                c.arg(format!("--nofile={soft}:{hard}"))
+                    .arg("--")
+                    .arg(binary(CC_BIN));
+                c
+            }
+        };
         cmd.arg("serve").arg("--log-dir").arg(dir.join("logs"));
         if !args.iter().any(|a| a == "--listen") {
             cmd.args(["--listen", "127.0.0.1:0"]);
@@ -186,6 +221,7 @@ impl CommandCenter {
             }
         }
         cmd.args(args)
+            .stdin(Stdio::null())
             .env_remove("VAULTMESH_ENROLL_TOKEN")
             .env_remove("VAULTMESH_LISTEN")
             .env_remove("VAULTMESH_LOG_DIR")
@@ -195,6 +231,16 @@ impl CommandCenter {
             // A test run under a systemd unit must not hand its own credentials to `serve`.
             .env_remove("CREDENTIALS_DIRECTORY")
             .env("RUST_LOG", "warn");
+        cmd
+    }
+
+    fn spawn(
+        dir: &Path,
+        args: &[String],
+        env: &[(String, String)],
+        open_files: Option<(u64, u64)>,
+    ) -> (Child, String, Captured) {
+        let mut cmd = Self::serve_command(dir, args, open_files);
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -215,7 +261,8 @@ impl CommandCenter {
     /// Starts the binary again on the same log directory and arguments (after a kill or exit).
     pub fn restart(&mut self) {
         self.kill9();
-        let (child, url, stderr) = Self::spawn(self.dir.path(), &self.args, &self.env);
+        let (child, url, stderr) =
+            Self::spawn(self.dir.path(), &self.args, &self.env, self.open_files);
         self.child = child;
         self.url = url;
         self.stderr = stderr;
@@ -237,6 +284,18 @@ impl CommandCenter {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// How many files the process has open (`/proc/PID/fd`).
+    pub fn open_files(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+
+    /// Its resident memory now, in KiB ([`memory_kib`]).
+    pub fn rss_kib(&self) -> u64 {
+        memory_kib(self.pid()).1
     }
 
     /// What the process (since its last start) wrote to stderr: its log, at `RUST_LOG=warn`.
@@ -332,6 +391,40 @@ impl Drop for CommandCenter {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Raises this test process's soft open-file limit to `needed` when it is lower (never above
+/// the hard limit), for tests that open thousands of connections (`cargo test` leaves the
+/// soft limit as it found it, often 1,024). Returns the soft limit in force.
+pub fn raise_open_file_limit(needed: u64) -> u64 {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let soft = limit.current.unwrap_or(u64::MAX);
+    if soft >= needed {
+        return soft;
+    }
+    let raised = needed.min(limit.maximum.unwrap_or(u64::MAX));
+    let set = setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: Some(raised),
+            maximum: limit.maximum,
+        },
+    );
+    if set.is_ok() { raised } else { soft }
+}
+
+/// Peak and current resident memory of a process, in KiB (`VmHWM`, `VmRSS`).
+pub fn memory_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmHWM:"), field("VmRSS:"))
 }
 
 /// An HTTP reply: status and body text.

@@ -63,7 +63,16 @@ fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let clients: usize = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(1000);
     let heartbeats: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(5000);
-    let server = Server::start(&["--sse-buffer", "8192"])?;
+    // Every client comes from 127.0.0.1 without signing in: one address holds them all.
+    let streams = clients.to_string();
+    let server = Server::start(&[
+        "--sse-buffer",
+        "8192",
+        "--sse-per-address",
+        &streams,
+        "--sse-total",
+        &streams,
+    ])?;
     let base = server.base.clone();
     println!("sse-bench: {clients} SSE clients, {heartbeats} heartbeats, server {base}");
     signature_costs((heartbeats as i64 * 4).clamp(100, 20_000));
