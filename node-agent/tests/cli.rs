@@ -409,7 +409,6 @@ fn config_check_warns_about_permissive_modes_of_config_state_and_key() {
 
 #[test]
 fn the_agent_logs_what_each_check_costs() {
-    use std::io::Read;
     let cc = vaultmesh_testkit::CommandCenter::start();
     let agent = NodeAgent::new(&cc.url)
         .env("RUST_LOG", "info")
