@@ -171,7 +171,9 @@ pub fn app(state: AppState) -> Router {
             HeaderName::from_static("cache-control"),
             HeaderValue::from_static("no-store"),
         ))
-        .layer(TraceLayer::new_for_http())
+        // Spans only: failures are logged once, rate-limited, by `refusals` (and an internal
+        // error by `ApiError`), not once per 5xx here — a flood must not fill the journal.
+        .layer(TraceLayer::new_for_http().on_failure(()))
         .with_state(state)
 }
 

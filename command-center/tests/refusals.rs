@@ -207,6 +207,14 @@ fn a_flood_of_refusals_yields_a_bounded_number_of_lines_and_a_count_of_the_rest(
     for i in 0..total {
         assert_eq!(send(&cc, &node(100 + i), 1), 401);
     }
+    // Server errors (here: commands without a signing key, 503) are not one line each either.
+    for _ in 0..200 {
+        let r = cc.post_json(
+            "/api/commands",
+            &serde_json::json!({"node_id": node(1).id, "action": "agent.ping", "args": {}, "issued_by": "t"}),
+        );
+        assert_eq!(r.status, 503, "{}", r.body);
+    }
     // The budget: 10 lines, one saying the rest are counted, and once the minute is over, the
     // count of the rest.
     let summary = wait_for(Duration::from_secs(75), || {
