@@ -1,7 +1,7 @@
 //! `ApiError`: every way a request can fail, each mapped to one status code and a JSON body
 //! `{"error": "..."}`. Messages say what was wrong with the request and never echo secrets.
 
-use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::{BytesRejection, FormRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use vaultmesh_proto::ErrorBody;
@@ -200,6 +200,15 @@ impl From<BytesRejection> for ApiError {
             }
         } else {
             ApiError::BadRequest(format!("cannot read request body: {}", r.body_text()))
+        }
+    }
+}
+
+impl From<FormRejection> for ApiError {
+    fn from(r: FormRejection) -> Self {
+        match r {
+            FormRejection::BytesRejection(b) => ApiError::from(b),
+            other => ApiError::BadRequest(format!("bad form: {}", other.body_text())),
         }
     }
 }

@@ -286,6 +286,33 @@ fn console_forms_work_without_script_and_refuse_other_sites() {
 }
 
 #[test]
+fn a_form_over_the_body_limit_is_413_with_a_json_error() {
+    let cc = CommandCenter::start();
+    let text = "x".repeat(300 * 1024);
+    for accept in ["application/json", "text/html"] {
+        let r = vaultmesh_testkit::http()
+            .post(format!("{}/console/events", cc.url))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("accept", accept)
+            .header("origin", &cc.url)
+            .header("sec-fetch-site", "same-origin")
+            .body(format!("kind=note&node_id={A}&text={text}"))
+            .send()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 413, "{accept}");
+        let body: Value = r.json().unwrap();
+        assert!(
+            body["error"]
+                .as_str()
+                .unwrap()
+                .contains("larger than the 262144-byte limit"),
+            "{body}"
+        );
+    }
+    assert_eq!(cc.get_json("/api/events?kind=note"), json!([]));
+}
+
+#[test]
 fn debug_mode_logs_events_and_a_dropped_stream_shows_then_recovers() {
     let port = free_port().to_string();
     let listen = format!("127.0.0.1:{port}");

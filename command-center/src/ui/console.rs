@@ -703,7 +703,7 @@ pub async fn post_form(
     form: Result<Form<ConsoleForm>, axum::extract::rejection::FormRejection>,
 ) -> Result<Response, ApiError> {
     same_origin(&headers)?;
-    let Form(f) = form.map_err(|e| ApiError::BadRequest(format!("bad form: {}", e.body_text())))?;
+    let Form(f) = form?;
     let node_id = f
         .node_id
         .as_deref()
