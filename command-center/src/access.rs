@@ -6,7 +6,9 @@
 //!
 //! - RS256 only (no `none`, no HMAC — the key is public);
 //! - `kid` found in the team's certs (`https://<team>/cdn-cgi/access/certs`, or `jwks_url`, or a
-//!   `certs_file`), cached; an unknown `kid` refreshes them (at most every 10 s);
+//!   `certs_file`), fetched in the background at start and hourly ([`AccessVerifier::run`]);
+//!   an unknown `kid` refetches them (at most every 10 s). Requests with a known `kid` never
+//!   wait for a fetch;
 //! - `aud` holds one of the configured tags; `iss` is `https://<team>`; `exp`/`nbf` checked with
 //!   30 s of leeway.
 //!
@@ -17,7 +19,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::RwLock;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use axum::extract::{Request, State};
@@ -26,6 +28,7 @@ use axum::response::Response;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
 
 use crate::error::{ApiError, Refusal};
 use crate::server::AppState;
@@ -36,6 +39,8 @@ pub const HEADER: &str = "cf-access-jwt-assertion";
 const REFRESH_MIN: Duration = Duration::from_secs(10);
 /// Certs are refetched this often anyway (Access rotates its keys).
 const REFRESH_MAX: Duration = Duration::from_secs(3600);
+/// After a failed fetch, the next one is this much later.
+const RETRY: Duration = Duration::from_secs(30);
 
 /// `[access]` settings.
 #[derive(Debug, Clone)]
@@ -83,7 +88,11 @@ pub struct AccessVerifier {
     config: AccessConfig,
     issuer: String,
     keys: RwLock<HashMap<String, DecodingKey>>,
-    fetched: tokio::sync::Mutex<Option<Instant>>,
+    /// When the certs were last fetched (or tried): the rate limit of [`REFRESH_MIN`].
+    fetched: Mutex<Option<Instant>>,
+    /// Held across a fetch, so there is one at a time. Verifying with a known key never
+    /// takes it, so a slow certs endpoint holds up only requests that need new keys.
+    fetching: tokio::sync::Mutex<()>,
     http: reqwest::Client,
 }
 
@@ -116,7 +125,8 @@ impl AccessVerifier {
             issuer: format!("https://{}", config.team_domain),
             config,
             keys: RwLock::new(HashMap::new()),
-            fetched: tokio::sync::Mutex::new(None),
+            fetched: Mutex::new(None),
+            fetching: tokio::sync::Mutex::new(()),
             http,
         })
     }
@@ -128,20 +138,46 @@ impl AccessVerifier {
             .unwrap_or_else(|| format!("https://{}/cdn-cgi/access/certs", self.config.team_domain))
     }
 
-    /// Refetches the certs unless that happened less than [`REFRESH_MIN`] ago (or `force` is
-    /// false and the cache is younger than [`REFRESH_MAX`]).
-    async fn refresh(&self, force: bool) {
-        let mut fetched = self.fetched.lock().await;
-        let age = fetched.map(|t| t.elapsed());
-        let due = match age {
-            None => true,
-            Some(a) if force => a >= REFRESH_MIN,
-            Some(a) => a >= REFRESH_MAX,
-        };
-        if !due {
-            return;
+    /// Keeps the certs fresh, off the request path: fetches them now, then every
+    /// [`REFRESH_MAX`] (Access rotates its keys), or every [`RETRY`] while a fetch fails.
+    /// Requests verify with the keys already known meanwhile, however slow the fetch.
+    pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
+        loop {
+            let next = {
+                let _one = self.fetching.lock().await;
+                if self.fetch().await {
+                    REFRESH_MAX
+                } else {
+                    RETRY
+                }
+            };
+            tokio::select! {
+                () = tokio::time::sleep(next) => {}
+                () = cancel.cancelled() => return,
+            }
         }
-        *fetched = Some(Instant::now());
+    }
+
+    /// For a token whose `kid` is not known: fetches the certs (Access may have rotated its
+    /// keys) unless that was tried less than [`REFRESH_MIN`] ago. Waits for a fetch already
+    /// in flight instead of starting another. Only such requests wait here: a request with a
+    /// known `kid` never takes [`AccessVerifier::fetching`].
+    async fn refresh_for_unknown_kid(&self) {
+        let _one = self.fetching.lock().await;
+        let recent = self
+            .fetched
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some_and(|t| t.elapsed() < REFRESH_MIN);
+        if !recent {
+            self.fetch().await;
+        }
+    }
+
+    /// Fetches the certs and replaces the known keys with them; keeps the old keys if the
+    /// fetch fails. Whether it succeeded. Callers hold [`AccessVerifier::fetching`].
+    async fn fetch(&self) -> bool {
+        *self.fetched.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
         let body = match &self.config.certs_file {
             Some(path) => std::fs::read(path).map_err(|e| format!("{}: {e}", path.display())),
             None => match self.http.get(self.certs_url()).send().await {
@@ -166,9 +202,11 @@ impl AccessVerifier {
                 }
                 tracing::info!(keys = keys.len(), "Cloudflare Access certs loaded.");
                 *self.keys.write().unwrap_or_else(|p| p.into_inner()) = keys;
+                true
             }
             Err(e) => {
-                tracing::warn!(error = %e, "Cannot load the Cloudflare Access certs; keeping the old ones.")
+                tracing::warn!(error = %e, "Cannot load the Cloudflare Access certs; keeping the old ones.");
+                false
             }
         }
     }
@@ -191,11 +229,10 @@ impl AccessVerifier {
             ));
         }
         let kid = header.kid.ok_or("the token names no key (kid)")?;
-        self.refresh(false).await;
         let key = match self.key(&kid) {
             Some(k) => k,
             None => {
-                self.refresh(true).await;
+                self.refresh_for_unknown_kid().await;
                 self.key(&kid)
                     .ok_or("the token's key is not one of the team's keys")?
             }

@@ -408,6 +408,9 @@ impl Server {
             streams.clone(),
         ));
         tokio::spawn(Arc::clone(&self.state.refusals).run(streams.clone()));
+        if let Some(access) = &self.state.access {
+            tokio::spawn(Arc::clone(access).run(streams.clone()));
+        }
         // The listener gives every request its peer address (handlers, the refusal log).
         let metrics = self.state.metrics.connections.clone();
         crate::listener::serve(

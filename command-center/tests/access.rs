@@ -5,6 +5,8 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
+use std::time::{Duration, Instant};
+
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::json;
@@ -22,17 +24,22 @@ fn get(cc: &CommandCenter, path: &str, token: Option<&str>) -> (u16, String) {
     (r.status().as_u16(), r.text().unwrap())
 }
 
-#[test]
-fn access_tokens_are_verified_and_name_the_author() {
-    let certs = Certs::start(&["k1"]);
-    let cc = CommandCenter::start_with(&[
+/// A Command Center checking Access tokens against `certs`.
+fn behind_access(certs: &Certs) -> CommandCenter {
+    CommandCenter::start_with(&[
         "--access-team-domain",
         TEAM,
         "--access-aud",
         AUD,
         "--access-jwks-url",
         &certs.url(),
-    ]);
+    ])
+}
+
+#[test]
+fn access_tokens_are_verified_and_name_the_author() {
+    let certs = Certs::start(&["k1"]);
+    let cc = behind_access(&certs);
     let good = mint("k1", &user_claims("alice@example.com"));
     assert_eq!(get(&cc, "/api/nodes", Some(&good)).0, 200);
     assert_eq!(get(&cc, "/console", Some(&good)).0, 200);
@@ -278,5 +285,46 @@ fn access_certs_can_come_from_a_file() {
         get(&cc, "/api/nodes", Some(&other)).0,
         401,
         "k2 is not in the file"
+    );
+}
+
+#[test]
+fn a_slow_certs_refresh_does_not_hold_up_requests_with_a_known_key() {
+    let certs = Certs::start(&["k1"]);
+    let cc = behind_access(&certs);
+    let known = mint("k1", &user_claims("alice@example.com"));
+    assert_eq!(get(&cc, "/api/nodes", Some(&known)).0, 200);
+    // Access rotates in a new key k2, and its certs endpoint has become slow.
+    let slow = Duration::from_secs(5);
+    certs.set_slow(&["k1", "k2"], slow);
+    std::thread::sleep(Duration::from_millis(10_500)); // the refresh rate limit
+    let rotated = mint("k2", &user_claims("bob@example.com"));
+    let url = cc.url.clone();
+    let refreshing = std::thread::spawn(move || {
+        let started = Instant::now();
+        let status = http()
+            .get(format!("{url}/api/nodes"))
+            .header("cf-access-jwt-assertion", &rotated)
+            .send()
+            .unwrap()
+            .status()
+            .as_u16();
+        (status, started.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(500)); // the k2 request is fetching the certs
+    for _ in 0..3 {
+        let started = Instant::now();
+        assert_eq!(get(&cc, "/api/nodes", Some(&known)).0, 200);
+        let took = started.elapsed();
+        assert!(
+            took < Duration::from_secs(1),
+            "a request with a known key waited {took:?} for the certs fetch"
+        );
+    }
+    let (status, took) = refreshing.join().unwrap();
+    assert_eq!(status, 200, "the new key verifies once fetched");
+    assert!(
+        took >= slow - Duration::from_millis(600),
+        "{took:?}: it waited for the fetch"
     );
 }

@@ -57,20 +57,28 @@ pub struct Certs(FakeCloudflared);
 
 impl Certs {
     pub fn start(kids: &[&str]) -> Certs {
-        Certs(FakeCloudflared::start(Self::reply(kids)))
+        Certs(FakeCloudflared::start(Self::reply(
+            kids,
+            std::time::Duration::ZERO,
+        )))
     }
 
-    fn reply(kids: &[&str]) -> ReadyReply {
+    fn reply(kids: &[&str], delay: std::time::Duration) -> ReadyReply {
         ReadyReply {
             status: 200,
             body: jwks(kids),
-            delay: std::time::Duration::ZERO,
+            delay,
         }
     }
 
     /// Rotates to `kids`.
     pub fn set(&self, kids: &[&str]) {
-        self.0.set(Self::reply(kids));
+        self.set_slow(kids, std::time::Duration::ZERO);
+    }
+
+    /// Rotates to `kids`, answering each fetch only after `delay` (a slow certs endpoint).
+    pub fn set_slow(&self, kids: &[&str], delay: std::time::Duration) {
+        self.0.set(Self::reply(kids, delay));
     }
 
     pub fn url(&self) -> String {
