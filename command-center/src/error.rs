@@ -53,6 +53,9 @@ pub enum ApiError {
     /// The client did not send its whole request body within the time limit.
     #[error("the request body did not arrive within {} s", limit.as_secs_f64())]
     BodyTimeout { limit: std::time::Duration },
+    /// Refused before authentication: a cross-site write ([`crate::guard`]).
+    #[error(transparent)]
+    Guard(crate::guard::Refused),
     #[error("internal error")]
     Internal(String),
 }
@@ -79,6 +82,7 @@ impl ApiError {
             | ApiError::TooManyStreams(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Timeout { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            ApiError::Guard(r) => r.status(),
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -104,6 +108,7 @@ impl ApiError {
             ApiError::TooManyStreams(_) => "too_many_streams",
             ApiError::Timeout { .. } => "timeout",
             ApiError::BodyTimeout { .. } => "body_timeout",
+            ApiError::Guard(r) => r.reason(),
             ApiError::Internal(_) => "internal",
         }
     }

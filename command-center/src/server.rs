@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::{HeaderName, HeaderValue, header};
-use axum::routing::{get, post};
+use axum::handler::Handler;
+use axum::http::{HeaderName, HeaderValue, Method, header};
+use axum::routing::{MethodFilter, MethodRouter};
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 
@@ -79,6 +80,86 @@ pub struct AppState {
     pub request_timeout: Duration,
 }
 
+/// One route of [`app`]: a method, a path template and its handler.
+pub struct Route {
+    pub method: Method,
+    pub path: &'static str,
+    handler: MethodRouter<AppState>,
+}
+
+impl std::fmt::Debug for Route {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.method, self.path)
+    }
+}
+
+impl Route {
+    fn new<H, T>(method: Method, path: &'static str, handler: H) -> Route
+    where
+        H: Handler<T, AppState>,
+        T: 'static,
+    {
+        let filter = MethodFilter::try_from(method.clone()).expect("a method axum can route");
+        Route {
+            method,
+            path,
+            handler: axum::routing::on(filter, handler),
+        }
+    }
+
+    /// A larger body limit than [`BODY_LIMIT`] for this route.
+    fn body_limit(mut self, limit: usize) -> Route {
+        self.handler = self.handler.layer(DefaultBodyLimit::max(limit));
+        self
+    }
+}
+
+/// Every route: [`app`] is built from this list, so it is the router itself, and tests walk it
+/// (every write refuses a cross-site request: `tests/guard.rs`).
+pub fn routes() -> Vec<Route> {
+    use Method as M;
+    vec![
+        Route::new(M::GET, "/", ui::dashboard),
+        Route::new(M::GET, "/assets/app.css", ui::stylesheet),
+        Route::new(M::GET, "/assets/console.js", ui::console_script),
+        Route::new(M::GET, "/assets/dashboard.js", ui::dashboard_script),
+        Route::new(M::GET, "/console", ui::console::page),
+        Route::new(M::GET, "/console/kpis", ui::console::kpis_fragment),
+        Route::new(M::GET, "/console/nodes", ui::console::nodes_fragment),
+        Route::new(M::GET, "/console/nodes/{id}", ui::console::node_fragment),
+        Route::new(M::GET, "/console/nodes/{id}/row", ui::console::row_fragment),
+        Route::new(
+            M::GET,
+            "/console/attention",
+            ui::console::attention_fragment,
+        ),
+        Route::new(M::GET, "/console/findings", ui::console::findings_fragment),
+        Route::new(M::GET, "/console/feed", ui::console::feed_fragment),
+        Route::new(M::POST, "/console/events", ui::console::post_form),
+        Route::new(M::GET, "/healthz", api::healthz),
+        Route::new(M::POST, "/api/agent/heartbeat", api::post_heartbeat),
+        Route::new(M::POST, "/api/agent/enroll", api::post_enroll),
+        Route::new(M::POST, "/api/agent/scans", api::post_scan)
+            .body_limit(vaultmesh_proto::scan::limits::REPORT_BODY_MAX),
+        Route::new(M::GET, "/api/attention", api::attention),
+        Route::new(M::GET, "/api/notifiers", api::notifiers),
+        Route::new(M::GET, "/api/ledger/root", api::ledger_root),
+        Route::new(M::GET, "/api/ledger/proof/{scan_id}", api::ledger_proof),
+        Route::new(M::POST, "/api/nodes/{id}/revoke", api::revoke_node),
+        Route::new(M::POST, "/api/nodes/{id}/readmit", api::readmit_node),
+        Route::new(M::GET, "/api/nodes", api::list_nodes),
+        Route::new(M::GET, "/api/nodes/{id}", api::get_node),
+        Route::new(M::GET, "/api/events", api::list_events),
+        Route::new(M::POST, "/api/events", api::post_event),
+        Route::new(M::GET, "/api/commands", commands::list),
+        Route::new(M::POST, "/api/commands", commands::issue),
+        Route::new(M::GET, commands::POLL_ROUTE, commands::poll),
+        Route::new(M::POST, "/api/agent/receipts", commands::receipt),
+        Route::new(M::GET, "/events", sse::events),
+        Route::new(M::GET, "/metrics", crate::metrics::scrape),
+    ]
+}
+
 impl AppState {
     /// Spends `bytes` of `node`'s hourly `kind` budget; a refusal is counted in
     /// `vaultmesh_budget_refusals_total`.
@@ -101,46 +182,14 @@ impl AppState {
 /// The whole HTTP surface. Split from [`Server`] so tests can drive it without a socket.
 pub fn app(state: AppState) -> Router {
     let gate = axum::middleware::from_fn_with_state(state.clone(), crate::access::admin_auth);
-    Router::new()
-        .route("/", get(ui::dashboard))
-        .route("/assets/app.css", get(ui::stylesheet))
-        .route("/assets/console.js", get(ui::console_script))
-        .route("/assets/dashboard.js", get(ui::dashboard_script))
-        .route("/console", get(ui::console::page))
-        .route("/console/kpis", get(ui::console::kpis_fragment))
-        .route("/console/nodes", get(ui::console::nodes_fragment))
-        .route("/console/nodes/{id}", get(ui::console::node_fragment))
-        .route("/console/nodes/{id}/row", get(ui::console::row_fragment))
-        .route("/console/attention", get(ui::console::attention_fragment))
-        .route("/console/findings", get(ui::console::findings_fragment))
-        .route("/console/feed", get(ui::console::feed_fragment))
-        .route("/console/events", post(ui::console::post_form))
-        .route("/healthz", get(api::healthz))
-        .route("/api/agent/heartbeat", post(api::post_heartbeat))
-        .route("/api/agent/enroll", post(api::post_enroll))
-        .route(
-            "/api/agent/scans",
-            post(api::post_scan).layer(DefaultBodyLimit::max(
-                vaultmesh_proto::scan::limits::REPORT_BODY_MAX,
-            )),
-        )
-        .route("/api/attention", get(api::attention))
-        .route("/api/notifiers", get(api::notifiers))
-        .route("/api/ledger/root", get(api::ledger_root))
-        .route("/api/ledger/proof/{scan_id}", get(api::ledger_proof))
-        .route("/api/nodes/{id}/revoke", post(api::revoke_node))
-        .route("/api/nodes/{id}/readmit", post(api::readmit_node))
-        .route("/api/nodes", get(api::list_nodes))
-        .route("/api/nodes/{id}", get(api::get_node))
-        .route("/api/events", get(api::list_events).post(api::post_event))
-        .route("/api/commands", get(commands::list).post(commands::issue))
-        .route(commands::POLL_ROUTE, get(commands::poll))
-        .route("/api/agent/receipts", post(commands::receipt))
-        .route("/events", get(sse::events))
-        .route("/metrics", get(crate::metrics::scrape))
+    routes()
+        .into_iter()
+        .fold(Router::new(), |router, r| router.route(r.path, r.handler))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(gate)
+        // Before authentication: the site of every write.
+        .layer(axum::middleware::from_fn(crate::guard::check))
         // Inside the counter, so timeouts are counted (and logged) like any other refusal.
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -266,7 +266,7 @@ fn console_forms_work_without_script_and_refuse_other_sites() {
             body["error"]
                 .as_str()
                 .unwrap()
-                .contains("must come from the console")
+                .contains("cross-site request refused")
         );
     }
     let notes = cc.get_json("/api/events?kind=note");

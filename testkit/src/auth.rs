@@ -190,6 +190,15 @@ impl TestNode {
         base: &str,
         body: &serde_json::Value,
     ) -> reqwest::Result<reqwest::blocking::Response> {
+        self.heartbeat_request(base, body).send()
+    }
+
+    /// The signed heartbeat of [`TestNode::post_heartbeat`], not yet sent (to add headers).
+    pub fn heartbeat_request(
+        &self,
+        base: &str,
+        body: &serde_json::Value,
+    ) -> reqwest::blocking::RequestBuilder {
         self.enroll(base);
         self.signed(
             base,
@@ -198,7 +207,6 @@ impl TestNode {
             Some("application/json"),
             serde_json::to_vec(body).unwrap_or_default(),
         )
-        .send()
     }
 }
 

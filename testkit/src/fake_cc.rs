@@ -12,6 +12,8 @@ use axum::extract::State;
 use axum::routing::{get, post};
 use vaultmesh_proto::command::{SignedCommand, SignedReceipt};
 
+use crate::page::Served;
+
 #[derive(Debug, Default)]
 struct Shared {
     queue: VecDeque<SignedCommand>,
@@ -23,7 +25,7 @@ struct Shared {
 pub struct FakeCommandCenter {
     pub url: String,
     shared: Arc<Mutex<Shared>>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    _served: Served,
 }
 
 async fn enroll(Json(req): Json<serde_json::Value>) -> Json<serde_json::Value> {
@@ -65,40 +67,17 @@ async fn receipt(
 impl FakeCommandCenter {
     pub fn start() -> FakeCommandCenter {
         let shared = Arc::new(Mutex::new(Shared::default()));
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-        let state = Arc::clone(&shared);
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async move {
-                let app = Router::new()
-                    .route("/api/agent/enroll", post(enroll))
-                    .route("/api/agent/heartbeat", post(heartbeat))
-                    .route("/api/agent/commands", get(poll))
-                    .route("/api/agent/receipts", post(receipt))
-                    .with_state(state);
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                    .await
-                    .expect("bind");
-                let _ = addr_tx.send(listener.local_addr().expect("addr"));
-                let _ = axum::serve(listener, app)
-                    .with_graceful_shutdown(async {
-                        let _ = stop_rx.await;
-                    })
-                    .await;
-            });
-        });
-        let addr = addr_rx
-            .recv_timeout(Duration::from_secs(10))
-            .expect("fake Command Center started");
+        let app = Router::new()
+            .route("/api/agent/enroll", post(enroll))
+            .route("/api/agent/heartbeat", post(heartbeat))
+            .route("/api/agent/commands", get(poll))
+            .route("/api/agent/receipts", post(receipt))
+            .with_state(Arc::clone(&shared));
+        let served = Served::start(app, "127.0.0.1");
         FakeCommandCenter {
-            url: format!("http://{addr}"),
+            url: format!("http://{}", served.addr),
             shared,
-            stop: Some(stop_tx),
+            _served: served,
         }
     }
 
@@ -118,13 +97,5 @@ impl FakeCommandCenter {
             .unwrap_or_else(|p| p.into_inner())
             .receipts
             .clone()
-    }
-}
-
-impl Drop for FakeCommandCenter {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
     }
 }

@@ -24,6 +24,7 @@ pub mod docs;
 pub mod fake_cc;
 pub mod host;
 pub mod notify;
+pub mod page;
 pub mod postgres;
 pub mod proxy;
 pub mod receiver;
@@ -436,6 +437,7 @@ pub struct Reply {
 }
 
 impl Reply {
+    /// The reply's status, type and body; an event stream's body is not read (it never ends).
     pub fn from(r: reqwest::blocking::Response) -> Reply {
         let status = r.status().as_u16();
         let content_type = r
@@ -444,10 +446,15 @@ impl Reply {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_string();
+        let body = if content_type.starts_with("text/event-stream") {
+            String::new()
+        } else {
+            r.text().unwrap_or_default()
+        };
         Reply {
             status,
             content_type,
-            body: r.text().unwrap_or_default(),
+            body,
         }
     }
 

@@ -1,0 +1,199 @@
+//! What every request passes before authentication, through the real binary: writes from
+//! another site are refused on every route of the router (walked from `server::routes()`, so a
+//! route added later is checked too), and a page on another site cannot revoke a node in a
+//! real Chromium.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use vaultmesh_command_center::server::routes;
+use vaultmesh_testkit::auth::TestNode;
+use vaultmesh_testkit::browser::Browser;
+use vaultmesh_testkit::page::Page;
+use vaultmesh_testkit::{CommandCenter, Reply, heartbeat_json, http, wait_for};
+
+const NODE: &str = "9a000000-0000-4000-8000-000000000001";
+/// A node nobody enrolled: what existence checks name, so they change nothing.
+const STRANGER: &str = "9a000000-0000-4000-8000-0000000000ee";
+
+/// `template` with its path parameters filled with `id`.
+fn fill(template: &str, id: &str) -> String {
+    template.replace("{id}", id).replace("{scan_id}", id)
+}
+
+fn port(cc: &CommandCenter) -> u16 {
+    cc.url.rsplit(':').next().unwrap().parse().unwrap()
+}
+
+/// Sends `method path` with `headers` (and a JSON `body`).
+fn send(
+    cc: &CommandCenter,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&Value>,
+) -> Reply {
+    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+    let mut req = http().request(method, format!("{}{path}", cc.url));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    if let Some(b) = body {
+        req = req
+            .header("content-type", "application/json")
+            .body(b.to_string());
+    }
+    Reply::from(req.send().unwrap())
+}
+
+/// The status of a signed heartbeat `seq` of [`NODE`] sent with one more header.
+fn heartbeat_with(cc: &CommandCenter, seq: u64, (name, value): (&str, &str)) -> u16 {
+    TestNode::new(NODE.parse().unwrap())
+        .heartbeat_request(&cc.url, &heartbeat_json(NODE, "alpha", seq))
+        .header(name, value)
+        .send()
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+fn heartbeat(cc: &CommandCenter) {
+    let r = cc.post_json("/api/agent/heartbeat", &heartbeat_json(NODE, "alpha", 1));
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
+/// No write changed anything: the node is not revoked and no operator event was stored.
+fn nothing_written(cc: &CommandCenter) {
+    let revoked = cc.get_json("/api/events?kind=node_revoked,node_readmitted,note");
+    assert_eq!(revoked, json!([]), "a refused write left a trace");
+    let r = cc.post_json("/api/agent/heartbeat", &heartbeat_json(NODE, "alpha", 99));
+    assert_eq!(r.status, 200, "the node still reports: {}", r.body);
+}
+
+#[test]
+fn every_write_on_every_route_refuses_a_cross_site_request() {
+    let cc = CommandCenter::start();
+    heartbeat(&cc);
+    let other_port = format!("http://127.0.0.1:{}", port(&cc) + 1);
+    let cross_site: [&[(&str, &str)]; 6] = [
+        &[
+            ("origin", "https://evil.example"),
+            ("sec-fetch-site", "cross-site"),
+        ],
+        &[("origin", "https://evil.example")],
+        &[("sec-fetch-site", "cross-site")],
+        &[("sec-fetch-site", "same-site")],
+        &[("origin", "null")],
+        &[("origin", other_port.as_str())],
+    ];
+    let all = routes();
+    let writes: Vec<_> = all.iter().filter(|r| !r.method.is_safe()).collect();
+    assert!(writes.len() >= 8, "the router lists its writes: {writes:?}");
+    for route in &all {
+        // The list is the router: each route is there (not the fallback, not 405). Requests
+        // name a node nobody enrolled and carry no body, so they change nothing.
+        let path = fill(route.path, STRANGER);
+        let r = send(&cc, route.method.as_str(), &path, &[], None);
+        assert!(
+            r.status != 405 && !r.body.contains("no such route"),
+            "{route:?} is not in the router: {} {}",
+            r.status,
+            r.body
+        );
+    }
+    for route in &writes {
+        let path = fill(route.path, NODE);
+        for headers in cross_site {
+            let r = send(
+                &cc,
+                route.method.as_str(),
+                &path,
+                headers,
+                Some(&json!({"kind": "note", "node_id": NODE, "body": {"text": "forged"}})),
+            );
+            assert_eq!(r.status, 403, "{route:?} {headers:?}: {}", r.body);
+            assert!(
+                r.json()["error"]
+                    .as_str()
+                    .unwrap()
+                    .contains("cross-site request refused"),
+                "{route:?}: {}",
+                r.body
+            );
+        }
+    }
+    // A validly signed agent request is refused too when a browser says it is cross-site.
+    assert_eq!(
+        heartbeat_with(&cc, 2, ("sec-fetch-site", "cross-site")),
+        403
+    );
+    // The rule is one layer over the router: other methods, and paths no route has yet.
+    for (method, path) in [
+        ("PUT", format!("/api/nodes/{NODE}")),
+        ("DELETE", format!("/api/nodes/{NODE}")),
+        ("PATCH", "/api/events".to_string()),
+        ("POST", "/api/a-route-added-later".to_string()),
+    ] {
+        let r = send(&cc, method, &path, cross_site[0], None);
+        assert_eq!(r.status, 403, "{method} {path}: {}", r.body);
+    }
+    nothing_written(&cc);
+    // Same-origin browsers and non-browser clients still write.
+    let origin = cc.url.clone();
+    let r = send(
+        &cc,
+        "POST",
+        "/api/events",
+        &[("origin", &origin), ("sec-fetch-site", "same-origin")],
+        Some(&json!({"kind": "note", "node_id": NODE, "body": {"text": "same origin"}})),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let r = send(&cc, "POST", &format!("/api/nodes/{NODE}/revoke"), &[], None);
+    assert_eq!(r.status, 200, "the CLI's way: {}", r.body);
+    // Every refusal is in the log with its reason.
+    assert!(cc.stderr().contains("reason=cross_site"), "{}", cc.stderr());
+}
+
+#[test]
+fn a_page_on_another_site_cannot_revoke_a_node_in_a_real_browser() {
+    let cc = CommandCenter::start();
+    heartbeat(&cc);
+    let revoke = format!("{}/api/nodes/{NODE}/revoke", cc.url);
+    let readmit = format!("{}/api/nodes/{NODE}/readmit", cc.url);
+    let events = format!("{}/api/events", cc.url);
+    // What the probe's page did: a form the browser submits, and fetches a page may send
+    // without asking (no-cors, text/plain).
+    let page = Page::start(format!(
+        r#"<!doctype html><title>cats</title>
+<iframe name="sink"></iframe>
+<form id="f" method="POST" action="{revoke}" target="sink" enctype="text/plain">
+<input name='{{"reason":"x' value='"}}'></form>
+<script>
+window.__sent = 0;
+const done = () => {{ window.__sent += 1; }};
+fetch("{revoke}", {{method: "POST", mode: "no-cors"}}).then(done, done);
+fetch("{readmit}", {{method: "POST", mode: "no-cors"}}).then(done, done);
+fetch("{events}", {{method: "POST", mode: "no-cors", headers: {{"Content-Type": "text/plain"}},
+  body: JSON.stringify({{kind: "note", node_id: "{NODE}", body: {{text: "forged"}}}})}}).then(done, done);
+document.getElementById("f").submit();
+</script>"#
+    ));
+    let mut b = Browser::launch(800, 600);
+    // `localhost` is another site than `127.0.0.1`, where the Command Center is.
+    b.navigate(&page.url("localhost"));
+    b.wait_for("window.__sent === 3", Duration::from_secs(10))
+        .expect("the page sent its requests");
+    // The form's post and both fetches reached the Command Center and were refused.
+    let refusals = wait_for(Duration::from_secs(10), || {
+        let log = cc.stderr();
+        let n = log
+            .lines()
+            .filter(|l| l.contains("reason=cross_site") && l.contains("route=/api/nodes/{id}/"))
+            .count();
+        (n >= 3).then_some(log)
+    });
+    assert!(refusals.is_some(), "{}", cc.stderr());
+    nothing_written(&cc);
+}
