@@ -265,7 +265,7 @@ impl AccessVerifier {
 }
 
 /// Whether `path` is outside the admin surface (agents sign their own requests).
-fn is_public(path: &str) -> bool {
+pub fn is_public(path: &str) -> bool {
     path.starts_with("/api/agent/") || path == "/healthz" || path.starts_with("/assets/")
 }
 

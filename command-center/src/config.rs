@@ -114,6 +114,9 @@ pub struct ServeConfig {
     pub disk_check: Duration,
     /// How long a request may take (`--request-timeout`); see [`crate::timeout`].
     pub request_timeout: Duration,
+    /// Host names admin requests may name besides the loopback ones (`--allowed-host`); see
+    /// [`crate::guard`].
+    pub allowed_hosts: Vec<crate::guard::HostName>,
 }
 
 impl ServeConfig {
@@ -148,6 +151,7 @@ impl ServeConfig {
             min_free: crate::store::health::MinFree::Percent(5.0),
             disk_check: Duration::from_secs(10),
             request_timeout: crate::timeout::DEFAULT_REQUEST_TIMEOUT,
+            allowed_hosts: Vec::new(),
         }
     }
 

@@ -1,6 +1,16 @@
-//! What every request passes before authentication: for a write, the site it comes from
-//! (cross-site request forgery). One layer over the whole router ([`check`]), so a route added
-//! later is covered without a line of its own.
+//! What every request passes before authentication: the host it names (DNS rebinding) and, for
+//! a write, the site it comes from (cross-site request forgery). One layer over the whole router
+//! ([`check`]), so a route added later is covered without a line of its own.
+//!
+//! **The host.** A page on `evil.example` whose name its owner then points at 127.0.0.1 talks to
+//! a loopback Command Center *as* `evil.example`: to the browser that is the page's own origin,
+//! so neither CORS nor `Origin` can tell. Only `Host` can. Every admin request (everything but
+//! `/api/agent/*`, `/healthz` and `/assets/*`) must name one of the [`AllowedHosts`] — the
+//! listen address, `localhost`, `127.0.0.1` and `[::1]`, with the listen port, and every
+//! `--allowed-host` (the public hostname behind a Cloudflare Tunnel) — or it gets `421
+//! Misdirected Request` (`400` without a `Host` at all). Agent requests are exempt: they are
+//! signed with their node's key, which no web page holds, and a fleet must keep reporting
+//! whatever name its agents were given.
 //!
 //! **Cross-site writes.** Every request whose method is not safe (anything but `GET`, `HEAD`,
 //! `OPTIONS`, `TRACE`), on every route — agent routes included — is refused with `403` when a
@@ -12,12 +22,17 @@
 //! Refusals are JSON errors like every other ([`crate::error::ApiError::Guard`]), counted and
 //! logged with their reason ([`crate::refusals`]).
 
-use axum::extract::Request;
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::Response;
 
 use crate::error::ApiError;
+use crate::server::AppState;
 
 /// Longest header value a refusal quotes back.
 const QUOTED_MAX: usize = 80;
@@ -30,12 +45,22 @@ pub enum Refused {
         "cross-site request refused ({header}: {value}): a write must come from this Command Center's own pages, or from a client that is not a browser"
     )]
     CrossSite { header: &'static str, value: String },
+    /// The `Host` is not one this Command Center answers to.
+    #[error(
+        "this Command Center does not answer to the host {host:?} (a protection against DNS rebinding); if that is its name, start it with --allowed-host {host}"
+    )]
+    Host { host: String },
+    /// No `Host` at all.
+    #[error("the request names no host (no Host header)")]
+    NoHost,
 }
 
 impl Refused {
     pub fn status(&self) -> StatusCode {
         match self {
             Refused::CrossSite { .. } => StatusCode::FORBIDDEN,
+            Refused::Host { .. } => StatusCode::MISDIRECTED_REQUEST,
+            Refused::NoHost => StatusCode::BAD_REQUEST,
         }
     }
 
@@ -43,6 +68,7 @@ impl Refused {
     pub fn reason(&self) -> &'static str {
         match self {
             Refused::CrossSite { .. } => "cross_site",
+            Refused::Host { .. } | Refused::NoHost => "misdirected",
         }
     }
 }
@@ -50,6 +76,141 @@ impl Refused {
 impl From<Refused> for ApiError {
     fn from(r: Refused) -> Self {
         ApiError::Guard(r)
+    }
+}
+
+/// A host name with an optional port: an `--allowed-host` entry, or what a `Host` header names.
+/// Names compare without case and without a trailing dot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostName {
+    /// Lowercase; an IPv6 address keeps its brackets (`[::1]`).
+    name: String,
+    port: Option<u16>,
+}
+
+impl HostName {
+    fn new(name: &str, port: Option<u16>) -> HostName {
+        HostName {
+            name: name.trim_end_matches('.').to_ascii_lowercase(),
+            port,
+        }
+    }
+
+    /// Whether a request naming `host` is for this entry: the same name, and the same port
+    /// unless this entry names none (a `Host` without a port means 80, the Command Center
+    /// speaking plain HTTP).
+    fn matches(&self, host: &HostName) -> bool {
+        self.name == host.name && self.port.is_none_or(|p| p == host.port.unwrap_or(80))
+    }
+}
+
+impl fmt::Display for HostName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.port {
+            Some(p) => write!(f, "{}:{p}", self.name),
+            None => f.write_str(&self.name),
+        }
+    }
+}
+
+impl FromStr for HostName {
+    type Err = String;
+
+    /// `cc.example.com`, `cc.example.com:8443`, `192.0.2.7:8088`, `[2001:db8::7]:8088`.
+    fn from_str(s: &str) -> Result<HostName, String> {
+        let s = s.trim();
+        if s.contains("://") || s.contains('/') {
+            return Err(format!(
+                "{s:?} is a URL; give the host name only (e.g. cc.example.com, or cc.example.com:8443)"
+            ));
+        }
+        let (name, port) = match s.strip_prefix('[') {
+            Some(rest) => {
+                let (addr, after) = rest
+                    .split_once(']')
+                    .ok_or_else(|| format!("{s:?}: an IPv6 address needs its closing ']'"))?;
+                addr.parse::<std::net::Ipv6Addr>()
+                    .map_err(|e| format!("{s:?}: not an IPv6 address: {e}"))?;
+                let port = match after {
+                    "" => None,
+                    p => Some(p.strip_prefix(':').ok_or_else(|| {
+                        format!("{s:?}: write [ADDRESS]:PORT for an IPv6 address with a port")
+                    })?),
+                };
+                (&s[..addr.len() + 2], port)
+            }
+            None => match s.rsplit_once(':') {
+                Some((name, port)) => (name, Some(port)),
+                None => (s, None),
+            },
+        };
+        let port = port
+            .map(|p| {
+                p.parse::<u16>()
+                    .map_err(|_| format!("{s:?}: {p:?} is not a port number"))
+            })
+            .transpose()?;
+        let plain = name.trim_end_matches('.');
+        let valid = name.starts_with('[')
+            || (!plain.is_empty()
+                && plain.len() <= 253
+                && plain
+                    .split('.')
+                    .all(|label| !label.is_empty() && label.len() <= 63)
+                && plain
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.'));
+        if !valid {
+            return Err(format!(
+                "{s:?} is not a host name (letters, digits, '-' and '.', e.g. cc.example.com)"
+            ));
+        }
+        Ok(HostName::new(name, port))
+    }
+}
+
+/// The host names admin requests may name: the listen address, `localhost`, `127.0.0.1` and
+/// `[::1]` with the listen port, and the configured ones.
+#[derive(Debug, Clone)]
+pub struct AllowedHosts(Vec<HostName>);
+
+impl AllowedHosts {
+    /// For a server listening on `listen` (its actual port) with `configured` extra names.
+    pub fn new(listen: SocketAddr, configured: &[HostName]) -> AllowedHosts {
+        let port = Some(listen.port());
+        let mut all: Vec<HostName> = ["localhost", "127.0.0.1", "[::1]"]
+            .iter()
+            .map(|n| HostName::new(n, port))
+            .collect();
+        if !listen.ip().is_unspecified() {
+            let ip = match listen {
+                SocketAddr::V4(a) => a.ip().to_string(),
+                SocketAddr::V6(a) => format!("[{}]", a.ip()),
+            };
+            all.push(HostName::new(&ip, port));
+        }
+        all.extend(configured.iter().cloned());
+        all.dedup();
+        AllowedHosts(all)
+    }
+
+    /// Whether the `Host` value `host` is one of them.
+    pub fn allows(&self, host: &str) -> bool {
+        host.parse::<HostName>()
+            .is_ok_and(|h| self.0.iter().any(|a| a.matches(&h)))
+    }
+
+    /// Every entry, as configured (`localhost:8088`, `cc.example.com`).
+    pub fn names(&self) -> Vec<String> {
+        self.0.iter().map(ToString::to_string).collect()
+    }
+}
+
+/// The host a request names: its `Host` header, else the authority of its URI (HTTP/2).
+fn request_host(req: &Request) -> Option<String> {
+    match req.headers().get(header::HOST) {
+        Some(v) => Some(String::from_utf8_lossy(v.as_bytes()).into_owned()),
+        None => req.uri().authority().map(|a| a.as_str().to_string()),
     }
 }
 
@@ -82,8 +243,21 @@ pub fn cross_site(headers: &HeaderMap) -> Option<Refused> {
     })
 }
 
-/// The layer: the site of writes.
-pub async fn check(req: Request, next: Next) -> Result<Response, ApiError> {
+/// The layer: the host of admin requests, then the site of writes.
+pub async fn check(
+    State(state): State<AppState>,
+    req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    if !crate::access::is_public(req.uri().path()) {
+        let host = request_host(&req).ok_or(Refused::NoHost)?;
+        if !state.hosts.allows(&host) {
+            return Err(Refused::Host {
+                host: quoted(&host),
+            }
+            .into());
+        }
+    }
     if !req.method().is_safe()
         && let Some(refused) = cross_site(req.headers())
     {
@@ -95,6 +269,77 @@ pub async fn check(req: Request, next: Next) -> Result<Response, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn hosts(extra: &[&str]) -> AllowedHosts {
+        let extra: Vec<HostName> = extra.iter().map(|h| h.parse().unwrap()).collect();
+        AllowedHosts::new("127.0.0.1:8088".parse().unwrap(), &extra)
+    }
+
+    #[test]
+    fn the_defaults_are_the_loopback_names_with_the_listen_port() {
+        let h = hosts(&[]);
+        for ok in [
+            "127.0.0.1:8088",
+            "localhost:8088",
+            "LOCALHOST:8088",
+            "localhost.:8088",
+            "[::1]:8088",
+        ] {
+            assert!(h.allows(ok), "{ok}");
+        }
+        for refused in [
+            "evil.example:8088",
+            "localhost:9999",
+            "localhost",
+            "127.0.0.2:8088",
+            "localhost.evil.example:8088",
+            "",
+            "user@localhost:8088",
+        ] {
+            assert!(!h.allows(refused), "{refused}");
+        }
+        let any = AllowedHosts::new("0.0.0.0:80".parse().unwrap(), &[]);
+        assert!(any.allows("localhost"), "no port is port 80");
+        assert!(
+            !any.allows("0.0.0.0:80"),
+            "an unspecified address is no name"
+        );
+    }
+
+    #[test]
+    fn a_configured_name_without_a_port_matches_any_port() {
+        let h = hosts(&["cc.example.com", "admin.example.com:8443"]);
+        assert!(h.allows("cc.example.com"));
+        assert!(h.allows("CC.Example.com:443"));
+        assert!(h.allows("admin.example.com:8443"));
+        assert!(!h.allows("admin.example.com"));
+        assert!(!h.allows("example.com"));
+    }
+
+    #[test]
+    fn bad_entries_say_what_to_write() {
+        for (bad, says) in [
+            ("https://cc.example.com", "give the host name only"),
+            ("cc.example.com/console", "give the host name only"),
+            ("cc.example.com:http", "not a port number"),
+            ("cc.example.com:99999", "not a port number"),
+            ("[::1", "closing ']'"),
+            ("[nope]:80", "not an IPv6 address"),
+            ("cc_example.com", "not a host name"),
+            ("", "not a host name"),
+            ("a..b", "not a host name"),
+        ] {
+            let e = bad.parse::<HostName>().unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+        assert_eq!(
+            "[2001:DB8::7]:8088"
+                .parse::<HostName>()
+                .unwrap()
+                .to_string(),
+            "[2001:db8::7]:8088"
+        );
+    }
 
     #[test]
     fn writes_from_another_site_are_told_apart_from_non_browsers() {

@@ -18,8 +18,8 @@
 //! - [`sse`]: the `GET /events` stream.
 //! - [`server`]: the router, its middleware and the server.
 //! - [`listener`]: connections: the bound, the header and write timeouts, the open-file limit.
-//! - [`guard`]: what every request passes before authentication: for a write, its site
-//!   (cross-site request forgery).
+//! - [`guard`]: what every request passes before authentication: its host (DNS rebinding) and,
+//!   for a write, its site (cross-site request forgery).
 //! - [`refusals`]: why a request was refused, in the log, a bounded number of lines per reason.
 //! - [`timeout`]: every request answered in bounded time, a timeout as a JSON error.
 //! - [`logs`]: the `logs view|tail|stats` tools over the log files.

@@ -564,6 +564,16 @@ struct ServeArgs {
     /// arriving). The agent's long-poll gets its wait (at most 60s) on top.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     request_timeout: Duration,
+    /// A host name admin requests may name besides localhost, 127.0.0.1 and [::1] with the
+    /// listen port (others get 421, against DNS rebinding): the public hostname behind
+    /// cloudflared (cc.example.com, any port), or NAME:PORT. Repeat, or separate with commas.
+    #[arg(
+        long,
+        env = "VAULTMESH_ALLOWED_HOST",
+        value_delimiter = ',',
+        value_name = "HOST"
+    )]
+    allowed_host: Vec<vaultmesh_command_center::guard::HostName>,
 }
 
 #[derive(Debug, Args)]
@@ -1155,6 +1165,7 @@ fn serve_config(args: ServeArgs) -> ServeConfig {
         min_free: args.min_free,
         disk_check: args.disk_check,
         request_timeout: args.request_timeout,
+        allowed_hosts: args.allowed_host,
     }
 }
 
@@ -1174,6 +1185,11 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
             replay.skipped[0].file.display(),
             replay.skipped[0].line,
             replay.skipped[0].reason
+        );
+    }
+    if config.access.is_some() && config.allowed_hosts.is_empty() {
+        eprintln!(
+            "warning: Cloudflare Access is configured but no --allowed-host: admins reaching the public hostname get 421; add --allowed-host <the public hostname>"
         );
     }
     if server.state().tokens.0.is_empty() {

@@ -330,7 +330,7 @@ pub async fn scrape(State(state): State<AppState>) -> Response {
 /// Middleware: counts every response an [`crate::error::ApiError`] produced, by route template
 /// (never the raw path, so the label set stays small) and reason, and logs the refusals worth
 /// an operator's attention ([`crate::refusals`]): every refused agent request, and admin
-/// requests refused for their credentials, rights, rate or time.
+/// requests refused for their credentials, rights, host, rate or time.
 pub async fn count_rejections(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let route = req
         .extensions()
@@ -362,7 +362,7 @@ pub async fn count_rejections(State(state): State<AppState>, req: Request, next:
             .with_label_values(&[route.as_str(), rejected.reason])
             .inc();
         let status = res.status().as_u16();
-        if agent || matches!(status, 401 | 403 | 408 | 429 | 503) {
+        if agent || matches!(status, 401 | 403 | 408 | 421 | 429 | 503) {
             state.refusals.record(&crate::refusals::Refused {
                 reason: rejected.why,
                 status,

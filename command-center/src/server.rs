@@ -78,6 +78,8 @@ pub struct AppState {
     /// How long a request may take before it is answered with a timeout error
     /// (`--request-timeout`; the long-poll gets its wait on top, see [`crate::timeout`]).
     pub request_timeout: Duration,
+    /// The host names admin requests may name ([`crate::guard`]).
+    pub hosts: Arc<crate::guard::AllowedHosts>,
 }
 
 /// One route of [`app`]: a method, a path template and its handler.
@@ -188,8 +190,11 @@ pub fn app(state: AppState) -> Router {
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(gate)
-        // Before authentication: the site of every write.
-        .layer(axum::middleware::from_fn(crate::guard::check))
+        // Before authentication: the host of admin requests, the site of every write.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::guard::check,
+        ))
         // Inside the counter, so timeouts are counted (and logged) like any other refusal.
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -390,6 +395,7 @@ impl Server {
             storage,
             request_timeout: config.request_timeout,
             refusals: Arc::default(),
+            hosts: Arc::new(crate::guard::AllowedHosts::new(addr, &config.allowed_hosts)),
         };
         Ok(Server {
             listener,

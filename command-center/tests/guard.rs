@@ -1,7 +1,7 @@
 //! What every request passes before authentication, through the real binary: writes from
 //! another site are refused on every route of the router (walked from `server::routes()`, so a
-//! route added later is checked too), and a page on another site cannot revoke a node in a
-//! real Chromium.
+//! route added later is checked too), a page on another site cannot revoke a node in a real
+//! Chromium, and a name rebound to 127.0.0.1 (DNS rebinding) reaches no admin route.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
@@ -12,7 +12,7 @@ use vaultmesh_command_center::server::routes;
 use vaultmesh_testkit::auth::TestNode;
 use vaultmesh_testkit::browser::Browser;
 use vaultmesh_testkit::page::Page;
-use vaultmesh_testkit::{CommandCenter, Reply, heartbeat_json, http, wait_for};
+use vaultmesh_testkit::{CommandCenter, Reply, cc_command, heartbeat_json, http, text, wait_for};
 
 const NODE: &str = "9a000000-0000-4000-8000-000000000001";
 /// A node nobody enrolled: what existence checks name, so they change nothing.
@@ -196,4 +196,109 @@ document.getElementById("f").submit();
     });
     assert!(refusals.is_some(), "{}", cc.stderr());
     nothing_written(&cc);
+}
+
+#[test]
+fn a_rebound_name_reaches_no_admin_route() {
+    let (cc, _keys, _public) = vaultmesh_testkit::commanding_center(&[]);
+    heartbeat(&cc);
+    let port = port(&cc);
+    let evil = format!("rebind.evil.example:{port}");
+    let origin = format!("http://{evil}");
+    // To the browser, a page on the rebound name is same-origin with the Command Center.
+    let rebound: &[(&str, &str)] = &[
+        ("host", &evil),
+        ("origin", &origin),
+        ("sec-fetch-site", "same-origin"),
+    ];
+    let note = json!({"kind": "note", "node_id": NODE, "body": {"text": "rebound"}});
+    let command = json!({"node_id": NODE, "action": "agent.ping", "args": {}});
+    // What the probe did: read the fleet, post an event, issue a command, revoke a node.
+    for (method, path, body) in [
+        ("GET", "/api/nodes".to_string(), None),
+        ("GET", "/console".to_string(), None),
+        ("GET", "/events".to_string(), None),
+        ("GET", "/metrics".to_string(), None),
+        ("POST", "/api/events".to_string(), Some(&note)),
+        ("POST", "/api/commands".to_string(), Some(&command)),
+        ("POST", format!("/api/nodes/{NODE}/revoke"), None),
+    ] {
+        let r = send(&cc, method, &path, rebound, body);
+        assert_eq!(r.status, 421, "{method} {path}: {}", r.body);
+        let e = r.json()["error"].as_str().unwrap().to_string();
+        assert!(
+            e.contains(&format!("does not answer to the host \"{evil}\""))
+                && e.contains("--allowed-host"),
+            "{e}"
+        );
+    }
+    nothing_written(&cc);
+    assert_eq!(
+        cc.get_json("/api/commands"),
+        json!([]),
+        "a command was issued"
+    );
+    // The loopback names, with the port, are answered.
+    for host in [
+        format!("localhost:{port}"),
+        format!("127.0.0.1:{port}"),
+        format!("[::1]:{port}"),
+    ] {
+        let r = send(&cc, "GET", "/api/nodes", &[("host", &host)], None);
+        assert_eq!(r.status, 200, "{host}: {}", r.body);
+    }
+    let r = send(&cc, "GET", "/api/nodes", &[("host", "localhost:1")], None);
+    assert_eq!(r.status, 421, "another port: {}", r.body);
+    // Signed agent requests and the health check answer whatever name they came by.
+    assert_eq!(heartbeat_with(&cc, 3, ("host", &evil)), 200);
+    assert_eq!(
+        send(&cc, "GET", "/healthz", &[("host", &evil)], None).status,
+        200
+    );
+    assert!(
+        cc.stderr().contains("reason=misdirected"),
+        "the refusals are logged: {}",
+        cc.stderr()
+    );
+}
+
+#[test]
+fn allowed_hosts_come_from_the_flag_or_the_environment_and_bad_ones_are_refused() {
+    let cc =
+        CommandCenter::start_with(&["--allowed-host", "cc.example.com,admin.example.com:8443"]);
+    let status = |cc: &CommandCenter, host: &str| {
+        send(cc, "GET", "/api/nodes", &[("host", host)], None).status
+    };
+    for (host, want) in [
+        ("cc.example.com", 200),
+        ("CC.example.com:443", 200),
+        ("admin.example.com:8443", 200),
+        ("admin.example.com", 421),
+        ("example.com", 421),
+    ] {
+        assert_eq!(status(&cc, host), want, "{host}");
+    }
+    let cc = CommandCenter::start_with_env(&[], &[("VAULTMESH_ALLOWED_HOST", "cc.example.com")]);
+    assert_eq!(status(&cc, "cc.example.com"), 200);
+    assert_eq!(status(&cc, "evil.example"), 421);
+
+    let logs = tempfile::tempdir().unwrap();
+    for (bad, says) in [
+        ("https://cc.example.com", "give the host name only"),
+        ("cc.example.com:http", "not a port number"),
+    ] {
+        let out = cc_command(&[
+            "serve",
+            "--log-dir",
+            logs.path().to_str().unwrap(),
+            "--allowed-host",
+            bad,
+        ]);
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("--allowed-host") && err.contains(says),
+            "{bad}: {err}"
+        );
+    }
 }

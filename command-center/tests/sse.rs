@@ -149,11 +149,12 @@ fn a_stalled_client_gets_resync_while_others_keep_up() {
     let cc = CommandCenter::start_with(&["--sse-buffer", "32"]);
     let url = format!("{}/events?kinds=note", cc.url);
     // A stalled client: it connects and never reads, so its socket buffers fill up.
-    let stalled = std::net::TcpStream::connect(cc.url.trim_start_matches("http://")).unwrap();
+    let addr = cc.url.trim_start_matches("http://");
+    let stalled = std::net::TcpStream::connect(addr).unwrap();
     use std::io::Write;
     write!(
         &stalled,
-        "GET /events?kinds=note HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n"
+        "GET /events?kinds=note HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n"
     )
     .unwrap();
     let healthy = SseClient::connect(&url, None);
