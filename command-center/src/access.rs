@@ -15,7 +15,8 @@
 //! The token's `email` (or `common_name`, for service tokens) becomes the author of events and
 //! the issuer of commands. Refusals are `401` with a reason that never echoes the token.
 //! Without Access, an admin bearer token (compared in constant time) may guard the routes; with
-//! neither, `serve` refuses any listener that is not loopback.
+//! neither, `serve` refuses any listener that is not loopback, and admin requests that carry
+//! Cloudflare's headers (a tunnel publishing the loopback listener) are refused with `403`.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -321,6 +322,10 @@ pub async fn admin_auth(
             ));
         }
         req.extensions_mut().insert(Identity("admin".into()));
+    } else if let Some(header) = crate::guard::through_cloudflare(req.headers()) {
+        // No authentication is safe on loopback only; a tunnel publishing the loopback
+        // listener would hand the admin routes to the Internet.
+        return Err(crate::guard::Refused::Unauthenticated { header }.into());
     }
     Ok(next.run(req).await)
 }

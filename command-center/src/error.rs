@@ -53,7 +53,8 @@ pub enum ApiError {
     /// The client did not send its whole request body within the time limit.
     #[error("the request body did not arrive within {} s", limit.as_secs_f64())]
     BodyTimeout { limit: std::time::Duration },
-    /// Refused before authentication: the wrong host or a cross-site write ([`crate::guard`]).
+    /// Refused before authentication: the wrong host, a cross-site write, or admin routes
+    /// without authentication reached through Cloudflare ([`crate::guard`]).
     #[error(transparent)]
     Guard(crate::guard::Refused),
     #[error("internal error")]

@@ -53,12 +53,17 @@ pub enum Refused {
     /// No `Host` at all.
     #[error("the request names no host (no Host header)")]
     NoHost,
+    /// Admin routes without authentication, reached through Cloudflare.
+    #[error(
+        "this Command Center has no admin authentication (neither Cloudflare Access nor --admin-token), which is safe on loopback only, but this request came through Cloudflare (its {header} header): configure Cloudflare Access (--access-team-domain, --access-aud) or --admin-token"
+    )]
+    Unauthenticated { header: &'static str },
 }
 
 impl Refused {
     pub fn status(&self) -> StatusCode {
         match self {
-            Refused::CrossSite { .. } => StatusCode::FORBIDDEN,
+            Refused::CrossSite { .. } | Refused::Unauthenticated { .. } => StatusCode::FORBIDDEN,
             Refused::Host { .. } => StatusCode::MISDIRECTED_REQUEST,
             Refused::NoHost => StatusCode::BAD_REQUEST,
         }
@@ -69,6 +74,7 @@ impl Refused {
         match self {
             Refused::CrossSite { .. } => "cross_site",
             Refused::Host { .. } | Refused::NoHost => "misdirected",
+            Refused::Unauthenticated { .. } => "unauthenticated_tunnel",
         }
     }
 }
@@ -243,6 +249,36 @@ pub fn cross_site(headers: &HeaderMap) -> Option<Refused> {
     })
 }
 
+/// Cloudflare's request headers: any of them means the request came through Cloudflare's
+/// edge (a tunnel), never straight from this host. `Cdn-Loop` counts when it names Cloudflare.
+const CLOUDFLARE_HEADERS: [&str; 6] = [
+    "cf-connecting-ip",
+    "cf-ray",
+    "cf-visitor",
+    "cf-ipcountry",
+    "cf-warp-tag-id",
+    "cf-access-jwt-assertion",
+];
+
+/// The first header that shows a request came through Cloudflare, if one does.
+pub fn through_cloudflare(headers: &HeaderMap) -> Option<&'static str> {
+    if let Some(h) = CLOUDFLARE_HEADERS
+        .iter()
+        .find(|h| headers.contains_key(**h))
+    {
+        return Some(h);
+    }
+    headers
+        .get_all("cdn-loop")
+        .iter()
+        .any(|v| {
+            String::from_utf8_lossy(v.as_bytes())
+                .to_ascii_lowercase()
+                .contains("cloudflare")
+        })
+        .then_some("cdn-loop")
+}
+
 /// The layer: the host of admin requests, then the site of writes.
 pub async fn check(
     State(state): State<AppState>,
@@ -376,5 +412,28 @@ mod tests {
         ] {
             assert!(cross_site(&headers(&bad)).is_some(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn cloudflare_is_recognised_by_its_headers() {
+        let with = |k: &'static str, v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(k, v.parse().unwrap());
+            h
+        };
+        assert_eq!(through_cloudflare(&HeaderMap::new()), None);
+        assert_eq!(
+            through_cloudflare(&with("cf-ray", "8f1a-LHR")),
+            Some("cf-ray")
+        );
+        assert_eq!(
+            through_cloudflare(&with("cdn-loop", "cloudflare; loops=1")),
+            Some("cdn-loop")
+        );
+        assert_eq!(through_cloudflare(&with("cdn-loop", "Fastly")), None);
+        assert_eq!(
+            through_cloudflare(&with("x-forwarded-for", "192.0.2.1")),
+            None
+        );
     }
 }

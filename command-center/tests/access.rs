@@ -328,3 +328,77 @@ fn a_slow_certs_refresh_does_not_hold_up_requests_with_a_known_key() {
         "{took:?}: it waited for the fetch"
     );
 }
+
+#[test]
+fn without_admin_auth_requests_through_cloudflare_are_refused_and_logged() {
+    let cc = CommandCenter::start();
+    // Loopback use without a token works.
+    assert_eq!(get(&cc, "/api/nodes", None).0, 200);
+    let through = |cc: &CommandCenter, header: &str, value: &str, bearer: Option<&str>| {
+        let mut r = http()
+            .get(format!("{}/api/nodes", cc.url))
+            .header(header, value);
+        if let Some(t) = bearer {
+            r = r.header("authorization", format!("Bearer {t}"));
+        }
+        let r = r.send().unwrap();
+        (r.status().as_u16(), r.text().unwrap())
+    };
+    // What cloudflared forwards from the edge: each header alone gives it away.
+    let headers = [
+        ("cf-connecting-ip", "203.0.113.7"),
+        ("cf-ray", "8f1a2b3c4d5e6f70-LHR"),
+        ("cdn-loop", "cloudflare; loops=1"),
+        ("cf-warp-tag-id", "ee14046b-a895-4b82-ab02-facc2526bb4a"),
+        ("cf-visitor", r#"{"scheme":"https"}"#),
+        ("cf-ipcountry", "NL"),
+    ];
+    for (header, value) in headers {
+        let (status, body) = through(&cc, header, value, None);
+        assert_eq!(status, 403, "{header}: {body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let e = v["error"].as_str().unwrap();
+        assert!(
+            e.contains("came through Cloudflare")
+                && e.contains(header)
+                && e.contains("--admin-token")
+                && e.contains("--access-team-domain"),
+            "{e}"
+        );
+    }
+    // Not only reads: a revocation through the tunnel is refused too.
+    let r = http()
+        .post(format!("{}/api/nodes/{NODE}/revoke", cc.url))
+        .header("cf-ray", "8f1a2b3c4d5e6f70-LHR")
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    // Agents (signed) and the health check keep working through the tunnel.
+    let mut req = vaultmesh_testkit::auth::TestNode::new(NODE.parse().unwrap())
+        .heartbeat_request(&cc.url, &heartbeat_json(NODE, "n1", 1));
+    for (h, v) in headers {
+        req = req.header(h, v);
+    }
+    assert_eq!(req.send().unwrap().status().as_u16(), 200);
+    let r = http()
+        .get(format!("{}/healthz", cc.url))
+        .header("cf-ray", "8f1a2b3c4d5e6f70-LHR")
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    // Why, in the log.
+    let log = cc.stderr();
+    assert!(
+        log.contains("reason=unauthenticated_tunnel")
+            && log.contains("cf_connecting_ip=203.0.113.7"),
+        "{log}"
+    );
+
+    // With an admin token, requests through the tunnel are the normal case.
+    let token = "a-long-admin-token-0123456789";
+    let cc = CommandCenter::start_with(&["--admin-token", token]);
+    assert_eq!(
+        through(&cc, "cf-ray", "8f1a2b3c4d5e6f70-LHR", Some(token)).0,
+        200
+    );
+}
