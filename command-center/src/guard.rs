@@ -175,40 +175,73 @@ impl FromStr for HostName {
     }
 }
 
+impl HostName {
+    /// The host of `url` (`https://cc.example.com/` → `cc.example.com`, any port;
+    /// `http://cc.lan:8088` → `cc.lan:8088`), if it has one.
+    pub fn of_url(url: &str) -> Option<HostName> {
+        let url = reqwest::Url::parse(url).ok()?;
+        let name = url.host_str()?;
+        Some(HostName::new(name, url.port()))
+    }
+}
+
+/// The loopback names, answered on the listen port whatever else is configured.
+const LOOPBACK: [&str; 3] = ["localhost", "127.0.0.1", "[::1]"];
+
 /// The host names admin requests may name: the listen address, `localhost`, `127.0.0.1` and
 /// `[::1]` with the listen port, and the configured ones.
 #[derive(Debug, Clone)]
-pub struct AllowedHosts(Vec<HostName>);
+pub struct AllowedHosts {
+    all: Vec<HostName>,
+    /// How many of `all` were configured (`--allowed-host`, the console URL), after the
+    /// loopback names.
+    configured: usize,
+}
 
 impl AllowedHosts {
-    /// For a server listening on `listen` (its actual port) with `configured` extra names.
+    /// For a server listening on `listen` (its actual port) with `configured` extra names:
+    /// the `--allowed-host` entries and the public name (the notifications' `console_url`).
     pub fn new(listen: SocketAddr, configured: &[HostName]) -> AllowedHosts {
         let port = Some(listen.port());
-        let mut all: Vec<HostName> = ["localhost", "127.0.0.1", "[::1]"]
-            .iter()
-            .map(|n| HostName::new(n, port))
-            .collect();
+        let mut all: Vec<HostName> = LOOPBACK.iter().map(|n| HostName::new(n, port)).collect();
         if !listen.ip().is_unspecified() {
             let ip = match listen {
                 SocketAddr::V4(a) => a.ip().to_string(),
                 SocketAddr::V6(a) => format!("[{}]", a.ip()),
             };
-            all.push(HostName::new(&ip, port));
+            let listen = HostName::new(&ip, port);
+            if !all.contains(&listen) {
+                all.push(listen);
+            }
         }
-        all.extend(configured.iter().cloned());
-        all.dedup();
-        AllowedHosts(all)
+        let defaults = all.len();
+        for h in configured {
+            if !all.contains(h) {
+                all.push(h.clone());
+            }
+        }
+        AllowedHosts {
+            configured: all.len() - defaults,
+            all,
+        }
     }
 
     /// Whether the `Host` value `host` is one of them.
     pub fn allows(&self, host: &str) -> bool {
         host.parse::<HostName>()
-            .is_ok_and(|h| self.0.iter().any(|a| a.matches(&h)))
+            .is_ok_and(|h| self.all.iter().any(|a| a.matches(&h)))
+    }
+
+    /// Whether a name other than a loopback one was configured (a public hostname).
+    pub fn has_public(&self) -> bool {
+        self.all[self.all.len() - self.configured..]
+            .iter()
+            .any(|h| !LOOPBACK.contains(&h.name.as_str()))
     }
 
     /// Every entry, as configured (`localhost:8088`, `cc.example.com`).
     pub fn names(&self) -> Vec<String> {
-        self.0.iter().map(ToString::to_string).collect()
+        self.all.iter().map(ToString::to_string).collect()
     }
 }
 
@@ -314,6 +347,12 @@ mod tests {
     #[test]
     fn the_defaults_are_the_loopback_names_with_the_listen_port() {
         let h = hosts(&[]);
+        assert_eq!(
+            h.names(),
+            ["localhost:8088", "127.0.0.1:8088", "[::1]:8088"]
+        );
+        let other = AllowedHosts::new("192.0.2.7:8088".parse().unwrap(), &[]);
+        assert!(other.allows("192.0.2.7:8088"), "the listen address");
         for ok in [
             "127.0.0.1:8088",
             "localhost:8088",
@@ -350,6 +389,29 @@ mod tests {
         assert!(h.allows("admin.example.com:8443"));
         assert!(!h.allows("admin.example.com"));
         assert!(!h.allows("example.com"));
+    }
+
+    #[test]
+    fn the_public_name_comes_from_the_console_url() {
+        let of = |u: &str| HostName::of_url(u).map(|h| h.to_string());
+        assert_eq!(
+            of("https://CC.example.com/").as_deref(),
+            Some("cc.example.com")
+        );
+        assert_eq!(
+            of("https://cc.example.com:443/x").as_deref(),
+            Some("cc.example.com")
+        );
+        assert_eq!(of("http://cc.lan:8088").as_deref(), Some("cc.lan:8088"));
+        assert_eq!(of("http://[::1]:9000").as_deref(), Some("[::1]:9000"));
+        assert_eq!(of("not a url"), None);
+        let public = |names: &[&str]| hosts(names).has_public();
+        assert!(!public(&[]));
+        assert!(
+            !public(&["localhost:9000", "127.0.0.1:8088"]),
+            "loopback is not public"
+        );
+        assert!(public(&["localhost:9000", "cc.example.com"]));
     }
 
     #[test]

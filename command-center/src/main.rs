@@ -1187,11 +1187,13 @@ async fn serve(args: ServeArgs) -> Result<(), Failure> {
             replay.skipped[0].reason
         );
     }
-    if config.access.is_some() && config.allowed_hosts.is_empty() {
+    let hosts = &server.state().hosts;
+    if config.access.is_some() && !hosts.has_public() {
         eprintln!(
-            "warning: Cloudflare Access is configured but no --allowed-host: admins reaching the public hostname get 421; add --allowed-host <the public hostname>"
+            "warning: Cloudflare Access is configured but no --allowed-host (nor a console_url in --notify-config): admins reaching the public hostname get 421; add --allowed-host <the public hostname>"
         );
     }
+    tracing::info!(hosts = %hosts.names().join(","), "Admin requests are answered for these hosts only (--allowed-host).");
     if server.state().tokens.0.is_empty() {
         eprintln!("warning: no --enroll-token configured: new agents cannot enroll");
     }

@@ -345,6 +345,19 @@ impl Server {
             .with_storage(Arc::clone(&storage))
             .with_budgets(Arc::clone(&budgets)),
         );
+        // The public name, when one is configured: where admins open the console.
+        let public = notify_config
+            .as_ref()
+            .and_then(|nc| crate::guard::HostName::of_url(&nc.config.console_url));
+        let hosts = crate::guard::AllowedHosts::new(
+            addr,
+            &config
+                .allowed_hosts
+                .iter()
+                .cloned()
+                .chain(public)
+                .collect::<Vec<_>>(),
+        );
         let notify = match notify_config {
             None => None,
             Some(nc) => Some(Arc::new(
@@ -395,7 +408,7 @@ impl Server {
             storage,
             request_timeout: config.request_timeout,
             refusals: Arc::default(),
-            hosts: Arc::new(crate::guard::AllowedHosts::new(addr, &config.allowed_hosts)),
+            hosts: Arc::new(hosts),
         };
         Ok(Server {
             listener,

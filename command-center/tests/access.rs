@@ -24,22 +24,10 @@ fn get(cc: &CommandCenter, path: &str, token: Option<&str>) -> (u16, String) {
     (r.status().as_u16(), r.text().unwrap())
 }
 
-/// A Command Center checking Access tokens against `certs`.
-fn behind_access(certs: &Certs) -> CommandCenter {
-    CommandCenter::start_with(&[
-        "--access-team-domain",
-        TEAM,
-        "--access-aud",
-        AUD,
-        "--access-jwks-url",
-        &certs.url(),
-    ])
-}
-
 #[test]
 fn access_tokens_are_verified_and_name_the_author() {
     let certs = Certs::start(&["k1"]);
-    let cc = behind_access(&certs);
+    let cc = certs.command_center(&[]);
     let good = mint("k1", &user_claims("alice@example.com"));
     assert_eq!(get(&cc, "/api/nodes", Some(&good)).0, 200);
     assert_eq!(get(&cc, "/console", Some(&good)).0, 200);
@@ -291,7 +279,7 @@ fn access_certs_can_come_from_a_file() {
 #[test]
 fn a_slow_certs_refresh_does_not_hold_up_requests_with_a_known_key() {
     let certs = Certs::start(&["k1"]);
-    let cc = behind_access(&certs);
+    let cc = certs.command_center(&[]);
     let known = mint("k1", &user_claims("alice@example.com"));
     assert_eq!(get(&cc, "/api/nodes", Some(&known)).0, 200);
     // Access rotates in a new key k2, and its certs endpoint has become slow.

@@ -394,14 +394,7 @@ fn an_access_service_token_is_sent_on_every_request_and_never_shown() {
 
     // A Command Center behind Access, reached without Cloudflare's JWT: its reason, exit 1.
     let certs = vaultmesh_testkit::access::Certs::start(&["k1"]);
-    let cc = CommandCenter::start_with(&[
-        "--access-team-domain",
-        vaultmesh_testkit::access::TEAM,
-        "--access-aud",
-        vaultmesh_testkit::access::AUD,
-        "--access-jwks-url",
-        &certs.url(),
-    ]);
+    let cc = certs.command_center(&[]);
     let out = cli(
         &["node", "revoke", &Uuid::nil().to_string(), "--url", &cc.url],
         &[

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use vaultmesh_command_center::server::routes;
+use vaultmesh_testkit::access::{Certs, mint, user_claims};
 use vaultmesh_testkit::auth::TestNode;
 use vaultmesh_testkit::browser::Browser;
 use vaultmesh_testkit::page::Page;
@@ -263,7 +264,76 @@ fn a_rebound_name_reaches_no_admin_route() {
 }
 
 #[test]
-fn allowed_hosts_come_from_the_flag_or_the_environment_and_bad_ones_are_refused() {
+fn a_rebound_name_reaches_no_admin_route_in_a_real_browser() {
+    let cc = CommandCenter::start();
+    heartbeat(&cc);
+    let port = port(&cc);
+    // The attacker's name now resolves to 127.0.0.1, as after a rebinding.
+    let mut b = Browser::launch_with(
+        800,
+        600,
+        &["--host-resolver-rules=MAP rebind.evil.example 127.0.0.1"],
+    );
+    let origin = format!("http://rebind.evil.example:{port}");
+    // A document on the rebound origin (the health check answers under any name): to the
+    // browser, its script is same-origin with the Command Center, so CORS and Origin allow all.
+    b.navigate(&format!("{origin}/healthz"));
+    let statuses = b.eval(&format!(
+        r#"(async () => {{
+  const json = {{"Content-Type": "application/json"}};
+  const send = async (path, init) => (await fetch(path, init)).status;
+  return [
+    await send("/api/nodes"),
+    await send("/console"),
+    await send("/api/events", {{method: "POST", headers: json,
+      body: JSON.stringify({{kind: "note", node_id: "{NODE}", body: {{text: "rebound"}}}})}}),
+    await send("/api/commands", {{method: "POST", headers: json,
+      body: JSON.stringify({{node_id: "{NODE}", action: "agent.ping", args: {{}}}})}}),
+    await send("/api/nodes/{NODE}/revoke", {{method: "POST"}}),
+  ];
+}})()"#
+    ));
+    assert_eq!(statuses, json!([421, 421, 421, 421, 421]), "{statuses}");
+    // Opened by that name, the console shows the refusal, not the fleet.
+    b.navigate(&format!("{origin}/console"));
+    let text = b.eval("document.body.innerText");
+    assert!(
+        text.as_str()
+            .unwrap()
+            .contains("does not answer to the host"),
+        "{text}"
+    );
+    nothing_written(&cc);
+    // The same browser by a loopback name is answered.
+    b.navigate(&format!("{}/healthz", cc.url));
+    assert_eq!(
+        b.eval("fetch('/api/nodes').then(r => r.status)"),
+        json!(200)
+    );
+}
+
+#[test]
+fn a_request_naming_no_host_is_a_json_400() {
+    use std::io::{Read, Write};
+    let cc = CommandCenter::start();
+    let addr = cc.url.trim_start_matches("http://");
+    // HTTP/1.0 lets a client leave out Host; an admin route must not guess it.
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET /api/nodes HTTP/1.0\r\n\r\n").unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).unwrap();
+    assert!(reply.starts_with("HTTP/1.0 400"), "{reply}");
+    let body = reply.split("\r\n\r\n").nth(1).unwrap();
+    let v: Value = serde_json::from_str(body).unwrap();
+    assert!(
+        v["error"].as_str().unwrap().contains("names no host"),
+        "{body}"
+    );
+}
+
+#[test]
+fn allowed_hosts_come_from_the_flag_the_environment_or_the_console_url_and_bad_ones_are_refused() {
     let cc =
         CommandCenter::start_with(&["--allowed-host", "cc.example.com,admin.example.com:8443"]);
     let status = |cc: &CommandCenter, host: &str| {
@@ -281,6 +351,32 @@ fn allowed_hosts_come_from_the_flag_or_the_environment_and_bad_ones_are_refused(
     let cc = CommandCenter::start_with_env(&[], &[("VAULTMESH_ALLOWED_HOST", "cc.example.com")]);
     assert_eq!(status(&cc, "cc.example.com"), 200);
     assert_eq!(status(&cc, "evil.example"), 421);
+
+    // The public name is answered by default when one is configured: where admins open the
+    // console (the notifications' console_url). Behind Access without one, serve warns.
+    let certs = Certs::start(&["k1"]);
+    let warning = "Cloudflare Access is configured but no --allowed-host";
+    let cc = certs.command_center(&[]);
+    let warned = wait_for(Duration::from_secs(5), || {
+        cc.stderr().contains(warning).then_some(())
+    });
+    assert!(warned.is_some(), "{}", cc.stderr());
+    let dir = tempfile::tempdir().unwrap();
+    let notify = dir.path().join("notify.toml");
+    std::fs::write(&notify, "console_url = \"https://cc.example.com/\"\n").unwrap();
+    let cc = certs.command_center(&["--notify-config", notify.to_str().unwrap()]);
+    assert!(!cc.stderr().contains(warning), "{}", cc.stderr());
+    let token = mint("k1", &user_claims("alice@example.com"));
+    for (host, want) in [("cc.example.com", 200), ("evil.example", 421)] {
+        let r = send(
+            &cc,
+            "GET",
+            "/api/nodes",
+            &[("host", host), ("cf-access-jwt-assertion", &token)],
+            None,
+        );
+        assert_eq!(r.status, want, "{host}: {}", r.body);
+    }
 
     let logs = tempfile::tempdir().unwrap();
     for (bad, says) in [

@@ -84,4 +84,20 @@ impl Certs {
     pub fn url(&self) -> String {
         format!("{}/ready", self.0.url())
     }
+
+    /// A Command Center behind Access ([`TEAM`], [`AUD`]) checking tokens against these
+    /// certs, with `extra` flags.
+    pub fn command_center(&self, extra: &[&str]) -> crate::CommandCenter {
+        let url = self.url();
+        let mut args = vec![
+            "--access-team-domain",
+            TEAM,
+            "--access-aud",
+            AUD,
+            "--access-jwks-url",
+            &url,
+        ];
+        args.extend_from_slice(extra);
+        crate::CommandCenter::start_with(&args)
+    }
 }

@@ -42,6 +42,12 @@ impl std::fmt::Debug for Browser {
 impl Browser {
     /// Starts Chromium with a `width`×`height` window and attaches to its page.
     pub fn launch(width: u32, height: u32) -> Browser {
+        Browser::launch_with(width, height, &[])
+    }
+
+    /// [`Browser::launch`] with more command-line switches, e.g.
+    /// `--host-resolver-rules=MAP evil.example 127.0.0.1` (a name rebound to loopback).
+    pub fn launch_with(width: u32, height: u32, switches: &[&str]) -> Browser {
         let exe = chromium_path();
         assert!(
             exe.exists(),
@@ -61,8 +67,9 @@ impl Browser {
                 "--remote-debugging-port=0",
                 &format!("--user-data-dir={}", profile.path().display()),
                 &format!("--window-size={width},{height}"),
-                "about:blank",
             ])
+            .args(switches)
+            .arg("about:blank")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
