@@ -26,12 +26,19 @@ fn connect(cc: &CommandCenter, bytes: &[u8]) -> TcpStream {
     s
 }
 
+/// The head of an `/events` request. Its `Host` is the Command Center's own address: admin
+/// routes answer only the names they know (`tests/guard.rs`).
+fn events_request(cc: &CommandCenter) -> Vec<u8> {
+    format!(
+        "GET /events HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\n\r\n",
+        addr(cc)
+    )
+    .into_bytes()
+}
+
 /// An `/events` stream on a raw connection; returns once its headers arrived, with its status.
 fn event_stream(cc: &CommandCenter) -> (TcpStream, u16) {
-    let mut s = connect(
-        cc,
-        b"GET /events HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n\r\n",
-    );
+    let mut s = connect(cc, &events_request(cc));
     let status = read_status(&mut s);
     (s, status)
 }
@@ -279,7 +286,11 @@ fn at_the_bound_with_every_connection_busy_a_new_one_gets_503() {
     let mut streams: Vec<TcpStream> = (0..3).map(|_| event_stream(&cc).0).collect();
     let _slow_body = connect(
         &cc,
-        b"POST /api/events HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{",
+        format!(
+            "POST /api/events HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{",
+            addr(&cc)
+        )
+        .as_bytes(),
     );
     std::thread::sleep(Duration::from_millis(300));
 
@@ -401,14 +412,8 @@ fn memory_comes_back_when_event_streams_close() {
     }
     std::thread::sleep(Duration::from_secs(1));
     let before = cc.rss_kib();
-    let streams: Vec<TcpStream> = (0..STREAMS)
-        .map(|_| {
-            connect(
-                &cc,
-                b"GET /events HTTP/1.1\r\nHost: localhost\r\nAccept: text/event-stream\r\n\r\n",
-            )
-        })
-        .collect();
+    let head = events_request(&cc);
+    let streams: Vec<TcpStream> = (0..STREAMS).map(|_| connect(&cc, &head)).collect();
     let gauge = || metric(&metrics(&cc), "vaultmesh_sse_clients");
     assert!(
         wait_for(Duration::from_secs(30), || (gauge()
