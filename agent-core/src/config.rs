@@ -73,12 +73,16 @@ struct CommandsSection {
     /// rejected (with a signed receipt).
     #[serde(default = "default_allow")]
     allow: Vec<String>,
+    /// `[commands.service]`: what the service actions may touch, and where systemd is.
+    #[serde(default)]
+    service: crate::action::ServiceSettings,
 }
 
 impl Default for CommandsSection {
     fn default() -> Self {
         CommandsSection {
             allow: default_allow(),
+            service: Default::default(),
         }
     }
 }
@@ -134,6 +138,8 @@ pub struct AgentConfig {
     pub cc_public_key: Option<String>,
     /// `[commands] allow`: the actions this node runs.
     pub command_allow: Vec<String>,
+    /// `[commands.service]`: the service actions' local settings.
+    pub command_service: crate::action::ServiceSettings,
     /// A Cloudflare Access service token (`VAULTMESH_CF_ACCESS_CLIENT_ID` and
     /// `VAULTMESH_CF_ACCESS_CLIENT_SECRET`, environment only), sent as `CF-Access-Client-Id` /
     /// `CF-Access-Client-Secret` when agent routes also sit behind Access.
@@ -376,6 +382,14 @@ fn resolve(
         }
     }
 
+    for (key, reason) in file.commands.service.problems(&file.commands.allow) {
+        errors.push(ConfigError::new(
+            &label,
+            format!("commands.service.{key}"),
+            reason,
+        ));
+    }
+
     let enroll_token = env("VAULTMESH_ENROLL_TOKEN")
         .filter(|t| !t.trim().is_empty())
         .map(|t| Secret(t.trim().to_string()));
@@ -417,6 +431,7 @@ fn resolve(
         checks: file.checks,
         cc_public_key,
         command_allow: file.commands.allow,
+        command_service: file.commands.service,
         enroll_token,
         access_service_token: match (
             env("VAULTMESH_CF_ACCESS_CLIENT_ID").filter(|v| !v.trim().is_empty()),

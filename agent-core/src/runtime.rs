@@ -104,6 +104,7 @@ impl Agent {
         let action_ctx = ActionContext {
             check_ctx: ctx.clone(),
             checks: Arc::new(checks.clone()),
+            service: Arc::new(config.command_service.clone()),
         };
         let runner = CommandRunner::new(
             node_id,

@@ -1,6 +1,7 @@
 //! The real agent binary against a hostile Command Center that hands it forged, replayed,
-//! expired, misrouted and unauthorised commands: each comes back as a signed `rejected`
-//! receipt in an unbroken chain, and none runs.
+//! expired, misrouted and unauthorised commands, and commands whose arguments try to steer the
+//! agent (another D-Bus address, a file, a unit it may not restart): each comes back as a
+//! signed `rejected` receipt in an unbroken chain, and none runs.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
@@ -9,7 +10,9 @@ use std::time::Duration;
 use chrono::Utc;
 use uuid::Uuid;
 use vaultmesh_proto::auth::{NodeKey, parse_public_key};
+use vaultmesh_proto::command::SignedReceipt;
 use vaultmesh_proto::command::{Command, ReceiptStatus, SignedCommand};
+use vaultmesh_testkit::dbus::{DbusDaemon, FakeSystemd, FakeUnit};
 use vaultmesh_testkit::fake_cc::FakeCommandCenter;
 use vaultmesh_testkit::{NodeAgent, wait_for};
 
@@ -28,15 +31,8 @@ fn command(node: Uuid, seq: u64, action: &str, args: serde_json::Value, ttl_s: i
     }
 }
 
-#[test]
-fn forged_replayed_expired_misrouted_and_unallowed_commands_are_rejected_and_never_run() {
-    let cc_key = NodeKey::from_seed([1u8; 32]);
-    let fake = FakeCommandCenter::start();
-    let agent = NodeAgent::new(&fake.url)
-        .env("VAULTMESH_CC_PUBKEY", &cc_key.public_base64())
-        .env("VAULTMESH_INTERVAL", "1s")
-        .config("[commands]\nallow = [\"agent.ping\", \"checks.run\"]\n");
-    let _child = agent.spawn(&["run"]);
+/// The node id and key of a started agent.
+fn started(agent: &NodeAgent) -> (Uuid, NodeKey) {
     let node: Uuid = wait_for(Duration::from_secs(20), || {
         std::fs::read_to_string(agent.state_dir().join("node_id"))
             .ok()?
@@ -50,6 +46,30 @@ fn forged_replayed_expired_misrouted_and_unallowed_commands_are_rejected_and_nev
             .ok()
     })
     .unwrap();
+    (node, node_key)
+}
+
+/// Asserts every receipt is signed by `node_key` and continues the one before.
+fn assert_chained(receipts: &[SignedReceipt], node_key: &NodeKey) {
+    let public = parse_public_key(&node_key.public_base64()).unwrap();
+    let mut prev = None;
+    for r in receipts {
+        r.verify(&public).expect("signed by the node key");
+        assert_eq!(r.receipt.prev_receipt_sha256, prev, "the chain is unbroken");
+        prev = Some(r.chain_hash());
+    }
+}
+
+#[test]
+fn forged_replayed_expired_misrouted_and_unallowed_commands_are_rejected_and_never_run() {
+    let cc_key = NodeKey::from_seed([1u8; 32]);
+    let fake = FakeCommandCenter::start();
+    let agent = NodeAgent::new(&fake.url)
+        .env("VAULTMESH_CC_PUBKEY", &cc_key.public_base64())
+        .env("VAULTMESH_INTERVAL", "1s")
+        .config("[commands]\nallow = [\"agent.ping\", \"checks.run\"]\n");
+    let _child = agent.spawn(&["run"]);
+    let (node, node_key) = started(&agent);
 
     let genuine = SignedCommand::sign(
         command(node, 1, "agent.ping", serde_json::json!({}), 300),
@@ -146,13 +166,7 @@ fn forged_replayed_expired_misrouted_and_unallowed_commands_are_rejected_and_nev
     })
     .expect("a receipt for every command");
 
-    let public = parse_public_key(&node_key.public_base64()).unwrap();
-    let mut prev = None;
-    for r in &receipts {
-        r.verify(&public).expect("signed by the node key");
-        assert_eq!(r.receipt.prev_receipt_sha256, prev, "the chain is unbroken");
-        prev = Some(r.chain_hash());
-    }
+    assert_chained(&receipts, &node_key);
     assert_eq!(receipts[0].receipt.status, ReceiptStatus::Ok);
     for (r, (c, reason)) in receipts[1..=hostile.len()].iter().zip(&hostile) {
         assert_eq!(r.receipt.command_id, c.command.command_id);
@@ -190,4 +204,191 @@ fn forged_replayed_expired_misrouted_and_unallowed_commands_are_rejected_and_nev
         "{:?}",
         last.receipt.reason
     );
+}
+
+/// Issue 21 item 1: a command's arguments cannot steer the agent. With the old test-only
+/// `bus_address` argument, `nonce-tcp:host=…,port=…,noncefile=<node.key>` made the agent
+/// connect to that address and send the node key. Every action gets hostile arguments (the
+/// test covers every action the binary registers); each is a signed `rejected` receipt,
+/// nothing connects to the trap, and the service actions still work on the bus this node's
+/// own `[commands.service]` names.
+#[test]
+fn hostile_arguments_to_every_action_are_rejected_and_steer_nothing() {
+    let bus = DbusDaemon::start();
+    let systemd = FakeSystemd::start(
+        &bus.address,
+        &[FakeUnit::new("cloudflared.service", "failed", "failed")],
+    );
+    // Where a hostile address would send the file.
+    let trap = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    trap.set_nonblocking(true).unwrap();
+    let port = trap.local_addr().unwrap().port();
+
+    let cc_key = NodeKey::from_seed([1u8; 32]);
+    let fake = FakeCommandCenter::start();
+    let agent = NodeAgent::new(&fake.url)
+        .env("VAULTMESH_CC_PUBKEY", &cc_key.public_base64())
+        .env("VAULTMESH_INTERVAL", "1s")
+        .config(&format!(
+            "[commands]\nallow = [\"agent.ping\", \"checks.run\", \"scan.sovereign\", \"service.status\", \"service.restart\"]\n\
+             [commands.service]\nrestart_units = [\"cloudflared.service\"]\nbus_address = {:?}\n\
+             [checks.load]\nenabled = false\n",
+            bus.address
+        ));
+    let _child = agent.spawn(&["run"]);
+    let (node, node_key) = started(&agent);
+    let steal = format!(
+        "nonce-tcp:host=127.0.0.1,port={port},noncefile={}",
+        agent.state_dir().join("node.key").display()
+    );
+
+    let hostile: Vec<(&str, serde_json::Value, &str)> = vec![
+        (
+            "agent.ping",
+            serde_json::json!({"bus_address": steal}),
+            "unknown field `bus_address`",
+        ),
+        (
+            "checks.run",
+            serde_json::json!({"name": "memory", "config": {"path": "/etc/shadow"}}),
+            "unknown field `config`",
+        ),
+        (
+            "checks.run",
+            serde_json::json!({"name": "../../etc/shadow"}),
+            "this node has no check named",
+        ),
+        (
+            "checks.run",
+            serde_json::json!({"name": "load"}),
+            "check load is disabled in this node's configuration",
+        ),
+        (
+            "scan.sovereign",
+            serde_json::json!({"root": "/etc"}),
+            "unknown field `root`",
+        ),
+        (
+            "service.status",
+            serde_json::json!({"unit": "cloudflared.service", "bus_address": steal}),
+            "unknown field `bus_address`",
+        ),
+        (
+            "service.status",
+            serde_json::json!({"unit": "../../etc/shadow"}),
+            "is not a unit name",
+        ),
+        (
+            "service.status",
+            serde_json::json!(["cloudflared.service"]),
+            "bad arguments: must be a JSON object, not an array",
+        ),
+        (
+            "service.restart",
+            serde_json::json!({"unit": "cloudflared.service", "bus_address": steal}),
+            "unknown field `bus_address`",
+        ),
+        (
+            "service.restart",
+            serde_json::json!({"unit": "modprobe@evil.service"}),
+            "unit modprobe@evil.service is not in this node's [commands.service] restart_units",
+        ),
+    ];
+    // Every action the binary registers is attacked.
+    let listed: serde_json::Value =
+        serde_json::from_slice(&agent.run(&["actions", "--json"]).stdout).unwrap();
+    let mut registered: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap())
+        .collect();
+    let mut attacked: Vec<&str> = hostile.iter().map(|(a, _, _)| *a).collect();
+    registered.sort_unstable();
+    attacked.sort_unstable();
+    attacked.dedup();
+    assert_eq!(attacked, registered, "a hostile case for every action");
+
+    let commands: Vec<SignedCommand> = hostile
+        .iter()
+        .zip(1u64..)
+        .map(|((action, args, _), seq)| {
+            SignedCommand::sign(command(node, seq, action, args.clone(), 300), &cc_key)
+        })
+        .collect();
+    fake.push(commands.clone());
+    // Then the genuine service commands work, on the bus the node's own config names.
+    let seq = hostile.len() as u64;
+    let status = SignedCommand::sign(
+        command(
+            node,
+            seq + 1,
+            "service.status",
+            serde_json::json!({"unit": "cloudflared.service"}),
+            300,
+        ),
+        &cc_key,
+    );
+    let restart = SignedCommand::sign(
+        command(
+            node,
+            seq + 2,
+            "service.restart",
+            serde_json::json!({"unit": "cloudflared.service"}),
+            300,
+        ),
+        &cc_key,
+    );
+    fake.push(vec![status, restart]);
+    let receipts = wait_for(Duration::from_secs(30), || {
+        let r = fake.receipts();
+        (r.len() == hostile.len() + 2).then_some(r)
+    })
+    .expect("a receipt for every command");
+
+    assert_chained(&receipts, &node_key);
+    for (r, (c, (action, args, reason))) in receipts.iter().zip(commands.iter().zip(&hostile)) {
+        assert_eq!(r.receipt.command_id, c.command.command_id);
+        let got = r.receipt.reason.as_deref().unwrap_or_default();
+        assert_eq!(
+            r.receipt.status,
+            ReceiptStatus::Rejected,
+            "{action} {args}: {got}"
+        );
+        assert!(
+            got.starts_with(&format!("{action}: ")) && got.contains(reason),
+            "{action} {args}: {got:?} should say {reason:?}"
+        );
+        assert!(
+            r.receipt.output.is_empty() && r.receipt.exit_code.is_none(),
+            "nothing ran for {action} {args}"
+        );
+    }
+    let n = hostile.len();
+    assert_eq!(
+        receipts[n].receipt.status,
+        ReceiptStatus::Ok,
+        "{:?}",
+        receipts[n].receipt.reason
+    );
+    assert!(
+        receipts[n]
+            .receipt
+            .output
+            .contains("\"active_state\":\"failed\"")
+    );
+    assert_eq!(
+        receipts[n + 1].receipt.status,
+        ReceiptStatus::Ok,
+        "{:?}",
+        receipts[n + 1].receipt.reason
+    );
+    assert_eq!(
+        systemd.unit("cloudflared.service").unwrap().active_state,
+        "active"
+    );
+    match trap.accept() {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        other => panic!("the agent connected where a command told it to: {other:?}"),
+    }
 }
