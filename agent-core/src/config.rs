@@ -108,6 +108,9 @@ struct AgentSection {
     request_timeout: Option<Duration>,
     /// The Command Center's command-signing public key (base64), as `keygen` printed it.
     cc_public_key: Option<String>,
+    /// Accept a plain `http://` `cc_url` whose host is not loopback (default false).
+    #[serde(default)]
+    allow_insecure_http: bool,
 }
 
 /// The agent's resolved configuration.
@@ -261,7 +264,7 @@ fn resolve(
         };
 
     let cc_url = match pick("VAULTMESH_CC_URL", "cc_url", a.cc_url) {
-        Some((v, f, k)) => match validate_url(&v).and_then(not_a_placeholder_url) {
+        Some((v, f, k)) => match validate_url(&v, a.allow_insecure_http).and_then(not_a_placeholder_url) {
             Ok(u) => u,
             Err(r) => {
                 errors.push(ConfigError::new(f, k, r));
@@ -463,15 +466,30 @@ fn bounded(d: Duration, file: &str, key: &str) -> Result<Duration, ConfigError> 
     Ok(d)
 }
 
-fn validate_url(v: &str) -> Result<String, String> {
+/// The Command Center's URL: `https://`, or `http://` to a loopback host (`127.0.0.0/8`,
+/// `::1`, `localhost`) unless `allow_insecure_http`: heartbeats, scan reports and commands
+/// would otherwise cross the network readable and alterable by anyone on the path.
+fn validate_url(v: &str, allow_insecure_http: bool) -> Result<String, String> {
     let url = reqwest::Url::parse(v.trim()).map_err(|e| format!("{v:?} is not a URL ({e})"))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(format!(
             "{v:?} must start with https:// (or http:// for loopback)"
         ));
     }
-    if url.host_str().is_none() {
+    let Some(host) = url.host_str() else {
         return Err(format!("{v:?} has no host"));
+    };
+    // The URL parser has normalised IPv4 forms (`127.1`) and bracketed IPv6.
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if url.scheme() == "http" && !loopback && !allow_insecure_http {
+        return Err(format!(
+            "{v:?} is plain http:// to a host that is not loopback: use https://, or set agent.allow_insecure_http = true"
+        ));
     }
     Ok(v.trim().trim_end_matches('/').to_string())
 }
@@ -615,6 +633,21 @@ mod tests {
             ),
             (
                 "",
+                &[("VAULTMESH_CC_URL", "http://cc.example.com")],
+                "environment: VAULTMESH_CC_URL: \"http://cc.example.com\" is plain http:// to a host that is not loopback: use https://, or set agent.allow_insecure_http = true",
+            ),
+            (
+                "[agent]\ncc_url = \"http://10.0.0.5:8088\"\n",
+                &[],
+                "/etc/vaultmesh/agent.toml: agent.cc_url: \"http://10.0.0.5:8088\" is plain http://",
+            ),
+            (
+                "[agent]\nallow_insecure_http = \"yes\"\n",
+                &[],
+                "agent.allow_insecure_http: invalid type: string \"yes\", expected a boolean",
+            ),
+            (
+                "",
                 &[("VAULTMESH_INTERVAL", "forever")],
                 "environment: VAULTMESH_INTERVAL: \"forever\" is not a duration",
             ),
@@ -704,5 +737,36 @@ mod tests {
         .unwrap();
         assert_eq!(c.checks.len(), 2);
         assert_eq!(c.checks["disk"]["warn_pct"].as_integer(), Some(80));
+    }
+
+    #[test]
+    fn plain_http_only_to_loopback_unless_allowed() {
+        for url in [
+            "http://127.0.0.1:8088",
+            "http://127.1:8088",
+            "http://127.200.0.1",
+            "http://localhost:8088",
+            "http://LOCALHOST",
+            "http://[::1]:8088",
+            "https://cc.example.com",
+            "https://10.0.0.5",
+        ] {
+            let c = load("", &[("VAULTMESH_CC_URL", url)]);
+            assert!(c.is_ok(), "{url}: {c:?}");
+        }
+        for url in [
+            "http://cc.example.com",
+            "http://10.0.0.5:8088",
+            "http://[::ffff:127.0.0.1]",
+            "http://localhost.evil.example",
+            "http://0.0.0.0:8088",
+        ] {
+            assert!(load("", &[("VAULTMESH_CC_URL", url)]).is_err(), "{url}");
+            let allowed = load(
+                "[agent]\nallow_insecure_http = true\n",
+                &[("VAULTMESH_CC_URL", url)],
+            );
+            assert!(allowed.is_ok(), "{url}: {allowed:?}");
+        }
     }
 }

@@ -7,47 +7,12 @@
 
 use std::time::Duration;
 
-use chrono::Utc;
 use uuid::Uuid;
 use vaultmesh_proto::auth::{NodeKey, parse_public_key};
-use vaultmesh_proto::command::SignedReceipt;
-use vaultmesh_proto::command::{Command, ReceiptStatus, SignedCommand};
+use vaultmesh_proto::command::{ReceiptStatus, SignedCommand, SignedReceipt};
 use vaultmesh_testkit::dbus::{DbusDaemon, FakeSystemd, FakeUnit};
-use vaultmesh_testkit::fake_cc::FakeCommandCenter;
+use vaultmesh_testkit::fake_cc::{FakeCommandCenter, command};
 use vaultmesh_testkit::{NodeAgent, wait_for};
-
-fn command(node: Uuid, seq: u64, action: &str, args: serde_json::Value, ttl_s: i64) -> Command {
-    let now = Utc::now();
-    Command {
-        command_id: Uuid::now_v7(),
-        node_id: node,
-        action: action.into(),
-        args,
-        nonce: Uuid::new_v4().to_string(),
-        seq: seq.to_string(),
-        issued_at: now - chrono::Duration::seconds(1),
-        expires_at: now + chrono::Duration::seconds(ttl_s),
-        issued_by: "test".into(),
-    }
-}
-
-/// The node id and key of a started agent.
-fn started(agent: &NodeAgent) -> (Uuid, NodeKey) {
-    let node: Uuid = wait_for(Duration::from_secs(20), || {
-        std::fs::read_to_string(agent.state_dir().join("node_id"))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()
-    })
-    .expect("the agent started");
-    let node_key = wait_for(Duration::from_secs(10), || {
-        NodeKey::from_base64(&std::fs::read_to_string(agent.state_dir().join("node.key")).ok()?)
-            .ok()
-    })
-    .unwrap();
-    (node, node_key)
-}
 
 /// Asserts every receipt is signed by `node_key` and continues the one before.
 fn assert_chained(receipts: &[SignedReceipt], node_key: &NodeKey) {
@@ -69,7 +34,7 @@ fn forged_replayed_expired_misrouted_and_unallowed_commands_are_rejected_and_nev
         .env("VAULTMESH_INTERVAL", "1s")
         .config("[commands]\nallow = [\"agent.ping\", \"checks.run\"]\n");
     let _child = agent.spawn(&["run"]);
-    let (node, node_key) = started(&agent);
+    let (node, node_key) = agent.identity();
 
     let genuine = SignedCommand::sign(
         command(node, 1, "agent.ping", serde_json::json!({}), 300),
@@ -236,7 +201,7 @@ fn hostile_arguments_to_every_action_are_rejected_and_steer_nothing() {
             bus.address
         ));
     let _child = agent.spawn(&["run"]);
-    let (node, node_key) = started(&agent);
+    let (node, node_key) = agent.identity();
     let steal = format!(
         "nonce-tcp:host=127.0.0.1,port={port},noncefile={}",
         agent.state_dir().join("node.key").display()
