@@ -524,7 +524,7 @@ mod placeholders {
     }
 }
 
-/// Refuses a Command Center URL on a documentation domain (`https://cc.example.com`).
+/// Refuses a Command Center URL on a documentation domain (`https://cc.fleet.test`).
 fn not_a_placeholder_url(url: String) -> Result<String, String> {
     let host = reqwest::Url::parse(&url)
         .ok()
@@ -633,8 +633,8 @@ mod tests {
             ),
             (
                 "",
-                &[("VAULTMESH_CC_URL", "http://cc.example.com")],
-                "environment: VAULTMESH_CC_URL: \"http://cc.example.com\" is plain http:// to a host that is not loopback: use https://, or set agent.allow_insecure_http = true",
+                &[("VAULTMESH_CC_URL", "http://cc.fleet.test")],
+                "environment: VAULTMESH_CC_URL: \"http://cc.fleet.test\" is plain http:// to a host that is not loopback: use https://, or set agent.allow_insecure_http = true",
             ),
             (
                 "[agent]\ncc_url = \"http://10.0.0.5:8088\"\n",
@@ -662,9 +662,9 @@ mod tests {
                 "agent.os_profile: \"archvault\" is not a profile: profiles name policy files, whose case matters; did you mean \"ArchVault\"?",
             ),
             (
-                "[agent]\ncc_url = \"https://cc.example.com\"\n",
+                "[agent]\ncc_url = \"https://cc.fleet.test\"\n",
                 &[],
-                "agent.cc_url: \"https://cc.example.com\" is the example's placeholder: replace it",
+                "agent.cc_url: \"https://cc.fleet.test\" is the example's placeholder: replace it",
             ),
             (
                 "",
@@ -748,17 +748,17 @@ mod tests {
             "http://localhost:8088",
             "http://LOCALHOST",
             "http://[::1]:8088",
-            "https://cc.example.com",
+            "https://cc.fleet.test",
             "https://10.0.0.5",
         ] {
             let c = load("", &[("VAULTMESH_CC_URL", url)]);
             assert!(c.is_ok(), "{url}: {c:?}");
         }
         for url in [
-            "http://cc.example.com",
+            "http://cc.fleet.test",
             "http://10.0.0.5:8088",
             "http://[::ffff:127.0.0.1]",
-            "http://localhost.evil.example",
+            "http://localhost.evil.test",
             "http://0.0.0.0:8088",
         ] {
             assert!(load("", &[("VAULTMESH_CC_URL", url)]).is_err(), "{url}");

@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use chrono::Utc;
 use uuid::Uuid;
 use vaultmesh_proto::auth::{NodeKey, parse_public_key};
 use vaultmesh_proto::command::{ReceiptStatus, SignedCommand, SignedReceipt};

@@ -74,8 +74,8 @@ fn endless_replies_are_refused_with_bounded_memory_and_the_agent_keeps_running()
 fn plain_http_is_refused_unless_loopback_or_explicitly_allowed() {
     let refused = [
         (
-            NodeAgent::new("http://cc.example.com"),
-            "error: environment: VAULTMESH_CC_URL: \"http://cc.example.com\" is plain http:// to a host that is not loopback: use https://, or set agent.allow_insecure_http = true",
+            NodeAgent::new("http://cc.fleet.test"),
+            "error: environment: VAULTMESH_CC_URL: \"http://cc.fleet.test\" is plain http:// to a host that is not loopback: use https://, or set agent.allow_insecure_http = true",
         ),
         (
             NodeAgent::new("http://10.0.0.5:8088")
@@ -97,8 +97,8 @@ fn plain_http_is_refused_unless_loopback_or_explicitly_allowed() {
         NodeAgent::new("http://127.0.0.1:9"),
         NodeAgent::new("http://localhost:9"),
         NodeAgent::new("http://[::1]:9"),
-        NodeAgent::new("https://cc.example.com"),
-        NodeAgent::new("http://cc.example.com").config("[agent]\nallow_insecure_http = true\n"),
+        NodeAgent::new("https://cc.fleet.test"),
+        NodeAgent::new("http://cc.fleet.test").config("[agent]\nallow_insecure_http = true\n"),
     ] {
         let out = agent.run(&["config", "check"]);
         assert!(out.status.success(), "{}", text(&out));
