@@ -264,13 +264,15 @@ fn resolve(
         };
 
     let cc_url = match pick("VAULTMESH_CC_URL", "cc_url", a.cc_url) {
-        Some((v, f, k)) => match validate_url(&v, a.allow_insecure_http).and_then(not_a_placeholder_url) {
-            Ok(u) => u,
-            Err(r) => {
-                errors.push(ConfigError::new(f, k, r));
-                String::new()
+        Some((v, f, k)) => {
+            match validate_url(&v, a.allow_insecure_http).and_then(not_a_placeholder_url) {
+                Ok(u) => u,
+                Err(r) => {
+                    errors.push(ConfigError::new(f, k, r));
+                    String::new()
+                }
             }
-        },
+        }
         None => DEFAULT_CC_URL.to_string(),
     };
 
@@ -524,7 +526,7 @@ mod placeholders {
     }
 }
 
-/// Refuses a Command Center URL on a documentation domain (`https://cc.fleet.test`).
+/// Refuses a Command Center URL on a documentation domain (`https://cc.example.com`).
 fn not_a_placeholder_url(url: String) -> Result<String, String> {
     let host = reqwest::Url::parse(&url)
         .ok()
@@ -662,9 +664,9 @@ mod tests {
                 "agent.os_profile: \"archvault\" is not a profile: profiles name policy files, whose case matters; did you mean \"ArchVault\"?",
             ),
             (
-                "[agent]\ncc_url = \"https://cc.fleet.test\"\n",
+                "[agent]\ncc_url = \"https://cc.example.com\"\n",
                 &[],
-                "agent.cc_url: \"https://cc.fleet.test\" is the example's placeholder: replace it",
+                "agent.cc_url: \"https://cc.example.com\" is the example's placeholder: replace it",
             ),
             (
                 "",

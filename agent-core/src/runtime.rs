@@ -377,7 +377,12 @@ async fn command_loop(
             }
             Err(e) => {
                 let delay = backoff.next_delay();
-                tracing::debug!(error = %e, retry_in_ms = delay.as_millis() as u64, "Command poll failed.");
+                if matches!(e, ClientError::TooLarge { .. } | ClientError::BadReply(_)) {
+                    // Not the network: a reply no agent reads (too large, or not commands).
+                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "Command poll reply refused; retrying.");
+                } else {
+                    tracing::debug!(error = %e, retry_in_ms = delay.as_millis() as u64, "Command poll failed.");
+                }
                 tokio::select! {
                     _ = cancel.cancelled() => return,
                     _ = tokio::time::sleep(delay) => {}

@@ -147,22 +147,33 @@ fn service_status(ctx: &ActionContext, args: serde_json::Value) -> Result<Action
     )
 }
 
+/// Whether `[commands.service] restart_units` entry `pattern` names `unit`: the name itself, or
+/// a `*`/`?` pattern that matches it. A template's instance (`NAME@INSTANCE.service`: the
+/// instance is an argument to the unit's program) matches only a pattern that has an `@` of
+/// its own, so `*.service` never lets a command restart `modprobe@anything.service`.
+#[cfg(feature = "systemd")]
+fn restart_listed(pattern: &str, unit: &str) -> bool {
+    let instance_ok = !unit.contains('@') || pattern.contains('@');
+    pattern == unit || (instance_ok && crate::systemd::glob_match(pattern, unit))
+}
+
 #[cfg(feature = "systemd")]
 fn service_restart(
     ctx: &ActionContext,
     args: serde_json::Value,
 ) -> Result<ActionFuture, ArgsError> {
     let may = |unit: &str| {
-        let listed = ctx
+        if ctx
             .service
             .restart_units
             .iter()
-            .any(|p| p == unit || crate::systemd::glob_match(p, unit));
-        if listed {
+            .any(|p| restart_listed(p, unit))
+        {
             Ok(())
         } else {
             Err(ArgsError(format!(
-                "unit {unit} is not in this node's [commands.service] restart_units"
+                "unit {} is not in this node's [commands.service] restart_units",
+                quoted(unit)
             )))
         }
     };

@@ -9,10 +9,22 @@ use std::time::Duration;
 use vaultmesh_proto::auth::NodeKey;
 use vaultmesh_proto::command::{ReceiptStatus, SignedCommand};
 use vaultmesh_testkit::fake_cc::{FakeCommandCenter, command};
-use vaultmesh_testkit::{NodeAgent, memory_kib, text, wait_for};
+use vaultmesh_testkit::{NodeAgent, memory_kib, text, wait_for, workspace_root};
 
-/// The unit's `MemoryMax=` (systemd/vaultmesh-node-agent.service), in KiB.
-const MEMORY_MAX_KIB: u64 = 64 * 1024;
+/// The agent unit's `MemoryMax=` (`systemd/vaultmesh-node-agent.service`, in `M`), in KiB.
+fn unit_memory_max_kib() -> u64 {
+    let unit = workspace_root().join("systemd/vaultmesh-node-agent.service");
+    let text = std::fs::read_to_string(&unit).unwrap();
+    let value = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("MemoryMax="))
+        .unwrap_or_else(|| panic!("{} has no MemoryMax=", unit.display()));
+    let mib: u64 = value
+        .strip_suffix('M')
+        .and_then(|m| m.parse().ok())
+        .unwrap_or_else(|| panic!("MemoryMax={value}: expected a size in M"));
+    mib * 1024
+}
 
 /// Issue 21 item 7: a 512 MiB reply took the agent to 1 GiB. Now every heartbeat ack and
 /// every long-poll reply of 512 MiB (streamed, without a length) is dropped after its bound;
@@ -26,7 +38,7 @@ fn endless_replies_are_refused_with_bounded_memory_and_the_agent_keeps_running()
         .env("VAULTMESH_CC_PUBKEY", &cc_key.public_base64())
         .env("VAULTMESH_INTERVAL", "1s")
         .env("RUST_LOG", "warn");
-    let mut child = agent.spawn(&["run"]);
+    let (mut child, log) = agent.spawn_captured(&["run"]);
     let pid = child.0.id();
     let (node, _) = agent.identity();
     wait_for(Duration::from_secs(20), || {
@@ -45,10 +57,29 @@ fn endless_replies_are_refused_with_bounded_memory_and_the_agent_keeps_running()
     assert!(child.0.try_wait().unwrap().is_none(), "the agent runs");
     let (peak_kib, rss_kib) = memory_kib(pid);
     eprintln!("agent under 512 MiB replies: peak RSS {peak_kib} KiB, now {rss_kib} KiB");
+    let memory_max_kib = unit_memory_max_kib();
     assert!(
-        peak_kib > 0 && peak_kib < MEMORY_MAX_KIB / 2,
-        "peak RSS {peak_kib} KiB"
+        peak_kib > 0 && peak_kib < memory_max_kib / 2,
+        "peak RSS {peak_kib} KiB against the unit's MemoryMax of {memory_max_kib} KiB"
     );
+    // Each refusal is logged, saying which reply and its bound.
+    let heartbeat = format!(
+        "the Command Center's reply to {}/api/agent/heartbeat is larger than 65536 bytes; not read",
+        fake.url
+    );
+    let poll = format!(
+        "is larger than {} bytes; not read",
+        vaultmesh_proto::command::POLL_REPLY_MAX
+    );
+    let logged = wait_for(Duration::from_secs(10), || {
+        let text = log.text();
+        (text.contains(&heartbeat)
+            && text
+                .lines()
+                .any(|l| l.contains("Command poll reply refused") && l.contains(&poll)))
+        .then_some(())
+    });
+    assert!(logged.is_some(), "{}", log.text());
 
     // Back to normal: a command gets its receipt.
     fake.flood(None);

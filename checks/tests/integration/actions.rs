@@ -44,7 +44,11 @@ async fn service_actions_talk_to_the_locally_configured_systemd_over_dbus() {
         &[FakeUnit::new("cloudflared.service", "failed", "failed")],
     );
     let ctx = ctx(ServiceSettings {
-        restart_units: vec!["cloudflared.service".into(), "vaultmesh-*.service".into()],
+        restart_units: vec![
+            "cloudflared.service".into(),
+            "vaultmesh-*.service".into(),
+            "getty@*.service".into(),
+        ],
         bus_address: Some(bus.address.clone()),
     });
     let status = run(
@@ -104,9 +108,20 @@ async fn service_actions_talk_to_the_locally_configured_systemd_over_dbus() {
     refused(
         json!({"unit": "modprobe@evil.service"}),
         "service.restart",
-        "not in this node's [commands.service] restart_units",
+        "unit \"modprobe@evil.service\" is not in this node's [commands.service] restart_units",
     )
     .await;
+    // A pattern without an `@` never matches a template's instance (its instance is an
+    // argument to the unit's program).
+    refused(
+        json!({"unit": "vaultmesh-x@evil.service"}),
+        "service.restart",
+        "unit \"vaultmesh-x@evil.service\" is not in this node's",
+    )
+    .await;
+    // …and a pattern with one does (prepared only: this systemd has no getty).
+    let restart = action::find("service.restart").unwrap();
+    assert!((restart.prepare)(&ctx, json!({"unit": "getty@tty1.service"})).is_ok());
     refused(
         json!({"unit": "a.service", "bus_address": "tcp:host=127.0.0.1,port=1"}),
         "service.status",
