@@ -250,6 +250,23 @@ mod tests {
     }
 
     #[test]
+    fn a_hostile_member_name_is_not_echoed_whole() {
+        let mut args = serde_json::Map::new();
+        args.insert("unit".into(), "a.service".into());
+        args.insert("é".repeat(10_000), 1.into());
+        let err = parse_args::<Unit>(serde_json::Value::Object(args)).unwrap_err();
+        assert!(
+            err.0.starts_with("bad arguments: unknown field `éé"),
+            "{err}"
+        );
+        assert!(
+            err.0.len() <= "bad arguments: ".len() + ARGS_ERROR_MAX,
+            "{} bytes",
+            err.0.len()
+        );
+    }
+
+    #[test]
     fn service_settings_name_every_problem() {
         let s = ServiceSettings {
             restart_units: vec![
