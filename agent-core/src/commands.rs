@@ -2,7 +2,7 @@
 //!
 //! For every command received, in this order:
 //! 1. a pinned Command Center key exists and the signature verifies (`verify_strict`);
-//! 2. the command is for this node;
+//! 2. the command is for this node, and has no member this agent does not understand;
 //! 3. its `seq` is above the last seen and its id never seen — then both are written to the
 //!    state directory and fsynced **before** anything runs, so a replay is refused even after a
 //!    crash or restart;
