@@ -1,11 +1,17 @@
 //! The agent's only network peer: outbound HTTP(S) requests to the Command Center.
+//!
+//! Every reply is read with a bound ([`read_body`]), so a hostile or broken peer cannot make
+//! the agent buffer more than that: [`ACK_REPLY_MAX`] for the acknowledgements of heartbeats,
+//! enrollments, scan reports and receipts (and any refusal's body), [`POLL_REPLY_MAX`] for a
+//! command long-poll ([`POLL_BATCH_MAX`] commands of at most
+//! [`vaultmesh_proto::command::COMMAND_MAX`] bytes). A longer reply is dropped unread.
 
 use std::time::Duration;
 
 use vaultmesh_proto::auth::{
     EnrollRequest, EnrollResponse, HEADER_NODE, HEADER_SIGNATURE, HEADER_TIMESTAMP, NodeKey,
 };
-use vaultmesh_proto::command::{SignedCommand, SignedReceipt};
+use vaultmesh_proto::command::{POLL_BATCH_MAX, POLL_REPLY_MAX, SignedCommand, SignedReceipt};
 use vaultmesh_proto::{ErrorBody, HeartbeatAccepted, NodeHeartbeat, ScanReport};
 
 /// Why a request to the Command Center failed.
@@ -22,6 +28,45 @@ pub enum ClientError {
     Unavailable { status: u16, error: String },
     #[error("the Command Center sent a reply this agent cannot read: {0}")]
     BadReply(String),
+    /// The reply was longer than this agent reads for that request; it was dropped unread.
+    #[error("the Command Center's reply to {url} is larger than {limit} bytes; not read")]
+    TooLarge { url: String, limit: usize },
+}
+
+/// Largest reply the agent reads to a heartbeat, an enrollment, a scan report or a receipt
+/// (each a JSON acknowledgement of a few hundred bytes), and largest refusal body it reads.
+pub const ACK_REPLY_MAX: usize = 64 * 1024;
+
+/// Why a reply's body was not read.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("the reply is larger than {limit} bytes")]
+    TooLarge { limit: usize },
+    #[error("{}", error_chain(.0))]
+    Read(#[from] reqwest::Error),
+}
+
+impl BodyError {
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, BodyError::Read(e) if e.is_timeout())
+    }
+}
+
+/// Reads `resp`'s body, but no more than `limit` bytes: a longer one (by its `Content-Length`,
+/// or once that many bytes have come) is dropped with the connection. Memory stays within
+/// `limit` plus one read buffer of the HTTP stack.
+pub async fn read_body(mut resp: reqwest::Response, limit: usize) -> Result<Vec<u8>, BodyError> {
+    if resp.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(BodyError::TooLarge { limit });
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await? {
+        if chunk.len() > limit - body.len() {
+            return Err(BodyError::TooLarge { limit });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 impl ClientError {
@@ -143,7 +188,8 @@ impl CcClient {
         self.post_signed("/api/agent/enroll", &req).await
     }
 
-    /// `GET /api/agent/commands?wait=…`: blocks up to `wait` for commands for this node.
+    /// `GET /api/agent/commands?wait=…`: blocks up to `wait` for commands for this node (at
+    /// most [`POLL_BATCH_MAX`] at a time; a longer reply is refused as [`ClientError::TooLarge`]).
     pub async fn poll_commands(&self, wait: Duration) -> Result<Vec<SignedCommand>, ClientError> {
         // The nonce makes every poll's signature unique: without it, a poll right after one
         // that returned within the same second would be byte-identical and refused as a replay.
@@ -152,13 +198,22 @@ impl CcClient {
             wait.as_secs(),
             rand::random::<u64>()
         );
-        self.signed(
-            "GET",
-            &path,
-            Vec::new(),
-            Some(wait + Duration::from_secs(15)),
-        )
-        .await
+        let commands: Vec<SignedCommand> = self
+            .signed(
+                "GET",
+                &path,
+                Vec::new(),
+                Some(wait + Duration::from_secs(15)),
+                POLL_REPLY_MAX,
+            )
+            .await?;
+        if commands.len() > POLL_BATCH_MAX {
+            return Err(ClientError::BadReply(format!(
+                "{} commands in one reply; at most {POLL_BATCH_MAX}",
+                commands.len()
+            )));
+        }
+        Ok(commands)
     }
 
     /// `POST /api/agent/scans`.
@@ -183,16 +238,18 @@ impl CcClient {
         body: &B,
     ) -> Result<R, ClientError> {
         let bytes = serde_json::to_vec(body).map_err(|e| ClientError::BadReply(e.to_string()))?;
-        self.signed("POST", path, bytes, None).await
+        self.signed("POST", path, bytes, None, ACK_REPLY_MAX).await
     }
 
-    /// Sends a signed request; `timeout` overrides the client's (long-polls).
+    /// Sends a signed request; `timeout` overrides the client's (long-polls). A successful
+    /// reply is read up to `limit` bytes, a refusal up to [`ACK_REPLY_MAX`].
     async fn signed<R: serde::de::DeserializeOwned>(
         &self,
         method: &str,
         path: &str,
         bytes: Vec<u8>,
         timeout: Option<Duration>,
+        limit: usize,
     ) -> Result<R, ClientError> {
         let url = format!("{}{path}", self.base);
         let now = chrono::Utc::now().timestamp();
@@ -218,9 +275,20 @@ impl CcClient {
                 reason: error_chain(&e),
             })?;
         let status = resp.status();
-        let bytes = resp.bytes().await.map_err(|e| ClientError::Transport {
-            url: url.clone(),
-            reason: error_chain(&e),
+        let limit = if status.is_success() {
+            limit
+        } else {
+            ACK_REPLY_MAX
+        };
+        let bytes = read_body(resp, limit).await.map_err(|e| match e {
+            BodyError::TooLarge { limit } => ClientError::TooLarge {
+                url: url.clone(),
+                limit,
+            },
+            BodyError::Read(e) => ClientError::Transport {
+                url: url.clone(),
+                reason: error_chain(&e),
+            },
         })?;
         if status.is_success() {
             return serde_json::from_slice(&bytes)
@@ -251,6 +319,24 @@ mod tests {
     use super::*;
     use std::io::{Read, Write};
 
+    fn client_at(url: &str, access: Option<&(String, crate::config::Secret)>) -> CcClient {
+        CcClient::new(
+            url,
+            Duration::from_secs(5),
+            uuid::Uuid::nil(),
+            NodeKey::from_seed([1; 32]),
+            access,
+        )
+        .unwrap()
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
     /// One request to a bare socket: what the agent put on the wire.
     fn capture(access: Option<&(String, crate::config::Secret)>) -> String {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -264,19 +350,8 @@ mod tests {
             );
             String::from_utf8_lossy(&buf[..n]).to_lowercase()
         });
-        let client = CcClient::new(
-            &url,
-            Duration::from_secs(5),
-            uuid::Uuid::nil(),
-            NodeKey::from_seed([1; 32]),
-            access,
-        )
-        .unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let _ = rt.block_on(client.poll_commands(Duration::from_secs(1)));
+        let client = client_at(&url, access);
+        let _ = runtime().block_on(client.poll_commands(Duration::from_secs(1)));
         server.join().unwrap()
     }
 
@@ -298,5 +373,76 @@ mod tests {
         );
         let plain = capture(None);
         assert!(!plain.contains("cf-access-client"), "{plain}");
+    }
+
+    /// Answers one request with `head` and then up to 8 MiB of `x` in 64 KiB chunks (chunked
+    /// encoding unless `head` sets a length), until the client hangs up; returns the bytes the
+    /// client took before it did.
+    fn oversized(head: &'static str) -> (String, std::thread::JoinHandle<usize>) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut buf = vec![0u8; 16 * 1024];
+            let _ = s.read(&mut buf).unwrap();
+            s.write_all(head.as_bytes()).unwrap();
+            let chunked = head.contains("chunked");
+            let chunk = vec![b'x'; 64 * 1024];
+            let mut sent = 0;
+            while sent < 8 * 1024 * 1024 {
+                let ok = if chunked {
+                    s.write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+                        .and_then(|()| s.write_all(&chunk))
+                        .and_then(|()| s.write_all(b"\r\n"))
+                } else {
+                    s.write_all(&chunk)
+                };
+                if ok.is_err() {
+                    break;
+                }
+                sent += chunk.len();
+            }
+            sent
+        });
+        (url, server)
+    }
+
+    #[test]
+    fn replies_are_read_only_up_to_their_bound() {
+        let hb: NodeHeartbeat = serde_json::from_value(serde_json::json!({
+            "node_id": uuid::Uuid::nil(), "hostname": "h", "os_profile": "Generic",
+            "cloudflare_ok": true, "services_ok": true, "vaultmesh_root": "/",
+            "timestamp": chrono::Utc::now(),
+        }))
+        .unwrap();
+        for head in [
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 1000000000\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n",
+            "HTTP/1.1 500 No\r\ntransfer-encoding: chunked\r\n\r\n",
+        ] {
+            let (url, server) = oversized(head);
+            let rt = runtime();
+            let client = client_at(&url, None);
+            let err = rt.block_on(client.post_heartbeat(&hb)).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    ClientError::TooLarge {
+                        limit: ACK_REPLY_MAX,
+                        ..
+                    }
+                ),
+                "{head:?}: {err}"
+            );
+            assert!(err.is_retryable());
+            // The connection's task lives in the runtime: dropping it hangs up.
+            drop(client);
+            drop(rt);
+            let sent = server.join().unwrap();
+            assert!(
+                sent < 8 * 1024 * 1024,
+                "{head:?}: the agent hung up ({sent} bytes sent)"
+            );
+        }
     }
 }

@@ -2,12 +2,15 @@
 //!
 //! For every command received, in this order:
 //! 1. a pinned Command Center key exists and the signature verifies (`verify_strict`);
-//! 2. the command is for this node;
+//! 2. the command is for this node, and has no member this agent does not understand;
 //! 3. its `seq` is above the last seen and its id never seen — then both are written to the
 //!    state directory and fsynced **before** anything runs, so a replay is refused even after a
 //!    crash or restart;
 //! 4. now is within `issued_at − skew … expires_at + skew`;
-//! 5. the action is in this node's own `[commands] allow` list and registered.
+//! 5. the action is in this node's own `[commands] allow` list and registered;
+//! 6. the action accepts the arguments: its typed struct (no unknown members) and this node's
+//!    configuration (`checks.run` only a configured, enabled check; `service.restart` only a
+//!    unit in `[commands.service] restart_units`).
 //!
 //! Every outcome — ok, failed, rejected (with the reason), timeout — gets a receipt signed by
 //! the node key whose `prev_receipt_sha256` is the hash of the node's previous receipt. Receipts
@@ -27,7 +30,7 @@ use vaultmesh_proto::command::{
     CommandReceipt, ReceiptStatus, SignedCommand, SignedReceipt, bounded_output,
 };
 
-use crate::action::{self, ActionContext, ActionOutcome};
+use crate::action::{self, ActionContext, ActionFuture, ActionOutcome, ActionRegistration};
 use crate::client::CcClient;
 use crate::identity::IdentityError;
 
@@ -38,6 +41,8 @@ pub const ACTION_TIMEOUT: Duration = Duration::from_secs(60);
 const REPLAY_FILE: &str = "commands.state";
 const CHAIN_FILE: &str = "receipts.state";
 const SEEN_KEPT: usize = 1000;
+/// Longest reason a receipt carries, in bytes: a reason may quote a hostile command.
+const REASON_MAX: usize = 1024;
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct ReplayState {
@@ -152,17 +157,22 @@ impl CommandRunner {
                     output: String::new(),
                 }
             }
-            Ok(()) => {
+            Ok((reg, run)) => {
                 // The replay state must be on disk before the action runs.
                 self.save_replay()?;
-                self.execute(&sc).await
+                execute(reg, run).await
             }
         };
         self.receipt(&sc, outcome, started)
     }
 
-    /// Steps 1–5; on success the command is recorded in memory (the caller saves it).
-    fn admit(&self, sc: &SignedCommand, now: DateTime<Utc>) -> Result<(), String> {
+    /// Steps 1–6; on success the command is recorded in memory (the caller saves it) and the
+    /// action is ready to run.
+    fn admit(
+        &self,
+        sc: &SignedCommand,
+        now: DateTime<Utc>,
+    ) -> Result<(&'static ActionRegistration, ActionFuture), String> {
         let c = &sc.command;
         let pinned = self
             .pinned
@@ -216,46 +226,23 @@ impl CommandRunner {
         if !self.allow.contains(&c.action) {
             self.save_replay().map_err(|e| e.to_string())?;
             return Err(format!(
-                "action {:?} is not in this node's [commands] allow list",
-                c.action
+                "action {} is not in this node's [commands] allow list",
+                action::quoted(&c.action)
             ));
         }
-        if action::find(&c.action).is_none() {
+        let Some(reg) = action::find(&c.action) else {
             self.save_replay().map_err(|e| e.to_string())?;
-            return Err(format!("action {:?} is not known to this agent", c.action));
-        }
-        Ok(())
-    }
-
-    async fn execute(&self, sc: &SignedCommand) -> Outcome {
-        let Some(reg) = action::find(&sc.command.action) else {
-            return Outcome::rejected("action vanished");
+            return Err(format!(
+                "action {} is not known to this agent",
+                action::quoted(&c.action)
+            ));
         };
-        let fut = (reg.run)(self.ctx.clone(), sc.command.args.clone());
-        match tokio::time::timeout(reg.timeout, tokio::spawn(fut)).await {
-            Ok(Ok(ActionOutcome {
-                status,
-                exit_code,
-                output,
-                reason,
-            })) => Outcome {
-                status,
-                reason,
-                exit_code,
-                output,
-            },
-            Ok(Err(e)) => Outcome {
-                status: ReceiptStatus::Failed,
-                reason: Some(format!("action panicked: {e}")),
-                exit_code: None,
-                output: String::new(),
-            },
-            Err(_) => Outcome {
-                status: ReceiptStatus::Timeout,
-                reason: Some(format!("no result within {}s", reg.timeout.as_secs())),
-                exit_code: None,
-                output: String::new(),
-            },
+        match (reg.prepare)(&self.ctx, c.args.clone()) {
+            Ok(run) => Ok((reg, run)),
+            Err(e) => {
+                self.save_replay().map_err(|e| e.to_string())?;
+                Err(format!("{}: {e}", c.action))
+            }
         }
     }
 
@@ -271,7 +258,9 @@ impl CommandRunner {
             command_id: sc.command.command_id,
             node_id: self.node_id,
             status: o.status,
-            reason: o.reason,
+            reason: o
+                .reason
+                .map(|r| r[..r.floor_char_boundary(REASON_MAX)].to_string()),
             exit_code: o.exit_code,
             output,
             truncated,
@@ -354,14 +343,32 @@ struct Outcome {
     output: String,
 }
 
-impl Outcome {
-    fn rejected(reason: &str) -> Outcome {
-        Outcome {
-            status: ReceiptStatus::Rejected,
-            reason: Some(reason.into()),
+/// Runs an admitted action within its time limit; a panic is a `failed` receipt.
+async fn execute(reg: &ActionRegistration, run: ActionFuture) -> Outcome {
+    match tokio::time::timeout(reg.timeout, tokio::spawn(run)).await {
+        Ok(Ok(ActionOutcome {
+            status,
+            exit_code,
+            output,
+            reason,
+        })) => Outcome {
+            status,
+            reason,
+            exit_code,
+            output,
+        },
+        Ok(Err(e)) => Outcome {
+            status: ReceiptStatus::Failed,
+            reason: Some(format!("action panicked: {e}")),
             exit_code: None,
             output: String::new(),
-        }
+        },
+        Err(_) => Outcome {
+            status: ReceiptStatus::Timeout,
+            reason: Some(format!("no result within {}s", reg.timeout.as_secs())),
+            exit_code: None,
+            output: String::new(),
+        },
     }
 }
 

@@ -73,12 +73,16 @@ struct CommandsSection {
     /// rejected (with a signed receipt).
     #[serde(default = "default_allow")]
     allow: Vec<String>,
+    /// `[commands.service]`: what the service actions may touch, and where systemd is.
+    #[serde(default)]
+    service: crate::action::ServiceSettings,
 }
 
 impl Default for CommandsSection {
     fn default() -> Self {
         CommandsSection {
             allow: default_allow(),
+            service: Default::default(),
         }
     }
 }
@@ -104,6 +108,9 @@ struct AgentSection {
     request_timeout: Option<Duration>,
     /// The Command Center's command-signing public key (base64), as `keygen` printed it.
     cc_public_key: Option<String>,
+    /// Accept a plain `http://` `cc_url` whose host is not loopback (default false).
+    #[serde(default)]
+    allow_insecure_http: bool,
 }
 
 /// The agent's resolved configuration.
@@ -134,6 +141,8 @@ pub struct AgentConfig {
     pub cc_public_key: Option<String>,
     /// `[commands] allow`: the actions this node runs.
     pub command_allow: Vec<String>,
+    /// `[commands.service]`: the service actions' local settings.
+    pub command_service: crate::action::ServiceSettings,
     /// A Cloudflare Access service token (`VAULTMESH_CF_ACCESS_CLIENT_ID` and
     /// `VAULTMESH_CF_ACCESS_CLIENT_SECRET`, environment only), sent as `CF-Access-Client-Id` /
     /// `CF-Access-Client-Secret` when agent routes also sit behind Access.
@@ -255,13 +264,15 @@ fn resolve(
         };
 
     let cc_url = match pick("VAULTMESH_CC_URL", "cc_url", a.cc_url) {
-        Some((v, f, k)) => match validate_url(&v).and_then(not_a_placeholder_url) {
-            Ok(u) => u,
-            Err(r) => {
-                errors.push(ConfigError::new(f, k, r));
-                String::new()
+        Some((v, f, k)) => {
+            match validate_url(&v, a.allow_insecure_http).and_then(not_a_placeholder_url) {
+                Ok(u) => u,
+                Err(r) => {
+                    errors.push(ConfigError::new(f, k, r));
+                    String::new()
+                }
             }
-        },
+        }
         None => DEFAULT_CC_URL.to_string(),
     };
 
@@ -376,6 +387,14 @@ fn resolve(
         }
     }
 
+    for (key, reason) in file.commands.service.problems(&file.commands.allow) {
+        errors.push(ConfigError::new(
+            &label,
+            format!("commands.service.{key}"),
+            reason,
+        ));
+    }
+
     let enroll_token = env("VAULTMESH_ENROLL_TOKEN")
         .filter(|t| !t.trim().is_empty())
         .map(|t| Secret(t.trim().to_string()));
@@ -417,6 +436,7 @@ fn resolve(
         checks: file.checks,
         cc_public_key,
         command_allow: file.commands.allow,
+        command_service: file.commands.service,
         enroll_token,
         access_service_token: match (
             env("VAULTMESH_CF_ACCESS_CLIENT_ID").filter(|v| !v.trim().is_empty()),
@@ -448,15 +468,30 @@ fn bounded(d: Duration, file: &str, key: &str) -> Result<Duration, ConfigError> 
     Ok(d)
 }
 
-fn validate_url(v: &str) -> Result<String, String> {
+/// The Command Center's URL: `https://`, or `http://` to a loopback host (`127.0.0.0/8`,
+/// `::1`, `localhost`) unless `allow_insecure_http`: heartbeats, scan reports and commands
+/// would otherwise cross the network readable and alterable by anyone on the path.
+fn validate_url(v: &str, allow_insecure_http: bool) -> Result<String, String> {
     let url = reqwest::Url::parse(v.trim()).map_err(|e| format!("{v:?} is not a URL ({e})"))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(format!(
             "{v:?} must start with https:// (or http:// for loopback)"
         ));
     }
-    if url.host_str().is_none() {
+    let Some(host) = url.host_str() else {
         return Err(format!("{v:?} has no host"));
+    };
+    // The URL parser has normalised IPv4 forms (`127.1`) and bracketed IPv6.
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if url.scheme() == "http" && !loopback && !allow_insecure_http {
+        return Err(format!(
+            "{v:?} is plain http:// to a host that is not loopback: use https://, or set agent.allow_insecure_http = true"
+        ));
     }
     Ok(v.trim().trim_end_matches('/').to_string())
 }
@@ -600,6 +635,21 @@ mod tests {
             ),
             (
                 "",
+                &[("VAULTMESH_CC_URL", "http://cc.fleet.test")],
+                "environment: VAULTMESH_CC_URL: \"http://cc.fleet.test\" is plain http:// to a host that is not loopback: use https://, or set agent.allow_insecure_http = true",
+            ),
+            (
+                "[agent]\ncc_url = \"http://10.0.0.5:8088\"\n",
+                &[],
+                "/etc/vaultmesh/agent.toml: agent.cc_url: \"http://10.0.0.5:8088\" is plain http://",
+            ),
+            (
+                "[agent]\nallow_insecure_http = \"yes\"\n",
+                &[],
+                "agent.allow_insecure_http: invalid type: string \"yes\", expected a boolean",
+            ),
+            (
+                "",
                 &[("VAULTMESH_INTERVAL", "forever")],
                 "environment: VAULTMESH_INTERVAL: \"forever\" is not a duration",
             ),
@@ -689,5 +739,36 @@ mod tests {
         .unwrap();
         assert_eq!(c.checks.len(), 2);
         assert_eq!(c.checks["disk"]["warn_pct"].as_integer(), Some(80));
+    }
+
+    #[test]
+    fn plain_http_only_to_loopback_unless_allowed() {
+        for url in [
+            "http://127.0.0.1:8088",
+            "http://127.1:8088",
+            "http://127.200.0.1",
+            "http://localhost:8088",
+            "http://LOCALHOST",
+            "http://[::1]:8088",
+            "https://cc.fleet.test",
+            "https://10.0.0.5",
+        ] {
+            let c = load("", &[("VAULTMESH_CC_URL", url)]);
+            assert!(c.is_ok(), "{url}: {c:?}");
+        }
+        for url in [
+            "http://cc.fleet.test",
+            "http://10.0.0.5:8088",
+            "http://[::ffff:127.0.0.1]",
+            "http://localhost.evil.test",
+            "http://0.0.0.0:8088",
+        ] {
+            assert!(load("", &[("VAULTMESH_CC_URL", url)]).is_err(), "{url}");
+            let allowed = load(
+                "[agent]\nallow_insecure_http = true\n",
+                &[("VAULTMESH_CC_URL", url)],
+            );
+            assert!(allowed.is_ok(), "{url}: {allowed:?}");
+        }
     }
 }

@@ -104,6 +104,7 @@ impl Agent {
         let action_ctx = ActionContext {
             check_ctx: ctx.clone(),
             checks: Arc::new(checks.clone()),
+            service: Arc::new(config.command_service.clone()),
         };
         let runner = CommandRunner::new(
             node_id,
@@ -376,7 +377,12 @@ async fn command_loop(
             }
             Err(e) => {
                 let delay = backoff.next_delay();
-                tracing::debug!(error = %e, retry_in_ms = delay.as_millis() as u64, "Command poll failed.");
+                if matches!(e, ClientError::TooLarge { .. } | ClientError::BadReply(_)) {
+                    // Not the network: a reply no agent reads (too large, or not commands).
+                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "Command poll reply refused; retrying.");
+                } else {
+                    tracing::debug!(error = %e, retry_in_ms = delay.as_millis() as u64, "Command poll failed.");
+                }
                 tokio::select! {
                     _ = cancel.cancelled() => return,
                     _ = tokio::time::sleep(delay) => {}

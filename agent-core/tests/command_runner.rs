@@ -1,6 +1,7 @@
 //! The agent's command runner against hostile commands: replayed, expired, for another node,
-//! altered, signed by another key, or not locally allowed — each rejected with a signed,
-//! chained receipt, and nothing executed. A test action records every execution.
+//! altered, signed by another key, not locally allowed, or with arguments the action does not
+//! take — each rejected with a signed, chained receipt, and nothing executed. A test action
+//! records every execution.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
@@ -11,7 +12,7 @@ use chrono::{Duration, Utc};
 use uuid::Uuid;
 use vaultmesh_agent_core::CheckContext;
 use vaultmesh_agent_core::action::{
-    ActionContext, ActionFuture, ActionOutcome, ActionRegistration,
+    ActionContext, ActionFuture, ActionOutcome, ActionRegistration, ArgsError, parse_args,
 };
 use vaultmesh_agent_core::commands::CommandRunner;
 use vaultmesh_proto::auth::{NodeKey, parse_public_key};
@@ -19,15 +20,28 @@ use vaultmesh_proto::command::{Command, ReceiptStatus, SignedCommand};
 
 static RUNS: AtomicUsize = AtomicUsize::new(0);
 
-fn mark(_ctx: ActionContext, _args: serde_json::Value) -> ActionFuture {
-    Box::pin(async {
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoArgs {}
+
+fn mark(_ctx: &ActionContext, args: serde_json::Value) -> Result<ActionFuture, ArgsError> {
+    let NoArgs {} = parse_args(args)?;
+    Ok(Box::pin(async {
         RUNS.fetch_add(1, Ordering::SeqCst);
         ActionOutcome::ok("marked")
-    })
+    }))
 }
 
 vaultmesh_agent_core::inventory::submit! {
-    ActionRegistration { name: "test.mark", description: "counts executions", timeout: vaultmesh_agent_core::commands::ACTION_TIMEOUT, run: mark }
+    ActionRegistration { name: "test.mark", args: "{}", description: "counts executions", timeout: vaultmesh_agent_core::commands::ACTION_TIMEOUT, prepare: mark }
+}
+
+/// A command for `test.mark` with `args`.
+fn with_args(seq: u64, args: serde_json::Value) -> Command {
+    Command {
+        args,
+        ..command(seq, NODE, "test.mark", 300)
+    }
 }
 
 const NODE: u128 = 42;
@@ -51,6 +65,7 @@ fn ctx() -> ActionContext {
     ActionContext {
         check_ctx: CheckContext::new(Uuid::from_u128(NODE), "/"),
         checks: Arc::new(Vec::new()),
+        service: Arc::default(),
     }
 }
 
@@ -133,7 +148,31 @@ async fn only_genuine_fresh_allowed_commands_run_and_every_outcome_is_a_chained_
             "members this agent does not understand (not_before)",
         ),
         (
-            SignedCommand::sign(command(10, NODE, "test.mark", 300), &cc),
+            SignedCommand::sign(
+                with_args(
+                    10,
+                    serde_json::json!({"path": "/var/lib/vaultmesh/agent/node.key"}),
+                ),
+                &cc,
+            ),
+            ReceiptStatus::Rejected,
+            "test.mark: bad arguments: unknown field `path`",
+        ),
+        (
+            SignedCommand::sign(with_args(11, serde_json::json!(["x"])), &cc),
+            ReceiptStatus::Rejected,
+            "test.mark: bad arguments: must be a JSON object, not an array",
+        ),
+        (
+            SignedCommand::sign(
+                command(12, NODE, &format!("x{}", "y".repeat(100_000)), 300),
+                &cc,
+            ),
+            ReceiptStatus::Rejected,
+            "is not in this node's",
+        ),
+        (
+            SignedCommand::sign(command(13, NODE, "test.mark", 300), &cc),
             ReceiptStatus::Ok,
             "",
         ),
@@ -152,6 +191,10 @@ async fn only_genuine_fresh_allowed_commands_run_and_every_outcome_is_a_chained_
                 .contains(reason),
             "case {i}: {:?}",
             r.receipt.reason
+        );
+        assert!(
+            r.receipt.reason.as_ref().is_none_or(|r| r.len() < 300),
+            "case {i}: a reason never quotes a hostile command whole"
         );
         assert_eq!(
             r.receipt.prev_receipt_sha256, prev,

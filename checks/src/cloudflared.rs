@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::Deserialize;
-use vaultmesh_agent_core::client::{error_chain, http_client_builder};
+use vaultmesh_agent_core::client::{
+    ACK_REPLY_MAX, BodyError, error_chain, http_client_builder, read_body,
+};
 use vaultmesh_agent_core::duration;
 use vaultmesh_agent_core::registry::{CheckConfigError, CheckRegistration, parse_table};
 use vaultmesh_agent_core::{Check, CheckContext, CheckOutcome};
@@ -73,10 +75,18 @@ struct Ready {
 /// What the probe saw.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Probe {
-    Reply { status: u16, body: Vec<u8> },
+    Reply {
+        status: u16,
+        body: Vec<u8>,
+    },
     TimedOut,
     Unreachable(String),
+    /// The body was longer than [`READY_MAX`]: not read.
+    TooLarge,
 }
+
+/// Largest `/ready` body read (cloudflared's is about 100 bytes).
+const READY_MAX: usize = ACK_REPLY_MAX;
 
 impl Cloudflared {
     fn new(c: CloudflaredConfig) -> Result<Self, CheckConfigError> {
@@ -130,13 +140,11 @@ impl Cloudflared {
             Err(e) => return Probe::Unreachable(error_chain(&e.without_url())),
         };
         let status = resp.status().as_u16();
-        match resp.bytes().await {
-            Ok(body) => Probe::Reply {
-                status,
-                body: body.to_vec(),
-            },
+        match read_body(resp, READY_MAX).await {
+            Ok(body) => Probe::Reply { status, body },
+            Err(BodyError::TooLarge { .. }) => Probe::TooLarge,
             Err(e) if e.is_timeout() => Probe::TimedOut,
-            Err(e) => Probe::Unreachable(error_chain(&e.without_url())),
+            Err(BodyError::Read(e)) => Probe::Unreachable(error_chain(&e.without_url())),
         }
     }
 
@@ -159,6 +167,12 @@ impl Cloudflared {
                     "cloudflared did not answer {} within {}",
                     self.ready_url,
                     duration::format(self.http_timeout)
+                ),
+            ),
+            Probe::TooLarge => CheckOutcome::new(
+                CheckStatus::Crit,
+                format!(
+                    "cloudflared /ready answered with more than {READY_MAX} bytes (not read); is metrics_url pointing at cloudflared?"
                 ),
             ),
             Probe::Unreachable(why) => CheckOutcome::new(

@@ -11,7 +11,7 @@ use axum::http::StatusCode;
 use chrono::Utc;
 use serde::Deserialize;
 use uuid::Uuid;
-use vaultmesh_proto::command::{Command, SignedCommand, SignedReceipt};
+use vaultmesh_proto::command::{COMMAND_MAX, Command, SignedCommand, SignedReceipt};
 
 use crate::agent_auth::Signed;
 use crate::api::{parse_json_as, parse_node_id};
@@ -175,6 +175,29 @@ pub async fn issue_signed(
         .get()
         .check_command(&profile, &action, &args)
         .map_err(ApiError::Forbidden)?;
+    // Every command fits an agent's bounded poll reply (`POLL_REPLY_MAX`): measure it signed,
+    // with the longest seq, and 64 bytes to spare for the timestamps' digits.
+    let probe_time = Utc::now();
+    let probe = SignedCommand::sign(
+        Command {
+            command_id: Uuid::nil(),
+            node_id,
+            action: action.clone(),
+            args: args.clone(),
+            nonce: Uuid::nil().simple().to_string(),
+            seq: u64::MAX.to_string(),
+            issued_at: probe_time,
+            expires_at: probe_time,
+            issued_by: issued_by.clone(),
+        },
+        &key,
+    );
+    let len = probe.json_len().saturating_add(64);
+    if len > COMMAND_MAX {
+        return Err(ApiError::UnprocessableEntity(format!(
+            "the signed command would be {len} bytes; at most {COMMAND_MAX}: shorten args or issued_by"
+        )));
+    }
     let build = Box::new(move |seq: u64| {
         let now = Utc::now();
         let command = Command {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use uuid::Uuid;
 use vaultmesh_proto::auth::NodeKey;
-use vaultmesh_proto::command::{CommandReceipt, ReceiptStatus};
+use vaultmesh_proto::command::{COMMAND_MAX, CommandReceipt, ReceiptStatus};
 use vaultmesh_testkit::auth::TestNode;
 use vaultmesh_testkit::{
     CommandCenter, NodeAgent, Reply, cc_command, text, wait_for, workspace_root,
@@ -255,6 +255,20 @@ fn commands_round_trip_through_the_long_poll_and_policies_hold_on_both_sides() {
     );
     assert_eq!(issue(&f, "agent.ping", json!("not an object")).status, 422);
     assert_eq!(f.cc.get("/api/commands?status=bogus").status, 400);
+    // Too large for an agent's bounded poll reply (here by its issuer's name): 422, not queued.
+    let r = f.cc.post_json(
+        "/api/commands",
+        &json!({"node_id": f.node_id, "action": "agent.ping", "issued_by": "x".repeat(COMMAND_MAX)}),
+    );
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert!(
+        r.json()["error"]
+            .as_str()
+            .unwrap()
+            .ends_with("bytes; at most 16384: shorten args or issued_by"),
+        "{}",
+        r.body
+    );
 }
 
 #[test]

@@ -188,7 +188,7 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
         Command::Actions { json } => {
             let rows: Vec<serde_json::Value> = vaultmesh_agent_core::action::all()
                 .iter()
-                .map(|a| serde_json::json!({"name": a.name, "description": a.description, "allowed": config.command_allow.iter().any(|x| x == a.name)}))
+                .map(|a| serde_json::json!({"name": a.name, "args": a.args, "description": a.description, "allowed": config.command_allow.iter().any(|x| x == a.name)}))
                 .collect();
             if json {
                 println!(
@@ -197,12 +197,16 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
                         .map_err(|e| Failure::Runtime(e.to_string()))?
                 );
             } else {
-                println!("{:<16} {:<8} DESCRIPTION", "ACTION", "ALLOWED");
+                println!(
+                    "{:<16} {:<8} {:<16} DESCRIPTION",
+                    "ACTION", "ALLOWED", "ARGUMENTS"
+                );
                 for r in &rows {
                     println!(
-                        "{:<16} {:<8} {}",
+                        "{:<16} {:<8} {:<16} {}",
                         r["name"].as_str().unwrap_or(""),
                         if r["allowed"] == true { "yes" } else { "no" },
+                        r["args"].as_str().unwrap_or(""),
                         r["description"].as_str().unwrap_or("")
                     );
                 }

@@ -35,6 +35,14 @@ pub const COMMAND_DOMAIN: &[u8] = b"vaultmesh-command-v1\n";
 pub const RECEIPT_DOMAIN: &[u8] = b"vaultmesh-receipt-v1\n";
 /// Largest receipt output kept, in bytes.
 pub const OUTPUT_MAX: usize = 64 * 1024;
+/// Largest signed command, as JSON, a Command Center issues (its `args` and `issued_by` take
+/// all but about 600 bytes of it).
+pub const COMMAND_MAX: usize = 16 * 1024;
+/// Most commands one long-poll reply carries; the rest come with the next poll.
+pub const POLL_BATCH_MAX: usize = 32;
+/// Largest long-poll reply an agent reads: a JSON array of [`POLL_BATCH_MAX`] commands of at
+/// most [`COMMAND_MAX`] bytes each (513 KiB).
+pub const POLL_REPLY_MAX: usize = POLL_BATCH_MAX * (COMMAND_MAX + 1) + 2;
 
 /// A signed JSON object: its typed reading and the object exactly as the signer wrote it
 /// (every member, known or not). Reads like `T` (it derefs to it) but cannot be changed: a
@@ -185,6 +193,12 @@ impl SignedCommand {
             key_id: key_id(&key.public_base64()),
             command,
         }
+    }
+
+    /// Its length as JSON, as it travels in a long-poll reply (at most [`COMMAND_MAX`] when a
+    /// Command Center issued it).
+    pub fn json_len(&self) -> usize {
+        serde_json::to_vec(self).map_or(usize::MAX, |v| v.len())
     }
 
     /// The bytes the signature covers: `"vaultmesh-command-v1\n" || JCS(command)`.

@@ -515,6 +515,27 @@ impl NodeAgent {
         self.dir.path().join("state")
     }
 
+    /// The node id and key of this agent once it has made them (it was started), waiting up to
+    /// 20 s.
+    pub fn identity(&self) -> (uuid::Uuid, vaultmesh_proto::auth::NodeKey) {
+        let node = wait_for(Duration::from_secs(20), || {
+            std::fs::read_to_string(self.state_dir().join("node_id"))
+                .ok()?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .expect("the agent made its node id");
+        let key = wait_for(Duration::from_secs(10), || {
+            vaultmesh_proto::auth::NodeKey::from_base64(
+                &std::fs::read_to_string(self.state_dir().join("node.key")).ok()?,
+            )
+            .ok()
+        })
+        .expect("the agent made its node key");
+        (node, key)
+    }
+
     /// The command, ready to run with `args`.
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(binary(AGENT_BIN));

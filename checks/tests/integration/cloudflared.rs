@@ -80,6 +80,30 @@ async fn garbage_is_crit_with_what_was_seen() {
 }
 
 #[tokio::test]
+async fn a_huge_ready_body_is_not_read() {
+    // A valid reply padded past the bound: only the bound decides.
+    let body = format!(
+        "{{\"status\":200,\"readyConnections\":4,\"pad\":\"{}\"}}",
+        "x".repeat(8 * 1024 * 1024)
+    );
+    let fake = FakeCloudflared::start(ReadyReply {
+        status: 200,
+        body,
+        delay: Duration::ZERO,
+    });
+    let check = cloudflared_check(&format!("metrics_url = {:?}\n", fake.url()));
+    let r = run(&check).await;
+    assert_eq!(
+        (r.status, r.summary.as_str()),
+        (
+            CheckStatus::Crit,
+            "cloudflared /ready answered with more than 65536 bytes (not read); is metrics_url pointing at cloudflared?"
+        )
+    );
+    assert!(!cloudflare_ok(&check, &r));
+}
+
+#[tokio::test]
 async fn a_slow_cloudflared_times_out() {
     let fake = FakeCloudflared::start(ReadyReply {
         delay: Duration::from_secs(5),

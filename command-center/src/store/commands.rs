@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use uuid::Uuid;
-use vaultmesh_proto::command::{ReceiptStatus, SignedCommand, SignedReceipt};
+use vaultmesh_proto::command::{POLL_BATCH_MAX, ReceiptStatus, SignedCommand, SignedReceipt};
 
 /// Commands whose status is kept in memory.
 pub const KEPT: usize = 2000;
@@ -133,7 +133,8 @@ impl CommandState {
 
     /// `node`'s unexpired commands to hand out, oldest first: those never delivered, and
     /// those delivered [`REDELIVER_AFTER`] ago without a receipt (the reply to the long-poll
-    /// may have been lost; the agent refuses one it already ran, with a receipt).
+    /// may have been lost; the agent refuses one it already ran, with a receipt). At most
+    /// [`POLL_BATCH_MAX`] at a time, so the reply stays within what an agent reads.
     pub fn deliverable(&self, node: &Uuid, now: DateTime<Utc>) -> Vec<SignedCommand> {
         let Some(n) = self.nodes.get(node) else {
             return Vec::new();
@@ -150,6 +151,7 @@ impl CommandState {
                 _ => false,
             })
             .map(|v| v.signed.clone())
+            .take(POLL_BATCH_MAX)
             .collect()
     }
 
@@ -293,5 +295,21 @@ mod tests {
         st.apply_delivered(&node, &[id], later);
         assert!(st.deliverable(&node, later).is_empty());
         assert_eq!(st.get(&id).map(|v| v.delivered_at), Some(Some(later)));
+    }
+
+    #[test]
+    fn a_poll_hands_out_at_most_a_batch_oldest_first() {
+        let node = Uuid::from_u128(1);
+        let t0 = Utc::now();
+        let mut st = CommandState::default();
+        let all: Vec<SignedCommand> = (0..POLL_BATCH_MAX + 5).map(|_| command(node, t0)).collect();
+        for c in &all {
+            st.apply_command(c);
+        }
+        let first = st.deliverable(&node, t0);
+        assert_eq!(first, all[..POLL_BATCH_MAX]);
+        let ids: Vec<Uuid> = first.iter().map(|c| c.command.command_id).collect();
+        st.apply_delivered(&node, &ids, t0);
+        assert_eq!(st.deliverable(&node, t0), all[POLL_BATCH_MAX..]);
     }
 }

@@ -1,0 +1,137 @@
+//! What the real agent reads from the Command Center and where it agrees to send: a reply of
+//! any size is read only up to a bound (memory stays small, the agent keeps running), and a
+//! plain `http://` Command Center is refused unless it is on loopback or explicitly allowed.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
+use std::time::Duration;
+
+use vaultmesh_proto::auth::NodeKey;
+use vaultmesh_proto::command::{ReceiptStatus, SignedCommand};
+use vaultmesh_testkit::fake_cc::{FakeCommandCenter, command};
+use vaultmesh_testkit::{NodeAgent, memory_kib, text, wait_for, workspace_root};
+
+/// The agent unit's `MemoryMax=` (`systemd/vaultmesh-node-agent.service`, in `M`), in KiB.
+fn unit_memory_max_kib() -> u64 {
+    let unit = workspace_root().join("systemd/vaultmesh-node-agent.service");
+    let text = std::fs::read_to_string(&unit).unwrap();
+    let value = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("MemoryMax="))
+        .unwrap_or_else(|| panic!("{} has no MemoryMax=", unit.display()));
+    let mib: u64 = value
+        .strip_suffix('M')
+        .and_then(|m| m.parse().ok())
+        .unwrap_or_else(|| panic!("MemoryMax={value}: expected a size in M"));
+    mib * 1024
+}
+
+/// Issue 21 item 7: a 512 MiB reply took the agent to 1 GiB. Now every heartbeat ack and
+/// every long-poll reply of 512 MiB (streamed, without a length) is dropped after its bound;
+/// the agent's peak RSS stays far below the unit's `MemoryMax`, it keeps sending heartbeats,
+/// and it works normally once the Command Center does.
+#[test]
+fn endless_replies_are_refused_with_bounded_memory_and_the_agent_keeps_running() {
+    let cc_key = NodeKey::from_seed([1u8; 32]);
+    let fake = FakeCommandCenter::start();
+    let agent = NodeAgent::new(&fake.url)
+        .env("VAULTMESH_CC_PUBKEY", &cc_key.public_base64())
+        .env("VAULTMESH_INTERVAL", "1s")
+        .env("RUST_LOG", "warn");
+    let (mut child, log) = agent.spawn_captured(&["run"]);
+    let pid = child.0.id();
+    let (node, _) = agent.identity();
+    wait_for(Duration::from_secs(20), || {
+        (fake.requests().0 >= 1 && fake.requests().1 >= 1).then_some(())
+    })
+    .expect("a heartbeat and a poll");
+
+    fake.flood(Some(512 * 1024 * 1024));
+    let (hb0, polls0) = fake.requests();
+    // Five more heartbeats and polls, each answered with 512 MiB.
+    wait_for(Duration::from_secs(60), || {
+        let (hb, polls) = fake.requests();
+        (hb >= hb0 + 5 && polls >= polls0 + 5).then_some(())
+    })
+    .expect("the agent keeps sending heartbeats and polls while every reply is endless");
+    assert!(child.0.try_wait().unwrap().is_none(), "the agent runs");
+    let (peak_kib, rss_kib) = memory_kib(pid);
+    eprintln!("agent under 512 MiB replies: peak RSS {peak_kib} KiB, now {rss_kib} KiB");
+    let memory_max_kib = unit_memory_max_kib();
+    assert!(
+        peak_kib > 0 && peak_kib < memory_max_kib / 2,
+        "peak RSS {peak_kib} KiB against the unit's MemoryMax of {memory_max_kib} KiB"
+    );
+    // Each refusal is logged, saying which reply and its bound.
+    let heartbeat = format!(
+        "the Command Center's reply to {}/api/agent/heartbeat is larger than 65536 bytes; not read",
+        fake.url
+    );
+    let poll = format!(
+        "is larger than {} bytes; not read",
+        vaultmesh_proto::command::POLL_REPLY_MAX
+    );
+    let logged = wait_for(Duration::from_secs(10), || {
+        let text = log.text();
+        (text.contains(&heartbeat)
+            && text
+                .lines()
+                .any(|l| l.contains("Command poll reply refused") && l.contains(&poll)))
+        .then_some(())
+    });
+    assert!(logged.is_some(), "{}", log.text());
+
+    // Back to normal: a command gets its receipt.
+    fake.flood(None);
+    let ping = SignedCommand::sign(
+        command(node, 1, "agent.ping", serde_json::json!({}), 300),
+        &cc_key,
+    );
+    fake.push(vec![ping]);
+    let receipts = wait_for(Duration::from_secs(90), || {
+        let r = fake.receipts();
+        (!r.is_empty()).then_some(r)
+    })
+    .expect("the agent recovered");
+    assert_eq!(receipts[0].receipt.status, ReceiptStatus::Ok);
+    assert!(child.0.try_wait().unwrap().is_none(), "still running");
+}
+
+/// Issue 21 item 7: heartbeats, scan reports and commands must not cross the network in the
+/// clear. A plain `http://` Command Center that is not loopback is refused by `config check`,
+/// `run --once` and `run`, with one line naming the key; loopback is fine, and so is any host
+/// with `allow_insecure_http = true`.
+#[test]
+fn plain_http_is_refused_unless_loopback_or_explicitly_allowed() {
+    let refused = [
+        (
+            NodeAgent::new("http://cc.fleet.test"),
+            "error: environment: VAULTMESH_CC_URL: \"http://cc.fleet.test\" is plain http:// to a host that is not loopback: use https://, or set agent.allow_insecure_http = true",
+        ),
+        (
+            NodeAgent::new("http://10.0.0.5:8088")
+                .env("VAULTMESH_CC_URL", "")
+                .config("[agent]\ncc_url = \"http://10.0.0.5:8088\"\n"),
+            "agent.cc_url: \"http://10.0.0.5:8088\" is plain http:// to a host that is not loopback: use https://, or set agent.allow_insecure_http = true",
+        ),
+    ];
+    for (agent, want) in &refused {
+        for args in [&["config", "check"][..], &["run", "--once"], &["run"]] {
+            let out = agent.run(args);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
+            assert_eq!(err.lines().count(), 1, "{args:?}: one line: {err}");
+            assert!(err.trim_end().ends_with(want), "{args:?}: {err}");
+        }
+    }
+    for agent in [
+        NodeAgent::new("http://127.0.0.1:9"),
+        NodeAgent::new("http://localhost:9"),
+        NodeAgent::new("http://[::1]:9"),
+        NodeAgent::new("https://cc.fleet.test"),
+        NodeAgent::new("http://cc.fleet.test").config("[agent]\nallow_insecure_http = true\n"),
+    ] {
+        let out = agent.run(&["config", "check"]);
+        assert!(out.status.success(), "{}", text(&out));
+    }
+}
