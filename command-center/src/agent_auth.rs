@@ -164,6 +164,12 @@ impl SignedParts {
         body: &[u8],
         store: &dyn crate::store::Store,
     ) -> Result<(), ApiError> {
+        self.check_signature(key, body)?;
+        self.remember(store).await
+    }
+
+    /// Checks the clock and the signature against `key` (nothing is remembered).
+    pub fn check_signature(&self, key: &VerifyingKey, body: &[u8]) -> Result<(), ApiError> {
         let now = Utc::now().timestamp();
         // Checked: a timestamp near i64::MIN must not wrap around into the window.
         let skew = now.abs_diff(self.timestamp);
@@ -184,7 +190,11 @@ impl SignedParts {
         );
         auth::verify(key, &self.signature, &msg).map_err(|e| {
             ApiError::Unauthorized(Refusal::BadSignature, format!("node {}: {e}", self.node_id))
-        })?;
+        })
+    }
+
+    /// Remembers the request in the replay guard: `Ok` the first time it is seen.
+    pub async fn remember(&self, store: &dyn crate::store::Store) -> Result<(), ApiError> {
         use crate::store::seen::{Seen, digest};
         match store
             .first_request(digest(&self.node_id, &self.signature))
@@ -243,11 +253,12 @@ impl FromRequest<AppState> for Signed {
                 ),
             ));
         }
-        parts
-            .verify(&binding.key, &body, state.store.as_ref())
-            .await?;
-        // Counted after the signature: nobody can spend another node's allowance.
+        parts.check_signature(&binding.key, &body)?;
+        // Counted after the signature (nobody can spend another node's allowance) and before
+        // the replay guard remembers the request: a node past its rate fills nothing, so one
+        // node can hold at most burst + rate × window entries of the guard.
         state.rate_limit.check(parts.node_id)?;
+        parts.remember(state.store.as_ref()).await?;
         Ok(Signed {
             node_id: parts.node_id,
             headers,

@@ -745,3 +745,36 @@ fn a_revoked_node_is_marked_ok_and_gets_no_commands() {
     assert!(row_now.get("revoked").is_none(), "{row_now:#}");
     assert_eq!(issue().status, 201);
 }
+
+/// Review of issue 21: a request refused for its node's rate (`429`) used to be remembered by
+/// the replay guard first, so one node could fill the guard and lock the whole fleet out.
+/// Now only requests within the node's rate are remembered.
+#[test]
+fn a_node_past_its_rate_fills_nothing_in_the_replay_guard() {
+    let cc = CommandCenter::start_with(&["--agent-rate", "0.01", "--agent-burst", "3"]);
+    let seen = || {
+        std::fs::metadata(cc.log_dir().join("seen-requests.bin"))
+            .map(|m| m.len())
+            .unwrap_or(0)
+    };
+    let a = node(60);
+    a.enroll(&cc.url);
+    let after_enroll = seen();
+    let statuses: Vec<u16> = (1..=40)
+        .map(|i| send(&cc, &a, &hb_for(&a, i)).status)
+        .collect();
+    assert_eq!(statuses[..3], [200; 3], "{statuses:?}");
+    assert!(statuses[3..].iter().all(|s| *s == 429), "{statuses:?}");
+    assert_eq!(
+        seen() - after_enroll,
+        3 * 40,
+        "only the three accepted requests are remembered (40 bytes each)"
+    );
+    let b = node(61);
+    b.enroll(&cc.url);
+    assert_eq!(
+        send(&cc, &b, &hb_for(&b, 1)).status,
+        200,
+        "another node is not affected"
+    );
+}
