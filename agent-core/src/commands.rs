@@ -212,14 +212,21 @@ impl CommandRunner {
                 r.seen.pop_front();
             }
         }
-        if now < c.issued_at - SKEW {
+        // Checked: a signed time at the edge of chrono's range must not panic the agent.
+        if c.issued_at
+            .checked_sub_signed(SKEW)
+            .is_some_and(|t| now < t)
+        {
             self.save_replay().map_err(|e| e.to_string())?;
             return Err(format!(
                 "issued in the future ({})",
                 c.issued_at.to_rfc3339()
             ));
         }
-        if now > c.expires_at + SKEW {
+        if c.expires_at
+            .checked_add_signed(SKEW)
+            .is_none_or(|t| now > t)
+        {
             self.save_replay().map_err(|e| e.to_string())?;
             return Err(format!("expired at {}", c.expires_at.to_rfc3339()));
         }

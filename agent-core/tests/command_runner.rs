@@ -171,8 +171,32 @@ async fn only_genuine_fresh_allowed_commands_run_and_every_outcome_is_a_chained_
             ReceiptStatus::Rejected,
             "is not in this node's",
         ),
+        // Times at the edge of chrono's range: refused, never a panic (a crash loop).
         (
-            SignedCommand::sign(command(13, NODE, "test.mark", 300), &cc),
+            SignedCommand::sign(
+                Command {
+                    issued_at: chrono::DateTime::<Utc>::MIN_UTC,
+                    expires_at: chrono::DateTime::<Utc>::MIN_UTC,
+                    ..command(13, NODE, "test.mark", 300)
+                },
+                &cc,
+            ),
+            ReceiptStatus::Rejected,
+            "expired at",
+        ),
+        (
+            SignedCommand::sign(
+                Command {
+                    expires_at: chrono::DateTime::<Utc>::MAX_UTC,
+                    ..command(14, NODE, "test.mark", 300)
+                },
+                &cc,
+            ),
+            ReceiptStatus::Rejected,
+            "expired at",
+        ),
+        (
+            SignedCommand::sign(command(15, NODE, "test.mark", 300), &cc),
             ReceiptStatus::Ok,
             "",
         ),
