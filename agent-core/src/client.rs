@@ -143,13 +143,20 @@ impl CcClient {
             );
             headers.insert("cf-access-client-secret", secret);
         }
-        let http = http_client_builder(timeout)
-            .default_headers(headers)
-            .build()
-            .map_err(|e| ClientError::Transport {
-                url: base.to_string(),
-                reason: e.to_string(),
-            })?;
+        let mut builder = http_client_builder(timeout).default_headers(headers);
+        // A Command Center on this machine is reached directly: an HTTP_PROXY from the
+        // environment would otherwise carry a plain-http loopback exchange off the host.
+        if reqwest::Url::parse(base)
+            .ok()
+            .and_then(|u| u.host_str().map(crate::config::is_loopback_host))
+            .unwrap_or(false)
+        {
+            builder = builder.no_proxy();
+        }
+        let http = builder.build().map_err(|e| ClientError::Transport {
+            url: base.to_string(),
+            reason: e.to_string(),
+        })?;
         Ok(CcClient {
             http,
             base: base.trim_end_matches('/').to_string(),

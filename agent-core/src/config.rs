@@ -468,6 +468,17 @@ fn bounded(d: Duration, file: &str, key: &str) -> Result<Duration, ConfigError> 
     Ok(d)
 }
 
+/// Whether a URL's host is this machine: `localhost`, `127.0.0.0/8` or `::1` (the URL parser
+/// has normalised IPv4 forms such as `127.1`, and IPv6 comes bracketed).
+pub fn is_loopback_host(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// The Command Center's URL: `https://`, or `http://` to a loopback host (`127.0.0.0/8`,
 /// `::1`, `localhost`) unless `allow_insecure_http`: heartbeats, scan reports and commands
 /// would otherwise cross the network readable and alterable by anyone on the path.
@@ -481,14 +492,7 @@ fn validate_url(v: &str, allow_insecure_http: bool) -> Result<String, String> {
     let Some(host) = url.host_str() else {
         return Err(format!("{v:?} has no host"));
     };
-    // The URL parser has normalised IPv4 forms (`127.1`) and bracketed IPv6.
-    let loopback = host.eq_ignore_ascii_case("localhost")
-        || host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback());
-    if url.scheme() == "http" && !loopback && !allow_insecure_http {
+    if url.scheme() == "http" && !is_loopback_host(host) && !allow_insecure_http {
         return Err(format!(
             "{v:?} is plain http:// to a host that is not loopback: use https://, or set agent.allow_insecure_http = true"
         ));

@@ -120,9 +120,14 @@ impl Cloudflared {
                 "this agent was built without the systemd feature, so it cannot check a unit",
             ));
         }
-        let http = http_client_builder(c.http_timeout).build().map_err(|e| {
-            CheckConfigError::new("metrics_url", format!("cannot build an HTTP client: {e}"))
-        })?;
+        // The node's own cloudflared, probed directly: never through a proxy from the
+        // environment.
+        let http = http_client_builder(c.http_timeout)
+            .no_proxy()
+            .build()
+            .map_err(|e| {
+                CheckConfigError::new("metrics_url", format!("cannot build an HTTP client: {e}"))
+            })?;
         Ok(Cloudflared {
             ready_url: format!("{}/ready", c.metrics_url.trim_end_matches('/')),
             min_connections: c.min_connections,

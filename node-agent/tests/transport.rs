@@ -135,3 +135,25 @@ fn plain_http_is_refused_unless_loopback_or_explicitly_allowed() {
         assert!(out.status.success(), "{}", text(&out));
     }
 }
+
+/// Review of issue 21: a proxy from the environment (`HTTP_PROXY`) carried the agent's
+/// plain-http exchange with a loopback Command Center off the machine. Loopback is reached
+/// directly.
+#[test]
+fn a_loopback_command_center_is_reached_directly_whatever_the_proxy_settings() {
+    // A "proxy" that takes connections and never answers: through it, nothing would arrive.
+    let trap = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let proxy = format!("http://{}", trap.local_addr().unwrap());
+    let fake = FakeCommandCenter::start();
+    let agent = NodeAgent::new(&fake.url)
+        .env("HTTP_PROXY", &proxy)
+        .env("http_proxy", &proxy)
+        .env("ALL_PROXY", &proxy)
+        .env("NO_PROXY", "")
+        .env("no_proxy", "");
+    let out = agent.run(&["run", "--once"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(fake.requests().0, 1, "the heartbeat arrived directly");
+    trap.set_nonblocking(true).unwrap();
+    assert!(trap.accept().is_err(), "nothing went to the proxy");
+}
