@@ -329,7 +329,19 @@ pub fn source(
     remote
 }
 
-/// Enrollment attempts per source address ([`source`]).
+/// The network a source address is counted by: an IPv4 address itself, an IPv6 address's
+/// /64 — one host usually holds a whole /64, and could rotate through it past any per-address
+/// limit.
+pub fn network(ip: std::net::IpAddr) -> std::net::IpAddr {
+    match ip {
+        std::net::IpAddr::V4(_) => ip,
+        std::net::IpAddr::V6(v6) => std::net::IpAddr::V6(std::net::Ipv6Addr::from(
+            u128::from(v6) & !((1u128 << 64) - 1),
+        )),
+    }
+}
+
+/// Enrollment attempts per source network ([`source`], [`network`]).
 #[derive(Debug)]
 pub struct SourceRate(crate::buckets::Buckets<Option<std::net::IpAddr>>);
 
@@ -341,7 +353,7 @@ impl SourceRate {
     /// One attempt from `source`; `429` with `Retry-After` beyond the rate.
     pub fn check(&self, source: Option<std::net::IpAddr>) -> Result<(), ApiError> {
         self.0
-            .take(&source, 1.0)
+            .take(&source.map(network), 1.0)
             .map_err(|retry_after_s| ApiError::TooManyEnrollments {
                 from: source.map_or_else(|| "unknown".into(), |s| s.to_string()),
                 retry_after_s,
@@ -373,6 +385,24 @@ impl RateLimit {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn enrollment_sources_are_counted_per_ipv4_address_and_per_ipv6_64() {
+        let rate = SourceRate::new(0.001, 2);
+        let in_64 =
+            |i: u16| -> std::net::IpAddr { format!("2001:db8:1:2:{i:x}::{i:x}").parse().unwrap() };
+        rate.check(Some(in_64(1))).unwrap();
+        rate.check(Some(in_64(2))).unwrap();
+        assert!(
+            rate.check(Some(in_64(3))).is_err(),
+            "another address in the same /64 is the same source"
+        );
+        rate.check(Some("2001:db8:1:3::1".parse().unwrap()))
+            .expect("another /64 is another source");
+        let v4: std::net::IpAddr = "192.0.2.1".parse().unwrap();
+        assert_eq!(network(v4), v4);
+        rate.check(Some("192.0.2.2".parse().unwrap())).unwrap();
+    }
 
     #[test]
     fn the_rate_limit_answers_with_retry_after() {

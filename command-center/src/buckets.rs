@@ -18,6 +18,9 @@ pub struct Buckets<K> {
     rate: f64,
     burst: f64,
     buckets: Mutex<HashMap<K, (f64, Instant)>>,
+    /// When full buckets were last swept: at most once a second, so a flood of new keys does
+    /// not make every `take` walk them all.
+    swept: Mutex<Option<Instant>>,
 }
 
 impl<K: Hash + Eq + Clone> Buckets<K> {
@@ -27,6 +30,7 @@ impl<K: Hash + Eq + Clone> Buckets<K> {
             rate: rate.max(0.001),
             burst: burst.max(1.0),
             buckets: Mutex::new(HashMap::new()),
+            swept: Mutex::new(None),
         }
     }
 
@@ -39,8 +43,12 @@ impl<K: Hash + Eq + Clone> Buckets<K> {
         let now = Instant::now();
         let mut b = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
         if b.len() > FORGET_PAST {
-            let full_after = self.burst / self.rate;
-            b.retain(|_, (_, t)| now.duration_since(*t).as_secs_f64() < full_after);
+            let mut swept = self.swept.lock().unwrap_or_else(|p| p.into_inner());
+            if swept.is_none_or(|s| now.duration_since(s).as_secs() >= 1) {
+                *swept = Some(now);
+                let full_after = self.burst / self.rate;
+                b.retain(|_, (_, t)| now.duration_since(*t).as_secs_f64() < full_after);
+            }
         }
         let (tokens, last) = b.entry(key.clone()).or_insert((self.burst, now));
         *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * self.rate).min(self.burst);
