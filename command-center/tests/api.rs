@@ -332,6 +332,14 @@ fn deceptive_strings_are_refused_and_shared_hostnames_are_marked() {
     let other =
         vaultmesh_testkit::heartbeat_json("550e8400-e29b-41d4-a716-446655440002", "solo", 1);
     assert_eq!(cc.post_json("/api/agent/heartbeat", &other).status, 200);
+    // DNS names ignore case and a trailing dot: these two are one name too.
+    for (node, name) in [
+        ("550e8400-e29b-41d4-a716-446655440003", "Edge-7"),
+        ("550e8400-e29b-41d4-a716-446655440004", "edge-7."),
+    ] {
+        let body = vaultmesh_testkit::heartbeat_json(node, name, 1);
+        assert_eq!(cc.post_json("/api/agent/heartbeat", &body).status, 200);
+    }
     let nodes = cc.get_json("/api/nodes");
     let shared: Vec<(&str, bool)> = nodes
         .as_array()
@@ -347,6 +355,8 @@ fn deceptive_strings_are_refused_and_shared_hostnames_are_marked() {
     assert_eq!(
         shared,
         [
+            ("Edge-7", true),
+            ("edge-7.", true),
             ("solo", false),
             ("vault-node-01", true),
             ("vault-node-01", true)
@@ -357,8 +367,8 @@ fn deceptive_strings_are_refused_and_shared_hostnames_are_marked() {
     let console = cc.get("/console").body;
     assert_eq!(
         console.matches("same name · ").count(),
-        2,
-        "both twins marked"
+        5,
+        "both pairs of twins marked in the list, and the first (shown) node's header"
     );
     let row = cc.get(&format!("/console/nodes/{twin}/row")).body;
     assert!(row.contains("same name · 550e8400"), "{row}");

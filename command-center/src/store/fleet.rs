@@ -196,29 +196,31 @@ impl FleetState {
         );
     }
 
-    /// Counts a node's hostname as `now` instead of `before` (`None`: a new node).
+    /// Counts a node's hostname as `now` instead of `before` (`None`: a new node). Unchanged
+    /// spelling is nothing to do; names that differ only as [`name_key`] ignores still move
+    /// between equal keys, which is harmless.
     fn rename(&self, before: Option<&str>, now: &str) {
         if before == Some(now) {
             return;
         }
         let mut names = self.hostnames.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(b) = before
-            && let Some(n) = names.get_mut(b)
+        if let Some(b) = before.map(name_key)
+            && let Some(n) = names.get_mut(&b)
         {
             *n -= 1;
             if *n == 0 {
-                names.remove(b);
+                names.remove(&b);
             }
         }
-        *names.entry(now.to_string()).or_default() += 1;
+        *names.entry(name_key(now)).or_default() += 1;
     }
 
-    /// Whether more than one node reports `hostname`.
+    /// Whether more than one node reports `hostname` (as [`name_key`] compares names).
     fn shared(&self, hostname: &str) -> bool {
         self.hostnames
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get(hostname)
+            .get(&name_key(hostname))
             .is_some_and(|n| *n > 1)
     }
 
@@ -284,6 +286,12 @@ impl FleetState {
     pub fn node_count(&self) -> usize {
         self.nodes.read().unwrap_or_else(|p| p.into_inner()).len()
     }
+}
+
+/// How hostnames are compared for "same name": DNS names are case-insensitive and a trailing
+/// dot names the same host, so `Vault-01`, `vault-01` and `vault-01.` are one name.
+fn name_key(hostname: &str) -> String {
+    hostname.trim_end_matches('.').to_lowercase()
 }
 
 #[cfg(test)]
