@@ -121,13 +121,11 @@ pub async fn limit(State(state): State<AppState>, req: Request, next: Next) -> R
     tokio::pin!(run);
     let mut res = 'answered: {
         if !progress.received.load(Ordering::Acquire) {
-            match tokio::time::timeout(bodies.timeout.min(limit), &mut run).await {
+            let body_limit = bodies.timeout.min(limit);
+            match tokio::time::timeout(body_limit, &mut run).await {
                 Ok(res) => break 'answered res,
                 Err(_) if !progress.received.load(Ordering::Acquire) => {
-                    break 'answered ApiError::BodyTimeout {
-                        limit: bodies.timeout,
-                    }
-                    .into_response();
+                    break 'answered ApiError::BodyTimeout { limit: body_limit }.into_response();
                 }
                 Err(_) => {}
             }
