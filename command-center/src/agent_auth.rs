@@ -155,6 +155,23 @@ impl SignedParts {
         })
     }
 
+    /// Checks the request's timestamp against the Command Center's clock: needs no body, so
+    /// it is done before one is read.
+    pub fn check_clock(&self) -> Result<(), ApiError> {
+        let now = Utc::now().timestamp();
+        // Checked: a timestamp near i64::MIN must not wrap around into the window.
+        let skew = now.abs_diff(self.timestamp);
+        if skew > MAX_SKEW_SECS.unsigned_abs() {
+            return Err(ApiError::Unauthorized(
+                Refusal::StaleTimestamp,
+                format!(
+                    "request timestamp is {skew} s away from the Command Center's clock (limit {MAX_SKEW_SECS} s); check the node's clock"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Checks the clock and the signature against `key`; then, in `store`, that the request
     /// was not accepted before (durably: across restarts and instances, see
     /// [`crate::store::seen`]).
@@ -170,17 +187,7 @@ impl SignedParts {
 
     /// Checks the clock and the signature against `key` (nothing is remembered).
     pub fn check_signature(&self, key: &VerifyingKey, body: &[u8]) -> Result<(), ApiError> {
-        let now = Utc::now().timestamp();
-        // Checked: a timestamp near i64::MIN must not wrap around into the window.
-        let skew = now.abs_diff(self.timestamp);
-        if skew > MAX_SKEW_SECS.unsigned_abs() {
-            return Err(ApiError::Unauthorized(
-                Refusal::StaleTimestamp,
-                format!(
-                    "request timestamp is {skew} s away from the Command Center's clock (limit {MAX_SKEW_SECS} s); check the node's clock"
-                ),
-            ));
-        }
+        self.check_clock()?;
         let msg = auth::request_message(
             &self.method,
             &self.path_and_query,
@@ -232,10 +239,11 @@ impl FromRequest<AppState> for Signed {
             .map(|p| p.as_str().to_string())
             .unwrap_or_default();
         let headers = req.headers().clone();
+        // Everything that needs no body first: the headers, the clock, that the node is
+        // enrolled and not revoked. Junk is refused without a byte of its body read (the
+        // connection is then closed: `crate::timeout`), so it costs no memory and no time.
         let parts = SignedParts::from_request(&headers, &method, &path)?;
-        let body = Bytes::from_request(req, state)
-            .await
-            .map_err(ApiError::from)?;
+        parts.check_clock()?;
         let binding = state.store.binding(parts.node_id).ok_or_else(|| {
             ApiError::Unauthorized(
                 Refusal::UnknownNode,
@@ -253,6 +261,15 @@ impl FromRequest<AppState> for Signed {
                 ),
             ));
         }
+        // A body from an enrolled node's id is read within --body-timeout, and within the
+        // bytes all bodies may hold at once (--body-memory): see `crate::timeout`. At most
+        // `BODIES_PER_NODE` at once per node id, so that the id of one node (not a secret)
+        // cannot take the whole budget from the others.
+        let reading = Reading::start(&state.reading, parts.node_id)?;
+        let body = Bytes::from_request(req, state)
+            .await
+            .map_err(ApiError::from)?;
+        drop(reading);
         parts.check_signature(&binding.key, &body)?;
         // Counted after the signature (nobody can spend another node's allowance) and before
         // the replay guard remembers the request: a node past its rate fills nothing, so one
@@ -264,6 +281,48 @@ impl FromRequest<AppState> for Signed {
             headers,
             body,
         })
+    }
+}
+
+/// Signed request bodies one node id may have being received at once (beyond: `429`). An agent
+/// sends one request at a time besides its long-poll, which has no body.
+pub const BODIES_PER_NODE: usize = 4;
+
+/// How many signed request bodies each node id has being received.
+#[derive(Debug, Default)]
+pub struct BodiesInFlight(Mutex<std::collections::HashMap<Uuid, usize>>);
+
+/// One body being received for a node; counted out when dropped.
+#[derive(Debug)]
+struct Reading<'a> {
+    all: &'a BodiesInFlight,
+    node: Uuid,
+}
+
+impl<'a> Reading<'a> {
+    fn start(all: &'a BodiesInFlight, node: Uuid) -> Result<Reading<'a>, ApiError> {
+        let mut map = all.0.lock().unwrap_or_else(|p| p.into_inner());
+        let n = map.entry(node).or_default();
+        if *n >= BODIES_PER_NODE {
+            return Err(ApiError::TooManyRequests {
+                node,
+                retry_after_s: 1,
+            });
+        }
+        *n += 1;
+        Ok(Reading { all, node })
+    }
+}
+
+impl Drop for Reading<'_> {
+    fn drop(&mut self) {
+        let mut map = self.all.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&self.node) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.node);
+            }
+        }
     }
 }
 

@@ -67,9 +67,8 @@ pub async fn post_enroll(
     uri: Uri,
     connect: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    req: axum::extract::Request,
 ) -> Result<Json<EnrollResponse>, ApiError> {
-    let body = body?;
     let path = uri
         .path_and_query()
         .map(|p| p.as_str().to_string())
@@ -81,6 +80,9 @@ pub async fn post_enroll(
         .enroll_rate
         .check(crate::agent_auth::source(&headers, remote))?;
     let parts = SignedParts::from_request(&headers, method.as_str(), &path)?;
+    parts.check_clock()?;
+    // Only now the body: a source over its rate, or unsigned junk, is refused unread.
+    let body = <Bytes as axum::extract::FromRequest<AppState>>::from_request(req, &state).await?;
     let req: EnrollRequest = parse_json_as(&headers, body.clone(), "enrollment")?;
     if parts.node_id != req.node_id {
         return Err(ApiError::Unauthorized(

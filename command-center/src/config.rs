@@ -114,6 +114,10 @@ pub struct ServeConfig {
     pub disk_check: Duration,
     /// How long a request may take (`--request-timeout`); see [`crate::timeout`].
     pub request_timeout: Duration,
+    /// How long a request body may take to arrive (`--body-timeout`); see [`crate::timeout`].
+    pub body_timeout: Duration,
+    /// Bytes all request bodies being received may hold at once (`--body-memory`).
+    pub body_memory: usize,
     /// Host names admin requests may name besides the loopback ones (`--allowed-host`); see
     /// [`crate::guard`].
     pub allowed_hosts: Vec<crate::guard::HostName>,
@@ -151,6 +155,8 @@ impl ServeConfig {
             min_free: crate::store::health::MinFree::Percent(5.0),
             disk_check: Duration::from_secs(10),
             request_timeout: crate::timeout::DEFAULT_REQUEST_TIMEOUT,
+            body_timeout: crate::timeout::DEFAULT_BODY_TIMEOUT,
+            body_memory: crate::timeout::DEFAULT_BODY_MEMORY,
             allowed_hosts: Vec::new(),
         }
     }
@@ -265,6 +271,7 @@ impl ServeConfig {
             ("--header-timeout", conns.header_timeout),
             ("--idle-timeout", conns.idle_timeout),
             ("--write-timeout", conns.write_timeout),
+            ("--body-timeout", self.body_timeout),
         ] {
             if timeout < Duration::from_millis(100) {
                 return Err(format!(
@@ -272,6 +279,13 @@ impl ServeConfig {
                     timeout.as_millis()
                 ));
             }
+        }
+        let largest = vaultmesh_proto::scan::limits::REPORT_BODY_MAX;
+        if self.body_memory < largest {
+            return Err(format!(
+                "--body-memory {} must be at least {largest} bytes: the largest body accepted (a scan report) must fit",
+                self.body_memory
+            ));
         }
         let sse = &self.sse;
         let max = conns.max_connections;

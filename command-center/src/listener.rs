@@ -22,8 +22,11 @@
 //!   [`FD_RESERVE`] files for everything else; [`ensure_open_files`] raises the soft limit as far
 //!   as needed (up to the hard limit) or refuses to start, naming the flag and the limit.
 //!
-//! A request body that arrives too slowly and a handler that takes too long are bounded by
-//! `--request-timeout` ([`crate::timeout`]).
+//! A request body that arrives too slowly is bounded by `--body-timeout`, the bytes of all
+//! bodies by `--body-memory`, and a handler that takes too long by `--request-timeout`
+//! ([`crate::timeout`]); a signed request is refused on its headers before its body is read
+//! ([`crate::agent_auth::Signed`]). So a connection is busy with a stalled body for at most
+//! `--body-timeout`.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;

@@ -564,6 +564,14 @@ struct ServeArgs {
     /// arriving). The agent's long-poll gets its wait (at most 60s) on top.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     request_timeout: Duration,
+    /// Answer a request whose body has not arrived whole within this of its head with 408, and
+    /// close the connection (a slow sender holds it no longer).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    body_timeout: Duration,
+    /// Bytes all request bodies being received may hold at once; a body beyond gets 503 with
+    /// Retry-After. At least the largest body accepted (a scan report, 4.25 MiB).
+    #[arg(long, default_value = "64MiB", value_parser = parse_size)]
+    body_memory: u64,
     /// A host name admin requests may name besides localhost, 127.0.0.1 and [::1] with the
     /// listen port (others get 421, against DNS rebinding): the public hostname behind
     /// cloudflared (cc.example.com, any port), or NAME:PORT. Repeat, or separate with commas.
@@ -1165,6 +1173,8 @@ fn serve_config(args: ServeArgs) -> ServeConfig {
         min_free: args.min_free,
         disk_check: args.disk_check,
         request_timeout: args.request_timeout,
+        body_timeout: args.body_timeout,
+        body_memory: usize::try_from(args.body_memory).unwrap_or(usize::MAX),
         allowed_hosts: args.allowed_host,
     }
 }

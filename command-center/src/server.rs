@@ -78,6 +78,11 @@ pub struct AppState {
     /// How long a request may take before it is answered with a timeout error
     /// (`--request-timeout`; the long-poll gets its wait on top, see [`crate::timeout`]).
     pub request_timeout: Duration,
+    /// How long a body may take to arrive, and the bytes all bodies may hold at once
+    /// (`--body-timeout`, `--body-memory`; see [`crate::timeout`]).
+    pub bodies: Arc<crate::timeout::Bodies>,
+    /// Signed bodies being received per node id ([`crate::agent_auth::BODIES_PER_NODE`]).
+    pub reading: Arc<crate::agent_auth::BodiesInFlight>,
     /// The host names admin requests may name ([`crate::guard`]).
     pub hosts: Arc<crate::guard::AllowedHosts>,
 }
@@ -407,6 +412,11 @@ impl Server {
             notify,
             storage,
             request_timeout: config.request_timeout,
+            bodies: Arc::new(crate::timeout::Bodies::new(
+                config.body_timeout,
+                config.body_memory,
+            )),
+            reading: Arc::default(),
             refusals: Arc::default(),
             hosts: Arc::new(hosts),
         };

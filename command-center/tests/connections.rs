@@ -11,6 +11,7 @@ use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
+use vaultmesh_testkit::auth::TestNode;
 use vaultmesh_testkit::{
     CommandCenter, heartbeat_json, http, metric, text, wait_for, workspace_root,
 };
@@ -270,9 +271,11 @@ fn at_a_lowered_open_file_limit_idle_connections_and_streams_lock_out_nothing() 
     drop(idle);
 }
 
-/// With every connection busy (event streams, a request whose body never comes), a new
-/// connection gets `503` with a JSON error at once instead of waiting in the backlog; once one
-/// frees up, requests are served again.
+/// With every connection legitimately busy (event streams and an agent's long-poll, which
+/// waits for a command by design), a new connection gets `503` with a JSON error at once
+/// instead of waiting in the backlog; once one frees up, requests are served again. (A request
+/// whose body never comes does not keep its connection busy for long: see
+/// `slow_bodies_at_the_bound_lock_out_nothing_and_are_cut_off_at_the_body_timeout`.)
 #[test]
 fn at_the_bound_with_every_connection_busy_a_new_one_gets_503() {
     let cc = CommandCenter::start_with(&[
@@ -283,15 +286,20 @@ fn at_the_bound_with_every_connection_busy_a_new_one_gets_503() {
         "--sse-per-address",
         "3",
     ]);
+    let node = TestNode::new(uuid::Uuid::from_u128(0x21_0503));
+    node.enroll(&cc.url);
     let mut streams: Vec<TcpStream> = (0..3).map(|_| event_stream(&cc).0).collect();
-    let _slow_body = connect(
-        &cc,
-        format!(
-            "POST /api/events HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{",
-            addr(&cc)
-        )
-        .as_bytes(),
-    );
+    let poll_path = "/api/agent/commands?wait=60";
+    let poll = node
+        .signed(&cc.url, "GET", poll_path, None, Vec::new())
+        .build()
+        .unwrap();
+    let mut head = format!("GET {poll_path} HTTP/1.1\r\nHost: {}\r\n", addr(&cc));
+    for (name, value) in poll.headers() {
+        head.push_str(&format!("{name}: {}\r\n", value.to_str().unwrap()));
+    }
+    head.push_str("\r\n");
+    let _long_poll = connect(&cc, head.as_bytes());
     std::thread::sleep(Duration::from_millis(300));
 
     let t = Instant::now();
@@ -321,6 +329,246 @@ fn at_the_bound_with_every_connection_busy_a_new_one_gets_503() {
     });
     assert!(served.is_some(), "a freed connection made room");
     assert!(closed_total(&cc, "refused") >= 1.0);
+}
+
+/// A `POST` whose head is sent at once and whose body (`declared` bytes) is sent up to `sent`
+/// bytes by a thread, and then never finished. `headers` are extra header lines.
+fn slow_post(
+    cc: &CommandCenter,
+    path: &str,
+    headers: &str,
+    declared: usize,
+    sent: usize,
+) -> TcpStream {
+    let mut s = connect(
+        cc,
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n{headers}Content-Length: {declared}\r\n\r\n",
+            addr(cc)
+        )
+        .as_bytes(),
+    );
+    let mut writer = s.try_clone().unwrap();
+    std::thread::spawn(move || {
+        // Fails once the server has answered and closed: that is the point.
+        let _ = writer.write_all(&vec![b' '; sent]);
+    });
+    s.set_nodelay(true).unwrap();
+    s.flush().unwrap();
+    s
+}
+
+/// The status the server answered `s` with, or `None` when it reset the connection first.
+fn answer(s: &mut TcpStream, within: Duration) -> Option<u16> {
+    s.set_read_timeout(Some(within)).unwrap();
+    let mut buf = [0u8; 4096];
+    let n = match s.read(&mut buf) {
+        Ok(n) => n,
+        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+            panic!("no answer within {within:?}")
+        }
+        Err(_) => return None,
+    };
+    String::from_utf8_lossy(&buf[..n])
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+}
+
+fn rejected(cc: &CommandCenter, reason: &str, route: &str) -> f64 {
+    metric(
+        &metrics(cc),
+        &format!("vaultmesh_requests_rejected_total{{reason=\"{reason}\",route=\"{route}\"}}"),
+    )
+    .unwrap_or(0.0)
+}
+
+/// The review of issue 21 filled `--max-connections 64` with `POST /api/agent/scans` requests
+/// carrying junk signature headers and 4,000,000 of 4,000,000 bytes less one: `/healthz` got
+/// `503` for the whole 30 s of `--request-timeout` and the Command Center grew by 4.2 MB a
+/// connection. Now, at the same bound: junk from an unknown node is refused (401) without its
+/// body being read, and closed; an enrolled node's id with valid headers gets at most
+/// `BODIES_PER_NODE` (4) bodies read at once (the rest 429), each cut off with 408 at
+/// `--body-timeout`; meanwhile `/healthz` and another node's signed heartbeat are answered at
+/// once, and memory grows by what the 4 bodies hold, not 64 × 4 MB.
+#[test]
+fn slow_bodies_at_the_bound_lock_out_nothing_and_are_cut_off_at_the_body_timeout() {
+    const BODY: usize = 4_000_000;
+    const ROUTE: &str = "/api/agent/scans";
+    let cc = CommandCenter::start_with(&[
+        "--max-connections",
+        "64",
+        "--sse-total",
+        "8",
+        "--body-timeout",
+        "3s",
+    ]);
+    let other = "00000000-0000-4000-8000-000000000b21";
+    let hb = cc.post_json("/api/agent/heartbeat", &heartbeat_json(other, "other", 1));
+    assert_eq!(hb.status, 200, "{}", hb.body);
+    let known = TestNode::new(uuid::Uuid::from_u128(0x21_0b0d));
+    known.enroll(&cc.url);
+    std::thread::sleep(Duration::from_millis(500));
+    let before = cc.rss_kib();
+
+    let junk = "X-VaultMesh-Node: 00000000-0000-4000-8000-00000000dead\r\nX-VaultMesh-Timestamp: 0\r\nX-VaultMesh-Signature: junk\r\n";
+    let junk = junk
+        .replace("X-VaultMesh-Node", vaultmesh_proto::auth::HEADER_NODE)
+        .replace(
+            "X-VaultMesh-Timestamp",
+            vaultmesh_proto::auth::HEADER_TIMESTAMP,
+        )
+        .replace(
+            "X-VaultMesh-Signature",
+            vaultmesh_proto::auth::HEADER_SIGNATURE,
+        );
+    // A valid timestamp too: the unknown node, not the clock, refuses it.
+    let junk = junk.replace(
+        &format!("{}: 0", vaultmesh_proto::auth::HEADER_TIMESTAMP),
+        &format!(
+            "{}: {}",
+            vaultmesh_proto::auth::HEADER_TIMESTAMP,
+            chrono::Utc::now().timestamp()
+        ),
+    );
+    let started = Instant::now();
+    let mut junk: Vec<TcpStream> = (0..48)
+        .map(|_| slow_post(&cc, ROUTE, &junk, BODY, BODY - 1))
+        .collect();
+    let body = vec![b' '; BODY];
+    let mut slow: Vec<TcpStream> = (0..16u8)
+        .map(|i| {
+            let ts = chrono::Utc::now().timestamp() - i64::from(i);
+            let h = known.key.sign_request("POST", ROUTE, &known.id, ts, &body);
+            let headers = format!(
+                "{}: {}\r\n{}: {}\r\n{}: {}\r\n",
+                vaultmesh_proto::auth::HEADER_NODE,
+                h.node,
+                vaultmesh_proto::auth::HEADER_TIMESTAMP,
+                h.timestamp,
+                vaultmesh_proto::auth::HEADER_SIGNATURE,
+                h.signature
+            );
+            slow_post(&cc, ROUTE, &headers, BODY, BODY - 1)
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1000));
+
+    let t = Instant::now();
+    let health = cc.get("/healthz");
+    assert_eq!(health.status, 200, "{}", health.body);
+    let hb = cc.post_json("/api/agent/heartbeat", &heartbeat_json(other, "other", 2));
+    assert_eq!(hb.status, 200, "{}", hb.body);
+    let answered = t.elapsed();
+    let during = cc.rss_kib();
+    assert!(
+        answered < Duration::from_secs(2),
+        "/healthz and a heartbeat took {answered:?}"
+    );
+
+    // Junk: refused unread, and closed (the answer may be lost to the reset of the unread body).
+    for s in &mut junk {
+        assert!(matches!(
+            answer(s, Duration::from_secs(5)),
+            Some(401) | None
+        ));
+        assert!(closed_by_server(s, Duration::from_secs(2)));
+    }
+    assert_eq!(rejected(&cc, "unauthorized", ROUTE), 48.0);
+    // The known node's: 4 read until the body timeout, the rest refused at once.
+    let mut statuses = Vec::new();
+    for s in &mut slow {
+        statuses.push(answer(s, Duration::from_secs(10)));
+        assert!(closed_by_server(s, Duration::from_secs(2)));
+    }
+    let cut_off = started.elapsed();
+    let peak = cc.rss_kib().max(during);
+    let timed_out = statuses.iter().filter(|s| **s == Some(408)).count();
+    let refused = statuses
+        .iter()
+        .filter(|s| matches!(s, Some(429) | None))
+        .count();
+    assert_eq!((timed_out, refused), (4, 12), "{statuses:?}");
+    assert_eq!(rejected(&cc, "body_timeout", ROUTE), 4.0);
+    assert!(
+        cut_off < Duration::from_secs(8),
+        "cut off after {cut_off:?}"
+    );
+    let grown = peak.saturating_sub(before);
+    eprintln!(
+        "RSS: {before} KiB before, {during} KiB with 64 slow bodies at the bound (peak {peak} KiB, +{grown} KiB); \
+         /healthz and a heartbeat answered in {answered:?}; all slow senders cut off after {cut_off:?}"
+    );
+    assert!(grown < 40 * 1024, "grew {grown} KiB");
+    let health = cc.get("/healthz");
+    assert_eq!(health.status, 200, "{}", health.body);
+}
+
+/// Bodies being received hold at most `--body-memory` bytes: at its least (the largest body, a
+/// scan report), a second node's large body is refused with `503` and `Retry-After` while the
+/// first one's is held, and accepted again once it is gone.
+#[test]
+fn bodies_beyond_body_memory_get_503_with_retry_after() {
+    const ROUTE: &str = "/api/agent/scans";
+    let least = vaultmesh_proto::scan::limits::REPORT_BODY_MAX.to_string();
+    let cc = CommandCenter::start_with(&["--body-memory", &least, "--body-timeout", "2s"]);
+    let signed = |n: u128| {
+        let node = TestNode::new(uuid::Uuid::from_u128(n));
+        node.enroll(&cc.url);
+        let body = vec![b' '; 3_000_000];
+        let h = node.key.sign_request(
+            "POST",
+            ROUTE,
+            &node.id,
+            chrono::Utc::now().timestamp(),
+            &body,
+        );
+        format!(
+            "{}: {}\r\n{}: {}\r\n{}: {}\r\n",
+            vaultmesh_proto::auth::HEADER_NODE,
+            h.node,
+            vaultmesh_proto::auth::HEADER_TIMESTAMP,
+            h.timestamp,
+            vaultmesh_proto::auth::HEADER_SIGNATURE,
+            h.signature
+        )
+    };
+    let (first, second) = (signed(0x21_0001), signed(0x21_0002));
+    let mut holding = slow_post(&cc, ROUTE, &first, 3_000_000, 2_999_999);
+    std::thread::sleep(Duration::from_millis(500));
+    let mut over = slow_post(&cc, ROUTE, &second, 3_000_000, 2_999_999);
+    over.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut answer_text = Vec::new();
+    let _ = over.read_to_end(&mut answer_text);
+    let answer_text = String::from_utf8_lossy(&answer_text);
+    assert!(answer_text.starts_with("HTTP/1.1 503 "), "{answer_text}");
+    assert!(answer_text.contains("retry-after: 10"), "{answer_text}");
+    assert!(answer_text.contains("--body-memory"), "{answer_text}");
+    assert_eq!(answer(&mut holding, Duration::from_secs(5)), Some(408));
+    let hb = cc.post_json(
+        "/api/agent/heartbeat",
+        &heartbeat_json("00000000-0000-4000-8000-000000000c21", "after", 1),
+    );
+    assert_eq!(hb.status, 200, "{}", hb.body);
+}
+
+/// Enrollment counts the source's attempts, and checks the signature headers, before it reads
+/// a body: attempts without them or over the rate are refused at once, their declared bodies
+/// never sent (the old code waited for the body, up to `--request-timeout`).
+#[test]
+fn an_enrollment_over_the_source_rate_is_refused_before_its_body() {
+    let cc = CommandCenter::start_with(&["--enroll-burst", "1", "--enroll-rate", "0.001"]);
+    let mut first = slow_post(&cc, "/api/agent/enroll", "", 1000, 0);
+    let mut second = slow_post(&cc, "/api/agent/enroll", "", 1000, 0);
+    let t = Instant::now();
+    let statuses = [
+        answer(&mut first, Duration::from_secs(20)),
+        answer(&mut second, Duration::from_secs(20)),
+    ];
+    // Both are answered at once, their bodies unread: the first (within the rate) for having
+    // no signature headers, the second for the rate.
+    assert_eq!(statuses, [Some(401), Some(429)]);
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
 }
 
 /// A client that stops reading is closed after `--write-timeout`: here one that pipelines 500
@@ -558,6 +806,15 @@ fn bad_connection_and_stream_flags_exit_2_naming_the_flag() {
         (&["--idle-timeout", "soon"], "--idle-timeout"),
         (&["--max-connections", "many"], "--max-connections"),
         (&["--max-conections", "10"], "'--max-connections'"),
+        (
+            &["--body-timeout", "10ms"],
+            "--body-timeout must be at least 100ms",
+        ),
+        (
+            &["--body-memory", "1MiB"],
+            "--body-memory 1048576 must be at least",
+        ),
+        (&["--body-timout", "10s"], "'--body-timeout'"),
     ] {
         let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         let out = CommandCenter::serve_command(dir.path(), &args, None)

@@ -95,6 +95,8 @@ fn a_long_poll_waits_the_documented_sixty_seconds_and_gets_a_command_issued_afte
 }
 
 /// Sends a request whose body never arrives in full; returns the raw reply and how long it took.
+/// It carries signature headers with a fresh timestamp: a request without them is refused
+/// before its body is read (`tests/connections.rs`).
 fn slow_body(cc_url: &str, path: &str) -> (String, Duration) {
     let addr = cc_url.trim_start_matches("http://");
     let mut s = std::net::TcpStream::connect(addr).unwrap();
@@ -102,7 +104,11 @@ fn slow_body(cc_url: &str, path: &str) -> (String, Duration) {
     let started = Instant::now();
     write!(
         s,
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: 100\r\nConnection: close\r\n\r\n{{\"kind\":"
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: 100\r\nConnection: close\r\n{}: 00000000-0000-4000-8000-000000000408\r\n{}: {}\r\n{}: c2lnbmF0dXJl\r\n\r\n{{\"kind\":",
+        vaultmesh_proto::auth::HEADER_NODE,
+        vaultmesh_proto::auth::HEADER_TIMESTAMP,
+        chrono::Utc::now().timestamp(),
+        vaultmesh_proto::auth::HEADER_SIGNATURE,
     )
     .unwrap();
     let mut reply = String::new();
