@@ -135,6 +135,12 @@ impl Server {
             .args(["--agent-rate", "1000000", "--agent-burst", "1000000"])
             .args(["--enroll-rate", "1000000", "--enroll-burst", "1000000"])
             .args(["--heartbeat-budget", "1024GiB", "--scan-budget", "1024GiB"])
+            .args([
+                "--fleet-heartbeat-budget",
+                "1024GiB",
+                "--fleet-scan-budget",
+                "1024GiB",
+            ])
             .args(["--receipt-budget", "1024GiB"])
             .args(&extra)
             .arg("--log-dir")

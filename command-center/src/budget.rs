@@ -9,6 +9,10 @@
 //! the whole hourly budget can never fit and is refused with `413`.
 //!
 //! Counted after the signature check, so nobody can spend another node's budget.
+//!
+//! Node ids are cheap for whoever holds a multi-use enrollment token, so the fleet as a whole
+//! has a budget per kind too ([`FleetLimits`]): beyond it every node's request of that kind is
+//! refused (`429`) until it refills — the disk is protected even from many ids.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -79,6 +83,18 @@ impl Limits {
     }
 }
 
+/// Bytes per hour the whole fleet may send, per kind (`--fleet-heartbeat-budget`,
+/// `--fleet-scan-budget`, `--fleet-receipt-budget`).
+pub type FleetLimits = Limits;
+
+/// The fleet's budgets by default: room for `--max-nodes` (10,000) nodes at a heartbeat every
+/// 30 s (3.3 GB an hour) and a full-size scan report each every 6 hours (7 GiB an hour).
+pub const FLEET_DEFAULT: FleetLimits = Limits {
+    heartbeats: 8 << 30,
+    scans: 8 << 30,
+    receipts: 2 << 30,
+};
+
 /// A node's refusals of one kind: how many, the first and the last.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Refusals {
@@ -99,6 +115,14 @@ pub enum OverBudget {
         budget: String,
         retry_after_s: u64,
     },
+    #[error(
+        "the fleet sent more {what} than the Command Center's budget of {budget} an hour for all nodes; retry in {retry_after_s} s"
+    )]
+    FleetSpent {
+        what: &'static str,
+        budget: String,
+        retry_after_s: u64,
+    },
     #[error("this {what} is {size} bytes, more than the node's whole budget of {budget} an hour")]
     TooLarge {
         what: &'static str,
@@ -112,6 +136,8 @@ pub enum OverBudget {
 pub struct Budgets {
     limits: Limits,
     buckets: [Buckets<Uuid>; 3],
+    fleet_limits: FleetLimits,
+    fleet: [Buckets<()>; 3],
     refused: Mutex<HashMap<(Uuid, Kind), Refusals>>,
 }
 
@@ -120,13 +146,21 @@ const WINDOW_SECS: f64 = 3600.0;
 
 impl Budgets {
     pub fn new(limits: Limits) -> Budgets {
-        let bucket = |k: Kind| {
-            let b = limits.of(k) as f64;
-            Buckets::new(b / WINDOW_SECS, b)
-        };
+        Budgets::with_fleet(limits, FLEET_DEFAULT)
+    }
+
+    pub fn with_fleet(limits: Limits, fleet_limits: FleetLimits) -> Budgets {
+        fn bucket<K: std::hash::Hash + Eq + Clone>(limits: Limits) -> impl Fn(Kind) -> Buckets<K> {
+            move |k: Kind| {
+                let b = limits.of(k) as f64;
+                Buckets::new(b / WINDOW_SECS, b)
+            }
+        }
         Budgets {
             limits,
-            buckets: Kind::ALL.map(bucket),
+            buckets: Kind::ALL.map(bucket(limits)),
+            fleet_limits,
+            fleet: Kind::ALL.map(bucket(fleet_limits)),
             refused: Mutex::default(),
         }
     }
@@ -135,7 +169,17 @@ impl Budgets {
     pub fn spend(&self, node: Uuid, kind: Kind, bytes: usize) -> Result<(), OverBudget> {
         let budget = crate::store::health::human_bytes(self.limits.of(kind));
         let refused = match self.buckets[kind as usize].take(&node, bytes as f64) {
-            Ok(()) => return Ok(()),
+            Ok(()) => {
+                // The node is within its own budget; the fleet's is not the node's doing, so
+                // it raises no attention reason on the node (the metric counts it).
+                return self.fleet[kind as usize].take(&(), bytes as f64).map_err(
+                    |retry_after_s| OverBudget::FleetSpent {
+                        what: kind.what(),
+                        budget: crate::store::health::human_bytes(self.fleet_limits.of(kind)),
+                        retry_after_s: retry_after_s.min(WINDOW_SECS as u64),
+                    },
+                );
+            }
             Err(u64::MAX) => OverBudget::TooLarge {
                 what: kind.what(),
                 size: bytes,
@@ -182,6 +226,36 @@ impl Budgets {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn many_nodes_within_their_own_budgets_are_stopped_by_the_fleets() {
+        let per_node = Limits {
+            heartbeats: 1000,
+            scans: 10_000,
+            receipts: 1000,
+        };
+        let fleet = Limits {
+            heartbeats: 1000,
+            scans: 25_000,
+            receipts: 1000,
+        };
+        let b = Budgets::with_fleet(per_node, fleet);
+        // Three ids (as a stolen enrollment token mints them), each within its own budget.
+        for i in 0..2 {
+            b.spend(Uuid::from_u128(i), Kind::Scans, 10_000).unwrap();
+        }
+        let err = b
+            .spend(Uuid::from_u128(9), Kind::Scans, 10_000)
+            .unwrap_err();
+        assert!(matches!(err, OverBudget::FleetSpent { .. }), "{err}");
+        assert!(err.to_string().contains("for all nodes"), "{err}");
+        assert!(
+            b.refusals(Uuid::from_u128(9), Utc::now()).is_empty(),
+            "not the node's fault: no attention reason"
+        );
+        b.spend(Uuid::from_u128(9), Kind::Heartbeats, 500)
+            .expect("other kinds have their own fleet budget");
+    }
 
     #[test]
     fn a_node_over_its_budget_is_refused_and_remembered_others_are_not() {

@@ -82,6 +82,8 @@ pub struct ServeConfig {
     pub agent_rate: f64,
     /// Bytes per hour each node may send, per kind.
     pub budgets: crate::budget::Limits,
+    /// Bytes per hour per kind the whole fleet may send.
+    pub fleet_budgets: crate::budget::FleetLimits,
     /// Enrollment attempts a second per source address, and the burst allowed.
     pub enroll_rate: f64,
     pub enroll_burst: u32,
@@ -139,6 +141,7 @@ impl ServeConfig {
             admin_token: None,
             agent_rate: 5.0,
             budgets: crate::budget::Limits::default(),
+            fleet_budgets: crate::budget::FLEET_DEFAULT,
             enroll_rate: crate::agent_auth::ENROLL_RATE_PER_S,
             enroll_burst: crate::agent_auth::ENROLL_BURST,
             agent_burst: 30,

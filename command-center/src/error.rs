@@ -171,9 +171,10 @@ impl IntoResponse for ApiError {
         let retry_after = match &self {
             ApiError::TooManyRequests { retry_after_s, .. }
             | ApiError::TooManyEnrollments { retry_after_s, .. }
-            | ApiError::OverBudget(crate::budget::OverBudget::Spent { retry_after_s, .. }) => {
-                Some(*retry_after_s)
-            }
+            | ApiError::OverBudget(
+                crate::budget::OverBudget::Spent { retry_after_s, .. }
+                | crate::budget::OverBudget::FleetSpent { retry_after_s, .. },
+            ) => Some(*retry_after_s),
             ApiError::Unavailable(_) | ApiError::Timeout { .. } => Some(UNAVAILABLE_RETRY_AFTER_S),
             ApiError::TooManyStreams(_) => Some(TOO_MANY_STREAMS_RETRY_AFTER_S),
             _ => None,

@@ -492,6 +492,16 @@ struct ServeArgs {
     /// Bytes of command receipts each node may send an hour.
     #[arg(long, default_value = "16MiB", value_parser = parse_size)]
     receipt_budget: u64,
+    /// Bytes of heartbeats the whole fleet may send an hour (node ids are cheap with a
+    /// multi-use enrollment token; beyond: 429 for every node).
+    #[arg(long, default_value = "8GiB", value_parser = parse_size)]
+    fleet_heartbeat_budget: u64,
+    /// Bytes of scan reports the whole fleet may send an hour.
+    #[arg(long, default_value = "8GiB", value_parser = parse_size)]
+    fleet_scan_budget: u64,
+    /// Bytes of command receipts the whole fleet may send an hour.
+    #[arg(long, default_value = "2GiB", value_parser = parse_size)]
+    fleet_receipt_budget: u64,
     /// Enrollment attempts a second from one source address (Cf-Connecting-Ip behind the
     /// tunnel); beyond: 429 with Retry-After.
     #[arg(long, default_value_t = vaultmesh_command_center::agent_auth::ENROLL_RATE_PER_S)]
@@ -1143,6 +1153,11 @@ fn serve_config(args: ServeArgs) -> ServeConfig {
             heartbeats: args.heartbeat_budget,
             scans: args.scan_budget,
             receipts: args.receipt_budget,
+        },
+        fleet_budgets: vaultmesh_command_center::budget::Limits {
+            heartbeats: args.fleet_heartbeat_budget,
+            scans: args.fleet_scan_budget,
+            receipts: args.fleet_receipt_budget,
         },
         enroll_rate: args.enroll_rate,
         enroll_burst: args.enroll_burst,

@@ -304,7 +304,10 @@ impl Server {
         let mut opts = config.store_options();
         opts.metrics = Some(Arc::clone(&metrics));
         let storage = Arc::clone(&opts.health);
-        let budgets = Arc::new(crate::budget::Budgets::new(config.budgets));
+        let budgets = Arc::new(crate::budget::Budgets::with_fleet(
+            config.budgets,
+            config.fleet_budgets,
+        ));
         let bus = Arc::new(Bus::new(BUS_WINDOW, config.sse_buffer));
         let store_bus = Arc::clone(&bus);
         let (store, replay): (Arc<dyn Store>, ReplayReport) = match &config.store_url {

@@ -408,3 +408,54 @@ fn a_node_over_its_scan_budget_is_refused_seen_and_alone() {
     });
     assert!(root.is_some(), "{:#}", cc.get_json("/api/ledger/root"));
 }
+
+/// Review of issue 21: budgets were per node id only, and ids are cheap for whoever holds a
+/// multi-use enrollment token. The fleet as a whole has a budget per kind too.
+#[test]
+fn many_node_ids_within_their_own_budgets_are_stopped_by_the_fleets() {
+    let cc = CommandCenter::start_with(&["--scan-budget", "64KiB", "--fleet-scan-budget", "40KiB"]);
+    let big = |node: &str, n: u128| {
+        let mut r = report(node, n, json!([]));
+        r["node_id"] = json!(node);
+        let facts: serde_json::Map<String, Value> = (0..200)
+            .map(|i| {
+                (
+                    format!("/etc/file-{i:04}"),
+                    json!(format!("{:064x}", n * 1000 + i)),
+                )
+            })
+            .collect();
+        r["fingerprint"]["file_hashes"] = Value::Object(facts);
+        r
+    };
+    let ids: Vec<String> = (1..=6)
+        .map(|i| format!("5ca40000-0000-4000-8000-0000000001{i:02}"))
+        .collect();
+    let mut statuses = Vec::new();
+    let mut refused = None;
+    for (i, id) in ids.iter().enumerate() {
+        let hb = heartbeat_json(id, id, 1);
+        assert_eq!(cc.post_json("/api/agent/heartbeat", &hb).status, 200);
+        let r = cc.post_json("/api/agent/scans", &big(id, i as u128 + 1));
+        statuses.push(r.status);
+        if r.status != 200 && refused.is_none() {
+            refused = Some((id.clone(), r));
+        }
+    }
+    let (id, r) = refused.unwrap_or_else(|| panic!("{statuses:?}"));
+    assert_eq!(statuses[0], 200, "{statuses:?}");
+    assert_eq!(r.status, 429, "{}", r.body);
+    assert!(
+        r.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("for all nodes"),
+        "{}",
+        r.body
+    );
+    let node = cc.get_json(&format!("/api/nodes/{id}"));
+    assert!(
+        !node["summary"]["attention"].to_string().contains("budget."),
+        "not the node's fault: {node:#}"
+    );
+}

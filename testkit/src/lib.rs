@@ -216,7 +216,14 @@ impl CommandCenter {
             cmd.args(["--enroll-rate", "1000000", "--enroll-burst", "1000000"]);
         }
         // Likewise the byte budgets (their own test sets them).
-        for budget in ["--heartbeat-budget", "--scan-budget", "--receipt-budget"] {
+        for budget in [
+            "--heartbeat-budget",
+            "--scan-budget",
+            "--receipt-budget",
+            "--fleet-heartbeat-budget",
+            "--fleet-scan-budget",
+            "--fleet-receipt-budget",
+        ] {
             if !args.iter().any(|a| a == budget) {
                 cmd.args([budget, "1024GiB"]);
             }
