@@ -24,6 +24,8 @@ pub fn deceptive(c: char, allowed: &[char]) -> bool {
             | '\u{17B4}' | '\u{17B5}'        // Khmer inherent vowels
             | '\u{180B}'..='\u{180F}'        // Mongolian variation selectors, vowel separator
             | '\u{200B}'..='\u{200F}'        // zero-width space, joiners, LRM, RLM
+            | '\u{2028}' | '\u{2029}'        // line and paragraph separators: a line break
+                                             // that `\n` checks do not see
             | '\u{202A}'..='\u{202E}'        // bidi embeddings and overrides
             | '\u{2060}'..='\u{206F}'        // word joiner, invisible operators, isolates
             | '\u{3164}'                     // Hangul filler
@@ -55,6 +57,8 @@ mod tests {
             "\u{feff}vault",
             "a\u{e0041}",
             "bell\u{7}",
+            "one\u{2028}line",
+            "one\u{2029}paragraph",
         ] {
             assert!(first_deceptive(s, &[]).is_some(), "{s:?}");
         }
