@@ -678,6 +678,18 @@ fn one_key_belongs_to_one_node() {
     assert_eq!(send(&cc, &own, &hb_for(&own, 3)).status, 200);
 }
 
+/// The node's row of `GET /api/nodes`.
+fn node_row(cc: &CommandCenter, id: &str) -> serde_json::Value {
+    let nodes = cc.get_json("/api/nodes");
+    nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["node_id"] == id)
+        .cloned()
+        .unwrap_or_else(|| panic!("no node {id}: {nodes:#}"))
+}
+
 /// Review of issue 20: a revoked node used to stay in the fleet as if it were merely silent —
 /// stale, then CRIT for good, scans scheduled, commands issued that it could never fetch.
 #[test]
@@ -699,12 +711,7 @@ fn a_revoked_node_is_marked_ok_and_gets_no_commands() {
 
     let row = |want: &str| {
         wait_for(Duration::from_secs(10), || {
-            let nodes = cc.get_json("/api/nodes");
-            let row = nodes
-                .as_array()?
-                .iter()
-                .find(|n| n["node_id"] == id)?
-                .clone();
+            let row = node_row(&cc, &id);
             (row["attention"]["reasons"][0]["rule"] == want).then_some(row)
         })
     };
@@ -721,13 +728,7 @@ fn a_revoked_node_is_marked_ok_and_gets_no_commands() {
 
     let r = cc.unsigned_request("POST", &format!("/api/nodes/{id}/readmit"), None, "");
     assert_eq!(r.status, 200, "{}", r.body);
-    let nodes = cc.get_json("/api/nodes");
-    let row_now = nodes
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["node_id"] == id)
-        .unwrap();
+    let row_now = node_row(&cc, &id);
     assert_eq!(row_now["revoked"]["readmitted"], true, "{row_now:#}");
     assert_eq!(issue().status, 409, "not until it enrolls again");
 
@@ -735,13 +736,7 @@ fn a_revoked_node_is_marked_ok_and_gets_no_commands() {
     let back = TestNode::with_key(a.id, 1);
     assert_eq!(back.enroll_with(&cc.url, TEST_TOKEN), 200);
     assert_eq!(send(&cc, &back, &hb_for(&back, 2)).status, 200);
-    let nodes = cc.get_json("/api/nodes");
-    let row_now = nodes
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["node_id"] == id)
-        .unwrap();
+    let row_now = node_row(&cc, &id);
     assert!(row_now.get("revoked").is_none(), "{row_now:#}");
     assert_eq!(issue().status, 201);
 }

@@ -102,6 +102,14 @@ fn still_open(s: &mut TcpStream, for_: Duration) -> bool {
 /// nothing, or half a request head, is closed after `--header-timeout`; one that stays idle
 /// after a response, after `--idle-timeout`; one that begins a new head after a response and
 /// never finishes it, `--header-timeout` after its first byte. None is closed much before.
+/// The three signature headers of a request, as raw HTTP header lines.
+fn signature_header_lines(node: &str, timestamp: &str, signature: &str) -> String {
+    use vaultmesh_proto::auth::{HEADER_NODE, HEADER_SIGNATURE, HEADER_TIMESTAMP};
+    format!(
+        "{HEADER_NODE}: {node}\r\n{HEADER_TIMESTAMP}: {timestamp}\r\n{HEADER_SIGNATURE}: {signature}\r\n"
+    )
+}
+
 #[test]
 fn silent_half_header_and_idle_keep_alive_connections_are_closed_after_their_timeouts() {
     let cc = CommandCenter::start_with(&["--header-timeout", "2s", "--idle-timeout", "6s"]);
@@ -411,25 +419,11 @@ fn slow_bodies_at_the_bound_lock_out_nothing_and_are_cut_off_at_the_body_timeout
     std::thread::sleep(Duration::from_millis(500));
     let before = cc.rss_kib();
 
-    let junk = "X-VaultMesh-Node: 00000000-0000-4000-8000-00000000dead\r\nX-VaultMesh-Timestamp: 0\r\nX-VaultMesh-Signature: junk\r\n";
-    let junk = junk
-        .replace("X-VaultMesh-Node", vaultmesh_proto::auth::HEADER_NODE)
-        .replace(
-            "X-VaultMesh-Timestamp",
-            vaultmesh_proto::auth::HEADER_TIMESTAMP,
-        )
-        .replace(
-            "X-VaultMesh-Signature",
-            vaultmesh_proto::auth::HEADER_SIGNATURE,
-        );
     // A valid timestamp too: the unknown node, not the clock, refuses it.
-    let junk = junk.replace(
-        &format!("{}: 0", vaultmesh_proto::auth::HEADER_TIMESTAMP),
-        &format!(
-            "{}: {}",
-            vaultmesh_proto::auth::HEADER_TIMESTAMP,
-            chrono::Utc::now().timestamp()
-        ),
+    let junk = signature_header_lines(
+        "00000000-0000-4000-8000-00000000dead",
+        &chrono::Utc::now().timestamp().to_string(),
+        "junk",
     );
     let started = Instant::now();
     let mut junk: Vec<TcpStream> = (0..48)
@@ -440,15 +434,7 @@ fn slow_bodies_at_the_bound_lock_out_nothing_and_are_cut_off_at_the_body_timeout
         .map(|i| {
             let ts = chrono::Utc::now().timestamp() - i64::from(i);
             let h = known.key.sign_request("POST", ROUTE, &known.id, ts, &body);
-            let headers = format!(
-                "{}: {}\r\n{}: {}\r\n{}: {}\r\n",
-                vaultmesh_proto::auth::HEADER_NODE,
-                h.node,
-                vaultmesh_proto::auth::HEADER_TIMESTAMP,
-                h.timestamp,
-                vaultmesh_proto::auth::HEADER_SIGNATURE,
-                h.signature
-            );
+            let headers = signature_header_lines(&h.node, &h.timestamp, &h.signature);
             slow_post(&cc, ROUTE, &headers, BODY, BODY - 1)
         })
         .collect();
@@ -523,15 +509,7 @@ fn bodies_beyond_body_memory_get_503_with_retry_after() {
             chrono::Utc::now().timestamp(),
             &body,
         );
-        format!(
-            "{}: {}\r\n{}: {}\r\n{}: {}\r\n",
-            vaultmesh_proto::auth::HEADER_NODE,
-            h.node,
-            vaultmesh_proto::auth::HEADER_TIMESTAMP,
-            h.timestamp,
-            vaultmesh_proto::auth::HEADER_SIGNATURE,
-            h.signature
-        )
+        signature_header_lines(&h.node, &h.timestamp, &h.signature)
     };
     let (first, second) = (signed(0x21_0001), signed(0x21_0002));
     let mut holding = slow_post(&cc, ROUTE, &first, 3_000_000, 2_999_999);

@@ -321,19 +321,7 @@ fn a_node_over_its_scan_budget_is_refused_seen_and_alone() {
         "--attention-tick",
         "200ms",
     ]);
-    let big = |n: u128| {
-        let mut r = report(NODE, n, json!([]));
-        let facts: serde_json::Map<String, Value> = (0..200)
-            .map(|i| {
-                (
-                    format!("/etc/file-{i:04}"),
-                    json!(format!("{:064x}", n * 1000 + i)),
-                )
-            })
-            .collect();
-        r["fingerprint"]["file_hashes"] = Value::Object(facts);
-        r
-    };
+    let big = |n: u128| big_report(NODE, n);
     let other = "5ca40000-0000-4000-8000-000000000002";
     for node in [NODE, other] {
         assert_eq!(
@@ -409,25 +397,27 @@ fn a_node_over_its_scan_budget_is_refused_seen_and_alone() {
     assert!(root.is_some(), "{:#}", cc.get_json("/api/ledger/root"));
 }
 
+/// A scan report of `node` with 200 file hashes (about 18 KB): budgets fill up quickly.
+fn big_report(node: &str, n: u128) -> Value {
+    let mut r = report(node, n, json!([]));
+    let facts: serde_json::Map<String, Value> = (0..200)
+        .map(|i| {
+            (
+                format!("/etc/file-{i:04}"),
+                json!(format!("{:064x}", n * 1000 + i)),
+            )
+        })
+        .collect();
+    r["fingerprint"]["file_hashes"] = Value::Object(facts);
+    r
+}
+
 /// Review of issue 21: budgets were per node id only, and ids are cheap for whoever holds a
 /// multi-use enrollment token. The fleet as a whole has a budget per kind too.
 #[test]
 fn many_node_ids_within_their_own_budgets_are_stopped_by_the_fleets() {
     let cc = CommandCenter::start_with(&["--scan-budget", "64KiB", "--fleet-scan-budget", "40KiB"]);
-    let big = |node: &str, n: u128| {
-        let mut r = report(node, n, json!([]));
-        r["node_id"] = json!(node);
-        let facts: serde_json::Map<String, Value> = (0..200)
-            .map(|i| {
-                (
-                    format!("/etc/file-{i:04}"),
-                    json!(format!("{:064x}", n * 1000 + i)),
-                )
-            })
-            .collect();
-        r["fingerprint"]["file_hashes"] = Value::Object(facts);
-        r
-    };
+
     let ids: Vec<String> = (1..=6)
         .map(|i| format!("5ca40000-0000-4000-8000-0000000001{i:02}"))
         .collect();
@@ -436,7 +426,7 @@ fn many_node_ids_within_their_own_budgets_are_stopped_by_the_fleets() {
     for (i, id) in ids.iter().enumerate() {
         let hb = heartbeat_json(id, id, 1);
         assert_eq!(cc.post_json("/api/agent/heartbeat", &hb).status, 200);
-        let r = cc.post_json("/api/agent/scans", &big(id, i as u128 + 1));
+        let r = cc.post_json("/api/agent/scans", &big_report(id, i as u128 + 1));
         statuses.push(r.status);
         if r.status != 200 && refused.is_none() {
             refused = Some((id.clone(), r));
