@@ -14,6 +14,8 @@ use vaultmesh_proto::auth::{
 use vaultmesh_proto::command::{POLL_BATCH_MAX, POLL_REPLY_MAX, SignedCommand, SignedReceipt};
 use vaultmesh_proto::{ErrorBody, HeartbeatAccepted, NodeHeartbeat, ScanReport};
 
+use vaultmesh_process::error_chain;
+
 /// Why a request to the Command Center failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -103,18 +105,6 @@ pub fn http_client_builder(timeout: Duration) -> reqwest::ClientBuilder {
         .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(10)))
         .redirect(reqwest::redirect::Policy::none())
-}
-
-/// reqwest's Display hides the cause ("error sending request"); walk the chain for the reason.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        cur = s.source();
-    }
-    out
 }
 
 impl CcClient {

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::duration;
+use vaultmesh_process::duration;
 
 /// Where the agent looks for its config file unless told otherwise.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/vaultmesh/agent.toml";
@@ -280,7 +280,9 @@ fn resolve(
         Some((v, f, k)) => {
             if let Err(r) = validate_profile(&v) {
                 errors.push(ConfigError::new(f, k, r));
-            } else if let Some(meant) = crate::suggest::other_case(&v, crate::host::PROFILES) {
+            } else if let Some(meant) =
+                vaultmesh_process::suggest::other_case(&v, crate::host::PROFILES)
+            {
                 errors.push(ConfigError::new(
                     f,
                     k,

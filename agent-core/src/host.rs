@@ -24,9 +24,7 @@ fn parse_uptime(text: &str) -> Option<u64> {
         .map(|s| s as u64)
 }
 
-/// The profiles VaultMesh ships a policy for (`policies/<profile>.toml`) and the agent detects.
-/// Profiles name files, so their case matters: `archvault` is not `ArchVault`.
-pub const PROFILES: [&str; 3] = ["ArchVault", "DebianVault", "Generic"];
+pub use vaultmesh_proto::heartbeat::PROFILES;
 
 /// A VaultMesh OS profile guessed from `/etc/os-release` (`ArchVault`, `DebianVault`), used when
 /// `VAULTMESH_OS_PROFILE` is not set.

@@ -9,9 +9,6 @@
 //! - [`scans`]: the outbox through which a scanning check's report reaches the Command Center.
 //! - [`heartbeat`]: turns the latest results into a [`vaultmesh_proto::NodeHeartbeat`].
 //! - [`client`]: the outbound-only HTTP client to the Command Center.
-//! - [`cli`]: usage errors as one short block and exit code 2, for both binaries.
-//! - [`suggest`]: "did you mean ...?" — the known name nearest to a typo, for both binaries.
-//! - [`service`]: readiness, watchdog and shutdown under systemd (both binaries use it).
 //! - [`runtime`]: the agent's main loop, used by the `vaultmesh-node-agent` binary and by the
 //!   Command Center's in-process demo.
 //!
@@ -21,11 +18,9 @@
 pub mod action;
 pub mod backoff;
 pub mod check;
-pub mod cli;
 pub mod client;
 pub mod commands;
 pub mod config;
-pub mod duration;
 pub mod heartbeat;
 pub mod host;
 pub mod identity;
@@ -33,8 +28,6 @@ pub mod registry;
 pub mod runtime;
 pub mod scans;
 pub mod scheduler;
-pub mod service;
-pub mod suggest;
 
 pub use check::{Check, CheckContext, CheckOutcome};
 pub use registry::CheckRegistration;

@@ -26,8 +26,8 @@ use serde::de::DeserializeOwned;
 
 use crate::check::Check;
 use crate::config::{AgentConfig, ConfigError, ConfigErrors, DEFAULT_ALLOW};
-use crate::duration;
-use crate::suggest::did_you_mean;
+use vaultmesh_process::duration;
+use vaultmesh_process::suggest::did_you_mean;
 
 /// A check's entry in the registry.
 #[derive(Debug)]

@@ -257,7 +257,7 @@ impl Agent {
         tracing::info!(
             node_id = %self.node_id(),
             cc_url = %self.client.base_url(),
-            interval = %crate::duration::format(self.config.interval),
+            interval = %vaultmesh_process::duration::format(self.config.interval),
             checks = ?self.scheduler.checks().iter().map(|c| c.name()).collect::<Vec<_>>(),
             "Agent started."
         );

@@ -21,8 +21,8 @@ use uuid::Uuid;
 use vaultmesh_proto::CheckResult;
 
 use crate::check::{CheckContext, CheckOutcome};
-use crate::duration;
 use crate::registry::ConfiguredCheck;
+use vaultmesh_process::duration;
 
 /// Runs one check once, with timeout and panic isolation.
 pub async fn run_isolated(check: &ConfiguredCheck, ctx: &CheckContext) -> CheckResult {

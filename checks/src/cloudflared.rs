@@ -11,12 +11,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::Deserialize;
-use vaultmesh_agent_core::client::{
-    ACK_REPLY_MAX, BodyError, error_chain, http_client_builder, read_body,
-};
-use vaultmesh_agent_core::duration;
+use vaultmesh_agent_core::client::{ACK_REPLY_MAX, BodyError, http_client_builder, read_body};
 use vaultmesh_agent_core::registry::{CheckConfigError, CheckRegistration, parse_table};
 use vaultmesh_agent_core::{Check, CheckContext, CheckOutcome};
+use vaultmesh_process::duration;
+use vaultmesh_process::error_chain;
 use vaultmesh_proto::{CheckResult, CheckStatus, NodeHeartbeat};
 
 #[cfg(feature = "systemd")]
@@ -31,7 +30,7 @@ struct CloudflaredConfig {
     /// Edge connections needed for ok (cloudflared normally keeps 4).
     min_connections: u32,
     /// Timeout of the `/ready` request.
-    #[serde(deserialize_with = "vaultmesh_agent_core::duration::deserialize")]
+    #[serde(deserialize_with = "vaultmesh_process::duration::deserialize")]
     http_timeout: Duration,
     /// If set, this systemd unit must be active too (e.g. `cloudflared.service`).
     unit: Option<String>,

@@ -273,7 +273,7 @@ pub async fn poll(
         params.map_err(|e| ApiError::BadRequest(format!("bad query: {}", e.body_text())))?;
     let wait = match p.wait.as_deref() {
         None => Duration::from_secs(25),
-        Some(w) => vaultmesh_agent_core::duration::parse(w)
+        Some(w) => vaultmesh_process::duration::parse(w)
             .map_err(|e| ApiError::BadRequest(format!("wait: {e}")))?,
     };
     if wait > MAX_WAIT {

@@ -7,7 +7,6 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use vaultmesh_agent_core::service;
 use vaultmesh_command_center::admin;
 use vaultmesh_command_center::config::{DEFAULT_LISTEN, ServeConfig};
 use vaultmesh_command_center::demo::{self, DemoOptions};
@@ -20,6 +19,7 @@ use vaultmesh_command_center::logs::{
 use vaultmesh_command_center::server::{ServeError, Server};
 use vaultmesh_command_center::store::StoreLimits;
 use vaultmesh_command_center::store::commands::CommandStatus;
+use vaultmesh_process::service;
 
 /// jemalloc rather than glibc's malloc: memory freed when connections and event streams close
 /// goes back to the system (glibc kept it: `tests/connections.rs`, docs/PERFORMANCE.md).
@@ -29,7 +29,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 #[derive(Debug, Parser)]
 #[command(
     name = "vaultmesh-command-center",
-    version = vaultmesh_agent_core::version!(),
+    version = vaultmesh_process::version!(),
     about = "VaultMesh Command Center: ingests heartbeats from node agents and shows the fleet.",
     after_help = "Examples:\n  vaultmesh-command-center demo                         CC + a live agent for this host, on ./vaultmesh-demo\n  vaultmesh-command-center serve --log-dir /var/lib/vaultmesh/cc\n  VAULTMESH_LISTEN=127.0.0.1:9000 vaultmesh-command-center\n\nRUST_LOG sets the log filter (default info)."
 )]
@@ -71,7 +71,7 @@ enum Command {
     /// Print the shell completion script (packages install it; or `source <(... completions bash)`).
     Completions {
         #[arg(value_enum)]
-        shell: vaultmesh_agent_core::cli::Shell,
+        shell: vaultmesh_process::cli::Shell,
     },
     /// Print the man page (roff).
     Man,
@@ -638,7 +638,7 @@ fn parse_min_free(s: &str) -> Result<vaultmesh_command_center::store::health::Mi
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    let d = vaultmesh_agent_core::duration::parse(s)?;
+    let d = vaultmesh_process::duration::parse(s)?;
     if d.is_zero() {
         Err("must be greater than zero".into())
     } else {
@@ -647,8 +647,8 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 fn main() -> ExitCode {
-    let cli: Cli = vaultmesh_agent_core::cli::parse_or_exit();
-    vaultmesh_agent_core::service::init_logging();
+    let cli: Cli = vaultmesh_process::cli::parse_or_exit();
+    vaultmesh_process::service::init_logging();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -668,10 +668,10 @@ fn main() -> ExitCode {
             Some(Command::Notify(cmd)) => notify(cmd).await,
             Some(Command::Keygen { out, show_public }) => keygen(&out, show_public),
             Some(Command::Completions { shell }) => {
-                vaultmesh_agent_core::cli::completions::<Cli>(shell, &mut std::io::stdout())
+                vaultmesh_process::cli::completions::<Cli>(shell, &mut std::io::stdout())
                     .map_err(|e| (1, format!("cannot write to standard output: {e}")))
             }
-            Some(Command::Man) => vaultmesh_agent_core::cli::man::<Cli>(&mut std::io::stdout())
+            Some(Command::Man) => vaultmesh_process::cli::man::<Cli>(&mut std::io::stdout())
                 .map_err(|e| (1, format!("cannot write to standard output: {e}"))),
             Some(Command::Ledger(cmd)) => ledger(cmd),
             Some(Command::Policy(PolicyCommand::Check { dir })) => policy_check(&dir),

@@ -8,11 +8,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use vaultmesh_agent_core::CheckContext;
 use vaultmesh_agent_core::config::{AgentConfig, ConfigErrors};
 use vaultmesh_agent_core::registry::{self, ConfiguredCheck};
 use vaultmesh_agent_core::runtime::{Agent, AgentError};
 use vaultmesh_agent_core::scheduler::run_isolated;
-use vaultmesh_agent_core::{CheckContext, duration, service};
+use vaultmesh_process::{duration, service};
 
 // The built-in checks register themselves through `inventory`; nothing references them by name,
 // so without this line the linker would drop them and the registry would be empty.
@@ -21,7 +22,7 @@ use vaultmesh_checks as _;
 #[derive(Debug, Parser)]
 #[command(
     name = "vaultmesh-node-agent",
-    version = vaultmesh_agent_core::version!(),
+    version = vaultmesh_process::version!(),
     about = "VaultMesh node agent: runs health checks and reports to the Command Center (outbound only).",
     after_help = "Examples:\n  vaultmesh-node-agent run --once          send one heartbeat and exit\n  vaultmesh-node-agent checks list         show every check and whether it is enabled\n  vaultmesh-node-agent checks run disk     run one check now and print the result\n  vaultmesh-node-agent config check        validate /etc/vaultmesh/agent.toml\n\nEnvironment: VAULTMESH_CC_URL, VAULTMESH_OS_PROFILE, VAULTMESH_INTERVAL, VAULTMESH_STATE_DIR,\nVAULTMESH_ROOT, VAULTMESH_CONFIG, RUST_LOG (log filter, default info)."
 )]
@@ -61,7 +62,7 @@ enum Command {
     /// Print the shell completion script (packages install it; or `source <(... completions bash)`).
     Completions {
         #[arg(value_enum)]
-        shell: vaultmesh_agent_core::cli::Shell,
+        shell: vaultmesh_process::cli::Shell,
     },
     /// Print the man page (roff).
     Man,
@@ -111,19 +112,18 @@ impl From<AgentError> for Failure {
 }
 
 fn main() -> ExitCode {
-    let cli: Cli = vaultmesh_agent_core::cli::parse_or_exit();
+    let cli: Cli = vaultmesh_process::cli::parse_or_exit();
     match cli.command {
         Some(Command::Completions { shell }) => {
-            let written =
-                vaultmesh_agent_core::cli::completions::<Cli>(shell, &mut std::io::stdout());
+            let written = vaultmesh_process::cli::completions::<Cli>(shell, &mut std::io::stdout());
             return printed(written);
         }
         Some(Command::Man) => {
-            return printed(vaultmesh_agent_core::cli::man::<Cli>(&mut std::io::stdout()));
+            return printed(vaultmesh_process::cli::man::<Cli>(&mut std::io::stdout()));
         }
         _ => {}
     }
-    vaultmesh_agent_core::service::init_logging();
+    vaultmesh_process::service::init_logging();
     // One thread runs everything: the agent waits on timers and sockets almost all the time,
     // and a single thread keeps its memory small. Work that can block for long (statvfs on a
     // network mount, the scan's file hashing) goes to tokio's blocking pool, whose idle threads

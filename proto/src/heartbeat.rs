@@ -22,6 +22,10 @@ pub mod limits {
     pub const TEXT_MAX: usize = 2048;
 }
 
+/// The profiles VaultMesh ships a policy for (`policies/<profile>.toml`) and the agent detects.
+/// Profiles name files, so their case matters: `archvault` is not `ArchVault`.
+pub const PROFILES: [&str; 3] = ["ArchVault", "DebianVault", "Generic"];
+
 /// A heartbeat. The first seven fields are the user's original contract and are required; the
 /// rest are optional additions that older agents simply leave out.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -35,7 +35,7 @@ struct ScanConfig {
     /// procfs to read (`/proc`).
     proc: PathBuf,
     /// Time the whole scan may take.
-    #[serde(deserialize_with = "vaultmesh_agent_core::duration::deserialize")]
+    #[serde(deserialize_with = "vaultmesh_process::duration::deserialize")]
     budget: Duration,
     /// Most filesystem entries one rule may visit.
     max_files: usize,

@@ -56,7 +56,7 @@ trait Manager {
 pub enum SystemdError {
     #[error("cannot connect to the system bus{}: {reason}", at.as_deref().map(|a| format!(" at {a}")).unwrap_or_default())]
     Connect { at: Option<String>, reason: String },
-    #[error("D-Bus call {call} timed out after {}", vaultmesh_agent_core::duration::format(*timeout))]
+    #[error("D-Bus call {call} timed out after {}", vaultmesh_process::duration::format(*timeout))]
     Timeout { call: String, timeout: Duration },
     #[error("D-Bus call {call} failed: {reason}")]
     Call { call: String, reason: String },

@@ -42,7 +42,7 @@ struct SystemdConfig {
     /// D-Bus address to use instead of the system bus (`DBUS_SYSTEM_BUS_ADDRESS` also works).
     bus_address: Option<String>,
     /// Timeout of each D-Bus call.
-    #[serde(deserialize_with = "vaultmesh_agent_core::duration::deserialize")]
+    #[serde(deserialize_with = "vaultmesh_process::duration::deserialize")]
     call_timeout: Duration,
 }
 

@@ -387,7 +387,7 @@ impl AdminClient {
     ) -> Result<T, AdminError> {
         let resp = req.send().await.map_err(|e| AdminError::Unreachable {
             url: self.base.clone(),
-            reason: vaultmesh_agent_core::client::error_chain(&e),
+            reason: vaultmesh_process::error_chain(&e),
         })?;
         let status = resp.status();
         let location = resp
@@ -397,7 +397,7 @@ impl AdminClient {
             .map(crate::logs::render::clean);
         let body = resp.bytes().await.map_err(|e| AdminError::Unreachable {
             url: self.base.clone(),
-            reason: vaultmesh_agent_core::client::error_chain(&e),
+            reason: vaultmesh_process::error_chain(&e),
         })?;
         if status.is_success() {
             return serde_json::from_slice(&body).map_err(|e| AdminError::BadReply {

@@ -70,7 +70,7 @@ pub fn check_rule_name(name: &str) -> Result<(), String> {
         .collect();
     Err(format!(
         "no attention rule {name:?}{}; rules: {}; families (end in .): check., required_service., incident., scan., threshold., cc.",
-        vaultmesh_agent_core::suggest::did_you_mean(name, candidates.iter().map(String::as_str)),
+        vaultmesh_process::suggest::did_you_mean(name, candidates.iter().map(String::as_str)),
         RULES.join(", "),
     ))
 }
@@ -242,8 +242,7 @@ pub fn state(snap: &NodeSnapshot, settings: &Settings, now: DateTime<Utc>) -> Ve
     }
 
     let silent = (now - snap.last_seen).to_std().unwrap_or_default();
-    let ago =
-        vaultmesh_agent_core::duration::format(std::time::Duration::from_secs(silent.as_secs()));
+    let ago = vaultmesh_process::duration::format(std::time::Duration::from_secs(silent.as_secs()));
     if silent >= a.critical_after {
         out.push(reason("stale", Crit, format!("no heartbeat for {ago}")));
     } else if silent >= a.stale_after {

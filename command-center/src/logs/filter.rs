@@ -62,7 +62,7 @@ impl Filter {
             if !known.contains(&k.as_str()) {
                 return Err(LogsError::Usage(format!(
                     "--kind {k:?}: no such kind{}; kinds: {}",
-                    vaultmesh_agent_core::suggest::did_you_mean(k, known.iter().copied()),
+                    vaultmesh_process::suggest::did_you_mean(k, known.iter().copied()),
                     known.join(", ")
                 )));
             }
@@ -143,7 +143,7 @@ fn parse_since(s: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, LogsError> 
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Ok(t.with_timezone(&Utc));
     }
-    match vaultmesh_agent_core::duration::parse(s) {
+    match vaultmesh_process::duration::parse(s) {
         Ok(age) => chrono::Duration::from_std(age)
             .ok()
             .and_then(|age| now.checked_sub_signed(age))

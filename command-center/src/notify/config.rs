@@ -150,7 +150,7 @@ fn default_max_age() -> Duration {
 
 fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let s = String::deserialize(d)?;
-    vaultmesh_agent_core::duration::parse(&s).map_err(serde::de::Error::custom)
+    vaultmesh_process::duration::parse(&s).map_err(serde::de::Error::custom)
 }
 
 fn opt_duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
@@ -236,7 +236,7 @@ impl NotifyConfig {
                 if !profiles.contains(&p.as_str()) {
                     return Err(format!(
                         "{at}: profiles[{j}]: no policy file for profile {p:?}{}; profiles: {}",
-                        vaultmesh_agent_core::suggest::did_you_mean(p, profiles.iter().copied()),
+                        vaultmesh_process::suggest::did_you_mean(p, profiles.iter().copied()),
                         profiles.join(", ")
                     ));
                 }

@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 
 use regex::Regex;
 use serde::Deserialize;
-use vaultmesh_agent_core::suggest::{did_you_mean, other_case};
+use vaultmesh_process::suggest::{did_you_mean, other_case};
 // The built-in actions register themselves from this crate; the policy checks names against
 // them, so it must be linked wherever policies are loaded.
 use vaultmesh_checks as _;
@@ -179,7 +179,7 @@ impl Policies {
             else {
                 continue;
             };
-            if let Some(meant) = other_case(&profile, vaultmesh_agent_core::host::PROFILES) {
+            if let Some(meant) = other_case(&profile, vaultmesh_proto::heartbeat::PROFILES) {
                 return Err(format!(
                     "{}: {profile:?} is not a profile: the file name is the profile nodes report, and its case matters; did you mean {meant:?}? (rename it {meant}.toml)",
                     path.display()
@@ -266,7 +266,7 @@ impl Policies {
     /// and the shipped ones (`ArchVault`, `DebianVault`, `Generic`), sorted.
     pub fn known_profiles(&self) -> Vec<&str> {
         let mut v = self.profiles();
-        v.extend(vaultmesh_agent_core::host::PROFILES);
+        v.extend(vaultmesh_proto::heartbeat::PROFILES);
         v.sort_unstable();
         v.dedup();
         v

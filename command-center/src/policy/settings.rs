@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use serde::Deserialize;
-use vaultmesh_agent_core::duration;
+use vaultmesh_process::duration;
 use vaultmesh_proto::scan::AllowedListener;
 use vaultmesh_proto::{AttentionLevel, Severity};
 
