@@ -174,12 +174,12 @@ impl SignedParts {
 
     /// Checks the clock and the signature against `key`; then, in `store`, that the request
     /// was not accepted before (durably: across restarts and instances, see
-    /// [`crate::store::seen`]).
+    /// [`vaultmesh_store::seen`]).
     pub async fn verify(
         &self,
         key: &VerifyingKey,
         body: &[u8],
-        store: &dyn crate::store::Store,
+        store: &dyn vaultmesh_store::Store,
     ) -> Result<(), ApiError> {
         self.check_signature(key, body)?;
         self.remember(store).await
@@ -201,8 +201,8 @@ impl SignedParts {
     }
 
     /// Remembers the request in the replay guard: `Ok` the first time it is seen.
-    pub async fn remember(&self, store: &dyn crate::store::Store) -> Result<(), ApiError> {
-        use crate::store::seen::{Seen, digest};
+    pub async fn remember(&self, store: &dyn vaultmesh_store::Store) -> Result<(), ApiError> {
+        use vaultmesh_store::seen::{Seen, digest};
         match store
             .first_request(digest(&self.node_id, &self.signature))
             .await?

@@ -15,7 +15,6 @@ use serde::Deserialize;
 use vaultmesh_proto::EventEnvelope;
 use vaultmesh_proto::event::{NewEvent, OPERATOR_KINDS, SYSTEM_KINDS};
 
-use crate::store::EventQuery;
 use axum::http::HeaderMap;
 use axum::http::header::CONTENT_TYPE;
 use chrono::Utc;
@@ -24,6 +23,7 @@ use uuid::Uuid;
 use vaultmesh_proto::{
     Health, HeartbeatAccepted, NodeDetail, NodeHeartbeat, NodeSummary, ScanAccepted, ScanReport,
 };
+use vaultmesh_store::EventQuery;
 
 use crate::error::ApiError;
 use crate::server::AppState;
@@ -104,7 +104,7 @@ pub async fn post_enroll(
         .enroll(&req, token.id.clone(), token.single_use)
         .await
     {
-        Err(crate::store::StoreError::Revoked(refusal)) => {
+        Err(vaultmesh_store::StoreError::Revoked(refusal)) => {
             // Every refusal is answered, and logged like every refusal (`refusals`); the event
             // log hears of each revocation's refusals at most once per `REFUSAL_EVENT_EVERY` —
             // keyed by the revoked node, not the claimed one, so a stolen key tried under
@@ -351,7 +351,7 @@ pub async fn healthz(State(state): State<AppState>) -> Json<Health> {
 }
 
 /// `GET /api/ledger/root`: the newest signed checkpoint.
-pub async fn ledger_root(State(state): State<AppState>) -> Json<crate::ledger::RootView> {
+pub async fn ledger_root(State(state): State<AppState>) -> Json<vaultmesh_store::ledger::RootView> {
     Json(state.ledger.root())
 }
 
@@ -359,14 +359,14 @@ pub async fn ledger_root(State(state): State<AppState>) -> Json<crate::ledger::R
 pub async fn ledger_proof(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<crate::ledger::ProofView>, ApiError> {
+) -> Result<Json<vaultmesh_store::ledger::ProofView>, ApiError> {
     let id = Uuid::parse_str(&id).map_err(|e| {
         let shown: String = id.chars().take(64).collect();
         ApiError::BadRequest(format!("{shown:?} is not a scan id (UUID): {e}"))
     })?;
     state.ledger.proof(id).map(Json).map_err(|e| match e {
-        crate::ledger::LedgerError::NotFound(m) => ApiError::NotFound(m),
-        crate::ledger::LedgerError::Tampered(m) => {
+        vaultmesh_store::ledger::LedgerError::NotFound(m) => ApiError::NotFound(m),
+        vaultmesh_store::ledger::LedgerError::Tampered(m) => {
             ApiError::Unavailable(format!("no proofs while the tamper alarm stands: {m}"))
         }
         other => ApiError::Unavailable(other.to_string()),

@@ -167,7 +167,7 @@ impl Budgets {
 
     /// Spends `bytes` of `node`'s `kind` budget, or says why not (and remembers the refusal).
     pub fn spend(&self, node: Uuid, kind: Kind, bytes: usize) -> Result<(), OverBudget> {
-        let budget = crate::store::health::human_bytes(self.limits.of(kind));
+        let budget = vaultmesh_store::health::human_bytes(self.limits.of(kind));
         let refused = match self.buckets[kind as usize].take(&node, bytes as f64) {
             Ok(()) => {
                 // The node is within its own budget; the fleet's is not the node's doing, so
@@ -175,7 +175,7 @@ impl Budgets {
                 return self.fleet[kind as usize].take(&(), bytes as f64).map_err(
                     |retry_after_s| OverBudget::FleetSpent {
                         what: kind.what(),
-                        budget: crate::store::health::human_bytes(self.fleet_limits.of(kind)),
+                        budget: vaultmesh_store::health::human_bytes(self.fleet_limits.of(kind)),
                         retry_after_s: retry_after_s.min(WINDOW_SECS as u64),
                     },
                 );

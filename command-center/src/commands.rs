@@ -17,7 +17,7 @@ use crate::agent_auth::Signed;
 use crate::api::{parse_json_as, parse_node_id};
 use crate::error::ApiError;
 use crate::server::AppState;
-use crate::store::commands::{CommandStatus, CommandView};
+use vaultmesh_store::commands::{CommandStatus, CommandView};
 
 /// Longest long-poll an agent may ask for (Cloudflare's proxy gives up at 100 s). The route's
 /// time limit is this plus `--request-timeout` ([`crate::timeout::bound`]).
@@ -150,8 +150,8 @@ pub async fn issue(
 /// `POST /api/commands` and by the orchestrator.
 #[allow(clippy::too_many_arguments)]
 pub async fn issue_signed(
-    store: &dyn crate::store::Store,
-    policies: &crate::policy::LivePolicies,
+    store: &dyn vaultmesh_store::Store,
+    policies: &vaultmesh_store::policy::LivePolicies,
     key: std::sync::Arc<vaultmesh_proto::auth::NodeKey>,
     node_id: Uuid,
     action: String,

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::store::{StoreLimits, StoreOptions};
+use vaultmesh_store::{StoreLimits, StoreOptions};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8088";
 
@@ -111,7 +111,7 @@ pub struct ServeConfig {
     pub notify_config: Option<PathBuf>,
     /// Below this much free space on the log volume, the Command Center raises its own
     /// attention reason (`cc.disk_free`).
-    pub min_free: crate::store::health::MinFree,
+    pub min_free: vaultmesh_store::health::MinFree,
     /// How often the log volume's free space is measured.
     pub disk_check: Duration,
     /// How long a request may take (`--request-timeout`); see [`crate::timeout`].
@@ -136,7 +136,7 @@ impl ServeConfig {
             attention: crate::attention::EngineOptions::default(),
             scan_tick: Duration::from_secs(30),
             ledger_interval: Duration::from_secs(10),
-            ledger_origin: crate::ledger::DEFAULT_ORIGIN.to_string(),
+            ledger_origin: vaultmesh_store::ledger::DEFAULT_ORIGIN.to_string(),
             access: None,
             admin_token: None,
             agent_rate: 5.0,
@@ -155,7 +155,7 @@ impl ServeConfig {
             store_url: None,
             notify_config: None,
             signing_key: None,
-            min_free: crate::store::health::MinFree::Percent(5.0),
+            min_free: vaultmesh_store::health::MinFree::Percent(5.0),
             disk_check: Duration::from_secs(10),
             request_timeout: crate::timeout::DEFAULT_REQUEST_TIMEOUT,
             body_timeout: crate::timeout::DEFAULT_BODY_TIMEOUT,
@@ -193,9 +193,9 @@ impl ServeConfig {
             limits: self.limits,
             heartbeat_rotate_bytes: self.heartbeat_rotate_bytes,
             heartbeat_retention: self.heartbeat_retention,
-            metrics: None,
+            observer: None,
             health: std::sync::Arc::default(),
-            seen_max: crate::store::seen::DEFAULT_MAX,
+            seen_max: vaultmesh_store::seen::DEFAULT_MAX,
         }
     }
 
@@ -204,11 +204,11 @@ impl ServeConfig {
     /// [`crate::server::Server::bind`], which reports them as [`crate::server::ServeError::Config`].
     pub fn prepare(&self) -> Result<(), String> {
         if let Some(url) = &self.store_url
-            && !crate::store::postgres::is_postgres_url(url)
+            && !vaultmesh_store::postgres::is_postgres_url(url)
         {
             return Err(format!(
                 "--store {}: not a PostgreSQL URL; write postgres://USER@HOST/DB, or leave --store out for the log directory",
-                crate::store::postgres::redact(url)
+                vaultmesh_store::postgres::redact(url)
             ));
         }
         {

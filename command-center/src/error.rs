@@ -220,9 +220,9 @@ impl From<FormRejection> for ApiError {
     }
 }
 
-impl From<crate::store::StoreError> for ApiError {
-    fn from(e: crate::store::StoreError) -> Self {
-        use crate::store::StoreError;
+impl From<vaultmesh_store::StoreError> for ApiError {
+    fn from(e: vaultmesh_store::StoreError) -> Self {
+        use vaultmesh_store::StoreError;
         match e {
             StoreError::NodeLimit(_) | StoreError::Unavailable(_) => {
                 ApiError::Unavailable(e.to_string())

@@ -10,16 +10,16 @@ use clap::{Args, Parser, Subcommand};
 use vaultmesh_command_center::admin;
 use vaultmesh_command_center::config::{DEFAULT_LISTEN, ServeConfig};
 use vaultmesh_command_center::demo::{self, DemoOptions};
-use vaultmesh_command_center::logs::{
+use vaultmesh_command_center::server::{ServeError, Server};
+use vaultmesh_process::service;
+use vaultmesh_store::StoreLimits;
+use vaultmesh_store::commands::CommandStatus;
+use vaultmesh_store::logs::{
     self, LogsError,
     filter::{Filter, FilterArgs},
     render::Format,
     stats, view,
 };
-use vaultmesh_command_center::server::{ServeError, Server};
-use vaultmesh_command_center::store::StoreLimits;
-use vaultmesh_command_center::store::commands::CommandStatus;
-use vaultmesh_process::service;
 
 /// jemalloc rather than glibc's malloc: memory freed when connections and event streams close
 /// goes back to the system (glibc kept it: `tests/connections.rs`, docs/PERFORMANCE.md).
@@ -171,7 +171,7 @@ enum LedgerCommand {
         #[arg(long, env = "VAULTMESH_CC_KEY_FILE", value_name = "FILE")]
         signing_key: PathBuf,
         /// Origin line and key name of new chains.
-        #[arg(long, default_value = vaultmesh_command_center::ledger::DEFAULT_ORIGIN)]
+        #[arg(long, default_value = vaultmesh_store::ledger::DEFAULT_ORIGIN)]
         origin: String,
     },
     /// Recompute everything from the log and check every signature, root, leaf and
@@ -459,7 +459,7 @@ struct ServeArgs {
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     ledger_interval: Duration,
     /// Origin line (and key name) of the ledger's checkpoints.
-    #[arg(long, default_value = vaultmesh_command_center::ledger::DEFAULT_ORIGIN)]
+    #[arg(long, default_value = vaultmesh_store::ledger::DEFAULT_ORIGIN)]
     ledger_origin: String,
     /// Cloudflare Access team domain (myteam.cloudflareaccess.com): admin routes then need a
     /// valid Cf-Access-Jwt-Assertion.
@@ -566,7 +566,7 @@ struct ServeArgs {
     /// Free space on the log volume below which the Command Center raises its own attention
     /// reason (cc.disk_free), before writes start failing: a share (5%) or a size (2GiB).
     #[arg(long, default_value = "5%", value_parser = parse_min_free)]
-    min_free: vaultmesh_command_center::store::health::MinFree,
+    min_free: vaultmesh_store::health::MinFree,
     /// How often the log volume's free space is measured.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     disk_check: Duration,
@@ -626,8 +626,8 @@ fn parse_size(s: &str) -> Result<u64, String> {
 }
 
 /// `5%` (of the volume) or a size (`2GiB`).
-fn parse_min_free(s: &str) -> Result<vaultmesh_command_center::store::health::MinFree, String> {
-    use vaultmesh_command_center::store::health::MinFree;
+fn parse_min_free(s: &str) -> Result<vaultmesh_store::health::MinFree, String> {
+    use vaultmesh_store::health::MinFree;
     match s.trim().strip_suffix('%') {
         Some(p) => match p.trim().parse::<f64>() {
             Ok(p) if (0.0..=100.0).contains(&p) => Ok(MinFree::Percent(p)),
@@ -695,9 +695,7 @@ fn main() -> ExitCode {
 type Failure = (u8, String);
 
 /// SIGHUP reloads the policy directory; an invalid set is refused and the old one kept.
-fn reload_policies_on_sighup(
-    policies: std::sync::Arc<vaultmesh_command_center::policy::LivePolicies>,
-) {
+fn reload_policies_on_sighup(policies: std::sync::Arc<vaultmesh_store::policy::LivePolicies>) {
     tokio::spawn(async move {
         use tokio::signal::unix::{SignalKind, signal};
         let Ok(mut hup) = signal(SignalKind::hangup()) else {
@@ -716,7 +714,7 @@ fn reload_policies_on_sighup(
 
 /// `policy check [DIR]`: validates every policy file.
 fn policy_check(dir: &std::path::Path) -> Result<(), Failure> {
-    let p = vaultmesh_command_center::policy::Policies::load(Some(dir)).map_err(|e| (2, e))?;
+    let p = vaultmesh_store::policy::Policies::load(Some(dir)).map_err(|e| (2, e))?;
     if p.is_empty() {
         return Err((2, format!("{}: no *.toml policy files", dir.display())));
     }
@@ -731,7 +729,7 @@ fn policy_check(dir: &std::path::Path) -> Result<(), Failure> {
 }
 
 fn ledger(cmd: LedgerCommand) -> Result<(), Failure> {
-    use vaultmesh_command_center::ledger::{self, LedgerError};
+    use vaultmesh_store::ledger::{self, LedgerError};
     let code = |e: &LedgerError| match e {
         LedgerError::Tampered(_) | LedgerError::Chain(_) => 1,
         LedgerError::NotFound(_) | LedgerError::Io(..) | LedgerError::Busy(_) => 2,
@@ -929,8 +927,8 @@ async fn notify(cmd: NotifyCommand) -> Result<(), Failure> {
             policies,
         } => (notify_config, Some(route.as_str()), &policies.policy_dir),
     };
-    let policies = vaultmesh_command_center::policy::Policies::load(policy_dir.as_deref())
-        .map_err(|e| (2, e))?;
+    let policies =
+        vaultmesh_store::policy::Policies::load(policy_dir.as_deref()).map_err(|e| (2, e))?;
     let notify::Loaded { config, notifiers } =
         notify::load(path, &policies.known_profiles()).map_err(|e| (2, e))?;
     let Some(route) = route else {
@@ -987,7 +985,7 @@ async fn notify(cmd: NotifyCommand) -> Result<(), Failure> {
 
 /// Exit 2 unless `url` names a PostgreSQL database.
 fn require_postgres(url: &str) -> Result<(), Failure> {
-    use vaultmesh_command_center::store::postgres;
+    use vaultmesh_store::postgres;
     if postgres::is_postgres_url(url) {
         return Ok(());
     }
@@ -1002,7 +1000,7 @@ fn require_postgres(url: &str) -> Result<(), Failure> {
 
 /// `store export|import`.
 async fn store(cmd: StoreCommand) -> Result<(), Failure> {
-    use vaultmesh_command_center::store::postgres::{PgError, transfer};
+    use vaultmesh_store::postgres::{PgError, transfer};
     let code = |e: &PgError| match e {
         PgError::Transfer(_) | PgError::NewerSchema { .. } => 2,
         _ => 1,
@@ -1038,7 +1036,7 @@ async fn store(cmd: StoreCommand) -> Result<(), Failure> {
 /// `logs ... --store URL`: the same tools over a snapshot of the database, exported to a
 /// private temporary directory that is removed afterwards.
 async fn logs_from_store(mut cmd: LogsCommand) -> Result<(), Failure> {
-    use vaultmesh_command_center::store::postgres::transfer;
+    use vaultmesh_store::postgres::transfer;
     let tail = matches!(cmd, LogsCommand::Tail { .. });
     let dir = match &mut cmd {
         LogsCommand::View { dir, .. }

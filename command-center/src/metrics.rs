@@ -377,3 +377,11 @@ pub async fn count_rejections(State(state): State<AppState>, req: Request, next:
     }
     res
 }
+
+/// The store's measurements go to `/metrics`.
+impl vaultmesh_store::Observer for Metrics {
+    fn append_latency(&self, log: &str) -> vaultmesh_store::LatencySink {
+        let histogram = Metrics::append_latency(self, log);
+        vaultmesh_store::LatencySink::new(move |seconds| histogram.observe(seconds))
+    }
+}

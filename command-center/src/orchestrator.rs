@@ -19,9 +19,9 @@ use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::policy::LivePolicies;
-use crate::policy::settings::ScanSchedule;
-use crate::store::Store;
+use vaultmesh_store::Store;
+use vaultmesh_store::policy::LivePolicies;
+use vaultmesh_store::policy::settings::ScanSchedule;
 
 /// Scan commands issued per tick at most.
 pub const MAX_PER_TICK: usize = 20;
@@ -218,16 +218,16 @@ mod tests {
         std::fs::create_dir_all(&pol).unwrap();
         std::fs::write(pol.join("Test.toml"), policy).unwrap();
         std::fs::create_dir_all(dir.path().join("logs")).unwrap();
-        let bus = Arc::new(crate::bus::Bus::new(16, 16));
-        let (store, _) = crate::store::JsonlStore::open(
-            &crate::store::StoreOptions::new(dir.path().join("logs")),
+        let bus = Arc::new(vaultmesh_store::bus::Bus::new(16, 16));
+        let (store, _) = vaultmesh_store::JsonlStore::open(
+            &vaultmesh_store::StoreOptions::new(dir.path().join("logs")),
             bus,
         )
         .unwrap();
         let store: Arc<dyn Store> = Arc::new(store);
         let policies = Arc::new(LivePolicies::new(
             Some(&pol),
-            crate::policy::Policies::load(Some(&pol)).unwrap(),
+            vaultmesh_store::policy::Policies::load(Some(&pol)).unwrap(),
         ));
         let key = Arc::new(vaultmesh_proto::auth::NodeKey::from_seed([7; 32]));
         let o = Orchestrator::new(

@@ -15,15 +15,15 @@ use tower_http::trace::TraceLayer;
 
 use crate::config::ServeConfig;
 use crate::error::ApiError;
-use crate::store::jsonl::StoreOpenError;
-use crate::store::replay::ReplayReport;
 use crate::{api, commands, sse};
 use tokio_util::sync::CancellationToken;
+use vaultmesh_store::jsonl::StoreOpenError;
+use vaultmesh_store::replay::ReplayReport;
 
 use crate::agent_auth::EnrollTokens;
-use crate::bus::Bus;
-use crate::store::{JsonlStore, PgStore, Store};
 use crate::ui;
+use vaultmesh_store::bus::Bus;
+use vaultmesh_store::{JsonlStore, PgStore, Store};
 
 /// Largest request body accepted (a heartbeat with 128 checks and 256 disks is ~100 KiB).
 pub const BODY_LIMIT: usize = 256 * 1024;
@@ -52,11 +52,11 @@ pub struct AppState {
     pub enroll_rate: Arc<crate::agent_auth::SourceRate>,
     /// The command-signing key; without it, commands cannot be issued.
     pub cc_key: Option<Arc<vaultmesh_proto::auth::NodeKey>>,
-    pub policies: Arc<crate::policy::LivePolicies>,
+    pub policies: Arc<vaultmesh_store::policy::LivePolicies>,
     /// Every node's attention.
     pub attention: Arc<crate::attention::AttentionEngine>,
     /// The Merkle ledger over the scan log.
-    pub ledger: Arc<crate::ledger::Ledger>,
+    pub ledger: Arc<vaultmesh_store::ledger::Ledger>,
     /// Cloudflare Access verification of admin requests, when configured.
     pub access: Option<Arc<crate::access::AccessVerifier>>,
     /// Admin bearer token, when configured (and Access is not).
@@ -72,7 +72,7 @@ pub struct AppState {
     /// Notifications, when `--notify-config` is given.
     pub notify: Option<Arc<crate::notify::Runtime>>,
     /// Whether the logs can be written, and the log volume's space.
-    pub storage: Arc<crate::store::health::StorageHealth>,
+    pub storage: Arc<vaultmesh_store::health::StorageHealth>,
     /// Refused requests in the log, a bounded number per reason.
     pub refusals: Arc<crate::refusals::RefusalLog>,
     /// How long a request may take before it is answered with a timeout error
@@ -249,13 +249,13 @@ pub enum ServeError {
     #[error("cannot open the store: {0}")]
     Store(#[from] StoreOpenError),
     #[error("cannot open the PostgreSQL store: {0}")]
-    Postgres(#[from] crate::store::postgres::PgError),
+    Postgres(#[from] vaultmesh_store::postgres::PgError),
     /// A bad token, signing key or policy file: the operator must fix the configuration.
     #[error("{0}")]
     Config(String),
     /// Another process writes this log directory.
     #[error("{0}")]
-    Locked(#[from] crate::store::dirlock::LockError),
+    Locked(#[from] vaultmesh_store::dirlock::LockError),
 }
 
 /// A bound, not yet running, Command Center.
@@ -268,9 +268,13 @@ pub struct Server {
     scan_tick: Duration,
     ledger_interval: Duration,
     /// Held until the server stops: one writer per log directory.
-    lock: crate::store::dirlock::DirLock,
+    lock: vaultmesh_store::dirlock::DirLock,
     /// The log volume to watch, its minimum free space, and how often to measure it.
-    volume: (std::path::PathBuf, crate::store::health::MinFree, Duration),
+    volume: (
+        std::path::PathBuf,
+        vaultmesh_store::health::MinFree,
+        Duration,
+    ),
     /// The connection bound and timeouts.
     connections: crate::listener::ConnLimits,
 }
@@ -287,9 +291,9 @@ impl Server {
             .load_signing_key()
             .map_err(ServeError::Config)?
             .map(Arc::new);
-        let loaded = crate::policy::Policies::load(config.policy_dir.as_deref())
+        let loaded = vaultmesh_store::policy::Policies::load(config.policy_dir.as_deref())
             .map_err(ServeError::Config)?;
-        let policies = Arc::new(crate::policy::LivePolicies::new(
+        let policies = Arc::new(vaultmesh_store::policy::LivePolicies::new(
             config.policy_dir.as_deref(),
             loaded,
         ));
@@ -299,10 +303,10 @@ impl Server {
             .map(|path| crate::notify::load(path, &policies.get().known_profiles()))
             .transpose()
             .map_err(ServeError::Config)?;
-        let lock = crate::store::dirlock::DirLock::acquire(&config.log_dir)?;
+        let lock = vaultmesh_store::dirlock::DirLock::acquire(&config.log_dir)?;
         let metrics = Arc::new(crate::metrics::Metrics::new());
         let mut opts = config.store_options();
-        opts.metrics = Some(Arc::clone(&metrics));
+        opts.observer = Some(Arc::clone(&metrics) as Arc<dyn vaultmesh_store::Observer>);
         let storage = Arc::clone(&opts.health);
         let budgets = Arc::new(crate::budget::Budgets::with_fleet(
             config.budgets,
@@ -339,11 +343,12 @@ impl Server {
             config.ledger_origin.clone(),
             cc_key.clone(),
         );
-        let ledger =
-            tokio::task::spawn_blocking(move || crate::ledger::Ledger::open(&dir, &origin, key))
-                .await
-                .map_err(|e| ServeError::Serve(std::io::Error::other(e.to_string())))?
-                .map_err(|e| ServeError::Serve(std::io::Error::other(e.to_string())))?;
+        let ledger = tokio::task::spawn_blocking(move || {
+            vaultmesh_store::ledger::Ledger::open(&dir, &origin, key)
+        })
+        .await
+        .map_err(|e| ServeError::Serve(std::io::Error::other(e.to_string())))?
+        .map_err(|e| ServeError::Serve(std::io::Error::other(e.to_string())))?;
         let attention = Arc::new(
             crate::attention::AttentionEngine::new(
                 Arc::clone(&store),
@@ -458,7 +463,7 @@ impl Server {
         let _lock = self.lock;
         let streams = self.state.shutdown.clone();
         let (dir, min_free, every) = self.volume;
-        tokio::spawn(crate::store::health::watch_volume(
+        tokio::spawn(vaultmesh_store::health::watch_volume(
             dir,
             min_free,
             every,
@@ -481,7 +486,7 @@ impl Server {
         tokio::spawn(orchestrator.run(streams.clone()));
 
         if let Some(alarm) = self.state.ledger.alarm() {
-            crate::ledger::raise_incident(self.state.store.as_ref(), &alarm).await;
+            vaultmesh_store::ledger::raise_incident(self.state.store.as_ref(), &alarm).await;
         }
         tokio::spawn(Arc::clone(&self.state.ledger).run(
             Arc::clone(&self.state.store),

@@ -23,9 +23,9 @@ use tokio::sync::broadcast::error::RecvError;
 use uuid::Uuid;
 
 use crate::api::{parse_kinds, parse_node_id};
-use crate::bus::{BusEvent, Resume};
 use crate::error::ApiError;
 use crate::server::AppState;
+use vaultmesh_store::bus::{BusEvent, Resume};
 
 /// Event names a client may filter on.
 pub const NAMES: [&str; 10] = [
@@ -61,7 +61,7 @@ impl SseFilter {
     }
 }
 
-fn to_sse(bus: &crate::bus::Bus, e: &BusEvent) -> Event {
+fn to_sse(bus: &vaultmesh_store::bus::Bus, e: &BusEvent) -> Event {
     Event::default()
         .event(e.name.as_str())
         .id(bus.id_of(e.seq))

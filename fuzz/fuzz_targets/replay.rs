@@ -1,8 +1,8 @@
 //! JSONL replay over arbitrary bytes: line splitting, the fast header parser, and the ledger's
 //! line reader never panic, and every complete line is seen once.
 #![no_main]
-use vaultmesh_command_center::ledger::Leaves;
-use vaultmesh_command_center::store::{record, replay};
+use vaultmesh_store::ledger::Leaves;
+use vaultmesh_store::{record, replay};
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let dir = tempfile::tempdir().unwrap();

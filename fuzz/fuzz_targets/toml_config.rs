@@ -12,10 +12,10 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     ) {
         let _ = vaultmesh_agent_core::registry::configure(&config);
     }
-    if let Ok(s) = toml::from_str::<vaultmesh_command_center::policy::Settings>(text) {
+    if let Ok(s) = toml::from_str::<vaultmesh_store::policy::Settings>(text) {
         let _ = s.validate();
     }
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("Fuzz.toml"), text).unwrap();
-    let _ = vaultmesh_command_center::policy::Policies::load(Some(dir.path()));
+    let _ = vaultmesh_store::policy::Policies::load(Some(dir.path()));
 });

@@ -42,6 +42,18 @@ fn registry_of_the_binary_holds_exactly_the_built_in_checks() {
     }
 }
 
+/// The contract's action list (`vaultmesh_proto::command::ACTIONS`, which the Command Center's
+/// policies are checked against) is the registry's, with every check built in.
+#[test]
+fn registry_of_the_binary_holds_exactly_the_built_in_actions() {
+    let out = agent().run(&["actions", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let mut names: Vec<&str> = rows.iter().map(|r| r["name"].as_str().unwrap()).collect();
+    names.sort_unstable();
+    assert_eq!(names, vaultmesh_proto::command::ACTIONS);
+}
+
 #[test]
 fn checks_list_shows_names_and_descriptions() {
     let out = agent().run(&["checks", "list"]);

@@ -29,6 +29,17 @@ use uuid::Uuid;
 use crate::auth::{self, AuthError, NodeKey};
 use crate::canonical;
 
+/// The actions a command may name: the agent's built-in actions (docs/COMMANDS.md documents
+/// each with its arguments). A Command Center's policies allow only these; the agent's action
+/// registry holds exactly these (test: `node-agent/tests/cli.rs::registry_of_the_binary_holds_exactly_the_built_in_actions`).
+pub const ACTIONS: [&str; 5] = [
+    "agent.ping",
+    "checks.run",
+    "scan.sovereign",
+    "service.restart",
+    "service.status",
+];
+
 /// Prefix of every command signature's message.
 pub const COMMAND_DOMAIN: &[u8] = b"vaultmesh-command-v1\n";
 /// Prefix of every receipt signature's message.

@@ -89,12 +89,60 @@ fn proto_depends_on_no_runtime() {
 fn nothing_on_the_agent_side_links_the_server() {
     for package in [
         "vaultmesh-proto",
+        "vaultmesh-process",
         "vaultmesh-agent-core",
         "vaultmesh-checks",
         "vaultmesh-node-agent",
     ] {
-        assert_excludes(package, &["vaultmesh-command-center", "axum", "maud"]);
+        assert_excludes(
+            package,
+            &[
+                "vaultmesh-command-center",
+                "vaultmesh-store",
+                "axum",
+                "maud",
+            ],
+        );
     }
+}
+
+/// The web, UI, mail and metrics crates the store must not know.
+const HTTP_UI_MAIL: &[&str] = &[
+    "axum",
+    "hyper",
+    "tower-http",
+    "maud",
+    "reqwest",
+    "lettre",
+    "prometheus",
+    "vaultmesh-command-center",
+];
+
+#[test]
+fn the_store_knows_no_http_ui_or_mail() {
+    assert_excludes("vaultmesh-store", HTTP_UI_MAIL);
+    // Nor the agent: the policies name actions from the contract (`proto::command::ACTIONS`).
+    assert_excludes(
+        "vaultmesh-store",
+        &["vaultmesh-agent-core", "vaultmesh-checks"],
+    );
+}
+
+#[test]
+fn the_process_plumbing_is_small() {
+    // Both binaries share it; it must not pull either program's engine or a web stack.
+    assert_excludes(
+        "vaultmesh-process",
+        &[
+            "vaultmesh-proto",
+            "vaultmesh-agent-core",
+            "vaultmesh-store",
+            "vaultmesh-command-center",
+            "axum",
+            "hyper",
+            "reqwest",
+        ],
+    );
 }
 
 #[test]
@@ -141,11 +189,14 @@ fn every_rust_file_starts_with_a_module_doc() {
     let mut missing = Vec::new();
     for dir in [
         "proto",
+        "process",
         "agent-core",
         "checks",
         "node-agent",
+        "store",
         "command-center",
         "testkit",
+        "bench",
     ] {
         for file in rust_files(&root.join(dir)) {
             let text = std::fs::read_to_string(&file).unwrap();

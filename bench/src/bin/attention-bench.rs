@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use vaultmesh_bench::{node_id, realistic_heartbeat};
 use vaultmesh_command_center::attention::{AttentionEngine, EngineOptions};
-use vaultmesh_command_center::bus::Bus;
-use vaultmesh_command_center::policy::{LivePolicies, Policies};
-use vaultmesh_command_center::store::{JsonlStore, Store, StoreOptions};
 use vaultmesh_proto::NodeHeartbeat;
 use vaultmesh_proto::event::NewEvent;
+use vaultmesh_store::bus::Bus;
+use vaultmesh_store::policy::{LivePolicies, Policies};
+use vaultmesh_store::{JsonlStore, Store, StoreOptions};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

@@ -20,9 +20,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use chrono::Utc;
 use vaultmesh_bench::{median_of, memory_kib, node_id, realistic_heartbeat, release_binary, timed};
-use vaultmesh_command_center::store::journal::{Journal, Rotation};
-use vaultmesh_command_center::store::logdir::LogName;
-use vaultmesh_command_center::store::record;
+use vaultmesh_store::journal::{Journal, Rotation};
+use vaultmesh_store::logdir::LogName;
+use vaultmesh_store::record;
 
 /// Lines per node in the generated logs.
 const LINES_PER_NODE: usize = 1000;

@@ -9,7 +9,7 @@ use uuid::Uuid;
 use vaultmesh_proto::command::SignedCommand;
 use vaultmesh_proto::{ErrorBody, NodeSummary};
 
-use crate::store::commands::{CommandStatus, CommandView};
+use vaultmesh_store::commands::{CommandStatus, CommandView};
 
 /// The admin URL when none is given: the Command Center's default listener, on its own host.
 pub const DEFAULT_URL: &str = "http://127.0.0.1:8088";
@@ -126,7 +126,12 @@ pub struct NodeRef {
 impl std::fmt::Display for NodeRef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.hostname {
-            Some(h) => write!(f, "{} ({})", crate::logs::render::clean(h), self.id),
+            Some(h) => write!(
+                f,
+                "{} ({})",
+                vaultmesh_store::logs::render::clean(h),
+                self.id
+            ),
             None => write!(f, "{}", self.id),
         }
     }
@@ -183,7 +188,7 @@ fn near(nodes: &[NodeSummary], given: &str) -> Vec<String> {
             } else {
                 strsim::jaro_winkler(&host, &given)
             };
-            (score, crate::logs::render::clean(&n.hostname))
+            (score, vaultmesh_store::logs::render::clean(&n.hostname))
         })
         .filter(|(score, _)| *score >= 0.8)
         .collect();
@@ -394,7 +399,7 @@ impl AdminClient {
             .headers()
             .get(reqwest::header::LOCATION)
             .and_then(|v| v.to_str().ok())
-            .map(crate::logs::render::clean);
+            .map(vaultmesh_store::logs::render::clean);
         let body = resp.bytes().await.map_err(|e| AdminError::Unreachable {
             url: self.base.clone(),
             reason: vaultmesh_process::error_chain(&e),
@@ -409,13 +414,13 @@ impl AdminClient {
         // A 403 that is not the Command Center's JSON is Cloudflare's (Access let nothing through).
         let auth_refused = status.as_u16() == 401 || (status.as_u16() == 403 && from_cc.is_err());
         let error = match (from_cc, location) {
-            (Ok(b), _) => crate::logs::render::clean(&b.error),
+            (Ok(b), _) => vaultmesh_store::logs::render::clean(&b.error),
             (Err(_), Some(to)) => format!(
                 "redirected to {to}; behind Cloudflare Access, give a service token (--access-client-id, --access-client-secret)"
             ),
             (Err(_), None) => {
-                let text = crate::logs::render::clean(&String::from_utf8_lossy(&body));
-                let text = crate::logs::render::truncate(text.trim(), 200);
+                let text = vaultmesh_store::logs::render::clean(&String::from_utf8_lossy(&body));
+                let text = vaultmesh_store::logs::render::truncate(text.trim(), 200);
                 let reason = status.canonical_reason().unwrap_or("error");
                 if text.is_empty() {
                     reason.to_string()

@@ -20,7 +20,7 @@ pub use client::{
     AdminClient, AdminError, Credentials, Lifecycle, NodeRef, ServiceToken, resolve_node,
 };
 
-use crate::store::commands::{CommandStatus, CommandView};
+use vaultmesh_store::commands::{CommandStatus, CommandView};
 
 /// A status as the API spells it (`ok`, `delivered`...).
 pub fn status_name(s: CommandStatus) -> String {

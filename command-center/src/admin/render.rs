@@ -8,8 +8,8 @@ use uuid::Uuid;
 use vaultmesh_proto::command::SignedCommand;
 
 use super::NodeRef;
-use crate::logs::render::{clean, truncate};
-use crate::store::commands::CommandView;
+use vaultmesh_store::commands::CommandView;
+use vaultmesh_store::logs::render::{clean, truncate};
 
 /// One line: what was issued, to whom, and until when it is valid.
 pub fn issued(signed: &SignedCommand, node: &NodeRef) -> String {

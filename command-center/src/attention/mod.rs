@@ -25,11 +25,11 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 use vaultmesh_proto::{Attention, AttentionLevel, NodeSummary, Reason};
 
-use crate::bus::{Bus, BusEvent};
-use crate::policy::LivePolicies;
-use crate::store::Store;
-use crate::store::health::StorageHealth;
 use damping::Damper;
+use vaultmesh_store::Store;
+use vaultmesh_store::bus::{Bus, BusEvent};
+use vaultmesh_store::health::StorageHealth;
+use vaultmesh_store::policy::LivePolicies;
 
 /// What identifies a change worth logging: the level and the set of (rule, level, suppressed).
 type Shape = (AttentionLevel, BTreeSet<(String, AttentionLevel, bool)>);

@@ -16,9 +16,9 @@ use chrono::{DateTime, Utc};
 use vaultmesh_proto::heartbeat::SERVICES_CHECK;
 use vaultmesh_proto::{AttentionLevel, CheckStatus, IncidentState, Reason, Services, Severity};
 
-use crate::policy::Settings;
-use crate::store::NodeSnapshot;
-use crate::store::health::StorageState;
+use vaultmesh_store::NodeSnapshot;
+use vaultmesh_store::health::StorageState;
+use vaultmesh_store::policy::Settings;
 
 /// Every rule name [`observed`], [`state`] and [`command_center`] produce, but those of the open
 /// families.
@@ -378,7 +378,7 @@ pub fn budget(
                     r.count,
                     kind.name(),
                     r.since.format("%H:%M UTC"),
-                    crate::store::health::human_bytes(limit(*kind))
+                    vaultmesh_store::health::human_bytes(limit(*kind))
                 ),
             )
         })
@@ -407,7 +407,7 @@ pub fn command_center(storage: &StorageState, now: DateTime<Utc>) -> Vec<Reason>
             AttentionLevel::Attn,
             format!(
                 "the log volume has {} free ({:.1}%), below --min-free {}",
-                crate::store::health::human_bytes(v.free_bytes),
+                vaultmesh_store::health::human_bytes(v.free_bytes),
                 v.free_pct(),
                 storage.min_free.as_deref().unwrap_or("?")
             ),
@@ -516,12 +516,12 @@ mod tests {
 
     #[test]
     fn the_command_centers_own_rules_can_be_named() {
-        let storage = crate::store::health::StorageState {
-            failing: Some(crate::store::health::WriteFailure {
+        let storage = vaultmesh_store::health::StorageState {
+            failing: Some(vaultmesh_store::health::WriteFailure {
                 cause: "heartbeats.jsonl: No space left on device".into(),
                 since: t(0),
             }),
-            volume: Some(crate::store::health::Volume {
+            volume: Some(vaultmesh_store::health::Volume {
                 free_bytes: 1,
                 total_bytes: 100,
                 low: true,

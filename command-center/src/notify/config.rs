@@ -199,7 +199,7 @@ impl QuietHours {
 
 impl NotifyConfig {
     /// Reads and checks `path`: every route names a known notifier, known attention rules and
-    /// profiles among `profiles` (see [`crate::policy::Policies::known_profiles`]); times and
+    /// profiles among `profiles` (see [`vaultmesh_store::policy::Policies::known_profiles`]); times and
     /// offsets parse. The notifier tables are checked when they are built ([`super::load`]).
     pub fn load(path: &Path, profiles: &[&str]) -> Result<NotifyConfig, String> {
         let name = path.display();

@@ -29,8 +29,8 @@ use super::config::{AlertKind, NotifyConfig, Route};
 use super::queue::{Queue, Record, Restored};
 use super::{Alert, Message};
 use crate::attention::AttentionEngine;
-use crate::bus::BusEvent;
-use crate::store::{EventQuery, Store};
+use vaultmesh_store::bus::BusEvent;
+use vaultmesh_store::{EventQuery, Store};
 
 /// The engine.
 #[derive(Debug)]

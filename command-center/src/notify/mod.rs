@@ -45,7 +45,7 @@ impl Runtime {
     pub fn open(
         loaded: Loaded,
         log_dir: &Path,
-        store: Arc<dyn crate::store::Store>,
+        store: Arc<dyn vaultmesh_store::Store>,
         attention: Arc<crate::attention::AttentionEngine>,
         metrics: Option<Arc<crate::metrics::Metrics>>,
     ) -> Result<Runtime, String> {
@@ -76,7 +76,11 @@ impl Runtime {
 
     /// Starts the engine (subscribed to `bus` before this returns, so nothing published
     /// afterwards is missed) and one sender per notifier.
-    pub fn spawn(&self, bus: &crate::bus::Bus, cancel: tokio_util::sync::CancellationToken) {
+    pub fn spawn(
+        &self,
+        bus: &vaultmesh_store::bus::Bus,
+        cancel: tokio_util::sync::CancellationToken,
+    ) {
         let (rx, _) = bus.subscribe(None);
         tokio::spawn(Arc::clone(&self.engine).run(rx, cancel.clone()));
         queue::spawn_senders(
@@ -106,7 +110,7 @@ pub struct Loaded {
 }
 
 /// Reads `path` and builds its notifiers; errors name the file, the key and the reason.
-/// `profiles`: the profiles routes may name ([`crate::policy::Policies::known_profiles`]).
+/// `profiles`: the profiles routes may name ([`vaultmesh_store::policy::Policies::known_profiles`]).
 pub fn load(path: &Path, profiles: &[&str]) -> Result<Loaded, String> {
     let config = NotifyConfig::load(path, profiles)?;
     let notifiers = build_all(&config).map_err(|e| format!("{}: {e}", path.display()))?;

@@ -118,7 +118,7 @@ impl Queue {
         let mut queued: Vec<Pending> = Vec::new();
         let mut done: HashSet<Uuid> = HashSet::new();
         if path.exists() {
-            crate::store::replay::for_each_line(&path, |_, _, line| {
+            vaultmesh_store::replay::for_each_line(&path, |_, _, line| {
                 match serde_json::from_slice::<Record>(line) {
                     Ok(Record::Grouped { id, route, alert }) => grouped.push((id, route, alert)),
                     Ok(Record::Queued {
@@ -158,7 +158,7 @@ impl Queue {
             .append(true)
             .open(&path)?;
         // A line torn by a crash would have the next record glued to it.
-        crate::store::journal::cut_torn_tail(&mut file)?;
+        vaultmesh_store::journal::cut_torn_tail(&mut file)?;
         let queue = Queue {
             path,
             file: Mutex::new(file),
@@ -272,7 +272,7 @@ fn compact(
     out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
     std::fs::rename(&tmp, path)?;
     if let Some(dir) = path.parent() {
-        crate::store::logdir::sync_dir(dir)?;
+        vaultmesh_store::logdir::sync_dir(dir)?;
     }
     Ok(())
 }

@@ -32,7 +32,7 @@ use super::format::{age, level_name, num2, pct, pill, services_flag};
 use crate::api::parse_node_id;
 use crate::error::ApiError;
 use crate::server::AppState;
-use crate::store::EventQuery;
+use vaultmesh_store::EventQuery;
 
 /// Events shown in the feed and in a node's timeline.
 const FEED_LEN: usize = 40;

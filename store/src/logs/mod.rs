@@ -7,7 +7,7 @@
 //! - [`stats`]: per-node counts, first/last seen and worst severity.
 //! - [`render`]: table and JSON-lines output.
 //!
-//! Selection uses each line's header ([`crate::store::record::head`]), so lines that do not
+//! Selection uses each line's header ([`crate::record::head`]), so lines that do not
 //! match are never parsed; `--json` prints matching lines byte for byte as they are stored.
 
 pub mod filter;
@@ -18,7 +18,7 @@ pub mod view;
 
 use std::path::{Path, PathBuf};
 
-use crate::store::logdir::LogName;
+use crate::logdir::LogName;
 
 /// A bad argument or an unusable log directory (exit code 2).
 #[derive(Debug, thiserror::Error)]
@@ -41,7 +41,7 @@ impl LogsError {
     }
 }
 
-use crate::store::change::kinds_of;
+use crate::change::kinds_of;
 
 /// Every kind a log holds ([`kinds_of`] each log), sorted.
 pub fn known_kinds() -> Vec<&'static str> {

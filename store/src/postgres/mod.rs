@@ -166,7 +166,7 @@ impl PgStore {
             scans_durable: Arc::new(AtomicU64::new(durable)),
         });
         let (ops, rx) = mpsc::channel(4096);
-        let latency = opts.metrics.as_ref().map(|m| m.append_latency("postgres"));
+        let latency = opts.observer.as_ref().map(|m| m.append_latency("postgres"));
         tokio::spawn(writer::run(
             url.to_string(),
             Some(client),

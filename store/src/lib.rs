@@ -1,4 +1,9 @@
-//! The Command Center's store: what handlers call to record and read fleet data.
+//! The Command Center's store: what handlers call to record and read fleet data, and what the
+//! offline tools read.
+//!
+//! **Architecture invariant:** this crate depends on no HTTP, UI or mail crate (axum, hyper,
+//! maud, reqwest, lettre, prometheus); it reports what it measures through [`Observer`] (test:
+//! `testkit/tests/invariants.rs::the_store_knows_no_http_ui_or_mail`).
 //!
 //! [`Store`] is the seam: handlers hold an `Arc<dyn Store>` and never see files. Its one
 //! implementation, [`LoggedStore`], keeps state in [`Memory`] and every record in an append-only
@@ -17,7 +22,12 @@
 //! - [`jsonl`]: the JSONL backend that ties them together.
 //! - [`postgres`]: the PostgreSQL backend (schema, writer, tail of other instances' writes,
 //!   export and import).
+//! - [`bus`]: the live event bus (broadcast and resume window) the store publishes to.
+//! - [`ledger`]: the Merkle ledger over the durable scan lines.
+//! - [`logs`]: the `logs view|tail|stats` tools over the log files, as a library.
+//! - [`policy`]: per-profile policy files (commands, services, thresholds, scan schedule).
 
+pub mod bus;
 pub mod change;
 pub mod commands;
 pub mod dirlock;
@@ -26,9 +36,12 @@ pub mod fleet;
 pub mod health;
 pub mod journal;
 pub mod jsonl;
+pub mod ledger;
 pub mod logdir;
 pub mod logged;
+pub mod logs;
 pub mod memory;
+pub mod policy;
 pub mod postgres;
 pub mod record;
 pub mod registry;
@@ -54,6 +67,35 @@ pub use jsonl::{JsonlStore, StoreOptions};
 pub use logged::{Backend, LoggedStore};
 pub use memory::Memory;
 pub use postgres::PgStore;
+
+/// Where the store reports what it measures; the server implements it over its `/metrics`
+/// registry, tools and tests pass none.
+pub trait Observer: Send + Sync + std::fmt::Debug {
+    /// The append-latency sink of one log (`heartbeats`, `events`, ..., or `postgres`): each
+    /// append's queueing, write and sync time.
+    fn append_latency(&self, log: &str) -> LatencySink;
+}
+
+/// Receives durations in seconds (a histogram, at the server).
+#[derive(Clone)]
+pub struct LatencySink(std::sync::Arc<dyn Fn(f64) + Send + Sync>);
+
+impl LatencySink {
+    pub fn new(record: impl Fn(f64) + Send + Sync + 'static) -> LatencySink {
+        LatencySink(std::sync::Arc::new(record))
+    }
+
+    /// Records one duration.
+    pub fn record(&self, took: std::time::Duration) {
+        (self.0)(took.as_secs_f64());
+    }
+}
+
+impl std::fmt::Debug for LatencySink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LatencySink")
+    }
+}
 
 /// Limits that keep memory bounded whatever the agents send.
 #[derive(Debug, Clone, Copy)]

@@ -13,10 +13,10 @@ use tokio::sync::{Mutex, mpsc};
 use tokio_postgres::{AsyncMessage, GenericClient, NoTls};
 
 use super::rows::CHANNEL;
-use crate::store::change::Change;
-use crate::store::journal::Journal;
-use crate::store::logdir::LogName;
-use crate::store::memory::Memory;
+use crate::change::Change;
+use crate::journal::Journal;
+use crate::logdir::LogName;
+use crate::memory::Memory;
 
 /// Rows read per round trip while catching up.
 const PAGE: i64 = 500;

@@ -12,9 +12,9 @@ use chrono::{DateTime, Utc};
 use super::LogsError;
 use super::filter::Filter;
 use super::render::{self, Format};
-use crate::store::logdir::{self, LogName};
-use crate::store::record;
-use crate::store::replay::for_each_line;
+use crate::logdir::{self, LogName};
+use crate::record;
+use crate::replay::for_each_line;
 
 /// A stored line with its time.
 pub type Timed = (DateTime<Utc>, Vec<u8>);

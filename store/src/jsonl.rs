@@ -29,8 +29,8 @@ pub struct StoreOptions {
     pub heartbeat_rotate_bytes: u64,
     /// Delete heartbeat segments older than this.
     pub heartbeat_retention: Duration,
-    /// Where append latencies and replay time go, if anywhere.
-    pub metrics: Option<Arc<crate::metrics::Metrics>>,
+    /// Where append latencies go, if anywhere.
+    pub observer: Option<Arc<dyn crate::Observer>>,
     /// Where the log writers report failures and recoveries.
     pub health: Arc<super::health::StorageHealth>,
     /// Most signed requests remembered within the replay window.
@@ -44,7 +44,7 @@ impl StoreOptions {
             limits: StoreLimits::default(),
             heartbeat_rotate_bytes: 256 << 20,
             heartbeat_retention: Duration::from_secs(30 * 86_400),
-            metrics: None,
+            observer: None,
             health: Arc::default(),
             seen_max: super::seen::DEFAULT_MAX,
         }
@@ -106,7 +106,7 @@ impl JsonlStore {
         // Never rotated: the ledger is built over this file's lines.
         let (mut scans, _) =
             Journal::open(&opts.dir, LogName::Scans, Rotation::default(), health())?;
-        if let Some(m) = &opts.metrics {
+        if let Some(m) = &opts.observer {
             for (journal, log) in [
                 (&mut heartbeats, LogName::Heartbeats),
                 (&mut events, LogName::Events),

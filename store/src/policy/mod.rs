@@ -29,18 +29,7 @@ use std::path::{Path, PathBuf};
 use regex::Regex;
 use serde::Deserialize;
 use vaultmesh_process::suggest::{did_you_mean, other_case};
-// The built-in actions register themselves from this crate; the policy checks names against
-// them, so it must be linked wherever policies are loaded.
-use vaultmesh_checks as _;
-
-/// The action names a policy may allow: the action registry's (the agent's built-in actions).
-pub fn known_actions() -> Vec<&'static str> {
-    vaultmesh_agent_core::action::all()
-        .iter()
-        .map(|a| a.name)
-        .collect()
-}
-
+use vaultmesh_proto::command::ACTIONS;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PolicyFile {
@@ -154,13 +143,13 @@ pub struct Policies {
 }
 
 impl Policies {
-    /// Loads every `*.toml` in `dir`; errors name the file, the key and the reason.
+    /// Loads every `*.toml` in `dir`; errors name the file, the key and the reason. A
+    /// `[commands] allow` rule may name only an action in [`ACTIONS`].
     pub fn load(dir: Option<&Path>) -> Result<Policies, String> {
         let Some(dir) = dir else {
             return Ok(Policies::default());
         };
         let mut by_profile = HashMap::new();
-        let actions = known_actions();
         let mut entries: Vec<_> = std::fs::read_dir(dir)
             .map_err(|e| format!("{}: {e}", dir.display()))?
             .flatten()
@@ -206,13 +195,13 @@ impl Policies {
                 .map_err(|e| format!("{}: {e}", path.display()))?;
             let mut rules = Vec::new();
             for (i, r) in spec.commands.allow.into_iter().enumerate() {
-                if !actions.contains(&r.action.as_str()) {
+                if !ACTIONS.contains(&r.action.as_str()) {
                     return Err(format!(
                         "{}: commands.allow[{i}].action: no action {:?}{}; actions: {}",
                         path.display(),
                         r.action,
-                        did_you_mean(&r.action, actions.iter().copied()),
-                        actions.join(", ")
+                        did_you_mean(&r.action, ACTIONS.iter().copied()),
+                        ACTIONS.join(", ")
                     ));
                 }
                 let mut args = BTreeMap::new();

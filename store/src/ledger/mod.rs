@@ -355,7 +355,7 @@ impl Ledger {
     /// tamper alarm raised while running also opens a critical incident.
     pub async fn run(
         self: Arc<Self>,
-        store: Arc<dyn crate::store::Store>,
+        store: Arc<dyn crate::Store>,
         interval: Duration,
         cancel: CancellationToken,
     ) {
@@ -411,7 +411,7 @@ impl Ledger {
 }
 
 /// Opens a fleet-wide critical incident for a tamper alarm: loud and durable.
-pub async fn raise_incident(store: &dyn crate::store::Store, alarm: &str) {
+pub async fn raise_incident(store: &dyn crate::Store, alarm: &str) {
     tracing::error!(alarm = %alarm, "LEDGER TAMPER ALARM");
     let body = serde_json::json!({
         "title": "Ledger tamper alarm: the scan log does not match its signed checkpoints",
@@ -537,8 +537,8 @@ pub fn verify_offline(
 /// `ledger build`: extends the chain in `dir` over its log, signing with `key`. Refuses a log
 /// that does not match the chain. Returns the new size, or `None` when nothing was added.
 pub fn build_offline(dir: &Path, origin: &str, key: &NodeKey) -> Result<Option<u64>, LedgerError> {
-    let _lock = crate::store::dirlock::DirLock::acquire(dir)
-        .map_err(|e| LedgerError::Busy(e.to_string()))?;
+    let _lock =
+        crate::dirlock::DirLock::acquire(dir).map_err(|e| LedgerError::Busy(e.to_string()))?;
     let leaves = Leaves::read(dir)?;
     let pinned = vaultmesh_proto::auth::parse_public_key(&key.public_base64())
         .map_err(|e| LedgerError::Chain(e.to_string()))?;

@@ -297,7 +297,7 @@ fn name_key(hostname: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{StoreError, StoreLimits};
+    use crate::{StoreError, StoreLimits};
 
     impl FleetState {
         /// What a store does with a heartbeat: admit, then apply.

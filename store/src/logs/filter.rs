@@ -9,9 +9,9 @@ use uuid::Uuid;
 
 use super::severity::{self, Severity};
 use super::{LogsError, log_of};
-use crate::store::logdir::{self, LogName};
-use crate::store::record::{self, Head};
-use crate::store::replay::for_each_line;
+use crate::logdir::{self, LogName};
+use crate::record::{self, Head};
+use crate::replay::for_each_line;
 
 /// Filters shared by `logs view` and `logs tail`.
 #[derive(Debug, Clone, Default, Args)]

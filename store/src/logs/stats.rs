@@ -11,9 +11,9 @@ use uuid::Uuid;
 use super::LogsError;
 use super::render::clean;
 use super::severity::{self, Severity};
-use crate::store::logdir::{self, LogName};
-use crate::store::record;
-use crate::store::replay::for_each_line;
+use crate::logdir::{self, LogName};
+use crate::record;
+use crate::replay::for_each_line;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct NodeStats {

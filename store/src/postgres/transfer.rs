@@ -12,9 +12,9 @@ use tokio_postgres::Client;
 
 use super::rows::{self, Row, WRITE_LOCK};
 use super::{PgError, connect, schema};
-use crate::store::dirlock::DirLock;
-use crate::store::logdir::{self, LogName};
-use crate::store::replay::{self, BadLine};
+use crate::dirlock::DirLock;
+use crate::logdir::{self, LogName};
+use crate::replay::{self, BadLine};
 
 /// Lines per log.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]

@@ -111,7 +111,7 @@ pub struct Journal {
     tx: Option<mpsc::Sender<Append>>,
     thread: Option<std::thread::JoinHandle<()>>,
     /// Where append latency goes (`/metrics`), if anywhere.
-    latency: Option<prometheus::Histogram>,
+    latency: Option<crate::LatencySink>,
 }
 
 impl Journal {
@@ -183,13 +183,13 @@ impl Journal {
             .map_err(|_| JournalError::Closed(self.log.stem()))?
             .map_err(JournalError::Refused)?;
         if let Some(h) = &self.latency {
-            h.observe(start.elapsed().as_secs_f64());
+            h.record(start.elapsed());
         }
         Ok(())
     }
 
     /// Records every append's latency (queue, write and fdatasync) in `histogram`.
-    pub fn observe_latency(&mut self, histogram: prometheus::Histogram) {
+    pub fn observe_latency(&mut self, histogram: crate::LatencySink) {
         self.latency = Some(histogram);
     }
 

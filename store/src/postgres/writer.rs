@@ -13,9 +13,9 @@ use tokio_postgres::{Client, NoTls};
 
 use super::rows::{self, Row, WRITE_LOCK};
 use super::tail::Applier;
-use crate::store::StoreError;
-use crate::store::change::Change;
-use crate::store::logged::Check;
+use crate::StoreError;
+use crate::change::Change;
+use crate::logged::Check;
 
 /// Writes per transaction, at most.
 const BATCH: usize = 512;
@@ -43,7 +43,7 @@ pub(super) async fn run(
     mut client: Option<Client>,
     mut ops: mpsc::Receiver<Op>,
     applier: Arc<Applier>,
-    latency: Option<prometheus::Histogram>,
+    latency: Option<crate::LatencySink>,
 ) {
     let mut next: Option<Op> = None;
     loop {
@@ -84,7 +84,7 @@ pub(super) async fn run(
         let started = Instant::now();
         commit(c, &applier, batch).await;
         if let Some(h) = &latency {
-            h.observe(started.elapsed().as_secs_f64());
+            h.record(started.elapsed());
         }
     }
 }

@@ -7,7 +7,7 @@ use std::io::Write;
 use vaultmesh_proto::NodeHeartbeat;
 
 use super::severity;
-use crate::store::record::{Head, Line};
+use crate::record::{Head, Line};
 
 /// How matched lines are printed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

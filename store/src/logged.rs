@@ -629,11 +629,8 @@ mod tests {
     async fn only_declared_event_kinds_are_written() {
         let dir = tempfile::tempdir().unwrap();
         let bus = Arc::new(crate::bus::Bus::new(16, 16));
-        let (store, _) = crate::store::JsonlStore::open(
-            &crate::store::StoreOptions::new(dir.path().into()),
-            bus,
-        )
-        .unwrap();
+        let (store, _) =
+            crate::JsonlStore::open(&crate::StoreOptions::new(dir.path().into()), bus).unwrap();
         let err = store
             .record_system_event("undeclared_kind", None, serde_json::json!({}), Vec::new())
             .await

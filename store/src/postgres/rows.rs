@@ -8,10 +8,10 @@ use tokio_postgres::GenericClient;
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
-use crate::store::change::Change;
-use crate::store::fleet::history_point;
-use crate::store::logdir::LogName;
-use crate::store::record;
+use crate::change::Change;
+use crate::fleet::history_point;
+use crate::logdir::LogName;
+use crate::record;
 
 /// The channel every insert notifies (at commit).
 pub const CHANNEL: &str = "vaultmesh_records";
