@@ -402,11 +402,14 @@ pub fn network(ip: std::net::IpAddr) -> std::net::IpAddr {
 
 /// Enrollment attempts per source network ([`source`], [`network`]).
 #[derive(Debug)]
-pub struct SourceRate(crate::buckets::Buckets<Option<std::net::IpAddr>>);
+pub struct SourceRate(vaultmesh_engines::buckets::Buckets<Option<std::net::IpAddr>>);
 
 impl SourceRate {
     pub fn new(rate: f64, burst: u32) -> SourceRate {
-        SourceRate(crate::buckets::Buckets::new(rate, f64::from(burst)))
+        SourceRate(vaultmesh_engines::buckets::Buckets::new(
+            rate,
+            f64::from(burst),
+        ))
     }
 
     /// One attempt from `source`; `429` with `Retry-After` beyond the rate.
@@ -423,11 +426,14 @@ impl SourceRate {
 /// Per-node rate limit of agent requests: a token bucket per node (`rate` requests a second,
 /// up to `burst` at once). Beyond it, `429` with `Retry-After`; the agent backs off.
 #[derive(Debug)]
-pub struct RateLimit(crate::buckets::Buckets<Uuid>);
+pub struct RateLimit(vaultmesh_engines::buckets::Buckets<Uuid>);
 
 impl RateLimit {
     pub fn new(rate: f64, burst: u32) -> RateLimit {
-        RateLimit(crate::buckets::Buckets::new(rate, f64::from(burst)))
+        RateLimit(vaultmesh_engines::buckets::Buckets::new(
+            rate,
+            f64::from(burst),
+        ))
     }
 
     /// One request from `node`.

@@ -35,7 +35,7 @@ pub async fn post_heartbeat(
 ) -> Result<Json<HeartbeatAccepted>, ApiError> {
     state.spend(
         signed.node_id,
-        crate::budget::Kind::Heartbeats,
+        vaultmesh_engines::budget::Kind::Heartbeats,
         signed.body.len(),
     )?;
     let hb: NodeHeartbeat = parse_json(&signed.headers, signed.body)?;
@@ -241,7 +241,7 @@ pub async fn post_scan(
 ) -> Result<Json<ScanAccepted>, ApiError> {
     state.spend(
         signed.node_id,
-        crate::budget::Kind::Scans,
+        vaultmesh_engines::budget::Kind::Scans,
         signed.body.len(),
     )?;
     let report: ScanReport = parse_json_as(&signed.headers, signed.body, "scan report")?;

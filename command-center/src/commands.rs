@@ -8,10 +8,10 @@ use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
-use chrono::Utc;
+
 use serde::Deserialize;
 use uuid::Uuid;
-use vaultmesh_proto::command::{COMMAND_MAX, Command, SignedCommand, SignedReceipt};
+use vaultmesh_proto::command::{SignedCommand, SignedReceipt};
 
 use crate::agent_auth::Signed;
 use crate::api::{parse_json_as, parse_node_id};
@@ -24,8 +24,7 @@ use vaultmesh_store::commands::{CommandStatus, CommandView};
 pub const MAX_WAIT: Duration = Duration::from_secs(60);
 /// The agent's long-poll route.
 pub const POLL_ROUTE: &str = "/api/agent/commands";
-/// Default and bounds of a command's time to live.
-pub const DEFAULT_TTL: Duration = Duration::from_secs(300);
+use vaultmesh_engines::issue::DEFAULT_TTL;
 
 /// Creates a new command-signing key at `path` (mode 0600, fsynced). Never overwrites: an
 /// existing file is an error, so a key agents have pinned cannot be lost by accident.
@@ -94,128 +93,26 @@ pub async fn issue(
                 .into(),
         )
     })?;
-    if req.action.is_empty()
-        || req.action.len() > 64
-        || !req
-            .action
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b == b'.' || b == b'_')
-    {
-        return Err(ApiError::UnprocessableEntity(format!(
-            "action {:?} is not an action name like service.restart",
-            req.action
-        )));
-    }
-    let args = if req.args.is_null() {
-        serde_json::json!({})
-    } else {
-        req.args
-    };
-    if !args.is_object() {
-        return Err(ApiError::UnprocessableEntity(
-            "args must be a JSON object".into(),
-        ));
-    }
-    let ttl = Duration::from_secs(req.ttl_s.unwrap_or(DEFAULT_TTL.as_secs()));
-    if !(30..=3600).contains(&ttl.as_secs()) {
-        return Err(ApiError::UnprocessableEntity(
-            "ttl_s must be between 30 and 3600".into(),
-        ));
-    }
     // A signed-in admin is the issuer, whatever the body claims.
     let issued_by = match identity {
         Some(axum::Extension(who)) => who.0,
         None => req.issued_by.unwrap_or_else(|| "anonymous".into()),
     };
-    let signed = issue_signed(
-        state.store.as_ref(),
-        &state.policies,
-        key,
-        req.node_id,
-        req.action,
-        args,
-        ttl,
+    let req = vaultmesh_engines::issue::IssueRequest {
+        node_id: req.node_id,
+        action: req.action,
+        args: req.args,
+        ttl: req.ttl_s.map_or(DEFAULT_TTL, Duration::from_secs),
         issued_by,
-    )
-    .await?;
+    };
+    let signed =
+        vaultmesh_engines::issue::issue(state.store.as_ref(), &state.policies, key, req).await?;
     state
         .metrics
         .commands_issued
         .with_label_values(&["admin"])
         .inc();
     Ok((StatusCode::CREATED, Json(signed)))
-}
-
-/// Checks `action` against the node's profile policy, then signs, logs and queues it. Used by
-/// `POST /api/commands` and by the orchestrator.
-#[allow(clippy::too_many_arguments)]
-pub async fn issue_signed(
-    store: &dyn vaultmesh_store::Store,
-    policies: &vaultmesh_store::policy::LivePolicies,
-    key: std::sync::Arc<vaultmesh_proto::auth::NodeKey>,
-    node_id: Uuid,
-    action: String,
-    args: serde_json::Value,
-    ttl: Duration,
-    issued_by: String,
-) -> Result<SignedCommand, ApiError> {
-    let snap = store
-        .snapshot(node_id)
-        .ok_or_else(|| ApiError::NotFound(format!("no node {node_id}")))?;
-    if let Some(rev) = &snap.revoked {
-        return Err(ApiError::Conflict(format!(
-            "node {node_id} was revoked at {} by {}; a revoked node cannot fetch commands \
-             (re-admit it and let it enroll again first)",
-            rev.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-            rev.by
-        )));
-    }
-    let profile = snap.latest.os_profile;
-    policies
-        .get()
-        .check_command(&profile, &action, &args)
-        .map_err(ApiError::Forbidden)?;
-    // Every command fits an agent's bounded poll reply (`POLL_REPLY_MAX`): measure it signed,
-    // with the longest seq, and 64 bytes to spare for the timestamps' digits.
-    let probe_time = Utc::now();
-    let probe = SignedCommand::sign(
-        Command {
-            command_id: Uuid::nil(),
-            node_id,
-            action: action.clone(),
-            args: args.clone(),
-            nonce: Uuid::nil().simple().to_string(),
-            seq: u64::MAX.to_string(),
-            issued_at: probe_time,
-            expires_at: probe_time,
-            issued_by: issued_by.clone(),
-        },
-        &key,
-    );
-    let len = probe.json_len().saturating_add(64);
-    if len > COMMAND_MAX {
-        return Err(ApiError::UnprocessableEntity(format!(
-            "the signed command would be {len} bytes; at most {COMMAND_MAX}: shorten args or issued_by"
-        )));
-    }
-    let build = Box::new(move |seq: u64| {
-        let now = Utc::now();
-        let command = Command {
-            command_id: Uuid::now_v7(),
-            node_id,
-            action,
-            args,
-            nonce: Uuid::new_v4().simple().to_string(),
-            seq: seq.to_string(),
-            issued_at: now,
-            expires_at: now + chrono::Duration::from_std(ttl).unwrap_or_default(),
-            issued_by,
-        };
-        SignedCommand::sign(command, &key)
-    });
-    let signed = store.issue_command(node_id, build).await?;
-    tracing::info!(command_id = %signed.command.command_id, %node_id, action = %signed.command.action, issued_by = %signed.command.issued_by, "Command issued.");
-    Ok(signed)
 }
 
 #[derive(Debug, Deserialize)]
@@ -308,7 +205,7 @@ pub async fn receipt(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     state.spend(
         signed.node_id,
-        crate::budget::Kind::Receipts,
+        vaultmesh_engines::budget::Kind::Receipts,
         signed.body.len(),
     )?;
     let r: SignedReceipt = parse_json_as(&signed.headers, signed.body, "receipt")?;

@@ -67,7 +67,7 @@ pub struct ServeConfig {
     pub policy_dir: Option<PathBuf>,
     pub limits: StoreLimits,
     /// Attention engine: ticker and restart grace period.
-    pub attention: crate::attention::EngineOptions,
+    pub attention: vaultmesh_engines::attention::EngineOptions,
     /// How often the orchestrator looks for nodes due a scan.
     pub scan_tick: Duration,
     /// How often the ledger signs a checkpoint over new scans.
@@ -81,9 +81,9 @@ pub struct ServeConfig {
     /// Agent requests per second per node, and the burst allowed.
     pub agent_rate: f64,
     /// Bytes per hour each node may send, per kind.
-    pub budgets: crate::budget::Limits,
+    pub budgets: vaultmesh_engines::budget::Limits,
     /// Bytes per hour per kind the whole fleet may send.
-    pub fleet_budgets: crate::budget::FleetLimits,
+    pub fleet_budgets: vaultmesh_engines::budget::FleetLimits,
     /// Enrollment attempts a second per source address, and the burst allowed.
     pub enroll_rate: f64,
     pub enroll_burst: u32,
@@ -133,15 +133,15 @@ impl ServeConfig {
             log_dir,
             policy_dir: None,
             limits: StoreLimits::default(),
-            attention: crate::attention::EngineOptions::default(),
+            attention: vaultmesh_engines::attention::EngineOptions::default(),
             scan_tick: Duration::from_secs(30),
             ledger_interval: Duration::from_secs(10),
             ledger_origin: vaultmesh_store::ledger::DEFAULT_ORIGIN.to_string(),
             access: None,
             admin_token: None,
             agent_rate: 5.0,
-            budgets: crate::budget::Limits::default(),
-            fleet_budgets: crate::budget::FLEET_DEFAULT,
+            budgets: vaultmesh_engines::budget::Limits::default(),
+            fleet_budgets: vaultmesh_engines::budget::FLEET_DEFAULT,
             enroll_rate: crate::agent_auth::ENROLL_RATE_PER_S,
             enroll_burst: crate::agent_auth::ENROLL_BURST,
             agent_burst: 30,

@@ -41,7 +41,7 @@ pub enum ApiError {
     },
     /// A node over its hourly byte budget (`429`), or a record larger than all of it (`413`).
     #[error("{0}")]
-    OverBudget(#[from] crate::budget::OverBudget),
+    OverBudget(#[from] vaultmesh_engines::budget::OverBudget),
     #[error("too many enrollment attempts from {from}; retry in {retry_after_s} s")]
     TooManyEnrollments { from: String, retry_after_s: u64 },
     /// The Command Center did not answer within its time limit (`--request-timeout`).
@@ -74,7 +74,7 @@ impl ApiError {
             ApiError::Forbidden(_) | ApiError::Revoked(_) => StatusCode::FORBIDDEN,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::OverBudget(crate::budget::OverBudget::TooLarge { .. }) => {
+            ApiError::OverBudget(vaultmesh_engines::budget::OverBudget::TooLarge { .. }) => {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
             ApiError::TooManyRequests { .. }
@@ -172,8 +172,8 @@ impl IntoResponse for ApiError {
             ApiError::TooManyRequests { retry_after_s, .. }
             | ApiError::TooManyEnrollments { retry_after_s, .. }
             | ApiError::OverBudget(
-                crate::budget::OverBudget::Spent { retry_after_s, .. }
-                | crate::budget::OverBudget::FleetSpent { retry_after_s, .. },
+                vaultmesh_engines::budget::OverBudget::Spent { retry_after_s, .. }
+                | vaultmesh_engines::budget::OverBudget::FleetSpent { retry_after_s, .. },
             ) => Some(*retry_after_s),
             ApiError::Unavailable(_) | ApiError::Timeout { .. } => Some(UNAVAILABLE_RETRY_AFTER_S),
             ApiError::TooManyStreams(_) => Some(TOO_MANY_STREAMS_RETRY_AFTER_S),
@@ -232,6 +232,21 @@ impl From<vaultmesh_store::StoreError> for ApiError {
             StoreError::Revoked(r) => ApiError::Revoked(r.to_string()),
             StoreError::Conflict(m) => ApiError::Conflict(m),
             StoreError::TokenSpent => ApiError::Unauthorized(Refusal::BadToken, e.to_string()),
+        }
+    }
+}
+
+impl From<vaultmesh_engines::issue::IssueError> for ApiError {
+    fn from(e: vaultmesh_engines::issue::IssueError) -> Self {
+        use vaultmesh_engines::issue::IssueError;
+        match e {
+            IssueError::Invalid(_) | IssueError::TooLarge(_) => {
+                ApiError::UnprocessableEntity(e.to_string())
+            }
+            IssueError::NoNode(_) => ApiError::NotFound(e.to_string()),
+            IssueError::Revoked { .. } => ApiError::Conflict(e.to_string()),
+            IssueError::Refused(m) => ApiError::Forbidden(m),
+            IssueError::Store(e) => e.into(),
         }
     }
 }

@@ -915,7 +915,7 @@ fn print_public(public: &str) {
 
 /// `notify check|test`.
 async fn notify(cmd: NotifyCommand) -> Result<(), Failure> {
-    use vaultmesh_command_center::notify;
+    use vaultmesh_engines::notify;
     let (path, route, policy_dir) = match &cmd {
         NotifyCommand::Check {
             notify_config,
@@ -1129,7 +1129,7 @@ fn serve_config(args: ServeArgs) -> ServeConfig {
             history_len: args.history_len,
             max_nodes: args.max_nodes,
         },
-        attention: vaultmesh_command_center::attention::EngineOptions {
+        attention: vaultmesh_engines::attention::EngineOptions {
             tick: args.attention_tick,
             restart_grace: args.restart_grace,
         },
@@ -1147,12 +1147,12 @@ fn serve_config(args: ServeArgs) -> ServeConfig {
         admin_token: args.admin_token,
         agent_rate: args.agent_rate,
         agent_burst: args.agent_burst,
-        budgets: vaultmesh_command_center::budget::Limits {
+        budgets: vaultmesh_engines::budget::Limits {
             heartbeats: args.heartbeat_budget,
             scans: args.scan_budget,
             receipts: args.receipt_budget,
         },
-        fleet_budgets: vaultmesh_command_center::budget::Limits {
+        fleet_budgets: vaultmesh_engines::budget::Limits {
             heartbeats: args.fleet_heartbeat_budget,
             scans: args.fleet_scan_budget,
             receipts: args.fleet_receipt_budget,

@@ -385,3 +385,30 @@ impl vaultmesh_store::Observer for Metrics {
         vaultmesh_store::LatencySink::new(move |seconds| histogram.observe(seconds))
     }
 }
+
+/// The engines' counts go to `/metrics`.
+impl vaultmesh_engines::Observer for Metrics {
+    fn command_issued(&self, source: &str) {
+        self.commands_issued.with_label_values(&[source]).inc();
+    }
+
+    fn notification_suppressed(&self, route: &str) {
+        self.notifications_suppressed
+            .with_label_values(&[route])
+            .inc();
+    }
+
+    fn notification(&self, notifier: &str, outcome: &str) {
+        self.notifications
+            .with_label_values(&[notifier, outcome])
+            .inc();
+    }
+
+    fn notifier_state(&self, pending: usize, notifier: &str, failing: bool) {
+        self.notifications_pending
+            .set(i64::try_from(pending).unwrap_or(i64::MAX));
+        self.notifier_failing
+            .with_label_values(&[notifier])
+            .set(i64::from(failing));
+    }
+}

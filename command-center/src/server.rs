@@ -47,14 +47,14 @@ pub struct AppState {
     /// Enrollment tokens (never logged).
     pub tokens: Arc<EnrollTokens>,
     /// Bytes per hour each node may send, per kind.
-    pub budgets: Arc<crate::budget::Budgets>,
+    pub budgets: Arc<vaultmesh_engines::budget::Budgets>,
     /// Enrollment attempts per source address (a bad token is cheap to send).
     pub enroll_rate: Arc<crate::agent_auth::SourceRate>,
     /// The command-signing key; without it, commands cannot be issued.
     pub cc_key: Option<Arc<vaultmesh_proto::auth::NodeKey>>,
     pub policies: Arc<vaultmesh_store::policy::LivePolicies>,
     /// Every node's attention.
-    pub attention: Arc<crate::attention::AttentionEngine>,
+    pub attention: Arc<vaultmesh_engines::attention::AttentionEngine>,
     /// The Merkle ledger over the scan log.
     pub ledger: Arc<vaultmesh_store::ledger::Ledger>,
     /// Cloudflare Access verification of admin requests, when configured.
@@ -70,7 +70,7 @@ pub struct AppState {
     /// What `/metrics` reports.
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Notifications, when `--notify-config` is given.
-    pub notify: Option<Arc<crate::notify::Runtime>>,
+    pub notify: Option<Arc<vaultmesh_engines::notify::Runtime>>,
     /// Whether the logs can be written, and the log volume's space.
     pub storage: Arc<vaultmesh_store::health::StorageHealth>,
     /// Refused requests in the log, a bounded number per reason.
@@ -173,7 +173,7 @@ impl AppState {
     pub fn spend(
         &self,
         node: uuid::Uuid,
-        kind: crate::budget::Kind,
+        kind: vaultmesh_engines::budget::Kind,
         bytes: usize,
     ) -> Result<(), ApiError> {
         self.budgets.spend(node, kind, bytes).map_err(|e| {
@@ -300,7 +300,7 @@ impl Server {
         let notify_config = config
             .notify_config
             .as_deref()
-            .map(|path| crate::notify::load(path, &policies.get().known_profiles()))
+            .map(|path| vaultmesh_engines::notify::load(path, &policies.get().known_profiles()))
             .transpose()
             .map_err(ServeError::Config)?;
         let lock = vaultmesh_store::dirlock::DirLock::acquire(&config.log_dir)?;
@@ -308,7 +308,7 @@ impl Server {
         let mut opts = config.store_options();
         opts.observer = Some(Arc::clone(&metrics) as Arc<dyn vaultmesh_store::Observer>);
         let storage = Arc::clone(&opts.health);
-        let budgets = Arc::new(crate::budget::Budgets::with_fleet(
+        let budgets = Arc::new(vaultmesh_engines::budget::Budgets::with_fleet(
             config.budgets,
             config.fleet_budgets,
         ));
@@ -350,7 +350,7 @@ impl Server {
         .map_err(|e| ServeError::Serve(std::io::Error::other(e.to_string())))?
         .map_err(|e| ServeError::Serve(std::io::Error::other(e.to_string())))?;
         let attention = Arc::new(
-            crate::attention::AttentionEngine::new(
+            vaultmesh_engines::attention::AttentionEngine::new(
                 Arc::clone(&store),
                 Arc::clone(&policies),
                 config.attention,
@@ -374,12 +374,12 @@ impl Server {
         let notify = match notify_config {
             None => None,
             Some(nc) => Some(Arc::new(
-                crate::notify::Runtime::open(
+                vaultmesh_engines::notify::Runtime::open(
                     nc,
                     &config.log_dir,
                     Arc::clone(&store),
                     Arc::clone(&attention),
-                    Some(Arc::clone(&metrics)),
+                    Some(Arc::clone(&metrics) as Arc<dyn vaultmesh_engines::Observer>),
                 )
                 .map_err(ServeError::Config)?,
             )),
@@ -476,13 +476,13 @@ impl Server {
         }
         let engine = Arc::clone(&self.state.attention);
         tokio::spawn(engine.run(Arc::clone(&self.state.bus), streams.clone()));
-        let orchestrator = crate::orchestrator::Orchestrator::new(
+        let orchestrator = vaultmesh_engines::orchestrator::Orchestrator::new(
             Arc::clone(&self.state.store),
             Arc::clone(&self.state.policies),
             self.state.cc_key.clone(),
             self.scan_tick,
         )
-        .with_metrics(Arc::clone(&self.state.metrics));
+        .with_metrics(Arc::clone(&self.state.metrics) as Arc<dyn vaultmesh_engines::Observer>);
         tokio::spawn(orchestrator.run(streams.clone()));
 
         if let Some(alarm) = self.state.ledger.alarm() {

@@ -40,6 +40,16 @@ pub fn deserialize_opt<'de, D: Deserializer<'de>>(
     deserialize(deserializer).map(Some)
 }
 
+/// A span of `s` seconds in its largest unit: "42s", "5m", "3h", "2d".
+pub fn span(s: i64) -> String {
+    match s {
+        i64::MIN..=59 => format!("{}s", s.max(0)),
+        60..=3599 => format!("{}m", s / 60),
+        3600..=86_399 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86_400),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -129,6 +129,43 @@ fn the_store_knows_no_http_ui_or_mail() {
 }
 
 #[test]
+fn the_engines_know_no_http_or_ui() {
+    assert_excludes("vaultmesh-engines", HTTP_UI_MAIL);
+    assert_excludes(
+        "vaultmesh-engines",
+        &["vaultmesh-agent-core", "vaultmesh-checks"],
+    );
+}
+
+/// `fuzz/` and the store and attention benchmarks reach the parsers, the store and the engines
+/// without the HTTP layer: their sources do not name the server crate (a binary links only the
+/// crates it names).
+#[test]
+fn fuzz_targets_and_store_benchmarks_do_not_link_the_server() {
+    let root = workspace_root();
+    let mut files = rust_files(&root.join("fuzz/fuzz_targets"));
+    for bench in ["store-bench", "attention-bench", "ledger-bench", "pg-bench"] {
+        files.push(root.join(format!("bench/src/bin/{bench}.rs")));
+    }
+    files.extend([root.join("bench/src/lib.rs")]);
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for forbidden in ["vaultmesh_command_center", "axum::", "maud::", "lettre::"] {
+            assert!(
+                !text.contains(forbidden),
+                "{} names {forbidden}",
+                file.display()
+            );
+        }
+    }
+    let fuzz = std::fs::read_to_string(root.join("fuzz/Cargo.toml")).unwrap();
+    assert!(
+        !fuzz.contains("vaultmesh-command-center"),
+        "fuzz/Cargo.toml depends on the server"
+    );
+}
+
+#[test]
 fn the_process_plumbing_is_small() {
     // Both binaries share it; it must not pull either program's engine or a web stack.
     assert_excludes(

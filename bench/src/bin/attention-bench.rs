@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use vaultmesh_bench::{node_id, realistic_heartbeat};
-use vaultmesh_command_center::attention::{AttentionEngine, EngineOptions};
+use vaultmesh_engines::attention::{AttentionEngine, EngineOptions};
 use vaultmesh_proto::NodeHeartbeat;
 use vaultmesh_proto::event::NewEvent;
 use vaultmesh_store::bus::Bus;

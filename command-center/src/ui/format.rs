@@ -35,17 +35,7 @@ pub fn age(then: DateTime<Utc>, now: DateTime<Utc>) -> String {
     if s <= 1 {
         return "just now".into();
     }
-    format!("{} ago", span(s))
-}
-
-/// A span of `s` seconds in its largest unit: "42s", "5m", "3h", "2d".
-pub fn span(s: i64) -> String {
-    match s {
-        i64::MIN..=59 => format!("{}s", s.max(0)),
-        60..=3599 => format!("{}m", s / 60),
-        3600..=86_399 => format!("{}h", s / 3600),
-        _ => format!("{}d", s / 86_400),
-    }
+    format!("{} ago", vaultmesh_process::duration::span(s))
 }
 
 /// `42%` (no decimals above 10, one below) or an en dash when unknown.

@@ -40,7 +40,7 @@ pub struct Engine {
     store: Arc<dyn Store>,
     attention: Arc<AttentionEngine>,
     state: Mutex<State>,
-    metrics: Option<Arc<crate::metrics::Metrics>>,
+    metrics: Option<Arc<dyn crate::Observer>>,
 }
 
 /// A route's open group: when its window closes, and the alerts with their `grouped` ids.
@@ -127,7 +127,7 @@ impl Engine {
         restored: Restored,
         store: Arc<dyn Store>,
         attention: Arc<AttentionEngine>,
-        metrics: Option<Arc<crate::metrics::Metrics>>,
+        metrics: Option<Arc<dyn crate::Observer>>,
     ) -> Engine {
         let mut state = State::default();
         let now = Utc::now();
@@ -420,7 +420,7 @@ impl Engine {
             kind: AlertKind::Flapping,
             title: format!(
                 "{host} is flapping: {n} level changes in {}; holding its changes until it settles",
-                crate::ui::format::span(window.num_seconds())
+                vaultmesh_process::duration::span(window.num_seconds())
             ),
             ..alert.clone()
         })
@@ -438,9 +438,7 @@ impl Engine {
                 .is_some_and(|n| st.told.contains_key(&(r.name.clone(), n)));
             if !takes(r, &alert, told_before, now) {
                 if let Some(m) = &self.metrics {
-                    m.notifications_suppressed
-                        .with_label_values(&[&r.name])
-                        .inc();
+                    m.notification_suppressed(&r.name);
                 }
                 continue;
             }

@@ -11,12 +11,9 @@
 //! See docs/NOTIFICATIONS.md.
 
 pub mod config;
-pub mod email;
 pub mod engine;
-pub mod ntfy;
 pub mod queue;
 pub mod registry;
-pub mod webhook;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -37,7 +34,7 @@ pub struct Runtime {
     pub queue: Arc<queue::Queue>,
     notifiers: BTreeMap<String, Arc<dyn Notifier>>,
     policy: queue::RetryPolicy,
-    metrics: Option<Arc<crate::metrics::Metrics>>,
+    metrics: Option<Arc<dyn crate::Observer>>,
 }
 
 impl Runtime {
@@ -47,7 +44,7 @@ impl Runtime {
         log_dir: &Path,
         store: Arc<dyn vaultmesh_store::Store>,
         attention: Arc<crate::attention::AttentionEngine>,
-        metrics: Option<Arc<crate::metrics::Metrics>>,
+        metrics: Option<Arc<dyn crate::Observer>>,
     ) -> Result<Runtime, String> {
         let Loaded { config, notifiers } = loaded;
         let (queue, restored) = queue::Queue::open(log_dir)
@@ -231,7 +228,7 @@ impl Message {
         for a in &self.alerts {
             out.push_str(&a.title);
             if let Some(since) = a.since {
-                let span = crate::ui::format::span((now - since).num_seconds());
+                let span = vaultmesh_process::duration::span((now - since).num_seconds());
                 out.push_str(&format!(" — for {span}"));
             }
             out.push('\n');
@@ -261,30 +258,4 @@ pub trait Notifier: Send + Sync + std::fmt::Debug {
 
     /// Delivers `message`; `Ok` once the receiver accepted it.
     async fn send(&self, message: &Message) -> Result<(), SendError>;
-}
-
-/// The HTTP client notifiers share: no redirects (a webhook URL is a secret that must not be
-/// forwarded), a 10 s timeout.
-pub fn http_client() -> reqwest::Client {
-    // The process's TLS provider (ring), if nothing installed it yet.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(std::time::Duration::from_secs(10))
-        .build()
-        .unwrap_or_default()
-}
-
-/// A reqwest error as text without its URL.
-pub fn http_error(e: reqwest::Error) -> SendError {
-    SendError(e.without_url().to_string())
-}
-
-/// Checks an HTTP reply: anything but 2xx is a failure naming the status.
-pub fn http_status(r: &reqwest::Response) -> Result<(), SendError> {
-    if r.status().is_success() {
-        Ok(())
-    } else {
-        Err(SendError(format!("the receiver answered {}", r.status())))
-    }
 }

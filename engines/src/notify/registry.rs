@@ -60,11 +60,3 @@ pub fn string(table: &toml::Table, key: &str) -> Result<Option<String>, String> 
             .ok_or_else(|| format!("{key}: must be a string")),
     }
 }
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn the_three_built_in_kinds_are_registered() {
-        assert_eq!(super::kinds(), ["email", "ntfy", "webhook"]);
-    }
-}

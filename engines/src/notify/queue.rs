@@ -289,7 +289,7 @@ pub fn spawn_senders(
     queue: &Arc<Queue>,
     notifiers: &BTreeMap<String, Arc<dyn Notifier>>,
     policy: RetryPolicy,
-    metrics: Option<Arc<crate::metrics::Metrics>>,
+    metrics: Option<Arc<dyn crate::Observer>>,
     cancel: &CancellationToken,
 ) {
     {
@@ -329,12 +329,12 @@ async fn send_loop(
     name: String,
     notifier: Arc<dyn Notifier>,
     policy: RetryPolicy,
-    metrics: Option<Arc<crate::metrics::Metrics>>,
+    metrics: Option<Arc<dyn crate::Observer>>,
     cancel: CancellationToken,
 ) {
     let count = |outcome: &str| {
         if let Some(m) = &metrics {
-            m.notifications.with_label_values(&[&name, outcome]).inc();
+            m.notification(&name, outcome);
         }
     };
     loop {
@@ -377,14 +377,11 @@ async fn send_loop(
                 }
             }
             if let Some(m) = &metrics {
-                m.notifications_pending.set(queue.pending() as i64);
                 let failing = lock(&queue.state)
                     .health
                     .get(&name)
                     .is_some_and(|h| h.consecutive_failures > 0);
-                m.notifier_failing
-                    .with_label_values(&[&name])
-                    .set(i64::from(failing));
+                m.notifier_state(queue.pending(), &name, failing);
             }
             continue; // drain what is due without pausing
         }

@@ -6,9 +6,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use vaultmesh_proto::AttentionLevel;
 
-use super::config::secret;
-use super::registry::{NotifierRegistration, only_keys};
-use super::{Message, Notifier, SendError, http_client, http_error, http_status};
+use super::{http_client, http_error, http_status};
+use vaultmesh_engines::notify::config::secret;
+use vaultmesh_engines::notify::registry::{NotifierRegistration, only_keys};
+use vaultmesh_engines::notify::{Message, Notifier, SendError};
 
 struct Ntfy {
     url: String,

@@ -15,9 +15,9 @@ use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 
-use super::config::secret;
-use super::registry::{NotifierRegistration, only_keys, string};
-use super::{Message, Notifier, SendError};
+use vaultmesh_engines::notify::config::secret;
+use vaultmesh_engines::notify::registry::{NotifierRegistration, only_keys, string};
+use vaultmesh_engines::notify::{Message, Notifier, SendError};
 
 struct Email {
     transport: AsyncSmtpTransport<Tokio1Executor>,

@@ -65,7 +65,7 @@ pub struct Orchestrator {
     key: Option<Arc<vaultmesh_proto::auth::NodeKey>>,
     tick: Duration,
     started_at: DateTime<Utc>,
-    metrics: Option<Arc<crate::metrics::Metrics>>,
+    metrics: Option<Arc<dyn crate::Observer>>,
 }
 
 impl Orchestrator {
@@ -86,7 +86,7 @@ impl Orchestrator {
     }
 
     /// Counts the scans it issues in `metrics`.
-    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
+    pub fn with_metrics(mut self, metrics: Arc<dyn crate::Observer>) -> Self {
         self.metrics = Some(metrics);
         self
     }
@@ -152,30 +152,24 @@ impl Orchestrator {
             if recently_asked {
                 continue;
             }
-            if policies
-                .check_command(&snap.latest.os_profile, SCAN_ACTION, &serde_json::json!({}))
-                .is_err()
-            {
-                continue;
-            }
-            match crate::commands::issue_signed(
-                self.store.as_ref(),
-                &self.policies,
-                Arc::clone(key),
+            let req = crate::issue::IssueRequest {
                 node_id,
-                SCAN_ACTION.to_string(),
-                serde_json::json!({}),
-                SCAN_TTL,
-                "orchestrator".to_string(),
-            )
-            .await
+                action: SCAN_ACTION.to_string(),
+                args: serde_json::json!({}),
+                ttl: SCAN_TTL,
+                issued_by: "orchestrator".to_string(),
+            };
+            match crate::issue::issue(self.store.as_ref(), &self.policies, Arc::clone(key), req)
+                .await
             {
                 Ok(_) => {
                     issued += 1;
                     if let Some(m) = &self.metrics {
-                        m.commands_issued.with_label_values(&["orchestrator"]).inc();
+                        m.command_issued("orchestrator");
                     }
                 }
+                // The profile's policy does not allow scans: nothing to schedule.
+                Err(crate::issue::IssueError::Refused(_)) => {}
                 Err(e) => tracing::warn!(%node_id, error = %e, "Cannot schedule a scan."),
             }
         }

@@ -6,9 +6,10 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::config::secret;
-use super::registry::{NotifierRegistration, only_keys, string};
-use super::{Message, Notifier, SendError, http_client, http_error, http_status};
+use super::{http_client, http_error, http_status};
+use vaultmesh_engines::notify::config::secret;
+use vaultmesh_engines::notify::registry::{NotifierRegistration, only_keys, string};
+use vaultmesh_engines::notify::{Message, Notifier, SendError};
 
 /// Version of the JSON body (`format = "json"`); see docs/NOTIFICATIONS.md.
 pub const SCHEMA_VERSION: u32 = 1;
