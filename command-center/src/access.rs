@@ -43,7 +43,40 @@ const REFRESH_MAX: Duration = Duration::from_secs(3600);
 /// After a failed fetch, the next one is this much later.
 const RETRY: Duration = Duration::from_secs(30);
 
-/// `[access]` settings.
+/// The Cloudflare Access flags of `serve`; [`AccessArgs::config`] is the configuration they
+/// make, if any.
+#[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args)]
+pub struct AccessArgs {
+    /// Cloudflare Access team domain (myteam.cloudflareaccess.com): admin routes then need a
+    /// valid Cf-Access-Jwt-Assertion.
+    #[arg(long, env = "VAULTMESH_ACCESS_TEAM_DOMAIN", requires = "access_aud")]
+    pub access_team_domain: Option<String>,
+    /// Access application AUD tag(s); repeat, or separate with commas.
+    #[arg(long, env = "VAULTMESH_ACCESS_AUD", value_delimiter = ',')]
+    pub access_aud: Vec<String>,
+    /// Where to fetch the Access certs (default https://<team>/cdn-cgi/access/certs).
+    #[arg(long, env = "VAULTMESH_ACCESS_JWKS_URL", value_name = "URL")]
+    pub access_jwks_url: Option<String>,
+    /// Read the Access certs from a file instead (air-gapped installs).
+    #[arg(long, env = "VAULTMESH_ACCESS_CERTS_FILE", value_name = "FILE")]
+    pub access_certs_file: Option<PathBuf>,
+}
+
+impl AccessArgs {
+    /// Access in front of the admin routes, when a team domain is given.
+    pub fn config(&self) -> Option<AccessConfig> {
+        self.access_team_domain
+            .clone()
+            .map(|team_domain| AccessConfig {
+                team_domain,
+                aud: self.access_aud.clone(),
+                jwks_url: self.access_jwks_url.clone(),
+                certs_file: self.access_certs_file.clone(),
+            })
+    }
+}
+
+/// Cloudflare Access settings.
 #[derive(Debug, Clone)]
 pub struct AccessConfig {
     /// `<team>.cloudflareaccess.com`.

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use vaultmesh_process::{duration, size};
 use vaultmesh_store::{StoreLimits, StoreOptions};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8088";
@@ -57,111 +58,160 @@ impl SigningKey {
     }
 }
 
-/// Everything `serve` needs, already validated.
-#[derive(Debug, Clone)]
+/// Everything `serve` needs: its flags (and environment), each default declared once, here.
+/// [`ServeConfig::prepare`] validates them.
+#[derive(Debug, Clone, clap::Args)]
 pub struct ServeConfig {
+    /// Address to listen on; keep it on loopback behind cloudflared.
+    #[arg(long, env = "VAULTMESH_LISTEN", default_value = DEFAULT_LISTEN)]
     pub listen: SocketAddr,
-    /// Directory for the append-only logs (`VAULTMESH_LOG_DIR`); created if missing.
+    /// Directory for the append-only logs (created if missing; replayed at start).
+    #[arg(
+        long,
+        env = "VAULTMESH_LOG_DIR",
+        value_name = "DIR",
+        default_value = "vaultmesh-logs"
+    )]
     pub log_dir: PathBuf,
-    /// Directory of per-profile policy files (`VAULTMESH_POLICY_DIR`); must exist if given.
+    /// Directory of per-profile policy files.
+    #[arg(long, env = "VAULTMESH_POLICY_DIR", value_name = "DIR")]
     pub policy_dir: Option<PathBuf>,
-    pub limits: StoreLimits,
-    /// Attention engine: ticker and restart grace period.
-    pub attention: vaultmesh_engines::attention::EngineOptions,
-    /// How often the orchestrator looks for nodes due a scan.
-    pub scan_tick: Duration,
-    /// How often the ledger signs a checkpoint over new scans.
-    pub ledger_interval: Duration,
-    /// The ledger's origin line and key name.
-    pub ledger_origin: String,
-    /// Cloudflare Access in front of the admin routes.
-    pub access: Option<crate::access::AccessConfig>,
-    /// Admin bearer token (when Access is not used).
-    pub admin_token: Option<String>,
-    /// Agent requests per second per node, and the burst allowed.
-    pub agent_rate: f64,
-    /// Bytes per hour each node may send, per kind.
-    pub budgets: vaultmesh_engines::budget::Limits,
-    /// Bytes per hour per kind the whole fleet may send.
-    pub fleet_budgets: vaultmesh_engines::budget::FleetLimits,
-    /// Enrollment attempts a second per source address, and the burst allowed.
-    pub enroll_rate: f64,
-    pub enroll_burst: u32,
-    pub agent_burst: u32,
-    /// Open `/events` streams per identity, per address and in all.
-    pub sse: crate::sse::StreamLimits,
-    /// The connection bound and the header and write timeouts ([`crate::listener`]).
-    pub connections: crate::listener::ConnLimits,
-    /// Rotate the heartbeat log at this size (it also rotates daily).
-    pub heartbeat_rotate_bytes: u64,
-    /// Delete rotated heartbeat segments older than this.
-    pub heartbeat_retention: Duration,
-    /// SSE keepalive interval.
-    pub sse_keepalive: Duration,
-    /// Events an SSE client may fall behind before it is told to resync.
-    pub sse_buffer: usize,
-    /// Enrollment token specs: `TOKEN[,single-use][,expires=RFC3339]`.
-    pub enroll_tokens: Vec<String>,
-    /// The Command Center's command-signing key (`keygen` writes it).
-    pub signing_key: Option<SigningKey>,
-    /// A PostgreSQL URL (`--store`, `VAULTMESH_STORE_URL`): the log is kept in that database,
-    /// shared with other instances; the log directory then holds only the ledger's files.
+    /// Keep the log in PostgreSQL (postgres://USER[:PASSWORD]@HOST[:PORT]/DB), shared by every
+    /// instance given the same URL; --log-dir then holds only this instance's ledger files.
+    /// Without it, the log is the JSONL files in --log-dir.
+    #[arg(
+        long = "store",
+        env = "VAULTMESH_STORE_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
     pub store_url: Option<String>,
-    /// The notifications file (`--notify-config`, `VAULTMESH_NOTIFY_CONFIG`).
+    /// Notifications: notifiers and routes (TOML; see docs/NOTIFICATIONS.md). The queue is kept
+    /// in --log-dir.
+    #[arg(long, env = "VAULTMESH_NOTIFY_CONFIG", value_name = "FILE")]
     pub notify_config: Option<PathBuf>,
-    /// Below this much free space on the log volume, the Command Center raises its own
-    /// attention reason (`cc.disk_free`).
+    #[command(flatten)]
+    pub limits: StoreLimits,
+    #[command(flatten)]
+    pub attention: vaultmesh_engines::attention::EngineOptions,
+    /// How often the orchestrator looks for nodes due a scheduled scan.
+    #[arg(long, default_value = "30s", value_parser = duration::parse_nonzero)]
+    pub scan_tick: Duration,
+    /// How often the ledger signs a checkpoint over new scan reports (when there are any).
+    #[arg(long, default_value = "10s", value_parser = duration::parse_nonzero)]
+    pub ledger_interval: Duration,
+    /// Origin line (and key name) of the ledger's checkpoints.
+    #[arg(long, default_value = vaultmesh_store::ledger::DEFAULT_ORIGIN)]
+    pub ledger_origin: String,
+    #[command(flatten)]
+    pub access: crate::access::AccessArgs,
+    /// Admin bearer token (Authorization: Bearer ...) when Access is not used.
+    #[arg(long, env = "VAULTMESH_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Agent requests a second each node may make (beyond: 429 with Retry-After).
+    #[arg(long, default_value_t = 5.0)]
+    pub agent_rate: f64,
+    /// Agent requests a node may make at once before the rate applies.
+    #[arg(long, default_value_t = 30)]
+    pub agent_burst: u32,
+    #[command(flatten)]
+    pub budgets: vaultmesh_engines::budget::Limits,
+    #[command(flatten)]
+    pub fleet_budgets: vaultmesh_engines::budget::FleetLimits,
+    /// Enrollment attempts a second from one source address (Cf-Connecting-Ip behind the
+    /// tunnel); beyond: 429 with Retry-After.
+    #[arg(long, default_value_t = crate::agent_auth::ENROLL_RATE_PER_S)]
+    pub enroll_rate: f64,
+    /// Enrollment attempts one source may make at once before the rate applies.
+    #[arg(long, default_value_t = crate::agent_auth::ENROLL_BURST)]
+    pub enroll_burst: u32,
+    #[command(flatten)]
+    pub sse: crate::sse::StreamLimits,
+    #[command(flatten)]
+    pub connections: crate::listener::ConnLimits,
+    #[command(flatten)]
+    pub heartbeats: vaultmesh_store::jsonl::HeartbeatLog,
+    /// Interval of SSE keepalive comments on /events.
+    #[arg(long, default_value = "15s", value_parser = duration::parse_nonzero)]
+    pub sse_keepalive: Duration,
+    /// Events an SSE client may fall behind before it gets `resync`.
+    #[arg(long, default_value_t = 1024)]
+    pub sse_buffer: usize,
+    /// Enrollment token agents present once to bind their key: TOKEN[,single-use][,expires=RFC3339].
+    /// Repeat for several; in the environment, separate them with spaces.
+    #[arg(
+        long = "enroll-token",
+        env = "VAULTMESH_ENROLL_TOKEN",
+        value_delimiter = ' ',
+        hide_env_values = true
+    )]
+    pub enroll_tokens: Vec<String>,
+    /// Command-signing key written by `keygen`; without it no command can be issued. Unset, the
+    /// systemd credential `cc.key` ($CREDENTIALS_DIRECTORY/cc.key, LoadCredential=) is used if
+    /// present ([`ServeConfig::signing_key`]).
+    #[arg(
+        id = "signing_key",
+        long = "signing-key",
+        env = "VAULTMESH_CC_KEY_FILE",
+        value_name = "FILE"
+    )]
+    pub signing_key_file: Option<PathBuf>,
+    /// Free space on the log volume below which the Command Center raises its own attention
+    /// reason (cc.disk_free), before writes start failing: a share (5%) or a size (2GiB).
+    #[arg(long, default_value = "5%")]
     pub min_free: vaultmesh_store::health::MinFree,
     /// How often the log volume's free space is measured.
+    #[arg(long, default_value = "10s", value_parser = duration::parse_nonzero)]
     pub disk_check: Duration,
-    /// How long a request may take (`--request-timeout`); see [`crate::timeout`].
+    /// Answer a request not done within this with a JSON error (503; 408 if its body is still
+    /// arriving). The agent's long-poll gets its wait (at most 60s) on top.
+    #[arg(long, default_value = "30s", value_parser = duration::parse_nonzero)]
     pub request_timeout: Duration,
-    /// How long a request body may take to arrive (`--body-timeout`); see [`crate::timeout`].
+    /// Answer a request whose body has not arrived whole within this of its head with 408, and
+    /// close the connection (a slow sender holds it no longer).
+    #[arg(long, default_value = "10s", value_parser = duration::parse_nonzero)]
     pub body_timeout: Duration,
-    /// Bytes all request bodies being received may hold at once (`--body-memory`).
-    pub body_memory: usize,
-    /// Host names admin requests may name besides the loopback ones (`--allowed-host`); see
-    /// [`crate::guard`].
+    /// Bytes all request bodies being received may hold at once; a body beyond gets 503 with
+    /// Retry-After. At least the largest body accepted (a scan report, 4.25 MiB). The default
+    /// holds 16 scan reports of the largest size at once, or thousands of heartbeats.
+    #[arg(long, default_value = "64MiB", value_parser = size::parse)]
+    pub body_memory: u64,
+    /// A host name admin requests may name besides localhost, 127.0.0.1 and [::1] with the
+    /// listen port (others get 421, against DNS rebinding): the public hostname behind
+    /// cloudflared (cc.example.com, any port), or NAME:PORT. Repeat, or separate with commas.
+    #[arg(
+        long = "allowed-host",
+        env = "VAULTMESH_ALLOWED_HOST",
+        value_delimiter = ',',
+        value_name = "HOST"
+    )]
     pub allowed_hosts: Vec<crate::guard::HostName>,
 }
 
 impl ServeConfig {
+    /// The defaults (without reading the environment) with `listen` and `log_dir`.
     pub fn new(listen: SocketAddr, log_dir: PathBuf) -> Self {
-        let defaults = StoreOptions::new(log_dir.clone());
         ServeConfig {
             listen,
             log_dir,
-            policy_dir: None,
-            limits: StoreLimits::default(),
-            attention: vaultmesh_engines::attention::EngineOptions::default(),
-            scan_tick: Duration::from_secs(30),
-            ledger_interval: Duration::from_secs(10),
-            ledger_origin: vaultmesh_store::ledger::DEFAULT_ORIGIN.to_string(),
-            access: None,
-            admin_token: None,
-            agent_rate: 5.0,
-            budgets: vaultmesh_engines::budget::Limits::default(),
-            fleet_budgets: vaultmesh_engines::budget::FLEET_DEFAULT,
-            enroll_rate: crate::agent_auth::ENROLL_RATE_PER_S,
-            enroll_burst: crate::agent_auth::ENROLL_BURST,
-            agent_burst: 30,
-            sse: crate::sse::StreamLimits::default(),
-            connections: crate::listener::ConnLimits::default(),
-            heartbeat_rotate_bytes: defaults.heartbeat_rotate_bytes,
-            heartbeat_retention: defaults.heartbeat_retention,
-            sse_keepalive: Duration::from_secs(15),
-            sse_buffer: 1024,
-            enroll_tokens: Vec::new(),
-            store_url: None,
-            notify_config: None,
-            signing_key: None,
-            min_free: vaultmesh_store::health::MinFree::Percent(5.0),
-            disk_check: Duration::from_secs(10),
-            request_timeout: crate::timeout::DEFAULT_REQUEST_TIMEOUT,
-            body_timeout: crate::timeout::DEFAULT_BODY_TIMEOUT,
-            body_memory: crate::timeout::DEFAULT_BODY_MEMORY,
-            allowed_hosts: Vec::new(),
+            ..vaultmesh_process::cli::defaults()
         }
+    }
+
+    /// Where the signing key is read from: `--signing-key`, else the systemd credential
+    /// [`KEY_CREDENTIAL`] when systemd passed one.
+    pub fn signing_key(&self) -> Option<SigningKey> {
+        SigningKey::resolve(
+            self.signing_key_file.clone(),
+            std::env::var_os("CREDENTIALS_DIRECTORY")
+                .as_deref()
+                .map(Path::new),
+        )
+    }
+
+    /// Bytes all request bodies may hold at once, as a memory size.
+    pub fn body_memory(&self) -> usize {
+        usize::try_from(self.body_memory).unwrap_or(usize::MAX)
     }
 
     /// The parsed enrollment tokens.
@@ -178,7 +228,7 @@ impl ServeConfig {
 
     /// The signing key, if configured.
     pub fn load_signing_key(&self) -> Result<Option<vaultmesh_proto::auth::NodeKey>, String> {
-        let Some(key) = &self.signing_key else {
+        let Some(key) = &self.signing_key() else {
             return Ok(None);
         };
         crate::commands::read_signing_key(key.path())
@@ -191,8 +241,7 @@ impl ServeConfig {
         StoreOptions {
             dir: self.log_dir.clone(),
             limits: self.limits,
-            heartbeat_rotate_bytes: self.heartbeat_rotate_bytes,
-            heartbeat_retention: self.heartbeat_retention,
+            heartbeats: self.heartbeats,
             observer: None,
             health: std::sync::Arc::default(),
             seen_max: vaultmesh_store::seen::DEFAULT_MAX,
@@ -223,7 +272,10 @@ impl ServeConfig {
         if self.attention.tick < Duration::from_millis(10) {
             return Err("--attention-tick must be at least 10ms".into());
         }
-        if !self.listen.ip().is_loopback() && self.access.is_none() && self.admin_token.is_none() {
+        if !self.listen.ip().is_loopback()
+            && self.access.access_team_domain.is_none()
+            && self.admin_token.is_none()
+        {
             return Err(format!(
                 "--listen {}: the admin routes would be open to the network; listen on loopback (behind cloudflared), or set --access-team-domain and --access-aud (Cloudflare Access), or --admin-token",
                 self.listen
@@ -251,7 +303,7 @@ impl ServeConfig {
             return Err("--sse-buffer must be at least 1".into());
         }
         self.check_connection_bounds()?;
-        if self.heartbeat_rotate_bytes < 4096 {
+        if self.heartbeats.rotate_bytes < 4096 {
             return Err("--heartbeat-rotate-size must be at least 4KiB".into());
         }
         if let Some(dir) = &self.policy_dir {
@@ -284,7 +336,7 @@ impl ServeConfig {
             }
         }
         let largest = vaultmesh_proto::scan::limits::REPORT_BODY_MAX;
-        if self.body_memory < largest {
+        if self.body_memory() < largest {
             return Err(format!(
                 "--body-memory {} must be at least {largest} bytes: the largest body accepted (a scan report) must fit",
                 self.body_memory
@@ -317,5 +369,38 @@ fn require_dir(flag: &str, dir: &Path) -> Result<(), String> {
         Ok(m) if m.is_dir() => Ok(()),
         Ok(_) => Err(format!("{flag} {}: not a directory", dir.display())),
         Err(e) => Err(format!("{flag} {}: {e}", dir.display())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every default is declared once, in the flags; the library's `Default`s and
+    /// `ServeConfig::new` are those, they pass validation, and they are the documented values
+    /// (docs/DEPLOY.md, docs/SECURITY.md).
+    #[test]
+    fn the_flags_defaults_are_the_librarys_and_are_valid() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = ServeConfig::new("127.0.0.1:0".parse().unwrap(), dir.path().join("logs"));
+        c.prepare().unwrap();
+        assert_eq!(c.limits, StoreLimits::default());
+        assert_eq!((c.limits.history_len, c.limits.max_nodes), (240, 10_000));
+        assert_eq!(c.connections, crate::listener::ConnLimits::default());
+        assert_eq!(c.connections.idle_timeout, Duration::from_secs(120));
+        assert_eq!(c.sse, crate::sse::StreamLimits::default());
+        assert_eq!(
+            c.attention,
+            vaultmesh_engines::attention::EngineOptions::default()
+        );
+        assert_eq!(c.attention.restart_grace, Duration::from_secs(120));
+        assert_eq!(c.budgets, vaultmesh_engines::budget::Limits::default());
+        assert_eq!(c.budgets.heartbeats, 16 << 20);
+        assert_eq!(c.fleet_budgets.scans, 8 << 30);
+        assert_eq!(c.body_memory(), 64 << 20);
+        assert_eq!(c.request_timeout, Duration::from_secs(30));
+        assert_eq!(c.heartbeats.retention, Duration::from_secs(30 * 86_400));
+        assert_eq!(c.min_free, vaultmesh_store::health::MinFree::Percent(5.0));
+        assert!(c.signing_key_file.is_none() && c.enroll_tokens.is_empty());
     }
 }

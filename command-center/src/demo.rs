@@ -80,7 +80,7 @@ pub async fn run(
         .and_then(|t| vaultmesh_proto::auth::NodeKey::from_base64(&t).ok())
         .map(|k| k.public_base64())
         .ok_or_else(|| DemoError::Setup(format!("{}: not a signing key", key_path.display())))?;
-    serve.signing_key = Some(crate::config::SigningKey::File(key_path));
+    serve.signing_key_file = Some(key_path);
     // The shipped policies, so the demo can issue commands.
     let policies = data_dir.join("policies");
     std::fs::create_dir_all(&policies)

@@ -63,15 +63,6 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 16_256;
 /// ([`LINGERING_REFUSALS`]), and room. A Command Center with no client uses about 20.
 pub const FD_RESERVE: u64 = 128;
 
-/// Default of `--header-timeout`.
-pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Default of `--idle-timeout`: above cloudflared's `keepAliveTimeout` (90 s).
-pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
-
-/// Default of `--write-timeout`.
-pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// Connections refused at the bound that may be held at once while their `503` is written and
 /// the rest of their request read (so the client sees the answer, not a reset). Beyond, a
 /// refused connection is closed at once.
@@ -89,26 +80,30 @@ const LINGER: Duration = Duration::from_secs(1);
 const MAX_BUF: usize = 64 * 1024;
 
 /// The connection bounds and timeouts (`serve` flags).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Args)]
 pub struct ConnLimits {
-    /// `--max-connections`.
+    /// Client connections served at once. Beyond, the connection idle the longest is closed to
+    /// make room, or, with every one busy, the new one gets 503. The open-file limit must hold
+    /// this plus 128 (LimitNOFILE=; the soft limit is raised as far as the hard one allows).
+    #[arg(long, default_value_t = DEFAULT_MAX_CONNECTIONS)]
     pub max_connections: usize,
-    /// `--header-timeout`: for a whole request head, from connecting or from its first byte.
+    /// Close a connection that has not sent a whole request head within this of connecting, or
+    /// of the head's first byte.
+    #[arg(long, default_value = "10s", value_parser = vaultmesh_process::duration::parse_nonzero)]
     pub header_timeout: Duration,
-    /// `--idle-timeout`: for the next request to begin after a response.
+    /// Close a keep-alive connection that has sent nothing for this long since its previous
+    /// response (keep it above cloudflared's keepAliveTimeout, 90 s by default).
+    #[arg(long, default_value = "2m", value_parser = vaultmesh_process::duration::parse_nonzero)]
     pub idle_timeout: Duration,
-    /// `--write-timeout`: for a client that stops reading.
+    /// Close a connection whose client has read nothing of a response or event stream for this
+    /// long.
+    #[arg(long, default_value = "30s", value_parser = vaultmesh_process::duration::parse_nonzero)]
     pub write_timeout: Duration,
 }
 
 impl Default for ConnLimits {
     fn default() -> Self {
-        ConnLimits {
-            max_connections: DEFAULT_MAX_CONNECTIONS,
-            header_timeout: DEFAULT_HEADER_TIMEOUT,
-            idle_timeout: DEFAULT_IDLE_TIMEOUT,
-            write_timeout: DEFAULT_WRITE_TIMEOUT,
-        }
+        vaultmesh_process::cli::defaults()
     }
 }
 

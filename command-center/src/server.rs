@@ -386,7 +386,7 @@ impl Server {
         };
         let access = config
             .access
-            .clone()
+            .config()
             .map(crate::access::AccessVerifier::new)
             .transpose()
             .map_err(ServeError::Config)?
@@ -422,7 +422,7 @@ impl Server {
             request_timeout: config.request_timeout,
             bodies: Arc::new(crate::timeout::Bodies::new(
                 config.body_timeout,
-                config.body_memory,
+                config.body_memory(),
             )),
             reading: Arc::default(),
             refusals: Arc::default(),

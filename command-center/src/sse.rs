@@ -86,23 +86,24 @@ pub const DEFAULT_TOTAL: usize = 1024;
 
 /// How many `/events` streams may be open (`--sse-per-identity`, `--sse-per-address`,
 /// `--sse-total`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Args)]
 pub struct StreamLimits {
-    /// Per signed-in identity (an Access identity, or the admin token).
+    /// Open /events streams each signed-in admin (Access identity or admin token) may hold
+    /// (beyond: 429).
+    #[arg(id = "sse_per_identity", value_name = "SSE_PER_IDENTITY", long = "sse-per-identity", default_value_t = DEFAULT_PER_IDENTITY)]
     pub per_identity: usize,
-    /// Per client address, for clients that are not signed in (a loopback-only Command Center).
+    /// Open /events streams each client address may hold when it is not signed in (a
+    /// loopback-only Command Center; beyond: 429).
+    #[arg(id = "sse_per_address", value_name = "SSE_PER_ADDRESS", long = "sse-per-address", default_value_t = DEFAULT_PER_ADDRESS)]
     pub per_address: usize,
-    /// In all.
+    /// Open /events streams in all (beyond: 503); below --max-connections.
+    #[arg(id = "sse_total", value_name = "SSE_TOTAL", long = "sse-total", default_value_t = DEFAULT_TOTAL)]
     pub total: usize,
 }
 
 impl Default for StreamLimits {
     fn default() -> Self {
-        StreamLimits {
-            per_identity: DEFAULT_PER_IDENTITY,
-            per_address: DEFAULT_PER_ADDRESS,
-            total: DEFAULT_TOTAL,
-        }
+        vaultmesh_process::cli::defaults()
     }
 }
 

@@ -36,16 +36,6 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::error::ApiError;
 use crate::server::AppState;
 
-/// Default of `--request-timeout`.
-pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Default of `--body-timeout`.
-pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Default of `--body-memory`: 16 scan reports of the largest size at once, or thousands of
-/// heartbeats.
-pub const DEFAULT_BODY_MEMORY: usize = 64 << 20;
-
 /// How long a request to `route` may take when requests are bounded by `request_timeout`.
 pub fn bound(route: Option<&str>, request_timeout: Duration) -> Duration {
     if route == Some(crate::commands::POLL_ROUTE) {

@@ -53,23 +53,42 @@ impl Kind {
 }
 
 /// Bytes per hour each node may send, per kind (`--heartbeat-budget`, `--scan-budget`,
-/// `--receipt-budget`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// `--receipt-budget`). A heartbeat every 30 s is about 2.7 KB: 330 KB an hour; a scan report
+/// is at most 4.25 MiB and a few an hour is normal; a receipt is at most 64 KiB of output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Args)]
 pub struct Limits {
+    /// Bytes of heartbeats each node may send an hour (beyond: 429 and an attention reason).
+    #[arg(
+        id = "heartbeat_budget",
+        value_name = "HEARTBEAT_BUDGET",
+        long = "heartbeat-budget",
+        default_value = "16MiB",
+        value_parser = vaultmesh_process::size::parse
+    )]
     pub heartbeats: u64,
+    /// Bytes of scan reports each node may send an hour (a report is at most 4.25 MiB).
+    #[arg(
+        id = "scan_budget",
+        value_name = "SCAN_BUDGET",
+        long = "scan-budget",
+        default_value = "64MiB",
+        value_parser = vaultmesh_process::size::parse
+    )]
     pub scans: u64,
+    /// Bytes of command receipts each node may send an hour.
+    #[arg(
+        id = "receipt_budget",
+        value_name = "RECEIPT_BUDGET",
+        long = "receipt-budget",
+        default_value = "16MiB",
+        value_parser = vaultmesh_process::size::parse
+    )]
     pub receipts: u64,
 }
 
 impl Default for Limits {
-    /// A heartbeat every 30 s is about 2.7 KB: 330 KB an hour; a scan report is at most
-    /// 4.25 MiB and a few an hour is normal; a receipt is at most 64 KiB of output.
     fn default() -> Self {
-        Limits {
-            heartbeats: 16 << 20,
-            scans: 64 << 20,
-            receipts: 16 << 20,
-        }
+        vaultmesh_process::cli::defaults()
     }
 }
 
@@ -85,15 +104,56 @@ impl Limits {
 
 /// Bytes per hour the whole fleet may send, per kind (`--fleet-heartbeat-budget`,
 /// `--fleet-scan-budget`, `--fleet-receipt-budget`).
-pub type FleetLimits = Limits;
+///
+/// The defaults leave room for `--max-nodes` (10,000) nodes at a heartbeat every 30 s (3.3 GB
+/// an hour) and a full-size scan report each every 6 hours (7 GiB an hour).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Args)]
+pub struct FleetLimits {
+    /// Bytes of heartbeats the whole fleet may send an hour (node ids are cheap with a
+    /// multi-use enrollment token; beyond: 429 for every node).
+    #[arg(
+        id = "fleet_heartbeat_budget",
+        value_name = "FLEET_HEARTBEAT_BUDGET",
+        long = "fleet-heartbeat-budget",
+        default_value = "8GiB",
+        value_parser = vaultmesh_process::size::parse
+    )]
+    pub heartbeats: u64,
+    /// Bytes of scan reports the whole fleet may send an hour.
+    #[arg(
+        id = "fleet_scan_budget",
+        value_name = "FLEET_SCAN_BUDGET",
+        long = "fleet-scan-budget",
+        default_value = "8GiB",
+        value_parser = vaultmesh_process::size::parse
+    )]
+    pub scans: u64,
+    /// Bytes of command receipts the whole fleet may send an hour.
+    #[arg(
+        id = "fleet_receipt_budget",
+        value_name = "FLEET_RECEIPT_BUDGET",
+        long = "fleet-receipt-budget",
+        default_value = "2GiB",
+        value_parser = vaultmesh_process::size::parse
+    )]
+    pub receipts: u64,
+}
 
-/// The fleet's budgets by default: room for `--max-nodes` (10,000) nodes at a heartbeat every
-/// 30 s (3.3 GB an hour) and a full-size scan report each every 6 hours (7 GiB an hour).
-pub const FLEET_DEFAULT: FleetLimits = Limits {
-    heartbeats: 8 << 30,
-    scans: 8 << 30,
-    receipts: 2 << 30,
-};
+impl Default for FleetLimits {
+    fn default() -> Self {
+        vaultmesh_process::cli::defaults()
+    }
+}
+
+impl From<FleetLimits> for Limits {
+    fn from(f: FleetLimits) -> Limits {
+        Limits {
+            heartbeats: f.heartbeats,
+            scans: f.scans,
+            receipts: f.receipts,
+        }
+    }
+}
 
 /// A node's refusals of one kind: how many, the first and the last.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,7 +196,7 @@ pub enum OverBudget {
 pub struct Budgets {
     limits: Limits,
     buckets: [Buckets<Uuid>; 3],
-    fleet_limits: FleetLimits,
+    fleet_limits: Limits,
     fleet: [Buckets<()>; 3],
     refused: Mutex<HashMap<(Uuid, Kind), Refusals>>,
 }
@@ -146,10 +206,11 @@ const WINDOW_SECS: f64 = 3600.0;
 
 impl Budgets {
     pub fn new(limits: Limits) -> Budgets {
-        Budgets::with_fleet(limits, FLEET_DEFAULT)
+        Budgets::with_fleet(limits, FleetLimits::default())
     }
 
-    pub fn with_fleet(limits: Limits, fleet_limits: FleetLimits) -> Budgets {
+    pub fn with_fleet(limits: Limits, fleet_limits: impl Into<Limits>) -> Budgets {
+        let fleet_limits = fleet_limits.into();
         fn bucket<K: std::hash::Hash + Eq + Clone>(limits: Limits) -> impl Fn(Kind) -> Buckets<K> {
             move |k: Kind| {
                 let b = limits.of(k) as f64;

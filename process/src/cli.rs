@@ -59,6 +59,21 @@ fn ignore_broken_pipe(r: std::io::Result<()>) -> std::io::Result<()> {
     }
 }
 
+/// The values a set of arguments takes when none is given: their declared defaults, without
+/// reading the environment. A config struct that derives `clap::Args` implements `Default`
+/// with this, so each default is written once, in its `#[arg(default_value...)]`.
+///
+/// # Panics
+/// If an argument of `T` has no default and is required: a bug in `T`, caught by its tests.
+pub fn defaults<T: clap::Args + clap::FromArgMatches>() -> T {
+    let cmd = T::augment_args(clap::Command::new("defaults").no_binary_name(true))
+        .mut_args(|a| a.env(None));
+    let matches = cmd
+        .try_get_matches_from(std::iter::empty::<&str>())
+        .expect("every argument of a config struct has a default");
+    T::from_arg_matches(&matches).expect("a config struct's defaults parse")
+}
+
 /// Parses the process arguments, or exits: 0 after `--help`/`--version`, 2 on a usage error
 /// with clap's whole message as one short block on stderr (see [`usage_block`]).
 pub fn parse_or_exit<T: Parser>() -> T {
@@ -95,6 +110,30 @@ pub fn usage_block(rendered: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug, clap::Args, PartialEq)]
+    struct Limits {
+        /// Most nodes.
+        #[arg(long, env = "VAULTMESH_TEST_UNSET_MAX_NODES", default_value_t = 10)]
+        max_nodes: usize,
+        /// How often.
+        #[arg(long, default_value = "5s", value_parser = crate::duration::parse_nonzero)]
+        tick: std::time::Duration,
+        #[arg(long)]
+        name: Option<String>,
+    }
+
+    #[test]
+    fn defaults_are_the_declared_ones() {
+        assert_eq!(
+            defaults::<Limits>(),
+            Limits {
+                max_nodes: 10,
+                tick: std::time::Duration::from_secs(5),
+                name: None
+            }
+        );
+    }
 
     #[derive(Debug, Parser)]
     #[command(name = "prog")]

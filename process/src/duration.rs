@@ -14,6 +14,16 @@ pub fn parse(text: &str) -> Result<Duration, String> {
         .map_err(|e| format!("{text:?} is not a duration ({e}); write e.g. \"30s\", \"5m\" or 30"))
 }
 
+/// [`parse`], refusing zero: the value parser of interval and timeout flags.
+pub fn parse_nonzero(text: &str) -> Result<Duration, String> {
+    let d = parse(text)?;
+    if d.is_zero() {
+        Err("must be greater than zero".into())
+    } else {
+        Ok(d)
+    }
+}
+
 /// Formats a duration the way config files write it (`"30s"`, `"5m"`).
 pub fn format(d: Duration) -> String {
     humantime::format_duration(d).to_string()

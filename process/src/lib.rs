@@ -5,12 +5,14 @@
 //!   `completions SHELL` and `man`.
 //! - [`service`]: logging, readiness, watchdog and shutdown under systemd.
 //! - [`duration`]: `"30s"`, `"5m"`, `"1h 30m"` in flags and config files, and back.
+//! - [`size`]: `256MiB`, `1GiB` in flags.
 //! - [`suggest`]: "did you mean ...?" — the known name nearest to a typo.
 //! - [`error_chain`]: an error and its causes on one line.
 
 pub mod cli;
 pub mod duration;
 pub mod service;
+pub mod size;
 pub mod suggest;
 
 /// An error with its causes, `outer: inner: root`. reqwest's and hyper's `Display` hide the

@@ -159,6 +159,21 @@ impl MinFree {
     }
 }
 
+/// `5%` (of the volume) or a size (`2GiB`).
+impl std::str::FromStr for MinFree {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<MinFree, String> {
+        match s.trim().strip_suffix('%') {
+            Some(p) => match p.trim().parse::<f64>() {
+                Ok(p) if (0.0..=100.0).contains(&p) => Ok(MinFree::Percent(p)),
+                _ => Err(format!("{s:?} is not a share of the volume; write e.g. 5%")),
+            },
+            None => vaultmesh_process::size::parse(s).map(MinFree::Bytes),
+        }
+    }
+}
+
 impl std::fmt::Display for MinFree {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

@@ -20,15 +20,43 @@ use super::replay::{self, BadLine, ReplayReport};
 use super::{StoreError, StoreLimits};
 use crate::bus::Bus;
 
+/// How the heartbeat log rotates and how long its segments are kept (`serve` flags; scans,
+/// commands and events are kept forever).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Args)]
+pub struct HeartbeatLog {
+    /// Rotate the heartbeat log at this size (also daily): e.g. 256MiB, 1GiB.
+    #[arg(
+        id = "heartbeat_rotate_size",
+        value_name = "HEARTBEAT_ROTATE_SIZE",
+        long = "heartbeat-rotate-size",
+        default_value = "256MiB",
+        value_parser = vaultmesh_process::size::parse
+    )]
+    pub rotate_bytes: u64,
+    /// Delete rotated heartbeat segments older than this (scans, commands and events are kept forever).
+    #[arg(
+        id = "heartbeat_retention",
+        value_name = "HEARTBEAT_RETENTION",
+        long = "heartbeat-retention",
+        default_value = "30d",
+        value_parser = vaultmesh_process::duration::parse_nonzero
+    )]
+    pub retention: Duration,
+}
+
+impl Default for HeartbeatLog {
+    fn default() -> Self {
+        vaultmesh_process::cli::defaults()
+    }
+}
+
 /// Where and how the store keeps its files.
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
     pub dir: PathBuf,
     pub limits: StoreLimits,
-    /// Rotate the heartbeat log at this size (it also rotates daily).
-    pub heartbeat_rotate_bytes: u64,
-    /// Delete heartbeat segments older than this.
-    pub heartbeat_retention: Duration,
+    /// How the heartbeat log rotates and how long its segments are kept.
+    pub heartbeats: HeartbeatLog,
     /// Where append latencies go, if anywhere.
     pub observer: Option<Arc<dyn crate::Observer>>,
     /// Where the log writers report failures and recoveries.
@@ -42,8 +70,7 @@ impl StoreOptions {
         StoreOptions {
             dir,
             limits: StoreLimits::default(),
-            heartbeat_rotate_bytes: 256 << 20,
-            heartbeat_retention: Duration::from_secs(30 * 86_400),
+            heartbeats: HeartbeatLog::default(),
             observer: None,
             health: Arc::default(),
             seen_max: super::seen::DEFAULT_MAX,
@@ -90,9 +117,9 @@ impl JsonlStore {
         bus: Arc<Bus>,
     ) -> Result<(JsonlStore, ReplayReport), StoreOpenError> {
         let rotation = Rotation {
-            max_bytes: Some(opts.heartbeat_rotate_bytes),
+            max_bytes: Some(opts.heartbeats.rotate_bytes),
             daily: true,
-            retention: Some(opts.heartbeat_retention),
+            retention: Some(opts.heartbeats.retention),
         };
         let health = || Arc::clone(&opts.health);
         let (mut heartbeats, OpenReport { torn_bytes }) =

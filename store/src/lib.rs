@@ -97,21 +97,20 @@ impl std::fmt::Debug for LatencySink {
     }
 }
 
-/// Limits that keep memory bounded whatever the agents send.
-#[derive(Debug, Clone, Copy)]
+/// Limits that keep memory bounded whatever the agents send (`serve` flags).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Args)]
 pub struct StoreLimits {
-    /// History points kept per node.
+    /// Heartbeat history points kept per node.
+    #[arg(long, default_value_t = 240)]
     pub history_len: usize,
-    /// Distinct nodes tracked; heartbeats from further new nodes are refused.
+    /// Most nodes tracked; heartbeats from further new nodes get 503.
+    #[arg(long, default_value_t = 10_000)]
     pub max_nodes: usize,
 }
 
 impl Default for StoreLimits {
     fn default() -> Self {
-        StoreLimits {
-            history_len: 240,
-            max_nodes: 10_000,
-        }
+        vaultmesh_process::cli::defaults()
     }
 }
 

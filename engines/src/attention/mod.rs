@@ -64,21 +64,28 @@ struct NodeAttention {
     logged: Option<Shape>,
 }
 
-/// Engine settings from `serve`'s configuration.
-#[derive(Debug, Clone, Copy)]
+/// Engine settings (`serve` flags).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Args)]
 pub struct EngineOptions {
-    /// Re-evaluation interval for time-based rules.
+    /// How often every node's attention is re-evaluated (staleness, silence expiry). Stale and
+    /// critical thresholds are per profile, in the policy files.
+    #[arg(
+        id = "attention_tick",
+        value_name = "ATTENTION_TICK",
+        long = "attention-tick",
+        default_value = "5s",
+        value_parser = vaultmesh_process::duration::parse_nonzero
+    )]
     pub tick: Duration,
-    /// After a restart, how long staleness is judged as of the previous process's last contact.
+    /// After a restart, judge staleness as of the last contact before it for this long, so a
+    /// restart neither raises a storm nor hides nodes that were already silent.
+    #[arg(long, default_value = "2m", value_parser = vaultmesh_process::duration::parse_nonzero)]
     pub restart_grace: Duration,
 }
 
 impl Default for EngineOptions {
     fn default() -> Self {
-        EngineOptions {
-            tick: Duration::from_secs(5),
-            restart_grace: Duration::from_secs(120),
-        }
+        vaultmesh_process::cli::defaults()
     }
 }
 

@@ -179,7 +179,7 @@ impl PgStore {
         tokio::spawn(lead(
             url.to_string(),
             Arc::clone(&leads),
-            opts.heartbeat_retention,
+            opts.heartbeats.retention,
         ));
         let backend = PgBackend {
             url: url.to_string(),
