@@ -4,7 +4,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use async_trait::async_trait;
-use vaultmesh_proto::{CheckStatus, NodeHeartbeat};
+use serde::Serialize;
+use vaultmesh_proto::{CheckResult, CheckStatus, Metrics, NodeHeartbeat};
 
 /// What a check run may know about the node it runs on.
 #[derive(Debug, Clone)]
@@ -38,13 +39,19 @@ impl CheckContext {
 }
 
 /// What a check reports. The scheduler adds the check's name, the time and the duration to make
-/// a [`vaultmesh_proto::CheckResult`].
+/// a [`CheckRun`].
+///
+/// `metrics` and `details` travel in the heartbeat as the check's own result; what the
+/// heartbeat has a typed field for (`metrics.disks`, `metrics.load`, the two flags, ...) goes in
+/// `contribution` instead, and is not repeated in `details` or `metrics`, so each measurement is
+/// on the wire once.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CheckOutcome {
     pub status: CheckStatus,
     pub summary: String,
     pub metrics: BTreeMap<String, f64>,
     pub details: serde_json::Value,
+    pub contribution: Contribution,
 }
 
 impl CheckOutcome {
@@ -54,10 +61,11 @@ impl CheckOutcome {
             summary: summary.into(),
             metrics: BTreeMap::new(),
             details: serde_json::Value::Null,
+            contribution: Contribution::default(),
         }
     }
 
-    /// `unknown` with a reason: the check could not look.
+    /// `unknown` with a reason: the check could not look, so it contributes nothing.
     pub fn unknown(reason: impl Into<String>) -> Self {
         CheckOutcome::new(CheckStatus::Unknown, reason)
     }
@@ -71,6 +79,119 @@ impl CheckOutcome {
         self.details = details;
         self
     }
+
+    /// What this run measured for the heartbeat's typed fields.
+    pub fn contributing(mut self, contribution: Contribution) -> Self {
+        self.contribution = contribution;
+        self
+    }
+}
+
+/// What one run of a check measured for the heartbeat's typed fields: the parts of
+/// [`Metrics`] it fills and the seed flags it owns. The heartbeat builder applies it as it is
+/// (no JSON in between); a part left `None` or empty leaves the heartbeat's value alone.
+///
+/// It serialises with the heartbeat's own names (`{"metrics": {"disks": [...]}}`,
+/// `{"services_ok": false}`): that is how `checks run --json` and the `checks.run` command show it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Contribution {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cloudflare_ok: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub services_ok: Option<bool>,
+    #[serde(skip_serializing_if = "metrics_are_empty")]
+    pub metrics: Metrics,
+}
+
+fn metrics_are_empty(m: &Metrics) -> bool {
+    *m == Metrics::default()
+}
+
+impl Contribution {
+    /// Fills these parts of the heartbeat's `metrics`.
+    pub fn metrics(metrics: Metrics) -> Self {
+        Contribution {
+            metrics,
+            ..Contribution::default()
+        }
+    }
+
+    /// Sets `services_ok`.
+    pub fn services_ok(ok: bool) -> Self {
+        Contribution {
+            services_ok: Some(ok),
+            ..Contribution::default()
+        }
+    }
+
+    /// Sets `cloudflare_ok`.
+    pub fn cloudflare_ok(ok: bool) -> Self {
+        Contribution {
+            cloudflare_ok: Some(ok),
+            ..Contribution::default()
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        *self == Contribution::default()
+    }
+
+    /// Moves what was measured into `heartbeat`.
+    pub fn apply(self, heartbeat: &mut NodeHeartbeat) {
+        let Contribution {
+            cloudflare_ok,
+            services_ok,
+            metrics,
+        } = self;
+        if let Some(ok) = cloudflare_ok {
+            heartbeat.cloudflare_ok = ok;
+        }
+        if let Some(ok) = services_ok {
+            heartbeat.services_ok = ok;
+        }
+        if metrics_are_empty(&metrics) {
+            return;
+        }
+        // Named field by field, so a new field of `Metrics` does not compile until it is
+        // handled here.
+        let Metrics {
+            load,
+            cpu_count,
+            mem_total_bytes,
+            mem_used_bytes,
+            swap_total_bytes,
+            swap_used_bytes,
+            disks,
+        } = metrics;
+        let m = heartbeat.metrics.get_or_insert_with(Metrics::default);
+        set(&mut m.load, load);
+        set(&mut m.cpu_count, cpu_count);
+        set(&mut m.mem_total_bytes, mem_total_bytes);
+        set(&mut m.mem_used_bytes, mem_used_bytes);
+        set(&mut m.swap_total_bytes, swap_total_bytes);
+        set(&mut m.swap_used_bytes, swap_used_bytes);
+        if !disks.is_empty() {
+            m.disks = disks;
+        }
+    }
+}
+
+/// `slot = value` unless `value` is `None`.
+fn set<T>(slot: &mut Option<T>, value: Option<T>) {
+    if value.is_some() {
+        *slot = value;
+    }
+}
+
+/// One run of one check: the result the heartbeat carries, and what the run contributes to
+/// the heartbeat's typed fields. Serialises as the result with the contribution under
+/// `contributes` (left out when empty).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CheckRun {
+    #[serde(flatten)]
+    pub result: CheckResult,
+    #[serde(skip_serializing_if = "Contribution::is_empty")]
+    pub contributes: Contribution,
 }
 
 /// A check. Built once from its TOML table by the constructor in its
@@ -78,13 +199,120 @@ impl CheckOutcome {
 ///
 /// `run` must not block the async executor: wrap blocking system calls in
 /// `tokio::task::spawn_blocking`. It may take as long as it needs; the scheduler enforces the
-/// configured timeout and turns a panic into `unknown`.
+/// configured timeout and turns a panic into `unknown`. What it measured for the heartbeat's
+/// typed fields it returns in [`CheckOutcome::contributing`]; a run that timed out or panicked
+/// contributes nothing.
 #[async_trait]
 pub trait Check: Send + Sync + std::fmt::Debug + 'static {
     async fn run(&self, ctx: &CheckContext) -> CheckOutcome;
+}
 
-    /// Copies what this check measured into the heartbeat's typed fields (metrics, the
-    /// `services_ok`/`cloudflare_ok` flags). Called with this check's latest result, which may
-    /// be an `unknown` produced by the scheduler, so read `result.details` defensively.
-    fn contribute(&self, _result: &vaultmesh_proto::CheckResult, _heartbeat: &mut NodeHeartbeat) {}
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use vaultmesh_proto::DiskUsage;
+
+    fn seed() -> NodeHeartbeat {
+        serde_json::from_value(serde_json::json!({
+            "node_id": uuid::Uuid::nil(), "hostname": "h", "os_profile": "Generic",
+            "cloudflare_ok": false, "services_ok": true, "vaultmesh_root": "/",
+            "timestamp": "2026-11-29T10:00:00Z",
+        }))
+        .unwrap()
+    }
+
+    /// A disk, and both flags away from their seed values.
+    pub(crate) fn measured() -> Contribution {
+        let disk = DiskUsage {
+            mount: "/".into(),
+            fs: "ext4".into(),
+            total_bytes: 100,
+            used_bytes: 42,
+            inodes_total: None,
+            inodes_used: None,
+        };
+        Contribution {
+            cloudflare_ok: Some(true),
+            services_ok: Some(false),
+            metrics: Metrics {
+                disks: vec![disk],
+                ..Metrics::default()
+            },
+        }
+    }
+
+    fn load() -> Contribution {
+        Contribution::metrics(Metrics {
+            load: Some([0.5, 0.25, 0.125]),
+            cpu_count: Some(2),
+            ..Metrics::default()
+        })
+    }
+
+    #[test]
+    fn contributions_fill_only_their_own_parts() {
+        let mut hb = seed();
+        Contribution::default().apply(&mut hb);
+        assert_eq!(hb, seed(), "an empty contribution changes nothing");
+        assert!(
+            !serde_json::to_string(&hb).unwrap().contains("metrics"),
+            "and adds no empty metrics object"
+        );
+
+        load().apply(&mut hb);
+        Contribution::metrics(Metrics {
+            mem_total_bytes: Some(4),
+            mem_used_bytes: Some(1),
+            swap_total_bytes: Some(0),
+            swap_used_bytes: Some(0),
+            ..Metrics::default()
+        })
+        .apply(&mut hb);
+        Contribution::services_ok(false).apply(&mut hb);
+        Contribution::cloudflare_ok(true).apply(&mut hb);
+        let m = hb.metrics.as_ref().unwrap();
+        assert_eq!(
+            (m.load, m.cpu_count, m.mem_used_pct(), m.swap_total_bytes),
+            (Some([0.5, 0.25, 0.125]), Some(2), Some(25.0), Some(0)),
+            "memory after load keeps the load"
+        );
+        assert!(m.disks.is_empty());
+        assert!(!hb.services_ok && hb.cloudflare_ok);
+    }
+
+    #[test]
+    fn a_run_serialises_as_its_result_with_the_contribution_under_its_heartbeat_names() {
+        let mut result = CheckResult::new("load", CheckStatus::Ok, "fine");
+        result.observed_at = "2026-11-29T10:00:00Z".parse().unwrap();
+        let run = CheckRun {
+            result: result.clone(),
+            contributes: load(),
+        };
+        assert_eq!(
+            serde_json::to_value(&run).unwrap(),
+            serde_json::json!({
+                "name": "load", "status": "ok", "summary": "fine",
+                "observed_at": "2026-11-29T10:00:00Z", "duration_ms": 0,
+                "contributes": {"metrics": {"load": [0.5, 0.25, 0.125], "cpu_count": 2}},
+            })
+        );
+        let run = CheckRun {
+            result: result.clone(),
+            contributes: measured(),
+        };
+        assert_eq!(
+            serde_json::to_value(&run.contributes).unwrap(),
+            serde_json::json!({"cloudflare_ok": true, "services_ok": false, "metrics": {"disks": [
+                {"mount": "/", "fs": "ext4", "total_bytes": 100, "used_bytes": 42}]}})
+        );
+        // Nothing contributed: exactly the result, as before.
+        let bare = CheckRun {
+            result: result.clone(),
+            contributes: Contribution::default(),
+        };
+        assert_eq!(
+            serde_json::to_value(&bare).unwrap(),
+            serde_json::to_value(&result).unwrap()
+        );
+    }
 }

@@ -1,17 +1,18 @@
-//! Assembles a [`NodeHeartbeat`] from the node's identity and the checks' latest results.
+//! Assembles a [`NodeHeartbeat`] from the node's identity and the checks' latest runs.
 //!
-//! The seed's two flags start from fixed defaults and are then set by the checks that own them
-//! (through [`crate::Check::contribute`]): `services_ok` starts `true` (no service is expected
-//! until a check says which), `cloudflare_ok` starts `false` (a tunnel is not assumed up until a
-//! check has seen it).
+//! Each run's result goes into `checks`; its typed [`crate::Contribution`] is moved into
+//! `metrics` and the flags as it is, with no JSON in between, so a measurement is on the wire
+//! once. The seed's two flags start from fixed defaults and are then set by the checks that
+//! own them: `services_ok` starts `true` (no service is expected until a check says which),
+//! `cloudflare_ok` starts `false` (a tunnel is not assumed up until a check has seen it).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::Utc;
 use uuid::Uuid;
-use vaultmesh_proto::{CheckResult, NodeHeartbeat};
+use vaultmesh_proto::NodeHeartbeat;
 
-use crate::registry::ConfiguredCheck;
+use crate::check::CheckRun;
 
 /// Builds heartbeats for one node; owns the `seq` counter.
 #[derive(Debug)]
@@ -46,8 +47,8 @@ impl HeartbeatBuilder {
         self.node_id
     }
 
-    /// A heartbeat carrying `results`, each check contributing its typed fields.
-    pub fn build(&self, results: &[(ConfiguredCheck, CheckResult)]) -> NodeHeartbeat {
+    /// A heartbeat carrying the results of `runs`, each contributing its typed fields.
+    pub fn build(&self, runs: Vec<CheckRun>) -> NodeHeartbeat {
         let mut hb = NodeHeartbeat {
             node_id: self.node_id,
             hostname: self.hostname.clone(),
@@ -60,12 +61,12 @@ impl HeartbeatBuilder {
             seq: Some(self.seq.fetch_add(1, Ordering::Relaxed).to_string()),
             uptime_s: crate::host::uptime_s(),
             metrics: None,
-            checks: Vec::with_capacity(results.len()),
+            checks: Vec::with_capacity(runs.len()),
             last_scan: None,
         };
-        for (check, result) in results {
-            check.check.contribute(result, &mut hb);
-            hb.checks.push(result.clone());
+        for run in runs {
+            run.contributes.apply(&mut hb);
+            hb.checks.push(run.result);
         }
         hb
     }

@@ -5,9 +5,9 @@
 //!   the registry turns the `[checks.<name>]` tables of the agent's TOML into configured checks.
 //! - [`config`]: the agent's typed configuration (file + environment), validated at load.
 //! - [`scheduler`]: runs each check on its own interval with a deterministic per-node splay, a
-//!   timeout and panic isolation, and keeps the latest result of each.
+//!   timeout and panic isolation, and keeps the latest run (result and contribution) of each.
 //! - [`scans`]: the outbox through which a scanning check's report reaches the Command Center.
-//! - [`heartbeat`]: turns the latest results into a [`vaultmesh_proto::NodeHeartbeat`].
+//! - [`heartbeat`]: turns the latest runs into a [`vaultmesh_proto::NodeHeartbeat`].
 //! - [`client`]: the outbound-only HTTP client to the Command Center.
 //! - [`runtime`]: the agent's main loop, used by the `vaultmesh-node-agent` binary and by the
 //!   Command Center's in-process demo.
@@ -29,7 +29,7 @@ pub mod runtime;
 pub mod scans;
 pub mod scheduler;
 
-pub use check::{Check, CheckContext, CheckOutcome};
+pub use check::{Check, CheckContext, CheckOutcome, CheckRun, Contribution};
 pub use registry::CheckRegistration;
 
 // Re-exported so check crates can register without depending on `inventory` version details.

@@ -149,7 +149,7 @@ impl Agent {
     }
 
     fn build_heartbeat(&self) -> NodeHeartbeat {
-        let mut hb = self.heartbeat.build(&self.scheduler.latest());
+        let mut hb = self.heartbeat.build(self.scheduler.latest());
         hb.last_scan = self.scans.last_scan();
         hb
     }

@@ -1,4 +1,4 @@
-//! Runs the enabled checks, each on its own interval, and keeps the latest result of each.
+//! Runs the enabled checks, each on its own interval, and keeps the latest run of each.
 //!
 //! - **Splay:** a check's first scheduled run is offset by a deterministic fraction of its
 //!   interval derived from the node id, so a fleet restarted together does not probe in
@@ -20,12 +20,13 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 use vaultmesh_proto::CheckResult;
 
-use crate::check::{CheckContext, CheckOutcome};
+use crate::check::{CheckContext, CheckOutcome, CheckRun};
 use crate::registry::ConfiguredCheck;
 use vaultmesh_process::duration;
 
-/// Runs one check once, with timeout and panic isolation.
-pub async fn run_isolated(check: &ConfiguredCheck, ctx: &CheckContext) -> CheckResult {
+/// Runs one check once, with timeout and panic isolation. A run that timed out or panicked is
+/// `unknown` and contributes nothing to the heartbeat.
+pub async fn run_isolated(check: &ConfiguredCheck, ctx: &CheckContext) -> CheckRun {
     let started = Instant::now();
     let observed_at = Utc::now();
     let runner = Arc::clone(&check.check);
@@ -48,7 +49,7 @@ pub async fn run_isolated(check: &ConfiguredCheck, ctx: &CheckContext) -> CheckR
             CheckOutcome::unknown(format!("timed out after {}", duration::format(timeout)))
         }
     };
-    CheckResult {
+    let result = CheckResult {
         name: check.name().to_string(),
         status: outcome.status,
         summary: outcome.summary,
@@ -56,6 +57,10 @@ pub async fn run_isolated(check: &ConfiguredCheck, ctx: &CheckContext) -> CheckR
         duration_ms: started.elapsed().as_millis().try_into().unwrap_or(u64::MAX),
         metrics: outcome.metrics,
         details: outcome.details,
+    };
+    CheckRun {
+        result,
+        contributes: outcome.contribution,
     }
 }
 
@@ -80,12 +85,14 @@ pub fn splay(node_id: Uuid, interval: Duration) -> Duration {
     Duration::from_millis(h % ms)
 }
 
-/// Owns the enabled checks and their latest results.
+/// Owns the enabled checks and their latest runs.
 #[derive(Debug)]
 pub struct Scheduler {
     checks: Vec<ConfiguredCheck>,
     ctx: CheckContext,
-    latest: RwLock<BTreeMap<&'static str, CheckResult>>,
+    /// Each check's latest run, result and contribution together: a run replaces both, so an
+    /// `unknown` run leaves no measurement of an earlier one behind.
+    latest: RwLock<BTreeMap<&'static str, CheckRun>>,
 }
 
 impl Scheduler {
@@ -104,7 +111,7 @@ impl Scheduler {
     }
 
     /// Runs every enabled check once, concurrently, and records the results.
-    pub async fn run_all_once(&self) -> Vec<CheckResult> {
+    pub async fn run_all_once(&self) -> Vec<CheckRun> {
         let runs = self.checks.iter().map(|c| run_isolated(c, &self.ctx));
         let results = futures_util::future::join_all(runs).await;
         for r in &results {
@@ -132,20 +139,20 @@ impl Scheduler {
         }
     }
 
-    fn record(&self, result: CheckResult) {
-        let Some(check) = self.checks.iter().find(|c| c.name() == result.name) else {
+    fn record(&self, run: CheckRun) {
+        let Some(check) = self.checks.iter().find(|c| c.name() == run.result.name) else {
             return;
         };
         let mut latest = self.latest.write().unwrap_or_else(|p| p.into_inner());
-        latest.insert(check.name(), result);
+        latest.insert(check.name(), run);
     }
 
-    /// The latest result of each check that has run, with the check that produced it.
-    pub fn latest(&self) -> Vec<(ConfiguredCheck, CheckResult)> {
+    /// The latest run of each check that has run, in the order of the checks.
+    pub fn latest(&self) -> Vec<CheckRun> {
         let latest = self.latest.read().unwrap_or_else(|p| p.into_inner());
         self.checks
             .iter()
-            .filter_map(|c| latest.get(c.name()).map(|r| (c.clone(), r.clone())))
+            .filter_map(|c| latest.get(c.name()).cloned())
             .collect()
     }
 
@@ -170,14 +177,14 @@ impl Scheduler {
                     }
                     let check = &this.checks[index];
                     let began = Instant::now();
-                    let result = tokio::select! {
+                    let run = tokio::select! {
                         _ = cancel.cancelled() => return,
                         r = run_isolated(check, &this.ctx) => r,
                     };
                     let took = began.elapsed();
-                    tracing::debug!(check = check.name(), status = %result.status, duration_us = took.as_micros() as u64, "Check ran.");
+                    tracing::debug!(check = check.name(), status = %run.result.status, duration_us = took.as_micros() as u64, "Check ran.");
                     cost.add(check.name(), took);
-                    this.record(result);
+                    this.record(run);
                 }
             });
         }
@@ -225,7 +232,11 @@ impl RunCost {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
     use crate::check::Check;
+    use crate::check::tests::measured;
+    use crate::heartbeat::HeartbeatBuilder;
     use crate::registry::{CheckRegistration, CheckSettings};
     use async_trait::async_trait;
     use vaultmesh_proto::CheckStatus;
@@ -235,6 +246,8 @@ mod tests {
         Fine,
         Panics,
         Hangs,
+        /// Measures ([`measured`]) on even runs; hangs on run 1, panics on run 3.
+        MeasuresThenFails(AtomicUsize),
     }
 
     #[async_trait]
@@ -247,6 +260,14 @@ mod tests {
                     tokio::time::sleep(Duration::from_secs(3600)).await;
                     CheckOutcome::new(CheckStatus::Ok, "never")
                 }
+                Behaviour::MeasuresThenFails(runs) => match runs.fetch_add(1, Ordering::Relaxed) {
+                    1 => {
+                        tokio::time::sleep(Duration::from_secs(3600)).await;
+                        CheckOutcome::new(CheckStatus::Ok, "never")
+                    }
+                    3 => panic!("boom after measuring"),
+                    _ => CheckOutcome::new(CheckStatus::Crit, "measured").contributing(measured()),
+                },
             }
         }
     }
@@ -279,7 +300,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_fine_check_reports_its_outcome() {
-        let r = run_isolated(&configured(Behaviour::Fine, Duration::from_secs(1)), &ctx()).await;
+        let r = run_isolated(&configured(Behaviour::Fine, Duration::from_secs(1)), &ctx())
+            .await
+            .result;
         assert_eq!(
             (r.name.as_str(), r.status, r.summary.as_str()),
             ("test", CheckStatus::Ok, "fine")
@@ -293,7 +316,8 @@ mod tests {
             &configured(Behaviour::Panics, Duration::from_secs(1)),
             &ctx(),
         )
-        .await;
+        .await
+        .result;
         assert_eq!(r.status, CheckStatus::Unknown);
         assert_eq!(r.summary, "check panicked: boom in check");
     }
@@ -304,7 +328,8 @@ mod tests {
             &configured(Behaviour::Hangs, Duration::from_millis(500)),
             &ctx(),
         )
-        .await;
+        .await
+        .result;
         assert_eq!(r.status, CheckStatus::Unknown);
         assert_eq!(r.summary, "timed out after 500ms");
     }
@@ -320,9 +345,39 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(5)).await;
         let latest = s.latest();
         assert_eq!(latest.len(), 1);
-        assert_eq!(latest[0].1.status, CheckStatus::Unknown);
+        assert_eq!(latest[0].result.status, CheckStatus::Unknown);
         cancel.cancel();
         while set.join_next().await.is_some() {}
+    }
+
+    /// A run that times out or panics replaces the check's earlier run whole: the heartbeat
+    /// keeps no measurement of the earlier one, and the flags go back to their seed values.
+    #[tokio::test(start_paused = true)]
+    async fn a_run_that_times_out_or_panics_contributes_nothing_stale() {
+        let s = Scheduler::new(
+            vec![configured(
+                Behaviour::MeasuresThenFails(AtomicUsize::new(0)),
+                Duration::from_millis(500),
+            )],
+            ctx(),
+        );
+        let builder = HeartbeatBuilder::new(Uuid::nil(), "h".into(), "Generic".into(), "/".into());
+        let seen = |s: &Scheduler| {
+            let hb = builder.build(s.latest());
+            let status = hb.checks[0].status;
+            (status, hb.metrics, hb.services_ok, hb.cloudflare_ok)
+        };
+        let with_measurement = (CheckStatus::Crit, Some(measured().metrics), false, true);
+        let seed_only = (CheckStatus::Unknown, None, true, false);
+        for (run, why, want) in [
+            (0, "measures", &with_measurement),
+            (1, "times out", &seed_only),
+            (2, "measures again", &with_measurement),
+            (3, "panics", &seed_only),
+        ] {
+            s.run_all_once().await;
+            assert_eq!(&seen(&s), want, "run {run}, which {why}");
+        }
     }
 
     #[test]

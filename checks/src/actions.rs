@@ -77,8 +77,10 @@ fn checks_run(ctx: &ActionContext, args: serde_json::Value) -> Result<ActionFutu
     let check = enabled_check(ctx, &a.name)?;
     let check_ctx = ctx.check_ctx.clone();
     Ok(Box::pin(async move {
-        let result = run_isolated(&check, &check_ctx).await;
-        ActionOutcome::ok(serde_json::to_string(&result).unwrap_or_default())
+        // The result with what it measured for the heartbeat (`contributes`), as
+        // `checks run --json` prints it.
+        let run = run_isolated(&check, &check_ctx).await;
+        ActionOutcome::ok(serde_json::to_string(&run).unwrap_or_default())
     }))
 }
 
@@ -90,7 +92,7 @@ fn scan_sovereign(ctx: &ActionContext, args: serde_json::Value) -> Result<Action
     let check = enabled_check(ctx, "sovereign_scan")?;
     let check_ctx = ctx.check_ctx.clone();
     Ok(Box::pin(async move {
-        let result = run_isolated(&check, &check_ctx).await;
+        let result = run_isolated(&check, &check_ctx).await.result;
         let summary = serde_json::json!({
             "status": result.status,
             "summary": result.summary,

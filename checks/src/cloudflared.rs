@@ -13,10 +13,10 @@ use async_trait::async_trait;
 use serde::Deserialize;
 use vaultmesh_agent_core::client::{ACK_REPLY_MAX, BodyError, http_client_builder, read_body};
 use vaultmesh_agent_core::registry::{CheckConfigError, CheckRegistration, parse_table};
-use vaultmesh_agent_core::{Check, CheckContext, CheckOutcome};
+use vaultmesh_agent_core::{Check, CheckContext, CheckOutcome, Contribution};
 use vaultmesh_process::duration;
 use vaultmesh_process::error_chain;
-use vaultmesh_proto::{CheckResult, CheckStatus, NodeHeartbeat};
+use vaultmesh_proto::CheckStatus;
 
 #[cfg(feature = "systemd")]
 use crate::systemd::{Expect, SystemdClient};
@@ -264,12 +264,10 @@ impl Cloudflared {
 impl Check for Cloudflared {
     async fn run(&self, _ctx: &CheckContext) -> CheckOutcome {
         let probe = self.probe().await;
-        let out = self.evaluate(&probe);
-        self.with_unit(out).await
-    }
-
-    fn contribute(&self, result: &CheckResult, heartbeat: &mut NodeHeartbeat) {
-        heartbeat.cloudflare_ok = matches!(result.status, CheckStatus::Ok | CheckStatus::Warn);
+        let out = self.with_unit(self.evaluate(&probe)).await;
+        // Every verdict this check reaches is ok, warn or crit: the tunnel is up or it is not.
+        let up = matches!(out.status, CheckStatus::Ok | CheckStatus::Warn);
+        out.contributing(Contribution::cloudflare_ok(up))
     }
 }
 

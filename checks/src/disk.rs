@@ -10,10 +10,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use vaultmesh_agent_core::registry::{CheckConfigError, CheckRegistration, parse_table};
-use vaultmesh_agent_core::{Check, CheckContext, CheckOutcome};
-use vaultmesh_proto::{CheckResult, CheckStatus, DiskUsage, NodeHeartbeat};
+use vaultmesh_agent_core::{Check, CheckContext, CheckOutcome, Contribution};
+use vaultmesh_proto::{CheckStatus, DiskUsage, Metrics};
 
 use crate::thresholds::{Thresholds, round1};
 
@@ -122,14 +122,15 @@ impl Disk {
     }
 
     /// The verdict over measured disks; `missing` are configured mounts that are not mounted.
-    fn evaluate(&self, disks: &[DiskUsage], missing: &[String]) -> CheckOutcome {
+    /// The disks themselves go to the heartbeat's `metrics.disks`, not into the details.
+    fn evaluate(&self, disks: Vec<DiskUsage>, missing: &[String]) -> CheckOutcome {
         let mut worst = CheckStatus::Ok;
         let mut problems = Vec::new();
         for m in missing {
             worst = CheckStatus::Crit;
             problems.push((CheckStatus::Crit, 101.0, format!("{m} is not mounted")));
         }
-        for d in disks {
+        for d in &disks {
             if let Some(pct) = d.used_pct() {
                 let s = self.space.classify(pct);
                 if s != CheckStatus::Ok {
@@ -194,12 +195,7 @@ impl Disk {
                 .collect::<Vec<_>>()
                 .join("; ")
         };
-        let mut out = CheckOutcome::new(worst, summary).with_details(
-            serde_json::to_value(Details {
-                disks: disks.to_vec(),
-            })
-            .unwrap_or_default(),
-        );
+        let mut out = CheckOutcome::new(worst, summary);
         if let Some(max) = disks
             .iter()
             .filter_map(DiskUsage::used_pct)
@@ -215,12 +211,11 @@ impl Disk {
             out = out.with_metric("max_inodes_used_pct", round1(max));
         }
         out.with_metric("filesystems", disks.len() as f64)
+            .contributing(Contribution::metrics(Metrics {
+                disks,
+                ..Metrics::default()
+            }))
     }
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-struct Details {
-    disks: Vec<DiskUsage>,
 }
 
 /// One filesystem seen through several mount points (bind mounts, and the private `/tmp`,
@@ -311,14 +306,8 @@ impl Check for Disk {
         })
         .await;
         match measured {
-            Ok(disks) => self.evaluate(&disks, &missing),
+            Ok(disks) => self.evaluate(disks, &missing),
             Err(e) => CheckOutcome::unknown(format!("statvfs failed: {e}")),
-        }
-    }
-
-    fn contribute(&self, result: &CheckResult, heartbeat: &mut NodeHeartbeat) {
-        if let Ok(d) = serde_json::from_value::<Details>(result.details.clone()) {
-            heartbeat.metrics.get_or_insert_with(Default::default).disks = d.disks;
         }
     }
 }
@@ -360,7 +349,7 @@ mod tests {
     fn check(disks: &[DiskUsage], missing: &[&str], want: CheckStatus, summary: &str) {
         let d = Disk::new(DiskConfig::default()).unwrap();
         let missing: Vec<String> = missing.iter().map(|s| s.to_string()).collect();
-        let out = d.evaluate(disks, &missing);
+        let out = d.evaluate(disks.to_vec(), &missing);
         assert_eq!(out.status, want, "{}", out.summary);
         assert_eq!(out.summary, summary);
     }

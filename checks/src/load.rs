@@ -4,10 +4,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use vaultmesh_agent_core::registry::{CheckConfigError, CheckRegistration, parse_table};
-use vaultmesh_agent_core::{Check, CheckContext, CheckOutcome};
-use vaultmesh_proto::{CheckResult, NodeHeartbeat};
+use vaultmesh_agent_core::{Check, CheckContext, CheckOutcome, Contribution};
+use vaultmesh_proto::Metrics;
 
 use crate::procfs;
 use crate::thresholds::Thresholds;
@@ -49,7 +49,9 @@ struct Load {
     window: Window,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+/// The averages and the CPU count, as measured. They go to the heartbeat's `metrics.load` and
+/// `metrics.cpu_count`; the check's own metrics carry only the per-CPU figures judged.
+#[derive(Debug, Clone, Copy, PartialEq)]
 struct Sample {
     load: [f64; 3],
     cpu_count: u32,
@@ -91,14 +93,14 @@ impl Load {
         );
         let r2 = |v: f64| (v * 100.0).round() / 100.0;
         CheckOutcome::new(status, summary)
-            .with_metric("load1", s.load[0])
-            .with_metric("load5", s.load[1])
-            .with_metric("load15", s.load[2])
             .with_metric("load1_per_cpu", r2(per_cpu[0]))
             .with_metric("load5_per_cpu", r2(per_cpu[1]))
             .with_metric("load15_per_cpu", r2(per_cpu[2]))
-            .with_metric("cpu_count", cpus)
-            .with_details(serde_json::to_value(s).unwrap_or_default())
+            .contributing(Contribution::metrics(Metrics {
+                load: Some(s.load),
+                cpu_count: Some(s.cpu_count),
+                ..Metrics::default()
+            }))
     }
 }
 
@@ -121,14 +123,6 @@ impl Check for Load {
         match sample() {
             Ok(s) => self.evaluate(s),
             Err(e) => CheckOutcome::unknown(e),
-        }
-    }
-
-    fn contribute(&self, result: &CheckResult, heartbeat: &mut NodeHeartbeat) {
-        if let Ok(s) = serde_json::from_value::<Sample>(result.details.clone()) {
-            let m = heartbeat.metrics.get_or_insert_with(Default::default);
-            m.load = Some(s.load);
-            m.cpu_count = Some(s.cpu_count);
         }
     }
 }

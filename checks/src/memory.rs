@@ -7,10 +7,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use vaultmesh_agent_core::registry::{CheckConfigError, CheckRegistration, parse_table};
-use vaultmesh_agent_core::{Check, CheckContext, CheckOutcome};
-use vaultmesh_proto::{CheckResult, CheckStatus, NodeHeartbeat};
+use vaultmesh_agent_core::{Check, CheckContext, CheckOutcome, Contribution};
+use vaultmesh_proto::{CheckStatus, Metrics};
 
 use crate::procfs;
 use crate::thresholds::{Thresholds, round1};
@@ -41,8 +41,9 @@ struct Memory {
     swap: Thresholds,
 }
 
-/// Raw byte counts, as measured.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+/// Raw byte counts, as measured. They go to the heartbeat's `metrics.mem_*` and
+/// `metrics.swap_*`; the check's own metrics carry only the percentages judged.
+#[derive(Debug, Clone, Copy, PartialEq)]
 struct Sample {
     mem_total_bytes: u64,
     mem_used_bytes: u64,
@@ -80,7 +81,13 @@ impl Memory {
         }
         let mut out = CheckOutcome::new(ram.worst(swap), summary)
             .with_metric("used_pct", round1(ram_pct))
-            .with_details(serde_json::to_value(s).unwrap_or_default());
+            .contributing(Contribution::metrics(Metrics {
+                mem_total_bytes: Some(s.mem_total_bytes),
+                mem_used_bytes: Some(s.mem_used_bytes),
+                swap_total_bytes: Some(s.swap_total_bytes),
+                swap_used_bytes: Some(s.swap_used_bytes),
+                ..Metrics::default()
+            }));
         if let Some(p) = swap_pct {
             out = out.with_metric("swap_used_pct", round1(p));
         }
@@ -109,16 +116,6 @@ impl Check for Memory {
         match sample() {
             Ok(s) => self.evaluate(s),
             Err(e) => CheckOutcome::unknown(e),
-        }
-    }
-
-    fn contribute(&self, result: &CheckResult, heartbeat: &mut NodeHeartbeat) {
-        if let Ok(s) = serde_json::from_value::<Sample>(result.details.clone()) {
-            let m = heartbeat.metrics.get_or_insert_with(Default::default);
-            m.mem_total_bytes = Some(s.mem_total_bytes);
-            m.mem_used_bytes = Some(s.mem_used_bytes);
-            m.swap_total_bytes = Some(s.swap_total_bytes);
-            m.swap_used_bytes = Some(s.swap_used_bytes);
         }
     }
 }

@@ -10,6 +10,7 @@ use vaultmesh_checks as _;
 mod integration {
     pub mod actions;
     pub mod cloudflared;
+    pub mod heartbeat;
     pub mod systemd;
     pub mod util;
 }

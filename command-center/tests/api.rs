@@ -501,3 +501,152 @@ fn agent_requests_with_unknown_members_at_every_level_are_accepted() {
         assert_error(&r, status, "ttl", case);
     }
 }
+
+/// Agents before typed measurements repeated their disk, load and memory samples in the
+/// checks' `details` (and the load in the load check's `metrics`); newer agents send each
+/// measurement once, in `metrics`. The Command Center reads the typed fields, so a node looks
+/// the same whichever agent it runs (docs/PROTOCOL.md#heartbeat-measurements).
+#[test]
+fn heartbeats_with_and_without_repeated_samples_give_the_same_node() {
+    use serde_json::json;
+
+    let disks = json!([
+        {"mount": "/", "fs": "ext4", "total_bytes": 100_000_000_000u64, "used_bytes": 96_000_000_000u64,
+         "inodes_total": 6_553_600, "inodes_used": 300_000},
+        {"mount": "/srv", "fs": "xfs", "total_bytes": 500_000_000_000u64, "used_bytes": 100_000_000_000u64}
+    ]);
+    let metrics = json!({
+        "load": [5.2, 4.0, 2.5], "cpu_count": 2,
+        "mem_total_bytes": 8_000_000_000u64, "mem_used_bytes": 7_400_000_000u64,
+        "swap_total_bytes": 0, "swap_used_bytes": 0, "disks": disks,
+    });
+    let check = |name: &str, status: &str, summary: &str, metrics: serde_json::Value| {
+        json!({"name": name, "status": status, "summary": summary,
+               "observed_at": "2026-11-29T09:59:58Z", "duration_ms": 1, "metrics": metrics})
+    };
+    let heartbeat = |id: &str, hostname: &str, checks: Vec<serde_json::Value>| {
+        json!({
+            "node_id": id, "hostname": hostname, "os_profile": "ArchVault",
+            "cloudflare_ok": true, "services_ok": true, "vaultmesh_root": "/var/lib/vaultmesh",
+            "timestamp": "2026-11-29T10:00:00Z", "agent_version": "0.1.0", "seq": "1",
+            "metrics": metrics, "checks": checks,
+        })
+    };
+    let disk_summary = "/ is 96% full (≥ 95%)";
+    let load_summary = "load 5.20 4.00 2.50 on 2 CPUs (5m: 2.00 per CPU)";
+    let memory_summary = "memory 92.5% used (6.9 GiB of 7.5 GiB), no swap";
+    let old_id = "00000000-0000-4000-8000-0000000000a1";
+    let old = heartbeat(
+        old_id,
+        "old-agent",
+        vec![
+            {
+                let mut c = check(
+                    "disk",
+                    "crit",
+                    disk_summary,
+                    json!({"filesystems": 2.0, "max_used_pct": 96.0, "max_inodes_used_pct": 4.6}),
+                );
+                c["details"] = json!({"disks": disks});
+                c
+            },
+            {
+                let mut c = check(
+                    "load",
+                    "warn",
+                    load_summary,
+                    json!({"load1": 5.2, "load5": 4.0, "load15": 2.5, "cpu_count": 2.0,
+                           "load1_per_cpu": 2.6, "load5_per_cpu": 2.0, "load15_per_cpu": 1.25}),
+                );
+                c["details"] = json!({"load": [5.2, 4.0, 2.5], "cpu_count": 2});
+                c
+            },
+            {
+                let mut c = check("memory", "warn", memory_summary, json!({"used_pct": 92.5}));
+                c["details"] = json!({"mem_total_bytes": 8_000_000_000u64, "mem_used_bytes": 7_400_000_000u64,
+                                      "swap_total_bytes": 0, "swap_used_bytes": 0});
+                c
+            },
+        ],
+    );
+    let new_id = "00000000-0000-4000-8000-0000000000b2";
+    let new = heartbeat(
+        new_id,
+        "new-agent",
+        vec![
+            check(
+                "disk",
+                "crit",
+                disk_summary,
+                json!({"filesystems": 2.0, "max_used_pct": 96.0, "max_inodes_used_pct": 4.6}),
+            ),
+            check(
+                "load",
+                "warn",
+                load_summary,
+                json!({"load1_per_cpu": 2.6, "load5_per_cpu": 2.0, "load15_per_cpu": 1.25}),
+            ),
+            check("memory", "warn", memory_summary, json!({"used_pct": 92.5})),
+        ],
+    );
+    assert!(new.to_string().len() < old.to_string().len());
+
+    let cc = CommandCenter::start();
+    for hb in [&old, &new] {
+        let r = cc.post_json("/api/agent/heartbeat", hb);
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    let nodes = cc.get_json("/api/nodes");
+    let row = |id: &str| {
+        let mut row = nodes
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["node_id"] == id)
+            .unwrap_or_else(|| panic!("no {id} in {nodes}"))
+            .clone();
+        let row_map = row.as_object_mut().unwrap();
+        for who in ["node_id", "hostname", "last_seen"] {
+            row_map.remove(who);
+        }
+        row_map["attention"]
+            .as_object_mut()
+            .unwrap()
+            .remove("since");
+        row
+    };
+    let (old_row, new_row) = (row(old_id), row(new_id));
+    assert_eq!(old_row, new_row);
+    // The figures come from the heartbeat's typed fields, whichever shape carried them.
+    assert_eq!(
+        (
+            &old_row["load1"],
+            &old_row["cpu_count"],
+            &old_row["mem_used_pct"],
+            &old_row["disk_max_used_pct"],
+            &old_row["disk_max_mount"],
+        ),
+        (
+            &json!(5.2),
+            &json!(2),
+            &json!(92.5),
+            &json!(96.0),
+            &json!("/")
+        ),
+        "{old_row}"
+    );
+    let rules: Vec<&str> = old_row["attention"]["reasons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["rule"].as_str())
+        .collect();
+    for rule in ["threshold.disk", "threshold.load", "threshold.memory"] {
+        assert!(rules.contains(&rule), "{rule} in {old_row}");
+    }
+    for (id, sent) in [(old_id, &old), (new_id, &new)] {
+        let detail = cc.get_json(&format!("/api/nodes/{id}"));
+        assert_eq!(detail["latest"]["metrics"], metrics);
+        assert_eq!(detail["latest"]["checks"], sent["checks"], "kept as sent");
+    }
+}

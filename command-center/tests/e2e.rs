@@ -65,6 +65,15 @@ fn agent_once_delivers_a_heartbeat_with_real_metrics() {
         !metrics["disks"].as_array().unwrap().is_empty(),
         "{metrics}"
     );
+    // Each measurement is on the wire once: the disks are in `metrics`, not again in the disk
+    // check's details (docs/PROTOCOL.md#heartbeat-measurements).
+    let stored = latest.to_string();
+    assert_eq!(stored.matches("\"disks\":").count(), 1, "{stored}");
+    assert_eq!(
+        stored.matches("\"mem_total_bytes\":").count(),
+        1,
+        "{stored}"
+    );
     assert_eq!(latest["services_ok"], true);
     assert_eq!(detail["history"].as_array().unwrap().len(), 1);
 

@@ -377,13 +377,14 @@ async fn run_check(config: &AgentConfig, name: &str, json: bool) -> Result<(), F
         config_file: config.source.clone(),
         ..CheckContext::new(uuid::Uuid::nil(), config.vaultmesh_root.clone())
     };
-    let result = run_isolated(check, &ctx).await;
+    let run = run_isolated(check, &ctx).await;
     if json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&result).map_err(|e| Failure::Runtime(e.to_string()))?
+            serde_json::to_string_pretty(&run).map_err(|e| Failure::Runtime(e.to_string()))?
         );
     } else {
+        let result = &run.result;
         println!(
             "{} {}: {} ({} ms)",
             result.status.as_str().to_uppercase(),
@@ -393,6 +394,12 @@ async fn run_check(config: &AgentConfig, name: &str, json: bool) -> Result<(), F
         );
         for (k, v) in &result.metrics {
             println!("  {k} = {v}");
+        }
+        // What the heartbeat's typed fields get from this run, with their names there.
+        if !run.contributes.is_empty() {
+            let fields = serde_json::to_string(&run.contributes)
+                .map_err(|e| Failure::Runtime(e.to_string()))?;
+            println!("  heartbeat: {fields}");
         }
         // A scanning check also made a report: show its findings.
         if let Some(report) = ctx.scans.pending() {

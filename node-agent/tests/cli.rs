@@ -96,10 +96,30 @@ fn checks_run_measures_this_machine() {
             "{r}"
         );
         assert!(!r["metrics"].as_object().unwrap().is_empty(), "{r}");
+        // The sample goes to the heartbeat's typed fields, shown under their names there, and
+        // is not repeated in the details.
+        let fields = r["contributes"]["metrics"].as_object().unwrap();
+        let want: &[&str] = match name {
+            "disk" => &["disks"],
+            "load" => &["cpu_count", "load"],
+            _ => &[
+                "mem_total_bytes",
+                "mem_used_bytes",
+                "swap_total_bytes",
+                "swap_used_bytes",
+            ],
+        };
+        assert_eq!(fields.keys().collect::<Vec<_>>(), want, "{r}");
+        assert!(r.get("details").is_none(), "{r}");
     }
     let out = agent().run(&["checks", "run", "memory"]);
     assert!(
         stdout(&out).contains("memory") && stdout(&out).contains("% used"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        stdout(&out).contains("  heartbeat: {\"metrics\":{\"mem_total_bytes\":"),
         "{}",
         text(&out)
     );

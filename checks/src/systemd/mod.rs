@@ -19,8 +19,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use vaultmesh_agent_core::registry::{CheckConfigError, CheckRegistration, parse_table};
-use vaultmesh_agent_core::{Check, CheckContext, CheckOutcome};
-use vaultmesh_proto::{CheckResult, CheckStatus, NodeHeartbeat};
+use vaultmesh_agent_core::{Check, CheckContext, CheckOutcome, Contribution};
+use vaultmesh_proto::CheckStatus;
 
 pub use client::{SystemdClient, SystemdError, UnitState};
 
@@ -207,7 +207,16 @@ impl Systemd {
             .with_metric("failed", count("failed"))
             .with_metric("restarts", f64::from(restarts))
             .with_details(serde_json::to_value(Details { units: report }).unwrap_or_default())
+            .contributing(services_ok(worst))
     }
+}
+
+/// `services_ok` for a verdict the check reached: false only when a unit is down (crit). A run
+/// that could not reach systemd is `unknown` and contributes nothing: not reaching systemd is
+/// not "services down", and the result's `unknown` tells the Command Center
+/// (`Services::judge`).
+fn services_ok(verdict: CheckStatus) -> Contribution {
+    Contribution::services_ok(verdict != CheckStatus::Crit)
 }
 
 /// A unit's verdict against its expectation, with the reason when it is not ok.
@@ -284,21 +293,12 @@ impl Check for Systemd {
                 CheckStatus::Ok,
                 "no units configured (set [checks.systemd] units)",
             )
-            .with_metric("units", 0.0);
+            .with_metric("units", 0.0)
+            .contributing(services_ok(CheckStatus::Ok));
         }
         match self.inspect().await {
             Ok(inspection) => self.evaluate(&inspection),
             Err(e) => CheckOutcome::unknown(e.to_string()),
-        }
-    }
-
-    fn contribute(&self, result: &CheckResult, heartbeat: &mut NodeHeartbeat) {
-        match result.status {
-            CheckStatus::Ok | CheckStatus::Warn => heartbeat.services_ok = true,
-            CheckStatus::Crit => heartbeat.services_ok = false,
-            // Not reaching systemd says nothing about the services: the flag keeps its seed
-            // value and this result's `unknown` tells the Command Center (`Services::judge`).
-            CheckStatus::Unknown => {}
         }
     }
 }

@@ -2,8 +2,8 @@
 
 use std::time::{Duration, Instant};
 
+use vaultmesh_agent_core::CheckRun;
 use vaultmesh_agent_core::registry::ConfiguredCheck;
-use vaultmesh_proto::CheckResult;
 use vaultmesh_proto::CheckStatus;
 use vaultmesh_testkit::cloudflared::{FakeCloudflared, ReadyReply};
 use vaultmesh_testkit::dbus::{DbusDaemon, FakeSystemd, FakeUnit};
@@ -14,8 +14,8 @@ fn cloudflared_check(table: &str) -> ConfiguredCheck {
     configured("cloudflared", table)
 }
 
-fn cloudflare_ok(check: &ConfiguredCheck, result: &CheckResult) -> bool {
-    heartbeat_after(check, result).cloudflare_ok
+fn cloudflare_ok(run: &CheckRun) -> bool {
+    heartbeat_after(run).cloudflare_ok
 }
 
 #[tokio::test]
@@ -26,7 +26,8 @@ async fn ready_connections_decide_the_verdict() {
         fake.url()
     ));
 
-    let r = run(&check).await;
+    let done = run(&check).await;
+    let r = &done.result;
     assert_eq!(
         (r.status, r.summary.as_str()),
         (CheckStatus::Ok, "tunnel up: 4 ready connections")
@@ -36,10 +37,11 @@ async fn ready_connections_decide_the_verdict() {
         r.details["connector_id"],
         "7b5a4c5e-6d7f-4a1b-9c2d-3e4f5a6b7c8d"
     );
-    assert!(cloudflare_ok(&check, &r));
+    assert!(cloudflare_ok(&done));
 
     fake.set(ReadyReply::connections(1));
-    let r = run(&check).await;
+    let done = run(&check).await;
+    let r = &done.result;
     assert_eq!(
         (r.status, r.summary.as_str()),
         (
@@ -47,16 +49,17 @@ async fn ready_connections_decide_the_verdict() {
             "tunnel degraded: 1 of 2 wanted connections ready"
         )
     );
-    assert!(cloudflare_ok(&check, &r));
+    assert!(cloudflare_ok(&done));
 
     fake.set(ReadyReply::connections(0));
-    let r = run(&check).await;
+    let done = run(&check).await;
+    let r = &done.result;
     assert_eq!(r.status, CheckStatus::Crit);
     assert_eq!(
         r.summary,
         "tunnel down: cloudflared reports 0 ready connections (HTTP 503)"
     );
-    assert!(!cloudflare_ok(&check, &r));
+    assert!(!cloudflare_ok(&done));
 }
 
 #[tokio::test]
@@ -67,7 +70,8 @@ async fn garbage_is_crit_with_what_was_seen() {
         delay: Duration::ZERO,
     });
     let check = cloudflared_check(&format!("metrics_url = {:?}\n", fake.url()));
-    let r = run(&check).await;
+    let done = run(&check).await;
+    let r = &done.result;
     assert_eq!(r.status, CheckStatus::Crit);
     assert!(
         r.summary
@@ -76,7 +80,7 @@ async fn garbage_is_crit_with_what_was_seen() {
         r.summary
     );
     assert!(r.summary.ends_with("\"}{ not json\""), "{}", r.summary);
-    assert!(!cloudflare_ok(&check, &r));
+    assert!(!cloudflare_ok(&done));
 }
 
 #[tokio::test]
@@ -92,7 +96,8 @@ async fn a_huge_ready_body_is_not_read() {
         delay: Duration::ZERO,
     });
     let check = cloudflared_check(&format!("metrics_url = {:?}\n", fake.url()));
-    let r = run(&check).await;
+    let done = run(&check).await;
+    let r = &done.result;
     assert_eq!(
         (r.status, r.summary.as_str()),
         (
@@ -100,7 +105,7 @@ async fn a_huge_ready_body_is_not_read() {
             "cloudflared /ready answered with more than 65536 bytes (not read); is metrics_url pointing at cloudflared?"
         )
     );
-    assert!(!cloudflare_ok(&check, &r));
+    assert!(!cloudflare_ok(&done));
 }
 
 #[tokio::test]
@@ -114,7 +119,8 @@ async fn a_slow_cloudflared_times_out() {
         fake.url()
     ));
     let started = Instant::now();
-    let r = run(&check).await;
+    let done = run(&check).await;
+    let r = &done.result;
     assert_eq!(r.status, CheckStatus::Crit);
     assert_eq!(
         r.summary,
@@ -135,7 +141,8 @@ async fn connection_refused_is_crit() {
         .port();
     let url = format!("http://127.0.0.1:{port}");
     let check = cloudflared_check(&format!("metrics_url = {url:?}\n"));
-    let r = run(&check).await;
+    let done = run(&check).await;
+    let r = &done.result;
     assert_eq!(r.status, CheckStatus::Crit);
     assert!(
         r.summary
@@ -144,7 +151,7 @@ async fn connection_refused_is_crit() {
         r.summary
     );
     assert!(r.summary.contains("Connection refused"), "{}", r.summary);
-    assert!(!cloudflare_ok(&check, &r));
+    assert!(!cloudflare_ok(&done));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -160,14 +167,16 @@ async fn the_unit_is_checked_through_the_systemd_client() {
         fake.url(),
         bus.address
     ));
-    let r = run(&check).await;
+    let done = run(&check).await;
+    let r = &done.result;
     assert_eq!(
         (r.status, r.summary.as_str()),
         (CheckStatus::Ok, "tunnel up: 4 ready connections")
     );
 
     systemd.set(FakeUnit::new("cloudflared.service", "failed", "failed"));
-    let r = run(&check).await;
+    let done = run(&check).await;
+    let r = &done.result;
     assert_eq!(r.status, CheckStatus::Crit);
     assert_eq!(
         r.summary,

@@ -47,7 +47,8 @@ async fn active_failed_missing_activating_and_globs() {
         ],
         "",
     ));
-    let r = run(&check).await;
+    let done = run(&check).await;
+    let r = &done.result;
     assert_eq!(r.status, CheckStatus::Crit, "{}", r.summary);
     assert_eq!(
         r.summary,
@@ -82,7 +83,7 @@ async fn active_failed_missing_activating_and_globs() {
         ),
         (6.0, 1.0, 3.0)
     );
-    assert!(!heartbeat_after(&check, &r).services_ok);
+    assert!(!heartbeat_after(&done).services_ok);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -100,26 +101,29 @@ async fn healthy_units_are_ok_and_a_failure_is_seen_on_the_next_run() {
         &["cloudflared.service", "timer-job.service"],
         "expect = { \"timer-job.service\" = \"inactive\" }\n",
     ));
-    let r = run(&check).await;
+    let done = run(&check).await;
+    let r = &done.result;
     assert_eq!(
         (r.status, r.summary.as_str()),
         (CheckStatus::Ok, "2 units as expected")
     );
-    assert!(heartbeat_after(&check, &r).services_ok);
+    assert!(heartbeat_after(&done).services_ok);
 
     systemd.set(FakeUnit::new("cloudflared.service", "failed", "failed"));
     systemd.set(FakeUnit::new("timer-job.service", "active", "running"));
-    let r = run(&check).await;
+    let done = run(&check).await;
+    let r = &done.result;
     assert_eq!(r.status, CheckStatus::Crit);
     assert_eq!(
         r.summary,
         "cloudflared.service failed (failed); timer-job.service is active (running), expected inactive"
     );
-    assert!(!heartbeat_after(&check, &r).services_ok);
+    assert!(!heartbeat_after(&done).services_ok);
 
     systemd.set(FakeUnit::new("cloudflared.service", "reloading", "reload"));
     systemd.set(FakeUnit::new("timer-job.service", "inactive", "dead"));
-    let r = run(&check).await;
+    let done = run(&check).await;
+    let r = &done.result;
     assert_eq!(
         (r.status, r.summary.as_str()),
         (
@@ -128,7 +132,7 @@ async fn healthy_units_are_ok_and_a_failure_is_seen_on_the_next_run() {
         )
     );
     assert!(
-        heartbeat_after(&check, &r).services_ok,
+        heartbeat_after(&done).services_ok,
         "warn still counts as services up"
     );
 }
@@ -138,7 +142,8 @@ async fn no_bus_is_unknown_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
     let addr = format!("unix:path={}", dir.path().join("no-bus").display());
     let check = systemd_check(&units_toml(&addr, &["cloudflared.service"], ""));
-    let r = run(&check).await;
+    let done = run(&check).await;
+    let r = &done.result;
     assert_eq!(r.status, CheckStatus::Unknown);
     assert!(
         r.summary
@@ -146,18 +151,19 @@ async fn no_bus_is_unknown_with_the_reason() {
         "{}",
         r.summary
     );
-    let mut hb = heartbeat_after(&check, &r);
+    let mut hb = heartbeat_after(&done);
     assert!(hb.services_ok, "no bus is not services down");
-    hb.checks.push(r);
+    hb.checks.push(done.result);
     assert_eq!(hb.services(), vaultmesh_proto::Services::Unknown);
 }
 
 #[tokio::test]
 async fn no_units_configured_needs_no_bus() {
     let check = systemd_check("bus_address = \"unix:path=/nonexistent\"\n");
-    let r = run(&check).await;
+    let done = run(&check).await;
+    let r = &done.result;
     assert_eq!(r.status, CheckStatus::Ok, "{}", r.summary);
-    assert!(heartbeat_after(&check, &r).services_ok);
+    assert!(heartbeat_after(&done).services_ok);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -174,7 +180,8 @@ async fn a_wedged_systemd_times_out_instead_of_hanging() {
         "call_timeout = \"300ms\"\n",
     ));
     let started = Instant::now();
-    let r = run(&check).await;
+    let done = run(&check).await;
+    let r = &done.result;
     assert_eq!(r.status, CheckStatus::Unknown, "{}", r.summary);
     assert_eq!(r.summary, "D-Bus call LoadUnit timed out after 300ms");
     assert!(
@@ -205,7 +212,8 @@ async fn a_bus_that_disappears_mid_check_is_unknown_quickly() {
     let r = tokio::time::timeout(Duration::from_secs(5), pending)
         .await
         .expect("check hung")
-        .unwrap();
+        .unwrap()
+        .result;
     assert_eq!(r.status, CheckStatus::Unknown, "{}", r.summary);
     assert!(
         r.summary.starts_with("D-Bus call LoadUnit failed"),
