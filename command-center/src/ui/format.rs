@@ -1,8 +1,8 @@
-//! Small formatting helpers for pages.
+//! Small text formatting helpers for pages: pure functions from values to words (no markup,
+//! no HTTP); spans of time come from `vaultmesh_process::duration::span`, as notifications'.
 
 use chrono::{DateTime, Utc};
-use maud::{Markup, html};
-use vaultmesh_proto::{AttentionLevel, Services};
+use vaultmesh_proto::AttentionLevel;
 
 /// A level's CSS class and word.
 pub fn level_name(l: AttentionLevel) -> (&'static str, &'static str) {
@@ -11,22 +11,6 @@ pub fn level_name(l: AttentionLevel) -> (&'static str, &'static str) {
         AttentionLevel::Attn => ("attn", "ATTN"),
         AttentionLevel::Crit => ("crit", "CRIT"),
     }
-}
-
-/// A status pill: colour *and* a word, so colour is never the only signal.
-pub fn pill(l: AttentionLevel) -> Markup {
-    let (class, text) = level_name(l);
-    html! { span class={"pill " (class)} data-pill { (text) } }
-}
-
-/// The services flag: `up`, `down`, or `unknown` when the node's systemd could not be reached.
-pub fn services_flag(s: Services) -> Markup {
-    let class = match s {
-        Services::Up => "flag ok",
-        Services::Down => "flag bad",
-        Services::Unknown => "flag unknown",
-    };
-    html! { span class=(class) { (s.as_str()) } }
 }
 
 /// "just now", "42s ago", "5m ago", "3h ago", "2d ago".

@@ -1,0 +1,202 @@
+//! Small maud fragments the views share: badges, marks, a ticking time, a node's row, the
+//! mission bar's banners, the page head and footer, and the skeleton of a console form. Each
+//! takes plain data (no state, no request) and its own clock (`now`), so tests render it
+//! directly; maud escapes every interpolated string.
+
+use chrono::{DateTime, Utc};
+use maud::{Markup, html};
+use uuid::Uuid;
+use vaultmesh_proto::{AttentionLevel, CheckStatus, NodeSummary, Reason, Services, Severity};
+
+use super::format::{age, level_name};
+use super::forms::FormKind;
+
+/// A status pill: colour *and* a word, so colour is never the only signal.
+pub fn pill(l: AttentionLevel) -> Markup {
+    let (class, text) = level_name(l);
+    html! { span class={"pill " (class)} data-pill { (text) } }
+}
+
+/// A check's status as a pill (WARN and UNKNOWN are amber).
+pub fn check_pill(s: CheckStatus) -> Markup {
+    let class = match s {
+        CheckStatus::Ok => "ok",
+        CheckStatus::Warn | CheckStatus::Unknown => "attn",
+        CheckStatus::Crit => "crit",
+    };
+    html! { span class={"pill " (class)} { (s.as_str().to_uppercase()) } }
+}
+
+/// The services flag: `up`, `down`, or `unknown` when the node's systemd could not be reached.
+pub fn services_flag(s: Services) -> Markup {
+    let class = match s {
+        Services::Up => "flag ok",
+        Services::Down => "flag bad",
+        Services::Unknown => "flag unknown",
+    };
+    html! { span class=(class) { (s.as_str()) } }
+}
+
+/// A yes/no flag in words (`yes` green, `no` red).
+pub fn flag(ok: bool, yes: &str, no: &str) -> Markup {
+    html! { span class=(if ok { "flag ok" } else { "flag bad" }) { (if ok { yes } else { no }) } }
+}
+
+/// A severity's colour class: critical and high are red, medium amber, the rest green.
+pub fn sev_class(s: Severity) -> &'static str {
+    match s {
+        Severity::Critical | Severity::High => "crit",
+        Severity::Medium => "attn",
+        Severity::Low | Severity::Info => "ok",
+    }
+}
+
+/// A severity in its colour.
+pub fn sev_badge(s: Severity) -> Markup {
+    html! { span class={"sev " (sev_class(s))} { (s.as_str()) } }
+}
+
+/// A time that the script keeps ticking ("12s ago").
+pub fn ago(t: DateTime<Utc>, now: DateTime<Utc>) -> Markup {
+    html! { time datetime=(t.to_rfc3339()) data-ago title=(t.to_rfc3339()) { (age(t, now)) } }
+}
+
+/// A link that selects a node in the console.
+pub fn node_link(id: Uuid, text: &str) -> Markup {
+    html! { a href={"/console?node=" (id)} { (text) } }
+}
+
+/// The mark of a hostname another node reports too: the node id is what tells them apart.
+pub fn shared_hostname(id: Uuid) -> Markup {
+    let short = id.simple().to_string();
+    html! {
+        span class="dup" title="Another node reports this hostname; the node id tells them apart" {
+            "same name · " (&short[..8])
+        }
+    }
+}
+
+/// The mark of a revoked node: its requests are refused until it enrolls again.
+pub fn revoked_mark(n: &NodeSummary) -> Markup {
+    html! {
+        @if let Some(r) = &n.revoked {
+            " " span class="dup" data-revoked title={"Revoked by " (r.by) "; its requests are refused"} {
+                @if r.readmitted { "revoked · re-admitted" } @else { "revoked" }
+            }
+        }
+    }
+}
+
+/// One row of the console's node list: pill, name and marks, profile, last seen, and the
+/// first reason not held back (with how many more).
+pub fn node_row(n: &NodeSummary, selected: Option<Uuid>, now: DateTime<Utc>) -> Markup {
+    let (level, _) = level_name(n.attention.level);
+    let why: Vec<&str> = n
+        .attention
+        .reasons
+        .iter()
+        .filter(|r| r.suppressed_by.is_none())
+        .map(|r| r.message.as_str())
+        .collect();
+    html! {
+        li data-node-id=(n.node_id) data-level=(level) data-name=(n.hostname)
+            data-search={(n.hostname.to_lowercase()) " " (n.os_profile.to_lowercase())}
+            class=[(selected == Some(n.node_id)).then_some("selected")] {
+            a href={"/console?node=" (n.node_id)} aria-current=[(selected == Some(n.node_id)).then_some("true")] {
+                (pill(n.attention.level))
+                span class="name" { (n.hostname) }
+                @if n.hostname_shared { (shared_hostname(n.node_id)) }
+                (revoked_mark(n))
+                span class="profile" { (n.os_profile) }
+                span class="seen" { (ago(n.last_seen, now)) }
+                @if let Some(first) = why.first() {
+                    span class="why" data-why { (first) @if why.len() > 1 { " (+" (why.len() - 1) ")" } }
+                }
+            }
+        }
+    }
+}
+
+/// A banner for one of the Command Center's own reasons (a full or filling disk).
+pub fn cc_banner(r: &Reason) -> Markup {
+    html! {
+        span class={"k-cc " (level_name(r.level).0)} role="alert" data-cc-rule=(r.rule) {
+            strong { "Command Center: " } (r.message)
+        }
+    }
+}
+
+/// A notifier whose sends fail, as the mission bar shows it.
+#[derive(Debug, Clone, Default)]
+pub struct Failing {
+    pub name: String,
+    pub since: Option<DateTime<Utc>>,
+    /// The last error, without secrets.
+    pub error: Option<String>,
+    /// Notifications waiting for it.
+    pub pending: usize,
+}
+
+/// A banner for a failing notifier.
+pub fn notifier_banner(f: &Failing, now: DateTime<Utc>) -> Markup {
+    html! {
+        span class="k-notify" role="alert" data-notifier=(f.name) {
+            "notifier " strong { (f.name) } " failing"
+            @if let Some(t) = f.since { " since " (ago(t, now)) }
+            @if let Some(e) = &f.error { " (" (e) ")" }
+            " — " (f.pending) " waiting"
+        }
+    }
+}
+
+/// A page's `head`: its title, the stylesheet and its script (no favicon request, so no 404).
+pub fn head(title: &str, script: &str) -> Markup {
+    html! {
+        head {
+            meta charset="utf-8";
+            meta name="viewport" content="width=device-width, initial-scale=1";
+            title { (title) }
+            link rel="stylesheet" href="/assets/app.css";
+            // No favicon request (and no 404 in the console).
+            link rel="icon" href="data:,";
+            script src=(script) defer {}
+        }
+    }
+}
+
+/// A page's footer: the version, a link to the other page, and the API.
+pub fn footer(other: &str, other_name: &str) -> Markup {
+    html! {
+        footer { "vaultmesh-command-center " (crate::VERSION) " · " a href=(other) { (other_name) } " · " a href="/api/nodes" { "/api/nodes" } }
+    }
+}
+
+/// What a console form is about: a node (`node_id`) or an incident (`refs`).
+#[derive(Debug, Clone, Copy)]
+pub enum FormTarget {
+    Node(Uuid),
+    Incident(Uuid),
+}
+
+/// A form posting one console event to `POST /console/events`, which the script takes over
+/// (`data-console-form`): the hidden `kind` and target, then `fields`, then the button.
+pub fn event_form(
+    kind: FormKind,
+    target: FormTarget,
+    inline: bool,
+    fields: Markup,
+    button: &str,
+) -> Markup {
+    let (name, id) = match target {
+        FormTarget::Node(id) => ("node_id", id),
+        FormTarget::Incident(id) => ("refs", id),
+    };
+    html! {
+        form method="post" action="/console/events" data-console-form class=[inline.then_some("inline")] {
+            input type="hidden" name="kind" value=(kind.as_str());
+            input type="hidden" name=(name) value=(id);
+            (fields)
+            button type="submit" { (button) }
+        }
+    }
+}

@@ -1,0 +1,342 @@
+//! The UI's HTTP handlers: each extracts its input ([`super::forms`]), reads the state, and
+//! hands plain data to a view ([`super::view`]). No markup here; this is the one place a
+//! [`FormError`] becomes a status code.
+//!
+//! | URL | answer |
+//! |-----|--------|
+//! | `/` | the overview table |
+//! | `/console` | the mission console (`?node=<id>`, `?debug=1`) |
+//! | `/console/kpis` | the mission bar's counts |
+//! | `/console/nodes` | the node list, worst first (`?selected=<id>`) |
+//! | `/console/nodes/{id}` | the selected node |
+//! | `/console/nodes/{id}/row` | one row of the node list |
+//! | `/console/attention` | why each node is not OK |
+//! | `/console/findings` | the latest scans' findings by severity |
+//! | `/console/feed` | the global event feed |
+//! | `POST /console/events` | the node panel's forms (note, incident, ack, resolve) |
+//! | `/assets/*` | the stylesheet and the two scripts, from the binary |
+
+use std::collections::HashMap;
+
+use axum::Form;
+use axum::extract::rejection::FormRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use chrono::{DateTime, Utc};
+use maud::Markup;
+use uuid::Uuid;
+use vaultmesh_proto::{NodeDetail, NodeSummary};
+
+use super::components::Failing;
+use super::forms::{self, ConsoleForm, ConsoleQuery, FormError, ListQuery};
+use super::view::console::{self, CommandLine, ConsolePage, Feed, Findings, NodePanel};
+use super::view::{self, worst_first};
+use crate::error::ApiError;
+use crate::server::AppState;
+use vaultmesh_store::EventQuery;
+
+/// Events shown in the feed and in a node's timeline.
+const FEED_LEN: usize = 40;
+/// Commands shown in a node's timeline.
+const COMMANDS_LEN: usize = 10;
+
+const STYLESHEET: &str = include_str!("app.css");
+const CONSOLE_JS: &str = include_str!("console.js");
+const DASHBOARD_JS: &str = include_str!("dashboard.js");
+
+impl From<FormError> for ApiError {
+    fn from(e: FormError) -> Self {
+        match e {
+            FormError::NotAnId { .. } => ApiError::BadRequest(e.to_string()),
+            FormError::UnknownKind(_) | FormError::Event(_) => {
+                ApiError::UnprocessableEntity(e.to_string())
+            }
+        }
+    }
+}
+
+/// Every node with its attention, worst first.
+fn sorted_nodes(state: &AppState) -> Vec<NodeSummary> {
+    let mut v = state.store.summaries();
+    state.attention.fill(&mut v);
+    worst_first(&mut v);
+    v
+}
+
+/// The newest thing on the stream: an event or a heartbeat (what the script stamps too).
+fn last_event(state: &AppState) -> Option<DateTime<Utc>> {
+    let event = state
+        .store
+        .recent_events(&EventQuery {
+            limit: 1,
+            newest_first: true,
+            ..EventQuery::default()
+        })
+        .first()
+        .map(|e| e.ts);
+    event.max(state.store.newest_seen())
+}
+
+/// The notifiers whose sends fail.
+fn failing_notifiers(state: &AppState) -> Vec<Failing> {
+    let Some(n) = &state.notify else {
+        return Vec::new();
+    };
+    n.health()
+        .into_iter()
+        .filter(|(_, h)| h.consecutive_failures > 0)
+        .map(|(name, h)| Failing {
+            name,
+            since: h.failing_since,
+            error: h.last_error,
+            pending: h.pending,
+        })
+        .collect()
+}
+
+/// The feed's events and their nodes' hostnames. Memory only: this is refetched on events and
+/// must never read the log.
+fn feed(state: &AppState) -> Feed {
+    let events = state.store.recent_events(&EventQuery {
+        limit: FEED_LEN,
+        newest_first: true,
+        ..EventQuery::default()
+    });
+    let names: HashMap<Uuid, String> = state
+        .store
+        .summaries()
+        .into_iter()
+        .map(|s| (s.node_id, s.hostname))
+        .collect();
+    Feed { events, names }
+}
+
+/// The latest scan of each of `nodes`.
+fn findings(state: &AppState, nodes: &[NodeSummary]) -> Findings {
+    let mut f = Findings::default();
+    for n in nodes {
+        if let Some(scan) = state.store.latest_scan(n.node_id) {
+            f.add(&n.hostname, n.node_id, &scan);
+        }
+    }
+    f
+}
+
+/// A node's detail with its attention, if the node exists.
+fn detail(state: &AppState, id: Uuid) -> Option<NodeDetail> {
+    let mut d = state.store.detail(id)?;
+    d.summary.attention = state.attention.get(id);
+    Some(d)
+}
+
+/// The node panel's data. Memory only (the newest few hundred events of the fleet): it is
+/// refetched on every heartbeat.
+fn node_panel(state: &AppState, detail: NodeDetail) -> NodePanel {
+    let id = detail.summary.node_id;
+    let events = state.store.recent_events(&EventQuery {
+        node_id: Some(id),
+        limit: FEED_LEN,
+        newest_first: true,
+        ..EventQuery::default()
+    });
+    let commands = state
+        .store
+        .commands(Some(id), None, COMMANDS_LEN)
+        .into_iter()
+        .map(|c| CommandLine {
+            status: serde_json::to_value(c.status)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
+            action: c.signed.command.action.clone(),
+            issued_by: c.signed.command.issued_by.clone(),
+            issued_at: c.signed.command.issued_at,
+        })
+        .collect();
+    NodePanel {
+        detail,
+        events,
+        commands,
+    }
+}
+
+fn not_found(id: Uuid) -> ApiError {
+    ApiError::NotFound(format!("no node {id}"))
+}
+
+/// `GET /`.
+pub async fn dashboard(State(state): State<AppState>) -> Markup {
+    let hint = view::dashboard::EnrollHint {
+        public_key: state.cc_key.as_ref().map(|k| k.public_base64()),
+        has_tokens: !state.tokens.0.is_empty(),
+    };
+    view::dashboard::page(&sorted_nodes(&state), &hint, Utc::now())
+}
+
+/// `GET /console`: the selected node is `?node=`, or the worst one.
+pub async fn console_page(
+    State(state): State<AppState>,
+    Query(q): Query<ConsoleQuery>,
+) -> Result<Markup, ApiError> {
+    let nodes = sorted_nodes(&state);
+    let selected = match q.node()? {
+        Some(id) => Some(id),
+        None => nodes.first().map(|n| n.node_id),
+    };
+    let page = ConsolePage {
+        node: selected
+            .and_then(|id| detail(&state, id))
+            .map(|d| node_panel(&state, d)),
+        feed: feed(&state),
+        findings: findings(&state, &nodes),
+        last_event: last_event(&state),
+        failing: failing_notifiers(&state),
+        own: state.attention.fleet(),
+        debug: q.debug(),
+        selected,
+        nodes,
+    };
+    Ok(console::page(&page, Utc::now()))
+}
+
+/// `GET /console/kpis`.
+pub async fn kpis_fragment(State(state): State<AppState>) -> Markup {
+    console::kpis(
+        &sorted_nodes(&state),
+        last_event(&state),
+        &failing_notifiers(&state),
+        &state.attention.fleet(),
+        Utc::now(),
+    )
+}
+
+/// `GET /console/nodes`.
+pub async fn nodes_fragment(
+    State(state): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> Result<Markup, ApiError> {
+    let selected = q.selected()?;
+    Ok(console::node_list(
+        &sorted_nodes(&state),
+        selected,
+        Utc::now(),
+    ))
+}
+
+/// `GET /console/nodes/{id}`.
+pub async fn node_fragment(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Markup, ApiError> {
+    let id = forms::node_id(&id)?;
+    let d = detail(&state, id).ok_or_else(|| not_found(id))?;
+    Ok(console::node(&node_panel(&state, d), Utc::now()))
+}
+
+/// `GET /console/nodes/{id}/row`: one row of the node list.
+pub async fn row_fragment(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<ListQuery>,
+) -> Result<Markup, ApiError> {
+    let id = forms::node_id(&id)?;
+    let selected = q.selected()?;
+    let mut s = state.store.summary(id).ok_or_else(|| not_found(id))?;
+    s.attention = state.attention.get(id);
+    Ok(super::components::node_row(&s, selected, Utc::now()))
+}
+
+/// `GET /console/attention`.
+pub async fn attention_fragment(State(state): State<AppState>) -> Markup {
+    console::attention(&sorted_nodes(&state))
+}
+
+/// `GET /console/findings`.
+pub async fn findings_fragment(State(state): State<AppState>) -> Markup {
+    console::findings(&findings(&state, &sorted_nodes(&state)))
+}
+
+/// `GET /console/feed`.
+pub async fn feed_fragment(State(state): State<AppState>) -> Markup {
+    console::feed(&feed(&state), Utc::now())
+}
+
+/// `POST /console/events`: the console's forms. Answers `201` with the stored envelope to a
+/// script (`Accept: application/json`), and a redirect back to the node otherwise.
+pub async fn post_form(
+    State(state): State<AppState>,
+    identity: Option<axum::Extension<crate::access::Identity>>,
+    headers: HeaderMap,
+    form: Result<Form<ConsoleForm>, FormRejection>,
+) -> Result<Response, ApiError> {
+    // Posts from other sites never get here: [`crate::guard`] refuses them for every route.
+    let Form(f) = form?;
+    let who = identity.map_or_else(|| "console".into(), |axum::Extension(who)| who.0);
+    let (event, author) = f.into_event(who)?;
+    let stored = state.store.record_event(event, author).await?;
+    let wants_json = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/json"));
+    if wants_json {
+        return Ok((StatusCode::CREATED, axum::Json(stored)).into_response());
+    }
+    let back = match stored.node_id {
+        Some(n) => format!("/console?node={n}"),
+        None => "/console".into(),
+    };
+    Ok(Redirect::to(&back).into_response())
+}
+
+/// `GET /assets/app.css`.
+pub async fn stylesheet() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=300"),
+        ],
+        STYLESHEET,
+    )
+}
+
+/// `GET /assets/console.js`.
+pub async fn console_script() -> impl IntoResponse {
+    script(CONSOLE_JS)
+}
+
+/// `GET /assets/dashboard.js`.
+pub async fn dashboard_script() -> impl IntoResponse {
+    script(DASHBOARD_JS)
+}
+
+fn script(body: &'static str) -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=300"),
+        ],
+        body,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn form_errors_become_400_for_ids_and_422_for_what_the_form_says() {
+        let not_an_id = forms::node_id("nope").expect_err("not a UUID");
+        assert_eq!(ApiError::from(not_an_id).status(), StatusCode::BAD_REQUEST);
+        let kind = FormError::UnknownKind("shout".into());
+        assert_eq!(
+            ApiError::from(kind).status(),
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
+        let event = FormError::Event(vaultmesh_proto::event::EventError::BadAuthor);
+        assert_eq!(
+            ApiError::from(event).status(),
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
+    }
+}

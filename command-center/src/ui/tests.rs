@@ -1,0 +1,789 @@
+//! Fragment tests: every component and view rendered from plain data, no server, no browser.
+//! The HTML is parsed (`scraper`, html5ever: a browser's parser) so assertions read what a
+//! browser would see — an element's text, an attribute's whole value — not substrings.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use maud::Markup;
+use scraper::{ElementRef, Html, Selector};
+use serde_json::json;
+use uuid::Uuid;
+use vaultmesh_proto::api::{HistoryPoint, Incident, IncidentState, NodeRevoked};
+use vaultmesh_proto::{
+    Attention, AttentionLevel, EventEnvelope, NodeDetail, NodeHeartbeat, NodeSummary, Reason,
+    ScanReport, Services, Severity,
+};
+
+use super::components::{self, Failing};
+use super::forms::ConsoleForm;
+use super::view::console::{self, CommandLine, ConsolePage, Feed, Findings, NodePanel};
+use super::view::dashboard::{self, EnrollHint};
+use super::view::worst_first;
+
+/// Markup, quotes, an entity, and a bidirectional override: what a hostile agent or operator
+/// could put in a hostname, a note, a title or a finding.
+const HOSTILE: &str = "<script>alert(1)</script><img src=x onerror=alert(2)>\" onmouseover=\"alert(3)\" 'x' &amp; \u{202e}gpj.exe";
+
+const A: Uuid = Uuid::from_u128(0xa100_0000_0000_4000_8000_0000_0000_000a);
+const B: Uuid = Uuid::from_u128(0xb200_0000_0000_4000_8000_0000_0000_000b);
+
+fn now() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 12, 1, 12, 0, 0).unwrap()
+}
+
+fn summary(id: Uuid, hostname: &str, level: AttentionLevel) -> NodeSummary {
+    NodeSummary {
+        node_id: id,
+        hostname_shared: false,
+        hostname: hostname.into(),
+        os_profile: "ArchVault".into(),
+        last_seen: now() - Duration::seconds(42),
+        cloudflare_ok: true,
+        services_ok: true,
+        services: Services::Up,
+        agent_version: Some("0.1.0".into()),
+        load1: Some(0.5),
+        cpu_count: Some(2),
+        mem_used_pct: Some(25.0),
+        disk_max_used_pct: Some(42.0),
+        disk_max_mount: Some("/".into()),
+        worst_check: None,
+        checks_not_ok: Vec::new(),
+        heartbeats: 3,
+        receipt_chain_ok: None,
+        attention: Attention {
+            level,
+            ..Attention::default()
+        },
+        last_scan: None,
+        revoked: None,
+    }
+}
+
+fn reason(rule: &str, level: AttentionLevel, message: &str, by: Option<&str>) -> Reason {
+    Reason {
+        rule: rule.into(),
+        level,
+        message: message.into(),
+        suppressed_by: by.map(str::to_string),
+    }
+}
+
+fn heartbeat(id: Uuid, hostname: &str) -> NodeHeartbeat {
+    let mut hb = vaultmesh_testkit::heartbeat_json(&id.to_string(), hostname, 1);
+    hb["checks"][0]["summary"] = json!(HOSTILE);
+    serde_json::from_value(hb).unwrap()
+}
+
+fn incident(n: u128, state: IncidentState) -> Incident {
+    serde_json::from_value(json!({
+        "id": Uuid::from_u128(n), "node_id": A, "title": HOSTILE, "severity": "critical",
+        "state": state, "opened_at": now(), "opened_by": "ops",
+    }))
+    .unwrap()
+}
+
+fn event(kind: &str, node: Option<Uuid>, body: serde_json::Value, refs: &[Uuid]) -> EventEnvelope {
+    EventEnvelope {
+        id: Uuid::from_u128(0x0193_0000_0000_7000_8000_0000_0000_0001),
+        kind: kind.into(),
+        ts: now() - Duration::seconds(5),
+        node_id: node,
+        author: HOSTILE.into(),
+        body,
+        refs: refs.to_vec(),
+        hash: String::new(),
+    }
+}
+
+fn scan(id: Uuid, findings: &[(Severity, &str)]) -> ScanReport {
+    let findings: Vec<_> = findings
+        .iter()
+        .map(|(s, t)| json!({"rule": "r", "severity": s, "title": t, "detail": "", "evidence": ""}))
+        .collect();
+    serde_json::from_value(json!({
+        "scan_id": Uuid::from_u128(7), "node_id": id, "profile": "ArchVault",
+        "started_at": now(), "finished_at": now(), "findings": findings, "counts": {},
+        "fingerprint": {}, "rules": [],
+    }))
+    .unwrap()
+}
+
+fn point(load: f64, mem: f64) -> HistoryPoint {
+    HistoryPoint {
+        received_at: now(),
+        timestamp: now(),
+        cloudflare_ok: true,
+        services_ok: true,
+        load1: Some(load),
+        mem_used_pct: Some(mem),
+        disk_max_used_pct: None,
+        worst_check: None,
+    }
+}
+
+fn panel(s: NodeSummary, incidents: Vec<Incident>) -> NodePanel {
+    let history = (0..3).map(|i| point(f64::from(i), 50.0)).collect();
+    NodePanel {
+        detail: NodeDetail {
+            latest: heartbeat(s.node_id, &s.hostname),
+            summary: s,
+            history,
+            incidents,
+            latest_scan: None,
+            drift: Vec::new(),
+        },
+        events: vec![event("note", Some(A), json!({"text": HOSTILE}), &[])],
+        commands: vec![CommandLine {
+            action: "agent.ping".into(),
+            status: "issued".into(),
+            issued_by: HOSTILE.into(),
+            issued_at: now(),
+        }],
+    }
+}
+
+/// The overview with one node.
+fn overview(n: &NodeSummary) -> Html {
+    parse(&dashboard::page(
+        std::slice::from_ref(n),
+        &EnrollHint::default(),
+        now(),
+    ))
+}
+
+/// Parses a fragment; a page (`<!DOCTYPE`) as a document, which must parse without errors.
+fn parse(m: &Markup) -> Html {
+    let text = m.clone().into_string();
+    if text.starts_with("<!DOCTYPE") {
+        let doc = Html::parse_document(&text);
+        assert!(doc.errors.is_empty(), "{:?}", doc.errors);
+        doc
+    } else {
+        Html::parse_fragment(&text)
+    }
+}
+
+fn all<'a>(h: &'a Html, css: &str) -> Vec<ElementRef<'a>> {
+    h.select(&Selector::parse(css).unwrap()).collect()
+}
+
+fn one<'a>(h: &'a Html, css: &str) -> ElementRef<'a> {
+    let found = all(h, css);
+    assert_eq!(found.len(), 1, "{css}: {}", h.html());
+    found[0]
+}
+
+fn text(e: ElementRef<'_>) -> String {
+    e.text().collect()
+}
+
+fn attr<'a>(e: ElementRef<'a>, name: &str) -> &'a str {
+    e.value()
+        .attr(name)
+        .unwrap_or_else(|| panic!("no {name}: {}", e.html()))
+}
+
+/// Nothing the hostile string carries became markup: no script, no image, no handler.
+fn inert(h: &Html) {
+    assert!(all(h, "script:not([src])").is_empty(), "{}", h.html());
+    assert!(
+        all(h, "img, [onerror], [onmouseover]").is_empty(),
+        "{}",
+        h.html()
+    );
+}
+
+#[test]
+fn a_hostile_hostname_is_text_in_the_row_the_panel_the_attention_and_the_overview() {
+    let mut n = summary(B, HOSTILE, AttentionLevel::Attn);
+    n.attention.reasons = vec![reason("tunnel", AttentionLevel::Attn, HOSTILE, None)];
+
+    let row = parse(&components::node_row(&n, None, now()));
+    inert(&row);
+    let li = one(&row, "li[data-node-id]");
+    assert_eq!(attr(li, "data-name"), HOSTILE);
+    assert_eq!(
+        attr(li, "data-search"),
+        format!("{} archvault", HOSTILE.to_lowercase())
+    );
+    assert_eq!(text(one(&row, ".name")), HOSTILE);
+    assert_eq!(text(one(&row, "[data-why]")), HOSTILE);
+    // The bidi override stays inside its element: the profile after it is still the profile.
+    assert_eq!(text(one(&row, ".profile")), "ArchVault");
+
+    let node = parse(&console::node(
+        &panel(n.clone(), vec![incident(1, IncidentState::Open)]),
+        now(),
+    ));
+    inert(&node);
+    assert_eq!(text(one(&node, "h2")), format!("ATTN {HOSTILE}"));
+    assert_eq!(text(one(&node, ".checks span:not(.pill)")), HOSTILE);
+    assert_eq!(text(one(&node, ".ev-note .what")), HOSTILE);
+    assert_eq!(
+        text(one(&node, ".ev-note .meta")),
+        format!("{HOSTILE} · 5s ago")
+    );
+    assert_eq!(
+        text(one(&node, ".ev-command .meta")),
+        format!("{HOSTILE} · just now")
+    );
+    assert!(text(one(&node, ".incident")).starts_with(&format!("critical {HOSTILE} open")));
+
+    let why = parse(&console::attention(std::slice::from_ref(&n)));
+    inert(&why);
+    assert_eq!(text(one(&why, "h3 a")), HOSTILE);
+    assert_eq!(text(one(&why, "li")), format!("ATTN {HOSTILE}"));
+
+    let table = overview(&n);
+    inert(&table);
+    assert_eq!(text(one(&table, ".host")), HOSTILE);
+    assert_eq!(text(one(&table, ".why")), HOSTILE);
+}
+
+#[test]
+fn hostile_event_text_finding_titles_and_notifier_errors_are_text() {
+    let mut f = Findings::default();
+    f.add(HOSTILE, B, &scan(B, &[(Severity::High, HOSTILE)]));
+    let h = parse(&console::findings(&f));
+    inert(&h);
+    assert_eq!(
+        text(one(&h, ".findings li")),
+        format!("high {HOSTILE}: {HOSTILE}")
+    );
+
+    let feed = Feed {
+        events: vec![event("incident", Some(B), json!({"title": HOSTILE}), &[])],
+        names: [(B, HOSTILE.to_string())].into(),
+    };
+    let h = parse(&console::feed(&feed, now()));
+    inert(&h);
+    assert_eq!(text(one(&h, ".node")), HOSTILE);
+    assert_eq!(text(one(&h, ".what")), format!("{HOSTILE} (high)"));
+
+    let failing = [Failing {
+        name: HOSTILE.into(),
+        since: Some(now() - Duration::minutes(5)),
+        error: Some(HOSTILE.into()),
+        pending: 3,
+    }];
+    let h = parse(&console::kpis(
+        &[],
+        None,
+        &failing,
+        &Attention::default(),
+        now(),
+    ));
+    inert(&h);
+    let banner = one(&h, ".k-notify");
+    assert_eq!(attr(banner, "data-notifier"), HOSTILE);
+    assert_eq!(
+        text(banner),
+        format!("notifier {HOSTILE} failing since 5m ago ({HOSTILE}) — 3 waiting")
+    );
+}
+
+#[test]
+fn an_empty_fleet_says_so_in_every_panel_and_the_overview_says_how_to_start() {
+    let h = parse(&console::node_list(&[], None, now()));
+    assert_eq!(text(one(&h, "li.empty")), "No nodes have reported yet.");
+    let h = parse(&console::kpis(&[], None, &[], &Attention::default(), now()));
+    for k in ["total", "ok", "attn", "crit"] {
+        assert_eq!(text(one(&h, &format!("[data-kpi={k}]"))), "0", "{k}");
+    }
+    assert_eq!(text(one(&h, "#last-event")), "—");
+    assert!(all(&h, "[role=alert]").is_empty());
+    let h = parse(&console::attention(&[]));
+    assert_eq!(text(one(&h, "p.muted")), "Every node is OK.");
+    let h = parse(&console::findings(&Findings::default()));
+    assert_eq!(
+        text(one(&h, "p.muted")),
+        "No medium or worse findings in the latest scans."
+    );
+    assert!(all(&h, ".findings li").is_empty());
+    let h = parse(&console::feed(&Feed::default(), now()));
+    assert_eq!(text(one(&h, "li.empty")), "No events yet.");
+
+    let page = parse(&console::page(&ConsolePage::default(), now()));
+    assert_eq!(text(one(&page, "#node")), "Select a node.");
+    assert_eq!(one(&page, "body").value().attr("data-selected"), None);
+    assert_eq!(one(&page, "body").value().attr("data-debug"), None);
+
+    // Without a token or a key, the overview says what is missing; the token is never shown.
+    let bare = parse(&dashboard::page(&[], &EnrollHint::default(), now()));
+    assert_eq!(all(&bare, "p.warn").len(), 2);
+    assert!(text(one(&bare, "pre code")).contains("VAULTMESH_CC_PUBKEY=<its public key>"));
+    let hint = EnrollHint {
+        public_key: Some("PUBKEY64".into()),
+        has_tokens: true,
+    };
+    let ready = parse(&dashboard::page(&[], &hint, now()));
+    assert!(all(&ready, "p.warn").is_empty());
+    assert!(text(one(&ready, "pre code")).contains("VAULTMESH_CC_PUBKEY=PUBKEY64 "));
+    assert!(all(&ready, "table").is_empty());
+}
+
+/// A CRIT node whose first reason is held back by an acknowledgement.
+fn crit_node() -> NodeSummary {
+    let mut n = summary(A, "alpha", AttentionLevel::Crit);
+    n.attention.reasons = vec![
+        reason(
+            "incident",
+            AttentionLevel::Crit,
+            "held back",
+            Some("acknowledged by ops"),
+        ),
+        reason("stale", AttentionLevel::Crit, "no heartbeat for 10m", None),
+        reason("check.disk", AttentionLevel::Attn, "/ is 91% full", None),
+    ];
+    n
+}
+
+#[test]
+fn suppressed_reasons_stay_visible_and_marked() {
+    assert_eq!(
+        dashboard::reasons(&crit_node()),
+        [
+            "held back (acknowledged by ops)",
+            "no heartbeat for 10m",
+            "/ is 91% full"
+        ]
+    );
+}
+
+#[test]
+fn a_crit_node_is_red_says_crit_and_shows_its_first_active_reason() {
+    let n = crit_node();
+    let h = parse(&components::node_row(&n, Some(A), now()));
+    let li = one(&h, "li");
+    assert_eq!(attr(li, "data-level"), "crit");
+    assert_eq!(attr(li, "class"), "selected");
+    assert_eq!(attr(one(&h, "a"), "aria-current"), "true");
+    let pill = one(&h, "[data-pill]");
+    assert_eq!(
+        (attr(pill, "class"), text(pill).as_str()),
+        ("pill crit", "CRIT")
+    );
+    assert_eq!(text(one(&h, "[data-why]")), "no heartbeat for 10m (+1)");
+    assert_eq!(text(one(&h, ".seen time")), "42s ago");
+
+    let h = parse(&console::kpis(
+        std::slice::from_ref(&n),
+        Some(now()),
+        &[],
+        &Attention::default(),
+        now(),
+    ));
+    assert_eq!(text(one(&h, "[data-kpi=crit]")), "1");
+    assert_eq!(text(one(&h, "[data-kpi=ok]")), "0");
+
+    // The attention panel lists every reason; the held-back one is marked with who held it.
+    let h = parse(&console::attention(std::slice::from_ref(&n)));
+    let items = all(&h, "li");
+    assert_eq!(items.len(), 3);
+    assert_eq!(attr(items[0], "class"), "suppressed");
+    assert_eq!(text(items[0]), "CRIT held back — acknowledged by ops");
+    assert_eq!(items[2].value().attr("class"), None);
+
+    // The overview shows suppressed reasons too, marked.
+    let h = overview(&n);
+    assert_eq!(
+        text(one(&h, ".why")),
+        "held back (acknowledged by ops), no heartbeat for 10m, / is 91% full"
+    );
+    assert_eq!(text(one(&h, "[data-pill]")), "CRIT");
+}
+
+#[test]
+fn a_revoked_node_is_marked_in_the_list_the_panel_and_the_overview() {
+    let mut n = summary(A, "alpha", AttentionLevel::Ok);
+    n.revoked = Some(NodeRevoked {
+        at: now(),
+        by: "admin@example.com".into(),
+        readmitted: false,
+    });
+    let h = parse(&components::node_row(&n, None, now()));
+    let mark = one(&h, "[data-revoked]");
+    assert_eq!(text(mark), "revoked");
+    assert_eq!(
+        attr(mark, "title"),
+        "Revoked by admin@example.com; its requests are refused"
+    );
+    let h = parse(&console::node(&panel(n.clone(), Vec::new()), now()));
+    assert_eq!(text(one(&h, "h2 [data-revoked]")), "revoked");
+    let h = overview(&n);
+    assert_eq!(text(one(&h, "[data-revoked]")), "revoked");
+
+    n.revoked.as_mut().unwrap().readmitted = true;
+    let h = parse(&components::node_row(&n, None, now()));
+    assert_eq!(text(one(&h, "[data-revoked]")), "revoked · re-admitted");
+
+    n.revoked = None;
+    let h = parse(&components::node_row(&n, None, now()));
+    assert!(all(&h, "[data-revoked]").is_empty());
+}
+
+#[test]
+fn two_nodes_with_one_hostname_are_told_apart_by_their_ids() {
+    let mut n = summary(A, "twin", AttentionLevel::Ok);
+    n.hostname_shared = true;
+    let h = parse(&components::node_row(&n, None, now()));
+    assert_eq!(text(one(&h, ".dup")), "same name · a1000000");
+    let h = parse(&console::node(&panel(n.clone(), Vec::new()), now()));
+    assert_eq!(text(one(&h, "h2 .dup")), "same name · a1000000");
+    let h = overview(&n);
+    assert_eq!(text(one(&h, ".dup")), "same name");
+}
+
+#[test]
+fn the_storage_banner_comes_first_in_the_mission_bar_then_failing_notifiers() {
+    let own = Attention {
+        level: AttentionLevel::Crit,
+        reasons: vec![reason(
+            "cc.storage",
+            AttentionLevel::Crit,
+            "the logs refuse writes: no space left on device",
+            None,
+        )],
+        since: None,
+    };
+    let failing = [Failing {
+        name: "pager".into(),
+        ..Failing::default()
+    }];
+    let h = parse(&console::kpis(&[], None, &failing, &own, now()));
+    let kpis = one(&h, "#kpis");
+    let first = kpis.child_elements().next().unwrap();
+    assert_eq!(attr(first, "class"), "k-cc crit");
+    assert_eq!(attr(first, "role"), "alert");
+    assert_eq!(attr(first, "data-cc-rule"), "cc.storage");
+    assert_eq!(
+        text(first),
+        "Command Center: the logs refuse writes: no space left on device"
+    );
+    let second = kpis.child_elements().nth(1).unwrap();
+    assert_eq!(text(second), "notifier pager failing — 0 waiting");
+
+    // A filling disk is an amber banner.
+    let own = Attention {
+        level: AttentionLevel::Attn,
+        reasons: vec![reason(
+            "cc.disk_free",
+            AttentionLevel::Attn,
+            "8% free",
+            None,
+        )],
+        since: None,
+    };
+    let h = parse(&console::kpis(&[], None, &[], &own, now()));
+    assert_eq!(attr(one(&h, "[data-cc-rule]"), "class"), "k-cc attn");
+}
+
+#[test]
+fn every_form_of_the_node_panel_is_one_the_form_handler_accepts() {
+    let p = panel(
+        summary(A, "alpha", AttentionLevel::Crit),
+        vec![
+            incident(1, IncidentState::Open),
+            incident(2, IncidentState::Acknowledged),
+            incident(3, IncidentState::Resolved),
+        ],
+    );
+    let h = parse(&console::node(&p, now()));
+    let forms = all(&h, "form[data-console-form]");
+    let mut kinds = Vec::new();
+    for form in &forms {
+        assert_eq!(attr(*form, "method"), "post");
+        assert_eq!(attr(*form, "action"), "/console/events");
+        // What the browser would post: every named field, a required empty one filled in.
+        let mut fields = serde_json::Map::new();
+        for input in form.select(&Selector::parse("input[name], select[name]").unwrap()) {
+            let name = attr(input, "name");
+            let value = match input.value().name() {
+                "select" => attr(
+                    input
+                        .select(&Selector::parse("option[selected]").unwrap())
+                        .next()
+                        .unwrap(),
+                    "value",
+                ),
+                _ => input.value().attr("value").unwrap_or("typed by an admin"),
+            };
+            fields.insert(name.into(), json!(value));
+        }
+        let f: ConsoleForm = serde_json::from_value(fields.into()).unwrap();
+        kinds.push((f.kind.clone(), f.node_id.clone(), f.refs.clone()));
+        let (event, author) = f.into_event("console".into()).unwrap();
+        assert_eq!(author, "console");
+        assert_eq!(event.node_id.is_some(), event.refs.is_empty(), "{event:?}");
+    }
+    let id = |n: u128| Some(Uuid::from_u128(n).to_string());
+    assert_eq!(
+        kinds,
+        [
+            ("note".into(), Some(A.to_string()), None),
+            ("incident".into(), Some(A.to_string()), None),
+            ("ack".into(), None, id(1)),
+            ("resolve".into(), None, id(1)),
+            ("resolve".into(), None, id(2)),
+        ],
+        "ack only for an open incident; nothing for a resolved one"
+    );
+}
+
+#[test]
+fn each_event_kind_reads_as_one_line() {
+    let inc = Uuid::from_u128(0x0193_aaaa_bbbb_7000_8000_0000_0000_0001);
+    for (kind, body, refs, want) in [
+        ("note", json!({"text": "rebooted"}), vec![], "rebooted"),
+        ("incident", json!({"title": "disk"}), vec![], "disk (high)"),
+        (
+            "incident",
+            json!({"title": "disk", "severity": "low"}),
+            vec![],
+            "disk (low)",
+        ),
+        ("ack", json!(null), vec![inc], "acknowledged 0193aaaa"),
+        ("ack", json!({"text": "on it"}), vec![inc], "on it"),
+        ("resolve", json!(null), vec![], "resolved"),
+        (
+            "tag",
+            json!({"label": "env", "value": "prod"}),
+            vec![],
+            "env prod",
+        ),
+        (
+            "silence",
+            json!({"text": "maintenance"}),
+            vec![],
+            "all rules maintenance",
+        ),
+        (
+            "silence",
+            json!({"rule": "drift", "text": "x"}),
+            vec![],
+            "drift x",
+        ),
+        (
+            "attention",
+            json!({"level": "crit", "reasons": [
+                {"message": "held", "suppressed_by": "silence"},
+                {"message": "stale", "suppressed_by": null}]}),
+            vec![],
+            "CRIT: stale",
+        ),
+        (
+            "attention",
+            json!({"level": "ok", "reasons": []}),
+            vec![],
+            "OK: all clear",
+        ),
+        (
+            "attention",
+            json!({"level": "attn", "reasons": [{"message": "held", "suppressed_by": "x"}]}),
+            vec![],
+            "ATTN: 1 reason(s) held back",
+        ),
+        ("node_revoked", json!({"key_id": "k"}), vec![], ""),
+    ] {
+        let e = event(kind, None, body, &refs);
+        assert_eq!(console::event_summary(&e), want, "{kind}");
+        let h = parse(&console::event_item(&e, now(), None));
+        assert_eq!(attr(one(&h, "li"), "class"), format!("ev ev-{kind}"));
+        assert!(
+            all(&h, ".node").is_empty(),
+            "the timeline does not name the node"
+        );
+    }
+}
+
+#[test]
+fn findings_are_counted_by_severity_and_the_worst_listed_first_with_bounded_memory() {
+    let mut f = Findings::default();
+    f.add(
+        "beta",
+        B,
+        &scan(
+            B,
+            &[
+                (Severity::Medium, "m"),
+                (Severity::Low, "l"),
+                (Severity::Info, "i"),
+            ],
+        ),
+    );
+    f.add(
+        "alpha",
+        A,
+        &scan(A, &[(Severity::Medium, "m"), (Severity::Critical, "c")]),
+    );
+    let h = parse(&console::findings(&f));
+    let counts: Vec<String> = all(&h, ".sev-counts .sev").into_iter().map(text).collect();
+    assert_eq!(
+        counts,
+        ["critical 1", "high 0", "medium 2", "low 1", "info 1"]
+    );
+    let rows: Vec<String> = all(&h, ".findings li").into_iter().map(text).collect();
+    assert_eq!(
+        rows,
+        ["critical alpha: c", "medium alpha: m", "medium beta: m"]
+    );
+    assert_eq!(
+        attr(one(&h, ".findings li:first-child a[href]"), "href"),
+        format!("/console?node={A}")
+    );
+
+    // 600 findings: all counted, the worst 100 kept, 50 listed.
+    let many: Vec<(Severity, &str)> = (0..600)
+        .map(|i| {
+            (
+                if i == 599 {
+                    Severity::Critical
+                } else {
+                    Severity::Medium
+                },
+                "f",
+            )
+        })
+        .collect();
+    let mut f = Findings::default();
+    f.add("gamma", A, &scan(A, &many));
+    let h = parse(&console::findings(&f));
+    assert_eq!(text(all(&h, ".sev-counts .sev")[2]), "medium 599");
+    assert_eq!(all(&h, ".findings li").len(), 50);
+    assert_eq!(text(one(&h, ".findings li:first-child .sev")), "critical");
+    assert_eq!(text(one(&h, "#findings > p.muted")), "and 50 more");
+}
+
+#[test]
+fn the_history_chart_needs_two_points_and_keeps_lines_inside_it() {
+    let h = parse(&console::history_chart(&[], Some(2)));
+    assert_eq!(
+        text(one(&h, "p.muted")),
+        "Not enough history for a chart yet."
+    );
+    // Load 8 on 2 CPUs is off the 0..2 scale and memory 150% is impossible: both clamp.
+    let h = parse(&console::history_chart(
+        &[point(0.0, 0.0), point(8.0, 150.0)],
+        Some(2),
+    ));
+    assert_eq!(
+        attr(one(&h, "polyline.load"), "points"),
+        "0.0,80.0 320.0,0.0"
+    );
+    assert_eq!(
+        attr(one(&h, "polyline.mem"), "points"),
+        "0.0,80.0 320.0,0.0"
+    );
+    assert!(text(one(&h, "figcaption")).ends_with("last 2 heartbeats"));
+}
+
+#[test]
+fn the_console_page_is_well_formed_and_holds_every_panel() {
+    let mut crit = summary(A, "alpha", AttentionLevel::Crit);
+    crit.attention.reasons = vec![reason("stale", AttentionLevel::Crit, "no heartbeat", None)];
+    let mut nodes = vec![summary(B, HOSTILE, AttentionLevel::Ok), crit.clone()];
+    worst_first(&mut nodes);
+    let page = ConsolePage {
+        nodes,
+        selected: Some(A),
+        node: Some(panel(crit, vec![incident(1, IncidentState::Open)])),
+        feed: Feed {
+            events: vec![event("note", Some(A), json!({"text": HOSTILE}), &[])],
+            names: [(A, "alpha".to_string())].into(),
+        },
+        debug: true,
+        ..ConsolePage::default()
+    };
+    let h = parse(&console::page(&page, now()));
+    inert(&h);
+    assert_eq!(attr(one(&h, "script[src]"), "src"), "/assets/console.js");
+    let body = one(&h, "body");
+    assert_eq!(attr(body, "data-selected"), A.to_string());
+    assert_eq!(attr(body, "data-debug"), "1");
+    for id in ["kpis", "node-list", "node", "attention", "findings", "feed"] {
+        let panel = one(&h, &format!("#{id}"));
+        if id != "node" {
+            assert!(
+                attr(panel, "data-fragment").starts_with("/console/"),
+                "{id}"
+            );
+        }
+    }
+    assert_eq!(
+        attr(one(&h, "#node"), "data-fragment"),
+        format!("/console/nodes/{A}")
+    );
+    let order: Vec<&str> = all(&h, "#node-list li")
+        .into_iter()
+        .map(|li| attr(li, "data-level"))
+        .collect();
+    assert_eq!(order, ["crit", "ok"], "worst first");
+    assert_eq!(text(one(&h, "#feed .node")), "alpha");
+
+    let overview = parse(&dashboard::page(&page.nodes, &EnrollHint::default(), now()));
+    inert(&overview);
+    assert_eq!(
+        attr(one(&overview, "script[src]"), "src"),
+        "/assets/dashboard.js"
+    );
+    assert_eq!(all(&overview, "tbody tr").len(), 2);
+}
+
+#[test]
+fn worst_first_orders_by_level_then_hostname() {
+    let mut nodes = vec![
+        summary(A, "b", AttentionLevel::Ok),
+        summary(A, "z", AttentionLevel::Attn),
+        summary(A, "a", AttentionLevel::Ok),
+        summary(A, "y", AttentionLevel::Crit),
+    ];
+    worst_first(&mut nodes);
+    let names: Vec<&str> = nodes.iter().map(|n| n.hostname.as_str()).collect();
+    assert_eq!(names, ["y", "z", "a", "b"]);
+}
+
+#[test]
+fn the_node_panel_shows_each_measurement_and_says_what_is_missing() {
+    let mut s = summary(A, "alpha", AttentionLevel::Ok);
+    s.load1 = None;
+    s.cpu_count = None;
+    let mut p = panel(s, Vec::new());
+    p.detail.latest.cloudflare_ok = false;
+    p.detail.latest.checks.clear();
+    let h = parse(&console::node(&p, now()));
+    let tiles: Vec<String> = all(&h, ".tile p").into_iter().map(text).collect();
+    assert_eq!(tiles, ["–", "25%", "down", "up"]);
+    assert_eq!(attr(all(&h, ".tile p")[2], "class"), "flag bad");
+    assert_eq!(text(one(&h, "table.compact tbody tr")), "/ext442%");
+    assert_eq!(
+        text(one(&h, "h3 + p.muted")),
+        "This agent reports no checks."
+    );
+    assert!(all(&h, ".incident").is_empty());
+    assert_eq!(all(&h, "form").len(), 2, "note and incident");
+}
+
+#[test]
+fn views_components_and_format_read_no_state_and_know_no_http() {
+    for (file, source) in [
+        ("view/mod.rs", include_str!("view/mod.rs")),
+        ("view/console.rs", include_str!("view/console.rs")),
+        ("view/dashboard.rs", include_str!("view/dashboard.rs")),
+        ("components.rs", include_str!("components.rs")),
+        ("format.rs", include_str!("format.rs")),
+    ] {
+        for word in [
+            "AppState",
+            "crate::store",
+            "crate::server",
+            "axum",
+            "ApiError",
+        ] {
+            assert!(!source.contains(word), "ui/{file} names {word}");
+        }
+    }
+    // Pure text: markup is the components'.
+    assert!(!include_str!("format.rs").contains("maud"));
+}

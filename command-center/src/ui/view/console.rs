@@ -1,0 +1,429 @@
+//! The mission console (`GET /console`) and each of its panels, which are also fragments of
+//! their own (see [`crate::ui::handlers`] for the URLs). Views take plain data — what the
+//! handler read from the store — and the clock, never the state.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, Utc};
+use maud::{DOCTYPE, Markup, html};
+use uuid::Uuid;
+use vaultmesh_proto::api::HistoryPoint;
+use vaultmesh_proto::{
+    Attention, AttentionLevel, EventEnvelope, Finding, IncidentState, NodeDetail, NodeSummary,
+    ScanReport, Severity,
+};
+
+use crate::ui::components::{
+    Failing, FormTarget, ago, cc_banner, check_pill, event_form, footer, head, node_link, node_row,
+    notifier_banner, pill, revoked_mark, services_flag, sev_badge, sev_class, shared_hostname,
+};
+use crate::ui::format::{level_name, num2, pct};
+use crate::ui::forms::FormKind;
+
+/// Findings listed in the findings panel; the rest are counted.
+const FINDINGS_SHOWN: usize = 50;
+
+/// The whole console page.
+#[derive(Debug, Default)]
+pub struct ConsolePage {
+    /// Every node, worst first ([`super::worst_first`]).
+    pub nodes: Vec<NodeSummary>,
+    pub selected: Option<Uuid>,
+    /// The selected node's panel, when it exists.
+    pub node: Option<NodePanel>,
+    pub feed: Feed,
+    pub findings: Findings,
+    /// The newest event or heartbeat.
+    pub last_event: Option<DateTime<Utc>>,
+    pub failing: Vec<Failing>,
+    /// The Command Center's own attention (its disk).
+    pub own: Attention,
+    /// `?debug=1`: the script logs every event.
+    pub debug: bool,
+}
+
+/// The selected node: its detail, its recent events and commands.
+#[derive(Debug)]
+pub struct NodePanel {
+    pub detail: NodeDetail,
+    /// Its events, newest first.
+    pub events: Vec<EventEnvelope>,
+    /// Its commands, newest first.
+    pub commands: Vec<CommandLine>,
+}
+
+/// A command as the node's timeline shows it.
+#[derive(Debug, Clone)]
+pub struct CommandLine {
+    pub action: String,
+    /// `issued`, `delivered`, `ok`, ...
+    pub status: String,
+    pub issued_by: String,
+    pub issued_at: DateTime<Utc>,
+}
+
+/// The global event feed: events, newest first, and the hostnames to name their nodes by.
+#[derive(Debug, Default)]
+pub struct Feed {
+    pub events: Vec<EventEnvelope>,
+    pub names: HashMap<Uuid, String>,
+}
+
+/// The latest scans' findings: counts by severity, and the medium-or-worse ones to list.
+#[derive(Debug, Default)]
+pub struct Findings {
+    rows: Vec<(String, Uuid, Finding)>,
+    counts: BTreeMap<Severity, u64>,
+}
+
+impl Findings {
+    /// Adds a node's latest scan. Memory stays bounded: past 500 rows only the worst 100 are
+    /// kept (only 50 are shown).
+    pub fn add(&mut self, host: &str, id: Uuid, scan: &ScanReport) {
+        for f in &scan.findings {
+            *self.counts.entry(f.severity).or_insert(0) += 1;
+            if f.severity >= Severity::Medium {
+                self.rows.push((host.to_string(), id, f.clone()));
+            }
+        }
+        if self.rows.len() > 500 {
+            self.rows.sort_by_key(|r| std::cmp::Reverse(r.2.severity));
+            self.rows.truncate(100);
+        }
+    }
+}
+
+/// The mission bar's banners and counts.
+pub fn kpis(
+    nodes: &[NodeSummary],
+    last_event: Option<DateTime<Utc>>,
+    failing: &[Failing],
+    own: &Attention,
+    now: DateTime<Utc>,
+) -> Markup {
+    let count = |l: AttentionLevel| nodes.iter().filter(|n| n.attention.level == l).count();
+    html! {
+        div id="kpis" class="kpis" data-fragment="/console/kpis" {
+            // The Command Center's own trouble (a full or filling disk) comes first.
+            @for r in &own.reasons { (cc_banner(r)) }
+            @for f in failing { (notifier_banner(f, now)) }
+            span { strong data-kpi="total" { (nodes.len()) } " total" }
+            span class="k-ok" { strong data-kpi="ok" { (count(AttentionLevel::Ok)) } " healthy" }
+            span class="k-attn" { strong data-kpi="attn" { (count(AttentionLevel::Attn)) } " attention" }
+            span class="k-crit" { strong data-kpi="crit" { (count(AttentionLevel::Crit)) } " critical" }
+            span class="last-event" { "last event " strong id="last-event" {
+                @if let Some(t) = last_event { (ago(t, now)) } @else { "—" }
+            } }
+        }
+    }
+}
+
+/// The node list, in the order given (worst first).
+pub fn node_list(nodes: &[NodeSummary], selected: Option<Uuid>, now: DateTime<Utc>) -> Markup {
+    html! {
+        ul id="node-list" class="node-list" data-fragment="/console/nodes" aria-label="Nodes, worst first" {
+            @for n in nodes { (node_row(n, selected, now)) }
+            @if nodes.is_empty() { li class="empty" { "No nodes have reported yet." } }
+        }
+    }
+}
+
+/// A small SVG chart of load (per CPU) and memory % over the node's history.
+pub fn history_chart(points: &[HistoryPoint], cpus: Option<u32>) -> Markup {
+    const W: f64 = 320.0;
+    const H: f64 = 80.0;
+    let n = points.len();
+    if n < 2 {
+        return html! { p class="muted" { "Not enough history for a chart yet." } };
+    }
+    let x = |i: usize| i as f64 * W / (n - 1) as f64;
+    let line = |vals: Vec<Option<f64>>| -> String {
+        vals.iter()
+            .enumerate()
+            .filter_map(|(i, v)| v.map(|v| format!("{:.1},{:.1}", x(i), H - v.clamp(0.0, 1.0) * H)))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let cpus = f64::from(cpus.unwrap_or(1).max(1));
+    // Load per CPU on a 0..2 scale; memory on 0..100 %.
+    let load = line(
+        points
+            .iter()
+            .map(|p| p.load1.map(|l| l / cpus / 2.0))
+            .collect(),
+    );
+    let mem = line(
+        points
+            .iter()
+            .map(|p| p.mem_used_pct.map(|m| m / 100.0))
+            .collect(),
+    );
+    html! {
+        figure class="chart" {
+            svg viewBox={"0 0 " (W) " " (H)} role="img" aria-label="Load per CPU and memory use over the node's recent heartbeats" {
+                line x1="0" y1=(H / 2.0) x2=(W) y2=(H / 2.0) class="grid" {}
+                polyline points=(load) class="load" fill="none" {}
+                polyline points=(mem) class="mem" fill="none" {}
+            }
+            figcaption { span class="swatch load" { "━" } " load/CPU (0–2) " span class="swatch mem" { "━" } " memory % · last " (n) " heartbeats" }
+        }
+    }
+}
+
+/// One line saying what an event is about: a note's text, an incident's title and severity,
+/// an attention change's level and first active reason, ...
+pub fn event_summary(e: &EventEnvelope) -> String {
+    let text = |k: &str| {
+        e.body
+            .get(k)
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_string()
+    };
+    match e.kind.as_str() {
+        "note" => text("text"),
+        "incident" => format!(
+            "{} ({})",
+            text("title"),
+            e.body
+                .get("severity")
+                .and_then(|v| v.as_str())
+                .unwrap_or("high")
+        ),
+        "attention" => {
+            let level = text("level").to_uppercase();
+            let reasons = e.body["reasons"].as_array().cloned().unwrap_or_default();
+            let active = reasons
+                .iter()
+                .find(|r| r.get("suppressed_by").is_none_or(|s| s.is_null()));
+            match active
+                .and_then(|r| r.get("message"))
+                .and_then(|m| m.as_str())
+            {
+                Some(m) => format!("{level}: {m}"),
+                None if reasons.is_empty() => format!("{level}: all clear"),
+                None => format!("{level}: {} reason(s) held back", reasons.len()),
+            }
+        }
+        "ack" | "resolve" if text("text").is_empty() => {
+            let what = if e.kind == "ack" {
+                "acknowledged"
+            } else {
+                "resolved"
+            };
+            match e.refs.first() {
+                Some(r) => format!("{what} {}", &r.to_string()[..8]),
+                None => what.to_string(),
+            }
+        }
+        "tag" => format!("{} {}", text("label"), text("value")),
+        "silence" => format!(
+            "{} {}",
+            e.body
+                .get("rule")
+                .and_then(|v| v.as_str())
+                .unwrap_or("all rules"),
+            text("text")
+        ),
+        _ => text("text"),
+    }
+}
+
+/// One entry of a timeline or the feed (the feed names the node).
+pub fn event_item(e: &EventEnvelope, now: DateTime<Utc>, show_node: Option<&str>) -> Markup {
+    html! {
+        li class={"ev ev-" (e.kind)} data-event-id=(e.id) {
+            span class="kind" { (e.kind) }
+            @if let Some(name) = show_node { span class="node" { (name) } }
+            span class="what" { (event_summary(e)) }
+            span class="meta" { (e.author) " · " (ago(e.ts, now)) }
+        }
+    }
+}
+
+/// The global event feed.
+pub fn feed(f: &Feed, now: DateTime<Utc>) -> Markup {
+    html! {
+        ol id="feed" class="feed" data-fragment="/console/feed" aria-label="Event feed, newest first" {
+            @for e in &f.events {
+                (event_item(e, now, e.node_id.and_then(|n| f.names.get(&n)).map(String::as_str)))
+            }
+            @if f.events.is_empty() { li class="empty" { "No events yet." } }
+        }
+    }
+}
+
+/// Why each node is not OK: every reason, suppressed ones marked with who held them back.
+pub fn attention(nodes: &[NodeSummary]) -> Markup {
+    let needing: Vec<&NodeSummary> = nodes
+        .iter()
+        .filter(|n| !n.attention.reasons.is_empty())
+        .collect();
+    html! {
+        div id="attention" data-fragment="/console/attention" {
+            @if needing.is_empty() { p class="muted" { "Every node is OK." } }
+            @for n in &needing {
+                section class="why-node" {
+                    h3 { (pill(n.attention.level)) " " (node_link(n.node_id, &n.hostname)) }
+                    ul {
+                        @for r in &n.attention.reasons {
+                            li class=[r.suppressed_by.is_some().then_some("suppressed")] {
+                                span class={"lvl " (level_name(r.level).0)} { (level_name(r.level).1) }
+                                " " (r.message)
+                                @if let Some(by) = &r.suppressed_by { span class="muted" { " — " (by) } }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The findings panel: counts by severity, then the worst findings, worst first.
+pub fn findings(f: &Findings) -> Markup {
+    let mut rows: Vec<&(String, Uuid, Finding)> = f.rows.iter().collect();
+    rows.sort_by(|a, b| b.2.severity.cmp(&a.2.severity).then(a.0.cmp(&b.0)));
+    let shown = rows.len().min(FINDINGS_SHOWN);
+    html! {
+        div id="findings" data-fragment="/console/findings" {
+            p class="sev-counts" {
+                @for s in [Severity::Critical, Severity::High, Severity::Medium, Severity::Low, Severity::Info] {
+                    span class={"sev " (sev_class(s))} { (s.as_str()) " " strong { (f.counts.get(&s).copied().unwrap_or(0)) } }
+                }
+            }
+            @if rows.is_empty() { p class="muted" { "No medium or worse findings in the latest scans." } }
+            ul class="findings" {
+                @for (host, id, finding) in rows.iter().take(shown) {
+                    li { (sev_badge(finding.severity)) " " (node_link(*id, host)) ": " (finding.title) }
+                }
+            }
+            @if rows.len() > shown { p class="muted" { "and " (rows.len() - shown) " more" } }
+        }
+    }
+}
+
+/// The center panel when no node is selected (an empty fleet, or a node that is gone).
+pub fn no_node() -> Markup {
+    html! { article id="node" { p class="muted" { "Select a node." } } }
+}
+
+/// The selected node: identity, tiles, disks, chart, checks, latest scan, timeline, forms.
+pub fn node(p: &NodePanel, now: DateTime<Utc>) -> Markup {
+    let d = &p.detail;
+    let s = &d.summary;
+    let id = s.node_id;
+    let hb = &d.latest;
+    let open_incidents: Vec<_> = d
+        .incidents
+        .iter()
+        .filter(|i| i.state != IncidentState::Resolved)
+        .collect();
+    html! {
+        article id="node" data-fragment={"/console/nodes/" (id)} data-node-id=(id) {
+            header class="node-head" {
+                h2 { (pill(s.attention.level)) " " (s.hostname) @if s.hostname_shared { " " (shared_hostname(id)) } (revoked_mark(s)) }
+                p class="muted" {
+                    span class="id" { (id) } " · " (s.os_profile) " · agent " (s.agent_version.as_deref().unwrap_or("?"))
+                    " · last seen " (ago(s.last_seen, now)) " · " (s.heartbeats) " heartbeats"
+                }
+            }
+            div class="tiles" {
+                div class="tile" { h4 { "Load 1m" } p { (num2(s.load1)) @if let Some(c) = s.cpu_count { span class="sub" { " / " (c) " CPU" } } } }
+                div class="tile" { h4 { "Memory" } p { (pct(s.mem_used_pct)) } }
+                div class="tile" { h4 { "Tunnel" } p class=(if hb.cloudflare_ok { "flag ok" } else { "flag bad" }) { (if hb.cloudflare_ok { "connected" } else { "down" }) } }
+                div class="tile" { h4 { "Services" } p { (services_flag(hb.services())) } }
+            }
+            @if let Some(m) = &hb.metrics && !m.disks.is_empty() {
+                h3 { "Disks" }
+                table class="compact" {
+                    thead { tr { th { "Mount" } th { "FS" } th class="num" { "Used" } } }
+                    tbody { @for disk in &m.disks { tr { td { (disk.mount) } td { (disk.fs) } td class="num" { (pct(disk.used_pct())) } } } }
+                }
+            }
+            h3 { "History" }
+            (history_chart(&d.history, s.cpu_count))
+            h3 { "Checks" }
+            @if hb.checks.is_empty() { p class="muted" { "This agent reports no checks." } }
+            ul class="checks" {
+                @for c in &hb.checks { li { (check_pill(c.status)) " " strong { (c.name) } " " span { (c.summary) } } }
+            }
+            @if let Some(scan) = &d.latest_scan {
+                h3 { "Latest scan" }
+                p class="muted" { "finished " (ago(scan.finished_at, now)) " · " (scan.findings.len()) " findings" @if !d.drift.is_empty() { " · " (d.drift.len()) " changes since the previous scan" } }
+            }
+            h3 { "Timeline" }
+            ol class="timeline" aria-label="This node's events, newest first" {
+                li class="ev ev-heartbeat" { span class="kind" { "heartbeats" } span class="what" { (s.heartbeats) " received, the latest " (ago(s.last_seen, now)) } }
+                @for c in &p.commands {
+                    li class="ev ev-command" {
+                        span class="kind" { "command" }
+                        span class="what" { (c.action) " — " (c.status) }
+                        span class="meta" { (c.issued_by) " · " (ago(c.issued_at, now)) }
+                    }
+                }
+                @for e in &p.events { (event_item(e, now, None)) }
+            }
+            h3 { "Act" }
+            div class="forms" {
+                (event_form(FormKind::Note, FormTarget::Node(id), false, html! {
+                    label { "Note " input name="text" required maxlength="8192" placeholder="What did you see or do?"; }
+                }, "Post note"))
+                (event_form(FormKind::Incident, FormTarget::Node(id), false, html! {
+                    label { "Incident " input name="title" required maxlength="256" placeholder="Title"; }
+                    label { "Severity " select name="severity" {
+                        option value="critical" { "critical" } option value="high" selected { "high" }
+                        option value="medium" { "medium" } option value="low" { "low" }
+                    } }
+                }, "Open incident"))
+                @for i in &open_incidents {
+                    div class="incident" {
+                        (sev_badge(i.severity)) " " (i.title)
+                        " " span class="muted" { (format!("{:?}", i.state).to_lowercase()) }
+                        @if i.state == IncidentState::Open {
+                            (event_form(FormKind::Ack, FormTarget::Incident(i.id), true, html! {}, "Acknowledge"))
+                        }
+                        (event_form(FormKind::Resolve, FormTarget::Incident(i.id), true, html! {}, "Resolve"))
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `GET /console`: the mission bar, the node list, the selected node, and the right panel.
+pub fn page(p: &ConsolePage, now: DateTime<Utc>) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            (head("Mission Console · VaultMesh", "/assets/console.js"))
+            body class="console" data-selected=[p.selected] data-debug=[p.debug.then_some("1")] {
+                header class="mission-bar" {
+                    h1 { a href="/console" { "VaultMesh Mission Console" } }
+                    (kpis(&p.nodes, p.last_event, &p.failing, &p.own, now))
+                    p id="stream-state" class="stream-state" role="status" aria-live="polite" { "connecting…" }
+                }
+                main class="panels" {
+                    nav class="panel left" aria-label="Nodes" {
+                        label class="filter" { span class="visually-hidden" { "Filter nodes" }
+                            input id="filter" type="search" placeholder="Filter nodes (host or profile)" autocomplete="off";
+                        }
+                        (node_list(&p.nodes, p.selected, now))
+                    }
+                    section class="panel center" aria-label="Selected node" {
+                        @if let Some(n) = &p.node { (node(n, now)) } @else { (no_node()) }
+                    }
+                    aside class="panel right" aria-label="Attention and events" {
+                        h2 { "Attention" }
+                        (attention(&p.nodes))
+                        h2 { "Scan findings" }
+                        (findings(&p.findings))
+                        h2 { "Events" }
+                        (feed(&p.feed, now))
+                    }
+                }
+                (footer("/", "overview"))
+            }
+        }
+    }
+}

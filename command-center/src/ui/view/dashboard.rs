@@ -1,0 +1,115 @@
+//! The fleet overview (`GET /`): a table of every node, worst first, or — while no node has
+//! reported — what a node needs to report here.
+
+use chrono::{DateTime, Utc};
+use maud::{DOCTYPE, Markup, html};
+use vaultmesh_proto::{AttentionLevel, NodeSummary};
+
+use crate::ui::components::{flag, footer, head, pill, services_flag};
+use crate::ui::format::{age, num2, pct};
+
+/// What an empty fleet's hint says about this Command Center.
+#[derive(Debug, Clone, Default)]
+pub struct EnrollHint {
+    /// The public key agents pin for commands (public: shown), when it has a signing key.
+    pub public_key: Option<String>,
+    /// Whether it has an enrollment token (a secret: never shown).
+    pub has_tokens: bool,
+}
+
+/// The reasons shown under a node's pill: suppressed ones are marked, not hidden.
+pub fn reasons(n: &NodeSummary) -> Vec<String> {
+    n.attention
+        .reasons
+        .iter()
+        .map(|r| match &r.suppressed_by {
+            Some(by) => format!("{} ({by})", r.message),
+            None => r.message.clone(),
+        })
+        .collect()
+}
+
+/// What a node needs to report here, shown while none has: the address, an enrollment token
+/// (never shown: it is a secret) and the public key it pins for commands (shown: it is public).
+pub fn empty_fleet_hint(hint: &EnrollHint) -> Markup {
+    let command = format!(
+        "VAULTMESH_CC_URL=https://cc.example.com VAULTMESH_ENROLL_TOKEN=<one of this Command Center's enrollment tokens> VAULTMESH_CC_PUBKEY={} vaultmesh-node-agent run",
+        hint.public_key.as_deref().unwrap_or("<its public key>")
+    );
+    html! {
+        section class="empty" {
+            p { "No nodes have reported yet." }
+            p { "On a node, with this Command Center's address, an enrollment token and its public key, run:" }
+            pre { code { (command) } }
+            @if !hint.has_tokens {
+                p class="warn" { "This Command Center has no enrollment token (" code { "--enroll-token" } ", " code { "VAULTMESH_ENROLL_TOKEN" } "): no node can enroll." }
+            }
+            @if hint.public_key.is_none() {
+                p class="warn" { "It has no signing key (" code { "keygen" } ", " code { "--signing-key" } "): nodes can report, but no command can be sent to them." }
+            }
+            p { "The whole procedure: README, “Run it for real”, and docs/DEPLOY.md." }
+        }
+    }
+}
+
+/// One node's row of the overview table.
+fn row(n: &NodeSummary, now: DateTime<Utc>) -> Markup {
+    let reasons = reasons(n);
+    html! {
+        tr data-node-id=(n.node_id) {
+            td { (pill(n.attention.level)) @if !reasons.is_empty() { div class="why" { (reasons.join(", ")) } } }
+            td { div class="host" { (n.hostname) @if n.hostname_shared { " " span class="dup" title="Another node reports this hostname; the node id tells them apart" { "same name" } } @if n.revoked.is_some() { " " span class="dup" data-revoked { "revoked" } } } div class="id" { (n.node_id) } }
+            td { (n.os_profile) }
+            td title=(n.last_seen.to_rfc3339()) { (age(n.last_seen, now)) }
+            td { (flag(n.cloudflare_ok, "connected", "down")) }
+            td { (services_flag(n.services)) }
+            td class="num" {
+                (num2(n.load1))
+                @if let Some(c) = n.cpu_count { span class="sub" { " / " (c) " CPU" } }
+            }
+            td class="num" { (pct(n.mem_used_pct)) }
+            td class="num" {
+                (pct(n.disk_max_used_pct))
+                @if let Some(m) = &n.disk_max_mount { span class="sub" { " " (m) } }
+            }
+        }
+    }
+}
+
+/// `GET /`: the KPIs and the table of `nodes` (worst first), or the empty fleet's hint.
+pub fn page(nodes: &[NodeSummary], hint: &EnrollHint, now: DateTime<Utc>) -> Markup {
+    let count = |l: AttentionLevel| nodes.iter().filter(|n| n.attention.level == l).count();
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            (head("VaultMesh Command Center", "/assets/dashboard.js"))
+            body {
+                header {
+                    h1 { "VaultMesh Command Center" }
+                    p id="stream-state" class="stream-state" role="status" aria-live="polite" { "connecting…" }
+                    p id="kpis" class="kpis" {
+                        span { strong { (nodes.len()) } " nodes" }
+                        span class="k-ok" { strong { (count(AttentionLevel::Ok)) } " healthy" }
+                        span class="k-attn" { strong { (count(AttentionLevel::Attn)) } " attention" }
+                        span class="k-crit" { strong { (count(AttentionLevel::Crit)) } " critical" }
+                    }
+                }
+                main id="overview" {
+                    @if nodes.is_empty() {
+                        (empty_fleet_hint(hint))
+                    } @else {
+                        table id="nodes" {
+                            thead { tr {
+                                th { "Status" } th { "Host" } th { "Profile" } th { "Last seen" }
+                                th { "Tunnel" } th { "Services" } th class="num" { "Load 1m" }
+                                th class="num" { "Memory" } th class="num" { "Fullest disk" }
+                            } }
+                            tbody { @for n in nodes { (row(n, now)) } }
+                        }
+                    }
+                }
+                (footer("/console", "mission console"))
+            }
+        }
+    }
+}

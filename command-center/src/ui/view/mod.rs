@@ -1,0 +1,18 @@
+//! Page-level templates: the overview ([`dashboard`]) and the mission console ([`console`],
+//! whose panels are fragments too). Views take plain data and the clock; they read no state,
+//! so tests render them without a server.
+
+pub mod console;
+pub mod dashboard;
+
+use vaultmesh_proto::NodeSummary;
+
+/// Sorts nodes as every list shows them: worst first (CRIT, ATTN, OK), then by hostname.
+pub fn worst_first(nodes: &mut [NodeSummary]) {
+    nodes.sort_by(|a, b| {
+        b.attention
+            .level
+            .cmp(&a.attention.level)
+            .then_with(|| a.hostname.cmp(&b.hostname))
+    });
+}
