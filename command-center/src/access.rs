@@ -30,9 +30,9 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
+use vaultmesh_engines::auth::Refusal;
 
-use crate::error::{ApiError, Refusal};
-use crate::server::AppState;
+use crate::error::ApiError;
 
 /// The header Cloudflare Access puts the user's token in.
 pub const HEADER: &str = "cf-access-jwt-assertion";
@@ -312,9 +312,19 @@ fn same_secret(a: &str, b: &str) -> bool {
         == 0
 }
 
+/// What the admin gate needs of the server's state (which provides it through `FromRef`): how
+/// admins authenticate.
+#[derive(Debug, Clone)]
+pub struct AdminAuth {
+    /// Cloudflare Access verification of admin requests, when configured.
+    pub access: Option<Arc<AccessVerifier>>,
+    /// Admin bearer token, when configured (and Access is not).
+    pub admin_token: Option<AdminToken>,
+}
+
 /// The admin gate: Access token, or bearer token, or (loopback-only servers) nothing.
 pub async fn admin_auth(
-    State(state): State<AppState>,
+    State(state): State<Arc<AdminAuth>>,
     mut req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {

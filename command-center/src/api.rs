@@ -9,7 +9,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{Method, Uri};
 use vaultmesh_proto::auth::{EnrollRequest, EnrollResponse};
 
-use crate::agent_auth::{Signed, SignedParts};
+use crate::agent_auth::{Signed, signed_parts};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use vaultmesh_proto::EventEnvelope;
@@ -79,14 +79,14 @@ pub async fn post_enroll(
     state
         .enroll_rate
         .check(crate::agent_auth::source(&headers, remote))?;
-    let parts = SignedParts::from_request(&headers, method.as_str(), &path)?;
+    let parts = signed_parts(&headers, method.as_str(), &path)?;
     parts.check_clock()?;
     // Only now the body: a source over its rate, or unsigned junk, is refused unread.
     let body = <Bytes as axum::extract::FromRequest<AppState>>::from_request(req, &state).await?;
     let req: EnrollRequest = parse_json_as(&headers, body.clone(), "enrollment")?;
     if parts.node_id != req.node_id {
         return Err(ApiError::Unauthorized(
-            crate::error::Refusal::BadSignature,
+            vaultmesh_engines::auth::Refusal::BadSignature,
             format!(
                 "enrollment for node {} signed as node {}",
                 req.node_id, parts.node_id

@@ -217,7 +217,7 @@ pub async fn receipt(
     }
     let binding = state.store.binding(signed.node_id).ok_or_else(|| {
         ApiError::Unauthorized(
-            crate::error::Refusal::UnknownNode,
+            vaultmesh_engines::auth::Refusal::UnknownNode,
             "node is not enrolled".into(),
         )
     })?;

@@ -215,14 +215,14 @@ impl ServeConfig {
     }
 
     /// The parsed enrollment tokens.
-    pub fn tokens(&self) -> Result<crate::agent_auth::EnrollTokens, String> {
-        let parsed: Result<Vec<_>, String> = self
+    pub fn tokens(&self) -> Result<vaultmesh_engines::auth::EnrollTokens, String> {
+        let parsed: Result<Vec<_>, _> = self
             .enroll_tokens
             .iter()
-            .map(|t| crate::agent_auth::EnrollToken::parse(t))
+            .map(|t| vaultmesh_engines::auth::EnrollToken::parse(t))
             .collect();
         parsed
-            .map(crate::agent_auth::EnrollTokens)
+            .map(vaultmesh_engines::auth::EnrollTokens)
             .map_err(|e| format!("--enroll-token: {e}"))
     }
 

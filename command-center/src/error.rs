@@ -1,10 +1,20 @@
 //! `ApiError`: every way a request can fail, each mapped to one status code and a JSON body
 //! `{"error": "..."}`. Messages say what was wrong with the request and never echo secrets.
+//!
+//! The one place the domain's errors (the store's, the engines': refused credentials, rates,
+//! budgets, issuing) become HTTP answers. What the metrics middleware reads from an answer is
+//! left in it as a [`Rejected`] extension.
 
 use axum::extract::rejection::{BytesRejection, FormRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use vaultmesh_engines::auth::{AuthError, Refusal, RememberError};
+use vaultmesh_engines::limits::{EnrollmentsLimited, RateLimited};
 use vaultmesh_proto::ErrorBody;
+
+/// Largest request body accepted unless a route says otherwise (a heartbeat with 128 checks and
+/// 256 disks is ~100 KiB): the server's default body limit, and the limit a `413` names.
+pub const BODY_LIMIT: usize = 256 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -34,16 +44,15 @@ pub enum ApiError {
     Unavailable(String),
     #[error("{0}")]
     TooManyStreams(String),
-    #[error("too many requests from node {node}; retry in {retry_after_s} s")]
-    TooManyRequests {
-        node: uuid::Uuid,
-        retry_after_s: u64,
-    },
+    /// A node past its request rate or its bodies at once (`429`).
+    #[error(transparent)]
+    TooManyRequests(#[from] RateLimited),
     /// A node over its hourly byte budget (`429`), or a record larger than all of it (`413`).
     #[error("{0}")]
     OverBudget(#[from] vaultmesh_engines::budget::OverBudget),
-    #[error("too many enrollment attempts from {from}; retry in {retry_after_s} s")]
-    TooManyEnrollments { from: String, retry_after_s: u64 },
+    /// A source past its enrollment rate (`429`).
+    #[error(transparent)]
+    TooManyEnrollments(#[from] EnrollmentsLimited),
     /// The Command Center did not answer within its time limit (`--request-timeout`).
     #[error(
         "the Command Center did not answer within {} s (its --request-timeout); try again",
@@ -77,8 +86,8 @@ impl ApiError {
             ApiError::OverBudget(vaultmesh_engines::budget::OverBudget::TooLarge { .. }) => {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
-            ApiError::TooManyRequests { .. }
-            | ApiError::TooManyEnrollments { .. }
+            ApiError::TooManyRequests(_)
+            | ApiError::TooManyEnrollments(_)
             | ApiError::OverBudget(_)
             | ApiError::TooManyStreams(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Timeout { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -102,9 +111,7 @@ impl ApiError {
             ApiError::Revoked(_) => "revoked",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Unavailable(_) => "unavailable",
-            ApiError::TooManyRequests { .. } | ApiError::TooManyEnrollments { .. } => {
-                "rate_limited"
-            }
+            ApiError::TooManyRequests(_) | ApiError::TooManyEnrollments(_) => "rate_limited",
             ApiError::OverBudget(_) => "over_budget",
             ApiError::TooManyStreams(_) => "too_many_streams",
             ApiError::Timeout { .. } => "timeout",
@@ -120,44 +127,16 @@ impl ApiError {
 pub const UNAVAILABLE_RETRY_AFTER_S: u64 = 10;
 /// `Retry-After` of a `429` for too many event streams: one closes, or the client backs off.
 pub const TOO_MANY_STREAMS_RETRY_AFTER_S: u64 = 5;
-/// Why a request's credentials were refused: the `reason` of its log line
-/// ([`crate::refusals`]). All are `401`, counted as `unauthorized` in the metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
-    /// A signature header is missing or malformed.
-    Unsigned,
-    /// The request's timestamp is too far from the Command Center's clock.
-    StaleTimestamp,
-    /// The signature does not verify with the node's key.
-    BadSignature,
-    /// The exact request was already received.
-    Replay,
-    /// No key is enrolled for the node.
-    UnknownNode,
-    /// The node's key was revoked.
-    Revoked,
-    /// The enrollment token is unknown, expired or used up.
-    BadToken,
-    /// The admin bearer token is missing or wrong.
-    AdminToken,
-    /// The Cloudflare Access token is missing or does not verify.
-    Access,
-}
-
-impl Refusal {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Refusal::Unsigned => "unsigned",
-            Refusal::StaleTimestamp => "stale_timestamp",
-            Refusal::BadSignature => "bad_signature",
-            Refusal::Replay => "replay",
-            Refusal::UnknownNode => "unknown_node",
-            Refusal::Revoked => "revoked",
-            Refusal::BadToken => "bad_token",
-            Refusal::AdminToken => "admin_token",
-            Refusal::Access => "access",
-        }
-    }
+/// What an [`ApiError`] leaves in its response, for the middleware that counts and logs
+/// refusals (`crate::metrics::count_rejections`).
+#[derive(Debug, Clone)]
+pub struct Rejected {
+    /// The metrics reason (`unauthorized`, `invalid`...).
+    pub reason: &'static str,
+    /// The logged reason: finer for refused credentials (`replay`, `revoked`...).
+    pub why: &'static str,
+    /// The message the client got (never a secret).
+    pub detail: String,
 }
 
 impl IntoResponse for ApiError {
@@ -169,8 +148,8 @@ impl IntoResponse for ApiError {
             error: self.to_string(),
         };
         let retry_after = match &self {
-            ApiError::TooManyRequests { retry_after_s, .. }
-            | ApiError::TooManyEnrollments { retry_after_s, .. }
+            ApiError::TooManyRequests(RateLimited { retry_after_s, .. })
+            | ApiError::TooManyEnrollments(EnrollmentsLimited { retry_after_s, .. })
             | ApiError::OverBudget(
                 vaultmesh_engines::budget::OverBudget::Spent { retry_after_s, .. }
                 | vaultmesh_engines::budget::OverBudget::FleetSpent { retry_after_s, .. },
@@ -190,7 +169,7 @@ impl IntoResponse for ApiError {
             ApiError::Unauthorized(why, _) => why.as_str(),
             other => other.reason(),
         };
-        res.extensions_mut().insert(crate::metrics::Rejected {
+        res.extensions_mut().insert(Rejected {
             reason: self.reason(),
             why,
             detail: self.to_string(),
@@ -202,9 +181,7 @@ impl IntoResponse for ApiError {
 impl From<BytesRejection> for ApiError {
     fn from(r: BytesRejection) -> Self {
         if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::TooLarge {
-                limit: crate::server::BODY_LIMIT,
-            }
+            ApiError::TooLarge { limit: BODY_LIMIT }
         } else {
             ApiError::BadRequest(format!("cannot read request body: {}", r.body_text()))
         }
@@ -247,6 +224,22 @@ impl From<vaultmesh_engines::issue::IssueError> for ApiError {
             IssueError::Revoked { .. } => ApiError::Conflict(e.to_string()),
             IssueError::Refused(m) => ApiError::Forbidden(m),
             IssueError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        ApiError::Unauthorized(e.refusal, e.message)
+    }
+}
+
+impl From<RememberError> for ApiError {
+    fn from(e: RememberError) -> Self {
+        match e {
+            RememberError::Refused(e) => e.into(),
+            RememberError::Full => ApiError::Unavailable(e.to_string()),
+            RememberError::Store(e) => e.into(),
         }
     }
 }

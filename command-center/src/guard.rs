@@ -25,6 +25,7 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -32,7 +33,6 @@ use axum::middleware::Next;
 use axum::response::Response;
 
 use crate::error::ApiError;
-use crate::server::AppState;
 
 /// Longest header value a refusal quotes back.
 const QUOTED_MAX: usize = 80;
@@ -312,15 +312,16 @@ pub fn through_cloudflare(headers: &HeaderMap) -> Option<&'static str> {
         .then_some("cdn-loop")
 }
 
-/// The layer: the host of admin requests, then the site of writes.
+/// The layer: the host of admin requests, then the site of writes. Its state is the allowed
+/// hosts (the server's state provides them through `FromRef`).
 pub async fn check(
-    State(state): State<AppState>,
+    State(hosts): State<Arc<AllowedHosts>>,
     req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
     if !crate::access::is_public(req.uri().path()) {
         let host = request_host(&req).ok_or(Refused::NoHost)?;
-        if !state.hosts.allows(&host) {
+        if !hosts.allows(&host) {
             return Err(Refused::Host {
                 host: quoted(&host),
             }

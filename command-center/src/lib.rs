@@ -6,7 +6,8 @@
 //! - [`store`]: fleet state — latest heartbeat, bounded history and counters per node — behind
 //!   one small type, so handlers never touch the map or (later) the durable log directly.
 //! - [`error`]: the one error type every handler returns; each becomes a status and a JSON body.
-//! - [`agent_auth`]: enrollment tokens and the node-signature check on agent requests.
+//! - [`agent_auth`]: the `Signed` extractor: the node-signature check on agent requests (the
+//!   checks themselves: `vaultmesh_engines::auth`).
 //! - [`buckets`]: token buckets by key (request rates, enrollment rates, byte budgets).
 //! - [`budget`]: bytes per hour each node may send, per kind.
 //! - [`api`]: JSON handlers (`/api/agent/heartbeat`, `/api/nodes`, `/healthz`).

@@ -14,6 +14,7 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+use crate::error::Rejected;
 use crate::server::AppState;
 
 /// Every metric of one Command Center.
@@ -54,17 +55,6 @@ pub struct Metrics {
     pub log_write_errors: IntCounterVec,
     pub volume_free_bytes: IntGauge,
     pub volume_size_bytes: IntGauge,
-}
-
-/// What an [`crate::error::ApiError`] leaves in its response, for [`count_rejections`].
-#[derive(Debug, Clone)]
-pub struct Rejected {
-    /// The metrics reason (`unauthorized`, `invalid`...).
-    pub reason: &'static str,
-    /// The logged reason: finer for refused credentials (`replay`, `revoked`...).
-    pub why: &'static str,
-    /// The message the client got (never a secret).
-    pub detail: String,
 }
 
 fn registered<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, m: T) -> T {

@@ -35,7 +35,7 @@ pub const CF_CONNECTING_IP: &str = "cf-connecting-ip";
 /// One refused request, as logged.
 #[derive(Debug, Clone)]
 pub struct Refused<'a> {
-    /// Why: a [`crate::error::Refusal`] name, or the metrics reason (`rate_limited`, `invalid`...).
+    /// Why: a [`vaultmesh_engines::auth::Refusal`] name, or the metrics reason (`rate_limited`, `invalid`...).
     pub reason: &'static str,
     pub status: u16,
     pub method: &'a str,

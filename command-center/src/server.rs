@@ -14,19 +14,16 @@ use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::config::ServeConfig;
-use crate::error::ApiError;
+use crate::error::{ApiError, BODY_LIMIT};
 use crate::{api, commands, sse};
 use tokio_util::sync::CancellationToken;
 use vaultmesh_store::jsonl::StoreOpenError;
 use vaultmesh_store::replay::ReplayReport;
 
-use crate::agent_auth::EnrollTokens;
 use crate::ui;
+use vaultmesh_engines::auth::EnrollTokens;
 use vaultmesh_store::bus::Bus;
 use vaultmesh_store::{JsonlStore, PgStore, Store};
-
-/// Largest request body accepted (a heartbeat with 128 checks and 256 disks is ~100 KiB).
-pub const BODY_LIMIT: usize = 256 * 1024;
 
 /// Bus events kept for clients resuming with `Last-Event-ID`.
 pub const BUS_WINDOW: usize = 4096;
@@ -49,7 +46,7 @@ pub struct AppState {
     /// Bytes per hour each node may send, per kind.
     pub budgets: Arc<vaultmesh_engines::budget::Budgets>,
     /// Enrollment attempts per source address (a bad token is cheap to send).
-    pub enroll_rate: Arc<crate::agent_auth::SourceRate>,
+    pub enroll_rate: Arc<vaultmesh_engines::limits::SourceRate>,
     /// The command-signing key; without it, commands cannot be issued.
     pub cc_key: Option<Arc<vaultmesh_proto::auth::NodeKey>>,
     pub policies: Arc<vaultmesh_store::policy::LivePolicies>,
@@ -57,14 +54,12 @@ pub struct AppState {
     pub attention: Arc<vaultmesh_engines::attention::AttentionEngine>,
     /// The Merkle ledger over the scan log.
     pub ledger: Arc<vaultmesh_store::ledger::Ledger>,
-    /// Cloudflare Access verification of admin requests, when configured.
-    pub access: Option<Arc<crate::access::AccessVerifier>>,
-    /// Admin bearer token, when configured (and Access is not).
-    pub admin_token: Option<crate::access::AdminToken>,
+    /// How admins authenticate: Cloudflare Access, or the admin bearer token, or neither.
+    pub admin: Arc<crate::access::AdminAuth>,
     /// Per-node limit of agent requests.
-    pub rate_limit: Arc<crate::agent_auth::RateLimit>,
+    pub rate_limit: Arc<vaultmesh_engines::limits::RateLimit>,
     /// Which nodes' refused enrollments were logged lately.
-    pub enroll_refusals: Arc<crate::agent_auth::Throttle>,
+    pub enroll_refusals: Arc<vaultmesh_engines::auth::Throttle>,
     /// Open `/events` streams per signed-in identity.
     pub sse_slots: Arc<crate::sse::StreamSlots>,
     /// What `/metrics` reports.
@@ -81,10 +76,35 @@ pub struct AppState {
     /// How long a body may take to arrive, and the bytes all bodies may hold at once
     /// (`--body-timeout`, `--body-memory`; see [`crate::timeout`]).
     pub bodies: Arc<crate::timeout::Bodies>,
-    /// Signed bodies being received per node id ([`crate::agent_auth::BODIES_PER_NODE`]).
-    pub reading: Arc<crate::agent_auth::BodiesInFlight>,
+    /// Signed bodies being received per node id ([`vaultmesh_engines::limits::BODIES_PER_NODE`]).
+    pub reading: Arc<vaultmesh_engines::limits::BodiesInFlight>,
     /// The host names admin requests may name ([`crate::guard`]).
     pub hosts: Arc<crate::guard::AllowedHosts>,
+}
+
+/// What the [`crate::agent_auth::Signed`] extractor needs of the state.
+impl axum::extract::FromRef<AppState> for crate::agent_auth::AgentAuth {
+    fn from_ref(state: &AppState) -> Self {
+        crate::agent_auth::AgentAuth {
+            store: Arc::clone(&state.store),
+            rate_limit: Arc::clone(&state.rate_limit),
+            reading: Arc::clone(&state.reading),
+        }
+    }
+}
+
+/// What the admin gate ([`crate::access::admin_auth`]) needs of the state.
+impl axum::extract::FromRef<AppState> for Arc<crate::access::AdminAuth> {
+    fn from_ref(state: &AppState) -> Self {
+        Arc::clone(&state.admin)
+    }
+}
+
+/// What the host guard ([`crate::guard::check`]) needs of the state.
+impl axum::extract::FromRef<AppState> for Arc<crate::guard::AllowedHosts> {
+    fn from_ref(state: &AppState) -> Self {
+        Arc::clone(&state.hosts)
+    }
 }
 
 /// One route of [`app`]: a method, a path template and its handler.
@@ -403,13 +423,15 @@ impl Server {
             store,
             attention,
             ledger: Arc::new(ledger),
-            access,
-            admin_token: config.admin_token.clone().map(crate::access::AdminToken),
+            admin: Arc::new(crate::access::AdminAuth {
+                access,
+                admin_token: config.admin_token.clone().map(crate::access::AdminToken),
+            }),
             sse_slots: crate::sse::StreamSlots::new(config.sse),
-            enroll_refusals: Arc::new(crate::agent_auth::Throttle::new(
-                crate::agent_auth::REFUSAL_EVENT_EVERY,
+            enroll_refusals: Arc::new(vaultmesh_engines::auth::Throttle::new(
+                vaultmesh_engines::auth::REFUSAL_EVENT_EVERY,
             )),
-            rate_limit: Arc::new(crate::agent_auth::RateLimit::new(
+            rate_limit: Arc::new(vaultmesh_engines::limits::RateLimit::new(
                 config.agent_rate,
                 config.agent_burst,
             )),
@@ -418,7 +440,7 @@ impl Server {
             sse_keepalive: config.sse_keepalive,
             tokens,
             budgets: Arc::clone(&budgets),
-            enroll_rate: Arc::new(crate::agent_auth::SourceRate::new(
+            enroll_rate: Arc::new(vaultmesh_engines::limits::SourceRate::new(
                 config.enroll_rate,
                 config.enroll_burst,
             )),
@@ -502,7 +524,7 @@ impl Server {
             streams.clone(),
         ));
         tokio::spawn(Arc::clone(&self.state.refusals).run(streams.clone()));
-        if let Some(access) = &self.state.access {
+        if let Some(access) = &self.state.admin.access {
             tokio::spawn(Arc::clone(access).run(streams.clone()));
         }
         // The listener gives every request its peer address (handlers, the refusal log).

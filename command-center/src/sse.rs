@@ -123,6 +123,30 @@ impl std::fmt::Display for Holder {
     }
 }
 
+/// Why no stream slot was given ([`StreamSlots::acquire`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NoStream {
+    /// The holder has all of its own (`429`).
+    #[error("{holder} already has {limit} open event streams, the limit ({flag})")]
+    HolderFull {
+        holder: Holder,
+        limit: usize,
+        flag: &'static str,
+    },
+    /// Every stream is in use (`503`).
+    #[error("all {total} event streams are in use (--sse-total); retry later")]
+    AllInUse { total: usize },
+}
+
+impl From<NoStream> for ApiError {
+    fn from(e: NoStream) -> Self {
+        match e {
+            NoStream::HolderFull { .. } => ApiError::TooManyStreams(e.to_string()),
+            NoStream::AllInUse { .. } => ApiError::Unavailable(e.to_string()),
+        }
+    }
+}
+
 /// Open `/events` streams, per holder and in all, capped by [`StreamLimits`].
 #[derive(Debug)]
 pub struct StreamSlots {
@@ -168,9 +192,9 @@ impl StreamSlots {
         })
     }
 
-    /// Takes a slot for `holder`: `429` when the holder has all of its own, `503` when every
+    /// Takes a slot for `holder`: refused when the holder has all of its own, or when every
     /// stream is in use.
-    pub fn acquire(self: &Arc<Self>, holder: Holder) -> Result<Slot, ApiError> {
+    pub fn acquire(self: &Arc<Self>, holder: Holder) -> Result<Slot, NoStream> {
         let (limit, flag) = match holder {
             Holder::Identity(_) => (self.limits.per_identity, "--sse-per-identity"),
             Holder::Address(_) => (self.limits.per_address, "--sse-per-address"),
@@ -178,15 +202,16 @@ impl StreamSlots {
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         let held = open.by_holder.get(&holder).copied().unwrap_or(0);
         if held >= limit {
-            return Err(ApiError::TooManyStreams(format!(
-                "{holder} already has {limit} open event streams, the limit ({flag})"
-            )));
+            return Err(NoStream::HolderFull {
+                holder,
+                limit,
+                flag,
+            });
         }
         if open.total >= self.limits.total {
-            return Err(ApiError::Unavailable(format!(
-                "all {} event streams are in use (--sse-total); retry later",
-                self.limits.total
-            )));
+            return Err(NoStream::AllInUse {
+                total: self.limits.total,
+            });
         }
         open.total += 1;
         *open.by_holder.entry(holder.clone()).or_insert(0) += 1;

@@ -7,15 +7,21 @@
 //! - [`issue`]: issuing a command — the policy check, the size bound, signing, logging.
 //! - [`budget`] and [`buckets`]: bytes per hour per node and fleet, and the token buckets
 //!   behind every rate.
+//! - [`auth`]: who an agent request is from — enrollment tokens, the signed-request checks
+//!   (clock, key, signature, replay guard) and why credentials were refused.
+//! - [`limits`]: agent requests a second per node, enrollments per source network, bodies being
+//!   received per node.
 //!
 //! **Architecture invariant:** this crate depends on no HTTP or UI crate (axum, hyper, maud,
 //! reqwest, lettre, prometheus); what it measures goes through [`Observer`], and its errors are
 //! its own (test: `testkit/tests/invariants.rs::the_engines_know_no_http_or_ui`).
 
 pub mod attention;
+pub mod auth;
 pub mod buckets;
 pub mod budget;
 pub mod issue;
+pub mod limits;
 pub mod notify;
 pub mod orchestrator;
 

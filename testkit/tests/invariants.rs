@@ -165,6 +165,124 @@ fn fuzz_targets_and_store_benchmarks_do_not_link_the_server() {
     );
 }
 
+/// The Command Center's HTTP layer: the modules (paths under `command-center/src/`) that may name
+/// `ApiError`, axum or maud — the router and server (`server.rs`, `listener.rs`), the
+/// middleware (`guard.rs`, `access.rs`, `timeout.rs`, `metrics.rs`), the extractors and
+/// handlers (`agent_auth.rs`, `api.rs`, `commands.rs`, `sse.rs`, `ui/`) and the error type that
+/// maps every domain error to a status (`error.rs`). The rest of the crate — the CLI and its
+/// configuration, the admin client, the notifier plugins, the refusal log, the demo — is not
+/// HTTP-serving code and names none of them.
+const HTTP_LAYER: &[&str] = &[
+    "access.rs",
+    "agent_auth.rs",
+    "api.rs",
+    "commands.rs",
+    "error.rs",
+    "guard.rs",
+    "listener.rs",
+    "metrics.rs",
+    "server.rs",
+    "sse.rs",
+    "timeout.rs",
+    "ui/",
+];
+
+/// Domain code returns its own errors; only the HTTP layer maps them to status codes. So no
+/// crate but the server — not the store, the engines, the plumbing, the contract, nor anything
+/// on the agent side — and in the server only [`HTTP_LAYER`] names `ApiError`, axum or maud
+/// (in code: a comment may say what a crate does not use).
+#[test]
+fn only_the_http_layer_names_api_error_axum_or_maud() {
+    let root = workspace_root();
+    let mut files = Vec::new();
+    for dir in [
+        "proto",
+        "process",
+        "store",
+        "engines",
+        "agent-core",
+        "checks",
+        "node-agent",
+    ] {
+        files.extend(rust_files(&root.join(dir)));
+    }
+    let server = root.join("command-center/src");
+    for file in rust_files(&server) {
+        let module = file
+            .strip_prefix(&server)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        if !HTTP_LAYER.iter().any(|m| module.starts_with(m)) {
+            files.push(file);
+        }
+    }
+    assert!(files.len() > 100, "found the sources ({})", files.len());
+    let mut named = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for (n, line) in text.lines().enumerate() {
+            let code = line.split("//").next().unwrap_or_default();
+            for word in ["ApiError", "axum", "maud"] {
+                if names(code, word) {
+                    named.push(format!(
+                        "{}:{}: {word}",
+                        file.strip_prefix(&root).unwrap().display(),
+                        n + 1
+                    ));
+                }
+            }
+        }
+    }
+    assert!(named.is_empty(), "outside the HTTP layer: {named:#?}");
+}
+
+/// The error type knows no handler, middleware or server: every module of the HTTP layer
+/// uses it, so it may use none of them back but the guard's refusal it wraps — what the metrics
+/// middleware reads from an answer is an extension `error.rs` defines (`Rejected`), and the
+/// body limit a `413` names is declared there.
+#[test]
+fn the_error_type_names_no_other_module_of_the_server_but_the_guard() {
+    let text =
+        std::fs::read_to_string(workspace_root().join("command-center/src/error.rs")).unwrap();
+    for (n, line) in text.lines().enumerate() {
+        let code = line.split("//").next().unwrap_or_default();
+        for (i, _) in code.match_indices("crate::") {
+            assert!(
+                code[i..].starts_with("crate::guard::"),
+                "command-center/src/error.rs:{}: {}",
+                n + 1,
+                line.trim()
+            );
+        }
+    }
+}
+
+/// Whether `code` has `word` as a whole identifier.
+fn names(code: &str, word: &str) -> bool {
+    let ident = |c: char| c.is_alphanumeric() || c == '_';
+    code.match_indices(word).any(|(i, _)| {
+        !code[..i].chars().next_back().is_some_and(ident)
+            && !code[i + word.len()..].chars().next().is_some_and(ident)
+    })
+}
+
+#[test]
+fn the_http_layer_check_sees_a_name_in_code_only() {
+    assert!(names("use axum::Router;", "axum"));
+    assert!(names("-> Result<(), ApiError> {", "ApiError"));
+    assert!(!names("let maude = 1;", "maud"));
+    assert!(!names("vaultmesh_axum_free", "axum"));
+    for (n, module) in HTTP_LAYER.iter().enumerate() {
+        let path = workspace_root().join("command-center/src").join(module);
+        assert!(
+            path.exists(),
+            "HTTP_LAYER[{n}]: {} does not exist",
+            path.display()
+        );
+    }
+}
+
 #[test]
 fn the_process_plumbing_is_small() {
     // Both binaries share it; it must not pull either program's engine or a web stack.
@@ -231,6 +349,7 @@ fn every_rust_file_starts_with_a_module_doc() {
         "checks",
         "node-agent",
         "store",
+        "engines",
         "command-center",
         "testkit",
         "bench",
