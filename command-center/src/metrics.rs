@@ -3,6 +3,7 @@
 //! (nodes by attention level) are read when scraped. Names and meanings: `docs/METRICS.md`.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
@@ -317,11 +318,18 @@ pub async fn scrape(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
+/// What [`count_rejections`] needs of the server's state (which provides it through `FromRef`).
+#[derive(Debug, Clone)]
+pub struct Counting {
+    pub metrics: Arc<Metrics>,
+    pub refusals: Arc<crate::refusals::RefusalLog>,
+}
+
 /// Middleware: counts every response an [`crate::error::ApiError`] produced, by route template
 /// (never the raw path, so the label set stays small) and reason, and logs the refusals worth
 /// an operator's attention ([`crate::refusals`]): every refused agent request, and admin
 /// requests refused for their credentials, rights, host, rate or time.
-pub async fn count_rejections(State(state): State<AppState>, req: Request, next: Next) -> Response {
+pub async fn count_rejections(State(state): State<Counting>, req: Request, next: Next) -> Response {
     let route = req
         .extensions()
         .get::<MatchedPath>()

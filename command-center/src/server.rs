@@ -107,6 +107,26 @@ impl axum::extract::FromRef<AppState> for Arc<crate::guard::AllowedHosts> {
     }
 }
 
+/// What the time limits ([`crate::timeout::limit`]) need of the state.
+impl axum::extract::FromRef<AppState> for crate::timeout::TimeLimits {
+    fn from_ref(state: &AppState) -> Self {
+        crate::timeout::TimeLimits {
+            request_timeout: state.request_timeout,
+            bodies: Arc::clone(&state.bodies),
+        }
+    }
+}
+
+/// What the rejection counter ([`crate::metrics::count_rejections`]) needs of the state.
+impl axum::extract::FromRef<AppState> for crate::metrics::Counting {
+    fn from_ref(state: &AppState) -> Self {
+        crate::metrics::Counting {
+            metrics: Arc::clone(&state.metrics),
+            refusals: Arc::clone(&state.refusals),
+        }
+    }
+}
+
 /// One route of [`app`]: a method, a path template and its handler.
 pub struct Route {
     pub method: Method,

@@ -34,7 +34,6 @@ use http_body::{Frame, SizeHint};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::ApiError;
-use crate::server::AppState;
 
 /// How long a request to `route` may take when requests are bounded by `request_timeout`.
 pub fn bound(route: Option<&str>, request_timeout: Duration) -> Duration {
@@ -43,6 +42,14 @@ pub fn bound(route: Option<&str>, request_timeout: Duration) -> Duration {
     } else {
         request_timeout
     }
+}
+
+/// What [`limit`] needs of the server's state (which provides it through `FromRef`).
+#[derive(Debug, Clone)]
+pub struct TimeLimits {
+    /// `--request-timeout`.
+    pub request_timeout: Duration,
+    pub bodies: Arc<Bodies>,
 }
 
 /// The bounds on request bodies: how long one may take to arrive, and the bytes all of them
@@ -88,7 +95,7 @@ struct Progress {
 /// Middleware: answers with [`ApiError::Timeout`] or [`ApiError::BodyTimeout`] when the request
 /// is not answered within its [`bound`], or its body not received within `--body-timeout`;
 /// with [`ApiError::Unavailable`] when its body would go beyond `--body-memory`.
-pub async fn limit(State(state): State<AppState>, req: Request, next: Next) -> Response {
+pub async fn limit(State(state): State<TimeLimits>, req: Request, next: Next) -> Response {
     let route = req
         .extensions()
         .get::<MatchedPath>()
