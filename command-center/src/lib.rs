@@ -1,29 +1,23 @@
-//! The VaultMesh Command Center: an axum server that ingests heartbeats from node agents,
-//! keeps the fleet's state and shows it.
+//! The VaultMesh Command Center's HTTP layer, console and CLI library, over the store
+//! (`vaultmesh_store`) and the engines (`vaultmesh_engines`). See docs/ARCHITECTURE.md.
 //!
-//! - [`admin`]: the admin API's client behind `command issue|list` and `node revoke|readmit`.
-//! - [`config`]: the server's typed configuration (flags and environment).
-//! - [`store`]: fleet state — latest heartbeat, bounded history and counters per node — behind
-//!   one small type, so handlers never touch the map or (later) the durable log directly.
-//! - [`error`]: the one error type every handler returns; each becomes a status and a JSON body.
+//! - [`server`]: the router, its middleware, `AppState` and its substates, and the server.
+//! - [`config`]: `serve`'s flags, which are its configuration (`clap::Args`).
+//! - [`api`], [`commands`], [`sse`]: the JSON handlers, the command routes, `GET /events`.
+//! - [`error`]: the one error type every handler returns, and the mapping of each domain error
+//!   to a status and a JSON body — the only place one becomes the other.
 //! - [`agent_auth`]: the `Signed` extractor: the node-signature check on agent requests (the
 //!   checks themselves: `vaultmesh_engines::auth`).
-//! - [`buckets`]: token buckets by key (request rates, enrollment rates, byte budgets).
-//! - [`budget`]: bytes per hour each node may send, per kind.
-//! - [`api`]: JSON handlers (`/api/agent/heartbeat`, `/api/nodes`, `/healthz`).
-//! - [`policy`]: per-profile policy files (commands, services, thresholds, scan schedule).
-//! - [`attention`]: the attention rules and the engine that keeps every node's level.
-//! - [`orchestrator`]: scheduled `scan.sovereign` commands.
-//! - [`ui`]: server-rendered, auto-escaped HTML pages (`/`).
-//! - [`bus`]: the live event bus (broadcast + resume window) behind `GET /events`.
-//! - [`sse`]: the `GET /events` stream.
-//! - [`server`]: the router, its middleware and the server.
-//! - [`listener`]: connections: the bound, the header and write timeouts, the open-file limit.
+//! - [`access`]: admin authentication (Cloudflare Access, the admin token).
 //! - [`guard`]: what every request passes before authentication: its host (DNS rebinding) and,
 //!   for a write, its site (cross-site request forgery).
-//! - [`refusals`]: why a request was refused, in the log, a bounded number of lines per reason.
+//! - [`listener`]: connections: the bound, the header and write timeouts, the open-file limit.
 //! - [`timeout`]: every request answered in bounded time, a timeout as a JSON error.
-//! - [`logs`]: the `logs view|tail|stats` tools over the log files.
+//! - [`metrics`], [`refusals`]: `GET /metrics` and why a request was refused, in the log.
+//! - [`ui`]: the overview and the mission console, server-rendered and auto-escaped.
+//! - [`notifiers`]: the notifier kinds (webhook, ntfy, email) the notification engine sends
+//!   through.
+//! - [`admin`]: the admin API's client behind `command issue|list` and `node revoke|readmit`.
 //! - [`demo`]: the Command Center plus a real agent for this host in one process.
 
 pub mod access;

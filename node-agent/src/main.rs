@@ -48,7 +48,7 @@ enum Command {
     /// Work with the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
-    /// List the command actions this agent knows, and whether its [commands] allow list permits each.
+    /// List the command actions this agent knows, and whether its `[commands]` allow list permits each.
     Actions {
         #[arg(long)]
         json: bool,

@@ -2,7 +2,7 @@
 //!
 //! - [`config`]: the `--notify-config` file (notifiers, routes, quiet hours).
 //! - [`registry`]: notifier plugins, registered at compile time like checks
-//!   ([`webhook`], [`ntfy`], [`email`]).
+//!   (`webhook`, `ntfy` and `email`, in the server's `notifiers` module).
 //! - [`engine`]: turns bus events into alerts, routes them, groups them per route, repeats an
 //!   unresolved CRIT, holds back flapping nodes.
 //! - [`queue`]: the persisted queue (`notify-queue.jsonl` in the log directory) and the sender
