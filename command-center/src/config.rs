@@ -1,4 +1,5 @@
-//! The Command Center's configuration for `serve` (flags and environment, see `main.rs`).
+//! The Command Center's configuration for `serve`: its flags and environment, each default
+//! declared once on the struct that uses it.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -141,6 +142,7 @@ pub struct ServeConfig {
     /// Repeat for several; in the environment, separate them with spaces.
     #[arg(
         long = "enroll-token",
+        value_name = "ENROLL_TOKEN",
         env = "VAULTMESH_ENROLL_TOKEN",
         value_delimiter = ' ',
         hide_env_values = true

@@ -26,14 +26,14 @@ pub mod notify;
 pub mod orchestrator;
 
 /// Where the engines report what they count; the server implements it over its `/metrics`
-/// registry. Every method defaults to doing nothing.
+/// registry. No method has a default: an implementation that forgets one does not compile.
 pub trait Observer: Send + Sync + std::fmt::Debug {
     /// A command was issued by `source` (`admin`, `orchestrator`).
-    fn command_issued(&self, _source: &str) {}
+    fn command_issued(&self, source: &str);
     /// A route passed an alert by (repeat interval, quiet hours, level).
-    fn notification_suppressed(&self, _route: &str) {}
+    fn notification_suppressed(&self, route: &str);
     /// A notifier's message was `sent`, `failed` (will retry) or `dropped`.
-    fn notification(&self, _notifier: &str, _outcome: &str) {}
+    fn notification(&self, notifier: &str, outcome: &str);
     /// Messages waiting in the queue, and whether `notifier` is failing now.
-    fn notifier_state(&self, _pending: usize, _notifier: &str, _failing: bool) {}
+    fn notifier_state(&self, pending: usize, notifier: &str, failing: bool);
 }

@@ -776,9 +776,12 @@ fn views_components_and_format_read_no_state_and_know_no_http() {
     ] {
         for word in [
             "AppState",
-            "crate::store",
+            "vaultmesh_store",
+            "vaultmesh_engines",
             "crate::server",
             "axum",
+            "HeaderMap",
+            "State<",
             "ApiError",
         ] {
             assert!(!source.contains(word), "ui/{file} names {word}");

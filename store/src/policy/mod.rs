@@ -16,7 +16,8 @@
 //! the reason. No policy file for a profile means no command for its nodes, and the default
 //! [`Settings`] for everything else.
 //!
-//! Typos are refused at load, with the near name: an action the action registry does not have,
+//! Typos are refused at load, with the near name: an action that is not one of the agents'
+//! built-in actions ([`vaultmesh_proto::command::ACTIONS`]),
 //! and a file named after a shipped profile in another case (`archvault.toml`).
 
 pub mod settings;
