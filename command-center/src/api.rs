@@ -277,9 +277,7 @@ pub async fn post_scan(
 
 /// `GET /api/nodes`.
 pub async fn list_nodes(State(state): State<AppState>) -> Json<Vec<NodeSummary>> {
-    let mut v = state.store.summaries();
-    state.attention.fill(&mut v);
-    Json(v)
+    Json(state.store.summaries())
 }
 
 /// One row of `GET /api/attention`.
@@ -294,9 +292,9 @@ pub struct AttentionRow {
 
 /// `GET /api/attention`: the nodes that are not OK (or have suppressed reasons), worst first.
 pub async fn attention(State(state): State<AppState>) -> Json<Vec<AttentionRow>> {
-    let mut v = state.store.summaries();
-    state.attention.fill(&mut v);
-    let mut rows: Vec<AttentionRow> = v
+    let mut rows: Vec<AttentionRow> = state
+        .store
+        .summaries()
         .into_iter()
         .filter(|s| !s.attention.reasons.is_empty())
         .map(|s| AttentionRow {
@@ -322,11 +320,10 @@ pub async fn get_node(
     Path(id): Path<String>,
 ) -> Result<Json<NodeDetail>, ApiError> {
     let node_id = parse_node_id(&id)?;
-    let mut d = state
+    let d = state
         .store
         .detail(node_id)
         .ok_or_else(|| ApiError::NotFound(format!("no node {node_id}")))?;
-    d.summary.attention = state.attention.get(node_id);
     Ok(Json(d))
 }
 

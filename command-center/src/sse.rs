@@ -56,16 +56,18 @@ struct SseFilter {
 
 impl SseFilter {
     fn wants(&self, e: &BusEvent) -> bool {
-        self.kinds.as_ref().is_none_or(|k| k.contains(&e.name))
-            && self.node_id.is_none_or(|n| e.node_id == Some(n))
+        self.kinds.as_ref().is_none_or(|k| k.contains(e.name()))
+            && self.node_id.is_none_or(|n| e.node_id() == Some(n))
     }
 }
 
+/// The event as the stream sends it: its JSON is made once, by whichever client needs it
+/// first, for all of them.
 fn to_sse(bus: &vaultmesh_store::bus::Bus, e: &BusEvent) -> Event {
     Event::default()
-        .event(e.name.as_str())
+        .event(e.name())
         .id(bus.id_of(e.seq))
-        .data(e.data.as_ref())
+        .data(e.data().as_ref())
 }
 
 fn resync(id: String, reason: &str, missed: Option<u64>) -> Event {

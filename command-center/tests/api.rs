@@ -650,3 +650,24 @@ fn heartbeats_with_and_without_repeated_samples_give_the_same_node() {
         assert_eq!(detail["latest"]["checks"], sent["checks"], "kept as sent");
     }
 }
+
+/// Issue 22: a node reads the same in `GET /api/nodes` and `GET /api/nodes/{id}` — each put
+/// its summary together itself, and the one of the node alone had no `revoked`.
+#[test]
+fn a_node_reads_the_same_alone_as_in_the_list() {
+    let cc = CommandCenter::start();
+    let id = seed()["node_id"].as_str().unwrap().to_string();
+    let r = cc.post_json("/api/agent/heartbeat", &seed());
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = cc.unsigned_request("POST", &format!("/api/nodes/{id}/revoke"), None, "");
+    assert_eq!(r.status, 200, "{}", r.body);
+    // Attention is judged on its own clock: compare the rest.
+    let without_attention = |mut v: serde_json::Value| {
+        v.as_object_mut().unwrap().remove("attention");
+        v
+    };
+    let listed = without_attention(cc.get_json("/api/nodes")[0].clone());
+    let alone = without_attention(cc.get_json(&format!("/api/nodes/{id}"))["summary"].clone());
+    assert_eq!(listed["revoked"]["readmitted"], false, "{listed:#}");
+    assert_eq!(alone, listed);
+}

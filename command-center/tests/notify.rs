@@ -671,3 +671,58 @@ fn routes_naming_an_unknown_rule_or_profile_are_refused_with_the_near_name() {
         text(&out)
     );
 }
+
+/// Issue 22: "an incident of severity `high` or worse makes its node CRIT" is written once
+/// (`vaultmesh_proto::event::incident_level`). An incident posted without a severity is `high`,
+/// the documented default, and made its node CRIT — but its notification said ATTN, because
+/// the notification engine read the severity out of the JSON body by itself.
+#[test]
+fn an_incident_is_notified_at_the_level_it_gives_its_node() {
+    let hook = Receiver::start();
+    let (cc, _dir) = cc_with(&hook_config(&hook, "", "group_window = \"1s\""));
+    let node = TestNode::new(Uuid::now_v7());
+    let hb = heartbeat_json(&node.id.to_string(), "vault-node-s", 1);
+    assert_eq!(node.post_heartbeat(&cc.url, &hb).unwrap().status(), 200);
+    for (title, severity) in [("no severity", None), ("low", Some("low"))] {
+        let mut body = json!({ "title": title });
+        if let Some(s) = severity {
+            body["severity"] = json!(s);
+        }
+        let r = cc.post_json(
+            "/api/events",
+            &json!({"kind": "incident", "node_id": node.id, "body": body}),
+        );
+        assert_eq!(r.status, 201, "{}", r.body);
+    }
+    let got = hook.wait_until(Duration::from_secs(10), |g| {
+        g.iter()
+            .flat_map(alerts)
+            .filter(|a| a["kind"] == "incident")
+            .count()
+            == 2
+    });
+    let level = |title: &str| {
+        got.iter()
+            .flat_map(alerts)
+            .find(|a| a["title"].as_str().unwrap().ends_with(title))
+            .unwrap()["level"]
+            .clone()
+    };
+    assert_eq!(level(": no severity"), "crit", "high by default: CRIT");
+    assert_eq!(level(": low"), "attn");
+    let reasons = wait_for(Duration::from_secs(10), || {
+        let n = cc.get_json(&format!("/api/nodes/{}", node.id));
+        let reasons = n["summary"]["attention"]["reasons"].as_array()?.clone();
+        (reasons.len() == 2).then_some(reasons)
+    })
+    .expect("both incidents are reasons on the node");
+    let of = |title: &str| {
+        reasons
+            .iter()
+            .find(|r| r["message"].as_str().unwrap().ends_with(title))
+            .unwrap()["level"]
+            .clone()
+    };
+    assert_eq!(of(": no severity"), "crit", "the node agrees");
+    assert_eq!(of(": low"), "attn");
+}

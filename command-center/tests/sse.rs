@@ -308,3 +308,38 @@ fn heartbeat_events_match_the_api_and_attention_comes_as_its_own_event() {
         "the event is the API's view of the node"
     );
 }
+
+/// Issue 22: a `heartbeat` event is the node's summary put together in the one place
+/// `GET /api/nodes` gets it from. It used to carry only what the heartbeat itself said, so a
+/// node with a scan report lost `last_scan` on every heartbeat event (and `receipt_chain_ok`).
+#[test]
+fn a_heartbeat_event_says_all_the_api_says_of_the_node_but_its_attention() {
+    let cc = CommandCenter::start();
+    let hb = |seq| {
+        cc.post_json(
+            "/api/agent/heartbeat",
+            &heartbeat_json(NODE, "vault-node-01", seq),
+        )
+    };
+    assert_eq!(hb(1).status, 200);
+    let scan_id = "9b2c0000-0000-4000-8000-000000000001";
+    let report = json!({
+        "scan_id": scan_id, "node_id": NODE, "profile": "ArchVault",
+        "started_at": "2026-11-29T10:00:00Z", "finished_at": "2026-11-29T10:00:02Z",
+        "findings": [{"rule": "sshd", "severity": "medium", "title": "Password login",
+            "detail": "", "evidence": "/etc/ssh/sshd_config:3: PasswordAuthentication yes"}],
+        "counts": {"medium": 1}, "rules": ["sshd"],
+    });
+    let r = cc.post_json("/api/agent/scans", &report);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let sse = SseClient::connect(&format!("{}/events?kinds=heartbeat", cc.url), None);
+    assert_eq!(hb(2).status, 200);
+    let (name, _, data) = sse.next_event(T).expect("the heartbeat event");
+    assert_eq!(name, "heartbeat");
+    let event: Value = serde_json::from_str(&data).unwrap();
+    assert_eq!(event["last_scan"]["scan_id"], scan_id, "{event:#}");
+    assert_eq!(event["last_scan"]["counts"]["medium"], 1, "{event:#}");
+    let mut api = cc.get_json("/api/nodes")[0].clone();
+    api.as_object_mut().unwrap().remove("attention");
+    assert_eq!(event, api, "the event is the API's view of the node");
+}

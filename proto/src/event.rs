@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::api::{Attention, AttentionLevel, Reason};
 use crate::canonical;
 use crate::severity::Severity;
 
@@ -79,6 +80,83 @@ pub struct ReceiptConflictBody {
     pub refused_sha256: String,
     /// For `logs view --min-severity`: `high`.
     pub severity: Severity,
+}
+
+/// Body of `attention` events: a node's attention changed (or, without `node_id`, the Command
+/// Center's own). Written by the Command Center only; `docs/EVENT_ENVELOPE.md`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttentionBody {
+    pub level: AttentionLevel,
+    #[serde(default)]
+    pub previous: AttentionLevel,
+    /// When the level last changed (`null` for a node that has been OK from the start).
+    #[serde(default)]
+    pub since: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub reasons: Vec<Reason>,
+}
+
+impl AttentionBody {
+    /// The change to `attention` from `previous`.
+    pub fn new(attention: &Attention, previous: AttentionLevel) -> AttentionBody {
+        AttentionBody {
+            level: attention.level,
+            previous,
+            since: attention.since,
+            reasons: attention.reasons.clone(),
+        }
+    }
+
+    /// The attention it records.
+    pub fn attention(&self) -> Attention {
+        Attention {
+            level: self.level,
+            reasons: self.reasons.clone(),
+            since: self.since,
+        }
+    }
+}
+
+/// The attention an incident of `severity` calls for: `high` and `critical` ones make their
+/// node CRIT, the others ATTN. The one place this rule is written (attention rules and
+/// notifications both ask it).
+pub fn incident_level(severity: Severity) -> AttentionLevel {
+    if severity >= Severity::High {
+        AttentionLevel::Crit
+    } else {
+        AttentionLevel::Attn
+    }
+}
+
+/// A stored envelope's body, read once by its kind, for the Command Center's own use (its
+/// state, attention and notifications). The envelope keeps the JSON: that is what is hashed,
+/// logged and sent.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Body {
+    Attention(AttentionBody),
+    Incident(IncidentBody),
+    Silence(SilenceBody),
+    /// A `resolve` (of an incident, or of a silence), with its text.
+    Resolve {
+        text: Option<String>,
+    },
+    /// The other kinds, or a body that does not read as its kind's.
+    Other,
+}
+
+impl Body {
+    /// Reads `body` as a `kind` event's.
+    pub fn read(kind: &str, body: &serde_json::Value) -> Body {
+        let read = match kind {
+            kinds::ATTENTION => AttentionBody::deserialize(body).map(Body::Attention),
+            "incident" => IncidentBody::deserialize(body).map(Body::Incident),
+            "silence" => SilenceBody::deserialize(body).map(Body::Silence),
+            "resolve" if body.is_null() => Ok(Body::Resolve { text: None }),
+            "resolve" => ReplyBody::deserialize(body).map(|b| Body::Resolve { text: b.text }),
+            _ => Ok(Body::Other),
+        };
+        read.unwrap_or(Body::Other)
+    }
 }
 
 /// Limits on what a posted event may carry.
@@ -196,7 +274,7 @@ struct NoteBody {
 }
 
 /// An incident's body.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IncidentBody {
     pub title: String,
@@ -208,7 +286,7 @@ pub struct IncidentBody {
 
 /// A silence's body: keeps matching attention reasons from escalating until `until`, or until
 /// they clear (`until_resolved`), whichever comes first. At least one of the two is required.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SilenceBody {
     /// Attention rule to silence (`drift`, `check.disk`, ...; a prefix ending in `.` silences
@@ -378,6 +456,70 @@ impl NewEvent {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 22: the typed `attention` body is the JSON the engine used to build by hand, and
+    /// reads back as itself; bodies are read by their kind, once.
+    #[test]
+    fn bodies_read_by_kind_and_attention_is_what_it_was() {
+        let at = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let reasons = vec![Reason {
+            rule: "stale".into(),
+            level: AttentionLevel::Crit,
+            message: "no heartbeat for 5m".into(),
+            suppressed_by: None,
+        }];
+        for since in [None, Some(at)] {
+            let a = Attention {
+                level: AttentionLevel::Crit,
+                reasons: reasons.clone(),
+                since,
+            };
+            let body = AttentionBody::new(&a, AttentionLevel::Ok);
+            let value = serde_json::to_value(&body).unwrap();
+            let by_hand = serde_json::json!({"level": a.level, "previous": AttentionLevel::Ok,
+                "since": a.since, "reasons": a.reasons});
+            assert_eq!(value.to_string(), by_hand.to_string());
+            assert_eq!(
+                Body::read("attention", &value),
+                Body::Attention(body.clone())
+            );
+            assert_eq!(body.attention(), a);
+        }
+        let incident = Body::read("incident", &serde_json::json!({"title": "disk full"}));
+        let Body::Incident(b) = incident else {
+            panic!("an incident body: {incident:?}")
+        };
+        assert_eq!(b.severity, Severity::High, "the documented default");
+        assert_eq!(
+            Body::read("resolve", &serde_json::Value::Null),
+            Body::Resolve { text: None }
+        );
+        assert_eq!(
+            Body::read("resolve", &serde_json::json!({"text": "done"})),
+            Body::Resolve {
+                text: Some("done".into())
+            }
+        );
+        assert_eq!(Body::read("attention", &serde_json::json!([])), Body::Other);
+        assert_eq!(
+            Body::read("tag", &serde_json::json!({"label": "x"})),
+            Body::Other
+        );
+    }
+
+    #[test]
+    fn high_and_critical_incidents_are_crit_the_others_attn() {
+        use Severity::*;
+        for (severity, level) in [
+            (Info, AttentionLevel::Attn),
+            (Low, AttentionLevel::Attn),
+            (Medium, AttentionLevel::Attn),
+            (High, AttentionLevel::Crit),
+            (Critical, AttentionLevel::Crit),
+        ] {
+            assert_eq!(incident_level(severity), level, "{severity}");
+        }
+    }
 
     fn envelope() -> EventEnvelope {
         EventEnvelope {

@@ -5,22 +5,109 @@
 //! keeps a window of the most recent events for clients that reconnect with `Last-Event-ID`,
 //! and fans out through a bounded broadcast channel: publishing never waits for a subscriber,
 //! and a subscriber that falls behind is told so (it gets `resync`), never silently skipped.
+//!
+//! Events are typed ([`Event`]): the engines that subscribe match on them. JSON is made only
+//! for the stream, once per event, the first time a client needs it
+//! ([`BusEvent::data`]), and every client (and every resume from the window) shares it.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::sync::broadcast;
 use uuid::Uuid;
+use vaultmesh_proto::event::Body;
+use vaultmesh_proto::live::{CommandEvent, ScanEvent};
+use vaultmesh_proto::{EventEnvelope, NodeSummary};
+
+/// What happened, typed. Its name and `data:` on the stream are in `docs/API.md`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// A heartbeat was stored: the node's summary as of it. It is sent without `attention`
+    /// (judged right after the heartbeat: it arrives as an `attention` event when it changes).
+    Heartbeat(Box<NodeSummary>),
+    /// A scan report was stored.
+    Scan(ScanEvent),
+    /// A command was issued, delivered or completed.
+    Command(CommandEvent),
+    /// An event envelope was stored (an operator's, or the Command Center's own), or — for the
+    /// Command Center's own attention when its log cannot take it — only published.
+    Envelope(Box<Stored>),
+}
+
+/// An envelope and its body, read once (the envelope keeps the JSON that is sent).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stored {
+    pub envelope: EventEnvelope,
+    pub body: Body,
+}
+
+impl Stored {
+    pub fn new(envelope: EventEnvelope) -> Stored {
+        Stored {
+            body: Body::read(&envelope.kind, &envelope.body),
+            envelope,
+        }
+    }
+}
+
+impl Event {
+    /// The SSE event name: `heartbeat`, `scan`, `command`, or the envelope's kind.
+    pub fn name(&self) -> &str {
+        match self {
+            Event::Heartbeat(_) => "heartbeat",
+            Event::Scan(_) => "scan",
+            Event::Command(_) => "command",
+            Event::Envelope(s) => &s.envelope.kind,
+        }
+    }
+
+    /// The node it concerns (none for a fleet-wide envelope).
+    pub fn node_id(&self) -> Option<Uuid> {
+        match self {
+            Event::Heartbeat(s) => Some(s.node_id),
+            Event::Scan(s) => Some(s.node_id),
+            Event::Command(c) => Some(c.node_id()),
+            Event::Envelope(s) => s.envelope.node_id,
+        }
+    }
+
+    /// The `data:` payload: one line of JSON.
+    fn to_json(&self) -> String {
+        let json = match self {
+            Event::Heartbeat(s) => return s.heartbeat_event_json(),
+            Event::Scan(s) => serde_json::to_string(s),
+            Event::Command(c) => serde_json::to_string(c),
+            Event::Envelope(s) => serde_json::to_string(&s.envelope),
+        };
+        // Plain data (string keys, finite numbers) always serializes.
+        json.unwrap_or_default()
+    }
+}
 
 /// One event on the bus.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct BusEvent {
     pub seq: u64,
-    /// SSE event name: `heartbeat`, `scan`, `command`, `attention`, or an envelope kind.
-    pub name: String,
-    pub node_id: Option<Uuid>,
-    /// The `data:` payload (JSON).
-    pub data: Arc<str>,
+    pub event: Event,
+    /// `event` as JSON, made on first use.
+    data: OnceLock<Arc<str>>,
+}
+
+impl BusEvent {
+    /// The SSE event name.
+    pub fn name(&self) -> &str {
+        self.event.name()
+    }
+
+    pub fn node_id(&self) -> Option<Uuid> {
+        self.event.node_id()
+    }
+
+    /// The `data:` payload (JSON), serialized the first time any subscriber asks and shared
+    /// by all of them after that.
+    pub fn data(&self) -> &Arc<str> {
+        self.data.get_or_init(|| self.event.to_json().into())
+    }
 }
 
 /// Where a reconnecting client resumes.
@@ -69,14 +156,13 @@ impl Bus {
         format!("{}-{seq}", self.epoch)
     }
 
-    /// Publishes an event; never blocks on subscribers.
-    pub fn publish(&self, name: &str, node_id: Option<Uuid>, data: String) {
+    /// Publishes an event; never blocks on subscribers, and serializes nothing.
+    pub fn publish(&self, event: Event) {
         let mut w = self.window.lock().unwrap_or_else(|p| p.into_inner());
         let event = Arc::new(BusEvent {
             seq: w.next_seq,
-            name: name.to_string(),
-            node_id,
-            data: data.into(),
+            event,
+            data: OnceLock::new(),
         });
         w.next_seq += 1;
         if w.recent.len() == self.window_len {
@@ -130,11 +216,27 @@ fn parse_id(id: &str) -> Option<(u64, u64)> {
 mod tests {
     use super::*;
 
+    /// A `note` envelope saying `n`.
+    fn note(n: u64) -> Event {
+        let envelope = EventEnvelope {
+            id: Uuid::now_v7(),
+            kind: "note".into(),
+            ts: chrono::Utc::now(),
+            node_id: None,
+            author: "test".into(),
+            body: serde_json::json!({ "n": n }),
+            refs: Vec::new(),
+            hash: String::new(),
+        }
+        .sealed();
+        Event::Envelope(Box::new(Stored::new(envelope)))
+    }
+
     #[test]
     fn resume_replays_what_was_missed_or_asks_for_resync() {
         let bus = Bus::new(3, 16);
         for i in 0..5 {
-            bus.publish("note", None, format!("{{\"n\":{i}}}"));
+            bus.publish(note(i));
         }
         // Window holds seq 3, 4, 5.
         let (_, r) = bus.subscribe(Some(&bus.id_of(3)));
@@ -173,12 +275,40 @@ mod tests {
         let bus = Bus::new(8, 4);
         let (mut rx, _) = bus.subscribe(None);
         for i in 0..100 {
-            bus.publish("heartbeat", None, i.to_string());
+            bus.publish(note(i));
         }
         assert!(matches!(
             rx.recv().await,
             Err(broadcast::error::RecvError::Lagged(96))
         ));
         assert_eq!(rx.recv().await.unwrap().seq, 97);
+    }
+
+    /// Issue 22: an event is serialized once, when a subscriber first needs it, and every
+    /// subscriber — live or resuming from the window — gets those same bytes.
+    #[tokio::test]
+    async fn one_event_is_serialized_once_for_every_subscriber() {
+        let bus = Bus::new(8, 8);
+        let (mut a, _) = bus.subscribe(None);
+        let (mut b, _) = bus.subscribe(None);
+        let first = bus.last_id();
+        bus.publish(note(7));
+        let (ea, eb) = (a.recv().await.unwrap(), b.recv().await.unwrap());
+        assert!(Arc::ptr_eq(&ea, &eb), "one event, shared");
+        assert!(ea.data.get().is_none(), "publishing serializes nothing");
+        let (da, db) = (Arc::clone(ea.data()), Arc::clone(eb.data()));
+        assert!(
+            Arc::ptr_eq(&da, &db),
+            "both subscribers send the same bytes"
+        );
+        let Resume::Replay(missed) = bus.subscribe(Some(&first)).1 else {
+            panic!("expected a replay")
+        };
+        assert!(Arc::ptr_eq(missed[0].data(), &da), "so does a resuming one");
+        let Event::Envelope(s) = &ea.event else {
+            panic!("a note is an envelope")
+        };
+        assert_eq!(*da, *serde_json::to_string(&s.envelope).unwrap());
+        assert_eq!((ea.name(), ea.node_id()), ("note", None));
     }
 }

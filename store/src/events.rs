@@ -8,6 +8,7 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
+use vaultmesh_proto::event::{AttentionBody, Body};
 use vaultmesh_proto::{EventEnvelope, Incident, IncidentState, NewEvent};
 
 use super::StoreError;
@@ -80,7 +81,7 @@ pub struct EventState {
     silences: HashMap<Uuid, Silence>,
     ended_silences: VecDeque<Uuid>,
     /// Per node, the body of its latest `attention` event (level and reasons).
-    attention: HashMap<Uuid, (DateTime<Utc>, serde_json::Value)>,
+    attention: HashMap<Uuid, (DateTime<Utc>, AttentionBody)>,
 }
 
 impl EventState {
@@ -147,43 +148,42 @@ impl EventState {
 
     /// Applies a stored envelope (live, or during replay).
     pub fn apply(&mut self, e: &EventEnvelope) {
-        match e.kind.as_str() {
-            "incident" => {
-                let body: Option<vaultmesh_proto::event::IncidentBody> =
-                    serde_json::from_value(e.body.clone()).ok();
-                if let Some(b) = body {
-                    self.incidents.insert(
-                        e.id,
-                        Incident {
-                            id: e.id,
-                            node_id: e.node_id,
-                            title: b.title,
-                            severity: b.severity,
-                            state: IncidentState::Open,
-                            opened_at: e.ts,
-                            opened_by: e.author.clone(),
-                            acked_at: None,
-                            acked_by: None,
-                            resolved_at: None,
-                            resolved_by: None,
-                        },
-                    );
-                }
+        self.apply_read(e, &Body::read(&e.kind, &e.body));
+    }
+
+    /// Applies a stored envelope whose body is read already.
+    pub fn apply_read(&mut self, e: &EventEnvelope, body: &Body) {
+        match (e.kind.as_str(), body) {
+            ("incident", Body::Incident(b)) => {
+                self.incidents.insert(
+                    e.id,
+                    Incident {
+                        id: e.id,
+                        node_id: e.node_id,
+                        title: b.title.clone(),
+                        severity: b.severity,
+                        state: IncidentState::Open,
+                        opened_at: e.ts,
+                        opened_by: e.author.clone(),
+                        acked_at: None,
+                        acked_by: None,
+                        resolved_at: None,
+                        resolved_by: None,
+                    },
+                );
             }
-            "silence" => {
+            ("silence", _) => {
                 // Silences that ran out long ago are history: the log keeps them.
                 let horizon = e.ts - chrono::Duration::days(7);
                 self.silences
                     .retain(|_, s| s.ended_at.is_some() || s.until.is_none_or(|u| u > horizon));
-                if let Ok(b) =
-                    serde_json::from_value::<vaultmesh_proto::event::SilenceBody>(e.body.clone())
-                {
+                if let Body::Silence(b) = body {
                     self.silences.insert(
                         e.id,
                         Silence {
                             id: e.id,
                             node_id: e.node_id,
-                            rule: b.rule,
+                            rule: b.rule.clone(),
                             until: b.until,
                             until_resolved: b.until_resolved,
                             by: e.author.clone(),
@@ -193,12 +193,12 @@ impl EventState {
                     );
                 }
             }
-            "attention" => {
+            ("attention", Body::Attention(b)) => {
                 if let Some(n) = e.node_id {
-                    self.attention.insert(n, (e.ts, e.body.clone()));
+                    self.attention.insert(n, (e.ts, b.clone()));
                 }
             }
-            "resolve"
+            ("resolve", _)
                 if e.refs
                     .first()
                     .is_some_and(|r| self.silences.contains_key(r)) =>
@@ -215,7 +215,7 @@ impl EventState {
                     }
                 }
             }
-            "ack" | "resolve" => {
+            ("ack" | "resolve", _) => {
                 if let Some(i) = e.refs.first().and_then(|r| self.incidents.get_mut(r)) {
                     if e.kind == "ack" && i.state == IncidentState::Open {
                         i.state = IncidentState::Acknowledged;
@@ -310,7 +310,7 @@ impl EventState {
     }
 
     /// The latest `attention` event of every node: when, and its body.
-    pub fn attention(&self) -> &HashMap<Uuid, (DateTime<Utc>, serde_json::Value)> {
+    pub fn attention(&self) -> &HashMap<Uuid, (DateTime<Utc>, AttentionBody)> {
         &self.attention
     }
 

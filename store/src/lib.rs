@@ -149,7 +149,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         received_at: DateTime<Utc>,
     ) -> Result<(), StoreError>;
 
-    /// One summary per node, sorted by hostname then id.
+    /// One summary per node, sorted by hostname then id: everything known about it, its
+    /// current attention included (put together in one place, [`Memory::summaries`]).
     fn summaries(&self) -> Vec<NodeSummary>;
 
     /// Summary, latest heartbeat and bounded history of one node.
@@ -280,7 +281,14 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn silences(&self) -> Vec<events::Silence>;
 
     /// Every node's latest `attention` event: when, and its body.
-    fn attention_log(&self) -> std::collections::HashMap<Uuid, (DateTime<Utc>, serde_json::Value)>;
+    fn attention_log(
+        &self,
+    ) -> std::collections::HashMap<Uuid, (DateTime<Utc>, vaultmesh_proto::event::AttentionBody)>;
+
+    /// Sets a node's current attention — the attention engine's judgement, which every
+    /// summary carries ([`Store::summaries`]); the engine logs its changes itself
+    /// ([`Store::record_system_event`]).
+    fn set_attention(&self, node_id: Uuid, attention: vaultmesh_proto::Attention);
 
     /// Whether this instance runs the fleet-wide writers — the attention log, ending silences,
     /// scheduled scans. Always with the JSONL store; with PostgreSQL, one instance at a time.

@@ -610,8 +610,15 @@ impl<B: Backend> Store for LoggedStore<B> {
         self.mem().silences()
     }
 
-    fn attention_log(&self) -> std::collections::HashMap<Uuid, (DateTime<Utc>, serde_json::Value)> {
+    fn attention_log(
+        &self,
+    ) -> std::collections::HashMap<Uuid, (DateTime<Utc>, vaultmesh_proto::event::AttentionBody)>
+    {
         self.mem().attention_log()
+    }
+
+    fn set_attention(&self, node_id: Uuid, attention: vaultmesh_proto::Attention) {
+        self.mem().set_attention(node_id, attention);
     }
 
     fn leads(&self) -> bool {

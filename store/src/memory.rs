@@ -9,17 +9,20 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
-use vaultmesh_proto::command::SignedCommand;
-use vaultmesh_proto::{EventEnvelope, IncidentState, NodeDetail, NodeSummary, ScanReport};
+use vaultmesh_proto::api::NodeRevoked;
+use vaultmesh_proto::event::AttentionBody;
+use vaultmesh_proto::live::{CommandEvent, CommandSent, ScanEvent};
+use vaultmesh_proto::{
+    Attention, EventEnvelope, IncidentState, NodeDetail, NodeSummary, ScanReport,
+};
 
-use super::change::{Change, kinds};
+use super::change::Change;
 use super::commands::{CommandState, CommandStatus, CommandView};
 use super::events::{EventQuery, EventState, Silence};
-use super::record::kind;
 use super::registry::{Binding, Registry};
 use super::scans::ScanState;
 use super::{FleetState, NodeSnapshot, StoreLimits};
-use crate::bus::Bus;
+use crate::bus::{Bus, Event, Stored};
 
 /// Fleet, events, registry, commands and scans, as of the last applied change.
 #[derive(Debug)]
@@ -29,6 +32,8 @@ pub struct Memory {
     registry: Mutex<Registry>,
     commands: Mutex<CommandState>,
     scans: Mutex<ScanState>,
+    /// Each node's current attention (the attention engine's; not logged here).
+    attention: Mutex<HashMap<Uuid, Attention>>,
     bus: Arc<Bus>,
 }
 
@@ -44,6 +49,7 @@ impl Memory {
             registry: Mutex::default(),
             commands: Mutex::default(),
             scans: Mutex::default(),
+            attention: Mutex::default(),
             bus,
         }
     }
@@ -72,22 +78,15 @@ impl Memory {
             Change::Heartbeat { hb, received_at } => {
                 let node_id = hb.node_id;
                 self.fleet.apply_heartbeat(hb, received_at);
-                if publish && let Some(summary) = self.fleet.summary(node_id) {
-                    self.bus.publish(
-                        kind::HEARTBEAT,
-                        Some(node_id),
-                        summary.heartbeat_event_json(),
-                    );
+                if publish && let Some(summary) = self.summary(node_id) {
+                    self.bus.publish(Event::Heartbeat(Box::new(summary)));
                 }
             }
             Change::Event(e) => {
-                self.events().apply(&e);
+                let stored = Stored::new(e);
+                self.events().apply_read(&stored.envelope, &stored.body);
                 if publish {
-                    self.bus.publish(
-                        &e.kind,
-                        e.node_id,
-                        serde_json::to_string(&e).unwrap_or_default(),
-                    );
+                    self.bus.publish(Event::Envelope(Box::new(stored)));
                 }
             }
             Change::Node {
@@ -100,11 +99,8 @@ impl Memory {
                 // Published before the command becomes visible to the node's long-poll, so
                 // "issued" always precedes "delivered" on the stream.
                 if publish {
-                    self.bus.publish(
-                        kinds::COMMAND,
-                        Some(signed.command.node_id),
-                        command_event(&signed, "issued"),
-                    );
+                    let sent = CommandSent::of(&signed);
+                    self.bus.publish(Event::Command(CommandEvent::Issued(sent)));
                 }
                 self.commands_state().apply_command(&signed);
             }
@@ -113,21 +109,17 @@ impl Memory {
                 at,
                 commands,
             } => {
-                let delivered: Vec<SignedCommand> = {
+                let delivered: Vec<CommandSent> = {
                     let mut st = self.commands_state();
                     st.apply_delivered(&node_id, &commands, at);
                     commands
                         .iter()
-                        .filter_map(|id| st.get(id).map(|v| v.signed.clone()))
+                        .filter_map(|id| st.get(id).map(|v| CommandSent::of(&v.signed)))
                         .collect()
                 };
                 if publish {
-                    for c in &delivered {
-                        self.bus.publish(
-                            kinds::COMMAND,
-                            Some(node_id),
-                            command_event(c, "delivered"),
-                        );
+                    for c in delivered {
+                        self.bus.publish(Event::Command(CommandEvent::Delivered(c)));
                     }
                 }
             }
@@ -135,10 +127,13 @@ impl Memory {
                 self.commands_state().apply_receipt(&rec);
                 if publish {
                     let r = &rec.signed.receipt;
-                    let data = serde_json::json!({"command_id": r.command_id, "node_id": r.node_id, "status": "completed",
-                        "result": r.status, "reason": r.reason, "chain_ok": rec.chain_ok});
-                    self.bus
-                        .publish(kinds::COMMAND, Some(r.node_id), data.to_string());
+                    self.bus.publish(Event::Command(CommandEvent::Completed {
+                        command_id: r.command_id,
+                        node_id: r.node_id,
+                        result: r.status,
+                        reason: r.reason.clone(),
+                        chain_ok: rec.chain_ok,
+                    }));
                 }
             }
             Change::Scan { report, drift, .. } => {
@@ -149,59 +144,85 @@ impl Memory {
                     report.counts.clone(),
                     report.findings.len(),
                 );
-                let drift_count = {
+                let drift = {
                     let mut st = self.scans();
                     st.apply_with(report, drift);
                     st.drift(&node_id).len()
                 };
                 if publish {
-                    let data = serde_json::json!({
-                        "scan_id": scan_id, "node_id": node_id,
-                        "finished_at": finished_at, "counts": counts,
-                        "findings": findings, "drift": drift_count,
-                    });
-                    self.bus
-                        .publish(kind::SCAN, Some(node_id), data.to_string());
+                    self.bus.publish(Event::Scan(ScanEvent {
+                        counts,
+                        drift,
+                        findings,
+                        finished_at,
+                        node_id,
+                        scan_id,
+                    }));
                 }
             }
         }
         true
     }
 
+    /// One summary per node, sorted by hostname then id.
     pub fn summaries(&self) -> Vec<NodeSummary> {
         let mut v = self.fleet.summaries();
-        let commands = self.commands_state();
-        let scans = self.scans();
-        for s in &mut v {
-            s.receipt_chain_ok = commands.chain_ok(&s.node_id);
-            s.last_scan = scans.latest(&s.node_id).map(|r| r.last_scan());
-        }
-        drop((commands, scans));
-        for s in &mut v {
-            s.revoked = self.revoked(s.node_id);
-        }
+        self.complete(&mut v);
         v
     }
 
+    /// One node's summary: what `GET /api/nodes` shows and a `heartbeat` event carries.
     pub fn summary(&self, node_id: Uuid) -> Option<NodeSummary> {
         let mut s = self.fleet.summary(node_id)?;
-        s.receipt_chain_ok = self.commands_state().chain_ok(&node_id);
-        s.last_scan = self.latest_scan(node_id).map(|r| r.last_scan());
-        s.revoked = self.revoked(node_id);
+        self.complete(std::slice::from_mut(&mut s));
         Some(s)
     }
 
     pub fn detail(&self, node_id: Uuid) -> Option<NodeDetail> {
         let mut d = self.fleet.detail(node_id)?;
+        self.complete(std::slice::from_mut(&mut d.summary));
         {
             let scans = self.scans();
             d.latest_scan = scans.latest(&node_id).map(|r| (*r).clone());
             d.drift = scans.drift(&node_id);
         }
-        d.summary.last_scan = d.latest_scan.as_ref().map(ScanReport::last_scan);
-        d.summary.receipt_chain_ok = self.commands_state().chain_ok(&node_id);
         d.incidents = self.events().incidents_for(node_id);
         Some(d)
+    }
+
+    /// Completes summaries the fleet state made from heartbeats with what the rest of the
+    /// store knows — the receipt chain, the latest scan, a revocation — and the node's current
+    /// attention: the one place a [`NodeSummary`] is put together, for `GET /api/nodes`, the
+    /// console and the `heartbeat` event alike. One lock at a time, none held with another.
+    fn complete(&self, v: &mut [NodeSummary]) {
+        {
+            let commands = self.commands_state();
+            for s in v.iter_mut() {
+                s.receipt_chain_ok = commands.chain_ok(&s.node_id);
+            }
+        }
+        {
+            let scans = self.scans();
+            for s in v.iter_mut() {
+                s.last_scan = scans.latest(&s.node_id).map(|r| r.last_scan());
+            }
+        }
+        {
+            let registry = self.registry();
+            for s in v.iter_mut() {
+                s.revoked = revocation(&registry, s.node_id);
+            }
+        }
+        let attention = locked(&self.attention);
+        for s in v.iter_mut() {
+            s.attention = attention.get(&s.node_id).cloned().unwrap_or_default();
+        }
+    }
+
+    /// Sets a node's current attention, as the attention engine judged it (what summaries
+    /// carry; its changes are logged as `attention` events by the engine).
+    pub fn set_attention(&self, node_id: Uuid, attention: Attention) {
+        locked(&self.attention).insert(node_id, attention);
     }
 
     pub fn snapshot(&self, node_id: Uuid) -> Option<NodeSnapshot> {
@@ -233,15 +254,8 @@ impl Memory {
 
     /// The node's revocation, if its key is refused now (its own, or its key's with another
     /// node), with whether an admin has re-admitted it since.
-    pub fn revoked(&self, node_id: Uuid) -> Option<vaultmesh_proto::api::NodeRevoked> {
-        let reg = self.registry();
-        let b = reg.binding(&node_id)?;
-        let rev = b.revoked.as_ref()?;
-        Some(vaultmesh_proto::api::NodeRevoked {
-            at: rev.at,
-            by: rev.by.clone(),
-            readmitted: b.readmitted.is_some(),
-        })
+    pub fn revoked(&self, node_id: Uuid) -> Option<NodeRevoked> {
+        revocation(&self.registry(), node_id)
     }
 
     pub fn latest_scan(&self, node_id: Uuid) -> Option<Arc<ScanReport>> {
@@ -269,7 +283,7 @@ impl Memory {
         self.events().silences()
     }
 
-    pub fn attention_log(&self) -> HashMap<Uuid, (DateTime<Utc>, serde_json::Value)> {
+    pub fn attention_log(&self) -> HashMap<Uuid, (DateTime<Utc>, AttentionBody)> {
         self.events().attention().clone()
     }
 
@@ -278,8 +292,12 @@ impl Memory {
     }
 }
 
-/// The `data` of a `command` SSE event.
-fn command_event(c: &SignedCommand, status: &str) -> String {
-    let c = &c.command;
-    serde_json::json!({"command_id": c.command_id, "node_id": c.node_id, "action": c.action, "seq": c.seq, "status": status}).to_string()
+fn revocation(registry: &Registry, node_id: Uuid) -> Option<NodeRevoked> {
+    let b = registry.binding(&node_id)?;
+    let rev = b.revoked.as_ref()?;
+    Some(NodeRevoked {
+        at: rev.at,
+        by: rev.by.clone(),
+        readmitted: b.readmitted.is_some(),
+    })
 }

@@ -59,7 +59,6 @@ impl From<FormError> for ApiError {
 /// Every node with its attention, worst first.
 fn sorted_nodes(state: &AppState) -> Vec<NodeSummary> {
     let mut v = state.store.summaries();
-    state.attention.fill(&mut v);
     worst_first(&mut v);
     v
 }
@@ -123,13 +122,6 @@ fn findings(state: &AppState, nodes: &[NodeSummary]) -> Findings {
     f
 }
 
-/// A node's detail with its attention, if the node exists.
-fn detail(state: &AppState, id: Uuid) -> Option<NodeDetail> {
-    let mut d = state.store.detail(id)?;
-    d.summary.attention = state.attention.get(id);
-    Some(d)
-}
-
 /// The node panel's data. Memory only (the newest few hundred events of the fleet): it is
 /// refetched on every heartbeat.
 fn node_panel(state: &AppState, detail: NodeDetail) -> NodePanel {
@@ -186,7 +178,7 @@ pub async fn console_page(
     };
     let page = ConsolePage {
         node: selected
-            .and_then(|id| detail(&state, id))
+            .and_then(|id| state.store.detail(id))
             .map(|d| node_panel(&state, d)),
         feed: feed(&state),
         findings: findings(&state, &nodes),
@@ -230,7 +222,7 @@ pub async fn node_fragment(
     Path(id): Path<String>,
 ) -> Result<Markup, ApiError> {
     let id = forms::node_id(&id)?;
-    let d = detail(&state, id).ok_or_else(|| not_found(id))?;
+    let d = state.store.detail(id).ok_or_else(|| not_found(id))?;
     Ok(console::node(&node_panel(&state, d), Utc::now()))
 }
 
@@ -242,8 +234,7 @@ pub async fn row_fragment(
 ) -> Result<Markup, ApiError> {
     let id = forms::node_id(&id)?;
     let selected = q.selected()?;
-    let mut s = state.store.summary(id).ok_or_else(|| not_found(id))?;
-    s.attention = state.attention.get(id);
+    let s = state.store.summary(id).ok_or_else(|| not_found(id))?;
     Ok(super::components::node_row(&s, selected, Utc::now()))
 }
 

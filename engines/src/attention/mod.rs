@@ -23,11 +23,12 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
-use vaultmesh_proto::{Attention, AttentionLevel, NodeSummary, Reason};
+use vaultmesh_proto::event::{AttentionBody, Body};
+use vaultmesh_proto::{Attention, AttentionLevel, Reason};
 
 use damping::Damper;
 use vaultmesh_store::Store;
-use vaultmesh_store::bus::{Bus, BusEvent};
+use vaultmesh_store::bus::{Bus, BusEvent, Event, Stored};
 use vaultmesh_store::health::StorageHealth;
 use vaultmesh_store::policy::LivePolicies;
 
@@ -44,14 +45,10 @@ fn shape(a: &Attention) -> Shape {
     )
 }
 
-/// The body of an `attention` event (docs/EVENT_ENVELOPE.md).
+/// The body of an `attention` event (docs/EVENT_ENVELOPE.md), as the envelope holds it.
 fn event_body(attention: &Attention, previous: AttentionLevel) -> serde_json::Value {
-    serde_json::json!({
-        "level": attention.level,
-        "previous": previous,
-        "since": attention.since,
-        "reasons": attention.reasons,
-    })
+    // Plain data (string keys, finite numbers) always converts.
+    serde_json::to_value(AttentionBody::new(attention, previous)).unwrap_or_default()
 }
 
 #[derive(Debug, Default)]
@@ -146,33 +143,23 @@ impl AttentionEngine {
         let mut nodes = HashMap::new();
         let current = policies.get();
         for (node_id, (ts, body)) in store.attention_log() {
-            let level = body
-                .get("level")
-                .and_then(|l| serde_json::from_value::<AttentionLevel>(l.clone()).ok())
-                .unwrap_or_default();
-            let reasons: Vec<Reason> = body
-                .get("reasons")
-                .and_then(|r| serde_json::from_value(r.clone()).ok())
-                .unwrap_or_default();
             let snap = store.snapshot(node_id);
             let raise_after = snap.as_ref().map_or(1, |s| {
                 current.settings(&s.latest.os_profile).attention.raise_after
             });
             // The heartbeats replayed were judged before the restart: do not count them again.
             let seen = snap.as_ref().map_or(0, |s| s.heartbeats);
-            let observed: Vec<Reason> = reasons
+            let observed: Vec<Reason> = body
+                .reasons
                 .iter()
                 .filter(|r| rules::is_observed(&r.rule))
                 .cloned()
                 .collect();
             let attention = Attention {
-                level,
-                reasons,
-                since: body
-                    .get("since")
-                    .and_then(|s| serde_json::from_value(s.clone()).ok())
-                    .or(Some(ts)),
+                since: body.since.or(Some(ts)),
+                ..body.attention()
             };
+            store.set_attention(node_id, attention.clone());
             nodes.insert(
                 node_id,
                 NodeAttention {
@@ -267,9 +254,7 @@ impl AttentionEngine {
                 hash: String::new(),
             }
             .sealed();
-            if let Ok(data) = serde_json::to_string(&event) {
-                bus.publish("attention", None, data);
-            }
+            bus.publish(Event::Envelope(Box::new(Stored::new(event))));
         }
     }
 
@@ -297,16 +282,6 @@ impl AttentionEngine {
             }
         }
         [total.saturating_sub(attn + crit), attn, crit]
-    }
-
-    /// Fills `attention` in each summary.
-    pub fn fill(&self, summaries: &mut [NodeSummary]) {
-        let nodes = self.lock();
-        for s in summaries {
-            if let Some(n) = nodes.get(&s.node_id) {
-                s.attention = n.current.clone();
-            }
-        }
     }
 
     /// The time staleness is judged at: during the grace period after a restart, no later than
@@ -397,11 +372,16 @@ impl AttentionEngine {
             } else {
                 n.current.since
             };
-            n.current = Attention {
+            let next = Attention {
                 level,
                 reasons,
                 since,
             };
+            if next != n.current {
+                // Under the engine's lock, so the store holds the latest of two refreshes.
+                self.store.set_attention(node_id, next.clone());
+                n.current = next;
+            }
             let s = shape(&n.current);
             // A node never logged and plainly OK has nothing to say yet.
             let quiet_start = n.logged.is_none() && s == shape(&Attention::default());
@@ -517,11 +497,16 @@ impl AttentionEngine {
     }
 
     async fn on_event(&self, ev: &BusEvent) {
-        match (ev.name.as_str(), ev.node_id) {
-            ("attention", _) => {}
+        match (&ev.event, ev.node_id()) {
+            // Its own judgement.
+            (Event::Envelope(s), _) if matches!(s.body, Body::Attention(_)) => {}
             (_, Some(node_id)) => self.refresh(node_id).await,
             // A fleet-wide silence, or its end.
-            ("silence" | "resolve", None) => self.refresh_all().await,
+            (Event::Envelope(s), None)
+                if matches!(s.envelope.kind.as_str(), "silence" | "resolve") =>
+            {
+                self.refresh_all().await
+            }
             _ => {}
         }
     }

@@ -13,8 +13,9 @@
 //! ([`command_center`]: `cc.storage`, `cc.disk_free`).
 
 use chrono::{DateTime, Utc};
+use vaultmesh_proto::event::incident_level;
 use vaultmesh_proto::heartbeat::SERVICES_CHECK;
-use vaultmesh_proto::{AttentionLevel, CheckStatus, IncidentState, Reason, Services, Severity};
+use vaultmesh_proto::{AttentionLevel, CheckStatus, IncidentState, Reason, Services};
 
 use vaultmesh_store::NodeSnapshot;
 use vaultmesh_store::health::StorageState;
@@ -340,14 +341,9 @@ pub fn state(snap: &NodeSnapshot, settings: &Settings, now: DateTime<Utc>) -> Ve
     }
 
     for i in &snap.incidents {
-        let level = if i.severity >= Severity::High {
-            Crit
-        } else {
-            Attn
-        };
         let mut r = reason(
             format!("incident.{}", i.id),
-            level,
+            incident_level(i.severity),
             format!("open incident ({}): {}", i.severity, i.title),
         );
         if i.state == IncidentState::Acknowledged {
@@ -449,7 +445,7 @@ mod tests {
     use std::sync::Arc;
     use uuid::Uuid;
     use vaultmesh_proto::scan::Drift;
-    use vaultmesh_proto::{CheckResult, Metrics, NodeHeartbeat, ScanReport};
+    use vaultmesh_proto::{CheckResult, Metrics, NodeHeartbeat, ScanReport, Severity};
 
     fn t(secs: i64) -> DateTime<Utc> {
         DateTime::from_timestamp(1_700_000_000 + secs, 0).unwrap()

@@ -19,17 +19,18 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
+use vaultmesh_proto::event::{AttentionBody, Body, IncidentBody, incident_level};
+use vaultmesh_proto::live::CommandEvent;
 use vaultmesh_proto::{AttentionLevel, EventEnvelope, Reason};
 
 use super::config::{AlertKind, NotifyConfig, Route};
 use super::queue::{Queue, Record, Restored};
 use super::{Alert, Message};
 use crate::attention::AttentionEngine;
-use vaultmesh_store::bus::BusEvent;
+use vaultmesh_store::bus::{BusEvent, Event};
 use vaultmesh_store::{EventQuery, Store};
 
 /// The engine.
@@ -89,34 +90,8 @@ impl Routes<'_> {
     }
 }
 
-#[derive(Deserialize)]
-struct AttentionBody {
-    level: AttentionLevel,
-    previous: AttentionLevel,
-    #[serde(default)]
-    since: Option<DateTime<Utc>>,
-    #[serde(default)]
-    reasons: Vec<Reason>,
-}
-
-#[derive(Deserialize)]
-struct CommandData {
-    command_id: Uuid,
-    node_id: Uuid,
-    status: String,
-    #[serde(default)]
-    chain_ok: Option<bool>,
-}
-
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn severity_level(body: &serde_json::Value) -> AttentionLevel {
-    match body.get("severity").and_then(|s| s.as_str()) {
-        Some("critical" | "high") => AttentionLevel::Crit,
-        _ => AttentionLevel::Attn,
-    }
 }
 
 impl Engine {
@@ -208,44 +183,53 @@ impl Engine {
 
     /// Turns one bus event into alerts and routes them.
     pub fn on_event(&self, ev: &BusEvent, now: DateTime<Utc>) {
-        match ev.name.as_str() {
-            "attention" => {
-                if let Some(a) = self.attention_alert(ev, now) {
-                    self.on_attention(a, now);
+        match &ev.event {
+            Event::Envelope(s) => match &s.body {
+                Body::Attention(body) => {
+                    let alert = self.attention_alert(s.envelope.node_id, body, now);
+                    self.on_attention(alert, now);
                 }
-            }
-            "incident" => self.on_incident(ev, now),
-            "resolve" => self.on_resolve(ev, now),
-            "command" => {
-                if let Some(a) = self.chain_break(ev, now) {
-                    self.route(a, now, Routes::All);
-                }
+                Body::Incident(body) => self.on_incident(&s.envelope, body, now),
+                Body::Resolve { text } => self.on_resolve(&s.envelope, text.as_deref(), now),
+                _ => {}
+            },
+            Event::Command(CommandEvent::Completed {
+                command_id,
+                node_id,
+                chain_ok: false,
+                ..
+            }) => {
+                let alert = self.chain_break(*command_id, *node_id, now);
+                self.route(alert, now, Routes::All);
             }
             _ => {}
         }
     }
 
-    fn attention_alert(&self, ev: &BusEvent, now: DateTime<Utc>) -> Option<Alert> {
-        let e: EventEnvelope = serde_json::from_str(&ev.data).ok()?;
-        let body: AttentionBody = serde_json::from_value(e.body).ok()?;
-        let (host, profile) = match e.node_id {
-            Some(_) => self.host(e.node_id),
+    fn attention_alert(
+        &self,
+        node_id: Option<Uuid>,
+        body: &AttentionBody,
+        now: DateTime<Utc>,
+    ) -> Alert {
+        let (host, profile) = match node_id {
+            Some(_) => self.host(node_id),
             // The Command Center's own attention (its storage).
             None => ("the Command Center".to_string(), None),
         };
-        Some(Alert {
+        Alert {
             kind: AlertKind::Attention,
-            node_id: e.node_id,
+            node_id,
             title: change_title(&host, body.level, body.previous),
             hostname: Some(host),
             profile,
             level: body.level,
             previous: Some(body.previous),
-            reasons: body.reasons,
+            reasons: body.reasons.clone(),
             since: body.since,
             at: now,
-            link: self.link(e.node_id),
-        })
+            link: self.link(node_id),
+        }
     }
 
     /// A level change: counted for flapping, then routed (or held, or replaced by the one
@@ -268,17 +252,9 @@ impl Engine {
         }
     }
 
-    fn on_incident(&self, ev: &BusEvent, now: DateTime<Utc>) {
-        let Ok(e) = serde_json::from_str::<EventEnvelope>(&ev.data) else {
-            return;
-        };
-        let title = e
-            .body
-            .get("title")
-            .and_then(|t| t.as_str())
-            .unwrap_or("incident")
-            .to_string();
-        let level = severity_level(&e.body);
+    fn on_incident(&self, e: &EventEnvelope, body: &IncidentBody, now: DateTime<Utc>) {
+        let title = body.title.clone();
+        let level = incident_level(body.severity);
         let (host, profile) = self.host(e.node_id);
         let alert = Alert {
             kind: AlertKind::Incident,
@@ -288,7 +264,7 @@ impl Engine {
             level,
             previous: None,
             title: format!("Incident opened on {host}: {title}"),
-            reasons: text_reason(&e.body),
+            reasons: text_reason(body.text.as_deref()),
             since: Some(e.ts),
             at: now,
             link: self.link(e.node_id),
@@ -308,10 +284,7 @@ impl Engine {
     /// A `resolve` of an incident goes to the routes that took its opening (all that take
     /// incidents, if this process did not see it open). A `resolve` ending a silence is not
     /// an alert.
-    fn on_resolve(&self, ev: &BusEvent, now: DateTime<Utc>) {
-        let Ok(e) = serde_json::from_str::<EventEnvelope>(&ev.data) else {
-            return;
-        };
+    fn on_resolve(&self, e: &EventEnvelope, text: Option<&str>, now: DateTime<Utc>) {
         let Some(incident) = e.refs.iter().find_map(|r| {
             let seen = lock(&self.state).incidents.remove(r);
             seen.or_else(|| self.incident_from_store(*r))
@@ -327,7 +300,7 @@ impl Engine {
             level: AttentionLevel::Ok,
             previous: Some(incident.level),
             title: format!("Incident resolved on {host}: {}", incident.title),
-            reasons: text_reason(&e.body),
+            reasons: text_reason(text),
             since: Some(e.ts),
             at: now,
             link: self.link(incident.node),
@@ -354,28 +327,23 @@ impl Engine {
             .recent_events(&query)
             .into_iter()
             .find(|e| e.id == id)?;
+        let Body::Incident(body) = Body::read(&e.kind, &e.body) else {
+            return None;
+        };
         Some(OpenIncident {
             node: e.node_id,
-            title: e
-                .body
-                .get("title")
-                .and_then(|t| t.as_str())
-                .unwrap_or("incident")
-                .to_string(),
-            level: severity_level(&e.body),
+            title: body.title,
+            level: incident_level(body.severity),
             routes: Vec::new(),
         })
     }
 
-    fn chain_break(&self, ev: &BusEvent, now: DateTime<Utc>) -> Option<Alert> {
-        let c: CommandData = serde_json::from_str(&ev.data).ok()?;
-        if c.status != "completed" || c.chain_ok != Some(false) {
-            return None;
-        }
-        let (host, profile) = self.host(Some(c.node_id));
-        Some(Alert {
+    /// A receipt for `command_id` broke `node_id`'s receipt chain.
+    fn chain_break(&self, command_id: Uuid, node_id: Uuid, now: DateTime<Utc>) -> Alert {
+        let (host, profile) = self.host(Some(node_id));
+        Alert {
             kind: AlertKind::ChainBreak,
-            node_id: Some(c.node_id),
+            node_id: Some(node_id),
             hostname: Some(host.clone()),
             profile,
             level: AttentionLevel::Crit,
@@ -385,15 +353,14 @@ impl Engine {
                 rule: "receipt_chain".into(),
                 level: AttentionLevel::Crit,
                 message: format!(
-                    "the receipt for command {} does not follow the node's previous receipt",
-                    c.command_id
+                    "the receipt for command {command_id} does not follow the node's previous receipt"
                 ),
                 suppressed_by: None,
             }],
             since: Some(now),
             at: now,
-            link: self.link(Some(c.node_id)),
-        })
+            link: self.link(Some(node_id)),
+        }
     }
 
     fn flapping(&self, node: Uuid, alert: &Alert, now: DateTime<Utc>) -> Flap {
@@ -719,18 +686,16 @@ fn upper(l: AttentionLevel) -> String {
     l.as_str().to_uppercase()
 }
 
-fn text_reason(body: &serde_json::Value) -> Vec<Reason> {
-    body.get("text")
-        .and_then(|t| t.as_str())
-        .map(|t| {
-            vec![Reason {
-                rule: "incident".into(),
-                level: AttentionLevel::Attn,
-                message: t.to_string(),
-                suppressed_by: None,
-            }]
-        })
-        .unwrap_or_default()
+fn text_reason(text: Option<&str>) -> Vec<Reason> {
+    text.map(|t| {
+        vec![Reason {
+            rule: "incident".into(),
+            level: AttentionLevel::Attn,
+            message: t.to_string(),
+            suppressed_by: None,
+        }]
+    })
+    .unwrap_or_default()
 }
 
 #[cfg(test)]
