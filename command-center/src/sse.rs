@@ -6,6 +6,11 @@
 //! it falls behind the broadcast channel, it gets one `resync` event (`data: {"reason": ...}`)
 //! telling it to reload state. Optional filters: `?kinds=heartbeat,incident&node_id=...`
 //! (`resync` is always delivered).
+//!
+//! Each bus event's message is made once ([`vaultmesh_store::bus::BusEvent::message`]) and
+//! every stream sends the same bytes, so the stream is written here as a plain body rather
+//! than through axum's `Sse`, whose `Event` copies every message into each client's buffer.
+//! The bytes are those `Sse` wrote, keepalives included (`tests/sse.rs`).
 
 use std::collections::{BTreeSet, HashMap};
 use std::convert::Infallible;
@@ -13,11 +18,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::Extension;
+use axum::body::{Body, Bytes};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{ConnectInfo, Query, State};
-use axum::http::HeaderMap;
-use axum::response::sse::{Event, KeepAlive, Sse};
-use futures_util::stream::{self, Stream, StreamExt};
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::stream::{self, StreamExt};
 use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
 use uuid::Uuid;
@@ -61,22 +67,31 @@ impl SseFilter {
     }
 }
 
-/// The event as the stream sends it: its JSON is made once, by whichever client needs it
-/// first, for all of them.
-fn to_sse(bus: &vaultmesh_store::bus::Bus, e: &BusEvent) -> Event {
-    Event::default()
-        .event(e.name())
-        .id(bus.id_of(e.seq))
-        .data(e.data().as_ref())
+/// The event as the stream sends it: the bytes are made once, by whichever client needs them
+/// first, and every client sends them without a copy.
+fn to_sse(e: &BusEvent) -> Bytes {
+    Bytes::from_owner(Shared(Arc::clone(e.message())))
 }
 
-fn resync(id: String, reason: &str, missed: Option<u64>) -> Event {
+/// An [`Arc<str>`] a body frame can hold.
+struct Shared(Arc<str>);
+
+impl AsRef<[u8]> for Shared {
+    fn as_ref(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+fn resync(id: String, reason: &str, missed: Option<u64>) -> Bytes {
     let data = match missed {
         Some(n) => format!(r#"{{"reason":"{reason}","missed":{n}}}"#),
         None => format!(r#"{{"reason":"{reason}"}}"#),
     };
-    Event::default().event("resync").id(id).data(data)
+    format!("event: resync\nid: {id}\ndata: {data}\n\n").into()
 }
+
+/// A keepalive: an empty comment.
+const KEEPALIVE: &[u8] = b":\n\n";
 
 /// Default of `--sse-per-identity`.
 pub const DEFAULT_PER_IDENTITY: usize = 32;
@@ -231,7 +246,7 @@ pub async fn events(
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
     params: Result<Query<SseParams>, QueryRejection>,
-) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+) -> Result<Response, ApiError> {
     let Query(p) =
         params.map_err(|e| ApiError::BadRequest(format!("bad query: {}", e.body_text())))?;
     let kinds = parse_kinds("kinds", p.kinds.as_deref(), &NAMES)?;
@@ -251,33 +266,40 @@ pub async fn events(
 
     let bus = Arc::clone(&state.bus);
     let (rx, resume) = bus.subscribe(last_id);
-    let first: Vec<Event> = match resume {
+    let first: Vec<Bytes> = match resume {
         Resume::Replay(missed) => missed
             .iter()
             .filter(|e| filter.wants(e))
-            .map(|e| to_sse(&bus, e))
+            .map(|e| to_sse(e))
             .collect(),
         Resume::Resync { reason } => vec![resync(bus.last_id(), reason, None)],
     };
 
-    let live_bus = Arc::clone(&bus);
     let counted = crate::metrics::StreamGauge::open(&state.metrics.sse_clients);
-    // The slot and the gauge live in the stream's state: both are freed when the client goes away.
+    let every = state.sse_keepalive;
+    // The slot and the gauge live in the stream's state: both are freed when the client goes
+    // away. A keepalive goes out after `every` without a message, as axum's `KeepAlive` did.
     let live = stream::unfold(
-        (rx, filter, live_bus, (slot, counted)),
-        |(mut rx, filter, bus, held)| async move {
+        (rx, filter, bus, (slot, counted)),
+        move |(mut rx, filter, bus, held)| async move {
+            let idle = tokio::time::sleep(every);
+            tokio::pin!(idle);
             loop {
-                match rx.recv().await {
-                    Ok(e) if filter.wants(&e) => {
-                        let ev = to_sse(&bus, &e);
-                        return Some((ev, (rx, filter, bus, held)));
+                tokio::select! {
+                    got = rx.recv() => match got {
+                        Ok(e) if filter.wants(&e) => {
+                            return Some((to_sse(&e), (rx, filter, bus, held)));
+                        }
+                        Ok(_) => continue,
+                        Err(RecvError::Lagged(n)) => {
+                            let ev = resync(bus.last_id(), "lagged", Some(n));
+                            return Some((ev, (rx, filter, bus, held)));
+                        }
+                        Err(RecvError::Closed) => return None,
+                    },
+                    () = &mut idle => {
+                        return Some((Bytes::from_static(KEEPALIVE), (rx, filter, bus, held)));
                     }
-                    Ok(_) => continue,
-                    Err(RecvError::Lagged(n)) => {
-                        let ev = resync(bus.last_id(), "lagged", Some(n));
-                        return Some((ev, (rx, filter, bus, held)));
-                    }
-                    Err(RecvError::Closed) => return None,
                 }
             }
         },
@@ -286,6 +308,13 @@ pub async fn events(
     let stream = stream::iter(first)
         .chain(live)
         .take_until(async move { shutdown.cancelled().await })
-        .map(Ok);
-    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(state.sse_keepalive)))
+        .map(Ok::<_, Infallible>);
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response())
 }

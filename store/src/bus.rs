@@ -6,11 +6,13 @@
 //! and fans out through a bounded broadcast channel: publishing never waits for a subscriber,
 //! and a subscriber that falls behind is told so (it gets `resync`), never silently skipped.
 //!
-//! Events are typed ([`Event`]): the engines that subscribe match on them. JSON is made only
-//! for the stream, once per event, the first time a client needs it
-//! ([`BusEvent::data`]), and every client (and every resume from the window) shares it.
+//! Events are typed ([`Event`]): the engines that subscribe match on them. The stream's text
+//! is made only for the stream, once per event, the first time a client needs it
+//! ([`BusEvent::message`]: the whole SSE message, `event:`, `id:` and `data:` lines), and every
+//! client (and every resume from the window) sends those same bytes.
 
 use std::collections::VecDeque;
+use std::ops::Range;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::sync::broadcast;
@@ -89,8 +91,10 @@ impl Event {
 pub struct BusEvent {
     pub seq: u64,
     pub event: Event,
-    /// `event` as JSON, made on first use.
-    data: OnceLock<Arc<str>>,
+    /// The publishing bus's epoch (for the SSE id).
+    epoch: u64,
+    /// The SSE message, made on first use, and where its `data:` is in it.
+    message: OnceLock<(Arc<str>, Range<usize>)>,
 }
 
 impl BusEvent {
@@ -103,10 +107,31 @@ impl BusEvent {
         self.event.node_id()
     }
 
-    /// The `data:` payload (JSON), serialized the first time any subscriber asks and shared
-    /// by all of them after that.
-    pub fn data(&self) -> &Arc<str> {
-        self.data.get_or_init(|| self.event.to_json().into())
+    /// The whole SSE message — `event: <name>\nid: <epoch>-<seq>\ndata: <JSON>\n\n` — made
+    /// the first time any subscriber asks and shared by all of them after that.
+    pub fn message(&self) -> &Arc<str> {
+        &self.wire().0
+    }
+
+    /// The `data:` payload (one line of JSON), within [`BusEvent::message`].
+    pub fn data(&self) -> &str {
+        let (message, data) = self.wire();
+        &message[data.clone()]
+    }
+
+    fn wire(&self) -> &(Arc<str>, Range<usize>) {
+        self.message.get_or_init(|| {
+            // One line each: event names are the kinds the code declares, and compact JSON
+            // escapes every line break.
+            let data = self.event.to_json();
+            let head = format!(
+                "event: {}\nid: {}\ndata: ",
+                self.name(),
+                id(self.epoch, self.seq)
+            );
+            let range = head.len()..head.len() + data.len();
+            ((head + &data + "\n\n").into(), range)
+        })
     }
 }
 
@@ -153,7 +178,7 @@ impl Bus {
 
     /// The SSE id of `seq`.
     pub fn id_of(&self, seq: u64) -> String {
-        format!("{}-{seq}", self.epoch)
+        id(self.epoch, seq)
     }
 
     /// Publishes an event; never blocks on subscribers, and serializes nothing.
@@ -162,7 +187,8 @@ impl Bus {
         let event = Arc::new(BusEvent {
             seq: w.next_seq,
             event,
-            data: OnceLock::new(),
+            epoch: self.epoch,
+            message: OnceLock::new(),
         });
         w.next_seq += 1;
         if w.recent.len() == self.window_len {
@@ -205,6 +231,10 @@ impl Bus {
         };
         (rx, resume)
     }
+}
+
+fn id(epoch: u64, seq: u64) -> String {
+    format!("{epoch}-{seq}")
 }
 
 fn parse_id(id: &str) -> Option<(u64, u64)> {
@@ -295,20 +325,29 @@ mod tests {
         bus.publish(note(7));
         let (ea, eb) = (a.recv().await.unwrap(), b.recv().await.unwrap());
         assert!(Arc::ptr_eq(&ea, &eb), "one event, shared");
-        assert!(ea.data.get().is_none(), "publishing serializes nothing");
-        let (da, db) = (Arc::clone(ea.data()), Arc::clone(eb.data()));
+        assert!(ea.message.get().is_none(), "publishing serializes nothing");
+        let (ma, mb) = (Arc::clone(ea.message()), Arc::clone(eb.message()));
         assert!(
-            Arc::ptr_eq(&da, &db),
+            Arc::ptr_eq(&ma, &mb),
             "both subscribers send the same bytes"
         );
         let Resume::Replay(missed) = bus.subscribe(Some(&first)).1 else {
             panic!("expected a replay")
         };
-        assert!(Arc::ptr_eq(missed[0].data(), &da), "so does a resuming one");
+        assert!(
+            Arc::ptr_eq(missed[0].message(), &ma),
+            "so does a resuming one"
+        );
         let Event::Envelope(s) = &ea.event else {
             panic!("a note is an envelope")
         };
-        assert_eq!(*da, *serde_json::to_string(&s.envelope).unwrap());
+        let json = serde_json::to_string(&s.envelope).unwrap();
+        assert_eq!(ea.data(), json);
+        assert_eq!(
+            *ma,
+            format!("event: note\nid: {}\ndata: {json}\n\n", bus.id_of(ea.seq)),
+            "a whole SSE message, the bytes the stream always sent"
+        );
         assert_eq!((ea.name(), ea.node_id()), ("note", None));
     }
 }
