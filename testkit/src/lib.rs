@@ -40,6 +40,20 @@ pub const TEST_TOKEN: &str = "vaultmesh-test-enroll-token";
 pub const CC_BIN: (&str, &str) = ("vaultmesh-command-center", "vaultmesh-command-center");
 pub const AGENT_BIN: (&str, &str) = ("vaultmesh-node-agent", "vaultmesh-node-agent");
 
+/// The workspace's crate folders, in dependency order (`fuzz/` is outside the workspace).
+pub const CRATE_DIRS: &[&str] = &[
+    "proto",
+    "process",
+    "agent-core",
+    "checks",
+    "node-agent",
+    "store",
+    "engines",
+    "command-center",
+    "testkit",
+    "bench",
+];
+
 /// Root of the workspace (where the top-level Cargo.toml lives).
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -7,22 +7,7 @@
 
 use std::path::Path;
 
-use vaultmesh_testkit::workspace_root;
-
-/// The folders a path in the docs starts from.
-const CRATES: &[&str] = &[
-    "proto",
-    "process",
-    "agent-core",
-    "checks",
-    "node-agent",
-    "store",
-    "engines",
-    "command-center",
-    "testkit",
-    "bench",
-    "fuzz",
-];
+use vaultmesh_testkit::{CRATE_DIRS, workspace_root};
 
 /// `(path, names)` for every code span that is a path into a crate, with the `::name`s after
 /// it (`a.rs::{b, c}` names two).
@@ -37,8 +22,10 @@ fn references(markdown: &str) -> Vec<(String, Vec<String>)> {
             Some(end) => (&span[..end + 3], &span[end + 3..]),
             None => continue,
         };
+        // A path from a crate's folder (or the fuzz crate's, outside the workspace).
         let first = path.split('/').next().unwrap_or_default();
-        if !CRATES.contains(&first) || path.contains(char::is_whitespace) {
+        let from_a_crate = CRATE_DIRS.contains(&first) || first == "fuzz";
+        if !from_a_crate || path.contains(char::is_whitespace) {
             continue;
         }
         let names = rest

@@ -364,18 +364,7 @@ fn agent_core_never_names_a_built_in_check() {
 fn every_rust_file_starts_with_a_module_doc() {
     let root = workspace_root();
     let mut missing = Vec::new();
-    for dir in [
-        "proto",
-        "process",
-        "agent-core",
-        "checks",
-        "node-agent",
-        "store",
-        "engines",
-        "command-center",
-        "testkit",
-        "bench",
-    ] {
+    for dir in vaultmesh_testkit::CRATE_DIRS {
         for file in rust_files(&root.join(dir)) {
             let text = std::fs::read_to_string(&file).unwrap();
             if !text.trim_start().starts_with("//!") {
