@@ -327,6 +327,55 @@ pub async fn get_node(
     Ok(Json(d))
 }
 
+/// Query of `GET /api/nodes/{id}/history`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryParams {
+    range: Option<String>,
+    metrics: Option<String>,
+}
+
+/// `GET /api/nodes/{id}/history?range=1h|24h|7d|30d|1y&metrics=load1,mem_used_pct,...`
+/// (range `24h` and every metric by default).
+pub async fn node_history(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    params: Result<Query<HistoryParams>, QueryRejection>,
+) -> Result<Json<vaultmesh_proto::history::NodeHistory>, ApiError> {
+    use vaultmesh_proto::history::Range;
+    let node_id = parse_node_id(&id)?;
+    let Query(p) =
+        params.map_err(|e| ApiError::BadRequest(format!("bad query: {}", e.body_text())))?;
+    let range = match p.range.as_deref() {
+        None => Range::Day,
+        Some(r) => Range::from_name(r).ok_or_else(|| {
+            let names: Vec<&str> = Range::ALL.iter().map(|r| r.name()).collect();
+            ApiError::BadRequest(format!(
+                "range={r:?} is not a range{}; ranges are {}",
+                vaultmesh_process::suggest::did_you_mean(r, names.iter().copied()),
+                names.join(", ")
+            ))
+        })?,
+    };
+    let metrics: Vec<String> = p
+        .metrics
+        .as_deref()
+        .map(|m| {
+            m.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect()
+        })
+        .unwrap_or_default();
+    let h = state
+        .store
+        .history(node_id, range, &metrics)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no node {node_id}")))?;
+    Ok(Json(h))
+}
+
 /// `GET /healthz`, always 200 while the server answers: `status` is `alarm` while the ledger's
 /// tamper alarm stands, else `degraded` while the logs refuse writes, else `ok`.
 pub async fn healthz(State(state): State<AppState>) -> Json<Health> {

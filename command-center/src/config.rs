@@ -132,6 +132,8 @@ pub struct ServeConfig {
     pub connections: crate::listener::ConnLimits,
     #[command(flatten)]
     pub heartbeats: vaultmesh_store::jsonl::HeartbeatLog,
+    #[command(flatten)]
+    pub history: vaultmesh_store::history::HistoryOptions,
     /// Interval of SSE keepalive comments on /events.
     #[arg(long, default_value = "15s", value_parser = duration::parse_nonzero)]
     pub sse_keepalive: Duration,
@@ -247,6 +249,7 @@ impl ServeConfig {
             observer: None,
             health: std::sync::Arc::default(),
             seen_max: vaultmesh_store::seen::DEFAULT_MAX,
+            history: self.history,
         }
     }
 

@@ -213,6 +213,17 @@ impl From<vaultmesh_store::StoreError> for ApiError {
     }
 }
 
+impl From<vaultmesh_store::history::HistoryError> for ApiError {
+    fn from(e: vaultmesh_store::history::HistoryError) -> Self {
+        match e {
+            vaultmesh_store::history::HistoryError::Store(e) => e.into(),
+            e @ vaultmesh_store::history::HistoryError::UnknownMetric { .. } => {
+                ApiError::BadRequest(e.to_string())
+            }
+        }
+    }
+}
+
 impl From<vaultmesh_engines::issue::IssueError> for ApiError {
     fn from(e: vaultmesh_engines::issue::IssueError) -> Self {
         use vaultmesh_engines::issue::IssueError;

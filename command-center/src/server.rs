@@ -204,6 +204,7 @@ pub fn routes() -> Vec<Route> {
         Route::new(M::POST, "/api/nodes/{id}/readmit", api::readmit_node),
         Route::new(M::GET, "/api/nodes", api::list_nodes),
         Route::new(M::GET, "/api/nodes/{id}", api::get_node),
+        Route::new(M::GET, "/api/nodes/{id}/history", api::node_history),
         Route::new(M::GET, "/api/events", api::list_events),
         Route::new(M::POST, "/api/events", api::post_event),
         Route::new(M::GET, "/api/commands", commands::list),

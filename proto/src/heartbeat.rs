@@ -86,6 +86,11 @@ impl Metrics {
         percent(self.mem_used_bytes?, self.mem_total_bytes?)
     }
 
+    /// Swap in use as a percentage of total, when both are known and total is non-zero.
+    pub fn swap_used_pct(&self) -> Option<f64> {
+        percent(self.swap_used_bytes?, self.swap_total_bytes?)
+    }
+
     /// The fullest disk by space: `(mount, used %)`.
     pub fn fullest_disk(&self) -> Option<(&str, f64)> {
         self.disks

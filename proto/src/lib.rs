@@ -24,6 +24,7 @@ pub mod checkpoint;
 pub mod command;
 pub mod event;
 pub mod heartbeat;
+pub mod history;
 pub mod live;
 pub mod merkle;
 pub mod scan;

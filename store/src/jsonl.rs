@@ -19,6 +19,7 @@ use super::record::{self, Line};
 use super::replay::{self, BadLine, ReplayReport};
 use super::{StoreError, StoreLimits};
 use crate::bus::Bus;
+use crate::history::{self, files::TierFiles};
 
 /// How the heartbeat log rotates and how long its segments are kept (`serve` flags; scans,
 /// commands and events are kept forever).
@@ -63,6 +64,8 @@ pub struct StoreOptions {
     pub health: Arc<super::health::StorageHealth>,
     /// Most signed requests remembered within the replay window.
     pub seen_max: usize,
+    /// How long the history tiers are kept.
+    pub history: crate::history::HistoryOptions,
 }
 
 impl StoreOptions {
@@ -74,6 +77,7 @@ impl StoreOptions {
             observer: None,
             health: Arc::default(),
             seen_max: super::seen::DEFAULT_MAX,
+            history: Default::default(),
         }
     }
 }
@@ -148,7 +152,15 @@ impl JsonlStore {
         let scans_durable = Arc::new(AtomicU64::new(
             std::fs::metadata(LogName::Scans.active(&opts.dir)).map_or(0, |m| m.len()),
         ));
-        let memory = Arc::new(Memory::new(opts.limits, bus));
+        let tiers = Arc::new(
+            TierFiles::open(opts.dir.join(history::files::DIR), opts.history).map_err(
+                |source| StoreOpenError::Replay {
+                    dir: opts.dir.join(history::files::DIR),
+                    source,
+                },
+            )?,
+        );
+        let memory = Arc::new(Memory::new(opts.limits, bus, tiers.clone()));
         let seen = super::seen::SeenRequests::open(
             &opts.dir,
             opts.seen_max,
@@ -173,6 +185,14 @@ impl JsonlStore {
         ] {
             replay_log(&opts.dir, log, &memory, &mut report).map_err(replay_err)?;
         }
+        let rebuilt = history::rebuild_after_replay(&opts.dir, &memory, &tiers, chrono::Utc::now())
+            .map_err(replay_err)?;
+        tracing::info!(
+            rolled_up = rebuilt.rolled_up,
+            skipped = rebuilt.skipped,
+            ms = rebuilt.elapsed.as_millis() as u64,
+            "Rebuilt the history rollup from the heartbeat log."
+        );
         tracing::info!(
             lines = report.lines,
             nodes = report.nodes,

@@ -34,6 +34,7 @@ pub mod dirlock;
 pub mod events;
 pub mod fleet;
 pub mod health;
+pub mod history;
 pub mod journal;
 pub mod jsonl;
 pub mod ledger;
@@ -294,6 +295,15 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// scheduled scans. Always with the JSONL store; with PostgreSQL, one instance at a time.
     fn leads(&self) -> bool;
 
+    /// One node's history over `range`, the series limited to `metrics` when not empty; `None`
+    /// for an unknown node.
+    async fn history(
+        &self,
+        node_id: Uuid,
+        range: vaultmesh_proto::history::Range,
+        metrics: &[String],
+    ) -> Result<Option<vaultmesh_proto::history::NodeHistory>, history::HistoryError>;
+
     /// Recent commands, newest first.
     fn commands(
         &self,
@@ -318,6 +328,8 @@ pub struct NodeSnapshot {
     pub receipt_chain_ok: Option<bool>,
     /// Set while the node is revoked (re-admitted or not, until it enrolls again).
     pub revoked: Option<vaultmesh_proto::api::NodeRevoked>,
+    /// Each filesystem's fill forecast from its last 7 days.
+    pub forecasts: Vec<vaultmesh_proto::history::DiskForecast>,
 }
 
 /// What [`Store::record_receipt`] did.

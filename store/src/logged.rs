@@ -575,6 +575,18 @@ impl<B: Backend> Store for LoggedStore<B> {
         .await
     }
 
+    async fn history(
+        &self,
+        node_id: Uuid,
+        range: vaultmesh_proto::history::Range,
+        metrics: &[String],
+    ) -> Result<Option<vaultmesh_proto::history::NodeHistory>, crate::history::HistoryError> {
+        self.backend
+            .memory()
+            .node_history(node_id, range, metrics, Utc::now())
+            .await
+    }
+
     fn snapshot(&self, node_id: Uuid) -> Option<NodeSnapshot> {
         self.mem().snapshot(node_id)
     }

@@ -23,6 +23,7 @@ use super::registry::{Binding, Registry};
 use super::scans::ScanState;
 use super::{FleetState, NodeSnapshot, StoreLimits};
 use crate::bus::{Bus, Event, Stored};
+use crate::history::{Rollup, Tiers};
 
 /// Fleet, events, registry, commands and scans, as of the last applied change.
 #[derive(Debug)]
@@ -34,6 +35,10 @@ pub struct Memory {
     scans: Mutex<ScanState>,
     /// Each node's current attention (the attention engine's; not logged here).
     attention: Mutex<HashMap<Uuid, Attention>>,
+    /// Each node's raw samples and open history buckets.
+    history: Mutex<Rollup>,
+    /// Where closed history buckets go.
+    tiers: Arc<dyn Tiers>,
     bus: Arc<Bus>,
 }
 
@@ -42,7 +47,7 @@ fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Memory {
-    pub fn new(limits: StoreLimits, bus: Arc<Bus>) -> Self {
+    pub fn new(limits: StoreLimits, bus: Arc<Bus>, tiers: Arc<dyn Tiers>) -> Self {
         Memory {
             fleet: FleetState::new(limits),
             events: Mutex::default(),
@@ -50,8 +55,75 @@ impl Memory {
             commands: Mutex::default(),
             scans: Mutex::default(),
             attention: Mutex::default(),
+            history: Mutex::default(),
+            tiers,
             bus,
         }
+    }
+
+    /// The rollup of every node's history (raw samples and open buckets).
+    pub fn history(&self) -> MutexGuard<'_, Rollup> {
+        locked(&self.history)
+    }
+
+    /// Where closed history buckets are stored.
+    pub fn tiers(&self) -> &Arc<dyn Tiers> {
+        &self.tiers
+    }
+
+    /// One node's history over `range` (see [`crate::Store::history`]).
+    pub async fn node_history(
+        &self,
+        node_id: Uuid,
+        range: vaultmesh_proto::history::Range,
+        metrics: &[String],
+        now: DateTime<Utc>,
+    ) -> Result<Option<vaultmesh_proto::history::NodeHistory>, crate::history::HistoryError> {
+        use vaultmesh_proto::history::Tier;
+        crate::history::check_metrics(metrics)?;
+        let from = now.timestamp() - range.secs();
+        let recent = {
+            let history = self.history();
+            let Some(node) = history.node(&node_id) else {
+                return Ok(self.fleet.latest(node_id).map(|_| {
+                    crate::history::answer(
+                        node_id,
+                        range,
+                        now,
+                        Vec::new(),
+                        Default::default(),
+                        metrics,
+                    )
+                }));
+            };
+            crate::history::recent(node, range, from)
+        };
+        let tier = range.tier();
+        let stored = if tier == Tier::Raw {
+            Vec::new()
+        } else {
+            let width = i64::from(range.resolution_secs());
+            let first = from - from.rem_euclid(width);
+            self.tiers
+                .read(node_id, tier, first, now.timestamp() + 1)
+                .await?
+        };
+        Ok(Some(crate::history::answer(
+            node_id, range, now, stored, recent, metrics,
+        )))
+    }
+
+    /// Adds one heartbeat's measurements to the node's history, storing the buckets it closes.
+    pub fn roll_up(
+        &self,
+        node_id: Uuid,
+        received_at: DateTime<Utc>,
+        metrics: Option<&vaultmesh_proto::Metrics>,
+        statuses: &[vaultmesh_proto::CheckStatus],
+    ) {
+        let sample = vaultmesh_proto::history::measure(metrics, statuses);
+        let closed = self.history().add(node_id, received_at, &sample);
+        self.tiers.store(closed);
     }
 
     pub fn events(&self) -> MutexGuard<'_, EventState> {
@@ -77,6 +149,8 @@ impl Memory {
         match change {
             Change::Heartbeat { hb, received_at } => {
                 let node_id = hb.node_id;
+                let statuses: Vec<_> = hb.checks.iter().map(|c| c.status).collect();
+                self.roll_up(node_id, received_at, hb.metrics.as_ref(), &statuses);
                 self.fleet.apply_heartbeat(hb, received_at);
                 if publish && let Some(summary) = self.summary(node_id) {
                     self.bus.publish(Event::Heartbeat(Box::new(summary)));
@@ -239,7 +313,13 @@ impl Memory {
             .collect();
         let receipt_chain_ok = self.commands_state().chain_ok(&node_id);
         let revoked = self.revoked(node_id);
+        let forecasts = self
+            .history()
+            .node(&node_id)
+            .map(|r| r.forecasts())
+            .unwrap_or_default();
         Some(NodeSnapshot {
+            forecasts,
             node_id,
             latest,
             last_seen,

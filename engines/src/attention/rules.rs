@@ -476,6 +476,7 @@ mod tests {
             incidents: vec![],
             receipt_chain_ok: None,
             revoked: None,
+            forecasts: vec![],
         }
     }
 

@@ -147,7 +147,11 @@ impl PgStore {
         let started = Instant::now();
         let mut client = connect(url).await?;
         schema::migrate(&mut client).await?;
-        let memory = Arc::new(Memory::new(opts.limits, bus));
+        let memory = Arc::new(Memory::new(
+            opts.limits,
+            bus,
+            Arc::new(crate::history::MemTiers::default()),
+        ));
         let (cursor, mut report) = load(&mut client, &memory).await?;
         let (mirror, durable) = mirror(&client, &opts.dir, cursor, &opts.health).await?;
         report.elapsed = started.elapsed();
