@@ -168,10 +168,45 @@ def event_envelope(doc):
     same("envelope hash member", claimed, digest)
 
 
+def unix(text):
+    from datetime import datetime
+    return int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp())
+
+
+def history(doc):
+    """The 5-minute tier and the 24h range's points from raw samples, as API.md#node-history says."""
+    samples = json.loads(doc.block("history-samples"))
+    answer = json.loads(doc.block("history-answer"))
+    resolutions = [15, 30, 60, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 86400, 172800]
+    range_secs, tier_width = 86400, 300
+    width = next(w for w in resolutions if w >= tier_width and -(-range_secs // w) <= 300)
+    same("history resolution", answer["resolution_secs"], width)
+    slots = {}
+    for received_at, value in samples:
+        t = unix(received_at)
+        slot = t - t % width
+        lo, hi, total, n = slots.get(slot, (value, value, 0.0, 0))
+        slots[slot] = (min(lo, value), max(hi, value), total + value, n + 1)
+    from datetime import datetime, timezone
+    points = [
+        {
+            "t": datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "min": round(lo, 3),
+            "avg": round(total / n, 3),
+            "max": round(hi, 3),
+            "n": n,
+        }
+        for t, (lo, hi, total, n) in sorted(slots.items())
+    ]
+    same("history points", answer["series"][0]["points"], points)
+    same("history from", unix(answer["from"]), unix(answer["to"]) - range_secs)
+
+
 def main():
     docs = sys.argv[1]
     protocol(Doc(f"{docs}/PROTOCOL.md"))
     event_envelope(Doc(f"{docs}/EVENT_ENVELOPE.md"))
+    history(Doc(f"{docs}/API.md"))
 
 
 if __name__ == "__main__":

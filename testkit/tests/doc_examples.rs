@@ -205,6 +205,7 @@ fn python_recomputes_every_printed_signature_and_hash_from_the_documented_rules(
         "receipt 2 chain hash",
         "enroll signature",
         "envelope hash",
+        "history points",
     ] {
         assert!(out.contains(&format!("ok: {what}\n")), "{out}");
     }

@@ -23,12 +23,13 @@ use vaultmesh_store::policy::Settings;
 
 /// Every rule name [`observed`], [`state`] and [`command_center`] produce, but those of the open
 /// families.
-pub const RULES: [&str; 18] = [
+pub const RULES: [&str; 19] = [
     "revoked",
     "stale",
     "services",
     "tunnel",
     "threshold.disk",
+    "disk.forecast",
     "threshold.memory",
     "threshold.load",
     "scan.findings",
@@ -332,6 +333,10 @@ pub fn state(snap: &NodeSnapshot, settings: &Settings, now: DateTime<Utc>) -> Ve
         out.push(reason("drift", a.drift, message));
     }
 
+    if let Some(r) = disk_forecast(&snap.forecasts, a) {
+        out.push(r);
+    }
+
     if snap.receipt_chain_ok == Some(false) {
         out.push(reason(
             "receipt_chain",
@@ -355,6 +360,48 @@ pub fn state(snap: &NodeSnapshot, settings: &Settings, now: DateTime<Utc>) -> Ve
         out.push(r);
     }
     out
+}
+
+/// Hours of trend a forecast needs before it may raise `disk.forecast`: a day, so one busy
+/// afternoon does not page anyone.
+pub const FORECAST_HOURS: u32 = 24;
+
+/// `disk.forecast`: the filesystem that fills soonest at its 7-day trend, when that is within the
+/// profile's days.
+fn disk_forecast(
+    forecasts: &[vaultmesh_proto::history::DiskForecast],
+    a: &vaultmesh_store::policy::settings::Thresholds,
+) -> Option<Reason> {
+    if a.disk_forecast_attn_days <= 0.0 {
+        return None;
+    }
+    let (f, days) = forecasts
+        .iter()
+        .filter(|f| f.hours >= FORECAST_HOURS)
+        .filter_map(|f| Some((f, f.days_until_full?)))
+        .min_by(|a, b| a.1.total_cmp(&b.1))?;
+    let level = if days <= a.disk_forecast_crit_days {
+        AttentionLevel::Crit
+    } else if days <= a.disk_forecast_attn_days {
+        AttentionLevel::Attn
+    } else {
+        return None;
+    };
+    Some(reason(
+        "disk.forecast",
+        level,
+        format!(
+            "disk {} is {:.1}% full and grows {:.2}% a day (7-day trend): full in about {}",
+            f.mount,
+            f.used_pct,
+            f.pct_per_day,
+            if days < 1.0 {
+                format!("{:.0} hours", (days * 24.0).max(1.0))
+            } else {
+                format!("{days:.0} days")
+            }
+        ),
+    ))
 }
 
 /// A node refused for sending more than its hourly byte budget of a kind (within the last
@@ -509,6 +556,55 @@ mod tests {
             assert_eq!(check_rule_name(rule), Ok(()), "a rule a route cannot name");
         }
         all
+    }
+
+    fn forecast(
+        mount: &str,
+        days: Option<f64>,
+        hours: u32,
+    ) -> vaultmesh_proto::history::DiskForecast {
+        vaultmesh_proto::history::DiskForecast {
+            mount: mount.into(),
+            used_pct: 80.0,
+            pct_per_day: 1.5,
+            days_until_full: days,
+            hours,
+        }
+    }
+
+    #[test]
+    fn a_disk_that_fills_within_the_profiles_days_raises_disk_forecast() {
+        let settings = Settings::default(); // 14 days ATTN, 3 days CRIT
+        let mut s = snap();
+        let level = |s: &NodeSnapshot, settings: &Settings| {
+            rules(s, settings, 0)
+                .into_iter()
+                .find(|(r, _)| r == "disk.forecast")
+                .map(|(_, l)| l)
+        };
+        s.forecasts = vec![forecast("/", None, 168), forecast("/srv", Some(40.0), 168)];
+        assert_eq!(level(&s, &settings), None, "not growing, or not soon");
+        s.forecasts.push(forecast("/var", Some(10.0), 168));
+        assert_eq!(level(&s, &settings), Some(AttentionLevel::Attn));
+        s.forecasts.push(forecast("/tmp", Some(0.5), 168));
+        assert_eq!(level(&s, &settings), Some(AttentionLevel::Crit));
+        let r = state(&s, &settings, t(0))
+            .into_iter()
+            .find(|r| r.rule == "disk.forecast")
+            .unwrap();
+        assert!(
+            r.message.contains("/tmp") && r.message.contains("12 hours"),
+            "{r:?}"
+        );
+        // Less than a day of trend never raises it.
+        s.forecasts = vec![forecast("/tmp", Some(0.5), 12)];
+        assert_eq!(level(&s, &settings), None);
+        // 0 turns it off.
+        let mut off = Settings::default();
+        off.attention.disk_forecast_attn_days = 0.0;
+        off.attention.disk_forecast_crit_days = 0.0;
+        s.forecasts = vec![forecast("/tmp", Some(0.5), 168)];
+        assert_eq!(level(&s, &off), None);
     }
 
     #[test]

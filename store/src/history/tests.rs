@@ -368,3 +368,48 @@ async fn the_first_start_over_a_log_without_tiers_rolls_its_history_up_once() {
     assert_eq!(lines(&node_dir), stored);
     assert_eq!(h2.series, h.series);
 }
+
+/// A fenced block `<lang> example=<name>` of a document.
+fn doc_block(doc: &str, name: &str) -> String {
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../docs")
+            .join(doc),
+    )
+    .unwrap();
+    let start = text
+        .find(&format!(" example={name}\n"))
+        .unwrap_or_else(|| panic!("{doc} has no block example={name}"));
+    let body = &text[start..];
+    let body = &body[body.find('\n').unwrap() + 1..];
+    body[..body.find("\n```").unwrap()].to_string()
+}
+
+#[test]
+fn the_api_example_is_what_the_rollup_answers() {
+    let samples: Vec<(DateTime<Utc>, f64)> =
+        serde_json::from_str(&doc_block("API.md", "history-samples")).unwrap();
+    let printed: serde_json::Value =
+        serde_json::from_str(&doc_block("API.md", "history-answer")).unwrap();
+    let node: Uuid = printed["node_id"].as_str().unwrap().parse().unwrap();
+    let mut r = Rollup::default();
+    let mut stored = Vec::new();
+    for (at, load) in samples {
+        for c in r.add(node, at, &[("load1".to_string(), load)]) {
+            if c.tier == Tier::FiveMinutes {
+                stored.push(c.bucket);
+            }
+        }
+    }
+    let now: DateTime<Utc> = printed["to"].as_str().unwrap().parse().unwrap();
+    let from = now.timestamp() - Range::Day.secs();
+    let h = answer(
+        node,
+        Range::Day,
+        now,
+        stored,
+        recent(r.node(&node).unwrap(), Range::Day, from),
+        &["load1".into()],
+    );
+    assert_eq!(serde_json::to_value(&h).unwrap(), printed);
+}

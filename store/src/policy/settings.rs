@@ -43,6 +43,10 @@ pub struct Thresholds {
     /// Fullest disk, % used.
     pub disk_attn_pct: f64,
     pub disk_crit_pct: f64,
+    /// A filesystem that will be full within this many days at its 7-day trend → ATTN, and
+    /// within `disk_forecast_crit_days` → CRIT; `0` turns the rule off.
+    pub disk_forecast_attn_days: f64,
+    pub disk_forecast_crit_days: f64,
     /// Memory, % used.
     pub memory_attn_pct: f64,
     pub memory_crit_pct: f64,
@@ -71,6 +75,8 @@ impl Default for Thresholds {
             critical_after: Duration::from_secs(300),
             disk_attn_pct: 85.0,
             disk_crit_pct: 95.0,
+            disk_forecast_attn_days: 14.0,
+            disk_forecast_crit_days: 3.0,
             memory_attn_pct: 90.0,
             memory_crit_pct: 97.0,
             load_attn_per_cpu: 2.0,
@@ -161,6 +167,17 @@ impl Settings {
                 ));
             }
         }
+        let (fa, fc) = (a.disk_forecast_attn_days, a.disk_forecast_crit_days);
+        if !(0.0..=3650.0).contains(&fa) {
+            return Err(format!(
+                "attention.disk_forecast_attn_days: {fa} is outside 0..3650 (0 turns the rule off)"
+            ));
+        }
+        if !(0.0..=fa).contains(&fc) {
+            return Err(format!(
+                "attention.disk_forecast_crit_days: {fc} must be between 0 and disk_forecast_attn_days ({fa})"
+            ));
+        }
         if a.findings_crit < a.findings_attn {
             return Err(format!(
                 "attention.findings_crit: {} is below findings_attn ({})",
@@ -238,6 +255,14 @@ mod tests {
                 "attention.findings_crit",
             ),
             ("[attention]\nclear_after = 0", "attention.clear_after"),
+            (
+                "[attention]\ndisk_forecast_attn_days = 2.0",
+                "attention.disk_forecast_crit_days",
+            ),
+            (
+                "[attention]\ndisk_forecast_attn_days = -1.0",
+                "attention.disk_forecast_attn_days",
+            ),
             ("[scan]\ninterval = \"10s\"", "scan.interval"),
             (
                 "[network]\nallowed_listeners = [\"ssh\"]",
