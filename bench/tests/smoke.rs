@@ -127,6 +127,20 @@ fn store_bench_smoke() {
 }
 
 #[test]
+fn history_bench_smoke() {
+    let work = tempfile::tempdir().unwrap();
+    let out = bench(
+        env!("CARGO_BIN_EXE_history-bench"),
+        &["25", "2", work.path().join("w").to_str().unwrap()],
+    );
+    for range in ["1h", "24h", "7d", "30d", "1y"] {
+        assert!(out.contains(&format!("history range={range:<3}")), "{out}");
+    }
+    assert!(out.contains("tiers per node-day"), "{out}");
+    assert!(out.contains("start-up to listening"), "{out}");
+}
+
+#[test]
 fn attention_bench_smoke() {
     let out = bench(env!("CARGO_BIN_EXE_attention-bench"), &["30"]);
     assert!(!out.is_empty());

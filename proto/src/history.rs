@@ -6,6 +6,8 @@
 //! [`MAX_POINTS`] points per series, merging buckets into a wider [`NodeHistory::resolution_secs`]
 //! when the range holds more.
 
+use std::borrow::Cow;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -168,19 +170,19 @@ pub fn unit_of(metric: &str) -> Option<Unit> {
 
 /// Every metric a heartbeat measures, by name, in [`METRICS`] order then disks in the order
 /// reported. What the history keeps of one heartbeat.
-pub fn measure(metrics: Option<&Metrics>, statuses: &[CheckStatus]) -> Vec<(String, f64)> {
+pub fn measure(metrics: Option<&Metrics>, statuses: &[CheckStatus]) -> Vec<Sample> {
     let mut out = Vec::with_capacity(12);
     if let Some(m) = metrics {
         if let Some(load) = m.load {
             for (name, v) in ["load1", "load5", "load15"].into_iter().zip(load) {
-                out.push((name.to_string(), v));
+                out.push((Cow::Borrowed(name), v));
             }
         }
         if let Some(pct) = m.mem_used_pct() {
-            out.push(("mem_used_pct".to_string(), pct));
+            out.push((Cow::Borrowed("mem_used_pct"), pct));
         }
         if let Some(pct) = m.swap_used_pct() {
-            out.push(("swap_used_pct".to_string(), pct));
+            out.push((Cow::Borrowed("swap_used_pct"), pct));
         }
     }
     if !statuses.is_empty() {
@@ -197,18 +199,21 @@ pub fn measure(metrics: Option<&Metrics>, statuses: &[CheckStatus]) -> Vec<(Stri
             .into_iter()
             .zip(counts)
         {
-            out.push((name.to_string(), f64::from(n)));
+            out.push((Cow::Borrowed(name), f64::from(n)));
         }
     }
     if let Some(m) = metrics {
         for d in &m.disks {
             if let Some(pct) = d.used_pct() {
-                out.push((format!("{DISK_PREFIX}{}", d.mount), pct));
+                out.push((Cow::Owned(format!("{DISK_PREFIX}{}", d.mount)), pct));
             }
         }
     }
     out
 }
+
+/// One measurement: a metric's name (borrowed for the fixed ones) and its value.
+pub type Sample = (Cow<'static, str>, f64);
 
 /// One point: the bucket starting at `t`, `resolution_secs` wide (a raw point is one sample,
 /// `min == avg == max`).
@@ -294,7 +299,7 @@ mod tests {
             Some(&m),
             &[CheckStatus::Ok, CheckStatus::Crit, CheckStatus::Ok],
         );
-        let names: Vec<_> = got.iter().map(|(n, _)| n.as_str()).collect();
+        let names: Vec<_> = got.iter().map(|(n, _)| n.as_ref()).collect();
         assert_eq!(
             names,
             [

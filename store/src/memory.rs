@@ -82,21 +82,11 @@ impl Memory {
         use vaultmesh_proto::history::Tier;
         crate::history::check_metrics(metrics)?;
         let from = now.timestamp() - range.secs();
-        let recent = {
-            let history = self.history();
-            let Some(node) = history.node(&node_id) else {
-                return Ok(self.fleet.latest(node_id).map(|_| {
-                    crate::history::answer(
-                        node_id,
-                        range,
-                        now,
-                        Vec::new(),
-                        Default::default(),
-                        metrics,
-                    )
-                }));
-            };
-            crate::history::recent(node, range, from)
+        let recent = match self.history().node(&node_id) {
+            Some(node) => crate::history::recent(node, range, from),
+            // Known only from what is stored (none of its heartbeats since the start).
+            None if self.fleet.latest(node_id).is_some() => Default::default(),
+            None => return Ok(None),
         };
         let tier = range.tier();
         let stored = if tier == Tier::Raw {

@@ -167,7 +167,13 @@ fn fuzz_targets_and_store_benchmarks_do_not_link_the_server() {
     assert!(bad.is_empty(), "the fuzz targets link {bad:?}");
     let root = workspace_root();
     let mut files = rust_files(&root.join("fuzz/fuzz_targets"));
-    for bench in ["store-bench", "attention-bench", "ledger-bench", "pg-bench"] {
+    for bench in [
+        "store-bench",
+        "attention-bench",
+        "ledger-bench",
+        "pg-bench",
+        "history-bench",
+    ] {
         files.push(root.join(format!("bench/src/bin/{bench}.rs")));
     }
     for lib in std::fs::read_dir(root.join("bench/src")).unwrap().flatten() {

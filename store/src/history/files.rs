@@ -139,6 +139,12 @@ fn read_buckets(paths: &[PathBuf], from: i64, to: i64) -> std::io::Result<Vec<Bu
             if line.is_empty() {
                 continue;
             }
+            // Lines this module wrote start with their time: skip those out of range unparsed.
+            if let Some(t) = start_of(line)
+                && (t < from || t >= to)
+            {
+                continue;
+            }
             if let Ok(l) = serde_json::from_slice::<Line>(line)
                 && l.t >= from
                 && l.t < to
@@ -152,13 +158,30 @@ fn read_buckets(paths: &[PathBuf], from: i64, to: i64) -> std::io::Result<Vec<Bu
 
 /// The start of the newest bucket of `tier` in a node's directory.
 fn newest(node_dir: &Path, tier: Tier) -> std::io::Result<Option<i64>> {
+    use std::io::{Read, Seek, SeekFrom};
     let Some(last) = files(node_dir, tier, i64::MIN, i64::MAX)?.pop() else {
         return Ok(None);
     };
-    Ok(read_buckets(&[last], i64::MIN, i64::MAX)?
+    // The newest complete line is in the file's tail (a line is well under 16 KiB).
+    let mut f = std::fs::File::open(&last)?;
+    let len = f.metadata()?.len();
+    f.seek(SeekFrom::Start(len.saturating_sub(16 << 10)))?;
+    let mut tail = Vec::new();
+    f.read_to_end(&mut tail)?;
+    Ok(tail
+        .split(|b| *b == b'\n')
+        .rev()
+        .find_map(|line| serde_json::from_slice::<Line>(line).ok())
+        .map(|l| l.t))
+}
+
+/// `t` of a line that begins `{"t":<digits>,`.
+fn start_of(line: &[u8]) -> Option<i64> {
+    let rest = line.strip_prefix(b"{\"t\":")?;
+    let end = rest
         .iter()
-        .map(|b| b.start)
-        .max())
+        .position(|b| !b.is_ascii_digit() && *b != b'-')?;
+    std::str::from_utf8(&rest[..end]).ok()?.parse().ok()
 }
 
 enum Msg {
@@ -417,5 +440,7 @@ mod tests {
         assert!(start <= t && t < end);
         assert_eq!(period("heartbeats.jsonl"), None);
         assert_eq!(period("1h-2025-13.jsonl"), None);
+        assert_eq!(start_of(br#"{"t":1765000000,"m":{}}"#), Some(1_765_000_000));
+        assert_eq!(start_of(br#"{"m":{},"t":1}"#), None);
     }
 }

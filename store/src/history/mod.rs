@@ -23,7 +23,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 use vaultmesh_proto::history::{
-    DISK_PREFIX, DiskForecast, METRICS, NodeHistory, Point, Range, Series, Tier, unit_of,
+    DISK_PREFIX, DiskForecast, METRICS, NodeHistory, Point, Range, Sample, Series, Tier, unit_of,
 };
 
 use super::StoreError;
@@ -113,11 +113,14 @@ pub struct Bucket {
 }
 
 impl Bucket {
-    fn add(&mut self, sample: &[(String, f64)]) {
+    fn add(&mut self, sample: &[Sample]) {
         for (name, v) in sample {
+            if !v.is_finite() {
+                continue;
+            }
             match self.metrics.iter_mut().find(|(n, _)| n == name) {
                 Some((_, agg)) => agg.add(Agg::of(*v)),
-                None => self.metrics.push((name.clone(), Agg::of(*v))),
+                None => self.metrics.push((name.to_string(), Agg::of(*v))),
             }
         }
     }
@@ -145,13 +148,13 @@ pub struct NodeRollup {
 }
 
 impl NodeRollup {
-    fn add(&mut self, node: Uuid, ts: i64, sample: &[(String, f64)], closed: &mut Vec<Closed>) {
+    fn add(&mut self, node: Uuid, ts: i64, sample: &[Sample], closed: &mut Vec<Closed>) {
         let mut values = vec![f32::NAN; self.names.len()];
-        for (name, v) in sample {
+        for (name, v) in sample.iter().filter(|(_, v)| v.is_finite()) {
             let i = match self.names.iter().position(|n| n == name) {
                 Some(i) => i,
                 None => {
-                    self.names.push(name.clone());
+                    self.names.push(name.to_string());
                     values.push(f32::NAN);
                     self.names.len() - 1
                 }
@@ -294,7 +297,7 @@ pub struct Rollup {
 
 impl Rollup {
     /// Adds one heartbeat's measurements, received at `ts`; returns the buckets it closed.
-    pub fn add(&mut self, node: Uuid, ts: DateTime<Utc>, sample: &[(String, f64)]) -> Vec<Closed> {
+    pub fn add(&mut self, node: Uuid, ts: DateTime<Utc>, sample: &[Sample]) -> Vec<Closed> {
         let mut closed = Vec::new();
         self.nodes
             .entry(node)

@@ -11,10 +11,10 @@ fn at(secs: i64) -> DateTime<Utc> {
     Utc.timestamp_opt(secs, 0).unwrap()
 }
 
-fn sample(load: f64, disk: f64) -> Vec<(String, f64)> {
+fn sample(load: f64, disk: f64) -> Vec<Sample> {
     vec![
-        ("load1".to_string(), load),
-        (format!("{DISK_PREFIX}/"), disk),
+        ("load1".into(), load),
+        (format!("{DISK_PREFIX}/").into(), disk),
     ]
 }
 
@@ -395,7 +395,7 @@ fn the_api_example_is_what_the_rollup_answers() {
     let mut r = Rollup::default();
     let mut stored = Vec::new();
     for (at, load) in samples {
-        for c in r.add(node, at, &[("load1".to_string(), load)]) {
+        for c in r.add(node, at, &[("load1".into(), load)]) {
             if c.tier == Tier::FiveMinutes {
                 stored.push(c.bucket);
             }
