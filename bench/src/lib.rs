@@ -1,5 +1,6 @@
 //! Shared pieces of the benchmark binaries: realistic records, timing and process memory.
 
+pub mod backfill;
 pub mod fleet;
 pub mod sim;
 

@@ -56,10 +56,48 @@ struct Cli {
     /// Print the figures as JSON.
     #[arg(long)]
     json: bool,
+    /// Instead of sending, write this many days of the fleet's past heartbeats into --log-dir,
+    /// as a Command Center would have logged them (daily segments), for a Command Center
+    /// started over that directory to roll up into its history.
+    #[arg(long, value_name = "DAYS", requires = "log_dir")]
+    backfill_days: Option<u32>,
+    /// The log directory --backfill-days writes (created if missing).
+    #[arg(long, value_name = "DIR", requires = "backfill_days")]
+    log_dir: Option<std::path::PathBuf>,
+    /// Heartbeat interval of the backfilled history.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "30s", requires = "backfill_days")]
+    interval: Duration,
 }
 
 fn main() {
     let cli = Cli::parse();
+    if let (Some(days), Some(dir)) = (cli.backfill_days, &cli.log_dir) {
+        if cli.nodes == 0 || days == 0 || cli.interval.is_zero() {
+            eprintln!("error: --nodes, --backfill-days and --interval must be positive");
+            std::process::exit(2);
+        }
+        match vaultmesh_bench::backfill::backfill(
+            dir,
+            cli.nodes,
+            days,
+            cli.interval,
+            chrono::Utc::now(),
+        ) {
+            Ok(b) => println!(
+                "wrote {} heartbeats ({:.0} MiB) from {} nodes over {days} days into {} ({} rotated segments)",
+                b.lines,
+                b.bytes as f64 / 1048576.0,
+                cli.nodes,
+                dir.display(),
+                b.segments
+            ),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                std::process::exit(1);
+            }
+        }
+        return;
+    }
     let requests = match (cli.requests, cli.duration, cli.rate) {
         (Some(n), _, _) => n,
         (None, Some(d), Some(rate)) => (d.as_secs_f64() * rate).round() as usize,
