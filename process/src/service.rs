@@ -44,6 +44,16 @@ pub fn notify_ready(status: &str) {
     notify(&[NotifyState::Ready, NotifyState::Status(status)]);
 }
 
+/// Tells systemd a long start is still making progress (`EXTEND_TIMEOUT_USEC`): the start
+/// timeout is extended by `extend` from now, and `status` is shown in `systemctl status`.
+pub fn notify_progress(status: &str, extend: Duration) {
+    let usec = u32::try_from(extend.as_micros()).unwrap_or(u32::MAX);
+    notify(&[
+        NotifyState::ExtendTimeoutUsec(usec),
+        NotifyState::Status(status),
+    ]);
+}
+
 /// Tells systemd the service is shutting down.
 pub fn notify_stopping() {
     notify(&[NotifyState::Stopping, NotifyState::Status("stopping")]);

@@ -197,12 +197,12 @@ pub struct TierFiles {
 }
 
 impl TierFiles {
-    /// Starts the writer over `dir` (created if missing), expiring files past `options`'
-    /// retention now and every hour.
+    /// Starts the writer over `dir` (created if missing); it expires files past `options`'
+    /// retention when it starts and every hour.
     pub fn open(dir: PathBuf, options: HistoryOptions) -> std::io::Result<TierFiles> {
         std::fs::create_dir_all(&dir)?;
         let (tx, rx) = mpsc::channel();
-        let mut writer = Writer {
+        let writer = Writer {
             dir: dir.clone(),
             options,
             last: HashMap::new(),
@@ -210,7 +210,6 @@ impl TierFiles {
             new_dirs: HashSet::new(),
             failed: None,
         };
-        writer.expire(Utc::now());
         std::thread::Builder::new()
             .name("history-writer".into())
             .spawn(move || writer.run(rx))?;
@@ -301,6 +300,8 @@ struct Writer {
 
 impl Writer {
     fn run(mut self, rx: mpsc::Receiver<Msg>) {
+        // First thing, then hourly: off the start-up path.
+        self.expire(Utc::now());
         let mut swept = Instant::now();
         loop {
             match rx.recv_timeout(Duration::from_secs(60)) {

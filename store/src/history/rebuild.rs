@@ -16,6 +16,9 @@ use crate::memory::Memory;
 use crate::record::{self, kind};
 use crate::replay::for_each_line;
 
+/// How often a long rebuild says it is still going.
+const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+
 /// What a rebuild read.
 #[derive(Debug, Clone, Default)]
 pub struct RebuildReport {
@@ -54,6 +57,7 @@ pub fn roll_up_log(
     let started = Instant::now();
     let mut report = RebuildReport::default();
     let mut statuses = Vec::new();
+    let mut told = Instant::now();
     for path in logdir::files(dir, LogName::Heartbeats)? {
         for_each_line(&path, |_, _, line| {
             let Some(head) = record::head(line) else {
@@ -76,6 +80,13 @@ pub fn roll_up_log(
             statuses.extend(s.record.checks.iter().map(|c| c.status));
             memory.roll_up(node, ts, s.record.metrics.as_ref(), &statuses);
             report.rolled_up += 1;
+            // A first start over a long log takes a while: systemd must not give up on it.
+            if report.rolled_up.is_multiple_of(4096) && told.elapsed() >= PROGRESS_EVERY {
+                told = Instant::now();
+                let status = format!("rolling up history: {} heartbeats", report.rolled_up);
+                tracing::info!("{status}");
+                vaultmesh_process::service::notify_progress(&status, PROGRESS_EVERY * 6);
+            }
         })?;
     }
     report.elapsed = started.elapsed();
