@@ -342,21 +342,9 @@ pub async fn node_history(
     Path(id): Path<String>,
     params: Result<Query<HistoryParams>, QueryRejection>,
 ) -> Result<Json<vaultmesh_proto::history::NodeHistory>, ApiError> {
-    use vaultmesh_proto::history::Range;
     let node_id = parse_node_id(&id)?;
-    let Query(p) =
-        params.map_err(|e| ApiError::BadRequest(format!("bad query: {}", e.body_text())))?;
-    let range = match p.range.as_deref() {
-        None => Range::Day,
-        Some(r) => Range::from_name(r).ok_or_else(|| {
-            let names: Vec<&str> = Range::ALL.iter().map(|r| r.name()).collect();
-            ApiError::BadRequest(format!(
-                "range={r:?} is not a range{}; ranges are {}",
-                vaultmesh_process::suggest::did_you_mean(r, names.iter().copied()),
-                names.join(", ")
-            ))
-        })?,
-    };
+    let Query(p) = params?;
+    let range = crate::ui::forms::range_or_default(p.range.as_deref())?;
     let metrics: Vec<String> = p
         .metrics
         .as_deref()
@@ -523,8 +511,7 @@ pub async fn list_events(
     State(state): State<AppState>,
     params: Result<Query<EventsParams>, QueryRejection>,
 ) -> Result<Json<Vec<EventEnvelope>>, ApiError> {
-    let Query(p) =
-        params.map_err(|e| ApiError::BadRequest(format!("bad query: {}", e.body_text())))?;
+    let Query(p) = params?;
     let since = p
         .since
         .as_deref()

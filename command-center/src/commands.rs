@@ -128,8 +128,7 @@ pub async fn list(
     State(state): State<AppState>,
     params: Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Json<Vec<CommandView>>, ApiError> {
-    let Query(p) =
-        params.map_err(|e| ApiError::BadRequest(format!("bad query: {}", e.body_text())))?;
+    let Query(p) = params?;
     let node = p.node_id.as_deref().map(parse_node_id).transpose()?;
     let status = p
         .status
@@ -166,8 +165,7 @@ pub async fn poll(
     params: Result<Query<PollParams>, QueryRejection>,
     signed: Signed,
 ) -> Result<Json<Vec<SignedCommand>>, ApiError> {
-    let Query(p) =
-        params.map_err(|e| ApiError::BadRequest(format!("bad query: {}", e.body_text())))?;
+    let Query(p) = params?;
     let wait = match p.wait.as_deref() {
         None => Duration::from_secs(25),
         Some(w) => vaultmesh_process::duration::parse(w)

@@ -5,7 +5,7 @@
 //! budgets, issuing) become HTTP answers. What the metrics middleware reads from an answer is
 //! left in it as a [`Rejected`] extension.
 
-use axum::extract::rejection::{BytesRejection, FormRejection};
+use axum::extract::rejection::{BytesRejection, FormRejection, QueryRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use vaultmesh_engines::auth::{AuthError, Refusal, RememberError};
@@ -185,6 +185,12 @@ impl From<BytesRejection> for ApiError {
         } else {
             ApiError::BadRequest(format!("cannot read request body: {}", r.body_text()))
         }
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(r: QueryRejection) -> Self {
+        ApiError::BadRequest(format!("bad query: {}", r.body_text()))
     }
 }
 

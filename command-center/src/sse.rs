@@ -247,8 +247,7 @@ pub async fn events(
     headers: HeaderMap,
     params: Result<Query<SseParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Query(p) =
-        params.map_err(|e| ApiError::BadRequest(format!("bad query: {}", e.body_text())))?;
+    let Query(p) = params?;
     let kinds = parse_kinds("kinds", p.kinds.as_deref(), &NAMES)?;
     let filter = SseFilter {
         kinds,

@@ -4,13 +4,17 @@
 // row in place; anything else swaps in the server-rendered fragment of the panel it touches
 // (each panel carries its URL in data-fragment), so no HTML is built here and every string
 // stays escaped by the server. `resync` and reconnects refetch every panel. `?debug=1` logs
-// each event to the console.
+// each event to the console. The node panel's history range (`?range=`) is kept across node
+// selections and put in the URL; the range links are plain links this script takes over.
 "use strict";
 
 (function () {
   const body = document.body;
   const debug = body.dataset.debug === "1";
   let selected = body.dataset.selected || null;
+  // The history range the URL names; null: the server's default.
+  let range = new URL(location.href).searchParams.get("range");
+  const rangeQuery = () => (range ? "?range=" + encodeURIComponent(range) : "");
 
   // ---- time ---------------------------------------------------------------------------------
   function age(ms) {
@@ -68,7 +72,14 @@
       const fresh = tpl.content.firstElementChild;
       if (!fresh) return;
       if (key === "node" && fresh.dataset.nodeId !== selected) return; // selection moved on
+      // Keyboard focus on a range link stays on the range links.
+      const focused = document.activeElement;
+      const refocus = key === "node" && focused && old.contains(focused) && focused.dataset.range;
       old.replaceWith(fresh);
+      if (refocus) {
+        const link = fresh.querySelector("a[data-range][aria-current]");
+        if (link) link.focus();
+      }
       if (debug && performance.now() - t0 > 20) console.warn("slow swap", key, (performance.now() - t0).toFixed(1) + " ms");
       if (key === "node-list") { rowIndex = null; applyFilter(); }
       if (find) { rowIndex = null; applyFilter(fresh); moved.add(fresh); needSort = true; frame(); }
@@ -94,12 +105,12 @@
     swap("node-list", () => "/console/nodes" + sel(), 300);
   }
   function refreshNode() {
-    swap("node", () => (selected ? "/console/nodes/" + encodeURIComponent(selected) : null), 250);
+    swap("node", () => (selected ? "/console/nodes/" + encodeURIComponent(selected) + rangeQuery() : null), 250);
   }
   function refreshNodeNow() {
     const p = pending.get("node");
     if (p) { clearTimeout(p.timer); pending.delete("node"); }
-    load("node", () => "/console/nodes/" + encodeURIComponent(selected));
+    load("node", () => "/console/nodes/" + encodeURIComponent(selected) + rangeQuery());
   }
   function refreshAll() {
     refreshList();
@@ -225,8 +236,10 @@
   }
   if (filter) filter.addEventListener("input", () => applyFilter());
 
-  // ---- selection (the URL names the node, so a link can be shared) --------------------------
-  function select(id, push) {
+  // ---- selection (the URL names the node and the range, so a link can be shared) ------------
+  // `r`: the range to show (null: the default), or undefined to keep the current one.
+  function select(id, push, r) {
+    if (r !== undefined) range = r;
     selected = id;
     body.dataset.selected = id;
     for (const r of document.querySelectorAll("#node-list li[data-node-id]")) {
@@ -235,20 +248,27 @@
       const a = r.querySelector("a");
       if (a) { if (on) a.setAttribute("aria-current", "true"); else a.removeAttribute("aria-current"); }
     }
-    if (push) history.pushState({ node: id }, "", "/console?node=" + encodeURIComponent(id) + (debug ? "&debug=1" : ""));
+    if (push) {
+      const url = "/console?node=" + encodeURIComponent(id) +
+        (range ? "&range=" + encodeURIComponent(range) : "") + (debug ? "&debug=1" : "");
+      history.pushState({ node: id }, "", url);
+    }
     refreshNodeNow();
   }
   document.addEventListener("click", (e) => {
     const a = e.target.closest && e.target.closest('a[href^="/console?node="]');
     if (!a || e.ctrlKey || e.metaKey || e.shiftKey || e.button !== 0) return;
-    const id = new URL(a.href).searchParams.get("node");
+    const params = new URL(a.href).searchParams;
+    const id = params.get("node");
     if (!id) return;
     e.preventDefault();
-    select(id, true);
+    // A range link names its range; a node's row keeps the current one.
+    select(id, true, params.has("range") ? params.get("range") : undefined);
   });
   window.addEventListener("popstate", () => {
-    const id = new URL(location.href).searchParams.get("node");
-    if (id) select(id, false);
+    const params = new URL(location.href).searchParams;
+    const id = params.get("node");
+    if (id) select(id, false, params.get("range"));
     else location.reload(); // back to /console: the server picks the worst node
   });
 
@@ -343,5 +363,5 @@
   }
   connect();
   // For tests and for admins in the devtools: what the console has seen.
-  window.vaultmesh = { refreshAll, select };
+  window.vaultmesh = { refreshAll, select, range: () => range };
 })();

@@ -1,11 +1,13 @@
 //! What the console's requests carry, typed and checked here: the queries of the page and its
-//! fragments, a node id in a path, and the body of `POST /console/events`. Checks return
-//! [`FormError`]; only [`super::handlers`] turns one into an HTTP status.
+//! fragments, a node id in a path, a history range, and the body of `POST /console/events`.
+//! Checks return [`FormError`]; only [`super::handlers`] (and the API's history handler, for
+//! the range) turns one into an HTTP status.
 
 use serde::Deserialize;
 use uuid::Uuid;
 use vaultmesh_proto::NewEvent;
 use vaultmesh_proto::event::EventError;
+use vaultmesh_proto::history::Range;
 
 /// Why a console request's input was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -19,6 +21,32 @@ pub enum FormError {
     /// The event the form makes is malformed (an empty note, a bad severity, ...).
     #[error(transparent)]
     Event(#[from] EventError),
+    /// A history range that is none of [`Range::ALL`] (quoted, first 32 characters).
+    #[error("range={shown:?} is not a range{hint}; ranges are {known}")]
+    UnknownRange {
+        shown: String,
+        hint: String,
+        known: String,
+    },
+}
+
+/// A history range by its name (`1h`, `24h`, `7d`, `30d`, `1y`); a typo is refused with the
+/// near name.
+pub fn range(text: &str) -> Result<Range, FormError> {
+    Range::from_name(text).ok_or_else(|| {
+        let names = Range::ALL.map(Range::name);
+        FormError::UnknownRange {
+            shown: text.chars().take(32).collect(),
+            hint: vaultmesh_process::suggest::did_you_mean(text, names),
+            known: names.join(", "),
+        }
+    })
+}
+
+/// The range a query names, or the default: the last 24 hours (the console's and the history
+/// API's).
+pub fn range_or_default(text: Option<&str>) -> Result<Range, FormError> {
+    text.map_or(Ok(Range::Day), range)
 }
 
 /// A node id from a path or a query, quoted (first 64 characters) in the error.
@@ -29,10 +57,13 @@ pub fn node_id(text: &str) -> Result<Uuid, FormError> {
     })
 }
 
-/// The query of `GET /console`: the selected node and debug mode.
+/// The query of `GET /console`: the selected node, its charts' range and debug mode. A
+/// parameter the console does not have is refused, not ignored.
 #[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ConsoleQuery {
     node: Option<String>,
+    range: Option<String>,
     debug: Option<String>,
 }
 
@@ -40,6 +71,11 @@ impl ConsoleQuery {
     /// `?node=<id>`, if given.
     pub fn node(&self) -> Result<Option<Uuid>, FormError> {
         self.node.as_deref().map(node_id).transpose()
+    }
+
+    /// `?range=`, `24h` when not given.
+    pub fn range(&self) -> Result<Range, FormError> {
+        range_or_default(self.range.as_deref())
     }
 
     /// `?debug=1` or `?debug=true`: the script logs every event.
@@ -60,6 +96,20 @@ impl ListQuery {
     /// `?selected=<id>`, if given.
     pub fn selected(&self) -> Result<Option<Uuid>, FormError> {
         self.selected.as_deref().map(node_id).transpose()
+    }
+}
+
+/// The query of `GET /console/nodes/{id}`: its charts' range.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeQuery {
+    range: Option<String>,
+}
+
+impl NodeQuery {
+    /// `?range=`, `24h` when not given.
+    pub fn range(&self) -> Result<Range, FormError> {
+        range_or_default(self.range.as_deref())
     }
 }
 
@@ -236,6 +286,49 @@ mod tests {
             e.to_string()
                 .starts_with(&format!("{:?} is not a node id (UUID): ", "x".repeat(64)))
         );
+    }
+
+    #[test]
+    fn a_range_is_one_of_five_names_and_a_typo_gets_the_near_one() {
+        for r in Range::ALL {
+            assert_eq!(range(r.name()), Ok(r));
+        }
+        assert_eq!(range_or_default(None), Ok(Range::Day));
+        for (text, want) in [
+            (
+                "30D",
+                "range=\"30D\" is not a range; did you mean \"30d\"?; ranges are 1h, 24h, 7d, 30d, 1y",
+            ),
+            (
+                "24hr",
+                "range=\"24hr\" is not a range; did you mean \"24h\"?; ranges are 1h, 24h, 7d, 30d, 1y",
+            ),
+            (
+                "forever",
+                "range=\"forever\" is not a range; ranges are 1h, 24h, 7d, 30d, 1y",
+            ),
+        ] {
+            assert_eq!(range(text).unwrap_err().to_string(), want);
+        }
+        let long = range(&"y".repeat(100)).unwrap_err();
+        assert!(
+            long.to_string()
+                .starts_with(&format!("range={:?} ", "y".repeat(32))),
+            "quoted, not echoed whole: {long}"
+        );
+        let q: ConsoleQuery = serde_urlencoded::from_str(&format!("node={A}&range=7d")).unwrap();
+        assert_eq!(q.range(), Ok(Range::Week));
+        let q: NodeQuery = serde_urlencoded::from_str("range=1y").unwrap();
+        assert_eq!(q.range(), Ok(Range::Year));
+        let q: NodeQuery = serde_urlencoded::from_str("range=1d").unwrap();
+        assert!(matches!(q.range(), Err(FormError::UnknownRange { .. })));
+        // A parameter the console does not have is refused by name, not ignored.
+        for query in ["rnage=7d", "node=x&ragne=1h"] {
+            let e = serde_urlencoded::from_str::<ConsoleQuery>(query).unwrap_err();
+            assert!(e.to_string().contains("unknown field"), "{e}");
+        }
+        let e = serde_urlencoded::from_str::<NodeQuery>("selected=x").unwrap_err();
+        assert!(e.to_string().contains("unknown field `selected`"), "{e}");
     }
 
     #[test]

@@ -5,10 +5,10 @@
 //! | URL | answer |
 //! |-----|--------|
 //! | `/` | the overview table |
-//! | `/console` | the mission console (`?node=<id>`, `?debug=1`) |
+//! | `/console` | the mission console (`?node=<id>`, `?range=1h\|24h\|7d\|30d\|1y`, `?debug=1`) |
 //! | `/console/kpis` | the mission bar's counts |
 //! | `/console/nodes` | the node list, worst first (`?selected=<id>`) |
-//! | `/console/nodes/{id}` | the selected node |
+//! | `/console/nodes/{id}` | the selected node (`?range=`) |
 //! | `/console/nodes/{id}/row` | one row of the node list |
 //! | `/console/attention` | why each node is not OK |
 //! | `/console/findings` | the latest scans' findings by severity |
@@ -19,17 +19,18 @@
 use std::collections::HashMap;
 
 use axum::Form;
-use axum::extract::rejection::FormRejection;
+use axum::extract::rejection::{FormRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use chrono::{DateTime, Utc};
 use maud::Markup;
 use uuid::Uuid;
+use vaultmesh_proto::history::Range;
 use vaultmesh_proto::{NodeDetail, NodeSummary};
 
 use super::components::Failing;
-use super::forms::{self, ConsoleForm, ConsoleQuery, FormError, ListQuery};
+use super::forms::{self, ConsoleForm, ConsoleQuery, FormError, ListQuery, NodeQuery};
 use super::view::console::{self, CommandLine, ConsolePage, Feed, Findings, NodePanel};
 use super::view::{self, worst_first};
 use crate::error::ApiError;
@@ -48,7 +49,9 @@ const DASHBOARD_JS: &str = include_str!("dashboard.js");
 impl From<FormError> for ApiError {
     fn from(e: FormError) -> Self {
         match e {
-            FormError::NotAnId { .. } => ApiError::BadRequest(e.to_string()),
+            FormError::NotAnId { .. } | FormError::UnknownRange { .. } => {
+                ApiError::BadRequest(e.to_string())
+            }
             FormError::UnknownKind(_) | FormError::Event(_) => {
                 ApiError::UnprocessableEntity(e.to_string())
             }
@@ -122,10 +125,16 @@ fn findings(state: &AppState, nodes: &[NodeSummary]) -> Findings {
     f
 }
 
-/// The node panel's data. Memory only (the newest few hundred events of the fleet): it is
-/// refetched on every heartbeat.
-fn node_panel(state: &AppState, detail: NodeDetail) -> NodePanel {
+/// The node panel's data: its events and commands from memory (the newest few hundred events
+/// of the fleet), its history over `range` from the store's tiers (one read of at most a few
+/// hundred buckets; the panel is refetched on each of the node's heartbeats). A history that
+/// cannot be read is said in the panel, which still shows the rest.
+async fn node_panel(state: &AppState, detail: NodeDetail, range: Range) -> NodePanel {
     let id = detail.summary.node_id;
+    let history = state.store.history(id, range, &[]).await.map_err(|e| {
+        tracing::warn!(node_id = %id, range = range.name(), error = %e, "History unreadable for the console.");
+        e.to_string()
+    });
     let events = state.store.recent_events(&EventQuery {
         node_id: Some(id),
         limit: FEED_LEN,
@@ -150,6 +159,8 @@ fn node_panel(state: &AppState, detail: NodeDetail) -> NodePanel {
         detail,
         events,
         commands,
+        range,
+        history,
     }
 }
 
@@ -169,17 +180,21 @@ pub async fn dashboard(State(state): State<AppState>) -> Markup {
 /// `GET /console`: the selected node is `?node=`, or the worst one.
 pub async fn console_page(
     State(state): State<AppState>,
-    Query(q): Query<ConsoleQuery>,
+    q: Result<Query<ConsoleQuery>, QueryRejection>,
 ) -> Result<Markup, ApiError> {
+    let Query(q) = q?;
+    let range = q.range()?;
     let nodes = sorted_nodes(&state);
     let selected = match q.node()? {
         Some(id) => Some(id),
         None => nodes.first().map(|n| n.node_id),
     };
+    let node = match selected.and_then(|id| state.store.detail(id)) {
+        Some(d) => Some(node_panel(&state, d, range).await),
+        None => None,
+    };
     let page = ConsolePage {
-        node: selected
-            .and_then(|id| state.store.detail(id))
-            .map(|d| node_panel(&state, d)),
+        node,
         feed: feed(&state),
         findings: findings(&state, &nodes),
         last_event: last_event(&state),
@@ -220,10 +235,16 @@ pub async fn nodes_fragment(
 pub async fn node_fragment(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    q: Result<Query<NodeQuery>, QueryRejection>,
 ) -> Result<Markup, ApiError> {
     let id = forms::node_id(&id)?;
+    let Query(q) = q?;
+    let range = q.range()?;
     let d = state.store.detail(id).ok_or_else(|| not_found(id))?;
-    Ok(console::node(&node_panel(&state, d), Utc::now()))
+    Ok(console::node(
+        &node_panel(&state, d, range).await,
+        Utc::now(),
+    ))
 }
 
 /// `GET /console/nodes/{id}/row`: one row of the node list.
@@ -316,7 +337,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn form_errors_become_400_for_ids_and_422_for_what_the_form_says() {
+    fn form_errors_become_400_for_ids_and_ranges_and_422_for_what_the_form_says() {
         let not_an_id = forms::node_id("nope").expect_err("not a UUID");
         assert_eq!(ApiError::from(not_an_id).status(), StatusCode::BAD_REQUEST);
         let kind = FormError::UnknownKind("shout".into());
@@ -324,6 +345,8 @@ mod tests {
             ApiError::from(kind).status(),
             StatusCode::UNPROCESSABLE_ENTITY
         );
+        let range = forms::range("30x").expect_err("not a range");
+        assert_eq!(ApiError::from(range).status(), StatusCode::BAD_REQUEST);
         let event = FormError::Event(vaultmesh_proto::event::EventError::BadAuthor);
         assert_eq!(
             ApiError::from(event).status(),

@@ -10,6 +10,7 @@ use scraper::{ElementRef, Html, Selector};
 use serde_json::json;
 use uuid::Uuid;
 use vaultmesh_proto::api::{HistoryPoint, Incident, IncidentState, NodeRevoked};
+use vaultmesh_proto::history::{DiskForecast, NodeHistory, Point, Range, Series, Unit};
 use vaultmesh_proto::{
     Attention, AttentionLevel, EventEnvelope, NodeDetail, NodeHeartbeat, NodeSummary, Reason,
     ScanReport, Services, Severity,
@@ -17,6 +18,7 @@ use vaultmesh_proto::{
 
 use super::components::{self, Failing};
 use super::forms::ConsoleForm;
+use super::view::chart::{self, Chart, Frame, Line};
 use super::view::console::{self, CommandLine, ConsolePage, Feed, Findings, NodePanel};
 use super::view::dashboard::{self, EnrollHint};
 use super::view::worst_first;
@@ -123,13 +125,61 @@ fn point(load: f64, mem: f64) -> HistoryPoint {
     }
 }
 
+/// A point `ago` seconds before [`now`], its slot aligned to `res`.
+fn at(ago: i64, res: i64, min: f64, avg: f64, max: f64) -> Point {
+    let t = now().timestamp() - ago;
+    Point {
+        t: Utc.timestamp_opt(t - t.rem_euclid(res), 0).unwrap(),
+        min,
+        avg,
+        max,
+        n: 1,
+    }
+}
+
+/// A history answer over `range` ending [`now`], as the store gives it.
+fn history(
+    range: Range,
+    series: Vec<(&str, Vec<Point>)>,
+    forecasts: Vec<DiskForecast>,
+) -> NodeHistory {
+    NodeHistory {
+        node_id: A,
+        range,
+        from: now() - Duration::seconds(range.secs()),
+        to: now(),
+        tier: range.tier(),
+        resolution_secs: range.resolution_secs(),
+        series: series
+            .into_iter()
+            .map(|(metric, points)| Series {
+                metric: metric.into(),
+                unit: vaultmesh_proto::history::unit_of(metric).unwrap(),
+                points,
+            })
+            .collect(),
+        forecasts,
+    }
+}
+
+/// `n` points of `range`'s resolution ending now, the value of each from `f(i)`.
+fn run(range: Range, n: i64, f: impl Fn(i64) -> (f64, f64, f64)) -> Vec<Point> {
+    let res = i64::from(range.resolution_secs());
+    (0..n)
+        .map(|i| {
+            let (min, avg, max) = f(i);
+            at((n - 1 - i) * res, res, min, avg, max)
+        })
+        .collect()
+}
+
 fn panel(s: NodeSummary, incidents: Vec<Incident>) -> NodePanel {
-    let history = (0..3).map(|i| point(f64::from(i), 50.0)).collect();
+    let recent = (0..3).map(|i| point(f64::from(i), 50.0)).collect();
     NodePanel {
         detail: NodeDetail {
             latest: heartbeat(s.node_id, &s.hostname),
             summary: s,
-            history,
+            history: recent,
             incidents,
             latest_scan: None,
             drift: Vec::new(),
@@ -141,6 +191,27 @@ fn panel(s: NodeSummary, incidents: Vec<Incident>) -> NodePanel {
             issued_by: HOSTILE.into(),
             issued_at: now(),
         }],
+        range: Range::Day,
+        history: Ok(Some(history(
+            Range::Day,
+            vec![
+                (
+                    "load1",
+                    run(Range::Day, 12, |i| (0.1, 0.2 + i as f64 / 10.0, 0.5)),
+                ),
+                (
+                    &format!("disk_used_pct:{HOSTILE}"),
+                    run(Range::Day, 12, |_| (40.0, 41.0, 42.0)),
+                ),
+            ],
+            vec![DiskForecast {
+                mount: HOSTILE.into(),
+                used_pct: 42.0,
+                pct_per_day: 2.0,
+                days_until_full: Some(29.0),
+                hours: 168,
+            }],
+        ))),
     }
 }
 
@@ -230,6 +301,14 @@ fn a_hostile_hostname_is_text_in_the_row_the_panel_the_attention_and_the_overvie
         format!("{HOSTILE} · just now")
     );
     assert!(text(one(&node, ".incident")).starts_with(&format!("critical {HOSTILE} open")));
+    // A mount name comes from the agent too: text in the heading, the chart's title and legend.
+    assert_eq!(text(one(&node, ".history h4 code")), HOSTILE);
+    assert_eq!(attr(one(&node, ".disk-chart"), "data-mount"), HOSTILE);
+    assert_eq!(
+        text(one(&node, ".disk-chart svg title")),
+        format!("Disk {HOSTILE} used, the last 24 hours")
+    );
+    assert!(text(one(&node, ".disk-chart figcaption")).contains(&format!("{HOSTILE} used")));
 
     let why = parse(&console::attention(std::slice::from_ref(&n)));
     inert(&why);
@@ -656,27 +735,540 @@ fn findings_are_counted_by_severity_and_the_worst_listed_first_with_bounded_memo
     assert_eq!(text(one(&h, "#findings > p.muted")), "and 50 more");
 }
 
+/// Every coordinate of a path's `d` (`M1,2L3,4Z...`), as (x, y).
+fn coords(d: &str) -> Vec<(f64, f64)> {
+    d.split(['M', 'L', 'Z'])
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (x, y) = p.split_once(',').unwrap();
+            (x.parse().unwrap(), y.parse().unwrap())
+        })
+        .collect()
+}
+
+/// Renders one chart of `lines` (a load chart with a reference, unless `unit` says otherwise).
+fn draw(
+    h: &NodeHistory,
+    unit: Unit,
+    lines: Vec<Line<'_>>,
+    reference: Option<(f64, String)>,
+) -> Html {
+    parse(&chart::chart(
+        &Frame::of(h),
+        &Chart {
+            title: "Load average (1 min)".into(),
+            unit,
+            lines,
+            reference,
+        },
+    ))
+}
+
+fn load_line(points: &[Point]) -> Vec<Line<'_>> {
+    vec![Line {
+        label: "load 1 min".into(),
+        class: "load",
+        points,
+    }]
+}
+
+fn labels(h: &Html, css: &str) -> Vec<String> {
+    all(h, css).into_iter().map(text).collect()
+}
+
 #[test]
-fn the_history_chart_needs_two_points_and_keeps_lines_inside_it() {
-    let h = parse(&console::history_chart(&[], Some(2)));
-    assert_eq!(
-        text(one(&h, "p.muted")),
-        "Not enough history for a chart yet."
+fn the_time_axis_shows_times_for_hours_dates_for_days_and_says_utc() {
+    // now() is 2026-12-01 12:00 UTC.
+    let cases: [(Range, &[&str]); 5] = [
+        (
+            Range::Hour,
+            &[
+                "11:00", "11:10", "11:20", "11:30", "11:40", "11:50", "12:00",
+            ],
+        ),
+        (
+            Range::Day,
+            &[
+                "12:00", "15:00", "18:00", "21:00", "00:00", "03:00", "06:00", "09:00", "12:00",
+            ],
+        ),
+        (
+            Range::Week,
+            &[
+                "Nov 25", "Nov 26", "Nov 27", "Nov 28", "Nov 29", "Nov 30", "Dec 1",
+            ],
+        ),
+        (
+            Range::Month,
+            &["Nov 3", "Nov 8", "Nov 13", "Nov 18", "Nov 23", "Nov 28"],
+        ),
+        (
+            Range::Year,
+            &[
+                "Jan 2026", "Mar 2026", "May 2026", "Jul 2026", "Sep 2026", "Nov 2026",
+            ],
+        ),
+    ];
+    for (range, want) in cases {
+        let points = run(range, 3, |_| (0.5, 0.5, 0.5));
+        let h = draw(
+            &history(range, Vec::new(), Vec::new()),
+            Unit::Load,
+            load_line(&points),
+            None,
+        );
+        assert_eq!(labels(&h, ".axis.x text:not(.utc)"), want, "{range:?}");
+        assert_eq!(text(one(&h, ".axis.x .utc")), "UTC");
+        // One vertical gridline per label, each inside the plot.
+        let grid = all(&h, ".grid line.t");
+        assert_eq!(grid.len(), want.len(), "{range:?}");
+        for l in grid {
+            let x: f64 = attr(l, "x1").parse().unwrap();
+            assert!((0.0..=chart::W).contains(&x), "{range:?}: {x}");
+        }
+        let times: Vec<&str> = all(&h, ".axis.x text[data-t]")
+            .into_iter()
+            .map(|t| attr(t, "data-t"))
+            .collect();
+        assert!(times.iter().all(|t| t.ends_with("+00:00")), "{times:?}");
+    }
+}
+
+#[test]
+fn value_axes_have_units_round_steps_and_grow_to_the_data() {
+    for (unit, highest, top, step) in [
+        (Unit::Percent, 42.0, 100.0, 25.0),
+        (Unit::Percent, 130.0, 150.0, 50.0),
+        (Unit::Load, 0.2, 1.0, 0.25),
+        (Unit::Load, 8.0, 8.0, 2.0),
+        (Unit::Load, 9.1, 10.0, 2.5),
+        (Unit::Load, 63.0, 80.0, 20.0),
+        (Unit::Count, 0.0, 1.0, 1.0),
+        (Unit::Count, 3.0, 3.0, 1.0),
+        (Unit::Count, 12.0, 15.0, 5.0),
+    ] {
+        assert_eq!(
+            chart::value_scale(unit, highest),
+            (top, step),
+            "{unit:?} {highest}"
+        );
+    }
+    let points = run(Range::Day, 3, |_| (20.0, 30.0, 40.0));
+    let h = draw(
+        &history(Range::Day, Vec::new(), Vec::new()),
+        Unit::Percent,
+        load_line(&points),
+        None,
     );
-    // Load 8 on 2 CPUs is off the 0..2 scale and memory 150% is impossible: both clamp.
-    let h = parse(&console::history_chart(
-        &[point(0.0, 0.0), point(8.0, 150.0)],
-        Some(2),
-    ));
     assert_eq!(
-        attr(one(&h, "polyline.load"), "points"),
-        "0.0,80.0 320.0,0.0"
+        labels(&h, ".axis.y text:not(.unit)"),
+        ["0%", "25%", "50%", "75%", "100%"]
+    );
+    assert_eq!(text(one(&h, ".axis.y .unit")), "% used");
+    assert_eq!(
+        all(&h, ".grid line:not(.t)").len(),
+        5,
+        "a gridline per value label"
+    );
+    let h = draw(
+        &history(Range::Day, Vec::new(), Vec::new()),
+        Unit::Load,
+        load_line(&points),
+        None,
+    );
+    assert_eq!(text(one(&h, ".axis.y .unit")), "load");
+}
+
+#[test]
+fn load_above_twice_the_cpus_is_drawn_whole_with_the_cpus_as_a_reference_line() {
+    // The old chart cut load per CPU at 2: load 8 on 2 CPUs was drawn as 4.
+    let points = run(Range::Hour, 4, |i| {
+        if i == 2 {
+            (8.0, 8.0, 8.0)
+        } else {
+            (0.5, 0.5, 0.5)
+        }
+    });
+    let h = draw(
+        &history(Range::Hour, Vec::new(), Vec::new()),
+        Unit::Load,
+        load_line(&points),
+        Some((2.0, "2 CPUs".into())),
+    );
+    assert_eq!(attr(one(&h, "svg"), "data-top"), "8");
+    assert_eq!(
+        labels(&h, ".axis.y text:not(.unit)"),
+        ["0", "2", "4", "6", "8"]
+    );
+    let line = coords(attr(one(&h, "path.line"), "d"));
+    assert_eq!(line.len(), 4);
+    let ys: Vec<f64> = line.iter().map(|p| p.1).collect();
+    let peak = ys.iter().copied().fold(f64::INFINITY, f64::min);
+    assert_eq!(peak, ys[2], "the peak is the highest point drawn");
+    let top_label = all(&h, ".axis.y text:not(.unit)")
+        .into_iter()
+        .last()
+        .unwrap();
+    let label_y: f64 = attr(top_label, "y").parse().unwrap();
+    assert!(
+        (label_y - 3.5 - peak).abs() < 0.05,
+        "the peak sits on the 8 gridline: {peak} vs {label_y}"
+    );
+    for (x, y) in &line {
+        assert!(
+            (0.0..=chart::W).contains(x) && (0.0..=chart::H).contains(y),
+            "{x},{y} is inside the viewBox"
+        );
+    }
+    assert_eq!(text(one(&h, ".ref-label")), "2 CPUs");
+    let reference: f64 = attr(one(&h, "line.ref"), "y1").parse().unwrap();
+    assert!(
+        reference > peak && reference < ys[0],
+        "the CPU line is between: {reference}"
+    );
+    // The reference raises the scale when the load stays below it.
+    let calm = run(Range::Hour, 4, |_| (0.5, 0.5, 0.5));
+    let h = draw(
+        &history(Range::Hour, Vec::new(), Vec::new()),
+        Unit::Load,
+        load_line(&calm),
+        Some((16.0, "16 CPUs".into())),
     );
     assert_eq!(
-        attr(one(&h, "polyline.mem"), "points"),
-        "0.0,80.0 320.0,0.0"
+        attr(one(&h, "svg"), "data-top"),
+        "20",
+        "16 CPUs: 0 to 20 in steps of 5"
     );
-    assert!(text(one(&h, "figcaption")).ends_with("last 2 heartbeats"));
+}
+
+#[test]
+fn rolled_up_ranges_draw_a_min_max_band_behind_the_line_and_raw_ones_do_not() {
+    let raw = run(Range::Hour, 10, |i| (i as f64, i as f64, i as f64));
+    let h = draw(
+        &history(Range::Hour, Vec::new(), Vec::new()),
+        Unit::Load,
+        load_line(&raw),
+        None,
+    );
+    assert!(all(&h, "path.band").is_empty(), "raw samples have no band");
+    assert!(!text(one(&h, "figcaption")).contains("band"));
+    assert!(!text(one(&h, "desc")).contains("band"));
+
+    for range in [Range::Day, Range::Week, Range::Month, Range::Year] {
+        let rolled = run(range, 10, |i| (0.1, 0.5 + i as f64 / 10.0, 3.0));
+        let h = draw(
+            &history(range, Vec::new(), Vec::new()),
+            Unit::Load,
+            load_line(&rolled),
+            None,
+        );
+        let band = one(&h, "path.band.load");
+        let line = one(&h, "path.line.load");
+        // Behind: the band comes first in the document, so the line is painted over it.
+        let order: Vec<&str> = all(&h, "path")
+            .into_iter()
+            .map(|p| attr(p, "class"))
+            .collect();
+        assert_eq!(order, ["band load", "line load"], "{range:?}");
+        let band = coords(attr(band, "d"));
+        assert_eq!(
+            band.len(),
+            20,
+            "{range:?}: along the max, back along the min"
+        );
+        let line = coords(attr(line, "d"));
+        for (i, (x, y)) in line.iter().enumerate() {
+            let (top, bottom) = (band[i], band[19 - i]);
+            assert_eq!((top.0, bottom.0), (*x, *x));
+            assert!(
+                top.1 <= *y && *y <= bottom.1,
+                "{range:?}: the line is inside its band"
+            );
+        }
+        assert!(text(one(&h, "figcaption")).contains("band: lowest to highest"));
+    }
+}
+
+#[test]
+fn a_node_down_for_a_day_leaves_a_gap_and_a_lone_point_is_a_dot() {
+    // 7 days of hourly points with the fourth day missing, then one point on its own.
+    let mut points: Vec<Point> = (0..7 * 24)
+        .filter(|h| !(72..96).contains(h))
+        .map(|h| at((7 * 24 - 1 - h) * 3_600, 3_600, 1.0, 1.5, 2.0))
+        .collect();
+    points.remove(points.len() - 2); // an hour missing is no gap
+    let h = draw(
+        &history(Range::Week, Vec::new(), Vec::new()),
+        Unit::Load,
+        load_line(&points),
+        None,
+    );
+    let d = attr(one(&h, "path.line"), "d");
+    assert_eq!(d.matches('M').count(), 2, "two runs: {d}");
+    assert_eq!(attr(one(&h, "path.band"), "d").matches('Z').count(), 2);
+    assert!(all(&h, "circle.dot").is_empty());
+    let segments = chart::segments(&points, 3_600);
+    assert_eq!(
+        segments.iter().map(|s| s.len()).collect::<Vec<_>>(),
+        [72, 71]
+    );
+
+    let lone = [
+        at(30 * 3_600, 3_600, 1.0, 1.0, 1.0),
+        at(0, 3_600, 2.0, 2.0, 2.0),
+        at(3_600, 3_600, 2.0, 2.0, 2.0),
+    ];
+    let mut lone = lone.to_vec();
+    lone.sort_by_key(|p| p.t);
+    let h = draw(
+        &history(Range::Week, Vec::new(), Vec::new()),
+        Unit::Load,
+        load_line(&lone),
+        None,
+    );
+    assert_eq!(
+        all(&h, "circle.dot").len(),
+        1,
+        "the point 30 h before the others"
+    );
+    assert_eq!(attr(one(&h, "path.line"), "d").matches('M').count(), 2);
+}
+
+#[test]
+fn each_chart_has_a_title_and_a_desc_with_its_range_and_extremes() {
+    let points = run(Range::Month, 240, |i| {
+        (0.05, 0.3, if i == 100 { 7.5 } else { 1.0 })
+    });
+    let h = draw(
+        &history(Range::Month, Vec::new(), Vec::new()),
+        Unit::Load,
+        load_line(&points),
+        Some((4.0, "4 CPUs".into())),
+    );
+    let svg = one(&h, "svg");
+    assert_eq!(attr(svg, "role"), "img");
+    assert_eq!(
+        text(one(&h, "svg > title")),
+        "Load average (1 min), the last 30 days"
+    );
+    assert_eq!(
+        text(one(&h, "svg > desc")),
+        "load 1 min: lowest 0.05, highest 7.50. 240 points of 3 h, each an average line with its \
+         min–max band, reference line at 4 CPUs. Times in UTC."
+    );
+    assert_eq!(attr(one(&h, "path.line"), "data-points"), "240");
+    assert!(text(one(&h, "figcaption")).contains("240 points of 3 h"));
+
+    // Nothing in the range: said, not drawn.
+    let h = draw(
+        &history(Range::Year, Vec::new(), Vec::new()),
+        Unit::Load,
+        load_line(&[]),
+        None,
+    );
+    assert!(all(&h, "svg").is_empty());
+    assert_eq!(
+        text(one(&h, "p.no-data")),
+        "No load average (1 min) in the last year."
+    );
+}
+
+#[test]
+fn the_range_selector_links_every_range_and_marks_the_current_one() {
+    for current in Range::ALL {
+        let h = parse(&console::range_selector(A, current));
+        let nav = one(&h, "nav.ranges");
+        assert_eq!(attr(nav, "aria-label"), "History range");
+        let links = all(&h, "nav a");
+        let got: Vec<(String, &str)> = links.iter().map(|a| (text(*a), attr(*a, "href"))).collect();
+        let want: Vec<(String, String)> = Range::ALL
+            .iter()
+            .map(|r| {
+                (
+                    console::range_label(*r).to_string(),
+                    format!("/console?node={A}&range={}", r.name()),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got.iter()
+                .map(|(t, h)| (t.clone(), h.to_string()))
+                .collect::<Vec<_>>(),
+            want
+        );
+        assert_eq!(
+            text(one(&h, "a[aria-current=true]")),
+            console::range_label(current)
+        );
+        // Every range link is one the console accepts.
+        for a in &links {
+            let query = attr(*a, "href").split_once('?').unwrap().1;
+            let q: super::forms::ConsoleQuery = serde_urlencoded::from_str(query).unwrap();
+            assert_eq!(q.range().unwrap().name(), attr(*a, "data-range"));
+        }
+    }
+}
+
+#[test]
+fn the_node_panel_charts_load_memory_each_disk_with_its_forecast_and_checks_not_ok() {
+    let range = Range::Week;
+    let ok = run(range, 48, |_| (3.0, 3.0, 3.0));
+    let mut p = panel(summary(A, "alpha", AttentionLevel::Ok), Vec::new());
+    p.range = range;
+    p.history = Ok(Some(history(
+        range,
+        vec![
+            (
+                "load1",
+                run(range, 48, |i| (0.0, 1.0, if i == 10 { 8.0 } else { 2.0 })),
+            ),
+            ("mem_used_pct", run(range, 48, |_| (20.0, 25.0, 30.0))),
+            ("swap_used_pct", run(range, 48, |_| (0.0, 1.0, 2.0))),
+            ("checks_ok", ok.clone()),
+            (
+                "checks_crit",
+                run(range, 48, |i| (0.0, 0.0, if i == 5 { 1.0 } else { 0.0 })),
+            ),
+            (
+                "disk_used_pct:/",
+                run(range, 48, |i| {
+                    (50.0 + i as f64, 50.0 + i as f64, 50.0 + i as f64)
+                }),
+            ),
+            ("disk_used_pct:/srv", run(range, 48, |_| (10.0, 10.0, 10.0))),
+            ("disk_used_pct:/tmp", run(range, 2, |_| (1.0, 1.0, 1.0))),
+        ],
+        vec![
+            DiskForecast {
+                mount: "/".into(),
+                used_pct: 97.0,
+                pct_per_day: 24.0,
+                days_until_full: Some(0.125),
+                hours: 168,
+            },
+            DiskForecast {
+                mount: "/srv".into(),
+                used_pct: 10.0,
+                pct_per_day: 0.0,
+                days_until_full: None,
+                hours: 168,
+            },
+        ],
+    )));
+    let h = parse(&console::node(&p, now()));
+    inert(&h);
+    let section = one(&h, "section.history");
+    assert_eq!(attr(section, "data-range"), "7d");
+    assert_eq!(text(one(&h, ".ranges a[aria-current]")), "7 d");
+    let titles = labels(&h, "svg > title");
+    assert_eq!(
+        titles,
+        [
+            "Load average (1 min), the last 7 days",
+            "Memory and swap in use, the last 7 days",
+            "Disk / used, the last 7 days",
+            "Disk /srv used, the last 7 days",
+            "Disk /tmp used, the last 7 days",
+            "Checks not OK, the last 7 days",
+        ]
+    );
+    assert_eq!(
+        text(one(&h, ".ref-label")),
+        "2 CPUs",
+        "the summary's CPU count"
+    );
+    let figures = all(&h, "figure.chart");
+    assert_eq!(
+        figures[0]
+            .select(&Selector::parse("path.line").unwrap())
+            .count(),
+        1,
+        "load 1 min only"
+    );
+    let memory = &figures[1];
+    let classes: Vec<&str> = memory
+        .select(&Selector::parse("path.line").unwrap())
+        .map(|p| attr(p, "class"))
+        .collect();
+    assert_eq!(classes, ["line mem", "line swap"]);
+    let forecasts: Vec<(&str, String)> = all(&h, ".disk-chart")
+        .into_iter()
+        .map(|d| {
+            (
+                attr(d, "data-mount"),
+                text(
+                    d.select(&Selector::parse(".forecast").unwrap())
+                        .next()
+                        .unwrap(),
+                ),
+            )
+        })
+        .collect();
+    assert_eq!(
+        forecasts,
+        [
+            (
+                "/",
+                "full in less than a day at +24.0 %/day (7-day trend)".to_string()
+            ),
+            ("/srv", "not growing (7-day trend)".to_string()),
+            ("/tmp", "no forecast yet: too little history".to_string()),
+        ]
+    );
+    // Only the statuses reported: crit, drawn because it was not 0 once.
+    let checks = all(&h, "figure.chart").into_iter().last().unwrap();
+    let lines: Vec<&str> = checks
+        .select(&Selector::parse("path.line").unwrap())
+        .map(|p| attr(p, "class"))
+        .collect();
+    assert_eq!(lines, ["line crit"]);
+    assert_eq!(attr(checks, "data-unit"), "checks");
+
+    // Every check OK all along: said in a line, no chart.
+    p.history = Ok(Some(history(
+        range,
+        vec![
+            ("checks_ok", ok),
+            ("checks_crit", run(range, 48, |_| (0.0, 0.0, 0.0))),
+        ],
+        Vec::new(),
+    )));
+    let h = parse(&console::node(&p, now()));
+    assert_eq!(
+        text(one(&h, "[data-checks-ok]")),
+        "Every check was OK throughout the last 7 days."
+    );
+    assert_eq!(
+        labels(&h, "p.no-data"),
+        [
+            "No load average (1 min) in the last 7 days.",
+            "No memory and swap in use in the last 7 days."
+        ]
+    );
+    assert!(all(&h, ".disk-chart").is_empty());
+}
+
+#[test]
+fn a_history_the_store_cannot_read_is_said_and_the_rest_of_the_panel_shows() {
+    let mut p = panel(summary(A, "alpha", AttentionLevel::Ok), Vec::new());
+    p.history = Err("reading history/…/5m-2026-12-01.jsonl: Permission denied".into());
+    let h = parse(&console::node(&p, now()));
+    assert_eq!(
+        text(one(&h, ".history p.muted")),
+        "The history could not be read: reading history/…/5m-2026-12-01.jsonl: Permission denied"
+    );
+    assert_eq!(
+        all(&h, ".ranges a").len(),
+        5,
+        "another range can still be picked"
+    );
+    assert_eq!(all(&h, "form").len(), 2, "the forms are there");
+    p.history = Ok(None);
+    let h = parse(&console::node(&p, now()));
+    assert_eq!(
+        text(one(&h, ".history p.muted")),
+        "No history for this node yet."
+    );
 }
 
 #[test]
@@ -713,7 +1305,7 @@ fn the_console_page_is_well_formed_and_holds_every_panel() {
     }
     assert_eq!(
         attr(one(&h, "#node"), "data-fragment"),
-        format!("/console/nodes/{A}")
+        format!("/console/nodes/{A}?range=24h")
     );
     let order: Vec<&str> = all(&h, "#node-list li")
         .into_iter()
@@ -770,6 +1362,7 @@ fn views_components_and_format_read_no_state_and_know_no_http() {
     for (file, source) in [
         ("view/mod.rs", include_str!("view/mod.rs")),
         ("view/console.rs", include_str!("view/console.rs")),
+        ("view/chart.rs", include_str!("view/chart.rs")),
         ("view/dashboard.rs", include_str!("view/dashboard.rs")),
         ("components.rs", include_str!("components.rs")),
         ("format.rs", include_str!("format.rs")),

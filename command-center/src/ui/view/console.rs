@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use chrono::{DateTime, Utc};
 use maud::{DOCTYPE, Markup, html};
 use uuid::Uuid;
-use vaultmesh_proto::api::HistoryPoint;
+use vaultmesh_proto::history::{DISK_PREFIX, NodeHistory, Point, Range, Unit};
 use vaultmesh_proto::{
     Attention, AttentionLevel, EventEnvelope, Finding, IncidentState, NodeDetail, NodeSummary,
     ScanReport, Severity,
@@ -17,8 +17,9 @@ use crate::ui::components::{
     Failing, FormTarget, ago, cc_banner, check_pill, event_form, footer, head, node_link, node_row,
     notifier_banner, pill, revoked_mark, services_flag, sev_badge, sev_class, shared_hostname,
 };
-use crate::ui::format::{level_name, num2, pct};
+use crate::ui::format::{forecast, level_name, num2, pct};
 use crate::ui::forms::FormKind;
+use crate::ui::view::chart::{Chart, Frame, Line, chart, range_words};
 
 /// Findings listed in the findings panel; the rest are counted.
 const FINDINGS_SHOWN: usize = 50;
@@ -50,6 +51,11 @@ pub struct NodePanel {
     pub events: Vec<EventEnvelope>,
     /// Its commands, newest first.
     pub commands: Vec<CommandLine>,
+    /// The range its charts show.
+    pub range: Range,
+    /// Its history over `range`: none when the store has none for it, an error's text when
+    /// it could not be read.
+    pub history: Result<Option<NodeHistory>, String>,
 }
 
 /// A command as the node's timeline shows it.
@@ -128,44 +134,137 @@ pub fn node_list(nodes: &[NodeSummary], selected: Option<Uuid>, now: DateTime<Ut
     }
 }
 
-/// A small SVG chart of load (per CPU) and memory % over the node's history.
-pub fn history_chart(points: &[HistoryPoint], cpus: Option<u32>) -> Markup {
-    const W: f64 = 320.0;
-    const H: f64 = 80.0;
-    let n = points.len();
-    if n < 2 {
-        return html! { p class="muted" { "Not enough history for a chart yet." } };
-    }
-    let x = |i: usize| i as f64 * W / (n - 1) as f64;
-    let line = |vals: Vec<Option<f64>>| -> String {
-        vals.iter()
-            .enumerate()
-            .filter_map(|(i, v)| v.map(|v| format!("{:.1},{:.1}", x(i), H - v.clamp(0.0, 1.0) * H)))
-            .collect::<Vec<_>>()
-            .join(" ")
-    };
-    let cpus = f64::from(cpus.unwrap_or(1).max(1));
-    // Load per CPU on a 0..2 scale; memory on 0..100 %.
-    let load = line(
-        points
-            .iter()
-            .map(|p| p.load1.map(|l| l / cpus / 2.0))
-            .collect(),
-    );
-    let mem = line(
-        points
-            .iter()
-            .map(|p| p.mem_used_pct.map(|m| m / 100.0))
-            .collect(),
-    );
+/// The range selector: a link per range (plain links, so it works without script), the
+/// current one marked `aria-current`.
+pub fn range_selector(id: Uuid, current: Range) -> Markup {
     html! {
-        figure class="chart" {
-            svg viewBox={"0 0 " (W) " " (H)} role="img" aria-label="Load per CPU and memory use over the node's recent heartbeats" {
-                line x1="0" y1=(H / 2.0) x2=(W) y2=(H / 2.0) class="grid" {}
-                polyline points=(load) class="load" fill="none" {}
-                polyline points=(mem) class="mem" fill="none" {}
+        nav class="ranges" aria-label="History range" {
+            @for r in Range::ALL {
+                a href={"/console?node=" (id) "&range=" (r.name())} data-range=(r.name())
+                    aria-current=[(r == current).then_some("true")] { (range_label(r)) }
             }
-            figcaption { span class="swatch load" { "━" } " load/CPU (0–2) " span class="swatch mem" { "━" } " memory % · last " (n) " heartbeats" }
+        }
+    }
+}
+
+/// A range as the selector shows it: `1 h`, `24 h`, `7 d`, `30 d`, `1 y`.
+pub fn range_label(r: Range) -> &'static str {
+    match r {
+        Range::Hour => "1 h",
+        Range::Day => "24 h",
+        Range::Week => "7 d",
+        Range::Month => "30 d",
+        Range::Year => "1 y",
+    }
+}
+
+/// The node panel's history: the range selector, then charts of load (the CPU count as a
+/// reference line), memory and swap, each filesystem with its fill forecast, and checks that
+/// were not OK. `h` is what the store answered: the history, none for the node, or why it
+/// could not be read.
+pub fn history(
+    id: Uuid,
+    range: Range,
+    h: &Result<Option<NodeHistory>, String>,
+    cpus: Option<u32>,
+) -> Markup {
+    html! {
+        section class="history" data-range=(range.name()) aria-label="History" {
+            (range_selector(id, range))
+            @match h {
+                Err(e) => p class="muted" { "The history could not be read: " (e) },
+                Ok(None) => p class="muted" { "No history for this node yet." },
+                Ok(Some(h)) => (charts(h, cpus)),
+            }
+        }
+    }
+}
+
+/// Every chart of a history answer.
+fn charts(h: &NodeHistory, cpus: Option<u32>) -> Markup {
+    let frame = Frame::of(h);
+    let points = |metric: &str| -> &[Point] {
+        h.series
+            .iter()
+            .find(|s| s.metric == metric)
+            .map_or(&[], |s| s.points.as_slice())
+    };
+    let line = |metric: &'static str, label: &str, class: &'static str| -> Option<Line<'_>> {
+        let p = points(metric);
+        (!p.is_empty()).then(|| Line {
+            label: label.to_string(),
+            class,
+            points: p,
+        })
+    };
+    let load = Chart {
+        title: "Load average (1 min)".into(),
+        unit: Unit::Load,
+        lines: line("load1", "load 1 min", "load").into_iter().collect(),
+        reference: cpus.filter(|c| *c > 0).map(|c| {
+            (
+                f64::from(c),
+                format!("{c} CPU{}", if c == 1 { "" } else { "s" }),
+            )
+        }),
+    };
+    let memory = Chart {
+        title: "Memory and swap in use".into(),
+        unit: Unit::Percent,
+        lines: [
+            line("mem_used_pct", "memory", "mem"),
+            line("swap_used_pct", "swap", "swap"),
+        ]
+        .into_iter()
+        .flatten()
+        .collect(),
+        reference: None,
+    };
+    let not_ok: Vec<Line<'_>> = [
+        line("checks_warn", "warn", "warn"),
+        line("checks_crit", "crit", "crit"),
+        line("checks_unknown", "unknown", "unknown"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let any_not_ok = not_ok.iter().any(|l| l.points.iter().any(|p| p.max > 0.0));
+    let checked = !points("checks_ok").is_empty() || !not_ok.is_empty();
+    let checks = Chart {
+        title: "Checks not OK".into(),
+        unit: Unit::Count,
+        lines: not_ok,
+        reference: None,
+    };
+    let disks: Vec<(&str, &[Point])> = h
+        .series
+        .iter()
+        .filter_map(|s| Some((s.metric.strip_prefix(DISK_PREFIX)?, s.points.as_slice())))
+        .collect();
+    html! {
+        h4 { "Load" }
+        (chart(&frame, &load))
+        h4 { "Memory" }
+        (chart(&frame, &memory))
+        @for (mount, points) in &disks {
+            h4 { "Disk " code { (mount) } }
+            div class="disk-chart" data-mount=(mount) {
+                (chart(&frame, &Chart {
+                    title: format!("Disk {mount} used"),
+                    unit: Unit::Percent,
+                    lines: vec![Line { label: format!("{mount} used"), class: "disk", points }],
+                    reference: None,
+                }))
+                p class="forecast" { (forecast(h.forecasts.iter().find(|f| f.mount == *mount))) }
+            }
+        }
+        h4 { "Checks" }
+        @if any_not_ok {
+            (chart(&frame, &checks))
+        } @else if checked {
+            p class="muted" data-checks-ok { "Every check was OK throughout " (range_words(h.range)) "." }
+        } @else {
+            p class="muted" { "No checks reported in " (range_words(h.range)) "." }
         }
     }
 }
@@ -308,7 +407,7 @@ pub fn no_node() -> Markup {
     html! { article id="node" { p class="muted" { "Select a node." } } }
 }
 
-/// The selected node: identity, tiles, disks, chart, checks, latest scan, timeline, forms.
+/// The selected node: identity, tiles, disks, history charts, checks, latest scan, timeline, forms.
 pub fn node(p: &NodePanel, now: DateTime<Utc>) -> Markup {
     let d = &p.detail;
     let s = &d.summary;
@@ -320,7 +419,7 @@ pub fn node(p: &NodePanel, now: DateTime<Utc>) -> Markup {
         .filter(|i| i.state != IncidentState::Resolved)
         .collect();
     html! {
-        article id="node" data-fragment={"/console/nodes/" (id)} data-node-id=(id) {
+        article id="node" data-fragment={"/console/nodes/" (id) "?range=" (p.range.name())} data-node-id=(id) {
             header class="node-head" {
                 h2 { (pill(s.attention.level)) " " (s.hostname) @if s.hostname_shared { " " (shared_hostname(id)) } (revoked_mark(s)) }
                 p class="muted" {
@@ -342,7 +441,7 @@ pub fn node(p: &NodePanel, now: DateTime<Utc>) -> Markup {
                 }
             }
             h3 { "History" }
-            (history_chart(&d.history, s.cpu_count))
+            (history(id, p.range, &p.history, s.cpu_count))
             h3 { "Checks" }
             @if hb.checks.is_empty() { p class="muted" { "This agent reports no checks." } }
             ul class="checks" {

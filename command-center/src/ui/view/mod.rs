@@ -1,7 +1,8 @@
 //! Page-level templates: the overview ([`dashboard`]) and the mission console ([`console`],
-//! whose panels are fragments too). Views take plain data and the clock; they read no state,
-//! so tests render them without a server.
+//! whose panels are fragments too), and the SVG charts of a node's history ([`chart`]). Views
+//! take plain data and the clock; they read no state, so tests render them without a server.
 
+pub mod chart;
 pub mod console;
 pub mod dashboard;
 
