@@ -1,5 +1,6 @@
 //! A real headless Chromium, driven over the DevTools protocol: just enough to load a page,
-//! evaluate JavaScript in it (to read the DOM), wait for a condition and take a screenshot.
+//! evaluate JavaScript in it (to read the DOM), wait for a condition and take a screenshot (of
+//! the page or of one element).
 //!
 //! Chromium is `/usr/bin/chromium` (Debian package `chromium`), or `$CHROMIUM`. Tests that
 //! need it fail with the install line when it is missing — `scripts/test` installs it.
@@ -221,14 +222,38 @@ impl Browser {
             "Page.captureScreenshot",
             json!({"format": "png", "captureBeyondViewport": full_page}),
         );
-        let png = base64::engine::general_purpose::STANDARD
-            .decode(r["data"].as_str().expect("screenshot data"))
-            .expect("base64");
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).expect("artifact dir");
-        }
-        std::fs::write(path, png).expect("write screenshot");
+        save_png(&r, path);
     }
+
+    /// Saves a PNG of the first element matching `css` (its whole box, scrolled or not) to
+    /// `path`.
+    pub fn screenshot_of(&mut self, css: &str, path: &Path) {
+        let quoted = serde_json::to_string(css).expect("a selector is a string");
+        let rect = self.eval(&format!(
+            "(() => {{ const e = document.querySelector({quoted}); if (!e) return null; \
+             const r = e.getBoundingClientRect(); \
+             return {{x: r.left + scrollX, y: r.top + scrollY, width: r.width, height: r.height}}; }})()"
+        ));
+        assert!(rect.is_object(), "no element {css} to screenshot");
+        let clip = json!({"x": rect["x"], "y": rect["y"], "width": rect["width"],
+                          "height": rect["height"], "scale": 1});
+        let r = self.call(
+            "Page.captureScreenshot",
+            json!({"format": "png", "captureBeyondViewport": true, "clip": clip}),
+        );
+        save_png(&r, path);
+    }
+}
+
+/// Writes the PNG of a `Page.captureScreenshot` result to `path`.
+fn save_png(result: &Value, path: &Path) {
+    let png = base64::engine::general_purpose::STANDARD
+        .decode(result["data"].as_str().expect("screenshot data"))
+        .expect("base64");
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).expect("artifact dir");
+    }
+    std::fs::write(path, png).expect("write screenshot");
 }
 
 impl Drop for Browser {

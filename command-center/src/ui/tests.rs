@@ -1125,6 +1125,7 @@ fn the_node_panel_charts_load_memory_each_disk_with_its_forecast_and_checks_not_
             ("mem_used_pct", run(range, 48, |_| (20.0, 25.0, 30.0))),
             ("swap_used_pct", run(range, 48, |_| (0.0, 1.0, 2.0))),
             ("checks_ok", ok.clone()),
+            ("checks_warn", run(range, 48, |_| (0.0, 0.0, 0.0))),
             (
                 "checks_crit",
                 run(range, 48, |i| (0.0, 0.0, if i == 5 { 1.0 } else { 0.0 })),
@@ -1215,7 +1216,7 @@ fn the_node_panel_charts_load_memory_each_disk_with_its_forecast_and_checks_not_
             ("/tmp", "no forecast yet: too little history".to_string()),
         ]
     );
-    // Only the statuses reported: crit, drawn because it was not 0 once.
+    // Only the statuses some check was in: crit (warn stayed 0).
     let checks = all(&h, "figure.chart").into_iter().last().unwrap();
     let lines: Vec<&str> = checks
         .select(&Selector::parse("path.line").unwrap())

@@ -220,6 +220,7 @@ fn charts(h: &NodeHistory, cpus: Option<u32>) -> Markup {
         .collect(),
         reference: None,
     };
+    // Checks in each status but OK; a status no check was in all along is left out.
     let not_ok: Vec<Line<'_>> = [
         line("checks_warn", "warn", "warn"),
         line("checks_crit", "crit", "crit"),
@@ -228,8 +229,12 @@ fn charts(h: &NodeHistory, cpus: Option<u32>) -> Markup {
     .into_iter()
     .flatten()
     .collect();
-    let any_not_ok = not_ok.iter().any(|l| l.points.iter().any(|p| p.max > 0.0));
     let checked = !points("checks_ok").is_empty() || !not_ok.is_empty();
+    let not_ok: Vec<Line<'_>> = not_ok
+        .into_iter()
+        .filter(|l| l.points.iter().any(|p| p.max > 0.0))
+        .collect();
+    let any_not_ok = !not_ok.is_empty();
     let checks = Chart {
         title: "Checks not OK".into(),
         unit: Unit::Count,
