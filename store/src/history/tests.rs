@@ -1,3 +1,5 @@
+//! The history tiers: rollup, merging, forecasts, tier files and the first start over a log without them.
+
 use std::sync::Arc;
 
 use chrono::{DateTime, TimeZone, Utc};
