@@ -6,9 +6,11 @@
 //! record is on disk, and memory reflects records in the order they were logged.
 //!
 //! A file that ends in a partial line (a crash mid-write; that line was never acknowledged) is
-//! truncated to its last full line on open, with a warning. Rotation (size or day, for logs
+//! truncated to its last full line on open, with a warning. Rotation (size or period, for logs
 //! that rotate) renames the active file to a timestamped segment and starts a new one; the
-//! directory is fsynced after every create, rename and delete.
+//! directory is fsynced after every create, rename and delete. A log whose closed segments are
+//! compressed ([`Journal::compress_segments`]) wakes its [`Keeper`] after each rotation: the
+//! compression runs on the keeper's thread, never on the writer's.
 //!
 //! **A failed write or fsync** (a full disk, an I/O error) is not fatal — the monitoring must
 //! stay up when disks fill. The writer cuts the file back to its last durable line (so no torn
@@ -28,6 +30,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, oneshot};
 
+use super::compress::{Keeper, Waker};
 use super::health::StorageHealth;
 use super::logdir::{self, LogName};
 
@@ -45,8 +48,9 @@ pub const RETRY_EVERY: Duration = Duration::from_secs(1);
 pub struct Rotation {
     /// Rotate once the active file reaches this size.
     pub max_bytes: Option<u64>,
-    /// Rotate when the UTC day changes.
-    pub daily: bool,
+    /// Rotate when the UTC clock enters a new period of this length (a new hour for 1 h, a
+    /// new day for 24 h), if anything was written in the old one.
+    pub every: Option<Duration>,
     /// Delete segments rotated longer ago than this.
     pub retention: Option<Duration>,
 }
@@ -112,6 +116,10 @@ pub struct Journal {
     thread: Option<std::thread::JoinHandle<()>>,
     /// Where append latency goes (`/metrics`), if anywhere.
     latency: Option<crate::LatencySink>,
+    /// Compresses closed segments, if this log's are compressed.
+    keeper: Option<Keeper>,
+    /// How the writer wakes the keeper after a rotation (set once the keeper runs).
+    wake: Arc<std::sync::OnceLock<Waker>>,
 }
 
 impl Journal {
@@ -140,7 +148,9 @@ impl Journal {
         size: u64,
     ) -> Result<Journal, JournalError> {
         let (tx, rx) = mpsc::channel(QUEUE);
+        let wake = Arc::new(std::sync::OnceLock::new());
         let writer = Writer {
+            wake: Arc::clone(&wake),
             dir: dir.to_path_buf(),
             log,
             path: log.active(dir),
@@ -163,7 +173,24 @@ impl Journal {
             tx: Some(tx),
             thread: Some(thread),
             latency: None,
+            keeper: None,
+            wake,
         })
+    }
+
+    /// From now on compresses the log's closed segments at zstd `level`, in the background:
+    /// those left plain now (by a crash, or an older release) and each one rotation closes
+    /// (see [`crate::compress`]). Start it after replay, which reads the segments in place.
+    pub fn compress_segments(&mut self, dir: &Path, level: i32) -> std::io::Result<()> {
+        if self.keeper.is_some() {
+            return Ok(());
+        }
+        let keeper = Keeper::start(dir, self.log, level)?;
+        if let Some(w) = keeper.waker() {
+            let _ = self.wake.set(w);
+        }
+        self.keeper = Some(keeper);
+        Ok(())
     }
 
     /// Appends one whole line (ending in `\n`). Returns once it is on disk and `then` has run;
@@ -193,11 +220,16 @@ impl Journal {
         self.latency = Some(histogram);
     }
 
-    /// Stops accepting appends, lets the writer drain the queue, and waits for it.
+    /// Stops accepting appends, lets the writer drain the queue, and waits for it; then stops
+    /// the compression of segments (a compression in progress is abandoned, and done again at
+    /// the next start).
     pub fn close(&mut self) {
         self.tx.take();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
+        }
+        if let Some(mut k) = self.keeper.take() {
+            k.stop();
         }
     }
 }
@@ -286,6 +318,15 @@ struct Writer {
     needs_cut: bool,
     /// Rotation failed (reported once; retried after each batch).
     rotate_failing: bool,
+    /// Wakes the segment keeper after a rotation, once it runs.
+    wake: Arc<std::sync::OnceLock<Waker>>,
+}
+
+/// Which period of length `every` (counted from the Unix epoch, so whole UTC hours and days)
+/// `t` falls in.
+fn period(t: DateTime<Utc>, every: Duration) -> i64 {
+    t.timestamp()
+        .div_euclid(i64::try_from(every.as_secs().max(1)).unwrap_or(i64::MAX))
 }
 
 impl Writer {
@@ -412,9 +453,12 @@ impl Writer {
     fn maybe_rotate(&mut self) {
         let now = Utc::now();
         let too_big = self.rotation.max_bytes.is_some_and(|max| self.size >= max);
-        let new_day =
-            self.rotation.daily && now.date_naive() != self.opened.date_naive() && self.size > 0;
-        if !(too_big || new_day) {
+        let new_period = self
+            .rotation
+            .every
+            .is_some_and(|every| period(now, every) != period(self.opened, every))
+            && self.size > 0;
+        if !(too_big || new_period) {
             return;
         }
         let segment = logdir::rotated_path(&self.dir, self.log, now);
@@ -451,6 +495,9 @@ impl Writer {
                     tracing::error!(error = %e, "Retention sweep failed; will retry at the next rotation.")
                 }
             }
+        }
+        if let Some(w) = self.wake.get() {
+            w.wake();
         }
     }
 
@@ -659,7 +706,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let rotation = Rotation {
             max_bytes: Some(100),
-            daily: false,
+            every: None,
             retention: Some(Duration::from_secs(3600)),
         };
         // An old segment that retention must remove at the next rotation.

@@ -21,11 +21,11 @@ use super::{StoreError, StoreLimits};
 use crate::bus::Bus;
 use crate::history::{self, files::TierFiles};
 
-/// How the heartbeat log rotates and how long its segments are kept (`serve` flags; scans,
-/// commands and events are kept forever).
+/// How the heartbeat log rotates, compresses and how long its segments are kept (`serve`
+/// flags; scans, commands and events are kept forever, never rotated or compressed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Args)]
 pub struct HeartbeatLog {
-    /// Rotate the heartbeat log at this size (also daily): e.g. 256MiB, 1GiB.
+    /// Rotate the heartbeat log at this size (also every --heartbeat-rotate-every): e.g. 256MiB, 1GiB.
     #[arg(
         id = "heartbeat_rotate_size",
         value_name = "HEARTBEAT_ROTATE_SIZE",
@@ -34,6 +34,26 @@ pub struct HeartbeatLog {
         value_parser = vaultmesh_process::size::parse
     )]
     pub rotate_bytes: u64,
+    /// Rotate the heartbeat log when the UTC clock enters a new period of this length (1h: every
+    /// hour, 1d: every day), so at most this much of it stays uncompressed.
+    #[arg(
+        id = "heartbeat_rotate_every",
+        value_name = "HEARTBEAT_ROTATE_EVERY",
+        long = "heartbeat-rotate-every",
+        default_value = "1h",
+        value_parser = vaultmesh_process::duration::parse_nonzero
+    )]
+    pub rotate_every: Duration,
+    /// zstd level rotated heartbeat segments are compressed at, in the background (1 fastest,
+    /// 19 smallest; 0 keeps them plain).
+    #[arg(
+        id = "heartbeat_zstd_level",
+        value_name = "HEARTBEAT_ZSTD_LEVEL",
+        long = "heartbeat-zstd-level",
+        default_value_t = super::compress::DEFAULT_LEVEL,
+        value_parser = clap::value_parser!(i32).range(0..=19)
+    )]
+    pub zstd_level: i32,
     /// Delete rotated heartbeat segments older than this (scans, commands and events are kept forever).
     #[arg(
         id = "heartbeat_retention",
@@ -91,6 +111,11 @@ pub enum StoreOpenError {
         dir: PathBuf,
         source: std::io::Error,
     },
+    #[error("starting the compression of heartbeat segments in {dir}: {source}")]
+    Compress {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// The embedded store: [`LoggedStore`] over JSONL files.
@@ -122,7 +147,7 @@ impl JsonlStore {
     ) -> Result<(JsonlStore, ReplayReport), StoreOpenError> {
         let rotation = Rotation {
             max_bytes: Some(opts.heartbeats.rotate_bytes),
-            daily: true,
+            every: Some(opts.heartbeats.rotate_every),
             retention: Some(opts.heartbeats.retention),
         };
         let health = || Arc::clone(&opts.health);
@@ -193,6 +218,16 @@ impl JsonlStore {
             ms = rebuilt.elapsed.as_millis() as u64,
             "Rebuilt the history rollup from the heartbeat log."
         );
+        // Only now: replay and the history rebuild read the segments in place, and compression
+        // replaces them.
+        if opts.heartbeats.zstd_level > 0 {
+            heartbeats
+                .compress_segments(&opts.dir, opts.heartbeats.zstd_level)
+                .map_err(|source| StoreOpenError::Compress {
+                    dir: opts.dir.clone(),
+                    source,
+                })?;
+        }
         tracing::info!(
             lines = report.lines,
             nodes = report.nodes,

@@ -14,8 +14,9 @@
 //!   [`logged`]: the checks every write makes, and the backend seam.
 //! - [`record`]: the line format (`{"kind", "ts", "node_id", "record"}`) and a fast header parser.
 //! - [`journal`]: one append-only file with a single writer thread, group commit and rotation.
-//! - [`logdir`]: file names, rotated segments, retention; [`dirlock`]: one writer per log
-//!   directory.
+//! - [`logdir`]: file names, rotated segments (plain or compressed, opened alike), retention;
+//!   [`compress`]: zstd compression of closed segments in the background; [`dirlock`]: one
+//!   writer per log directory.
 //! - [`replay`]: reading logs back (torn tails, corrupt lines) and rebuilding state.
 //! - [`fleet`]: the in-memory state.
 //! - [`scans`]: each node's latest scan report and its drift.
@@ -30,6 +31,7 @@
 pub mod bus;
 pub mod change;
 pub mod commands;
+pub mod compress;
 pub mod dirlock;
 pub mod events;
 pub mod fleet;

@@ -1,7 +1,13 @@
 //! The log directory's layout: one active file per log (`heartbeats.jsonl`), and for logs that
 //! rotate, closed segments named by their rotation time (`heartbeats-20261129T093000Z.jsonl`),
 //! which sort in time order. Retention deletes old segments of rotating logs only.
+//!
+//! A closed segment may be zstd-compressed (`heartbeats-20261129T093000Z.jsonl.zst`, see
+//! [`crate::compress`]). Readers need not care: [`segments`] and [`files`] list each segment once,
+//! in order, in whichever form it is, and [`open_read`] opens either form as plain lines.
 
+use std::fs::File;
+use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -60,16 +66,41 @@ pub fn rotated_path(dir: &Path, log: LogName, at: DateTime<Utc>) -> PathBuf {
     let base = format!("{}-{}", log.stem(), at.format(STAMP));
     let mut path = dir.join(format!("{base}.jsonl"));
     let mut n = 1;
-    while path.exists() {
+    // A compressed segment keeps its name: the plain name is taken while either form exists.
+    while path.exists() || compressed_path(&path).exists() {
         path = dir.join(format!("{base}-{n}.jsonl"));
         n += 1;
     }
     path
 }
 
-/// When a segment was rotated, from its name.
+/// Suffix a compressed segment adds to its plain name (`….jsonl.zst`).
+pub const COMPRESSED: &str = ".zst";
+
+/// The name a plain segment has once compressed: `….jsonl` → `….jsonl.zst`.
+pub fn compressed_path(plain: &Path) -> PathBuf {
+    let mut name = plain.as_os_str().to_os_string();
+    name.push(COMPRESSED);
+    PathBuf::from(name)
+}
+
+/// The plain name of a segment in either form: `….jsonl.zst` → `….jsonl`.
+pub fn plain_path(path: &Path) -> PathBuf {
+    match path.to_str().and_then(|p| p.strip_suffix(COMPRESSED)) {
+        Some(plain) => PathBuf::from(plain),
+        None => path.to_path_buf(),
+    }
+}
+
+/// Whether `path` names a compressed segment.
+pub fn is_compressed(path: &Path) -> bool {
+    path.to_str().is_some_and(|p| p.ends_with(COMPRESSED))
+}
+
+/// When a segment was rotated, from its name (plain or compressed).
 fn rotated_at(log: LogName, file_name: &str) -> Option<DateTime<Utc>> {
-    let rest = file_name
+    let name = file_name.strip_suffix(COMPRESSED).unwrap_or(file_name);
+    let rest = name
         .strip_prefix(log.stem())?
         .strip_prefix('-')?
         .strip_suffix(".jsonl")?;
@@ -79,7 +110,10 @@ fn rotated_at(log: LogName, file_name: &str) -> Option<DateTime<Utc>> {
         .map(|t| t.and_utc())
 }
 
-/// Closed segments of `log`, oldest first, with their rotation times.
+/// Closed segments of `log`, oldest first, with their rotation times: each once, as its plain
+/// file (`.jsonl`) or, once compressed, as its `.jsonl.zst`. While a segment is being compressed
+/// both forms exist for a moment; it is listed as the plain file then (and [`open_read`] opens
+/// the compressed form should the plain one be gone by the time it is opened).
 pub fn segments(dir: &Path, log: LogName) -> std::io::Result<Vec<(PathBuf, DateTime<Utc>)>> {
     let mut out = Vec::new();
     let entries = match std::fs::read_dir(dir) {
@@ -94,12 +128,17 @@ pub fn segments(dir: &Path, log: LogName) -> std::io::Result<Vec<(PathBuf, DateT
             out.push((entry.path(), at));
         }
     }
-    // Same second: the plain name came first, then -1, -2, ...
+    // Same second: the plain name came first, then -1, -2, ... Within one segment the plain
+    // form sorts before the compressed one, which `dedup` then drops.
+    let key = |p: &Path| plain_path(p);
     out.sort_by(|a, b| {
+        let (ka, kb) = (key(&a.0), key(&b.0));
         a.1.cmp(&b.1)
-            .then(a.0.as_os_str().len().cmp(&b.0.as_os_str().len()))
-            .then(a.0.cmp(&b.0))
+            .then(ka.as_os_str().len().cmp(&kb.as_os_str().len()))
+            .then(ka.cmp(&kb))
+            .then(is_compressed(&a.0).cmp(&is_compressed(&b.0)))
     });
+    out.dedup_by(|later, earlier| key(&later.0) == key(&earlier.0));
     Ok(out)
 }
 
@@ -128,11 +167,121 @@ pub fn expire(
     let mut deleted = Vec::new();
     for (path, at) in segments(dir, log)? {
         if now - at > keep {
-            std::fs::remove_file(&path)?;
-            deleted.push(path);
+            // Both forms, should the segment be in the middle of its compression.
+            let plain = plain_path(&path);
+            for p in [compressed_path(&plain), plain] {
+                match std::fs::remove_file(&p) {
+                    Ok(()) => deleted.push(p),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
+            }
         }
     }
     Ok(deleted)
+}
+
+/// A log file opened for reading: its lines as written, whether the file is plain or
+/// zstd-compressed.
+pub struct LogReader {
+    path: PathBuf,
+    inner: Inner,
+}
+
+/// Largest zstd block (decompressed), 128 KiB.
+const ZSTD_BLOCK: usize = 128 << 10;
+
+enum Inner {
+    Plain(File),
+    Zstd(Box<zstd::stream::read::Decoder<'static, BufReader<File>>>),
+}
+
+impl std::fmt::Debug for LogReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogReader")
+            .field("path", &self.path)
+            .field("compressed", &self.is_compressed())
+            .finish()
+    }
+}
+
+impl LogReader {
+    /// The file actually opened (the compressed form of a segment listed as plain, say).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn is_compressed(&self) -> bool {
+        matches!(self.inner, Inner::Zstd(_))
+    }
+}
+
+impl Read for LogReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match &mut self.inner {
+            Inner::Plain(f) => f.read(buf),
+            // A block at most per call: a read that fails (a corrupt block) loses what it
+            // decoded, so the lines before the break are passed on before it is reached.
+            Inner::Zstd(d) => {
+                let n = buf.len().min(ZSTD_BLOCK);
+                d.read(&mut buf[..n])
+            }
+        }
+    }
+}
+
+/// Opens any log file — an active file, or a closed segment plain or compressed — for reading
+/// its lines from `offset` on, counted in the bytes of its lines (the decompressed content of a
+/// `.jsonl.zst`, so an offset taken in the plain segment holds after its compression).
+///
+/// A segment may change form between being listed and being opened (compression finishing,
+/// or crash recovery removing a leftover compressed copy): given either name, this opens the
+/// form that exists. An offset past the end is an `UnexpectedEof` error.
+pub fn open_read(path: &Path, offset: u64) -> std::io::Result<LogReader> {
+    let other = if is_compressed(path) {
+        plain_path(path)
+    } else {
+        compressed_path(path)
+    };
+    let (path, file) = match File::open(path) {
+        Ok(f) => (path.to_path_buf(), f),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => match File::open(&other) {
+            Ok(f) => (other, f),
+            Err(_) => return Err(e),
+        },
+        Err(e) => return Err(e),
+    };
+    let mut reader = if is_compressed(&path) {
+        let decoder = zstd::stream::read::Decoder::new(file)?;
+        LogReader {
+            path,
+            inner: Inner::Zstd(Box::new(decoder)),
+        }
+    } else {
+        LogReader {
+            path,
+            inner: Inner::Plain(file),
+        }
+    };
+    if offset > 0 {
+        let skipped = match &mut reader.inner {
+            Inner::Plain(f) => {
+                let len = f.metadata()?.len();
+                f.seek(SeekFrom::Start(offset.min(len)))?
+            }
+            Inner::Zstd(d) => std::io::copy(&mut d.by_ref().take(offset), &mut std::io::sink())?,
+        };
+        if skipped < offset {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!(
+                    "{}: offset {offset} is past the end ({skipped} bytes)",
+                    reader.path.display()
+                ),
+            ));
+        }
+    }
+    Ok(reader)
 }
 
 /// fsyncs a directory, so a created, renamed or deleted entry survives a crash.
@@ -194,5 +343,44 @@ mod tests {
             .unwrap()
             .is_empty()
         );
+    }
+
+    #[test]
+    fn compressed_segments_list_once_keep_their_name_and_expire() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+        let log = LogName::Heartbeats;
+        let a = rotated_path(dir.path(), log, t("2026-11-01T00:00:00Z"));
+        std::fs::write(compressed_path(&a), "").unwrap();
+        // Same second as a compressed segment: the plain name is still taken.
+        let a1 = rotated_path(dir.path(), log, t("2026-11-01T00:00:00Z"));
+        assert!(a1.to_string_lossy().ends_with("-1.jsonl"), "{a1:?}");
+        // Mid-compression: both forms, and a temp file readers ignore.
+        std::fs::write(&a1, "").unwrap();
+        std::fs::write(compressed_path(&a1), "").unwrap();
+        std::fs::write(
+            dir.path()
+                .join("heartbeats-20261101T000000Z-1.jsonl.zst.tmp"),
+            "",
+        )
+        .unwrap();
+        let b = rotated_path(dir.path(), log, t("2026-11-20T00:00:00Z"));
+        std::fs::write(&b, "").unwrap();
+        let listed: Vec<PathBuf> = segments(dir.path(), log)
+            .unwrap()
+            .into_iter()
+            .map(|s| s.0)
+            .collect();
+        assert_eq!(listed, vec![compressed_path(&a), a1.clone(), b.clone()]);
+        assert_eq!(plain_path(&compressed_path(&a)), a);
+        let gone = expire(
+            dir.path(),
+            log,
+            Duration::from_secs(7 * 86_400),
+            t("2026-11-25T00:00:00Z"),
+        )
+        .unwrap();
+        assert_eq!(gone, vec![compressed_path(&a), compressed_path(&a1), a1]);
+        assert_eq!(files(dir.path(), log).unwrap(), vec![b]);
     }
 }

@@ -5,6 +5,13 @@
 //! only each line's header ([`super::record::head`]) and remembers, per node, where its last
 //! `history_len` lines are and how many it has. Pass two parses just those lines. Memory is
 //! bounded by nodes × history, never by log size.
+//!
+//! Segments may be plain or zstd-compressed ([`crate::compress`]); a line's place is its offset
+//! in the segment's lines either way. Pass two reads kept lines of plain files in place
+//! (`read_exact_at`, the nodes split across the CPUs); a compressed segment that holds kept
+//! lines is decompressed once more, as a stream, and just those lines are parsed. A compressed
+//! segment that cannot be read to its end (corrupt on disk) is reported as a skipped line at the
+//! point it breaks, like any bad line: its lines before that point are replayed.
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
@@ -47,10 +54,18 @@ pub struct ReplayReport {
     pub scan_elapsed: Duration,
 }
 
-/// Calls `f(line_number, offset, line)` for every complete line of `path` (without its `\n`).
+/// Calls `f(line_number, offset, line)` for every complete line of `path` (without its `\n`),
+/// a plain or compressed log file alike ([`logdir::open_read`]); offsets count the lines' bytes.
 /// A final line without `\n` is passed too; callers that write the file cut it first.
-pub fn for_each_line(path: &Path, mut f: impl FnMut(u64, u64, &[u8])) -> std::io::Result<u64> {
-    let mut file = File::open(path)?;
+pub fn for_each_line(path: &Path, f: impl FnMut(u64, u64, &[u8])) -> std::io::Result<u64> {
+    for_each_line_in(logdir::open_read(path, 0)?, f)
+}
+
+/// [`for_each_line`] over an open reader. Returns the bytes read.
+pub fn for_each_line_in(
+    mut file: impl Read,
+    mut f: impl FnMut(u64, u64, &[u8]),
+) -> std::io::Result<u64> {
     let mut buf = vec![0u8; CHUNK];
     let mut filled = 0usize;
     let mut base: u64 = 0; // file offset of buf[0]
@@ -122,10 +137,133 @@ struct LeanCheck {
     status: CheckStatus,
 }
 
+/// A kept line, parsed: a history point, or (a node's newest line) the whole heartbeat.
+#[derive(Clone)]
+enum Parsed {
+    Point(HistoryPoint),
+    Full(Box<NodeHeartbeat>, DateTime<Utc>),
+}
+
+fn parse(line: &[u8], full: bool) -> Result<Parsed, String> {
+    let unreadable = |e: serde_json::Error| format!("unreadable heartbeat: {e}");
+    if full {
+        let l = serde_json::from_slice::<Line<NodeHeartbeat>>(line).map_err(unreadable)?;
+        return Ok(Parsed::Full(Box::new(l.record), l.ts));
+    }
+    let l = serde_json::from_slice::<LeanLine>(line).map_err(unreadable)?;
+    let r = l.record;
+    let parts = PointParts {
+        timestamp: r.timestamp,
+        cloudflare_ok: r.cloudflare_ok,
+        services_ok: r.services_ok,
+        metrics: r.metrics.as_ref(),
+        worst_check: r.checks.iter().map(|c| c.status).reduce(CheckStatus::worst),
+    };
+    Ok(Parsed::Point(parts.point(l.ts)))
+}
+
+/// The heartbeat files pass one read, and how pass two gets at their kept lines.
+struct Sources {
+    /// Each file as opened (a segment listed plain may have been opened compressed).
+    files: Vec<PathBuf>,
+    compressed: Vec<bool>,
+    /// Plain files holding kept lines, opened for `read_exact_at`.
+    handles: Vec<Option<File>>,
+    /// Kept lines of compressed files, parsed while streaming them: (file, offset) → line.
+    streamed: HashMap<(u32, u64), Result<Parsed, String>>,
+}
+
+impl Sources {
+    /// Parses the kept line at `spot` (`full`: the whole heartbeat, else a history point).
+    fn get(
+        &self,
+        spot: &Spot,
+        full: bool,
+        buf: &mut Vec<u8>,
+    ) -> std::io::Result<Result<Parsed, String>> {
+        let fi = spot.file as usize;
+        if !self.compressed[fi] {
+            let handle = self.handles[fi]
+                .as_ref()
+                .ok_or_else(|| std::io::Error::other("replay: a kept line in an unopened file"))?;
+            buf.resize(spot.len as usize, 0);
+            handle.read_exact_at(buf, spot.offset)?;
+            return Ok(parse(buf, full));
+        }
+        match self.streamed.get(&(spot.file, spot.offset)) {
+            Some(Ok(Parsed::Point(_))) if full => {
+                // Only the fallback for an unreadable newest line asks an older one whole:
+                // read it again from the compressed file.
+                let mut r = logdir::open_read(&self.files[fi], spot.offset)?;
+                buf.resize(spot.len as usize, 0);
+                r.read_exact(buf)?;
+                Ok(parse(buf, true))
+            }
+            Some(parsed) => Ok(parsed.clone()),
+            None => Ok(Err("unreadable compressed segment before this line".into())),
+        }
+    }
+}
+
+/// Streams each compressed file that holds kept lines and parses just those, the files
+/// split across `workers` threads.
+fn stream_compressed(
+    order: &[(Uuid, NodeScan)],
+    files: &[PathBuf],
+    compressed: &[bool],
+    workers: usize,
+) -> HashMap<(u32, u64), Result<Parsed, String>> {
+    // (file) → offset → whether the whole heartbeat is wanted.
+    let mut wanted: HashMap<u32, HashMap<u64, bool>> = HashMap::new();
+    for (_, scan) in order {
+        let last = scan.recent.len().saturating_sub(1);
+        for (i, spot) in scan.recent.iter().enumerate() {
+            if compressed[spot.file as usize] {
+                wanted
+                    .entry(spot.file)
+                    .or_default()
+                    .insert(spot.offset, i == last);
+            }
+        }
+    }
+    let jobs: Vec<(u32, HashMap<u64, bool>)> = wanted.into_iter().collect();
+    let per = jobs.len().div_ceil(workers.max(1)).max(1);
+    let mut out = HashMap::new();
+    std::thread::scope(|scope| {
+        let tasks: Vec<_> = jobs
+            .chunks(per)
+            .map(|chunk| {
+                scope.spawn(move || {
+                    let mut got = Vec::new();
+                    for (fi, want) in chunk {
+                        let path = &files[*fi as usize];
+                        let read = for_each_line(path, |_, offset, line| {
+                            if let Some(full) = want.get(&offset) {
+                                got.push(((*fi, offset), parse(line, *full)));
+                            }
+                        });
+                        // Pass one reported where the file breaks; the lines past it are
+                        // missing here and reported unreadable when asked for.
+                        if let Err(e) = read {
+                            tracing::debug!(file = %path.display(), error = %e, "Compressed segment unreadable in pass two.");
+                        }
+                    }
+                    got
+                })
+            })
+            .collect();
+        for t in tasks {
+            if let Ok(got) = t.join() {
+                out.extend(got);
+            }
+        }
+    });
+    out
+}
+
 fn rebuild(
     chunk: &[(Uuid, NodeScan)],
-    handles: &[File],
-    files: &[PathBuf],
+    sources: &Sources,
 ) -> std::io::Result<(Vec<Restored>, Vec<BadLine>)> {
     let mut out = Vec::with_capacity(chunk.len());
     let mut bad = Vec::new();
@@ -135,49 +273,24 @@ fn rebuild(
         let mut latest: Option<(NodeHeartbeat, DateTime<Utc>)> = None;
         let last = scan.recent.len().saturating_sub(1);
         for (i, spot) in scan.recent.iter().enumerate() {
-            buf.resize(spot.len as usize, 0);
-            handles[spot.file as usize].read_exact_at(&mut buf, spot.offset)?;
-            let skip = |reason: String| BadLine {
-                file: files[spot.file as usize].clone(),
-                line: spot.line,
-                reason,
-            };
-            if i == last {
-                match serde_json::from_slice::<Line<NodeHeartbeat>>(&buf) {
-                    Ok(l) => {
-                        history.push_back(fleet::history_point(&l.record, l.ts));
-                        latest = Some((l.record, l.ts));
-                    }
-                    Err(e) => bad.push(skip(format!("unreadable heartbeat: {e}"))),
+            match sources.get(spot, i == last, &mut buf)? {
+                Ok(Parsed::Full(hb, ts)) => {
+                    history.push_back(fleet::history_point(&hb, ts));
+                    latest = Some((*hb, ts));
                 }
-            } else {
-                match serde_json::from_slice::<LeanLine>(&buf) {
-                    Ok(l) => {
-                        let r = l.record;
-                        let parts = PointParts {
-                            timestamp: r.timestamp,
-                            cloudflare_ok: r.cloudflare_ok,
-                            services_ok: r.services_ok,
-                            metrics: r.metrics.as_ref(),
-                            worst_check: r
-                                .checks
-                                .iter()
-                                .map(|c| c.status)
-                                .reduce(CheckStatus::worst),
-                        };
-                        history.push_back(parts.point(l.ts));
-                    }
-                    Err(e) => bad.push(skip(format!("unreadable heartbeat: {e}"))),
-                }
+                Ok(Parsed::Point(p)) => history.push_back(p),
+                Err(reason) => bad.push(BadLine {
+                    file: sources.files[spot.file as usize].clone(),
+                    line: spot.line,
+                    reason,
+                }),
             }
         }
         // If the newest line was unreadable, the newest readable one is the latest.
         if latest.is_none() {
             for spot in scan.recent.iter().rev() {
-                buf.resize(spot.len as usize, 0);
-                handles[spot.file as usize].read_exact_at(&mut buf, spot.offset)?;
-                if let Ok(l) = serde_json::from_slice::<Line<NodeHeartbeat>>(&buf) {
-                    latest = Some((l.record, l.ts));
+                if let Ok(Parsed::Full(hb, ts)) = sources.get(spot, true, &mut buf)? {
+                    latest = Some((*hb, ts));
                     break;
                 }
             }
@@ -202,20 +315,28 @@ struct NodeScan {
     recent: VecDeque<Spot>,
 }
 
-/// Rebuilds the fleet from every heartbeat segment in `dir`.
+/// Rebuilds the fleet from every heartbeat segment in `dir`, plain or compressed.
 pub fn replay_heartbeats(dir: &Path, fleet: &FleetState) -> std::io::Result<ReplayReport> {
     let started = Instant::now();
     let history = fleet.limits().history_len.max(1);
-    let files = logdir::files(dir, LogName::Heartbeats)?;
+    let listed = logdir::files(dir, LogName::Heartbeats)?;
     let mut report = ReplayReport {
-        files: files.len(),
+        files: listed.len(),
         ..ReplayReport::default()
     };
     let mut nodes: HashMap<Uuid, NodeScan> = HashMap::new();
+    let mut files = Vec::with_capacity(listed.len());
+    let mut compressed = Vec::with_capacity(listed.len());
 
     // Pass one: headers only.
-    for (fi, path) in files.iter().enumerate() {
-        let bytes = for_each_line(path, |line_no, offset, line| {
+    for listed_path in &listed {
+        let reader = logdir::open_read(listed_path, 0)?;
+        let fi = files.len();
+        let path = reader.path().to_path_buf();
+        compressed.push(reader.is_compressed());
+        let mut last_line = 0;
+        let read = for_each_line_in(reader, |line_no, offset, line| {
+            last_line = line_no;
             report.lines += 1;
             if line.is_empty() {
                 return;
@@ -252,8 +373,18 @@ pub fn replay_heartbeats(dir: &Path, fleet: &FleetState) -> std::io::Result<Repl
             });
             scan.last_ts_text.clear();
             scan.last_ts_text.push_str(&head.ts);
-        })?;
-        report.bytes += bytes;
+        });
+        match read {
+            Ok(bytes) => report.bytes += bytes,
+            // A compressed segment broken on disk: what came before the break is replayed.
+            Err(e) if compressed[fi] => report.skipped.push(BadLine {
+                file: path.clone(),
+                line: last_line + 1,
+                reason: format!("compressed segment unreadable from here to its end: {e}"),
+            }),
+            Err(e) => return Err(e),
+        }
+        files.push(path);
     }
 
     report.scan_elapsed = started.elapsed();
@@ -277,17 +408,36 @@ pub fn replay_heartbeats(dir: &Path, fleet: &FleetState) -> std::io::Result<Repl
     }
 
     // Pass two: parse the kept lines, the nodes split across the CPUs. Only each node's last
-    // line is parsed whole; the others only as far as a history point needs.
-    let handles: Vec<File> = files.iter().map(File::open).collect::<Result<_, _>>()?;
+    // line is parsed whole; the others only as far as a history point needs. Plain files are
+    // opened only if they hold a kept line (a long retention is many files).
     let workers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .clamp(1, 8);
+    let mut needed = vec![false; files.len()];
+    for (_, scan) in &order {
+        for spot in &scan.recent {
+            needed[spot.file as usize] = true;
+        }
+    }
+    let handles = files
+        .iter()
+        .zip(&compressed)
+        .zip(&needed)
+        .map(|((path, &z), &n)| (n && !z).then(|| File::open(path)).transpose())
+        .collect::<Result<Vec<_>, _>>()?;
+    let streamed = stream_compressed(&order, &files, &compressed, workers);
+    let sources = Sources {
+        files,
+        compressed,
+        handles,
+        streamed,
+    };
     let per = order.len().div_ceil(workers).max(1);
     let results: Vec<std::io::Result<(Vec<Restored>, Vec<BadLine>)>> =
         std::thread::scope(|scope| {
             let tasks: Vec<_> = order
                 .chunks(per)
-                .map(|chunk| scope.spawn(|| rebuild(chunk, &handles, &files)))
+                .map(|chunk| scope.spawn(|| rebuild(chunk, &sources)))
                 .collect();
             tasks
                 .into_iter()
@@ -345,5 +495,159 @@ mod tests {
         assert_eq!(seen.len(), 5001);
         assert_eq!(seen[4999], (5000, "4999".to_string()));
         assert_eq!(seen[5000].1, "tail-without-newline");
+    }
+
+    /// A heartbeat line in today's format (`record::encode` of a `NodeHeartbeat`).
+    fn heartbeat_line(node: u128, seq: u64) -> Vec<u8> {
+        let id = Uuid::from_u128(node);
+        let ts = DateTime::parse_from_rfc3339("2026-11-29T00:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc)
+            + chrono::Duration::seconds(seq as i64 * 30);
+        let hb: NodeHeartbeat = serde_json::from_value(serde_json::json!({
+            "node_id": id, "hostname": format!("host-{node}"), "os_profile": "ArchVault",
+            "cloudflare_ok": true, "services_ok": !seq.is_multiple_of(3), "vaultmesh_root": "/var/lib/vaultmesh",
+            "timestamp": ts, "seq": seq.to_string(),
+            "metrics": {"load": [seq as f64 / 7.0, 0.4, 0.3], "cpu_count": 2, "mem_total_bytes": 1000, "mem_used_bytes": 10 * seq,
+                        "disks": [{"mount": "/", "fs": "ext4", "total_bytes": 1000, "used_bytes": seq}]},
+            "checks": [{"name": "disk", "status": if seq.is_multiple_of(4) { "warn" } else { "ok" }, "summary": "s",
+                        "observed_at": ts, "duration_ms": 1}]
+        }))
+        .unwrap();
+        record::encode(kind::HEARTBEAT, ts, Some(id), &hb).unwrap()
+    }
+
+    fn replayed(dir: &Path) -> (Vec<vaultmesh_proto::api::NodeDetail>, ReplayReport) {
+        let fleet = FleetState::new(crate::StoreLimits {
+            history_len: 5,
+            max_nodes: 100,
+        });
+        let report = replay_heartbeats(dir, &fleet).unwrap();
+        let mut ids = fleet.node_ids();
+        ids.sort();
+        (
+            ids.iter().map(|id| fleet.detail(*id).unwrap()).collect(),
+            report,
+        )
+    }
+
+    #[test]
+    fn compressed_segments_replay_to_the_state_plain_ones_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = LogName::Heartbeats;
+        let mut seq = 0;
+        let mut segment = |nodes: &[u128], per_node: u64| {
+            let mut text = Vec::new();
+            for _ in 0..per_node {
+                seq += 1;
+                for n in nodes {
+                    text.extend(heartbeat_line(*n, seq));
+                }
+            }
+            text
+        };
+        let stamps = [
+            "2026-11-29T01:00:00Z",
+            "2026-11-29T02:00:00Z",
+            "2026-11-29T03:00:00Z",
+        ];
+        // Node 4 stops after the second segment: its newest line is in a compressed segment.
+        let texts = [
+            segment(&[1, 2, 3, 4], 6),
+            segment(&[1, 2, 3, 4], 6),
+            segment(&[1, 2, 3], 6),
+        ];
+        let mut paths = Vec::new();
+        for (stamp, text) in stamps.iter().zip(&texts) {
+            let at = DateTime::parse_from_rfc3339(stamp)
+                .unwrap()
+                .with_timezone(&Utc);
+            let p = logdir::rotated_path(dir.path(), log, at);
+            std::fs::write(&p, text).unwrap();
+            paths.push(p);
+        }
+        // The active file holds 2 of each node's 5 kept lines; the other 3 are in the last segment.
+        std::fs::write(log.active(dir.path()), segment(&[1, 2, 3], 2)).unwrap();
+
+        let (plain, plain_report) = replayed(dir.path());
+        assert_eq!(plain.len(), 4);
+        assert!(
+            plain_report.skipped.is_empty(),
+            "{:?}",
+            plain_report.skipped
+        );
+
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        for p in &paths[1..] {
+            crate::compress::compress_segment(p, 3, &stop).unwrap();
+        }
+        let (mixed, mixed_report) = replayed(dir.path());
+        assert_eq!(mixed, plain, "plain and compressed segments mixed");
+        assert_eq!(
+            (mixed_report.lines, mixed_report.bytes, mixed_report.files),
+            (plain_report.lines, plain_report.bytes, plain_report.files)
+        );
+        crate::compress::compress_segment(&paths[0], 3, &stop).unwrap();
+        assert_eq!(replayed(dir.path()).0, plain, "every segment compressed");
+    }
+
+    #[test]
+    fn a_broken_compressed_segment_is_reported_and_the_rest_replays() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = LogName::Heartbeats;
+        let at = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+        let first = logdir::rotated_path(dir.path(), log, at("2026-11-29T01:00:00Z"));
+        let lines: Vec<u8> = (1..=2000).flat_map(|seq| heartbeat_line(1, seq)).collect();
+        std::fs::write(&first, &lines).unwrap();
+        let second = logdir::rotated_path(dir.path(), log, at("2026-11-29T02:00:00Z"));
+        // Node 2's newest line has a good header but no heartbeat: the one before is its latest.
+        let mut text = heartbeat_line(2, 1);
+        text.extend(heartbeat_line(2, 2));
+        text.extend(br#"{"kind":"heartbeat","ts":"2026-11-29T03:00:00Z","node_id":"00000000-0000-0000-0000-000000000002","record":{"bad":1}}"#);
+        text.push(b'\n');
+        std::fs::write(&second, &text).unwrap();
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        for p in [&first, &second] {
+            crate::compress::compress_segment(p, 3, &stop).unwrap();
+        }
+        // Flip bytes in the middle of the first segment's compressed frame.
+        let zst = logdir::compressed_path(&first);
+        let mut bytes = std::fs::read(&zst).unwrap();
+        let mid = bytes.len() / 2;
+        for b in &mut bytes[mid..mid + 64] {
+            *b ^= 0xa5;
+        }
+        std::fs::write(&zst, bytes).unwrap();
+
+        let (nodes, report) = replayed(dir.path());
+        assert_eq!(
+            nodes.len(),
+            2,
+            "the start did not fail: {:?}",
+            &report.skipped[..report.skipped.len().min(5)]
+        );
+        let broken: Vec<_> = report.skipped.iter().filter(|b| b.file == zst).collect();
+        assert_eq!(broken.len(), 1, "{:?}", report.skipped);
+        assert!(
+            broken[0].reason.contains("compressed segment unreadable"),
+            "{}",
+            broken[0].reason
+        );
+        assert!(
+            broken[0].line > 1 && broken[0].line < 2000,
+            "{}",
+            broken[0].line
+        );
+        let node2 = &nodes[1];
+        assert_eq!(node2.latest.seq.as_deref(), Some("2"));
+        assert_eq!(node2.summary.heartbeats, 3);
+        assert!(
+            report
+                .skipped
+                .iter()
+                .any(|b| b.file == logdir::compressed_path(&second) && b.line == 3),
+            "{:?}",
+            report.skipped
+        );
     }
 }

@@ -3,7 +3,7 @@
 use std::collections::{HashSet, VecDeque};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -58,8 +58,11 @@ pub fn print(out: &mut impl Write, format: Format, lines: &[Timed]) -> std::io::
 }
 
 /// Where `tail` is in one log. Rotation can close several segments between two polls, so
-/// `tail` remembers every file (by inode) it has consumed and, on rotation, reads the segments it
-/// has not seen, oldest first, before the new active file.
+/// `tail` remembers every segment it has accounted for (by its plain name, which a segment
+/// keeps when it is compressed) and, on rotation, reads the segments it has not seen, oldest
+/// first, before the new active file. The segment its own file became was read to its end
+/// through the open handle: it is recognised by inode while plain, and by its first bytes once
+/// compressed (a compressed file is a new inode).
 struct Follow {
     dir: PathBuf,
     log: LogName,
@@ -68,18 +71,20 @@ struct Follow {
     inode: u64,
     offset: u64,
     partial: Vec<u8>,
-    seen: HashSet<u64>,
+    seen: HashSet<PathBuf>,
 }
+
+/// Bytes of a file's start that identify it among segments.
+const PREFIX: usize = 4096;
 
 impl Follow {
     fn start(dir: &Path, log: LogName) -> Follow {
         let path = log.active(dir);
-        let mut seen = HashSet::new();
-        for (seg, _) in logdir::segments(dir, log).unwrap_or_default() {
-            if let Ok(m) = std::fs::metadata(&seg) {
-                seen.insert(m.ino());
-            }
-        }
+        let seen = logdir::segments(dir, log)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(seg, _)| logdir::plain_path(&seg))
+            .collect();
         let mut f = Follow {
             dir: dir.to_path_buf(),
             log,
@@ -94,11 +99,30 @@ impl Follow {
             && let Ok(meta) = file.metadata()
         {
             f.inode = meta.ino();
-            f.seen.insert(f.inode);
             f.offset = meta.len();
             f.file = Some(file);
         }
         f
+    }
+
+    /// Whether the segment `seg` is the file this follower had open.
+    fn is_ours(&self, seg: &Path, prefix: &[u8]) -> std::io::Result<bool> {
+        if self.file.is_none() {
+            return Ok(false);
+        }
+        let mut r = match logdir::open_read(seg, 0) {
+            Ok(r) => r,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        if !r.is_compressed() {
+            return Ok(std::fs::metadata(r.path())?.ino() == self.inode);
+        }
+        let mut head = Vec::with_capacity(prefix.len());
+        Read::by_ref(&mut r)
+            .take(prefix.len() as u64)
+            .read_to_end(&mut head)?;
+        Ok(head == prefix)
     }
 
     /// New complete lines since the last poll.
@@ -110,19 +134,29 @@ impl Follow {
         if rotated || (self.file.is_none() && current.is_some()) {
             // Our file became a segment (already read to its end above). Read the segments
             // closed since, then switch to the new active file from its start.
+            let mut prefix = vec![0u8; PREFIX];
+            let n = match &self.file {
+                Some(f) => read_prefix(f, &mut prefix)?,
+                None => 0,
+            };
+            prefix.truncate(n);
             for (seg, _) in logdir::segments(&self.dir, self.log)? {
-                let Ok(meta) = std::fs::metadata(&seg) else {
+                if !self.seen.insert(logdir::plain_path(&seg)) || self.is_ours(&seg, &prefix)? {
                     continue;
-                };
-                if self.seen.insert(meta.ino()) {
-                    let mut buf = Vec::new();
-                    File::open(&seg)?.read_to_end(&mut buf)?;
-                    self.split(&buf, &mut lines);
                 }
+                let mut buf = Vec::new();
+                match logdir::open_read(&seg, 0) {
+                    Ok(mut r) => {
+                        r.read_to_end(&mut buf)?;
+                    }
+                    // Retention deleted it meanwhile.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(e),
+                }
+                self.split(&buf, &mut lines);
             }
             if let Ok(file) = File::open(&self.path) {
                 self.inode = file.metadata()?.ino();
-                self.seen.insert(self.inode);
                 self.file = Some(file);
                 self.offset = 0;
                 self.read_new(&mut lines)?;
@@ -166,6 +200,18 @@ impl Follow {
         }
         self.partial.extend_from_slice(&buf[start..]);
     }
+}
+
+/// Reads the start of `file` into `buf`; returns the bytes read.
+fn read_prefix(file: &File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read_at(&mut buf[filled..], filled as u64)? {
+            0 => break,
+            n => filled += n,
+        }
+    }
+    Ok(filled)
 }
 
 /// Prints the last `lines` matching lines, then follows every relevant log until `stop` says so.
