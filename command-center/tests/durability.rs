@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use vaultmesh_testkit::auth::TestNode;
+use vaultmesh_testkit::segments::{decompress, heartbeat_segments, wait_compressed};
 use vaultmesh_testkit::{CommandCenter, cc_command, heartbeat_json, text};
 
 fn node(i: u32) -> String {
@@ -106,28 +107,31 @@ fn every_acknowledged_heartbeat_survives_kill_9() {
 #[test]
 fn replay_rebuilds_the_state_the_live_server_had() {
     let mut cc = CommandCenter::start_with(&["--history-len", "5"]);
-    for seq in 1..=12 {
+    let before = post_three_nodes(&cc, 12);
+    assert_eq!(before.1[0]["history"].as_array().unwrap().len(), 5);
+
+    cc.restart();
+    assert_eq!(state(&cc), before);
+}
+
+/// Heartbeats `1..=seqs` from nodes 0, 1 and 2 (each with its own load); returns [`state`].
+fn post_three_nodes(cc: &CommandCenter, seqs: u64) -> (serde_json::Value, Vec<serde_json::Value>) {
+    for seq in 1..=seqs {
         for i in 0..3 {
             let mut hb = heartbeat_json(&node(i), &format!("host-{i}"), seq);
             hb["metrics"]["load"][0] = serde_json::json!(seq as f64 / 10.0 + i as f64);
             assert_eq!(cc.post_json("/api/agent/heartbeat", &hb).status, 200);
         }
     }
-    let before_list = cc.get_json("/api/nodes");
-    let before: Vec<_> = (0..3)
+    state(cc)
+}
+
+/// `/api/nodes` and each of nodes 0, 1 and 2's detail.
+fn state(cc: &CommandCenter) -> (serde_json::Value, Vec<serde_json::Value>) {
+    let details = (0..3)
         .map(|i| cc.get_json(&format!("/api/nodes/{}", node(i))))
         .collect();
-    assert_eq!(before[0]["history"].as_array().unwrap().len(), 5);
-
-    cc.restart();
-    assert_eq!(cc.get_json("/api/nodes"), before_list);
-    for i in 0..3 {
-        assert_eq!(
-            cc.get_json(&format!("/api/nodes/{}", node(i))),
-            before[i as usize],
-            "node {i}"
-        );
-    }
+    (cc.get_json("/api/nodes"), details)
 }
 
 #[test]
@@ -215,6 +219,9 @@ fn the_heartbeat_log_rotates_by_size_keeps_every_record_and_expires_old_segments
         .collect();
     assert!(segments.len() >= 3, "{segments:?}");
     assert!(!old.exists(), "the segment past retention was deleted");
+    // Closed segments are compressed in the background, and read back as they were.
+    wait_compressed(&cc.log_dir(), 3, Duration::from_secs(20));
+    assert_eq!(logged(&cc).len(), 40);
 
     cc.restart();
     let nodes = cc.get_json("/api/nodes");
@@ -224,6 +231,48 @@ fn the_heartbeat_log_rotates_by_size_keeps_every_record_and_expires_old_segments
         "every record replayed across segments"
     );
     assert_eq!(logged(&cc).len(), 40);
+}
+
+/// Issue 23: a log directory as today's release leaves it (plain segments) replays, is
+/// compressed after the start, and replays to the same state; what a crash mid-compression
+/// leaves (a temp file, a segment in both forms) is cleaned up at start and never read.
+#[test]
+fn plain_segments_from_before_compress_at_start_and_replay_the_same() {
+    let mut cc = CommandCenter::start_with(&[
+        "--heartbeat-rotate-size",
+        "4KiB",
+        "--heartbeat-zstd-level",
+        "0",
+        "--history-len",
+        "8",
+    ]);
+    let before = post_three_nodes(&cc, 15);
+    cc.kill9();
+    let dir = cc.log_dir();
+    let plain = heartbeat_segments(&dir);
+    assert!(plain.len() >= 3, "{plain:?}");
+    assert!(plain.iter().all(|n| n.ends_with(".jsonl")), "{plain:?}");
+    // A crash mid-compression: a torn temp file, and a segment beside a (garbage) compressed copy.
+    std::fs::write(dir.join(format!("{}.zst.tmp", plain[0])), b"torn").unwrap();
+    std::fs::write(dir.join(format!("{}.zst", plain[1])), b"not zstd").unwrap();
+
+    let same = |cc: &CommandCenter| assert_eq!(state(cc), before);
+    // Default flags: compression on.
+    cc.restart_with(&["--history-len", "8"]);
+    same(&cc);
+    let compressed = wait_compressed(&dir, plain.len(), Duration::from_secs(20));
+    assert_eq!(compressed.len(), plain.len(), "{compressed:?}");
+    assert!(
+        !heartbeat_segments(&dir).iter().any(|n| n.ends_with(".tmp")),
+        "no temp file left"
+    );
+    cc.restart();
+    same(&cc);
+    // A mix of both forms replays the same too.
+    cc.kill9();
+    decompress(&compressed[1]);
+    cc.restart_with(&["--history-len", "8", "--heartbeat-zstd-level", "0"]);
+    same(&cc);
 }
 
 /// Issue 20 item 2: a second Command Center on the same log directory used to start, and the

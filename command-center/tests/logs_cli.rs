@@ -7,6 +7,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use vaultmesh_testkit::segments::{decompress, heartbeat_segments, wait_compressed};
 use vaultmesh_testkit::{
     CC_BIN, ChildGuard, CommandCenter, binary, cc_command, heartbeat_json, text,
 };
@@ -291,7 +292,96 @@ fn tail_follows_new_records_across_rotation() {
         })
         .count();
     assert!(segments >= 2, "the log rotated during the test");
+    // Segments were compressed while tail followed (within milliseconds of their rotation, so
+    // mostly between two of its polls): it recognised its own file in compressed form.
+    assert!(
+        vaultmesh_testkit::wait_for(Duration::from_secs(10), || {
+            heartbeat_segments(&dir)
+                .iter()
+                .any(|n| n.ends_with(".zst"))
+                .then_some(())
+        })
+        .is_some(),
+        "{:?}",
+        heartbeat_segments(&dir)
+    );
     let _ = std::io::stdout().flush();
+}
+
+/// Issue 23: `view`, `stats` and `--node HOSTNAME` read compressed and plain segments alike,
+/// and `--json` prints a compressed line byte for byte as it was written.
+#[test]
+fn view_and_stats_read_compressed_and_plain_segments_alike() {
+    let mut cc = CommandCenter::start_with(&["--heartbeat-rotate-size", "4KiB"]);
+    for seq in 1..=20 {
+        for (id, host) in [(A, "alpha"), (B, "bravo")] {
+            assert_eq!(
+                cc.post_json("/api/agent/heartbeat", &heartbeat_json(id, host, seq))
+                    .status,
+                200
+            );
+        }
+    }
+    let dir = cc.log_dir();
+    let compressed = wait_compressed(&dir, 3, Duration::from_secs(20));
+    cc.kill9();
+    decompress(&compressed[1]);
+    let mut oldest = String::new();
+    BufReader::new(vaultmesh_store::logdir::open_read(&compressed[0], 0).unwrap())
+        .read_line(&mut oldest)
+        .unwrap();
+
+    let (code, out, err) = logs(
+        &cc,
+        &[
+            "view",
+            "--node",
+            "alpha",
+            "--kind",
+            "heartbeat",
+            "--json",
+            "--limit",
+            "0",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let seqs: Vec<u64> = out
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["record"]["seq"].as_str().unwrap().parse().unwrap()
+        })
+        .collect();
+    assert_eq!(
+        seqs,
+        (1..=20).collect::<Vec<_>>(),
+        "every record once, in order"
+    );
+    let (_, all, _) = logs(
+        &cc,
+        &["view", "--kind", "heartbeat", "--json", "--limit", "0"],
+    );
+    assert_eq!(
+        all.lines().next().unwrap(),
+        oldest.trim_end(),
+        "the first (compressed) line byte for byte"
+    );
+    let (code, out, err) = logs(&cc, &["stats", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let counts: Vec<(String, u64)> = out
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (
+                v["hostname"].as_str().unwrap().to_string(),
+                v["counts"]["heartbeat"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        counts,
+        [("alpha".to_string(), 20), ("bravo".to_string(), 20)]
+    );
 }
 
 /// An attention change is as severe as its new level (crit → high, attn → medium, ok → info),

@@ -14,6 +14,7 @@ use uuid::Uuid;
 use vaultmesh_proto::command::{SignedCommand, SignedReceipt};
 use vaultmesh_testkit::auth::TestNode;
 use vaultmesh_testkit::postgres::Postgres;
+use vaultmesh_testkit::segments::{decompress, wait_compressed};
 use vaultmesh_testkit::sse::SseClient;
 use vaultmesh_testkit::{
     CommandCenter, cc_command, heartbeat_json, keygen, text, wait_for, workspace_root,
@@ -457,6 +458,38 @@ fn audit_records_refuse_update_and_delete_in_the_database_itself() {
     ]);
     assert_eq!(code, Some(2), "{out}");
     assert!(out.contains("holds no VaultMesh store"), "{out}");
+}
+
+/// Issue 23: `store import` reads rotated heartbeat segments compressed or plain, oldest first.
+#[test]
+fn import_reads_compressed_and_plain_heartbeat_segments() {
+    let mut jsonl = CommandCenter::start_with(&["--heartbeat-rotate-size", "4KiB"]);
+    let node = TestNode::new(Uuid::now_v7());
+    for seq in 1..=20 {
+        assert_eq!(post_heartbeat(&jsonl, &node, seq), 200);
+    }
+    let logs = jsonl.log_dir();
+    let compressed = wait_compressed(&logs, 2, Duration::from_secs(20));
+    let before = jsonl.get_json(&format!("/api/nodes/{}", node.id));
+    jsonl.kill9();
+    decompress(&compressed[0]);
+
+    let pg = Postgres::start();
+    let url = pg.create_db("mixed");
+    let out = cli_ok(&[
+        "store",
+        "import",
+        "--from",
+        logs.to_str().unwrap(),
+        "--store",
+        &url,
+    ]);
+    assert!(out.contains("heartbeats 20"), "{out}");
+    let cc = CommandCenter::start_with(&["--store", &url]);
+    let after = cc.get_json(&format!("/api/nodes/{}", node.id));
+    assert_eq!(after["history"], before["history"]);
+    assert_eq!(after["latest"], before["latest"]);
+    assert_eq!(after["summary"]["heartbeats"], 20);
 }
 
 #[test]

@@ -28,6 +28,7 @@ pub mod page;
 pub mod postgres;
 pub mod proxy;
 pub mod receiver;
+pub mod segments;
 pub mod smtp;
 pub mod sse;
 
@@ -282,6 +283,13 @@ impl CommandCenter {
 
     /// Starts the binary again on the same log directory and arguments (after a kill or exit).
     pub fn restart(&mut self) {
+        let args = self.args.clone();
+        self.restart_with(&args);
+    }
+
+    /// Like [`CommandCenter::restart`], with these `serve` arguments from now on instead.
+    pub fn restart_with(&mut self, extra: &[impl AsRef<str>]) {
+        self.args = extra.iter().map(|a| a.as_ref().to_string()).collect();
         self.kill9();
         let (child, url, stderr) =
             Self::spawn(self.dir.path(), &self.args, &self.env, self.open_files);
