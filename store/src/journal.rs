@@ -736,4 +736,43 @@ mod tests {
             assert!(std::fs::metadata(f).unwrap().len() >= 100);
         }
     }
+
+    #[tokio::test]
+    async fn rotates_each_period_and_compresses_closed_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let rotation = Rotation {
+            max_bytes: None,
+            every: Some(Duration::from_secs(1)),
+            retention: None,
+        };
+        let (mut j, _) =
+            Journal::open(dir.path(), LogName::Heartbeats, rotation, Arc::default()).unwrap();
+        j.compress_segments(dir.path(), 3).unwrap();
+        j.append(line(1), None).await.unwrap();
+        // Into the next second: the next append closes the first period's file.
+        let now = Utc::now();
+        let next = 1_000_000_000 - now.timestamp_subsec_nanos() as u64;
+        tokio::time::sleep(Duration::from_nanos(next) + Duration::from_millis(50)).await;
+        j.append(line(2), None).await.unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let files = loop {
+            let files = logdir::files(dir.path(), LogName::Heartbeats).unwrap();
+            if files.len() == 2 && logdir::is_compressed(&files[0]) {
+                break files;
+            }
+            assert!(std::time::Instant::now() < deadline, "{files:?}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        j.close();
+        let mut text = String::new();
+        for f in &files {
+            logdir::open_read(f, 0)
+                .unwrap()
+                .read_to_string(&mut text)
+                .unwrap();
+        }
+        let mut want = line(1);
+        want.extend(line(2));
+        assert_eq!(text.as_bytes(), want);
+    }
 }
