@@ -78,6 +78,77 @@ pub fn realistic_heartbeat(i: usize, seq: u64) -> serde_json::Value {
     })
 }
 
+/// A heartbeat line as the Command Center logs it for node `i`'s `seq`-th heartbeat at
+/// `at`, with values that move the way a real agent's do from one heartbeat to the next
+/// (modelled on a line the real agent sent, `demo`): nanosecond clocks, load, memory and disks
+/// drifting, each check re-run with its summary and metrics agreeing with the measurements.
+/// [`realistic_heartbeat`] repeats the same values, which compress far better than real ones
+/// do; disk figures use this.
+pub fn live_heartbeat_line(i: usize, seq: u64, at: chrono::DateTime<chrono::Utc>) -> Vec<u8> {
+    use chrono::Duration as D;
+    // Deterministic noise per (node, heartbeat, field).
+    let noise = |field: u64| -> u64 {
+        let mut z = (i as u64) ^ seq.rotate_left(20) ^ field.rotate_left(40);
+        z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    let unit = |field: u64| (noise(field) % 1_000_000) as f64 / 1_000_000.0;
+    let nanos = |field: u64| D::nanoseconds((noise(field) % 1_000_000_000) as i64);
+    let round = |x: f64, d: i32| (x * 10f64.powi(d)).round() / 10f64.powi(d);
+    let cpus = 4.0;
+    let phase = seq as f64 / 60.0 + i as f64;
+    let load1 = round((0.6 + 0.4 * phase.sin() + 0.3 * unit(1)).max(0.0), 2);
+    let load5 = round((0.6 + 0.35 * (phase - 0.1).sin()).max(0.0), 2);
+    let load15 = round((0.6 + 0.3 * (phase - 0.3).sin()).max(0.0), 2);
+    let mem_total = 8_589_934_592u64;
+    let mem_used = 2_147_483_648 + (noise(2) % 262_144) * 4096;
+    let mem_pct = round(mem_used as f64 * 100.0 / mem_total as f64, 1);
+    let root_total = 107_374_182_400u64;
+    let root_used = 45_097_156_608 + seq * 40_960 + (noise(3) % 256) * 4096;
+    let data_total = 536_870_912_000u64;
+    let data_used = 128_849_018_880 + seq * 409_600 + (noise(4) % 256) * 4096;
+    let root_pct = round(root_used as f64 * 100.0 / root_total as f64, 1);
+    let data_pct = round(data_used as f64 * 100.0 / data_total as f64, 1);
+    let inodes_used = 412_345 + seq / 10 + noise(5) % 50;
+    let ran = |k: u64| at - D::seconds((noise(10 + k) % 30) as i64) + nanos(20 + k);
+    let scan_at =
+        at - D::seconds((seq % 720) as i64 * 30) - D::seconds(7) + D::nanoseconds(123_456_789);
+    let scan_id = Uuid::from_u128(
+        0x0193_a1f0_7c1e_7000_8000_0000_0000_0000 | (i as u128) << 16 | (seq / 720) as u128,
+    );
+    let id = node_id(i);
+    let hb = serde_json::json!({
+        "node_id": id, "hostname": format!("vault-node-{i:04}"), "os_profile": if i.is_multiple_of(2) { "ArchVault" } else { "DebianVault" },
+        "cloudflare_ok": true, "services_ok": true, "vaultmesh_root": "/var/lib/vaultmesh",
+        "timestamp": at + nanos(6), "agent_version": "0.1.0", "seq": (1_796_548_737_982 + seq).to_string(), "uptime_s": 86_400 + seq * 30,
+        "metrics": {"load": [load1, load5, load15], "cpu_count": 4, "mem_total_bytes": mem_total, "mem_used_bytes": mem_used,
+            "swap_total_bytes": 0, "swap_used_bytes": 0,
+            "disks": [{"mount": "/", "fs": "ext4", "total_bytes": root_total, "used_bytes": root_used, "inodes_total": 6_553_600, "inodes_used": inodes_used},
+                      {"mount": "/var/lib/vaultmesh", "fs": "xfs", "total_bytes": data_total, "used_bytes": data_used, "inodes_total": 262_144_000, "inodes_used": 1_234_567}]},
+        "checks": [
+            {"name": "cloudflared", "status": "ok", "summary": "tunnel up: 4 ready connections", "observed_at": ran(0), "duration_ms": noise(7) % 4, "metrics": {"ready_connections": 4.0}},
+            {"name": "disk", "status": "ok", "summary": format!("2 filesystems, fullest / at {root_pct}%"), "observed_at": ran(1), "duration_ms": 1, "metrics": {"filesystems": 2.0, "max_inodes_used_pct": 6.3, "max_used_pct": root_pct.max(data_pct)}},
+            {"name": "load", "status": "ok", "summary": format!("load {load1} {load5} {load15} on 4 CPUs (5m: {} per CPU)", round(load5 / cpus, 2)), "observed_at": ran(2), "duration_ms": 0,
+             "metrics": {"load15_per_cpu": round(load15 / cpus, 2), "load1_per_cpu": round(load1 / cpus, 2), "load5_per_cpu": round(load5 / cpus, 2)}},
+            {"name": "memory", "status": "ok", "summary": format!("memory {mem_pct}% used ({:.1} GiB of 8.0 GiB), no swap", mem_used as f64 / 1_073_741_824.0), "observed_at": ran(3), "duration_ms": 0, "metrics": {"used_pct": mem_pct}},
+            {"name": "systemd", "status": "ok", "summary": "3 units as expected", "observed_at": ran(4), "duration_ms": noise(8) % 6, "metrics": {"units": 3.0, "active": 3.0, "failed": 0.0, "restarts": 0.0}},
+            {"name": "sovereign_scan", "status": "warn", "summary": "1 finding (1 medium); worst: fs.protected_fifos is 0; expected >=1", "observed_at": scan_at, "duration_ms": 774,
+             "metrics": {"findings": 1.0, "findings_medium": 1.0},
+             "details": {"counts": {"medium": 1}, "errors": [], "rules": ["file_hashes", "listeners", "setuid", "sshd", "sysctl", "world_writable"], "scan_id": scan_id, "truncated": false}}
+        ],
+        "last_scan": {"scan_id": scan_id, "finished_at": scan_at + D::milliseconds(648), "counts": {"medium": 1}}
+    });
+    vaultmesh_store::record::encode(
+        "heartbeat",
+        at + D::milliseconds((noise(9) % 40) as i64) + nanos(30),
+        Some(id),
+        &hb,
+    )
+    .expect("a heartbeat encodes")
+}
+
 /// A scan report shaped like a real one: a finding and 40 file hashes (which change with `n`).
 pub fn realistic_scan(i: usize, n: u128) -> vaultmesh_proto::ScanReport {
     use vaultmesh_proto::scan::{Finding, count_findings};

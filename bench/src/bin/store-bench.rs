@@ -6,6 +6,12 @@
 //!    `jq -c 'select(.node_id=="X" and .kind=="scan")'` on the same file.
 //! 3. Append throughput of one journal with group commit, 64 concurrent appenders.
 //!
+//! Between 1 and 2, disk: one 256 MiB heartbeat segment of lines whose values move as a real
+//! agent's do ([`live_heartbeat_line`]), 1 line per node every 30 s, compressed as the store
+//! does after rotation: bytes per line and per node-day, plain and compressed, and the time the
+//! compression takes; then the start-up over the replay log as a closed segment, plain and
+//! compressed.
+//!
 //! Usage: `cargo run --release -p vaultmesh-bench --bin store-bench -- [LINES] [WORK_DIR]`
 //!
 //! The log holds one node per 1,000 lines (at most 10,000 nodes, the store's limit), so 10 M
@@ -19,7 +25,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use chrono::Utc;
-use vaultmesh_bench::{median_of, memory_kib, node_id, realistic_heartbeat, release_binary, timed};
+use vaultmesh_bench::{
+    live_heartbeat_line, median_of, memory_kib, node_id, realistic_heartbeat, release_binary, timed,
+};
 use vaultmesh_store::journal::{Journal, Rotation};
 use vaultmesh_store::logdir::LogName;
 use vaultmesh_store::record;
@@ -67,7 +75,7 @@ fn main() -> anyhow::Result<()> {
     );
     let (mut peak, mut rss) = (0, 0);
     let replay = median_of(3, || {
-        let (t, hwm, now) = start_until_listening(&cc, &logs)?;
+        let (t, hwm, now) = start_until_listening(&cc, &logs, &[])?;
         peak = peak.max(hwm);
         rss = rss.max(now);
         Ok(t)
@@ -78,6 +86,9 @@ fn main() -> anyhow::Result<()> {
         peak as f64 / 1024.0,
         rss as f64 / 1024.0
     );
+    disk_per_node_day(&work.join("disk"), nodes)?;
+    replay_compressed(&cc, &logs)?;
+
     if std::env::var_os("REPLAY_ONLY").is_some() {
         let _ = std::fs::remove_dir_all(&work);
         return Ok(());
@@ -197,13 +208,102 @@ fn write_scans(path: &Path, lines: usize, nodes: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Starts `serve` on the log dir; returns the time until it printed its listening line, and its
-/// peak and current RSS then (KiB).
-fn start_until_listening(cc: &Path, logs: &Path) -> anyhow::Result<(Duration, u64, u64)> {
+/// Raw heartbeats a node sends a day at the default 30 s interval.
+const LINES_PER_NODE_DAY: f64 = 2880.0;
+/// The goal for heartbeat storage, all tiers (issue 23), and the raw log's share of it.
+const GOAL_MB: f64 = 1.0;
+const RAW_BUDGET_MB: f64 = 0.6;
+/// Bytes per node-day before compression (issue 23: 2.7 KB a line).
+const BEFORE_MB: f64 = 7.8;
+
+/// Writes a 256 MiB segment of live heartbeat lines from `nodes` nodes, compresses it as the
+/// store does, and prints bytes per line and per node-day.
+fn disk_per_node_day(dir: &Path, nodes: usize) -> anyhow::Result<()> {
+    use std::sync::atomic::AtomicBool;
+    use vaultmesh_store::compress::{self, DEFAULT_LEVEL, Outcome};
+    std::fs::create_dir_all(dir)?;
+    const SEGMENT: u64 = 256 << 20;
+    let start = Utc::now() - chrono::Duration::days(1);
+    let path = vaultmesh_store::logdir::rotated_path(dir, LogName::Heartbeats, start);
+    let mut out = BufWriter::with_capacity(1 << 20, std::fs::File::create(&path)?);
+    let (mut bytes, mut lines) = (0u64, 0u64);
+    'write: for round in 0.. {
+        for n in 0..nodes {
+            let at = start
+                + chrono::Duration::seconds(round * 30)
+                + chrono::Duration::milliseconds((n * 30_000 / nodes) as i64);
+            let line = live_heartbeat_line(n, round as u64, at);
+            if bytes + line.len() as u64 > SEGMENT {
+                break 'write;
+            }
+            bytes += line.len() as u64;
+            lines += 1;
+            out.write_all(&line)?;
+        }
+    }
+    out.into_inner()?.sync_all()?;
+    let (outcome, took) =
+        timed(|| compress::compress_segment(&path, DEFAULT_LEVEL, &AtomicBool::new(false)));
+    let Outcome::Compressed { plain, compressed } = outcome? else {
+        anyhow::bail!("the segment was not compressed");
+    };
+    let per_line = |b: u64| b as f64 / lines as f64;
+    let per_day = |b: u64| per_line(b) * LINES_PER_NODE_DAY / 1e6;
+    println!(
+        "raw heartbeats ({nodes} nodes, one every 30 s, live values): {lines} lines in a 256 MiB segment, {:.0} bytes/line plain, {:.0} bytes/line at zstd level {DEFAULT_LEVEL} ({:.1}x); compressed in {:.1}s",
+        per_line(plain),
+        per_line(compressed),
+        plain as f64 / compressed as f64,
+        took.as_secs_f64()
+    );
+    println!(
+        "bytes per node-day of raw heartbeats: {:.2} MB plain, {:.2} MB compressed (goal: <= {GOAL_MB} MB all tiers, raw share <= {RAW_BUDGET_MB} MB; before: {BEFORE_MB} MB)",
+        per_day(plain),
+        per_day(compressed)
+    );
+    let _ = std::fs::remove_dir_all(dir);
+    Ok(())
+}
+
+/// Start-up over the replay log as one closed segment, plain then compressed.
+fn replay_compressed(cc: &Path, logs: &Path) -> anyhow::Result<()> {
+    use std::sync::atomic::AtomicBool;
+    use vaultmesh_store::compress::{self, DEFAULT_LEVEL};
+    let segment = vaultmesh_store::logdir::rotated_path(logs, LogName::Heartbeats, Utc::now());
+    std::fs::rename(LogName::Heartbeats.active(logs), &segment)?;
+    // Segments stay as they are while measured.
+    let plain_flags = ["--heartbeat-zstd-level", "0"];
+    let plain = median_of(3, || Ok(start_until_listening(cc, logs, &plain_flags)?.0))?;
+    let size = std::fs::metadata(&segment)?.len();
+    let (outcome, took) =
+        timed(|| compress::compress_segment(&segment, DEFAULT_LEVEL, &AtomicBool::new(false)));
+    outcome?;
+    let zst = std::fs::metadata(vaultmesh_store::logdir::compressed_path(&segment))?.len();
+    let compressed = median_of(3, || Ok(start_until_listening(cc, logs, &plain_flags)?.0))?;
+    println!(
+        "the replay log as one segment ({:.0} MiB): compressed at level {DEFAULT_LEVEL} to {:.0} MiB in {:.1}s ({:.1}s per 256 MiB); start-up over it plain {:.2}s, compressed {:.2}s (median of 3)",
+        size as f64 / 1048576.0,
+        zst as f64 / 1048576.0,
+        took.as_secs_f64(),
+        took.as_secs_f64() * (256 << 20) as f64 / size as f64,
+        plain.as_secs_f64(),
+        compressed.as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Starts `serve` on the log dir with `extra` flags; returns the time until it printed its
+/// listening line, and its peak and current RSS then (KiB).
+fn start_until_listening(
+    cc: &Path,
+    logs: &Path,
+    extra: &[&str],
+) -> anyhow::Result<(Duration, u64, u64)> {
     let start = Instant::now();
     let mut child = Command::new(cc)
         .args(["serve", "--listen", "127.0.0.1:0", "--log-dir"])
         .arg(logs)
+        .args(extra)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
