@@ -405,6 +405,11 @@ mod tests {
         assert_eq!(c.body_memory(), 64 << 20);
         assert_eq!(c.request_timeout, Duration::from_secs(30));
         assert_eq!(c.heartbeats.retention, Duration::from_secs(30 * 86_400));
+        assert_eq!(c.heartbeats.rotate_every, Duration::from_secs(3600));
+        assert_eq!(
+            c.heartbeats.zstd_level,
+            vaultmesh_store::compress::DEFAULT_LEVEL
+        );
         assert_eq!(c.min_free, vaultmesh_store::health::MinFree::Percent(5.0));
         assert!(c.signing_key_file.is_none() && c.enroll_tokens.is_empty());
     }
