@@ -396,3 +396,33 @@ fn events_from_log(dir: &std::path::Path, q: &EventQuery) -> std::io::Result<Vec
     }
     Ok(v)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Flags {
+        #[command(flatten)]
+        log: HeartbeatLog,
+    }
+
+    #[test]
+    fn heartbeat_log_flags_refuse_a_level_out_of_range_naming_the_flag() {
+        let ok = Flags::try_parse_from(["x", "--heartbeat-zstd-level", "0"]).unwrap();
+        assert_eq!(ok.log.zstd_level, 0, "0 keeps segments plain");
+        for bad in [
+            "--heartbeat-zstd-level=20",
+            "--heartbeat-zstd-level=-1",
+            "--heartbeat-zstd-level=max",
+        ] {
+            let err = Flags::try_parse_from(["x", bad]).unwrap_err().to_string();
+            assert!(err.contains("--heartbeat-zstd-level"), "{err}");
+        }
+        let err = Flags::try_parse_from(["x", "--heartbeat-rotate-every", "0s"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--heartbeat-rotate-every"), "{err}");
+    }
+}
