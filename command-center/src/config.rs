@@ -404,7 +404,7 @@ mod tests {
         assert_eq!(c.fleet_budgets.scans, 8 << 30);
         assert_eq!(c.body_memory(), 64 << 20);
         assert_eq!(c.request_timeout, Duration::from_secs(30));
-        assert_eq!(c.heartbeats.retention, Duration::from_secs(30 * 86_400));
+        assert_eq!(c.heartbeats.retention, Duration::from_secs(48 * 3600));
         assert_eq!(c.heartbeats.rotate_every, Duration::from_secs(3600));
         assert_eq!(
             c.heartbeats.zstd_level,

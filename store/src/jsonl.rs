@@ -54,12 +54,13 @@ pub struct HeartbeatLog {
         value_parser = clap::value_parser!(i32).range(0..=19)
     )]
     pub zstd_level: i32,
-    /// Delete rotated heartbeat segments older than this (scans, commands and events are kept forever).
+    /// Delete rotated heartbeat segments older than this: raw heartbeats are kept for a short
+    /// window, the history tiers for longer (scans, commands and events are kept forever).
     #[arg(
         id = "heartbeat_retention",
         value_name = "HEARTBEAT_RETENTION",
         long = "heartbeat-retention",
-        default_value = "30d",
+        default_value = "48h",
         value_parser = vaultmesh_process::duration::parse_nonzero
     )]
     pub retention: Duration,
