@@ -106,6 +106,27 @@ pub enum StoreOpenError {
     Snapshots(std::io::Error),
 }
 
+/// What [`JsonlStore::write_snapshot`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Snapshotted {
+    Written(snapshot::Written),
+    /// The snapshot on disk is already at the heartbeat log's position: nothing changed.
+    Unchanged,
+    /// Nothing says where the state is yet (the heartbeat log's active file is empty and its
+    /// newest segment unreadable).
+    PositionUnknown,
+}
+
+impl Snapshotted {
+    /// What was written, if anything was.
+    pub fn written(self) -> Option<snapshot::Written> {
+        match self {
+            Snapshotted::Written(w) => Some(w),
+            _ => None,
+        }
+    }
+}
+
 /// Why a snapshot was not written.
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
@@ -210,8 +231,11 @@ impl JsonlStore {
             dir: opts.dir.clone(),
             source,
         };
-        let mut report =
+        let (mut report, loaded) =
             snapshot::restore_heartbeats(&opts.dir, &memory.fleet).map_err(replay_err)?;
+        if let Some(position) = loaded {
+            snapshots.loaded(position);
+        }
         let snapshot_due = !matches!(report.snapshot, SnapshotUse::Used { .. }) && report.lines > 0;
         // Each log in its own order; no record refers across logs at replay.
         for log in [
@@ -249,22 +273,23 @@ impl JsonlStore {
         Ok((LoggedStore::new(backend), report))
     }
 
-    /// Writes the heartbeat state to `state.snapshot` now and waits until it is durable (`why`
-    /// names the occasion in the log). `None` when there is nothing to say where the state is
-    /// (the heartbeat log's active file is empty and its newest segment unreadable).
-    pub async fn write_snapshot(
-        &self,
-        why: &'static str,
-    ) -> Result<Option<snapshot::Written>, SnapshotError> {
+    /// Writes the heartbeat state to `state.snapshot` now, unless the snapshot there is of the
+    /// same position, and waits until it is durable (`why` names the occasion in the log).
+    pub async fn write_snapshot(&self, why: &'static str) -> Result<Snapshotted, SnapshotError> {
+        let b = self.backend();
+        let now = b.heartbeats.at_position(|p| p.copied()).await?;
+        if now.is_some() && now == b.snapshots.on_disk() && b.dir.join(snapshot::FILE).exists() {
+            return Ok(Snapshotted::Unchanged);
+        }
         let Some(captured) = self.capture().await? else {
             tracing::info!(
                 why,
                 "No state snapshot: the position in the heartbeat log is not known yet."
             );
-            return Ok(None);
+            return Ok(Snapshotted::PositionUnknown);
         };
-        match self.backend().snapshots.submit(captured, why).await {
-            Ok(Ok(w)) => Ok(Some(w)),
+        match b.snapshots.submit(captured, why).await {
+            Ok(Ok(w)) => Ok(Snapshotted::Written(w)),
             Ok(Err(reason)) => Err(SnapshotError::Write { reason }),
             Err(_) => Err(SnapshotError::Stopped),
         }

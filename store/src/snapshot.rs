@@ -285,10 +285,17 @@ pub fn write_temp(dir: &Path, captured: &Captured) -> std::io::Result<(PathBuf, 
     Ok((temp, written))
 }
 
-/// Writes `captured` as the snapshot of `dir`, atomically and durably.
+/// Writes `captured` as the snapshot of `dir`, atomically and durably. A failed write leaves
+/// the previous snapshot, and no temp file (a full disk gets its space back).
 pub fn write(dir: &Path, captured: &Captured) -> std::io::Result<Written> {
-    let (temp, written) = write_temp(dir, captured)?;
-    std::fs::rename(&temp, dir.join(FILE))?;
+    let written = write_temp(dir, captured).and_then(|(temp, written)| {
+        std::fs::rename(&temp, dir.join(FILE))?;
+        Ok(written)
+    });
+    if written.is_err() {
+        let _ = std::fs::remove_file(dir.join(TEMP));
+    }
+    let written = written?;
     logdir::sync_dir(dir)?;
     Ok(written)
 }
@@ -391,8 +398,12 @@ pub fn load(dir: &Path, limits: StoreLimits) -> Result<Option<Loaded>, Unusable>
 }
 
 /// Rebuilds `fleet` at start: from the snapshot and the heartbeat lines after its position
-/// when it can be used, else (with a warning naming why) from the whole heartbeat log.
-pub fn restore_heartbeats(dir: &Path, fleet: &FleetState) -> std::io::Result<ReplayReport> {
+/// when it can be used, else (with a warning naming why) from the whole heartbeat log. With the
+/// report, the position of the snapshot used.
+pub fn restore_heartbeats(
+    dir: &Path,
+    fleet: &FleetState,
+) -> std::io::Result<(ReplayReport, Option<Position>)> {
     let why = match load(dir, fleet.limits()) {
         Ok(None) => None,
         Err(why) => Some(why),
@@ -412,7 +423,7 @@ pub fn restore_heartbeats(dir: &Path, fleet: &FleetState) -> std::io::Result<Rep
                             tail_lines = report.lines,
                             "Loaded the state snapshot and the heartbeat lines after it."
                         );
-                        return Ok(report);
+                        return Ok((report, Some(snap.position)));
                     }
                     Err(e)
                         if matches!(
@@ -435,7 +446,7 @@ pub fn restore_heartbeats(dir: &Path, fleet: &FleetState) -> std::io::Result<Rep
         None => SnapshotUse::Missing,
         Some(why) => SnapshotUse::Refused(why.to_string()),
     };
-    Ok(report)
+    Ok((report, None))
 }
 
 /// The answer to one [`SnapshotWriter::submit`]: what was written, or why not.
@@ -461,6 +472,8 @@ struct Slot {
     next: Option<(Captured, &'static str)>,
     waiters: Vec<oneshot::Sender<Result<Written, String>>>,
     closed: bool,
+    /// The position of the snapshot on disk, as far as this writer knows.
+    on_disk: Option<Position>,
 }
 
 impl SnapshotWriter {
@@ -475,6 +488,22 @@ impl SnapshotWriter {
             shared,
             thread: Some(thread),
         })
+    }
+
+    /// The position of the snapshot on disk: the last one written, or the one loaded at start
+    /// ([`SnapshotWriter::loaded`]).
+    pub fn on_disk(&self) -> Option<Position> {
+        self.shared
+            .slot
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .on_disk
+    }
+
+    /// Notes that the snapshot on disk, loaded at start, is at `position`.
+    pub fn loaded(&self, position: Position) {
+        let mut slot = self.shared.slot.lock().unwrap_or_else(|p| p.into_inner());
+        slot.on_disk.get_or_insert(position);
     }
 
     /// Queues `captured` to be written (`why`: what asked for it, for the log).
@@ -515,6 +544,10 @@ fn write_loop(dir: &Path, shared: &Shared) {
                 tracing::warn!(why, file = %dir.join(FILE).display(), error = %e, "Cannot write the state snapshot; the next start replays more of the heartbeat log.")
             }
         }
+        if outcome.is_ok() {
+            let mut slot = shared.slot.lock().unwrap_or_else(|p| p.into_inner());
+            slot.on_disk = Some(captured.position);
+        }
         drop(captured);
         for w in waiters {
             let _ = w.send(outcome.clone());
@@ -539,7 +572,7 @@ impl Drop for SnapshotWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::jsonl::HeartbeatLog;
+    use crate::jsonl::{HeartbeatLog, Snapshotted};
     use crate::{JsonlStore, Store, StoreOptions};
     use std::time::Duration;
     use vaultmesh_proto::{CheckResult, DiskUsage, Metrics, NodeDetail, NodeSummary};
@@ -646,7 +679,12 @@ mod tests {
         let opts = options(dir.path(), 64 << 10);
         let (store, _) = open(&opts);
         feed(&store, 5, 0..4).await;
-        let w = store.write_snapshot("test").await.unwrap().unwrap();
+        let w = store
+            .write_snapshot("test")
+            .await
+            .unwrap()
+            .written()
+            .unwrap();
         assert_eq!(w.nodes, 5);
         let early = std::fs::read(dir.path().join(FILE)).unwrap();
         // After the snapshot: more heartbeats, across rotations, and a node it never saw.
@@ -727,7 +765,12 @@ mod tests {
     async fn with_snapshot(opts: &StoreOptions) -> (Vec<NodeSummary>, Vec<NodeDetail>) {
         let (store, _) = open(opts);
         feed(&store, 4, 0..5).await;
-        store.write_snapshot("test").await.unwrap().unwrap();
+        store
+            .write_snapshot("test")
+            .await
+            .unwrap()
+            .written()
+            .unwrap();
         feed(&store, 4, 5..8).await;
         state(&store)
     }
@@ -788,7 +831,12 @@ mod tests {
         let opts = options(dir.path(), 16 << 10);
         let (store, _) = open(&opts);
         feed(&store, 3, 0..2).await;
-        store.write_snapshot("test").await.unwrap().unwrap();
+        store
+            .write_snapshot("test")
+            .await
+            .unwrap()
+            .written()
+            .unwrap();
         let early = std::fs::read(dir.path().join(FILE)).unwrap();
         let mut seq = 2;
         while segments(dir.path()) < 2 {
@@ -820,6 +868,33 @@ mod tests {
         assert!(why.contains("fewer than the position"), "{why}");
     }
 
+    /// A snapshot already at the log's position (written, or loaded at start) is not written
+    /// again; a deleted one is.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_unchanged_state_is_not_written_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = options(dir.path(), 1 << 30);
+        let (store, _) = open(&opts);
+        feed(&store, 2, 0..2).await;
+        let again = || store.write_snapshot("test");
+        assert!(matches!(again().await.unwrap(), Snapshotted::Written(_)));
+        assert_eq!(again().await.unwrap(), Snapshotted::Unchanged);
+        feed(&store, 2, 2..3).await;
+        assert!(matches!(again().await.unwrap(), Snapshotted::Written(_)));
+        drop(store);
+        let (store, _) = open(&opts);
+        assert_eq!(
+            store.write_snapshot("test").await.unwrap(),
+            Snapshotted::Unchanged,
+            "the loaded snapshot is at the log's position"
+        );
+        std::fs::remove_file(dir.path().join(FILE)).unwrap();
+        assert!(matches!(
+            store.write_snapshot("test").await.unwrap(),
+            Snapshotted::Written(_)
+        ));
+    }
+
     /// A process killed while writing a snapshot leaves its temp file (whole, or cut short):
     /// the next start deletes it and uses the previous snapshot.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -828,7 +903,12 @@ mod tests {
         let opts = options(dir.path(), 1 << 30);
         let (store, _) = open(&opts);
         feed(&store, 4, 0..5).await;
-        store.write_snapshot("test").await.unwrap().unwrap();
+        store
+            .write_snapshot("test")
+            .await
+            .unwrap()
+            .written()
+            .unwrap();
         feed(&store, 4, 5..9).await;
         let live = state(&store);
         // The write of a newer snapshot stops after its temp file, then a crash.
