@@ -573,7 +573,7 @@ impl Drop for SnapshotWriter {
 mod tests {
     use super::*;
     use crate::jsonl::{HeartbeatLog, Snapshotted};
-    use crate::{JsonlStore, Store, StoreOptions};
+    use crate::{JsonlStore, Store, StoreOptions, snapshot};
     use std::time::Duration;
     use vaultmesh_proto::{CheckResult, DiskUsage, Metrics, NodeDetail, NodeSummary};
 
@@ -643,6 +643,16 @@ mod tests {
         }
     }
 
+    /// Writes a snapshot now.
+    async fn snap(store: &JsonlStore) -> snapshot::Written {
+        store
+            .write_snapshot("test")
+            .await
+            .unwrap()
+            .written()
+            .unwrap()
+    }
+
     /// Everything the API shows of the heartbeat state: the list, and each node's detail
     /// (latest heartbeat, history, count).
     fn state(store: &JsonlStore) -> (Vec<NodeSummary>, Vec<NodeDetail>) {
@@ -679,12 +689,7 @@ mod tests {
         let opts = options(dir.path(), 64 << 10);
         let (store, _) = open(&opts);
         feed(&store, 5, 0..4).await;
-        let w = store
-            .write_snapshot("test")
-            .await
-            .unwrap()
-            .written()
-            .unwrap();
+        let w = snap(&store).await;
         assert_eq!(w.nodes, 5);
         let early = std::fs::read(dir.path().join(FILE)).unwrap();
         // After the snapshot: more heartbeats, across rotations, and a node it never saw.
@@ -765,12 +770,7 @@ mod tests {
     async fn with_snapshot(opts: &StoreOptions) -> (Vec<NodeSummary>, Vec<NodeDetail>) {
         let (store, _) = open(opts);
         feed(&store, 4, 0..5).await;
-        store
-            .write_snapshot("test")
-            .await
-            .unwrap()
-            .written()
-            .unwrap();
+        snap(&store).await;
         feed(&store, 4, 5..8).await;
         state(&store)
     }
@@ -831,12 +831,7 @@ mod tests {
         let opts = options(dir.path(), 16 << 10);
         let (store, _) = open(&opts);
         feed(&store, 3, 0..2).await;
-        store
-            .write_snapshot("test")
-            .await
-            .unwrap()
-            .written()
-            .unwrap();
+        snap(&store).await;
         let early = std::fs::read(dir.path().join(FILE)).unwrap();
         let mut seq = 2;
         while segments(dir.path()) < 2 {
@@ -903,12 +898,7 @@ mod tests {
         let opts = options(dir.path(), 1 << 30);
         let (store, _) = open(&opts);
         feed(&store, 4, 0..5).await;
-        store
-            .write_snapshot("test")
-            .await
-            .unwrap()
-            .written()
-            .unwrap();
+        snap(&store).await;
         feed(&store, 4, 5..9).await;
         let live = state(&store);
         // The write of a newer snapshot stops after its temp file, then a crash.
