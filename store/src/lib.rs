@@ -17,6 +17,8 @@
 //! - [`logdir`]: file names, rotated segments, retention; [`dirlock`]: one writer per log
 //!   directory.
 //! - [`replay`]: reading logs back (torn tails, corrupt lines) and rebuilding state.
+//! - [`snapshot`]: `state.snapshot`, the heartbeat state at a position of the heartbeat log,
+//!   so a start replays only the lines after it.
 //! - [`fleet`]: the in-memory state.
 //! - [`scans`]: each node's latest scan report and its drift.
 //! - [`jsonl`]: the JSONL backend that ties them together.
@@ -49,6 +51,7 @@ pub mod registry;
 pub mod replay;
 pub mod scans;
 pub mod seen;
+pub mod snapshot;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};

@@ -8,7 +8,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
-use std::io::Read;
+use std::io::{Read, Seek};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -19,7 +19,7 @@ use uuid::Uuid;
 use vaultmesh_proto::api::HistoryPoint;
 use vaultmesh_proto::{CheckStatus, Metrics, NodeHeartbeat};
 
-use super::fleet::{self, FleetState, PointParts};
+use super::fleet::{self, FleetState, NodeState, PointParts};
 use super::logdir::{self, LogName};
 use super::record::{self, Line, kind};
 
@@ -45,15 +45,53 @@ pub struct ReplayReport {
     pub elapsed: Duration,
     /// Time spent reading headers (pass one) — the rest is parsing kept lines.
     pub scan_elapsed: Duration,
+    /// Whether the heartbeat state came from a snapshot (`state.snapshot`) and its tail.
+    pub snapshot: SnapshotUse,
+}
+
+/// How the heartbeat state was rebuilt at start.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum SnapshotUse {
+    /// No snapshot (none written yet, or the PostgreSQL store): the whole heartbeat log was
+    /// replayed.
+    #[default]
+    Missing,
+    /// The snapshot was loaded, then only the `tail_lines` heartbeat lines after its position
+    /// were read.
+    Used { nodes: usize, tail_lines: u64 },
+    /// A snapshot was there but could not be used (why): the whole heartbeat log was replayed.
+    Refused(String),
 }
 
 /// Calls `f(line_number, offset, line)` for every complete line of `path` (without its `\n`).
 /// A final line without `\n` is passed too; callers that write the file cut it first.
-pub fn for_each_line(path: &Path, mut f: impl FnMut(u64, u64, &[u8])) -> std::io::Result<u64> {
+pub fn for_each_line(path: &Path, f: impl FnMut(u64, u64, &[u8])) -> std::io::Result<u64> {
+    for_each_line_from(path, 0, f)
+}
+
+/// [`for_each_line`] from byte `start` of `path`, which must be 0 or just after a `\n`
+/// (`InvalidData` otherwise, and `UnexpectedEof` if the file is shorter). Line numbers count
+/// from `start`; offsets are the file's. Returns the offset of the end of the file.
+pub fn for_each_line_from(
+    path: &Path,
+    start: u64,
+    mut f: impl FnMut(u64, u64, &[u8]),
+) -> std::io::Result<u64> {
     let mut file = File::open(path)?;
+    if start > 0 {
+        let mut before = [0u8; 1];
+        file.read_exact_at(&mut before, start - 1)?;
+        if before[0] != b'\n' {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{}: byte {start} does not start a line", path.display()),
+            ));
+        }
+        file.seek(std::io::SeekFrom::Start(start))?;
+    }
     let mut buf = vec![0u8; CHUNK];
     let mut filled = 0usize;
-    let mut base: u64 = 0; // file offset of buf[0]
+    let mut base: u64 = start; // file offset of buf[0]
     let mut line_no = 0u64;
     loop {
         let n = file.read(&mut buf[filled..])?;
@@ -82,6 +120,21 @@ pub fn for_each_line(path: &Path, mut f: impl FnMut(u64, u64, &[u8])) -> std::io
     }
 }
 
+/// The first line of `path` (without its `\n`; a file without one: all of it), `None` for an
+/// empty file. Reads only as far as the first newline.
+pub fn first_line(path: &Path) -> std::io::Result<Option<Vec<u8>>> {
+    use std::io::BufRead;
+    let mut line = Vec::new();
+    std::io::BufReader::with_capacity(16 << 10, File::open(path)?).read_until(b'\n', &mut line)?;
+    if line.is_empty() {
+        return Ok(None);
+    }
+    if line.last() == Some(&b'\n') {
+        line.pop();
+    }
+    Ok(Some(line))
+}
+
 /// Where one kept line is.
 #[derive(Debug, Clone, Copy)]
 struct Spot {
@@ -91,10 +144,10 @@ struct Spot {
     len: u32,
 }
 
-/// A node rebuilt by pass two.
+/// A node rebuilt by pass two from the lines read (`latest`: `None` if none was readable).
 struct Restored {
-    latest: NodeHeartbeat,
-    last_seen: DateTime<Utc>,
+    id: Uuid,
+    latest: Option<(NodeHeartbeat, DateTime<Utc>)>,
     history: VecDeque<HistoryPoint>,
     total: u64,
 }
@@ -125,23 +178,19 @@ struct LeanCheck {
 fn rebuild(
     chunk: &[(Uuid, NodeScan)],
     handles: &[File],
-    files: &[PathBuf],
+    files: &[(PathBuf, u64)],
 ) -> std::io::Result<(Vec<Restored>, Vec<BadLine>)> {
     let mut out = Vec::with_capacity(chunk.len());
     let mut bad = Vec::new();
     let mut buf = Vec::new();
-    for (_, scan) in chunk {
+    for (id, scan) in chunk {
         let mut history = VecDeque::with_capacity(scan.recent.len());
         let mut latest: Option<(NodeHeartbeat, DateTime<Utc>)> = None;
         let last = scan.recent.len().saturating_sub(1);
         for (i, spot) in scan.recent.iter().enumerate() {
             buf.resize(spot.len as usize, 0);
             handles[spot.file as usize].read_exact_at(&mut buf, spot.offset)?;
-            let skip = |reason: String| BadLine {
-                file: files[spot.file as usize].clone(),
-                line: spot.line,
-                reason,
-            };
+            let skip = |reason: String| bad_line(&files[spot.file as usize], spot.line, reason);
             if i == last {
                 match serde_json::from_slice::<Line<NodeHeartbeat>>(&buf) {
                     Ok(l) => {
@@ -182,16 +231,29 @@ fn rebuild(
                 }
             }
         }
-        if let Some((hb, at)) = latest {
-            out.push(Restored {
-                latest: hb,
-                last_seen: at,
-                history,
-                total: scan.total,
-            });
-        }
+        out.push(Restored {
+            id: *id,
+            latest,
+            history,
+            total: scan.total,
+        });
     }
     Ok((out, bad))
+}
+
+/// A bad line of `file` (read from byte `start`): line numbers of a file read from its
+/// middle count from there, which the reason says.
+fn bad_line((file, start): &(PathBuf, u64), line: u64, reason: String) -> BadLine {
+    let reason = if *start > 0 {
+        format!("{reason} (line counted from byte {start}, where the snapshot ends)")
+    } else {
+        reason
+    };
+    BadLine {
+        file: file.clone(),
+        line,
+        reason,
+    }
 }
 
 #[derive(Debug, Default)]
@@ -204,9 +266,24 @@ struct NodeScan {
 
 /// Rebuilds the fleet from every heartbeat segment in `dir`.
 pub fn replay_heartbeats(dir: &Path, fleet: &FleetState) -> std::io::Result<ReplayReport> {
+    let files: Vec<(PathBuf, u64)> = logdir::files(dir, LogName::Heartbeats)?
+        .into_iter()
+        .map(|f| (f, 0))
+        .collect();
+    replay_heartbeat_files(&files, fleet, HashMap::new())
+}
+
+/// Rebuilds the fleet from `base` (the nodes as a snapshot holds them; empty for a full
+/// replay) and the heartbeat lines of `files`, each read from its byte offset on: each node's
+/// history continues `base`'s, its count adds up. `fleet` is only changed once every file has
+/// been read, so an error (a position that is not a line boundary) leaves it as it was.
+pub fn replay_heartbeat_files(
+    files: &[(PathBuf, u64)],
+    fleet: &FleetState,
+    mut base: HashMap<Uuid, NodeState>,
+) -> std::io::Result<ReplayReport> {
     let started = Instant::now();
     let history = fleet.limits().history_len.max(1);
-    let files = logdir::files(dir, LogName::Heartbeats)?;
     let mut report = ReplayReport {
         files: files.len(),
         ..ReplayReport::default()
@@ -214,29 +291,28 @@ pub fn replay_heartbeats(dir: &Path, fleet: &FleetState) -> std::io::Result<Repl
     let mut nodes: HashMap<Uuid, NodeScan> = HashMap::new();
 
     // Pass one: headers only.
-    for (fi, path) in files.iter().enumerate() {
-        let bytes = for_each_line(path, |line_no, offset, line| {
+    for (fi, file) in files.iter().enumerate() {
+        let (path, start) = file;
+        let bytes = for_each_line_from(path, *start, |line_no, offset, line| {
             report.lines += 1;
             if line.is_empty() {
                 return;
             }
             let Some(head) = record::head(line) else {
-                report.skipped.push(BadLine {
-                    file: path.clone(),
-                    line: line_no,
-                    reason: "not a log record".into(),
-                });
+                report
+                    .skipped
+                    .push(bad_line(file, line_no, "not a log record".into()));
                 return;
             };
             let (Some(node_id), true) = (head.node_id, head.kind == kind::HEARTBEAT) else {
-                report.skipped.push(BadLine {
-                    file: path.clone(),
-                    line: line_no,
-                    reason: format!(
+                report.skipped.push(bad_line(
+                    file,
+                    line_no,
+                    format!(
                         "a {:?} record without a node id in the heartbeat log",
                         head.kind
                     ),
-                });
+                ));
                 return;
             };
             let scan = nodes.entry(node_id).or_default();
@@ -253,32 +329,46 @@ pub fn replay_heartbeats(dir: &Path, fleet: &FleetState) -> std::io::Result<Repl
             scan.last_ts_text.clear();
             scan.last_ts_text.push_str(&head.ts);
         })?;
-        report.bytes += bytes;
+        report.bytes += bytes - start;
     }
 
     report.scan_elapsed = started.elapsed();
 
     // Over the node limit (it was lowered): keep the most recently seen nodes.
     let max = fleet.limits().max_nodes;
-    let mut order: Vec<(Uuid, NodeScan)> = nodes.into_iter().collect();
-    if order.len() > max {
+    let only_base = base.keys().filter(|id| !nodes.contains_key(*id)).count();
+    if nodes.len() + only_base > max {
         let time = |s: &NodeScan| {
             DateTime::parse_from_rfc3339(&s.last_ts_text)
                 .ok()
                 .map(|t| t.with_timezone(&Utc))
         };
-        order.sort_by_key(|n| std::cmp::Reverse(time(&n.1)));
+        let mut seen: Vec<(Option<DateTime<Utc>>, Uuid)> =
+            nodes.iter().map(|(id, s)| (time(s), *id)).collect();
+        seen.extend(
+            base.iter()
+                .filter(|(id, _)| !nodes.contains_key(*id))
+                .map(|(id, s)| (Some(s.last_seen), *id)),
+        );
+        seen.sort_by_key(|n| std::cmp::Reverse(n.0));
         tracing::warn!(
-            nodes = order.len(),
+            nodes = seen.len(),
             max,
             "More nodes in the log than --max-nodes; keeping the most recently seen."
         );
-        order.truncate(max);
+        let keep: std::collections::HashSet<Uuid> =
+            seen.into_iter().take(max).map(|n| n.1).collect();
+        nodes.retain(|id, _| keep.contains(id));
+        base.retain(|id, _| keep.contains(id));
     }
+    let order: Vec<(Uuid, NodeScan)> = nodes.into_iter().collect();
 
     // Pass two: parse the kept lines, the nodes split across the CPUs. Only each node's last
     // line is parsed whole; the others only as far as a history point needs.
-    let handles: Vec<File> = files.iter().map(File::open).collect::<Result<_, _>>()?;
+    let handles: Vec<File> = files
+        .iter()
+        .map(|(f, _)| File::open(f))
+        .collect::<Result<_, _>>()?;
     let workers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .clamp(1, 8);
@@ -287,7 +377,7 @@ pub fn replay_heartbeats(dir: &Path, fleet: &FleetState) -> std::io::Result<Repl
         std::thread::scope(|scope| {
             let tasks: Vec<_> = order
                 .chunks(per)
-                .map(|chunk| scope.spawn(|| rebuild(chunk, &handles, &files)))
+                .map(|chunk| scope.spawn(|| rebuild(chunk, &handles, files)))
                 .collect();
             tasks
                 .into_iter()
@@ -297,13 +387,32 @@ pub fn replay_heartbeats(dir: &Path, fleet: &FleetState) -> std::io::Result<Repl
                 })
                 .collect()
         });
+    let mut rebuilt = Vec::with_capacity(order.len());
     for r in results {
         let (restored, bad) = r?;
         report.skipped.extend(bad);
-        for n in restored {
-            report.nodes += 1;
-            fleet.restore_node(n.latest, n.last_seen, n.history, n.total);
-        }
+        rebuilt.extend(restored);
+    }
+    // Every file was read: now the fleet changes.
+    for n in rebuilt {
+        let (latest, history, total) = match base.remove(&n.id) {
+            Some(before) => {
+                let mut history = before.history;
+                history.extend(n.history);
+                let latest = n.latest.unwrap_or((before.latest, before.last_seen));
+                (latest, history, before.heartbeats + n.total)
+            }
+            None => match n.latest {
+                Some(latest) => (latest, n.history, n.total),
+                None => continue,
+            },
+        };
+        report.nodes += 1;
+        fleet.restore_node(latest.0, latest.1, history, total);
+    }
+    for (_, s) in base {
+        report.nodes += 1;
+        fleet.restore_node(s.latest, s.last_seen, s.history, s.heartbeats);
     }
     report.elapsed = started.elapsed();
     for bad in &report.skipped {

@@ -268,6 +268,18 @@ impl Tiers for TierFiles {
             .map_err(StoreError::Unavailable)
     }
 
+    fn flush_blocking(&self) -> Result<(), StoreError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if !self.send(Msg::Flush(tx)) {
+            return Err(StoreError::Unavailable(
+                "the history writer has stopped".into(),
+            ));
+        }
+        rx.blocking_recv()
+            .map_err(|_| StoreError::Unavailable("the history writer has stopped".into()))?
+            .map_err(StoreError::Unavailable)
+    }
+
     async fn read(
         &self,
         node: Uuid,

@@ -361,6 +361,10 @@ pub trait Tiers: Send + Sync + std::fmt::Debug {
     /// Returns once every bucket queued so far is durable.
     async fn flush(&self) -> Result<(), StoreError>;
 
+    /// [`Tiers::flush`] from a thread outside the async runtime (the snapshot writer: a
+    /// snapshot's rollup is past every bucket it closed, so those must be durable first).
+    fn flush_blocking(&self) -> Result<(), StoreError>;
+
     /// One node's stored buckets of `tier` starting in `[from, to)` (Unix seconds), oldest first.
     async fn read(
         &self,
@@ -424,6 +428,10 @@ impl Tiers for MemTiers {
     }
 
     async fn flush(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn flush_blocking(&self) -> Result<(), StoreError> {
         Ok(())
     }
 

@@ -47,6 +47,37 @@ struct SampledCheck {
     status: CheckStatus,
 }
 
+/// Feeds every heartbeat line of `files`, each from its offset (the tail after a snapshot), into
+/// `memory`'s rollup, in order.
+pub fn roll_up_files(
+    files: &[(std::path::PathBuf, u64)],
+    memory: &Memory,
+) -> std::io::Result<RebuildReport> {
+    let started = Instant::now();
+    let mut report = RebuildReport::default();
+    let mut statuses = Vec::new();
+    for (path, start) in files {
+        crate::replay::for_each_line_from(path, *start, |_, _, line| {
+            let Some(head) = record::head(line) else {
+                return;
+            };
+            let (Some(node), true) = (head.node_id, head.kind == kind::HEARTBEAT) else {
+                return;
+            };
+            let Some(ts) = head.time() else { return };
+            let Ok(s) = serde_json::from_slice::<Sampled>(line) else {
+                return;
+            };
+            statuses.clear();
+            statuses.extend(s.record.checks.iter().map(|c| c.status));
+            memory.roll_up(node, ts, s.record.metrics.as_ref(), &statuses);
+            report.rolled_up += 1;
+        })?;
+    }
+    report.elapsed = started.elapsed();
+    Ok(report)
+}
+
 /// Feeds every heartbeat line of `dir` received at or after its node's `floor` (Unix seconds)
 /// into `memory`'s rollup, in log order, storing the buckets it closes.
 pub fn roll_up_log(
