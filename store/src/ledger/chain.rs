@@ -378,6 +378,19 @@ mod worked_example {
         r#"{"kind":"scan","ts":"2026-11-29T10:10:00Z","node_id":"00000000-0000-4000-8000-000000000001","record":{"scan_id":"00000000-0000-4000-8000-0000000000a3"}}"#,
     ];
 
+    /// `docs/LEDGER.md`'s value line `- label: `value``.
+    fn value(label: &str, value: &str) -> String {
+        format!("- {label}: `{value}`\n")
+    }
+
+    /// `docs/LEDGER.md`'s example block `name` (its text without the final newline).
+    fn block(lang: &str, name: &str, text: &str) -> String {
+        format!(
+            "```{lang} example={name}\n{}\n```\n",
+            text.trim_end_matches('\n')
+        )
+    }
+
     #[test]
     fn the_documented_example_holds() {
         let key = NodeKey::from_seed([7; 32]);
@@ -392,41 +405,54 @@ mod worked_example {
         for l in &leaves {
             t.push(*l);
         }
-        let mut c = ProofChain::new("example.org/sovereign-scans", &key);
+        let origin = "example.org/sovereign-scans";
+        let mut c = ProofChain::new(origin, &key);
         let mut first = merkle::Tree::new();
         first.push(leaves[0]);
         first.push(leaves[1]);
         assert!(super::tests::extend(&mut c, &first, &key));
         assert!(super::tests::extend(&mut c, &t, &key));
+        for (e, at) in c
+            .checkpoints
+            .iter_mut()
+            .zip(["2026-11-29T10:05:01Z", "2026-11-29T10:10:01Z"])
+        {
+            e.created_at = at.parse().unwrap();
+        }
+        let chain_file = String::from_utf8(super::super::file::encode(&c).unwrap()).unwrap();
+        let root_txt = &c.checkpoints[1].signed_note;
         let mut facts = vec![
-            format!("public key (base64): {}", key.public_base64()),
-            format!("verifier key: {}", c.verifier_key),
+            value("key seed", &STANDARD.encode([7u8; 32])),
+            value("origin", origin),
+            value("public key (base64)", &key.public_base64()),
+            value("key id", c.verifier_key.split('+').nth(1).unwrap()),
+            value("verifier key", &c.verifier_key),
+            block("text", "scan-log", &LINES.join("\n")),
+            block("text", "root-txt", root_txt),
+            block("jsonl", "proofchain", &chain_file),
         ];
         for (i, l) in leaves.iter().enumerate() {
-            facts.push(format!("leaf {i}: {}", hex::encode(l)));
+            facts.push(value(&format!("leaf {i}"), &hex::encode(l)));
         }
-        facts.push(format!("root of 2: {}", c.checkpoints[0].root));
-        facts.push(format!("root of 3: {}", c.checkpoints[1].root));
-        facts.push(format!(
-            "consistency 2 → 3: {}",
-            c.checkpoints[1].consistency.join(", ")
+        facts.push(value("root of 2", &c.checkpoints[0].root));
+        facts.push(value("root of 3", &c.checkpoints[1].root));
+        facts.push(value(
+            "consistency 2 → 3",
+            &c.checkpoints[1].consistency.join(", "),
         ));
-        facts.push(format!(
-            "inclusion of leaf 0 in 3: {}",
-            t.inclusion(0, 3)
-                .unwrap()
-                .iter()
-                .map(hex::encode)
-                .collect::<Vec<_>>()
-                .join(", ")
-        ));
+        let inclusion: Vec<String> = t.inclusion(0, 3).unwrap().iter().map(hex::encode).collect();
+        facts.push(value("inclusion of leaf 0 in 3", &inclusion.join(", ")));
         for f in &facts {
-            assert!(doc.contains(f.as_str()), "docs/LEDGER.md lacks `{f}`");
+            assert!(doc.contains(f.as_str()), "docs/LEDGER.md lacks\n{f}");
         }
-        assert!(
-            doc.contains(&c.checkpoints[1].signed_note),
-            "docs/LEDGER.md lacks the signed note:\n{}",
-            c.checkpoints[1].signed_note
-        );
+
+        // The documented files are what `ledger verify` accepts, pinned to the documented key.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(LOG_FILE), LINES.join("\n") + "\n").unwrap();
+        std::fs::write(dir.path().join(super::super::CHAIN_FILE), &chain_file).unwrap();
+        std::fs::write(dir.path().join(ROOT_FILE), root_txt).unwrap();
+        let public = vaultmesh_proto::auth::parse_public_key(&key.public_base64()).unwrap();
+        let v = super::super::verify_offline(dir.path(), Some(&public)).unwrap();
+        assert_eq!((v.lines, v.checkpoints, v.torn), (3, 2, 0));
     }
 }
