@@ -149,7 +149,14 @@ fn attention_bench_smoke() {
 #[test]
 fn ledger_bench_smoke() {
     let out = bench(env!("CARGO_BIN_EXE_ledger-bench"), &["5000"]);
-    assert!(!out.is_empty());
+    for part in [
+        "RFC 9162 root",
+        "before, PROOFCHAIN.json rewritten whole",
+        "after, a line appended to PROOFCHAIN.jsonl",
+        "after, read once",
+    ] {
+        assert!(out.contains(part), "{out}");
+    }
 }
 
 #[test]

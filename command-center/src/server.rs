@@ -18,6 +18,7 @@ use crate::error::{ApiError, BODY_LIMIT};
 use crate::{api, commands, sse};
 use tokio_util::sync::CancellationToken;
 use vaultmesh_store::jsonl::StoreOpenError;
+use vaultmesh_store::ledger::Leaves;
 use vaultmesh_store::replay::ReplayReport;
 
 use crate::ui;
@@ -366,22 +367,29 @@ impl Server {
         ));
         let bus = Arc::new(Bus::new(BUS_WINDOW, config.sse_buffer));
         let store_bus = Arc::clone(&bus);
+        // The store's replay hands the ledger the scan log's lines: one read for both.
         let mut snapshots = None;
-        let (store, replay): (Arc<dyn Store>, ReplayReport) = match &config.store_url {
-            None => {
-                let (store, replay) =
-                    tokio::task::spawn_blocking(move || JsonlStore::open(&opts, store_bus))
-                        .await
-                        .map_err(|e| ServeError::Serve(std::io::Error::other(e.to_string())))??;
-                let store = Arc::new(store);
-                snapshots = Some((Arc::clone(&store), config.heartbeats.snapshot_interval));
-                (store, replay)
-            }
-            Some(url) => {
-                let (store, replay) = PgStore::open(url, &opts, store_bus).await?;
-                (Arc::new(store), replay)
-            }
-        };
+        let (store, replay, leaves): (Arc<dyn Store>, ReplayReport, Leaves) =
+            match &config.store_url {
+                None => {
+                    let (store, replay, leaves) = tokio::task::spawn_blocking(move || {
+                        let mut leaves = Leaves::default();
+                        JsonlStore::open_feeding(&opts, store_bus, Some(&mut leaves))
+                            .map(|(store, replay)| (store, replay, leaves))
+                    })
+                    .await
+                    .map_err(|e| ServeError::Serve(std::io::Error::other(e.to_string())))??;
+                    let store = Arc::new(store);
+                    snapshots = Some((Arc::clone(&store), config.heartbeats.snapshot_interval));
+                    (store, replay, leaves)
+                }
+                Some(url) => {
+                    let mut leaves = Leaves::default();
+                    let (store, replay) =
+                        PgStore::open(url, &opts, store_bus, Some(&mut leaves)).await?;
+                    (Arc::new(store), replay, leaves)
+                }
+            };
         metrics.replayed(replay.lines, replay.elapsed);
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
@@ -399,7 +407,7 @@ impl Server {
             cc_key.clone(),
         );
         let ledger = tokio::task::spawn_blocking(move || {
-            vaultmesh_store::ledger::Ledger::open(&dir, &origin, key)
+            vaultmesh_store::ledger::Ledger::open(&dir, &origin, key, leaves)
         })
         .await
         .map_err(|e| ServeError::Serve(std::io::Error::other(e.to_string())))?

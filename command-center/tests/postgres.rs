@@ -678,3 +678,83 @@ fn a_request_accepted_by_one_instance_is_a_replay_to_the_other() {
         "and after a restart"
     );
 }
+
+/// The ledger over the PostgreSQL store: scan reports are signed from the local copy of the
+/// scan log; at start the copy's lines — those already on disk and those copied from the
+/// database — are handed to the ledger as the mirror reads and writes them (the ledger reads
+/// none itself), for an instance restarted on its log directory and for a new one on an empty
+/// directory alike; both chains verify.
+#[test]
+fn the_ledger_signs_scans_stored_in_postgresql_reading_the_scan_log_once() {
+    let pg = Postgres::start();
+    let url = pg.create_db("vaultmesh");
+    let keys = tempfile::tempdir().unwrap();
+    let (key, public) = keygen(keys.path());
+    let args = [
+        "--store",
+        url.as_str(),
+        "--signing-key",
+        key.as_str(),
+        "--ledger-interval",
+        "100ms",
+    ];
+    let env = [("RUST_LOG", "warn,vaultmesh_store::ledger=info")];
+    let node = "1ed90000-0000-4000-8000-0000000000b1";
+    let scan = |n: u128| {
+        json!({
+            "scan_id": Uuid::from_u128(n), "node_id": node, "profile": "ArchVault",
+            "started_at": "2026-11-29T10:00:00Z", "finished_at": "2026-11-29T10:00:01Z",
+            "findings": [], "counts": {}, "fingerprint": {}, "rules": ["sysctl"],
+        })
+    };
+    let signed = |cc: &CommandCenter, size: u64| {
+        wait_for(Duration::from_secs(10), || {
+            (cc.get_json("/api/ledger/root")["size"] == size).then_some(())
+        })
+        .unwrap_or_else(|| panic!("size {size}: {}", cc.get_json("/api/ledger/root")));
+    };
+    let mut a = CommandCenter::start_with_env(&args, &env);
+    assert_eq!(
+        a.post_json(
+            "/api/agent/heartbeat",
+            &heartbeat_json(node, "pg-ledger", 1)
+        )
+        .status,
+        200
+    );
+    for n in 1..=3 {
+        assert_eq!(a.post_json("/api/agent/scans", &scan(n)).status, 200);
+    }
+    signed(&a, 3);
+    a.restart();
+    assert_eq!(a.get_json("/api/ledger/root")["alarm"], Value::Null);
+    let log = a.stderr();
+    assert!(
+        log.contains("from_replay=3") && log.contains("read_here=0"),
+        "{log}"
+    );
+    assert_eq!(a.post_json("/api/agent/scans", &scan(4)).status, 200);
+    signed(&a, 4);
+
+    // A second instance on an empty directory: the mirror copies the four lines and hands
+    // them over as it writes them.
+    let b = CommandCenter::start_with_env(&args, &env);
+    signed(&b, 4);
+    let log = b.stderr();
+    assert!(
+        log.contains("from_replay=4") && log.contains("read_here=0"),
+        "{log}"
+    );
+    for cc in [&a, &b] {
+        let dir = cc.log_dir();
+        let out = cc_command(&[
+            "ledger",
+            "verify",
+            "--log-dir",
+            dir.to_str().unwrap(),
+            "--public-key",
+            &public,
+        ]);
+        assert!(out.status.success(), "{}", text(&out));
+    }
+}

@@ -173,6 +173,16 @@ impl JsonlStore {
         opts: &StoreOptions,
         bus: Arc<Bus>,
     ) -> Result<(JsonlStore, ReplayReport), StoreOpenError> {
+        JsonlStore::open_feeding(opts, bus, None)
+    }
+
+    /// [`JsonlStore::open`], handing `ledger` each line of the scan log as replay reads it,
+    /// so the log is read once at start for both.
+    pub fn open_feeding(
+        opts: &StoreOptions,
+        bus: Arc<Bus>,
+        mut ledger: Option<&mut crate::ledger::Leaves>,
+    ) -> Result<(JsonlStore, ReplayReport), StoreOpenError> {
         let rotation = Rotation {
             max_bytes: Some(opts.heartbeats.rotate_bytes),
             daily: true,
@@ -256,7 +266,8 @@ impl JsonlStore {
             LogName::Commands,
             LogName::Scans,
         ] {
-            replay_log(&opts.dir, log, &memory, &mut report).map_err(replay_err)?;
+            let ledger = ledger.as_deref_mut().filter(|_| log == LogName::Scans);
+            replay_log(&opts.dir, log, &memory, &mut report, ledger).map_err(replay_err)?;
         }
         // The snapshot holds the rollup, and the tail was rolled up with it; without one, the
         // rollup is rebuilt from the heartbeat log.
@@ -352,15 +363,24 @@ impl JsonlStore {
 }
 
 /// Replays one of the small logs (everything but heartbeats) into `memory`, reporting lines
-/// that do not decode or apply.
+/// that do not decode or apply, and feeding the active file's lines to `ledger`.
 fn replay_log(
     dir: &std::path::Path,
     log: LogName,
     memory: &Memory,
     report: &mut ReplayReport,
+    mut ledger: Option<&mut crate::ledger::Leaves>,
 ) -> std::io::Result<()> {
     for path in logdir::files(dir, log)? {
-        let bytes = replay::for_each_line(&path, |line_no, _, line| {
+        // Its torn tail was cut: every complete line is durable.
+        let durable = match &ledger {
+            Some(_) if path == log.active(dir) => std::fs::metadata(&path)?.len(),
+            _ => 0,
+        };
+        let bytes = replay::for_each_line(&path, |line_no, offset, line| {
+            if let Some(l) = ledger.as_deref_mut() {
+                l.feed(offset, line, durable);
+            }
             report.lines += 1;
             let outcome = Change::decode(log, line).and_then(|c| {
                 memory

@@ -138,11 +138,13 @@ async fn connect(url: &str) -> Result<Client, PgError> {
 
 impl PgStore {
     /// Connects, migrates, loads the log into memory, brings `opts.dir`'s copy of the scan log
-    /// up to date, and starts following the log. Must run inside a Tokio runtime.
+    /// up to date (handing each of its lines to `ledger`, so the copy is read once at start),
+    /// and starts following the log. Must run inside a Tokio runtime.
     pub async fn open(
         url: &str,
         opts: &StoreOptions,
         bus: Arc<Bus>,
+        ledger: Option<&mut crate::ledger::Leaves>,
     ) -> Result<(PgStore, ReplayReport), PgError> {
         let started = Instant::now();
         let mut client = connect(url).await?;
@@ -153,7 +155,7 @@ impl PgStore {
             Arc::new(crate::history::MemTiers::default()),
         ));
         let (cursor, mut report) = load(&mut client, &memory).await?;
-        let (mirror, durable) = mirror(&client, &opts.dir, cursor, &opts.health).await?;
+        let (mirror, durable) = mirror(&client, &opts.dir, cursor, &opts.health, ledger).await?;
         report.elapsed = started.elapsed();
         tracing::info!(
             lines = report.lines,
@@ -301,12 +303,13 @@ async fn load(client: &mut Client, memory: &Memory) -> Result<(i64, ReplayReport
 
 /// Opens `dir/sovereign-scans.jsonl` as the copy of the database's scan lines up to `cursor`:
 /// checks that its last line is the database's line of that number, and appends the lines it
-/// lacks (streamed). Returns it and its durable length.
+/// lacks (streamed), handing every line to `ledger`. Returns it and its durable length.
 async fn mirror(
     client: &Client,
     dir: &Path,
     cursor: i64,
     health: &Arc<StorageHealth>,
+    mut ledger: Option<&mut crate::ledger::Leaves>,
 ) -> Result<(Journal, u64), PgError> {
     use std::io::Write as _;
     // Opening cuts a torn final line; the copy is then checked and completed directly.
@@ -317,10 +320,15 @@ async fn mirror(
     let fail = |e: std::io::Error| PgError::Mirror(format!("{}: {e}", path.display()));
     let mut have = 0i64;
     let mut last = Vec::new();
-    replay::for_each_line(&path, |_, _, line| {
+    // Its torn tail was cut: every complete line is durable.
+    let durable = std::fs::metadata(&path).map_err(fail)?.len();
+    let end = replay::for_each_line(&path, |_, offset, line| {
         have += 1;
         last.clear();
         last.extend_from_slice(line);
+        if let Some(l) = ledger.as_deref_mut() {
+            l.feed(offset, line, durable);
+        }
     })
     .map_err(fail)?;
     let scans = "FROM records WHERE log = 'sovereign-scans' AND id <= $1 ORDER BY id";
@@ -352,10 +360,17 @@ async fn mirror(
         .map_err(fail)?;
     let mut out = std::io::BufWriter::new(file);
     let mut copied = 0u64;
+    // Fed as written: if the sync below fails, the store does not open and the leaves go too.
+    let mut offset = end;
     while let Some(row) = rows.try_next().await? {
-        out.write_all(row.get::<_, &str>(0).as_bytes())
+        let line = row.get::<_, &str>(0).as_bytes();
+        out.write_all(line)
             .and_then(|()| out.write_all(b"\n"))
             .map_err(fail)?;
+        if let Some(l) = ledger.as_deref_mut() {
+            l.feed(offset, line, offset + line.len() as u64 + 1);
+        }
+        offset += line.len() as u64 + 1;
         copied += 1;
     }
     let file = out.into_inner().map_err(|e| fail(e.into_error()))?;
