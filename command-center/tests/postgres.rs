@@ -1019,3 +1019,48 @@ fn history_rows_past_retention_are_deleted_by_the_leader_and_never_stored() {
     assert!(!back["series"].as_array().unwrap().is_empty());
     cc.kill9();
 }
+
+#[test]
+fn history_buckets_the_database_refuses_are_held_and_stored_once_it_takes_them() {
+    let node = Uuid::now_v7();
+    let (_dir, pg, url) = imported_log(&[node], 120);
+    pg.psql(
+        "vaultmesh",
+        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ \
+           BEGIN RAISE EXCEPTION 'refused by the test'; END $$; \
+         CREATE TRIGGER refuse BEFORE INSERT ON history_5m \
+           FOR EACH STATEMENT EXECUTE FUNCTION refuse()",
+    )
+    .unwrap();
+    let keys = tempfile::tempdir().unwrap();
+    let (key, _) = keygen(keys.path());
+    let policies = workspace_root().join("policies");
+    let count = |sql: &str| -> u64 { pg.psql("vaultmesh", sql).unwrap().parse().unwrap() };
+    let stored = || {
+        (
+            count("SELECT count(*) FROM history_5m"),
+            count("SELECT count(*) FROM history_1h"),
+        )
+    };
+
+    // The first start rolls up 26 hours; the database refuses the buckets: it starts anyway.
+    let cc = CommandCenter::start_with(&pg_args(&url, &key, &policies));
+    assert_eq!(stored().0, 0);
+    assert!(
+        cc.stderr().contains("Cannot store history buckets"),
+        "{}",
+        cc.stderr()
+    );
+    // Once the database takes them, the held buckets are stored, all of them.
+    pg.psql("vaultmesh", "DROP TRIGGER refuse ON history_5m")
+        .unwrap();
+    wait_for(Duration::from_secs(15), || {
+        let (five, hour) = stored();
+        (five >= 26 * 12 - 6 && hour >= 24).then_some(())
+    })
+    .unwrap_or_else(|| panic!("stored {:?}", stored()));
+    let day = cc.get_json(&format!(
+        "/api/nodes/{node}/history?range=24h&metrics=load1"
+    ));
+    assert!(day["series"][0]["points"].as_array().unwrap().len() >= 280);
+}

@@ -81,8 +81,6 @@ pub enum PgError {
     Mirror(String),
     #[error("{0}")]
     Transfer(String),
-    #[error("{0}")]
-    History(String),
 }
 
 /// `url` without its password (in the user info or a `password=` parameter), for messages

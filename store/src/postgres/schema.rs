@@ -71,19 +71,19 @@ CREATE INDEX seen_requests_by_time ON seen_requests (seen_at);
 CREATE TABLE history_5m (
     node_id uuid        NOT NULL,
     start   timestamptz NOT NULL,
-    metrics jsonb       NOT NULL,
+    metrics json        NOT NULL,
     PRIMARY KEY (node_id, start)
 );
 COMMENT ON TABLE history_5m IS 'Closed 5-minute history buckets, one row per node and bucket (the first copy stored wins); kept --history-5m-retention.';
-COMMENT ON COLUMN history_5m.metrics IS 'Each metric: [min, avg, max, samples], as the JSONL store''s history files hold it.';
+COMMENT ON COLUMN history_5m.metrics IS 'Each metric: [min, avg, max, samples], as the JSONL store''s history files hold it (json: the text as written, half the size of jsonb).';
 CREATE TABLE history_1h (
     node_id uuid        NOT NULL,
     start   timestamptz NOT NULL,
-    metrics jsonb       NOT NULL,
+    metrics json        NOT NULL,
     PRIMARY KEY (node_id, start)
 );
 COMMENT ON TABLE history_1h IS 'Closed 1-hour history buckets, one row per node and bucket (the first copy stored wins); kept --history-1h-retention.';
-COMMENT ON COLUMN history_1h.metrics IS 'Each metric: [min, avg, max, samples], as the JSONL store''s history files hold it.';
+COMMENT ON COLUMN history_1h.metrics IS 'Each metric: [min, avg, max, samples], as the JSONL store''s history files hold it (json: the text as written, half the size of jsonb).';
 -- A start reads each node's heartbeats since its newest stored buckets (the open buckets and
 -- raw samples): a range of this index, however long heartbeats are retained.
 CREATE INDEX records_heartbeats_by_node_ts ON records (node_id, ts) WHERE log = 'heartbeats';
