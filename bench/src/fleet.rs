@@ -118,6 +118,11 @@ impl Server {
         Self::spawn(tempfile::tempdir()?, extra)
     }
 
+    /// Its log directory.
+    pub fn log_dir(&self) -> &std::path::Path {
+        self.logs.path()
+    }
+
     /// Kills the server (SIGKILL) and starts it again on the same log directory and arguments;
     /// returns once it listens (after its replay).
     pub fn restart(mut self) -> anyhow::Result<Server> {

@@ -96,6 +96,8 @@ fn pg_bench_smoke() {
         "PostgreSQL, two instances",
         "Cross-instance delivery",
         "PostgreSQL load",
+        "bytes per node-day",
+        "history, one node",
     ] {
         assert!(out.contains(figure), "{out}");
     }

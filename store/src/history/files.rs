@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 use vaultmesh_proto::history::Tier;
 
-use super::{Agg, Bucket, Closed, HistoryOptions, Tiers, round};
+use super::{Bucket, Closed, HistoryOptions, StoredMetrics, Tiers};
 use crate::StoreError;
 
 /// The directory under the log directory.
@@ -35,39 +35,19 @@ pub const DIR: &str = "history";
 #[derive(Serialize, Deserialize)]
 struct Line {
     t: i64,
-    m: BTreeMap<String, (f64, f64, f64, u32)>,
+    m: StoredMetrics,
 }
 
 impl Line {
     fn of(b: &Bucket) -> Line {
         Line {
             t: b.start,
-            m: b.metrics
-                .iter()
-                .map(|(n, a)| (n.clone(), (round(a.min), round(a.avg()), round(a.max), a.n)))
-                .collect(),
+            m: b.stored_metrics(),
         }
     }
 
     fn bucket(self) -> Bucket {
-        Bucket {
-            start: self.t,
-            metrics: self
-                .m
-                .into_iter()
-                .map(|(n, (min, avg, max, count))| {
-                    (
-                        n,
-                        Agg {
-                            min,
-                            max,
-                            sum: avg * f64::from(count),
-                            n: count,
-                        },
-                    )
-                })
-                .collect(),
-        }
+        Bucket::from_stored(self.t, self.m)
     }
 }
 

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use uuid::Uuid;
 use vaultmesh_proto::{CheckStatus, Metrics};
@@ -104,13 +105,9 @@ pub fn roll_up_log(
                 return;
             }
             // Unreadable lines are reported by the fleet's replay; here they are skipped.
-            let Ok(s) = serde_json::from_slice::<Sampled>(line) else {
-                return;
-            };
-            statuses.clear();
-            statuses.extend(s.record.checks.iter().map(|c| c.status));
-            memory.roll_up(node, ts, s.record.metrics.as_ref(), &statuses);
-            report.rolled_up += 1;
+            if roll_up_line(memory, node, ts, line, &mut statuses) {
+                report.rolled_up += 1;
+            }
             // A first start over a long log takes a while: systemd must not give up on it.
             if report.rolled_up.is_multiple_of(4096) && told.elapsed() >= PROGRESS_EVERY {
                 told = Instant::now();
@@ -122,4 +119,23 @@ pub fn roll_up_log(
     }
     report.elapsed = started.elapsed();
     Ok(report)
+}
+
+/// Rolls up one heartbeat record line (as the log holds it) of `node`, received at `ts`,
+/// parsing only its measurements; `statuses` is scratch space. False if the line is not a
+/// readable heartbeat.
+pub fn roll_up_line(
+    memory: &Memory,
+    node: Uuid,
+    ts: DateTime<Utc>,
+    line: &[u8],
+    statuses: &mut Vec<CheckStatus>,
+) -> bool {
+    let Ok(s) = serde_json::from_slice::<Sampled>(line) else {
+        return false;
+    };
+    statuses.clear();
+    statuses.extend(s.record.checks.iter().map(|c| c.status));
+    memory.roll_up(node, ts, s.record.metrics.as_ref(), statuses);
+    true
 }
