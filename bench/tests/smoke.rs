@@ -121,7 +121,11 @@ fn store_bench_smoke() {
         &["2000", work.path().join("w").to_str().unwrap()],
     );
     assert!(
-        out.contains("replay 2000 heartbeat lines from 2 nodes"),
+        out.contains("first start over 2000 heartbeat lines from 1000 nodes (full replay)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("restart over the same log with a state snapshot"),
         "{out}"
     );
     assert!(out.contains("speed-up"), "{out}");
