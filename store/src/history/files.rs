@@ -167,6 +167,9 @@ fn start_of(line: &[u8]) -> Option<i64> {
 enum Msg {
     Store(Vec<Closed>),
     Flush(tokio::sync::oneshot::Sender<Result<(), String>>),
+    /// Answered once everything queued before it is written (not fsynced): a read after it
+    /// sees every bucket stored before the read began.
+    Barrier(tokio::sync::oneshot::Sender<()>),
 }
 
 /// The tiers as files, written by one thread.
@@ -267,6 +270,11 @@ impl Tiers for TierFiles {
         from: i64,
         to: i64,
     ) -> Result<Vec<Bucket>, StoreError> {
+        // Buckets still queued for the writer are read once written.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.send(Msg::Barrier(tx)) {
+            let _ = rx.await;
+        }
         let node_dir = self.dir.join(node.to_string());
         tokio::task::spawn_blocking(move || {
             read_buckets(&files(&node_dir, tier, from, to)?, from, to)
@@ -300,6 +308,9 @@ impl Writer {
                 Ok(Msg::Store(closed)) => self.store(closed),
                 Ok(Msg::Flush(reply)) => {
                     let _ = reply.send(self.flush());
+                }
+                Ok(Msg::Barrier(reply)) => {
+                    let _ = reply.send(());
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
