@@ -120,27 +120,43 @@ fn a_corrupt_snapshot_is_refused_with_a_warning_and_the_log_replayed() {
     assert_eq!(heartbeat_state(&cc), before);
 }
 
-/// A snapshot written every 5 ms, and the process killed at moments that fall, now and then,
-/// while one is being written (its temp file is left behind): every next start has exactly
-/// the state the killed process had.
+/// A snapshot written every 5 ms, and the process killed the moment one is being written
+/// (its temp file appears: an unchanged state is not written again, so a heartbeat comes
+/// first): the next start has the last acknowledged heartbeat, and the state it has is the
+/// state a full replay of the log builds.
 #[test]
 fn kill_9_while_a_snapshot_is_written_never_costs_a_correct_start() {
     let mut cc = CommandCenter::start_with_env(&["--snapshot-interval", "5ms"], &[LOG]);
     post(&cc, 300, 1..2);
     let temp = cc.log_dir().join("state.snapshot.tmp");
     let mut mid_write = 0;
-    for round in 0..80u32 {
-        post(&cc, 1, u64::from(round) + 2..u64::from(round) + 3);
-        let expected = heartbeat_state(&cc);
-        std::thread::sleep(Duration::from_millis(u64::from(round * 7 % 11)));
-        cc.kill9();
-        if temp.exists() {
-            mid_write += 1;
+    for round in 0..100u32 {
+        let seq = u64::from(round) + 2;
+        post(&cc, 1, seq..seq + 1);
+        let deadline = std::time::Instant::now() + Duration::from_millis(200);
+        while !temp.exists() && std::time::Instant::now() < deadline {
+            std::hint::spin_loop();
         }
+        std::thread::sleep(Duration::from_micros(u64::from(round % 4) * 500));
+        cc.kill9();
+        let killed_mid_write = temp.exists();
         cc.restart();
-        assert_eq!(heartbeat_state(&cc), expected, "round {round}");
-        if mid_write >= 3 {
-            break;
+        let latest = cc.get_json(&format!("/api/nodes/{}", node(0)))["latest"].clone();
+        assert_eq!(latest["seq"], seq.to_string(), "round {round}");
+        if killed_mid_write {
+            mid_write += 1;
+            let started = heartbeat_state(&cc);
+            assert!(
+                snapshot_line(&cc).is_some(),
+                "the previous snapshot was loaded"
+            );
+            cc.kill9();
+            std::fs::remove_file(cc.log_dir().join("state.snapshot")).unwrap();
+            cc.restart();
+            assert_eq!(heartbeat_state(&cc), started, "round {round}: full replay");
+            if mid_write >= 3 {
+                break;
+            }
         }
     }
     assert!(
