@@ -101,6 +101,9 @@ async fn enroll_one(
 pub struct Server {
     pub child: Child,
     pub base: String,
+    /// From the process's start until it listened (its log loaded): the build before it,
+    /// however long, is not counted.
+    pub started_in: std::time::Duration,
     logs: tempfile::TempDir,
     extra: Vec<String>,
 }
@@ -134,6 +137,7 @@ impl Server {
 
     fn spawn(logs: tempfile::TempDir, extra: Vec<String>) -> anyhow::Result<Server> {
         let cc = release_binary("vaultmesh-command-center", "vaultmesh-command-center")?;
+        let spawned = std::time::Instant::now();
         let mut child = Command::new(&cc)
             .args(["serve", "--listen", "127.0.0.1:0", "--enroll-token", TOKEN])
             // A simulated fleet posts faster than real nodes; measure ingest, not the limiter.
@@ -157,6 +161,7 @@ impl Server {
         Ok(Server {
             child,
             base,
+            started_in: spawned.elapsed(),
             logs,
             extra,
         })

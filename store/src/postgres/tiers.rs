@@ -248,7 +248,7 @@ async fn run(url: String, mut rx: mpsc::UnboundedReceiver<Msg>) {
                     pending.drain(..dropped);
                     tracing::error!(
                         buckets = dropped,
-                        "Dropped history buckets the database did not take; they are rolled up again from the heartbeats at the next start while those are retained."
+                        "Dropped the oldest history buckets the database did not take; they are lost."
                     );
                 }
             }
