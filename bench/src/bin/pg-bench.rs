@@ -139,8 +139,8 @@ fn history(
     let (mut pg_time, mut files_time) = (Duration::ZERO, Duration::ZERO);
     for i in 0..nodes {
         let node = node_id(i);
-        let mut closed = buckets(i, Tier::FiveMinutes, now, &sample);
-        closed.extend(buckets(i, Tier::Hour, now, &sample));
+        let mut closed = buckets(i, Tier::FiveMinutes, now, &sample, 0);
+        closed.extend(buckets(i, Tier::Hour, now, &sample, 0));
         let ((), took) = timed(|| write_files(jsonl.log_dir(), node, &closed));
         files_time += took;
         let started = Instant::now();
@@ -175,16 +175,26 @@ fn history(
         pg_bytes as f64 / node_days / 1024.0,
         file_bytes as f64 / node_days / 1024.0
     );
+    // The node queried also has the year before its 30 days in hourly buckets (stored after
+    // the sizes above, by a second insert task: each stores a node's buckets oldest first).
     let node = node_id(nodes / 2);
+    let year: Vec<Closed> = buckets(nodes / 2, Tier::Hour, now, &sample, 365)
+        .into_iter()
+        .filter(|c| c.bucket.start < now - HISTORY_DAYS * 86_400)
+        .collect();
+    write_files(jsonl.log_dir(), node, &year);
+    let older = rt.block_on(async { PgTiers::open(url, HistoryOptions::default()) });
+    older.store(year);
+    rt.block_on(older.flush())?;
     println!(
-        "  GET /api/nodes/{{id}}/history, one node, {QUERIES} requests each (goal for 30d: <= 50 ms)"
+        "  GET /api/nodes/{{id}}/history, one node (with a year of hourly buckets), {QUERIES} requests each (goal for 30d: <= 50 ms)"
     );
     println!(
         "  {:<12} {:<6} {:>8} {:>9} {:>9} {:>8}",
         "store", "range", "points", "first ms", "p50 ms", "max ms"
     );
     for (name, server) in [("JSONL", &jsonl), ("PostgreSQL", &a)] {
-        for range in ["24h", "7d", "30d"] {
+        for range in ["24h", "7d", "30d", "1y"] {
             let q = query_times(&server.base, node, range)?;
             println!(
                 "  {name:<12} {range:<6} {:>8} {:>9.1} {:>9.1} {:>8.1}",
@@ -218,18 +228,20 @@ fn realistic_sample() -> anyhow::Result<Vec<vaultmesh_proto::history::Sample>> {
     ))
 }
 
-/// Node `i`'s closed buckets of `tier` from 30 days ago (within retention) until an hour ago,
-/// oldest first: each metric moving around its realistic value, with the samples of the
-/// default 30-second interval.
+/// Node `i`'s closed buckets of `tier` from `days` ago (30 when 0; within retention) until
+/// an hour ago, oldest first: each metric moving around its realistic value, with the samples
+/// of the default 30-second interval.
 fn buckets(
     i: usize,
     tier: Tier,
     now: i64,
     sample: &[vaultmesh_proto::history::Sample],
+    days: i64,
 ) -> Vec<Closed> {
     let width = i64::from(tier.secs());
     let aligned = |t: i64| t - t.rem_euclid(width);
-    let first = aligned(now - HISTORY_DAYS * 86_400) + width;
+    let days = if days == 0 { HISTORY_DAYS } else { days };
+    let first = aligned(now - days * 86_400) + width;
     let last = aligned(now) - 3_600;
     let n = (width / 30) as u32;
     let node = node_id(i);
