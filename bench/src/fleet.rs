@@ -101,6 +101,9 @@ async fn enroll_one(
 pub struct Server {
     pub child: Child,
     pub base: String,
+    /// From the process's start until it listened (its log loaded): the build before it,
+    /// however long, is not counted.
+    pub started_in: std::time::Duration,
     logs: tempfile::TempDir,
     extra: Vec<String>,
 }
@@ -118,6 +121,11 @@ impl Server {
         Self::spawn(tempfile::tempdir()?, extra)
     }
 
+    /// Its log directory.
+    pub fn log_dir(&self) -> &std::path::Path {
+        self.logs.path()
+    }
+
     /// Kills the server (SIGKILL) and starts it again on the same log directory and arguments;
     /// returns once it listens (after its replay).
     pub fn restart(mut self) -> anyhow::Result<Server> {
@@ -129,6 +137,7 @@ impl Server {
 
     fn spawn(logs: tempfile::TempDir, extra: Vec<String>) -> anyhow::Result<Server> {
         let cc = release_binary("vaultmesh-command-center", "vaultmesh-command-center")?;
+        let spawned = std::time::Instant::now();
         let mut child = Command::new(&cc)
             .args(["serve", "--listen", "127.0.0.1:0", "--enroll-token", TOKEN])
             // A simulated fleet posts faster than real nodes; measure ingest, not the limiter.
@@ -152,6 +161,7 @@ impl Server {
         Ok(Server {
             child,
             base,
+            started_in: spawned.elapsed(),
             logs,
             extra,
         })

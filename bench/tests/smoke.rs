@@ -96,6 +96,8 @@ fn pg_bench_smoke() {
         "PostgreSQL, two instances",
         "Cross-instance delivery",
         "PostgreSQL load",
+        "bytes per node-day",
+        "history, one node",
     ] {
         assert!(out.contains(figure), "{out}");
     }
@@ -119,7 +121,11 @@ fn store_bench_smoke() {
         &["2000", work.path().join("w").to_str().unwrap()],
     );
     assert!(
-        out.contains("replay 2000 heartbeat lines from 2 nodes"),
+        out.contains("first start over 2000 heartbeat lines from 1000 nodes (full replay)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("restart over the same log with a state snapshot"),
         "{out}"
     );
     assert!(out.contains("speed-up"), "{out}");
@@ -149,7 +155,14 @@ fn attention_bench_smoke() {
 #[test]
 fn ledger_bench_smoke() {
     let out = bench(env!("CARGO_BIN_EXE_ledger-bench"), &["5000"]);
-    assert!(!out.is_empty());
+    for part in [
+        "RFC 9162 root",
+        "before, PROOFCHAIN.json rewritten whole",
+        "after, a line appended to PROOFCHAIN.jsonl",
+        "after, read once",
+    ] {
+        assert!(out.contains(part), "{out}");
+    }
 }
 
 #[test]

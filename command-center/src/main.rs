@@ -55,7 +55,7 @@ enum Command {
     /// Validate policy files.
     #[command(subcommand)]
     Policy(PolicyCommand),
-    /// The verifiable Merkle ledger over the scan log (ROOT.txt, PROOFCHAIN.json).
+    /// The verifiable Merkle ledger over the scan log (ROOT.txt, PROOFCHAIN.jsonl).
     #[command(subcommand)]
     Ledger(LedgerCommand),
     /// Check the notifications file, or send a test message through a route.

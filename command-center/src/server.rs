@@ -18,6 +18,7 @@ use crate::error::{ApiError, BODY_LIMIT};
 use crate::{api, commands, sse};
 use tokio_util::sync::CancellationToken;
 use vaultmesh_store::jsonl::StoreOpenError;
+use vaultmesh_store::ledger::Leaves;
 use vaultmesh_store::replay::ReplayReport;
 
 use crate::ui;
@@ -326,6 +327,9 @@ pub struct Server {
     ),
     /// The connection bound and timeouts.
     connections: crate::listener::ConnLimits,
+    /// The log-directory store (not with PostgreSQL), which keeps a state snapshot every
+    /// `--snapshot-interval` and at shutdown.
+    snapshots: Option<(Arc<JsonlStore>, Duration)>,
 }
 
 impl Server {
@@ -363,19 +367,29 @@ impl Server {
         ));
         let bus = Arc::new(Bus::new(BUS_WINDOW, config.sse_buffer));
         let store_bus = Arc::clone(&bus);
-        let (store, replay): (Arc<dyn Store>, ReplayReport) = match &config.store_url {
-            None => {
-                let (store, replay) =
-                    tokio::task::spawn_blocking(move || JsonlStore::open(&opts, store_bus))
-                        .await
-                        .map_err(|e| ServeError::Serve(std::io::Error::other(e.to_string())))??;
-                (Arc::new(store), replay)
-            }
-            Some(url) => {
-                let (store, replay) = PgStore::open(url, &opts, store_bus).await?;
-                (Arc::new(store), replay)
-            }
-        };
+        // The store's replay hands the ledger the scan log's lines: one read for both.
+        let mut snapshots = None;
+        let (store, replay, leaves): (Arc<dyn Store>, ReplayReport, Leaves) =
+            match &config.store_url {
+                None => {
+                    let (store, replay, leaves) = tokio::task::spawn_blocking(move || {
+                        let mut leaves = Leaves::default();
+                        JsonlStore::open_feeding(&opts, store_bus, Some(&mut leaves))
+                            .map(|(store, replay)| (store, replay, leaves))
+                    })
+                    .await
+                    .map_err(|e| ServeError::Serve(std::io::Error::other(e.to_string())))??;
+                    let store = Arc::new(store);
+                    snapshots = Some((Arc::clone(&store), config.heartbeats.snapshot_interval));
+                    (store, replay, leaves)
+                }
+                Some(url) => {
+                    let mut leaves = Leaves::default();
+                    let (store, replay) =
+                        PgStore::open(url, &opts, store_bus, Some(&mut leaves)).await?;
+                    (Arc::new(store), replay, leaves)
+                }
+            };
         metrics.replayed(replay.lines, replay.elapsed);
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
@@ -393,7 +407,7 @@ impl Server {
             cc_key.clone(),
         );
         let ledger = tokio::task::spawn_blocking(move || {
-            vaultmesh_store::ledger::Ledger::open(&dir, &origin, key)
+            vaultmesh_store::ledger::Ledger::open(&dir, &origin, key, leaves)
         })
         .await
         .map_err(|e| ServeError::Serve(std::io::Error::other(e.to_string())))?
@@ -489,6 +503,7 @@ impl Server {
             lock,
             volume: (config.log_dir.clone(), config.min_free, config.disk_check),
             connections: config.connections,
+            snapshots,
         })
     }
 
@@ -545,12 +560,16 @@ impl Server {
             streams.clone(),
         ));
         tokio::spawn(Arc::clone(&self.state.refusals).run(streams.clone()));
+        if let Some((store, every)) = &self.snapshots {
+            let (store, every, stop) = (Arc::clone(store), *every, streams.clone());
+            tokio::spawn(async move { store.keep_snapshots(every, stop).await });
+        }
         if let Some(access) = &self.state.admin.access {
             tokio::spawn(Arc::clone(access).run(streams.clone()));
         }
         // The listener gives every request its peer address (handlers, the refusal log).
         let metrics = self.state.metrics.connections.clone();
-        crate::listener::serve(
+        let served = crate::listener::serve(
             self.listener,
             app(self.state),
             self.connections,
@@ -562,6 +581,13 @@ impl Server {
             },
         )
         .await
-        .map_err(ServeError::Serve)
+        .map_err(ServeError::Serve);
+        // No request is in flight any more: the next start reads no heartbeat line.
+        if let Some((store, _)) = &self.snapshots
+            && let Err(e) = store.write_snapshot("shutdown").await
+        {
+            tracing::warn!(error = %e, "Cannot write the state snapshot at shutdown; the next start replays more of the heartbeat log.");
+        }
+        served
     }
 }

@@ -1,7 +1,9 @@
 //! The ledger end to end with the real binary: checkpoints signed as scans arrive, inclusion
 //! proofs that verify against the signed root, `ledger verify|prove|build` offline, and
 //! tampering (a changed, deleted or reordered line) detected — by `ledger verify` naming the
-//! line, and by the Command Center raising its alarm on start.
+//! line, and by the Command Center raising its alarm on start. The chain file only grows, a
+//! checkpoint at a time; a crash mid-append is cut at start; the previous release's
+//! `PROOFCHAIN.json` is converted once.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
@@ -12,7 +14,9 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 use vaultmesh_proto::checkpoint::Checkpoint;
 use vaultmesh_proto::merkle::{self, Hash};
-use vaultmesh_testkit::{CommandCenter, cc_command, heartbeat_json, keygen, text, wait_for};
+use vaultmesh_testkit::{
+    CommandCenter, cc_command, heartbeat_json, keygen, text, wait_for, workspace_root,
+};
 
 const NODE: &str = "1ed90000-0000-4000-8000-000000000001";
 
@@ -276,7 +280,7 @@ fn the_alarm_cannot_be_dodged_by_removing_rolling_back_or_re_signing_the_chain()
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("vaultmesh.lock is held by pid"));
     cc.kill9();
-    let chain_path = log.join("PROOFCHAIN.json");
+    let chain_path = log.join("PROOFCHAIN.jsonl");
     let chain = std::fs::read_to_string(&chain_path).unwrap();
     let alarm = |cc: &CommandCenter| {
         cc.get_json("/api/ledger/root")["alarm"]
@@ -291,13 +295,13 @@ fn the_alarm_cannot_be_dodged_by_removing_rolling_back_or_re_signing_the_chain()
     assert!(alarm(&cc).contains("chain was removed"), "{}", alarm(&cc));
     cc.kill9();
 
-    // The chain rolled back to its first checkpoint: ROOT.txt is no note of it.
-    let mut rolled: Value = serde_json::from_str(&chain).unwrap();
-    rolled["checkpoints"].as_array_mut().unwrap().truncate(1);
-    std::fs::write(&chain_path, rolled.to_string()).unwrap();
+    // The chain rolled back to its first checkpoint (the header and one line): ROOT.txt is
+    // no note of it.
+    let rolled: Vec<&str> = chain.lines().take(2).collect();
+    std::fs::write(&chain_path, rolled.join("\n") + "\n").unwrap();
     cc.restart();
     assert!(
-        alarm(&cc).contains("not a checkpoint of PROOFCHAIN.json"),
+        alarm(&cc).contains("not a checkpoint of PROOFCHAIN.jsonl"),
         "{}",
         alarm(&cc)
     );
@@ -324,7 +328,7 @@ fn the_alarm_cannot_be_dodged_by_removing_rolling_back_or_re_signing_the_chain()
     // The genuine chain back: quiet again, and it grows.
     std::fs::write(&chain_path, &chain).unwrap();
     let first_note =
-        serde_json::from_str::<Value>(&chain).unwrap()["checkpoints"][0]["signed_note"]
+        serde_json::from_str::<Value>(chain.lines().nth(1).unwrap()).unwrap()["signed_note"]
             .as_str()
             .unwrap()
             .to_string();
@@ -357,7 +361,7 @@ fn a_running_command_center_without_a_key_adopts_a_chain_built_offline() {
         .unwrap();
         let out = ledger(&["build", "--signing-key", with], into);
         assert!(out.status.success(), "{}", text(&out));
-        for f in ["PROOFCHAIN.json", "ROOT.txt"] {
+        for f in ["PROOFCHAIN.jsonl", "ROOT.txt"] {
             std::fs::copy(into.join(f), log.join(f)).unwrap();
         }
     };
@@ -443,15 +447,15 @@ fn a_running_command_center_without_a_key_adopts_a_chain_built_offline() {
             .success()
     );
     std::fs::copy(
-        offline.path().join("PROOFCHAIN.json"),
-        cc.log_dir().join("PROOFCHAIN.json"),
+        offline.path().join("PROOFCHAIN.jsonl"),
+        cc.log_dir().join("PROOFCHAIN.jsonl"),
     )
     .unwrap();
     wait_for(Duration::from_secs(10), || {
         (cc.get_json("/api/ledger/root")["size"] == 1).then_some(())
     })
     .expect("served");
-    std::fs::remove_file(cc.log_dir().join("PROOFCHAIN.json")).unwrap();
+    std::fs::remove_file(cc.log_dir().join("PROOFCHAIN.jsonl")).unwrap();
     let alarm = wait_for(Duration::from_secs(10), || {
         cc.get_json("/api/ledger/root")["alarm"]
             .as_str()
@@ -459,4 +463,276 @@ fn a_running_command_center_without_a_key_adopts_a_chain_built_offline() {
     })
     .expect("the alarm is raised");
     assert!(alarm.contains("removed or emptied"), "{alarm}");
+}
+
+/// The log is read once at start, and the ledger says so (`read_here=0`): what it needs to see.
+const LEDGER_INFO: (&str, &str) = ("RUST_LOG", "warn,vaultmesh_store::ledger=info");
+
+fn chain_lines(log: &Path) -> Vec<Value> {
+    std::fs::read_to_string(log.join("PROOFCHAIN.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// A checkpoint appends one line to `PROOFCHAIN.jsonl` and changes nothing before it; the
+/// store's replay hashes the scan log for the ledger at start (it reads nothing itself); a
+/// checkpoint line cut short by a crash is ignored by `ledger verify` and cut at start, and the
+/// chain goes on; a real kill -9 amid scans and checkpoints leaves a chain that verifies.
+#[test]
+fn the_chain_grows_a_line_per_checkpoint_and_survives_a_crash_mid_append() {
+    let keys = tempfile::tempdir().unwrap();
+    let (key, public) = keygen(keys.path());
+    let mut cc = CommandCenter::start_with_env(
+        &["--signing-key", &key, "--ledger-interval", "100ms"],
+        &[LEDGER_INFO],
+    );
+    let log = cc.log_dir();
+    let chain = log.join("PROOFCHAIN.jsonl");
+    assert_eq!(
+        cc.post_json("/api/agent/heartbeat", &heartbeat_json(NODE, "n1", 1))
+            .status,
+        200
+    );
+    let post_and_wait = |cc: &CommandCenter, scans: std::ops::RangeInclusive<u128>| {
+        let last = *scans.end();
+        for n in scans {
+            assert_eq!(cc.post_json("/api/agent/scans", &scan(n)).status, 200);
+        }
+        wait_for(Duration::from_secs(10), || {
+            (cc.get_json("/api/ledger/root")["size"] == last as u64).then_some(())
+        })
+        .expect("checkpointed");
+    };
+    post_and_wait(&cc, 1..=3);
+    let first = std::fs::read(&chain).unwrap();
+    // One scan: one checkpoint (two could straddle a ledger tick).
+    post_and_wait(&cc, 4..=4);
+    let second = std::fs::read(&chain).unwrap();
+    assert!(
+        second.starts_with(&first),
+        "the first checkpoint is unchanged"
+    );
+    let added = &second[first.len()..];
+    let entries = chain_lines(&log);
+    let newest = entries.last().unwrap();
+    assert_eq!(newest["size"], 4);
+    assert_eq!(
+        (added.iter().filter(|b| **b == b'\n').count(), added.last()),
+        (1, Some(&b'\n')),
+        "one line"
+    );
+    assert_eq!(
+        &serde_json::from_slice::<Value>(added).unwrap(),
+        newest,
+        "this checkpoint's"
+    );
+    assert_eq!(entries[0]["version"], 2);
+    assert_eq!(entries[0]["log"], "sovereign-scans.jsonl");
+    cc.kill9();
+
+    // A crash halfway through the next append: part of a line, no newline, ROOT.txt unchanged.
+    let good = std::fs::read(&chain).unwrap();
+    let root_txt = std::fs::read_to_string(log.join("ROOT.txt")).unwrap();
+    let torn = &added[..added.len() / 2];
+    std::fs::write(&chain, [good.as_slice(), torn].concat()).unwrap();
+    let out = ledger(&["verify", "--public-key", &public], &log);
+    assert!(out.status.success(), "{}", text(&out));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains(&format!(
+            "ok: 4 lines, {} checkpoints in PROOFCHAIN.jsonl",
+            entries.len() - 1
+        )),
+        "{said}"
+    );
+    assert!(
+        said.contains(&format!("note: the last {} bytes", torn.len())),
+        "{said}"
+    );
+    cc.restart();
+    let root = cc.get_json("/api/ledger/root");
+    assert_eq!(
+        (root["size"].clone(), root["alarm"].clone()),
+        (json!(4), Value::Null)
+    );
+    assert_eq!(
+        std::fs::read(&chain).unwrap(),
+        good,
+        "the unfinished line was cut"
+    );
+    assert_eq!(
+        std::fs::read_to_string(log.join("ROOT.txt")).unwrap(),
+        root_txt
+    );
+    // The store's replay hashed all four lines; the ledger read none itself.
+    let stderr = cc.stderr();
+    assert!(
+        stderr.contains("from_replay=4") && stderr.contains("read_here=0"),
+        "{stderr}"
+    );
+    post_and_wait(&cc, 5..=6);
+    assert!(std::fs::read(&chain).unwrap().starts_with(&good));
+    let out = ledger(&["verify", "--public-key", &public], &log);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("note:"),
+        "{}",
+        text(&out)
+    );
+
+    // Real crashes: kill -9 while scans arrive and checkpoints are written every 100 ms.
+    for round in 0..3u128 {
+        let base = 100 + round * 20;
+        for n in base..base + 20 {
+            assert_eq!(cc.post_json("/api/agent/scans", &scan(n)).status, 200);
+        }
+        std::thread::sleep(Duration::from_millis(30 * round as u64 + 80));
+        cc.restart();
+        assert_eq!(cc.get_json("/api/ledger/root")["alarm"], Value::Null);
+        let out = ledger(&["verify", "--public-key", &public], &log);
+        assert!(out.status.success(), "round {round}: {}", text(&out));
+    }
+    let total = lines(&log).len() as u64;
+    wait_for(Duration::from_secs(10), || {
+        (cc.get_json("/api/ledger/root")["size"] == total).then_some(())
+    })
+    .expect("every scan checkpointed after the crashes");
+}
+
+/// A log directory of the previous release (`testkit/fixtures/ledger-v1`, written by main at
+/// 52b62ba: three checkpoints over nine scans in `PROOFCHAIN.json`): `ledger verify` and
+/// `prove` read it as it is; the Command Center converts it once into `PROOFCHAIN.jsonl`, field
+/// for field, removes the old file, and goes on appending; `ledger build` converts it too.
+#[test]
+fn a_chain_of_the_previous_release_is_read_converted_once_and_extended() {
+    let fixture = workspace_root().join("testkit/fixtures/ledger-v1");
+    let public = std::fs::read_to_string(fixture.join("public.txt")).unwrap();
+    let public = public.trim();
+    let keys = tempfile::tempdir().unwrap();
+    let key = keys.path().join("cc.key");
+    std::fs::copy(fixture.join("cc.key"), &key).unwrap();
+    let key = key.to_str().unwrap();
+    let copy = |into: &Path| {
+        std::fs::create_dir_all(into).unwrap();
+        for f in [
+            "sovereign-scans.jsonl",
+            "nodes.jsonl",
+            "heartbeats.jsonl",
+            "PROOFCHAIN.json",
+            "ROOT.txt",
+        ] {
+            std::fs::copy(fixture.join(f), into.join(f)).unwrap();
+        }
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("logs");
+    copy(&log);
+    let v1: Value =
+        serde_json::from_slice(&std::fs::read(log.join("PROOFCHAIN.json")).unwrap()).unwrap();
+    assert_eq!(v1["version"], 1);
+
+    // Read as it is, nothing changed.
+    let out = ledger(&["verify", "--public-key", public], &log);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains("ok: 9 lines, 3 checkpoints in PROOFCHAIN.json,"),
+        "{}",
+        text(&out)
+    );
+    let out = ledger(
+        &["prove", "--scan-id", &Uuid::from_u128(4).to_string()],
+        &log,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!log.join("PROOFCHAIN.jsonl").exists());
+
+    // The Command Center converts it at start.
+    let mut cc = CommandCenter::start_in(
+        dir,
+        &["--signing-key", key, "--ledger-interval", "100ms"],
+        &[LEDGER_INFO],
+    );
+    let root = cc.get_json("/api/ledger/root");
+    assert_eq!(
+        (
+            root["size"].clone(),
+            root["checkpoints"].clone(),
+            root["alarm"].clone()
+        ),
+        (json!(9), json!(3), Value::Null)
+    );
+    assert!(
+        !log.join("PROOFCHAIN.json").exists(),
+        "the old file is removed"
+    );
+    let converted = std::fs::read(log.join("PROOFCHAIN.jsonl")).unwrap();
+    let lines = chain_lines(&log);
+    let mut header = v1.clone();
+    header.as_object_mut().unwrap().remove("checkpoints");
+    header["version"] = json!(2);
+    assert_eq!(lines[0], header);
+    assert_eq!(lines[1..], v1["checkpoints"].as_array().unwrap()[..]);
+    assert!(
+        cc.stderr().contains("Converted the ledger chain"),
+        "{}",
+        cc.stderr()
+    );
+
+    // It goes on appending after the converted checkpoints.
+    assert_eq!(
+        cc.post_json("/api/agent/heartbeat", &heartbeat_json(NODE, "n1", 2))
+            .status,
+        200
+    );
+    for n in 10..=11 {
+        assert_eq!(cc.post_json("/api/agent/scans", &scan(n)).status, 200);
+    }
+    wait_for(Duration::from_secs(10), || {
+        (cc.get_json("/api/ledger/root")["size"] == 11).then_some(())
+    })
+    .expect("a checkpoint after the converted ones");
+    assert!(
+        std::fs::read(log.join("PROOFCHAIN.jsonl"))
+            .unwrap()
+            .starts_with(&converted)
+    );
+    let out = ledger(&["verify", "--public-key", public], &log);
+    assert!(out.status.success(), "{}", text(&out));
+    // Four or more checkpoints: the two scans may straddle a ledger tick.
+    let checkpoints = cc.get_json("/api/ledger/root")["checkpoints"].clone();
+    assert!(checkpoints.as_u64().unwrap() >= 4);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&format!(
+            "ok: 11 lines, {checkpoints} checkpoints in PROOFCHAIN.jsonl,"
+        )),
+        "{}",
+        text(&out)
+    );
+    // Once: the next start converts nothing.
+    cc.restart();
+    assert!(!cc.stderr().contains("Converted"), "{}", cc.stderr());
+    assert_eq!(cc.get_json("/api/ledger/root")["checkpoints"], checkpoints);
+    cc.kill9();
+
+    // `ledger build` converts too (nothing new to sign: the chain covers the log).
+    let other = tempfile::tempdir().unwrap();
+    copy(other.path());
+    let out = ledger(&["build", "--signing-key", key], other.path());
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("nothing new"),
+        "{}",
+        text(&out)
+    );
+    assert!(!other.path().join("PROOFCHAIN.json").exists());
+    let out = ledger(&["verify", "--public-key", public], other.path());
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains("9 lines, 3 checkpoints in PROOFCHAIN.jsonl,"),
+        "{}",
+        text(&out)
+    );
 }

@@ -711,3 +711,469 @@ fn a_request_accepted_by_one_instance_is_a_replay_to_the_other() {
         "and after a restart"
     );
 }
+
+/// The ledger over the PostgreSQL store: scan reports are signed from the local copy of the
+/// scan log; at start the copy's lines — those already on disk and those copied from the
+/// database — are handed to the ledger as the mirror reads and writes them (the ledger reads
+/// none itself), for an instance restarted on its log directory and for a new one on an empty
+/// directory alike; both chains verify.
+#[test]
+fn the_ledger_signs_scans_stored_in_postgresql_reading_the_scan_log_once() {
+    let pg = Postgres::start();
+    let url = pg.create_db("vaultmesh");
+    let keys = tempfile::tempdir().unwrap();
+    let (key, public) = keygen(keys.path());
+    let args = [
+        "--store",
+        url.as_str(),
+        "--signing-key",
+        key.as_str(),
+        "--ledger-interval",
+        "100ms",
+    ];
+    let env = [("RUST_LOG", "warn,vaultmesh_store::ledger=info")];
+    let node = "1ed90000-0000-4000-8000-0000000000b1";
+    let scan = |n: u128| {
+        json!({
+            "scan_id": Uuid::from_u128(n), "node_id": node, "profile": "ArchVault",
+            "started_at": "2026-11-29T10:00:00Z", "finished_at": "2026-11-29T10:00:01Z",
+            "findings": [], "counts": {}, "fingerprint": {}, "rules": ["sysctl"],
+        })
+    };
+    let signed = |cc: &CommandCenter, size: u64| {
+        wait_for(Duration::from_secs(10), || {
+            (cc.get_json("/api/ledger/root")["size"] == size).then_some(())
+        })
+        .unwrap_or_else(|| panic!("size {size}: {}", cc.get_json("/api/ledger/root")));
+    };
+    let mut a = CommandCenter::start_with_env(&args, &env);
+    assert_eq!(
+        a.post_json(
+            "/api/agent/heartbeat",
+            &heartbeat_json(node, "pg-ledger", 1)
+        )
+        .status,
+        200
+    );
+    for n in 1..=3 {
+        assert_eq!(a.post_json("/api/agent/scans", &scan(n)).status, 200);
+    }
+    signed(&a, 3);
+    a.restart();
+    assert_eq!(a.get_json("/api/ledger/root")["alarm"], Value::Null);
+    let log = a.stderr();
+    assert!(
+        log.contains("from_replay=3") && log.contains("read_here=0"),
+        "{log}"
+    );
+    assert_eq!(a.post_json("/api/agent/scans", &scan(4)).status, 200);
+    signed(&a, 4);
+
+    // A second instance on an empty directory: the mirror copies the four lines and hands
+    // them over as it writes them.
+    let b = CommandCenter::start_with_env(&args, &env);
+    signed(&b, 4);
+    let log = b.stderr();
+    assert!(
+        log.contains("from_replay=4") && log.contains("read_here=0"),
+        "{log}"
+    );
+    for cc in [&a, &b] {
+        let dir = cc.log_dir();
+        let out = cc_command(&[
+            "ledger",
+            "verify",
+            "--log-dir",
+            dir.to_str().unwrap(),
+            "--public-key",
+            &public,
+        ]);
+        assert!(out.status.success(), "{}", text(&out));
+    }
+}
+
+// History tiers (issue 23): the same answers as the JSONL store, from tables.
+
+const RANGES: [&str; 5] = ["1h", "24h", "7d", "30d", "1y"];
+
+/// Writes `logs/heartbeats.jsonl` as today's main writes it: each node every `every` seconds
+/// for `hours` hours until a minute ago, its load cycling, its disk filling and one check in
+/// ten warning.
+fn heartbeat_log(logs: &std::path::Path, nodes: &[Uuid], hours: i64, every: usize) {
+    let end = chrono::Utc::now().timestamp() - 60;
+    let mut out = String::new();
+    for (i, t) in (end - hours * 3_600..end).step_by(every).enumerate() {
+        for (k, node) in nodes.iter().enumerate() {
+            let ts = chrono::DateTime::from_timestamp(t, 123_456_789).unwrap();
+            let mut hb = heartbeat_json(&node.to_string(), &format!("hist-{k}"), i as u64 + 1);
+            hb["timestamp"] = json!(ts);
+            hb["metrics"]["load"] = json!([(i % 37) as f64 / 10.0 + k as f64, 0.4, 0.3]);
+            hb["metrics"]["disks"][0] = json!({"mount": "/", "fs": "ext4", "total_bytes": 1_000_000, "used_bytes": 400_000 + i * 7});
+            if i % 10 == 0 {
+                hb["checks"][0]["status"] = json!("warn");
+            }
+            out.push_str(&format!(
+                "{{\"kind\":\"heartbeat\",\"ts\":{},\"node_id\":\"{node}\",\"record\":{hb}}}\n",
+                serde_json::to_string(&ts).unwrap()
+            ));
+        }
+    }
+    std::fs::create_dir_all(logs).unwrap();
+    std::fs::write(logs.join("heartbeats.jsonl"), out).unwrap();
+}
+
+/// `cc`'s history of `node` over `range`: its series and forecasts (`from` and `to` move
+/// with the clock).
+fn history_of(cc: &CommandCenter, node: Uuid, range: &str) -> (Value, Value) {
+    let h = cc.get_json(&format!("/api/nodes/{node}/history?range={range}"));
+    (h["series"].clone(), h["forecasts"].clone())
+}
+
+/// Forecasts equal but for rounding: a store that restarts seeds its trend from the hours it
+/// stored, kept to three decimals.
+fn close_forecasts(a: &Value, b: &Value) -> bool {
+    let (Some(a), Some(b)) = (a.as_array(), b.as_array()) else {
+        return false;
+    };
+    let near = |x: &Value, y: &Value| match (x.as_f64(), y.as_f64()) {
+        (Some(x), Some(y)) => (x - y).abs() <= 1e-3 * x.abs().max(1.0),
+        _ => x == y,
+    };
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(x, y)| {
+            x["mount"] == y["mount"]
+                && x["hours"] == y["hours"]
+                && ["used_pct", "pct_per_day", "days_until_full"]
+                    .iter()
+                    .all(|f| near(&x[f], &y[f]))
+        })
+}
+
+/// `pg` answers every range for `node` with the points `jsonl` answers, and its forecasts.
+fn assert_same_history(jsonl: &CommandCenter, pg: &CommandCenter, node: Uuid, context: &str) {
+    for range in RANGES {
+        // Two queries a moment apart may fall on both sides of a slot boundary at the range's
+        // start: then ask both again.
+        let mut differ = None;
+        for _ in 0..5 {
+            let (js, jf) = history_of(jsonl, node, range);
+            let (ps, pf) = history_of(pg, node, range);
+            assert!(
+                js.as_array().is_some_and(|s| !s.is_empty()),
+                "{context}: {range}: {js}"
+            );
+            if js == ps && close_forecasts(&jf, &pf) {
+                differ = None;
+                break;
+            }
+            differ = Some((js, ps, jf, pf));
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        if let Some((js, ps, jf, pf)) = differ {
+            assert_eq!(ps, js, "{context}: the {range} series");
+            panic!("{context}: the {range} forecasts: {pf} against {jf}");
+        }
+    }
+}
+
+/// The buckets stored for `node`: `(tier, start, metrics)`.
+type Stored = std::collections::BTreeSet<(String, i64, String)>;
+
+/// What the JSONL store keeps under `logs/history/<node>/`.
+fn jsonl_buckets(logs: &std::path::Path, node: Uuid) -> Stored {
+    let mut out = Stored::new();
+    let Ok(files) = std::fs::read_dir(logs.join("history").join(node.to_string())) else {
+        return out;
+    };
+    for file in files {
+        let path = file.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let tier = name.split('-').next().unwrap().to_string();
+        for line in std::fs::read_to_string(&path).unwrap().lines() {
+            let v: Value = serde_json::from_str(line).unwrap();
+            out.insert((tier.clone(), v["t"].as_i64().unwrap(), v["m"].to_string()));
+        }
+    }
+    out
+}
+
+/// What the database keeps in `history_5m` and `history_1h` for `node` (metrics parsed and
+/// written as the JSONL store does, to compare).
+fn pg_buckets(pg: &Postgres, db: &str, node: Uuid) -> Stored {
+    let rows = pg
+        .psql(
+            db,
+            &format!(
+                "SELECT '5m', extract(epoch FROM start)::int8, metrics::text FROM history_5m WHERE node_id = '{node}' \
+                 UNION ALL SELECT '1h', extract(epoch FROM start)::int8, metrics::text FROM history_1h WHERE node_id = '{node}'"
+            ),
+        )
+        .unwrap();
+    rows.lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            let mut f = l.splitn(3, '|');
+            let tier = f.next().unwrap().to_string();
+            let start = f.next().unwrap().parse().unwrap();
+            let metrics: Value = serde_json::from_str(f.next().unwrap()).unwrap();
+            (tier, start, metrics.to_string())
+        })
+        .collect()
+}
+
+/// Waits until the database holds exactly the buckets the JSONL store wrote for `node` (its
+/// writer thread may lag).
+fn assert_same_buckets(logs: &std::path::Path, pg: &Postgres, db: &str, node: Uuid) {
+    let same = wait_for(Duration::from_secs(10), || {
+        let (j, p) = (jsonl_buckets(logs, node), pg_buckets(pg, db, node));
+        (j == p && !j.is_empty()).then_some(j.len())
+    });
+    if same.is_none() {
+        let (j, p) = (jsonl_buckets(logs, node), pg_buckets(pg, db, node));
+        let only_j: Vec<_> = j.difference(&p).take(3).collect();
+        let only_p: Vec<_> = p.difference(&j).take(3).collect();
+        panic!(
+            "{} buckets in the files, {} in the database; only in the files: {only_j:?}; only in the database: {only_p:?}",
+            j.len(),
+            p.len()
+        );
+    }
+}
+
+/// 26 hours of `nodes`' heartbeats every `every` seconds in a log directory (`dir/logs`),
+/// imported into a fresh database: the rows today's main writes, and no history stored.
+fn imported_log(nodes: &[Uuid], every: usize) -> (tempfile::TempDir, Postgres, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    heartbeat_log(&logs, nodes, 26, every);
+    let pg = Postgres::start();
+    let url = pg.create_db("vaultmesh");
+    let from = logs.to_str().unwrap();
+    cli_ok(&["store", "import", "--from", from, "--store", &url]);
+    (dir, pg, url)
+}
+
+fn pg_args<'a>(url: &'a str, key: &'a str, policies: &'a std::path::Path) -> Vec<&'a str> {
+    vec![
+        "--store",
+        url,
+        "--signing-key",
+        key,
+        "--policy-dir",
+        policies.to_str().unwrap(),
+    ]
+}
+
+#[test]
+fn postgresql_history_is_the_jsonl_history_after_a_first_start_heartbeats_restarts_and_two_instances()
+ {
+    let nodes = [TestNode::new(Uuid::now_v7()), TestNode::new(Uuid::now_v7())];
+    let ids: Vec<Uuid> = nodes.iter().map(|n| n.id).collect();
+    let (dir, pg, url) = imported_log(&ids, 60);
+
+    // A database of the previous release: the heartbeats imported, no tier tables, schema 2.
+    pg.psql(
+        "vaultmesh",
+        "DROP TABLE history_5m, history_1h; DROP INDEX records_heartbeats_by_node_ts; \
+         DELETE FROM vaultmesh_schema WHERE version >= 3",
+    )
+    .unwrap();
+
+    // The JSONL store over the same log, and PostgreSQL's first start: both roll it all up.
+    let jsonl = CommandCenter::start_in(dir, &[], &[]);
+    let keys = tempfile::tempdir().unwrap();
+    let (key, _) = keygen(keys.path());
+    let policies = workspace_root().join("policies");
+    let args = pg_args(&url, &key, &policies);
+    let mut a = CommandCenter::start_with(&args);
+    assert_eq!(
+        pg.psql("vaultmesh", "SELECT max(version) FROM vaultmesh_schema")
+            .unwrap(),
+        "3",
+        "migrated at the first start"
+    );
+    for node in &ids {
+        assert_same_history(&jsonl, &a, *node, "first start");
+        assert_same_buckets(&jsonl.log_dir(), &pg, "vaultmesh", *node);
+    }
+    let stored_5m = pg
+        .psql("vaultmesh", "SELECT count(*) FROM history_5m")
+        .unwrap();
+    assert!(
+        stored_5m.parse::<u32>().unwrap() >= 2 * 26 * 12 - 2,
+        "every closed 5-minute bucket of 26 hours: {stored_5m}"
+    );
+    drop(jsonl);
+
+    // A second instance on the same database: it finds the tiers stored and rolls up only the
+    // heartbeats since; then heartbeats through both.
+    let b = CommandCenter::start_with(&args);
+    let node = &nodes[0];
+    let applied = |cc: &CommandCenter| {
+        cc.get_json(&format!("/api/nodes/{}", node.id))["summary"]["heartbeats"].as_u64()
+    };
+    let total = applied(&a).unwrap() + 6;
+    for seq in 1..=6 {
+        let cc = if seq % 2 == 0 { &b } else { &a };
+        assert_eq!(post_heartbeat(cc, node, 100 + seq), 200);
+    }
+    wait_for(Duration::from_secs(5), || {
+        (applied(&a) == Some(total) && applied(&b) == Some(total)).then_some(())
+    })
+    .expect("each instance applied the other's heartbeats");
+
+    // The JSONL store's answer for exactly these heartbeats: the database exported to a log
+    // directory and served from there (its first start rolls the log up).
+    let out = tempfile::tempdir().unwrap();
+    let export = out.path().join("logs");
+    cli_ok(&[
+        "store",
+        "export",
+        "--store",
+        &url,
+        "--to",
+        export.to_str().unwrap(),
+    ]);
+    let jsonl = CommandCenter::start_in(out, &[], &[]);
+    for node in &ids {
+        assert_same_history(&jsonl, &a, *node, "instance A");
+        assert_same_history(&jsonl, &b, *node, "instance B");
+    }
+    a.kill9();
+    a.restart();
+    for node in &ids {
+        assert_same_history(&jsonl, &a, *node, "A after kill -9");
+        assert_same_buckets(&jsonl.log_dir(), &pg, "vaultmesh", *node);
+    }
+}
+
+fn leads(cc: &CommandCenter) -> bool {
+    vaultmesh_testkit::metric(&cc.get("/metrics").body, "vaultmesh_leader") == Some(1.0)
+}
+
+#[test]
+fn history_rows_past_retention_are_deleted_by_the_leader_and_never_stored() {
+    let node = Uuid::now_v7();
+    let (_dir, mut pg, url) = imported_log(&[node], 120);
+    let keys = tempfile::tempdir().unwrap();
+    let (key, _) = keygen(keys.path());
+    let policies = workspace_root().join("policies");
+    let args = pg_args(&url, &key, &policies);
+    let mut short = args.clone();
+    short.extend([
+        "--history-5m-retention",
+        "12h",
+        "--history-1h-retention",
+        "20h",
+    ]);
+    let count = |sql: &str| -> u64 { pg.psql("vaultmesh", sql).unwrap().parse().unwrap() };
+    let old_5m = "SELECT count(*) FROM history_5m WHERE start < now() - interval '12 hours'";
+    let old_1h = "SELECT count(*) FROM history_1h WHERE start < now() - interval '20 hours'";
+    let all_5m = "SELECT count(*) FROM history_5m";
+
+    // The default retention keeps all 26 hours; this instance leads.
+    let mut long = CommandCenter::start_with(&args);
+    wait_for(Duration::from_secs(10), || leads(&long).then_some(())).expect("a leader");
+    assert!(count(old_5m) > 100, "{}", count(old_5m));
+    assert!(count(old_1h) >= 4, "{}", count(old_1h));
+
+    // An instance with shorter retention that does not lead deletes nothing; once it leads,
+    // it deletes the older rows and keeps the rest.
+    let mut cc = CommandCenter::start_with(&short);
+    assert!(!leads(&cc));
+    assert!(count(old_5m) > 100);
+    long.kill9();
+    wait_for(Duration::from_secs(20), || {
+        (count(old_5m) == 0 && count(old_1h) == 0).then_some(())
+    })
+    .unwrap_or_else(|| panic!("left {} and {}", count(old_5m), count(old_1h)));
+    assert!(leads(&cc));
+    assert!(count(all_5m) >= 12 * 12 - 6, "{}", count(all_5m));
+    let hours = "SELECT count(*) FROM history_1h";
+    // 20 hours, less what has closed since the log ended.
+    assert!(count(hours) >= 17, "{}", count(hours));
+    let day = cc.get_json(&format!(
+        "/api/nodes/{node}/history?range=24h&metrics=load1"
+    ));
+    let first_point = day["series"][0]["points"][0]["t"].as_str().unwrap();
+    let first_point = chrono::DateTime::parse_from_rfc3339(first_point).unwrap();
+    let age = chrono::Utc::now().signed_duration_since(first_point);
+    assert!(age <= chrono::Duration::minutes(12 * 60 + 5), "{age}");
+
+    // An instance that rolls the whole log up (no tiers stored) while another leads does not
+    // store what is past its retention in the first place.
+    pg.psql(
+        "vaultmesh",
+        "DELETE FROM history_5m; DELETE FROM history_1h",
+    )
+    .unwrap();
+    let other = CommandCenter::start_with(&short);
+    assert!(!leads(&other));
+    assert_eq!(count(old_5m), 0);
+    assert_eq!(count(old_1h), 0);
+    assert!(count(all_5m) >= 12 * 12 - 6, "{}", count(all_5m));
+    drop(other);
+
+    // Without the database, the history is refused with a reason, not made up.
+    pg.stop();
+    let r = cc.get(&format!("/api/nodes/{node}/history?range=24h"));
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(
+        r.json()["error"].as_str().unwrap().contains("history"),
+        "{}",
+        r.body
+    );
+    pg.restart();
+    let back = wait_for(Duration::from_secs(10), || {
+        let r = cc.get(&format!("/api/nodes/{node}/history?range=24h"));
+        (r.status == 200).then_some(r.json())
+    })
+    .expect("answers again once the database is back");
+    assert!(!back["series"].as_array().unwrap().is_empty());
+    cc.kill9();
+}
+
+#[test]
+fn history_buckets_the_database_refuses_are_held_and_stored_once_it_takes_them() {
+    let node = Uuid::now_v7();
+    let (_dir, pg, url) = imported_log(&[node], 120);
+    pg.psql(
+        "vaultmesh",
+        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ \
+           BEGIN RAISE EXCEPTION 'refused by the test'; END $$; \
+         CREATE TRIGGER refuse BEFORE INSERT ON history_5m \
+           FOR EACH STATEMENT EXECUTE FUNCTION refuse()",
+    )
+    .unwrap();
+    let keys = tempfile::tempdir().unwrap();
+    let (key, _) = keygen(keys.path());
+    let policies = workspace_root().join("policies");
+    let count = |sql: &str| -> u64 { pg.psql("vaultmesh", sql).unwrap().parse().unwrap() };
+    let stored = || {
+        (
+            count("SELECT count(*) FROM history_5m"),
+            count("SELECT count(*) FROM history_1h"),
+        )
+    };
+
+    // The first start rolls up 26 hours; the database refuses the buckets: it starts anyway.
+    let cc = CommandCenter::start_with(&pg_args(&url, &key, &policies));
+    assert_eq!(stored().0, 0);
+    assert!(
+        cc.stderr().contains("Cannot store history buckets"),
+        "{}",
+        cc.stderr()
+    );
+    // Once the database takes them, the held buckets are stored, all of them.
+    pg.psql("vaultmesh", "DROP TRIGGER refuse ON history_5m")
+        .unwrap();
+    wait_for(Duration::from_secs(15), || {
+        let (five, hour) = stored();
+        (five >= 26 * 12 - 6 && hour >= 24).then_some(())
+    })
+    .unwrap_or_else(|| panic!("stored {:?}", stored()));
+    let day = cc.get_json(&format!(
+        "/api/nodes/{node}/history?range=24h&metrics=load1"
+    ));
+    assert!(day["series"][0]["points"].as_array().unwrap().len() >= 280);
+}

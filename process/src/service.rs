@@ -90,11 +90,14 @@ pub fn spawn_watchdog(cancel: CancellationToken) -> Option<tokio::task::JoinHand
 
 /// A token cancelled on SIGTERM (systemd's stop) or SIGINT (Ctrl-C).
 pub fn shutdown_token() -> CancellationToken {
+    use tokio::signal::unix::{SignalKind, signal};
     let cancel = CancellationToken::new();
     let token = cancel.clone();
+    // Installed now, not when the task first runs: a SIGTERM sent as soon as this returns (as
+    // soon as `serve` says it listens) stops the process cleanly instead of killing it.
+    let term = signal(SignalKind::terminate());
     tokio::spawn(async move {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
+        match term {
             Ok(mut term) => {
                 tokio::select! {
                     _ = term.recv() => {}

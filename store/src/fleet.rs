@@ -196,6 +196,12 @@ impl FleetState {
         );
     }
 
+    /// A copy of every node's state, taken under the read lock (what a snapshot holds).
+    pub fn capture(&self) -> Vec<(Uuid, NodeState)> {
+        let nodes = self.nodes.read().unwrap_or_else(|p| p.into_inner());
+        nodes.iter().map(|(id, s)| (*id, s.clone())).collect()
+    }
+
     /// Counts a node's hostname as `now` instead of `before` (`None`: a new node). Unchanged
     /// spelling is nothing to do; names that differ only as [`name_key`] ignores still move
     /// between equal keys, which is harmless.

@@ -18,6 +18,13 @@
 //! failure to [`StorageHealth`], and from then on refuses appends at once, trying a real write
 //! at most once a [`RETRY_EVERY`]. The first write that succeeds clears the failure: writes
 //! resume by themselves. Nothing refused was acknowledged, and nothing acknowledged is lost.
+//!
+//! **Positions.** The writer knows where the lines it has applied end ([`Position`]: the
+//! active file, named by its first line, and its durable length). [`Journal::at_position`]
+//! runs a function on the writer between two batches — after every earlier append's `then`
+//! hook, before any later one — with that position, so what the function copies of the state
+//! the hooks build is exactly the state of the lines up to it (what a snapshot needs). A
+//! rotation hook runs the same way right after each rotation.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -32,7 +39,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::compress::{Keeper, Waker};
 use super::health::StorageHealth;
-use super::logdir::{self, LogName};
+use super::logdir::{self, FileId, LogName, Position};
 
 /// Most bytes written in one group commit.
 const BATCH_BYTES: usize = 4 << 20;
@@ -95,10 +102,24 @@ impl LogFile for File {
 /// Runs after the append is durable, before it is acknowledged, in log order.
 pub type Then = Box<dyn FnOnce() + Send>;
 
+/// Runs on the writer between two batches, with the position of the lines applied so far
+/// (`None` while it is unknown: an empty active file after an unreadable segment).
+pub type Barrier = Box<dyn FnOnce(Option<&Position>) + Send>;
+
+/// Runs on the writer right after each rotation, with the position then: after the whole of
+/// the segment just closed.
+pub type RotateHook = Box<dyn FnMut(&Position) + Send>;
+
 struct Append {
     line: Vec<u8>,
     then: Option<Then>,
     done: oneshot::Sender<Result<(), Arc<str>>>,
+}
+
+/// What the writer is sent.
+enum Msg {
+    Append(Append),
+    Barrier(Barrier),
 }
 
 /// What `open` found and fixed.
@@ -112,7 +133,7 @@ pub struct OpenReport {
 #[derive(Debug)]
 pub struct Journal {
     log: LogName,
-    tx: Option<mpsc::Sender<Append>>,
+    tx: Option<mpsc::Sender<Msg>>,
     thread: Option<std::thread::JoinHandle<()>>,
     /// Where append latency goes (`/metrics`), if anywhere.
     latency: Option<crate::LatencySink>,
@@ -131,21 +152,41 @@ impl Journal {
         rotation: Rotation,
         health: Arc<StorageHealth>,
     ) -> Result<(Journal, OpenReport), JournalError> {
+        Journal::open_with(dir, log, rotation, health, None)
+    }
+
+    /// [`Journal::open`], with a hook the writer runs after each rotation.
+    pub fn open_with(
+        dir: &Path,
+        log: LogName,
+        rotation: Rotation,
+        health: Arc<StorageHealth>,
+        on_rotate: Option<RotateHook>,
+    ) -> Result<(Journal, OpenReport), JournalError> {
         let path = log.active(dir);
         let (file, report) = open_active(dir, &path)?;
         let size = file.metadata().map_err(io(&path))?.len();
-        let journal = Journal::start(dir, log, rotation, health, Box::new(file), size)?;
+        let position = position_at_open(dir, log, size);
+        let journal = Journal::start(
+            dir,
+            log,
+            rotation,
+            health,
+            (Box::new(file), size, position),
+            on_rotate,
+        )?;
         Ok((journal, report))
     }
 
-    /// Starts the writer of `log` over `file`, whose first `size` bytes are durable.
+    /// Starts the writer of `log` over `file`, whose first `size` bytes are durable and end
+    /// at `position`.
     fn start(
         dir: &Path,
         log: LogName,
         rotation: Rotation,
         health: Arc<StorageHealth>,
-        file: Box<dyn LogFile>,
-        size: u64,
+        (file, size, position): (Box<dyn LogFile>, u64, Option<Position>),
+        on_rotate: Option<RotateHook>,
     ) -> Result<Journal, JournalError> {
         let (tx, rx) = mpsc::channel(QUEUE);
         let wake = Arc::new(std::sync::OnceLock::new());
@@ -163,6 +204,8 @@ impl Journal {
             failing: None,
             needs_cut: false,
             rotate_failing: false,
+            position,
+            on_rotate,
         };
         let thread = std::thread::Builder::new()
             .name(format!("log-{}", log.stem()))
@@ -203,7 +246,7 @@ impl Journal {
             .ok_or(JournalError::Closed(self.log.stem()))?;
         let start = std::time::Instant::now();
         let (done, wait) = oneshot::channel();
-        tx.send(Append { line, then, done })
+        tx.send(Msg::Append(Append { line, then, done }))
             .await
             .map_err(|_| JournalError::Closed(self.log.stem()))?;
         wait.await
@@ -213,6 +256,28 @@ impl Journal {
             h.record(start.elapsed());
         }
         Ok(())
+    }
+
+    /// Runs `f` on the writer after every append sent before this call was applied and before
+    /// any sent after, with the position those lines end at (see the module doc), and returns
+    /// what it returns. `f` should be quick: appends wait while it runs.
+    pub async fn at_position<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(Option<&Position>) -> T + Send + 'static,
+    ) -> Result<T, JournalError> {
+        let tx = self
+            .tx
+            .as_ref()
+            .ok_or(JournalError::Closed(self.log.stem()))?;
+        let (done, wait) = oneshot::channel();
+        let barrier: Barrier = Box::new(move |p| {
+            let _ = done.send(f(p));
+        });
+        tx.send(Msg::Barrier(barrier))
+            .await
+            .map_err(|_| JournalError::Closed(self.log.stem()))?;
+        wait.await
+            .map_err(|_| JournalError::Closed(self.log.stem()))
     }
 
     /// Records every append's latency (queue, write and fdatasync) in `histogram`.
@@ -268,6 +333,33 @@ fn open_active(dir: &Path, path: &Path) -> Result<(File, OpenReport), JournalErr
     Ok((file, OpenReport { torn_bytes }))
 }
 
+/// Where the lines of `log` end when it is opened with `size` durable bytes in its active file:
+/// in the active file, or after the newest segment if the active file is empty, or the start
+/// of an empty log. `None` if the file that says cannot be read.
+fn position_at_open(dir: &Path, log: LogName, size: u64) -> Option<Position> {
+    let id = |path: &Path| match crate::replay::first_line(path) {
+        Ok(Some(line)) => Some(FileId::of_first_line(&line)),
+        Ok(None) => None,
+        Err(e) => {
+            tracing::warn!(file = %path.display(), error = %e, "Cannot read the first line of a log file; no state snapshot until the next line is logged.");
+            None
+        }
+    };
+    if size > 0 {
+        return id(&log.active(dir)).map(|file| Position::In { file, offset: size });
+    }
+    match logdir::segments(dir, log) {
+        Ok(segments) => match segments.last() {
+            None => Some(Position::Start),
+            Some((path, _)) => id(path).map(|file| Position::After { file }),
+        },
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), error = %e, "Cannot list log segments; no state snapshot until the next line is logged.");
+            None
+        }
+    }
+}
+
 /// If the file does not end in `\n`, truncates it after its last `\n`. Returns bytes removed.
 pub fn cut_torn_tail(file: &mut File) -> std::io::Result<u64> {
     let len = file.metadata()?.len();
@@ -320,6 +412,9 @@ struct Writer {
     rotate_failing: bool,
     /// Wakes the segment keeper after a rotation, once it runs.
     wake: Arc<std::sync::OnceLock<Waker>>,
+    /// Where the applied lines end (`None`: unknown until the next line is written).
+    position: Option<Position>,
+    on_rotate: Option<RotateHook>,
 }
 
 /// Which period of length `every` (counted from the Unix epoch, so whole UTC hours and days)
@@ -330,7 +425,7 @@ fn period(t: DateTime<Utc>, every: Duration) -> i64 {
 }
 
 impl Writer {
-    fn run(mut self, mut rx: mpsc::Receiver<Append>) {
+    fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
         let mut buf = Vec::with_capacity(64 * 1024);
         let mut batch: Vec<Append> = Vec::with_capacity(256);
         loop {
@@ -339,63 +434,102 @@ impl Writer {
             } else {
                 rx.blocking_recv()
             };
-            let Some(first) = next else {
-                return;
+            let first = match next {
+                None => return,
+                Some(Msg::Barrier(b)) => {
+                    b(self.position.as_ref());
+                    continue;
+                }
+                Some(Msg::Append(a)) => a,
             };
             buf.clear();
             buf.extend_from_slice(&first.line);
             batch.push(first);
+            // A barrier ends the batch: it runs once the appends before it are applied.
+            let mut barrier = None;
             while buf.len() < BATCH_BYTES {
                 match rx.try_recv() {
-                    Ok(next) => {
+                    Ok(Msg::Append(next)) => {
                         buf.extend_from_slice(&next.line);
                         batch.push(next);
+                    }
+                    Ok(Msg::Barrier(b)) => {
+                        barrier = Some(b);
+                        break;
                     }
                     Err(_) => break,
                 }
             }
-            if let Some((cause, tried)) = &self.failing
-                && tried.elapsed() < RETRY_EVERY
-            {
-                for a in batch.drain(..) {
-                    let _ = a.done.send(Err(Arc::clone(cause)));
-                }
-                continue;
-            }
-            match self.commit(&buf) {
-                Ok(()) => {
-                    if self.failing.take().is_some() {
-                        self.health.write_ok(&self.name);
-                    }
-                    self.size += buf.len() as u64;
-                    for a in batch.drain(..) {
-                        if let Some(then) = a.then {
-                            then();
-                        }
-                        let _ = a.done.send(Ok(()));
-                    }
-                    self.maybe_rotate();
-                }
-                Err(e) => {
-                    self.health.write_failed(&self.name, &e);
-                    let cause: Arc<str> = format!(
-                        "storage unavailable: {}: {e}; writes resume once the disk can take them",
-                        self.name
-                    )
-                    .into();
-                    for a in batch.drain(..) {
-                        let _ = a.done.send(Err(Arc::clone(&cause)));
-                    }
-                    self.failing = Some((cause, std::time::Instant::now()));
-                }
+            self.write_batch(&buf, &mut batch);
+            if let Some(b) = barrier {
+                b(self.position.as_ref());
             }
         }
+    }
+
+    /// Writes one batch, then applies and acknowledges its appends, or refuses them all.
+    fn write_batch(&mut self, buf: &[u8], batch: &mut Vec<Append>) {
+        if let Some((cause, tried)) = &self.failing
+            && tried.elapsed() < RETRY_EVERY
+        {
+            for a in batch.drain(..) {
+                let _ = a.done.send(Err(Arc::clone(cause)));
+            }
+            return;
+        }
+        match self.commit(buf) {
+            Ok(()) => {
+                if self.failing.take().is_some() {
+                    self.health.write_ok(&self.name);
+                }
+                self.advance(buf);
+                for a in batch.drain(..) {
+                    if let Some(then) = a.then {
+                        then();
+                    }
+                    let _ = a.done.send(Ok(()));
+                }
+                self.maybe_rotate();
+            }
+            Err(e) => {
+                self.health.write_failed(&self.name, &e);
+                let cause: Arc<str> = format!(
+                    "storage unavailable: {}: {e}; writes resume once the disk can take them",
+                    self.name
+                )
+                .into();
+                for a in batch.drain(..) {
+                    let _ = a.done.send(Err(Arc::clone(&cause)));
+                }
+                self.failing = Some((cause, std::time::Instant::now()));
+            }
+        }
+    }
+
+    /// Counts `written` (now durable) in the size and the position.
+    fn advance(&mut self, written: &[u8]) {
+        let was_empty = self.size == 0;
+        self.size += written.len() as u64;
+        self.position = match self.position {
+            _ if was_empty => {
+                let first = written.split(|b| *b == b'\n').next().unwrap_or(written);
+                Some(Position::In {
+                    file: FileId::of_first_line(first),
+                    offset: self.size,
+                })
+            }
+            Some(Position::In { file, .. }) => Some(Position::In {
+                file,
+                offset: self.size,
+            }),
+            _ => None,
+        };
     }
 
     /// While writes fail: waits for the next append (`None` once the log is closed), and every
     /// [`RETRY_EVERY`] probes whether the file takes writes again — so the failure clears when
     /// the disk has room, even if no append comes to find out.
-    fn wait_while_failing(&mut self, rx: &mut mpsc::Receiver<Append>) -> Option<Append> {
+    fn wait_while_failing(&mut self, rx: &mut mpsc::Receiver<Msg>) -> Option<Msg> {
         loop {
             match rx.try_recv() {
                 Ok(a) => return Some(a),
@@ -469,6 +603,13 @@ impl Writer {
                 self.opened = now;
                 self.rotate_failing = false;
                 tracing::info!(segment = %segment.display(), "Rotated log.");
+                self.position = match self.position {
+                    Some(Position::In { file, .. }) => Some(Position::After { file }),
+                    _ => None,
+                };
+                if let (Some(hook), Some(position)) = (&mut self.on_rotate, &self.position) {
+                    hook(position);
+                }
             }
             Err(e) => {
                 // The log keeps growing in its current file; rotation is tried after the next
@@ -592,11 +733,15 @@ mod tests {
             LogName::Events,
             Rotation::default(),
             Arc::clone(&health),
-            Box::new(FaultyFile {
-                file,
-                faults: faults.clone(),
-            }),
-            0,
+            (
+                Box::new(FaultyFile {
+                    file,
+                    faults: faults.clone(),
+                }),
+                0,
+                Some(Position::Start),
+            ),
+            None,
         )
         .unwrap();
         let ran = Arc::new(AtomicBool::new(false));
@@ -699,6 +844,102 @@ mod tests {
             .collect();
         assert_eq!(logged.len(), 200);
         assert_eq!(*order.lock().unwrap(), logged, "hooks run in log order");
+    }
+
+    /// What `at_position` sees is exactly the lines before its position, all applied: the
+    /// guarantee a snapshot's position rests on.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn at_position_sees_every_line_before_it_applied_and_none_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let (j, _) = Journal::open(
+            dir.path(),
+            LogName::Heartbeats,
+            Rotation::default(),
+            Arc::default(),
+        )
+        .unwrap();
+        let j = Arc::new(j);
+        assert_eq!(
+            j.at_position(|p| p.copied()).await.unwrap(),
+            Some(Position::Start)
+        );
+        let applied = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let mut appends = Vec::new();
+        let mut probes = Vec::new();
+        for i in 0..400u32 {
+            let (jj, counter) = (j.clone(), applied.clone());
+            appends.push(tokio::spawn(async move {
+                let hook = Box::new(move || {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                });
+                jj.append(line(i), Some(hook)).await.unwrap();
+            }));
+            if i % 20 == 10 {
+                let (j, applied) = (j.clone(), applied.clone());
+                probes.push(tokio::spawn(async move {
+                    j.at_position(move |p| (applied.load(Ordering::SeqCst), p.copied()))
+                        .await
+                        .unwrap()
+                }));
+            }
+        }
+        for a in appends {
+            a.await.unwrap();
+        }
+        let text = std::fs::read(LogName::Heartbeats.active(dir.path())).unwrap();
+        let first = FileId::of_first_line(text.split(|b| *b == b'\n').next().unwrap());
+        for p in probes {
+            match p.await.unwrap() {
+                (0, Some(Position::Start)) => {}
+                (n, Some(Position::In { file, offset })) => {
+                    assert_eq!(file, first);
+                    let lines = memchr::memchr_iter(b'\n', &text[..offset as usize]).count();
+                    assert_eq!(lines as u64, n, "applied = lines before the position");
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_rotation_hook_sees_the_position_after_the_closed_segment() {
+        let dir = tempfile::tempdir().unwrap();
+        let rotation = Rotation {
+            max_bytes: Some(30),
+            ..Rotation::default()
+        };
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let hook: RotateHook = {
+            let seen = seen.clone();
+            Box::new(move |p| seen.lock().unwrap().push(*p))
+        };
+        let (mut j, _) = Journal::open_with(
+            dir.path(),
+            LogName::Heartbeats,
+            rotation,
+            Arc::default(),
+            Some(hook),
+        )
+        .unwrap();
+        for i in 0..6 {
+            j.append(line(i), None).await.unwrap();
+        }
+        let after = j.at_position(|p| p.copied()).await.unwrap();
+        j.close();
+        let segments = logdir::segments(dir.path(), LogName::Heartbeats).unwrap();
+        let ids: Vec<Position> = segments
+            .iter()
+            .map(|(path, _)| Position::After {
+                file: FileId::of_first_line(&crate::replay::first_line(path).unwrap().unwrap()),
+            })
+            .collect();
+        assert_eq!(segments.len(), 2, "11-byte lines, rotated every third");
+        assert_eq!(*seen.lock().unwrap(), ids, "one call per rotation");
+        assert_eq!(after, ids.last().copied(), "an empty active file");
+        // Reopened, the writer knows the same position.
+        let (j, _) =
+            Journal::open(dir.path(), LogName::Heartbeats, rotation, Arc::default()).unwrap();
+        assert_eq!(j.at_position(|p| p.copied()).await.unwrap(), after);
     }
 
     #[tokio::test]

@@ -1,5 +1,9 @@
 //! The embedded backend: every record in append-only JSONL files under one directory,
 //! replayed into [`Memory`] on start. [`JsonlStore`] is the default store.
+//!
+//! The heartbeat state is also kept in a snapshot ([`super::snapshot`]), written every
+//! `--snapshot-interval`, at each rotation of the heartbeat log and at a clean shutdown, so a
+//! start reads only the heartbeat lines written after it.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -11,12 +15,13 @@ use vaultmesh_proto::EventEnvelope;
 
 use super::change::Change;
 use super::events::EventQuery;
-use super::journal::{Journal, JournalError, OpenReport, Rotation};
+use super::journal::{Journal, JournalError, OpenReport, RotateHook, Rotation};
 use super::logdir::{self, LogName};
 use super::logged::{Backend, Check, Gate, LoggedStore};
 use super::memory::Memory;
 use super::record::{self, Line};
-use super::replay::{self, BadLine, ReplayReport};
+use super::replay::{self, BadLine, ReplayReport, SnapshotUse};
+use super::snapshot::{self, Captured, SnapshotWriter};
 use super::{StoreError, StoreLimits};
 use crate::bus::Bus;
 use crate::history::{self, files::TierFiles};
@@ -64,6 +69,16 @@ pub struct HeartbeatLog {
         value_parser = vaultmesh_process::duration::parse_nonzero
     )]
     pub retention: Duration,
+    /// Write the heartbeat state to `state.snapshot` this often (also at each rotation and at a
+    /// clean shutdown), so a start reads only the heartbeat lines written since.
+    #[arg(
+        id = "snapshot_interval",
+        value_name = "SNAPSHOT_INTERVAL",
+        long = "snapshot-interval",
+        default_value = "10m",
+        value_parser = vaultmesh_process::duration::parse_nonzero
+    )]
+    pub snapshot_interval: Duration,
 }
 
 impl Default for HeartbeatLog {
@@ -117,6 +132,40 @@ pub enum StoreOpenError {
         dir: PathBuf,
         source: std::io::Error,
     },
+    #[error("cannot start the state snapshot writer: {0}")]
+    Snapshots(std::io::Error),
+}
+
+/// What [`JsonlStore::write_snapshot`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Snapshotted {
+    Written(snapshot::Written),
+    /// The snapshot on disk is already at the heartbeat log's position: nothing changed.
+    Unchanged,
+    /// Nothing says where the state is yet (the heartbeat log's active file is empty and its
+    /// newest segment unreadable).
+    PositionUnknown,
+}
+
+impl Snapshotted {
+    /// What was written, if anything was.
+    pub fn written(self) -> Option<snapshot::Written> {
+        match self {
+            Snapshotted::Written(w) => Some(w),
+            _ => None,
+        }
+    }
+}
+
+/// Why a snapshot was not written.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("{0}")]
+    Journal(#[from] JournalError),
+    #[error("writing {file}: {reason}", file = snapshot::FILE)]
+    Write { reason: String },
+    #[error("the snapshot writer stopped")]
+    Stopped,
 }
 
 /// The embedded store: [`LoggedStore`] over JSONL files.
@@ -137,6 +186,10 @@ pub struct JsonlBackend {
     /// Signed requests accepted within the replay window (`seen-requests.bin`).
     seen: super::seen::SeenRequests,
     gates: [tokio::sync::Mutex<()>; 4],
+    /// Writes `state.snapshot`.
+    snapshots: Arc<SnapshotWriter>,
+    /// The start did not load a snapshot but replayed heartbeat lines: write one soon.
+    snapshot_due: bool,
 }
 
 impl JsonlStore {
@@ -146,14 +199,48 @@ impl JsonlStore {
         opts: &StoreOptions,
         bus: Arc<Bus>,
     ) -> Result<(JsonlStore, ReplayReport), StoreOpenError> {
+        JsonlStore::open_feeding(opts, bus, None)
+    }
+
+    /// [`JsonlStore::open`], handing `ledger` each line of the scan log as replay reads it,
+    /// so the log is read once at start for both.
+    pub fn open_feeding(
+        opts: &StoreOptions,
+        bus: Arc<Bus>,
+        mut ledger: Option<&mut crate::ledger::Leaves>,
+    ) -> Result<(JsonlStore, ReplayReport), StoreOpenError> {
         let rotation = Rotation {
             max_bytes: Some(opts.heartbeats.rotate_bytes),
             every: Some(opts.heartbeats.rotate_every),
             retention: Some(opts.heartbeats.retention),
         };
         let health = || Arc::clone(&opts.health);
-        let (mut heartbeats, OpenReport { torn_bytes }) =
-            Journal::open(&opts.dir, LogName::Heartbeats, rotation, health())?;
+        let tiers = Arc::new(
+            TierFiles::open(opts.dir.join(history::files::DIR), opts.history).map_err(
+                |source| StoreOpenError::Replay {
+                    dir: opts.dir.join(history::files::DIR),
+                    source,
+                },
+            )?,
+        );
+        let memory = Arc::new(Memory::new(opts.limits, bus, tiers.clone()));
+        let snapshots =
+            Arc::new(SnapshotWriter::start(&opts.dir).map_err(StoreOpenError::Snapshots)?);
+        // At each rotation, on the writer: the state is then that of every line up to the
+        // end of the segment just closed.
+        let on_rotate: RotateHook = {
+            let (memory, snapshots) = (Arc::clone(&memory), Arc::clone(&snapshots));
+            Box::new(move |position| {
+                drop(snapshots.submit(Captured::take(*position, &memory), "rotation"));
+            })
+        };
+        let (mut heartbeats, OpenReport { torn_bytes }) = Journal::open_with(
+            &opts.dir,
+            LogName::Heartbeats,
+            rotation,
+            health(),
+            Some(on_rotate),
+        )?;
         let (mut events, _) =
             Journal::open(&opts.dir, LogName::Events, Rotation::default(), health())?;
         let (mut nodes, _) =
@@ -178,15 +265,6 @@ impl JsonlStore {
         let scans_durable = Arc::new(AtomicU64::new(
             std::fs::metadata(LogName::Scans.active(&opts.dir)).map_or(0, |m| m.len()),
         ));
-        let tiers = Arc::new(
-            TierFiles::open(opts.dir.join(history::files::DIR), opts.history).map_err(
-                |source| StoreOpenError::Replay {
-                    dir: opts.dir.join(history::files::DIR),
-                    source,
-                },
-            )?,
-        );
-        let memory = Arc::new(Memory::new(opts.limits, bus, tiers.clone()));
         let seen = super::seen::SeenRequests::open(
             &opts.dir,
             opts.seen_max,
@@ -201,7 +279,12 @@ impl JsonlStore {
             dir: opts.dir.clone(),
             source,
         };
-        let mut report = replay::replay_heartbeats(&opts.dir, &memory.fleet).map_err(replay_err)?;
+        let (mut report, loaded) =
+            snapshot::restore_heartbeats(&opts.dir, &memory).map_err(replay_err)?;
+        if let Some(position) = loaded {
+            snapshots.loaded(position);
+        }
+        let snapshot_due = !matches!(report.snapshot, SnapshotUse::Used { .. }) && report.lines > 0;
         // Each log in its own order; no record refers across logs at replay.
         for log in [
             LogName::Events,
@@ -209,16 +292,22 @@ impl JsonlStore {
             LogName::Commands,
             LogName::Scans,
         ] {
-            replay_log(&opts.dir, log, &memory, &mut report).map_err(replay_err)?;
+            let ledger = ledger.as_deref_mut().filter(|_| log == LogName::Scans);
+            replay_log(&opts.dir, log, &memory, &mut report, ledger).map_err(replay_err)?;
         }
-        let rebuilt = history::rebuild_after_replay(&opts.dir, &memory, &tiers, chrono::Utc::now())
-            .map_err(replay_err)?;
-        tracing::info!(
-            rolled_up = rebuilt.rolled_up,
-            skipped = rebuilt.skipped,
-            ms = rebuilt.elapsed.as_millis() as u64,
-            "Rebuilt the history rollup from the heartbeat log."
-        );
+        // The snapshot holds the rollup, and the tail was rolled up with it; without one, the
+        // rollup is rebuilt from the heartbeat log.
+        if !matches!(report.snapshot, SnapshotUse::Used { .. }) {
+            let rebuilt =
+                history::rebuild_after_replay(&opts.dir, &memory, &tiers, chrono::Utc::now())
+                    .map_err(replay_err)?;
+            tracing::info!(
+                rolled_up = rebuilt.rolled_up,
+                skipped = rebuilt.skipped,
+                ms = rebuilt.elapsed.as_millis() as u64,
+                "Rebuilt the history rollup from the heartbeat log."
+            );
+        }
         // Only now: replay and the history rebuild read the segments in place, and compression
         // replaces them.
         if opts.heartbeats.zstd_level > 0 {
@@ -236,6 +325,7 @@ impl JsonlStore {
             torn_bytes,
             ms = report.elapsed.as_millis() as u64,
             header_scan_ms = report.scan_elapsed.as_millis() as u64,
+            snapshot = ?report.snapshot,
             "Replayed logs."
         );
         let backend = JsonlBackend {
@@ -249,21 +339,84 @@ impl JsonlStore {
             scans_durable,
             seen,
             gates: Default::default(),
+            snapshots,
+            snapshot_due,
         };
         Ok((LoggedStore::new(backend), report))
+    }
+
+    /// Writes the heartbeat state to `state.snapshot` now, unless the snapshot there is of the
+    /// same position, and waits until it is durable (`why` names the occasion in the log).
+    pub async fn write_snapshot(&self, why: &'static str) -> Result<Snapshotted, SnapshotError> {
+        let b = self.backend();
+        let now = b.heartbeats.at_position(|p| p.copied()).await?;
+        if now.is_some() && now == b.snapshots.on_disk() && b.dir.join(snapshot::FILE).exists() {
+            return Ok(Snapshotted::Unchanged);
+        }
+        let Some(captured) = self.capture().await? else {
+            tracing::info!(
+                why,
+                "No state snapshot: the position in the heartbeat log is not known yet."
+            );
+            return Ok(Snapshotted::PositionUnknown);
+        };
+        match b.snapshots.submit(captured, why).await {
+            Ok(Ok(w)) => Ok(Snapshotted::Written(w)),
+            Ok(Err(reason)) => Err(SnapshotError::Write { reason }),
+            Err(_) => Err(SnapshotError::Stopped),
+        }
+    }
+
+    /// Copies the heartbeat state and where in the heartbeat log it is, on the log's writer.
+    pub(crate) async fn capture(&self) -> Result<Option<Captured>, JournalError> {
+        let b = self.backend();
+        let memory = Arc::clone(&b.memory);
+        b.heartbeats
+            .at_position(move |position| position.map(|p| Captured::take(*p, &memory)))
+            .await
+    }
+
+    /// Writes a snapshot every `every` until `stop` (and right away when the start replayed
+    /// heartbeat lines without one). Failures are logged; the next tick tries again.
+    pub async fn keep_snapshots(&self, every: Duration, stop: tokio_util::sync::CancellationToken) {
+        let mut why = self
+            .backend()
+            .snapshot_due
+            .then_some("start without a snapshot");
+        loop {
+            if let Some(why) = why
+                && let Err(e) = self.write_snapshot(why).await
+            {
+                tracing::warn!(error = %e, "Cannot write the state snapshot.");
+            }
+            why = Some("interval");
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(every) => {}
+            }
+        }
     }
 }
 
 /// Replays one of the small logs (everything but heartbeats) into `memory`, reporting lines
-/// that do not decode or apply.
+/// that do not decode or apply, and feeding the active file's lines to `ledger`.
 fn replay_log(
     dir: &std::path::Path,
     log: LogName,
     memory: &Memory,
     report: &mut ReplayReport,
+    mut ledger: Option<&mut crate::ledger::Leaves>,
 ) -> std::io::Result<()> {
     for path in logdir::files(dir, log)? {
-        let bytes = replay::for_each_line(&path, |line_no, _, line| {
+        // Its torn tail was cut: every complete line is durable.
+        let durable = match &ledger {
+            Some(_) if path == log.active(dir) => std::fs::metadata(&path)?.len(),
+            _ => 0,
+        };
+        let bytes = replay::for_each_line(&path, |line_no, offset, line| {
+            if let Some(l) = ledger.as_deref_mut() {
+                l.feed(offset, line, durable);
+            }
             report.lines += 1;
             let outcome = Change::decode(log, line).and_then(|c| {
                 memory

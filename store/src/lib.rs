@@ -18,6 +18,8 @@
 //!   [`compress`]: zstd compression of closed segments in the background; [`dirlock`]: one
 //!   writer per log directory.
 //! - [`replay`]: reading logs back (torn tails, corrupt lines) and rebuilding state.
+//! - [`snapshot`]: `state.snapshot`, the heartbeat state at a position of the heartbeat log,
+//!   so a start replays only the lines after it.
 //! - [`fleet`]: the in-memory state.
 //! - [`scans`]: each node's latest scan report and its drift.
 //! - [`jsonl`]: the JSONL backend that ties them together.
@@ -51,6 +53,7 @@ pub mod registry;
 pub mod replay;
 pub mod scans;
 pub mod seen;
+pub mod snapshot;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};

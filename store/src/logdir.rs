@@ -5,6 +5,10 @@
 //! A closed segment may be zstd-compressed (`heartbeats-20261129T093000Z.jsonl.zst`, see
 //! [`crate::compress`]). Readers need not care: [`segments`] and [`files`] list each segment once,
 //! in order, in whichever form it is, and [`open_read`] opens either form as plain lines.
+//! A place in a log ([`Position`]) names its file by the file's first line ([`FileId`]), not
+//! by its name: the active file is renamed at rotation (and a rotated segment may be stored
+//! under another name later), but its first line never changes. [`after`] maps a position back
+//! to the files to read.
 
 use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom};
@@ -12,6 +16,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 /// The logs the Command Center keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -284,6 +290,106 @@ pub fn open_read(path: &Path, offset: u64) -> std::io::Result<LogReader> {
     Ok(reader)
 }
 
+/// One file of a log, whatever it is named now: the SHA-256 of its first line (without the
+/// newline). Every line carries its arrival time in nanoseconds and its node, so no two files
+/// begin with the same line.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct FileId(pub [u8; 32]);
+
+impl FileId {
+    pub fn of_first_line(line: &[u8]) -> FileId {
+        FileId(Sha256::digest(line).into())
+    }
+}
+
+impl std::fmt::Debug for FileId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "FileId({})", hex::encode(&self.0[..8]))
+    }
+}
+
+/// Where a log's lines up to some point end: what a snapshot of the state built from them
+/// records, so that only the lines after it need reading again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Position {
+    /// Before the first line: the log had none.
+    Start,
+    /// After the first `offset` bytes (always a line boundary) of the file `file`.
+    In { file: FileId, offset: u64 },
+    /// After all of the closed segment `file`, and before the file that followed it.
+    After { file: FileId },
+}
+
+/// Why a [`Position`] names no place in the log any more.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Lost {
+    #[error(
+        "no file of the {0} log begins with the line the position names (retention deleted its segment, or the files were replaced)"
+    )]
+    FileGone(&'static str),
+    #[error("{file} holds {len} bytes, fewer than the position's {offset}")]
+    Beyond { file: String, len: u64, offset: u64 },
+    #[error("the position names the whole of {0}, but that is the active file")]
+    StillActive(String),
+}
+
+/// The files holding every line of `log` after `pos`, each with the byte to start reading at:
+/// the file `pos` names (from its offset; skipped when the position is after it), then every
+/// later file from its start. [`Lost`] when that file is gone or shorter than the position.
+/// Whether the offset falls on a line boundary is checked by the reader
+/// ([`crate::replay::for_each_line_from`]).
+pub fn after(
+    dir: &Path,
+    log: LogName,
+    pos: &Position,
+) -> std::io::Result<Result<Vec<(PathBuf, u64)>, Lost>> {
+    let files = files(dir, log)?;
+    let (want, offset) = match *pos {
+        Position::Start => return Ok(Ok(files.into_iter().map(|f| (f, 0)).collect())),
+        Position::In { file, offset } => (file, Some(offset)),
+        Position::After { file } => (file, None),
+    };
+    // Newest first: the position is almost always in the active file or the last segment.
+    for (i, path) in files.iter().enumerate().rev() {
+        let first = match crate::replay::first_line(path) {
+            Ok(Some(line)) => line,
+            Ok(None) => continue,
+            // Deleted (or renamed) between listing and reading: not the one.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        if FileId::of_first_line(&first) != want {
+            continue;
+        }
+        let later = files[i + 1..].iter().map(|f| (f.clone(), 0));
+        return Ok(match offset {
+            Some(offset) => {
+                let len = std::fs::metadata(path)?.len();
+                if is_plain(path) && len < offset {
+                    Err(Lost::Beyond {
+                        file: path.display().to_string(),
+                        len,
+                        offset,
+                    })
+                } else {
+                    Ok(std::iter::once((path.clone(), offset))
+                        .chain(later)
+                        .collect())
+                }
+            }
+            None if *path == log.active(dir) => Err(Lost::StillActive(path.display().to_string())),
+            None => Ok(later.collect()),
+        });
+    }
+    Ok(Err(Lost::FileGone(log.stem())))
+}
+
+/// Whether `path` holds the log's bytes as they are (a compressed segment's size says nothing
+/// about its lines).
+fn is_plain(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "jsonl")
+}
+
 /// fsyncs a directory, so a created, renamed or deleted entry survives a crash.
 pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
@@ -292,6 +398,75 @@ pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn after_maps_a_position_to_the_files_that_follow_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+        let log = LogName::Heartbeats;
+        let a = rotated_path(dir.path(), log, t("2026-11-01T00:00:00Z"));
+        std::fs::write(&a, "a1\na2\n").unwrap();
+        let b = rotated_path(dir.path(), log, t("2026-11-02T00:00:00Z"));
+        std::fs::write(&b, "b1\n").unwrap();
+        let active = log.active(dir.path());
+        std::fs::write(&active, "c1\nc2\n").unwrap();
+        let id = |l: &str| FileId::of_first_line(l.as_bytes());
+        let at = |pos: Position| after(dir.path(), log, &pos).unwrap();
+
+        assert_eq!(
+            at(Position::In {
+                file: id("a1"),
+                offset: 3
+            }),
+            Ok(vec![(a.clone(), 3), (b.clone(), 0), (active.clone(), 0)])
+        );
+        assert_eq!(
+            at(Position::After { file: id("b1") }),
+            Ok(vec![(active.clone(), 0)])
+        );
+        assert_eq!(
+            at(Position::In {
+                file: id("c1"),
+                offset: 6
+            }),
+            Ok(vec![(active.clone(), 6)])
+        );
+        assert_eq!(
+            at(Position::Start),
+            Ok(vec![(a.clone(), 0), (b.clone(), 0), (active.clone(), 0)])
+        );
+        assert_eq!(
+            at(Position::In {
+                file: id("zz"),
+                offset: 0
+            }),
+            Err(Lost::FileGone("heartbeats"))
+        );
+        assert!(matches!(
+            at(Position::In {
+                file: id("c1"),
+                offset: 7
+            }),
+            Err(Lost::Beyond {
+                len: 6,
+                offset: 7,
+                ..
+            })
+        ));
+        assert!(matches!(
+            at(Position::After { file: id("c1") }),
+            Err(Lost::StillActive(_))
+        ));
+        // The segment a position names was deleted by retention.
+        std::fs::remove_file(&a).unwrap();
+        assert_eq!(
+            at(Position::In {
+                file: id("a1"),
+                offset: 3
+            }),
+            Err(Lost::FileGone("heartbeats"))
+        );
+    }
 
     #[test]
     fn segments_sort_by_rotation_time_and_expire() {

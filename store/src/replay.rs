@@ -26,7 +26,7 @@ use uuid::Uuid;
 use vaultmesh_proto::api::HistoryPoint;
 use vaultmesh_proto::{CheckStatus, Metrics, NodeHeartbeat};
 
-use super::fleet::{self, FleetState, PointParts};
+use super::fleet::{self, FleetState, NodeState, PointParts};
 use super::logdir::{self, LogName};
 use super::record::{self, Line, kind};
 
@@ -52,23 +52,77 @@ pub struct ReplayReport {
     pub elapsed: Duration,
     /// Time spent reading headers (pass one) — the rest is parsing kept lines.
     pub scan_elapsed: Duration,
+    /// Whether the heartbeat state came from a snapshot (`state.snapshot`) and its tail.
+    pub snapshot: SnapshotUse,
+}
+
+/// How the heartbeat state was rebuilt at start.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum SnapshotUse {
+    /// No snapshot (none written yet, or the PostgreSQL store): the whole heartbeat log was
+    /// replayed.
+    #[default]
+    Missing,
+    /// The snapshot was loaded, then only the `tail_lines` heartbeat lines after its position
+    /// were read.
+    Used { nodes: usize, tail_lines: u64 },
+    /// A snapshot was there but could not be used (why): the whole heartbeat log was replayed.
+    Refused(String),
 }
 
 /// Calls `f(line_number, offset, line)` for every complete line of `path` (without its `\n`),
 /// a plain or compressed log file alike ([`logdir::open_read`]); offsets count the lines' bytes.
 /// A final line without `\n` is passed too; callers that write the file cut it first.
 pub fn for_each_line(path: &Path, f: impl FnMut(u64, u64, &[u8])) -> std::io::Result<u64> {
-    for_each_line_in(logdir::open_read(path, 0)?, f)
+    for_each_line_from(path, 0, f)
+}
+
+/// [`for_each_line`] from byte `start` of `path`'s lines, which must be 0 or just after a `\n`
+/// (`InvalidData` otherwise, and `UnexpectedEof` if the file is shorter). Line numbers count
+/// from `start`; offsets are the file's. Returns the offset of the end of the file.
+pub fn for_each_line_from(
+    path: &Path,
+    start: u64,
+    f: impl FnMut(u64, u64, &[u8]),
+) -> std::io::Result<u64> {
+    for_each_line_at(open_lines(path, start)?, start, f)
+}
+
+/// Opens `path` (plain or compressed) to read its lines from byte `start`, which must be 0 or
+/// just after a `\n`.
+fn open_lines(path: &Path, start: u64) -> std::io::Result<logdir::LogReader> {
+    let mut reader = logdir::open_read(path, start.saturating_sub(1))?;
+    if start > 0 {
+        let mut before = [0u8; 1];
+        reader.read_exact(&mut before)?;
+        if before[0] != b'\n' {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "{}: byte {start} does not start a line",
+                    reader.path().display()
+                ),
+            ));
+        }
+    }
+    Ok(reader)
 }
 
 /// [`for_each_line`] over an open reader. Returns the bytes read.
-pub fn for_each_line_in(
+pub fn for_each_line_in(file: impl Read, f: impl FnMut(u64, u64, &[u8])) -> std::io::Result<u64> {
+    for_each_line_at(file, 0, f)
+}
+
+/// [`for_each_line_in`] for a reader already at byte `start` of the lines: offsets count from
+/// the file's start. Returns the offset of the end of the file.
+fn for_each_line_at(
     mut file: impl Read,
+    start: u64,
     mut f: impl FnMut(u64, u64, &[u8]),
 ) -> std::io::Result<u64> {
     let mut buf = vec![0u8; CHUNK];
     let mut filled = 0usize;
-    let mut base: u64 = 0; // file offset of buf[0]
+    let mut base: u64 = start; // file offset of buf[0]
     let mut line_no = 0u64;
     loop {
         let n = file.read(&mut buf[filled..])?;
@@ -97,6 +151,22 @@ pub fn for_each_line_in(
     }
 }
 
+/// The first line of `path`, plain or compressed (without its `\n`; a file without one: all
+/// of it), `None` for an empty file. Reads only as far as the first newline.
+pub fn first_line(path: &Path) -> std::io::Result<Option<Vec<u8>>> {
+    use std::io::BufRead;
+    let mut line = Vec::new();
+    std::io::BufReader::with_capacity(16 << 10, logdir::open_read(path, 0)?)
+        .read_until(b'\n', &mut line)?;
+    if line.is_empty() {
+        return Ok(None);
+    }
+    if line.last() == Some(&b'\n') {
+        line.pop();
+    }
+    Ok(Some(line))
+}
+
 /// Where one kept line is.
 #[derive(Debug, Clone, Copy)]
 struct Spot {
@@ -106,10 +176,10 @@ struct Spot {
     len: u32,
 }
 
-/// A node rebuilt by pass two.
+/// A node rebuilt by pass two from the lines read (`latest`: `None` if none was readable).
 struct Restored {
-    latest: NodeHeartbeat,
-    last_seen: DateTime<Utc>,
+    id: Uuid,
+    latest: Option<(NodeHeartbeat, DateTime<Utc>)>,
     history: VecDeque<HistoryPoint>,
     total: u64,
 }
@@ -166,6 +236,8 @@ fn parse(line: &[u8], full: bool) -> Result<Parsed, String> {
 struct Sources {
     /// Each file as opened (a segment listed plain may have been opened compressed).
     files: Vec<PathBuf>,
+    /// Where in each file reading began (0, or where the snapshot ends).
+    starts: Vec<u64>,
     compressed: Vec<bool>,
     /// Plain files holding kept lines, opened for `read_exact_at`.
     handles: Vec<Option<File>>,
@@ -210,6 +282,7 @@ impl Sources {
 fn stream_compressed(
     order: &[(Uuid, NodeScan)],
     files: &[PathBuf],
+    starts: &[u64],
     compressed: &[bool],
     workers: usize,
 ) -> HashMap<(u32, u64), Result<Parsed, String>> {
@@ -237,7 +310,8 @@ fn stream_compressed(
                     let mut got = Vec::new();
                     for (fi, want) in chunk {
                         let path = &files[*fi as usize];
-                        let read = for_each_line(path, |_, offset, line| {
+                        let start = starts[*fi as usize];
+                        let read = for_each_line_from(path, start, |_, offset, line| {
                             if let Some(full) = want.get(&offset) {
                                 got.push(((*fi, offset), parse(line, *full)));
                             }
@@ -268,7 +342,7 @@ fn rebuild(
     let mut out = Vec::with_capacity(chunk.len());
     let mut bad = Vec::new();
     let mut buf = Vec::new();
-    for (_, scan) in chunk {
+    for (id, scan) in chunk {
         let mut history = VecDeque::with_capacity(scan.recent.len());
         let mut latest: Option<(NodeHeartbeat, DateTime<Utc>)> = None;
         let last = scan.recent.len().saturating_sub(1);
@@ -279,11 +353,12 @@ fn rebuild(
                     latest = Some((*hb, ts));
                 }
                 Ok(Parsed::Point(p)) => history.push_back(p),
-                Err(reason) => bad.push(BadLine {
-                    file: sources.files[spot.file as usize].clone(),
-                    line: spot.line,
+                Err(reason) => bad.push(bad_line(
+                    &sources.files[spot.file as usize],
+                    sources.starts[spot.file as usize],
+                    spot.line,
                     reason,
-                }),
+                )),
             }
         }
         // If the newest line was unreadable, the newest readable one is the latest.
@@ -295,16 +370,29 @@ fn rebuild(
                 }
             }
         }
-        if let Some((hb, at)) = latest {
-            out.push(Restored {
-                latest: hb,
-                last_seen: at,
-                history,
-                total: scan.total,
-            });
-        }
+        out.push(Restored {
+            id: *id,
+            latest,
+            history,
+            total: scan.total,
+        });
     }
     Ok((out, bad))
+}
+
+/// A bad line of `file` (read from byte `start`): line numbers of a file read from its
+/// middle count from there, which the reason says.
+fn bad_line(file: &Path, start: u64, line: u64, reason: String) -> BadLine {
+    let reason = if start > 0 {
+        format!("{reason} (line counted from byte {start}, where the snapshot ends)")
+    } else {
+        reason
+    };
+    BadLine {
+        file: file.to_path_buf(),
+        line,
+        reason,
+    }
 }
 
 #[derive(Debug, Default)]
@@ -317,47 +405,64 @@ struct NodeScan {
 
 /// Rebuilds the fleet from every heartbeat segment in `dir`, plain or compressed.
 pub fn replay_heartbeats(dir: &Path, fleet: &FleetState) -> std::io::Result<ReplayReport> {
+    let files: Vec<(PathBuf, u64)> = logdir::files(dir, LogName::Heartbeats)?
+        .into_iter()
+        .map(|f| (f, 0))
+        .collect();
+    replay_heartbeat_files(&files, fleet, HashMap::new())
+}
+
+/// Rebuilds the fleet from `base` (the nodes as a snapshot holds them; empty for a full
+/// replay) and the heartbeat lines of `listed` (plain or compressed), each read from its byte
+/// offset on: each node's history continues `base`'s, its count adds up. `fleet` is only
+/// changed once every file has been read, so an error (a position that is not a line boundary)
+/// leaves it as it was.
+pub fn replay_heartbeat_files(
+    listed: &[(PathBuf, u64)],
+    fleet: &FleetState,
+    mut base: HashMap<Uuid, NodeState>,
+) -> std::io::Result<ReplayReport> {
     let started = Instant::now();
     let history = fleet.limits().history_len.max(1);
-    let listed = logdir::files(dir, LogName::Heartbeats)?;
     let mut report = ReplayReport {
         files: listed.len(),
         ..ReplayReport::default()
     };
     let mut nodes: HashMap<Uuid, NodeScan> = HashMap::new();
     let mut files = Vec::with_capacity(listed.len());
+    let mut starts = Vec::with_capacity(listed.len());
     let mut compressed = Vec::with_capacity(listed.len());
 
     // Pass one: headers only.
-    for listed_path in &listed {
-        let reader = logdir::open_read(listed_path, 0)?;
+    for (listed_path, start) in listed {
+        let start = *start;
+        let reader = open_lines(listed_path, start)?;
         let fi = files.len();
         let path = reader.path().to_path_buf();
         compressed.push(reader.is_compressed());
         let mut last_line = 0;
-        let read = for_each_line_in(reader, |line_no, offset, line| {
+        let read = for_each_line_at(reader, start, |line_no, offset, line| {
             last_line = line_no;
             report.lines += 1;
             if line.is_empty() {
                 return;
             }
             let Some(head) = record::head(line) else {
-                report.skipped.push(BadLine {
-                    file: path.clone(),
-                    line: line_no,
-                    reason: "not a log record".into(),
-                });
+                report
+                    .skipped
+                    .push(bad_line(&path, start, line_no, "not a log record".into()));
                 return;
             };
             let (Some(node_id), true) = (head.node_id, head.kind == kind::HEARTBEAT) else {
-                report.skipped.push(BadLine {
-                    file: path.clone(),
-                    line: line_no,
-                    reason: format!(
+                report.skipped.push(bad_line(
+                    &path,
+                    start,
+                    line_no,
+                    format!(
                         "a {:?} record without a node id in the heartbeat log",
                         head.kind
                     ),
-                });
+                ));
                 return;
             };
             let scan = nodes.entry(node_id).or_default();
@@ -375,37 +480,50 @@ pub fn replay_heartbeats(dir: &Path, fleet: &FleetState) -> std::io::Result<Repl
             scan.last_ts_text.push_str(&head.ts);
         });
         match read {
-            Ok(bytes) => report.bytes += bytes,
+            Ok(bytes) => report.bytes += bytes - start,
             // A compressed segment broken on disk: what came before the break is replayed.
-            Err(e) if compressed[fi] => report.skipped.push(BadLine {
-                file: path.clone(),
-                line: last_line + 1,
-                reason: format!("compressed segment unreadable from here to its end: {e}"),
-            }),
+            Err(e) if compressed[fi] => report.skipped.push(bad_line(
+                &path,
+                start,
+                last_line + 1,
+                format!("compressed segment unreadable from here to its end: {e}"),
+            )),
             Err(e) => return Err(e),
         }
         files.push(path);
+        starts.push(start);
     }
 
     report.scan_elapsed = started.elapsed();
 
     // Over the node limit (it was lowered): keep the most recently seen nodes.
     let max = fleet.limits().max_nodes;
-    let mut order: Vec<(Uuid, NodeScan)> = nodes.into_iter().collect();
-    if order.len() > max {
+    let only_base = base.keys().filter(|id| !nodes.contains_key(*id)).count();
+    if nodes.len() + only_base > max {
         let time = |s: &NodeScan| {
             DateTime::parse_from_rfc3339(&s.last_ts_text)
                 .ok()
                 .map(|t| t.with_timezone(&Utc))
         };
-        order.sort_by_key(|n| std::cmp::Reverse(time(&n.1)));
+        let mut seen: Vec<(Option<DateTime<Utc>>, Uuid)> =
+            nodes.iter().map(|(id, s)| (time(s), *id)).collect();
+        seen.extend(
+            base.iter()
+                .filter(|(id, _)| !nodes.contains_key(*id))
+                .map(|(id, s)| (Some(s.last_seen), *id)),
+        );
+        seen.sort_by_key(|n| std::cmp::Reverse(n.0));
         tracing::warn!(
-            nodes = order.len(),
+            nodes = seen.len(),
             max,
             "More nodes in the log than --max-nodes; keeping the most recently seen."
         );
-        order.truncate(max);
+        let keep: std::collections::HashSet<Uuid> =
+            seen.into_iter().take(max).map(|n| n.1).collect();
+        nodes.retain(|id, _| keep.contains(id));
+        base.retain(|id, _| keep.contains(id));
     }
+    let order: Vec<(Uuid, NodeScan)> = nodes.into_iter().collect();
 
     // Pass two: parse the kept lines, the nodes split across the CPUs. Only each node's last
     // line is parsed whole; the others only as far as a history point needs. Plain files are
@@ -425,9 +543,10 @@ pub fn replay_heartbeats(dir: &Path, fleet: &FleetState) -> std::io::Result<Repl
         .zip(&needed)
         .map(|((path, &z), &n)| (n && !z).then(|| File::open(path)).transpose())
         .collect::<Result<Vec<_>, _>>()?;
-    let streamed = stream_compressed(&order, &files, &compressed, workers);
+    let streamed = stream_compressed(&order, &files, &starts, &compressed, workers);
     let sources = Sources {
         files,
+        starts,
         compressed,
         handles,
         streamed,
@@ -447,13 +566,32 @@ pub fn replay_heartbeats(dir: &Path, fleet: &FleetState) -> std::io::Result<Repl
                 })
                 .collect()
         });
+    let mut rebuilt = Vec::with_capacity(order.len());
     for r in results {
         let (restored, bad) = r?;
         report.skipped.extend(bad);
-        for n in restored {
-            report.nodes += 1;
-            fleet.restore_node(n.latest, n.last_seen, n.history, n.total);
-        }
+        rebuilt.extend(restored);
+    }
+    // Every file was read: now the fleet changes.
+    for n in rebuilt {
+        let (latest, history, total) = match base.remove(&n.id) {
+            Some(before) => {
+                let mut history = before.history;
+                history.extend(n.history);
+                let latest = n.latest.unwrap_or((before.latest, before.last_seen));
+                (latest, history, before.heartbeats + n.total)
+            }
+            None => match n.latest {
+                Some(latest) => (latest, n.history, n.total),
+                None => continue,
+            },
+        };
+        report.nodes += 1;
+        fleet.restore_node(latest.0, latest.1, history, total);
+    }
+    for (_, s) in base {
+        report.nodes += 1;
+        fleet.restore_node(s.latest, s.last_seen, s.history, s.heartbeats);
     }
     report.elapsed = started.elapsed();
     for bad in &report.skipped {

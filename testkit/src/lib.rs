@@ -281,6 +281,13 @@ impl CommandCenter {
         let _ = self.child.wait();
     }
 
+    /// SIGTERM, as systemd stops it, and waits (up to 20 s) for the clean exit.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        notify::terminate(self.pid());
+        self.wait_exit(Duration::from_secs(20))
+            .expect("the Command Center did not exit within 20 s of SIGTERM")
+    }
+
     /// Starts the binary again on the same log directory and arguments (after a kill or exit).
     pub fn restart(&mut self) {
         let args = self.args.clone();

@@ -1,9 +1,14 @@
-"""Recomputes every worked example of docs/PROTOCOL.md and docs/EVENT_ENVELOPE.md from its
-inputs with Python's standard library and `cryptography` (Ed25519) - a second implementation of
-the documented rules, independent of the Rust code. Run by testkit/tests/doc_examples.rs.
+"""Recomputes every worked example of docs/PROTOCOL.md, docs/EVENT_ENVELOPE.md, the node
+history of docs/API.md and docs/LEDGER.md from its inputs with Python's standard library and `cryptography` (Ed25519) - a
+second implementation of the documented rules, independent of the Rust code. Run by
+testkit/tests/doc_examples.rs.
 
 Usage: doc_examples.py DOCS_DIR. Prints one line per checked value; exits 1 naming the first
 value that differs from what the rules give.
+
+Usage: doc_examples.py --verify-ledger LOG_DIR PUBLIC_KEY. Verifies the ledger in LOG_DIR
+(sovereign-scans.jsonl, PROOFCHAIN.jsonl, ROOT.txt) as docs/LEDGER.md "Verifying it by hand"
+says, trusting only PUBLIC_KEY (base64 Ed25519); exits 1 naming the first problem.
 
 The values are read from the markdown: fenced blocks whose info string is
 `<language> example=<name>`, and bullet lines `- <label>: `<value>``.
@@ -202,11 +207,240 @@ def history(doc):
     same("history from", unix(answer["from"]), unix(answer["to"]) - range_secs)
 
 
+# The ledger (docs/LEDGER.md): RFC 9162 Merkle trees, C2SP signed notes, PROOFCHAIN.jsonl.
+
+
+def leaf_hash(data):
+    return hashlib.sha256(b"\x00" + data).digest()
+
+
+def node_hash(left, right):
+    return hashlib.sha256(b"\x01" + left + right).digest()
+
+
+def split(n):
+    """The largest power of two smaller than n (n > 1)."""
+    return 1 << ((n - 1).bit_length() - 1)
+
+
+def tree_hash(leaves):
+    """RFC 9162 2.1.1: the Merkle Tree Hash of a list of leaf hashes."""
+    if not leaves:
+        return hashlib.sha256(b"").digest()
+    if len(leaves) == 1:
+        return leaves[0]
+    k = split(len(leaves))
+    return node_hash(tree_hash(leaves[:k]), tree_hash(leaves[k:]))
+
+
+def inclusion(m, leaves):
+    """RFC 9162 2.1.3.1: the inclusion proof of leaf m."""
+    if len(leaves) <= 1:
+        return []
+    k = split(len(leaves))
+    if m < k:
+        return inclusion(m, leaves[:k]) + [tree_hash(leaves[k:])]
+    return inclusion(m - k, leaves[k:]) + [tree_hash(leaves[:k])]
+
+
+def consistency(m, leaves):
+    """RFC 9162 2.1.4.1: the consistency proof from the first m leaves to all."""
+
+    def sub(m, leaves, complete):
+        n = len(leaves)
+        if m == n:
+            return [] if complete else [tree_hash(leaves)]
+        k = split(n)
+        if m <= k:
+            return sub(m, leaves[:k], complete) + [tree_hash(leaves[k:])]
+        return sub(m - k, leaves[k:], False) + [tree_hash(leaves[:k])]
+
+    return sub(m, leaves, True) if 0 < m < len(leaves) else []
+
+
+def verify_consistency(m, n, root_m, root_n, proof):
+    """RFC 9162 2.1.4.2, for 0 < m < n."""
+    if not proof:
+        return False
+    path = ([root_m] if m & (m - 1) == 0 else []) + proof
+    fn, sn = m - 1, n - 1
+    while fn & 1:
+        fn, sn = fn >> 1, sn >> 1
+    fr = sr = path[0]
+    for c in path[1:]:
+        if sn == 0:
+            return False
+        if fn & 1 or fn == sn:
+            fr, sr = node_hash(c, fr), node_hash(c, sr)
+            if not fn & 1:
+                while not fn & 1 and fn != 0:
+                    fn, sn = fn >> 1, sn >> 1
+        else:
+            sr = node_hash(sr, c)
+        fn, sn = fn >> 1, sn >> 1
+    return sn == 0 and fr == root_m and sr == root_n
+
+
+def key_id(name, public):
+    """C2SP signed-note key id of an Ed25519 key: SHA-256(name || "\\n" || 0x01 || key)[:4]."""
+    return hashlib.sha256(name.encode() + b"\n\x01" + public).digest()[:4]
+
+
+def verifier_key(name, public):
+    encoded = base64.b64encode(b"\x01" + public).decode()
+    return f"{name}+{key_id(name, public).hex()}+{encoded}"
+
+
+def checkpoint_body(origin, size, root):
+    return f"{origin}\n{size}\n{base64.b64encode(root).decode()}\n"
+
+
+def signed_note(private, origin, size, root):
+    body = checkpoint_body(origin, size, root)
+    public = private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    blob = key_id(origin, public) + private.sign(body.encode())
+    return f"{body}\n\u2014 {origin} {base64.b64encode(blob).decode()}\n"
+
+
+def open_note(note, origin, public, where):
+    """Verifies a signed note by (origin, public); returns (size, root)."""
+    lines = note.split("\n")
+    if len(lines) != 6 or lines[3] != "" or lines[5] != "" or lines[0] != origin:
+        fail(f"{where}: not a one-signature note of {origin}")
+    prefix = f"\u2014 {origin} "
+    if not lines[4].startswith(prefix):
+        fail(f"{where}: the signature line does not name {origin}")
+    blob = base64.b64decode(lines[4][len(prefix):])
+    if blob[:4] != key_id(origin, public):
+        fail(f"{where}: signed by another key id")
+    try:
+        Ed25519PublicKey.from_public_bytes(public).verify(blob[4:], "\n".join(lines[:3]).encode() + b"\n")
+    except Exception:
+        fail(f"{where}: the signature does not verify")
+    return int(lines[1]), base64.b64decode(lines[2])
+
+
+def verify_chain(log_lines, chain_text, root_txt, public):
+    """docs/LEDGER.md "Verifying it by hand": the chain against the log lines (bytes, without
+    their newlines) and ROOT.txt, trusting only `public`. Returns the number of checkpoints."""
+    leaves = [leaf_hash(line) for line in log_lines]
+    lines = chain_text.split("\n")
+    lines.pop()  # after the last newline: empty, or an unfinished line that is not part of the chain
+    header = json.loads(lines[0])
+    if header["version"] != 2:
+        fail(f"PROOFCHAIN.jsonl: version {header['version']} is not 2")
+    origin = header["origin"]
+    if header["verifier_key"] != verifier_key(origin, public):
+        fail("PROOFCHAIN.jsonl: the verifier key is not the trusted key")
+    previous = None
+    for n, text in enumerate(lines[1:], start=1):
+        c = json.loads(text)
+        where = f"checkpoint {n}"
+        size, root = open_note(c["signed_note"], origin, public, where)
+        if size != c["size"] or root.hex() != c["root"]:
+            fail(f"{where}: the note does not match its size and root")
+        start = previous[0] if previous else 0
+        if size <= start:
+            fail(f"{where}: size {size} does not grow from {start}")
+        if size > len(leaves):
+            fail(f"sovereign-scans.jsonl has {len(leaves)} lines but {where} signed {size}")
+        stored = base64.b64decode(c["leaves"])
+        if len(stored) != 32 * (size - start):
+            fail(f"{where}: {len(stored)} leaf bytes for {size - start} lines")
+        for i in range(start, size):
+            if stored[32 * (i - start) : 32 * (i - start + 1)] != leaves[i]:
+                fail(f"line {i + 1} of sovereign-scans.jsonl is not the line {where} signed")
+        if tree_hash(leaves[:size]) != root:
+            fail(f"{where}: the root is not the tree of its lines")
+        proof = [bytes.fromhex(h) for h in c["consistency"]]
+        if previous is None and proof:
+            fail(f"{where}: the first checkpoint has a consistency proof")
+        if previous and not verify_consistency(previous[0], size, previous[1], root, proof):
+            fail(f"{where}: the consistency proof from size {previous[0]} does not verify")
+        previous = (size, root)
+        last_note = c["signed_note"]
+    if previous is None or root_txt != last_note:
+        fail("ROOT.txt is not the newest checkpoint")
+    return len(lines) - 1
+
+
+def ledger(doc):
+    private = key(doc.value("key seed"))
+    public = base64.b64decode(public_b64(private))
+    same("ledger public key", doc.value("public key (base64)"), public_b64(private))
+    origin = doc.value("origin")
+    same("ledger key id", doc.value("key id"), key_id(origin, public).hex())
+    same("ledger verifier key", doc.value("verifier key"), verifier_key(origin, public))
+    log = [line.encode() for line in doc.block("scan-log").split("\n")]
+    leaves = [leaf_hash(line) for line in log]
+    for i, leaf in enumerate(leaves):
+        same(f"leaf {i}", doc.value(f"leaf {i}"), leaf.hex())
+    same("root of 2", doc.value("root of 2"), tree_hash(leaves[:2]).hex())
+    same("root of 3", doc.value("root of 3"), tree_hash(leaves).hex())
+    proof = consistency(2, leaves)
+    same("consistency 2 → 3", doc.value("consistency 2 → 3"), ", ".join(h.hex() for h in proof))
+    same(
+        "inclusion of leaf 0 in 3",
+        doc.value("inclusion of leaf 0 in 3"),
+        ", ".join(h.hex() for h in inclusion(0, leaves)),
+    )
+    # Ed25519 signatures are deterministic: the notes are recomputed exactly.
+    note = signed_note(private, origin, 3, tree_hash(leaves))
+    same("ROOT.txt", doc.block("root-txt") + "\n", note)
+
+    # PROOFCHAIN.jsonl, byte for byte from the documented fields, then verified.
+    chain = doc.block("proofchain") + "\n"
+    header = json.loads(chain.split("\n")[0])
+    compact = lambda v: json.dumps(v, separators=(",", ":"), ensure_ascii=False)  # noqa: E731
+    lines = [
+        compact(
+            {
+                "version": 2,
+                "origin": origin,
+                "log": "sovereign-scans.jsonl",
+                "leaf": header["leaf"],
+                "verifier_key": verifier_key(origin, public),
+            }
+        )
+    ]
+    for start, size, at in [(0, 2, "2026-11-29T10:05:01Z"), (2, 3, "2026-11-29T10:10:01Z")]:
+        lines.append(
+            compact(
+                {
+                    "size": size,
+                    "root": tree_hash(leaves[:size]).hex(),
+                    "signed_note": signed_note(private, origin, size, tree_hash(leaves[:size])),
+                    "consistency": [h.hex() for h in consistency(start, leaves[:size])],
+                    "leaves": base64.b64encode(b"".join(leaves[start:size])).decode(),
+                    "created_at": at,
+                }
+            )
+        )
+    same("PROOFCHAIN.jsonl", chain, "\n".join(lines) + "\n")
+    same("PROOFCHAIN.jsonl checkpoints verified", 2, verify_chain(log, chain, note, public))
+
+
+def verify_ledger(log_dir, public_key):
+    """--verify-ledger: a real log directory, checked from the documented rules alone."""
+    with open(f"{log_dir}/sovereign-scans.jsonl", "rb") as f:
+        log = f.read().split(b"\n")[:-1]  # complete lines only
+    with open(f"{log_dir}/PROOFCHAIN.jsonl", encoding="utf-8") as f:
+        chain = f.read()
+    with open(f"{log_dir}/ROOT.txt", encoding="utf-8") as f:
+        root_txt = f.read()
+    checkpoints = verify_chain(log, chain, root_txt, base64.b64decode(public_key))
+    print(f"ok: {len(log)} lines, {checkpoints} checkpoints")
+
+
 def main():
+    if sys.argv[1] == "--verify-ledger":
+        verify_ledger(sys.argv[2], sys.argv[3])
+        return
     docs = sys.argv[1]
     protocol(Doc(f"{docs}/PROTOCOL.md"))
     event_envelope(Doc(f"{docs}/EVENT_ENVELOPE.md"))
     history(Doc(f"{docs}/API.md"))
+    ledger(Doc(f"{docs}/LEDGER.md"))
 
 
 if __name__ == "__main__":

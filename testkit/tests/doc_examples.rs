@@ -1,8 +1,10 @@
-//! The worked examples of `docs/PROTOCOL.md` (and `docs/EVENT_ENVELOPE.md`) are the contract a
-//! stranger implements from, so every printed signature and hash is checked twice: recomputed
-//! from the documented rules by a second implementation in Python (`doc_examples.py`, standard
-//! library + `cryptography`), and produced and verified by our own Rust code here. Neither the
-//! document nor the code can change without the other.
+//! The worked examples of `docs/PROTOCOL.md` (and `docs/EVENT_ENVELOPE.md`, `docs/LEDGER.md`)
+//! are the contract a stranger implements from, so every printed signature and hash is checked
+//! twice: recomputed from the documented rules by a second implementation in Python
+//! (`doc_examples.py`, standard library + `cryptography`), and produced and verified by our own
+//! Rust code here (the ledger's in `store/src/ledger/chain.rs::worked_example`). Neither the
+//! document nor the code can change without the other. The Python ledger verifier also checks a
+//! chain our binary wrote.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
@@ -13,7 +15,7 @@ use std::process::Command;
 use serde_json::{Value, json};
 use vaultmesh_proto::auth::{self, NodeKey};
 use vaultmesh_proto::command::{self, SignedCommand, SignedReceipt};
-use vaultmesh_testkit::workspace_root;
+use vaultmesh_testkit::{cc_command, text, workspace_root};
 
 /// A document's examples: fenced blocks with the info string `<language> example=<name>`, and
 /// bullet lines `` - <label>: `<value>` `` — the same rules as `doc_examples.py`.
@@ -206,6 +208,10 @@ fn python_recomputes_every_printed_signature_and_hash_from_the_documented_rules(
         "enroll signature",
         "envelope hash",
         "history points",
+        "root of 3",
+        "ROOT.txt",
+        "PROOFCHAIN.jsonl",
+        "PROOFCHAIN.jsonl checkpoints verified",
     ] {
         assert!(out.contains(&format!("ok: {what}\n")), "{out}");
     }
@@ -236,4 +242,79 @@ fn python_recomputes_every_printed_signature_and_hash_from_the_documented_rules(
     let (ok, out) = python(docs.path());
     assert!(!ok, "{out}");
     assert!(out.contains("FAIL: receipt 1 chain hash"), "{out}");
+}
+
+/// `docs/LEDGER.md` is enough to verify a real ledger: the Python verifier, written from the
+/// page alone, checks the chain our `ledger build` wrote — a previous release's
+/// `PROOFCHAIN.json` (`testkit/fixtures/ledger-v1`) converted and extended by a checkpoint
+/// line — ignores an unfinished last line, and names a changed line of the log.
+#[test]
+fn python_verifies_a_chain_our_binary_wrote_from_the_documented_rules() {
+    let fixture = workspace_root().join("testkit/fixtures/ledger-v1");
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path();
+    for f in [
+        "sovereign-scans.jsonl",
+        "PROOFCHAIN.json",
+        "ROOT.txt",
+        "cc.key",
+    ] {
+        std::fs::copy(fixture.join(f), log.join(f)).unwrap();
+    }
+    let public = std::fs::read_to_string(fixture.join("public.txt")).unwrap();
+    let public = public.trim();
+    let scans = log.join("sovereign-scans.jsonl");
+    let mut lines: Vec<String> = std::fs::read_to_string(&scans)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    for n in 10..=12 {
+        lines.push(lines[0].replace(
+            "00000000-0000-0000-0000-000000000001",
+            &format!("00000000-0000-0000-0000-0000000000{n}"),
+        ));
+    }
+    std::fs::write(&scans, lines.join("\n") + "\n").unwrap();
+    let key = log.join("cc.key");
+    let build = cc_command(&[
+        "ledger",
+        "build",
+        "--log-dir",
+        log.to_str().unwrap(),
+        "--signing-key",
+        key.to_str().unwrap(),
+    ]);
+    assert!(build.status.success(), "{}", text(&build));
+    assert!(!log.join("PROOFCHAIN.json").exists());
+
+    let verify = || {
+        let out = Command::new("/usr/bin/python3")
+            .arg(workspace_root().join("testkit/tests/doc_examples.py"))
+            .args(["--verify-ledger", log.to_str().unwrap(), public])
+            .output()
+            .expect("/usr/bin/python3");
+        (out.status.success(), text(&out))
+    };
+    let (ok, out) = verify();
+    assert!(ok, "{out}");
+    assert!(out.contains("ok: 12 lines, 4 checkpoints"), "{out}");
+
+    // An unfinished checkpoint line (a crash mid-append) is not part of the chain.
+    let chain = log.join("PROOFCHAIN.jsonl");
+    let mut bytes = std::fs::read(&chain).unwrap();
+    bytes.extend_from_slice(br#"{"size":13,"root":"ab"#);
+    std::fs::write(&chain, bytes).unwrap();
+    let (ok, out) = verify();
+    assert!(ok, "{out}");
+
+    // A changed line of the log is named.
+    lines[4] = lines[4].replace("\"5\"", "\"6\"");
+    std::fs::write(&scans, lines.join("\n") + "\n").unwrap();
+    let (ok, out) = verify();
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("FAIL: line 5 of sovereign-scans.jsonl is not the line checkpoint 2 signed"),
+        "{out}"
+    );
 }

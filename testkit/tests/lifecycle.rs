@@ -49,6 +49,33 @@ fn command_center_notifies_ready_pings_the_watchdog_and_stops_on_sigterm() {
     assert!(pings >= 1, "{:?}", notify.seen());
 }
 
+/// Once `serve` prints that it listens, SIGTERM is a clean stop — the signal handler is in
+/// place before the line, not installed by a task that may not have run yet — so a stop sent
+/// at once exits 0 and writes the state snapshot instead of dying of the signal.
+#[test]
+fn sigterm_as_soon_as_the_command_center_says_it_listens_is_a_clean_stop() {
+    use std::io::BufRead;
+    for _ in 0..5 {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cmd = CommandCenter::serve_command(dir.path(), &[], None);
+        cmd.stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null());
+        let mut child = vaultmesh_testkit::ChildGuard(cmd.spawn().unwrap());
+        let stdout = child.0.stdout.take().unwrap();
+        let listening = std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .any(|l| l.contains("listening on"));
+        assert!(listening);
+        terminate(child.0.id());
+        let status = child
+            .wait_exit(Duration::from_secs(10))
+            .expect("did not exit within 10 s of SIGTERM");
+        assert!(status.success(), "exit status {status:?}");
+        assert!(dir.path().join("logs/state.snapshot").exists());
+    }
+}
+
 #[test]
 fn agent_notifies_ready_even_when_the_command_center_is_down_and_stops_on_sigterm() {
     let mut notify = NotifySocket::bind();

@@ -6,6 +6,10 @@
 //!    stream shows it — p50/p99/max over sequential heartbeats.
 //! 3. Start-up: the time until a restarted instance answers, JSONL replay vs loading from
 //!    PostgreSQL, with the logs the runs above left.
+//! 4. History: 30 days of 5-minute and 1-hour buckets stored for every node, in the JSONL
+//!    store's files (written here in its format) and in PostgreSQL's tables (through the
+//!    store's own insert task); then `GET /api/nodes/{id}/history` for one node, each range,
+//!    on both, the rows and bytes per node-day, and the start-up with that history stored.
 //!
 //! `cargo run --release -p vaultmesh-bench --bin pg-bench -- [REQUESTS] [NODES] [PROBES]`
 //! (defaults 40000, 1000 and 200; the CI smoke test runs it tiny).
@@ -14,7 +18,10 @@ use std::time::{Duration, Instant};
 
 use vaultmesh_bench::fleet::{Server, TOKEN};
 use vaultmesh_bench::sim::{self, OpKind, SimConfig};
-use vaultmesh_bench::{arg_or, memory_kib};
+use vaultmesh_bench::{arg_or, memory_kib, node_id, realistic_heartbeat, timed};
+use vaultmesh_proto::history::Tier;
+use vaultmesh_store::history::{Agg, Bucket, Closed, HistoryOptions, Tiers, files};
+use vaultmesh_store::postgres::tiers::PgTiers;
 use vaultmesh_testkit::auth::TestNode;
 use vaultmesh_testkit::postgres::Postgres;
 use vaultmesh_testkit::sse::SseClient;
@@ -100,15 +107,250 @@ fn main() -> anyhow::Result<()> {
         delays.iter().copied().fold(0.0, f64::max)
     );
 
-    println!("\n3. Start-up with the logs above (until /healthz answers)");
+    println!("\n3. Start-up with the logs above (process start until it listens)");
     drop(b);
-    let started = Instant::now();
-    let jsonl = jsonl.restart()?;
-    startup("JSONL replay", started, &jsonl)?;
-    let started = Instant::now();
-    let a = a.restart()?;
-    startup("PostgreSQL load", started, &a)?;
+    let (jsonl, a) = restart_both(jsonl, a)?;
+
+    history(&rt, &pg, &url, jsonl, a, nodes)?;
     Ok(())
+}
+
+/// Days of history part 4 stores per node.
+const HISTORY_DAYS: i64 = 30;
+
+/// Requests per range and store in part 4.
+const QUERIES: usize = 30;
+
+/// Part 4 (see the module doc).
+fn history(
+    rt: &tokio::runtime::Runtime,
+    pg: &Postgres,
+    url: &str,
+    jsonl: Server,
+    a: Server,
+    nodes: usize,
+) -> anyhow::Result<()> {
+    println!(
+        "\n4. History: {nodes} nodes with {HISTORY_DAYS} days of 5-minute and 1-hour buckets stored"
+    );
+    let sample = realistic_sample()?;
+    let now = chrono::Utc::now().timestamp();
+    let tiers = rt.block_on(async { PgTiers::open(url, HistoryOptions::default()) });
+    let (mut pg_time, mut files_time) = (Duration::ZERO, Duration::ZERO);
+    for i in 0..nodes {
+        let node = node_id(i);
+        let mut closed = buckets(i, Tier::FiveMinutes, now, &sample, 0);
+        closed.extend(buckets(i, Tier::Hour, now, &sample, 0));
+        let ((), took) = timed(|| write_files(jsonl.log_dir(), node, &closed));
+        files_time += took;
+        let started = Instant::now();
+        tiers.store(closed);
+        if i % 10 == 9 || i + 1 == nodes {
+            rt.block_on(tiers.flush())?;
+        }
+        pg_time += started.elapsed();
+    }
+    let count = |sql: &str| -> anyhow::Result<u64> {
+        pg.psql("bench", sql)
+            .map_err(anyhow::Error::msg)?
+            .parse()
+            .map_err(|e| anyhow::anyhow!("{sql}: {e}"))
+    };
+    let rows =
+        count("SELECT (SELECT count(*) FROM history_5m) + (SELECT count(*) FROM history_1h)")?;
+    let pg_bytes = count(
+        "SELECT pg_total_relation_size('history_5m') + pg_total_relation_size('history_1h')",
+    )?;
+    let file_bytes = dir_size(&jsonl.log_dir().join(files::DIR))?;
+    let node_days = (nodes as i64 * HISTORY_DAYS) as f64;
+    println!(
+        "  stored: {rows} rows, {:.0} per node-day; written in {:.1} s to PostgreSQL ({:.0} rows/s, the store's insert task), {:.1} s to files",
+        rows as f64 / node_days,
+        pg_time.as_secs_f64(),
+        rows as f64 / pg_time.as_secs_f64().max(1e-9),
+        files_time.as_secs_f64()
+    );
+    println!(
+        "  bytes per node-day: PostgreSQL {:.0} KiB (tables, TOAST and indexes), JSONL files {:.0} KiB (goal: all tiers <= 1 MiB)",
+        pg_bytes as f64 / node_days / 1024.0,
+        file_bytes as f64 / node_days / 1024.0
+    );
+    // The node queried also has the year before its 30 days in hourly buckets (stored after
+    // the sizes above, by a second insert task: each stores a node's buckets oldest first).
+    let node = node_id(nodes / 2);
+    let year: Vec<Closed> = buckets(nodes / 2, Tier::Hour, now, &sample, 365)
+        .into_iter()
+        .filter(|c| c.bucket.start < now - HISTORY_DAYS * 86_400)
+        .collect();
+    write_files(jsonl.log_dir(), node, &year);
+    let older = rt.block_on(async { PgTiers::open(url, HistoryOptions::default()) });
+    older.store(year);
+    rt.block_on(older.flush())?;
+    println!(
+        "  GET /api/nodes/{{id}}/history, one node (with a year of hourly buckets), {QUERIES} requests each (goal for 30d: <= 50 ms)"
+    );
+    println!(
+        "  {:<12} {:<6} {:>8} {:>9} {:>9} {:>8}",
+        "store", "range", "points", "first ms", "p50 ms", "max ms"
+    );
+    for (name, server) in [("JSONL", &jsonl), ("PostgreSQL", &a)] {
+        for range in ["24h", "7d", "30d", "1y"] {
+            let q = query_times(&server.base, node, range)?;
+            println!(
+                "  {name:<12} {range:<6} {:>8} {:>9.1} {:>9.1} {:>8.1}",
+                q.points, q.first, q.p50, q.max
+            );
+        }
+    }
+
+    println!("  start-up with this history stored (process start until it listens)");
+    restart_both(jsonl, a)?;
+    Ok(())
+}
+
+/// Restarts both servers, printing how long each took from its process's start until it
+/// listened (the `cargo build` before each start is not counted).
+fn restart_both(jsonl: Server, a: Server) -> anyhow::Result<(Server, Server)> {
+    let jsonl = jsonl.restart()?;
+    startup("JSONL replay", &jsonl)?;
+    let a = a.restart()?;
+    startup("PostgreSQL load", &a)?;
+    Ok((jsonl, a))
+}
+
+/// The measurements of the benchmark's realistic heartbeat, as the rollup takes them.
+fn realistic_sample() -> anyhow::Result<Vec<vaultmesh_proto::history::Sample>> {
+    let hb: vaultmesh_proto::NodeHeartbeat = serde_json::from_value(realistic_heartbeat(0, 1))?;
+    let statuses: Vec<_> = hb.checks.iter().map(|c| c.status).collect();
+    Ok(vaultmesh_proto::history::measure(
+        hb.metrics.as_ref(),
+        &statuses,
+    ))
+}
+
+/// Node `i`'s closed buckets of `tier` from `days` ago (30 when 0; within retention) until
+/// an hour ago, oldest first: each metric moving around its realistic value, with the samples
+/// of the default 30-second interval.
+fn buckets(
+    i: usize,
+    tier: Tier,
+    now: i64,
+    sample: &[vaultmesh_proto::history::Sample],
+    days: i64,
+) -> Vec<Closed> {
+    let width = i64::from(tier.secs());
+    let aligned = |t: i64| t - t.rem_euclid(width);
+    let days = if days == 0 { HISTORY_DAYS } else { days };
+    let first = aligned(now - days * 86_400) + width;
+    let last = aligned(now) - 3_600;
+    let n = (width / 30) as u32;
+    let node = node_id(i);
+    (first..last)
+        .step_by(width as usize)
+        .map(|start| {
+            let phase = ((start / width) as f64 * 0.37 + i as f64).sin();
+            let metrics = sample
+                .iter()
+                .map(|(name, v)| {
+                    // Counts of checks stay whole; measurements wander by up to 10 %.
+                    let avg = if name.starts_with("checks_") {
+                        *v
+                    } else {
+                        v * (1.0 + 0.1 * phase)
+                    };
+                    let agg = Agg {
+                        min: avg * 0.9,
+                        max: avg * 1.1,
+                        sum: avg * f64::from(n),
+                        n,
+                    };
+                    (name.to_string(), agg)
+                })
+                .collect();
+            Closed {
+                node,
+                tier,
+                bucket: Bucket { start, metrics },
+            }
+        })
+        .collect()
+}
+
+/// Appends `closed` to `node`'s history files under `log_dir`, line for line as the JSONL
+/// store's writer does.
+fn write_files(log_dir: &std::path::Path, node: uuid::Uuid, closed: &[Closed]) {
+    use std::io::Write as _;
+    let dir = log_dir.join(files::DIR).join(node.to_string());
+    let mut out: std::collections::BTreeMap<String, Vec<u8>> = Default::default();
+    for c in closed {
+        let buf = out
+            .entry(files::file_name(c.tier, c.bucket.start))
+            .or_default();
+        let m = serde_json::to_string(&c.bucket.stored_metrics()).unwrap_or_default();
+        let _ = writeln!(buf, "{{\"t\":{},\"m\":{m}}}", c.bucket.start);
+    }
+    let _ = std::fs::create_dir_all(&dir);
+    for (name, bytes) in out {
+        let appended = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(dir.join(&name))
+            .and_then(|mut f| f.write_all(&bytes));
+        if let Err(e) = appended {
+            eprintln!("{}: {e}", dir.join(name).display());
+        }
+    }
+}
+
+/// Bytes of the files under `dir`.
+fn dir_size(dir: &std::path::Path) -> anyhow::Result<u64> {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let meta = entry.metadata()?;
+        total += if meta.is_dir() {
+            dir_size(&entry.path())?
+        } else {
+            meta.len()
+        };
+    }
+    Ok(total)
+}
+
+struct QueryTimes {
+    points: usize,
+    first: f64,
+    p50: f64,
+    max: f64,
+}
+
+/// [`QUERIES`] requests for `node`'s history over `range`: the first one's time, the median
+/// and the slowest (ms), and the points of the answer.
+fn query_times(base: &str, node: uuid::Uuid, range: &str) -> anyhow::Result<QueryTimes> {
+    let client = vaultmesh_testkit::http();
+    let url = format!("{base}/api/nodes/{node}/history?range={range}");
+    let mut times = Vec::with_capacity(QUERIES);
+    let mut points = 0;
+    for _ in 0..QUERIES {
+        let started = Instant::now();
+        let r = client.get(&url).send()?;
+        anyhow::ensure!(r.status().is_success(), "{url}: {}", r.status());
+        let v: serde_json::Value = r.json()?;
+        times.push(started.elapsed().as_secs_f64() * 1e3);
+        points = v["series"].as_array().map_or(0, |s| {
+            s.iter()
+                .map(|s| s["points"].as_array().map_or(0, Vec::len))
+                .sum()
+        });
+    }
+    let first = times[0];
+    times.sort_by(f64::total_cmp);
+    Ok(QueryTimes {
+        points,
+        first,
+        p50: sim::percentile(&times, 0.5),
+        max: times.last().copied().unwrap_or_default(),
+    })
 }
 
 /// Sequential heartbeats from one node to `a`; the delay until `b`'s stream shows each.
@@ -146,8 +388,8 @@ fn cross_instance(a: &str, b: &str, probes: usize) -> anyhow::Result<Vec<f64>> {
     Ok(delays)
 }
 
-fn startup(name: &str, started: Instant, server: &Server) -> anyhow::Result<()> {
-    let elapsed = started.elapsed();
+fn startup(name: &str, server: &Server) -> anyhow::Result<()> {
+    let elapsed = server.started_in;
     let v: serde_json::Value = vaultmesh_testkit::http()
         .get(format!("{}/api/nodes", server.base))
         .send()?

@@ -1,7 +1,10 @@
 //! Store benchmarks, printed as a table (figures go to docs/PERFORMANCE.md):
 //!
-//! 1. Replay: start-up of the real `vaultmesh-command-center serve` over a log of N realistic
-//!    heartbeat lines (default 1,000,000 from 1,000 nodes): time to "listening" and peak RSS.
+//! 1. Start-up of the real `vaultmesh-command-center serve` over a log of N realistic heartbeat
+//!    lines (default 1,000,000) from K nodes (default 1,000): time to "listening" and peak RSS,
+//!    for the first start (no state snapshot: the whole log is replayed) and for a restart
+//!    after a clean stop (SIGTERM writes `state.snapshot`; the restart loads it and reads the
+//!    lines after it, here none).
 //! 2. `logs view --node X --kind scan` over an N-line scan log, side by side with
 //!    `jq -c 'select(.node_id=="X" and .kind=="scan")'` on the same file.
 //! 3. Append throughput of one journal with group commit, 64 concurrent appenders.
@@ -9,13 +12,14 @@
 //! Between 1 and 2, disk: one 256 MiB heartbeat segment of lines whose values move as a real
 //! agent's do ([`live_heartbeat_line`]), 1 line per node every 30 s, compressed as the store
 //! does after rotation: bytes per line and per node-day, plain and compressed, and the time the
-//! compression takes; then the start-up over the replay log as a closed segment, plain and
-//! compressed.
+//! compression takes; then the first start (full replay) over the replay log as a closed segment,
+//! plain and compressed.
 //!
-//! Usage: `cargo run --release -p vaultmesh-bench --bin store-bench -- [LINES] [WORK_DIR]`
+//! Usage: `cargo run --release -p vaultmesh-bench --bin store-bench -- [LINES] [WORK_DIR] [NODES]`
 //!
-//! The log holds one node per 1,000 lines (at most 10,000 nodes, the store's limit), so 10 M
-//! lines is 10,000 nodes with full history windows. `REPLAY_ONLY=1` skips parts 2 and 3.
+//! The nodes stay the same whatever the line count (at most 10,000, the store's limit), so
+//! 1 M and 10 M lines compare the same fleet with a longer retained log. `REPLAY_ONLY=1` skips
+//! parts 2 and 3.
 
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::Path;
@@ -26,14 +30,15 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use chrono::Utc;
 use vaultmesh_bench::{
-    live_heartbeat_line, median_of, memory_kib, node_id, realistic_heartbeat, release_binary, timed,
+    arg_or, live_heartbeat_line, median_of, memory_kib, node_id, realistic_heartbeat,
+    release_binary, timed,
 };
 use vaultmesh_store::journal::{Journal, Rotation};
 use vaultmesh_store::logdir::LogName;
 use vaultmesh_store::record;
 
-/// Lines per node in the generated logs.
-const LINES_PER_NODE: usize = 1000;
+/// The snapshot file in the log directory (`docs/LOGS.md`).
+const SNAPSHOT: &str = "state.snapshot";
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
@@ -48,7 +53,7 @@ fn main() -> anyhow::Result<()> {
         .unwrap_or_else(|| std::env::temp_dir().join("vaultmesh-store-bench"));
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work)?;
-    let nodes = (lines / LINES_PER_NODE).clamp(1, 10_000);
+    let nodes = arg_or(3, "NODES", 1000)?.clamp(1, 10_000);
     let cc = release_binary("vaultmesh-command-center", "vaultmesh-command-center")?;
     println!(
         "store-bench: {lines} lines, {nodes} nodes, work dir {}",
@@ -73,16 +78,39 @@ fn main() -> anyhow::Result<()> {
         bytes as f64 / lines as f64,
         generated_in.as_secs_f64()
     );
+    // The first start: no snapshot, the whole log replayed (each run starts without one: a
+    // start that replayed writes one right away).
     let (mut peak, mut rss) = (0, 0);
-    let replay = median_of(3, || {
-        let (t, hwm, now) = start_until_listening(&cc, &logs, &[])?;
+    let first = median_of(3, || {
+        let _ = std::fs::remove_file(logs.join(SNAPSHOT));
+        let (t, hwm, now) = start_until_listening(&cc, &logs, &[], false)?;
         peak = peak.max(hwm);
         rss = rss.max(now);
         Ok(t)
     })?;
     println!(
-        "replay {lines} heartbeat lines from {nodes} nodes: start-up to listening {:.2}s (median of 3), peak RSS {:.0} MiB, RSS when listening {:.0} MiB",
-        replay.as_secs_f64(),
+        "first start over {lines} heartbeat lines from {nodes} nodes (full replay): start-up to listening {:.2}s (median of 3), peak RSS {:.0} MiB, RSS when listening {:.0} MiB",
+        first.as_secs_f64(),
+        peak as f64 / 1024.0,
+        rss as f64 / 1024.0
+    );
+    // A clean stop writes the snapshot; restarts load it.
+    let _ = std::fs::remove_file(logs.join(SNAPSHOT));
+    start_until_listening(&cc, &logs, &[], true)?;
+    let snapshot_bytes = std::fs::metadata(logs.join(SNAPSHOT))
+        .context("no state.snapshot after a clean stop")?
+        .len();
+    let (mut peak, mut rss) = (0, 0);
+    let restart = median_of(3, || {
+        let (t, hwm, now) = start_until_listening(&cc, &logs, &[], false)?;
+        peak = peak.max(hwm);
+        rss = rss.max(now);
+        Ok(t)
+    })?;
+    println!(
+        "restart over the same log with a state snapshot ({:.1} MiB): start-up to listening {:.2}s (median of 3; goal: at most 1 s with 1,000 nodes, and with 10 M lines at most 1.2x the figure at 1 M), peak RSS {:.0} MiB, RSS when listening {:.0} MiB",
+        snapshot_bytes as f64 / 1048576.0,
+        restart.as_secs_f64(),
         peak as f64 / 1024.0,
         rss as f64 / 1024.0
     );
@@ -265,7 +293,8 @@ fn disk_per_node_day(dir: &Path, nodes: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Start-up over the replay log as one closed segment, plain then compressed.
+/// The first start (no snapshot: a full replay) over the replay log as one closed segment,
+/// plain then compressed.
 fn replay_compressed(cc: &Path, logs: &Path) -> anyhow::Result<()> {
     use std::sync::atomic::AtomicBool;
     use vaultmesh_store::compress::{self, DEFAULT_LEVEL};
@@ -273,15 +302,19 @@ fn replay_compressed(cc: &Path, logs: &Path) -> anyhow::Result<()> {
     std::fs::rename(LogName::Heartbeats.active(logs), &segment)?;
     // Segments stay as they are while measured.
     let plain_flags = ["--heartbeat-zstd-level", "0"];
-    let plain = median_of(3, || Ok(start_until_listening(cc, logs, &plain_flags)?.0))?;
+    let first_start = || {
+        let _ = std::fs::remove_file(logs.join(SNAPSHOT));
+        Ok(start_until_listening(cc, logs, &plain_flags, false)?.0)
+    };
+    let plain = median_of(3, first_start)?;
     let size = std::fs::metadata(&segment)?.len();
     let (outcome, took) =
         timed(|| compress::compress_segment(&segment, DEFAULT_LEVEL, &AtomicBool::new(false)));
     outcome?;
     let zst = std::fs::metadata(vaultmesh_store::logdir::compressed_path(&segment))?.len();
-    let compressed = median_of(3, || Ok(start_until_listening(cc, logs, &plain_flags)?.0))?;
+    let compressed = median_of(3, first_start)?;
     println!(
-        "the replay log as one segment ({:.0} MiB): compressed at level {DEFAULT_LEVEL} to {:.0} MiB in {:.1}s ({:.1}s per 256 MiB); start-up over it plain {:.2}s, compressed {:.2}s (median of 3)",
+        "the replay log as one segment ({:.0} MiB): compressed at level {DEFAULT_LEVEL} to {:.0} MiB in {:.1}s ({:.1}s per 256 MiB); first start (full replay) over it plain {:.2}s, compressed {:.2}s (median of 3)",
         size as f64 / 1048576.0,
         zst as f64 / 1048576.0,
         took.as_secs_f64(),
@@ -292,12 +325,14 @@ fn replay_compressed(cc: &Path, logs: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Starts `serve` on the log dir with `extra` flags; returns the time until it printed its
-/// listening line, and its peak and current RSS then (KiB).
+/// Starts `serve` on the log dir with `extra` flags; returns the time until it printed its listening line, and its
+/// peak and current RSS then (KiB). Then stops it: cleanly with SIGTERM if `clean` (it writes
+/// its state snapshot), else with SIGKILL.
 fn start_until_listening(
     cc: &Path,
     logs: &Path,
     extra: &[&str],
+    clean: bool,
 ) -> anyhow::Result<(Duration, u64, u64)> {
     let start = Instant::now();
     let mut child = Command::new(cc)
@@ -314,8 +349,17 @@ fn start_until_listening(
     let elapsed = start.elapsed();
     anyhow::ensure!(line.contains("listening on"), "unexpected output {line:?}");
     let (hwm, rss) = memory_kib(child.id());
-    let _ = child.kill();
-    let _ = child.wait();
+    if clean {
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()?;
+        anyhow::ensure!(status.success(), "kill -TERM failed");
+        let exit = child.wait()?;
+        anyhow::ensure!(exit.success(), "serve exited with {exit} after SIGTERM");
+    } else {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
     Ok((elapsed, hwm, rss))
 }
 

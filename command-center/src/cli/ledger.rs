@@ -10,8 +10,9 @@ use super::logs::LogDirArg;
 
 #[derive(Debug, Subcommand)]
 pub enum LedgerCommand {
-    /// Extend the chain with a checkpoint over the whole log (append-only; refuses a log that
-    /// no longer matches what was signed).
+    /// Extend the chain with a checkpoint over the whole log (appends a line to
+    /// PROOFCHAIN.jsonl, converting a PROOFCHAIN.json first; refuses a log that no longer
+    /// matches what was signed).
     Build {
         #[command(flatten)]
         dir: LogDirArg,
@@ -23,7 +24,8 @@ pub enum LedgerCommand {
         origin: String,
     },
     /// Recompute everything from the log and check every signature, root, leaf and
-    /// consistency proof; exit 1 naming the first bad line or proof.
+    /// consistency proof of PROOFCHAIN.jsonl (or PROOFCHAIN.json); exit 1 naming the first bad
+    /// line or proof.
     Verify {
         #[command(flatten)]
         dir: LogDirArg,
@@ -82,10 +84,17 @@ pub fn ledger(cmd: LedgerCommand) -> Result<(), Failure> {
                 })
                 .transpose()?;
             match ledger::verify_offline(&dir.log_dir, pinned.as_ref()) {
-                Ok((lines, checkpoints)) => {
+                Ok(v) => {
                     println!(
-                        "ok: {lines} lines, {checkpoints} checkpoints, every signature, root, leaf and consistency proof verified"
+                        "ok: {} lines, {} checkpoints in {}, every signature, root, leaf and consistency proof verified",
+                        v.lines, v.checkpoints, v.file
                     );
+                    if v.torn > 0 {
+                        println!(
+                            "note: the last {} bytes of {} are an unfinished checkpoint line (an append a crash interrupted; ROOT.txt never named it), ignored; the Command Center cuts them when it starts",
+                            v.torn, v.file
+                        );
+                    }
                     Ok(())
                 }
                 Err(e) => Err((code(&e), e.to_string())),

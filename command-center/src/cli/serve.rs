@@ -39,12 +39,13 @@ pub async fn serve(config: ServeConfig) -> Result<(), Failure> {
             "No signing key (--signing-key, or the systemd credential cc.key): commands cannot be issued."
         );
     }
+    // Before saying it listens: from then on, SIGTERM is a clean stop.
+    let cancel = service::shutdown_token();
     println!(
         "vaultmesh-command-center listening on http://{}",
         server.local_addr()
     );
     tracing::info!(addr = %server.local_addr(), "Command Center listening.");
-    let cancel = service::shutdown_token();
     let watchdog = service::spawn_watchdog(cancel.clone());
     reload_policies_on_sighup(std::sync::Arc::clone(&server.state().policies));
     service::notify_ready(&format!("serving on {}", server.local_addr()));

@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 use vaultmesh_proto::history::Tier;
 
-use super::{Agg, Bucket, Closed, HistoryOptions, Tiers, round};
+use super::{Bucket, Closed, HistoryOptions, StoredMetrics, Tiers};
 use crate::StoreError;
 
 /// The directory under the log directory.
@@ -35,39 +35,19 @@ pub const DIR: &str = "history";
 #[derive(Serialize, Deserialize)]
 struct Line {
     t: i64,
-    m: BTreeMap<String, (f64, f64, f64, u32)>,
+    m: StoredMetrics,
 }
 
 impl Line {
     fn of(b: &Bucket) -> Line {
         Line {
             t: b.start,
-            m: b.metrics
-                .iter()
-                .map(|(n, a)| (n.clone(), (round(a.min), round(a.avg()), round(a.max), a.n)))
-                .collect(),
+            m: b.stored_metrics(),
         }
     }
 
     fn bucket(self) -> Bucket {
-        Bucket {
-            start: self.t,
-            metrics: self
-                .m
-                .into_iter()
-                .map(|(n, (min, avg, max, count))| {
-                    (
-                        n,
-                        Agg {
-                            min,
-                            max,
-                            sum: avg * f64::from(count),
-                            n: count,
-                        },
-                    )
-                })
-                .collect(),
-        }
+        Bucket::from_stored(self.t, self.m)
     }
 }
 
@@ -187,6 +167,9 @@ fn start_of(line: &[u8]) -> Option<i64> {
 enum Msg {
     Store(Vec<Closed>),
     Flush(tokio::sync::oneshot::Sender<Result<(), String>>),
+    /// Answered once everything queued before it is written (not fsynced): a read after it
+    /// sees every bucket stored before the read began.
+    Barrier(tokio::sync::oneshot::Sender<()>),
 }
 
 /// The tiers as files, written by one thread.
@@ -268,6 +251,18 @@ impl Tiers for TierFiles {
             .map_err(StoreError::Unavailable)
     }
 
+    fn flush_blocking(&self) -> Result<(), StoreError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if !self.send(Msg::Flush(tx)) {
+            return Err(StoreError::Unavailable(
+                "the history writer has stopped".into(),
+            ));
+        }
+        rx.blocking_recv()
+            .map_err(|_| StoreError::Unavailable("the history writer has stopped".into()))?
+            .map_err(StoreError::Unavailable)
+    }
+
     async fn read(
         &self,
         node: Uuid,
@@ -275,6 +270,11 @@ impl Tiers for TierFiles {
         from: i64,
         to: i64,
     ) -> Result<Vec<Bucket>, StoreError> {
+        // Buckets still queued for the writer are read once written.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.send(Msg::Barrier(tx)) {
+            let _ = rx.await;
+        }
         let node_dir = self.dir.join(node.to_string());
         tokio::task::spawn_blocking(move || {
             read_buckets(&files(&node_dir, tier, from, to)?, from, to)
@@ -308,6 +308,9 @@ impl Writer {
                 Ok(Msg::Store(closed)) => self.store(closed),
                 Ok(Msg::Flush(reply)) => {
                     let _ = reply.send(self.flush());
+                }
+                Ok(Msg::Barrier(reply)) => {
+                    let _ = reply.send(());
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => {

@@ -112,7 +112,50 @@ pub struct Bucket {
     pub metrics: Vec<(String, Agg)>,
 }
 
+/// A bucket's metrics as stored — the JSONL line's `m`, PostgreSQL's `metrics` column — each
+/// `[min, avg, max, samples]` to three decimals ([`round`]). Both stores keep exactly this, so
+/// they answer a query with the same figures.
+pub type StoredMetrics = BTreeMap<String, (f64, f64, f64, u32)>;
+
 impl Bucket {
+    /// The metrics as stored.
+    pub fn stored_metrics(&self) -> StoredMetrics {
+        self.metrics
+            .iter()
+            .map(|(n, a)| (n.clone(), (round(a.min), round(a.avg()), round(a.max), a.n)))
+            .collect()
+    }
+
+    /// A stored bucket read back.
+    pub fn from_stored(start: i64, metrics: StoredMetrics) -> Bucket {
+        Bucket {
+            start,
+            metrics: metrics
+                .into_iter()
+                .map(|(n, (min, avg, max, count))| {
+                    (
+                        n,
+                        Agg {
+                            min,
+                            max,
+                            sum: avg * f64::from(count),
+                            n: count,
+                        },
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    /// Each filesystem's average, for the trend.
+    fn disk_avgs(&self) -> Vec<(String, f32)> {
+        self.metrics
+            .iter()
+            .filter(|(n, _)| n.starts_with(DISK_PREFIX))
+            .map(|(n, a)| (n.clone(), a.avg() as f32))
+            .collect()
+    }
+
     fn add(&mut self, sample: &[Sample]) {
         for (name, v) in sample {
             if !v.is_finite() {
@@ -187,14 +230,7 @@ impl NodeRollup {
                     fresh.add(sample);
                     if let Some(done) = open.replace(fresh) {
                         if tier == Tier::Hour {
-                            self.trend.push_back((
-                                done.start,
-                                done.metrics
-                                    .iter()
-                                    .filter(|(n, _)| n.starts_with(DISK_PREFIX))
-                                    .map(|(n, a)| (n.clone(), a.avg() as f32))
-                                    .collect(),
-                            ));
+                            self.trend.push_back((done.start, done.disk_avgs()));
                             while self.trend.len() > TREND_HOURS {
                                 self.trend.pop_front();
                             }
@@ -323,31 +359,18 @@ impl Rollup {
         self.nodes.is_empty()
     }
 
-    /// Fills a node's trend from stored hourly buckets (after a replay that did not see them),
-    /// keeping what it already has.
+    /// Fills a node's trend from stored hourly buckets (after a replay that did not see them).
+    /// A stored hour replaces the rollup's hour of the same start: the rollup after a start
+    /// begins at [`floor`], often within an hour, and that first hour holds only the samples
+    /// since; the stored one holds them all.
     pub fn seed_trend(&mut self, node: Uuid, hours: &[Bucket]) {
         let r = self.nodes.entry(node).or_default();
-        let first = r.trend.front().map_or(i64::MAX, |(t, _)| *t);
-        let older: Vec<_> = hours
-            .iter()
-            .filter(|b| b.start < first)
-            .map(|b| {
-                (
-                    b.start,
-                    b.metrics
-                        .iter()
-                        .filter(|(n, _)| n.starts_with(DISK_PREFIX))
-                        .map(|(n, a)| (n.clone(), a.avg() as f32))
-                        .collect(),
-                )
-            })
-            .collect();
-        for h in older.into_iter().rev() {
-            r.trend.push_front(h);
+        let mut trend: BTreeMap<i64, Vec<(String, f32)>> = r.trend.drain(..).collect();
+        for b in hours {
+            trend.insert(b.start, b.disk_avgs());
         }
-        while r.trend.len() > TREND_HOURS {
-            r.trend.pop_front();
-        }
+        let skip = trend.len().saturating_sub(TREND_HOURS);
+        r.trend = trend.into_iter().skip(skip).collect();
     }
 }
 
@@ -360,6 +383,10 @@ pub trait Tiers: Send + Sync + std::fmt::Debug {
 
     /// Returns once every bucket queued so far is durable.
     async fn flush(&self) -> Result<(), StoreError>;
+
+    /// [`Tiers::flush`] from a thread outside the async runtime (the snapshot writer: a
+    /// snapshot's rollup is past every bucket it closed, so those must be durable first).
+    fn flush_blocking(&self) -> Result<(), StoreError>;
 
     /// One node's stored buckets of `tier` starting in `[from, to)` (Unix seconds), oldest first.
     async fn read(
@@ -424,6 +451,10 @@ impl Tiers for MemTiers {
     }
 
     async fn flush(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn flush_blocking(&self) -> Result<(), StoreError> {
         Ok(())
     }
 

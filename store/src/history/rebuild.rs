@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use uuid::Uuid;
 use vaultmesh_proto::{CheckStatus, Metrics};
@@ -47,6 +48,37 @@ struct SampledCheck {
     status: CheckStatus,
 }
 
+/// Feeds every heartbeat line of `files`, each from its offset (the tail after a snapshot), into
+/// `memory`'s rollup, in order.
+pub fn roll_up_files(
+    files: &[(std::path::PathBuf, u64)],
+    memory: &Memory,
+) -> std::io::Result<RebuildReport> {
+    let started = Instant::now();
+    let mut report = RebuildReport::default();
+    let mut statuses = Vec::new();
+    for (path, start) in files {
+        crate::replay::for_each_line_from(path, *start, |_, _, line| {
+            let Some(head) = record::head(line) else {
+                return;
+            };
+            let (Some(node), true) = (head.node_id, head.kind == kind::HEARTBEAT) else {
+                return;
+            };
+            let Some(ts) = head.time() else { return };
+            let Ok(s) = serde_json::from_slice::<Sampled>(line) else {
+                return;
+            };
+            statuses.clear();
+            statuses.extend(s.record.checks.iter().map(|c| c.status));
+            memory.roll_up(node, ts, s.record.metrics.as_ref(), &statuses);
+            report.rolled_up += 1;
+        })?;
+    }
+    report.elapsed = started.elapsed();
+    Ok(report)
+}
+
 /// Feeds every heartbeat line of `dir` received at or after its node's `floor` (Unix seconds)
 /// into `memory`'s rollup, in log order, storing the buckets it closes.
 pub fn roll_up_log(
@@ -73,13 +105,9 @@ pub fn roll_up_log(
                 return;
             }
             // Unreadable lines are reported by the fleet's replay; here they are skipped.
-            let Ok(s) = serde_json::from_slice::<Sampled>(line) else {
-                return;
-            };
-            statuses.clear();
-            statuses.extend(s.record.checks.iter().map(|c| c.status));
-            memory.roll_up(node, ts, s.record.metrics.as_ref(), &statuses);
-            report.rolled_up += 1;
+            if roll_up_line(memory, node, ts, line, &mut statuses) {
+                report.rolled_up += 1;
+            }
             // A first start over a long log takes a while: systemd must not give up on it.
             if report.rolled_up.is_multiple_of(4096) && told.elapsed() >= PROGRESS_EVERY {
                 told = Instant::now();
@@ -91,4 +119,23 @@ pub fn roll_up_log(
     }
     report.elapsed = started.elapsed();
     Ok(report)
+}
+
+/// Rolls up one heartbeat record line (as the log holds it) of `node`, received at `ts`,
+/// parsing only its measurements; `statuses` is scratch space. False if the line is not a
+/// readable heartbeat.
+pub fn roll_up_line(
+    memory: &Memory,
+    node: Uuid,
+    ts: DateTime<Utc>,
+    line: &[u8],
+    statuses: &mut Vec<CheckStatus>,
+) -> bool {
+    let Ok(s) = serde_json::from_slice::<Sampled>(line) else {
+        return false;
+    };
+    statuses.clear();
+    statuses.extend(s.record.checks.iter().map(|c| c.status));
+    memory.roll_up(node, ts, s.record.metrics.as_ref(), statuses);
+    true
 }

@@ -188,6 +188,40 @@ fn a_disk_growing_a_percent_a_day_is_full_when_the_line_says() {
     assert!(r.node(&node).unwrap().forecasts().is_empty());
 }
 
+#[test]
+fn a_rollup_begun_mid_hour_takes_the_stored_whole_hours_for_its_trend() {
+    let node = Uuid::from_u128(5);
+    // A disk rising 1 % per hour, a sample a minute, over 10 hours: the whole log.
+    let pct = |m: i64| 50.0 + m as f64 / 60.0;
+    let mut whole = Rollup::default();
+    let mut stored = Vec::new();
+    for m in 0..600 {
+        for c in whole.add(node, at(T0 + m * 60), &sample(0.5, pct(m))) {
+            if c.tier == Tier::Hour {
+                stored.push(c.bucket);
+            }
+        }
+    }
+    // A restart whose floor fell at 8:55: the rollup sees 8:55 to 10:00 only, its 8:00 hour
+    // holds five minutes. Seeded with the stored hours, it forecasts as the whole log does.
+    let mut restarted = Rollup::default();
+    for m in 535..600 {
+        restarted.add(node, at(T0 + m * 60), &sample(0.5, pct(m)));
+    }
+    restarted.seed_trend(node, &stored);
+    let (a, b) = (
+        whole.node(&node).unwrap().forecasts(),
+        restarted.node(&node).unwrap().forecasts(),
+    );
+    assert_eq!(a.len(), 1);
+    assert_eq!(a[0].hours, b[0].hours);
+    assert!(
+        (a[0].pct_per_day - b[0].pct_per_day).abs() < 1e-4,
+        "{a:?} {b:?}"
+    );
+    assert!((a[0].pct_per_day - 24.0).abs() < 1e-3, "{a:?}");
+}
+
 fn closed(node: Uuid, tier: Tier, start: i64, load: f64) -> Closed {
     Closed {
         node,

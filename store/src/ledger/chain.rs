@@ -1,9 +1,9 @@
-//! `PROOFCHAIN.json` and `ROOT.txt`: the chain of signed checkpoints over
-//! `sovereign-scans.jsonl`, and the checks that make it verifiable offline.
+//! The chain of signed checkpoints over `sovereign-scans.jsonl` ([`ProofChain`]), making its
+//! next checkpoint, and the checks that make it verifiable offline. How it is kept on disk
+//! (`PROOFCHAIN.jsonl`, appended; `ROOT.txt`) is [`super::file`].
 //!
 //! The chain only grows: a new checkpoint is appended with the consistency proof from the one
-//! before it and the leaf hashes of the lines it adds; nothing already in it changes. Both
-//! files are written atomically (temporary file, fsync, rename, fsync of the directory).
+//! before it and the leaf hashes of the lines it adds; nothing already in it changes.
 
 use std::io::Write;
 use std::path::Path;
@@ -17,16 +17,20 @@ use vaultmesh_proto::merkle::{self, Frontier, Hash};
 
 use super::LedgerError;
 
-pub const CHAIN_FILE: &str = "PROOFCHAIN.json";
 pub const ROOT_FILE: &str = "ROOT.txt";
 pub const LOG_FILE: &str = "sovereign-scans.jsonl";
-pub const VERSION: u32 = 1;
+/// The format version of `PROOFCHAIN.jsonl` (a header line, then a line per checkpoint).
+pub const VERSION: u32 = 2;
+/// The format version of `PROOFCHAIN.json` (one document). Both hash as version 1 defined.
+pub const LEGACY_VERSION: u32 = 1;
 
-/// `PROOFCHAIN.json`.
+/// The chain: the header fields of `PROOFCHAIN.jsonl` and its checkpoints (also the layout of
+/// the version 1 `PROOFCHAIN.json`, which serde reads and writes directly).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProofChain {
-    /// Format version (1).
+    /// Format version of the file it was read from: 2 (`PROOFCHAIN.jsonl`) or 1
+    /// (`PROOFCHAIN.json`).
     pub version: u32,
     /// The checkpoints' origin line, also the signing key's name.
     pub origin: String,
@@ -82,32 +86,37 @@ impl ProofChain {
         self.checkpoints.last().map_or(0, |e| e.size)
     }
 
-    /// Loads `dir/PROOFCHAIN.json`, if there is one.
-    pub fn load(dir: &Path) -> Result<Option<ProofChain>, LedgerError> {
-        let path = dir.join(CHAIN_FILE);
-        match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| LedgerError::Chain(format!("{}: {e}", path.display()))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(LedgerError::Io(path, e)),
-        }
+    /// Whether `self` is `other` with zero or more checkpoints after its own: same origin, log,
+    /// hashing rule and key, and `other`'s checkpoints its first ones (the format version may
+    /// differ: a chain converted from `PROOFCHAIN.json` extends it).
+    pub fn extends(&self, other: &ProofChain) -> bool {
+        self.origin == other.origin
+            && self.log == other.log
+            && self.leaf == other.leaf
+            && self.verifier_key == other.verifier_key
+            && self.checkpoints.starts_with(&other.checkpoints)
     }
 
-    /// Appends a checkpoint over `tree` (all the log's leaves) if it holds more than the
-    /// newest one. Returns whether it did.
-    pub fn extend(&mut self, tree: &merkle::Tree, key: &NodeKey) -> Result<bool, LedgerError> {
+    /// The checkpoint over `tree` (all the log's leaves) to append, if it holds more than the
+    /// newest one: signed, with the consistency proof from the newest one and the hashes of
+    /// the leaves it adds. O(new leaves + log n): the cached tree answers the root and the
+    /// proof in O(log n) hashes. [`super::file::Appender::append`] makes it part of the chain.
+    pub fn next_checkpoint(
+        &self,
+        tree: &merkle::Tree,
+        key: &NodeKey,
+    ) -> Result<Option<Entry>, LedgerError> {
         let public = vaultmesh_proto::auth::parse_public_key(&key.public_base64())
             .map_err(|e| LedgerError::Chain(e.to_string()))?;
         if verifier_key(&self.origin, &public) != self.verifier_key {
-            return Err(LedgerError::Chain(format!(
-                "{CHAIN_FILE} is signed by another key; refusing to mix keys in one chain"
-            )));
+            return Err(LedgerError::Chain(
+                "the chain is signed by another key; refusing to mix keys in one chain".into(),
+            ));
         }
         let old = self.size();
         let new = tree.size();
         if new <= old {
-            return Ok(false);
+            return Ok(None);
         }
         let leaves = tree.leaves();
         let out_of_range = || LedgerError::Chain("tree size out of range".into());
@@ -120,26 +129,14 @@ impl ProofChain {
         }
         .sign(&self.origin, key);
         let added: Vec<u8> = leaves[old as usize..].iter().flatten().copied().collect();
-        self.checkpoints.push(Entry {
+        Ok(Some(Entry {
             size: new,
             root: hex::encode(root),
             signed_note: note,
             consistency: consistency.iter().map(hex::encode).collect(),
             leaves: STANDARD.encode(added),
             created_at: chrono::Utc::now(),
-        });
-        Ok(true)
-    }
-
-    /// Writes `PROOFCHAIN.json` and `ROOT.txt` (the newest signed note), each atomically.
-    pub fn save(&self, dir: &Path) -> Result<(), LedgerError> {
-        let json = serde_json::to_vec_pretty(self)
-            .map_err(|e| LedgerError::Chain(format!("cannot encode the chain: {e}")))?;
-        write_atomic(dir, CHAIN_FILE, &json)?;
-        if let Some(last) = self.checkpoints.last() {
-            write_atomic(dir, ROOT_FILE, last.signed_note.as_bytes())?;
-        }
-        Ok(())
+        }))
     }
 
     /// Checks the whole chain against the log's `leaves` (recomputed from the log): every
@@ -151,18 +148,16 @@ impl ProofChain {
         pinned: Option<&ed25519_dalek::VerifyingKey>,
     ) -> Result<(), LedgerError> {
         let bad = |m: String| Err(LedgerError::Tampered(m));
-        if self.version != VERSION {
+        if self.version != VERSION && self.version != LEGACY_VERSION {
             return bad(format!(
-                "{CHAIN_FILE}: version {} is not {VERSION}",
+                "the chain's version {} is neither {VERSION} nor {LEGACY_VERSION}",
                 self.version
             ));
         }
         let (name, own) = parse_verifier_key(&self.verifier_key)
             .map_err(|e| LedgerError::Chain(e.to_string()))?;
         if pinned.is_some_and(|p| p != &own) {
-            return bad(format!(
-                "{CHAIN_FILE}: signed by a key other than the one given"
-            ));
+            return bad("the chain is signed by a key other than the one given".into());
         }
         let key = pinned.unwrap_or(&own);
         let mut frontier = Frontier::new();
@@ -255,16 +250,16 @@ pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), LedgerEr
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn leaves(n: usize) -> Vec<Hash> {
+    pub(crate) fn leaves(n: usize) -> Vec<Hash> {
         (0..n)
             .map(|i| merkle::leaf_hash(format!("{{\"line\":{i}}}").as_bytes()))
             .collect()
     }
 
-    fn tree_of(leaves: &[Hash]) -> merkle::Tree {
+    pub(crate) fn tree_of(leaves: &[Hash]) -> merkle::Tree {
         let mut t = merkle::Tree::new();
         for l in leaves {
             t.push(*l);
@@ -272,11 +267,22 @@ mod tests {
         t
     }
 
-    fn chain_over(sizes: &[usize], key: &NodeKey) -> (ProofChain, Vec<Hash>) {
+    /// Appends the next checkpoint in memory only; whether there was one.
+    pub(crate) fn extend(c: &mut ProofChain, tree: &merkle::Tree, key: &NodeKey) -> bool {
+        match c.next_checkpoint(tree, key).unwrap() {
+            Some(e) => {
+                c.checkpoints.push(e);
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub(crate) fn chain_over(sizes: &[usize], key: &NodeKey) -> (ProofChain, Vec<Hash>) {
         let all = leaves(*sizes.last().unwrap());
         let mut c = ProofChain::new("vaultmesh.test/scans", key);
         for s in sizes {
-            assert!(c.extend(&tree_of(&all[..*s]), key).unwrap());
+            assert!(extend(&mut c, &tree_of(&all[..*s]), key));
         }
         (c, all)
     }
@@ -287,7 +293,7 @@ mod tests {
         let (mut c, all) = chain_over(&[1, 2, 5, 8, 13], &key);
         c.verify(&all, None).unwrap();
         assert!(
-            !c.extend(&tree_of(&all), &key).unwrap(),
+            !extend(&mut c, &tree_of(&all), &key),
             "nothing new: no checkpoint"
         );
         assert_eq!(c.checkpoints.len(), 5);
@@ -304,14 +310,6 @@ mod tests {
         let mut more = all.clone();
         more.push(merkle::leaf_hash(b"new"));
         c.verify(&more, None).unwrap();
-        // Round trip through JSON.
-        let dir = tempfile::tempdir().unwrap();
-        c.save(dir.path()).unwrap();
-        assert_eq!(ProofChain::load(dir.path()).unwrap().unwrap(), c);
-        assert_eq!(
-            std::fs::read_to_string(dir.path().join(ROOT_FILE)).unwrap(),
-            c.checkpoints[4].signed_note
-        );
     }
 
     #[test]
@@ -380,6 +378,19 @@ mod worked_example {
         r#"{"kind":"scan","ts":"2026-11-29T10:10:00Z","node_id":"00000000-0000-4000-8000-000000000001","record":{"scan_id":"00000000-0000-4000-8000-0000000000a3"}}"#,
     ];
 
+    /// `docs/LEDGER.md`'s value line `- label: `value``.
+    fn value(label: &str, value: &str) -> String {
+        format!("- {label}: `{value}`\n")
+    }
+
+    /// `docs/LEDGER.md`'s example block `name` (its text without the final newline).
+    fn block(lang: &str, name: &str, text: &str) -> String {
+        format!(
+            "```{lang} example={name}\n{}\n```\n",
+            text.trim_end_matches('\n')
+        )
+    }
+
     #[test]
     fn the_documented_example_holds() {
         let key = NodeKey::from_seed([7; 32]);
@@ -394,41 +405,54 @@ mod worked_example {
         for l in &leaves {
             t.push(*l);
         }
-        let mut c = ProofChain::new("example.org/sovereign-scans", &key);
+        let origin = "example.org/sovereign-scans";
+        let mut c = ProofChain::new(origin, &key);
         let mut first = merkle::Tree::new();
         first.push(leaves[0]);
         first.push(leaves[1]);
-        c.extend(&first, &key).unwrap();
-        c.extend(&t, &key).unwrap();
+        assert!(super::tests::extend(&mut c, &first, &key));
+        assert!(super::tests::extend(&mut c, &t, &key));
+        for (e, at) in c
+            .checkpoints
+            .iter_mut()
+            .zip(["2026-11-29T10:05:01Z", "2026-11-29T10:10:01Z"])
+        {
+            e.created_at = at.parse().unwrap();
+        }
+        let chain_file = String::from_utf8(super::super::file::encode(&c).unwrap()).unwrap();
+        let root_txt = &c.checkpoints[1].signed_note;
         let mut facts = vec![
-            format!("public key (base64): {}", key.public_base64()),
-            format!("verifier key: {}", c.verifier_key),
+            value("key seed", &STANDARD.encode([7u8; 32])),
+            value("origin", origin),
+            value("public key (base64)", &key.public_base64()),
+            value("key id", c.verifier_key.split('+').nth(1).unwrap()),
+            value("verifier key", &c.verifier_key),
+            block("text", "scan-log", &LINES.join("\n")),
+            block("text", "root-txt", root_txt),
+            block("jsonl", "proofchain", &chain_file),
         ];
         for (i, l) in leaves.iter().enumerate() {
-            facts.push(format!("leaf {i}: {}", hex::encode(l)));
+            facts.push(value(&format!("leaf {i}"), &hex::encode(l)));
         }
-        facts.push(format!("root of 2: {}", c.checkpoints[0].root));
-        facts.push(format!("root of 3: {}", c.checkpoints[1].root));
-        facts.push(format!(
-            "consistency 2 → 3: {}",
-            c.checkpoints[1].consistency.join(", ")
+        facts.push(value("root of 2", &c.checkpoints[0].root));
+        facts.push(value("root of 3", &c.checkpoints[1].root));
+        facts.push(value(
+            "consistency 2 → 3",
+            &c.checkpoints[1].consistency.join(", "),
         ));
-        facts.push(format!(
-            "inclusion of leaf 0 in 3: {}",
-            t.inclusion(0, 3)
-                .unwrap()
-                .iter()
-                .map(hex::encode)
-                .collect::<Vec<_>>()
-                .join(", ")
-        ));
+        let inclusion: Vec<String> = t.inclusion(0, 3).unwrap().iter().map(hex::encode).collect();
+        facts.push(value("inclusion of leaf 0 in 3", &inclusion.join(", ")));
         for f in &facts {
-            assert!(doc.contains(f.as_str()), "docs/LEDGER.md lacks `{f}`");
+            assert!(doc.contains(f.as_str()), "docs/LEDGER.md lacks\n{f}");
         }
-        assert!(
-            doc.contains(&c.checkpoints[1].signed_note),
-            "docs/LEDGER.md lacks the signed note:\n{}",
-            c.checkpoints[1].signed_note
-        );
+
+        // The documented files are what `ledger verify` accepts, pinned to the documented key.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(LOG_FILE), LINES.join("\n") + "\n").unwrap();
+        std::fs::write(dir.path().join(super::super::CHAIN_FILE), &chain_file).unwrap();
+        std::fs::write(dir.path().join(ROOT_FILE), root_txt).unwrap();
+        let public = vaultmesh_proto::auth::parse_public_key(&key.public_base64()).unwrap();
+        let v = super::super::verify_offline(dir.path(), Some(&public)).unwrap();
+        assert_eq!((v.lines, v.checkpoints, v.torn), (3, 2, 0));
     }
 }

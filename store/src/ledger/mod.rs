@@ -1,16 +1,19 @@
 //! The ledger: an RFC 9162 Merkle tree over the lines of `sovereign-scans.jsonl`, published as
 //! signed checkpoints (`ROOT.txt`) and a chain of them with consistency proofs
-//! (`PROOFCHAIN.json`) that anyone can verify offline. See `docs/LEDGER.md`.
+//! (`PROOFCHAIN.jsonl`) that anyone can verify offline. See `docs/LEDGER.md`.
 //!
-//! - [`chain`]: the two files, extending the chain and verifying it.
+//! - [`chain`]: the chain, making its next checkpoint and verifying it.
+//! - [`file`]: the chain on disk — appended a checkpoint at a time, a torn last line cut, the
+//!   version 1 `PROOFCHAIN.json` converted once.
 //! - [`Ledger`] (here): the Command Center's live ledger — it hashes the log's lines as they
-//!   land (reading the file, so it hashes exactly the bytes on disk), signs a checkpoint per
-//!   batch, serves roots and inclusion proofs, and raises a tamper alarm when the log no longer
-//!   matches what was signed. Without a key it signs nothing and adopts a chain that
-//!   `ledger build` extended offline, once it verifies against the log and extends the one
-//!   served.
+//!   land (the bytes on disk: at start the lines the store's replay read, then the file), signs
+//!   a checkpoint per batch, serves roots and inclusion proofs, and raises a tamper alarm when
+//!   the log no longer matches what was signed. Without a key it signs nothing and adopts a
+//!   chain that `ledger build` extended offline, once it verifies against the log and extends
+//!   the one served.
 
 pub mod chain;
+pub mod file;
 
 use std::collections::HashMap;
 use std::io::{Read, Seek, SeekFrom};
@@ -24,7 +27,8 @@ use uuid::Uuid;
 use vaultmesh_proto::auth::NodeKey;
 use vaultmesh_proto::merkle;
 
-pub use chain::{CHAIN_FILE, LOG_FILE, ProofChain, ROOT_FILE};
+pub use chain::{LOG_FILE, ProofChain, ROOT_FILE};
+pub use file::{CHAIN_FILE, LEGACY_CHAIN_FILE};
 
 /// The default origin (and key name) of the checkpoints.
 pub const DEFAULT_ORIGIN: &str = "vaultmesh/sovereign-scans";
@@ -66,6 +70,30 @@ struct ScanIdOnly {
 }
 
 impl Leaves {
+    /// Hashes one complete line (without its newline) that follows the lines hashed so far.
+    fn push(&mut self, bytes: &[u8]) {
+        self.tree.push(merkle::leaf_hash(bytes));
+        self.scan_ids.push(
+            serde_json::from_slice::<IdOnly>(bytes)
+                .ok()
+                .map(|l| l.record.scan_id),
+        );
+        self.offset += bytes.len() as u64 + 1;
+    }
+
+    /// Hashes a line of the log that the store's replay read, so the log is read once at start
+    /// for both: `line` (without its newline) at byte `offset`, in a file whose first `durable`
+    /// bytes are durable (its length once its torn tail was cut). Taken only when it is the
+    /// next line and its newline lies within `durable` — the bytes on disk, complete and
+    /// fsynced; anything else is left to [`Leaves::read_more`]. Returns whether it was taken.
+    pub fn feed(&mut self, offset: u64, line: &[u8], durable: u64) -> bool {
+        if offset != self.offset || offset + line.len() as u64 >= durable {
+            return false;
+        }
+        self.push(line);
+        true
+    }
+
     /// Reads the complete lines after `offset`, up to byte `limit` when given (the durable
     /// length: nothing not yet fsynced is hashed), one line at a time. A line without its
     /// newline yet waits for the next call.
@@ -106,14 +134,7 @@ impl Leaves {
             if n == 0 || line.last() != Some(&b'\n') {
                 break; // end, or a line still being written
             }
-            let bytes = &line[..n - 1];
-            self.tree.push(merkle::leaf_hash(bytes));
-            self.scan_ids.push(
-                serde_json::from_slice::<IdOnly>(bytes)
-                    .ok()
-                    .map(|l| l.record.scan_id),
-            );
-            self.offset += n as u64;
+            self.push(&line[..n - 1]);
             added += 1;
         }
         Ok(added)
@@ -167,8 +188,11 @@ struct State {
     chain: Option<ProofChain>,
     index: HashMap<Uuid, u64>,
     alarm: Option<String>,
-    /// `PROOFCHAIN.json` as last looked at (without a key: a change is a chain built offline).
-    chain_file: Option<FileStamp>,
+    /// Where the signer appends checkpoints.
+    appender: file::Appender,
+    /// `PROOFCHAIN.jsonl` and `PROOFCHAIN.json` as last looked at (without a key: a change is
+    /// a chain built offline).
+    chain_file: [Option<FileStamp>; 2],
     /// A chain built offline signs lines this process has not read yet: look again.
     chain_waiting: bool,
 }
@@ -183,6 +207,11 @@ impl FileStamp {
         let m = std::fs::metadata(path).ok()?;
         Some(FileStamp(m.len(), m.modified().ok(), m.ino()))
     }
+
+    /// The chain's files in `dir`.
+    fn of_chain(dir: &Path) -> [Option<FileStamp>; 2] {
+        file::paths(dir).map(|p| FileStamp::of(&p))
+    }
 }
 
 /// The Command Center's live ledger.
@@ -195,19 +224,29 @@ pub struct Ledger {
 }
 
 impl Ledger {
-    /// Reads the log and the chain and checks one against the other. A log that no longer
-    /// matches what was signed (shorter, or a changed line) raises the alarm, logged loudly; the
-    /// chain is then never extended by this process.
+    /// Reads the rest of the log after `leaves` (the lines the store's replay hashed: pass
+    /// `Leaves::default()` to read it all here) and the chain (converting a version 1
+    /// `PROOFCHAIN.json`, cutting an unfinished last line), and checks one against the other.
+    /// A log that no longer matches what was signed (shorter, or a changed line) raises the
+    /// alarm, logged loudly; the chain is then never extended by this process.
     pub fn open(
         dir: &Path,
         origin: &str,
         key: Option<Arc<NodeKey>>,
+        mut leaves: Leaves,
     ) -> Result<Ledger, LedgerError> {
-        // Only a signer writes the chain; a Command Center without a key leaves it to
+        // Only a signer appends to the chain; a Command Center without a key leaves it to
         // `ledger build`. The caller holds the log directory's lock (`serve` does), so no
-        // `ledger build` runs meanwhile.
-        let leaves = Leaves::read(dir)?;
-        let chain = ProofChain::load(dir)?;
+        // `ledger build` runs meanwhile, and this process is the one to convert or cut it.
+        let fed = leaves.tree.size();
+        let read = leaves.read_more(dir, None)?;
+        tracing::info!(
+            lines = leaves.tree.size(),
+            from_replay = fed,
+            read_here = read,
+            "Ledger leaves hashed."
+        );
+        let (chain, appender) = file::open(dir)?;
         let pinned = key
             .as_ref()
             .and_then(|k| vaultmesh_proto::auth::parse_public_key(&k.public_base64()).ok());
@@ -218,7 +257,7 @@ impl Ledger {
             tracing::error!(alarm = %a, "LEDGER TAMPER ALARM: the scan log does not match its signed checkpoints; the chain will not be extended.");
         }
         let index = index_of(&leaves);
-        let chain_file = FileStamp::of(&dir.join(CHAIN_FILE));
+        let chain_file = FileStamp::of_chain(dir);
         Ok(Ledger {
             dir: dir.to_path_buf(),
             origin: chain
@@ -230,6 +269,7 @@ impl Ledger {
                 chain,
                 index,
                 alarm,
+                appender,
                 chain_file,
                 chain_waiting: false,
             }),
@@ -267,24 +307,35 @@ impl Ledger {
         let Some(key) = &self.key else {
             return self.adopt_offline_chain(&mut st).map(|_| None);
         };
-        let State { leaves, chain, .. } = &mut *st;
+        let State {
+            leaves,
+            chain,
+            appender,
+            ..
+        } = &mut *st;
         let chain = chain.get_or_insert_with(|| ProofChain::new(&self.origin, key));
-        if chain.extend(&leaves.tree, key)? {
-            chain.save(&self.dir)?;
-            return Ok(Some(chain.size()));
+        let signed = match chain.next_checkpoint(&leaves.tree, key) {
+            Ok(Some(entry)) => appender
+                .append(&self.dir, chain, entry)
+                .map(|()| Some(chain.size())),
+            Ok(None) => Ok(None),
+            Err(e) => Err(e),
+        };
+        if let Err(e @ LedgerError::Tampered(_)) = &signed {
+            st.alarm = Some(e.to_string());
         }
-        Ok(None)
+        signed
     }
 
     /// Without a signing key this process never writes the chain; `ledger build` extends it on
-    /// a copy of the log whose `PROOFCHAIN.json` and `ROOT.txt` are copied back here (it cannot
-    /// run on this directory while this process holds its lock). When
-    /// `PROOFCHAIN.json` changes, the new chain is served once it verifies against the log (by
+    /// a copy of the log whose `PROOFCHAIN.jsonl` and `ROOT.txt` are copied back here (it
+    /// cannot run on this directory while this process holds its lock). When
+    /// `PROOFCHAIN.jsonl` (or a `PROOFCHAIN.json` from a version 1 signer) changes, the new chain is served once it verifies against the log (by
     /// its own key, as at start) and extends the chain served; one that does not is the tamper
     /// alarm. A file that does not parse (still being copied) is looked at again when it
     /// changes; a chain over lines not read yet, on the next refresh. Returns whether it adopted.
     fn adopt_offline_chain(&self, st: &mut State) -> Result<bool, LedgerError> {
-        let stamp = FileStamp::of(&self.dir.join(CHAIN_FILE));
+        let stamp = FileStamp::of_chain(&self.dir);
         if stamp == st.chain_file && !st.chain_waiting {
             return Ok(false);
         }
@@ -292,8 +343,8 @@ impl Ledger {
         st.chain_file = stamp;
         st.chain_waiting = false;
         let served = st.chain.as_ref().filter(|c| !c.checkpoints.is_empty());
-        let new = match ProofChain::load(&self.dir) {
-            Ok(Some(c)) if !c.checkpoints.is_empty() => c,
+        let new = match file::load(&self.dir) {
+            Ok(Some(l)) if !l.chain.checkpoints.is_empty() => l.chain,
             Ok(_) if served.is_none() => return Ok(false),
             Ok(_) => {
                 return Err(self.raise(
@@ -314,10 +365,7 @@ impl Ledger {
             if new == *old {
                 return Ok(false);
             }
-            if new.origin != old.origin
-                || new.verifier_key != old.verifier_key
-                || !new.checkpoints.starts_with(&old.checkpoints)
-            {
+            if !new.extends(old) {
                 return Err(self.raise(
                     st,
                     format!(
@@ -450,13 +498,14 @@ fn check(
         };
     };
     chain.verify(leaves.tree.leaves(), pinned)?;
+    let newest = &chain.checkpoints[chain.checkpoints.len() - 1].signed_note;
     let Some(note) = root_txt else {
-        return chain.save(dir); // restore ROOT.txt from the chain
+        return file::write_root(dir, newest); // restore ROOT.txt from the chain
     };
     let position = chain.checkpoints.iter().position(|e| e.signed_note == note);
     match position {
         Some(i) if i + 1 == chain.checkpoints.len() => Ok(()),
-        Some(_) => chain.save(dir), // ROOT.txt lagged behind (crash between the writes)
+        Some(_) => file::write_root(dir, newest), // ROOT.txt lagged behind (crash between the writes)
         None => Err(LedgerError::Tampered(format!(
             "{ROOT_FILE} is not a checkpoint of {CHAIN_FILE}: the chain was replaced or rolled back"
         ))),
@@ -508,30 +557,55 @@ pub fn prove(
     })
 }
 
-/// `ledger prove`: the proof of `scan_id` from the files in `dir`.
+/// `ledger prove`: the proof of `scan_id` from the files in `dir` (either chain format).
 pub fn prove_offline(dir: &Path, scan_id: Uuid) -> Result<ProofView, LedgerError> {
     let leaves = Leaves::read(dir)?;
-    let chain = ProofChain::load(dir)?;
+    let chain = file::load(dir)?.map(|l| l.chain);
     prove(&leaves, chain.as_ref(), &index_of(&leaves), scan_id)
 }
 
-/// `ledger verify`: checks the chain in `dir` against its log; returns (lines, checkpoints).
+/// What `ledger verify` checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    /// Lines of the log.
+    pub lines: u64,
+    pub checkpoints: usize,
+    /// The chain file verified: [`CHAIN_FILE`] or [`LEGACY_CHAIN_FILE`].
+    pub file: &'static str,
+    /// Bytes of an unfinished last line of the chain file, ignored (an append a crash
+    /// interrupted; `ROOT.txt` never named it).
+    pub torn: u64,
+}
+
+/// `ledger verify`: checks the chain in `dir` (`PROOFCHAIN.jsonl`, or a version 1
+/// `PROOFCHAIN.json`) against its log and `ROOT.txt`, changing nothing.
 pub fn verify_offline(
     dir: &Path,
     pinned: Option<&ed25519_dalek::VerifyingKey>,
-) -> Result<(u64, usize), LedgerError> {
+) -> Result<Verified, LedgerError> {
     let leaves = Leaves::read(dir)?;
-    let chain = ProofChain::load(dir)?
-        .ok_or_else(|| LedgerError::NotFound(format!("no {CHAIN_FILE} in {}", dir.display())))?;
+    let loaded = file::load(dir)?.ok_or_else(|| {
+        LedgerError::NotFound(format!(
+            "no {CHAIN_FILE} (nor {LEGACY_CHAIN_FILE}) in {}",
+            dir.display()
+        ))
+    })?;
+    let chain = &loaded.chain;
     chain.verify(leaves.tree.leaves(), pinned)?;
     let root_txt = std::fs::read_to_string(dir.join(ROOT_FILE))
         .map_err(|e| LedgerError::Io(dir.join(ROOT_FILE), e))?;
     if chain.checkpoints.last().map(|e| e.signed_note.as_str()) != Some(root_txt.as_str()) {
         return Err(LedgerError::Tampered(format!(
-            "{ROOT_FILE} is not the newest checkpoint of {CHAIN_FILE}"
+            "{ROOT_FILE} is not the newest checkpoint of {}",
+            loaded.file
         )));
     }
-    Ok((leaves.tree.size(), chain.checkpoints.len()))
+    Ok(Verified {
+        lines: leaves.tree.size(),
+        checkpoints: chain.checkpoints.len(),
+        file: loaded.file,
+        torn: loaded.torn,
+    })
 }
 
 /// `ledger build`: extends the chain in `dir` over its log, signing with `key`. Refuses a log
@@ -542,16 +616,78 @@ pub fn build_offline(dir: &Path, origin: &str, key: &NodeKey) -> Result<Option<u
     let leaves = Leaves::read(dir)?;
     let pinned = vaultmesh_proto::auth::parse_public_key(&key.public_base64())
         .map_err(|e| LedgerError::Chain(e.to_string()))?;
-    let chain = ProofChain::load(dir)?;
+    let (chain, mut appender) = file::open(dir)?;
     check(dir, chain.as_ref(), &leaves, Some(&pinned))?;
     let mut chain = match chain {
         Some(c) if !c.checkpoints.is_empty() => c,
         _ => ProofChain::new(origin, key),
     };
-    if chain.extend(&leaves.tree, key)? {
-        chain.save(dir)?;
-        Ok(Some(chain.size()))
-    } else {
-        Ok(None)
+    match chain.next_checkpoint(&leaves.tree, key)? {
+        Some(entry) => {
+            appender.append(dir, &mut chain, entry)?;
+            Ok(Some(chain.size()))
+        }
+        None => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scan_line(i: u128) -> String {
+        format!(
+            r#"{{"kind":"scan","ts":"2026-11-29T10:00:00Z","node_id":"{}","record":{{"scan_id":"{}"}}}}"#,
+            Uuid::from_u128(1),
+            Uuid::from_u128(0xa0 + i)
+        )
+    }
+
+    #[test]
+    fn a_line_is_fed_only_in_order_and_with_its_newline_durable() {
+        let mut l = Leaves::default();
+        let (a, b) = (scan_line(1), scan_line(2));
+        let a_end = a.len() as u64 + 1;
+        assert!(!l.feed(5, a.as_bytes(), 1000), "not the next line");
+        assert!(
+            !l.feed(0, a.as_bytes(), a.len() as u64),
+            "its newline is not durable"
+        );
+        assert!(l.feed(0, a.as_bytes(), a_end));
+        assert!(!l.feed(0, a.as_bytes(), 1000), "not twice");
+        assert!(l.feed(a_end, b.as_bytes(), 1000));
+        assert_eq!((l.tree.size(), l.offset), (2, a_end + b.len() as u64 + 1));
+        assert_eq!(l.scan_ids[1], Some(Uuid::from_u128(0xa2)));
+    }
+
+    /// The scan log is read once at start: the store's replay hashes every durable line for
+    /// the ledger, and the ledger has nothing left to read.
+    #[test]
+    fn the_store_replay_hashes_the_whole_scan_log_for_the_ledger() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut text: String = (0..50).map(|i| scan_line(i) + "\n").collect();
+        text.push_str("not json at all\n");
+        text.push_str(&scan_line(99)[..40]); // a torn tail: never acknowledged, cut at open
+        std::fs::write(dir.path().join(LOG_FILE), &text).unwrap();
+        let mut fed = Leaves::default();
+        let bus = Arc::new(crate::bus::Bus::new(16, 16));
+        let (_store, report) = crate::JsonlStore::open_feeding(
+            &crate::StoreOptions::new(dir.path().into()),
+            bus,
+            Some(&mut fed),
+        )
+        .unwrap();
+        assert!(report.lines >= 51);
+        assert_eq!(fed.tree.size(), 51, "every complete line, the torn one cut");
+        let mut rest = fed.clone();
+        assert_eq!(rest.read_more(dir.path(), None).unwrap(), 0, "nothing left");
+        let read = Leaves::read(dir.path()).unwrap();
+        assert_eq!(fed.tree.leaves(), read.tree.leaves());
+        assert_eq!(fed.scan_ids, read.scan_ids);
+        assert_eq!(fed.offset, read.offset);
+        assert_eq!(
+            fed.offset,
+            std::fs::metadata(dir.path().join(LOG_FILE)).unwrap().len()
+        );
     }
 }

@@ -12,11 +12,14 @@
 //! - [`schema`]: embedded migrations and the append-only trigger.
 //! - [`rows`]: the `records` row and the batched insert.
 //! - [`writer`], [`tail`]: writing, and following the log.
+//! - [`tiers`]: the history tiers (`history_5m`, `history_1h`), their retention, and restoring
+//!   the rollup at start.
 //! - [`transfer`]: `store export` / `store import` between a log directory and a database.
 
 pub mod rows;
 pub mod schema;
 pub mod tail;
+pub mod tiers;
 pub mod transfer;
 pub mod writer;
 
@@ -27,7 +30,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use futures_util::TryStreamExt;
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::types::ToSql;
@@ -138,22 +141,21 @@ async fn connect(url: &str) -> Result<Client, PgError> {
 
 impl PgStore {
     /// Connects, migrates, loads the log into memory, brings `opts.dir`'s copy of the scan log
-    /// up to date, and starts following the log. Must run inside a Tokio runtime.
+    /// up to date (handing each of its lines to `ledger`, so the copy is read once at start),
+    /// and starts following the log. Must run inside a Tokio runtime.
     pub async fn open(
         url: &str,
         opts: &StoreOptions,
         bus: Arc<Bus>,
+        ledger: Option<&mut crate::ledger::Leaves>,
     ) -> Result<(PgStore, ReplayReport), PgError> {
         let started = Instant::now();
         let mut client = connect(url).await?;
         schema::migrate(&mut client).await?;
-        let memory = Arc::new(Memory::new(
-            opts.limits,
-            bus,
-            Arc::new(crate::history::MemTiers::default()),
-        ));
-        let (cursor, mut report) = load(&mut client, &memory).await?;
-        let (mirror, durable) = mirror(&client, &opts.dir, cursor, &opts.health).await?;
+        let tiers = Arc::new(tiers::PgTiers::open(url, opts.history));
+        let memory = Arc::new(Memory::new(opts.limits, bus, tiers.clone()));
+        let (cursor, mut report) = load(&mut client, &memory, &tiers).await?;
+        let (mirror, durable) = mirror(&client, &opts.dir, cursor, &opts.health, ledger).await?;
         report.elapsed = started.elapsed();
         tracing::info!(
             lines = report.lines,
@@ -184,6 +186,7 @@ impl PgStore {
             url.to_string(),
             Arc::clone(&leads),
             opts.heartbeats.retention,
+            opts.history,
         ));
         let backend = PgBackend {
             url: url.to_string(),
@@ -198,9 +201,14 @@ impl PgStore {
 }
 
 /// Reads a consistent snapshot of the log into `memory`: every record but heartbeats, and per
-/// node its heartbeat count, last `history_len` history points and last heartbeat. Returns the
-/// snapshot's newest id (the cursor).
-async fn load(client: &mut Client, memory: &Memory) -> Result<(i64, ReplayReport), PgError> {
+/// node its heartbeat count, last `history_len` history points and last heartbeat; then
+/// restores the history rollup from the heartbeats since the tiers' newest buckets
+/// ([`tiers::rebuild`]). Returns the snapshot's newest id (the cursor).
+async fn load(
+    client: &mut Client,
+    memory: &Memory,
+    tiers: &tiers::PgTiers,
+) -> Result<(i64, ReplayReport), PgError> {
     let mut report = ReplayReport::default();
     let tx = client
         .build_transaction()
@@ -292,6 +300,12 @@ async fn load(client: &mut Client, memory: &Memory) -> Result<(i64, ReplayReport
             Err(reason) => report.skipped.push(bad(id, reason)),
         }
     }
+    let rebuilt = tiers::rebuild(&tx, memory, tiers, cursor, Utc::now()).await?;
+    tracing::info!(
+        rolled_up = rebuilt.rolled_up,
+        ms = rebuilt.elapsed.as_millis() as u64,
+        "Rebuilt the history rollup from the heartbeats since the newest stored buckets."
+    );
     tx.commit().await?;
     for b in &report.skipped {
         tracing::warn!(record = b.line, reason = %b.reason, "Skipped a bad record.");
@@ -301,12 +315,13 @@ async fn load(client: &mut Client, memory: &Memory) -> Result<(i64, ReplayReport
 
 /// Opens `dir/sovereign-scans.jsonl` as the copy of the database's scan lines up to `cursor`:
 /// checks that its last line is the database's line of that number, and appends the lines it
-/// lacks (streamed). Returns it and its durable length.
+/// lacks (streamed), handing every line to `ledger`. Returns it and its durable length.
 async fn mirror(
     client: &Client,
     dir: &Path,
     cursor: i64,
     health: &Arc<StorageHealth>,
+    mut ledger: Option<&mut crate::ledger::Leaves>,
 ) -> Result<(Journal, u64), PgError> {
     use std::io::Write as _;
     // Opening cuts a torn final line; the copy is then checked and completed directly.
@@ -317,10 +332,15 @@ async fn mirror(
     let fail = |e: std::io::Error| PgError::Mirror(format!("{}: {e}", path.display()));
     let mut have = 0i64;
     let mut last = Vec::new();
-    replay::for_each_line(&path, |_, _, line| {
+    // Its torn tail was cut: every complete line is durable.
+    let durable = std::fs::metadata(&path).map_err(fail)?.len();
+    let end = replay::for_each_line(&path, |_, offset, line| {
         have += 1;
         last.clear();
         last.extend_from_slice(line);
+        if let Some(l) = ledger.as_deref_mut() {
+            l.feed(offset, line, durable);
+        }
     })
     .map_err(fail)?;
     let scans = "FROM records WHERE log = 'sovereign-scans' AND id <= $1 ORDER BY id";
@@ -352,10 +372,17 @@ async fn mirror(
         .map_err(fail)?;
     let mut out = std::io::BufWriter::new(file);
     let mut copied = 0u64;
+    // Fed as written: if the sync below fails, the store does not open and the leaves go too.
+    let mut offset = end;
     while let Some(row) = rows.try_next().await? {
-        out.write_all(row.get::<_, &str>(0).as_bytes())
+        let line = row.get::<_, &str>(0).as_bytes();
+        out.write_all(line)
             .and_then(|()| out.write_all(b"\n"))
             .map_err(fail)?;
+        if let Some(l) = ledger.as_deref_mut() {
+            l.feed(offset, line, offset + line.len() as u64 + 1);
+        }
+        offset += line.len() as u64 + 1;
         copied += 1;
     }
     let file = out.into_inner().map_err(|e| fail(e.into_error()))?;
@@ -376,8 +403,13 @@ async fn mirror(
 /// takes over 2 s; the session asks the server to end it after 5 s without a ping (and probes
 /// the socket), so a leader whose host vanished frees the lock within seconds, and a leader
 /// cut off steps down before the server lets another take over. The leader also deletes
-/// heartbeats older than `retention`, hourly.
-async fn lead(url: String, leads: Arc<AtomicBool>, retention: Duration) {
+/// heartbeats older than `retention` and history buckets past `history`'s retention, hourly.
+async fn lead(
+    url: String,
+    leads: Arc<AtomicBool>,
+    retention: Duration,
+    history: crate::history::HistoryOptions,
+) {
     loop {
         if let Ok((client, connection)) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await
         {
@@ -412,7 +444,7 @@ async fn lead(url: String, leads: Arc<AtomicBool>, retention: Duration) {
                         }
                         _ = hourly.tick() => {
                             // Its own connection: a long delete must not hold up the pings.
-                            tokio::spawn(expire(url.clone(), retention));
+                            tokio::spawn(expire(url.clone(), retention, history));
                         }
                     }
                 }
@@ -426,28 +458,36 @@ async fn lead(url: String, leads: Arc<AtomicBool>, retention: Duration) {
     }
 }
 
-async fn expire(url: String, retention: Duration) {
-    let Ok(age) = chrono::Duration::from_std(retention) else {
-        return;
-    };
+async fn expire(url: String, retention: Duration, history: crate::history::HistoryOptions) {
     let client = match writer::connect(&url).await {
         Ok(c) => c,
         Err(e) => {
-            tracing::warn!(error = %e, "Cannot delete heartbeats past retention.");
+            tracing::warn!(error = %e, "Cannot delete heartbeats and history past retention.");
             return;
         }
     };
-    let cutoff: DateTime<Utc> = Utc::now() - age;
-    match client
-        .execute(
-            "DELETE FROM records WHERE log = 'heartbeats' AND ts < $1",
-            &[&cutoff],
-        )
-        .await
+    let now = Utc::now();
+    // A retention too long for a date never expires anything.
+    if let Some(cutoff) = chrono::Duration::from_std(retention)
+        .ok()
+        .and_then(|age| now.checked_sub_signed(age))
     {
+        match client
+            .execute(
+                "DELETE FROM records WHERE log = 'heartbeats' AND ts < $1",
+                &[&cutoff],
+            )
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(rows = n, "Deleted heartbeats past retention."),
+            Err(e) => tracing::warn!(error = %e, "Cannot delete heartbeats past retention."),
+        }
+    }
+    match tiers::expire(&client, &history, now).await {
         Ok(0) => {}
-        Ok(n) => tracing::info!(rows = n, "Deleted heartbeats past retention."),
-        Err(e) => tracing::warn!(error = %e, "Cannot delete heartbeats past retention."),
+        Ok(n) => tracing::info!(rows = n, "Deleted history buckets past retention."),
+        Err(e) => tracing::warn!(error = %e, "Cannot delete history buckets past retention."),
     }
 }
 

@@ -5,6 +5,7 @@
 //! scans) cannot be updated or deleted — a trigger refuses it, whoever asks; heartbeats, which
 //! are telemetry, may be deleted by retention, as rotated JSONL segments are. `seen_requests`
 //! (migration 2) holds the digests of signed agent requests accepted within the replay window.
+//! `history_5m` and `history_1h` (migration 3) hold the closed history buckets ([`super::tiers`]).
 
 use tokio_postgres::{Client, GenericClient};
 
@@ -62,6 +63,30 @@ CREATE TABLE seen_requests (
 );
 COMMENT ON TABLE seen_requests IS 'Signed agent requests accepted within the replay window (SHA-256 of node id and signature), shared by every instance so a request is accepted at most once.';
 CREATE INDEX seen_requests_by_time ON seen_requests (seen_at);
+"#,
+    ),
+    (
+        3,
+        r#"
+CREATE TABLE history_5m (
+    node_id uuid        NOT NULL,
+    start   timestamptz NOT NULL,
+    metrics json        NOT NULL,
+    PRIMARY KEY (node_id, start)
+);
+COMMENT ON TABLE history_5m IS 'Closed 5-minute history buckets, one row per node and bucket (the first copy stored wins); kept --history-5m-retention.';
+COMMENT ON COLUMN history_5m.metrics IS 'Each metric: [min, avg, max, samples], as the JSONL store''s history files hold it (json: the text as written, half the size of jsonb).';
+CREATE TABLE history_1h (
+    node_id uuid        NOT NULL,
+    start   timestamptz NOT NULL,
+    metrics json        NOT NULL,
+    PRIMARY KEY (node_id, start)
+);
+COMMENT ON TABLE history_1h IS 'Closed 1-hour history buckets, one row per node and bucket (the first copy stored wins); kept --history-1h-retention.';
+COMMENT ON COLUMN history_1h.metrics IS 'Each metric: [min, avg, max, samples], as the JSONL store''s history files hold it (json: the text as written, half the size of jsonb).';
+-- A start reads each node's heartbeats since its newest stored buckets (the open buckets and
+-- raw samples): a range of this index, however long heartbeats are retained.
+CREATE INDEX records_heartbeats_by_node_ts ON records (node_id, ts) WHERE log = 'heartbeats';
 "#,
     ),
 ];
