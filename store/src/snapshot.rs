@@ -744,6 +744,52 @@ mod tests {
         assert_eq!(live.0[0].heartbeats, 40);
     }
 
+    /// A snapshot positioned in the active file stays usable once that file was rotated and
+    /// its segment compressed: the tail is read from the same place in the segment's lines.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_position_in_a_segment_compressed_since_still_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = options(dir.path(), 64 << 10);
+        assert!(
+            opts.heartbeats.zstd_level > 0,
+            "segments are compressed by default"
+        );
+        let (store, _) = open(&opts);
+        feed(&store, 5, 0..4).await;
+        snap(&store).await;
+        let early = std::fs::read(dir.path().join(FILE)).unwrap();
+        assert!(matches!(
+            load(dir.path(), opts.limits).unwrap().unwrap().position,
+            Position::In { offset, .. } if offset > 0
+        ));
+        feed(&store, 6, 4..40).await;
+        // Every closed segment compressed, the one the snapshot names first among them.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let segs = logdir::segments(dir.path(), LogName::Heartbeats).unwrap();
+            if segs.len() >= 2 && segs.iter().all(|(p, _)| logdir::is_compressed(p)) {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{segs:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let live = state(&store);
+        drop(store);
+
+        std::fs::write(dir.path().join(FILE), &early).unwrap();
+        let (store, report) = open(&opts);
+        assert_eq!(
+            report.snapshot,
+            SnapshotUse::Used {
+                nodes: 5,
+                tail_lines: 36 * 6
+            }
+        );
+        assert_eq!(state(&store), live);
+        drop(store);
+        assert_eq!(full_replay(&opts), live);
+    }
+
     /// Each rotation writes a snapshot positioned after the segment it closed; the next start
     /// reads only the active file.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
