@@ -118,7 +118,11 @@ pub fn compress_segment(plain: &Path, level: i32, stop: &AtomicBool) -> std::io:
         Ok(()) => {}
         // Retention deleted the segment meanwhile: it is past keeping in any form.
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::remove_file(&zst)?;
+            match std::fs::remove_file(&zst) {
+                // Retention may have deleted both forms.
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
             logdir::sync_dir(dir)?;
             return Ok(Outcome::Gone);
         }

@@ -26,6 +26,18 @@ use super::{StoreError, StoreLimits};
 use crate::bus::Bus;
 use crate::history::{self, files::TierFiles};
 
+/// A `--heartbeat-rotate-every` period: whole seconds (periods count whole seconds from the
+/// Unix epoch), at least one.
+fn rotation_period(text: &str) -> Result<Duration, String> {
+    let d = vaultmesh_process::duration::parse(text)?;
+    if d.as_secs() == 0 || d.subsec_nanos() != 0 {
+        return Err(format!(
+            "{text} is not a whole number of seconds of at least 1s (rotation periods start on whole seconds of UTC)"
+        ));
+    }
+    Ok(d)
+}
+
 /// How the heartbeat log rotates, compresses and how long its segments are kept (`serve`
 /// flags; scans, commands and events are kept forever, never rotated or compressed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Args)]
@@ -46,7 +58,7 @@ pub struct HeartbeatLog {
         value_name = "HEARTBEAT_ROTATE_EVERY",
         long = "heartbeat-rotate-every",
         default_value = "1h",
-        value_parser = vaultmesh_process::duration::parse_nonzero
+        value_parser = rotation_period
     )]
     pub rotate_every: Duration,
     /// zstd level rotated heartbeat segments are compressed at, in the background (1 fastest,
@@ -574,9 +586,11 @@ mod tests {
             let err = Flags::try_parse_from(["x", bad]).unwrap_err().to_string();
             assert!(err.contains("--heartbeat-zstd-level"), "{err}");
         }
-        let err = Flags::try_parse_from(["x", "--heartbeat-rotate-every", "0s"])
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("--heartbeat-rotate-every"), "{err}");
+        for bad in ["0s", "500ms", "1s 500ms"] {
+            let err = Flags::try_parse_from(["x", "--heartbeat-rotate-every", bad])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("--heartbeat-rotate-every"), "{err}");
+        }
     }
 }

@@ -356,6 +356,8 @@ pub fn after(
             Ok(None) => continue,
             // Deleted (or renamed) between listing and reading: not the one.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            // A compressed segment damaged on disk: not the one (replay reports the damage).
+            Err(_) if stored_compressed(path) => continue,
             Err(e) => return Err(e),
         };
         if FileId::of_first_line(&first) != want {
@@ -382,6 +384,12 @@ pub fn after(
         });
     }
     Ok(Err(Lost::FileGone(log.stem())))
+}
+
+/// Whether the segment `path` names is stored compressed: its name says so, or only its
+/// compressed form exists.
+pub fn stored_compressed(path: &Path) -> bool {
+    is_compressed(path) || (!path.exists() && compressed_path(path).exists())
 }
 
 /// Whether `path` holds the log's bytes as they are (a compressed segment's size says nothing

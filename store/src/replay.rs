@@ -88,6 +88,44 @@ pub fn for_each_line_from(
     for_each_line_at(open_lines(path, start)?, start, f)
 }
 
+/// Where a compressed segment damaged on disk (corrupt, cut short) stops being readable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Broken {
+    /// The first line not read (1-based, counted like the lines passed).
+    pub line: u64,
+    pub reason: String,
+}
+
+/// [`for_each_line_from`], except that a compressed segment damaged on disk is no error: its
+/// lines up to the damage are passed, and where it breaks is returned. A plain file's read
+/// errors, a missing file, and failing to reach `start` (past the end, not a line boundary,
+/// damage before it) are errors still: a place after `start` is only trusted if it is there.
+pub fn for_each_line_tolerant(
+    path: &Path,
+    start: u64,
+    mut f: impl FnMut(u64, u64, &[u8]),
+) -> std::io::Result<Result<u64, Broken>> {
+    let mut last = 0;
+    let read = match open_lines(path, start) {
+        Ok(r) => for_each_line_at(r, start, |n, offset, line| {
+            last = n;
+            f(n, offset, line);
+        }),
+        Err(e) if start > 0 => return Err(e),
+        Err(e) => Err(e),
+    };
+    match read {
+        Ok(end) => Ok(Ok(end)),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound && logdir::stored_compressed(path) => {
+            Ok(Err(Broken {
+                line: last + 1,
+                reason: format!("compressed segment unreadable from here to its end: {e}"),
+            }))
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// Opens `path` (plain or compressed) to read its lines from byte `start`, which must be 0 or
 /// just after a `\n`.
 fn open_lines(path: &Path, start: u64) -> std::io::Result<logdir::LogReader> {
@@ -436,7 +474,25 @@ pub fn replay_heartbeat_files(
     // Pass one: headers only.
     for (listed_path, start) in listed {
         let start = *start;
-        let reader = open_lines(listed_path, start)?;
+        let reader = match open_lines(listed_path, start) {
+            Ok(r) => r,
+            // A compressed segment that cannot even be opened. (Failing to reach a later
+            // `start` is an error: the snapshot's place is not there.)
+            Err(e)
+                if start == 0
+                    && e.kind() != std::io::ErrorKind::NotFound
+                    && logdir::stored_compressed(listed_path) =>
+            {
+                report.skipped.push(bad_line(
+                    listed_path,
+                    start,
+                    1,
+                    format!("compressed segment unreadable from here to its end: {e}"),
+                ));
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         let fi = files.len();
         let path = reader.path().to_path_buf();
         compressed.push(reader.is_compressed());

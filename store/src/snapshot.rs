@@ -196,6 +196,10 @@ pub enum Unusable {
     Lost(Lost),
     #[error("its place in the heartbeat log is not where a line starts: {0}")]
     NotALine(std::io::Error),
+    #[error("its place in the heartbeat log is past the end of its file: {0}")]
+    PastTheEnd(std::io::Error),
+    #[error("the heartbeat lines after its place cannot be read: {0}")]
+    Tail(std::io::Error),
 }
 
 /// A snapshot read back.
@@ -431,8 +435,10 @@ pub fn restore_heartbeats(
             Ok(files) => {
                 let nodes = snap.fleet.len();
                 *memory.history() = snap.history;
-                match replay::replay_heartbeat_files(&files, fleet, snap.fleet)
-                    .and_then(|r| crate::history::rebuild::roll_up_files(&files, memory).map(|_| r))
+                // The rollup first: the fleet changes only once every file was read, so a
+                // failure here or in the replay leaves it as it was for the full replay.
+                match crate::history::rebuild::roll_up_files(&files, memory)
+                    .and_then(|_| replay::replay_heartbeat_files(&files, fleet, snap.fleet))
                 {
                     Ok(mut report) => {
                         report.snapshot = SnapshotUse::Used {
@@ -447,15 +453,17 @@ pub fn restore_heartbeats(
                         );
                         return Ok((report, Some(snap.position)));
                     }
-                    Err(e)
-                        if matches!(
-                            e.kind(),
-                            std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof
-                        ) =>
-                    {
+                    Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
                         Some(Unusable::NotALine(e))
                     }
-                    Err(e) => return Err(e),
+                    // Past the end of a compressed segment (a plain file's length is checked
+                    // by `after`).
+                    Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                        Some(Unusable::PastTheEnd(e))
+                    }
+                    // Damage before the place in a compressed segment, say: the full replay
+                    // reads what can be read, or fails naming the file.
+                    Err(e) => Some(Unusable::Tail(e)),
                 }
             }
         },
@@ -774,6 +782,7 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let live = state(&store);
+        let live_rollup = crate::Backend::memory(&store.backend).history().clone();
         drop(store);
 
         std::fs::write(dir.path().join(FILE), &early).unwrap();
@@ -786,8 +795,128 @@ mod tests {
             }
         );
         assert_eq!(state(&store), live);
+        assert_eq!(
+            *crate::Backend::memory(&store.backend).history(),
+            live_rollup,
+            "the compressed tail rolled up after the snapshot's rollup"
+        );
         drop(store);
         assert_eq!(full_replay(&opts), live);
+    }
+
+    /// Compressed segments damaged on disk — bytes flipped, cut short, emptied — never stop a
+    /// start, with the snapshot (positioned before the damage) or without: what they hold up
+    /// to the damage is read, the damage is reported as a skipped line, and every node is
+    /// there with its newest heartbeat.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn damaged_compressed_segments_never_stop_a_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = options(dir.path(), 16 << 10);
+        let (store, _) = open(&opts);
+        feed(&store, 3, 0..2).await;
+        snap(&store).await;
+        let early = std::fs::read(dir.path().join(FILE)).unwrap();
+        let mut seq = 2;
+        while segments(dir.path()) < 4 {
+            feed(&store, 3, seq..seq + 1).await;
+            seq += 1;
+        }
+        feed(&store, 3, seq..seq + 1).await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let segs = loop {
+            let segs = logdir::segments(dir.path(), LogName::Heartbeats).unwrap();
+            if segs.iter().all(|(p, _)| logdir::is_compressed(p)) {
+                break segs;
+            }
+            assert!(std::time::Instant::now() < deadline, "{segs:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let newest = state(&store).1;
+        drop(store);
+        let zst = |i: usize| segs[i].0.clone();
+        let mut bytes = std::fs::read(zst(0)).unwrap();
+        let middle = bytes.len() / 2;
+        for b in &mut bytes[middle..middle + 16] {
+            *b ^= 0x5a;
+        }
+        std::fs::write(zst(0), &bytes).unwrap();
+        let bytes = std::fs::read(zst(1)).unwrap();
+        std::fs::write(zst(1), &bytes[..bytes.len() / 2]).unwrap();
+        std::fs::write(zst(2), b"").unwrap();
+
+        let check = |report: &ReplayReport, store: &JsonlStore| {
+            let damaged: Vec<_> = report
+                .skipped
+                .iter()
+                .filter(|b| b.reason.contains("compressed segment unreadable"))
+                .map(|b| b.file.clone())
+                .collect();
+            assert!(
+                damaged.contains(&zst(0)) && damaged.contains(&zst(1)),
+                "{report:?}"
+            );
+            let details = state(store).1;
+            assert_eq!(details.len(), 3);
+            for (d, n) in details.iter().zip(&newest) {
+                assert_eq!(
+                    d.latest, n.latest,
+                    "the newest heartbeat is in the active file"
+                );
+            }
+        };
+        // A snapshot positioned in the first (now damaged) segment.
+        std::fs::write(dir.path().join(FILE), &early).unwrap();
+        let (store, report) = open(&opts);
+        assert!(
+            matches!(
+                report.snapshot,
+                SnapshotUse::Used { .. } | SnapshotUse::Refused(_)
+            ),
+            "{:?}",
+            report.snapshot
+        );
+        check(&report, &store);
+        drop(store);
+        // No snapshot at all.
+        std::fs::remove_file(dir.path().join(FILE)).unwrap();
+        let (store, report) = open(&opts);
+        assert_eq!(report.snapshot, SnapshotUse::Missing);
+        check(&report, &store);
+    }
+
+    /// A snapshot whose place is past the end of a compressed segment (a shorter copy restored
+    /// over it, say) is not used: the start says so and replays the whole log.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_position_past_the_end_of_a_compressed_segment_is_not_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = options(dir.path(), 16 << 10);
+        let (store, _) = open(&opts);
+        feed(&store, 3, 0..4).await;
+        snap(&store).await;
+        let early = std::fs::read(dir.path().join(FILE)).unwrap();
+        let mut seq = 4;
+        while segments(dir.path()) < 2 {
+            feed(&store, 3, seq..seq + 1).await;
+            seq += 1;
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let first = loop {
+            let segs = logdir::segments(dir.path(), LogName::Heartbeats).unwrap();
+            if logdir::is_compressed(&segs[0].0) {
+                break segs[0].0.clone();
+            }
+            assert!(std::time::Instant::now() < deadline, "{segs:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        drop(store);
+        // The same segment, its first two lines only, compressed.
+        let plain = zstd::decode_all(std::fs::File::open(&first).unwrap()).unwrap();
+        let two = memchr::memchr_iter(b'\n', &plain).nth(1).unwrap();
+        std::fs::write(&first, zstd::encode_all(&plain[..two + 1], 3).unwrap()).unwrap();
+        std::fs::write(dir.path().join(FILE), &early).unwrap();
+        let shorter = full_replay(&opts);
+        let why = refused(&opts, &shorter);
+        assert!(why.contains("past the end of its file"), "{why}");
     }
 
     /// Each rotation writes a snapshot positioned after the segment it closed; the next start

@@ -167,6 +167,8 @@ fn start_of(line: &[u8]) -> Option<i64> {
 enum Msg {
     Store(Vec<Closed>),
     Flush(tokio::sync::oneshot::Sender<Result<(), String>>),
+    /// [`Msg::Flush`] for a caller that blocks (inside a runtime or not).
+    FlushBlocking(mpsc::SyncSender<Result<(), String>>),
     /// Answered once everything queued before it is written (not fsynced): a read after it
     /// sees every bucket stored before the read began.
     Barrier(tokio::sync::oneshot::Sender<()>),
@@ -252,13 +254,13 @@ impl Tiers for TierFiles {
     }
 
     fn flush_blocking(&self) -> Result<(), StoreError> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        if !self.send(Msg::Flush(tx)) {
+        let (tx, rx) = mpsc::sync_channel(1);
+        if !self.send(Msg::FlushBlocking(tx)) {
             return Err(StoreError::Unavailable(
                 "the history writer has stopped".into(),
             ));
         }
-        rx.blocking_recv()
+        rx.recv()
             .map_err(|_| StoreError::Unavailable("the history writer has stopped".into()))?
             .map_err(StoreError::Unavailable)
     }
@@ -307,6 +309,9 @@ impl Writer {
             match rx.recv_timeout(Duration::from_secs(60)) {
                 Ok(Msg::Store(closed)) => self.store(closed),
                 Ok(Msg::Flush(reply)) => {
+                    let _ = reply.send(self.flush());
+                }
+                Ok(Msg::FlushBlocking(reply)) => {
                     let _ = reply.send(self.flush());
                 }
                 Ok(Msg::Barrier(reply)) => {

@@ -425,6 +425,11 @@ pub fn rebuild_after_replay(
         floors.insert(*node, f.unwrap_or(i64::MIN));
     }
     let report = rebuild::roll_up_log(dir, memory, &floors)?;
+    // Durable before retention may delete the raw segments they were rolled up from (the first
+    // start after an upgrade from a release with a longer raw retention).
+    if report.rolled_up > 0 {
+        tiers.flush_blocking().map_err(std::io::Error::other)?;
+    }
     let from = now.timestamp() - TREND_HOURS as i64 * 3_600;
     for node in nodes {
         let hours = tiers.read_now(node, Tier::Hour, from, now.timestamp())?;

@@ -15,7 +15,7 @@ use vaultmesh_proto::{CheckStatus, Metrics};
 use crate::logdir::{self, LogName};
 use crate::memory::Memory;
 use crate::record::{self, kind};
-use crate::replay::for_each_line;
+use crate::replay::{Broken, for_each_line_tolerant};
 
 /// How often a long rebuild says it is still going.
 const PROGRESS_EVERY: Duration = Duration::from_secs(10);
@@ -58,7 +58,7 @@ pub fn roll_up_files(
     let mut report = RebuildReport::default();
     let mut statuses = Vec::new();
     for (path, start) in files {
-        crate::replay::for_each_line_from(path, *start, |_, _, line| {
+        let read = for_each_line_tolerant(path, *start, |_, _, line| {
             let Some(head) = record::head(line) else {
                 return;
             };
@@ -74,6 +74,7 @@ pub fn roll_up_files(
             memory.roll_up(node, ts, s.record.metrics.as_ref(), &statuses);
             report.rolled_up += 1;
         })?;
+        broken(path, read);
     }
     report.elapsed = started.elapsed();
     Ok(report)
@@ -91,7 +92,7 @@ pub fn roll_up_log(
     let mut statuses = Vec::new();
     let mut told = Instant::now();
     for path in logdir::files(dir, LogName::Heartbeats)? {
-        for_each_line(&path, |_, _, line| {
+        let read = for_each_line_tolerant(&path, 0, |_, _, line| {
             let Some(head) = record::head(line) else {
                 return;
             };
@@ -116,9 +117,18 @@ pub fn roll_up_log(
                 vaultmesh_process::service::notify_progress(&status, PROGRESS_EVERY * 6);
             }
         })?;
+        broken(&path, read);
     }
     report.elapsed = started.elapsed();
     Ok(report)
+}
+
+/// A compressed segment damaged on disk is rolled up as far as it reads; the fleet's replay
+/// reports the damage as a skipped line (a warning), so here it is only noted.
+fn broken(path: &Path, read: Result<u64, Broken>) {
+    if let Err(b) = read {
+        tracing::debug!(file = %path.display(), line = b.line, reason = %b.reason, "History rollup: segment read up to its damage.");
+    }
 }
 
 /// Rolls up one heartbeat record line (as the log holds it) of `node`, received at `ts`,

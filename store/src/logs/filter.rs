@@ -11,7 +11,7 @@ use super::severity::{self, Severity};
 use super::{LogsError, log_of};
 use crate::logdir::{self, LogName};
 use crate::record::{self, Head};
-use crate::replay::for_each_line;
+use crate::replay::for_each_line_tolerant;
 
 /// Filters shared by `logs view` and `logs tail`.
 #[derive(Debug, Clone, Default, Args)]
@@ -163,7 +163,7 @@ fn nodes_with_hostname(dir: &Path, hostname: &str) -> Result<HashSet<Uuid>, Logs
     let finder = memchr::memmem::Finder::new(needle.as_bytes());
     let mut ids = HashSet::new();
     for path in logdir::files(dir, LogName::Heartbeats).map_err(LogsError::io(dir))? {
-        for_each_line(&path, |_, _, line| {
+        let read = for_each_line_tolerant(&path, 0, |_, _, line| {
             if finder.find(line).is_some()
                 && let Some(id) = record::head(line).and_then(|h| h.node_id)
             {
@@ -171,6 +171,7 @@ fn nodes_with_hostname(dir: &Path, hostname: &str) -> Result<HashSet<Uuid>, Logs
             }
         })
         .map_err(LogsError::io(&path))?;
+        super::warn_broken(&path, read);
     }
     Ok(ids)
 }

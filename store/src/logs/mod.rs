@@ -73,3 +73,11 @@ pub fn require_dir(dir: &Path) -> Result<(), LogsError> {
         ))),
     }
 }
+
+/// A compressed segment damaged on disk: the tools show what it holds up to the damage and
+/// say where it breaks (on stderr), then go on with the other files.
+fn warn_broken(path: &Path, read: Result<u64, crate::replay::Broken>) {
+    if let Err(b) = read {
+        tracing::warn!(file = %path.display(), line = b.line, reason = %b.reason, "Skipped the rest of a damaged log segment.");
+    }
+}

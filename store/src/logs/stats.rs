@@ -13,7 +13,7 @@ use super::render::clean;
 use super::severity::{self, Severity};
 use crate::logdir::{self, LogName};
 use crate::record;
-use crate::replay::for_each_line;
+use crate::replay::for_each_line_tolerant;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct NodeStats {
@@ -31,7 +31,7 @@ pub fn collect(dir: &Path) -> Result<Vec<NodeStats>, LogsError> {
     let hostname_finder = memchr::memmem::Finder::new(b"\"hostname\":\"");
     for log in LogName::ALL {
         for path in logdir::files(dir, log).map_err(LogsError::io(dir))? {
-            for_each_line(&path, |_, _, line| {
+            let read = for_each_line_tolerant(&path, 0, |_, _, line| {
                 let Some(head) = record::head(line) else {
                     return;
                 };
@@ -65,6 +65,7 @@ pub fn collect(dir: &Path) -> Result<Vec<NodeStats>, LogsError> {
                 }
             })
             .map_err(LogsError::io(&path))?;
+            super::warn_broken(&path, read);
         }
     }
     let mut v: Vec<NodeStats> = nodes

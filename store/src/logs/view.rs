@@ -14,7 +14,7 @@ use super::filter::Filter;
 use super::render::{self, Format};
 use crate::logdir::{self, LogName};
 use crate::record;
-use crate::replay::for_each_line;
+use crate::replay::for_each_line_tolerant;
 
 /// A stored line with its time.
 pub type Timed = (DateTime<Utc>, Vec<u8>);
@@ -26,7 +26,7 @@ pub fn select(dir: &Path, filter: &Filter, limit: usize) -> Result<Vec<Timed>, L
     for log in filter.logs() {
         let mut kept: VecDeque<Timed> = VecDeque::new();
         for path in logdir::files(dir, log).map_err(LogsError::io(dir))? {
-            for_each_line(&path, |_, _, line| {
+            let read = for_each_line_tolerant(&path, 0, |_, _, line| {
                 if let Some(head) = filter.matches(line) {
                     if limit > 0 && kept.len() == limit {
                         kept.pop_front();
@@ -35,6 +35,7 @@ pub fn select(dir: &Path, filter: &Filter, limit: usize) -> Result<Vec<Timed>, L
                 }
             })
             .map_err(LogsError::io(&path))?;
+            super::warn_broken(&path, read);
         }
         all.extend(kept);
     }
