@@ -128,8 +128,14 @@ fn store_bench_smoke() {
         out.contains("restart over the same log with a state snapshot"),
         "{out}"
     );
-    assert!(out.contains("bytes per node-day of raw heartbeats"), "{out}");
-    assert!(out.contains("first start (full replay) over it plain"), "{out}");
+    assert!(
+        out.contains("bytes per node-day of raw heartbeats"),
+        "{out}"
+    );
+    assert!(
+        out.contains("first start (full replay) over it plain"),
+        "{out}"
+    );
     assert!(out.contains("speed-up"), "{out}");
     assert!(out.contains("append with group commit"), "{out}");
 }
