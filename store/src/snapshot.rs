@@ -696,6 +696,19 @@ mod tests {
         (list, details)
     }
 
+    /// Waits until `dir` holds at least `min` heartbeat segments, every one compressed.
+    async fn compressed(dir: &Path, min: usize) -> Vec<(std::path::PathBuf, DateTime<Utc>)> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let segs = logdir::segments(dir, LogName::Heartbeats).unwrap();
+            if segs.len() >= min && segs.iter().all(|(p, _)| logdir::is_compressed(p)) {
+                return segs;
+            }
+            assert!(std::time::Instant::now() < deadline, "{segs:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     fn segments(dir: &Path) -> usize {
         logdir::segments(dir, LogName::Heartbeats).unwrap().len()
     }
@@ -772,15 +785,7 @@ mod tests {
         ));
         feed(&store, 6, 4..40).await;
         // Every closed segment compressed, the one the snapshot names first among them.
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            let segs = logdir::segments(dir.path(), LogName::Heartbeats).unwrap();
-            if segs.len() >= 2 && segs.iter().all(|(p, _)| logdir::is_compressed(p)) {
-                break;
-            }
-            assert!(std::time::Instant::now() < deadline, "{segs:?}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        compressed(dir.path(), 2).await;
         let live = state(&store);
         let live_rollup = crate::Backend::memory(&store.backend).history().clone();
         drop(store);
@@ -822,15 +827,7 @@ mod tests {
             seq += 1;
         }
         feed(&store, 3, seq..seq + 1).await;
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        let segs = loop {
-            let segs = logdir::segments(dir.path(), LogName::Heartbeats).unwrap();
-            if segs.iter().all(|(p, _)| logdir::is_compressed(p)) {
-                break segs;
-            }
-            assert!(std::time::Instant::now() < deadline, "{segs:?}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
+        let segs = compressed(dir.path(), 4).await;
         let newest = state(&store).1;
         drop(store);
         let zst = |i: usize| segs[i].0.clone();
@@ -899,15 +896,7 @@ mod tests {
             feed(&store, 3, seq..seq + 1).await;
             seq += 1;
         }
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        let first = loop {
-            let segs = logdir::segments(dir.path(), LogName::Heartbeats).unwrap();
-            if logdir::is_compressed(&segs[0].0) {
-                break segs[0].0.clone();
-            }
-            assert!(std::time::Instant::now() < deadline, "{segs:?}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
+        let first = compressed(dir.path(), 2).await[0].0.clone();
         drop(store);
         // The same segment, its first two lines only, compressed.
         let plain = zstd::decode_all(std::fs::File::open(&first).unwrap()).unwrap();
