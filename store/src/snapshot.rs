@@ -696,6 +696,32 @@ mod tests {
         (list, details)
     }
 
+    /// A store over `opts` fed `seqs` heartbeats of 3 nodes and snapshotted, then fed on until
+    /// its log has `min` closed segments (and one more heartbeat), all compressed: the store,
+    /// that early snapshot's bytes, and the segments.
+    async fn early_snapshot_then_compressed(
+        opts: &StoreOptions,
+        seqs: u64,
+        min: usize,
+    ) -> (
+        JsonlStore,
+        Vec<u8>,
+        Vec<(std::path::PathBuf, DateTime<Utc>)>,
+    ) {
+        let (store, _) = open(opts);
+        feed(&store, 3, 0..seqs).await;
+        snap(&store).await;
+        let early = std::fs::read(opts.dir.join(FILE)).unwrap();
+        let mut seq = seqs;
+        while segments(&opts.dir) < min {
+            feed(&store, 3, seq..seq + 1).await;
+            seq += 1;
+        }
+        feed(&store, 3, seq..seq + 1).await;
+        let segs = compressed(&opts.dir, min).await;
+        (store, early, segs)
+    }
+
     /// Waits until `dir` holds at least `min` heartbeat segments, every one compressed.
     async fn compressed(dir: &Path, min: usize) -> Vec<(std::path::PathBuf, DateTime<Utc>)> {
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
@@ -817,17 +843,7 @@ mod tests {
     async fn damaged_compressed_segments_never_stop_a_start() {
         let dir = tempfile::tempdir().unwrap();
         let opts = options(dir.path(), 16 << 10);
-        let (store, _) = open(&opts);
-        feed(&store, 3, 0..2).await;
-        snap(&store).await;
-        let early = std::fs::read(dir.path().join(FILE)).unwrap();
-        let mut seq = 2;
-        while segments(dir.path()) < 4 {
-            feed(&store, 3, seq..seq + 1).await;
-            seq += 1;
-        }
-        feed(&store, 3, seq..seq + 1).await;
-        let segs = compressed(dir.path(), 4).await;
+        let (store, early, segs) = early_snapshot_then_compressed(&opts, 2, 4).await;
         let newest = state(&store).1;
         drop(store);
         let zst = |i: usize| segs[i].0.clone();
@@ -887,16 +903,8 @@ mod tests {
     async fn a_position_past_the_end_of_a_compressed_segment_is_not_used() {
         let dir = tempfile::tempdir().unwrap();
         let opts = options(dir.path(), 16 << 10);
-        let (store, _) = open(&opts);
-        feed(&store, 3, 0..4).await;
-        snap(&store).await;
-        let early = std::fs::read(dir.path().join(FILE)).unwrap();
-        let mut seq = 4;
-        while segments(dir.path()) < 2 {
-            feed(&store, 3, seq..seq + 1).await;
-            seq += 1;
-        }
-        let first = compressed(dir.path(), 2).await[0].0.clone();
+        let (store, early, segs) = early_snapshot_then_compressed(&opts, 4, 2).await;
+        let first = segs[0].0.clone();
         drop(store);
         // The same segment, its first two lines only, compressed.
         let plain = zstd::decode_all(std::fs::File::open(&first).unwrap()).unwrap();
