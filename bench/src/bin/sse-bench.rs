@@ -21,6 +21,21 @@ use vaultmesh_bench::{node_id, realistic_heartbeat};
 /// Distinct nodes the senders report for (32 senders × 100 nodes each), fewer for a short run.
 const NODES: usize = 3200;
 
+/// The event a client is reading the data of.
+#[derive(Clone, Copy)]
+enum Event {
+    Heartbeat,
+    Note,
+    Other,
+}
+
+/// The `sent=<micros>;` a bench note carries in its text.
+fn sent_at(data: &[u8]) -> Option<u128> {
+    let at = data.windows(5).position(|w| w == b"sent=")? + 5;
+    let len = data[at..].iter().position(|b| !b.is_ascii_digit())?;
+    std::str::from_utf8(&data[at..at + len]).ok()?.parse().ok()
+}
+
 /// Per-request cost of the agent signature on a realistic heartbeat (one core).
 fn signature_costs(n: i64) {
     let key = key_of(0);
@@ -81,12 +96,12 @@ fn main() -> anyhow::Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let result = rt.block_on(run(&base, clients, heartbeats));
+    let result = rt.block_on(run(&base, server.child.id(), clients, heartbeats));
     drop(server);
     result
 }
 
-async fn run(base: &str, clients: usize, heartbeats: usize) -> anyhow::Result<()> {
+async fn run(base: &str, pid: u32, clients: usize, heartbeats: usize) -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(64)
@@ -99,9 +114,12 @@ async fn run(base: &str, clients: usize, heartbeats: usize) -> anyhow::Result<()
         enroll_start.elapsed().as_secs_f64()
     );
 
+    let cpu_before = vaultmesh_bench::cpu_time(pid)?;
     let (rate, p50, p99) = ingest(&http, base, heartbeats, nodes, 0).await?;
+    let cpu = vaultmesh_bench::cpu_time(pid)? - cpu_before;
     println!(
-        "ingest, no SSE clients:        {rate:>7.0} heartbeats/s  p50 {p50:>6.2} ms  p99 {p99:>6.2} ms"
+        "ingest, no SSE clients:        {rate:>7.0} heartbeats/s  p50 {p50:>6.2} ms  p99 {p99:>6.2} ms  (Command Center CPU {:.0} us per heartbeat)",
+        cpu.as_secs_f64() * 1e6 / heartbeats as f64
     );
 
     // Connect the clients; each counts heartbeats and records note latencies.
@@ -128,23 +146,38 @@ async fn run(base: &str, clients: usize, heartbeats: usize) -> anyhow::Result<()
             let stream = resp
                 .bytes_stream()
                 .map(|r| r.map_err(std::io::Error::other));
-            let mut lines = tokio_util::io::StreamReader::new(stream).lines();
-            let mut event = String::new();
-            while let Some(l) = lines.next_line().await? {
-                if let Some(name) = l.strip_prefix("event: ") {
-                    event = name.to_string();
-                } else if let Some(data) = l.strip_prefix("data: ") {
-                    if event == "heartbeat" {
-                        hb.fetch_add(1, Ordering::Relaxed);
-                    } else if event == "note"
-                        && let Some(sent) = data
-                            .split("sent=")
-                            .nth(1)
-                            .and_then(|s| s.split(';').next())
-                            .and_then(|s| s.parse::<u128>().ok())
-                    {
-                        let now = start.elapsed().as_micros();
-                        let _ = lat.send((now.saturating_sub(sent)) as f64 / 1000.0);
+            // Lines as bytes into one reused buffer: the clients share the two CPUs with the
+            // Command Center, so they only look for what they count (a `String` per line
+            // and its UTF-8 check cost them more than the server spends sending it).
+            let mut reader = tokio::io::BufReader::with_capacity(
+                64 << 10,
+                tokio_util::io::StreamReader::new(stream),
+            );
+            let mut line = Vec::with_capacity(4096);
+            let mut event = Event::Other;
+            loop {
+                line.clear();
+                if reader.read_until(b'\n', &mut line).await? == 0 {
+                    break;
+                }
+                if let Some(name) = line.strip_prefix(b"event: ") {
+                    event = match name {
+                        b"heartbeat\n" => Event::Heartbeat,
+                        b"note\n" => Event::Note,
+                        _ => Event::Other,
+                    };
+                } else if line.starts_with(b"data: ") {
+                    match event {
+                        Event::Heartbeat => {
+                            hb.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Event::Note => {
+                            if let Some(sent) = sent_at(&line) {
+                                let now = start.elapsed().as_micros();
+                                let _ = lat.send((now.saturating_sub(sent)) as f64 / 1000.0);
+                            }
+                        }
+                        Event::Other => {}
                     }
                 }
             }
@@ -197,12 +230,16 @@ async fn run(base: &str, clients: usize, heartbeats: usize) -> anyhow::Result<()
     );
 
     let before = received_hb.load(Ordering::Relaxed);
+    let cpu_before = vaultmesh_bench::cpu_time(pid)?;
     let (rate, p50, p99) = ingest(&http, base, heartbeats, nodes, 1).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let cpu = vaultmesh_bench::cpu_time(pid)? - cpu_before;
     let delivered = received_hb.load(Ordering::Relaxed) - before;
     println!(
-        "ingest, {clients} SSE clients:  {rate:>7.0} heartbeats/s  p50 {p50:>6.2} ms  p99 {p99:>6.2} ms  ({delivered} of {} heartbeat events delivered)",
-        heartbeats * clients
+        "ingest, {clients} SSE clients:  {rate:>7.0} heartbeats/s  p50 {p50:>6.2} ms  p99 {p99:>6.2} ms  ({delivered} of {} heartbeat events delivered; Command Center CPU {:.0} us per heartbeat, {:.2} us per event delivered; goal: >= 5,000 heartbeats/s, before: 634)",
+        heartbeats * clients,
+        cpu.as_secs_f64() * 1e6 / heartbeats as f64,
+        cpu.as_secs_f64() * 1e6 / delivered.max(1) as f64
     );
     for t in tasks {
         t.abort();
