@@ -5,6 +5,7 @@
 //! heartbeat would be refused again) but the loop carries on. The agent never listens on a socket.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -72,6 +73,9 @@ pub struct Agent {
     runner: Arc<CommandRunner>,
     scans: ScanOutbox,
     enroll_hold: std::sync::Mutex<EnrollHold>,
+    /// This key is enrolled: read from the state directory's `enrolled` once, then kept, so a
+    /// heartbeat reads no file (only `rekey` changes the key, with the agent stopped).
+    enrolled: AtomicBool,
 }
 
 impl Agent {
@@ -131,6 +135,7 @@ impl Agent {
             public_key,
             scans,
             enroll_hold: std::sync::Mutex::default(),
+            enrolled: AtomicBool::new(false),
         })
     }
 
@@ -162,8 +167,12 @@ impl Agent {
 
     /// Enrolls the node key with the Command Center unless it is already recorded as enrolled.
     pub async fn ensure_enrolled(&self) -> Result<(), AgentError> {
+        if self.enrolled.load(Ordering::Relaxed) {
+            return Ok(());
+        }
         let state = &self.config.state_dir;
         if identity::is_enrolled(state, &self.public_key) {
+            self.enrolled.store(true, Ordering::Relaxed);
             return Ok(());
         }
         let Some(token) = &self.config.enroll_token else {
@@ -204,6 +213,7 @@ impl Agent {
         };
         *self.enroll_hold.lock().unwrap_or_else(|p| p.into_inner()) = EnrollHold::default();
         identity::mark_enrolled(state, &self.public_key)?;
+        self.enrolled.store(true, Ordering::Relaxed);
         tracing::info!(node_id = %reply.node_id, public_key = %self.public_key, "Enrolled with the Command Center.");
         Ok(())
     }
@@ -216,6 +226,7 @@ impl Agent {
             Err(e) if e.is_unauthorized() && self.config.enroll_token.is_some() => {
                 tracing::warn!(error = %e, "The Command Center refused this node's key; enrolling again.");
                 identity::forget_enrollment(&self.config.state_dir);
+                self.enrolled.store(false, Ordering::Relaxed);
                 self.ensure_enrolled().await?;
                 Ok(self.client.post_heartbeat(hb).await?)
             }

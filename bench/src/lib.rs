@@ -23,31 +23,47 @@ pub fn release_binary(package: &str, name: &str) -> anyhow::Result<PathBuf> {
 /// `VAULTMESH_BENCH_PROFILE=dev` overrides the profile (the CI smoke tests use the debug
 /// binaries the test build already made, instead of a release build).
 pub fn built_binary(package: &str, name: &str, profile: &str) -> anyhow::Result<PathBuf> {
+    built_binary_for(package, name, profile, None)
+}
+
+/// [`built_binary`] for another target than the host's (`x86_64-unknown-linux-musl`: the
+/// static build), when `target` is given.
+pub fn built_binary_for(
+    package: &str,
+    name: &str,
+    profile: &str,
+    target: Option<&str>,
+) -> anyhow::Result<PathBuf> {
     let profile = std::env::var("VAULTMESH_BENCH_PROFILE").unwrap_or_else(|_| profile.to_string());
     let profile = profile.as_str();
     let root = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .ok_or_else(|| anyhow::anyhow!("no workspace"))?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .current_dir(root)
-        .args([
-            "build",
-            "--profile",
-            profile,
-            "--quiet",
-            "-p",
-            package,
-            "--bin",
-            name,
-        ])
-        .status()?;
+    let mut build = Command::new(cargo);
+    build.current_dir(root).args([
+        "build",
+        "--profile",
+        profile,
+        "--quiet",
+        "-p",
+        package,
+        "--bin",
+        name,
+    ]);
+    if let Some(t) = target {
+        build.args(["--target", t]);
+    }
+    let status = build.status()?;
     anyhow::ensure!(status.success(), "cargo build -p {package} failed");
-    let target = std::env::var("CARGO_TARGET_DIR")
+    let mut dir = std::env::var("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|_| root.join("target"));
-    let dir = if profile == "dev" { "debug" } else { profile };
-    Ok(target.join(dir).join(name))
+    if let Some(t) = target {
+        dir = dir.join(t);
+    }
+    let dir = dir.join(if profile == "dev" { "debug" } else { profile });
+    Ok(dir.join(name))
 }
 
 /// Node ids `0..n` as UUIDs.

@@ -191,4 +191,15 @@ fn agent_bench_smoke() {
         out.contains("prometheus-node-exporter (1 scrape)"),
         "node exporter measured side by side: {out}"
     );
+    // Each figure beside issue 24's goal and the figure before it.
+    for part in [
+        "goal (issue 24)",
+        "<= 4.2 MiB",
+        "<= 4.0 MiB",
+        "<= 1.00 ms",
+        "before (docs/PERFORMANCE.md)",
+        "RSS ",
+    ] {
+        assert!(out.contains(part), "{part}: {out}");
+    }
 }

@@ -157,3 +157,36 @@ fn a_loopback_command_center_is_reached_directly_whatever_the_proxy_settings() {
     trap.set_nonblocking(true).unwrap();
     assert!(trap.accept().is_err(), "nothing went to the proxy");
 }
+
+/// Issue 24: a heartbeat reads no state file. The agent learns that its key is enrolled once
+/// (from the Command Center's answer, or from `enrolled` at start) and keeps it in memory, so
+/// heartbeats after the file is gone neither read it nor enroll again; a `401` still does
+/// (`command-center/tests/agent_auth.rs::a_registry_wiped_by_an_admin_is_healed_by_the_agent_re_enrolling`).
+#[test]
+fn heartbeats_after_enrolling_read_no_state_file() {
+    let fake = FakeCommandCenter::start();
+    let agent = NodeAgent::new(&fake.url)
+        .env("VAULTMESH_INTERVAL", "1s")
+        .env("RUST_LOG", "warn");
+    let (mut child, _log) = agent.spawn_captured(&["run"]);
+    wait_for(Duration::from_secs(20), || {
+        (fake.requests().0 >= 1).then_some(())
+    })
+    .expect("a heartbeat");
+    assert_eq!(fake.enrollments(), 1);
+    let enrolled = agent.state_dir().join("enrolled");
+    assert!(enrolled.exists());
+    std::fs::remove_file(&enrolled).unwrap();
+    let (hb0, _) = fake.requests();
+    wait_for(Duration::from_secs(20), || {
+        (fake.requests().0 >= hb0 + 3).then_some(())
+    })
+    .expect("three more heartbeats");
+    assert_eq!(
+        fake.enrollments(),
+        1,
+        "the heartbeats did not read the missing file and enroll again"
+    );
+    assert!(!enrolled.exists());
+    assert!(child.0.try_wait().unwrap().is_none(), "the agent runs");
+}

@@ -116,8 +116,54 @@ impl FakeUnit {
 #[derive(Debug, Default)]
 struct FakeState {
     units: BTreeMap<String, FakeUnit>,
-    /// Units whose `LoadUnit` never answers (to test timeouts and a bus that goes away).
+    /// Units whose `LoadUnit` (and a `ListUnitsByNames` naming them) never answers (to test
+    /// timeouts and a bus that goes away).
     hang: BTreeSet<String>,
+    /// How `ListUnitsByNames` is refused, if it is.
+    refuse_list_by_names: Option<Refusal>,
+    /// How many times each Manager method was called, by D-Bus method name.
+    calls: BTreeMap<&'static str, usize>,
+}
+
+/// How the fake refuses `ListUnitsByNames`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// `org.freedesktop.DBus.Error.UnknownMethod`, as systemd before 230 answers.
+    UnknownMethod,
+    /// `org.freedesktop.DBus.Error.AccessDenied`, as a bus policy may answer.
+    AccessDenied,
+}
+
+/// The row `ListUnits*` answers for a unit: (name, description, load state, active state, sub
+/// state, following, path, job id, job type, job path).
+pub type UnitRow = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    OwnedObjectPath,
+    u32,
+    String,
+    OwnedObjectPath,
+);
+
+fn unit_row(u: &FakeUnit) -> UnitRow {
+    let root = OwnedObjectPath::try_from("/").expect("root path");
+    let path = OwnedObjectPath::try_from(unit_path(&u.name)).unwrap_or_else(|_| root.clone());
+    (
+        u.name.clone(),
+        String::new(),
+        u.load_state.clone(),
+        u.active_state.clone(),
+        u.sub_state.clone(),
+        String::new(),
+        path,
+        0,
+        String::new(),
+        root,
+    )
 }
 
 type Shared = Arc<Mutex<FakeState>>;
@@ -139,6 +185,52 @@ struct Manager {
     state: Shared,
 }
 
+impl Manager {
+    fn lock(&self) -> std::sync::MutexGuard<'_, FakeState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn count(&self, method: &'static str) {
+        *self.lock().calls.entry(method).or_default() += 1;
+    }
+
+    fn hangs(&self, names: &[String]) -> bool {
+        let state = self.lock();
+        names.iter().any(|n| state.hang.contains(n))
+    }
+
+    /// Like systemd's loading of a unit: an unknown name becomes a `not-found` unit; the
+    /// unit's objects are served at its path.
+    async fn load(&self, name: &str, server: &ObjectServer) {
+        {
+            let mut state = self.lock();
+            if !state.units.contains_key(name) {
+                state.units.insert(
+                    name.to_string(),
+                    FakeUnit {
+                        load_state: "not-found".into(),
+                        active_enter_us: 0,
+                        ..FakeUnit::new(name, "inactive", "dead")
+                    },
+                );
+            }
+        }
+        let path = unit_path(name);
+        let unit = UnitObject {
+            name: name.to_string(),
+            state: Arc::clone(&self.state),
+        };
+        let _ = server.at(path.as_str(), unit).await;
+        if name.ends_with(".service") {
+            let service = ServiceObject {
+                name: name.to_string(),
+                state: Arc::clone(&self.state),
+            };
+            let _ = server.at(path.as_str(), service).await;
+        }
+    }
+}
+
 #[interface(name = "org.freedesktop.systemd1.Manager")]
 impl Manager {
     async fn load_unit(
@@ -146,49 +238,50 @@ impl Manager {
         name: String,
         #[zbus(object_server)] server: &ObjectServer,
     ) -> zbus::fdo::Result<OwnedObjectPath> {
-        let hang = self
-            .state
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .hang
-            .contains(&name);
-        if hang {
+        self.count("LoadUnit");
+        if self.hangs(std::slice::from_ref(&name)) {
             tokio::time::sleep(Duration::from_secs(3600)).await;
         }
-        let path = unit_path(&name);
-        let known = self
-            .state
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .units
-            .contains_key(&name);
-        if !known {
-            // Like systemd: unknown names load as a "not-found" unit object.
-            let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-            state.units.insert(
-                name.clone(),
-                FakeUnit {
-                    load_state: "not-found".into(),
-                    active_state: "inactive".into(),
-                    sub_state: "dead".into(),
-                    active_enter_us: 0,
-                    ..FakeUnit::new(&name, "inactive", "dead")
-                },
-            );
+        self.load(&name, server).await;
+        OwnedObjectPath::try_from(unit_path(&name))
+            .map_err(|e| zbus::fdo::Error::Failed(e.to_string()))
+    }
+
+    /// Like systemd (230 and later): loads each named unit as `LoadUnit` does and answers one
+    /// row per name, in order, a unit that does not exist with load state `not-found`.
+    async fn list_units_by_names(
+        &self,
+        names: Vec<String>,
+        #[zbus(object_server)] server: &ObjectServer,
+    ) -> zbus::fdo::Result<Vec<UnitRow>> {
+        self.count("ListUnitsByNames");
+        let refusal = self.lock().refuse_list_by_names;
+        match refusal {
+            Some(Refusal::UnknownMethod) => {
+                return Err(zbus::fdo::Error::UnknownMethod(
+                    "Unknown method ListUnitsByNames or interface org.freedesktop.systemd1.Manager."
+                        .into(),
+                ));
+            }
+            Some(Refusal::AccessDenied) => {
+                return Err(zbus::fdo::Error::AccessDenied(
+                    "Rejected send message: ListUnitsByNames".into(),
+                ));
+            }
+            None => {}
         }
-        let unit = UnitObject {
-            name: name.clone(),
-            state: Arc::clone(&self.state),
-        };
-        let _ = server.at(path.as_str(), unit).await;
-        if name.ends_with(".service") {
-            let service = ServiceObject {
-                name,
-                state: Arc::clone(&self.state),
-            };
-            let _ = server.at(path.as_str(), service).await;
+        if self.hangs(&names) {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
         }
-        OwnedObjectPath::try_from(path).map_err(|e| zbus::fdo::Error::Failed(e.to_string()))
+        let mut rows = Vec::with_capacity(names.len());
+        for name in &names {
+            self.load(name, server).await;
+            let state = self.lock();
+            if let Some(u) = state.units.get(name) {
+                rows.push(unit_row(u));
+            }
+        }
+        Ok(rows)
     }
 
     /// Like systemd: queues a restart; here the unit is simply active afterwards.
@@ -206,46 +299,15 @@ impl Manager {
         }
     }
 
-    #[allow(clippy::type_complexity)]
-    fn list_units_by_patterns(
-        &self,
-        _states: Vec<String>,
-        patterns: Vec<String>,
-    ) -> Vec<(
-        String,
-        String,
-        String,
-        String,
-        String,
-        String,
-        OwnedObjectPath,
-        u32,
-        String,
-        OwnedObjectPath,
-    )> {
-        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+    fn list_units_by_patterns(&self, _states: Vec<String>, patterns: Vec<String>) -> Vec<UnitRow> {
+        self.count("ListUnitsByPatterns");
+        let state = self.lock();
         state
             .units
             .values()
             .filter(|u| u.load_state != "not-found")
             .filter(|u| patterns.iter().any(|p| glob(p, &u.name)))
-            .map(|u| {
-                let root = OwnedObjectPath::try_from("/").expect("root path");
-                let path =
-                    OwnedObjectPath::try_from(unit_path(&u.name)).unwrap_or_else(|_| root.clone());
-                (
-                    u.name.clone(),
-                    String::new(),
-                    u.load_state.clone(),
-                    u.active_state.clone(),
-                    u.sub_state.clone(),
-                    String::new(),
-                    path,
-                    0,
-                    String::new(),
-                    root,
-                )
-            })
+            .map(unit_row)
             .collect()
     }
 }
@@ -388,13 +450,32 @@ impl FakeSystemd {
             .cloned()
     }
 
-    /// Makes `LoadUnit(name)` never answer.
+    /// Makes `LoadUnit(name)`, and `ListUnitsByNames` naming it, never answer.
     pub fn hang_on(&self, name: &str) {
         self.state
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .hang
             .insert(name.to_string());
+    }
+
+    /// Refuses `ListUnitsByNames` from now on, with `how`.
+    pub fn refuse_list_by_names(&self, how: Refusal) {
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .refuse_list_by_names = Some(how);
+    }
+
+    /// How many times the Manager method `method` (its D-Bus name, e.g. `LoadUnit`) was called.
+    pub fn calls(&self, method: &str) -> usize {
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .calls
+            .get(method)
+            .copied()
+            .unwrap_or(0)
     }
 }
 

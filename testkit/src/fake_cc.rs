@@ -21,6 +21,7 @@ use crate::page::Served;
 struct Shared {
     queue: VecDeque<SignedCommand>,
     receipts: Vec<SignedReceipt>,
+    enrollments: usize,
     heartbeats: usize,
     polls: usize,
     /// Answer heartbeats and polls with this many bytes instead.
@@ -62,7 +63,11 @@ pub struct FakeCommandCenter {
     _served: Served,
 }
 
-async fn enroll(Json(req): Json<serde_json::Value>) -> Json<serde_json::Value> {
+async fn enroll(
+    State(s): State<SharedState>,
+    Json(req): Json<serde_json::Value>,
+) -> Json<serde_json::Value> {
+    lock(&s).enrollments += 1;
     Json(
         serde_json::json!({"enrolled": true, "node_id": req["node_id"], "enrolled_at": chrono::Utc::now()}),
     )
@@ -164,6 +169,11 @@ impl FakeCommandCenter {
     pub fn requests(&self) -> (usize, usize) {
         let s = lock(&self.shared);
         (s.heartbeats, s.polls)
+    }
+
+    /// Enrollments received so far.
+    pub fn enrollments(&self) -> usize {
+        lock(&self.shared).enrollments
     }
 
     /// From now on, answer every heartbeat and poll with a `200` of `bytes` bytes (streamed,

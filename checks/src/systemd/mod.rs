@@ -1,7 +1,9 @@
 //! `systemd`: are the units this node must run in the state they should be?
 //!
 //! Talks to systemd over D-Bus (never a `systemctl` subprocess). Unit names may be globs
-//! (`vaultmesh-*.service`), expanded against the loaded units with `ListUnitsByPatterns`.
+//! (`vaultmesh-*.service`), expanded against the loaded units with `ListUnitsByPatterns`. The
+//! states of all the units come from one `ListUnitsByNames`; a systemd without it (before 230)
+//! is asked unit by unit (`LoadUnit`), as is one that refuses the call.
 //! Each unit is expected `active` unless `[checks.systemd.expect]` says `inactive`.
 //!
 //! Verdict per unit: not found, failed, or not in its expected state → crit (the unit is named
@@ -14,6 +16,7 @@
 pub mod client;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -22,7 +25,7 @@ use vaultmesh_agent_core::registry::{CheckConfigError, CheckRegistration, parse_
 use vaultmesh_agent_core::{Check, CheckContext, CheckOutcome, Contribution};
 use vaultmesh_proto::CheckStatus;
 
-pub use client::{SystemdClient, SystemdError, UnitState};
+pub use client::{ByNames, SystemdClient, SystemdError, UnitState};
 
 /// The state a unit should be in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,6 +69,9 @@ struct Systemd {
     /// The bus connection, kept between runs (a new one costs a socket, SASL and `Hello` each
     /// time); dropped after any error so the next run reconnects.
     conn: tokio::sync::Mutex<Option<SystemdClient>>,
+    /// Cleared when systemd answers `ListUnitsByNames` with `UnknownMethod` (before 230): from
+    /// then on units are asked one at a time.
+    by_names: AtomicBool,
 }
 
 /// Whether a unit name is a glob for `ListUnitsByPatterns`.
@@ -108,6 +114,7 @@ impl Systemd {
             bus_address: c.bus_address,
             call_timeout: c.call_timeout,
             conn: tokio::sync::Mutex::new(None),
+            by_names: AtomicBool::new(true),
         })
     }
 
@@ -149,11 +156,37 @@ impl Systemd {
         }
         names.sort();
         names.dedup();
+        let units = self.states(client, &names).await?;
+        Ok(Inspection { units, empty_globs })
+    }
+
+    /// The states of `names`: one `ListUnitsByNames` when systemd has it, else unit by unit.
+    async fn states(
+        &self,
+        client: &SystemdClient,
+        names: &[String],
+    ) -> Result<Vec<UnitState>, SystemdError> {
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        if self.by_names.load(Ordering::Relaxed) {
+            let asked: Vec<&str> = names.iter().map(String::as_str).collect();
+            match client.unit_states(&asked).await? {
+                ByNames::Units(units) => return Ok(units),
+                ByNames::Unsupported => {
+                    tracing::info!(
+                        "systemd has no ListUnitsByNames (older than 230); asking unit by unit."
+                    );
+                    self.by_names.store(false, Ordering::Relaxed);
+                }
+                ByNames::Refused => {}
+            }
+        }
         let mut units = Vec::with_capacity(names.len());
-        for n in &names {
+        for n in names {
             units.push(client.unit_state(n).await?);
         }
-        Ok(Inspection { units, empty_globs })
+        Ok(units)
     }
 
     fn expectation(&self, unit: &str) -> Expect {

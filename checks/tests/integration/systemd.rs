@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use vaultmesh_agent_core::registry::ConfiguredCheck;
 use vaultmesh_proto::CheckStatus;
-use vaultmesh_testkit::dbus::{DbusDaemon, FakeSystemd, FakeUnit};
+use vaultmesh_testkit::dbus::{DbusDaemon, FakeSystemd, FakeUnit, Refusal};
 
 use super::util::{configured, heartbeat_after, run};
 
@@ -20,12 +20,13 @@ fn units_toml(bus: &str, units: &[&str], extra: &str) -> String {
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn active_failed_missing_activating_and_globs() {
-    let bus = DbusDaemon::start();
+/// A systemd with units in every state the verdict tells apart, one restarted three times.
+fn mixed_systemd(bus: &DbusDaemon) -> FakeSystemd {
     let mut restarted = FakeUnit::new("vm-web.service", "active", "running");
     restarted.restarts = 3;
-    let _systemd = FakeSystemd::start(
+    let mut timer = FakeUnit::new("backup.timer", "active", "waiting");
+    timer.inactive_enter_us = 1_690_000_000_000_000;
+    FakeSystemd::start(
         &bus.address,
         &[
             FakeUnit::new("cloudflared.service", "active", "running"),
@@ -33,20 +34,34 @@ async fn active_failed_missing_activating_and_globs() {
             FakeUnit::new("db.service", "activating", "start-pre"),
             FakeUnit::new("vm-api.service", "active", "running"),
             restarted,
+            timer,
         ],
-    );
-    let check = systemd_check(&units_toml(
+    )
+}
+
+/// The check watching every unit of [`mixed_systemd`], a unit that does not exist and a glob
+/// that matches nothing.
+fn mixed_check(bus: &DbusDaemon) -> ConfiguredCheck {
+    systemd_check(&units_toml(
         &bus.address,
         &[
             "cloudflared.service",
             "backup.service",
+            "backup.timer",
             "db.service",
             "gone.service",
             "vm-*.service",
             "none-*.service",
         ],
         "",
-    ));
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn active_failed_missing_activating_and_globs() {
+    let bus = DbusDaemon::start();
+    let systemd = mixed_systemd(&bus);
+    let check = mixed_check(&bus);
     let done = run(&check).await;
     let r = &done.result;
     assert_eq!(r.status, CheckStatus::Crit, "{}", r.summary);
@@ -60,6 +75,7 @@ async fn active_failed_missing_activating_and_globs() {
         names,
         [
             "backup.service",
+            "backup.timer",
             "cloudflared.service",
             "db.service",
             "gone.service",
@@ -75,15 +91,98 @@ async fn active_failed_missing_activating_and_globs() {
         (web["restarts"].as_u64(), web["active_enter_us"].as_u64()),
         (Some(3), Some(1_700_000_000_000_000))
     );
+    let timer = units.iter().find(|u| u["name"] == "backup.timer").unwrap();
+    assert_eq!(
+        (
+            timer["sub_state"].as_str(),
+            timer["inactive_enter_us"].as_u64(),
+            timer.get("restarts")
+        ),
+        (Some("waiting"), Some(1_690_000_000_000_000), None),
+        "a unit that is not a service has no restart count"
+    );
+    let gone = units.iter().find(|u| u["name"] == "gone.service").unwrap();
+    assert_eq!(
+        (
+            gone["load_state"].as_str(),
+            gone["active_enter_us"].as_u64(),
+            gone.get("restarts")
+        ),
+        (Some("not-found"), Some(0), None)
+    );
     assert_eq!(
         (
             r.metrics["units"],
             r.metrics["failed"],
             r.metrics["restarts"]
         ),
-        (6.0, 1.0, 3.0)
+        (7.0, 1.0, 3.0)
     );
     assert!(!heartbeat_after(&done).services_ok);
+    // All seven states in one ListUnitsByNames (the globs still expand with
+    // ListUnitsByPatterns), no unit loaded one by one.
+    assert_eq!(
+        (
+            systemd.calls("ListUnitsByNames"),
+            systemd.calls("LoadUnit"),
+            systemd.calls("ListUnitsByPatterns")
+        ),
+        (1, 0, 2)
+    );
+}
+
+/// What a run reports, without the time it took.
+fn report(done: &vaultmesh_agent_core::CheckRun) -> serde_json::Value {
+    let r = &done.result;
+    serde_json::json!({
+        "status": r.status, "summary": r.summary, "metrics": r.metrics, "details": r.details,
+        "services_ok": heartbeat_after(done).services_ok,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_systemd_without_list_units_by_names_is_asked_unit_by_unit_with_the_same_result() {
+    let bus = DbusDaemon::start();
+    let systemd = mixed_systemd(&bus);
+    let by_names = report(&run(&mixed_check(&bus)).await);
+
+    let old_bus = DbusDaemon::start();
+    let old = mixed_systemd(&old_bus);
+    old.refuse_list_by_names(Refusal::UnknownMethod);
+    let check = mixed_check(&old_bus);
+    let first = report(&run(&check).await);
+    let second = report(&run(&check).await);
+    assert_eq!(first, by_names, "the same report, unit by unit");
+    assert_eq!(second, by_names);
+    assert_eq!(
+        (old.calls("ListUnitsByNames"), old.calls("LoadUnit")),
+        (1, 2 * 7),
+        "asked once; then each of the seven units (two from a glob), every run"
+    );
+    assert_eq!(systemd.calls("LoadUnit"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bus_that_denies_list_units_by_names_is_asked_unit_by_unit_and_again_next_run() {
+    let bus = DbusDaemon::start();
+    let systemd = FakeSystemd::start(
+        &bus.address,
+        &[FakeUnit::new("a.service", "active", "running")],
+    );
+    systemd.refuse_list_by_names(Refusal::AccessDenied);
+    let check = systemd_check(&units_toml(&bus.address, &["a.service", "b.service"], ""));
+    for _ in 0..2 {
+        let r = run(&check).await.result;
+        assert_eq!(
+            (r.status, r.summary.as_str()),
+            (CheckStatus::Crit, "b.service not found")
+        );
+    }
+    // A refusal is not a missing method: a policy may change, so each run asks again.
+    assert_eq!(
+        (systemd.calls("ListUnitsByNames"), systemd.calls("LoadUnit")),
+        (2, 4)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -183,12 +282,33 @@ async fn a_wedged_systemd_times_out_instead_of_hanging() {
     let done = run(&check).await;
     let r = &done.result;
     assert_eq!(r.status, CheckStatus::Unknown, "{}", r.summary);
-    assert_eq!(r.summary, "D-Bus call LoadUnit timed out after 300ms");
+    assert_eq!(
+        r.summary,
+        "D-Bus call ListUnitsByNames timed out after 300ms"
+    );
     assert!(
         started.elapsed() < Duration::from_secs(3),
         "took {:?}",
         started.elapsed()
     );
+
+    // Unit by unit (a systemd older than 230), the wedged call is LoadUnit.
+    systemd.refuse_list_by_names(Refusal::UnknownMethod);
+    let check = systemd_check(&units_toml(
+        &bus.address,
+        &["a.service"],
+        "call_timeout = \"300ms\"\n",
+    ));
+    let started = Instant::now();
+    let r = run(&check).await.result;
+    assert_eq!(
+        (r.status, r.summary.as_str()),
+        (
+            CheckStatus::Unknown,
+            "D-Bus call LoadUnit timed out after 300ms"
+        )
+    );
+    assert!(started.elapsed() < Duration::from_secs(3));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -216,7 +336,7 @@ async fn a_bus_that_disappears_mid_check_is_unknown_quickly() {
         .result;
     assert_eq!(r.status, CheckStatus::Unknown, "{}", r.summary);
     assert!(
-        r.summary.starts_with("D-Bus call LoadUnit failed"),
+        r.summary.starts_with("D-Bus call ListUnitsByNames failed"),
         "{}",
         r.summary
     );
