@@ -11,7 +11,8 @@
 //!
 //! `cargo run --release -p vaultmesh-bench --bin agent-bench -- [CYCLES] [INTERVAL_MS]`
 //! (defaults 60 cycles of 1000 ms). `AGENT_BENCH_MUSL=1` also builds the static musl agent
-//! (`--target x86_64-unknown-linux-musl`) and measures it the same way, side by side;
+//! (`--target x86_64-unknown-linux-musl`; or give the path of one) and measures it the same
+//! way, side by side;
 //! `AGENT_BENCH_BEFORE=PATH` measures another agent binary (an older build) in the same run.
 
 use std::path::{Path, PathBuf};
@@ -264,13 +265,18 @@ fn main() -> anyhow::Result<()> {
         None => built_binary("vaultmesh-node-agent", "vaultmesh-node-agent", "agent")?,
     };
     let mut agents = vec![("vaultmesh-node-agent (all checks)".to_string(), agent_bin)];
-    if std::env::var_os("AGENT_BENCH_MUSL").is_some() {
-        let musl = built_binary_for(
-            "vaultmesh-node-agent",
-            "vaultmesh-node-agent",
-            "agent",
-            Some("x86_64-unknown-linux-musl"),
-        )?;
+    // AGENT_BENCH_MUSL=1 builds the static musl agent; a path measures that binary instead.
+    if let Some(musl) = std::env::var_os("AGENT_BENCH_MUSL") {
+        let musl = if musl == "1" {
+            built_binary_for(
+                "vaultmesh-node-agent",
+                "vaultmesh-node-agent",
+                "agent",
+                Some("x86_64-unknown-linux-musl"),
+            )?
+        } else {
+            musl.into()
+        };
         agents.push(("  the same, static musl build".to_string(), musl));
     }
     if let Some(before) = std::env::var_os("AGENT_BENCH_BEFORE") {
