@@ -88,14 +88,7 @@ fn main() -> anyhow::Result<()> {
     );
     // A first start: no snapshot, the whole log replayed (each run starts without one: a
     // start that replayed writes one right away), the tiers already there.
-    let (mut peak, mut rss) = (0, 0);
-    let first = median_of(3, || {
-        let _ = std::fs::remove_file(logs.join(SNAPSHOT));
-        let (t, hwm, now) = start_until_listening(&cc, &logs, &[], false)?;
-        peak = peak.max(hwm);
-        rss = rss.max(now);
-        Ok(t)
-    })?;
+    let (first, peak, rss) = median_start(&cc, &logs, true)?;
     println!(
         "first start over {lines} heartbeat lines from {nodes} nodes (full replay): start-up to listening {:.2}s (median of 3), peak RSS {:.0} MiB, RSS when listening {:.0} MiB",
         first.as_secs_f64(),
@@ -108,13 +101,7 @@ fn main() -> anyhow::Result<()> {
     let snapshot_bytes = std::fs::metadata(logs.join(SNAPSHOT))
         .context("no state.snapshot after a clean stop")?
         .len();
-    let (mut peak, mut rss) = (0, 0);
-    let restart = median_of(3, || {
-        let (t, hwm, now) = start_until_listening(&cc, &logs, &[], false)?;
-        peak = peak.max(hwm);
-        rss = rss.max(now);
-        Ok(t)
-    })?;
+    let (restart, peak, rss) = median_start(&cc, &logs, false)?;
     println!(
         "restart over the same log with a state snapshot ({:.1} MiB): start-up to listening {:.2}s (median of 3; goal: at most 1 s with 1,000 nodes, and with 10 M lines at most 1.2x the figure at 1 M; before issue 23 every start replayed the whole log: 1.08 s at 1 M lines, 15.1 s at 10 M), peak RSS {:.0} MiB, RSS when listening {:.0} MiB",
         snapshot_bytes as f64 / 1048576.0,
@@ -330,6 +317,26 @@ fn replay_compressed(cc: &Path, logs: &Path) -> anyhow::Result<()> {
         compressed.as_secs_f64()
     );
     Ok(())
+}
+
+/// The median of 3 starts over `logs` (each without a snapshot if `without_snapshot`), and the
+/// highest peak RSS and RSS when listening among them (KiB).
+fn median_start(
+    cc: &Path,
+    logs: &Path,
+    without_snapshot: bool,
+) -> anyhow::Result<(Duration, u64, u64)> {
+    let (mut peak, mut rss) = (0, 0);
+    let median = median_of(3, || {
+        if without_snapshot {
+            let _ = std::fs::remove_file(logs.join(SNAPSHOT));
+        }
+        let (t, hwm, now) = start_until_listening(cc, logs, &[], false)?;
+        peak = peak.max(hwm);
+        rss = rss.max(now);
+        Ok(t)
+    })?;
+    Ok((median, peak, rss))
 }
 
 /// Starts `serve` on the log dir with `extra` flags; returns the time until it printed its listening line, and its

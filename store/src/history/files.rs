@@ -174,6 +174,10 @@ enum Msg {
     Barrier(tokio::sync::oneshot::Sender<()>),
 }
 
+fn stopped() -> StoreError {
+    StoreError::Unavailable("the history writer has stopped".into())
+}
+
 /// Messages the tier writer may have waiting; a sender waits beyond that.
 const QUEUE: usize = 4096;
 /// Most closed buckets the writer stores in one batch.
@@ -251,24 +255,20 @@ impl Tiers for TierFiles {
     async fn flush(&self) -> Result<(), StoreError> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         if !self.send(Msg::Flush(tx)) {
-            return Err(StoreError::Unavailable(
-                "the history writer has stopped".into(),
-            ));
+            return Err(stopped());
         }
         rx.await
-            .map_err(|_| StoreError::Unavailable("the history writer has stopped".into()))?
+            .map_err(|_| stopped())?
             .map_err(StoreError::Unavailable)
     }
 
     fn flush_blocking(&self) -> Result<(), StoreError> {
         let (tx, rx) = mpsc::sync_channel(1);
         if !self.send(Msg::FlushBlocking(tx)) {
-            return Err(StoreError::Unavailable(
-                "the history writer has stopped".into(),
-            ));
+            return Err(stopped());
         }
         rx.recv()
-            .map_err(|_| StoreError::Unavailable("the history writer has stopped".into()))?
+            .map_err(|_| stopped())?
             .map_err(StoreError::Unavailable)
     }
 
