@@ -33,9 +33,23 @@ pub const BUS_WINDOW: usize = 4096;
 pub const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self' data:; script-src 'self'; \
 connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
-/// Shared state handed to every handler.
+/// Shared state handed to every handler: one pointer, so the clone axum makes for each
+/// request and each middleware is one reference count, not one per field (the per-field
+/// clones and drops were 4.5 % of the Command Center's CPU under ingest, issue 24).
 #[derive(Debug, Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What [`AppState`] points to.
+#[derive(Debug)]
+pub struct Shared {
     pub store: Arc<dyn Store>,
     pub bus: Arc<Bus>,
     /// Cancelled when the server shuts down; ends every SSE stream so shutdown is not held up.
@@ -454,7 +468,7 @@ impl Server {
             .transpose()
             .map_err(ServeError::Config)?
             .map(Arc::new);
-        let state = AppState {
+        let state = AppState(Arc::new(Shared {
             store,
             attention,
             ledger: Arc::new(ledger),
@@ -492,7 +506,7 @@ impl Server {
             reading: Arc::default(),
             refusals: Arc::default(),
             hosts: Arc::new(hosts),
-        };
+        }));
         Ok(Server {
             listener,
             state,
