@@ -12,6 +12,9 @@ use vaultmesh_proto::auth::{
     EnrollRequest, EnrollResponse, HEADER_NODE, HEADER_SIGNATURE, HEADER_TIMESTAMP, NodeKey,
 };
 use vaultmesh_proto::command::{POLL_BATCH_MAX, POLL_REPLY_MAX, SignedCommand, SignedReceipt};
+use vaultmesh_proto::session::{
+    HEADER_MAC, HEADER_SESSION, SESSION_EVERY_SECS, SessionId, SessionKey, SharedSecret,
+};
 use vaultmesh_proto::{ErrorBody, HeartbeatAccepted, NodeHeartbeat, ScanReport};
 
 use vaultmesh_process::error_chain;
@@ -71,6 +74,15 @@ pub async fn read_body(mut resp: reqwest::Response, limit: usize) -> Result<Vec<
     Ok(body)
 }
 
+/// Whether a MAC'd request was refused for its MAC: a `401` naming the signature header, as
+/// a Command Center older than session MACs answers ("missing x-vaultmesh-signature header")
+/// and this one does for a session it cannot take ("… sign the request
+/// (x-vaultmesh-signature) instead"; `docs/PROTOCOL.md`, "Session MACs"). A refusal of the
+/// node itself (not enrolled, revoked) or of a MAC that does not verify is not.
+fn asks_for_a_signature(e: &ClientError) -> bool {
+    matches!(e, ClientError::Rejected { status: 401, error } if error.contains(HEADER_SIGNATURE))
+}
+
 impl ClientError {
     /// Whether sending the same request again later may succeed.
     pub fn is_retryable(&self) -> bool {
@@ -83,15 +95,36 @@ impl ClientError {
     }
 }
 
-/// HTTP client for the Command Center's agent API. Every request is signed by the node key
-/// (see `docs/PROTOCOL.md`).
+/// HTTP client for the Command Center's agent API. Every request is signed by the node key,
+/// or carries a session MAC when the agent pins the Command Center's key (see
+/// `docs/PROTOCOL.md`).
 #[derive(Debug, Clone)]
 pub struct CcClient {
     http: reqwest::Client,
     base: String,
     node_id: uuid::Uuid,
     key: NodeKey,
+    sessions: Option<std::sync::Arc<Sessions>>,
 }
+
+/// The agent's side of session MACs: the secret it shares with the pinned Command Center key,
+/// the current session, and until when MACs are not sent after the Command Center refused one.
+#[derive(Debug)]
+struct Sessions {
+    cc_public: String,
+    secret: SharedSecret,
+    state: std::sync::Mutex<SessionState>,
+}
+
+#[derive(Debug, Default)]
+struct SessionState {
+    current: Option<(SessionId, SessionKey)>,
+    /// Sign every request until then (Unix seconds): the Command Center refused a MAC.
+    signing_until: i64,
+}
+
+/// How a request proves it is from this node: header names and values.
+type Credential = Vec<(&'static str, String)>;
 
 /// The agent's HTTP client settings, shared by every outbound request (the Command Center,
 /// local probes such as cloudflared's metrics): our user agent, the timeout, and no redirects —
@@ -152,7 +185,71 @@ impl CcClient {
             base: base.trim_end_matches('/').to_string(),
             node_id,
             key,
+            sessions: None,
         })
+    }
+
+    /// Sends session MACs instead of signatures, with the Command Center key `cc_public`
+    /// (base64, the pinned `cc_public_key`). Signing goes on if that key cannot share a
+    /// secret (a low-order point; said once, here).
+    pub fn with_sessions(mut self, cc_public: &str) -> CcClient {
+        let shared = vaultmesh_proto::auth::parse_public_key(cc_public)
+            .map_err(|e| e.to_string())
+            .and_then(|k| SharedSecret::between(&self.key, &k).map_err(|e| e.to_string()));
+        match shared {
+            Ok(secret) => {
+                self.sessions = Some(std::sync::Arc::new(Sessions {
+                    cc_public: cc_public.trim().to_string(),
+                    secret,
+                    state: std::sync::Mutex::default(),
+                }));
+            }
+            Err(e) => tracing::warn!(
+                error = %e,
+                "The pinned Command Center key cannot be used for session MACs; every request is signed instead."
+            ),
+        }
+        self
+    }
+
+    /// The session MAC headers for a request at `now`, starting a new session when none is
+    /// current or the current one is [`SESSION_EVERY_SECS`] old; `None` when requests are
+    /// signed (no pinned key, or a MAC was refused within the hour).
+    fn mac(&self, method: &str, path: &str, now: i64, body: &[u8]) -> Option<Credential> {
+        let sessions = self.sessions.as_ref()?;
+        let mut state = sessions.state.lock().unwrap_or_else(|p| p.into_inner());
+        if now < state.signing_until {
+            return None;
+        }
+        let fresh =
+            |(s, _): &(SessionId, SessionKey)| (0..SESSION_EVERY_SECS).contains(&(now - s.start));
+        if !state.current.as_ref().is_some_and(fresh) {
+            let session = SessionId::new(&sessions.cc_public, now, rand::random());
+            let key = sessions.secret.session_key(&self.node_id, &session);
+            state.current = Some((session, key));
+        }
+        let (session, key) = state.current.as_ref()?;
+        let msg =
+            vaultmesh_proto::session::mac_message(method, path, &self.node_id, now, session, body);
+        Some(vec![
+            (HEADER_NODE, self.node_id.to_string()),
+            (HEADER_TIMESTAMP, now.to_string()),
+            (HEADER_SESSION, session.to_string()),
+            (HEADER_MAC, key.mac(&msg)),
+        ])
+    }
+
+    /// A MAC'd request was refused for its MAC: sign for the next [`SESSION_EVERY_SECS`] —
+    /// the Command Center is older than session MACs, or does not hold the pinned key.
+    fn sign_for_a_while(&self, now: i64) {
+        if let Some(sessions) = &self.sessions {
+            let mut state = sessions.state.lock().unwrap_or_else(|p| p.into_inner());
+            state.signing_until = now + SESSION_EVERY_SECS;
+            state.current = None;
+            tracing::info!(
+                "The Command Center refused a session MAC; signing every request for the next hour."
+            );
+        }
     }
 
     pub fn base_url(&self) -> &str {
@@ -182,7 +279,19 @@ impl CcClient {
             token: token.to_string(),
             nonce: Some(uuid::Uuid::new_v4().simple().to_string()),
         };
-        self.post_signed("/api/agent/enroll", &req).await
+        // Signed, never MAC'd: the enrollment proves it holds the key it enrolls.
+        let bytes = serde_json::to_vec(&req).map_err(|e| ClientError::BadReply(e.to_string()))?;
+        let now = chrono::Utc::now().timestamp();
+        let signature = self.signature("POST", "/api/agent/enroll", now, &bytes);
+        self.send(
+            "POST",
+            "/api/agent/enroll",
+            bytes,
+            None,
+            ACK_REPLY_MAX,
+            signature,
+        )
+        .await
     }
 
     /// `GET /api/agent/commands?wait=…`: blocks up to `wait` for commands for this node (at
@@ -238,8 +347,10 @@ impl CcClient {
         self.signed("POST", path, bytes, None, ACK_REPLY_MAX).await
     }
 
-    /// Sends a signed request; `timeout` overrides the client's (long-polls). A successful
-    /// reply is read up to `limit` bytes, a refusal up to [`ACK_REPLY_MAX`].
+    /// Sends a request with a session MAC, or signed: `timeout` overrides the client's
+    /// (long-polls). A MAC'd request the Command Center refuses for its MAC
+    /// ([`asks_for_a_signature`]) is sent again at once, signed. A successful reply is read up to `limit` bytes, a refusal up to
+    /// [`ACK_REPLY_MAX`].
     async fn signed<R: serde::de::DeserializeOwned>(
         &self,
         method: &str,
@@ -248,22 +359,55 @@ impl CcClient {
         timeout: Option<Duration>,
         limit: usize,
     ) -> Result<R, ClientError> {
-        let url = format!("{}{path}", self.base);
         let now = chrono::Utc::now().timestamp();
+        if let Some(mac) = self.mac(method, path, now, &bytes) {
+            match self
+                .send(method, path, bytes.clone(), timeout, limit, mac)
+                .await
+            {
+                Err(e) if asks_for_a_signature(&e) => self.sign_for_a_while(now),
+                done => return done,
+            }
+        }
+        let signature = self.signature(method, path, now, &bytes);
+        self.send(method, path, bytes, timeout, limit, signature)
+            .await
+    }
+
+    /// The signature headers of a request at `now`.
+    fn signature(&self, method: &str, path: &str, now: i64, body: &[u8]) -> Credential {
         let h = self
             .key
-            .sign_request(method, path, &self.node_id, now, &bytes);
+            .sign_request(method, path, &self.node_id, now, body);
+        vec![
+            (HEADER_NODE, h.node),
+            (HEADER_TIMESTAMP, h.timestamp),
+            (HEADER_SIGNATURE, h.signature),
+        ]
+    }
+
+    /// Sends one request with `credential`'s headers and reads its reply.
+    async fn send<R: serde::de::DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        bytes: Vec<u8>,
+        timeout: Option<Duration>,
+        limit: usize,
+        credential: Credential,
+    ) -> Result<R, ClientError> {
+        let url = format!("{}{path}", self.base);
         let m = reqwest::Method::from_bytes(method.as_bytes())
             .map_err(|e| ClientError::BadReply(e.to_string()))?;
         let mut req = self.http.request(m, &url);
         if let Some(t) = timeout {
             req = req.timeout(t);
         }
+        for (name, value) in credential {
+            req = req.header(name, value);
+        }
         let resp = req
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .header(HEADER_NODE, h.node)
-            .header(HEADER_TIMESTAMP, h.timestamp)
-            .header(HEADER_SIGNATURE, h.signature)
             .body(bytes)
             .send()
             .await
@@ -350,6 +494,30 @@ mod tests {
         let client = client_at(&url, access);
         let _ = runtime().block_on(client.poll_commands(Duration::from_secs(1)));
         server.join().unwrap()
+    }
+
+    #[test]
+    fn a_refusal_naming_the_signature_header_is_what_turns_macs_off() {
+        let refused = |error: &str| ClientError::Rejected {
+            status: 401,
+            error: error.into(),
+        };
+        // What the release before session MACs answers to a MAC'd request, word for word.
+        assert!(asks_for_a_signature(&refused(
+            "missing x-vaultmesh-signature header: agent requests must be signed by the node key"
+        )));
+        assert!(asks_for_a_signature(&refused(
+            "this Command Center has no command key (--signing-key), so it takes no session MACs; sign the request (x-vaultmesh-signature) instead"
+        )));
+        // The node itself refused, or a MAC that does not verify: signing would not help.
+        assert!(!asks_for_a_signature(&refused("node 1 is not enrolled")));
+        assert!(!asks_for_a_signature(&refused(
+            "node 1: MAC does not verify"
+        )));
+        assert!(!asks_for_a_signature(&ClientError::Rejected {
+            status: 403,
+            error: "x-vaultmesh-signature".into()
+        }));
     }
 
     #[test]

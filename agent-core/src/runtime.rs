@@ -125,6 +125,10 @@ impl Agent {
             key,
             config.access_service_token.as_ref(),
         )?;
+        let client = match config.cc_public_key.as_deref() {
+            Some(cc_public) => client.with_sessions(cc_public),
+            None => client,
+        };
         Ok(Agent {
             runner: Arc::new(runner),
             scheduler: Arc::new(Scheduler::new(checks, ctx)),

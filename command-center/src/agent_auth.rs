@@ -11,7 +11,7 @@ use axum::body::Bytes;
 use axum::extract::{FromRef, FromRequest, Request};
 use axum::http::HeaderMap;
 use uuid::Uuid;
-use vaultmesh_engines::auth::SignedParts;
+use vaultmesh_engines::auth::{Sessions, SignedParts};
 use vaultmesh_engines::limits::{BodiesInFlight, RateLimit};
 
 use crate::error::ApiError;
@@ -30,6 +30,10 @@ pub struct AgentAuth {
     pub store: Arc<dyn vaultmesh_store::Store>,
     pub rate_limit: Arc<RateLimit>,
     pub reading: Arc<BodiesInFlight>,
+    /// The session keys a session MAC is checked with.
+    pub sessions: Arc<Sessions>,
+    /// Requests verified, by credential (`vaultmesh_agent_requests_verified_total`).
+    pub verified: Option<prometheus::IntCounterVec>,
 }
 
 /// The signature headers of `headers`, by name, as [`SignedParts::parse`] reads them.
@@ -81,7 +85,10 @@ where
             .await
             .map_err(ApiError::from)?;
         drop(reading);
-        parts.check_signature(&key, &body)?;
+        parts.check_credential(&key, &body, &auth.sessions)?;
+        if let Some(verified) = &auth.verified {
+            verified.with_label_values(&[parts.credential.kind()]).inc();
+        }
         // Counted after the signature (nobody can spend another node's allowance) and before
         // the replay guard remembers the request: a node past its rate fills nothing, so one
         // node can hold at most burst + rate × window entries of the guard.
@@ -185,6 +192,8 @@ mod tests {
                 store: Arc::new(store),
                 rate_limit: Arc::new(RateLimit::new(100.0, 10)),
                 reading: Arc::default(),
+                sessions: Arc::new(Sessions::new(None)),
+                verified: None,
             }));
 
         let at = chrono::Utc::now().timestamp();

@@ -50,6 +50,8 @@ pub struct Metrics {
     pub receipt_chain_breaks: IntCounter,
     /// Agent requests refused because their node was over its hourly byte budget, by kind.
     pub budget_refusals: IntCounterVec,
+    /// Agent requests whose credential verified, by credential (`signature`, `mac`).
+    pub agent_credentials: IntCounterVec,
     /// 1 while the logs refuse writes (a full disk, an I/O error).
     pub storage_degraded: IntGauge,
     /// Failed log writes, by file.
@@ -203,6 +205,11 @@ impl Metrics {
                 "Notifications queued and not yet sent.",
             ),
             notifier_failing,
+            agent_credentials: counter_vec(
+                "vaultmesh_agent_requests_verified_total",
+                "Agent requests whose credential verified, by credential: an Ed25519 signature or a session MAC.",
+                &["credential"],
+            ),
             budget_refusals: counter_vec(
                 "vaultmesh_budget_refusals_total",
                 "Agent requests refused because their node sent more than its hourly byte budget, by kind.",

@@ -64,6 +64,8 @@ pub struct Shared {
     pub enroll_rate: Arc<vaultmesh_engines::limits::SourceRate>,
     /// The command-signing key; without it, commands cannot be issued.
     pub cc_key: Option<Arc<vaultmesh_proto::auth::NodeKey>>,
+    /// The session keys of `cc_key`, for agent requests with a session MAC.
+    pub sessions: Arc<vaultmesh_engines::auth::Sessions>,
     pub policies: Arc<vaultmesh_store::policy::LivePolicies>,
     /// Every node's attention.
     pub attention: Arc<vaultmesh_engines::attention::AttentionEngine>,
@@ -104,6 +106,8 @@ impl axum::extract::FromRef<AppState> for crate::agent_auth::AgentAuth {
             store: Arc::clone(&state.store),
             rate_limit: Arc::clone(&state.rate_limit),
             reading: Arc::clone(&state.reading),
+            sessions: Arc::clone(&state.sessions),
+            verified: Some(state.metrics.agent_credentials.clone()),
         }
     }
 }
@@ -493,6 +497,7 @@ impl Server {
                 config.enroll_rate,
                 config.enroll_burst,
             )),
+            sessions: Arc::new(vaultmesh_engines::auth::Sessions::new(cc_key.clone())),
             cc_key,
             policies,
             metrics,

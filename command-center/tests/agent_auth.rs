@@ -773,3 +773,157 @@ fn a_node_past_its_rate_fills_nothing_in_the_replay_guard() {
         "another node is not affected"
     );
 }
+
+/// A credential count from `/metrics` (`vaultmesh_agent_requests_verified_total`).
+fn verified(cc: &CommandCenter, credential: &str) -> f64 {
+    vaultmesh_testkit::metric(
+        &cc.get("/metrics").body,
+        &format!("vaultmesh_agent_requests_verified_total{{credential=\"{credential}\"}}"),
+    )
+    .unwrap_or(0.0)
+}
+
+/// Issue 24: a session MAC (`docs/PROTOCOL.md`, "Session MACs") is accepted once, from the
+/// node whose key derived it, in a session with this Command Center's key that has not
+/// expired — and never as an enrollment.
+#[test]
+fn session_macs_are_accepted_once_and_only_within_their_session() {
+    let (cc, _keys, public) = vaultmesh_testkit::commanding_center(&[]);
+    let a = node(20);
+    a.enroll(&cc.url);
+    let now = chrono::Utc::now().timestamp();
+    let session = (now - 60, [0x42; 16]);
+    let body = serde_json::to_vec(&hb_for(&a, 1)).unwrap();
+    let send = |n: &TestNode, session: (i64, [u8; 16]), ts: i64, key: &str| {
+        Reply::from(
+            n.mac_request(&cc.url, "POST", HB, body.clone(), key, session, ts)
+                .send()
+                .unwrap(),
+        )
+    };
+    assert_eq!(send(&a, session, now, &public).status, 200);
+    assert_eq!(verified(&cc, "mac"), 1.0);
+    // The same bytes again: a replay, as for a signature.
+    let again = send(&a, session, now, &public);
+    assert_eq!(again.status, 401);
+    assert!(
+        error_of(&again).contains("replayed request"),
+        "{}",
+        again.body
+    );
+    // Another key claiming the node derives another session key.
+    let impostor = TestNode::with_key(a.id, 9);
+    let r = send(&impostor, session, now - 1, &public);
+    assert_eq!(r.status, 401);
+    assert!(error_of(&r).contains("MAC does not verify"), "{}", r.body);
+    // A session with another Command Center key, and an expired one: start a new one, or sign.
+    let other = NodeKeyText::other();
+    let r = send(&a, session, now - 2, &other);
+    assert_eq!(r.status, 401);
+    assert!(
+        error_of(&r).contains("but this Command Center's key is"),
+        "{}",
+        r.body
+    );
+    let r = send(&a, (now - 86_401, [0x42; 16]), now - 3, &public);
+    assert_eq!(r.status, 401);
+    assert!(error_of(&r).contains("start a new one"), "{}", r.body);
+    // A request timestamp outside the window is stale whatever the session.
+    let r = send(&a, session, now - 3600, &public);
+    assert!(
+        error_of(&r).contains("away from the Command Center's clock"),
+        "{}",
+        r.body
+    );
+    // An enrollment proves the key it enrolls with a signature only.
+    let b = node(21);
+    let enroll = serde_json::to_vec(&serde_json::json!({
+        "node_id": b.id, "public_key": b.key.public_base64(), "hostname": "b",
+        "os_profile": "Generic", "token": TEST_TOKEN, "nonce": "00"
+    }))
+    .unwrap();
+    let r = Reply::from(
+        b.mac_request(
+            &cc.url,
+            "POST",
+            "/api/agent/enroll",
+            enroll,
+            &public,
+            session,
+            now,
+        )
+        .send()
+        .unwrap(),
+    );
+    assert_eq!(r.status, 401);
+    assert!(error_of(&r).contains("must be signed"), "{}", r.body);
+    // The older agents' way, a signature per request, is still accepted beside it.
+    assert_eq!(send_signed(&cc, &a, 2).status, 200);
+    assert_eq!(verified(&cc, "signature"), 1.0);
+    assert_eq!(
+        cc.get_json(&format!("/api/nodes/{}", a.id))["summary"]["heartbeats"],
+        2
+    );
+}
+
+fn send_signed(cc: &CommandCenter, n: &TestNode, seq: u64) -> Reply {
+    send(cc, n, &hb_for(n, seq))
+}
+
+/// Another public key than any Command Center in these tests holds.
+struct NodeKeyText;
+
+impl NodeKeyText {
+    fn other() -> String {
+        vaultmesh_proto::auth::NodeKey::from_seed([0x55; 32]).public_base64()
+    }
+}
+
+/// A running agent against `cc` pinning the key `public` (logging at `info`), once three of
+/// its heartbeats are in.
+fn pinned_agent(
+    cc: &CommandCenter,
+    public: &str,
+) -> (
+    NodeAgent,
+    vaultmesh_testkit::ChildGuard,
+    vaultmesh_testkit::Captured,
+) {
+    let agent = NodeAgent::new(&cc.url)
+        .env("VAULTMESH_INTERVAL", "1s")
+        .env("RUST_LOG", "info")
+        .env("VAULTMESH_CC_PUBKEY", public);
+    let (daemon, log) = agent.spawn_captured(&["run"]);
+    let (id, _) = wait_for(Duration::from_secs(20), || {
+        agent
+            .state_dir()
+            .join("enrolled")
+            .exists()
+            .then(|| agent.identity())
+    })
+    .unwrap();
+    heartbeats_reach(cc, &id.to_string(), 3);
+    (agent, daemon, log)
+}
+
+/// Issue 24: the agent that pins the Command Center's key sends session MACs; pinned to a key
+/// this Command Center does not hold (or against a Command Center older than MACs, which
+/// answers `401` too), it sends the refused request again signed, and signs from then on.
+#[test]
+fn the_agent_sends_session_macs_and_signs_where_they_are_refused() {
+    let (cc, _keys, public) = vaultmesh_testkit::commanding_center(&[]);
+    let (_agent, _daemon, log) = pinned_agent(&cc, &public);
+    assert!(verified(&cc, "mac") >= 3.0, "{}", log.text());
+    assert_eq!(verified(&cc, "signature"), 0.0, "{}", log.text());
+
+    let (elsewhere, _keys2, _) = vaultmesh_testkit::commanding_center(&[]);
+    let (_agent, _daemon, log) = pinned_agent(&elsewhere, &public);
+    assert_eq!(verified(&elsewhere, "mac"), 0.0);
+    assert!(verified(&elsewhere, "signature") >= 3.0);
+    assert_eq!(
+        log.text().matches("refused a session MAC").count(),
+        1,
+        "one refusal, then signed for the hour:\n{}",
+        log.text()
+    );
+}

@@ -8,14 +8,20 @@
 //! Nothing here knows HTTP: a signed request's headers come in as values ([`SignedParts::parse`]),
 //! and every refusal is an [`AuthError`] the server maps to `401` at its edge.
 
-use std::sync::Mutex;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
 
 use chrono::{DateTime, Utc};
 use ed25519_dalek::VerifyingKey;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use uuid::Uuid;
-use vaultmesh_proto::auth::{self, HEADER_NODE, HEADER_SIGNATURE, HEADER_TIMESTAMP, MAX_SKEW_SECS};
+use vaultmesh_proto::auth::{
+    self, HEADER_NODE, HEADER_SIGNATURE, HEADER_TIMESTAMP, MAX_SKEW_SECS, NodeKey,
+};
+use vaultmesh_proto::session::{
+    HEADER_MAC, HEADER_SESSION, SESSION_MAX_SECS, SessionId, SessionKey, SharedSecret,
+};
 use vaultmesh_store::Store;
 
 /// Why a request's credentials were refused: the `reason` of its log line. All are `401`,
@@ -26,8 +32,11 @@ pub enum Refusal {
     Unsigned,
     /// The request's timestamp is too far from the Command Center's clock.
     StaleTimestamp,
-    /// The signature does not verify with the node's key.
+    /// The signature (or session MAC) does not verify with the node's key.
     BadSignature,
+    /// A session MAC names a Command Center key this server does not hold, or an expired
+    /// session.
+    Session,
     /// The exact request was already received.
     Replay,
     /// No key is enrolled for the node.
@@ -48,6 +57,7 @@ impl Refusal {
             Refusal::Unsigned => "unsigned",
             Refusal::StaleTimestamp => "stale_timestamp",
             Refusal::BadSignature => "bad_signature",
+            Refusal::Session => "session",
             Refusal::Replay => "replay",
             Refusal::UnknownNode => "unknown_node",
             Refusal::Revoked => "revoked",
@@ -197,54 +207,99 @@ impl EnrollTokens {
     }
 }
 
+/// How a request proves it is from its node: an Ed25519 signature, or a session MAC
+/// (`docs/PROTOCOL.md`, "Signed requests" and "Session MACs").
+#[derive(Debug)]
+pub enum Credential {
+    /// `X-VaultMesh-Signature`.
+    Signature(String),
+    /// `X-VaultMesh-Session` and `X-VaultMesh-Mac`.
+    Mac { session: SessionId, mac: String },
+}
+
+impl Credential {
+    /// `signature` or `mac`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Credential::Signature(_) => "signature",
+            Credential::Mac { .. } => "mac",
+        }
+    }
+
+    /// The credential's text, which the replay guard remembers.
+    fn text(&self) -> &str {
+        match self {
+            Credential::Signature(s) => s,
+            Credential::Mac { mac, .. } => mac,
+        }
+    }
+}
+
 /// The parts of a signed request needed to verify it.
 #[derive(Debug)]
 pub struct SignedParts {
     pub node_id: Uuid,
     pub timestamp: i64,
-    pub signature: String,
+    pub credential: Credential,
     pub method: String,
     pub path_and_query: String,
 }
 
 impl SignedParts {
-    /// Reads the signature headers through `header`, which gives a header's value by name
-    /// ([`HEADER_NODE`], [`HEADER_TIMESTAMP`], [`HEADER_SIGNATURE`]; `None` when it is missing or
-    /// not text), and keeps the request's method and path for the signed message.
+    /// Reads the credential headers through `header`, which gives a header's value by name
+    /// ([`HEADER_NODE`], [`HEADER_TIMESTAMP`], and [`HEADER_SIGNATURE`] or [`HEADER_SESSION`]
+    /// with [`HEADER_MAC`]; `None` when it is missing or not text), and keeps the request's
+    /// method and path for the signed message.
     pub fn parse<'h>(
         header: impl Fn(&'static str) -> Option<&'h str>,
         method: &str,
         path_and_query: &str,
     ) -> Result<SignedParts, AuthError> {
+        let unsigned = |message: String| AuthError::new(Refusal::Unsigned, message);
         let required = |name: &'static str| {
             header(name).ok_or_else(|| {
-                AuthError::new(
-                    Refusal::Unsigned,
-                    format!("missing {name} header: agent requests must be signed by the node key"),
-                )
+                unsigned(format!(
+                    "missing {name} header: agent requests must be signed by the node key"
+                ))
             })
         };
-        let node_id = Uuid::parse_str(required(HEADER_NODE)?).map_err(|_| {
-            AuthError::new(Refusal::Unsigned, format!("{HEADER_NODE} is not a node id"))
-        })?;
-        let timestamp: i64 = required(HEADER_TIMESTAMP)?.parse().map_err(|_| {
-            AuthError::new(
-                Refusal::Unsigned,
-                format!("{HEADER_TIMESTAMP} is not a Unix time in seconds"),
-            )
-        })?;
-        let signature = required(HEADER_SIGNATURE)?.to_string();
+        let node_id = Uuid::parse_str(required(HEADER_NODE)?)
+            .map_err(|_| unsigned(format!("{HEADER_NODE} is not a node id")))?;
+        let timestamp: i64 = required(HEADER_TIMESTAMP)?
+            .parse()
+            .map_err(|_| unsigned(format!("{HEADER_TIMESTAMP} is not a Unix time in seconds")))?;
+        let credential = match (header(HEADER_SIGNATURE), header(HEADER_MAC)) {
+            (Some(_), Some(_)) => {
+                return Err(unsigned(format!(
+                    "both {HEADER_SIGNATURE} and {HEADER_MAC}: send one credential"
+                )));
+            }
+            (None, Some(mac)) => {
+                let session = header(HEADER_SESSION).ok_or_else(|| {
+                    unsigned(format!(
+                        "missing {HEADER_SESSION} header: {HEADER_MAC} needs it"
+                    ))
+                })?;
+                let session = SessionId::parse(session)
+                    .map_err(|e| unsigned(format!("{HEADER_SESSION}: {e}")))?;
+                Credential::Mac {
+                    session,
+                    mac: mac.to_string(),
+                }
+            }
+            _ => Credential::Signature(required(HEADER_SIGNATURE)?.to_string()),
+        };
         Ok(SignedParts {
             node_id,
             timestamp,
-            signature,
+            credential,
             method: method.to_string(),
             path_and_query: path_and_query.to_string(),
         })
     }
 
-    /// Checks the request's timestamp against the Command Center's clock: needs no body, so
-    /// it is done before one is read.
+    /// Checks the request's timestamp against the Command Center's clock, and a session's
+    /// age: needs no body, so it is done before one is read.
     pub fn check_clock(&self) -> Result<(), AuthError> {
         let now = Utc::now().timestamp();
         // Checked: a timestamp near i64::MIN must not wrap around into the window.
@@ -256,6 +311,17 @@ impl SignedParts {
                     "request timestamp is {skew} s away from the Command Center's clock (limit {MAX_SKEW_SECS} s); check the node's clock"
                 ),
             ));
+        }
+        if let Credential::Mac { session, .. } = &self.credential {
+            let age = now.saturating_sub(session.start);
+            if !(-MAX_SKEW_SECS..=SESSION_MAX_SECS).contains(&age) {
+                return Err(AuthError::new(
+                    Refusal::Session,
+                    format!(
+                        "session {session} started {age} s ago; a session is accepted for {SESSION_MAX_SECS} s from its start: start a new one"
+                    ),
+                ));
+            }
         }
         Ok(())
     }
@@ -283,39 +349,74 @@ impl SignedParts {
         Ok(binding.key)
     }
 
-    /// Checks the clock and the signature against `key`; then, in `store`, that the request
-    /// was not accepted before (durably: across restarts and instances, see
-    /// [`vaultmesh_store::seen`]).
+    /// For an enrollment: checks the clock and the *signature* against `key` (an enrollment
+    /// proves it holds the key it enrolls with a signature, never a session MAC); then, in
+    /// `store`, that the request was not accepted before (durably: across restarts and
+    /// instances, see [`vaultmesh_store::seen`]).
     pub async fn verify(
         &self,
         key: &VerifyingKey,
         body: &[u8],
         store: &dyn Store,
     ) -> Result<(), RememberError> {
-        self.check_signature(key, body)?;
+        if matches!(self.credential, Credential::Mac { .. }) {
+            return Err(AuthError::new(
+                Refusal::Unsigned,
+                format!(
+                    "an enrollment must be signed ({HEADER_SIGNATURE}) by the key it enrolls, not carry a session MAC"
+                ),
+            )
+            .into());
+        }
+        self.check_credential(key, body, &Sessions::new(None))?;
         self.remember(store).await
     }
 
-    /// Checks the clock and the signature against `key` (nothing is remembered).
-    pub fn check_signature(&self, key: &VerifyingKey, body: &[u8]) -> Result<(), AuthError> {
+    /// Checks the clock and the credential against `key` — the signature, or the session MAC
+    /// with the key `sessions` derives (nothing is remembered).
+    pub fn check_credential(
+        &self,
+        key: &VerifyingKey,
+        body: &[u8],
+        sessions: &Sessions,
+    ) -> Result<(), AuthError> {
         self.check_clock()?;
-        let msg = auth::request_message(
-            &self.method,
-            &self.path_and_query,
-            &self.node_id,
-            self.timestamp,
-            body,
-        );
-        auth::verify(key, &self.signature, &msg).map_err(|e| {
+        let bad = |e: &dyn std::fmt::Display| {
             AuthError::new(Refusal::BadSignature, format!("node {}: {e}", self.node_id))
-        })
+        };
+        match &self.credential {
+            Credential::Signature(signature) => {
+                let msg = auth::request_message(
+                    &self.method,
+                    &self.path_and_query,
+                    &self.node_id,
+                    self.timestamp,
+                    body,
+                );
+                auth::verify(key, signature, &msg).map_err(|e| bad(&e))
+            }
+            Credential::Mac { session, mac } => {
+                let msg = vaultmesh_proto::session::mac_message(
+                    &self.method,
+                    &self.path_and_query,
+                    &self.node_id,
+                    self.timestamp,
+                    session,
+                    body,
+                );
+                sessions
+                    .key(self.node_id, key, session)?
+                    .verify(&msg, mac)
+                    .map_err(|e| bad(&e))
+            }
+        }
     }
 
     /// Remembers the request in the replay guard: `Ok` the first time it is seen.
     pub async fn remember(&self, store: &dyn Store) -> Result<(), RememberError> {
         use vaultmesh_store::seen::{Seen, digest};
         match store
-            .first_request(digest(&self.node_id, &self.signature))
+            .first_request(digest(&self.node_id, self.credential.text()))
             .await?
         {
             Seen::First => Ok(()),
@@ -326,6 +427,84 @@ impl SignedParts {
             .into()),
             Seen::Full => Err(RememberError::Full),
         }
+    }
+}
+
+/// Most nodes whose shared secret [`Sessions`] keeps; past it the cache starts again (each
+/// secret costs one X25519 to recompute).
+const SECRETS_KEPT: usize = 100_000;
+
+/// The session keys of the Command Center's key (`--signing-key`): the secret it shares with
+/// each node, computed once per node key and kept, and each session's key derived from it.
+pub struct Sessions {
+    key: Option<(Arc<NodeKey>, String)>,
+    secrets: RwLock<HashMap<Uuid, ([u8; 32], SharedSecret)>>,
+}
+
+impl std::fmt::Debug for Sessions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sessions")
+            .field("key_id", &self.key.as_ref().map(|k| &k.1))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sessions {
+    /// Sessions with `cc_key`; without one, every session MAC is refused (agents then sign).
+    pub fn new(cc_key: Option<Arc<NodeKey>>) -> Sessions {
+        Sessions {
+            key: cc_key.map(|k| {
+                let id = vaultmesh_proto::command::key_id(&k.public_base64());
+                (k, id)
+            }),
+            secrets: RwLock::default(),
+        }
+    }
+
+    /// The key of `session` for `node_id`, enrolled with `node_key`.
+    pub fn key(
+        &self,
+        node_id: Uuid,
+        node_key: &VerifyingKey,
+        session: &SessionId,
+    ) -> Result<SessionKey, AuthError> {
+        let refused = |why: String| {
+            AuthError::new(
+                Refusal::Session,
+                format!("{why}; sign the request ({HEADER_SIGNATURE}) instead"),
+            )
+        };
+        let Some((cc, _)) = self.key.as_ref().filter(|(_, id)| *id == session.key_id) else {
+            return Err(refused(match &self.key {
+                Some((_, id)) => format!(
+                    "session {session} is with command key {}, but this Command Center's key is {id}",
+                    session.key_id
+                ),
+                None => "this Command Center has no command key (--signing-key), so it takes no session MACs".into(),
+            }));
+        };
+        let public = node_key.to_bytes();
+        let cached = self
+            .secrets
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&node_id)
+            .filter(|(k, _)| *k == public)
+            .map(|(_, s)| s.clone());
+        let secret = match cached {
+            Some(s) => s,
+            None => {
+                let s = SharedSecret::between(cc, node_key)
+                    .map_err(|e| refused(format!("node {node_id}: {e}")))?;
+                let mut secrets = self.secrets.write().unwrap_or_else(|p| p.into_inner());
+                if secrets.len() >= SECRETS_KEPT {
+                    secrets.clear();
+                }
+                secrets.insert(node_id, (public, s.clone()));
+                s
+            }
+        };
+        Ok(secret.session_key(&node_id, session))
     }
 }
 
@@ -521,12 +700,13 @@ mod tests {
             matches!(&again, Err(RememberError::Refused(e)) if e.refusal == Refusal::Replay),
             "{again:?}"
         );
-        let other_body = signed(&key, 1, now, b"{}").check_signature(&enrolled_key, b"[]");
+        let none = Sessions::new(None);
+        let other_body = signed(&key, 1, now, b"{}").check_credential(&enrolled_key, b"[]", &none);
         assert_eq!(other_body.unwrap_err().refusal, Refusal::BadSignature);
         let stale = signed(&key, 1, now - 2 * MAX_SKEW_SECS, b"{}");
         assert_eq!(
             stale
-                .check_signature(&enrolled_key, b"{}")
+                .check_credential(&enrolled_key, b"{}", &none)
                 .unwrap_err()
                 .refusal,
             Refusal::StaleTimestamp

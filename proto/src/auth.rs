@@ -104,6 +104,11 @@ impl NodeKey {
     }
 
     /// Signs arbitrary bytes (receipts and other domain-tagged messages).
+    /// The Ed25519 key itself, for [`crate::session::SharedSecret::between`].
+    pub(crate) fn signing_key(&self) -> &SigningKey {
+        &self.0
+    }
+
     pub fn sign(&self, msg: &[u8]) -> String {
         STANDARD.encode(self.0.sign(msg).to_bytes())
     }

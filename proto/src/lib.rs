@@ -28,6 +28,7 @@ pub mod history;
 pub mod live;
 pub mod merkle;
 pub mod scan;
+pub mod session;
 pub mod severity;
 pub mod text;
 

@@ -147,6 +147,40 @@ impl TestNode {
         req
     }
 
+    /// A request with a session MAC (`docs/PROTOCOL.md`, "Session MACs") for the Command
+    /// Center key `cc_public`, in the session that started at `start` with `nonce`, at
+    /// timestamp `ts`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn mac_request(
+        &self,
+        base: &str,
+        method: &str,
+        path: &str,
+        body: Vec<u8>,
+        cc_public: &str,
+        (start, nonce): (i64, [u8; 16]),
+        ts: i64,
+    ) -> reqwest::blocking::RequestBuilder {
+        use vaultmesh_proto::session::{HEADER_MAC, HEADER_SESSION, SessionId, SharedSecret};
+        let cc = vaultmesh_proto::auth::parse_public_key(cc_public).expect("a public key");
+        let session = SessionId::new(cc_public, start, nonce);
+        let key = SharedSecret::between(&self.key, &cc)
+            .expect("not a low-order key")
+            .session_key(&self.id, &session);
+        let msg =
+            vaultmesh_proto::session::mac_message(method, path, &self.id, ts, &session, &body);
+        let method =
+            reqwest::Method::from_bytes(method.as_bytes()).unwrap_or(reqwest::Method::POST);
+        http()
+            .request(method, format!("{base}{path}"))
+            .header("content-type", "application/json")
+            .header(HEADER_NODE, self.id.to_string())
+            .header(HEADER_TIMESTAMP, ts.to_string())
+            .header(HEADER_SESSION, session.to_string())
+            .header(HEADER_MAC, key.mac(&msg))
+            .body(body)
+    }
+
     /// An `ok` receipt for `command_id` answering "pong", chained to `prev` (a receipt's
     /// [`SignedReceipt::chain_hash`]).
     pub fn pong_receipt(&self, command_id: Uuid, prev: Option<String>) -> CommandReceipt {
