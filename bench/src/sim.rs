@@ -10,8 +10,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
 use vaultmesh_proto::auth::{HEADER_NODE, HEADER_SIGNATURE, HEADER_TIMESTAMP};
 use vaultmesh_proto::command::{SignedCommand, SignedReceipt};
+use vaultmesh_proto::session::{HEADER_MAC, HEADER_SESSION, SessionId, SessionKey, SharedSecret};
 
 use crate::fleet::{enroll_all, key_of};
 use crate::{node_id, realistic_heartbeat, realistic_scan};
@@ -37,6 +40,9 @@ pub struct SimConfig {
     /// Sign every request before the clock starts, so the load generator costs the least CPU
     /// while it runs (timestamps must then stay within the server's 300 s skew window).
     pub presign: bool,
+    /// Send session MACs with this Command Center key (base64) instead of a signature per
+    /// request, as agents that pin the key do (`docs/PROTOCOL.md`, "Session MACs").
+    pub cc_public_key: Option<String>,
 }
 
 impl SimConfig {
@@ -52,6 +58,7 @@ impl SimConfig {
             scan_every: 0,
             command_every: 0,
             presign: true,
+            cc_public_key: None,
         }
     }
 }
@@ -193,8 +200,8 @@ struct Prepared {
     path: &'static str,
     node: usize,
     body: bytes::Bytes,
-    /// (timestamp, signature) when presigned.
-    signature: Option<(String, String)>,
+    /// The credential headers, when presigned.
+    signature: Option<Credential>,
 }
 
 /// What the `j`-th timed operation is, and for which node. Heartbeats go round the fleet;
@@ -210,7 +217,13 @@ fn plan(config: &SimConfig, j: usize) -> (OpKind, usize) {
     }
 }
 
-fn prepare(kind: OpKind, node: usize, seq: u64, presign: bool) -> anyhow::Result<Prepared> {
+fn prepare(
+    kind: OpKind,
+    node: usize,
+    seq: u64,
+    presign: bool,
+    cc: Option<&str>,
+) -> anyhow::Result<Prepared> {
     let (path, body) = match kind {
         OpKind::Scan => (
             "/api/agent/scans",
@@ -222,7 +235,7 @@ fn prepare(kind: OpKind, node: usize, seq: u64, presign: bool) -> anyhow::Result
             ("/api/agent/heartbeat", serde_json::to_vec(&hb)?)
         }
     };
-    let signature = presign.then(|| sign("POST", path, node, &body));
+    let signature = presign.then(|| sign("POST", path, node, &body, cc));
     Ok(Prepared {
         path,
         node,
@@ -231,27 +244,63 @@ fn prepare(kind: OpKind, node: usize, seq: u64, presign: bool) -> anyhow::Result
     })
 }
 
-fn sign(method: &str, path: &str, node: usize, body: &[u8]) -> (String, String) {
-    let h = key_of(node).sign_request(
-        method,
-        path,
-        &node_id(node),
-        chrono::Utc::now().timestamp(),
-        body,
-    );
-    (h.timestamp, h.signature)
+/// A request's credential headers.
+type Credential = Vec<(&'static str, String)>;
+
+/// The credential of a request from `node` now: a signature, or a session MAC with the
+/// Command Center key `cc` (one session per node and key for the whole run).
+fn sign(method: &str, path: &str, node: usize, body: &[u8], cc: Option<&str>) -> Credential {
+    let now = chrono::Utc::now().timestamp();
+    let Some(cc) = cc else {
+        let h = key_of(node).sign_request(method, path, &node_id(node), now, body);
+        return vec![
+            (HEADER_NODE, h.node),
+            (HEADER_TIMESTAMP, h.timestamp),
+            (HEADER_SIGNATURE, h.signature),
+        ];
+    };
+    type Sessions = Mutex<HashMap<(usize, String), (SessionId, SessionKey)>>;
+    static SESSIONS: OnceLock<Sessions> = OnceLock::new();
+    let (session, key) = SESSIONS
+        .get_or_init(Sessions::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .entry((node, cc.to_string()))
+        .or_insert_with(|| {
+            let public = vaultmesh_proto::auth::parse_public_key(cc).expect("a public key");
+            let session = SessionId::new(cc, now, *uuid::Uuid::new_v4().as_bytes());
+            let key = SharedSecret::between(&key_of(node), &public)
+                .expect("not a low-order key")
+                .session_key(&node_id(node), &session);
+            (session, key)
+        })
+        .clone();
+    let msg =
+        vaultmesh_proto::session::mac_message(method, path, &node_id(node), now, &session, body);
+    vec![
+        (HEADER_NODE, node_id(node).to_string()),
+        (HEADER_TIMESTAMP, now.to_string()),
+        (HEADER_SESSION, session.to_string()),
+        (HEADER_MAC, key.mac(&msg)),
+    ]
 }
 
-fn send(http: &reqwest::Client, base: &str, p: Prepared) -> reqwest::RequestBuilder {
-    let (ts, sig) = p
+fn send(
+    http: &reqwest::Client,
+    base: &str,
+    p: Prepared,
+    cc: Option<&str>,
+) -> reqwest::RequestBuilder {
+    let credential = p
         .signature
-        .unwrap_or_else(|| sign("POST", p.path, p.node, &p.body));
-    http.post(format!("{base}{}", p.path))
-        .header("content-type", "application/json")
-        .header(HEADER_NODE, node_id(p.node).to_string())
-        .header(HEADER_TIMESTAMP, ts)
-        .header(HEADER_SIGNATURE, sig)
-        .body(p.body)
+        .unwrap_or_else(|| sign("POST", p.path, p.node, &p.body, cc));
+    let mut req = http
+        .post(format!("{base}{}", p.path))
+        .header("content-type", "application/json");
+    for (name, value) in credential {
+        req = req.header(name, value);
+    }
+    req.body(p.body)
 }
 
 /// An HTTP client for `concurrency` connections to one server.
@@ -282,7 +331,13 @@ pub async fn run(config: &SimConfig) -> anyhow::Result<SimReport> {
                 let seq = 2 + (j / config.nodes) as u64;
                 let prepared = match kind {
                     OpKind::Command => None,
-                    _ if config.presign => Some(prepare(kind, node, seq, true)?),
+                    _ if config.presign => Some(prepare(
+                        kind,
+                        node,
+                        seq,
+                        true,
+                        config.cc_public_key.as_deref(),
+                    )?),
                     _ => None,
                 };
                 Ok((kind, prepared))
@@ -311,16 +366,17 @@ pub async fn run(config: &SimConfig) -> anyhow::Result<SimReport> {
                 };
                 let (_, node) = plan(&config, j);
                 let seq = 2 + (j / config.nodes) as u64;
+                let cc = config.cc_public_key.as_deref();
                 let outcome = match (kind, prepared) {
-                    (OpKind::Command, _) => command_round_trip(&http, &config.base, node).await,
+                    (OpKind::Command, _) => command_round_trip(&http, &config.base, node, cc).await,
                     (_, Some(p)) => {
                         part.bytes += p.body.len() as u64;
-                        post(send(&http, &config.base, p.clone())).await
+                        post(send(&http, &config.base, p.clone(), cc)).await
                     }
-                    (_, None) => match prepare(*kind, node, seq, false) {
+                    (_, None) => match prepare(*kind, node, seq, false, cc) {
                         Ok(p) => {
                             part.bytes += p.body.len() as u64;
-                            post(send(&http, &config.base, p)).await
+                            post(send(&http, &config.base, p, cc)).await
                         }
                         Err(e) => Err(e.to_string()),
                     },
@@ -363,8 +419,9 @@ async fn warm_up(http: &reqwest::Client, config: &SimConfig) -> anyhow::Result<(
         let (http, config) = (http.clone(), config.clone());
         tasks.spawn(async move {
             for node in (lane..config.nodes).step_by(lanes) {
-                let p = prepare(OpKind::Heartbeat, node, 1, false)?;
-                post(send(&http, &config.base, p))
+                let cc = config.cc_public_key.as_deref();
+                let p = prepare(OpKind::Heartbeat, node, 1, false, cc)?;
+                post(send(&http, &config.base, p, cc))
                     .await
                     .map_err(|e| anyhow::anyhow!("warm-up heartbeat of node {node}: {e}"))?;
             }
@@ -395,16 +452,20 @@ async fn post(req: reqwest::RequestBuilder) -> Result<(), String> {
 
 /// Issue `agent.ping` to `node` (admin API on loopback), take it with the node's long-poll, and
 /// answer with a signed, chained receipt.
-async fn command_round_trip(http: &reqwest::Client, base: &str, node: usize) -> Result<(), String> {
+async fn command_round_trip(
+    http: &reqwest::Client,
+    base: &str,
+    node: usize,
+    cc: Option<&str>,
+) -> Result<(), String> {
     let issue = serde_json::json!({"node_id": node_id(node), "action": "agent.ping", "args": {}});
     post(http.post(format!("{base}/api/commands")).json(&issue)).await?;
     let path = &format!("/api/agent/commands?wait=5s&nonce={:016x}", rand_nonce());
-    let (ts, sig) = sign("GET", path, node, b"");
-    let reply = http
-        .get(format!("{base}{path}"))
-        .header(HEADER_NODE, node_id(node).to_string())
-        .header(HEADER_TIMESTAMP, ts)
-        .header(HEADER_SIGNATURE, sig)
+    let mut poll = http.get(format!("{base}{path}"));
+    for (name, value) in sign("GET", path, node, b"", cc) {
+        poll = poll.header(name, value);
+    }
+    let reply = poll
         .send()
         .await
         .map_err(|_| "poll transport".to_string())?;
@@ -430,7 +491,7 @@ async fn command_round_trip(http: &reqwest::Client, base: &str, node: usize) -> 
             body: body.into(),
             signature: None,
         };
-        let reply = send(http, base, p)
+        let reply = send(http, base, p, cc)
             .send()
             .await
             .map_err(|_| "receipt transport".to_string())?;

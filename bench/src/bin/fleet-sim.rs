@@ -53,6 +53,10 @@ struct Cli {
     /// Sign every request before the clock starts (least load-generator CPU during the run).
     #[arg(long)]
     presign: bool,
+    /// Send session MACs with this Command Center key (base64; `keygen` prints it) instead of a
+    /// signature per request, as agents that pin the key do.
+    #[arg(long, value_name = "BASE64")]
+    cc_public_key: Option<String>,
     /// Print the figures as JSON.
     #[arg(long)]
     json: bool,
@@ -117,6 +121,7 @@ fn main() {
         scan_every: cli.scan_every,
         command_every: cli.command_every,
         presign: cli.presign,
+        cc_public_key: cli.cc_public_key,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

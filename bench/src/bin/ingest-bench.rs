@@ -37,6 +37,11 @@ fn main() -> anyhow::Result<()> {
         .arg(&key)
         .output()?;
     anyhow::ensure!(out.status.success(), "keygen failed");
+    let public = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("public key: "))
+        .map(str::to_string)
+        .ok_or_else(|| anyhow::anyhow!("keygen printed no public key"))?;
     let key = key.to_string_lossy().into_owned();
     let policies = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies");
     let cc = Server::start(&[
@@ -74,20 +79,33 @@ fn main() -> anyhow::Result<()> {
         let f = rt.block_on(sim::run(&base(&floor.base, nodes, false)))?;
         line(&format!("bare axum parse, {nodes}"), &f);
         let c = rt.block_on(sim::run(&base(&cc.base, nodes, false)))?;
-        line(&format!("Command Center, {nodes}"), &c);
-        ratios.push((nodes, c.throughput() / f.throughput()));
+        line(&format!("Command Center, signatures, {nodes}"), &c);
+        let m = rt.block_on(sim::run(&SimConfig {
+            cc_public_key: Some(public.clone()),
+            ..base(&cc.base, nodes, false)
+        }))?;
+        line(&format!("Command Center, session MACs, {nodes}"), &m);
+        ratios.push((
+            nodes,
+            c.throughput() / f.throughput(),
+            m.throughput() / f.throughput(),
+        ));
     }
-    for (nodes, r) in ratios {
-        println!("  Command Center / floor at {nodes} nodes: {r:.2} (target >= 0.5)");
+    for (nodes, signed, mac) in ratios {
+        println!(
+            "  Command Center / floor at {nodes} nodes: {signed:.2} signed, {mac:.2} with session MACs (target >= 0.5)"
+        );
     }
 
     println!("\n2. Server CPU per heartbeat at {rate:.0} heartbeats/s ({small} nodes)");
-    for (name, url, pid) in [
-        ("bare axum parse", &floor.base, floor.child.id()),
-        ("Command Center", &cc.base, cc_pid),
+    for (name, url, pid, mac) in [
+        ("bare axum parse", &floor.base, floor.child.id(), false),
+        ("CC, signatures", &cc.base, cc_pid, false),
+        ("CC, session MACs", &cc.base, cc_pid, true),
     ] {
         let config = SimConfig {
             rate: Some(rate),
+            cc_public_key: mac.then(|| public.clone()),
             ..base(url, small, false)
         };
         let before = cpu_time(pid)?;
@@ -112,10 +130,11 @@ fn main() -> anyhow::Result<()> {
     );
 
     println!(
-        "\n3. Realistic mix at {rate:.0}/s: 1 scan report per 500 requests, 1 command round trip per 1,000"
+        "\n3. Realistic mix at {rate:.0}/s: 1 scan report per 500 requests, 1 command round trip per 1,000 (session MACs)"
     );
     let mix = rt.block_on(sim::run(&SimConfig {
         rate: Some(rate),
+        cc_public_key: Some(public.clone()),
         scan_every: 500,
         command_every: 1000,
         presign: false,
