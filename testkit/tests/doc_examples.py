@@ -20,7 +20,12 @@ import json
 import re
 import sys
 
+import hmac
+
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.hashes import SHA256
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 
@@ -109,6 +114,26 @@ def request_message(method, path, node, timestamp, body):
     return "\n".join(["vaultmesh-request-v1", method, path, node, str(timestamp), sha256_hex(body)])
 
 
+P25519 = 2**255 - 19
+
+
+def curve25519_point(ed_public):
+    """The Curve25519 u-coordinate of an Ed25519 public key: u = (1 + y) / (1 - y)."""
+    y = int.from_bytes(ed_public, "little") & ((1 << 255) - 1)
+    return ((1 + y) * pow(1 - y, P25519 - 2, P25519) % P25519).to_bytes(32, "little")
+
+
+def x25519_private(seed):
+    """The X25519 private key of an Ed25519 seed: the first half of SHA-512(seed)."""
+    return X25519PrivateKey.from_private_bytes(hashlib.sha512(seed).digest()[:32])
+
+
+def mac_message(method, path, node, timestamp, session, body):
+    return "\n".join(
+        ["vaultmesh-request-mac-v1", method, path, node, str(timestamp), session, sha256_hex(body)]
+    )
+
+
 def protocol(doc):
     node = key(doc.value("node key seed"))
     same("node public key", doc.value("node public key"), public_b64(node))
@@ -130,6 +155,27 @@ def protocol(doc):
     same("heartbeat message", doc.block("heartbeat-message"), message)
     same("heartbeat signature", doc.value("heartbeat signature"), sign(node, message.encode()))
     verify(node_public, doc.value("heartbeat signature"), message.encode(), "heartbeat signature")
+
+    # A session MAC: both sides derive the same secret, the session key from it, the MAC.
+    node_seed = base64.b64decode(doc.value("node key seed"))
+    cc_seed = base64.b64decode(doc.value("command center key seed"))
+    secret = x25519_private(node_seed).exchange(
+        X25519PublicKey.from_public_bytes(curve25519_point(base64.b64decode(cc_public)))
+    )
+    secret_cc = x25519_private(cc_seed).exchange(
+        X25519PublicKey.from_public_bytes(curve25519_point(base64.b64decode(node_public)))
+    )
+    same("shared secret, both sides", secret.hex(), secret_cc.hex())
+    same("shared secret (hex)", doc.value("shared secret (hex)"), secret.hex())
+    session = doc.value("command center key id") + ".1764410400.00112233445566778899aabbccddeeff"
+    same("session id", doc.value("session id"), session)
+    info = f"vaultmesh-session-v1\n{node_id}\n{session}".encode()
+    session_key = HKDF(algorithm=SHA256(), length=32, salt=None, info=info).derive(secret)
+    same("session key (hex)", doc.value("session key (hex)"), session_key.hex())
+    message = mac_message("POST", "/api/agent/heartbeat", node_id, 1764410460, session, body)
+    same("heartbeat MAC message", doc.block("heartbeat-mac-message"), message)
+    mac = base64.b64encode(hmac.new(session_key, message.encode(), hashlib.sha256).digest()).decode()
+    same("heartbeat MAC", doc.value("heartbeat MAC"), mac)
 
     # An enrollment: signed with the key it enrolls, which it names.
     body = doc.block("enroll-body").encode()

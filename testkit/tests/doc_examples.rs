@@ -15,6 +15,7 @@ use std::process::Command;
 use serde_json::{Value, json};
 use vaultmesh_proto::auth::{self, NodeKey};
 use vaultmesh_proto::command::{self, SignedCommand, SignedReceipt};
+use vaultmesh_proto::session::{self, SessionId, SharedSecret};
 use vaultmesh_testkit::{cc_command, text, workspace_root};
 
 /// A document's examples: fenced blocks with the info string `<language> example=<name>`, and
@@ -117,6 +118,34 @@ fn the_protocol_examples_are_what_our_code_signs_and_verifies() {
     }
     let enroll: auth::EnrollRequest = serde_json::from_str(doc.block("enroll-body")).unwrap();
     assert_eq!(enroll.public_key, node.public_base64());
+
+    // A session MAC: the message and MAC the agent's client makes, which the Command Center's
+    // side (its key, the node's public key) derives the same key for.
+    // 00112233445566778899aabbccddeeff
+    let nonce: [u8; 16] = std::array::from_fn(|i| i as u8 * 0x11);
+    let session = SessionId::new(&cc.public_base64(), 1_764_410_400, nonce);
+    assert_eq!(session.to_string(), doc.value("session id"));
+    let body = doc.value("heartbeat body").as_bytes();
+    let message = session::mac_message(
+        "POST",
+        "/api/agent/heartbeat",
+        &node_id,
+        1_764_410_460,
+        &session,
+        body,
+    );
+    assert_eq!(
+        String::from_utf8(message.clone()).unwrap(),
+        doc.block("heartbeat-mac-message")
+    );
+    let agent_side = SharedSecret::between(&node, &cc_public).unwrap();
+    let mac = agent_side.session_key(&node_id, &session).mac(&message);
+    assert_eq!(mac, doc.value("heartbeat MAC"));
+    let cc_side = SharedSecret::between(&cc, &node_public).unwrap();
+    cc_side
+        .session_key(&node_id, &session)
+        .verify(&message, &mac)
+        .unwrap();
 
     // The command: the Command Center signs exactly this, and the agent verifies it as printed.
     let signed: SignedCommand = serde_json::from_value(json!({
