@@ -50,9 +50,14 @@ const QUEUE: usize = 16_384;
 /// refused at once).
 pub const RETRY_EVERY: Duration = Duration::from_secs(1);
 
-/// Rotation and retention of one log.
+/// Rotation and retention of one log, and how often its writer may sync.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Rotation {
+    /// At most one `fdatasync` starts per this window: a busy log's writer waits out the rest
+    /// of the window after its last sync, gathering the appends that come meanwhile into the
+    /// next one (a group commit, as PostgreSQL's `commit_delay`). A log idle for a window
+    /// writes at once. Zero: every batch as soon as the last sync is done.
+    pub commit_window: Duration,
     /// Rotate once the active file reaches this size.
     pub max_bytes: Option<u64>,
     /// Rotate when the UTC clock enters a new period of this length (a new hour for 1 h, a
@@ -428,6 +433,8 @@ impl Writer {
     fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
         let mut buf = Vec::with_capacity(64 * 1024);
         let mut batch: Vec<Append> = Vec::with_capacity(256);
+        let window = self.rotation.commit_window;
+        let mut last_sync: Option<std::time::Instant> = None;
         loop {
             let next = if self.failing.is_some() {
                 self.wait_while_failing(&mut rx)
@@ -442,6 +449,10 @@ impl Writer {
                 }
                 Some(Msg::Append(a)) => a,
             };
+            // A sync started within the window: let the appends that follow join this one.
+            if let Some(rest) = last_sync.and_then(|at| window.checked_sub(at.elapsed())) {
+                std::thread::sleep(rest);
+            }
             buf.clear();
             buf.extend_from_slice(&first.line);
             batch.push(first);
@@ -460,6 +471,7 @@ impl Writer {
                     Err(_) => break,
                 }
             }
+            last_sync = Some(std::time::Instant::now());
             self.write_batch(&buf, &mut batch);
             if let Some(b) = barrier {
                 b(self.position.as_ref());
@@ -901,6 +913,90 @@ mod tests {
         }
     }
 
+    /// A real file that counts its syncs.
+    struct CountingFile {
+        file: File,
+        syncs: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl LogFile for CountingFile {
+        fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+            Write::write_all(&mut self.file, buf)
+        }
+
+        fn sync_data(&mut self) -> std::io::Result<()> {
+            self.syncs.fetch_add(1, Ordering::SeqCst);
+            self.file.sync_data()
+        }
+
+        fn cut(&mut self, len: u64) -> std::io::Result<()> {
+            LogFile::cut(&mut self.file, len)
+        }
+    }
+
+    /// Twenty appends arriving 5 ms apart, each acknowledged once durable: how many syncs
+    /// they took, and how long the first append (to a log idle until then) waited.
+    async fn twenty_appends_5ms_apart(window: Duration) -> (usize, Duration) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = LogName::Heartbeats.active(dir.path());
+        let file = OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&path)
+            .unwrap();
+        let syncs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let j = Arc::new(
+            Journal::start(
+                dir.path(),
+                LogName::Heartbeats,
+                Rotation {
+                    commit_window: window,
+                    ..Rotation::default()
+                },
+                Arc::default(),
+                (
+                    Box::new(CountingFile {
+                        file,
+                        syncs: Arc::clone(&syncs),
+                    }),
+                    0,
+                    Some(Position::Start),
+                ),
+                None,
+            )
+            .unwrap(),
+        );
+        let started = std::time::Instant::now();
+        j.append(line(0), None).await.unwrap();
+        let idle = started.elapsed();
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 1..=20 {
+            let j = Arc::clone(&j);
+            tasks.spawn(async move { j.append(line(i), None).await });
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        while let Some(done) = tasks.join_next().await {
+            done.unwrap().unwrap();
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 21, "every append is in the file");
+        (syncs.load(Ordering::SeqCst) - 1, idle)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_busy_log_syncs_at_most_once_per_commit_window_and_an_idle_one_at_once() {
+        let (without, _) = twenty_appends_5ms_apart(Duration::ZERO).await;
+        let (with, idle) = twenty_appends_5ms_apart(Duration::from_millis(200)).await;
+        // Without a window each append that finds the writer idle is synced alone; with one,
+        // those arriving within 200 ms of the last sync wait for the next, together.
+        assert!(without >= 10, "{without} syncs without a window");
+        assert!(with <= 2, "{with} syncs with a 200 ms window");
+        assert!(
+            idle < Duration::from_millis(150),
+            "an idle log waited {idle:?} for its first sync"
+        );
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_rotation_hook_sees_the_position_after_the_closed_segment() {
         let dir = tempfile::tempdir().unwrap();
@@ -949,6 +1045,7 @@ mod tests {
             max_bytes: Some(100),
             every: None,
             retention: Some(Duration::from_secs(3600)),
+            commit_window: Duration::ZERO,
         };
         // An old segment that retention must remove at the next rotation.
         let old = logdir::rotated_path(
@@ -985,6 +1082,7 @@ mod tests {
             max_bytes: None,
             every: Some(Duration::from_secs(1)),
             retention: None,
+            commit_window: Duration::ZERO,
         };
         let (mut j, _) =
             Journal::open(dir.path(), LogName::Heartbeats, rotation, Arc::default()).unwrap();

@@ -91,6 +91,18 @@ pub struct HeartbeatLog {
         value_parser = vaultmesh_process::duration::parse_nonzero
     )]
     pub snapshot_interval: Duration,
+    /// Start at most one fdatasync of the heartbeat log per this window: under load, the
+    /// heartbeats that arrive meanwhile are written and synced together (each is still
+    /// acknowledged only once on disk); an idle log syncs at once. 0s: sync each batch as soon
+    /// as the last sync ends.
+    #[arg(
+        id = "heartbeat_commit_window",
+        value_name = "HEARTBEAT_COMMIT_WINDOW",
+        long = "heartbeat-commit-window",
+        default_value = "5ms",
+        value_parser = vaultmesh_process::duration::parse
+    )]
+    pub commit_window: Duration,
 }
 
 impl Default for HeartbeatLog {
@@ -225,6 +237,7 @@ impl JsonlStore {
             max_bytes: Some(opts.heartbeats.rotate_bytes),
             every: Some(opts.heartbeats.rotate_every),
             retention: Some(opts.heartbeats.retention),
+            commit_window: opts.heartbeats.commit_window,
         };
         let health = || Arc::clone(&opts.health);
         let tiers = Arc::new(
