@@ -99,7 +99,7 @@ pub struct HeartbeatLog {
         id = "heartbeat_commit_window",
         value_name = "HEARTBEAT_COMMIT_WINDOW",
         long = "heartbeat-commit-window",
-        default_value = "5ms",
+        default_value = "2ms",
         value_parser = vaultmesh_process::duration::parse
     )]
     pub commit_window: Duration,
