@@ -9,16 +9,12 @@ use std::time::Duration;
 use vaultmesh_proto::auth::NodeKey;
 use vaultmesh_proto::command::{ReceiptStatus, SignedCommand};
 use vaultmesh_testkit::fake_cc::{FakeCommandCenter, command};
-use vaultmesh_testkit::{NodeAgent, memory_kib, text, wait_for, workspace_root};
+use vaultmesh_testkit::{NodeAgent, memory_kib, text, unit_settings, wait_for};
 
 /// The agent unit's `MemoryMax=` (`systemd/vaultmesh-node-agent.service`, in `M`), in KiB.
 fn unit_memory_max_kib() -> u64 {
-    let unit = workspace_root().join("systemd/vaultmesh-node-agent.service");
-    let text = std::fs::read_to_string(&unit).unwrap();
-    let value = text
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("MemoryMax="))
-        .unwrap_or_else(|| panic!("{} has no MemoryMax=", unit.display()));
+    let values = unit_settings("vaultmesh-node-agent.service", "MemoryMax");
+    let value = values.first().expect("the agent unit has MemoryMax=");
     let mib: u64 = value
         .strip_suffix('M')
         .and_then(|m| m.parse().ok())

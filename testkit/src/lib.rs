@@ -63,6 +63,24 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// Every value of `key` in the shipped unit `systemd/{unit}`, in file order (`MemoryMax=64M` gives
+/// `64M`; a key set on several lines, such as `Environment=`, gives each line's value).
+pub fn unit_settings(unit: &str, key: &str) -> Vec<String> {
+    let path = workspace_root().join("systemd").join(unit);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix(key)?.strip_prefix('='))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The variable `name` the agent's unit sets with `Environment=name=value`, if it does.
+pub fn agent_unit_env(name: &str) -> Option<String> {
+    unit_settings("vaultmesh-node-agent.service", "Environment")
+        .into_iter()
+        .find_map(|v| Some(v.strip_prefix(name)?.strip_prefix('=')?.to_string()))
+}
+
 /// The file names in `dir`, sorted; with `ext`, only those ending in `.{ext}`.
 pub fn file_names(dir: &Path, ext: Option<&str>) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)

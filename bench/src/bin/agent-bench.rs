@@ -14,6 +14,10 @@
 //! (`--target x86_64-unknown-linux-musl`; or give the path of one) and measures it the same
 //! way, side by side;
 //! `AGENT_BENCH_BEFORE=PATH` measures another agent binary (an older build) in the same run.
+//!
+//! Each agent runs with the malloc settings its unit gives it (`GLIBC_TUNABLES` from
+//! `systemd/vaultmesh-node-agent.service`), as it does on a node; the `AGENT_BENCH_BEFORE` build
+//! without them, as its unit ran it.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -23,6 +27,7 @@ use vaultmesh_bench::fleet::{Server, TOKEN};
 use vaultmesh_bench::{
     arg_or, built_binary, built_binary_for, cpu_time, cpu_time_precise, memory_kib,
 };
+use vaultmesh_testkit::agent_unit_env;
 use vaultmesh_testkit::cloudflared::{FakeCloudflared, ReadyReply};
 use vaultmesh_testkit::dbus::{DbusDaemon, FakeSystemd, FakeUnit};
 
@@ -121,7 +126,8 @@ enabled = {}
     }
 
     /// Runs `agent_bin` as a node of its own (a new state directory) and measures it.
-    fn measure(&self, agent_bin: &Path) -> anyhow::Result<Figures> {
+    /// `unit_env`: with the unit's `GLIBC_TUNABLES`.
+    fn measure(&self, agent_bin: &Path, unit_env: bool) -> anyhow::Result<Figures> {
         let (cc, interval_ms) = (&self.cc, self.interval_ms as u64);
         let size = std::fs::metadata(agent_bin)?.len();
         let dir = tempfile::tempdir()?;
@@ -136,6 +142,13 @@ enabled = {}
             .env("VAULTMESH_OS_PROFILE", "DebianVault")
             .env("DBUS_SYSTEM_BUS_ADDRESS", &self.bus.address)
             .env("RUST_LOG", "warn")
+            .env(
+                "GLIBC_TUNABLES",
+                unit_env
+                    .then(|| agent_unit_env("GLIBC_TUNABLES"))
+                    .flatten()
+                    .unwrap_or_default(),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
         let started = Instant::now();
@@ -264,7 +277,11 @@ fn main() -> anyhow::Result<()> {
         Some(p) => p.into(),
         None => built_binary("vaultmesh-node-agent", "vaultmesh-node-agent", "agent")?,
     };
-    let mut agents = vec![("vaultmesh-node-agent (all checks)".to_string(), agent_bin)];
+    let mut agents = vec![(
+        "vaultmesh-node-agent (all checks)".to_string(),
+        agent_bin,
+        true,
+    )];
     // AGENT_BENCH_MUSL=1 builds the static musl agent; a path measures that binary instead.
     if let Some(musl) = std::env::var_os("AGENT_BENCH_MUSL") {
         let musl = if musl == "1" {
@@ -277,10 +294,14 @@ fn main() -> anyhow::Result<()> {
         } else {
             musl.into()
         };
-        agents.push(("  the same, static musl build".to_string(), musl));
+        agents.push(("  the same, static musl build".to_string(), musl, true));
     }
     if let Some(before) = std::env::var_os("AGENT_BENCH_BEFORE") {
-        agents.push(("  before (AGENT_BENCH_BEFORE)".to_string(), before.into()));
+        agents.push((
+            "  before (AGENT_BENCH_BEFORE)".to_string(),
+            before.into(),
+            false,
+        ));
     }
     println!(
         "agent-bench: {cycles} heartbeat cycles of {interval_ms} ms, every check due every cycle"
@@ -308,8 +329,8 @@ fn main() -> anyhow::Result<()> {
     };
     // One agent at a time, so none measures another's load.
     let mut measured = Vec::new();
-    for (label, bin) in agents {
-        let f = rig.measure(&bin)?;
+    for (label, bin, unit_env) in agents {
+        let f = rig.measure(&bin, unit_env)?;
         measured.push((label, f));
     }
 
