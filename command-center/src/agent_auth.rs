@@ -75,6 +75,7 @@ where
         // connection is then closed: `crate::timeout`), so it costs no memory and no time.
         let parts = signed_parts(&headers, &method, &path)?;
         parts.check_clock()?;
+        parts.check_session(&auth.sessions)?;
         let key = parts.enrolled_key(auth.store.as_ref())?;
         // A body from an enrolled node's id is read within --body-timeout, and within the
         // bytes all bodies may hold at once (--body-memory): see `crate::timeout`. At most

@@ -857,6 +857,16 @@ fn session_macs_are_accepted_once_and_only_within_their_session() {
     );
     assert_eq!(r.status, 401);
     assert!(error_of(&r).contains("must be signed"), "{}", r.body);
+    // Both credentials at once: refused, whatever each says.
+    let h = a.key.sign_request("POST", HB, &a.id, now - 4, &body);
+    let r = Reply::from(
+        a.mac_request(&cc.url, "POST", HB, body.clone(), &public, session, now - 4)
+            .header("x-vaultmesh-signature", h.signature)
+            .send()
+            .unwrap(),
+    );
+    assert_eq!(r.status, 401);
+    assert!(error_of(&r).contains("send one credential"), "{}", r.body);
     // The older agents' way, a signature per request, is still accepted beside it.
     assert_eq!(send_signed(&cc, &a, 2).status, 200);
     assert_eq!(verified(&cc, "signature"), 1.0);
@@ -864,6 +874,17 @@ fn session_macs_are_accepted_once_and_only_within_their_session() {
         cc.get_json(&format!("/api/nodes/{}", a.id))["summary"]["heartbeats"],
         2
     );
+    // A revoked node's MACs stop at once, like its signatures.
+    let r = cc.unsigned_request(
+        "POST",
+        &format!("/api/nodes/{}/revoke", a.id),
+        Some("application/json"),
+        r#"{"reason": "retired"}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = send(&a, session, now - 5, &public);
+    assert_eq!(r.status, 401);
+    assert!(error_of(&r).contains("was revoked"), "{}", r.body);
 }
 
 fn send_signed(cc: &CommandCenter, n: &TestNode, seq: u64) -> Reply {

@@ -301,7 +301,11 @@ impl SignedParts {
     /// Checks the request's timestamp against the Command Center's clock, and a session's
     /// age: needs no body, so it is done before one is read.
     pub fn check_clock(&self) -> Result<(), AuthError> {
-        let now = Utc::now().timestamp();
+        self.check_clock_at(Utc::now().timestamp())
+    }
+
+    /// [`SignedParts::check_clock`] with the clock reading `now` (Unix seconds).
+    pub fn check_clock_at(&self, now: i64) -> Result<(), AuthError> {
         // Checked: a timestamp near i64::MIN must not wrap around into the window.
         let skew = now.abs_diff(self.timestamp);
         if skew > MAX_SKEW_SECS.unsigned_abs() {
@@ -318,12 +322,22 @@ impl SignedParts {
                 return Err(AuthError::new(
                     Refusal::Session,
                     format!(
-                        "session {session} started {age} s ago; a session is accepted for {SESSION_MAX_SECS} s from its start: start a new one"
+                        "session {session} started {age} s ago; a session is accepted from {MAX_SKEW_SECS} s before its start to {SESSION_MAX_SECS} s after: start a new one, or sign the request ({HEADER_SIGNATURE})"
                     ),
                 ));
             }
         }
         Ok(())
+    }
+
+    /// For a session MAC, that `sessions` can take its session (this Command Center holds the
+    /// key it names): needs no body, so a MAC the Command Center cannot check is refused before
+    /// its body is read. Nothing to check for a signature.
+    pub fn check_session(&self, sessions: &Sessions) -> Result<(), AuthError> {
+        match &self.credential {
+            Credential::Mac { session, .. } => sessions.takes(session),
+            Credential::Signature(_) => Ok(()),
+        }
     }
 
     /// The key the node is enrolled with in `store`: refused if it is not enrolled, or revoked.
@@ -380,7 +394,18 @@ impl SignedParts {
         body: &[u8],
         sessions: &Sessions,
     ) -> Result<(), AuthError> {
-        self.check_clock()?;
+        self.check_credential_at(key, body, sessions, Utc::now().timestamp())
+    }
+
+    /// [`SignedParts::check_credential`] with the clock reading `now` (Unix seconds).
+    pub fn check_credential_at(
+        &self,
+        key: &VerifyingKey,
+        body: &[u8],
+        sessions: &Sessions,
+        now: i64,
+    ) -> Result<(), AuthError> {
+        self.check_clock_at(now)?;
         let bad = |e: &dyn std::fmt::Display| {
             AuthError::new(Refusal::BadSignature, format!("node {}: {e}", self.node_id))
         };
@@ -430,6 +455,16 @@ impl SignedParts {
     }
 }
 
+/// A session this Command Center cannot take: `why`, and that a signature will do. The
+/// message names the signature header, which is what tells an agent to sign instead
+/// (`docs/PROTOCOL.md`, "Session MACs").
+fn session_refused(why: String) -> AuthError {
+    AuthError::new(
+        Refusal::Session,
+        format!("{why}; sign the request ({HEADER_SIGNATURE}) instead"),
+    )
+}
+
 /// Most nodes whose shared secret [`Sessions`] keeps; past it the cache starts again (each
 /// secret costs one X25519 to recompute).
 const SECRETS_KEPT: usize = 100_000;
@@ -461,6 +496,25 @@ impl Sessions {
         }
     }
 
+    /// Whether this Command Center holds the key `session` is with.
+    pub fn takes(&self, session: &SessionId) -> Result<(), AuthError> {
+        self.cc_key(session).map(|_| ())
+    }
+
+    /// The Command Center key `session` is with, if this Command Center holds it.
+    fn cc_key(&self, session: &SessionId) -> Result<&NodeKey, AuthError> {
+        match &self.key {
+            Some((cc, id)) if *id == session.key_id => Ok(cc),
+            held => Err(session_refused(match held {
+                Some((_, id)) => format!(
+                    "session {session} is with command key {}, but this Command Center's key is {id}",
+                    session.key_id
+                ),
+                None => "this Command Center has no command key (--signing-key), so it takes no session MACs".into(),
+            })),
+        }
+    }
+
     /// The key of `session` for `node_id`, enrolled with `node_key`.
     pub fn key(
         &self,
@@ -468,21 +522,7 @@ impl Sessions {
         node_key: &VerifyingKey,
         session: &SessionId,
     ) -> Result<SessionKey, AuthError> {
-        let refused = |why: String| {
-            AuthError::new(
-                Refusal::Session,
-                format!("{why}; sign the request ({HEADER_SIGNATURE}) instead"),
-            )
-        };
-        let Some((cc, _)) = self.key.as_ref().filter(|(_, id)| *id == session.key_id) else {
-            return Err(refused(match &self.key {
-                Some((_, id)) => format!(
-                    "session {session} is with command key {}, but this Command Center's key is {id}",
-                    session.key_id
-                ),
-                None => "this Command Center has no command key (--signing-key), so it takes no session MACs".into(),
-            }));
-        };
+        let cc = self.cc_key(session)?;
         let public = node_key.to_bytes();
         let cached = self
             .secrets
@@ -495,7 +535,7 @@ impl Sessions {
             Some(s) => s,
             None => {
                 let s = SharedSecret::between(cc, node_key)
-                    .map_err(|e| refused(format!("node {node_id}: {e}")))?;
+                    .map_err(|e| session_refused(format!("node {node_id}: {e}")))?;
                 let mut secrets = self.secrets.write().unwrap_or_else(|p| p.into_inner());
                 if secrets.len() >= SECRETS_KEPT {
                     secrets.clear();
@@ -644,6 +684,39 @@ mod tests {
         .check_clock()
         .unwrap_err();
         assert_eq!(stale.refusal, Refusal::StaleTimestamp, "no wrap-around");
+    }
+
+    #[test]
+    fn a_session_key_follows_the_nodes_enrolled_key_and_the_cc_key() {
+        use vaultmesh_proto::session::SharedSecret;
+        let public = |k: &NodeKey| auth::parse_public_key(&k.public_base64()).unwrap();
+        let cc = std::sync::Arc::new(NodeKey::from_seed([3; 32]));
+        let sessions = Sessions::new(Some(cc.clone()));
+        let session = SessionId::new(&cc.public_base64(), 1_764_410_400, [0; 16]);
+        let node = Uuid::from_u128(1);
+        let (a, b) = (NodeKey::from_seed([1; 32]), NodeKey::from_seed([2; 32]));
+        let mac_a = SharedSecret::between(&a, &public(&cc))
+            .unwrap()
+            .session_key(&node, &session)
+            .mac(b"m");
+        let verify = |key: &NodeKey| {
+            sessions
+                .key(node, &public(key), &session)
+                .unwrap()
+                .verify(b"m", &mac_a)
+        };
+        assert!(verify(&a).is_ok());
+        // The node re-enrolled (rekeyed) with `b`: the secret kept for `a` is not used.
+        assert!(verify(&b).is_err());
+        assert!(verify(&a).is_ok());
+        // A session with another Command Center key, or a Command Center without a key: refused
+        // before any body is read, naming the signature header the agent then uses.
+        let elsewhere = SessionId::new(&b.public_base64(), 1_764_410_400, [0; 16]);
+        let refused = sessions.takes(&elsewhere).unwrap_err();
+        assert_eq!(refused.refusal, Refusal::Session);
+        assert!(refused.message.contains(HEADER_SIGNATURE), "{refused}");
+        let keyless = Sessions::new(None).takes(&session).unwrap_err();
+        assert!(keyless.message.contains("no command key"), "{keyless}");
     }
 
     /// A real store (files in a temp dir) with node 1 enrolled under `key`.

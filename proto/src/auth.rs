@@ -103,12 +103,12 @@ impl NodeKey {
         }
     }
 
-    /// Signs arbitrary bytes (receipts and other domain-tagged messages).
     /// The Ed25519 key itself, for [`crate::session::SharedSecret::between`].
     pub(crate) fn signing_key(&self) -> &SigningKey {
         &self.0
     }
 
+    /// Signs arbitrary bytes (receipts and other domain-tagged messages).
     pub fn sign(&self, msg: &[u8]) -> String {
         STANDARD.encode(self.0.sign(msg).to_bytes())
     }

@@ -7,8 +7,9 @@
 //! using one key pair for both, see <https://eprint.iacr.org/2021/509>). From it and a session
 //! id the agent picks, HKDF-SHA256 derives a session key bound to the node and the session; a
 //! request then carries an HMAC-SHA256 of the same message a signature covers, plus the
-//! session id. The Command Center checks it with two hash computations instead of an Ed25519
-//! verification, and the replay guard remembers the MAC as it remembers a signature.
+//! session id. The Command Center checks it with a few SHA-256 compressions (the key's HKDF
+//! and the HMAC) instead of an Ed25519 verification, and the replay guard remembers the MAC as
+//! it remembers a signature.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -82,8 +83,11 @@ impl SessionId {
         let hex = |s: &str, len: usize| {
             s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
         };
-        let digits =
-            !start.is_empty() && start.len() <= 12 && start.bytes().all(|b| b.is_ascii_digit());
+        // Decimal as `Display` writes it: no sign, no leading zero, at most 12 digits.
+        let digits = !start.is_empty()
+            && start.len() <= 12
+            && start.bytes().all(|b| b.is_ascii_digit())
+            && (start == "0" || !start.starts_with('0'));
         if !hex(key_id, 16) || !hex(nonce, 32) || !digits {
             return Err(bad());
         }
@@ -277,6 +281,7 @@ mod tests {
             text.replacen('.', "..", 1),
             text.replace("1764410400", "-1"),
             text.replace("1764410400", "9999999999999"),
+            text.replace("1764410400", "01764410400"),
             format!("{}.1764410400.{}", &id.key_id[..15], id.nonce),
         ] {
             assert!(SessionId::parse(&bad).is_err(), "{bad:?} parsed");
