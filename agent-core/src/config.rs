@@ -359,7 +359,7 @@ fn resolve(
 
     let cc_public_key = match pick("VAULTMESH_CC_PUBKEY", "cc_public_key", a.cc_public_key) {
         Some((v, f, k)) => match vaultmesh_proto::auth::parse_public_key(&v) {
-            Ok(_) if v.trim() == placeholders::PUBLIC_KEY => {
+            Ok(_) if vaultmesh_proto::auth::is_published(&v) => {
                 errors.push(ConfigError::new(
                     f,
                     k,
@@ -505,10 +505,8 @@ fn validate_url(v: &str, allow_insecure_http: bool) -> Result<String, String> {
 /// Values the shipped examples (`docs/agent.example.toml`, `systemd/agent.env.example`) and the
 /// docs hold in place of an operator's own. An unedited copy must not run: the agent would
 /// report nowhere, or trust a key whose private half is public.
+/// (The docs' worked-example keys are [`vaultmesh_proto::auth::PUBLISHED_KEYS`].)
 mod placeholders {
-    /// The docs' worked-example key (seed: 32 bytes of 0x07, printed in docs/PROTOCOL.md).
-    pub const PUBLIC_KEY: &str = "6kpsY+KcUgq+9VB7Ey7F+ZVHdq6+vnuSQh7qaRRG0iw=";
-
     /// `change-me-to-the-fleet-enrollment-token` and the like.
     pub fn is_token(token: &str) -> bool {
         let t = token.to_ascii_lowercase();
@@ -691,6 +689,14 @@ mod tests {
                 "[agent]\ncc_public_key = \"6kpsY+KcUgq+9VB7Ey7F+ZVHdq6+vnuSQh7qaRRG0iw=\"\n",
                 &[],
                 "agent.cc_public_key: is the documentation's example key",
+            ),
+            (
+                "",
+                &[(
+                    "VAULTMESH_CC_PUBKEY",
+                    "7UkoxijRwsbq6QM4kFmVYSlZJzpcY/k2NsFGFKyHN9E=",
+                )],
+                "VAULTMESH_CC_PUBKEY: is the documentation's example key",
             ),
             (
                 "",

@@ -54,6 +54,10 @@ pub enum KeyFileError {
     Unreadable(#[from] std::io::Error),
     #[error("not a key written by `vaultmesh-command-center keygen`")]
     NotAKey,
+    #[error(
+        "is the documentation's example key, whose private key is published (docs/PROTOCOL.md): make this Command Center's own with `vaultmesh-command-center keygen`"
+    )]
+    Published,
 }
 
 /// Reads a signing key as [`create_signing_key`] wrote it, changing nothing.
@@ -61,7 +65,12 @@ pub fn read_signing_key(
     path: &std::path::Path,
 ) -> Result<vaultmesh_proto::auth::NodeKey, KeyFileError> {
     let text = std::fs::read_to_string(path)?;
-    vaultmesh_proto::auth::NodeKey::from_base64(&text).map_err(|_| KeyFileError::NotAKey)
+    let key =
+        vaultmesh_proto::auth::NodeKey::from_base64(&text).map_err(|_| KeyFileError::NotAKey)?;
+    if vaultmesh_proto::auth::is_published(&key.public_base64()) {
+        return Err(KeyFileError::Published);
+    }
+    Ok(key)
 }
 
 /// `POST /api/commands` body.
@@ -238,4 +247,28 @@ pub async fn receipt(
         "chain_ok": outcome.chain_ok,
         "duplicate": outcome.duplicate,
     })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_documentations_example_keys_are_refused_as_signing_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("cc.key");
+        for seed in [[3u8; 32], [7u8; 32]] {
+            let key = vaultmesh_proto::auth::NodeKey::from_seed(seed);
+            std::fs::write(&file, key.to_base64()).unwrap();
+            let refused = read_signing_key(&file).unwrap_err();
+            assert!(matches!(refused, KeyFileError::Published), "{refused}");
+            assert!(refused.to_string().contains("keygen"), "{refused}");
+        }
+        let own = vaultmesh_proto::auth::NodeKey::from_seed([42; 32]);
+        std::fs::write(&file, own.to_base64()).unwrap();
+        assert_eq!(
+            read_signing_key(&file).unwrap().public_base64(),
+            own.public_base64()
+        );
+    }
 }

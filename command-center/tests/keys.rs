@@ -188,3 +188,30 @@ fn a_credential_that_is_not_a_key_is_refused_with_exit_2_naming_it() {
     );
     assert!(!Path::new(&logs.path().join("logs/heartbeats.jsonl")).exists());
 }
+
+/// The worked example's keys (docs/PROTOCOL.md) have published private keys: a Command Center
+/// that signed with one would let anyone issue commands its nodes run, and pass as any node.
+#[test]
+fn the_documentations_example_key_is_refused_as_the_signing_key_with_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("cc.key");
+    std::fs::write(&key, "AwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwM=\n").unwrap();
+    let out = Command::new(binary(CC_BIN))
+        .args(["serve", "--listen", "127.0.0.1:0", "--log-dir"])
+        .arg(dir.path().join("logs"))
+        .arg("--signing-key")
+        .arg(&key)
+        .env_remove("VAULTMESH_CC_KEY_FILE")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert_eq!(
+        stderr(&out).trim_end(),
+        format!(
+            "error: --signing-key {}: is the documentation's example key, whose private key is published (docs/PROTOCOL.md): make this Command Center's own with `vaultmesh-command-center keygen`",
+            key.display()
+        )
+    );
+    assert!(!dir.path().join("logs/heartbeats.jsonl").exists());
+}

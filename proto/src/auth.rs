@@ -26,6 +26,20 @@ pub const HEADER_SIGNATURE: &str = "x-vaultmesh-signature";
 /// Largest accepted difference between the node's clock and the Command Center's.
 pub const MAX_SKEW_SECS: i64 = 300;
 
+/// The public keys of the worked example in `docs/PROTOCOL.md` (the node key, seed 32 × 0x07,
+/// and the Command Center key, seed 32 × 0x03): their private keys are published, so neither
+/// is ever a key to trust — not as an agent's pinned Command Center key, nor as a Command
+/// Center's signing key.
+pub const PUBLISHED_KEYS: [&str; 2] = [
+    "6kpsY+KcUgq+9VB7Ey7F+ZVHdq6+vnuSQh7qaRRG0iw=",
+    "7UkoxijRwsbq6QM4kFmVYSlZJzpcY/k2NsFGFKyHN9E=",
+];
+
+/// Whether `public_b64` is one of the [`PUBLISHED_KEYS`].
+pub fn is_published(public_b64: &str) -> bool {
+    PUBLISHED_KEYS.contains(&public_b64.trim())
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
     #[error("{0} is not a base64 Ed25519 public key")]
@@ -185,6 +199,14 @@ pub struct EnrollResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_published_keys_are_those_of_the_published_seeds() {
+        for seed in [[7u8; 32], [3u8; 32]] {
+            assert!(is_published(&NodeKey::from_seed(seed).public_base64()));
+        }
+        assert!(!is_published(&NodeKey::from_seed([1; 32]).public_base64()));
+    }
 
     /// The worked example of docs/PROTOCOL.md: if this changes, the document must too.
     #[test]
