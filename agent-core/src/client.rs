@@ -337,7 +337,7 @@ impl CcClient {
         self.post_signed(&path, receipt).await
     }
 
-    /// POSTs `body` as JSON to `path`, signed by the node key; parses a JSON reply.
+    /// POSTs `body` as JSON to `path` with a session MAC or signed by the node key ([`CcClient::signed`]); parses a JSON reply.
     async fn post_signed<B: serde::Serialize, R: serde::de::DeserializeOwned>(
         &self,
         path: &str,
