@@ -150,11 +150,32 @@ pub struct Reason {
     /// The rule that raised it (`stale`, `services`, `check.disk`, `drift`, ...).
     pub rule: String,
     pub level: AttentionLevel,
+    /// A few words an admin reads at a glance (`Tunnel down`, `Stale 5m`, `Disk / 91%`), at most
+    /// [`Reason::LABEL_MAX`] characters; the whole story is in `message`. Empty in reasons
+    /// recorded before labels existed.
+    #[serde(default)]
+    pub label: String,
+    /// The detail: what was seen, with the check's own words or the raw error.
     pub message: String,
     /// Set when a silence or an incident acknowledgement keeps this reason from escalating;
     /// says which.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suppressed_by: Option<String>,
+}
+
+impl Reason {
+    /// The longest label, in characters: text a node names (a mount, a unit, a check, an
+    /// incident's title) is cut to fit, with `…`.
+    pub const LABEL_MAX: usize = 32;
+
+    /// The label, or the rule for a reason recorded before labels existed.
+    pub fn short(&self) -> &str {
+        if self.label.is_empty() {
+            &self.rule
+        } else {
+            &self.label
+        }
+    }
 }
 
 /// A node's attention: the level is the worst reason that is not suppressed.

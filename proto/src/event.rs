@@ -465,6 +465,7 @@ mod tests {
         let reasons = vec![Reason {
             rule: "stale".into(),
             level: AttentionLevel::Crit,
+            label: "Stale 5m".into(),
             message: "no heartbeat for 5m".into(),
             suppressed_by: None,
         }];

@@ -87,16 +87,33 @@ pub fn revoked_mark(n: &NodeSummary) -> Markup {
     }
 }
 
+/// A reason as an admin reads it at a glance: its label, coloured by its level, with the
+/// detail (and who held it back) in the title.
+pub fn reason_chip(r: &Reason) -> Markup {
+    let title = match &r.suppressed_by {
+        Some(by) => format!("{} ({by})", r.message),
+        None => r.message.clone(),
+    };
+    html! {
+        span class={"reason " (level_name(r.level).0)} data-rule=(r.rule) title=(title)
+            data-suppressed=[r.suppressed_by.is_some().then_some("1")] { (r.short()) }
+    }
+}
+
+/// Whether the node's last heartbeat is old news: what it said is shown "as of" then.
+pub fn is_stale(n: &NodeSummary) -> bool {
+    n.attention.reasons.iter().any(|r| r.rule == "stale")
+}
+
 /// One row of the console's node list: pill, name and marks, profile, last seen, and the
 /// first reason not held back (with how many more).
 pub fn node_row(n: &NodeSummary, selected: Option<Uuid>, now: DateTime<Utc>) -> Markup {
     let (level, _) = level_name(n.attention.level);
-    let why: Vec<&str> = n
+    let why: Vec<&Reason> = n
         .attention
         .reasons
         .iter()
         .filter(|r| r.suppressed_by.is_none())
-        .map(|r| r.message.as_str())
         .collect();
     html! {
         li data-node-id=(n.node_id) data-level=(level) data-name=(n.hostname)
@@ -110,7 +127,7 @@ pub fn node_row(n: &NodeSummary, selected: Option<Uuid>, now: DateTime<Utc>) -> 
                 span class="profile" { (n.os_profile) }
                 span class="seen" { (ago(n.last_seen, now)) }
                 @if let Some(first) = why.first() {
-                    span class="why" data-why { (first) @if why.len() > 1 { " (+" (why.len() - 1) ")" } }
+                    span class="why" data-why { (reason_chip(first)) @if why.len() > 1 { " +" (why.len() - 1) } }
                 }
             }
         }
@@ -121,7 +138,7 @@ pub fn node_row(n: &NodeSummary, selected: Option<Uuid>, now: DateTime<Utc>) -> 
 pub fn cc_banner(r: &Reason) -> Markup {
     html! {
         span class={"k-cc " (level_name(r.level).0)} role="alert" data-cc-rule=(r.rule) {
-            strong { "Command Center: " } (r.message)
+            strong { "Command Center: " (r.short()) } " — " (r.message)
         }
     }
 }

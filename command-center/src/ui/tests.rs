@@ -67,6 +67,7 @@ fn reason(rule: &str, level: AttentionLevel, message: &str, by: Option<&str>) ->
     Reason {
         rule: rule.into(),
         level,
+        label: message.into(),
         message: message.into(),
         suppressed_by: by.map(str::to_string),
     }
@@ -313,12 +314,15 @@ fn a_hostile_hostname_is_text_in_the_row_the_panel_the_attention_and_the_overvie
     let why = parse(&console::attention(std::slice::from_ref(&n)));
     inert(&why);
     assert_eq!(text(one(&why, "h3 a")), HOSTILE);
-    assert_eq!(text(one(&why, "li")), format!("ATTN {HOSTILE}"));
+    assert_eq!(text(one(&why, "li summary")), format!("ATTN {HOSTILE}"));
+    assert_eq!(text(one(&why, "li .detail")), HOSTILE);
+    assert_eq!(attr(one(&why, "li .reason"), "title"), HOSTILE);
 
     let table = overview(&n);
     inert(&table);
     assert_eq!(text(one(&table, ".host")), HOSTILE);
-    assert_eq!(text(one(&table, ".why")), HOSTILE);
+    assert_eq!(text(one(&table, ".why")), format!("{HOSTILE} "));
+    assert_eq!(attr(one(&table, ".why .reason"), "title"), HOSTILE);
 }
 
 #[test]
@@ -403,31 +407,132 @@ fn an_empty_fleet_says_so_in_every_panel_and_the_overview_says_how_to_start() {
     assert!(all(&ready, "table").is_empty());
 }
 
+/// A reason with its label.
+fn labelled(rule: &str, level: AttentionLevel, label: &str, message: &str) -> Reason {
+    Reason {
+        label: label.into(),
+        ..reason(rule, level, message, None)
+    }
+}
+
+/// A 160-character raw error, as a check reports it.
+const RAW: &str = "cloudflared metrics unreachable at http://127.0.0.1:20241/ready: error sending request: client error (Connect): tcp connect error: Connection refused (os error 111)";
+
 /// A CRIT node whose first reason is held back by an acknowledgement.
 fn crit_node() -> NodeSummary {
     let mut n = summary(A, "alpha", AttentionLevel::Crit);
     n.attention.reasons = vec![
-        reason(
-            "incident",
+        Reason {
+            suppressed_by: Some("acknowledged by ops".into()),
+            ..labelled(
+                "incident.1",
+                AttentionLevel::Crit,
+                "Incident: held back",
+                "open incident (high): held back",
+            )
+        },
+        labelled(
+            "stale",
             AttentionLevel::Crit,
-            "held back",
-            Some("acknowledged by ops"),
+            "Stale 10m",
+            "no heartbeat for 10m",
         ),
-        reason("stale", AttentionLevel::Crit, "no heartbeat for 10m", None),
-        reason("check.disk", AttentionLevel::Attn, "/ is 91% full", None),
+        labelled(
+            "tunnel",
+            AttentionLevel::Attn,
+            "Tunnel down",
+            &format!("Cloudflare Tunnel is down: {RAW}"),
+        ),
     ];
     n
 }
 
 #[test]
-fn suppressed_reasons_stay_visible_and_marked() {
+fn reasons_read_as_labels_with_the_raw_detail_only_on_demand() {
+    let n = crit_node();
+    let chips = |h: &Html| -> Vec<(String, String)> {
+        all(h, ".reason")
+            .into_iter()
+            .map(|c| (text(c), attr(c, "title").to_string()))
+            .collect()
+    };
+    // The list row: the first active label, the detail in its title, how many more.
+    let h = parse(&components::node_row(&n, None, now()));
+    assert_eq!(text(one(&h, "[data-why]")), "Stale 10m +1");
     assert_eq!(
-        dashboard::reasons(&crit_node()),
-        [
-            "held back (acknowledged by ops)",
-            "no heartbeat for 10m",
-            "/ is 91% full"
-        ]
+        chips(&h),
+        [("Stale 10m".into(), "no heartbeat for 10m".into())]
+    );
+    // The overview row: the pill, every label (the held-back one marked), the host a link to
+    // the node in the console; the raw error only in a title.
+    let h = overview(&n);
+    let shown = chips(&h);
+    assert_eq!(
+        shown.iter().map(|c| c.0.as_str()).collect::<Vec<_>>(),
+        ["Incident: held back", "Stale 10m", "Tunnel down"]
+    );
+    assert_eq!(
+        shown[0].1,
+        "open incident (high): held back (acknowledged by ops)"
+    );
+    assert_eq!(all(&h, ".reason[data-suppressed]").len(), 1);
+    assert!(!text(one(&h, "tbody tr")).contains("cloudflared metrics"));
+    assert!(shown[2].1.ends_with(RAW));
+    let link = one(&h, ".host a");
+    assert_eq!(
+        (attr(link, "href"), text(link).as_str()),
+        (format!("/console?node={A}").as_str(), "alpha")
+    );
+    // The attention panel: each reason a label one can open for the raw detail.
+    let h = parse(&console::attention(std::slice::from_ref(&n)));
+    let details = all(&h, "li details");
+    assert_eq!(details.len(), 3);
+    assert!(text(*all(&h, "li details summary").last().unwrap()).contains("Tunnel down"));
+    assert!(!text(*all(&h, "li details summary").last().unwrap()).contains("cloudflared metrics"));
+    assert_eq!(
+        text(*all(&h, "li details p.detail").last().unwrap()),
+        format!("Cloudflare Tunnel is down: {RAW}")
+    );
+    // A reason recorded before labels reads as its rule, never as nothing.
+    let old = reason("check.disk", AttentionLevel::Attn, "/ is 91% full", None);
+    let old = Reason {
+        label: String::new(),
+        ..old
+    };
+    let h = parse(&components::reason_chip(&old));
+    assert_eq!(chips(&h), [("check.disk".into(), "/ is 91% full".into())]);
+}
+
+#[test]
+fn a_stale_node_shows_its_last_values_greyed_as_of_then() {
+    let mut n = summary(A, "alpha", AttentionLevel::Crit);
+    let h = parse(&console::node(&panel(n.clone(), Vec::new()), now()));
+    assert!(all(&h, "[data-as-of]").is_empty());
+    assert_eq!(attr(one(&h, ".tiles"), "class"), "tiles");
+    assert!(all(&overview(&n), "tr.stale").is_empty());
+
+    n.attention.reasons = vec![labelled(
+        "stale",
+        AttentionLevel::Crit,
+        "Stale 5m",
+        "no heartbeat for 5m",
+    )];
+    let h = parse(&console::node(&panel(n.clone(), Vec::new()), now()));
+    assert_eq!(attr(one(&h, ".tiles"), "class"), "tiles stale");
+    assert!(
+        text(one(&h, "[data-as-of]")).starts_with("No heartbeat since 42s ago"),
+        "{}",
+        text(one(&h, "[data-as-of]"))
+    );
+    let h = overview(&n);
+    assert_eq!(
+        all(&h, "tr.stale td.was").len(),
+        5,
+        "tunnel, services, load, memory, disk greyed"
+    );
+    assert_eq!(
+        text(one(&h, "td[data-label='Last seen'] .sub")),
+        "values as of then"
     );
 }
 
@@ -444,7 +549,7 @@ fn a_crit_node_is_red_says_crit_and_shows_its_first_active_reason() {
         (attr(pill, "class"), text(pill).as_str()),
         ("pill crit", "CRIT")
     );
-    assert_eq!(text(one(&h, "[data-why]")), "no heartbeat for 10m (+1)");
+    assert_eq!(text(one(&h, "[data-why]")), "Stale 10m +1");
     assert_eq!(text(one(&h, ".seen time")), "42s ago");
 
     let h = parse(&console::kpis(
@@ -462,14 +567,17 @@ fn a_crit_node_is_red_says_crit_and_shows_its_first_active_reason() {
     let items = all(&h, "li");
     assert_eq!(items.len(), 3);
     assert_eq!(attr(items[0], "class"), "suppressed");
-    assert_eq!(text(items[0]), "CRIT held back — acknowledged by ops");
+    assert_eq!(
+        text(one(&h, "li.suppressed summary")),
+        "CRIT Incident: held back — acknowledged by ops"
+    );
     assert_eq!(items[2].value().attr("class"), None);
 
     // The overview shows suppressed reasons too, marked.
     let h = overview(&n);
     assert_eq!(
         text(one(&h, ".why")),
-        "held back (acknowledged by ops), no heartbeat for 10m, / is 91% full"
+        "Incident: held back Stale 10m Tunnel down "
     );
     assert_eq!(text(one(&h, "[data-pill]")), "CRIT");
 }
@@ -512,18 +620,18 @@ fn two_nodes_with_one_hostname_are_told_apart_by_their_ids() {
     let h = parse(&console::node(&panel(n.clone(), Vec::new()), now()));
     assert_eq!(text(one(&h, "h2 .dup")), "same name · a1000000");
     let h = overview(&n);
-    assert_eq!(text(one(&h, ".dup")), "same name");
+    assert_eq!(text(one(&h, ".dup")), "same name · a1000000");
 }
 
 #[test]
 fn the_storage_banner_comes_first_in_the_mission_bar_then_failing_notifiers() {
     let own = Attention {
         level: AttentionLevel::Crit,
-        reasons: vec![reason(
+        reasons: vec![labelled(
             "cc.storage",
             AttentionLevel::Crit,
+            "Logs refuse writes",
             "the logs refuse writes: no space left on device",
-            None,
         )],
         since: None,
     };
@@ -539,7 +647,7 @@ fn the_storage_banner_comes_first_in_the_mission_bar_then_failing_notifiers() {
     assert_eq!(attr(first, "data-cc-rule"), "cc.storage");
     assert_eq!(
         text(first),
-        "Command Center: the logs refuse writes: no space left on device"
+        "Command Center: Logs refuse writes — the logs refuse writes: no space left on device"
     );
     let second = kpis.child_elements().nth(1).unwrap();
     assert_eq!(text(second), "notifier pager failing — 0 waiting");

@@ -89,6 +89,7 @@ mod tests {
         Reason {
             rule: rule.into(),
             level: AttentionLevel::Attn,
+            label: String::new(),
             message: msg.into(),
             suppressed_by: None,
         }

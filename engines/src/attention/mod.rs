@@ -358,7 +358,7 @@ impl AttentionEngine {
                     });
                 }
             }
-            reasons.sort_by(|a, b| b.level.cmp(&a.level).then_with(|| a.rule.cmp(&b.rule)));
+            rules::order(&mut reasons);
             let level = reasons
                 .iter()
                 .filter(|r| r.suppressed_by.is_none())

@@ -86,12 +86,48 @@ pub fn is_observed(rule: &str) -> bool {
         || rule.starts_with("required_service.")
 }
 
-fn reason(rule: impl Into<String>, level: AttentionLevel, message: impl Into<String>) -> Reason {
+fn reason(
+    rule: impl Into<String>,
+    level: AttentionLevel,
+    label: impl AsRef<str>,
+    message: impl Into<String>,
+) -> Reason {
     Reason {
         rule: rule.into(),
         level,
+        label: fit(label.as_ref(), Reason::LABEL_MAX),
         message: message.into(),
         suppressed_by: None,
+    }
+}
+
+/// The order reasons are shown in: `stale` first — a silent node leads with its silence, the
+/// rest being what its last heartbeat said — then worst first, then by rule.
+pub fn order(reasons: &mut [Reason]) {
+    reasons.sort_by(|a, b| {
+        (a.rule != "stale")
+            .cmp(&(b.rule != "stale"))
+            .then_with(|| b.level.cmp(&a.level))
+            .then_with(|| a.rule.cmp(&b.rule))
+    });
+}
+
+/// `text` cut to `max` characters, the last one `…` when it was cut.
+pub fn fit(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_string();
+    }
+    let mut out: String = text.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+/// A percentage as a label shows it: whole, but never rounded up to 100.
+fn pct_label(pct: f64) -> String {
+    if (99.5..100.0).contains(&pct) {
+        "99%".into()
+    } else {
+        format!("{pct:.0}%")
     }
 }
 
@@ -111,12 +147,14 @@ pub fn observed(snap: &NodeSnapshot, settings: &Settings) -> Vec<Reason> {
         Services::Down => out.push(reason(
             "services",
             Crit,
+            "Services down",
             format!("services are down{}", systemd_says()),
         )),
         // Not knowing is not "down": look, but do not page.
         Services::Unknown => out.push(reason(
             "services",
             Attn,
+            "Services unknown",
             format!("cannot reach systemd{}", systemd_says()),
         )),
     }
@@ -125,6 +163,7 @@ pub fn observed(snap: &NodeSnapshot, settings: &Settings) -> Vec<Reason> {
         out.push(reason(
             "tunnel",
             a.tunnel,
+            "Tunnel down",
             format!("Cloudflare Tunnel is down{why}"),
         ));
     }
@@ -142,6 +181,7 @@ pub fn observed(snap: &NodeSnapshot, settings: &Settings) -> Vec<Reason> {
             out.push(reason(
                 format!("check.{}", c.name),
                 level,
+                format!("{} {}", fit(&c.name, 24), c.status),
                 format!("{} is {}: {}", c.name, c.status, c.summary),
             ));
         }
@@ -153,6 +193,7 @@ pub fn observed(snap: &NodeSnapshot, settings: &Settings) -> Vec<Reason> {
             out.push(reason(
                 "threshold.disk",
                 level,
+                format!("Disk {} {}", fit(mount, 20), pct_label(pct)),
                 format!("disk {mount} is {pct:.1}% full"),
             ));
         }
@@ -162,6 +203,7 @@ pub fn observed(snap: &NodeSnapshot, settings: &Settings) -> Vec<Reason> {
             out.push(reason(
                 "threshold.memory",
                 level,
+                format!("Memory {}", pct_label(pct)),
                 format!("memory is {pct:.1}% used"),
             ));
         }
@@ -171,6 +213,7 @@ pub fn observed(snap: &NodeSnapshot, settings: &Settings) -> Vec<Reason> {
                 out.push(reason(
                     "threshold.load",
                     level,
+                    format!("Load {per_cpu:.1}/CPU"),
                     format!(
                         "5-minute load is {:.2} per CPU ({} over {cpus} CPUs)",
                         per_cpu, load[1]
@@ -194,10 +237,16 @@ pub fn observed(snap: &NodeSnapshot, settings: &Settings) -> Vec<Reason> {
             let rule = format!("required_service.{unit}");
             match state {
                 Some("active") => {}
-                Some(s) => out.push(reason(rule, Crit, format!("required service {unit} is {s}"))),
+                Some(s) => out.push(reason(
+                    rule,
+                    Crit,
+                    format!("{} {}", fit(unit, 20), fit(s, 11)),
+                    format!("required service {unit} is {s}"),
+                )),
                 None => out.push(reason(
                     rule,
                     Attn,
+                    format!("{} unreported", fit(unit, 20)),
                     format!("required service {unit} is not reported by the node's systemd check (add it to [checks.systemd] units)"),
                 )),
             }
@@ -234,6 +283,7 @@ pub fn state(snap: &NodeSnapshot, settings: &Settings, now: DateTime<Utc>) -> Ve
         out.push(reason(
             "revoked",
             AttentionLevel::Ok,
+            "Revoked",
             format!(
                 "revoked at {} by {}: its requests are refused{readmitted}",
                 rev.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
@@ -245,10 +295,21 @@ pub fn state(snap: &NodeSnapshot, settings: &Settings, now: DateTime<Utc>) -> Ve
 
     let silent = (now - snap.last_seen).to_std().unwrap_or_default();
     let ago = vaultmesh_process::duration::format(std::time::Duration::from_secs(silent.as_secs()));
+    let stale = format!("Stale {}", coarse(silent));
     if silent >= a.critical_after {
-        out.push(reason("stale", Crit, format!("no heartbeat for {ago}")));
+        out.push(reason(
+            "stale",
+            Crit,
+            stale,
+            format!("no heartbeat for {ago}"),
+        ));
     } else if silent >= a.stale_after {
-        out.push(reason("stale", Attn, format!("no heartbeat for {ago}")));
+        out.push(reason(
+            "stale",
+            Attn,
+            stale,
+            format!("no heartbeat for {ago}"),
+        ));
     }
 
     if let Some(scan) = &snap.latest_scan {
@@ -271,6 +332,7 @@ pub fn state(snap: &NodeSnapshot, settings: &Settings, now: DateTime<Utc>) -> Ve
                 out.push(reason(
                     "scan.findings",
                     level,
+                    format!("Findings: {}", counts.join(", ")),
                     format!(
                         "scan found {}: {}",
                         counts.join(", "),
@@ -285,6 +347,7 @@ pub fn state(snap: &NodeSnapshot, settings: &Settings, now: DateTime<Utc>) -> Ve
             out.push(reason(
                 "scan.overdue",
                 Attn,
+                format!("Scan {} old", coarse(age)),
                 format!(
                     "latest scan is {} old; the profile asks for one every {}",
                     coarse(age),
@@ -297,6 +360,7 @@ pub fn state(snap: &NodeSnapshot, settings: &Settings, now: DateTime<Utc>) -> Ve
             out.push(reason(
                 "scan.errors",
                 Attn,
+                "Scan incomplete",
                 format!("scan rules did not finish: {}", rules.join(", ")),
             ));
         }
@@ -312,6 +376,10 @@ pub fn state(snap: &NodeSnapshot, settings: &Settings, now: DateTime<Utc>) -> Ve
                 out.push(reason(
                     "listeners",
                     a.listeners,
+                    match unexpected.as_slice() {
+                        [one] => format!("Listener {one}"),
+                        many => format!("{} unexpected listeners", many.len()),
+                    },
                     format!("not in allowed_listeners: {}", unexpected.join(", ")),
                 ));
             }
@@ -330,7 +398,11 @@ pub fn state(snap: &NodeSnapshot, settings: &Settings, now: DateTime<Utc>) -> Ve
         if more > 0 {
             message.push_str(&format!("; and {more} more"));
         }
-        out.push(reason("drift", a.drift, message));
+        let label = match snap.drift.len() {
+            1 => "Drift: 1 change".to_string(),
+            n => format!("Drift: {n} changes"),
+        };
+        out.push(reason("drift", a.drift, label, message));
     }
 
     if let Some(r) = disk_forecast(&snap.forecasts, a) {
@@ -341,6 +413,7 @@ pub fn state(snap: &NodeSnapshot, settings: &Settings, now: DateTime<Utc>) -> Ve
         out.push(reason(
             "receipt_chain",
             Crit,
+            "Receipt chain broken",
             "command receipt chain broken: a receipt does not continue the node's chain",
         ));
     }
@@ -349,6 +422,7 @@ pub fn state(snap: &NodeSnapshot, settings: &Settings, now: DateTime<Utc>) -> Ve
         let mut r = reason(
             format!("incident.{}", i.id),
             incident_level(i.severity),
+            format!("Incident: {}", i.title),
             format!("open incident ({}): {}", i.severity, i.title),
         );
         if i.state == IncidentState::Acknowledged {
@@ -391,6 +465,15 @@ fn disk_forecast(
         "disk.forecast",
         level,
         format!(
+            "Disk {} full in {}",
+            fit(&f.mount, 16),
+            if days < 1.0 {
+                format!("{:.0}h", (days * 24.0).max(1.0))
+            } else {
+                format!("{days:.0}d")
+            }
+        ),
+        format!(
             "disk {} is {:.1}% full and grows {:.2}% a day (7-day trend): full in about {}",
             f.mount,
             f.used_pct,
@@ -416,6 +499,7 @@ pub fn budget(
             reason(
                 format!("budget.{}", kind.name()),
                 AttentionLevel::Attn,
+                format!("Over {} budget", kind.name()),
                 format!(
                     "{} {} refused since {}: over the node's budget of {} an hour",
                     r.count,
@@ -437,6 +521,7 @@ pub fn command_center(storage: &StorageState, now: DateTime<Utc>) -> Vec<Reason>
         out.push(reason(
             "cc.storage",
             AttentionLevel::Crit,
+            "Logs refuse writes",
             format!(
                 "the logs refuse writes (for {}): {}; heartbeats, scans, events and commands get 503 until it has room, everything already received is still shown",
                 coarse(for_how_long),
@@ -448,6 +533,7 @@ pub fn command_center(storage: &StorageState, now: DateTime<Utc>) -> Vec<Reason>
         out.push(reason(
             "cc.disk_free",
             AttentionLevel::Attn,
+            format!("Log volume {:.0}% free", v.free_pct()),
             format!(
                 "the log volume has {} free ({:.1}%), below --min-free {}",
                 vaultmesh_store::health::human_bytes(v.free_bytes),
@@ -550,6 +636,10 @@ mod tests {
         let all: Vec<_> = observed(snap, s)
             .into_iter()
             .chain(state(snap, s, t(now)))
+            .inspect(|r| {
+                let n = r.label.chars().count();
+                assert!((1..=Reason::LABEL_MAX).contains(&n), "label {r:?}");
+            })
             .map(|r| (r.rule, r.level))
             .collect();
         for (rule, _) in &all {
@@ -737,6 +827,86 @@ mod tests {
         );
         s.attention.tunnel = AttentionLevel::Ok;
         assert!(!rules(&n, &s, 1).iter().any(|(r, _)| r == "tunnel"));
+    }
+
+    #[test]
+    fn each_reason_has_a_short_label_and_keeps_the_raw_words_for_its_detail() {
+        let raw = "cloudflared metrics unreachable at http://127.0.0.1:20241/ready: error sending request: client error (Connect): tcp connect error: Connection refused (os error 111)";
+        let check = |name: &str, status, summary: &str| CheckResult {
+            name: name.into(),
+            status,
+            summary: summary.into(),
+            observed_at: t(0),
+            duration_ms: 1,
+            metrics: Default::default(),
+            details: serde_json::json!({"units": [{"name": "nginx.service", "active_state": "failed"}]}),
+        };
+        let mut n = snap();
+        n.latest.cloudflare_ok = false;
+        n.latest.checks = vec![
+            check("cloudflared", CheckStatus::Crit, raw),
+            check("systemd", CheckStatus::Ok, "ok"),
+            check(
+                "backup_age_of_the_nightly_snapshot_job",
+                CheckStatus::Warn,
+                "old",
+            ),
+        ];
+        n.latest.metrics = Some(Metrics {
+            load: Some([1.0, 5.0, 1.0]),
+            cpu_count: Some(2),
+            mem_total_bytes: Some(1000),
+            mem_used_bytes: Some(935),
+            disks: vec![vaultmesh_proto::DiskUsage {
+                mount: "/".into(),
+                fs: "ext4".into(),
+                total_bytes: 1000,
+                used_bytes: 912,
+                inodes_total: None,
+                inodes_used: None,
+            }],
+            ..Metrics::default()
+        });
+        let mut s = Settings::default();
+        s.services.required = vec!["nginx.service".into(), "postgres.service".into()];
+        let mut got: Vec<Reason> = observed(&n, &s)
+            .into_iter()
+            .chain(state(&n, &s, t(330)))
+            .collect();
+        order(&mut got);
+        let labels: Vec<(&str, &str)> = got
+            .iter()
+            .map(|r| (r.rule.as_str(), r.label.as_str()))
+            .collect();
+        assert_eq!(
+            labels,
+            [
+                ("stale", "Stale 5m"),
+                ("required_service.nginx.service", "nginx.service failed"),
+                (
+                    "check.backup_age_of_the_nightly_snapshot_job",
+                    "backup_age_of_the_night… warn"
+                ),
+                (
+                    "required_service.postgres.service",
+                    "postgres.service unreported"
+                ),
+                ("threshold.disk", "Disk / 91%"),
+                ("threshold.load", "Load 2.5/CPU"),
+                ("threshold.memory", "Memory 94%"),
+                ("tunnel", "Tunnel down"),
+            ],
+            "stale first, then worst first; names cut with …"
+        );
+        let tunnel = got.iter().find(|r| r.rule == "tunnel").unwrap();
+        assert_eq!(tunnel.message, format!("Cloudflare Tunnel is down: {raw}"));
+        // Systemd out of reach reads "Services unknown".
+        n.latest.checks = vec![check("systemd", CheckStatus::Unknown, "no bus")];
+        assert_eq!(observed(&n, &s)[0].label, "Services unknown");
+        // A label is never rounded up to a full disk.
+        assert_eq!(pct_label(99.7), "99%");
+        assert_eq!(fit("abcdef", 4), "abc…");
+        assert_eq!(fit("abcd", 4), "abcd");
     }
 
     #[test]

@@ -352,6 +352,7 @@ impl Engine {
             reasons: vec![Reason {
                 rule: "receipt_chain".into(),
                 level: AttentionLevel::Crit,
+                label: "Receipt chain broken".into(),
                 message: format!(
                     "the receipt for command {command_id} does not follow the node's previous receipt"
                 ),
@@ -691,6 +692,7 @@ fn text_reason(text: Option<&str>) -> Vec<Reason> {
         vec![Reason {
             rule: "incident".into(),
             level: AttentionLevel::Attn,
+            label: String::new(),
             message: t.to_string(),
             suppressed_by: None,
         }]
@@ -721,6 +723,7 @@ mod tests {
             reasons: vec![Reason {
                 rule: rule.into(),
                 level,
+                label: String::new(),
                 message: String::new(),
                 suppressed_by: None,
             }],

@@ -147,6 +147,7 @@ pub fn test_message(route: &str, console_url: &str) -> Message {
             reasons: vec![Reason {
                 rule: "test".into(),
                 level: AttentionLevel::Attn,
+                label: "Test notification".into(),
                 message: format!("route {route} reaches you"),
                 suppressed_by: None,
             }],

@@ -14,8 +14,9 @@ use vaultmesh_proto::{
 };
 
 use crate::ui::components::{
-    Failing, FormTarget, ago, cc_banner, check_pill, event_form, footer, head, node_link, node_row,
-    notifier_banner, pill, revoked_mark, services_flag, sev_badge, sev_class, shared_hostname,
+    Failing, FormTarget, ago, cc_banner, check_pill, event_form, footer, head, is_stale, node_link,
+    node_row, notifier_banner, pill, reason_chip, revoked_mark, services_flag, sev_badge,
+    sev_class, shared_hostname,
 };
 use crate::ui::format::{forecast, level_name, num2, pct};
 use crate::ui::forms::FormKind;
@@ -300,10 +301,13 @@ pub fn event_summary(e: &EventEnvelope) -> String {
             let active = reasons
                 .iter()
                 .find(|r| r.get("suppressed_by").is_none_or(|s| s.is_null()));
-            match active
-                .and_then(|r| r.get("message"))
-                .and_then(|m| m.as_str())
-            {
+            // The label when the event has one (recorded since labels exist), else the detail.
+            fn said(r: &serde_json::Value) -> Option<&str> {
+                ["label", "message"]
+                    .iter()
+                    .find_map(|k| r.get(*k).and_then(|m| m.as_str()).filter(|m| !m.is_empty()))
+            }
+            match active.and_then(said) {
                 Some(m) => format!("{level}: {m}"),
                 None if reasons.is_empty() => format!("{level}: all clear"),
                 None => format!("{level}: {} reason(s) held back", reasons.len()),
@@ -371,10 +375,15 @@ pub fn attention(nodes: &[NodeSummary]) -> Markup {
                     h3 { (pill(n.attention.level)) " " (node_link(n.node_id, &n.hostname)) }
                     ul {
                         @for r in &n.attention.reasons {
-                            li class=[r.suppressed_by.is_some().then_some("suppressed")] {
-                                span class={"lvl " (level_name(r.level).0)} { (level_name(r.level).1) }
-                                " " (r.message)
-                                @if let Some(by) = &r.suppressed_by { span class="muted" { " — " (by) } }
+                            li class=[r.suppressed_by.is_some().then_some("suppressed")] data-rule=(r.rule) {
+                                details {
+                                    summary {
+                                        span class={"lvl " (level_name(r.level).0)} { (level_name(r.level).1) }
+                                        " " (reason_chip(r))
+                                        @if let Some(by) = &r.suppressed_by { span class="muted" { " — " (by) } }
+                                    }
+                                    p class="detail" { (r.message) }
+                                }
                             }
                         }
                     }
@@ -418,6 +427,7 @@ pub fn node(p: &NodePanel, now: DateTime<Utc>) -> Markup {
     let s = &d.summary;
     let id = s.node_id;
     let hb = &d.latest;
+    let stale = is_stale(s);
     let open_incidents: Vec<_> = d
         .incidents
         .iter()
@@ -432,7 +442,10 @@ pub fn node(p: &NodePanel, now: DateTime<Utc>) -> Markup {
                     " · last seen " (ago(s.last_seen, now)) " · " (s.heartbeats) " heartbeats"
                 }
             }
-            div class="tiles" {
+            @if stale {
+                p class="as-of" data-as-of { "No heartbeat since " (ago(s.last_seen, now)) ": what follows is as of then." }
+            }
+            div class=(if stale { "tiles stale" } else { "tiles" }) {
                 div class="tile" { h4 { "Load 1m" } p { (num2(s.load1)) @if let Some(c) = s.cpu_count { span class="sub" { " / " (c) " CPU" } } } }
                 div class="tile" { h4 { "Memory" } p { (pct(s.mem_used_pct)) } }
                 div class="tile" { h4 { "Tunnel" } p class=(if hb.cloudflare_ok { "flag ok" } else { "flag bad" }) { (if hb.cloudflare_ok { "connected" } else { "down" }) } }

@@ -5,7 +5,10 @@ use chrono::{DateTime, Utc};
 use maud::{DOCTYPE, Markup, html};
 use vaultmesh_proto::{AttentionLevel, NodeSummary};
 
-use crate::ui::components::{flag, footer, head, pill, services_flag};
+use crate::ui::components::{
+    flag, footer, head, is_stale, node_link, pill, reason_chip, revoked_mark, services_flag,
+    shared_hostname,
+};
 use crate::ui::format::{age, num2, pct};
 
 /// What an empty fleet's hint says about this Command Center.
@@ -15,18 +18,6 @@ pub struct EnrollHint {
     pub public_key: Option<String>,
     /// Whether it has an enrollment token (a secret: never shown).
     pub has_tokens: bool,
-}
-
-/// The reasons shown under a node's pill: suppressed ones are marked, not hidden.
-pub fn reasons(n: &NodeSummary) -> Vec<String> {
-    n.attention
-        .reasons
-        .iter()
-        .map(|r| match &r.suppressed_by {
-            Some(by) => format!("{} ({by})", r.message),
-            None => r.message.clone(),
-        })
-        .collect()
 }
 
 /// What a node needs to report here, shown while none has: the address, an enrollment token
@@ -52,23 +43,30 @@ pub fn empty_fleet_hint(hint: &EnrollHint) -> Markup {
     }
 }
 
-/// One node's row of the overview table.
+/// One node's row of the overview table: the pill and the reasons' labels (details in their
+/// titles, suppressed ones marked), the host linking to the node in the console, and what its
+/// last heartbeat said — greyed, "as of" then, when the node is stale.
 fn row(n: &NodeSummary, now: DateTime<Utc>) -> Markup {
-    let reasons = reasons(n);
+    let stale = is_stale(n);
     html! {
-        tr data-node-id=(n.node_id) {
-            td { (pill(n.attention.level)) @if !reasons.is_empty() { div class="why" { (reasons.join(", ")) } } }
-            td { div class="host" { (n.hostname) @if n.hostname_shared { " " span class="dup" title="Another node reports this hostname; the node id tells them apart" { "same name" } } @if n.revoked.is_some() { " " span class="dup" data-revoked { "revoked" } } } div class="id" { (n.node_id) } }
-            td { (n.os_profile) }
-            td title=(n.last_seen.to_rfc3339()) { (age(n.last_seen, now)) }
-            td { (flag(n.cloudflare_ok, "connected", "down")) }
-            td { (services_flag(n.services)) }
-            td class="num" {
+        tr data-node-id=(n.node_id) class=[stale.then_some("stale")] {
+            td data-label="Status" {
+                (pill(n.attention.level))
+                @if !n.attention.reasons.is_empty() {
+                    div class="why" { @for r in &n.attention.reasons { (reason_chip(r)) " " } }
+                }
+            }
+            td data-label="Host" { div class="host" { (node_link(n.node_id, &n.hostname)) @if n.hostname_shared { " " (shared_hostname(n.node_id)) } (revoked_mark(n)) } div class="id" { (n.node_id) } }
+            td data-label="Profile" { (n.os_profile) }
+            td data-label="Last seen" title=(n.last_seen.to_rfc3339()) { (age(n.last_seen, now)) @if stale { div class="sub" { "values as of then" } } }
+            td class="was" data-label="Tunnel" { (flag(n.cloudflare_ok, "connected", "down")) }
+            td class="was" data-label="Services" { (services_flag(n.services)) }
+            td class="num was" data-label="Load 1m" {
                 (num2(n.load1))
                 @if let Some(c) = n.cpu_count { span class="sub" { " / " (c) " CPU" } }
             }
-            td class="num" { (pct(n.mem_used_pct)) }
-            td class="num" {
+            td class="num was" data-label="Memory" { (pct(n.mem_used_pct)) }
+            td class="num was" data-label="Fullest disk" {
                 (pct(n.disk_max_used_pct))
                 @if let Some(m) = &n.disk_max_mount { span class="sub" { " " (m) } }
             }
