@@ -96,12 +96,6 @@ pub async fn issue(
     body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<(StatusCode, Json<SignedCommand>), ApiError> {
     let req: IssueRequest = parse_json_as(&headers, body?, "command")?;
-    let key = state.cc_key.clone().ok_or_else(|| {
-        ApiError::Unavailable(
-            "no command-signing key: start the Command Center with --signing-key (see `keygen`)"
-                .into(),
-        )
-    })?;
     // A signed-in admin is the issuer, whatever the body claims.
     let issued_by = match identity {
         Some(axum::Extension(who)) => who.0,
@@ -114,6 +108,24 @@ pub async fn issue(
         ttl: req.ttl_s.map_or(DEFAULT_TTL, Duration::from_secs),
         issued_by,
     };
+    Ok((
+        StatusCode::CREATED,
+        Json(issue_for_admin(&state, req).await?),
+    ))
+}
+
+/// Signs, logs and queues an admin's command (the API's or the console's), counted as
+/// `admin` in `vaultmesh_commands_issued_total`; `503` without a signing key.
+pub async fn issue_for_admin(
+    state: &AppState,
+    req: vaultmesh_engines::issue::IssueRequest,
+) -> Result<SignedCommand, ApiError> {
+    let key = state.cc_key.clone().ok_or_else(|| {
+        ApiError::Unavailable(
+            "no command-signing key: start the Command Center with --signing-key (see `keygen`)"
+                .into(),
+        )
+    })?;
     let signed =
         vaultmesh_engines::issue::issue(state.store.as_ref(), &state.policies, key, req).await?;
     state
@@ -121,7 +133,7 @@ pub async fn issue(
         .commands_issued
         .with_label_values(&["admin"])
         .inc();
-    Ok((StatusCode::CREATED, Json(signed)))
+    Ok(signed)
 }
 
 #[derive(Debug, Deserialize)]

@@ -210,6 +210,7 @@ pub fn routes() -> Vec<Route> {
         Route::new(M::GET, "/console/findings", ui::handlers::findings_fragment),
         Route::new(M::GET, "/console/feed", ui::handlers::feed_fragment),
         Route::new(M::POST, "/console/events", ui::handlers::post_form),
+        Route::new(M::POST, "/console/commands", ui::handlers::post_command),
         Route::new(M::GET, "/healthz", api::healthz),
         Route::new(M::POST, "/api/agent/heartbeat", api::post_heartbeat),
         Route::new(M::POST, "/api/agent/enroll", api::post_enroll),

@@ -695,3 +695,195 @@ fn the_node_panel_charts_thirty_days_and_the_range_selector_switches_without_a_r
         assert!(err.contains(says), "{path}: {err}");
     }
 }
+
+/// Clicks the submit button of the form `form` (a CSS selector) after opening the details it
+/// sits in, and picks `choices` (`name` → option value) in its selects first.
+fn submit(b: &mut Browser, form: &str, choices: &[(&str, &str)]) {
+    let picks: Vec<String> = choices
+        .iter()
+        .map(|(name, value)| {
+            format!("f.querySelector('select[name=\"{name}\"]').value = '{value}';")
+        })
+        .collect();
+    let done = b.eval(&format!(
+        "(() => {{ const f = document.querySelector({}); if (!f) return false; \
+         const d = f.closest('details'); if (d) d.open = true; {} \
+         f.querySelector('button').click(); return true; }})()",
+        json!(form),
+        picks.join(" ")
+    ));
+    assert_eq!(done, json!(true), "no form {form}");
+}
+
+#[test]
+fn an_admin_silences_acks_resolves_and_commands_from_the_console_and_sees_the_receipt_live() {
+    let (cc, _keys, public) = vaultmesh_testkit::commanding_center(&["--attention-tick", "200ms"]);
+    // A real agent (ArchVault: agent.ping allowed by the policy and by the agent) ...
+    let agent = vaultmesh_testkit::NodeAgent::new(&cc.url)
+        .env("VAULTMESH_CC_PUBKEY", &public)
+        .env("VAULTMESH_OS_PROFILE", "ArchVault")
+        .env("VAULTMESH_INTERVAL", "1s")
+        .config("[commands]\nallow = [\"agent.ping\"]\n");
+    let _child = agent.spawn(&["run"]);
+    let node = vaultmesh_testkit::wait_for(Duration::from_secs(20), || {
+        cc.get_json("/api/nodes").as_array()?.first()?["node_id"]
+            .as_str()
+            .map(str::to_string)
+    })
+    .expect("the agent reported");
+    // ... and a node whose tunnel is down (the ArchVault policy raises it on the second
+    // heartbeat in a row).
+    for _ in 0..2 {
+        heartbeat(&cc, B, "beta", false);
+    }
+
+    let mut b = Browser::launch(1280, 900);
+    b.navigate(&format!("{}/console?node={B}", cc.url));
+    b.eval("window.__marker = 42");
+    wait(
+        &mut b,
+        "document.getElementById('stream-state').textContent === 'live'",
+        "the stream connects",
+    );
+    let tunnel = format!("#attention section[data-node-id=\"{B}\"] li[data-rule=\"tunnel\"]");
+    wait(
+        &mut b,
+        &format!("!!document.querySelector('{tunnel}')"),
+        "the tunnel reason is listed",
+    );
+    assert_eq!(
+        b.eval(&format!(
+            "document.querySelector('{tunnel} .reason').textContent"
+        )),
+        json!("Tunnel down")
+    );
+
+    // Silence it for an hour from the attention panel.
+    submit(&mut b, &format!("{tunnel} form"), &[("duration", "1h")]);
+    wait(
+        &mut b,
+        &format!("document.querySelector('{tunnel}').classList.contains('suppressed')"),
+        "the reason is held back, live",
+    );
+    let silences = cc.get_json("/api/events?kind=silence");
+    let s = &silences.as_array().unwrap()[0];
+    assert_eq!(s["node_id"], B);
+    assert_eq!(s["body"]["rule"], "tunnel");
+    assert_eq!(s["author"], "console");
+    let until = chrono::DateTime::parse_from_rfc3339(s["body"]["until"].as_str().unwrap()).unwrap();
+    let left = until
+        .signed_duration_since(chrono::Utc::now())
+        .num_minutes();
+    assert!(
+        (55..=60).contains(&left),
+        "an hour from now: {left} minutes"
+    );
+    // The node panel lists it; ending it brings the reason back.
+    wait(
+        &mut b,
+        "!!document.querySelector('#node [data-silence-id] form')",
+        "the node panel lists the silence",
+    );
+    submit(&mut b, "#node [data-silence-id] form", &[]);
+    wait(
+        &mut b,
+        &format!("!document.querySelector('{tunnel}').classList.contains('suppressed')"),
+        "the silence ended, the reason is back",
+    );
+
+    // An incident on the agent's node: acknowledge it, then resolve it, from the panel.
+    let r = cc.post_json(
+        "/api/events",
+        &json!({"kind": "incident", "node_id": node, "body": {"title": "disk noise", "severity": "high"}}),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let incident = r.json()["id"].as_str().unwrap().to_string();
+    let inc = format!("#attention li[data-rule=\"incident.{incident}\"]");
+    wait(
+        &mut b,
+        &format!("!!document.querySelector('{inc}')"),
+        "the incident is listed",
+    );
+    submit(&mut b, &format!("{inc} form:has(input[value=ack])"), &[]);
+    wait(
+        &mut b,
+        &format!("document.querySelector('{inc}').classList.contains('suppressed')"),
+        "acknowledged, live",
+    );
+    submit(
+        &mut b,
+        &format!("{inc} form:has(input[value=resolve])"),
+        &[],
+    );
+    wait(
+        &mut b,
+        &format!("!document.querySelector('{inc}')"),
+        "resolved, gone",
+    );
+
+    // A command from the node panel: only the policy's actions are offered; the receipt
+    // arrives in the timeline without a reload.
+    b.eval(&format!(
+        "document.querySelector('#node-list li[data-node-id=\"{node}\"] a').click()"
+    ));
+    wait(
+        &mut b,
+        "!!document.querySelector('#node form[data-action=\"agent.ping\"]')",
+        "the node panel offers its commands",
+    );
+    let offered = b.eval(
+        "[...document.querySelectorAll('#node form[data-action]')].map(f => f.dataset.action).join(' ')",
+    );
+    assert_eq!(
+        offered,
+        json!("agent.ping checks.run service.status service.restart scan.sovereign"),
+        "the ArchVault policy's rules, in order"
+    );
+    submit(&mut b, "#node form[data-action=\"agent.ping\"]", &[]);
+    std::thread::sleep(Duration::from_millis(500));
+    let refused =
+        b.eval("[...document.querySelectorAll('.form-error')].map(p => p.textContent).join('; ')");
+    assert_eq!(refused, json!(""), "the command was taken");
+    wait(
+        &mut b,
+        "!!document.querySelector('#node .ev-command .cmd-status[data-status=\"ok\"]')",
+        "the receipt arrives, live",
+    );
+    let outcome = b.eval("document.querySelector('#node .ev-command .outcome').textContent");
+    assert!(outcome.as_str().unwrap().starts_with("pong"), "{outcome}");
+    assert_eq!(b.eval("window.__marker"), json!(42), "no reload");
+    no_errors(&mut b);
+
+    // The form's refusals: the policy's (403), a field the form lacks (400), a typo (422).
+    let http = reqwest::blocking::Client::new();
+    let post = |body: String| {
+        let r = http
+            .post(format!("{}/console/commands", cc.url))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("accept", "application/json")
+            .body(body)
+            .send()
+            .unwrap();
+        let status = r.status().as_u16();
+        (
+            status,
+            r.json::<Value>().unwrap()["error"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        )
+    };
+    let (status, e) = post(format!(
+        "node_id={node}&action=service.restart&arg.unit=sshd.service"
+    ));
+    assert_eq!(status, 403, "{e}");
+    assert!(e.contains("does not match \"sshd.service\""), "{e}");
+    assert_eq!(
+        post(format!("node_id={node}&action=agent.ping&ttl=9")).0,
+        400
+    );
+    let (status, e) = post(format!("node_id={node}&action=agent.pong"));
+    assert_eq!(status, 422);
+    assert!(e.contains("did you mean \"agent.ping\""), "{e}");
+    b.screenshot(&artifacts_dir().join("console-actions.png"), false);
+}

@@ -52,6 +52,18 @@ fn registry_of_the_binary_holds_exactly_the_built_in_actions() {
     let mut names: Vec<&str> = rows.iter().map(|r| r["name"].as_str().unwrap()).collect();
     names.sort_unstable();
     assert_eq!(names, vaultmesh_proto::command::ACTIONS);
+    // Each declares the arguments the Command Center's command form asks for.
+    for row in &rows {
+        let name = row["name"].as_str().unwrap();
+        let args = vaultmesh_proto::command::action_args(name).unwrap();
+        let declared = if args.is_empty() {
+            "{}".to_string()
+        } else {
+            let each: Vec<String> = args.iter().map(|a| format!("{a}: string")).collect();
+            format!("{{{}}}", each.join(", "))
+        };
+        assert_eq!(row["args"], declared.as_str(), "{name}");
+    }
 }
 
 #[test]

@@ -40,6 +40,25 @@ pub const ACTIONS: [&str; 5] = [
     "service.status",
 ];
 
+/// The arguments each of [`ACTIONS`] takes, all strings and all required: what the console's
+/// command form asks for. The agent's registrations declare the same (`{unit: string}`; test:
+/// `node-agent/tests/cli.rs::registry_of_the_binary_holds_exactly_the_built_in_actions`).
+pub const ACTION_ARGS: [(&str, &[&str]); 5] = [
+    ("agent.ping", &[]),
+    ("checks.run", &["name"]),
+    ("scan.sovereign", &[]),
+    ("service.restart", &["unit"]),
+    ("service.status", &["unit"]),
+];
+
+/// The arguments `action` takes, if it is one of [`ACTIONS`].
+pub fn action_args(action: &str) -> Option<&'static [&'static str]> {
+    ACTION_ARGS
+        .iter()
+        .find(|(a, _)| *a == action)
+        .map(|(_, args)| *args)
+}
+
 /// Prefix of every command signature's message.
 pub const COMMAND_DOMAIN: &[u8] = b"vaultmesh-command-v1\n";
 /// Prefix of every receipt signature's message.

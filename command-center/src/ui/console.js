@@ -65,7 +65,7 @@
       if (generation.get(key) !== gen) return;
       const old = find ? find() : document.getElementById(key);
       if (!old) return;
-      if (key === "node" && busy(old)) { swap(key, url, 1000, find); return; }
+      if ((key === "node" || key === "attention") && busy(old)) { swap(key, url, 1000, find); return; }
       const t0 = performance.now();
       const tpl = document.createElement("template");
       tpl.innerHTML = html.trim();
@@ -75,7 +75,12 @@
       // Keyboard focus on a range link stays on the range links.
       const focused = document.activeElement;
       const refocus = key === "node" && focused && old.contains(focused) && focused.dataset.range;
+      // A reason an admin opened in the attention panel stays open.
+      const opened = key === "attention" ? new Set([...old.querySelectorAll("details[open]")].map(reasonKey)) : null;
       old.replaceWith(fresh);
+      if (opened && opened.size) {
+        for (const d of fresh.querySelectorAll("details")) if (opened.has(reasonKey(d))) d.open = true;
+      }
       if (refocus) {
         const link = fresh.querySelector("a[data-range][aria-current]");
         if (link) link.focus();
@@ -88,7 +93,13 @@
       if (debug) console.warn("fragment", target, e);
     }
   }
-  // An admin typing in the node panel's forms keeps them: the swap waits.
+  function reasonKey(details) {
+    const li = details.closest("li[data-rule]");
+    const node = details.closest("[data-node-id]");
+    return (node ? node.dataset.nodeId : "") + " " + (li ? li.dataset.rule : "");
+  }
+  // An admin typing in the node panel's (or the attention panel's) forms keeps them: the swap
+  // waits.
   function busy(panel) {
     const active = document.activeElement;
     if (active && panel.contains(active) && active.closest("form")) return true;
@@ -273,6 +284,18 @@
   });
 
   // ---- forms: post without leaving the page -------------------------------------------------
+  // A refusal shows under its form (as text), until the next post of that form.
+  function say(form, text) {
+    let p = form.nextElementSibling;
+    if (!p || !p.classList.contains("form-error")) {
+      if (!text) return;
+      p = document.createElement("p");
+      p.className = "form-error";
+      p.setAttribute("role", "alert");
+      form.after(p);
+    }
+    if (text) p.textContent = text; else p.remove();
+  }
   document.addEventListener("submit", async (e) => {
     const form = e.target;
     if (!form.matches || !form.matches("form[data-console-form]")) return;
@@ -280,15 +303,18 @@
     const button = form.querySelector("button");
     if (button) button.disabled = true;
     try {
-      const r = await fetch(form.action, {
+      // The attribute, not `form.action`: a field named "action" (the command form's) would
+      // shadow the property.
+      const r = await fetch(form.getAttribute("action"), {
         method: "POST",
         headers: { Accept: "application/json" },
         body: new URLSearchParams(new FormData(form)),
       });
       if (!r.ok) {
         const err = await r.json().catch(() => ({ error: r.statusText }));
-        alert(err.error || ("failed: " + r.status));
+        say(form, err.error || ("failed: " + r.status));
       } else {
+        say(form, null);
         form.reset();
       }
     } finally {

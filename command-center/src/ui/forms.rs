@@ -16,8 +16,34 @@ pub enum FormError {
     #[error("{shown:?} is not a node id (UUID): {reason}")]
     NotAnId { shown: String, reason: String },
     /// A form `kind` the console does not post.
-    #[error("the console posts note, incident, ack or resolve, not {0:?}")]
+    #[error("the console posts note, incident, ack, resolve or silence, not {0:?}")]
     UnknownKind(String),
+    /// A field the command form does not have (quoted, first 64 characters).
+    #[error("unknown field {0:?}: the command form posts node_id, action and arg.<name>")]
+    UnknownField(String),
+    /// A required field of the command form that is missing or empty.
+    #[error("{0} is required")]
+    Missing(String),
+    /// An action no agent has (quoted, first 64 characters, with the near name).
+    #[error("no action {shown:?}{hint}; actions: {known}")]
+    UnknownAction {
+        shown: String,
+        hint: String,
+        known: String,
+    },
+    /// An argument the action does not take.
+    #[error("{action} takes {takes}, not {arg:?}")]
+    NotAnArgument {
+        action: String,
+        arg: String,
+        takes: String,
+    },
+    /// A silence's `duration` that is neither a duration up to [`SILENCE_MAX_DAYS`] days nor
+    /// `resolved` (quoted, first 32 characters).
+    #[error(
+        "duration={shown:?}: {reason}; give a duration such as 1h or 7d (at most {SILENCE_MAX_DAYS}d), or \"resolved\""
+    )]
+    BadDuration { shown: String, reason: String },
     /// The event the form makes is malformed (an empty note, a bad severity, ...).
     #[error(transparent)]
     Event(#[from] EventError),
@@ -28,6 +54,42 @@ pub enum FormError {
         hint: String,
         known: String,
     },
+}
+
+/// The longest silence the console sets, in days: longer ones are planned maintenance for the
+/// API, with a written `until`.
+pub const SILENCE_MAX_DAYS: u64 = 90;
+
+/// The durations the console's silence forms offer, then "until resolved".
+pub const SILENCE_CHOICES: [(&str, &str); 5] = [
+    ("1h", "1 hour"),
+    ("4h", "4 hours"),
+    ("24h", "24 hours"),
+    ("7d", "7 days"),
+    ("resolved", "until resolved"),
+];
+
+/// How long a console silence lasts: a duration, or until its reasons clear.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SilenceFor {
+    Duration(std::time::Duration),
+    UntilResolved,
+}
+
+/// A silence's `duration` field: `resolved`, or a duration of at most [`SILENCE_MAX_DAYS`].
+pub fn silence_for(text: &str) -> Result<SilenceFor, FormError> {
+    if text == "resolved" {
+        return Ok(SilenceFor::UntilResolved);
+    }
+    let bad = |reason: String| FormError::BadDuration {
+        shown: text.chars().take(32).collect(),
+        reason,
+    };
+    let d = vaultmesh_process::duration::parse_nonzero(text).map_err(bad)?;
+    if d > std::time::Duration::from_secs(SILENCE_MAX_DAYS * 86_400) {
+        return Err(bad("longer than the console sets".into()));
+    }
+    Ok(SilenceFor::Duration(d))
 }
 
 /// A history range by its name (`1h`, `24h`, `7d`, `30d`, `1y`); a typo is refused with the
@@ -120,6 +182,7 @@ pub enum FormKind {
     Incident,
     Ack,
     Resolve,
+    Silence,
 }
 
 impl FormKind {
@@ -130,6 +193,7 @@ impl FormKind {
             FormKind::Incident => "incident",
             FormKind::Ack => "ack",
             FormKind::Resolve => "resolve",
+            FormKind::Silence => "silence",
         }
     }
 
@@ -139,6 +203,7 @@ impl FormKind {
             FormKind::Incident,
             FormKind::Ack,
             FormKind::Resolve,
+            FormKind::Silence,
         ]
         .into_iter()
         .find(|k| k.as_str() == kind)
@@ -146,8 +211,8 @@ impl FormKind {
     }
 }
 
-/// The body of `POST /console/events`: one of note, incident, ack, resolve. A field the
-/// console's forms do not have is refused, not ignored.
+/// The body of `POST /console/events`: one of note, incident, ack, resolve, silence. A field
+/// the console's forms do not have is refused, not ignored.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConsoleForm {
@@ -157,12 +222,21 @@ pub struct ConsoleForm {
     pub title: Option<String>,
     pub severity: Option<String>,
     pub refs: Option<String>,
+    /// A silence's rule (empty: every rule of the node).
+    pub rule: Option<String>,
+    /// A silence's length: a duration, or `resolved` ([`silence_for`]).
+    pub duration: Option<String>,
 }
 
 impl ConsoleForm {
-    /// The event this form posts, checked as `POST /api/events` checks one, and its author.
-    /// Empty `node_id` and `refs` mean none (a browser sends empty fields).
-    pub fn into_event(self, author: String) -> Result<(NewEvent, String), FormError> {
+    /// The event this form posts, checked as `POST /api/events` checks one, and its author;
+    /// a silence for a duration ends at `now` plus it. Empty `node_id`, `refs` and `rule` mean
+    /// none (a browser sends empty fields).
+    pub fn into_event(
+        self,
+        author: String,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(NewEvent, String), FormError> {
         let present = |v: Option<String>| v.filter(|s| !s.is_empty());
         let node = present(self.node_id).as_deref().map(node_id).transpose()?;
         let refs: Vec<Uuid> = present(self.refs)
@@ -182,6 +256,26 @@ impl ConsoleForm {
                 Some(t) => serde_json::json!({"text": t}),
                 None => serde_json::Value::Null,
             },
+            FormKind::Silence => {
+                let mut body = serde_json::Map::new();
+                if let Some(rule) = present(self.rule) {
+                    body.insert("rule".into(), rule.into());
+                }
+                match silence_for(self.duration.as_deref().unwrap_or(""))? {
+                    SilenceFor::UntilResolved => {
+                        body.insert("until_resolved".into(), true.into());
+                    }
+                    SilenceFor::Duration(d) => {
+                        let until = now + chrono::Duration::from_std(d).unwrap_or_default();
+                        let until = until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+                        body.insert("until".into(), until.into());
+                    }
+                }
+                if let Some(t) = present(self.text) {
+                    body.insert("text".into(), t.into());
+                }
+                serde_json::Value::Object(body)
+            }
         };
         let event = NewEvent {
             kind: kind.as_str().to_string(),
@@ -192,6 +286,77 @@ impl ConsoleForm {
         };
         let author = event.validate()?;
         Ok((event, author))
+    }
+}
+
+/// The console's command form (`POST /console/commands`): the node, the action and one
+/// `arg.<name>` field per argument the action takes ([`vaultmesh_proto::command::ACTION_ARGS`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommandForm {
+    pub node_id: Uuid,
+    pub action: String,
+    /// The arguments, as a JSON object of strings.
+    pub args: serde_json::Value,
+}
+
+impl CommandForm {
+    /// Reads the posted fields: a field the form does not have, an action no agent has, an
+    /// argument the action does not take or an empty required one is refused by name. Whether
+    /// the node's policy allows it is the issuing's business, not the form's.
+    pub fn parse(fields: Vec<(String, String)>) -> Result<CommandForm, FormError> {
+        let (mut node, mut action) = (None, None);
+        let mut args = serde_json::Map::new();
+        for (name, value) in fields {
+            match name.as_str() {
+                "node_id" => node = Some(node_id(&value)?),
+                "action" => action = Some(value),
+                _ => match name.strip_prefix("arg.") {
+                    Some(arg) if !arg.is_empty() => {
+                        args.insert(arg.to_string(), value.into());
+                    }
+                    _ => return Err(FormError::UnknownField(name.chars().take(64).collect())),
+                },
+            }
+        }
+        let node_id = node.ok_or_else(|| FormError::Missing("node_id".into()))?;
+        let action = action
+            .filter(|a| !a.is_empty())
+            .ok_or_else(|| FormError::Missing("action".into()))?;
+        let takes = vaultmesh_proto::command::action_args(&action).ok_or_else(|| {
+            let known = vaultmesh_proto::command::ACTIONS;
+            FormError::UnknownAction {
+                shown: action.chars().take(64).collect(),
+                hint: vaultmesh_process::suggest::did_you_mean(&action, known),
+                known: known.join(", "),
+            }
+        })?;
+        for name in args.keys() {
+            if !takes.contains(&name.as_str()) {
+                return Err(FormError::NotAnArgument {
+                    action: action.clone(),
+                    arg: name.chars().take(64).collect(),
+                    takes: if takes.is_empty() {
+                        "no arguments".into()
+                    } else {
+                        takes.join(", ")
+                    },
+                });
+            }
+        }
+        for name in takes {
+            if args
+                .get(*name)
+                .and_then(|v| v.as_str())
+                .is_none_or(str::is_empty)
+            {
+                return Err(FormError::Missing(format!("arg.{name}")));
+            }
+        }
+        Ok(CommandForm {
+            node_id,
+            action,
+            args: serde_json::Value::Object(args),
+        })
     }
 }
 
@@ -207,7 +372,11 @@ mod tests {
     fn post(body: &str) -> Result<(NewEvent, String), FormError> {
         serde_urlencoded::from_str::<ConsoleForm>(body)
             .unwrap()
-            .into_event("ops".into())
+            .into_event("ops".into(), at())
+    }
+
+    fn at() -> chrono::DateTime<chrono::Utc> {
+        chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap()
     }
 
     #[test]
@@ -249,6 +418,98 @@ mod tests {
     }
 
     #[test]
+    fn a_silence_is_for_a_duration_from_now_or_until_resolved_and_names_its_rule() {
+        let (e, _) = post(&format!(
+            "kind=silence&node_id={A}&rule=tunnel&duration=4h&text="
+        ))
+        .unwrap();
+        assert_eq!(e.kind, "silence");
+        assert_eq!(
+            e.body,
+            serde_json::json!({"rule": "tunnel", "until": "2027-01-15T12:00:00Z"})
+        );
+        let (e, _) = post(&format!(
+            "kind=silence&node_id={A}&rule=&duration=resolved&text=swap"
+        ))
+        .unwrap();
+        assert_eq!(
+            e.body,
+            serde_json::json!({"until_resolved": true, "text": "swap"}),
+            "an empty rule is every rule of the node"
+        );
+        for (duration, says) in [
+            ("", "duration=\"\":"),
+            (
+                "forever",
+                "duration=\"forever\": \"forever\" is not a duration",
+            ),
+            ("0s", "must be greater than zero"),
+            ("91d", "longer than the console sets"),
+        ] {
+            let e = post(&format!("kind=silence&node_id={A}&duration={duration}")).unwrap_err();
+            assert!(matches!(e, FormError::BadDuration { .. }), "{e:?}");
+            assert!(e.to_string().contains(says), "{duration}: {e}");
+        }
+        // The event's own checks: a rule with a character no rule has.
+        assert!(matches!(
+            post(&format!("kind=silence&node_id={A}&rule=a%20b&duration=1h")).unwrap_err(),
+            FormError::Event(EventError::Body { .. })
+        ));
+    }
+
+    fn command(body: &str) -> Result<CommandForm, FormError> {
+        CommandForm::parse(serde_urlencoded::from_str(body).unwrap())
+    }
+
+    #[test]
+    fn a_command_form_names_its_node_action_and_the_actions_arguments_only() {
+        let c = command(&format!(
+            "node_id={A}&action=service.status&arg.unit=nginx.service"
+        ))
+        .unwrap();
+        assert_eq!(c.node_id.to_string(), A);
+        assert_eq!(c.action, "service.status");
+        assert_eq!(c.args, serde_json::json!({"unit": "nginx.service"}));
+        let c = command(&format!("node_id={A}&action=agent.ping")).unwrap();
+        assert_eq!(c.args, serde_json::json!({}));
+        for (body, says) in [
+            (
+                format!("node_id={A}&action=agent.ping&ttl=5"),
+                "unknown field \"ttl\"",
+            ),
+            (
+                format!("node_id={A}&action=agent.ping&arg.=x"),
+                "unknown field \"arg.\"",
+            ),
+            ("action=agent.ping".to_string(), "node_id is required"),
+            (format!("node_id={A}&action="), "action is required"),
+            (
+                format!("node_id={A}&action=service.stauts"),
+                "no action \"service.stauts\"; did you mean \"service.status\"?; actions: agent.ping,",
+            ),
+            (
+                format!("node_id={A}&action=agent.ping&arg.unit=x"),
+                "agent.ping takes no arguments, not \"unit\"",
+            ),
+            (
+                format!("node_id={A}&action=service.restart&arg.name=x"),
+                "service.restart takes unit, not \"name\"",
+            ),
+            (
+                format!("node_id={A}&action=checks.run&arg.name="),
+                "arg.name is required",
+            ),
+            (
+                "node_id=nope&action=agent.ping".to_string(),
+                "\"nope\" is not a node id",
+            ),
+        ] {
+            let e = command(&body).unwrap_err();
+            assert!(e.to_string().contains(says), "{body}: {e}");
+        }
+    }
+
+    #[test]
     fn a_bad_id_an_unknown_kind_and_a_bad_event_are_each_their_own_error() {
         let not_an_id = |e: FormError, shown: &str| match e {
             FormError::NotAnId { shown: s, .. } => assert_eq!(s, shown),
@@ -260,7 +521,7 @@ mod tests {
         not_an_id(post("kind=shout&node_id=nope").unwrap_err(), "nope");
         assert_eq!(
             post("kind=shout&text=x").unwrap_err().to_string(),
-            "the console posts note, incident, ack or resolve, not \"shout\""
+            "the console posts note, incident, ack, resolve or silence, not \"shout\""
         );
         let long = post(&format!("kind={}", "k".repeat(100))).unwrap_err();
         assert_eq!(

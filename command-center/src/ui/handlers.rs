@@ -13,7 +13,8 @@
 //! | `/console/attention` | why each node is not OK |
 //! | `/console/findings` | the latest scans' findings by severity |
 //! | `/console/feed` | the global event feed |
-//! | `POST /console/events` | the node panel's forms (note, incident, ack, resolve) |
+//! | `POST /console/events` | the console's event forms (note, incident, ack, resolve, silence) |
+//! | `POST /console/commands` | the node panel's command form |
 //! | `/assets/*` | the stylesheet and the two scripts, from the binary |
 
 use std::collections::HashMap;
@@ -30,8 +31,10 @@ use vaultmesh_proto::history::Range;
 use vaultmesh_proto::{NodeDetail, NodeSummary};
 
 use super::components::Failing;
-use super::forms::{self, ConsoleForm, ConsoleQuery, FormError, ListQuery, NodeQuery};
-use super::view::console::{self, CommandLine, ConsolePage, Feed, Findings, NodePanel};
+use super::forms::{self, CommandForm, ConsoleForm, ConsoleQuery, FormError, ListQuery, NodeQuery};
+use super::view::console::{
+    self, AllowedAction, CommandLine, ConsolePage, Feed, Findings, NodePanel, SilenceLine,
+};
 use super::view::{self, worst_first};
 use crate::error::ApiError;
 use crate::server::AppState;
@@ -49,12 +52,15 @@ const DASHBOARD_JS: &str = include_str!("dashboard.js");
 impl From<FormError> for ApiError {
     fn from(e: FormError) -> Self {
         match e {
-            FormError::NotAnId { .. } | FormError::UnknownRange { .. } => {
-                ApiError::BadRequest(e.to_string())
-            }
-            FormError::UnknownKind(_) | FormError::Event(_) => {
-                ApiError::UnprocessableEntity(e.to_string())
-            }
+            FormError::NotAnId { .. }
+            | FormError::UnknownRange { .. }
+            | FormError::UnknownField(_)
+            | FormError::Missing(_) => ApiError::BadRequest(e.to_string()),
+            FormError::UnknownKind(_)
+            | FormError::Event(_)
+            | FormError::BadDuration { .. }
+            | FormError::UnknownAction { .. }
+            | FormError::NotAnArgument { .. } => ApiError::UnprocessableEntity(e.to_string()),
         }
     }
 }
@@ -150,9 +156,40 @@ async fn node_panel(state: &AppState, detail: NodeDetail, range: Range) -> NodeP
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_string))
                 .unwrap_or_default(),
+            outcome: c.receipt.as_ref().map(|r| {
+                let r = &r.receipt;
+                let said = r.reason.as_deref().unwrap_or(&r.output);
+                let line = said.lines().next().unwrap_or("");
+                vaultmesh_engines::attention::rules::fit(line, 160)
+            }),
             action: c.signed.command.action.clone(),
             issued_by: c.signed.command.issued_by.clone(),
             issued_at: c.signed.command.issued_at,
+        })
+        .collect();
+    let now = Utc::now();
+    let silences = state
+        .store
+        .silences()
+        .into_iter()
+        .filter(|s| s.active(now) && s.node_id.is_none_or(|n| n == id))
+        .map(|s| SilenceLine {
+            id: s.id,
+            fleet_wide: s.node_id.is_none(),
+            rule: s.rule,
+            until: s.until,
+            until_resolved: s.until_resolved,
+            by: s.by,
+        })
+        .collect();
+    let allowed = state
+        .policies
+        .get()
+        .allowed(&detail.summary.os_profile)
+        .into_iter()
+        .map(|a| AllowedAction {
+            action: a.action,
+            args: a.args,
         })
         .collect();
     NodePanel {
@@ -161,6 +198,9 @@ async fn node_panel(state: &AppState, detail: NodeDetail, range: Range) -> NodeP
         commands,
         range,
         history,
+        silences,
+        allowed,
+        can_sign: state.cc_key.is_some(),
     }
 }
 
@@ -285,13 +325,9 @@ pub async fn post_form(
     // Posts from other sites never get here: [`crate::guard`] refuses them for every route.
     let Form(f) = form?;
     let who = identity.map_or_else(|| "console".into(), |axum::Extension(who)| who.0);
-    let (event, author) = f.into_event(who)?;
+    let (event, author) = f.into_event(who, chrono::Utc::now())?;
     let stored = state.store.record_event(event, author).await?;
-    let wants_json = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| a.contains("application/json"));
-    if wants_json {
+    if wants_json(&headers) {
         return Ok((StatusCode::CREATED, axum::Json(stored)).into_response());
     }
     let back = match stored.node_id {
@@ -299,6 +335,41 @@ pub async fn post_form(
         None => "/console".into(),
     };
     Ok(Redirect::to(&back).into_response())
+}
+
+/// Whether the script posted the form (it asks for JSON); a plain form wants a redirect.
+fn wants_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/json"))
+}
+
+/// `POST /console/commands`: the node panel's command form. Issued as `POST /api/commands`
+/// issues (the profile's policy decides; the signed-in admin is the issuer), answered `201`
+/// with the signed command to the script and a redirect back to the node otherwise; the
+/// receipt reaches the panel live, as a `command` event.
+pub async fn post_command(
+    State(state): State<AppState>,
+    identity: Option<axum::Extension<crate::access::Identity>>,
+    headers: HeaderMap,
+    form: Result<Form<Vec<(String, String)>>, FormRejection>,
+) -> Result<Response, ApiError> {
+    let Form(fields) = form?;
+    let f = CommandForm::parse(fields)?;
+    let issued_by = identity.map_or_else(|| "console".into(), |axum::Extension(who)| who.0);
+    let req = vaultmesh_engines::issue::IssueRequest {
+        node_id: f.node_id,
+        action: f.action,
+        args: f.args,
+        ttl: vaultmesh_engines::issue::DEFAULT_TTL,
+        issued_by,
+    };
+    let signed = crate::commands::issue_for_admin(&state, req).await?;
+    if wants_json(&headers) {
+        return Ok((StatusCode::CREATED, axum::Json(signed)).into_response());
+    }
+    Ok(Redirect::to(&format!("/console?node={}", f.node_id)).into_response())
 }
 
 /// `GET /assets/app.css`.

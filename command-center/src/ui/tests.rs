@@ -17,7 +17,7 @@ use vaultmesh_proto::{
 };
 
 use super::components::{self, Failing};
-use super::forms::ConsoleForm;
+use super::forms::{CommandForm, ConsoleForm};
 use super::view::chart::{self, Chart, Frame, Line};
 use super::view::console::{self, CommandLine, ConsolePage, Feed, Findings, NodePanel};
 use super::view::dashboard::{self, EnrollHint};
@@ -191,7 +191,11 @@ fn panel(s: NodeSummary, incidents: Vec<Incident>) -> NodePanel {
             status: "issued".into(),
             issued_by: HOSTILE.into(),
             issued_at: now(),
+            outcome: None,
         }],
+        silences: Vec::new(),
+        allowed: Vec::new(),
+        can_sign: false,
         range: Range::Day,
         history: Ok(Some(history(
             Range::Day,
@@ -678,11 +682,10 @@ fn every_form_of_the_node_panel_is_one_the_form_handler_accepts() {
         ],
     );
     let h = parse(&console::node(&p, now()));
-    let forms = all(&h, "form[data-console-form]");
+    let forms = all(&h, "form[data-console-form][action='/console/events']");
     let mut kinds = Vec::new();
     for form in &forms {
         assert_eq!(attr(*form, "method"), "post");
-        assert_eq!(attr(*form, "action"), "/console/events");
         // What the browser would post: every named field, a required empty one filled in.
         let mut fields = serde_json::Map::new();
         for input in form.select(&Selector::parse("input[name], select[name]").unwrap()) {
@@ -701,7 +704,7 @@ fn every_form_of_the_node_panel_is_one_the_form_handler_accepts() {
         }
         let f: ConsoleForm = serde_json::from_value(fields.into()).unwrap();
         kinds.push((f.kind.clone(), f.node_id.clone(), f.refs.clone()));
-        let (event, author) = f.into_event("console".into()).unwrap();
+        let (event, author) = f.into_event("console".into(), now()).unwrap();
         assert_eq!(author, "console");
         assert_eq!(event.node_id.is_some(), event.refs.is_empty(), "{event:?}");
     }
@@ -714,8 +717,197 @@ fn every_form_of_the_node_panel_is_one_the_form_handler_accepts() {
             ("ack".into(), None, id(1)),
             ("resolve".into(), None, id(1)),
             ("resolve".into(), None, id(2)),
+            ("silence".into(), Some(A.to_string()), None),
         ],
         "ack only for an open incident; nothing for a resolved one"
+    );
+}
+
+/// What a browser would post for `form`: every named field, a required empty one filled in,
+/// a select's selected option.
+fn posted(form: ElementRef<'_>) -> Vec<(String, String)> {
+    form.select(&Selector::parse("input[name], select[name]").unwrap())
+        .map(|input| {
+            let value = match input.value().name() {
+                "select" => attr(
+                    input
+                        .select(&Selector::parse("option[selected]").unwrap())
+                        .next()
+                        .unwrap(),
+                    "value",
+                ),
+                _ => match input.value().attr("value") {
+                    Some(v) => v,
+                    None if input.value().attr("required").is_some() => "typed.service",
+                    None => "",
+                },
+            };
+            (attr(input, "name").to_string(), value.to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn the_node_panel_offers_a_silence_for_its_reasons_and_only_the_commands_its_policy_allows() {
+    let mut s = summary(A, "alpha", AttentionLevel::Crit);
+    s.attention.reasons = vec![
+        labelled(
+            "stale",
+            AttentionLevel::Crit,
+            "Stale 5m",
+            "no heartbeat for 5m",
+        ),
+        labelled(
+            "tunnel",
+            AttentionLevel::Attn,
+            "Tunnel down",
+            "Cloudflare Tunnel is down",
+        ),
+        Reason {
+            suppressed_by: Some("silenced by ops until resolved".into()),
+            ..labelled("drift", AttentionLevel::Attn, "Drift: 1 change", "…")
+        },
+    ];
+    let mut p = panel(s, Vec::new());
+    // The silence form offers the reasons not held back, then every rule.
+    let h = parse(&console::node(&p, now()));
+    let silence = one(&h, "form:has(input[name=kind][value=silence])");
+    let options: Vec<(String, String)> = silence
+        .select(&Selector::parse("select[name=rule] option").unwrap())
+        .map(|o| (attr(o, "value").to_string(), text(o)))
+        .collect();
+    assert_eq!(
+        options,
+        [
+            ("stale".into(), "Stale 5m".into()),
+            ("tunnel".into(), "Tunnel down".into()),
+            (String::new(), "every reason on this node".into())
+        ]
+    );
+    let f: ConsoleForm =
+        serde_urlencoded::from_str(&serde_urlencoded::to_string(posted(silence)).unwrap()).unwrap();
+    let (e, _) = f.into_event("ops".into(), now()).unwrap();
+    assert_eq!(
+        e.body,
+        json!({"rule": "stale", "until": "2026-12-01T16:00:00Z"}),
+        "4 hours by default"
+    );
+    // No key: no command forms, and it says why.
+    assert!(all(&h, "form[action='/console/commands']").is_empty());
+    assert!(
+        all(&h, "p.hint")
+            .into_iter()
+            .any(|p| text(p).contains("has no signing key")),
+        "says why there are no command forms"
+    );
+    // A key and a policy: one form per rule, the action's fields, the pattern as the hint.
+    p.can_sign = true;
+    p.allowed = vec![
+        console::AllowedAction {
+            action: "agent.ping".into(),
+            args: Default::default(),
+        },
+        console::AllowedAction {
+            action: "service.status".into(),
+            args: [("unit".to_string(), "[a-z]+\\.service".to_string())].into(),
+        },
+    ];
+    let h = parse(&console::node(&p, now()));
+    let forms = all(&h, "form[action='/console/commands']");
+    assert_eq!(forms.len(), 2);
+    let unit = one(
+        &h,
+        "form[data-action='service.status'] input[name='arg.unit']",
+    );
+    assert_eq!(attr(unit, "placeholder"), "[a-z]+\\.service");
+    assert!(unit.value().attr("required").is_some());
+    for form in forms {
+        let c = CommandForm::parse(posted(form)).unwrap();
+        assert_eq!(c.node_id, A);
+    }
+    // An active silence can be ended from the panel.
+    p.silences = vec![console::SilenceLine {
+        id: Uuid::from_u128(7),
+        fleet_wide: false,
+        rule: Some("drift".into()),
+        until: None,
+        until_resolved: true,
+        by: HOSTILE.into(),
+    }];
+    let h = parse(&console::node(&p, now()));
+    inert(&h);
+    let sil = one(&h, "[data-silence-id]");
+    assert!(text(sil).starts_with(&format!("Silenced: drift by {HOSTILE} · until resolved")));
+    let fields: serde_json::Map<_, _> = posted(one(&h, "[data-silence-id] form"))
+        .into_iter()
+        .map(|(k, v)| (k, json!(v)))
+        .collect();
+    assert_eq!(fields["kind"], "resolve");
+    assert_eq!(fields["refs"], Uuid::from_u128(7).to_string());
+}
+
+#[test]
+fn the_attention_panel_silences_a_reason_and_acks_and_resolves_an_incident() {
+    let inc = Uuid::from_u128(9);
+    let mut n = summary(A, "alpha", AttentionLevel::Crit);
+    n.attention.reasons = vec![
+        labelled(
+            &format!("incident.{inc}"),
+            AttentionLevel::Crit,
+            "Incident: disk",
+            "open incident (high): disk",
+        ),
+        labelled(
+            "tunnel",
+            AttentionLevel::Attn,
+            "Tunnel down",
+            "Cloudflare Tunnel is down",
+        ),
+        Reason {
+            suppressed_by: Some("silenced by ops until resolved".into()),
+            ..labelled("drift", AttentionLevel::Attn, "Drift: 1 change", "…")
+        },
+    ];
+    let h = parse(&console::attention(std::slice::from_ref(&n)));
+    let forms_of = |rule: &str| -> Vec<serde_json::Map<String, serde_json::Value>> {
+        all(&h, &format!("li[data-rule='{rule}'] form"))
+            .into_iter()
+            .map(|f| {
+                assert_eq!(attr(f, "action"), "/console/events");
+                posted(f).into_iter().map(|(k, v)| (k, json!(v))).collect()
+            })
+            .collect()
+    };
+    let incident = forms_of(&format!("incident.{inc}"));
+    assert_eq!(
+        incident
+            .iter()
+            .map(|f| f["kind"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        ["ack", "resolve"]
+    );
+    assert!(incident.iter().all(|f| f["refs"] == inc.to_string()));
+    let tunnel = forms_of("tunnel");
+    assert_eq!(tunnel.len(), 1);
+    assert_eq!(
+        (
+            tunnel[0]["kind"].as_str(),
+            tunnel[0]["rule"].as_str(),
+            tunnel[0]["node_id"].as_str()
+        ),
+        (
+            Some("silence"),
+            Some("tunnel"),
+            Some(A.to_string().as_str())
+        )
+    );
+    for f in incident.into_iter().chain(tunnel) {
+        let f: ConsoleForm = serde_json::from_value(f.into()).unwrap();
+        f.into_event("ops".into(), now()).unwrap();
+    }
+    assert!(
+        forms_of("drift").is_empty(),
+        "a reason already held back offers nothing"
     );
 }
 
@@ -1371,7 +1563,7 @@ fn a_history_the_store_cannot_read_is_said_and_the_rest_of_the_panel_shows() {
         5,
         "another range can still be picked"
     );
-    assert_eq!(all(&h, "form").len(), 2, "the forms are there");
+    assert_eq!(all(&h, "form").len(), 3, "the forms are there");
     p.history = Ok(None);
     let h = parse(&console::node(&p, now()));
     assert_eq!(
@@ -1463,7 +1655,7 @@ fn the_node_panel_shows_each_measurement_and_says_what_is_missing() {
         "This agent reports no checks."
     );
     assert!(all(&h, ".incident").is_empty());
-    assert_eq!(all(&h, "form").len(), 2, "note and incident");
+    assert_eq!(all(&h, "form").len(), 3, "note, incident and silence");
 }
 
 #[test]

@@ -67,6 +67,14 @@ struct Rule {
     args: BTreeMap<String, Regex>,
 }
 
+/// One `commands.allow` rule as a form offers it: the action and, per argument, the pattern
+/// its value must match in full.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Allowed {
+    pub action: String,
+    pub args: BTreeMap<String, String>,
+}
+
 /// How many distinct unknown profiles are warned about per process.
 pub const WARNED_PROFILES_MAX: usize = 256;
 
@@ -270,6 +278,32 @@ impl Policies {
             .map_or(&*DEFAULT, |p| &p.settings)
     }
 
+    /// What may be issued to a node of `profile`, rule by rule in the file's order: each
+    /// rule's action and its arguments' patterns (empty when the profile has no policy file).
+    pub fn allowed(&self, profile: &str) -> Vec<Allowed> {
+        self.by_profile.get(profile).map_or_else(Vec::new, |p| {
+            p.rules
+                .iter()
+                .map(|r| Allowed {
+                    action: r.action.clone(),
+                    args: r
+                        .args
+                        .iter()
+                        .map(|(name, re)| {
+                            // As the file wrote it, without the anchors added at load.
+                            let written = re.as_str();
+                            let written = written
+                                .strip_prefix("^(?:")
+                                .and_then(|w| w.strip_suffix(")$"))
+                                .unwrap_or(written);
+                            (name.clone(), written.to_string())
+                        })
+                        .collect(),
+                })
+                .collect()
+        })
+    }
+
     /// Whether `action` with `args` may be issued to a node of `profile`; the reason if not.
     pub fn check_command(
         &self,
@@ -362,6 +396,28 @@ allow = [
         )
         .unwrap();
         let ok = |a: &str, args: serde_json::Value| p.check_command("ArchVault", a, &args);
+        // What a form offers: each rule in order, its patterns as written.
+        assert_eq!(
+            p.allowed("ArchVault"),
+            [
+                Allowed {
+                    action: "agent.ping".into(),
+                    args: BTreeMap::new()
+                },
+                Allowed {
+                    action: "service.restart".into(),
+                    args: [(
+                        "unit".to_string(),
+                        "(cloudflared|vaultmesh-[a-z-]+)\\.service".to_string()
+                    )]
+                    .into()
+                },
+            ]
+        );
+        assert!(
+            p.allowed("DebianVault").is_empty(),
+            "no file, nothing allowed"
+        );
         assert!(ok("agent.ping", json!({})).is_ok());
         assert!(ok("agent.ping", serde_json::Value::Null).is_ok());
         assert!(ok("service.restart", json!({"unit": "cloudflared.service"})).is_ok());

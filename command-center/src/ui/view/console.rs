@@ -19,7 +19,7 @@ use crate::ui::components::{
     sev_class, shared_hostname,
 };
 use crate::ui::format::{forecast, level_name, num2, pct};
-use crate::ui::forms::FormKind;
+use crate::ui::forms::{FormKind, SILENCE_CHOICES};
 use crate::ui::view::chart::{Chart, Frame, Line, chart, range_words};
 
 /// Findings listed in the findings panel; the rest are counted.
@@ -57,6 +57,33 @@ pub struct NodePanel {
     /// Its history over `range`: none when the store has none for it, an error's text when
     /// it could not be read.
     pub history: Result<Option<NodeHistory>, String>,
+    /// The silences in force that cover it (its own and the fleet's).
+    pub silences: Vec<SilenceLine>,
+    /// What its profile's policy lets an admin issue to it, in the file's order.
+    pub allowed: Vec<AllowedAction>,
+    /// Whether this Command Center can sign commands (it has a signing key).
+    pub can_sign: bool,
+}
+
+/// A silence in force, as the node panel lists it (with a button to end it).
+#[derive(Debug, Clone)]
+pub struct SilenceLine {
+    pub id: Uuid,
+    /// Absent: every rule; ending in `.`: a family.
+    pub rule: Option<String>,
+    /// It covers every node, not only this one.
+    pub fleet_wide: bool,
+    pub until: Option<DateTime<Utc>>,
+    pub until_resolved: bool,
+    pub by: String,
+}
+
+/// One rule of the node's policy, as the command form offers it: the action and, per
+/// argument, the pattern its value must match in full.
+#[derive(Debug, Clone)]
+pub struct AllowedAction {
+    pub action: String,
+    pub args: BTreeMap<String, String>,
 }
 
 /// A command as the node's timeline shows it.
@@ -67,6 +94,8 @@ pub struct CommandLine {
     pub status: String,
     pub issued_by: String,
     pub issued_at: DateTime<Utc>,
+    /// The receipt's word, once it came: its reason, else the first line of its output.
+    pub outcome: Option<String>,
 }
 
 /// The global event feed: events, newest first, and the hostnames to name their nodes by.
@@ -371,7 +400,7 @@ pub fn attention(nodes: &[NodeSummary]) -> Markup {
         div id="attention" data-fragment="/console/attention" {
             @if needing.is_empty() { p class="muted" { "Every node is OK." } }
             @for n in &needing {
-                section class="why-node" {
+                section class="why-node" data-node-id=(n.node_id) {
                     h3 { (pill(n.attention.level)) " " (node_link(n.node_id, &n.hostname)) }
                     ul {
                         @for r in &n.attention.reasons {
@@ -383,11 +412,48 @@ pub fn attention(nodes: &[NodeSummary]) -> Markup {
                                         @if let Some(by) = &r.suppressed_by { span class="muted" { " — " (by) } }
                                     }
                                     p class="detail" { (r.message) }
+                                    (reason_actions(n.node_id, r))
                                 }
                             }
                         }
                     }
                 }
+            }
+        }
+    }
+}
+
+/// What an admin can do about one reason from the attention panel: silence it (a duration, or
+/// until it clears) unless something already holds it back; for an incident, acknowledge it
+/// (while open) and resolve it.
+fn reason_actions(node: Uuid, r: &vaultmesh_proto::Reason) -> Markup {
+    let incident = r
+        .rule
+        .strip_prefix("incident.")
+        .and_then(|id| Uuid::parse_str(id).ok());
+    html! {
+        div class="forms reason-actions" {
+            @if let Some(id) = incident {
+                @if r.suppressed_by.is_none() {
+                    (event_form(FormKind::Ack, FormTarget::Incident(id), true, html! {}, "Acknowledge"))
+                }
+                (event_form(FormKind::Resolve, FormTarget::Incident(id), true, html! {}, "Resolve"))
+            } @else if r.suppressed_by.is_none() && r.rule != "revoked" {
+                (event_form(FormKind::Silence, FormTarget::Node(node), true, html! {
+                    input type="hidden" name="rule" value=(r.rule);
+                    (duration_select())
+                }, "Silence"))
+            }
+        }
+    }
+}
+
+/// How long a silence lasts: the console's choices, 4 hours preselected.
+fn duration_select() -> Markup {
+    html! {
+        select name="duration" aria-label="For how long" {
+            @for (value, words) in SILENCE_CHOICES {
+                option value=(value) selected[value == "4h"] { (words) }
             }
         }
     }
@@ -475,7 +541,10 @@ pub fn node(p: &NodePanel, now: DateTime<Utc>) -> Markup {
                 @for c in &p.commands {
                     li class="ev ev-command" {
                         span class="kind" { "command" }
-                        span class="what" { (c.action) " — " (c.status) }
+                        span class="what" {
+                            (c.action) " — " span class="cmd-status" data-status=(c.status) { (c.status) }
+                            @if let Some(o) = &c.outcome { ": " span class="outcome" { (o) } }
+                        }
                         span class="meta" { (c.issued_by) " · " (ago(c.issued_at, now)) }
                     }
                 }
@@ -503,7 +572,86 @@ pub fn node(p: &NodePanel, now: DateTime<Utc>) -> Markup {
                         (event_form(FormKind::Resolve, FormTarget::Incident(i.id), true, html! {}, "Resolve"))
                     }
                 }
+                (silence_form(id, &s.attention.reasons))
+                @for sil in &p.silences {
+                    div class="silence" data-silence-id=(sil.id) {
+                        "Silenced: " strong { (sil.rule.as_deref().unwrap_or("every rule")) }
+                        @if sil.fleet_wide { " on every node" }
+                        " by " (sil.by) " · "
+                        @match sil.until {
+                            Some(u) if !sil.until_resolved => { "until " (ago_or_until(u, now)) }
+                            Some(u) => { "until resolved, at most until " (ago_or_until(u, now)) }
+                            None => { "until resolved" }
+                        }
+                        (event_form(FormKind::Resolve, FormTarget::Incident(sil.id), true, html! {}, "End silence"))
+                    }
+                }
             }
+            (command_forms(id, p))
+        }
+    }
+}
+
+/// A time to come as the console says it: the instant, in UTC.
+fn ago_or_until(t: DateTime<Utc>, now: DateTime<Utc>) -> Markup {
+    if t <= now {
+        return ago(t, now);
+    }
+    html! { time datetime=(t.to_rfc3339()) { (t.format("%Y-%m-%d %H:%M UTC")) } }
+}
+
+/// The node panel's silence form: one of the node's current reasons (or every rule), for how
+/// long, and why.
+fn silence_form(id: Uuid, reasons: &[vaultmesh_proto::Reason]) -> Markup {
+    let open: Vec<&vaultmesh_proto::Reason> = reasons
+        .iter()
+        .filter(|r| r.suppressed_by.is_none() && r.rule != "revoked")
+        .collect();
+    html! {
+        (event_form(FormKind::Silence, FormTarget::Node(id), false, html! {
+            label { "Silence " select name="rule" {
+                @for (i, r) in open.iter().enumerate() {
+                    option value=(r.rule) selected[i == 0] { (r.short()) }
+                }
+                option value="" selected[open.is_empty()] { "every reason on this node" }
+            } }
+            label { "for " (duration_select()) }
+            input name="text" maxlength="8192" placeholder="Why (optional)";
+        }, "Silence"))
+    }
+}
+
+/// The node panel's command forms: one per rule of its profile's policy, with a field per
+/// argument the action takes (the policy's pattern as its hint). Says why there are none.
+fn command_forms(id: Uuid, p: &NodePanel) -> Markup {
+    let revoked = p.detail.summary.revoked.is_some();
+    html! {
+        h3 { "Commands" }
+        @if !p.can_sign {
+            p class="hint" { "This Command Center has no signing key (" code { "--signing-key" } "): it cannot send commands." }
+        } @else if revoked {
+            p class="hint" { "A revoked node fetches no commands." }
+        } @else if p.allowed.is_empty() {
+            p class="hint" { "The " (p.detail.summary.os_profile) " policy allows no command (no policy file for this profile)." }
+        } @else {
+            div class="forms commands" {
+                @for a in &p.allowed {
+                    form method="post" action="/console/commands" data-console-form data-action=(a.action) {
+                        input type="hidden" name="node_id" value=(id);
+                        input type="hidden" name="action" value=(a.action);
+                        @for name in vaultmesh_proto::command::action_args(&a.action).unwrap_or_default() {
+                            @let pattern = a.args.get(*name);
+                            label { (name) " "
+                                input name={"arg." (name)} required maxlength="256"
+                                    placeholder=(pattern.map_or("", String::as_str))
+                                    title=[pattern.map(|p| format!("must match {p} in full (policy)"))];
+                            }
+                        }
+                        button type="submit" { "Run " (a.action) }
+                    }
+                }
+            }
+            p class="hint" { "Sent signed; the agent's own allow list decides too. The receipt shows in the timeline when it comes." }
         }
     }
 }
