@@ -116,8 +116,15 @@ const ALIVE_AGAIN: u64 = 120;
 /// A [`Role::Drift`] node scans at tick 0, at [`DRIFT_FIRST`] and then every [`DRIFT_EVERY`].
 const DRIFT_FIRST: u64 = 3;
 const DRIFT_EVERY: u64 = 24;
-/// Every other node scans at tick 0 and then every this many ticks (an hour at 5 s).
-const SCAN_EVERY: u64 = 720;
+/// Every other node scans at tick 0 and then about this often, whatever the interval, so its
+/// latest scan is never older than its profile's scan interval (6 hours at the least) and the
+/// Command Center never schedules one (the simulated nodes take no command).
+const SCAN_EVERY: Duration = Duration::from_secs(3600);
+
+/// [`SCAN_EVERY`] in ticks of `interval`.
+fn scan_every(interval: Duration) -> u64 {
+    (SCAN_EVERY.as_secs() / interval.as_secs().max(1)).max(1)
+}
 
 /// Whether the node sends a heartbeat at `tick`.
 pub fn heartbeats_at(role: Role, tick: u64) -> bool {
@@ -127,13 +134,13 @@ pub fn heartbeats_at(role: Role, tick: u64) -> bool {
     }
 }
 
-/// Whether the node sends a scan report at `tick`, and which of two fingerprints.
-fn scans_at(role: Role, tick: u64) -> bool {
+/// Whether the node sends a scan report at `tick` (every `every` ticks but for drift).
+fn scans_at(role: Role, tick: u64, every: u64) -> bool {
     match role {
         Role::Drift => {
             tick == 0 || (tick >= DRIFT_FIRST && (tick - DRIFT_FIRST).is_multiple_of(DRIFT_EVERY))
         }
-        _ => tick.is_multiple_of(SCAN_EVERY),
+        _ => tick.is_multiple_of(every),
     }
 }
 
@@ -306,22 +313,27 @@ impl SimNode {
         tokio::time::sleep(offset).await;
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // A scan that could not go out (the heartbeat before it failed) goes with a later one.
+        let mut scan_due = false;
         for tick in 0u64.. {
             ticker.tick().await;
             if !heartbeats_at(self.blueprint.role, tick) {
                 continue;
             }
+            scan_due |= scans_at(self.blueprint.role, tick, scan_every(interval));
             let hb = self.heartbeat(tick, Utc::now());
             if let Err(e) = self.send_heartbeat(&hb, &token).await {
                 tracing::warn!(node = %self.blueprint.hostname, error = %e, "Simulated node: heartbeat failed.");
                 continue;
             }
-            if scans_at(self.blueprint.role, tick) {
+            // The Command Center takes scans only from nodes it has heard from.
+            if scan_due {
                 let report = self.scan(Utc::now());
                 match self.client.post_scan(&report).await {
                     Ok(_) => {
                         self.last_scan = Some(report.last_scan());
                         self.scans_sent += 1;
+                        scan_due = false;
                     }
                     Err(e) => {
                         tracing::warn!(node = %self.blueprint.hostname, error = %e, "Simulated node: scan report failed.");
@@ -820,9 +832,14 @@ mod tests {
             }
         }
         assert!(
-            scans_at(Role::Drift, DRIFT_FIRST) && scans_at(Role::Drift, DRIFT_FIRST + DRIFT_EVERY)
+            scans_at(Role::Drift, DRIFT_FIRST, 720)
+                && scans_at(Role::Drift, DRIFT_FIRST + DRIFT_EVERY, 720)
         );
-        assert!(!scans_at(Role::Healthy, DRIFT_FIRST) && scans_at(Role::Healthy, 0));
+        assert!(!scans_at(Role::Healthy, DRIFT_FIRST, 720) && scans_at(Role::Healthy, 0, 720));
+        // Hourly at any interval; at least every tick.
+        assert_eq!(scan_every(Duration::from_secs(5)), 720);
+        assert_eq!(scan_every(Duration::from_millis(1500)), 3600);
+        assert_eq!(scan_every(Duration::from_secs(7200)), 1);
     }
 
     #[test]
