@@ -72,6 +72,33 @@ impl Demo {
         r.json::<Vec<Value>>().unwrap()
     }
 
+    /// Issues `action` to `node` through the admin API and waits for its receipt.
+    fn command(&self, node: &str, action: &str, args: Value) -> Value {
+        let r = http()
+            .post(format!("{}/api/commands", self.url))
+            .json(&serde_json::json!({"node_id": node, "action": action, "args": args, "issued_by": "test"}))
+            .send()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 201, "{action}");
+        let id = r.json::<Value>().unwrap()["command"]["command_id"].clone();
+        wait_for(Duration::from_secs(30), || {
+            let all: Vec<Value> = http()
+                .get(format!(
+                    "{}/api/commands?node_id={node}&limit=1000",
+                    self.url
+                ))
+                .send()
+                .unwrap()
+                .json()
+                .unwrap();
+            all.into_iter().find(|c| {
+                c["command"]["command_id"] == id
+                    && !matches!(c["status"].as_str(), Some("issued" | "delivered"))
+            })
+        })
+        .unwrap_or_else(|| panic!("{action} to {node}: no receipt"))
+    }
+
     /// SIGTERM, and the clean exit.
     fn stop(mut self) {
         notify::terminate(self.child.0.id());
@@ -220,6 +247,36 @@ fn the_demo_shows_a_simulated_fleet_through_the_signed_api_and_keeps_it_across_a
         );
         ids.insert(h, id);
     }
+
+    // A simulated node answers commands as an agent does: it runs agent.ping, and refuses with
+    // a signed receipt what its profile's policy allows but its own allow list does not.
+    let node = fleet["fra1-vault-01"]["node_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let ping = demo.command(&node, "agent.ping", serde_json::json!({}));
+    assert_eq!(ping["status"], "ok", "{ping:#}");
+    assert!(
+        ping["receipt"]["receipt"]["output"]
+            .as_str()
+            .unwrap()
+            .starts_with("pong from vaultmesh-node-agent"),
+        "{ping:#}"
+    );
+    let status = demo.command(
+        &node,
+        "service.status",
+        serde_json::json!({"unit": "sshd.service"}),
+    );
+    assert_eq!(status["status"], "rejected", "{status:#}");
+    assert!(
+        status["receipt"]["receipt"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not in this node's [commands] allow list"),
+        "{status:#}"
+    );
+    assert_eq!(status["chain_ok"], true, "{status:#}");
 
     // A restart is the same fleet: the same ids, no new node, still reporting.
     demo.stop();

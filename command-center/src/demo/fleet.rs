@@ -2,7 +2,11 @@
 //! each talking to the Command Center exactly as an agent does — its own node id and Ed25519
 //! key (kept under the demo's `fleet/<hostname>/`, so a restart is the same fleet), enrolled
 //! with the demo's token, then signed (session-MAC'd) heartbeats and scan reports over loopback
-//! HTTP through the agent's own client (`vaultmesh_agent_core::client::CcClient`).
+//! HTTP through the agent's own client (`vaultmesh_agent_core::client::CcClient`). Each
+//! answers commands through the agent's own runner and long-poll (verified against the pinned
+//! Command Center key, a signed and chained receipt for every one); it runs only
+//! [`ALLOWED_ACTIONS`] and refuses the rest with a signed `rejected` receipt, as an agent whose
+//! `[commands] allow` lists only those does.
 //!
 //! What they report is made up, but shaped like the real checks' results (the same summaries,
 //! metrics and unit details), and each node has a role that makes one thing happen over time —
@@ -17,15 +21,30 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
+use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
+
+use vaultmesh_agent_core::action::ActionContext;
 use vaultmesh_agent_core::client::{CcClient, ClientError};
+use vaultmesh_agent_core::commands::CommandRunner;
 use vaultmesh_agent_core::identity::{self, IdentityError};
+use vaultmesh_agent_core::scans::ScanOutbox;
+use vaultmesh_agent_core::{CheckContext, runtime::command_loop};
 use vaultmesh_proto::scan::{Fingerprint, count_findings};
 use vaultmesh_proto::{CheckResult, CheckStatus, DiskUsage, Metrics, NodeHeartbeat, ScanReport};
 
 /// The most simulated nodes `demo --nodes` takes.
 pub const MAX_NODES: u32 = 200;
+
+/// The actions a simulated node runs (its `[commands] allow`): `agent.ping` answers without
+/// touching this host. Whatever else a policy lets the Command Center sign (a check, a scan, a
+/// unit's state) would run on the machine the demo runs on, so it is refused, with a receipt.
+pub const ALLOWED_ACTIONS: [&str; 1] = ["agent.ping"];
+
+/// Connections each simulated node keeps to the Command Center (heartbeats, the long-poll),
+/// whose client ends are files of the demo's process too.
+pub const CONNECTIONS_PER_NODE: usize = 2;
 
 /// What a simulated node is there to show.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,7 +137,7 @@ const DRIFT_FIRST: u64 = 3;
 const DRIFT_EVERY: u64 = 24;
 /// Every other node scans at tick 0 and then about this often, whatever the interval, so its
 /// latest scan is never older than its profile's scan interval (6 hours at the least) and the
-/// Command Center never schedules one (the simulated nodes take no command).
+/// Command Center never schedules one (`scan.sovereign` is not in [`ALLOWED_ACTIONS`]).
 const SCAN_EVERY: Duration = Duration::from_secs(3600);
 
 /// [`SCAN_EVERY`] in ticks of `interval`.
@@ -210,6 +229,8 @@ struct SimNode {
     public_key: String,
     state_dir: PathBuf,
     client: CcClient,
+    /// Runs (or refuses) the commands it is sent, and signs their receipts.
+    runner: Arc<CommandRunner>,
     /// When its (made-up) services started, for uptime and the units' timestamps.
     booted: DateTime<Utc>,
     /// The latest scan it sent in this run.
@@ -263,12 +284,7 @@ pub fn start(
             .interval
             .mul_f64(f64::from(index as u32) / f64::from(count));
         let (interval, token, cancel) = (opts.interval, opts.token.clone(), cancel.clone());
-        tasks.spawn(async move {
-            tokio::select! {
-                () = cancel.cancelled() => {}
-                () = node.run(offset, interval, token) => {}
-            }
-        });
+        tasks.spawn(node.run(offset, interval, token, cancel));
     }
     Ok(tasks)
 }
@@ -288,6 +304,21 @@ impl SimNode {
         let node_id = identity::load_or_create_node_id(&state_dir).map_err(identity_err)?;
         let key = identity::load_or_create_node_key(&state_dir).map_err(identity_err)?;
         let public_key = key.public_base64();
+        let mut check_ctx = CheckContext::new(node_id, "/var/lib/vaultmesh");
+        check_ctx.os_profile = blueprint.profile.to_string();
+        let runner = CommandRunner::new(
+            node_id,
+            key.clone(),
+            Some(&opts.cc_public),
+            &ALLOWED_ACTIONS.map(String::from),
+            &state_dir,
+            ActionContext {
+                check_ctx,
+                checks: Arc::default(),
+                service: Arc::default(),
+            },
+        )
+        .map_err(identity_err)?;
         let client = CcClient::new(&opts.base, Duration::from_secs(10), node_id, key, None)
             .map_err(|source| FleetError::Client {
                 hostname: hostname.clone(),
@@ -303,13 +334,40 @@ impl SimNode {
             public_key,
             state_dir,
             client,
+            runner: Arc::new(runner),
             booted,
             last_scan: None,
             scans_sent: 0,
         })
     }
 
-    async fn run(mut self, offset: Duration, interval: Duration, token: String) {
+    /// Heartbeats (and scans) every `interval` after `offset`, and once enrolled answers
+    /// commands, until `cancel` fires.
+    async fn run(
+        self,
+        offset: Duration,
+        interval: Duration,
+        token: String,
+        cancel: CancellationToken,
+    ) {
+        let mut commands = None;
+        tokio::select! {
+            () = cancel.cancelled() => {}
+            () = self.report(offset, interval, &token, &mut commands, &cancel) => {}
+        }
+        if let Some(task) = commands {
+            let _ = task.await;
+        }
+    }
+
+    async fn report(
+        mut self,
+        offset: Duration,
+        interval: Duration,
+        token: &str,
+        commands: &mut Option<tokio::task::JoinHandle<()>>,
+        cancel: &CancellationToken,
+    ) {
         tokio::time::sleep(offset).await;
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -322,9 +380,19 @@ impl SimNode {
             }
             scan_due |= scans_at(self.blueprint.role, tick, scan_every(interval));
             let hb = self.heartbeat(tick, Utc::now());
-            if let Err(e) = self.send_heartbeat(&hb, &token).await {
+            if let Err(e) = self.send_heartbeat(&hb, token).await {
                 tracing::warn!(node = %self.blueprint.hostname, error = %e, "Simulated node: heartbeat failed.");
                 continue;
+            }
+            // Enrolled: take commands, as an agent does (a node that stops heartbeating is
+            // gone, and takes none).
+            if commands.is_none() && self.blueprint.role != Role::Stale {
+                *commands = Some(tokio::spawn(command_loop(
+                    self.client.clone(),
+                    Arc::clone(&self.runner),
+                    ScanOutbox::in_memory(),
+                    cancel.clone(),
+                )));
             }
             // The Command Center takes scans only from nodes it has heard from.
             if scan_due {

@@ -85,7 +85,8 @@ pub async fn run(
     // One machine, one browser: a bound that fits the open-file limit of any shell (the
     // default needs 16,384 files, which a unit's LimitNOFILE= gives, not every login).
     // The simulated nodes' own ends of their connections are files of this process too.
-    serve.connections.max_connections = DEMO_MAX_CONNECTIONS.saturating_sub(opts.nodes);
+    serve.connections.max_connections =
+        DEMO_MAX_CONNECTIONS.saturating_sub(opts.nodes * fleet::CONNECTIONS_PER_NODE);
     serve.sse.total = DEMO_MAX_CONNECTIONS / 2;
     // The whole simulated fleet enrolls from 127.0.0.1 at once.
     serve.enroll_burst = serve.enroll_burst.max(opts.nodes as u32 + 1);
