@@ -354,8 +354,9 @@ impl Agent {
 }
 
 /// Keeps one long-poll open for commands; runs each, returns its receipt. Independent of the
-/// heartbeat loop; backs off after errors.
-async fn command_loop(
+/// heartbeat loop; backs off after errors. Public for the Command Center's `demo`, whose
+/// simulated nodes answer commands as an agent does.
+pub async fn command_loop(
     client: CcClient,
     runner: Arc<CommandRunner>,
     scans: ScanOutbox,

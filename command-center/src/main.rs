@@ -27,7 +27,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
     name = "vaultmesh-command-center",
     version = vaultmesh_process::version!(),
     about = "VaultMesh Command Center: ingests heartbeats from node agents and shows the fleet.",
-    after_help = "Examples:\n  vaultmesh-command-center demo                         CC + a live agent for this host, on ./vaultmesh-demo\n  vaultmesh-command-center serve --log-dir /var/lib/vaultmesh/cc\n  VAULTMESH_LISTEN=127.0.0.1:9000 vaultmesh-command-center\n\nRUST_LOG sets the log filter (default info)."
+    after_help = "Examples:\n  vaultmesh-command-center demo                         CC, this host's agent and 12 simulated nodes, on ./vaultmesh-demo\n  vaultmesh-command-center serve --log-dir /var/lib/vaultmesh/cc\n  VAULTMESH_LISTEN=127.0.0.1:9000 vaultmesh-command-center\n\nRUST_LOG sets the log filter (default info)."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -40,7 +40,7 @@ struct Cli {
 enum Command {
     /// Serve the API and dashboard (the default).
     Serve(Box<ServeConfig>),
-    /// Run the Command Center with a real agent for this host in the same process.
+    /// Run the Command Center with a real agent for this host and a simulated fleet.
     Demo(DemoArgs),
     /// Query the append-only logs (works with the server stopped).
     #[command(subcommand)]

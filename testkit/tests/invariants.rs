@@ -402,3 +402,13 @@ fn rust_files(dir: &Path) -> Vec<std::path::PathBuf> {
     out.sort();
     out
 }
+
+/// The Command Center's demo simulates its fleet through `agent-core`'s client: the server
+/// links neither the benchmarks' simulator nor the test harness.
+#[test]
+fn the_server_links_no_bench_or_test_crate() {
+    assert_excludes(
+        "vaultmesh-command-center",
+        &["vaultmesh-bench", "vaultmesh-testkit"],
+    );
+}
