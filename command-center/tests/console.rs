@@ -887,3 +887,84 @@ fn an_admin_silences_acks_resolves_and_commands_from_the_console_and_sees_the_re
     assert!(e.contains("did you mean \"agent.ping\""), "{e}");
     b.screenshot(&artifacts_dir().join("console-actions.png"), false);
 }
+
+/// A phone: 390 × 844 CSS pixels, the viewport meta honoured.
+fn phone() -> Browser {
+    let mut b = Browser::launch(390, 844);
+    b.call(
+        "Emulation.setDeviceMetricsOverride",
+        json!({"width": 390, "height": 844, "deviceScaleFactor": 2, "mobile": true}),
+    );
+    b
+}
+
+/// How far the page scrolls sideways (0: it fits), and what sticks out first.
+fn overflow(b: &mut Browser) -> (i64, Value) {
+    let by = b.eval("document.documentElement.scrollWidth - window.innerWidth");
+    let culprit = b.eval(
+        "(() => { for (const e of document.querySelectorAll('body *')) { \
+           const r = e.getBoundingClientRect(); \
+           if (r.right > window.innerWidth + 1 && r.width > 0) return e.tagName + '.' + e.className + ' ' + Math.round(r.right); } \
+           return null; })()",
+    );
+    (by.as_i64().unwrap(), culprit)
+}
+
+#[test]
+fn an_empty_fleet_says_how_to_add_a_node_and_both_pages_fit_a_390_px_phone() {
+    let cc = CommandCenter::start_with(&["--attention-tick", "200ms"]);
+    let mut b = phone();
+    // No node yet: the console's center says how to add one, as the overview does.
+    for page in ["/console", "/"] {
+        b.navigate(&format!("{}{page}", cc.url));
+        assert_eq!(
+            b.eval("window.innerWidth"),
+            json!(390),
+            "the viewport meta is honoured"
+        );
+        let hint = b.eval(
+            "(document.querySelector('#node .empty, #overview .empty') || {}).textContent || ''",
+        );
+        assert!(
+            hint.as_str()
+                .unwrap()
+                .contains("No nodes have reported yet")
+                && hint.as_str().unwrap().contains("vaultmesh-node-agent run"),
+            "{page}: {hint}"
+        );
+        assert_eq!(overflow(&mut b), (0, Value::Null), "{page} fits");
+    }
+    // A fleet with long names and long reasons still fits, on both pages.
+    let long = "a-very-long-hostname-that-a-node-might-well-report.example.internal";
+    heartbeat(&cc, A, long, false);
+    heartbeat(&cc, B, "beta", true);
+    for page in [format!("/console?node={A}"), "/".to_string()] {
+        b.navigate(&format!("{}{page}", cc.url));
+        wait(
+            &mut b,
+            &format!("!!document.querySelector('[data-node-id=\"{A}\"] .reason')"),
+            "the node and its reason are shown",
+        );
+        let (by, culprit) = overflow(&mut b);
+        assert_eq!(by, 0, "{page} scrolls sideways by {by} px: {culprit}");
+        // Nor does any part of it scroll sideways inside the page (a table in a scroller).
+        assert_eq!(culprit, Value::Null, "{page}: sticks out");
+        b.screenshot(
+            &artifacts_dir().join(format!(
+                "phone-{}.png",
+                if page == "/" { "overview" } else { "console" }
+            )),
+            true,
+        );
+    }
+    // The overview's rows are cards: the host links to the node, each value is labelled.
+    let host = b.eval(&format!(
+        "document.querySelector('tr[data-node-id=\"{A}\"] .host a').getAttribute('href')"
+    ));
+    assert_eq!(host, json!(format!("/console?node={A}")));
+    let label = b.eval(&format!(
+        "getComputedStyle(document.querySelector('tr[data-node-id=\"{A}\"] td[data-label=Memory]'), '::before').content"
+    ));
+    assert_eq!(label, json!("\"Memory\""));
+    no_errors(&mut b);
+}

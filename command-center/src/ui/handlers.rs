@@ -208,13 +208,18 @@ fn not_found(id: Uuid) -> ApiError {
     ApiError::NotFound(format!("no node {id}"))
 }
 
-/// `GET /`.
-pub async fn dashboard(State(state): State<AppState>) -> Markup {
-    let hint = view::dashboard::EnrollHint {
+/// What an empty fleet's hint says about this Command Center (the overview's and the
+/// console's).
+fn enroll_hint(state: &AppState) -> view::dashboard::EnrollHint {
+    view::dashboard::EnrollHint {
         public_key: state.cc_key.as_ref().map(|k| k.public_base64()),
         has_tokens: !state.tokens.0.is_empty(),
-    };
-    view::dashboard::page(&sorted_nodes(&state), &hint, Utc::now())
+    }
+}
+
+/// `GET /`.
+pub async fn dashboard(State(state): State<AppState>) -> Markup {
+    view::dashboard::page(&sorted_nodes(&state), &enroll_hint(&state), Utc::now())
 }
 
 /// `GET /console`: the selected node is `?node=`, or the worst one.
@@ -241,6 +246,7 @@ pub async fn console_page(
         failing: failing_notifiers(&state),
         own: state.attention.fleet(),
         debug: q.debug(),
+        hint: enroll_hint(&state),
         selected,
         nodes,
     };

@@ -21,6 +21,7 @@ use crate::ui::components::{
 use crate::ui::format::{forecast, level_name, num2, pct};
 use crate::ui::forms::{FormKind, SILENCE_CHOICES};
 use crate::ui::view::chart::{Chart, Frame, Line, chart, range_words};
+use crate::ui::view::dashboard::{EnrollHint, empty_fleet_hint};
 
 /// Findings listed in the findings panel; the rest are counted.
 const FINDINGS_SHOWN: usize = 50;
@@ -42,6 +43,8 @@ pub struct ConsolePage {
     pub own: Attention,
     /// `?debug=1`: the script logs every event.
     pub debug: bool,
+    /// What the center says while no node has reported: how to add one.
+    pub hint: EnrollHint,
 }
 
 /// The selected node: its detail, its recent events and commands.
@@ -676,7 +679,13 @@ pub fn page(p: &ConsolePage, now: DateTime<Utc>) -> Markup {
                         (node_list(&p.nodes, p.selected, now))
                     }
                     section class="panel center" aria-label="Selected node" {
-                        @if let Some(n) = &p.node { (node(n, now)) } @else { (no_node()) }
+                        @if let Some(n) = &p.node {
+                            (node(n, now))
+                        } @else if p.nodes.is_empty() {
+                            article id="node" { (empty_fleet_hint(&p.hint)) }
+                        } @else {
+                            (no_node())
+                        }
                     }
                     aside class="panel right" aria-label="Attention and events" {
                         h2 { "Attention" }
