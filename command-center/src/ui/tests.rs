@@ -393,7 +393,18 @@ fn an_empty_fleet_says_so_in_every_panel_and_the_overview_says_how_to_start() {
     assert_eq!(text(one(&h, "li.empty")), "No events yet.");
 
     let page = parse(&console::page(&ConsolePage::default(), now()));
-    assert_eq!(text(one(&page, "#node")), "Select a node.");
+    // The center says how to add a node, as the overview does.
+    assert!(text(one(&page, "#node .empty")).starts_with("No nodes have reported yet."));
+    assert!(text(one(&page, "#node pre code")).contains("vaultmesh-node-agent run"));
+    // A fleet with no node selected (a node that is gone): the center asks for one.
+    let some = ConsolePage {
+        nodes: vec![summary(A, "alpha", AttentionLevel::Ok)],
+        ..ConsolePage::default()
+    };
+    assert_eq!(
+        text(one(&parse(&console::page(&some, now())), "#node")),
+        "Select a node."
+    );
     assert_eq!(one(&page, "body").value().attr("data-selected"), None);
     assert_eq!(one(&page, "body").value().attr("data-debug"), None);
 
