@@ -967,4 +967,32 @@ fn an_empty_fleet_says_how_to_add_a_node_and_both_pages_fit_a_390_px_phone() {
     ));
     assert_eq!(label, json!("\"Memory\""));
     no_errors(&mut b);
+
+    // In the console, a row whose level changes moves to its place in the list (worst first)
+    // without the list being fetched again.
+    b.navigate(&format!("{}/console?node={A}", cc.url));
+    wait(
+        &mut b,
+        "document.getElementById('stream-state').textContent === 'live'",
+        "the stream connects",
+    );
+    let order = "[...document.querySelectorAll('#node-list li[data-node-id]')].map(r => r.dataset.nodeId).join(' ')";
+    assert_eq!(b.eval(order), json!(format!("{A} {B}")));
+    b.eval("document.querySelector('#node-list').dataset.same = '1'");
+    let mut hb = vaultmesh_testkit::heartbeat_json(B, "beta", 2);
+    hb["timestamp"] = json!(chrono::Utc::now().to_rfc3339());
+    hb["services_ok"] = json!(false);
+    let r = cc.post_json("/api/agent/heartbeat", &hb);
+    assert_eq!(r.status, 200, "{}", r.body);
+    wait(
+        &mut b,
+        &format!("{order} === '{B} {A}'"),
+        "the CRIT row moved above the ATTN one",
+    );
+    assert_eq!(
+        b.eval("document.querySelector('#node-list').dataset.same"),
+        json!("1"),
+        "moved in place, not refetched"
+    );
+    no_errors(&mut b);
 }

@@ -153,31 +153,37 @@
       if (el) el.textContent = String(n[k]);
     }
   }
-  // The server's order: level, then hostname by code point.
-  function before(a, b) {
-    const byLevel = RANK[a.dataset.level] - RANK[b.dataset.level];
-    if (byLevel) return byLevel;
-    const x = a.dataset.name, y = b.dataset.name;
-    return x < y ? -1 : x > y ? 1 : 0;
-  }
   // Moves only the rows that changed to their place (worst first, then by name): one DOM move
-  // per changed row instead of reordering the whole list.
+  // per changed row instead of reordering the whole list. The rows that did not change are
+  // still in order, so each changed row's place is a binary search over their keys, read once
+  // (a burst of 100 changes on 1,000 rows reads 1,100 keys, not 100,000).
   const moved = new Set();
+  // The server's order: level, then hostname by code point.
+  function key(r) { return [RANK[r.dataset.level], r.dataset.name]; }
+  function cmpKey(x, y) { return x[0] - y[0] || (x[1] < y[1] ? -1 : x[1] > y[1] ? 1 : 0); }
   function sortList() {
     const list = document.getElementById("node-list");
-    if (!list) return;
-    for (const r of moved) {
-      if (!r.isConnected) continue;
-      const rows = list.querySelectorAll("li[data-node-id]");
-      let next = null;
-      for (const other of rows) {
-        if (other !== r && before(r, other) < 0) { next = other; break; }
+    const movers = list ? [...moved].filter((r) => r.parentNode === list) : [];
+    moved.clear();
+    if (!movers.length) return;
+    const skip = new Set(movers);
+    const rest = [];
+    for (const r of list.children) if (r.dataset.nodeId && !skip.has(r)) rest.push(r);
+    const keys = rest.map(key);
+    for (const r of movers) {
+      const k = key(r);
+      let lo = 0, hi = rest.length;
+      while (lo < hi) {
+        const mid = (lo + hi) >> 1;
+        if (cmpKey(k, keys[mid]) < 0) hi = mid; else lo = mid + 1;
       }
-      if (next !== r.nextElementSibling || (next === null && r !== list.lastElementChild)) {
+      const next = lo < rest.length ? rest[lo] : null;
+      if (r.nextElementSibling !== next || (next === null && r !== list.lastElementChild)) {
         list.insertBefore(r, next);
       }
+      rest.splice(lo, 0, r);
+      keys.splice(lo, 0, k);
     }
-    moved.clear();
   }
   // DOM work for bursts of events is batched into one animation frame: a fleet reporting at
   // once must not force a layout per heartbeat.
