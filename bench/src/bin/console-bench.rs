@@ -11,6 +11,10 @@ use vaultmesh_bench::fleet::{Server, TOKEN, enroll_all, signed_post};
 use vaultmesh_bench::{node_id, realistic_heartbeat};
 use vaultmesh_testkit::browser::Browser;
 
+/// The longest main-thread task the console may take while the whole fleet reports at once
+/// (issue 25).
+const LONG_TASK_GOAL_MS: f64 = 100.0;
+
 async fn report_all(
     http: &reqwest::Client,
     base: &str,
@@ -128,8 +132,9 @@ fn main() -> anyhow::Result<()> {
         caught_up.as_secs_f64()
     );
     println!(
-        "browser: long tasks (> 50 ms) on the main thread during the burst: {} (longest {max:.0} ms)",
-        long.len()
+        "browser: long tasks (> 50 ms) on the main thread during the burst: {} (longest {max:.0} ms; goal: none over {LONG_TASK_GOAL_MS} ms, issue 25) {}",
+        long.len(),
+        if max <= LONG_TASK_GOAL_MS { "MET" } else { "MISSED" }
     );
     drop(server);
     Ok(())
