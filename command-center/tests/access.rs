@@ -131,6 +131,22 @@ fn access_tokens_are_verified_and_name_the_author() {
         r.json::<serde_json::Value>().unwrap()["author"],
         "alice@example.com"
     );
+    // So is it of what the console's forms post: a silence set from the attention panel.
+    let r = http()
+        .post(format!("{}/console/events", cc.url))
+        .header("cf-access-jwt-assertion", &good)
+        .header("accept", "application/json")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!(
+            "kind=silence&node_id={NODE}&rule=tunnel&duration=1h"
+        ))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    assert_eq!(
+        r.json::<serde_json::Value>().unwrap()["author"],
+        "alice@example.com"
+    );
 
     // Key rotation: a token by the new key k2 verifies once the certs list it.
     certs.set(&["k1", "k2"]);

@@ -134,7 +134,11 @@ fn main() -> anyhow::Result<()> {
     println!(
         "browser: long tasks (> 50 ms) on the main thread during the burst: {} (longest {max:.0} ms; goal: none over {LONG_TASK_GOAL_MS} ms, issue 25) {}",
         long.len(),
-        if max <= LONG_TASK_GOAL_MS { "MET" } else { "MISSED" }
+        if max <= LONG_TASK_GOAL_MS {
+            "MET"
+        } else {
+            "MISSED"
+        }
     );
     drop(server);
     Ok(())
