@@ -179,7 +179,11 @@ mod tests {
             token: "0123456789abcdef".into(),
             nonce: None,
         };
-        vaultmesh_store::Store::enroll(&store, &enroll, "t".into(), false)
+        let token = vaultmesh_store::tokens::TokenUse::Configured {
+            id: "t".into(),
+            single_use: false,
+        };
+        vaultmesh_store::Store::enroll(&store, &enroll, token)
             .await
             .unwrap();
         let app = Router::new()

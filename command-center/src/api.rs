@@ -97,13 +97,12 @@ pub async fn post_enroll(
         .map_err(|e| ApiError::UnprocessableEntity(format!("invalid enrollment: {e}")))?;
     req.validate()
         .map_err(|e| ApiError::UnprocessableEntity(format!("invalid enrollment: {e}")))?;
-    let token = state.tokens.matching(&req.token, Utc::now())?;
+    let token = crate::tokens::matching(&state, &req.token, Utc::now())?;
     parts.verify(&key, &body, state.store.as_ref()).await?;
-    let enrolled_at = match state
-        .store
-        .enroll(&req, token.id.clone(), token.single_use)
-        .await
-    {
+    let enrolled_at = match state.store.enroll(&req, token.clone()).await {
+        Err(vaultmesh_store::StoreError::TokenRefused { id, state: why }) => {
+            return Err(crate::tokens::refused(&id, why));
+        }
         Err(vaultmesh_store::StoreError::Revoked(refusal)) => {
             // Every refusal is answered, and logged like every refusal (`refusals`); the event
             // log hears of each revocation's refusals at most once per `REFUSAL_EVENT_EVERY` —
@@ -123,7 +122,7 @@ pub async fn post_enroll(
         }
         other => other?,
     };
-    tracing::info!(node_id = %req.node_id, token = %token.id, "Node enrolled.");
+    tracing::info!(node_id = %req.node_id, token = %token.id(), "Node enrolled.");
     Ok(Json(EnrollResponse {
         enrolled: true,
         node_id: req.node_id,

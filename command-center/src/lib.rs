@@ -17,6 +17,8 @@
 //! - [`ui`]: the overview and the mission console, server-rendered and auto-escaped.
 //! - [`notifiers`]: the notifier kinds (webhook, ntfy, email) the notification engine sends
 //!   through.
+//! - [`tokens`]: enrollment tokens minted at runtime (`/api/enroll-tokens`), and which token
+//!   an enrollment presents.
 //! - [`admin`]: the admin API's client behind `command issue|list` and `node revoke|readmit`.
 //! - [`demo`]: the Command Center plus a real agent for this host in one process.
 
@@ -36,6 +38,7 @@ pub mod refusals;
 pub mod server;
 pub mod sse;
 pub mod timeout;
+pub mod tokens;
 pub mod ui;
 
 /// The Command Center's version.

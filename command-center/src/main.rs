@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use vaultmesh_command_center::config::ServeConfig;
 
-use cli::admin::{AdminVerb, CommandsCommand, NodeCommand};
+use cli::admin::{AdminVerb, CommandsCommand, NodeCommand, TokenCommand};
 use cli::demo::DemoArgs;
 use cli::ledger::LedgerCommand;
 use cli::logs::LogsCommand;
@@ -52,6 +52,9 @@ enum Command {
     /// Revoke a node's key or re-admit a revoked node, on a running Command Center.
     #[command(subcommand)]
     Node(NodeCommand),
+    /// Mint, list or revoke enrollment tokens, on a running Command Center.
+    #[command(subcommand, visible_alias = "tokens")]
+    Token(TokenCommand),
     /// Validate policy files.
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -116,6 +119,7 @@ fn main() -> ExitCode {
             Some(Command::Policy(PolicyCommand::Check { dir })) => cli::policy::policy_check(&dir),
             Some(Command::Commands(cmd)) => cli::admin::admin_verb(AdminVerb::Commands(cmd)).await,
             Some(Command::Node(cmd)) => cli::admin::admin_verb(AdminVerb::Node(cmd)).await,
+            Some(Command::Token(cmd)) => cli::admin::admin_verb(AdminVerb::Token(cmd)).await,
             None => cli::serve::serve(cli.serve).await,
         }
     });

@@ -211,6 +211,14 @@ pub fn routes() -> Vec<Route> {
         Route::new(M::GET, "/console/feed", ui::handlers::feed_fragment),
         Route::new(M::POST, "/console/events", ui::handlers::post_form),
         Route::new(M::POST, "/console/commands", ui::handlers::post_command),
+        Route::new(M::GET, "/console/add-node", ui::add_node::add_node_page),
+        Route::new(M::GET, "/assets/add-node.js", ui::add_node::script),
+        Route::new(M::POST, "/console/enroll-tokens", ui::add_node::post_mint),
+        Route::new(
+            M::POST,
+            "/console/enroll-tokens/{id}/revoke",
+            ui::add_node::post_revoke,
+        ),
         Route::new(M::GET, "/healthz", api::healthz),
         Route::new(M::POST, "/api/agent/heartbeat", api::post_heartbeat),
         Route::new(M::POST, "/api/agent/enroll", api::post_enroll),
@@ -220,6 +228,9 @@ pub fn routes() -> Vec<Route> {
         Route::new(M::GET, "/api/notifiers", api::notifiers),
         Route::new(M::GET, "/api/ledger/root", api::ledger_root),
         Route::new(M::GET, "/api/ledger/proof/{scan_id}", api::ledger_proof),
+        Route::new(M::POST, "/api/enroll-tokens", crate::tokens::post),
+        Route::new(M::GET, "/api/enroll-tokens", crate::tokens::get),
+        Route::new(M::DELETE, "/api/enroll-tokens/{id}", crate::tokens::delete),
         Route::new(M::POST, "/api/nodes/{id}/revoke", api::revoke_node),
         Route::new(M::POST, "/api/nodes/{id}/readmit", api::readmit_node),
         Route::new(M::GET, "/api/nodes", api::list_nodes),
@@ -287,9 +298,12 @@ pub fn app(state: AppState) -> Router {
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),
         ))
+        // `same-origin`, not `no-referrer`: under `no-referrer` Chromium sends `Origin: null`
+        // with a page's own form posts, which the cross-site guard must refuse — the console's
+        // forms would not work without script. Other sites still get no referrer.
         .layer(SetResponseHeaderLayer::overriding(
             header::REFERRER_POLICY,
-            HeaderValue::from_static("no-referrer"),
+            HeaderValue::from_static("same-origin"),
         ))
         .layer(SetResponseHeaderLayer::overriding(
             header::X_FRAME_OPTIONS,

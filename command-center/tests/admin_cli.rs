@@ -409,3 +409,125 @@ fn an_access_service_token_is_sent_on_every_request_and_never_shown() {
         text(&out)
     );
 }
+
+#[test]
+fn tokens_are_minted_listed_and_revoked_from_the_cli_and_bad_flags_are_exit_2() {
+    let cc = CommandCenter::start_with(&["--admin-token", TOKEN]);
+    let env = [
+        ("VAULTMESH_ADMIN_URL", cc.url.as_str()),
+        ("VAULTMESH_ADMIN_TOKEN", TOKEN),
+    ];
+    // Bad flags are refused before anything is sent, naming the flag; a typo gets the near name.
+    for (args, says) in [
+        (
+            &["token", "create", "--name", "x", "--uses", "0"][..],
+            "--uses <USES>",
+        ),
+        (
+            &["token", "create", "--name", "x", "--expires-in", "31d"][..],
+            "--expires-in <EXPIRES_IN>",
+        ),
+        (
+            &["token", "create", "--name", " "][..],
+            "--name: give the token a name",
+        ),
+        (
+            &["token", "craete", "--name", "x"][..],
+            "similar subcommand exists: 'create'",
+        ),
+        (
+            &["token", "create", "--nmae", "x"][..],
+            "similar argument exists: '--name'",
+        ),
+        (
+            &["token", "revoke", "nope"][..],
+            "ID \"nope\": a token id is 16 hex digits",
+        ),
+    ] {
+        let out = cli(args, &env);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
+        assert!(stderr(&out).contains(says), "{args:?}: {}", text(&out));
+    }
+    assert!(
+        admin_get(&cc, "/api/enroll-tokens")
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+
+    let out = cli(
+        &[
+            "token",
+            "create",
+            "--name",
+            "fra1 rack 2",
+            "--uses",
+            "3",
+            "--expires-in",
+            "2h",
+        ],
+        &env,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let printed = stdout(&out);
+    let secret = printed
+        .lines()
+        .find_map(|l| l.strip_prefix("secret (shown this once): "))
+        .expect("the secret is printed")
+        .to_string();
+    assert!(
+        printed.contains(&format!(
+            "VAULTMESH_CC_URL={} VAULTMESH_ENROLL_TOKEN={secret} ",
+            cc.url
+        )),
+        "{printed}"
+    );
+    let id = admin_get(&cc, "/api/enroll-tokens")[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        printed.starts_with(&format!(
+            "minted enrollment token {id} (\"fra1 rack 2\"): 3 uses"
+        )),
+        "{printed}"
+    );
+    assert_eq!(
+        TestNode::new(Uuid::from_u128(0x70c1)).enroll_with(&cc.url, &secret),
+        200
+    );
+
+    // The `tokens` alias lists them; the table never shows the secret.
+    let out = cli(&["tokens", "list"], &env);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let table = stdout(&out);
+    assert!(table.starts_with("ID "), "{table}");
+    assert!(
+        table.contains(&id) && table.contains("active") && table.contains("1/3"),
+        "{table}"
+    );
+    assert!(!table.contains(&secret), "{table}");
+    let out = cli(&["token", "list", "--json"], &env);
+    let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed[0]["used"], 1);
+
+    let out = cli(&["token", "revoke", &id], &env);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        stdout(&out).starts_with(&format!("revoked enrollment token {id} (\"fra1 rack 2\")")),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        TestNode::new(Uuid::from_u128(0x70c2)).enroll_with(&cc.url, &secret),
+        401
+    );
+    // An unknown id: the Command Center's 404, exit 1.
+    let out = cli(&["token", "revoke", "0123456789abcdef"], &env);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        stderr(&out).contains("404: no enrollment token 0123456789abcdef"),
+        "{}",
+        text(&out)
+    );
+}

@@ -712,6 +712,70 @@ fn a_request_accepted_by_one_instance_is_a_replay_to_the_other() {
     );
 }
 
+/// An enrollment token minted on one instance: the other enrolls with it at once (no restart),
+/// two agents racing for its one use on the two instances get it once, its revocation on one
+/// holds on the other, and a restart of either keeps it all (the lines are in the database, and
+/// only the secret's hash is).
+#[test]
+fn a_token_minted_on_one_instance_enrolls_once_across_both() {
+    let mut p = pair();
+    let mint = |cc: &CommandCenter, uses: u32| {
+        let r = cc.post_json("/api/enroll-tokens", &json!({"name": "pg", "uses": uses}));
+        assert_eq!(r.status, 201, "{}", r.body);
+        r.json()
+    };
+    let node = |n: u128| {
+        TestNode::new(Uuid::from_u128(
+            0x70c9_0000_0000_4000_8000_0000_0000_0000 | n,
+        ))
+    };
+    let listed_on = |cc: &CommandCenter, id: &str| {
+        cc.get_json("/api/enroll-tokens")
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["id"] == id)
+            .cloned()
+    };
+    for round in 0..5u128 {
+        let t = mint(&p.a, 1);
+        let (id, secret) = (t["id"].as_str().unwrap(), t["secret"].as_str().unwrap());
+        wait_for(Duration::from_secs(5), || listed_on(&p.b, id)).expect("B sees the token");
+        let (a, b) = (node(round * 2), node(round * 2 + 1));
+        let (ra, rb) = std::thread::scope(|s| {
+            let ha = s.spawn(|| a.enroll_with(&p.a.url, secret));
+            let hb = s.spawn(|| b.enroll_with(&p.b.url, secret));
+            (ha.join().unwrap(), hb.join().unwrap())
+        });
+        let mut got = [ra, rb];
+        got.sort_unstable();
+        assert_eq!(got, [200, 401], "round {round}: one use, one enrollment");
+    }
+    let t = mint(&p.b, 5);
+    let (id, secret) = (t["id"].as_str().unwrap(), t["secret"].as_str().unwrap());
+    wait_for(Duration::from_secs(5), || listed_on(&p.a, id)).expect("A sees the token");
+    assert_eq!(node(100).enroll_with(&p.a.url, secret), 200);
+    let r =
+        p.a.request("DELETE", &format!("/api/enroll-tokens/{id}"), None, "");
+    assert_eq!(r.status, 200, "{}", r.body);
+    wait_for(Duration::from_secs(5), || {
+        (listed_on(&p.b, id)?["state"] == "revoked").then_some(())
+    })
+    .expect("B sees the revocation");
+    assert_eq!(node(101).enroll_with(&p.b.url, secret), 401);
+    p.b.restart();
+    assert_eq!(listed_on(&p.b, id).unwrap()["used"], 1);
+    assert_eq!(node(102).enroll_with(&p.b.url, secret), 401);
+    let records =
+        p.pg.psql(
+            "vaultmesh",
+            "SELECT line FROM records WHERE kind = 'token_created'",
+        )
+        .unwrap();
+    assert_eq!(records.matches("\"sha256\"").count(), 6, "{records}");
+    assert!(!records.contains(&secret[4..]), "{records}");
+}
+
 /// The ledger over the PostgreSQL store: scan reports are signed from the local copy of the
 /// scan log; at start the copy's lines — those already on disk and those copied from the
 /// database — are handed to the ledger as the mirror reads and writes them (the ledger reads

@@ -736,7 +736,16 @@ mod tests {
             token: "0123456789abcdef".into(),
             nonce: None,
         };
-        store.enroll(&req, "t".into(), false).await.unwrap();
+        store
+            .enroll(
+                &req,
+                vaultmesh_store::tokens::TokenUse::Configured {
+                    id: "t".into(),
+                    single_use: false,
+                },
+            )
+            .await
+            .unwrap();
         (dir, Box::new(store))
     }
 

@@ -16,6 +16,7 @@ use super::commands::ReceiptRecord;
 use super::logdir::LogName;
 use super::record::{self, Line, kind};
 use super::registry::NodeRecord;
+use super::tokens::TokenRecord;
 
 /// Record kinds of `commands.jsonl` and `nodes.jsonl` (those of the other logs:
 /// [`record::kind`], and the event kinds of `vaultmesh_proto::event`). Every one is listed in
@@ -27,11 +28,15 @@ pub mod kinds {
     pub const ENROLL: &str = "enroll";
     pub const REVOKE: &str = "revoke";
     pub const READMIT: &str = "readmit";
+    pub const TOKEN_CREATED: &str = "token_created";
+    pub const TOKEN_REVOKED: &str = "token_revoked";
 
     /// Every kind of `commands.jsonl`.
     pub const COMMANDS: [&str; 3] = [COMMAND, DELIVERED, RECEIPT];
     /// Every kind of `nodes.jsonl`: replay refuses any other.
-    pub const NODES: [&str; 3] = [ENROLL, REVOKE, READMIT];
+    pub const NODES: [&str; 5] = [ENROLL, REVOKE, READMIT, TOKEN_CREATED, TOKEN_REVOKED];
+    /// The kinds of `nodes.jsonl` about a minted enrollment token (no node id).
+    pub const TOKENS: [&str; 2] = [TOKEN_CREATED, TOKEN_REVOKED];
 }
 
 /// Every record kind the Command Center writes to `log`. It writes no other: replay refuses
@@ -66,6 +71,12 @@ pub enum Change {
         ts: DateTime<Utc>,
         record: NodeRecord,
     },
+    /// A minted enrollment token made or revoked (`kind` is one of [`kinds::TOKENS`]).
+    Token {
+        kind: String,
+        ts: DateTime<Utc>,
+        record: TokenRecord,
+    },
     Command(SignedCommand),
     /// Commands handed to the node's long-poll: never delivered twice, even by another instance.
     Delivered {
@@ -97,7 +108,7 @@ impl Change {
         match self {
             Change::Heartbeat { .. } => LogName::Heartbeats,
             Change::Event(_) => LogName::Events,
-            Change::Node { .. } => LogName::Nodes,
+            Change::Node { .. } | Change::Token { .. } => LogName::Nodes,
             Change::Command(_) | Change::Delivered { .. } | Change::Receipt { .. } => {
                 LogName::Commands
             }
@@ -114,6 +125,7 @@ impl Change {
             Change::Command(c) => Some(c.command.node_id),
             Change::Receipt { rec, .. } => Some(rec.signed.receipt.node_id),
             Change::Scan { report, .. } => Some(report.node_id),
+            Change::Token { .. } => None,
         }
     }
 
@@ -122,7 +134,7 @@ impl Change {
         match self {
             Change::Heartbeat { received_at, .. } => (kind::HEARTBEAT, *received_at),
             Change::Event(e) => (&e.kind, e.ts),
-            Change::Node { kind, ts, .. } => (kind, *ts),
+            Change::Node { kind, ts, .. } | Change::Token { kind, ts, .. } => (kind, *ts),
             Change::Command(c) => (kinds::COMMAND, c.command.issued_at),
             Change::Delivered { at, .. } => (kinds::DELIVERED, *at),
             Change::Receipt { ts, .. } => (kinds::RECEIPT, *ts),
@@ -138,6 +150,7 @@ impl Change {
             Change::Heartbeat { hb, .. } => record::encode(k, ts, node, hb),
             Change::Event(e) => record::encode(k, ts, node, e),
             Change::Node { record, .. } => record::encode(k, ts, node, record),
+            Change::Token { record, .. } => record::encode(k, ts, node, record),
             Change::Command(c) => record::encode(k, ts, node, c),
             Change::Delivered { commands, .. } => record::encode(
                 k,
@@ -182,12 +195,24 @@ impl Change {
                 }
                 Ok(Change::Event(l.record))
             }
+            LogName::Nodes
+                if record::head(line).is_some_and(|h| kinds::TOKENS.contains(&h.kind.as_ref())) =>
+            {
+                let l = parse::<TokenRecord>(line, "an enrollment token record")?;
+                Ok(Change::Token {
+                    kind: l.kind,
+                    ts: l.ts,
+                    record: l.record,
+                })
+            }
             LogName::Nodes => {
                 let l = parse::<NodeRecord>(line, "an enroll, revoke or readmit record")?;
                 let node_id = l
                     .node_id
                     .ok_or("an enroll, revoke or readmit record without a node id")?;
-                if !kinds::NODES.contains(&l.kind.as_str()) {
+                if !kinds::NODES.contains(&l.kind.as_str())
+                    || kinds::TOKENS.contains(&l.kind.as_str())
+                {
                     return Err(format!(
                         "not a node record (kind {:?}, expected one of {})",
                         l.kind,

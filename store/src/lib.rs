@@ -28,6 +28,7 @@
 //! - [`bus`]: the live event bus (broadcast and resume window) the store publishes to.
 //! - [`ledger`]: the Merkle ledger over the durable scan lines.
 //! - [`logs`]: the `logs view|tail|stats` tools over the log files, as a library.
+//! - [`tokens`]: enrollment tokens minted at runtime, kept by their hash.
 //! - [`policy`]: per-profile policy files (commands, services, thresholds, scan schedule).
 
 pub mod bus;
@@ -54,6 +55,7 @@ pub mod replay;
 pub mod scans;
 pub mod seen;
 pub mod snapshot;
+pub mod tokens;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -140,6 +142,13 @@ pub enum StoreError {
     /// A single-use enrollment token that was already used.
     #[error("this enrollment token was single-use and has been used")]
     TokenSpent,
+    /// A minted enrollment token that is not active: its id and why. The agent is told only
+    /// that its token is not valid.
+    #[error("enrollment token {id} is {}", state.as_str())]
+    TokenRefused {
+        id: String,
+        state: tokens::TokenState,
+    },
     /// An enrollment a revocation forbids.
     #[error("{0}")]
     Revoked(registry::Refusal),
@@ -191,15 +200,30 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// The key `node_id` is bound to, if enrolled (revoked bindings included, marked).
     fn binding(&self, node_id: Uuid) -> Option<registry::Binding>;
 
-    /// Binds `req.node_id` to `req.public_key` durably. Idempotent for the same key;
-    /// `Conflict` for another key unless revoked; `TokenSpent` for a used single-use token;
-    /// `Revoked` for a revoked node not re-admitted, or a revoked key.
+    /// Binds `req.node_id` to `req.public_key` durably. Idempotent for the same key (which
+    /// takes no use of the token); `Conflict` for another key unless revoked; `TokenSpent` for a
+    /// used single-use configured token; `TokenRefused` for a minted token that is not active
+    /// (checked, and its use taken, atomically with the enrollment); `Revoked` for a revoked
+    /// node not re-admitted, or a revoked key.
     async fn enroll(
         &self,
         req: &EnrollRequest,
-        token_id: String,
-        single_use: bool,
+        token: tokens::TokenUse,
     ) -> Result<DateTime<Utc>, StoreError>;
+
+    /// Mints an enrollment token durably (`token_created` in `nodes.jsonl`); `Conflict` if
+    /// a token with its id exists.
+    async fn create_token(&self, new: tokens::NewToken) -> Result<tokens::MintedToken, StoreError>;
+
+    /// Revokes a minted token at once (`token_revoked`); revoking a revoked token changes
+    /// nothing and returns it as it is. `NotFound` for an unknown id.
+    async fn revoke_token(&self, id: &str, by: String) -> Result<tokens::MintedToken, StoreError>;
+
+    /// Every minted token, newest first.
+    fn tokens(&self) -> Vec<tokens::MintedToken>;
+
+    /// The minted token whose secret hashes to `sha256` (hex), if any.
+    fn token_by_hash(&self, sha256: &str) -> Option<tokens::MintedToken>;
 
     /// Revokes a node's binding: its key stops working at once, and neither the node nor the
     /// key may enroll again until an admin re-admits the node. Logs a `node_revoked` event.

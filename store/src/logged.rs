@@ -22,6 +22,7 @@ use super::commands::{CommandStatus, CommandView, ReceiptCheck, ReceiptRecord};
 use super::events::{EventQuery, Silence};
 use super::memory::Memory;
 use super::registry::{Binding, EnrollCheck, NodeRecord, ReadmitRefusal, Refusal};
+use super::tokens::{MintedToken, NewToken, TokenRecord, TokenState, TokenUse};
 use super::{CommandBuilder, NodeSnapshot, ReceiptOutcome, Store, StoreError};
 use vaultmesh_proto::Severity;
 use vaultmesh_proto::event::{
@@ -258,12 +259,27 @@ impl<B: Backend> Store for LoggedStore<B> {
     async fn enroll(
         &self,
         req: &EnrollRequest,
-        token_id: String,
-        single_use: bool,
+        token: TokenUse,
     ) -> Result<DateTime<Utc>, StoreError> {
         let req = req.clone();
         self.checked(Gate::Nodes, move |m| {
             let reg = m.registry();
+            let ts = Utc::now();
+            // A minted token is checked here, against memory holding every use logged so far
+            // and exclusively of every other enrollment: the `enroll` record below is its use.
+            // Revoked or expired, it is refused even for a node already enrolled with this key.
+            if let TokenUse::Minted { id } = &token {
+                let state = reg
+                    .minted(id)
+                    .map(|t| t.state(ts))
+                    .ok_or_else(|| StoreError::NotFound(format!("no enrollment token {id}")))?;
+                if matches!(state, TokenState::Revoked | TokenState::Expired) {
+                    return Err(StoreError::TokenRefused {
+                        id: id.clone(),
+                        state,
+                    });
+                }
+            }
             match reg.check_enroll(&req.node_id, &req.public_key) {
                 EnrollCheck::AlreadyEnrolled(at) => return Ok((Vec::new(), at)),
                 EnrollCheck::Conflict => {
@@ -279,17 +295,32 @@ impl<B: Backend> Store for LoggedStore<B> {
                     )));
                 }
                 EnrollCheck::Refused(r) => return Err(StoreError::Revoked(r)),
-                EnrollCheck::New if single_use && reg.token_spent(&token_id) => {
-                    return Err(StoreError::TokenSpent);
-                }
                 EnrollCheck::New => {}
             }
-            let ts = Utc::now();
+            let single_use = match &token {
+                TokenUse::Configured { id, single_use } => {
+                    if *single_use && reg.token_spent(id) {
+                        return Err(StoreError::TokenSpent);
+                    }
+                    *single_use
+                }
+                TokenUse::Minted { id } => {
+                    if let Some(t) = reg.minted(id)
+                        && t.state(ts) != TokenState::Active
+                    {
+                        return Err(StoreError::TokenRefused {
+                            id: id.clone(),
+                            state: t.state(ts),
+                        });
+                    }
+                    false
+                }
+            };
             let record = NodeRecord {
                 public_key: Some(req.public_key),
                 hostname: Some(req.hostname),
                 os_profile: Some(req.os_profile),
-                token_id: Some(token_id),
+                token_id: Some(token.id().to_string()),
                 single_use,
                 ..NodeRecord::default()
             };
@@ -302,6 +333,72 @@ impl<B: Backend> Store for LoggedStore<B> {
             Ok((vec![change], ts))
         })
         .await
+    }
+
+    async fn create_token(&self, new: NewToken) -> Result<MintedToken, StoreError> {
+        self.checked(Gate::Nodes, move |m| {
+            if m.registry().minted(&new.id).is_some() {
+                return Err(StoreError::Conflict(format!(
+                    "an enrollment token with id {} exists",
+                    new.id
+                )));
+            }
+            let ts = Utc::now();
+            let record = new.record();
+            let token = MintedToken::created(ts, &record).ok_or_else(|| {
+                StoreError::Invalid("an enrollment token record lacks a field".into())
+            })?;
+            let change = Change::Token {
+                kind: kinds::TOKEN_CREATED.into(),
+                ts,
+                record,
+            };
+            Ok((vec![change], token))
+        })
+        .await
+    }
+
+    async fn revoke_token(&self, id: &str, by: String) -> Result<MintedToken, StoreError> {
+        let id = id.to_string();
+        let revoked = self
+            .checked(Gate::Nodes, move |m| {
+                let reg = m.registry();
+                let t = reg
+                    .minted(&id)
+                    .ok_or_else(|| StoreError::NotFound(format!("no enrollment token {id}")))?;
+                if t.revoked.is_some() {
+                    return Ok((Vec::new(), id));
+                }
+                let change = Change::Token {
+                    kind: kinds::TOKEN_REVOKED.into(),
+                    ts: Utc::now(),
+                    record: TokenRecord {
+                        id: id.clone(),
+                        by,
+                        ..TokenRecord::default()
+                    },
+                };
+                Ok((vec![change], id))
+            })
+            .await?;
+        self.mem()
+            .registry()
+            .minted(&revoked)
+            .cloned()
+            .ok_or_else(|| StoreError::NotFound(format!("no enrollment token {revoked}")))
+    }
+
+    fn tokens(&self) -> Vec<MintedToken> {
+        self.mem().registry().minted_tokens()
+    }
+
+    fn token_by_hash(&self, sha256: &str) -> Option<MintedToken> {
+        let id = sha256.get(..16)?;
+        self.mem()
+            .registry()
+            .minted(id)
+            .filter(|t| t.sha256 == sha256)
+            .cloned()
     }
 
     async fn revoke(

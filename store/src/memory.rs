@@ -159,6 +159,9 @@ impl Memory {
                 ts,
                 record,
             } => return self.registry().apply(&kind, ts, node_id, &record),
+            Change::Token { kind, ts, record } => {
+                return self.registry().apply_token(&kind, ts, &record);
+            }
             Change::Command(signed) => {
                 // Published before the command becomes visible to the node's long-poll, so
                 // "issued" always precedes "delivered" on the stream.

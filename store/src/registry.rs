@@ -6,7 +6,8 @@
 //! and a revoked key is refused for every node id — after re-admission too, unless the admin
 //! allowed that node its old key (see `docs/SECURITY.md`).
 //!
-//! Tokens are never stored: a token is known by the first 16 hex digits of its SHA-256.
+//! Tokens are never stored: a token is known by the first 16 hex digits of its SHA-256. Tokens
+//! minted at runtime are kept here too, by their hash ([`super::tokens`]).
 
 use std::collections::{HashMap, HashSet};
 
@@ -14,6 +15,8 @@ use chrono::{DateTime, Utc};
 use ed25519_dalek::VerifyingKey;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
+
+use super::tokens::{MintedToken, TokenRecord};
 
 /// A line of `nodes.jsonl`: `kind` is `enroll`, `revoke` or `readmit`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,6 +94,8 @@ pub struct Registry {
     revoked_keys: HashMap<String, (Uuid, DateTime<Utc>)>,
     /// Which node each enrolled key is bound to: one key, one node.
     key_owner: HashMap<String, Uuid>,
+    /// Tokens minted at runtime, by id.
+    minted: HashMap<String, MintedToken>,
 }
 
 /// What enrolling would do.
@@ -195,6 +200,49 @@ impl Registry {
         self.spent_tokens.contains(token_id)
     }
 
+    /// A minted token, by id.
+    pub fn minted(&self, id: &str) -> Option<&MintedToken> {
+        self.minted.get(id)
+    }
+
+    /// Every minted token, newest first.
+    pub fn minted_tokens(&self) -> Vec<MintedToken> {
+        let mut v: Vec<MintedToken> = self.minted.values().cloned().collect();
+        v.sort_by(|a, b| {
+            b.created_at
+                .cmp(&a.created_at)
+                .then_with(|| a.id.cmp(&b.id))
+        });
+        v
+    }
+
+    /// Applies a `token_created` or `token_revoked` record. Returns false for one that cannot
+    /// apply (a token created twice, or revoked before it was created).
+    pub fn apply_token(&mut self, kind: &str, ts: DateTime<Utc>, r: &TokenRecord) -> bool {
+        match kind {
+            super::change::kinds::TOKEN_CREATED => {
+                if self.minted.contains_key(&r.id) {
+                    return false;
+                }
+                let Some(t) = MintedToken::created(ts, r) else {
+                    return false;
+                };
+                self.minted.insert(r.id.clone(), t);
+                true
+            }
+            super::change::kinds::TOKEN_REVOKED => match self.minted.get_mut(&r.id) {
+                Some(t) => {
+                    if t.revoked.is_none() {
+                        t.revoked = Some((ts, r.by.clone()));
+                    }
+                    true
+                }
+                None => false,
+            },
+            _ => false,
+        }
+    }
+
     pub fn check_enroll(&self, node_id: &Uuid, public_key: &str) -> EnrollCheck {
         let binding = self.nodes.get(node_id);
         if let Some(b) = binding
@@ -250,10 +298,14 @@ impl Registry {
                 let Ok(key) = vaultmesh_proto::auth::parse_public_key(pk) else {
                     return false;
                 };
-                if r.single_use
-                    && let Some(t) = &r.token_id
-                {
-                    self.spent_tokens.insert(t.clone());
+                if let Some(t) = &r.token_id {
+                    if r.single_use {
+                        self.spent_tokens.insert(t.clone());
+                    }
+                    // A minted token's use is the enrollment that names it.
+                    if let Some(m) = self.minted.get_mut(t) {
+                        m.used = m.used.saturating_add(1);
+                    }
                 }
                 // An enrollment the Command Center accepted is the key's amnesty: logs from
                 // before revocation stuck re-enrolled revoked keys, and the admin's

@@ -380,6 +380,27 @@ impl AdminClient {
         self.send(self.http.post(url).json(&body)).await
     }
 
+    /// `POST /api/enroll-tokens`: the token, its secret (this once) and its install line.
+    pub async fn mint_token(
+        &self,
+        req: &crate::tokens::MintRequest,
+    ) -> Result<crate::tokens::Minted, AdminError> {
+        self.send(self.http.post(self.url("/api/enroll-tokens")).json(req))
+            .await
+    }
+
+    /// `GET /api/enroll-tokens`, newest first.
+    pub async fn tokens(&self) -> Result<Vec<crate::tokens::TokenView>, AdminError> {
+        self.send(self.http.get(self.url("/api/enroll-tokens")))
+            .await
+    }
+
+    /// `DELETE /api/enroll-tokens/{id}` (`id` is checked to be hex by the caller).
+    pub async fn revoke_token(&self, id: &str) -> Result<crate::tokens::TokenView, AdminError> {
+        let url = self.url(&format!("/api/enroll-tokens/{id}"));
+        self.send(self.http.delete(url)).await
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }

@@ -5,12 +5,14 @@
 //!   bearer token and/or a Cloudflare Access service token, on every request, never printed),
 //!   typed replies and errors, and `--node` given as an id or a hostname.
 //! - [`render`]: what the verbs print for a person.
+//! - [`tokens`]: `token create|list|revoke`, enrollment tokens minted at runtime.
 //!
 //! The verbs here write to `out` and return the process's exit code, so `main.rs` only maps
 //! flags to them.
 
 pub mod client;
 pub mod render;
+pub mod tokens;
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -153,13 +155,16 @@ pub async fn lifecycle(
     Ok(0)
 }
 
-fn print(out: &mut dyn Write, text: &str) -> Result<(), AdminError> {
+pub(crate) fn print(out: &mut dyn Write, text: &str) -> Result<(), AdminError> {
     out.write_all(text.as_bytes())
         .and_then(|()| out.flush())
         .map_err(|e| AdminError::Output(e.to_string()))
 }
 
-fn print_json<T: serde::Serialize>(out: &mut dyn Write, v: &T) -> Result<(), AdminError> {
+pub(crate) fn print_json<T: serde::Serialize>(
+    out: &mut dyn Write,
+    v: &T,
+) -> Result<(), AdminError> {
     let text = serde_json::to_string_pretty(v).map_err(|e| AdminError::Output(e.to_string()))?;
     print(out, &format!("{text}\n"))
 }

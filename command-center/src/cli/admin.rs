@@ -1,4 +1,4 @@
-//! `command issue|list` and `node revoke|readmit`: the admin API's verbs, over HTTP to a
+//! `command issue|list`, `node revoke|readmit` and `token create|list|revoke`: the admin API's verbs, over HTTP to a
 //! running Command Center.
 
 use std::time::Duration;
@@ -89,6 +89,59 @@ pub enum NodeCommand {
         #[command(flatten)]
         admin: AdminArgs,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Mint an enrollment token and print its secret (shown this once) and the line that runs
+    /// an agent with it.
+    #[command(
+        after_help = "Examples:\n  vaultmesh-command-center token create --name web-03\n  vaultmesh-command-center token create --name \"fra1 rack 2\" --uses 10 --expires-in 7d"
+    )]
+    Create {
+        /// What the token is for (where the node goes, who asked): shown in the list.
+        #[arg(long)]
+        name: String,
+        /// Enrollments it allows (1: single-use).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=i64::from(vaultmesh_store::tokens::USES_MAX)))]
+        uses: u32,
+        /// How long it is accepted: 1m to 30d.
+        #[arg(long, default_value = "24h", value_parser = parse_expires_in)]
+        expires_in: String,
+        /// Print the API's JSON (with the secret) instead of text.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// List minted enrollment tokens, newest first: state, uses, expiry (never a secret).
+    List {
+        /// Print the API's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Revoke an enrollment token: it enrolls no node from now on.
+    #[command(after_help = "Example:\n  vaultmesh-command-center token revoke 3f2a9c0d1b2e4f56")]
+    Revoke {
+        /// The token's id, as `token list` shows it.
+        id: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+/// `--expires-in`: a duration within the server's bounds.
+fn parse_expires_in(s: &str) -> Result<String, String> {
+    vaultmesh_command_center::tokens::MintRequest {
+        name: "x".into(),
+        uses: None,
+        expires_in: Some(s.to_string()),
+    }
+    .check()
+    .map(|_| s.trim().to_string())
+    .map_err(|e| e.to_string().trim_start_matches("expires_in: ").to_string())
 }
 
 /// Where the admin API is and the credentials it takes (never printed; `--help` hides their
@@ -208,6 +261,26 @@ pub async fn admin_verb(verb: AdminVerb) -> Result<(), Failure> {
             let what = admin::Lifecycle::Readmit { allow_old_key };
             admin::lifecycle(&client, &node, what, reason, &mut out).await
         }
+        AdminVerb::Token(TokenCommand::Create {
+            name,
+            uses,
+            expires_in,
+            json,
+            admin: a,
+        }) => {
+            let req = vaultmesh_command_center::tokens::MintRequest {
+                name,
+                uses: Some(uses),
+                expires_in: Some(expires_in),
+            };
+            admin::tokens::create(&a.client().map_err(failed)?, req, json, &mut out).await
+        }
+        AdminVerb::Token(TokenCommand::List { json, admin: a }) => {
+            admin::tokens::list(&a.client().map_err(failed)?, json, &mut out).await
+        }
+        AdminVerb::Token(TokenCommand::Revoke { id, admin: a }) => {
+            admin::tokens::revoke(&a.client().map_err(failed)?, &id, &mut out).await
+        }
     }
     .map_err(failed)?;
     match code {
@@ -222,6 +295,7 @@ pub async fn admin_verb(verb: AdminVerb) -> Result<(), Failure> {
 pub enum AdminVerb {
     Commands(CommandsCommand),
     Node(NodeCommand),
+    Token(TokenCommand),
 }
 
 /// `--status`: one of the statuses `GET /api/commands` knows.

@@ -399,7 +399,8 @@ pub async fn dashboard_script() -> impl IntoResponse {
     script(DASHBOARD_JS)
 }
 
-fn script(body: &'static str) -> impl IntoResponse {
+/// A script of the binary, cached five minutes.
+pub(super) fn script(body: &'static str) -> impl IntoResponse {
     (
         [
             (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),

@@ -374,7 +374,14 @@ fn hostile_event_text_finding_titles_and_notifier_errors_are_text() {
 #[test]
 fn an_empty_fleet_says_so_in_every_panel_and_the_overview_says_how_to_start() {
     let h = parse(&console::node_list(&[], None, now()));
-    assert_eq!(text(one(&h, "li.empty")), "No nodes have reported yet.");
+    assert_eq!(
+        text(one(&h, "li.empty")),
+        "No nodes have reported yet. Add node"
+    );
+    assert_eq!(
+        attr(one(&h, "li.empty a[data-add-node]"), "href"),
+        "/console/add-node"
+    );
     let h = parse(&console::kpis(&[], None, &[], &Attention::default(), now()));
     for k in ["total", "ok", "attn", "crit"] {
         assert_eq!(text(one(&h, &format!("[data-kpi={k}]"))), "0", "{k}");

@@ -162,7 +162,7 @@ pub fn node_list(nodes: &[NodeSummary], selected: Option<Uuid>, now: DateTime<Ut
     html! {
         ul id="node-list" class="node-list" data-fragment="/console/nodes" aria-label="Nodes, worst first" {
             @for n in nodes { (node_row(n, selected, now)) }
-            @if nodes.is_empty() { li class="empty" { "No nodes have reported yet." } }
+            @if nodes.is_empty() { li class="empty" { "No nodes have reported yet. " (super::tokens::add_node_link()) } }
         }
     }
 }
@@ -669,6 +669,7 @@ pub fn page(p: &ConsolePage, now: DateTime<Utc>) -> Markup {
                 header class="mission-bar" {
                     h1 { a href="/console" { "VaultMesh Mission Console" } }
                     (kpis(&p.nodes, p.last_event, &p.failing, &p.own, now))
+                    (super::tokens::add_node_link())
                     p id="stream-state" class="stream-state" role="status" aria-live="polite" { "connecting…" }
                 }
                 main class="panels" {

@@ -1,10 +1,11 @@
 //! Page-level templates: the overview ([`dashboard`]) and the mission console ([`console`],
-//! whose panels are fragments too), and the SVG charts of a node's history ([`chart`]). Views
+//! whose panels are fragments too), the "Add node" page ([`tokens`]), and the SVG charts of a node's history ([`chart`]). Views
 //! take plain data and the clock; they read no state, so tests render them without a server.
 
 pub mod chart;
 pub mod console;
 pub mod dashboard;
+pub mod tokens;
 
 use vaultmesh_proto::NodeSummary;
 
