@@ -32,7 +32,9 @@ pub async fn serve(config: ServeConfig) -> Result<(), Failure> {
     }
     tracing::info!(hosts = %hosts.names().join(","), "Admin requests are answered for these hosts only (--allowed-host).");
     if server.state().tokens.0.is_empty() {
-        eprintln!("warning: no --enroll-token configured: new agents cannot enroll");
+        eprintln!(
+            "warning: no --enroll-token configured: new agents enroll only with tokens minted at runtime (the console's Add node page, or `vaultmesh-command-center token create`)"
+        );
     }
     if server.state().cc_key.is_none() {
         tracing::info!(

@@ -213,7 +213,12 @@ fn not_found(id: Uuid) -> ApiError {
 fn enroll_hint(state: &AppState) -> view::dashboard::EnrollHint {
     view::dashboard::EnrollHint {
         public_key: state.cc_key.as_ref().map(|k| k.public_base64()),
-        has_tokens: !state.tokens.0.is_empty(),
+        has_tokens: !state.tokens.0.is_empty()
+            || state
+                .store
+                .tokens()
+                .iter()
+                .any(|t| t.state(Utc::now()) == vaultmesh_store::tokens::TokenState::Active),
     }
 }
 

@@ -418,6 +418,11 @@ fn an_empty_fleet_says_so_in_every_panel_and_the_overview_says_how_to_start() {
     // Without a token or a key, the overview says what is missing; the token is never shown.
     let bare = parse(&dashboard::page(&[], &EnrollHint::default(), now()));
     assert_eq!(all(&bare, "p.warn").len(), 2);
+    assert_eq!(
+        attr(one(&bare, "a[data-add-node]"), "href"),
+        "/console/add-node",
+        "the overview says where to mint a token"
+    );
     assert!(text(one(&bare, "pre code")).contains("VAULTMESH_CC_PUBKEY=<its public key>"));
     let hint = EnrollHint {
         public_key: Some("PUBKEY64".into()),

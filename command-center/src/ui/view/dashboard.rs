@@ -16,7 +16,8 @@ use crate::ui::format::{age, num2, pct};
 pub struct EnrollHint {
     /// The public key agents pin for commands (public: shown), when it has a signing key.
     pub public_key: Option<String>,
-    /// Whether it has an enrollment token (a secret: never shown).
+    /// Whether it has an enrollment token, configured or minted and active (a secret: never
+    /// shown).
     pub has_tokens: bool,
 }
 
@@ -30,10 +31,10 @@ pub fn empty_fleet_hint(hint: &EnrollHint) -> Markup {
     html! {
         section class="empty" {
             p { "No nodes have reported yet." }
-            p { "On a node, with this Command Center's address, an enrollment token and its public key, run:" }
+            p { "Mint an enrollment token on the " a href="/console/add-node" data-add-node { "Add node" } " page: it shows the line to run on the node, with this Command Center's address, the token and its public key. Or, with a token of its configuration, run:" }
             pre { code { (command) } }
             @if !hint.has_tokens {
-                p class="warn" { "This Command Center has no enrollment token (" code { "--enroll-token" } ", " code { "VAULTMESH_ENROLL_TOKEN" } "): no node can enroll." }
+                p class="warn" { "This Command Center has no enrollment token yet (none configured with " code { "--enroll-token" } ", none minted and active): mint one on the Add node page." }
             }
             @if hint.public_key.is_none() {
                 p class="warn" { "It has no signing key (" code { "keygen" } ", " code { "--signing-key" } "): nodes can report, but no command can be sent to them." }
