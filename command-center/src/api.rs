@@ -97,11 +97,11 @@ pub async fn post_enroll(
         .map_err(|e| ApiError::UnprocessableEntity(format!("invalid enrollment: {e}")))?;
     req.validate()
         .map_err(|e| ApiError::UnprocessableEntity(format!("invalid enrollment: {e}")))?;
-    let token = crate::tokens::matching(&state, &req.token, Utc::now())?;
+    let token = crate::enroll_tokens::matching(&state, &req.token, Utc::now())?;
     parts.verify(&key, &body, state.store.as_ref()).await?;
     let enrolled_at = match state.store.enroll(&req, token.clone()).await {
         Err(vaultmesh_store::StoreError::TokenRefused { id, state: why }) => {
-            return Err(crate::tokens::refused(&id, why));
+            return Err(crate::enroll_tokens::refused(&id, why));
         }
         Err(vaultmesh_store::StoreError::Revoked(refusal)) => {
             // Every refusal is answered, and logged like every refusal (`refusals`); the event

@@ -216,9 +216,10 @@ impl From<vaultmesh_store::StoreError> for ApiError {
             StoreError::Conflict(m) => ApiError::Conflict(m),
             StoreError::TokenSpent => ApiError::Unauthorized(Refusal::BadToken, e.to_string()),
             // Never said to the agent (no oracle): the handler logs which state it was in.
-            StoreError::TokenRefused { .. } => {
-                ApiError::Unauthorized(Refusal::BadToken, crate::tokens::NOT_VALID.to_string())
-            }
+            StoreError::TokenRefused { .. } => ApiError::Unauthorized(
+                Refusal::BadToken,
+                vaultmesh_engines::auth::TOKEN_NOT_VALID.to_string(),
+            ),
         }
     }
 }

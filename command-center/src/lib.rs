@@ -17,8 +17,9 @@
 //! - [`ui`]: the overview and the mission console, server-rendered and auto-escaped.
 //! - [`notifiers`]: the notifier kinds (webhook, ntfy, email) the notification engine sends
 //!   through.
-//! - [`tokens`]: enrollment tokens minted at runtime (`/api/enroll-tokens`), and which token
-//!   an enrollment presents.
+//! - [`tokens`]: enrollment tokens minted at runtime: the request, the secret and its hash, the
+//!   listing, the install line; [`enroll_tokens`]: their routes (`/api/enroll-tokens`), and
+//!   which token an enrollment presents.
 //! - [`admin`]: the admin API's client behind `command issue|list` and `node revoke|readmit`.
 //! - [`demo`]: the Command Center plus a real agent for this host in one process.
 
@@ -29,6 +30,7 @@ pub mod api;
 pub mod commands;
 pub mod config;
 pub mod demo;
+pub mod enroll_tokens;
 pub mod error;
 pub mod guard;
 pub mod listener;

@@ -1,27 +1,17 @@
-//! Enrollment tokens minted at runtime: `POST|GET /api/enroll-tokens` and
-//! `DELETE /api/enroll-tokens/{id}` (admin routes), and which token an enrollment presents —
-//! one of the configuration's (`--enroll-token`, as before) or a minted one
-//! ([`vaultmesh_store::tokens`], where they are kept by their hash).
+//! Enrollment tokens minted at runtime, as the admin asks for them and sees them: the request
+//! (`POST /api/enroll-tokens`, the console's form, `token create`) and its checks, the secret
+//! and its hash, the listing, and the line that runs an agent with a new token. The routes are
+//! [`crate::enroll_tokens`]; the store keeps the tokens by their hash
+//! ([`vaultmesh_store::tokens`]).
 //!
 //! A minted token's secret is made here (32 random bytes), shown once in the reply that mints
-//! it, and kept nowhere: the store holds its SHA-256. Every refusal of a minted token — unknown,
-//! expired, used up, revoked — answers the agent the same `401 enrollment token is not valid`;
-//! only the Command Center's own log says which (by the token's id, never its secret).
+//! it, and kept nowhere: the store holds its SHA-256.
 
-use axum::Json;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
 use base64::Engine;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use vaultmesh_engines::auth::Refusal;
-use vaultmesh_store::tokens::{MintedToken, NAME_MAX, NewToken, TokenState, TokenUse, USES_MAX};
-
-use crate::error::ApiError;
-use crate::server::AppState;
+use vaultmesh_store::tokens::{MintedToken, NAME_MAX, TokenState, USES_MAX};
 
 /// How long a token is accepted when the request does not say.
 pub const DEFAULT_EXPIRES_IN: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
@@ -32,7 +22,7 @@ pub const MIN_EXPIRES_IN: std::time::Duration = std::time::Duration::from_secs(6
 /// What every minted token's secret starts with, so one is recognised in a config or a leak.
 pub const SECRET_PREFIX: &str = "vmt_";
 /// What an agent is told of any refused minted token (and of an unknown token).
-pub const NOT_VALID: &str = "enrollment token is not valid";
+pub const NOT_VALID: &str = vaultmesh_engines::auth::TOKEN_NOT_VALID;
 
 /// Body of `POST /api/enroll-tokens`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -68,12 +58,6 @@ pub enum MintError {
     UsesText(String),
     #[error("expires_in: {0}")]
     ExpiresIn(String),
-}
-
-impl From<MintError> for ApiError {
-    fn from(e: MintError) -> Self {
-        ApiError::UnprocessableEntity(e.to_string())
-    }
 }
 
 /// A checked mint request.
@@ -208,13 +192,11 @@ pub fn install_line(cc_url: &str, secret: &str, cc_public_key: Option<&str>) -> 
     )
 }
 
-/// The Command Center's URL as the admin reached it: the request's `Host` (which the host
-/// guard let through), over `http` for a loopback name and `https` for any other (a public
-/// hostname is served through Cloudflare's TLS).
-pub fn cc_url(headers: &HeaderMap) -> String {
-    let host = headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
+/// The Command Center's URL as the admin reached it: `host`, the request's `Host` (which the
+/// host guard let through), over `http` for a loopback name and `https` for any other (a
+/// public hostname is served through Cloudflare's TLS).
+pub fn cc_url(host: Option<&str>) -> String {
+    let host = host
         .filter(|h| !h.is_empty() && h.bytes().all(|b| b.is_ascii_graphic()))
         .unwrap_or("127.0.0.1:8088");
     let name = match host.rsplit_once(':') {
@@ -223,122 +205,6 @@ pub fn cc_url(headers: &HeaderMap) -> String {
     };
     let loopback = ["localhost", "127.0.0.1", "[::1]"].contains(&name);
     format!("{}://{host}", if loopback { "http" } else { "https" })
-}
-
-/// The admin who asks: the signed-in identity, else `fallback` (loopback without auth:
-/// `anonymous` for the API, `console` for the console's forms, as for their other writes).
-pub fn who(identity: Option<axum::Extension<crate::access::Identity>>, fallback: &str) -> String {
-    identity.map_or_else(|| fallback.into(), |axum::Extension(who)| who.0)
-}
-
-/// Mints a token as `by` asked; the reply carries its secret and install line.
-pub async fn mint(
-    state: &AppState,
-    m: Mint,
-    by: String,
-    cc_url: String,
-) -> Result<Minted, ApiError> {
-    let secret = new_secret()
-        .map_err(|e| ApiError::Internal(format!("no randomness for an enrollment token: {e}")))?;
-    let sha256 = hash(&secret);
-    let new = NewToken {
-        id: sha256[..16].to_string(),
-        sha256,
-        name: m.name,
-        by: by.clone(),
-        expires_at: Utc::now()
-            + chrono::Duration::from_std(m.expires_in).unwrap_or(chrono::Duration::days(1)),
-        uses: m.uses,
-    };
-    let token = state.store.create_token(new).await?;
-    tracing::info!(token = %token.id, %by, uses = token.uses, expires_at = %token.expires_at.to_rfc3339(), "Enrollment token minted.");
-    let cc_public_key = state.cc_key.as_ref().map(|k| k.public_base64());
-    Ok(Minted {
-        install: install_line(&cc_url, &secret, cc_public_key.as_deref()),
-        token: TokenView::of(&token, Utc::now()),
-        secret,
-        cc_url,
-        cc_public_key,
-    })
-}
-
-/// Revokes a token by id as `by`; `404` for an unknown id, and `200` with the token as it
-/// stands for one revoked already (idempotent).
-pub async fn revoke(state: &AppState, id: &str, by: String) -> Result<TokenView, ApiError> {
-    if id.len() != 16 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(ApiError::NotFound(format!(
-            "no enrollment token {:?} (an id is 16 hex digits, as GET /api/enroll-tokens lists)",
-            id.chars().take(32).collect::<String>()
-        )));
-    }
-    let t = state.store.revoke_token(id, by.clone()).await?;
-    tracing::warn!(token = %t.id, %by, "Enrollment token revoked.");
-    Ok(TokenView::of(&t, Utc::now()))
-}
-
-/// Every minted token, newest first.
-pub fn list(state: &AppState) -> Vec<TokenView> {
-    let now = Utc::now();
-    state
-        .store
-        .tokens()
-        .iter()
-        .map(|t| TokenView::of(t, now))
-        .collect()
-}
-
-/// Which token `presented` is: a minted one that is neither expired nor revoked (its uses are
-/// checked with the enrollment, which takes one), else one of the configuration's, refused as
-/// before. Every minted refusal is [`NOT_VALID`], as an unknown token's; the log says why.
-pub fn matching(
-    state: &AppState,
-    presented: &str,
-    now: DateTime<Utc>,
-) -> Result<TokenUse, ApiError> {
-    if let Some(t) = state.store.token_by_hash(&hash(presented)) {
-        return match t.state(now) {
-            s @ (TokenState::Expired | TokenState::Revoked) => Err(refused(&t.id, s)),
-            TokenState::Active | TokenState::UsedUp => Ok(TokenUse::Minted { id: t.id }),
-        };
-    }
-    let t = state.tokens.matching(presented, now)?;
-    Ok(TokenUse::Configured {
-        id: t.id.clone(),
-        single_use: t.single_use,
-    })
-}
-
-/// The refusal of minted token `id` for being `state`: said in the log, not to the agent.
-pub fn refused(id: &str, state: TokenState) -> ApiError {
-    tracing::warn!(token = %id, state = state.as_str(), "Enrollment refused: the minted token is not active.");
-    ApiError::Unauthorized(Refusal::BadToken, NOT_VALID.into())
-}
-
-/// `POST /api/enroll-tokens`: `201` with the token, its secret (this once) and its install line.
-pub async fn post(
-    State(state): State<AppState>,
-    identity: Option<axum::Extension<crate::access::Identity>>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<(StatusCode, Json<Minted>), ApiError> {
-    let req: MintRequest = crate::api::parse_json_as(&headers, body?, "enrollment token request")?;
-    let m = req.check()?;
-    let minted = mint(&state, m, who(identity, "anonymous"), cc_url(&headers)).await?;
-    Ok((StatusCode::CREATED, Json(minted)))
-}
-
-/// `GET /api/enroll-tokens`: every minted token, newest first (never a secret or hash).
-pub async fn get(State(state): State<AppState>) -> Json<Vec<TokenView>> {
-    Json(list(&state))
-}
-
-/// `DELETE /api/enroll-tokens/{id}`: the token is refused from now on.
-pub async fn delete(
-    State(state): State<AppState>,
-    identity: Option<axum::Extension<crate::access::Identity>>,
-    Path(id): Path<String>,
-) -> Result<Json<TokenView>, ApiError> {
-    Ok(Json(revoke(&state, &id, who(identity, "anonymous")).await?))
 }
 
 #[cfg(test)]
@@ -424,16 +290,12 @@ mod tests {
 
     #[test]
     fn the_install_line_names_the_url_the_admin_used() {
-        let url = |host: &str| {
-            let mut h = HeaderMap::new();
-            h.insert(header::HOST, host.parse().unwrap());
-            cc_url(&h)
-        };
+        let url = |host: &str| cc_url(Some(host));
         assert_eq!(url("127.0.0.1:8088"), "http://127.0.0.1:8088");
         assert_eq!(url("localhost:9000"), "http://localhost:9000");
         assert_eq!(url("[::1]:8088"), "http://[::1]:8088");
         assert_eq!(url("cc.example.com"), "https://cc.example.com");
-        assert_eq!(cc_url(&HeaderMap::new()), "http://127.0.0.1:8088");
+        assert_eq!(cc_url(None), "http://127.0.0.1:8088");
         assert_eq!(
             install_line("https://cc.example.com", "vmt_s", Some("KEY=")),
             "VAULTMESH_CC_URL=https://cc.example.com VAULTMESH_ENROLL_TOKEN=vmt_s VAULTMESH_CC_PUBKEY=KEY= vaultmesh-node-agent run"

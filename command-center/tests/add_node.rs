@@ -6,7 +6,8 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
-use std::time::Duration;
+use std::panic::AssertUnwindSafe;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use uuid::Uuid;
@@ -16,8 +17,22 @@ use vaultmesh_testkit::commanding_center;
 
 const T: Duration = Duration::from_secs(10);
 
+/// Polls `expr` until it is truthy, across a navigation the page started (a form post, a link):
+/// an evaluation the navigation cuts off ("Inspected target navigated or closed") is tried again.
 fn wait(b: &mut Browser, expr: &str, what: &str) -> Value {
-    b.wait_for(expr, T).unwrap_or_else(|| {
+    let deadline = Instant::now() + T;
+    let quiet = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let found = loop {
+        let v = std::panic::catch_unwind(AssertUnwindSafe(|| b.eval(expr)));
+        match v {
+            Ok(v) if !matches!(&v, Value::Null | Value::Bool(false)) && v != "" => break Some(v),
+            _ if Instant::now() >= deadline => break None,
+            _ => std::thread::sleep(Duration::from_millis(50)),
+        }
+    };
+    std::panic::set_hook(quiet);
+    found.unwrap_or_else(|| {
         let html = b.eval("document.body.innerHTML");
         panic!(
             "{what}: `{expr}` never held\n{}",
@@ -41,7 +56,12 @@ fn an_admin_mints_a_token_in_the_console_copies_the_install_line_and_revokes_it(
         "document.querySelector('#node-list li.empty a[data-add-node]')",
         "the empty list links to the page",
     );
-    b.eval("document.querySelector('.mission-bar a[data-add-node]').click()");
+    let href = string(
+        &mut b,
+        "document.querySelector('.mission-bar a[data-add-node]').href",
+    );
+    assert_eq!(href, format!("{}/console/add-node", cc.url));
+    b.navigate(&href);
     wait(
         &mut b,
         "location.pathname === '/console/add-node' && document.readyState === 'complete' && document.querySelector('form[data-mint-form]')",

@@ -100,6 +100,10 @@ pub enum RememberError {
     Store(#[from] vaultmesh_store::StoreError),
 }
 
+/// What an agent is told of a token that is unknown (or, minted at runtime, refused for any
+/// reason: the same answer, so it learns nothing).
+pub const TOKEN_NOT_VALID: &str = "enrollment token is not valid";
+
 /// Shortest accepted enrollment token.
 pub const TOKEN_MIN_LEN: usize = 16;
 
@@ -194,10 +198,7 @@ impl EnrollTokens {
             .iter()
             .find(|t| bool::from(t.secret.as_bytes().ct_eq(presented.as_bytes())));
         match found {
-            None => Err(AuthError::new(
-                Refusal::BadToken,
-                "enrollment token is not valid",
-            )),
+            None => Err(AuthError::new(Refusal::BadToken, TOKEN_NOT_VALID)),
             Some(t) if t.expires.is_some_and(|e| now >= e) => Err(AuthError::new(
                 Refusal::BadToken,
                 "enrollment token has expired",

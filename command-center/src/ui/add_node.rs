@@ -64,7 +64,7 @@ fn wants_json(headers: &HeaderMap) -> bool {
 /// The page's data, with the tokens as they are now.
 fn data(state: &AppState) -> AddNodePage {
     AddNodePage {
-        tokens: crate::tokens::list(state),
+        tokens: crate::enroll_tokens::list(state),
         configured: state.tokens.0.len(),
         cc_public_key: state.cc_key.as_ref().map(|k| k.public_base64()),
         ..AddNodePage::default()
@@ -100,8 +100,9 @@ pub async fn post_mint(
             return Ok((StatusCode::UNPROCESSABLE_ENTITY, page(&p, Utc::now())).into_response());
         }
     };
-    let by = crate::tokens::who(identity, "console");
-    let minted = crate::tokens::mint(&state, m, by, crate::tokens::cc_url(&headers)).await?;
+    let by = crate::enroll_tokens::who(identity, "console");
+    let minted =
+        crate::enroll_tokens::mint(&state, m, by, crate::enroll_tokens::cc_url(&headers)).await?;
     if json {
         return Ok((StatusCode::CREATED, axum::Json(minted)).into_response());
     }
@@ -119,7 +120,9 @@ pub async fn post_revoke(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let t = crate::tokens::revoke(&state, &id, crate::tokens::who(identity, "console")).await?;
+    let t =
+        crate::enroll_tokens::revoke(&state, &id, crate::enroll_tokens::who(identity, "console"))
+            .await?;
     if wants_json(&headers) {
         return Ok(axum::Json(t).into_response());
     }
