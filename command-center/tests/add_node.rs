@@ -155,6 +155,19 @@ fn an_admin_mints_a_token_in_the_console_copies_the_install_line_and_revokes_it(
         string(&mut b, &format!("{row}.textContent"))
     );
     b.screenshot(&artifacts_dir().join("add-node-minted.png"), true);
+    // On a phone, the page (its token list included) does not scroll sideways.
+    let mut phone = Browser::launch(390, 844);
+    phone.navigate(&format!("{}/console/add-node", cc.url));
+    wait(&mut phone, &row, "the phone lists the token");
+    assert_eq!(
+        phone.eval("document.documentElement.scrollWidth <= window.innerWidth"),
+        Value::Bool(true),
+        "scroll width {} at 390 px",
+        phone.eval("document.documentElement.scrollWidth")
+    );
+    phone.screenshot(&artifacts_dir().join("add-node-390.png"), true);
+    phone.eval("1");
+    assert!(phone.errors.is_empty(), "{:?}", phone.errors);
 
     // The token shown is the real one.
     let node = TestNode::new(Uuid::from_u128(0xadd0_0000_0000_4000_8000_0000_0000_0001));

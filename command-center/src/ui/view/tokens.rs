@@ -143,9 +143,11 @@ pub fn page(p: &AddNodePage, now: DateTime<Utc>) -> Markup {
                         @if active.is_empty() {
                             p class="muted" data-no-tokens { "No minted token is active." }
                         } @else {
-                            table class="compact tokens" {
-                                thead { tr { th { "Name" } th { "Id" } th { "Uses left" } th { "Expires" } th { "Minted by" } th {} } }
-                                tbody { @for t in &active { (token_row(t, now)) } }
+                            div class="table-scroll" {
+                                table class="compact tokens" {
+                                    thead { tr { th { "Name" } th { "Id" } th { "Uses left" } th { "Expires" } th { "Minted by" } th {} } }
+                                    tbody { @for t in &active { (token_row(t, now)) } }
+                                }
                             }
                         }
                         @if p.configured > 0 {
