@@ -844,11 +844,13 @@ fn an_admin_silences_acks_resolves_and_commands_from_the_console_and_sees_the_re
     let refused =
         b.eval("[...document.querySelectorAll('.form-error')].map(p => p.textContent).join('; ')");
     assert_eq!(refused, json!(""), "the command was taken");
-    wait(
-        &mut b,
+    // The agent may still be backing off from a long-poll it opened before it had enrolled:
+    // give its next poll the time it may take on a loaded machine.
+    b.wait_for(
         "!!document.querySelector('#node .ev-command .cmd-status[data-status=\"ok\"]')",
-        "the receipt arrives, live",
-    );
+        Duration::from_secs(60),
+    )
+    .expect("the receipt arrives, live");
     let outcome = b.eval("document.querySelector('#node .ev-command .outcome').textContent");
     assert!(outcome.as_str().unwrap().starts_with("pong"), "{outcome}");
     assert_eq!(b.eval("window.__marker"), json!(42), "no reload");
