@@ -130,7 +130,7 @@ pub async fn post_enroll(
     }))
 }
 
-/// Body of `POST /api/nodes/{id}/revoke` and `/readmit` (optional).
+/// Body of `POST /api/nodes/{id}/revoke`, `/decommission` and `/readmit` (optional).
 #[derive(Debug, Default, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LifecycleBody {
@@ -146,16 +146,34 @@ pub struct LifecycleBody {
 /// Longest `reason` of a revocation or re-admission.
 const REASON_MAX: usize = vaultmesh_proto::event::limits::TITLE;
 
-/// Reply to `POST /api/nodes/{id}/revoke` and `/readmit`: the event that was logged.
+/// Reply to `POST /api/nodes/{id}/revoke`, `/decommission` and `/readmit`: the event that
+/// was logged.
 #[derive(Debug, serde::Serialize)]
 pub struct LifecycleReply {
     pub node_id: Uuid,
-    /// `revoked` or `readmitted`.
+    /// `revoked`, `decommissioned` or `readmitted`.
     pub state: &'static str,
     pub event: EventEnvelope,
 }
 
-/// What both lifecycle routes read: the node, the optional body (checked) and who asks — the
+/// A lifecycle `reason` fits the event log: at most [`REASON_MAX`] bytes, nothing deceptive.
+pub fn check_reason(r: &str) -> Result<(), ApiError> {
+    if r.len() > REASON_MAX {
+        return Err(ApiError::UnprocessableEntity(format!(
+            "reason is {} bytes; the limit is {REASON_MAX}",
+            r.len()
+        )));
+    }
+    if let Some(c) = vaultmesh_proto::text::first_deceptive(r, &[]) {
+        return Err(ApiError::UnprocessableEntity(format!(
+            "reason contains U+{:04X}: a control character, or a bidirectional or invisible one, that could make it read as something else",
+            u32::from(c)
+        )));
+    }
+    Ok(())
+}
+
+/// What the lifecycle routes read: the node, the optional body (checked) and who asks — the
 /// signed-in identity, else `anonymous` (loopback without auth).
 fn lifecycle_request(
     id: &str,
@@ -170,18 +188,7 @@ fn lifecycle_request(
         parse_json_as(headers, body, "request")?
     };
     if let Some(r) = &b.reason {
-        if r.len() > REASON_MAX {
-            return Err(ApiError::UnprocessableEntity(format!(
-                "reason is {} bytes; the limit is {REASON_MAX}",
-                r.len()
-            )));
-        }
-        if let Some(c) = vaultmesh_proto::text::first_deceptive(r, &[]) {
-            return Err(ApiError::UnprocessableEntity(format!(
-                "reason contains U+{:04X}: a control character, or a bidirectional or invisible one, that could make it read as something else",
-                u32::from(c)
-            )));
-        }
+        check_reason(r)?;
     }
     let by = identity.map_or_else(|| "anonymous".into(), |axum::Extension(who)| who.0);
     Ok((node_id, b, by))
@@ -196,17 +203,66 @@ pub async fn revoke_node(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<LifecycleReply>, ApiError> {
-    let (node_id, b, by) = lifecycle_request(&id, identity, &headers, body?)?;
+    let (node_id, reason, by) = revocation_request(&id, identity, &headers, body?, "revoke")?;
+    revocation(&state, node_id, by, reason, false).await
+}
+
+/// `POST /api/nodes/{id}/decommission`: the node is revoked (its key refused, as by `revoke`)
+/// and leaves the node list, attention, the KPIs and notifications; its history stays in the
+/// logs. `readmit`, then an enrollment, brings it back.
+pub async fn decommission_node(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    identity: Option<axum::Extension<crate::access::Identity>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<LifecycleReply>, ApiError> {
+    let (node_id, reason, by) = revocation_request(&id, identity, &headers, body?, "decommission")?;
+    revocation(&state, node_id, by, reason, true).await
+}
+
+/// What `revoke` and `decommission` read: [`lifecycle_request`] without `allow_old_key`.
+fn revocation_request(
+    id: &str,
+    identity: Option<axum::Extension<crate::access::Identity>>,
+    headers: &HeaderMap,
+    body: Bytes,
+    verb: &str,
+) -> Result<(Uuid, Option<String>, String), ApiError> {
+    let (node_id, b, by) = lifecycle_request(id, identity, headers, body)?;
     if b.allow_old_key {
-        return Err(ApiError::UnprocessableEntity(
-            "allow_old_key belongs to readmit, not revoke".into(),
-        ));
+        return Err(ApiError::UnprocessableEntity(format!(
+            "allow_old_key belongs to readmit, not {verb}"
+        )));
     }
-    let event = state.store.revoke(node_id, by.clone(), b.reason).await?;
-    tracing::warn!(%node_id, %by, "Node revoked.");
+    Ok((node_id, b.reason, by))
+}
+
+/// Revokes (or, with `decommission`, decommissions) `node_id` for `by`: the API's routes and
+/// the console's form.
+pub async fn revocation(
+    state: &AppState,
+    node_id: Uuid,
+    by: String,
+    reason: Option<String>,
+    decommission: bool,
+) -> Result<Json<LifecycleReply>, ApiError> {
+    let (event, what) = if decommission {
+        let e = state
+            .store
+            .decommission(node_id, by.clone(), reason)
+            .await?;
+        (e, "decommissioned")
+    } else {
+        (
+            state.store.revoke(node_id, by.clone(), reason).await?,
+            "revoked",
+        )
+    };
+    tracing::warn!(%node_id, %by, "Node {what}.");
     Ok(Json(LifecycleReply {
         node_id,
-        state: "revoked",
+        state: what,
         event,
     }))
 }
@@ -274,9 +330,47 @@ pub async fn post_scan(
     Ok(Json(accepted))
 }
 
-/// `GET /api/nodes`.
-pub async fn list_nodes(State(state): State<AppState>) -> Json<Vec<NodeSummary>> {
-    Json(state.store.summaries())
+/// Query of `GET /api/nodes`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodesParams {
+    /// `decommissioned`: list the decommissioned nodes too.
+    include: Option<String>,
+}
+
+/// What `?include=` takes.
+const INCLUDES: [&str; 1] = ["decommissioned"];
+
+/// Whether a summary is of a decommissioned node (out of the fleet's lists until it enrolls
+/// again).
+pub fn decommissioned(s: &NodeSummary) -> bool {
+    s.revoked.as_ref().is_some_and(|r| r.decommissioned)
+}
+
+/// `GET /api/nodes`: the fleet, without decommissioned nodes unless
+/// `?include=decommissioned`.
+pub async fn list_nodes(
+    State(state): State<AppState>,
+    params: Result<Query<NodesParams>, QueryRejection>,
+) -> Result<Json<Vec<NodeSummary>>, ApiError> {
+    let Query(p) = params?;
+    let all = match p.include.as_deref() {
+        None => false,
+        Some("decommissioned") => true,
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "include={:?} is not something to include{}; include takes {}",
+                other.chars().take(32).collect::<String>(),
+                vaultmesh_process::suggest::did_you_mean(other, INCLUDES),
+                INCLUDES.join(", ")
+            )));
+        }
+    };
+    let mut nodes = state.store.summaries();
+    if !all {
+        nodes.retain(|s| !decommissioned(s));
+    }
+    Ok(Json(nodes))
 }
 
 /// One row of `GET /api/attention`.
@@ -295,7 +389,7 @@ pub async fn attention(State(state): State<AppState>) -> Json<Vec<AttentionRow>>
         .store
         .summaries()
         .into_iter()
-        .filter(|s| !s.attention.reasons.is_empty())
+        .filter(|s| !s.attention.reasons.is_empty() && !decommissioned(s))
         .map(|s| AttentionRow {
             node_id: s.node_id,
             hostname: s.hostname,

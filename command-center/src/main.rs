@@ -49,7 +49,7 @@ enum Command {
     #[command(subcommand)]
     #[command(name = "command")]
     Commands(CommandsCommand),
-    /// Revoke a node's key or re-admit a revoked node, on a running Command Center.
+    /// Revoke or decommission a node, or re-admit a revoked one, on a running Command Center.
     #[command(subcommand)]
     Node(NodeCommand),
     /// Mint, list or revoke enrollment tokens, on a running Command Center.

@@ -219,6 +219,11 @@ pub fn routes() -> Vec<Route> {
             "/console/enroll-tokens/{id}/revoke",
             ui::add_node::post_revoke,
         ),
+        Route::new(
+            M::POST,
+            "/console/nodes/{id}/decommission",
+            ui::handlers::post_decommission,
+        ),
         Route::new(M::GET, "/healthz", api::healthz),
         Route::new(M::POST, "/api/agent/heartbeat", api::post_heartbeat),
         Route::new(M::POST, "/api/agent/enroll", api::post_enroll),
@@ -236,6 +241,11 @@ pub fn routes() -> Vec<Route> {
             crate::enroll_tokens::delete,
         ),
         Route::new(M::POST, "/api/nodes/{id}/revoke", api::revoke_node),
+        Route::new(
+            M::POST,
+            "/api/nodes/{id}/decommission",
+            api::decommission_node,
+        ),
         Route::new(M::POST, "/api/nodes/{id}/readmit", api::readmit_node),
         Route::new(M::GET, "/api/nodes", api::list_nodes),
         Route::new(M::GET, "/api/nodes/{id}", api::get_node),

@@ -360,7 +360,7 @@ fn an_access_service_token_is_sent_on_every_request_and_never_shown() {
     let got = edge.wait_for(1, Duration::from_secs(5));
     assert_eq!(got.len(), 1, "{}", text(&out));
     assert_eq!(got[0].method, "GET");
-    assert_eq!(got[0].path, "/api/nodes");
+    assert_eq!(got[0].path, "/api/nodes?include=decommissioned");
     assert_eq!(got[0].headers["cf-access-client-id"], "0123abcd.access");
     assert_eq!(got[0].headers["cf-access-client-secret"], ACCESS_SECRET);
     assert!(!got[0].headers.contains_key("authorization"));

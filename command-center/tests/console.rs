@@ -998,3 +998,64 @@ fn an_empty_fleet_says_how_to_add_a_node_and_both_pages_fit_a_390_px_phone() {
     );
     no_errors(&mut b);
 }
+
+/// Issue 25: a retired node could not be removed from the console. Now the node panel's
+/// decommission form (its "I understand" box required by the browser) takes it out of the list
+/// and the KPIs live, without a reload, and its panel says what happened.
+#[test]
+fn an_admin_decommissions_a_node_from_the_console_and_it_leaves_the_list_live() {
+    let cc = CommandCenter::start_with(&["--attention-tick", "200ms"]);
+    heartbeat(&cc, A, "alpha", true);
+    heartbeat(&cc, B, "beta", false);
+    let mut b = Browser::launch(1280, 900);
+    b.navigate(&format!("{}/console?node={B}", cc.url));
+    b.eval("window.__marker = 42");
+    wait(
+        &mut b,
+        "document.getElementById('stream-state').textContent === 'live'",
+        "the stream connects",
+    );
+    let row = format!("#node-list li[data-node-id=\"{B}\"]");
+    assert_eq!(kpi(&mut b, "total"), "2");
+    // Not ticked: the browser does not post it.
+    submit(&mut b, "#node form[data-decommission]", &[]);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        b.eval(&format!("!!document.querySelector('{row}')")),
+        json!(true)
+    );
+    assert!(
+        cc.get_json("/api/events?kind=node_decommissioned")
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    // Ticked, with a reason.
+    b.eval(
+        "(() => { const f = document.querySelector('#node form[data-decommission]'); \
+         f.querySelector('input[name=reason]').value = 'replaced'; \
+         f.querySelector('input[name=confirm]').checked = true; })()",
+    );
+    submit(&mut b, "#node form[data-decommission]", &[]);
+    wait(
+        &mut b,
+        &format!("!document.querySelector('{row}')"),
+        "the node leaves the list, live",
+    );
+    wait(
+        &mut b,
+        "document.querySelector('[data-kpi=\"total\"]').textContent === '1'",
+        "the KPIs count it no more",
+    );
+    wait(
+        &mut b,
+        "!!document.querySelector('#node [data-decommissioned]')",
+        "its panel says it is decommissioned",
+    );
+    assert_eq!(b.eval("window.__marker"), json!(42), "no reload");
+    let events = cc.get_json("/api/events?kind=node_decommissioned");
+    assert_eq!(events[0]["node_id"], B);
+    assert_eq!(events[0]["body"]["reason"], "replaced");
+    b.screenshot(&artifacts_dir().join("console-decommissioned.png"), false);
+    no_errors(&mut b);
+}

@@ -31,6 +31,10 @@ pub struct NodeRevoked {
     pub by: String,
     /// An admin has re-admitted it; it is still refused until it enrolls again.
     pub readmitted: bool,
+    /// The revocation is a decommission: the node is out of the fleet's lists, attention and
+    /// notifications until it enrolls again (absent when false).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub decommissioned: bool,
 }
 
 /// One row of `GET /api/nodes`: who the node is, when we last heard from it, and its key numbers.

@@ -16,10 +16,11 @@ use crate::severity::Severity;
 pub const OPERATOR_KINDS: [&str; 6] = ["note", "incident", "ack", "tag", "resolve", "silence"];
 
 /// Kinds the Command Center itself writes to the event log (never accepted from a client).
-pub const SYSTEM_KINDS: [&str; 5] = [
+pub const SYSTEM_KINDS: [&str; 6] = [
     kinds::ATTENTION,
     kinds::NODE_REVOKED,
     kinds::NODE_READMITTED,
+    kinds::NODE_DECOMMISSIONED,
     kinds::ENROLL_REFUSED,
     kinds::RECEIPT_CONFLICT,
 ];
@@ -35,6 +36,9 @@ pub mod kinds {
     pub const NODE_REVOKED: &str = "node_revoked";
     /// An admin re-admitted a revoked node ([`super::NodeLifecycleBody`]).
     pub const NODE_READMITTED: &str = "node_readmitted";
+    /// An admin decommissioned a node: revoked it and took it out of the fleet's views,
+    /// attention and notifications ([`super::NodeLifecycleBody`]).
+    pub const NODE_DECOMMISSIONED: &str = "node_decommissioned";
     /// A revocation refused an enrollment ([`super::EnrollRefusedBody`]).
     pub const ENROLL_REFUSED: &str = "enroll_refused";
     /// A node sent a second, different receipt for a command that has one
@@ -42,7 +46,8 @@ pub mod kinds {
     pub const RECEIPT_CONFLICT: &str = "receipt_conflict";
 }
 
-/// Body of `node_revoked` and `node_readmitted` events (the author is the admin).
+/// Body of `node_revoked`, `node_readmitted` and `node_decommissioned` events (the author is
+/// the admin).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeLifecycleBody {
     /// [`crate::command::key_id`] of the key the node was bound to.

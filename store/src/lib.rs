@@ -236,6 +236,17 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         reason: Option<String>,
     ) -> Result<EventEnvelope, StoreError>;
 
+    /// Decommissions a node: revokes it as [`Store::revoke`] does (same refusals, same way
+    /// back), and marks the revocation so the node leaves the fleet's lists, attention and
+    /// notifications until it enrolls again. Logs a `node_decommissioned` event. `NotFound` if
+    /// unknown, `Conflict` if already decommissioned (a revoked node may be decommissioned).
+    async fn decommission(
+        &self,
+        node_id: Uuid,
+        by: String,
+        reason: Option<String>,
+    ) -> Result<EventEnvelope, StoreError>;
+
     /// Re-admits a revoked node: it may enroll again, with a new key unless `allow_old_key`.
     /// Logs a `node_readmitted` event. `NotFound` if unknown, `Conflict` if not revoked.
     async fn readmit(

@@ -134,6 +134,66 @@ impl<B: Backend> LoggedStore<B> {
         t.ok_or_else(|| StoreError::Unavailable("the write's check did not run".into()))
     }
 
+    /// Revokes `node_id` (`decommission`: and takes it out of the fleet's views) and logs
+    /// `node_revoked` (or `node_decommissioned`).
+    async fn revocation(
+        &self,
+        node_id: Uuid,
+        by: String,
+        reason: Option<String>,
+        decommission: bool,
+    ) -> Result<EventEnvelope, StoreError> {
+        let record = NodeRecord {
+            decommission,
+            ..NodeRecord::admin(by.clone(), reason.clone(), false)
+        };
+        let key = self
+            .checked(Gate::Nodes, move |m| {
+                let reg = m.registry();
+                let b = reg.recorded(&node_id).ok_or_else(|| {
+                    StoreError::NotFound(format!("node {node_id} is not enrolled"))
+                })?;
+                // A re-admitted node that has not enrolled again may be revoked (or
+                // decommissioned) again: that withdraws the re-admission. A revoked node may
+                // be decommissioned.
+                if let Some(rev) = &b.revoked
+                    && b.readmitted.is_none()
+                    && (rev.decommissioned || !decommission)
+                {
+                    let what = if rev.decommissioned {
+                        "decommissioned"
+                    } else {
+                        "revoked"
+                    };
+                    return Err(StoreError::Conflict(format!(
+                        "node {node_id} was already {what} at {} by {}",
+                        rev.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                        rev.by
+                    )));
+                }
+                let change = Change::Node {
+                    kind: kinds::REVOKE.into(),
+                    node_id,
+                    ts: Utc::now(),
+                    record,
+                };
+                Ok((vec![change], b.public_key.clone()))
+            })
+            .await?;
+        let body = NodeLifecycleBody {
+            key_id: vaultmesh_proto::command::key_id(&key),
+            reason,
+            allow_old_key: None,
+            severity: Severity::Medium,
+        };
+        let kind = if decommission {
+            event_kinds::NODE_DECOMMISSIONED
+        } else {
+            event_kinds::NODE_REVOKED
+        };
+        self.lifecycle_event(kind, node_id, by, &body).await
+    }
+
     /// Logs a node lifecycle event (`node_revoked`, ...) with a typed body.
     async fn lifecycle_event(
         &self,
@@ -407,41 +467,16 @@ impl<B: Backend> Store for LoggedStore<B> {
         by: String,
         reason: Option<String>,
     ) -> Result<EventEnvelope, StoreError> {
-        let record = NodeRecord::admin(by.clone(), reason.clone(), false);
-        let key = self
-            .checked(Gate::Nodes, move |m| {
-                let reg = m.registry();
-                let b = reg.recorded(&node_id).ok_or_else(|| {
-                    StoreError::NotFound(format!("node {node_id} is not enrolled"))
-                })?;
-                // A re-admitted node that has not enrolled again may be revoked again: that
-                // withdraws the re-admission.
-                if let Some(rev) = &b.revoked
-                    && b.readmitted.is_none()
-                {
-                    return Err(StoreError::Conflict(format!(
-                        "node {node_id} was already revoked at {} by {}",
-                        rev.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                        rev.by
-                    )));
-                }
-                let change = Change::Node {
-                    kind: kinds::REVOKE.into(),
-                    node_id,
-                    ts: Utc::now(),
-                    record,
-                };
-                Ok((vec![change], b.public_key.clone()))
-            })
-            .await?;
-        let body = NodeLifecycleBody {
-            key_id: vaultmesh_proto::command::key_id(&key),
-            reason,
-            allow_old_key: None,
-            severity: Severity::Medium,
-        };
-        self.lifecycle_event(event_kinds::NODE_REVOKED, node_id, by, &body)
-            .await
+        self.revocation(node_id, by, reason, false).await
+    }
+
+    async fn decommission(
+        &self,
+        node_id: Uuid,
+        by: String,
+        reason: Option<String>,
+    ) -> Result<EventEnvelope, StoreError> {
+        self.revocation(node_id, by, reason, true).await
     }
 
     async fn readmit(

@@ -372,5 +372,6 @@ fn revocation(registry: &Registry, node_id: Uuid) -> Option<NodeRevoked> {
         at: rev.at,
         by: rev.by.clone(),
         readmitted: b.readmitted.is_some(),
+        decommissioned: rev.decommissioned,
     })
 }

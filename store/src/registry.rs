@@ -2,6 +2,9 @@
 //! which revoked nodes an admin re-admitted, and which single-use enrollment tokens have been
 //! spent. Rebuilt from `nodes.jsonl`.
 //!
+//! A decommission is a revocation marked `decommission`: the same refusals, and the same way
+//! back (re-admission, then enrollment, which clears it).
+//!
 //! Revocation sticks: a revoked node id is refused at enrollment until an admin re-admits it,
 //! and a revoked key is refused for every node id — after re-admission too, unless the admin
 //! allowed that node its old key (see `docs/SECURITY.md`).
@@ -18,7 +21,8 @@ use uuid::Uuid;
 
 use super::tokens::{MintedToken, TokenRecord};
 
-/// A line of `nodes.jsonl`: `kind` is `enroll`, `revoke` or `readmit`.
+/// A line of `nodes.jsonl`: `kind` is `enroll`, `revoke` (a decommission is a `revoke` with
+/// `decommission`) or `readmit`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeRecord {
     /// Base64 public key (enroll).
@@ -43,6 +47,10 @@ pub struct NodeRecord {
     /// readmit: the node may enroll again with the key it was revoked with.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_old_key: bool,
+    /// revoke: the revocation is a decommission (the node leaves the fleet's views until it
+    /// enrolls again).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub decommission: bool,
 }
 
 impl NodeRecord {
@@ -75,6 +83,8 @@ pub struct Binding {
 pub struct Revocation {
     pub at: DateTime<Utc>,
     pub by: String,
+    /// An admin decommissioned the node (a revocation that also retires it from the views).
+    pub decommissioned: bool,
 }
 
 /// A re-admission of a revoked node.
@@ -191,6 +201,7 @@ impl Registry {
             b.revoked = Some(Revocation {
                 at: *at,
                 by: format!("the revocation of node {with_node}, which had the same key"),
+                decommissioned: false,
             });
         }
         Some(b)
@@ -334,6 +345,7 @@ impl Registry {
                     b.revoked = Some(Revocation {
                         at: ts,
                         by: r.by.clone().unwrap_or_else(|| "unknown".into()),
+                        decommissioned: r.decommission,
                     });
                     b.readmitted = None;
                     self.revoked_keys

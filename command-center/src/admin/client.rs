@@ -201,14 +201,15 @@ fn near(nodes: &[NodeSummary], given: &str) -> Vec<String> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lifecycle {
     Revoke,
+    Decommission,
     Readmit { allow_old_key: bool },
 }
 
-/// Reply of `POST /api/nodes/{id}/revoke|readmit` (its `event` is not needed here).
+/// Reply of `POST /api/nodes/{id}/revoke|decommission|readmit` (its `event` is not needed here).
 #[derive(Debug, Clone, serde::Deserialize)]
 pub struct NodeState {
     pub node_id: Uuid,
-    /// `revoked` or `readmitted`.
+    /// `revoked`, `decommissioned` or `readmitted`.
     pub state: String,
 }
 
@@ -283,9 +284,11 @@ impl AdminClient {
         &self.base
     }
 
-    /// `GET /api/nodes`.
+    /// `GET /api/nodes?include=decommissioned`: every node, the decommissioned ones too (they
+    /// can still be named, to re-admit one, and their commands still have a hostname).
     pub async fn nodes(&self) -> Result<Vec<NodeSummary>, AdminError> {
-        self.send(self.http.get(self.url("/api/nodes"))).await
+        let url = self.url("/api/nodes?include=decommissioned");
+        self.send(self.http.get(url)).await
     }
 
     /// `--node`: a node id is taken as it is (its hostname looked up for messages); a
@@ -361,7 +364,7 @@ impl AdminClient {
         }
     }
 
-    /// `POST /api/nodes/{id}/revoke`, or `/readmit` with `{"allow_old_key": …}`.
+    /// `POST /api/nodes/{id}/revoke` or `/decommission`, or `/readmit` with `{"allow_old_key": …}`.
     pub async fn lifecycle(
         &self,
         id: Uuid,
@@ -370,6 +373,7 @@ impl AdminClient {
     ) -> Result<NodeState, AdminError> {
         let (verb, allow_old_key) = match what {
             Lifecycle::Revoke => ("revoke", false),
+            Lifecycle::Decommission => ("decommission", false),
             Lifecycle::Readmit { allow_old_key } => ("readmit", allow_old_key),
         };
         let body = crate::api::LifecycleBody {

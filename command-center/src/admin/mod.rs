@@ -1,4 +1,4 @@
-//! The admin side of the CLI: `command issue|list` and `node revoke|readmit` against a running
+//! The admin side of the CLI: `command issue|list` and `node revoke|decommission|readmit` against a running
 //! Command Center's admin API (`docs/COMMANDS.md`, `docs/API.md`).
 //!
 //! - [`client`]: [`AdminClient`] — base URL (`VAULTMESH_ADMIN_URL`), credentials (the admin
@@ -125,7 +125,7 @@ pub async fn list(client: &AdminClient, o: List, out: &mut dyn Write) -> Result<
     Ok(0)
 }
 
-/// Revokes or re-admits `node` (an id or hostname) and says so.
+/// Revokes, decommissions or re-admits `node` (an id or hostname) and says so.
 pub async fn lifecycle(
     client: &AdminClient,
     node: &str,
@@ -139,6 +139,11 @@ pub async fn lifecycle(
         Lifecycle::Revoke => {
             format!(
                 "revoked {node}: its key is refused from now on, and it cannot enroll again until re-admitted\n"
+            )
+        }
+        Lifecycle::Decommission => {
+            format!(
+                "decommissioned {node}: its key is refused, and it has left the node list, attention and notifications; its history stays in the logs (node readmit brings it back)\n"
             )
         }
         Lifecycle::Readmit { allow_old_key } => {

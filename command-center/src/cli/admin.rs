@@ -1,4 +1,4 @@
-//! `command issue|list`, `node revoke|readmit` and `token create|list|revoke`: the admin API's verbs, over HTTP to a
+//! `command issue|list`, `node revoke|decommission|readmit` and `token create|list|revoke`: the admin API's verbs, over HTTP to a
 //! running Command Center.
 
 use std::time::Duration;
@@ -66,6 +66,21 @@ pub enum NodeCommand {
         after_help = "Example:\n  vaultmesh-command-center node revoke vault-node-01 --reason \"disk sent for repair\""
     )]
     Revoke {
+        /// The node: its id, or its hostname.
+        node: String,
+        /// Why, for the event log.
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Retire the node: revoke its key (as `node revoke` does) and take it out of the node
+    /// list, attention, the KPIs and notifications. Its history stays in the logs; `node
+    /// readmit` lets it enroll again, which brings it back.
+    #[command(
+        after_help = "Example:\n  vaultmesh-command-center node decommission vault-node-01 --reason \"replaced by vault-node-07\""
+    )]
+    Decommission {
         /// The node: its id, or its hostname.
         node: String,
         /// Why, for the event log.
@@ -203,7 +218,7 @@ impl AdminArgs {
     }
 }
 
-/// `command issue|list` and `node revoke|readmit`: the admin API's verbs.
+/// `command issue|list` and `node revoke|decommission|readmit`: the admin API's verbs.
 pub async fn admin_verb(verb: AdminVerb) -> Result<(), Failure> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
@@ -250,6 +265,15 @@ pub async fn admin_verb(verb: AdminVerb) -> Result<(), Failure> {
         }) => {
             let client = a.client().map_err(failed)?;
             admin::lifecycle(&client, &node, admin::Lifecycle::Revoke, reason, &mut out).await
+        }
+        AdminVerb::Node(NodeCommand::Decommission {
+            node,
+            reason,
+            admin: a,
+        }) => {
+            let client = a.client().map_err(failed)?;
+            let what = admin::Lifecycle::Decommission;
+            admin::lifecycle(&client, &node, what, reason, &mut out).await
         }
         AdminVerb::Node(NodeCommand::Readmit {
             node,

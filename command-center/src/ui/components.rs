@@ -76,12 +76,19 @@ pub fn shared_hostname(id: Uuid) -> Markup {
     }
 }
 
-/// The mark of a revoked node: its requests are refused until it enrolls again.
+/// The mark of a revoked (or decommissioned) node: its requests are refused until it enrolls
+/// again.
 pub fn revoked_mark(n: &NodeSummary) -> Markup {
     html! {
         @if let Some(r) = &n.revoked {
-            " " span class="dup" data-revoked title={"Revoked by " (r.by) "; its requests are refused"} {
-                @if r.readmitted { "revoked · re-admitted" } @else { "revoked" }
+            @if r.decommissioned {
+                " " span class="dup" data-revoked="decommissioned" title={"Decommissioned by " (r.by) "; its requests are refused"} {
+                    @if r.readmitted { "decommissioned · re-admitted" } @else { "decommissioned" }
+                }
+            } @else {
+                " " span class="dup" data-revoked title={"Revoked by " (r.by) "; its requests are refused"} {
+                    @if r.readmitted { "revoked · re-admitted" } @else { "revoked" }
+                }
             }
         }
     }

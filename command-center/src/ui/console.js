@@ -322,6 +322,8 @@
       } else {
         say(form, null);
         form.reset();
+        // Done with this form: the panel it sits in may be swapped again (see busy()).
+        if (form.contains(document.activeElement)) document.activeElement.blur();
       }
     } finally {
       if (button) button.disabled = false;
@@ -387,6 +389,10 @@
     command: (d) => { if (d.node_id === selected) refreshNode(); },
     resync: () => { refreshAll(); },
   };
+  // A node revoked, decommissioned (it leaves the list) or re-admitted: every panel may change.
+  for (const kind of ["node_revoked", "node_decommissioned", "node_readmitted"]) {
+    handlers[kind] = () => { refreshAll(); };
+  }
   for (const kind of ["note", "incident", "ack", "tag", "resolve", "silence"]) {
     handlers[kind] = (d) => {
       swap("feed", "/console/feed", 300);

@@ -24,6 +24,11 @@ pub enum FormError {
     /// A required field of the command form that is missing or empty.
     #[error("{0} is required")]
     Missing(String),
+    /// The decommission form without its "I understand" box ticked (`confirm=yes`).
+    #[error(
+        "tick \"I understand\" (confirm=yes) to decommission: the node's key is refused and it leaves the fleet's views"
+    )]
+    NotConfirmed,
     /// An action no agent has (quoted, first 64 characters, with the near name).
     #[error("no action {shown:?}{hint}; actions: {known}")]
     UnknownAction {
@@ -286,6 +291,26 @@ impl ConsoleForm {
         };
         let author = event.validate()?;
         Ok((event, author))
+    }
+}
+
+/// The node panel's decommission form (`POST /console/nodes/{id}/decommission`): a reason
+/// (optional) and the "I understand" box, which must say `yes`. A field the form does not
+/// have is refused, not ignored.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecommissionForm {
+    pub reason: Option<String>,
+    pub confirm: Option<String>,
+}
+
+impl DecommissionForm {
+    /// The reason (none when empty), once the box is ticked.
+    pub fn confirmed_reason(self) -> Result<Option<String>, FormError> {
+        if self.confirm.as_deref() != Some("yes") {
+            return Err(FormError::NotConfirmed);
+        }
+        Ok(self.reason.filter(|r| !r.trim().is_empty()))
     }
 }
 
@@ -609,5 +634,26 @@ mod tests {
         );
         let q: ListQuery = serde_urlencoded::from_str("").unwrap();
         assert_eq!(q.selected(), Ok(None));
+    }
+
+    #[test]
+    fn a_decommission_needs_its_box_ticked_and_an_empty_reason_is_none() {
+        let form = |reason: &str, confirm: Option<&str>| DecommissionForm {
+            reason: Some(reason.into()),
+            confirm: confirm.map(str::to_string),
+        };
+        assert_eq!(
+            form("old", None).confirmed_reason(),
+            Err(FormError::NotConfirmed)
+        );
+        assert_eq!(
+            form("old", Some("on")).confirmed_reason(),
+            Err(FormError::NotConfirmed)
+        );
+        assert_eq!(
+            form("old rack", Some("yes")).confirmed_reason(),
+            Ok(Some("old rack".into()))
+        );
+        assert_eq!(form("  ", Some("yes")).confirmed_reason(), Ok(None));
     }
 }

@@ -56,6 +56,7 @@ impl From<FormError> for ApiError {
             | FormError::UnknownRange { .. }
             | FormError::UnknownField(_)
             | FormError::Missing(_) => ApiError::BadRequest(e.to_string()),
+            FormError::NotConfirmed => ApiError::UnprocessableEntity(e.to_string()),
             FormError::UnknownKind(_)
             | FormError::Event(_)
             | FormError::BadDuration { .. }
@@ -65,9 +66,10 @@ impl From<FormError> for ApiError {
     }
 }
 
-/// Every node with its attention, worst first.
+/// Every node with its attention, worst first; decommissioned nodes have left the fleet's views.
 fn sorted_nodes(state: &AppState) -> Vec<NodeSummary> {
     let mut v = state.store.summaries();
+    v.retain(|s| !crate::api::decommissioned(s));
     worst_first(&mut v);
     v
 }
@@ -381,6 +383,32 @@ pub async fn post_command(
         return Ok((StatusCode::CREATED, axum::Json(signed)).into_response());
     }
     Ok(Redirect::to(&format!("/console?node={}", f.node_id)).into_response())
+}
+
+/// `POST /console/nodes/{id}/decommission`: the node panel's decommission form (its "I
+/// understand" box ticked), decommissioned as `POST /api/nodes/{id}/decommission` does, by the
+/// signed-in admin. Answers `200` with the logged event to the script, and a redirect to the
+/// console (the node has left its list) otherwise.
+pub async fn post_decommission(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    identity: Option<axum::Extension<crate::access::Identity>>,
+    headers: HeaderMap,
+    form: Result<Form<forms::DecommissionForm>, FormRejection>,
+) -> Result<Response, ApiError> {
+    // Posts from other sites never get here: [`crate::guard`] refuses them for every route.
+    let id = forms::node_id(&id)?;
+    let Form(f) = form?;
+    let reason = f.confirmed_reason()?;
+    if let Some(r) = &reason {
+        crate::api::check_reason(r)?;
+    }
+    let by = identity.map_or_else(|| "console".into(), |axum::Extension(who)| who.0);
+    let reply = crate::api::revocation(&state, id, by, reason, true).await?;
+    if wants_json(&headers) {
+        return Ok(reply.into_response());
+    }
+    Ok(Redirect::to("/console").into_response())
 }
 
 /// `GET /assets/app.css`.

@@ -616,6 +616,7 @@ fn a_revoked_node_is_marked_in_the_list_the_panel_and_the_overview() {
         at: now(),
         by: "admin@example.com".into(),
         readmitted: false,
+        decommissioned: false,
     });
     let h = parse(&components::node_row(&n, None, now()));
     let mark = one(&h, "[data-revoked]");
@@ -1586,7 +1587,7 @@ fn a_history_the_store_cannot_read_is_said_and_the_rest_of_the_panel_shows() {
         5,
         "another range can still be picked"
     );
-    assert_eq!(all(&h, "form").len(), 3, "the forms are there");
+    assert_eq!(all(&h, "form").len(), 4, "the forms are there");
     p.history = Ok(None);
     let h = parse(&console::node(&p, now()));
     assert_eq!(
@@ -1678,7 +1679,11 @@ fn the_node_panel_shows_each_measurement_and_says_what_is_missing() {
         "This agent reports no checks."
     );
     assert!(all(&h, ".incident").is_empty());
-    assert_eq!(all(&h, "form").len(), 3, "note, incident and silence");
+    assert_eq!(
+        all(&h, "form").len(),
+        4,
+        "note, incident, silence and decommission"
+    );
 }
 
 #[test]
@@ -1706,4 +1711,42 @@ fn views_components_and_format_read_no_state_and_know_no_http() {
     }
     // Pure text: markup is the components'.
     assert!(!include_str!("format.rs").contains("maud"));
+}
+
+#[test]
+fn the_node_panel_offers_a_confirmed_decommission_and_a_decommissioned_node_says_so() {
+    let p = panel(summary(A, "alpha", AttentionLevel::Crit), Vec::new());
+    let h = parse(&console::node(&p, now()));
+    let form = one(&h, "form[data-decommission]");
+    assert_eq!(
+        attr(form, "action"),
+        format!("/console/nodes/{A}/decommission")
+    );
+    assert_eq!(attr(form, "method"), "post");
+    let confirm = one(&h, "form[data-decommission] input[name=confirm]");
+    assert_eq!(attr(confirm, "type"), "checkbox");
+    assert_eq!(attr(confirm, "value"), "yes", "what forms.rs requires");
+    assert!(
+        confirm.value().attr("required").is_some(),
+        "the browser requires it"
+    );
+    assert!(all(&h, "[data-decommissioned]").is_empty());
+
+    let mut s = summary(A, "alpha", AttentionLevel::Ok);
+    s.revoked = Some(NodeRevoked {
+        at: now(),
+        by: "admin@example.com".into(),
+        readmitted: false,
+        decommissioned: true,
+    });
+    let row = parse(&components::node_row(&s, None, now()));
+    assert_eq!(text(one(&row, "[data-revoked]")), "decommissioned");
+    let h = parse(&console::node(&panel(s, Vec::new()), now()));
+    assert!(all(&h, "form[data-decommission]").is_empty());
+    let said = text(one(&h, "[data-decommissioned]"));
+    assert!(
+        said.starts_with("Decommissioned by admin@example.com"),
+        "{said}"
+    );
+    assert!(said.contains("node readmit"), "{said}");
 }

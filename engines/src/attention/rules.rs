@@ -274,7 +274,11 @@ pub fn state(snap: &NodeSnapshot, settings: &Settings, now: DateTime<Utc>) -> Ve
 
     // A revoked node is retired or locked out on purpose: that is all there is to say about it
     // (no `stale` that would turn CRIT and stay so, no overdue scans, no broken chain).
+    // A decommissioned one has left the fleet: nothing at all.
     if let Some(rev) = &snap.revoked {
+        if rev.decommissioned {
+            return out;
+        }
         let readmitted = if rev.readmitted {
             "; re-admitted, it may enroll again"
         } else {
@@ -620,6 +624,7 @@ mod tests {
             at: t(5),
             by: "alice@example.com".into(),
             readmitted: false,
+            decommissioned: false,
         });
         s.receipt_chain_ok = Some(false);
         let settings = Settings::default();
@@ -630,6 +635,20 @@ mod tests {
             ("revoked", AttentionLevel::Ok)
         );
         assert!(got[0].message.contains("alice@example.com"), "{got:?}");
+    }
+
+    #[test]
+    fn a_decommissioned_node_has_no_reason_at_all() {
+        let mut s = snap();
+        s.revoked = Some(vaultmesh_proto::api::NodeRevoked {
+            at: t(5),
+            by: "alice@example.com".into(),
+            readmitted: false,
+            decommissioned: true,
+        });
+        s.receipt_chain_ok = Some(false);
+        let got = state(&s, &Settings::default(), t(86_400 * 30));
+        assert!(got.is_empty(), "{got:?}");
     }
 
     fn rules(snap: &NodeSnapshot, s: &Settings, now: i64) -> Vec<(String, AttentionLevel)> {

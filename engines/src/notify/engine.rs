@@ -22,7 +22,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
-use vaultmesh_proto::event::{AttentionBody, Body, IncidentBody, incident_level};
+use vaultmesh_proto::event::{AttentionBody, Body, IncidentBody, incident_level, kinds};
 use vaultmesh_proto::live::CommandEvent;
 use vaultmesh_proto::{AttentionLevel, EventEnvelope, Reason};
 
@@ -184,7 +184,14 @@ impl Engine {
     /// Turns one bus event into alerts and routes them.
     pub fn on_event(&self, ev: &BusEvent, now: DateTime<Utc>) {
         match &ev.event {
+            Event::Envelope(s) if s.envelope.kind == kinds::NODE_DECOMMISSIONED => {
+                if let Some(node) = s.envelope.node_id {
+                    self.forget(node);
+                }
+            }
             Event::Envelope(s) => match &s.body {
+                // A decommissioned node's attention (it falls to OK, no reasons) is no news.
+                Body::Attention(_) if s.envelope.node_id.is_some_and(|n| self.retired(n)) => {}
                 Body::Attention(body) => {
                     let alert = self.attention_alert(s.envelope.node_id, body, now);
                     self.on_attention(alert, now);
@@ -204,6 +211,24 @@ impl Engine {
             }
             _ => {}
         }
+    }
+
+    /// Whether `node` is decommissioned: out of notifications until it enrolls again.
+    fn retired(&self, node: Uuid) -> bool {
+        self.store
+            .summary(node)
+            .and_then(|s| s.revoked)
+            .is_some_and(|r| r.decommissioned)
+    }
+
+    /// Closes what the engine keeps about a decommissioned node: no repeat, no recovery, no
+    /// flapping report follows. (Alerts already grouped before the decommission still go out.)
+    fn forget(&self, node: Uuid) {
+        let mut st = lock(&self.state);
+        st.told.retain(|(_, n), _| *n != node);
+        st.levels.remove(&node);
+        st.changes.remove(&node);
+        st.flapping.remove(&node);
     }
 
     fn attention_alert(
@@ -518,6 +543,10 @@ impl Engine {
             let level = self.attention.get(node).level;
             let was = lock(&self.state).levels.get(&node).copied();
             if was.is_some_and(|w| w == level) || (was.is_none() && level == AttentionLevel::Ok) {
+                continue;
+            }
+            if self.retired(node) {
+                self.forget(node);
                 continue;
             }
             let previous = was.unwrap_or_default();

@@ -591,6 +591,36 @@ pub fn node(p: &NodePanel, now: DateTime<Utc>) -> Markup {
                 }
             }
             (command_forms(id, p))
+            (decommission_form(s, now))
+        }
+    }
+}
+
+/// The node panel's decommission form: a reason and the "I understand" box, which the browser
+/// requires and the server checks (`confirm=yes`). A decommissioned node's panel says so.
+fn decommission_form(s: &NodeSummary, now: DateTime<Utc>) -> Markup {
+    let id = s.node_id;
+    html! {
+        h3 { "Lifecycle" }
+        @match &s.revoked {
+            Some(r) if r.decommissioned => {
+                p class="hint" data-decommissioned {
+                    "Decommissioned by " (r.by) " " (ago(r.at, now))
+                    ": it has left the node list, attention and notifications; its history stays in the logs. "
+                    @if r.readmitted { "Re-admitted: it comes back when it enrolls again." }
+                    @else { "To bring it back: " code { "vaultmesh-command-center node readmit " (id) } ", then let it enroll." }
+                }
+            }
+            _ => {
+                form method="post" action={"/console/nodes/" (id) "/decommission"} data-console-form data-decommission {
+                    label { "Reason " input name="reason" maxlength="256" placeholder="Why (optional)"; }
+                    label class="confirm" {
+                        input type="checkbox" name="confirm" value="yes" required;
+                        " I understand: its key is refused, and it leaves the node list, attention and notifications"
+                    }
+                    button type="submit" { "Decommission" }
+                }
+            }
         }
     }
 }
