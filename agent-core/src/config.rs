@@ -111,6 +111,9 @@ struct AgentSection {
     /// Accept a plain `http://` `cc_url` whose host is not loopback (default false).
     #[serde(default)]
     allow_insecure_http: bool,
+    /// `labels = { site = "fra1" }`: sent in every heartbeat ([`vaultmesh_proto::labels`]).
+    #[serde(default)]
+    labels: vaultmesh_proto::labels::Labels,
 }
 
 /// The agent's resolved configuration.
@@ -147,6 +150,8 @@ pub struct AgentConfig {
     /// `VAULTMESH_CF_ACCESS_CLIENT_SECRET`, environment only), sent as `CF-Access-Client-Id` /
     /// `CF-Access-Client-Secret` when agent routes also sit behind Access.
     pub access_service_token: Option<(String, Secret)>,
+    /// `[agent] labels`: the node's labels, sent in every heartbeat.
+    pub labels: vaultmesh_proto::labels::Labels,
 }
 
 /// A secret string: never shown by `Debug`.
@@ -423,10 +428,15 @@ fn resolve(
         ));
     }
 
+    if let Err(e) = vaultmesh_proto::labels::check(&a.labels) {
+        errors.push(ConfigError::new(&label, "agent.labels", e.to_string()));
+    }
+
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));
     }
     Ok(AgentConfig {
+        labels: a.labels,
         source,
         cc_url,
         os_profile,
@@ -740,6 +750,30 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("cannot read"), "{err}");
+    }
+
+    #[test]
+    fn labels_are_read_checked_and_a_bad_one_names_its_key() {
+        let c = load(
+            "[agent]\nlabels = { site = \"fra1\", role = \"db\" }\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.labels["site"], "fra1");
+        assert_eq!(c.labels["role"], "db");
+        let err = load("[agent]\nlabels = { Site = \"fra 1\" }\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("agent.labels"), "{err}");
+        assert!(err.contains("\"Site\""), "{err}");
+        let err = load("[agent]\nlabels = { site = \"fra\u{202e}1\" }\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("agent.labels"), "{err}");
+        let err = load("[agent]\nlabel = { site = \"fra1\" }\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("labels"), "the near name: {err}");
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub struct HeartbeatBuilder {
     hostname: String,
     os_profile: String,
     vaultmesh_root: String,
+    labels: vaultmesh_proto::labels::Labels,
     seq: AtomicU64,
 }
 
@@ -39,8 +40,15 @@ impl HeartbeatBuilder {
             hostname,
             os_profile,
             vaultmesh_root,
+            labels: Default::default(),
             seq: AtomicU64::new(start),
         }
+    }
+
+    /// Sends `labels` (the config's `[agent] labels`, checked) in every heartbeat.
+    pub fn with_labels(mut self, labels: vaultmesh_proto::labels::Labels) -> Self {
+        self.labels = labels;
+        self
     }
 
     pub fn node_id(&self) -> Uuid {
@@ -63,6 +71,7 @@ impl HeartbeatBuilder {
             metrics: None,
             checks: Vec::with_capacity(runs.len()),
             last_scan: None,
+            labels: self.labels.clone(),
         };
         for run in runs {
             run.contributes.apply(&mut hb);

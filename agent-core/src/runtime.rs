@@ -104,7 +104,8 @@ impl Agent {
             hostname.clone(),
             config.os_profile.clone(),
             config.vaultmesh_root.display().to_string(),
-        );
+        )
+        .with_labels(config.labels.clone());
         let action_ctx = ActionContext {
             check_ctx: ctx.clone(),
             checks: Arc::new(checks.clone()),

@@ -1059,3 +1059,58 @@ fn an_admin_decommissions_a_node_from_the_console_and_it_leaves_the_list_live() 
     b.screenshot(&artifacts_dir().join("console-decommissioned.png"), false);
     no_errors(&mut b);
 }
+
+/// Issue 25: the filter box knew hostnames and profiles only. Now `site:fra1` picks the nodes
+/// with that label and `profile:ArchVault` those of that profile, every word narrowing further.
+#[test]
+fn the_filter_box_narrows_the_list_by_label_and_profile() {
+    let cc = CommandCenter::start();
+    for (node, host, site, profile) in [
+        (A, "alpha", "fra1", "ArchVault"),
+        (B, "beta", "ams3", "ArchVault"),
+        (
+            "c3000000-0000-4000-8000-00000000000c",
+            "gamma",
+            "fra1",
+            "DebianVault",
+        ),
+    ] {
+        let mut hb = heartbeat_json(node, host, 1);
+        hb["timestamp"] = json!(chrono::Utc::now().to_rfc3339());
+        hb["os_profile"] = json!(profile);
+        hb["labels"] = json!({"site": site});
+        let r = cc.post_json("/api/agent/heartbeat", &hb);
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    let mut b = Browser::launch(1280, 800);
+    b.navigate(&format!("{}/console", cc.url));
+    wait(
+        &mut b,
+        "document.querySelectorAll('#node-list li[data-node-id]').length === 3",
+        "three nodes listed",
+    );
+    let shown = |b: &mut Browser, q: &str| -> Vec<String> {
+        b.eval(&format!(
+            "(() => {{ const f = document.getElementById('filter'); f.value = {}; \
+             f.dispatchEvent(new Event('input')); \
+             return [...document.querySelectorAll('#node-list li[data-node-id]')] \
+               .filter((r) => !r.hidden).map((r) => r.dataset.name); }})()",
+            json!(q)
+        ))
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect()
+    };
+    assert_eq!(shown(&mut b, "site:fra1"), ["alpha", "gamma"]);
+    assert_eq!(shown(&mut b, "SITE:FRA1 profile:archvault"), ["alpha"]);
+    assert_eq!(shown(&mut b, "profile:DebianVault"), ["gamma"]);
+    assert!(shown(&mut b, "site:lon1").is_empty());
+    assert_eq!(shown(&mut b, ""), ["alpha", "beta", "gamma"]);
+    assert_eq!(
+        b.eval("document.querySelector('#node-list li[data-name=\"beta\"] [data-label=\"site\"]').textContent"),
+        json!("site:ams3")
+    );
+    no_errors(&mut b);
+}

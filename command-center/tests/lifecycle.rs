@@ -53,23 +53,11 @@ fn admin(cc: &CommandCenter, args: &[&str]) -> String {
 #[test]
 fn a_decommissioned_node_stops_notifying_and_leaves_the_views_until_readmitted() {
     let hook = Receiver::start();
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("notify.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "retry_max = \"1s\"\n[notifiers.hook]\nkind = \"webhook\"\nurl = \"{}\"\n\
+    let (mut cc, _dir) = CommandCenter::start_notifying(&format!(
+        "retry_max = \"1s\"\n[notifiers.hook]\nkind = \"webhook\"\nurl = \"{}\"\n\
              [[routes]]\nname = \"oncall\"\nnotifier = \"hook\"\ngroup_window = \"1s\"\nrepeat_interval = \"2s\"\n",
-            hook.url("/hook")
-        ),
-    )
-    .unwrap();
-    let mut cc = CommandCenter::start_with(&[
-        "--notify-config",
-        config.to_str().unwrap(),
-        "--attention-tick",
-        "200ms",
-    ]);
+        hook.url("/hook")
+    ));
     let node = TestNode::new(Uuid::now_v7());
     let keeper = TestNode::new(Uuid::now_v7());
     let mut seq = 0;

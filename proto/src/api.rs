@@ -92,6 +92,10 @@ pub struct NodeSummary {
     /// and its attention is the `revoked` reason alone (absent otherwise).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revoked: Option<NodeRevoked>,
+    /// The node's labels: its agent's (from the latest heartbeat), with admins' `tag`s over
+    /// them for the same key ([`crate::labels::merged`]); absent when it has none.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: crate::labels::Labels,
 }
 
 impl NodeSummary {

@@ -58,6 +58,10 @@ pub struct NodeHeartbeat {
     pub checks: Vec<CheckResult>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_scan: Option<LastScan>,
+    /// The node's labels from its agent's config (`[agent] labels`), bounded and ASCII-only
+    /// ([`crate::labels`]); absent when it has none.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: crate::labels::Labels,
 }
 
 /// Host measurements. Every part is optional: an agent fills what its enabled checks measured.
@@ -200,6 +204,8 @@ pub enum HeartbeatError {
     ControlChar { field: &'static str, ch: String },
     #[error("seq must be a decimal unsigned integer, got {0:?}")]
     BadSeq(String),
+    #[error(transparent)]
+    Labels(#[from] crate::labels::LabelError),
     #[error("{field} {reason}")]
     Inconsistent {
         field: &'static str,
@@ -232,6 +238,7 @@ impl NodeHeartbeat {
         {
             return Err(HeartbeatError::BadSeq(seq.chars().take(32).collect()));
         }
+        crate::labels::check(&self.labels)?;
         count("checks", self.checks.len(), limits::CHECKS_MAX)?;
         for c in &self.checks {
             text("checks[].name", &c.name, limits::TEXT_MAX, true)?;

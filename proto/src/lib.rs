@@ -25,6 +25,7 @@ pub mod command;
 pub mod event;
 pub mod heartbeat;
 pub mod history;
+pub mod labels;
 pub mod live;
 pub mod merkle;
 pub mod scan;

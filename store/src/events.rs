@@ -82,9 +82,37 @@ pub struct EventState {
     ended_silences: VecDeque<Uuid>,
     /// Per node, the body of its latest `attention` event (level and reasons).
     attention: HashMap<Uuid, (DateTime<Utc>, AttentionBody)>,
+    /// Per node, the labels admins set with `tag` events (the latest value of each key).
+    tags: HashMap<Uuid, vaultmesh_proto::labels::Labels>,
 }
 
 impl EventState {
+    /// The labels admins set on `node` with `tag` events.
+    pub fn tags_of(&self, node: &Uuid) -> Option<&vaultmesh_proto::labels::Labels> {
+        self.tags.get(node)
+    }
+
+    /// A node's `tag` with a `value` whose label and value are a label's
+    /// ([`vaultmesh_proto::labels`]) sets that label, over the agent's; other tags (no node, no
+    /// value, free text) are notes only. At most [`vaultmesh_proto::labels::MAX`] per node.
+    fn apply_tag(&mut self, e: &EventEnvelope) {
+        use vaultmesh_proto::labels;
+        let (Some(node), Some(key), Some(value)) = (
+            e.node_id,
+            e.body.get("label").and_then(|v| v.as_str()),
+            e.body.get("value").and_then(|v| v.as_str()),
+        ) else {
+            return;
+        };
+        if labels::check_key(key).is_err() || labels::check_value(key, value).is_err() {
+            return;
+        }
+        let tags = self.tags.entry(node).or_default();
+        if tags.len() < labels::MAX || tags.contains_key(key) {
+            tags.insert(key.to_string(), value.to_string());
+        }
+    }
+
     /// Checks a new event against the incidents it answers. Returns the node it belongs to
     /// (an ack or resolve inherits its incident's node).
     pub fn check(
@@ -193,6 +221,7 @@ impl EventState {
                     );
                 }
             }
+            ("tag", _) => self.apply_tag(e),
             ("attention", Body::Attention(b)) => {
                 if let Some(n) = e.node_id {
                     self.attention.insert(n, (e.ts, b.clone()));

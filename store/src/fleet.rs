@@ -61,6 +61,7 @@ impl NodeState {
             attention: Default::default(),
             last_scan: None,
             revoked: None,
+            labels: hb.labels.clone(),
         }
     }
 }
@@ -330,6 +331,7 @@ mod tests {
             metrics: None,
             checks: vec![],
             last_scan: None,
+            labels: Default::default(),
         }
     }
 

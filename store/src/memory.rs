@@ -280,6 +280,14 @@ impl Memory {
                 s.revoked = revocation(&registry, s.node_id);
             }
         }
+        {
+            let events = self.events();
+            for s in v.iter_mut() {
+                if let Some(tags) = events.tags_of(&s.node_id) {
+                    s.labels = vaultmesh_proto::labels::merged(&s.labels, tags);
+                }
+            }
+        }
         let attention = locked(&self.attention);
         for s in v.iter_mut() {
             s.attention = attention.get(&s.node_id).cloned().unwrap_or_default();

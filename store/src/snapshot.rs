@@ -644,6 +644,7 @@ mod tests {
             }),
             checks: vec![CheckResult::new("disk", status, "fine").with_metric("used_pct", 40.5)],
             last_scan: None,
+            labels: Default::default(),
         }
     }
 

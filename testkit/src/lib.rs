@@ -173,6 +173,17 @@ impl CommandCenter {
         Self::start_with_env(extra, &[])
     }
 
+    /// Like [`CommandCenter::start`] with `--notify-config` holding `toml` and a 200 ms
+    /// attention tick; returns it with the config's dir (keep it alive).
+    pub fn start_notifying(toml: &str) -> (CommandCenter, TempDir) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("notify.toml");
+        std::fs::write(&path, toml).expect("write notify.toml");
+        let path = path.to_str().expect("a UTF-8 temp path");
+        let cc = Self::start_with(&["--notify-config", path, "--attention-tick", "200ms"]);
+        (cc, dir)
+    }
+
     /// Like [`CommandCenter::start_with`], with extra environment variables.
     pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> CommandCenter {
         Self::start_in(tempfile::tempdir().expect("temp dir"), extra, env)

@@ -699,6 +699,7 @@ pub fn heartbeat(
         }),
         checks,
         last_scan,
+        labels: Default::default(),
     }
 }
 

@@ -114,6 +114,17 @@ pub fn is_stale(n: &NodeSummary) -> bool {
 
 /// One row of the console's node list: pill, name and marks, profile, last seen, and the
 /// first reason not held back (with how many more).
+/// What the node list's filter box matches a row against, lowercased: the hostname, the
+/// profile, `profile:<profile>` and `<key>:<value>` for each label — so `site:fra1` or
+/// `profile:archvault` narrows the list (every word of the filter must match).
+pub fn search_text(n: &NodeSummary) -> String {
+    let mut s = format!("{} {} profile:{}", n.hostname, n.os_profile, n.os_profile);
+    for (k, v) in &n.labels {
+        s.push_str(&format!(" {k}:{v}"));
+    }
+    s.to_lowercase()
+}
+
 pub fn node_row(n: &NodeSummary, selected: Option<Uuid>, now: DateTime<Utc>) -> Markup {
     let (level, _) = level_name(n.attention.level);
     let why: Vec<&Reason> = n
@@ -124,14 +135,14 @@ pub fn node_row(n: &NodeSummary, selected: Option<Uuid>, now: DateTime<Utc>) -> 
         .collect();
     html! {
         li data-node-id=(n.node_id) data-level=(level) data-name=(n.hostname)
-            data-search={(n.hostname.to_lowercase()) " " (n.os_profile.to_lowercase())}
+            data-search=(search_text(n))
             class=[(selected == Some(n.node_id)).then_some("selected")] {
             a href={"/console?node=" (n.node_id)} aria-current=[(selected == Some(n.node_id)).then_some("true")] {
                 (pill(n.attention.level))
                 span class="name" { (n.hostname) }
                 @if n.hostname_shared { (shared_hostname(n.node_id)) }
                 (revoked_mark(n))
-                span class="profile" { (n.os_profile) }
+                span class="profile" { (n.os_profile) @for (k, v) in &n.labels { " · " span class="label" data-label=(k) { (k) ":" (v) } } }
                 span class="seen" { (ago(n.last_seen, now)) }
                 @if let Some(first) = why.first() {
                     span class="why" data-why { (reason_chip(first)) @if why.len() > 1 { " +" (why.len() - 1) } }

@@ -244,10 +244,11 @@
   const filter = document.getElementById("filter");
   // Applies the filter to every row, or to one fresh row.
   function applyFilter(one) {
-    const q = (filter && filter.value || "").trim().toLowerCase();
+    // Every word must match: "site:fra1 profile:archvault" narrows by label and profile.
+    const words = (filter && filter.value || "").trim().toLowerCase().split(/\s+/).filter(Boolean);
     const rows = one ? [one] : document.querySelectorAll("#node-list li[data-node-id]");
     for (const r of rows) {
-      const hide = q !== "" && !r.dataset.search.includes(q);
+      const hide = words.some((w) => !r.dataset.search.includes(w));
       if (r.hidden !== hide) r.hidden = hide;
     }
   }

@@ -60,6 +60,7 @@ fn summary(id: Uuid, hostname: &str, level: AttentionLevel) -> NodeSummary {
         },
         last_scan: None,
         revoked: None,
+        labels: Default::default(),
     }
 }
 
@@ -282,7 +283,7 @@ fn a_hostile_hostname_is_text_in_the_row_the_panel_the_attention_and_the_overvie
     assert_eq!(attr(li, "data-name"), HOSTILE);
     assert_eq!(
         attr(li, "data-search"),
-        format!("{} archvault", HOSTILE.to_lowercase())
+        format!("{} archvault profile:archvault", HOSTILE.to_lowercase())
     );
     assert_eq!(text(one(&row, ".name")), HOSTILE);
     assert_eq!(text(one(&row, "[data-why]")), HOSTILE);
@@ -1749,4 +1750,22 @@ fn the_node_panel_offers_a_confirmed_decommission_and_a_decommissioned_node_says
         "{said}"
     );
     assert!(said.contains("node readmit"), "{said}");
+}
+
+#[test]
+fn labels_show_in_the_row_and_the_panel_and_the_filter_matches_them_and_the_profile() {
+    let mut n = summary(A, "Alpha", AttentionLevel::Ok);
+    n.labels = [("site", "fra1"), ("role", "db")]
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .into();
+    let h = parse(&components::node_row(&n, None, now()));
+    let li = one(&h, "li[data-node-id]");
+    assert_eq!(
+        attr(li, "data-search"),
+        "alpha archvault profile:archvault role:db site:fra1"
+    );
+    let shown: Vec<String> = all(&h, ".profile .label").into_iter().map(text).collect();
+    assert_eq!(shown, ["role:db", "site:fra1"]);
+    let h = parse(&console::node(&panel(n, Vec::new()), now()));
+    assert_eq!(text(one(&h, "p.labels")), "labels: role:db, site:fra1");
 }

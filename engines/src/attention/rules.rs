@@ -605,6 +605,7 @@ mod tests {
                 metrics: None,
                 checks: vec![],
                 last_scan: None,
+                labels: Default::default(),
             },
             last_seen: t(0),
             heartbeats: 1,

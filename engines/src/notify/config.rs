@@ -98,6 +98,11 @@ pub struct Route {
     /// Only these kinds (all when empty).
     #[serde(default)]
     pub kinds: Vec<AlertKind>,
+    /// Only nodes with all these labels (`match_labels = { site = "fra1" }`; all when empty):
+    /// each key and value as [`vaultmesh_proto::labels`] allows. A fleet-wide alert has no
+    /// labels, so a route with `match_labels` never takes one.
+    #[serde(default)]
+    pub match_labels: vaultmesh_proto::labels::Labels,
     /// Alerts within this window of the first go out together, as one message.
     #[serde(default = "default_group_window", deserialize_with = "duration")]
     pub group_window: Duration,
@@ -241,6 +246,8 @@ impl NotifyConfig {
                     ));
                 }
             }
+            vaultmesh_proto::labels::check(&r.match_labels)
+                .map_err(|e| format!("{at}: match_labels: {e}"))?;
             if let Some(q) = &r.quiet_hours {
                 for (key, v) in [("start", &q.start), ("end", &q.end)] {
                     if minutes(v).is_none() {
@@ -324,5 +331,28 @@ mod tests {
         assert_eq!(minutes("24:00"), None);
         assert_eq!(offset_seconds("-05:00"), Some(-18_000));
         assert_eq!(offset_seconds("05:00"), None);
+    }
+
+    #[test]
+    fn match_labels_are_checked_and_a_misspelt_key_names_the_right_one() {
+        let file = |route: &str| {
+            let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+            let path = dir.path().join("notify.toml");
+            let text = format!(
+                "[notifiers.n]\nkind = \"webhook\"\nurl = \"http://127.0.0.1:1/\"\n\
+                 [[routes]]\nname = \"fra\"\nnotifier = \"n\"\n{route}\n"
+            );
+            std::fs::write(&path, text).unwrap_or_else(|e| panic!("{e}"));
+            NotifyConfig::load(&path, &["ArchVault"])
+        };
+        let ok = file("match_labels = { site = \"fra1\" }").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(ok.routes[0].match_labels["site"], "fra1");
+        let e = file("match_labels = { site = \"fra 1\" }").expect_err("a space");
+        assert!(
+            e.contains("routes[0] (fra): match_labels: label \"site\""),
+            "{e}"
+        );
+        let e = file("match_label = { site = \"fra1\" }").expect_err("a typo");
+        assert!(e.contains("match_labels"), "{e}");
     }
 }

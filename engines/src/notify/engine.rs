@@ -23,6 +23,7 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 use vaultmesh_proto::event::{AttentionBody, Body, IncidentBody, incident_level, kinds};
+use vaultmesh_proto::labels::Labels;
 use vaultmesh_proto::live::CommandEvent;
 use vaultmesh_proto::{AttentionLevel, EventEnvelope, Reason};
 
@@ -211,6 +212,13 @@ impl Engine {
             }
             _ => {}
         }
+    }
+
+    /// The labels of `node` (none for a fleet-wide alert), for routes' `match_labels`.
+    fn labels(&self, node: Option<Uuid>) -> Labels {
+        node.and_then(|n| self.store.summary(n))
+            .map(|s| s.labels)
+            .unwrap_or_default()
     }
 
     /// Whether `node` is decommissioned: out of notifications until it enrolls again.
@@ -422,6 +430,7 @@ impl Engine {
     /// Puts `alert` in the group of every route that takes it (among `which`); returns
     /// their names. The alert is on disk (`grouped`) before this returns.
     fn route(&self, alert: Alert, now: DateTime<Utc>, which: Routes<'_>) -> Vec<String> {
+        let labels = self.labels(alert.node_id);
         let mut st = lock(&self.state);
         let mut records = Vec::new();
         let mut taken = Vec::new();
@@ -429,7 +438,7 @@ impl Engine {
             let told_before = alert
                 .node_id
                 .is_some_and(|n| st.told.contains_key(&(r.name.clone(), n)));
-            if !takes(r, &alert, told_before, now) {
+            if !takes(r, &alert, &labels, told_before, now) {
                 if let Some(m) = &self.metrics {
                     m.notification_suppressed(&r.name);
                 }
@@ -520,8 +529,9 @@ impl Engine {
             let alert = self.current(node, AlertKind::Attention, now, |h, l| {
                 change_title(h, l, AttentionLevel::Ok)
             });
+            let labels = self.labels(Some(node));
             for r in &self.config.routes {
-                if takes(r, &alert, false, now) {
+                if takes(r, &alert, &labels, false, now) {
                     told.push((r.name.clone(), node));
                 }
             }
@@ -657,8 +667,15 @@ fn change_title(host: &str, level: AttentionLevel, previous: AttentionLevel) -> 
 
 /// Whether route `r` takes `alert` now. `told_before`: the route has told about a non-OK
 /// attention of this node, so its recovery goes to the route whatever the rules say.
-fn takes(r: &Route, alert: &Alert, told_before: bool, now: DateTime<Utc>) -> bool {
+fn takes(r: &Route, alert: &Alert, labels: &Labels, told_before: bool, now: DateTime<Utc>) -> bool {
     if !r.kinds.is_empty() && !r.kinds.contains(&alert.kind) {
+        return false;
+    }
+    if !r
+        .match_labels
+        .iter()
+        .all(|(k, v)| labels.get(k).is_some_and(|have| have == v))
+    {
         return false;
     }
     if !r.profiles.is_empty()
@@ -769,31 +786,78 @@ mod tests {
     }
 
     #[test]
+    fn a_route_with_match_labels_takes_only_nodes_with_all_of_them() {
+        use AttentionLevel::{Crit, Ok};
+        let r = route("match_labels = { site = \"fra1\", role = \"db\" }");
+        let labels = |pairs: &[(&str, &str)]| -> Labels {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let a = alert(Crit, Ok, "tunnel");
+        let both = labels(&[("site", "fra1"), ("role", "db"), ("rack", "2")]);
+        assert!(takes(&r, &a, &both, false, noon()));
+        let other_site = labels(&[("site", "ams3"), ("role", "db")]);
+        assert!(!takes(&r, &a, &other_site, false, noon()));
+        assert!(!takes(&r, &a, &labels(&[("site", "fra1")]), false, noon()));
+        assert!(!takes(&r, &a, &Labels::new(), false, noon()));
+        assert!(takes(&route(""), &a, &Labels::new(), false, noon()));
+    }
+
+    #[test]
     fn routes_filter_by_level_profile_rule_and_kind() {
         use AttentionLevel::{Attn, Crit, Ok};
         let crit_only = route("min_level = \"crit\"");
         assert!(!takes(
             &crit_only,
             &alert(Attn, Ok, "tunnel"),
+            &Labels::new(),
             false,
             noon()
         ));
-        assert!(takes(&crit_only, &alert(Crit, Ok, "tunnel"), false, noon()));
+        assert!(takes(
+            &crit_only,
+            &alert(Crit, Ok, "tunnel"),
+            &Labels::new(),
+            false,
+            noon()
+        ));
         let debian = route("profiles = [\"DebianVault\"]");
-        assert!(!takes(&debian, &alert(Crit, Ok, "tunnel"), false, noon()));
+        assert!(!takes(
+            &debian,
+            &alert(Crit, Ok, "tunnel"),
+            &Labels::new(),
+            false,
+            noon()
+        ));
         let checks = route("rules = [\"check.\", \"stale\"]");
         assert!(takes(
             &checks,
             &alert(Crit, Ok, "check.disk"),
+            &Labels::new(),
             false,
             noon()
         ));
-        assert!(takes(&checks, &alert(Crit, Ok, "stale"), false, noon()));
-        assert!(!takes(&checks, &alert(Crit, Ok, "tunnel"), false, noon()));
+        assert!(takes(
+            &checks,
+            &alert(Crit, Ok, "stale"),
+            &Labels::new(),
+            false,
+            noon()
+        ));
+        assert!(!takes(
+            &checks,
+            &alert(Crit, Ok, "tunnel"),
+            &Labels::new(),
+            false,
+            noon()
+        ));
         let incidents = route("kinds = [\"incident\"]");
         assert!(!takes(
             &incidents,
             &alert(Crit, Ok, "tunnel"),
+            &Labels::new(),
             false,
             noon()
         ));
@@ -805,8 +869,8 @@ mod tests {
         let r = route("rules = [\"tunnel\"]");
         let mut recovered = alert(Ok, Crit, "tunnel");
         recovered.reasons.clear();
-        assert!(!takes(&r, &recovered, false, noon()));
-        assert!(takes(&r, &recovered, true, noon()));
+        assert!(!takes(&r, &recovered, &Labels::new(), false, noon()));
+        assert!(takes(&r, &recovered, &Labels::new(), true, noon()));
     }
 
     #[test]
@@ -819,9 +883,27 @@ mod tests {
             utc_offset: None,
             min_level: Crit,
         });
-        assert!(!takes(&r, &alert(Attn, Ok, "tunnel"), false, noon()));
-        assert!(takes(&r, &alert(Crit, Ok, "tunnel"), false, noon()));
+        assert!(!takes(
+            &r,
+            &alert(Attn, Ok, "tunnel"),
+            &Labels::new(),
+            false,
+            noon()
+        ));
+        assert!(takes(
+            &r,
+            &alert(Crit, Ok, "tunnel"),
+            &Labels::new(),
+            false,
+            noon()
+        ));
         let evening = noon() + chrono::TimeDelta::hours(6);
-        assert!(takes(&r, &alert(Attn, Ok, "tunnel"), false, evening));
+        assert!(takes(
+            &r,
+            &alert(Attn, Ok, "tunnel"),
+            &Labels::new(),
+            false,
+            evening
+        ));
     }
 }

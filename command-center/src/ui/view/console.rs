@@ -510,6 +510,9 @@ pub fn node(p: &NodePanel, now: DateTime<Utc>) -> Markup {
                     span class="id" { (id) } " · " (s.os_profile) " · agent " (s.agent_version.as_deref().unwrap_or("?"))
                     " · last seen " (ago(s.last_seen, now)) " · " (s.heartbeats) " heartbeats"
                 }
+                @if !s.labels.is_empty() {
+                    p class="muted labels" { "labels: " @for (i, (k, v)) in s.labels.iter().enumerate() { @if i > 0 { ", " } span class="label" data-label=(k) { (k) ":" (v) } } }
+                }
             }
             @if stale {
                 p class="as-of" data-as-of { "No heartbeat since " (ago(s.last_seen, now)) ": what follows is as of then." }
@@ -705,7 +708,7 @@ pub fn page(p: &ConsolePage, now: DateTime<Utc>) -> Markup {
                 main class="panels" {
                     nav class="panel left" aria-label="Nodes" {
                         label class="filter" { span class="visually-hidden" { "Filter nodes" }
-                            input id="filter" type="search" placeholder="Filter nodes (host or profile)" autocomplete="off";
+                            input id="filter" type="search" placeholder="Filter: host, profile:ArchVault, site:fra1" autocomplete="off";
                         }
                         (node_list(&p.nodes, p.selected, now))
                     }
