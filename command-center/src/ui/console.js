@@ -323,8 +323,10 @@
       } else {
         say(form, null);
         form.reset();
-        // Done with this form: the panel it sits in may be swapped again (see busy()).
-        if (form.contains(document.activeElement)) document.activeElement.blur();
+        // A decommissioned node's panel changes for good: let it be swapped (see busy()).
+        if (form.hasAttribute("data-decommission") && form.contains(document.activeElement)) {
+          document.activeElement.blur();
+        }
       }
     } finally {
       if (button) button.disabled = false;
