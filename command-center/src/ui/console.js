@@ -87,7 +87,12 @@
       }
       if (debug && performance.now() - t0 > 20) console.warn("slow swap", key, (performance.now() - t0).toFixed(1) + " ms");
       if (key === "node-list") { rowIndex = null; applyFilter(); }
-      if (find) { rowIndex = null; applyFilter(fresh); moved.add(fresh); needSort = true; frame(); }
+      // One fresh row: its entry in the row index is replaced, not the whole index (a burst of
+      // 100 row swaps on 1,000 rows would otherwise rebuild it 100 times).
+      if (find) {
+        if (rowIndex && fresh.dataset.nodeId) rowIndex.set(fresh.dataset.nodeId, fresh); else rowIndex = null;
+        applyFilter(fresh); moved.add(fresh); needSort = true; frame();
+      }
       tick();
     } catch (e) {
       if (debug) console.warn("fragment", target, e);
