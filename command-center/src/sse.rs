@@ -4,8 +4,9 @@
 //! keepalive comments every `--sse-keepalive` (15 s). A client reconnecting with
 //! `Last-Event-ID` first gets what it missed from the bus window; if that cannot be done, or if
 //! it falls behind the broadcast channel, it gets one `resync` event (`data: {"reason": ...}`)
-//! telling it to reload state. Optional filters: `?kinds=heartbeat,incident&node_id=...`
-//! (`resync` is always delivered).
+//! telling it to reload state. `?since=<id>` does what the header does, for a client that cannot
+//! set it (a page's first `EventSource`). Optional filters:
+//! `?kinds=heartbeat,incident&node_id=...` (`resync` is always delivered).
 //!
 //! Each bus event's message is made once ([`vaultmesh_store::bus::BusEvent::message`]) and
 //! every stream sends the same bytes, so the stream is written here as a plain body rather
@@ -54,6 +55,9 @@ pub const NAMES: [&str; 10] = [
 pub struct SseParams {
     kinds: Option<String>,
     node_id: Option<String>,
+    /// The event the client last saw, for a client that cannot send `Last-Event-ID` (a page's
+    /// first `EventSource`); the header wins when both are given.
+    since: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -301,7 +305,10 @@ pub async fn events(
         kinds,
         node_id: p.node_id.as_deref().map(parse_node_id).transpose()?,
     };
-    let last_id = headers.get("last-event-id").and_then(|v| v.to_str().ok());
+    let last_id = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .or(p.since.as_deref());
     // Signed-in clients are counted by identity (behind the tunnel every client has the
     // tunnel's address); the others — a loopback-only Command Center — by address.
     let holder = match (identity, peer) {

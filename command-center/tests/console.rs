@@ -372,6 +372,44 @@ fn debug_mode_logs_events_and_a_dropped_stream_shows_then_recovers() {
     );
 }
 
+/// The page's stream resumes after the newest event the page shows (`data-since`): what is
+/// published before the stream connects is replayed, and the 1,000-row list is not fetched a
+/// second time after the page (the console refetched every panel on each connect before).
+#[test]
+fn the_stream_resumes_after_what_the_page_shows_without_refetching_it() {
+    let cc = CommandCenter::start();
+    heartbeat(&cc, A, "alpha", true);
+    let mut b = Browser::launch(1280, 800);
+    b.call("Network.enable", json!({}));
+    b.call("Network.setBlockedURLs", json!({"urls": ["*/events*"]}));
+    b.navigate(&format!("{}/console?node={A}", cc.url));
+    assert!(
+        b.eval("document.body.dataset.since").as_str().is_some(),
+        "the page names the event it reflects"
+    );
+    // Published while the page has no stream.
+    let r = cc.post_json(
+        "/api/events",
+        &json!({"kind": "note", "node_id": A, "body": {"text": "while away"}}),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    b.call("Network.setBlockedURLs", json!({"urls": []}));
+    let live = "document.getElementById('stream-state').textContent === 'live'";
+    b.wait_for(live, Duration::from_secs(20))
+        .expect("the stream connects once unblocked");
+    wait(
+        &mut b,
+        "[...document.querySelectorAll('#feed li')].some(li => li.textContent.includes('while away'))",
+        "the note published before the stream connected is replayed into the feed",
+    );
+    std::thread::sleep(Duration::from_millis(800)); // past any coalesced refetch
+    let lists = b.eval(
+        "performance.getEntriesByType('resource').map(e => new URL(e.name).pathname).filter(p => p === '/console/nodes' || p === '/console/kpis')",
+    );
+    assert_eq!(lists, json!([]), "no panel refetched but the feed");
+    no_errors(&mut b);
+}
+
 #[test]
 fn the_overview_dashboard_is_live_too() {
     let cc = CommandCenter::start();

@@ -1,5 +1,5 @@
 //! `GET /events` with a real HTTP SSE client against the real server: named events in order,
-//! keepalive, resume with `Last-Event-ID`, `resync` for a stalled client while others keep up,
+//! keepalive, resume with `Last-Event-ID` (or `?since=`), `resync` for a stalled client while others keep up,
 //! filters.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
@@ -142,6 +142,40 @@ fn resume_with_last_event_id_delivers_exactly_what_was_missed() {
         serde_json::from_str::<Value>(&data).unwrap()["reason"],
         "restarted"
     );
+}
+
+/// `?since=` is `Last-Event-ID` for a client that cannot set the header (a browser's first
+/// `EventSource`); when both come, the header (a browser's own reconnect) wins.
+#[test]
+fn since_resumes_like_last_event_id_and_the_header_wins() {
+    let cc = CommandCenter::start();
+    let first = SseClient::connect(&format!("{}/events", cc.url), None);
+    note(&cc, "a");
+    note(&cc, "b");
+    let (_, id_a, _) = first.next_event(T).unwrap();
+    let (_, id_b, _) = first.next_event(T).unwrap();
+    drop(first);
+    note(&cc, "c");
+    let text = |c: &SseClient| {
+        let (event, _, data) = c.next_event(T).unwrap();
+        let v: Value = serde_json::from_str(&data).unwrap();
+        if event == "resync" {
+            format!("resync {}", v["reason"].as_str().unwrap())
+        } else {
+            v["body"]["text"].as_str().unwrap().to_string()
+        }
+    };
+
+    let since = SseClient::connect(&format!("{}/events?since={id_a}", cc.url), None);
+    assert_eq!(
+        [text(&since), text(&since)],
+        ["b", "c"],
+        "replayed after `since`"
+    );
+    let both = SseClient::connect(&format!("{}/events?since={id_a}", cc.url), Some(&id_b));
+    assert_eq!(text(&both), "c", "the header wins over `since`");
+    let bad = SseClient::connect(&format!("{}/events?since=yesterday", cc.url), None);
+    assert_eq!(text(&bad), "resync bad-last-event-id");
 }
 
 #[test]

@@ -359,17 +359,21 @@
     try { return JSON.parse(ev.data); } catch (e) { return null; }
   }
 
-  // One EventSource; if the browser gives up on it (a non-200 answer, e.g. a proxy's 502
-  // during a restart), a new one is made after a backoff. Every (re)connect refetches the
-  // panels, so nothing published before the connection is missed.
+  // One EventSource, resuming after the newest event the page reflects (`data-since`, then
+  // the last event received): the server replays what was missed, or says `resync` when it
+  // cannot (a restart, a gap older than its window), and only then are the panels refetched.
+  // The browser's own reconnects send Last-Event-ID. If the browser gives up on the stream (a
+  // non-200 answer, e.g. a proxy's 502 during a restart), a new one is made after a backoff.
   let source = null;
   let backoff = 1000;
+  let lastId = body.dataset.since || "";
   function connect() {
-    source = new EventSource("/events");
+    source = new EventSource("/events" + (lastId ? "?since=" + encodeURIComponent(lastId) : ""));
+    const resumed = Boolean(lastId);
     source.onopen = () => {
       backoff = 1000;
       setState("live", "live");
-      refreshAll();
+      if (!resumed) refreshAll();
     };
     source.onerror = () => {
       setState("disconnected — retrying", "down");
@@ -382,6 +386,7 @@
       source.addEventListener(name, (ev) => {
         const t0 = performance.now();
         const data = parse(ev);
+        if (ev.lastEventId) lastId = ev.lastEventId;
         if (debug) console.log("sse", name, ev.lastEventId, data);
         if (name !== "resync") lastEvent();
         fn(data || {});

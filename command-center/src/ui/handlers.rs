@@ -236,6 +236,9 @@ pub async fn console_page(
 ) -> Result<Markup, ApiError> {
     let Query(q) = q?;
     let range = q.range()?;
+    // Taken before the state is read: the page's stream resumes after this event, so an event
+    // published while the page is put together is replayed rather than missed.
+    let since = state.bus.last_id();
     let nodes = sorted_nodes(&state);
     let selected = match q.node()? {
         Some(id) => Some(id),
@@ -254,6 +257,7 @@ pub async fn console_page(
         own: state.attention.fleet(),
         debug: q.debug(),
         hint: enroll_hint(&state),
+        since: Some(since),
         selected,
         nodes,
     };

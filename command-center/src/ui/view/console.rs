@@ -45,6 +45,9 @@ pub struct ConsolePage {
     pub debug: bool,
     /// What the center says while no node has reported: how to add one.
     pub hint: EnrollHint,
+    /// The id of the newest event the page reflects: the script's stream resumes after it
+    /// (`GET /events?since=`) instead of refetching every panel once it connects.
+    pub since: Option<String>,
 }
 
 /// The selected node: its detail, its recent events and commands.
@@ -698,7 +701,7 @@ pub fn page(p: &ConsolePage, now: DateTime<Utc>) -> Markup {
         (DOCTYPE)
         html lang="en" {
             (head("Mission Console · VaultMesh", "/assets/console.js"))
-            body class="console" data-selected=[p.selected] data-debug=[p.debug.then_some("1")] {
+            body class="console" data-selected=[p.selected] data-debug=[p.debug.then_some("1")] data-since=[p.since.as_deref()] {
                 header class="mission-bar" {
                     h1 { a href="/console" { "VaultMesh Mission Console" } }
                     (kpis(&p.nodes, p.last_event, &p.failing, &p.own, now))
