@@ -1035,6 +1035,32 @@ fn an_empty_fleet_says_how_to_add_a_node_and_both_pages_fit_a_390_px_phone() {
         "moved in place, not refetched"
     );
     no_errors(&mut b);
+
+    // Grouped, with a long label value and a long profile name, the list still fits.
+    let mut hb =
+        vaultmesh_testkit::heartbeat_json("c3000000-0000-4000-8000-00000000000c", "gamma", 1);
+    hb["timestamp"] = json!(chrono::Utc::now().to_rfc3339());
+    hb["os_profile"] = json!("AVeryLongProfileNameThatSomeAdminChoseForTheirOwnFleetOfVaults");
+    hb["labels"] =
+        json!({"site": "a-very-long-site-name-of-sixty-four-characters-in-one-word-xyz12"});
+    let r = cc.post_json("/api/agent/heartbeat", &hb);
+    assert_eq!(r.status, 200, "{}", r.body);
+    for group in ["label:site", "profile"] {
+        b.navigate(&format!("{}/console?node={A}&group={group}", cc.url));
+        wait(
+            &mut b,
+            "document.querySelectorAll('#node-list > li.group').length === 2",
+            "the list is grouped",
+        );
+        let (by, culprit) = overflow(&mut b);
+        assert_eq!(
+            by, 0,
+            "grouped by {group}, scrolls sideways by {by} px: {culprit}"
+        );
+        assert_eq!(culprit, Value::Null, "grouped by {group}: sticks out");
+    }
+    b.screenshot(&artifacts_dir().join("phone-console-grouped.png"), true);
+    no_errors(&mut b);
 }
 
 /// Issue 25: a retired node could not be removed from the console. Now the node panel's
@@ -1150,5 +1176,250 @@ fn the_filter_box_narrows_the_list_by_label_and_profile() {
         b.eval("document.querySelector('#node-list li[data-name=\"beta\"] [data-label=\"site\"]').textContent"),
         json!("site:ams3")
     );
+    no_errors(&mut b);
+}
+
+/// Posts a heartbeat of `node` with its profile, labels and services.
+fn labelled_heartbeat(
+    cc: &CommandCenter,
+    (node, host, seq): (&str, &str, u64),
+    profile: &str,
+    labels: Value,
+    up: bool,
+) {
+    let mut hb = heartbeat_json(node, host, seq);
+    hb["timestamp"] = json!(chrono::Utc::now().to_rfc3339());
+    hb["os_profile"] = json!(profile);
+    hb["labels"] = labels;
+    hb["services_ok"] = json!(up);
+    let r = cc.post_json("/api/agent/heartbeat", &hb);
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
+/// The grouped list as the page shows it: each group's name, count, counts by level
+/// (CRIT/ATTN/OK) and its visible rows' hostnames, in order.
+const GROUPS: &str = "[...document.querySelectorAll('#node-list > li.group')].filter((g) => !g.hidden).map((g) => \
+    g.querySelector('.group-name').textContent + ' ' + \
+    ['total', 'crit', 'attn', 'ok'].map((k) => g.querySelector('[data-count=' + k + ']').textContent).join('/') + ': ' + \
+    [...g.querySelectorAll('li[data-node-id]')].filter((r) => !r.hidden).map((r) => r.dataset.name).join(' ')).join(' | ')";
+
+/// Issue 25 (the seed's "node tree"): the node list groups by profile or by a label key, a
+/// header per group with its counts by level, the nodes without the label last. Without script
+/// the "Group by" select is a GET form; with it, the choice applies at once and stays in the URL,
+/// and rows that change level or label move to their group live (a group emptied goes, a new
+/// one appears), the counts following, without the list being fetched again.
+#[test]
+fn the_node_list_groups_by_profile_and_label_without_script_and_live_with_it() {
+    let cc = CommandCenter::start_with(&["--attention-tick", "200ms"]);
+    const C: &str = "c3000000-0000-4000-8000-00000000000c";
+    const D: &str = "d4000000-0000-4000-8000-00000000000d";
+    labelled_heartbeat(
+        &cc,
+        (A, "alpha", 1),
+        "ArchVault",
+        json!({"site": "fra1"}),
+        true,
+    );
+    labelled_heartbeat(
+        &cc,
+        (B, "beta", 1),
+        "ArchVault",
+        json!({"site": "ams3"}),
+        true,
+    );
+    labelled_heartbeat(
+        &cc,
+        (C, "gamma", 1),
+        "DebianVault",
+        json!({"site": "fra1"}),
+        false,
+    );
+    labelled_heartbeat(&cc, (D, "delta", 1), "DebianVault", json!({}), true);
+
+    // Without script: the server renders the grouping the URL names, and the form asks for
+    // another.
+    let mut b = Browser::launch(1280, 900);
+    b.call(
+        "Emulation.setScriptExecutionDisabled",
+        json!({"value": true}),
+    );
+    b.navigate(&format!("{}/console?group=profile", cc.url));
+    assert_eq!(
+        b.eval("document.getElementById('stream-state').textContent"),
+        json!("connecting…"),
+        "no script ran"
+    );
+    assert_eq!(
+        b.eval(GROUPS),
+        json!("ArchVault 2/0/0/2: alpha beta | DebianVault 2/1/0/1: gamma delta")
+    );
+    assert_eq!(
+        b.eval("getComputedStyle(document.querySelector('form[data-group-form] button')).display !== 'none'"),
+        json!(true),
+        "the form's button shows without script"
+    );
+    b.eval(
+        "(() => { const f = document.querySelector('form[data-group-form]'); \
+         f.querySelector('select').value = 'label:site'; f.submit(); })()",
+    );
+    wait(
+        &mut b,
+        "location.search.includes('group=label%3Asite') && document.readyState === 'complete'",
+        "the form's GET",
+    );
+    assert_eq!(
+        b.eval(GROUPS),
+        json!("ams3 1/0/0/1: beta | fra1 2/1/0/1: gamma alpha | (no site) 1/0/0/1: delta")
+    );
+    assert_eq!(
+        b.eval("new URL(location.href).searchParams.get('node')"),
+        json!(C),
+        "the form keeps the selected node (the worst)"
+    );
+    assert_eq!(
+        b.eval(&format!(
+            "document.querySelector('li[data-node-id=\"{A}\"] a').getAttribute('href')"
+        )),
+        json!(format!("/console?node={A}&group=label:site")),
+        "a row's link keeps the grouping"
+    );
+    // A misspelt grouping is refused with the near one.
+    for (q, says) in [
+        ("lable:site", "did you mean \"label:site\""),
+        ("site", "did you mean \"label:site\""),
+        ("zone", "groups are none, profile, label:site"),
+        ("label:zone", "names a label no node has"),
+    ] {
+        let r = cc.get(&format!("/console?group={q}"));
+        assert_eq!(r.status, 400, "{q}: {}", r.body);
+        let e = r.json()["error"].as_str().unwrap().to_string();
+        assert!(
+            e.starts_with(&format!("group={q:?} ")) && e.contains(says),
+            "{q}: {e}"
+        );
+    }
+    assert_eq!(
+        cc.get("/console/nodes?group=label:zone").status,
+        200,
+        "the script's fragments take a key the fleet lost"
+    );
+    assert_eq!(cc.get("/console/nodes?group=zone").status, 400);
+    drop(b);
+
+    // With script: the select applies at once, the URL keeps it, a reload too.
+    let mut b = Browser::launch(1280, 900);
+    b.navigate(&format!("{}/console", cc.url));
+    wait(
+        &mut b,
+        "document.getElementById('stream-state').textContent === 'live'",
+        "the stream connects",
+    );
+    b.eval("window.__marker = 42");
+    assert_eq!(
+        b.eval("document.querySelector('form[data-group-form] button').hidden"),
+        json!(true),
+        "the script applies a choice at once"
+    );
+    b.eval(
+        "(() => { const s = document.querySelector('form[data-group-form] select'); \
+         s.value = 'label:site'; s.dispatchEvent(new Event('change')); })()",
+    );
+    wait(
+        &mut b,
+        &format!(
+            "{GROUPS} === 'ams3 1/0/0/1: beta | fra1 2/1/0/1: gamma alpha | (no site) 1/0/0/1: delta'"
+        ),
+        "grouped by site without a reload",
+    );
+    assert_eq!(b.eval("window.__marker"), json!(42), "no reload");
+    assert_eq!(
+        b.eval("new URL(location.href).searchParams.get('group')"),
+        json!("label:site")
+    );
+    b.eval("location.reload()");
+    wait(
+        &mut b,
+        "(document.getElementById('stream-state') || {}).textContent === 'live' && !window.__marker",
+        "reloaded",
+    );
+    assert_eq!(
+        b.eval("document.querySelector('form[data-group-form] select').value"),
+        json!("label:site")
+    );
+    assert_eq!(
+        b.eval(GROUPS),
+        json!("ams3 1/0/0/1: beta | fra1 2/1/0/1: gamma alpha | (no site) 1/0/0/1: delta")
+    );
+
+    // Live: a level change moves the row within its group and the counts follow; a label
+    // changed by the agent moves it to a new group; an admin's tag moves another and empties
+    // its group. The list is not fetched again.
+    // The list refetched on connecting has landed first.
+    wait(
+        &mut b,
+        "performance.getEntriesByType('resource').some((e) => e.name.includes('/console/nodes?'))",
+        "the list refetched on connecting",
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    b.eval("document.querySelector('#node-list').dataset.same = '1'");
+    labelled_heartbeat(
+        &cc,
+        (A, "alpha", 2),
+        "ArchVault",
+        json!({"site": "fra1"}),
+        false,
+    );
+    wait(
+        &mut b,
+        &format!(
+            "{GROUPS} === 'ams3 1/0/0/1: beta | fra1 2/2/0/0: alpha gamma | (no site) 1/0/0/1: delta'"
+        ),
+        "alpha turned CRIT, first in fra1 by name",
+    );
+    labelled_heartbeat(
+        &cc,
+        (C, "gamma", 2),
+        "DebianVault",
+        json!({"site": "lon1"}),
+        false,
+    );
+    wait(
+        &mut b,
+        &format!(
+            "{GROUPS} === 'ams3 1/0/0/1: beta | fra1 1/1/0/0: alpha | lon1 1/1/0/0: gamma | (no site) 1/0/0/1: delta'"
+        ),
+        "gamma moved to a new lon1 group",
+    );
+    let r = cc.post_json(
+        "/api/events",
+        &json!({"kind": "tag", "node_id": B, "author": "alice",
+                "body": {"label": "site", "value": "fra1"}}),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    wait(
+        &mut b,
+        &format!(
+            "{GROUPS} === 'fra1 2/1/0/1: alpha beta | lon1 1/1/0/0: gamma | (no site) 1/0/0/1: delta'"
+        ),
+        "beta tagged fra1: the ams3 group is gone",
+    );
+    assert_eq!(
+        b.eval("document.querySelectorAll('#node-list > li.group').length"),
+        json!(3),
+        "the emptied group left the list"
+    );
+    assert_eq!(
+        b.eval("document.querySelector('#node-list').dataset.same"),
+        json!("1"),
+        "moved in place, not refetched"
+    );
+    assert_eq!(kpi(&mut b, "crit"), "2");
+    // The filter narrows the groups too: a group it empties is hidden.
+    b.eval(
+        "(() => { const f = document.getElementById('filter'); f.value = 'profile:archvault'; \
+         f.dispatchEvent(new Event('input')); })()",
+    );
+    assert_eq!(b.eval(GROUPS), json!("fra1 2/1/0/1: alpha beta"));
+    b.screenshot(&artifacts_dir().join("console-grouped.png"), false);
     no_errors(&mut b);
 }

@@ -9,7 +9,7 @@ use uuid::Uuid;
 use vaultmesh_proto::{AttentionLevel, CheckStatus, NodeSummary, Reason, Services, Severity};
 
 use super::format::{age, level_name};
-use super::forms::FormKind;
+use super::forms::{FormKind, Grouping};
 
 /// A status pill: colour *and* a word, so colour is never the only signal.
 pub fn pill(l: AttentionLevel) -> Markup {
@@ -126,6 +126,22 @@ pub fn search_text(n: &NodeSummary) -> String {
 }
 
 pub fn node_row(n: &NodeSummary, selected: Option<Uuid>, now: DateTime<Utc>) -> Markup {
+    grouped_row(n, selected, &Grouping::None, now)
+}
+
+/// A row of the node list grouped by `group`: it carries the value of its group
+/// (`data-group`, absent for the nodes without the label, whose group is last) and its link
+/// keeps the grouping (`&group=`), so a page without script stays grouped.
+pub fn grouped_row(
+    n: &NodeSummary,
+    selected: Option<Uuid>,
+    group: &Grouping,
+    now: DateTime<Utc>,
+) -> Markup {
+    let keep = match group {
+        Grouping::None => String::new(),
+        g => format!("&group={}", g.name()),
+    };
     let (level, _) = level_name(n.attention.level);
     let why: Vec<&Reason> = n
         .attention
@@ -135,9 +151,9 @@ pub fn node_row(n: &NodeSummary, selected: Option<Uuid>, now: DateTime<Utc>) -> 
         .collect();
     html! {
         li data-node-id=(n.node_id) data-level=(level) data-name=(n.hostname)
-            data-search=(search_text(n))
+            data-search=(search_text(n)) data-group=[group.value_of(n)]
             class=[(selected == Some(n.node_id)).then_some("selected")] {
-            a href={"/console?node=" (n.node_id)} aria-current=[(selected == Some(n.node_id)).then_some("true")] {
+            a href={"/console?node=" (n.node_id) (keep)} aria-current=[(selected == Some(n.node_id)).then_some("true")] {
                 (pill(n.attention.level))
                 span class="name" { (n.hostname) }
                 @if n.hostname_shared { (shared_hostname(n.node_id)) }

@@ -5,7 +5,9 @@
 // (each panel carries its URL in data-fragment), so no HTML is built here and every string
 // stays escaped by the server. `resync` and reconnects refetch every panel. `?debug=1` logs
 // each event to the console. The node panel's history range (`?range=`) is kept across node
-// selections and put in the URL; the range links are plain links this script takes over.
+// selections and put in the URL; the range links are plain links this script takes over. So is
+// the node list's grouping (`?group=`): the "Group by" select applies at once, and rows that
+// change group move to theirs live.
 "use strict";
 
 (function () {
@@ -15,6 +17,9 @@
   // The history range the URL names; null: the server's default.
   let range = new URL(location.href).searchParams.get("range");
   const rangeQuery = () => (range ? "?range=" + encodeURIComponent(range) : "");
+  // The node list's grouping the URL names (`profile`, `label:site`); null: not grouped.
+  let group = new URL(location.href).searchParams.get("group");
+  if (group === "none") group = null;
 
   // ---- time ---------------------------------------------------------------------------------
   function age(ms) {
@@ -58,6 +63,7 @@
     generation.set(key, gen);
     const target = typeof url === "function" ? url() : url;
     if (!target) return;
+    const grouping = group; // a row rendered for another grouping is dropped: the list follows
     try {
       const r = await fetch(target, { headers: { Accept: "text/html" } });
       if (!r.ok || generation.get(key) !== gen) return;
@@ -72,6 +78,7 @@
       const fresh = tpl.content.firstElementChild;
       if (!fresh) return;
       if (key === "node" && fresh.dataset.nodeId !== selected) return; // selection moved on
+      if (find && grouping !== group) return;
       // Keyboard focus on a range link stays on the range links.
       const focused = document.activeElement;
       const refocus = key === "node" && focused && old.contains(focused) && focused.dataset.range;
@@ -86,7 +93,7 @@
         if (link) link.focus();
       }
       if (debug && performance.now() - t0 > 20) console.warn("slow swap", key, (performance.now() - t0).toFixed(1) + " ms");
-      if (key === "node-list") { rowIndex = null; applyFilter(); }
+      if (key === "node-list") { rowIndex = null; groupIndex = null; applyFilter(); }
       // One fresh row: its entry in the row index is replaced, not the whole index (a burst of
       // 100 row swaps on 1,000 rows would otherwise rebuild it 100 times).
       if (find) {
@@ -116,9 +123,19 @@
     }
     return false;
   }
-  const sel = () => (selected ? "?selected=" + encodeURIComponent(selected) : "");
+  // The list's and its rows' query: the selected node and the grouping.
+  function sel() {
+    const q = [];
+    if (selected) q.push("selected=" + encodeURIComponent(selected));
+    if (group) q.push("group=" + encodeURIComponent(group));
+    return q.length ? "?" + q.join("&") : "";
+  }
   function refreshList() {
     swap("node-list", () => "/console/nodes" + sel(), 300);
+  }
+  // Only this row's text changed: fetch it alone (a 1,000-node list is not refetched).
+  function refreshRow(id, delay) {
+    swap("row:" + id, () => "/console/nodes/" + encodeURIComponent(id) + "/row" + sel(), delay, () => row(id));
   }
   function refreshNode() {
     swap("node", () => (selected ? "/console/nodes/" + encodeURIComponent(selected) + rangeQuery() : null), 250);
@@ -168,10 +185,31 @@
   function cmpKey(x, y) { return x[0] - y[0] || (x[1] < y[1] ? -1 : x[1] > y[1] ? 1 : 0); }
   function sortList() {
     const list = document.getElementById("node-list");
-    const movers = list ? [...moved].filter((r) => r.parentNode === list) : [];
+    const grouped = list && list.hasAttribute("data-group-by");
+    const movers = list ? [...moved].filter((r) => (grouped ? r.isConnected && list.contains(r) : r.parentNode === list)) : [];
     moved.clear();
     if (!movers.length) return;
+    if (!grouped) { place(list, movers, new Set(movers)); return; }
+    // Grouped: each changed row goes to its group's place (a group is made when it has none),
+    // and only the groups rows left or joined are counted again.
+    const touched = new Set();
+    const into = new Map(); // group element -> its changed rows
+    for (const r of movers) {
+      const from = r.closest("li.group");
+      if (from) touched.add(from);
+      const v = rowGroup(r);
+      const g = groupEl(list, v) || newGroup(list, v);
+      if (!g) { refreshList(); return; }
+      touched.add(g);
+      if (!into.has(g)) into.set(g, []);
+      into.get(g).push(r);
+    }
     const skip = new Set(movers);
+    for (const [g, rows] of into) place(g.querySelector("ul.group-rows"), rows, skip);
+    for (const g of touched) countGroup(g);
+  }
+  // Puts `movers` in their places among the rows of `list` that are not in `skip`.
+  function place(list, movers, skip) {
     const rest = [];
     for (const r of list.children) if (r.dataset.nodeId && !skip.has(r)) rest.push(r);
     const keys = rest.map(key);
@@ -190,6 +228,87 @@
       keys.splice(lo, 0, k);
     }
   }
+
+  // ---- groups (`?group=profile`, `?group=label:site`) ---------------------------------------
+  // A grouped list is ul#node-list[data-group-by] > li.group > details > (summary, ul.group-rows
+  // > rows). A group's and a row's data-group is the group's value; absent: the nodes without
+  // the label, whose group is last. Groups are by value (code points, as the server orders).
+  const rowGroup = (el) => (el.hasAttribute("data-group") ? el.dataset.group : null);
+  function cmpGroup(a, b) {
+    if (a === b) return 0;
+    if (a === null) return 1;
+    if (b === null) return -1;
+    return a < b ? -1 : 1;
+  }
+  const groupKey = (v) => (v === null ? "" : "=" + v);
+  // Groups by value; rebuilt when a looked-up group has left the document.
+  let groupIndex = null;
+  function groupEl(list, v) {
+    const g = groupIndex && groupIndex.get(groupKey(v));
+    if (g && g.isConnected) return g;
+    groupIndex = new Map();
+    for (const el of list.children) if (el.classList.contains("group")) groupIndex.set(groupKey(rowGroup(el)), el);
+    return groupIndex.get(groupKey(v)) || null;
+  }
+  // A new group, made from another's header (no HTML is built here; its name is text), in its
+  // place among the groups. None when there is no group to copy (the list is refetched).
+  function newGroup(list, v) {
+    const model = list.querySelector(":scope > li.group");
+    if (!model) return null;
+    const g = model.cloneNode(false);
+    const details = model.firstElementChild.cloneNode(false);
+    details.open = true;
+    const head = model.querySelector("summary").cloneNode(true);
+    head.querySelector(".group-name").textContent = v === null ? list.dataset.noneName : v;
+    details.append(head, model.querySelector("ul.group-rows").cloneNode(false));
+    g.append(details);
+    if (v === null) g.removeAttribute("data-group"); else g.dataset.group = v;
+    g.hidden = false;
+    let next = null;
+    for (const el of list.children) {
+      if (el.classList.contains("group") && cmpGroup(v, rowGroup(el)) < 0) { next = el; break; }
+    }
+    list.insertBefore(g, next);
+    groupIndex.set(groupKey(v), g);
+    return g;
+  }
+  // Counts a group's rows by level into its header; an emptied group goes, a group the filter
+  // hides every row of is hidden.
+  function countGroup(g) {
+    if (!g.isConnected) return;
+    const rows = g.querySelector("ul.group-rows").children;
+    if (!rows.length) { g.remove(); return; }
+    const n = { total: 0, crit: 0, attn: 0, ok: 0 };
+    let shown = false;
+    for (const r of rows) {
+      n.total += 1;
+      n[r.dataset.level] = (n[r.dataset.level] || 0) + 1;
+      if (!r.hidden) shown = true;
+    }
+    for (const el of g.querySelectorAll("summary [data-count]")) {
+      const t = String(n[el.dataset.count] || 0);
+      if (el.textContent !== t) el.textContent = t;
+    }
+    const word = g.querySelector("summary [data-plural]");
+    if (word) word.textContent = n.total === 1 ? "node" : "nodes";
+    if (g.hidden === shown) g.hidden = !shown;
+  }
+  // The group value of a heartbeat's node under the current grouping (undefined: none).
+  function groupOf(s) {
+    if (group === "profile") return s.os_profile;
+    const v = s.labels && group && group.startsWith("label:") ? s.labels[group.slice(6)] : undefined;
+    return typeof v === "string" ? v : undefined;
+  }
+  // Applies a grouping: the list is fetched grouped, and the URL names it (a reload keeps it).
+  function setGroup(g, push) {
+    group = g && g !== "none" ? g : null;
+    if (groupSelect && groupSelect.value !== (group || "none")) groupSelect.value = group || "none";
+    if (push) history.pushState({ node: selected }, "", consoleUrl());
+    const p = pending.get("node-list");
+    if (p) { clearTimeout(p.timer); pending.delete("node-list"); }
+    load("node-list", () => "/console/nodes" + sel());
+  }
+
   // DOM work for bursts of events is batched into one animation frame: a fleet reporting at
   // once must not force a layout per heartbeat.
   const beats = new Set();
@@ -216,6 +335,8 @@
     if (!r) { refreshList(); swap("kpis", "/console/kpis", 300); return; }
     const t = r.querySelector("time[data-ago]");
     if (t) { t.setAttribute("datetime", s.last_seen); t.textContent = "just now"; }
+    // Its profile or the grouping's label changed: the row, fetched anew, moves to its group.
+    if (group && r.dataset.group !== groupOf(s)) refreshRow(s.node_id, 200);
     beats.add(s.node_id);
     frame();
     if (s.node_id === selected) refreshNode();
@@ -234,10 +355,7 @@
       frame();
     }
     if (r) {
-      // Only this row's text changed: fetch it alone (a 1,000-node list is not refetched).
-      swap("row:" + env.node_id,
-        () => "/console/nodes/" + encodeURIComponent(env.node_id) + "/row" + sel(),
-        200, () => row(env.node_id));
+      refreshRow(env.node_id, 200);
     } else {
       refreshList();
     }
@@ -256,8 +374,20 @@
       const hide = words.some((w) => !r.dataset.search.includes(w));
       if (r.hidden !== hide) r.hidden = hide;
     }
+    // A group the filter empties is hidden (one fresh row's group is counted when it moves).
+    if (!one) for (const g of document.querySelectorAll("#node-list > li.group")) countGroup(g);
   }
   if (filter) filter.addEventListener("input", () => applyFilter());
+
+  // ---- group by: the select applies at once (its button is for pages without script) ------
+  const groupForm = document.querySelector("form[data-group-form]");
+  const groupSelect = groupForm && groupForm.querySelector("select[name=group]");
+  if (groupForm && groupSelect) {
+    const button = groupForm.querySelector("button");
+    if (button) button.hidden = true;
+    groupSelect.addEventListener("change", () => setGroup(groupSelect.value, true));
+    groupForm.addEventListener("submit", (e) => { e.preventDefault(); setGroup(groupSelect.value, true); });
+  }
 
   // ---- selection (the URL names the node and the range, so a link can be shared) ------------
   // `r`: the range to show (null: the default), or undefined to keep the current one.
@@ -271,12 +401,17 @@
       const a = r.querySelector("a");
       if (a) { if (on) a.setAttribute("aria-current", "true"); else a.removeAttribute("aria-current"); }
     }
-    if (push) {
-      const url = "/console?node=" + encodeURIComponent(id) +
-        (range ? "&range=" + encodeURIComponent(range) : "") + (debug ? "&debug=1" : "");
-      history.pushState({ node: id }, "", url);
-    }
+    if (push) history.pushState({ node: id }, "", consoleUrl());
     refreshNodeNow();
+  }
+  // The page's URL: the node, the range, the grouping and debug mode.
+  function consoleUrl() {
+    const q = [];
+    if (selected) q.push("node=" + encodeURIComponent(selected));
+    if (range) q.push("range=" + encodeURIComponent(range));
+    if (group) q.push("group=" + encodeURIComponent(group));
+    if (debug) q.push("debug=1");
+    return "/console" + (q.length ? "?" + q.join("&") : "");
   }
   document.addEventListener("click", (e) => {
     const a = e.target.closest && e.target.closest('a[href^="/console?node="]');
@@ -290,6 +425,8 @@
   });
   window.addEventListener("popstate", () => {
     const params = new URL(location.href).searchParams;
+    const g = params.get("group");
+    if ((g === "none" ? null : g) !== group) setGroup(g, false);
     const id = params.get("node");
     if (id) select(id, false, params.get("range"));
     else location.reload(); // back to /console: the server picks the worst node
@@ -409,10 +546,12 @@
   for (const kind of ["note", "incident", "ack", "tag", "resolve", "silence"]) {
     handlers[kind] = (d) => {
       swap("feed", "/console/feed", 300);
+      // A tag may set a label: the row shows it, the filter matches it, it may change group.
+      if (kind === "tag" && d.node_id && row(d.node_id)) refreshRow(d.node_id, 200);
       if (d.node_id === selected || !d.node_id) refreshNode();
     };
   }
   connect();
   // For tests and for admins in the devtools: what the console has seen.
-  window.vaultmesh = { refreshAll, select, range: () => range };
+  window.vaultmesh = { refreshAll, select, setGroup, range: () => range, group: () => group };
 })();

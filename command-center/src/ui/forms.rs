@@ -59,6 +59,15 @@ pub enum FormError {
         hint: String,
         known: String,
     },
+    /// A `group` that is none of the node list's groupings (quoted, first 48 characters), or a
+    /// label key no node has.
+    #[error("group={shown:?} {reason}{hint}; groups are {known}")]
+    UnknownGroup {
+        shown: String,
+        reason: &'static str,
+        hint: String,
+        known: String,
+    },
 }
 
 /// The longest silence the console sets, in days: longer ones are planned maintenance for the
@@ -116,6 +125,109 @@ pub fn range_or_default(text: Option<&str>) -> Result<Range, FormError> {
     text.map_or(Ok(Range::Day), range)
 }
 
+/// How the console's node list is grouped (`?group=`): not at all (`none`, the default), by
+/// profile (`profile`), or by the value of one label (`label:<key>`), nodes without it last.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Grouping {
+    #[default]
+    None,
+    Profile,
+    Label(String),
+}
+
+impl Grouping {
+    /// The `group` value that names it: `none`, `profile`, `label:<key>`.
+    pub fn name(&self) -> String {
+        match self {
+            Grouping::None => "none".into(),
+            Grouping::Profile => "profile".into(),
+            Grouping::Label(k) => format!("label:{k}"),
+        }
+    }
+
+    /// The group `n` is in: its profile, or its value of the label (none: the last group).
+    pub fn value_of<'a>(&self, n: &'a vaultmesh_proto::NodeSummary) -> Option<&'a str> {
+        match self {
+            Grouping::None => None,
+            Grouping::Profile => Some(&n.os_profile),
+            Grouping::Label(k) => n.labels.get(k).map(String::as_str),
+        }
+    }
+
+    /// What the console calls the group of the nodes without the label: `(no site)`.
+    pub fn none_name(&self) -> String {
+        match self {
+            Grouping::Label(k) => format!("(no {k})"),
+            _ => "(none)".into(),
+        }
+    }
+}
+
+/// The `group` values the console offers for a fleet whose labels have `keys`.
+pub fn groupings(keys: &[String]) -> Vec<Grouping> {
+    let mut all = vec![Grouping::None, Grouping::Profile];
+    all.extend(keys.iter().cloned().map(Grouping::Label));
+    all
+}
+
+/// `?group=` of `GET /console`: one of [`groupings`] of the fleet's label `keys` (a key no
+/// node has is refused, so that a typo is not taken for an empty grouping); a typo is refused
+/// with the near name.
+pub fn grouping_in(text: &str, keys: &[String]) -> Result<Grouping, FormError> {
+    let known = groupings(keys);
+    if let Some(g) = known.iter().find(|g| g.name() == text) {
+        return Ok(g.clone());
+    }
+    let names: Vec<String> = known.iter().map(Grouping::name).collect();
+    let well_formed = text
+        .strip_prefix("label:")
+        .is_some_and(|k| vaultmesh_proto::labels::check_key(k).is_ok());
+    // A bare label key (`site`) means its label; a label's key is compared with the keys only
+    // (their common `label:` would make every key look near).
+    let label = |k: &str| format!("; did you mean \"label:{k}\"?");
+    let hint = if keys.iter().any(|k| k == text) {
+        label(text)
+    } else if let Some(k) = text.strip_prefix("label:") {
+        vaultmesh_process::suggest::nearest(k, keys.iter().map(String::as_str))
+            .map_or_else(String::new, label)
+    } else {
+        vaultmesh_process::suggest::did_you_mean(text, names.iter().map(String::as_str))
+    };
+    Err(FormError::UnknownGroup {
+        shown: text.chars().take(48).collect(),
+        reason: if well_formed {
+            "names a label no node has"
+        } else {
+            "is not a grouping"
+        },
+        hint,
+        known: names.join(", "),
+    })
+}
+
+/// `?group=` of the node list's fragments: the script asks for the grouping its page was
+/// rendered with, which stays valid when the fleet's last node with the label goes (then every
+/// node is in the "(no key)" group), so any well-formed label key is taken.
+pub fn grouping(text: &str) -> Result<Grouping, FormError> {
+    match text.strip_prefix("label:") {
+        Some(k) if vaultmesh_proto::labels::check_key(k).is_ok() => Ok(Grouping::Label(k.into())),
+        _ => grouping_in(text, &[]).map_err(|e| match e {
+            FormError::UnknownGroup {
+                shown,
+                reason,
+                hint,
+                ..
+            } => FormError::UnknownGroup {
+                shown,
+                reason,
+                hint,
+                known: "none, profile, label:<key>".into(),
+            },
+            other => other,
+        }),
+    }
+}
+
 /// A node id from a path or a query, quoted (first 64 characters) in the error.
 pub fn node_id(text: &str) -> Result<Uuid, FormError> {
     Uuid::parse_str(text).map_err(|e| FormError::NotAnId {
@@ -131,6 +243,7 @@ pub fn node_id(text: &str) -> Result<Uuid, FormError> {
 pub struct ConsoleQuery {
     node: Option<String>,
     range: Option<String>,
+    group: Option<String>,
     debug: Option<String>,
 }
 
@@ -145,6 +258,13 @@ impl ConsoleQuery {
         range_or_default(self.range.as_deref())
     }
 
+    /// `?group=`, one of the fleet's ([`grouping_in`]); not grouped when not given.
+    pub fn group(&self, keys: &[String]) -> Result<Grouping, FormError> {
+        self.group
+            .as_deref()
+            .map_or(Ok(Grouping::None), |g| grouping_in(g, keys))
+    }
+
     /// `?debug=1` or `?debug=true`: the script logs every event.
     pub fn debug(&self) -> bool {
         self.debug
@@ -153,16 +273,23 @@ impl ConsoleQuery {
     }
 }
 
-/// The query of `GET /console/nodes` and `GET /console/nodes/{id}/row`: the selected node.
+/// The query of `GET /console/nodes` and `GET /console/nodes/{id}/row`: the selected node
+/// and the list's grouping.
 #[derive(Debug, Default, Deserialize)]
 pub struct ListQuery {
     selected: Option<String>,
+    group: Option<String>,
 }
 
 impl ListQuery {
     /// `?selected=<id>`, if given.
     pub fn selected(&self) -> Result<Option<Uuid>, FormError> {
         self.selected.as_deref().map(node_id).transpose()
+    }
+
+    /// `?group=` ([`grouping`]); not grouped when not given.
+    pub fn group(&self) -> Result<Grouping, FormError> {
+        self.group.as_deref().map_or(Ok(Grouping::None), grouping)
     }
 }
 
@@ -655,5 +782,94 @@ mod tests {
             Ok(Some("old rack".into()))
         );
         assert_eq!(form("  ", Some("yes")).confirmed_reason(), Ok(None));
+    }
+
+    #[test]
+    fn a_group_is_none_profile_or_a_label_the_fleet_has_and_a_typo_gets_the_near_one() {
+        let keys = ["role".to_string(), "site".to_string()];
+        for (text, want) in [
+            ("none", Grouping::None),
+            ("profile", Grouping::Profile),
+            ("label:site", Grouping::Label("site".into())),
+        ] {
+            assert_eq!(grouping_in(text, &keys), Ok(want.clone()));
+            assert_eq!(grouping_in(&want.name(), &keys), Ok(want));
+        }
+        let known = "none, profile, label:role, label:site";
+        for (text, want) in [
+            (
+                "lable:site",
+                format!(
+                    "group=\"lable:site\" is not a grouping; did you mean \"label:site\"?; groups are {known}"
+                ),
+            ),
+            (
+                "site",
+                format!(
+                    "group=\"site\" is not a grouping; did you mean \"label:site\"?; groups are {known}"
+                ),
+            ),
+            (
+                "Profile",
+                format!(
+                    "group=\"Profile\" is not a grouping; did you mean \"profile\"?; groups are {known}"
+                ),
+            ),
+            (
+                "zone",
+                format!("group=\"zone\" is not a grouping; groups are {known}"),
+            ),
+            (
+                "label:zone",
+                format!("group=\"label:zone\" names a label no node has; groups are {known}"),
+            ),
+            (
+                "label:stie",
+                format!(
+                    "group=\"label:stie\" names a label no node has; did you mean \"label:site\"?; groups are {known}"
+                ),
+            ),
+            (
+                "",
+                format!("group=\"\" is not a grouping; groups are {known}"),
+            ),
+        ] {
+            assert_eq!(grouping_in(text, &keys).unwrap_err().to_string(), want);
+        }
+        let long = grouping_in(&"g".repeat(100), &keys).unwrap_err();
+        assert!(
+            long.to_string()
+                .starts_with(&format!("group={:?} ", "g".repeat(48))),
+            "quoted, not echoed whole: {long}"
+        );
+        // The page's query: a key no node has is refused; the fragments take any well-formed
+        // key (the script's page named one the fleet may since have lost).
+        let q: ConsoleQuery = serde_urlencoded::from_str("group=label%3Asite").unwrap();
+        assert_eq!(q.group(&keys), Ok(Grouping::Label("site".into())));
+        assert!(matches!(q.group(&[]), Err(FormError::UnknownGroup { .. })));
+        let q: ConsoleQuery = serde_urlencoded::from_str("node=x").unwrap();
+        assert_eq!(q.group(&keys), Ok(Grouping::None));
+        let q: ListQuery = serde_urlencoded::from_str("group=label:zone").unwrap();
+        assert_eq!(q.group(), Ok(Grouping::Label("zone".into())));
+        let q: ListQuery = serde_urlencoded::from_str("selected=x").unwrap();
+        assert_eq!(q.group(), Ok(Grouping::None));
+        for (text, says) in [
+            (
+                "label:Site",
+                "group=\"label:Site\" is not a grouping; groups are none, profile, label:<key>",
+            ),
+            (
+                "lable:site",
+                "group=\"lable:site\" is not a grouping; groups are none, profile, label:<key>",
+            ),
+            (
+                "Profile",
+                "group=\"Profile\" is not a grouping; did you mean \"profile\"?; groups are none, profile, label:<key>",
+            ),
+        ] {
+            assert_eq!(grouping(text).unwrap_err().to_string(), says);
+        }
+        assert_eq!(grouping("profile"), Ok(Grouping::Profile));
+        assert_eq!(Grouping::Label("site".into()).none_name(), "(no site)");
     }
 }

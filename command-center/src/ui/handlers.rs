@@ -5,11 +5,11 @@
 //! | URL | answer |
 //! |-----|--------|
 //! | `/` | the overview table |
-//! | `/console` | the mission console (`?node=<id>`, `?range=1h\|24h\|7d\|30d\|1y`, `?debug=1`) |
+//! | `/console` | the mission console (`?node=<id>`, `?range=1h\|24h\|7d\|30d\|1y`, `?group=none\|profile\|label:<key>`, `?debug=1`) |
 //! | `/console/kpis` | the mission bar's counts |
-//! | `/console/nodes` | the node list, worst first (`?selected=<id>`) |
+//! | `/console/nodes` | the node list, worst first (`?selected=<id>`, `?group=`) |
 //! | `/console/nodes/{id}` | the selected node (`?range=`) |
-//! | `/console/nodes/{id}/row` | one row of the node list |
+//! | `/console/nodes/{id}/row` | one row of the node list (`?selected=`, `?group=`) |
 //! | `/console/attention` | why each node is not OK |
 //! | `/console/findings` | the latest scans' findings by severity |
 //! | `/console/feed` | the global event feed |
@@ -54,6 +54,7 @@ impl From<FormError> for ApiError {
         match e {
             FormError::NotAnId { .. }
             | FormError::UnknownRange { .. }
+            | FormError::UnknownGroup { .. }
             | FormError::UnknownField(_)
             | FormError::Missing(_) => ApiError::BadRequest(e.to_string()),
             FormError::NotConfirmed => ApiError::UnprocessableEntity(e.to_string()),
@@ -240,6 +241,8 @@ pub async fn console_page(
     // published while the page is put together is replayed rather than missed.
     let since = state.bus.last_id();
     let nodes = sorted_nodes(&state);
+    let label_keys = console::label_keys(&nodes);
+    let group = q.group(&label_keys)?;
     let selected = match q.node()? {
         Some(id) => Some(id),
         None => nodes.first().map(|n| n.node_id),
@@ -260,6 +263,8 @@ pub async fn console_page(
         since: Some(since),
         selected,
         nodes,
+        group,
+        label_keys,
     };
     Ok(console::page(&page, Utc::now()))
 }
@@ -281,9 +286,11 @@ pub async fn nodes_fragment(
     Query(q): Query<ListQuery>,
 ) -> Result<Markup, ApiError> {
     let selected = q.selected()?;
+    let group = q.group()?;
     Ok(console::node_list(
         &sorted_nodes(&state),
         selected,
+        &group,
         Utc::now(),
     ))
 }
@@ -312,8 +319,14 @@ pub async fn row_fragment(
 ) -> Result<Markup, ApiError> {
     let id = forms::node_id(&id)?;
     let selected = q.selected()?;
+    let group = q.group()?;
     let s = state.store.summary(id).ok_or_else(|| not_found(id))?;
-    Ok(super::components::node_row(&s, selected, Utc::now()))
+    Ok(super::components::grouped_row(
+        &s,
+        selected,
+        &group,
+        Utc::now(),
+    ))
 }
 
 /// `GET /console/attention`.
@@ -462,6 +475,8 @@ mod tests {
         );
         let range = forms::range("30x").expect_err("not a range");
         assert_eq!(ApiError::from(range).status(), StatusCode::BAD_REQUEST);
+        let group = forms::grouping_in("zone", &[]).expect_err("not a grouping");
+        assert_eq!(ApiError::from(group).status(), StatusCode::BAD_REQUEST);
         let event = FormError::Event(vaultmesh_proto::event::EventError::BadAuthor);
         assert_eq!(
             ApiError::from(event).status(),

@@ -17,7 +17,7 @@ use vaultmesh_proto::{
 };
 
 use super::components::{self, Failing};
-use super::forms::{CommandForm, ConsoleForm};
+use super::forms::{CommandForm, ConsoleForm, Grouping};
 use super::view::chart::{self, Chart, Frame, Line};
 use super::view::console::{self, CommandLine, ConsolePage, Feed, Findings, NodePanel};
 use super::view::dashboard::{self, EnrollHint};
@@ -374,7 +374,7 @@ fn hostile_event_text_finding_titles_and_notifier_errors_are_text() {
 
 #[test]
 fn an_empty_fleet_says_so_in_every_panel_and_the_overview_says_how_to_start() {
-    let h = parse(&console::node_list(&[], None, now()));
+    let h = parse(&console::node_list(&[], None, &Grouping::None, now()));
     assert_eq!(
         text(one(&h, "li.empty")),
         "No nodes have reported yet. Add node"
@@ -1768,4 +1768,251 @@ fn labels_show_in_the_row_and_the_panel_and_the_filter_matches_them_and_the_prof
     assert_eq!(shown, ["role:db", "site:fra1"]);
     let h = parse(&console::node(&panel(n, Vec::new()), now()));
     assert_eq!(text(one(&h, "p.labels")), "labels: role:db, site:fra1");
+}
+
+fn labelled_node(id: u128, host: &str, level: AttentionLevel, site: Option<&str>) -> NodeSummary {
+    let mut n = summary(Uuid::from_u128(id), host, level);
+    if let Some(site) = site {
+        n.labels.insert("site".into(), site.into());
+    }
+    n.labels.insert("role".into(), "db".into());
+    n
+}
+
+/// The names, totals and counts by level of a grouped list's headers, in order.
+fn group_heads(h: &Html) -> Vec<String> {
+    all(h, "#node-list > li.group > details > summary")
+        .into_iter()
+        .map(|s| {
+            let count = |k: &str| text(one_in(s, &format!("[data-count={k}]")));
+            format!(
+                "{} {} {}/{}/{}",
+                text(one_in(s, ".group-name")),
+                count("total"),
+                count("crit"),
+                count("attn"),
+                count("ok")
+            )
+        })
+        .collect()
+}
+
+fn one_in<'a>(e: ElementRef<'a>, css: &str) -> ElementRef<'a> {
+    let found: Vec<_> = e.select(&Selector::parse(css).unwrap()).collect();
+    assert_eq!(found.len(), 1, "{css}: {}", e.html());
+    found[0]
+}
+
+/// Issue 25 (the seed's node tree): the list grouped by a label has a group per value, by name,
+/// each headed by its name, its count and its counts by level, its rows worst first; the nodes
+/// without the label come last, in "(no site)".
+#[test]
+fn grouped_by_a_label_the_list_has_a_group_per_value_with_counts_and_the_unlabelled_last() {
+    let mut nodes = vec![
+        labelled_node(1, "alpha", AttentionLevel::Ok, Some("fra1")),
+        labelled_node(2, "beta", AttentionLevel::Crit, Some("fra1")),
+        labelled_node(3, "gamma", AttentionLevel::Attn, Some("ams3")),
+        labelled_node(4, "delta", AttentionLevel::Crit, None),
+        labelled_node(5, "epsilon", AttentionLevel::Attn, Some("fra1")),
+    ];
+    worst_first(&mut nodes);
+    let site = Grouping::Label("site".into());
+    let h = parse(&console::node_list(
+        &nodes,
+        Some(Uuid::from_u128(2)),
+        &site,
+        now(),
+    ));
+    let list = one(&h, "#node-list");
+    assert_eq!(attr(list, "data-group-by"), "label:site");
+    assert_eq!(attr(list, "data-none-name"), "(no site)");
+    assert_eq!(
+        group_heads(&h),
+        ["ams3 1 0/1/0", "fra1 3 1/1/1", "(no site) 1 1/0/0"]
+    );
+    assert_eq!(
+        text(one(&h, "li.group[data-group=ams3] [data-plural]")),
+        "node"
+    );
+    assert_eq!(
+        text(one(&h, "li.group[data-group=fra1] [data-plural]")),
+        "nodes"
+    );
+    let groups = all(&h, "#node-list > li.group");
+    let last = *groups.last().unwrap();
+    assert_eq!(
+        last.value().attr("data-group"),
+        None,
+        "the unlabelled group"
+    );
+    assert!(
+        all(&h, "details")
+            .iter()
+            .all(|d| d.value().attr("open").is_some())
+    );
+    // Each group's rows keep the list's order (worst first, then by name) and say their group.
+    let rows = |g: &str| -> Vec<(String, Option<String>)> {
+        all(&h, &format!("li.group{g} li[data-node-id]"))
+            .into_iter()
+            .map(|r| {
+                (
+                    attr(r, "data-name").to_string(),
+                    r.value().attr("data-group").map(str::to_string),
+                )
+            })
+            .collect()
+    };
+    let fra1 = Some("fra1".to_string());
+    assert_eq!(
+        rows("[data-group=fra1]"),
+        [
+            ("beta".to_string(), fra1.clone()),
+            ("epsilon".to_string(), fra1.clone()),
+            ("alpha".to_string(), fra1)
+        ]
+    );
+    assert_eq!(rows(":not([data-group])"), [("delta".to_string(), None)]);
+    // A row's link keeps the grouping; the selected row is still marked.
+    let beta = one(&h, "li[data-name=beta]");
+    assert_eq!(beta.value().attr("class"), Some("selected"));
+    assert_eq!(
+        attr(one(&h, "li[data-name=beta] a"), "href"),
+        "/console?node=00000000-0000-0000-0000-000000000002&group=label:site"
+    );
+    // Not grouped: today's flat list, rows without a group, links without one.
+    let h = parse(&console::node_list(&nodes, None, &Grouping::None, now()));
+    assert!(all(&h, "li.group, [data-group], [data-group-by]").is_empty());
+    let order: Vec<&str> = all(&h, "#node-list > li[data-node-id]")
+        .into_iter()
+        .map(|r| attr(r, "data-name"))
+        .collect();
+    assert_eq!(order, ["beta", "delta", "epsilon", "gamma", "alpha"]);
+    assert_eq!(
+        attr(one(&h, "li[data-name=beta] a"), "href"),
+        "/console?node=00000000-0000-0000-0000-000000000002"
+    );
+    // One row, as the script fetches it for a grouped list.
+    let row = parse(&components::grouped_row(&nodes[0], None, &site, now()));
+    assert_eq!(attr(one(&row, "li"), "data-group"), "fra1");
+    // Grouped by profile, every node has one.
+    nodes[1].os_profile = "DebianVault".into();
+    let h = parse(&console::node_list(&nodes, None, &Grouping::Profile, now()));
+    assert_eq!(
+        group_heads(&h),
+        ["ArchVault 4 1/2/1", "DebianVault 1 1/0/0"]
+    );
+    // A label no node has: one group, of every node.
+    let h = parse(&console::node_list(
+        &nodes,
+        None,
+        &Grouping::Label("zone".into()),
+        now(),
+    ));
+    assert_eq!(group_heads(&h), ["(no zone) 5 2/2/1"]);
+    // An empty fleet says how to add a node, grouped or not.
+    let h = parse(&console::node_list(&[], None, &site, now()));
+    assert!(text(one(&h, "li.empty")).starts_with("No nodes have reported yet."));
+    assert_eq!(console::label_keys(&nodes), ["role", "site"]);
+}
+
+#[test]
+fn hostile_profile_names_and_label_values_are_text_in_group_headers() {
+    let mut n = summary(A, "alpha", AttentionLevel::Crit);
+    n.os_profile = HOSTILE.into();
+    n.labels.insert("site".into(), HOSTILE.into());
+    for group in [Grouping::Profile, Grouping::Label("site".into())] {
+        let h = parse(&console::node_list(
+            std::slice::from_ref(&n),
+            None,
+            &group,
+            now(),
+        ));
+        inert(&h);
+        assert_eq!(text(one(&h, ".group-name")), HOSTILE);
+        assert_eq!(attr(one(&h, "li.group"), "data-group"), HOSTILE);
+        assert_eq!(attr(one(&h, "li[data-node-id]"), "data-group"), HOSTILE);
+    }
+    // The key is the console's own (a-z 0-9 _ - .), but the view escapes it all the same.
+    let h = parse(&console::node_list(
+        std::slice::from_ref(&n),
+        None,
+        &Grouping::Label(HOSTILE.into()),
+        now(),
+    ));
+    inert(&h);
+    assert_eq!(text(one(&h, ".group-name")), format!("(no {HOSTILE})"));
+    assert_eq!(
+        attr(one(&h, "#node-list"), "data-none-name"),
+        format!("(no {HOSTILE})")
+    );
+}
+
+/// The "Group by" select is a GET form of `/console` (no script needed) that keeps the page's
+/// node, range and debug mode, and offers none, profile and each label key of the fleet.
+#[test]
+fn the_console_page_offers_group_by_as_a_get_form_and_renders_the_grouping_it_names() {
+    let mut nodes = vec![
+        labelled_node(1, "alpha", AttentionLevel::Ok, Some("fra1")),
+        labelled_node(2, "beta", AttentionLevel::Crit, None),
+    ];
+    worst_first(&mut nodes);
+    let selected = nodes[0].clone();
+    let mut node = panel(selected.clone(), Vec::new());
+    node.range = Range::Week;
+    let page = ConsolePage {
+        label_keys: console::label_keys(&nodes),
+        group: Grouping::Label("site".into()),
+        nodes,
+        selected: Some(selected.node_id),
+        node: Some(node),
+        debug: true,
+        ..ConsolePage::default()
+    };
+    let h = parse(&console::page(&page, now()));
+    inert(&h);
+    let form = one(&h, "form[data-group-form]");
+    assert_eq!(attr(form, "method"), "get");
+    assert_eq!(attr(form, "action"), "/console");
+    let hidden: Vec<(&str, &str)> = all(&h, "form[data-group-form] input[type=hidden]")
+        .into_iter()
+        .map(|i| (attr(i, "name"), attr(i, "value")))
+        .collect();
+    let id = selected.node_id.to_string();
+    assert_eq!(
+        hidden,
+        [("node", id.as_str()), ("range", "7d"), ("debug", "1")]
+    );
+    let options: Vec<(&str, String, bool)> = all(&h, "form[data-group-form] option")
+        .into_iter()
+        .map(|o| {
+            (
+                attr(o, "value"),
+                text(o),
+                o.value().attr("selected").is_some(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        options,
+        [
+            ("none", "none".to_string(), false),
+            ("profile", "profile".to_string(), false),
+            ("label:role", "label: role".to_string(), false),
+            ("label:site", "label: site".to_string(), true),
+        ]
+    );
+    assert_eq!(text(one(&h, "form[data-group-form] button")), "Group");
+    assert_eq!(group_heads(&h), ["fra1 1 0/0/1", "(no site) 1 1/0/0"]);
+    // Not grouped, `none` is the choice, and the filter box is still there.
+    let page = ConsolePage {
+        group: Grouping::None,
+        ..page
+    };
+    let h = parse(&console::page(&page, now()));
+    assert_eq!(
+        attr(one(&h, "form[data-group-form] option[selected]"), "value"),
+        "none"
+    );
+    assert_eq!(attr(one(&h, "#filter"), "type"), "search");
+    assert!(all(&h, "li.group").is_empty());
 }

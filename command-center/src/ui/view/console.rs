@@ -14,12 +14,12 @@ use vaultmesh_proto::{
 };
 
 use crate::ui::components::{
-    Failing, FormTarget, ago, cc_banner, check_pill, event_form, footer, head, is_stale, node_link,
-    node_row, notifier_banner, pill, reason_chip, revoked_mark, services_flag, sev_badge,
-    sev_class, shared_hostname,
+    Failing, FormTarget, ago, cc_banner, check_pill, event_form, footer, grouped_row, head,
+    is_stale, node_link, notifier_banner, pill, reason_chip, revoked_mark, services_flag,
+    sev_badge, sev_class, shared_hostname,
 };
 use crate::ui::format::{forecast, level_name, num2, pct};
-use crate::ui::forms::{FormKind, SILENCE_CHOICES};
+use crate::ui::forms::{FormKind, Grouping, SILENCE_CHOICES, groupings};
 use crate::ui::view::chart::{Chart, Frame, Line, chart, range_words};
 use crate::ui::view::dashboard::{EnrollHint, empty_fleet_hint};
 
@@ -48,6 +48,10 @@ pub struct ConsolePage {
     /// The id of the newest event the page reflects: the script's stream resumes after it
     /// (`GET /events?since=`) instead of refetching every panel once it connects.
     pub since: Option<String>,
+    /// How the node list is grouped (`?group=`).
+    pub group: Grouping,
+    /// The label keys the fleet's nodes have ([`label_keys`]): the "Group by" choices.
+    pub label_keys: Vec<String>,
 }
 
 /// The selected node: its detail, its recent events and commands.
@@ -160,12 +164,107 @@ pub fn kpis(
     }
 }
 
-/// The node list, in the order given (worst first).
-pub fn node_list(nodes: &[NodeSummary], selected: Option<Uuid>, now: DateTime<Utc>) -> Markup {
+/// The node list, in the order given (worst first); grouped by `group`, a group per profile
+/// or label value (by name, the nodes without the label last), each with its counts by level
+/// and its rows in the order given.
+pub fn node_list(
+    nodes: &[NodeSummary],
+    selected: Option<Uuid>,
+    group: &Grouping,
+    now: DateTime<Utc>,
+) -> Markup {
+    if *group == Grouping::None || nodes.is_empty() {
+        return html! {
+            ul id="node-list" class="node-list" data-fragment="/console/nodes" aria-label="Nodes, worst first" {
+                @for n in nodes { (grouped_row(n, selected, group, now)) }
+                @if nodes.is_empty() { li class="empty" { "No nodes have reported yet. " (super::tokens::add_node_link()) } }
+            }
+        };
+    }
+    // By name, the group of the nodes without the label last; rows keep the order given.
+    let mut groups: BTreeMap<(bool, &str), Vec<&NodeSummary>> = BTreeMap::new();
+    for n in nodes {
+        let v = group.value_of(n);
+        groups
+            .entry((v.is_none(), v.unwrap_or("")))
+            .or_default()
+            .push(n);
+    }
+    let none_name = group.none_name();
     html! {
-        ul id="node-list" class="node-list" data-fragment="/console/nodes" aria-label="Nodes, worst first" {
-            @for n in nodes { (node_row(n, selected, now)) }
-            @if nodes.is_empty() { li class="empty" { "No nodes have reported yet. " (super::tokens::add_node_link()) } }
+        ul id="node-list" class="node-list grouped" data-fragment="/console/nodes"
+            data-group-by=(group.name()) data-none-name=(none_name)
+            aria-label={"Nodes by " (group_words(group)) ", worst first in each group"} {
+            @for ((none, value), rows) in &groups {
+                li class="group" data-group=[(!none).then_some(*value)] {
+                    details open {
+                        summary class="group-head" {
+                            span class="group-name" { @if *none { (none_name) } @else { (value) } }
+                            (group_counts(rows))
+                        }
+                        ul class="group-rows" {
+                            @for n in rows { (grouped_row(n, selected, group, now)) }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A group header's counts: its nodes, then how many are CRIT, ATTN and OK (the script keeps
+/// each `data-count` up to date).
+fn group_counts(rows: &[&NodeSummary]) -> Markup {
+    let count = |l: AttentionLevel| rows.iter().filter(|n| n.attention.level == l).count();
+    html! {
+        span class="group-counts" {
+            span class="group-total" { strong data-count="total" { (rows.len()) } " " span data-plural { (if rows.len() == 1 { "node" } else { "nodes" }) } }
+            span class="k-crit" { strong data-count="crit" { (count(AttentionLevel::Crit)) } " CRIT" }
+            span class="k-attn" { strong data-count="attn" { (count(AttentionLevel::Attn)) } " ATTN" }
+            span class="k-ok" { strong data-count="ok" { (count(AttentionLevel::Ok)) } " OK" }
+        }
+    }
+}
+
+/// What a grouping groups by, in words: `profile`, `site`.
+fn group_words(g: &Grouping) -> &str {
+    match g {
+        Grouping::None => "nothing",
+        Grouping::Profile => "profile",
+        Grouping::Label(k) => k,
+    }
+}
+
+/// Every label key the nodes have, sorted.
+pub fn label_keys(nodes: &[NodeSummary]) -> Vec<String> {
+    let keys: std::collections::BTreeSet<&String> =
+        nodes.iter().flat_map(|n| n.labels.keys()).collect();
+    keys.into_iter().cloned().collect()
+}
+
+/// The "Group by" select: a GET form (it works without script; the script applies a choice at
+/// once and hides the button). It keeps the page's node, range and debug mode.
+fn group_form(p: &ConsolePage) -> Markup {
+    let range = p
+        .node
+        .as_ref()
+        .map(|n| n.range)
+        .filter(|r| *r != Range::Day);
+    html! {
+        form class="group-by" method="get" action="/console" data-group-form {
+            @if let Some(id) = p.selected { input type="hidden" name="node" value=(id); }
+            @if let Some(r) = range { input type="hidden" name="range" value=(r.name()); }
+            @if p.debug { input type="hidden" name="debug" value="1"; }
+            label { "Group by "
+                select name="group" {
+                    @for g in groupings(&p.label_keys) {
+                        option value=(g.name()) selected[g == p.group] {
+                            @match &g { Grouping::Label(k) => { "label: " (k) }, other => { (other.name()) } }
+                        }
+                    }
+                }
+            }
+            " " button type="submit" { "Group" }
         }
     }
 }
@@ -713,7 +812,8 @@ pub fn page(p: &ConsolePage, now: DateTime<Utc>) -> Markup {
                         label class="filter" { span class="visually-hidden" { "Filter nodes" }
                             input id="filter" type="search" placeholder="Filter: host, profile:ArchVault, site:fra1" autocomplete="off";
                         }
-                        (node_list(&p.nodes, p.selected, now))
+                        (group_form(p))
+                        (node_list(&p.nodes, p.selected, &p.group, now))
                     }
                     section class="panel center" aria-label="Selected node" {
                         @if let Some(n) = &p.node {
