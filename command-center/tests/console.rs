@@ -553,7 +553,9 @@ fn the_node_panel_charts_thirty_days_and_the_range_selector_switches_without_a_r
     );
     assert_eq!(b.eval("window.__marker"), json!(30), "no reload");
     let labels = time_labels(&mut b, 0);
-    assert_eq!(labels.len(), 7, "a label a day: {labels:?}");
+    // Seven midnights, or eight in the last hour of a UTC day: the frame ends at the end of
+    // the current hour, which is then the next midnight.
+    assert!((7..=8).contains(&labels.len()), "a label a day: {labels:?}");
     let is_date = |l: &str| {
         let (month, day) = l.split_once(' ').unwrap_or(("", ""));
         month.len() == 3 && day.parse::<u32>().is_ok_and(|d| (1..=31).contains(&d))
@@ -1354,13 +1356,7 @@ fn the_node_list_groups_by_profile_and_label_without_script_and_live_with_it() {
     // Live: a level change moves the row within its group and the counts follow; a label
     // changed by the agent moves it to a new group; an admin's tag moves another and empties
     // its group. The list is not fetched again.
-    // The list refetched on connecting has landed first.
-    wait(
-        &mut b,
-        "performance.getEntriesByType('resource').some((e) => e.name.includes('/console/nodes?'))",
-        "the list refetched on connecting",
-    );
-    std::thread::sleep(Duration::from_millis(300));
+    // (The stream resumes after the page: the list is not refetched on connecting.)
     b.eval("document.querySelector('#node-list').dataset.same = '1'");
     labelled_heartbeat(
         &cc,
