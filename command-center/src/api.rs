@@ -190,8 +190,15 @@ fn lifecycle_request(
     if let Some(r) = &b.reason {
         check_reason(r)?;
     }
-    let by = identity.map_or_else(|| "anonymous".into(), |axum::Extension(who)| who.0);
-    Ok((node_id, b, by))
+    Ok((node_id, b, author(identity, "anonymous")))
+}
+
+/// Who an admin write is by: the signed-in identity, else `fallback` (loopback without auth).
+pub fn author(
+    identity: Option<axum::Extension<crate::access::Identity>>,
+    fallback: &str,
+) -> String {
+    identity.map_or_else(|| fallback.into(), |axum::Extension(who)| who.0)
 }
 
 /// `POST /api/nodes/{id}/revoke`: the node's key stops working at once, and neither the node
@@ -289,6 +296,73 @@ pub async fn readmit_node(
     }))
 }
 
+/// Body of `POST /api/nodes/{id}/rename`: `display_name` is required; `null` or an empty
+/// string clears it (the node is shown by its hostname again).
+#[derive(Debug, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenameBody {
+    #[serde(deserialize_with = "nullable")]
+    pub display_name: Option<String>,
+}
+
+/// `display_name`: must be present, may be `null`; a wrong type names the field.
+fn nullable<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Option::<String>::deserialize(d)
+        .map_err(|e| serde::de::Error::custom(format!("display_name: {e}")))
+}
+
+/// Reply to `POST /api/nodes/{id}/rename`: the node's display name now (`null`: cleared) and
+/// the `node_renamed` event that was logged.
+#[derive(Debug, serde::Serialize, Deserialize)]
+pub struct RenameReply {
+    pub node_id: Uuid,
+    pub display_name: Option<String>,
+    pub event: EventEnvelope,
+}
+
+/// `POST /api/nodes/{id}/rename`: sets the node's display name — 1 to 64 characters once
+/// trimmed, no control, bidirectional or invisible character — or clears it (`null`, `""`).
+/// Logged as a `node_renamed` event authored by the signed-in admin.
+pub async fn rename_node(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    identity: Option<axum::Extension<crate::access::Identity>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<RenameReply>, ApiError> {
+    let node_id = parse_node_id(&id)?;
+    let b: RenameBody = parse_json_as(&headers, body?, "request")?;
+    let by = author(identity, "anonymous");
+    rename(
+        &state,
+        node_id,
+        by,
+        b.display_name.as_deref().unwrap_or_default(),
+    )
+    .await
+}
+
+/// Renames `node_id` to `given` (checked here; empty clears) for `by`: the API's route and the
+/// console's form.
+pub async fn rename(
+    state: &AppState,
+    node_id: Uuid,
+    by: String,
+    given: &str,
+) -> Result<Json<RenameReply>, ApiError> {
+    let display_name = vaultmesh_proto::display_name::check(given)?;
+    let event = state
+        .store
+        .rename(node_id, by.clone(), display_name.clone())
+        .await?;
+    tracing::info!(%node_id, %by, "Node renamed.");
+    Ok(Json(RenameReply {
+        node_id,
+        display_name,
+        event,
+    }))
+}
+
 /// `POST /api/agent/scans` (signed by the node key): store a sovereign scan report.
 pub async fn post_scan(
     State(state): State<AppState>,
@@ -378,6 +452,9 @@ pub async fn list_nodes(
 pub struct AttentionRow {
     pub node_id: Uuid,
     pub hostname: String,
+    /// The name an admin gave the node (absent when it has none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
     pub os_profile: String,
     pub last_seen: chrono::DateTime<Utc>,
     pub attention: vaultmesh_proto::Attention,
@@ -393,6 +470,7 @@ pub async fn attention(State(state): State<AppState>) -> Json<Vec<AttentionRow>>
         .map(|s| AttentionRow {
             node_id: s.node_id,
             hostname: s.hostname,
+            display_name: s.display_name,
             os_profile: s.os_profile,
             last_seen: s.last_seen,
             attention: s.attention,

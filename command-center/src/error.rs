@@ -250,6 +250,12 @@ impl From<vaultmesh_engines::issue::IssueError> for ApiError {
     }
 }
 
+impl From<vaultmesh_proto::display_name::DisplayNameError> for ApiError {
+    fn from(e: vaultmesh_proto::display_name::DisplayNameError) -> Self {
+        ApiError::UnprocessableEntity(e.to_string())
+    }
+}
+
 impl From<AuthError> for ApiError {
     fn from(e: AuthError) -> Self {
         ApiError::Unauthorized(e.refusal, e.message)

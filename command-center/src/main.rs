@@ -49,7 +49,8 @@ enum Command {
     #[command(subcommand)]
     #[command(name = "command")]
     Commands(CommandsCommand),
-    /// Revoke or decommission a node, or re-admit a revoked one, on a running Command Center.
+    /// Revoke, decommission or rename a node, or re-admit a revoked one, on a running Command
+    /// Center.
     #[command(subcommand)]
     Node(NodeCommand),
     /// Mint, list or revoke enrollment tokens, on a running Command Center.

@@ -30,15 +30,6 @@ fn about<'a>(got: &'a [Received], host: &str) -> Vec<&'a Received> {
     got.iter().filter(|r| r.body.contains(host)).collect()
 }
 
-fn listed(cc: &CommandCenter, path: &str, id: Uuid) -> Option<Value> {
-    cc.get_json(path)
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|n| n["node_id"] == id.to_string())
-        .cloned()
-}
-
 fn admin(cc: &CommandCenter, args: &[&str]) -> String {
     let mut all = args.to_vec();
     all.extend_from_slice(&["--url", &cc.url]);
@@ -84,10 +75,10 @@ fn a_decommissioned_node_stops_notifying_and_leaves_the_views_until_readmitted()
     let at_decommission = hook.received().len();
 
     // Out of the fleet's lists and attention, at once.
-    assert!(listed(&cc, "/api/nodes", node.id).is_none());
-    assert!(listed(&cc, "/api/nodes", keeper.id).is_some());
+    assert!(cc.listed("/api/nodes", node.id).is_none());
+    assert!(cc.listed("/api/nodes", keeper.id).is_some());
     let row = wait_for(Duration::from_secs(10), || {
-        let row = listed(&cc, "/api/nodes?include=decommissioned", node.id)?;
+        let row = cc.listed("/api/nodes?include=decommissioned", node.id)?;
         row["attention"]["reasons"]
             .as_array()?
             .is_empty()
@@ -96,8 +87,8 @@ fn a_decommissioned_node_stops_notifying_and_leaves_the_views_until_readmitted()
     .expect("its attention has no reason left");
     assert_eq!(row["attention"]["level"], "ok", "{row:#}");
     assert_eq!(row["revoked"]["decommissioned"], true, "{row:#}");
-    assert!(listed(&cc, "/api/attention", node.id).is_none());
-    assert!(listed(&cc, "/api/attention", keeper.id).is_some());
+    assert!(cc.listed("/api/attention", node.id).is_none());
+    assert!(cc.listed("/api/attention", keeper.id).is_some());
     let fragment = cc.get("/console/nodes").body;
     assert!(!fragment.contains(&node.id.to_string()), "{fragment}");
     assert!(fragment.contains(&keeper.id.to_string()), "{fragment}");
@@ -172,8 +163,10 @@ fn a_decommissioned_node_stops_notifying_and_leaves_the_views_until_readmitted()
 
     // A restart (replay) keeps it decommissioned and quiet.
     cc.restart();
-    assert!(listed(&cc, "/api/nodes", node.id).is_none());
-    let row = listed(&cc, "/api/nodes?include=decommissioned", node.id).unwrap();
+    assert!(cc.listed("/api/nodes", node.id).is_none());
+    let row = cc
+        .listed("/api/nodes?include=decommissioned", node.id)
+        .unwrap();
     assert_eq!(row["revoked"]["decommissioned"], true, "{row:#}");
     std::thread::sleep(Duration::from_secs(4));
     let after: Vec<Received> = hook.received().into_iter().skip(at_decommission).collect();
@@ -184,7 +177,7 @@ fn a_decommissioned_node_stops_notifying_and_leaves_the_views_until_readmitted()
     let out = admin(&cc, &["node", "readmit", HOST]);
     assert!(out.contains("re-admitted"), "{out}");
     assert!(
-        listed(&cc, "/api/nodes", node.id).is_none(),
+        cc.listed("/api/nodes", node.id).is_none(),
         "not before it enrolls"
     );
     let back = TestNode::with_key(node.id, 1);
@@ -196,7 +189,7 @@ fn a_decommissioned_node_stops_notifying_and_leaves_the_views_until_readmitted()
         )
         .unwrap();
     assert_eq!(r.status().as_u16(), 200);
-    let row = listed(&cc, "/api/nodes", node.id).expect("back in the fleet");
+    let row = cc.listed("/api/nodes", node.id).expect("back in the fleet");
     assert!(row.get("revoked").is_none(), "{row:#}");
     assert!(cc.get("/console/nodes").body.contains(&node.id.to_string()));
 }
@@ -273,12 +266,12 @@ fn decommission_refuses_what_it_cannot_do_and_the_console_form_needs_its_confirm
     // Another site riding an admin's browser: refused.
     let r = form("https://evil.example", "confirm=yes");
     assert_eq!(r.status().as_u16(), 403);
-    assert!(listed(&cc, "/api/nodes", b.id).is_some());
+    assert!(cc.listed("/api/nodes", b.id).is_some());
     // Ticked: done, and back to the console, which no longer lists it.
     let r = form(&cc.url, "reason=old+rack&confirm=yes");
     assert_eq!(r.status().as_u16(), 303);
     assert_eq!(r.headers()["location"], "/console");
-    assert!(listed(&cc, "/api/nodes", b.id).is_none());
+    assert!(cc.listed("/api/nodes", b.id).is_none());
     let events = cc.get_json(&format!(
         "/api/events?node_id={}&kind=node_decommissioned",
         b.id

@@ -96,9 +96,24 @@ pub struct NodeSummary {
     /// them for the same key ([`crate::labels::merged`]); absent when it has none.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub labels: crate::labels::Labels,
+    /// The name an admin gave the node ([`crate::display_name`]), shown in place of its
+    /// hostname, which stays beside it; absent when it has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
 }
 
 impl NodeSummary {
+    /// The name people read first: the display name, else the hostname.
+    pub fn name(&self) -> &str {
+        self.display_name.as_deref().unwrap_or(&self.hostname)
+    }
+
+    /// "Frankfurt edge 1 (vault-node-01)", or the hostname alone
+    /// ([`crate::display_name::labelled`]).
+    pub fn labelled(&self) -> String {
+        crate::display_name::labelled(&self.hostname, self.display_name.as_deref())
+    }
+
     /// The `data` of the SSE `heartbeat` event the Command Center publishes once the heartbeat
     /// is stored: this summary **without `attention`**. Attention is judged right after the
     /// heartbeat is stored, so it cannot travel with it; it arrives as an `attention` event

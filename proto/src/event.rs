@@ -16,11 +16,12 @@ use crate::severity::Severity;
 pub const OPERATOR_KINDS: [&str; 6] = ["note", "incident", "ack", "tag", "resolve", "silence"];
 
 /// Kinds the Command Center itself writes to the event log (never accepted from a client).
-pub const SYSTEM_KINDS: [&str; 6] = [
+pub const SYSTEM_KINDS: [&str; 7] = [
     kinds::ATTENTION,
     kinds::NODE_REVOKED,
     kinds::NODE_READMITTED,
     kinds::NODE_DECOMMISSIONED,
+    kinds::NODE_RENAMED,
     kinds::ENROLL_REFUSED,
     kinds::RECEIPT_CONFLICT,
 ];
@@ -39,6 +40,8 @@ pub mod kinds {
     /// An admin decommissioned a node: revoked it and took it out of the fleet's views,
     /// attention and notifications ([`super::NodeLifecycleBody`]).
     pub const NODE_DECOMMISSIONED: &str = "node_decommissioned";
+    /// An admin set or cleared a node's display name ([`super::NodeRenamedBody`]).
+    pub const NODE_RENAMED: &str = "node_renamed";
     /// A revocation refused an enrollment ([`super::EnrollRefusedBody`]).
     pub const ENROLL_REFUSED: &str = "enroll_refused";
     /// A node sent a second, different receipt for a command that has one
@@ -59,6 +62,20 @@ pub struct NodeLifecycleBody {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_old_key: Option<bool>,
     /// For `logs view --min-severity`: `medium`.
+    pub severity: Severity,
+}
+
+/// Body of `node_renamed` events (the author is the admin): the node's display name before
+/// and after ([`crate::display_name`]; `null`: none, the node is shown by its hostname).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRenamedBody {
+    /// The node's hostname when it was renamed (what the agent reports).
+    pub hostname: String,
+    /// Its display name before (`null`: it had none).
+    pub previous: Option<String>,
+    /// Its display name now (`null`: cleared).
+    pub display_name: Option<String>,
+    /// For `logs view --min-severity`: `info`.
     pub severity: Severity,
 }
 
@@ -141,6 +158,7 @@ pub enum Body {
     Attention(AttentionBody),
     Incident(IncidentBody),
     Silence(SilenceBody),
+    Renamed(NodeRenamedBody),
     /// A `resolve` (of an incident, or of a silence), with its text.
     Resolve {
         text: Option<String>,
@@ -156,6 +174,7 @@ impl Body {
             kinds::ATTENTION => AttentionBody::deserialize(body).map(Body::Attention),
             "incident" => IncidentBody::deserialize(body).map(Body::Incident),
             "silence" => SilenceBody::deserialize(body).map(Body::Silence),
+            kinds::NODE_RENAMED => NodeRenamedBody::deserialize(body).map(Body::Renamed),
             "resolve" if body.is_null() => Ok(Body::Resolve { text: None }),
             "resolve" => ReplyBody::deserialize(body).map(|b| Body::Resolve { text: b.text }),
             _ => Ok(Body::Other),

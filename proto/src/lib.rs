@@ -22,6 +22,7 @@ pub mod canonical;
 pub mod check;
 pub mod checkpoint;
 pub mod command;
+pub mod display_name;
 pub mod event;
 pub mod heartbeat;
 pub mod history;

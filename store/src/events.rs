@@ -84,9 +84,30 @@ pub struct EventState {
     attention: HashMap<Uuid, (DateTime<Utc>, AttentionBody)>,
     /// Per node, the labels admins set with `tag` events (the latest value of each key).
     tags: HashMap<Uuid, vaultmesh_proto::labels::Labels>,
+    /// Per node, the display name its latest `node_renamed` event set.
+    display_names: HashMap<Uuid, String>,
 }
 
 impl EventState {
+    /// The display name admins gave `node` (`node_renamed` events), if any.
+    pub fn display_name(&self, node: &Uuid) -> Option<&str> {
+        self.display_names.get(node).map(String::as_str)
+    }
+
+    /// A `node_renamed` event sets (or clears) its node's display name; one whose name does
+    /// not pass [`vaultmesh_proto::display_name::check`] (a log edited by hand) clears it.
+    fn apply_rename(&mut self, e: &EventEnvelope, b: &vaultmesh_proto::event::NodeRenamedBody) {
+        let Some(node) = e.node_id else { return };
+        let name = b
+            .display_name
+            .as_deref()
+            .and_then(|d| vaultmesh_proto::display_name::check(d).ok().flatten());
+        match name {
+            Some(d) => self.display_names.insert(node, d),
+            None => self.display_names.remove(&node),
+        };
+    }
+
     /// The labels admins set on `node` with `tag` events.
     pub fn tags_of(&self, node: &Uuid) -> Option<&vaultmesh_proto::labels::Labels> {
         self.tags.get(node)
@@ -222,6 +243,9 @@ impl EventState {
                 }
             }
             ("tag", _) => self.apply_tag(e),
+            (vaultmesh_proto::event::kinds::NODE_RENAMED, Body::Renamed(b)) => {
+                self.apply_rename(e, b);
+            }
             ("attention", Body::Attention(b)) => {
                 if let Some(n) = e.node_id {
                     self.attention.insert(n, (e.ts, b.clone()));

@@ -62,6 +62,7 @@ impl NodeState {
             last_scan: None,
             revoked: None,
             labels: hb.labels.clone(),
+            display_name: None,
         }
     }
 }

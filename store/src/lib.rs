@@ -247,6 +247,18 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         reason: Option<String>,
     ) -> Result<EventEnvelope, StoreError>;
 
+    /// Sets (or, with `None`, clears) a node's display name, checked already
+    /// ([`vaultmesh_proto::display_name::check`]). Logs a `node_renamed` event with the names
+    /// before and after; replaying it restores the name. `NotFound` for a node with no
+    /// heartbeat, `Conflict` for a decommissioned one (out of the views until it enrolls
+    /// again) or a name it has already.
+    async fn rename(
+        &self,
+        node_id: Uuid,
+        by: String,
+        display_name: Option<String>,
+    ) -> Result<EventEnvelope, StoreError>;
+
     /// Re-admits a revoked node: it may enroll again, with a new key unless `allow_old_key`.
     /// Logs a `node_readmitted` event. `NotFound` if unknown, `Conflict` if not revoked.
     async fn readmit(

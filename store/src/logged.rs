@@ -479,6 +479,52 @@ impl<B: Backend> Store for LoggedStore<B> {
         self.revocation(node_id, by, reason, true).await
     }
 
+    async fn rename(
+        &self,
+        node_id: Uuid,
+        by: String,
+        display_name: Option<String>,
+    ) -> Result<EventEnvelope, StoreError> {
+        self.event(move |m| {
+            let (hb, _, _) = m
+                .fleet
+                .latest(node_id)
+                .ok_or_else(|| StoreError::NotFound(format!("no node {node_id}")))?;
+            if let Some(rev) = m.revoked(node_id).filter(|r| r.decommissioned) {
+                return Err(StoreError::Conflict(format!(
+                    "node {node_id} was decommissioned at {} by {}: it is out of the fleet's views \
+                     until it enrolls again, so it is not renamed",
+                    rev.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    rev.by
+                )));
+            }
+            let previous = m.events().display_name(&node_id).map(str::to_string);
+            if previous == display_name {
+                return Err(StoreError::Conflict(match &previous {
+                    Some(p) => format!("node {node_id} is already named {p:?}"),
+                    None => format!("node {node_id} has no display name to clear"),
+                }));
+            }
+            let body = vaultmesh_proto::event::NodeRenamedBody {
+                hostname: hb.hostname.clone(),
+                previous,
+                display_name,
+                severity: Severity::Info,
+            };
+            let body = serde_json::to_value(&body).map_err(|e| {
+                StoreError::Unavailable(format!("cannot encode a node_renamed event: {e}"))
+            })?;
+            Ok(envelope(
+                event_kinds::NODE_RENAMED.into(),
+                Some(node_id),
+                by,
+                body,
+                Vec::new(),
+            ))
+        })
+        .await
+    }
+
     async fn readmit(
         &self,
         node_id: Uuid,

@@ -258,9 +258,10 @@ impl Memory {
     }
 
     /// Completes summaries the fleet state made from heartbeats with what the rest of the
-    /// store knows — the receipt chain, the latest scan, a revocation — and the node's current
-    /// attention: the one place a [`NodeSummary`] is put together, for `GET /api/nodes`, the
-    /// console and the `heartbeat` event alike. One lock at a time, none held with another.
+    /// store knows — the receipt chain, the latest scan, a revocation, tags and the display
+    /// name — and the node's current attention: the one place a [`NodeSummary`] is put
+    /// together, for `GET /api/nodes`, the console and the `heartbeat` event alike. One lock at
+    /// a time, none held with another.
     fn complete(&self, v: &mut [NodeSummary]) {
         {
             let commands = self.commands_state();
@@ -286,6 +287,7 @@ impl Memory {
                 if let Some(tags) = events.tags_of(&s.node_id) {
                     s.labels = vaultmesh_proto::labels::merged(&s.labels, tags);
                 }
+                s.display_name = events.display_name(&s.node_id).map(str::to_string);
             }
         }
         let attention = locked(&self.attention);

@@ -369,6 +369,16 @@ impl CommandCenter {
         self.stderr.text()
     }
 
+    /// The row of node `id` in the JSON array `GET path` answers (`/api/nodes`,
+    /// `/api/attention`), if it is listed.
+    pub fn listed(&self, path: &str, id: uuid::Uuid) -> Option<serde_json::Value> {
+        self.get_json(path)
+            .as_array()?
+            .iter()
+            .find(|n| n["node_id"] == id.to_string())
+            .cloned()
+    }
+
     /// `GET path` and parse JSON; panics unless 2xx.
     pub fn get_json(&self, path: &str) -> serde_json::Value {
         let r = self.get(path);

@@ -82,13 +82,13 @@ pub enum AdminError {
     Output(String),
     /// `--node` named no known node.
     #[error(
-        "--node {given:?}: no node has that id or hostname{}",
+        "--node {given:?}: no node has that id, hostname or display name{}",
         near_names(near)
     )]
     UnknownNode { given: String, near: Vec<String> },
-    /// `--node` named several nodes by their hostname.
+    /// `--node` named several nodes by their hostname (or display name).
     #[error(
-        "--node {given:?}: {} nodes have that hostname; give one of their ids: {}",
+        "--node {given:?}: {} nodes have that name; give one of their ids: {}",
         ids.len(),
         ids.join(", ")
     )]
@@ -121,41 +121,59 @@ pub struct NodeRef {
     pub id: Uuid,
     /// Its hostname, when it was named by it (or found in `GET /api/nodes`).
     pub hostname: Option<String>,
+    /// Its display name, if it has one (and was found in `GET /api/nodes`).
+    pub display_name: Option<String>,
 }
 
-impl std::fmt::Display for NodeRef {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.hostname {
-            Some(h) => write!(
-                f,
-                "{} ({})",
-                vaultmesh_store::logs::render::clean(h),
-                self.id
-            ),
-            None => write!(f, "{}", self.id),
+impl NodeRef {
+    /// `n`, found in `GET /api/nodes`.
+    pub fn of(n: &NodeSummary) -> NodeRef {
+        NodeRef {
+            id: n.node_id,
+            hostname: Some(n.hostname.clone()),
+            display_name: n.display_name.clone(),
         }
     }
 }
 
-/// `node` as a node id, or the one node whose hostname it is (ASCII case-insensitive).
+impl std::fmt::Display for NodeRef {
+    /// "Frankfurt edge 1 (vault-node-01, <id>)", "vault-node-01 (<id>)" or the id.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use vaultmesh_store::logs::render::clean;
+        match (&self.display_name, &self.hostname) {
+            (Some(d), Some(h)) => write!(f, "{} ({}, {})", clean(d), clean(h), self.id),
+            (_, Some(h)) => write!(f, "{} ({})", clean(h), self.id),
+            _ => write!(f, "{}", self.id),
+        }
+    }
+}
+
+/// `node` as a node id, or the one node whose hostname (ASCII case-insensitive) or display
+/// name (case-insensitive) it is.
 pub fn resolve_node(nodes: &[NodeSummary], node: &str) -> Result<NodeRef, AdminError> {
     let given = node.trim();
     if let Ok(id) = Uuid::parse_str(given) {
-        let hostname = nodes
-            .iter()
-            .find(|n| n.node_id == id)
-            .map(|n| n.hostname.clone());
-        return Ok(NodeRef { id, hostname });
+        return Ok(nodes.iter().find(|n| n.node_id == id).map_or(
+            NodeRef {
+                id,
+                hostname: None,
+                display_name: None,
+            },
+            NodeRef::of,
+        ));
     }
+    let lower = given.to_lowercase();
     let named: Vec<&NodeSummary> = nodes
         .iter()
-        .filter(|n| n.hostname.eq_ignore_ascii_case(given))
+        .filter(|n| {
+            n.hostname.eq_ignore_ascii_case(given)
+                || n.display_name
+                    .as_deref()
+                    .is_some_and(|d| d.to_lowercase() == lower)
+        })
         .collect();
     match named.as_slice() {
-        [one] => Ok(NodeRef {
-            id: one.node_id,
-            hostname: Some(one.hostname.clone()),
-        }),
+        [one] => Ok(NodeRef::of(one)),
         [] => Err(AdminError::UnknownNode {
             given: given.to_string(),
             near: near(nodes, given),
@@ -176,19 +194,20 @@ pub fn resolve_node(nodes: &[NodeSummary], node: &str) -> Result<NodeRef, AdminE
     }
 }
 
-/// Up to three hostnames close to `given`, closest first.
+/// Up to three hostnames or display names close to `given`, closest first.
 fn near(nodes: &[NodeSummary], given: &str) -> Vec<String> {
-    let given = given.to_ascii_lowercase();
+    let given = given.to_lowercase();
     let mut scored: Vec<(f64, String)> = nodes
         .iter()
-        .map(|n| {
-            let host = n.hostname.to_ascii_lowercase();
-            let score = if host.contains(&given) || given.contains(&host) {
+        .flat_map(|n| std::iter::once(&n.hostname).chain(n.display_name.as_ref()))
+        .map(|name| {
+            let lower = name.to_lowercase();
+            let score = if lower.contains(&given) || given.contains(&lower) {
                 1.0
             } else {
-                strsim::jaro_winkler(&host, &given)
+                strsim::jaro_winkler(&lower, &given)
             };
-            (score, vaultmesh_store::logs::render::clean(&n.hostname))
+            (score, vaultmesh_store::logs::render::clean(name))
         })
         .filter(|(score, _)| *score >= 0.8)
         .collect();
@@ -296,13 +315,8 @@ impl AdminClient {
     pub async fn resolve(&self, node: &str) -> Result<NodeRef, AdminError> {
         if let Ok(id) = Uuid::parse_str(node.trim()) {
             // Only to name it: a node id needs no lookup, and a failed one is no reason to stop.
-            let hostname = self.nodes().await.ok().and_then(|nodes| {
-                nodes
-                    .into_iter()
-                    .find(|n| n.node_id == id)
-                    .map(|n| n.hostname)
-            });
-            return Ok(NodeRef { id, hostname });
+            let nodes = self.nodes().await.unwrap_or_default();
+            return resolve_node(&nodes, &id.to_string());
         }
         resolve_node(&self.nodes().await?, node)
     }
@@ -381,6 +395,17 @@ impl AdminClient {
             reason,
         };
         let url = self.url(&format!("/api/nodes/{id}/{verb}"));
+        self.send(self.http.post(url).json(&body)).await
+    }
+
+    /// `POST /api/nodes/{id}/rename` with `{"display_name": …}` (`None`: cleared).
+    pub async fn rename(
+        &self,
+        id: Uuid,
+        display_name: Option<String>,
+    ) -> Result<crate::api::RenameReply, AdminError> {
+        let body = crate::api::RenameBody { display_name };
+        let url = self.url(&format!("/api/nodes/{id}/rename"));
         self.send(self.http.post(url).json(&body)).await
     }
 
@@ -506,13 +531,14 @@ mod tests {
             resolve_node(&nodes, "VAULT-01").unwrap(),
             NodeRef {
                 id,
-                hostname: Some("vault-01".into())
+                hostname: Some("vault-01".into()),
+                display_name: None,
             }
         );
         assert_eq!(resolve_node(&nodes, &id.to_string()).unwrap().id, id);
         let e = resolve_node(&nodes, "twin").unwrap_err();
         assert_eq!(e.exit_code(), 2);
-        assert!(e.to_string().contains("2 nodes have that hostname"), "{e}");
+        assert!(e.to_string().contains("2 nodes have that name"), "{e}");
         assert!(
             e.to_string().contains(&Uuid::from_u128(3).to_string()),
             "{e}"
@@ -526,9 +552,38 @@ mod tests {
         );
         let e = resolve_node(&nodes, "zzz").unwrap_err();
         assert!(
-            e.to_string().ends_with("no node has that id or hostname"),
+            e.to_string()
+                .ends_with("no node has that id, hostname or display name"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_node_is_named_by_its_display_name_too() {
+        let mut fra = node(1, "vault-node-01");
+        fra.display_name = Some("Frankfurt edge 1".into());
+        let nodes = [fra, node(2, "vault-node-02")];
+        let found = resolve_node(&nodes, "frankfurt EDGE 1").unwrap();
+        assert_eq!(found.id, Uuid::from_u128(1));
+        assert_eq!(
+            found.to_string(),
+            format!("Frankfurt edge 1 (vault-node-01, {})", Uuid::from_u128(1))
+        );
+        assert_eq!(
+            resolve_node(&nodes, "vault-node-01").unwrap(),
+            found,
+            "its hostname still names it"
+        );
+        let e = resolve_node(&nodes, "Frankfurt edge").unwrap_err();
+        assert!(
+            e.to_string().ends_with("did you mean Frankfurt edge 1?"),
+            "{e}"
+        );
+        // A display name that is another node's hostname: both are named, so neither is taken.
+        let mut twin = node(3, "db-01");
+        twin.display_name = Some("vault-node-02".into());
+        let e = resolve_node(&[nodes[1].clone(), twin], "vault-node-02").unwrap_err();
+        assert!(e.to_string().contains("2 nodes have that name"), "{e}");
     }
 
     #[test]

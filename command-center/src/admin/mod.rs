@@ -1,9 +1,9 @@
-//! The admin side of the CLI: `command issue|list` and `node revoke|decommission|readmit` against a running
+//! The admin side of the CLI: `command issue|list` and `node revoke|decommission|readmit|rename` against a running
 //! Command Center's admin API (`docs/COMMANDS.md`, `docs/API.md`).
 //!
 //! - [`client`]: [`AdminClient`] — base URL (`VAULTMESH_ADMIN_URL`), credentials (the admin
 //!   bearer token and/or a Cloudflare Access service token, on every request, never printed),
-//!   typed replies and errors, and `--node` given as an id or a hostname.
+//!   typed replies and errors, and `--node` given as an id, a hostname or a display name.
 //! - [`render`]: what the verbs print for a person.
 //! - [`tokens`]: `token create|list|revoke`, enrollment tokens minted at runtime.
 //!
@@ -119,7 +119,7 @@ pub async fn list(client: &AdminClient, o: List, out: &mut dyn Write) -> Result<
     if o.json {
         print_json(out, &views)?;
     } else {
-        let hostnames: HashMap<_, _> = nodes.into_iter().map(|n| (n.node_id, n.hostname)).collect();
+        let hostnames: HashMap<_, _> = nodes.iter().map(|n| (n.node_id, n.labelled())).collect();
         print(out, &render::table(&views, &hostnames))?;
     }
     Ok(0)
@@ -155,6 +155,39 @@ pub async fn lifecycle(
                 )
             }
         }
+    };
+    print(out, &line)?;
+    Ok(0)
+}
+
+/// Sets `node`'s display name to `name` (an id, hostname or display name; `None`: clears it)
+/// and says so. The name is checked here first (exit 2 naming it), as the server checks it.
+pub async fn rename(
+    client: &AdminClient,
+    node: &str,
+    name: Option<&str>,
+    out: &mut dyn Write,
+) -> Result<u8, AdminError> {
+    let display_name = match name {
+        Some(given) => {
+            let checked = vaultmesh_proto::display_name::check(given)
+                .map_err(|e| AdminError::Usage(format!("NAME: {e}")))?;
+            Some(checked.ok_or_else(|| {
+                AdminError::Usage(
+                    "NAME is empty; to show the node by its hostname again, use --clear".into(),
+                )
+            })?)
+        }
+        None => None,
+    };
+    let node = client.resolve(node).await?;
+    let reply = client.rename(node.id, display_name).await?;
+    let line = match &reply.display_name {
+        Some(d) => format!(
+            "renamed {node}: it is shown as {:?}, its hostname beside it\n",
+            vaultmesh_store::logs::render::clean(d)
+        ),
+        None => format!("cleared the display name of {node}: it is shown by its hostname\n"),
     };
     print(out, &line)?;
     Ok(0)

@@ -1,4 +1,4 @@
-//! `command issue|list`, `node revoke|decommission|readmit` and `token create|list|revoke`: the admin API's verbs, over HTTP to a
+//! `command issue|list`, `node revoke|decommission|readmit|rename` and `token create|list|revoke`: the admin API's verbs, over HTTP to a
 //! running Command Center.
 
 use std::time::Duration;
@@ -86,6 +86,23 @@ pub enum NodeCommand {
         /// Why, for the event log.
         #[arg(long)]
         reason: Option<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Give the node a display name, shown in place of its hostname (which stays beside it)
+    /// in the console, the overview and notifications; or clear it with --clear.
+    #[command(
+        after_help = "Examples:\n  vaultmesh-command-center node rename vault-node-01 \"Frankfurt edge 1\"\n  vaultmesh-command-center node rename \"Frankfurt edge 1\" --clear"
+    )]
+    Rename {
+        /// The node: its id, its hostname or its display name.
+        node: String,
+        /// The display name: 1 to 64 characters, no control, bidirectional or invisible ones.
+        #[arg(required_unless_present = "clear", conflicts_with = "clear")]
+        name: Option<String>,
+        /// Clear the display name: the node is shown by its hostname again.
+        #[arg(long)]
+        clear: bool,
         #[command(flatten)]
         admin: AdminArgs,
     },
@@ -218,7 +235,7 @@ impl AdminArgs {
     }
 }
 
-/// `command issue|list` and `node revoke|decommission|readmit`: the admin API's verbs.
+/// `command issue|list` and `node revoke|decommission|readmit|rename`: the admin API's verbs.
 pub async fn admin_verb(verb: AdminVerb) -> Result<(), Failure> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
@@ -284,6 +301,15 @@ pub async fn admin_verb(verb: AdminVerb) -> Result<(), Failure> {
             let client = a.client().map_err(failed)?;
             let what = admin::Lifecycle::Readmit { allow_old_key };
             admin::lifecycle(&client, &node, what, reason, &mut out).await
+        }
+        AdminVerb::Node(NodeCommand::Rename {
+            node,
+            name,
+            clear: _,
+            admin: a,
+        }) => {
+            let client = a.client().map_err(failed)?;
+            admin::rename(&client, &node, name.as_deref(), &mut out).await
         }
         AdminVerb::Token(TokenCommand::Create {
             name,

@@ -66,6 +66,24 @@ pub fn node_link(id: Uuid, text: &str) -> Markup {
     html! { a href={"/console?node=" (id)} { (text) } }
 }
 
+/// A node's name as people read it: its display name, with its hostname beside it in smaller
+/// text (and in the name's title); its hostname alone when it has none.
+pub fn node_name(n: &NodeSummary) -> Markup {
+    html! {
+        @if let Some(d) = &n.display_name {
+            span class="display-name" data-display-name title=(n.hostname) { (d) }
+            " " span class="host-sub" data-hostname { (n.hostname) }
+        } @else {
+            (n.hostname)
+        }
+    }
+}
+
+/// A link that selects `n` in the console, named as [`node_name`] names it.
+pub fn named_link(n: &NodeSummary) -> Markup {
+    html! { a href={"/console?node=" (n.node_id)} { (node_name(n)) } }
+}
+
 /// The mark of a hostname another node reports too: the node id is what tells them apart.
 pub fn shared_hostname(id: Uuid) -> Markup {
     let short = id.simple().to_string();
@@ -112,19 +130,25 @@ pub fn is_stale(n: &NodeSummary) -> bool {
     n.attention.reasons.iter().any(|r| r.rule == "stale")
 }
 
-/// One row of the console's node list: pill, name and marks, profile, last seen, and the
-/// first reason not held back (with how many more).
 /// What the node list's filter box matches a row against, lowercased: the hostname, the
-/// profile, `profile:<profile>` and `<key>:<value>` for each label — so `site:fra1` or
-/// `profile:archvault` narrows the list (every word of the filter must match).
+/// display name, the profile, `profile:<profile>` and `<key>:<value>` for each label — so
+/// `site:fra1`, `profile:archvault` or `frankfurt` narrows the list (every word of the filter
+/// must match).
 pub fn search_text(n: &NodeSummary) -> String {
     let mut s = format!("{} {} profile:{}", n.hostname, n.os_profile, n.os_profile);
+    if let Some(d) = &n.display_name {
+        s.push(' ');
+        s.push_str(d);
+    }
     for (k, v) in &n.labels {
         s.push_str(&format!(" {k}:{v}"));
     }
     s.to_lowercase()
 }
 
+/// One row of the console's node list: pill, name and marks, profile, last seen, and the
+/// first reason not held back (with how many more). `data-name` is the name the list is sorted
+/// by ([`super::view::worst_first`]).
 pub fn node_row(n: &NodeSummary, selected: Option<Uuid>, now: DateTime<Utc>) -> Markup {
     grouped_row(n, selected, &Grouping::None, now)
 }
@@ -150,12 +174,12 @@ pub fn grouped_row(
         .filter(|r| r.suppressed_by.is_none())
         .collect();
     html! {
-        li data-node-id=(n.node_id) data-level=(level) data-name=(n.hostname)
+        li data-node-id=(n.node_id) data-level=(level) data-name=(n.name())
             data-search=(search_text(n)) data-group=[group.value_of(n)]
             class=[(selected == Some(n.node_id)).then_some("selected")] {
             a href={"/console?node=" (n.node_id) (keep)} aria-current=[(selected == Some(n.node_id)).then_some("true")] {
                 (pill(n.attention.level))
-                span class="name" { (n.hostname) }
+                span class="name" { (node_name(n)) }
                 @if n.hostname_shared { (shared_hostname(n.node_id)) }
                 (revoked_mark(n))
                 span class="profile" { (n.os_profile) @for (k, v) in &n.labels { " · " span class="label" data-label=(k) { (k) ":" (v) } } }

@@ -465,8 +465,8 @@
       } else {
         say(form, null);
         form.reset();
-        // A decommissioned node's panel changes for good: let it be swapped (see busy()).
-        if (form.hasAttribute("data-decommission") && form.contains(document.activeElement)) {
+        // A decommissioned (or renamed) node's panel changes for good: let it be swapped (see busy()).
+        if (form.matches("[data-decommission], [data-rename]") && form.contains(document.activeElement)) {
           document.activeElement.blur();
         }
       }
@@ -539,8 +539,8 @@
     command: (d) => { if (d.node_id === selected) refreshNode(); },
     resync: () => { refreshAll(); },
   };
-  // A node revoked, decommissioned (it leaves the list) or re-admitted: every panel may change.
-  for (const kind of ["node_revoked", "node_decommissioned", "node_readmitted"]) {
+  // A node revoked, decommissioned (it leaves the list), re-admitted or renamed: every panel may change.
+  for (const kind of ["node_revoked", "node_decommissioned", "node_readmitted", "node_renamed"]) {
     handlers[kind] = () => { refreshAll(); };
   }
   for (const kind of ["note", "incident", "ack", "tag", "resolve", "silence"]) {

@@ -441,6 +441,15 @@ impl DecommissionForm {
     }
 }
 
+/// The node panel's rename form (`POST /console/nodes/{id}/rename`): the display name (empty
+/// clears it). A field the form does not have is refused, not ignored.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenameForm {
+    #[serde(default)]
+    pub display_name: String,
+}
+
 /// The console's command form (`POST /console/commands`): the node, the action and one
 /// `arg.<name>` field per argument the action takes ([`vaultmesh_proto::command::ACTION_ARGS`]).
 #[derive(Debug, Clone, PartialEq)]
@@ -761,6 +770,18 @@ mod tests {
         );
         let q: ListQuery = serde_urlencoded::from_str("").unwrap();
         assert_eq!(q.selected(), Ok(None));
+    }
+
+    #[test]
+    fn the_rename_form_reads_its_one_field_and_refuses_others() {
+        let f: RenameForm = serde_urlencoded::from_str("display_name=Frankfurt+edge+1").unwrap();
+        assert_eq!(f.display_name, "Frankfurt edge 1");
+        let f: RenameForm = serde_urlencoded::from_str("display_name=").unwrap();
+        assert_eq!(f.display_name, "", "an empty name: cleared");
+        let f: RenameForm = serde_urlencoded::from_str("").unwrap();
+        assert_eq!(f.display_name, "", "no field: cleared too");
+        let e = serde_urlencoded::from_str::<RenameForm>("display_name=x&name=y").unwrap_err();
+        assert!(e.to_string().contains("display_name"), "{e}");
     }
 
     #[test]

@@ -106,7 +106,8 @@ fn failing_notifiers(state: &AppState) -> Vec<Failing> {
         .collect()
 }
 
-/// The feed's events and their nodes' hostnames. Memory only: this is refetched on events and
+/// The feed's events and their nodes' names ("Frankfurt edge 1 (vault-node-01)", or the
+/// hostname). Memory only: this is refetched on events and
 /// must never read the log.
 fn feed(state: &AppState) -> Feed {
     let events = state.store.recent_events(&EventQuery {
@@ -118,7 +119,7 @@ fn feed(state: &AppState) -> Feed {
         .store
         .summaries()
         .into_iter()
-        .map(|s| (s.node_id, s.hostname))
+        .map(|s| (s.node_id, s.labelled()))
         .collect();
     Feed { events, names }
 }
@@ -128,7 +129,7 @@ fn findings(state: &AppState, nodes: &[NodeSummary]) -> Findings {
     let mut f = Findings::default();
     for n in nodes {
         if let Some(scan) = state.store.latest_scan(n.node_id) {
-            f.add(&n.hostname, n.node_id, &scan);
+            f.add(&n.labelled(), n.node_id, &scan);
         }
     }
     f
@@ -426,6 +427,27 @@ pub async fn post_decommission(
         return Ok(reply.into_response());
     }
     Ok(Redirect::to("/console").into_response())
+}
+
+/// `POST /console/nodes/{id}/rename`: the node panel's rename form, renamed as `POST
+/// /api/nodes/{id}/rename` does (an empty name clears it), by the signed-in admin. Answers
+/// `200` with the reply to the script, and a redirect to the node's panel otherwise.
+pub async fn post_rename(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    identity: Option<axum::Extension<crate::access::Identity>>,
+    headers: HeaderMap,
+    form: Result<Form<forms::RenameForm>, FormRejection>,
+) -> Result<Response, ApiError> {
+    // Posts from other sites never get here: [`crate::guard`] refuses them for every route.
+    let id = forms::node_id(&id)?;
+    let Form(f) = form?;
+    let by = crate::api::author(identity, "console");
+    let reply = crate::api::rename(&state, id, by, &f.display_name).await?;
+    if wants_json(&headers) {
+        return Ok(reply.into_response());
+    }
+    Ok(Redirect::to(&format!("/console?node={id}")).into_response())
 }
 
 /// `GET /assets/app.css`.

@@ -61,6 +61,7 @@ fn summary(id: Uuid, hostname: &str, level: AttentionLevel) -> NodeSummary {
         last_scan: None,
         revoked: None,
         labels: Default::default(),
+        display_name: None,
     }
 }
 
@@ -1588,7 +1589,7 @@ fn a_history_the_store_cannot_read_is_said_and_the_rest_of_the_panel_shows() {
         5,
         "another range can still be picked"
     );
-    assert_eq!(all(&h, "form").len(), 4, "the forms are there");
+    assert_eq!(all(&h, "form").len(), 5, "the forms are there");
     p.history = Ok(None);
     let h = parse(&console::node(&p, now()));
     assert_eq!(
@@ -1682,8 +1683,8 @@ fn the_node_panel_shows_each_measurement_and_says_what_is_missing() {
     assert!(all(&h, ".incident").is_empty());
     assert_eq!(
         all(&h, "form").len(),
-        4,
-        "note, incident, silence and decommission"
+        5,
+        "note, incident, silence, rename and decommission"
     );
 }
 
@@ -2015,4 +2016,118 @@ fn the_console_page_offers_group_by_as_a_get_form_and_renders_the_grouping_it_na
     );
     assert_eq!(attr(one(&h, "#filter"), "type"), "search");
     assert!(all(&h, "li.group").is_empty());
+
+#[test]
+fn a_display_name_leads_with_the_hostname_beside_it_in_every_view_and_stays_text() {
+    let mut n = summary(A, "vault-node-01", AttentionLevel::Attn);
+    n.attention.reasons = vec![reason("tunnel", AttentionLevel::Attn, "Tunnel down", None)];
+    n.display_name = Some("Frankfurt edge 1".into());
+
+    let row = parse(&components::node_row(&n, None, now()));
+    let li = one(&row, "li[data-node-id]");
+    assert_eq!(attr(li, "data-name"), "Frankfurt edge 1", "sorted by it");
+    assert!(
+        attr(li, "data-search").contains("frankfurt edge 1"),
+        "the filter box matches it"
+    );
+    assert!(
+        attr(li, "data-search").contains("vault-node-01"),
+        "and the hostname"
+    );
+    assert_eq!(text(one(&row, ".name .display-name")), "Frankfurt edge 1");
+    assert_eq!(
+        attr(one(&row, ".name .display-name"), "title"),
+        "vault-node-01"
+    );
+    assert_eq!(text(one(&row, ".name .host-sub")), "vault-node-01");
+
+    let p = panel(n.clone(), Vec::new());
+    let node = parse(&console::node(&p, now()));
+    assert_eq!(
+        text(one(&node, "h2")),
+        "ATTN Frankfurt edge 1 vault-node-01"
+    );
+    let why = parse(&console::attention(std::slice::from_ref(&n)));
+    assert_eq!(text(one(&why, "h3 a .display-name")), "Frankfurt edge 1");
+    assert_eq!(text(one(&why, "h3 a .host-sub")), "vault-node-01");
+    let table = overview(&n);
+    assert_eq!(
+        text(one(&table, ".host a .display-name")),
+        "Frankfurt edge 1"
+    );
+    assert_eq!(text(one(&table, ".host a .host-sub")), "vault-node-01");
+
+    // Untrusted: a hostile name is text everywhere.
+    n.display_name = Some(HOSTILE.into());
+    for h in [
+        parse(&components::node_row(&n, None, now())),
+        parse(&console::node(&panel(n.clone(), Vec::new()), now())),
+        parse(&console::attention(std::slice::from_ref(&n))),
+        overview(&n),
+    ] {
+        inert(&h);
+        assert_eq!(text(one(&h, ".display-name")), HOSTILE);
+    }
+    let node = parse(&console::node(&panel(n.clone(), Vec::new()), now()));
+    assert_eq!(
+        attr(
+            one(&node, "form[data-rename] input[name=display_name]"),
+            "value"
+        ),
+        HOSTILE
+    );
+
+    // Without one: the hostname alone, as before.
+    n.display_name = None;
+    let row = parse(&components::node_row(&n, None, now()));
+    assert!(all(&row, ".display-name, .host-sub").is_empty());
+    assert_eq!(text(one(&row, ".name")), "vault-node-01");
+}
+
+#[test]
+fn lists_sort_by_the_name_shown() {
+    let mut zulu = summary(A, "aaa-host", AttentionLevel::Ok);
+    zulu.display_name = Some("zulu edge".into());
+    let bravo = summary(B, "bravo", AttentionLevel::Ok);
+    let mut v = vec![zulu, bravo];
+    worst_first(&mut v);
+    let names: Vec<&str> = v.iter().map(|n| n.name()).collect();
+    assert_eq!(
+        names,
+        ["bravo", "zulu edge"],
+        "by code point, as the script sorts"
+    );
+}
+
+#[test]
+fn the_lifecycle_section_renames_by_post_and_offers_no_rename_once_decommissioned() {
+    let mut s = summary(A, "alpha", AttentionLevel::Ok);
+    s.display_name = Some("Alpha edge".into());
+    let h = parse(&console::node(&panel(s.clone(), Vec::new()), now()));
+    let form = one(&h, "form[data-rename]");
+    assert_eq!(attr(form, "action"), format!("/console/nodes/{A}/rename"));
+    assert_eq!(attr(form, "method"), "post");
+    assert!(form.value().attr("data-console-form").is_some());
+    let input = one(&h, "form[data-rename] input[name=display_name]");
+    assert_eq!(
+        attr(input, "value"),
+        "Alpha edge",
+        "filled with the current name"
+    );
+    assert_eq!(attr(input, "maxlength"), "64");
+    assert_eq!(attr(input, "placeholder"), "alpha");
+    // What it posts is what the form handler reads.
+    let fields = posted(form);
+    let body = serde_urlencoded::to_string(&fields).unwrap();
+    let f: super::forms::RenameForm = serde_urlencoded::from_str(&body).unwrap();
+    assert_eq!(f.display_name, "Alpha edge");
+
+    s.revoked = Some(NodeRevoked {
+        at: now(),
+        by: "admin@example.com".into(),
+        readmitted: false,
+        decommissioned: true,
+    });
+    let h = parse(&console::node(&panel(s, Vec::new()), now()));
+    assert!(all(&h, "form[data-rename]").is_empty());
 }

@@ -49,6 +49,30 @@ pub struct Engine {
 type Group = (DateTime<Utc>, Vec<(Uuid, Alert)>);
 
 /// An incident seen opened: its node, title, level and the routes that took it.
+/// Who an alert is about: how its title names it ([`NodeSummary::labelled`]: "Frankfurt edge 1
+/// (vault-node-01)"), and its hostname, display name and profile.
+///
+/// [`NodeSummary::labelled`]: vaultmesh_proto::NodeSummary::labelled
+#[derive(Debug, Clone)]
+struct About {
+    label: String,
+    hostname: String,
+    display_name: Option<String>,
+    profile: Option<String>,
+}
+
+impl About {
+    /// Not a node of the store: `name` stands for it.
+    fn named(name: String) -> About {
+        About {
+            label: name.clone(),
+            hostname: name,
+            display_name: None,
+            profile: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 struct OpenIncident {
     node: Option<Uuid>,
@@ -172,13 +196,16 @@ impl Engine {
         }
     }
 
-    fn host(&self, node: Option<Uuid>) -> (String, Option<String>) {
+    /// Who an alert is about: a node of the store, or what stands in for one.
+    fn host(&self, node: Option<Uuid>) -> About {
         match node.and_then(|n| self.store.summary(n)) {
-            Some(s) => (s.hostname, Some(s.os_profile)),
-            None => (
-                node.map_or_else(|| "the fleet".to_string(), |n| n.to_string()),
-                None,
-            ),
+            Some(s) => About {
+                label: s.labelled(),
+                hostname: s.hostname,
+                display_name: s.display_name,
+                profile: Some(s.os_profile),
+            },
+            None => About::named(node.map_or_else(|| "the fleet".to_string(), |n| n.to_string())),
         }
     }
 
@@ -245,17 +272,18 @@ impl Engine {
         body: &AttentionBody,
         now: DateTime<Utc>,
     ) -> Alert {
-        let (host, profile) = match node_id {
+        let who = match node_id {
             Some(_) => self.host(node_id),
             // The Command Center's own attention (its storage).
-            None => ("the Command Center".to_string(), None),
+            None => About::named("the Command Center".to_string()),
         };
         Alert {
             kind: AlertKind::Attention,
             node_id,
-            title: change_title(&host, body.level, body.previous),
-            hostname: Some(host),
-            profile,
+            title: change_title(&who.label, body.level, body.previous),
+            hostname: Some(who.hostname),
+            display_name: who.display_name,
+            profile: who.profile,
             level: body.level,
             previous: Some(body.previous),
             reasons: body.reasons.clone(),
@@ -288,15 +316,16 @@ impl Engine {
     fn on_incident(&self, e: &EventEnvelope, body: &IncidentBody, now: DateTime<Utc>) {
         let title = body.title.clone();
         let level = incident_level(body.severity);
-        let (host, profile) = self.host(e.node_id);
+        let who = self.host(e.node_id);
         let alert = Alert {
             kind: AlertKind::Incident,
             node_id: e.node_id,
-            hostname: Some(host.clone()),
-            profile,
+            title: format!("Incident opened on {}: {title}", who.label),
+            hostname: Some(who.hostname),
+            display_name: who.display_name,
+            profile: who.profile,
             level,
             previous: None,
-            title: format!("Incident opened on {host}: {title}"),
             reasons: text_reason(body.text.as_deref()),
             since: Some(e.ts),
             at: now,
@@ -324,15 +353,16 @@ impl Engine {
         }) else {
             return;
         };
-        let (host, profile) = self.host(incident.node);
+        let who = self.host(incident.node);
         let alert = Alert {
             kind: AlertKind::Incident,
             node_id: incident.node,
-            hostname: Some(host.clone()),
-            profile,
+            title: format!("Incident resolved on {}: {}", who.label, incident.title),
+            hostname: Some(who.hostname),
+            display_name: who.display_name,
+            profile: who.profile,
             level: AttentionLevel::Ok,
             previous: Some(incident.level),
-            title: format!("Incident resolved on {host}: {}", incident.title),
             reasons: text_reason(text),
             since: Some(e.ts),
             at: now,
@@ -373,15 +403,19 @@ impl Engine {
 
     /// A receipt for `command_id` broke `node_id`'s receipt chain.
     fn chain_break(&self, command_id: Uuid, node_id: Uuid, now: DateTime<Utc>) -> Alert {
-        let (host, profile) = self.host(Some(node_id));
+        let who = self.host(Some(node_id));
         Alert {
             kind: AlertKind::ChainBreak,
             node_id: Some(node_id),
-            hostname: Some(host.clone()),
-            profile,
+            title: format!(
+                "{}: a command receipt broke the node's receipt chain",
+                who.label
+            ),
+            hostname: Some(who.hostname),
+            display_name: who.display_name,
+            profile: who.profile,
             level: AttentionLevel::Crit,
             previous: None,
-            title: format!("{host}: a command receipt broke the node's receipt chain"),
             reasons: vec![Reason {
                 rule: "receipt_chain".into(),
                 level: AttentionLevel::Crit,
@@ -416,7 +450,7 @@ impl Engine {
             return Flap::Steady;
         }
         st.flapping.insert(node, (now, worst));
-        let host = alert.hostname.clone().unwrap_or_default();
+        let host = alert.name();
         Flap::Started(Alert {
             kind: AlertKind::Flapping,
             title: format!(
@@ -607,13 +641,14 @@ impl Engine {
         title: impl FnOnce(&str, AttentionLevel) -> String,
     ) -> Alert {
         let a = self.attention.get(node);
-        let (host, profile) = self.host(Some(node));
+        let who = self.host(Some(node));
         Alert {
             kind,
             node_id: Some(node),
-            title: title(&host, a.level),
-            hostname: Some(host),
-            profile,
+            title: title(&who.label, a.level),
+            hostname: Some(who.hostname),
+            display_name: who.display_name,
+            profile: who.profile,
             level: a.level,
             previous: (kind == AlertKind::Repeat).then_some(a.level),
             reasons: a.reasons,
@@ -762,6 +797,7 @@ mod tests {
             kind: AlertKind::Attention,
             node_id: Some(Uuid::from_u128(1)),
             hostname: Some("n1".into()),
+            display_name: None,
             profile: Some("ArchVault".into()),
             level,
             previous: Some(previous),

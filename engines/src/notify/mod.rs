@@ -140,6 +140,7 @@ pub fn test_message(route: &str, console_url: &str) -> Message {
             kind: AlertKind::Attention,
             node_id: None,
             hostname: None,
+            display_name: None,
             profile: None,
             level: AttentionLevel::Attn,
             previous: Some(AttentionLevel::Ok),
@@ -169,12 +170,17 @@ pub struct Alert {
     pub node_id: Option<Uuid>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hostname: Option<String>,
+    /// The name an admin gave the node (`node_renamed`): titles lead with it, the hostname
+    /// beside it in brackets. Absent when it has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub profile: Option<String>,
     pub level: AttentionLevel,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous: Option<AttentionLevel>,
-    /// One line: "vault-node-01 is CRIT (was OK)".
+    /// One line: "vault-node-01 is CRIT (was OK)", or "Frankfurt edge 1 (vault-node-01) is CRIT
+    /// (was OK)" for a node with a display name.
     pub title: String,
     #[serde(default)]
     pub reasons: Vec<Reason>,
@@ -184,6 +190,16 @@ pub struct Alert {
     pub at: DateTime<Utc>,
     /// `<console_url>/console?node=<id>`, or the console itself.
     pub link: String,
+}
+
+impl Alert {
+    /// The node as titles name it: "Frankfurt edge 1 (vault-node-01)", or its hostname.
+    pub fn name(&self) -> String {
+        vaultmesh_proto::display_name::labelled(
+            self.hostname.as_deref().unwrap_or_default(),
+            self.display_name.as_deref(),
+        )
+    }
 }
 
 /// What a notifier sends: one or more alerts grouped for one route.

@@ -15,8 +15,8 @@ use vaultmesh_proto::{
 
 use crate::ui::components::{
     Failing, FormTarget, ago, cc_banner, check_pill, event_form, footer, grouped_row, head,
-    is_stale, node_link, notifier_banner, pill, reason_chip, revoked_mark, services_flag,
-    sev_badge, sev_class, shared_hostname,
+    is_stale, named_link, node_link, node_name, notifier_banner, pill, reason_chip,
+    revoked_mark, services_flag, sev_badge, sev_class, shared_hostname,
 };
 use crate::ui::format::{forecast, level_name, num2, pct};
 use crate::ui::forms::{FormKind, Grouping, SILENCE_CHOICES, groupings};
@@ -506,7 +506,7 @@ pub fn attention(nodes: &[NodeSummary]) -> Markup {
             @if needing.is_empty() { p class="muted" { "Every node is OK." } }
             @for n in &needing {
                 section class="why-node" data-node-id=(n.node_id) {
-                    h3 { (pill(n.attention.level)) " " (node_link(n.node_id, &n.hostname)) }
+                    h3 { (pill(n.attention.level)) " " (named_link(n)) }
                     ul {
                         @for r in &n.attention.reasons {
                             li class=[r.suppressed_by.is_some().then_some("suppressed")] data-rule=(r.rule) {
@@ -607,7 +607,7 @@ pub fn node(p: &NodePanel, now: DateTime<Utc>) -> Markup {
     html! {
         article id="node" data-fragment={"/console/nodes/" (id) "?range=" (p.range.name())} data-node-id=(id) {
             header class="node-head" {
-                h2 { (pill(s.attention.level)) " " (s.hostname) @if s.hostname_shared { " " (shared_hostname(id)) } (revoked_mark(s)) }
+                h2 { (pill(s.attention.level)) " " (node_name(s)) @if s.hostname_shared { " " (shared_hostname(id)) } (revoked_mark(s)) }
                 p class="muted" {
                     span class="id" { (id) } " · " (s.os_profile) " · agent " (s.agent_version.as_deref().unwrap_or("?"))
                     " · last seen " (ago(s.last_seen, now)) " · " (s.heartbeats) " heartbeats"
@@ -701,8 +701,25 @@ pub fn node(p: &NodePanel, now: DateTime<Utc>) -> Markup {
     }
 }
 
-/// The node panel's decommission form: a reason and the "I understand" box, which the browser
-/// requires and the server checks (`confirm=yes`). A decommissioned node's panel says so.
+/// The node panel's rename form (`POST /console/nodes/{id}/rename`): the display name, filled
+/// with the current one; an empty name clears it (the node is shown by its hostname).
+fn rename_form(s: &NodeSummary) -> Markup {
+    let max = vaultmesh_proto::display_name::MAX_CHARS;
+    html! {
+        form method="post" action={"/console/nodes/" (s.node_id) "/rename"} data-console-form data-rename {
+            label { "Display name "
+                input name="display_name" value=[s.display_name.as_deref()] maxlength=(max)
+                    placeholder=(s.hostname) autocomplete="off";
+            }
+            button type="submit" { "Rename" }
+            span class="hint" { " Empty: shown by its hostname, " (s.hostname) "." }
+        }
+    }
+}
+
+/// The node panel's Lifecycle section: the rename form, and the decommission form — a reason
+/// and the "I understand" box, which the browser requires and the server checks
+/// (`confirm=yes`). A decommissioned node's panel says so, and offers neither.
 fn decommission_form(s: &NodeSummary, now: DateTime<Utc>) -> Markup {
     let id = s.node_id;
     html! {
@@ -717,6 +734,7 @@ fn decommission_form(s: &NodeSummary, now: DateTime<Utc>) -> Markup {
                 }
             }
             _ => {
+                (rename_form(s))
                 form method="post" action={"/console/nodes/" (id) "/decommission"} data-console-form data-decommission {
                     label { "Reason " input name="reason" maxlength="256" placeholder="Why (optional)"; }
                     label class="confirm" {

@@ -6,7 +6,7 @@ use maud::{DOCTYPE, Markup, html};
 use vaultmesh_proto::{AttentionLevel, NodeSummary};
 
 use crate::ui::components::{
-    flag, footer, head, is_stale, node_link, pill, reason_chip, revoked_mark, services_flag,
+    flag, footer, head, is_stale, named_link, pill, reason_chip, revoked_mark, services_flag,
     shared_hostname,
 };
 use crate::ui::format::{age, num2, pct};
@@ -57,7 +57,7 @@ fn row(n: &NodeSummary, now: DateTime<Utc>) -> Markup {
                     div class="why" { @for r in &n.attention.reasons { (reason_chip(r)) " " } }
                 }
             }
-            td data-label="Host" { div class="host" { (node_link(n.node_id, &n.hostname)) @if n.hostname_shared { " " (shared_hostname(n.node_id)) } (revoked_mark(n)) } div class="id" { (n.node_id) } }
+            td data-label="Host" { div class="host" { (named_link(n)) @if n.hostname_shared { " " (shared_hostname(n.node_id)) } (revoked_mark(n)) } div class="id" { (n.node_id) } }
             td data-label="Profile" { (n.os_profile) }
             td data-label="Last seen" title=(n.last_seen.to_rfc3339()) { (age(n.last_seen, now)) @if stale { div class="sub" { "values as of then" } } }
             td class="was" data-label="Tunnel" { (flag(n.cloudflare_ok, "connected", "down")) }

@@ -9,12 +9,13 @@ pub mod tokens;
 
 use vaultmesh_proto::NodeSummary;
 
-/// Sorts nodes as every list shows them: worst first (CRIT, ATTN, OK), then by hostname.
+/// Sorts nodes as every list shows them: worst first (CRIT, ATTN, OK), then by the name shown
+/// (the display name, else the hostname: [`NodeSummary::name`]).
 pub fn worst_first(nodes: &mut [NodeSummary]) {
     nodes.sort_by(|a, b| {
         b.attention
             .level
             .cmp(&a.attention.level)
-            .then_with(|| a.hostname.cmp(&b.hostname))
+            .then_with(|| a.name().cmp(b.name()))
     });
 }
