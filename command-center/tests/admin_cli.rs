@@ -250,9 +250,7 @@ fn nodes_are_named_by_hostname_and_revoked_or_readmitted_and_ambiguity_is_exit_2
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     let e = stderr(&out);
     assert!(
-        e.starts_with(
-            "error: --node \"twin\": 2 nodes have that hostname; give one of their ids: "
-        ),
+        e.starts_with("error: --node \"twin\": 2 nodes have that name; give one of their ids: "),
         "{e}"
     );
     assert!(
@@ -264,7 +262,7 @@ fn nodes_are_named_by_hostname_and_revoked_or_readmitted_and_ambiguity_is_exit_2
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert_eq!(
         stderr(&out),
-        "error: --node \"solo-nod\": no node has that id or hostname; did you mean solo-node?\n"
+        "error: --node \"solo-nod\": no node has that id, hostname or display name; did you mean solo-node?\n"
     );
     // The same for command issue.
     let out = issue("twin", "agent.ping", &[], &env);
@@ -530,4 +528,119 @@ fn tokens_are_minted_listed_and_revoked_from_the_cli_and_bad_flags_are_exit_2() 
         "{}",
         text(&out)
     );
+}
+
+/// Issue 25: `node rename NODE NAME` gives a node a display name (NODE by id, hostname or
+/// display name), `--clear` takes it away; a bad name is exit 2 naming it, before any request;
+/// the event's author is the token's admin.
+#[test]
+fn node_rename_sets_and_clears_a_display_name_and_names_the_node_by_it() {
+    let cc = CommandCenter::start_with(&["--admin-token", TOKEN]);
+    let id = Uuid::from_u128(0xad00_0000_0000_4000_8000_0000_0000_0201);
+    let r = cc.post_json(
+        "/api/agent/heartbeat",
+        &heartbeat_json(&id.to_string(), "vault-node-01", 1),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let env = [
+        ("VAULTMESH_ADMIN_URL", cc.url.as_str()),
+        ("VAULTMESH_ADMIN_TOKEN", TOKEN),
+    ];
+    let display_name = || {
+        admin_get(&cc, "/api/nodes")
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["node_id"] == id.to_string())
+            .unwrap()["display_name"]
+            .clone()
+    };
+
+    let out = cli(
+        &["node", "rename", "vault-node-01", "Frankfurt edge 1"],
+        &env,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        stdout(&out),
+        format!(
+            "renamed vault-node-01 ({id}): it is shown as \"Frankfurt edge 1\", its hostname beside it\n"
+        )
+    );
+    assert_eq!(display_name(), "Frankfurt edge 1");
+    let events = admin_get(&cc, "/api/events?kind=node_renamed");
+    assert_eq!(events[0]["author"], "admin", "{events:#}");
+
+    // Named by its display name (any case), renamed again.
+    let out = cli(
+        &["node", "rename", "frankfurt EDGE 1", "Frankfurt edge 2"],
+        &env,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        stdout(&out).starts_with(&format!("renamed Frankfurt edge 1 (vault-node-01, {id})")),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(display_name(), "Frankfurt edge 2");
+
+    // Bad names: exit 2 naming NAME and the reason, nothing sent.
+    for (name, says) in [
+        (
+            "x".repeat(65),
+            "error: NAME: display_name is 65 characters; the limit is 64\n",
+        ),
+        (
+            "edge\u{202e}2".to_string(),
+            "error: NAME: display_name contains U+202E: a control character, or a bidirectional or invisible one, that could make it read as another node's name\n",
+        ),
+        (
+            "  ".to_string(),
+            "error: NAME is empty; to show the node by its hostname again, use --clear\n",
+        ),
+    ] {
+        let out = cli(&["node", "rename", "vault-node-01", &name], &env);
+        assert_eq!(out.status.code(), Some(2), "{name:?}: {}", text(&out));
+        assert_eq!(stderr(&out), says, "{name:?}");
+    }
+    // Neither a name nor --clear, or both: usage, exit 2.
+    let out = cli(&["node", "rename", "vault-node-01"], &env);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(stderr(&out).contains("<NAME>"), "{}", stderr(&out));
+    let out = cli(&["node", "rename", "vault-node-01", "x", "--clear"], &env);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    // A typo of its display name: the near name.
+    let out = cli(&["node", "rename", "Frankfurt edge", "x"], &env);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        stderr(&out).ends_with("did you mean Frankfurt edge 2?\n"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(display_name(), "Frankfurt edge 2");
+
+    // --clear: the hostname again; a second --clear is the server's 409, exit 1.
+    let out = cli(&["node", "rename", &id.to_string(), "--clear"], &env);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        stdout(&out),
+        format!(
+            "cleared the display name of Frankfurt edge 2 (vault-node-01, {id}): it is shown by its hostname\n"
+        )
+    );
+    assert!(display_name().is_null());
+    let out = cli(&["node", "rename", "vault-node-01", "--clear"], &env);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        stderr(&out).contains("409") && stderr(&out).contains("no display name to clear"),
+        "{}",
+        stderr(&out)
+    );
+    // Without the token: refused.
+    let out = cli(
+        &["node", "rename", "vault-node-01", "x"],
+        &[("VAULTMESH_ADMIN_URL", cc.url.as_str())],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(display_name().is_null());
 }

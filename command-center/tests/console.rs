@@ -1126,6 +1126,73 @@ fn an_admin_decommissions_a_node_from_the_console_and_it_leaves_the_list_live() 
     no_errors(&mut b);
 }
 
+/// Issue 25: a node could only be read by its hostname. Now the node panel's rename form
+/// (Lifecycle) gives it a display name: its row, its panel and the list's order show it live,
+/// without a reload, the hostname beside it, and the filter box finds it by it.
+#[test]
+fn an_admin_renames_a_node_from_the_console_and_its_row_shows_the_name_live() {
+    let cc = CommandCenter::start();
+    heartbeat(&cc, A, "alpha", true);
+    heartbeat(&cc, B, "beta", true);
+    let mut b = Browser::launch(1280, 900);
+    b.navigate(&format!("{}/console?node={B}", cc.url));
+    b.eval("window.__marker = 42");
+    wait(
+        &mut b,
+        "document.getElementById('stream-state').textContent === 'live'",
+        "the stream connects",
+    );
+    let row = format!("#node-list li[data-node-id=\"{B}\"]");
+    let first = "document.querySelector('#node-list li[data-node-id]').dataset.nodeId";
+    assert_eq!(b.eval(first), json!(A), "alpha before beta");
+    b.eval(
+        "(() => { const f = document.querySelector('#node form[data-rename]'); \
+         f.querySelector('input[name=display_name]').value = 'Frankfurt edge 1'; })()",
+    );
+    submit(&mut b, "#node form[data-rename]", &[]);
+    wait(
+        &mut b,
+        &format!(
+            "(document.querySelector('{row} .display-name') || {{}}).textContent === 'Frankfurt edge 1'"
+        ),
+        "the row shows the new name, live",
+    );
+    assert_eq!(
+        b.eval(&format!(
+            "document.querySelector('{row} .host-sub').textContent"
+        )),
+        json!("beta"),
+        "the hostname beside it"
+    );
+    wait(
+        &mut b,
+        "(document.querySelector('#node h2 .display-name') || {}).textContent === 'Frankfurt edge 1'",
+        "the panel shows it",
+    );
+    wait(
+        &mut b,
+        &format!("{first} === '{B}'"),
+        "the list is sorted by the name shown ('F' before 'a')",
+    );
+    assert_eq!(
+        b.eval(
+            "(() => { const f = document.getElementById('filter'); f.value = 'frankfurt'; \
+             f.dispatchEvent(new Event('input')); \
+             return [...document.querySelectorAll('#node-list li[data-node-id]')] \
+               .filter((r) => !r.hidden).map((r) => r.dataset.nodeId); })()"
+        ),
+        json!([B]),
+        "the filter box matches the display name"
+    );
+    assert_eq!(b.eval("window.__marker"), json!(42), "no reload");
+    let events = cc.get_json("/api/events?kind=node_renamed");
+    assert_eq!(events[0]["node_id"], B);
+    assert_eq!(events[0]["author"], "console");
+    assert_eq!(events[0]["body"]["display_name"], "Frankfurt edge 1");
+    b.screenshot(&artifacts_dir().join("console-renamed.png"), false);
+    no_errors(&mut b);
+}
+
 /// Issue 25: the filter box knew hostnames and profiles only. Now `site:fra1` picks the nodes
 /// with that label and `profile:ArchVault` those of that profile, every word narrowing further.
 #[test]

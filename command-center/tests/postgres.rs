@@ -776,6 +776,47 @@ fn a_token_minted_on_one_instance_enrolls_once_across_both() {
     assert!(!records.contains(&secret[4..]), "{records}");
 }
 
+/// Issue 25: a display name set on one instance is in the database: the other instance shows
+/// it within seconds, and an instance restarted (replaying the events from PostgreSQL) keeps
+/// it, as it keeps it being cleared. The event is in the `records` table once.
+#[test]
+fn a_display_name_set_on_one_instance_is_on_both_and_after_a_restart() {
+    let mut p = pair();
+    let node = TestNode::new(Uuid::now_v7());
+    assert_eq!(post_heartbeat(&p.a, &node, 1), 200);
+    wait_for(Duration::from_secs(5), || p.b.listed("/api/nodes", node.id)).expect("B has it");
+    let rename = |cc: &CommandCenter, body: Value| {
+        let r = cc.post_json(&format!("/api/nodes/{}/rename", node.id), &body);
+        assert_eq!(r.status, 200, "{}", r.body);
+    };
+    let name_on =
+        |cc: &CommandCenter| cc.listed("/api/nodes", node.id).unwrap()["display_name"].clone();
+
+    rename(&p.a, json!({"display_name": "Frankfurt edge 1"}));
+    wait_for(Duration::from_secs(5), || {
+        (name_on(&p.b) == "Frankfurt edge 1").then_some(())
+    })
+    .expect("B shows the name A set");
+    p.b.restart();
+    assert_eq!(name_on(&p.b), "Frankfurt edge 1", "after a restart");
+    let records =
+        p.pg.psql(
+            "vaultmesh",
+            "SELECT line FROM records WHERE log = 'events' AND kind = 'node_renamed'",
+        )
+        .unwrap();
+    assert_eq!(records.matches("Frankfurt edge 1").count(), 1, "{records}");
+
+    // Cleared on B: A follows, and a restart of A keeps it cleared.
+    rename(&p.b, json!({"display_name": null}));
+    wait_for(Duration::from_secs(5), || {
+        name_on(&p.a).is_null().then_some(())
+    })
+    .expect("A shows it cleared");
+    p.a.restart();
+    assert!(name_on(&p.a).is_null(), "after a restart");
+}
+
 /// The ledger over the PostgreSQL store: scan reports are signed from the local copy of the
 /// scan log; at start the copy's lines — those already on disk and those copied from the
 /// database — are handed to the ledger as the mirror reads and writes them (the ledger reads

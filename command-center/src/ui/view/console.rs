@@ -421,6 +421,14 @@ pub fn event_summary(e: &EventEnvelope) -> String {
     };
     match e.kind.as_str() {
         "note" => text("text"),
+        vaultmesh_proto::event::kinds::NODE_RENAMED => {
+            match (text("previous").as_str(), text("display_name").as_str()) {
+                ("", "") => "display name cleared".into(),
+                ("", new) => format!("named “{new}”"),
+                (old, "") => format!("display name “{old}” cleared: shown by its hostname"),
+                (old, new) => format!("renamed “{old}” → “{new}”"),
+            }
+        }
         "incident" => format!(
             "{} ({})",
             text("title"),
