@@ -2016,6 +2016,7 @@ fn the_console_page_offers_group_by_as_a_get_form_and_renders_the_grouping_it_na
     );
     assert_eq!(attr(one(&h, "#filter"), "type"), "search");
     assert!(all(&h, "li.group").is_empty());
+}
 
 #[test]
 fn a_display_name_leads_with_the_hostname_beside_it_in_every_view_and_stays_text() {
@@ -2130,38 +2131,4 @@ fn the_lifecycle_section_renames_by_post_and_offers_no_rename_once_decommissione
     });
     let h = parse(&console::node(&panel(s, Vec::new()), now()));
     assert!(all(&h, "form[data-rename]").is_empty());
-}
-
-#[test]
-fn a_rename_reads_as_the_names_before_and_after_in_the_timeline() {
-    let said = |previous: Option<&str>, name: Option<&str>| {
-        let e = event(
-            "node_renamed",
-            Some(A),
-            json!({"hostname": "vault-node-01", "previous": previous, "display_name": name, "severity": "info"}),
-            &[],
-        );
-        let h = parse(&console::event_item(&e, now(), None));
-        text(one(&h, ".what"))
-    };
-    assert_eq!(
-        said(None, Some("Frankfurt edge 1")),
-        "named “Frankfurt edge 1”"
-    );
-    assert_eq!(
-        said(Some("Frankfurt edge 1"), Some("Frankfurt edge 2")),
-        "renamed “Frankfurt edge 1” → “Frankfurt edge 2”"
-    );
-    assert_eq!(
-        said(Some("Frankfurt edge 1"), None),
-        "display name “Frankfurt edge 1” cleared: shown by its hostname"
-    );
-    assert!(said(Some(HOSTILE), None).contains(HOSTILE));
-    let e = event(
-        "node_renamed",
-        Some(A),
-        json!({"hostname": "h", "previous": null, "display_name": HOSTILE, "severity": "info"}),
-        &[],
-    );
-    inert(&parse(&console::event_item(&e, now(), None)));
 }

@@ -15,8 +15,8 @@ use vaultmesh_proto::{
 
 use crate::ui::components::{
     Failing, FormTarget, ago, cc_banner, check_pill, event_form, footer, grouped_row, head,
-    is_stale, named_link, node_link, node_name, notifier_banner, pill, reason_chip,
-    revoked_mark, services_flag, sev_badge, sev_class, shared_hostname,
+    is_stale, named_link, node_link, node_name, notifier_banner, pill, reason_chip, revoked_mark,
+    services_flag, sev_badge, sev_class, shared_hostname,
 };
 use crate::ui::format::{forecast, level_name, num2, pct};
 use crate::ui::forms::{FormKind, Grouping, SILENCE_CHOICES, groupings};
