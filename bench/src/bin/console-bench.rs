@@ -15,6 +15,44 @@ use vaultmesh_testkit::browser::Browser;
 /// (issue 25).
 const LONG_TASK_GOAL_MS: f64 = 100.0;
 
+/// Records each animation frame over 50 ms: its script time by entry point and its rendering
+/// time (style and layout after the scripts).
+const LOAF_OBSERVER: &str = r#"
+window.__loaf = [];
+window.__parse = [];
+window.__fetches = {};
+const fetch0 = window.fetch;
+window.fetch = (u, o) => {
+  const k = String(u).replace(/[0-9a-f]{8}-[0-9a-f-]{27}/, "{id}");
+  window.__fetches[k] = (window.__fetches[k] || 0) + 1;
+  return fetch0(u, o);
+};
+const inner = Object.getOwnPropertyDescriptor(Element.prototype, "innerHTML");
+Object.defineProperty(HTMLTemplateElement.prototype, "innerHTML", {
+  get() { return inner.get.call(this); },
+  set(v) { const t = performance.now(); inner.set.call(this, v); const ms = performance.now() - t;
+    if (ms > 3) window.__parse.push((v.length / 1024).toFixed(0) + " KiB " + ms.toFixed(0) + " ms " + v.slice(0, 40)); },
+});
+new PerformanceObserver((l) => l.getEntries().forEach((e) => {
+  const end = e.startTime + e.duration;
+  const scripts = e.scripts.map((s) => ({
+    what: (s.invoker || s.invokerType) + (s.sourceFunctionName ? " " + s.sourceFunctionName : "") + (s.sourceCharPosition >= 0 ? "@" + s.sourceCharPosition : ""),
+    ms: s.duration, forced: s.forcedStyleAndLayoutDuration,
+  })).sort((a, b) => b.ms - a.ms).slice(0, 4);
+  window.__loaf.push({ ms: e.duration, blocking: e.blockingDuration,
+    render: e.renderStart ? end - e.renderStart : 0,
+    style: e.styleAndLayoutStart ? end - e.styleAndLayoutStart : 0, scripts });
+})).observe({ type: "long-animation-frame", buffered: false });
+1"#;
+
+/// One line per long frame, longest first.
+const LOAF_REPORT: &str = r#"
+window.__loaf.sort((a, b) => b.ms - a.ms).slice(0, 10).map((f) =>
+  f.ms.toFixed(0) + " ms (blocking " + f.blocking.toFixed(0) + "; rendering " + f.render.toFixed(0) +
+  ", of which style+layout " + f.style.toFixed(0) + "): " +
+  f.scripts.map((s) => s.what + " " + s.ms.toFixed(0) + " ms" + (s.forced ? " (forced layout " + s.forced.toFixed(0) + ")" : "")).join(", "))
+"#;
+
 async fn report_all(
     http: &reqwest::Client,
     base: &str,
@@ -112,6 +150,9 @@ fn main() -> anyhow::Result<()> {
     b.eval(
         "window.__long = []; new PerformanceObserver(l => l.getEntries().forEach(e => window.__long.push(e.duration))).observe({type: 'longtask'}); 1",
     );
+    // Where the long frames go: script (by function), forced layout, and the rendering update
+    // (style, layout, paint) after the scripts (the Long Animation Frames API).
+    b.eval(LOAF_OBSERVER);
     // The whole fleet reports again, and every tenth node's tunnel goes down (ATTN).
     let t = Instant::now();
     rt.block_on(report_all(&http, &base, nodes, 2, |i| i % 10 == 0))?;
@@ -139,6 +180,18 @@ fn main() -> anyhow::Result<()> {
         } else {
             "MISSED"
         }
+    );
+    let frames = b.eval(LOAF_REPORT);
+    if let Some(frames) = frames.as_array() {
+        for f in frames {
+            println!("browser: long frame {}", f.as_str().unwrap_or_default());
+        }
+    }
+    let parses = b.eval("window.__parse");
+    println!("browser: fragment parses over 3 ms: {parses}");
+    println!(
+        "browser: fetches during the burst: {}",
+        b.eval("window.__fetches")
     );
     drop(server);
     Ok(())
