@@ -34,10 +34,11 @@ use uuid::Uuid;
 use crate::api::{parse_kinds, parse_node_id};
 use crate::error::ApiError;
 use crate::server::AppState;
+use vaultmesh_proto::event::kinds;
 use vaultmesh_store::bus::{BusEvent, Resume};
 
 /// Event names a client may filter on.
-pub const NAMES: [&str; 10] = [
+pub const NAMES: [&str; 16] = [
     "heartbeat",
     "scan",
     "command",
@@ -48,6 +49,12 @@ pub const NAMES: [&str; 10] = [
     "tag",
     "resolve",
     "silence",
+    kinds::NODE_REVOKED,
+    kinds::NODE_READMITTED,
+    kinds::NODE_DECOMMISSIONED,
+    kinds::NODE_RENAMED,
+    kinds::ENROLL_REFUSED,
+    kinds::RECEIPT_CONFLICT,
 ];
 
 #[derive(Debug, Deserialize)]

@@ -280,6 +280,17 @@ fn filters_select_kinds_and_node_and_bad_filters_are_400() {
         "the note and the other node's heartbeat were filtered out"
     );
 
+    // The lifecycle kinds are names a stream can be narrowed to.
+    let lifecycle = SseClient::connect(&format!("{}/events?kinds=node_renamed", cc.url), None);
+    note(&cc, "not wanted either");
+    let r = cc.post_json(
+        &format!("/api/nodes/{NODE}/rename"),
+        &json!({"display_name": "edge"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let (event, _, data) = lifecycle.next_event(T).unwrap();
+    assert_eq!(event, "node_renamed", "{data}");
+
     for q in ["kinds=weather", "node_id=abc", "colour=red"] {
         let r = cc.get(&format!("/events?{q}"));
         assert_eq!(r.status, 400, "{q}");

@@ -3,7 +3,8 @@
 // One EventSource on /events. Small, frequent changes (a heartbeat) are applied to the node's
 // row in place; anything else swaps in the server-rendered fragment of the panel it touches
 // (each panel carries its URL in data-fragment), so no HTML is built here and every string
-// stays escaped by the server. `resync` and reconnects refetch every panel. `?debug=1` logs
+// stays escaped by the server. The stream resumes after the newest event the page reflects;
+// `resync` (it could not) refetches every panel. `?debug=1` logs
 // each event to the console. The node panel's history range (`?range=`) is kept across node
 // selections and put in the URL; the range links are plain links this script takes over. So is
 // the node list's grouping (`?group=`): the "Group by" select applies at once, and rows that
@@ -180,7 +181,7 @@
   // still in order, so each changed row's place is a binary search over their keys, read once
   // (a burst of 100 changes on 1,000 rows reads 1,100 keys, not 100,000).
   const moved = new Set();
-  // The server's order: level, then hostname by code point.
+  // The server's order: level, then the name shown (display name, else hostname) by code point.
   function key(r) { return [RANK[r.dataset.level], r.dataset.name]; }
   function cmpKey(x, y) { return x[0] - y[0] || (x[1] < y[1] ? -1 : x[1] > y[1] ? 1 : 0); }
   function sortList() {
@@ -539,10 +540,19 @@
     command: (d) => { if (d.node_id === selected) refreshNode(); },
     resync: () => { refreshAll(); },
   };
-  // A node revoked, decommissioned (it leaves the list), re-admitted or renamed: every panel may change.
-  for (const kind of ["node_revoked", "node_decommissioned", "node_readmitted", "node_renamed"]) {
+  // A node revoked, decommissioned (it leaves the list) or re-admitted: every panel may change.
+  for (const kind of ["node_revoked", "node_decommissioned", "node_readmitted"]) {
     handlers[kind] = () => { refreshAll(); };
   }
+  // A node renamed: its row (which moves to its new place), and the panels that name it; the
+  // 1,000-row list is not refetched.
+  handlers.node_renamed = (d) => {
+    if (d.node_id && row(d.node_id)) refreshRow(d.node_id, 100); else refreshList();
+    swap("attention", "/console/attention", 200);
+    swap("findings", "/console/findings", 300);
+    swap("feed", "/console/feed", 300);
+    if (d.node_id === selected) refreshNodeNow();
+  };
   for (const kind of ["note", "incident", "ack", "tag", "resolve", "silence"]) {
     handlers[kind] = (d) => {
       swap("feed", "/console/feed", 300);

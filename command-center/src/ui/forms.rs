@@ -170,9 +170,9 @@ pub fn groupings(keys: &[String]) -> Vec<Grouping> {
     all
 }
 
-/// `?group=` of `GET /console`: one of [`groupings`] of the fleet's label `keys` (a key no
-/// node has is refused, so that a typo is not taken for an empty grouping); a typo is refused
-/// with the near name.
+/// A grouping the fleet offers: one of [`groupings`] of the fleet's label `keys`; otherwise
+/// why not, with the near name (a label key no node has included, so that the page can say a
+/// typo is a typo: [`group_notice`]).
 pub fn grouping_in(text: &str, keys: &[String]) -> Result<Grouping, FormError> {
     let known = groupings(keys);
     if let Some(g) = known.iter().find(|g| g.name() == text) {
@@ -205,7 +205,18 @@ pub fn grouping_in(text: &str, keys: &[String]) -> Result<Grouping, FormError> {
     })
 }
 
-/// `?group=` of the node list's fragments: the script asks for the grouping its page was
+/// What the console page says about a grouping by a label no node of the fleet (`keys`) has:
+/// that every node is in "(no <key>)", with the near key when there is one (a typo).
+pub fn group_notice(group: &Grouping, keys: &[String]) -> Option<String> {
+    match group {
+        Grouping::Label(k) if !keys.contains(k) => grouping_in(&group.name(), keys)
+            .err()
+            .map(|e| format!("{e}: every node is in \"{}\".", group.none_name())),
+        _ => None,
+    }
+}
+
+/// `?group=` of the console page and of the node list's fragments: the script asks for the grouping its page was
 /// rendered with, which stays valid when the fleet's last node with the label goes (then every
 /// node is in the "(no key)" group), so any well-formed label key is taken.
 pub fn grouping(text: &str) -> Result<Grouping, FormError> {
@@ -258,11 +269,18 @@ impl ConsoleQuery {
         range_or_default(self.range.as_deref())
     }
 
-    /// `?group=`, one of the fleet's ([`grouping_in`]); not grouped when not given.
+    /// `?group=` ([`grouping`]): any well-formed label key is taken, as a bookmark or a reload
+    /// may name a label the fleet's last node with it has since lost; the page then says so
+    /// ([`group_notice`]). Not grouped when not given.
+    /// Anything else is refused with the near one among the fleet's `keys` ([`grouping_in`]).
     pub fn group(&self, keys: &[String]) -> Result<Grouping, FormError> {
-        self.group
-            .as_deref()
-            .map_or(Ok(Grouping::None), |g| grouping_in(g, keys))
+        let Some(text) = self.group.as_deref() else {
+            return Ok(Grouping::None);
+        };
+        grouping_in(text, keys).or_else(|refused| match grouping(text) {
+            Ok(label @ Grouping::Label(_)) => Ok(label),
+            _ => Err(refused),
+        })
     }
 
     /// `?debug=1` or `?debug=true`: the script logs every event.
@@ -863,11 +881,24 @@ mod tests {
                 .starts_with(&format!("group={:?} ", "g".repeat(48))),
             "quoted, not echoed whole: {long}"
         );
-        // The page's query: a key no node has is refused; the fragments take any well-formed
-        // key (the script's page named one the fleet may since have lost).
+        // The page and the fragments take any well-formed key (a bookmark, or the script's
+        // page, may name one the fleet has since lost); the page says so, with the near key.
         let q: ConsoleQuery = serde_urlencoded::from_str("group=label%3Asite").unwrap();
         assert_eq!(q.group(&keys), Ok(Grouping::Label("site".into())));
-        assert!(matches!(q.group(&[]), Err(FormError::UnknownGroup { .. })));
+        assert_eq!(q.group(&[]), Ok(Grouping::Label("site".into())));
+        assert_eq!(group_notice(&Grouping::Label("site".into()), &keys), None);
+        assert_eq!(
+            group_notice(&Grouping::Label("stie".into()), &keys).as_deref(),
+            Some(
+                "group=\"label:stie\" names a label no node has; did you mean \"label:site\"?; groups are none, profile, label:role, label:site: every node is in \"(no stie)\"."
+            )
+        );
+        assert_eq!(group_notice(&Grouping::Profile, &[]), None);
+        let q: ConsoleQuery = serde_urlencoded::from_str("group=lable%3Asite").unwrap();
+        assert_eq!(
+            q.group(&keys).unwrap_err().to_string(),
+            "group=\"lable:site\" is not a grouping; did you mean \"label:site\"?; groups are none, profile, label:role, label:site"
+        );
         let q: ConsoleQuery = serde_urlencoded::from_str("node=x").unwrap();
         assert_eq!(q.group(&keys), Ok(Grouping::None));
         let q: ListQuery = serde_urlencoded::from_str("group=label:zone").unwrap();

@@ -244,6 +244,7 @@ pub async fn console_page(
     let nodes = sorted_nodes(&state);
     let label_keys = console::label_keys(&nodes);
     let group = q.group(&label_keys)?;
+    let group_notice = forms::group_notice(&group, &label_keys);
     let selected = match q.node()? {
         Some(id) => Some(id),
         None => nodes.first().map(|n| n.node_id),
@@ -266,6 +267,7 @@ pub async fn console_page(
         nodes,
         group,
         label_keys,
+        group_notice,
     };
     Ok(console::page(&page, Utc::now()))
 }

@@ -52,6 +52,9 @@ pub struct ConsolePage {
     pub group: Grouping,
     /// The label keys the fleet's nodes have ([`label_keys`]): the "Group by" choices.
     pub label_keys: Vec<String>,
+    /// Said above the list when it is grouped by a label no node has
+    /// ([`crate::ui::forms::group_notice`]).
+    pub group_notice: Option<String>,
 }
 
 /// The selected node: its detail, its recent events and commands.
@@ -250,6 +253,11 @@ fn group_form(p: &ConsolePage) -> Markup {
         .as_ref()
         .map(|n| n.range)
         .filter(|r| *r != Range::Day);
+    // The grouping the page shows is a choice even when no node has its label any more.
+    let mut choices = groupings(&p.label_keys);
+    if !choices.contains(&p.group) {
+        choices.push(p.group.clone());
+    }
     html! {
         form class="group-by" method="get" action="/console" data-group-form {
             @if let Some(id) = p.selected { input type="hidden" name="node" value=(id); }
@@ -257,7 +265,7 @@ fn group_form(p: &ConsolePage) -> Markup {
             @if p.debug { input type="hidden" name="debug" value="1"; }
             label { "Group by "
                 select name="group" {
-                    @for g in groupings(&p.label_keys) {
+                    @for g in choices {
                         option value=(g.name()) selected[g == p.group] {
                             @match &g { Grouping::Label(k) => { "label: " (k) }, other => { (other.name()) } }
                         }
@@ -265,6 +273,7 @@ fn group_form(p: &ConsolePage) -> Markup {
                 }
             }
             " " button type="submit" { "Group" }
+            @if let Some(notice) = &p.group_notice { p class="hint" role="status" data-group-notice { (notice) } }
         }
     }
 }
