@@ -18,7 +18,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use axum::Extension;
 use axum::body::{Body, Bytes};
@@ -34,28 +34,17 @@ use uuid::Uuid;
 use crate::api::{parse_kinds, parse_node_id};
 use crate::error::ApiError;
 use crate::server::AppState;
-use vaultmesh_proto::event::kinds;
+use vaultmesh_proto::event::{OPERATOR_KINDS, SYSTEM_KINDS};
 use vaultmesh_store::bus::{BusEvent, Resume};
 
 /// Event names a client may filter on.
-pub const NAMES: [&str; 16] = [
-    "heartbeat",
-    "scan",
-    "command",
-    "attention",
-    "note",
-    "incident",
-    "ack",
-    "tag",
-    "resolve",
-    "silence",
-    kinds::NODE_REVOKED,
-    kinds::NODE_READMITTED,
-    kinds::NODE_DECOMMISSIONED,
-    kinds::NODE_RENAMED,
-    kinds::ENROLL_REFUSED,
-    kinds::RECEIPT_CONFLICT,
-];
+pub static NAMES: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
+    ["heartbeat", "scan", "command"]
+        .into_iter()
+        .chain(OPERATOR_KINDS)
+        .chain(SYSTEM_KINDS)
+        .collect()
+});
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
