@@ -1196,6 +1196,21 @@ fn an_admin_renames_a_node_from_the_console_and_its_row_shows_the_name_live() {
     assert_eq!(events[0]["node_id"], B);
     assert_eq!(events[0]["author"], "console");
     assert_eq!(events[0]["body"]["display_name"], "Frankfurt edge 1");
+    // Two nodes showing the same name are ordered by id, live as after a reload (the moved
+    // row used to go after every equal name).
+    let r = cc.post_json(
+        &format!("/api/nodes/{A}/rename"),
+        &json!({"display_name": "Frankfurt edge 1"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let order = "[...document.querySelectorAll('#node-list li[data-node-id]')].map((r) => r.dataset.nodeId).join(' ')";
+    wait(
+        &mut b,
+        &format!(
+            "document.querySelector('#node-list li[data-node-id=\"{A}\"] .display-name') && {order} === '{A} {B}'"
+        ),
+        "equal names go by id, live",
+    );
     b.screenshot(&artifacts_dir().join("console-renamed.png"), false);
     no_errors(&mut b);
 }

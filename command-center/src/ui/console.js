@@ -181,9 +181,22 @@
   // still in order, so each changed row's place is a binary search over their keys, read once
   // (a burst of 100 changes on 1,000 rows reads 1,100 keys, not 100,000).
   const moved = new Set();
-  // The server's order: level, then the name shown (display name, else hostname) by code point.
-  function key(r) { return [RANK[r.dataset.level], r.dataset.name]; }
-  function cmpKey(x, y) { return x[0] - y[0] || (x[1] < y[1] ? -1 : x[1] > y[1] ? 1 : 0); }
+  // The server's order: level, then the name shown (display name, else hostname) by code
+  // point, then node id.
+  // Ties between equal names go by node id (lowercase hex: the same order as the server's).
+  function key(r) { return [RANK[r.dataset.level], r.dataset.name, r.dataset.nodeId]; }
+  function cmpKey(x, y) {
+    return x[0] - y[0] || byCodePoint(x[1], y[1]) || (x[2] < y[2] ? -1 : x[2] > y[2] ? 1 : 0);
+  }
+  // Strings compare by UTF-16 unit, which puts U+10000 and above before U+E000-U+FFFF; the
+  // server compares code points. Only names with a surrogate pay for the slow path.
+  function byCodePoint(a, b) {
+    if (a === b) return 0;
+    if (!/[\uD800-\uDFFF]/.test(a + b)) return a < b ? -1 : 1;
+    const x = Array.from(a, (c) => c.codePointAt(0)), y = Array.from(b, (c) => c.codePointAt(0));
+    for (let i = 0; i < Math.min(x.length, y.length); i++) if (x[i] !== y[i]) return x[i] < y[i] ? -1 : 1;
+    return x.length - y.length;
+  }
   function sortList() {
     const list = document.getElementById("node-list");
     const grouped = list && list.hasAttribute("data-group-by");

@@ -2098,6 +2098,20 @@ fn lists_sort_by_the_name_shown() {
         ["bravo", "zulu edge"],
         "by code point, as the script sorts"
     );
+    // Equal names go by node id, whatever order they come in; names compare by code point
+    // (U+FF21 before U+1F600, where UTF-16 units would put the emoji first).
+    let mut twin_b = summary(B, "b-host", AttentionLevel::Ok);
+    twin_b.display_name = Some("edge".into());
+    let mut twin_a = summary(A, "a-host", AttentionLevel::Ok);
+    twin_a.display_name = Some("edge".into());
+    let mut emoji = summary(Uuid::from_u128(7), "emoji", AttentionLevel::Ok);
+    emoji.display_name = Some("\u{1F600}".into());
+    let mut wide = summary(Uuid::from_u128(8), "wide", AttentionLevel::Ok);
+    wide.display_name = Some("\u{FF21}".into());
+    let mut v = vec![emoji, twin_b, wide, twin_a];
+    worst_first(&mut v);
+    let ids: Vec<String> = v.iter().map(|n| n.hostname.clone()).collect();
+    assert_eq!(ids, ["a-host", "b-host", "wide", "emoji"]);
 }
 
 #[test]
