@@ -17,7 +17,7 @@ pub enum CommandsCommand {
         after_help = "Examples:\n  vaultmesh-command-center command issue --node vault-node-01 --action agent.ping --wait\n  vaultmesh-command-center command issue --node 550e8400-e29b-41d4-a716-446655440000 --action service.restart --arg unit=cloudflared.service --wait 2m"
     )]
     Issue {
-        /// The node: its id, or its hostname as `GET /api/nodes` shows it.
+        /// The node: its id, its hostname or its display name, as `GET /api/nodes` shows them.
         #[arg(long, value_name = "NODE")]
         node: String,
         /// The action, e.g. agent.ping (`vaultmesh-node-agent actions` lists them).
@@ -66,7 +66,7 @@ pub enum NodeCommand {
         after_help = "Example:\n  vaultmesh-command-center node revoke vault-node-01 --reason \"disk sent for repair\""
     )]
     Revoke {
-        /// The node: its id, or its hostname.
+        /// The node: its id, its hostname or its display name.
         node: String,
         /// Why, for the event log.
         #[arg(long)]
@@ -81,7 +81,7 @@ pub enum NodeCommand {
         after_help = "Example:\n  vaultmesh-command-center node decommission vault-node-01 --reason \"replaced by vault-node-07\""
     )]
     Decommission {
-        /// The node: its id, or its hostname.
+        /// The node: its id, its hostname or its display name.
         node: String,
         /// Why, for the event log.
         #[arg(long)]
@@ -110,7 +110,7 @@ pub enum NodeCommand {
     /// node), or with its old one if --allow-old-key.
     #[command(after_help = "Example:\n  vaultmesh-command-center node readmit vault-node-01")]
     Readmit {
-        /// The node: its id, or its hostname.
+        /// The node: its id, its hostname or its display name.
         node: String,
         /// The revocation was a mistake: the node may come back with the key it had.
         #[arg(long)]

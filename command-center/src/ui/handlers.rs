@@ -357,7 +357,7 @@ pub async fn post_form(
 ) -> Result<Response, ApiError> {
     // Posts from other sites never get here: [`crate::guard`] refuses them for every route.
     let Form(f) = form?;
-    let who = identity.map_or_else(|| "console".into(), |axum::Extension(who)| who.0);
+    let who = crate::api::author(identity, "console");
     let (event, author) = f.into_event(who, chrono::Utc::now())?;
     let stored = state.store.record_event(event, author).await?;
     if wants_json(&headers) {
@@ -390,7 +390,7 @@ pub async fn post_command(
 ) -> Result<Response, ApiError> {
     let Form(fields) = form?;
     let f = CommandForm::parse(fields)?;
-    let issued_by = identity.map_or_else(|| "console".into(), |axum::Extension(who)| who.0);
+    let issued_by = crate::api::author(identity, "console");
     let req = vaultmesh_engines::issue::IssueRequest {
         node_id: f.node_id,
         action: f.action,
@@ -423,7 +423,7 @@ pub async fn post_decommission(
     if let Some(r) = &reason {
         crate::api::check_reason(r)?;
     }
-    let by = identity.map_or_else(|| "console".into(), |axum::Extension(who)| who.0);
+    let by = crate::api::author(identity, "console");
     let reply = crate::api::revocation(&state, id, by, reason, true).await?;
     if wants_json(&headers) {
         return Ok(reply.into_response());
