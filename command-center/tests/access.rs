@@ -391,12 +391,10 @@ fn without_admin_auth_requests_through_cloudflare_are_refused_and_logged() {
         .unwrap();
     assert_eq!(r.status().as_u16(), 200);
     // Why, in the log.
-    let log = cc.stderr();
-    assert!(
-        log.contains("reason=unauthenticated_tunnel")
-            && log.contains("cf_connecting_ip=203.0.113.7"),
-        "{log}"
-    );
+    cc.wait_for_log(&[
+        "reason=unauthenticated_tunnel",
+        "cf_connecting_ip=203.0.113.7",
+    ]);
 
     // With an admin token, requests through the tunnel are the normal case.
     let token = "a-long-admin-token-0123456789";

@@ -866,11 +866,7 @@ fn the_ledger_signs_scans_stored_in_postgresql_reading_the_scan_log_once() {
     signed(&a, 3);
     a.restart();
     assert_eq!(a.get_json("/api/ledger/root")["alarm"], Value::Null);
-    let log = a.stderr();
-    assert!(
-        log.contains("from_replay=3") && log.contains("read_here=0"),
-        "{log}"
-    );
+    a.wait_for_log(&["from_replay=3", "read_here=0"]);
     assert_eq!(a.post_json("/api/agent/scans", &scan(4)).status, 200);
     signed(&a, 4);
 
@@ -878,11 +874,7 @@ fn the_ledger_signs_scans_stored_in_postgresql_reading_the_scan_log_once() {
     // them over as it writes them.
     let b = CommandCenter::start_with_env(&args, &env);
     signed(&b, 4);
-    let log = b.stderr();
-    assert!(
-        log.contains("from_replay=4") && log.contains("read_here=0"),
-        "{log}"
-    );
+    b.wait_for_log(&["from_replay=4", "read_here=0"]);
     for cc in [&a, &b] {
         let dir = cc.log_dir();
         let out = cc_command(&[
@@ -1264,11 +1256,7 @@ fn history_buckets_the_database_refuses_are_held_and_stored_once_it_takes_them()
     // The first start rolls up 26 hours; the database refuses the buckets: it starts anyway.
     let cc = CommandCenter::start_with(&pg_args(&url, &key, &policies));
     assert_eq!(stored().0, 0);
-    assert!(
-        cc.stderr().contains("Cannot store history buckets"),
-        "{}",
-        cc.stderr()
-    );
+    cc.wait_for_log(&["Cannot store history buckets"]);
     // Once the database takes them, the held buckets are stored, all of them.
     pg.psql("vaultmesh", "DROP TRIGGER refuse ON history_5m")
         .unwrap();

@@ -110,12 +110,10 @@ fn a_corrupt_snapshot_is_refused_with_a_warning_and_the_log_replayed() {
     bytes[middle] ^= 0x01;
     std::fs::write(&path, &bytes).unwrap();
     cc.restart();
-    let stderr = cc.stderr();
-    assert!(
-        stderr.contains("The state snapshot cannot be used; replaying the whole heartbeat log.")
-            && stderr.contains("checksum does not match"),
-        "{stderr}"
-    );
+    cc.wait_for_log(&[
+        "The state snapshot cannot be used; replaying the whole heartbeat log.",
+        "checksum does not match",
+    ]);
     assert_eq!(snapshot_line(&cc), None);
     assert_eq!(heartbeat_state(&cc), before);
 }

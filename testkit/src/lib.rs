@@ -369,6 +369,17 @@ impl CommandCenter {
         self.stderr.text()
     }
 
+    /// The log once it holds every one of `needles` (waiting up to 10 s: stderr is copied by a
+    /// thread of its own, so a line the server wrote before it answered may not be here yet).
+    /// Panics with the log if a needle never shows.
+    pub fn wait_for_log(&self, needles: &[&str]) -> String {
+        wait_for(Duration::from_secs(10), || {
+            let log = self.stderr();
+            needles.iter().all(|n| log.contains(n)).then_some(log)
+        })
+        .unwrap_or_else(|| panic!("the log never held all of {needles:?}:\n{}", self.stderr()))
+    }
+
     /// The row of node `id` in the JSON array `GET path` answers (`/api/nodes`,
     /// `/api/attention`), if it is listed.
     pub fn listed(&self, path: &str, id: uuid::Uuid) -> Option<serde_json::Value> {
