@@ -89,9 +89,16 @@ pub struct AccessConfig {
     pub certs_file: Option<PathBuf>,
 }
 
-/// Who is asking: put in request extensions by [`admin_auth`].
+pub use crate::roles::Identity;
+use crate::roles::{Role, RoleMap, Via};
+
+/// Who a verified token names: an email (or a service token's common name) and the groups its
+/// `groups` claim lists (for the roles file).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Identity(pub String);
+pub struct Claimed {
+    pub name: String,
+    pub groups: Vec<String>,
+}
 
 #[derive(Debug, Deserialize)]
 struct Claims {
@@ -99,6 +106,8 @@ struct Claims {
     email: Option<String>,
     #[serde(default)]
     common_name: Option<String>,
+    #[serde(default)]
+    groups: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -254,7 +263,7 @@ impl AccessVerifier {
     }
 
     /// The identity in a valid token; a reason otherwise (never the token's contents).
-    pub async fn verify(&self, token: &str) -> Result<Identity, String> {
+    pub async fn verify(&self, token: &str) -> Result<Claimed, String> {
         let header = decode_header(token).map_err(|_| "malformed token".to_string())?;
         if header.alg != Algorithm::RS256 {
             return Err(format!(
@@ -289,13 +298,20 @@ impl AccessVerifier {
                 _ => "invalid token".to_string(),
             }
         })?;
+        let groups = data.claims.groups;
         data.claims
             .email
             .or(data.claims.common_name)
-            .filter(|s| !s.is_empty() && s.len() <= 128 && !s.chars().any(char::is_control))
-            .map(Identity)
+            .filter(|s| plain_name(s))
+            .map(|name| Claimed { name, groups })
             .ok_or_else(|| "the token names no user (email or common_name)".to_string())
     }
+}
+
+/// Whether an identity's name can stand as an author: 1-128 characters, none of them a
+/// control, bidirectional or invisible one.
+pub fn plain_name(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 128 && vaultmesh_proto::text::first_deceptive(s, &[]).is_none()
 }
 
 /// Whether `path` is outside the admin surface (agents sign their own requests).
@@ -320,6 +336,27 @@ pub struct AdminAuth {
     pub access: Option<Arc<AccessVerifier>>,
     /// Admin bearer token, when configured (and Access is not).
     pub admin_token: Option<AdminToken>,
+    /// Which role each signed-in identity gets (`--roles`); without one, every identity is an
+    /// admin.
+    pub roles: Option<Arc<RoleMap>>,
+}
+
+impl AdminAuth {
+    /// The identity a verified sign-in makes: its role from the roles file (or admin without
+    /// one); a `403` if the file gives it none.
+    pub fn identity(&self, claimed: Claimed, via: Via) -> Result<Identity, ApiError> {
+        let role = match &self.roles {
+            None => Some(Role::Admin),
+            Some(map) => map.role_for(&claimed.name, &claimed.groups),
+        };
+        role.map(|r| Identity::with_role(claimed.name.clone(), r, via))
+            .ok_or_else(|| {
+                ApiError::Forbidden(format!(
+                    "{} has no role here: the roles file names neither the address nor any of its groups, and gives no default",
+                    claimed.name
+                ))
+            })
+    }
 }
 
 /// The admin gate: Access token, or bearer token, or (loopback-only servers) nothing.
@@ -342,9 +379,10 @@ pub async fn admin_auth(
                     "sign in through Cloudflare Access (no Cf-Access-Jwt-Assertion header)".into(),
                 )
             })?;
-        let who = access.verify(token).await.map_err(|reason| {
+        let claimed = access.verify(token).await.map_err(|reason| {
             ApiError::Unauthorized(Refusal::Access, format!("Cloudflare Access: {reason}"))
         })?;
+        let who = state.identity(claimed, Via::Access)?;
         req.extensions_mut().insert(who);
     } else if let Some(secret) = &state.admin_token {
         let given = req
@@ -364,7 +402,8 @@ pub async fn admin_auth(
                 "wrong admin token".into(),
             ));
         }
-        req.extensions_mut().insert(Identity("admin".into()));
+        req.extensions_mut()
+            .insert(Identity::with_role("admin", Role::Admin, Via::AdminToken));
     } else if let Some(header) = crate::guard::through_cloudflare(req.headers()) {
         // No authentication is safe on loopback only; a tunnel publishing the loopback
         // listener would hand the admin routes to the Internet.

@@ -198,7 +198,7 @@ pub fn author(
     identity: Option<axum::Extension<crate::access::Identity>>,
     fallback: &str,
 ) -> String {
-    identity.map_or_else(|| fallback.into(), |axum::Extension(who)| who.0)
+    identity.map_or_else(|| fallback.into(), |axum::Extension(who)| who.name)
 }
 
 /// `POST /api/nodes/{id}/revoke`: the node's key stops working at once, and neither the node
@@ -657,7 +657,7 @@ pub async fn post_event(
         .validate()
         .map_err(|e| ApiError::UnprocessableEntity(e.to_string()))?;
     // A signed-in admin is the author, whatever the body claims.
-    let author = identity.map_or(author, |axum::Extension(who)| who.0);
+    let author = identity.map_or(author, |axum::Extension(who)| who.name);
     let stored = state.store.record_event(new, author).await?;
     tracing::info!(id = %stored.id, kind = %stored.kind, "Event recorded.");
     Ok((StatusCode::CREATED, Json(stored)))

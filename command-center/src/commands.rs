@@ -98,7 +98,7 @@ pub async fn issue(
     let req: IssueRequest = parse_json_as(&headers, body?, "command")?;
     // A signed-in admin is the issuer, whatever the body claims.
     let issued_by = match identity {
-        Some(axum::Extension(who)) => who.0,
+        Some(axum::Extension(who)) => who.name,
         None => req.issued_by.unwrap_or_else(|| "anonymous".into()),
     };
     let req = vaultmesh_engines::issue::IssueRequest {

@@ -106,6 +106,11 @@ pub struct ServeConfig {
     pub ledger_origin: String,
     #[command(flatten)]
     pub access: crate::access::AccessArgs,
+    /// Which role each signed-in identity gets (viewer, operator, admin), by email, domain or
+    /// group: a TOML file (`roles check FILE` validates it). Without one, every identity
+    /// Access or sign-in lets in is an admin.
+    #[arg(long, env = "VAULTMESH_ROLES", value_name = "FILE")]
+    pub roles: Option<std::path::PathBuf>,
     /// Admin bearer token (Authorization: Bearer ...) when Access is not used.
     #[arg(long, env = "VAULTMESH_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,

@@ -38,6 +38,10 @@ pub enum ApiError {
     /// A revocation forbids it (`403`): an enrollment of a revoked node or key.
     #[error("{0}")]
     Revoked(String),
+    /// The identity's role (or token's scopes) does not allow the route (`403`, naming the
+    /// role needed).
+    #[error(transparent)]
+    NotAllowed(#[from] crate::roles::NotAllowed),
     #[error("method not allowed")]
     MethodNotAllowed,
     #[error("{0}")]
@@ -80,7 +84,9 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Unauthorized(..) => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden(_) | ApiError::Revoked(_) => StatusCode::FORBIDDEN,
+            ApiError::Forbidden(_) | ApiError::Revoked(_) | ApiError::NotAllowed(_) => {
+                StatusCode::FORBIDDEN
+            }
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::OverBudget(vaultmesh_engines::budget::OverBudget::TooLarge { .. }) => {
@@ -109,6 +115,7 @@ impl ApiError {
             ApiError::Unauthorized(..) => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::Revoked(_) => "revoked",
+            ApiError::NotAllowed(_) => "role",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::TooManyRequests(_) | ApiError::TooManyEnrollments(_) => "rate_limited",

@@ -37,6 +37,7 @@ pub mod listener;
 pub mod metrics;
 pub mod notifiers;
 pub mod refusals;
+pub mod roles;
 pub mod server;
 pub mod sse;
 pub mod timeout;

@@ -15,6 +15,7 @@ use cli::ledger::LedgerCommand;
 use cli::logs::LogsCommand;
 use cli::notify::NotifyCommand;
 use cli::policy::PolicyCommand;
+use cli::roles::RolesCommand;
 use cli::store::StoreCommand;
 
 /// jemalloc rather than glibc's malloc: memory freed when connections and event streams close
@@ -62,6 +63,9 @@ enum Command {
     /// The verifiable Merkle ledger over the scan log (ROOT.txt, PROOFCHAIN.jsonl).
     #[command(subcommand)]
     Ledger(LedgerCommand),
+    /// Check the roles file (who is a viewer, an operator or an admin).
+    #[command(subcommand)]
+    Roles(RolesCommand),
     /// Check the notifications file, or send a test message through a route.
     #[command(subcommand)]
     Notify(NotifyCommand),
@@ -109,6 +113,7 @@ fn main() -> ExitCode {
             Some(Command::Logs(cmd)) => cli::logs::logs_from_store(cmd).await,
             Some(Command::Store(cmd)) => cli::store::store(cmd).await,
             Some(Command::Notify(cmd)) => cli::notify::notify(cmd).await,
+            Some(Command::Roles(cmd)) => cli::roles::roles(cmd),
             Some(Command::Keygen { out, show_public }) => cli::keygen::keygen(&out, show_public),
             Some(Command::Completions { shell }) => {
                 vaultmesh_process::cli::completions::<Cli>(shell, &mut std::io::stdout())

@@ -15,6 +15,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::config::ServeConfig;
 use crate::error::{ApiError, BODY_LIMIT};
+use crate::roles::Permission;
 use crate::{api, commands, sse};
 use tokio_util::sync::CancellationToken;
 use vaultmesh_store::jsonl::StoreOpenError;
@@ -150,6 +151,9 @@ impl axum::extract::FromRef<AppState> for crate::metrics::Counting {
 pub struct Route {
     pub method: Method,
     pub path: &'static str,
+    /// What the identity asking needs ([`crate::roles`]); `None` on the agents' and public
+    /// routes, which the admin gate does not cover.
+    pub needs: Option<Permission>,
     handler: MethodRouter<AppState>,
 }
 
@@ -166,11 +170,47 @@ impl Route {
         T: 'static,
     {
         let filter = MethodFilter::try_from(method.clone()).expect("a method axum can route");
+        // Reading needs `read`; a write is admin-only until its route says otherwise.
+        let needs = (!crate::access::is_public(path)).then_some(if method == Method::GET {
+            Permission::Read
+        } else {
+            Permission::Admin
+        });
         Route {
             method,
             path,
+            needs,
             handler: axum::routing::on(filter, handler),
         }
+    }
+
+    /// What the route needs, when it is not the default.
+    fn needs(mut self, p: Permission) -> Route {
+        self.needs = Some(p);
+        self
+    }
+
+    /// The route's handler behind the check of what its identity may do.
+    fn guarded(self) -> MethodRouter<AppState> {
+        let Some(needs) = self.needs else {
+            return self.handler;
+        };
+        let route = format!("{} {}", self.method, self.path);
+        self.handler.layer(axum::middleware::from_fn(
+            move |req: axum::extract::Request, next: axum::middleware::Next| {
+                let allowed = crate::roles::check(
+                    req.extensions().get::<crate::roles::Identity>(),
+                    needs,
+                    &route,
+                );
+                async move {
+                    match allowed {
+                        Ok(()) => next.run(req).await,
+                        Err(e) => axum::response::IntoResponse::into_response(ApiError::from(e)),
+                    }
+                }
+            },
+        ))
     }
 
     /// A larger body limit than [`BODY_LIMIT`] for this route.
@@ -184,6 +224,7 @@ impl Route {
 /// (every write refuses a cross-site request: `tests/guard.rs`).
 pub fn routes() -> Vec<Route> {
     use Method as M;
+    use Permission as P;
     vec![
         Route::new(M::GET, "/", ui::handlers::dashboard),
         Route::new(M::GET, "/assets/app.css", ui::handlers::stylesheet),
@@ -209,8 +250,9 @@ pub fn routes() -> Vec<Route> {
         ),
         Route::new(M::GET, "/console/findings", ui::handlers::findings_fragment),
         Route::new(M::GET, "/console/feed", ui::handlers::feed_fragment),
-        Route::new(M::POST, "/console/events", ui::handlers::post_form),
-        Route::new(M::POST, "/console/commands", ui::handlers::post_command),
+        Route::new(M::POST, "/console/events", ui::handlers::post_form).needs(P::EventsWrite),
+        Route::new(M::POST, "/console/commands", ui::handlers::post_command)
+            .needs(P::CommandsIssue),
         Route::new(M::GET, "/console/add-node", ui::add_node::add_node_page),
         Route::new(M::GET, "/assets/add-node.js", ui::add_node::script),
         Route::new(M::POST, "/console/enroll-tokens", ui::add_node::post_mint),
@@ -257,9 +299,9 @@ pub fn routes() -> Vec<Route> {
         Route::new(M::GET, "/api/nodes/{id}", api::get_node),
         Route::new(M::GET, "/api/nodes/{id}/history", api::node_history),
         Route::new(M::GET, "/api/events", api::list_events),
-        Route::new(M::POST, "/api/events", api::post_event),
+        Route::new(M::POST, "/api/events", api::post_event).needs(P::EventsWrite),
         Route::new(M::GET, "/api/commands", commands::list),
-        Route::new(M::POST, "/api/commands", commands::issue),
+        Route::new(M::POST, "/api/commands", commands::issue).needs(P::CommandsIssue),
         Route::new(M::GET, commands::POLL_ROUTE, commands::poll),
         Route::new(M::POST, "/api/agent/receipts", commands::receipt),
         Route::new(M::GET, "/events", sse::events),
@@ -291,7 +333,7 @@ pub fn app(state: AppState) -> Router {
     let gate = axum::middleware::from_fn_with_state(state.clone(), crate::access::admin_auth);
     routes()
         .into_iter()
-        .fold(Router::new(), |router, r| router.route(r.path, r.handler))
+        .fold(Router::new(), |router, r| router.route(r.path, r.guarded()))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(gate)
@@ -500,6 +542,12 @@ impl Server {
                 .map_err(ServeError::Config)?,
             )),
         };
+        let roles = config
+            .roles
+            .as_deref()
+            .map(crate::roles::RoleMap::load)
+            .transpose()
+            .map_err(|e| ServeError::Config(format!("--roles {e}")))?;
         let access = config
             .access
             .config()
@@ -514,6 +562,7 @@ impl Server {
             admin: Arc::new(crate::access::AdminAuth {
                 access,
                 admin_token: config.admin_token.clone().map(crate::access::AdminToken),
+                roles: roles.map(Arc::new),
             }),
             sse_slots: crate::sse::StreamSlots::new(config.sse),
             enroll_refusals: Arc::new(vaultmesh_engines::auth::Throttle::new(

@@ -308,7 +308,7 @@ pub async fn events(
     // Signed-in clients are counted by identity (behind the tunnel every client has the
     // tunnel's address); the others — a loopback-only Command Center — by address.
     let holder = match (identity, peer) {
-        (Some(Extension(who)), _) => Holder::Identity(who.0),
+        (Some(Extension(who)), _) => Holder::Identity(who.name),
         (None, Some(Extension(ConnectInfo(addr)))) => Holder::Address(addr.ip()),
         (None, None) => Holder::Address(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)),
     };

@@ -8,6 +8,7 @@ pub mod ledger;
 pub mod logs;
 pub mod notify;
 pub mod policy;
+pub mod roles;
 pub mod serve;
 pub mod store;
 
