@@ -339,6 +339,8 @@ pub struct AdminAuth {
     /// Which role each signed-in identity gets (`--roles`); without one, every identity is an
     /// admin.
     pub roles: Option<Arc<RoleMap>>,
+    /// Named API tokens (`Authorization: Bearer vmk_...`), whatever else is configured.
+    pub api_tokens: Arc<crate::api_tokens::ApiTokens>,
 }
 
 impl AdminAuth {
@@ -366,6 +368,17 @@ pub async fn admin_auth(
     next: Next,
 ) -> Result<Response, ApiError> {
     if is_public(req.uri().path()) {
+        return Ok(next.run(req).await);
+    }
+    // A named API token speaks for itself, whatever else is configured.
+    let bearer = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if let Some(secret) = bearer.filter(|b| crate::api_tokens::ApiTokens::is_api_token(b)) {
+        let who = state.api_tokens.identify(secret)?;
+        req.extensions_mut().insert(who);
         return Ok(next.run(req).await);
     }
     if let Some(access) = &state.access {

@@ -114,6 +114,12 @@ pub struct ServeConfig {
     /// Admin bearer token (Authorization: Bearer ...) when Access is not used.
     #[arg(long, env = "VAULTMESH_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// Requests a second each named API token may make (beyond: 429 with Retry-After).
+    #[arg(long, default_value_t = 10.0)]
+    pub api_token_rate: f64,
+    /// Requests an API token may make at once before the rate applies.
+    #[arg(long, default_value_t = 60)]
+    pub api_token_burst: u32,
     /// Agent requests a second each node may make (beyond: 429 with Retry-After).
     #[arg(long, default_value_t = 5.0)]
     pub agent_rate: f64,
@@ -293,6 +299,9 @@ impl ServeConfig {
         }
         if self.agent_rate.is_nan() || self.agent_rate <= 0.0 || self.agent_burst == 0 {
             return Err("--agent-rate and --agent-burst must be positive".into());
+        }
+        if self.api_token_rate.is_nan() || self.api_token_rate <= 0.0 || self.api_token_burst == 0 {
+            return Err("--api-token-rate and --api-token-burst must be positive".into());
         }
         if self.enroll_rate.is_nan() || self.enroll_rate <= 0.0 || self.enroll_burst == 0 {
             return Err("--enroll-rate and --enroll-burst must be positive".into());

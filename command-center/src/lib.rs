@@ -27,6 +27,7 @@ pub mod access;
 pub mod admin;
 pub mod agent_auth;
 pub mod api;
+pub mod api_tokens;
 pub mod commands;
 pub mod config;
 pub mod demo;

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use vaultmesh_command_center::config::ServeConfig;
 
-use cli::admin::{AdminVerb, CommandsCommand, NodeCommand, TokenCommand};
+use cli::admin::{AdminVerb, ApiTokenCommand, CommandsCommand, NodeCommand, TokenCommand};
 use cli::demo::DemoArgs;
 use cli::ledger::LedgerCommand;
 use cli::logs::LogsCommand;
@@ -57,6 +57,10 @@ enum Command {
     /// Mint, list or revoke enrollment tokens, on a running Command Center.
     #[command(subcommand, visible_alias = "tokens")]
     Token(TokenCommand),
+    /// Make, list or revoke named API tokens (for scripts, bots and this CLI), on a running
+    /// Command Center.
+    #[command(subcommand)]
+    ApiToken(ApiTokenCommand),
     /// Validate policy files.
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -126,6 +130,7 @@ fn main() -> ExitCode {
             Some(Command::Commands(cmd)) => cli::admin::admin_verb(AdminVerb::Commands(cmd)).await,
             Some(Command::Node(cmd)) => cli::admin::admin_verb(AdminVerb::Node(cmd)).await,
             Some(Command::Token(cmd)) => cli::admin::admin_verb(AdminVerb::Token(cmd)).await,
+            Some(Command::ApiToken(cmd)) => cli::admin::admin_verb(AdminVerb::ApiToken(cmd)).await,
             None => cli::serve::serve(cli.serve).await,
         }
     });

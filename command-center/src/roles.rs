@@ -135,8 +135,21 @@ impl Permission {
 }
 
 /// A set of permissions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Grants(u8);
+
+/// Everything: what a request without an identity may do (it reached a loopback-only server
+/// without authentication).
+impl Default for Grants {
+    fn default() -> Grants {
+        Grants::ALL
+    }
+}
+
+/// What the identity of a request may do ([`Grants::ALL`] without one).
+pub fn grants_of(identity: Option<&Identity>) -> Grants {
+    identity.map_or(Grants::ALL, |i| i.grants)
+}
 
 impl Grants {
     pub const ALL: Grants = Grants(0b1111);

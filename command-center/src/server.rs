@@ -253,7 +253,7 @@ pub fn routes() -> Vec<Route> {
         Route::new(M::POST, "/console/events", ui::handlers::post_form).needs(P::EventsWrite),
         Route::new(M::POST, "/console/commands", ui::handlers::post_command)
             .needs(P::CommandsIssue),
-        Route::new(M::GET, "/console/add-node", ui::add_node::add_node_page),
+        Route::new(M::GET, "/console/add-node", ui::add_node::add_node_page).needs(P::Admin),
         Route::new(M::GET, "/assets/add-node.js", ui::add_node::script),
         Route::new(M::POST, "/console/enroll-tokens", ui::add_node::post_mint),
         Route::new(
@@ -281,12 +281,15 @@ pub fn routes() -> Vec<Route> {
         Route::new(M::GET, "/api/ledger/root", api::ledger_root),
         Route::new(M::GET, "/api/ledger/proof/{scan_id}", api::ledger_proof),
         Route::new(M::POST, "/api/enroll-tokens", crate::enroll_tokens::post),
-        Route::new(M::GET, "/api/enroll-tokens", crate::enroll_tokens::get),
+        Route::new(M::GET, "/api/enroll-tokens", crate::enroll_tokens::get).needs(P::Admin),
         Route::new(
             M::DELETE,
             "/api/enroll-tokens/{id}",
             crate::enroll_tokens::delete,
         ),
+        Route::new(M::POST, "/api/api-tokens", crate::api_tokens::post),
+        Route::new(M::GET, "/api/api-tokens", crate::api_tokens::get).needs(P::Admin),
+        Route::new(M::DELETE, "/api/api-tokens/{id}", crate::api_tokens::delete),
         Route::new(M::POST, "/api/nodes/{id}/revoke", api::revoke_node),
         Route::new(
             M::POST,
@@ -555,6 +558,11 @@ impl Server {
             .transpose()
             .map_err(ServeError::Config)?
             .map(Arc::new);
+        let api_tokens = Arc::new(crate::api_tokens::ApiTokens::new(
+            Arc::clone(&store),
+            config.api_token_rate,
+            config.api_token_burst,
+        ));
         let state = AppState(Arc::new(Shared {
             store,
             attention,
@@ -563,6 +571,7 @@ impl Server {
                 access,
                 admin_token: config.admin_token.clone().map(crate::access::AdminToken),
                 roles: roles.map(Arc::new),
+                api_tokens,
             }),
             sse_slots: crate::sse::StreamSlots::new(config.sse),
             enroll_refusals: Arc::new(vaultmesh_engines::auth::Throttle::new(

@@ -30,13 +30,32 @@ pub mod kinds {
     pub const READMIT: &str = "readmit";
     pub const TOKEN_CREATED: &str = "token_created";
     pub const TOKEN_REVOKED: &str = "token_revoked";
+    pub const API_TOKEN_CREATED: &str = "api_token_created";
+    pub const API_TOKEN_REVOKED: &str = "api_token_revoked";
+    /// An API token was used (written at most every [`crate::tokens::USED_EVERY`] per token).
+    pub const API_TOKEN_USED: &str = "api_token_used";
 
     /// Every kind of `commands.jsonl`.
     pub const COMMANDS: [&str; 3] = [COMMAND, DELIVERED, RECEIPT];
     /// Every kind of `nodes.jsonl`: replay refuses any other.
-    pub const NODES: [&str; 5] = [ENROLL, REVOKE, READMIT, TOKEN_CREATED, TOKEN_REVOKED];
-    /// The kinds of `nodes.jsonl` about a minted enrollment token (no node id).
-    pub const TOKENS: [&str; 2] = [TOKEN_CREATED, TOKEN_REVOKED];
+    pub const NODES: [&str; 8] = [
+        ENROLL,
+        REVOKE,
+        READMIT,
+        TOKEN_CREATED,
+        TOKEN_REVOKED,
+        API_TOKEN_CREATED,
+        API_TOKEN_REVOKED,
+        API_TOKEN_USED,
+    ];
+    /// The kinds of `nodes.jsonl` about a minted enrollment token or an API token (no node id).
+    pub const TOKENS: [&str; 5] = [
+        TOKEN_CREATED,
+        TOKEN_REVOKED,
+        API_TOKEN_CREATED,
+        API_TOKEN_REVOKED,
+        API_TOKEN_USED,
+    ];
 }
 
 /// Every record kind the Command Center writes to `log`. It writes no other: replay refuses
@@ -71,7 +90,8 @@ pub enum Change {
         ts: DateTime<Utc>,
         record: NodeRecord,
     },
-    /// A minted enrollment token made or revoked (`kind` is one of [`kinds::TOKENS`]).
+    /// A minted enrollment token made or revoked, or an API token made, revoked or used (`kind`
+    /// is one of [`kinds::TOKENS`]).
     Token {
         kind: String,
         ts: DateTime<Utc>,
@@ -198,7 +218,7 @@ impl Change {
             LogName::Nodes
                 if record::head(line).is_some_and(|h| kinds::TOKENS.contains(&h.kind.as_ref())) =>
             {
-                let l = parse::<TokenRecord>(line, "an enrollment token record")?;
+                let l = parse::<TokenRecord>(line, "a token record")?;
                 Ok(Change::Token {
                     kind: l.kind,
                     ts: l.ts,

@@ -225,6 +225,24 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// The minted token whose secret hashes to `sha256` (hex), if any.
     fn token_by_hash(&self, sha256: &str) -> Option<tokens::MintedToken>;
 
+    /// Makes an API token durably (`api_token_created` in `nodes.jsonl`); `Conflict` if a
+    /// token with its id exists, or an active one with its name.
+    async fn create_api_token(&self, new: tokens::ApiToken)
+    -> Result<tokens::ApiToken, StoreError>;
+
+    /// Revokes an API token at once (`api_token_revoked`); revoking a revoked token changes
+    /// nothing. `NotFound` for an unknown id.
+    async fn revoke_api_token(&self, id: &str, by: String) -> Result<tokens::ApiToken, StoreError>;
+
+    /// Records that an API token was used at `at` (`api_token_used`).
+    async fn api_token_used(&self, id: &str, at: DateTime<Utc>) -> Result<(), StoreError>;
+
+    /// Every API token, newest first.
+    fn api_tokens(&self) -> Vec<tokens::ApiToken>;
+
+    /// The API token whose secret hashes to `sha256` (hex), if any.
+    fn api_token_by_hash(&self, sha256: &str) -> Option<tokens::ApiToken>;
+
     /// Revokes a node's binding: its key stops working at once, and neither the node nor the
     /// key may enroll again until an admin re-admits the node. Logs a `node_revoked` event.
     /// `NotFound` if unknown, `Conflict` if already revoked (and not re-admitted since: revoking

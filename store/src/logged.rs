@@ -22,7 +22,7 @@ use super::commands::{CommandStatus, CommandView, ReceiptCheck, ReceiptRecord};
 use super::events::{EventQuery, Silence};
 use super::memory::Memory;
 use super::registry::{Binding, EnrollCheck, NodeRecord, ReadmitRefusal, Refusal};
-use super::tokens::{MintedToken, NewToken, TokenRecord, TokenState, TokenUse};
+use super::tokens::{ApiToken, MintedToken, NewToken, TokenRecord, TokenState, TokenUse};
 use super::{CommandBuilder, NodeSnapshot, ReceiptOutcome, Store, StoreError};
 use vaultmesh_proto::Severity;
 use vaultmesh_proto::event::{
@@ -450,6 +450,89 @@ impl<B: Backend> Store for LoggedStore<B> {
 
     fn tokens(&self) -> Vec<MintedToken> {
         self.mem().registry().minted_tokens()
+    }
+
+    async fn create_api_token(&self, new: ApiToken) -> Result<ApiToken, StoreError> {
+        self.checked(Gate::Nodes, move |m| {
+            let reg = m.registry();
+            if reg.api_token(&new.id).is_some() {
+                return Err(StoreError::Conflict(format!(
+                    "an API token with id {} exists",
+                    new.id
+                )));
+            }
+            let now = Utc::now();
+            if reg.api_tokens().iter().any(|t| {
+                t.name == new.name && t.state(now) == TokenState::Active
+            }) {
+                return Err(StoreError::Conflict(format!(
+                    "name: an active API token is named {:?}; revoke it first, or choose another name",
+                    new.name
+                )));
+            }
+            let change = Change::Token {
+                kind: kinds::API_TOKEN_CREATED.into(),
+                ts: new.created_at,
+                record: new.record(),
+            };
+            Ok((vec![change], new))
+        })
+        .await
+    }
+
+    async fn revoke_api_token(&self, id: &str, by: String) -> Result<ApiToken, StoreError> {
+        let id = id.to_string();
+        let revoked = self
+            .checked(Gate::Nodes, move |m| {
+                let reg = m.registry();
+                let t = reg
+                    .api_token(&id)
+                    .ok_or_else(|| StoreError::NotFound(format!("no API token {id}")))?;
+                if t.revoked.is_some() {
+                    return Ok((Vec::new(), id));
+                }
+                let change = Change::Token {
+                    kind: kinds::API_TOKEN_REVOKED.into(),
+                    ts: Utc::now(),
+                    record: TokenRecord {
+                        id: id.clone(),
+                        by,
+                        ..TokenRecord::default()
+                    },
+                };
+                Ok((vec![change], id))
+            })
+            .await?;
+        self.mem()
+            .registry()
+            .api_token(&revoked)
+            .cloned()
+            .ok_or_else(|| StoreError::NotFound(format!("no API token {revoked}")))
+    }
+
+    async fn api_token_used(&self, id: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
+        let change = Change::Token {
+            kind: kinds::API_TOKEN_USED.into(),
+            ts: at,
+            record: TokenRecord {
+                id: id.to_string(),
+                ..TokenRecord::default()
+            },
+        };
+        self.backend.append(change).await
+    }
+
+    fn api_tokens(&self) -> Vec<ApiToken> {
+        self.mem().registry().api_tokens()
+    }
+
+    fn api_token_by_hash(&self, sha256: &str) -> Option<ApiToken> {
+        let id = sha256.get(..16)?;
+        self.mem()
+            .registry()
+            .api_token(id)
+            .filter(|t| t.sha256 == sha256)
+            .cloned()
     }
 
     fn token_by_hash(&self, sha256: &str) -> Option<MintedToken> {

@@ -19,7 +19,7 @@ use ed25519_dalek::VerifyingKey;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::tokens::{MintedToken, TokenRecord};
+use super::tokens::{ApiToken, MintedToken, TokenRecord};
 
 /// A line of `nodes.jsonl`: `kind` is `enroll`, `revoke` (a decommission is a `revoke` with
 /// `decommission`) or `readmit`.
@@ -106,6 +106,8 @@ pub struct Registry {
     key_owner: HashMap<String, Uuid>,
     /// Tokens minted at runtime, by id.
     minted: HashMap<String, MintedToken>,
+    /// API tokens, by id.
+    api_tokens: HashMap<String, ApiToken>,
 }
 
 /// What enrolling would do.
@@ -227,7 +229,24 @@ impl Registry {
         v
     }
 
-    /// Applies a `token_created` or `token_revoked` record. Returns false for one that cannot
+    /// An API token, by id.
+    pub fn api_token(&self, id: &str) -> Option<&ApiToken> {
+        self.api_tokens.get(id)
+    }
+
+    /// Every API token, newest first.
+    pub fn api_tokens(&self) -> Vec<ApiToken> {
+        let mut v: Vec<ApiToken> = self.api_tokens.values().cloned().collect();
+        v.sort_by(|a, b| {
+            b.created_at
+                .cmp(&a.created_at)
+                .then_with(|| a.id.cmp(&b.id))
+        });
+        v
+    }
+
+    /// Applies a token record: an enrollment token's `token_created` or `token_revoked`, an
+    /// API token's `api_token_created`, `api_token_revoked` or `api_token_used`. Returns false for one that cannot
     /// apply (a token created twice, or revoked before it was created).
     pub fn apply_token(&mut self, kind: &str, ts: DateTime<Utc>, r: &TokenRecord) -> bool {
         match kind {
@@ -246,6 +265,32 @@ impl Registry {
                     if t.revoked.is_none() {
                         t.revoked = Some((ts, r.by.clone()));
                     }
+                    true
+                }
+                None => false,
+            },
+            super::change::kinds::API_TOKEN_CREATED => {
+                if self.api_tokens.contains_key(&r.id) {
+                    return false;
+                }
+                let Some(t) = ApiToken::created(ts, r) else {
+                    return false;
+                };
+                self.api_tokens.insert(r.id.clone(), t);
+                true
+            }
+            super::change::kinds::API_TOKEN_REVOKED => match self.api_tokens.get_mut(&r.id) {
+                Some(t) => {
+                    if t.revoked.is_none() {
+                        t.revoked = Some((ts, r.by.clone()));
+                    }
+                    true
+                }
+                None => false,
+            },
+            super::change::kinds::API_TOKEN_USED => match self.api_tokens.get_mut(&r.id) {
+                Some(t) => {
+                    t.last_used_at = t.last_used_at.max(Some(ts));
                     true
                 }
                 None => false,

@@ -40,6 +40,79 @@ pub struct TokenRecord {
     /// created: how many enrollments it allows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uses: Option<u32>,
+    /// API token created: its role (`viewer`, `operator`, `admin`), if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// API token created: its scopes, if narrower than a role.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scopes: Option<Vec<String>>,
+}
+
+/// How often an API token's use is written to the log, at most (its `last_used_at` is as fresh
+/// as this after a restart; the running Command Center knows it to the request).
+pub const USED_EVERY: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
+
+/// An API token (`POST /api/api-tokens`) as the registry knows it: never its secret. What its
+/// role and scopes mean is the Command Center's business; the store keeps the words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiToken {
+    pub id: String,
+    /// SHA-256 of the secret, hex.
+    pub sha256: String,
+    /// Its name: the author of what it posts.
+    pub name: String,
+    pub role: Option<String>,
+    pub scopes: Vec<String>,
+    pub created_at: DateTime<Utc>,
+    pub created_by: String,
+    pub expires_at: DateTime<Utc>,
+    /// Its last use the log knows of.
+    pub last_used_at: Option<DateTime<Utc>>,
+    /// When and by whom it was revoked.
+    pub revoked: Option<(DateTime<Utc>, String)>,
+}
+
+impl ApiToken {
+    /// The token an `api_token_created` record makes; `None` if the record lacks a field.
+    pub fn created(ts: DateTime<Utc>, r: &TokenRecord) -> Option<ApiToken> {
+        Some(ApiToken {
+            id: r.id.clone(),
+            sha256: r.sha256.clone()?,
+            name: r.name.clone()?,
+            role: r.role.clone(),
+            scopes: r.scopes.clone().unwrap_or_default(),
+            created_at: ts,
+            created_by: r.by.clone(),
+            expires_at: r.expires_at?,
+            last_used_at: None,
+            revoked: None,
+        })
+    }
+
+    /// Its state at `now`: revoked first, then expired.
+    pub fn state(&self, now: DateTime<Utc>) -> TokenState {
+        if self.revoked.is_some() {
+            TokenState::Revoked
+        } else if now >= self.expires_at {
+            TokenState::Expired
+        } else {
+            TokenState::Active
+        }
+    }
+
+    /// Its `api_token_created` record.
+    pub fn record(&self) -> TokenRecord {
+        TokenRecord {
+            id: self.id.clone(),
+            by: self.created_by.clone(),
+            sha256: Some(self.sha256.clone()),
+            name: Some(self.name.clone()),
+            expires_at: Some(self.expires_at),
+            role: self.role.clone(),
+            scopes: (!self.scopes.is_empty()).then(|| self.scopes.clone()),
+            ..TokenRecord::default()
+        }
+    }
 }
 
 /// A token to mint: what the admin asked for, and the hash of the secret made for it.
@@ -144,6 +217,7 @@ impl NewToken {
             name: Some(self.name.clone()),
             expires_at: Some(self.expires_at),
             uses: Some(self.uses),
+            ..TokenRecord::default()
         }
     }
 }

@@ -430,6 +430,29 @@ impl AdminClient {
         self.send(self.http.delete(url)).await
     }
 
+    /// `POST /api/api-tokens`: the token and its secret (this once).
+    pub async fn create_api_token(
+        &self,
+        req: &crate::api_tokens::CreateRequest,
+    ) -> Result<crate::api_tokens::Created, AdminError> {
+        self.send(self.http.post(self.url("/api/api-tokens")).json(req))
+            .await
+    }
+
+    /// `GET /api/api-tokens`, newest first.
+    pub async fn api_tokens(&self) -> Result<Vec<crate::api_tokens::ApiTokenView>, AdminError> {
+        self.send(self.http.get(self.url("/api/api-tokens"))).await
+    }
+
+    /// `DELETE /api/api-tokens/{id}` (`id` is checked to be hex by the caller).
+    pub async fn revoke_api_token(
+        &self,
+        id: &str,
+    ) -> Result<crate::api_tokens::ApiTokenView, AdminError> {
+        let url = self.url(&format!("/api/api-tokens/{id}"));
+        self.send(self.http.delete(url)).await
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }

@@ -10,6 +10,7 @@
 //! The verbs here write to `out` and return the process's exit code, so `main.rs` only maps
 //! flags to them.
 
+pub mod api_tokens;
 pub mod client;
 pub mod render;
 pub mod tokens;

@@ -164,6 +164,50 @@ pub enum TokenCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum ApiTokenCommand {
+    /// Make a named API token with a role or scopes, and print its secret (shown this once).
+    #[command(
+        after_help = "Examples:\n  vaultmesh-command-center api-token create grafana --role viewer --expires-in 365d\n  vaultmesh-command-center api-token create deploy-bot --scope events:write"
+    )]
+    Create {
+        /// Its name, the author of what it posts: letters, digits, '.', '_' and '-'.
+        name: String,
+        /// Its role: viewer, operator or admin.
+        #[arg(long, required_unless_present = "scopes", conflicts_with = "scopes")]
+        role: Option<String>,
+        /// A scope (read, events:write, commands:issue) instead of a role; repeat for several.
+        #[arg(long = "scope", value_name = "SCOPE")]
+        scopes: Vec<String>,
+        /// How long it is accepted: 1m to 366d.
+        #[arg(long, default_value = "90d")]
+        expires_in: String,
+        /// Print the API's JSON (with the secret) instead of text.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// List API tokens, newest first: state, role or scopes, expiry, last use (never a secret).
+    List {
+        /// Print the API's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Revoke an API token: refused from its next request on.
+    #[command(
+        after_help = "Example:\n  vaultmesh-command-center api-token revoke 3f2a9c0d1b2e4f56"
+    )]
+    Revoke {
+        /// The token's id, as `api-token list` shows it.
+        id: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
 /// `--expires-in`: a duration within the server's bounds.
 fn parse_expires_in(s: &str) -> Result<String, String> {
     vaultmesh_command_center::tokens::MintRequest {
@@ -189,8 +233,8 @@ pub struct AdminArgs {
         default_value = admin::client::DEFAULT_URL
     )]
     pub url: String,
-    /// The admin bearer token (the Command Center's --admin-token). Prefer the environment:
-    /// arguments show in `ps`.
+    /// The admin bearer token (the Command Center's --admin-token), or a named API token
+    /// (`vmk_...`, `api-token create`). Prefer the environment: arguments show in `ps`.
     #[arg(
         long,
         env = "VAULTMESH_ADMIN_TOKEN",
@@ -331,6 +375,28 @@ pub async fn admin_verb(verb: AdminVerb) -> Result<(), Failure> {
         AdminVerb::Token(TokenCommand::Revoke { id, admin: a }) => {
             admin::tokens::revoke(&a.client().map_err(failed)?, &id, &mut out).await
         }
+        AdminVerb::ApiToken(ApiTokenCommand::Create {
+            name,
+            role,
+            scopes,
+            expires_in,
+            json,
+            admin: a,
+        }) => {
+            let req = vaultmesh_command_center::api_tokens::CreateRequest {
+                name,
+                role,
+                scopes: (!scopes.is_empty()).then_some(scopes),
+                expires_in: Some(expires_in),
+            };
+            admin::api_tokens::create(&a.client().map_err(failed)?, req, json, &mut out).await
+        }
+        AdminVerb::ApiToken(ApiTokenCommand::List { json, admin: a }) => {
+            admin::api_tokens::list(&a.client().map_err(failed)?, json, &mut out).await
+        }
+        AdminVerb::ApiToken(ApiTokenCommand::Revoke { id, admin: a }) => {
+            admin::api_tokens::revoke(&a.client().map_err(failed)?, &id, &mut out).await
+        }
     }
     .map_err(failed)?;
     match code {
@@ -346,6 +412,7 @@ pub enum AdminVerb {
     Commands(CommandsCommand),
     Node(NodeCommand),
     Token(TokenCommand),
+    ApiToken(ApiTokenCommand),
 }
 
 /// `--status`: one of the statuses `GET /api/commands` knows.

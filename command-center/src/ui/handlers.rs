@@ -37,6 +37,7 @@ use super::view::console::{
 };
 use super::view::{self, worst_first};
 use crate::error::ApiError;
+use crate::roles::Grants;
 use crate::server::AppState;
 use vaultmesh_store::EventQuery;
 
@@ -139,7 +140,7 @@ fn findings(state: &AppState, nodes: &[NodeSummary]) -> Findings {
 /// of the fleet), its history over `range` from the store's tiers (one read of at most a few
 /// hundred buckets; the panel is refetched on each of the node's heartbeats). A history that
 /// cannot be read is said in the panel, which still shows the rest.
-async fn node_panel(state: &AppState, detail: NodeDetail, range: Range) -> NodePanel {
+async fn node_panel(state: &AppState, detail: NodeDetail, range: Range, may: Grants) -> NodePanel {
     let id = detail.summary.node_id;
     let history = state.store.history(id, range, &[]).await.map_err(|e| {
         tracing::warn!(node_id = %id, range = range.name(), error = %e, "History unreadable for the console.");
@@ -205,7 +206,13 @@ async fn node_panel(state: &AppState, detail: NodeDetail, range: Range) -> NodeP
         silences,
         allowed,
         can_sign: state.cc_key.is_some(),
+        may,
     }
+}
+
+/// What the request's identity may do, for the views to offer only that.
+fn may(identity: &Option<axum::Extension<crate::access::Identity>>) -> Grants {
+    crate::roles::grants_of(identity.as_ref().map(|axum::Extension(i)| i))
 }
 
 fn not_found(id: Uuid) -> ApiError {
@@ -234,8 +241,10 @@ pub async fn dashboard(State(state): State<AppState>) -> Markup {
 /// `GET /console`: the selected node is `?node=`, or the worst one.
 pub async fn console_page(
     State(state): State<AppState>,
+    identity: Option<axum::Extension<crate::access::Identity>>,
     q: Result<Query<ConsoleQuery>, QueryRejection>,
 ) -> Result<Markup, ApiError> {
+    let may = may(&identity);
     let Query(q) = q?;
     let range = q.range()?;
     // Taken before the state is read: the page's stream resumes after this event, so an event
@@ -250,7 +259,7 @@ pub async fn console_page(
         None => nodes.first().map(|n| n.node_id),
     };
     let node = match selected.and_then(|id| state.store.detail(id)) {
-        Some(d) => Some(node_panel(&state, d, range).await),
+        Some(d) => Some(node_panel(&state, d, range, may).await),
         None => None,
     };
     let page = ConsolePage {
@@ -268,6 +277,7 @@ pub async fn console_page(
         group,
         label_keys,
         group_notice,
+        may,
     };
     Ok(console::page(&page, Utc::now()))
 }
@@ -301,6 +311,7 @@ pub async fn nodes_fragment(
 /// `GET /console/nodes/{id}`.
 pub async fn node_fragment(
     State(state): State<AppState>,
+    identity: Option<axum::Extension<crate::access::Identity>>,
     Path(id): Path<String>,
     q: Result<Query<NodeQuery>, QueryRejection>,
 ) -> Result<Markup, ApiError> {
@@ -309,7 +320,7 @@ pub async fn node_fragment(
     let range = q.range()?;
     let d = state.store.detail(id).ok_or_else(|| not_found(id))?;
     Ok(console::node(
-        &node_panel(&state, d, range).await,
+        &node_panel(&state, d, range, may(&identity)).await,
         Utc::now(),
     ))
 }
@@ -333,8 +344,11 @@ pub async fn row_fragment(
 }
 
 /// `GET /console/attention`.
-pub async fn attention_fragment(State(state): State<AppState>) -> Markup {
-    console::attention(&sorted_nodes(&state))
+pub async fn attention_fragment(
+    State(state): State<AppState>,
+    identity: Option<axum::Extension<crate::access::Identity>>,
+) -> Markup {
+    console::attention(&sorted_nodes(&state), may(&identity))
 }
 
 /// `GET /console/findings`.

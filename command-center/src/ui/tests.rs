@@ -22,6 +22,7 @@ use super::view::chart::{self, Chart, Frame, Line};
 use super::view::console::{self, CommandLine, ConsolePage, Feed, Findings, NodePanel};
 use super::view::dashboard::{self, EnrollHint};
 use super::view::worst_first;
+use crate::roles::{Grants, Permission, Role};
 
 /// Markup, quotes, an entity, and a bidirectional override: what a hostile agent or operator
 /// could put in a hostname, a note, a title or a finding.
@@ -198,6 +199,7 @@ fn panel(s: NodeSummary, incidents: Vec<Incident>) -> NodePanel {
         silences: Vec::new(),
         allowed: Vec::new(),
         can_sign: false,
+        may: Grants::ALL,
         range: Range::Day,
         history: Ok(Some(history(
             Range::Day,
@@ -317,7 +319,7 @@ fn a_hostile_hostname_is_text_in_the_row_the_panel_the_attention_and_the_overvie
     );
     assert!(text(one(&node, ".disk-chart figcaption")).contains(&format!("{HOSTILE} used")));
 
-    let why = parse(&console::attention(std::slice::from_ref(&n)));
+    let why = parse(&console::attention(std::slice::from_ref(&n), Grants::ALL));
     inert(&why);
     assert_eq!(text(one(&why, "h3 a")), HOSTILE);
     assert_eq!(text(one(&why, "li summary")), format!("ATTN {HOSTILE}"));
@@ -390,7 +392,7 @@ fn an_empty_fleet_says_so_in_every_panel_and_the_overview_says_how_to_start() {
     }
     assert_eq!(text(one(&h, "#last-event")), "—");
     assert!(all(&h, "[role=alert]").is_empty());
-    let h = parse(&console::attention(&[]));
+    let h = parse(&console::attention(&[], Grants::ALL));
     assert_eq!(text(one(&h, "p.muted")), "Every node is OK.");
     let h = parse(&console::findings(&Findings::default()));
     assert_eq!(
@@ -513,7 +515,7 @@ fn reasons_read_as_labels_with_the_raw_detail_only_on_demand() {
         (format!("/console?node={A}").as_str(), "alpha")
     );
     // The attention panel: each reason a label one can open for the raw detail.
-    let h = parse(&console::attention(std::slice::from_ref(&n)));
+    let h = parse(&console::attention(std::slice::from_ref(&n), Grants::ALL));
     let details = all(&h, "li details");
     assert_eq!(details.len(), 3);
     assert!(text(*all(&h, "li details summary").last().unwrap()).contains("Tunnel down"));
@@ -592,7 +594,7 @@ fn a_crit_node_is_red_says_crit_and_shows_its_first_active_reason() {
     assert_eq!(text(one(&h, "[data-kpi=ok]")), "0");
 
     // The attention panel lists every reason; the held-back one is marked with who held it.
-    let h = parse(&console::attention(std::slice::from_ref(&n)));
+    let h = parse(&console::attention(std::slice::from_ref(&n), Grants::ALL));
     let items = all(&h, "li");
     assert_eq!(items.len(), 3);
     assert_eq!(attr(items[0], "class"), "suppressed");
@@ -894,7 +896,7 @@ fn the_attention_panel_silences_a_reason_and_acks_and_resolves_an_incident() {
             ..labelled("drift", AttentionLevel::Attn, "Drift: 1 change", "…")
         },
     ];
-    let h = parse(&console::attention(std::slice::from_ref(&n)));
+    let h = parse(&console::attention(std::slice::from_ref(&n), Grants::ALL));
     let forms_of = |rule: &str| -> Vec<serde_json::Map<String, serde_json::Value>> {
         all(&h, &format!("li[data-rule='{rule}'] form"))
             .into_iter()
@@ -2048,7 +2050,7 @@ fn a_display_name_leads_with_the_hostname_beside_it_in_every_view_and_stays_text
         text(one(&node, "h2")),
         "ATTN Frankfurt edge 1 vault-node-01"
     );
-    let why = parse(&console::attention(std::slice::from_ref(&n)));
+    let why = parse(&console::attention(std::slice::from_ref(&n), Grants::ALL));
     assert_eq!(text(one(&why, "h3 a .display-name")), "Frankfurt edge 1");
     assert_eq!(text(one(&why, "h3 a .host-sub")), "vault-node-01");
     let table = overview(&n);
@@ -2063,7 +2065,7 @@ fn a_display_name_leads_with_the_hostname_beside_it_in_every_view_and_stays_text
     for h in [
         parse(&components::node_row(&n, None, now())),
         parse(&console::node(&panel(n.clone(), Vec::new()), now())),
-        parse(&console::attention(std::slice::from_ref(&n))),
+        parse(&console::attention(std::slice::from_ref(&n), Grants::ALL)),
         overview(&n),
     ] {
         inert(&h);
@@ -2145,4 +2147,66 @@ fn the_lifecycle_section_renames_by_post_and_offers_no_rename_once_decommissione
     });
     let h = parse(&console::node(&panel(s, Vec::new()), now()));
     assert!(all(&h, "form[data-rename]").is_empty());
+}
+
+#[test]
+fn the_console_offers_each_role_only_what_it_may_do() {
+    let mut s = summary(A, "web-01", AttentionLevel::Attn);
+    s.attention.reasons = vec![reason(
+        "disk./",
+        AttentionLevel::Attn,
+        "Disk / is 91% full",
+        None,
+    )];
+    let forms = |may: Grants| {
+        let mut p = panel(s.clone(), Vec::new());
+        p.can_sign = true;
+        p.allowed = vec![console::AllowedAction {
+            action: "agent.ping".into(),
+            args: Default::default(),
+        }];
+        p.may = may;
+        let h = parse(&console::node(&p, now()));
+        let attention = parse(&console::attention(std::slice::from_ref(&s), may));
+        let actions = |h: &Html, sel: &str| {
+            h.select(&Selector::parse(sel).unwrap())
+                .filter_map(|f| f.value().attr("action").map(str::to_string))
+                .collect::<Vec<_>>()
+        };
+        (
+            actions(&h, "form[method=post]"),
+            actions(&attention, "form[method=post]"),
+        )
+    };
+    let (viewer, viewer_attention) = forms(Role::Viewer.grants());
+    assert!(viewer.is_empty(), "a viewer is offered no form: {viewer:?}");
+    assert!(viewer_attention.is_empty(), "{viewer_attention:?}");
+    let (operator, operator_attention) = forms(Role::Operator.grants());
+    assert!(
+        operator.iter().any(|a| a == "/console/events"),
+        "{operator:?}"
+    );
+    assert!(
+        operator.iter().any(|a| a == "/console/commands"),
+        "{operator:?}"
+    );
+    assert!(
+        !operator
+            .iter()
+            .any(|a| a.ends_with("/decommission") || a.ends_with("/rename")),
+        "{operator:?}"
+    );
+    assert!(!operator_attention.is_empty());
+    let (admin, _) = forms(Role::Admin.grants());
+    assert!(
+        admin.iter().any(|a| a.ends_with("/decommission")),
+        "{admin:?}"
+    );
+    assert!(admin.iter().any(|a| a.ends_with("/rename")), "{admin:?}");
+    // A token that may issue commands but not write events gets the command forms only.
+    let (commands_only, _) = forms(Grants::of(&[Permission::Read, Permission::CommandsIssue]));
+    assert!(
+        commands_only.iter().all(|a| a == "/console/commands") && !commands_only.is_empty(),
+        "{commands_only:?}"
+    );
 }

@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use crate::roles::{Grants, Permission};
 use chrono::{DateTime, Utc};
 use maud::{DOCTYPE, Markup, html};
 use uuid::Uuid;
@@ -55,6 +56,8 @@ pub struct ConsolePage {
     /// Said above the list when it is grouped by a label no node has
     /// ([`crate::ui::forms::group_notice`]).
     pub group_notice: Option<String>,
+    /// What the signed-in identity may do: the page offers only that.
+    pub may: Grants,
 }
 
 /// The selected node: its detail, its recent events and commands.
@@ -76,6 +79,8 @@ pub struct NodePanel {
     pub allowed: Vec<AllowedAction>,
     /// Whether this Command Center can sign commands (it has a signing key).
     pub can_sign: bool,
+    /// What the signed-in identity may do: the panel offers only that.
+    pub may: Grants,
 }
 
 /// A silence in force, as the node panel lists it (with a button to end it).
@@ -513,7 +518,7 @@ pub fn feed(f: &Feed, now: DateTime<Utc>) -> Markup {
 }
 
 /// Why each node is not OK: every reason, suppressed ones marked with who held them back.
-pub fn attention(nodes: &[NodeSummary]) -> Markup {
+pub fn attention(nodes: &[NodeSummary], may: Grants) -> Markup {
     let needing: Vec<&NodeSummary> = nodes
         .iter()
         .filter(|n| !n.attention.reasons.is_empty())
@@ -534,7 +539,7 @@ pub fn attention(nodes: &[NodeSummary]) -> Markup {
                                         @if let Some(by) = &r.suppressed_by { span class="muted" { " — " (by) } }
                                     }
                                     p class="detail" { (r.message) }
-                                    (reason_actions(n.node_id, r))
+                                    @if may.has(Permission::EventsWrite) { (reason_actions(n.node_id, r)) }
                                 }
                             }
                         }
@@ -675,6 +680,7 @@ pub fn node(p: &NodePanel, now: DateTime<Utc>) -> Markup {
                 }
                 @for e in &p.events { (event_item(e, now, None)) }
             }
+            @if p.may.has(Permission::EventsWrite) {
             h3 { "Act" }
             div class="forms" {
                 (event_form(FormKind::Note, FormTarget::Node(id), false, html! {
@@ -712,8 +718,9 @@ pub fn node(p: &NodePanel, now: DateTime<Utc>) -> Markup {
                     }
                 }
             }
-            (command_forms(id, p))
-            (decommission_form(s, now))
+            }
+            @if p.may.has(Permission::CommandsIssue) { (command_forms(id, p)) }
+            @if p.may.has(Permission::Admin) { (decommission_form(s, now)) }
         }
     }
 }
@@ -839,7 +846,8 @@ pub fn page(p: &ConsolePage, now: DateTime<Utc>) -> Markup {
                 header class="mission-bar" {
                     h1 { a href="/console" { "VaultMesh Mission Console" } }
                     (kpis(&p.nodes, p.last_event, &p.failing, &p.own, now))
-                    (super::tokens::add_node_link())
+                    @if p.may.has(Permission::Admin) { (super::tokens::add_node_link()) }
+                    @if !p.may.has(Permission::EventsWrite) { p class="read-only" title="Your role lets you read the console, not act from it." { "Read only" } }
                     p id="stream-state" class="stream-state" role="status" aria-live="polite" { "connecting…" }
                 }
                 main class="panels" {
@@ -861,7 +869,7 @@ pub fn page(p: &ConsolePage, now: DateTime<Utc>) -> Markup {
                     }
                     aside class="panel right" aria-label="Attention and events" {
                         h2 { "Attention" }
-                        (attention(&p.nodes))
+                        (attention(&p.nodes, p.may))
                         h2 { "Scan findings" }
                         (findings(&p.findings))
                         h2 { "Events" }
