@@ -191,12 +191,19 @@ fn grants(t: &ApiToken) -> (Option<Role>, Grants) {
     }
 }
 
+/// A token's last use seen here, and when a use was last written to the log.
+#[derive(Debug, Clone, Copy)]
+struct Uses {
+    last: DateTime<Utc>,
+    logged: DateTime<Utc>,
+}
+
 /// The API tokens of a running Command Center: the store's, each one's last use, and the rate
 /// limit of requests that bear one.
 pub struct ApiTokens {
     store: Arc<dyn Store>,
-    /// Each token's last use seen here, and when it was last written to the log.
-    used: Mutex<HashMap<String, (DateTime<Utc>, DateTime<Utc>)>>,
+    /// Each token's uses seen here, by id.
+    used: Mutex<HashMap<String, Uses>>,
     rate: vaultmesh_engines::limits::RateLimit,
 }
 
@@ -258,13 +265,14 @@ impl ApiTokens {
     fn used(&self, id: &str, now: DateTime<Utc>) {
         let write = {
             let mut used = self.used.lock().unwrap_or_else(|p| p.into_inner());
-            let entry = used
-                .entry(id.to_string())
-                .or_insert((now, DateTime::<Utc>::MIN_UTC));
-            entry.0 = now;
-            let due = now - entry.1 >= vaultmesh_store::tokens::USED_EVERY;
+            let entry = used.entry(id.to_string()).or_insert(Uses {
+                last: now,
+                logged: DateTime::<Utc>::MIN_UTC,
+            });
+            entry.last = now;
+            let due = now - entry.logged >= vaultmesh_store::tokens::USED_EVERY;
             if due {
-                entry.1 = now;
+                entry.logged = now;
             }
             due
         };
@@ -286,7 +294,7 @@ impl ApiTokens {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(&t.id)
-            .map(|u| u.0);
+            .map(|u| u.last);
         let (role, grants) = grants(t);
         ApiTokenView {
             id: t.id.clone(),
