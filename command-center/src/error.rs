@@ -40,8 +40,8 @@ pub enum ApiError {
     Revoked(String),
     /// The identity's role (or token's scopes) does not allow the route (`403`, naming the
     /// role needed).
-    #[error(transparent)]
-    NotAllowed(#[from] crate::roles::NotAllowed),
+    #[error("{0}")]
+    NotAllowed(String),
     #[error("method not allowed")]
     MethodNotAllowed,
     #[error("{0}")]

@@ -206,7 +206,9 @@ impl Route {
                 async move {
                     match allowed {
                         Ok(()) => next.run(req).await,
-                        Err(e) => axum::response::IntoResponse::into_response(ApiError::from(e)),
+                        Err(e) => axum::response::IntoResponse::into_response(ApiError::NotAllowed(
+                            e.to_string(),
+                        )),
                     }
                 }
             },
