@@ -206,9 +206,9 @@ impl Route {
                 async move {
                     match allowed {
                         Ok(()) => next.run(req).await,
-                        Err(e) => axum::response::IntoResponse::into_response(ApiError::NotAllowed(
-                            e.to_string(),
-                        )),
+                        Err(e) => axum::response::IntoResponse::into_response(
+                            ApiError::NotAllowed(e.to_string()),
+                        ),
                     }
                 }
             },

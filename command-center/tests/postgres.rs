@@ -17,7 +17,7 @@ use vaultmesh_testkit::postgres::Postgres;
 use vaultmesh_testkit::segments::{decompress, wait_compressed};
 use vaultmesh_testkit::sse::SseClient;
 use vaultmesh_testkit::{
-    CommandCenter, cc_command, heartbeat_json, keygen, text, wait_for, workspace_root,
+    CommandCenter, cc_command, heartbeat_json, http, keygen, text, wait_for, workspace_root,
 };
 
 /// A cluster, one database, and two Command Centers sharing it (each its own log dir).
@@ -773,6 +773,47 @@ fn a_token_minted_on_one_instance_enrolls_once_across_both() {
         )
         .unwrap();
     assert_eq!(records.matches("\"sha256\"").count(), 6, "{records}");
+    assert!(!records.contains(&secret[4..]), "{records}");
+}
+
+/// Issue 26: an API token made on one instance works on the other, its revocation there
+/// reaches the first within seconds, and the database holds its hash, never its secret.
+#[test]
+fn an_api_token_made_on_one_instance_works_and_is_revoked_on_both() {
+    let p = pair();
+    let r = p.a.post_json(
+        "/api/api-tokens",
+        &json!({"name": "pg-bot", "role": "viewer"}),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
+    let t = r.json();
+    let (id, secret) = (t["id"].as_str().unwrap(), t["secret"].as_str().unwrap());
+    let read = |cc: &CommandCenter| {
+        http()
+            .get(format!("{}/api/nodes", cc.url))
+            .bearer_auth(secret)
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    wait_for(Duration::from_secs(5), || (read(&p.b) == 200).then_some(()))
+        .expect("B accepts the token made on A");
+    let r =
+        p.b.request("DELETE", &format!("/api/api-tokens/{id}"), None, "");
+    assert_eq!(r.status, 200, "{}", r.body);
+    wait_for(Duration::from_secs(5), || (read(&p.a) == 401).then_some(()))
+        .expect("A refuses the token revoked on B");
+    let records =
+        p.pg.psql(
+            "vaultmesh",
+            "SELECT line FROM records WHERE kind LIKE 'api_token_%'",
+        )
+        .unwrap();
+    assert!(
+        records.contains("api_token_created") && records.contains("api_token_revoked"),
+        "{records}"
+    );
     assert!(!records.contains(&secret[4..]), "{records}");
 }
 
