@@ -656,7 +656,16 @@ pub async fn post_event(
     let author = new
         .validate()
         .map_err(|e| ApiError::UnprocessableEntity(e.to_string()))?;
-    // A signed-in admin is the author, whatever the body claims.
+    // A tag sets the node's labels, which route notifications: an admin's call.
+    if crate::roles::ADMIN_KINDS.contains(&new.kind.as_str()) {
+        crate::roles::check(
+            identity.as_ref().map(|axum::Extension(who)| who),
+            crate::roles::Permission::Admin,
+            &format!("POST /api/events of kind {}", new.kind),
+        )
+        .map_err(|e| ApiError::NotAllowed(e.to_string()))?;
+    }
+    // A signed-in identity is the author, whatever the body claims.
     let author = identity.map_or(author, |axum::Extension(who)| who.name);
     let stored = state.store.record_event(new, author).await?;
     tracing::info!(id = %stored.id, kind = %stored.kind, "Event recorded.");

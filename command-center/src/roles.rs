@@ -134,6 +134,10 @@ impl Permission {
     }
 }
 
+/// Event kinds `POST /api/events` takes only from an admin, though the route needs
+/// `events:write`: a tag sets the node's labels, which route notifications.
+pub const ADMIN_KINDS: [&str; 1] = ["tag"];
+
 /// A set of permissions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Grants(u8);

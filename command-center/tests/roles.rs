@@ -201,6 +201,27 @@ fn a_viewer_issues_no_command_by_any_route_and_an_operator_does() {
     let r = send(&cc, operator, "POST", "/api/commands", Some(&ping()));
     assert_eq!(r.status, 201, "{}", r.body);
     assert_eq!(r.json()["command"]["issued_by"], "oncall");
+    // An operator writes notes, not tags: a tag sets labels, which route notifications.
+    let tag = json!({"kind": "tag", "node_id": NODE, "body": {"label": "site", "value": "fra1"}});
+    let r = send(&cc, operator, "POST", "/api/events", Some(&tag));
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(
+        r.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("needs the admin role"),
+        "{}",
+        r.body
+    );
+    let admin = make(&cc, json!({"name": "boss", "role": "admin"}));
+    let r = send(
+        &cc,
+        admin["secret"].as_str().unwrap(),
+        "POST",
+        "/api/events",
+        Some(&tag),
+    );
+    assert_eq!(r.status, 201, "{}", r.body);
     let page = send(&cc, operator, "GET", &format!("/console?node={NODE}"), None);
     assert!(page.body.contains("action=\"/console/commands\""));
     assert!(
