@@ -106,6 +106,16 @@ struct Claims {
     email: Option<String>,
     #[serde(default)]
     common_name: Option<String>,
+    /// The identity provider's groups: top level, or under `custom` (where Access puts the
+    /// claims an OIDC or SAML provider passes on).
+    #[serde(default)]
+    groups: Vec<String>,
+    #[serde(default)]
+    custom: Option<CustomClaims>,
+}
+
+#[derive(Debug, Deserialize)]
+struct CustomClaims {
     #[serde(default)]
     groups: Vec<String>,
 }
@@ -298,7 +308,10 @@ impl AccessVerifier {
                 _ => "invalid token".to_string(),
             }
         })?;
-        let groups = data.claims.groups;
+        let mut groups = data.claims.groups;
+        if let Some(custom) = data.claims.custom {
+            groups.extend(custom.groups);
+        }
         data.claims
             .email
             .or(data.claims.common_name)
@@ -353,8 +366,8 @@ impl AdminAuth {
         };
         role.map(|r| Identity::with_role(claimed.name.clone(), r, via))
             .ok_or_else(|| {
-                ApiError::Forbidden(format!(
-                    "{} has no role here: the roles file names neither the address nor any of its groups, and gives no default",
+                ApiError::NotAllowed(format!(
+                    "every route needs at least the viewer role; {} has no role here: the roles file names neither the identity nor any of its groups, and its default is none",
                     claimed.name
                 ))
             })
@@ -421,6 +434,8 @@ pub async fn admin_auth(
         // No authentication is safe on loopback only; a tunnel publishing the loopback
         // listener would hand the admin routes to the Internet.
         return Err(crate::guard::Refused::Unauthenticated { header }.into());
+    } else {
+        req.extensions_mut().insert(Identity::loopback());
     }
     Ok(next.run(req).await)
 }

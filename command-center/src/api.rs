@@ -198,7 +198,9 @@ pub fn author(
     identity: Option<axum::Extension<crate::access::Identity>>,
     fallback: &str,
 ) -> String {
-    identity.map_or_else(|| fallback.into(), |axum::Extension(who)| who.name)
+    identity
+        .and_then(|axum::Extension(who)| who.author().map(str::to_string))
+        .unwrap_or_else(|| fallback.into())
 }
 
 /// `POST /api/nodes/{id}/revoke`: the node's key stops working at once, and neither the node
@@ -656,17 +658,14 @@ pub async fn post_event(
     let author = new
         .validate()
         .map_err(|e| ApiError::UnprocessableEntity(e.to_string()))?;
-    // A tag sets the node's labels, which route notifications: an admin's call.
-    if crate::roles::ADMIN_KINDS.contains(&new.kind.as_str()) {
-        crate::roles::check(
-            identity.as_ref().map(|axum::Extension(who)| who),
-            crate::roles::Permission::Admin,
-            &format!("POST /api/events of kind {}", new.kind),
-        )
+    // A tag (it sets labels, which route notifications) is an admin's call; a bot with
+    // scopes posts notes and incidents only.
+    crate::roles::check_event_kind(identity.as_ref().map(|axum::Extension(who)| who), &new.kind)
         .map_err(|e| ApiError::NotAllowed(e.to_string()))?;
-    }
     // A signed-in identity is the author, whatever the body claims.
-    let author = identity.map_or(author, |axum::Extension(who)| who.name);
+    let author = identity
+        .and_then(|axum::Extension(who)| who.author().map(str::to_string))
+        .unwrap_or(author);
     let stored = state.store.record_event(new, author).await?;
     tracing::info!(id = %stored.id, kind = %stored.kind, "Event recorded.");
     Ok((StatusCode::CREATED, Json(stored)))

@@ -98,6 +98,21 @@ impl CreateRequest {
                 "name: {name:?} is the Command Center's own author name; choose another"
             ));
         }
+        // Nodes author their own events by id, Access service tokens by `<id>.access`.
+        if uuid::Uuid::parse_str(&name).is_ok()
+            || name.to_ascii_lowercase().ends_with(".access")
+            || name.to_ascii_lowercase().starts_with("node")
+                && uuid::Uuid::parse_str(
+                    name.get(4..)
+                        .unwrap_or_default()
+                        .trim_start_matches(['-', '_', '.']),
+                )
+                .is_ok()
+        {
+            return Err(format!(
+                "name: {name:?} could pass for a node or an Access service token; choose another"
+            ));
+        }
         let (role, scopes) = match (self.role, self.scopes) {
             (Some(r), None) => (
                 Some(Role::parse(&r).map_err(|e| format!("role: {e}"))?),
@@ -172,12 +187,21 @@ pub struct ApiTokenView {
 }
 
 /// Reply of `POST /api/api-tokens`: the token and its secret (this once).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 pub struct Created {
     #[serde(flatten)]
     pub token: ApiTokenView,
     /// The secret: `Authorization: Bearer <secret>`. Shown in this reply only.
     pub secret: String,
+}
+
+impl std::fmt::Debug for Created {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Created")
+            .field("token", &self.token)
+            .field("secret", &"<redacted>")
+            .finish()
+    }
 }
 
 /// The grants a stored token has (none if its role or scopes no longer parse).
@@ -231,25 +255,23 @@ impl ApiTokens {
     /// The identity a presented token makes: `401` if it is unknown, expired or revoked (the
     /// holder is told which: they hold the secret), `429` past its rate.
     pub fn identify(&self, secret: &str) -> Result<Identity, ApiError> {
-        let refused = |why: &str| ApiError::Unauthorized(Refusal::AdminToken, why.to_string());
+        // Refusals are logged (with the token's id, never its secret) by the refusal log.
+        let refused = |why: &str| ApiError::Unauthorized(Refusal::ApiToken, why.to_string());
         let t = self
             .store
             .api_token_by_hash(&crate::tokens::hash(secret))
             .ok_or_else(|| refused("unknown API token"))?;
+        // The rate first: a script still using a revoked token is slowed down too.
+        let key = u128::from_str_radix(&t.id, 16).unwrap_or_default();
+        self.rate.check(uuid::Uuid::from_u128(key))?;
         let now = Utc::now();
         match t.state(now) {
             TokenState::Active => {}
             TokenState::Revoked => {
-                tracing::warn!(token = %t.id, name = %t.name, "Refused a revoked API token.");
-                return Err(refused("this API token was revoked"));
+                return Err(refused(&format!("API token {} was revoked", t.id)));
             }
-            _ => {
-                tracing::warn!(token = %t.id, name = %t.name, "Refused an expired API token.");
-                return Err(refused("this API token has expired"));
-            }
+            _ => return Err(refused(&format!("API token {} has expired", t.id))),
         }
-        let key = u128::from_str_radix(&t.id, 16).unwrap_or_default();
-        self.rate.check(uuid::Uuid::from_u128(key))?;
         self.used(&t.id, now);
         let (role, grants) = grants(&t);
         Ok(Identity {
@@ -257,7 +279,16 @@ impl ApiTokens {
             role,
             grants,
             via: Via::ApiToken,
+            token_id: Some(t.id),
         })
+    }
+
+    /// Whether token `id` is still accepted (an open event stream asks, and ends when not).
+    pub fn active(&self, id: &str) -> bool {
+        self.store
+            .api_tokens()
+            .iter()
+            .any(|t| t.id == id && t.state(Utc::now()) == TokenState::Active)
     }
 
     /// Notes a use; writes `api_token_used` when the last one written is older than
@@ -329,6 +360,15 @@ pub async fn post(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Created>), ApiError> {
+    // A token makes no token: revoking a leaked admin token would leave its children working.
+    if let Some(axum::Extension(who)) = &identity
+        && who.via == Via::ApiToken
+    {
+        return Err(ApiError::Forbidden(format!(
+            "API tokens are made by a person signed in or with the admin token, not by another API token ({} is one)",
+            who.name
+        )));
+    }
     let req: CreateRequest = crate::api::parse_json_as(&headers, body?, "API token request")?;
     let c = req.check().map_err(ApiError::UnprocessableEntity)?;
     let by = crate::api::author(identity, "anonymous");
@@ -380,6 +420,7 @@ pub async fn delete(
     identity: Option<axum::Extension<Identity>>,
     Path(id): Path<String>,
 ) -> Result<Json<ApiTokenView>, ApiError> {
+    let id = id.to_ascii_lowercase();
     if id.len() != 16 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(ApiError::NotFound(format!(
             "no API token {:?} (an id is 16 hex digits, as GET /api/api-tokens lists)",
@@ -426,6 +467,18 @@ mod tests {
             (
                 serde_json::json!({"name": "Admin", "role": "viewer"}),
                 "the Command Center's own author name",
+            ),
+            (
+                serde_json::json!({"name": "70e00000-0000-4000-8000-000000000001", "role": "viewer"}),
+                "could pass for a node",
+            ),
+            (
+                serde_json::json!({"name": "node-70e00000-0000-4000-8000-000000000001", "role": "viewer"}),
+                "could pass for a node",
+            ),
+            (
+                serde_json::json!({"name": "3f2a9c0d1b2e4f56.access", "role": "viewer"}),
+                "Access service token",
             ),
             (
                 serde_json::json!({"name": "x"}),

@@ -97,8 +97,11 @@ pub async fn issue(
 ) -> Result<(StatusCode, Json<SignedCommand>), ApiError> {
     let req: IssueRequest = parse_json_as(&headers, body?, "command")?;
     // A signed-in admin is the issuer, whatever the body claims.
-    let issued_by = match identity {
-        Some(axum::Extension(who)) => who.name,
+    let issued_by = match identity
+        .as_ref()
+        .and_then(|axum::Extension(who)| who.author())
+    {
+        Some(name) => name.to_string(),
         None => req.issued_by.unwrap_or_else(|| "anonymous".into()),
     };
     let req = vaultmesh_engines::issue::IssueRequest {

@@ -309,6 +309,16 @@ impl ServeConfig {
         if self.admin_token.as_ref().is_some_and(|t| t.len() < 16) {
             return Err("--admin-token must be at least 16 characters".into());
         }
+        if self
+            .admin_token
+            .as_ref()
+            .is_some_and(|t| t.starts_with(crate::api_tokens::SECRET_PREFIX))
+        {
+            return Err(format!(
+                "--admin-token (VAULTMESH_ADMIN_TOKEN) starts with {:?}: that is a named API token, which the CLI takes; the server's admin token is a secret of your own",
+                crate::api_tokens::SECRET_PREFIX
+            ));
+        }
         if self.ledger_interval < Duration::from_millis(10) {
             return Err("--ledger-interval must be at least 10ms".into());
         }

@@ -34,7 +34,7 @@ pub fn cc_url(headers: &HeaderMap) -> String {
 /// The admin who asks: the signed-in identity, else `fallback` (loopback without auth:
 /// `anonymous` for the API, `console` for the console's forms, as for their other writes).
 pub fn who(identity: Option<axum::Extension<crate::access::Identity>>, fallback: &str) -> String {
-    identity.map_or_else(|| fallback.into(), |axum::Extension(who)| who.name)
+    crate::api::author(identity, fallback)
 }
 
 /// Mints a token as `by` asked; the reply carries its secret and install line.

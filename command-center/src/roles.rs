@@ -138,21 +138,46 @@ impl Permission {
 /// `events:write`: a tag sets the node's labels, which route notifications.
 pub const ADMIN_KINDS: [&str; 1] = ["tag"];
 
+/// Event kinds an API token with the `events:write` scope (rather than a role) may post: a bot
+/// reports, it does not acknowledge, resolve or silence.
+pub const SCOPED_KINDS: [&str; 2] = ["note", "incident"];
+
+/// Whether `identity` may post an event of `kind` (the route's `events:write` is checked
+/// already): a tag needs an admin, and a token with scopes posts notes and incidents only.
+pub fn check_event_kind(identity: Option<&Identity>, kind: &str) -> Result<(), NotAllowed> {
+    let route = format!("an event of kind {kind}");
+    if ADMIN_KINDS.contains(&kind) {
+        return check(identity, Permission::Admin, &route);
+    }
+    match identity {
+        Some(id) if id.role.is_none() && !SCOPED_KINDS.contains(&kind) => Err(NotAllowed {
+            route,
+            needs: Permission::EventsWrite,
+            who: format!(
+                "{}; a token with scopes posts only {}",
+                id.describe(),
+                SCOPED_KINDS.join(" and ")
+            ),
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// A set of permissions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Grants(u8);
 
-/// Everything: what a request without an identity may do (it reached a loopback-only server
-/// without authentication).
+/// Everything (the views' default: what a loopback-only server without authentication lets do).
 impl Default for Grants {
     fn default() -> Grants {
         Grants::ALL
     }
 }
 
-/// What the identity of a request may do ([`Grants::ALL`] without one).
+/// What the identity of a request may do (nothing without one: every admin request gets one
+/// from the admin gate).
 pub fn grants_of(identity: Option<&Identity>) -> Grants {
-    identity.map_or(Grants::ALL, |i| i.grants)
+    identity.map_or(Grants::NONE, |i| i.grants)
 }
 
 impl Grants {
@@ -192,6 +217,9 @@ pub enum Via {
     AdminToken,
     /// A named API token.
     ApiToken,
+    /// No authentication is configured: a loopback-only server, where whoever reaches it may
+    /// do everything (and writes as `anonymous`, or `console` from the console's forms).
+    Loopback,
 }
 
 /// Who is asking and what they may do: put in the request's extensions by the admin gate
@@ -207,6 +235,8 @@ pub struct Identity {
     /// What it may do.
     pub grants: Grants,
     pub via: Via,
+    /// The API token's id, for an API token.
+    pub token_id: Option<String>,
 }
 
 impl Identity {
@@ -217,7 +247,19 @@ impl Identity {
             role: Some(role),
             grants: role.grants(),
             via,
+            token_id: None,
         }
+    }
+
+    /// Whoever reaches a loopback-only server without authentication: may do everything, and
+    /// names no author (each route writes its own fallback).
+    pub fn loopback() -> Identity {
+        Identity::with_role("anonymous", Role::Admin, Via::Loopback)
+    }
+
+    /// The name to author writes with, if someone signed in (not [`Via::Loopback`]).
+    pub fn author(&self) -> Option<&str> {
+        (self.via != Via::Loopback).then_some(self.name.as_str())
     }
 
     /// What it is, for a refusal: `a viewer`, or `a token with scopes read`.
@@ -254,20 +296,25 @@ pub struct NotAllowed {
     pub who: String,
 }
 
-/// Whether `identity` (none: an unauthenticated loopback server) may use a route that needs
-/// `needs`.
+/// Whether `identity` may use a route that needs `needs`. A request without one was not seen
+/// by the admin gate, and may do nothing.
 pub fn check(
     identity: Option<&Identity>,
     needs: Permission,
     route: &str,
 ) -> Result<(), NotAllowed> {
     match identity {
-        Some(id) if !id.grants.has(needs) => Err(NotAllowed {
+        Some(id) if id.grants.has(needs) => Ok(()),
+        Some(id) => Err(NotAllowed {
             route: route.to_string(),
             needs,
             who: id.describe(),
         }),
-        _ => Ok(()),
+        None => Err(NotAllowed {
+            route: route.to_string(),
+            needs,
+            who: "the request has no identity".into(),
+        }),
     }
 }
 
@@ -321,6 +368,10 @@ pub struct Members {
     /// Every address at one of these domains (`example.com`; not its subdomains).
     #[serde(default)]
     pub domains: Vec<String>,
+    /// Exact identity names that are not addresses: Cloudflare Access service tokens, by the
+    /// common name their tokens carry (`<client id>.access`).
+    #[serde(default)]
+    pub names: Vec<String>,
 }
 
 impl Members {
@@ -328,6 +379,7 @@ impl Members {
         let email = email.to_lowercase();
         let domain = email.rsplit_once('@').map(|(_, d)| d);
         self.emails.iter().any(|e| e.to_lowercase() == email)
+            || self.names.iter().any(|n| n.to_lowercase() == email)
             || domain.is_some_and(|d| self.domains.iter().any(|x| x.to_lowercase() == d))
             || self.groups.iter().any(|g| groups.contains(g))
     }
@@ -355,11 +407,18 @@ impl Members {
                 return Err(format!("{role}.groups[{i}]: empty group name"));
             }
         }
+        for (i, n) in self.names.iter().enumerate() {
+            if n.trim().is_empty() || n.contains('@') {
+                return Err(format!(
+                    "{role}.names[{i}]: {n:?}: give a service token's name (an address goes in emails)"
+                ));
+            }
+        }
         Ok(())
     }
 
     fn len(&self) -> usize {
-        self.emails.len() + self.groups.len() + self.domains.len()
+        self.emails.len() + self.groups.len() + self.domains.len() + self.names.len()
     }
 }
 
@@ -415,6 +474,19 @@ impl RoleMap {
             .rev()
             .find(|r| self.members(*r).names(email, groups))
             .or(self.default)
+    }
+
+    /// What `roles check` warns of: a default above viewer gives every identity Access lets in
+    /// more than reading.
+    pub fn warning(&self) -> Option<String> {
+        match self.default {
+            Some(r @ (Role::Operator | Role::Admin)) => Some(format!(
+                "default = {:?}: every identity Access lets in is {} {r}; \"viewer\" or \"none\" is safer",
+                r.as_str(),
+                article(r)
+            )),
+            _ => None,
+        }
     }
 
     /// One line for `roles check`: how many rules each role has and the default.
@@ -482,12 +554,19 @@ mod tests {
             "POST /api/commands needs the operator role (scope commands:issue); bob@example.com is a viewer"
         );
         assert!(check(Some(&viewer), Permission::Read, "GET /api/nodes").is_ok());
-        assert!(check(None, Permission::Admin, "POST /api/nodes/x/revoke").is_ok());
+        assert!(
+            check(None, Permission::Read, "GET /api/nodes").is_err(),
+            "a request the admin gate did not see may do nothing"
+        );
+        assert!(check(Some(&Identity::loopback()), Permission::Admin, "POST /x").is_ok());
+        assert_eq!(Identity::loopback().author(), None);
+        assert_eq!(viewer.author(), Some("bob@example.com"));
         let bot = Identity {
             name: "deploy-bot".into(),
             role: None,
             grants: Grants::of(&[Permission::EventsWrite]),
             via: Via::ApiToken,
+            token_id: Some("0123456789abcdef".into()),
         };
         assert_eq!(
             check(Some(&bot), Permission::Read, "GET /api/nodes")
@@ -524,8 +603,24 @@ mod tests {
             map.role_for("eve@evil.test", &["SRE".into()]),
             Some(Role::Viewer)
         );
-        let strict = RoleMap::parse("[admin]\nemails = [\"a@b.c\"]\n").unwrap();
+        let strict = RoleMap::parse(
+            "[admin]\nemails = [\"a@b.c\"]\n[operator]\nnames = [\"3f2a9c0d.access\"]\n",
+        )
+        .unwrap();
         assert_eq!(strict.role_for("x@y.z", &[]), None, "the default is none");
+        assert_eq!(
+            strict.role_for("3F2A9C0D.access", &[]),
+            Some(Role::Operator),
+            "a service token by name"
+        );
+        assert_eq!(strict.warning(), None);
+        assert!(map.warning().is_none());
+        let open = RoleMap::parse("default = \"admin\"\n").unwrap();
+        assert!(
+            open.warning()
+                .unwrap()
+                .contains("every identity Access lets in is an admin")
+        );
     }
 
     #[test]
@@ -542,6 +637,10 @@ mod tests {
             (
                 "[admin]\nemail = [\"a@b.c\"]\n",
                 "admin.email: unknown field `email`, expected one of `emails`",
+            ),
+            (
+                "[admin]\nnames = [\"a@b.c\"]\n",
+                "admin.names[0]: \"a@b.c\": give a service token's name",
             ),
             ("[admins]\n", "unknown field `admins`"),
             (

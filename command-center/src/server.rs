@@ -456,6 +456,19 @@ impl Server {
             .map(|path| vaultmesh_engines::notify::load(path, &policies.get().known_profiles()))
             .transpose()
             .map_err(ServeError::Config)?;
+        let roles = config
+            .roles
+            .as_deref()
+            .map(crate::roles::RoleMap::load)
+            .transpose()
+            .map_err(|e| ServeError::Config(format!("--roles {e}")))?;
+        let access = config
+            .access
+            .config()
+            .map(crate::access::AccessVerifier::new)
+            .transpose()
+            .map_err(ServeError::Config)?
+            .map(Arc::new);
         let lock = vaultmesh_store::dirlock::DirLock::acquire(&config.log_dir)?;
         let metrics = Arc::new(crate::metrics::Metrics::new());
         let mut opts = config.store_options();
@@ -547,19 +560,6 @@ impl Server {
                 .map_err(ServeError::Config)?,
             )),
         };
-        let roles = config
-            .roles
-            .as_deref()
-            .map(crate::roles::RoleMap::load)
-            .transpose()
-            .map_err(|e| ServeError::Config(format!("--roles {e}")))?;
-        let access = config
-            .access
-            .config()
-            .map(crate::access::AccessVerifier::new)
-            .transpose()
-            .map_err(ServeError::Config)?
-            .map(Arc::new);
         let api_tokens = Arc::new(crate::api_tokens::ApiTokens::new(
             Arc::clone(&store),
             config.api_token_rate,

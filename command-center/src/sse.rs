@@ -93,6 +93,8 @@ fn resync(id: String, reason: &str, missed: Option<u64>) -> Bytes {
 }
 
 /// Most bytes one write to a stream gathers from the events already waiting for it.
+/// How often a stream opened with an API token checks that the token is still accepted.
+const TOKEN_RECHECK: std::time::Duration = std::time::Duration::from_secs(2);
 const GATHER_BYTES: usize = 64 << 10;
 
 /// How long a busy stream lets events gather before it writes them (an idle one writes each
@@ -307,8 +309,11 @@ pub async fn events(
         .or(p.since.as_deref());
     // Signed-in clients are counted by identity (behind the tunnel every client has the
     // tunnel's address); the others — a loopback-only Command Center — by address.
-    let holder = match (identity, peer) {
-        (Some(Extension(who)), _) => Holder::Identity(who.name),
+    let signed_in = identity
+        .as_ref()
+        .and_then(|Extension(who)| who.author().map(str::to_string));
+    let holder = match (signed_in, peer) {
+        (Some(name), _) => Holder::Identity(name),
         (None, Some(Extension(ConnectInfo(addr)))) => Holder::Address(addr.ip()),
         (None, None) => Holder::Address(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)),
     };
@@ -361,9 +366,31 @@ pub async fn events(
         },
     );
     let shutdown = state.shutdown.clone();
+    // A stream opened with an API token ends once the token is revoked or expires.
+    let token = identity
+        .as_ref()
+        .and_then(|Extension(who)| who.token_id.clone());
+    let tokens = Arc::clone(&state.admin.api_tokens);
+    let ended = async move {
+        let withdrawn = async {
+            match token {
+                Some(id) => loop {
+                    tokio::time::sleep(TOKEN_RECHECK).await;
+                    if !tokens.active(&id) {
+                        break;
+                    }
+                },
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            () = shutdown.cancelled() => {}
+            () = withdrawn => {}
+        }
+    };
     let stream = stream::iter(first)
         .chain(live)
-        .take_until(async move { shutdown.cancelled().await })
+        .take_until(ended)
         .map(Ok::<_, Infallible>);
     Ok((
         [

@@ -13,7 +13,7 @@ use vaultmesh_command_center::roles::{Permission, Role};
 use vaultmesh_command_center::server::routes;
 use vaultmesh_testkit::access::{Certs, mint, user_claims};
 use vaultmesh_testkit::{
-    CommandCenter, Reply, cc_command, heartbeat_json, http, text, workspace_root,
+    CommandCenter, Reply, cc_command, heartbeat_json, http, text, wait_for, workspace_root,
 };
 
 const NODE: &str = "70e00000-0000-4000-8000-000000000001";
@@ -74,6 +74,29 @@ fn every_route_answers_each_role_as_its_declaration_says() {
         })
         .collect();
     let all = routes();
+    // The routes outside the admin gate are exactly these: a route that forgot to declare
+    // itself cannot slip out of the check.
+    let mut public: Vec<String> = all
+        .iter()
+        .filter(|r| r.needs.is_none())
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    public.sort();
+    assert_eq!(
+        public,
+        [
+            "GET /api/agent/commands",
+            "GET /assets/add-node.js",
+            "GET /assets/app.css",
+            "GET /assets/console.js",
+            "GET /assets/dashboard.js",
+            "GET /healthz",
+            "POST /api/agent/enroll",
+            "POST /api/agent/heartbeat",
+            "POST /api/agent/receipts",
+            "POST /api/agent/scans",
+        ]
+    );
     let guarded: Vec<_> = all.iter().filter(|r| r.needs.is_some()).collect();
     assert!(
         guarded.len() >= 30,
@@ -139,6 +162,11 @@ fn every_route_answers_each_role_as_its_declaration_says() {
                 &path,
                 Some(&json!({"kind": "note", "node_id": stranger, "body": {"text": "x"}})),
             );
+            if route.path == "/api/api-tokens" && route.method == reqwest::Method::POST {
+                // No API token makes a token, whatever its role (checked below).
+                assert_eq!(r.status, 403, "{route:?} as {role}: {}", r.body);
+                continue;
+            }
             if role.grants().has(need) {
                 assert_ne!(r.status, 403, "{route:?} as {role}: {}", r.body);
                 assert_ne!(r.status, 401, "{route:?} as {role}: {}", r.body);
@@ -266,10 +294,46 @@ fn a_bot_token_with_events_write_posts_a_note_authored_by_its_name_and_reads_not
     assert!(r.json()["error"].as_str().unwrap().contains("scope read"));
     let r = send(&cc, secret, "POST", "/api/commands", Some(&ping()));
     assert_eq!(r.status, 403);
+    // A bot reports; it does not silence, acknowledge or resolve.
+    let silence = json!({"kind": "silence", "node_id": NODE, "body": {"until_resolved": true}});
+    let r = send(&cc, secret, "POST", "/api/events", Some(&silence));
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(
+        r.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("a token with scopes posts only note and incident"),
+        "{}",
+        r.body
+    );
+    let form = http()
+        .post(format!("{}/console/events", cc.url))
+        .bearer_auth(secret)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("kind=silence&node_id={NODE}&duration=1h"))
+        .send()
+        .unwrap();
+    assert_eq!(form.status().as_u16(), 403);
+    // And a token makes no token, whatever its role.
+    let admin = make(&cc, json!({"name": "root-bot", "role": "admin"}));
+    let r = send(
+        &cc,
+        admin["secret"].as_str().unwrap(),
+        "POST",
+        "/api/api-tokens",
+        Some(&json!({"name": "child", "role": "admin"})),
+    );
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(r.body.contains("not by another API token"), "{}", r.body);
 
     // The listing shows its last use, never its secret or hash; neither does any file.
     let listed = cc.get_json("/api/api-tokens");
-    let t = &listed[0];
+    let t = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "deploy-bot")
+        .unwrap();
     assert_eq!(t["name"], "deploy-bot");
     assert_eq!(t["state"], "active");
     assert!(t["last_used_at"].is_string(), "{t}");
@@ -277,12 +341,12 @@ fn a_bot_token_with_events_write_posts_a_note_authored_by_its_name_and_reads_not
         t.get("secret").is_none() && t.get("sha256").is_none(),
         "{t}"
     );
-    let nodes_log = std::fs::read_to_string(cc.log_dir().join("nodes.jsonl")).unwrap();
+    let nodes_log = wait_for(Duration::from_secs(5), || {
+        let log = std::fs::read_to_string(cc.log_dir().join("nodes.jsonl")).unwrap();
+        log.contains("api_token_used").then_some(log)
+    })
+    .expect("the first use is logged");
     assert!(nodes_log.contains("api_token_created"));
-    assert!(
-        nodes_log.contains("api_token_used"),
-        "the first use is logged"
-    );
     for dir in [cc.log_dir()] {
         for f in std::fs::read_dir(dir).unwrap() {
             let path = f.unwrap().path();
@@ -357,10 +421,10 @@ fn tokens_are_revoked_at_once_expire_survive_a_restart_and_are_rate_limited() {
     assert_eq!(r.status().as_u16(), 429);
     assert!(r.headers().contains_key("retry-after"));
 
-    // A second active token with the same name is refused; names are checked.
+    // A name stands for one token, in any case.
     let r = cc.post_json(
         "/api/api-tokens",
-        &json!({"name": "grafana", "role": "viewer"}),
+        &json!({"name": "Grafana", "role": "viewer"}),
     );
     assert_eq!(r.status, 409, "{}", r.body);
     for (body, field) in [
@@ -396,15 +460,27 @@ fn tokens_are_revoked_at_once_expire_survive_a_restart_and_are_rate_limited() {
     assert!(r.json()["error"].as_str().unwrap().contains("revoked"));
     let missing = cc.request("DELETE", "/api/api-tokens/0123456789abcdef", None, "");
     assert_eq!(missing.status, 404);
-    // Now the name is free again.
+    // Revoked, it stays revoked after a restart; its name is never reused.
+    cc.restart();
+    let r = send(&cc, &secret, "GET", "/api/nodes", None);
+    assert_eq!(r.status, 401, "{}", r.body);
     assert_eq!(
         cc.post_json(
             "/api/api-tokens",
             &json!({"name": "grafana", "role": "viewer"})
         )
         .status,
-        201
+        409
     );
+    // An uppercase id names the same token.
+    let r = cc.request(
+        "DELETE",
+        &format!("/api/api-tokens/{}", id.to_uppercase()),
+        None,
+        "",
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    cc.wait_for_log(&["reason=api_token"]);
 }
 
 #[test]
@@ -490,7 +566,7 @@ fn access_identities_get_their_role_from_the_roles_file() {
     let roles = dir.path().join("roles.toml");
     std::fs::write(
         &roles,
-        "default = \"none\"\n[admin]\nemails = [\"alice@example.com\"]\n[operator]\ngroups = [\"sre\"]\n[viewer]\ndomains = [\"example.com\"]\n",
+        "default = \"none\"\n[admin]\nemails = [\"alice@example.com\"]\n[operator]\ngroups = [\"sre\"]\nnames = [\"3f2a9c0d.access\"]\n[viewer]\ndomains = [\"example.com\"]\n",
     )
     .unwrap();
     let certs = Certs::start(&["k1"]);
@@ -532,6 +608,20 @@ fn access_identities_get_their_role_from_the_roles_file() {
     assert_eq!(r.json()["author"], "carol@elsewhere.org");
     let r = as_user(&sre, "POST", &format!("/api/nodes/{NODE}/revoke"), None);
     assert_eq!(r.status, 403, "{}", r.body);
+    // Groups under `custom` (as Access passes on a provider's claims) count too.
+    let mut custom = user_claims("dave@elsewhere.org");
+    custom["custom"] = json!({"groups": ["sre"]});
+    assert_eq!(
+        as_user(&custom, "POST", "/api/events", Some(&note)).status,
+        201
+    );
+    // A service token, by its common name.
+    let mut service = user_claims("unused@example.com");
+    service.as_object_mut().unwrap().remove("email");
+    service["common_name"] = json!("3f2a9c0d.access");
+    let r = as_user(&service, "POST", "/api/events", Some(&note));
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.json()["author"], "3f2a9c0d.access");
     let alice = user_claims("Alice@Example.com");
     let r = as_user(&alice, "GET", "/api/api-tokens", None);
     assert_eq!(r.status, 200, "{}", r.body);
@@ -551,7 +641,7 @@ fn access_identities_get_their_role_from_the_roles_file() {
     assert!(out.status.success(), "{}", text(&out));
     assert!(
         String::from_utf8_lossy(&out.stdout)
-            .contains("admin: 1 rule(s), operator: 1, viewer: 1; anyone else: refused (403)"),
+            .contains("admin: 1 rule(s), operator: 2, viewer: 1; anyone else: refused (403)"),
         "{}",
         text(&out)
     );
@@ -563,13 +653,71 @@ fn access_identities_get_their_role_from_the_roles_file() {
         err.contains("roles.toml: operator.group: unknown field `group`, expected one of `emails`, `groups`, `domains`"),
         "{err}"
     );
-    // And serve refuses to start with it.
+    // And serve refuses to start with it, before it touches the log directory.
+    let logs = dir.path().join("logs");
     let out = cc_command(&[
         "serve",
         "--listen",
         "127.0.0.1:0",
         "--roles",
         roles.to_str().unwrap(),
+        "--log-dir",
+        logs.to_str().unwrap(),
     ]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(!logs.join("vaultmesh.lock").exists(), "no lock, no replay");
+    // The server's own admin token cannot be an API token (a shell set up for the CLI).
+    let out = cc_command(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-token",
+        "vmk_0123456789abcdefghijklmnopqrstuvwxyzABCDEFG",
+        "--log-dir",
+        logs.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("that is a named API token"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn an_event_stream_opened_with_a_token_ends_when_the_token_is_revoked() {
+    use std::io::Read;
+    let cc = CommandCenter::start();
+    let t = make(&cc, json!({"name": "wallboard", "role": "viewer"}));
+    let (id, secret) = (t["id"].as_str().unwrap(), t["secret"].as_str().unwrap());
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap();
+    let mut stream = client
+        .get(format!("{}/events", cc.url))
+        .bearer_auth(secret)
+        .send()
+        .unwrap();
+    assert_eq!(stream.status().as_u16(), 200);
+    let started = std::time::Instant::now();
+    let r = cc.request("DELETE", &format!("/api/api-tokens/{id}"), None, "");
+    assert_eq!(r.status, 200, "{}", r.body);
+    // The stream closes (EOF) within a few seconds instead of running on.
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(_) => continue,
+            Err(e) => panic!("the stream did not close: {e}"),
+        }
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    // A stream without a token (loopback) is not affected by it.
+    let other = client.get(format!("{}/events", cc.url)).send().unwrap();
+    assert_eq!(other.status().as_u16(), 200);
 }

@@ -47,6 +47,8 @@ pub enum Refusal {
     BadToken,
     /// The admin bearer token is missing or wrong.
     AdminToken,
+    /// A named API token is unknown, expired or revoked.
+    ApiToken,
     /// The Cloudflare Access token is missing or does not verify.
     Access,
 }
@@ -63,6 +65,7 @@ impl Refusal {
             Refusal::Revoked => "revoked",
             Refusal::BadToken => "bad_token",
             Refusal::AdminToken => "admin_token",
+            Refusal::ApiToken => "api_token",
             Refusal::Access => "access",
         }
     }

@@ -461,13 +461,17 @@ impl<B: Backend> Store for LoggedStore<B> {
                     new.id
                 )));
             }
-            let now = Utc::now();
-            if reg.api_tokens().iter().any(|t| {
-                t.name == new.name && t.state(now) == TokenState::Active
-            }) {
+            // A name authors what its token posts: one name, one token, ever (in any case).
+            if let Some(t) = reg
+                .api_tokens()
+                .into_iter()
+                .find(|t| t.name.eq_ignore_ascii_case(&new.name))
+            {
                 return Err(StoreError::Conflict(format!(
-                    "name: an active API token is named {:?}; revoke it first, or choose another name",
-                    new.name
+                    "name: API token {} is named {:?} (made {}); a name stands for one token, ever: choose another",
+                    t.id,
+                    t.name,
+                    t.created_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
                 )));
             }
             let change = Change::Token {

@@ -50,7 +50,7 @@ pub struct TokenRecord {
 
 /// How often an API token's use is written to the log, at most (its `last_used_at` is as fresh
 /// as this after a restart; the running Command Center knows it to the request).
-pub const USED_EVERY: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
+pub const USED_EVERY: chrono::TimeDelta = chrono::TimeDelta::hours(1);
 
 /// An API token (`POST /api/api-tokens`) as the registry knows it: never its secret. What its
 /// role and scopes mean is the Command Center's business; the store keeps the words.

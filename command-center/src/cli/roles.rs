@@ -24,5 +24,8 @@ pub fn roles(cmd: RolesCommand) -> Result<(), Failure> {
     let RolesCommand::Check { file } = cmd;
     let map = vaultmesh_command_center::roles::RoleMap::load(&file).map_err(|e| (2, e))?;
     println!("ok: {} — {}", file.display(), map.summary());
+    if let Some(w) = map.warning() {
+        eprintln!("warning: {}: {w}", file.display());
+    }
     Ok(())
 }

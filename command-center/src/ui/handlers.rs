@@ -371,8 +371,11 @@ pub async fn post_form(
 ) -> Result<Response, ApiError> {
     // Posts from other sites never get here: [`crate::guard`] refuses them for every route.
     let Form(f) = form?;
+    let signed_in = identity.as_ref().map(|axum::Extension(i)| i.clone());
     let who = crate::api::author(identity, "console");
     let (event, author) = f.into_event(who, chrono::Utc::now())?;
+    crate::roles::check_event_kind(signed_in.as_ref(), &event.kind)
+        .map_err(|e| ApiError::NotAllowed(e.to_string()))?;
     let stored = state.store.record_event(event, author).await?;
     if wants_json(&headers) {
         return Ok((StatusCode::CREATED, axum::Json(stored)).into_response());
