@@ -328,8 +328,12 @@ pub fn plain_name(s: &str) -> bool {
 }
 
 /// Whether `path` is outside the admin surface (agents sign their own requests).
+/// The sign-in routes (`/auth/*`) are public too: they are how a browser gets in.
 pub fn is_public(path: &str) -> bool {
-    path.starts_with("/api/agent/") || path == "/healthz" || path.starts_with("/assets/")
+    path.starts_with("/api/agent/")
+        || path == "/healthz"
+        || path.starts_with("/assets/")
+        || crate::oidc::is_sign_in(path)
 }
 
 /// Equality that takes the same time whatever the inputs (compares digests).
@@ -354,6 +358,8 @@ pub struct AdminAuth {
     pub roles: Option<Arc<RoleMap>>,
     /// Named API tokens (`Authorization: Bearer vmk_...`), whatever else is configured.
     pub api_tokens: Arc<crate::api_tokens::ApiTokens>,
+    /// OpenID Connect sign-in and its sessions, when `--oidc-issuer` is configured.
+    pub oidc: Option<Arc<crate::oidc::Oidc>>,
 }
 
 impl AdminAuth {
@@ -374,7 +380,16 @@ impl AdminAuth {
     }
 }
 
-/// The admin gate: Access token, or bearer token, or (loopback-only servers) nothing.
+/// The admin gate. The ways in, in order; the first one a request claims decides, and a claim
+/// that fails is refused (it does not fall through to the next way):
+///
+/// 1. a Cloudflare Access token (`Cf-Access-Jwt-Assertion`), when Access is configured — it
+///    takes precedence over everything below;
+/// 2. a session cookie from an OpenID Connect sign-in, when `--oidc-issuer` is configured;
+/// 3. `Authorization: Bearer` with the shared `--admin-token` (not with Access).
+///
+/// A request that claims none is refused ([`unauthenticated`]) unless no way in is configured
+/// at all (a loopback-only server).
 pub async fn admin_auth(
     State(state): State<Arc<AdminAuth>>,
     mut req: Request,
@@ -383,61 +398,184 @@ pub async fn admin_auth(
     if is_public(req.uri().path()) {
         return Ok(next.run(req).await);
     }
+    // A session rotated on this request: its new cookie goes out with the response.
+    let mut set_cookie = None;
     // A named API token speaks for itself, whatever else is configured.
-    let bearer = req
-        .headers()
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    if let Some(secret) = bearer.filter(|b| crate::api_tokens::ApiTokens::is_api_token(b)) {
-        let who = state.api_tokens.identify(secret)?;
-        req.extensions_mut().insert(who);
-        return Ok(next.run(req).await);
-    }
-    if let Some(access) = &state.access {
-        let token = req
-            .headers()
-            .get(HEADER)
-            .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| {
-                ApiError::Unauthorized(
-                    Refusal::Access,
-                    "sign in through Cloudflare Access (no Cf-Access-Jwt-Assertion header)".into(),
-                )
-            })?;
-        let claimed = access.verify(token).await.map_err(|reason| {
-            ApiError::Unauthorized(Refusal::Access, format!("Cloudflare Access: {reason}"))
+    let who = if let Some(secret) =
+        bearer(req.headers()).filter(|b| crate::api_tokens::ApiTokens::is_api_token(b))
+    {
+        Some(state.api_tokens.identify(secret)?)
+    } else if let Some(access) = &state.access
+        && let Some(token) = req.headers().get(HEADER)
+    {
+        let token = token.to_str().map_err(|_| {
+            ApiError::Unauthorized(Refusal::Access, "Cloudflare Access: malformed token".into())
         })?;
-        let who = state.identity(claimed, Via::Access)?;
-        req.extensions_mut().insert(who);
-    } else if let Some(secret) = &state.admin_token {
-        let given = req
-            .headers()
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or_else(|| {
-                ApiError::Unauthorized(
-                    Refusal::AdminToken,
-                    "an admin bearer token is required".into(),
-                )
-            })?;
+        Some(by_access(&state, access, token).await?)
+    } else if let Some(oidc) = &state.oidc
+        && let Some(id) = oidc.session_id(req.headers())
+    {
+        match oidc.sessions.lookup(id) {
+            Ok(found) => {
+                set_cookie = found.rotated.map(|new| oidc.session_cookie(&new));
+                Some(found.identity)
+            }
+            Err(ended) => {
+                return Ok(unauthenticated(&state, &req, Some(ended))
+                    .expect("a session ends only where sign-in is configured"));
+            }
+        }
+    } else if state.access.is_none()
+        && let Some(secret) = &state.admin_token
+        && let Some(given) = bearer(req.headers())
+    {
         if !same_secret(given, &secret.0) {
             return Err(ApiError::Unauthorized(
                 Refusal::AdminToken,
                 "wrong admin token".into(),
             ));
         }
-        req.extensions_mut()
-            .insert(Identity::with_role("admin", Role::Admin, Via::AdminToken));
-    } else if let Some(header) = crate::guard::through_cloudflare(req.headers()) {
+        Some(Identity::with_role("admin", Role::Admin, Via::AdminToken))
+    } else {
+        None
+    };
+    match who {
+        Some(who) => {
+            req.extensions_mut().insert(who);
+        }
+        None => match unauthenticated(&state, &req, None) {
+            Some(refusal) => return Ok(refusal),
+            // No way in is configured: a loopback-only server, where whoever reaches it may
+            // do everything.
+            None => {
+                req.extensions_mut().insert(Identity::loopback());
+            }
+        },
+    }
+    let mut res = next.run(req).await;
+    if let Some(cookie) = set_cookie {
+        res.headers_mut()
+            .append(axum::http::header::SET_COOKIE, cookie);
+    }
+    Ok(res)
+}
+
+/// Way in 1: a Cloudflare Access token.
+async fn by_access(
+    state: &AdminAuth,
+    access: &AccessVerifier,
+    token: &str,
+) -> Result<Identity, ApiError> {
+    let claimed = access.verify(token).await.map_err(|reason| {
+        ApiError::Unauthorized(Refusal::Access, format!("Cloudflare Access: {reason}"))
+    })?;
+    state.identity(claimed, Via::Access)
+}
+
+/// The token of `Authorization: Bearer TOKEN`.
+fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+}
+
+/// A request that claims no way in (or a session that has ended): a browser loading a page is
+/// sent to sign in when OpenID Connect is configured; anything else gets a JSON `401` saying
+/// how to authenticate. `None` (let in without an identity) only on a server with no way in
+/// configured (loopback only), and not for requests that came through Cloudflare.
+fn unauthenticated(
+    state: &AdminAuth,
+    req: &Request,
+    ended: Option<crate::oidc::sessions::Ended>,
+) -> Option<Response> {
+    refusal(state, req, ended).err().map(|r| match r {
+        Unauthenticated::Page(res) => *res,
+        Unauthenticated::Error(e) => axum::response::IntoResponse::into_response(e),
+    })
+}
+
+/// How a request without a way in is answered.
+enum Unauthenticated {
+    /// Sent to sign in.
+    Page(Box<Response>),
+    Error(ApiError),
+}
+
+impl From<ApiError> for Unauthenticated {
+    fn from(e: ApiError) -> Self {
+        Unauthenticated::Error(e)
+    }
+}
+
+fn refusal(
+    state: &AdminAuth,
+    req: &Request,
+    ended: Option<crate::oidc::sessions::Ended>,
+) -> Result<(), Unauthenticated> {
+    if let Some(oidc) = &state.oidc {
+        if crate::oidc::wants_page(req.method(), req.headers()) {
+            let target = req
+                .uri()
+                .path_and_query()
+                .map_or("/", axum::http::uri::PathAndQuery::as_str);
+            let mut res =
+                axum::response::IntoResponse::into_response(axum::http::StatusCode::SEE_OTHER);
+            let location = axum::http::HeaderValue::from_str(&crate::oidc::login_location(target))
+                .map_err(|e| ApiError::Internal(e.to_string()))?;
+            res.headers_mut()
+                .insert(axum::http::header::LOCATION, location);
+            if ended.is_some() {
+                res.headers_mut()
+                    .append(axum::http::header::SET_COOKIE, oidc.clear_session_cookie());
+            }
+            // Counted and logged like any other refusal.
+            res.extensions_mut().insert(crate::error::Rejected {
+                reason: "unauthorized",
+                why: Refusal::SignIn.as_str(),
+                detail: "no session: sent to sign in".into(),
+            });
+            return Err(Unauthenticated::Page(Box::new(res)));
+        }
+        if let Some(ended) = ended {
+            return Err(Unauthenticated::Error(ApiError::Unauthorized(
+                Refusal::SignIn,
+                format!("{ended}; sign in again at /auth/login"),
+            )));
+        }
+    }
+    if state.access.is_some() {
+        return Err(ApiError::Unauthorized(
+            Refusal::Access,
+            "sign in through Cloudflare Access (no Cf-Access-Jwt-Assertion header)".into(),
+        )
+        .into());
+    }
+    if state.oidc.is_some() {
+        return Err(ApiError::Unauthorized(
+            Refusal::SignIn,
+            if state.admin_token.is_some() {
+                "sign in at /auth/login (a session cookie), or send the admin bearer token"
+            } else {
+                "sign in at /auth/login (a session cookie)"
+            }
+            .into(),
+        )
+        .into());
+    }
+    if state.admin_token.is_some() {
+        return Err(ApiError::Unauthorized(
+            Refusal::AdminToken,
+            "an admin bearer token is required".into(),
+        )
+        .into());
+    }
+    if let Some(header) = crate::guard::through_cloudflare(req.headers()) {
         // No authentication is safe on loopback only; a tunnel publishing the loopback
         // listener would hand the admin routes to the Internet.
-        return Err(crate::guard::Refused::Unauthenticated { header }.into());
-    } else {
-        req.extensions_mut().insert(Identity::loopback());
+        return Err(ApiError::from(crate::guard::Refused::Unauthenticated { header }).into());
     }
-    Ok(next.run(req).await)
+    Ok(())
 }
 
 /// A secret that never prints.

@@ -106,6 +106,8 @@ pub struct ServeConfig {
     pub ledger_origin: String,
     #[command(flatten)]
     pub access: crate::access::AccessArgs,
+    #[command(flatten)]
+    pub oidc: crate::oidc::OidcArgs,
     /// Which role each signed-in identity gets (viewer, operator, admin), by email, domain or
     /// group: a TOML file (`roles check FILE` validates it). Without one, every identity
     /// Access or sign-in lets in is an admin.
@@ -291,9 +293,10 @@ impl ServeConfig {
         if !self.listen.ip().is_loopback()
             && self.access.access_team_domain.is_none()
             && self.admin_token.is_none()
+            && self.oidc.oidc_issuer.is_none()
         {
             return Err(format!(
-                "--listen {}: the admin routes would be open to the network; listen on loopback (behind cloudflared), or set --access-team-domain and --access-aud (Cloudflare Access), or --admin-token",
+                "--listen {}: the admin routes would be open to the network; listen on loopback (behind cloudflared), or set --access-team-domain and --access-aud (Cloudflare Access), or --oidc-issuer (sign-in), or --admin-token",
                 self.listen
             ));
         }

@@ -319,7 +319,8 @@ pub async fn check(
     req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    if !crate::access::is_public(req.uri().path()) {
+    let path = req.uri().path();
+    if !crate::access::is_public(path) || crate::oidc::is_sign_in(path) {
         let host = request_host(&req).ok_or(Refused::NoHost)?;
         if !hosts.allows(&host) {
             return Err(Refused::Host {

@@ -37,6 +37,7 @@ pub mod guard;
 pub mod listener;
 pub mod metrics;
 pub mod notifiers;
+pub mod oidc;
 pub mod refusals;
 pub mod roles;
 pub mod server;

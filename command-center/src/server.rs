@@ -274,6 +274,9 @@ pub fn routes() -> Vec<Route> {
             ui::handlers::post_rename,
         ),
         Route::new(M::GET, "/healthz", api::healthz),
+        Route::new(M::GET, "/auth/login", crate::oidc::login),
+        Route::new(M::GET, "/auth/callback", crate::oidc::callback),
+        Route::new(M::POST, "/auth/logout", crate::oidc::logout),
         Route::new(M::POST, "/api/agent/heartbeat", api::post_heartbeat),
         Route::new(M::POST, "/api/agent/enroll", api::post_enroll),
         Route::new(M::POST, "/api/agent/scans", api::post_scan)
@@ -534,10 +537,24 @@ impl Server {
             .with_storage(Arc::clone(&storage))
             .with_budgets(Arc::clone(&budgets)),
         );
-        // The public name, when one is configured: where admins open the console.
-        let public = notify_config
+        let console_url = notify_config
             .as_ref()
-            .and_then(|nc| crate::guard::HostName::of_url(&nc.config.console_url));
+            .map(|nc| nc.config.console_url.clone());
+        let oidc = config
+            .oidc
+            .config(console_url.as_deref())
+            .map_err(ServeError::Config)?
+            .map(crate::oidc::Oidc::new)
+            .transpose()
+            .map_err(ServeError::Config)?
+            .map(Arc::new);
+        // The public name, when one is configured: where admins open the console.
+        let public = config
+            .oidc
+            .public_url
+            .as_deref()
+            .or(console_url.as_deref())
+            .and_then(crate::guard::HostName::of_url);
         let hosts = crate::guard::AllowedHosts::new(
             addr,
             &config
@@ -574,6 +591,7 @@ impl Server {
                 admin_token: config.admin_token.clone().map(crate::access::AdminToken),
                 roles: roles.map(Arc::new),
                 api_tokens,
+                oidc,
             }),
             sse_slots: crate::sse::StreamSlots::new(config.sse),
             enroll_refusals: Arc::new(vaultmesh_engines::auth::Throttle::new(
@@ -680,6 +698,9 @@ impl Server {
         }
         if let Some(access) = &self.state.admin.access {
             tokio::spawn(Arc::clone(access).run(streams.clone()));
+        }
+        if let Some(oidc) = &self.state.admin.oidc {
+            tokio::spawn(Arc::clone(oidc).run(streams.clone()));
         }
         // The listener gives every request its peer address (handlers, the refusal log).
         let metrics = self.state.metrics.connections.clone();

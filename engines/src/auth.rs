@@ -51,6 +51,8 @@ pub enum Refusal {
     ApiToken,
     /// The Cloudflare Access token is missing or does not verify.
     Access,
+    /// No session, an ended one, or a refused OpenID Connect sign-in.
+    SignIn,
 }
 
 impl Refusal {
@@ -67,6 +69,7 @@ impl Refusal {
             Refusal::AdminToken => "admin_token",
             Refusal::ApiToken => "api_token",
             Refusal::Access => "access",
+            Refusal::SignIn => "sign_in",
         }
     }
 }

@@ -24,6 +24,7 @@ pub mod docs;
 pub mod fake_cc;
 pub mod host;
 pub mod notify;
+pub mod oidc;
 pub mod page;
 pub mod postgres;
 pub mod proxy;

@@ -263,6 +263,9 @@ pub async fn console_page(
         None => None,
     };
     let page = ConsolePage {
+        signed_in: identity
+            .filter(|i| i.via == crate::roles::Via::Session)
+            .map(|i| i.0.name),
         node,
         feed: feed(&state),
         findings: findings(&state, &nodes),

@@ -409,6 +409,7 @@ fn an_empty_fleet_says_so_in_every_panel_and_the_overview_says_how_to_start() {
     assert!(text(one(&page, "#node pre code")).contains("vaultmesh-node-agent run"));
     // A fleet with no node selected (a node that is gone): the center asks for one.
     let some = ConsolePage {
+        signed_in: None,
         nodes: vec![summary(A, "alpha", AttentionLevel::Ok)],
         ..ConsolePage::default()
     };
@@ -1607,6 +1608,7 @@ fn the_console_page_is_well_formed_and_holds_every_panel() {
     let mut nodes = vec![summary(B, HOSTILE, AttentionLevel::Ok), crit.clone()];
     worst_first(&mut nodes);
     let page = ConsolePage {
+        signed_in: None,
         nodes,
         selected: Some(A),
         node: Some(panel(crit, vec![incident(1, IncidentState::Open)])),
@@ -1963,6 +1965,7 @@ fn the_console_page_offers_group_by_as_a_get_form_and_renders_the_grouping_it_na
     let mut node = panel(selected.clone(), Vec::new());
     node.range = Range::Week;
     let page = ConsolePage {
+        signed_in: None,
         label_keys: console::label_keys(&nodes),
         group: Grouping::Label("site".into()),
         nodes,
@@ -2008,6 +2011,7 @@ fn the_console_page_offers_group_by_as_a_get_form_and_renders_the_grouping_it_na
     assert_eq!(group_heads(&h), ["fra1 1 0/0/1", "(no site) 1 1/0/0"]);
     // Not grouped, `none` is the choice, and the filter box is still there.
     let page = ConsolePage {
+        signed_in: None,
         group: Grouping::None,
         ..page
     };

@@ -30,6 +30,8 @@ const FINDINGS_SHOWN: usize = 50;
 /// The whole console page.
 #[derive(Debug, Default)]
 pub struct ConsolePage {
+    /// Who is signed in, when through an OpenID Connect session: the header offers sign-out.
+    pub signed_in: Option<String>,
     /// Every node, worst first ([`super::worst_first`]).
     pub nodes: Vec<NodeSummary>,
     pub selected: Option<Uuid>,
@@ -849,6 +851,13 @@ pub fn page(p: &ConsolePage, now: DateTime<Utc>) -> Markup {
                     @if p.may.has(Permission::Admin) { (super::tokens::add_node_link()) }
                     @if !p.may.has(Permission::EventsWrite) { p class="read-only" title="Your role lets you read the console, not act from it." { "Read only" } }
                     p id="stream-state" class="stream-state" role="status" aria-live="polite" { "connecting…" }
+                    @if let Some(name) = &p.signed_in {
+                        form class="sign-out" method="post" action="/auth/logout" {
+                            span class="who" { (name) }
+                            " "
+                            button type="submit" { "Sign out" }
+                        }
+                    }
                 }
                 main class="panels" {
                     nav class="panel left" aria-label="Nodes" {
