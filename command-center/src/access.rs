@@ -1,4 +1,6 @@
-//! Admin authentication: Cloudflare Access, or a bearer token, or loopback only.
+//! Admin authentication: Cloudflare Access, or a session after an OpenID Connect sign-in
+//! ([`crate::oidc`]), or a bearer token, or loopback only — tried in that order by
+//! [`admin_auth`].
 //!
 //! Behind a Cloudflare Tunnel every request comes from 127.0.0.1, so the Command Center checks
 //! who is asking itself. With Access configured, every admin route (everything but
