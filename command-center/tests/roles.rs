@@ -90,11 +90,14 @@ fn every_route_answers_each_role_as_its_declaration_says() {
             "GET /assets/app.css",
             "GET /assets/console.js",
             "GET /assets/dashboard.js",
+            "GET /auth/callback",
+            "GET /auth/login",
             "GET /healthz",
             "POST /api/agent/enroll",
             "POST /api/agent/heartbeat",
             "POST /api/agent/receipts",
             "POST /api/agent/scans",
+            "POST /auth/logout",
         ]
     );
     let guarded: Vec<_> = all.iter().filter(|r| r.needs.is_some()).collect();
