@@ -337,6 +337,16 @@ impl CcClient {
         self.post_signed(&path, receipt).await
     }
 
+    /// `POST /api/agent/events?nonce=…`: a note or an incident about this node. The nonce
+    /// keeps two identical events in one second from being one request and its replay.
+    pub async fn post_event(
+        &self,
+        event: &crate::events::AgentEventBody,
+    ) -> Result<vaultmesh_proto::EventEnvelope, ClientError> {
+        let path = format!("/api/agent/events?nonce={:016x}", rand::random::<u64>());
+        self.post_signed(&path, event).await
+    }
+
     /// POSTs `body` as JSON to `path` with a session MAC or signed by the node key ([`CcClient::signed`]); parses a JSON reply.
     async fn post_signed<B: serde::Serialize, R: serde::de::DeserializeOwned>(
         &self,

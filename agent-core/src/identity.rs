@@ -117,6 +117,11 @@ pub fn rekey(state_dir: &Path) -> Result<(String, String, PathBuf), IdentityErro
     Ok((old.public_base64(), new.public_base64(), archived))
 }
 
+/// Whether `state_dir` holds a node id and a node key (the agent has run there).
+pub fn exists(state_dir: &Path) -> bool {
+    state_dir.join(NODE_ID_FILE).is_file() && state_dir.join(NODE_KEY_FILE).is_file()
+}
+
 /// Whether this key is recorded as enrolled.
 pub fn is_enrolled(state_dir: &Path, public_key: &str) -> bool {
     fs::read_to_string(state_dir.join(ENROLLED_FILE)).is_ok_and(|t| t.trim() == public_key)

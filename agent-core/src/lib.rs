@@ -9,6 +9,7 @@
 //! - [`scans`]: the outbox through which a scanning check's report reaches the Command Center.
 //! - [`heartbeat`]: turns the latest runs into a [`vaultmesh_proto::NodeHeartbeat`].
 //! - [`client`]: the outbound-only HTTP client to the Command Center.
+//! - [`events`]: the notes and incidents a node posts about itself.
 //! - [`runtime`]: the agent's main loop, used by the `vaultmesh-node-agent` binary and by the
 //!   Command Center's in-process demo.
 //!
@@ -21,6 +22,7 @@ pub mod check;
 pub mod client;
 pub mod commands;
 pub mod config;
+pub mod events;
 pub mod heartbeat;
 pub mod host;
 pub mod identity;

@@ -666,8 +666,81 @@ pub async fn post_event(
     let author = identity
         .and_then(|axum::Extension(who)| who.author().map(str::to_string))
         .unwrap_or(author);
+    // `node:` authors are the agents' (`post_agent_event`): no identity may appear as a node.
+    if vaultmesh_proto::event::is_node_author(&author) {
+        return Err(ApiError::Forbidden(
+            vaultmesh_proto::event::EventError::ReservedAuthor(author).to_string(),
+        ));
+    }
     let stored = state.store.record_event(new, author).await?;
     tracing::info!(id = %stored.id, kind = %stored.kind, "Event recorded.");
+    Ok((StatusCode::CREATED, Json(stored)))
+}
+
+/// Events a node may post about itself a minute, and at once (defaults of
+/// `--agent-event-rate`, `--agent-event-burst`).
+pub const AGENT_EVENTS_PER_MINUTE: u32 = 10;
+pub const AGENT_EVENT_BURST: u32 = 5;
+
+/// Largest body of `POST /api/agent/events`: an event body at its limit
+/// ([`vaultmesh_proto::event::limits::BODY_BYTES`]), escaped, with the envelope's other members.
+pub const AGENT_EVENT_BODY_MAX: usize = 64 * 1024;
+
+/// `POST /api/agent/events` (signed by the node key, or with a session MAC): a `note` or an
+/// `incident` about the requesting node, authored by it (`node:<id>`). The body is
+/// `POST /api/events`'s; `node_id` may be absent (the node itself) but may not name another node,
+/// and `author` may be absent or the node's own author, nothing else. Each node may post
+/// `--agent-event-rate` a minute (bursts of `--agent-event-burst`), on top of `--agent-rate`.
+pub async fn post_agent_event(
+    State(state): State<AppState>,
+    signed: Signed,
+) -> Result<(StatusCode, Json<EventEnvelope>), ApiError> {
+    // Counted before the body is read as an event: a node's junk spends its allowance too.
+    state.event_rate.check(signed.node_id)?;
+    let mut new: NewEvent = parse_json_as(&signed.headers, signed.body, "event")?;
+    let author = vaultmesh_proto::event::node_author(&signed.node_id);
+    if !vaultmesh_proto::event::AGENT_KINDS.contains(&new.kind.as_str()) {
+        return Err(ApiError::UnprocessableEntity(format!(
+            "kind {:?} cannot be posted by a node; a node posts {} about itself (operators post the other kinds, POST /api/events)",
+            new.kind.chars().take(32).collect::<String>(),
+            vaultmesh_proto::event::AGENT_KINDS.join(" or ")
+        )));
+    }
+    match new.node_id {
+        Some(other) if other != signed.node_id => {
+            return Err(ApiError::Forbidden(format!(
+                "event is about node {other} but signed by node {}; a node posts events about itself only",
+                signed.node_id
+            )));
+        }
+        _ => new.node_id = Some(signed.node_id),
+    }
+    match new.author.take() {
+        Some(claimed) if claimed != author => {
+            return Err(ApiError::Forbidden(format!(
+                "author {:?} is not this node's; an event a node posts is authored by {author} (omit author)",
+                claimed.chars().take(vaultmesh_proto::event::limits::AUTHOR).collect::<String>()
+            )));
+        }
+        _ => {}
+    }
+    // The operator route's checks (shape, bounds, deceptive characters), with no author: the
+    // node's is set below, never read from the body.
+    new.validate()
+        .map_err(|e| ApiError::UnprocessableEntity(e.to_string()))?;
+    if state.store.snapshot(signed.node_id).is_none() {
+        return Err(ApiError::Conflict(format!(
+            "node {} has not sent a heartbeat yet; send one before events",
+            signed.node_id
+        )));
+    }
+    let stored = state.store.record_event(new, author).await?;
+    state
+        .metrics
+        .agent_events
+        .with_label_values(&[stored.kind.as_str()])
+        .inc();
+    tracing::info!(node_id = %signed.node_id, id = %stored.id, kind = %stored.kind, "Event from a node recorded.");
     Ok((StatusCode::CREATED, Json(stored)))
 }
 

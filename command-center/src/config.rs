@@ -128,6 +128,13 @@ pub struct ServeConfig {
     /// Agent requests a node may make at once before the rate applies.
     #[arg(long, default_value_t = 30)]
     pub agent_burst: u32,
+    /// Notes and incidents each node may post about itself a minute (POST /api/agent/events;
+    /// beyond: 429 with Retry-After), on top of --agent-rate.
+    #[arg(long, env = "VAULTMESH_AGENT_EVENT_RATE", value_name = "PER_MINUTE", default_value_t = crate::api::AGENT_EVENTS_PER_MINUTE)]
+    pub agent_event_rate: u32,
+    /// Events a node may post at once before --agent-event-rate applies.
+    #[arg(long, env = "VAULTMESH_AGENT_EVENT_BURST", default_value_t = crate::api::AGENT_EVENT_BURST)]
+    pub agent_event_burst: u32,
     #[command(flatten)]
     pub budgets: vaultmesh_engines::budget::Limits,
     #[command(flatten)]
@@ -305,6 +312,9 @@ impl ServeConfig {
         }
         if self.api_token_rate.is_nan() || self.api_token_rate <= 0.0 || self.api_token_burst == 0 {
             return Err("--api-token-rate and --api-token-burst must be positive".into());
+        }
+        if self.agent_event_rate == 0 || self.agent_event_burst == 0 {
+            return Err("--agent-event-rate and --agent-event-burst must be positive".into());
         }
         if self.enroll_rate.is_nan() || self.enroll_rate <= 0.0 || self.enroll_burst == 0 {
             return Err("--enroll-rate and --enroll-burst must be positive".into());

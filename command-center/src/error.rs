@@ -9,7 +9,7 @@ use axum::extract::rejection::{BytesRejection, FormRejection, QueryRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use vaultmesh_engines::auth::{AuthError, Refusal, RememberError};
-use vaultmesh_engines::limits::{EnrollmentsLimited, RateLimited};
+use vaultmesh_engines::limits::{EnrollmentsLimited, EventsLimited, RateLimited};
 use vaultmesh_proto::ErrorBody;
 
 /// Largest request body accepted unless a route says otherwise (a heartbeat with 128 checks and
@@ -51,6 +51,9 @@ pub enum ApiError {
     /// A node past its request rate or its bodies at once (`429`).
     #[error(transparent)]
     TooManyRequests(#[from] RateLimited),
+    /// A node past its rate of posted events (`429`, `--agent-event-rate`).
+    #[error(transparent)]
+    TooManyEvents(#[from] EventsLimited),
     /// A node over its hourly byte budget (`429`), or a record larger than all of it (`413`).
     #[error("{0}")]
     OverBudget(#[from] vaultmesh_engines::budget::OverBudget),
@@ -94,6 +97,7 @@ impl ApiError {
             }
             ApiError::TooManyRequests(_)
             | ApiError::TooManyEnrollments(_)
+            | ApiError::TooManyEvents(_)
             | ApiError::OverBudget(_)
             | ApiError::TooManyStreams(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Timeout { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -119,6 +123,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::TooManyRequests(_) | ApiError::TooManyEnrollments(_) => "rate_limited",
+            ApiError::TooManyEvents(_) => "event_rate_limited",
             ApiError::OverBudget(_) => "over_budget",
             ApiError::TooManyStreams(_) => "too_many_streams",
             ApiError::Timeout { .. } => "timeout",
@@ -157,6 +162,7 @@ impl IntoResponse for ApiError {
         let retry_after = match &self {
             ApiError::TooManyRequests(RateLimited { retry_after_s, .. })
             | ApiError::TooManyEnrollments(EnrollmentsLimited { retry_after_s, .. })
+            | ApiError::TooManyEvents(EventsLimited { retry_after_s, .. })
             | ApiError::OverBudget(
                 vaultmesh_engines::budget::OverBudget::Spent { retry_after_s, .. }
                 | vaultmesh_engines::budget::OverBudget::FleetSpent { retry_after_s, .. },

@@ -52,6 +52,8 @@ pub struct Metrics {
     pub budget_refusals: IntCounterVec,
     /// Agent requests whose credential verified, by credential (`signature`, `mac`).
     pub agent_credentials: IntCounterVec,
+    /// Events nodes posted about themselves (`POST /api/agent/events`), by kind.
+    pub agent_events: IntCounterVec,
     /// 1 while the logs refuse writes (a full disk, an I/O error).
     pub storage_degraded: IntGauge,
     /// Failed log writes, by file.
@@ -209,6 +211,11 @@ impl Metrics {
                 "vaultmesh_agent_requests_verified_total",
                 "Agent requests whose credential verified, by credential: an Ed25519 signature or a session MAC.",
                 &["credential"],
+            ),
+            agent_events: counter_vec(
+                "vaultmesh_agent_events_total",
+                "Notes and incidents nodes posted about themselves (POST /api/agent/events), by kind.",
+                &["kind"],
             ),
             budget_refusals: counter_vec(
                 "vaultmesh_budget_refusals_total",

@@ -76,6 +76,8 @@ pub struct Shared {
     pub admin: Arc<crate::access::AdminAuth>,
     /// Per-node limit of agent requests.
     pub rate_limit: Arc<vaultmesh_engines::limits::RateLimit>,
+    /// Per-node limit of the events agents post about themselves (on top of `rate_limit`).
+    pub event_rate: Arc<vaultmesh_engines::limits::EventRate>,
     /// Which nodes' refused enrollments were logged lately.
     pub enroll_refusals: Arc<vaultmesh_engines::auth::Throttle>,
     /// Open `/events` streams per signed-in identity.
@@ -279,6 +281,8 @@ pub fn routes() -> Vec<Route> {
         Route::new(M::POST, "/auth/logout", crate::oidc::logout),
         Route::new(M::POST, "/api/agent/heartbeat", api::post_heartbeat),
         Route::new(M::POST, "/api/agent/enroll", api::post_enroll),
+        Route::new(M::POST, "/api/agent/events", api::post_agent_event)
+            .body_limit(api::AGENT_EVENT_BODY_MAX),
         Route::new(M::POST, "/api/agent/scans", api::post_scan)
             .body_limit(vaultmesh_proto::scan::limits::REPORT_BODY_MAX),
         Route::new(M::GET, "/api/attention", api::attention),
@@ -600,6 +604,10 @@ impl Server {
             rate_limit: Arc::new(vaultmesh_engines::limits::RateLimit::new(
                 config.agent_rate,
                 config.agent_burst,
+            )),
+            event_rate: Arc::new(vaultmesh_engines::limits::EventRate::new(
+                config.agent_event_rate,
+                config.agent_event_burst,
             )),
             bus,
             shutdown: CancellationToken::new(),

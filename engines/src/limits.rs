@@ -83,6 +83,51 @@ impl RateLimit {
     }
 }
 
+/// A node past its rate of posted events ([`EventRate`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "too many events from node {node}: at most {per_minute} a minute, in bursts of {burst} (--agent-event-rate, --agent-event-burst); retry in {retry_after_s} s"
+)]
+pub struct EventsLimited {
+    pub node: Uuid,
+    pub per_minute: u32,
+    pub burst: u32,
+    pub retry_after_s: u64,
+}
+
+/// Per-node rate of the notes and incidents agents post about themselves
+/// (`POST /api/agent/events`): `per_minute` a minute, up to `burst` at once. On top of
+/// [`RateLimit`], which every agent request spends: an event becomes an envelope in the log,
+/// on the stream and maybe a notification, so a node gets far fewer of them than requests.
+#[derive(Debug)]
+pub struct EventRate {
+    buckets: Buckets<Uuid>,
+    per_minute: u32,
+    burst: u32,
+}
+
+impl EventRate {
+    pub fn new(per_minute: u32, burst: u32) -> EventRate {
+        EventRate {
+            buckets: Buckets::new(f64::from(per_minute) / 60.0, f64::from(burst)),
+            per_minute,
+            burst,
+        }
+    }
+
+    /// One event from `node`.
+    pub fn check(&self, node: Uuid) -> Result<(), EventsLimited> {
+        self.buckets
+            .take(&node, 1.0)
+            .map_err(|retry_after_s| EventsLimited {
+                node,
+                per_minute: self.per_minute,
+                burst: self.burst,
+                retry_after_s,
+            })
+    }
+}
+
 /// Signed request bodies one node id may have being received at once (beyond: refused, retry
 /// in a second). An agent sends one request at a time besides its long-poll, which has no body.
 pub const BODIES_PER_NODE: usize = 4;
@@ -130,6 +175,23 @@ impl Drop for Reading<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn events_are_counted_per_node_within_their_burst() {
+        let rate = EventRate::new(1, 2);
+        let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        rate.check(a).unwrap();
+        rate.check(a).unwrap();
+        let refused = rate.check(a).expect_err("past the burst");
+        assert_eq!((refused.node, refused.per_minute, refused.burst), (a, 1, 2));
+        assert!(
+            (1..=60).contains(&refused.retry_after_s),
+            "one event a minute: {}",
+            refused.retry_after_s
+        );
+        assert!(refused.to_string().contains("--agent-event-rate"));
+        rate.check(b).expect("another node has its own allowance");
+    }
 
     #[test]
     fn enrollment_sources_are_counted_per_ipv4_address_and_per_ipv6_64() {

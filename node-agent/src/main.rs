@@ -53,6 +53,13 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Post a note or an incident about this node to the Command Center, with the node's own
+    /// key; prints the event's id. The event's node and author are this node (`node:<id>`).
+    #[command(
+        subcommand,
+        after_help = "Examples:\n  vaultmesh-node-agent event note --text 'rebooted for the kernel update'\n  vaultmesh-node-agent event incident --title 'RAID degraded' --severity critical --text \"$(mdadm --detail /dev/md0)\""
+    )]
+    Event(EventCommand),
     /// Replace the node key with a new one (for a node the Command Center re-admitted after a
     /// revocation). Stop the agent first; the next run enrolls the new key.
     #[command(
@@ -82,6 +89,41 @@ enum ChecksCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum EventCommand {
+    /// A note about this node (free text).
+    Note {
+        /// The note (up to 8 KiB; may span lines).
+        #[arg(long)]
+        text: String,
+    },
+    /// An incident on this node: `high` and `critical` ones make it CRIT, the others ATTN,
+    /// until an operator resolves it.
+    Incident {
+        /// One line (up to 256 bytes).
+        #[arg(long)]
+        title: String,
+        /// info, low, medium, high or critical.
+        #[arg(long, default_value = "high", value_parser = severity)]
+        severity: vaultmesh_proto::Severity,
+        /// Details (up to 8 KiB; may span lines).
+        #[arg(long)]
+        text: Option<String>,
+    },
+}
+
+/// `--severity`: one of the five, with a suggestion for a typo.
+fn severity(s: &str) -> Result<vaultmesh_proto::Severity, String> {
+    const ALL: [&str; 5] = ["info", "low", "medium", "high", "critical"];
+    s.parse().map_err(|_| {
+        format!(
+            "{s:?} is not a severity; use {}{}",
+            ALL.join(", "),
+            vaultmesh_process::suggest::did_you_mean(s, ALL)
+        )
+    })
 }
 
 #[derive(Debug, Subcommand)]
@@ -212,6 +254,29 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
                 }
             }
             Ok(())
+        }
+        Command::Event(which) => {
+            use vaultmesh_agent_core::events::{self, NodeEvent, PostError};
+            let event = match which {
+                EventCommand::Note { text } => NodeEvent::Note { text },
+                EventCommand::Incident {
+                    title,
+                    severity,
+                    text,
+                } => NodeEvent::Incident {
+                    title,
+                    severity,
+                    text,
+                },
+            };
+            match events::post(&config, &event).await {
+                Ok(stored) => {
+                    println!("{}", stored.id);
+                    Ok(())
+                }
+                Err(e @ PostError::Invalid { .. }) => Err(Failure::Usage(e.to_string())),
+                Err(e) => Err(Failure::Runtime(e.to_string())),
+            }
         }
         Command::Rekey => {
             let (old, new, archived) = vaultmesh_agent_core::identity::rekey(&config.state_dir)

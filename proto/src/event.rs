@@ -29,6 +29,29 @@ pub const SYSTEM_KINDS: [&str; 7] = [
 /// The `author` of events the Command Center writes on its own account.
 pub const SYSTEM_AUTHOR: &str = "command-center";
 
+/// The kinds an agent may post about its own node (`POST /api/agent/events`).
+pub const AGENT_KINDS: [&str; 2] = ["note", "incident"];
+
+/// What the `author` of an event an agent posted starts with: `node:` and the node id. Only
+/// the agent route writes it; an operator's author (given in the body, or the signed-in
+/// identity's name) starting with it is refused ([`is_node_author`]), so no one but the node
+/// itself can appear as a node.
+pub const NODE_AUTHOR_PREFIX: &str = "node:";
+
+/// The author of an event posted by node `node_id`: `node:<lower-case hyphenated id>`.
+pub fn node_author(node_id: &Uuid) -> String {
+    format!("{NODE_AUTHOR_PREFIX}{}", node_id.hyphenated())
+}
+
+/// Whether `author` is in the agents' namespace ([`NODE_AUTHOR_PREFIX`], any case, leading
+/// white space ignored): such an author is written only by the agent route.
+pub fn is_node_author(author: &str) -> bool {
+    author
+        .trim_start()
+        .get(..NODE_AUTHOR_PREFIX.len())
+        .is_some_and(|p| p.eq_ignore_ascii_case(NODE_AUTHOR_PREFIX))
+}
+
 /// Names of the system event kinds.
 pub mod kinds {
     /// A node's attention level or reasons changed.
@@ -289,6 +312,9 @@ pub enum EventError {
     MissingIncidentRef { kind: String },
     #[error("author must be 1-{max} printable characters", max = limits::AUTHOR)]
     BadAuthor,
+    /// An operator's author in the agents' namespace ([`NODE_AUTHOR_PREFIX`]).
+    #[error("author {0:?} is reserved: authors starting with \"node:\" are written only for events a node posts itself (POST /api/agent/events)")]
+    ReservedAuthor(String),
 }
 
 #[derive(Deserialize)]
@@ -465,6 +491,9 @@ impl NewEvent {
             || crate::text::first_deceptive(&author, &[]).is_some()
         {
             return Err(EventError::BadAuthor);
+        }
+        if is_node_author(&author) {
+            return Err(EventError::ReservedAuthor(author));
         }
         Ok(author)
     }
@@ -662,5 +691,32 @@ mod tests {
         let mut e = new("note", json!({"text": "x"}), 0);
         e.author = Some("a\nb".into());
         assert_eq!(e.validate(), Err(EventError::BadAuthor));
+    }
+
+    /// Issue 26: `node:<id>` is the agents' namespace; no operator body may claim it.
+    #[test]
+    fn an_operator_cannot_write_a_node_author() {
+        let node = Uuid::parse_str("550e8400-e29b-41d4-a716-446655440000").unwrap();
+        assert_eq!(
+            node_author(&node),
+            "node:550e8400-e29b-41d4-a716-446655440000"
+        );
+        for claimed in [
+            node_author(&node),
+            "NODE:550e8400-e29b-41d4-a716-446655440000".into(),
+            " node:x".into(),
+            "node:".into(),
+        ] {
+            let mut e = new("note", serde_json::json!({"text": "x"}), 0);
+            e.author = Some(claimed.clone());
+            assert_eq!(
+                e.validate(),
+                Err(EventError::ReservedAuthor(claimed.clone())),
+                "{claimed:?}"
+            );
+        }
+        for fine in ["nodes:x", "ops@example.com", "node", "my node:x"] {
+            assert!(!is_node_author(fine), "{fine}");
+        }
     }
 }
