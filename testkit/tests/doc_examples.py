@@ -185,6 +185,26 @@ def protocol(doc):
     same("enroll message", doc.block("enroll-message"), message)
     same("enroll signature", doc.value("enroll signature"), sign(node, message.encode()))
 
+    # An event from a node: a signed request like any other, to a path with a nonce; the body
+    # names neither the node nor an author (the Command Center sets both to the signing node).
+    body = doc.block("event-body").encode()
+    event = json.loads(body)
+    same("event kind", event["kind"] in ("note", "incident"), True)
+    same("event names no node or author", "node_id" in event or "author" in event, False)
+    path = "/api/agent/events?nonce=5f0e3c1a9b7d4e2f"
+    message = request_message("POST", path, node_id, 1764410400, body)
+    same("event message", doc.block("event-message"), message)
+    same("event signature", doc.value("event signature"), sign(node, message.encode()))
+    verify(node_public, doc.value("event signature"), message.encode(), "event signature")
+    request = doc.block("event-request").split("\n\n", 1)
+    headers = dict(line.split(": ", 1) for line in request[0].split("\n")[1:])
+    same("event request line", request[0].split("\n")[0], f"POST {path} HTTP/1.1")
+    same("event request body", request[1].encode(), body)
+    same("event request length", int(headers["Content-Length"]), len(body))
+    same("event request node", headers["X-VaultMesh-Node"], node_id)
+    same("event request timestamp", headers["X-VaultMesh-Timestamp"], "1764410400")
+    same("event request signature", headers["X-VaultMesh-Signature"], doc.value("event signature"))
+
     # A command: signed by the Command Center over the JCS of the object.
     command = json.loads(doc.block("command"))
     command_jcs = jcs(command).encode()

@@ -116,6 +116,40 @@ fn the_protocol_examples_are_what_our_code_signs_and_verifies() {
         assert_eq!(signed.signature, doc.value(&format!("{name} signature")));
         auth::verify(&node_public, &signed.signature, &message).unwrap();
     }
+    // An event from a node: the body the agent's `event incident` sends, signed as printed.
+    let event = vaultmesh_agent_core::events::NodeEvent::Incident {
+        title: "RAID degraded on md0".into(),
+        severity: vaultmesh_proto::Severity::Critical,
+        text: Some("sdb failed; the array runs on one disk".into()),
+    };
+    event.check().unwrap();
+    let body = serde_json::to_string(&event.body()).unwrap();
+    assert_eq!(body, doc.block("event-body"), "our agent sends these bytes");
+    let path = "/api/agent/events?nonce=5f0e3c1a9b7d4e2f";
+    let message = auth::request_message("POST", path, &node_id, 1_764_410_400, body.as_bytes());
+    assert_eq!(
+        String::from_utf8(message.clone()).unwrap(),
+        doc.block("event-message")
+    );
+    let signed = node.sign_request("POST", path, &node_id, 1_764_410_400, body.as_bytes());
+    assert_eq!(signed.signature, doc.value("event signature"));
+    auth::verify(&node_public, &signed.signature, &message).unwrap();
+    let request = format!(
+        "POST {path} HTTP/1.1\nHost: cc.example.com\nContent-Type: application/json\nContent-Length: {}\n{}: {}\n{}: {}\n{}: {}\n\n{body}",
+        body.len(),
+        "X-VaultMesh-Node",
+        signed.node,
+        "X-VaultMesh-Timestamp",
+        signed.timestamp,
+        "X-VaultMesh-Signature",
+        signed.signature
+    );
+    assert_eq!(request, doc.block("event-request"));
+    assert_eq!(
+        vaultmesh_proto::event::node_author(&node_id),
+        "node:550e8400-e29b-41d4-a716-446655440000"
+    );
+
     let enroll: auth::EnrollRequest = serde_json::from_str(doc.block("enroll-body")).unwrap();
     assert_eq!(enroll.public_key, node.public_base64());
 
@@ -235,6 +269,8 @@ fn python_recomputes_every_printed_signature_and_hash_from_the_documented_rules(
         "command signature verifies",
         "receipt 2 chain hash",
         "enroll signature",
+        "event signature",
+        "event request signature",
         "envelope hash",
         "history points",
         "root of 3",
