@@ -697,37 +697,14 @@ pub async fn post_agent_event(
 ) -> Result<(StatusCode, Json<EventEnvelope>), ApiError> {
     // Counted before the body is read as an event: a node's junk spends its allowance too.
     state.event_rate.check(signed.node_id)?;
-    let mut new: NewEvent = parse_json_as(&signed.headers, signed.body, "event")?;
-    let author = vaultmesh_proto::event::node_author(&signed.node_id);
-    if !vaultmesh_proto::event::AGENT_KINDS.contains(&new.kind.as_str()) {
-        return Err(ApiError::UnprocessableEntity(format!(
-            "kind {:?} cannot be posted by a node; a node posts {} about itself (operators post the other kinds, POST /api/events)",
-            new.kind.chars().take(32).collect::<String>(),
-            vaultmesh_proto::event::AGENT_KINDS.join(" or ")
-        )));
-    }
-    match new.node_id {
-        Some(other) if other != signed.node_id => {
-            return Err(ApiError::Forbidden(format!(
-                "event is about node {other} but signed by node {}; a node posts events about itself only",
-                signed.node_id
-            )));
+    let new: NewEvent = parse_json_as(&signed.headers, signed.body, "event")?;
+    let (new, author) = new.from_node(signed.node_id).map_err(|e| {
+        use vaultmesh_proto::event::NodeEventError as E;
+        match e {
+            E::OtherNode { .. } | E::OtherAuthor { .. } => ApiError::Forbidden(e.to_string()),
+            E::Kind(_) | E::Invalid(_) => ApiError::UnprocessableEntity(e.to_string()),
         }
-        _ => new.node_id = Some(signed.node_id),
-    }
-    match new.author.take() {
-        Some(claimed) if claimed != author => {
-            return Err(ApiError::Forbidden(format!(
-                "author {:?} is not this node's; an event a node posts is authored by {author} (omit author)",
-                claimed.chars().take(vaultmesh_proto::event::limits::AUTHOR).collect::<String>()
-            )));
-        }
-        _ => {}
-    }
-    // The operator route's checks (shape, bounds, deceptive characters), with no author: the
-    // node's is set below, never read from the body.
-    new.validate()
-        .map_err(|e| ApiError::UnprocessableEntity(e.to_string()))?;
+    })?;
     if state.store.snapshot(signed.node_id).is_none() {
         return Err(ApiError::Conflict(format!(
             "node {} has not sent a heartbeat yet; send one before events",

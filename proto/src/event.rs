@@ -370,7 +370,57 @@ struct TagBody {
     value: Option<String>,
 }
 
+/// Why a node may not post an event ([`NewEvent::from_node`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NodeEventError {
+    #[error(
+        "kind {0:?} cannot be posted by a node; a node posts note or incident about itself (operators post the other kinds, POST /api/events)"
+    )]
+    Kind(String),
+    #[error(
+        "event is about node {about} but signed by node {signer}; a node posts events about itself only"
+    )]
+    OtherNode { about: Uuid, signer: Uuid },
+    #[error(
+        "author {claimed:?} is not this node's; an event a node posts is authored by {author} (omit author)"
+    )]
+    OtherAuthor { claimed: String, author: String },
+    /// What the operator route refuses too.
+    #[error(transparent)]
+    Invalid(#[from] EventError),
+}
+
 impl NewEvent {
+    /// The event as node `node` may post it about itself: a `note` or an `incident`, about
+    /// `node` (absent `node_id`: `node`), authored [`node_author`] (absent `author`: that), and
+    /// valid as [`NewEvent::validate`] says. Returns it with its `node_id` set, and its author.
+    pub fn from_node(mut self, node: Uuid) -> Result<(NewEvent, String), NodeEventError> {
+        if !AGENT_KINDS.contains(&self.kind.as_str()) {
+            return Err(NodeEventError::Kind(self.kind.chars().take(32).collect()));
+        }
+        match self.node_id {
+            Some(about) if about != node => {
+                return Err(NodeEventError::OtherNode {
+                    about,
+                    signer: node,
+                });
+            }
+            _ => self.node_id = Some(node),
+        }
+        let author = node_author(&node);
+        if let Some(claimed) = self.author.take()
+            && claimed != author
+        {
+            return Err(NodeEventError::OtherAuthor {
+                claimed: claimed.chars().take(limits::AUTHOR).collect(),
+                author,
+            });
+        }
+        // The operator route's checks, with no author: the node's is never read from the body.
+        self.validate()?;
+        Ok((self, author))
+    }
+
     /// Checks the kind, the body's shape and bounds, refs and author. Returns the author to use.
     pub fn validate(&self) -> Result<String, EventError> {
         if !OPERATOR_KINDS.contains(&self.kind.as_str()) {
