@@ -74,7 +74,10 @@ fn the_real_agent_posts_a_note_and_an_incident_about_itself() {
 
     let note = agent.run(&["event", "note", "--text", "rebooted for the kernel update"]);
     assert!(note.status.success(), "{}", text(&note));
-    let note_id: Uuid = String::from_utf8_lossy(&note.stdout).trim().parse().unwrap();
+    let note_id: Uuid = String::from_utf8_lossy(&note.stdout)
+        .trim()
+        .parse()
+        .unwrap();
     let incident = agent.run(&[
         "event",
         "incident",
@@ -101,8 +104,16 @@ fn the_real_agent_posts_a_note_and_an_incident_about_itself() {
     };
     let n = by_id(note_id);
     assert_eq!(
-        (n["kind"].as_str(), n["author"].as_str(), n["node_id"].as_str()),
-        (Some("note"), Some(author.as_str()), Some(id.to_string().as_str()))
+        (
+            n["kind"].as_str(),
+            n["author"].as_str(),
+            n["node_id"].as_str()
+        ),
+        (
+            Some("note"),
+            Some(author.as_str()),
+            Some(id.to_string().as_str())
+        )
     );
     assert_eq!(n["body"]["text"], "rebooted for the kernel update");
     let i = by_id(incident_id);
@@ -192,14 +203,19 @@ fn an_older_command_center_answering_404_is_named() {
 #[test]
 fn a_node_posts_about_itself_only_and_only_notes_and_incidents() {
     // Room for every refusal below: the event rate has a test of its own.
-    let cc = CommandCenter::start_with(&["--agent-event-rate", "600", "--agent-event-burst", "100"]);
+    let cc =
+        CommandCenter::start_with(&["--agent-event-rate", "600", "--agent-event-burst", "100"]);
     let (a, b) = (node(1), node(2));
     let note = serde_json::json!({"kind": "note", "body": {"text": "hi"}});
     // A node that has not sent a heartbeat yet is not one to post about.
     a.enroll(&cc.url);
     let r = post(&cc, &a, &note);
     assert_eq!(r.status, 409, "{}", r.body);
-    assert!(error_of(&r).contains("send one before events"), "{}", r.body);
+    assert!(
+        error_of(&r).contains("send one before events"),
+        "{}",
+        r.body
+    );
     known(&cc, &a);
     known(&cc, &b);
 
@@ -315,7 +331,10 @@ fn a_node_posts_about_itself_only_and_only_notes_and_incidents() {
         .iter()
         .filter(|e| e["author"] == format!("node:{}", a.id))
         .count();
-    assert_eq!(authored, 4, "three bodies and the first of the replayed pair");
+    assert_eq!(
+        authored, 4,
+        "three bodies and the first of the replayed pair"
+    );
 }
 
 #[test]

@@ -313,7 +313,9 @@ pub enum EventError {
     #[error("author must be 1-{max} printable characters", max = limits::AUTHOR)]
     BadAuthor,
     /// An operator's author in the agents' namespace ([`NODE_AUTHOR_PREFIX`]).
-    #[error("author {0:?} is reserved: authors starting with \"node:\" are written only for events a node posts itself (POST /api/agent/events)")]
+    #[error(
+        "author {0:?} is reserved: authors starting with \"node:\" are written only for events a node posts itself (POST /api/agent/events)"
+    )]
     ReservedAuthor(String),
 }
 
