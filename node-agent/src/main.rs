@@ -24,7 +24,7 @@ use vaultmesh_checks as _;
     name = "vaultmesh-node-agent",
     version = vaultmesh_process::version!(),
     about = "VaultMesh node agent: runs health checks and reports to the Command Center (outbound only).",
-    after_help = "Examples:\n  vaultmesh-node-agent run --once          send one heartbeat and exit\n  vaultmesh-node-agent checks list         show every check and whether it is enabled\n  vaultmesh-node-agent checks run disk     run one check now and print the result\n  vaultmesh-node-agent config check        validate /etc/vaultmesh/agent.toml\n\nEnvironment: VAULTMESH_CC_URL, VAULTMESH_OS_PROFILE, VAULTMESH_INTERVAL, VAULTMESH_STATE_DIR,\nVAULTMESH_ROOT, VAULTMESH_CONFIG, RUST_LOG (log filter, default info)."
+    after_help = "Examples:\n  vaultmesh-node-agent run --once          send one heartbeat and exit\n  vaultmesh-node-agent checks list         show every check and whether it is enabled\n  vaultmesh-node-agent checks run disk     run one check now and print the result\n  vaultmesh-node-agent config check        validate /etc/vaultmesh/agent.toml\n  vaultmesh-node-agent event note --text 'rebooted'   post a note about this node\n\nEnvironment: VAULTMESH_CC_URL, VAULTMESH_OS_PROFILE, VAULTMESH_INTERVAL, VAULTMESH_STATE_DIR,\nVAULTMESH_ROOT, VAULTMESH_CONFIG, RUST_LOG (log filter, default info)."
 )]
 struct Cli {
     /// Agent config file [default: /etc/vaultmesh/agent.toml, if it exists].
