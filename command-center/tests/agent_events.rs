@@ -174,7 +174,14 @@ fn the_real_agent_posts_a_note_and_an_incident_about_itself() {
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
         assert!(text(&out).contains(named), "{args:?}: {}", text(&out));
     }
-    assert_eq!(events_of(&cc, id).len(), events.len(), "nothing was sent");
+    let by_node = |events: &[serde_json::Value]| {
+        events
+            .iter()
+            .filter(|e| e["author"] == author.as_str())
+            .count()
+    };
+    assert_eq!(by_node(&events_of(&cc, id)), 2, "nothing more was sent");
+    assert_eq!(by_node(&events), 2);
 
     // A node that never ran has no identity to post with: said, and none is made.
     let fresh = NodeAgent::new(&cc.url);
@@ -390,4 +397,35 @@ fn events_past_a_nodes_event_rate_are_429_on_top_of_its_request_rate() {
         "{metrics}"
     );
     cc.wait_for_log(&["event_rate_limited"]);
+}
+
+/// An agent that pins the Command Center's key posts its event with a session MAC, as it sends
+/// its heartbeats: the event verb uses the agent's whole configuration.
+#[test]
+fn a_pinned_agent_posts_its_event_with_a_session_mac() {
+    let (cc, _keys, public) = vaultmesh_testkit::commanding_center(&[]);
+    let agent = NodeAgent::new(&cc.url).env("VAULTMESH_CC_PUBKEY", &public);
+    let once = agent.run(&["run", "--once"]);
+    assert!(once.status.success(), "{}", text(&once));
+    let (id, _) = agent.identity();
+    let verified = |credential: &str| {
+        metric(
+            &cc.get("/metrics").body,
+            &format!("vaultmesh_agent_requests_verified_total{{credential=\"{credential}\"}}"),
+        )
+        .unwrap_or(0.0)
+    };
+    let (macs, signatures) = (verified("mac"), verified("signature"));
+    let out = agent.run(&["event", "note", "--text", "pinned"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(verified("mac"), macs + 1.0, "the event carried a MAC");
+    assert_eq!(verified("signature"), signatures);
+    let id_printed = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let events = events_of(&cc, id);
+    let posted = events
+        .iter()
+        .find(|e| e["id"] == id_printed.as_str())
+        .unwrap_or_else(|| panic!("{id_printed} in {events:#?}"));
+    assert_eq!(posted["author"], format!("node:{id}"));
+    assert_eq!(posted["body"]["text"], "pinned");
 }
