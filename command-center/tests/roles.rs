@@ -94,6 +94,7 @@ fn every_route_answers_each_role_as_its_declaration_says() {
             "GET /auth/login",
             "GET /healthz",
             "POST /api/agent/enroll",
+            "POST /api/agent/events",
             "POST /api/agent/heartbeat",
             "POST /api/agent/receipts",
             "POST /api/agent/scans",
