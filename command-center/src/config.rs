@@ -297,6 +297,9 @@ impl ServeConfig {
         if self.attention.tick < Duration::from_millis(10) {
             return Err("--attention-tick must be at least 10ms".into());
         }
+        if self.oidc.oidc_issuer.is_some() && self.roles.is_none() {
+            return Err("--oidc-issuer needs --roles: without a roles file everyone the provider signs in would be an admin; write one (vaultmesh-command-center roles check FILE) that names your admins".into());
+        }
         if !self.listen.ip().is_loopback()
             && self.access.access_team_domain.is_none()
             && self.admin_token.is_none()

@@ -317,7 +317,8 @@ fn a_viewer_reads_but_cannot_issue_commands_and_an_unmapped_user_gets_no_session
             .send()
             .unwrap(),
     );
-    assert_ne!(r.status, 403, "{}", r.body);
+    // Let in, and refused for the empty body alone.
+    assert_eq!(r.status, 422, "{}", r.body);
     // Someone the roles file does not name gets no session at all.
     provider.set(|k| {
         k.email = "mallory@elsewhere.test".into();
@@ -402,6 +403,8 @@ fn bad_settings_exit_2_naming_the_flag_and_an_unreachable_provider_is_retried() 
         args.extend_from_slice(extra);
         vaultmesh_testkit::cc_command(&args)
     };
+    std::fs::write(dir.path().join("roles.toml"), "default = \"viewer\"\n").unwrap();
+    let roles = dir.path().join("roles.toml");
     let base = [
         "--oidc-issuer",
         "https://id.example.com",
@@ -409,6 +412,8 @@ fn bad_settings_exit_2_naming_the_flag_and_an_unreachable_provider_is_retried() 
         "cc",
         "--oidc-client-secret",
         CLIENT_SECRET,
+        "--roles",
+        roles.to_str().unwrap(),
     ];
     let cases: [(&[&str], &str); 4] = [
         (&[], "--public-url: required with --oidc-issuer"),
@@ -447,6 +452,14 @@ fn bad_settings_exit_2_naming_the_flag_and_an_unreachable_provider_is_retried() 
     let out = run(&["--oidc-issuer", "https://id.example.com"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--oidc-client-id"));
+    // Without a roles file everyone the provider signs in would be an admin: refused.
+    let out = run(&[&base[..6], &["--public-url", "https://cc.example.com"][..]].concat());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--oidc-issuer needs --roles"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // A provider that does not answer: the Command Center serves (agents keep reporting),
     // sign-in answers 503 and the failure is logged.
@@ -462,6 +475,8 @@ fn bad_settings_exit_2_naming_the_flag_and_an_unreachable_provider_is_retried() 
         &format!("127.0.0.1:{port}"),
         "--public-url",
         &format!("http://127.0.0.1:{port}"),
+        "--roles",
+        roles.to_str().unwrap(),
     ]);
     let r = cc.get("/auth/login");
     assert_eq!(r.status, 503, "{}", r.body);
@@ -493,4 +508,27 @@ fn a_wrong_client_secret_gets_no_session() {
     assert!(s.session.is_none());
     assert_eq!(provider.refusals(), vec!["wrong client credentials"]);
     assert_eq!(provider.issued(), 0);
+}
+
+#[test]
+fn an_email_the_provider_has_not_verified_signs_no_one_in_unless_it_is_trusted() {
+    let provider = Provider::start();
+    let cc = provider.command_center(&[]);
+    // Said unverified, or not said at all (the roles file matches addresses and domains, and
+    // at some providers users set their own).
+    provider.set(|k| k.email_verified = Some(false));
+    let s = provider.sign_in(&cc.url, "/console");
+    assert_eq!(s.status, 401, "{}", s.body);
+    assert!(s.body.contains("has not verified alice@example.com"), "{}", s.body);
+    assert!(s.session.is_none());
+    provider.set(|k| k.email_verified = None);
+    let s = provider.sign_in(&cc.url, "/console");
+    assert_eq!(s.status, 401, "{}", s.body);
+    assert!(s.body.contains("--oidc-trust-email"), "{}", s.body);
+    assert!(s.session.is_none());
+    // An admin who knows the provider gives only verified addresses says so.
+    let trusting = provider.command_center(&["--oidc-trust-email"]);
+    let s = provider.sign_in(&trusting.url, "/console");
+    assert_eq!(s.status, 200, "{}", s.body);
+    assert!(s.session.is_some());
 }

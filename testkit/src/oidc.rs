@@ -38,6 +38,8 @@ pub struct Knobs {
     pub expired: bool,
     /// Put another nonce in the ID token than the sign-in asked for.
     pub wrong_nonce: bool,
+    /// The ID token's `email_verified` (`None`: the claim is left out, as Entra ID does).
+    pub email_verified: Option<bool>,
 }
 
 impl Default for Knobs {
@@ -48,6 +50,7 @@ impl Default for Knobs {
             wrong_aud: false,
             expired: false,
             wrong_nonce: false,
+            email_verified: Some(true),
         }
     }
 }
@@ -84,6 +87,9 @@ pub struct Provider {
     pub url: String,
     shared: S,
     _served: Served,
+    /// The roles file [`Provider::flags`] names: the default user is an admin, anyone else a
+    /// viewer (sign-in needs a roles file).
+    roles: tempfile::TempDir,
 }
 
 impl Provider {
@@ -98,10 +104,17 @@ impl Provider {
         let served = Served::start(app, "127.0.0.1");
         let url = format!("http://{}", served.addr);
         lock(&shared).issuer = url.clone();
+        let roles = tempfile::tempdir().expect("temp dir");
+        std::fs::write(
+            roles.path().join("roles.toml"),
+            "default = \"viewer\"\n[admin]\nemails = [\"alice@example.com\"]\n",
+        )
+        .expect("roles file");
         Provider {
             url,
             shared,
             _served: served,
+            roles,
         }
     }
 
@@ -134,6 +147,8 @@ impl Provider {
             CLIENT_ID.into(),
             "--oidc-client-secret".into(),
             CLIENT_SECRET.into(),
+            "--roles".into(),
+            self.roles.path().join("roles.toml").display().to_string(),
         ]
     }
 
@@ -142,6 +157,10 @@ impl Provider {
     pub fn command_center(&self, extra: &[&str]) -> crate::CommandCenter {
         let port = crate::free_port();
         let mut args = self.flags(port);
+        if extra.contains(&"--roles") {
+            // The caller's roles file instead of the default one.
+            args.truncate(args.len() - 2);
+        }
         args.extend(extra.iter().map(|s| s.to_string()));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let cc = crate::CommandCenter::start_with(&args);
@@ -347,7 +366,7 @@ async fn token(
     let issuer = lock(&s).issuer.clone();
     let now = chrono::Utc::now().timestamp();
     let k = &grant.knobs;
-    let claims = json!({
+    let mut claims = json!({
         "iss": issuer,
         "sub": format!("sub-{}", k.email),
         "aud": [if k.wrong_aud { "another-client" } else { CLIENT_ID }],
@@ -355,9 +374,11 @@ async fn token(
         "iat": if k.expired { now - 900 } else { now },
         "nonce": if k.wrong_nonce { "not-the-nonce".to_string() } else { grant.nonce.clone() },
         "email": k.email,
-        "email_verified": true,
         "groups": k.groups,
     });
+    if let Some(v) = k.email_verified {
+        claims["email_verified"] = json!(v);
+    }
     let id_token = crate::access::mint("k1", &claims);
     lock(&s).issued += 1;
     axum::Json(json!({

@@ -58,8 +58,11 @@ pub const SESSION_COOKIE: &str = "vaultmesh_session";
 /// The session cookie's name over HTTPS: the `__Host-` prefix makes the browser refuse it
 /// unless it is `Secure`, host-only and `Path=/`, so no sibling subdomain can plant one.
 pub const SESSION_COOKIE_SECURE: &str = "__Host-vaultmesh_session";
-/// The cookie binding a sign-in's `state` to the browser that started it.
+/// The cookie binding a sign-in's `state` to the browser that started it (over plain HTTP).
 pub const LOGIN_COOKIE: &str = "vaultmesh_login";
+/// The same over HTTPS: `__Host-`, so no sibling subdomain can plant a state of its own (and
+/// sign the browser in as someone else).
+pub const LOGIN_COOKIE_SECURE: &str = "__Host-vaultmesh_login";
 /// How long a started sign-in may take.
 pub const PENDING_FOR: Duration = Duration::from_secs(600);
 /// Sign-ins in progress at once (the oldest is dropped beyond).
@@ -121,6 +124,10 @@ pub struct OidcArgs {
     /// Sessions kept at once; beyond, the least recently used ends.
     #[arg(long, env = "VAULTMESH_OIDC_MAX_SESSIONS", default_value_t = 10_000)]
     pub oidc_max_sessions: usize,
+    /// Accept an ID token without an `email_verified` claim (providers such as Entra ID omit
+    /// it): only for a provider whose users cannot set their own address.
+    #[arg(long, env = "VAULTMESH_OIDC_TRUST_EMAIL")]
+    pub oidc_trust_email: bool,
 }
 
 /// Checked OpenID Connect settings.
@@ -137,6 +144,8 @@ pub struct OidcConfig {
     pub scopes: Vec<String>,
     pub groups_claim: String,
     pub limits: sessions::Limits,
+    /// `--oidc-trust-email`.
+    pub trust_email: bool,
 }
 
 /// Whether `host` is a loopback name (plain HTTP is accepted there only).
@@ -238,6 +247,7 @@ impl OidcArgs {
             secure: base.scheme() == "https",
             scopes: self.oidc_scopes.clone(),
             groups_claim: self.oidc_groups_claim.clone(),
+            trust_email: self.oidc_trust_email,
             limits: sessions::Limits {
                 idle: self.oidc_session_idle,
                 lifetime: self.oidc_session_lifetime,
@@ -360,9 +370,20 @@ impl Oidc {
         .expect("a plain cookie")
     }
 
+    fn login_cookie_name(&self) -> &'static str {
+        if self.config.secure {
+            LOGIN_COOKIE_SECURE
+        } else {
+            LOGIN_COOKIE
+        }
+    }
+
     fn login_cookie(&self, state: &str, max_age: u64) -> HeaderValue {
+        // `__Host-` needs `Path=/`; over plain HTTP the cookie stays on `/auth/`.
+        let path = if self.config.secure { "/" } else { "/auth/" };
         HeaderValue::from_str(&format!(
-            "{LOGIN_COOKIE}={state}; Path=/auth/; HttpOnly; SameSite=Lax; Max-Age={max_age}{}",
+            "{}={state}; Path={path}; HttpOnly; SameSite=Lax; Max-Age={max_age}{}",
+            self.login_cookie_name(),
             self.secure_attr()
         ))
         .expect("a cookie of base64url characters")
@@ -614,7 +635,7 @@ pub async fn callback(
     let pending = oidc
         .take(state)
         .ok_or_else(|| refused("unknown, expired or already used state; sign in again"))?;
-    if cookie(&headers, LOGIN_COOKIE) != Some(state) {
+    if cookie(&headers, oidc.login_cookie_name()) != Some(state) {
         return Err(refused(
             "this browser did not start this sign-in (no matching login cookie)",
         ));
@@ -666,8 +687,20 @@ pub async fn callback(
         .map(|e| e.as_str().to_string())
         .filter(|e| crate::access::plain_name(e))
         .ok_or_else(|| refused("the ID token names no usable email (ask for the email scope)"))?;
-    if claims.email_verified() == Some(false) {
-        return Err(refused(format!("the provider has not verified {email}")));
+    // The roles file matches addresses and domains: an address the provider has not verified
+    // (a user may set their own at some providers) is refused unless the admin trusts it.
+    if !email.contains('@') {
+        return Err(refused(format!("{email:?} is not an email address")));
+    }
+    match claims.email_verified() {
+        Some(true) => {}
+        Some(false) => return Err(refused(format!("the provider has not verified {email}"))),
+        None if oidc.config.trust_email => {}
+        None => {
+            return Err(refused(format!(
+                "the provider does not say it verified {email} (no email_verified claim); if it only ever gives verified addresses, start with --oidc-trust-email"
+            )));
+        }
     }
     let groups = match claims.additional_claims().0.get(&oidc.config.groups_claim) {
         Some(serde_json::Value::Array(a)) => a
