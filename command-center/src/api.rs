@@ -702,7 +702,7 @@ pub async fn post_agent_event(
         use vaultmesh_proto::event::NodeEventError as E;
         match e {
             E::OtherNode { .. } | E::OtherAuthor { .. } => ApiError::Forbidden(e.to_string()),
-            E::Kind(_) | E::Invalid(_) => ApiError::UnprocessableEntity(e.to_string()),
+            E::Kind(_) | E::Refs(_) | E::Invalid(_) => ApiError::UnprocessableEntity(e.to_string()),
         }
     })?;
     if state.store.snapshot(signed.node_id).is_none() {

@@ -387,6 +387,10 @@ pub enum NodeEventError {
         "author {claimed:?} is not this node's; an event a node posts is authored by {author} (omit author)"
     )]
     OtherAuthor { claimed: String, author: String },
+    #[error(
+        "refs: {0} event id(s); an event a node posts refers to no other event (refs point operators' acks and resolutions at incidents)"
+    )]
+    Refs(usize),
     /// What the operator route refuses too.
     #[error(transparent)]
     Invalid(#[from] EventError),
@@ -408,6 +412,9 @@ impl NewEvent {
                 });
             }
             _ => self.node_id = Some(node),
+        }
+        if !self.refs.is_empty() {
+            return Err(NodeEventError::Refs(self.refs.len()));
         }
         let author = node_author(&node);
         if let Some(claimed) = self.author.take()
@@ -770,5 +777,14 @@ mod tests {
         for fine in ["nodes:x", "ops@example.com", "node", "my node:x"] {
             assert!(!is_node_author(fine), "{fine}");
         }
+    }
+
+    #[test]
+    fn a_nodes_event_refers_to_no_other_event() {
+        let node = Uuid::parse_str("550e8400-e29b-41d4-a716-446655440000").unwrap();
+        let e = new("note", serde_json::json!({"text": "x"}), 1);
+        assert_eq!(e.from_node(node).unwrap_err(), NodeEventError::Refs(1));
+        let e = new("note", serde_json::json!({"text": "x"}), 0);
+        assert!(e.from_node(node).is_ok());
     }
 }
