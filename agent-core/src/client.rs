@@ -189,6 +189,26 @@ impl CcClient {
         })
     }
 
+    /// The client an agent with `config` uses: its Command Center, request timeout and Access
+    /// service token, and session MACs when it pins the Command Center's key.
+    pub fn for_agent(
+        config: &crate::config::AgentConfig,
+        node_id: uuid::Uuid,
+        key: NodeKey,
+    ) -> Result<CcClient, ClientError> {
+        let client = CcClient::new(
+            &config.cc_url,
+            config.request_timeout,
+            node_id,
+            key,
+            config.access_service_token.as_ref(),
+        )?;
+        Ok(match config.cc_public_key.as_deref() {
+            Some(cc_public) => client.with_sessions(cc_public),
+            None => client,
+        })
+    }
+
     /// Sends session MACs instead of signatures, with the Command Center key `cc_public`
     /// (base64, the pinned `cc_public_key`). Signing goes on if that key cannot share a
     /// secret (a low-order point; said once, here).

@@ -141,17 +141,7 @@ pub async fn post(config: &AgentConfig, event: &NodeEvent) -> Result<EventEnvelo
     }
     let node_id = identity::load_or_create_node_id(state)?;
     let key = identity::load_or_create_node_key(state)?;
-    let client = CcClient::new(
-        &config.cc_url,
-        config.request_timeout,
-        node_id,
-        key,
-        config.access_service_token.as_ref(),
-    )?;
-    let client = match config.cc_public_key.as_deref() {
-        Some(cc_public) => client.with_sessions(cc_public),
-        None => client,
-    };
+    let client = CcClient::for_agent(config, node_id, key)?;
     match client.post_event(&event.body()).await {
         Err(ClientError::Rejected { status: 404, .. }) => {
             Err(PostError::Unsupported(config.cc_url.clone()))

@@ -119,17 +119,7 @@ impl Agent {
             &config.state_dir,
             action_ctx,
         )?;
-        let client = CcClient::new(
-            &config.cc_url,
-            config.request_timeout,
-            node_id,
-            key,
-            config.access_service_token.as_ref(),
-        )?;
-        let client = match config.cc_public_key.as_deref() {
-            Some(cc_public) => client.with_sessions(cc_public),
-            None => client,
-        };
+        let client = CcClient::for_agent(&config, node_id, key)?;
         Ok(Agent {
             runner: Arc::new(runner),
             scheduler: Arc::new(Scheduler::new(checks, ctx)),

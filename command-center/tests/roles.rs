@@ -13,7 +13,7 @@ use vaultmesh_command_center::roles::{Permission, Role};
 use vaultmesh_command_center::server::routes;
 use vaultmesh_testkit::access::{Certs, mint, user_claims};
 use vaultmesh_testkit::{
-    CommandCenter, Reply, cc_command, heartbeat_json, http, text, wait_for, workspace_root,
+    CommandCenter, Reply, cc_command, heartbeat_json, http, text, wait_for,
 };
 
 const NODE: &str = "70e00000-0000-4000-8000-000000000001";
@@ -41,22 +41,10 @@ fn make(cc: &CommandCenter, body: Value) -> Value {
 
 /// A Command Center that can sign commands, with node [`NODE`] reporting under ArchVault.
 fn signing_cc(extra: &[&str]) -> (CommandCenter, tempfile::TempDir) {
-    let keydir = tempfile::tempdir().unwrap();
-    let key = keydir.path().join("cc.key");
-    let out = cc_command(&["keygen", "--out", key.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", text(&out));
-    let policies = workspace_root().join("policies");
-    let mut args = vec![
-        "--signing-key",
-        key.to_str().unwrap(),
-        "--policy-dir",
-        policies.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    let cc = CommandCenter::start_with(&args);
+    let (cc, keys, _) = vaultmesh_testkit::commanding_center(extra);
     let r = cc.post_json("/api/agent/heartbeat", &heartbeat_json(NODE, "alpha", 1));
     assert_eq!(r.status, 200, "{}", r.body);
-    (cc, keydir)
+    (cc, keys)
 }
 
 fn ping() -> Value {

@@ -113,6 +113,38 @@ impl<B: Backend> LoggedStore<B> {
     }
 
     /// A checked write whose check also yields an answer for the caller.
+    /// Writes a `kind` revocation of token `id` by `by` under the registry's gate, unless
+    /// `revoked` says it is revoked already; `NotFound` naming `what` if `revoked` does not
+    /// know it (`None`). Returns the id.
+    async fn revoke_record(
+        &self,
+        kind: &'static str,
+        what: &'static str,
+        id: &str,
+        by: String,
+        revoked: fn(&super::registry::Registry, &str) -> Option<bool>,
+    ) -> Result<String, StoreError> {
+        let id = id.to_string();
+        self.checked(Gate::Nodes, move |m| {
+            match revoked(&m.registry(), &id) {
+                None => return Err(StoreError::NotFound(format!("no {what} {id}"))),
+                Some(true) => return Ok((Vec::new(), id)),
+                Some(false) => {}
+            }
+            let change = Change::Token {
+                kind: kind.into(),
+                ts: Utc::now(),
+                record: TokenRecord {
+                    id: id.clone(),
+                    by,
+                    ..TokenRecord::default()
+                },
+            };
+            Ok((vec![change], id))
+        })
+        .await
+    }
+
     async fn checked<T: Send + 'static>(
         &self,
         gate: Gate,
@@ -419,26 +451,9 @@ impl<B: Backend> Store for LoggedStore<B> {
     }
 
     async fn revoke_token(&self, id: &str, by: String) -> Result<MintedToken, StoreError> {
-        let id = id.to_string();
         let revoked = self
-            .checked(Gate::Nodes, move |m| {
-                let reg = m.registry();
-                let t = reg
-                    .minted(&id)
-                    .ok_or_else(|| StoreError::NotFound(format!("no enrollment token {id}")))?;
-                if t.revoked.is_some() {
-                    return Ok((Vec::new(), id));
-                }
-                let change = Change::Token {
-                    kind: kinds::TOKEN_REVOKED.into(),
-                    ts: Utc::now(),
-                    record: TokenRecord {
-                        id: id.clone(),
-                        by,
-                        ..TokenRecord::default()
-                    },
-                };
-                Ok((vec![change], id))
+            .revoke_record(kinds::TOKEN_REVOKED, "enrollment token", id, by, |reg, id| {
+                reg.minted(id).map(|t| t.revoked.is_some())
             })
             .await?;
         self.mem()
@@ -485,26 +500,9 @@ impl<B: Backend> Store for LoggedStore<B> {
     }
 
     async fn revoke_api_token(&self, id: &str, by: String) -> Result<ApiToken, StoreError> {
-        let id = id.to_string();
         let revoked = self
-            .checked(Gate::Nodes, move |m| {
-                let reg = m.registry();
-                let t = reg
-                    .api_token(&id)
-                    .ok_or_else(|| StoreError::NotFound(format!("no API token {id}")))?;
-                if t.revoked.is_some() {
-                    return Ok((Vec::new(), id));
-                }
-                let change = Change::Token {
-                    kind: kinds::API_TOKEN_REVOKED.into(),
-                    ts: Utc::now(),
-                    record: TokenRecord {
-                        id: id.clone(),
-                        by,
-                        ..TokenRecord::default()
-                    },
-                };
-                Ok((vec![change], id))
+            .revoke_record(kinds::API_TOKEN_REVOKED, "API token", id, by, |reg, id| {
+                reg.api_token(id).map(|t| t.revoked.is_some())
             })
             .await?;
         self.mem()
