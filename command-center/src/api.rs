@@ -21,7 +21,7 @@ use chrono::Utc;
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 use vaultmesh_proto::{
-    Health, HeartbeatAccepted, NodeDetail, NodeHeartbeat, NodeSummary, ScanAccepted, ScanReport,
+    Health, HeartbeatAccepted, IncidentState, NodeDetail, NodeHeartbeat, NodeSummary, ScanAccepted, ScanReport,
 };
 use vaultmesh_store::EventQuery;
 
@@ -711,6 +711,22 @@ pub async fn post_agent_event(
             signed.node_id
         )));
     }
+    // Open incidents are kept (and notified) until resolved: a node, looping or compromised,
+    // may hold only so many of its own open at once.
+    if new.kind == "incident" {
+        let open = state.store.detail(signed.node_id).map_or(0, |d| {
+            d.incidents
+                .iter()
+                .filter(|i| i.state != IncidentState::Resolved && i.opened_by == author)
+                .count()
+        });
+        if open >= NODE_OPEN_INCIDENTS_MAX {
+            return Err(ApiError::Conflict(format!(
+                "node {} has {open} open incidents of its own (at most {NODE_OPEN_INCIDENTS_MAX}); an operator resolves some before it opens more",
+                signed.node_id
+            )));
+        }
+    }
     let stored = state.store.record_event(new, author).await?;
     state
         .metrics
@@ -720,6 +736,9 @@ pub async fn post_agent_event(
     tracing::info!(node_id = %signed.node_id, id = %stored.id, kind = %stored.kind, "Event from a node recorded.");
     Ok((StatusCode::CREATED, Json(stored)))
 }
+
+/// Most open incidents a node may have opened itself at once (`POST /api/agent/events`).
+pub const NODE_OPEN_INCIDENTS_MAX: usize = 20;
 
 /// Query of `GET /api/events`.
 #[derive(Debug, Deserialize)]

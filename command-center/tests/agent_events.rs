@@ -429,3 +429,32 @@ fn a_pinned_agent_posts_its_event_with_a_session_mac() {
     assert_eq!(posted["author"], format!("node:{id}"));
     assert_eq!(posted["body"]["text"], "pinned");
 }
+
+/// A node may hold at most 20 open incidents of its own: the next is 409 until an operator
+/// resolves one (open incidents are kept and notified until resolved).
+#[test]
+fn a_node_holds_a_bounded_number_of_open_incidents_of_its_own() {
+    let cc =
+        CommandCenter::start_with(&["--agent-event-rate", "100000", "--agent-event-burst", "1000"]);
+    let a = node(21);
+    known(&cc, &a);
+    let incident = |n: usize| {
+        serde_json::json!({"kind": "incident", "body": {"title": format!("disk error {n}"), "severity": "low"}})
+    };
+    let mut first = None;
+    for n in 0..20 {
+        let r = post(&cc, &a, &incident(n));
+        assert_eq!(r.status, 201, "{}", r.body);
+        first.get_or_insert(r.json()["id"].as_str().unwrap().to_string());
+    }
+    let r = post(&cc, &a, &incident(20));
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert!(error_of(&r).contains("20 open incidents of its own"), "{}", r.body);
+    // Notes go on; once an operator resolves one, the node may open another.
+    let note = serde_json::json!({"kind": "note", "body": {"text": "still failing"}});
+    assert_eq!(post(&cc, &a, &note).status, 201);
+    let resolve = serde_json::json!({"kind": "resolve", "refs": [first.unwrap()], "author": "alice"});
+    let r = cc.post_json("/api/events", &resolve);
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(post(&cc, &a, &incident(21)).status, 201);
+}
