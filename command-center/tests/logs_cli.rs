@@ -186,7 +186,7 @@ fn bad_arguments_exit_2_with_one_line() {
         ),
         (
             &["view", "--kind", "heartbeats"][..],
-            "--kind \"heartbeats\": no such kind; did you mean \"heartbeat\"?; kinds: ack, attention, command, delivered, enroll,",
+            "--kind \"heartbeats\": no such kind; did you mean \"heartbeat\"?; kinds: ack, api_token_created, api_token_revoked, api_token_used, attention, command, delivered, enroll,",
         ),
         (
             &["view", "--kind", "scan,bogus"][..],
