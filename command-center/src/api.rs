@@ -21,7 +21,8 @@ use chrono::Utc;
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 use vaultmesh_proto::{
-    Health, HeartbeatAccepted, IncidentState, NodeDetail, NodeHeartbeat, NodeSummary, ScanAccepted, ScanReport,
+    Health, HeartbeatAccepted, IncidentState, NodeDetail, NodeHeartbeat, NodeSummary, ScanAccepted,
+    ScanReport,
 };
 use vaultmesh_store::EventQuery;
 

@@ -145,7 +145,11 @@ fn the_real_agent_posts_a_note_and_an_incident_about_itself() {
     let feed = cc.get("/console/feed");
     assert_eq!(feed.status, 200);
     assert!(feed.body.contains(&author), "{}", feed.body);
-    assert!(feed.body.contains("RAID degraded &lt;md0&gt;"), "{}", feed.body);
+    assert!(
+        feed.body.contains("RAID degraded &lt;md0&gt;"),
+        "{}",
+        feed.body
+    );
     assert!(!feed.body.contains("<md0>"), "{}", feed.body);
 
     // Counted by kind.
@@ -434,13 +438,15 @@ fn a_pinned_agent_posts_its_event_with_a_session_mac() {
 /// resolves one (open incidents are kept and notified until resolved).
 #[test]
 fn a_node_holds_a_bounded_number_of_open_incidents_of_its_own() {
-    let cc =
-        CommandCenter::start_with(&["--agent-event-rate", "100000", "--agent-event-burst", "1000"]);
+    let cc = CommandCenter::start_with(&[
+        "--agent-event-rate",
+        "100000",
+        "--agent-event-burst",
+        "1000",
+    ]);
     let a = node(21);
     known(&cc, &a);
-    let incident = |n: usize| {
-        serde_json::json!({"kind": "incident", "body": {"title": format!("disk error {n}"), "severity": "low"}})
-    };
+    let incident = |n: usize| serde_json::json!({"kind": "incident", "body": {"title": format!("disk error {n}"), "severity": "low"}});
     let mut first = None;
     for n in 0..20 {
         let r = post(&cc, &a, &incident(n));
@@ -449,11 +455,16 @@ fn a_node_holds_a_bounded_number_of_open_incidents_of_its_own() {
     }
     let r = post(&cc, &a, &incident(20));
     assert_eq!(r.status, 409, "{}", r.body);
-    assert!(error_of(&r).contains("20 open incidents of its own"), "{}", r.body);
+    assert!(
+        error_of(&r).contains("20 open incidents of its own"),
+        "{}",
+        r.body
+    );
     // Notes go on; once an operator resolves one, the node may open another.
     let note = serde_json::json!({"kind": "note", "body": {"text": "still failing"}});
     assert_eq!(post(&cc, &a, &note).status, 201);
-    let resolve = serde_json::json!({"kind": "resolve", "refs": [first.unwrap()], "author": "alice"});
+    let resolve =
+        serde_json::json!({"kind": "resolve", "refs": [first.unwrap()], "author": "alice"});
     let r = cc.post_json("/api/events", &resolve);
     assert_eq!(r.status, 201, "{}", r.body);
     assert_eq!(post(&cc, &a, &incident(21)).status, 201);

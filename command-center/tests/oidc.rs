@@ -519,7 +519,11 @@ fn an_email_the_provider_has_not_verified_signs_no_one_in_unless_it_is_trusted()
     provider.set(|k| k.email_verified = Some(false));
     let s = provider.sign_in(&cc.url, "/console");
     assert_eq!(s.status, 401, "{}", s.body);
-    assert!(s.body.contains("has not verified alice@example.com"), "{}", s.body);
+    assert!(
+        s.body.contains("has not verified alice@example.com"),
+        "{}",
+        s.body
+    );
     assert!(s.session.is_none());
     provider.set(|k| k.email_verified = None);
     let s = provider.sign_in(&cc.url, "/console");

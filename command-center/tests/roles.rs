@@ -12,9 +12,7 @@ use serde_json::{Value, json};
 use vaultmesh_command_center::roles::{Permission, Role};
 use vaultmesh_command_center::server::routes;
 use vaultmesh_testkit::access::{Certs, mint, user_claims};
-use vaultmesh_testkit::{
-    CommandCenter, Reply, cc_command, heartbeat_json, http, text, wait_for,
-};
+use vaultmesh_testkit::{CommandCenter, Reply, cc_command, heartbeat_json, http, text, wait_for};
 
 const NODE: &str = "70e00000-0000-4000-8000-000000000001";
 

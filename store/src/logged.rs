@@ -452,9 +452,13 @@ impl<B: Backend> Store for LoggedStore<B> {
 
     async fn revoke_token(&self, id: &str, by: String) -> Result<MintedToken, StoreError> {
         let revoked = self
-            .revoke_record(kinds::TOKEN_REVOKED, "enrollment token", id, by, |reg, id| {
-                reg.minted(id).map(|t| t.revoked.is_some())
-            })
+            .revoke_record(
+                kinds::TOKEN_REVOKED,
+                "enrollment token",
+                id,
+                by,
+                |reg, id| reg.minted(id).map(|t| t.revoked.is_some()),
+            )
             .await?;
         self.mem()
             .registry()

@@ -827,6 +827,7 @@ mod tests {
             oidc_session_idle: Duration::from_secs(3600),
             oidc_session_lifetime: Duration::from_secs(7200),
             oidc_max_sessions: 10,
+            oidc_trust_email: false,
         }
     }
 
