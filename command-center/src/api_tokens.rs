@@ -17,7 +17,6 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use base64::Engine;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use vaultmesh_engines::auth::Refusal;
@@ -343,16 +342,6 @@ impl ApiTokens {
     }
 }
 
-/// A new secret: [`SECRET_PREFIX`] and 32 random bytes, base64url.
-fn new_secret() -> Result<String, getrandom::Error> {
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes)?;
-    Ok(format!(
-        "{SECRET_PREFIX}{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-    ))
-}
-
 /// `POST /api/api-tokens`: `201` with the token and its secret (this once).
 pub async fn post(
     State(state): State<AppState>,
@@ -372,7 +361,7 @@ pub async fn post(
     let req: CreateRequest = crate::api::parse_json_as(&headers, body?, "API token request")?;
     let c = req.check().map_err(ApiError::UnprocessableEntity)?;
     let by = crate::api::author(identity, "anonymous");
-    let secret = new_secret()
+    let secret = crate::tokens::new_secret(SECRET_PREFIX)
         .map_err(|e| ApiError::Internal(format!("no randomness for an API token: {e}")))?;
     let sha256 = crate::tokens::hash(&secret);
     let now = Utc::now();

@@ -31,12 +31,6 @@ pub fn cc_url(headers: &HeaderMap) -> String {
     crate::tokens::cc_url(headers.get(header::HOST).and_then(|v| v.to_str().ok()))
 }
 
-/// The admin who asks: the signed-in identity, else `fallback` (loopback without auth:
-/// `anonymous` for the API, `console` for the console's forms, as for their other writes).
-pub fn who(identity: Option<axum::Extension<crate::access::Identity>>, fallback: &str) -> String {
-    crate::api::author(identity, fallback)
-}
-
 /// Mints a token as `by` asked; the reply carries its secret and install line.
 pub async fn mint(
     state: &AppState,
@@ -44,7 +38,7 @@ pub async fn mint(
     by: String,
     cc_url: String,
 ) -> Result<Minted, ApiError> {
-    let secret = crate::tokens::new_secret()
+    let secret = crate::tokens::new_secret(crate::tokens::SECRET_PREFIX)
         .map_err(|e| ApiError::Internal(format!("no randomness for an enrollment token: {e}")))?;
     let sha256 = hash(&secret);
     let new = NewToken {
@@ -129,7 +123,13 @@ pub async fn post(
 ) -> Result<(StatusCode, Json<Minted>), ApiError> {
     let req: MintRequest = crate::api::parse_json_as(&headers, body?, "enrollment token request")?;
     let m = req.check()?;
-    let minted = mint(&state, m, who(identity, "anonymous"), cc_url(&headers)).await?;
+    let minted = mint(
+        &state,
+        m,
+        crate::api::author(identity, "anonymous"),
+        cc_url(&headers),
+    )
+    .await?;
     Ok((StatusCode::CREATED, Json(minted)))
 }
 
@@ -144,5 +144,7 @@ pub async fn delete(
     identity: Option<axum::Extension<crate::access::Identity>>,
     Path(id): Path<String>,
 ) -> Result<Json<TokenView>, ApiError> {
-    Ok(Json(revoke(&state, &id, who(identity, "anonymous")).await?))
+    Ok(Json(
+        revoke(&state, &id, crate::api::author(identity, "anonymous")).await?,
+    ))
 }

@@ -111,13 +111,14 @@ impl MintRequest {
     }
 }
 
-/// A new secret: [`SECRET_PREFIX`] and 32 random bytes, base64url. `Err` if the system has no
-/// randomness to give.
-pub fn new_secret() -> Result<String, getrandom::Error> {
+/// A new secret: `prefix` (an enrollment token's [`SECRET_PREFIX`], an API token's
+/// [`crate::api_tokens::SECRET_PREFIX`]) and 32 random bytes, base64url. `Err` if the system
+/// has no randomness to give.
+pub fn new_secret(prefix: &str) -> Result<String, getrandom::Error> {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes)?;
     Ok(format!(
-        "{SECRET_PREFIX}{}",
+        "{prefix}{}",
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
     ))
 }
@@ -274,7 +275,10 @@ mod tests {
 
     #[test]
     fn a_secret_is_random_prefixed_and_kept_only_as_its_hash() {
-        let (a, b) = (new_secret().unwrap(), new_secret().unwrap());
+        let (a, b) = (
+            new_secret(SECRET_PREFIX).unwrap(),
+            new_secret(SECRET_PREFIX).unwrap(),
+        );
         assert_ne!(a, b);
         assert!(
             a.starts_with(SECRET_PREFIX) && a.len() == SECRET_PREFIX.len() + 43,

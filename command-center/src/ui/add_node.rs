@@ -100,7 +100,7 @@ pub async fn post_mint(
             return Ok((StatusCode::UNPROCESSABLE_ENTITY, page(&p, Utc::now())).into_response());
         }
     };
-    let by = crate::enroll_tokens::who(identity, "console");
+    let by = crate::api::author(identity, "console");
     let minted =
         crate::enroll_tokens::mint(&state, m, by, crate::enroll_tokens::cc_url(&headers)).await?;
     if json {
@@ -121,8 +121,7 @@ pub async fn post_revoke(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let t =
-        crate::enroll_tokens::revoke(&state, &id, crate::enroll_tokens::who(identity, "console"))
-            .await?;
+        crate::enroll_tokens::revoke(&state, &id, crate::api::author(identity, "console")).await?;
     if wants_json(&headers) {
         return Ok(axum::Json(t).into_response());
     }
