@@ -10,6 +10,7 @@
 //! under another name later), but its first line never changes. [`after`] maps a position back
 //! to the files to read.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -134,8 +135,14 @@ pub fn segments(dir: &Path, log: LogName) -> std::io::Result<Vec<(PathBuf, DateT
             out.push((entry.path(), at));
         }
     }
-    // Same second: the plain name came first, then -1, -2, ... Within one segment the plain
-    // form sorts before the compressed one, which `dedup` then drops.
+    in_order(&mut out);
+    Ok(out)
+}
+
+/// Sorts segments oldest first and keeps each once. Same second: the plain name came first, then
+/// -1, -2, ... Within one segment the plain form sorts before the compressed one, which `dedup`
+/// then drops.
+fn in_order(out: &mut Vec<(PathBuf, DateTime<Utc>)>) {
     let key = |p: &Path| plain_path(p);
     out.sort_by(|a, b| {
         let (ka, kb) = (key(&a.0), key(&b.0));
@@ -145,12 +152,68 @@ pub fn segments(dir: &Path, log: LogName) -> std::io::Result<Vec<(PathBuf, DateT
             .then(is_compressed(&a.0).cmp(&is_compressed(&b.0)))
     });
     out.dedup_by(|later, earlier| key(&later.0) == key(&earlier.0));
-    Ok(out)
 }
 
-/// Every file of `log` in time order: closed segments, then the active file if it exists.
+/// Segments as a reader racing the writer and the compressor sees them: see [`segments_settled`].
+#[derive(Debug)]
+pub struct Settled {
+    /// Closed segments oldest first, each once.
+    pub segments: Vec<(PathBuf, DateTime<Utc>)>,
+    /// How many of the first `segments` are vouched for: none is missing before the last of them.
+    pub trusted: usize,
+}
+
+/// Listings one after the other that must follow a segment's last event before it is trusted.
+const SETTLE_SCANS: usize = 3;
+
+/// [`segments`] for a reader racing the writer and the compressor (`logs view` and `logs tail`
+/// while the Command Center runs).
+///
+/// A directory read is not a snapshot: an entry made while it runs may be missed, and one
+/// removed may be missed too. A segment changes its entry three times — created (the active
+/// file renamed), compressed (`.zst` renamed in), then its plain file unlinked — and one listing
+/// can miss it in both forms only if one of these falls within it. So the union of listings taken
+/// one after the other holds every segment older than one first seen [`SETTLE_SCANS`] listings
+/// before the last: the older segment existed when those listings began and can spoil at most
+/// two of them. Listings stop after three in a row add nothing (then all are trusted), or after
+/// 12 (a writer rotating without pause); `trusted` says how far the result is vouched for.
+pub fn segments_settled(dir: &Path, log: LogName) -> std::io::Result<Settled> {
+    let mut first_seen: HashMap<PathBuf, usize> = HashMap::new();
+    let mut all = Vec::new();
+    let (mut scans, mut quiet) = (0, 0);
+    while quiet < SETTLE_SCANS && scans < 4 * SETTLE_SCANS {
+        scans += 1;
+        let mut added = false;
+        for (path, at) in segments(dir, log)? {
+            if let std::collections::hash_map::Entry::Vacant(e) =
+                first_seen.entry(plain_path(&path))
+            {
+                e.insert(scans);
+                all.push((path, at));
+                added = true;
+            }
+        }
+        quiet = if added { 0 } else { quiet + 1 };
+    }
+    in_order(&mut all);
+    let trusted = all
+        .iter()
+        .rposition(|(p, _)| first_seen[&plain_path(p)] + SETTLE_SCANS <= scans)
+        .map_or(0, |i| i + 1);
+    Ok(Settled {
+        segments: all,
+        trusted,
+    })
+}
+
+/// Every file of `log` in time order: closed segments, then the active file if it exists. The
+/// segments are [settled](segments_settled), as the reader may race the writer's compressor.
 pub fn files(dir: &Path, log: LogName) -> std::io::Result<Vec<PathBuf>> {
-    let mut v: Vec<PathBuf> = segments(dir, log)?.into_iter().map(|s| s.0).collect();
+    let mut v: Vec<PathBuf> = segments_settled(dir, log)?
+        .segments
+        .into_iter()
+        .map(|s| s.0)
+        .collect();
     let active = log.active(dir);
     if active.exists() {
         v.push(active);
@@ -219,6 +282,15 @@ impl LogReader {
 
     pub fn is_compressed(&self) -> bool {
         matches!(self.inner, Inner::Zstd(_))
+    }
+
+    /// The inode of the file opened, in either form.
+    pub fn inode(&self) -> std::io::Result<u64> {
+        use std::os::unix::fs::MetadataExt;
+        Ok(match &self.inner {
+            Inner::Plain(f) => f.metadata()?.ino(),
+            Inner::Zstd(d) => d.get_ref().get_ref().metadata()?.ino(),
+        })
     }
 }
 
