@@ -203,3 +203,10 @@ fn agent_bench_smoke() {
         assert!(out.contains(part), "{part}: {out}");
     }
 }
+
+#[test]
+fn metrics_bench_smoke() {
+    let out = bench(env!("CARGO_BIN_EXE_metrics-bench"), &["20", "3"]);
+    assert!(out.contains("Command Center, 20 nodes"), "{out}");
+    assert!(out.contains("goal: a scrape under 50 ms"), "{out}");
+}

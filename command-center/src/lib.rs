@@ -36,6 +36,7 @@ pub mod error;
 pub mod guard;
 pub mod listener;
 pub mod metrics;
+pub mod node_metrics;
 pub mod notifiers;
 pub mod oidc;
 pub mod refusals;

@@ -325,11 +325,13 @@ pub async fn scrape(State(state): State<AppState>) -> Response {
             c.inc_by(n - c.get());
         }
     }
-    (
-        [(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)],
-        m.render(),
-    )
-        .into_response()
+    let mut body = m.render();
+    crate::node_metrics::render(
+        &state.store.summaries_with_latest(),
+        chrono::Utc::now(),
+        &mut body,
+    );
+    ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], body).into_response()
 }
 
 /// What [`count_rejections`] needs of the server's state (which provides it through `FromRef`).

@@ -163,3 +163,75 @@ fn metrics_follow_ingest_rejections_streams_commands_and_replay() {
     );
     assert!(metric(&after, "vaultmesh_replay_seconds").unwrap() > 0.0);
 }
+
+/// The samples of one family in an exposition.
+fn samples<'a>(exposition: &'a str, family: &str) -> Vec<&'a str> {
+    let prefix = format!("{family}{{");
+    exposition
+        .lines()
+        .filter(|l| l.starts_with(&prefix))
+        .collect()
+}
+
+#[test]
+fn every_node_has_its_series_promtool_accepts_a_thousand_and_a_decommissioned_node_has_none() {
+    const NODES: usize = 1000;
+    let cc = CommandCenter::start();
+    let ids: Vec<String> = (0..NODES)
+        .map(|i| uuid::Uuid::from_u128(0x5eed_0000 + i as u128).to_string())
+        .collect();
+    std::thread::scope(|s| {
+        for chunk in ids.chunks(NODES / 8) {
+            let cc = &cc;
+            s.spawn(move || {
+                for id in chunk {
+                    let mut hb = heartbeat_json(id, &format!("node-{}", &id[24..]), 1);
+                    hb["labels"] = json!({"site": "fra1", "rack-no.": "r1:a"});
+                    hb["uptime_s"] = json!(3600);
+                    let r = cc.post_json("/api/agent/heartbeat", &hb);
+                    assert_eq!(r.status, 200, "{}", r.body);
+                }
+            });
+        }
+    });
+    let m = scrape(&cc);
+    promtool_accepts(&m);
+    let info = samples(&m, "vaultmesh_node_info");
+    assert_eq!(info.len(), NODES, "one info series per node");
+    let one = &ids[0];
+    let base = format!(
+        "node_id=\"{one}\",hostname=\"node-{}\",profile=\"ArchVault\",label_rack_no_=\"r1:a\",label_site=\"fra1\"",
+        &one[24..]
+    );
+    for line in [
+        format!("vaultmesh_node_attention_level{{{base}}} 0"),
+        format!("vaultmesh_node_load{{{base},window=\"1m\"}} 0.5"),
+        format!("vaultmesh_node_memory_used_bytes{{{base}}} 250"),
+        format!("vaultmesh_node_filesystem_used_bytes{{{base},mount=\"/\",fs=\"ext4\"}} 42"),
+        format!("vaultmesh_node_check_status{{{base},check=\"disk\"}} 0"),
+        format!("vaultmesh_node_uptime_seconds{{{base}}} 3600"),
+        format!("vaultmesh_node_services{{{base},state=\"up\"}} 1"),
+    ] {
+        assert!(m.contains(&line), "{line} not in the scrape");
+    }
+    let age = samples(&m, "vaultmesh_node_last_seen_age_seconds");
+    assert_eq!(age.len(), NODES);
+    assert!(
+        age.iter()
+            .all(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap() < 120.0),
+        "every node was heard from just now"
+    );
+
+    // A decommissioned node leaves every per-node family; the others stay.
+    let r = cc.request(
+        "POST",
+        &format!("/api/nodes/{one}/decommission"),
+        Some("application/json"),
+        serde_json::to_vec(&json!({"reason": "retired"})).unwrap(),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let m = scrape(&cc);
+    promtool_accepts(&m);
+    assert!(!m.contains(one.as_str()), "no series of the decommissioned node");
+    assert_eq!(samples(&m, "vaultmesh_node_info").len(), NODES - 1);
+}

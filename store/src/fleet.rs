@@ -247,6 +247,21 @@ impl FleetState {
         v
     }
 
+    /// [`Fleet::summaries`], each with the node's latest heartbeat (for per-node metrics).
+    pub fn summaries_with_latest(&self) -> Vec<(NodeSummary, NodeHeartbeat)> {
+        let nodes = self.nodes.read().unwrap_or_else(|p| p.into_inner());
+        let mut v: Vec<_> = nodes
+            .iter()
+            .map(|(id, s)| (s.summary(*id), s.latest.clone()))
+            .collect();
+        drop(nodes);
+        v.sort_by(|(a, _), (b, _)| a.hostname.cmp(&b.hostname).then(a.node_id.cmp(&b.node_id)));
+        for (s, _) in &mut v {
+            s.hostname_shared = self.shared(&s.hostname);
+        }
+        v
+    }
+
     /// Summary, latest heartbeat and history of one node.
     pub fn detail(&self, node_id: Uuid) -> Option<NodeDetail> {
         let nodes = self.nodes.read().unwrap_or_else(|p| p.into_inner());

@@ -168,6 +168,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// current attention included (put together in one place, [`Memory::summaries`]).
     fn summaries(&self) -> Vec<NodeSummary>;
 
+    /// [`Store::summaries`], each with the node's latest heartbeat: what per-node metrics
+    /// (`GET /metrics`) are made of.
+    fn summaries_with_latest(&self) -> Vec<(NodeSummary, NodeHeartbeat)>;
+
     /// Summary, latest heartbeat and bounded history of one node.
     fn detail(&self, node_id: Uuid) -> Option<NodeDetail>;
 

@@ -297,6 +297,10 @@ impl<B: Backend> Store for LoggedStore<B> {
         self.mem().summaries()
     }
 
+    fn summaries_with_latest(&self) -> Vec<(NodeSummary, NodeHeartbeat)> {
+        self.mem().summaries_with_latest()
+    }
+
     fn detail(&self, node_id: Uuid) -> Option<NodeDetail> {
         self.mem().detail(node_id)
     }

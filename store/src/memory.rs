@@ -13,7 +13,7 @@ use vaultmesh_proto::api::NodeRevoked;
 use vaultmesh_proto::event::AttentionBody;
 use vaultmesh_proto::live::{CommandEvent, CommandSent, ScanEvent};
 use vaultmesh_proto::{
-    Attention, EventEnvelope, IncidentState, NodeDetail, NodeSummary, ScanReport,
+    Attention, EventEnvelope, IncidentState, NodeDetail, NodeHeartbeat, NodeSummary, ScanReport,
 };
 
 use super::change::Change;
@@ -236,6 +236,14 @@ impl Memory {
         let mut v = self.fleet.summaries();
         self.complete(&mut v);
         v
+    }
+
+    /// [`Memory::summaries`], each with the node's latest heartbeat.
+    pub fn summaries_with_latest(&self) -> Vec<(NodeSummary, NodeHeartbeat)> {
+        let (mut summaries, latest): (Vec<_>, Vec<_>) =
+            self.fleet.summaries_with_latest().into_iter().unzip();
+        self.complete(&mut summaries);
+        summaries.into_iter().zip(latest).collect()
     }
 
     /// One node's summary: what `GET /api/nodes` shows and a `heartbeat` event carries.

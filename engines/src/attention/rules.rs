@@ -23,7 +23,7 @@ use vaultmesh_store::policy::Settings;
 
 /// Every rule name [`observed`], [`state`] and [`command_center`] produce, but those of the open
 /// families.
-pub const RULES: [&str; 19] = [
+pub const RULES: [&str; 20] = [
     "revoked",
     "stale",
     "services",
@@ -38,6 +38,7 @@ pub const RULES: [&str; 19] = [
     "listeners",
     "drift",
     "receipt_chain",
+    "agent_version",
     "cc.storage",
     "cc.disk_free",
     "budget.heartbeats",
@@ -222,6 +223,12 @@ pub fn observed(snap: &NodeSnapshot, settings: &Settings) -> Vec<Reason> {
             }
         }
     }
+    if a.agent_skew > AttentionLevel::Ok
+        && let Some(v) = &hb.agent_version
+        && let Some((label, message)) = agent_skew(v, &CC_VERSION, a.min_agent_version.as_deref())
+    {
+        out.push(reason("agent_version", a.agent_skew, label, message));
+    }
     // A node whose systemd cannot be reached reports no units: that is the one reason above,
     // not one "not reported" per required unit.
     if !settings.services.required.is_empty() && services != Services::Unknown {
@@ -253,6 +260,57 @@ pub fn observed(snap: &NodeSnapshot, settings: &Settings) -> Vec<Reason> {
         }
     }
     out
+}
+
+/// This Command Center's version: agents are judged against its release.
+static CC_VERSION: std::sync::LazyLock<semver::Version> = std::sync::LazyLock::new(|| {
+    semver::Version::parse(env!("CARGO_PKG_VERSION"))
+        .unwrap_or_else(|_| semver::Version::new(0, 0, 0))
+});
+
+/// Why an agent's version is too old: below `min` (the profile's `min_agent_version`), or more
+/// than one release behind `cc`. A release is a `major.minor`: the one before `x.y` is
+/// `x.(y-1)`, and before `x.0` any `(x-1).*`; patch versions do not count. A version that does
+/// not parse is reported too (an agent always sends its own `CARGO_PKG_VERSION`). `None` when
+/// the agent is recent enough (newer than the Command Center included).
+pub fn agent_skew(
+    agent: &str,
+    cc: &semver::Version,
+    min: Option<&str>,
+) -> Option<(String, String)> {
+    let Ok(v) = semver::Version::parse(agent) else {
+        return Some((
+            "Agent version ?".into(),
+            format!(
+                "agent version {:?} is not a version (x.y.z)",
+                fit(agent, 64)
+            ),
+        ));
+    };
+    if let Some(min) = min.and_then(|m| semver::Version::parse(m).ok())
+        && v < min
+    {
+        return Some((
+            format!("Agent {} < {}", fit(agent, 12), fit(&min.to_string(), 12)),
+            format!("agent {v} is older than the minimum {min} this node's policy sets (attention.min_agent_version)"),
+        ));
+    }
+    let behind = if v.major == cc.major {
+        cc.minor.saturating_sub(v.minor)
+    } else if v.major < cc.major {
+        // Before x.0 comes any (x-1).y; anything older is two releases or more.
+        if cc.minor == 0 && v.major + 1 == cc.major { 1 } else { 2 + cc.minor }
+    } else {
+        0
+    };
+    (behind > 1).then(|| {
+        (
+            format!("Agent {} old", fit(agent, 20)),
+            format!(
+                "agent {v} is {behind} releases behind this Command Center ({cc}); upgrade it (one release behind is fine)"
+            ),
+        )
+    })
 }
 
 /// `Some(level)` when `value` reaches a threshold.
@@ -740,6 +798,29 @@ mod tests {
                 "a rule a route cannot name"
             );
         }
+    }
+
+    #[test]
+    fn an_agent_more_than_one_release_behind_or_below_the_minimum_is_reported() {
+        let cc = semver::Version::parse("0.4.2").unwrap();
+        let judged = |v: &str, min: Option<&str>| agent_skew(v, &cc, min).map(|(l, _)| l);
+        assert_eq!(judged("0.4.0", None), None, "same release, older patch");
+        assert_eq!(judged("0.3.9", None), None, "one release behind");
+        assert_eq!(judged("0.5.0", None), None, "newer than the CC");
+        assert_eq!(judged("0.2.7", None).as_deref(), Some("Agent 0.2.7 old"));
+        assert_eq!(
+            judged("0.3.9", Some("0.4.0")).as_deref(),
+            Some("Agent 0.3.9 < 0.4.0"),
+            "the profile's minimum wins"
+        );
+        assert_eq!(judged("banana", None).as_deref(), Some("Agent version ?"));
+        let (_, why) = agent_skew("0.1.0", &cc, None).unwrap();
+        assert!(why.contains("3 releases behind"), "{why}");
+        // Across a major: before 1.0 comes any 0.y; before 1.1, 1.0 only.
+        let one = semver::Version::parse("1.0.3").unwrap();
+        assert_eq!(agent_skew("0.9.1", &one, None), None);
+        assert!(agent_skew("0.9.1", &semver::Version::parse("1.1.0").unwrap(), None).is_some());
+        assert!(agent_skew("1.0.0", &semver::Version::parse("2.1.0").unwrap(), None).is_some());
     }
 
     #[test]

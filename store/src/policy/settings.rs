@@ -66,6 +66,12 @@ pub struct Thresholds {
     /// consecutive good ones before it clears.
     pub raise_after: u32,
     pub clear_after: u32,
+    /// Level raised by an agent older than `min_agent_version`, or more than one release (a
+    /// `major.minor`) behind the Command Center (`ok` turns the rule off).
+    pub agent_skew: AttentionLevel,
+    /// The oldest agent version this profile's nodes may run (`x.y.z`); unset, only the
+    /// release rule applies.
+    pub min_agent_version: Option<String>,
 }
 
 impl Default for Thresholds {
@@ -88,6 +94,8 @@ impl Default for Thresholds {
             listeners: AttentionLevel::Attn,
             raise_after: 1,
             clear_after: 1,
+            agent_skew: AttentionLevel::Attn,
+            min_agent_version: None,
         }
     }
 }
@@ -192,6 +200,13 @@ impl Settings {
                 return Err(format!("attention.{key}: {n} is outside 1..100"));
             }
         }
+        if let Some(v) = &a.min_agent_version
+            && let Err(e) = semver::Version::parse(v)
+        {
+            return Err(format!(
+                "attention.min_agent_version: {v:?} is not a version like \"0.3.0\" ({e})"
+            ));
+        }
         let s = &self.scan;
         if !s.interval.is_zero() && s.interval < Duration::from_secs(60) {
             return Err("scan.interval: must be 0 (off) or at least 1m".into());
@@ -255,6 +270,10 @@ mod tests {
                 "attention.findings_crit",
             ),
             ("[attention]\nclear_after = 0", "attention.clear_after"),
+            (
+                "[attention]\nmin_agent_version = \"0.3\"",
+                "attention.min_agent_version",
+            ),
             (
                 "[attention]\ndisk_forecast_attn_days = 2.0",
                 "attention.disk_forecast_crit_days",
