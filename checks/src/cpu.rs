@@ -208,11 +208,9 @@ impl Cpu {
             summary.push_str(": ");
             summary.push_str(&problems.join(", "));
         }
-        CheckOutcome::new(status, summary)
-            .with_metric("busy_pct", round1(u.busy_pct))
-            .with_metric("iowait_pct", round1(u.iowait_pct))
-            .with_metric("steal_pct", round1(u.steal_pct))
-            .contributing(Contribution::metrics(Metrics {
+        // The figures judged are the heartbeat's `metrics.cpu`: not repeated in the check's
+        // own metrics, so each is on the wire once.
+        CheckOutcome::new(status, summary).contributing(Contribution::metrics(Metrics {
                 cpu: Some(u),
                 ..Metrics::default()
             }))
@@ -291,7 +289,7 @@ mod tests {
             out.summary,
             "cpu 42% busy (user 30, system 10, steal 2), iowait 6%"
         );
-        assert_eq!(out.metrics["busy_pct"], 42.0);
+        assert!(out.metrics.is_empty(), "the figures are in metrics.cpu only");
         assert_eq!(out.contribution.metrics.cpu, Some(u));
     }
 
