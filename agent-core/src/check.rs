@@ -162,6 +162,9 @@ impl Contribution {
             swap_total_bytes,
             swap_used_bytes,
             disks,
+            cpu,
+            net,
+            diskio,
         } = metrics;
         let m = heartbeat.metrics.get_or_insert_with(Metrics::default);
         set(&mut m.load, load);
@@ -172,6 +175,13 @@ impl Contribution {
         set(&mut m.swap_used_bytes, swap_used_bytes);
         if !disks.is_empty() {
             m.disks = disks;
+        }
+        set(&mut m.cpu, cpu);
+        if !net.is_empty() {
+            m.net = net;
+        }
+        if !diskio.is_empty() {
+            m.diskio = diskio;
         }
     }
 }
@@ -278,6 +288,58 @@ pub(crate) mod tests {
         );
         assert!(m.disks.is_empty());
         assert!(!hb.services_ok && hb.cloudflare_ok);
+    }
+
+    #[test]
+    fn rate_contributions_fill_their_own_fields() {
+        use vaultmesh_proto::{CpuUsage, DiskIo, NetRates};
+        let mut hb = seed();
+        load().apply(&mut hb);
+        let cpu = CpuUsage {
+            busy_pct: 30.0,
+            user_pct: 20.0,
+            system_pct: 9.0,
+            iowait_pct: 1.0,
+            steal_pct: 1.0,
+        };
+        Contribution::metrics(Metrics {
+            cpu: Some(cpu),
+            ..Metrics::default()
+        })
+        .apply(&mut hb);
+        let net = NetRates {
+            interface: "eth0".into(),
+            rx_bytes_per_s: 1.0,
+            tx_bytes_per_s: 2.0,
+            rx_errors_per_s: 0.0,
+            tx_errors_per_s: 0.0,
+            rx_drops_per_s: 0.0,
+            tx_drops_per_s: 0.0,
+        };
+        Contribution::metrics(Metrics {
+            net: vec![net.clone()],
+            ..Metrics::default()
+        })
+        .apply(&mut hb);
+        let io = DiskIo {
+            device: "sda".into(),
+            read_bytes_per_s: 1.0,
+            write_bytes_per_s: 2.0,
+            read_iops: 3.0,
+            write_iops: 4.0,
+            busy_pct: 5.0,
+        };
+        Contribution::metrics(Metrics {
+            diskio: vec![io.clone()],
+            ..Metrics::default()
+        })
+        .apply(&mut hb);
+        let m = hb.metrics.as_ref().unwrap();
+        assert_eq!(
+            (m.load, m.cpu, &m.net, &m.diskio),
+            (Some([0.5, 0.25, 0.125]), Some(cpu), &vec![net], &vec![io]),
+            "each part keeps the others"
+        );
     }
 
     #[test]

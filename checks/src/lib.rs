@@ -8,25 +8,37 @@
 //! | check    | looks at                                           |
 //! |----------|----------------------------------------------------|
 //! | `cloudflared` | the Cloudflare Tunnel's ready connections       |
+//! | `cpu`    | busy, iowait and steal time since the last run      |
 //! | `disk`   | space and inodes per mounted filesystem            |
+//! | `diskio` | read/write bytes, IOPS and busy time per block device |
 //! | `load`   | 1/5/15-minute load average, per CPU                |
 //! | `memory` | RAM and swap in use                                |
+//! | `net`    | traffic, errors and drops per physical interface   |
 //! | `sovereign_scan` | security rules (plugins): listeners, sshd, modes, hashes, sysctls, set-uid |
 //! | `systemd`| units over D-Bus in their expected state           |
 
 //!
 //! Each check is a cargo feature (all on by default), so a node owner can build an agent with
-//! only the checks they use: `cloudflared`, `disk`, `load`, `memory`, `sovereign`, `systemd`.
+//! only the checks they use: `cloudflared`, `cpu`, `disk`, `diskio`, `load`, `memory`, `net`,
+//! `sovereign`, `systemd`.
 
 mod actions;
 #[cfg(feature = "cloudflared")]
 mod cloudflared;
+#[cfg(any(feature = "cpu", feature = "net", feature = "diskio"))]
+pub mod counters;
+#[cfg(feature = "cpu")]
+pub mod cpu;
 #[cfg(feature = "disk")]
 mod disk;
+#[cfg(feature = "diskio")]
+pub mod diskio;
 #[cfg(feature = "load")]
 mod load;
 #[cfg(feature = "memory")]
 mod memory;
+#[cfg(feature = "net")]
+pub mod net;
 pub mod procfs;
 #[cfg(feature = "sovereign")]
 pub mod sovereign;
@@ -50,9 +62,12 @@ pub fn built_in_actions() -> Vec<&'static str> {
 pub fn built_in() -> Vec<&'static str> {
     [
         ("cloudflared", cfg!(feature = "cloudflared")),
+        ("cpu", cfg!(feature = "cpu")),
         ("disk", cfg!(feature = "disk")),
+        ("diskio", cfg!(feature = "diskio")),
         ("load", cfg!(feature = "load")),
         ("memory", cfg!(feature = "memory")),
+        ("net", cfg!(feature = "net")),
         ("sovereign_scan", cfg!(feature = "sovereign")),
         ("systemd", cfg!(feature = "systemd")),
     ]

@@ -1,5 +1,6 @@
 //! The few `/proc` and `/sys` files the memory, load and disk checks read, parsed directly: a
-//! read of a small kernel file each, no library state, nothing kept between runs.
+//! read of a small kernel file each, no library state, nothing kept between runs; and the
+//! readers the rate checks (`cpu`, `net`, `diskio`) use for theirs.
 //!
 //! The parsers take the file's text so tests can feed them fixtures.
 
@@ -117,6 +118,20 @@ pub fn read(path: &Path) -> Result<String, String> {
         .and_then(|mut f| f.read_to_string(&mut text))
         .map_err(fail)?;
     Ok(text)
+}
+
+/// Like [`read`], for files that hold names anyone with the right capability chose (network
+/// interfaces): bytes that are not UTF-8 become U+FFFD instead of failing the whole read.
+pub fn read_lossy(path: &Path) -> Result<String, String> {
+    use std::io::Read;
+    let mut bytes = Vec::with_capacity(16 * 1024);
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_to_end(&mut bytes))
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    Ok(match String::from_utf8(bytes) {
+        Ok(s) => s,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    })
 }
 
 #[cfg(test)]

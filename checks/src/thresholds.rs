@@ -40,6 +40,33 @@ impl Thresholds {
         Ok(())
     }
 
+    /// An optional pair: none without either key; a `warn` alone is crit at `max`, a `crit`
+    /// alone warns at the same value. Validated like [`Thresholds::validate`].
+    pub fn optional(
+        warn: Option<f64>,
+        crit: Option<f64>,
+        (warn_key, crit_key): (&str, &str),
+        max: f64,
+    ) -> Result<Option<Self>, CheckConfigError> {
+        let t = match (warn, crit) {
+            (None, None) => return Ok(None),
+            (Some(w), None) => Thresholds::new(w, max.max(w)),
+            (None, Some(c)) => Thresholds::new(c, c),
+            (Some(w), Some(c)) => Thresholds::new(w, c),
+        };
+        t.validate(warn_key, crit_key, max)?;
+        Ok(Some(t))
+    }
+
+    /// The limit `status` crossed (`crit` for crit, else `warn`).
+    pub fn limit(&self, status: CheckStatus) -> f64 {
+        if status == CheckStatus::Crit {
+            self.crit
+        } else {
+            self.warn
+        }
+    }
+
     pub fn classify(&self, value: f64) -> CheckStatus {
         if value >= self.crit {
             CheckStatus::Crit

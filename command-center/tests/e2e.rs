@@ -55,7 +55,19 @@ fn agent_once_delivers_a_heartbeat_with_real_metrics() {
         .map(|c| c["name"].as_str().unwrap())
         .collect();
     checks.sort();
-    assert_eq!(checks, ["cloudflared", "disk", "load", "memory", "systemd"]);
+    assert_eq!(
+        checks,
+        [
+            "cloudflared",
+            "cpu",
+            "disk",
+            "diskio",
+            "load",
+            "memory",
+            "net",
+            "systemd"
+        ]
+    );
     let metrics = &latest["metrics"];
     assert!(
         metrics["mem_total_bytes"].as_u64().unwrap() > 0,
@@ -65,6 +77,9 @@ fn agent_once_delivers_a_heartbeat_with_real_metrics() {
         !metrics["disks"].as_array().unwrap().is_empty(),
         "{metrics}"
     );
+    // The rate checks measured between the agent's start and its first heartbeat.
+    let busy = metrics["cpu"]["busy_pct"].as_f64().unwrap();
+    assert!((0.0..=100.0).contains(&busy), "{metrics}");
     // Each measurement is on the wire once: the disks are in `metrics`, not again in the disk
     // check's details (docs/PROTOCOL.md#heartbeat-measurements).
     let stored = latest.to_string();

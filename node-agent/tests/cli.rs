@@ -8,9 +8,12 @@ use vaultmesh_testkit::{NodeAgent, text, workspace_root};
 /// if this fails with an empty list, `use vaultmesh_checks as _;` went missing from main.rs.
 const EXPECTED_CHECKS: &[&str] = &[
     "cloudflared",
+    "cpu",
     "disk",
+    "diskio",
     "load",
     "memory",
+    "net",
     "sovereign_scan",
     "systemd",
 ];
@@ -78,6 +81,12 @@ fn checks_list_shows_names_and_descriptions() {
         "RAM",
         "load",
         "load average",
+        "cpu",
+        "CPU busy %",
+        "net",
+        "per physical network interface",
+        "diskio",
+        "IOPS and busy % per block device",
     ] {
         assert!(s.contains(needle), "{needle:?} missing from:\n{s}");
     }
@@ -137,13 +146,42 @@ fn checks_run_measures_this_machine() {
     );
 }
 
+/// The rate checks have a value on their first run: a read when the check is built, a second
+/// one when it runs (at least a second later).
+#[test]
+fn rate_checks_measure_on_their_first_run() {
+    let config = "[checks.net]\ninclude = [\"lo\"]\n\n[checks.diskio]\ninclude = [\"*\"]\n";
+    for (name, field) in [("cpu", "cpu"), ("net", "net"), ("diskio", "diskio")] {
+        let out = agent()
+            .config(config)
+            .run(&["checks", "run", name, "--json"]);
+        assert!(out.status.success(), "{}", text(&out));
+        let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(
+            ["ok", "warn", "crit"].contains(&r["status"].as_str().unwrap()),
+            "{r}"
+        );
+        let fields = r["contributes"]["metrics"].as_object().unwrap();
+        assert_eq!(fields.keys().collect::<Vec<_>>(), [field], "{r}");
+        assert!(r["duration_ms"].as_u64().unwrap() >= 500, "{r}");
+        match name {
+            "cpu" => {
+                let busy = fields["cpu"]["busy_pct"].as_f64().unwrap();
+                assert!((0.0..=100.0).contains(&busy), "{r}");
+            }
+            "net" => assert_eq!(fields["net"][0]["interface"], "lo", "{r}"),
+            _ => assert!(!fields["diskio"].as_array().unwrap().is_empty(), "{r}"),
+        }
+    }
+}
+
 #[test]
 fn unknown_check_is_a_usage_error() {
     let out = agent().run(&["checks", "run", "nope"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert_eq!(
         stderr(&out).trim(),
-        "error: no check named \"nope\"; registered checks are: cloudflared, disk, load, memory, sovereign_scan, systemd"
+        "error: no check named \"nope\"; registered checks are: cloudflared, cpu, disk, diskio, load, memory, net, sovereign_scan, systemd"
     );
 }
 
@@ -188,7 +226,7 @@ fn bad_config_exits_2_with_one_line_naming_file_key_and_reason() {
         ),
         (
             "[checks.dsik]\n",
-            "checks.dsik: no such check; did you mean \"disk\"?; registered checks are: cloudflared, disk, load, memory, sovereign_scan, systemd",
+            "checks.dsik: no such check; did you mean \"disk\"?; registered checks are: cloudflared, cpu, disk, diskio, load, memory, net, sovereign_scan, systemd",
         ),
         (
             "[checks.load]\nwindow = \"7m\"\n",

@@ -20,6 +20,15 @@ pub mod limits {
     pub const DISKS_MAX: usize = 256;
     /// Longest check name or summary, in bytes.
     pub const TEXT_MAX: usize = 2048;
+    /// Most network interfaces in `metrics.net`.
+    pub const NET_MAX: usize = 256;
+    /// Most block devices in `metrics.diskio`.
+    pub const DISKIO_MAX: usize = 256;
+    /// Longest interface or block device name, in bytes (Linux allows 15).
+    pub const DEVICE_NAME_MAX: usize = 64;
+    /// Largest accepted rate (bytes, packets or operations per second): 1 PB/s, far above any
+    /// link or disk, so a rate beyond it is a broken counter, not traffic.
+    pub const RATE_MAX: f64 = 1e15;
 }
 
 /// The profiles VaultMesh ships a policy for (`policies/<profile>.toml`) and the agent detects.
@@ -82,6 +91,15 @@ pub struct Metrics {
     pub swap_used_bytes: Option<u64>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub disks: Vec<DiskUsage>,
+    /// CPU time by kind over the `cpu` check's interval, in % of all CPUs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<CpuUsage>,
+    /// Traffic per network interface over the `net` check's interval.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub net: Vec<NetRates>,
+    /// I/O per block device over the `diskio` check's interval.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub diskio: Vec<DiskIo>,
 }
 
 impl Metrics {
@@ -171,6 +189,48 @@ impl DiskUsage {
     }
 }
 
+/// Where the CPUs' time went between two reads of `/proc/stat`, in % of all CPUs' time. The
+/// parts add up: `busy_pct = user_pct + system_pct + steal_pct`, and busy + iowait + idle = 100.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct CpuUsage {
+    /// Everything but idle and iowait: user + nice + system + irq + softirq + steal.
+    pub busy_pct: f64,
+    /// user + nice (guest time is inside these).
+    pub user_pct: f64,
+    /// system + irq + softirq.
+    pub system_pct: f64,
+    /// Idle with I/O outstanding (not busy).
+    pub iowait_pct: f64,
+    /// Time the hypervisor ran something else while this machine's CPUs wanted to run.
+    pub steal_pct: f64,
+}
+
+/// One network interface's traffic between two reads of `/proc/net/dev`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NetRates {
+    pub interface: String,
+    pub rx_bytes_per_s: f64,
+    pub tx_bytes_per_s: f64,
+    pub rx_errors_per_s: f64,
+    pub tx_errors_per_s: f64,
+    pub rx_drops_per_s: f64,
+    pub tx_drops_per_s: f64,
+}
+
+/// One block device's I/O between two reads of `/proc/diskstats`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DiskIo {
+    pub device: String,
+    pub read_bytes_per_s: f64,
+    pub write_bytes_per_s: f64,
+    /// Completed reads per second.
+    pub read_iops: f64,
+    /// Completed writes per second.
+    pub write_iops: f64,
+    /// Share of the interval the device had I/O in flight (`io_ticks`), in %.
+    pub busy_pct: f64,
+}
+
 /// Pointer to the node's most recent sovereign scan.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LastScan {
@@ -250,8 +310,80 @@ impl NodeHeartbeat {
                 text("metrics.disks[].mount", &d.mount, limits::ROOT_MAX, true)?;
                 text("metrics.disks[].fs", &d.fs, limits::PROFILE_MAX, false)?;
             }
+            if let Some(c) = &m.cpu {
+                for v in [
+                    c.busy_pct,
+                    c.user_pct,
+                    c.system_pct,
+                    c.iowait_pct,
+                    c.steal_pct,
+                ] {
+                    pct("metrics.cpu", v)?;
+                }
+            }
+            count("metrics.net", m.net.len(), limits::NET_MAX)?;
+            for n in &m.net {
+                text(
+                    "metrics.net[].interface",
+                    &n.interface,
+                    limits::DEVICE_NAME_MAX,
+                    true,
+                )?;
+                for v in [
+                    n.rx_bytes_per_s,
+                    n.tx_bytes_per_s,
+                    n.rx_errors_per_s,
+                    n.tx_errors_per_s,
+                    n.rx_drops_per_s,
+                    n.tx_drops_per_s,
+                ] {
+                    rate("metrics.net[]", v)?;
+                }
+            }
+            count("metrics.diskio", m.diskio.len(), limits::DISKIO_MAX)?;
+            for d in &m.diskio {
+                text(
+                    "metrics.diskio[].device",
+                    &d.device,
+                    limits::DEVICE_NAME_MAX,
+                    true,
+                )?;
+                for v in [
+                    d.read_bytes_per_s,
+                    d.write_bytes_per_s,
+                    d.read_iops,
+                    d.write_iops,
+                ] {
+                    rate("metrics.diskio[]", v)?;
+                }
+                pct("metrics.diskio[].busy_pct", d.busy_pct)?;
+            }
         }
         Ok(())
+    }
+}
+
+/// A percentage: 0 to 100.
+fn pct(field: &'static str, v: f64) -> Result<(), HeartbeatError> {
+    if (0.0..=100.0).contains(&v) {
+        Ok(())
+    } else {
+        Err(HeartbeatError::Inconsistent {
+            field,
+            reason: "holds a percentage outside 0..=100",
+        })
+    }
+}
+
+/// A rate per second: 0 to [`limits::RATE_MAX`].
+fn rate(field: &'static str, v: f64) -> Result<(), HeartbeatError> {
+    if (0.0..=limits::RATE_MAX).contains(&v) {
+        Ok(())
+    } else {
+        Err(HeartbeatError::Inconsistent {
+            field,
+            reason: "holds a rate outside 0..=1e15 per second",
+        })
     }
 }
 
@@ -391,6 +523,7 @@ mod tests {
                 inodes_total: Some(10),
                 inodes_used: Some(1),
             }],
+            ..Metrics::default()
         });
         hb.checks = vec![CheckResult::new("disk", CheckStatus::Crit, "/ is 91% full")];
         hb.last_scan = Some(LastScan {
@@ -438,6 +571,132 @@ mod tests {
                     .collect()
             },
             "checks holds 200 entries",
+        );
+    }
+
+    fn with_rates() -> NodeHeartbeat {
+        let mut hb: NodeHeartbeat = serde_json::from_str(SEED_EXAMPLE).unwrap();
+        hb.metrics = Some(Metrics {
+            cpu: Some(CpuUsage {
+                busy_pct: 31.0,
+                user_pct: 20.0,
+                system_pct: 9.0,
+                iowait_pct: 6.0,
+                steal_pct: 2.0,
+            }),
+            net: vec![NetRates {
+                interface: "enp3s0".into(),
+                rx_bytes_per_s: 125000.5,
+                tx_bytes_per_s: 2048.0,
+                rx_errors_per_s: 0.0,
+                tx_errors_per_s: 0.25,
+                rx_drops_per_s: 1.5,
+                tx_drops_per_s: 0.0,
+            }],
+            diskio: vec![DiskIo {
+                device: "nvme0n1".into(),
+                read_bytes_per_s: 4096.0,
+                write_bytes_per_s: 1048576.0,
+                read_iops: 1.0,
+                write_iops: 64.5,
+                busy_pct: 12.5,
+            }],
+            ..Metrics::default()
+        });
+        hb
+    }
+
+    #[test]
+    fn rates_round_trip_under_their_names_and_older_heartbeats_lack_them() {
+        let hb = with_rates();
+        hb.validate().unwrap();
+        let v = serde_json::to_value(&hb).unwrap();
+        assert_eq!(
+            v["metrics"],
+            serde_json::json!({
+                "cpu": {"busy_pct": 31.0, "user_pct": 20.0, "system_pct": 9.0,
+                        "iowait_pct": 6.0, "steal_pct": 2.0},
+                "net": [{"interface": "enp3s0", "rx_bytes_per_s": 125000.5,
+                         "tx_bytes_per_s": 2048.0, "rx_errors_per_s": 0.0,
+                         "tx_errors_per_s": 0.25, "rx_drops_per_s": 1.5,
+                         "tx_drops_per_s": 0.0}],
+                "diskio": [{"device": "nvme0n1", "read_bytes_per_s": 4096.0,
+                            "write_bytes_per_s": 1048576.0, "read_iops": 1.0,
+                            "write_iops": 64.5, "busy_pct": 12.5}],
+            })
+        );
+        let back: NodeHeartbeat = serde_json::from_value(v).unwrap();
+        assert_eq!(back, hb);
+        // An older agent's metrics (no rates) still parse, and an older CC's heartbeat (no
+        // metrics) gains no empty fields.
+        let old: NodeHeartbeat = serde_json::from_value(serde_json::json!({
+            "node_id": "550e8400-e29b-41d4-a716-446655440000", "hostname": "h",
+            "os_profile": "Generic", "cloudflare_ok": true, "services_ok": true,
+            "vaultmesh_root": "/", "timestamp": "2024-01-15T10:30:00Z",
+            "metrics": {"load": [0.1, 0.2, 0.3], "cpu_count": 1}
+        }))
+        .unwrap();
+        let m = old.metrics.as_ref().unwrap();
+        assert!(m.cpu.is_none() && m.net.is_empty() && m.diskio.is_empty());
+        let json = serde_json::to_string(&old).unwrap();
+        assert!(!json.contains("cpu\"") && !json.contains("net") && !json.contains("diskio"));
+    }
+
+    #[test]
+    fn rates_are_bounded() {
+        let check = |f: &dyn Fn(&mut Metrics), want: &str| {
+            let mut hb = with_rates();
+            f(hb.metrics.as_mut().unwrap());
+            let err = hb.validate().unwrap_err().to_string();
+            assert!(err.contains(want), "{err:?} should mention {want:?}");
+        };
+        check(
+            &|m| m.cpu.as_mut().unwrap().busy_pct = 100.5,
+            "metrics.cpu holds a percentage outside 0..=100",
+        );
+        check(
+            &|m| m.cpu.as_mut().unwrap().steal_pct = -0.1,
+            "metrics.cpu holds a percentage",
+        );
+        check(
+            &|m| m.net[0].rx_bytes_per_s = 2e15,
+            "metrics.net[] holds a rate outside",
+        );
+        check(
+            &|m| m.net[0].tx_drops_per_s = -1.0,
+            "metrics.net[] holds a rate outside",
+        );
+        check(
+            &|m| m.net[0].interface = "eth\u{202e}0".into(),
+            "metrics.net[].interface contains U+202E",
+        );
+        check(
+            &|m| m.net[0].interface = "x".repeat(65),
+            "metrics.net[].interface is 65 bytes; the limit is 64",
+        );
+        check(
+            &|m| m.net[0].interface = " ".into(),
+            "metrics.net[].interface must not be empty",
+        );
+        check(
+            &|m| m.net = vec![m.net[0].clone(); 257],
+            "metrics.net holds 257 entries; the limit is 256",
+        );
+        check(
+            &|m| m.diskio[0].busy_pct = 101.0,
+            "metrics.diskio[].busy_pct holds a percentage",
+        );
+        check(
+            &|m| m.diskio[0].write_iops = 1e16,
+            "metrics.diskio[] holds a rate",
+        );
+        check(
+            &|m| m.diskio[0].device = "sda\u{1b}[2J".into(),
+            "metrics.diskio[].device contains U+001B",
+        );
+        check(
+            &|m| m.diskio = vec![m.diskio[0].clone(); 257],
+            "metrics.diskio holds 257 entries",
         );
     }
 

@@ -40,6 +40,9 @@ pub use api::{
 };
 pub use check::{CheckResult, CheckStatus};
 pub use event::{EventEnvelope, NewEvent};
-pub use heartbeat::{DiskUsage, HeartbeatError, LastScan, Metrics, NodeHeartbeat, Services};
+pub use heartbeat::{
+    CpuUsage, DiskIo, DiskUsage, HeartbeatError, LastScan, Metrics, NetRates, NodeHeartbeat,
+    Services,
+};
 pub use scan::{Finding, Fingerprint, ScanReport};
 pub use severity::Severity;

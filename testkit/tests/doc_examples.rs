@@ -224,6 +224,28 @@ fn the_protocol_examples_are_what_our_code_signs_and_verifies() {
     }
 }
 
+/// The `metrics` rates example of PROTOCOL.md's heartbeat section is what the proto parses,
+/// accepts, and writes back member for member.
+#[test]
+fn the_heartbeat_rates_example_is_what_the_proto_parses_and_accepts() {
+    let example = protocol().json("heartbeat-rates");
+    let metrics: vaultmesh_proto::Metrics = serde_json::from_value(example.clone()).unwrap();
+    let cpu = metrics.cpu.unwrap();
+    assert_eq!(
+        cpu.busy_pct,
+        cpu.user_pct + cpu.system_pct + cpu.steal_pct,
+        "the documented identity"
+    );
+    assert_eq!(serde_json::to_value(&metrics).unwrap(), example);
+    let mut hb: vaultmesh_proto::NodeHeartbeat = serde_json::from_value(json!({
+        "node_id": "550e8400-e29b-41d4-a716-446655440000", "hostname": "vault-node-01",
+        "os_profile": "ArchVault", "cloudflare_ok": true, "services_ok": true,
+        "vaultmesh_root": "/var/lib/vaultmesh", "timestamp": "2024-01-15T10:30:00Z"}))
+    .unwrap();
+    hb.metrics = Some(metrics);
+    hb.validate().unwrap();
+}
+
 #[test]
 fn the_event_envelope_example_is_what_our_code_hashes() {
     let doc = Doc::read(&workspace_root().join("docs/EVENT_ENVELOPE.md"));

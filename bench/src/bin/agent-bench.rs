@@ -4,8 +4,8 @@
 //! - the shipped binary's size (stripped, `--profile agent`);
 //! - steady RSS and CPU per heartbeat cycle with every check enabled and due every cycle: the
 //!   systemd check over a real D-Bus daemon (with a test systemd service on it), cloudflared
-//!   against a fake metrics server (the true edge), disk, memory, load; the sovereign scan runs
-//!   once at start (its interval is hours) and is reported apart;
+//!   against a fake metrics server (the true edge), disk, memory, load, cpu, net, diskio; the
+//!   sovereign scan runs once at start (its interval is hours) and is reported apart;
 //! - node exporter: RSS and CPU per scrape, binary size;
 //! - each figure beside issue 24's goal and the figure before it.
 //!
@@ -14,6 +14,16 @@
 //! (`--target x86_64-unknown-linux-musl`; or give the path of one) and measures it the same
 //! way, side by side;
 //! `AGENT_BENCH_BEFORE=PATH` measures another agent binary (an older build) in the same run.
+//!
+//! Then **each check's CPU per run, alone**: every built-in check, in a process of its own
+//! (this binary again), built from the same configuration through the agent's registry and run
+//! the way the agent's scheduler runs it (`run_isolated` on a current-thread runtime), once to
+//! warm up (a connection, a first read) and then `min(CYCLES, 20)` times 250 ms apart (the
+//! scan: 3 times). The figure is the process's CPU time (`CLOCK_PROCESS_CPUTIME_ID`: every
+//! thread, the blocking pool's too) across each run, so nothing else the agent does (the
+//! heartbeat, other checks) is in it. It is compiled in this binary's profile (release:
+//! opt-level 3), not the agent's `s`. `AGENT_BENCH_PER_CHECK=0` skips the table, `=only` prints
+//! just it.
 //!
 //! Each agent runs with the malloc settings its unit gives it (`GLIBC_TUNABLES` from
 //! `systemd/vaultmesh-node-agent.service`), as it does on a node; the `AGENT_BENCH_BEFORE` build
@@ -28,6 +38,8 @@ use vaultmesh_bench::{
     arg_or, built_binary, built_binary_for, cpu_time, cpu_time_precise, memory_kib,
 };
 use vaultmesh_testkit::agent_unit_env;
+// The per-check table builds the checks through the registry; link them.
+use vaultmesh_checks as _;
 use vaultmesh_testkit::cloudflared::{FakeCloudflared, ReadyReply};
 use vaultmesh_testkit::dbus::{DbusDaemon, FakeSystemd, FakeUnit};
 
@@ -112,6 +124,18 @@ interval = "{every}"
 enabled = {}
 interval = "{every}"
 
+[checks.cpu]
+enabled = {}
+interval = "{every}"
+
+[checks.net]
+enabled = {}
+interval = "{every}"
+
+[checks.diskio]
+enabled = {}
+interval = "{every}"
+
 [checks.sovereign_scan]
 enabled = {}
 "#,
@@ -120,6 +144,9 @@ enabled = {}
             self.on("disk"),
             self.on("memory"),
             self.on("load"),
+            self.on("cpu"),
+            self.on("net"),
+            self.on("diskio"),
             self.on("sovereign_scan"),
             cf = self.cloudflared_url
         )
@@ -267,7 +294,158 @@ fn verdict(value: f64, goal: f64, unit: &str) -> String {
     }
 }
 
+/// Set in the process that measures one check: its name.
+const CHILD: &str = "AGENT_BENCH_CHECK_COST";
+/// Runs the child makes (after one to warm up).
+const CHILD_RUNS: &str = "AGENT_BENCH_CHECK_COST_RUNS";
+/// Pause between two runs: checks run on intervals, not back to back.
+const CHILD_PAUSE: Duration = Duration::from_millis(250);
+
+/// This process's CPU time so far, every thread's (including those that have exited).
+fn process_cpu() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+    Duration::new(
+        u64::try_from(t.tv_sec).unwrap_or(0),
+        u32::try_from(t.tv_nsec).unwrap_or(0),
+    )
+}
+
+/// One check's cost, as the child measured it.
+struct CheckCost {
+    name: String,
+    runs: usize,
+    mean_ms: f64,
+    median_ms: f64,
+    max_ms: f64,
+    status: String,
+    summary: String,
+}
+
+/// In the child: builds check `name` from `VAULTMESH_CONFIG` through the registry, runs it once
+/// to warm up, then measures `AGENT_BENCH_CHECK_COST_RUNS` runs; prints one JSON line.
+fn check_cost_child(name: &str) -> anyhow::Result<()> {
+    use vaultmesh_agent_core::config::AgentConfig;
+    use vaultmesh_agent_core::{CheckContext, registry, scheduler};
+
+    let runs: usize = std::env::var(CHILD_RUNS)?.parse()?;
+    let config_path = std::env::var_os("VAULTMESH_CONFIG").map(PathBuf::from);
+    let config =
+        AgentConfig::load(config_path.as_deref()).map_err(|e| anyhow::anyhow!("config: {e}"))?;
+    // The agent's runtime: one thread, tokio's blocking pool for what may block.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .thread_keep_alive(Duration::from_secs(5))
+        .build()?;
+    runtime.block_on(async {
+        let checks = registry::configure(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let check = checks
+            .iter()
+            .find(|c| c.name() == name)
+            .ok_or_else(|| anyhow::anyhow!("no check {name:?} in this build"))?;
+        let ctx = CheckContext {
+            os_profile: config.os_profile.clone(),
+            config_file: config.source.clone(),
+            ..CheckContext::new(uuid::Uuid::nil(), config.vaultmesh_root.clone())
+        };
+        scheduler::run_isolated(check, &ctx).await;
+        let mut costs = Vec::with_capacity(runs);
+        let mut last = None;
+        for _ in 0..runs {
+            tokio::time::sleep(CHILD_PAUSE).await;
+            let before = process_cpu();
+            let run = scheduler::run_isolated(check, &ctx).await;
+            costs.push((process_cpu() - before).as_secs_f64() * 1e3);
+            last = Some(run.result);
+        }
+        let last = last.ok_or_else(|| anyhow::anyhow!("no runs"))?;
+        costs.sort_by(f64::total_cmp);
+        println!(
+            "{}",
+            serde_json::json!({
+                "runs": runs,
+                "mean_ms": costs.iter().sum::<f64>() / runs as f64,
+                "median_ms": costs[runs / 2],
+                "max_ms": costs[runs - 1],
+                "status": last.status.as_str(),
+                "summary": last.summary,
+            })
+        );
+        Ok(())
+    })
+}
+
+/// Each check of this build measured alone, one child process each, one after the other.
+fn per_check_costs(rig: &Rig) -> anyhow::Result<Vec<CheckCost>> {
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("agent.toml");
+    std::fs::write(&config, rig.config())?;
+    let mut out = Vec::new();
+    for name in vaultmesh_checks::built_in() {
+        if !rig.on(name) {
+            continue;
+        }
+        // The scan takes a large fraction of a second each time; its interval is hours.
+        let runs = if name == "sovereign_scan" {
+            3
+        } else {
+            rig.cycles.min(20)
+        };
+        let child = Command::new(std::env::current_exe()?)
+            .env(CHILD, name)
+            .env(CHILD_RUNS, runs.to_string())
+            .env("VAULTMESH_CONFIG", &config)
+            .env("VAULTMESH_CC_URL", &rig.cc.base)
+            .env("VAULTMESH_STATE_DIR", dir.path().join("state"))
+            .env("VAULTMESH_OS_PROFILE", "DebianVault")
+            .env("DBUS_SYSTEM_BUS_ADDRESS", &rig.bus.address)
+            .env("RUST_LOG", "warn")
+            .env(
+                "GLIBC_TUNABLES",
+                agent_unit_env("GLIBC_TUNABLES").unwrap_or_default(),
+            )
+            .stderr(Stdio::inherit())
+            .output()?;
+        anyhow::ensure!(
+            child.status.success(),
+            "measuring {name} failed: {}",
+            child.status
+        );
+        let v: serde_json::Value = serde_json::from_slice(&child.stdout)?;
+        let f = |k: &str| v[k].as_f64().unwrap_or(f64::NAN);
+        out.push(CheckCost {
+            name: name.to_string(),
+            runs,
+            mean_ms: f("mean_ms"),
+            median_ms: f("median_ms"),
+            max_ms: f("max_ms"),
+            status: v["status"].as_str().unwrap_or("?").to_string(),
+            summary: v["summary"].as_str().unwrap_or("").to_string(),
+        });
+    }
+    Ok(out)
+}
+
+fn print_check_costs(costs: &[CheckCost]) {
+    println!(
+        "\n  CPU per run, each check alone (in-process, as the scheduler runs it; release build):"
+    );
+    println!(
+        "  {:<16} {:>6} {:>12} {:>12} {:>12}   last result",
+        "check", "runs", "mean", "median", "max"
+    );
+    for c in costs {
+        let summary: String = c.summary.chars().take(70).collect();
+        println!(
+            "  {:<16} {:>6} {:>9.3} ms {:>9.3} ms {:>9.3} ms   {} {}",
+            c.name, c.runs, c.mean_ms, c.median_ms, c.max_ms, c.status, summary
+        );
+    }
+}
+
 fn main() -> anyhow::Result<()> {
+    if let Ok(name) = std::env::var(CHILD) {
+        return check_cost_child(&name);
+    }
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cycles = arg_or(1, "CYCLES", 60)?.max(2);
     // The agent's shortest heartbeat interval is 1 s.
@@ -327,6 +505,11 @@ fn main() -> anyhow::Result<()> {
         only: std::env::var("AGENT_BENCH_ONLY").ok(),
         skip: std::env::var("AGENT_BENCH_SKIP").unwrap_or_default(),
     };
+    let per_check = std::env::var("AGENT_BENCH_PER_CHECK").unwrap_or_default();
+    if per_check == "only" {
+        print_check_costs(&per_check_costs(&rig)?);
+        return Ok(());
+    }
     // One agent at a time, so none measures another's load.
     let mut measured = Vec::new();
     for (label, bin, unit_env) in agents {
@@ -384,6 +567,9 @@ fn main() -> anyhow::Result<()> {
             f.scan_done.as_secs_f64(),
             f.cpu_start.as_secs_f64() * 1e3
         );
+    }
+    if per_check != "0" {
+        print_check_costs(&per_check_costs(&rig)?);
     }
     Ok(())
 }

@@ -60,6 +60,7 @@ async fn a_typical_heartbeat_carries_each_measurement_once() {
         "{json}"
     );
     assert!(!m.disks.is_empty(), "{json}");
+    assert!(m.cpu.is_some(), "{json}");
     assert!(hb.cloudflare_ok && hb.services_ok, "{json}");
 
     // ... and is on the wire once: not again in the checks' details or metrics.
@@ -71,15 +72,30 @@ async fn a_typical_heartbeat_carries_each_measurement_once() {
         "\"mem_used_bytes\":",
         "\"swap_total_bytes\":",
         "\"swap_used_bytes\":",
+        "\"cpu\":",
+        "\"iowait_pct\":",
+        "\"steal_pct\":",
     ] {
         assert_eq!(occurrences(&json, key), 1, "{key} in {json}");
+    }
+    // Interfaces and disks this machine may lack (a container): at most once each.
+    for key in ["\"net\":", "\"diskio\":"] {
+        assert!(occurrences(&json, key) <= 1, "{key} in {json}");
+    }
+    for n in &m.net {
+        let name = format!("\"interface\":{}", serde_json::to_string(&n.interface).unwrap());
+        assert_eq!(occurrences(&json, &name), 1, "{name} in {json}");
+    }
+    for d in &m.diskio {
+        let name = format!("\"device\":{}", serde_json::to_string(&d.device).unwrap());
+        assert_eq!(occurrences(&json, &name), 1, "{name} in {json}");
     }
     for d in &m.disks {
         let mount = format!("\"mount\":{}", serde_json::to_string(&d.mount).unwrap());
         assert_eq!(occurrences(&json, &mount), 1, "{mount} in {json}");
     }
     for c in &hb.checks {
-        if ["disk", "load", "memory"].contains(&c.name.as_str()) {
+        if ["disk", "load", "memory", "cpu", "net", "diskio"].contains(&c.name.as_str()) {
             assert!(c.details.is_null(), "{} repeats its sample: {json}", c.name);
         }
         for dup in ["load1", "load5", "load15", "cpu_count"] {

@@ -1,0 +1,244 @@
+//! What the rate checks (`cpu`, `net`, `diskio`) share: the previous sample each keeps between
+//! runs, the `include`/`exclude` name filters, kernel-given names made safe to show, and rates
+//! written for a human.
+//!
+//! A rate needs two reads of a counter. A check takes its first read when it is built, so its
+//! first run (the agent primes every check as it starts) already has a value; a run that comes
+//! sooner than [`MIN_WINDOW`] after the previous read first waits out the rest, so no rate is
+//! taken over a few milliseconds of 10 ms clock ticks.
+
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+/// The shortest time a rate is measured over.
+pub const MIN_WINDOW: Duration = Duration::from_secs(1);
+
+/// The previous read of a check's counters and when it was taken.
+#[derive(Debug)]
+pub struct Previous<S> {
+    last: Mutex<Option<(S, Instant)>>,
+    /// [`MIN_WINDOW`]; tests shorten it.
+    pub min_window: Duration,
+}
+
+impl<S> Previous<S> {
+    /// Starts from `first` (the read taken when the check was built), if it succeeded.
+    pub fn new(first: Option<S>) -> Self {
+        Previous {
+            last: Mutex::new(first.map(|s| (s, Instant::now()))),
+            min_window: MIN_WINDOW,
+        }
+    }
+
+    /// Makes the previous read look `by` older (tests: a run "10 s" after the first read).
+    #[cfg(test)]
+    pub fn backdate(&self, by: Duration) {
+        if let Some((_, at)) = self.lock().as_mut() {
+            *at = at.checked_sub(by).expect("uptime exceeds the backdating");
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Option<(S, Instant)>> {
+        self.last.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Reads the counters again (taking a first read and waiting [`Self::min_window`] if there
+    /// is none yet), hands the previous and the new read to `rates` with the time between
+    /// them, and keeps the new read for the next run. A read that fails keeps the old one.
+    pub async fn next<R>(
+        &self,
+        read: impl Fn() -> Result<S, String>,
+        rates: impl FnOnce(&S, &S, Duration) -> R,
+    ) -> Result<R, String> {
+        let since = self.lock().as_ref().map(|(_, at)| at.elapsed());
+        let wait = match since {
+            Some(elapsed) => self.min_window.saturating_sub(elapsed),
+            None => {
+                let first = read()?;
+                *self.lock() = Some((first, Instant::now()));
+                self.min_window
+            }
+        };
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+        let current = read()?;
+        let now = Instant::now();
+        let mut last = self.lock();
+        let out = last
+            .as_ref()
+            .map(|(prev, at)| rates(prev, &current, now.saturating_duration_since(*at)));
+        *last = Some((current, now));
+        out.ok_or_else(|| "no previous read to compare with".to_string())
+    }
+}
+
+/// `count / seconds`, rounded to two decimals.
+pub fn per_second(count: u64, elapsed: Duration) -> f64 {
+    let secs = elapsed.as_secs_f64();
+    if secs <= 0.0 {
+        return 0.0;
+    }
+    round2(count as f64 / secs)
+}
+
+/// Rounds to two decimals, for the heartbeat's figures.
+pub fn round2(v: f64) -> f64 {
+    (v * 100.0).round() / 100.0
+}
+
+/// A byte rate for a summary: `512 B/s`, `1.5 KiB/s`, `12.0 MiB/s`, `1.1 GiB/s`.
+pub fn bytes_per_s(v: f64) -> String {
+    const UNITS: [&str; 4] = ["KiB/s", "MiB/s", "GiB/s", "TiB/s"];
+    if v < 1024.0 {
+        return format!("{v:.0} B/s");
+    }
+    let mut v = v / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.1} {}", UNITS[unit])
+}
+
+/// A name the kernel gave a device (network interface, block device) as the heartbeat may
+/// carry it: each character that could make it read as something else
+/// ([`vaultmesh_proto::text::deceptive`]: control, bidirectional, invisible) written as
+/// `\u{…}`, and cut to [`vaultmesh_proto::heartbeat::limits::DEVICE_NAME_MAX`] bytes, so a
+/// hostile name is shown for what it is instead of getting the heartbeat refused.
+pub fn device_name(raw: &str) -> String {
+    use vaultmesh_proto::heartbeat::limits::DEVICE_NAME_MAX;
+    let mut out = String::with_capacity(raw.len());
+    for c in raw.chars() {
+        let piece = if vaultmesh_proto::text::deceptive(c, &[]) {
+            format!("\\u{{{:x}}}", u32::from(c))
+        } else {
+            c.to_string()
+        };
+        if out.len() + piece.len() > DEVICE_NAME_MAX {
+            break;
+        }
+        out.push_str(&piece);
+    }
+    out
+}
+
+/// Which devices a check reports: `include` globs (if any, only the names matching one, and
+/// nothing else is skipped) and `exclude` globs (never).
+#[cfg(any(feature = "net", feature = "diskio"))]
+#[derive(Debug, Default)]
+pub struct NameFilter {
+    include: Vec<glob::Pattern>,
+    exclude: Vec<glob::Pattern>,
+}
+
+#[cfg(any(feature = "net", feature = "diskio"))]
+impl NameFilter {
+    /// Compiles the globs, naming the key of the first that is not one.
+    pub fn new(
+        include: &[String],
+        exclude: &[String],
+    ) -> Result<Self, vaultmesh_agent_core::registry::CheckConfigError> {
+        let compile = |key: &str, globs: &[String]| {
+            globs
+                .iter()
+                .map(|g| {
+                    glob::Pattern::new(g).map_err(|e| {
+                        vaultmesh_agent_core::registry::CheckConfigError::new(
+                            key,
+                            format!("{g:?} is not a glob: {e}"),
+                        )
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()
+        };
+        Ok(NameFilter {
+            include: compile("include", include)?,
+            exclude: compile("exclude", exclude)?,
+        })
+    }
+
+    /// Whether `include` was given.
+    pub fn has_include(&self) -> bool {
+        !self.include.is_empty()
+    }
+
+    /// Whether to report `name`: never if excluded; if `include` was given, exactly when it
+    /// matches; otherwise what `by_default` says (asked only then, as it may look at `/sys`).
+    pub fn wants(&self, name: &str, by_default: impl FnOnce() -> bool) -> bool {
+        if self.exclude.iter().any(|p| p.matches(name)) {
+            return false;
+        }
+        if self.has_include() {
+            return self.include.iter().any(|p| p.matches(name));
+        }
+        by_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostile_names_are_shown_escaped_and_bounded() {
+        assert_eq!(device_name("eth0"), "eth0");
+        assert_eq!(device_name("wlp2s0-café"), "wlp2s0-café");
+        assert_eq!(device_name("eth\u{202e}0"), "eth\\u{202e}0");
+        assert_eq!(device_name("a\u{1b}[2J"), "a\\u{1b}[2J");
+        assert_eq!(device_name("zero\u{200b}w"), "zero\\u{200b}w");
+        let long = device_name(&"x".repeat(100));
+        assert_eq!(long.len(), 64);
+        // Escapes are never cut in half.
+        let cut = device_name(&format!("{}\u{202e}", "y".repeat(60)));
+        assert_eq!(cut, "y".repeat(60));
+        for n in [device_name("\u{7}\u{2066}"), long, cut] {
+            assert_eq!(vaultmesh_proto::text::first_deceptive(&n, &[]), None);
+        }
+    }
+
+    #[test]
+    fn rates_for_humans() {
+        assert_eq!(bytes_per_s(0.0), "0 B/s");
+        assert_eq!(bytes_per_s(1023.0), "1023 B/s");
+        assert_eq!(bytes_per_s(1536.0), "1.5 KiB/s");
+        assert_eq!(bytes_per_s(12.0 * 1048576.0), "12.0 MiB/s");
+        assert_eq!(per_second(3, Duration::from_millis(1500)), 2.0);
+        assert_eq!(per_second(1, Duration::from_secs(3)), 0.33);
+        assert_eq!(per_second(5, Duration::ZERO), 0.0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_run_waits_out_the_window_and_keeps_the_new_read() {
+        let counter = std::sync::atomic::AtomicU64::new(10);
+        let read = || Ok(counter.fetch_add(5, std::sync::atomic::Ordering::SeqCst));
+        // No first read: the run takes one, waits the window, and reads again.
+        let p: Previous<u64> = Previous::new(None);
+        let (a, b, _) = p.next(read, |a, b, d| (*a, *b, d)).await.unwrap();
+        assert_eq!((a, b), (10, 15));
+        let (a, b, _) = p.next(read, |a, b, d| (*a, *b, d)).await.unwrap();
+        assert_eq!((a, b), (15, 20), "the new read is the next baseline");
+        // A failing read keeps the baseline.
+        assert!(p.next(|| Err("gone".into()), |_, _, _| ()).await.is_err());
+        let (a, _, _) = p.next(read, |a, b, d| (*a, *b, d)).await.unwrap();
+        assert_eq!(a, 20);
+    }
+
+    #[cfg(any(feature = "net", feature = "diskio"))]
+    #[test]
+    fn name_filters() {
+        let f = NameFilter::new(&[], &["docker*".into()]).unwrap();
+        assert!(f.wants("eth0", || true));
+        assert!(!f.wants("eth0", || false));
+        assert!(!f.wants("docker0", || true));
+        let f = NameFilter::new(&["lo".into(), "veth*".into()], &["veth9".into()]).unwrap();
+        assert!(f.wants("lo", || false), "include overrides the default");
+        assert!(f.wants("veth1", || false));
+        assert!(!f.wants("veth9", || true));
+        assert!(!f.wants("eth0", || true), "include lists every name wanted");
+        let e = NameFilter::new(&[], &["[eth".into()]).unwrap_err();
+        assert_eq!(e.key, "exclude");
+        assert!(e.reason.contains("\"[eth\" is not a glob"), "{}", e.reason);
+    }
+}
