@@ -20,6 +20,14 @@ pub mod limits {
     pub const DISKS_MAX: usize = 256;
     /// Longest check name or summary, in bytes.
     pub const TEXT_MAX: usize = 2048;
+    /// Most temperature sensors in one heartbeat (`metrics.temperatures`).
+    pub const TEMPERATURES_MAX: usize = 256;
+    /// Longest sensor (hwmon chip) name or sensor label, in bytes.
+    pub const SENSOR_TEXT_MAX: usize = 64;
+    /// Lowest and highest plausible temperature, in °C (absolute zero; far above any chip's limit).
+    pub const CELSIUS_RANGE: std::ops::RangeInclusive<f64> = -273.15..=1000.0;
+    /// Longest package manager name (`metrics.updates.manager`).
+    pub const MANAGER_MAX: usize = 16;
 }
 
 /// The profiles VaultMesh ships a policy for (`policies/<profile>.toml`) and the agent detects.
@@ -82,6 +90,12 @@ pub struct Metrics {
     pub swap_used_bytes: Option<u64>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub disks: Vec<DiskUsage>,
+    /// Temperature sensors (hwmon), from the `temperature` check; absent on a host without any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub temperatures: Vec<Temperature>,
+    /// Pending package updates and whether a reboot is due, from the `updates` check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updates: Option<Updates>,
 }
 
 impl Metrics {
@@ -171,6 +185,34 @@ impl DiskUsage {
     }
 }
 
+/// One temperature sensor: an hwmon chip's `tempN` input.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Temperature {
+    /// The hwmon chip's name (`/sys/class/hwmon/hwmonN/name`), e.g. `coretemp`.
+    pub sensor: String,
+    /// The input's label (`tempN_label`, e.g. `Package id 0`), or `tempN` without one.
+    pub label: String,
+    pub celsius: f64,
+    /// The sensor's own critical limit (`tempN_crit`), when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crit_celsius: Option<f64>,
+}
+
+/// Pending package updates on the node, as its package manager's local state says (no network).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Updates {
+    /// Installed packages for which a newer version is known.
+    pub pending: u32,
+    /// How many of `pending` come from a security source; absent where the distribution cannot
+    /// say (Arch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security: Option<u32>,
+    /// The node must reboot to run what is installed (a new kernel, libraries).
+    pub reboot_required: bool,
+    /// Which package manager's state was read: `apt` or `pacman` (or a newer agent's other one).
+    pub manager: String,
+}
+
 /// Pointer to the node's most recent sovereign scan.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LastScan {
@@ -250,6 +292,43 @@ impl NodeHeartbeat {
                 text("metrics.disks[].mount", &d.mount, limits::ROOT_MAX, true)?;
                 text("metrics.disks[].fs", &d.fs, limits::PROFILE_MAX, false)?;
             }
+            count(
+                "metrics.temperatures",
+                m.temperatures.len(),
+                limits::TEMPERATURES_MAX,
+            )?;
+            for t in &m.temperatures {
+                text(
+                    "metrics.temperatures[].sensor",
+                    &t.sensor,
+                    limits::SENSOR_TEXT_MAX,
+                    true,
+                )?;
+                text(
+                    "metrics.temperatures[].label",
+                    &t.label,
+                    limits::SENSOR_TEXT_MAX,
+                    true,
+                )?;
+                celsius("metrics.temperatures[].celsius", t.celsius)?;
+                if let Some(c) = t.crit_celsius {
+                    celsius("metrics.temperatures[].crit_celsius", c)?;
+                }
+            }
+            if let Some(u) = &m.updates {
+                text(
+                    "metrics.updates.manager",
+                    &u.manager,
+                    limits::MANAGER_MAX,
+                    true,
+                )?;
+                if u.security.is_some_and(|s| s > u.pending) {
+                    return Err(HeartbeatError::Inconsistent {
+                        field: "metrics.updates.security",
+                        reason: "exceeds metrics.updates.pending",
+                    });
+                }
+            }
         }
         Ok(())
     }
@@ -275,6 +354,16 @@ pub(crate) fn text(
         return Err(HeartbeatError::ControlChar {
             field,
             ch: format!("U+{:04X}", u32::from(c)),
+        });
+    }
+    Ok(())
+}
+
+fn celsius(field: &'static str, value: f64) -> Result<(), HeartbeatError> {
+    if !limits::CELSIUS_RANGE.contains(&value) {
+        return Err(HeartbeatError::Inconsistent {
+            field,
+            reason: "is outside -273.15..=1000 °C",
         });
     }
     Ok(())
@@ -391,6 +480,18 @@ mod tests {
                 inodes_total: Some(10),
                 inodes_used: Some(1),
             }],
+            temperatures: vec![Temperature {
+                sensor: "coretemp".into(),
+                label: "Package id 0".into(),
+                celsius: 54.0,
+                crit_celsius: Some(100.0),
+            }],
+            updates: Some(Updates {
+                pending: 3,
+                security: Some(1),
+                reboot_required: true,
+                manager: "apt".into(),
+            }),
         });
         hb.checks = vec![CheckResult::new("disk", CheckStatus::Crit, "/ is 91% full")];
         hb.last_scan = Some(LastScan {
@@ -438,6 +539,88 @@ mod tests {
                     .collect()
             },
             "checks holds 200 entries",
+        );
+    }
+
+    /// The `temperature` and `updates` fields (issue 27): an older heartbeat without them
+    /// parses, one with them round-trips in the documented shape, and validate() bounds them.
+    #[test]
+    fn temperatures_and_updates_round_trip_and_are_bounded() {
+        let old: NodeHeartbeat = serde_json::from_value(serde_json::json!({
+            "node_id": "550e8400-e29b-41d4-a716-446655440000", "hostname": "h",
+            "os_profile": "Generic", "cloudflare_ok": true, "services_ok": true,
+            "vaultmesh_root": "/", "timestamp": "2024-01-15T10:30:00Z",
+            "metrics": {"load": [0.1, 0.1, 0.1]},
+        }))
+        .unwrap();
+        let m = old.metrics.as_ref().unwrap();
+        assert!(m.temperatures.is_empty() && m.updates.is_none());
+        assert!(
+            !serde_json::to_string(&old).unwrap().contains("temperatures"),
+            "absent fields stay absent"
+        );
+
+        let wire = serde_json::json!({
+            "temperatures": [
+                {"sensor": "coretemp", "label": "Core 0", "celsius": 47.5, "crit_celsius": 100.0},
+                {"sensor": "nvme", "label": "temp1", "celsius": 38.0}
+            ],
+            "updates": {"pending": 4, "reboot_required": false, "manager": "pacman"}
+        });
+        let m: Metrics = serde_json::from_value(wire.clone()).unwrap();
+        assert_eq!(m.temperatures[1].crit_celsius, None);
+        assert_eq!(m.updates.as_ref().unwrap().security, None, "Arch cannot say");
+        assert_eq!(serde_json::to_value(&m).unwrap(), wire);
+
+        let check = |f: &dyn Fn(&mut Metrics), want: &str| {
+            let mut hb = old.clone();
+            let mut mm = m.clone();
+            f(&mut mm);
+            hb.metrics = Some(mm);
+            let err = hb.validate().unwrap_err().to_string();
+            assert!(err.contains(want), "{err:?} should mention {want:?}");
+        };
+        let mut ok = old.clone();
+        ok.metrics = Some(m.clone());
+        ok.validate().unwrap();
+        check(
+            &|m| m.temperatures[0].label = "Core\u{1b}[31m0".into(),
+            "metrics.temperatures[].label contains U+001B",
+        );
+        check(
+            &|m| m.temperatures[0].sensor = "c".repeat(65),
+            "metrics.temperatures[].sensor is 65 bytes; the limit is 64",
+        );
+        check(
+            &|m| m.temperatures[0].sensor = " ".into(),
+            "metrics.temperatures[].sensor must not be empty",
+        );
+        check(
+            &|m| m.temperatures[0].celsius = 5000.0,
+            "metrics.temperatures[].celsius is outside",
+        );
+        check(
+            &|m| m.temperatures[1].crit_celsius = Some(-300.0),
+            "metrics.temperatures[].crit_celsius is outside",
+        );
+        check(
+            &|m| {
+                let t = m.temperatures[0].clone();
+                m.temperatures = vec![t; limits::TEMPERATURES_MAX + 1];
+            },
+            "metrics.temperatures holds 257 entries; the limit is 256",
+        );
+        check(
+            &|m| m.updates.as_mut().unwrap().security = Some(5),
+            "metrics.updates.security exceeds metrics.updates.pending",
+        );
+        check(
+            &|m| m.updates.as_mut().unwrap().manager = "apt\u{202e}".into(),
+            "metrics.updates.manager contains U+202E",
+        );
+        check(
+            &|m| m.updates.as_mut().unwrap().manager = String::new(),
+            "metrics.updates.manager must not be empty",
         );
     }
 

@@ -40,6 +40,8 @@ pub use api::{
 };
 pub use check::{CheckResult, CheckStatus};
 pub use event::{EventEnvelope, NewEvent};
-pub use heartbeat::{DiskUsage, HeartbeatError, LastScan, Metrics, NodeHeartbeat, Services};
+pub use heartbeat::{
+    DiskUsage, HeartbeatError, LastScan, Metrics, NodeHeartbeat, Services, Temperature, Updates,
+};
 pub use scan::{Finding, Fingerprint, ScanReport};
 pub use severity::Severity;

@@ -696,6 +696,7 @@ pub fn heartbeat(
             swap_total_bytes: Some(0),
             swap_used_bytes: Some(0),
             disks,
+            ..Metrics::default()
         }),
         checks,
         last_scan,
