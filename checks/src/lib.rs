@@ -13,10 +13,13 @@
 //! | `memory` | RAM and swap in use                                |
 //! | `sovereign_scan` | security rules (plugins): listeners, sshd, modes, hashes, sysctls, set-uid |
 //! | `systemd`| units over D-Bus in their expected state           |
+//! | `temperature` | hwmon temperature sensors, against their own limits |
+//! | `updates` | pending (security) package updates and a due reboot, from apt's or pacman's local state |
 
 //!
 //! Each check is a cargo feature (all on by default), so a node owner can build an agent with
-//! only the checks they use: `cloudflared`, `disk`, `load`, `memory`, `sovereign`, `systemd`.
+//! only the checks they use: `cloudflared`, `disk`, `load`, `memory`, `sovereign`, `systemd`, `temperature`,
+//! `updates`.
 
 mod actions;
 #[cfg(feature = "cloudflared")]
@@ -32,7 +35,13 @@ pub mod procfs;
 pub mod sovereign;
 #[cfg(feature = "systemd")]
 pub mod systemd;
+#[cfg(feature = "temperature")]
+mod temperature;
 pub mod thresholds;
+#[cfg(any(feature = "temperature", feature = "updates"))]
+mod untrusted;
+#[cfg(feature = "updates")]
+pub mod updates;
 
 /// Names of the command actions this build registers, sorted.
 pub fn built_in_actions() -> Vec<&'static str> {
@@ -55,6 +64,8 @@ pub fn built_in() -> Vec<&'static str> {
         ("memory", cfg!(feature = "memory")),
         ("sovereign_scan", cfg!(feature = "sovereign")),
         ("systemd", cfg!(feature = "systemd")),
+        ("temperature", cfg!(feature = "temperature")),
+        ("updates", cfg!(feature = "updates")),
     ]
     .into_iter()
     .filter_map(|(name, on)| on.then_some(name))

@@ -556,7 +556,9 @@ mod tests {
         let m = old.metrics.as_ref().unwrap();
         assert!(m.temperatures.is_empty() && m.updates.is_none());
         assert!(
-            !serde_json::to_string(&old).unwrap().contains("temperatures"),
+            !serde_json::to_string(&old)
+                .unwrap()
+                .contains("temperatures"),
             "absent fields stay absent"
         );
 
@@ -569,7 +571,11 @@ mod tests {
         });
         let m: Metrics = serde_json::from_value(wire.clone()).unwrap();
         assert_eq!(m.temperatures[1].crit_celsius, None);
-        assert_eq!(m.updates.as_ref().unwrap().security, None, "Arch cannot say");
+        assert_eq!(
+            m.updates.as_ref().unwrap().security,
+            None,
+            "Arch cannot say"
+        );
         assert_eq!(serde_json::to_value(&m).unwrap(), wire);
 
         let check = |f: &dyn Fn(&mut Metrics), want: &str| {
