@@ -2,7 +2,7 @@
 //! downloaded lists offer, read as files (no `apt`, no network).
 //!
 //! - Installed: the stanzas of `/var/lib/dpkg/status` whose `Status` ends in `installed`.
-//! - Offered: every `/var/lib/apt/lists/*_Packages` (and `*_Packages.gz`); a package is pending
+//! - Offered: every `/var/lib/apt/lists/*_Packages` (and `.gz`, `.lz4`); a package is pending
 //!   when a list offers a higher version ([`super::version::deb_cmp`]) for the same name and
 //!   architecture. Lists of a suite whose `Release`/`InRelease` says `NotAutomatic: yes`
 //!   (backports, experimental) are skipped, as apt does not upgrade from them by default.
@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::io::BufRead;
 use std::path::Path;
 
-use super::{Budget, LINE_MAX, Scan, bounded_line, open_maybe_gz};
+use super::{Budget, LINE_MAX, Scan, bounded_line, open_list};
 use crate::updates::version::deb_cmp;
 
 /// What one list offers for an installed package.
@@ -159,8 +159,11 @@ pub(super) fn read(root: &Path, budget: &Budget) -> Result<Scan, String> {
     let mut offers: HashMap<(String, String), Offer> = HashMap::new();
     for name in names {
         budget.check()?;
-        if !(name.ends_with("_Packages") || name.ends_with("_Packages.gz")) {
-            // Acquire::GzipIndexes with lz4, xz or zstd: not read.
+        if !["_Packages", "_Packages.gz", "_Packages.lz4"]
+            .iter()
+            .any(|s| name.ends_with(s))
+        {
+            // Acquire::GzipIndexes with xz, bzip2 or zstd: not read.
             scan.skipped
                 .push(format!("{name}: compressed in a format not read"));
             continue;
@@ -169,15 +172,14 @@ pub(super) fn read(root: &Path, budget: &Budget) -> Result<Scan, String> {
             continue; // backports, experimental: apt does not upgrade from them by default
         }
         let security = is_security_list(&name);
-        let reader = match open_maybe_gz(&lists.join(&name)) {
+        let reader = match open_list(&lists.join(&name)) {
             Ok(r) => r,
             Err(e) => {
                 scan.skipped.push(format!("{name}: {e}"));
                 continue;
             }
         };
-        scan.sources += 1;
-        stanzas(reader, budget, &mut scan, |f| {
+        let read = stanzas(reader, budget, &mut scan, |f| {
             let (Some(pkg), Some(arch), Some(version)) = (f.package, f.architecture, f.version)
             else {
                 return false;
@@ -191,7 +193,13 @@ pub(super) fn read(root: &Path, budget: &Budget) -> Result<Scan, String> {
                 o.security |= security;
             }
             true
-        })?;
+        });
+        match read {
+            Ok(()) => scan.sources += 1,
+            Err(e) if e == Budget::EXCEEDED => return Err(e),
+            // A corrupt or truncated compressed list is that list's problem.
+            Err(e) => scan.skipped.push(format!("{name}: {e}")),
+        }
     }
     scan.installed = installed.len();
     scan.pending = offers.values().filter(|o| o.newer).count();

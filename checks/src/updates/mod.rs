@@ -111,15 +111,19 @@ fn bounded_line(r: &mut impl BufRead, buf: &mut Vec<u8>, max: usize) -> std::io:
     Ok(true)
 }
 
-/// Opens a list file, inflating it when its name ends in `.gz`, bounded to [`FILE_MAX`] bytes.
-fn open_maybe_gz(path: &Path) -> std::io::Result<Box<dyn BufRead>> {
+/// Opens a list file, decompressing it when its name ends in `.gz` or `.lz4`, bounded to
+/// [`FILE_MAX`] bytes.
+fn open_list(path: &Path) -> std::io::Result<Box<dyn BufRead>> {
     let f = std::fs::File::open(path)?;
-    Ok(if path.extension().is_some_and(|e| e == "gz") {
-        Box::new(std::io::BufReader::new(
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    Ok(match ext {
+        "gz" => Box::new(std::io::BufReader::new(
             flate2::read::GzDecoder::new(f).take(FILE_MAX),
-        ))
-    } else {
-        Box::new(std::io::BufReader::new(f.take(FILE_MAX)))
+        )),
+        "lz4" => Box::new(std::io::BufReader::new(
+            lz4_flex::frame::FrameDecoder::new(f).take(FILE_MAX),
+        )),
+        _ => Box::new(std::io::BufReader::new(f.take(FILE_MAX))),
     })
 }
 
@@ -226,6 +230,39 @@ impl UpdatesCheck {
             );
         };
         let c = &self.c;
+        let plural =
+            |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+        let reboot = if s.reboot_required {
+            "; reboot required"
+        } else {
+            ""
+        };
+        if s.sources == 0 {
+            // Nothing to compare with: the pending count is not known, so it is not sent.
+            let reboot_status = if s.reboot_required {
+                c.reboot_required.status()
+            } else {
+                CheckStatus::Ok
+            };
+            return if let Some(first) = s.skipped.first() {
+                let first = crate::untrusted::clean_name(first, 256).unwrap_or_default();
+                CheckOutcome::unknown(format!(
+                    "{}: no package list could be read ({} not read; {first}){reboot}",
+                    s.manager,
+                    plural(s.skipped.len(), "source", "sources"),
+                ))
+            } else {
+                CheckOutcome::new(
+                    reboot_status,
+                    format!(
+                        "{}: no package lists downloaded yet, pending updates unknown{reboot}",
+                        s.manager
+                    ),
+                )
+            }
+            .with_metric("installed", s.installed as f64)
+            .with_metric("sources", 0.0);
+        }
         let mut status = CheckStatus::Ok;
         let sec = s.security.unwrap_or(0);
         if reached(sec, c.security_crit) || reached(s.pending, c.pending_crit) {
@@ -236,8 +273,6 @@ impl UpdatesCheck {
         if s.reboot_required {
             status = status.worst(c.reboot_required.status());
         }
-        let plural =
-            |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
         let mut summary = format!(
             "{}: {}",
             s.manager,
