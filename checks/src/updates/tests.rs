@@ -358,12 +358,8 @@ async fn without_readable_lists_pending_is_not_claimed() {
         "x",
     )
     .unwrap();
-    std::fs::write(dir.path().join("var/run/reboot-required").to_owned(), "").unwrap_or_else(
-        |_| {
-            std::fs::create_dir_all(dir.path().join("var/run")).unwrap();
-            std::fs::write(dir.path().join("var/run/reboot-required"), "").unwrap();
-        },
-    );
+    std::fs::create_dir_all(dir.path().join("var/run")).unwrap();
+    std::fs::write(dir.path().join("var/run/reboot-required"), "").unwrap();
     let out = run(dir.path().into(), "").await;
     assert_eq!(out.status, CheckStatus::Unknown);
     assert_eq!(
