@@ -630,6 +630,38 @@ mod tests {
         );
     }
 
+    /// The heartbeat example of docs/API.md and the metrics example of docs/PROTOCOL.md parse
+    /// and pass validate().
+    #[test]
+    fn the_documented_examples_parse_and_validate() {
+        let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs");
+        let block_after = |file: &str, marker: &str| -> String {
+            let text = std::fs::read_to_string(docs.join(file)).unwrap();
+            let from = text
+                .find(marker)
+                .unwrap_or_else(|| panic!("{marker} in {file}"));
+            let rest = &text[from..];
+            let start = rest.find("```json\n").unwrap() + "```json\n".len();
+            let end = rest[start..].find("```").unwrap();
+            rest[start..start + end].to_string()
+        };
+        let hb: NodeHeartbeat =
+            serde_json::from_str(&block_after("API.md", "### `POST /api/agent/heartbeat`"))
+                .unwrap();
+        hb.validate().unwrap();
+        let m = hb.metrics.unwrap();
+        assert_eq!(m.temperatures.len(), 1);
+        assert_eq!(m.updates.unwrap().security, Some(3));
+
+        let snippet = block_after("PROTOCOL.md", "**Temperatures and updates (issue 27).**");
+        let wrapped: serde_json::Value = serde_json::from_str(&format!("{{{snippet}}}")).unwrap();
+        let m: Metrics = serde_json::from_value(wrapped["metrics"].clone()).unwrap();
+        assert_eq!(m.temperatures[2].crit_celsius, None);
+        let mut hb: NodeHeartbeat = serde_json::from_str(SEED_EXAMPLE).unwrap();
+        hb.metrics = Some(m);
+        hb.validate().unwrap();
+    }
+
     #[test]
     fn zero_sized_disk_has_no_percentage() {
         let d = DiskUsage {

@@ -99,7 +99,7 @@ pub fn set_line(text: &str, key: &str, value: &str) -> String {
 }
 
 /// Attention rules the test machine itself may trip, whatever the config: its real load,
-/// memory and disks.
+/// memory and disks, its sensors and its pending updates.
 pub fn is_about_this_machine(rule: &str) -> bool {
     matches!(
         rule,
@@ -109,6 +109,9 @@ pub fn is_about_this_machine(rule: &str) -> bool {
             | "check.load"
             | "check.memory"
             | "check.disk"
+            // Pending updates and sensors are the test machine's own too (issue 27).
+            | "check.temperature"
+            | "check.updates"
     )
 }
 
