@@ -74,6 +74,13 @@ async fn a_typical_heartbeat_carries_each_measurement_once() {
     ] {
         assert_eq!(occurrences(&json, key), 1, "{key} in {json}");
     }
+    // The issue-27 fields, when this machine has what they measure (sensors, apt or pacman).
+    for (key, present) in [
+        ("\"temperatures\":", !m.temperatures.is_empty()),
+        ("\"updates\":", m.updates.is_some()),
+    ] {
+        assert_eq!(occurrences(&json, key), usize::from(present), "{key} in {json}");
+    }
     for d in &m.disks {
         let mount = format!("\"mount\":{}", serde_json::to_string(&d.mount).unwrap());
         assert_eq!(occurrences(&json, &mount), 1, "{mount} in {json}");
