@@ -165,6 +165,8 @@ impl Contribution {
             cpu,
             net,
             diskio,
+            temperatures,
+            updates,
         } = metrics;
         let m = heartbeat.metrics.get_or_insert_with(Metrics::default);
         set(&mut m.load, load);
@@ -183,6 +185,10 @@ impl Contribution {
         if !diskio.is_empty() {
             m.diskio = diskio;
         }
+        if !temperatures.is_empty() {
+            m.temperatures = temperatures;
+        }
+        set(&mut m.updates, updates);
     }
 }
 
@@ -280,7 +286,32 @@ pub(crate) mod tests {
         .apply(&mut hb);
         Contribution::services_ok(false).apply(&mut hb);
         Contribution::cloudflare_ok(true).apply(&mut hb);
+        Contribution::metrics(Metrics {
+            temperatures: vec![vaultmesh_proto::Temperature {
+                sensor: "coretemp".into(),
+                label: "Core 0".into(),
+                celsius: 50.0,
+                crit_celsius: None,
+            }],
+            ..Metrics::default()
+        })
+        .apply(&mut hb);
+        Contribution::metrics(Metrics {
+            updates: Some(vaultmesh_proto::Updates {
+                pending: 2,
+                security: None,
+                reboot_required: true,
+                manager: "pacman".into(),
+            }),
+            ..Metrics::default()
+        })
+        .apply(&mut hb);
         let m = hb.metrics.as_ref().unwrap();
+        assert_eq!(
+            (m.temperatures.len(), m.updates.as_ref().map(|u| u.pending)),
+            (1, Some(2)),
+            "temperatures and updates land in their fields, each kept by the other"
+        );
         assert_eq!(
             (m.load, m.cpu_count, m.mem_used_pct(), m.swap_total_bytes),
             (Some([0.5, 0.25, 0.125]), Some(2), Some(25.0), Some(0)),

@@ -16,11 +16,13 @@
 //! | `net`    | traffic, errors and drops per physical interface   |
 //! | `sovereign_scan` | security rules (plugins): listeners, sshd, modes, hashes, sysctls, set-uid |
 //! | `systemd`| units over D-Bus in their expected state           |
+//! | `temperature` | hwmon temperature sensors, against their own limits |
+//! | `updates` | pending (security) package updates and a due reboot, from apt's or pacman's local state |
 
 //!
 //! Each check is a cargo feature (all on by default), so a node owner can build an agent with
 //! only the checks they use: `cloudflared`, `cpu`, `disk`, `diskio`, `load`, `memory`, `net`,
-//! `sovereign`, `systemd`.
+//! `sovereign`, `systemd`, `temperature`, `updates`.
 
 mod actions;
 #[cfg(feature = "cloudflared")]
@@ -44,7 +46,13 @@ pub mod procfs;
 pub mod sovereign;
 #[cfg(feature = "systemd")]
 pub mod systemd;
+#[cfg(feature = "temperature")]
+mod temperature;
 pub mod thresholds;
+#[cfg(any(feature = "temperature", feature = "updates"))]
+mod untrusted;
+#[cfg(feature = "updates")]
+pub mod updates;
 
 /// Names of the command actions this build registers, sorted.
 pub fn built_in_actions() -> Vec<&'static str> {
@@ -70,6 +78,8 @@ pub fn built_in() -> Vec<&'static str> {
         ("net", cfg!(feature = "net")),
         ("sovereign_scan", cfg!(feature = "sovereign")),
         ("systemd", cfg!(feature = "systemd")),
+        ("temperature", cfg!(feature = "temperature")),
+        ("updates", cfg!(feature = "updates")),
     ]
     .into_iter()
     .filter_map(|(name, on)| on.then_some(name))

@@ -91,7 +91,10 @@ fn escape_into(out: &mut String, v: &str) {
 pub fn label_name(key: &str) -> String {
     let mut s = String::with_capacity(6 + key.len());
     s.push_str("label_");
-    s.extend(key.chars().map(|c| if c == '-' || c == '.' { '_' } else { c }));
+    s.extend(
+        key.chars()
+            .map(|c| if c == '-' || c == '.' { '_' } else { c }),
+    );
     s
 }
 
@@ -428,14 +431,15 @@ mod tests {
             format!("vaultmesh_node_load{{{base},window=\"5m\"}} 0.25"),
             format!("vaultmesh_node_filesystem_used_bytes{{{base},mount=\"/\",fs=\"ext4\"}} 91"),
             format!("vaultmesh_node_check_status{{{base},check=\"disk\"}} 2"),
-            format!(
-                "vaultmesh_node_info{{{base},display_name=\"\",agent_version=\"0.1.0\"}} 1"
-            ),
+            format!("vaultmesh_node_info{{{base},display_name=\"\",agent_version=\"0.1.0\"}} 1"),
             "# TYPE vaultmesh_node_heartbeats_total counter".to_string(),
         ] {
             assert!(t.contains(&line), "{line}\nnot in\n{t}");
         }
-        assert!(!t.contains("vaultmesh_node_swap_used_bytes"), "absent measurements write no family");
+        assert!(
+            !t.contains("vaultmesh_node_swap_used_bytes"),
+            "absent measurements write no family"
+        );
     }
 
     #[test]
@@ -444,7 +448,10 @@ mod tests {
         a.0.display_name = Some("say \"hi\" \\ there\nnow".into());
         let b = node("b", &[]);
         let t = text(&[a, b]);
-        assert!(t.contains("display_name=\"say \\\"hi\\\" \\\\ there\\nnow\""), "{t}");
+        assert!(
+            t.contains("display_name=\"say \\\"hi\\\" \\\\ there\\nnow\""),
+            "{t}"
+        );
         assert_eq!(t.matches("# TYPE vaultmesh_node_info gauge").count(), 1);
         // A family's samples are together: after its TYPE line, until the next HELP.
         let info: Vec<&str> = t

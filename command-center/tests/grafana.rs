@@ -11,7 +11,10 @@ use serde_json::{Value, json};
 use vaultmesh_testkit::{CommandCenter, heartbeat_json};
 
 fn dashboard() -> Value {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/grafana-dashboard.json");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/grafana-dashboard.json"
+    );
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
@@ -71,7 +74,11 @@ fn every_dashboard_query_names_an_exported_metric_and_is_valid_promql() {
     assert_eq!(d["uid"], "vaultmesh-fleet");
     let mut all = Vec::new();
     exprs(&d["panels"], &mut all);
-    assert!(all.len() >= 25, "the dashboard has its panels: {}", all.len());
+    assert!(
+        all.len() >= 25,
+        "the dashboard has its panels: {}",
+        all.len()
+    );
 
     let cc = CommandCenter::start();
     let node = "6a1f0000-0000-4000-8000-000000000001";
@@ -132,7 +139,9 @@ fn every_dashboard_query_names_an_exported_metric_and_is_valid_promql() {
         .args(["check", "rules"])
         .arg(&rules)
         .output()
-        .expect("promtool is missing: sudo apt-get install -y prometheus (scripts/test installs it)");
+        .expect(
+            "promtool is missing: sudo apt-get install -y prometheus (scripts/test installs it)",
+        );
     assert!(
         out.status.success(),
         "promtool check rules:\n{}{}",
@@ -144,7 +153,9 @@ fn every_dashboard_query_names_an_exported_metric_and_is_valid_promql() {
 #[test]
 fn metric_names_are_found_in_expressions() {
     assert_eq!(
-        metric_names("topk(10, vaultmesh_node_load{window=\"5m\"} / on(node_id) group_left vaultmesh_node_cpus)"),
+        metric_names(
+            "topk(10, vaultmesh_node_load{window=\"5m\"} / on(node_id) group_left vaultmesh_node_cpus)"
+        ),
         ["vaultmesh_node_load", "vaultmesh_node_cpus"]
     );
 }

@@ -232,6 +232,9 @@ fn every_node_has_its_series_promtool_accepts_a_thousand_and_a_decommissioned_no
     assert_eq!(r.status, 200, "{}", r.body);
     let m = scrape(&cc);
     promtool_accepts(&m);
-    assert!(!m.contains(one.as_str()), "no series of the decommissioned node");
+    assert!(
+        !m.contains(one.as_str()),
+        "no series of the decommissioned node"
+    );
     assert_eq!(samples(&m, "vaultmesh_node_info").len(), NODES - 1);
 }

@@ -16,6 +16,8 @@ const EXPECTED_CHECKS: &[&str] = &[
     "net",
     "sovereign_scan",
     "systemd",
+    "temperature",
+    "updates",
 ];
 
 fn agent() -> NodeAgent {
@@ -87,6 +89,10 @@ fn checks_list_shows_names_and_descriptions() {
         "per physical network interface",
         "diskio",
         "IOPS and busy % per block device",
+        "temperature",
+        "hwmon temperature sensors",
+        "updates",
+        "Pending (security) updates",
     ] {
         assert!(s.contains(needle), "{needle:?} missing from:\n{s}");
     }
@@ -181,7 +187,7 @@ fn unknown_check_is_a_usage_error() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert_eq!(
         stderr(&out).trim(),
-        "error: no check named \"nope\"; registered checks are: cloudflared, cpu, disk, diskio, load, memory, net, sovereign_scan, systemd"
+        "error: no check named \"nope\"; registered checks are: cloudflared, cpu, disk, diskio, load, memory, net, sovereign_scan, systemd, temperature, updates"
     );
 }
 
@@ -226,7 +232,7 @@ fn bad_config_exits_2_with_one_line_naming_file_key_and_reason() {
         ),
         (
             "[checks.dsik]\n",
-            "checks.dsik: no such check; did you mean \"disk\"?; registered checks are: cloudflared, cpu, disk, diskio, load, memory, net, sovereign_scan, systemd",
+            "checks.dsik: no such check; did you mean \"disk\"?; registered checks are: cloudflared, cpu, disk, diskio, load, memory, net, sovereign_scan, systemd, temperature, updates",
         ),
         (
             "[checks.load]\nwindow = \"7m\"\n",

@@ -29,6 +29,14 @@ pub mod limits {
     /// Largest accepted rate (bytes, packets or operations per second): 1 PB/s, far above any
     /// link or disk, so a rate beyond it is a broken counter, not traffic.
     pub const RATE_MAX: f64 = 1e15;
+    /// Most temperature sensors in one heartbeat (`metrics.temperatures`).
+    pub const TEMPERATURES_MAX: usize = 256;
+    /// Longest sensor (hwmon chip) name or sensor label, in bytes.
+    pub const SENSOR_TEXT_MAX: usize = 64;
+    /// Lowest and highest plausible temperature, in °C (absolute zero; far above any chip's limit).
+    pub const CELSIUS_RANGE: std::ops::RangeInclusive<f64> = -273.15..=1000.0;
+    /// Longest package manager name (`metrics.updates.manager`).
+    pub const MANAGER_MAX: usize = 16;
 }
 
 /// The profiles VaultMesh ships a policy for (`policies/<profile>.toml`) and the agent detects.
@@ -100,6 +108,12 @@ pub struct Metrics {
     /// I/O per block device over the `diskio` check's interval.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub diskio: Vec<DiskIo>,
+    /// Temperature sensors (hwmon), from the `temperature` check; absent on a host without any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub temperatures: Vec<Temperature>,
+    /// Pending package updates and whether a reboot is due, from the `updates` check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updates: Option<Updates>,
 }
 
 impl Metrics {
@@ -231,6 +245,34 @@ pub struct DiskIo {
     pub busy_pct: f64,
 }
 
+/// One temperature sensor: an hwmon chip's `tempN` input.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Temperature {
+    /// The hwmon chip's name (`/sys/class/hwmon/hwmonN/name`), e.g. `coretemp`.
+    pub sensor: String,
+    /// The input's label (`tempN_label`, e.g. `Package id 0`), or `tempN` without one.
+    pub label: String,
+    pub celsius: f64,
+    /// The sensor's own critical limit (`tempN_crit`), when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crit_celsius: Option<f64>,
+}
+
+/// Pending package updates on the node, as its package manager's local state says (no network).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Updates {
+    /// Installed packages for which a newer version is known.
+    pub pending: u32,
+    /// How many of `pending` come from a security source; absent where the distribution cannot
+    /// say (Arch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security: Option<u32>,
+    /// The node must reboot to run what is installed (a new kernel, libraries).
+    pub reboot_required: bool,
+    /// Which package manager's state was read: `apt` or `pacman` (or a newer agent's other one).
+    pub manager: String,
+}
+
 /// Pointer to the node's most recent sovereign scan.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LastScan {
@@ -358,6 +400,43 @@ impl NodeHeartbeat {
                 }
                 pct("metrics.diskio[].busy_pct", d.busy_pct)?;
             }
+            count(
+                "metrics.temperatures",
+                m.temperatures.len(),
+                limits::TEMPERATURES_MAX,
+            )?;
+            for t in &m.temperatures {
+                text(
+                    "metrics.temperatures[].sensor",
+                    &t.sensor,
+                    limits::SENSOR_TEXT_MAX,
+                    true,
+                )?;
+                text(
+                    "metrics.temperatures[].label",
+                    &t.label,
+                    limits::SENSOR_TEXT_MAX,
+                    true,
+                )?;
+                celsius("metrics.temperatures[].celsius", t.celsius)?;
+                if let Some(c) = t.crit_celsius {
+                    celsius("metrics.temperatures[].crit_celsius", c)?;
+                }
+            }
+            if let Some(u) = &m.updates {
+                text(
+                    "metrics.updates.manager",
+                    &u.manager,
+                    limits::MANAGER_MAX,
+                    true,
+                )?;
+                if u.security.is_some_and(|s| s > u.pending) {
+                    return Err(HeartbeatError::Inconsistent {
+                        field: "metrics.updates.security",
+                        reason: "exceeds metrics.updates.pending",
+                    });
+                }
+            }
         }
         Ok(())
     }
@@ -407,6 +486,16 @@ pub(crate) fn text(
         return Err(HeartbeatError::ControlChar {
             field,
             ch: format!("U+{:04X}", u32::from(c)),
+        });
+    }
+    Ok(())
+}
+
+fn celsius(field: &'static str, value: f64) -> Result<(), HeartbeatError> {
+    if !limits::CELSIUS_RANGE.contains(&value) {
+        return Err(HeartbeatError::Inconsistent {
+            field,
+            reason: "is outside -273.15..=1000 °C",
         });
     }
     Ok(())
@@ -712,5 +801,121 @@ mod tests {
         };
         assert_eq!(d.used_pct(), None);
         assert_eq!(d.inodes_used_pct(), None);
+    }
+
+    #[test]
+    fn temperatures_and_updates_round_trip_and_are_bounded() {
+        let old: NodeHeartbeat = serde_json::from_value(serde_json::json!({
+            "node_id": "550e8400-e29b-41d4-a716-446655440000", "hostname": "h",
+            "os_profile": "Generic", "cloudflare_ok": true, "services_ok": true,
+            "vaultmesh_root": "/", "timestamp": "2024-01-15T10:30:00Z",
+            "metrics": {"load": [0.1, 0.1, 0.1]},
+        }))
+        .unwrap();
+        let m = old.metrics.as_ref().unwrap();
+        assert!(m.temperatures.is_empty() && m.updates.is_none());
+        assert!(
+            !serde_json::to_string(&old)
+                .unwrap()
+                .contains("temperatures"),
+            "absent fields stay absent"
+        );
+
+        let wire = serde_json::json!({
+            "temperatures": [
+                {"sensor": "coretemp", "label": "Core 0", "celsius": 47.5, "crit_celsius": 100.0},
+                {"sensor": "nvme", "label": "temp1", "celsius": 38.0}
+            ],
+            "updates": {"pending": 4, "reboot_required": false, "manager": "pacman"}
+        });
+        let m: Metrics = serde_json::from_value(wire.clone()).unwrap();
+        assert_eq!(m.temperatures[1].crit_celsius, None);
+        assert_eq!(
+            m.updates.as_ref().unwrap().security,
+            None,
+            "Arch cannot say"
+        );
+        assert_eq!(serde_json::to_value(&m).unwrap(), wire);
+
+        let check = |f: &dyn Fn(&mut Metrics), want: &str| {
+            let mut hb = old.clone();
+            let mut mm = m.clone();
+            f(&mut mm);
+            hb.metrics = Some(mm);
+            let err = hb.validate().unwrap_err().to_string();
+            assert!(err.contains(want), "{err:?} should mention {want:?}");
+        };
+        let mut ok = old.clone();
+        ok.metrics = Some(m.clone());
+        ok.validate().unwrap();
+        check(
+            &|m| m.temperatures[0].label = "Core\u{1b}[31m0".into(),
+            "metrics.temperatures[].label contains U+001B",
+        );
+        check(
+            &|m| m.temperatures[0].sensor = "c".repeat(65),
+            "metrics.temperatures[].sensor is 65 bytes; the limit is 64",
+        );
+        check(
+            &|m| m.temperatures[0].sensor = " ".into(),
+            "metrics.temperatures[].sensor must not be empty",
+        );
+        check(
+            &|m| m.temperatures[0].celsius = 5000.0,
+            "metrics.temperatures[].celsius is outside",
+        );
+        check(
+            &|m| m.temperatures[1].crit_celsius = Some(-300.0),
+            "metrics.temperatures[].crit_celsius is outside",
+        );
+        check(
+            &|m| {
+                let t = m.temperatures[0].clone();
+                m.temperatures = vec![t; limits::TEMPERATURES_MAX + 1];
+            },
+            "metrics.temperatures holds 257 entries; the limit is 256",
+        );
+        check(
+            &|m| m.updates.as_mut().unwrap().security = Some(5),
+            "metrics.updates.security exceeds metrics.updates.pending",
+        );
+        check(
+            &|m| m.updates.as_mut().unwrap().manager = "apt\u{202e}".into(),
+            "metrics.updates.manager contains U+202E",
+        );
+        check(
+            &|m| m.updates.as_mut().unwrap().manager = String::new(),
+            "metrics.updates.manager must not be empty",
+        );
+    }
+
+    #[test]
+    fn the_documented_examples_parse_and_validate() {
+        let docs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs");
+        let block_after = |file: &str, marker: &str| -> String {
+            let text = std::fs::read_to_string(docs.join(file)).unwrap();
+            let from = text
+                .find(marker)
+                .unwrap_or_else(|| panic!("{marker} in {file}"));
+            let rest = &text[from..];
+            let start = rest.find("```json\n").unwrap() + "```json\n".len();
+            let end = rest[start..].find("```").unwrap();
+            rest[start..start + end].to_string()
+        };
+        let hb: NodeHeartbeat =
+            serde_json::from_str(&block_after("API.md", "### `POST /api/agent/heartbeat`"))
+                .unwrap();
+        hb.validate().unwrap();
+        let m = hb.metrics.unwrap();
+        assert_eq!(m.temperatures.len(), 1);
+        assert_eq!(m.updates.unwrap().security, Some(3));
+
+        let snippet = block_after("PROTOCOL.md", "**Temperatures and updates (issue 27).**");
+        let wrapped: serde_json::Value = serde_json::from_str(&format!("{{{snippet}}}")).unwrap();
+        let m: Metrics = serde_json::from_value(wrapped["metrics"].clone()).unwrap();
+        assert_eq!(m.temperatures[2].crit_celsius, None);
+        let mut hb: NodeHeartbeat = serde_json::from_str(SEED_EXAMPLE).unwrap();
+        hb.metrics = Some(m);
+        hb.validate().unwrap();
     }
 }

@@ -42,7 +42,7 @@ pub use check::{CheckResult, CheckStatus};
 pub use event::{EventEnvelope, NewEvent};
 pub use heartbeat::{
     CpuUsage, DiskIo, DiskUsage, HeartbeatError, LastScan, Metrics, NetRates, NodeHeartbeat,
-    Services,
+    Services, Temperature, Updates,
 };
 pub use scan::{Finding, Fingerprint, ScanReport};
 pub use severity::Severity;

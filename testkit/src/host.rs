@@ -99,7 +99,7 @@ pub fn set_line(text: &str, key: &str, value: &str) -> String {
 }
 
 /// Attention rules the test machine itself may trip, whatever the config: its real load,
-/// memory, disks, CPU time, network errors and disk I/O.
+/// memory, disks, CPU time, network errors and disk I/O, its sensors and its pending updates.
 pub fn is_about_this_machine(rule: &str) -> bool {
     matches!(
         rule,
@@ -112,6 +112,9 @@ pub fn is_about_this_machine(rule: &str) -> bool {
             | "check.cpu"
             | "check.net"
             | "check.diskio"
+            // Pending updates and sensors are the test machine's own too (issue 27).
+            | "check.temperature"
+            | "check.updates"
     )
 }
 

@@ -16,7 +16,11 @@ use vaultmesh_bench::{arg_or, cpu_time};
 const GOAL_MS: f64 = 50.0;
 
 /// Scrapes `url` `n` times; (median ms, p99 ms, bytes, series) of the last scrape.
-fn scrape(http: &reqwest::blocking::Client, url: &str, n: usize) -> anyhow::Result<(f64, f64, usize, usize)> {
+fn scrape(
+    http: &reqwest::blocking::Client,
+    url: &str,
+    n: usize,
+) -> anyhow::Result<(f64, f64, usize, usize)> {
     let mut times = Vec::with_capacity(n);
     let mut last = String::new();
     for _ in 0..n.max(1) {

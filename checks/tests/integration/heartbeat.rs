@@ -83,12 +83,26 @@ async fn a_typical_heartbeat_carries_each_measurement_once() {
         assert!(occurrences(&json, key) <= 1, "{key} in {json}");
     }
     for n in &m.net {
-        let name = format!("\"interface\":{}", serde_json::to_string(&n.interface).unwrap());
+        let name = format!(
+            "\"interface\":{}",
+            serde_json::to_string(&n.interface).unwrap()
+        );
         assert_eq!(occurrences(&json, &name), 1, "{name} in {json}");
     }
     for d in &m.diskio {
         let name = format!("\"device\":{}", serde_json::to_string(&d.device).unwrap());
         assert_eq!(occurrences(&json, &name), 1, "{name} in {json}");
+    }
+    // The issue-27 fields, when this machine has what they measure (sensors, apt or pacman).
+    for (key, present) in [
+        ("\"temperatures\":", !m.temperatures.is_empty()),
+        ("\"updates\":", m.updates.is_some()),
+    ] {
+        assert_eq!(
+            occurrences(&json, key),
+            usize::from(present),
+            "{key} in {json}"
+        );
     }
     for d in &m.disks {
         let mount = format!("\"mount\":{}", serde_json::to_string(&d.mount).unwrap());

@@ -292,14 +292,20 @@ pub fn agent_skew(
     {
         return Some((
             format!("Agent {} < {}", fit(agent, 12), fit(&min.to_string(), 12)),
-            format!("agent {v} is older than the minimum {min} this node's policy sets (attention.min_agent_version)"),
+            format!(
+                "agent {v} is older than the minimum {min} this node's policy sets (attention.min_agent_version)"
+            ),
         ));
     }
     let behind = if v.major == cc.major {
         cc.minor.saturating_sub(v.minor)
     } else if v.major < cc.major {
         // Before x.0 comes any (x-1).y; anything older is two releases or more.
-        if cc.minor == 0 && v.major + 1 == cc.major { 1 } else { 2 + cc.minor }
+        if cc.minor == 0 && v.major + 1 == cc.major {
+            1
+        } else {
+            2 + cc.minor
+        }
     } else {
         0
     };
