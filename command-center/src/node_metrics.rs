@@ -239,6 +239,81 @@ pub fn render(nodes: &[NodeState], now: DateTime<Utc>, out: &mut Vec<u8>) {
         "gauge",
         "Inodes used on a mounted filesystem.",
     );
+    let mut cpu = Family::new(
+        "vaultmesh_node_cpu_busy_percent",
+        "gauge",
+        "CPU time over the cpu check's interval, % of all CPUs, by mode (busy = user + system + steal).",
+    );
+    let mut rx = Family::new(
+        "vaultmesh_node_network_receive_bytes_per_second",
+        "gauge",
+        "Bytes received per second over the net check's interval.",
+    );
+    let mut tx = Family::new(
+        "vaultmesh_node_network_transmit_bytes_per_second",
+        "gauge",
+        "Bytes sent per second over the net check's interval.",
+    );
+    let mut net_errors = Family::new(
+        "vaultmesh_node_network_errors_per_second",
+        "gauge",
+        "Errors per second, by interface and direction.",
+    );
+    let mut net_drops = Family::new(
+        "vaultmesh_node_network_drops_per_second",
+        "gauge",
+        "Dropped packets per second, by interface and direction.",
+    );
+    let mut disk_read = Family::new(
+        "vaultmesh_node_disk_read_bytes_per_second",
+        "gauge",
+        "Bytes read per second over the diskio check's interval.",
+    );
+    let mut disk_write = Family::new(
+        "vaultmesh_node_disk_write_bytes_per_second",
+        "gauge",
+        "Bytes written per second over the diskio check's interval.",
+    );
+    let mut disk_reads = Family::new(
+        "vaultmesh_node_disk_reads_per_second",
+        "gauge",
+        "Reads completed per second.",
+    );
+    let mut disk_writes = Family::new(
+        "vaultmesh_node_disk_writes_per_second",
+        "gauge",
+        "Writes completed per second.",
+    );
+    let mut disk_busy = Family::new(
+        "vaultmesh_node_disk_busy_percent",
+        "gauge",
+        "Share of the interval the device had I/O in flight, %.",
+    );
+    let mut temp = Family::new(
+        "vaultmesh_node_temperature_celsius",
+        "gauge",
+        "A hwmon sensor's temperature.",
+    );
+    let mut temp_crit = Family::new(
+        "vaultmesh_node_temperature_crit_celsius",
+        "gauge",
+        "A hwmon sensor's own critical limit, when it has one.",
+    );
+    let mut updates = Family::new(
+        "vaultmesh_node_updates_pending",
+        "gauge",
+        "Installed packages with a newer version known to the package manager.",
+    );
+    let mut security = Family::new(
+        "vaultmesh_node_updates_security",
+        "gauge",
+        "Pending updates from a security source (absent where the distribution cannot say).",
+    );
+    let mut reboot = Family::new(
+        "vaultmesh_node_reboot_required",
+        "gauge",
+        "1 when the node says a reboot is due.",
+    );
     let mut checks = Family::new(
         "vaultmesh_node_check_status",
         "gauge",
@@ -309,6 +384,53 @@ pub fn render(nodes: &[NodeState], now: DateTime<Utc>, out: &mut Vec<u8>) {
                     family.sample(&base, &[], f(v));
                 }
             }
+            if let Some(c) = &m.cpu {
+                for (mode, v) in [
+                    ("busy", c.busy_pct),
+                    ("user", c.user_pct),
+                    ("system", c.system_pct),
+                    ("iowait", c.iowait_pct),
+                    ("steal", c.steal_pct),
+                ] {
+                    cpu.sample(&base, &[("mode", mode)], v);
+                }
+            }
+            for n in &m.net {
+                let at = [("interface", n.interface.as_str())];
+                rx.sample(&base, &at, n.rx_bytes_per_s);
+                tx.sample(&base, &at, n.tx_bytes_per_s);
+                for (dir, e, d) in [
+                    ("receive", n.rx_errors_per_s, n.rx_drops_per_s),
+                    ("transmit", n.tx_errors_per_s, n.tx_drops_per_s),
+                ] {
+                    let at = [("interface", n.interface.as_str()), ("direction", dir)];
+                    net_errors.sample(&base, &at, e);
+                    net_drops.sample(&base, &at, d);
+                }
+            }
+            for d in &m.diskio {
+                let at = [("device", d.device.as_str())];
+                disk_read.sample(&base, &at, d.read_bytes_per_s);
+                disk_write.sample(&base, &at, d.write_bytes_per_s);
+                disk_reads.sample(&base, &at, d.read_iops);
+                disk_writes.sample(&base, &at, d.write_iops);
+                disk_busy.sample(&base, &at, d.busy_pct);
+            }
+            for t in &m.temperatures {
+                let at = [("sensor", t.sensor.as_str()), ("label", t.label.as_str())];
+                temp.sample(&base, &at, t.celsius);
+                if let Some(crit) = t.crit_celsius {
+                    temp_crit.sample(&base, &at, crit);
+                }
+            }
+            if let Some(u) = &m.updates {
+                let at = [("manager", u.manager.as_str())];
+                updates.sample(&base, &at, f64::from(u.pending));
+                if let Some(s) = u.security {
+                    security.sample(&base, &at, f64::from(s));
+                }
+                reboot.sample(&base, &[], flag(u.reboot_required));
+            }
             for d in &m.disks {
                 let at = [("mount", d.mount.as_str()), ("fs", d.fs.as_str())];
                 fs_size.sample(&base, &at, f(d.total_bytes));
@@ -352,6 +474,21 @@ pub fn render(nodes: &[NodeState], now: DateTime<Utc>, out: &mut Vec<u8>) {
         &fs_used,
         &inodes_total,
         &inodes_used,
+        &cpu,
+        &rx,
+        &tx,
+        &net_errors,
+        &net_drops,
+        &disk_read,
+        &disk_write,
+        &disk_reads,
+        &disk_writes,
+        &disk_busy,
+        &temp,
+        &temp_crit,
+        &updates,
+        &security,
+        &reboot,
         &checks,
         &findings,
         &chain,
@@ -381,6 +518,21 @@ pub const FAMILIES: &[&str] = &[
     "vaultmesh_node_filesystem_used_bytes",
     "vaultmesh_node_filesystem_inodes",
     "vaultmesh_node_filesystem_inodes_used",
+    "vaultmesh_node_cpu_busy_percent",
+    "vaultmesh_node_network_receive_bytes_per_second",
+    "vaultmesh_node_network_transmit_bytes_per_second",
+    "vaultmesh_node_network_errors_per_second",
+    "vaultmesh_node_network_drops_per_second",
+    "vaultmesh_node_disk_read_bytes_per_second",
+    "vaultmesh_node_disk_write_bytes_per_second",
+    "vaultmesh_node_disk_reads_per_second",
+    "vaultmesh_node_disk_writes_per_second",
+    "vaultmesh_node_disk_busy_percent",
+    "vaultmesh_node_temperature_celsius",
+    "vaultmesh_node_temperature_crit_celsius",
+    "vaultmesh_node_updates_pending",
+    "vaultmesh_node_updates_security",
+    "vaultmesh_node_reboot_required",
     "vaultmesh_node_check_status",
     "vaultmesh_node_scan_findings",
     "vaultmesh_node_receipt_chain_ok",

@@ -1519,3 +1519,69 @@ fn the_node_list_groups_by_profile_and_label_without_script_and_live_with_it() {
     b.screenshot(&artifacts_dir().join("console-grouped.png"), false);
     no_errors(&mut b);
 }
+
+/// Issue 27: the node panel charts CPU, network, disk I/O and the hottest sensor from the
+/// heartbeats' new measurements, each on an axis in its unit.
+#[test]
+fn the_node_panel_charts_cpu_network_disk_io_and_temperature() {
+    let cc = CommandCenter::start();
+    for (i, busy) in [20.0, 35.0, 50.0].into_iter().enumerate() {
+        let mut hb = heartbeat_json(A, "vault-rates", i as u64 + 1);
+        hb["timestamp"] = json!(chrono::Utc::now());
+        let m = &mut hb["metrics"];
+        m["cpu"] = json!({"busy_pct": busy, "user_pct": busy - 10.0, "system_pct": 8.0,
+                          "iowait_pct": 3.0, "steal_pct": 2.0});
+        m["net"] = json!([
+            {"interface": "eth0", "rx_bytes_per_s": 1_500_000.0, "tx_bytes_per_s": 250_000.0,
+             "rx_errors_per_s": 0.0, "tx_errors_per_s": 0.0, "rx_drops_per_s": 0.0, "tx_drops_per_s": 0.0},
+            {"interface": "eth1", "rx_bytes_per_s": 500_000.0, "tx_bytes_per_s": 0.0,
+             "rx_errors_per_s": 0.0, "tx_errors_per_s": 0.0, "rx_drops_per_s": 0.0, "tx_drops_per_s": 0.0}]);
+        m["diskio"] = json!([{"device": "vda", "read_bytes_per_s": 4096.0, "write_bytes_per_s": 2_000_000.0,
+                              "read_iops": 1.0, "write_iops": 40.0, "busy_pct": 12.0}]);
+        m["temperatures"] = json!([
+            {"sensor": "coretemp", "label": "Core 0", "celsius": 61.0, "crit_celsius": 100.0},
+            {"sensor": "nvme", "label": "Composite", "celsius": 44.0}]);
+        let r = cc.post_json("/api/agent/heartbeat", &hb);
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    let mut b = Browser::launch(1280, 1600);
+    b.navigate(&format!("{}/console?node={A}&range=1h", cc.url));
+    wait(
+        &mut b,
+        "!!document.querySelector('#node [data-chart=temperature] svg')",
+        "the node panel with its charts",
+    );
+    let charts: Vec<(String, String, String)> = serde_json::from_value(b.eval(
+        "[...document.querySelectorAll('#node [data-chart]')].map(c => [c.dataset.chart, c.querySelector('svg title').textContent, [...c.querySelectorAll('.axis.y text:not(.unit)')].map(t => t.textContent).pop()])",
+    ))
+    .unwrap();
+    let names: Vec<&str> = charts.iter().map(|c| c.0.as_str()).collect();
+    assert_eq!(
+        names,
+        ["cpu", "network", "diskio", "temperature"],
+        "{charts:?}"
+    );
+    assert_eq!(charts[0].1, "CPU time, the last hour");
+    assert_eq!(charts[0].2, "100%", "CPU on a percent axis");
+    // Both interfaces summed: 2 MB/s received at the top of a bytes-per-second axis.
+    assert!(charts[1].2.ends_with("MB/s"), "{charts:?}");
+    assert!(charts[2].2.ends_with("MB/s"), "{charts:?}");
+    assert_eq!(charts[3].2, "100°C", "{charts:?}");
+    let lines: Vec<String> = serde_json::from_value(b.eval(
+        "[...document.querySelectorAll('#node [data-chart] path.line')].map(p => p.getAttribute('class'))",
+    ))
+    .unwrap();
+    for class in [
+        "line cpu",
+        "line iowait",
+        "line steal",
+        "line rx",
+        "line tx",
+        "line read",
+        "line write",
+        "line temp",
+    ] {
+        assert!(lines.iter().any(|l| l == class), "{class} in {lines:?}");
+    }
+    no_errors(&mut b);
+}

@@ -139,18 +139,67 @@ pub enum Unit {
     Percent,
     /// A count (checks in a status).
     Count,
+    /// Bytes per second.
+    #[serde(rename = "bytes_per_s")]
+    BytesPerSec,
+    /// Degrees Celsius.
+    Celsius,
 }
 
 /// The metric name of a filesystem's used %: `disk_used_pct:<mount>`.
 pub const DISK_PREFIX: &str = "disk_used_pct:";
 
 /// The fixed metrics, their units, and what they are (a disk's is [`DISK_PREFIX`] + mount).
-pub const METRICS: [(&str, Unit, &str); 9] = [
+/// Network, disk I/O and temperature are kept for the node as a whole (summed over its
+/// interfaces and devices, the busiest device, the hottest sensor), so a node's history has a
+/// bounded number of series however many devices it has; `/metrics` has them one by one.
+pub const METRICS: [(&str, Unit, &str); 18] = [
     ("load1", Unit::Load, "load average over 1 minute"),
     ("load5", Unit::Load, "load average over 5 minutes"),
     ("load15", Unit::Load, "load average over 15 minutes"),
     ("mem_used_pct", Unit::Percent, "memory in use"),
     ("swap_used_pct", Unit::Percent, "swap in use"),
+    (
+        "cpu_busy_pct",
+        Unit::Percent,
+        "CPU time busy (user, system, steal)",
+    ),
+    (
+        "cpu_iowait_pct",
+        Unit::Percent,
+        "CPU time idle waiting for I/O",
+    ),
+    (
+        "cpu_steal_pct",
+        Unit::Percent,
+        "CPU time the hypervisor took",
+    ),
+    (
+        "net_rx_bytes_per_s",
+        Unit::BytesPerSec,
+        "received, all interfaces the net check watches",
+    ),
+    (
+        "net_tx_bytes_per_s",
+        Unit::BytesPerSec,
+        "sent, all interfaces the net check watches",
+    ),
+    (
+        "diskio_read_bytes_per_s",
+        Unit::BytesPerSec,
+        "read, all devices the diskio check watches",
+    ),
+    (
+        "diskio_write_bytes_per_s",
+        Unit::BytesPerSec,
+        "written, all devices the diskio check watches",
+    ),
+    (
+        "diskio_busy_pct",
+        Unit::Percent,
+        "the busiest device's time with I/O in flight",
+    ),
+    ("temp_max_celsius", Unit::Celsius, "the hottest sensor"),
     ("checks_ok", Unit::Count, "checks reporting ok"),
     ("checks_warn", Unit::Count, "checks reporting warn"),
     ("checks_crit", Unit::Count, "checks reporting crit"),
@@ -171,7 +220,7 @@ pub fn unit_of(metric: &str) -> Option<Unit> {
 /// Every metric a heartbeat measures, by name, in [`METRICS`] order then disks in the order
 /// reported. What the history keeps of one heartbeat.
 pub fn measure(metrics: Option<&Metrics>, statuses: &[CheckStatus]) -> Vec<Sample> {
-    let mut out = Vec::with_capacity(12);
+    let mut out = Vec::with_capacity(20);
     if let Some(m) = metrics {
         if let Some(load) = m.load {
             for (name, v) in ["load1", "load5", "load15"].into_iter().zip(load) {
@@ -183,6 +232,34 @@ pub fn measure(metrics: Option<&Metrics>, statuses: &[CheckStatus]) -> Vec<Sampl
         }
         if let Some(pct) = m.swap_used_pct() {
             out.push((Cow::Borrowed("swap_used_pct"), pct));
+        }
+        if let Some(c) = &m.cpu {
+            out.push((Cow::Borrowed("cpu_busy_pct"), c.busy_pct));
+            out.push((Cow::Borrowed("cpu_iowait_pct"), c.iowait_pct));
+            out.push((Cow::Borrowed("cpu_steal_pct"), c.steal_pct));
+        }
+        if !m.net.is_empty() {
+            let rx = m.net.iter().map(|n| n.rx_bytes_per_s).sum();
+            let tx = m.net.iter().map(|n| n.tx_bytes_per_s).sum();
+            out.push((Cow::Borrowed("net_rx_bytes_per_s"), rx));
+            out.push((Cow::Borrowed("net_tx_bytes_per_s"), tx));
+        }
+        if !m.diskio.is_empty() {
+            let read = m.diskio.iter().map(|d| d.read_bytes_per_s).sum();
+            let write = m.diskio.iter().map(|d| d.write_bytes_per_s).sum();
+            let busy = m.diskio.iter().map(|d| d.busy_pct).fold(0.0, f64::max);
+            out.push((Cow::Borrowed("diskio_read_bytes_per_s"), read));
+            out.push((Cow::Borrowed("diskio_write_bytes_per_s"), write));
+            out.push((Cow::Borrowed("diskio_busy_pct"), busy));
+        }
+        if let Some(t) = m
+            .temperatures
+            .iter()
+            .map(|t| t.celsius)
+            .filter(|c| c.is_finite())
+            .reduce(f64::max)
+        {
+            out.push((Cow::Borrowed("temp_max_celsius"), t));
         }
     }
     if !statuses.is_empty() {
@@ -284,6 +361,49 @@ mod tests {
             assert_eq!(i64::from(width) % i64::from(range.tier().secs().max(1)), 0);
             assert_eq!(Range::from_name(range.name()), Some(range));
         }
+    }
+
+    #[test]
+    fn cpu_network_disk_io_and_temperature_are_kept_for_the_node_as_a_whole() {
+        let m: Metrics = serde_json::from_value(serde_json::json!({
+            "cpu": {"busy_pct": 40.0, "user_pct": 30.0, "system_pct": 8.0, "iowait_pct": 5.0, "steal_pct": 2.0},
+            "net": [{"interface": "eth0", "rx_bytes_per_s": 100.0, "tx_bytes_per_s": 10.0,
+                     "rx_errors_per_s": 0.0, "tx_errors_per_s": 0.0, "rx_drops_per_s": 0.0, "tx_drops_per_s": 0.0},
+                    {"interface": "eth1", "rx_bytes_per_s": 50.0, "tx_bytes_per_s": 5.0,
+                     "rx_errors_per_s": 0.0, "tx_errors_per_s": 0.0, "rx_drops_per_s": 0.0, "tx_drops_per_s": 0.0}],
+            "diskio": [{"device": "sda", "read_bytes_per_s": 1.0, "write_bytes_per_s": 2.0,
+                        "read_iops": 0.0, "write_iops": 0.0, "busy_pct": 7.0},
+                       {"device": "sdb", "read_bytes_per_s": 3.0, "write_bytes_per_s": 4.0,
+                        "read_iops": 0.0, "write_iops": 0.0, "busy_pct": 30.0}],
+            "temperatures": [{"sensor": "coretemp", "label": "Core 0", "celsius": 61.0},
+                             {"sensor": "nvme", "label": "Composite", "celsius": 44.0}]
+        }))
+        .unwrap();
+        let got: Vec<(String, f64)> = measure(Some(&m), &[])
+            .into_iter()
+            .map(|(n, v)| (n.into_owned(), v))
+            .collect();
+        let want = [
+            ("cpu_busy_pct", 40.0),
+            ("cpu_iowait_pct", 5.0),
+            ("cpu_steal_pct", 2.0),
+            ("net_rx_bytes_per_s", 150.0),
+            ("net_tx_bytes_per_s", 15.0),
+            ("diskio_read_bytes_per_s", 4.0),
+            ("diskio_write_bytes_per_s", 6.0),
+            ("diskio_busy_pct", 30.0),
+            ("temp_max_celsius", 61.0),
+        ];
+        assert_eq!(
+            got,
+            want.map(|(n, v)| (n.to_string(), v)),
+            "summed over interfaces and devices, the busiest device, the hottest sensor"
+        );
+        for (name, _) in &got {
+            assert!(unit_of(name).is_some(), "{name}");
+        }
+        assert_eq!(unit_of("net_rx_bytes_per_s"), Some(Unit::BytesPerSec));
+        assert_eq!(unit_of("temp_max_celsius"), Some(Unit::Celsius));
     }
 
     #[test]

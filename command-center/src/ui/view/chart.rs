@@ -99,8 +99,9 @@ fn extremes(points: &[Point]) -> Option<(f64, f64)> {
 /// load 1, one check).
 pub fn value_scale(unit: Unit, highest: f64) -> (f64, f64) {
     let floor = match unit {
-        Unit::Percent => 100.0,
+        Unit::Percent | Unit::Celsius => 100.0,
         Unit::Load | Unit::Count => 1.0,
+        Unit::BytesPerSec => 1000.0,
     };
     let m = if highest.is_finite() {
         highest.max(floor)
@@ -130,10 +131,30 @@ fn tick_label(v: f64, step: f64, unit: Unit) -> String {
     } else {
         2
     };
+    if unit == Unit::BytesPerSec {
+        return bytes_per_s(v);
+    }
     let n = format!("{v:.decimals$}");
     match unit {
         Unit::Percent => format!("{n}%"),
-        Unit::Load | Unit::Count => n,
+        Unit::Celsius => format!("{n}°C"),
+        Unit::Load | Unit::Count | Unit::BytesPerSec => n,
+    }
+}
+
+/// A rate in decimal units, as few digits as read well: `0`, `950 B/s`, `1.5 kB/s`, `12 MB/s`.
+pub fn bytes_per_s(v: f64) -> String {
+    if v <= 0.0 || !v.is_finite() {
+        return "0".into();
+    }
+    let (scaled, unit) = [(1e12, "TB/s"), (1e9, "GB/s"), (1e6, "MB/s"), (1e3, "kB/s")]
+        .into_iter()
+        .find(|(k, _)| v >= *k)
+        .map_or((v, "B/s"), |(k, u)| (v / k, u));
+    if scaled >= 10.0 || (scaled - scaled.round()).abs() < 0.05 {
+        format!("{scaled:.0} {unit}")
+    } else {
+        format!("{scaled:.1} {unit}")
     }
 }
 
@@ -143,6 +164,8 @@ fn value(v: f64, unit: Unit) -> String {
         Unit::Percent => format!("{v:.1}%"),
         Unit::Load => format!("{v:.2}"),
         Unit::Count => format!("{v:.1}").trim_end_matches(".0").to_string(),
+        Unit::BytesPerSec => bytes_per_s(v),
+        Unit::Celsius => format!("{v:.1}°C"),
     }
 }
 
@@ -152,6 +175,8 @@ fn unit_name(unit: Unit) -> &'static str {
         Unit::Load => "load",
         Unit::Percent => "% used",
         Unit::Count => "checks",
+        Unit::BytesPerSec => "bytes/s",
+        Unit::Celsius => "°C",
     }
 }
 

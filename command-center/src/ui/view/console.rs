@@ -392,6 +392,45 @@ fn charts(h: &NodeHistory, cpus: Option<u32>) -> Markup {
         lines: not_ok,
         reference: None,
     };
+    let lines = |set: &[(&'static str, &str, &'static str)]| -> Vec<Line<'_>> {
+        set.iter()
+            .filter_map(|(metric, label, class)| line(metric, label, class))
+            .collect()
+    };
+    let cpu = Chart {
+        title: "CPU time".into(),
+        unit: Unit::Percent,
+        lines: lines(&[
+            ("cpu_busy_pct", "busy", "cpu"),
+            ("cpu_iowait_pct", "iowait", "iowait"),
+            ("cpu_steal_pct", "steal", "steal"),
+        ]),
+        reference: None,
+    };
+    let network = Chart {
+        title: "Network traffic".into(),
+        unit: Unit::BytesPerSec,
+        lines: lines(&[
+            ("net_rx_bytes_per_s", "received", "rx"),
+            ("net_tx_bytes_per_s", "sent", "tx"),
+        ]),
+        reference: None,
+    };
+    let diskio = Chart {
+        title: "Disk I/O".into(),
+        unit: Unit::BytesPerSec,
+        lines: lines(&[
+            ("diskio_read_bytes_per_s", "read", "read"),
+            ("diskio_write_bytes_per_s", "written", "write"),
+        ]),
+        reference: None,
+    };
+    let temperature = Chart {
+        title: "Hottest sensor".into(),
+        unit: Unit::Celsius,
+        lines: lines(&[("temp_max_celsius", "hottest sensor", "temp")]),
+        reference: None,
+    };
     let disks: Vec<(&str, &[Point])> = h
         .series
         .iter()
@@ -400,8 +439,24 @@ fn charts(h: &NodeHistory, cpus: Option<u32>) -> Markup {
     html! {
         h4 { "Load" }
         (chart(&frame, &load))
+        @if !cpu.lines.is_empty() {
+            h4 { "CPU" }
+            div data-chart="cpu" { (chart(&frame, &cpu)) }
+        }
         h4 { "Memory" }
         (chart(&frame, &memory))
+        @if !network.lines.is_empty() {
+            h4 { "Network" }
+            div data-chart="network" { (chart(&frame, &network)) }
+        }
+        @if !diskio.lines.is_empty() {
+            h4 { "Disk I/O" }
+            div data-chart="diskio" { (chart(&frame, &diskio)) }
+        }
+        @if !temperature.lines.is_empty() {
+            h4 { "Temperature" }
+            div data-chart="temperature" { (chart(&frame, &temperature)) }
+        }
         @for (mount, points) in &disks {
             h4 { "Disk " code { (mount) } }
             div class="disk-chart" data-mount=(mount) {
