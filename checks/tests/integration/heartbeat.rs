@@ -79,7 +79,11 @@ async fn a_typical_heartbeat_carries_each_measurement_once() {
         ("\"temperatures\":", !m.temperatures.is_empty()),
         ("\"updates\":", m.updates.is_some()),
     ] {
-        assert_eq!(occurrences(&json, key), usize::from(present), "{key} in {json}");
+        assert_eq!(
+            occurrences(&json, key),
+            usize::from(present),
+            "{key} in {json}"
+        );
     }
     for d in &m.disks {
         let mount = format!("\"mount\":{}", serde_json::to_string(&d.mount).unwrap());
