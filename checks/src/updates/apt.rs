@@ -75,8 +75,10 @@ fn stanzas(
         if lines.is_multiple_of(4096) {
             budget.check()?;
         }
-        let line = String::from_utf8_lossy(&buf);
-        let line = line.trim_end_matches(['\n', '\r']);
+        let mut line: &[u8] = &buf;
+        while let [rest @ .., b'\n' | b'\r'] = line {
+            line = rest;
+        }
         if line.is_empty() {
             if any && !each(std::mem::take(&mut cur)) {
                 scan.malformed += 1;
@@ -88,18 +90,21 @@ fn stanzas(
             continue;
         }
         any = true;
-        if line.starts_with([' ', '\t']) {
+        if line.starts_with(b" ") || line.starts_with(b"\t") {
             continue; // a continuation line (Description, Conffiles, ...)
         }
-        if let Some((k, v)) = line.split_once(':') {
-            let v = Some(v.trim().to_string());
-            match k {
-                "Package" => cur.package = v,
-                "Architecture" => cur.architecture = v,
-                "Version" => cur.version = v,
-                "Status" => cur.status = v,
-                _ => {}
-            }
+        // Only the four fields the check needs are decoded; every other line is skipped as bytes.
+        let field = |name: &[u8]| {
+            line.strip_prefix(name)
+                .and_then(|r| r.strip_prefix(b":"))
+                .map(|v| String::from_utf8_lossy(v).trim().to_string())
+        };
+        match line.first() {
+            Some(b'P') => cur.package = field(b"Package").or(cur.package.take()),
+            Some(b'A') => cur.architecture = field(b"Architecture").or(cur.architecture.take()),
+            Some(b'V') => cur.version = field(b"Version").or(cur.version.take()),
+            Some(b'S') => cur.status = field(b"Status").or(cur.status.take()),
+            _ => {}
         }
         if !more {
             if !each(std::mem::take(&mut cur)) {
