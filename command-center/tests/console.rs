@@ -915,9 +915,12 @@ fn an_admin_silences_acks_resolves_and_commands_from_the_console_and_sees_the_re
     b.eval(&format!(
         "document.querySelector('#node-list li[data-node-id=\"{node}\"] a').click()"
     ));
+    // (The panel shown until then, beta's, offers commands too: wait for the agent's.)
     wait(
         &mut b,
-        "!!document.querySelector('#node form[data-action=\"agent.ping\"]')",
+        &format!(
+            "document.getElementById('node').dataset.nodeId === '{node}' && !!document.querySelector('#node form[data-action=\"agent.ping\"]')"
+        ),
         "the node panel offers its commands",
     );
     let offered = b.eval(
@@ -935,11 +938,18 @@ fn an_admin_silences_acks_resolves_and_commands_from_the_console_and_sees_the_re
     assert_eq!(refused, json!(""), "the command was taken");
     // The agent may still be backing off from a long-poll it opened before it had enrolled:
     // give its next poll the time it may take on a loaded machine.
-    b.wait_for(
+    if b.wait_for(
         "!!document.querySelector('#node .ev-command .cmd-status[data-status=\"ok\"]')",
         Duration::from_secs(60),
     )
-    .expect("the receipt arrives, live");
+    .is_none()
+    {
+        panic!(
+            "the receipt arrives, live; the commands: {:#}\nthe timeline: {}",
+            cc.get_json(&format!("/api/commands?node_id={node}")),
+            b.eval("document.querySelector('#node .timeline').outerHTML")
+        );
+    }
     let outcome = b.eval("document.querySelector('#node .ev-command .outcome').textContent");
     assert!(outcome.as_str().unwrap().starts_with("pong"), "{outcome}");
     // A command with an argument: the field's value is signed into the command, and the
