@@ -830,6 +830,55 @@ fn an_admin_silences_acks_resolves_and_commands_from_the_console_and_sees_the_re
         &format!("!document.querySelector('{tunnel}').classList.contains('suppressed')"),
         "the silence ended, the reason is back",
     );
+    // The node panel's picker: the node's current reasons by their labels; the tunnel, until
+    // it clears.
+    let picker = "#node form:has(select[name=rule])";
+    wait(
+        &mut b,
+        &format!(
+            "[...document.querySelectorAll('{picker} select[name=rule] option')].some((o) => o.value === 'tunnel' && o.textContent === 'Tunnel down')"
+        ),
+        "the picker offers the tunnel reason by its label",
+    );
+    assert_eq!(
+        b.eval(&format!(
+            "[...document.querySelectorAll('{picker} select[name=duration] option')].pop().textContent"
+        )),
+        json!("until resolved")
+    );
+    submit(
+        &mut b,
+        picker,
+        &[("rule", "tunnel"), ("duration", "resolved")],
+    );
+    wait(
+        &mut b,
+        &format!(
+            "document.querySelector('{tunnel}').classList.contains('suppressed') && document.querySelector('{tunnel}').textContent.includes('until resolved')"
+        ),
+        "held back until resolved, live",
+    );
+    let silences = cc.get_json("/api/events?kind=silence");
+    let s = &silences.as_array().unwrap()[0];
+    assert_eq!(s["body"]["rule"], "tunnel", "{s}");
+    assert_eq!(s["body"]["until_resolved"], true, "{s}");
+    assert_eq!(s["author"], "console");
+    wait(
+        &mut b,
+        "[...document.querySelectorAll('#node [data-silence-id]')].some((d) => d.textContent.includes('until resolved'))",
+        "the node panel lists it until resolved",
+    );
+    // The tunnel comes back: the silence ends by itself.
+    for _ in 0..2 {
+        heartbeat(&cc, B, "beta", true);
+    }
+    wait(
+        &mut b,
+        &format!(
+            "!document.querySelector('{tunnel}') && !document.querySelector('#node [data-silence-id]')"
+        ),
+        "the reason cleared and its silence ended",
+    );
 
     // An incident on the agent's node: acknowledge it, then resolve it, from the panel.
     let r = cc.post_json(
@@ -866,9 +915,12 @@ fn an_admin_silences_acks_resolves_and_commands_from_the_console_and_sees_the_re
     b.eval(&format!(
         "document.querySelector('#node-list li[data-node-id=\"{node}\"] a').click()"
     ));
+    // (The panel shown until then, beta's, offers commands too: wait for the agent's.)
     wait(
         &mut b,
-        "!!document.querySelector('#node form[data-action=\"agent.ping\"]')",
+        &format!(
+            "document.getElementById('node').dataset.nodeId === '{node}' && !!document.querySelector('#node form[data-action=\"agent.ping\"]')"
+        ),
         "the node panel offers its commands",
     );
     let offered = b.eval(
@@ -886,13 +938,52 @@ fn an_admin_silences_acks_resolves_and_commands_from_the_console_and_sees_the_re
     assert_eq!(refused, json!(""), "the command was taken");
     // The agent may still be backing off from a long-poll it opened before it had enrolled:
     // give its next poll the time it may take on a loaded machine.
-    b.wait_for(
+    if b.wait_for(
         "!!document.querySelector('#node .ev-command .cmd-status[data-status=\"ok\"]')",
         Duration::from_secs(60),
     )
-    .expect("the receipt arrives, live");
+    .is_none()
+    {
+        panic!(
+            "the receipt arrives, live; the commands: {:#}\nthe timeline: {}",
+            cc.get_json(&format!("/api/commands?node_id={node}")),
+            b.eval("document.querySelector('#node .timeline').outerHTML")
+        );
+    }
     let outcome = b.eval("document.querySelector('#node .ev-command .outcome').textContent");
     assert!(outcome.as_str().unwrap().starts_with("pong"), "{outcome}");
+    // A command with an argument: the field's value is signed into the command, and the
+    // receipt (the agent's own allow list refuses it, signed) arrives live.
+    b.eval(
+        "document.querySelector('#node form[data-action=\"service.status\"] input[name=\"arg.unit\"]').value = 'sshd.service'",
+    );
+    submit(&mut b, "#node form[data-action=\"service.status\"]", &[]);
+    b.wait_for(
+        "[...document.querySelectorAll('#node .ev-command')].some((li) => li.textContent.includes('service.status') && li.querySelector('.cmd-status[data-status=rejected]'))",
+        Duration::from_secs(60),
+    )
+    .expect("the service.status receipt arrives, live");
+    let outcome = b.eval(
+        "[...document.querySelectorAll('#node .ev-command')].find((li) => li.textContent.includes('service.status')).querySelector('.outcome').textContent",
+    );
+    assert!(
+        outcome.as_str().unwrap().contains("allow list"),
+        "{outcome}"
+    );
+    let issued = cc.get_json(&format!("/api/commands?node_id={node}&limit=100"));
+    let status = issued
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["command"]["action"] == "service.status")
+        .unwrap_or_else(|| panic!("{issued:#}"));
+    assert_eq!(
+        status["command"]["args"],
+        json!({"unit": "sshd.service"}),
+        "{status:#}"
+    );
+    assert_eq!(status["command"]["issued_by"], "console", "{status:#}");
+    assert_eq!(status["status"], "rejected", "{status:#}");
     assert_eq!(b.eval("window.__marker"), json!(42), "no reload");
     no_errors(&mut b);
 
@@ -1583,5 +1674,266 @@ fn the_node_panel_charts_cpu_network_disk_io_and_temperature() {
     ] {
         assert!(lines.iter().any(|l| l == class), "{class} in {lines:?}");
     }
+    no_errors(&mut b);
+}
+
+/// A heartbeat of `node` under the `Test` profile with its services down, and the systemd
+/// check's raw summary as the reason's detail.
+fn failing_heartbeat(cc: &CommandCenter, node: &str, host: &str, seq: u64) {
+    let mut hb = heartbeat_json(node, host, seq);
+    hb["timestamp"] = json!(chrono::Utc::now().to_rfc3339());
+    hb["os_profile"] = json!("Test");
+    hb["services_ok"] = json!(false);
+    hb["checks"] = json!([{"name": "systemd", "status": "crit", "summary": UNIT_FAILED,
+        "observed_at": chrono::Utc::now().to_rfc3339(), "duration_ms": 1}]);
+    let r = cc.post_json("/api/agent/heartbeat", &hb);
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
+/// The raw error a reason's detail holds, never its label.
+const UNIT_FAILED: &str = "nginx.service failed (failed): Main process exited, code=exited, status=1/FAILURE; 5 restarts in 60s";
+
+/// What `css`'s element looks like: its opacity and filter, computed.
+fn look(b: &mut Browser, css: &str) -> Value {
+    b.eval(&format!(
+        "(() => {{ const e = document.querySelector({}); if (!e) return null; \
+         const s = getComputedStyle(e); return s.opacity + ' ' + s.filter; }})()",
+        json!(css)
+    ))
+}
+
+/// Issue 25: a node dead for minutes led with its last heartbeat's "services are down…", and
+/// its tiles showed load and memory as if live. Now a node that goes silent leads with its
+/// staleness (before a worse reason its last heartbeat raised) in the list, the attention panel
+/// and the overview, its tiles are greyed "as of" then, live, and the overview greys its last
+/// values. A reason's raw detail is shown on demand (the chip's title, the attention panel's
+/// `<details>`), and a detail an admin opened stays open when the panel is refetched live.
+#[test]
+fn a_silent_node_leads_with_stale_greys_its_last_values_and_an_opened_detail_stays_open() {
+    let policies = tempfile::tempdir().unwrap();
+    std::fs::write(
+        policies.path().join("Test.toml"),
+        "[attention]\nstale_after = \"6s\"\ncritical_after = \"1h\"\n",
+    )
+    .unwrap();
+    let cc = CommandCenter::start_with(&[
+        "--policy-dir",
+        policies.path().to_str().unwrap(),
+        "--attention-tick",
+        "200ms",
+    ]);
+    let mut b = Browser::launch(1280, 900);
+    failing_heartbeat(&cc, A, "alpha", 1);
+    b.navigate(&format!("{}/console?node={A}", cc.url));
+    wait(
+        &mut b,
+        "document.getElementById('stream-state').textContent === 'live'",
+        "the stream connects",
+    );
+    b.eval("window.__marker = 42");
+    let row = format!("#node-list li[data-node-id=\"{A}\"]");
+    let section = format!("#attention section[data-node-id=\"{A}\"]");
+    // Fresh: the services reason alone, the tiles are live.
+    wait(
+        &mut b,
+        &format!(
+            "[...document.querySelectorAll('{section} li[data-rule]')].map((li) => li.dataset.rule).join(' ') === 'services'"
+        ),
+        "fresh: only what the heartbeat said",
+    );
+    assert_eq!(
+        b.eval("!!document.querySelector('#node .tiles.stale, #node [data-as-of]')"),
+        json!(false),
+        "a fresh node's tiles are not greyed"
+    );
+    assert_eq!(look(&mut b, "#node .tiles .tile"), json!("1 none"));
+
+    // Silent: `stale` comes first everywhere though `services` is worse (CRIT), live.
+    wait(
+        &mut b,
+        "!!document.querySelector('#node .tiles.stale') && !!document.querySelector('#node [data-as-of]')",
+        "the tiles are greyed once the node is stale, without a reload",
+    );
+    assert_eq!(b.eval("window.__marker"), json!(42), "no reload");
+    assert!(
+        b.eval("document.querySelector('#node [data-as-of]').textContent")
+            .as_str()
+            .unwrap()
+            .starts_with("No heartbeat since "),
+    );
+    assert_eq!(
+        look(&mut b, "#node .tiles.stale .tile"),
+        json!("0.45 grayscale(1)"),
+        "greyed, as of then"
+    );
+    wait(
+        &mut b,
+        &format!(
+            "[...document.querySelectorAll('{section} li[data-rule]')].map((li) => li.dataset.rule).join(' ') === 'stale services'"
+        ),
+        "the attention panel leads with stale",
+    );
+    wait(
+        &mut b,
+        &format!(
+            "(document.querySelector('{row} [data-why] .reason') || {{}}).dataset?.rule === 'stale'"
+        ),
+        "the row's reason is stale",
+    );
+    assert_eq!(
+        b.eval(&format!(
+            "document.querySelector('{row} [data-why]').textContent.trim().replace(/\\s+/g, ' ')"
+        ))
+        .as_str()
+        .unwrap()
+        .split(' ')
+        .next_back(),
+        Some("+1"),
+        "and one more"
+    );
+    assert_eq!(
+        b.eval(&format!("document.querySelector('{row}').dataset.level")),
+        json!("crit"),
+        "the level is still the worst reason's"
+    );
+    let stale_label = b.eval(&format!(
+        "document.querySelector('{section} li[data-rule=stale] .reason').textContent"
+    ));
+    assert!(
+        stale_label.as_str().unwrap().starts_with("Stale "),
+        "{stale_label}"
+    );
+
+    // The services reason: its label at a glance, its raw detail in the chip's title and in
+    // the `<details>`, shown only when opened.
+    let services = format!("{section} li[data-rule=services]");
+    let message = cc.get_json(&format!("/api/nodes/{A}"))["summary"]["attention"]["reasons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["rule"] == "services")
+        .unwrap()["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(message, format!("services are down: {UNIT_FAILED}"));
+    assert_eq!(
+        b.eval(&format!(
+            "document.querySelector('{services} summary .reason').textContent"
+        )),
+        json!("Services down"),
+        "the label, not the raw error"
+    );
+    assert_eq!(
+        b.eval(&format!(
+            "document.querySelector('{services} summary .reason').title"
+        )),
+        json!(message),
+        "the chip's title holds the detail"
+    );
+    assert_eq!(
+        b.eval(&format!(
+            "document.querySelector('{row} [data-why] .reason').title.startsWith('no heartbeat for ')"
+        )),
+        json!(true),
+        "so does the row's chip"
+    );
+    let shown = format!("document.querySelector('{services} p.detail').checkVisibility()");
+    assert_eq!(b.eval(&shown), json!(false), "closed: the detail is hidden");
+    b.eval(&format!(
+        "document.querySelector('{services} summary').click()"
+    ));
+    assert_eq!(b.eval(&shown), json!(true), "opened: the detail shows");
+    assert_eq!(
+        b.eval(&format!(
+            "document.querySelector('{services} p.detail').textContent"
+        )),
+        json!(message)
+    );
+    // Another node's change refetches the panel live: the opened detail stays open.
+    b.eval("document.getElementById('attention').dataset.old = '1'");
+    failing_heartbeat(&cc, B, "beta", 1);
+    wait(
+        &mut b,
+        &format!(
+            "!document.getElementById('attention').dataset.old && !!document.querySelector('#attention section[data-node-id=\"{B}\"]')"
+        ),
+        "the attention panel is refetched with the new node",
+    );
+    assert_eq!(
+        b.eval(&format!(
+            "document.querySelector('{services} details').open"
+        )),
+        json!(true),
+        "the opened detail stays open"
+    );
+    assert_eq!(b.eval(&shown), json!(true));
+    assert_eq!(
+        b.eval(&format!(
+            "document.querySelector('{section} li[data-rule=stale] details').open"
+        )),
+        json!(false),
+        "and only that one"
+    );
+    b.screenshot(&artifacts_dir().join("console-stale.png"), false);
+    no_errors(&mut b);
+
+    // The overview: stale first, the last values greyed, the fresh node's not.
+    failing_heartbeat(&cc, B, "beta", 2);
+    b.navigate(&format!("{}/", cc.url));
+    let tr = |n: &str| format!("#overview tr[data-node-id=\"{n}\"]");
+    assert_eq!(
+        b.eval(&format!(
+            "[...document.querySelectorAll('{} .why .reason')].map((r) => r.dataset.rule).join(' ')",
+            tr(A)
+        )),
+        json!("stale services")
+    );
+    assert_eq!(
+        b.eval(&format!(
+            "document.querySelector('{}').classList.contains('stale')",
+            tr(A)
+        )),
+        json!(true)
+    );
+    assert_eq!(
+        b.eval(&format!(
+            "document.querySelectorAll('{} td.was').length",
+            tr(A)
+        )),
+        json!(5),
+        "tunnel, services, load, memory, disk"
+    );
+    for css in [
+        format!("{} td.was[data-label=Memory]", tr(A)),
+        format!("{} td.was[data-label=\"Load 1m\"]", tr(A)),
+    ] {
+        assert_eq!(look(&mut b, &css), json!("0.45 grayscale(1)"), "{css}");
+    }
+    assert_eq!(
+        look(&mut b, &format!("{} td[data-label=Host]", tr(A))),
+        json!("1 none"),
+        "the node itself is not greyed, only what it last said"
+    );
+    assert_eq!(
+        b.eval(&format!(
+            "document.querySelector('{} td[data-label=\"Last seen\"] .sub').textContent",
+            tr(A)
+        )),
+        json!("values as of then")
+    );
+    assert_eq!(
+        b.eval(&format!(
+            "document.querySelector('{}').classList.contains('stale')",
+            tr(B)
+        )),
+        json!(false),
+        "the node that just reported is not stale"
+    );
+    assert_eq!(
+        look(&mut b, &format!("{} td.was[data-label=Memory]", tr(B))),
+        json!("1 none")
+    );
+    b.screenshot(&artifacts_dir().join("dashboard-stale.png"), false);
     no_errors(&mut b);
 }

@@ -398,12 +398,99 @@ fn the_console_shows_the_demo_fleet_in_chromium() {
         Duration::from_secs(10),
     )
     .expect("a row glows with a heartbeat");
+    // The silent node leads with its staleness, live.
+    let pi = full["lab-pi-03"]["node_id"].as_str().unwrap().to_string();
+    b.wait_for(
+        &format!(
+            "(document.querySelector('#node-list li[data-node-id=\"{pi}\"] [data-why] .reason') || {{}}).dataset?.rule === 'stale'"
+        ),
+        Duration::from_secs(30),
+    )
+    .expect("lab-pi-03's row says it is stale");
+
+    // The fleet's labels group it into a node tree by site: every site its group, this host
+    // (no labels) last.
+    b.eval(
+        "(() => { const s = document.querySelector('form[data-group-form] select'); \
+         s.value = 'label:site'; s.dispatchEvent(new Event('change')); })()",
+    );
+    let groups = "[...document.querySelectorAll('#node-list > li.group')].map((g) => g.querySelector('.group-name').textContent + ' ' + g.querySelectorAll('li[data-node-id]').length).join(' | ')";
+    let grouped = b
+        .wait_for(
+            &format!("{groups}.startsWith('ams1 ') && {groups}"),
+            Duration::from_secs(10),
+        )
+        .unwrap_or_else(|| panic!("grouped by site: {}", b.eval(groups)));
+    assert_eq!(
+        grouped,
+        serde_json::json!("ams1 3 | fra1 3 | lab 2 | nyc1 3 | sgp1 1 | (no site) 1"),
+        "the twelve simulated nodes in five sites, this host apart"
+    );
+    assert_eq!(
+        b.eval("new URL(location.href).searchParams.get('group')"),
+        serde_json::json!("label:site")
+    );
+    let roles = demo
+        .nodes()
+        .iter()
+        .filter_map(|n| n["labels"]["role"].as_str().map(str::to_string))
+        .collect::<std::collections::BTreeSet<_>>();
+    assert_eq!(
+        roles.into_iter().collect::<Vec<_>>(),
+        ["build", "cache", "db", "edge", "nas", "pi", "vault"],
+        "and by role"
+    );
     b.eval("1");
     assert!(
         b.errors.is_empty(),
         "no script errors or CSP violations: {:?}",
         b.errors
     );
+    // docs/console-demo.png: the fleet by site, the full-disk node selected.
     b.screenshot(&artifacts_dir().join("console-demo.png"), false);
+
+    // docs/console.png: the silent node selected, its tiles greyed as of its last heartbeat.
+    b.navigate(&format!("{}/console?node={pi}", demo.url));
+    b.wait_for(
+        "document.getElementById('stream-state').textContent === 'live' && !!document.querySelector('#node [data-as-of]')",
+        Duration::from_secs(10),
+    )
+    .expect("the silent node's panel says what it shows is as of its last heartbeat");
+    assert_eq!(
+        b.eval("!!document.querySelector('#node .tiles.stale')"),
+        serde_json::json!(true)
+    );
+    // Its reason opened in the attention panel: the detail behind the label.
+    let detail = b.eval(&format!(
+        "(() => {{ const d = document.querySelector('#attention section[data-node-id=\"{pi}\"] li[data-rule=stale] details'); \
+         d.open = true; return d.querySelector('p.detail').textContent; }})()"
+    ));
+    assert!(
+        detail.as_str().unwrap().starts_with("no heartbeat for "),
+        "{detail}"
+    );
+    b.screenshot(&artifacts_dir().join("console.png"), false);
+
+    // A node of a changing role changes, live: the failing unit's node turns CRIT or back OK
+    // within a cycle (48 heartbeats, its unit failed for 33 of them).
+    let edge = full["ams1-edge-01"]["node_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let edge_row = format!("document.querySelector('#node-list li[data-node-id=\"{edge}\"]')");
+    let was = b.eval(&format!("{edge_row}.dataset.level"));
+    b.eval("window.__marker = 1");
+    b.wait_for(
+        &format!("{edge_row}.dataset.level !== {was}"),
+        Duration::from_secs(60),
+    )
+    .unwrap_or_else(|| panic!("ams1-edge-01 stays {was}"));
+    assert_eq!(b.eval("window.__marker"), serde_json::json!(1), "no reload");
+    b.eval("1");
+    assert!(
+        b.errors.is_empty(),
+        "no script errors or CSP violations: {:?}",
+        b.errors
+    );
     demo.stop();
 }

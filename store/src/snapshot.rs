@@ -1128,8 +1128,9 @@ mod tests {
         }
     }
 
-    /// 1,000 nodes with full 240-point histories load in well under a second (printed; the
-    /// assertion leaves room for a busy machine and a debug build).
+    /// 1,000 nodes with full 240-point histories come back whole (the time is printed; how fast
+    /// a snapshot loads is measured by `store-bench`, not asserted here: a timed test fails on a
+    /// busy machine — it took 5 s under a full test run beside three builds).
     #[test]
     fn a_thousand_full_nodes_load_quickly() {
         let dir = tempfile::tempdir().unwrap();
@@ -1191,6 +1192,5 @@ mod tests {
             (&got.latest, got.last_seen, &got.history, got.heartbeats),
             (&want.latest, want.last_seen, &want.history, want.heartbeats)
         );
-        assert!(took < Duration::from_secs(2), "{took:?}");
     }
 }

@@ -264,6 +264,24 @@ fn disk_per_node_day(dir: &Path, nodes: usize) -> anyhow::Result<()> {
         }
     }
     out.into_inner()?.sync_all()?;
+    // Levels side by side on copies of the same segment: the CPU a level costs per heartbeat
+    // is what the Command Center spends on every line it logs, once the segment rotates.
+    for level in [1, 3, 9] {
+        let copy = dir.join(format!("level-{level}.jsonl"));
+        std::fs::copy(&path, &copy)?;
+        let (outcome, took) =
+            timed(|| compress::compress_segment(&copy, level, &AtomicBool::new(false)));
+        if let Outcome::Compressed { plain, compressed } = outcome? {
+            println!(
+                "  zstd level {level}: {:.0} bytes/line ({:.1}x), {:.1} s for the segment = {:.1} us per heartbeat",
+                compressed as f64 / lines as f64,
+                plain as f64 / compressed as f64,
+                took.as_secs_f64(),
+                took.as_secs_f64() * 1e6 / lines as f64
+            );
+        }
+        let _ = std::fs::remove_file(vaultmesh_store::logdir::compressed_path(&copy));
+    }
     let (outcome, took) =
         timed(|| compress::compress_segment(&path, DEFAULT_LEVEL, &AtomicBool::new(false)));
     let Outcome::Compressed { plain, compressed } = outcome? else {

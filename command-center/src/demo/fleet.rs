@@ -13,6 +13,8 @@
 //! a disk that is full, one that fills and is cleaned, a unit that fails and recovers, a busy
 //! CPU, drift between scans, a node that stops heartbeating and comes back — so each produces
 //! its intended attention reason under its profile's policy and nothing it does not mean.
+//! Each carries `site` and `role` labels read off its hostname ([`labels`]), so the console
+//! groups the fleet by site.
 //! Time is counted in heartbeat intervals (ticks), so `--interval` speeds the whole story up.
 
 use std::collections::BTreeMap;
@@ -700,8 +702,19 @@ pub fn heartbeat(
         }),
         checks,
         last_scan,
-        labels: Default::default(),
+        labels: labels(&bp.hostname),
     }
+}
+
+/// A simulated node's labels, as its agent's `[agent] labels` would give them, read off its
+/// hostname (`<site>-<role>-<n>`): `site` (`fra1`, `ams1`, `lab`, ...) and `role` (`vault`,
+/// `edge`, `db`, ...), so the console's node list groups the fleet by site or role.
+pub fn labels(hostname: &str) -> vaultmesh_proto::labels::Labels {
+    let mut parts = hostname.split('-');
+    [("site", parts.next()), ("role", parts.next())]
+        .into_iter()
+        .filter_map(|(k, v)| Some((k.to_string(), v.filter(|v| !v.is_empty())?.to_string())))
+        .collect()
 }
 
 /// A scan report of `bp`'s node: no findings, SSH the only listener (as its policy allows),
@@ -930,5 +943,40 @@ mod tests {
         let names: BTreeSet<&str> = fleet.iter().map(|b| b.hostname.as_str()).collect();
         assert_eq!(names.len(), fleet.len());
         assert_eq!(roster(0), []);
+    }
+
+    /// Issue 25: the demo's fleet groups by label. Every node has a `site` and a `role` read
+    /// off its hostname, valid labels, and the first twelve span five sites.
+    #[test]
+    fn every_simulated_node_has_a_site_and_a_role_label() {
+        let fleet = roster(MAX_NODES as usize);
+        let mut sites = BTreeSet::new();
+        for (i, bp) in fleet.iter().enumerate() {
+            let l = labels(&bp.hostname);
+            vaultmesh_proto::labels::check(&l).unwrap();
+            assert_eq!(l.len(), 2, "{}: {l:?}", bp.hostname);
+            assert!(
+                bp.hostname
+                    .starts_with(&format!("{}-{}-", l["site"], l["role"]))
+            );
+            let hb = heartbeat(i, bp, Uuid::from_u128(1), 0, Utc::now(), Utc::now(), None);
+            assert_eq!(hb.labels, l);
+            if i < 12 {
+                sites.insert(l["site"].clone());
+            }
+        }
+        assert_eq!(
+            sites.into_iter().collect::<Vec<_>>(),
+            ["ams1", "fra1", "lab", "nyc1", "sgp1"]
+        );
+        assert_eq!(
+            labels("fra1-vault-01"),
+            [
+                ("role".to_string(), "vault".to_string()),
+                ("site".to_string(), "fra1".to_string())
+            ]
+            .into()
+        );
+        assert_eq!(labels("solo").len(), 1);
     }
 }
