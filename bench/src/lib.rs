@@ -81,7 +81,14 @@ pub fn realistic_heartbeat(i: usize, seq: u64) -> serde_json::Value {
         "metrics": {"load": [0.42, 0.31, 0.22], "cpu_count": 4, "mem_total_bytes": 8_589_934_592u64, "mem_used_bytes": 2_147_483_648u64,
             "swap_total_bytes": 0, "swap_used_bytes": 0,
             "disks": [{"mount": "/", "fs": "ext4", "total_bytes": 107_374_182_400u64, "used_bytes": 45_097_156_608u64, "inodes_total": 6_553_600, "inodes_used": 412_345},
-                      {"mount": "/var/lib/vaultmesh", "fs": "xfs", "total_bytes": 536_870_912_000u64, "used_bytes": 128_849_018_880u64, "inodes_total": 262_144_000, "inodes_used": 1_234_567}]},
+                      {"mount": "/var/lib/vaultmesh", "fs": "xfs", "total_bytes": 536_870_912_000u64, "used_bytes": 128_849_018_880u64, "inodes_total": 262_144_000, "inodes_used": 1_234_567}],
+            // What the issue-27 checks add (cpu, net, diskio, temperature, updates).
+            "cpu": {"busy_pct": 12.5, "user_pct": 8.25, "system_pct": 3.75, "iowait_pct": 0.5, "steal_pct": 0.5},
+            "net": [{"interface": "enp3s0", "rx_bytes_per_s": 183_402.5, "tx_bytes_per_s": 96_120.25, "rx_errors_per_s": 0.0, "tx_errors_per_s": 0.0, "rx_drops_per_s": 0.0, "tx_drops_per_s": 0.0}],
+            "diskio": [{"device": "nvme0n1", "read_bytes_per_s": 40_960.0, "write_bytes_per_s": 1_228_800.0, "read_iops": 2.5, "write_iops": 61.25, "busy_pct": 3.5}],
+            "temperatures": [{"sensor": "coretemp", "label": "Package id 0", "celsius": 47.0, "crit_celsius": 100.0},
+                             {"sensor": "nvme", "label": "Composite", "celsius": 38.85, "crit_celsius": 84.85}],
+            "updates": {"pending": 3, "security": 1, "reboot_required": false, "manager": "apt"}},
         "checks": [
             {"name": "cloudflared", "status": "ok", "summary": "tunnel up: 4 ready connections", "observed_at": "2026-11-29T09:59:58Z", "duration_ms": 2, "metrics": {"ready_connections": 4.0}, "details": {"connector_id": "7b5a4c5e-6d7f-4a1b-9c2d-3e4f5a6b7c8d"}},
             {"name": "disk", "status": "ok", "summary": "2 filesystems, fullest / at 42%", "observed_at": "2026-11-29T09:59:58Z", "duration_ms": 1, "metrics": {"filesystems": 2.0, "max_used_pct": 42.0, "max_inodes_used_pct": 6.3}},
