@@ -211,9 +211,9 @@ impl Cpu {
         // The figures judged are the heartbeat's `metrics.cpu`: not repeated in the check's
         // own metrics, so each is on the wire once.
         CheckOutcome::new(status, summary).contributing(Contribution::metrics(Metrics {
-                cpu: Some(u),
-                ..Metrics::default()
-            }))
+            cpu: Some(u),
+            ..Metrics::default()
+        }))
     }
 }
 
@@ -225,7 +225,11 @@ fn read(root: &Path) -> Result<CpuTimes, String> {
 impl Check for Cpu {
     async fn run(&self, _ctx: &CheckContext) -> CheckOutcome {
         // One read of a procfs file: it never blocks on storage, so no blocking thread.
-        match self.prev.next(|| read(&self.root), |a, b, _| usage(a, b)).await {
+        match self
+            .prev
+            .next(|| read(&self.root), |a, b, _| usage(a, b))
+            .await
+        {
             Ok(Ok(u)) => self.evaluate(u),
             Ok(Err(e)) | Err(e) => CheckOutcome::unknown(e),
         }
@@ -289,7 +293,10 @@ mod tests {
             out.summary,
             "cpu 42% busy (user 30, system 10, steal 2), iowait 6%"
         );
-        assert!(out.metrics.is_empty(), "the figures are in metrics.cpu only");
+        assert!(
+            out.metrics.is_empty(),
+            "the figures are in metrics.cpu only"
+        );
         assert_eq!(out.contribution.metrics.cpu, Some(u));
     }
 
@@ -380,7 +387,10 @@ mod tests {
             ("warn_pct = 99.0\ncrit_pct = 90.0", "warn_pct"),
             ("crit_pct = 101.0", "crit_pct"),
             ("iowait_warn_pct = -1.0", "iowait_warn_pct"),
-            ("steal_warn_pct = 30.0\nsteal_crit_pct = 20.0", "steal_warn_pct"),
+            (
+                "steal_warn_pct = 30.0\nsteal_crit_pct = 20.0",
+                "steal_warn_pct",
+            ),
             ("busy_pct = 3.0", "busy_pct"),
             ("warn_pct = \"high\"", "warn_pct"),
         ] {

@@ -234,7 +234,9 @@ impl DiskIoCheck {
                 .cmp(&a.0.severity())
                 .then(b.1.total_cmp(&a.1))
         });
-        let busiest = devices.iter().max_by(|a, b| a.busy_pct.total_cmp(&b.busy_pct));
+        let busiest = devices
+            .iter()
+            .max_by(|a, b| a.busy_pct.total_cmp(&b.busy_pct));
         let mut summary = if !problems.is_empty() {
             problems
                 .into_iter()
@@ -398,7 +400,10 @@ mod tests {
     #[test]
     fn io_ticks_wrap_or_restart() {
         assert_eq!(io_ticks_delta(100, 250, 1000.0), Some(150));
-        assert_eq!(io_ticks_delta(u64::from(u32::MAX) - 99, 400, 1000.0), Some(500));
+        assert_eq!(
+            io_ticks_delta(u64::from(u32::MAX) - 99, 400, 1000.0),
+            Some(500)
+        );
         // A small number after a large one that no wrap explains: started over.
         assert_eq!(io_ticks_delta(50_000, 10, 10_000.0), None);
         assert_eq!(io_ticks_delta(u64::from(u32::MAX) + 10, 5, 1000.0), None);
@@ -439,7 +444,11 @@ mod tests {
         let bare = tempfile::tempdir().unwrap();
         put(&bare, "diskstats.1");
         let c = DiskIoCheck::new(DiskIoConfig::default(), bare.path()).unwrap();
-        assert!(c.read().unwrap_err().contains("tells disks from partitions"));
+        assert!(
+            c.read()
+                .unwrap_err()
+                .contains("tells disks from partitions")
+        );
         // ... but include needs none.
         let t: toml::Table = toml::from_str("include = [\"sda\"]").unwrap();
         let c = DiskIoCheck::new(parse_table(&t).unwrap(), bare.path()).unwrap();
@@ -476,7 +485,10 @@ mod tests {
     #[test]
     fn bad_config_names_the_key() {
         for (toml, key) in [
-            ("busy_warn_pct = 99.0\nbusy_crit_pct = 90.0", "busy_warn_pct"),
+            (
+                "busy_warn_pct = 99.0\nbusy_crit_pct = 90.0",
+                "busy_warn_pct",
+            ),
             ("busy_crit_pct = 100.5", "busy_crit_pct"),
             ("include = [\"sd[\"]", "include"),
             ("devices = []", "devices"),

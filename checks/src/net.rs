@@ -199,17 +199,15 @@ impl Net {
         for n in &nets {
             let errors = n.rx_errors_per_s + n.tx_errors_per_s;
             let drops = n.rx_drops_per_s + n.tx_drops_per_s;
-            for (what, value, t) in [("errors", errors, self.errors), ("drops", drops, self.drops)]
-            {
+            for (what, value, t) in [
+                ("errors", errors, self.errors),
+                ("drops", drops, self.drops),
+            ] {
                 let s = t.classify(value);
                 if s != CheckStatus::Ok {
                     problems.push((
                         s,
-                        format!(
-                            "{} {value:.2} {what}/s (≥ {}/s)",
-                            n.interface,
-                            t.limit(s)
-                        ),
+                        format!("{} {value:.2} {what}/s (≥ {}/s)", n.interface, t.limit(s)),
                     ));
                 }
                 status = status.worst(s);

@@ -83,7 +83,10 @@ async fn a_typical_heartbeat_carries_each_measurement_once() {
         assert!(occurrences(&json, key) <= 1, "{key} in {json}");
     }
     for n in &m.net {
-        let name = format!("\"interface\":{}", serde_json::to_string(&n.interface).unwrap());
+        let name = format!(
+            "\"interface\":{}",
+            serde_json::to_string(&n.interface).unwrap()
+        );
         assert_eq!(occurrences(&json, &name), 1, "{name} in {json}");
     }
     for d in &m.diskio {
