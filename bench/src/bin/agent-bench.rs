@@ -404,7 +404,9 @@ fn per_check_costs(rig: &Rig) -> anyhow::Result<Vec<CheckCost>> {
             .env("VAULTMESH_CONFIG", &config)
             .env(
                 "VAULTMESH_CC_URL",
-                rig.cc.as_ref().map_or("http://127.0.0.1:9", |cc| cc.base.as_str()),
+                rig.cc
+                    .as_ref()
+                    .map_or("http://127.0.0.1:9", |cc| cc.base.as_str()),
             )
             .env("VAULTMESH_STATE_DIR", dir.path().join("state"))
             .env("VAULTMESH_OS_PROFILE", "DebianVault")
