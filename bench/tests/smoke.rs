@@ -202,6 +202,27 @@ fn agent_bench_smoke() {
     ] {
         assert!(out.contains(part), "{part}: {out}");
     }
+    // Then every check's own cost, each alone, with the result it gave (the scan skipped).
+    let table = out
+        .split_once("CPU per run, each check alone")
+        .map(|(_, t)| t)
+        .unwrap_or_else(|| panic!("no per-check table: {out}"));
+    for name in vaultmesh_checks::built_in() {
+        let row = table
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("{name} ")));
+        if name == "sovereign_scan" {
+            assert!(row.is_none(), "skipped: {table}");
+            continue;
+        }
+        let row = row.unwrap_or_else(|| panic!("no row for {name}: {table}"));
+        assert!(row.contains(" ms "), "{row}");
+        // The check measured something (a rate check's first run included).
+        assert!(
+            [" ok ", " warn ", " crit "].iter().any(|s| row.contains(s)),
+            "{row}"
+        );
+    }
 }
 
 #[test]

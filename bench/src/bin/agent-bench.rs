@@ -18,7 +18,7 @@
 //! Then **each check's CPU per run, alone**: every built-in check, in a process of its own
 //! (this binary again), built from the same configuration through the agent's registry and run
 //! the way the agent's scheduler runs it (`run_isolated` on a current-thread runtime), once to
-//! warm up (a connection, a first read) and then `min(CYCLES, 20)` times 250 ms apart (the
+//! warm up (a connection, a first read) and then `min(CYCLES, 20)` times 1.1 s apart (the
 //! scan: 3 times). The figure is the process's CPU time (`CLOCK_PROCESS_CPUTIME_ID`: every
 //! thread, the blocking pool's too) across each run, so nothing else the agent does (the
 //! heartbeat, other checks) is in it. It is compiled in this binary's profile (release:
@@ -82,7 +82,9 @@ struct Figures {
 /// What every measured agent shares: the Command Center, the bus with its systemd, the fake
 /// cloudflared and the run's settings.
 struct Rig {
-    cc: Server,
+    /// The Command Center the agents report to; none when only the per-check table is made
+    /// (its children never call it).
+    cc: Option<Server>,
     bus: DbusDaemon,
     cloudflared_url: String,
     cycles: usize,
@@ -155,7 +157,11 @@ enabled = {}
     /// Runs `agent_bin` as a node of its own (a new state directory) and measures it.
     /// `unit_env`: with the unit's `GLIBC_TUNABLES`.
     fn measure(&self, agent_bin: &Path, unit_env: bool) -> anyhow::Result<Figures> {
-        let (cc, interval_ms) = (&self.cc, self.interval_ms as u64);
+        let cc = self
+            .cc
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("no Command Center"))?;
+        let interval_ms = self.interval_ms as u64;
         let size = std::fs::metadata(agent_bin)?.len();
         let dir = tempfile::tempdir()?;
         std::fs::write(dir.path().join("agent.toml"), self.config())?;
@@ -298,8 +304,10 @@ fn verdict(value: f64, goal: f64, unit: &str) -> String {
 const CHILD: &str = "AGENT_BENCH_CHECK_COST";
 /// Runs the child makes (after one to warm up).
 const CHILD_RUNS: &str = "AGENT_BENCH_CHECK_COST_RUNS";
-/// Pause between two runs: checks run on intervals, not back to back.
-const CHILD_PAUSE: Duration = Duration::from_millis(250);
+/// Pause between two runs: checks run on intervals, not back to back. Longer than the rate
+/// checks' shortest window (1 s), so no run waits inside itself (the agent's shortest interval
+/// is 1 s too).
+const CHILD_PAUSE: Duration = Duration::from_millis(1100);
 
 /// This process's CPU time so far, every thread's (including those that have exited).
 fn process_cpu() -> Duration {
@@ -394,7 +402,12 @@ fn per_check_costs(rig: &Rig) -> anyhow::Result<Vec<CheckCost>> {
             .env(CHILD, name)
             .env(CHILD_RUNS, runs.to_string())
             .env("VAULTMESH_CONFIG", &config)
-            .env("VAULTMESH_CC_URL", &rig.cc.base)
+            .env(
+                "VAULTMESH_CC_URL",
+                rig.cc
+                    .as_ref()
+                    .map_or("http://127.0.0.1:9", |cc| cc.base.as_str()),
+            )
             .env("VAULTMESH_STATE_DIR", dir.path().join("state"))
             .env("VAULTMESH_OS_PROFILE", "DebianVault")
             .env("DBUS_SYSTEM_BUS_ADDRESS", &rig.bus.address)
@@ -450,9 +463,11 @@ fn main() -> anyhow::Result<()> {
     let cycles = arg_or(1, "CYCLES", 60)?.max(2);
     // The agent's shortest heartbeat interval is 1 s.
     let interval_ms = arg_or(2, "INTERVAL_MS", 1000)?.max(1000);
-    // As it ships: the `agent` profile (small before fast).
+    let per_check = std::env::var("AGENT_BENCH_PER_CHECK").unwrap_or_default();
+    // As it ships: the `agent` profile (small before fast); not needed for the table alone.
     let agent_bin: PathBuf = match std::env::var_os("AGENT_BENCH_BIN") {
         Some(p) => p.into(),
+        None if per_check == "only" => PathBuf::new(),
         None => built_binary("vaultmesh-node-agent", "vaultmesh-node-agent", "agent")?,
     };
     let mut agents = vec![(
@@ -497,7 +512,11 @@ fn main() -> anyhow::Result<()> {
     // AGENT_BENCH_SKIP=sovereign_scan,... turns checks off (the smoke test skips the scan,
     // which takes minutes in a debug build).
     let rig = Rig {
-        cc: Server::start(&[])?,
+        cc: if per_check == "only" {
+            None
+        } else {
+            Some(Server::start(&[])?)
+        },
         bus,
         cloudflared_url: cloudflared.url(),
         cycles,
@@ -505,7 +524,6 @@ fn main() -> anyhow::Result<()> {
         only: std::env::var("AGENT_BENCH_ONLY").ok(),
         skip: std::env::var("AGENT_BENCH_SKIP").unwrap_or_default(),
     };
-    let per_check = std::env::var("AGENT_BENCH_PER_CHECK").unwrap_or_default();
     if per_check == "only" {
         print_check_costs(&per_check_costs(&rig)?);
         return Ok(());
