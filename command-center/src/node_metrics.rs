@@ -36,7 +36,7 @@ impl Family {
             name,
             help,
             kind,
-            samples: String::new(),
+            samples: String::with_capacity(16 * 1024),
         }
     }
 
@@ -56,8 +56,16 @@ impl Family {
             self.samples.push('"');
         }
         self.samples.push_str("} ");
-        // `{}` of a finite f64 is a valid Prometheus float ("1", "0.25", "1e300").
-        let _ = write!(self.samples, "{value}");
+        // Most values are whole numbers (bytes, counts): itoa; the rest ryu's shortest form,
+        // which Prometheus parses ("0.25", "1.5e-5").
+        if value.fract() == 0.0 && value.abs() < 1e15 {
+            #[allow(clippy::cast_possible_truncation)]
+            self.samples
+                .push_str(itoa::Buffer::new().format(value as i64));
+        } else {
+            self.samples
+                .push_str(ryu::Buffer::new().format_finite(value));
+        }
         self.samples.push('\n');
     }
 
@@ -65,6 +73,7 @@ impl Family {
         if self.samples.is_empty() {
             return;
         }
+        out.reserve(self.samples.len() + 256);
         let head = format!(
             "# HELP {} {}\n# TYPE {} {}\n",
             self.name, self.help, self.name, self.kind

@@ -247,12 +247,42 @@ impl FleetState {
         v
     }
 
-    /// [`Fleet::summaries`], each with the node's latest heartbeat (for per-node metrics).
+    /// [`Fleet::summaries`], each with the node's latest heartbeat (for per-node metrics): its
+    /// measurements whole, its checks by name and status only (no summary, metrics or
+    /// details, which are most of a heartbeat's bytes and which the metrics do not show).
     pub fn summaries_with_latest(&self) -> Vec<(NodeSummary, NodeHeartbeat)> {
         let nodes = self.nodes.read().unwrap_or_else(|p| p.into_inner());
+        let measures = |hb: &NodeHeartbeat| NodeHeartbeat {
+            checks: hb
+                .checks
+                .iter()
+                .map(|c| vaultmesh_proto::CheckResult {
+                    name: c.name.clone(),
+                    status: c.status,
+                    summary: String::new(),
+                    observed_at: c.observed_at,
+                    duration_ms: c.duration_ms,
+                    metrics: Default::default(),
+                    details: serde_json::Value::Null,
+                })
+                .collect(),
+            hostname: String::new(),
+            vaultmesh_root: String::new(),
+            labels: Default::default(),
+            last_scan: None,
+            node_id: hb.node_id,
+            os_profile: String::new(),
+            cloudflare_ok: hb.cloudflare_ok,
+            services_ok: hb.services_ok,
+            timestamp: hb.timestamp,
+            agent_version: hb.agent_version.clone(),
+            seq: None,
+            uptime_s: hb.uptime_s,
+            metrics: hb.metrics.clone(),
+        };
         let mut v: Vec<_> = nodes
             .iter()
-            .map(|(id, s)| (s.summary(*id), s.latest.clone()))
+            .map(|(id, s)| (s.summary(*id), measures(&s.latest)))
             .collect();
         drop(nodes);
         v.sort_by(|(a, _), (b, _)| a.hostname.cmp(&b.hostname).then(a.node_id.cmp(&b.node_id)));
