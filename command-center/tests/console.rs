@@ -1713,7 +1713,7 @@ fn a_silent_node_leads_with_stale_greys_its_last_values_and_an_opened_detail_sta
     let policies = tempfile::tempdir().unwrap();
     std::fs::write(
         policies.path().join("Test.toml"),
-        "[attention]\nstale_after = \"6s\"\ncritical_after = \"1h\"\n",
+        "[attention]\nstale_after = \"10s\"\ncritical_after = \"1h\"\n",
     )
     .unwrap();
     let cc = CommandCenter::start_with(&[
@@ -1731,6 +1731,9 @@ fn a_silent_node_leads_with_stale_greys_its_last_values_and_an_opened_detail_sta
         "the stream connects",
     );
     b.eval("window.__marker = 42");
+    // Heard from again now that the page is live: the 10 s until it is stale start here, not
+    // before a page load that a busy machine can stretch.
+    failing_heartbeat(&cc, A, "alpha", 2);
     let row = format!("#node-list li[data-node-id=\"{A}\"]");
     let section = format!("#attention section[data-node-id=\"{A}\"]");
     // Fresh: the services reason alone, the tiles are live.
@@ -1749,10 +1752,14 @@ fn a_silent_node_leads_with_stale_greys_its_last_values_and_an_opened_detail_sta
     assert_eq!(look(&mut b, "#node .tiles .tile"), json!("1 none"));
 
     // Silent: `stale` comes first everywhere though `services` is worse (CRIT), live.
-    wait(
-        &mut b,
-        "!!document.querySelector('#node .tiles.stale') && !!document.querySelector('#node [data-as-of]')",
-        "the tiles are greyed once the node is stale, without a reload",
+    // Up to the 10 s of `stale_after` and then the usual wait.
+    assert!(
+        b.wait_for(
+            "!!document.querySelector('#node .tiles.stale') && !!document.querySelector('#node [data-as-of]')",
+            Duration::from_secs(10) + T,
+        )
+        .is_some(),
+        "the tiles are greyed once the node is stale, without a reload"
     );
     assert_eq!(b.eval("window.__marker"), json!(42), "no reload");
     assert!(
