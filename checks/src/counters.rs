@@ -4,8 +4,9 @@
 //!
 //! A rate needs two reads of a counter. A check takes its first read when it is built, so its
 //! first run (the agent primes every check as it starts) already has a value; a run that comes
-//! sooner than [`MIN_WINDOW`] after the previous read first waits out the rest, so no rate is
-//! taken over a few milliseconds of 10 ms clock ticks.
+//! sooner than [`MIN_WINDOW`] after the previous read (less 5 %: a run on a 1 s schedule lands
+//! a little early as often as late) first waits out the rest, so no rate is taken over a few
+//! milliseconds of 10 ms clock ticks.
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -61,6 +62,10 @@ impl<S> Previous<S> {
     ) -> Result<R, String> {
         let since = self.lock().as_ref().map(|(_, at)| at.elapsed());
         let wait = match since {
+            // A run on a schedule as long as the window comes a hair early as often as late
+            // (its read lands anywhere in its wake-up): that is a window all the same, and
+            // waiting out the hair would cost a wake-up of its own every run.
+            Some(elapsed) if elapsed + self.min_window / 20 >= self.min_window => Duration::ZERO,
             Some(elapsed) => self.min_window.saturating_sub(elapsed),
             None => {
                 let first = read()?;
@@ -189,6 +194,37 @@ impl NameFilter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A run on a schedule as long as the window reads at once, even a little early; a run
+    /// that comes well inside the window waits out the rest, and its rate spans the window.
+    #[tokio::test]
+    async fn a_run_a_little_early_reads_at_once_and_one_well_inside_the_window_waits() {
+        let window = Duration::from_millis(400);
+        let mut prev = Previous::new(Some(0u64));
+        prev.min_window = window;
+        // 390 ms of 400: within 5 %, read now (ready at the first poll).
+        prev.backdate(Duration::from_millis(390));
+        let mut run = std::pin::pin!(prev.next(|| Ok(1), |_, _, over| over));
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let std::task::Poll::Ready(rate) = run.as_mut().poll(&mut cx) else {
+            panic!("a run 390 ms into a 400 ms window waited");
+        };
+        let over = rate.expect("a rate");
+        assert!(over >= Duration::from_millis(390), "{over:?}");
+        // 100 ms of 400: wait out the other 300.
+        prev.backdate(Duration::from_millis(100));
+        let asked = Instant::now();
+        let over = prev
+            .next(|| Ok(2), |_, _, over| over)
+            .await
+            .expect("a rate");
+        assert!(
+            asked.elapsed() >= Duration::from_millis(250),
+            "{:?}",
+            asked.elapsed()
+        );
+        assert!(over >= window, "{over:?}");
+    }
 
     #[test]
     fn hostile_names_are_shown_escaped_and_bounded() {
