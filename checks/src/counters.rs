@@ -87,6 +87,64 @@ impl<S> Previous<S> {
     }
 }
 
+/// How long a [`DeviceFacts`] answer is trusted while the kernel lists the same devices.
+pub const FACTS_MAX_AGE: Duration = Duration::from_secs(300);
+
+/// What a rate check looks up in `/sys` about the devices the kernel lists (which network
+/// interfaces are physical, which block devices are whole disks), kept between runs: looked up
+/// again when the list of names changes (a device came, went or was renamed) and at least
+/// every [`FACTS_MAX_AGE`]. One `lstat` per interface, or a directory listing, per run was
+/// most of what these checks cost after their one read of `/proc`.
+pub struct DeviceFacts<T> {
+    cached: Mutex<Option<Kept<T>>>,
+}
+
+/// The names the facts were looked up for, when, and the facts.
+type Kept<T> = (Vec<String>, Instant, std::sync::Arc<T>);
+
+impl<T> Default for DeviceFacts<T> {
+    fn default() -> Self {
+        DeviceFacts {
+            cached: Mutex::new(None),
+        }
+    }
+}
+
+/// Without the facts: two checks built from the same settings compare equal.
+impl<T> std::fmt::Debug for DeviceFacts<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceFacts").finish_non_exhaustive()
+    }
+}
+
+impl<T> DeviceFacts<T> {
+    /// The facts for the devices `names` (as the kernel lists them, in its order): the kept
+    /// ones if the kernel listed exactly these names when they were looked up, less than
+    /// [`FACTS_MAX_AGE`] ago; else `look_up()`'s, kept for the next run. A failed look-up keeps
+    /// nothing.
+    pub fn get<'a>(
+        &self,
+        names: impl Iterator<Item = &'a str> + Clone,
+        look_up: impl FnOnce() -> Result<T, String>,
+    ) -> Result<std::sync::Arc<T>, String> {
+        let mut cached = self.cached.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((kept, at, facts)) = cached.as_ref()
+            && at.elapsed() < FACTS_MAX_AGE
+            && kept.iter().map(String::as_str).eq(names.clone())
+        {
+            return Ok(std::sync::Arc::clone(facts));
+        }
+        *cached = None;
+        let facts = std::sync::Arc::new(look_up()?);
+        *cached = Some((
+            names.map(str::to_string).collect(),
+            Instant::now(),
+            std::sync::Arc::clone(&facts),
+        ));
+        Ok(facts)
+    }
+}
+
 /// `count / seconds`, rounded to two decimals.
 pub fn per_second(count: u64, elapsed: Duration) -> f64 {
     let secs = elapsed.as_secs_f64();
@@ -194,6 +252,44 @@ impl NameFilter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn device_facts_are_looked_up_again_when_the_devices_change_and_a_failure_keeps_nothing() {
+        let facts = DeviceFacts::<usize>::default();
+        let mut look_ups = 0;
+        let mut get = |names: &[&str], ok: bool| {
+            facts.get(names.iter().copied(), || {
+                look_ups += 1;
+                if ok {
+                    Ok(look_ups)
+                } else {
+                    Err("no /sys".into())
+                }
+            })
+        };
+        assert_eq!(*get(&["lo", "eth0"], true).unwrap(), 1);
+        assert_eq!(
+            *get(&["lo", "eth0"], true).unwrap(),
+            1,
+            "the same devices: kept"
+        );
+        assert_eq!(*get(&["lo", "eth0", "eth1"], true).unwrap(), 2, "one came");
+        assert_eq!(*get(&["lo", "eth1"], true).unwrap(), 3, "one went");
+        assert_eq!(*get(&["lo", "eth2"], true).unwrap(), 4, "renamed");
+        assert_eq!(get(&["lo"], false).unwrap_err(), "no /sys");
+        assert_eq!(
+            *get(&["lo"], true).unwrap(),
+            6,
+            "a failed look-up kept nothing"
+        );
+        assert_eq!(*get(&["lo"], true).unwrap(), 6);
+        let old = facts.cached.lock().unwrap().as_mut().map(|c| {
+            c.1 = Instant::now().checked_sub(FACTS_MAX_AGE).unwrap();
+        });
+        assert!(old.is_some());
+        let again = facts.get(["lo"].into_iter(), || Ok(7)).unwrap();
+        assert_eq!(*again, 7, "looked up again after FACTS_MAX_AGE");
+    }
 
     /// A run on a schedule as long as the window reads at once, even a little early; a run
     /// that comes well inside the window waits out the rest, and its rate spans the window.
