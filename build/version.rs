@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-fn main() {
+pub fn main() {
     println!("cargo:rerun-if-env-changed=VAULTMESH_GIT_COMMIT");
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     // Every commit and checkout moves HEAD's reflog.
