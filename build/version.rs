@@ -4,13 +4,31 @@
 
 use std::process::Command;
 
-fn main() {
+pub fn main() {
     println!("cargo:rerun-if-env-changed=VAULTMESH_GIT_COMMIT");
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    // Every commit and checkout moves HEAD's reflog.
-    for path in [".git/HEAD", ".git/logs/HEAD"] {
-        if root.join(path).exists() {
-            println!("cargo:rerun-if-changed={}", root.join(path).display());
+    // The package being built, read when the script runs: a build-script binary reused for a
+    // checkout elsewhere (a copied target directory) must not ask another checkout's git.
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| ".".into());
+    let root = std::path::Path::new(&manifest_dir).join("..");
+    // Every commit and checkout moves HEAD's reflog. In a linked worktree `.git` is a file and
+    // its HEAD lives under the main repository's `.git/worktrees/NAME/`: git says where.
+    let heads: Vec<std::path::PathBuf> = Command::new("git")
+        .args(["rev-parse", "--path-format=absolute"])
+        .args(["--git-path", "HEAD", "--git-path", "logs/HEAD"])
+        .current_dir(&root)
+        .output()
+        .ok()
+        .filter(|out| out.status.success())
+        .map(|out| {
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .map(std::path::PathBuf::from)
+                .collect()
+        })
+        .unwrap_or_else(|| vec![root.join(".git/HEAD"), root.join(".git/logs/HEAD")]);
+    for path in heads {
+        if path.exists() {
+            println!("cargo:rerun-if-changed={}", path.display());
         }
     }
     let commit = std::env::var("VAULTMESH_GIT_COMMIT")

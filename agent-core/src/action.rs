@@ -194,7 +194,7 @@ inventory::collect!(ActionRegistration);
 /// Every registered action, sorted by name.
 pub fn all() -> Vec<&'static ActionRegistration> {
     let mut v: Vec<_> = inventory::iter::<ActionRegistration>.into_iter().collect();
-    v.sort_by_key(|a| a.name);
+    crate::sort::sort_by_key(&mut v, |a| a.name);
     v
 }
 

@@ -10,6 +10,7 @@
 //! - [`heartbeat`]: turns the latest runs into a [`vaultmesh_proto::NodeHeartbeat`].
 //! - [`client`]: the outbound-only HTTP client to the Command Center.
 //! - [`events`]: the notes and incidents a node posts about itself.
+//! - [`sort`]: stable sorts that share one copy of the sort code (a smaller agent).
 //! - [`runtime`]: the agent's main loop, used by the `vaultmesh-node-agent` binary and by the
 //!   Command Center's in-process demo.
 //!
@@ -30,6 +31,7 @@ pub mod registry;
 pub mod runtime;
 pub mod scans;
 pub mod scheduler;
+pub mod sort;
 
 pub use check::{Check, CheckContext, CheckOutcome, CheckRun, Contribution};
 pub use registry::CheckRegistration;

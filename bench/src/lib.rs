@@ -272,3 +272,54 @@ pub fn arg_or(n: usize, name: &str, default: usize) -> anyhow::Result<usize> {
             .map_err(|e| anyhow::anyhow!("{name} must be a number, not {a:?}: {e}")),
     }
 }
+
+/// `prometheus-node-exporter` (the Debian package, its default collectors) on a loopback port,
+/// answering: the peer `agent-bench` and `metrics-bench` measure beside their own figures.
+/// Killed when dropped.
+#[derive(Debug)]
+pub struct NodeExporter {
+    child: std::process::Child,
+    pub url: String,
+    pub binary: PathBuf,
+}
+
+impl NodeExporter {
+    /// Starts it and waits (up to 10 s) until `/metrics` answers.
+    pub fn start(http: &reqwest::blocking::Client) -> anyhow::Result<NodeExporter> {
+        let binary = PathBuf::from("/usr/bin/prometheus-node-exporter");
+        anyhow::ensure!(
+            binary.exists(),
+            "install it with: sudo apt-get install -y prometheus-node-exporter"
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let child = Command::new(&binary)
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()?;
+        let exporter = NodeExporter {
+            child,
+            url: format!("http://127.0.0.1:{port}/metrics"),
+            binary,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while http.get(&exporter.url).send().is_err() {
+            anyhow::ensure!(Instant::now() < deadline, "node exporter did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(exporter)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for NodeExporter {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

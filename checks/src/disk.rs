@@ -168,7 +168,7 @@ impl Disk {
                 worst = worst.worst(s);
             }
         }
-        problems.sort_by(|a, b| {
+        vaultmesh_agent_core::sort::sort_by(&mut problems, |a, b| {
             b.0.severity()
                 .cmp(&a.0.severity())
                 .then(b.1.total_cmp(&a.1))
@@ -222,7 +222,7 @@ impl Disk {
 /// `/var/tmp` and state directory a hardened systemd unit gets) is reported once, under its
 /// shortest mount point. `measured` pairs each usage with the mount's device number.
 fn dedup_by_device(mut measured: Vec<(DiskUsage, u64)>) -> Vec<DiskUsage> {
-    measured.sort_by(|a, b| {
+    vaultmesh_agent_core::sort::sort_by(&mut measured, |a, b| {
         a.0.mount
             .len()
             .cmp(&b.0.mount.len())
@@ -234,7 +234,7 @@ fn dedup_by_device(mut measured: Vec<(DiskUsage, u64)>) -> Vec<DiskUsage> {
         .filter(|(_, dev)| seen.insert(*dev))
         .map(|(d, _)| d)
         .collect();
-    out.sort_by(|a, b| a.mount.cmp(&b.mount));
+    vaultmesh_agent_core::sort::sort_by(&mut out, |a, b| a.mount.cmp(&b.mount));
     out
 }
 

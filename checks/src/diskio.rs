@@ -236,7 +236,7 @@ impl DiskIoCheck {
             }
             status = status.worst(s);
         }
-        problems.sort_by(|a, b| {
+        vaultmesh_agent_core::sort::sort_by(&mut problems, |a, b| {
             b.0.severity()
                 .cmp(&a.0.severity())
                 .then(b.1.total_cmp(&a.1))

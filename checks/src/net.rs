@@ -235,7 +235,9 @@ impl Net {
             rx += n.rx_bytes_per_s;
             tx += n.tx_bytes_per_s;
         }
-        problems.sort_by_key(|p| std::cmp::Reverse(p.0.severity()));
+        vaultmesh_agent_core::sort::sort_by_key(&mut problems, |p| {
+            std::cmp::Reverse(p.0.severity())
+        });
         let mut summary = if !problems.is_empty() {
             problems
                 .into_iter()

@@ -184,7 +184,7 @@ impl Temperatures {
                 round1(hottest.celsius)
             )
         } else {
-            problems.sort_by(|a, b| {
+            vaultmesh_agent_core::sort::sort_by(&mut problems, |a, b| {
                 b.0.severity()
                     .cmp(&a.0.severity())
                     .then(b.1.total_cmp(&a.1))
@@ -255,7 +255,7 @@ fn read_sensors(root: &Path) -> Vec<Reading> {
             Some((n, e.path()))
         })
         .collect();
-    devices.sort();
+    vaultmesh_agent_core::sort::sort(&mut devices);
     devices.truncate(DEVICES_MAX);
     let mut out: Vec<Reading> = Vec::new();
     for (n, dir) in devices {
@@ -282,7 +282,7 @@ fn read_sensors(root: &Path) -> Vec<Reading> {
                 idx.parse().ok()
             })
             .collect();
-        inputs.sort_unstable();
+        vaultmesh_agent_core::sort::sort(&mut inputs);
         for i in inputs {
             let attr = |suffix: &str| dir.join(format!("temp{i}_{suffix}"));
             let flag = |suffix: &str| attr_text(&attr(suffix)).map(|t| t.trim().to_string());

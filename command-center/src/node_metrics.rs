@@ -17,10 +17,11 @@
 use std::fmt::Write as _;
 
 use chrono::{DateTime, Utc};
-use vaultmesh_proto::{AttentionLevel, CheckStatus, NodeHeartbeat, NodeSummary, Services};
+use vaultmesh_proto::{AttentionLevel, CheckStatus, NodeSummary, Services};
+use vaultmesh_store::LatestMeasures;
 
-/// One node as the metrics see it: its summary and its latest heartbeat.
-pub type NodeState = (NodeSummary, NodeHeartbeat);
+/// One node as the metrics see it: its summary and what its latest heartbeat measured.
+pub type NodeState = (NodeSummary, LatestMeasures);
 
 /// A family being written: its samples, then its name, help and type go first at the end.
 struct Family {
@@ -452,8 +453,8 @@ pub fn render(nodes: &[NodeState], now: DateTime<Utc>, out: &mut Vec<u8>) {
                 }
             }
         }
-        for c in &hb.checks {
-            checks.sample(&base, &[("check", c.name.as_str())], status_value(c.status));
+        for (name, status) in &hb.checks {
+            checks.sample(&base, &[("check", name.as_str())], status_value(*status));
         }
         if let Some(scan) = &s.last_scan {
             for (severity, n) in &scan.counts {
@@ -552,7 +553,7 @@ mod tests {
     use super::*;
 
     fn node(hostname: &str, labels: &[(&str, &str)]) -> NodeState {
-        let hb: NodeHeartbeat = serde_json::from_value(serde_json::json!({
+        let hb: vaultmesh_proto::NodeHeartbeat = serde_json::from_value(serde_json::json!({
             "node_id": uuid::Uuid::from_u128(7), "hostname": hostname, "os_profile": "ArchVault",
             "cloudflare_ok": true, "services_ok": true, "vaultmesh_root": "/",
             "timestamp": "2026-12-07T10:00:00Z", "agent_version": "0.1.0", "uptime_s": 3600,
@@ -570,7 +571,7 @@ mod tests {
             "labels": labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<std::collections::BTreeMap<_, _>>(),
         }))
         .unwrap();
-        (summary, hb)
+        (summary, LatestMeasures::of(&hb))
     }
 
     fn text(nodes: &[NodeState]) -> String {

@@ -4,133 +4,19 @@
 //! Exit codes: 0 success, 1 the work failed (e.g. the Command Center was unreachable for
 //! `run --once`), 2 bad usage or configuration (one line per problem on stderr).
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
 use vaultmesh_agent_core::CheckContext;
 use vaultmesh_agent_core::config::{AgentConfig, ConfigErrors};
 use vaultmesh_agent_core::registry::{self, ConfiguredCheck};
 use vaultmesh_agent_core::runtime::{Agent, AgentError};
 use vaultmesh_agent_core::scheduler::run_isolated;
+use vaultmesh_node_agent::cli::{ChecksCommand, Cli, Command, ConfigCommand, EventCommand};
 use vaultmesh_process::{duration, service};
 
 // The built-in checks register themselves through `inventory`; nothing references them by name,
 // so without this line the linker would drop them and the registry would be empty.
 use vaultmesh_checks as _;
-
-#[derive(Debug, Parser)]
-#[command(
-    name = "vaultmesh-node-agent",
-    version = vaultmesh_process::version!(),
-    about = "VaultMesh node agent: runs health checks and reports to the Command Center (outbound only).",
-    after_help = "Examples:\n  vaultmesh-node-agent run --once          send one heartbeat and exit\n  vaultmesh-node-agent checks list         show every check and whether it is enabled\n  vaultmesh-node-agent checks run disk     run one check now and print the result\n  vaultmesh-node-agent config check        validate /etc/vaultmesh/agent.toml\n  vaultmesh-node-agent event note --text 'rebooted'   post a note about this node\n\nEnvironment: VAULTMESH_CC_URL, VAULTMESH_OS_PROFILE, VAULTMESH_INTERVAL, VAULTMESH_STATE_DIR,\nVAULTMESH_ROOT, VAULTMESH_CONFIG, RUST_LOG (log filter, default info)."
-)]
-struct Cli {
-    /// Agent config file [default: /etc/vaultmesh/agent.toml, if it exists].
-    #[arg(long, global = true, env = "VAULTMESH_CONFIG", value_name = "PATH")]
-    config: Option<PathBuf>,
-    #[command(subcommand)]
-    command: Option<Command>,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Run the agent (the default): checks on their schedules, a heartbeat every interval.
-    Run {
-        /// Run every check once, send one heartbeat, and exit (0 if the Command Center accepted it).
-        #[arg(long)]
-        once: bool,
-    },
-    /// Inspect or run the registered checks.
-    #[command(subcommand)]
-    Checks(ChecksCommand),
-    /// Work with the configuration.
-    #[command(subcommand)]
-    Config(ConfigCommand),
-    /// List the command actions this agent knows, and whether its `[commands]` allow list permits each.
-    Actions {
-        #[arg(long)]
-        json: bool,
-    },
-    /// Post a note or an incident about this node to the Command Center, with the node's own
-    /// key; prints the event's id. The event's node and author are this node (`node:<id>`).
-    #[command(
-        subcommand,
-        after_help = "Examples:\n  vaultmesh-node-agent event note --text 'rebooted for the kernel update'\n  vaultmesh-node-agent event incident --title 'RAID degraded' --severity critical --text \"$(mdadm --detail /dev/md0)\""
-    )]
-    Event(EventCommand),
-    /// Replace the node key with a new one (for a node the Command Center re-admitted after a
-    /// revocation). Stop the agent first; the next run enrolls the new key.
-    #[command(
-        after_help = "Example:\n  systemctl stop vaultmesh-node-agent && vaultmesh-node-agent rekey && systemctl start vaultmesh-node-agent"
-    )]
-    Rekey,
-    /// Print the shell completion script (packages install it; or `source <(... completions bash)`).
-    Completions {
-        #[arg(value_enum)]
-        shell: vaultmesh_process::cli::Shell,
-    },
-    /// Print the man page (roff).
-    Man,
-}
-
-#[derive(Debug, Subcommand)]
-enum ChecksCommand {
-    /// List every registered check, whether it is enabled, and its schedule.
-    List {
-        #[arg(long)]
-        json: bool,
-    },
-    /// Run one check now (enabled or not) and print its result.
-    Run {
-        /// Check name, as shown by `checks list`.
-        name: String,
-        #[arg(long)]
-        json: bool,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-enum EventCommand {
-    /// A note about this node (free text).
-    Note {
-        /// The note (up to 8 KiB; may span lines).
-        #[arg(long)]
-        text: String,
-    },
-    /// An incident on this node: `high` and `critical` ones make it CRIT, the others ATTN,
-    /// until an operator resolves it.
-    Incident {
-        /// One line (up to 256 bytes).
-        #[arg(long)]
-        title: String,
-        /// info, low, medium, high or critical.
-        #[arg(long, default_value = "high", value_parser = severity)]
-        severity: vaultmesh_proto::Severity,
-        /// Details (up to 8 KiB; may span lines).
-        #[arg(long)]
-        text: Option<String>,
-    },
-}
-
-/// `--severity`: one of the five, with a suggestion for a typo.
-fn severity(s: &str) -> Result<vaultmesh_proto::Severity, String> {
-    const ALL: [&str; 5] = ["info", "low", "medium", "high", "critical"];
-    s.parse().map_err(|_| {
-        format!(
-            "{s:?} is not a severity; use {}{}",
-            ALL.join(", "),
-            vaultmesh_process::suggest::did_you_mean(s, ALL)
-        )
-    })
-}
-
-#[derive(Debug, Subcommand)]
-enum ConfigCommand {
-    /// Validate the config file and environment; exit 2 naming every problem.
-    Check,
-}
 
 /// How a command failed, which decides the exit code.
 enum Failure {
@@ -155,16 +41,6 @@ impl From<AgentError> for Failure {
 
 fn main() -> ExitCode {
     let cli: Cli = vaultmesh_process::cli::parse_or_exit();
-    match cli.command {
-        Some(Command::Completions { shell }) => {
-            let written = vaultmesh_process::cli::completions::<Cli>(shell, &mut std::io::stdout());
-            return printed(written);
-        }
-        Some(Command::Man) => {
-            return printed(vaultmesh_process::cli::man::<Cli>(&mut std::io::stdout()));
-        }
-        _ => {}
-    }
     vaultmesh_process::service::init_logging();
     // One thread runs everything: the agent waits on timers and sockets almost all the time,
     // and a single thread keeps its memory small. Work that can block for long (statvfs on a
@@ -198,17 +74,6 @@ fn main() -> ExitCode {
     }
 }
 
-/// Exit code of printing something to stdout.
-fn printed(r: std::io::Result<()>) -> ExitCode {
-    match r {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: cannot write to standard output: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
 async fn dispatch(cli: Cli) -> Result<(), Failure> {
     let config = AgentConfig::load(cli.config.as_deref())?;
     match cli.command.unwrap_or(Command::Run { once: false }) {
@@ -223,8 +88,6 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
         Command::Run { once: false } => run_forever(config).await,
-        // Answered in main, before any configuration is read.
-        Command::Completions { .. } | Command::Man => Ok(()),
         Command::Checks(ChecksCommand::List { json }) => list_checks(&config, json),
         Command::Checks(ChecksCommand::Run { name, json }) => run_check(&config, &name, json).await,
         Command::Actions { json } => {

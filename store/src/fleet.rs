@@ -14,6 +14,32 @@ use vaultmesh_proto::{CheckStatus, Metrics, NodeDetail, NodeHeartbeat, NodeSumma
 
 use super::{StoreError, StoreLimits};
 
+/// What a node's latest heartbeat measured, as the per-node metrics show it
+/// ([`Fleet::summaries_with_latest`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LatestMeasures {
+    pub agent_version: Option<String>,
+    pub uptime_s: Option<u64>,
+    pub metrics: Option<Metrics>,
+    /// Each check's name and latest verdict, in the heartbeat's order.
+    pub checks: Vec<(String, CheckStatus)>,
+}
+
+impl LatestMeasures {
+    pub fn of(hb: &NodeHeartbeat) -> LatestMeasures {
+        LatestMeasures {
+            agent_version: hb.agent_version.clone(),
+            uptime_s: hb.uptime_s,
+            metrics: hb.metrics.clone(),
+            checks: hb
+                .checks
+                .iter()
+                .map(|c| (c.name.clone(), c.status))
+                .collect(),
+        }
+    }
+}
+
 /// Everything known about one node.
 #[derive(Debug, Clone)]
 pub struct NodeState {
@@ -247,42 +273,14 @@ impl FleetState {
         v
     }
 
-    /// [`Fleet::summaries`], each with the node's latest heartbeat (for per-node metrics): its
-    /// measurements whole, its checks by name and status only (no summary, metrics or
-    /// details, which are most of a heartbeat's bytes and which the metrics do not show).
-    pub fn summaries_with_latest(&self) -> Vec<(NodeSummary, NodeHeartbeat)> {
+    /// [`Fleet::summaries`], each with what the node's latest heartbeat measured (for the
+    /// per-node metrics): a copy of its measurements and its checks' names and statuses, not of
+    /// the checks' summaries, metrics and details, which are most of a heartbeat's bytes.
+    pub fn summaries_with_latest(&self) -> Vec<(NodeSummary, LatestMeasures)> {
         let nodes = self.nodes.read().unwrap_or_else(|p| p.into_inner());
-        let measures = |hb: &NodeHeartbeat| NodeHeartbeat {
-            checks: hb
-                .checks
-                .iter()
-                .map(|c| vaultmesh_proto::CheckResult {
-                    name: c.name.clone(),
-                    status: c.status,
-                    summary: String::new(),
-                    observed_at: c.observed_at,
-                    duration_ms: c.duration_ms,
-                    metrics: Default::default(),
-                    details: serde_json::Value::Null,
-                })
-                .collect(),
-            hostname: String::new(),
-            vaultmesh_root: String::new(),
-            labels: Default::default(),
-            last_scan: None,
-            node_id: hb.node_id,
-            os_profile: String::new(),
-            cloudflare_ok: hb.cloudflare_ok,
-            services_ok: hb.services_ok,
-            timestamp: hb.timestamp,
-            agent_version: hb.agent_version.clone(),
-            seq: None,
-            uptime_s: hb.uptime_s,
-            metrics: hb.metrics.clone(),
-        };
         let mut v: Vec<_> = nodes
             .iter()
-            .map(|(id, s)| (s.summary(*id), measures(&s.latest)))
+            .map(|(id, s)| (s.summary(*id), LatestMeasures::of(&s.latest)))
             .collect();
         drop(nodes);
         v.sort_by(|(a, _), (b, _)| a.hostname.cmp(&b.hostname).then(a.node_id.cmp(&b.node_id)));

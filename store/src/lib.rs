@@ -70,7 +70,7 @@ use vaultmesh_proto::{
 
 pub use events::EventQuery;
 
-pub use fleet::FleetState;
+pub use fleet::{FleetState, LatestMeasures};
 pub use jsonl::{JsonlStore, StoreOptions};
 pub use logged::{Backend, LoggedStore};
 pub use memory::Memory;
@@ -168,9 +168,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// current attention included (put together in one place, [`Memory::summaries`]).
     fn summaries(&self) -> Vec<NodeSummary>;
 
-    /// [`Store::summaries`], each with the node's latest heartbeat: what per-node metrics
+    /// [`Store::summaries`], each with what the node's latest heartbeat measured: what per-node metrics
     /// (`GET /metrics`) are made of.
-    fn summaries_with_latest(&self) -> Vec<(NodeSummary, NodeHeartbeat)>;
+    fn summaries_with_latest(&self) -> Vec<(NodeSummary, LatestMeasures)>;
 
     /// Summary, latest heartbeat and bounded history of one node.
     fn detail(&self, node_id: Uuid) -> Option<NodeDetail>;

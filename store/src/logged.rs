@@ -20,6 +20,7 @@ use vaultmesh_proto::{
 use super::change::{Change, kinds};
 use super::commands::{CommandStatus, CommandView, ReceiptCheck, ReceiptRecord};
 use super::events::{EventQuery, Silence};
+use super::fleet::LatestMeasures;
 use super::memory::Memory;
 use super::registry::{Binding, EnrollCheck, NodeRecord, ReadmitRefusal, Refusal};
 use super::tokens::{ApiToken, MintedToken, NewToken, TokenRecord, TokenState, TokenUse};
@@ -297,7 +298,7 @@ impl<B: Backend> Store for LoggedStore<B> {
         self.mem().summaries()
     }
 
-    fn summaries_with_latest(&self) -> Vec<(NodeSummary, NodeHeartbeat)> {
+    fn summaries_with_latest(&self) -> Vec<(NodeSummary, LatestMeasures)> {
         self.mem().summaries_with_latest()
     }
 

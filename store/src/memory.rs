@@ -13,12 +13,13 @@ use vaultmesh_proto::api::NodeRevoked;
 use vaultmesh_proto::event::AttentionBody;
 use vaultmesh_proto::live::{CommandEvent, CommandSent, ScanEvent};
 use vaultmesh_proto::{
-    Attention, EventEnvelope, IncidentState, NodeDetail, NodeHeartbeat, NodeSummary, ScanReport,
+    Attention, EventEnvelope, IncidentState, NodeDetail, NodeSummary, ScanReport,
 };
 
 use super::change::Change;
 use super::commands::{CommandState, CommandStatus, CommandView};
 use super::events::{EventQuery, EventState, Silence};
+use super::fleet::LatestMeasures;
 use super::registry::{Binding, Registry};
 use super::scans::ScanState;
 use super::{FleetState, NodeSnapshot, StoreLimits};
@@ -238,8 +239,8 @@ impl Memory {
         v
     }
 
-    /// [`Memory::summaries`], each with the node's latest heartbeat.
-    pub fn summaries_with_latest(&self) -> Vec<(NodeSummary, NodeHeartbeat)> {
+    /// [`Memory::summaries`], each with what the node's latest heartbeat measured.
+    pub fn summaries_with_latest(&self) -> Vec<(NodeSummary, LatestMeasures)> {
         let (mut summaries, latest): (Vec<_>, Vec<_>) =
             self.fleet.summaries_with_latest().into_iter().unzip();
         self.complete(&mut summaries);

@@ -38,11 +38,16 @@ fn version_names_the_git_commit_it_was_built_from() {
     }
 }
 
+/// The agent's completions and man page come from a build-time tool beside it
+/// (`vaultmesh-node-agent-dist`, what `scripts/dist` and the PKGBUILD call), so the generators
+/// stay out of the shipped agent (docs/PERFORMANCE.md); the Command Center prints its own.
+const AGENT_DIST_BIN: (&str, &str) = ("vaultmesh-node-agent", "vaultmesh-node-agent-dist");
+
 #[test]
 fn completions_and_man_pages_come_from_the_clap_definitions() {
     for (bin, name, sub) in [
         (CC_BIN, "vaultmesh-command-center", "ledger"),
-        (AGENT_BIN, "vaultmesh-node-agent", "checks"),
+        (AGENT_DIST_BIN, "vaultmesh-node-agent", "checks"),
     ] {
         for (shell, marker) in [
             ("bash", format!("-o default {name}")),
@@ -68,6 +73,64 @@ fn completions_and_man_pages_come_from_the_clap_definitions() {
         assert!(
             err.starts_with("error: invalid value 'tcsh' for '<SHELL>'")
                 && err.contains("[possible values: bash, zsh, fish]"),
+            "{err}"
+        );
+    }
+}
+
+/// The agent's man page and completions describe the agent: every subcommand its `--help`
+/// lists, and not the generator's own `completions` and `man`, which the agent does not have
+/// (it refuses them as a usage error, exit 2).
+#[test]
+fn the_agents_completions_and_man_page_describe_the_agent_itself() {
+    let help = run(AGENT_BIN, &["--help"]);
+    assert!(help.status.success(), "{}", text(&help));
+    let help = String::from_utf8_lossy(&help.stdout).to_string();
+    let subcommands: Vec<&str> = help
+        .split("Commands:")
+        .nth(1)
+        .unwrap()
+        .split("Options:")
+        .next()
+        .unwrap()
+        .lines()
+        // "  name  description"; a description's continuation lines are indented further.
+        .filter_map(|l| l.strip_prefix("  ").filter(|r| !r.starts_with(' ')))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|w| *w != "help")
+        .collect();
+    assert!(
+        subcommands.contains(&"checks") && subcommands.contains(&"rekey"),
+        "{help}"
+    );
+    assert!(
+        !subcommands.contains(&"completions") && !subcommands.contains(&"man"),
+        "{help}"
+    );
+
+    let man = run(AGENT_DIST_BIN, &["man"]);
+    assert!(man.status.success(), "{}", text(&man));
+    let man = String::from_utf8_lossy(&man.stdout).to_string();
+    let fish = run(AGENT_DIST_BIN, &["completions", "fish"]);
+    let fish = String::from_utf8_lossy(&fish.stdout).to_string();
+    for sub in &subcommands {
+        assert!(
+            man.contains(&format!("vaultmesh\\-node\\-agent\\-{sub}(1)")),
+            "the man page lists no {sub}"
+        );
+        assert!(fish.contains(&format!("-a \"{sub}\"")), "fish: no {sub}");
+    }
+    for absent in ["completions", "man"] {
+        assert!(
+            !fish.contains(&format!("-a \"{absent}\"")),
+            "fish: {absent}"
+        );
+        assert!(!man.contains(&format!("vaultmesh\\-node\\-agent\\-{absent}(1)")));
+        let out = run(AGENT_BIN, &[absent]);
+        assert_eq!(out.status.code(), Some(2), "{absent}: {}", text(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.starts_with(&format!("error: unrecognized subcommand '{absent}'")),
             "{err}"
         );
     }

@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 
 use vaultmesh_bench::fleet::{Server, TOKEN};
 use vaultmesh_bench::{
-    arg_or, built_binary, built_binary_for, cpu_time, cpu_time_precise, memory_kib,
+    NodeExporter, arg_or, built_binary, built_binary_for, cpu_time, cpu_time_precise, memory_kib,
 };
 use vaultmesh_testkit::agent_unit_env;
 // The per-check table builds the checks through the registry; link them.
@@ -598,36 +598,16 @@ fn main() -> anyhow::Result<()> {
 /// Starts `prometheus-node-exporter` on a loopback port and scrapes it `n` times, one a second;
 /// (steady RSS KiB, CPU ms per scrape, binary bytes).
 fn node_exporter(n: usize) -> anyhow::Result<(u64, f64, u64)> {
-    let bin = Path::new("/usr/bin/prometheus-node-exporter");
-    anyhow::ensure!(
-        bin.exists(),
-        "install it with: sudo apt-get install -y prometheus-node-exporter"
-    );
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let child = Killed(
-        Command::new(bin)
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?,
-    );
-    let pid = child.0.id();
     let http = reqwest::blocking::Client::new();
-    let url = format!("http://127.0.0.1:{port}/metrics");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while http.get(&url).send().is_err() {
-        anyhow::ensure!(Instant::now() < deadline, "node exporter did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let exporter = NodeExporter::start(&http)?;
+    let (pid, url) = (exporter.pid(), &exporter.url);
     // Warm: a few scrapes first.
     for _ in 0..3 {
-        http.get(&url).send()?.bytes()?;
+        http.get(url).send()?.bytes()?;
     }
     let cpu0 = cpu_time(pid)?;
     for _ in 0..n {
-        http.get(&url).send()?.bytes()?;
+        http.get(url).send()?.bytes()?;
         std::thread::sleep(Duration::from_secs(1));
     }
     let cpu = cpu_time(pid)? - cpu0;
@@ -635,6 +615,6 @@ fn node_exporter(n: usize) -> anyhow::Result<(u64, f64, u64)> {
     Ok((
         rss,
         cpu.as_secs_f64() * 1e3 / n as f64,
-        std::fs::metadata(bin)?.len(),
+        std::fs::metadata(&exporter.binary)?.len(),
     ))
 }

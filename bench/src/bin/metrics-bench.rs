@@ -6,12 +6,11 @@
 //! `cargo run --release -p vaultmesh-bench --bin metrics-bench -- [NODES] [SCRAPES]`
 //! (defaults 1000 and 50). Goal: a scrape under 50 ms at 1,000 nodes (issue 27).
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use vaultmesh_bench::fleet::Server;
 use vaultmesh_bench::sim::{self, SimConfig};
-use vaultmesh_bench::{arg_or, cpu_time};
+use vaultmesh_bench::{NodeExporter, arg_or, cpu_time};
 
 const GOAL_MS: f64 = 50.0;
 
@@ -91,30 +90,7 @@ fn node_exporter(
     http: &reqwest::blocking::Client,
     n: usize,
 ) -> anyhow::Result<(f64, f64, usize, usize)> {
-    let bin = std::path::Path::new("/usr/bin/prometheus-node-exporter");
-    anyhow::ensure!(
-        bin.exists(),
-        "install it with: sudo apt-get install -y prometheus-node-exporter"
-    );
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let mut child = Command::new(bin)
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let url = format!("http://127.0.0.1:{port}/metrics");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let result = (|| {
-        while http.get(&url).send().is_err() {
-            anyhow::ensure!(Instant::now() < deadline, "node exporter did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        scrape(http, &url, 3)?;
-        scrape(http, &url, n)
-    })();
-    let _ = child.kill();
-    let _ = child.wait();
-    result
+    let exporter = NodeExporter::start(http)?;
+    scrape(http, &exporter.url, 3)?;
+    scrape(http, &exporter.url, n)
 }

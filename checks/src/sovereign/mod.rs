@@ -219,9 +219,9 @@ impl SovereignScan {
                 }
             }
         }
-        report
-            .findings
-            .sort_by_key(|f| std::cmp::Reverse(f.severity));
+        vaultmesh_agent_core::sort::sort_by_key(&mut report.findings, |f| {
+            std::cmp::Reverse(f.severity)
+        });
         fit(&mut report, REPORT_MAX_BYTES);
         report.counts = count_findings(&report.findings);
         report.finished_at = chrono::Utc::now();

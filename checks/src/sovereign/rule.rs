@@ -204,7 +204,7 @@ pub fn all() -> Vec<&'static ScanRuleRegistration> {
     let mut v: Vec<_> = inventory::iter::<ScanRuleRegistration>
         .into_iter()
         .collect();
-    v.sort_by_key(|r| r.name);
+    vaultmesh_agent_core::sort::sort_by_key(&mut v, |r| r.name);
     v
 }
 

@@ -160,7 +160,7 @@ pub(super) fn read(root: &Path, budget: &Budget) -> Result<Scan, String> {
                 .collect()
         })
         .unwrap_or_default();
-    names.sort();
+    vaultmesh_agent_core::sort::sort(&mut names);
     let mut offers: HashMap<(String, String), Offer> = HashMap::new();
     for name in names {
         budget.check()?;
@@ -218,7 +218,7 @@ pub(super) fn read(root: &Path, budget: &Budget) -> Result<Scan, String> {
             crate::untrusted::read_prefix(&root.join(d).join("reboot-required.pkgs"), 1 << 20)
                 .ok()?;
         let mut pkgs: Vec<&str> = t.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
-        pkgs.sort_unstable();
+        vaultmesh_agent_core::sort::sort(&mut pkgs);
         pkgs.dedup();
         Some(pkgs.len())
     });

@@ -134,7 +134,7 @@ pub(super) fn read(root: &Path, budget: &Budget) -> Result<Scan, String> {
                 .collect()
         })
         .unwrap_or_default();
-    dbs.sort();
+    vaultmesh_agent_core::sort::sort(&mut dbs);
     let mut pending = std::collections::HashSet::new();
     for db in dbs {
         budget.check()?;

@@ -179,7 +179,7 @@ impl ScanRule for Listeners {
                 ctx.proc.display()
             )));
         }
-        listeners.sort_by_key(Listener::key);
+        vaultmesh_agent_core::sort::sort_by_key(&mut listeners, Listener::key);
         listeners.dedup();
         for l in listeners {
             if l.is_loopback() && !self.include_loopback {

@@ -267,7 +267,7 @@ impl Parser<'_> {
                 ))
             })?);
         }
-        out.sort();
+        vaultmesh_agent_core::sort::sort(&mut out);
         Ok(out)
     }
 }

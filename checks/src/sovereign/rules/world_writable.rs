@@ -235,7 +235,7 @@ impl ScanRule for WorldWritable {
             let path = fsutil::safe_name(&ctx.node_path(host));
             entries.extend(Entry::from_metadata(path, m));
         });
-        entries.sort_by(|a, b| a.path.cmp(&b.path));
+        vaultmesh_agent_core::sort::sort_by(&mut entries, |a, b| a.path.cmp(&b.path));
         let mut listed = 0;
         let mut rest: Vec<(Severity, String)> = Vec::new();
         for e in &entries {
