@@ -1,13 +1,16 @@
 //! Runs the enabled checks, each on its own interval, and keeps the latest run of each.
 //!
-//! - **Splay:** a check's first scheduled run is offset by a deterministic fraction of its
-//!   interval derived from the node id, so a fleet restarted together does not probe in
-//!   lockstep, yet one node always probes at the same phase. Checks of one node that share an
-//!   interval share the phase too: they run in one wake-up of the agent instead of one each
-//!   (each wake-up costs a context switch, which on a small VM is most of a cheap check's cost).
-//! - **Timeout:** a run that exceeds the check's timeout is abandoned and yields `unknown`.
-//! - **Isolation:** every run is its own task; a panic yields `unknown` with the panic message
-//!   and the agent keeps going.
+//! - **Splay:** a check's scheduled runs (after the one every check makes as the agent
+//!   starts) are offset by a deterministic fraction of its interval derived from the node id,
+//!   so a fleet restarted together does not probe in lockstep, yet one node always probes at
+//!   the same phase. Checks of one node that share an interval share the phase too: they run
+//!   in one wake-up of the agent instead of one each (each wake-up costs a context switch,
+//!   which on a small VM is most of a cheap check's cost).
+//! - **Timeout:** a run that exceeds the check's timeout is abandoned (dropped) and yields
+//!   `unknown`.
+//! - **Isolation:** a run that panics yields `unknown` with the panic message and the agent
+//!   keeps going. Runs are polled in the scheduler's own task under `catch_unwind`, not
+//!   spawned: a task, a join handle and a timer per run cost more than most checks.
 //! - **Own cost:** every run's duration is logged at debug level; each check's run count, mean
 //!   and longest duration are logged at info level after its first run and then hourly.
 
@@ -26,25 +29,40 @@ use vaultmesh_process::duration;
 
 /// Runs one check once, with timeout and panic isolation. A run that timed out or panicked is
 /// `unknown` and contributes nothing to the heartbeat.
+///
+/// The run is polled right here, inside [`futures_util::FutureExt::catch_unwind`] and
+/// [`tokio::time::timeout`], not spawned as a task of its own: a panic is caught as a spawned
+/// task's would be (and dropping the run after a timeout too), a run over its timeout is
+/// dropped (cut off, as aborting its task did), and a check that finishes without waiting
+/// (reading a `/proc` file) costs no task, no join handle and no timer. `ctx` is used as it
+/// is when its `timeout` already is the check's (the scheduler keeps one such context per
+/// check), else copied with it.
 pub async fn run_isolated(check: &ConfiguredCheck, ctx: &CheckContext) -> CheckRun {
+    use futures_util::FutureExt;
+    use std::panic::AssertUnwindSafe;
+
     let started = Instant::now();
     let observed_at = Utc::now();
-    let runner = Arc::clone(&check.check);
-    let mut task_ctx = ctx.clone();
-    task_ctx.timeout = Some(check.settings.timeout);
-    let handle = tokio::spawn(async move { runner.run(&task_ctx).await });
-    let abort = handle.abort_handle();
     let timeout = check.settings.timeout;
-    let outcome = match tokio::time::timeout(timeout, handle).await {
-        Ok(Ok(outcome)) => outcome,
-        Ok(Err(e)) if e.is_panic() => {
-            let msg = panic_message(e.into_panic());
+    let ctx = if ctx.timeout == Some(timeout) {
+        std::borrow::Cow::Borrowed(ctx)
+    } else {
+        let mut own = ctx.clone();
+        own.timeout = Some(timeout);
+        std::borrow::Cow::Owned(own)
+    };
+    let mut run = check.check.run(&ctx);
+    let polled = tokio::time::timeout(timeout, AssertUnwindSafe(&mut run).catch_unwind()).await;
+    // A run cut off by its timeout is dropped here; a panic in its drop is the check's too.
+    let dropped = std::panic::catch_unwind(AssertUnwindSafe(move || drop(run)));
+    let outcome = match (polled, dropped) {
+        (Ok(Ok(outcome)), Ok(())) => outcome,
+        (Ok(Err(payload)), _) | (Err(_), Err(payload)) | (Ok(Ok(_)), Err(payload)) => {
+            let msg = panic_message(payload);
             tracing::error!(check = check.name(), panic = %msg, "Check panicked.");
             CheckOutcome::unknown(format!("check panicked: {msg}"))
         }
-        Ok(Err(_)) => CheckOutcome::unknown("check was cancelled"),
-        Err(_) => {
-            abort.abort();
+        (Err(_), Ok(())) => {
             tracing::warn!(check = check.name(), timeout = %duration::format(timeout), "Check timed out.");
             CheckOutcome::unknown(format!("timed out after {}", duration::format(timeout)))
         }
@@ -90,6 +108,9 @@ pub fn splay(node_id: Uuid, interval: Duration) -> Duration {
 pub struct Scheduler {
     checks: Vec<ConfiguredCheck>,
     ctx: CheckContext,
+    /// `ctx` with each check's timeout, one per check (in the order of `checks`), so a run
+    /// copies no context.
+    ctxs: Vec<CheckContext>,
     /// Each check's latest run, result and contribution together: a run replaces both, so an
     /// `unknown` run leaves no measurement of an earlier one behind.
     latest: RwLock<BTreeMap<&'static str, CheckRun>>,
@@ -98,10 +119,19 @@ pub struct Scheduler {
 impl Scheduler {
     /// Keeps only the enabled checks.
     pub fn new(checks: Vec<ConfiguredCheck>, ctx: CheckContext) -> Self {
-        let checks = checks.into_iter().filter(|c| c.settings.enabled).collect();
+        let checks: Vec<ConfiguredCheck> =
+            checks.into_iter().filter(|c| c.settings.enabled).collect();
+        let ctxs = checks
+            .iter()
+            .map(|c| CheckContext {
+                timeout: Some(c.settings.timeout),
+                ..ctx.clone()
+            })
+            .collect();
         Scheduler {
             checks,
             ctx,
+            ctxs,
             latest: RwLock::new(BTreeMap::new()),
         }
     }
@@ -112,7 +142,11 @@ impl Scheduler {
 
     /// Runs every enabled check once, concurrently, and records the results.
     pub async fn run_all_once(&self) -> Vec<CheckRun> {
-        let runs = self.checks.iter().map(|c| run_isolated(c, &self.ctx));
+        let runs = self
+            .checks
+            .iter()
+            .zip(&self.ctxs)
+            .map(|(c, ctx)| run_isolated(c, ctx));
         let results = futures_util::future::join_all(runs).await;
         for r in &results {
             self.record(r.clone());
@@ -128,7 +162,7 @@ impl Scheduler {
         for index in 0..self.checks.len() {
             let this = Arc::clone(self);
             set.spawn(async move {
-                let result = run_isolated(&this.checks[index], &this.ctx).await;
+                let result = run_isolated(&this.checks[index], &this.ctxs[index]).await;
                 this.record(result);
             });
         }
@@ -156,8 +190,8 @@ impl Scheduler {
             .collect()
     }
 
-    /// Starts one loop per check; each first waits its splay, then runs every interval until
-    /// `cancel` fires.
+    /// Starts one loop per check, once [`Self::prime`] has run every check; each first waits
+    /// an interval and its splay, then runs every interval until `cancel` fires.
     pub fn spawn(self: &Arc<Self>, cancel: CancellationToken) -> tokio::task::JoinSet<()> {
         let mut set = tokio::task::JoinSet::new();
         for (index, check) in self.checks.iter().enumerate() {
@@ -166,7 +200,12 @@ impl Scheduler {
             let first = splay(self.ctx.node_id, check.settings.interval);
             let interval = check.settings.interval;
             set.spawn(async move {
-                let start = tokio::time::Instant::now() + first;
+                // `prime` has just run every check: the next run is an interval away. (Ticking
+                // within the splay instead ran each check twice in its first interval, and put
+                // a rate check's read out of step with its schedule for good: its run then came
+                // too soon after the read before it and waited out its window every time, a
+                // wake-up of its own each run, apart from the checks it shares an interval with.)
+                let start = tokio::time::Instant::now() + interval + first;
                 let mut ticker = tokio::time::interval_at(start, interval);
                 ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 let mut cost = RunCost::default();
@@ -179,7 +218,7 @@ impl Scheduler {
                     let began = Instant::now();
                     let run = tokio::select! {
                         _ = cancel.cancelled() => return,
-                        r = run_isolated(check, &this.ctx) => r,
+                        r = run_isolated(check, &this.ctxs[index]) => r,
                     };
                     let took = began.elapsed();
                     tracing::debug!(check = check.name(), status = %run.result.status, duration_us = took.as_micros() as u64, "Check ran.");
@@ -245,6 +284,10 @@ mod tests {
     enum Behaviour {
         Fine,
         Panics,
+        /// Waits 10 ms, then panics: a panic on a later poll of the run, not the first.
+        PanicsAfterWaiting,
+        /// Counts its runs.
+        Counts(Arc<AtomicUsize>),
         Hangs,
         /// Measures ([`measured`]) on even runs; hangs on run 1, panics on run 3.
         MeasuresThenFails(AtomicUsize),
@@ -256,6 +299,14 @@ mod tests {
             match self {
                 Behaviour::Fine => CheckOutcome::new(CheckStatus::Ok, "fine").with_metric("x", 1.0),
                 Behaviour::Panics => panic!("boom in check"),
+                Behaviour::PanicsAfterWaiting => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    panic!("boom after waiting")
+                }
+                Behaviour::Counts(runs) => {
+                    runs.fetch_add(1, Ordering::Relaxed);
+                    CheckOutcome::new(CheckStatus::Ok, "counted")
+                }
                 Behaviour::Hangs => {
                     tokio::time::sleep(Duration::from_secs(3600)).await;
                     CheckOutcome::new(CheckStatus::Ok, "never")
@@ -320,6 +371,47 @@ mod tests {
         .result;
         assert_eq!(r.status, CheckStatus::Unknown);
         assert_eq!(r.summary, "check panicked: boom in check");
+    }
+
+    #[tokio::test]
+    async fn a_check_that_panics_after_waiting_yields_unknown_and_the_next_run_goes_on() {
+        let check = configured(Behaviour::PanicsAfterWaiting, Duration::from_secs(1));
+        let r = run_isolated(&check, &ctx()).await.result;
+        assert_eq!(
+            (r.status, r.summary.as_str()),
+            (CheckStatus::Unknown, "check panicked: boom after waiting")
+        );
+        let again = run_isolated(&check, &ctx()).await.result;
+        assert_eq!(again.summary, "check panicked: boom after waiting");
+    }
+
+    /// The loops start after `prime` ran every check: each check's next run is an interval
+    /// (and its splay) later, not within the splay, and then one per interval.
+    #[tokio::test(start_paused = true)]
+    async fn the_first_scheduled_run_comes_an_interval_and_the_splay_after_the_start() {
+        let runs = Arc::new(AtomicUsize::new(0));
+        let s = Arc::new(Scheduler::new(
+            vec![configured(
+                Behaviour::Counts(Arc::clone(&runs)),
+                Duration::from_millis(100),
+            )],
+            ctx(),
+        ));
+        let first = Duration::from_secs(1) + splay(Uuid::nil(), Duration::from_secs(1));
+        let cancel = CancellationToken::new();
+        let mut set = s.spawn(cancel.clone());
+        tokio::time::sleep(first - Duration::from_millis(1)).await;
+        assert_eq!(
+            runs.load(Ordering::Relaxed),
+            0,
+            "nothing within the first interval"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        assert_eq!(runs.load(Ordering::Relaxed), 1, "the first run at its time");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(runs.load(Ordering::Relaxed), 2, "then one per interval");
+        cancel.cancel();
+        while set.join_next().await.is_some() {}
     }
 
     #[tokio::test(start_paused = true)]

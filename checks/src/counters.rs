@@ -4,8 +4,9 @@
 //!
 //! A rate needs two reads of a counter. A check takes its first read when it is built, so its
 //! first run (the agent primes every check as it starts) already has a value; a run that comes
-//! sooner than [`MIN_WINDOW`] after the previous read first waits out the rest, so no rate is
-//! taken over a few milliseconds of 10 ms clock ticks.
+//! sooner than [`MIN_WINDOW`] after the previous read (less 5 %: a run on a 1 s schedule lands
+//! a little early as often as late) first waits out the rest, so no rate is taken over a few
+//! milliseconds of 10 ms clock ticks.
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -61,6 +62,10 @@ impl<S> Previous<S> {
     ) -> Result<R, String> {
         let since = self.lock().as_ref().map(|(_, at)| at.elapsed());
         let wait = match since {
+            // A run on a schedule as long as the window comes a hair early as often as late
+            // (its read lands anywhere in its wake-up): that is a window all the same, and
+            // waiting out the hair would cost a wake-up of its own every run.
+            Some(elapsed) if elapsed + self.min_window / 20 >= self.min_window => Duration::ZERO,
             Some(elapsed) => self.min_window.saturating_sub(elapsed),
             None => {
                 let first = read()?;
@@ -79,6 +84,64 @@ impl<S> Previous<S> {
             .map(|(prev, at)| rates(prev, &current, now.saturating_duration_since(*at)));
         *last = Some((current, now));
         out.ok_or_else(|| "no previous read to compare with".to_string())
+    }
+}
+
+/// How long a [`DeviceFacts`] answer is trusted while the kernel lists the same devices.
+pub const FACTS_MAX_AGE: Duration = Duration::from_secs(300);
+
+/// What a rate check looks up in `/sys` about the devices the kernel lists (which network
+/// interfaces are physical, which block devices are whole disks), kept between runs: looked up
+/// again when the list of names changes (a device came, went or was renamed) and at least
+/// every [`FACTS_MAX_AGE`]. One `lstat` per interface, or a directory listing, per run was
+/// most of what these checks cost after their one read of `/proc`.
+pub struct DeviceFacts<T> {
+    cached: Mutex<Option<Kept<T>>>,
+}
+
+/// The names the facts were looked up for, when, and the facts.
+type Kept<T> = (Vec<String>, Instant, std::sync::Arc<T>);
+
+impl<T> Default for DeviceFacts<T> {
+    fn default() -> Self {
+        DeviceFacts {
+            cached: Mutex::new(None),
+        }
+    }
+}
+
+/// Without the facts: two checks built from the same settings compare equal.
+impl<T> std::fmt::Debug for DeviceFacts<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceFacts").finish_non_exhaustive()
+    }
+}
+
+impl<T> DeviceFacts<T> {
+    /// The facts for the devices `names` (as the kernel lists them, in its order): the kept
+    /// ones if the kernel listed exactly these names when they were looked up, less than
+    /// [`FACTS_MAX_AGE`] ago; else `look_up()`'s, kept for the next run. A failed look-up keeps
+    /// nothing.
+    pub fn get<'a>(
+        &self,
+        names: impl Iterator<Item = &'a str> + Clone,
+        look_up: impl FnOnce() -> Result<T, String>,
+    ) -> Result<std::sync::Arc<T>, String> {
+        let mut cached = self.cached.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((kept, at, facts)) = cached.as_ref()
+            && at.elapsed() < FACTS_MAX_AGE
+            && kept.iter().map(String::as_str).eq(names.clone())
+        {
+            return Ok(std::sync::Arc::clone(facts));
+        }
+        *cached = None;
+        let facts = std::sync::Arc::new(look_up()?);
+        *cached = Some((
+            names.map(str::to_string).collect(),
+            Instant::now(),
+            std::sync::Arc::clone(&facts),
+        ));
+        Ok(facts)
     }
 }
 
@@ -189,6 +252,75 @@ impl NameFilter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn device_facts_are_looked_up_again_when_the_devices_change_and_a_failure_keeps_nothing() {
+        let facts = DeviceFacts::<usize>::default();
+        let mut look_ups = 0;
+        let mut get = |names: &[&str], ok: bool| {
+            facts.get(names.iter().copied(), || {
+                look_ups += 1;
+                if ok {
+                    Ok(look_ups)
+                } else {
+                    Err("no /sys".into())
+                }
+            })
+        };
+        assert_eq!(*get(&["lo", "eth0"], true).unwrap(), 1);
+        assert_eq!(
+            *get(&["lo", "eth0"], true).unwrap(),
+            1,
+            "the same devices: kept"
+        );
+        assert_eq!(*get(&["lo", "eth0", "eth1"], true).unwrap(), 2, "one came");
+        assert_eq!(*get(&["lo", "eth1"], true).unwrap(), 3, "one went");
+        assert_eq!(*get(&["lo", "eth2"], true).unwrap(), 4, "renamed");
+        assert_eq!(get(&["lo"], false).unwrap_err(), "no /sys");
+        assert_eq!(
+            *get(&["lo"], true).unwrap(),
+            6,
+            "a failed look-up kept nothing"
+        );
+        assert_eq!(*get(&["lo"], true).unwrap(), 6);
+        let old = facts.cached.lock().unwrap().as_mut().map(|c| {
+            c.1 = Instant::now().checked_sub(FACTS_MAX_AGE).unwrap();
+        });
+        assert!(old.is_some());
+        let again = facts.get(["lo"].into_iter(), || Ok(7)).unwrap();
+        assert_eq!(*again, 7, "looked up again after FACTS_MAX_AGE");
+    }
+
+    /// A run on a schedule as long as the window reads at once, even a little early; a run
+    /// that comes well inside the window waits out the rest, and its rate spans the window.
+    #[tokio::test]
+    async fn a_run_a_little_early_reads_at_once_and_one_well_inside_the_window_waits() {
+        let window = Duration::from_millis(400);
+        let mut prev = Previous::new(Some(0u64));
+        prev.min_window = window;
+        // 390 ms of 400: within 5 %, read now (ready at the first poll).
+        prev.backdate(Duration::from_millis(390));
+        let mut run = std::pin::pin!(prev.next(|| Ok(1), |_, _, over| over));
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let std::task::Poll::Ready(rate) = run.as_mut().poll(&mut cx) else {
+            panic!("a run 390 ms into a 400 ms window waited");
+        };
+        let over = rate.expect("a rate");
+        assert!(over >= Duration::from_millis(390), "{over:?}");
+        // 100 ms of 400: wait out the other 300.
+        prev.backdate(Duration::from_millis(100));
+        let asked = Instant::now();
+        let over = prev
+            .next(|| Ok(2), |_, _, over| over)
+            .await
+            .expect("a rate");
+        assert!(
+            asked.elapsed() >= Duration::from_millis(250),
+            "{:?}",
+            asked.elapsed()
+        );
+        assert!(over >= window, "{over:?}");
+    }
 
     #[test]
     fn hostile_names_are_shown_escaped_and_bounded() {

@@ -27,7 +27,9 @@ use vaultmesh_agent_core::registry::{CheckConfigError, CheckRegistration, parse_
 use vaultmesh_agent_core::{Check, CheckContext, CheckOutcome, Contribution};
 use vaultmesh_proto::{CheckStatus, DiskIo, Metrics};
 
-use crate::counters::{NameFilter, Previous, bytes_per_s, device_name, per_second, round2};
+use crate::counters::{
+    DeviceFacts, NameFilter, Previous, bytes_per_s, device_name, per_second, round2,
+};
 use crate::thresholds::{Thresholds, round1};
 
 /// Devices whose I/O is counted again on the devices beneath them, or that are memory.
@@ -157,6 +159,8 @@ struct DiskIoCheck {
     /// `/` but in tests.
     root: PathBuf,
     prev: Previous<BTreeMap<String, DevCounters>>,
+    /// The whole disks in `/sys/block`, kept while the same devices are listed.
+    disks: DeviceFacts<BTreeSet<String>>,
 }
 
 impl DiskIoCheck {
@@ -168,6 +172,7 @@ impl DiskIoCheck {
             filter: NameFilter::new(&c.include, &c.exclude)?,
             root: root.to_path_buf(),
             prev: Previous::new(None),
+            disks: DeviceFacts::default(),
         };
         check.prev = Previous::new(check.read().ok());
         Ok(check)
@@ -190,13 +195,15 @@ impl DiskIoCheck {
     /// The watched devices' counters, by the name shown.
     fn read(&self) -> Result<BTreeMap<String, DevCounters>, String> {
         let text = crate::procfs::read_lossy(&self.root.join("proc/diskstats"))?;
+        let parsed = parse_diskstats(&text);
         // Only the default rule needs /sys/block.
         let disks = if self.filter.has_include() {
-            BTreeSet::new()
+            Default::default()
         } else {
-            self.whole_disks()?
+            let names = parsed.iter().map(|(raw, _)| *raw);
+            self.disks.get(names, || self.whole_disks())?
         };
-        Ok(parse_diskstats(&text)
+        Ok(parsed
             .into_iter()
             .filter_map(|(raw, c)| {
                 let shown = device_name(raw);

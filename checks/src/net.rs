@@ -13,7 +13,7 @@
 //! they cannot be told apart), has no rate this run; its new counters are the baseline for the
 //! next. Never a negative or huge rate.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -23,7 +23,7 @@ use vaultmesh_agent_core::registry::{CheckConfigError, CheckRegistration, parse_
 use vaultmesh_agent_core::{Check, CheckContext, CheckOutcome, Contribution};
 use vaultmesh_proto::{CheckStatus, Metrics, NetRates};
 
-use crate::counters::{NameFilter, Previous, bytes_per_s, device_name, per_second};
+use crate::counters::{DeviceFacts, NameFilter, Previous, bytes_per_s, device_name, per_second};
 use crate::thresholds::Thresholds;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -150,6 +150,9 @@ struct Net {
     /// `/` but in tests.
     root: PathBuf,
     prev: Previous<BTreeMap<String, IfCounters>>,
+    /// The interfaces (raw names) the kernel ties to a device, kept while the same
+    /// interfaces are listed.
+    physical: DeviceFacts<BTreeSet<String>>,
 }
 
 impl Net {
@@ -164,6 +167,7 @@ impl Net {
             filter: NameFilter::new(&c.include, &c.exclude)?,
             root: root.to_path_buf(),
             prev: Previous::new(None),
+            physical: DeviceFacts::default(),
         };
         net.prev = Previous::new(net.read().ok());
         Ok(net)
@@ -181,12 +185,26 @@ impl Net {
     /// The watched interfaces' counters, by the name shown.
     fn read(&self) -> Result<BTreeMap<String, IfCounters>, String> {
         let text = crate::procfs::read_lossy(&self.root.join("proc/net/dev"))?;
-        Ok(parse_net_dev(&text)
+        let parsed = parse_net_dev(&text);
+        let names = parsed.iter().map(|(raw, _)| *raw);
+        // Only the default rule asks which are physical.
+        let physical = if self.filter.has_include() {
+            Default::default()
+        } else {
+            self.physical.get(names.clone(), || {
+                Ok(names
+                    .clone()
+                    .filter(|raw| self.physical(raw))
+                    .map(str::to_string)
+                    .collect())
+            })?
+        };
+        Ok(parsed
             .into_iter()
             .filter_map(|(raw, c)| {
                 let shown = device_name(raw);
                 self.filter
-                    .wants(&shown, || self.physical(raw))
+                    .wants(&shown, || physical.contains(raw))
                     .then_some((shown, c))
             })
             .collect())

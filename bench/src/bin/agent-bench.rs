@@ -220,7 +220,10 @@ enabled = {}
         let scan_done = started.elapsed();
         let (scan_peak_kib, _) = memory_kib(pid);
         let cpu_start = cpu_time(pid)?;
-        std::thread::sleep(Duration::from_millis(3 * interval_ms));
+        // At least 6 s: the blocking threads that ran the scan idle out after 5 s (the agent's
+        // `thread_keep_alive`), and a thread that exits during the window takes its CPU time
+        // out of the schedstat sum (the figure came out 0.00 ms once).
+        std::thread::sleep(Duration::from_millis((3 * interval_ms).max(6000)));
         let heartbeats = |http: &reqwest::blocking::Client| -> anyhow::Result<f64> {
             let m = http.get(format!("{}/metrics", cc.base)).send()?.text()?;
             vaultmesh_testkit::metric(&m, "vaultmesh_heartbeats_ingested_total")
