@@ -20,9 +20,12 @@ pub fn main() {
         .ok()
         .filter(|out| out.status.success())
         .map(|out| {
+            // A git older than 2.31 echoes the `--path-format` it does not know and answers
+            // relative to the top of the work tree: skip the echo, join the rest to the root.
             String::from_utf8_lossy(&out.stdout)
                 .lines()
-                .map(std::path::PathBuf::from)
+                .filter(|line| !line.starts_with('-'))
+                .map(|line| root.join(line))
                 .collect()
         })
         .unwrap_or_else(|| vec![root.join(".git/HEAD"), root.join(".git/logs/HEAD")]);

@@ -200,12 +200,18 @@ impl Scheduler {
             let first = splay(self.ctx.node_id, check.settings.interval);
             let interval = check.settings.interval;
             set.spawn(async move {
-                // `prime` has just run every check: the next run is an interval away. (Ticking
-                // within the splay instead ran each check twice in its first interval, and put
-                // a rate check's read out of step with its schedule for good: its run then came
-                // too soon after the read before it and waited out its window every time, a
-                // wake-up of its own each run, apart from the checks it shares an interval with.)
-                let start = tokio::time::Instant::now() + interval + first;
+                // `prime` has just run every check: the first scheduled run comes at the splay,
+                // but never within a rate check's window of prime's read (then an interval
+                // later). A run that soon after the read before it waited out its window every
+                // time, a wake-up of its own each run, apart from the checks it shares an
+                // interval with; waiting a whole interval always would put a long check's second
+                // run (the scan's, every 6 h) up to two intervals after the start.
+                let first = if first < FIRST_RUN_MIN_GAP {
+                    first + interval
+                } else {
+                    first
+                };
+                let start = tokio::time::Instant::now() + first;
                 let mut ticker = tokio::time::interval_at(start, interval);
                 ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 let mut cost = RunCost::default();
@@ -230,6 +236,10 @@ impl Scheduler {
         set
     }
 }
+
+/// The least time between `prime`'s run of a check and its first scheduled run: a rate
+/// check's window (the `cpu`, `net` and `diskio` checks measure over at least a second).
+pub const FIRST_RUN_MIN_GAP: Duration = Duration::from_secs(1);
 
 /// How often each check's durations are summarised at info level.
 const COST_REPORT_EVERY: Duration = Duration::from_secs(3600);
@@ -409,6 +419,37 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(2)).await;
         assert_eq!(runs.load(Ordering::Relaxed), 1, "the first run at its time");
         tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(runs.load(Ordering::Relaxed), 2, "then one per interval");
+        cancel.cancel();
+        while set.join_next().await.is_some() {}
+    }
+
+    /// Review of issue 24's third pass: waiting a whole interval after the start always put a
+    /// long check's second run (the scan's) up to two intervals after the start. A splay of a
+    /// second or more is the first run's time, as it was.
+    #[tokio::test(start_paused = true)]
+    async fn a_long_interval_checks_first_scheduled_run_comes_at_its_splay() {
+        let runs = Arc::new(AtomicUsize::new(0));
+        let interval = Duration::from_secs(6 * 3600);
+        let mut check = configured(
+            Behaviour::Counts(Arc::clone(&runs)),
+            Duration::from_millis(100),
+        );
+        check.settings.interval = interval;
+        let first = splay(Uuid::nil(), interval);
+        assert!(first >= FIRST_RUN_MIN_GAP, "this node's splay: {first:?}");
+        let s = Arc::new(Scheduler::new(vec![check], ctx()));
+        let cancel = CancellationToken::new();
+        let mut set = s.spawn(cancel.clone());
+        tokio::time::sleep(first - Duration::from_millis(1)).await;
+        assert_eq!(runs.load(Ordering::Relaxed), 0, "nothing before the splay");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        assert_eq!(
+            runs.load(Ordering::Relaxed),
+            1,
+            "the first run at the splay"
+        );
+        tokio::time::sleep(interval).await;
         assert_eq!(runs.load(Ordering::Relaxed), 2, "then one per interval");
         cancel.cancel();
         while set.join_next().await.is_some() {}
