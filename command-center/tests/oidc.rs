@@ -75,7 +75,13 @@ fn a_browser_signs_in_through_the_provider_sees_the_console_and_signs_out() {
     assert_eq!(session["secure"], false, "plain http on loopback");
     let value = session["value"].as_str().unwrap().to_string();
     assert_eq!(api(&cc, "/api/nodes", Some(&value)).status, 200);
-    assert!(b.errors.is_empty(), "{:?}", b.errors);
+    assert!(
+        b.errors.is_empty(),
+        "{:?} (command center {}, provider {})",
+        b.errors,
+        cc.url,
+        provider.url
+    );
     // Sign out with the console's button: the old cookie no longer works anywhere. (The
     // console's live requests get 401 from then on, until the page is replaced.)
     b.eval("document.querySelector('.sign-out button').click()");

@@ -128,6 +128,12 @@ impl Browser {
 
     /// Sends a DevTools command and returns its `result` (panics on a protocol error).
     pub fn call(&mut self, method: &str, params: Value) -> Value {
+        self.try_call(method, params)
+            .unwrap_or_else(|e| panic!("{method}: {e}"))
+    }
+
+    /// Like [`Browser::call`], with DevTools' error (`{"code":…,"message":…}`) as `Err`.
+    fn try_call(&mut self, method: &str, params: Value) -> Result<Value, Value> {
         let id = self.next_id;
         self.next_id += 1;
         let msg = json!({"id": id, "method": method, "params": params}).to_string();
@@ -162,17 +168,23 @@ impl Browser {
                 ));
             }
             if v["method"] == "Log.entryAdded" && v["params"]["entry"]["level"] == "error" {
-                self.errors.push(format!(
+                let entry = &v["params"]["entry"];
+                let mut error = format!(
                     "{}: {}",
-                    v["params"]["entry"]["source"].as_str().unwrap_or("log"),
-                    v["params"]["entry"]["text"].as_str().unwrap_or("?")
-                ));
+                    entry["source"].as_str().unwrap_or("log"),
+                    entry["text"].as_str().unwrap_or("?")
+                );
+                // Name the resource: "404 (Not Found)" alone does not say which.
+                if let Some(url) = entry["url"].as_str().filter(|u| !u.is_empty()) {
+                    error.push_str(&format!(" ({url})"));
+                }
+                self.errors.push(error);
             }
             if v["id"] == id {
                 if let Some(e) = v.get("error") {
-                    panic!("{method}: {e}");
+                    return Err(e.clone());
                 }
-                return v["result"].clone();
+                return Ok(v["result"].clone());
             }
         }
     }
@@ -199,11 +211,25 @@ impl Browser {
         r["result"]["value"].clone()
     }
 
-    /// Polls `expr` until it is truthy; its value, or `None` after `timeout`.
+    /// Polls `expr` until it is truthy (while the page navigates, it is not); its value, or `None` after `timeout`.
     pub fn wait_for(&mut self, expr: &str, timeout: Duration) -> Option<Value> {
         let deadline = Instant::now() + timeout;
         loop {
-            let v = self.eval(expr);
+            let r = self.try_call(
+                "Runtime.evaluate",
+                json!({"expression": expr, "returnByValue": true, "awaitPromise": true}),
+            );
+            let v = match r {
+                // The page is being replaced (a redirect, a refresh, a click that navigates):
+                // not there yet.
+                Ok(r) => match r.get("exceptionDetails") {
+                    Some(ex) if navigating(&ex.to_string()) => Value::Null,
+                    Some(ex) => panic!("{expr}: {ex}"),
+                    None => r["result"]["value"].clone(),
+                },
+                Err(e) if navigating(&e.to_string()) => Value::Null,
+                Err(e) => panic!("Runtime.evaluate: {e}"),
+            };
             let truthy =
                 !matches!(&v, Value::Null | Value::Bool(false)) && v != json!(0) && v != json!("");
             if truthy {
@@ -268,4 +294,15 @@ pub fn artifacts_dir() -> PathBuf {
     std::env::var_os("VAULTMESH_ARTIFACTS")
         .map(PathBuf::from)
         .unwrap_or_else(|| crate::workspace_root().join("target/test-artifacts"))
+}
+
+/// Whether a DevTools error says the page went away under the call (it is navigating).
+fn navigating(error: &str) -> bool {
+    [
+        "navigated or closed",
+        "context was destroyed",
+        "Cannot find context",
+    ]
+    .iter()
+    .any(|m| error.contains(m))
 }

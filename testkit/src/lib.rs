@@ -103,6 +103,25 @@ pub fn shipped_policies() -> Vec<String> {
     file_names(&workspace_root().join("policies"), Some("toml"))
 }
 
+/// Whether cargo sets `key` for the test it runs (not a setting of cargo itself): the crate's
+/// `CARGO_*` variables, its build script's `OUT_DIR` and what that script exports
+/// (`VAULTMESH_GIT_COMMIT`, which the script also reads as an override).
+fn set_by_cargo_for_the_test(key: &str) -> bool {
+    matches!(
+        key,
+        "OUT_DIR"
+            | "VAULTMESH_GIT_COMMIT"
+            | "CARGO_MANIFEST_DIR"
+            | "CARGO_MANIFEST_PATH"
+            | "CARGO_CRATE_NAME"
+            | "CARGO_BIN_NAME"
+            | "CARGO_PRIMARY_PACKAGE"
+            | "CARGO_TARGET_TMPDIR"
+            | "CARGO_RUSTC_CURRENT_DIR"
+    ) || key.starts_with("CARGO_PKG_")
+        || key.starts_with("CARGO_BIN_EXE_")
+}
+
 /// Path to a freshly built workspace binary. Builds it (once per test process) with the
 /// profile of the running test executable.
 pub fn binary((package, name): (&str, &str)) -> PathBuf {
@@ -125,6 +144,15 @@ pub fn binary((package, name): (&str, &str)) -> PathBuf {
     if !built.iter().any(|b| b == name) {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut cmd = Command::new(cargo);
+        // The variables cargo set for this test crate are not the build's: a build script that
+        // watches one (ring's watches OUT_DIR and CARGO_MANIFEST_DIR, ours the commit) would see
+        // it change between this build and the next `cargo test` (or another crate's test) and
+        // rebuild ring, rustls, reqwest and the binaries every time.
+        for (key, _) in std::env::vars_os() {
+            if key.to_str().is_some_and(set_by_cargo_for_the_test) {
+                cmd.env_remove(key);
+            }
+        }
         cmd.current_dir(workspace_root())
             .args(["build", "--quiet", "-p", package, "--bin", name])
             .arg("--target-dir")

@@ -732,14 +732,20 @@ fn continue_page(next: &str) -> maud::Markup {
     maud::html! {
         (maud::DOCTYPE)
         html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta http-equiv="refresh" content={ "0; url=" (next) };
-                title { "Signed in · VaultMesh" }
-            }
+            (crate::ui::components::message_head("Signed in · VaultMesh", Some(next)))
             body {
                 p { "Signed in. " a href=(next) { "Continue" } }
             }
+        }
+    }
+}
+
+fn signed_out_page() -> maud::Markup {
+    maud::html! {
+        (maud::DOCTYPE)
+        html lang="en" {
+            (crate::ui::components::message_head("Signed out · VaultMesh", None))
+            body { p { "Signed out. " a href="/auth/login?next=%2Fconsole" { "Sign in again" } } }
         }
     }
 }
@@ -761,14 +767,7 @@ pub async fn logout(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|a| a.contains("text/html"));
     let mut res = if page {
-        maud::html! {
-            (maud::DOCTYPE)
-            html lang="en" {
-                head { meta charset="utf-8"; title { "Signed out · VaultMesh" } }
-                body { p { "Signed out. " a href="/auth/login?next=%2Fconsole" { "Sign in again" } } }
-            }
-        }
-        .into_response()
+        signed_out_page().into_response()
     } else {
         axum::Json(serde_json::json!({ "signed_out": ended })).into_response()
     };
@@ -780,6 +779,25 @@ pub async fn logout(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_sign_in_pages_ask_for_no_favicon() {
+        // A browser asks for /favicon.ico on a page that names no icon; the 404 is an error in
+        // its console (it failed the browser sign-in test when the refresh came late).
+        for page in [continue_page("/console?range=1h"), signed_out_page()] {
+            let page = page.into_string();
+            assert!(
+                page.contains(r#"<link rel="icon" href="data:,">"#),
+                "{page}"
+            );
+            assert!(page.starts_with("<!DOCTYPE html>"), "{page}");
+        }
+        assert!(
+            continue_page("/console?range=1h")
+                .into_string()
+                .contains(r#"<meta http-equiv="refresh" content="0; url=/console?range=1h">"#)
+        );
+    }
 
     #[test]
     fn next_must_be_a_local_path() {

@@ -239,6 +239,24 @@ pub fn head(title: &str, script: &str) -> Markup {
     }
 }
 
+/// The `head` of a page that is only a message (sign-in's way station, "Signed out"): its
+/// title and no favicon request either — a 404 for `/favicon.ico` while the browser waits on
+/// the page is an error in its console like any other. With `refresh_to`, the browser moves on
+/// there at once.
+pub fn message_head(title: &str, refresh_to: Option<&str>) -> Markup {
+    html! {
+        head {
+            meta charset="utf-8";
+            @if let Some(to) = refresh_to {
+                meta http-equiv="refresh" content={ "0; url=" (to) };
+            }
+            meta name="viewport" content="width=device-width, initial-scale=1";
+            title { (title) }
+            link rel="icon" href="data:,";
+        }
+    }
+}
+
 /// A page's footer: the version, a link to the other page, and the API.
 pub fn footer(other: &str, other_name: &str) -> Markup {
     html! {
