@@ -98,24 +98,37 @@ pub fn set_line(text: &str, key: &str, value: &str) -> String {
         .collect()
 }
 
-/// Attention rules the test machine itself may trip, whatever the config: its real load,
-/// memory, disks, CPU time, network errors and disk I/O, its sensors and its pending updates.
+/// The built-in checks that read the test machine itself: its real load, memory, disks, CPU
+/// time, network errors and disk I/O, its sensors and its pending updates (issue 27's).
+pub const MACHINE_CHECKS: [&str; 8] = [
+    "disk",
+    "memory",
+    "load",
+    "cpu",
+    "net",
+    "diskio",
+    "temperature",
+    "updates",
+];
+
+/// Agent config that turns off every one of [`MACHINE_CHECKS`]: for a test whose node's
+/// attention must come from its fakes alone.
+pub fn machine_checks_off() -> String {
+    MACHINE_CHECKS
+        .iter()
+        .map(|c| format!("[checks.{c}]\nenabled = false\n"))
+        .collect()
+}
+
+/// Attention rules the test machine itself may trip, whatever the config: those of
+/// [`MACHINE_CHECKS`] and the heartbeat thresholds on load, memory and disks.
 pub fn is_about_this_machine(rule: &str) -> bool {
     matches!(
         rule,
-        "threshold.load"
-            | "threshold.memory"
-            | "threshold.disk"
-            | "check.load"
-            | "check.memory"
-            | "check.disk"
-            | "check.cpu"
-            | "check.net"
-            | "check.diskio"
-            // Pending updates and sensors are the test machine's own too (issue 27).
-            | "check.temperature"
-            | "check.updates"
-    )
+        "threshold.load" | "threshold.memory" | "threshold.disk"
+    ) || rule
+        .strip_prefix("check.")
+        .is_some_and(|c| MACHINE_CHECKS.contains(&c))
 }
 
 /// Asserts a node (`GET /api/nodes/{id}` JSON) is OK but for reasons about the test machine,
