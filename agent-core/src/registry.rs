@@ -86,7 +86,7 @@ pub fn parse_table<T: DeserializeOwned>(table: &toml::Table) -> Result<T, CheckC
 /// Every registered check, sorted by name (inventory's order is unspecified).
 pub fn all() -> Vec<&'static CheckRegistration> {
     let mut v: Vec<_> = inventory::iter::<CheckRegistration>.into_iter().collect();
-    v.sort_by_key(|r| r.name);
+    crate::sort::sort_by_key(&mut v, |r| r.name);
     v
 }
 

@@ -51,10 +51,18 @@ pub async fn run_isolated(check: &ConfiguredCheck, ctx: &CheckContext) -> CheckR
         own.timeout = Some(timeout);
         std::borrow::Cow::Owned(own)
     };
-    let mut run = check.check.run(&ctx);
-    let polled = tokio::time::timeout(timeout, AssertUnwindSafe(&mut run).catch_unwind()).await;
-    // A run cut off by its timeout is dropped here; a panic in its drop is the check's too.
-    let dropped = std::panic::catch_unwind(AssertUnwindSafe(move || drop(run)));
+    // Making the run may panic too (a hand-written `run` that does work before its future).
+    let made = std::panic::catch_unwind(AssertUnwindSafe(|| check.check.run(&ctx)));
+    let (polled, dropped) = match made {
+        Ok(mut run) => {
+            let polled =
+                tokio::time::timeout(timeout, AssertUnwindSafe(&mut run).catch_unwind()).await;
+            // A run cut off by its timeout is dropped here; a panic in its drop is the check's too.
+            let dropped = std::panic::catch_unwind(AssertUnwindSafe(move || drop(run)));
+            (polled, dropped)
+        }
+        Err(payload) => (Ok(Err(payload)), Ok(())),
+    };
     let outcome = match (polled, dropped) {
         (Ok(Ok(outcome)), Ok(())) => outcome,
         (Ok(Err(payload)), _) | (Err(_), Err(payload)) | (Ok(Ok(_)), Err(payload)) => {
@@ -287,7 +295,6 @@ mod tests {
     use crate::check::tests::measured;
     use crate::heartbeat::HeartbeatBuilder;
     use crate::registry::{CheckRegistration, CheckSettings};
-    use async_trait::async_trait;
     use vaultmesh_proto::CheckStatus;
 
     #[derive(Debug)]
@@ -301,12 +308,48 @@ mod tests {
         Hangs,
         /// Measures ([`measured`]) on even runs; hangs on run 1, panics on run 3.
         MeasuresThenFails(AtomicUsize),
+        /// Hangs holding a value that panics when the cut-off run is dropped.
+        HangsAndPanicsWhenDropped,
+        /// Panics making its run, before there is a future to poll (`run` written by hand).
+        PanicsMakingTheRun,
     }
 
-    #[async_trait]
+    /// Panics when dropped (unless already unwinding).
+    struct PanicsOnDrop;
+
+    impl Drop for PanicsOnDrop {
+        fn drop(&mut self) {
+            if !std::thread::panicking() {
+                panic!("boom in drop");
+            }
+        }
+    }
+
     impl Check for Behaviour {
-        async fn run(&self, _ctx: &CheckContext) -> CheckOutcome {
+        fn run<'a, 'b, 'f>(
+            &'a self,
+            ctx: &'b CheckContext,
+        ) -> std::pin::Pin<Box<dyn std::future::Future<Output = CheckOutcome> + Send + 'f>>
+        where
+            'a: 'f,
+            'b: 'f,
+        {
+            if matches!(self, Behaviour::PanicsMakingTheRun) {
+                panic!("boom making the run");
+            }
+            Box::pin(self.run_async(ctx))
+        }
+    }
+
+    impl Behaviour {
+        async fn run_async(&self, _ctx: &CheckContext) -> CheckOutcome {
             match self {
+                Behaviour::PanicsMakingTheRun => unreachable!("panics before"),
+                Behaviour::HangsAndPanicsWhenDropped => {
+                    let _guard = PanicsOnDrop;
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                    CheckOutcome::new(CheckStatus::Ok, "never")
+                }
                 Behaviour::Fine => CheckOutcome::new(CheckStatus::Ok, "fine").with_metric("x", 1.0),
                 Behaviour::Panics => panic!("boom in check"),
                 Behaviour::PanicsAfterWaiting => {
@@ -393,6 +436,31 @@ mod tests {
         );
         let again = run_isolated(&check, &ctx()).await.result;
         assert_eq!(again.summary, "check panicked: boom after waiting");
+    }
+
+    #[tokio::test]
+    async fn a_panic_in_the_drop_of_a_cut_off_run_or_in_making_one_yields_unknown() {
+        let cut_off = configured(
+            Behaviour::HangsAndPanicsWhenDropped,
+            Duration::from_millis(20),
+        );
+        let r = run_isolated(&cut_off, &ctx()).await.result;
+        assert_eq!(
+            (r.status, r.summary.as_str()),
+            (CheckStatus::Unknown, "check panicked: boom in drop")
+        );
+        let unmade = configured(Behaviour::PanicsMakingTheRun, Duration::from_secs(1));
+        let r = run_isolated(&unmade, &ctx()).await.result;
+        assert_eq!(
+            (r.status, r.summary.as_str()),
+            (CheckStatus::Unknown, "check panicked: boom making the run")
+        );
+        // And the agent goes on: the next run of a fine check is fine.
+        let fine = configured(Behaviour::Fine, Duration::from_secs(1));
+        assert_eq!(
+            run_isolated(&fine, &ctx()).await.result.status,
+            CheckStatus::Ok
+        );
     }
 
     /// The loops start after `prime` ran every check: each check's next run is an interval

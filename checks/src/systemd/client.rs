@@ -176,7 +176,7 @@ impl SystemdClient {
             )
             .await?;
         let mut names: Vec<String> = units.into_iter().map(|u| u.0).collect();
-        names.sort();
+        vaultmesh_agent_core::sort::sort(&mut names);
         names.dedup();
         Ok(names)
     }

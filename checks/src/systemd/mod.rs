@@ -154,7 +154,7 @@ impl Systemd {
                 names.push(u.clone());
             }
         }
-        names.sort();
+        vaultmesh_agent_core::sort::sort(&mut names);
         names.dedup();
         let units = self.states(client, &names).await?;
         Ok(Inspection { units, empty_globs })
@@ -215,7 +215,9 @@ impl Systemd {
             .iter()
             .map(|p| p.0)
             .fold(CheckStatus::Ok, CheckStatus::worst);
-        problems.sort_by_key(|p| std::cmp::Reverse(p.0.severity()));
+        vaultmesh_agent_core::sort::sort_by_key(&mut problems, |p| {
+            std::cmp::Reverse(p.0.severity())
+        });
         let summary = if problems.is_empty() {
             let n = inspection.units.len();
             format!("{n} unit{} as expected", if n == 1 { "" } else { "s" })
