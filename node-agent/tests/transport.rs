@@ -9,6 +9,7 @@ use std::time::Duration;
 use vaultmesh_proto::auth::NodeKey;
 use vaultmesh_proto::command::{ReceiptStatus, SignedCommand};
 use vaultmesh_testkit::fake_cc::{FakeCommandCenter, command};
+use vaultmesh_testkit::forward_proxy::ForwardProxy;
 use vaultmesh_testkit::{NodeAgent, memory_kib, text, unit_settings, wait_for};
 
 /// The agent unit's `MemoryMax=` (`systemd/vaultmesh-node-agent.service`, in `M`), in KiB.
@@ -152,6 +153,78 @@ fn a_loopback_command_center_is_reached_directly_whatever_the_proxy_settings() {
     assert_eq!(fake.requests().0, 1, "the heartbeat arrived directly");
     trap.set_nonblocking(true).unwrap();
     assert!(trap.accept().is_err(), "nothing went to the proxy");
+}
+
+/// The agent's own HTTP client (agent-core/src/http1.rs) keeps what reqwest did for a remote
+/// Command Center: `HTTP_PROXY` carries a plain request in absolute form with the proxy's
+/// credentials, `HTTPS_PROXY` a `CONNECT` tunnel with TLS inside it, and `NO_PROXY` sends the
+/// request directly.
+#[test]
+fn a_remote_command_center_is_reached_through_the_environments_proxy() {
+    let fake = FakeCommandCenter::start();
+    let upstream: std::net::SocketAddr = fake.url.trim_start_matches("http://").parse().unwrap();
+    let port = upstream.port();
+    let proxy = ForwardProxy::start(upstream);
+    let with_auth = proxy.url.replace("http://", "http://fleet:pa55@");
+    let clear = |agent: NodeAgent| {
+        ["HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy"]
+            .iter()
+            .fold(agent, |a, k| a.env(k, ""))
+    };
+
+    // Plain http (allowed explicitly) through HTTP_PROXY: the heartbeat arrives.
+    let remote = format!("http://cc.fleet.test:{port}");
+    let agent = clear(NodeAgent::new(&remote).config("[agent]\nallow_insecure_http = true\n"))
+        .env("HTTP_PROXY", &with_auth);
+    let out = agent.run(&["run", "--once"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(fake.requests().0, 1, "the heartbeat arrived through the proxy");
+    let heads = proxy.heads();
+    assert!(!heads.is_empty());
+    for head in &heads {
+        let head = head.to_lowercase();
+        assert!(
+            head.starts_with(&format!("post http://cc.fleet.test:{port}/api/agent/")),
+            "absolute form: {head}"
+        );
+        // base64("fleet:pa55")
+        assert!(head.contains("proxy-authorization: basic zmxlzxq6cge1nq=="), "{head}");
+        assert!(head.contains(&format!("host: cc.fleet.test:{port}")), "{head}");
+    }
+    let through = heads.len();
+
+    // NO_PROXY names the host: no proxy (and the name does not resolve, so nothing arrives).
+    let out = clear(NodeAgent::new(&remote).config("[agent]\nallow_insecure_http = true\n"))
+        .env("HTTP_PROXY", &with_auth)
+        .env("NO_PROXY", "cc.fleet.test")
+        .run(&["run", "--once"]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert_eq!(proxy.heads().len(), through, "nothing more went to the proxy");
+    assert_eq!(fake.requests().0, 1);
+
+    // https through HTTPS_PROXY: a CONNECT tunnel with the credentials, and TLS inside it
+    // (the fake speaks plain HTTP, so the handshake fails after its first record: a
+    // ClientHello, content type 22).
+    let out = clear(NodeAgent::new(&format!("https://cc.fleet.test:{port}")))
+        .env("HTTPS_PROXY", &with_auth)
+        .run(&["run", "--once"]);
+    assert!(!out.status.success(), "{}", text(&out));
+    let heads = proxy.heads();
+    assert!(heads.len() > through, "{heads:?}");
+    let connect = heads[through].to_lowercase();
+    assert!(
+        connect.starts_with(&format!("connect cc.fleet.test:{port} http/1.1\r\n")),
+        "{connect}"
+    );
+    assert!(connect.contains("proxy-authorization: basic zmxlzxq6cge1nq=="), "{connect}");
+    let tunnelled = proxy.tunnelled();
+    assert!(!tunnelled.is_empty());
+    assert_eq!(tunnelled[0][0], 22, "a TLS handshake record went through the tunnel");
+    assert!(
+        text(&out).contains("TLS handshake with cc.fleet.test failed"),
+        "{}",
+        text(&out)
+    );
 }
 
 /// Issue 24: a heartbeat reads no state file. The agent learns that its key is enrolled once
