@@ -60,7 +60,10 @@ impl BodyError {
 /// Reads `resp`'s body, but no more than `limit` bytes: a longer one (by its `Content-Length`,
 /// or once that many bytes have come) is dropped with the connection. Memory stays within
 /// `limit` plus one read buffer of the HTTP stack.
-pub async fn read_body(mut resp: crate::http1::Response, limit: usize) -> Result<Vec<u8>, BodyError> {
+pub async fn read_body(
+    mut resp: crate::http1::Response,
+    limit: usize,
+) -> Result<Vec<u8>, BodyError> {
     if resp.content_length().is_some_and(|n| n > limit as u64) {
         return Err(BodyError::TooLarge { limit });
     }
@@ -152,8 +155,7 @@ impl CcClient {
                     "the Cloudflare Access service token's {what} is not a valid header value"
                 ),
             };
-            let mut secret =
-                http::HeaderValue::from_str(&secret.0).map_err(|_| bad("secret"))?;
+            let mut secret = http::HeaderValue::from_str(&secret.0).map_err(|_| bad("secret"))?;
             secret.set_sensitive(true);
             headers.insert(
                 "cf-access-client-id",

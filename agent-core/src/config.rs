@@ -896,10 +896,15 @@ mod tests {
                 "https://cc.fleet.test:70000",
                 "VAULTMESH_CC_URL: \"https://cc.fleet.test:70000\" has a port outside 1-65535",
             ),
-            ("https://cc fleet", "VAULTMESH_CC_URL: \"https://cc fleet\" is not a URL ("),
+            (
+                "https://cc fleet",
+                "VAULTMESH_CC_URL: \"https://cc fleet\" is not a URL (",
+            ),
             ("https://", "VAULTMESH_CC_URL: \"https://\""),
         ] {
-            let err = load("", &[("VAULTMESH_CC_URL", url)]).unwrap_err().to_string();
+            let err = load("", &[("VAULTMESH_CC_URL", url)])
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(want), "{url}: {err}");
         }
     }

@@ -144,7 +144,8 @@ impl std::fmt::Debug for Inner {
             .field("timeout", &self.timeout)
             .field("connect_timeout", &self.connect_timeout)
             .field("headers", &self.headers)
-            .field("proxy", &self.proxy)
+            // Not the matcher itself: a proxy URL may hold a password.
+            .field("proxy", &self.proxy.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -283,9 +284,7 @@ impl Client {
                 .path_and_query()
                 .map_or("/", |p| p.as_str())
                 .parse()
-                .map_err(|e: http::uri::InvalidUri| {
-                    Error::Url(url.to_string(), e.to_string())
-                })?,
+                .map_err(|e: http::uri::InvalidUri| Error::Url(url.to_string(), e.to_string()))?,
         };
         let mut req = Request::builder()
             .method(method)
@@ -363,7 +362,12 @@ impl Client {
         let mut io: BoxIo = match proxy {
             None => Box::new(tcp(host, port).await?),
             Some(p) => {
-                let shown = p.uri().authority().map_or("?", |a| a.as_str()).to_string();
+                // The proxy as errors name it: without a user and password.
+                let shown = p
+                    .uri()
+                    .authority()
+                    .map_or("?", |a| a.as_str().rsplit('@').next().unwrap_or("?"))
+                    .to_string();
                 let Some((phost, pport)) = host_port(p.uri()) else {
                     return Err(Error::Proxy(shown, "has no host".into()));
                 };
@@ -455,11 +459,12 @@ async fn tunnel(
             Err(e) => return Err(proxy_err(format!("CONNECT failed ({e})"))),
         }
     }
-    let line = String::from_utf8_lossy(&reply[..reply.iter().position(|&b| b == b'\r').unwrap_or(0)])
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(120)
-        .collect::<String>();
+    let line =
+        String::from_utf8_lossy(&reply[..reply.iter().position(|&b| b == b'\r').unwrap_or(0)])
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(120)
+            .collect::<String>();
     let status = line.split(' ').nth(1).unwrap_or_default();
     if !(line.starts_with("HTTP/1.") && status.starts_with('2') && status.len() == 3) {
         return Err(proxy_err(format!(
@@ -564,7 +569,13 @@ mod tests {
             let mut h = HeaderMap::new();
             h.insert(name("x-test"), HeaderValue::from_static("1"));
             let r = rt
-                .block_on(c.request(Method::POST, &format!("{url}/p?i={i}"), h, b"abc".to_vec(), None))
+                .block_on(c.request(
+                    Method::POST,
+                    &format!("{url}/p?i={i}"),
+                    h,
+                    b"abc".to_vec(),
+                    None,
+                ))
                 .unwrap();
             assert_eq!(r.status(), StatusCode::OK);
             assert_eq!(rt.block_on(body(r)), b"{}", "request {i}");
@@ -575,8 +586,16 @@ mod tests {
         let heads = heads.lock().unwrap();
         assert_eq!(heads.len(), 5);
         let host = url.trim_start_matches("http://");
-        assert!(heads[0].starts_with("post /p?i=0 http/1.1\r\n"), "{}", heads[0]);
-        for h in [&format!("host: {host}\r\n"), "x-test: 1\r\n", "content-length: 3\r\n"] {
+        assert!(
+            heads[0].starts_with("post /p?i=0 http/1.1\r\n"),
+            "{}",
+            heads[0]
+        );
+        for h in [
+            &format!("host: {host}\r\n"),
+            "x-test: 1\r\n",
+            "content-length: 3\r\n",
+        ] {
             assert!(heads[0].contains(h), "{h}: {}", heads[0]);
         }
     }
@@ -600,11 +619,20 @@ mod tests {
         let rt = runtime();
         let c = client(Duration::from_secs(5));
         let r = rt
-            .block_on(c.request(Method::POST, &url, HeaderMap::new(), b"node data".to_vec(), None))
+            .block_on(c.request(
+                Method::POST,
+                &url,
+                HeaderMap::new(),
+                b"node data".to_vec(),
+                None,
+            ))
             .unwrap();
         assert_eq!(r.status().as_u16(), 307);
         assert!(rt.block_on(body(r)).is_empty());
-        assert!(elsewhere.accept().is_err(), "nothing went to the redirect's target");
+        assert!(
+            elsewhere.accept().is_err(),
+            "nothing went to the redirect's target"
+        );
     }
 
     #[test]
@@ -617,7 +645,8 @@ mod tests {
             read_request(&mut silent);
             let (mut s, _) = listener.accept().unwrap();
             read_request(&mut s);
-            s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n{}").unwrap();
+            s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n{}")
+                .unwrap();
             std::thread::sleep(Duration::from_secs(5));
             drop(silent);
         });
@@ -631,7 +660,11 @@ mod tests {
         assert_eq!(rt.block_on(r.chunk()).unwrap().as_deref(), Some(&b"{}"[..]));
         let err = rt.block_on(r.chunk()).unwrap_err();
         assert!(err.is_timeout(), "{err}");
-        assert!(start.elapsed() < Duration::from_secs(3), "{:?}", start.elapsed());
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            start.elapsed()
+        );
     }
 
     #[test]
@@ -646,7 +679,9 @@ mod tests {
             .unwrap_err();
         let chain = vaultmesh_process::error_chain(&err);
         assert!(
-            chain.starts_with(&format!("cannot connect to 127.0.0.1:{port}: Connection refused")),
+            chain.starts_with(&format!(
+                "cannot connect to 127.0.0.1:{port}: Connection refused"
+            )),
             "{chain}"
         );
         for bad in ["ftp://x/", "nope", "http:///x"] {

@@ -82,7 +82,8 @@ impl ForwardProxy {
                     };
                     p.heads.lock().expect("lock").push(head.clone());
                     let Ok(mut up) = TcpStream::connect(upstream) else {
-                        let _ = client.write_all(b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\n\r\n");
+                        let _ = client
+                            .write_all(b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\n\r\n");
                         return;
                     };
                     if head.starts_with("CONNECT ") {
