@@ -201,10 +201,10 @@ impl Response {
                     return Ok(None);
                 }
                 Some(Ok(frame)) => {
-                    if let Ok(data) = frame.into_data() {
-                        if !data.is_empty() {
-                            return Ok(Some(data));
-                        }
+                    if let Ok(data) = frame.into_data()
+                        && !data.is_empty()
+                    {
+                        return Ok(Some(data));
                     }
                 }
                 Some(Err(e)) => return Err(Error::Http(e)),
@@ -301,10 +301,10 @@ impl Client {
             h.insert(name.clone(), value.clone());
         }
         h.extend(headers);
-        if let (Some(p), false) = (&proxy, https) {
-            if let Some(auth) = p.basic_auth() {
-                h.insert(header::PROXY_AUTHORIZATION, auth.clone());
-            }
+        if let (Some(p), false) = (&proxy, https)
+            && let Some(auth) = p.basic_auth()
+        {
+            h.insert(header::PROXY_AUTHORIZATION, auth.clone());
         }
         let exchange = async {
             let mut req = req;
