@@ -133,7 +133,10 @@ type Credential = Vec<(&'static str, String)>;
 /// local probes such as cloudflared's metrics): our user agent, the timeout, and no redirects —
 /// a redirect could carry node data to another host.
 pub fn http_client_builder(timeout: Duration) -> crate::http1::Builder {
-    // The agent's HTTP client follows no redirects (crate::http).
+    // The agent's HTTP client (crate::http1) follows no redirects and uses ring itself; ring is
+    // also installed as the process's default, as before, for whatever else in the process
+    // (the Command Center's demo fleet) builds a rustls config without naming a provider.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     crate::http1::Builder::new(timeout, timeout.min(Duration::from_secs(10)))
         .user_agent(concat!("vaultmesh-node-agent/", env!("CARGO_PKG_VERSION")))
 }
