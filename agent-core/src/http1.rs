@@ -360,7 +360,7 @@ impl Client {
             return Err(Error::Url(uri.to_string(), "no host".into()));
         };
         let mut io: BoxIo = match proxy {
-            None => Box::new(tcp(host, port).await?),
+            None => Box::new(tcp(host, port, self.inner.connect_timeout).await?),
             Some(p) => {
                 // The proxy as errors name it: without a user and password.
                 let shown = p
@@ -371,7 +371,7 @@ impl Client {
                 let Some((phost, pport)) = host_port(p.uri()) else {
                     return Err(Error::Proxy(shown, "has no host".into()));
                 };
-                let stream = tcp(phost, pport).await?;
+                let stream = tcp(phost, pport, self.inner.connect_timeout).await?;
                 let mut io: BoxIo = match p.uri().scheme_str() {
                     Some("http") | None => Box::new(stream),
                     Some("https") => Box::new(self.tls(phost, stream).await?),
@@ -418,12 +418,34 @@ impl Client {
     }
 }
 
-async fn tcp(host: &str, port: u16) -> Result<tokio::net::TcpStream, Error> {
-    let stream = tokio::net::TcpStream::connect((host, port))
+/// A TCP connection to `host:port`, trying each address it resolves to in turn. Each gets an
+/// equal share of `budget` (the connect timeout), so an address that swallows packets (an IPv6
+/// route to nowhere) leaves time for the next, as reqwest's happy eyeballs did.
+async fn tcp(host: &str, port: u16, budget: Duration) -> Result<tokio::net::TcpStream, Error> {
+    use std::io::{Error as IoError, ErrorKind};
+    let peer = format!("{host}:{port}");
+    let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((host, port))
         .await
-        .map_err(|e| Error::Connect(format!("{host}:{port}"), e))?;
-    let _ = stream.set_nodelay(true);
-    Ok(stream)
+        .map_err(|e| Error::Connect(peer.clone(), e))?
+        .collect();
+    let share = budget / u32::try_from(addrs.len().max(1)).unwrap_or(u32::MAX);
+    let mut last = IoError::new(ErrorKind::NotFound, "the name resolved to no address");
+    for addr in addrs {
+        match tokio::time::timeout(share, tokio::net::TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) => {
+                let _ = stream.set_nodelay(true);
+                return Ok(stream);
+            }
+            Ok(Err(e)) => last = e,
+            Err(_) => {
+                last = IoError::new(
+                    ErrorKind::TimedOut,
+                    format!("{addr} did not answer within {} ms", share.as_millis()),
+                )
+            }
+        }
+    }
+    Err(Error::Connect(peer, last))
 }
 
 /// Asks the proxy on `io` for a tunnel to `uri`'s host and port (`CONNECT`).
@@ -665,6 +687,24 @@ mod tests {
             "{:?}",
             start.elapsed()
         );
+    }
+
+    #[test]
+    fn every_address_of_a_name_is_tried() {
+        // `localhost` may resolve to ::1 first; only 127.0.0.1 listens.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            read_request(&mut s);
+            s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}")
+                .unwrap();
+        });
+        let rt = runtime();
+        let r = rt
+            .block_on(client(Duration::from_secs(5)).get(&format!("http://localhost:{port}/")))
+            .unwrap();
+        assert_eq!(rt.block_on(body(r)), b"{}");
     }
 
     #[test]
