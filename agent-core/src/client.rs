@@ -48,7 +48,7 @@ pub enum BodyError {
     #[error("the reply is larger than {limit} bytes")]
     TooLarge { limit: usize },
     #[error("{}", error_chain(.0))]
-    Read(#[from] reqwest::Error),
+    Read(#[from] crate::http1::Error),
 }
 
 impl BodyError {
@@ -60,7 +60,10 @@ impl BodyError {
 /// Reads `resp`'s body, but no more than `limit` bytes: a longer one (by its `Content-Length`,
 /// or once that many bytes have come) is dropped with the connection. Memory stays within
 /// `limit` plus one read buffer of the HTTP stack.
-pub async fn read_body(mut resp: reqwest::Response, limit: usize) -> Result<Vec<u8>, BodyError> {
+pub async fn read_body(
+    mut resp: crate::http1::Response,
+    limit: usize,
+) -> Result<Vec<u8>, BodyError> {
     if resp.content_length().is_some_and(|n| n > limit as u64) {
         return Err(BodyError::TooLarge { limit });
     }
@@ -100,7 +103,7 @@ impl ClientError {
 /// `docs/PROTOCOL.md`).
 #[derive(Debug, Clone)]
 pub struct CcClient {
-    http: reqwest::Client,
+    http: crate::http1::Client,
     base: String,
     node_id: uuid::Uuid,
     key: NodeKey,
@@ -129,15 +132,13 @@ type Credential = Vec<(&'static str, String)>;
 /// The agent's HTTP client settings, shared by every outbound request (the Command Center,
 /// local probes such as cloudflared's metrics): our user agent, the timeout, and no redirects —
 /// a redirect could carry node data to another host.
-pub fn http_client_builder(timeout: Duration) -> reqwest::ClientBuilder {
-    // reqwest is built without a default crypto provider; ring is ours. Installing twice is
-    // harmless (the second call reports the first provider, which we ignore).
+pub fn http_client_builder(timeout: Duration) -> crate::http1::Builder {
+    // The agent's HTTP client (crate::http1) follows no redirects and uses ring itself; ring is
+    // also installed as the process's default, as before, for whatever else in the process
+    // (the Command Center's demo fleet) builds a rustls config without naming a provider.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
+    crate::http1::Builder::new(timeout, timeout.min(Duration::from_secs(10)))
         .user_agent(concat!("vaultmesh-node-agent/", env!("CARGO_PKG_VERSION")))
-        .timeout(timeout)
-        .connect_timeout(timeout.min(Duration::from_secs(10)))
-        .redirect(reqwest::redirect::Policy::none())
 }
 
 impl CcClient {
@@ -149,7 +150,7 @@ impl CcClient {
         key: NodeKey,
         access: Option<&(String, crate::config::Secret)>,
     ) -> Result<Self, ClientError> {
-        let mut headers = reqwest::header::HeaderMap::new();
+        let mut headers = http::HeaderMap::new();
         if let Some((id, secret)) = access {
             let bad = |what: &str| ClientError::Transport {
                 url: base.to_string(),
@@ -157,21 +158,21 @@ impl CcClient {
                     "the Cloudflare Access service token's {what} is not a valid header value"
                 ),
             };
-            let mut secret =
-                reqwest::header::HeaderValue::from_str(&secret.0).map_err(|_| bad("secret"))?;
+            let mut secret = http::HeaderValue::from_str(&secret.0).map_err(|_| bad("secret"))?;
             secret.set_sensitive(true);
             headers.insert(
                 "cf-access-client-id",
-                reqwest::header::HeaderValue::from_str(id).map_err(|_| bad("id"))?,
+                http::HeaderValue::from_str(id).map_err(|_| bad("id"))?,
             );
             headers.insert("cf-access-client-secret", secret);
         }
         let mut builder = http_client_builder(timeout).default_headers(headers);
         // A Command Center on this machine is reached directly: an HTTP_PROXY from the
         // environment would otherwise carry a plain-http loopback exchange off the host.
-        if reqwest::Url::parse(base)
+        if base
+            .parse::<http::Uri>()
             .ok()
-            .and_then(|u| u.host_str().map(crate::config::is_loopback_host))
+            .and_then(|u| u.host().map(crate::config::is_loopback_host))
             .unwrap_or(false)
         {
             builder = builder.no_proxy();
@@ -427,19 +428,24 @@ impl CcClient {
         credential: Credential,
     ) -> Result<R, ClientError> {
         let url = format!("{}{path}", self.base);
-        let m = reqwest::Method::from_bytes(method.as_bytes())
+        let m = http::Method::from_bytes(method.as_bytes())
             .map_err(|e| ClientError::BadReply(e.to_string()))?;
-        let mut req = self.http.request(m, &url);
-        if let Some(t) = timeout {
-            req = req.timeout(t);
-        }
+        let mut headers = http::HeaderMap::new();
         for (name, value) in credential {
-            req = req.header(name, value);
+            let value =
+                http::HeaderValue::from_str(&value).map_err(|e| ClientError::Transport {
+                    url: url.clone(),
+                    reason: format!("{name}: {e}"),
+                })?;
+            headers.insert(crate::http1::name(name), value);
         }
-        let resp = req
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(bytes)
-            .send()
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+        let resp = self
+            .http
+            .request(m, &url, headers, bytes, timeout)
             .await
             .map_err(|e| ClientError::Transport {
                 url: url.clone(),

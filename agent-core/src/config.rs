@@ -480,10 +480,11 @@ fn bounded(d: Duration, file: &str, key: &str) -> Result<Duration, ConfigError> 
     Ok(d)
 }
 
-/// Whether a URL's host is this machine: `localhost`, `127.0.0.0/8` or `::1` (the URL parser
-/// has normalised IPv4 forms such as `127.1`, and IPv6 comes bracketed).
+/// Whether a URL's host is this machine: `localhost`, `127.0.0.0/8` or `::1` (IPv4 in any
+/// form the system's resolver takes, such as `127.1` or `0x7f.1`; IPv6 bracketed or not).
 pub fn is_loopback_host(host: &str) -> bool {
     host.eq_ignore_ascii_case("localhost")
+        || ipv4_any_form(host).is_some_and(|ip| ip.is_loopback())
         || host
             .trim_start_matches('[')
             .trim_end_matches(']')
@@ -491,20 +492,82 @@ pub fn is_loopback_host(host: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
+/// An IPv4 address in the forms `inet_aton` (so the resolver the agent connects with) and
+/// URL parsers take: one to four parts, each decimal, `0x` hexadecimal or `0` octal, the last
+/// filling the bytes left (`127.1` is `127.0.0.1`).
+fn ipv4_any_form(host: &str) -> Option<std::net::Ipv4Addr> {
+    let parts: Vec<&str> = host.strip_suffix('.').unwrap_or(host).split('.').collect();
+    if parts.len() > 4 {
+        return None;
+    }
+    let mut nums = Vec::with_capacity(4);
+    for p in &parts {
+        let (digits, radix) = if let Some(h) = p.strip_prefix("0x").or(p.strip_prefix("0X")) {
+            (h, 16)
+        } else if p.len() > 1 && p.starts_with('0') {
+            (&p[1..], 8)
+        } else {
+            (*p, 10)
+        };
+        if digits.is_empty() && radix != 16 {
+            return None;
+        }
+        let n = if digits.is_empty() {
+            0
+        } else {
+            u32::from_str_radix(digits, radix).ok()?
+        };
+        nums.push(n);
+    }
+    let (last, first) = nums.split_last()?;
+    if first.iter().any(|&n| n > 255) || u64::from(*last) >= 1u64 << (8 * (4 - first.len())) {
+        return None;
+    }
+    let mut ip = *last;
+    for (i, &n) in first.iter().enumerate() {
+        ip |= n << (24 - 8 * i);
+    }
+    Some(std::net::Ipv4Addr::from(ip))
+}
+
+/// Parses an `http(s)://` URL of the config (`v`, trimmed) into the URI the agent's client
+/// requests; the error says why, quoting `v`.
+pub fn parse_url(v: &str) -> Result<http::Uri, String> {
+    let uri = v
+        .trim()
+        .parse::<http::Uri>()
+        .map_err(|e| format!("{v:?} is not a URL ({e})"))?;
+    if let Some(a) = uri.authority() {
+        if a.as_str().contains('@') {
+            return Err(format!(
+                "{v:?} holds a user name or password: the agent does not send them"
+            ));
+        }
+        // `http::Uri` keeps a port it cannot read as a number as no port at all.
+        let a = a.as_str();
+        let after_host = a.rfind(']').map_or(a, |i| &a[i + 1..]);
+        let port = after_host.rsplit_once(':').map_or("", |(_, p)| p);
+        if !port.is_empty() && !port.parse::<u16>().is_ok_and(|p| p > 0) {
+            return Err(format!("{v:?} has a port outside 1-65535"));
+        }
+    }
+    Ok(uri)
+}
+
 /// The Command Center's URL: `https://`, or `http://` to a loopback host (`127.0.0.0/8`,
 /// `::1`, `localhost`) unless `allow_insecure_http`: heartbeats, scan reports and commands
 /// would otherwise cross the network readable and alterable by anyone on the path.
 fn validate_url(v: &str, allow_insecure_http: bool) -> Result<String, String> {
-    let url = reqwest::Url::parse(v.trim()).map_err(|e| format!("{v:?} is not a URL ({e})"))?;
-    if !matches!(url.scheme(), "http" | "https") {
+    let url = parse_url(v)?;
+    if !matches!(url.scheme_str(), Some("http" | "https")) {
         return Err(format!(
             "{v:?} must start with https:// (or http:// for loopback)"
         ));
     }
-    let Some(host) = url.host_str() else {
+    let Some(host) = url.host().filter(|h| !h.is_empty()) else {
         return Err(format!("{v:?} has no host"));
     };
-    if url.scheme() == "http" && !is_loopback_host(host) && !allow_insecure_http {
+    if url.scheme_str() == Some("http") && !is_loopback_host(host) && !allow_insecure_http {
         return Err(format!(
             "{v:?} is plain http:// to a host that is not loopback: use https://, or set agent.allow_insecure_http = true"
         ));
@@ -542,9 +605,9 @@ mod placeholders {
 
 /// Refuses a Command Center URL on a documentation domain (`https://cc.example.com`).
 fn not_a_placeholder_url(url: String) -> Result<String, String> {
-    let host = reqwest::Url::parse(&url)
+    let host = parse_url(&url)
         .ok()
-        .and_then(|u| u.host_str().map(str::to_string));
+        .and_then(|u| u.host().map(str::to_string));
     if host.as_deref().is_some_and(placeholders::is_example_host) {
         return Err(format!(
             "{url:?} is the example's placeholder: replace it with your Command Center's URL (its Cloudflare Tunnel hostname)"
@@ -792,6 +855,8 @@ mod tests {
         for url in [
             "http://127.0.0.1:8088",
             "http://127.1:8088",
+            "http://0x7f.1:8088",
+            "http://2130706433",
             "http://127.200.0.1",
             "http://localhost:8088",
             "http://LOCALHOST",
@@ -808,6 +873,8 @@ mod tests {
             "http://[::ffff:127.0.0.1]",
             "http://localhost.evil.test",
             "http://0.0.0.0:8088",
+            "http://128.1",
+            "http://127.0.0.1.evil.test",
         ] {
             assert!(load("", &[("VAULTMESH_CC_URL", url)]).is_err(), "{url}");
             let allowed = load(
@@ -815,6 +882,30 @@ mod tests {
                 &[("VAULTMESH_CC_URL", url)],
             );
             assert!(allowed.is_ok(), "{url}: {allowed:?}");
+        }
+    }
+
+    #[test]
+    fn a_url_with_credentials_or_a_bad_port_is_refused_naming_the_key() {
+        for (url, want) in [
+            (
+                "https://user:pw@cc.fleet.test",
+                "VAULTMESH_CC_URL: \"https://user:pw@cc.fleet.test\" holds a user name or password",
+            ),
+            (
+                "https://cc.fleet.test:70000",
+                "VAULTMESH_CC_URL: \"https://cc.fleet.test:70000\" has a port outside 1-65535",
+            ),
+            (
+                "https://cc fleet",
+                "VAULTMESH_CC_URL: \"https://cc fleet\" is not a URL (",
+            ),
+            ("https://", "VAULTMESH_CC_URL: \"https://\""),
+        ] {
+            let err = load("", &[("VAULTMESH_CC_URL", url)])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(want), "{url}: {err}");
         }
     }
 }

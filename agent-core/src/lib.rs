@@ -26,6 +26,7 @@ pub mod config;
 pub mod events;
 pub mod heartbeat;
 pub mod host;
+pub mod http1;
 pub mod identity;
 pub mod registry;
 pub mod runtime;

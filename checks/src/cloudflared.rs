@@ -55,7 +55,7 @@ struct Cloudflared {
     ready_url: String,
     min_connections: u32,
     http_timeout: Duration,
-    http: reqwest::Client,
+    http: vaultmesh_agent_core::http1::Client,
     #[cfg_attr(not(feature = "systemd"), allow(dead_code))]
     unit: Option<String>,
     #[cfg_attr(not(feature = "systemd"), allow(dead_code))]
@@ -89,13 +89,9 @@ const READY_MAX: usize = ACK_REPLY_MAX;
 
 impl Cloudflared {
     fn new(c: CloudflaredConfig) -> Result<Self, CheckConfigError> {
-        let url = reqwest::Url::parse(&c.metrics_url).map_err(|e| {
-            CheckConfigError::new(
-                "metrics_url",
-                format!("{:?} is not a URL ({e})", c.metrics_url),
-            )
-        })?;
-        if url.scheme() != "http" && url.scheme() != "https" {
+        let url = vaultmesh_agent_core::config::parse_url(&c.metrics_url)
+            .map_err(|e| CheckConfigError::new("metrics_url", e))?;
+        if url.scheme_str() != Some("http") && url.scheme_str() != Some("https") {
             return Err(CheckConfigError::new(
                 "metrics_url",
                 "must be an http:// URL",
@@ -138,17 +134,17 @@ impl Cloudflared {
     }
 
     async fn probe(&self) -> Probe {
-        let resp = match self.http.get(&self.ready_url).send().await {
+        let resp = match self.http.get(&self.ready_url).await {
             Ok(r) => r,
             Err(e) if e.is_timeout() => return Probe::TimedOut,
-            Err(e) => return Probe::Unreachable(error_chain(&e.without_url())),
+            Err(e) => return Probe::Unreachable(error_chain(&e)),
         };
         let status = resp.status().as_u16();
         match read_body(resp, READY_MAX).await {
             Ok(body) => Probe::Reply { status, body },
             Err(BodyError::TooLarge { .. }) => Probe::TooLarge,
             Err(e) if e.is_timeout() => Probe::TimedOut,
-            Err(BodyError::Read(e)) => Probe::Unreachable(error_chain(&e.without_url())),
+            Err(BodyError::Read(e)) => Probe::Unreachable(error_chain(&e)),
         }
     }
 

@@ -22,6 +22,7 @@ pub mod cloudflared;
 pub mod dbus;
 pub mod docs;
 pub mod fake_cc;
+pub mod forward_proxy;
 pub mod host;
 pub mod notify;
 pub mod oidc;
