@@ -494,9 +494,11 @@ pub fn is_loopback_host(host: &str) -> bool {
 
 /// An IPv4 address in the forms `inet_aton` (so the resolver the agent connects with) and
 /// URL parsers take: one to four parts, each decimal, `0x` hexadecimal or `0` octal, the last
-/// filling the bytes left (`127.1` is `127.0.0.1`).
+/// filling the bytes left (`127.1` is `127.0.0.1`). Nothing else: `inet_aton` refuses a sign
+/// (`127.0.0.+1`) and a trailing dot (`127.0.0.1.`), so the resolver would look those up as
+/// names, and a name is not known to be this machine.
 fn ipv4_any_form(host: &str) -> Option<std::net::Ipv4Addr> {
-    let parts: Vec<&str> = host.strip_suffix('.').unwrap_or(host).split('.').collect();
+    let parts: Vec<&str> = host.split('.').collect();
     if parts.len() > 4 {
         return None;
     }
@@ -509,7 +511,7 @@ fn ipv4_any_form(host: &str) -> Option<std::net::Ipv4Addr> {
         } else {
             (*p, 10)
         };
-        if digits.is_empty() && radix != 16 {
+        if (digits.is_empty() && radix != 16) || !digits.chars().all(|c| c.is_digit(radix)) {
             return None;
         }
         let n = if digits.is_empty() {
@@ -537,6 +539,9 @@ pub fn parse_url(v: &str) -> Result<http::Uri, String> {
         .trim()
         .parse::<http::Uri>()
         .map_err(|e| format!("{v:?} is not a URL ({e})"))?;
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(format!("{v:?} names no host"));
+    }
     if let Some(a) = uri.authority() {
         if a.as_str().contains('@') {
             return Err(format!(
@@ -875,6 +880,10 @@ mod tests {
             "http://0.0.0.0:8088",
             "http://128.1",
             "http://127.0.0.1.evil.test",
+            // inet_aton takes neither: the resolver would look them up as names.
+            "http://127.0.0.1.",
+            "http://127.0.0.+1",
+            "http://0x+7f.1",
         ] {
             assert!(load("", &[("VAULTMESH_CC_URL", url)]).is_err(), "{url}");
             let allowed = load(
@@ -891,6 +900,10 @@ mod tests {
             (
                 "https://user:pw@cc.fleet.test",
                 "VAULTMESH_CC_URL: \"https://user:pw@cc.fleet.test\" holds a user name or password",
+            ),
+            (
+                "http://:8088",
+                "VAULTMESH_CC_URL: \"http://:8088\" names no host",
             ),
             (
                 "https://cc.fleet.test:70000",

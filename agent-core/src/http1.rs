@@ -54,8 +54,13 @@ pub enum Error {
 }
 
 impl Error {
+    /// A request over its time, or a connection no address of the peer answered in time.
     pub fn is_timeout(&self) -> bool {
-        matches!(self, Error::Timeout)
+        match self {
+            Error::Timeout => true,
+            Error::Connect(_, e) => e.kind() == std::io::ErrorKind::TimedOut,
+            _ => false,
+        }
     }
 }
 
@@ -66,6 +71,7 @@ pub struct Builder {
     connect_timeout: Duration,
     headers: HeaderMap,
     proxy: bool,
+    idle_limit: Duration,
 }
 
 impl Builder {
@@ -75,7 +81,14 @@ impl Builder {
             connect_timeout,
             headers: HeaderMap::new(),
             proxy: true,
+            idle_limit: IDLE_LIMIT,
         }
+    }
+
+    /// How long an idle connection is kept for the next request ([`IDLE_LIMIT`]).
+    pub fn idle_limit(mut self, limit: Duration) -> Builder {
+        self.idle_limit = limit;
+        self
     }
 
     /// Headers sent with every request (a request's own headers of the same name win).
@@ -115,6 +128,7 @@ impl Builder {
                 connect_timeout: self.connect_timeout,
                 headers,
                 proxy: self.proxy.then(Matcher::from_env),
+                idle_limit: self.idle_limit,
                 tls: tokio_rustls::TlsConnector::from(Arc::new(tls)),
                 idle: Mutex::default(),
             }),
@@ -134,8 +148,9 @@ struct Inner {
     headers: HeaderMap,
     proxy: Option<Matcher>,
     tls: tokio_rustls::TlsConnector,
-    /// Idle connections by peer (`scheme://authority`).
-    idle: Mutex<HashMap<String, Vec<Sender>>>,
+    idle_limit: Duration,
+    /// Idle connections by peer (`scheme://authority`), with when each went idle.
+    idle: Mutex<HashMap<String, Vec<(Instant, Sender)>>>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -143,6 +158,7 @@ impl std::fmt::Debug for Inner {
         f.debug_struct("Inner")
             .field("timeout", &self.timeout)
             .field("connect_timeout", &self.connect_timeout)
+            .field("idle_limit", &self.idle_limit)
             .field("headers", &self.headers)
             // Not the matcher itself: a proxy URL may hold a password.
             .field("proxy", &self.proxy.is_some())
@@ -154,6 +170,16 @@ type Sender = SendRequest<Full<Bytes>>;
 
 /// Idle connections kept per peer: the agent's heartbeat and its command long-poll.
 const IDLE_PER_PEER: usize = 2;
+
+/// How long an idle connection is kept (reqwest's 90 s): under the Command Center's 120 s idle
+/// timeout, so a heartbeat is not sent on a connection the server is closing at that moment
+/// (a request already written there cannot be retried), and no connection a NAT or firewall
+/// forgot is used again.
+pub const IDLE_LIMIT: Duration = Duration::from_secs(90);
+
+/// TCP keepalive on every connection (reqwest's: first probe after 15 s idle, then every
+/// 15 s): a peer that vanished is noticed, and NAT state stays while a long-poll waits.
+const KEEPALIVE: Duration = Duration::from_secs(15);
 
 /// Largest proxy reply to a `CONNECT` read.
 const CONNECT_REPLY_MAX: usize = 8 * 1024;
@@ -218,19 +244,22 @@ impl Inner {
         if sender.is_closed() {
             return;
         }
+        let now = Instant::now();
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         let list = idle.entry(key).or_default();
-        list.retain(|s| !s.is_closed());
+        list.retain(|(since, s)| !s.is_closed() && now.duration_since(*since) < self.idle_limit);
         if list.len() < IDLE_PER_PEER {
-            list.push(sender);
+            list.push((now, sender));
         }
     }
 
+    /// The most recently used idle connection to `key` that is open and idle for less than
+    /// the idle limit; older ones are dropped (closed).
     fn take_idle(&self, key: &str) -> Option<Sender> {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         let list = idle.get_mut(key)?;
-        while let Some(s) = list.pop() {
-            if !s.is_closed() {
+        while let Some((since, s)) = list.pop() {
+            if !s.is_closed() && since.elapsed() < self.idle_limit {
                 return Some(s);
             }
         }
@@ -420,7 +449,8 @@ impl Client {
 
 /// A TCP connection to `host:port`, trying each address it resolves to in turn. Each gets an
 /// equal share of `budget` (the connect timeout), so an address that swallows packets (an IPv6
-/// route to nowhere) leaves time for the next, as reqwest's happy eyeballs did.
+/// route to nowhere) leaves time for the next. (reqwest's happy eyeballs tried the other
+/// family in parallel after 300 ms; here a black-holed first address costs its share.)
 async fn tcp(host: &str, port: u16, budget: Duration) -> Result<tokio::net::TcpStream, Error> {
     use std::io::{Error as IoError, ErrorKind};
     let peer = format!("{host}:{port}");
@@ -434,6 +464,10 @@ async fn tcp(host: &str, port: u16, budget: Duration) -> Result<tokio::net::TcpS
         match tokio::time::timeout(share, tokio::net::TcpStream::connect(addr)).await {
             Ok(Ok(stream)) => {
                 let _ = stream.set_nodelay(true);
+                let keepalive = socket2::TcpKeepalive::new()
+                    .with_time(KEEPALIVE)
+                    .with_interval(KEEPALIVE);
+                let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive);
                 return Ok(stream);
             }
             Ok(Err(e)) => last = e,
@@ -620,6 +654,50 @@ mod tests {
         ] {
             assert!(heads[0].contains(h), "{h}: {}", heads[0]);
         }
+    }
+
+    /// A connection idle longer than the idle limit is not used again (the Command Center may
+    /// be closing it as the request goes out); one idle for less is.
+    #[test]
+    fn a_connection_idle_past_the_limit_is_replaced() {
+        let (url, conns, _) = server();
+        let rt = runtime();
+        let c = Builder::new(Duration::from_secs(5), Duration::from_secs(5))
+            .no_proxy()
+            .idle_limit(Duration::from_millis(150))
+            .build()
+            .unwrap();
+        let get = |i: usize| {
+            let r = rt
+                .block_on(c.request(
+                    Method::POST,
+                    &format!("{url}/p?i={i}"),
+                    HeaderMap::new(),
+                    b"abc".to_vec(),
+                    None,
+                ))
+                .unwrap();
+            assert_eq!(rt.block_on(body(r)), b"{}", "request {i}");
+        };
+        get(0);
+        get(1);
+        assert_eq!(conns.load(Ordering::SeqCst), 1, "reused within the limit");
+        std::thread::sleep(Duration::from_millis(400));
+        get(2);
+        assert_eq!(conns.load(Ordering::SeqCst), 2, "a new one past the limit");
+    }
+
+    #[test]
+    fn connections_have_tcp_keepalive() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stream = runtime()
+            .block_on(tcp("127.0.0.1", port, Duration::from_secs(5)))
+            .unwrap();
+        let sock = socket2::SockRef::from(&stream);
+        assert!(sock.keepalive().unwrap());
+        assert_eq!(sock.tcp_keepalive_time().unwrap(), KEEPALIVE);
+        assert_eq!(sock.tcp_keepalive_interval().unwrap(), KEEPALIVE);
     }
 
     #[test]

@@ -124,7 +124,7 @@ impl Cloudflared {
                 CheckConfigError::new("metrics_url", format!("cannot build an HTTP client: {e}"))
             })?;
         Ok(Cloudflared {
-            ready_url: format!("{}/ready", c.metrics_url.trim_end_matches('/')),
+            ready_url: format!("{}/ready", c.metrics_url.trim().trim_end_matches('/')),
             min_connections: c.min_connections,
             http_timeout: c.http_timeout,
             http,
@@ -357,6 +357,19 @@ mod tests {
     #[test]
     fn config_is_validated() {
         let t: toml::Table = toml::from_str("metrics_url = \"not a url\"").unwrap();
+        assert_eq!(
+            Cloudflared::new(parse_table(&t).unwrap()).unwrap_err().key,
+            "metrics_url"
+        );
+        // Spaces around the URL are the config's, not the URL's: the probe goes to the URL.
+        let t: toml::Table = toml::from_str("metrics_url = \" http://127.0.0.1:20241/ \"").unwrap();
+        assert_eq!(
+            Cloudflared::new(parse_table(&t).unwrap())
+                .unwrap()
+                .ready_url,
+            "http://127.0.0.1:20241/ready"
+        );
+        let t: toml::Table = toml::from_str("metrics_url = \"http://:20241\"").unwrap();
         assert_eq!(
             Cloudflared::new(parse_table(&t).unwrap()).unwrap_err().key,
             "metrics_url"
