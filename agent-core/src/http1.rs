@@ -15,9 +15,10 @@
 //!   and password in the proxy's URL become a `Proxy-Authorization: Basic` header. A client
 //!   built with [`Builder::no_proxy`] always connects directly.
 //! - **Keep-alive**: a connection whose reply was read to its end goes back to an idle list per
-//!   peer (scheme, host, port) and carries the next request; one the server has closed is
-//!   dropped and a new one opened. A request a reused connection could not send is sent again
-//!   on a fresh one.
+//!   peer (scheme, host, port; at most `IDLE_PER_PEER`, 2) and carries the next request if it
+//!   has been idle for less than [`IDLE_LIMIT`] (90 s); one the server has closed, or idle
+//!   longer, is dropped and a new one opened. A request a reused connection could not send is
+//!   sent again on a fresh one. Every connection has TCP keepalive (`KEEPALIVE`, 15 s).
 //! - **Bounded reads** are the caller's ([`crate::client::read_body`]); [`Response::chunk`]
 //!   returns the body as it arrives.
 
