@@ -38,12 +38,17 @@ pub fn encode<T: Serialize>(
     node_id: Option<Uuid>,
     record: &T,
 ) -> Result<Vec<u8>, serde_json::Error> {
-    let mut line = serde_json::to_vec(&LineOut {
-        kind,
-        ts,
-        node_id,
-        record,
-    })?;
+    // Room for a whole heartbeat line (about 2 KiB): no copy while it grows.
+    let mut line = Vec::with_capacity(4096);
+    serde_json::to_writer(
+        &mut line,
+        &LineOut {
+            kind,
+            ts,
+            node_id,
+            record,
+        },
+    )?;
     line.push(b'\n');
     Ok(line)
 }

@@ -228,7 +228,7 @@ fn encode(c: &Captured) -> Result<Vec<u8>, String> {
                 .map(|(id, s)| {
                     Ok(Node {
                         id: *id,
-                        latest: serde_json::to_string(&s.latest).map_err(|e| e.to_string())?,
+                        latest: serde_json::to_string(&*s.latest).map_err(|e| e.to_string())?,
                         last_seen: s.last_seen.into(),
                         heartbeats: s.heartbeats,
                         history: s.history.iter().map(Point::from).collect(),
@@ -265,7 +265,7 @@ fn decode_chunk(chunk: &[u8]) -> Result<Vec<(Uuid, NodeState)>, Unusable> {
                 .map(Point::get)
                 .collect::<Result<VecDeque<_>, _>>()?;
             let state = NodeState {
-                latest,
+                latest: latest.into(),
                 last_seen: n.last_seen.get()?,
                 history,
                 heartbeats: n.heartbeats,
@@ -1143,7 +1143,7 @@ mod tests {
                     .map(|s| crate::fleet::history_point(&heartbeat(n, s), now))
                     .collect();
                 let state = NodeState {
-                    latest: hb,
+                    latest: hb.into(),
                     last_seen: now,
                     history,
                     heartbeats: 240,
