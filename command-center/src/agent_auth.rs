@@ -69,7 +69,8 @@ where
             .path_and_query()
             .map(|p| p.as_str().to_string())
             .unwrap_or_default();
-        // Taken, not copied: reading the body needs none of them.
+        // Taken, not copied: reading the body as `Bytes` looks at none of them (an extractor
+        // that checks `Content-Type`, such as `Json`, would need them put back).
         let headers = std::mem::take(req.headers_mut());
         // Everything that needs no body first: the headers, the clock, that the node is
         // enrolled and not revoked. Junk is refused without a byte of its body read (the

@@ -168,6 +168,7 @@ impl FleetState {
     /// Applies a heartbeat already admitted (and, with a durable store, already logged).
     pub fn apply_heartbeat(&self, hb: NodeHeartbeat, received_at: DateTime<Utc>) {
         let point = history_point(&hb, received_at);
+        let hb = Arc::new(hb);
         let mut replaced = None;
         let mut nodes = self.nodes.write().unwrap_or_else(|p| p.into_inner());
         let before = nodes.get(&hb.node_id).map(|s| s.latest.hostname.as_str());
@@ -179,7 +180,7 @@ impl FleetState {
                 }
                 state.history.push_back(point);
                 // The heartbeat it replaces is freed after the lock is let go.
-                replaced = Some(std::mem::replace(&mut state.latest, Arc::new(hb)));
+                replaced = Some(std::mem::replace(&mut state.latest, hb));
                 state.last_seen = received_at;
                 state.heartbeats += 1;
             }
@@ -189,7 +190,7 @@ impl FleetState {
                 nodes.insert(
                     hb.node_id,
                     NodeState {
-                        latest: Arc::new(hb),
+                        latest: hb,
                         last_seen: received_at,
                         history,
                         heartbeats: 1,
@@ -230,7 +231,8 @@ impl FleetState {
         );
     }
 
-    /// A copy of every node's state, taken under the read lock (what a snapshot holds).
+    /// A copy of every node's state, taken under the read lock (what a snapshot holds); the
+    /// latest heartbeats are shared, not copied (a stored heartbeat never changes).
     pub fn capture(&self) -> Vec<(Uuid, NodeState)> {
         let nodes = self.nodes.read().unwrap_or_else(|p| p.into_inner());
         nodes.iter().map(|(id, s)| (*id, s.clone())).collect()
@@ -298,14 +300,20 @@ impl FleetState {
 
     /// Summary, latest heartbeat and history of one node.
     pub fn detail(&self, node_id: Uuid) -> Option<NodeDetail> {
-        let nodes = self.nodes.read().unwrap_or_else(|p| p.into_inner());
-        nodes.get(&node_id).map(|s| NodeDetail {
-            summary: NodeSummary {
+        let (summary, latest, history) = {
+            let nodes = self.nodes.read().unwrap_or_else(|p| p.into_inner());
+            let s = nodes.get(&node_id)?;
+            let summary = NodeSummary {
                 hostname_shared: self.shared(&s.latest.hostname),
                 ..s.summary(node_id)
-            },
-            latest: NodeHeartbeat::clone(&s.latest),
-            history: s.history.iter().cloned().collect(),
+            };
+            (summary, Arc::clone(&s.latest), s.history.clone())
+        };
+        // The heartbeat is copied for the reply after the lock is let go.
+        Some(NodeDetail {
+            summary,
+            latest: NodeHeartbeat::clone(&latest),
+            history: history.into(),
             incidents: Vec::new(),
             latest_scan: None,
             drift: Vec::new(),

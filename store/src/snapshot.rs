@@ -66,7 +66,8 @@ pub struct Captured {
 }
 
 impl Captured {
-    /// Copies what a snapshot holds out of `memory`, whose heartbeats end at `position`: call
+    /// Copies what a snapshot holds out of `memory` (sharing the latest heartbeats, which
+    /// never change once stored), whose heartbeats end at `position`: call
     /// it where no heartbeat is applied meanwhile (the heartbeat writer).
     pub fn take(position: Position, memory: &Memory) -> Captured {
         Captured {

@@ -186,7 +186,7 @@ fn panel(s: NodeSummary, incidents: Vec<Incident>) -> NodePanel {
             history: recent,
             incidents,
             latest_scan: None,
-            drift: Default::default(),
+            drift: Vec::new(),
         },
         events: vec![event("note", Some(A), json!({"text": HOSTILE}), &[])],
         commands: vec![CommandLine {
