@@ -61,7 +61,7 @@ where
 {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request(mut req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let auth = AgentAuth::from_ref(state);
         let method = req.method().as_str().to_string();
         let path = req
@@ -69,7 +69,9 @@ where
             .path_and_query()
             .map(|p| p.as_str().to_string())
             .unwrap_or_default();
-        let headers = req.headers().clone();
+        // Taken, not copied: reading the body as `Bytes` looks at none of them (an extractor
+        // that checks `Content-Type`, such as `Json`, would need them put back).
+        let headers = std::mem::take(req.headers_mut());
         // Everything that needs no body first: the headers, the clock, that the node is
         // enrolled and not revoked. Junk is refused without a byte of its body read (the
         // connection is then closed: `crate::timeout`), so it costs no memory and no time.

@@ -477,10 +477,20 @@ fn session_refused(why: String) -> AuthError {
 const SECRETS_KEPT: usize = 100_000;
 
 /// The session keys of the Command Center's key (`--signing-key`): the secret it shares with
-/// each node, computed once per node key and kept, and each session's key derived from it.
+/// each node, computed once per node key and kept, and each session's key derived from it,
+/// once per session (a node's requests all use its current session).
 pub struct Sessions {
     key: Option<(Arc<NodeKey>, String)>,
-    secrets: RwLock<HashMap<Uuid, ([u8; 32], SharedSecret)>>,
+    secrets: RwLock<HashMap<Uuid, NodeSecret>>,
+}
+
+/// What [`Sessions`] keeps per node.
+struct NodeSecret {
+    /// The node key the secret is with.
+    public: [u8; 32],
+    secret: SharedSecret,
+    /// The node's last session and its key.
+    session: Option<(SessionId, SessionKey)>,
 }
 
 impl std::fmt::Debug for Sessions {
@@ -531,27 +541,36 @@ impl Sessions {
     ) -> Result<SessionKey, AuthError> {
         let cc = self.cc_key(session)?;
         let public = node_key.to_bytes();
-        let cached = self
-            .secrets
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&node_id)
-            .filter(|(k, _)| *k == public)
-            .map(|(_, s)| s.clone());
-        let secret = match cached {
-            Some(s) => s,
-            None => {
-                let s = SharedSecret::between(cc, node_key)
-                    .map_err(|e| session_refused(format!("node {node_id}: {e}")))?;
-                let mut secrets = self.secrets.write().unwrap_or_else(|p| p.into_inner());
-                if secrets.len() >= SECRETS_KEPT {
-                    secrets.clear();
-                }
-                secrets.insert(node_id, (public, s.clone()));
-                s
+        let cached = {
+            let secrets = self.secrets.read().unwrap_or_else(|p| p.into_inner());
+            match secrets.get(&node_id).filter(|n| n.public == public) {
+                Some(NodeSecret {
+                    session: Some((id, key)),
+                    ..
+                }) if id == session => return Ok(key.clone()),
+                Some(n) => Some(n.secret.clone()),
+                None => None,
             }
         };
-        Ok(secret.session_key(&node_id, session))
+        let secret = match cached {
+            Some(s) => s,
+            None => SharedSecret::between(cc, node_key)
+                .map_err(|e| session_refused(format!("node {node_id}: {e}")))?,
+        };
+        let key = secret.session_key(&node_id, session);
+        let mut secrets = self.secrets.write().unwrap_or_else(|p| p.into_inner());
+        if secrets.len() >= SECRETS_KEPT && !secrets.contains_key(&node_id) {
+            secrets.clear();
+        }
+        secrets.insert(
+            node_id,
+            NodeSecret {
+                public,
+                secret,
+                session: Some((session.clone(), key.clone())),
+            },
+        );
+        Ok(key)
     }
 }
 
@@ -716,6 +735,16 @@ mod tests {
         // The node re-enrolled (rekeyed) with `b`: the secret kept for `a` is not used.
         assert!(verify(&b).is_err());
         assert!(verify(&a).is_ok());
+        // Each session has its own key: the one kept for the last session is not reused.
+        let next = SessionId::new(&cc.public_base64(), 1_764_410_500, [1; 16]);
+        let mac_next = SharedSecret::between(&a, &public(&cc))
+            .unwrap()
+            .session_key(&node, &next)
+            .mac(b"m");
+        let key_next = sessions.key(node, &public(&a), &next).unwrap();
+        assert!(key_next.verify(b"m", &mac_next).is_ok());
+        assert!(key_next.verify(b"m", &mac_a).is_err());
+        assert!(verify(&a).is_ok(), "back to the first session");
         // A session with another Command Center key, or a Command Center without a key: refused
         // before any body is read, naming the signature header the agent then uses.
         let elsewhere = SessionId::new(&b.public_base64(), 1_764_410_400, [0; 16]);

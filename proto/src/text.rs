@@ -41,6 +41,11 @@ pub fn deceptive(c: char, allowed: &[char]) -> bool {
 
 /// The first deceptive character of `s` (see [`deceptive`]).
 pub fn first_deceptive(s: &str, allowed: &[char]) -> Option<char> {
+    // Nearly all text is printable ASCII, which deceives nobody: one pass over the bytes
+    // settles it without decoding a character.
+    if s.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        return None;
+    }
     s.chars().find(|&c| deceptive(c, allowed))
 }
 
@@ -67,5 +72,7 @@ mod tests {
         }
         assert_eq!(first_deceptive("line\nline\tx", &['\n', '\t']), None);
         assert!(first_deceptive("line\nline", &[]).is_some());
+        assert_eq!(first_deceptive("del\u{7f}", &[]), Some('\u{7f}'));
+        assert_eq!(first_deceptive(" ~", &[]), None);
     }
 }

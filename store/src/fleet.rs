@@ -5,7 +5,7 @@
 //! in or out, never across an `.await`.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
@@ -43,7 +43,8 @@ impl LatestMeasures {
 /// Everything known about one node.
 #[derive(Debug, Clone)]
 pub struct NodeState {
-    pub latest: NodeHeartbeat,
+    /// Shared, not copied: an attention pass, a snapshot or a detail page takes a reference.
+    pub latest: Arc<NodeHeartbeat>,
     /// When the Command Center received `latest`.
     pub last_seen: DateTime<Utc>,
     pub history: VecDeque<HistoryPoint>,
@@ -167,6 +168,8 @@ impl FleetState {
     /// Applies a heartbeat already admitted (and, with a durable store, already logged).
     pub fn apply_heartbeat(&self, hb: NodeHeartbeat, received_at: DateTime<Utc>) {
         let point = history_point(&hb, received_at);
+        let hb = Arc::new(hb);
+        let mut replaced = None;
         let mut nodes = self.nodes.write().unwrap_or_else(|p| p.into_inner());
         let before = nodes.get(&hb.node_id).map(|s| s.latest.hostname.as_str());
         self.rename(before, &hb.hostname);
@@ -176,7 +179,8 @@ impl FleetState {
                     state.history.pop_front();
                 }
                 state.history.push_back(point);
-                state.latest = hb;
+                // The heartbeat it replaces is freed after the lock is let go.
+                replaced = Some(std::mem::replace(&mut state.latest, hb));
                 state.last_seen = received_at;
                 state.heartbeats += 1;
             }
@@ -194,17 +198,20 @@ impl FleetState {
                 );
             }
         }
+        drop(nodes);
+        drop(replaced);
     }
 
     /// Installs a node rebuilt by replay: its latest heartbeat and when it was received, its
     /// history (oldest first; trimmed to `history_len`) and its total heartbeat count.
     pub fn restore_node(
         &self,
-        latest: NodeHeartbeat,
+        latest: impl Into<Arc<NodeHeartbeat>>,
         last_seen: DateTime<Utc>,
         mut history: VecDeque<HistoryPoint>,
         total: u64,
     ) {
+        let latest = latest.into();
         while history.len() > self.limits.history_len {
             history.pop_front();
         }
@@ -224,7 +231,8 @@ impl FleetState {
         );
     }
 
-    /// A copy of every node's state, taken under the read lock (what a snapshot holds).
+    /// A copy of every node's state, taken under the read lock (what a snapshot holds); the
+    /// latest heartbeats are shared, not copied (a stored heartbeat never changes).
     pub fn capture(&self) -> Vec<(Uuid, NodeState)> {
         let nodes = self.nodes.read().unwrap_or_else(|p| p.into_inner());
         nodes.iter().map(|(id, s)| (*id, s.clone())).collect()
@@ -292,14 +300,20 @@ impl FleetState {
 
     /// Summary, latest heartbeat and history of one node.
     pub fn detail(&self, node_id: Uuid) -> Option<NodeDetail> {
-        let nodes = self.nodes.read().unwrap_or_else(|p| p.into_inner());
-        nodes.get(&node_id).map(|s| NodeDetail {
-            summary: NodeSummary {
+        let (summary, latest, history) = {
+            let nodes = self.nodes.read().unwrap_or_else(|p| p.into_inner());
+            let s = nodes.get(&node_id)?;
+            let summary = NodeSummary {
                 hostname_shared: self.shared(&s.latest.hostname),
                 ..s.summary(node_id)
-            },
-            latest: s.latest.clone(),
-            history: s.history.iter().cloned().collect(),
+            };
+            (summary, Arc::clone(&s.latest), s.history.clone())
+        };
+        // The heartbeat is copied for the reply after the lock is let go.
+        Some(NodeDetail {
+            summary,
+            latest: NodeHeartbeat::clone(&latest),
+            history: history.into(),
             incidents: Vec::new(),
             latest_scan: None,
             drift: Vec::new(),
@@ -307,7 +321,7 @@ impl FleetState {
     }
 
     /// The latest heartbeat of one node, when it arrived, and how many arrived in all.
-    pub fn latest(&self, node_id: Uuid) -> Option<(NodeHeartbeat, DateTime<Utc>, u64)> {
+    pub fn latest(&self, node_id: Uuid) -> Option<(Arc<NodeHeartbeat>, DateTime<Utc>, u64)> {
         let nodes = self.nodes.read().unwrap_or_else(|p| p.into_inner());
         nodes
             .get(&node_id)

@@ -391,12 +391,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 #[derive(Debug, Clone)]
 pub struct NodeSnapshot {
     pub node_id: Uuid,
-    pub latest: NodeHeartbeat,
+    pub latest: std::sync::Arc<NodeHeartbeat>,
     pub last_seen: DateTime<Utc>,
     /// Heartbeats received so far: tells a new heartbeat from a re-evaluation.
     pub heartbeats: u64,
     pub latest_scan: Option<std::sync::Arc<ScanReport>>,
-    pub drift: Vec<Drift>,
+    pub drift: std::sync::Arc<[Drift]>,
     /// Open and acknowledged incidents.
     pub incidents: Vec<Incident>,
     pub receipt_chain_ok: Option<bool>,

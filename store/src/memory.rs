@@ -260,7 +260,7 @@ impl Memory {
         {
             let scans = self.scans();
             d.latest_scan = scans.latest(&node_id).map(|r| (*r).clone());
-            d.drift = scans.drift(&node_id);
+            d.drift = scans.drift(&node_id).to_vec();
         }
         d.incidents = self.events().incidents_for(node_id);
         Some(d)

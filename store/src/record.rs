@@ -38,12 +38,28 @@ pub fn encode<T: Serialize>(
     node_id: Option<Uuid>,
     record: &T,
 ) -> Result<Vec<u8>, serde_json::Error> {
-    let mut line = serde_json::to_vec(&LineOut {
-        kind,
-        ts,
-        node_id,
-        record,
-    })?;
+    encode_sized(128, kind, ts, node_id, record)
+}
+
+/// [`encode`] into a buffer with room for `capacity` bytes from the start: no copy while a
+/// line of about that size grows (a heartbeat's: about 2 KiB).
+pub fn encode_sized<T: Serialize>(
+    capacity: usize,
+    kind: &str,
+    ts: DateTime<Utc>,
+    node_id: Option<Uuid>,
+    record: &T,
+) -> Result<Vec<u8>, serde_json::Error> {
+    let mut line = Vec::with_capacity(capacity);
+    serde_json::to_writer(
+        &mut line,
+        &LineOut {
+            kind,
+            ts,
+            node_id,
+            record,
+        },
+    )?;
     line.push(b'\n');
     Ok(line)
 }

@@ -634,11 +634,14 @@ pub fn replay_heartbeat_files(
             Some(before) => {
                 let mut history = before.history;
                 history.extend(n.history);
-                let latest = n.latest.unwrap_or((before.latest, before.last_seen));
+                let latest = match n.latest {
+                    Some((hb, at)) => (std::sync::Arc::new(hb), at),
+                    None => (before.latest, before.last_seen),
+                };
                 (latest, history, before.heartbeats + n.total)
             }
             None => match n.latest {
-                Some(latest) => (latest, n.history, n.total),
+                Some((hb, at)) => ((std::sync::Arc::new(hb), at), n.history, n.total),
                 None => continue,
             },
         };

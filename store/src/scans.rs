@@ -17,7 +17,8 @@ const SEEN_PER_NODE: usize = 32;
 #[derive(Debug, Default)]
 struct NodeScans {
     latest: Option<Arc<ScanReport>>,
-    drift: Vec<Drift>,
+    /// Shared, not copied: every attention pass over the node reads it.
+    drift: Arc<[Drift]>,
     seen: VecDeque<Uuid>,
     baseline: Fingerprint,
 }
@@ -94,7 +95,7 @@ impl ScanState {
             n.seen.pop_front();
         }
         n.seen.push_back(report.scan_id);
-        n.drift = drift.unwrap_or_else(|| drift_against(n, &report));
+        n.drift = drift.unwrap_or_else(|| drift_against(n, &report)).into();
         let complete: Vec<String> = complete_categories(&report)
             .into_iter()
             .map(str::to_string)
@@ -110,10 +111,10 @@ impl ScanState {
         self.nodes.get(node_id).and_then(|n| n.latest.clone())
     }
 
-    pub fn drift(&self, node_id: &Uuid) -> Vec<Drift> {
+    pub fn drift(&self, node_id: &Uuid) -> Arc<[Drift]> {
         self.nodes
             .get(node_id)
-            .map(|n| n.drift.clone())
+            .map(|n| Arc::clone(&n.drift))
             .unwrap_or_default()
     }
 }

@@ -66,7 +66,8 @@ pub struct Captured {
 }
 
 impl Captured {
-    /// Copies what a snapshot holds out of `memory`, whose heartbeats end at `position`: call
+    /// Copies what a snapshot holds out of `memory` (sharing the latest heartbeats, which
+    /// never change once stored), whose heartbeats end at `position`: call
     /// it where no heartbeat is applied meanwhile (the heartbeat writer).
     pub fn take(position: Position, memory: &Memory) -> Captured {
         Captured {
@@ -228,7 +229,7 @@ fn encode(c: &Captured) -> Result<Vec<u8>, String> {
                 .map(|(id, s)| {
                     Ok(Node {
                         id: *id,
-                        latest: serde_json::to_string(&s.latest).map_err(|e| e.to_string())?,
+                        latest: serde_json::to_string(&*s.latest).map_err(|e| e.to_string())?,
                         last_seen: s.last_seen.into(),
                         heartbeats: s.heartbeats,
                         history: s.history.iter().map(Point::from).collect(),
@@ -265,7 +266,7 @@ fn decode_chunk(chunk: &[u8]) -> Result<Vec<(Uuid, NodeState)>, Unusable> {
                 .map(Point::get)
                 .collect::<Result<VecDeque<_>, _>>()?;
             let state = NodeState {
-                latest,
+                latest: latest.into(),
                 last_seen: n.last_seen.get()?,
                 history,
                 heartbeats: n.heartbeats,
@@ -1143,7 +1144,7 @@ mod tests {
                     .map(|s| crate::fleet::history_point(&heartbeat(n, s), now))
                     .collect();
                 let state = NodeState {
-                    latest: hb,
+                    latest: hb.into(),
                     last_seen: now,
                     history,
                     heartbeats: 240,

@@ -813,11 +813,11 @@ mod tests {
     fn snapshot(hb: NodeHeartbeat, now: DateTime<Utc>) -> NodeSnapshot {
         NodeSnapshot {
             node_id: hb.node_id,
-            latest: hb,
+            latest: hb.into(),
             last_seen: now,
             heartbeats: 1,
             latest_scan: None,
-            drift: vec![],
+            drift: Default::default(),
             incidents: vec![],
             receipt_chain_ok: None,
             revoked: None,
@@ -901,7 +901,7 @@ mod tests {
                 let drift = vaultmesh_proto::scan::diff(&pair[0].fingerprint, &pair[1].fingerprint);
                 let mut snap = snapshot(heartbeat(i, bp, id, 1, now, now, None), now);
                 snap.latest_scan = Some(Arc::new(pair[1].clone()));
-                snap.drift = drift;
+                snap.drift = drift.into();
                 let got: Vec<String> = rules::state(&snap, policies.settings(bp.profile), now)
                     .into_iter()
                     .map(|r| r.rule)

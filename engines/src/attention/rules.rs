@@ -670,11 +670,12 @@ mod tests {
                 checks: vec![],
                 last_scan: None,
                 labels: Default::default(),
-            },
+            }
+            .into(),
             last_seen: t(0),
             heartbeats: 1,
             latest_scan: None,
-            drift: vec![],
+            drift: Default::default(),
             incidents: vec![],
             receipt_chain_ok: None,
             revoked: None,
@@ -884,8 +885,8 @@ mod tests {
     #[test]
     fn flags_checks_and_thresholds() {
         let mut n = snap();
-        n.latest.cloudflare_ok = false;
-        n.latest.services_ok = false;
+        std::sync::Arc::make_mut(&mut n.latest).cloudflare_ok = false;
+        std::sync::Arc::make_mut(&mut n.latest).services_ok = false;
         let check = |name: &str, status| CheckResult {
             name: name.into(),
             status,
@@ -895,13 +896,13 @@ mod tests {
             metrics: Default::default(),
             details: serde_json::json!({"units": [{"name": "sshd.service", "active_state": "failed"}]}),
         };
-        n.latest.checks = vec![
+        std::sync::Arc::make_mut(&mut n.latest).checks = vec![
             check("systemd", CheckStatus::Crit),
             check("cloudflared", CheckStatus::Crit),
             check("memory", CheckStatus::Warn),
             check("sovereign_scan", CheckStatus::Crit),
         ];
-        n.latest.metrics = Some(Metrics {
+        std::sync::Arc::make_mut(&mut n.latest).metrics = Some(Metrics {
             load: Some([1.0, 9.0, 1.0]),
             cpu_count: Some(2),
             mem_total_bytes: Some(100),
@@ -949,8 +950,8 @@ mod tests {
             details: serde_json::json!({"units": [{"name": "nginx.service", "active_state": "failed"}]}),
         };
         let mut n = snap();
-        n.latest.cloudflare_ok = false;
-        n.latest.checks = vec![
+        std::sync::Arc::make_mut(&mut n.latest).cloudflare_ok = false;
+        std::sync::Arc::make_mut(&mut n.latest).checks = vec![
             check("cloudflared", CheckStatus::Crit, raw),
             check("systemd", CheckStatus::Ok, "ok"),
             check(
@@ -959,7 +960,7 @@ mod tests {
                 "old",
             ),
         ];
-        n.latest.metrics = Some(Metrics {
+        std::sync::Arc::make_mut(&mut n.latest).metrics = Some(Metrics {
             load: Some([1.0, 5.0, 1.0]),
             cpu_count: Some(2),
             mem_total_bytes: Some(1000),
@@ -1008,7 +1009,8 @@ mod tests {
         let tunnel = got.iter().find(|r| r.rule == "tunnel").unwrap();
         assert_eq!(tunnel.message, format!("Cloudflare Tunnel is down: {raw}"));
         // Systemd out of reach reads "Services unknown".
-        n.latest.checks = vec![check("systemd", CheckStatus::Unknown, "no bus")];
+        std::sync::Arc::make_mut(&mut n.latest).checks =
+            vec![check("systemd", CheckStatus::Unknown, "no bus")];
         assert_eq!(observed(&n, &s)[0].label, "Services unknown");
         // A label is never rounded up to a full disk.
         assert_eq!(pct_label(99.7), "99%");
@@ -1019,7 +1021,7 @@ mod tests {
     #[test]
     fn a_systemd_check_that_cannot_look_is_attn_not_services_down() {
         let mut n = snap();
-        n.latest.checks = vec![CheckResult {
+        std::sync::Arc::make_mut(&mut n.latest).checks = vec![CheckResult {
             name: "systemd".into(),
             status: CheckStatus::Unknown,
             summary: "cannot connect to the system bus at unix:path=/x: No such file".into(),
@@ -1032,7 +1034,7 @@ mod tests {
         let mut s = Settings::default();
         s.services.required = vec!["sshd.service".into()];
         for flag in [true, false] {
-            n.latest.services_ok = flag;
+            std::sync::Arc::make_mut(&mut n.latest).services_ok = flag;
             let reasons = observed(&n, &s);
             assert_eq!(reasons.len(), 1, "{reasons:?}");
             assert_eq!(
@@ -1083,7 +1085,8 @@ mod tests {
             key: "tcp/0.0.0.0:8080".into(),
             before: None,
             after: Some("uid=1000".into()),
-        }];
+        }]
+        .into();
         n.receipt_chain_ok = Some(false);
         n.incidents = vec![vaultmesh_proto::Incident {
             id: Uuid::from_u128(9),
