@@ -413,7 +413,8 @@ impl Client {
                     }
                 };
                 if https {
-                    io = tunnel(io, uri, p.basic_auth(), &shown).await?;
+                    let agent = self.inner.headers.get(header::USER_AGENT);
+                    io = tunnel(io, uri, p.basic_auth(), agent, &shown).await?;
                 }
                 io
             }
@@ -488,12 +489,17 @@ async fn tunnel(
     mut io: BoxIo,
     uri: &Uri,
     auth: Option<&HeaderValue>,
+    agent: Option<&HeaderValue>,
     shown: &str,
 ) -> Result<BoxIo, Error> {
     let proxy_err = |why: String| Error::Proxy(shown.to_string(), why);
     let host = uri.host().unwrap_or_default();
     let port = uri.port_u16().unwrap_or(443);
     let mut head = format!("CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n");
+    // A proxy that filters or logs by client sees the agent name itself, as on its requests.
+    if let Some(agent) = agent.and_then(|a| a.to_str().ok()) {
+        head.push_str(&format!("User-Agent: {agent}\r\n"));
+    }
     if let Some(auth) = auth.and_then(|a| a.to_str().ok()) {
         head.push_str(&format!("Proxy-Authorization: {auth}\r\n"));
     }
@@ -609,6 +615,20 @@ mod tests {
         (url, conns, heads)
     }
 
+    /// `POST {url}/p?i={i}` with a small body; the reply's body.
+    fn post(rt: &tokio::runtime::Runtime, c: &Client, url: &str, i: usize) -> Vec<u8> {
+        let r = rt
+            .block_on(c.request(
+                Method::POST,
+                &format!("{url}/p?i={i}"),
+                HeaderMap::new(),
+                b"abc".to_vec(),
+                None,
+            ))
+            .unwrap_or_else(|e| panic!("request {i}: {e}"));
+        rt.block_on(body(r))
+    }
+
     async fn body(mut r: Response) -> Vec<u8> {
         let mut out = Vec::new();
         while let Some(c) = r.chunk().await.unwrap() {
@@ -668,24 +688,43 @@ mod tests {
             .idle_limit(Duration::from_millis(150))
             .build()
             .unwrap();
-        let get = |i: usize| {
-            let r = rt
-                .block_on(c.request(
-                    Method::POST,
-                    &format!("{url}/p?i={i}"),
-                    HeaderMap::new(),
-                    b"abc".to_vec(),
-                    None,
-                ))
-                .unwrap();
-            assert_eq!(rt.block_on(body(r)), b"{}", "request {i}");
-        };
+        let get = |i: usize| assert_eq!(post(&rt, &c, &url, i), b"{}", "request {i}");
         get(0);
         get(1);
         assert_eq!(conns.load(Ordering::SeqCst), 1, "reused within the limit");
         std::thread::sleep(Duration::from_millis(400));
         get(2);
         assert_eq!(conns.load(Ordering::SeqCst), 2, "a new one past the limit");
+    }
+
+    /// A server that closes an idle connection without saying so (no `connection: close`,
+    /// as a proxy or a restarted Command Center may): the next request goes out on a new
+    /// connection and succeeds, instead of failing on the dead one.
+    #[test]
+    fn a_connection_the_server_closed_silently_is_replaced() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let conns = Arc::new(AtomicUsize::new(0));
+        let c = conns.clone();
+        std::thread::spawn(move || {
+            for s in listener.incoming() {
+                let mut s = s.unwrap();
+                c.fetch_add(1, Ordering::SeqCst);
+                // One keep-alive reply, then the socket is closed.
+                if read_request(&mut s).is_some() {
+                    s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}")
+                        .unwrap();
+                }
+            }
+        });
+        let rt = runtime();
+        let c = client(Duration::from_secs(5));
+        for i in 0..3 {
+            assert_eq!(post(&rt, &c, &url, i), b"{}", "request {i}");
+            assert_eq!(conns.load(Ordering::SeqCst), i + 1, "after request {i}");
+            // The close reaches the idle connection before the next request.
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     #[test]

@@ -243,6 +243,10 @@ fn a_remote_command_center_is_reached_through_the_environments_proxy() {
         connect.contains("proxy-authorization: basic zmxlzxq6cge1nq=="),
         "{connect}"
     );
+    assert!(
+        connect.contains("user-agent: vaultmesh-node-agent/"),
+        "CONNECT names the agent: {connect}"
+    );
     let tunnelled = proxy.tunnelled();
     assert!(!tunnelled.is_empty());
     assert_eq!(
