@@ -171,7 +171,9 @@ impl Change {
         let (k, ts) = self.head();
         let node = self.node_id();
         match self {
-            Change::Heartbeat { hb, .. } => record::encode_sized(4096, k, ts, node, hb),
+            Change::Heartbeat { hb, .. } => {
+                record::encode_sized(record::HEARTBEAT_LINE_ROOM, k, ts, node, hb)
+            }
             Change::Event(e) => record::encode(k, ts, node, e),
             Change::Node { record, .. } => record::encode(k, ts, node, record),
             Change::Token { record, .. } => record::encode(k, ts, node, record),

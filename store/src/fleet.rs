@@ -43,7 +43,8 @@ impl LatestMeasures {
 /// Everything known about one node.
 #[derive(Debug, Clone)]
 pub struct NodeState {
-    /// Shared, not copied: an attention pass, a snapshot or a detail page takes a reference.
+    /// Shared, not copied: an attention pass and a snapshot's capture take a reference (a
+    /// detail read too, copying it for its reply after the lock is let go).
     pub latest: Arc<NodeHeartbeat>,
     /// When the Command Center received `latest`.
     pub last_seen: DateTime<Utc>,

@@ -41,8 +41,11 @@ pub fn encode<T: Serialize>(
     encode_sized(128, kind, ts, node_id, record)
 }
 
+/// Room a heartbeat's line (about 2 KiB) is encoded into: it never grows, so it is never copied.
+pub const HEARTBEAT_LINE_ROOM: usize = 4096;
+
 /// [`encode`] into a buffer with room for `capacity` bytes from the start: no copy while a
-/// line of about that size grows (a heartbeat's: about 2 KiB).
+/// line of about that size grows (a heartbeat's: [`HEARTBEAT_LINE_ROOM`]).
 pub fn encode_sized<T: Serialize>(
     capacity: usize,
     kind: &str,
