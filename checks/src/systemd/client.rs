@@ -6,13 +6,21 @@
 //! timestamps and restart counts, all asked at once; or one unit at a time: `LoadUnit`, one
 //! `GetAll` and, for a service, `Get(NRestarts)`. Every call has a timeout, so a wedged bus
 //! yields an error, never a hang.
+//!
+//! [`SystemdClient::watch`] subscribes to systemd's signals: from then on systemd says when a
+//! unit's properties change (`PropertiesChanged` on the unit's object), and a unit whose row in
+//! `ListUnitsByNames` is as it was and that systemd has not signalled keeps the timestamps and
+//! restart count read before (see [`Known`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use zbus::fdo::PropertiesProxy;
+use zbus::message::Type;
 use zbus::names::InterfaceName;
-use zbus::{Connection, OwnedObjectPath, OwnedVariant};
+use zbus::{Connection, MatchRule, MessageStream, OwnedObjectPath, OwnedVariant};
 
 const SERVICE: &str = "org.freedesktop.systemd1";
 const UNIT_IFACE: &str = "org.freedesktop.systemd1.Unit";
@@ -30,6 +38,10 @@ trait Manager {
     /// One row per name, in order, loading each unit as `LoadUnit` does (systemd 230 and
     /// later).
     fn list_units_by_names(&self, names: &[&str]) -> zbus::Result<Vec<UnitRow>>;
+
+    /// Asks systemd to send this client its signals (unit and job changes) until the client
+    /// leaves the bus.
+    fn subscribe(&self) -> zbus::Result<()>;
 
     /// Queues a restart job; returns the job's path.
     fn restart_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
@@ -94,6 +106,72 @@ pub struct UnitState {
     /// Restarts since the unit was last started by hand (services only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restarts: Option<u32>,
+}
+
+/// systemd's word that units changed, from the moment [`SystemdClient::watch`] subscribed: the
+/// object paths of the units whose properties changed since the last [`Changes::take`]. The
+/// signals are drained by a task of their own (a D-Bus stream left unread would stall the
+/// connection), stopped when this is dropped.
+#[derive(Debug)]
+pub struct Changes {
+    seen: Arc<Mutex<Seen>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Debug, Default)]
+struct Seen {
+    paths: HashSet<String>,
+    /// The watch no longer hears everything: the connection closed, a signal could not be
+    /// read, or `org.freedesktop.systemd1` changed hands (a systemd that restarted has
+    /// forgotten the subscription).
+    lost: bool,
+}
+
+impl Changes {
+    /// The object paths of the units that changed since the last call; `None` once the watch
+    /// is lost, after which nothing read before may be trusted.
+    pub fn take(&self) -> Option<HashSet<String>> {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.lost {
+            None
+        } else {
+            Some(std::mem::take(&mut seen.paths))
+        }
+    }
+}
+
+impl Drop for Changes {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// What a watched connection read of each unit, kept between runs: by name, the unit's object
+/// path and state.
+#[derive(Debug, Default)]
+pub struct Known(HashMap<String, (String, UnitState)>);
+
+impl Known {
+    /// What was read of `name` before, if it may stand: the unit's row (`row`: load, active and
+    /// sub state, as `ListUnitsByNames` answers now) and object path are as they were, and
+    /// systemd has not signalled a change on that path. A service that restarted between two
+    /// runs is `active` at both, with a new timestamp and restart count: the signal is what
+    /// tells.
+    fn reusable(
+        &self,
+        name: &str,
+        path: &str,
+        row: &UnitState,
+        changed: &HashSet<String>,
+    ) -> Option<UnitState> {
+        let (was_path, was) = self.0.get(name)?;
+        (was_path == path
+            && !changed.contains(path)
+            && was.load_state == row.load_state
+            && was.active_state == row.active_state
+            && was.sub_state == row.sub_state)
+            .then(|| was.clone())
+    }
 }
 
 /// A connection to systemd on the system bus (or an explicit address).
@@ -181,6 +259,40 @@ impl SystemdClient {
         Ok(names)
     }
 
+    /// Subscribes to systemd's signals and starts hearing which units change; `None` when
+    /// systemd (or the bus's policy) refuses the subscription, and every run then reads every
+    /// unit. The match rules are in place before `Subscribe` is sent, so no change after it
+    /// is missed.
+    pub async fn watch(&self) -> Result<Option<Changes>, SystemdError> {
+        let (changed, owner) = rules().map_err(|e| self.error("AddMatch", e))?;
+        let changed = self
+            .call(
+                "AddMatch",
+                MessageStream::for_match_rule(changed, &self.conn, None),
+            )
+            .await?;
+        let owner = self
+            .call(
+                "AddMatch",
+                MessageStream::for_match_rule(owner, &self.conn, None),
+            )
+            .await?;
+        let manager = self.manager().await?;
+        match tokio::time::timeout(self.timeout, manager.subscribe()).await {
+            Err(_) => return Err(self.timed_out("Subscribe")),
+            Ok(Err(e)) => {
+                return match refusal(&e) {
+                    Some(_) => Ok(None),
+                    None => Err(self.error("Subscribe", e)),
+                };
+            }
+            Ok(Ok(())) => {}
+        }
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let task = tokio::spawn(listen(changed, owner, Arc::clone(&seen)));
+        Ok(Some(Changes { seen, task }))
+    }
+
     /// Restarts `name` (mode `replace`); returns the job path.
     pub async fn restart_unit(&self, name: &str) -> Result<String, SystemdError> {
         let manager = self.manager().await?;
@@ -194,8 +306,24 @@ impl SystemdClient {
     /// unit's timestamps (`GetAll`) and, for a loaded service, `NRestarts`, all asked at once.
     /// The same [`UnitState`]s as [`Self::unit_state`] for each name, in 1 + 2n calls on one
     /// round trip each instead of 3n one after the other.
-    pub async fn unit_states(&self, names: &[&str]) -> Result<ByNames, SystemdError> {
+    ///
+    /// `watched`, on a connection that [watches](Self::watch): what was read before and the
+    /// paths systemd signalled since. A unit [`Known::reusable`] is not asked again, and
+    /// what is read is kept for the next run; a call that fails or is refused leaves nothing
+    /// known (the signals taken for this run would otherwise be lost to the next).
+    pub async fn unit_states(
+        &self,
+        names: &[&str],
+        watched: Option<(&mut Known, &HashSet<String>)>,
+    ) -> Result<ByNames, SystemdError> {
         const CALL: &str = "ListUnitsByNames";
+        let (known, previous, changed) = match watched {
+            Some((known, changed)) => {
+                let previous = std::mem::take(known);
+                (Some(known), previous, Some(changed))
+            }
+            None => (None, Known::default(), None),
+        };
         let manager = self.manager().await?;
         let asked = tokio::time::timeout(self.timeout, manager.list_units_by_names(names)).await;
         let rows = match asked {
@@ -214,42 +342,66 @@ impl SystemdClient {
         if rows.len() != names.len() {
             return Ok(ByNames::Refused);
         }
-        let reads = names.iter().zip(rows).map(|(name, row)| async move {
-            let (_, _, load_state, active_state, sub_state, _, path, ..) = row;
-            let mut state = UnitState {
-                name: (*name).to_string(),
-                load_state,
-                active_state,
-                sub_state,
-                active_enter_us: 0,
-                inactive_enter_us: 0,
-                restarts: None,
-            };
-            if state.load_state == "not-found" {
-                return Ok::<_, SystemdError>(state);
-            }
-            let props = self.properties(path).await?;
-            let service = name.ends_with(".service") && state.load_state == "loaded";
-            let (all, restarts) = futures_util::future::join(
-                self.call("GetAll(Unit)", props.get_all(unit_iface())),
-                async {
-                    if service {
-                        self.restarts(&props).await
-                    } else {
-                        None
-                    }
-                },
-            )
-            .await;
-            let all = all?;
-            state.active_enter_us = number(&all, "ActiveEnterTimestamp");
-            state.inactive_enter_us = number(&all, "InactiveEnterTimestamp");
-            state.restarts = restarts;
-            Ok(state)
-        });
-        futures_util::future::try_join_all(reads)
-            .await
-            .map(ByNames::Units)
+        let rows: Vec<(UnitState, OwnedObjectPath)> = names
+            .iter()
+            .zip(rows)
+            .map(|(name, row)| {
+                let (_, _, load_state, active_state, sub_state, _, path, ..) = row;
+                let state = UnitState {
+                    name: (*name).to_string(),
+                    load_state,
+                    active_state,
+                    sub_state,
+                    active_enter_us: 0,
+                    inactive_enter_us: 0,
+                    restarts: None,
+                };
+                (state, path)
+            })
+            .collect();
+        let reused: Vec<Option<UnitState>> = rows
+            .iter()
+            .map(|(row, path)| previous.reusable(&row.name, path.as_str(), row, changed?))
+            .collect();
+        let reads = rows
+            .iter()
+            .zip(reused)
+            .map(|((row, path), reused)| async move {
+                if let Some(state) = reused {
+                    return Ok::<_, SystemdError>(state);
+                }
+                let mut state = row.clone();
+                if state.load_state == "not-found" {
+                    return Ok(state);
+                }
+                let props = self.properties(path.clone()).await?;
+                let service = state.name.ends_with(".service") && state.load_state == "loaded";
+                let (all, restarts) = futures_util::future::join(
+                    self.call("GetAll(Unit)", props.get_all(unit_iface())),
+                    async {
+                        if service {
+                            self.restarts(&props).await
+                        } else {
+                            None
+                        }
+                    },
+                )
+                .await;
+                let all = all?;
+                state.active_enter_us = number(&all, "ActiveEnterTimestamp");
+                state.inactive_enter_us = number(&all, "InactiveEnterTimestamp");
+                state.restarts = restarts;
+                Ok(state)
+            });
+        let units = futures_util::future::try_join_all(reads).await?;
+        if let Some(known) = known {
+            known.0 = rows
+                .into_iter()
+                .zip(&units)
+                .map(|((_, path), state)| (state.name.clone(), (path.to_string(), state.clone())))
+                .collect();
+        }
+        Ok(ByNames::Units(units))
     }
 
     async fn properties(&self, path: OwnedObjectPath) -> Result<PropertiesProxy<'_>, SystemdError> {
@@ -292,6 +444,44 @@ impl SystemdClient {
         }
         Ok(state)
     }
+}
+
+/// The match rules of [`SystemdClient::watch`]: systemd's `PropertiesChanged` on any unit's
+/// object, and the bus's `NameOwnerChanged` for systemd's name.
+fn rules() -> zbus::Result<(MatchRule<'static>, MatchRule<'static>)> {
+    let changed = MatchRule::builder()
+        .msg_type(Type::Signal)
+        .sender(SERVICE)
+        .interface("org.freedesktop.DBus.Properties")
+        .member("PropertiesChanged")
+        .path_namespace("/org/freedesktop/systemd1/unit")
+        .build()?;
+    let owner = MatchRule::builder()
+        .msg_type(Type::Signal)
+        .sender("org.freedesktop.DBus")
+        .interface("org.freedesktop.DBus")
+        .member("NameOwnerChanged")
+        .add_arg(SERVICE)
+        .build()?;
+    Ok((changed, owner))
+}
+
+/// Notes the path of every unit systemd signals a change on, until the watch is lost: the
+/// connection closes, a signal cannot be read, or systemd's name changes hands.
+async fn listen(changed: MessageStream, owner: MessageStream, seen: Arc<Mutex<Seen>>) {
+    enum Heard {
+        Changed(zbus::Result<zbus::Message>),
+        Owner,
+    }
+    let mut heard =
+        futures_util::stream::select(changed.map(Heard::Changed), owner.map(|_| Heard::Owner));
+    while let Some(Heard::Changed(Ok(msg))) = heard.next().await {
+        if let Some(path) = msg.header().path() {
+            let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+            seen.paths.insert(path.to_string());
+        }
+    }
+    seen.lock().unwrap_or_else(|p| p.into_inner()).lost = true;
 }
 
 /// Whether `e` is an error reply to the call (`Some(true)`: the method does not exist), rather

@@ -3,7 +3,9 @@
 //! Talks to systemd over D-Bus (never a `systemctl` subprocess). Unit names may be globs
 //! (`vaultmesh-*.service`), expanded against the loaded units with `ListUnitsByPatterns`. The
 //! states of all the units come from one `ListUnitsByNames`; a systemd without it (before 230)
-//! is asked unit by unit (`LoadUnit`), as is one that refuses the call.
+//! is asked unit by unit (`LoadUnit`), as is one that refuses the call. The connection is kept
+//! between runs and subscribed to systemd's signals: a unit systemd has not signalled since the
+//! last run, whose state is as it was, is not asked for its timestamps and restart count again.
 //! Each unit is expected `active` unless `[checks.systemd.expect]` says `inactive`.
 //!
 //! Verdict per unit: not found, failed, or not in its expected state → crit (the unit is named
@@ -15,7 +17,7 @@
 
 pub mod client;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -25,7 +27,7 @@ use vaultmesh_agent_core::registry::{CheckConfigError, CheckRegistration, parse_
 use vaultmesh_agent_core::{Check, CheckContext, CheckOutcome, Contribution};
 use vaultmesh_proto::CheckStatus;
 
-pub use client::{ByNames, SystemdClient, SystemdError, UnitState};
+pub use client::{ByNames, Changes, Known, SystemdClient, SystemdError, UnitState};
 
 /// The state a unit should be in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,11 +69,23 @@ struct Systemd {
     bus_address: Option<String>,
     call_timeout: Duration,
     /// The bus connection, kept between runs (a new one costs a socket, SASL and `Hello` each
-    /// time); dropped after any error so the next run reconnects.
-    conn: tokio::sync::Mutex<Option<SystemdClient>>,
+    /// time) with its subscription; dropped after any error, or once the subscription is lost,
+    /// so the next run reconnects.
+    conn: tokio::sync::Mutex<Option<Session>>,
     /// Cleared when systemd answers `ListUnitsByNames` with `UnknownMethod` (before 230): from
     /// then on units are asked one at a time.
     by_names: AtomicBool,
+}
+
+/// A connection to systemd kept between runs.
+#[derive(Debug)]
+struct Session {
+    client: SystemdClient,
+    /// The units systemd signalled since the last run; `None` when systemd refused the
+    /// subscription (every run then reads every unit).
+    changes: Option<Changes>,
+    /// What the last run read, for units systemd has not signalled since.
+    known: Known,
 }
 
 /// Whether a unit name is a glob for `ListUnitsByPatterns`.
@@ -120,27 +134,49 @@ impl Systemd {
 
     async fn inspect(&self) -> Result<Inspection, SystemdError> {
         let mut cached = self.conn.lock().await;
-        if let Some(client) = cached.take() {
-            match self.inspect_with(&client).await {
-                Ok(i) => {
-                    *cached = Some(client);
-                    return Ok(i);
+        if let Some(mut session) = cached.take() {
+            // A lost subscription (systemd restarted and forgot it, or the connection closed)
+            // is replaced with the connection: a new one subscribes again.
+            let changed = session.changes.as_ref().map(Changes::take);
+            if !matches!(changed, Some(None)) {
+                let changed = changed.flatten();
+                match self.inspect_with(&mut session, changed.as_ref()).await {
+                    Ok(i) => {
+                        *cached = Some(session);
+                        return Ok(i);
+                    }
+                    // A hung bus would hang a new connection too.
+                    Err(e @ SystemdError::Timeout { .. }) => return Err(e),
+                    // The bus may have restarted: try once more on a new connection.
+                    Err(_) => {}
                 }
-                // A hung bus would hang a new connection too.
-                Err(e @ SystemdError::Timeout { .. }) => return Err(e),
-                // The bus may have restarted: try once more on a new connection.
-                Err(_) => {}
             }
         }
         let client = SystemdClient::connect(self.bus_address.as_deref(), self.call_timeout).await?;
-        let inspection = self.inspect_with(&client).await;
+        let changes = client.watch().await?;
+        if changes.is_none() {
+            tracing::debug!("systemd refused Subscribe; every run reads every unit.");
+        }
+        let mut session = Session {
+            client,
+            changes,
+            known: Known::default(),
+        };
+        let inspection = self.inspect_with(&mut session, None).await;
         if inspection.is_ok() {
-            *cached = Some(client);
+            *cached = Some(session);
         }
         inspection
     }
 
-    async fn inspect_with(&self, client: &SystemdClient) -> Result<Inspection, SystemdError> {
+    /// One run's reads on `session`. `changed`: the units systemd signalled since the last
+    /// run, when it is watched and the watch holds; `None` reads every unit.
+    async fn inspect_with(
+        &self,
+        session: &mut Session,
+        changed: Option<&HashSet<String>>,
+    ) -> Result<Inspection, SystemdError> {
+        let client = &session.client;
         let mut names: Vec<String> = Vec::new();
         let mut empty_globs = Vec::new();
         for u in &self.units {
@@ -156,22 +192,34 @@ impl Systemd {
         }
         vaultmesh_agent_core::sort::sort(&mut names);
         names.dedup();
-        let units = self.states(client, &names).await?;
+        let none = HashSet::new();
+        let watched = session
+            .changes
+            .is_some()
+            .then(|| (&mut session.known, changed.unwrap_or(&none)));
+        let units = self.states(client, &names, watched).await?;
         Ok(Inspection { units, empty_globs })
     }
 
     /// The states of `names`: one `ListUnitsByNames` when systemd has it, else unit by unit.
+    /// `watched`: what the last run read and the units systemd signalled since, on a watched
+    /// connection (see [`SystemdClient::unit_states`]).
     async fn states(
         &self,
         client: &SystemdClient,
         names: &[String],
+        watched: Option<(&mut Known, &HashSet<String>)>,
     ) -> Result<Vec<UnitState>, SystemdError> {
         if names.is_empty() {
+            // The signals taken for this run are not kept: nothing read before may stand.
+            if let Some((known, _)) = watched {
+                *known = Known::default();
+            }
             return Ok(Vec::new());
         }
         if self.by_names.load(Ordering::Relaxed) {
             let asked: Vec<&str> = names.iter().map(String::as_str).collect();
-            match client.unit_states(&asked).await? {
+            match client.unit_states(&asked, watched).await? {
                 ByNames::Units(units) => return Ok(units),
                 ByNames::Unsupported => {
                     tracing::info!(

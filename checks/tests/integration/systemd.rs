@@ -343,3 +343,185 @@ async fn a_bus_that_disappears_mid_check_is_unknown_quickly() {
     assert!(started.elapsed() < Duration::from_secs(5));
     drop(systemd);
 }
+
+/// `name`'s entry in a run's details.
+fn unit_report(done: &vaultmesh_agent_core::CheckRun, name: &str) -> serde_json::Value {
+    done.result.details["units"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["name"] == name)
+        .cloned()
+        .unwrap()
+}
+
+/// Runs `check` every 50 ms until `done` holds (or 10 s pass, which fails the test).
+async fn run_until(
+    check: &ConfiguredCheck,
+    what: &str,
+    done: impl Fn(&vaultmesh_agent_core::CheckRun) -> bool,
+) -> vaultmesh_agent_core::CheckRun {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = run(check).await;
+        if done(&r) {
+            return r;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within 10 s: {r:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `unit` after a restart between two runs: `active (running)` before and after, a new
+/// `ActiveEnterTimestamp`, one restart more.
+fn restarted(unit: &FakeUnit) -> FakeUnit {
+    FakeUnit {
+        active_enter_us: unit.active_enter_us + 5_000_000,
+        restarts: unit.restarts + 1,
+        ..unit.clone()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unit_systemd_has_not_signalled_is_not_read_again_and_a_restart_between_runs_is_seen() {
+    let bus = DbusDaemon::start();
+    let a = FakeUnit::new("a.service", "active", "running");
+    let systemd = FakeSystemd::start(
+        &bus.address,
+        &[a.clone(), FakeUnit::new("b.service", "active", "running")],
+    );
+    let check = systemd_check(&units_toml(&bus.address, &["a.service", "b.service"], ""));
+    for _ in 0..3 {
+        let r = run(&check).await.result;
+        assert_eq!(r.status, CheckStatus::Ok, "{}", r.summary);
+    }
+    assert_eq!(
+        (
+            systemd.calls("Subscribe"),
+            systemd.calls("ListUnitsByNames"),
+            systemd.calls("GetAll(Unit)")
+        ),
+        (1, 3, 2),
+        "subscribed once; each run asks for the states, the timestamps only the first time"
+    );
+
+    // A restart between two runs leaves the state as it was; systemd's signal tells.
+    systemd.set(restarted(&a));
+    let done = run_until(&check, "the restart", |r| {
+        r.result.metrics["restarts"] == 1.0
+    })
+    .await;
+    assert_eq!(
+        unit_report(&done, "a.service")["active_enter_us"].as_u64(),
+        Some(a.active_enter_us + 5_000_000)
+    );
+    let reads = systemd.calls("GetAll(Unit)");
+    assert_eq!(reads, 3, "only the signalled unit is read again");
+    run(&check).await;
+    assert_eq!(systemd.calls("GetAll(Unit)"), reads);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_change_whose_signal_was_lost_is_still_seen_on_the_next_run() {
+    let bus = DbusDaemon::start();
+    let systemd = FakeSystemd::start(
+        &bus.address,
+        &[FakeUnit::new("a.service", "active", "running")],
+    );
+    let check = systemd_check(&units_toml(&bus.address, &["a.service"], ""));
+    assert_eq!(run(&check).await.result.status, CheckStatus::Ok);
+    let failed = FakeUnit {
+        inactive_enter_us: 1_700_000_100_000_000,
+        ..FakeUnit::new("a.service", "failed", "failed")
+    };
+    systemd.set_quietly(failed);
+    let done = run(&check).await;
+    assert_eq!(
+        (done.result.status, done.result.summary.as_str()),
+        (CheckStatus::Crit, "a.service failed (failed)")
+    );
+    assert_eq!(
+        unit_report(&done, "a.service")["inactive_enter_us"].as_u64(),
+        Some(1_700_000_100_000_000),
+        "a row that changed is read again, signal or not"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_subscription_every_run_reads_every_unit() {
+    let bus = DbusDaemon::start();
+    let a = FakeUnit::new("a.service", "active", "running");
+    let systemd = FakeSystemd::start(
+        &bus.address,
+        &[a.clone(), FakeUnit::new("b.service", "active", "running")],
+    );
+    systemd.refuse_subscribe();
+    let check = systemd_check(&units_toml(&bus.address, &["a.service", "b.service"], ""));
+    for _ in 0..2 {
+        let r = run(&check).await.result;
+        assert_eq!(r.status, CheckStatus::Ok, "{}", r.summary);
+    }
+    assert_eq!(
+        (systemd.calls("Subscribe"), systemd.calls("GetAll(Unit)")),
+        (1, 4)
+    );
+    // Another empty run, once the signal has surely arrived: it takes the signal.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    run(&check).await;
+    systemd.set_quietly(restarted(&a));
+    let r = run(&check).await.result;
+    assert_eq!(r.metrics["restarts"], 1.0, "seen on the very next run");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_systemd_that_restarted_is_subscribed_to_again() {
+    let bus = DbusDaemon::start();
+    let a = FakeUnit::new("a.service", "active", "running");
+    let systemd = FakeSystemd::start(&bus.address, std::slice::from_ref(&a));
+    let check = systemd_check(&units_toml(&bus.address, &["a.service"], ""));
+    assert_eq!(run(&check).await.result.status, CheckStatus::Ok);
+    assert_eq!(systemd.calls("Subscribe"), 1);
+
+    // systemd goes away and comes back on the same bus: the new one knows no subscriber.
+    drop(systemd);
+    let systemd = FakeSystemd::start(&bus.address, std::slice::from_ref(&a));
+    run_until(&check, "subscribing again", |r| {
+        r.result.status == CheckStatus::Ok && systemd.calls("Subscribe") == 1
+    })
+    .await;
+    systemd.set(restarted(&a));
+    run_until(&check, "the restart on the new systemd", |r| {
+        r.result.metrics["restarts"] == 1.0
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_with_no_units_to_read_keeps_nothing_for_the_next() {
+    let bus = DbusDaemon::start();
+    let a = FakeUnit::new("vm-a.service", "active", "running");
+    let systemd = FakeSystemd::start(&bus.address, std::slice::from_ref(&a));
+    let check = systemd_check(&units_toml(&bus.address, &["vm-*.service"], ""));
+    assert_eq!(run(&check).await.result.status, CheckStatus::Ok);
+    // The unit goes away (signalled), a run finds the glob empty, and it comes back restarted
+    // with its signal lost: the run after must read it, not reuse the first run's figures.
+    systemd.set(FakeUnit {
+        load_state: "not-found".into(),
+        ..a.clone()
+    });
+    run_until(&check, "the glob matching nothing", |r| {
+        r.result.summary == "no unit matches vm-*.service"
+    })
+    .await;
+    // Another empty run, once the signal has surely arrived: it takes the signal.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    run(&check).await;
+    systemd.set_quietly(restarted(&a));
+    let r = run(&check).await.result;
+    assert_eq!(
+        (r.status, r.metrics["restarts"]),
+        (CheckStatus::Ok, 1.0),
+        "{}",
+        r.summary
+    );
+}
