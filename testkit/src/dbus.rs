@@ -400,6 +400,46 @@ impl ServiceObject {
     }
 }
 
+/// A signal the fake sends as systemd would.
+#[derive(Debug)]
+enum Signal {
+    /// `PropertiesChanged` on the unit's object, for the `Unit` interface, with the state
+    /// properties' new values.
+    Changed(FakeUnit),
+    /// The manager's `UnitNew(id, path)`: systemd loaded a unit.
+    UnitNew(String),
+    /// The manager's `Reloading(true)`, then `Reloading(false)`.
+    Reloading,
+}
+
+impl Signal {
+    async fn send(&self, conn: &zbus::Connection) -> zbus::Result<()> {
+        const MANAGER: &str = "org.freedesktop.systemd1.Manager";
+        const MANAGER_PATH: &str = "/org/freedesktop/systemd1";
+        match self {
+            Signal::Changed(unit) => properties_changed(conn, unit).await,
+            Signal::UnitNew(name) => {
+                let path = OwnedObjectPath::try_from(unit_path(name))?;
+                conn.emit_signal(
+                    None::<&str>,
+                    MANAGER_PATH,
+                    MANAGER,
+                    "UnitNew",
+                    &(name.as_str(), path),
+                )
+                .await
+            }
+            Signal::Reloading => {
+                for active in [true, false] {
+                    conn.emit_signal(None::<&str>, MANAGER_PATH, MANAGER, "Reloading", &active)
+                        .await?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
 /// systemd's signal that a unit changed: `PropertiesChanged` on the unit's object, for the
 /// `Unit` interface, with the state properties' new values.
 async fn properties_changed(conn: &zbus::Connection, unit: &FakeUnit) -> zbus::Result<()> {
@@ -435,8 +475,8 @@ fn glob(pattern: &str, name: &str) -> bool {
 #[derive(Debug)]
 pub struct FakeSystemd {
     state: Shared,
-    /// Units whose change to signal, each with a channel that says it was sent.
-    signal: tokio::sync::mpsc::UnboundedSender<(FakeUnit, std::sync::mpsc::Sender<()>)>,
+    /// Signals to send, each with a channel that says it was sent.
+    signal: tokio::sync::mpsc::UnboundedSender<(Signal, std::sync::mpsc::Sender<()>)>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -453,7 +493,7 @@ impl FakeSystemd {
         }
         let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
         let (signal_tx, mut signal_rx) =
-            tokio::sync::mpsc::unbounded_channel::<(FakeUnit, std::sync::mpsc::Sender<()>)>();
+            tokio::sync::mpsc::unbounded_channel::<(Signal, std::sync::mpsc::Sender<()>)>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
         let address = address.to_string();
         let thread_state = Arc::clone(&state);
@@ -477,8 +517,8 @@ impl FakeSystemd {
                         loop {
                             tokio::select! {
                                 _ = &mut stop_rx => break,
-                                Some((unit, sent)) = signal_rx.recv() => {
-                                    let _ = properties_changed(&conn, &unit).await;
+                                Some((signal, sent)) = signal_rx.recv() => {
+                                    let _ = signal.send(&conn).await;
                                     let _ = sent.send(());
                                 }
                             }
@@ -504,19 +544,46 @@ impl FakeSystemd {
         }
     }
 
-    /// Adds or replaces a unit and, once a client has subscribed, signals the change
-    /// (`PropertiesChanged` on the unit's object, as systemd does) before returning.
+    /// Adds or replaces a unit and, once a client has subscribed, signals the change before
+    /// returning, as systemd does: `UnitNew` for a unit it had not loaded (absent or
+    /// `not-found`), else `PropertiesChanged` on the unit's object.
     pub fn set(&self, unit: FakeUnit) {
-        let subscribed = {
+        let (new, subscribed) = {
             let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            let new = state
+                .units
+                .get(&unit.name)
+                .is_none_or(|u| u.load_state == "not-found");
             state.units.insert(unit.name.clone(), unit.clone());
-            state.subscribed
+            (new, state.subscribed)
         };
         if subscribed {
-            let (sent, wait) = std::sync::mpsc::channel();
-            if self.signal.send((unit, sent)).is_ok() {
-                let _ = wait.recv_timeout(Duration::from_secs(10));
-            }
+            self.send(if new {
+                Signal::UnitNew(unit.name)
+            } else {
+                Signal::Changed(unit)
+            });
+        }
+    }
+
+    /// Like `systemctl daemon-reload`: signals `Reloading` (true, then false) to a subscriber;
+    /// the units change only by [`Self::set`] and [`Self::set_quietly`].
+    pub fn daemon_reload(&self) {
+        if self
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .subscribed
+        {
+            self.send(Signal::Reloading);
+        }
+    }
+
+    /// Sends `signal` from the fake's thread; returns once it is sent.
+    fn send(&self, signal: Signal) {
+        let (sent, wait) = std::sync::mpsc::channel();
+        if self.signal.send((signal, sent)).is_ok() {
+            let _ = wait.recv_timeout(Duration::from_secs(10));
         }
     }
 
@@ -562,6 +629,14 @@ impl FakeSystemd {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .refuse_list_by_names = Some(how);
+    }
+
+    /// Answers `ListUnitsByNames` again.
+    pub fn allow_list_by_names(&self) {
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .refuse_list_by_names = None;
     }
 
     /// How many times the Manager method `method` (its D-Bus name, e.g. `LoadUnit`) was called.

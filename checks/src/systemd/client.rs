@@ -14,7 +14,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use zbus::fdo::PropertiesProxy;
@@ -25,6 +25,8 @@ use zbus::{Connection, MatchRule, MessageStream, OwnedObjectPath, OwnedVariant};
 const SERVICE: &str = "org.freedesktop.systemd1";
 const UNIT_IFACE: &str = "org.freedesktop.systemd1.Unit";
 const SERVICE_IFACE: &str = "org.freedesktop.systemd1.Service";
+const MANAGER_IFACE: &str = "org.freedesktop.systemd1.Manager";
+const MANAGER_PATH: &str = "/org/freedesktop/systemd1";
 
 #[zbus::proxy(
     interface = "org.freedesktop.systemd1.Manager",
@@ -39,8 +41,8 @@ trait Manager {
     /// later).
     fn list_units_by_names(&self, names: &[&str]) -> zbus::Result<Vec<UnitRow>>;
 
-    /// Asks systemd to send this client its signals (unit and job changes) until the client
-    /// leaves the bus.
+    /// Asks systemd to broadcast its signals (unit and job changes) while this client is on
+    /// the bus; systemd sends them only while someone is subscribed.
     fn subscribe(&self) -> zbus::Result<()>;
 
     /// Queues a restart job; returns the job's path.
@@ -108,8 +110,7 @@ pub struct UnitState {
     pub restarts: Option<u32>,
 }
 
-/// systemd's word that units changed, from the moment [`SystemdClient::watch`] subscribed: the
-/// object paths of the units whose properties changed since the last [`Changes::take`]. The
+/// systemd's word that units changed, from the moment [`SystemdClient::watch`] subscribed. The
 /// signals are drained by a task of their own (a D-Bus stream left unread would stall the
 /// connection), stopped when this is dropped.
 #[derive(Debug)]
@@ -120,22 +121,32 @@ pub struct Changes {
 
 #[derive(Debug, Default)]
 struct Seen {
-    paths: HashSet<String>,
+    changed: Changed,
     /// The watch no longer hears everything: the connection closed, a signal could not be
     /// read, or `org.freedesktop.systemd1` changed hands (a systemd that restarted has
     /// forgotten the subscription).
     lost: bool,
 }
 
+/// What systemd signalled between two runs.
+#[derive(Debug, Default)]
+pub struct Changed {
+    /// The object paths of units whose properties changed (`PropertiesChanged`), or that were
+    /// loaded or unloaded (`UnitNew`, `UnitRemoved`).
+    pub paths: HashSet<String>,
+    /// systemd reloaded its configuration (`Reloading`): any unit may have changed.
+    pub everything: bool,
+}
+
 impl Changes {
-    /// The object paths of the units that changed since the last call; `None` once the watch
-    /// is lost, after which nothing read before may be trusted.
-    pub fn take(&self) -> Option<HashSet<String>> {
+    /// What changed since the last call; `None` once the watch is lost, after which nothing
+    /// read before may be trusted.
+    pub fn take(&self) -> Option<Changed> {
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         if seen.lost {
             None
         } else {
-            Some(std::mem::take(&mut seen.paths))
+            Some(std::mem::take(&mut seen.changed))
         }
     }
 }
@@ -146,27 +157,55 @@ impl Drop for Changes {
     }
 }
 
-/// What a watched connection read of each unit, kept between runs: by name, the unit's object
-/// path and state.
+/// What a watched connection read of the units, kept between runs: each unit's object path and
+/// state, in the order asked, and when every one of them was last read in full.
 #[derive(Debug, Default)]
-pub struct Known(HashMap<String, (String, UnitState)>);
+pub struct Known {
+    units: Vec<(String, UnitState)>,
+    read_in_full: Option<Instant>,
+}
+
+/// A watched connection's part in a run: what was read before, what systemd signalled since,
+/// and how long what was read may stand without a signal before every unit is read again.
+#[derive(Debug)]
+pub struct Watched<'a> {
+    pub known: &'a mut Known,
+    pub changed: &'a Changed,
+    pub reread_every: Duration,
+}
 
 impl Known {
-    /// What was read of `name` before, if it may stand: the unit's row (`row`: load, active and
-    /// sub state, as `ListUnitsByNames` answers now) and object path are as they were, and
-    /// systemd has not signalled a change on that path. A service that restarted between two
-    /// runs is `active` at both, with a new timestamp and restart count: the signal is what
-    /// tells.
-    fn reusable(
-        &self,
-        name: &str,
-        path: &str,
-        row: &UnitState,
-        changed: &HashSet<String>,
-    ) -> Option<UnitState> {
-        let (was_path, was) = self.0.get(name)?;
-        (was_path == path
-            && !changed.contains(path)
+    /// What was read, if it is recent enough to stand at all (read in full within `every`).
+    fn fresh(self, every: Duration) -> Known {
+        match self.read_in_full {
+            Some(at) if at.elapsed() < every => self,
+            _ => Known::default(),
+        }
+    }
+
+    /// Every unit as read before, when nothing may have changed: the same names in the same
+    /// order, and systemd has signalled none of them and not reloaded.
+    fn standing(&self, names: &[&str], changed: &Changed) -> Option<Vec<UnitState>> {
+        let same = !changed.everything
+            && self.read_in_full.is_some()
+            && self.units.len() == names.len()
+            && self
+                .units
+                .iter()
+                .zip(names)
+                .all(|((path, u), name)| u.name == *name && !changed.paths.contains(path));
+        same.then(|| self.units.iter().map(|(_, u)| u.clone()).collect())
+    }
+
+    /// What was read of `row`'s unit before, if it may stand: its row (load, active and sub
+    /// state, as `ListUnitsByNames` answers now) and object path are as they were, and systemd
+    /// has not signalled a change on that path. A service that restarted between two runs is
+    /// `active` at both, with a new timestamp and restart count: the signal is what tells.
+    fn reusable(&self, path: &str, row: &UnitState, changed: &Changed) -> Option<UnitState> {
+        let (was_path, was) = self.units.iter().find(|(_, u)| u.name == row.name)?;
+        (!changed.everything
+            && was_path == path
+            && !changed.paths.contains(path)
             && was.load_state == row.load_state
             && was.active_state == row.active_state
             && was.sub_state == row.sub_state)
@@ -261,36 +300,35 @@ impl SystemdClient {
 
     /// Subscribes to systemd's signals and starts hearing which units change; `None` when
     /// systemd (or the bus's policy) refuses the subscription, and every run then reads every
-    /// unit. The match rules are in place before `Subscribe` is sent, so no change after it
-    /// is missed.
+    /// unit. The match rules are in place and their listener running before `Subscribe` is
+    /// sent, so no change after it is missed and no burst of signals stalls the connection.
     pub async fn watch(&self) -> Result<Option<Changes>, SystemdError> {
-        let (changed, owner) = rules().map_err(|e| self.error("AddMatch", e))?;
-        let changed = self
-            .call(
-                "AddMatch",
-                MessageStream::for_match_rule(changed, &self.conn, None),
-            )
-            .await?;
-        let owner = self
-            .call(
-                "AddMatch",
-                MessageStream::for_match_rule(owner, &self.conn, None),
-            )
-            .await?;
-        let manager = self.manager().await?;
-        match tokio::time::timeout(self.timeout, manager.subscribe()).await {
-            Err(_) => return Err(self.timed_out("Subscribe")),
-            Ok(Err(e)) => {
-                return match refusal(&e) {
-                    Some(_) => Ok(None),
-                    None => Err(self.error("Subscribe", e)),
-                };
-            }
-            Ok(Ok(())) => {}
+        // Signals queued for the listener before it takes them (zbus's default is 64, and a
+        // full queue stops the connection reading).
+        const QUEUE: std::num::NonZeroUsize = std::num::NonZeroUsize::new(1024).unwrap();
+        let [changed, manager, owner] = rules().map_err(|e| self.error("AddMatch", e))?;
+        let mut streams = Vec::with_capacity(3);
+        for rule in [changed, manager, owner] {
+            streams.push(
+                self.call(
+                    "AddMatch",
+                    MessageStream::for_match_rule(rule, &self.conn, Some(QUEUE)),
+                )
+                .await?,
+            );
         }
         let seen = Arc::new(Mutex::new(Seen::default()));
-        let task = tokio::spawn(listen(changed, owner, Arc::clone(&seen)));
-        Ok(Some(Changes { seen, task }))
+        let task = tokio::spawn(listen(streams, Arc::clone(&seen)));
+        let changes = Changes { seen, task };
+        let manager = self.manager().await?;
+        match tokio::time::timeout(self.timeout, manager.subscribe()).await {
+            Err(_) => Err(self.timed_out("Subscribe")),
+            Ok(Err(e)) => match refusal(&e) {
+                Some(_) => Ok(None),
+                None => Err(self.error("Subscribe", e)),
+            },
+            Ok(Ok(())) => Ok(Some(changes)),
+        }
     }
 
     /// Restarts `name` (mode `replace`); returns the job path.
@@ -307,20 +345,27 @@ impl SystemdClient {
     /// The same [`UnitState`]s as [`Self::unit_state`] for each name, in 1 + 2n calls on one
     /// round trip each instead of 3n one after the other.
     ///
-    /// `watched`, on a connection that [watches](Self::watch): what was read before and the
-    /// paths systemd signalled since. A unit [`Known::reusable`] is not asked again, and
-    /// what is read is kept for the next run; a call that fails or is refused leaves nothing
-    /// known (the signals taken for this run would otherwise be lost to the next).
+    /// `watched`, on a connection that [watches](Self::watch): when systemd has signalled none
+    /// of `names` (nor reloaded) since they were read, in full within
+    /// [`Watched::reread_every`], they are answered as read, with no call at all;
+    /// otherwise a unit whose row and path are as they were and that was not signalled is not
+    /// asked again. What is read is kept for
+    /// the next run; a call that fails or is refused leaves nothing known (the signals taken for
+    /// this run would otherwise be lost to the next).
     pub async fn unit_states(
         &self,
         names: &[&str],
-        watched: Option<(&mut Known, &HashSet<String>)>,
+        watched: Option<Watched<'_>>,
     ) -> Result<ByNames, SystemdError> {
         const CALL: &str = "ListUnitsByNames";
         let (known, previous, changed) = match watched {
-            Some((known, changed)) => {
-                let previous = std::mem::take(known);
-                (Some(known), previous, Some(changed))
+            Some(w) => {
+                let previous = std::mem::take(w.known).fresh(w.reread_every);
+                if let Some(units) = previous.standing(names, w.changed) {
+                    *w.known = previous;
+                    return Ok(ByNames::Units(units));
+                }
+                (Some(w.known), previous, Some(w.changed))
             }
             None => (None, Known::default(), None),
         };
@@ -361,8 +406,9 @@ impl SystemdClient {
             .collect();
         let reused: Vec<Option<UnitState>> = rows
             .iter()
-            .map(|(row, path)| previous.reusable(&row.name, path.as_str(), row, changed?))
+            .map(|(row, path)| previous.reusable(path.as_str(), row, changed?))
             .collect();
+        let any_reused = reused.iter().any(Option::is_some);
         let reads = rows
             .iter()
             .zip(reused)
@@ -382,12 +428,13 @@ impl SystemdClient {
                         if service {
                             self.restarts(&props).await
                         } else {
-                            None
+                            Ok(None)
                         }
                     },
                 )
                 .await;
                 let all = all?;
+                let restarts = restarts?;
                 state.active_enter_us = number(&all, "ActiveEnterTimestamp");
                 state.inactive_enter_us = number(&all, "InactiveEnterTimestamp");
                 state.restarts = restarts;
@@ -395,11 +442,19 @@ impl SystemdClient {
             });
         let units = futures_util::future::try_join_all(reads).await?;
         if let Some(known) = known {
-            known.0 = rows
-                .into_iter()
-                .zip(&units)
-                .map(|((_, path), state)| (state.name.clone(), (path.to_string(), state.clone())))
-                .collect();
+            let read_in_full = if any_reused {
+                previous.read_in_full
+            } else {
+                Some(Instant::now())
+            };
+            *known = Known {
+                units: rows
+                    .into_iter()
+                    .zip(&units)
+                    .map(|((_, path), state)| (path.to_string(), state.clone()))
+                    .collect(),
+                read_in_full,
+            };
         }
         Ok(ByNames::Units(units))
     }
@@ -413,13 +468,23 @@ impl SystemdClient {
         self.call("Properties", props).await
     }
 
-    /// A service's `NRestarts`; older systemd has none, and its absence is not an error.
-    async fn restarts(&self, props: &PropertiesProxy<'_>) -> Option<u32> {
+    /// A service's `NRestarts`; older systemd has none, and its absence (an error reply) is not
+    /// an error. No reply (a timeout, a lost bus) is: a count that was not read must not be
+    /// kept as "none".
+    async fn restarts(&self, props: &PropertiesProxy<'_>) -> Result<Option<u32>, SystemdError> {
+        const CALL: &str = "Get(NRestarts)";
         let service_iface = InterfaceName::from_static_str_unchecked(SERVICE_IFACE);
-        self.call("Get(NRestarts)", props.get(service_iface, "NRestarts"))
-            .await
-            .ok()
-            .and_then(|v| u32::try_from(v).ok())
+        match tokio::time::timeout(self.timeout, props.get(service_iface, "NRestarts")).await {
+            Err(_) => Err(self.timed_out(CALL)),
+            Ok(Ok(v)) => Ok(u32::try_from(v).ok()),
+            Ok(Err(e)) => {
+                let e = zbus::Error::from(e);
+                match refusal(&e) {
+                    Some(_) => Ok(None),
+                    None => Err(self.error(CALL, e)),
+                }
+            }
+        }
     }
 
     /// The state of `name` (a unit that does not exist has `load_state = "not-found"`).
@@ -440,21 +505,28 @@ impl SystemdClient {
             restarts: None,
         };
         if name.ends_with(".service") && state.load_state == "loaded" {
-            state.restarts = self.restarts(&props).await;
+            state.restarts = self.restarts(&props).await?;
         }
         Ok(state)
     }
 }
 
 /// The match rules of [`SystemdClient::watch`]: systemd's `PropertiesChanged` on any unit's
-/// object, and the bus's `NameOwnerChanged` for systemd's name.
-fn rules() -> zbus::Result<(MatchRule<'static>, MatchRule<'static>)> {
+/// object; the manager's signals (`UnitNew`, `UnitRemoved` and `Reloading` among them); the
+/// bus's `NameOwnerChanged` for systemd's name.
+fn rules() -> zbus::Result<[MatchRule<'static>; 3]> {
     let changed = MatchRule::builder()
         .msg_type(Type::Signal)
         .sender(SERVICE)
         .interface("org.freedesktop.DBus.Properties")
         .member("PropertiesChanged")
         .path_namespace("/org/freedesktop/systemd1/unit")
+        .build()?;
+    let manager = MatchRule::builder()
+        .msg_type(Type::Signal)
+        .sender(SERVICE)
+        .interface(MANAGER_IFACE)
+        .path(MANAGER_PATH)
         .build()?;
     let owner = MatchRule::builder()
         .msg_type(Type::Signal)
@@ -463,22 +535,40 @@ fn rules() -> zbus::Result<(MatchRule<'static>, MatchRule<'static>)> {
         .member("NameOwnerChanged")
         .add_arg(SERVICE)
         .build()?;
-    Ok((changed, owner))
+    Ok([changed, manager, owner])
 }
 
-/// Notes the path of every unit systemd signals a change on, until the watch is lost: the
-/// connection closes, a signal cannot be read, or systemd's name changes hands.
-async fn listen(changed: MessageStream, owner: MessageStream, seen: Arc<Mutex<Seen>>) {
-    enum Heard {
-        Changed(zbus::Result<zbus::Message>),
-        Owner,
-    }
-    let mut heard =
-        futures_util::stream::select(changed.map(Heard::Changed), owner.map(|_| Heard::Owner));
-    while let Some(Heard::Changed(Ok(msg))) = heard.next().await {
-        if let Some(path) = msg.header().path() {
-            let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
-            seen.paths.insert(path.to_string());
+/// Notes what systemd signals, until the watch is lost: the connection closes, a signal cannot
+/// be read, or systemd's name changes hands (the only signal of the third stream).
+async fn listen(streams: Vec<MessageStream>, seen: Arc<Mutex<Seen>>) {
+    let mut heard = futures_util::stream::select_all(streams);
+    while let Some(Ok(msg)) = heard.next().await {
+        let header = msg.header();
+        let member = header.member().map(|m| m.as_str());
+        let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+        match member {
+            Some("PropertiesChanged") => {
+                if let Some(path) = header.path() {
+                    seen.changed.paths.insert(path.to_string());
+                }
+            }
+            Some("UnitNew" | "UnitRemoved") => {
+                match msg.body().deserialize::<(String, OwnedObjectPath)>() {
+                    Ok((_, path)) => {
+                        seen.changed.paths.insert(path.to_string());
+                    }
+                    Err(_) => seen.changed.everything = true,
+                }
+            }
+            Some("Reloading") => seen.changed.everything = true,
+            // Only the bus itself says who owns a name (anyone may send a signal to us).
+            Some("NameOwnerChanged")
+                if header.sender().is_some_and(|s| s == "org.freedesktop.DBus") =>
+            {
+                break;
+            }
+            // Jobs, start-up, unit files: no unit's state in them.
+            _ => {}
         }
     }
     seen.lock().unwrap_or_else(|p| p.into_inner()).lost = true;

@@ -17,9 +17,9 @@
 
 pub mod client;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -27,7 +27,8 @@ use vaultmesh_agent_core::registry::{CheckConfigError, CheckRegistration, parse_
 use vaultmesh_agent_core::{Check, CheckContext, CheckOutcome, Contribution};
 use vaultmesh_proto::CheckStatus;
 
-pub use client::{ByNames, Changes, Known, SystemdClient, SystemdError, UnitState};
+pub use client::{ByNames, SystemdClient, SystemdError, UnitState};
+use client::{Changed, Changes, Known, Watched};
 
 /// The state a unit should be in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,6 +50,10 @@ struct SystemdConfig {
     /// Timeout of each D-Bus call.
     #[serde(deserialize_with = "vaultmesh_process::duration::deserialize")]
     call_timeout: Duration,
+    /// Between two reads of every unit in full, a unit systemd has not signalled is reported
+    /// as it was read (see the module's doc).
+    #[serde(deserialize_with = "vaultmesh_process::duration::deserialize")]
+    reread_every: Duration,
 }
 
 impl Default for SystemdConfig {
@@ -58,6 +63,7 @@ impl Default for SystemdConfig {
             expect: BTreeMap::new(),
             bus_address: None,
             call_timeout: Duration::from_secs(2),
+            reread_every: Duration::from_secs(300),
         }
     }
 }
@@ -68,6 +74,7 @@ struct Systemd {
     expect: BTreeMap<String, Expect>,
     bus_address: Option<String>,
     call_timeout: Duration,
+    reread_every: Duration,
     /// The bus connection, kept between runs (a new one costs a socket, SASL and `Hello` each
     /// time) with its subscription; dropped after any error, or once the subscription is lost,
     /// so the next run reconnects.
@@ -81,9 +88,11 @@ struct Systemd {
 #[derive(Debug)]
 struct Session {
     client: SystemdClient,
-    /// The units systemd signalled since the last run; `None` when systemd refused the
-    /// subscription (every run then reads every unit).
+    /// The units systemd signalled since the last run; `None` without a subscription (every
+    /// run then reads every unit).
     changes: Option<Changes>,
+    /// When the subscription was last tried.
+    watched_at: Instant,
     /// What the last run read, for units systemd has not signalled since.
     known: Known,
 }
@@ -122,11 +131,18 @@ impl Systemd {
                 "must be between 10ms and 60s",
             ));
         }
+        if c.reread_every < Duration::from_secs(1) || c.reread_every > Duration::from_secs(86_400) {
+            return Err(CheckConfigError::new(
+                "reread_every",
+                "must be between 1s and 24h",
+            ));
+        }
         Ok(Systemd {
             units: c.units,
             expect: c.expect,
             bus_address: c.bus_address,
             call_timeout: c.call_timeout,
+            reread_every: c.reread_every,
             conn: tokio::sync::Mutex::new(None),
             by_names: AtomicBool::new(true),
         })
@@ -135,11 +151,19 @@ impl Systemd {
     async fn inspect(&self) -> Result<Inspection, SystemdError> {
         let mut cached = self.conn.lock().await;
         if let Some(mut session) = cached.take() {
-            // A lost subscription (systemd restarted and forgot it, or the connection closed)
-            // is replaced with the connection: a new one subscribes again.
+            // A lost watch (systemd's name changed hands, so the subscription may not have
+            // carried over; or the connection closed) goes with its connection: a new one
+            // subscribes again.
             let changed = session.changes.as_ref().map(Changes::take);
             if !matches!(changed, Some(None)) {
-                let changed = changed.flatten();
+                let mut changed = changed.flatten();
+                if session.changes.is_none() && session.watched_at.elapsed() >= self.reread_every {
+                    session.changes = self.watch(&session.client).await;
+                    session.watched_at = Instant::now();
+                }
+                if session.changes.is_none() {
+                    changed = None;
+                }
                 match self.inspect_with(&mut session, changed.as_ref()).await {
                     Ok(i) => {
                         *cached = Some(session);
@@ -153,13 +177,11 @@ impl Systemd {
             }
         }
         let client = SystemdClient::connect(self.bus_address.as_deref(), self.call_timeout).await?;
-        let changes = client.watch().await?;
-        if changes.is_none() {
-            tracing::debug!("systemd refused Subscribe; every run reads every unit.");
-        }
+        let changes = self.watch(&client).await;
         let mut session = Session {
             client,
             changes,
+            watched_at: Instant::now(),
             known: Known::default(),
         };
         let inspection = self.inspect_with(&mut session, None).await;
@@ -169,13 +191,39 @@ impl Systemd {
         inspection
     }
 
+    /// Subscribes `client` to systemd's signals, when they can serve: not when units are asked
+    /// one at a time (nothing read is reused then). A subscription systemd refuses or that
+    /// fails costs this run nothing: the units are read in full, and the subscription is tried
+    /// again after `reread_every`.
+    async fn watch(&self, client: &SystemdClient) -> Option<Changes> {
+        if !self.by_names.load(Ordering::Relaxed) {
+            return None;
+        }
+        match client.watch().await {
+            Ok(Some(changes)) => Some(changes),
+            Ok(None) => {
+                tracing::debug!("systemd refused Subscribe; every run reads every unit.");
+                None
+            }
+            Err(e) => {
+                tracing::debug!(
+                    "no subscription to systemd's signals ({e}); every run reads every unit."
+                );
+                None
+            }
+        }
+    }
+
     /// One run's reads on `session`. `changed`: the units systemd signalled since the last
     /// run, when it is watched and the watch holds; `None` reads every unit.
     async fn inspect_with(
         &self,
         session: &mut Session,
-        changed: Option<&HashSet<String>>,
+        changed: Option<&Changed>,
     ) -> Result<Inspection, SystemdError> {
+        if changed.is_none() {
+            session.known = Known::default();
+        }
         let client = &session.client;
         let mut names: Vec<String> = Vec::new();
         let mut empty_globs = Vec::new();
@@ -192,11 +240,12 @@ impl Systemd {
         }
         vaultmesh_agent_core::sort::sort(&mut names);
         names.dedup();
-        let none = HashSet::new();
-        let watched = session
-            .changes
-            .is_some()
-            .then(|| (&mut session.known, changed.unwrap_or(&none)));
+        let none = Changed::default();
+        let watched = session.changes.is_some().then(|| Watched {
+            known: &mut session.known,
+            changed: changed.unwrap_or(&none),
+            reread_every: self.reread_every,
+        });
         let units = self.states(client, &names, watched).await?;
         Ok(Inspection { units, empty_globs })
     }
@@ -208,18 +257,20 @@ impl Systemd {
         &self,
         client: &SystemdClient,
         names: &[String],
-        watched: Option<(&mut Known, &HashSet<String>)>,
+        watched: Option<Watched<'_>>,
     ) -> Result<Vec<UnitState>, SystemdError> {
         if names.is_empty() {
             // The signals taken for this run are not kept: nothing read before may stand.
-            if let Some((known, _)) = watched {
-                *known = Known::default();
+            if let Some(w) = watched {
+                *w.known = Known::default();
             }
             return Ok(Vec::new());
         }
+        let mut watched = watched;
         if self.by_names.load(Ordering::Relaxed) {
             let asked: Vec<&str> = names.iter().map(String::as_str).collect();
-            match client.unit_states(&asked, watched).await? {
+            // A refusal leaves nothing known (see `unit_states`).
+            match client.unit_states(&asked, watched.take()).await? {
                 ByNames::Units(units) => return Ok(units),
                 ByNames::Unsupported => {
                     tracing::info!(
@@ -229,6 +280,10 @@ impl Systemd {
                 }
                 ByNames::Refused => {}
             }
+        }
+        // Unit by unit, nothing read is kept for reuse.
+        if let Some(w) = watched {
+            *w.known = Known::default();
         }
         let mut units = Vec::with_capacity(names.len());
         for n in names {
@@ -396,6 +451,7 @@ inventory::submit! {
         example: r#"units = []            # e.g. ["cloudflared.service", "vaultmesh-*.service"]
 expect = {}           # e.g. { "backup.service" = "inactive" }; default "active"
 call_timeout = "2s"   # per D-Bus call
+reread_every = "5m"   # every unit read in full at least this often, signalled or not
 # bus_address = "unix:path=/run/dbus/system_bus_socket"
 "#,
         build: |t| Ok(Box::new(Systemd::new(parse_table(t)?)?)),
@@ -531,6 +587,11 @@ mod tests {
         )
         .unwrap();
         assert!(Systemd::new(parse_table(&t).unwrap()).is_ok());
+        let t: toml::Table = toml::from_str("reread_every = \"500ms\"").unwrap();
+        assert_eq!(
+            Systemd::new(parse_table(&t).unwrap()).unwrap_err().key,
+            "reread_every"
+        );
         let t: toml::Table = toml::from_str("units = [\"\"]").unwrap();
         assert_eq!(
             Systemd::new(parse_table(&t).unwrap()).unwrap_err().key,

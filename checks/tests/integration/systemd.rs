@@ -210,6 +210,7 @@ async fn healthy_units_are_ok_and_a_failure_is_seen_on_the_next_run() {
 
     systemd.set(FakeUnit::new("cloudflared.service", "failed", "failed"));
     systemd.set(FakeUnit::new("timer-job.service", "active", "running"));
+    delivered().await;
     let done = run(&check).await;
     let r = &done.result;
     assert_eq!(r.status, CheckStatus::Crit);
@@ -221,6 +222,7 @@ async fn healthy_units_are_ok_and_a_failure_is_seen_on_the_next_run() {
 
     systemd.set(FakeUnit::new("cloudflared.service", "reloading", "reload"));
     systemd.set(FakeUnit::new("timer-job.service", "inactive", "dead"));
+    delivered().await;
     let done = run(&check).await;
     let r = &done.result;
     assert_eq!(
@@ -344,6 +346,13 @@ async fn a_bus_that_disappears_mid_check_is_unknown_quickly() {
     drop(systemd);
 }
 
+/// Time for a signal the fake systemd has sent to reach the check's listener (over the test
+/// bus, on this machine: well under a millisecond; a run that starts before it arrives sees
+/// the change on the run after, as a node's does).
+async fn delivered() {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+}
+
 /// `name`'s entry in a run's details.
 fn unit_report(done: &vaultmesh_agent_core::CheckRun, name: &str) -> serde_json::Value {
     done.result.details["units"]
@@ -401,8 +410,8 @@ async fn a_unit_systemd_has_not_signalled_is_not_read_again_and_a_restart_betwee
             systemd.calls("ListUnitsByNames"),
             systemd.calls("GetAll(Unit)")
         ),
-        (1, 3, 2),
-        "subscribed once; each run asks for the states, the timestamps only the first time"
+        (1, 1, 2),
+        "subscribed once; the states and timestamps asked by the first run only"
     );
 
     // A restart between two runs leaves the state as it was; systemd's signal tells.
@@ -415,27 +424,49 @@ async fn a_unit_systemd_has_not_signalled_is_not_read_again_and_a_restart_betwee
         unit_report(&done, "a.service")["active_enter_us"].as_u64(),
         Some(a.active_enter_us + 5_000_000)
     );
-    let reads = systemd.calls("GetAll(Unit)");
-    assert_eq!(reads, 3, "only the signalled unit is read again");
+    assert_eq!(
+        (
+            systemd.calls("ListUnitsByNames"),
+            systemd.calls("GetAll(Unit)")
+        ),
+        (2, 3),
+        "the states asked again, the timestamps only of the signalled unit"
+    );
     run(&check).await;
-    assert_eq!(systemd.calls("GetAll(Unit)"), reads);
+    assert_eq!(
+        (
+            systemd.calls("ListUnitsByNames"),
+            systemd.calls("GetAll(Unit)")
+        ),
+        (2, 3)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_state_change_whose_signal_was_lost_is_still_seen_on_the_next_run() {
+async fn a_change_whose_signal_was_lost_is_seen_with_another_units_signal_or_at_the_reread() {
     let bus = DbusDaemon::start();
+    let b = FakeUnit::new("b.service", "active", "running");
     let systemd = FakeSystemd::start(
         &bus.address,
-        &[FakeUnit::new("a.service", "active", "running")],
+        &[FakeUnit::new("a.service", "active", "running"), b.clone()],
     );
-    let check = systemd_check(&units_toml(&bus.address, &["a.service"], ""));
+    let check = systemd_check(&units_toml(
+        &bus.address,
+        &["a.service", "b.service"],
+        "reread_every = \"1s\"\n",
+    ));
     assert_eq!(run(&check).await.result.status, CheckStatus::Ok);
     let failed = FakeUnit {
         inactive_enter_us: 1_700_000_100_000_000,
         ..FakeUnit::new("a.service", "failed", "failed")
     };
+    // a.service fails and its signal is lost; b.service restarts, signalled: the run that
+    // asks for the states again sees a.service's new row and reads it again.
     systemd.set_quietly(failed);
+    systemd.set(restarted(&b));
+    delivered().await;
     let done = run(&check).await;
+    assert_eq!(done.result.metrics["restarts"], 1.0);
     assert_eq!(
         (done.result.status, done.result.summary.as_str()),
         (CheckStatus::Crit, "a.service failed (failed)")
@@ -445,6 +476,43 @@ async fn a_state_change_whose_signal_was_lost_is_still_seen_on_the_next_run() {
         Some(1_700_000_100_000_000),
         "a row that changed is read again, signal or not"
     );
+
+    // A change with no signal at all stands unseen until every unit is read again.
+    systemd.set_quietly(FakeUnit::new("a.service", "active", "running"));
+    let started = Instant::now();
+    let done = run_until(&check, "the reread", |r| r.result.status == CheckStatus::Ok).await;
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "seen after {:?}: before the reread, with no signal",
+        started.elapsed()
+    );
+    assert_eq!(done.result.summary, "2 units as expected");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unit_systemd_loads_and_a_reload_are_signalled_and_read() {
+    let bus = DbusDaemon::start();
+    let systemd = FakeSystemd::start(&bus.address, &[]);
+    let check = systemd_check(&units_toml(&bus.address, &["a.service"], ""));
+    let r = run(&check).await.result;
+    assert_eq!(
+        (r.status, r.summary.as_str()),
+        (CheckStatus::Crit, "a.service not found")
+    );
+    // Installed and started: systemd loads it (UnitNew).
+    let a = FakeUnit::new("a.service", "active", "running");
+    systemd.set(a.clone());
+    run_until(&check, "the new unit", |r| {
+        r.result.status == CheckStatus::Ok
+    })
+    .await;
+    // A daemon-reload may change any unit without a signal of its own.
+    systemd.set_quietly(restarted(&a));
+    systemd.daemon_reload();
+    run_until(&check, "the change under the reload", |r| {
+        r.result.metrics["restarts"] == 1.0
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -524,4 +592,22 @@ async fn a_run_with_no_units_to_read_keeps_nothing_for_the_next() {
         "{}",
         r.summary
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_run_keeps_nothing_for_the_next() {
+    let bus = DbusDaemon::start();
+    let a = FakeUnit::new("a.service", "active", "running");
+    let systemd = FakeSystemd::start(&bus.address, std::slice::from_ref(&a));
+    let check = systemd_check(&units_toml(&bus.address, &["a.service"], ""));
+    assert_eq!(run(&check).await.result.status, CheckStatus::Ok);
+    // The restart's signal is taken by a run that systemd refuses ListUnitsByNames (it reads
+    // unit by unit); the run after, with the refusal lifted, must not reuse the first run's.
+    systemd.refuse_list_by_names(Refusal::AccessDenied);
+    systemd.set(restarted(&a));
+    delivered().await;
+    assert_eq!(run(&check).await.result.metrics["restarts"], 1.0);
+    systemd.allow_list_by_names();
+    systemd.set_quietly(restarted(&restarted(&a)));
+    assert_eq!(run(&check).await.result.metrics["restarts"], 2.0);
 }
