@@ -290,7 +290,8 @@ impl Manager {
         Ok(rows)
     }
 
-    /// Like systemd: from now on, changes to units are signalled (`PropertiesChanged`).
+    /// Like systemd: from now on, changes are signalled (`PropertiesChanged` on a unit's object;
+    /// the manager's `UnitNew` for a unit newly loaded, `Reloading` for a daemon-reload).
     fn subscribe(&self) -> zbus::fdo::Result<()> {
         self.count("Subscribe");
         let mut state = self.lock();

@@ -110,7 +110,8 @@ pub struct UnitState {
     pub restarts: Option<u32>,
 }
 
-/// systemd's word that units changed, from the moment [`SystemdClient::watch`] subscribed. The
+/// systemd's word that units changed, from the moment [`SystemdClient::watch`] set its match
+/// rules. The
 /// signals are drained by a task of their own (a D-Bus stream left unread would stall the
 /// connection), stopped when this is dropped.
 #[derive(Debug)]
@@ -299,8 +300,8 @@ impl SystemdClient {
     }
 
     /// Subscribes to systemd's signals and starts hearing which units change; `None` when
-    /// systemd (or the bus's policy) refuses the subscription, and every run then reads every
-    /// unit. The match rules are in place and their listener running before `Subscribe` is
+    /// `Subscribe` is answered with an error (a refusal by systemd or the bus's policy, or
+    /// any other error reply), and every run then reads every unit. The match rules are in place and their listener running before `Subscribe` is
     /// sent, so no change after it is missed and no burst of signals stalls the connection.
     pub async fn watch(&self) -> Result<Option<Changes>, SystemdError> {
         // Signals queued for the listener before it takes them (zbus's default is 64, and a
@@ -323,6 +324,13 @@ impl SystemdClient {
         let manager = self.manager().await?;
         match tokio::time::timeout(self.timeout, manager.subscribe()).await {
             Err(_) => Err(self.timed_out("Subscribe")),
+            // A `Subscribe` of ours that systemd took after the call timed out: the rules and
+            // the listener are in place, so the subscription serves.
+            Ok(Err(zbus::Error::MethodError(name, ..)))
+                if name.as_str() == "org.freedesktop.systemd1.AlreadySubscribed" =>
+            {
+                Ok(Some(changes))
+            }
             Ok(Err(e)) => match refusal(&e) {
                 Some(_) => Ok(None),
                 None => Err(self.error("Subscribe", e)),
@@ -358,6 +366,8 @@ impl SystemdClient {
         watched: Option<Watched<'_>>,
     ) -> Result<ByNames, SystemdError> {
         const CALL: &str = "ListUnitsByNames";
+        // A read in full is as old as its question, not its answer.
+        let asked_at = Instant::now();
         let (known, previous, changed) = match watched {
             Some(w) => {
                 let previous = std::mem::take(w.known).fresh(w.reread_every);
@@ -445,7 +455,7 @@ impl SystemdClient {
             let read_in_full = if any_reused {
                 previous.read_in_full
             } else {
-                Some(Instant::now())
+                Some(asked_at)
             };
             *known = Known {
                 units: rows
@@ -541,6 +551,15 @@ fn rules() -> zbus::Result<[MatchRule<'static>; 3]> {
 /// Notes what systemd signals, until the watch is lost: the connection closes, a signal cannot
 /// be read, or systemd's name changes hands (the only signal of the third stream).
 async fn listen(streams: Vec<MessageStream>, seen: Arc<Mutex<Seen>>) {
+    /// Marks the watch lost however the listener ends (its loop, a panic, the runtime
+    /// dropping it).
+    struct Lost(Arc<Mutex<Seen>>);
+    impl Drop for Lost {
+        fn drop(&mut self) {
+            self.0.lock().unwrap_or_else(|p| p.into_inner()).lost = true;
+        }
+    }
+    let _lost = Lost(Arc::clone(&seen));
     let mut heard = futures_util::stream::select_all(streams);
     while let Some(Ok(msg)) = heard.next().await {
         let header = msg.header();
@@ -571,7 +590,6 @@ async fn listen(streams: Vec<MessageStream>, seen: Arc<Mutex<Seen>>) {
             _ => {}
         }
     }
-    seen.lock().unwrap_or_else(|p| p.into_inner()).lost = true;
 }
 
 /// Whether `e` is an error reply to the call (`Some(true)`: the method does not exist), rather

@@ -4,8 +4,10 @@
 //! (`vaultmesh-*.service`), expanded against the loaded units with `ListUnitsByPatterns`. The
 //! states of all the units come from one `ListUnitsByNames`; a systemd without it (before 230)
 //! is asked unit by unit (`LoadUnit`), as is one that refuses the call. The connection is kept
-//! between runs and subscribed to systemd's signals: a unit systemd has not signalled since the
-//! last run, whose state is as it was, is not asked for its timestamps and restart count again.
+//! between runs and subscribed to systemd's signals: when systemd has signalled none of the
+//! units since they were last read, and they were read in full within `reread_every`, a run
+//! reports them as read without a call; otherwise a unit not signalled whose state is as it
+//! was is not asked for its timestamps and restart count again.
 //! Each unit is expected `active` unless `[checks.systemd.expect]` says `inactive`.
 //!
 //! Verdict per unit: not found, failed, or not in its expected state → crit (the unit is named
@@ -51,7 +53,8 @@ struct SystemdConfig {
     #[serde(deserialize_with = "vaultmesh_process::duration::deserialize")]
     call_timeout: Duration,
     /// Between two reads of every unit in full, a unit systemd has not signalled is reported
-    /// as it was read (see the module's doc).
+    /// as it was read; the first run after this long reads every unit again (see the module's
+    /// doc).
     #[serde(deserialize_with = "vaultmesh_process::duration::deserialize")]
     reread_every: Duration,
 }
@@ -152,21 +155,24 @@ impl Systemd {
         let mut cached = self.conn.lock().await;
         if let Some(mut session) = cached.take() {
             // A lost watch (systemd's name changed hands, so the subscription may not have
-            // carried over; or the connection closed) goes with its connection: a new one
-            // subscribes again.
+            // carried over; the connection closed; a signal could not be read) goes with its
+            // connection: a new one subscribes again.
             let changed = session.changes.as_ref().map(Changes::take);
             if !matches!(changed, Some(None)) {
                 let mut changed = changed.flatten();
                 if session.changes.is_none() && session.watched_at.elapsed() >= self.reread_every {
-                    session.changes = self.watch(&session.client).await;
                     session.watched_at = Instant::now();
+                    match self.watch(&session.client).await {
+                        Ok(changes) => session.changes = changes,
+                        Err(e) => return Err(e),
+                    }
                 }
                 if session.changes.is_none() {
                     changed = None;
                 }
                 match self.inspect_with(&mut session, changed.as_ref()).await {
                     Ok(i) => {
-                        *cached = Some(session);
+                        self.keep(&mut cached, session);
                         return Ok(i);
                     }
                     // A hung bus would hang a new connection too.
@@ -177,7 +183,7 @@ impl Systemd {
             }
         }
         let client = SystemdClient::connect(self.bus_address.as_deref(), self.call_timeout).await?;
-        let changes = self.watch(&client).await;
+        let changes = self.watch(&client).await?;
         let mut session = Session {
             client,
             changes,
@@ -186,30 +192,41 @@ impl Systemd {
         };
         let inspection = self.inspect_with(&mut session, None).await;
         if inspection.is_ok() {
-            *cached = Some(session);
+            self.keep(&mut cached, session);
         }
         inspection
     }
 
+    /// Keeps `session` for the next run; without its subscription once units are asked one at
+    /// a time (nothing read is reused then, and systemd would broadcast for nobody).
+    fn keep(&self, cached: &mut Option<Session>, mut session: Session) {
+        if !self.by_names.load(Ordering::Relaxed) {
+            session.changes = None;
+        }
+        *cached = Some(session);
+    }
+
     /// Subscribes `client` to systemd's signals, when they can serve: not when units are asked
     /// one at a time (nothing read is reused then). A subscription systemd refuses or that
-    /// fails costs this run nothing: the units are read in full, and the subscription is tried
-    /// again after `reread_every`.
-    async fn watch(&self, client: &SystemdClient) -> Option<Changes> {
+    /// fails otherwise costs this run nothing: the units are read in full, and the
+    /// subscription is tried again after `reread_every`. A timeout is the run's error: a
+    /// systemd that does not answer `Subscribe` will not answer the reads either.
+    async fn watch(&self, client: &SystemdClient) -> Result<Option<Changes>, SystemdError> {
         if !self.by_names.load(Ordering::Relaxed) {
-            return None;
+            return Ok(None);
         }
         match client.watch().await {
-            Ok(Some(changes)) => Some(changes),
+            Ok(Some(changes)) => Ok(Some(changes)),
             Ok(None) => {
                 tracing::debug!("systemd refused Subscribe; every run reads every unit.");
-                None
+                Ok(None)
             }
+            Err(e @ SystemdError::Timeout { .. }) => Err(e),
             Err(e) => {
                 tracing::debug!(
                     "no subscription to systemd's signals ({e}); every run reads every unit."
                 );
-                None
+                Ok(None)
             }
         }
     }

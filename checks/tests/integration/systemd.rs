@@ -160,6 +160,11 @@ async fn a_systemd_without_list_units_by_names_is_asked_unit_by_unit_with_the_sa
         "asked once; then each of the seven units (two from a glob), every run"
     );
     assert_eq!(systemd.calls("LoadUnit"), 0);
+    assert_eq!(
+        old.calls("Subscribe"),
+        1,
+        "subscribed before the first run learnt; not again"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -210,8 +215,10 @@ async fn healthy_units_are_ok_and_a_failure_is_seen_on_the_next_run() {
 
     systemd.set(FakeUnit::new("cloudflared.service", "failed", "failed"));
     systemd.set(FakeUnit::new("timer-job.service", "active", "running"));
-    delivered().await;
-    let done = run(&check).await;
+    let done = run_until(&check, "the failure", |r| {
+        r.result.metrics["failed"] == 1.0 && r.result.metrics["active"] == 1.0
+    })
+    .await;
     let r = &done.result;
     assert_eq!(r.status, CheckStatus::Crit);
     assert_eq!(
@@ -222,8 +229,10 @@ async fn healthy_units_are_ok_and_a_failure_is_seen_on_the_next_run() {
 
     systemd.set(FakeUnit::new("cloudflared.service", "reloading", "reload"));
     systemd.set(FakeUnit::new("timer-job.service", "inactive", "dead"));
-    delivered().await;
-    let done = run(&check).await;
+    let done = run_until(&check, "the reload", |r| {
+        r.result.metrics["failed"] == 0.0 && r.result.metrics["active"] == 0.0
+    })
+    .await;
     let r = &done.result;
     assert_eq!(
         (r.status, r.summary.as_str()),
@@ -533,7 +542,7 @@ async fn without_a_subscription_every_run_reads_every_unit() {
         (systemd.calls("Subscribe"), systemd.calls("GetAll(Unit)")),
         (1, 4)
     );
-    // Another empty run, once the signal has surely arrived: it takes the signal.
+    // Another run with the glob empty, once the unit's signal has surely arrived: it takes it.
     tokio::time::sleep(Duration::from_millis(200)).await;
     run(&check).await;
     systemd.set_quietly(restarted(&a));
@@ -581,7 +590,7 @@ async fn a_run_with_no_units_to_read_keeps_nothing_for_the_next() {
         r.result.summary == "no unit matches vm-*.service"
     })
     .await;
-    // Another empty run, once the signal has surely arrived: it takes the signal.
+    // Another run with the glob empty, once the unit's signal has surely arrived: it takes it.
     tokio::time::sleep(Duration::from_millis(200)).await;
     run(&check).await;
     systemd.set_quietly(restarted(&a));
@@ -610,4 +619,35 @@ async fn a_refused_run_keeps_nothing_for_the_next() {
     systemd.allow_list_by_names();
     systemd.set_quietly(restarted(&restarted(&a)));
     assert_eq!(run(&check).await.result.metrics["restarts"], 2.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_neighbour_does_not_keep_a_units_figures_past_the_reread() {
+    let bus = DbusDaemon::start();
+    let a = FakeUnit::new("a.service", "active", "running");
+    let mut b = FakeUnit::new("b.service", "active", "running");
+    let systemd = FakeSystemd::start(&bus.address, &[a.clone(), b.clone()]);
+    let check = systemd_check(&units_toml(
+        &bus.address,
+        &["a.service", "b.service"],
+        "reread_every = \"1s\"\n",
+    ));
+    assert_eq!(run(&check).await.result.status, CheckStatus::Ok);
+    // a.service restarts unsignalled; b.service restarts, signalled, before every run: each
+    // run asks again and reuses a.service's figures, but only until the reread.
+    systemd.set_quietly(restarted(&a));
+    let started = Instant::now();
+    loop {
+        b = restarted(&b);
+        systemd.set(b.clone());
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let done = run(&check).await;
+        if unit_report(&done, "a.service")["restarts"] == 1 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "a.service's restart not read within 3 s"
+        );
+    }
 }
