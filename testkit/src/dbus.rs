@@ -121,8 +121,14 @@ struct FakeState {
     hang: BTreeSet<String>,
     /// How `ListUnitsByNames` is refused, if it is.
     refuse_list_by_names: Option<Refusal>,
-    /// How many times each Manager method was called, by D-Bus method name.
+    /// How many times each Manager method was called, by D-Bus method name (and
+    /// `GetAll(Unit)`: each read of a unit's `ActiveEnterTimestamp`, which `GetAll` makes).
     calls: BTreeMap<&'static str, usize>,
+    /// Whether a client called `Subscribe`: like systemd, the fake signals unit changes only
+    /// then.
+    subscribed: bool,
+    /// Answer `Subscribe` with `AccessDenied`.
+    refuse_subscribe: bool,
 }
 
 /// How the fake refuses `ListUnitsByNames`.
@@ -284,19 +290,46 @@ impl Manager {
         Ok(rows)
     }
 
-    /// Like systemd: queues a restart; here the unit is simply active afterwards.
-    fn restart_unit(&self, name: String, _mode: String) -> zbus::fdo::Result<OwnedObjectPath> {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        match state.units.get_mut(&name) {
-            Some(u) if u.load_state == "loaded" => {
-                u.active_state = "active".into();
-                u.sub_state = "running".into();
-                u.restarts += 1;
-                OwnedObjectPath::try_from("/org/freedesktop/systemd1/job/1")
-                    .map_err(|e| zbus::fdo::Error::Failed(e.to_string()))
-            }
-            _ => Err(zbus::fdo::Error::Failed(format!("Unit {name} not found."))),
+    /// Like systemd: from now on, changes are signalled (`PropertiesChanged` on a unit's object;
+    /// the manager's `UnitNew` for a unit newly loaded, `Reloading` for a daemon-reload).
+    fn subscribe(&self) -> zbus::fdo::Result<()> {
+        self.count("Subscribe");
+        let mut state = self.lock();
+        if state.refuse_subscribe {
+            return Err(zbus::fdo::Error::AccessDenied(
+                "Rejected send message: Subscribe".into(),
+            ));
         }
+        state.subscribed = true;
+        Ok(())
+    }
+
+    /// Like systemd: queues a restart; here the unit is simply active afterwards (and the
+    /// change signalled to a subscriber).
+    async fn restart_unit(
+        &self,
+        name: String,
+        _mode: String,
+        #[zbus(connection)] conn: &zbus::Connection,
+    ) -> zbus::fdo::Result<OwnedObjectPath> {
+        let (unit, subscribed) = {
+            let mut state = self.lock();
+            let subscribed = state.subscribed;
+            match state.units.get_mut(&name) {
+                Some(u) if u.load_state == "loaded" => {
+                    u.active_state = "active".into();
+                    u.sub_state = "running".into();
+                    u.restarts += 1;
+                    (u.clone(), subscribed)
+                }
+                _ => return Err(zbus::fdo::Error::Failed(format!("Unit {name} not found."))),
+            }
+        };
+        if subscribed {
+            let _ = properties_changed(conn, &unit).await;
+        }
+        OwnedObjectPath::try_from("/org/freedesktop/systemd1/job/1")
+            .map_err(|e| zbus::fdo::Error::Failed(e.to_string()))
     }
 
     fn list_units_by_patterns(&self, _states: Vec<String>, patterns: Vec<String>) -> Vec<UnitRow> {
@@ -344,7 +377,9 @@ impl UnitObject {
     }
     #[zbus(property)]
     fn active_enter_timestamp(&self) -> u64 {
-        self.get(|u| u.active_enter_us, 0)
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        *state.calls.entry("GetAll(Unit)").or_default() += 1;
+        state.units.get(&self.name).map_or(0, |u| u.active_enter_us)
     }
     #[zbus(property)]
     fn inactive_enter_timestamp(&self) -> u64 {
@@ -366,6 +401,72 @@ impl ServiceObject {
     }
 }
 
+/// A signal the fake sends as systemd would.
+#[derive(Debug)]
+enum Signal {
+    /// `PropertiesChanged` on the unit's object, for the `Unit` interface, with the state
+    /// properties' new values.
+    Changed(FakeUnit),
+    /// The manager's `UnitNew(id, path)`: systemd loaded a unit.
+    UnitNew(String),
+    /// The manager's `Reloading(true)`, then `Reloading(false)`.
+    Reloading,
+}
+
+impl Signal {
+    async fn send(&self, conn: &zbus::Connection) -> zbus::Result<()> {
+        const MANAGER: &str = "org.freedesktop.systemd1.Manager";
+        const MANAGER_PATH: &str = "/org/freedesktop/systemd1";
+        match self {
+            Signal::Changed(unit) => properties_changed(conn, unit).await,
+            Signal::UnitNew(name) => {
+                let path = OwnedObjectPath::try_from(unit_path(name))?;
+                conn.emit_signal(
+                    None::<&str>,
+                    MANAGER_PATH,
+                    MANAGER,
+                    "UnitNew",
+                    &(name.as_str(), path),
+                )
+                .await
+            }
+            Signal::Reloading => {
+                for active in [true, false] {
+                    conn.emit_signal(None::<&str>, MANAGER_PATH, MANAGER, "Reloading", &active)
+                        .await?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// systemd's signal that a unit changed: `PropertiesChanged` on the unit's object, for the
+/// `Unit` interface, with the state properties' new values.
+async fn properties_changed(conn: &zbus::Connection, unit: &FakeUnit) -> zbus::Result<()> {
+    use zbus::Variant as Value;
+    let changed: std::collections::HashMap<&str, Value<'_>> = [
+        ("ActiveState", Value::from(unit.active_state.as_str())),
+        ("SubState", Value::from(unit.sub_state.as_str())),
+        ("ActiveEnterTimestamp", Value::from(unit.active_enter_us)),
+        (
+            "InactiveEnterTimestamp",
+            Value::from(unit.inactive_enter_us),
+        ),
+    ]
+    .into_iter()
+    .collect();
+    let invalidated: Vec<&str> = Vec::new();
+    conn.emit_signal(
+        None::<&str>,
+        unit_path(&unit.name).as_str(),
+        "org.freedesktop.DBus.Properties",
+        "PropertiesChanged",
+        &("org.freedesktop.systemd1.Unit", changed, invalidated),
+    )
+    .await
+}
+
 /// Shell-style glob (`*`, `?`, `[abc]`), as systemd applies to unit names.
 fn glob(pattern: &str, name: &str) -> bool {
     glob::Pattern::new(pattern).is_ok_and(|p| p.matches(name))
@@ -375,6 +476,8 @@ fn glob(pattern: &str, name: &str) -> bool {
 #[derive(Debug)]
 pub struct FakeSystemd {
     state: Shared,
+    /// Signals to send, each with a channel that says it was sent.
+    signal: tokio::sync::mpsc::UnboundedSender<(Signal, std::sync::mpsc::Sender<()>)>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -389,7 +492,9 @@ impl FakeSystemd {
                 s.units.insert(u.name.clone(), u.clone());
             }
         }
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (signal_tx, mut signal_rx) =
+            tokio::sync::mpsc::unbounded_channel::<(Signal, std::sync::mpsc::Sender<()>)>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
         let address = address.to_string();
         let thread_state = Arc::clone(&state);
@@ -410,7 +515,15 @@ impl FakeSystemd {
                 match conn {
                     Ok(conn) => {
                         let _ = ready_tx.send(Ok(()));
-                        let _ = stop_rx.await;
+                        loop {
+                            tokio::select! {
+                                _ = &mut stop_rx => break,
+                                Some((signal, sent)) = signal_rx.recv() => {
+                                    let _ = signal.send(&conn).await;
+                                    let _ = sent.send(());
+                                }
+                            }
+                        }
                         drop(conn);
                     }
                     Err(e) => {
@@ -426,18 +539,70 @@ impl FakeSystemd {
         }
         FakeSystemd {
             state,
+            signal: signal_tx,
             stop: Some(stop_tx),
             thread: Some(thread),
         }
     }
 
-    /// Adds or replaces a unit.
+    /// Adds or replaces a unit and, once a client has subscribed, signals the change before
+    /// returning, as systemd does: `UnitNew` for a unit it had not loaded (absent or
+    /// `not-found`), else `PropertiesChanged` on the unit's object.
     pub fn set(&self, unit: FakeUnit) {
+        let (new, subscribed) = {
+            let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            let new = state
+                .units
+                .get(&unit.name)
+                .is_none_or(|u| u.load_state == "not-found");
+            state.units.insert(unit.name.clone(), unit.clone());
+            (new, state.subscribed)
+        };
+        if subscribed {
+            self.send(if new {
+                Signal::UnitNew(unit.name)
+            } else {
+                Signal::Changed(unit)
+            });
+        }
+    }
+
+    /// Like `systemctl daemon-reload`: signals `Reloading` (true, then false) to a subscriber;
+    /// the units change only by [`Self::set`] and [`Self::set_quietly`].
+    pub fn daemon_reload(&self) {
+        if self
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .subscribed
+        {
+            self.send(Signal::Reloading);
+        }
+    }
+
+    /// Sends `signal` from the fake's thread; returns once it is sent.
+    fn send(&self, signal: Signal) {
+        let (sent, wait) = std::sync::mpsc::channel();
+        if self.signal.send((signal, sent)).is_ok() {
+            let _ = wait.recv_timeout(Duration::from_secs(10));
+        }
+    }
+
+    /// Adds or replaces a unit without a signal: a change whose signal was lost.
+    pub fn set_quietly(&self, unit: FakeUnit) {
         self.state
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .units
             .insert(unit.name.clone(), unit);
+    }
+
+    /// Refuses `Subscribe` from now on (`AccessDenied`, as a bus policy may).
+    pub fn refuse_subscribe(&self) {
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .refuse_subscribe = true;
     }
 
     /// The current state of a unit.
@@ -465,6 +630,14 @@ impl FakeSystemd {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .refuse_list_by_names = Some(how);
+    }
+
+    /// Answers `ListUnitsByNames` again.
+    pub fn allow_list_by_names(&self) {
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .refuse_list_by_names = None;
     }
 
     /// How many times the Manager method `method` (its D-Bus name, e.g. `LoadUnit`) was called.

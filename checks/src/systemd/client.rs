@@ -6,17 +6,27 @@
 //! timestamps and restart counts, all asked at once; or one unit at a time: `LoadUnit`, one
 //! `GetAll` and, for a service, `Get(NRestarts)`. Every call has a timeout, so a wedged bus
 //! yields an error, never a hang.
+//!
+//! [`SystemdClient::watch`] subscribes to systemd's signals: from then on systemd says when a
+//! unit's properties change (`PropertiesChanged` on the unit's object), and a unit whose row in
+//! `ListUnitsByNames` is as it was and that systemd has not signalled keeps the timestamps and
+//! restart count read before (see [`Known`]).
 
-use std::collections::HashMap;
-use std::time::Duration;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
 use zbus::fdo::PropertiesProxy;
+use zbus::message::Type;
 use zbus::names::InterfaceName;
-use zbus::{Connection, OwnedObjectPath, OwnedVariant};
+use zbus::{Connection, MatchRule, MessageStream, OwnedObjectPath, OwnedVariant};
 
 const SERVICE: &str = "org.freedesktop.systemd1";
 const UNIT_IFACE: &str = "org.freedesktop.systemd1.Unit";
 const SERVICE_IFACE: &str = "org.freedesktop.systemd1.Service";
+const MANAGER_IFACE: &str = "org.freedesktop.systemd1.Manager";
+const MANAGER_PATH: &str = "/org/freedesktop/systemd1";
 
 #[zbus::proxy(
     interface = "org.freedesktop.systemd1.Manager",
@@ -30,6 +40,10 @@ trait Manager {
     /// One row per name, in order, loading each unit as `LoadUnit` does (systemd 230 and
     /// later).
     fn list_units_by_names(&self, names: &[&str]) -> zbus::Result<Vec<UnitRow>>;
+
+    /// Asks systemd to broadcast its signals (unit and job changes) while this client is on
+    /// the bus; systemd sends them only while someone is subscribed.
+    fn subscribe(&self) -> zbus::Result<()>;
 
     /// Queues a restart job; returns the job's path.
     fn restart_unit(&self, name: &str, mode: &str) -> zbus::Result<OwnedObjectPath>;
@@ -94,6 +108,110 @@ pub struct UnitState {
     /// Restarts since the unit was last started by hand (services only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restarts: Option<u32>,
+}
+
+/// systemd's word that units changed, from the moment [`SystemdClient::watch`] set its match
+/// rules. The
+/// signals are drained by a task of their own (a D-Bus stream left unread would stall the
+/// connection), stopped when this is dropped.
+#[derive(Debug)]
+pub struct Changes {
+    seen: Arc<Mutex<Seen>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Debug, Default)]
+struct Seen {
+    changed: Changed,
+    /// The watch no longer hears everything: the connection closed, a signal could not be
+    /// read, or `org.freedesktop.systemd1` changed hands (a systemd that restarted has
+    /// forgotten the subscription).
+    lost: bool,
+}
+
+/// What systemd signalled between two runs.
+#[derive(Debug, Default)]
+pub struct Changed {
+    /// The object paths of units whose properties changed (`PropertiesChanged`), or that were
+    /// loaded or unloaded (`UnitNew`, `UnitRemoved`).
+    pub paths: HashSet<String>,
+    /// systemd reloaded its configuration (`Reloading`): any unit may have changed.
+    pub everything: bool,
+}
+
+impl Changes {
+    /// What changed since the last call; `None` once the watch is lost, after which nothing
+    /// read before may be trusted.
+    pub fn take(&self) -> Option<Changed> {
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if seen.lost {
+            None
+        } else {
+            Some(std::mem::take(&mut seen.changed))
+        }
+    }
+}
+
+impl Drop for Changes {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// What a watched connection read of the units, kept between runs: each unit's object path and
+/// state, in the order asked, and when every one of them was last read in full.
+#[derive(Debug, Default)]
+pub struct Known {
+    units: Vec<(String, UnitState)>,
+    read_in_full: Option<Instant>,
+}
+
+/// A watched connection's part in a run: what was read before, what systemd signalled since,
+/// and how long what was read may stand without a signal before every unit is read again.
+#[derive(Debug)]
+pub struct Watched<'a> {
+    pub known: &'a mut Known,
+    pub changed: &'a Changed,
+    pub reread_every: Duration,
+}
+
+impl Known {
+    /// What was read, if it is recent enough to stand at all (read in full within `every`).
+    fn fresh(self, every: Duration) -> Known {
+        match self.read_in_full {
+            Some(at) if at.elapsed() < every => self,
+            _ => Known::default(),
+        }
+    }
+
+    /// Every unit as read before, when nothing may have changed: the same names in the same
+    /// order, and systemd has signalled none of them and not reloaded.
+    fn standing(&self, names: &[&str], changed: &Changed) -> Option<Vec<UnitState>> {
+        let same = !changed.everything
+            && self.read_in_full.is_some()
+            && self.units.len() == names.len()
+            && self
+                .units
+                .iter()
+                .zip(names)
+                .all(|((path, u), name)| u.name == *name && !changed.paths.contains(path));
+        same.then(|| self.units.iter().map(|(_, u)| u.clone()).collect())
+    }
+
+    /// What was read of `row`'s unit before, if it may stand: its row (load, active and sub
+    /// state, as `ListUnitsByNames` answers now) and object path are as they were, and systemd
+    /// has not signalled a change on that path. A service that restarted between two runs is
+    /// `active` at both, with a new timestamp and restart count: the signal is what tells.
+    fn reusable(&self, path: &str, row: &UnitState, changed: &Changed) -> Option<UnitState> {
+        let (was_path, was) = self.units.iter().find(|(_, u)| u.name == row.name)?;
+        (!changed.everything
+            && was_path == path
+            && !changed.paths.contains(path)
+            && was.load_state == row.load_state
+            && was.active_state == row.active_state
+            && was.sub_state == row.sub_state)
+            .then(|| was.clone())
+    }
 }
 
 /// A connection to systemd on the system bus (or an explicit address).
@@ -181,6 +299,46 @@ impl SystemdClient {
         Ok(names)
     }
 
+    /// Subscribes to systemd's signals and starts hearing which units change; `None` when
+    /// `Subscribe` is answered with an error (a refusal by systemd or the bus's policy, or
+    /// any other error reply), and every run then reads every unit. The match rules are in place and their listener running before `Subscribe` is
+    /// sent, so no change after it is missed and no burst of signals stalls the connection.
+    pub async fn watch(&self) -> Result<Option<Changes>, SystemdError> {
+        // Signals queued for the listener before it takes them (zbus's default is 64, and a
+        // full queue stops the connection reading).
+        const QUEUE: std::num::NonZeroUsize = std::num::NonZeroUsize::new(1024).unwrap();
+        let [changed, manager, owner] = rules().map_err(|e| self.error("AddMatch", e))?;
+        let mut streams = Vec::with_capacity(3);
+        for rule in [changed, manager, owner] {
+            streams.push(
+                self.call(
+                    "AddMatch",
+                    MessageStream::for_match_rule(rule, &self.conn, Some(QUEUE)),
+                )
+                .await?,
+            );
+        }
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let task = tokio::spawn(listen(streams, Arc::clone(&seen)));
+        let changes = Changes { seen, task };
+        let manager = self.manager().await?;
+        match tokio::time::timeout(self.timeout, manager.subscribe()).await {
+            Err(_) => Err(self.timed_out("Subscribe")),
+            // A `Subscribe` of ours that systemd took after the call timed out: the rules and
+            // the listener are in place, so the subscription serves.
+            Ok(Err(zbus::Error::MethodError(name, ..)))
+                if name.as_str() == "org.freedesktop.systemd1.AlreadySubscribed" =>
+            {
+                Ok(Some(changes))
+            }
+            Ok(Err(e)) => match refusal(&e) {
+                Some(_) => Ok(None),
+                None => Err(self.error("Subscribe", e)),
+            },
+            Ok(Ok(())) => Ok(Some(changes)),
+        }
+    }
+
     /// Restarts `name` (mode `replace`); returns the job path.
     pub async fn restart_unit(&self, name: &str) -> Result<String, SystemdError> {
         let manager = self.manager().await?;
@@ -194,8 +352,33 @@ impl SystemdClient {
     /// unit's timestamps (`GetAll`) and, for a loaded service, `NRestarts`, all asked at once.
     /// The same [`UnitState`]s as [`Self::unit_state`] for each name, in 1 + 2n calls on one
     /// round trip each instead of 3n one after the other.
-    pub async fn unit_states(&self, names: &[&str]) -> Result<ByNames, SystemdError> {
+    ///
+    /// `watched`, on a connection that [watches](Self::watch): when systemd has signalled none
+    /// of `names` (nor reloaded) since they were read, in full within
+    /// [`Watched::reread_every`], they are answered as read, with no call at all;
+    /// otherwise a unit whose row and path are as they were and that was not signalled is not
+    /// asked again. What is read is kept for
+    /// the next run; a call that fails or is refused leaves nothing known (the signals taken for
+    /// this run would otherwise be lost to the next).
+    pub async fn unit_states(
+        &self,
+        names: &[&str],
+        watched: Option<Watched<'_>>,
+    ) -> Result<ByNames, SystemdError> {
         const CALL: &str = "ListUnitsByNames";
+        // A read in full is as old as its question, not its answer.
+        let asked_at = Instant::now();
+        let (known, previous, changed) = match watched {
+            Some(w) => {
+                let previous = std::mem::take(w.known).fresh(w.reread_every);
+                if let Some(units) = previous.standing(names, w.changed) {
+                    *w.known = previous;
+                    return Ok(ByNames::Units(units));
+                }
+                (Some(w.known), previous, Some(w.changed))
+            }
+            None => (None, Known::default(), None),
+        };
         let manager = self.manager().await?;
         let asked = tokio::time::timeout(self.timeout, manager.list_units_by_names(names)).await;
         let rows = match asked {
@@ -214,42 +397,76 @@ impl SystemdClient {
         if rows.len() != names.len() {
             return Ok(ByNames::Refused);
         }
-        let reads = names.iter().zip(rows).map(|(name, row)| async move {
-            let (_, _, load_state, active_state, sub_state, _, path, ..) = row;
-            let mut state = UnitState {
-                name: (*name).to_string(),
-                load_state,
-                active_state,
-                sub_state,
-                active_enter_us: 0,
-                inactive_enter_us: 0,
-                restarts: None,
+        let rows: Vec<(UnitState, OwnedObjectPath)> = names
+            .iter()
+            .zip(rows)
+            .map(|(name, row)| {
+                let (_, _, load_state, active_state, sub_state, _, path, ..) = row;
+                let state = UnitState {
+                    name: (*name).to_string(),
+                    load_state,
+                    active_state,
+                    sub_state,
+                    active_enter_us: 0,
+                    inactive_enter_us: 0,
+                    restarts: None,
+                };
+                (state, path)
+            })
+            .collect();
+        let reused: Vec<Option<UnitState>> = rows
+            .iter()
+            .map(|(row, path)| previous.reusable(path.as_str(), row, changed?))
+            .collect();
+        let any_reused = reused.iter().any(Option::is_some);
+        let reads = rows
+            .iter()
+            .zip(reused)
+            .map(|((row, path), reused)| async move {
+                if let Some(state) = reused {
+                    return Ok::<_, SystemdError>(state);
+                }
+                let mut state = row.clone();
+                if state.load_state == "not-found" {
+                    return Ok(state);
+                }
+                let props = self.properties(path.clone()).await?;
+                let service = state.name.ends_with(".service") && state.load_state == "loaded";
+                let (all, restarts) = futures_util::future::join(
+                    self.call("GetAll(Unit)", props.get_all(unit_iface())),
+                    async {
+                        if service {
+                            self.restarts(&props).await
+                        } else {
+                            Ok(None)
+                        }
+                    },
+                )
+                .await;
+                let all = all?;
+                let restarts = restarts?;
+                state.active_enter_us = number(&all, "ActiveEnterTimestamp");
+                state.inactive_enter_us = number(&all, "InactiveEnterTimestamp");
+                state.restarts = restarts;
+                Ok(state)
+            });
+        let units = futures_util::future::try_join_all(reads).await?;
+        if let Some(known) = known {
+            let read_in_full = if any_reused {
+                previous.read_in_full
+            } else {
+                Some(asked_at)
             };
-            if state.load_state == "not-found" {
-                return Ok::<_, SystemdError>(state);
-            }
-            let props = self.properties(path).await?;
-            let service = name.ends_with(".service") && state.load_state == "loaded";
-            let (all, restarts) = futures_util::future::join(
-                self.call("GetAll(Unit)", props.get_all(unit_iface())),
-                async {
-                    if service {
-                        self.restarts(&props).await
-                    } else {
-                        None
-                    }
-                },
-            )
-            .await;
-            let all = all?;
-            state.active_enter_us = number(&all, "ActiveEnterTimestamp");
-            state.inactive_enter_us = number(&all, "InactiveEnterTimestamp");
-            state.restarts = restarts;
-            Ok(state)
-        });
-        futures_util::future::try_join_all(reads)
-            .await
-            .map(ByNames::Units)
+            *known = Known {
+                units: rows
+                    .into_iter()
+                    .zip(&units)
+                    .map(|((_, path), state)| (path.to_string(), state.clone()))
+                    .collect(),
+                read_in_full,
+            };
+        }
+        Ok(ByNames::Units(units))
     }
 
     async fn properties(&self, path: OwnedObjectPath) -> Result<PropertiesProxy<'_>, SystemdError> {
@@ -261,13 +478,23 @@ impl SystemdClient {
         self.call("Properties", props).await
     }
 
-    /// A service's `NRestarts`; older systemd has none, and its absence is not an error.
-    async fn restarts(&self, props: &PropertiesProxy<'_>) -> Option<u32> {
+    /// A service's `NRestarts`; older systemd has none, and its absence (an error reply) is not
+    /// an error. No reply (a timeout, a lost bus) is: a count that was not read must not be
+    /// kept as "none".
+    async fn restarts(&self, props: &PropertiesProxy<'_>) -> Result<Option<u32>, SystemdError> {
+        const CALL: &str = "Get(NRestarts)";
         let service_iface = InterfaceName::from_static_str_unchecked(SERVICE_IFACE);
-        self.call("Get(NRestarts)", props.get(service_iface, "NRestarts"))
-            .await
-            .ok()
-            .and_then(|v| u32::try_from(v).ok())
+        match tokio::time::timeout(self.timeout, props.get(service_iface, "NRestarts")).await {
+            Err(_) => Err(self.timed_out(CALL)),
+            Ok(Ok(v)) => Ok(u32::try_from(v).ok()),
+            Ok(Err(e)) => {
+                let e = zbus::Error::from(e);
+                match refusal(&e) {
+                    Some(_) => Ok(None),
+                    None => Err(self.error(CALL, e)),
+                }
+            }
+        }
     }
 
     /// The state of `name` (a unit that does not exist has `load_state = "not-found"`).
@@ -288,9 +515,80 @@ impl SystemdClient {
             restarts: None,
         };
         if name.ends_with(".service") && state.load_state == "loaded" {
-            state.restarts = self.restarts(&props).await;
+            state.restarts = self.restarts(&props).await?;
         }
         Ok(state)
+    }
+}
+
+/// The match rules of [`SystemdClient::watch`]: systemd's `PropertiesChanged` on any unit's
+/// object; the manager's signals (`UnitNew`, `UnitRemoved` and `Reloading` among them); the
+/// bus's `NameOwnerChanged` for systemd's name.
+fn rules() -> zbus::Result<[MatchRule<'static>; 3]> {
+    let changed = MatchRule::builder()
+        .msg_type(Type::Signal)
+        .sender(SERVICE)
+        .interface("org.freedesktop.DBus.Properties")
+        .member("PropertiesChanged")
+        .path_namespace("/org/freedesktop/systemd1/unit")
+        .build()?;
+    let manager = MatchRule::builder()
+        .msg_type(Type::Signal)
+        .sender(SERVICE)
+        .interface(MANAGER_IFACE)
+        .path(MANAGER_PATH)
+        .build()?;
+    let owner = MatchRule::builder()
+        .msg_type(Type::Signal)
+        .sender("org.freedesktop.DBus")
+        .interface("org.freedesktop.DBus")
+        .member("NameOwnerChanged")
+        .add_arg(SERVICE)
+        .build()?;
+    Ok([changed, manager, owner])
+}
+
+/// Notes what systemd signals, until the watch is lost: the connection closes, a signal cannot
+/// be read, or systemd's name changes hands (the only signal of the third stream).
+async fn listen(streams: Vec<MessageStream>, seen: Arc<Mutex<Seen>>) {
+    /// Marks the watch lost however the listener ends (its loop, a panic, the runtime
+    /// dropping it).
+    struct Lost(Arc<Mutex<Seen>>);
+    impl Drop for Lost {
+        fn drop(&mut self) {
+            self.0.lock().unwrap_or_else(|p| p.into_inner()).lost = true;
+        }
+    }
+    let _lost = Lost(Arc::clone(&seen));
+    let mut heard = futures_util::stream::select_all(streams);
+    while let Some(Ok(msg)) = heard.next().await {
+        let header = msg.header();
+        let member = header.member().map(|m| m.as_str());
+        let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+        match member {
+            Some("PropertiesChanged") => {
+                if let Some(path) = header.path() {
+                    seen.changed.paths.insert(path.to_string());
+                }
+            }
+            Some("UnitNew" | "UnitRemoved") => {
+                match msg.body().deserialize::<(String, OwnedObjectPath)>() {
+                    Ok((_, path)) => {
+                        seen.changed.paths.insert(path.to_string());
+                    }
+                    Err(_) => seen.changed.everything = true,
+                }
+            }
+            Some("Reloading") => seen.changed.everything = true,
+            // Only the bus itself says who owns a name (anyone may send a signal to us).
+            Some("NameOwnerChanged")
+                if header.sender().is_some_and(|s| s == "org.freedesktop.DBus") =>
+            {
+                break;
+            }
+            // Jobs, start-up, unit files: no unit's state in them.
+            _ => {}
+        }
     }
 }
 

@@ -3,7 +3,11 @@
 //! Talks to systemd over D-Bus (never a `systemctl` subprocess). Unit names may be globs
 //! (`vaultmesh-*.service`), expanded against the loaded units with `ListUnitsByPatterns`. The
 //! states of all the units come from one `ListUnitsByNames`; a systemd without it (before 230)
-//! is asked unit by unit (`LoadUnit`), as is one that refuses the call.
+//! is asked unit by unit (`LoadUnit`), as is one that refuses the call. The connection is kept
+//! between runs and subscribed to systemd's signals: when systemd has signalled none of the
+//! units since they were last read, and they were read in full within `reread_every`, a run
+//! reports them as read without a call; otherwise a unit not signalled whose state is as it
+//! was is not asked for its timestamps and restart count again.
 //! Each unit is expected `active` unless `[checks.systemd.expect]` says `inactive`.
 //!
 //! Verdict per unit: not found, failed, or not in its expected state → crit (the unit is named
@@ -17,7 +21,7 @@ pub mod client;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -26,6 +30,7 @@ use vaultmesh_agent_core::{Check, CheckContext, CheckOutcome, Contribution};
 use vaultmesh_proto::CheckStatus;
 
 pub use client::{ByNames, SystemdClient, SystemdError, UnitState};
+use client::{Changed, Changes, Known, Watched};
 
 /// The state a unit should be in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,6 +52,11 @@ struct SystemdConfig {
     /// Timeout of each D-Bus call.
     #[serde(deserialize_with = "vaultmesh_process::duration::deserialize")]
     call_timeout: Duration,
+    /// Between two reads of every unit in full, a unit systemd has not signalled is reported
+    /// as it was read; the first run after this long reads every unit again (see the module's
+    /// doc).
+    #[serde(deserialize_with = "vaultmesh_process::duration::deserialize")]
+    reread_every: Duration,
 }
 
 impl Default for SystemdConfig {
@@ -56,6 +66,7 @@ impl Default for SystemdConfig {
             expect: BTreeMap::new(),
             bus_address: None,
             call_timeout: Duration::from_secs(2),
+            reread_every: Duration::from_secs(300),
         }
     }
 }
@@ -66,12 +77,27 @@ struct Systemd {
     expect: BTreeMap<String, Expect>,
     bus_address: Option<String>,
     call_timeout: Duration,
+    reread_every: Duration,
     /// The bus connection, kept between runs (a new one costs a socket, SASL and `Hello` each
-    /// time); dropped after any error so the next run reconnects.
-    conn: tokio::sync::Mutex<Option<SystemdClient>>,
+    /// time) with its subscription; dropped after any error, or once the subscription is lost,
+    /// so the next run reconnects.
+    conn: tokio::sync::Mutex<Option<Session>>,
     /// Cleared when systemd answers `ListUnitsByNames` with `UnknownMethod` (before 230): from
     /// then on units are asked one at a time.
     by_names: AtomicBool,
+}
+
+/// A connection to systemd kept between runs.
+#[derive(Debug)]
+struct Session {
+    client: SystemdClient,
+    /// The units systemd signalled since the last run; `None` without a subscription (every
+    /// run then reads every unit).
+    changes: Option<Changes>,
+    /// When the subscription was last tried.
+    watched_at: Instant,
+    /// What the last run read, for units systemd has not signalled since.
+    known: Known,
 }
 
 /// Whether a unit name is a glob for `ListUnitsByPatterns`.
@@ -108,11 +134,18 @@ impl Systemd {
                 "must be between 10ms and 60s",
             ));
         }
+        if c.reread_every < Duration::from_secs(1) || c.reread_every > Duration::from_secs(86_400) {
+            return Err(CheckConfigError::new(
+                "reread_every",
+                "must be between 1s and 24h",
+            ));
+        }
         Ok(Systemd {
             units: c.units,
             expect: c.expect,
             bus_address: c.bus_address,
             call_timeout: c.call_timeout,
+            reread_every: c.reread_every,
             conn: tokio::sync::Mutex::new(None),
             by_names: AtomicBool::new(true),
         })
@@ -120,27 +153,95 @@ impl Systemd {
 
     async fn inspect(&self) -> Result<Inspection, SystemdError> {
         let mut cached = self.conn.lock().await;
-        if let Some(client) = cached.take() {
-            match self.inspect_with(&client).await {
-                Ok(i) => {
-                    *cached = Some(client);
-                    return Ok(i);
+        if let Some(mut session) = cached.take() {
+            // A lost watch (systemd's name changed hands, so the subscription may not have
+            // carried over; the connection closed; a signal could not be read) goes with its
+            // connection: a new one subscribes again.
+            let changed = session.changes.as_ref().map(Changes::take);
+            if !matches!(changed, Some(None)) {
+                let mut changed = changed.flatten();
+                if session.changes.is_none() && session.watched_at.elapsed() >= self.reread_every {
+                    session.watched_at = Instant::now();
+                    match self.watch(&session.client).await {
+                        Ok(changes) => session.changes = changes,
+                        Err(e) => return Err(e),
+                    }
                 }
-                // A hung bus would hang a new connection too.
-                Err(e @ SystemdError::Timeout { .. }) => return Err(e),
-                // The bus may have restarted: try once more on a new connection.
-                Err(_) => {}
+                if session.changes.is_none() {
+                    changed = None;
+                }
+                match self.inspect_with(&mut session, changed.as_ref()).await {
+                    Ok(i) => {
+                        self.keep(&mut cached, session);
+                        return Ok(i);
+                    }
+                    // A hung bus would hang a new connection too.
+                    Err(e @ SystemdError::Timeout { .. }) => return Err(e),
+                    // The bus may have restarted: try once more on a new connection.
+                    Err(_) => {}
+                }
             }
         }
         let client = SystemdClient::connect(self.bus_address.as_deref(), self.call_timeout).await?;
-        let inspection = self.inspect_with(&client).await;
+        let changes = self.watch(&client).await?;
+        let mut session = Session {
+            client,
+            changes,
+            watched_at: Instant::now(),
+            known: Known::default(),
+        };
+        let inspection = self.inspect_with(&mut session, None).await;
         if inspection.is_ok() {
-            *cached = Some(client);
+            self.keep(&mut cached, session);
         }
         inspection
     }
 
-    async fn inspect_with(&self, client: &SystemdClient) -> Result<Inspection, SystemdError> {
+    /// Keeps `session` for the next run; without its subscription once units are asked one at
+    /// a time (nothing read is reused then, and systemd would broadcast for nobody).
+    fn keep(&self, cached: &mut Option<Session>, mut session: Session) {
+        if !self.by_names.load(Ordering::Relaxed) {
+            session.changes = None;
+        }
+        *cached = Some(session);
+    }
+
+    /// Subscribes `client` to systemd's signals, when they can serve: not when units are asked
+    /// one at a time (nothing read is reused then). A subscription systemd refuses or that
+    /// fails otherwise costs this run nothing: the units are read in full, and the
+    /// subscription is tried again after `reread_every`. A timeout is the run's error: a
+    /// systemd that does not answer `Subscribe` will not answer the reads either.
+    async fn watch(&self, client: &SystemdClient) -> Result<Option<Changes>, SystemdError> {
+        if !self.by_names.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        match client.watch().await {
+            Ok(Some(changes)) => Ok(Some(changes)),
+            Ok(None) => {
+                tracing::debug!("systemd refused Subscribe; every run reads every unit.");
+                Ok(None)
+            }
+            Err(e @ SystemdError::Timeout { .. }) => Err(e),
+            Err(e) => {
+                tracing::debug!(
+                    "no subscription to systemd's signals ({e}); every run reads every unit."
+                );
+                Ok(None)
+            }
+        }
+    }
+
+    /// One run's reads on `session`. `changed`: the units systemd signalled since the last
+    /// run, when it is watched and the watch holds; `None` reads every unit.
+    async fn inspect_with(
+        &self,
+        session: &mut Session,
+        changed: Option<&Changed>,
+    ) -> Result<Inspection, SystemdError> {
+        if changed.is_none() {
+            session.known = Known::default();
+        }
+        let client = &session.client;
         let mut names: Vec<String> = Vec::new();
         let mut empty_globs = Vec::new();
         for u in &self.units {
@@ -156,22 +257,37 @@ impl Systemd {
         }
         vaultmesh_agent_core::sort::sort(&mut names);
         names.dedup();
-        let units = self.states(client, &names).await?;
+        let none = Changed::default();
+        let watched = session.changes.is_some().then(|| Watched {
+            known: &mut session.known,
+            changed: changed.unwrap_or(&none),
+            reread_every: self.reread_every,
+        });
+        let units = self.states(client, &names, watched).await?;
         Ok(Inspection { units, empty_globs })
     }
 
     /// The states of `names`: one `ListUnitsByNames` when systemd has it, else unit by unit.
+    /// `watched`: what the last run read and the units systemd signalled since, on a watched
+    /// connection (see [`SystemdClient::unit_states`]).
     async fn states(
         &self,
         client: &SystemdClient,
         names: &[String],
+        watched: Option<Watched<'_>>,
     ) -> Result<Vec<UnitState>, SystemdError> {
         if names.is_empty() {
+            // The signals taken for this run are not kept: nothing read before may stand.
+            if let Some(w) = watched {
+                *w.known = Known::default();
+            }
             return Ok(Vec::new());
         }
+        let mut watched = watched;
         if self.by_names.load(Ordering::Relaxed) {
             let asked: Vec<&str> = names.iter().map(String::as_str).collect();
-            match client.unit_states(&asked).await? {
+            // A refusal leaves nothing known (see `unit_states`).
+            match client.unit_states(&asked, watched.take()).await? {
                 ByNames::Units(units) => return Ok(units),
                 ByNames::Unsupported => {
                     tracing::info!(
@@ -181,6 +297,10 @@ impl Systemd {
                 }
                 ByNames::Refused => {}
             }
+        }
+        // Unit by unit, nothing read is kept for reuse.
+        if let Some(w) = watched {
+            *w.known = Known::default();
         }
         let mut units = Vec::with_capacity(names.len());
         for n in names {
@@ -348,6 +468,7 @@ inventory::submit! {
         example: r#"units = []            # e.g. ["cloudflared.service", "vaultmesh-*.service"]
 expect = {}           # e.g. { "backup.service" = "inactive" }; default "active"
 call_timeout = "2s"   # per D-Bus call
+reread_every = "5m"   # every unit read in full at least this often, signalled or not
 # bus_address = "unix:path=/run/dbus/system_bus_socket"
 "#,
         build: |t| Ok(Box::new(Systemd::new(parse_table(t)?)?)),
@@ -483,6 +604,11 @@ mod tests {
         )
         .unwrap();
         assert!(Systemd::new(parse_table(&t).unwrap()).is_ok());
+        let t: toml::Table = toml::from_str("reread_every = \"500ms\"").unwrap();
+        assert_eq!(
+            Systemd::new(parse_table(&t).unwrap()).unwrap_err().key,
+            "reread_every"
+        );
         let t: toml::Table = toml::from_str("units = [\"\"]").unwrap();
         assert_eq!(
             Systemd::new(parse_table(&t).unwrap()).unwrap_err().key,

@@ -160,6 +160,11 @@ async fn a_systemd_without_list_units_by_names_is_asked_unit_by_unit_with_the_sa
         "asked once; then each of the seven units (two from a glob), every run"
     );
     assert_eq!(systemd.calls("LoadUnit"), 0);
+    assert_eq!(
+        old.calls("Subscribe"),
+        1,
+        "subscribed before the first run learnt; not again"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -210,7 +215,10 @@ async fn healthy_units_are_ok_and_a_failure_is_seen_on_the_next_run() {
 
     systemd.set(FakeUnit::new("cloudflared.service", "failed", "failed"));
     systemd.set(FakeUnit::new("timer-job.service", "active", "running"));
-    let done = run(&check).await;
+    let done = run_until(&check, "the failure", |r| {
+        r.result.metrics["failed"] == 1.0 && r.result.metrics["active"] == 1.0
+    })
+    .await;
     let r = &done.result;
     assert_eq!(r.status, CheckStatus::Crit);
     assert_eq!(
@@ -221,7 +229,10 @@ async fn healthy_units_are_ok_and_a_failure_is_seen_on_the_next_run() {
 
     systemd.set(FakeUnit::new("cloudflared.service", "reloading", "reload"));
     systemd.set(FakeUnit::new("timer-job.service", "inactive", "dead"));
-    let done = run(&check).await;
+    let done = run_until(&check, "the reload", |r| {
+        r.result.metrics["failed"] == 0.0 && r.result.metrics["active"] == 0.0
+    })
+    .await;
     let r = &done.result;
     assert_eq!(
         (r.status, r.summary.as_str()),
@@ -342,4 +353,301 @@ async fn a_bus_that_disappears_mid_check_is_unknown_quickly() {
     );
     assert!(started.elapsed() < Duration::from_secs(5));
     drop(systemd);
+}
+
+/// Time for a signal the fake systemd has sent to reach the check's listener (over the test
+/// bus, on this machine: well under a millisecond; a run that starts before it arrives sees
+/// the change on the run after, as a node's does).
+async fn delivered() {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+}
+
+/// `name`'s entry in a run's details.
+fn unit_report(done: &vaultmesh_agent_core::CheckRun, name: &str) -> serde_json::Value {
+    done.result.details["units"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["name"] == name)
+        .cloned()
+        .unwrap()
+}
+
+/// Runs `check` every 50 ms until `done` holds (or 10 s pass, which fails the test).
+async fn run_until(
+    check: &ConfiguredCheck,
+    what: &str,
+    done: impl Fn(&vaultmesh_agent_core::CheckRun) -> bool,
+) -> vaultmesh_agent_core::CheckRun {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = run(check).await;
+        if done(&r) {
+            return r;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within 10 s: {r:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `unit` after a restart between two runs: `active (running)` before and after, a new
+/// `ActiveEnterTimestamp`, one restart more.
+fn restarted(unit: &FakeUnit) -> FakeUnit {
+    FakeUnit {
+        active_enter_us: unit.active_enter_us + 5_000_000,
+        restarts: unit.restarts + 1,
+        ..unit.clone()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unit_systemd_has_not_signalled_is_not_read_again_and_a_restart_between_runs_is_seen() {
+    let bus = DbusDaemon::start();
+    let a = FakeUnit::new("a.service", "active", "running");
+    let systemd = FakeSystemd::start(
+        &bus.address,
+        &[a.clone(), FakeUnit::new("b.service", "active", "running")],
+    );
+    let check = systemd_check(&units_toml(&bus.address, &["a.service", "b.service"], ""));
+    for _ in 0..3 {
+        let r = run(&check).await.result;
+        assert_eq!(r.status, CheckStatus::Ok, "{}", r.summary);
+    }
+    assert_eq!(
+        (
+            systemd.calls("Subscribe"),
+            systemd.calls("ListUnitsByNames"),
+            systemd.calls("GetAll(Unit)")
+        ),
+        (1, 1, 2),
+        "subscribed once; the states and timestamps asked by the first run only"
+    );
+
+    // A restart between two runs leaves the state as it was; systemd's signal tells.
+    systemd.set(restarted(&a));
+    let done = run_until(&check, "the restart", |r| {
+        r.result.metrics["restarts"] == 1.0
+    })
+    .await;
+    assert_eq!(
+        unit_report(&done, "a.service")["active_enter_us"].as_u64(),
+        Some(a.active_enter_us + 5_000_000)
+    );
+    assert_eq!(
+        (
+            systemd.calls("ListUnitsByNames"),
+            systemd.calls("GetAll(Unit)")
+        ),
+        (2, 3),
+        "the states asked again, the timestamps only of the signalled unit"
+    );
+    run(&check).await;
+    assert_eq!(
+        (
+            systemd.calls("ListUnitsByNames"),
+            systemd.calls("GetAll(Unit)")
+        ),
+        (2, 3)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_whose_signal_was_lost_is_seen_with_another_units_signal_or_at_the_reread() {
+    let bus = DbusDaemon::start();
+    let b = FakeUnit::new("b.service", "active", "running");
+    let systemd = FakeSystemd::start(
+        &bus.address,
+        &[FakeUnit::new("a.service", "active", "running"), b.clone()],
+    );
+    let check = systemd_check(&units_toml(
+        &bus.address,
+        &["a.service", "b.service"],
+        "reread_every = \"1s\"\n",
+    ));
+    assert_eq!(run(&check).await.result.status, CheckStatus::Ok);
+    let failed = FakeUnit {
+        inactive_enter_us: 1_700_000_100_000_000,
+        ..FakeUnit::new("a.service", "failed", "failed")
+    };
+    // a.service fails and its signal is lost; b.service restarts, signalled: the run that
+    // asks for the states again sees a.service's new row and reads it again.
+    systemd.set_quietly(failed);
+    systemd.set(restarted(&b));
+    delivered().await;
+    let done = run(&check).await;
+    assert_eq!(done.result.metrics["restarts"], 1.0);
+    assert_eq!(
+        (done.result.status, done.result.summary.as_str()),
+        (CheckStatus::Crit, "a.service failed (failed)")
+    );
+    assert_eq!(
+        unit_report(&done, "a.service")["inactive_enter_us"].as_u64(),
+        Some(1_700_000_100_000_000),
+        "a row that changed is read again, signal or not"
+    );
+
+    // A change with no signal at all stands unseen until every unit is read again.
+    systemd.set_quietly(FakeUnit::new("a.service", "active", "running"));
+    let started = Instant::now();
+    let done = run_until(&check, "the reread", |r| r.result.status == CheckStatus::Ok).await;
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "seen after {:?}: before the reread, with no signal",
+        started.elapsed()
+    );
+    assert_eq!(done.result.summary, "2 units as expected");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unit_systemd_loads_and_a_reload_are_signalled_and_read() {
+    let bus = DbusDaemon::start();
+    let systemd = FakeSystemd::start(&bus.address, &[]);
+    let check = systemd_check(&units_toml(&bus.address, &["a.service"], ""));
+    let r = run(&check).await.result;
+    assert_eq!(
+        (r.status, r.summary.as_str()),
+        (CheckStatus::Crit, "a.service not found")
+    );
+    // Installed and started: systemd loads it (UnitNew).
+    let a = FakeUnit::new("a.service", "active", "running");
+    systemd.set(a.clone());
+    run_until(&check, "the new unit", |r| {
+        r.result.status == CheckStatus::Ok
+    })
+    .await;
+    // A daemon-reload may change any unit without a signal of its own.
+    systemd.set_quietly(restarted(&a));
+    systemd.daemon_reload();
+    run_until(&check, "the change under the reload", |r| {
+        r.result.metrics["restarts"] == 1.0
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_subscription_every_run_reads_every_unit() {
+    let bus = DbusDaemon::start();
+    let a = FakeUnit::new("a.service", "active", "running");
+    let systemd = FakeSystemd::start(
+        &bus.address,
+        &[a.clone(), FakeUnit::new("b.service", "active", "running")],
+    );
+    systemd.refuse_subscribe();
+    let check = systemd_check(&units_toml(&bus.address, &["a.service", "b.service"], ""));
+    for _ in 0..2 {
+        let r = run(&check).await.result;
+        assert_eq!(r.status, CheckStatus::Ok, "{}", r.summary);
+    }
+    assert_eq!(
+        (systemd.calls("Subscribe"), systemd.calls("GetAll(Unit)")),
+        (1, 4)
+    );
+    // Another run with the glob empty, once the unit's signal has surely arrived: it takes it.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    run(&check).await;
+    systemd.set_quietly(restarted(&a));
+    let r = run(&check).await.result;
+    assert_eq!(r.metrics["restarts"], 1.0, "seen on the very next run");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_systemd_that_restarted_is_subscribed_to_again() {
+    let bus = DbusDaemon::start();
+    let a = FakeUnit::new("a.service", "active", "running");
+    let systemd = FakeSystemd::start(&bus.address, std::slice::from_ref(&a));
+    let check = systemd_check(&units_toml(&bus.address, &["a.service"], ""));
+    assert_eq!(run(&check).await.result.status, CheckStatus::Ok);
+    assert_eq!(systemd.calls("Subscribe"), 1);
+
+    // systemd goes away and comes back on the same bus: the new one knows no subscriber.
+    drop(systemd);
+    let systemd = FakeSystemd::start(&bus.address, std::slice::from_ref(&a));
+    run_until(&check, "subscribing again", |r| {
+        r.result.status == CheckStatus::Ok && systemd.calls("Subscribe") == 1
+    })
+    .await;
+    systemd.set(restarted(&a));
+    run_until(&check, "the restart on the new systemd", |r| {
+        r.result.metrics["restarts"] == 1.0
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_with_no_units_to_read_keeps_nothing_for_the_next() {
+    let bus = DbusDaemon::start();
+    let a = FakeUnit::new("vm-a.service", "active", "running");
+    let systemd = FakeSystemd::start(&bus.address, std::slice::from_ref(&a));
+    let check = systemd_check(&units_toml(&bus.address, &["vm-*.service"], ""));
+    assert_eq!(run(&check).await.result.status, CheckStatus::Ok);
+    // The unit goes away (signalled), a run finds the glob empty, and it comes back restarted
+    // with its signal lost: the run after must read it, not reuse the first run's figures.
+    systemd.set(FakeUnit {
+        load_state: "not-found".into(),
+        ..a.clone()
+    });
+    run_until(&check, "the glob matching nothing", |r| {
+        r.result.summary == "no unit matches vm-*.service"
+    })
+    .await;
+    // Another run with the glob empty, once the unit's signal has surely arrived: it takes it.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    run(&check).await;
+    systemd.set_quietly(restarted(&a));
+    let r = run(&check).await.result;
+    assert_eq!(
+        (r.status, r.metrics["restarts"]),
+        (CheckStatus::Ok, 1.0),
+        "{}",
+        r.summary
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_run_keeps_nothing_for_the_next() {
+    let bus = DbusDaemon::start();
+    let a = FakeUnit::new("a.service", "active", "running");
+    let systemd = FakeSystemd::start(&bus.address, std::slice::from_ref(&a));
+    let check = systemd_check(&units_toml(&bus.address, &["a.service"], ""));
+    assert_eq!(run(&check).await.result.status, CheckStatus::Ok);
+    // The restart's signal is taken by a run that systemd refuses ListUnitsByNames (it reads
+    // unit by unit); the run after, with the refusal lifted, must not reuse the first run's.
+    systemd.refuse_list_by_names(Refusal::AccessDenied);
+    systemd.set(restarted(&a));
+    delivered().await;
+    assert_eq!(run(&check).await.result.metrics["restarts"], 1.0);
+    systemd.allow_list_by_names();
+    systemd.set_quietly(restarted(&restarted(&a)));
+    assert_eq!(run(&check).await.result.metrics["restarts"], 2.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_neighbour_does_not_keep_a_units_figures_past_the_reread() {
+    let bus = DbusDaemon::start();
+    let a = FakeUnit::new("a.service", "active", "running");
+    let mut b = FakeUnit::new("b.service", "active", "running");
+    let systemd = FakeSystemd::start(&bus.address, &[a.clone(), b.clone()]);
+    let check = systemd_check(&units_toml(
+        &bus.address,
+        &["a.service", "b.service"],
+        "reread_every = \"1s\"\n",
+    ));
+    assert_eq!(run(&check).await.result.status, CheckStatus::Ok);
+    // a.service restarts unsignalled; b.service restarts, signalled, before every run: each
+    // run asks again and reuses a.service's figures, but only until the reread.
+    systemd.set_quietly(restarted(&a));
+    let started = Instant::now();
+    loop {
+        b = restarted(&b);
+        systemd.set(b.clone());
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let done = run(&check).await;
+        if unit_report(&done, "a.service")["restarts"] == 1 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "a.service's restart not read within 3 s"
+        );
+    }
 }
