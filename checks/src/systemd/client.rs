@@ -111,9 +111,8 @@ pub struct UnitState {
 }
 
 /// systemd's word that units changed, from the moment [`SystemdClient::watch`] set its match
-/// rules. The
-/// signals are drained by a task of their own (a D-Bus stream left unread would stall the
-/// connection), stopped when this is dropped.
+/// rules. The signals are drained by a task of their own (a D-Bus stream left unread would
+/// stall the connection), stopped when this is dropped.
 #[derive(Debug)]
 pub struct Changes {
     seen: Arc<Mutex<Seen>>,
@@ -124,8 +123,9 @@ pub struct Changes {
 struct Seen {
     changed: Changed,
     /// The watch no longer hears everything: the connection closed, a signal could not be
-    /// read, or `org.freedesktop.systemd1` changed hands (a systemd that restarted has
-    /// forgotten the subscription).
+    /// read, the listener ended, or `org.freedesktop.systemd1` changed hands (systemd
+    /// reconnected to the bus, or another systemd took the name: a subscription need not carry
+    /// over).
     lost: bool,
 }
 

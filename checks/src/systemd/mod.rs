@@ -162,10 +162,7 @@ impl Systemd {
                 let mut changed = changed.flatten();
                 if session.changes.is_none() && session.watched_at.elapsed() >= self.reread_every {
                     session.watched_at = Instant::now();
-                    match self.watch(&session.client).await {
-                        Ok(changes) => session.changes = changes,
-                        Err(e) => return Err(e),
-                    }
+                    session.changes = self.watch(&session.client).await?;
                 }
                 if session.changes.is_none() {
                     changed = None;
