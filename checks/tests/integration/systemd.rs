@@ -542,9 +542,6 @@ async fn without_a_subscription_every_run_reads_every_unit() {
         (systemd.calls("Subscribe"), systemd.calls("GetAll(Unit)")),
         (1, 4)
     );
-    // Another run with the glob empty, once the unit's signal has surely arrived: it takes it.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    run(&check).await;
     systemd.set_quietly(restarted(&a));
     let r = run(&check).await.result;
     assert_eq!(r.metrics["restarts"], 1.0, "seen on the very next run");
