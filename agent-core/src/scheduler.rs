@@ -122,6 +122,10 @@ pub struct Scheduler {
     /// Each check's latest run, result and contribution together: a run replaces both, so an
     /// `unknown` run leaves no measurement of an earlier one behind.
     latest: RwLock<BTreeMap<&'static str, CheckRun>>,
+    /// The tick of each check's latest finished scheduled run (in the order of `checks`;
+    /// `None` before its first), and a signal each time one finishes: what
+    /// [`Self::ran_since`] waits on.
+    finished: tokio::sync::watch::Sender<Vec<Option<tokio::time::Instant>>>,
 }
 
 impl Scheduler {
@@ -136,11 +140,13 @@ impl Scheduler {
                 ..ctx.clone()
             })
             .collect();
+        let finished = tokio::sync::watch::Sender::new(vec![None; checks.len()]);
         Scheduler {
             checks,
             ctx,
             ctxs,
             latest: RwLock::new(BTreeMap::new()),
+            finished,
         }
     }
 
@@ -198,36 +204,52 @@ impl Scheduler {
             .collect()
     }
 
-    /// Starts one loop per check, once [`Self::prime`] has run every check; each first waits
-    /// an interval and its splay, then runs every interval until `cancel` fires.
-    pub fn spawn(self: &Arc<Self>, cancel: CancellationToken) -> tokio::task::JoinSet<()> {
+    /// When the scheduled runs every `interval` begin, for loops started at `start` (just
+    /// after [`Self::prime`] ran every check): at this node's splay of the interval, or an
+    /// interval later when the splay is under [`FIRST_RUN_MIN_GAP`] (never within a rate
+    /// check's window of prime's read: a run that soon after the read before it waited out
+    /// its window every time, a wake-up of its own each run, apart from the checks it shares
+    /// an interval with; waiting a whole interval always would put a long check's second run,
+    /// the scan's every 6 h, up to two intervals after the start). The heartbeat ticks at the
+    /// same instants, so it goes in the same wake-up as the checks that share its interval.
+    pub fn first_run_at(
+        &self,
+        start: tokio::time::Instant,
+        interval: Duration,
+    ) -> tokio::time::Instant {
+        let first = splay(self.ctx.node_id, interval);
+        if first < FIRST_RUN_MIN_GAP {
+            start + first + interval
+        } else {
+            start + first
+        }
+    }
+
+    /// Starts one loop per check, once [`Self::prime`] has run every check (at `start`): each
+    /// first waits until [`Self::first_run_at`], then runs every interval until `cancel` fires.
+    pub fn spawn(
+        self: &Arc<Self>,
+        start: tokio::time::Instant,
+        cancel: CancellationToken,
+    ) -> tokio::task::JoinSet<()> {
         let mut set = tokio::task::JoinSet::new();
         for (index, check) in self.checks.iter().enumerate() {
             let this = Arc::clone(self);
             let cancel = cancel.clone();
-            let first = splay(self.ctx.node_id, check.settings.interval);
             let interval = check.settings.interval;
+            // Every loop of one interval from one `start`: the same instants to the
+            // nanosecond, one timer wake-up for all of them (and the heartbeat).
+            let mut ticker = tokio::time::interval_at(self.first_run_at(start, interval), interval);
+            // A run longer than its interval skips the ticks it missed and keeps the phase
+            // (`Delay` would move this check off its interval's shared wake-up for good).
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
             set.spawn(async move {
-                // `prime` has just run every check: the first scheduled run comes at the splay,
-                // but never within a rate check's window of prime's read (then an interval
-                // later). A run that soon after the read before it waited out its window every
-                // time, a wake-up of its own each run, apart from the checks it shares an
-                // interval with; waiting a whole interval always would put a long check's second
-                // run (the scan's, every 6 h) up to two intervals after the start.
-                let first = if first < FIRST_RUN_MIN_GAP {
-                    first + interval
-                } else {
-                    first
-                };
-                let start = tokio::time::Instant::now() + first;
-                let mut ticker = tokio::time::interval_at(start, interval);
-                ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 let mut cost = RunCost::default();
                 loop {
-                    tokio::select! {
+                    let tick = tokio::select! {
                         _ = cancel.cancelled() => return,
-                        _ = ticker.tick() => {}
-                    }
+                        tick = ticker.tick() => tick,
+                    };
                     let check = &this.checks[index];
                     let began = Instant::now();
                     let run = tokio::select! {
@@ -238,10 +260,26 @@ impl Scheduler {
                     tracing::debug!(check = check.name(), status = %run.result.status, duration_us = took.as_micros() as u64, "Check ran.");
                     cost.add(check.name(), took);
                     this.record(run);
+                    this.finished.send_modify(|f| f[index] = Some(tick));
                 }
             });
         }
         set
+    }
+
+    /// Waits until every check run every `interval` has finished a scheduled run of `tick` or
+    /// a later one (at once when no check has that interval). The heartbeat waits on this so
+    /// that it carries the runs of its own wake-up, not those an interval old.
+    pub async fn ran_since(&self, interval: Duration, tick: tokio::time::Instant) {
+        let due: Vec<usize> = (self.checks.iter().enumerate())
+            .filter(|(_, c)| c.settings.interval == interval)
+            .map(|(i, _)| i)
+            .collect();
+        let mut finished = self.finished.subscribe();
+        // The sender lives as long as `self`: `wait_for` cannot fail while we borrow it.
+        let _ = finished
+            .wait_for(|f| due.iter().all(|&i| f[i].is_some_and(|t| t >= tick)))
+            .await;
     }
 }
 
@@ -305,6 +343,8 @@ mod tests {
         PanicsAfterWaiting,
         /// Counts its runs.
         Counts(Arc<AtomicUsize>),
+        /// Takes this long, then is fine.
+        Takes(Duration),
         Hangs,
         /// Measures ([`measured`]) on even runs; hangs on run 1, panics on run 3.
         MeasuresThenFails(AtomicUsize),
@@ -356,6 +396,10 @@ mod tests {
                     tokio::time::sleep(Duration::from_millis(10)).await;
                     panic!("boom after waiting")
                 }
+                Behaviour::Takes(took) => {
+                    tokio::time::sleep(*took).await;
+                    CheckOutcome::new(CheckStatus::Ok, "took its time")
+                }
                 Behaviour::Counts(runs) => {
                     runs.fetch_add(1, Ordering::Relaxed);
                     CheckOutcome::new(CheckStatus::Ok, "counted")
@@ -384,6 +428,11 @@ mod tests {
         default_timeout: Duration::from_secs(1),
         example: "",
         build: |_| Ok(Box::new(Behaviour::Fine)),
+    };
+
+    static OTHER_REG: CheckRegistration = CheckRegistration {
+        name: "other",
+        ..TEST_REG
     };
 
     fn configured(b: Behaviour, timeout: Duration) -> ConfiguredCheck {
@@ -477,7 +526,7 @@ mod tests {
         ));
         let first = Duration::from_secs(1) + splay(Uuid::nil(), Duration::from_secs(1));
         let cancel = CancellationToken::new();
-        let mut set = s.spawn(cancel.clone());
+        let mut set = s.spawn(tokio::time::Instant::now(), cancel.clone());
         tokio::time::sleep(first - Duration::from_millis(1)).await;
         assert_eq!(
             runs.load(Ordering::Relaxed),
@@ -508,7 +557,7 @@ mod tests {
         assert!(first >= FIRST_RUN_MIN_GAP, "this node's splay: {first:?}");
         let s = Arc::new(Scheduler::new(vec![check], ctx()));
         let cancel = CancellationToken::new();
-        let mut set = s.spawn(cancel.clone());
+        let mut set = s.spawn(tokio::time::Instant::now(), cancel.clone());
         tokio::time::sleep(first - Duration::from_millis(1)).await;
         assert_eq!(runs.load(Ordering::Relaxed), 0, "nothing before the splay");
         tokio::time::sleep(Duration::from_millis(2)).await;
@@ -519,6 +568,52 @@ mod tests {
         );
         tokio::time::sleep(interval).await;
         assert_eq!(runs.load(Ordering::Relaxed), 2, "then one per interval");
+        cancel.cancel();
+        while set.join_next().await.is_some() {}
+    }
+
+    /// The heartbeat ticks at `first_run_at` of its interval and waits on `ran_since`: it goes
+    /// once this tick's runs of the checks sharing its interval are done, and waits for no
+    /// check of another interval (here one that hangs).
+    #[tokio::test(start_paused = true)]
+    async fn ran_since_waits_for_this_ticks_runs_of_the_checks_sharing_the_interval() {
+        let second = Duration::from_secs(1);
+        let mut hangs = configured(Behaviour::Hangs, Duration::from_secs(3600));
+        hangs.registration = &OTHER_REG;
+        hangs.settings.interval = Duration::from_secs(7);
+        let s = Arc::new(Scheduler::new(
+            vec![
+                configured(Behaviour::Takes(Duration::from_millis(50)), second),
+                hangs,
+            ],
+            ctx(),
+        ));
+        let start = tokio::time::Instant::now();
+        let cancel = CancellationToken::new();
+        let mut set = s.spawn(start, cancel.clone());
+        let tick = s.first_run_at(start, second);
+        assert_eq!(tick, start + second + splay(Uuid::nil(), second));
+        for n in 0..3 {
+            let tick = tick + second * n;
+            tokio::time::sleep_until(tick).await;
+            s.ran_since(second, tick).await;
+            assert_eq!(
+                tokio::time::Instant::now() - tick,
+                Duration::from_millis(50),
+                "tick {n}: as this tick's run finished"
+            );
+            // A run of this tick satisfies it at once from now on.
+            s.ran_since(second, tick).await;
+            assert_eq!(
+                tokio::time::Instant::now() - tick,
+                Duration::from_millis(50)
+            );
+        }
+        // No check runs every 30 s: nothing to wait for.
+        let before = tokio::time::Instant::now();
+        s.ran_since(Duration::from_secs(30), before + Duration::from_secs(30))
+            .await;
+        assert_eq!(tokio::time::Instant::now(), before);
         cancel.cancel();
         while set.join_next().await.is_some() {}
     }
@@ -542,7 +637,7 @@ mod tests {
             ctx(),
         ));
         let cancel = CancellationToken::new();
-        let mut set = s.spawn(cancel.clone());
+        let mut set = s.spawn(tokio::time::Instant::now(), cancel.clone());
         tokio::time::sleep(Duration::from_secs(5)).await;
         let latest = s.latest();
         assert_eq!(latest.len(), 1);

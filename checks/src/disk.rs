@@ -49,6 +49,19 @@ const PSEUDO_FS: &[&str] = &[
     "overlay-internal",
 ];
 
+/// Filesystem types on local block devices, whose `statvfs` never waits on a network or a
+/// user-space server: these are measured on the agent's own thread; any other type (NFS, CIFS,
+/// FUSE, Ceph, 9p …) on a blocking thread, where a dead server hangs only that thread.
+const LOCAL_FS: &[&str] = &[
+    "bcachefs", "btrfs", "exfat", "ext2", "ext3", "ext4", "f2fs", "hfsplus", "jfs", "msdos",
+    "nilfs2", "ntfs", "ntfs3", "reiserfs", "vfat", "xfs", "zfs",
+];
+
+/// Whether a filesystem of type `fs` is measured on the agent's own thread ([`LOCAL_FS`]).
+fn answers_from_memory(fs: &str) -> bool {
+    LOCAL_FS.contains(&fs)
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct DiskConfig {
@@ -283,8 +296,7 @@ fn mounted() -> Result<Vec<(String, String)>, String> {
 #[async_trait]
 impl Check for Disk {
     async fn run(&self, _ctx: &CheckContext) -> CheckOutcome {
-        // Reading the mount table never touches the mounts themselves; statvfs below can
-        // hang on a dead network mount, so only that runs on a blocking thread.
+        // Reading the mount table never touches the mounts themselves.
         let mounts = match mounted() {
             Ok(m) => m,
             Err(e) => return CheckOutcome::unknown(e),
@@ -296,19 +308,27 @@ impl Check for Disk {
             .filter(|m| !selected.iter().any(|(s, _)| s == *m))
             .cloned()
             .collect();
-        let measured = tokio::task::spawn_blocking(move || {
-            dedup_by_device(
-                selected
+        // A local disk's filesystem answers `statvfs` from memory: measured right here. Any
+        // other (a network or FUSE mount, which can hang) is measured on a blocking thread.
+        let (local, remote): (Vec<_>, Vec<_>) = selected
+            .into_iter()
+            .partition(|(_, fs)| answers_from_memory(fs));
+        let mut measured: Vec<(DiskUsage, u64)> =
+            local.iter().filter_map(|(m, fs)| measure(m, fs)).collect();
+        if !remote.is_empty() {
+            let far = tokio::task::spawn_blocking(move || {
+                remote
                     .iter()
                     .filter_map(|(m, fs)| measure(m, fs))
-                    .collect(),
-            )
-        })
-        .await;
-        match measured {
-            Ok(disks) => self.evaluate(disks, &missing),
-            Err(e) => CheckOutcome::unknown(format!("statvfs failed: {e}")),
+                    .collect::<Vec<_>>()
+            })
+            .await;
+            match far {
+                Ok(far) => measured.extend(far),
+                Err(e) => return CheckOutcome::unknown(format!("statvfs failed: {e}")),
+            }
         }
+        self.evaluate(dedup_by_device(measured), &missing)
     }
 }
 
@@ -434,6 +454,33 @@ mod tests {
         assert_eq!(parse_table::<DiskConfig>(&t).unwrap_err().key, "warn");
         let t: toml::Table = toml::from_str("warn_pct = \"high\"").unwrap();
         assert_eq!(parse_table::<DiskConfig>(&t).unwrap_err().key, "warn_pct");
+    }
+
+    #[test]
+    fn only_local_disks_are_measured_on_the_agents_own_thread() {
+        for fs in ["ext4", "xfs", "btrfs", "vfat", "zfs"] {
+            assert!(answers_from_memory(fs), "{fs}");
+        }
+        // Network and user-space filesystems can hang statvfs: a blocking thread's.
+        for fs in [
+            "nfs",
+            "nfs4",
+            "cifs",
+            "smb3",
+            "ceph",
+            "glusterfs",
+            "9p",
+            "virtiofs",
+            "fuse",
+            "fuse.sshfs",
+            "fuseblk",
+            "overlay",
+            "afs",
+            "lustre",
+            "",
+        ] {
+            assert!(!answers_from_memory(fs), "{fs}");
+        }
     }
 
     #[test]
