@@ -67,7 +67,7 @@ impl HeartbeatBuilder {
             timestamp: Utc::now(),
             agent_version: Some(crate::AGENT_VERSION.to_string()),
             seq: Some(self.seq.fetch_add(1, Ordering::Relaxed).to_string()),
-            uptime_s: crate::host::uptime_s(),
+            uptime_s: Some(crate::host::uptime_s()),
             metrics: None,
             checks: Vec::with_capacity(runs.len()),
             last_scan: None,

@@ -1,4 +1,4 @@
-//! Facts about the host the agent needs for every heartbeat, read straight from `/proc` and
+//! Facts about the host the agent needs for every heartbeat, read straight from the kernel and
 //! `/etc` (no check owns them).
 
 use std::path::Path;
@@ -9,19 +9,11 @@ pub fn hostname() -> Option<String> {
         .or_else(|| read_trimmed(Path::new("/etc/hostname")))
 }
 
-/// Seconds since boot.
-pub fn uptime_s() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/uptime").ok()?;
-    parse_uptime(&text)
-}
-
-fn parse_uptime(text: &str) -> Option<u64> {
-    let first = text.split_whitespace().next()?;
-    first
-        .parse::<f64>()
-        .ok()
-        .filter(|s| s.is_finite() && *s >= 0.0)
-        .map(|s| s as u64)
+/// Seconds since boot: `CLOCK_BOOTTIME`, the clock `/proc/uptime` shows (suspended time
+/// included), read without a system call or a file.
+pub fn uptime_s() -> u64 {
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
+    u64::try_from(now.tv_sec).unwrap_or(0)
 }
 
 pub use vaultmesh_proto::heartbeat::PROFILES;
@@ -65,11 +57,17 @@ fn read_trimmed(path: &Path) -> Option<String> {
 mod tests {
     use super::*;
 
+    /// The heartbeat's uptime is the kernel's, as `/proc/uptime` shows it.
     #[test]
-    fn uptime_parsing() {
-        assert_eq!(parse_uptime("12345.67 2345.12\n"), Some(12345));
-        assert_eq!(parse_uptime(""), None);
-        assert_eq!(parse_uptime("nan 1"), None);
+    fn uptime_is_the_kernels() {
+        let before = uptime_s();
+        let text = std::fs::read_to_string("/proc/uptime").unwrap();
+        let proc: f64 = text.split(' ').next().unwrap().parse().unwrap();
+        let after = uptime_s();
+        assert!(
+            (before as f64 - 1.0..=after as f64 + 1.0).contains(&proc),
+            "{before} ≤ {proc} ≤ {after}"
+        );
     }
 
     #[test]

@@ -40,10 +40,12 @@ use vaultmesh_process::duration;
 pub async fn run_isolated(check: &ConfiguredCheck, ctx: &CheckContext) -> CheckRun {
     use futures_util::FutureExt;
     use std::panic::AssertUnwindSafe;
+    use std::task::Poll;
 
     let started = Instant::now();
     let observed_at = Utc::now();
     let timeout = check.settings.timeout;
+    let deadline = tokio::time::Instant::now() + timeout;
     let ctx = if ctx.timeout == Some(timeout) {
         std::borrow::Cow::Borrowed(ctx)
     } else {
@@ -55,8 +57,14 @@ pub async fn run_isolated(check: &ConfiguredCheck, ctx: &CheckContext) -> CheckR
     let made = std::panic::catch_unwind(AssertUnwindSafe(|| check.check.run(&ctx)));
     let (polled, dropped) = match made {
         Ok(mut run) => {
-            let polled =
-                tokio::time::timeout(timeout, AssertUnwindSafe(&mut run).catch_unwind()).await;
+            let mut guarded = AssertUnwindSafe(&mut run).catch_unwind();
+            // Most runs finish on their first poll (a `/proc` file read): those need no timer,
+            // whose registration would also wake the runtime's driver (an `eventfd` write).
+            let first = std::future::poll_fn(|cx| Poll::Ready(guarded.poll_unpin(cx))).await;
+            let polled = match first {
+                Poll::Ready(done) => Ok(done),
+                Poll::Pending => tokio::time::timeout_at(deadline, guarded).await,
+            };
             // A run cut off by its timeout is dropped here; a panic in its drop is the check's too.
             let dropped = std::panic::catch_unwind(AssertUnwindSafe(move || drop(run)));
             (polled, dropped)

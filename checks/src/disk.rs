@@ -100,6 +100,8 @@ struct Disk {
     ignore_fs: BTreeSet<String>,
     ignore_mounts: BTreeSet<String>,
     only: Vec<String>,
+    /// `/proc/self/mounts`.
+    mounts: crate::procfs::Kept,
 }
 
 impl Disk {
@@ -116,6 +118,7 @@ impl Disk {
             ignore_fs,
             ignore_mounts: c.ignore_mounts.into_iter().collect(),
             only: c.mounts,
+            mounts: crate::procfs::Kept::new("/proc/self/mounts"),
         })
     }
 
@@ -287,18 +290,12 @@ fn measure(mount: &str, fs: &str) -> Option<(DiskUsage, u64)> {
     Some((usage, dev))
 }
 
-fn mounted() -> Result<Vec<(String, String)>, String> {
-    Ok(crate::procfs::parse_mounts(&crate::procfs::read(
-        std::path::Path::new("/proc/self/mounts"),
-    )?))
-}
-
 #[async_trait]
 impl Check for Disk {
     async fn run(&self, _ctx: &CheckContext) -> CheckOutcome {
         // Reading the mount table never touches the mounts themselves.
-        let mounts = match mounted() {
-            Ok(m) => m,
+        let mounts = match self.mounts.read() {
+            Ok(text) => crate::procfs::parse_mounts(&text),
             Err(e) => return CheckOutcome::unknown(e),
         };
         let selected = self.select(mounts);
