@@ -233,30 +233,34 @@ impl Scheduler {
         }
     }
 
-    /// Starts one loop per check, once [`Self::prime`] has run every check (at `start`): each
-    /// first waits until [`Self::first_run_at`], then runs every interval until `cancel` fires.
+    /// Starts one loop per check, once [`Self::prime`] has run every check (at `start`), and
+    /// one clock per interval: each clock ticks at [`Self::first_run_at`] and then every
+    /// interval, and wakes every loop of its interval, which runs its check, until `cancel`
+    /// fires. One timer per interval, not one per check: re-arming a timer for the next tick
+    /// wakes the runtime's driver (an `eventfd` write), once a tick for all the checks.
     pub fn spawn(
         self: &Arc<Self>,
         start: tokio::time::Instant,
         cancel: CancellationToken,
     ) -> tokio::task::JoinSet<()> {
+        type Clock = tokio::sync::watch::Sender<Option<tokio::time::Instant>>;
         let mut set = tokio::task::JoinSet::new();
+        let mut clocks: BTreeMap<Duration, Clock> = BTreeMap::new();
         for (index, check) in self.checks.iter().enumerate() {
             let this = Arc::clone(self);
             let cancel = cancel.clone();
-            let interval = check.settings.interval;
-            // Every loop of one interval from one `start`: the same instants to the
-            // nanosecond, one timer wake-up for all of them (and the heartbeat).
-            let mut ticker = tokio::time::interval_at(self.first_run_at(start, interval), interval);
-            // A run longer than its interval skips the ticks it missed and keeps the phase
-            // (`Delay` would move this check off its interval's shared wake-up for good).
-            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            let mut ticks = (clocks.entry(check.settings.interval))
+                .or_insert_with(|| Clock::new(None))
+                .subscribe();
             set.spawn(async move {
                 let mut cost = RunCost::default();
                 loop {
-                    let tick = tokio::select! {
+                    tokio::select! {
                         _ = cancel.cancelled() => return,
-                        tick = ticker.tick() => tick,
+                        changed = ticks.changed() => if changed.is_err() { return },
+                    }
+                    let Some(tick) = *ticks.borrow_and_update() else {
+                        continue;
                     };
                     let check = &this.checks[index];
                     let began = Instant::now();
@@ -269,6 +273,21 @@ impl Scheduler {
                     cost.add(check.name(), took);
                     this.record(run);
                     this.finished.send_modify(|f| f[index] = Some(tick));
+                }
+            });
+        }
+        for (interval, clock) in clocks {
+            let cancel = cancel.clone();
+            let mut ticker = tokio::time::interval_at(self.first_run_at(start, interval), interval);
+            // A tick missed (the runtime held up longer than an interval) is skipped: the
+            // clock keeps its phase, which the heartbeat's shares.
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            set.spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        tick = ticker.tick() => clock.send_replace(Some(tick)),
+                    };
                 }
             });
         }
