@@ -100,8 +100,8 @@ struct Disk {
     ignore_fs: BTreeSet<String>,
     ignore_mounts: BTreeSet<String>,
     only: Vec<String>,
-    /// `/proc/self/mounts`.
-    mounts: crate::procfs::Kept,
+    /// `/proc/self/mounts`, and the filesystems selected from it.
+    mounts: crate::procfs::MountTable<Vec<(String, String)>>,
 }
 
 impl Disk {
@@ -118,7 +118,7 @@ impl Disk {
             ignore_fs,
             ignore_mounts: c.ignore_mounts.into_iter().collect(),
             only: c.mounts,
-            mounts: crate::procfs::Kept::new("/proc/self/mounts"),
+            mounts: crate::procfs::MountTable::new("/proc/self/mounts"),
         })
     }
 
@@ -294,11 +294,10 @@ fn measure(mount: &str, fs: &str) -> Option<(DiskUsage, u64)> {
 impl Check for Disk {
     async fn run(&self, _ctx: &CheckContext) -> CheckOutcome {
         // Reading the mount table never touches the mounts themselves.
-        let mounts = match self.mounts.read() {
-            Ok(text) => crate::procfs::parse_mounts(&text),
+        let selected = match self.mounts.get(|table| self.select(table)) {
+            Ok(selected) => selected,
             Err(e) => return CheckOutcome::unknown(e),
         };
-        let selected = self.select(mounts);
         let missing: Vec<String> = self
             .only
             .iter()
