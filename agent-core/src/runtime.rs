@@ -303,7 +303,7 @@ impl Agent {
                     _ = cancel.cancelled() => break,
                     tick = ticker.tick() => tick,
                 };
-                let settled = self.scheduler.ran_since(interval, tick);
+                let settled = self.scheduler.ran_since(interval, tick, settle);
                 tokio::select! {
                     _ = cancel.cancelled() => break,
                     _ = tokio::time::timeout_at(tick + settle, settled) => {}

@@ -40,12 +40,10 @@ use vaultmesh_process::duration;
 pub async fn run_isolated(check: &ConfiguredCheck, ctx: &CheckContext) -> CheckRun {
     use futures_util::FutureExt;
     use std::panic::AssertUnwindSafe;
-    use std::task::Poll;
 
     let started = Instant::now();
     let observed_at = Utc::now();
     let timeout = check.settings.timeout;
-    let deadline = tokio::time::Instant::now() + timeout;
     let ctx = if ctx.timeout == Some(timeout) {
         std::borrow::Cow::Borrowed(ctx)
     } else {
@@ -57,14 +55,8 @@ pub async fn run_isolated(check: &ConfiguredCheck, ctx: &CheckContext) -> CheckR
     let made = std::panic::catch_unwind(AssertUnwindSafe(|| check.check.run(&ctx)));
     let (polled, dropped) = match made {
         Ok(mut run) => {
-            let mut guarded = AssertUnwindSafe(&mut run).catch_unwind();
-            // Most runs finish on their first poll (a `/proc` file read): those need no timer,
-            // whose registration would also wake the runtime's driver (an `eventfd` write).
-            let first = std::future::poll_fn(|cx| Poll::Ready(guarded.poll_unpin(cx))).await;
-            let polled = match first {
-                Poll::Ready(done) => Ok(done),
-                Poll::Pending => tokio::time::timeout_at(deadline, guarded).await,
-            };
+            let polled =
+                tokio::time::timeout(timeout, AssertUnwindSafe(&mut run).catch_unwind()).await;
             // A run cut off by its timeout is dropped here; a panic in its drop is the check's too.
             let dropped = std::panic::catch_unwind(AssertUnwindSafe(move || drop(run)));
             (polled, dropped)
@@ -130,10 +122,17 @@ pub struct Scheduler {
     /// Each check's latest run, result and contribution together: a run replaces both, so an
     /// `unknown` run leaves no measurement of an earlier one behind.
     latest: RwLock<BTreeMap<&'static str, CheckRun>>,
-    /// The tick of each check's latest finished scheduled run (in the order of `checks`;
-    /// `None` before its first), and a signal each time one finishes: what
-    /// [`Self::ran_since`] waits on.
-    finished: tokio::sync::watch::Sender<Vec<Option<tokio::time::Instant>>>,
+    /// Each check's latest finished scheduled run (in the order of `checks`), and a signal
+    /// each time one finishes: what [`Self::ran_since`] waits on.
+    finished: tokio::sync::watch::Sender<Vec<Finished>>,
+}
+
+/// A check's latest finished scheduled run: its tick (`None` before the first) and how long
+/// it took.
+#[derive(Debug, Clone, Copy, Default)]
+struct Finished {
+    tick: Option<tokio::time::Instant>,
+    took: Duration,
 }
 
 impl Scheduler {
@@ -148,7 +147,7 @@ impl Scheduler {
                 ..ctx.clone()
             })
             .collect();
-        let finished = tokio::sync::watch::Sender::new(vec![None; checks.len()]);
+        let finished = tokio::sync::watch::Sender::new(vec![Finished::default(); checks.len()]);
         Scheduler {
             checks,
             ctx,
@@ -263,7 +262,7 @@ impl Scheduler {
                         continue;
                     };
                     let check = &this.checks[index];
-                    let began = Instant::now();
+                    let began = tokio::time::Instant::now();
                     let run = tokio::select! {
                         _ = cancel.cancelled() => return,
                         r = run_isolated(check, &this.ctxs[index]) => r,
@@ -272,7 +271,8 @@ impl Scheduler {
                     tracing::debug!(check = check.name(), status = %run.result.status, duration_us = took.as_micros() as u64, "Check ran.");
                     cost.add(check.name(), took);
                     this.record(run);
-                    this.finished.send_modify(|f| f[index] = Some(tick));
+                    let done = Finished { tick: Some(tick), took };
+                    this.finished.send_modify(|f| f[index] = done);
                 }
             });
         }
@@ -286,6 +286,8 @@ impl Scheduler {
                 loop {
                     tokio::select! {
                         _ = cancel.cancelled() => return,
+                        // Every loop of this interval has ended.
+                        _ = clock.closed() => return,
                         tick = ticker.tick() => clock.send_replace(Some(tick)),
                     };
                 }
@@ -295,17 +297,28 @@ impl Scheduler {
     }
 
     /// Waits until every check run every `interval` has finished a scheduled run of `tick` or
-    /// a later one (at once when no check has that interval). The heartbeat waits on this so
-    /// that it carries the runs of its own wake-up, not those an interval old.
-    pub async fn ran_since(&self, interval: Duration, tick: tokio::time::Instant) {
-        let due: Vec<usize> = (self.checks.iter().enumerate())
-            .filter(|(_, c)| c.settings.interval == interval)
-            .map(|(i, _)| i)
-            .collect();
+    /// a later one (at once when no check has that interval). The heartbeat waits on this, at
+    /// most `patience`, so that it carries the runs of its own wake-up, not those an interval
+    /// old. A check whose latest scheduled run took longer than `patience` (one stuck until its
+    /// timeout) is not waited for: the heartbeat would wait out its patience every time for
+    /// nothing; it is waited for again once one of its runs is quick.
+    pub async fn ran_since(
+        &self,
+        interval: Duration,
+        tick: tokio::time::Instant,
+        patience: Duration,
+    ) {
+        let due: Vec<usize> = {
+            let finished = self.finished.borrow();
+            (self.checks.iter().enumerate())
+                .filter(|(i, c)| c.settings.interval == interval && finished[*i].took <= patience)
+                .map(|(i, _)| i)
+                .collect()
+        };
         let mut finished = self.finished.subscribe();
         // The sender lives as long as `self`: `wait_for` cannot fail while we borrow it.
         let _ = finished
-            .wait_for(|f| due.iter().all(|&i| f[i].is_some_and(|t| t >= tick)))
+            .wait_for(|f| due.iter().all(|&i| f[i].tick.is_some_and(|t| t >= tick)))
             .await;
     }
 }
@@ -354,6 +367,7 @@ impl RunCost {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Mutex;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use crate::check::Check;
@@ -372,6 +386,8 @@ mod tests {
         Counts(Arc<AtomicUsize>),
         /// Takes this long, then is fine.
         Takes(Duration),
+        /// Notes when each run starts; the first takes this long, the others nothing.
+        SlowOnce(Arc<Mutex<Vec<tokio::time::Instant>>>, Duration),
         Hangs,
         /// Measures ([`measured`]) on even runs; hangs on run 1, panics on run 3.
         MeasuresThenFails(AtomicUsize),
@@ -423,6 +439,17 @@ mod tests {
                     tokio::time::sleep(Duration::from_millis(10)).await;
                     panic!("boom after waiting")
                 }
+                Behaviour::SlowOnce(starts, took) => {
+                    let first = {
+                        let mut starts = starts.lock().unwrap();
+                        starts.push(tokio::time::Instant::now());
+                        starts.len() == 1
+                    };
+                    if first {
+                        tokio::time::sleep(*took).await;
+                    }
+                    CheckOutcome::new(CheckStatus::Ok, "slow once")
+                }
                 Behaviour::Takes(took) => {
                     tokio::time::sleep(*took).await;
                     CheckOutcome::new(CheckStatus::Ok, "took its time")
@@ -459,6 +486,11 @@ mod tests {
 
     static OTHER_REG: CheckRegistration = CheckRegistration {
         name: "other",
+        ..TEST_REG
+    };
+
+    static SLOW_REG: CheckRegistration = CheckRegistration {
+        name: "slow",
         ..TEST_REG
     };
 
@@ -600,17 +632,22 @@ mod tests {
     }
 
     /// The heartbeat ticks at `first_run_at` of its interval and waits on `ran_since`: it goes
-    /// once this tick's runs of the checks sharing its interval are done, and waits for no
-    /// check of another interval (here one that hangs).
+    /// once this tick's runs of the checks sharing its interval are done, waits for no check
+    /// of another interval (here one that hangs), and stops waiting for one whose last run
+    /// took longer than its patience.
     #[tokio::test(start_paused = true)]
     async fn ran_since_waits_for_this_ticks_runs_of_the_checks_sharing_the_interval() {
         let second = Duration::from_secs(1);
+        let patience = Duration::from_millis(250);
         let mut hangs = configured(Behaviour::Hangs, Duration::from_secs(3600));
         hangs.registration = &OTHER_REG;
         hangs.settings.interval = Duration::from_secs(7);
+        let mut slow = configured(Behaviour::Takes(Duration::from_millis(400)), second);
+        slow.registration = &SLOW_REG;
         let s = Arc::new(Scheduler::new(
             vec![
                 configured(Behaviour::Takes(Duration::from_millis(50)), second),
+                slow,
                 hangs,
             ],
             ctx(),
@@ -620,27 +657,57 @@ mod tests {
         let mut set = s.spawn(start, cancel.clone());
         let tick = s.first_run_at(start, second);
         assert_eq!(tick, start + second + splay(Uuid::nil(), second));
-        for n in 0..3 {
+        for (n, waited) in [(0, 400), (1, 50), (2, 50)] {
             let tick = tick + second * n;
             tokio::time::sleep_until(tick).await;
-            s.ran_since(second, tick).await;
+            s.ran_since(second, tick, patience).await;
             assert_eq!(
                 tokio::time::Instant::now() - tick,
-                Duration::from_millis(50),
-                "tick {n}: as this tick's run finished"
+                Duration::from_millis(waited),
+                "tick {n}: as this tick's runs finished (the slow check's too until it was slow)"
             );
             // A run of this tick satisfies it at once from now on.
-            s.ran_since(second, tick).await;
+            s.ran_since(second, tick, patience).await;
             assert_eq!(
                 tokio::time::Instant::now() - tick,
-                Duration::from_millis(50)
+                Duration::from_millis(waited)
             );
         }
         // No check runs every 30 s: nothing to wait for.
         let before = tokio::time::Instant::now();
-        s.ran_since(Duration::from_secs(30), before + Duration::from_secs(30))
-            .await;
+        s.ran_since(
+            Duration::from_secs(30),
+            before + Duration::from_secs(30),
+            patience,
+        )
+        .await;
         assert_eq!(tokio::time::Instant::now(), before);
+        cancel.cancel();
+        while set.join_next().await.is_some() {}
+    }
+
+    /// A run that outlasts its interval is followed at once by the run of the latest tick it
+    /// missed; then the check is back on its interval's phase (its clock kept it).
+    #[tokio::test(start_paused = true)]
+    async fn a_run_longer_than_its_interval_is_followed_by_one_at_once_then_the_phase() {
+        let second = Duration::from_secs(1);
+        let starts = Arc::new(Mutex::new(Vec::new()));
+        let s = Arc::new(Scheduler::new(
+            vec![configured(
+                Behaviour::SlowOnce(Arc::clone(&starts), Duration::from_millis(1500)),
+                Duration::from_secs(5),
+            )],
+            ctx(),
+        ));
+        let start = tokio::time::Instant::now();
+        let cancel = CancellationToken::new();
+        let mut set = s.spawn(start, cancel.clone());
+        let tick = s.first_run_at(start, second);
+        tokio::time::sleep_until(tick + Duration::from_millis(3500)).await;
+        let ms: Vec<u128> = (starts.lock().unwrap().iter())
+            .map(|t| (*t - tick).as_millis())
+            .collect();
+        assert_eq!(ms, [0, 1500, 2000, 3000]);
         cancel.cancel();
         while set.join_next().await.is_some() {}
     }

@@ -4,9 +4,7 @@
 //!
 //! The parsers take the file's text so tests can feed them fixtures.
 
-use std::fs::File;
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::path::Path;
 
 /// Memory figures from `/proc/meminfo`, in bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,57 +142,7 @@ fn read_bytes(path: &Path) -> Result<Vec<u8>, String> {
     Ok(bytes)
 }
 
-/// A kernel file opened once and read again from its start at every run: `pread` from offset
-/// 0 until it returns 0, two system calls where opening the file each time takes four (`openat`,
-/// the dearest of them with its path lookup, two `read`s and `close`). The kernel regenerates a
-/// `/proc` or `/sys` file on a read from offset 0, so each read is as fresh as a new open's.
-/// A read that fails closes the file, and the next read opens it again (a file that was
-/// missing may have appeared).
-#[derive(Debug)]
-pub struct Kept {
-    path: PathBuf,
-    file: Mutex<Option<File>>,
-}
-
-impl Kept {
-    /// Opens nothing yet: the first read does.
-    pub fn new(path: impl Into<PathBuf>) -> Kept {
-        Kept {
-            path: path.into(),
-            file: Mutex::new(None),
-        }
-    }
-
-    /// The file's text, as [`read`] gives it.
-    pub fn read(&self) -> Result<String, String> {
-        String::from_utf8(self.read_bytes()?).map_err(|_| {
-            format!(
-                "cannot read {}: stream did not contain valid UTF-8",
-                self.path.display()
-            )
-        })
-    }
-
-    /// The file's text, as [`read_lossy`] gives it.
-    pub fn read_lossy(&self) -> Result<String, String> {
-        Ok(match String::from_utf8(self.read_bytes()?) {
-            Ok(s) => s,
-            Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
-        })
-    }
-
-    fn read_bytes(&self) -> Result<Vec<u8>, String> {
-        let mut kept = self.file.lock().unwrap_or_else(|p| p.into_inner());
-        let read = match &*kept {
-            Some(file) => read_from_start(file),
-            None => File::open(&self.path).and_then(|file| read_from_start(kept.insert(file))),
-        };
-        read.map_err(|e| {
-            *kept = None;
-            format!("cannot read {}: {e}", self.path.display())
-        })
-    }
-}
+pub use vaultmesh_agent_core::procfile::Kept;
 
 /// `/proc/self/mounts`, kept open and read again only when the kernel says the mount table
 /// changed: any mount or unmount in this mount namespace since the last look marks the open
@@ -204,16 +152,16 @@ impl Kept {
 #[cfg(feature = "disk")]
 #[derive(Debug)]
 pub struct MountTable<T> {
-    path: PathBuf,
-    kept: Mutex<Option<(File, T)>>,
+    path: std::path::PathBuf,
+    kept: std::sync::Mutex<Option<(std::fs::File, T)>>,
 }
 
 #[cfg(feature = "disk")]
 impl<T: Clone> MountTable<T> {
-    pub fn new(path: impl Into<PathBuf>) -> Self {
+    pub fn new(path: impl Into<std::path::PathBuf>) -> Self {
         MountTable {
             path: path.into(),
-            kept: Mutex::new(None),
+            kept: std::sync::Mutex::new(None),
         }
     }
 
@@ -234,10 +182,10 @@ impl<T: Clone> MountTable<T> {
         }
         let file = match kept.take() {
             Some((file, _)) => file,
-            None => File::open(&self.path)
+            None => std::fs::File::open(&self.path)
                 .map_err(|e| format!("cannot read {}: {e}", self.path.display()))?,
         };
-        let bytes = read_from_start(&file)
+        let bytes = vaultmesh_agent_core::procfile::read_from_start(&file)
             .map_err(|e| format!("cannot read {}: {e}", self.path.display()))?;
         let text = String::from_utf8(bytes).map_err(|_| {
             format!(
@@ -249,27 +197,6 @@ impl<T: Clone> MountTable<T> {
         *kept = Some((file, derived.clone()));
         Ok(derived)
     }
-}
-
-/// The whole file, read with `pread` from offset 0 until it returns 0.
-fn read_from_start(file: &File) -> std::io::Result<Vec<u8>> {
-    use std::os::unix::fs::FileExt;
-    // Larger than most of the files read (a few KiB); doubled when one is longer.
-    let mut bytes = vec![0; 8 * 1024];
-    let mut len = 0;
-    loop {
-        if len == bytes.len() {
-            bytes.resize(len * 2, 0);
-        }
-        match file.read_at(&mut bytes[len..], len as u64) {
-            Ok(0) => break,
-            Ok(n) => len += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    bytes.truncate(len);
-    Ok(bytes)
 }
 
 /// A file seen only through [`std::io::Read::read`] (see [`read_bytes`]).
@@ -317,34 +244,6 @@ mod tests {
         assert!(mounts.ends_with('\n'), "{mounts:?}");
     }
 
-    /// A kept file reads whole (longer than its first buffer too), fresh at every read,
-    /// and names the file when it cannot; once it can be read again, it is.
-    #[test]
-    fn a_kept_file_is_read_whole_and_fresh_each_time() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("counters");
-        let kept = Kept::new(&path);
-        assert!(
-            kept.read()
-                .unwrap_err()
-                .starts_with(&format!("cannot read {}: ", path.display()))
-        );
-        let long: String = (0..5000).map(|i| format!("line {i}\n")).collect();
-        std::fs::write(&path, &long).unwrap();
-        assert_eq!(kept.read().unwrap(), long);
-        std::fs::write(&path, "short\n").unwrap();
-        assert_eq!(kept.read().unwrap(), "short\n");
-        std::fs::write(&path, b"eth0\xff\n").unwrap();
-        assert_eq!(kept.read_lossy().unwrap(), "eth0\u{fffd}\n");
-        assert!(kept.read().unwrap_err().contains("valid UTF-8"));
-        // A kernel file: regenerated at each read from its start.
-        let uptime = Kept::new("/proc/uptime");
-        let seconds = |text: String| text.split(' ').next().unwrap().parse::<f64>().unwrap();
-        let before = seconds(uptime.read().unwrap());
-        std::thread::sleep(std::time::Duration::from_millis(30));
-        assert!(seconds(uptime.read().unwrap()) > before, "the uptime moved");
-    }
-
     /// The mount table is read again after a mount or an unmount, and only then. Runs in a
     /// mount namespace of its own (the test binary again, under `unshare`), so the machine's
     /// table is untouched and no root is needed.
@@ -366,11 +265,12 @@ mod tests {
                 .args(["--exact", NAME, "--nocapture", "--test-threads", "1"])
                 .env("VAULTMESH_MOUNT_TABLE_CHILD", "1")
                 .output()
-                .unwrap();
+                .expect("this test runs itself under unshare (util-linux)");
             let stdout = String::from_utf8_lossy(&out.stdout);
             assert!(
                 out.status.success() && stdout.contains("1 passed"),
-                "{stdout}\n{}",
+                "the test in a mount namespace of its own (it needs user and mount namespaces, \
+                 `unshare --user --map-root-user --mount`, and `mount`):\n{stdout}\n{}",
                 String::from_utf8_lossy(&out.stderr)
             );
             return;
