@@ -213,8 +213,9 @@ pub struct CheckRun {
 /// A check. Built once from its TOML table by the constructor in its
 /// [`crate::CheckRegistration`], then run by the scheduler on its interval.
 ///
-/// `run` must not block the async executor: wrap blocking system calls in
-/// `tokio::task::spawn_blocking`. It may take as long as it needs; the scheduler enforces the
+/// `run` must not block the async executor: a system call that can wait on a disk, a network
+/// or another process goes in `tokio::task::spawn_blocking` (reading a `/proc` or `/sys` file,
+/// or `statvfs` of a local disk's filesystem, answers from kernel memory and need not). It may take as long as it needs; the scheduler enforces the
 /// configured timeout and turns a panic into `unknown`. What it measured for the heartbeat's
 /// typed fields it returns in [`CheckOutcome::contributing`]; a run that timed out or panicked
 /// contributes nothing.

@@ -23,6 +23,8 @@ pub struct HeartbeatBuilder {
     vaultmesh_root: String,
     labels: vaultmesh_proto::labels::Labels,
     seq: AtomicU64,
+    /// `/proc/uptime`, kept open.
+    uptime: crate::procfile::Kept,
 }
 
 impl HeartbeatBuilder {
@@ -42,6 +44,7 @@ impl HeartbeatBuilder {
             vaultmesh_root,
             labels: Default::default(),
             seq: AtomicU64::new(start),
+            uptime: crate::procfile::Kept::new("/proc/uptime"),
         }
     }
 
@@ -67,7 +70,7 @@ impl HeartbeatBuilder {
             timestamp: Utc::now(),
             agent_version: Some(crate::AGENT_VERSION.to_string()),
             seq: Some(self.seq.fetch_add(1, Ordering::Relaxed).to_string()),
-            uptime_s: crate::host::uptime_s(),
+            uptime_s: crate::host::uptime_s(&self.uptime),
             metrics: None,
             checks: Vec::with_capacity(runs.len()),
             last_scan: None,

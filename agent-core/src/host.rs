@@ -9,10 +9,10 @@ pub fn hostname() -> Option<String> {
         .or_else(|| read_trimmed(Path::new("/etc/hostname")))
 }
 
-/// Seconds since boot.
-pub fn uptime_s() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/uptime").ok()?;
-    parse_uptime(&text)
+/// Seconds since boot, from `/proc/uptime` (kept open: the heartbeat reads it every time).
+/// The file, not `CLOCK_BOOTTIME`: in a container under lxcfs the file is the container's.
+pub fn uptime_s(uptime: &crate::procfile::Kept) -> Option<u64> {
+    parse_uptime(&uptime.read().ok()?)
 }
 
 fn parse_uptime(text: &str) -> Option<u64> {
@@ -70,6 +70,8 @@ mod tests {
         assert_eq!(parse_uptime("12345.67 2345.12\n"), Some(12345));
         assert_eq!(parse_uptime(""), None);
         assert_eq!(parse_uptime("nan 1"), None);
+        let kept = crate::procfile::Kept::new("/proc/uptime");
+        assert!(uptime_s(&kept).is_some_and(|s| s > 0));
     }
 
     #[test]

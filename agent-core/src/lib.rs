@@ -28,6 +28,7 @@ pub mod heartbeat;
 pub mod host;
 pub mod http1;
 pub mod identity;
+pub mod procfile;
 pub mod registry;
 pub mod runtime;
 pub mod scans;

@@ -26,6 +26,10 @@ use crate::scheduler::Scheduler;
 /// Longest the agent waits for its first round of checks before it starts heartbeating.
 const PRIME_LIMIT: Duration = Duration::from_secs(10);
 
+/// Longest a heartbeat waits for the checks that tick with it to finish (and at most a
+/// quarter of its interval): a check stuck until its timeout sends its previous run instead.
+const SETTLE_MAX: Duration = Duration::from_secs(2);
+
 /// Attempts `run --once` makes before giving up.
 const ONCE_ATTEMPTS: u32 = 3;
 
@@ -270,7 +274,8 @@ impl Agent {
         // Prime every check so the first heartbeat is complete (a slow one, like a scan, finishes
         // in the background), then hand them to their loops.
         self.scheduler.prime(PRIME_LIMIT).await;
-        let mut loops = self.scheduler.spawn(cancel.clone());
+        let start = tokio::time::Instant::now();
+        let mut loops = self.scheduler.spawn(start, cancel.clone());
         loops.spawn(command_loop(
             self.client.clone(),
             Arc::clone(&self.runner),
@@ -280,19 +285,32 @@ impl Agent {
         // Ready once the checks run: a Command Center that is down must not hold up startup.
         on_ready();
 
-        let mut ticker = tokio::time::interval(self.config.interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut backoff = Backoff::new(
-            Duration::from_secs(1),
-            self.config.interval.max(Duration::from_secs(2)),
-        );
+        // The first heartbeat goes at once (every check has just run); the next ones tick with
+        // the checks that share the heartbeat's interval, in their wake-up, and go as soon as
+        // those checks finish (at most SETTLE_MAX later): one wake-up a cycle, not two, and a
+        // heartbeat that carries this tick's runs rather than runs up to an interval old.
+        let interval = self.config.interval;
+        let settle = (interval / 4).min(SETTLE_MAX);
+        let mut ticker =
+            tokio::time::interval_at(self.scheduler.first_run_at(start, interval), interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut backoff =
+            Backoff::new(Duration::from_secs(1), interval.max(Duration::from_secs(2)));
+        let mut first = true;
         loop {
-            tokio::select! {
-                _ = cancel.cancelled() => break,
-                _ = ticker.tick() => {}
+            if !std::mem::take(&mut first) {
+                let tick = tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    tick = ticker.tick() => tick,
+                };
+                let settled = self.scheduler.ran_since(interval, tick, settle);
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    _ = tokio::time::timeout_at(tick + settle, settled) => {}
+                }
             }
             let hb = self.build_heartbeat();
-            let deadline = tokio::time::Instant::now() + self.config.interval;
+            let deadline = tokio::time::Instant::now() + interval;
             self.send_until(&hb, deadline, &mut backoff, &cancel).await;
             // After the heartbeat, which enrolls the node if it must.
             self.flush_scan().await;

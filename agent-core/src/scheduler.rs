@@ -122,6 +122,17 @@ pub struct Scheduler {
     /// Each check's latest run, result and contribution together: a run replaces both, so an
     /// `unknown` run leaves no measurement of an earlier one behind.
     latest: RwLock<BTreeMap<&'static str, CheckRun>>,
+    /// Each check's latest finished scheduled run (in the order of `checks`), and a signal
+    /// each time one finishes: what [`Self::ran_since`] waits on.
+    finished: tokio::sync::watch::Sender<Vec<Finished>>,
+}
+
+/// A check's latest finished scheduled run: its tick (`None` before the first) and how long
+/// it took.
+#[derive(Debug, Clone, Copy, Default)]
+struct Finished {
+    tick: Option<tokio::time::Instant>,
+    took: Duration,
 }
 
 impl Scheduler {
@@ -136,11 +147,13 @@ impl Scheduler {
                 ..ctx.clone()
             })
             .collect();
+        let finished = tokio::sync::watch::Sender::new(vec![Finished::default(); checks.len()]);
         Scheduler {
             checks,
             ctx,
             ctxs,
             latest: RwLock::new(BTreeMap::new()),
+            finished,
         }
     }
 
@@ -198,38 +211,58 @@ impl Scheduler {
             .collect()
     }
 
-    /// Starts one loop per check, once [`Self::prime`] has run every check; each first waits
-    /// an interval and its splay, then runs every interval until `cancel` fires.
-    pub fn spawn(self: &Arc<Self>, cancel: CancellationToken) -> tokio::task::JoinSet<()> {
+    /// When the scheduled runs every `interval` begin, for loops started at `start` (just
+    /// after [`Self::prime`] ran every check): at this node's splay of the interval, or an
+    /// interval later when the splay is under [`FIRST_RUN_MIN_GAP`] (never within a rate
+    /// check's window of prime's read: a run that soon after the read before it waited out
+    /// its window every time, a wake-up of its own each run, apart from the checks it shares
+    /// an interval with; waiting a whole interval always would put a long check's second run,
+    /// the scan's every 6 h, up to two intervals after the start). The heartbeat ticks at the
+    /// same instants, so it goes in the same wake-up as the checks that share its interval.
+    pub fn first_run_at(
+        &self,
+        start: tokio::time::Instant,
+        interval: Duration,
+    ) -> tokio::time::Instant {
+        let first = splay(self.ctx.node_id, interval);
+        if first < FIRST_RUN_MIN_GAP {
+            start + first + interval
+        } else {
+            start + first
+        }
+    }
+
+    /// Starts one loop per check, once [`Self::prime`] has run every check (at `start`), and
+    /// one clock per interval: each clock ticks at [`Self::first_run_at`] and then every
+    /// interval, and wakes every loop of its interval, which runs its check, until `cancel`
+    /// fires. One timer per interval, not one per check: re-arming a timer for the next tick
+    /// wakes the runtime's driver (an `eventfd` write), once a tick for all the checks.
+    pub fn spawn(
+        self: &Arc<Self>,
+        start: tokio::time::Instant,
+        cancel: CancellationToken,
+    ) -> tokio::task::JoinSet<()> {
+        type Clock = tokio::sync::watch::Sender<Option<tokio::time::Instant>>;
         let mut set = tokio::task::JoinSet::new();
+        let mut clocks: BTreeMap<Duration, Clock> = BTreeMap::new();
         for (index, check) in self.checks.iter().enumerate() {
             let this = Arc::clone(self);
             let cancel = cancel.clone();
-            let first = splay(self.ctx.node_id, check.settings.interval);
-            let interval = check.settings.interval;
+            let mut ticks = (clocks.entry(check.settings.interval))
+                .or_insert_with(|| Clock::new(None))
+                .subscribe();
             set.spawn(async move {
-                // `prime` has just run every check: the first scheduled run comes at the splay,
-                // but never within a rate check's window of prime's read (then an interval
-                // later). A run that soon after the read before it waited out its window every
-                // time, a wake-up of its own each run, apart from the checks it shares an
-                // interval with; waiting a whole interval always would put a long check's second
-                // run (the scan's, every 6 h) up to two intervals after the start.
-                let first = if first < FIRST_RUN_MIN_GAP {
-                    first + interval
-                } else {
-                    first
-                };
-                let start = tokio::time::Instant::now() + first;
-                let mut ticker = tokio::time::interval_at(start, interval);
-                ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 let mut cost = RunCost::default();
                 loop {
                     tokio::select! {
                         _ = cancel.cancelled() => return,
-                        _ = ticker.tick() => {}
+                        changed = ticks.changed() => if changed.is_err() { return },
                     }
+                    let Some(tick) = *ticks.borrow_and_update() else {
+                        continue;
+                    };
                     let check = &this.checks[index];
-                    let began = Instant::now();
+                    let began = tokio::time::Instant::now();
                     let run = tokio::select! {
                         _ = cancel.cancelled() => return,
                         r = run_isolated(check, &this.ctxs[index]) => r,
@@ -238,10 +271,55 @@ impl Scheduler {
                     tracing::debug!(check = check.name(), status = %run.result.status, duration_us = took.as_micros() as u64, "Check ran.");
                     cost.add(check.name(), took);
                     this.record(run);
+                    let done = Finished { tick: Some(tick), took };
+                    this.finished.send_modify(|f| f[index] = done);
+                }
+            });
+        }
+        for (interval, clock) in clocks {
+            let cancel = cancel.clone();
+            let mut ticker = tokio::time::interval_at(self.first_run_at(start, interval), interval);
+            // A tick missed (the runtime held up longer than an interval) is skipped: the
+            // clock keeps its phase, which the heartbeat's shares.
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            set.spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        // Every loop of this interval has ended.
+                        _ = clock.closed() => return,
+                        tick = ticker.tick() => clock.send_replace(Some(tick)),
+                    };
                 }
             });
         }
         set
+    }
+
+    /// Waits until every check run every `interval` has finished a scheduled run of `tick` or
+    /// a later one (at once when no check has that interval). The heartbeat waits on this, at
+    /// most `patience`, so that it carries the runs of its own wake-up, not those an interval
+    /// old. A check whose latest scheduled run took longer than `patience` (one stuck until its
+    /// timeout) is not waited for: the heartbeat would wait out its patience every time for
+    /// nothing; it is waited for again once one of its runs is quick.
+    pub async fn ran_since(
+        &self,
+        interval: Duration,
+        tick: tokio::time::Instant,
+        patience: Duration,
+    ) {
+        let due: Vec<usize> = {
+            let finished = self.finished.borrow();
+            (self.checks.iter().enumerate())
+                .filter(|(i, c)| c.settings.interval == interval && finished[*i].took <= patience)
+                .map(|(i, _)| i)
+                .collect()
+        };
+        let mut finished = self.finished.subscribe();
+        // The sender lives as long as `self`: `wait_for` cannot fail while we borrow it.
+        let _ = finished
+            .wait_for(|f| due.iter().all(|&i| f[i].tick.is_some_and(|t| t >= tick)))
+            .await;
     }
 }
 
@@ -289,6 +367,7 @@ impl RunCost {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Mutex;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use crate::check::Check;
@@ -305,6 +384,10 @@ mod tests {
         PanicsAfterWaiting,
         /// Counts its runs.
         Counts(Arc<AtomicUsize>),
+        /// Takes this long, then is fine.
+        Takes(Duration),
+        /// Notes when each run starts; the first takes this long, the others nothing.
+        SlowOnce(Arc<Mutex<Vec<tokio::time::Instant>>>, Duration),
         Hangs,
         /// Measures ([`measured`]) on even runs; hangs on run 1, panics on run 3.
         MeasuresThenFails(AtomicUsize),
@@ -356,6 +439,21 @@ mod tests {
                     tokio::time::sleep(Duration::from_millis(10)).await;
                     panic!("boom after waiting")
                 }
+                Behaviour::SlowOnce(starts, took) => {
+                    let first = {
+                        let mut starts = starts.lock().unwrap();
+                        starts.push(tokio::time::Instant::now());
+                        starts.len() == 1
+                    };
+                    if first {
+                        tokio::time::sleep(*took).await;
+                    }
+                    CheckOutcome::new(CheckStatus::Ok, "slow once")
+                }
+                Behaviour::Takes(took) => {
+                    tokio::time::sleep(*took).await;
+                    CheckOutcome::new(CheckStatus::Ok, "took its time")
+                }
                 Behaviour::Counts(runs) => {
                     runs.fetch_add(1, Ordering::Relaxed);
                     CheckOutcome::new(CheckStatus::Ok, "counted")
@@ -384,6 +482,16 @@ mod tests {
         default_timeout: Duration::from_secs(1),
         example: "",
         build: |_| Ok(Box::new(Behaviour::Fine)),
+    };
+
+    static OTHER_REG: CheckRegistration = CheckRegistration {
+        name: "other",
+        ..TEST_REG
+    };
+
+    static SLOW_REG: CheckRegistration = CheckRegistration {
+        name: "slow",
+        ..TEST_REG
     };
 
     fn configured(b: Behaviour, timeout: Duration) -> ConfiguredCheck {
@@ -477,7 +585,7 @@ mod tests {
         ));
         let first = Duration::from_secs(1) + splay(Uuid::nil(), Duration::from_secs(1));
         let cancel = CancellationToken::new();
-        let mut set = s.spawn(cancel.clone());
+        let mut set = s.spawn(tokio::time::Instant::now(), cancel.clone());
         tokio::time::sleep(first - Duration::from_millis(1)).await;
         assert_eq!(
             runs.load(Ordering::Relaxed),
@@ -508,7 +616,7 @@ mod tests {
         assert!(first >= FIRST_RUN_MIN_GAP, "this node's splay: {first:?}");
         let s = Arc::new(Scheduler::new(vec![check], ctx()));
         let cancel = CancellationToken::new();
-        let mut set = s.spawn(cancel.clone());
+        let mut set = s.spawn(tokio::time::Instant::now(), cancel.clone());
         tokio::time::sleep(first - Duration::from_millis(1)).await;
         assert_eq!(runs.load(Ordering::Relaxed), 0, "nothing before the splay");
         tokio::time::sleep(Duration::from_millis(2)).await;
@@ -519,6 +627,87 @@ mod tests {
         );
         tokio::time::sleep(interval).await;
         assert_eq!(runs.load(Ordering::Relaxed), 2, "then one per interval");
+        cancel.cancel();
+        while set.join_next().await.is_some() {}
+    }
+
+    /// The heartbeat ticks at `first_run_at` of its interval and waits on `ran_since`: it goes
+    /// once this tick's runs of the checks sharing its interval are done, waits for no check
+    /// of another interval (here one that hangs), and stops waiting for one whose last run
+    /// took longer than its patience.
+    #[tokio::test(start_paused = true)]
+    async fn ran_since_waits_for_this_ticks_runs_of_the_checks_sharing_the_interval() {
+        let second = Duration::from_secs(1);
+        let patience = Duration::from_millis(250);
+        let mut hangs = configured(Behaviour::Hangs, Duration::from_secs(3600));
+        hangs.registration = &OTHER_REG;
+        hangs.settings.interval = Duration::from_secs(7);
+        let mut slow = configured(Behaviour::Takes(Duration::from_millis(400)), second);
+        slow.registration = &SLOW_REG;
+        let s = Arc::new(Scheduler::new(
+            vec![
+                configured(Behaviour::Takes(Duration::from_millis(50)), second),
+                slow,
+                hangs,
+            ],
+            ctx(),
+        ));
+        let start = tokio::time::Instant::now();
+        let cancel = CancellationToken::new();
+        let mut set = s.spawn(start, cancel.clone());
+        let tick = s.first_run_at(start, second);
+        assert_eq!(tick, start + second + splay(Uuid::nil(), second));
+        for (n, waited) in [(0, 400), (1, 50), (2, 50)] {
+            let tick = tick + second * n;
+            tokio::time::sleep_until(tick).await;
+            s.ran_since(second, tick, patience).await;
+            assert_eq!(
+                tokio::time::Instant::now() - tick,
+                Duration::from_millis(waited),
+                "tick {n}: as this tick's runs finished (the slow check's too until it was slow)"
+            );
+            // A run of this tick satisfies it at once from now on.
+            s.ran_since(second, tick, patience).await;
+            assert_eq!(
+                tokio::time::Instant::now() - tick,
+                Duration::from_millis(waited)
+            );
+        }
+        // No check runs every 30 s: nothing to wait for.
+        let before = tokio::time::Instant::now();
+        s.ran_since(
+            Duration::from_secs(30),
+            before + Duration::from_secs(30),
+            patience,
+        )
+        .await;
+        assert_eq!(tokio::time::Instant::now(), before);
+        cancel.cancel();
+        while set.join_next().await.is_some() {}
+    }
+
+    /// A run that outlasts its interval is followed at once by the run of the latest tick it
+    /// missed; then the check is back on its interval's phase (its clock kept it).
+    #[tokio::test(start_paused = true)]
+    async fn a_run_longer_than_its_interval_is_followed_by_one_at_once_then_the_phase() {
+        let second = Duration::from_secs(1);
+        let starts = Arc::new(Mutex::new(Vec::new()));
+        let s = Arc::new(Scheduler::new(
+            vec![configured(
+                Behaviour::SlowOnce(Arc::clone(&starts), Duration::from_millis(1500)),
+                Duration::from_secs(5),
+            )],
+            ctx(),
+        ));
+        let start = tokio::time::Instant::now();
+        let cancel = CancellationToken::new();
+        let mut set = s.spawn(start, cancel.clone());
+        let tick = s.first_run_at(start, second);
+        tokio::time::sleep_until(tick + Duration::from_millis(3500)).await;
+        let ms: Vec<u128> = (starts.lock().unwrap().iter())
+            .map(|t| (*t - tick).as_millis())
+            .collect();
+        assert_eq!(ms, [0, 1500, 2000, 3000]);
         cancel.cancel();
         while set.join_next().await.is_some() {}
     }
@@ -542,7 +731,7 @@ mod tests {
             ctx(),
         ));
         let cancel = CancellationToken::new();
-        let mut set = s.spawn(cancel.clone());
+        let mut set = s.spawn(tokio::time::Instant::now(), cancel.clone());
         tokio::time::sleep(Duration::from_secs(5)).await;
         let latest = s.latest();
         assert_eq!(latest.len(), 1);

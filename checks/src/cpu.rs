@@ -13,7 +13,7 @@
 //! can dip) counts as zero; if the whole sum went down (a restored VM snapshot), the run is
 //! `unknown` and the new read is the baseline for the next.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -149,8 +149,8 @@ struct Cpu {
     busy: Thresholds,
     iowait: Option<Thresholds>,
     steal: Option<Thresholds>,
-    /// `/` but in tests.
-    root: PathBuf,
+    /// `/proc/stat` (under a fixture root in tests).
+    stat: procfs::Kept,
     prev: Previous<CpuTimes>,
 }
 
@@ -170,13 +170,13 @@ impl Cpu {
             ("steal_warn_pct", "steal_crit_pct"),
             100.0,
         )?;
-        let root = root.to_path_buf();
-        let first = read(&root).ok();
+        let stat = procfs::Kept::new(root.join("proc/stat"));
+        let first = read(&stat).ok();
         Ok(Cpu {
             busy,
             iowait,
             steal,
-            root,
+            stat,
             prev: Previous::new(first),
         })
     }
@@ -217,8 +217,8 @@ impl Cpu {
     }
 }
 
-fn read(root: &Path) -> Result<CpuTimes, String> {
-    parse_stat(&procfs::read(&root.join("proc/stat"))?)
+fn read(stat: &procfs::Kept) -> Result<CpuTimes, String> {
+    parse_stat(&stat.read()?)
 }
 
 #[async_trait]
@@ -227,7 +227,7 @@ impl Check for Cpu {
         // One read of a procfs file: it never blocks on storage, so no blocking thread.
         match self
             .prev
-            .next(|| read(&self.root), |a, b, _| usage(a, b))
+            .next(|| read(&self.stat), |a, b, _| usage(a, b))
             .await
         {
             Ok(Ok(u)) => self.evaluate(u),
@@ -417,10 +417,21 @@ mod tests {
         let out = c.run(&ctx).await;
         assert_eq!(out.status, CheckStatus::Unknown);
         assert!(out.contribution.is_empty());
-        std::fs::remove_file(&stat).unwrap();
-        let out = c.run(&ctx).await;
+        // A root with no /proc/stat: unknown, naming the file.
+        let empty = tempfile::tempdir().unwrap();
+        let out = Cpu::new(CpuConfig::default(), empty.path())
+            .unwrap()
+            .run(&ctx)
+            .await;
         assert_eq!(out.status, CheckStatus::Unknown);
-        assert!(out.summary.contains("cannot read"), "{}", out.summary);
+        assert!(
+            out.summary.starts_with(&format!(
+                "cannot read {}: ",
+                empty.path().join("proc/stat").display()
+            )),
+            "{}",
+            out.summary
+        );
     }
 
     #[tokio::test]

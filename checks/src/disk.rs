@@ -49,6 +49,37 @@ const PSEUDO_FS: &[&str] = &[
     "overlay-internal",
 ];
 
+/// Filesystem types on local block devices, whose `statfs` answers from counters in memory
+/// and never waits on a network or a user-space server. Not ZFS: a suspended pool can hold it.
+const LOCAL_FS: &[&str] = &[
+    "bcachefs", "btrfs", "exfat", "ext2", "ext3", "ext4", "f2fs", "hfsplus", "jfs", "msdos",
+    "nilfs2", "ntfs", "ntfs3", "reiserfs", "vfat", "xfs",
+];
+
+/// Filesystems in memory, safe to walk through on the way to a mount point.
+const IN_MEMORY_FS: &[&str] = &["devtmpfs", "ramfs", "tmpfs"];
+
+/// A mounted filesystem the check measures.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Selected {
+    mount: String,
+    fs: String,
+    /// Measured on the agent's own thread: a local disk's filesystem, reached through local
+    /// or in-memory ones only (`/` and every other mount point on the way). Any other (NFS,
+    /// CIFS, Ceph, 9p, FUSE, overlay, ZFS …, or a local disk under a network mount) is measured
+    /// on a blocking thread, where a dead server hangs only that thread.
+    inline: bool,
+}
+
+/// Whether `mount` is `ancestor` or under it, by path components.
+fn is_under(mount: &str, ancestor: &str) -> bool {
+    ancestor == "/"
+        || mount == ancestor
+        || mount
+            .strip_prefix(ancestor)
+            .is_some_and(|rest| rest.starts_with('/'))
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct DiskConfig {
@@ -87,6 +118,8 @@ struct Disk {
     ignore_fs: BTreeSet<String>,
     ignore_mounts: BTreeSet<String>,
     only: Vec<String>,
+    /// `/proc/self/mounts`, and the filesystems selected from it.
+    mounts: crate::procfs::MountTable<Vec<Selected>>,
 }
 
 impl Disk {
@@ -103,21 +136,40 @@ impl Disk {
             ignore_fs,
             ignore_mounts: c.ignore_mounts.into_iter().collect(),
             only: c.mounts,
+            mounts: crate::procfs::MountTable::new("/proc/self/mounts"),
         })
     }
 
-    /// Which of the mounted filesystems to look at, deduplicated by mount point.
-    fn select(&self, mounted: Vec<(String, String)>) -> Vec<(String, String)> {
+    /// Which of the mounted filesystems to look at, one per mount point: the one mounted last
+    /// there, which is the one a path reaches (`statvfs` measures it, and `df` shows it).
+    fn select(&self, mounted: Vec<(String, String)>) -> Vec<Selected> {
         let mut seen = BTreeSet::new();
-        mounted
+        let mut visible: Vec<(String, String)> = mounted
             .into_iter()
+            .rev()
+            .filter(|(mount, _)| seen.insert(mount.clone()))
+            .collect();
+        visible.reverse();
+        let reached_safely = |mount: &str| {
+            visible.iter().all(|(other, fs)| {
+                other == mount
+                    || !is_under(mount, other)
+                    || LOCAL_FS.contains(&fs.as_str())
+                    || IN_MEMORY_FS.contains(&fs.as_str())
+            })
+        };
+        (visible.iter())
             .filter(|(mount, fs)| {
                 if !self.only.is_empty() {
                     return self.only.contains(mount);
                 }
                 !self.ignore_fs.contains(fs) && !self.ignore_mounts.contains(mount)
             })
-            .filter(|(mount, _)| seen.insert(mount.clone()))
+            .map(|(mount, fs)| Selected {
+                mount: mount.clone(),
+                fs: fs.clone(),
+                inline: LOCAL_FS.contains(&fs.as_str()) && reached_safely(mount),
+            })
             .collect()
     }
 
@@ -274,41 +326,41 @@ fn measure(mount: &str, fs: &str) -> Option<(DiskUsage, u64)> {
     Some((usage, dev))
 }
 
-fn mounted() -> Result<Vec<(String, String)>, String> {
-    Ok(crate::procfs::parse_mounts(&crate::procfs::read(
-        std::path::Path::new("/proc/self/mounts"),
-    )?))
-}
-
 #[async_trait]
 impl Check for Disk {
     async fn run(&self, _ctx: &CheckContext) -> CheckOutcome {
-        // Reading the mount table never touches the mounts themselves; statvfs below can
-        // hang on a dead network mount, so only that runs on a blocking thread.
-        let mounts = match mounted() {
-            Ok(m) => m,
+        // Reading the mount table never touches the mounts themselves.
+        let selected = match self.mounts.get(|table| self.select(table)) {
+            Ok(selected) => selected,
             Err(e) => return CheckOutcome::unknown(e),
         };
-        let selected = self.select(mounts);
         let missing: Vec<String> = self
             .only
             .iter()
-            .filter(|m| !selected.iter().any(|(s, _)| s == *m))
+            .filter(|m| !selected.iter().any(|s| s.mount == **m))
             .cloned()
             .collect();
-        let measured = tokio::task::spawn_blocking(move || {
-            dedup_by_device(
-                selected
+        // A local disk's filesystem answers `statvfs` from memory: measured right here. Any
+        // other (a network or FUSE mount, which can hang) is measured on a blocking thread.
+        let (local, remote): (Vec<_>, Vec<_>) = selected.into_iter().partition(|s| s.inline);
+        let mut measured: Vec<(DiskUsage, u64)> = local
+            .iter()
+            .filter_map(|s| measure(&s.mount, &s.fs))
+            .collect();
+        if !remote.is_empty() {
+            let far = tokio::task::spawn_blocking(move || {
+                remote
                     .iter()
-                    .filter_map(|(m, fs)| measure(m, fs))
-                    .collect(),
-            )
-        })
-        .await;
-        match measured {
-            Ok(disks) => self.evaluate(disks, &missing),
-            Err(e) => CheckOutcome::unknown(format!("statvfs failed: {e}")),
+                    .filter_map(|s| measure(&s.mount, &s.fs))
+                    .collect::<Vec<_>>()
+            })
+            .await;
+            match far {
+                Ok(far) => measured.extend(far),
+                Err(e) => return CheckOutcome::unknown(format!("statvfs failed: {e}")),
+            }
         }
+        self.evaluate(dedup_by_device(measured), &missing)
     }
 }
 
@@ -416,7 +468,7 @@ mod tests {
                 .map(|(m, f)| (m.to_string(), f.to_string()))
                 .collect(),
         );
-        let names: Vec<_> = got.iter().map(|(m, _)| m.as_str()).collect();
+        let names: Vec<_> = got.iter().map(|s| s.mount.as_str()).collect();
         assert_eq!(names, ["/", "/srv"]);
     }
 
@@ -434,6 +486,94 @@ mod tests {
         assert_eq!(parse_table::<DiskConfig>(&t).unwrap_err().key, "warn");
         let t: toml::Table = toml::from_str("warn_pct = \"high\"").unwrap();
         assert_eq!(parse_table::<DiskConfig>(&t).unwrap_err().key, "warn_pct");
+    }
+
+    #[test]
+    fn only_local_disks_reached_through_local_mounts_are_measured_on_the_agents_own_thread() {
+        let d = Disk::new(DiskConfig::default()).unwrap();
+        let table = |rows: &[(&str, &str)]| {
+            d.select(
+                rows.iter()
+                    .map(|(m, f)| (m.to_string(), f.to_string()))
+                    .collect(),
+            )
+            .into_iter()
+            .map(|s| (s.mount, s.fs, s.inline))
+            .collect::<Vec<_>>()
+        };
+        let row = |m: &str, f: &str, inline: bool| (m.to_string(), f.to_string(), inline);
+        assert_eq!(
+            table(&[
+                ("/", "ext4"),
+                ("/run", "tmpfs"),
+                ("/run/media/usb", "vfat"),
+                ("/srv", "xfs"),
+                ("/home", "btrfs"),
+                ("/tank", "zfs"),
+            ]),
+            [
+                row("/", "ext4", true),
+                row("/run/media/usb", "vfat", true),
+                row("/srv", "xfs", true),
+                row("/home", "btrfs", true),
+                row("/tank", "zfs", false),
+            ]
+        );
+        // Network and user-space filesystems can hang statvfs: a blocking thread's.
+        for fs in [
+            "nfs",
+            "nfs4",
+            "cifs",
+            "smb3",
+            "ceph",
+            "glusterfs",
+            "9p",
+            "virtiofs",
+            "fuse",
+            "fuse.sshfs",
+            "fuseblk",
+            "overlay",
+            "afs",
+            "lustre",
+            "zfs",
+        ] {
+            assert_eq!(
+                table(&[("/", "ext4"), ("/m", fs)]),
+                [row("/", "ext4", true), row("/m", fs, false)],
+                "{fs}"
+            );
+        }
+        // A local disk under a network mount, and one hidden under a network mount on the same
+        // mount point (the path reaches the network one, mounted last: that is what is measured).
+        assert_eq!(
+            table(&[
+                ("/", "ext4"),
+                ("/net", "nfs4"),
+                ("/net/scratch", "ext4"),
+                ("/data", "ext4"),
+                ("/data", "nfs")
+            ]),
+            [
+                row("/", "ext4", true),
+                row("/net", "nfs4", false),
+                row("/net/scratch", "ext4", false),
+                row("/data", "nfs", false),
+            ]
+        );
+        // A network root: nothing under it is measured on the agent's thread.
+        assert_eq!(
+            table(&[("/", "nfs"), ("/boot", "ext4")]),
+            [row("/", "nfs", false), row("/boot", "ext4", false)]
+        );
+        // Path components, not string prefixes: /srv2 is not under /srv.
+        assert_eq!(
+            table(&[("/", "ext4"), ("/srv", "cifs"), ("/srv2", "xfs")]),
+            [
+                row("/", "ext4", true),
+                row("/srv", "cifs", false),
+                row("/srv2", "xfs", true)
+            ]
+        );
     }
 
     #[test]

@@ -158,6 +158,8 @@ struct DiskIoCheck {
     filter: NameFilter,
     /// `/` but in tests.
     root: PathBuf,
+    /// `/proc/diskstats` under `root`.
+    stats: crate::procfs::Kept,
     prev: Previous<BTreeMap<String, DevCounters>>,
     /// The whole disks in `/sys/block`, kept while the same devices are listed.
     disks: DeviceFacts<BTreeSet<String>>,
@@ -171,6 +173,7 @@ impl DiskIoCheck {
             busy,
             filter: NameFilter::new(&c.include, &c.exclude)?,
             root: root.to_path_buf(),
+            stats: crate::procfs::Kept::new(root.join("proc/diskstats")),
             prev: Previous::new(None),
             disks: DeviceFacts::default(),
         };
@@ -194,7 +197,7 @@ impl DiskIoCheck {
 
     /// The watched devices' counters, by the name shown.
     fn read(&self) -> Result<BTreeMap<String, DevCounters>, String> {
-        let text = crate::procfs::read_lossy(&self.root.join("proc/diskstats"))?;
+        let text = self.stats.read_lossy()?;
         let parsed = parse_diskstats(&text);
         // Only the default rule needs /sys/block.
         let disks = if self.filter.has_include() {

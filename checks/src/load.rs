@@ -1,6 +1,5 @@
 //! `load`: the 1/5/15-minute load averages, judged per CPU so one threshold fits every node.
 
-use std::path::Path;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -47,6 +46,25 @@ impl Default for LoadConfig {
 struct Load {
     thresholds: Thresholds,
     window: Window,
+    files: Files,
+}
+
+/// The two kernel files a run reads, kept open.
+#[derive(Debug)]
+struct Files {
+    loadavg: procfs::Kept,
+    /// The CPUs the kernel runs: the load average counts every one, not only those this
+    /// process may use.
+    online: procfs::Kept,
+}
+
+impl Files {
+    fn new() -> Files {
+        Files {
+            loadavg: procfs::Kept::new("/proc/loadavg"),
+            online: procfs::Kept::new("/sys/devices/system/cpu/online"),
+        }
+    }
 }
 
 /// The averages and the CPU count, as measured. They go to the heartbeat's `metrics.load` and
@@ -64,6 +82,7 @@ impl Load {
         Ok(Load {
             thresholds,
             window: c.window,
+            files: Files::new(),
         })
     }
 
@@ -104,11 +123,9 @@ impl Load {
     }
 }
 
-fn sample() -> Result<Sample, String> {
-    let load = procfs::parse_loadavg(&procfs::read(Path::new("/proc/loadavg"))?)?;
-    // The load average counts every CPU the kernel runs, not only those this process may use.
-    let online = Path::new("/sys/devices/system/cpu/online");
-    let cpu_count = match procfs::read(online).and_then(|t| procfs::parse_cpu_list(&t)) {
+fn sample(files: &Files) -> Result<Sample, String> {
+    let load = procfs::parse_loadavg(&files.loadavg.read()?)?;
+    let cpu_count = match (files.online.read()).and_then(|t| procfs::parse_cpu_list(&t)) {
         Ok(n) => n,
         Err(_) => std::thread::available_parallelism()
             .map_or(1, |n| u32::try_from(n.get()).unwrap_or(u32::MAX)),
@@ -120,7 +137,7 @@ fn sample() -> Result<Sample, String> {
 impl Check for Load {
     async fn run(&self, _ctx: &CheckContext) -> CheckOutcome {
         // Two reads of kernel files: they never block on storage, so no blocking thread.
-        match sample() {
+        match sample(&self.files) {
             Ok(s) => self.evaluate(s),
             Err(e) => CheckOutcome::unknown(e),
         }
@@ -205,7 +222,7 @@ mod tests {
 
     #[test]
     fn samples_this_machine() {
-        let s = sample().unwrap();
+        let s = sample(&Files::new()).unwrap();
         assert!(s.cpu_count >= 1);
     }
 }

@@ -3,7 +3,6 @@
 //! "Used" RAM is total minus *available* (what the kernel could hand out without swapping), not
 //! minus free, so page cache does not look like pressure.
 
-use std::path::Path;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -39,6 +38,7 @@ impl Default for MemoryConfig {
 struct Memory {
     ram: Thresholds,
     swap: Thresholds,
+    meminfo: procfs::Kept,
 }
 
 /// Raw byte counts, as measured. They go to the heartbeat's `metrics.mem_*` and
@@ -57,7 +57,11 @@ impl Memory {
         ram.validate("warn_pct", "crit_pct", 100.0)?;
         let swap = Thresholds::new(c.swap_warn_pct, c.swap_crit_pct);
         swap.validate("swap_warn_pct", "swap_crit_pct", 100.0)?;
-        Ok(Memory { ram, swap })
+        Ok(Memory {
+            ram,
+            swap,
+            meminfo: procfs::Kept::new("/proc/meminfo"),
+        })
     }
 
     fn evaluate(&self, s: Sample) -> CheckOutcome {
@@ -99,8 +103,8 @@ fn gib(bytes: u64) -> String {
     format!("{:.1} GiB", bytes as f64 / (1u64 << 30) as f64)
 }
 
-fn sample() -> Result<Sample, String> {
-    let m = procfs::parse_meminfo(&procfs::read(Path::new("/proc/meminfo"))?)?;
+fn sample(meminfo: &procfs::Kept) -> Result<Sample, String> {
+    let m = procfs::parse_meminfo(&meminfo.read()?)?;
     Ok(Sample {
         mem_total_bytes: m.total,
         mem_used_bytes: m.total.saturating_sub(m.available),
@@ -113,7 +117,7 @@ fn sample() -> Result<Sample, String> {
 impl Check for Memory {
     async fn run(&self, _ctx: &CheckContext) -> CheckOutcome {
         // One read of a procfs file: it never blocks on storage, so no blocking thread.
-        match sample() {
+        match sample(&self.meminfo) {
             Ok(s) => self.evaluate(s),
             Err(e) => CheckOutcome::unknown(e),
         }
@@ -202,7 +206,7 @@ mod tests {
 
     #[test]
     fn samples_this_machine() {
-        let s = sample().unwrap();
+        let s = sample(&procfs::Kept::new("/proc/meminfo")).unwrap();
         assert!(s.mem_total_bytes > 0 && s.mem_used_bytes <= s.mem_total_bytes);
     }
 

@@ -149,6 +149,8 @@ struct Net {
     filter: NameFilter,
     /// `/` but in tests.
     root: PathBuf,
+    /// `/proc/net/dev` under `root`.
+    dev: crate::procfs::Kept,
     prev: Previous<BTreeMap<String, IfCounters>>,
     /// The interfaces (raw names) the kernel ties to a device, kept while the same
     /// interfaces are listed.
@@ -166,6 +168,7 @@ impl Net {
             drops,
             filter: NameFilter::new(&c.include, &c.exclude)?,
             root: root.to_path_buf(),
+            dev: crate::procfs::Kept::new(root.join("proc/net/dev")),
             prev: Previous::new(None),
             physical: DeviceFacts::default(),
         };
@@ -184,7 +187,7 @@ impl Net {
 
     /// The watched interfaces' counters, by the name shown.
     fn read(&self) -> Result<BTreeMap<String, IfCounters>, String> {
-        let text = crate::procfs::read_lossy(&self.root.join("proc/net/dev"))?;
+        let text = self.dev.read_lossy()?;
         let parsed = parse_net_dev(&text);
         let names = parsed.iter().map(|(raw, _)| *raw);
         // Only the default rule asks which are physical.

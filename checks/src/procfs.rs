@@ -142,6 +142,63 @@ fn read_bytes(path: &Path) -> Result<Vec<u8>, String> {
     Ok(bytes)
 }
 
+pub use vaultmesh_agent_core::procfile::Kept;
+
+/// `/proc/self/mounts`, kept open and read again only when the kernel says the mount table
+/// changed: any mount or unmount in this mount namespace since the last look marks the open
+/// file with `POLLPRI`, which one `poll` asks (and clears), where reading the table makes the
+/// kernel format every mount with its options (the largest cost of the disk check's run,
+/// found with `perf`). What a read derives from the table (`derive`) is kept with it.
+#[cfg(feature = "disk")]
+#[derive(Debug)]
+pub struct MountTable<T> {
+    path: std::path::PathBuf,
+    kept: std::sync::Mutex<Option<(std::fs::File, T)>>,
+}
+
+#[cfg(feature = "disk")]
+impl<T: Clone> MountTable<T> {
+    pub fn new(path: impl Into<std::path::PathBuf>) -> Self {
+        MountTable {
+            path: path.into(),
+            kept: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// What `derive` made of the table when it last changed; reads and derives again when it
+    /// has changed since (or was never read, or its last read failed).
+    pub fn get(&self, derive: impl FnOnce(Vec<(String, String)>) -> T) -> Result<T, String> {
+        use rustix::event::{PollFd, PollFlags, poll};
+        let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((file, derived)) = &*kept {
+            let mut fds = [PollFd::new(file, PollFlags::PRI)];
+            let now = rustix::event::Timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            if poll(&mut fds, Some(&now)).is_ok() && !fds[0].revents().contains(PollFlags::PRI) {
+                return Ok(derived.clone());
+            }
+        }
+        let file = match kept.take() {
+            Some((file, _)) => file,
+            None => std::fs::File::open(&self.path)
+                .map_err(|e| format!("cannot read {}: {e}", self.path.display()))?,
+        };
+        let bytes = vaultmesh_agent_core::procfile::read_from_start(&file)
+            .map_err(|e| format!("cannot read {}: {e}", self.path.display()))?;
+        let text = String::from_utf8(bytes).map_err(|_| {
+            format!(
+                "cannot read {}: stream did not contain valid UTF-8",
+                self.path.display()
+            )
+        })?;
+        let derived = derive(parse_mounts(&text));
+        *kept = Some((file, derived.clone()));
+        Ok(derived)
+    }
+}
+
 /// A file seen only through [`std::io::Read::read`] (see [`read_bytes`]).
 struct Plain(std::fs::File);
 
@@ -185,6 +242,67 @@ mod tests {
         // A kernel file (size 0) is read whole too.
         let mounts = read(Path::new("/proc/self/mounts")).unwrap();
         assert!(mounts.ends_with('\n'), "{mounts:?}");
+    }
+
+    /// The mount table is read again after a mount or an unmount, and only then. Runs in a
+    /// mount namespace of its own (the test binary again, under `unshare`), so the machine's
+    /// table is untouched and no root is needed.
+    #[cfg(feature = "disk")]
+    #[test]
+    fn the_mount_table_is_read_again_only_when_a_mount_changes_it() {
+        const NAME: &str =
+            "procfs::tests::the_mount_table_is_read_again_only_when_a_mount_changes_it";
+        if std::env::var_os("VAULTMESH_MOUNT_TABLE_CHILD").is_none() {
+            let out = std::process::Command::new("unshare")
+                .args([
+                    "--user",
+                    "--map-root-user",
+                    "--mount",
+                    "--propagation",
+                    "private",
+                ])
+                .arg(std::env::current_exe().unwrap())
+                .args(["--exact", NAME, "--nocapture", "--test-threads", "1"])
+                .env("VAULTMESH_MOUNT_TABLE_CHILD", "1")
+                .output()
+                .expect("this test runs itself under unshare (util-linux)");
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success() && stdout.contains("1 passed"),
+                "the test in a mount namespace of its own (it needs user and mount namespaces, \
+                 `unshare --user --map-root-user --mount`, and `mount`):\n{stdout}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            return;
+        }
+        let reads = std::cell::Cell::new(0);
+        let mounts = |table: Vec<(String, String)>| {
+            reads.set(reads.get() + 1);
+            table
+                .into_iter()
+                .map(|(mount, _)| mount)
+                .collect::<Vec<_>>()
+        };
+        let table = MountTable::new("/proc/self/mounts");
+        let dir = tempfile::tempdir().unwrap();
+        let at = dir.path().to_str().unwrap().to_string();
+        assert!(!table.get(&mounts).unwrap().contains(&at));
+        assert_eq!(table.get(&mounts).unwrap(), table.get(&mounts).unwrap());
+        assert_eq!(reads.get(), 1, "nothing changed: not read again");
+        let run = |args: &[&str]| {
+            let status = std::process::Command::new(args[0])
+                .args(&args[1..])
+                .status();
+            assert!(status.unwrap().success(), "{args:?}");
+        };
+        run(&["mount", "-t", "tmpfs", "tmpfs", &at]);
+        assert!(table.get(&mounts).unwrap().contains(&at));
+        assert_eq!(reads.get(), 2, "read again after the mount");
+        table.get(&mounts).unwrap();
+        assert_eq!(reads.get(), 2);
+        run(&["umount", &at]);
+        assert!(!table.get(&mounts).unwrap().contains(&at));
+        assert_eq!(reads.get(), 3, "read again after the unmount");
     }
 
     #[test]

@@ -522,3 +522,61 @@ fn the_agent_logs_what_each_check_costs() {
         "{line}"
     );
 }
+
+/// Each heartbeat after the first goes in the wake-up of the checks that share its interval,
+/// once they have run, so it carries this tick's runs. (The first goes once the start-up run
+/// of every check is done: after the rate checks' one-second first reading.) The node id is one whose splay of a
+/// second is about half a second: a heartbeat on a phase of its own (as it was before issue
+/// 24's fifth pass) carried runs half a second old.
+#[test]
+fn a_heartbeat_carries_the_runs_of_its_own_tick() {
+    use std::time::Duration;
+    use vaultmesh_agent_core::scheduler::splay;
+
+    let fake = vaultmesh_testkit::fake_cc::FakeCommandCenter::start();
+    let agent = NodeAgent::new(&fake.url)
+        .env("VAULTMESH_INTERVAL", "1s")
+        .config("[checks.memory]\ninterval = \"1s\"\n[checks.load]\ninterval = \"1s\"\n");
+    let node = (0u128..)
+        .map(uuid::Uuid::from_u128)
+        .find(|id| (450..550).contains(&splay(*id, Duration::from_secs(1)).as_millis()))
+        .unwrap();
+    std::fs::create_dir_all(agent.state_dir()).unwrap();
+    std::fs::write(agent.state_dir().join("node_id"), format!("{node}\n")).unwrap();
+    let _child = agent.spawn(&["run"]);
+    let beats = vaultmesh_testkit::wait_for(Duration::from_secs(20), || {
+        let beats = fake.heartbeats();
+        (beats.len() >= 6).then_some(beats)
+    })
+    .expect("six heartbeats");
+    let time = |v: &serde_json::Value| {
+        chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap())
+            .unwrap()
+            .to_utc()
+    };
+    // Each heartbeat's age of its memory and load runs. A heartbeat waits at most a quarter
+    // interval (250 ms) for them; one held up longer on a busy machine carries the runs of the
+    // tick before, so one late heartbeat of four is allowed.
+    let mut late = Vec::new();
+    for hb in &beats[1..] {
+        assert_eq!(hb["node_id"], node.to_string());
+        let sent = time(&hb["timestamp"]);
+        for check in ["memory", "load"] {
+            let run = hb["checks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["name"] == check)
+                .unwrap();
+            let age = (sent - time(&run["observed_at"])).num_milliseconds();
+            assert!(age >= 0, "{check} observed after the heartbeat: {hb}");
+            if age >= 300 {
+                late.push(format!(
+                    "{check} ran {age} ms before heartbeat {}",
+                    hb["seq"]
+                ));
+            }
+        }
+    }
+    assert!(late.len() <= 2, "{late:#?}");
+}

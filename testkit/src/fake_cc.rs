@@ -23,12 +23,17 @@ struct Shared {
     receipts: Vec<SignedReceipt>,
     enrollments: usize,
     heartbeats: usize,
+    /// The bodies of the last [`KEPT_HEARTBEATS`] heartbeats, oldest first.
+    kept: VecDeque<serde_json::Value>,
     polls: usize,
     /// Answer heartbeats and polls with this many bytes instead.
     flood: Option<u64>,
 }
 
 type SharedState = Arc<Mutex<Shared>>;
+
+/// How many heartbeat bodies the fake keeps ([`FakeCommandCenter::heartbeats`]).
+const KEPT_HEARTBEATS: usize = 64;
 
 fn lock(s: &SharedState) -> std::sync::MutexGuard<'_, Shared> {
     s.lock().unwrap_or_else(|p| p.into_inner())
@@ -77,6 +82,10 @@ async fn heartbeat(State(s): State<SharedState>, Json(hb): Json<serde_json::Valu
     let flood = {
         let mut s = lock(&s);
         s.heartbeats += 1;
+        if s.kept.len() == KEPT_HEARTBEATS {
+            s.kept.pop_front();
+        }
+        s.kept.push_back(hb.clone());
         s.flood
     };
     if let Some(bytes) = flood {
@@ -169,6 +178,11 @@ impl FakeCommandCenter {
     pub fn requests(&self) -> (usize, usize) {
         let s = lock(&self.shared);
         (s.heartbeats, s.polls)
+    }
+
+    /// The last 64 heartbeats received, oldest first, as sent.
+    pub fn heartbeats(&self) -> Vec<serde_json::Value> {
+        lock(&self.shared).kept.iter().cloned().collect()
     }
 
     /// Enrollments received so far.
