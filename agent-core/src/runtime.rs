@@ -287,8 +287,10 @@ impl Agent {
 
         // The first heartbeat goes at once (every check has just run); the next ones tick with
         // the checks that share the heartbeat's interval, in their wake-up, and go as soon as
-        // those checks finish (at most SETTLE_MAX later): one wake-up a cycle, not two, and a
-        // heartbeat that carries this tick's runs rather than runs up to an interval old.
+        // those checks finish (at most `settle` later; not waiting for one whose last run was
+        // slower than that): one wake-up a cycle, not two, and a heartbeat that carries this
+        // tick's runs rather than runs up to an interval old. The second heartbeat can come up
+        // to an interval and a second after the first (`Scheduler::first_run_at`).
         let interval = self.config.interval;
         let settle = (interval / 4).min(SETTLE_MAX);
         let mut ticker =

@@ -430,10 +430,19 @@ fn a_revoked_agent_stays_out_until_readmitted_and_rekeyed() {
     };
     assert_eq!(enrolls(&cc), 1);
 
-    // Re-admitted, the old key is still refused...
+    // Re-admitted, the old key is still refused at the agent's next try, when its hold (4 s
+    // after the third refusal) runs out...
     let r = cc.unsigned_request("POST", &format!("/api/nodes/{id}/readmit"), None, "");
     assert_eq!(r.status, 200, "{}", r.body);
-    std::thread::sleep(Duration::from_secs(3));
+    let refused_again = wait_for(Duration::from_secs(15), || {
+        let refusals = cc.get_json(&format!("/api/events?node_id={id}&kind=enroll_refused"));
+        (refusals.as_array()?.len() >= 2).then_some(())
+    });
+    assert!(
+        refused_again.is_some(),
+        "the old key did not try again:\n{}",
+        log.text()
+    );
     assert_eq!(heartbeats(&cc), at_revoke, "the revoked key came back");
     // ...until the node's owner gives it a new key.
     drop(daemon);

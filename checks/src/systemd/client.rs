@@ -1,4 +1,5 @@
-//! A small read-only client for systemd's D-Bus API (`org.freedesktop.systemd1`).
+//! A small client for systemd's D-Bus API (`org.freedesktop.systemd1`): it reads, and restarts
+//! a unit only for the `service.restart` action.
 //!
 //! Only what the checks need: expand globs with `ListUnitsByPatterns`; read the states of many
 //! units in one `ListUnitsByNames` (systemd 230 and later; it loads each unit as `LoadUnit`
@@ -8,9 +9,11 @@
 //! yields an error, never a hang.
 //!
 //! [`SystemdClient::watch`] subscribes to systemd's signals: from then on systemd says when a
-//! unit's properties change (`PropertiesChanged` on the unit's object), and a unit whose row in
+//! unit's properties change (`PropertiesChanged` on the unit's object), when it loads or drops
+//! a unit (`UnitNew`, `UnitRemoved`) and when it reloads (`Reloading`). A unit whose row in
 //! `ListUnitsByNames` is as it was and that systemd has not signalled keeps the timestamps and
-//! restart count read before (see [`Known`]).
+//! restart count read before, and a run with nothing signalled, the same units and every unit
+//! read in full within `reread_every` makes no call at all (see [`Known`]).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
