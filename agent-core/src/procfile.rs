@@ -2,7 +2,7 @@
 //! time.
 
 use std::fs::File;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 /// A kernel file opened once and read again from its start at every run: `pread` from offset
@@ -28,12 +28,7 @@ impl Kept {
 
     /// The file's text (not UTF-8: an error naming the file).
     pub fn read(&self) -> Result<String, String> {
-        String::from_utf8(self.read_bytes()?).map_err(|_| {
-            format!(
-                "cannot read {}: stream did not contain valid UTF-8",
-                self.path.display()
-            )
-        })
+        utf8(self.read_bytes()?, &self.path)
     }
 
     /// The file's text, bytes that are not UTF-8 as U+FFFD (names anyone with the right
@@ -56,6 +51,22 @@ impl Kept {
             format!("cannot read {}: {e}", self.path.display())
         })
     }
+}
+
+/// The whole of `file` (opened from `path`, which errors name) as text, read from its start.
+pub fn read_text(file: &File, path: &Path) -> Result<String, String> {
+    let bytes =
+        read_from_start(file).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    utf8(bytes, path)
+}
+
+fn utf8(bytes: Vec<u8>, path: &Path) -> Result<String, String> {
+    String::from_utf8(bytes).map_err(|_| {
+        format!(
+            "cannot read {}: stream did not contain valid UTF-8",
+            path.display()
+        )
+    })
 }
 
 /// The whole file, read with `pread` from offset 0 until it returns 0.

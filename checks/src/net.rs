@@ -315,7 +315,7 @@ mod tests {
     }
 
     fn fixture(name: &str) -> String {
-        crate::procfs::read_lossy(&fixtures().join(name)).unwrap()
+        String::from_utf8_lossy(&std::fs::read(fixtures().join(name)).unwrap()).into_owned()
     }
 
     /// A check whose root has the fixture `sys` tree and `/proc/net/dev` = `capture`.

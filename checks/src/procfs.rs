@@ -1,10 +1,8 @@
-//! The few `/proc` and `/sys` files the memory, load and disk checks read, parsed directly: a
-//! read of a small kernel file each, no library state, nothing kept between runs; and the
-//! readers the rate checks (`cpu`, `net`, `diskio`) use for theirs.
+//! The few `/proc` and `/sys` files the checks read, parsed directly (no library state). The
+//! files are kept open and read again from their start ([`Kept`]); the mount table only when it
+//! changed ([`MountTable`]).
 //!
 //! The parsers take the file's text so tests can feed them fixtures.
-
-use std::path::Path;
 
 /// Memory figures from `/proc/meminfo`, in bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,41 +105,6 @@ fn unescape(field: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Reads a small kernel file, naming it in the error. Procfs files report size 0, and each
-/// `read` of one regenerates it from the start up to the offset asked for, so one large buffer
-/// makes it a single pass (`read_to_string` would grow from 32 bytes).
-pub fn read(path: &Path) -> Result<String, String> {
-    let bytes = read_bytes(path)?;
-    String::from_utf8(bytes).map_err(|_| {
-        format!(
-            "cannot read {}: stream did not contain valid UTF-8",
-            path.display()
-        )
-    })
-}
-
-/// Like [`read`], for files that hold names anyone with the right capability chose (network
-/// interfaces): bytes that are not UTF-8 become U+FFFD instead of failing the whole read.
-pub fn read_lossy(path: &Path) -> Result<String, String> {
-    Ok(match String::from_utf8(read_bytes(path)?) {
-        Ok(s) => s,
-        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
-    })
-}
-
-/// `open`, `read` until end of file, `close`: nothing else. `std::fs::File`'s own
-/// `read_to_end` first asks the file's size and position (`statx`, `lseek`) to size its
-/// buffer, two system calls per read that tell nothing about a kernel file (its size is 0);
-/// going through [`Plain`] uses the generic loop, which only reads.
-fn read_bytes(path: &Path) -> Result<Vec<u8>, String> {
-    use std::io::Read;
-    let mut bytes = Vec::with_capacity(16 * 1024);
-    std::fs::File::open(path)
-        .and_then(|f| Plain(f).read_to_end(&mut bytes))
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    Ok(bytes)
-}
-
 pub use vaultmesh_agent_core::procfile::Kept;
 
 /// `/proc/self/mounts`, kept open and read again only when the kernel says the mount table
@@ -185,26 +148,10 @@ impl<T: Clone> MountTable<T> {
             None => std::fs::File::open(&self.path)
                 .map_err(|e| format!("cannot read {}: {e}", self.path.display()))?,
         };
-        let bytes = vaultmesh_agent_core::procfile::read_from_start(&file)
-            .map_err(|e| format!("cannot read {}: {e}", self.path.display()))?;
-        let text = String::from_utf8(bytes).map_err(|_| {
-            format!(
-                "cannot read {}: stream did not contain valid UTF-8",
-                self.path.display()
-            )
-        })?;
+        let text = vaultmesh_agent_core::procfile::read_text(&file, &self.path)?;
         let derived = derive(parse_mounts(&text));
         *kept = Some((file, derived.clone()));
         Ok(derived)
-    }
-}
-
-/// A file seen only through [`std::io::Read::read`] (see [`read_bytes`]).
-struct Plain(std::fs::File);
-
-impl std::io::Read for Plain {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.0.read(buf)
     }
 }
 
@@ -212,37 +159,6 @@ impl std::io::Read for Plain {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-
-    /// The plain reader reads a file of any length whole, and names the file when it cannot.
-    #[test]
-    fn reads_whole_files_and_names_what_it_cannot_read() {
-        let dir = tempfile::tempdir().unwrap();
-        let big = dir.path().join("big");
-        let text: String = (0..5000).map(|i| format!("line {i}\n")).collect();
-        assert!(text.len() > 40 * 1024);
-        std::fs::write(&big, &text).unwrap();
-        assert_eq!(read(&big).unwrap(), text);
-        assert_eq!(read_lossy(&big).unwrap(), text);
-        let bad = dir.path().join("bad");
-        std::fs::write(&bad, b"eth0\xff: 1 2\n").unwrap();
-        assert_eq!(
-            read(&bad).unwrap_err(),
-            format!(
-                "cannot read {}: stream did not contain valid UTF-8",
-                bad.display()
-            )
-        );
-        assert_eq!(read_lossy(&bad).unwrap(), "eth0\u{fffd}: 1 2\n");
-        let missing = dir.path().join("missing");
-        assert!(
-            read(&missing)
-                .unwrap_err()
-                .starts_with(&format!("cannot read {}: ", missing.display()))
-        );
-        // A kernel file (size 0) is read whole too.
-        let mounts = read(Path::new("/proc/self/mounts")).unwrap();
-        assert!(mounts.ends_with('\n'), "{mounts:?}");
-    }
 
     /// The mount table is read again after a mount or an unmount, and only then. Runs in a
     /// mount namespace of its own (the test binary again, under `unshare`), so the machine's
