@@ -12,6 +12,7 @@
 //! missed, and goes on from the oldest event it can still have.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -97,11 +98,15 @@ pub struct Frames {
     log: RwLock<Log>,
     keep: usize,
     newest: watch::Sender<u64>,
+    /// Set at shutdown: every stream ends.
+    closed: AtomicBool,
 }
 
 #[derive(Debug, Default)]
 struct Log {
-    frames: VecDeque<Arc<Frame>>,
+    /// Each frame with the sequence number of its last event (kept here, not behind the
+    /// pointer, for the search of [`Frames::after`]).
+    frames: VecDeque<(u64, Arc<Frame>)>,
     /// Events in `frames`.
     events: usize,
 }
@@ -113,11 +118,12 @@ impl Frames {
             log: RwLock::new(Log::default()),
             keep: keep.max(1),
             newest: watch::Sender::new(0),
+            closed: AtomicBool::new(false),
         })
     }
 
-    /// [`Frames::new`], and the hub that fills it from `bus` until `shutdown`. It subscribes
-    /// before returning, so it frames every event published after this call.
+    /// [`Frames::new`], and the hub that fills it from `bus` until `shutdown`, when it closes
+    /// it. It subscribes before returning, so it frames every event published after this call.
     pub fn start(bus: &Bus, keep: usize, shutdown: CancellationToken) -> Arc<Frames> {
         let frames = Frames::new(keep);
         let (rx, _) = bus.subscribe(None);
@@ -132,8 +138,8 @@ impl Frames {
         {
             let mut log = self.log.write().unwrap_or_else(|p| p.into_inner());
             log.events += frame.events.len();
-            log.frames.push_back(Arc::new(frame));
-            while let Some(front) = log.frames.front() {
+            log.frames.push_back((last, Arc::new(frame)));
+            while let Some((_, front)) = log.frames.front() {
                 let len = front.events.len();
                 if log.events - len < self.keep {
                     break;
@@ -148,8 +154,14 @@ impl Frames {
     /// The frames holding events after `cursor`, oldest first, into `out`.
     fn after(&self, cursor: u64, out: &mut Vec<Arc<Frame>>) {
         let log = self.log.read().unwrap_or_else(|p| p.into_inner());
-        let from = log.frames.partition_point(|f| f.last() <= cursor);
-        out.extend(log.frames.range(from..).cloned());
+        let from = log.frames.partition_point(|(last, _)| *last <= cursor);
+        out.extend(log.frames.range(from..).map(|(_, f)| Arc::clone(f)));
+    }
+
+    /// Ends every stream following the log (at their next wake-up, which this gives them).
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.newest.send_modify(|_| {});
     }
 }
 
@@ -165,7 +177,7 @@ async fn hub(
     let mut busy = false;
     loop {
         let first = tokio::select! {
-            () = shutdown.cancelled() => return,
+            () = shutdown.cancelled() => return frames.close(),
             got = rx.recv() => match got {
                 Ok(e) => e,
                 Err(RecvError::Lagged(_)) => continue,
@@ -228,11 +240,14 @@ impl Follower {
     }
 
     /// The next bytes to write: what the log holds after the cursor, or, when it holds
-    /// nothing new, the first thing that comes.
-    pub async fn next(&mut self, reader: &impl Reader) -> Bytes {
+    /// nothing new, the first thing that comes; `None` once the log is closed. Cancel-safe.
+    pub async fn next(&mut self, reader: &impl Reader) -> Option<Bytes> {
         loop {
+            if self.frames.closed.load(Ordering::Acquire) {
+                return None;
+            }
             if let Some(b) = self.ready.pop_front() {
-                return b;
+                return Some(b);
             }
             self.collect(reader);
             if self.ready.is_empty() {
@@ -345,14 +360,14 @@ mod tests {
             Follower::new(Arc::clone(&frames), 0),
             Follower::new(Arc::clone(&frames), 0),
         );
-        let (x, y) = (a.next(&all).await, b.next(&all).await);
+        let (x, y) = (a.next(&all).await.unwrap(), b.next(&all).await.unwrap());
         assert_eq!(
             std::str::from_utf8(&x).unwrap(),
             messages(&published(&bus, 0))
         );
         assert_eq!(x.as_ptr(), y.as_ptr(), "one buffer, shared");
         let mut c = Follower::new(Arc::clone(&frames), 3);
-        let rest = c.next(&all).await;
+        let rest = c.next(&all).await.unwrap();
         assert_eq!(
             std::str::from_utf8(&rest).unwrap(),
             messages(&published(&bus, 3))
@@ -377,8 +392,8 @@ mod tests {
         frames.push(Frame::new(events.clone()));
         let notes = Kinds(&["note"]);
         let mut f = Follower::new(Arc::clone(&frames), 0);
-        let first = f.next(&notes).await;
-        let second = f.next(&notes).await;
+        let first = f.next(&notes).await.unwrap();
+        let second = f.next(&notes).await.unwrap();
         assert_eq!(std::str::from_utf8(&first).unwrap(), messages(&events[..2]));
         assert_eq!(
             std::str::from_utf8(&second).unwrap(),
@@ -386,7 +401,8 @@ mod tests {
         );
         let whole = Follower::new(Arc::clone(&frames), 0)
             .next(&Kinds(&["note", "incident"]))
-            .await;
+            .await
+            .unwrap();
         assert_eq!(first.as_ptr(), whole.as_ptr());
         assert_eq!(
             second.as_ptr(),
@@ -415,26 +431,30 @@ mod tests {
         assert_eq!(frames.log.read().unwrap().events, 4, "events 7 to 10");
         let all = Kinds(&["note"]);
         let mut f = Follower::new(Arc::clone(&frames), 2);
-        assert_eq!(f.next(&all).await, "resync 6 4;");
+        assert_eq!(f.next(&all).await.unwrap(), "resync 6 4;");
         for seq in 7..=10 {
-            assert_eq!(f.next(&all).await, events[seq - 1].message().as_bytes());
+            assert_eq!(
+                f.next(&all).await.unwrap(),
+                events[seq - 1].message().as_bytes()
+            );
         }
         // The hub missed event 11.
         frames.push(Frame::new(vec![Arc::clone(&events[11])]));
-        assert_eq!(f.next(&all).await, "resync 11 1;");
-        assert_eq!(f.next(&all).await, events[11].message().as_bytes());
+        assert_eq!(f.next(&all).await.unwrap(), "resync 11 1;");
+        assert_eq!(f.next(&all).await.unwrap(), events[11].message().as_bytes());
     }
 
     /// The hub frames the events waiting when it wakes as one, and a stream waiting for the
-    /// log wakes with it; a quiet bus gets each event framed alone.
+    /// log wakes with it; a quiet bus gets each event framed alone; at shutdown the streams end.
     #[tokio::test]
     async fn the_hub_frames_what_is_waiting_and_wakes_the_streams() {
         let bus = Bus::new(64, 64);
-        let frames = Frames::start(&bus, 64, CancellationToken::new());
+        let shutdown = CancellationToken::new();
+        let frames = Frames::start(&bus, 64, shutdown.clone());
         let all = Kinds(&["note"]);
         let mut f = Follower::new(Arc::clone(&frames), 0);
         let waiting = tokio::spawn(async move {
-            let got = f.next(&all).await;
+            let got = f.next(&all).await.unwrap();
             (f, got)
         });
         for n in 1..=3 {
@@ -453,6 +473,15 @@ mod tests {
         let next = tokio::time::timeout(Duration::from_secs(10), f.next(&Kinds(&["note"])))
             .await
             .expect("framed");
-        assert_eq!(next, published(&bus, 3)[0].message().as_bytes());
+        assert_eq!(next.unwrap(), published(&bus, 3)[0].message().as_bytes());
+        // Shutdown: the hub closes the log, and a waiting stream ends.
+        let waiting = tokio::spawn(async move { f.next(&Kinds(&["note"])).await });
+        tokio::task::yield_now().await;
+        shutdown.cancel();
+        let ended = tokio::time::timeout(Duration::from_secs(10), waiting)
+            .await
+            .expect("woken")
+            .unwrap();
+        assert!(ended.is_none(), "the stream ends");
     }
 }

@@ -317,42 +317,40 @@ pub async fn events(
     let every = state.sse_keepalive;
     // The slot and the gauge live in the stream's state: both are freed when the client goes
     // away. A keepalive goes out after `every` without a message, as axum's `KeepAlive` did.
+    let idle = Box::pin(tokio::time::sleep(every));
     let live = stream::unfold(
-        (follower, Stream { filter, bus }, (slot, counted)),
-        move |(mut follower, stream, held)| async move {
+        (follower, Stream { filter, bus }, idle, (slot, counted)),
+        move |(mut follower, stream, mut idle, held)| async move {
             let next = tokio::select! {
-                next = follower.next(&stream) => next,
-                () = tokio::time::sleep(every) => Bytes::from_static(KEEPALIVE),
+                next = follower.next(&stream) => next?,
+                () = &mut idle => Bytes::from_static(KEEPALIVE),
             };
-            Some((next, (follower, stream, held)))
+            // One timer per stream, moved on after each write (moving a timer later costs no
+            // trip through the timer wheel until it would have fired).
+            idle.as_mut().reset(tokio::time::Instant::now() + every);
+            Some((next, (follower, stream, idle, held)))
         },
     );
-    let shutdown = state.shutdown.clone();
-    // A stream opened with an API token ends once the token is revoked or expires.
+    // A stream opened with an API token ends once the token is revoked or expires (and every
+    // stream at shutdown, when the frames' log closes).
     let token = identity
         .as_ref()
         .and_then(|Extension(who)| who.token_id.clone());
     let tokens = Arc::clone(&state.admin.api_tokens);
-    let ended = async move {
-        let withdrawn = async {
-            match token {
-                Some(id) => loop {
-                    tokio::time::sleep(TOKEN_RECHECK).await;
-                    if !tokens.active(&id) {
-                        break;
-                    }
-                },
-                None => std::future::pending::<()>().await,
-            }
-        };
-        tokio::select! {
-            () = shutdown.cancelled() => {}
-            () = withdrawn => {}
+    let withdrawn = async move {
+        match token {
+            Some(id) => loop {
+                tokio::time::sleep(TOKEN_RECHECK).await;
+                if !tokens.active(&id) {
+                    break;
+                }
+            },
+            None => std::future::pending::<()>().await,
         }
     };
     let stream = stream::iter(first)
         .chain(live)
-        .take_until(ended)
+        .take_until(withdrawn)
         .map(Ok::<_, Infallible>);
     Ok((
         [
