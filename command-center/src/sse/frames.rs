@@ -151,11 +151,11 @@ impl Frames {
         self.newest.send_replace(last);
     }
 
-    /// The frames holding events after `cursor`, oldest first, into `out`.
-    fn after(&self, cursor: u64, out: &mut Vec<Arc<Frame>>) {
+    /// The oldest frame holding events after `cursor`.
+    fn after(&self, cursor: u64) -> Option<Arc<Frame>> {
         let log = self.log.read().unwrap_or_else(|p| p.into_inner());
-        let from = log.frames.partition_point(|(last, _)| *last <= cursor);
-        out.extend(log.frames.range(from..).map(|(_, f)| Arc::clone(f)));
+        let at = log.frames.partition_point(|(last, _)| *last <= cursor);
+        log.frames.get(at).map(|(_, f)| Arc::clone(f))
     }
 
     /// Ends every stream following the log (at their next wake-up, which this gives them).
@@ -166,7 +166,8 @@ impl Frames {
 }
 
 /// Frames events from `rx` into `frames`: whatever is waiting when an event arrives, up to
-/// [`GATHER_BYTES`]; after a frame of several events, [`BURST_WINDOW`] first. When the hub
+/// [`GATHER_BYTES`]; after a frame of several events that was not cut at that limit,
+/// [`BURST_WINDOW`] first. When the hub
 /// itself falls behind the bus, the frames skip what it missed, and each stream tells its
 /// client with a `resync`.
 async fn hub(
@@ -174,10 +175,19 @@ async fn hub(
     mut rx: broadcast::Receiver<Arc<BusEvent>>,
     shutdown: CancellationToken,
 ) {
+    /// Closes the log however the hub ends (shutdown, or a panic), so no stream waits for
+    /// frames that will not come and shutdown is never held up by one.
+    struct CloseOnExit(Arc<Frames>);
+    impl Drop for CloseOnExit {
+        fn drop(&mut self) {
+            self.0.close();
+        }
+    }
+    let frames = CloseOnExit(frames);
     let mut busy = false;
     loop {
         let first = tokio::select! {
-            () = shutdown.cancelled() => return frames.close(),
+            () = shutdown.cancelled() => return,
             got = rx.recv() => match got {
                 Ok(e) => e,
                 Err(RecvError::Lagged(_)) => continue,
@@ -201,8 +211,9 @@ async fn hub(
                 }
             }
         }
-        busy = events.len() > 1;
-        frames.push(Frame::new(events));
+        // A frame cut at the byte limit leaves events waiting: no pause before the next.
+        busy = events.len() > 1 && len < GATHER_BYTES;
+        frames.0.push(Frame::new(events));
     }
 }
 
@@ -223,8 +234,11 @@ pub struct Follower {
     changed: watch::Receiver<u64>,
     /// The last event sent (or skipped by the filter).
     cursor: u64,
+    /// What the last frame gave this stream to write: the frame whole, or the runs of events
+    /// its filter keeps, after a `resync` if there was a gap. One frame at a time, so a client
+    /// that stops reading holds no more than one frame, and the log alone says how far behind
+    /// it is.
     ready: VecDeque<Bytes>,
-    scratch: Vec<Arc<Frame>>,
 }
 
 impl Follower {
@@ -235,7 +249,6 @@ impl Follower {
             frames,
             cursor,
             ready: VecDeque::new(),
-            scratch: Vec::new(),
         }
     }
 
@@ -258,11 +271,14 @@ impl Follower {
         }
     }
 
-    /// Moves what the log holds after the cursor into `ready`.
+    /// Moves what the oldest frame after the cursor gives this stream into `ready`, passing
+    /// over frames that give it nothing.
     fn collect(&mut self, reader: &impl Reader) {
         self.changed.borrow_and_update();
-        self.frames.after(self.cursor, &mut self.scratch);
-        for frame in self.scratch.drain(..) {
+        while self.ready.is_empty() {
+            let Some(frame) = self.frames.after(self.cursor) else {
+                return;
+            };
             if frame.first() > self.cursor + 1 {
                 let missed = frame.first() - self.cursor - 1;
                 self.ready
@@ -303,13 +319,17 @@ mod tests {
     use vaultmesh_store::bus::{Event, Resume, Stored};
 
     fn note(n: u64, kind: &str) -> Event {
+        note_saying(serde_json::json!({ "n": n }), kind)
+    }
+
+    fn note_saying(body: serde_json::Value, kind: &str) -> Event {
         let envelope = vaultmesh_proto::EventEnvelope {
             id: uuid::Uuid::now_v7(),
             kind: kind.into(),
             ts: chrono::Utc::now(),
             node_id: None,
             author: "test".into(),
-            body: serde_json::json!({ "n": n }),
+            body,
             refs: Vec::new(),
             hash: String::new(),
         }
@@ -474,6 +494,7 @@ mod tests {
             .await
             .expect("framed");
         assert_eq!(next.unwrap(), published(&bus, 3)[0].message().as_bytes());
+        assert_eq!(frames.log.read().unwrap().frames.len(), 2, "event 4 alone");
         // Shutdown: the hub closes the log, and a waiting stream ends.
         let waiting = tokio::spawn(async move { f.next(&Kinds(&["note"])).await });
         tokio::task::yield_now().await;
@@ -483,5 +504,81 @@ mod tests {
             .expect("woken")
             .unwrap();
         assert!(ended.is_none(), "the stream ends");
+    }
+
+    /// Frames of several events: the log lets a whole frame go only while the rest still hold
+    /// `keep` events; a stream behind them gets its resync and then the oldest frame whole,
+    /// and a stream whose cursor is inside a frame gets the rest of it. A stream takes one
+    /// frame at a time, so one that stops reading holds no more than that frame.
+    #[tokio::test]
+    async fn frames_of_several_events_leave_the_log_whole_and_are_taken_one_at_a_time() {
+        let bus = Bus::new(64, 64);
+        for n in 1..=9 {
+            bus.publish(note(n, "note"));
+        }
+        let events = published(&bus, 0);
+        let frames = Frames::new(4);
+        for three in events.chunks(3) {
+            frames.push(Frame::new(three.to_vec()));
+        }
+        {
+            let log = frames.log.read().unwrap();
+            assert_eq!(
+                (log.frames.len(), log.events),
+                (2, 6),
+                "events 4 to 9 in two frames"
+            );
+        }
+        let all = Kinds(&["note"]);
+        let mut behind = Follower::new(Arc::clone(&frames), 1);
+        assert_eq!(behind.next(&all).await.unwrap(), "resync 3 2;");
+        assert_eq!(
+            behind.ready.len(),
+            1,
+            "the frame after the gap, not the one after it"
+        );
+        let got = behind.next(&all).await.unwrap();
+        assert_eq!(std::str::from_utf8(&got).unwrap(), messages(&events[3..6]));
+        assert!(behind.ready.is_empty());
+        let mut inside = Follower::new(Arc::clone(&frames), 5);
+        let got = inside.next(&all).await.unwrap();
+        assert_eq!(std::str::from_utf8(&got).unwrap(), messages(&events[5..6]));
+        let got = inside.next(&all).await.unwrap();
+        assert_eq!(std::str::from_utf8(&got).unwrap(), messages(&events[6..]));
+    }
+
+    /// A frame cut at the byte limit leaves events waiting: the hub frames them at once, not
+    /// after the burst's pause (which would hold every stream to 64 KiB per 5 ms and let the
+    /// hub fall behind the bus).
+    #[tokio::test(start_paused = true)]
+    async fn a_frame_cut_at_the_byte_limit_is_followed_at_once() {
+        let bus = Bus::new(64, 64);
+        let frames = Frames::start(&bus, 64, CancellationToken::new());
+        let text = "x".repeat(8 << 10);
+        for n in 0..20 {
+            bus.publish(note_saying(
+                serde_json::json!({ "n": n, "text": text }),
+                "note",
+            ));
+        }
+        let started = tokio::time::Instant::now();
+        let mut f = Follower::new(Arc::clone(&frames), 0);
+        let mut seen = 0;
+        while seen < 20 {
+            let got = f.next(&Kinds(&["note"])).await.unwrap();
+            seen += std::str::from_utf8(&got)
+                .unwrap()
+                .matches("event: note\n")
+                .count();
+        }
+        assert!(
+            frames.log.read().unwrap().frames.len() >= 3,
+            "cut at 64 KiB"
+        );
+        assert!(
+            started.elapsed() < BURST_WINDOW,
+            "framed without a pause: {:?}",
+            started.elapsed()
+        );
     }
 }

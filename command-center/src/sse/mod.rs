@@ -3,8 +3,8 @@
 //! Named events (`heartbeat`, `note`, `incident`, ...) with JSON `data:` and an `id:` each;
 //! keepalive comments every `--sse-keepalive` (15 s). A client reconnecting with
 //! `Last-Event-ID` first gets what it missed from the bus window; if that cannot be done, or if
-//! it falls behind the broadcast channel, it gets one `resync` event (`data: {"reason": ...}`)
-//! telling it to reload state. `?since=<id>` does what the header does, for a client that cannot
+//! it falls more than `--sse-buffer` events behind (out of the frame log), it gets one `resync`
+//! event (`data: {"reason": ...}`) telling it to reload state. `?since=<id>` does what the header does, for a client that cannot
 //! set it (a page's first `EventSource`). Optional filters:
 //! `?kinds=heartbeat,incident&node_id=...` (`resync` is always delivered).
 //!
@@ -360,4 +360,82 @@ pub async fn events(
         Body::from_stream(stream),
     )
         .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use frames::Frames;
+    use vaultmesh_store::bus::{Bus, Event, Stored};
+
+    fn note(node: Option<Uuid>) -> Event {
+        let envelope = vaultmesh_proto::EventEnvelope {
+            id: Uuid::now_v7(),
+            kind: "note".into(),
+            ts: chrono::Utc::now(),
+            node_id: node,
+            author: "test".into(),
+            body: serde_json::json!({}),
+            refs: Vec::new(),
+            hash: String::new(),
+        }
+        .sealed();
+        Event::Envelope(Box::new(Stored::new(envelope)))
+    }
+
+    /// A stream's filter on a node writes that node's events of a frame (as runs of it), one on
+    /// kinds the frame's events all pass writes the frame whole, and a stream that fell out of
+    /// the log gets the `resync` the API documents: the id of the last event it missed and how
+    /// many it missed.
+    #[tokio::test]
+    async fn a_stream_writes_what_its_filter_keeps_and_resyncs_as_documented() {
+        let bus = Arc::new(Bus::new(64, 64));
+        let node = Uuid::now_v7();
+        for owner in [Some(node), None, Some(node), Some(node)] {
+            bus.publish(note(owner));
+        }
+        let vaultmesh_store::bus::Resume::Replay(events) = bus.resume(Some(&bus.id_of(0))).0 else {
+            panic!("the window holds them");
+        };
+        let frames = Frames::new(3);
+        frames.push(Frame::new(events[..1].to_vec()));
+        frames.push(Frame::new(events[1..].to_vec()));
+        let stream = |kinds: Option<&str>, node_id| Stream {
+            filter: SseFilter {
+                kinds: kinds.map(|k| BTreeSet::from([k.to_string()])),
+                node_id,
+            },
+            bus: Arc::clone(&bus),
+        };
+        let text = |b: Bytes| String::from_utf8(b.to_vec()).unwrap();
+
+        let mine = stream(None, Some(node));
+        let mut f = Follower::new(Arc::clone(&frames), 1);
+        let want = events[2].message().to_string() + events[3].message();
+        assert_eq!(
+            text(f.next(&mine).await.unwrap()),
+            want,
+            "events 3 and 4, not 2"
+        );
+
+        let notes = stream(Some("note"), None);
+        let whole = Follower::new(Arc::clone(&frames), 1)
+            .next(&notes)
+            .await
+            .unwrap();
+        assert_eq!(
+            whole.len(),
+            events[1..].iter().map(|e| e.message().len()).sum::<usize>()
+        );
+
+        let mut late = Follower::new(Arc::clone(&frames), 0);
+        assert_eq!(
+            text(late.next(&notes).await.unwrap()),
+            format!(
+                "event: resync\nid: {}\ndata: {{\"reason\":\"lagged\",\"missed\":1}}\n\n",
+                bus.id_of(1)
+            ),
+            "event 1 left the log (it keeps 3)"
+        );
+    }
 }
