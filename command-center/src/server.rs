@@ -53,6 +53,8 @@ impl std::ops::Deref for AppState {
 pub struct Shared {
     pub store: Arc<dyn Store>,
     pub bus: Arc<Bus>,
+    /// The bus's events in frames, each made once, which every SSE stream writes.
+    pub frames: Arc<crate::sse::frames::Frames>,
     /// Cancelled when the server shuts down; ends every SSE stream so shutdown is not held up.
     pub shutdown: CancellationToken,
     /// SSE keepalive comment interval.
@@ -486,6 +488,8 @@ impl Server {
             config.fleet_budgets,
         ));
         let bus = Arc::new(Bus::new(BUS_WINDOW, config.sse_buffer));
+        let shutdown = CancellationToken::new();
+        let frames = crate::sse::frames::Frames::start(&bus, config.sse_buffer, shutdown.clone());
         let store_bus = Arc::clone(&bus);
         // The store's replay hands the ledger the scan log's lines: one read for both.
         let mut snapshots = None;
@@ -610,7 +614,8 @@ impl Server {
                 config.agent_event_burst,
             )),
             bus,
-            shutdown: CancellationToken::new(),
+            frames,
+            shutdown,
             sse_keepalive: config.sse_keepalive,
             tokens,
             budgets: Arc::clone(&budgets),

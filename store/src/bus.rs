@@ -209,8 +209,19 @@ impl Bus {
     /// window lock so the replay and the live stream neither overlap nor leave a gap.
     pub fn subscribe(&self, last_id: Option<&str>) -> (broadcast::Receiver<Arc<BusEvent>>, Resume) {
         let w = self.window.lock().unwrap_or_else(|p| p.into_inner());
-        let rx = self.tx.subscribe();
-        let resume = match last_id {
+        (self.tx.subscribe(), self.resume_in(&w, last_id))
+    }
+
+    /// What a client that last saw `last_id` missed, and the sequence number of the newest
+    /// event published so far (0 before the first): the replay holds every event up to it, and
+    /// a client following the bus some other way (the SSE frames) goes on from the next one.
+    pub fn resume(&self, last_id: Option<&str>) -> (Resume, u64) {
+        let w = self.window.lock().unwrap_or_else(|p| p.into_inner());
+        (self.resume_in(&w, last_id), w.next_seq - 1)
+    }
+
+    fn resume_in(&self, w: &Window, last_id: Option<&str>) -> Resume {
+        match last_id {
             None => Resume::Replay(Vec::new()),
             Some(id) => match parse_id(id) {
                 Some((epoch, seq)) if epoch == self.epoch && seq < w.next_seq => {
@@ -228,8 +239,7 @@ impl Bus {
                     reason: "bad-last-event-id",
                 },
             },
-        };
-        (rx, resume)
+        }
     }
 }
 
@@ -298,6 +308,11 @@ mod tests {
         let (_, r) = bus.subscribe(Some(&bus.id_of(5)));
         assert!(matches!(r, Resume::Replay(ref v) if v.is_empty()));
         assert_eq!(bus.last_id(), bus.id_of(5));
+        // Without subscribing: the same answer, and the newest seq the replay runs to.
+        let (r, newest) = bus.resume(Some(&bus.id_of(3)));
+        assert_eq!(newest, 5);
+        assert!(matches!(r, Resume::Replay(ref v) if v.iter().map(|e| e.seq).eq([4, 5])));
+        assert_eq!(Bus::new(3, 16).resume(None).1, 0, "nothing published yet");
     }
 
     #[tokio::test]

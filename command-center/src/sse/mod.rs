@@ -3,17 +3,16 @@
 //! Named events (`heartbeat`, `note`, `incident`, ...) with JSON `data:` and an `id:` each;
 //! keepalive comments every `--sse-keepalive` (15 s). A client reconnecting with
 //! `Last-Event-ID` first gets what it missed from the bus window; if that cannot be done, or if
-//! it falls behind the broadcast channel, it gets one `resync` event (`data: {"reason": ...}`)
-//! telling it to reload state. `?since=<id>` does what the header does, for a client that cannot
+//! it falls more than `--sse-buffer` events behind (out of the frame log), it gets one `resync`
+//! event (`data: {"reason": ...}`) telling it to reload state. `?since=<id>` does what the header does, for a client that cannot
 //! set it (a page's first `EventSource`). Optional filters:
 //! `?kinds=heartbeat,incident&node_id=...` (`resync` is always delivered).
 //!
-//! Each bus event's message is made once ([`vaultmesh_store::bus::BusEvent::message`]) and
-//! every stream sends the same bytes, so the stream is written here as a plain body rather
-//! than through axum's `Sse`, whose `Event` copies every message into each client's buffer.
-//! The bytes are those `Sse` wrote, keepalives included (`tests/sse.rs`). The events already
-//! waiting for a stream go out in one write, and a busy stream lets a burst gather for a few
-//! milliseconds first (`gather`, `BURST_WINDOW`).
+//! Each bus event's message is made once ([`vaultmesh_store::bus::BusEvent::message`]), each
+//! burst of events is made into one frame once ([`frames`]), and every stream writes the same
+//! bytes, so the stream is written here as a plain body rather than through axum's `Sse`, whose
+//! `Event` copies every message into each client's buffer. The bytes are those `Sse` wrote,
+//! keepalives included (`tests/sse.rs`).
 
 use std::collections::{BTreeSet, HashMap};
 use std::convert::Infallible;
@@ -28,7 +27,6 @@ use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{self, StreamExt};
 use serde::Deserialize;
-use tokio::sync::broadcast::error::RecvError;
 use uuid::Uuid;
 
 use crate::api::{parse_kinds, parse_node_id};
@@ -36,6 +34,9 @@ use crate::error::ApiError;
 use crate::server::AppState;
 use vaultmesh_proto::event::{OPERATOR_KINDS, SYSTEM_KINDS};
 use vaultmesh_store::bus::{BusEvent, Resume};
+
+pub mod frames;
+use frames::{Follower, Frame, Reader};
 
 /// Event names a client may filter on.
 pub static NAMES: LazyLock<Vec<&'static str>> = LazyLock::new(|| {
@@ -60,6 +61,30 @@ pub struct SseParams {
 struct SseFilter {
     kinds: Option<BTreeSet<String>>,
     node_id: Option<Uuid>,
+}
+
+/// A stream: its filter, and the bus its `resync` ids come from.
+struct Stream {
+    filter: SseFilter,
+    bus: Arc<vaultmesh_store::bus::Bus>,
+}
+
+impl Reader for Stream {
+    fn wants_all(&self, frame: &Frame) -> bool {
+        let f = &self.filter;
+        f.node_id.is_none()
+            && f.kinds
+                .as_ref()
+                .is_none_or(|k| frame.names().iter().all(|n| k.contains(n)))
+    }
+
+    fn wants(&self, e: &BusEvent) -> bool {
+        self.filter.wants(e)
+    }
+
+    fn resync(&self, id_before: u64, missed: u64) -> Bytes {
+        resync(self.bus.id_of(id_before), "lagged", Some(missed))
+    }
 }
 
 impl SseFilter {
@@ -92,53 +117,8 @@ fn resync(id: String, reason: &str, missed: Option<u64>) -> Bytes {
     format!("event: resync\nid: {id}\ndata: {data}\n\n").into()
 }
 
-/// Most bytes one write to a stream gathers from the events already waiting for it.
 /// How often a stream opened with an API token checks that the token is still accepted.
 const TOKEN_RECHECK: std::time::Duration = std::time::Duration::from_secs(2);
-const GATHER_BYTES: usize = 64 << 10;
-
-/// How long a busy stream lets events gather before it writes them (an idle one writes each
-/// event at once).
-const BURST_WINDOW: std::time::Duration = std::time::Duration::from_millis(5);
-
-/// `first` and the events already waiting in `rx` that `filter` wants, up to [`GATHER_BYTES`],
-/// as one body frame, and how many events it holds: a busy stream costs a wake-up and a write
-/// per burst, not per event. The bytes are the same as the events sent one by one. Falling
-/// behind ends the frame with a `resync`, as it does alone.
-fn gather(
-    first: Bytes,
-    rx: &mut tokio::sync::broadcast::Receiver<Arc<BusEvent>>,
-    filter: &SseFilter,
-    bus: &vaultmesh_store::bus::Bus,
-) -> (Bytes, usize) {
-    use tokio::sync::broadcast::error::TryRecvError;
-    let mut more: Vec<Bytes> = Vec::new();
-    let mut len = first.len();
-    while len < GATHER_BYTES {
-        match rx.try_recv() {
-            Ok(e) if filter.wants(&e) => {
-                let frame = to_sse(&e);
-                len += frame.len();
-                more.push(frame);
-            }
-            Ok(_) => {}
-            Err(TryRecvError::Lagged(n)) => {
-                more.push(resync(bus.last_id(), "lagged", Some(n)));
-                break;
-            }
-            Err(TryRecvError::Empty | TryRecvError::Closed) => break,
-        }
-    }
-    if more.is_empty() {
-        return (first, 1);
-    }
-    let mut out = Vec::with_capacity(len + more.last().map_or(0, Bytes::len));
-    out.extend_from_slice(&first);
-    for frame in &more {
-        out.extend_from_slice(frame);
-    }
-    (out.into(), 1 + more.len())
-}
 
 /// A keepalive: an empty comment.
 const KEEPALIVE: &[u8] = b":\n\n";
@@ -320,77 +300,57 @@ pub async fn events(
     let slot = state.sse_slots.acquire(holder)?;
 
     let bus = Arc::clone(&state.bus);
-    let (rx, resume) = bus.subscribe(last_id);
+    // What the client missed comes from the bus window; from the newest event then on, the
+    // stream follows the frames.
+    let (resume, newest) = bus.resume(last_id);
     let first: Vec<Bytes> = match resume {
         Resume::Replay(missed) => missed
             .iter()
             .filter(|e| filter.wants(e))
             .map(|e| to_sse(e))
             .collect(),
-        Resume::Resync { reason } => vec![resync(bus.last_id(), reason, None)],
+        Resume::Resync { reason } => vec![resync(bus.id_of(newest), reason, None)],
     };
+    let follower = Follower::new(Arc::clone(&state.frames), newest);
 
     let counted = crate::metrics::StreamGauge::open(&state.metrics.sse_clients);
     let every = state.sse_keepalive;
     // The slot and the gauge live in the stream's state: both are freed when the client goes
     // away. A keepalive goes out after `every` without a message, as axum's `KeepAlive` did.
+    let idle = Box::pin(tokio::time::sleep(every));
     let live = stream::unfold(
-        (rx, filter, bus, (slot, counted), false),
-        move |(mut rx, filter, bus, held, busy)| async move {
-            let idle = tokio::time::sleep(every);
-            tokio::pin!(idle);
-            loop {
-                tokio::select! {
-                    got = rx.recv() => match got {
-                        Ok(e) if filter.wants(&e) => {
-                            // A stream that found events waiting last time is busy: it
-                            // lets a few milliseconds of them gather before it writes.
-                            if busy {
-                                tokio::time::sleep(BURST_WINDOW).await;
-                            }
-                            let (frames, events) = gather(to_sse(&e), &mut rx, &filter, &bus);
-                            return Some((frames, (rx, filter, bus, held, events > 1)));
-                        }
-                        Ok(_) => continue,
-                        Err(RecvError::Lagged(n)) => {
-                            let ev = resync(bus.last_id(), "lagged", Some(n));
-                            return Some((ev, (rx, filter, bus, held, false)));
-                        }
-                        Err(RecvError::Closed) => return None,
-                    },
-                    () = &mut idle => {
-                        return Some((Bytes::from_static(KEEPALIVE), (rx, filter, bus, held, false)));
-                    }
-                }
-            }
+        (follower, Stream { filter, bus }, idle, (slot, counted)),
+        move |(mut follower, stream, mut idle, held)| async move {
+            let next = tokio::select! {
+                next = follower.next(&stream) => next?,
+                () = &mut idle => Bytes::from_static(KEEPALIVE),
+            };
+            // One timer per stream, moved on after each write (moving a timer later costs no
+            // trip through the timer wheel until it would have fired).
+            idle.as_mut().reset(tokio::time::Instant::now() + every);
+            Some((next, (follower, stream, idle, held)))
         },
     );
-    let shutdown = state.shutdown.clone();
-    // A stream opened with an API token ends once the token is revoked or expires.
+    // A stream opened with an API token ends once the token is revoked or expires (and every
+    // stream at shutdown, when the frames' log closes).
     let token = identity
         .as_ref()
         .and_then(|Extension(who)| who.token_id.clone());
     let tokens = Arc::clone(&state.admin.api_tokens);
-    let ended = async move {
-        let withdrawn = async {
-            match token {
-                Some(id) => loop {
-                    tokio::time::sleep(TOKEN_RECHECK).await;
-                    if !tokens.active(&id) {
-                        break;
-                    }
-                },
-                None => std::future::pending::<()>().await,
-            }
-        };
-        tokio::select! {
-            () = shutdown.cancelled() => {}
-            () = withdrawn => {}
+    let withdrawn = async move {
+        match token {
+            Some(id) => loop {
+                tokio::time::sleep(TOKEN_RECHECK).await;
+                if !tokens.active(&id) {
+                    break;
+                }
+            },
+            None => std::future::pending::<()>().await,
         }
     };
     let stream = stream::iter(first)
         .chain(live)
-        .take_until(ended)
+        .take_until(withdrawn)
         .map(Ok::<_, Infallible>);
     Ok((
         [
@@ -405,16 +365,17 @@ pub async fn events(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use frames::Frames;
     use vaultmesh_store::bus::{Bus, Event, Stored};
 
-    fn note(n: u64, node: Option<Uuid>) -> Event {
+    fn note(node: Option<Uuid>) -> Event {
         let envelope = vaultmesh_proto::EventEnvelope {
             id: Uuid::now_v7(),
             kind: "note".into(),
             ts: chrono::Utc::now(),
             node_id: node,
             author: "test".into(),
-            body: serde_json::json!({ "n": n }),
+            body: serde_json::json!({}),
             refs: Vec::new(),
             hash: String::new(),
         }
@@ -422,55 +383,59 @@ mod tests {
         Event::Envelope(Box::new(Stored::new(envelope)))
     }
 
-    /// What is waiting goes out in one frame, byte for byte the events one after the other,
-    /// without the events the filter leaves out; a stream that fell behind gets its `resync`
-    /// at the end of the frame.
-    #[test]
-    fn waiting_events_go_out_in_one_frame_of_the_same_bytes() {
-        let bus = Bus::new(16, 4);
-        let (mut rx, _) = bus.subscribe(None);
-        let theirs = Uuid::now_v7();
-        let all = SseFilter::default();
-        let mine = SseFilter {
-            kinds: None,
-            node_id: Some(theirs),
-        };
-        for n in 0..3 {
-            bus.publish(note(n, Some(theirs)));
+    /// A stream's filter on a node writes that node's events of a frame (as runs of it), one on
+    /// kinds the frame's events all pass writes the frame whole, and a stream that fell out of
+    /// the log gets the `resync` the API documents: the id of the last event it missed and how
+    /// many it missed.
+    #[tokio::test]
+    async fn a_stream_writes_what_its_filter_keeps_and_resyncs_as_documented() {
+        let bus = Arc::new(Bus::new(64, 64));
+        let node = Uuid::now_v7();
+        for owner in [Some(node), None, Some(node), Some(node)] {
+            bus.publish(note(owner));
         }
-        bus.publish(note(3, None));
-        let first = rx.try_recv().unwrap();
-        let (frame, events) = gather(to_sse(&first), &mut rx, &mine, &bus);
-        assert_eq!(events, 3, "the node's three notes, not the fleet's");
-        let expected = bus_messages(&bus, 1..=3);
-        assert_eq!(std::str::from_utf8(&frame).unwrap(), expected);
-
-        // Nothing waiting: the event alone.
-        bus.publish(note(4, None));
-        let e = rx.try_recv().unwrap();
-        let (frame, events) = gather(to_sse(&e), &mut rx, &all, &bus);
-        assert_eq!((events, frame.len()), (1, e.message().len()));
-
-        // Six published into a channel of four: the frame ends with a resync.
-        for n in 5..11 {
-            bus.publish(note(n, None));
-        }
-        let (frame, _) = gather(Bytes::new(), &mut rx, &all, &bus);
-        let text = std::str::from_utf8(&frame).unwrap();
-        assert!(text.starts_with("event: resync\n"), "{text}");
-        assert!(text.contains(r#""reason":"lagged","missed":2"#), "{text}");
-    }
-
-    /// The SSE messages of the bus window's events `seqs`, one after the other.
-    fn bus_messages(bus: &Bus, seqs: std::ops::RangeInclusive<u64>) -> String {
-        let (_, resume) = bus.subscribe(Some(&bus.id_of(seqs.start() - 1)));
-        let vaultmesh_store::bus::Resume::Replay(events) = resume else {
+        let vaultmesh_store::bus::Resume::Replay(events) = bus.resume(Some(&bus.id_of(0))).0 else {
             panic!("the window holds them");
         };
-        events
-            .iter()
-            .filter(|e| seqs.contains(&e.seq))
-            .map(|e| e.message().to_string())
-            .collect()
+        let frames = Frames::new(3);
+        frames.push(Frame::new(events[..1].to_vec()));
+        frames.push(Frame::new(events[1..].to_vec()));
+        let stream = |kinds: Option<&str>, node_id| Stream {
+            filter: SseFilter {
+                kinds: kinds.map(|k| BTreeSet::from([k.to_string()])),
+                node_id,
+            },
+            bus: Arc::clone(&bus),
+        };
+        let text = |b: Bytes| String::from_utf8(b.to_vec()).unwrap();
+
+        let mine = stream(None, Some(node));
+        let mut f = Follower::new(Arc::clone(&frames), 1);
+        let want = events[2].message().to_string() + events[3].message();
+        assert_eq!(
+            text(f.next(&mine).await.unwrap()),
+            want,
+            "events 3 and 4, not 2"
+        );
+
+        let notes = stream(Some("note"), None);
+        let whole = Follower::new(Arc::clone(&frames), 1)
+            .next(&notes)
+            .await
+            .unwrap();
+        assert_eq!(
+            whole.len(),
+            events[1..].iter().map(|e| e.message().len()).sum::<usize>()
+        );
+
+        let mut late = Follower::new(Arc::clone(&frames), 0);
+        assert_eq!(
+            text(late.next(&notes).await.unwrap()),
+            format!(
+                "event: resync\nid: {}\ndata: {{\"reason\":\"lagged\",\"missed\":1}}\n\n",
+                bus.id_of(1)
+            ),
+            "event 1 left the log (it keeps 3)"
+        );
     }
 }
