@@ -265,8 +265,13 @@ impl CcClient {
     fn sign_for_a_while(&self, now: i64) {
         if let Some(sessions) = &self.sessions {
             let mut state = sessions.state.lock().unwrap_or_else(|p| p.into_inner());
+            // Requests in flight together can all be refused: said once, when signing starts.
+            let signing = state.signing_until > now;
             state.signing_until = now + SESSION_EVERY_SECS;
             state.current = None;
+            if signing {
+                return;
+            }
             tracing::info!(
                 "The Command Center refused a session MAC; signing every request for the next hour."
             );

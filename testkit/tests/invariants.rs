@@ -196,7 +196,7 @@ fn fuzz_targets_and_store_benchmarks_do_not_link_the_server() {
 /// The Command Center's HTTP layer: the modules (paths under `command-center/src/`) that may name
 /// `ApiError`, axum or maud — the router and server (`server.rs`, `listener.rs`), the
 /// middleware (`guard.rs`, `access.rs`, `timeout.rs`, `metrics.rs`), the extractors and
-/// handlers (`agent_auth.rs`, `api.rs`, `api_tokens.rs`, `commands.rs`, `enroll_tokens.rs`, `oidc/mod.rs`, `sse.rs`, `ui/`) and the error type that
+/// handlers (`agent_auth.rs`, `api.rs`, `api_tokens.rs`, `commands.rs`, `enroll_tokens.rs`, `oidc/mod.rs`, `sse/`, `ui/`) and the error type that
 /// maps every domain error to a status (`error.rs`). The rest of the crate — the CLI and its
 /// configuration, the admin client, the notifier plugins, the refusal log, the demo — is not
 /// HTTP-serving code and names none of them.
@@ -213,7 +213,7 @@ const HTTP_LAYER: &[&str] = &[
     "metrics.rs",
     "oidc/mod.rs",
     "server.rs",
-    "sse.rs",
+    "sse/",
     "timeout.rs",
     "ui/",
 ];
