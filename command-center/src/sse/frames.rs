@@ -167,9 +167,8 @@ impl Frames {
 
 /// Frames events from `rx` into `frames`: whatever is waiting when an event arrives, up to
 /// [`GATHER_BYTES`]; after a frame of several events that was not cut at that limit,
-/// [`BURST_WINDOW`] first. When the hub
-/// itself falls behind the bus, the frames skip what it missed, and each stream tells its
-/// client with a `resync`.
+/// [`BURST_WINDOW`] first. When the hub itself falls behind the bus, the frames skip what it
+/// missed, and each stream tells its client with a `resync`.
 async fn hub(
     frames: Arc<Frames>,
     mut rx: broadcast::Receiver<Arc<BusEvent>>,
@@ -217,8 +216,8 @@ async fn hub(
     }
 }
 
-/// What one stream does with the frames: which events it wants, and the `resync` message
-/// for `missed` events after which it goes on from the one whose id follows `id`.
+/// What one stream does with the frames: which events it wants, and its `resync` for `missed`
+/// events, the last of them `id_before` (the stream goes on from the event after it).
 pub trait Reader {
     /// Whether the stream writes every event of `frame` (no filter, or one the frame's events
     /// all pass), so it can write the frame whole.
@@ -263,10 +262,10 @@ impl Follower {
                 return Some(b);
             }
             self.collect(reader);
-            if self.ready.is_empty() {
-                // The sender lives as long as the log; a closed channel cannot happen, and
-                // would only end the wait.
-                let _ = self.changed.changed().await;
+            // The sender lives as long as the log, which this follower holds; were it gone,
+            // nothing would come any more.
+            if self.ready.is_empty() && self.changed.changed().await.is_err() {
+                return None;
             }
         }
     }

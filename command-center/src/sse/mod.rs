@@ -4,9 +4,9 @@
 //! keepalive comments every `--sse-keepalive` (15 s). A client reconnecting with
 //! `Last-Event-ID` first gets what it missed from the bus window; if that cannot be done, or if
 //! it falls more than `--sse-buffer` events behind (out of the frame log), it gets one `resync`
-//! event (`data: {"reason": ...}`) telling it to reload state. `?since=<id>` does what the header does, for a client that cannot
-//! set it (a page's first `EventSource`). Optional filters:
-//! `?kinds=heartbeat,incident&node_id=...` (`resync` is always delivered).
+//! event (`data: {"reason": ...}`) telling it to reload state. `?since=<id>` does what the
+//! header does, for a client that cannot set it (a page's first `EventSource`). Optional
+//! filters: `?kinds=heartbeat,incident&node_id=...` (`resync` is always delivered).
 //!
 //! Each bus event's message is made once ([`vaultmesh_store::bus::BusEvent::message`]), each
 //! burst of events is made into one frame once ([`frames`]), and every stream writes the same
