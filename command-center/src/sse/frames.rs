@@ -344,6 +344,16 @@ mod tests {
         events
     }
 
+    /// A bus with `n` notes published, and their events.
+    fn notes(n: u64) -> (Bus, Vec<Arc<BusEvent>>) {
+        let bus = Bus::new(64, 64);
+        for i in 1..=n {
+            bus.publish(note(i, "note"));
+        }
+        let events = published(&bus, 0);
+        (bus, events)
+    }
+
     /// Wants the kinds it lists; resyncs as `resync <id> <missed>;`.
     struct Kinds(&'static [&'static str]);
 
@@ -438,11 +448,7 @@ mod tests {
     /// event kept; a gap in the frames (the hub fell behind the bus) is told the same way.
     #[tokio::test]
     async fn a_stream_that_fell_out_of_the_log_or_meets_a_gap_gets_a_resync() {
-        let bus = Bus::new(64, 64);
-        for n in 1..=12 {
-            bus.publish(note(n, "note"));
-        }
-        let events = published(&bus, 0);
+        let (_bus, events) = notes(12);
         let frames = Frames::new(4);
         for e in &events[..10] {
             frames.push(Frame::new(vec![Arc::clone(e)]));
@@ -511,11 +517,7 @@ mod tests {
     /// frame at a time, so one that stops reading holds no more than that frame.
     #[tokio::test]
     async fn frames_of_several_events_leave_the_log_whole_and_are_taken_one_at_a_time() {
-        let bus = Bus::new(64, 64);
-        for n in 1..=9 {
-            bus.publish(note(n, "note"));
-        }
-        let events = published(&bus, 0);
+        let (_bus, events) = notes(9);
         let frames = Frames::new(4);
         for three in events.chunks(3) {
             frames.push(Frame::new(three.to_vec()));
